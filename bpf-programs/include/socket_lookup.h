@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: (BSD-2-Clause OR GPL-2.0-only) */
+/* fd -> struct sock resolution and connection tuple extraction, shared by programs. */
+#ifndef ZEROTRACE_SOCKET_LOOKUP_H
+#define ZEROTRACE_SOCKET_LOOKUP_H
+
+#include "vmlinux_min.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "zerotrace_events.h"
+
+#define ZT_AF_INET 2
+#define ZT_AF_INET6 10
+#define ZT_SOCK_STREAM 1
+#define ZT_IPPROTO_TCP 6
+#define ZT_S_IFMT 00170000
+#define ZT_S_IFSOCK 0140000
+#define ZT_TCP_LISTEN 10
+
+/* The TCP sock behind a file, or NULL for anything else (files, pipes, UDP, unix). */
+static __always_inline struct sock *zt_tcp_sock_of_file(struct file *file)
+{
+	if (!file)
+		return 0;
+	umode_t mode = BPF_CORE_READ(file, f_inode, i_mode);
+	if ((mode & ZT_S_IFMT) != ZT_S_IFSOCK)
+		return 0;
+	struct socket *socket = BPF_CORE_READ(file, private_data);
+	if (!socket)
+		return 0;
+	struct sock *sk = BPF_CORE_READ(socket, sk);
+	if (!sk)
+		return 0;
+	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != ZT_AF_INET && family != ZT_AF_INET6)
+		return 0;
+	if (BPF_CORE_READ(sk, sk_type) != ZT_SOCK_STREAM ||
+	    BPF_CORE_READ(sk, sk_protocol) != ZT_IPPROTO_TCP)
+		return 0;
+	return sk;
+}
+
+/* The TCP sock behind fd `fd` of the current task. */
+static __always_inline struct sock *zt_tcp_sock_of_fd(__u64 fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt)
+		return 0;
+	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
+	if (fd >= max_fds)
+		return 0;
+	struct file **fd_array = BPF_CORE_READ(fdt, fd);
+	struct file *file = 0;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fd_array[fd]))
+		return 0;
+	return zt_tcp_sock_of_file(file);
+}
+
+static __always_inline void zt_fill_tuple(struct sock *sk, struct zt_conn_tuple *t)
+{
+	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	t->family = family;
+	t->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	t->peer_port = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == ZT_AF_INET) {
+		__u32 local = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 peer = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(t->local_addr, &local, 4);
+		__builtin_memcpy(t->peer_addr, &peer, 4);
+	} else {
+		BPF_CORE_READ_INTO(&t->local_addr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&t->peer_addr, sk, __sk_common.skc_v6_daddr);
+	}
+}
+
+#endif

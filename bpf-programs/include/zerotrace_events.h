@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: (BSD-2-Clause OR GPL-2.0-only) */
+/*
+ * Every struct that crosses the kernel/user boundary. The Rust mirror lives in
+ * shared/src/event.rs; shared/build.rs compiles this header on the host and the
+ * Rust side asserts at compile time that sizes and offsets agree.
+ */
+#ifndef ZEROTRACE_EVENTS_H
+#define ZEROTRACE_EVENTS_H
+
+/* Bytes of each payload copied into an event. Power of two, >= 256. */
+#ifndef ZT_PAYLOAD_MAX
+#define ZT_PAYLOAD_MAX 512
+#endif
+
+enum zt_event_kind {
+	ZT_EVENT_DATA = 1,         /* bytes moved on an instrumented TCP socket */
+	ZT_EVENT_CONNECTION = 2,   /* socket accepted (server) or connected (client) */
+	ZT_EVENT_CLOSE = 3,        /* instrumented process closed a TCP socket */
+	ZT_EVENT_LISTEN = 4,       /* any process started listening on a TCP port */
+	ZT_EVENT_PROCESS_EXIT = 5, /* an instrumented process exited */
+	ZT_EVENT_PROCESS_FORK = 6, /* an instrumented process forked; the child is instrumented */
+};
+
+enum zt_direction {
+	ZT_DIR_NONE = 0,
+	ZT_DIR_INGRESS = 1, /* read by the process */
+	ZT_DIR_EGRESS = 2,  /* written by the process */
+};
+
+enum zt_role {
+	ZT_ROLE_UNKNOWN = 0, /* socket opened before the agent started */
+	ZT_ROLE_SERVER = 1,  /* returned by accept */
+	ZT_ROLE_CLIENT = 2,  /* passed to connect */
+};
+
+/* Indexes of the per-CPU counter array `zt_counters`. */
+enum zt_counter {
+	ZT_COUNTER_EVENTS_SUBMITTED = 0,
+	ZT_COUNTER_RINGBUF_DROPS = 1,
+	ZT_COUNTER_MAX = 2,
+};
+
+struct zt_conn_tuple {
+	__u8 local_addr[16]; /* IPv4 in the first 4 bytes when family == AF_INET */
+	__u8 peer_addr[16];
+	__u16 local_port;    /* host byte order */
+	__u16 peer_port;     /* host byte order */
+	__u16 family;        /* AF_INET or AF_INET6 */
+	__u16 pad;
+};
+
+/* Header of every ring buffer record; ZT_EVENT_DATA records are followed by
+ * `captured_len` payload bytes. */
+struct zt_event {
+	__u8 kind;        /* enum zt_event_kind */
+	__u8 direction;   /* enum zt_direction */
+	__u8 role;        /* enum zt_role */
+	__u8 pad;
+	__u32 pid;        /* tgid, as seen from the initial pid namespace */
+	__u32 tid;
+	__u32 captured_len;
+	__u64 ts_ns;      /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u64 sock_id;    /* kernel address of struct sock: connection identity */
+	__u64 bytes;      /* DATA: bytes the syscall moved; FORK: parent pid */
+	struct zt_conn_tuple tuple;
+	char comm[16];
+};
+
+/* Record written by the listener iterator: one listening TCP socket of one process. */
+struct zt_listener {
+	__u32 pid;
+	__u16 port;
+	__u16 family;
+};
+
+#endif

@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: (BSD-2-Clause OR GPL-2.0-only)
+/*
+ * Syscall tracepoint capture backend: the baseline that works on hardened
+ * kernels without kprobes or fentry (tp_btf only).
+ *
+ * Cost model: every process pays one switch on the syscall number; processes
+ * outside zt_pid_filter pay one hash lookup for the few syscalls we care about
+ * and nothing else. Arguments are read back from the saved user registers at
+ * sys_exit, so no per-thread map is written between enter and exit.
+ */
+#include "../include/socket_lookup.h"
+#include <bpf/bpf_tracing.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* x86_64 syscall numbers (the only architecture built for now). */
+#define ZT_NR_read 0
+#define ZT_NR_write 1
+#define ZT_NR_close 3
+#define ZT_NR_readv 19
+#define ZT_NR_writev 20
+#define ZT_NR_sendfile 40
+#define ZT_NR_connect 42
+#define ZT_NR_accept 43
+#define ZT_NR_sendto 44
+#define ZT_NR_recvfrom 45
+#define ZT_NR_sendmsg 46
+#define ZT_NR_recvmsg 47
+#define ZT_NR_listen 50
+#define ZT_NR_accept4 288
+#define ZT_EINPROGRESS 115
+
+/* Set by the loader before load: data events wake the reader only once this
+ * many bytes are waiting, so a busy server does not cause one wake-up per call. */
+const volatile __u64 zt_wakeup_bytes = 65536;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} zt_events SEC(".maps");
+
+/* tgid -> flags; only these processes produce data events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u32);
+} zt_pid_filter SEC(".maps");
+
+/* struct sock address -> enum zt_role, learned at accept/connect. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u8);
+} zt_conn_roles SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ZT_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} zt_counters SEC(".maps");
+
+struct zt_event_buffer {
+	struct zt_event event;
+	__u8 payload[ZT_PAYLOAD_MAX];
+};
+
+/* Per-CPU staging area: events are too big for the 512-byte BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct zt_event_buffer);
+} zt_scratch SEC(".maps");
+
+/* User-space ABI layouts (not kernel-internal, so no CO-RE). */
+struct zt_user_iovec {
+	__u64 base;
+	__u64 len;
+};
+
+struct zt_user_msghdr {
+	__u64 msg_name;
+	__u32 msg_namelen;
+	__u32 pad;
+	__u64 msg_iov;
+	__u64 msg_iovlen;
+};
+
+static __always_inline void zt_count(__u32 counter)
+{
+	__u64 *value = bpf_map_lookup_elem(&zt_counters, &counter);
+	if (value)
+		*value += 1;
+}
+
+static __always_inline bool zt_is_instrumented(__u32 tgid)
+{
+	return bpf_map_lookup_elem(&zt_pid_filter, &tgid) != 0;
+}
+
+static __always_inline struct zt_event_buffer *zt_new_event(__u8 kind, __u64 pid_tgid)
+{
+	__u32 zero = 0;
+	struct zt_event_buffer *buf = bpf_map_lookup_elem(&zt_scratch, &zero);
+	if (!buf)
+		return 0;
+	struct zt_event *e = &buf->event;
+	e->kind = kind;
+	e->direction = ZT_DIR_NONE;
+	e->role = ZT_ROLE_UNKNOWN;
+	e->pad = 0;
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->captured_len = 0;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->sock_id = 0;
+	e->bytes = 0;
+	__builtin_memset(&e->tuple, 0, sizeof(e->tuple));
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return buf;
+}
+
+/* Control events (listen, exit, fork) wake the reader at once: discovery must be quick. */
+static __always_inline __u64 zt_batched_wakeup_flags(void)
+{
+	__u64 waiting = bpf_ringbuf_query(&zt_events, BPF_RB_AVAIL_DATA);
+	return waiting >= zt_wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void zt_submit(struct zt_event_buffer *buf, __u32 payload_len, __u64 flags)
+{
+	if (payload_len > ZT_PAYLOAD_MAX)
+		payload_len = ZT_PAYLOAD_MAX;
+	__u64 size = sizeof(struct zt_event) + payload_len;
+	if (bpf_ringbuf_output(&zt_events, buf, size, flags))
+		zt_count(ZT_COUNTER_RINGBUF_DROPS);
+	else
+		zt_count(ZT_COUNTER_EVENTS_SUBMITTED);
+}
+
+static __always_inline void zt_on_connection(struct sock *sk, __u8 role, __u64 pid_tgid)
+{
+	__u64 sock_id = (__u64)sk;
+	bpf_map_update_elem(&zt_conn_roles, &sock_id, &role, BPF_ANY);
+	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_CONNECTION, pid_tgid);
+	if (!buf)
+		return;
+	buf->event.role = role;
+	buf->event.sock_id = sock_id;
+	zt_fill_tuple(sk, &buf->event.tuple);
+	zt_submit(buf, 0, zt_batched_wakeup_flags());
+}
+
+/* Where the syscall's payload starts and how long its first contiguous piece is. */
+static __always_inline __u64 zt_first_iovec(__u64 iov_ptr, __u64 *len)
+{
+	struct zt_user_iovec iov = {};
+	if (!iov_ptr || bpf_probe_read_user(&iov, sizeof(iov), (void *)iov_ptr))
+		return 0;
+	*len = iov.len;
+	return iov.base;
+}
+
+static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, __u64 pid_tgid)
+{
+	struct sock *sk = zt_tcp_sock_of_fd(regs->di);
+	if (!sk)
+		return;
+
+	__u8 direction = ZT_DIR_INGRESS;
+	__u64 payload = 0;
+	__u64 piece_len = ret;
+	switch (nr) {
+	case ZT_NR_write:
+	case ZT_NR_sendto:
+		direction = ZT_DIR_EGRESS;
+		/* fall through */
+	case ZT_NR_read:
+	case ZT_NR_recvfrom:
+		payload = regs->si;
+		break;
+	case ZT_NR_writev:
+		direction = ZT_DIR_EGRESS;
+		/* fall through */
+	case ZT_NR_readv:
+		payload = zt_first_iovec(regs->si, &piece_len);
+		break;
+	case ZT_NR_sendmsg:
+		direction = ZT_DIR_EGRESS;
+		/* fall through */
+	case ZT_NR_recvmsg: {
+		struct zt_user_msghdr msg = {};
+		if (!bpf_probe_read_user(&msg, sizeof(msg), (void *)regs->si) && msg.msg_iovlen > 0)
+			payload = zt_first_iovec(msg.msg_iov, &piece_len);
+		break;
+	}
+	case ZT_NR_sendfile:
+		direction = ZT_DIR_EGRESS; /* file contents: counted, not copied */
+		break;
+	default:
+		return;
+	}
+
+	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_DATA, pid_tgid);
+	if (!buf)
+		return;
+	struct zt_event *e = &buf->event;
+	__u64 sock_id = (__u64)sk;
+	__u8 *role = bpf_map_lookup_elem(&zt_conn_roles, &sock_id);
+	e->role = role ? *role : ZT_ROLE_UNKNOWN;
+	e->direction = direction;
+	e->sock_id = sock_id;
+	e->bytes = ret;
+	zt_fill_tuple(sk, &e->tuple);
+
+	__u32 copy = 0;
+	if (payload) {
+		if (piece_len > (__u64)ret)
+			piece_len = ret;
+		copy = piece_len > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : piece_len;
+		if (copy > ZT_PAYLOAD_MAX) /* restated for the verifier */
+			copy = ZT_PAYLOAD_MAX;
+		if (bpf_probe_read_user(buf->payload, copy, (void *)payload))
+			copy = 0;
+	}
+	e->captured_len = copy;
+	zt_submit(buf, copy, zt_batched_wakeup_flags());
+}
+
+static __always_inline void zt_on_listen(struct pt_regs *regs, __u64 pid_tgid)
+{
+	struct sock *sk = zt_tcp_sock_of_fd(regs->di);
+	if (!sk)
+		return;
+	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_LISTEN, pid_tgid);
+	if (!buf)
+		return;
+	buf->event.sock_id = (__u64)sk;
+	zt_fill_tuple(sk, &buf->event.tuple);
+	zt_submit(buf, 0, 0);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(zt_sys_exit, struct pt_regs *regs, long ret)
+{
+	long nr = regs->orig_ax;
+	switch (nr) {
+	case ZT_NR_read: case ZT_NR_write: case ZT_NR_readv: case ZT_NR_writev:
+	case ZT_NR_sendto: case ZT_NR_recvfrom: case ZT_NR_sendmsg: case ZT_NR_recvmsg:
+	case ZT_NR_sendfile: case ZT_NR_accept: case ZT_NR_accept4: case ZT_NR_connect:
+	case ZT_NR_listen:
+		break;
+	default:
+		return 0;
+	}
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (nr == ZT_NR_listen) {
+		/* Every process: discovery needs to see new servers. */
+		if (ret == 0)
+			zt_on_listen(regs, pid_tgid);
+		return 0;
+	}
+	if (!zt_is_instrumented(pid_tgid >> 32))
+		return 0;
+
+	if (nr == ZT_NR_accept || nr == ZT_NR_accept4) {
+		struct sock *sk = ret >= 0 ? zt_tcp_sock_of_fd(ret) : 0;
+		if (sk)
+			zt_on_connection(sk, ZT_ROLE_SERVER, pid_tgid);
+		return 0;
+	}
+	if (nr == ZT_NR_connect) {
+		struct sock *sk = (ret == 0 || ret == -ZT_EINPROGRESS) ? zt_tcp_sock_of_fd(regs->di) : 0;
+		if (sk)
+			zt_on_connection(sk, ZT_ROLE_CLIENT, pid_tgid);
+		return 0;
+	}
+	if (ret > 0)
+		zt_on_data(nr, regs, ret, pid_tgid);
+	return 0;
+}
+
+/* close() must be seen at entry: at exit the fd no longer leads to the socket. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(zt_sys_enter, struct pt_regs *regs, long id)
+{
+	if (id != ZT_NR_close)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!zt_is_instrumented(pid_tgid >> 32))
+		return 0;
+	struct sock *sk = zt_tcp_sock_of_fd(regs->di);
+	if (!sk)
+		return 0;
+	__u64 sock_id = (__u64)sk;
+	bpf_map_delete_elem(&zt_conn_roles, &sock_id);
+	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_CLOSE, pid_tgid);
+	if (!buf)
+		return 0;
+	buf->event.sock_id = sock_id;
+	zt_submit(buf, 0, zt_batched_wakeup_flags());
+	return 0;
+}
+
+/* An instrumented process forked (nginx, gunicorn workers): instrument the child too. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(zt_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	if (child->pid != child->tgid)
+		return 0; /* a new thread, not a new process */
+	__u32 parent_tgid = parent->tgid;
+	__u32 *flags = bpf_map_lookup_elem(&zt_pid_filter, &parent_tgid);
+	if (!flags)
+		return 0;
+	__u32 child_tgid = child->tgid;
+	__u32 child_flags = *flags;
+	bpf_map_update_elem(&zt_pid_filter, &child_tgid, &child_flags, BPF_ANY);
+	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_PROCESS_FORK, bpf_get_current_pid_tgid());
+	if (!buf)
+		return 0;
+	buf->event.pid = child_tgid;
+	buf->event.bytes = parent_tgid;
+	zt_submit(buf, 0, 0);
+	return 0;
+}
+
+/* The whole process is gone: forget it in the kernel and tell the worker. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(zt_process_exit, struct task_struct *task)
+{
+	if (task->pid != task->tgid)
+		return 0; /* a thread of a process that lives on */
+	__u32 tgid = task->tgid;
+	if (bpf_map_delete_elem(&zt_pid_filter, &tgid))
+		return 0; /* was not instrumented */
+	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_PROCESS_EXIT, bpf_get_current_pid_tgid());
+	if (!buf)
+		return 0;
+	zt_submit(buf, 0, 0);
+	return 0;
+}

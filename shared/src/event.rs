@@ -1,0 +1,347 @@
+//! Decoding of the records the BPF programs write (see
+//! bpf-programs/include/zerotrace_events.h). Offsets come from the header
+//! itself through build.rs, so the two sides cannot drift apart silently.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Struct sizes, field offsets and enum values generated from the C header.
+pub mod layout {
+    include!(concat!(env!("OUT_DIR"), "/event_layout.rs"));
+}
+
+const AF_INET: u16 = 2;
+
+/// Which way bytes moved, seen from the instrumented process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Read by the process.
+    Ingress,
+    /// Written by the process.
+    Egress,
+}
+
+/// How the socket came to be, when the kernel saw it happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectionRole {
+    /// Opened before the agent started: inferred later from the traffic.
+    Unknown,
+    /// Returned by accept(): this process is the server.
+    Server,
+    /// Passed to connect(): this process is the client.
+    Client,
+}
+
+/// The two ends of a TCP connection, from the instrumented process's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnTuple {
+    pub local: IpAddr,
+    pub local_port: u16,
+    pub peer: IpAddr,
+    pub peer_port: u16,
+}
+
+/// What every record carries: who, when, which socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventOrigin {
+    pub pid: u32,
+    pub tid: u32,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    pub comm: String,
+}
+
+/// One decoded ring buffer record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelEvent {
+    /// A read or write of `total_bytes` on a TCP socket, of which `payload` is the start.
+    Data {
+        origin: EventOrigin,
+        sock_id: u64,
+        role: ConnectionRole,
+        direction: Direction,
+        tuple: ConnTuple,
+        total_bytes: u64,
+        payload: Vec<u8>,
+    },
+    /// A socket was accepted or connected.
+    Connection {
+        origin: EventOrigin,
+        sock_id: u64,
+        role: ConnectionRole,
+        tuple: ConnTuple,
+    },
+    /// The instrumented process closed a TCP socket.
+    Close { origin: EventOrigin, sock_id: u64 },
+    /// Some process (instrumented or not) listens on a TCP port.
+    Listen { origin: EventOrigin, port: u16 },
+    /// An instrumented process exited.
+    ProcessExit { origin: EventOrigin },
+    /// An instrumented process forked; the kernel already instruments the child.
+    ProcessFork { origin: EventOrigin, child_pid: u32, parent_pid: u32 },
+}
+
+/// Why a record could not be decoded (counted by the worker, never fatal).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventDecodeError {
+    TooShort { len: usize, need: usize },
+    UnknownKind(u8),
+    BadDirection(u8),
+    PayloadLength { declared: usize, present: usize },
+}
+
+impl fmt::Display for EventDecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooShort { len, need } => write!(f, "record of {len} bytes, need {need}"),
+            Self::UnknownKind(k) => write!(f, "unknown event kind {k}"),
+            Self::BadDirection(d) => write!(f, "bad direction {d}"),
+            Self::PayloadLength { declared, present } => {
+                write!(f, "payload declares {declared} bytes, record holds {present}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EventDecodeError {}
+
+/// Bounds-checked native-endian reads from a record already checked for length.
+struct Record<'a>(&'a [u8]);
+
+impl Record<'_> {
+    fn bytes<const N: usize>(&self, offset: usize) -> [u8; N] {
+        let mut out = [0u8; N];
+        if let Some(src) = self.0.get(offset..offset + N) {
+            out.copy_from_slice(src);
+        }
+        out
+    }
+    fn u8(&self, offset: usize) -> u8 {
+        self.0.get(offset).copied().unwrap_or(0)
+    }
+    fn u16(&self, offset: usize) -> u16 {
+        u16::from_ne_bytes(self.bytes(offset))
+    }
+    fn u32(&self, offset: usize) -> u32 {
+        u32::from_ne_bytes(self.bytes(offset))
+    }
+    fn u64(&self, offset: usize) -> u64 {
+        u64::from_ne_bytes(self.bytes(offset))
+    }
+}
+
+fn decode_addr(family: u16, raw: [u8; 16]) -> IpAddr {
+    if family == AF_INET {
+        return IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]));
+    }
+    let v6 = Ipv6Addr::from(raw);
+    // Dual-stack sockets carry IPv4 peers as ::ffff:a.b.c.d; show them as IPv4.
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+fn decode_comm(raw: [u8; 16]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+fn decode_tuple(r: &Record<'_>) -> ConnTuple {
+    use layout::*;
+    let base = EVENT_TUPLE;
+    let family = r.u16(base + TUPLE_FAMILY);
+    ConnTuple {
+        local: decode_addr(family, r.bytes(base + TUPLE_LOCAL_ADDR)),
+        local_port: r.u16(base + TUPLE_LOCAL_PORT),
+        peer: decode_addr(family, r.bytes(base + TUPLE_PEER_ADDR)),
+        peer_port: r.u16(base + TUPLE_PEER_PORT),
+    }
+}
+
+fn decode_role(raw: u8) -> ConnectionRole {
+    match raw as usize {
+        layout::ROLE_SERVER => ConnectionRole::Server,
+        layout::ROLE_CLIENT => ConnectionRole::Client,
+        _ => ConnectionRole::Unknown,
+    }
+}
+
+impl KernelEvent {
+    /// Decodes one ring buffer record. Never panics, whatever the bytes.
+    pub fn decode(record: &[u8]) -> Result<Self, EventDecodeError> {
+        use layout::*;
+        if record.len() < EVENT_SIZE {
+            return Err(EventDecodeError::TooShort {
+                len: record.len(),
+                need: EVENT_SIZE,
+            });
+        }
+        let r = Record(record);
+        let origin = EventOrigin {
+            pid: r.u32(EVENT_PID),
+            tid: r.u32(EVENT_TID),
+            ts_ns: r.u64(EVENT_TS_NS),
+            comm: decode_comm(r.bytes(EVENT_COMM)),
+        };
+        let sock_id = r.u64(EVENT_SOCK_ID);
+        let kind = r.u8(EVENT_KIND);
+        let event = match kind as usize {
+            KIND_DATA => {
+                let direction = match r.u8(EVENT_DIRECTION) as usize {
+                    DIR_INGRESS => Direction::Ingress,
+                    DIR_EGRESS => Direction::Egress,
+                    other => return Err(EventDecodeError::BadDirection(other as u8)),
+                };
+                let declared = r.u32(EVENT_CAPTURED_LEN) as usize;
+                let present = record.len() - EVENT_SIZE;
+                let payload = record
+                    .get(EVENT_SIZE..EVENT_SIZE.saturating_add(declared))
+                    .ok_or(EventDecodeError::PayloadLength { declared, present })?;
+                KernelEvent::Data {
+                    origin,
+                    sock_id,
+                    role: decode_role(r.u8(EVENT_ROLE)),
+                    direction,
+                    tuple: decode_tuple(&r),
+                    total_bytes: r.u64(EVENT_BYTES).max(payload.len() as u64),
+                    payload: payload.to_vec(),
+                }
+            }
+            KIND_CONNECTION => KernelEvent::Connection {
+                origin,
+                sock_id,
+                role: decode_role(r.u8(EVENT_ROLE)),
+                tuple: decode_tuple(&r),
+            },
+            KIND_CLOSE => KernelEvent::Close { origin, sock_id },
+            KIND_LISTEN => KernelEvent::Listen {
+                port: r.u16(EVENT_TUPLE + TUPLE_LOCAL_PORT),
+                origin,
+            },
+            KIND_PROCESS_EXIT => KernelEvent::ProcessExit { origin },
+            KIND_PROCESS_FORK => KernelEvent::ProcessFork {
+                child_pid: origin.pid,
+                parent_pid: r.u64(EVENT_BYTES) as u32,
+                origin,
+            },
+            _ => return Err(EventDecodeError::UnknownKind(kind)),
+        };
+        Ok(event)
+    }
+}
+
+/// One listening socket reported by the listener iterator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ListeningSocket {
+    pub pid: u32,
+    pub port: u16,
+}
+
+/// Splits the iterator's output into records; a trailing partial record is ignored.
+pub fn decode_listeners(bytes: &[u8]) -> Vec<ListeningSocket> {
+    use layout::*;
+    bytes
+        .chunks_exact(LISTENER_SIZE)
+        .map(|chunk| {
+            let r = Record(chunk);
+            ListeningSocket {
+                pid: r.u32(LISTENER_PID),
+                port: r.u16(LISTENER_PORT),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layout::*;
+    use super::*;
+
+    const AF_INET6: u16 = 10;
+
+    fn record(kind: usize, payload: &[u8]) -> Vec<u8> {
+        let mut r = vec![0u8; EVENT_SIZE];
+        r[EVENT_KIND] = kind as u8;
+        r[EVENT_DIRECTION] = DIR_EGRESS as u8;
+        r[EVENT_ROLE] = ROLE_SERVER as u8;
+        r[EVENT_PID..EVENT_PID + 4].copy_from_slice(&4242u32.to_ne_bytes());
+        r[EVENT_CAPTURED_LEN..EVENT_CAPTURED_LEN + 4]
+            .copy_from_slice(&(payload.len() as u32).to_ne_bytes());
+        r[EVENT_BYTES..EVENT_BYTES + 8].copy_from_slice(&9000u64.to_ne_bytes());
+        r[EVENT_TUPLE + TUPLE_FAMILY..EVENT_TUPLE + TUPLE_FAMILY + 2]
+            .copy_from_slice(&AF_INET.to_ne_bytes());
+        r[EVENT_TUPLE + TUPLE_LOCAL_ADDR..EVENT_TUPLE + TUPLE_LOCAL_ADDR + 4]
+            .copy_from_slice(&[127, 0, 0, 1]);
+        r[EVENT_TUPLE + TUPLE_LOCAL_PORT..EVENT_TUPLE + TUPLE_LOCAL_PORT + 2]
+            .copy_from_slice(&8080u16.to_ne_bytes());
+        r[EVENT_COMM..EVENT_COMM + 5].copy_from_slice(b"nginx");
+        r.extend_from_slice(payload);
+        r
+    }
+
+    #[test]
+    fn decodes_a_data_record() {
+        let ev = KernelEvent::decode(&record(KIND_DATA, b"HTTP/1.1 200 OK\r\n"));
+        match ev {
+            Ok(KernelEvent::Data {
+                origin,
+                role,
+                direction,
+                tuple,
+                total_bytes,
+                payload,
+                ..
+            }) => {
+                assert_eq!(origin.pid, 4242);
+                assert_eq!(origin.comm, "nginx");
+                assert_eq!(role, ConnectionRole::Server);
+                assert_eq!(direction, Direction::Egress);
+                assert_eq!(tuple.local, IpAddr::V4(Ipv4Addr::LOCALHOST));
+                assert_eq!(tuple.local_port, 8080);
+                assert_eq!(total_bytes, 9000);
+                assert_eq!(payload, b"HTTP/1.1 200 OK\r\n");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_a_payload_longer_than_the_record() {
+        let mut r = record(KIND_DATA, b"abc");
+        r.truncate(EVENT_SIZE + 1);
+        assert!(matches!(
+            KernelEvent::decode(&r),
+            Err(EventDecodeError::PayloadLength { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_unknown_kinds_and_short_records() {
+        assert!(matches!(
+            KernelEvent::decode(&record(200, b"")),
+            Err(EventDecodeError::UnknownKind(200))
+        ));
+        assert!(matches!(
+            KernelEvent::decode(&[1, 2, 3]),
+            Err(EventDecodeError::TooShort { .. })
+        ));
+    }
+
+    #[test]
+    fn maps_v4_in_v6_addresses_to_v4() {
+        let mut raw = [0u8; 16];
+        raw[10] = 0xff;
+        raw[11] = 0xff;
+        raw[12..].copy_from_slice(&[10, 1, 2, 3]);
+        assert_eq!(decode_addr(AF_INET6, raw), IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_records(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = KernelEvent::decode(&bytes);
+            let _ = decode_listeners(&bytes);
+        }
+    }
+}

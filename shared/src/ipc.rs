@@ -1,0 +1,254 @@
+//! The loader ⇄ worker protocol: a fixed, versioned set of requests carried as
+//! postcard messages over a SOCK_SEQPACKET socketpair, with map file
+//! descriptors attached (SCM_RIGHTS) to the Hello reply.
+//!
+//! This enum *is* the loader's attack surface: every variant is validated by
+//! the loader's dispatch table before anything happens.
+
+use serde::{Deserialize, Serialize};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+use crate::event::ListeningSocket;
+
+/// Bumped on any incompatible change to the messages below.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest message either side accepts; anything longer is refused unread.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Most pids one SetTargets request may carry.
+pub const MAX_TARGETS_PER_REQUEST: usize = 1024;
+/// Most file descriptors one message may carry.
+pub const MAX_FDS_PER_MESSAGE: usize = 8;
+/// Environment variable through which the worker learns its end of the socketpair.
+pub const IPC_FD_ENV: &str = "ZEROTRACE_IPC_FD";
+
+/// Every message on the wire: the protocol version travels with each one.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Envelope<T> {
+    pub version: u16,
+    pub body: T,
+}
+
+/// What the worker may ask of the loader. Nothing else exists.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// First message: answered with the map descriptors and their fds.
+    Hello,
+    /// Add/remove processes in the kernel pid filter, for kernels where the
+    /// worker cannot update the map itself.
+    SetTargets { add: Vec<u32>, remove: Vec<u32> },
+    /// Every process listening on a TCP port right now (from the BPF iterator).
+    ListListeners,
+    /// The executable path of a process, which the worker cannot read itself.
+    DescribeProcess { pid: u32 },
+    /// Loader counters.
+    Stats,
+}
+
+/// Which map an fd in the Hello reply is.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapRole {
+    /// The ring buffer of kernel events.
+    Events,
+    /// tgid → flags: which processes are instrumented.
+    PidFilter,
+    /// Per-CPU counters (drops, events submitted).
+    Counters,
+}
+
+/// A map handed to the worker; the fds follow in the same order.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapDescriptor {
+    pub role: MapRole,
+    pub max_entries: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ProcessDescription {
+    pub pid: u32,
+    pub exe_path: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoaderStats {
+    pub requests_served: u64,
+    pub requests_refused: u64,
+    pub worker_restarts: u64,
+}
+
+/// Why the loader said no. The loader keeps serving after any of these.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The envelope's version is not ours.
+    UnsupportedVersion { supported: u16 },
+    /// Not a message of this protocol (unknown tag, bad encoding, trailing bytes).
+    Malformed,
+    /// Longer than MAX_MESSAGE_BYTES, or carrying file descriptors.
+    Oversize,
+    /// A known request whose field failed validation.
+    InvalidField { field: String, reason: String },
+    /// A valid request that is not allowed at this point of the session.
+    NotPermittedNow,
+    /// Valid and permitted, but the loader could not do it.
+    Failed { reason: String },
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Hello {
+        loader_pid: u32,
+        maps: Vec<MapDescriptor>,
+    },
+    TargetsSet,
+    Listeners(Vec<ListeningSocket>),
+    Process(ProcessDescription),
+    Stats(LoaderStats),
+    Refused(Refusal),
+}
+
+/// Encodes `body` in a versioned envelope.
+pub fn encode<T: Serialize>(body: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_stdvec(&Envelope {
+        version: PROTOCOL_VERSION,
+        body,
+    })
+}
+
+/// Why a received message was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    WrongVersion(u16),
+    Malformed,
+}
+
+/// Decodes a whole message; trailing bytes make it malformed.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    // The version is the first field: read it alone so a newer peer gets a
+    // version error rather than "malformed".
+    let (version, _) =
+        postcard::take_from_bytes::<u16>(bytes).map_err(|_| DecodeError::Malformed)?;
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeError::WrongVersion(version));
+    }
+    let (envelope, rest) = postcard::take_from_bytes::<Envelope<T>>(bytes)
+        .map_err(|_| DecodeError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Malformed);
+    }
+    Ok(envelope.body)
+}
+
+/// One datagram received from the socketpair.
+#[derive(Debug)]
+pub struct ReceivedMessage {
+    pub bytes: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+    /// The datagram was longer than MAX_MESSAGE_BYTES (its tail was discarded).
+    pub truncated: bool,
+}
+
+/// Sends one message with optional fds attached.
+pub fn send_message(socket: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> nix::Result<()> {
+    let iov = [IoSlice::new(bytes)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(socket.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)?;
+    Ok(())
+}
+
+/// Receives one message. `Ok(None)` means the peer closed the socket.
+pub fn recv_message(socket: BorrowedFd<'_>) -> nix::Result<Option<ReceivedMessage>> {
+    let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
+    let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
+    let (len, flags, raw_fds) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg_space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let mut raw_fds = Vec::new();
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for cmsg in cmsgs {
+                if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                    raw_fds.extend(fds);
+                }
+            }
+        }
+        (msg.bytes, msg.flags, raw_fds)
+    };
+    // SAFETY: SCM_RIGHTS installed these descriptors in our table just now and
+    // nothing else refers to them; each is wrapped exactly once.
+    let fds = raw_fds
+        .into_iter()
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
+    if len == 0 && !flags.contains(MsgFlags::MSG_TRUNC) {
+        return Ok(None);
+    }
+    buf.truncate(len);
+    Ok(Some(ReceivedMessage {
+        bytes: buf,
+        fds,
+        truncated: flags.contains(MsgFlags::MSG_TRUNC) || flags.contains(MsgFlags::MSG_CTRUNC),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        for request in [
+            Request::Hello,
+            Request::SetTargets {
+                add: vec![1, 2],
+                remove: vec![3],
+            },
+            Request::ListListeners,
+            Request::DescribeProcess { pid: 7 },
+            Request::Stats,
+        ] {
+            let bytes = encode(&request).unwrap_or_default();
+            assert_eq!(decode::<Request>(&bytes), Ok(request));
+        }
+    }
+
+    #[test]
+    fn unknown_tags_trailing_bytes_and_versions_are_rejected() {
+        let mut unknown = encode(&Request::Stats).unwrap_or_default();
+        if let Some(tag) = unknown.last_mut() {
+            *tag = 99;
+        }
+        assert_eq!(decode::<Request>(&unknown), Err(DecodeError::Malformed));
+
+        let mut trailing = encode(&Request::Hello).unwrap_or_default();
+        trailing.push(0);
+        assert_eq!(decode::<Request>(&trailing), Err(DecodeError::Malformed));
+
+        let old = postcard::to_stdvec(&Envelope {
+            version: PROTOCOL_VERSION + 1,
+            body: Request::Hello,
+        })
+        .unwrap_or_default();
+        assert_eq!(
+            decode::<Request>(&old),
+            Err(DecodeError::WrongVersion(PROTOCOL_VERSION + 1))
+        );
+        assert_eq!(decode::<Request>(&[]), Err(DecodeError::Malformed));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = decode::<Request>(&bytes);
+            let _ = decode::<Reply>(&bytes);
+        }
+    }
+}
