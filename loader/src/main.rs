@@ -1,1 +1,195 @@
-fn main(){}
+//! `zerotrace`: the privileged half of the agent. It loads and attaches the
+//! BPF programs, starts the unprivileged `zerotrace-worker`, hands it the map
+//! fds, and answers only the requests in `request_table`.
+
+mod privileges;
+mod probes;
+mod request_table;
+mod supervisor;
+mod worker_process;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use probes::{ProbeSettings, Probes};
+use supervisor::SupervisorSettings;
+
+const USAGE: &str = "\
+zerotrace — zero-code HTTP observability with eBPF
+
+USAGE:
+    zerotrace run [OPTIONS]     load the probes, start the worker, print/export spans
+    zerotrace check             show what this kernel and these privileges allow
+    zerotrace --version
+
+RUN OPTIONS:
+    --open-port PORTS           instrument processes listening on these ports
+                                (e.g. 8080 or 80,443,8000-8999; env OTEL_EBPF_OPEN_PORT)
+    --trace-printer FORMAT      text | json | disabled (env OTEL_EBPF_TRACE_PRINTER; default text)
+    --worker-user USER          user (name or uid) the worker runs as
+                                (default: nobody when started as root)
+    --worker-path PATH          the zerotrace-worker binary (default: next to zerotrace)
+    --ring-buffer-bytes N       kernel event ring buffer size (power of two; default 4194304)
+    --allow-privileged-worker   development only: let the worker run with privileges
+";
+
+/// Options of `zerotrace run` the loader itself acts on; the rest are the worker's.
+struct RunOptions {
+    worker_user: Option<String>,
+    worker_path: Option<PathBuf>,
+    ring_buffer_bytes: u32,
+    worker_args: Vec<String>,
+}
+
+fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOptions, String> {
+    let mut options = RunOptions {
+        worker_user: None,
+        worker_path: None,
+        ring_buffer_bytes: 4 << 20,
+        worker_args: Vec::new(),
+    };
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |what: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{what} needs a value"))
+        };
+        match name.as_str() {
+            "--worker-user" => options.worker_user = Some(value("--worker-user")?),
+            "--worker-path" => options.worker_path = Some(PathBuf::from(value("--worker-path")?)),
+            "--ring-buffer-bytes" => {
+                let raw = value("--ring-buffer-bytes")?;
+                options.ring_buffer_bytes = match raw.parse::<u32>() {
+                    Ok(n) if n.is_power_of_two() && n >= 4096 => n,
+                    _ => {
+                        return Err(format!(
+                            "--ring-buffer-bytes {raw:?}: must be a power of two of at least 4096"
+                        ))
+                    }
+                };
+            }
+            "--open-port" | "--trace-printer" => {
+                let v = value(&name)?;
+                options.worker_args.push(name.clone());
+                options.worker_args.push(v);
+            }
+            "--allow-privileged-worker" => options.worker_args.push(name.clone()),
+            other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
+        }
+    }
+    Ok(options)
+}
+
+fn run(options: RunOptions) -> Result<i32, String> {
+    let identity = privileges::resolve_worker_identity(options.worker_user.as_deref())?;
+    let missing = privileges::missing_capabilities(identity.switches_user());
+    if !missing.is_empty() {
+        let lines: Vec<String> = missing
+            .iter()
+            .map(|m| format!("  {} — needed for {}", m.name, m.needed_for))
+            .collect();
+        return Err(format!(
+            "missing capabilities:\n{}\nrun as root, or grant them (systemd AmbientCapabilities=, \
+             setcap, or a container's cap_add); docs/security.md lists what each is for",
+            lines.join("\n")
+        ));
+    }
+    let worker_path = match options.worker_path {
+        Some(path) => path,
+        None => worker_process::default_worker_path()
+            .map_err(|e| format!("cannot locate zerotrace-worker: {e}"))?,
+    };
+    if !worker_path.is_file() {
+        return Err(format!(
+            "worker binary {} not found (use --worker-path)",
+            worker_path.display()
+        ));
+    }
+    let started = std::time::Instant::now();
+    let probes = Probes::load_and_attach(ProbeSettings {
+        ring_buffer_bytes: options.ring_buffer_bytes,
+        wakeup_bytes: u64::from(options.ring_buffer_bytes / 16).min(256 * 1024),
+    })?;
+    eprintln!(
+        "zerotrace: probes attached in {:.0} ms (payload capture {} bytes)",
+        started.elapsed().as_secs_f64() * 1000.0,
+        probes::PAYLOAD_MAX
+    );
+    supervisor::run(
+        &probes,
+        &SupervisorSettings {
+            worker_path,
+            identity,
+            worker_args: options.worker_args,
+        },
+    )
+}
+
+fn check() -> i32 {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("kernel: {}", release.trim());
+    let btf = probes::check_kernel_support();
+    println!(
+        "BTF: {}",
+        match &btf {
+            Ok(()) => "present".to_owned(),
+            Err(e) => e.clone(),
+        }
+    );
+    println!(
+        "capabilities: {}",
+        privileges::effective_capability_names().join(" ")
+    );
+    let missing = privileges::missing_capabilities(false);
+    for m in &missing {
+        println!("missing: {} ({})", m.name, m.needed_for);
+    }
+    if btf.is_err() || !missing.is_empty() {
+        return 1;
+    }
+    match Probes::load_and_attach(ProbeSettings {
+        ring_buffer_bytes: 1 << 16,
+        wakeup_bytes: 4096,
+    }) {
+        Ok(_) => {
+            println!("syscall tracepoint backend (tp_btf): loads and attaches");
+            0
+        }
+        Err(e) => {
+            println!("syscall tracepoint backend (tp_btf): FAILED: {e}");
+            1
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let code = match args.next().as_deref() {
+        Some("run") => match parse_run_options(args).and_then(run) {
+            Ok(code) => code,
+            Err(message) => {
+                eprintln!("zerotrace: error: {message}");
+                1
+            }
+        },
+        Some("check") => check(),
+        Some("--version") | Some("-V") => {
+            println!("zerotrace {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Some("--help") | Some("-h") | Some("help") => {
+            print!("{USAGE}");
+            0
+        }
+        _ => {
+            eprint!("{USAGE}");
+            2
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

@@ -1,0 +1,161 @@
+//! The embedded BPF objects: loading, attaching, and the handles the loader
+//! keeps for as long as it lives. Dropping `Probes` detaches everything (no
+//! pins are ever made, so nothing outlives the loader).
+
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::Path;
+
+use libbpf_rs::{Iter, Link, MapCore, Object, ObjectBuilder};
+use zerotrace_shared::event::{decode_listeners, ListeningSocket};
+use zerotrace_shared::ipc::{MapDescriptor, MapRole};
+
+const SYSCALL_TRACER: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/syscall_tracer.bpf.o"));
+const LISTENER_ITER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/listener_iter.bpf.o"));
+
+/// Bytes of each payload the kernel copies (fixed when the BPF objects were built).
+pub const PAYLOAD_MAX: &str = env!("ZEROTRACE_PAYLOAD_MAX");
+
+/// The maps handed to the worker, by name in the object.
+const WORKER_MAPS: &[(&str, MapRole)] = &[
+    ("zt_events", MapRole::Events),
+    ("zt_pid_filter", MapRole::PidFilter),
+    ("zt_counters", MapRole::Counters),
+];
+
+/// Loader-side knobs for the kernel programs.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeSettings {
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    pub ring_buffer_bytes: u32,
+    /// Bytes waiting in the ring buffer before a data event wakes the worker.
+    pub wakeup_bytes: u64,
+}
+
+/// Loaded and attached programs; the links detach on drop.
+pub struct Probes {
+    tracer: Object,
+    _tracer_links: Vec<Link>,
+    _listener_object: Object,
+    listener_link: Link,
+}
+
+fn context(what: &str) -> impl Fn(libbpf_rs::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// Fails early, with the reason, when the kernel cannot run CO-RE programs.
+pub fn check_kernel_support() -> Result<(), String> {
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): \
+                    zerotrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (most \
+                    distribution kernels since 2020 are)"
+            .into());
+    }
+    Ok(())
+}
+
+impl Probes {
+    pub fn load_and_attach(settings: ProbeSettings) -> Result<Self, String> {
+        check_kernel_support()?;
+        let mut open = ObjectBuilder::default()
+            .open_memory(SYSCALL_TRACER)
+            .map_err(context("opening the syscall tracer object"))?;
+        for mut map in open.maps_mut() {
+            let name = map.name().to_string_lossy().into_owned();
+            if name == "zt_events" {
+                map.set_max_entries(settings.ring_buffer_bytes)
+                    .map_err(context("sizing the ring buffer"))?;
+            } else if name.ends_with(".rodata") {
+                let wakeup = settings.wakeup_bytes.to_ne_bytes();
+                match map.initial_value_mut() {
+                    Some(value) if value.len() == wakeup.len() => value.copy_from_slice(&wakeup),
+                    _ => return Err("unexpected .rodata layout in the syscall tracer".into()),
+                }
+            }
+        }
+        let tracer = open
+            .load()
+            .map_err(context("loading the syscall tracer into the kernel"))?;
+        let mut tracer_links = Vec::new();
+        for prog in tracer.progs_mut() {
+            let name = prog.name().to_string_lossy().into_owned();
+            let link = prog
+                .attach()
+                .map_err(|e| format!("attaching {name}: {e}"))?;
+            tracer_links.push(link);
+        }
+
+        let listener_object = ObjectBuilder::default()
+            .open_memory(LISTENER_ITER)
+            .map_err(context("opening the listener iterator object"))?
+            .load()
+            .map_err(context("loading the listener iterator"))?;
+        let listener_link = listener_object
+            .progs_mut()
+            .next()
+            .ok_or("the listener iterator object has no program")?
+            .attach()
+            .map_err(context("attaching the listener iterator"))?;
+
+        Ok(Self {
+            tracer,
+            _tracer_links: tracer_links,
+            _listener_object: listener_object,
+            listener_link,
+        })
+    }
+
+    /// The maps the worker receives, with their raw fds (owned by `self`).
+    pub fn worker_maps(&self) -> Result<Vec<(MapDescriptor, RawFd)>, String> {
+        let mut out = Vec::new();
+        for (wanted, role) in WORKER_MAPS {
+            let map = self
+                .tracer
+                .maps()
+                .find(|m| m.name() == *wanted)
+                .ok_or_else(|| format!("map {wanted} missing from the object"))?;
+            out.push((
+                MapDescriptor {
+                    role: *role,
+                    max_entries: map.max_entries(),
+                    key_size: map.key_size(),
+                    value_size: map.value_size(),
+                },
+                map.as_fd().as_raw_fd(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Adds or removes processes in the kernel pid filter.
+    pub fn set_targets(&self, add: &[u32], remove: &[u32]) -> Result<(), String> {
+        let map = self
+            .tracer
+            .maps()
+            .find(|m| m.name() == "zt_pid_filter")
+            .ok_or("pid filter map missing")?;
+        for pid in add {
+            map.update(&pid.to_ne_bytes(), &1u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+                .map_err(|e| format!("adding pid {pid}: {e}"))?;
+        }
+        for pid in remove {
+            // Already gone (the process exited) is fine.
+            let _ = map.delete(&pid.to_ne_bytes());
+        }
+        Ok(())
+    }
+
+    /// Every listening TCP socket on the machine, read through the BPF iterator.
+    pub fn list_listeners(&self) -> Result<Vec<ListeningSocket>, String> {
+        let mut iter = Iter::new(&self.listener_link).map_err(context("starting the iterator"))?;
+        let mut bytes = Vec::new();
+        iter.read_to_end(&mut bytes)
+            .map_err(|e| format!("reading the iterator: {e}"))?;
+        let mut listeners = decode_listeners(&bytes);
+        listeners.sort_by_key(|l| (l.pid, l.port));
+        listeners.dedup();
+        Ok(listeners)
+    }
+}

@@ -1,0 +1,207 @@
+//! The loader's main loop: serve the worker's requests, restart it when it
+//! dies (handing over the same map fds: probes stay attached, nothing is
+//! reloaded), and detach everything on SIGINT/SIGTERM.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::Pid;
+use zerotrace_shared::ipc::{self, LoaderStats, Reply};
+
+use crate::privileges::WorkerIdentity;
+use crate::probes::Probes;
+use crate::request_table::{self, Session};
+use crate::worker_process::{self, WorkerProcess};
+
+/// Worker exit codes that mean "restarting will not help": stop the agent.
+pub const EXIT_CONFIG_ERROR: i32 = 78;
+pub const EXIT_PRIVILEGE_REFUSED: i32 = 77;
+
+pub struct SupervisorSettings {
+    pub worker_path: PathBuf,
+    pub identity: WorkerIdentity,
+    pub worker_args: Vec<String>,
+}
+
+struct RunningWorker {
+    process: WorkerProcess,
+    session: Session,
+    started: Instant,
+    /// The socket reached EOF: wait for SIGCHLD.
+    socket_closed: bool,
+}
+
+fn log(message: &str) {
+    eprintln!("zerotrace: {message}");
+}
+
+fn start_worker(settings: &SupervisorSettings) -> Result<RunningWorker, String> {
+    let process = worker_process::spawn(
+        &settings.worker_path,
+        settings.identity,
+        &settings.worker_args,
+    )
+    .map_err(|e| {
+        format!(
+            "cannot start the worker {}: {e}",
+            settings.worker_path.display()
+        )
+    })?;
+    let pid = process.child.id();
+    log(&format!(
+        "worker started (pid {pid}, uid {})",
+        settings.identity.uid
+    ));
+    Ok(RunningWorker {
+        session: Session::new(pid),
+        process,
+        started: Instant::now(),
+        socket_closed: false,
+    })
+}
+
+/// Runs until a termination signal; returns the process exit code.
+pub fn run(probes: &Probes, settings: &SupervisorSettings) -> Result<i32, String> {
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGCHLD);
+    signals
+        .thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
+    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {e}"))?;
+
+    let mut stats = LoaderStats::default();
+    let mut worker = Some(start_worker(settings)?);
+    let mut restart_at: Option<Instant> = None;
+    let mut quick_failures = 0u32;
+
+    loop {
+        if let Some(when) = restart_at {
+            if Instant::now() >= when {
+                restart_at = None;
+                worker = Some(start_worker(settings)?);
+                stats.worker_restarts += 1;
+            }
+        }
+        let timeout = match restart_at {
+            Some(when) => PollTimeout::try_from(when.saturating_duration_since(Instant::now()))
+                .unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        let socket_fd = worker
+            .as_ref()
+            .filter(|w| !w.socket_closed)
+            .map(|w| w.process.socket.as_fd());
+        let mut fds = vec![PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN)];
+        if let Some(fd) = socket_fd {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let signal_ready = fds[0].any().unwrap_or(false);
+        let socket_ready = fds.get(1).and_then(|f| f.any()).unwrap_or(false);
+        drop(fds);
+
+        if socket_ready {
+            if let Some(w) = worker.as_mut() {
+                serve_one(w, &mut stats, probes);
+            }
+        }
+        if !signal_ready {
+            continue;
+        }
+        let Ok(Some(info)) = signal_fd.read_signal() else {
+            continue;
+        };
+        match Signal::try_from(info.ssi_signo as i32) {
+            Ok(Signal::SIGINT) | Ok(Signal::SIGTERM) => {
+                log("stopping: detaching probes");
+                if let Some(w) = worker.take() {
+                    stop_worker(w);
+                }
+                return Ok(0);
+            }
+            Ok(Signal::SIGCHLD) => {
+                let Some(w) = worker.as_mut() else { continue };
+                let Ok(Some(status)) = w.process.child.try_wait() else {
+                    continue;
+                };
+                let code = status.code();
+                log(&format!("worker exited ({status})"));
+                if code == Some(EXIT_CONFIG_ERROR) || code == Some(EXIT_PRIVILEGE_REFUSED) {
+                    return Ok(code.unwrap_or(1));
+                }
+                let lived = w.started.elapsed();
+                worker = None;
+                quick_failures = if lived < Duration::from_secs(5) {
+                    quick_failures + 1
+                } else {
+                    0
+                };
+                // First restart at once; a crash loop backs off up to 5 s.
+                let delay = Duration::from_millis(100 << quick_failures.saturating_sub(1).min(6))
+                    .min(Duration::from_secs(5));
+                restart_at = Some(Instant::now() + delay);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn serve_one(worker: &mut RunningWorker, stats: &mut LoaderStats, probes: &Probes) {
+    let socket = worker.process.socket.as_fd();
+    let message = match ipc::recv_message(socket) {
+        Ok(Some(message)) => message,
+        Ok(None) | Err(_) => {
+            worker.socket_closed = true;
+            return;
+        }
+    };
+    // No SO_PEERCRED check: on a socketpair it reports the creator (us), not
+    // the peer. Only the worker ever held the other end (fd 3, CLOEXEC elsewhere).
+    let oversize = message.truncated || !message.fds.is_empty();
+    let answer = request_table::handle_message(
+        &mut worker.session,
+        stats,
+        probes,
+        &message.bytes,
+        oversize,
+    );
+    if let Reply::Refused(refusal) = &answer.reply {
+        log(&format!(
+            "refused a worker request: {refusal:?} (refused so far: {})",
+            stats.requests_refused
+        ));
+    }
+    let sent = ipc::encode(&answer.reply)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            ipc::send_message(socket, &bytes, &answer.fds).map_err(|e| e.to_string())
+        });
+    if let Err(e) = sent {
+        log(&format!("cannot reply to the worker: {e}"));
+    }
+}
+
+fn stop_worker(mut worker: RunningWorker) {
+    let pid = Pid::from_raw(worker.process.child.id() as i32);
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = worker.process.child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = worker.process.child.kill();
+    let _ = worker.process.child.wait();
+}
