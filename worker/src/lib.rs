@@ -1,0 +1,18 @@
+//! zerotrace-worker: the unprivileged half of the agent. It reads kernel
+//! events from the ring buffer the loader handed over, reassembles TCP
+//! streams, decodes HTTP, builds spans and exports them.
+//!
+//! Folders follow the pipeline: capture → connections → protocols → spans →
+//! exporters, with discovery deciding what the kernel captures.
+
+pub mod capture;
+pub mod clock;
+pub mod config;
+pub mod connections;
+pub mod discovery;
+pub mod exporters;
+pub mod loader_client;
+pub mod pipeline;
+pub mod privileges;
+pub mod protocols;
+pub mod spans;

@@ -1,1 +1,178 @@
-fn main(){}
+//! `zerotrace-worker`: started by the `zerotrace` loader, never by users. It
+//! refuses to run with privileges, takes the map fds from the loader, and
+//! turns kernel events into spans.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use zerotrace_shared::ipc::{MapRole, IPC_FD_ENV};
+use zerotrace_worker::capture::bpf_map::BpfMap;
+use zerotrace_worker::capture::reader::{self, ReaderCounters};
+use zerotrace_worker::capture::ring_buffer::RingBuffer;
+use zerotrace_worker::config::WorkerConfig;
+use zerotrace_worker::discovery::{PidFilterWriter, PortDiscovery};
+use zerotrace_worker::exporters::trace_printer::TracePrinter;
+use zerotrace_worker::loader_client::LoaderClient;
+use zerotrace_worker::pipeline::Pipeline;
+use zerotrace_worker::privileges::OwnPrivileges;
+
+/// Exit codes the loader understands as "do not restart me".
+const EXIT_CONFIG_ERROR: u8 = 78;
+const EXIT_PRIVILEGE_REFUSED: u8 = 77;
+/// Batches of kernel events waiting for the pipeline (each up to a few thousand events).
+const PIPELINE_QUEUE_BATCHES: usize = 64;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn log(message: &str) {
+    eprintln!("zerotrace-worker: {message}");
+}
+
+fn main() -> ExitCode {
+    let config = match WorkerConfig::from_args_and_env(std::env::args().skip(1), |k| {
+        std::env::var(k).ok()
+    }) {
+        Ok(config) => config,
+        Err(e) => {
+            log(&format!("configuration error: {e}"));
+            return ExitCode::from(EXIT_CONFIG_ERROR);
+        }
+    };
+    match OwnPrivileges::read() {
+        Ok(own) => {
+            let violations = own.violations();
+            if !violations.is_empty() && !config.allow_privileged {
+                log(&format!(
+                    "refusing to run: this process {} (the worker must be unprivileged; \
+                     --allow-privileged-worker overrides this for development only)",
+                    violations.join(" and ")
+                ));
+                return ExitCode::from(EXIT_PRIVILEGE_REFUSED);
+            }
+        }
+        Err(e) => {
+            log(&e);
+            return ExitCode::from(EXIT_PRIVILEGE_REFUSED);
+        }
+    }
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log(&format!("error: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn install_signal_handlers() -> Result<(), String> {
+    let action = SigAction::new(
+        SigHandler::Handler(on_stop_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { sigaction(signal, &action) }.map_err(|e| format!("sigaction: {e}"))?;
+    }
+    Ok(())
+}
+
+fn ipc_socket() -> Result<OwnedFd, String> {
+    let raw: i32 = std::env::var(IPC_FD_ENV)
+        .map_err(|_| format!("{IPC_FD_ENV} is not set: the worker is started by `zerotrace run`"))?
+        .parse()
+        .map_err(|_| format!("{IPC_FD_ENV} is not a file descriptor number"))?;
+    if raw < 3 {
+        return Err(format!("{IPC_FD_ENV}={raw} is not a socket we were given"));
+    }
+    // SAFETY: the loader placed our end of the socketpair at this fd number for us alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+fn run(config: WorkerConfig) -> Result<(), String> {
+    install_signal_handlers()?;
+    // SAFETY: prctl with integer arguments; die with the loader.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) };
+
+    let loader = LoaderClient::new(ipc_socket()?);
+    let handover = loader.hello()?;
+    let mut ring = None;
+    let mut pid_filter = None;
+    for (descriptor, fd) in handover.maps {
+        match descriptor.role {
+            MapRole::Events => {
+                ring = Some(
+                    RingBuffer::new(fd, descriptor.max_entries)
+                        .map_err(|e| format!("mapping the ring buffer: {e}"))?,
+                )
+            }
+            MapRole::PidFilter => {
+                pid_filter = Some(BpfMap::new(fd, descriptor.key_size, descriptor.value_size))
+            }
+            MapRole::Counters => {}
+        }
+    }
+    let ring = ring.ok_or("the loader sent no ring buffer")?;
+    let pid_filter = pid_filter.ok_or("the loader sent no pid filter map")?;
+    let writer = if pid_filter.probe_writable() {
+        PidFilterWriter::Direct(pid_filter)
+    } else {
+        log("this kernel does not let the worker update maps; asking the loader instead");
+        PidFilterWriter::ViaLoader
+    };
+    let excluded = vec![std::process::id(), handover.loader_pid];
+    let discovery = PortDiscovery::new(config.open_ports.clone(), excluded, writer);
+    let printer = TracePrinter::new(config.trace_printer, std::io::stdout());
+    let mut pipeline = Pipeline::new(discovery, printer, loader);
+    pipeline.scan_listeners();
+    log(&format!(
+        "ready: instrumenting open ports {} ({} process(es) found)",
+        config.open_ports,
+        pipeline.discovery.instrumented().len()
+    ));
+
+    let (sender, receiver) = sync_channel(PIPELINE_QUEUE_BATCHES);
+    let counters = Arc::new(ReaderCounters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader_thread = {
+        let counters = Arc::clone(&counters);
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("ring-reader".into())
+            .spawn(move || reader::run(ring, sender, counters, stop))
+            .map_err(|e| format!("starting the ring reader: {e}"))?
+    };
+
+    while !STOP.load(Ordering::Relaxed) {
+        match receiver.recv_timeout(Duration::from_millis(200)) {
+            Ok(batch) => pipeline.handle_batch(batch),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        pipeline.tick();
+    }
+    stop.store(true, Ordering::Relaxed);
+    while let Ok(batch) = receiver.try_recv() {
+        pipeline.handle_batch(batch);
+    }
+    let _ = reader_thread.join();
+    let tracker = pipeline.tracker.counters();
+    log(&format!(
+        "stopping: {} spans, {} records ({} undecodable, {} dropped with the pipeline full), {} garbage segments",
+        pipeline.spans_emitted,
+        counters.records.load(Ordering::Relaxed),
+        counters.decode_errors.load(Ordering::Relaxed),
+        counters.events_dropped_pipeline_full.load(Ordering::Relaxed),
+        tracker.garbage_segments
+    ));
+    Ok(())
+}

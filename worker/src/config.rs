@@ -1,0 +1,112 @@
+//! The worker's configuration: command-line flags (passed on by the loader)
+//! over OBI's environment variables.
+
+use zerotrace_shared::ports::PortSelection;
+
+use crate::exporters::trace_printer::PrinterFormat;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// `OTEL_EBPF_OPEN_PORT` / `--open-port`.
+    pub open_ports: PortSelection,
+    /// `OTEL_EBPF_TRACE_PRINTER` / `--trace-printer`.
+    pub trace_printer: PrinterFormat,
+    /// `--allow-privileged-worker` (development only).
+    pub allow_privileged: bool,
+}
+
+impl WorkerConfig {
+    /// Reads flags and the environment; errors name the setting and the value.
+    pub fn from_args_and_env(
+        args: impl IntoIterator<Item = String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let mut open_ports = env("OTEL_EBPF_OPEN_PORT");
+        let mut printer = env("OTEL_EBPF_TRACE_PRINTER");
+        let mut allow_privileged = false;
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--open-port" => open_ports = Some(args.next().ok_or("--open-port needs a value")?),
+                "--trace-printer" => {
+                    printer = Some(args.next().ok_or("--trace-printer needs a value")?)
+                }
+                "--allow-privileged-worker" => allow_privileged = true,
+                other => return Err(format!("unknown worker option {other:?}")),
+            }
+        }
+        let open_ports = match open_ports {
+            Some(text) => PortSelection::parse(&text)
+                .map_err(|e| format!("OTEL_EBPF_OPEN_PORT / --open-port: {e}"))?,
+            None => {
+                return Err(
+                    "nothing to instrument: set OTEL_EBPF_OPEN_PORT or --open-port (e.g. 8080)"
+                        .into(),
+                )
+            }
+        };
+        let trace_printer = match printer {
+            Some(value) => {
+                PrinterFormat::parse(&value).map_err(|e| format!("OTEL_EBPF_TRACE_PRINTER: {e}"))?
+            }
+            None => PrinterFormat::Text,
+        };
+        Ok(Self {
+            open_ports,
+            trace_printer,
+            allow_privileged,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |key| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn flags_override_the_environment() {
+        let config = WorkerConfig::from_args_and_env(
+            ["--open-port".to_string(), "9000".to_string()],
+            env_of(&[
+                ("OTEL_EBPF_OPEN_PORT", "8080"),
+                ("OTEL_EBPF_TRACE_PRINTER", "json"),
+            ]),
+        );
+        let config = config.unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.open_ports.contains(9000) && !config.open_ports.contains(8080));
+        assert_eq!(config.trace_printer, PrinterFormat::Json);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = WorkerConfig::from_args_and_env(
+            Vec::<String>::new(),
+            env_of(&[("OTEL_EBPF_OPEN_PORT", "80,http")]),
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(
+            err.contains("OTEL_EBPF_OPEN_PORT") && err.contains("80,http"),
+            "{err}"
+        );
+        let err = WorkerConfig::from_args_and_env(
+            Vec::<String>::new(),
+            env_of(&[
+                ("OTEL_EBPF_OPEN_PORT", "80"),
+                ("OTEL_EBPF_TRACE_PRINTER", "fancy"),
+            ]),
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(err.contains("fancy"), "{err}");
+    }
+}

@@ -1,0 +1,303 @@
+//! Connection tracking: per-socket byte streams in both directions, parsed as
+//! HTTP/1.x, with requests paired to responses in order (so keep-alive and
+//! pipelining pair correctly). Memory is bounded: connections are forgotten
+//! on close, on process exit, after an idle timeout, and beyond a cap.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use zerotrace_shared::event::{ConnTuple, ConnectionRole, Direction};
+
+use crate::protocols::http1::{Http1Stream, HttpMessage, MessageHead};
+use crate::spans::{HttpSpan, SpanKind};
+
+/// Requests waiting for their response on one connection (pipelining depth).
+const MAX_PENDING_REQUESTS: usize = 64;
+/// Connections tracked at once; the least recently active is dropped beyond it.
+const MAX_CONNECTIONS: usize = 65_536;
+/// A connection silent this long is forgotten (nanoseconds).
+const IDLE_TIMEOUT_NS: u64 = 300 * 1_000_000_000;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TrackerCounters {
+    pub garbage_segments: u64,
+    pub unpaired_responses: u64,
+    pub dropped_requests: u64,
+    pub evicted_connections: u64,
+}
+
+struct Connection {
+    pid: u32,
+    process_name: String,
+    role: ConnectionRole,
+    tuple: ConnTuple,
+    ingress: Http1Stream,
+    egress: Http1Stream,
+    /// Requests not yet answered, with the direction they travelled.
+    pending: VecDeque<(Direction, HttpMessage)>,
+    last_seen_ns: u64,
+}
+
+impl Connection {
+    fn new(pid: u32, process_name: &str, role: ConnectionRole, tuple: ConnTuple, ts: u64) -> Self {
+        Self {
+            pid,
+            process_name: process_name.to_owned(),
+            role,
+            tuple,
+            ingress: Http1Stream::new(),
+            egress: Http1Stream::new(),
+            pending: VecDeque::new(),
+            last_seen_ns: ts,
+        }
+    }
+
+    fn stream(&mut self, direction: Direction) -> &mut Http1Stream {
+        match direction {
+            Direction::Ingress => &mut self.ingress,
+            Direction::Egress => &mut self.egress,
+        }
+    }
+
+    fn garbage(&self) -> u64 {
+        self.ingress.garbage_segments() + self.egress.garbage_segments()
+    }
+}
+
+/// One data segment of a connection, as the kernel reported it.
+pub struct Segment<'a> {
+    pub sock_id: u64,
+    pub pid: u32,
+    pub process_name: &'a str,
+    pub role: ConnectionRole,
+    pub direction: Direction,
+    pub tuple: ConnTuple,
+    pub ts_ns: u64,
+    pub payload: &'a [u8],
+    pub total_bytes: u64,
+}
+
+/// A socket the kernel saw accepted or connected.
+pub struct OpenedConnection<'a> {
+    pub sock_id: u64,
+    pub pid: u32,
+    pub process_name: &'a str,
+    pub role: ConnectionRole,
+    pub tuple: ConnTuple,
+    pub ts_ns: u64,
+}
+
+#[derive(Default)]
+pub struct ConnectionTracker {
+    connections: HashMap<u64, Connection>,
+    counters: TrackerCounters,
+    messages: Vec<HttpMessage>,
+}
+
+impl ConnectionTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn counters(&self) -> TrackerCounters {
+        let mut counters = self.counters.clone();
+        counters.garbage_segments += self
+            .connections
+            .values()
+            .map(Connection::garbage)
+            .sum::<u64>();
+        counters
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// The kernel saw the socket accepted or connected.
+    pub fn on_connection(&mut self, opened: OpenedConnection<'_>, spans: &mut Vec<HttpSpan>) {
+        // A reused socket address is a new connection.
+        self.close(opened.sock_id, opened.ts_ns, spans);
+        self.make_room();
+        self.connections.insert(
+            opened.sock_id,
+            Connection::new(
+                opened.pid,
+                opened.process_name,
+                opened.role,
+                opened.tuple,
+                opened.ts_ns,
+            ),
+        );
+    }
+
+    fn make_room(&mut self) {
+        if self.connections.len() < MAX_CONNECTIONS {
+            return;
+        }
+        let oldest = self
+            .connections
+            .iter()
+            .min_by_key(|(_, c)| c.last_seen_ns)
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest {
+            if let Some(conn) = self.connections.remove(&id) {
+                self.counters.garbage_segments += conn.garbage();
+            }
+            self.counters.evicted_connections += 1;
+        }
+    }
+
+    pub fn on_data(&mut self, segment: Segment<'_>, spans: &mut Vec<HttpSpan>) {
+        if !self.connections.contains_key(&segment.sock_id) {
+            self.make_room();
+        }
+        let conn = self.connections.entry(segment.sock_id).or_insert_with(|| {
+            Connection::new(
+                segment.pid,
+                segment.process_name,
+                segment.role,
+                segment.tuple,
+                segment.ts_ns,
+            )
+        });
+        if conn.role == ConnectionRole::Unknown {
+            conn.role = segment.role;
+        }
+        conn.last_seen_ns = segment.ts_ns;
+        let missing = segment
+            .total_bytes
+            .saturating_sub(segment.payload.len() as u64);
+        let mut messages = std::mem::take(&mut self.messages);
+        conn.stream(segment.direction)
+            .feed(segment.payload, missing, segment.ts_ns, &mut messages);
+        for message in messages.drain(..) {
+            Self::on_message(conn, segment.direction, message, &mut self.counters, spans);
+        }
+        self.messages = messages;
+    }
+
+    fn on_message(
+        conn: &mut Connection,
+        direction: Direction,
+        message: HttpMessage,
+        counters: &mut TrackerCounters,
+        spans: &mut Vec<HttpSpan>,
+    ) {
+        match &message.head {
+            MessageHead::Request { method, .. } => {
+                let opposite = match direction {
+                    Direction::Ingress => Direction::Egress,
+                    Direction::Egress => Direction::Ingress,
+                };
+                conn.stream(opposite).expect_response_to(method);
+                if conn.role == ConnectionRole::Unknown {
+                    // Reading a request means we serve it; writing one means we asked.
+                    conn.role = match direction {
+                        Direction::Ingress => ConnectionRole::Server,
+                        Direction::Egress => ConnectionRole::Client,
+                    };
+                }
+                if conn.pending.len() >= MAX_PENDING_REQUESTS {
+                    conn.pending.pop_front();
+                    counters.dropped_requests += 1;
+                }
+                conn.pending.push_back((direction, message));
+            }
+            MessageHead::Response { status } => {
+                if (100..200).contains(status) && *status != 101 {
+                    return; // interim response: the final one follows
+                }
+                // The response travels opposite to its request.
+                let position = conn.pending.iter().position(|(d, _)| *d != direction);
+                let Some((_, request)) = position.and_then(|i| conn.pending.remove(i)) else {
+                    counters.unpaired_responses += 1;
+                    return;
+                };
+                if let Some(span) = build_span(conn, request, message) {
+                    spans.push(span);
+                }
+            }
+        }
+    }
+
+    /// The socket was closed: finish both streams and forget the connection.
+    pub fn close(&mut self, sock_id: u64, ts: u64, spans: &mut Vec<HttpSpan>) {
+        let Some(mut conn) = self.connections.remove(&sock_id) else {
+            return;
+        };
+        let mut messages = std::mem::take(&mut self.messages);
+        for direction in [Direction::Ingress, Direction::Egress] {
+            conn.stream(direction).finish(ts, &mut messages);
+            for message in messages.drain(..) {
+                Self::on_message(&mut conn, direction, message, &mut self.counters, spans);
+            }
+        }
+        self.messages = messages;
+        self.counters.garbage_segments += conn.garbage();
+    }
+
+    /// The process exited: its sockets are gone with it.
+    pub fn forget_process(&mut self, pid: u32, ts: u64, spans: &mut Vec<HttpSpan>) {
+        let ids: Vec<u64> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.pid == pid)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.close(id, ts, spans);
+        }
+    }
+
+    /// Forgets connections idle for longer than the timeout.
+    pub fn expire_idle(&mut self, now_ns: u64, spans: &mut Vec<HttpSpan>) {
+        let idle: Vec<u64> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| now_ns.saturating_sub(c.last_seen_ns) > IDLE_TIMEOUT_NS)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            self.close(id, now_ns, spans);
+        }
+    }
+}
+
+fn socket_addr(addr: std::net::IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(addr, port)
+}
+
+fn build_span(conn: &Connection, request: HttpMessage, response: HttpMessage) -> Option<HttpSpan> {
+    let MessageHead::Request { method, target } = request.head else {
+        return None;
+    };
+    let MessageHead::Response { status } = response.head else {
+        return None;
+    };
+    let kind = match conn.role {
+        ConnectionRole::Client => SpanKind::Client,
+        _ => SpanKind::Server,
+    };
+    Some(HttpSpan {
+        kind,
+        pid: conn.pid,
+        process_name: conn.process_name.clone(),
+        local: socket_addr(conn.tuple.local, conn.tuple.local_port),
+        peer: socket_addr(conn.tuple.peer, conn.tuple.peer_port),
+        method,
+        target,
+        status,
+        protocol_version: if request.version_minor == 0 {
+            "1.0"
+        } else {
+            "1.1"
+        },
+        start_monotonic_ns: request.first_ts_ns,
+        end_monotonic_ns: response.last_ts_ns.max(request.last_ts_ns),
+        request_body_bytes: request.body_size,
+        response_body_bytes: response.body_size,
+        host: request.host,
+        traceparent: request.traceparent,
+        truncated: request.truncated || response.truncated,
+    })
+}

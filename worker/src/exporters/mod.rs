@@ -1,0 +1,3 @@
+//! Where finished spans go.
+
+pub mod trace_printer;

@@ -1,0 +1,124 @@
+//! The trace printer (`OTEL_EBPF_TRACE_PRINTER`): one line per span on
+//! stdout, as readable text (like an access log) or as one JSON object.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::clock::{format_utc, WallClock};
+use crate::spans::{HttpSpan, SpanKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrinterFormat {
+    Disabled,
+    Text,
+    Json,
+}
+
+impl PrinterFormat {
+    /// OBI's values: `disabled`, `text`, `json` (and `counter`, which we do not have).
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "disabled" | "" => Ok(Self::Disabled),
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "invalid trace printer {other:?}: expected text, json or disabled"
+            )),
+        }
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    format!("{n}B")
+}
+
+fn human_duration(ns: u64) -> String {
+    let ms = ns as f64 / 1e6;
+    if ms < 1000.0 {
+        format!("{ms:.2}ms")
+    } else {
+        format!("{:.2}s", ms / 1000.0)
+    }
+}
+
+/// `2026-01-30 13:35:17.123 server python3[4863] 127.0.0.1:8199 <- 127.0.0.1:35800 "GET /hello HTTP/1.1" 404 185B 1.27ms`
+pub fn text_line(span: &HttpSpan, clock: &WallClock) -> String {
+    let arrow = match span.kind {
+        SpanKind::Server => "<-",
+        SpanKind::Client => "->",
+    };
+    let mut line = format!(
+        "{} {} {}[{}] {} {} {} \"{} {} HTTP/{}\" {} {} {}",
+        format_utc(clock.to_unix_ns(span.start_monotonic_ns)),
+        span.kind.as_str(),
+        span.process_name,
+        span.pid,
+        span.local,
+        arrow,
+        span.peer,
+        span.method,
+        span.target.escape_debug(),
+        span.protocol_version,
+        span.status,
+        human_bytes(span.response_body_bytes),
+        human_duration(span.duration_ns()),
+    );
+    if span.request_body_bytes > 0 {
+        line.push_str(&format!(" req={}", human_bytes(span.request_body_bytes)));
+    }
+    if span.truncated {
+        line.push_str(" (partial)");
+    }
+    line
+}
+
+pub fn json_value(span: &HttpSpan, clock: &WallClock) -> serde_json::Value {
+    json!({
+        "start_unix_nanos": clock.to_unix_ns(span.start_monotonic_ns),
+        "duration_nanos": span.duration_ns(),
+        "kind": span.kind.as_str(),
+        "pid": span.pid,
+        "process": span.process_name,
+        "method": span.method,
+        "target": span.target,
+        "path": span.path(),
+        "status": span.status,
+        "protocol_version": span.protocol_version,
+        "local_address": span.local.ip().to_string(),
+        "local_port": span.local.port(),
+        "peer_address": span.peer.ip().to_string(),
+        "peer_port": span.peer.port(),
+        "request_body_bytes": span.request_body_bytes,
+        "response_body_bytes": span.response_body_bytes,
+        "host": span.host,
+        "traceparent": span.traceparent,
+        "partial": span.truncated,
+    })
+}
+
+pub struct TracePrinter<W: Write> {
+    format: PrinterFormat,
+    out: W,
+}
+
+impl<W: Write> TracePrinter<W> {
+    pub fn new(format: PrinterFormat, out: W) -> Self {
+        Self { format, out }
+    }
+
+    /// Writes the spans; a closed stdout is not an error worth dying for.
+    pub fn print(&mut self, spans: &[HttpSpan], clock: &WallClock) {
+        if self.format == PrinterFormat::Disabled || spans.is_empty() {
+            return;
+        }
+        for span in spans {
+            let line = match self.format {
+                PrinterFormat::Json => json_value(span, clock).to_string(),
+                _ => text_line(span, clock),
+            };
+            let _ = writeln!(self.out, "{line}");
+        }
+        let _ = self.out.flush();
+    }
+}

@@ -1,0 +1,73 @@
+//! The worker's side of the loader protocol: one request, one reply.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use zerotrace_shared::event::ListeningSocket;
+use zerotrace_shared::ipc::{self, MapDescriptor, Refusal, Reply, Request};
+
+pub struct LoaderClient {
+    socket: OwnedFd,
+}
+
+/// What the loader handed over in its Hello reply.
+pub struct Handover {
+    pub loader_pid: u32,
+    pub maps: Vec<(MapDescriptor, OwnedFd)>,
+}
+
+impl LoaderClient {
+    pub fn new(socket: OwnedFd) -> Self {
+        Self { socket }
+    }
+
+    fn call(&self, request: &Request) -> Result<(Reply, Vec<OwnedFd>), String> {
+        let bytes = ipc::encode(request).map_err(|e| format!("encode: {e}"))?;
+        ipc::send_message(self.socket.as_fd(), &bytes, &[])
+            .map_err(|e| format!("send to loader: {e}"))?;
+        let message = ipc::recv_message(self.socket.as_fd())
+            .map_err(|e| format!("receive from loader: {e}"))?
+            .ok_or("the loader closed the connection")?;
+        if message.truncated {
+            return Err("oversize reply from the loader".into());
+        }
+        let reply = ipc::decode::<Reply>(&message.bytes)
+            .map_err(|e| format!("undecodable reply from the loader: {e:?}"))?;
+        Ok((reply, message.fds))
+    }
+
+    pub fn hello(&self) -> Result<Handover, String> {
+        match self.call(&Request::Hello)? {
+            (Reply::Hello { loader_pid, maps }, fds) if fds.len() == maps.len() => Ok(Handover {
+                loader_pid,
+                maps: maps.into_iter().zip(fds).collect(),
+            }),
+            (Reply::Refused(r), _) => Err(format!("the loader refused Hello: {r:?}")),
+            (other, fds) => Err(format!(
+                "unexpected Hello reply ({other:?}, {} fds)",
+                fds.len()
+            )),
+        }
+    }
+
+    pub fn list_listeners(&self) -> Result<Vec<ListeningSocket>, String> {
+        match self.call(&Request::ListListeners)?.0 {
+            Reply::Listeners(listeners) => Ok(listeners),
+            other => Err(refusal_text(other)),
+        }
+    }
+
+    pub fn set_targets(&self, add: Vec<u32>, remove: Vec<u32>) -> Result<(), String> {
+        match self.call(&Request::SetTargets { add, remove })?.0 {
+            Reply::TargetsSet => Ok(()),
+            other => Err(refusal_text(other)),
+        }
+    }
+}
+
+fn refusal_text(reply: Reply) -> String {
+    match reply {
+        Reply::Refused(Refusal::Failed { reason }) => reason,
+        Reply::Refused(r) => format!("refused: {r:?}"),
+        other => format!("unexpected reply {other:?}"),
+    }
+}

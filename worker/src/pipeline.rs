@@ -1,0 +1,145 @@
+//! The worker's event loop: kernel events in, spans out. Discovery decides
+//! which processes the kernel watches; the connection tracker turns their
+//! traffic into spans; exporters write them.
+
+use std::io::Stdout;
+use std::time::{Duration, Instant};
+
+use zerotrace_shared::event::KernelEvent;
+
+use crate::clock::{monotonic_now_ns, WallClock};
+use crate::connections::{ConnectionTracker, OpenedConnection, Segment};
+use crate::discovery::PortDiscovery;
+use crate::exporters::trace_printer::TracePrinter;
+use crate::loader_client::LoaderClient;
+use crate::spans::HttpSpan;
+
+/// A full listener scan also runs on this period, as a safety net for listen
+/// events lost to a full ring buffer.
+const RESCAN_EVERY: Duration = Duration::from_secs(10);
+
+pub struct Pipeline {
+    pub discovery: PortDiscovery,
+    pub tracker: ConnectionTracker,
+    pub printer: TracePrinter<Stdout>,
+    pub clock: WallClock,
+    pub loader: LoaderClient,
+    pub spans_emitted: u64,
+    spans: Vec<HttpSpan>,
+    last_scan: Instant,
+}
+
+impl Pipeline {
+    pub fn new(
+        discovery: PortDiscovery,
+        printer: TracePrinter<Stdout>,
+        loader: LoaderClient,
+    ) -> Self {
+        Self {
+            discovery,
+            tracker: ConnectionTracker::new(),
+            printer,
+            clock: WallClock::new(),
+            loader,
+            spans_emitted: 0,
+            spans: Vec::new(),
+            last_scan: Instant::now(),
+        }
+    }
+
+    /// Asks the loader for every listening socket and instruments the selected ones.
+    pub fn scan_listeners(&mut self) {
+        match self.loader.list_listeners() {
+            Ok(listeners) => self.discovery.on_listeners(&listeners, &self.loader),
+            Err(e) => eprintln!("zerotrace-worker: listener scan failed: {e}"),
+        }
+        self.last_scan = Instant::now();
+    }
+
+    pub fn handle_batch(&mut self, events: Vec<KernelEvent>) {
+        for event in events {
+            self.handle(event);
+        }
+        self.flush();
+    }
+
+    fn handle(&mut self, event: KernelEvent) {
+        match event {
+            KernelEvent::Data {
+                origin,
+                sock_id,
+                role,
+                direction,
+                tuple,
+                total_bytes,
+                payload,
+            } => self.tracker.on_data(
+                Segment {
+                    sock_id,
+                    pid: origin.pid,
+                    process_name: &origin.comm,
+                    role,
+                    direction,
+                    tuple,
+                    ts_ns: origin.ts_ns,
+                    payload: &payload,
+                    total_bytes,
+                },
+                &mut self.spans,
+            ),
+            KernelEvent::Connection {
+                origin,
+                sock_id,
+                role,
+                tuple,
+            } => self.tracker.on_connection(
+                OpenedConnection {
+                    sock_id,
+                    pid: origin.pid,
+                    process_name: &origin.comm,
+                    role,
+                    tuple,
+                    ts_ns: origin.ts_ns,
+                },
+                &mut self.spans,
+            ),
+            KernelEvent::Close { origin, sock_id } => {
+                self.tracker.close(sock_id, origin.ts_ns, &mut self.spans)
+            }
+            KernelEvent::Listen { origin, port } => {
+                self.discovery
+                    .on_listen(origin.pid, port, &origin.comm, &self.loader)
+            }
+            KernelEvent::ProcessFork {
+                child_pid,
+                parent_pid,
+                ..
+            } => self.discovery.on_fork(child_pid, parent_pid),
+            KernelEvent::ProcessExit { origin } => {
+                self.discovery.on_exit(origin.pid);
+                self.tracker
+                    .forget_process(origin.pid, origin.ts_ns, &mut self.spans);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.spans.is_empty() {
+            return;
+        }
+        self.spans_emitted += self.spans.len() as u64;
+        self.printer.print(&self.spans, &self.clock);
+        self.spans.clear();
+    }
+
+    /// Periodic work: clock offset, idle connections, the safety-net rescan.
+    pub fn tick(&mut self) {
+        self.clock.refresh_if_due();
+        self.tracker
+            .expire_idle(monotonic_now_ns(), &mut self.spans);
+        if self.last_scan.elapsed() >= RESCAN_EVERY {
+            self.scan_listeners();
+        }
+        self.flush();
+    }
+}

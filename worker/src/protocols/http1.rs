@@ -1,0 +1,1703 @@
+//! HTTP/1.x message framing for one direction of a captured TCP stream.
+//!
+//! The kernel hands us one *segment* per read/write syscall: the first bytes of
+//! the payload plus a count of bytes that were moved but not captured (a gap).
+//! [`Http1Stream`] follows RFC 9112 framing across such segments and emits one
+//! [`HttpMessage`] summary per request or response. Pairing requests with
+//! responses is left to the caller.
+//!
+//! The input may be cut anywhere or be hostile, so the parser never panics,
+//! keeps every buffer bounded, and when framing is lost it marks the message
+//! `truncated` and waits for a segment that starts with a fresh start line.
+
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+
+/// Largest head (start line + header fields) buffered before giving up on it.
+const MAX_HEAD: usize = 16 * 1024;
+/// Longest method token accepted in a request line.
+const MAX_METHOD: usize = 16;
+/// Request targets and header values are kept up to these many bytes.
+const MAX_TARGET: usize = 2048;
+const MAX_VALUE: usize = 512;
+/// Header fields past this count are ignored.
+const MAX_HEADERS: usize = 128;
+/// Longest chunk-size line (size plus extensions) and trailer section accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Outstanding `expect_response_to` entries kept; more are ignored.
+const MAX_PENDING: usize = 1024;
+
+/// The start line of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageHead {
+    Request { method: String, target: String },
+    Response { status: u16 },
+}
+
+/// Summary of one HTTP/1.x message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpMessage {
+    pub head: MessageHead,
+    /// HTTP/1.0 -> 0, HTTP/1.1 -> 1 (1 when the version was cut off).
+    pub version_minor: u8,
+    pub host: Option<String>,
+    pub traceparent: Option<String>,
+    pub content_type: Option<String>,
+    /// `Transfer-Encoding` names `chunked` as the final coding.
+    pub chunked: bool,
+    /// Body bytes seen (captured + gap), chunk payload only for chunked bodies.
+    /// A lower bound for truncated messages.
+    pub body_size: u64,
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+    pub truncated: bool,
+}
+
+/// Turns one direction of a TCP stream into HTTP/1.x messages.
+#[derive(Debug, Default)]
+pub struct Http1Stream {
+    state: State,
+    /// What the next final responses answer, oldest first.
+    expected: VecDeque<ReqKind>,
+    garbage: u64,
+}
+
+/// The request properties that change how its response is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReqKind {
+    Head,
+    Connect,
+    Other,
+}
+
+#[derive(Debug, Default)]
+enum State {
+    /// Between messages.
+    #[default]
+    Idle,
+    /// Collecting the start line and header fields.
+    Head(HeadBuf),
+    /// Head done; following the body framing.
+    Body(Box<HttpMessage>, Body),
+    /// Framing lost: segments belong to this message until one starts a new one.
+    Resync(Box<HttpMessage>),
+    /// 101 or successful CONNECT: the rest of the stream is not HTTP/1.
+    Upgraded,
+}
+
+#[derive(Debug)]
+struct HeadBuf {
+    bytes: Vec<u8>,
+    first_ts: u64,
+    last_ts: u64,
+    /// The start line is complete and valid.
+    line_ok: bool,
+    /// Where the search for the blank line resumes.
+    scanned: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Body {
+    Fixed(u64),
+    UntilClose,
+    Chunk(Chunk),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    Size(SizeLine),
+    Data(u64),
+    /// CRLF after chunk data; holds how many of its bytes are still due.
+    DataEnd(u8),
+    /// Trailer section; `in_line` is true inside a non-empty line.
+    Trailers {
+        in_line: bool,
+        total: usize,
+    },
+}
+
+const TRAILERS: Chunk = Chunk::Trailers {
+    in_line: false,
+    total: 0,
+};
+
+/// Incremental parser for `chunk-size [; ext] CRLF`.
+#[derive(Debug, Clone, Copy, Default)]
+struct SizeLine {
+    value: u64,
+    has_digits: bool,
+    in_ext: bool,
+    len: usize,
+}
+
+enum SizeStep {
+    More,
+    Done(u64),
+    Bad,
+}
+
+/// Where a message goes after a head or a piece of body.
+enum Next {
+    Body(Body),
+    Done,
+    Upgrade,
+    Lost,
+}
+
+/// Result of feeding bytes to the current state.
+enum Step {
+    Took(usize),
+    /// The rest of the segment, gap included, has been dealt with.
+    DropRest,
+}
+
+#[derive(Debug, Clone)]
+struct StartLine {
+    head: MessageHead,
+    minor: u8,
+}
+
+/// Verdict on a (possibly partial) start line.
+enum Parse {
+    Bad,
+    /// Valid so far; carries what is known once method+target or status are in.
+    More(Option<StartLine>),
+    Line(StartLine),
+}
+
+enum Version {
+    Bad,
+    Prefix,
+    Minor(u8),
+}
+
+/// The header fields we care about.
+#[derive(Debug, Default)]
+struct Headers {
+    host: Option<String>,
+    traceparent: Option<String>,
+    content_type: Option<String>,
+    content_length: Option<u64>,
+    bad_length: bool,
+    transfer_encoding: bool,
+    chunked: bool,
+}
+
+impl Http1Stream {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feed one segment observed at `ts_ns`. Completed messages are pushed to `out`.
+    pub fn feed(&mut self, captured: &[u8], missing: u64, ts_ns: u64, out: &mut Vec<HttpMessage>) {
+        if let State::Resync(msg) = &mut self.state {
+            if !starts_message(captured, missing) {
+                // Anything but a fresh start line belongs to the lost message.
+                msg.last_ts_ns = ts_ns;
+                return;
+            }
+            self.flush(out);
+        }
+        if captured.is_empty() && missing > 0 && matches!(self.state, State::Idle) {
+            // Nothing captured means nothing that could start a message.
+            self.garbage += 1;
+            return;
+        }
+        let mut rest = captured;
+        while !rest.is_empty() {
+            match self.step(rest, ts_ns, out) {
+                Step::Took(n) => rest = rest.get(n..).unwrap_or_default(),
+                Step::DropRest => return,
+            }
+        }
+        if missing > 0 {
+            self.on_gap(missing, ts_ns, out);
+        }
+    }
+
+    /// For a stream carrying responses: the next final response answers a
+    /// request with this method. Call once per request, in request order.
+    pub fn expect_response_to(&mut self, method: &str) {
+        let kind = match method {
+            "HEAD" => ReqKind::Head,
+            "CONNECT" => ReqKind::Connect,
+            _ => ReqKind::Other,
+        };
+        if self.expected.len() < MAX_PENDING {
+            self.expected.push_back(kind);
+        }
+    }
+
+    /// Connection closed: complete a read-until-close body, or emit the
+    /// in-progress message as truncated.
+    ///
+    /// `ts_ns` is the close time. It is not copied into any message: a
+    /// message ends at the last segment that carried its bytes.
+    pub fn finish(&mut self, ts_ns: u64, out: &mut Vec<HttpMessage>) {
+        let _ = ts_ns;
+        match std::mem::take(&mut self.state) {
+            State::Head(head) => self.lose_head(head),
+            State::Body(mut msg, body) => {
+                msg.truncated = !matches!(body, Body::UntilClose);
+                out.push(*msg);
+            }
+            other => self.state = other,
+        }
+        self.flush(out);
+    }
+
+    /// Segments (or stale partial start lines) dropped as not HTTP.
+    pub fn garbage_segments(&self) -> u64 {
+        self.garbage
+    }
+
+    /// True after a 101 Switching Protocols response or a successful CONNECT.
+    pub fn is_upgraded(&self) -> bool {
+        matches!(self.state, State::Upgraded)
+    }
+
+    /// Emits the message being resynced, if any.
+    fn flush(&mut self, out: &mut Vec<HttpMessage>) {
+        match std::mem::take(&mut self.state) {
+            State::Resync(msg) => out.push(*msg),
+            other => self.state = other,
+        }
+    }
+
+    fn step(&mut self, rest: &[u8], ts: u64, out: &mut Vec<HttpMessage>) -> Step {
+        match std::mem::take(&mut self.state) {
+            State::Idle => {
+                // Stray CRLFs between messages are allowed (RFC 9112 §2.2).
+                let blank = rest.len() - skip_blank_lines(rest).len();
+                if blank == 0 {
+                    let bytes = Vec::new();
+                    let head = HeadBuf {
+                        bytes,
+                        first_ts: ts,
+                        last_ts: ts,
+                        line_ok: false,
+                        scanned: 0,
+                    };
+                    self.state = State::Head(head);
+                }
+                Step::Took(blank)
+            }
+            State::Head(mut head) => {
+                head.last_ts = ts;
+                self.step_head(head, rest, out)
+            }
+            State::Body(mut msg, body) => {
+                msg.last_ts_ns = ts;
+                let (taken, next) = match take_counted(body, len64(rest), &mut msg.body_size) {
+                    Some((n, next)) => (to_usize(n), next),
+                    None => step_chunk(body, rest),
+                };
+                self.settle(msg, next, out);
+                Step::Took(taken)
+            }
+            // Resyncing (the message already owns this segment) or upgraded.
+            other => {
+                self.state = other;
+                Step::DropRest
+            }
+        }
+    }
+
+    fn step_head(&mut self, mut head: HeadBuf, rest: &[u8], out: &mut Vec<HttpMessage>) -> Step {
+        let old = head.bytes.len();
+        let take = rest.len().min(MAX_HEAD.saturating_sub(old));
+        head.bytes
+            .extend_from_slice(rest.get(..take).unwrap_or_default());
+        if !head.line_ok {
+            match check_start(&head.bytes) {
+                Parse::Bad if old > 0 => {
+                    // Drop only the stale partial line; this segment gets its own chance.
+                    self.garbage += 1;
+                    return Step::Took(0);
+                }
+                Parse::Bad => {
+                    self.garbage += 1;
+                    return Step::DropRest;
+                }
+                Parse::Line(_) => head.line_ok = true,
+                Parse::More(_) => {}
+            }
+        }
+        if let Some(end) = find_head_end(&head.bytes, head.scanned) {
+            head.bytes.truncate(end);
+            self.complete_head(head, out);
+            return Step::Took(end.saturating_sub(old));
+        }
+        head.scanned = head.bytes.len().saturating_sub(2);
+        if head.bytes.len() >= MAX_HEAD {
+            self.lose_head(head);
+            return Step::DropRest;
+        }
+        self.state = State::Head(head);
+        Step::Took(take)
+    }
+
+    fn complete_head(&mut self, head: HeadBuf, out: &mut Vec<HttpMessage>) {
+        let Parse::Line(start) = check_start(&head.bytes) else {
+            self.garbage += 1;
+            return;
+        };
+        let headers = parse_headers(&head.bytes);
+        let next = match start.head {
+            MessageHead::Request { .. } => body_framing(&headers, false),
+            MessageHead::Response { status } => self.response_framing(status, &headers),
+        };
+        let msg = new_message(start, headers, &head);
+        self.settle(Box::new(msg), next, out);
+    }
+
+    fn response_framing(&mut self, status: u16, headers: &Headers) -> Next {
+        if status == 101 {
+            return Next::Upgrade;
+        }
+        if status < 200 {
+            // Interim response: the final one is still to come for the same request.
+            return Next::Done;
+        }
+        match self.expected.pop_front() {
+            Some(ReqKind::Head) => Next::Done,
+            Some(ReqKind::Connect) if status < 300 => Next::Upgrade,
+            _ if status == 204 || status == 304 => Next::Done,
+            _ => body_framing(headers, true),
+        }
+    }
+
+    /// The head cannot be completed: keep what is known as a truncated
+    /// message and resync, or drop it when not even the start line is known.
+    fn lose_head(&mut self, head: HeadBuf) {
+        let start = match check_start(&head.bytes) {
+            Parse::Line(start) | Parse::More(Some(start)) => start,
+            _ => {
+                self.garbage += 1;
+                return;
+            }
+        };
+        if matches!(start.head, MessageHead::Response { status } if status >= 200) {
+            // A final response consumes its request even when cut.
+            self.expected.pop_front();
+        }
+        let headers = parse_headers(&head.bytes);
+        let mut msg = Box::new(new_message(start, headers, &head));
+        msg.truncated = true;
+        self.state = State::Resync(msg);
+    }
+
+    fn on_gap(&mut self, gap: u64, ts: u64, out: &mut Vec<HttpMessage>) {
+        match std::mem::take(&mut self.state) {
+            State::Head(mut head) => {
+                head.last_ts = ts;
+                self.lose_head(head);
+            }
+            State::Body(mut msg, body) => {
+                msg.last_ts_ns = ts;
+                let next = gap_in_body(body, gap, &mut msg.body_size);
+                self.settle(msg, next, out);
+            }
+            // Idle: the gap holds the start of something we cannot see.
+            other => self.state = other,
+        }
+    }
+
+    /// Moves a message on to its next state, emitting it when it is done.
+    fn settle(&mut self, mut msg: Box<HttpMessage>, next: Next, out: &mut Vec<HttpMessage>) {
+        match next {
+            Next::Body(body) => self.state = State::Body(msg, body),
+            Next::Done => out.push(*msg),
+            Next::Upgrade => {
+                out.push(*msg);
+                self.state = State::Upgraded;
+            }
+            Next::Lost => {
+                msg.truncated = true;
+                self.state = State::Resync(msg);
+            }
+        }
+    }
+}
+
+/// Whether a segment seen while resyncing visibly begins a new message.
+fn starts_message(captured: &[u8], missing: u64) -> bool {
+    match check_start(skip_blank_lines(captured)) {
+        Parse::Line(_) => true,
+        // A start line longer than the capture still counts.
+        Parse::More(Some(_)) => missing > 0,
+        _ => false,
+    }
+}
+
+fn new_message(start: StartLine, headers: Headers, head: &HeadBuf) -> HttpMessage {
+    HttpMessage {
+        head: start.head,
+        version_minor: start.minor,
+        host: headers.host,
+        traceparent: headers.traceparent,
+        content_type: headers.content_type,
+        chunked: headers.chunked,
+        body_size: 0,
+        first_ts_ns: head.first_ts,
+        last_ts_ns: head.last_ts,
+        truncated: false,
+    }
+}
+
+/// Body framing from the header fields (RFC 9112 §6.3), once the
+/// status-based no-body cases are ruled out.
+fn body_framing(headers: &Headers, response: bool) -> Next {
+    if headers.transfer_encoding {
+        return match (headers.chunked, response) {
+            (true, _) => Next::Body(Body::Chunk(Chunk::Size(SizeLine::default()))),
+            // A final coding other than chunked is delimited by close.
+            (false, true) => Next::Body(Body::UntilClose),
+            (false, false) => Next::Lost,
+        };
+    }
+    match headers.content_length {
+        _ if headers.bad_length => Next::Lost,
+        Some(0) => Next::Done,
+        Some(n) => Next::Body(Body::Fixed(n)),
+        None if response => Next::Body(Body::UntilClose),
+        None => Next::Done,
+    }
+}
+
+/// Takes up to `n` bytes of a body part whose extent is known without looking
+/// at it; returns how many were taken, or `None` for parts that must be read.
+fn take_counted(body: Body, n: u64, body_size: &mut u64) -> Option<(u64, Next)> {
+    let (taken, next) = match body {
+        Body::Fixed(left) if n >= left => (left, Next::Done),
+        Body::Fixed(left) => (n, Next::Body(Body::Fixed(left - n))),
+        Body::UntilClose => (n, Next::Body(Body::UntilClose)),
+        Body::Chunk(Chunk::Data(left)) if n >= left => (left, chunked(Chunk::DataEnd(2))),
+        Body::Chunk(Chunk::Data(left)) => (n, chunked(Chunk::Data(left - n))),
+        Body::Chunk(_) => return None,
+    };
+    *body_size = body_size.saturating_add(taken);
+    Some((taken, next))
+}
+
+/// Reads the framing parts of a chunked body: size lines, CRLFs and trailers.
+fn step_chunk(body: Body, rest: &[u8]) -> (usize, Next) {
+    match body {
+        Body::Chunk(Chunk::Size(mut line)) => {
+            for (i, &b) in rest.iter().enumerate() {
+                match line.push(b) {
+                    SizeStep::More => {}
+                    SizeStep::Done(0) => return (i + 1, chunked(TRAILERS)),
+                    SizeStep::Done(n) => return (i + 1, chunked(Chunk::Data(n))),
+                    SizeStep::Bad => return (i + 1, Next::Lost),
+                }
+            }
+            (rest.len(), chunked(Chunk::Size(line)))
+        }
+        Body::Chunk(Chunk::DataEnd(left)) => match rest.first() {
+            Some(b'\n') => (1, chunked(Chunk::Size(SizeLine::default()))),
+            Some(b'\r') if left == 2 => (1, chunked(Chunk::DataEnd(1))),
+            _ => (1, Next::Lost),
+        },
+        Body::Chunk(Chunk::Trailers { in_line, total }) => step_trailers(in_line, total, rest),
+        _ => (0, Next::Lost),
+    }
+}
+
+/// Skips trailer fields up to the blank line that ends the message.
+fn step_trailers(mut in_line: bool, mut total: usize, rest: &[u8]) -> (usize, Next) {
+    for (i, &b) in rest.iter().enumerate() {
+        total += 1;
+        match b {
+            _ if total > MAX_TRAILERS => return (i + 1, Next::Lost),
+            b'\n' if !in_line => return (i + 1, Next::Done),
+            b'\n' => in_line = false,
+            b'\r' => {}
+            _ => in_line = true,
+        }
+    }
+    (rest.len(), chunked(Chunk::Trailers { in_line, total }))
+}
+
+/// Accounts for uncaptured bytes inside a body.
+fn gap_in_body(body: Body, gap: u64, body_size: &mut u64) -> Next {
+    match (body, take_counted(body, gap, body_size)) {
+        // The CRLF after chunk data may be in the gap too.
+        (Body::Chunk(_), Some((taken, Next::Body(Body::Chunk(Chunk::DataEnd(2)))))) => {
+            crlf_gap(2, gap - taken)
+        }
+        // Excess past a fixed body belongs to a next message we cannot see.
+        (_, Some((_, next))) => next,
+        (Body::Chunk(Chunk::DataEnd(left)), None) => crlf_gap(left, gap),
+        // A size line or trailer inside a gap hides where the body ends.
+        _ => Next::Lost,
+    }
+}
+
+/// A gap may swallow the CRLF after chunk data, but nothing beyond it.
+fn crlf_gap(left: u8, gap: u64) -> Next {
+    match u64::from(left).checked_sub(gap) {
+        Some(0) => chunked(Chunk::Size(SizeLine::default())),
+        Some(l) => chunked(Chunk::DataEnd(u8::try_from(l).unwrap_or(2))),
+        None => Next::Lost,
+    }
+}
+
+fn chunked(chunk: Chunk) -> Next {
+    Next::Body(Body::Chunk(chunk))
+}
+
+impl SizeLine {
+    fn push(&mut self, b: u8) -> SizeStep {
+        self.len += 1;
+        let hex = char::from(b).to_digit(16).filter(|_| !self.in_ext);
+        match (b, hex) {
+            _ if self.len > MAX_CHUNK_LINE => SizeStep::Bad,
+            (b'\n', _) if self.has_digits => SizeStep::Done(self.value),
+            (_, Some(digit)) => match self
+                .value
+                .checked_mul(16)
+                .and_then(|v| v.checked_add(u64::from(digit)))
+            {
+                Some(value) => {
+                    self.value = value;
+                    self.has_digits = true;
+                    SizeStep::More
+                }
+                // Overflow means this cannot be a real chunk size.
+                None => SizeStep::Bad,
+            },
+            (b';' | b' ' | b'\t' | b'\r', None) if self.has_digits => {
+                self.in_ext = true;
+                SizeStep::More
+            }
+            // Extensions are skipped, but control bytes mean this is not a size line.
+            _ if self.in_ext && (b == b'\r' || is_text(b)) => SizeStep::More,
+            _ => SizeStep::Bad,
+        }
+    }
+}
+
+/// Finds the end of the head (just past the blank line), searching from `from`.
+fn find_head_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let tail = bytes.get(from..)?;
+    tail.iter()
+        .enumerate()
+        .find_map(|(i, &b)| match (b, tail.get(i + 1..)) {
+            (b'\n', Some([b'\n', ..])) => Some(from + i + 2),
+            (b'\n', Some([b'\r', b'\n', ..])) => Some(from + i + 3),
+            _ => None,
+        })
+}
+
+fn skip_blank_lines(bytes: &[u8]) -> &[u8] {
+    let blank = bytes
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    bytes.get(blank..).unwrap_or_default()
+}
+
+/// Judges the start line at the beginning of `buf`, which may be incomplete.
+fn check_start(buf: &[u8]) -> Parse {
+    let (line, complete) = match buf.iter().position(|&b| b == b'\n') {
+        Some(i) => (buf.get(..i).unwrap_or_default(), true),
+        None => (buf, false),
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    match (request_line(line, complete), status_line(line, complete)) {
+        (Parse::Line(start), _) | (_, Parse::Line(start)) => Parse::Line(start),
+        (Parse::More(a), Parse::More(b)) => Parse::More(a.or(b)),
+        (Parse::More(known), Parse::Bad) | (Parse::Bad, Parse::More(known)) => Parse::More(known),
+        (Parse::Bad, Parse::Bad) => Parse::Bad,
+    }
+}
+
+/// Running out of bytes is fine for a line still arriving, fatal for a whole one.
+fn cut_short(complete: bool, known: Option<StartLine>) -> Parse {
+    if complete {
+        Parse::Bad
+    } else {
+        Parse::More(known)
+    }
+}
+
+/// A start line that parsed fully, though more bytes of it may still come.
+fn parsed(complete: bool, start: StartLine) -> Parse {
+    if complete {
+        Parse::Line(start)
+    } else {
+        Parse::More(Some(start))
+    }
+}
+
+/// `METHOD SP target SP HTTP/1.x`
+fn request_line(line: &[u8], complete: bool) -> Parse {
+    let method_len = line.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    let (method, rest) = line.split_at_checked(method_len).unwrap_or((line, &[]));
+    if method_len > MAX_METHOD {
+        return Parse::Bad;
+    }
+    if rest.is_empty() {
+        return cut_short(complete, None);
+    }
+    let Some(rest) = rest.strip_prefix(b" ").filter(|_| !method.is_empty()) else {
+        return Parse::Bad;
+    };
+    let target_len = rest.iter().take_while(|&&b| b > b' ' && b != 0x7f).count();
+    let (target, rest) = rest.split_at_checked(target_len).unwrap_or((rest, &[]));
+    match (target.is_empty(), rest.is_empty()) {
+        (true, true) => return cut_short(complete, None),
+        (true, false) => return Parse::Bad,
+        _ => {}
+    }
+    let method = String::from_utf8_lossy(method).into_owned();
+    let target = lossy_truncated(target, MAX_TARGET);
+    let start = StartLine {
+        head: MessageHead::Request { method, target },
+        minor: 1,
+    };
+    if rest.is_empty() {
+        return cut_short(complete, Some(start));
+    }
+    match rest.strip_prefix(b" ").map(match_version) {
+        Some(Version::Minor(minor)) => parsed(complete, StartLine { minor, ..start }),
+        Some(Version::Prefix) => cut_short(complete, Some(start)),
+        _ => Parse::Bad,
+    }
+}
+
+/// `HTTP/1.x SP 3DIGIT [SP reason]`
+fn status_line(line: &[u8], complete: bool) -> Parse {
+    let (version, rest) = line.split_at_checked(8).unwrap_or((line, &[]));
+    let minor = match match_version(version) {
+        Version::Minor(minor) => minor,
+        Version::Prefix => return cut_short(complete, None),
+        Version::Bad => return Parse::Bad,
+    };
+    if rest.is_empty() {
+        return cut_short(complete, None);
+    }
+    let Some(rest) = rest.strip_prefix(b" ") else {
+        return Parse::Bad;
+    };
+    let digits = rest
+        .iter()
+        .take(3)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let (code, reason) = rest.split_at_checked(digits).unwrap_or((rest, &[]));
+    match (digits, reason.is_empty()) {
+        (3, _) => {}
+        (_, true) => return cut_short(complete, None),
+        (_, false) => return Parse::Bad,
+    }
+    // Three digits cannot overflow u16.
+    let status = code
+        .iter()
+        .fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
+    let reason_ok = reason.is_empty()
+        || reason
+            .strip_prefix(b" ")
+            .is_some_and(|r| r.iter().all(|&b| is_text(b)));
+    if !(100..=599).contains(&status) || !reason_ok {
+        return Parse::Bad;
+    }
+    parsed(
+        complete,
+        StartLine {
+            head: MessageHead::Response { status },
+            minor,
+        },
+    )
+}
+
+/// Matches `HTTP/1.0` or `HTTP/1.1`, or a prefix of them.
+fn match_version(v: &[u8]) -> Version {
+    const NAME: &[u8] = b"HTTP/1.";
+    match v.split_at_checked(NAME.len()) {
+        Some((name, [d @ (b'0' | b'1')])) if name == NAME => Version::Minor(d - b'0'),
+        _ if v.len() <= NAME.len() && NAME.starts_with(v) => Version::Prefix,
+        _ => Version::Bad,
+    }
+}
+
+/// Visible characters, spaces and tabs.
+fn is_text(b: u8) -> bool {
+    b == b'\t' || (b >= b' ' && b != 0x7f)
+}
+
+/// Reads the header fields after the start line, up to the blank line or,
+/// in a cut head, up to the last complete line.
+fn parse_headers(head: &[u8]) -> Headers {
+    let mut headers = Headers::default();
+    for line in head
+        .split_inclusive(|&b| b == b'\n')
+        .skip(1)
+        .take(MAX_HEADERS)
+    {
+        let Some(line) = line.strip_suffix(b"\n") else {
+            break; // cut mid-line: the value may be incomplete
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = line.split_at_checked(colon).unwrap_or((line, &[]));
+        headers.apply(name, value.get(1..).unwrap_or_default().trim_ascii());
+    }
+    headers
+}
+
+impl Headers {
+    fn apply(&mut self, name: &[u8], value: &[u8]) {
+        let is = |wanted: &str| name.eq_ignore_ascii_case(wanted.as_bytes());
+        if is("host") {
+            keep_first(&mut self.host, value);
+        } else if is("traceparent") {
+            keep_first(&mut self.traceparent, value);
+        } else if is("content-type") {
+            keep_first(&mut self.content_type, value);
+        } else if is("content-length") {
+            self.add_length(value);
+        } else if is("transfer-encoding") {
+            // Only the final coding decides the framing.
+            self.transfer_encoding = true;
+            let mut codings = value.rsplit(|&b| b == b',').map(<[u8]>::trim_ascii);
+            let last = codings.find(|t| !t.is_empty());
+            self.chunked = last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        }
+    }
+
+    /// Accepts `n` or a list of identical `n`s (RFC 9110 §8.6); anything else is fatal.
+    fn add_length(&mut self, value: &[u8]) {
+        for part in value.split(|&b| b == b',') {
+            let n = parse_decimal(part.trim_ascii());
+            if n.is_none() || self.content_length.is_some_and(|old| Some(old) != n) {
+                self.bad_length = true;
+            }
+            self.content_length = self.content_length.or(n);
+        }
+    }
+}
+
+fn keep_first(slot: &mut Option<String>, value: &[u8]) {
+    if slot.is_none() {
+        *slot = Some(lossy_truncated(value, MAX_VALUE));
+    }
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &d| {
+        let digit = char::from(d).to_digit(10)?;
+        acc.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+/// Lossy UTF-8 text cut to at most `max` bytes on a char boundary.
+fn lossy_truncated(bytes: &[u8], max: usize) -> String {
+    // Lossy decoding never shrinks text, and only the last 3 input bytes of a
+    // prefix can decode differently, so `max + 4` input bytes are enough.
+    let prefix = bytes.get(..max.saturating_add(4)).unwrap_or(bytes);
+    let mut text = String::from_utf8_lossy(prefix).into_owned();
+    if text.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
+    }
+    text
+}
+
+fn len64(bytes: &[u8]) -> u64 {
+    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type Segment<'a> = (&'a [u8], u64);
+
+    /// Feeds segments with timestamps 1, 2, 3, ... and returns what came out.
+    fn run(stream: &mut Http1Stream, segments: &[Segment]) -> Vec<HttpMessage> {
+        let mut out = Vec::new();
+        for (ts, (captured, missing)) in (1u64..).zip(segments) {
+            stream.feed(captured, *missing, ts, &mut out);
+        }
+        out
+    }
+
+    fn parse(segments: &[Segment]) -> (Vec<HttpMessage>, Http1Stream) {
+        let mut stream = Http1Stream::new();
+        let out = run(&mut stream, segments);
+        (out, stream)
+    }
+
+    fn request(method: &str, target: &str) -> MessageHead {
+        MessageHead::Request {
+            method: method.into(),
+            target: target.into(),
+        }
+    }
+
+    fn response(status: u16) -> MessageHead {
+        MessageHead::Response { status }
+    }
+
+    fn without_ts(mut msg: HttpMessage) -> HttpMessage {
+        msg.first_ts_ns = 0;
+        msg.last_ts_ns = 0;
+        msg
+    }
+
+    fn msg(head: MessageHead, body_size: u64) -> HttpMessage {
+        HttpMessage {
+            head,
+            version_minor: 1,
+            host: None,
+            traceparent: None,
+            content_type: None,
+            chunked: false,
+            body_size,
+            first_ts_ns: 0,
+            last_ts_ns: 0,
+            truncated: false,
+        }
+    }
+
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn simple_get_and_200_with_content_length() {
+        let req = format!(
+            "GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\n\
+            traceparent: {TRACEPARENT}\r\n\r\n"
+        );
+        let (out, _) = parse(&[(req.as_bytes(), 0)]);
+        let mut want = msg(request("GET", "/index.html?q=1"), 0);
+        want.host = Some("example.com".into());
+        want.traceparent = Some(TRACEPARENT.into());
+        want.first_ts_ns = 1;
+        want.last_ts_ns = 1;
+        assert_eq!(out, vec![want]);
+
+        let mut stream = Http1Stream::new();
+        stream.expect_response_to("GET");
+        let resp: &[u8] =
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nhello";
+        let out = run(&mut stream, &[(resp, 0)]);
+        let mut want = msg(response(200), 5);
+        want.content_type = Some("text/html".into());
+        want.first_ts_ns = 1;
+        want.last_ts_ns = 1;
+        assert_eq!(out, vec![want]);
+        assert_eq!(stream.garbage_segments(), 0);
+    }
+
+    #[test]
+    fn keep_alive_three_exchanges() {
+        let mut requests = Http1Stream::new();
+        let mut responses = Http1Stream::new();
+        let mut reqs = Vec::new();
+        let mut resps = Vec::new();
+        for (i, path) in ["/a", "/b", "/c"].iter().enumerate() {
+            let ts = 10 * (i as u64 + 1);
+            let req = format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n");
+            requests.feed(req.as_bytes(), 0, ts, &mut reqs);
+            responses.expect_response_to("GET");
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}",
+                path.len()
+            );
+            responses.feed(&resp.as_bytes()[..20], 0, ts + 1, &mut resps);
+            responses.feed(&resp.as_bytes()[20..], 0, ts + 2, &mut resps);
+        }
+        let targets: Vec<_> = reqs.iter().map(|m| m.head.clone()).collect();
+        assert_eq!(
+            targets,
+            vec![
+                request("GET", "/a"),
+                request("GET", "/b"),
+                request("GET", "/c")
+            ]
+        );
+        assert_eq!(resps.len(), 3);
+        for (i, resp) in resps.iter().enumerate() {
+            let ts = 10 * (i as u64 + 1);
+            assert_eq!((resp.head.clone(), resp.body_size), (response(200), 2));
+            assert_eq!((resp.first_ts_ns, resp.last_ts_ns), (ts + 1, ts + 2));
+        }
+    }
+
+    #[test]
+    fn pipelining_two_requests_in_one_segment() {
+        let bytes: &[u8] =
+            b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.0\r\n\r\n";
+        let (out, _) = parse(&[(bytes, 0)]);
+        let mut second = msg(request("GET", "/b"), 0);
+        second.version_minor = 0;
+        let out: Vec<_> = out.into_iter().map(without_ts).collect();
+        assert_eq!(out, vec![msg(request("POST", "/a"), 3), second]);
+    }
+
+    const POST: &[u8] = b"POST /upload?id=7 HTTP/1.1\r\nHost: api.local\r\n\
+        Content-Type: application/json\r\n\
+        traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\
+        Content-Length: 11\r\n\r\n{\"a\":12345}";
+
+    fn expected_post() -> HttpMessage {
+        let mut want = msg(request("POST", "/upload?id=7"), 11);
+        want.host = Some("api.local".into());
+        want.content_type = Some("application/json".into());
+        want.traceparent = Some(TRACEPARENT.into());
+        want
+    }
+
+    #[test]
+    fn every_split_point_yields_the_same_message() {
+        let stream_bytes = [POST, b"GET / HTTP/1.1\r\n\r\n"].concat();
+        let want = vec![expected_post(), msg(request("GET", "/"), 0)];
+
+        let bytewise: Vec<Segment> = stream_bytes.chunks(1).map(|c| (c, 0)).collect();
+        let (out, _) = parse(&bytewise);
+        assert_eq!(
+            out.iter().cloned().map(without_ts).collect::<Vec<_>>(),
+            want
+        );
+        assert_eq!(
+            (out[0].first_ts_ns, out[0].last_ts_ns),
+            (1, POST.len() as u64)
+        );
+
+        for cut in 0..=stream_bytes.len() {
+            let (a, b) = stream_bytes.split_at(cut);
+            let (out, stream) = parse(&[(a, 0), (b, 0)]);
+            assert_eq!(
+                out.into_iter().map(without_ts).collect::<Vec<_>>(),
+                want,
+                "cut at {cut}"
+            );
+            assert_eq!(stream.garbage_segments(), 0);
+        }
+    }
+
+    const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n\
+        5;name=\"v\"\r\nhello\r\nA ; x\r\n0123456789\r\n\
+        0;last\r\nExpires: never\r\nX-Sum: 1\r\n\r\n";
+
+    #[test]
+    fn chunked_with_extensions_and_trailers_split_arbitrarily() {
+        let mut want = msg(response(200), 15);
+        want.chunked = true;
+        let bytewise: Vec<Segment> = CHUNKED.chunks(1).map(|c| (c, 0)).collect();
+        let (out, _) = parse(&bytewise);
+        assert_eq!(
+            out.into_iter().map(without_ts).collect::<Vec<_>>(),
+            vec![want.clone()]
+        );
+        for cut in 0..=CHUNKED.len() {
+            for cut2 in cut..=CHUNKED.len() {
+                let segs = [
+                    (&CHUNKED[..cut], 0),
+                    (&CHUNKED[cut..cut2], 0),
+                    (&CHUNKED[cut2..], 0),
+                ];
+                let (out, _) = parse(&segs);
+                assert_eq!(
+                    out.into_iter().map(without_ts).collect::<Vec<_>>(),
+                    vec![want.clone()]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn content_length_body_with_gap() {
+        let head: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5010\r\n\r\n0123456789";
+        let next: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+        let mut stream = Http1Stream::new();
+        stream.expect_response_to("GET");
+        stream.expect_response_to("GET");
+        let out = run(&mut stream, &[(head, 5000), (next, 0)]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (out[0].body_size, out[0].truncated, out[0].last_ts_ns),
+            (5010, false, 1)
+        );
+        assert_eq!(out[1].head, response(204));
+    }
+
+    #[test]
+    fn head_cut_by_gap_is_truncated_then_resyncs() {
+        let cut: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\nCookie: abc";
+        let tail: &[u8] = b"more-cookie\r\n\r\n";
+        let next: &[u8] = b"GET /b HTTP/1.1\r\n\r\n";
+        let (out, stream) = parse(&[(cut, 3000), (tail, 0), (next, 0)]);
+        let mut lost = msg(request("GET", "/a"), 0);
+        lost.host = Some("x".into());
+        lost.truncated = true;
+        lost.first_ts_ns = 1;
+        lost.last_ts_ns = 2;
+        let mut fresh = msg(request("GET", "/b"), 0);
+        fresh.first_ts_ns = 3;
+        fresh.last_ts_ns = 3;
+        assert_eq!(out, vec![lost, fresh]);
+        assert_eq!(stream.garbage_segments(), 0);
+    }
+
+    #[test]
+    fn long_target_cut_by_capture_is_kept_truncated() {
+        let line = format!("GET /{} HTTP/1.1\r\n", "x".repeat(3000));
+        let (out, _) = parse(&[
+            (&line.as_bytes()[..512], 2600),
+            (b"GET /next HTTP/1.1\r\n\r\n", 0),
+        ]);
+        assert_eq!(out.len(), 2);
+        let MessageHead::Request { method, target } = &out[0].head else {
+            panic!("not a request")
+        };
+        assert_eq!(
+            (method.as_str(), target.len(), out[0].truncated),
+            ("GET", 508, true)
+        );
+        assert_eq!(out[1].head, request("GET", "/next"));
+    }
+
+    #[test]
+    fn chunked_gap_in_chunk_data_of_known_size() {
+        // 0x1000 bytes of data: 500 captured, the rest and its CRLF in the gap.
+        let first = [
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n".as_slice(),
+            &[b'z'; 500],
+        ]
+        .concat();
+        let (out, _) = parse(&[
+            (&first, 4096 - 500 + 2),
+            (b"3\r\nabc\r\n", 0),
+            (b"0\r\n\r\n", 0),
+        ]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].body_size, out[0].truncated, out[0].last_ts_ns),
+            (4099, false, 3)
+        );
+
+        // A gap reaching past the CRLF hides the next size line: framing is lost.
+        let mut stream = Http1Stream::new();
+        let mut out = run(&mut stream, &[(&first, 4096 - 500 + 10), (b"0\r\n\r\n", 0)]);
+        assert!(out.is_empty());
+        stream.finish(9, &mut out);
+        assert_eq!(
+            (out[0].body_size, out[0].truncated, out[0].last_ts_ns),
+            (4096, true, 2)
+        );
+    }
+
+    #[test]
+    fn head_response_with_content_length_has_no_body() {
+        let mut stream = Http1Stream::new();
+        stream.expect_response_to("HEAD");
+        stream.expect_response_to("GET");
+        let bytes: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n\
+            HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let out = run(&mut stream, &[(bytes, 0)]);
+        let sizes: Vec<_> = out.iter().map(|m| (m.body_size, m.truncated)).collect();
+        assert_eq!(sizes, vec![(0, false), (2, false)]);
+    }
+
+    #[test]
+    fn no_body_for_204_and_304() {
+        let bytes: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n\
+            HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n\
+            HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+        let (out, _) = parse(&[(bytes, 0)]);
+        let got: Vec<_> = out.into_iter().map(|m| (m.head, m.body_size)).collect();
+        assert_eq!(
+            got,
+            vec![(response(204), 0), (response(304), 0), (response(200), 1)]
+        );
+    }
+
+    #[test]
+    fn continue_then_ok_keeps_the_expectation() {
+        let mut stream = Http1Stream::new();
+        stream.expect_response_to("HEAD");
+        let bytes: &[u8] =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n";
+        let out = run(&mut stream, &[(bytes, 0)]);
+        let got: Vec<_> = out.into_iter().map(|m| (m.head, m.body_size)).collect();
+        assert_eq!(got, vec![(response(100), 0), (response(200), 0)]);
+    }
+
+    #[test]
+    fn switching_protocols_upgrades_the_stream() {
+        let bytes: &[u8] =
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello";
+        let (mut out, mut stream) = parse(&[(bytes, 0)]);
+        stream.feed(b"HTTP/1.1 200 OK\r\n\r\n", 0, 5, &mut out);
+        stream.finish(6, &mut out);
+        assert_eq!(
+            out.into_iter().map(|m| m.head).collect::<Vec<_>>(),
+            vec![response(101)]
+        );
+        assert!(stream.is_upgraded());
+        assert_eq!(stream.garbage_segments(), 0);
+    }
+
+    #[test]
+    fn successful_connect_upgrades_the_stream() {
+        let mut stream = Http1Stream::new();
+        stream.expect_response_to("CONNECT");
+        let out = run(
+            &mut stream,
+            &[(
+                b"HTTP/1.1 200 Connection Established\r\n\r\n\x16\x03\x01",
+                0,
+            )],
+        );
+        assert_eq!(out.len(), 1);
+        assert!(stream.is_upgraded());
+    }
+
+    #[test]
+    fn http10_read_until_close_completed_by_finish() {
+        let mut stream = Http1Stream::new();
+        stream.expect_response_to("GET");
+        let mut out = run(
+            &mut stream,
+            &[
+                (b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nabc", 0),
+                (b"defg", 100),
+            ],
+        );
+        assert!(out.is_empty());
+        stream.finish(50, &mut out);
+        let mut want = msg(response(200), 107);
+        want.version_minor = 0;
+        want.content_type = Some("text/plain".into());
+        want.first_ts_ns = 1;
+        want.last_ts_ns = 2;
+        assert_eq!(out, vec![want]);
+    }
+
+    #[test]
+    fn garbage_segments_are_counted_then_valid_message_parses() {
+        let segments: [Segment; 5] = [
+            (b"\x16\x03\x01\x02\x00random tls", 0),
+            (b"", 100),
+            (b"get / HTTP/1.1\r\n\r\n", 4000),
+            (b"\r\n", 0),
+            (b"DELETE /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 0),
+        ];
+        let (out, stream) = parse(&segments);
+        assert_eq!(stream.garbage_segments(), 3);
+        assert_eq!(
+            out.into_iter().map(without_ts).collect::<Vec<_>>(),
+            vec![msg(request("DELETE", "/x"), 0)]
+        );
+    }
+
+    #[test]
+    fn partial_start_line_that_turns_invalid_is_dropped() {
+        let segments: [Segment; 3] = [
+            (b"GET /a", 0),
+            (b"\x01\x02", 0),
+            (b"PUT /b HTTP/1.1\r\n\r\n", 0),
+        ];
+        let (out, stream) = parse(&segments);
+        assert_eq!(stream.garbage_segments(), 2);
+        assert_eq!(
+            out.into_iter().map(|m| m.head).collect::<Vec<_>>(),
+            vec![request("PUT", "/b")]
+        );
+        let (out, stream) = parse(&[(b"HTTP/1.1 2", 0), (b"HTTP/1.1 200 OK\r\n\r\n", 0)]);
+        assert_eq!((stream.garbage_segments(), out.len()), (1, 0));
+    }
+
+    #[test]
+    fn start_line_limits() {
+        let long_method = b"ABCDEFGHIJKLMNOPQ / HTTP/1.1\r\n\r\n";
+        let (out, stream) = parse(&[(long_method, 0)]);
+        assert_eq!((out.len(), stream.garbage_segments()), (0, 1));
+        let target = format!("/{}", "t".repeat(5000));
+        let line = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", "h".repeat(700));
+        let (out, _) = parse(&[(line.as_bytes(), 0)]);
+        assert_eq!(out[0].head, request("GET", &target[..MAX_TARGET]));
+        assert_eq!(out[0].host.as_deref().map(str::len), Some(MAX_VALUE));
+    }
+
+    #[test]
+    fn header_values_are_truncated_on_char_boundaries() {
+        let value = format!("{}é\u{ff}", "a".repeat(MAX_VALUE - 1));
+        let line = format!("GET / HTTP/1.1\r\ncontent-TYPE: {value}\r\n\r\n");
+        let (out, _) = parse(&[(line.as_bytes(), 0)]);
+        assert_eq!(out[0].content_type, Some("a".repeat(MAX_VALUE - 1)));
+        let raw: &[u8] = b"GET / HTTP/1.1\r\nHost: a\xffb\r\n\r\n";
+        let (out, _) = parse(&[(raw, 0)]);
+        assert_eq!(out[0].host.as_deref(), Some("a\u{fffd}b"));
+    }
+
+    #[test]
+    fn huge_header_over_cap_is_truncated_and_bounded() {
+        let mut stream = Http1Stream::new();
+        let mut out = Vec::new();
+        stream.feed(b"GET /big HTTP/1.1\r\nHost: h\r\nX-Fill: ", 0, 1, &mut out);
+        let filler = [b'f'; 512];
+        for ts in 2..200 {
+            stream.feed(&filler, 0, ts, &mut out);
+            if let State::Head(head) = &stream.state {
+                assert!(head.bytes.capacity() <= 2 * MAX_HEAD);
+            }
+        }
+        stream.feed(b"\r\n\r\n", 0, 200, &mut out);
+        stream.feed(b"GET /small HTTP/1.1\r\n\r\n", 0, 201, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (out[0].head.clone(), out[0].truncated),
+            (request("GET", "/big"), true)
+        );
+        assert_eq!(out[0].host.as_deref(), Some("h"));
+        assert_eq!((out[0].first_ts_ns, out[0].last_ts_ns), (1, 200));
+        assert_eq!(out[1].head, request("GET", "/small"));
+    }
+
+    #[test]
+    fn invalid_content_length_loses_framing() {
+        for value in ["abc", "-1", "+5", "18446744073709551616", "5, 6", ""] {
+            let bytes = format!("POST /x HTTP/1.1\r\nContent-Length: {value}\r\n\r\nbody");
+            let (out, _) = parse(&[(bytes.as_bytes(), 0), (b"GET /y HTTP/1.1\r\n\r\n", 0)]);
+            let got: Vec<_> = out.into_iter().map(|m| (m.head, m.truncated)).collect();
+            assert_eq!(
+                got,
+                vec![(request("POST", "/x"), true), (request("GET", "/y"), false)],
+                "{value:?}"
+            );
+        }
+        let dup: &[u8] = b"POST /x HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 4\r\n\r\nabcd";
+        let (out, _) = parse(&[(dup, 0)]);
+        assert!(out.is_empty());
+        let same: &[u8] =
+            b"POST /x HTTP/1.1\r\nContent-Length: 3, 3\r\ncontent-length: 3\r\n\r\nabc";
+        let (out, _) = parse(&[(same, 0)]);
+        assert_eq!((out[0].body_size, out[0].truncated), (3, false));
+    }
+
+    #[test]
+    fn chunk_size_overflow_loses_framing() {
+        let bytes: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+            4\r\nabcd\r\n10000000000000000\r\n";
+        let mut stream = Http1Stream::new();
+        let mut out = run(&mut stream, &[(bytes, 0), (b"more", 0)]);
+        assert!(out.is_empty());
+        stream.finish(9, &mut out);
+        assert_eq!(
+            (out[0].body_size, out[0].truncated, out[0].last_ts_ns),
+            (4, true, 2)
+        );
+        let max: &[u8] =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n";
+        let (out, _) = parse(&[(max, u64::MAX)]);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn finish_emits_truncated_in_progress_message() {
+        let mut stream = Http1Stream::new();
+        let mut out = run(
+            &mut stream,
+            &[(b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", 0)],
+        );
+        stream.finish(7, &mut out);
+        assert_eq!(
+            (out[0].body_size, out[0].truncated, out[0].last_ts_ns),
+            (3, true, 1)
+        );
+        let mut out = run(&mut stream, &[(b"GET / HTTP/1.1\r\nHost: a\r\n", 0)]);
+        stream.finish(8, &mut out);
+        assert_eq!(
+            (out[0].host.as_deref(), out[0].truncated),
+            (Some("a"), true)
+        );
+    }
+
+    #[test]
+    fn bare_lf_line_endings_are_accepted() {
+        let (out, _) = parse(&[(b"GET /lf HTTP/1.1\nHost: a\n\nGET /b HTTP/1.1\n\n", 0)]);
+        let got: Vec<_> = out.into_iter().map(|m| (m.head, m.host)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (request("GET", "/lf"), Some("a".into())),
+                (request("GET", "/b"), None)
+            ]
+        );
+    }
+
+    // ---- property tests ----
+
+    /// Byte soup biased toward HTTP syntax so that deep states get exercised.
+    fn fragment() -> impl Strategy<Value = Vec<u8>> {
+        let words: Vec<&'static [u8]> = vec![
+            b"GET / HTTP/1.1\r\n",
+            b"HTTP/1.1 200 OK\r\n",
+            b"HTTP/1.0 101 x\r\n",
+            b"\r\n",
+            b"\r\n\r\n",
+            b"\n",
+            b"Content-Length: 5\r\n",
+            b"Content-Length: 99999999999999999999\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"5\r\nhello\r\n",
+            b"0\r\n\r\n",
+            b"ffffffffffffffffff\r\n",
+            b"Host: \xff\xfe\r\n",
+            b"HEAD ",
+            b"HTTP/1.",
+            b";ext=1",
+            b"\x00\x7f\x80",
+        ];
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..24),
+            proptest::sample::select(words).prop_map(<[u8]>::to_vec),
+        ]
+    }
+
+    fn segment() -> impl Strategy<Value = (Vec<u8>, u64, Option<&'static str>)> {
+        (
+            proptest::collection::vec(fragment(), 0..8).prop_map(|f| f.concat()),
+            prop_oneof![4 => Just(0u64), 2 => 0..5000u64, 1 => Just(u64::MAX)],
+            proptest::option::of(proptest::sample::select(vec!["GET", "HEAD", "CONNECT"])),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_input_never_panics(segments in proptest::collection::vec(segment(), 0..24)) {
+            survive(&segments)?;
+        }
+    }
+
+    fn survive(segments: &[(Vec<u8>, u64, Option<&'static str>)]) -> Result<(), TestCaseError> {
+        let mut stream = Http1Stream::new();
+        let mut out = Vec::new();
+        for (ts, (captured, missing, expect)) in (1u64..).zip(segments) {
+            if let Some(method) = expect {
+                stream.expect_response_to(method);
+            }
+            stream.feed(captured, *missing, ts, &mut out);
+            if let State::Head(head) = &stream.state {
+                prop_assert!(head.bytes.len() <= MAX_HEAD);
+            }
+        }
+        stream.finish(u64::MAX, &mut out);
+        for m in &out {
+            prop_assert!(m.first_ts_ns <= m.last_ts_ns);
+            if let MessageHead::Request { method, target } = &m.head {
+                prop_assert!(method.len() <= MAX_METHOD && target.len() <= MAX_TARGET);
+            }
+        }
+        Ok(())
+    }
+
+    /// One generated message: its wire bytes, which of them a gap may cover,
+    /// what the parser should report (timestamps zero), and its request method.
+    #[derive(Debug, Clone)]
+    struct Wire {
+        bytes: Vec<u8>,
+        gap_ok: Vec<bool>,
+        want: HttpMessage,
+        answers: Option<&'static str>,
+    }
+
+    #[derive(Debug, Clone)]
+    struct BodySpec {
+        data: Vec<u8>,
+        /// 0: no framing header, 1: Content-Length, 2: chunked.
+        framing: u8,
+        chunk_sizes: Vec<usize>,
+        ext: bool,
+        trailer: bool,
+    }
+
+    fn body_spec() -> impl Strategy<Value = BodySpec> {
+        (
+            proptest::collection::vec(any::<u8>(), 0..200),
+            0u8..3,
+            proptest::collection::vec(1usize..80, 0..6),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(data, framing, chunk_sizes, ext, trailer)| BodySpec {
+                data,
+                framing,
+                chunk_sizes,
+                ext,
+                trailer,
+            })
+    }
+
+    impl Wire {
+        fn push(&mut self, bytes: &[u8], gap_ok: bool) {
+            self.bytes.extend_from_slice(bytes);
+            self.gap_ok.extend(std::iter::repeat_n(gap_ok, bytes.len()));
+        }
+
+        /// Appends framing headers, the blank line and the body.
+        fn finish_with_body(&mut self, body: &BodySpec, lower: bool, send_body: bool) {
+            let name = |n: &str| {
+                if lower {
+                    n.to_ascii_lowercase()
+                } else {
+                    n.to_string()
+                }
+            };
+            match body.framing {
+                1 => self.push(
+                    format!("{}: {}\r\n", name("Content-Length"), body.data.len()).as_bytes(),
+                    false,
+                ),
+                2 => self.push(
+                    format!("{}: chunked\r\n", name("Transfer-Encoding")).as_bytes(),
+                    false,
+                ),
+                _ => {}
+            }
+            self.push(b"\r\n", false);
+            self.want.chunked = body.framing == 2;
+            if !send_body {
+                return;
+            }
+            self.want.body_size = body.data.len() as u64;
+            if body.framing != 2 {
+                self.push(&body.data, true);
+                return;
+            }
+            let mut data = body.data.as_slice();
+            let mut sizes = body.chunk_sizes.iter().cycle();
+            while !data.is_empty() {
+                let size = sizes.next().copied().unwrap_or(data.len()).min(data.len());
+                let (chunk, rest) = data.split_at(size);
+                let ext = if body.ext { ";k=\"v\"" } else { "" };
+                let line = if lower {
+                    format!("{size:x}{ext}\r\n")
+                } else {
+                    format!("{size:X}{ext}\r\n")
+                };
+                self.push(line.as_bytes(), false);
+                self.push(chunk, true);
+                self.push(b"\r\n", true);
+                data = rest;
+            }
+            self.push(b"0\r\n", false);
+            if body.trailer {
+                self.push(b"X-Checksum: 42\r\n", false);
+            }
+            self.push(b"\r\n", false);
+        }
+    }
+
+    fn head_line(wire: &mut Wire, host: &Option<String>, traceparent: bool, lower: bool) {
+        if let Some(host) = host {
+            wire.push(
+                format!("{}: {host}\r\n", if lower { "host" } else { "Host" }).as_bytes(),
+                false,
+            );
+            wire.want.host = Some(host.clone());
+        }
+        if traceparent {
+            wire.push(format!("traceparent: {TRACEPARENT}\r\n").as_bytes(), false);
+            wire.want.traceparent = Some(TRACEPARENT.into());
+        }
+    }
+
+    fn wire_request() -> impl Strategy<Value = Wire> {
+        let methods = vec!["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+        (
+            proptest::sample::select(methods),
+            "/[a-zA-Z0-9._~/?=&%-]{0,30}",
+            proptest::option::of("[a-z]{1,10}\\.example(:[0-9]{2,5})?"),
+            any::<bool>(),
+            0u8..2,
+            body_spec(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(method, target, host, traceparent, minor, mut body, lower)| {
+                    if body.framing == 0 {
+                        body.data.clear();
+                    }
+                    let mut wire = Wire {
+                        bytes: Vec::new(),
+                        gap_ok: Vec::new(),
+                        want: msg(request(method, &target), 0),
+                        answers: None,
+                    };
+                    wire.want.version_minor = minor;
+                    wire.push(
+                        format!("{method} {target} HTTP/1.{minor}\r\n").as_bytes(),
+                        false,
+                    );
+                    head_line(&mut wire, &host, traceparent, lower);
+                    wire.finish_with_body(&body, lower, true);
+                    wire
+                },
+            )
+    }
+
+    fn wire_response() -> impl Strategy<Value = Wire> {
+        (
+            proptest::sample::select(vec![200u16, 201, 204, 304, 404, 500]),
+            proptest::sample::select(vec!["GET", "HEAD", "POST"]),
+            any::<bool>(),
+            proptest::option::of("[a-z]{1,8}/[a-z]{1,8}"),
+            body_spec(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(status, answers, interim, content_type, mut body, lower)| {
+                    let bodiless_status = status == 204 || status == 304;
+                    // Close-delimited bodies only end a stream (see `wire_stream`); a HEAD
+                    // answer may announce a length but not chunking; 204/304 announce nothing.
+                    body.framing = match body.framing {
+                        _ if bodiless_status => 0,
+                        framing if answers == "HEAD" => framing.min(1),
+                        0 => 1,
+                        framing => framing,
+                    };
+                    let no_body = answers == "HEAD" || bodiless_status;
+                    let mut wire = Wire {
+                        bytes: Vec::new(),
+                        gap_ok: Vec::new(),
+                        want: msg(response(status), 0),
+                        answers: Some(answers),
+                    };
+                    if interim {
+                        wire.push(b"HTTP/1.1 100 Continue\r\n\r\n", false);
+                    }
+                    wire.push(
+                        format!("HTTP/1.1 {status} Whatever It Says\r\n").as_bytes(),
+                        false,
+                    );
+                    if let Some(ct) = &content_type {
+                        wire.push(format!("Content-Type: {ct}\r\n").as_bytes(), false);
+                        wire.want.content_type = content_type.clone();
+                    }
+                    wire.finish_with_body(&body, lower, !no_body);
+                    wire
+                },
+            )
+    }
+
+    /// A whole stream: messages, optionally ending with a close-delimited response.
+    fn wire_stream() -> impl Strategy<Value = (Vec<Wire>, Option<Vec<u8>>)> {
+        prop_oneof![
+            proptest::collection::vec(wire_request(), 1..6).prop_map(|w| (w, None)),
+            (
+                proptest::collection::vec(wire_response(), 1..6),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..100))
+            ),
+        ]
+    }
+
+    /// Cut points plus, per segment, how much of its eligible tail becomes a gap.
+    fn cuts() -> impl Strategy<Value = Vec<(proptest::sample::Index, u8)>> {
+        proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 0..30)
+    }
+
+    proptest! {
+        #[test]
+        fn valid_messages_round_trip((wires, close_body) in wire_stream(), cuts in cuts()) {
+            round_trip(wires, close_body, &cuts)?;
+        }
+    }
+
+    fn round_trip(
+        mut wires: Vec<Wire>,
+        close_body: Option<Vec<u8>>,
+        cuts: &[(proptest::sample::Index, u8)],
+    ) -> Result<(), TestCaseError> {
+        if let Some(data) = close_body {
+            let mut wire = Wire {
+                bytes: Vec::new(),
+                gap_ok: Vec::new(),
+                want: msg(response(200), data.len() as u64),
+                answers: Some("GET"),
+            };
+            wire.want.version_minor = 0;
+            wire.push(b"HTTP/1.0 200 OK\r\n\r\n", false);
+            wire.push(&data, true);
+            wires.push(wire);
+        }
+        let bytes: Vec<u8> = wires.iter().flat_map(|w| w.bytes.clone()).collect();
+        let gap_ok: Vec<bool> = wires.iter().flat_map(|w| w.gap_ok.clone()).collect();
+
+        // Segment i covers [bounds[i], bounds[i+1]); its tail may be turned into a gap.
+        let mut bounds: Vec<usize> = cuts.iter().map(|(i, _)| i.index(bytes.len() + 1)).collect();
+        bounds.extend([0, bytes.len()]);
+        bounds.sort_unstable();
+        let mut stream = Http1Stream::new();
+        for method in wires.iter().filter_map(|w| w.answers) {
+            stream.expect_response_to(method);
+        }
+        let mut out = Vec::new();
+        let mut seg_of_byte = vec![0u64; bytes.len()];
+        let fracs = cuts.iter().map(|(_, frac)| *frac).chain([0]);
+        for (seg, (pair, frac)) in bounds.windows(2).zip(fracs).enumerate() {
+            let (start, end) = (pair[0], pair[1]);
+            let ts = seg as u64 + 1;
+            seg_of_byte[start..end].iter_mut().for_each(|s| *s = ts);
+            let eligible = gap_ok[start..end]
+                .iter()
+                .rev()
+                .take_while(|&&ok| ok)
+                .count();
+            let gap = if frac < 128 {
+                0
+            } else {
+                eligible * usize::from(frac - 128) / 127
+            };
+            stream.feed(&bytes[start..end - gap], gap as u64, ts, &mut out);
+        }
+        stream.finish(u64::MAX, &mut out);
+
+        let mut offset = 0;
+        let mut want = Vec::new();
+        for wire in &wires {
+            // An interim 100 precedes the final response inside the same wire.
+            let interim_len = if wire.bytes.starts_with(b"HTTP/1.1 100") {
+                25
+            } else {
+                0
+            };
+            if interim_len > 0 {
+                let mut m = msg(response(100), 0);
+                m.first_ts_ns = seg_of_byte[offset];
+                m.last_ts_ns = seg_of_byte[offset + interim_len - 1];
+                want.push(m);
+            }
+            let mut m = wire.want.clone();
+            m.first_ts_ns = seg_of_byte[offset + interim_len];
+            m.last_ts_ns = seg_of_byte[offset + wire.bytes.len() - 1];
+            want.push(m);
+            offset += wire.bytes.len();
+        }
+        prop_assert_eq!(out, want);
+        prop_assert_eq!(stream.garbage_segments(), 0);
+        Ok(())
+    }
+}

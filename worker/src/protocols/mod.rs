@@ -1,0 +1,3 @@
+//! Decoders of application protocols from captured byte streams.
+
+pub mod http1;
