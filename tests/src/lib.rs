@@ -1,0 +1,377 @@
+//! Helpers for the end-to-end tests: start the real agent (loader + worker)
+//! with the JSON trace printer, start real servers, collect the spans the
+//! agent prints, and read process facts from /proc.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The directory holding the built `zerotrace` and `zerotrace-worker`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/debug/deps/<test> -> target/debug
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    for bin in ["zerotrace", "zerotrace-worker"] {
+        assert!(
+            dir.join(bin).is_file(),
+            "{} missing: build the workspace first (cargo build --workspace)",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the end-to-end tests load BPF programs: run them as root"
+    );
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// Lines a child process wrote, collected by a background thread.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn collect(self, stream: impl Read + Send + 'static) -> Self {
+        let sink = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Ok(mut lines) = sink.0.lock() {
+                    lines.push(line);
+                }
+            }
+        });
+        self
+    }
+
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn text(&self) -> String {
+        self.snapshot().join("\n")
+    }
+}
+
+/// Polls `check` until it returns Some or the timeout passes.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The real agent: `zerotrace run` as a separate process.
+pub struct Agent {
+    pub child: Child,
+    pub stdout: Lines,
+    pub stderr: Lines,
+}
+
+impl Agent {
+    /// Starts `zerotrace run --trace-printer json` with extra args and env,
+    /// and waits until the worker reports it is ready.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let agent = Self::spawn(args, env);
+        let ready = wait_for(Duration::from_secs(10), || {
+            agent
+                .stderr
+                .text()
+                .contains("ready: instrumenting")
+                .then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "agent did not become ready; stderr:\n{}",
+            agent.stderr.text()
+        );
+        agent
+    }
+
+    /// Starts the agent without waiting for anything.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let mut command = Command::new(bin_dir().join("zerotrace"));
+        command
+            .arg("run")
+            .args(["--trace-printer", "json"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start zerotrace: {e}"));
+        let stdout =
+            Lines::default().collect(child.stdout.take().unwrap_or_else(|| panic!("stdout")));
+        let stderr =
+            Lines::default().collect(child.stderr.take().unwrap_or_else(|| panic!("stderr")));
+        Agent {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Spans printed so far, parsed.
+    pub fn spans(&self) -> Vec<Value> {
+        self.stdout
+            .snapshot()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until `count` spans match `predicate`; returns them.
+    pub fn wait_for_spans(&self, count: usize, predicate: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let found = wait_for(Duration::from_secs(10), || {
+            let matching: Vec<Value> = self.spans().into_iter().filter(|s| predicate(s)).collect();
+            (matching.len() >= count).then_some(matching)
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "expected {count} matching span(s); printed spans:\n{}\nagent stderr:\n{}",
+                self.stdout.text(),
+                self.stderr.text()
+            )
+        })
+    }
+
+    /// The worker process's pid (the loader's child).
+    pub fn worker_pid(&self) -> Option<u32> {
+        children_of(self.child.id())
+            .into_iter()
+            .find(|pid| comm_of(*pid).starts_with("zerotrace-work"))
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = wait_for(Duration::from_secs(10), || {
+            self.child.try_wait().ok().flatten()
+        });
+        if status.is_none() {
+            let _ = self.child.kill();
+        }
+        // Let the collector threads drain the pipes.
+        std::thread::sleep(Duration::from_millis(100));
+        status.and_then(|s| s.code())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// A real server process, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    /// `tests/servers/http_app.py` on a free port.
+    pub fn python_app() -> Server {
+        Self::python_app_on(free_port())
+    }
+
+    /// `tests/servers/http_app.py` on the given port.
+    pub fn python_app_on(port: u16) -> Server {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/http_app.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start python3: {e}"));
+        let server = Server { child, port };
+        server.wait_listening();
+        server
+    }
+
+    pub fn wait_listening(&self) {
+        let up = wait_for(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", self.port)).ok()
+        });
+        assert!(up.is_some(), "server on port {} never listened", self.port);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs curl with the given arguments; returns its stdout.
+pub fn curl(args: &[&str]) -> String {
+    let output = Command::new("curl")
+        .args(["-s", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl: {e}"));
+    assert!(output.status.success(), "curl {args:?} failed: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Sends raw HTTP/1.1 requests on one connection and reads one response per
+/// request (Content-Length framed), as a minimal Rust client.
+pub fn raw_keepalive_requests(port: u16, requests: &[&str]) -> (u16, Vec<String>) {
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect {port}: {e}"));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+    let mut reader = BufReader::new(stream.try_clone().unwrap_or_else(|e| panic!("{e}")));
+    let mut responses = Vec::new();
+    for request in requests {
+        stream
+            .write_all(request.as_bytes())
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut head = String::new();
+        let mut content_length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+            let end = line == "\r\n";
+            head.push_str(&line);
+            if end {
+                break;
+            }
+        }
+        let mut body = vec![0u8; content_length];
+        let _ = reader.read_exact(&mut body);
+        responses.push(head);
+    }
+    (local_port, responses)
+}
+
+/// Pids whose parent is `parent`.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| status_field(*pid, "PPid:").as_deref() == Some(&parent.to_string()))
+        .collect()
+}
+
+pub fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// One field of /proc/PID/status, e.g. "CapEff:".
+pub fn status_field(pid: u32, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.trim().to_owned())
+}
+
+/// BPF program ids held open by a process (from /proc/PID/fdinfo).
+pub fn bpf_prog_ids_of(pid: u32) -> Vec<u32> {
+    let mut ids = Vec::new();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return ids;
+    };
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            if let Some(id) = line.strip_prefix("prog_id:") {
+                if let Ok(id) = id.trim().parse() {
+                    ids.push(id);
+                }
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Shorthands for reading span fields.
+pub trait SpanFields {
+    fn str_of(&self, key: &str) -> &str;
+    fn u64_of(&self, key: &str) -> u64;
+}
+
+impl SpanFields for Value {
+    fn str_of(&self, key: &str) -> &str {
+        self.get(key).and_then(Value::as_str).unwrap_or("")
+    }
+    fn u64_of(&self, key: &str) -> u64 {
+        self.get(key).and_then(Value::as_u64).unwrap_or(u64::MAX)
+    }
+}
+
+/// Whether a BPF program with this id is still loaded in the kernel.
+pub fn bpf_prog_exists(id: u32) -> bool {
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    let mut attr = [0u32; 4];
+    attr[0] = id;
+    // SAFETY: bpf() reads the attr buffer we own; a returned fd is closed at once.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_GET_FD_BY_ID,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: fd was just returned to us.
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    false
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Overhead of zerotrace on a real server: nginx (Debian) serving a small
+# response, wrk keep-alive at saturation on loopback, runs interleaved
+# (off, on, off, on, ...) and reported as medians and ratios instrumented/not.
+#
+#   sudo bench/nginx_overhead.sh [pairs] [seconds-per-run]
+#
+# Env: AGENT_ARGS (extra `zerotrace run` args, default: --trace-printer disabled),
+#      WRK_CONNECTIONS (default 50), WRK_THREADS (default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pairs="${1:-5}"
+seconds="${2:-5}"
+port=18080
+work=$(mktemp -d /tmp/zt-bench.XXXXXX)
+
+command -v nginx >/dev/null && command -v wrk >/dev/null || {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk >/dev/null
+}
+cargo build --release --quiet
+
+cat > "$work/nginx.conf" <<CONF
+worker_processes 2;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$port;
+    location / { return 200 "hello from nginx\n"; }
+  }
+}
+CONF
+nginx -c "$work/nginx.conf" &
+nginx_pid=$!
+agent_pid=""
+cleanup() {
+  [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null || true
+  kill "$nginx_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+
+run_wrk() {
+  # prints: requests/s p99-latency-in-microseconds
+  wrk -t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-50}" -d"${seconds}s" --latency "http://127.0.0.1:$port/" > "$work/wrk.txt"
+  local rps p99
+  rps=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.txt")
+  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else {sub(/s/,"",v); print v*1000000}}' "$work/wrk.txt")
+  echo "$rps $p99"
+}
+
+start_agent() {
+  # shellcheck disable=SC2086
+  ./target/release/zerotrace run --open-port "$port" ${AGENT_ARGS:---trace-printer disabled} > /dev/null 2> "$work/agent.err" &
+  agent_pid=$!
+  for _ in $(seq 100); do grep -q "ready: instrumenting" "$work/agent.err" 2>/dev/null && break; sleep 0.1; done
+  grep -q "(1 process(es)\|(2 process(es)\|(3 process(es)" "$work/agent.err" || { echo "agent did not find nginx:"; cat "$work/agent.err"; exit 1; }
+}
+stop_agent() {
+  kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=""
+}
+
+wrk -t2 -c50 -d2s "http://127.0.0.1:$port/" > /dev/null   # warm-up
+off_rps=(); on_rps=(); off_p99=(); on_p99=()
+for i in $(seq "$pairs"); do
+  read -r rps p99 < <(run_wrk); off_rps+=("$rps"); off_p99+=("$p99")
+  start_agent
+  read -r rps p99 < <(run_wrk); on_rps+=("$rps"); on_p99+=("$p99")
+  stop_agent
+  echo "pair $i: off ${off_rps[-1]} req/s p99 ${off_p99[-1]}us | on ${on_rps[-1]} req/s p99 ${on_p99[-1]}us"
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+m_off=$(median "${off_rps[@]}"); m_on=$(median "${on_rps[@]}")
+p_off=$(median "${off_p99[@]}"); p_on=$(median "${on_p99[@]}")
+echo "median req/s: off $m_off, on $m_on; throughput ratio on/off = $(awk "BEGIN {printf \"%.3f\", $m_on/$m_off}")"
+echo "median p99 latency: off ${p_off}us, on ${p_on}us; p99 ratio on/off = $(awk "BEGIN {printf \"%.3f\", $p_on/$p_off}")"

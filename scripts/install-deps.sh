@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages zerotrace builds and tests with, when missing.
+# Needs root (apt-get). Idempotent: does nothing when all are present.
+set -euo pipefail
+
+packages=(
+  clang-19 llvm-19 libbpf-dev libelf-dev zlib1g-dev pkg-config   # BPF build (loader/build.rs)
+  gcc linux-libc-dev                                            # layout probe (shared/build.rs)
+  curl python3 util-linux procps                                # demo and tests: clients, servers, setpriv
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing packages: ${missing[*]}; run as root (or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }

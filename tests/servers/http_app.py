@@ -1,0 +1,67 @@
+"""A small HTTP/1.1 server for the integration tests (keep-alive on).
+
+Routes: GET /hello (200, fixed body), GET /chunked (chunked body),
+POST /echo (echoes the body), GET /proxy (this process calls its own
+/hello as a client first), GET /status/<code>, anything else 404.
+"""
+import http.client
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HELLO = b"hello from the test server\n"
+CHUNKS = [b"first chunk;", b"second chunk, a bit longer;", b"end\n"]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body, content_type="text/plain"):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_GET(self):
+        if self.path == "/hello":
+            self.reply(200, HELLO)
+        elif self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for chunk in CHUNKS:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        elif self.path == "/proxy":
+            conn = http.client.HTTPConnection("127.0.0.1", self.server.server_port, timeout=5)
+            conn.request("GET", "/hello")
+            body = conn.getresponse().read()
+            conn.close()
+            self.reply(200, b"proxied: " + body)
+        elif self.path.startswith("/status/"):
+            code = int(self.path.rsplit("/", 1)[1])
+            self.reply(code, b"status %d\n" % code)
+        else:
+            self.reply(404, b"not found\n")
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length)
+        if self.path == "/echo":
+            self.reply(200, body, "application/octet-stream")
+        else:
+            self.reply(404, b"not found\n")
+
+
+if __name__ == "__main__":
+    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    print("listening", flush=True)
+    server.serve_forever()

@@ -1,0 +1,191 @@
+//! The real agent watching a real Python server driven by curl and by a
+//! Rust client: every exchange must come out as one span with the right
+//! fields.
+
+use serde_json::Value;
+use zerotrace_integration_tests::*;
+
+fn server_span_for<'a>(spans: &'a [Value], method: &str, path: &str) -> Vec<&'a Value> {
+    spans
+        .iter()
+        .filter(|s| {
+            s.str_of("kind") == "server" && s.str_of("method") == method && s.str_of("path") == path
+        })
+        .collect()
+}
+
+#[test]
+fn http1_exchanges_become_spans() {
+    require_root();
+    let server = Server::python_app();
+    let port = server.port.to_string();
+    let agent = Agent::start(&["--open-port", &port], &[]);
+
+    // curl: 200 and 404 on one keep-alive connection, a chunked response, a request body.
+    curl(&[
+        &server.url("/hello"),
+        &server.url("/hello"),
+        &server.url("/missing"),
+    ]);
+    let chunked = curl(&[&server.url("/chunked")]);
+    assert!(chunked.ends_with("end\n"));
+    let echoed = curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        "ping-body-1234",
+        &server.url("/echo"),
+    ]);
+    assert_eq!(echoed, "ping-body-1234");
+    // A Rust client: three requests on one connection.
+    let (client_port, responses) = raw_keepalive_requests(
+        server.port,
+        &[
+            "GET /hello?from=rust HTTP/1.1\r\nHost: test\r\n\r\n",
+            "GET /status/503 HTTP/1.1\r\nHost: test\r\n\r\n",
+            "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nabcde",
+        ],
+    );
+    assert!(responses[1].starts_with("HTTP/1.1 503"));
+    // The server calls itself: a client span from the instrumented process.
+    curl(&[&server.url("/proxy")]);
+
+    let spans = agent.wait_for_spans(10, |s| s.str_of("kind") == "server");
+    let client = agent.wait_for_spans(1, |s| s.str_of("kind") == "client");
+
+    let server_pid = u64::from(server.pid());
+    for span in &spans {
+        assert_eq!(span.u64_of("pid"), server_pid, "{span}");
+        assert_eq!(span.u64_of("local_port"), u64::from(server.port), "{span}");
+        assert!(span.u64_of("duration_nanos") > 0, "{span}");
+        assert!(span.u64_of("duration_nanos") < 5_000_000_000, "{span}");
+        assert_eq!(span.str_of("process"), "python3");
+    }
+
+    let hello = server_span_for(&spans, "GET", "/hello");
+    // two from curl, one from the Rust client, one from the proxy's own call
+    assert_eq!(hello.len(), 4, "{spans:#?}");
+    let curl_hello: Vec<_> = hello
+        .iter()
+        .filter(|s| s.str_of("target") == "/hello")
+        .collect();
+    assert!(curl_hello
+        .iter()
+        .all(|s| s.u64_of("status") == 200 && s.u64_of("response_body_bytes") == 27));
+    // curl reused its connection for both /hello and /missing
+    let missing = server_span_for(&spans, "GET", "/missing");
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].u64_of("status"), 404);
+    assert_eq!(missing[0].u64_of("response_body_bytes"), 10);
+    assert!(curl_hello
+        .iter()
+        .any(|s| s.u64_of("peer_port") == missing[0].u64_of("peer_port")));
+
+    let chunked = server_span_for(&spans, "GET", "/chunked");
+    assert_eq!(chunked.len(), 1);
+    assert_eq!(chunked[0].u64_of("status"), 200);
+    assert_eq!(
+        chunked[0].u64_of("response_body_bytes"),
+        43,
+        "de-chunked body size"
+    );
+
+    let echo = server_span_for(&spans, "POST", "/echo");
+    assert_eq!(echo.len(), 2);
+    assert!(echo
+        .iter()
+        .any(|s| s.u64_of("request_body_bytes") == 14 && s.u64_of("response_body_bytes") == 14));
+    assert!(echo.iter().any(|s| s.u64_of("request_body_bytes") == 5));
+
+    // The Rust client's three requests share one connection (one peer port).
+    let rust: Vec<_> = spans
+        .iter()
+        .filter(|s| s.u64_of("peer_port") == u64::from(client_port))
+        .collect();
+    assert_eq!(rust.len(), 3, "{rust:#?}");
+    assert!(rust
+        .iter()
+        .any(|s| s.str_of("target") == "/hello?from=rust" && s.str_of("host") == "test"));
+    assert!(rust
+        .iter()
+        .any(|s| s.str_of("path") == "/status/503" && s.u64_of("status") == 503));
+
+    let proxy = server_span_for(&spans, "GET", "/proxy");
+    assert_eq!(proxy.len(), 1);
+    let call = &client[0];
+    assert_eq!(call.u64_of("pid"), server_pid);
+    assert_eq!(call.str_of("method"), "GET");
+    assert_eq!(call.str_of("path"), "/hello");
+    assert_eq!(call.u64_of("status"), 200);
+    assert_eq!(
+        call.u64_of("peer_port"),
+        u64::from(server.port),
+        "client span points at the server"
+    );
+    // The client call happened inside the proxy request.
+    assert!(call.u64_of("start_unix_nanos") >= proxy[0].u64_of("start_unix_nanos"));
+    assert!(call.u64_of("duration_nanos") <= proxy[0].u64_of("duration_nanos"));
+}
+
+#[test]
+fn uninstrumented_ports_produce_no_spans() {
+    require_root();
+    let watched = Server::python_app();
+    let ignored = Server::python_app();
+    let port = watched.port.to_string();
+    let agent = Agent::start(&["--open-port", &port], &[]);
+    for _ in 0..3 {
+        curl(&[&ignored.url("/hello")]);
+    }
+    curl(&[&watched.url("/hello")]);
+    agent.wait_for_spans(1, |s| s.u64_of("local_port") == u64::from(watched.port));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let spans = agent.spans();
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.u64_of("pid") == u64::from(watched.pid())),
+        "spans from an uninstrumented process: {spans:#?}"
+    );
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+}
+
+#[test]
+fn a_server_started_after_the_agent_is_instrumented() {
+    require_root();
+    let port = free_port();
+    let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
+    // Found through the kernel's listen event, not a rescan.
+    let server = Server::python_app_on(port);
+    let started = std::time::Instant::now();
+    curl(&[&server.url("/hello")]);
+    let spans = agent.wait_for_spans(1, |s| s.str_of("path") == "/hello");
+    assert_eq!(spans[0].u64_of("pid"), u64::from(server.pid()));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn garbage_on_an_instrumented_socket_is_ignored_and_counted() {
+    require_root();
+    let server = Server::python_app();
+    let mut agent = Agent::start(&["--open-port", &server.port.to_string()], &[]);
+    {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = stream.write_all(b"\x16\x03\x01\x02\x00garbage that is not http\r\n\r\n");
+    }
+    curl(&[&server.url("/hello")]);
+    let spans = agent.wait_for_spans(1, |s| s.str_of("path") == "/hello");
+    assert_eq!(spans[0].u64_of("status"), 200);
+    assert_eq!(agent.stop(), Some(0));
+    let stderr = agent.stderr.text();
+    let garbage_line = stderr
+        .lines()
+        .find(|l| l.contains("garbage segments"))
+        .unwrap_or_else(|| panic!("no stop summary:\n{stderr}"));
+    assert!(
+        !garbage_line.contains(" 0 garbage segments"),
+        "{garbage_line}"
+    );
+}

@@ -1,0 +1,229 @@
+//! The privilege split, checked on the running agent: who the worker is, how
+//! the loader answers requests outside its protocol, restarts, and clean exits.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use zerotrace_integration_tests::*;
+
+#[test]
+fn the_worker_runs_without_privileges() {
+    require_root();
+    let agent = Agent::start(&["--open-port", "1"], &[]);
+    let worker = agent
+        .worker_pid()
+        .unwrap_or_else(|| panic!("no worker process"));
+    let uid = status_field(worker, "Uid:").unwrap_or_default();
+    assert!(
+        uid.split_whitespace().all(|id| id != "0"),
+        "worker uids: {uid}"
+    );
+    assert_eq!(
+        status_field(worker, "CapEff:").as_deref(),
+        Some("0000000000000000")
+    );
+    assert_eq!(
+        status_field(worker, "CapPrm:").as_deref(),
+        Some("0000000000000000")
+    );
+    assert_eq!(
+        status_field(worker, "CapAmb:").as_deref(),
+        Some("0000000000000000")
+    );
+    assert_eq!(status_field(worker, "NoNewPrivs:").as_deref(), Some("1"));
+    // It holds no BPF programs: only the loader does.
+    assert!(bpf_prog_ids_of(worker).is_empty());
+    assert!(!bpf_prog_ids_of(agent.child.id()).is_empty());
+}
+
+#[test]
+fn the_loader_refuses_requests_outside_its_protocol_and_keeps_serving() {
+    require_root();
+    let hostile = bin_dir().join("zerotrace-hostile-worker");
+    assert!(hostile.is_file(), "build the workspace first");
+    let mut agent = Agent::spawn(
+        &[
+            "--open-port",
+            "1",
+            "--worker-path",
+            &hostile.to_string_lossy(),
+        ],
+        &[],
+    );
+    let code = wait_for(Duration::from_secs(15), || {
+        agent.child.try_wait().ok().flatten()
+    });
+    assert_eq!(
+        code.and_then(|c| c.code()),
+        Some(78),
+        "{}",
+        agent.stderr.text()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let results: Value = agent
+        .stdout
+        .snapshot()
+        .iter()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no report from the hostile worker: {}", agent.stderr.text()));
+    let answer = |label: &str| results.str_of(label).to_owned();
+
+    assert_eq!(answer("stats_before_hello"), "Refused(NotPermittedNow)");
+    assert_eq!(answer("hello"), "Hello: 3 maps, 3 fds");
+    assert_eq!(answer("hello_again"), "Refused(NotPermittedNow)");
+    assert_eq!(answer("unknown_tag"), "Refused(Malformed)");
+    assert_eq!(
+        answer("wrong_version"),
+        "Refused(UnsupportedVersion { supported: 1 })"
+    );
+    assert!(
+        answer("garbage").starts_with("Refused("),
+        "{}",
+        answer("garbage")
+    );
+    assert_eq!(answer("oversize"), "Refused(Oversize)");
+    assert_eq!(answer("with_fd"), "Refused(Oversize)");
+    for label in [
+        "pid_zero",
+        "pid_too_large",
+        "too_many_pids",
+        "instrument_self",
+        "describe_pid_zero",
+    ] {
+        assert!(
+            answer(label).starts_with("Refused(InvalidField"),
+            "{label}: {}",
+            answer(label)
+        );
+    }
+    // Still serving after all of that.
+    assert!(
+        answer("list_listeners").starts_with("Listeners("),
+        "{}",
+        answer("list_listeners")
+    );
+    assert!(
+        answer("describe_self").contains("zerotrace-hostile-worker"),
+        "{}",
+        answer("describe_self")
+    );
+    let stats = answer("stats");
+    assert!(stats.contains("requests_refused: 12"), "{stats}");
+    assert!(agent.stderr.text().contains("refused a worker request"));
+}
+
+#[test]
+fn a_killed_worker_is_restarted_with_the_same_probes() {
+    require_root();
+    let server = Server::python_app();
+    let agent = Agent::start(&["--open-port", &server.port.to_string()], &[]);
+    let loader_progs = bpf_prog_ids_of(agent.child.id());
+    assert!(!loader_progs.is_empty());
+    let first = agent.worker_pid().unwrap_or_else(|| panic!("no worker"));
+    curl(&[&server.url("/hello")]);
+    agent.wait_for_spans(1, |s| s.str_of("path") == "/hello");
+
+    // SAFETY: kill on a pid we just looked up.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    let second = wait_for(Duration::from_secs(3), || {
+        agent.worker_pid().filter(|pid| *pid != first)
+    })
+    .unwrap_or_else(|| panic!("no new worker; stderr:\n{}", agent.stderr.text()));
+    assert_ne!(first, second);
+    wait_for(Duration::from_secs(5), || {
+        agent
+            .stderr
+            .text()
+            .matches("ready: instrumenting")
+            .nth(1)
+            .map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("restarted worker never ready:\n{}", agent.stderr.text()));
+
+    curl(&[&server.url("/missing")]);
+    let spans = agent.wait_for_spans(1, |s| s.str_of("path") == "/missing");
+    assert_eq!(spans[0].u64_of("status"), 404);
+    assert_eq!(
+        bpf_prog_ids_of(agent.child.id()),
+        loader_progs,
+        "probes were reloaded"
+    );
+}
+
+#[test]
+fn sigterm_detaches_everything_and_exits_zero() {
+    require_root();
+    let mut agent = Agent::start(&["--open-port", "1"], &[]);
+    let progs = bpf_prog_ids_of(agent.child.id());
+    assert!(!progs.is_empty());
+    assert_eq!(agent.stop(), Some(0));
+    let still_loaded: Vec<u32> = progs
+        .into_iter()
+        .filter(|id| bpf_prog_exists(*id))
+        .collect();
+    // Program release is deferred in the kernel (RCU): give it a moment.
+    let gone = wait_for(Duration::from_secs(5), || {
+        still_loaded
+            .iter()
+            .all(|id| !bpf_prog_exists(*id))
+            .then_some(())
+    });
+    assert!(gone.is_some(), "programs left loaded: {still_loaded:?}");
+}
+
+#[test]
+fn a_worker_with_privileges_refuses_to_run() {
+    require_root();
+    let mut agent = Agent::spawn(&["--open-port", "1", "--worker-user", "root"], &[]);
+    let status = wait_for(Duration::from_secs(10), || {
+        agent.child.try_wait().ok().flatten()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(77));
+    std::thread::sleep(Duration::from_millis(100));
+    let stderr = agent.stderr.text();
+    assert!(
+        stderr.contains("refusing to run") && stderr.contains("uid 0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_capabilities_are_named() {
+    require_root();
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ])
+        .arg(bin_dir().join("zerotrace"))
+        .args(["run", "--open-port", "8080"])
+        .output()
+        .unwrap_or_else(|e| panic!("setpriv: {e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_port_selection_is_named() {
+    require_root();
+    let mut agent = Agent::spawn(&[], &[("OTEL_EBPF_OPEN_PORT", "80,abc")]);
+    let status = wait_for(Duration::from_secs(10), || {
+        agent.child.try_wait().ok().flatten()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(78));
+    std::thread::sleep(Duration::from_millis(100));
+    let stderr = agent.stderr.text();
+    assert!(
+        stderr.contains("OTEL_EBPF_OPEN_PORT") && stderr.contains("80,abc"),
+        "{stderr}"
+    );
+}
