@@ -9,11 +9,15 @@ use std::process::Command;
 
 /// (source under bpf-programs/, object name)
 const PROGRAMS: &[(&str, &str)] = &[
-    ("syscall_tracer/syscall_tracer.bpf.c", "syscall_tracer.bpf.o"),
+    (
+        "syscall_tracer/syscall_tracer.bpf.c",
+        "syscall_tracer.bpf.o",
+    ),
     ("listener_iter/listener_iter.bpf.c", "listener_iter.bpf.o"),
 ];
 
-const INSTALL_HINT: &str = "apt-get install clang-19 llvm-19 libbpf-dev libelf-dev zlib1g-dev pkg-config";
+const INSTALL_HINT: &str =
+    "apt-get install clang-19 llvm-19 libbpf-dev libelf-dev zlib1g-dev pkg-config";
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
@@ -32,7 +36,15 @@ fn main() {
     }
     for (source, object) in PROGRAMS {
         let status = Command::new(&clang)
-            .args(["-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Werror"])
+            .args([
+                "-O2",
+                "-g",
+                "-target",
+                "bpf",
+                "-D__TARGET_ARCH_x86",
+                "-Wall",
+                "-Werror",
+            ])
             .arg(format!("-DZT_PAYLOAD_MAX={payload_max}"))
             .arg("-I")
             .arg(sources.join("include"))

@@ -10,8 +10,7 @@ use libbpf_rs::{Iter, Link, MapCore, Object, ObjectBuilder};
 use zerotrace_shared::event::{decode_listeners, ListeningSocket};
 use zerotrace_shared::ipc::{MapDescriptor, MapRole};
 
-const SYSCALL_TRACER: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/syscall_tracer.bpf.o"));
+const SYSCALL_TRACER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/syscall_tracer.bpf.o"));
 const LISTENER_ITER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/listener_iter.bpf.o"));
 
 /// Bytes of each payload the kernel copies (fixed when the BPF objects were built).
@@ -48,10 +47,12 @@ fn context(what: &str) -> impl Fn(libbpf_rs::Error) -> String + '_ {
 /// Fails early, with the reason, when the kernel cannot run CO-RE programs.
 pub fn check_kernel_support() -> Result<(), String> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        return Err("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): \
+        return Err(
+            "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): \
                     zerotrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (most \
                     distribution kernels since 2020 are)"
-            .into());
+                .into(),
+        );
     }
     Ok(())
 }
@@ -137,8 +138,12 @@ impl Probes {
             .find(|m| m.name() == "zt_pid_filter")
             .ok_or("pid filter map missing")?;
         for pid in add {
-            map.update(&pid.to_ne_bytes(), &1u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
-                .map_err(|e| format!("adding pid {pid}: {e}"))?;
+            map.update(
+                &pid.to_ne_bytes(),
+                &1u32.to_ne_bytes(),
+                libbpf_rs::MapFlags::ANY,
+            )
+            .map_err(|e| format!("adding pid {pid}: {e}"))?;
         }
         for pid in remove {
             // Already gone (the process exited) is fine.

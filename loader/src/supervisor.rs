@@ -169,13 +169,8 @@ fn serve_one(worker: &mut RunningWorker, stats: &mut LoaderStats, probes: &Probe
     // No SO_PEERCRED check: on a socketpair it reports the creator (us), not
     // the peer. Only the worker ever held the other end (fd 3, CLOEXEC elsewhere).
     let oversize = message.truncated || !message.fds.is_empty();
-    let answer = request_table::handle_message(
-        &mut worker.session,
-        stats,
-        probes,
-        &message.bytes,
-        oversize,
-    );
+    let answer =
+        request_table::handle_message(&mut worker.session, stats, probes, &message.bytes, oversize);
     if let Reply::Refused(refusal) = &answer.reply {
         log(&format!(
             "refused a worker request: {refusal:?} (refused so far: {})",

@@ -53,7 +53,9 @@ pub fn spawn(
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls (no allocation, no locks).
     unsafe {
-        command.pre_exec(move || drop_privileges_in_child(worker_fd, switch_user, uid, gid, loader_pid));
+        command.pre_exec(move || {
+            drop_privileges_in_child(worker_fd, switch_user, uid, gid, loader_pid)
+        });
     }
     let child = command.spawn()?;
     drop(worker_end);
@@ -87,7 +89,11 @@ fn drop_privileges_in_child(
         // The loader blocks SIGINT/SIGTERM/SIGCHLD for its signalfd; the worker must not.
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
-        check(libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()))?;
+        check(libc::sigprocmask(
+            libc::SIG_SETMASK,
+            &empty,
+            std::ptr::null_mut(),
+        ))?;
         if worker_fd == WORKER_IPC_FD {
             check(libc::fcntl(worker_fd, libc::F_SETFD, 0))?;
         } else {
@@ -98,7 +104,13 @@ fn drop_privileges_in_child(
             check(libc::setresgid(gid, gid, gid))?;
             check(libc::setresuid(uid, uid, uid))?;
         }
-        check(libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0))?;
+        check(libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ))?;
         let mut header = CapUserHeader {
             version: LINUX_CAPABILITY_VERSION_3,
             pid: 0,
@@ -107,7 +119,9 @@ fn drop_privileges_in_child(
         check(libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) as libc::c_int)?;
         check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
         if libc::getppid() != loader_pid {
-            return Err(io::Error::other("loader exited while the worker was starting"));
+            return Err(io::Error::other(
+                "loader exited while the worker was starting",
+            ));
         }
         check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
     }

@@ -78,7 +78,11 @@ pub enum KernelEvent {
     /// An instrumented process exited.
     ProcessExit { origin: EventOrigin },
     /// An instrumented process forked; the kernel already instruments the child.
-    ProcessFork { origin: EventOrigin, child_pid: u32, parent_pid: u32 },
+    ProcessFork {
+        origin: EventOrigin,
+        child_pid: u32,
+        parent_pid: u32,
+    },
 }
 
 /// Why a record could not be decoded (counted by the worker, never fatal).
@@ -97,7 +101,10 @@ impl fmt::Display for EventDecodeError {
             Self::UnknownKind(k) => write!(f, "unknown event kind {k}"),
             Self::BadDirection(d) => write!(f, "bad direction {d}"),
             Self::PayloadLength { declared, present } => {
-                write!(f, "payload declares {declared} bytes, record holds {present}")
+                write!(
+                    f,
+                    "payload declares {declared} bytes, record holds {present}"
+                )
             }
         }
     }
@@ -334,7 +341,10 @@ mod tests {
         raw[10] = 0xff;
         raw[11] = 0xff;
         raw[12..].copy_from_slice(&[10, 1, 2, 3]);
-        assert_eq!(decode_addr(AF_INET6, raw), IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)));
+        assert_eq!(
+            decode_addr(AF_INET6, raw),
+            IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))
+        );
     }
 
     proptest::proptest! {

@@ -134,8 +134,8 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError>
     if version != PROTOCOL_VERSION {
         return Err(DecodeError::WrongVersion(version));
     }
-    let (envelope, rest) = postcard::take_from_bytes::<Envelope<T>>(bytes)
-        .map_err(|_| DecodeError::Malformed)?;
+    let (envelope, rest) =
+        postcard::take_from_bytes::<Envelope<T>>(bytes).map_err(|_| DecodeError::Malformed)?;
     if !rest.is_empty() {
         return Err(DecodeError::Malformed);
     }
