@@ -18,7 +18,7 @@ use zerotrace_worker::config::WorkerConfig;
 use zerotrace_worker::discovery::{PidFilterWriter, PortDiscovery};
 use zerotrace_worker::exporters::trace_printer::TracePrinter;
 use zerotrace_worker::loader_client::LoaderClient;
-use zerotrace_worker::pipeline::Pipeline;
+use zerotrace_worker::pipeline::{KernelCounters, Pipeline};
 use zerotrace_worker::privileges::OwnPrivileges;
 
 /// Exit codes the loader understands as "do not restart me".
@@ -107,6 +107,7 @@ fn run(config: WorkerConfig) -> Result<(), String> {
     let handover = loader.hello()?;
     let mut ring = None;
     let mut pid_filter = None;
+    let mut counters_map = None;
     for (descriptor, fd) in handover.maps {
         match descriptor.role {
             MapRole::Events => {
@@ -118,7 +119,9 @@ fn run(config: WorkerConfig) -> Result<(), String> {
             MapRole::PidFilter => {
                 pid_filter = Some(BpfMap::new(fd, descriptor.key_size, descriptor.value_size))
             }
-            MapRole::Counters => {}
+            MapRole::Counters => {
+                counters_map = Some(BpfMap::new(fd, descriptor.key_size, descriptor.value_size))
+            }
         }
     }
     let ring = ring.ok_or("the loader sent no ring buffer")?;
@@ -133,6 +136,9 @@ fn run(config: WorkerConfig) -> Result<(), String> {
     let discovery = PortDiscovery::new(config.open_ports.clone(), excluded, writer);
     let printer = TracePrinter::new(config.trace_printer, std::io::stdout());
     let mut pipeline = Pipeline::new(discovery, printer, loader);
+    if let Some(map) = counters_map {
+        pipeline = pipeline.with_kernel_counters(KernelCounters::new(map));
+    }
     pipeline.scan_listeners();
     log(&format!(
         "ready: instrumenting open ports {} ({} process(es) found)",
@@ -166,13 +172,19 @@ fn run(config: WorkerConfig) -> Result<(), String> {
     }
     let _ = reader_thread.join();
     let tracker = pipeline.tracker.counters();
+    let (kernel_events, kernel_drops) = pipeline
+        .kernel_counters()
+        .map(|c| (c.events_submitted(), c.ring_buffer_drops()))
+        .unwrap_or_default();
     log(&format!(
-        "stopping: {} spans, {} records ({} undecodable, {} dropped with the pipeline full), {} garbage segments",
+        "stopping: {} spans, {} records ({} undecodable, {} dropped with the pipeline full), {} garbage segments; kernel: {} events submitted, {} dropped with the ring buffer full",
         pipeline.spans_emitted,
         counters.records.load(Ordering::Relaxed),
         counters.decode_errors.load(Ordering::Relaxed),
         counters.events_dropped_pipeline_full.load(Ordering::Relaxed),
-        tracker.garbage_segments
+        tracker.garbage_segments,
+        kernel_events,
+        kernel_drops
     ));
     Ok(())
 }

@@ -5,8 +5,9 @@
 use std::io::Stdout;
 use std::time::{Duration, Instant};
 
-use zerotrace_shared::event::KernelEvent;
+use zerotrace_shared::event::{layout, KernelEvent};
 
+use crate::capture::bpf_map::{possible_cpus, BpfMap};
 use crate::clock::{monotonic_now_ns, WallClock};
 use crate::connections::{ConnectionTracker, OpenedConnection, Segment};
 use crate::discovery::PortDiscovery;
@@ -27,6 +28,52 @@ pub struct Pipeline {
     pub spans_emitted: u64,
     spans: Vec<HttpSpan>,
     last_scan: Instant,
+    kernel_counters: Option<KernelCounters>,
+}
+
+/// The kernel's per-CPU counters (events submitted, events dropped because
+/// the ring buffer was full), read through the map fd the loader handed over.
+pub struct KernelCounters {
+    map: BpfMap,
+    cpus: usize,
+    reported_drops: u64,
+}
+
+impl KernelCounters {
+    pub fn new(map: BpfMap) -> Self {
+        Self {
+            map,
+            cpus: possible_cpus(),
+            reported_drops: 0,
+        }
+    }
+
+    fn read(&self, index: usize) -> u64 {
+        self.map
+            .lookup_percpu_u64_sum(&(index as u32).to_ne_bytes(), self.cpus)
+            .unwrap_or(0)
+    }
+
+    pub fn ring_buffer_drops(&self) -> u64 {
+        self.read(layout::COUNTER_RINGBUF_DROPS)
+    }
+
+    pub fn events_submitted(&self) -> u64 {
+        self.read(layout::COUNTER_EVENTS_SUBMITTED)
+    }
+
+    /// Logs drops that happened since the last report.
+    fn report_new_drops(&mut self) {
+        let drops = self.ring_buffer_drops();
+        if drops > self.reported_drops {
+            eprintln!(
+                "zerotrace-worker: the kernel dropped {} event(s) because the ring buffer was full ({} in total); consider a larger --ring-buffer-bytes",
+                drops - self.reported_drops,
+                drops
+            );
+            self.reported_drops = drops;
+        }
+    }
 }
 
 impl Pipeline {
@@ -44,7 +91,17 @@ impl Pipeline {
             spans_emitted: 0,
             spans: Vec::new(),
             last_scan: Instant::now(),
+            kernel_counters: None,
         }
+    }
+
+    pub fn with_kernel_counters(mut self, counters: KernelCounters) -> Self {
+        self.kernel_counters = Some(counters);
+        self
+    }
+
+    pub fn kernel_counters(&self) -> Option<&KernelCounters> {
+        self.kernel_counters.as_ref()
     }
 
     /// Asks the loader for every listening socket and instruments the selected ones.
@@ -139,6 +196,9 @@ impl Pipeline {
             .expire_idle(monotonic_now_ns(), &mut self.spans);
         if self.last_scan.elapsed() >= RESCAN_EVERY {
             self.scan_listeners();
+            if let Some(counters) = self.kernel_counters.as_mut() {
+                counters.report_new_drops();
+            }
         }
         self.flush();
     }
