@@ -4,8 +4,9 @@
 use zerotrace_shared::ports::PortSelection;
 
 use crate::exporters::trace_printer::PrinterFormat;
+use crate::otel::settings::ExportSettings;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
     /// `OTEL_EBPF_OPEN_PORT` / `--open-port`.
     pub open_ports: PortSelection,
@@ -13,6 +14,10 @@ pub struct WorkerConfig {
     pub trace_printer: PrinterFormat,
     /// `--allow-privileged-worker` (development only).
     pub allow_privileged: bool,
+    /// OTLP export settings from the OpenTelemetry SDK variables.
+    pub export: ExportSettings,
+    /// `ZEROTRACE_RESOURCE_COMMAND_LINE=true`: add `process.command_line` to resources.
+    pub include_command_line: bool,
 }
 
 impl WorkerConfig {
@@ -45,16 +50,30 @@ impl WorkerConfig {
                 )
             }
         };
+        let export = ExportSettings::from_env(&env)?;
         let trace_printer = match printer {
             Some(value) => {
                 PrinterFormat::parse(&value).map_err(|e| format!("OTEL_EBPF_TRACE_PRINTER: {e}"))?
             }
-            None => PrinterFormat::Text,
+            // Without any exporter the printer is the output; with OTLP it is opt-in (as in OBI).
+            None if export.traces.is_empty() && export.metrics.is_empty() => PrinterFormat::Text,
+            None => PrinterFormat::Disabled,
+        };
+        let include_command_line = match env("ZEROTRACE_RESOURCE_COMMAND_LINE").as_deref() {
+            None | Some("false") | Some("") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(format!(
+                    "ZEROTRACE_RESOURCE_COMMAND_LINE={other:?}: expected true or false"
+                ))
+            }
         };
         Ok(Self {
             open_ports,
             trace_printer,
             allow_privileged,
+            export,
+            include_command_line,
         })
     }
 }

@@ -12,6 +12,8 @@ pub mod connections;
 pub mod discovery;
 pub mod exporters;
 pub mod loader_client;
+pub mod metrics;
+pub mod otel;
 pub mod pipeline;
 pub mod privileges;
 pub mod protocols;

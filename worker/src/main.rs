@@ -16,6 +16,7 @@ use zerotrace_worker::capture::reader::{self, ReaderCounters};
 use zerotrace_worker::capture::ring_buffer::RingBuffer;
 use zerotrace_worker::config::WorkerConfig;
 use zerotrace_worker::discovery::{PidFilterWriter, PortDiscovery};
+use zerotrace_worker::exporters::otel_export::OtelExport;
 use zerotrace_worker::exporters::trace_printer::TracePrinter;
 use zerotrace_worker::loader_client::LoaderClient;
 use zerotrace_worker::pipeline::{KernelCounters, Pipeline};
@@ -135,7 +136,18 @@ fn run(config: WorkerConfig) -> Result<(), String> {
     let excluded = vec![std::process::id(), handover.loader_pid];
     let discovery = PortDiscovery::new(config.open_ports.clone(), excluded, writer);
     let printer = TracePrinter::new(config.trace_printer, std::io::stdout());
-    let mut pipeline = Pipeline::new(discovery, printer, loader);
+    let otel = OtelExport::start(&config.export, config.include_command_line)?;
+    if otel.is_some() {
+        for destination in config.export.traces.iter().chain(&config.export.metrics) {
+            log(&format!(
+                "exporting {:?} to {} ({})",
+                destination.signal,
+                destination.endpoint,
+                destination.protocol.as_str()
+            ));
+        }
+    }
+    let mut pipeline = Pipeline::new(discovery, printer, loader).with_otel_export(otel);
     if let Some(map) = counters_map {
         pipeline = pipeline.with_kernel_counters(KernelCounters::new(map));
     }
@@ -171,6 +183,9 @@ fn run(config: WorkerConfig) -> Result<(), String> {
         pipeline.handle_batch(batch);
     }
     let _ = reader_thread.join();
+    if let Some(summary) = pipeline.shutdown() {
+        log(&summary);
+    }
     let tracker = pipeline.tracker.counters();
     let (kernel_events, kernel_drops) = pipeline
         .kernel_counters()

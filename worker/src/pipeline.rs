@@ -11,6 +11,7 @@ use crate::capture::bpf_map::{possible_cpus, BpfMap};
 use crate::clock::{monotonic_now_ns, WallClock};
 use crate::connections::{ConnectionTracker, OpenedConnection, Segment};
 use crate::discovery::PortDiscovery;
+use crate::exporters::otel_export::OtelExport;
 use crate::exporters::trace_printer::TracePrinter;
 use crate::loader_client::LoaderClient;
 use crate::spans::HttpSpan;
@@ -29,6 +30,7 @@ pub struct Pipeline {
     spans: Vec<HttpSpan>,
     last_scan: Instant,
     kernel_counters: Option<KernelCounters>,
+    otel: Option<OtelExport>,
 }
 
 /// The kernel's per-CPU counters (events submitted, events dropped because
@@ -92,7 +94,13 @@ impl Pipeline {
             spans: Vec::new(),
             last_scan: Instant::now(),
             kernel_counters: None,
+            otel: None,
         }
+    }
+
+    pub fn with_otel_export(mut self, otel: Option<OtelExport>) -> Self {
+        self.otel = otel;
+        self
     }
 
     pub fn with_kernel_counters(mut self, counters: KernelCounters) -> Self {
@@ -174,6 +182,9 @@ impl Pipeline {
             } => self.discovery.on_fork(child_pid, parent_pid),
             KernelEvent::ProcessExit { origin } => {
                 self.discovery.on_exit(origin.pid);
+                if let Some(otel) = self.otel.as_mut() {
+                    otel.forget_process(origin.pid);
+                }
                 self.tracker
                     .forget_process(origin.pid, origin.ts_ns, &mut self.spans);
             }
@@ -186,6 +197,11 @@ impl Pipeline {
         }
         self.spans_emitted += self.spans.len() as u64;
         self.printer.print(&self.spans, &self.clock);
+        if let Some(otel) = self.otel.as_mut() {
+            for span in &self.spans {
+                otel.record(span, None, &self.clock);
+            }
+        }
         self.spans.clear();
     }
 
@@ -201,5 +217,14 @@ impl Pipeline {
             }
         }
         self.flush();
+        if let Some(otel) = self.otel.as_mut() {
+            otel.tick(&self.clock);
+        }
+    }
+
+    /// Emits what is still buffered and flushes the exporters (bounded wait).
+    pub fn shutdown(&mut self) -> Option<String> {
+        self.flush();
+        self.otel.take().map(|otel| otel.shutdown(&self.clock))
     }
 }

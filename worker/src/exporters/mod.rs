@@ -1,3 +1,5 @@
 //! Where finished spans go.
 
+pub mod otel_export;
+pub mod otlp;
 pub mod trace_printer;

@@ -1,0 +1,224 @@
+//! The OpenTelemetry side of the pipeline: every span feeds the RED metrics;
+//! sampled spans are batched per the batch span processor settings; both go
+//! to the OTLP exporter, each process as its own resource.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+use super::otlp::{OtlpExporter, Payload};
+use crate::clock::WallClock;
+use crate::metrics::red::RedMetrics;
+use crate::otel::resource::ResourceCatalog;
+use crate::otel::sampler::Sampler;
+use crate::otel::settings::{BatchSettings, ExportSettings, Signal};
+use crate::otel::span_encoding::{encode_span, SpanIds};
+use crate::spans::HttpSpan;
+
+/// How long shutdown waits for the last batches to leave.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Drops are reported at most this often.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+pub struct OtelExport {
+    exporter: OtlpExporter,
+    sampler: Sampler,
+    resources: ResourceCatalog,
+    red: Option<RedMetrics>,
+    batch: BatchSettings,
+    metric_interval: Duration,
+    pending: Vec<(u32, Arc<Resource>, Span)>,
+    last_span_flush: Instant,
+    last_metric_export: Instant,
+    last_drop_report: Instant,
+    reported_drops: (u64, u64),
+    pub spans_sampled_out: u64,
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "zerotrace".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+    }
+}
+
+impl OtelExport {
+    /// None when neither traces nor metrics have an endpoint.
+    pub fn start(
+        settings: &ExportSettings,
+        include_command_line: bool,
+    ) -> Result<Option<Self>, String> {
+        if settings.traces.is_empty() && settings.metrics.is_empty() {
+            return Ok(None);
+        }
+        let mut destinations = settings.traces.clone();
+        destinations.extend(settings.metrics.iter().cloned());
+        let queue_batches = settings.batch.max_queue_size / settings.batch.max_export_batch_size;
+        let exporter = OtlpExporter::start(destinations, queue_batches.max(2))?;
+        let red = exporter
+            .exports(Signal::Metrics)
+            .then(|| RedMetrics::new(settings.temporality));
+        Ok(Some(Self {
+            exporter,
+            sampler: Sampler::new(settings.sampler),
+            resources: ResourceCatalog::new(
+                settings.service_name.clone(),
+                settings.resource_attributes.clone(),
+                include_command_line,
+            ),
+            red,
+            batch: settings.batch,
+            metric_interval: settings.metric_export_interval,
+            pending: Vec::new(),
+            last_span_flush: Instant::now(),
+            last_metric_export: Instant::now(),
+            last_drop_report: Instant::now(),
+            reported_drops: (0, 0),
+            spans_sampled_out: 0,
+        }))
+    }
+
+    pub fn record(&mut self, span: &HttpSpan, route: Option<&str>, clock: &WallClock) {
+        let resource = self.resources.resource_for(span.pid, &span.process_name);
+        if let Some(red) = self.red.as_mut() {
+            red.record(
+                span,
+                route,
+                &resource,
+                clock.to_unix_ns(span.end_monotonic_ns),
+            );
+        }
+        if !self.exporter.exports(Signal::Traces) {
+            return;
+        }
+        let ids = SpanIds::for_span(span);
+        if !self
+            .sampler
+            .should_sample(&ids.trace_id, ids.parent_sampled)
+        {
+            self.spans_sampled_out += 1;
+            return;
+        }
+        self.pending
+            .push((span.pid, resource, encode_span(span, &ids, route, clock)));
+        if self.pending.len() >= self.batch.max_export_batch_size {
+            self.flush_spans();
+        }
+    }
+
+    fn flush_spans(&mut self) {
+        self.last_span_flush = Instant::now();
+        if self.pending.is_empty() {
+            return;
+        }
+        let count = self.pending.len() as u64;
+        let mut by_process: HashMap<u32, (Arc<Resource>, Vec<Span>)> = HashMap::new();
+        for (pid, resource, span) in self.pending.drain(..) {
+            by_process
+                .entry(pid)
+                .or_insert_with(|| (resource, Vec::new()))
+                .1
+                .push(span);
+        }
+        let request = ExportTraceServiceRequest {
+            resource_spans: by_process
+                .into_values()
+                .map(|(resource, spans)| ResourceSpans {
+                    resource: Some((*resource).clone()),
+                    scope_spans: vec![ScopeSpans {
+                        scope: Some(scope()),
+                        spans,
+                        schema_url: String::new(),
+                    }],
+                    schema_url: String::new(),
+                })
+                .collect(),
+        };
+        self.exporter
+            .submit(Payload::Traces(Arc::new(request)), count);
+    }
+
+    fn export_metrics(&mut self, clock: &WallClock) {
+        self.last_metric_export = Instant::now();
+        let now = clock.to_unix_ns(crate::clock::monotonic_now_ns());
+        let Some(request) = self.red.as_mut().and_then(|red| red.export(now)) else {
+            return;
+        };
+        let points: u64 = request
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .map(|m| match &m.data {
+                Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) => {
+                    h.data_points.len() as u64
+                }
+                _ => 0,
+            })
+            .sum();
+        self.exporter
+            .submit(Payload::Metrics(Arc::new(request)), points);
+    }
+
+    /// A process exited: its resource and series go away after their last export.
+    pub fn forget_process(&mut self, pid: u32) {
+        self.resources.forget(pid);
+        if let Some(red) = self.red.as_mut() {
+            red.forget_process(pid);
+        }
+    }
+
+    /// Periodic work: the span batch timer, the metric interval, drop reports.
+    pub fn tick(&mut self, clock: &WallClock) {
+        if self.last_span_flush.elapsed() >= self.batch.schedule_delay {
+            self.flush_spans();
+        }
+        if self.red.is_some() && self.last_metric_export.elapsed() >= self.metric_interval {
+            self.export_metrics(clock);
+        }
+        if self.last_drop_report.elapsed() >= DROP_REPORT_EVERY {
+            self.last_drop_report = Instant::now();
+            let counters = &self.exporter.counters;
+            let drops = (
+                counters.spans_dropped.load(Ordering::Relaxed),
+                counters.points_dropped.load(Ordering::Relaxed),
+            );
+            if drops != self.reported_drops {
+                eprintln!(
+                    "zerotrace-worker: OTLP export dropped {} span(s) and {} metric point(s) in the last {} s ({} and {} in total)",
+                    drops.0 - self.reported_drops.0,
+                    drops.1 - self.reported_drops.1,
+                    DROP_REPORT_EVERY.as_secs(),
+                    drops.0,
+                    drops.1
+                );
+                self.reported_drops = drops;
+            }
+        }
+    }
+
+    /// Sends what is pending and waits (bounded) for it to leave.
+    pub fn shutdown(mut self, clock: &WallClock) -> String {
+        self.flush_spans();
+        self.export_metrics(clock);
+        let counters = Arc::clone(&self.exporter.counters);
+        self.exporter.shutdown(SHUTDOWN_TIMEOUT);
+        format!(
+            "OTLP: {} spans exported, {} dropped, {} sampled out; {} metric points exported, {} dropped; {} failed attempts",
+            counters.spans_exported.load(Ordering::Relaxed),
+            counters.spans_dropped.load(Ordering::Relaxed),
+            self.spans_sampled_out,
+            counters.points_exported.load(Ordering::Relaxed),
+            counters.points_dropped.load(Ordering::Relaxed),
+            counters.failed_attempts.load(Ordering::Relaxed),
+        )
+    }
+}

@@ -1,0 +1,3 @@
+//! Metrics derived from spans.
+
+pub mod red;

@@ -1,0 +1,465 @@
+//! RED metrics (rate, errors, duration) aggregated from every exchange —
+//! before any trace sampling — as the HTTP semantic-convention histograms:
+//! `http.{server,client}.request.duration` (s) and the request/response
+//! body sizes (By), per process (resource) and attribute set.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, AggregationTemporality, Histogram, HistogramDataPoint, Metric, ResourceMetrics,
+    ScopeMetrics,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use crate::otel::resource::{bool_attribute, int_attribute, string_attribute};
+use crate::otel::settings::Temporality;
+use crate::otel::span_encoding::{is_error, normalized_method, server_address_and_port};
+use crate::spans::{HttpSpan, SpanKind};
+
+/// Semantic-convention buckets for `http.*.request.duration`, in seconds.
+pub const DURATION_BOUNDS_SECONDS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// The SDK's default explicit buckets, used for body sizes (bytes).
+pub const SIZE_BOUNDS_BYTES: [f64; 15] = [
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
+    10000.0,
+];
+/// Attribute sets kept at once; beyond it, data points go to one overflow
+/// series marked `otel.metric.overflow=true` (as the SDK specification does).
+pub const MAX_SERIES: usize = 10_000;
+
+/// The attributes that identify one series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
+    pub pid: u32,
+    pub kind: SpanKind,
+    pub method: String,
+    pub status: u16,
+    pub route: Option<String>,
+    pub server_address: String,
+    pub server_port: u16,
+    pub protocol_version: &'static str,
+    pub error: bool,
+    pub overflow: bool,
+}
+
+impl SeriesKey {
+    pub fn of(span: &HttpSpan, route: Option<&str>) -> Self {
+        let (server_address, server_port) = match span.kind {
+            // For servers the listening socket keeps cardinality bounded (Host headers need not).
+            SpanKind::Server => (span.local.ip().to_string(), span.local.port()),
+            SpanKind::Client => server_address_and_port(span),
+        };
+        Self {
+            pid: span.pid,
+            kind: span.kind,
+            method: normalized_method(&span.method).0.to_owned(),
+            status: span.status,
+            route: route.map(str::to_owned),
+            server_address,
+            server_port,
+            protocol_version: span.protocol_version,
+            error: is_error(span),
+            overflow: false,
+        }
+    }
+
+    fn overflow_of(pid: u32, kind: SpanKind) -> Self {
+        Self {
+            pid,
+            kind,
+            method: String::new(),
+            status: 0,
+            route: None,
+            server_address: String::new(),
+            server_port: 0,
+            protocol_version: "",
+            error: false,
+            overflow: true,
+        }
+    }
+
+    fn attributes(&self) -> Vec<KeyValue> {
+        if self.overflow {
+            return vec![bool_attribute("otel.metric.overflow", true)];
+        }
+        let mut attributes = vec![
+            string_attribute("http.request.method", self.method.clone()),
+            int_attribute("http.response.status_code", i64::from(self.status)),
+            string_attribute("url.scheme", "http"),
+            string_attribute("network.protocol.name", "http"),
+            string_attribute("network.protocol.version", self.protocol_version),
+            string_attribute("server.address", self.server_address.clone()),
+            int_attribute("server.port", i64::from(self.server_port)),
+        ];
+        if let Some(route) = &self.route {
+            attributes.push(string_attribute("http.route", route.clone()));
+        }
+        if self.error {
+            attributes.push(string_attribute("error.type", self.status.to_string()));
+        }
+        attributes
+    }
+}
+
+/// One explicit-bucket histogram's running state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramState {
+    pub bucket_counts: Vec<u64>,
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl HistogramState {
+    fn new(bounds: &[f64]) -> Self {
+        Self {
+            bucket_counts: vec![0; bounds.len() + 1],
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+
+    fn record(&mut self, bounds: &[f64], value: f64) {
+        // Buckets are upper-inclusive: (previous bound, bound].
+        let index = bounds.partition_point(|bound| *bound < value);
+        if let Some(slot) = self.bucket_counts.get_mut(index) {
+            *slot += 1;
+        }
+        self.count += 1;
+        self.sum += value;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+    }
+
+    fn data_point(
+        &self,
+        bounds: &[f64],
+        attributes: Vec<KeyValue>,
+        start: u64,
+        now: u64,
+    ) -> HistogramDataPoint {
+        HistogramDataPoint {
+            attributes,
+            start_time_unix_nano: start,
+            time_unix_nano: now,
+            count: self.count,
+            sum: Some(self.sum),
+            bucket_counts: self.bucket_counts.clone(),
+            explicit_bounds: bounds.to_vec(),
+            exemplars: Vec::new(),
+            flags: 0,
+            min: (self.count > 0).then_some(self.min),
+            max: (self.count > 0).then_some(self.max),
+        }
+    }
+}
+
+/// The three histograms of one series.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub resource: Arc<Resource>,
+    pub start_unix_ns: u64,
+    pub duration: HistogramState,
+    pub request_size: HistogramState,
+    pub response_size: HistogramState,
+}
+
+pub struct RedMetrics {
+    temporality: Temporality,
+    series: HashMap<SeriesKey, Series>,
+    /// Processes that exited: their series go out once more, then are dropped.
+    exited: Vec<u32>,
+    pub overflowed_points: u64,
+}
+
+impl RedMetrics {
+    pub fn new(temporality: Temporality) -> Self {
+        Self {
+            temporality,
+            series: HashMap::new(),
+            exited: Vec::new(),
+            overflowed_points: 0,
+        }
+    }
+
+    pub fn series(&self) -> impl Iterator<Item = (&SeriesKey, &Series)> {
+        self.series.iter()
+    }
+
+    pub fn record(
+        &mut self,
+        span: &HttpSpan,
+        route: Option<&str>,
+        resource: &Arc<Resource>,
+        now_unix_ns: u64,
+    ) {
+        let mut key = SeriesKey::of(span, route);
+        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
+            key = SeriesKey::overflow_of(span.pid, span.kind);
+            self.overflowed_points += 1;
+        }
+        let series = self.series.entry(key).or_insert_with(|| Series {
+            resource: Arc::clone(resource),
+            start_unix_ns: now_unix_ns,
+            duration: HistogramState::new(&DURATION_BOUNDS_SECONDS),
+            request_size: HistogramState::new(&SIZE_BOUNDS_BYTES),
+            response_size: HistogramState::new(&SIZE_BOUNDS_BYTES),
+        });
+        series
+            .duration
+            .record(&DURATION_BOUNDS_SECONDS, span.duration_ns() as f64 / 1e9);
+        series
+            .request_size
+            .record(&SIZE_BOUNDS_BYTES, span.request_body_bytes as f64);
+        series
+            .response_size
+            .record(&SIZE_BOUNDS_BYTES, span.response_body_bytes as f64);
+    }
+
+    pub fn forget_process(&mut self, pid: u32) {
+        self.exited.push(pid);
+    }
+
+    /// Builds the export request for everything recorded (cumulative: since
+    /// the series started; delta: since the last export, then resets).
+    pub fn export(&mut self, now_unix_ns: u64) -> Option<ExportMetricsServiceRequest> {
+        if self.series.is_empty() {
+            return None;
+        }
+        let temporality = match self.temporality {
+            Temporality::Cumulative => AggregationTemporality::Cumulative,
+            Temporality::Delta => AggregationTemporality::Delta,
+        } as i32;
+        // pid -> (resource, [server duration, server req, server resp, client ...] points)
+        let mut by_process: HashMap<u32, (Arc<Resource>, [Vec<HistogramDataPoint>; 6])> =
+            HashMap::new();
+        for (key, series) in &self.series {
+            if self.temporality == Temporality::Delta && series.duration.count == 0 {
+                continue;
+            }
+            let entry = by_process
+                .entry(key.pid)
+                .or_insert_with(|| (Arc::clone(&series.resource), Default::default()));
+            let base = match key.kind {
+                SpanKind::Server => 0,
+                SpanKind::Client => 3,
+            };
+            let attributes = key.attributes();
+            let start = series.start_unix_ns;
+            entry.1[base].push(series.duration.data_point(
+                &DURATION_BOUNDS_SECONDS,
+                attributes.clone(),
+                start,
+                now_unix_ns,
+            ));
+            entry.1[base + 1].push(series.request_size.data_point(
+                &SIZE_BOUNDS_BYTES,
+                attributes.clone(),
+                start,
+                now_unix_ns,
+            ));
+            entry.1[base + 2].push(series.response_size.data_point(
+                &SIZE_BOUNDS_BYTES,
+                attributes,
+                start,
+                now_unix_ns,
+            ));
+        }
+        const NAMES: [(&str, &str, &str); 6] = [
+            (
+                "http.server.request.duration",
+                "s",
+                "Duration of HTTP server requests.",
+            ),
+            (
+                "http.server.request.body.size",
+                "By",
+                "Size of HTTP server request bodies.",
+            ),
+            (
+                "http.server.response.body.size",
+                "By",
+                "Size of HTTP server response bodies.",
+            ),
+            (
+                "http.client.request.duration",
+                "s",
+                "Duration of HTTP client requests.",
+            ),
+            (
+                "http.client.request.body.size",
+                "By",
+                "Size of HTTP client request bodies.",
+            ),
+            (
+                "http.client.response.body.size",
+                "By",
+                "Size of HTTP client response bodies.",
+            ),
+        ];
+        let resource_metrics: Vec<ResourceMetrics> = by_process
+            .into_values()
+            .map(|(resource, points)| ResourceMetrics {
+                resource: Some((*resource).clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "zerotrace".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        attributes: Vec::new(),
+                        dropped_attributes_count: 0,
+                    }),
+                    metrics: points
+                        .into_iter()
+                        .zip(NAMES)
+                        .filter(|(points, _)| !points.is_empty())
+                        .map(|(data_points, (name, unit, description))| Metric {
+                            name: name.into(),
+                            description: description.into(),
+                            unit: unit.into(),
+                            metadata: Vec::new(),
+                            data: Some(metric::Data::Histogram(Histogram {
+                                data_points,
+                                aggregation_temporality: temporality,
+                            })),
+                        })
+                        .collect(),
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            })
+            .collect();
+
+        if self.temporality == Temporality::Delta {
+            for series in self.series.values_mut() {
+                series.start_unix_ns = now_unix_ns;
+                series.duration = HistogramState::new(&DURATION_BOUNDS_SECONDS);
+                series.request_size = HistogramState::new(&SIZE_BOUNDS_BYTES);
+                series.response_size = HistogramState::new(&SIZE_BOUNDS_BYTES);
+            }
+        }
+        let exited = std::mem::take(&mut self.exited);
+        self.series.retain(|key, _| !exited.contains(&key.pid));
+        if resource_metrics.is_empty() {
+            return None;
+        }
+        Some(ExportMetricsServiceRequest { resource_metrics })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn span(status: u16, duration_ms: u64, path: &str) -> HttpSpan {
+        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}"));
+        let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap_or_else(|e| panic!("{e}"));
+        HttpSpan {
+            kind: SpanKind::Server,
+            pid: 7,
+            process_name: "app".into(),
+            local,
+            peer,
+            method: "GET".into(),
+            target: path.into(),
+            status,
+            protocol_version: "1.1",
+            start_monotonic_ns: 0,
+            end_monotonic_ns: duration_ms * 1_000_000,
+            request_body_bytes: 0,
+            response_body_bytes: 30,
+            host: None,
+            traceparent: None,
+            truncated: false,
+        }
+    }
+
+    fn duration_points(request: &ExportMetricsServiceRequest) -> Vec<HistogramDataPoint> {
+        request
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .filter(|m| m.name == "http.server.request.duration")
+            .filter_map(|m| match &m.data {
+                Some(metric::Data::Histogram(h)) => Some(h.data_points.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn buckets_counts_and_series_follow_the_conventions() {
+        let resource = Arc::new(Resource::default());
+        let mut red = RedMetrics::new(Temporality::Cumulative);
+        red.record(&span(200, 3, "/a"), None, &resource, 1);
+        red.record(&span(200, 5, "/a"), None, &resource, 1); // 0.005 s: upper-inclusive bucket 0
+        red.record(&span(200, 40, "/a"), None, &resource, 1);
+        red.record(&span(500, 2_000, "/a"), None, &resource, 1);
+        let request = red.export(10).unwrap_or_default();
+        let points = duration_points(&request);
+        assert_eq!(points.len(), 2, "one series per status code");
+        let ok = points
+            .iter()
+            .find(|p| p.attributes.iter().all(|a| a.key != "error.type"))
+            .unwrap_or_else(|| panic!("no 200 series"));
+        assert_eq!(ok.count, 3);
+        assert_eq!(ok.bucket_counts[0], 2);
+        assert_eq!(ok.bucket_counts[3], 1); // 0.04 s in (0.025, 0.05]
+        assert_eq!(ok.explicit_bounds, DURATION_BOUNDS_SECONDS.to_vec());
+        assert_eq!(ok.min, Some(0.003));
+        let failed = points
+            .iter()
+            .find(|p| p.count == 1)
+            .unwrap_or_else(|| panic!("no 500 series"));
+        assert!(failed.attributes.iter().any(|a| a.key == "error.type"));
+        assert_eq!(failed.bucket_counts[10], 1); // 2 s in (1, 2.5]
+
+        // Cumulative: counts keep growing; start time stays.
+        red.record(&span(200, 3, "/a"), None, &resource, 20);
+        let again = duration_points(&red.export(30).unwrap_or_default());
+        let ok = again
+            .iter()
+            .find(|p| p.count == 4)
+            .map(|p| p.start_time_unix_nano);
+        assert_eq!(ok, Some(1));
+    }
+
+    #[test]
+    fn delta_temporality_resets_after_each_export() {
+        let resource = Arc::new(Resource::default());
+        let mut red = RedMetrics::new(Temporality::Delta);
+        red.record(&span(200, 3, "/a"), None, &resource, 1);
+        red.record(&span(200, 3, "/a"), None, &resource, 1);
+        assert_eq!(
+            duration_points(&red.export(10).unwrap_or_default())[0].count,
+            2
+        );
+        assert!(red.export(20).is_none(), "nothing new, nothing sent");
+        red.record(&span(200, 3, "/a"), None, &resource, 25);
+        let points = duration_points(&red.export(30).unwrap_or_default());
+        assert_eq!(points[0].count, 1);
+        assert_eq!(points[0].start_time_unix_nano, 20);
+    }
+
+    #[test]
+    fn cardinality_is_capped_with_an_overflow_series() {
+        let resource = Arc::new(Resource::default());
+        let mut red = RedMetrics::new(Temporality::Cumulative);
+        for i in 0..(MAX_SERIES + 50) {
+            let route = format!("/r{i}");
+            red.record(&span(200, 1, &route), Some(&route), &resource, 1);
+        }
+        assert_eq!(red.series().count(), MAX_SERIES + 1);
+        assert_eq!(red.overflowed_points, 50);
+    }
+}

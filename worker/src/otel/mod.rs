@@ -1,0 +1,9 @@
+//! OpenTelemetry semantics: settings from the SDK environment variables,
+//! trace context and sampling, per-process resources, and the mapping of our
+//! spans to OTLP.
+
+pub mod ids;
+pub mod resource;
+pub mod sampler;
+pub mod settings;
+pub mod span_encoding;
