@@ -375,3 +375,5 @@ pub fn bpf_prog_exists(id: u32) -> bool {
     }
     false
 }
+
+pub mod otlp_receiver;

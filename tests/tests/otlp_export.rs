@@ -1,0 +1,453 @@
+//! The real agent exporting to a real OTLP receiver that decodes with the
+//! official OpenTelemetry protobuf definitions (opentelemetry-proto).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint};
+use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
+use zerotrace_integration_tests::otlp_receiver::*;
+use zerotrace_integration_tests::*;
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn agent_exporting_to(
+    server: &Server,
+    receiver: &OtlpReceiver,
+    protocol: &str,
+    extra: &[(&str, &str)],
+) -> Agent {
+    let endpoint = receiver.endpoint();
+    let mut env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+    ];
+    env.extend_from_slice(extra);
+    Agent::start(&["--open-port", &server.port.to_string()], &env)
+}
+
+fn server_spans(receiver: &OtlpReceiver, count: usize) -> Vec<(BTreeMap<String, String>, Span)> {
+    receiver
+        .wait_for_traces(Duration::from_secs(15), |traces| {
+            let spans: Vec<_> = spans_of(traces)
+                .into_iter()
+                .filter(|(_, s)| s.kind == span::SpanKind::Server as i32)
+                .collect();
+            (spans.len() >= count).then_some(spans)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "fewer than {count} server spans arrived: {:#?}",
+                receiver.spans()
+            )
+        })
+}
+
+fn path_of(span: &Span) -> String {
+    attr_str(&span.attributes, "url.path").unwrap_or_default()
+}
+
+/// Latest cumulative data points of `http.server.request.duration`.
+fn duration_points(receiver: &OtlpReceiver, total: u64) -> Vec<HistogramDataPoint> {
+    receiver
+        .wait_for_metrics(Duration::from_secs(15), |exports| {
+            let latest = exports.iter().rev().find_map(|export| {
+                let points: Vec<HistogramDataPoint> = export
+                    .request
+                    .resource_metrics
+                    .iter()
+                    .flat_map(|r| &r.scope_metrics)
+                    .flat_map(|s| &s.metrics)
+                    .filter(|m| m.name == "http.server.request.duration")
+                    .filter_map(|m| match &m.data {
+                        Some(metric::Data::Histogram(h)) => Some(h.data_points.clone()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                (!points.is_empty()).then_some(points)
+            })?;
+            (latest.iter().map(|p| p.count).sum::<u64>() >= total).then_some(latest)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no duration histogram counting {total} requests: {:#?}",
+                receiver.metrics()
+            )
+        })
+}
+
+fn exercise(server: &Server) {
+    curl(&[&server.url("/hello")]);
+    curl(&[&server.url("/missing")]);
+    curl(&[&server.url("/status/503")]);
+    curl(&[
+        "-H",
+        &format!("traceparent: {TRACEPARENT}"),
+        &server.url("/hello?traced=1"),
+    ]);
+    curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        "0123456789",
+        &server.url("/echo"),
+    ]);
+}
+
+fn check_spans_and_metrics(server: &Server, receiver: &OtlpReceiver) {
+    let spans = server_spans(receiver, 5);
+    assert_eq!(spans.len(), 5, "{spans:#?}");
+    for (resource, span) in &spans {
+        assert_eq!(
+            resource.get("service.name").map(String::as_str),
+            Some("python3")
+        );
+        assert_eq!(resource.get("process.pid"), Some(&server.pid().to_string()));
+        assert_eq!(
+            resource.get("process.executable.name").map(String::as_str),
+            Some("python3")
+        );
+        assert_eq!(
+            resource.get("telemetry.distro.name").map(String::as_str),
+            Some("zerotrace")
+        );
+        assert!(resource.contains_key("host.name") && resource.contains_key("service.instance.id"));
+        assert!(
+            !resource.contains_key("process.command_line"),
+            "command line is opt-in"
+        );
+        let a = &span.attributes;
+        assert_eq!(
+            span.name,
+            attr_str(a, "http.request.method").unwrap_or_default()
+        );
+        assert_eq!(attr_str(a, "url.scheme").as_deref(), Some("http"));
+        assert_eq!(
+            attr_str(a, "network.protocol.version").as_deref(),
+            Some("1.1")
+        );
+        assert_eq!(attr_str(a, "server.address").as_deref(), Some("127.0.0.1"));
+        assert_eq!(attr_int(a, "server.port"), Some(i64::from(server.port)));
+        assert_eq!(attr_str(a, "client.address").as_deref(), Some("127.0.0.1"));
+        assert!(span.end_time_unix_nano > span.start_time_unix_nano);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        assert!(
+            now.abs_diff(span.start_time_unix_nano) < 60_000_000_000,
+            "wall-clock start time"
+        );
+        assert_eq!(span.trace_id.len(), 16);
+        assert_eq!(span.span_id.len(), 8);
+    }
+    let by_path = |path: &str| {
+        spans
+            .iter()
+            .filter(|(_, s)| path_of(s) == path)
+            .map(|(_, s)| s.clone())
+            .collect::<Vec<_>>()
+    };
+    let missing = &by_path("/missing")[0];
+    assert_eq!(
+        attr_int(&missing.attributes, "http.response.status_code"),
+        Some(404)
+    );
+    assert_eq!(
+        missing.status.as_ref().map(|s| s.code),
+        Some(status::StatusCode::Unset as i32)
+    );
+    let failed = &by_path("/status/503")[0];
+    assert_eq!(
+        failed.status.as_ref().map(|s| s.code),
+        Some(status::StatusCode::Error as i32)
+    );
+    let echo = &by_path("/echo")[0];
+    assert_eq!(echo.name, "POST");
+    assert_eq!(
+        attr_int(&echo.attributes, "http.request.body.size"),
+        Some(10)
+    );
+    assert_eq!(
+        attr_int(&echo.attributes, "http.response.body.size"),
+        Some(10)
+    );
+    let hello = by_path("/hello");
+    assert_eq!(hello.len(), 2);
+    let traced = hello
+        .iter()
+        .find(|s| attr_str(&s.attributes, "url.query").as_deref() == Some("traced=1"))
+        .unwrap_or_else(|| panic!("no traced span"));
+    assert_eq!(hex(&traced.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&traced.parent_span_id), "00f067aa0ba902b7");
+    let untraced = hello
+        .iter()
+        .find(|s| s.span_id != traced.span_id)
+        .unwrap_or_else(|| panic!("second /hello"));
+    assert_ne!(hex(&untraced.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(untraced.parent_span_id.is_empty());
+
+    let points = duration_points(receiver, 5);
+    assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 5);
+    for point in &points {
+        assert_eq!(
+            point.explicit_bounds,
+            vec![0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+        );
+        assert_eq!(point.bucket_counts.iter().sum::<u64>(), point.count);
+        assert_eq!(
+            attr_str(&point.attributes, "url.scheme").as_deref(),
+            Some("http")
+        );
+        assert!(attr_str(&point.attributes, "http.request.method").is_some());
+    }
+    let not_found = points
+        .iter()
+        .find(|p| attr_int(&p.attributes, "http.response.status_code") == Some(404))
+        .unwrap_or_else(|| panic!("no 404 series"));
+    assert_eq!(not_found.count, 1);
+    let ok_get = points
+        .iter()
+        .find(|p| {
+            attr_int(&p.attributes, "http.response.status_code") == Some(200)
+                && attr_str(&p.attributes, "http.request.method").as_deref() == Some("GET")
+        })
+        .unwrap_or_else(|| panic!("no GET 200 series"));
+    assert_eq!(ok_get.count, 2);
+    let metric_names: Vec<String> = metrics_of(&receiver.metrics())
+        .into_iter()
+        .map(|(_, m)| m.name)
+        .collect();
+    for name in [
+        "http.server.request.body.size",
+        "http.server.response.body.size",
+    ] {
+        assert!(
+            metric_names.iter().any(|n| n == name),
+            "{name} missing: {metric_names:?}"
+        );
+    }
+}
+
+#[test]
+fn traces_and_metrics_over_grpc_with_headers_and_gzip() {
+    require_root();
+    let server = Server::python_app();
+    let receiver = OtlpReceiver::start_grpc();
+    let _agent = agent_exporting_to(
+        &server,
+        &receiver,
+        "grpc",
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "Authorization=Bearer%20test-token-42",
+            ),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ],
+    );
+    exercise(&server);
+    check_spans_and_metrics(&server, &receiver);
+    let traces = receiver.traces();
+    assert!(traces.iter().all(
+        |t| t.headers.get("authorization").map(String::as_str) == Some("Bearer test-token-42")
+    ));
+    assert!(traces.iter().all(|t| t.gzip()));
+    assert!(receiver
+        .metrics()
+        .iter()
+        .all(|m| m.headers.contains_key("authorization")));
+}
+
+#[test]
+fn traces_and_metrics_over_http_protobuf() {
+    require_root();
+    let server = Server::python_app();
+    let receiver = OtlpReceiver::start_http();
+    let _agent = agent_exporting_to(
+        &server,
+        &receiver,
+        "http/protobuf",
+        &[("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-api-key=k1")],
+    );
+    exercise(&server);
+    check_spans_and_metrics(&server, &receiver);
+    let traces = receiver.traces();
+    assert!(traces
+        .iter()
+        .all(|t| !t.json && t.headers.get("x-api-key").map(String::as_str) == Some("k1")));
+    assert!(
+        receiver
+            .metrics()
+            .iter()
+            .all(|m| !m.headers.contains_key("x-api-key")),
+        "trace-only header"
+    );
+}
+
+#[test]
+fn traces_over_http_json_and_delta_metrics() {
+    require_root();
+    let server = Server::python_app();
+    let receiver = OtlpReceiver::start_http();
+    let _agent = agent_exporting_to(
+        &server,
+        &receiver,
+        "http/json",
+        &[
+            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta"),
+            ("OTEL_SERVICE_NAME", "checkout"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+            ("ZEROTRACE_RESOURCE_COMMAND_LINE", "true"),
+        ],
+    );
+    exercise(&server);
+    let spans = server_spans(&receiver, 5);
+    assert!(receiver.traces().iter().all(|t| t.json));
+    let (resource, _) = &spans[0];
+    assert_eq!(
+        resource.get("service.name").map(String::as_str),
+        Some("checkout")
+    );
+    assert_eq!(
+        resource.get("deployment.environment").map(String::as_str),
+        Some("test")
+    );
+    assert!(resource
+        .get("process.command_line")
+        .is_some_and(|c| c.contains("http_app.py")));
+    // Delta: the counts of all exports add up to the requests, each export only new ones.
+    let total = receiver
+        .wait_for_metrics(Duration::from_secs(15), |exports| {
+            let sum: u64 = exports
+                .iter()
+                .flat_map(|e| &e.request.resource_metrics)
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .filter(|m| m.name == "http.server.request.duration")
+                .filter_map(|m| match &m.data {
+                    Some(metric::Data::Histogram(h)) => {
+                        assert_eq!(h.aggregation_temporality, 1, "delta");
+                        Some(h.data_points.iter().map(|p| p.count).sum::<u64>())
+                    }
+                    _ => None,
+                })
+                .sum();
+            (sum >= 5).then_some(sum)
+        })
+        .unwrap_or_else(|| panic!("delta metrics never added up"));
+    std::thread::sleep(Duration::from_millis(1200));
+    let after: u64 = metrics_of(&receiver.metrics())
+        .into_iter()
+        .filter(|(_, m)| m.name == "http.server.request.duration")
+        .filter_map(|(_, m)| match m.data {
+            Some(metric::Data::Histogram(h)) => {
+                Some(h.data_points.iter().map(|p| p.count).sum::<u64>())
+            }
+            _ => None,
+        })
+        .sum();
+    assert_eq!(total, 5);
+    assert_eq!(after, 5, "idle intervals export nothing new");
+}
+
+#[test]
+fn trace_sampling_keeps_the_ratio_and_metrics_count_everything() {
+    require_root();
+    let server = Server::python_app();
+    let receiver = OtlpReceiver::start_grpc();
+    let mut agent = agent_exporting_to(
+        &server,
+        &receiver,
+        "grpc",
+        &[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+        ],
+    );
+    let request = "GET /hello HTTP/1.1\r\nHost: sampled\r\n\r\n";
+    for _ in 0..20 {
+        let (_, responses) = raw_keepalive_requests(server.port, &[request; 100]);
+        assert_eq!(responses.len(), 100);
+    }
+    let points = duration_points(&receiver, 2000);
+    assert_eq!(
+        points.iter().map(|p| p.count).sum::<u64>(),
+        2000,
+        "metrics see every request"
+    );
+    assert_eq!(agent.stop(), Some(0));
+    let kept = spans_of(&receiver.traces()).len();
+    // Binomial(2000, 0.1): mean 200, standard deviation 13.4; ±5 sd.
+    assert!((133..=267).contains(&kept), "kept {kept} of 2000 spans");
+}
+
+#[test]
+fn a_backend_outage_is_survived_counted_and_recovered_from() {
+    require_root();
+    let server = Server::python_app();
+    let receiver = OtlpReceiver::start_http();
+    let port = receiver.port();
+    let agent = agent_exporting_to(&server, &receiver, "http/protobuf", &[]);
+    curl(&[&server.url("/hello?before")]);
+    server_spans(&receiver, 1);
+    receiver.stop();
+
+    let worker = agent.worker_pid().unwrap_or_else(|| panic!("no worker"));
+    let rss = |pid: u32| {
+        status_field(pid, "VmRSS:")
+            .and_then(|v| {
+                v.split_whitespace()
+                    .next()
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let rss_before = rss(worker);
+    // 20 s of traffic against a dead backend.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut sent = 0;
+    while std::time::Instant::now() < deadline {
+        let (_, responses) = raw_keepalive_requests(
+            server.port,
+            &["GET /hello?during HTTP/1.1\r\nHost: x\r\n\r\n"; 50],
+        );
+        sent += responses.len();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sent > 1000);
+    assert_eq!(agent.worker_pid(), Some(worker), "the worker survived");
+    let rss_during = rss(worker);
+    assert!(
+        rss_during < rss_before + 30 * 1024,
+        "worker RSS grew from {rss_before} to {rss_during} KiB"
+    );
+
+    let receiver = OtlpReceiver::start_http_on(port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let resumed = loop {
+        curl(&[&server.url("/hello?after")]);
+        let after = receiver
+            .spans()
+            .into_iter()
+            .any(|(_, s)| attr_str(&s.attributes, "url.query").as_deref() == Some("after"));
+        if after || std::time::Instant::now() > deadline {
+            break after;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        resumed,
+        "export did not resume; agent stderr:\n{}",
+        agent.stderr.text()
+    );
+    let stderr = agent.stderr.text();
+    assert!(
+        stderr.contains("OTLP export to") && stderr.contains("failing"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("dropped"), "{stderr}");
+}
