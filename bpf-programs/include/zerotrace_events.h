@@ -15,7 +15,7 @@
 enum zt_event_kind {
 	ZT_EVENT_DATA = 1,         /* bytes moved on an instrumented TCP socket */
 	ZT_EVENT_CONNECTION = 2,   /* socket accepted (server) or connected (client) */
-	ZT_EVENT_CLOSE = 3,        /* instrumented process closed a TCP socket */
+	ZT_EVENT_CLOSE = 3,        /* a tracked TCP socket reached TCP_CLOSE */
 	ZT_EVENT_LISTEN = 4,       /* any process started listening on a TCP port */
 	ZT_EVENT_PROCESS_EXIT = 5, /* an instrumented process exited */
 	ZT_EVENT_PROCESS_FORK = 6, /* an instrumented process forked; the child is instrumented */
@@ -50,7 +50,9 @@ struct zt_conn_tuple {
 };
 
 /* Header of every ring buffer record; ZT_EVENT_DATA records are followed by
- * `captured_len` payload bytes. */
+ * `captured_len` payload bytes. To keep the per-syscall cost down, DATA events
+ * carry `tuple` and `comm` only the first time a socket is seen in a worker
+ * generation (tuple.family == 0 and comm[0] == 0 otherwise). */
 struct zt_event {
 	__u8 kind;        /* enum zt_event_kind */
 	__u8 direction;   /* enum zt_direction */
@@ -64,6 +66,13 @@ struct zt_event {
 	__u64 bytes;      /* DATA: bytes the syscall moved; FORK: parent pid */
 	struct zt_conn_tuple tuple;
 	char comm[16];
+};
+
+/* Per-socket state kept by the kernel (zt_conn_state map). */
+struct zt_conn_state {
+	__u8 role;         /* enum zt_role */
+	__u8 pad[3];
+	__u32 generation;  /* worker generation that last received this socket's tuple */
 };
 
 /* Record written by the listener iterator: one listening TCP socket of one process. */

@@ -3,10 +3,14 @@
  * Syscall tracepoint capture backend: the baseline that works on hardened
  * kernels without kprobes or fentry (tp_btf only).
  *
- * Cost model: every process pays one switch on the syscall number; processes
- * outside zt_pid_filter pay one hash lookup for the few syscalls we care about
- * and nothing else. Arguments are read back from the saved user registers at
- * sys_exit, so no per-thread map is written between enter and exit.
+ * Cost model: every process pays one switch on the syscall number at
+ * sys_exit (there is no sys_enter program); processes outside zt_pid_filter
+ * pay one hash lookup for the few syscalls we care about and nothing else.
+ * Arguments are read back from the saved user registers at sys_exit, so no
+ * per-thread map is written between enter and exit. Connection identity
+ * (addresses, ports, process name) goes to user space once per socket, not
+ * with every read and write. Closes come from the TCP state tracepoint, which
+ * fires per connection instead of per syscall.
  */
 #include "../include/socket_lookup.h"
 #include <bpf/bpf_tracing.h>
@@ -16,7 +20,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* x86_64 syscall numbers (the only architecture built for now). */
 #define ZT_NR_read 0
 #define ZT_NR_write 1
-#define ZT_NR_close 3
 #define ZT_NR_readv 19
 #define ZT_NR_writev 20
 #define ZT_NR_sendfile 40
@@ -29,6 +32,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define ZT_NR_listen 50
 #define ZT_NR_accept4 288
 #define ZT_EINPROGRESS 115
+#define ZT_TCP_CLOSE 7
 
 /* Set by the loader before load: data events wake the reader only once this
  * many bytes are waiting, so a busy server does not cause one wake-up per call. */
@@ -47,13 +51,22 @@ struct {
 	__type(value, __u32);
 } zt_pid_filter SEC(".maps");
 
-/* struct sock address -> enum zt_role, learned at accept/connect. */
+/* struct sock address -> role and tuple generation, for sockets of instrumented processes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __u8);
-} zt_conn_roles SEC(".maps");
+	__type(value, struct zt_conn_state);
+} zt_conn_state SEC(".maps");
+
+/* [0]: the current worker generation, bumped by the loader at every worker start
+ * so a restarted worker receives each socket's tuple again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} zt_generation SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -101,6 +114,14 @@ static __always_inline bool zt_is_instrumented(__u32 tgid)
 	return bpf_map_lookup_elem(&zt_pid_filter, &tgid) != 0;
 }
 
+static __always_inline __u32 zt_current_generation(void)
+{
+	__u32 zero = 0;
+	__u32 *generation = bpf_map_lookup_elem(&zt_generation, &zero);
+	return generation ? *generation : 0;
+}
+
+/* Event header without the connection identity (tuple zeroed, comm empty). */
 static __always_inline struct zt_event_buffer *zt_new_event(__u8 kind, __u64 pid_tgid)
 {
 	__u32 zero = 0;
@@ -119,8 +140,16 @@ static __always_inline struct zt_event_buffer *zt_new_event(__u8 kind, __u64 pid
 	e->sock_id = 0;
 	e->bytes = 0;
 	__builtin_memset(&e->tuple, 0, sizeof(e->tuple));
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->comm[0] = 0;
 	return buf;
+}
+
+/* Adds the connection identity: addresses, ports and the process name. */
+static __always_inline void zt_add_identity(struct zt_event *e, struct sock *sk)
+{
+	if (sk)
+		zt_fill_tuple(sk, &e->tuple);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
 }
 
 /* Control events (listen, exit, fork) wake the reader at once: discovery must be quick. */
@@ -144,13 +173,14 @@ static __always_inline void zt_submit(struct zt_event_buffer *buf, __u32 payload
 static __always_inline void zt_on_connection(struct sock *sk, __u8 role, __u64 pid_tgid)
 {
 	__u64 sock_id = (__u64)sk;
-	bpf_map_update_elem(&zt_conn_roles, &sock_id, &role, BPF_ANY);
+	struct zt_conn_state state = {.role = role, .generation = zt_current_generation()};
+	bpf_map_update_elem(&zt_conn_state, &sock_id, &state, BPF_ANY);
 	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_CONNECTION, pid_tgid);
 	if (!buf)
 		return;
 	buf->event.role = role;
 	buf->event.sock_id = sock_id;
-	zt_fill_tuple(sk, &buf->event.tuple);
+	zt_add_identity(&buf->event, sk);
 	zt_submit(buf, 0, zt_batched_wakeup_flags());
 }
 
@@ -209,12 +239,23 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 		return;
 	struct zt_event *e = &buf->event;
 	__u64 sock_id = (__u64)sk;
-	__u8 *role = bpf_map_lookup_elem(&zt_conn_roles, &sock_id);
-	e->role = role ? *role : ZT_ROLE_UNKNOWN;
+	__u32 generation = zt_current_generation();
+	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
+	if (state && state->generation == generation) {
+		e->role = state->role;
+	} else {
+		/* First sight of this socket by this worker: send who it is. */
+		struct zt_conn_state fresh = {
+			.role = state ? state->role : ZT_ROLE_UNKNOWN,
+			.generation = generation,
+		};
+		bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_ANY);
+		e->role = fresh.role;
+		zt_add_identity(e, sk);
+	}
 	e->direction = direction;
 	e->sock_id = sock_id;
 	e->bytes = ret;
-	zt_fill_tuple(sk, &e->tuple);
 
 	__u32 copy = 0;
 	if (payload) {
@@ -239,7 +280,7 @@ static __always_inline void zt_on_listen(struct pt_regs *regs, __u64 pid_tgid)
 	if (!buf)
 		return;
 	buf->event.sock_id = (__u64)sk;
-	zt_fill_tuple(sk, &buf->event.tuple);
+	zt_add_identity(&buf->event, sk);
 	zt_submit(buf, 0, 0);
 }
 
@@ -283,21 +324,16 @@ int BPF_PROG(zt_sys_exit, struct pt_regs *regs, long ret)
 	return 0;
 }
 
-/* close() must be seen at entry: at exit the fd no longer leads to the socket. */
-SEC("tp_btf/sys_enter")
-int BPF_PROG(zt_sys_enter, struct pt_regs *regs, long id)
+/* A tracked socket is gone: one event per connection, not a hook on every syscall. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(zt_sock_state, struct sock *sk, int oldstate, int newstate)
 {
-	if (id != ZT_NR_close)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!zt_is_instrumented(pid_tgid >> 32))
-		return 0;
-	struct sock *sk = zt_tcp_sock_of_fd(regs->di);
-	if (!sk)
+	if (newstate != ZT_TCP_CLOSE)
 		return 0;
 	__u64 sock_id = (__u64)sk;
-	bpf_map_delete_elem(&zt_conn_roles, &sock_id);
-	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_CLOSE, pid_tgid);
+	if (bpf_map_delete_elem(&zt_conn_state, &sock_id))
+		return 0; /* not a socket of an instrumented process */
+	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_CLOSE, bpf_get_current_pid_tgid());
 	if (!buf)
 		return 0;
 	buf->event.sock_id = sock_id;
@@ -321,6 +357,7 @@ int BPF_PROG(zt_process_fork, struct task_struct *parent, struct task_struct *ch
 	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_PROCESS_FORK, bpf_get_current_pid_tgid());
 	if (!buf)
 		return 0;
+	bpf_get_current_comm(buf->event.comm, sizeof(buf->event.comm));
 	buf->event.pid = child_tgid;
 	buf->event.bytes = parent_tgid;
 	zt_submit(buf, 0, 0);

@@ -152,6 +152,32 @@ impl Probes {
         Ok(())
     }
 
+    /// Starts a new worker generation: the kernel then sends each socket's
+    /// identity again, since a restarted worker knows no connections.
+    pub fn next_worker_generation(&self) -> Result<(), String> {
+        let map = self
+            .tracer
+            .maps()
+            .find(|m| m.name() == "zt_generation")
+            .ok_or("generation map missing")?;
+        let key = 0u32.to_ne_bytes();
+        let current = map
+            .lookup(&key, libbpf_rs::MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|v| {
+                v.get(..4)
+                    .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            })
+            .unwrap_or(0);
+        map.update(
+            &key,
+            &current.wrapping_add(1).to_ne_bytes(),
+            libbpf_rs::MapFlags::ANY,
+        )
+        .map_err(|e| format!("bumping the worker generation: {e}"))
+    }
+
     /// Every listening TCP socket on the machine, read through the BPF iterator.
     pub fn list_listeners(&self) -> Result<Vec<ListeningSocket>, String> {
         let mut iter = Iter::new(&self.listener_link).map_err(context("starting the iterator"))?;

@@ -39,7 +39,8 @@ fn log(message: &str) {
     eprintln!("zerotrace: {message}");
 }
 
-fn start_worker(settings: &SupervisorSettings) -> Result<RunningWorker, String> {
+fn start_worker(settings: &SupervisorSettings, probes: &Probes) -> Result<RunningWorker, String> {
+    probes.next_worker_generation()?;
     let process = worker_process::spawn(
         &settings.worker_path,
         settings.identity,
@@ -77,7 +78,7 @@ pub fn run(probes: &Probes, settings: &SupervisorSettings) -> Result<i32, String
         .map_err(|e| format!("signalfd: {e}"))?;
 
     let mut stats = LoaderStats::default();
-    let mut worker = Some(start_worker(settings)?);
+    let mut worker = Some(start_worker(settings, probes)?);
     let mut restart_at: Option<Instant> = None;
     let mut quick_failures = 0u32;
 
@@ -85,7 +86,7 @@ pub fn run(probes: &Probes, settings: &SupervisorSettings) -> Result<i32, String
         if let Some(when) = restart_at {
             if Instant::now() >= when {
                 restart_at = None;
-                worker = Some(start_worker(settings)?);
+                worker = Some(start_worker(settings, probes)?);
                 stats.worker_restarts += 1;
             }
         }

@@ -54,13 +54,15 @@ pub struct EventOrigin {
 /// One decoded ring buffer record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelEvent {
-    /// A read or write of `total_bytes` on a TCP socket, of which `payload` is the start.
+    /// A read or write of `total_bytes` on a TCP socket, of which `payload` is
+    /// the start. `tuple` (and `origin.comm`) come only with the first event
+    /// of a socket a worker sees; later ones refer to it by `sock_id`.
     Data {
         origin: EventOrigin,
         sock_id: u64,
         role: ConnectionRole,
         direction: Direction,
-        tuple: ConnTuple,
+        tuple: Option<ConnTuple>,
         total_bytes: u64,
         payload: Vec<u8>,
     },
@@ -154,16 +156,20 @@ fn decode_comm(raw: [u8; 16]) -> String {
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
-fn decode_tuple(r: &Record<'_>) -> ConnTuple {
+/// The connection tuple, or None when the record carries none (family 0).
+fn decode_tuple(r: &Record<'_>) -> Option<ConnTuple> {
     use layout::*;
     let base = EVENT_TUPLE;
     let family = r.u16(base + TUPLE_FAMILY);
-    ConnTuple {
+    if family == 0 {
+        return None;
+    }
+    Some(ConnTuple {
         local: decode_addr(family, r.bytes(base + TUPLE_LOCAL_ADDR)),
         local_port: r.u16(base + TUPLE_LOCAL_PORT),
         peer: decode_addr(family, r.bytes(base + TUPLE_PEER_ADDR)),
         peer_port: r.u16(base + TUPLE_PEER_PORT),
-    }
+    })
 }
 
 fn decode_role(raw: u8) -> ConnectionRole {
@@ -219,7 +225,12 @@ impl KernelEvent {
                 origin,
                 sock_id,
                 role: decode_role(r.u8(EVENT_ROLE)),
-                tuple: decode_tuple(&r),
+                tuple: decode_tuple(&r).unwrap_or(ConnTuple {
+                    local: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    local_port: 0,
+                    peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    peer_port: 0,
+                }),
             },
             KIND_CLOSE => KernelEvent::Close { origin, sock_id },
             KIND_LISTEN => KernelEvent::Listen {
@@ -304,6 +315,7 @@ mod tests {
                 assert_eq!(origin.comm, "nginx");
                 assert_eq!(role, ConnectionRole::Server);
                 assert_eq!(direction, Direction::Egress);
+                let tuple = tuple.unwrap_or_else(|| panic!("no tuple"));
                 assert_eq!(tuple.local, IpAddr::V4(Ipv4Addr::LOCALHOST));
                 assert_eq!(tuple.local_port, 8080);
                 assert_eq!(total_bytes, 9000);

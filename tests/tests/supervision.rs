@@ -123,6 +123,19 @@ fn a_killed_worker_is_restarted_with_the_same_probes() {
     let first = agent.worker_pid().unwrap_or_else(|| panic!("no worker"));
     curl(&[&server.url("/hello")]);
     agent.wait_for_spans(1, |s| s.str_of("path") == "/hello");
+    // A keep-alive connection that lives across the restart.
+    let mut kept = std::net::TcpStream::connect(("127.0.0.1", server.port))
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let kept_port = kept.local_addr().map(|a| a.port()).unwrap_or(0);
+    let ask = |stream: &mut std::net::TcpStream, path: &str| {
+        use std::io::{Read, Write};
+        let _ = stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: kept\r\n\r\n").as_bytes());
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+    };
+    ask(&mut kept, "/hello?kept=before");
+    agent.wait_for_spans(1, |s| s.str_of("target") == "/hello?kept=before");
 
     // SAFETY: kill on a pid we just looked up.
     unsafe { libc::kill(first as i32, libc::SIGKILL) };
@@ -144,6 +157,17 @@ fn a_killed_worker_is_restarted_with_the_same_probes() {
     curl(&[&server.url("/missing")]);
     let spans = agent.wait_for_spans(1, |s| s.str_of("path") == "/missing");
     assert_eq!(spans[0].u64_of("status"), 404);
+    // The new worker learns the old connection's addresses again.
+    ask(&mut kept, "/hello?kept=after");
+    let after = agent.wait_for_spans(1, |s| s.str_of("target") == "/hello?kept=after");
+    assert_eq!(
+        after[0].u64_of("peer_port"),
+        u64::from(kept_port),
+        "{}",
+        after[0]
+    );
+    assert_eq!(after[0].u64_of("local_port"), u64::from(server.port));
+    assert_eq!(after[0].str_of("process"), "python3");
     assert_eq!(
         bpf_prog_ids_of(agent.child.id()),
         loader_progs,

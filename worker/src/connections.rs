@@ -11,6 +11,14 @@ use zerotrace_shared::event::{ConnTuple, ConnectionRole, Direction};
 use crate::protocols::http1::{Http1Stream, HttpMessage, MessageHead};
 use crate::spans::{HttpSpan, SpanKind};
 
+/// Addresses of a connection whose first event was lost (or predates a worker restart).
+const UNKNOWN_TUPLE: ConnTuple = ConnTuple {
+    local: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    local_port: 0,
+    peer: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    peer_port: 0,
+};
+
 /// Requests waiting for their response on one connection (pipelining depth).
 const MAX_PENDING_REQUESTS: usize = 64;
 /// Connections tracked at once; the least recently active is dropped beyond it.
@@ -71,7 +79,8 @@ pub struct Segment<'a> {
     pub process_name: &'a str,
     pub role: ConnectionRole,
     pub direction: Direction,
-    pub tuple: ConnTuple,
+    /// Present on the first segment of a socket only.
+    pub tuple: Option<ConnTuple>,
     pub ts_ns: u64,
     pub payload: &'a [u8],
     pub total_bytes: u64,
@@ -156,12 +165,15 @@ impl ConnectionTracker {
                 segment.pid,
                 segment.process_name,
                 segment.role,
-                segment.tuple,
+                segment.tuple.unwrap_or(UNKNOWN_TUPLE),
                 segment.ts_ns,
             )
         });
         if conn.role == ConnectionRole::Unknown {
             conn.role = segment.role;
+        }
+        if let Some(tuple) = segment.tuple {
+            conn.tuple = tuple;
         }
         conn.last_seen_ns = segment.ts_ns;
         let missing = segment

@@ -2,6 +2,7 @@
 //! which processes the kernel watches; the connection tracker turns their
 //! traffic into spans; exporters write them.
 
+use std::collections::HashMap;
 use std::io::Stdout;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,8 @@ pub struct Pipeline {
     last_scan: Instant,
     kernel_counters: Option<KernelCounters>,
     otel: Option<OtelExport>,
+    /// Process names (comm) by pid: events carry them only now and then.
+    process_names: HashMap<u32, String>,
 }
 
 /// The kernel's per-CPU counters (events submitted, events dropped because
@@ -95,6 +98,7 @@ impl Pipeline {
             last_scan: Instant::now(),
             kernel_counters: None,
             otel: None,
+            process_names: HashMap::new(),
         }
     }
 
@@ -128,6 +132,22 @@ impl Pipeline {
         self.flush();
     }
 
+    /// The name of a process: from the event when it carries one, else remembered or read from procfs.
+    fn process_name(&mut self, pid: u32, comm: &str) -> &str {
+        if !comm.is_empty() {
+            if self.process_names.get(&pid).map(String::as_str) != Some(comm) {
+                self.process_names.insert(pid, comm.to_owned());
+            }
+        } else if !self.process_names.contains_key(&pid) {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            self.process_names.insert(pid, name.trim().to_owned());
+        }
+        self.process_names
+            .get(&pid)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
     fn handle(&mut self, event: KernelEvent) {
         match event {
             KernelEvent::Data {
@@ -138,20 +158,23 @@ impl Pipeline {
                 tuple,
                 total_bytes,
                 payload,
-            } => self.tracker.on_data(
-                Segment {
-                    sock_id,
-                    pid: origin.pid,
-                    process_name: &origin.comm,
-                    role,
-                    direction,
-                    tuple,
-                    ts_ns: origin.ts_ns,
-                    payload: &payload,
-                    total_bytes,
-                },
-                &mut self.spans,
-            ),
+            } => {
+                let name = self.process_name(origin.pid, &origin.comm).to_owned();
+                self.tracker.on_data(
+                    Segment {
+                        sock_id,
+                        pid: origin.pid,
+                        process_name: &name,
+                        role,
+                        direction,
+                        tuple,
+                        ts_ns: origin.ts_ns,
+                        payload: &payload,
+                        total_bytes,
+                    },
+                    &mut self.spans,
+                )
+            }
             KernelEvent::Connection {
                 origin,
                 sock_id,
@@ -182,6 +205,7 @@ impl Pipeline {
             } => self.discovery.on_fork(child_pid, parent_pid),
             KernelEvent::ProcessExit { origin } => {
                 self.discovery.on_exit(origin.pid);
+                self.process_names.remove(&origin.pid);
                 if let Some(otel) = self.otel.as_mut() {
                     otel.forget_process(origin.pid);
                 }
