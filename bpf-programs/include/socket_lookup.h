@@ -16,6 +16,32 @@
 #define ZT_S_IFSOCK 0140000
 #define ZT_TCP_LISTEN 10
 
+/* kfunc (kernel >= 6.2): turns a kernel address into a read-only typed pointer,
+ * so fields load directly instead of through one helper call each. Weak: on
+ * kernels without it the probe-read path below is used. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+/* Fast path of zt_tcp_sock_of_file, with direct loads through rdonly_cast pointers. */
+static __always_inline struct sock *zt_tcp_sock_of_file_cast(void *file_addr)
+{
+	struct file *file = bpf_rdonly_cast(file_addr, bpf_core_type_id_kernel(struct file));
+	struct inode *inode = file->f_inode;
+	if (!inode || (inode->i_mode & ZT_S_IFMT) != ZT_S_IFSOCK)
+		return 0;
+	struct socket *socket = bpf_rdonly_cast(file->private_data, bpf_core_type_id_kernel(struct socket));
+	if (!socket)
+		return 0;
+	struct sock *sk = socket->sk;
+	if (!sk)
+		return 0;
+	unsigned short family = sk->__sk_common.skc_family;
+	if (family != ZT_AF_INET && family != ZT_AF_INET6)
+		return 0;
+	if (sk->sk_type != ZT_SOCK_STREAM || sk->sk_protocol != ZT_IPPROTO_TCP)
+		return 0;
+	return sk;
+}
+
 /* The TCP sock behind a file, or NULL for anything else (files, pipes, UDP, unix). */
 static __always_inline struct sock *zt_tcp_sock_of_file(struct file *file)
 {
@@ -42,17 +68,20 @@ static __always_inline struct sock *zt_tcp_sock_of_file(struct file *file)
 /* The TCP sock behind fd `fd` of the current task. */
 static __always_inline struct sock *zt_tcp_sock_of_fd(__u64 fd)
 {
+	/* Direct loads: the current task is a trusted BTF pointer. */
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt)
+	struct files_struct *files = task->files;
+	if (!files)
 		return 0;
-	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
-	if (fd >= max_fds)
+	struct fdtable *fdt = files->fdt;
+	if (!fdt || fd >= fdt->max_fds)
 		return 0;
-	struct file **fd_array = BPF_CORE_READ(fdt, fd);
+	struct file **fd_array = fdt->fd;
 	struct file *file = 0;
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fd_array[fd]))
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fd_array[fd]) || !file)
 		return 0;
+	if (bpf_rdonly_cast)
+		return zt_tcp_sock_of_file_cast(file);
 	return zt_tcp_sock_of_file(file);
 }
 
