@@ -14,6 +14,10 @@ const PROGRAMS: &[(&str, &str)] = &[
         "syscall_tracer.bpf.o",
     ),
     ("listener_iter/listener_iter.bpf.c", "listener_iter.bpf.o"),
+    (
+        "feature_probes/feature_probes.bpf.c",
+        "feature_probes.bpf.o",
+    ),
 ];
 
 const INSTALL_HINT: &str =

@@ -2,6 +2,7 @@
 //! BPF programs, starts the unprivileged `zerotrace-worker`, hands it the map
 //! fds, and answers only the requests in `request_table`.
 
+mod feature_check;
 mod privileges;
 mod probes;
 mod request_table;
@@ -130,43 +131,6 @@ fn run(options: RunOptions) -> Result<i32, String> {
     )
 }
 
-fn check() -> i32 {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!("kernel: {}", release.trim());
-    let btf = probes::check_kernel_support();
-    println!(
-        "BTF: {}",
-        match &btf {
-            Ok(()) => "present".to_owned(),
-            Err(e) => e.clone(),
-        }
-    );
-    println!(
-        "capabilities: {}",
-        privileges::effective_capability_names().join(" ")
-    );
-    let missing = privileges::missing_capabilities(false);
-    for m in &missing {
-        println!("missing: {} ({})", m.name, m.needed_for);
-    }
-    if btf.is_err() || !missing.is_empty() {
-        return 1;
-    }
-    match Probes::load_and_attach(ProbeSettings {
-        ring_buffer_bytes: 1 << 16,
-        wakeup_bytes: 4096,
-    }) {
-        Ok(_) => {
-            println!("syscall tracepoint backend (tp_btf): loads and attaches");
-            0
-        }
-        Err(e) => {
-            println!("syscall tracepoint backend (tp_btf): FAILED: {e}");
-            1
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let code = match args.next().as_deref() {
@@ -177,7 +141,7 @@ fn main() -> ExitCode {
                 1
             }
         },
-        Some("check") => check(),
+        Some("check") => feature_check::run(),
         Some("--version") | Some("-V") => {
             println!("zerotrace {}", env!("CARGO_PKG_VERSION"));
             0

@@ -64,6 +64,14 @@ impl Lines {
         self
     }
 
+    /// Collects from an optional pipe (as taken from a `Child`).
+    pub fn collect_from(self, stream: Option<impl Read + Send + 'static>) -> Self {
+        match stream {
+            Some(stream) => self.collect(stream),
+            None => self,
+        }
+    }
+
     pub fn snapshot(&self) -> Vec<String> {
         self.0.lock().map(|l| l.clone()).unwrap_or_default()
     }

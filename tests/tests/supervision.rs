@@ -251,3 +251,51 @@ fn a_bad_port_selection_is_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_agent_runs_with_only_cap_bpf_and_cap_perfmon() {
+    require_root();
+    let server = Server::python_app();
+    let mut child = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all,+bpf,+perfmon",
+            "--ambient-caps=-all,+bpf,+perfmon",
+            "--bounding-set=-all,+bpf,+perfmon",
+            "--",
+        ])
+        .arg(bin_dir().join("zerotrace"))
+        .args([
+            "run",
+            "--trace-printer",
+            "json",
+            "--open-port",
+            &server.port.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("setpriv: {e}"));
+    let stdout = Lines::default();
+    let stderr = Lines::default();
+    let stdout = stdout.collect_from(child.stdout.take());
+    let stderr = stderr.collect_from(child.stderr.take());
+    let ready = wait_for(Duration::from_secs(10), || {
+        stderr.text().contains("ready: instrumenting").then_some(())
+    });
+    assert!(ready.is_some(), "{}", stderr.text());
+    curl(&[&server.url("/hello")]);
+    let span = wait_for(Duration::from_secs(10), || {
+        stdout
+            .snapshot()
+            .into_iter()
+            .find(|l| l.contains("\"/hello\""))
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert!(span.is_some(), "no span; stderr:\n{}", stderr.text());
+    assert!(stderr.text().contains("uid 65534"), "{}", stderr.text());
+}
