@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages zerotrace builds and tests with, when missing.
+# Installs the Debian packages zerotrace builds with, when missing; with the
+# argument `test`, also those the test suite drives (a Prometheus server...).
 # Needs root (apt-get). Idempotent: does nothing when all are present.
 set -euo pipefail
 
@@ -8,6 +9,9 @@ packages=(
   gcc linux-libc-dev                                            # layout probe (shared/build.rs)
   curl python3 util-linux procps                                # demo and tests: clients, servers, setpriv
 )
+if [ "${1:-}" = "test" ]; then
+  packages+=(prometheus)                                        # tests: a real scraper and promtool
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

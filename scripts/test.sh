@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh test
 if [ "$(id -u)" -ne 0 ]; then
   echo "the end-to-end tests load BPF programs: run as root (sudo $0)" >&2
   exit 1

@@ -3,6 +3,7 @@
 
 use zerotrace_shared::ports::PortSelection;
 
+use crate::exporters::prometheus::PrometheusSettings;
 use crate::exporters::trace_printer::PrinterFormat;
 use crate::otel::settings::ExportSettings;
 
@@ -18,6 +19,8 @@ pub struct WorkerConfig {
     pub export: ExportSettings,
     /// `ZEROTRACE_RESOURCE_COMMAND_LINE=true`: add `process.command_line` to resources.
     pub include_command_line: bool,
+    /// `OTEL_EBPF_PROMETHEUS_PORT` / `_PATH`: the scrape endpoint, when set.
+    pub prometheus: Option<PrometheusSettings>,
 }
 
 impl WorkerConfig {
@@ -56,7 +59,12 @@ impl WorkerConfig {
                 PrinterFormat::parse(&value).map_err(|e| format!("OTEL_EBPF_TRACE_PRINTER: {e}"))?
             }
             // Without any exporter the printer is the output; with OTLP it is opt-in (as in OBI).
-            None if export.traces.is_empty() && export.metrics.is_empty() => PrinterFormat::Text,
+            None if export.traces.is_empty()
+                && export.metrics.is_empty()
+                && env("OTEL_EBPF_PROMETHEUS_PORT").is_none() =>
+            {
+                PrinterFormat::Text
+            }
             None => PrinterFormat::Disabled,
         };
         let include_command_line = match env("ZEROTRACE_RESOURCE_COMMAND_LINE").as_deref() {
@@ -68,12 +76,14 @@ impl WorkerConfig {
                 ))
             }
         };
+        let prometheus = PrometheusSettings::from_env(&env)?;
         Ok(Self {
             open_ports,
             trace_printer,
             allow_privileged,
             export,
             include_command_line,
+            prometheus,
         })
     }
 }

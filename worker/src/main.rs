@@ -6,7 +6,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -17,6 +17,8 @@ use zerotrace_worker::capture::ring_buffer::RingBuffer;
 use zerotrace_worker::config::WorkerConfig;
 use zerotrace_worker::discovery::{PidFilterWriter, PortDiscovery};
 use zerotrace_worker::exporters::otel_export::OtelExport;
+use zerotrace_worker::exporters::prometheus::{self, ScrapeState, SharedScrapeState};
+use zerotrace_worker::otel::resource::ResourceCatalog;
 use zerotrace_worker::exporters::trace_printer::TracePrinter;
 use zerotrace_worker::loader_client::LoaderClient;
 use zerotrace_worker::pipeline::{KernelCounters, Pipeline};
@@ -136,7 +138,7 @@ fn run(config: WorkerConfig) -> Result<(), String> {
     let excluded = vec![std::process::id(), handover.loader_pid];
     let discovery = PortDiscovery::new(config.open_ports.clone(), excluded, writer);
     let printer = TracePrinter::new(config.trace_printer, std::io::stdout());
-    let otel = OtelExport::start(&config.export, config.include_command_line)?;
+    let otel = OtelExport::start(&config.export)?;
     if otel.is_some() {
         for destination in config.export.traces.iter().chain(&config.export.metrics) {
             log(&format!(
@@ -147,7 +149,28 @@ fn run(config: WorkerConfig) -> Result<(), String> {
             ));
         }
     }
-    let mut pipeline = Pipeline::new(discovery, printer, loader).with_otel_export(otel);
+    let scrape = match &config.prometheus {
+        Some(settings) => {
+            let state: SharedScrapeState = Arc::new(Mutex::new(ScrapeState::default()));
+            prometheus::start(settings, Arc::clone(&state))?;
+            log(&format!(
+                "serving Prometheus metrics on port {}{}",
+                settings.port, settings.path
+            ));
+            Some(state)
+        }
+        None => None,
+    };
+    let resources = ResourceCatalog::new(
+        config.export.service_name.clone(),
+        config.export.resource_attributes.clone(),
+        config.include_command_line,
+    );
+    let counters = Arc::new(ReaderCounters::default());
+    let mut pipeline = Pipeline::new(discovery, printer, loader)
+        .with_otel_export(otel)
+        .with_resources(resources)
+        .with_scrape_state(scrape, Arc::clone(&counters));
     if let Some(map) = counters_map {
         pipeline = pipeline.with_kernel_counters(KernelCounters::new(map));
     }
@@ -159,7 +182,6 @@ fn run(config: WorkerConfig) -> Result<(), String> {
     ));
 
     let (sender, receiver) = sync_channel(PIPELINE_QUEUE_BATCHES);
-    let counters = Arc::new(ReaderCounters::default());
     let stop = Arc::new(AtomicBool::new(false));
     let reader_thread = {
         let counters = Arc::clone(&counters);

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Stdout;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zerotrace_shared::event::{layout, KernelEvent};
@@ -12,7 +13,10 @@ use crate::capture::bpf_map::{possible_cpus, BpfMap};
 use crate::clock::{monotonic_now_ns, WallClock};
 use crate::connections::{ConnectionTracker, OpenedConnection, Segment};
 use crate::discovery::PortDiscovery;
+use crate::capture::reader::ReaderCounters;
 use crate::exporters::otel_export::OtelExport;
+use crate::exporters::prometheus::SharedScrapeState;
+use crate::otel::resource::ResourceCatalog;
 use crate::exporters::trace_printer::TracePrinter;
 use crate::loader_client::LoaderClient;
 use crate::spans::HttpSpan;
@@ -34,6 +38,10 @@ pub struct Pipeline {
     otel: Option<OtelExport>,
     /// Process names (comm) by pid: events carry them only now and then.
     process_names: HashMap<u32, String>,
+    /// One OpenTelemetry resource per process, for every exporter.
+    resources: ResourceCatalog,
+    scrape: Option<SharedScrapeState>,
+    reader_counters: Option<Arc<ReaderCounters>>,
 }
 
 /// The kernel's per-CPU counters (events submitted, events dropped because
@@ -99,11 +107,26 @@ impl Pipeline {
             kernel_counters: None,
             otel: None,
             process_names: HashMap::new(),
+            resources: ResourceCatalog::new(None, Vec::new(), false),
+            scrape: None,
+            reader_counters: None,
         }
     }
 
     pub fn with_otel_export(mut self, otel: Option<OtelExport>) -> Self {
         self.otel = otel;
+        self
+    }
+
+    pub fn with_resources(mut self, resources: ResourceCatalog) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    /// Feeds the Prometheus endpoint's state.
+    pub fn with_scrape_state(mut self, scrape: Option<SharedScrapeState>, reader: Arc<ReaderCounters>) -> Self {
+        self.scrape = scrape;
+        self.reader_counters = Some(reader);
         self
     }
 
@@ -206,6 +229,7 @@ impl Pipeline {
             KernelEvent::ProcessExit { origin } => {
                 self.discovery.on_exit(origin.pid);
                 self.process_names.remove(&origin.pid);
+                self.resources.forget(origin.pid);
                 if let Some(otel) = self.otel.as_mut() {
                     otel.forget_process(origin.pid);
                 }
@@ -221,9 +245,17 @@ impl Pipeline {
         }
         self.spans_emitted += self.spans.len() as u64;
         self.printer.print(&self.spans, &self.clock);
-        if let Some(otel) = self.otel.as_mut() {
+        if self.otel.is_some() || self.scrape.is_some() {
+            let mut scrape = self.scrape.as_ref().and_then(|s| s.lock().ok());
             for span in &self.spans {
-                otel.record(span, None, &self.clock);
+                let resource = self.resources.resource_for(span.pid, &span.process_name);
+                if let Some(otel) = self.otel.as_mut() {
+                    otel.record(span, None, &resource, &self.clock);
+                }
+                if let Some(state) = scrape.as_mut() {
+                    let end = self.clock.to_unix_ns(span.end_monotonic_ns);
+                    state.red.record(span, None, &resource, end);
+                }
             }
         }
         self.spans.clear();
@@ -243,6 +275,44 @@ impl Pipeline {
         self.flush();
         if let Some(otel) = self.otel.as_mut() {
             otel.tick(&self.clock);
+        }
+        self.refresh_self_metrics();
+    }
+
+    fn refresh_self_metrics(&mut self) {
+        let Some(scrape) = self.scrape.as_ref() else {
+            return;
+        };
+        let tracker = self.tracker.counters();
+        let (kernel_events, kernel_drops) = self
+            .kernel_counters
+            .as_ref()
+            .map(|c| (c.events_submitted(), c.ring_buffer_drops()))
+            .unwrap_or_default();
+        let reader = self.reader_counters.as_deref();
+        let load = |f: fn(&ReaderCounters) -> &std::sync::atomic::AtomicU64| {
+            reader.map(|r| f(r).load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0)
+        };
+        let otlp = self.otel.as_ref().map(|o| o.counters());
+        let otlp_load = |f: fn(&crate::exporters::otlp::ExportCounters) -> &std::sync::atomic::AtomicU64| {
+            otlp.map(|c| f(c).load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0)
+        };
+        if let Ok(mut state) = scrape.lock() {
+            state.own = crate::exporters::prometheus::SelfMetrics {
+                kernel_events,
+                kernel_ringbuf_drops: kernel_drops,
+                records_read: load(|r| &r.records),
+                undecodable_records: load(|r| &r.decode_errors),
+                pipeline_drops: load(|r| &r.events_dropped_pipeline_full),
+                spans: self.spans_emitted,
+                garbage_segments: tracker.garbage_segments,
+                instrumented_processes: self.discovery.instrumented().len() as u64,
+                tracked_connections: self.tracker.connection_count() as u64,
+                otlp_spans_exported: otlp_load(|c| &c.spans_exported),
+                otlp_spans_dropped: otlp_load(|c| &c.spans_dropped),
+                otlp_points_exported: otlp_load(|c| &c.points_exported),
+                otlp_points_dropped: otlp_load(|c| &c.points_dropped),
+            };
         }
     }
 

@@ -2,4 +2,5 @@
 
 pub mod otel_export;
 pub mod otlp;
+pub mod prometheus;
 pub mod trace_printer;

@@ -15,7 +15,6 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use super::otlp::{OtlpExporter, Payload};
 use crate::clock::WallClock;
 use crate::metrics::red::RedMetrics;
-use crate::otel::resource::ResourceCatalog;
 use crate::otel::sampler::Sampler;
 use crate::otel::settings::{BatchSettings, ExportSettings, Signal};
 use crate::otel::span_encoding::{encode_span, SpanIds};
@@ -29,7 +28,6 @@ const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 pub struct OtelExport {
     exporter: OtlpExporter,
     sampler: Sampler,
-    resources: ResourceCatalog,
     red: Option<RedMetrics>,
     batch: BatchSettings,
     metric_interval: Duration,
@@ -52,10 +50,7 @@ fn scope() -> InstrumentationScope {
 
 impl OtelExport {
     /// None when neither traces nor metrics have an endpoint.
-    pub fn start(
-        settings: &ExportSettings,
-        include_command_line: bool,
-    ) -> Result<Option<Self>, String> {
+    pub fn start(settings: &ExportSettings) -> Result<Option<Self>, String> {
         if settings.traces.is_empty() && settings.metrics.is_empty() {
             return Ok(None);
         }
@@ -69,11 +64,6 @@ impl OtelExport {
         Ok(Some(Self {
             exporter,
             sampler: Sampler::new(settings.sampler),
-            resources: ResourceCatalog::new(
-                settings.service_name.clone(),
-                settings.resource_attributes.clone(),
-                include_command_line,
-            ),
             red,
             batch: settings.batch,
             metric_interval: settings.metric_export_interval,
@@ -86,15 +76,15 @@ impl OtelExport {
         }))
     }
 
-    pub fn record(&mut self, span: &HttpSpan, route: Option<&str>, clock: &WallClock) {
-        let resource = self.resources.resource_for(span.pid, &span.process_name);
+    pub fn record(
+        &mut self,
+        span: &HttpSpan,
+        route: Option<&str>,
+        resource: &Arc<Resource>,
+        clock: &WallClock,
+    ) {
         if let Some(red) = self.red.as_mut() {
-            red.record(
-                span,
-                route,
-                &resource,
-                clock.to_unix_ns(span.end_monotonic_ns),
-            );
+            red.record(span, route, resource, clock.to_unix_ns(span.end_monotonic_ns));
         }
         if !self.exporter.exports(Signal::Traces) {
             return;
@@ -108,7 +98,7 @@ impl OtelExport {
             return;
         }
         self.pending
-            .push((span.pid, resource, encode_span(span, &ids, route, clock)));
+            .push((span.pid, Arc::clone(resource), encode_span(span, &ids, route, clock)));
         if self.pending.len() >= self.batch.max_export_batch_size {
             self.flush_spans();
         }
@@ -168,9 +158,8 @@ impl OtelExport {
             .submit(Payload::Metrics(Arc::new(request)), points);
     }
 
-    /// A process exited: its resource and series go away after their last export.
+    /// A process exited: its series go away after their last export.
     pub fn forget_process(&mut self, pid: u32) {
-        self.resources.forget(pid);
         if let Some(red) = self.red.as_mut() {
             red.forget_process(pid);
         }
@@ -203,6 +192,10 @@ impl OtelExport {
                 self.reported_drops = drops;
             }
         }
+    }
+
+    pub fn counters(&self) -> &super::otlp::ExportCounters {
+        &self.exporter.counters
     }
 
     /// Sends what is pending and waits (bounded) for it to leave.

@@ -83,7 +83,7 @@ impl SeriesKey {
         }
     }
 
-    fn attributes(&self) -> Vec<KeyValue> {
+    pub fn attributes(&self) -> Vec<KeyValue> {
         if self.overflow {
             return vec![bool_attribute("otel.metric.overflow", true)];
         }

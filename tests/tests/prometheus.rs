@@ -1,0 +1,151 @@
+//! The Prometheus endpoint, scraped by a real Prometheus server and checked
+//! by promtool.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use zerotrace_integration_tests::*;
+
+fn scrape(port: u16, accept: Option<&str>) -> String {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    match accept {
+        Some(accept) => curl(&["-H", &format!("Accept: {accept}"), &url]),
+        None => curl(&[&url]),
+    }
+}
+
+/// Runs an instant PromQL query against the Prometheus HTTP API.
+fn query(prometheus_port: u16, promql: &str) -> Option<f64> {
+    // Not `curl()`: Prometheus may not be listening yet, which is not a failure here.
+    let output = Command::new("curl")
+        .args(["-s", "--max-time", "5", "-G"])
+        .arg(format!("http://127.0.0.1:{prometheus_port}/api/v1/query"))
+        .arg("--data-urlencode")
+        .arg(format!("query={promql}"))
+        .output()
+        .ok()?;
+    let json: Value = serde_json::from_slice(&output.stdout).ok()?;
+    json.pointer("/data/result/0/value/1")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_real_prometheus_scrapes_red_metrics() {
+    require_root();
+    let server = Server::python_app();
+    let metrics_port = free_port();
+    let agent = Agent::start(
+        &["--open-port", &server.port.to_string()],
+        &[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string())],
+    );
+    assert!(agent.stderr.text().contains("serving Prometheus metrics"));
+    let ok = "GET /hello HTTP/1.1\r\nHost: p\r\n\r\n";
+    let failing = "GET /status/500 HTTP/1.1\r\nHost: p\r\n\r\n";
+    raw_keepalive_requests(server.port, &[ok; 40]);
+    raw_keepalive_requests(server.port, &[failing; 10]);
+
+    let text = wait_for(Duration::from_secs(10), || {
+        let text = scrape(metrics_port, None);
+        text.contains("http_server_request_duration_seconds_count")
+            .then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no histogram exposed; stderr:\n{}", agent.stderr.text()));
+    assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
+    assert!(text.contains("# HELP zerotrace_spans"));
+    assert!(text.contains("service_name=\"python3\""), "{text}");
+
+    // promtool validates the exposition format.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("promtool: {e}"));
+    if let Some(mut stdin) = promtool.stdin.take() {
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    let checked = promtool
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let problems = String::from_utf8_lossy(&checked.stderr).into_owned()
+        + &String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "promtool: {problems}");
+
+    let openmetrics = scrape(
+        metrics_port,
+        Some("application/openmetrics-text; version=1.0.0"),
+    );
+    assert!(openmetrics.ends_with("# EOF\n"));
+
+    // A real Prometheus server scraping every second.
+    let work = std::env::temp_dir().join(format!("zt-prom-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&work);
+    let config = work.join("prometheus.yml");
+    let _ = std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: zerotrace\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+        ),
+    );
+    let prometheus_port = free_port();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            work.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("prometheus: {e}"));
+    let total = wait_for(Duration::from_secs(30), || {
+        query(
+            prometheus_port,
+            "sum(http_server_request_duration_seconds_count)",
+        )
+        .filter(|v| *v >= 50.0)
+    });
+    // More traffic so rate() has an increase to see between scrapes.
+    raw_keepalive_requests(server.port, &[ok; 30]);
+    let rate = wait_for(Duration::from_secs(30), || {
+        query(
+            prometheus_port,
+            "sum(rate(http_server_request_duration_seconds_count[1m]))",
+        )
+        .filter(|v| *v > 0.0)
+    });
+    let errors = query(
+        prometheus_port,
+        "sum(http_server_request_duration_seconds_count{http_response_status_code=\"500\"})",
+    );
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    let _ = std::fs::remove_dir_all(&work);
+    assert_eq!(total, Some(50.0), "PromQL total");
+    let rate = rate.unwrap_or_else(|| panic!("rate() never positive"));
+    // 30 requests in the last minute, extrapolated: a small positive rate, not more than all 80 in one second.
+    assert!(rate > 0.0 && rate < 80.0, "rate {rate}");
+    assert_eq!(errors, Some(10.0));
+}
+
+#[test]
+fn a_privileged_prometheus_port_is_refused_clearly() {
+    require_root();
+    let mut agent = Agent::spawn(
+        &["--open-port", "1"],
+        &[("OTEL_EBPF_PROMETHEUS_PORT", "80")],
+    );
+    let status = wait_for(Duration::from_secs(10), || {
+        agent.child.try_wait().ok().flatten()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(78));
+    std::thread::sleep(Duration::from_millis(100));
+    let stderr = agent.stderr.text();
+    assert!(stderr.contains("below 1024"), "{stderr}");
+}

@@ -1,0 +1,353 @@
+//! The Prometheus scrape endpoint (OBI's `prometheus_export`,
+//! `OTEL_EBPF_PROMETHEUS_PORT` / `_PATH`): the RED histograms in Prometheus
+//! naming plus the agent's own `zerotrace_*` metrics, in the text format or
+//! OpenMetrics when the scraper asks for it.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+
+use crate::metrics::red::{HistogramState, RedMetrics, SeriesKey, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
+use crate::otel::settings::Temporality;
+use crate::spans::SpanKind;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrometheusSettings {
+    pub port: u16,
+    pub path: String,
+}
+
+impl PrometheusSettings {
+    /// None when no port is configured (the endpoint is off).
+    pub fn from_env(env: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+        let Some(port) = env("OTEL_EBPF_PROMETHEUS_PORT").filter(|p| !p.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let port: u16 = match port.trim().parse() {
+            Ok(p) if p > 0 => p,
+            _ => return Err(format!("OTEL_EBPF_PROMETHEUS_PORT={port:?}: expected a port number")),
+        };
+        if port < 1024 {
+            return Err(format!(
+                "OTEL_EBPF_PROMETHEUS_PORT={port}: ports below 1024 need a privilege the worker \
+                 deliberately does not have (CAP_NET_BIND_SERVICE); choose a port of 1024 or more"
+            ));
+        }
+        let path = env("OTEL_EBPF_PROMETHEUS_PATH").unwrap_or_else(|| "/metrics".into());
+        if !path.starts_with('/') {
+            return Err(format!("OTEL_EBPF_PROMETHEUS_PATH={path:?}: must start with /"));
+        }
+        Ok(Some(Self { port, path }))
+    }
+}
+
+/// The agent's own counters and gauges, refreshed by the pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelfMetrics {
+    pub kernel_events: u64,
+    pub kernel_ringbuf_drops: u64,
+    pub records_read: u64,
+    pub undecodable_records: u64,
+    pub pipeline_drops: u64,
+    pub spans: u64,
+    pub garbage_segments: u64,
+    pub instrumented_processes: u64,
+    pub tracked_connections: u64,
+    pub otlp_spans_exported: u64,
+    pub otlp_spans_dropped: u64,
+    pub otlp_points_exported: u64,
+    pub otlp_points_dropped: u64,
+}
+
+/// What a scrape reads: cumulative RED metrics and the self metrics.
+pub struct ScrapeState {
+    pub red: RedMetrics,
+    pub own: SelfMetrics,
+}
+
+impl Default for ScrapeState {
+    fn default() -> Self {
+        Self {
+            red: RedMetrics::new(Temporality::Cumulative),
+            own: SelfMetrics::default(),
+        }
+    }
+}
+
+pub type SharedScrapeState = Arc<Mutex<ScrapeState>>;
+
+fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn label_name(key: &str) -> String {
+    key.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+fn value_text(value: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    match value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn labels_of(key: &SeriesKey, service: &str) -> Vec<(String, String)> {
+    let mut labels = vec![("service_name".to_owned(), service.to_owned())];
+    labels.extend(key.attributes().iter().map(|kv: &KeyValue| (label_name(&kv.key), value_text(&kv.value))));
+    labels
+}
+
+fn label_text(labels: &[(String, String)], extra: Option<(&str, &str)>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+        .collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    format!("{{{}}}", parts.join(","))
+}
+
+fn format_bound(bound: f64) -> String {
+    if bound.fract() == 0.0 {
+        format!("{bound:.1}")
+    } else {
+        format!("{bound}")
+    }
+}
+
+fn write_histogram(out: &mut String, name: &str, labels: &[(String, String)], bounds: &[f64], state: &HistogramState) {
+    let mut cumulative = 0;
+    for (bound, count) in bounds.iter().zip(&state.bucket_counts) {
+        cumulative += count;
+        let _ = writeln!(out, "{name}_bucket{} {cumulative}", label_text(labels, Some(("le", &format_bound(*bound)))));
+    }
+    let _ = writeln!(out, "{name}_bucket{} {}", label_text(labels, Some(("le", "+Inf"))), state.count);
+    let _ = writeln!(out, "{name}_sum{} {}", label_text(labels, None), state.sum);
+    let _ = writeln!(out, "{name}_count{} {}", label_text(labels, None), state.count);
+}
+
+/// (family name, help, unit, which histogram of a series, bounds)
+type Family = (&'static str, &'static str, &'static str, fn(&crate::metrics::red::Series) -> &HistogramState, &'static [f64]);
+
+fn families(kind: SpanKind) -> [Family; 3] {
+    match kind {
+        SpanKind::Server => [
+            ("http_server_request_duration_seconds", "Duration of HTTP server requests.", "seconds", |s| &s.duration, &DURATION_BOUNDS_SECONDS),
+            ("http_server_request_body_size_bytes", "Size of HTTP server request bodies.", "bytes", |s| &s.request_size, &SIZE_BOUNDS_BYTES),
+            ("http_server_response_body_size_bytes", "Size of HTTP server response bodies.", "bytes", |s| &s.response_size, &SIZE_BOUNDS_BYTES),
+        ],
+        SpanKind::Client => [
+            ("http_client_request_duration_seconds", "Duration of HTTP client requests.", "seconds", |s| &s.duration, &DURATION_BOUNDS_SECONDS),
+            ("http_client_request_body_size_bytes", "Size of HTTP client request bodies.", "bytes", |s| &s.request_size, &SIZE_BOUNDS_BYTES),
+            ("http_client_response_body_size_bytes", "Size of HTTP client response bodies.", "bytes", |s| &s.response_size, &SIZE_BOUNDS_BYTES),
+        ],
+    }
+}
+
+fn service_name_of(series: &crate::metrics::red::Series) -> String {
+    series
+        .resource
+        .attributes
+        .iter()
+        .find(|a| a.key == "service.name")
+        .map(|a| value_text(&a.value))
+        .unwrap_or_default()
+}
+
+/// The exposition text; `openmetrics` switches to the OpenMetrics 1.0 dialect.
+pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
+    let mut out = String::new();
+    let mut series: Vec<_> = state.red.series().collect();
+    series.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+    for kind in [SpanKind::Server, SpanKind::Client] {
+        for (name, help, unit, pick, bounds) in families(kind) {
+            let members: Vec<_> = series.iter().filter(|(k, _)| k.kind == kind).collect();
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            if openmetrics {
+                let _ = writeln!(out, "# UNIT {name} {unit}");
+            }
+            for (key, s) in members {
+                write_histogram(&mut out, name, &labels_of(key, &service_name_of(s)), bounds, pick(s));
+            }
+        }
+    }
+    let own = &state.own;
+    let counters: [(&str, &str, u64); 11] = [
+        ("zerotrace_kernel_events", "Events the kernel programs submitted.", own.kernel_events),
+        ("zerotrace_kernel_ringbuf_drops", "Events the kernel dropped because the ring buffer was full.", own.kernel_ringbuf_drops),
+        ("zerotrace_worker_records", "Ring buffer records the worker read.", own.records_read),
+        ("zerotrace_worker_undecodable_records", "Ring buffer records that could not be decoded.", own.undecodable_records),
+        ("zerotrace_worker_pipeline_drops", "Events dropped because the decoding pipeline was full.", own.pipeline_drops),
+        ("zerotrace_spans", "Spans built.", own.spans),
+        ("zerotrace_garbage_segments", "Captured segments that were not parseable HTTP.", own.garbage_segments),
+        ("zerotrace_otlp_spans_exported", "Spans accepted by OTLP backends.", own.otlp_spans_exported),
+        ("zerotrace_otlp_spans_dropped", "Spans dropped by the OTLP exporter.", own.otlp_spans_dropped),
+        ("zerotrace_otlp_points_exported", "Metric data points accepted by OTLP backends.", own.otlp_points_exported),
+        ("zerotrace_otlp_points_dropped", "Metric data points dropped by the OTLP exporter.", own.otlp_points_dropped),
+    ];
+    for (name, help, value) in counters {
+        // The text format names the counter with its _total suffix; OpenMetrics names the family.
+        let family = if openmetrics { name.to_owned() } else { format!("{name}_total") };
+        let _ = writeln!(out, "# HELP {family} {help}");
+        let _ = writeln!(out, "# TYPE {family} counter");
+        let _ = writeln!(out, "{name}_total {value}");
+    }
+    for (name, help, value) in [
+        ("zerotrace_instrumented_processes", "Processes the kernel currently captures.", own.instrumented_processes),
+        ("zerotrace_tracked_connections", "Connections the worker currently tracks.", own.tracked_connections),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    if openmetrics {
+        out.push_str("# EOF\n");
+    }
+    out
+}
+
+/// Serves scrapes on its own thread, one connection at a time (scrapers are few).
+pub fn start(settings: &PrometheusSettings, state: SharedScrapeState) -> Result<(), String> {
+    let listener = TcpListener::bind(("0.0.0.0", settings.port)).map_err(|e| {
+        format!("Prometheus endpoint: cannot listen on port {}: {e}", settings.port)
+    })?;
+    let path = settings.path.clone();
+    std::thread::Builder::new()
+        .name("prometheus".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = serve(stream, &path, &state);
+            }
+        })
+        .map_err(|e| format!("Prometheus thread: {e}"))?;
+    Ok(())
+}
+
+fn serve(stream: TcpStream, path: &str, state: &SharedScrapeState) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut openmetrics = false;
+    // Read the headers (bounded) for content negotiation.
+    for _ in 0..100 {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("accept:") && lower.contains("application/openmetrics-text") {
+            openmetrics = true;
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let requested = target.split('?').next().unwrap_or("");
+    let mut stream = stream;
+    if method != "GET" || requested != path {
+        let body = "not found\n";
+        return write!(
+            stream,
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    let body = match state.lock() {
+        Ok(state) => render(&state, openmetrics),
+        Err(_) => String::new(),
+    };
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spans::HttpSpan;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    fn span(status: u16) -> HttpSpan {
+        HttpSpan {
+            kind: SpanKind::Server,
+            pid: 3,
+            process_name: "app".into(),
+            local: "127.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}")),
+            peer: "127.0.0.1:5000".parse().unwrap_or_else(|e| panic!("{e}")),
+            method: "GET".into(),
+            target: "/x".into(),
+            status,
+            protocol_version: "1.1",
+            start_monotonic_ns: 0,
+            end_monotonic_ns: 30_000_000,
+            request_body_bytes: 0,
+            response_body_bytes: 7,
+            host: None,
+            traceparent: None,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn renders_cumulative_buckets_and_self_metrics() {
+        let resource = Arc::new(Resource {
+            attributes: vec![crate::otel::resource::string_attribute("service.name", "shop \"a\"")],
+            ..Default::default()
+        });
+        let mut state = ScrapeState::default();
+        state.red.record(&span(200), None, &resource, 1);
+        state.red.record(&span(200), None, &resource, 1);
+        state.red.record(&span(500), None, &resource, 1);
+        state.own.spans = 3;
+        let text = render(&state, false);
+        assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
+        assert!(text.contains(r#"service_name="shop \"a\"""#), "{text}");
+        let ok_labels = r#"http_response_status_code="200""#;
+        let inf = text
+            .lines()
+            .find(|l| l.contains(ok_labels) && l.contains("le=\"+Inf\"") && l.starts_with("http_server_request_duration_seconds_bucket"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(inf.ends_with(" 2"), "{inf}");
+        let at_50ms = text
+            .lines()
+            .find(|l| l.contains(ok_labels) && l.contains("le=\"0.05\"") && l.starts_with("http_server_request_duration_seconds_bucket"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(at_50ms.ends_with(" 2"), "cumulative buckets: {at_50ms}");
+        assert!(text.contains("zerotrace_spans_total 3"));
+        assert!(text.contains("error_type=\"500\""));
+        assert!(!text.contains("# EOF"));
+        assert!(render(&state, true).ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn low_ports_and_bad_values_are_refused() {
+        let env = |port: &'static str| move |k: &str| (k == "OTEL_EBPF_PROMETHEUS_PORT").then(|| port.to_string());
+        assert!(PrometheusSettings::from_env(&env("80")).err().unwrap_or_default().contains("below 1024"));
+        assert!(PrometheusSettings::from_env(&env("x")).is_err());
+        assert_eq!(
+            PrometheusSettings::from_env(&env("9400")).ok().flatten().map(|s| s.path),
+            Some("/metrics".to_string())
+        );
+        assert_eq!(PrometheusSettings::from_env(&|_: &str| None).ok().flatten(), None);
+    }
+}
