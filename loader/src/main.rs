@@ -3,6 +3,7 @@
 //! fds, and answers only the requests in `request_table`.
 
 mod feature_check;
+mod live_socket;
 mod privileges;
 mod probes;
 mod request_table;
@@ -21,6 +22,7 @@ zerotrace — zero-code HTTP observability with eBPF
 USAGE:
     zerotrace run [OPTIONS]     load the probes, start the worker, print/export spans
     zerotrace check             show what this kernel and these privileges allow
+    zerotrace top               live requests/errors/latency per service and route
     zerotrace --version
 
 RUN OPTIONS:
@@ -31,11 +33,17 @@ RUN OPTIONS:
                                 (default: nobody when started as root)
     --worker-path PATH          the zerotrace-worker binary (default: next to zerotrace)
     --ring-buffer-bytes N       kernel event ring buffer size (power of two; default 4194304)
+    --live-socket PATH          the read-only socket `zerotrace top` reads (default
+                                /run/zerotrace/live.sock as root; `none` turns it off)
     --allow-privileged-worker   development only: let the worker run with privileges
+
+    zerotrace top [--socket PATH | --open-port PORTS]   live RED view in the terminal
 ";
 
 /// Options of `zerotrace run` the loader itself acts on; the rest are the worker's.
 struct RunOptions {
+    /// None: no live view socket (`--live-socket none`).
+    live_socket: Option<PathBuf>,
     worker_user: Option<String>,
     worker_path: Option<PathBuf>,
     ring_buffer_bytes: u32,
@@ -48,6 +56,7 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
         worker_path: None,
         ring_buffer_bytes: 4 << 20,
         worker_args: Vec::new(),
+        live_socket: Some(live_socket::default_path()),
     };
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -80,6 +89,10 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
                 options.worker_args.push(v);
             }
             "--allow-privileged-worker" => options.worker_args.push(name.clone()),
+            "--live-socket" => {
+                let v = value("--live-socket")?;
+                options.live_socket = (v != "none").then(|| PathBuf::from(v));
+            }
             other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
         }
     }
@@ -111,6 +124,12 @@ fn run(options: RunOptions) -> Result<i32, String> {
             worker_path.display()
         ));
     }
+    let mut worker_args = options.worker_args;
+    if let Some(socket) = &options.live_socket {
+        live_socket::prepare(socket, identity)?;
+        worker_args.push("--live-socket".into());
+        worker_args.push(socket.to_string_lossy().into_owned());
+    }
     let started = std::time::Instant::now();
     let probes = Probes::load_and_attach(ProbeSettings {
         ring_buffer_bytes: options.ring_buffer_bytes,
@@ -126,9 +145,24 @@ fn run(options: RunOptions) -> Result<i32, String> {
         &SupervisorSettings {
             worker_path,
             identity,
-            worker_args: options.worker_args,
+            worker_args,
         },
     )
+}
+
+/// `zerotrace top` is a separate binary, so the privileged one carries no terminal UI code.
+fn run_top(args: impl Iterator<Item = String>) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let top = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name("zerotrace-top"),
+        Err(e) => {
+            eprintln!("zerotrace: cannot locate zerotrace-top: {e}");
+            return 1;
+        }
+    };
+    let error = std::process::Command::new(&top).args(args).exec();
+    eprintln!("zerotrace: cannot run {}: {error}", top.display());
+    1
 }
 
 fn main() -> ExitCode {
@@ -142,6 +176,7 @@ fn main() -> ExitCode {
             }
         },
         Some("check") => feature_check::run(),
+        Some("top") => run_top(args),
         Some("--version") | Some("-V") => {
             println!("zerotrace {}", env!("CARGO_PKG_VERSION"));
             0

@@ -21,6 +21,8 @@ pub struct WorkerConfig {
     pub include_command_line: bool,
     /// `OTEL_EBPF_PROMETHEUS_PORT` / `_PATH`: the scrape endpoint, when set.
     pub prometheus: Option<PrometheusSettings>,
+    /// `--live-socket PATH` (set by the loader): the read-only socket `zerotrace top` reads.
+    pub live_socket: Option<std::path::PathBuf>,
 }
 
 impl WorkerConfig {
@@ -32,6 +34,7 @@ impl WorkerConfig {
         let mut open_ports = env("OTEL_EBPF_OPEN_PORT");
         let mut printer = env("OTEL_EBPF_TRACE_PRINTER");
         let mut allow_privileged = false;
+        let mut live_socket = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -40,6 +43,11 @@ impl WorkerConfig {
                     printer = Some(args.next().ok_or("--trace-printer needs a value")?)
                 }
                 "--allow-privileged-worker" => allow_privileged = true,
+                "--live-socket" => {
+                    live_socket = Some(std::path::PathBuf::from(
+                        args.next().ok_or("--live-socket needs a value")?,
+                    ))
+                }
                 other => return Err(format!("unknown worker option {other:?}")),
             }
         }
@@ -84,6 +92,7 @@ impl WorkerConfig {
             export,
             include_command_line,
             prometheus,
+            live_socket,
         })
     }
 }
