@@ -6,6 +6,7 @@ use zerotrace_shared::ports::PortSelection;
 use crate::exporters::prometheus::PrometheusSettings;
 use crate::exporters::trace_printer::PrinterFormat;
 use crate::otel::settings::ExportSettings;
+use crate::routes::RouteSettings;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
@@ -23,6 +24,8 @@ pub struct WorkerConfig {
     pub prometheus: Option<PrometheusSettings>,
     /// `--live-socket PATH` (set by the loader): the read-only socket `zerotrace top` reads.
     pub live_socket: Option<std::path::PathBuf>,
+    /// OBI's `routes` section (defaults: the heuristic for unmatched paths).
+    pub routes: RouteSettings,
 }
 
 impl WorkerConfig {
@@ -93,6 +96,7 @@ impl WorkerConfig {
             include_command_line,
             prometheus,
             live_socket,
+            routes: RouteSettings::default(),
         })
     }
 }

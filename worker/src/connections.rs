@@ -311,5 +311,6 @@ fn build_span(conn: &Connection, request: HttpMessage, response: HttpMessage) ->
         host: request.host,
         traceparent: request.traceparent,
         truncated: request.truncated || response.truncated,
+        route: None,
     })
 }

@@ -23,6 +23,7 @@ use zerotrace_worker::exporters::trace_printer::TracePrinter;
 use zerotrace_worker::loader_client::LoaderClient;
 use zerotrace_worker::pipeline::{KernelCounters, Pipeline};
 use zerotrace_worker::privileges::OwnPrivileges;
+use zerotrace_worker::routes::RouteMatcher;
 
 /// Exit codes the loader understands as "do not restart me".
 const EXIT_CONFIG_ERROR: u8 = 78;
@@ -167,7 +168,8 @@ fn run(config: WorkerConfig) -> Result<(), String> {
         config.include_command_line,
     );
     let counters = Arc::new(ReaderCounters::default());
-    let mut pipeline = Pipeline::new(discovery, printer, loader)
+    let routes = RouteMatcher::new(&config.routes).map_err(|e| format!("routes.{e}"))?;
+    let mut pipeline = Pipeline::new(discovery, printer, loader, routes)
         .with_otel_export(otel)
         .with_resources(resources)
         .with_scrape_state(scrape, Arc::clone(&counters));

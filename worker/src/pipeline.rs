@@ -17,6 +17,7 @@ use crate::capture::reader::ReaderCounters;
 use crate::exporters::otel_export::OtelExport;
 use crate::exporters::prometheus::SharedScrapeState;
 use crate::otel::resource::ResourceCatalog;
+use crate::routes::{RouteMatcher, SegmentCardinalityLimiter};
 use crate::exporters::trace_printer::TracePrinter;
 use crate::loader_client::LoaderClient;
 use crate::spans::HttpSpan;
@@ -42,6 +43,11 @@ pub struct Pipeline {
     resources: ResourceCatalog,
     scrape: Option<SharedScrapeState>,
     reader_counters: Option<Arc<ReaderCounters>>,
+    /// The `routes` configuration: http.route and what is ignored.
+    routes: RouteMatcher,
+    /// Per-process caps for `unmatched: low-cardinality` (None: mode off).
+    route_limiters: HashMap<u32, Option<SegmentCardinalityLimiter>>,
+    pub spans_ignored: u64,
 }
 
 /// The kernel's per-CPU counters (events submitted, events dropped because
@@ -94,6 +100,7 @@ impl Pipeline {
         discovery: PortDiscovery,
         printer: TracePrinter<Stdout>,
         loader: LoaderClient,
+        routes: RouteMatcher,
     ) -> Self {
         Self {
             discovery,
@@ -110,6 +117,9 @@ impl Pipeline {
             resources: ResourceCatalog::new(None, Vec::new(), false),
             scrape: None,
             reader_counters: None,
+            routes,
+            route_limiters: HashMap::new(),
+            spans_ignored: 0,
         }
     }
 
@@ -230,6 +240,7 @@ impl Pipeline {
                 self.discovery.on_exit(origin.pid);
                 self.process_names.remove(&origin.pid);
                 self.resources.forget(origin.pid);
+                self.route_limiters.remove(&origin.pid);
                 if let Some(otel) = self.otel.as_mut() {
                     otel.forget_process(origin.pid);
                 }
@@ -244,17 +255,44 @@ impl Pipeline {
             return;
         }
         self.spans_emitted += self.spans.len() as u64;
-        self.printer.print(&self.spans, &self.clock);
+        // Routes first: they decide where each span may go.
+        let mut keep = Vec::with_capacity(self.spans.len());
+        for span in &mut self.spans {
+            let decision = self.routes.classify(&span.target);
+            let (in_traces, in_metrics) = (!decision.ignore_traces, !decision.ignore_metrics);
+            span.route = match decision.route {
+                Some(route) if decision.needs_cardinality_cap => {
+                    let limiter = self
+                        .route_limiters
+                        .entry(span.pid)
+                        .or_insert_with(|| self.routes.new_cardinality_limiter());
+                    Some(match limiter {
+                        Some(limiter) => limiter.limit(&route).into_owned(),
+                        None => route.into_owned(),
+                    })
+                }
+                Some(route) => Some(route.into_owned()),
+                None => None,
+            };
+            keep.push((in_traces, in_metrics));
+            if !in_traces || !in_metrics {
+                self.spans_ignored += 1;
+            }
+        }
+        self.printer.print(
+            self.spans.iter().zip(&keep).filter(|(_, k)| k.0).map(|(s, _)| s),
+            &self.clock,
+        );
         if self.otel.is_some() || self.scrape.is_some() {
             let mut scrape = self.scrape.as_ref().and_then(|s| s.lock().ok());
-            for span in &self.spans {
+            for (span, &(in_traces, in_metrics)) in self.spans.iter().zip(&keep) {
                 let resource = self.resources.resource_for(span.pid, &span.process_name);
                 if let Some(otel) = self.otel.as_mut() {
-                    otel.record(span, None, &resource, &self.clock);
+                    otel.record(span, &resource, (in_traces, in_metrics), &self.clock);
                 }
-                if let Some(state) = scrape.as_mut() {
+                if let Some(state) = scrape.as_mut().filter(|_| in_metrics) {
                     let end = self.clock.to_unix_ns(span.end_monotonic_ns);
-                    state.red.record(span, None, &resource, end);
+                    state.red.record(span, span.route.as_deref(), &resource, end);
                 }
             }
         }

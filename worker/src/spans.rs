@@ -41,6 +41,8 @@ pub struct HttpSpan {
     pub traceparent: Option<String>,
     /// Part of the exchange was not captured (framing lost); sizes are lower bounds.
     pub truncated: bool,
+    /// `http.route`, set by the pipeline from the `routes` configuration.
+    pub route: Option<String>,
 }
 
 impl HttpSpan {

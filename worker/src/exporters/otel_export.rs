@@ -76,17 +76,20 @@ impl OtelExport {
         }))
     }
 
+    /// Records one span: into the RED metrics unless `in_metrics` is false,
+    /// and as a trace span (sampler permitting) unless `in_traces` is false.
     pub fn record(
         &mut self,
         span: &HttpSpan,
-        route: Option<&str>,
         resource: &Arc<Resource>,
+        (in_traces, in_metrics): (bool, bool),
         clock: &WallClock,
     ) {
-        if let Some(red) = self.red.as_mut() {
+        let route = span.route.as_deref();
+        if let Some(red) = self.red.as_mut().filter(|_| in_metrics) {
             red.record(span, route, resource, clock.to_unix_ns(span.end_monotonic_ns));
         }
-        if !self.exporter.exports(Signal::Traces) {
+        if !in_traces || !self.exporter.exports(Signal::Traces) {
             return;
         }
         let ids = SpanIds::for_span(span);

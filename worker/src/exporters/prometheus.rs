@@ -305,6 +305,7 @@ mod tests {
             host: None,
             traceparent: None,
             truncated: false,
+            route: None,
         }
     }
 

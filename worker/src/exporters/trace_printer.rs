@@ -83,6 +83,7 @@ pub fn json_value(span: &HttpSpan, clock: &WallClock) -> serde_json::Value {
         "method": span.method,
         "target": span.target,
         "path": span.path(),
+        "route": span.route,
         "status": span.status,
         "protocol_version": span.protocol_version,
         "local_address": span.local.ip().to_string(),
@@ -108,17 +109,21 @@ impl<W: Write> TracePrinter<W> {
     }
 
     /// Writes the spans; a closed stdout is not an error worth dying for.
-    pub fn print(&mut self, spans: &[HttpSpan], clock: &WallClock) {
-        if self.format == PrinterFormat::Disabled || spans.is_empty() {
+    pub fn print<'a>(&mut self, spans: impl IntoIterator<Item = &'a HttpSpan>, clock: &WallClock) {
+        if self.format == PrinterFormat::Disabled {
             return;
         }
+        let mut any = false;
         for span in spans {
+            any = true;
             let line = match self.format {
                 PrinterFormat::Json => json_value(span, clock).to_string(),
                 _ => text_line(span, clock),
             };
             let _ = writeln!(self.out, "{line}");
         }
-        let _ = self.out.flush();
+        if any {
+            let _ = self.out.flush();
+        }
     }
 }

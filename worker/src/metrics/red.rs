@@ -379,6 +379,7 @@ mod tests {
             host: None,
             traceparent: None,
             truncated: false,
+            route: None,
         }
     }
 

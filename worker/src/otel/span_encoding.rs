@@ -211,6 +211,7 @@ mod tests {
             host: host.map(str::to_owned),
             traceparent: traceparent.map(str::to_owned),
             truncated: false,
+            route: None,
         }
     }
 
