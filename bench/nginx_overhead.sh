@@ -66,16 +66,28 @@ stop_agent() {
 }
 
 wrk -t2 -c50 -d2s "http://127.0.0.1:$port/" > /dev/null   # warm-up
-off_rps=(); on_rps=(); off_p99=(); on_p99=()
+off_rps=(); on_rps=(); off_p99=(); on_p99=(); agent_us=()
+agent_ticks() {  # utime+stime of the loader and the worker, in clock ticks
+  local t=0 pid
+  for pid in $(pgrep -x zerotrace) $(pgrep -f zerotrace-worker); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$t"
+}
 for i in $(seq "$pairs"); do
   read -r rps p99 < <(run_wrk); off_rps+=("$rps"); off_p99+=("$p99")
   start_agent
+  t0=$(agent_ticks)
   read -r rps p99 < <(run_wrk); on_rps+=("$rps"); on_p99+=("$p99")
+  t1=$(agent_ticks)
+  requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
+  agent_us+=("$(awk "BEGIN {printf \"%.2f\", ($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $requests}")")
   stop_agent
-  echo "pair $i: off ${off_rps[-1]} req/s p99 ${off_p99[-1]}us | on ${on_rps[-1]} req/s p99 ${on_p99[-1]}us"
+  echo "pair $i: off ${off_rps[-1]} req/s p99 ${off_p99[-1]}us | on ${on_rps[-1]} req/s p99 ${on_p99[-1]}us, agent CPU ${agent_us[-1]}us/request"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 m_off=$(median "${off_rps[@]}"); m_on=$(median "${on_rps[@]}")
 p_off=$(median "${off_p99[@]}"); p_on=$(median "${on_p99[@]}")
 echo "median req/s: off $m_off, on $m_on; throughput ratio on/off = $(awk "BEGIN {printf \"%.3f\", $m_on/$m_off}")"
+echo "median agent CPU (loader + worker) per instrumented request: $(median "${agent_us[@]}") us"
 echo "median p99 latency: off ${p_off}us, on ${p_on}us; p99 ratio on/off = $(awk "BEGIN {printf \"%.3f\", $p_on/$p_off}")"

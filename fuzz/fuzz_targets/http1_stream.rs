@@ -1,0 +1,27 @@
+//! The HTTP/1 stream parser on hostile segment sequences: each chunk of input
+//! is a segment (captured bytes + a gap), with expect_response_to calls mixed in.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use zerotrace_worker::protocols::http1::Http1Stream;
+
+fuzz_target!(|data: &[u8]| {
+    let mut stream = Http1Stream::new();
+    let mut out = Vec::new();
+    let mut ts = 0u64;
+    // Layout: [control byte][len byte][len bytes]... control: bit0 = gap, bit1 = expect HEAD.
+    let mut rest = data;
+    while let [control, len, tail @ ..] = rest {
+        let len = usize::from(*len).min(tail.len());
+        let (captured, next) = tail.split_at(len);
+        let gap = if control & 1 == 1 { u64::from(*control) * 97 } else { 0 };
+        if control & 2 == 2 {
+            stream.expect_response_to(if control & 4 == 4 { "HEAD" } else { "GET" });
+        }
+        ts += 1;
+        stream.feed(captured, gap, ts, &mut out);
+        rest = next;
+    }
+    stream.finish(ts + 1, &mut out);
+    let _ = stream.garbage_segments();
+});

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for a bounded time (default 60 s each) on copies of
+# the committed seeds, and prints the executions of each. A crash fails.
+#   fuzz/run.sh [seconds-per-target]
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds="${1:-60}"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+total=0
+for target in $(cargo +nightly fuzz list); do
+  corpus="corpus/$target"
+  mkdir -p "$corpus"
+  [ -d "seeds/$target" ] && cp -n seeds/"$target"/* "$corpus"/ 2>/dev/null || true
+  log=$(mktemp)
+  cargo +nightly fuzz run "$target" "$corpus" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 || {
+    tail -40 "$log"; echo "FAILED: $target"; exit 1; }
+  runs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log")
+  echo "$target: ${runs:-?} executions in ${seconds}s, no crash"
+  total=$((total + ${runs:-0}))
+  rm -f "$log"
+done
+echo "total: $total executions, no crash"
