@@ -2,7 +2,7 @@
 //! and preparing its directory: owned by the worker's user, mode 0700, so
 //! only that user and root can reach the socket.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{chown, Uid};
@@ -27,6 +27,15 @@ pub fn prepare(socket: &Path, identity: WorkerIdentity) -> Result<(), String> {
         .parent()
         .ok_or_else(|| format!("live socket {} has no directory", socket.display()))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    // Already right (e.g. made by systemd-tmpfiles): touch nothing, since a
+    // loader without CAP_CHOWN/CAP_FOWNER could not change it anyway.
+    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if meta.uid() == identity.uid.as_raw()
+        && meta.gid() == identity.gid.as_raw()
+        && meta.mode() & 0o777 == 0o700
+    {
+        return Ok(());
+    }
     if identity.switches_user() {
         chown(dir, Some(identity.uid), Some(identity.gid))
             .map_err(|e| format!("handing {} to the worker's user: {e}", dir.display()))?;

@@ -188,16 +188,24 @@ fn serve_one(worker: &mut RunningWorker, stats: &mut LoaderStats, probes: &Probe
     }
 }
 
-fn stop_worker(mut worker: RunningWorker) {
-    let pid = Pid::from_raw(worker.process.child.id() as i32);
+/// Asks the worker to stop by closing its socket (it flushes and exits on
+/// EOF), so no CAP_KILL is needed for a worker under another uid; a SIGTERM
+/// is tried too. Never blocks for more than a few seconds.
+fn stop_worker(worker: RunningWorker) {
+    let RunningWorker { process, .. } = worker;
+    let WorkerProcess { mut child, socket } = process;
+    drop(socket);
+    let pid = Pid::from_raw(child.id() as i32);
     let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(6);
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = worker.process.child.try_wait() {
+        if let Ok(Some(_)) = child.try_wait() {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = worker.process.child.kill();
-    let _ = worker.process.child.wait();
+    if child.kill().is_ok() {
+        let _ = child.wait();
+    }
+    // Otherwise the worker's parent-death signal ends it when we exit.
 }

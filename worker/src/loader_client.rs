@@ -35,6 +35,19 @@ impl LoaderClient {
         Ok((reply, message.fds))
     }
 
+    /// The loader closed its end: it wants us to stop (or it died). The loader
+    /// never sends unprompted, so anything readable between calls means EOF.
+    pub fn loader_gone(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(n) if n > 0 => fds[0].revents().is_some_and(|r| {
+                r.intersects(PollFlags::POLLHUP | PollFlags::POLLIN | PollFlags::POLLERR)
+            }),
+            _ => false,
+        }
+    }
+
     pub fn hello(&self) -> Result<Handover, String> {
         match self.call(&Request::Hello)? {
             (Reply::Hello { loader_pid, maps }, fds) if fds.len() == maps.len() => Ok(Handover {

@@ -195,6 +195,10 @@ fn run(config: WorkerConfig) -> Result<(), String> {
     };
 
     while !STOP.load(Ordering::Relaxed) {
+        if pipeline.loader.loader_gone() {
+            log("the loader closed our channel: stopping");
+            break;
+        }
         match receiver.recv_timeout(Duration::from_millis(200)) {
             Ok(batch) => pipeline.handle_batch(batch),
             Err(RecvTimeoutError::Timeout) => {}

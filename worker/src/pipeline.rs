@@ -171,9 +171,11 @@ impl Pipeline {
             if self.process_names.get(&pid).map(String::as_str) != Some(comm) {
                 self.process_names.insert(pid, comm.to_owned());
             }
-        } else if !self.process_names.contains_key(&pid) {
-            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            self.process_names.insert(pid, name.trim().to_owned());
+        } else {
+            self.process_names.entry(pid).or_insert_with(|| {
+                let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                name.trim().to_owned()
+            });
         }
         self.process_names
             .get(&pid)

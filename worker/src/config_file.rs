@@ -1,0 +1,3465 @@
+//! The YAML configuration file (`--config PATH` / `OTEL_EBPF_CONFIG_PATH`),
+//! with OBI's key names, merged with the environment into one
+//! [`EffectiveConfig`].
+//!
+//! # Schema (OBI's keys unless marked *zerotrace*)
+//!
+//! ```yaml
+//! discovery:
+//!   instrument:                    # a process is instrumented if it matches ANY entry…
+//!     - open_ports: 8080           # …and within an entry ALL given criteria match
+//!       exe_path: /usr/bin/*       # glob on the executable's full path ({a,b}, [!/], ?, *)
+//!       containers_only: true      # only processes with a container id (/proc/PID/cgroup)
+//!       target_pids: [1234]
+//!       name: checkout             # service.name of the matched processes
+//!       namespace: shop            # service.namespace
+//!   exclude_instrument: [...]      # same entries; a match here is never instrumented
+//!   default_exclude_instrument: [] # built-in: other agents and collectors (`[]` turns it off)
+//!   services: [...]                # OBI's deprecated regex form (exe_path is a regex), used
+//!   exclude_services: [...]        # only when `instrument` is absent; exe_path_regexp too
+//! routes: {patterns, ignored_patterns, ignore_mode, unmatched, wildcard_char, ...}
+//! trace_printer: text              # text | json | disabled (json_indent prints json)
+//! otel_traces_export:
+//!   endpoint: http://collector:4318   # HTTP: /v1/traces is appended unless present
+//!   protocol: http/protobuf           # grpc | http/protobuf | http/json
+//!   headers: {Authorization: Bearer x}  # zerotrace: headers for `endpoint`
+//!   sampler: {name: parentbased_traceidratio, arg: "0.1"}
+//!   batch_max_size: 512               # → OTEL_BSP_MAX_EXPORT_BATCH_SIZE
+//!   batch_timeout: 5s                 # → OTEL_BSP_SCHEDULE_DELAY
+//!   queue_size: 2048                  # → OTEL_BSP_MAX_QUEUE_SIZE
+//!   endpoints:                        # zerotrace: more destinations (fan-out)
+//!     - {endpoint: https://b.example, protocol: grpc, headers: {...}, timeout: 10s, compression: gzip}
+//! otel_metrics_export:
+//!   endpoint, protocol, headers, endpoints   # as above, /v1/metrics
+//!   interval: 60s
+//! prometheus_export: {port: 9400, path: /metrics}   # port ≥ 1024 (0 = off)
+//! open_port: 8080            # top level, like OTEL_EBPF_OPEN_PORT
+//! executable_path: nginx     # top level, deprecated regex, like OTEL_EBPF_EXECUTABLE_PATH
+//! service_name: checkout     # top level, like OTEL_SERVICE_NAME
+//! ```
+//!
+//! # Precedence: the environment overrides the file
+//!
+//! Every file value is a default for its environment variable: a non-empty
+//! variable wins. `OTEL_EBPF_OPEN_PORT` and `OTEL_EBPF_AUTO_TARGET_EXE`
+//! (or `OTEL_GO_AUTO_TARGET_EXE`; else the regex `OTEL_EBPF_EXECUTABLE_PATH`)
+//! form one more selector, appended after the file's (lowest preference, as
+//! in OBI), both criteria together. An OTLP endpoint variable for a signal
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT` or the signal's own) replaces the file's
+//! `endpoint` (OBI lets the file win over the general variable: zerotrace
+//! keeps one rule); the file's `headers` then stay unsent, so credentials
+//! never follow an endpoint to another host. `endpoints` entries are always
+//! added; each carries only its own headers (default protocol
+//! `http/protobuf`, timeout 10 s, no compression). `OTEL_SDK_DISABLED` and
+//! `OTEL_{TRACES,METRICS}_EXPORTER=none` turn all of a signal's destinations
+//! off. `OTEL_EBPF_METRICS_INTERVAL` (a duration) wins over
+//! `OTEL_METRIC_EXPORT_INTERVAL`, which wins over `interval`.
+//!
+//! # OBI keys zerotrace does not implement
+//!
+//! A key is refused (an error naming it) when ignoring it could instrument
+//! more processes, export more data or weaken TLS — `filter`,
+//! `attributes.select`, per-entry `exports`/`sampler`/`routes`/`metrics`,
+//! `insecure_skip_verify: true`, `features` without application metrics.
+//! Keys whose absence only means less data or different internal tuning are
+//! accepted with a warning in [`EffectiveConfig::warnings`] (`ebpf`, `log_level`,
+//! `network`, batching back-off, buckets, ...). Selector criteria zerotrace
+//! cannot evaluate (`k8s_*`, `languages`, `cmd_args`, `container_name`) make
+//! an `instrument` entry match nothing (with a warning) and are refused in
+//! exclusion lists, where skipping them would instrument more. Any other key
+//! is an error with a "did you mean" hint.
+//!
+//! # Crates
+//!
+//! YAML: `serde-saphyr` (maintained, `#![forbid(unsafe_code)]`, panic-free
+//! parsing with resource budgets, duplicate keys rejected). `serde_yaml` is
+//! deprecated, `serde_yml` carries RUSTSEC-2025-0068, `serde_norway` wraps a
+//! transliterated C parser. Key paths come from `serde_path_to_error`; globs
+//! are translated to `regex` (linear-time matching, also used for OBI's
+//! regex forms).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use zerotrace_shared::ports::PortSelection;
+
+use crate::exporters::prometheus::PrometheusSettings;
+use crate::exporters::trace_printer::PrinterFormat;
+use crate::otel::settings::{ExportSettings, OtlpDestination, Protocol, SamplerSetting, Signal};
+use crate::routes::{RouteMatcher, RouteSettings};
+
+/// OBI's default exclusion (plus zerotrace itself): other agents and collectors.
+const BUILTIN_DEFAULT_EXCLUDE: &str =
+    "{*beyla,*alloy,*prometheus-config-reloader,*ebpf-instrument,\
+     *obi,*otelcol,*otelcol-contrib,*otelcol-contrib[!/]*,*zerotrace,*zerotrace-worker}";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const PORT_HINT: &str = "expected e.g. 80,443,8000-8999";
+const GLOB_HINT: &str = "expected e.g. /usr/bin/* or *nginx";
+const DURATION_HINT: &str = "expected a duration such as 500ms, 5s or 1m";
+const REDACTED: &str = "<redacted>";
+
+// ───────────────────────────── errors ─────────────────────────────
+
+/// Why the configuration was refused. `Display` names the file and key (or
+/// the environment variable) and the bad value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read { file: String, reason: String },
+    /// The file is not YAML zerotrace can read (the message has line and column).
+    Syntax { file: String, message: String },
+    /// A key of the file is unknown, unsupported or has a bad value.
+    Key {
+        file: String,
+        path: String,
+        message: String,
+    },
+    /// An environment variable has a bad value (the message names both).
+    Env(String),
+    /// The settings as a whole cannot work (e.g. nothing to instrument).
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read { file, reason } => write!(f, "{file}: cannot read: {reason}"),
+            Self::Syntax { file, message } => write!(f, "{file}: {message}"),
+            Self::Key {
+                file,
+                path,
+                message,
+            } => write!(f, "{file}: {path}: {message}"),
+            Self::Env(message) | Self::Invalid(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The file's name for messages, and the warnings collected while loading.
+struct Ctx {
+    file: String,
+    warnings: Vec<String>,
+}
+
+impl Ctx {
+    fn err(&self, path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Key {
+            file: self.file.clone(),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    fn warn(&mut self, path: &str, message: impl fmt::Display) {
+        self.warnings.push(format!("{path}: {message}"));
+    }
+}
+
+fn child(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+// ───────────────────────────── patterns ─────────────────────────────
+
+/// A glob with OBI's (gobwas) syntax: `*` any characters (also `/`), `?` one
+/// character, `[abc]`, `[a-z]`, `[!abc]`, `{alt1,alt2}` (nestable) and `\`
+/// escapes. Matches the whole string.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    pattern: String,
+    regex: Regex,
+}
+
+impl Glob {
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        let body = glob_to_regex(pattern)?;
+        let regex = Regex::new(&format!("(?s)^(?:{body})$")).map_err(|e| regex_reason(&e))?;
+        Ok(Self {
+            pattern: pattern.to_owned(),
+            regex,
+        })
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        self.regex.is_match(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+}
+
+fn push_literal(out: &mut String, c: char) {
+    out.push_str(&regex::escape(c.encode_utf8(&mut [0; 4])));
+}
+
+fn glob_to_regex(pattern: &str) -> Result<String, String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::new();
+    let mut open_braces = 0usize;
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '*' => {
+                out.push_str(".*");
+                while chars.get(i + 1) == Some(&'*') {
+                    i += 1;
+                }
+            }
+            '?' => out.push('.'),
+            '[' => i = glob_class(&chars, i, &mut out)?,
+            '{' => {
+                open_braces += 1;
+                out.push_str("(?:");
+            }
+            ',' if open_braces > 0 => out.push('|'),
+            '}' if open_braces > 0 => {
+                open_braces -= 1;
+                out.push(')');
+            }
+            '\\' => {
+                i += 1;
+                let escaped = chars.get(i).ok_or("ends with a lone \\")?;
+                push_literal(&mut out, *escaped);
+            }
+            other => push_literal(&mut out, other),
+        }
+        i += 1;
+    }
+    if open_braces > 0 {
+        return Err("a { has no closing }".into());
+    }
+    Ok(out)
+}
+
+/// Translates the class starting at `chars[start] == '['`; returns the index of its `]`.
+fn glob_class(chars: &[char], start: usize, out: &mut String) -> Result<usize, String> {
+    let mut i = start + 1;
+    let negated = chars.get(i) == Some(&'!');
+    if negated {
+        i += 1;
+    }
+    let mut body = String::new();
+    loop {
+        let c = *chars.get(i).ok_or("a [ has no closing ]")?;
+        match c {
+            ']' if body.is_empty() => return Err("[] matches nothing".into()),
+            ']' => break,
+            '\\' => {
+                i += 1;
+                push_literal(&mut body, *chars.get(i).ok_or("ends with a lone \\")?);
+            }
+            low if chars.get(i + 1) == Some(&'-')
+                && chars.get(i + 2).is_some_and(|&h| h != ']') =>
+            {
+                let high = chars[i + 2];
+                if low > high {
+                    return Err(format!("range {low}-{high} is reversed"));
+                }
+                push_literal(&mut body, low);
+                body.push('-');
+                push_literal(&mut body, high);
+                i += 2;
+            }
+            other => push_literal(&mut body, other),
+        }
+        i += 1;
+    }
+    out.push('[');
+    if negated {
+        out.push('^');
+    }
+    out.push_str(&body);
+    out.push(']');
+    Ok(i)
+}
+
+/// The last line of a regex error (`error: unclosed group`), without the caret drawing.
+fn regex_reason(error: &regex::Error) -> String {
+    let text = error.to_string();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: ").map(str::to_owned))
+        .unwrap_or(text)
+}
+
+fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(pattern).map_err(|e| {
+        format!(
+            "{pattern:?} is not a valid regular expression: {} (expected e.g. ^/usr/bin/ or nginx$)",
+            regex_reason(&e)
+        )
+    })
+}
+
+fn compile_glob(pattern: &str) -> Result<Glob, String> {
+    Glob::new(pattern).map_err(|e| format!("{pattern:?} is not a valid glob: {e} ({GLOB_HINT})"))
+}
+
+/// How a selector matches the executable path: OBI's glob, or its older regex
+/// (unanchored, like Go's `MatchString`).
+#[derive(Debug, Clone)]
+pub enum ExePattern {
+    Glob(Glob),
+    Regex(Regex),
+}
+
+impl ExePattern {
+    pub fn matches(&self, exe_path: &str) -> bool {
+        match self {
+            Self::Glob(glob) => glob.matches(exe_path),
+            Self::Regex(regex) => regex.is_match(exe_path),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Glob(glob) => glob.as_str(),
+            Self::Regex(regex) => regex.as_str(),
+        }
+    }
+}
+
+impl PartialEq for ExePattern {
+    fn eq(&self, other: &Self) -> bool {
+        matches!(
+            (self, other),
+            (Self::Glob(_), Self::Glob(_)) | (Self::Regex(_), Self::Regex(_))
+        ) && self.as_str() == other.as_str()
+    }
+}
+
+// ───────────────────────────── selectors ─────────────────────────────
+
+/// What discovery knows about a process, for [`Selector::matches`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessFacts {
+    pub pid: u32,
+    /// Full path of the executable, when known (`/proc/PID/exe`, or the loader's
+    /// `DescribeProcess`). Without it no `exe_path` criterion matches.
+    pub exe_path: Option<String>,
+    pub comm: String,
+    /// TCP ports the process listens on.
+    pub open_ports: Vec<u16>,
+    /// From [`container_id_from_cgroup`].
+    pub container_id: Option<String>,
+}
+
+/// One `discovery.instrument` (or exclusion) entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selector {
+    /// Where it came from: `discovery.instrument[0]`, `OTEL_EBPF_OPEN_PORT`, ...
+    pub origin: String,
+    /// `service.name` for matched processes.
+    pub name: Option<String>,
+    /// `service.namespace` for matched processes.
+    pub namespace: Option<String>,
+    pub open_ports: Option<PortSelection>,
+    pub exe_path: Option<ExePattern>,
+    pub containers_only: bool,
+    pub target_pids: Vec<u32>,
+}
+
+impl Selector {
+    /// Ports, executable and PIDs are criteria; `containers_only` only narrows them.
+    pub fn has_criteria(&self) -> bool {
+        self.open_ports.is_some() || self.exe_path.is_some() || !self.target_pids.is_empty()
+    }
+
+    /// True when every criterion given matches (an entry without criteria matches nothing).
+    pub fn matches(&self, p: &ProcessFacts) -> bool {
+        self.has_criteria()
+            && self
+                .open_ports
+                .as_ref()
+                .is_none_or(|ports| p.open_ports.iter().any(|&port| ports.contains(port)))
+            && self.exe_path.as_ref().is_none_or(|pattern| {
+                p.exe_path
+                    .as_deref()
+                    .is_some_and(|exe| pattern.matches(exe))
+            })
+            && (self.target_pids.is_empty() || self.target_pids.contains(&p.pid))
+            && (!self.containers_only || p.container_id.is_some())
+    }
+}
+
+/// The instrument entry a process matches first, unless an exclusion matches it.
+pub fn decide<'a>(
+    instrument: &'a [Selector],
+    exclude: &[Selector],
+    p: &ProcessFacts,
+) -> Option<&'a Selector> {
+    if exclude.iter().any(|s| s.matches(p)) {
+        return None;
+    }
+    instrument.iter().find(|s| s.matches(p))
+}
+
+// ───────────────────────────── containers ─────────────────────────────
+
+/// The container id in `/proc/PID/cgroup` contents (cgroup v1 `N:ctrl:/path`
+/// lines or v2 `0::/path`): the innermost path segment that is a 64-hex id,
+/// bare (`/docker/<id>`, `/kubepods/.../<id>`) or in a systemd scope
+/// (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`,
+/// `libpod-<id>.scope`). Container monitors (`libpod-conmon-…`,
+/// `crio-conmon-…`) are not containers.
+pub fn container_id_from_cgroup(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        path.rsplit('/').find_map(container_id_of_segment)
+    })
+}
+
+fn container_id_of_segment(segment: &str) -> Option<String> {
+    let name = segment.strip_suffix(".scope").unwrap_or(segment);
+    if name.contains("conmon") {
+        return None;
+    }
+    let id = [
+        "docker-",
+        "cri-containerd-",
+        "crio-",
+        "libpod-",
+        "containerd-",
+    ]
+    .iter()
+    .find_map(|prefix| name.strip_prefix(prefix))
+    .unwrap_or(name);
+    let is_id = id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    is_id.then(|| id.to_owned())
+}
+
+// ───────────────────────────── value types ─────────────────────────────
+
+fn expecting(f: &mut fmt::Formatter<'_>, what: &str) -> fmt::Result {
+    f.write_str(what)
+}
+
+/// A scalar read as text (`name: 2024` is the string "2024").
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                expecting(f, "a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `open_ports`: `8080`, `"80,443,8000-8999"` or `[80, 443]`; empty means unset.
+#[derive(Debug, Clone, Default)]
+struct PortList(PortSelection);
+
+fn port_list<E: de::Error>(text: &str) -> Result<PortList, E> {
+    if text.trim().is_empty() {
+        return Ok(PortList::default());
+    }
+    PortSelection::parse(text).map(PortList).map_err(|e| {
+        E::custom(format!(
+            "{text:?} is not a port list: {} ({PORT_HINT})",
+            e.reason
+        ))
+    })
+}
+
+impl<'de> Deserialize<'de> for PortList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PortList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                expecting(f, "a port list such as 80,443,8000-8999")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortList, E> {
+                port_list(v)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortList, E> {
+                port_list(&v.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortList, E> {
+                port_list(&v.to_string())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PortList, A::Error> {
+                let mut items = Vec::new();
+                while let Some(Text(item)) = seq.next_element::<Text>()? {
+                    items.push(item);
+                }
+                port_list(&items.join(","))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `target_pids`: `1234` or `[1234, 5678]`.
+#[derive(Debug, Clone, Default)]
+struct PidList(Vec<u32>);
+
+impl<'de> Deserialize<'de> for PidList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(u32),
+            Many(Vec<u32>),
+        }
+        match OneOrMany::deserialize(d) {
+            Ok(OneOrMany::One(pid)) => Ok(PidList(vec![pid])),
+            Ok(OneOrMany::Many(pids)) => Ok(PidList(pids)),
+            Err(_) => Err(de::Error::custom(
+                "expected a process id or a list of them, e.g. [1234, 5678]",
+            )),
+        }
+    }
+}
+
+/// A list written as one comma-separated string or as a YAML list.
+#[derive(Debug, Clone, Default)]
+struct StringList(Vec<String>);
+
+impl<'de> Deserialize<'de> for StringList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StringList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                expecting(f, "a list of names")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StringList, E> {
+                let items = v.split(',').map(str::trim).filter(|s| !s.is_empty());
+                Ok(StringList(items.map(str::to_owned).collect()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StringList, A::Error> {
+                let mut items = Vec::new();
+                while let Some(Text(item)) = seq.next_element::<Text>()? {
+                    items.push(item);
+                }
+                Ok(StringList(items))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A Go duration (`500ms`, `5s`, `1m30s`, `1.5h`); `0` is zero.
+#[derive(Debug, Clone, Copy, Default)]
+struct GoDuration(Duration);
+
+fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration ({DURATION_HINT})");
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut nanos = 0f64;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        nanos += number * scale;
+    }
+    if !nanos.is_finite() || nanos >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(Duration::from_nanos(nanos.round() as u64))
+}
+
+fn format_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    match nanos {
+        0 => "0s".into(),
+        n if n % 1_000_000_000 == 0 => format!("{}s", n / 1_000_000_000),
+        n if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
+        n => format!("{n}ns"),
+    }
+}
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(text) = Text::deserialize(d)?;
+        parse_go_duration(&text)
+            .map(GoDuration)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// `exe_path` in `instrument` lists: a glob.
+#[derive(Debug, Clone)]
+struct GlobField(ExePattern);
+
+impl<'de> Deserialize<'de> for GlobField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(text) = Text::deserialize(d)?;
+        compile_glob(&text)
+            .map(|g| GlobField(ExePattern::Glob(g)))
+            .map_err(de::Error::custom)
+    }
+}
+
+/// `exe_path` in the deprecated `services` lists, and `exe_path_regexp`: a regex.
+#[derive(Debug, Clone)]
+struct RegexField(ExePattern);
+
+impl<'de> Deserialize<'de> for RegexField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(text) = Text::deserialize(d)?;
+        compile_regex(&text)
+            .map(|r| RegexField(ExePattern::Regex(r)))
+            .map_err(de::Error::custom)
+    }
+}
+
+/// Either kind of `exe_path` field, for the generic selector entry.
+trait ExeField {
+    fn into_pattern(self) -> ExePattern;
+}
+
+impl ExeField for GlobField {
+    fn into_pattern(self) -> ExePattern {
+        self.0
+    }
+}
+
+impl ExeField for RegexField {
+    fn into_pattern(self) -> ExePattern {
+        self.0
+    }
+}
+
+/// An OTLP endpoint URL (`http://` or `https://`); empty means unset (as in OBI).
+#[derive(Debug, Clone, Default)]
+struct Endpoint(String);
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(url) = Text::deserialize(d)?;
+        let url = url.trim().to_owned();
+        if url.is_empty() || url.starts_with("http://") || url.starts_with("https://") {
+            Ok(Endpoint(url))
+        } else {
+            Err(de::Error::custom(format!(
+                "{url:?} is not an http:// or https:// URL (expected e.g. http://collector:4318)"
+            )))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ProtocolField(Option<Protocol>);
+
+fn parse_protocol(value: &str) -> Result<Option<Protocol>, String> {
+    match value.trim() {
+        "" => Ok(None),
+        "grpc" => Ok(Some(Protocol::Grpc)),
+        "http/protobuf" => Ok(Some(Protocol::HttpProtobuf)),
+        "http/json" => Ok(Some(Protocol::HttpJson)),
+        other => Err(format!(
+            "{other:?} is not an OTLP protocol (expected grpc, http/protobuf or http/json)"
+        )),
+    }
+}
+
+impl<'de> Deserialize<'de> for ProtocolField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(text) = Text::deserialize(d)?;
+        parse_protocol(&text)
+            .map(ProtocolField)
+            .map_err(de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Gzip(bool);
+
+impl<'de> Deserialize<'de> for Gzip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(text) = Text::deserialize(d)?;
+        match text.trim() {
+            "gzip" => Ok(Gzip(true)),
+            "none" | "" => Ok(Gzip(false)),
+            other => Err(de::Error::custom(format!(
+                "{other:?} is not a compression (expected gzip or none)"
+            ))),
+        }
+    }
+}
+
+/// `prometheus_export.port`: 0 is off (OBI's default); below 1024 is refused.
+#[derive(Debug, Clone, Copy)]
+struct PromPort(Option<u16>);
+
+impl<'de> Deserialize<'de> for PromPort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(text) = Text::deserialize(d)?;
+        match text.trim().parse::<u16>() {
+            Ok(0) => Ok(PromPort(None)),
+            Ok(port) if port < 1024 => Err(de::Error::custom(format!(
+                "{port}: ports below 1024 need a privilege the worker deliberately does not \
+                 have (CAP_NET_BIND_SERVICE); choose a port of 1024 or more"
+            ))),
+            Ok(port) => Ok(PromPort(Some(port))),
+            Err(_) => Err(de::Error::custom(format!(
+                "{text:?} is not a port number (expected e.g. 9400)"
+            ))),
+        }
+    }
+}
+
+/// A list key that is present: `null` and `""` read as an empty list (OBI's
+/// way to turn `default_exclude_instrument` off).
+fn present_list<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+        type Value = Option<Vec<T>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            expecting(f, "a list")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Some(Vec::new()))
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Some(Vec::new()))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            if v.trim().is_empty() {
+                Ok(Some(Vec::new()))
+            } else {
+                Err(E::invalid_type(de::Unexpected::Str(v), &self))
+            }
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(Some(items))
+        }
+    }
+    d.deserialize_any(V(std::marker::PhantomData))
+}
+
+// ───────────────────────────── the file's shape ─────────────────────────────
+
+/// Keys a section does not type: checked against the OBI catalog after parsing.
+type Extra = BTreeMap<String, IgnoredAny>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawFile {
+    discovery: Option<RawDiscovery>,
+    routes: Option<RouteSettings>,
+    trace_printer: Option<Text>,
+    otel_traces_export: Option<RawExport>,
+    otel_metrics_export: Option<RawExport>,
+    prometheus_export: Option<RawPrometheus>,
+    metrics: Option<RawFeatures>,
+    attributes: Option<RawOpaque>,
+    open_port: Option<PortList>,
+    executable_path: Option<RegexField>,
+    service_name: Option<Text>,
+    #[serde(flatten)]
+    other: Extra,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawDiscovery {
+    #[serde(deserialize_with = "present_list")]
+    instrument: Option<Vec<RawSelector<GlobField>>>,
+    #[serde(deserialize_with = "present_list")]
+    exclude_instrument: Option<Vec<RawSelector<GlobField>>>,
+    #[serde(deserialize_with = "present_list")]
+    default_exclude_instrument: Option<Vec<RawSelector<GlobField>>>,
+    #[serde(deserialize_with = "present_list")]
+    services: Option<Vec<RawSelector<RegexField>>>,
+    #[serde(deserialize_with = "present_list")]
+    exclude_services: Option<Vec<RawSelector<RegexField>>>,
+    #[serde(deserialize_with = "present_list")]
+    default_exclude_services: Option<Vec<RawSelector<RegexField>>>,
+    exclude_otel_instrumented_services: Option<bool>,
+    #[serde(flatten)]
+    other: Extra,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, bound(deserialize = "P: Deserialize<'de>"))]
+struct RawSelector<P> {
+    name: Option<Text>,
+    namespace: Option<Text>,
+    open_ports: Option<PortList>,
+    exe_path: Option<P>,
+    exe_path_regexp: Option<RegexField>,
+    containers_only: bool,
+    target_pids: Option<PidList>,
+    #[serde(flatten)]
+    other: Extra,
+}
+
+impl<P> Default for RawSelector<P> {
+    fn default() -> Self {
+        Self {
+            name: None,
+            namespace: None,
+            open_ports: None,
+            exe_path: None,
+            exe_path_regexp: None,
+            containers_only: false,
+            target_pids: None,
+            other: Extra::new(),
+        }
+    }
+}
+
+/// `otel_traces_export` and `otel_metrics_export` (each uses its own keys).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawExport {
+    endpoint: Option<Endpoint>,
+    protocol: Option<ProtocolField>,
+    headers: Option<BTreeMap<String, Text>>,
+    endpoints: Option<Vec<RawDestination>>,
+    insecure_skip_verify: Option<bool>,
+    instrumentations: Option<StringList>,
+    // traces only
+    sampler: Option<RawSampler>,
+    batch_max_size: Option<usize>,
+    batch_timeout: Option<GoDuration>,
+    queue_size: Option<usize>,
+    // metrics only
+    interval: Option<GoDuration>,
+    features: Option<StringList>,
+    #[serde(flatten)]
+    other: Extra,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    endpoint: Endpoint,
+    #[serde(default)]
+    protocol: Option<ProtocolField>,
+    #[serde(default)]
+    headers: BTreeMap<String, Text>,
+    #[serde(default)]
+    timeout: Option<GoDuration>,
+    #[serde(default)]
+    compression: Option<Gzip>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawSampler {
+    name: Option<Text>,
+    arg: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawPrometheus {
+    port: Option<PromPort>,
+    path: Option<Text>,
+    features: Option<StringList>,
+    instrumentations: Option<StringList>,
+    #[serde(flatten)]
+    other: Extra,
+}
+
+/// OBI's top-level `metrics` section: only `features` and `instrumentations` are read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawFeatures {
+    features: Option<StringList>,
+    instrumentations: Option<StringList>,
+    #[serde(flatten)]
+    other: Extra,
+}
+
+/// A section read only for its keys (`attributes`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawOpaque {
+    #[serde(flatten)]
+    other: Extra,
+}
+
+// ───────────────────────────── the OBI catalog ─────────────────────────────
+
+/// How zerotrace treats a key OBI defines but zerotrace does not implement.
+#[derive(Debug, Clone, Copy)]
+enum Obi {
+    /// Accepted with a warning: ignoring it means less data or other tuning.
+    Ignored(&'static str),
+    /// Refused: ignoring it could instrument or export more than asked, or weaken TLS.
+    Unsupported(&'static str),
+    /// A selector criterion zerotrace cannot evaluate (see `vet_selector`).
+    Unevaluable(&'static str),
+}
+
+struct Section {
+    /// Keys read into typed fields (for hints).
+    typed: &'static [&'static str],
+    obi: &'static [(&'static str, Obi)],
+}
+
+impl Section {
+    fn lookup(&self, key: &str) -> Option<Obi> {
+        self.obi.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+}
+
+const LOGS: Obi = Obi::Ignored("zerotrace logs to stderr without levels or formats");
+const INTERNAL: Obi = Obi::Ignored("zerotrace's internal queues and caches are fixed");
+const NO_K8S: Obi = Obi::Unevaluable("zerotrace has no Kubernetes metadata");
+const NO_SPAN_METRICS: Obi = Obi::Ignored("zerotrace produces no span or service-graph metrics");
+const NO_TLS_SKIP: &str = "TLS certificates are always verified; point SSL_CERT_FILE at your \
+                           collector's CA bundle instead";
+const METRICS_ELSEWHERE: Obi =
+    Obi::Unsupported("zerotrace reads OTLP metric export settings from otel_metrics_export");
+
+const TOP: Section = Section {
+    typed: &[
+        "discovery",
+        "routes",
+        "trace_printer",
+        "otel_traces_export",
+        "otel_metrics_export",
+        "prometheus_export",
+        "open_port",
+        "executable_path",
+        "service_name",
+    ],
+    obi: &[
+        ("ebpf", Obi::Ignored("eBPF tuning, context propagation and payload extraction are built into zerotrace")),
+        ("log_level", LOGS),
+        ("log_format", LOGS),
+        ("log_config", Obi::Ignored("use zerotrace run --print-config")),
+        ("channel_buffer_len", INTERNAL),
+        ("channel_send_timeout", INTERNAL),
+        ("channel_send_timeout_panic", INTERNAL),
+        ("enforce_sys_caps", Obi::Ignored("zerotrace always checks its privileges (see zerotrace check)")),
+        ("profile_port", Obi::Ignored("zerotrace has no profiling endpoint")),
+        ("shutdown_timeout", Obi::Ignored("zerotrace flushes for at most 5 s on SIGTERM")),
+        ("service_namespace", Obi::Ignored("set namespace on discovery.instrument entries instead")),
+        ("network", Obi::Ignored("zerotrace produces no network flow metrics")),
+        ("stats", Obi::Ignored("zerotrace produces no network statistics")),
+        ("name_resolver", Obi::Ignored("zerotrace does not resolve peer names")),
+        ("internal_metrics", Obi::Ignored("zerotrace's own metrics (zerotrace_*) are on the prometheus_export endpoint")),
+        ("javaagent", Obi::Ignored("zerotrace does not inject the Java agent")),
+        ("nodejs", Obi::Ignored("zerotrace does not inject into Node.js")),
+        ("filter", Obi::Unsupported("attribute filters are not implemented, so what they drop would be exported; remove the section (routes.ignored_patterns drops spans by path)")),
+        ("target_pids", Obi::Unsupported("select processes by PID with discovery.instrument[].target_pids")),
+    ],
+};
+
+const ATTRIBUTES: Section = Section {
+    typed: &[],
+    obi: &[
+        ("kubernetes", Obi::Ignored("zerotrace has no Kubernetes metadata")),
+        ("extra_group_attributes", Obi::Ignored("zerotrace has no Kubernetes metadata")),
+        ("instance_id", Obi::Ignored("service.instance.id is always host-pid")),
+        ("host_id", Obi::Ignored("zerotrace does not set host.id")),
+        ("metadata_retry", Obi::Ignored("zerotrace does not query cloud metadata")),
+        ("rename_unresolved_hosts", Obi::Ignored("zerotrace does not resolve peer names")),
+        ("rename_unresolved_hosts_incoming", Obi::Ignored("zerotrace does not resolve peer names")),
+        ("rename_unresolved_hosts_outgoing", Obi::Ignored("zerotrace does not resolve peer names")),
+        ("metric_span_names_limit", NO_SPAN_METRICS),
+        ("select", Obi::Unsupported("attribute selection is not implemented, so excluded attributes would be exported; remove attributes.select")),
+    ],
+};
+
+const DISCOVERY: Section = Section {
+    typed: &[
+        "instrument",
+        "exclude_instrument",
+        "default_exclude_instrument",
+        "services",
+        "exclude_services",
+        "default_exclude_services",
+        "exclude_otel_instrumented_services",
+    ],
+    obi: &[
+        ("poll_interval", Obi::Ignored("discovery follows kernel events, no polling")),
+        ("skip_go_specific_tracers", Obi::Ignored("zerotrace has no Go-specific tracers")),
+        ("bpf_pid_filter_off", Obi::Ignored("the kernel-side pid filter is always on")),
+        ("exclude_otel_instrumented_services_span_metrics", NO_SPAN_METRICS),
+        ("default_otlp_grpc_port", Obi::Ignored("zerotrace does not detect OpenTelemetry SDKs")),
+        ("min_process_age", Obi::Ignored("processes are instrumented as soon as they listen")),
+        ("route_harvester_timeout", Obi::Ignored("zerotrace does not harvest routes from binaries")),
+        ("disabled_route_harvesters", Obi::Ignored("zerotrace does not harvest routes from binaries")),
+        ("route_harvester_advanced", Obi::Ignored("zerotrace does not harvest routes from binaries")),
+        ("excluded_linux_system_paths", Obi::Unsupported("exe_path matches every path in zerotrace; exclude system services with discovery.exclude_instrument")),
+    ],
+};
+
+const SELECTOR: Section = Section {
+    typed: &[
+        "open_ports",
+        "exe_path",
+        "exe_path_regexp",
+        "containers_only",
+        "target_pids",
+        "name",
+        "namespace",
+    ],
+    obi: &[
+        ("k8s_namespace", NO_K8S),
+        ("k8s_pod_name", NO_K8S),
+        ("k8s_deployment_name", NO_K8S),
+        ("k8s_replicaset_name", NO_K8S),
+        ("k8s_statefulset_name", NO_K8S),
+        ("k8s_daemonset_name", NO_K8S),
+        ("k8s_owner_name", NO_K8S),
+        ("k8s_job_name", NO_K8S),
+        ("k8s_cronjob_name", NO_K8S),
+        ("k8s_container_name", NO_K8S),
+        ("k8s_pod_labels", NO_K8S),
+        ("k8s_pod_annotations", NO_K8S),
+        (
+            "container_name",
+            Obi::Unevaluable("zerotrace knows container ids, not names"),
+        ),
+        (
+            "languages",
+            Obi::Unevaluable("zerotrace does not detect programming languages"),
+        ),
+        (
+            "cmd_args",
+            Obi::Unevaluable("zerotrace does not match command lines"),
+        ),
+        (
+            "exports",
+            Obi::Unsupported("per-service export selection is not implemented"),
+        ),
+        (
+            "sampler",
+            Obi::Unsupported(
+                "per-service samplers are not implemented; use otel_traces_export.sampler",
+            ),
+        ),
+        (
+            "routes",
+            Obi::Unsupported(
+                "per-service routes are not implemented; use the top-level routes section",
+            ),
+        ),
+        (
+            "metrics",
+            Obi::Unsupported("per-service metric features are not implemented"),
+        ),
+    ],
+};
+
+const BACKOFF: Obi = Obi::Ignored("retries back off from 0.5 s to 5 s, for at most 60 s per batch");
+const SDK_LOG: Obi = Obi::Ignored("zerotrace logs export failures to stderr");
+const BUCKETS: Obi = Obi::Ignored("histogram buckets are fixed (0.005 … 10 s; sizes in bytes)");
+const TTL: Obi = Obi::Ignored("series are kept, at most 10,000 of them");
+
+const TRACES: Section = Section {
+    typed: &[
+        "endpoint",
+        "protocol",
+        "headers",
+        "endpoints",
+        "sampler",
+        "batch_max_size",
+        "batch_timeout",
+        "queue_size",
+        "insecure_skip_verify",
+        "instrumentations",
+    ],
+    obi: &[
+        ("backoff_initial_interval", BACKOFF),
+        ("backoff_max_elapsed_time", BACKOFF),
+        ("backoff_max_interval", BACKOFF),
+        ("reporters_cache_len", INTERNAL),
+        ("otel_sdk_log_level", SDK_LOG),
+    ],
+};
+
+const METRICS_EXPORT: Section = Section {
+    typed: &[
+        "endpoint",
+        "protocol",
+        "headers",
+        "endpoints",
+        "interval",
+        "insecure_skip_verify",
+        "features",
+        "instrumentations",
+    ],
+    obi: &[
+        ("allow_service_graph_self_references", NO_SPAN_METRICS),
+        ("extra_span_resource_attributes", NO_SPAN_METRICS),
+        ("buckets", BUCKETS),
+        (
+            "histogram_aggregation",
+            Obi::Ignored("histograms use explicit buckets"),
+        ),
+        ("reporters_cache_len", INTERNAL),
+        ("ttl", TTL),
+        ("otel_sdk_log_level", SDK_LOG),
+    ],
+};
+
+const METRICS_TOP: Section = Section {
+    typed: &["features", "instrumentations"],
+    obi: &[
+        ("endpoint", METRICS_ELSEWHERE),
+        ("protocol", METRICS_ELSEWHERE),
+        ("interval", METRICS_ELSEWHERE),
+        ("insecure_skip_verify", Obi::Unsupported(NO_TLS_SKIP)),
+        ("allow_service_graph_self_references", NO_SPAN_METRICS),
+        ("extra_span_resource_attributes", NO_SPAN_METRICS),
+        ("buckets", BUCKETS),
+        (
+            "histogram_aggregation",
+            Obi::Ignored("histograms use explicit buckets"),
+        ),
+        ("reporters_cache_len", INTERNAL),
+        ("ttl", TTL),
+        ("otel_sdk_log_level", SDK_LOG),
+    ],
+};
+
+const PROMETHEUS: Section = Section {
+    typed: &["port", "path", "features", "instrumentations"],
+    obi: &[
+        ("allow_service_graph_self_references", NO_SPAN_METRICS),
+        ("extra_span_resource_attributes", NO_SPAN_METRICS),
+        (
+            "extra_resource_attributes",
+            Obi::Ignored("Prometheus labels are fixed"),
+        ),
+        ("buckets", BUCKETS),
+        (
+            "disable_build_info",
+            Obi::Ignored("zerotrace exposes no build info metric"),
+        ),
+        (
+            "exemplar_filter",
+            Obi::Ignored("zerotrace attaches no exemplars"),
+        ),
+        ("service_cache_size", INTERNAL),
+        ("ttl", TTL),
+    ],
+};
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+fn unknown_key_message(key: &str, section: &Section) -> String {
+    let candidates = section
+        .typed
+        .iter()
+        .copied()
+        .chain(section.obi.iter().map(|(k, _)| *k));
+    let closest = candidates
+        .map(|c| (edit_distance(key, c), c))
+        .filter(|(d, _)| *d <= 2 && *d < key.len())
+        .min();
+    match closest {
+        Some((_, c)) => format!("unknown key (did you mean {c}?)"),
+        None if section.typed.is_empty() => "unknown key".into(),
+        None => format!(
+            "unknown key (expected one of: {})",
+            section.typed.join(", ")
+        ),
+    }
+}
+
+/// Warns about or refuses the untyped keys of a section.
+fn vet(ctx: &mut Ctx, section: &Section, path: &str, extra: &Extra) -> Result<(), ConfigError> {
+    for key in extra.keys() {
+        let at = child(path, key);
+        match section.lookup(key) {
+            Some(Obi::Ignored(why)) => ctx.warn(&at, format!("ignored: {why}")),
+            Some(Obi::Unsupported(why) | Obi::Unevaluable(why)) => {
+                return Err(ctx.err(at, format!("not supported by zerotrace: {why}")))
+            }
+            None => return Err(ctx.err(at, unknown_key_message(key, section))),
+        }
+    }
+    Ok(())
+}
+
+/// Checks a `features` list: it must include the application metrics zerotrace produces.
+fn vet_features(ctx: &mut Ctx, path: &str, list: &StringList) -> Result<(), ConfigError> {
+    vet_list(
+        ctx,
+        path,
+        list,
+        &["application", "all", "*"],
+        "zerotrace produces application (HTTP RED) metrics only: expected a list with application, all or *",
+    )
+}
+
+/// Checks an `instrumentations` list: it must include HTTP.
+fn vet_instrumentations(ctx: &mut Ctx, path: &str, list: &StringList) -> Result<(), ConfigError> {
+    vet_list(
+        ctx,
+        path,
+        list,
+        &["http", "*"],
+        "zerotrace instruments HTTP only: expected a list with http or *",
+    )
+}
+
+fn vet_list(
+    ctx: &mut Ctx,
+    path: &str,
+    list: &StringList,
+    ours: &[&str],
+    hint: &str,
+) -> Result<(), ConfigError> {
+    let (known, other): (Vec<&String>, Vec<&String>) = list
+        .0
+        .iter()
+        .partition(|v| ours.contains(&v.to_ascii_lowercase().as_str()));
+    if known.is_empty() {
+        return Err(ctx.err(
+            path,
+            format!("{:?} selects nothing zerotrace produces ({hint})", list.0),
+        ));
+    }
+    if !other.is_empty() {
+        ctx.warn(path, format!("{other:?} ignored ({hint})"));
+    }
+    Ok(())
+}
+
+fn vet_tls(ctx: &Ctx, path: &str, skip_verify: Option<bool>) -> Result<(), ConfigError> {
+    match skip_verify {
+        Some(true) => Err(ctx.err(
+            child(path, "insecure_skip_verify"),
+            format!("not supported by zerotrace: {NO_TLS_SKIP}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Everything about the file that is not a selector, export or printer value.
+fn vet_file(ctx: &mut Ctx, raw: &RawFile) -> Result<(), ConfigError> {
+    vet(ctx, &TOP, "", &raw.other)?;
+    if let Some(attributes) = &raw.attributes {
+        vet(ctx, &ATTRIBUTES, "attributes", &attributes.other)?;
+    }
+    if let Some(metrics) = &raw.metrics {
+        vet(ctx, &METRICS_TOP, "metrics", &metrics.other)?;
+        vet_feature_lists(
+            ctx,
+            "metrics",
+            metrics.features.as_ref(),
+            metrics.instrumentations.as_ref(),
+        )?;
+    }
+    if let Some(discovery) = &raw.discovery {
+        vet(ctx, &DISCOVERY, "discovery", &discovery.other)?;
+        if discovery.exclude_otel_instrumented_services == Some(true) {
+            ctx.warn(
+                "discovery.exclude_otel_instrumented_services",
+                "ignored: zerotrace cannot tell whether a process already exports OpenTelemetry data",
+            );
+        }
+    }
+    for (name, export, section) in [
+        ("otel_traces_export", &raw.otel_traces_export, &TRACES),
+        (
+            "otel_metrics_export",
+            &raw.otel_metrics_export,
+            &METRICS_EXPORT,
+        ),
+    ] {
+        if let Some(export) = export {
+            vet_export(ctx, name, export, section)?;
+        }
+    }
+    if let Some(prometheus) = &raw.prometheus_export {
+        vet(ctx, &PROMETHEUS, "prometheus_export", &prometheus.other)?;
+        let (features, instrumentations) = (
+            prometheus.features.as_ref(),
+            prometheus.instrumentations.as_ref(),
+        );
+        vet_feature_lists(ctx, "prometheus_export", features, instrumentations)?;
+    }
+    Ok(())
+}
+
+fn vet_feature_lists(
+    ctx: &mut Ctx,
+    path: &str,
+    features: Option<&StringList>,
+    instrumentations: Option<&StringList>,
+) -> Result<(), ConfigError> {
+    if let Some(list) = features {
+        vet_features(ctx, &child(path, "features"), list)?;
+    }
+    if let Some(list) = instrumentations {
+        vet_instrumentations(ctx, &child(path, "instrumentations"), list)?;
+    }
+    Ok(())
+}
+
+/// An export section: keys of the other signal are unknown here.
+fn vet_export(
+    ctx: &mut Ctx,
+    path: &str,
+    raw: &RawExport,
+    section: &Section,
+) -> Result<(), ConfigError> {
+    let misplaced = |present: bool, key: &str| present && !section.typed.contains(&key);
+    for (present, key) in [
+        (raw.sampler.is_some(), "sampler"),
+        (raw.batch_max_size.is_some(), "batch_max_size"),
+        (raw.batch_timeout.is_some(), "batch_timeout"),
+        (raw.queue_size.is_some(), "queue_size"),
+        (raw.interval.is_some(), "interval"),
+        (raw.features.is_some(), "features"),
+    ] {
+        if misplaced(present, key) {
+            return Err(ctx.err(child(path, key), unknown_key_message(key, section)));
+        }
+    }
+    vet(ctx, section, path, &raw.other)?;
+    vet_tls(ctx, path, raw.insecure_skip_verify)?;
+    vet_feature_lists(
+        ctx,
+        path,
+        raw.features.as_ref(),
+        raw.instrumentations.as_ref(),
+    )
+}
+
+// ───────────────────────────── discovery ─────────────────────────────
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListKind {
+    Instrument,
+    Exclude,
+}
+
+/// Checks an entry's untyped keys; `Some(reason)` when the entry can never match.
+fn vet_selector(
+    ctx: &mut Ctx,
+    path: &str,
+    extra: &Extra,
+    kind: ListKind,
+) -> Result<Option<String>, ConfigError> {
+    let mut never = None;
+    for key in extra.keys() {
+        let at = child(path, key);
+        match (SELECTOR.lookup(key), kind) {
+            (Some(Obi::Unevaluable(why)), ListKind::Instrument) => {
+                never.get_or_insert(format!("{key}: {why}"));
+            }
+            (Some(Obi::Unevaluable(why)), ListKind::Exclude) => {
+                let why = format!("{why}, so this exclusion could not be honoured");
+                return Err(ctx.err(at, format!("not supported by zerotrace: {why}")));
+            }
+            (Some(Obi::Ignored(why)), _) => ctx.warn(&at, format!("ignored: {why}")),
+            (Some(Obi::Unsupported(why)), _) => {
+                return Err(ctx.err(at, format!("not supported by zerotrace: {why}")))
+            }
+            (None, _) => return Err(ctx.err(at, unknown_key_message(key, &SELECTOR))),
+        }
+    }
+    Ok(never)
+}
+
+fn non_empty(text: Option<Text>) -> Option<String> {
+    text.map(|t| t.0).filter(|t| !t.trim().is_empty())
+}
+
+/// One entry; `None` when it can never match (skipped, with a warning).
+fn build_selector<P: ExeField>(
+    ctx: &mut Ctx,
+    path: &str,
+    raw: RawSelector<P>,
+    kind: ListKind,
+) -> Result<Option<Selector>, ConfigError> {
+    let never = vet_selector(ctx, path, &raw.other, kind)?;
+    if raw.exe_path.is_some() && raw.exe_path_regexp.is_some() {
+        return Err(ctx.err(
+            child(path, "exe_path_regexp"),
+            "set either exe_path or exe_path_regexp, not both",
+        ));
+    }
+    let exe_path = match (raw.exe_path, raw.exe_path_regexp) {
+        (Some(field), _) => Some(field.into_pattern()),
+        (None, regexp) => regexp.map(|RegexField(pattern)| pattern),
+    };
+    let selector = Selector {
+        origin: path.to_owned(),
+        name: non_empty(raw.name),
+        namespace: non_empty(raw.namespace),
+        open_ports: raw.open_ports.map(|p| p.0).filter(|p| !p.is_empty()),
+        exe_path,
+        containers_only: raw.containers_only,
+        target_pids: raw.target_pids.map(|p| p.0).unwrap_or_default(),
+    };
+    if let Some(reason) = never {
+        ctx.warn(
+            path,
+            format!("never matches ({reason}); the entry is skipped"),
+        );
+        return Ok(None);
+    }
+    if !selector.has_criteria() {
+        return Err(ctx.err(
+            path,
+            "defines no selection criteria (expected at least one of open_ports, exe_path, target_pids)",
+        ));
+    }
+    Ok(Some(selector))
+}
+
+fn build_list<P: ExeField>(
+    ctx: &mut Ctx,
+    path: &str,
+    raw: Option<Vec<RawSelector<P>>>,
+    kind: ListKind,
+) -> Result<Vec<Selector>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, entry) in raw.unwrap_or_default().into_iter().enumerate() {
+        out.extend(build_selector(ctx, &format!("{path}[{i}]"), entry, kind)?);
+    }
+    Ok(out)
+}
+
+fn builtin_default_exclude() -> Result<Selector, ConfigError> {
+    let glob = compile_glob(BUILTIN_DEFAULT_EXCLUDE).map_err(ConfigError::Invalid)?;
+    Ok(Selector {
+        origin: "discovery.default_exclude_instrument (built-in)".into(),
+        name: None,
+        namespace: None,
+        open_ports: None,
+        exe_path: Some(ExePattern::Glob(glob)),
+        containers_only: false,
+        target_pids: Vec::new(),
+    })
+}
+
+fn env_value(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    env(name).filter(|v| !v.trim().is_empty())
+}
+
+/// The selector of `OTEL_EBPF_OPEN_PORT` / `OTEL_EBPF_AUTO_TARGET_EXE` (or the
+/// file's top-level `open_port` / `executable_path`), both criteria together.
+fn env_selector(
+    env: &dyn Fn(&str) -> Option<String>,
+    open_port: Option<PortList>,
+    executable_path: Option<RegexField>,
+) -> Result<Option<Selector>, ConfigError> {
+    let mut origin = Vec::new();
+    let open_ports = match env_value(env, "OTEL_EBPF_OPEN_PORT") {
+        Some(text) => {
+            origin.push("OTEL_EBPF_OPEN_PORT");
+            let ports = PortSelection::parse(&text)
+                .map_err(|e| ConfigError::Env(format!("OTEL_EBPF_OPEN_PORT: {e}")))?;
+            Some(ports)
+        }
+        None => open_port
+            .map(|p| p.0)
+            .filter(|p| !p.is_empty())
+            .inspect(|_| origin.push("open_port")),
+    };
+    let exe_path = env_exe(env, &mut origin)?.or_else(|| {
+        executable_path
+            .map(|RegexField(p)| p)
+            .inspect(|_| origin.push("executable_path"))
+    });
+    if open_ports.is_none() && exe_path.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Selector {
+        origin: origin.join(" + "),
+        name: None,
+        namespace: None,
+        open_ports,
+        exe_path,
+        containers_only: false,
+        target_pids: Vec::new(),
+    }))
+}
+
+fn env_exe(
+    env: &dyn Fn(&str) -> Option<String>,
+    origin: &mut Vec<&'static str>,
+) -> Result<Option<ExePattern>, ConfigError> {
+    for var in ["OTEL_EBPF_AUTO_TARGET_EXE", "OTEL_GO_AUTO_TARGET_EXE"] {
+        if let Some(text) = env_value(env, var) {
+            origin.push(var);
+            let glob = compile_glob(&text).map_err(|e| ConfigError::Env(format!("{var}: {e}")))?;
+            return Ok(Some(ExePattern::Glob(glob)));
+        }
+    }
+    if let Some(text) = env_value(env, "OTEL_EBPF_EXECUTABLE_PATH") {
+        origin.push("OTEL_EBPF_EXECUTABLE_PATH");
+        let regex = compile_regex(&text)
+            .map_err(|e| ConfigError::Env(format!("OTEL_EBPF_EXECUTABLE_PATH: {e}")))?;
+        return Ok(Some(ExePattern::Regex(regex)));
+    }
+    Ok(None)
+}
+
+/// `(instrument, exclude)`: the file's lists, the environment's selector last,
+/// then the exclusions with the default ones last.
+fn selectors(
+    ctx: &mut Ctx,
+    raw: Option<RawDiscovery>,
+    env_selector: Option<Selector>,
+) -> Result<(Vec<Selector>, Vec<Selector>), ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let use_services = raw.instrument.as_ref().is_none_or(Vec::is_empty) && raw.services.is_some();
+    if !use_services && raw.services.as_ref().is_some_and(|s| !s.is_empty()) {
+        ctx.warn(
+            "discovery.services",
+            "ignored: discovery.instrument is set (as in OBI)",
+        );
+    }
+    let mut instrument = if use_services {
+        build_list(
+            ctx,
+            "discovery.services",
+            raw.services,
+            ListKind::Instrument,
+        )?
+    } else {
+        build_list(
+            ctx,
+            "discovery.instrument",
+            raw.instrument,
+            ListKind::Instrument,
+        )?
+    };
+    instrument.extend(env_selector);
+    let mut exclude = build_list(
+        ctx,
+        "discovery.exclude_instrument",
+        raw.exclude_instrument,
+        ListKind::Exclude,
+    )?;
+    exclude.extend(build_list(
+        ctx,
+        "discovery.exclude_services",
+        raw.exclude_services,
+        ListKind::Exclude,
+    )?);
+    match (raw.default_exclude_instrument, raw.default_exclude_services) {
+        (Some(list), _) => exclude.extend(build_list(
+            ctx,
+            "discovery.default_exclude_instrument",
+            Some(list),
+            ListKind::Exclude,
+        )?),
+        (None, Some(list)) => exclude.extend(build_list(
+            ctx,
+            "discovery.default_exclude_services",
+            Some(list),
+            ListKind::Exclude,
+        )?),
+        (None, None) => exclude.push(builtin_default_exclude()?),
+    }
+    if instrument.is_empty() {
+        return Err(ConfigError::Invalid(
+            "nothing to instrument: set discovery.instrument in the configuration file, or \
+             OTEL_EBPF_OPEN_PORT / OTEL_EBPF_AUTO_TARGET_EXE (e.g. OTEL_EBPF_OPEN_PORT=8080)"
+                .into(),
+        ));
+    }
+    Ok((instrument, exclude))
+}
+
+// ───────────────────────────── export ─────────────────────────────
+
+fn signal_infix(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "TRACES",
+        Signal::Metrics => "METRICS",
+    }
+}
+
+/// OBI's rule for an HTTP endpoint from the file: `/v1/traces` (or
+/// `/v1/metrics`) is appended unless the path already ends with it; gRPC
+/// endpoints are used as they are.
+fn signal_url(endpoint: &str, protocol: Protocol, signal: Signal) -> String {
+    if protocol == Protocol::Grpc {
+        return endpoint.to_owned();
+    }
+    let base = endpoint.trim_end_matches('/');
+    let suffix = format!("/{}", signal.http_path());
+    if base.ends_with(&suffix) {
+        base.to_owned()
+    } else {
+        format!("{base}{suffix}")
+    }
+}
+
+/// File values offered to `ExportSettings::from_env` as defaults of the variables.
+#[derive(Default)]
+struct Overlay(BTreeMap<String, String>);
+
+impl Overlay {
+    /// Sets `var` unless one of `unless` (default: `var` itself) is in the environment.
+    fn offer(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+        var: &str,
+        value: String,
+        unless: &[&str],
+    ) -> bool {
+        let taken = if unless.is_empty() {
+            env_value(env, var).is_some()
+        } else {
+            unless.iter().any(|v| env_value(env, v).is_some())
+        };
+        if !taken {
+            self.0.insert(var.to_owned(), value);
+        }
+        !taken
+    }
+
+    fn lookup(&self, env: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
+        env_value(env, var).or_else(|| self.0.get(var).cloned())
+    }
+}
+
+fn signal_disabled(env: &dyn Fn(&str) -> Option<String>, signal: Signal) -> bool {
+    let exporter = format!("OTEL_{}_EXPORTER", signal_infix(signal));
+    env_value(env, "OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        || env_value(env, &exporter).is_some_and(|v| v.trim() == "none")
+}
+
+/// Offers a signal's `endpoint` and `protocol`; true when the file's endpoint is used.
+fn offer_endpoint(
+    overlay: &mut Overlay,
+    env: &dyn Fn(&str) -> Option<String>,
+    signal: Signal,
+    raw: &RawExport,
+) -> bool {
+    let infix = signal_infix(signal);
+    let protocol_var = format!("OTEL_EXPORTER_OTLP_{infix}_PROTOCOL");
+    if let Some(ProtocolField(Some(protocol))) = raw.protocol {
+        let unless = [protocol_var.as_str(), "OTEL_EXPORTER_OTLP_PROTOCOL"];
+        overlay.offer(env, &protocol_var, protocol.as_str().to_owned(), &unless);
+    }
+    let Some(Endpoint(endpoint)) = raw.endpoint.as_ref().filter(|e| !e.0.is_empty()) else {
+        return false;
+    };
+    let protocol = overlay
+        .lookup(env, &protocol_var)
+        .or_else(|| env_value(env, "OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .and_then(|p| parse_protocol(&p).ok().flatten())
+        .unwrap_or(Protocol::HttpProtobuf);
+    let endpoint_var = format!("OTEL_EXPORTER_OTLP_{infix}_ENDPOINT");
+    let unless = [endpoint_var.as_str(), "OTEL_EXPORTER_OTLP_ENDPOINT"];
+    overlay.offer(
+        env,
+        &endpoint_var,
+        signal_url(endpoint, protocol, signal),
+        &unless,
+    )
+}
+
+fn offer_sampler(
+    ctx: &Ctx,
+    overlay: &mut Overlay,
+    env: &dyn Fn(&str) -> Option<String>,
+    raw: &RawSampler,
+) -> Result<(), ConfigError> {
+    const NAMES: [&str; 6] = [
+        "always_on",
+        "always_off",
+        "traceidratio",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "parentbased_traceidratio",
+    ];
+    if let Some(name) = non_empty(raw.name.clone()) {
+        if !NAMES.contains(&name.trim()) {
+            return Err(ctx.err(
+                "otel_traces_export.sampler.name",
+                format!(
+                    "{name:?} is not a sampler (expected one of {})",
+                    NAMES.join(", ")
+                ),
+            ));
+        }
+        overlay.offer(env, "OTEL_TRACES_SAMPLER", name.trim().to_owned(), &[]);
+    }
+    if let Some(arg) = non_empty(raw.arg.clone()) {
+        match arg.trim().parse::<f64>() {
+            Ok(ratio) if (0.0..=1.0).contains(&ratio) => {
+                overlay.offer(env, "OTEL_TRACES_SAMPLER_ARG", ratio.to_string(), &[]);
+            }
+            _ => {
+                return Err(ctx.err(
+                    "otel_traces_export.sampler.arg",
+                    format!("{arg:?} is not a probability from 0 to 1 (expected e.g. 0.1)"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn offer_batching(
+    ctx: &Ctx,
+    overlay: &mut Overlay,
+    env: &dyn Fn(&str) -> Option<String>,
+    raw: &RawExport,
+) -> Result<(), ConfigError> {
+    if let Some(size) = raw.batch_max_size {
+        if size == 0 {
+            return Err(ctx.err(
+                "otel_traces_export.batch_max_size",
+                "0: expected at least 1",
+            ));
+        }
+        overlay.offer(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", size.to_string(), &[]);
+    }
+    if let Some(GoDuration(delay)) = raw.batch_timeout {
+        overlay.offer(
+            env,
+            "OTEL_BSP_SCHEDULE_DELAY",
+            delay.as_millis().to_string(),
+            &[],
+        );
+    }
+    // 0 means "the default" in OBI.
+    if let Some(size) = raw.queue_size.filter(|&s| s > 0) {
+        overlay.offer(env, "OTEL_BSP_MAX_QUEUE_SIZE", size.to_string(), &[]);
+    }
+    Ok(())
+}
+
+fn headers_of(map: &BTreeMap<String, Text>) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(k, Text(v))| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The file's `headers` go with the file's `endpoint` only; the environment's win.
+fn merge_headers(
+    ctx: &mut Ctx,
+    path: &str,
+    destination: Option<&mut OtlpDestination>,
+    file_endpoint_used: bool,
+    headers: Option<&BTreeMap<String, Text>>,
+) {
+    let Some(headers) = headers.filter(|h| !h.is_empty()) else {
+        return;
+    };
+    match destination {
+        Some(dest) if file_endpoint_used => {
+            for (key, value) in headers_of(headers) {
+                if !dest
+                    .headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case(&key))
+                {
+                    dest.headers.push((key, value));
+                }
+            }
+        }
+        _ => ctx.warn(
+            &child(path, "headers"),
+            "not sent: they belong to the file's endpoint, which is not used",
+        ),
+    }
+}
+
+fn destination_of(signal: Signal, raw: &RawDestination) -> OtlpDestination {
+    let protocol = raw
+        .protocol
+        .and_then(|p| p.0)
+        .unwrap_or(Protocol::HttpProtobuf);
+    OtlpDestination {
+        signal,
+        protocol,
+        endpoint: signal_url(&raw.endpoint.0, protocol, signal),
+        headers: headers_of(&raw.headers),
+        timeout: raw.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
+        gzip: raw.compression.is_some_and(|c| c.0),
+    }
+}
+
+/// Appends the file's `endpoints` (unless the signal is off), dropping duplicates.
+fn add_destinations(
+    ctx: &mut Ctx,
+    path: &str,
+    list: &mut Vec<OtlpDestination>,
+    signal: Signal,
+    raw: Option<&Vec<RawDestination>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (i, entry) in raw.into_iter().flatten().enumerate() {
+        let at = format!("{path}.endpoints[{i}]");
+        if entry.endpoint.0.is_empty() {
+            return Err(ctx.err(
+                child(&at, "endpoint"),
+                "empty (expected e.g. http://collector:4318)",
+            ));
+        }
+        let destination = destination_of(signal, entry);
+        if signal_disabled(env, signal) {
+            ctx.warn(
+                &at,
+                "not used: export of this signal is turned off by the environment",
+            );
+        } else if list
+            .iter()
+            .any(|d| d.endpoint == destination.endpoint && d.protocol == destination.protocol)
+        {
+            ctx.warn(&at, "not used: the same endpoint is already a destination");
+        } else {
+            list.push(destination);
+        }
+    }
+    Ok(())
+}
+
+struct ExportInputs {
+    traces: Option<RawExport>,
+    metrics: Option<RawExport>,
+    service_name: Option<Text>,
+}
+
+fn export_settings(
+    ctx: &mut Ctx,
+    inputs: ExportInputs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ExportSettings, ConfigError> {
+    let traces = inputs.traces.unwrap_or_default();
+    let metrics = inputs.metrics.unwrap_or_default();
+    let mut overlay = Overlay::default();
+    let traces_from_file = offer_endpoint(&mut overlay, env, Signal::Traces, &traces);
+    let metrics_from_file = offer_endpoint(&mut overlay, env, Signal::Metrics, &metrics);
+    if let Some(sampler) = &traces.sampler {
+        offer_sampler(ctx, &mut overlay, env, sampler)?;
+    }
+    offer_batching(ctx, &mut overlay, env, &traces)?;
+    if let Some(GoDuration(interval)) = metrics.interval.filter(|i| !i.0.is_zero()) {
+        overlay.offer(
+            env,
+            "OTEL_METRIC_EXPORT_INTERVAL",
+            interval.as_millis().to_string(),
+            &[],
+        );
+    }
+    if let Some(name) = non_empty(inputs.service_name) {
+        let named_by_env =
+            env_value(env, "OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.contains("service.name="));
+        if !named_by_env {
+            overlay.offer(env, "OTEL_SERVICE_NAME", name, &[]);
+        }
+    }
+    let mut export = ExportSettings::from_env(&|var: &str| overlay.lookup(env, var))
+        .map_err(ConfigError::Env)?;
+    let (t, m) = (traces.headers.as_ref(), metrics.headers.as_ref());
+    merge_headers(
+        ctx,
+        "otel_traces_export",
+        export.traces.first_mut(),
+        traces_from_file,
+        t,
+    );
+    merge_headers(
+        ctx,
+        "otel_metrics_export",
+        export.metrics.first_mut(),
+        metrics_from_file,
+        m,
+    );
+    add_destinations(
+        ctx,
+        "otel_traces_export",
+        &mut export.traces,
+        Signal::Traces,
+        traces.endpoints.as_ref(),
+        env,
+    )?;
+    add_destinations(
+        ctx,
+        "otel_metrics_export",
+        &mut export.metrics,
+        Signal::Metrics,
+        metrics.endpoints.as_ref(),
+        env,
+    )?;
+    if let Some(text) = env_value(env, "OTEL_EBPF_METRICS_INTERVAL") {
+        let interval = parse_go_duration(&text)
+            .map_err(|e| ConfigError::Env(format!("OTEL_EBPF_METRICS_INTERVAL: {e}")))?;
+        if !interval.is_zero() {
+            export.metric_export_interval = interval.max(Duration::from_millis(100));
+        }
+    }
+    Ok(export)
+}
+
+// ───────────────────────────── prometheus, printer, routes ─────────────────────────────
+
+fn prometheus_settings(
+    ctx: &Ctx,
+    raw: Option<RawPrometheus>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<PrometheusSettings>, ConfigError> {
+    let mut overlay = Overlay::default();
+    if let Some(raw) = raw {
+        if let Some(PromPort(Some(port))) = raw.port {
+            overlay.offer(env, "OTEL_EBPF_PROMETHEUS_PORT", port.to_string(), &[]);
+        }
+        if let Some(path) = non_empty(raw.path) {
+            if !path.starts_with('/') {
+                return Err(ctx.err(
+                    "prometheus_export.path",
+                    format!("{path:?} must start with / (expected e.g. /metrics)"),
+                ));
+            }
+            overlay.offer(env, "OTEL_EBPF_PROMETHEUS_PATH", path, &[]);
+        }
+    }
+    PrometheusSettings::from_env(&|var: &str| overlay.lookup(env, var)).map_err(ConfigError::Env)
+}
+
+/// OBI's printer names; `json_indent` prints compact JSON, `counter` is refused.
+fn parse_printer(value: &str) -> Result<(PrinterFormat, Option<&'static str>), String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "json_indent" => Ok((
+            PrinterFormat::Json,
+            Some("json_indent prints compact JSON (json) in zerotrace"),
+        )),
+        "counter" => {
+            Err("not supported by zerotrace: counter (expected text, json or disabled)".into())
+        }
+        other => PrinterFormat::parse(other).map(|f| (f, None)),
+    }
+}
+
+fn trace_printer(
+    ctx: &mut Ctx,
+    raw: Option<Text>,
+    env: &dyn Fn(&str) -> Option<String>,
+    anything_exported: bool,
+) -> Result<PrinterFormat, ConfigError> {
+    let (format, note) = if let Some(value) = env_value(env, "OTEL_EBPF_TRACE_PRINTER") {
+        parse_printer(&value)
+            .map_err(|e| ConfigError::Env(format!("OTEL_EBPF_TRACE_PRINTER={value:?}: {e}")))?
+    } else if let Some(Text(value)) = raw {
+        parse_printer(&value).map_err(|e| ctx.err("trace_printer", format!("{value:?}: {e}")))?
+    } else if anything_exported {
+        // With an exporter the printer is opt-in, as in OBI.
+        (PrinterFormat::Disabled, None)
+    } else {
+        (PrinterFormat::Text, None)
+    };
+    if let Some(note) = note {
+        ctx.warn("trace_printer", note);
+    }
+    Ok(format)
+}
+
+/// Compiles the routes once so a bad pattern is reported now, with its key.
+fn checked_routes(ctx: &Ctx, routes: Option<RouteSettings>) -> Result<RouteSettings, ConfigError> {
+    let routes = routes.unwrap_or_default();
+    if let Err(e) = RouteMatcher::new(&routes) {
+        // RouteMatcher names the key first: `patterns[2] "/x{": ...` or `wildcard_char: ...`.
+        let (key, rest) = e.split_once(' ').unwrap_or((e.as_str(), ""));
+        return Err(ctx.err(format!("routes.{}", key.trim_end_matches(':')), rest.trim()));
+    }
+    Ok(routes)
+}
+
+// ───────────────────────────── loading ─────────────────────────────
+
+/// The configuration the agent runs with: the file, overridden by the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffectiveConfig {
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+    /// Instrument entries in order of preference (the environment's last).
+    pub instrument: Vec<Selector>,
+    /// Exclusions, the default ones last (`origin` starts with `discovery.default_exclude`).
+    pub exclude: Vec<Selector>,
+    pub routes: RouteSettings,
+    pub trace_printer: PrinterFormat,
+    /// OTLP destinations (fan-out: several per signal) and the SDK settings.
+    pub export: ExportSettings,
+    pub prometheus: Option<PrometheusSettings>,
+    /// Keys accepted but ignored, entries skipped: to log at startup.
+    pub warnings: Vec<String>,
+}
+
+impl EffectiveConfig {
+    /// Whether to instrument a process, and the entry (name, namespace) it matched.
+    pub fn decide(&self, p: &ProcessFacts) -> Option<&Selector> {
+        decide(&self.instrument, &self.exclude, p)
+    }
+}
+
+/// `--config PATH` if given, else `OTEL_EBPF_CONFIG_PATH`.
+pub fn config_path(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf)
+        .or_else(|| env_value(env, "OTEL_EBPF_CONFIG_PATH").map(PathBuf::from))
+}
+
+/// Reads the file (if any) and the environment into the effective configuration.
+pub fn load(
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<EffectiveConfig, ConfigError> {
+    let Some(path) = file else {
+        return build(None, "", None, env);
+    };
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        file: label.clone(),
+        reason: e.to_string(),
+    })?;
+    build(Some(&text), &label, Some(path.to_path_buf()), env)
+}
+
+/// Like [`load`], for file contents already read (e.g. handed over by the loader).
+pub fn load_str(
+    yaml: &str,
+    label: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<EffectiveConfig, ConfigError> {
+    build(Some(yaml), label, Some(PathBuf::from(label)), env)
+}
+
+fn is_blank_yaml(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#') || l == "---")
+}
+
+fn parse_file(text: &str, file: &str) -> Result<RawFile, ConfigError> {
+    if is_blank_yaml(text) {
+        return Ok(RawFile::default());
+    }
+    let mut key_path = None;
+    let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            key_path = Some(e.path().to_string());
+            e.into_inner()
+        })
+    });
+    parsed.map_err(|e| yaml_error(file, key_path, &e))
+}
+
+/// `path: message (line L, column C)`, without the source snippet.
+fn yaml_error(file: &str, key_path: Option<String>, error: &serde_saphyr::Error) -> ConfigError {
+    let mut message = error.without_snippet().to_string();
+    if let Some(at) = error.location() {
+        let suffix = format!(" at line {}, column {}", at.line(), at.column());
+        let bare = message.strip_suffix(&suffix).unwrap_or(&message).to_owned();
+        message = format!("{bare} (line {}, column {})", at.line(), at.column());
+    }
+    let mut message = message.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    if message.starts_with("invalid boolean") {
+        message = message.replacen(
+            "invalid boolean",
+            "invalid boolean (expected true or false)",
+            1,
+        );
+    }
+    match key_path.filter(|p| p != "." && p != "?") {
+        Some(path) => ConfigError::Key {
+            file: file.to_owned(),
+            path,
+            message,
+        },
+        None => ConfigError::Syntax {
+            file: file.to_owned(),
+            message,
+        },
+    }
+}
+
+fn build(
+    text: Option<&str>,
+    label: &str,
+    file: Option<PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<EffectiveConfig, ConfigError> {
+    let mut ctx = Ctx {
+        file: label.to_owned(),
+        warnings: Vec::new(),
+    };
+    let raw = match text {
+        Some(text) => parse_file(text, label)?,
+        None => RawFile::default(),
+    };
+    vet_file(&mut ctx, &raw)?;
+    let routes = checked_routes(&ctx, raw.routes)?;
+    let env_selector = env_selector(env, raw.open_port, raw.executable_path)?;
+    let (instrument, exclude) = selectors(&mut ctx, raw.discovery, env_selector)?;
+    let inputs = ExportInputs {
+        traces: raw.otel_traces_export,
+        metrics: raw.otel_metrics_export,
+        service_name: raw.service_name,
+    };
+    let export = export_settings(&mut ctx, inputs, env)?;
+    let prometheus = prometheus_settings(&ctx, raw.prometheus_export, env)?;
+    let exported = !export.traces.is_empty() || !export.metrics.is_empty() || prometheus.is_some();
+    let trace_printer = trace_printer(&mut ctx, raw.trace_printer, env, exported)?;
+    Ok(EffectiveConfig {
+        file,
+        instrument,
+        exclude,
+        routes,
+        trace_printer,
+        export,
+        prometheus,
+        warnings: ctx.warnings,
+    })
+}
+
+// ───────────────────────────── --print-config ─────────────────────────────
+
+#[derive(Serialize)]
+struct YamlOut {
+    discovery: DiscoveryOut,
+    routes: RoutesOut,
+    trace_printer: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_name: Option<String>,
+    otel_traces_export: TracesOut,
+    otel_metrics_export: MetricsOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prometheus_export: Option<PrometheusOut>,
+}
+
+#[derive(Serialize)]
+struct DiscoveryOut {
+    instrument: Vec<SelectorOut>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    exclude_instrument: Vec<SelectorOut>,
+    default_exclude_instrument: Vec<SelectorOut>,
+}
+
+#[derive(Serialize)]
+struct SelectorOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_ports: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exe_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exe_path_regexp: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    containers_only: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    target_pids: Vec<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RoutesOut {
+    patterns: Vec<String>,
+    ignored_patterns: Vec<String>,
+    ignore_mode: &'static str,
+    unmatched: &'static str,
+    wildcard_char: String,
+    max_path_segment_cardinality: usize,
+}
+
+#[derive(Serialize)]
+struct SamplerOut {
+    name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arg: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TracesOut {
+    sampler: SamplerOut,
+    batch_max_size: usize,
+    batch_timeout: String,
+    queue_size: usize,
+    endpoints: Vec<DestinationOut>,
+}
+
+#[derive(Serialize)]
+struct MetricsOut {
+    interval: String,
+    endpoints: Vec<DestinationOut>,
+}
+
+#[derive(Serialize)]
+struct DestinationOut {
+    endpoint: String,
+    protocol: &'static str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    headers: BTreeMap<String, String>,
+    timeout: String,
+    compression: &'static str,
+}
+
+#[derive(Serialize)]
+struct PrometheusOut {
+    port: u16,
+    path: String,
+}
+
+fn selector_out(s: &Selector) -> SelectorOut {
+    let (exe_path, exe_path_regexp) = match &s.exe_path {
+        Some(ExePattern::Glob(g)) => (Some(g.as_str().to_owned()), None),
+        Some(ExePattern::Regex(r)) => (None, Some(r.as_str().to_owned())),
+        None => (None, None),
+    };
+    SelectorOut {
+        open_ports: s.open_ports.as_ref().map(ToString::to_string),
+        exe_path,
+        exe_path_regexp,
+        containers_only: s.containers_only,
+        target_pids: s.target_pids.clone(),
+        name: s.name.clone(),
+        namespace: s.namespace.clone(),
+    }
+}
+
+/// Hides the password of `scheme://user:password@host/...`.
+fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!(
+                "{scheme}://{user}:{REDACTED}@{host}{}",
+                &rest[authority_end..]
+            )
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn destination_out(d: &OtlpDestination) -> DestinationOut {
+    DestinationOut {
+        endpoint: mask_url(&d.endpoint),
+        protocol: d.protocol.as_str(),
+        headers: d
+            .headers
+            .iter()
+            .map(|(k, _)| (k.clone(), REDACTED.to_owned()))
+            .collect(),
+        timeout: format_duration(d.timeout),
+        compression: if d.gzip { "gzip" } else { "none" },
+    }
+}
+
+fn sampler_out(sampler: SamplerSetting) -> SamplerOut {
+    let (name, ratio) = match sampler {
+        SamplerSetting::AlwaysOn => ("always_on", None),
+        SamplerSetting::AlwaysOff => ("always_off", None),
+        SamplerSetting::TraceIdRatio(r) => ("traceidratio", Some(r)),
+        SamplerSetting::ParentBasedAlwaysOn => ("parentbased_always_on", None),
+        SamplerSetting::ParentBasedAlwaysOff => ("parentbased_always_off", None),
+        SamplerSetting::ParentBasedTraceIdRatio(r) => ("parentbased_traceidratio", Some(r)),
+    };
+    SamplerOut {
+        name,
+        arg: ratio.map(|r| r.to_string()),
+    }
+}
+
+fn printer_name(format: PrinterFormat) -> &'static str {
+    match format {
+        PrinterFormat::Disabled => "disabled",
+        PrinterFormat::Text => "text",
+        PrinterFormat::Json => "json",
+    }
+}
+
+impl EffectiveConfig {
+    fn yaml_out(&self) -> YamlOut {
+        let (defaults, excludes): (Vec<&Selector>, Vec<&Selector>) = self
+            .exclude
+            .iter()
+            .partition(|s| s.origin.starts_with("discovery.default_exclude"));
+        let export = &self.export;
+        YamlOut {
+            discovery: DiscoveryOut {
+                instrument: self.instrument.iter().map(selector_out).collect(),
+                exclude_instrument: excludes.into_iter().map(selector_out).collect(),
+                default_exclude_instrument: defaults.into_iter().map(selector_out).collect(),
+            },
+            routes: RoutesOut {
+                patterns: self.routes.patterns.clone(),
+                ignored_patterns: self.routes.ignored_patterns.clone(),
+                ignore_mode: self.routes.ignore_mode.as_str(),
+                unmatched: self.routes.unmatched.as_str(),
+                wildcard_char: self.routes.wildcard_char.clone(),
+                max_path_segment_cardinality: self.routes.max_path_segment_cardinality,
+            },
+            trace_printer: printer_name(self.trace_printer),
+            service_name: export.service_name.clone(),
+            otel_traces_export: TracesOut {
+                sampler: sampler_out(export.sampler),
+                batch_max_size: export.batch.max_export_batch_size,
+                batch_timeout: format_duration(export.batch.schedule_delay),
+                queue_size: export.batch.max_queue_size,
+                endpoints: export.traces.iter().map(destination_out).collect(),
+            },
+            otel_metrics_export: MetricsOut {
+                interval: format_duration(export.metric_export_interval),
+                endpoints: export.metrics.iter().map(destination_out).collect(),
+            },
+            prometheus_export: self.prometheus.as_ref().map(|p| PrometheusOut {
+                port: p.port,
+                path: p.path.clone(),
+            }),
+        }
+    }
+
+    /// The effective configuration as YAML (`zerotrace run --print-config`):
+    /// a file zerotrace accepts, with header values and URL passwords
+    /// redacted, warnings and environment-only settings as comments.
+    pub fn to_yaml(&self) -> String {
+        let source = match &self.file {
+            Some(file) => format!("{}, overridden by the environment", file.display()),
+            None => "the environment (no configuration file)".into(),
+        };
+        let mut out = format!("# zerotrace effective configuration, from {source}\n");
+        for warning in &self.warnings {
+            out.push_str(&format!("# warning: {warning}\n"));
+        }
+        match serde_saphyr::to_string(&self.yaml_out()) {
+            Ok(yaml) => out.push_str(&yaml),
+            Err(e) => out.push_str(&format!("# cannot render the configuration: {e}\n")),
+        }
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&self.environment_only_comments());
+        out
+    }
+
+    fn environment_only_comments(&self) -> String {
+        let export = &self.export;
+        let attributes: Vec<String> = export
+            .resource_attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let temporality = match export.temporality {
+            crate::otel::settings::Temporality::Cumulative => "cumulative",
+            crate::otel::settings::Temporality::Delta => "delta",
+        };
+        let mut out = String::from("# from the environment only:\n");
+        out.push_str(&format!("#   metrics temporality: {temporality}\n"));
+        if !attributes.is_empty() {
+            out.push_str(&format!(
+                "#   resource attributes: {}\n",
+                attributes.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |key| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    fn load_yaml(yaml: &str, env: &[(&str, &str)]) -> Result<EffectiveConfig, ConfigError> {
+        load_str(yaml, "zerotrace.yaml", &env_of(env))
+    }
+
+    fn ok(yaml: &str, env: &[(&str, &str)]) -> EffectiveConfig {
+        load_yaml(yaml, env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn err(yaml: &str, env: &[(&str, &str)]) -> String {
+        match load_yaml(yaml, env) {
+            Ok(config) => panic!("accepted: {config:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn facts(pid: u32, exe: &str, ports: &[u16], container: bool) -> ProcessFacts {
+        ProcessFacts {
+            pid,
+            exe_path: Some(exe.to_owned()),
+            comm: exe.rsplit('/').next().unwrap_or_default().to_owned(),
+            open_ports: ports.to_vec(),
+            container_id: container.then(|| "a".repeat(64)),
+        }
+    }
+
+    const OBI_EXAMPLE: &str = "\
+discovery:
+  instrument:
+    - open_ports: 8080
+    - exe_path: /usr/local/bin/checkout*
+      containers_only: true
+      name: checkout
+      namespace: shop
+otel_traces_export:
+  endpoint: http://localhost:4318
+prometheus_export:
+  port: 8999
+  path: /metrics
+";
+
+    #[test]
+    fn obi_example_file() {
+        let config = ok(OBI_EXAMPLE, &[]);
+        assert_eq!(config.instrument.len(), 2);
+        let first = &config.instrument[0];
+        assert_eq!(first.origin, "discovery.instrument[0]");
+        assert!(first.open_ports.as_ref().is_some_and(|p| p.contains(8080)));
+        let second = &config.instrument[1];
+        assert!(second.containers_only);
+        assert_eq!(second.name.as_deref(), Some("checkout"));
+        assert_eq!(second.namespace.as_deref(), Some("shop"));
+        assert_eq!(config.export.traces.len(), 1);
+        assert_eq!(
+            config.export.traces[0].endpoint,
+            "http://localhost:4318/v1/traces"
+        );
+        assert!(config.export.metrics.is_empty());
+        assert_eq!(
+            config.prometheus,
+            Some(PrometheusSettings {
+                port: 8999,
+                path: "/metrics".into()
+            })
+        );
+        // An exporter is on, so the printer is opt-in.
+        assert_eq!(config.trace_printer, PrinterFormat::Disabled);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+        let server = facts(10, "/usr/local/bin/checkout-api", &[9000], true);
+        assert_eq!(
+            config.decide(&server).and_then(|s| s.name.as_deref()),
+            Some("checkout")
+        );
+        let outside = facts(11, "/usr/local/bin/checkout-api", &[9000], false);
+        assert!(config.decide(&outside).is_none());
+        let by_port = facts(12, "/usr/bin/python3", &[8080], false);
+        assert_eq!(
+            config.decide(&by_port).map(|s| s.origin.as_str()),
+            Some("discovery.instrument[0]")
+        );
+    }
+
+    #[test]
+    fn every_selector_key_is_read() {
+        let config = ok(
+            "discovery:
+  instrument:
+    - open_ports: 80,443,8000-8999
+      exe_path: '{/usr/sbin/nginx,/opt/*/bin/?pp}'
+      containers_only: true
+      target_pids: [1, 2]
+      name: web
+      namespace: edge
+    - open_ports: [5678, 9000]
+    - target_pids: 42
+    - exe_path_regexp: python3?$
+  exclude_instrument:
+    - exe_path: '*prometheus*'
+  default_exclude_instrument: []
+",
+            &[],
+        );
+        let s = &config.instrument[0];
+        assert_eq!(
+            s.open_ports.as_ref().map(ToString::to_string).as_deref(),
+            Some("80,443,8000-8999")
+        );
+        assert_eq!(
+            s.exe_path.as_ref().map(ExePattern::as_str),
+            Some("{/usr/sbin/nginx,/opt/*/bin/?pp}")
+        );
+        assert!(s.containers_only);
+        assert_eq!(s.target_pids, vec![1, 2]);
+        let ports = config.instrument[1].open_ports.as_ref();
+        assert!(ports.is_some_and(|p| p.contains(5678) && p.contains(9000) && !p.contains(5679)));
+        assert_eq!(config.instrument[2].target_pids, vec![42]);
+        assert!(matches!(
+            config.instrument[3].exe_path,
+            Some(ExePattern::Regex(_))
+        ));
+        assert_eq!(
+            config.exclude.len(),
+            1,
+            "[] turns the default exclusion off"
+        );
+        assert_eq!(config.exclude[0].origin, "discovery.exclude_instrument[0]");
+    }
+
+    #[test]
+    fn every_export_and_top_level_key_is_read() {
+        let config = ok(
+            "open_port: '80, 443'
+service_name: shop
+trace_printer: disabled
+metrics:
+  features: [application]
+  instrumentations: ['*']
+routes:
+  patterns: ['/a/{id}']
+  ignored_patterns: [/health]
+  ignore_mode: metrics
+  unmatched: low-cardinality
+  wildcard_char: '#'
+  max_path_segment_cardinality: 3
+otel_traces_export:
+  endpoint: http://t:4318
+  protocol: http/protobuf
+  sampler: {name: parentbased_traceidratio, arg: 0.2}
+  batch_max_size: 100
+  batch_timeout: 250ms
+  queue_size: 1000
+  insecure_skip_verify: false
+  instrumentations: [http]
+otel_metrics_export:
+  endpoint: http://m:4318/custom
+  protocol: http/json
+  headers: {X-Team: blue}
+  interval: 1m
+  features: '*'
+prometheus_export:
+  port: 9464
+  path: /prom
+  features: [application]
+  instrumentations: [http]
+",
+            &[],
+        );
+        let ports = config.instrument[0].open_ports.as_ref();
+        assert!(ports.is_some_and(|p| p.contains(80) && p.contains(443)));
+        assert_eq!(config.instrument[0].origin, "open_port");
+        assert_eq!(config.export.service_name.as_deref(), Some("shop"));
+        assert_eq!(config.trace_printer, PrinterFormat::Disabled);
+        assert_eq!(config.routes.wildcard_char, "#");
+        assert_eq!(config.routes.max_path_segment_cardinality, 3);
+        assert_eq!(config.routes.unmatched.as_str(), "low-cardinality");
+        assert_eq!(
+            config.export.sampler,
+            SamplerSetting::ParentBasedTraceIdRatio(0.2)
+        );
+        let batch = config.export.batch;
+        assert_eq!(batch.max_export_batch_size, 100);
+        assert_eq!(batch.schedule_delay, Duration::from_millis(250));
+        assert_eq!(batch.max_queue_size, 1000);
+        let metrics = &config.export.metrics[0];
+        assert_eq!(metrics.endpoint, "http://m:4318/custom/v1/metrics");
+        assert_eq!(metrics.protocol, Protocol::HttpJson);
+        assert_eq!(
+            metrics.headers,
+            vec![("X-Team".to_string(), "blue".to_string())]
+        );
+        assert_eq!(
+            config.export.metric_export_interval,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            config.prometheus,
+            Some(PrometheusSettings {
+                port: 9464,
+                path: "/prom".into()
+            })
+        );
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        for (value, format) in [("text", PrinterFormat::Text), ("json", PrinterFormat::Json)] {
+            let config = ok(&format!("open_port: 80\ntrace_printer: {value}\n"), &[]);
+            assert_eq!(config.trace_printer, format);
+        }
+        let off = ok("open_port: 80\nprometheus_export:\n  port: 0\n", &[]);
+        assert_eq!(off.prometheus, None, "port 0 is OBI's off");
+    }
+
+    #[test]
+    fn selector_logic_and_or_ranges_exclude() {
+        let config = ok(
+            "discovery:
+  instrument:
+    - open_ports: 8000-8999
+      exe_path: '*/python3*'
+    - open_ports: 443
+  exclude_instrument:
+    - open_ports: 8500-8599
+    - exe_path: '*/debug-*'
+",
+            &[],
+        );
+        // AND within an entry: port range and exe glob.
+        assert!(config
+            .decide(&facts(1, "/usr/bin/python3.11", &[8000], false))
+            .is_some());
+        assert!(config
+            .decide(&facts(2, "/usr/bin/python3.11", &[8999], false))
+            .is_some());
+        assert!(config
+            .decide(&facts(3, "/usr/bin/python3.11", &[9000], false))
+            .is_none());
+        assert!(config
+            .decide(&facts(4, "/usr/bin/node", &[8000], false))
+            .is_none());
+        // OR across entries.
+        let second = config.decide(&facts(5, "/usr/bin/node", &[22, 443], false));
+        assert_eq!(
+            second.map(|s| s.origin.as_str()),
+            Some("discovery.instrument[1]")
+        );
+        // Exclusions win.
+        assert!(config
+            .decide(&facts(6, "/usr/bin/python3", &[8550], false))
+            .is_none());
+        assert!(config
+            .decide(&facts(7, "/opt/debug-server", &[443], false))
+            .is_none());
+        // Default exclusion: other agents.
+        assert!(config
+            .decide(&facts(8, "/usr/bin/otelcol-contrib", &[443], false))
+            .is_none());
+        // Unknown executable: an exe criterion cannot match.
+        let mut unknown = facts(9, "/x", &[8000], false);
+        unknown.exe_path = None;
+        assert!(config.decide(&unknown).is_none());
+        unknown.open_ports = vec![443];
+        assert!(config.decide(&unknown).is_some());
+    }
+
+    #[test]
+    fn entries_without_criteria_match_nothing() {
+        let empty = Selector {
+            origin: "x".into(),
+            name: None,
+            namespace: None,
+            open_ports: None,
+            exe_path: None,
+            containers_only: true,
+            target_pids: Vec::new(),
+        };
+        assert!(!empty.matches(&facts(1, "/bin/a", &[80], true)));
+        assert!(decide(&[empty], &[], &facts(1, "/bin/a", &[80], true)).is_none());
+        let message = err(
+            "discovery:\n  instrument:\n    - containers_only: true\n",
+            &[],
+        );
+        assert!(
+            message.contains("discovery.instrument[0]")
+                && message.contains("no selection criteria"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn globs_follow_obi_syntax() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("*", "/usr/bin/anything", true),
+            ("/usr/bin/*", "/usr/bin/nginx", true),
+            ("/usr/bin/*", "/usr/sbin/nginx", false),
+            ("*nginx", "/usr/sbin/nginx", true),
+            ("nginx", "/usr/sbin/nginx", false),
+            ("/bin/?ython", "/bin/python", true),
+            ("/bin/[pj]ava", "/bin/java", true),
+            ("/bin/[!pj]ava", "/bin/java", false),
+            ("/bin/[a-c]x", "/bin/bx", true),
+            ("*otelcol-contrib[!/]*", "/bin/otelcol-contrib2", true),
+            ("*otelcol-contrib[!/]*", "/bin/otelcol-contrib/x", false),
+            ("{*beyla,*obi}", "/opt/obi", true),
+            ("{*beyla,*obi}", "/opt/nginx", false),
+            ("/a/{b,c{d,e}}", "/a/ce", true),
+            ("/a\\*b", "/a*b", true),
+            ("/a\\*b", "/axb", false),
+            ("/a.b", "/axb", false),
+        ];
+        for (pattern, text, expected) in cases {
+            let glob = Glob::new(pattern).unwrap_or_else(|e| panic!("{pattern}: {e}"));
+            assert_eq!(glob.matches(text), *expected, "{pattern} vs {text}");
+        }
+        for bad in ["/bin/[abc", "{a,b", "a\\", "[]", "[z-a]"] {
+            assert!(Glob::new(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_value() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "discovery:\n  instrument:\n    - open_ports: 8080\n    - open_ports: 80,http\n",
+                &["discovery.instrument[1].open_ports", "\"80,http\" is not a port list", PORT_HINT, "line 4"],
+            ),
+            ("discovery:\n  instrument:\n    - open_ports: 70000\n", &["discovery.instrument[0].open_ports", "70000"]),
+            ("discovery:\n  instrument:\n    - open_ports: 9-3\n", &["open_ports", "range start is above its end"]),
+            (
+                "discovery:\n  instrument:\n    - exe_path: '/bin/[abc'\n",
+                &["discovery.instrument[0].exe_path", "\"/bin/[abc\" is not a valid glob", "no closing ]"],
+            ),
+            (
+                "discovery:\n  services:\n    - exe_path: '(nginx'\n",
+                &["discovery.services[0].exe_path", "not a valid regular expression"],
+            ),
+            (
+                "discovery:\n  instrument:\n    - open_ports: 80\n      containers_only: maybe\n",
+                &["discovery.instrument[0].containers_only", "expected true or false"],
+            ),
+            ("otel_traces_export:\n  endpoint: collector:4317\n", &["otel_traces_export.endpoint", "collector:4317"]),
+            ("otel_traces_export:\n  protocol: udp\n", &["otel_traces_export.protocol", "\"udp\""]),
+            ("otel_metrics_export:\n  interval: soon\n", &["otel_metrics_export.interval", "\"soon\"", DURATION_HINT]),
+            ("otel_traces_export:\n  sampler:\n    name: sometimes\n", &["otel_traces_export.sampler.name", "sometimes"]),
+            ("otel_traces_export:\n  sampler:\n    arg: 2\n", &["otel_traces_export.sampler.arg", "\"2\""]),
+            ("otel_traces_export:\n  batch_max_size: 0\n", &["otel_traces_export.batch_max_size"]),
+            ("prometheus_export:\n  port: 80\n", &["prometheus_export.port", "80", "CAP_NET_BIND_SERVICE"]),
+            ("prometheus_export:\n  port: http\n", &["prometheus_export.port", "\"http\""]),
+            ("prometheus_export:\n  port: 9400\n  path: metrics\n", &["prometheus_export.path", "must start with /"]),
+            ("trace_printer: fancy\n", &["trace_printer", "fancy"]),
+            ("trace_printer: counter\n", &["trace_printer", "not supported by zerotrace"]),
+            ("routes:\n  patterns: ['/users/{id']\n", &["routes.patterns[0]", "/users/{id"]),
+            ("routes:\n  unmatched: sometimes\n", &["routes.unmatched", "sometimes"]),
+            (
+                "otel_traces_export:\n  endpoints:\n    - protocol: grpc\n",
+                &["otel_traces_export.endpoints[0]", "endpoint"],
+            ),
+            (
+                "otel_traces_export:\n  endpoints:\n    - endpoint: http://a:4318\n      compression: zstd\n",
+                &["otel_traces_export.endpoints[0].compression", "zstd"],
+            ),
+        ];
+        for (yaml, needles) in cases {
+            let yaml = format!("{yaml}open_port: 8080\n");
+            let message = err(&yaml, &[]);
+            assert!(message.starts_with("zerotrace.yaml: "), "{message}");
+            for needle in *needles {
+                assert!(message.contains(needle), "{needle:?} not in {message:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_hints() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "discovery:\n  instrument:\n    - open_port: 80\n",
+                "discovery.instrument[0].open_port",
+                "did you mean open_ports?",
+            ),
+            (
+                "discovery:\n  instrumnet: []\n",
+                "discovery.instrumnet",
+                "did you mean instrument?",
+            ),
+            (
+                "otel_traces_export:\n  endpiont: http://a\n",
+                "otel_traces_export.endpiont",
+                "did you mean endpoint?",
+            ),
+            (
+                "otel_metrics_export:\n  batch_max_size: 5\n",
+                "otel_metrics_export.batch_max_size",
+                "unknown key",
+            ),
+            (
+                "otel_traces_export:\n  interval: 5s\n",
+                "otel_traces_export.interval",
+                "unknown key",
+            ),
+            (
+                "prometheus_export:\n  portt: 9400\n",
+                "prometheus_export.portt",
+                "did you mean port?",
+            ),
+            (
+                "frobnicate: true\n",
+                "frobnicate",
+                "expected one of: discovery",
+            ),
+            ("routes:\n  pattern: [/a]\n", "routes", "pattern"),
+        ];
+        for (yaml, path, hint) in cases {
+            let message = err(&format!("{yaml}open_port: 8080\n"), &[]);
+            assert!(
+                message.contains(path) && message.contains(hint),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn known_obi_keys_warn_or_refuse() {
+        let config = ok(
+            "log_level: DEBUG
+ebpf:
+  context_propagation: all
+  wakeup_len: 100
+network:
+  enable: true
+attributes:
+  kubernetes:
+    enable: true
+discovery:
+  poll_interval: 5s
+  exclude_otel_instrumented_services: true
+  instrument:
+    - open_ports: 8080
+    - k8s_namespace: frontend
+      open_ports: 9090
+otel_traces_export:
+  endpoint: http://a:4318
+  backoff_max_interval: 5s
+  instrumentations: [http, grpc]
+otel_metrics_export:
+  endpoint: http://a:4318
+  features: [application, network]
+  buckets:
+    duration_histogram: [0, 1]
+trace_printer: json_indent
+",
+            &[],
+        );
+        let warnings = config.warnings.join("\n");
+        for needle in [
+            "log_level: ignored",
+            "ebpf: ignored",
+            "network: ignored",
+            "attributes.kubernetes: ignored",
+            "discovery.poll_interval: ignored",
+            "discovery.exclude_otel_instrumented_services: ignored",
+            "discovery.instrument[1]: never matches (k8s_namespace",
+            "otel_traces_export.backoff_max_interval: ignored",
+            "otel_traces_export.instrumentations: [\"grpc\"] ignored",
+            "otel_metrics_export.features: [\"network\"] ignored",
+            "otel_metrics_export.buckets: ignored",
+            "trace_printer: json_indent",
+        ] {
+            assert!(warnings.contains(needle), "{needle:?} not in\n{warnings}");
+        }
+        assert_eq!(
+            config.instrument.len(),
+            1,
+            "the Kubernetes entry is skipped"
+        );
+        assert_eq!(config.trace_printer, PrinterFormat::Json);
+
+        let refused: &[(&str, &str)] = &[
+            ("filter:\n  application: {}\n", "filter"),
+            ("attributes:\n  select: {}\n", "attributes.select"),
+            ("discovery:\n  exclude_instrument:\n    - k8s_namespace: dev\n", "discovery.exclude_instrument[0].k8s_namespace"),
+            ("discovery:\n  instrument:\n    - open_ports: 80\n      exports: [traces]\n", "discovery.instrument[0].exports"),
+            ("discovery:\n  instrument:\n    - open_ports: 80\n      sampler: {name: always_off}\n", "discovery.instrument[0].sampler"),
+            ("discovery:\n  excluded_linux_system_paths: [/sbin/]\n", "discovery.excluded_linux_system_paths"),
+            ("otel_traces_export:\n  insecure_skip_verify: true\n", "otel_traces_export.insecure_skip_verify"),
+            ("otel_metrics_export:\n  features: [network]\n", "otel_metrics_export.features"),
+            ("prometheus_export:\n  instrumentations: [sql]\n", "prometheus_export.instrumentations"),
+            ("metrics:\n  endpoint: http://a:4318\n", "metrics.endpoint"),
+            ("target_pids: [1]\n", "target_pids"),
+        ];
+        for (yaml, path) in refused {
+            let message = err(&format!("{yaml}open_port: 8080\n"), &[]);
+            assert!(message.contains(path), "{path} not in {message}");
+            assert!(
+                message.contains("not supported by zerotrace")
+                    || message.contains("selects nothing"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_kubernetes_entries_leave_nothing_to_instrument() {
+        let message = err("discovery:\n  instrument:\n    - k8s_namespace: '*'\n", &[]);
+        assert!(message.contains("nothing to instrument"), "{message}");
+    }
+
+    #[test]
+    fn deprecated_services_form_uses_regexes() {
+        let config = ok(
+            "discovery:\n  services:\n    - exe_path: nginx$\n      open_ports: 80\n  exclude_services:\n    - exe_path_regexp: ^/opt/\n",
+            &[],
+        );
+        assert!(config
+            .decide(&facts(1, "/usr/sbin/nginx", &[80], false))
+            .is_some());
+        assert!(config
+            .decide(&facts(2, "/opt/nginx", &[80], false))
+            .is_none());
+        // With `instrument` present, `services` is ignored (as in OBI).
+        let config = ok(
+            "discovery:\n  instrument:\n    - open_ports: 81\n  services:\n    - open_ports: 80\n",
+            &[],
+        );
+        assert!(config.decide(&facts(1, "/a", &[80], false)).is_none());
+        assert!(config
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("discovery.services: ignored")));
+        let message = err(
+            "discovery:\n  instrument:\n    - exe_path: a\n      exe_path_regexp: b\n",
+            &[],
+        );
+        assert!(
+            message.contains("exe_path_regexp") && message.contains("not both"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn environment_selector_is_added_last() {
+        let config = ok(
+            "discovery:\n  instrument:\n    - open_ports: 80\n      name: front\n",
+            &[
+                ("OTEL_EBPF_OPEN_PORT", "8080,9000-9010"),
+                ("OTEL_EBPF_AUTO_TARGET_EXE", "*/java"),
+            ],
+        );
+        assert_eq!(config.instrument.len(), 2);
+        let env = &config.instrument[1];
+        assert_eq!(
+            env.origin,
+            "OTEL_EBPF_OPEN_PORT + OTEL_EBPF_AUTO_TARGET_EXE"
+        );
+        // Port AND executable, as in OBI.
+        assert!(config
+            .decide(&facts(1, "/usr/bin/java", &[9005], false))
+            .is_some());
+        assert!(config
+            .decide(&facts(2, "/usr/bin/node", &[9005], false))
+            .is_none());
+        // The file's entries come first (their names win).
+        let both = config.decide(&facts(3, "/usr/bin/java", &[80, 8080], false));
+        assert_eq!(both.and_then(|s| s.name.as_deref()), Some("front"));
+
+        let config = ok("", &[("OTEL_EBPF_OPEN_PORT", "8080")]);
+        assert_eq!(config.instrument.len(), 1);
+        assert_eq!(
+            config.trace_printer,
+            PrinterFormat::Text,
+            "printer by default without exporters"
+        );
+        let config = ok("", &[("OTEL_GO_AUTO_TARGET_EXE", "*/app")]);
+        assert!(config.decide(&facts(1, "/srv/app", &[], false)).is_some());
+        let config = ok("executable_path: 'ngin.$'\n", &[]);
+        assert!(config
+            .decide(&facts(1, "/usr/sbin/nginx", &[], false))
+            .is_some());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let yaml = "open_port: 8080
+trace_printer: json
+otel_traces_export:
+  endpoint: http://file:4318
+  protocol: http/json
+  headers:
+    Authorization: Bearer file
+  sampler: {name: traceidratio, arg: 0.5}
+  batch_timeout: 2s
+otel_metrics_export:
+  endpoint: http://file:4317
+  protocol: grpc
+  interval: 30s
+prometheus_export:
+  port: 9400
+";
+        let file_only = ok(yaml, &[]);
+        assert!(file_only.instrument[0]
+            .open_ports
+            .as_ref()
+            .is_some_and(|p| p.contains(8080)));
+        assert_eq!(file_only.trace_printer, PrinterFormat::Json);
+        let traces = &file_only.export.traces[0];
+        assert_eq!(traces.endpoint, "http://file:4318/v1/traces");
+        assert_eq!(traces.protocol, Protocol::HttpJson);
+        assert_eq!(
+            traces.headers,
+            vec![("Authorization".to_string(), "Bearer file".to_string())]
+        );
+        assert_eq!(file_only.export.sampler, SamplerSetting::TraceIdRatio(0.5));
+        assert_eq!(
+            file_only.export.batch.schedule_delay,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            file_only.export.metrics[0].endpoint, "http://file:4317",
+            "gRPC: as is"
+        );
+        assert_eq!(
+            file_only.export.metric_export_interval,
+            Duration::from_secs(30)
+        );
+        assert_eq!(file_only.prometheus.as_ref().map(|p| p.port), Some(9400));
+
+        let env = ok(
+            yaml,
+            &[
+                ("OTEL_EBPF_OPEN_PORT", "9000"),
+                ("OTEL_EBPF_TRACE_PRINTER", "text"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "X-Env=1"),
+                ("OTEL_TRACES_SAMPLER", "always_off"),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "5000"),
+                ("OTEL_EBPF_PROMETHEUS_PORT", "9500"),
+                ("OTEL_EBPF_PROMETHEUS_PATH", "/m"),
+            ],
+        );
+        let selector = &env.instrument[0];
+        assert!(selector
+            .open_ports
+            .as_ref()
+            .is_some_and(|p| p.contains(9000) && !p.contains(8080)));
+        assert_eq!(env.trace_printer, PrinterFormat::Text);
+        let traces = &env.export.traces[0];
+        // The file's protocol still applies (OBI keeps them separate)...
+        assert_eq!(traces.protocol, Protocol::HttpJson);
+        assert_eq!(traces.endpoint, "http://env:4318/v1/traces");
+        // ...but its headers do not follow the endpoint to another host.
+        assert_eq!(traces.headers, vec![("X-Env".to_string(), "1".to_string())]);
+        assert!(env
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("otel_traces_export.headers: not sent")));
+        assert_eq!(env.export.sampler, SamplerSetting::AlwaysOff);
+        assert_eq!(env.export.metric_export_interval, Duration::from_secs(5));
+        assert_eq!(
+            env.prometheus,
+            Some(PrometheusSettings {
+                port: 9500,
+                path: "/m".into()
+            })
+        );
+
+        // OBI's interval variable wins over the SDK's.
+        let interval = ok(
+            yaml,
+            &[
+                ("OTEL_EBPF_METRICS_INTERVAL", "1m"),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "5000"),
+            ],
+        );
+        assert_eq!(
+            interval.export.metric_export_interval,
+            Duration::from_secs(60)
+        );
+        // Environment headers apply to the file's endpoint and win on the same key.
+        let headers = ok(
+            yaml,
+            &[(
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "authorization=Bearer%20env",
+            )],
+        );
+        assert_eq!(
+            headers.export.traces[0].headers,
+            vec![("authorization".to_string(), "Bearer env".to_string())]
+        );
+    }
+
+    #[test]
+    fn bad_environment_values_name_the_variable() {
+        for (var, value) in [
+            ("OTEL_EBPF_OPEN_PORT", "80,http"),
+            ("OTEL_EBPF_AUTO_TARGET_EXE", "/bin/[x"),
+            ("OTEL_EBPF_TRACE_PRINTER", "fancy"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp"),
+            ("OTEL_EBPF_PROMETHEUS_PORT", "80"),
+            ("OTEL_EBPF_METRICS_INTERVAL", "often"),
+        ] {
+            let env = [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_EBPF_OPEN_PORT", "8080"),
+                (var, value),
+            ];
+            let env: Vec<(&str, &str)> = env.iter().rev().copied().collect();
+            let message = err("", &env);
+            assert!(
+                message.contains(var) && message.contains(value),
+                "{var}: {message}"
+            );
+        }
+        let message = err("", &[]);
+        assert!(
+            message.contains("nothing to instrument") && message.contains("OTEL_EBPF_OPEN_PORT"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn fan_out_to_several_destinations() {
+        let yaml = "open_port: 8080
+otel_traces_export:
+  endpoint: http://primary:4318/
+  endpoints:
+    - endpoint: https://backup.example/otlp
+      headers: {x-api-key: secret}
+      compression: gzip
+      timeout: 2500ms
+    - endpoint: http://tempo:4317
+      protocol: grpc
+    - endpoint: http://primary:4318/v1/traces
+otel_metrics_export:
+  endpoints:
+    - endpoint: http://mimir:4318
+";
+        let config = ok(yaml, &[]);
+        let traces: Vec<&str> = config
+            .export
+            .traces
+            .iter()
+            .map(|d| d.endpoint.as_str())
+            .collect();
+        assert_eq!(
+            traces,
+            [
+                "http://primary:4318/v1/traces",
+                "https://backup.example/otlp/v1/traces",
+                "http://tempo:4317"
+            ]
+        );
+        let backup = &config.export.traces[1];
+        assert!(backup.gzip && backup.timeout == Duration::from_millis(2500));
+        assert_eq!(
+            backup.headers,
+            vec![("x-api-key".to_string(), "secret".to_string())]
+        );
+        assert_eq!(config.export.traces[2].protocol, Protocol::Grpc);
+        assert!(config
+            .warnings
+            .iter()
+            .any(|w| w.contains("endpoints[2]: not used: the same endpoint")));
+        assert_eq!(config.export.metrics.len(), 1);
+        assert_eq!(
+            config.export.metrics[0].endpoint,
+            "http://mimir:4318/v1/metrics"
+        );
+        assert_eq!(config.export.metrics[0].signal, Signal::Metrics);
+
+        // An environment endpoint replaces the primary; the extra ones stay.
+        let config = ok(
+            yaml,
+            &[(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://env:4318/v1/traces",
+            )],
+        );
+        let traces: Vec<&str> = config
+            .export
+            .traces
+            .iter()
+            .map(|d| d.endpoint.as_str())
+            .collect();
+        assert_eq!(traces[0], "http://env:4318/v1/traces");
+        assert_eq!(traces.len(), 4);
+        // Turning a signal off in the environment turns all its destinations off.
+        let config = ok(yaml, &[("OTEL_TRACES_EXPORTER", "none")]);
+        assert!(config.export.traces.is_empty());
+        assert_eq!(config.export.metrics.len(), 1);
+        let config = ok(yaml, &[("OTEL_SDK_DISABLED", "true")]);
+        assert!(config.export.traces.is_empty() && config.export.metrics.is_empty());
+        assert_eq!(config.trace_printer, PrinterFormat::Text);
+    }
+
+    #[test]
+    fn durations_follow_go_syntax() {
+        for (text, expected) in [
+            ("0", Duration::ZERO),
+            ("500ms", Duration::from_millis(500)),
+            ("5s", Duration::from_secs(5)),
+            ("1m30s", Duration::from_secs(90)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("250us", Duration::from_micros(250)),
+            ("10ns", Duration::from_nanos(10)),
+        ] {
+            assert_eq!(parse_go_duration(text), Ok(expected), "{text}");
+        }
+        for bad in ["", "5", "5 s", "-1s", "s", "1d", "1..5s"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(format_duration(Duration::from_secs(60)), "60s");
+        assert_eq!(format_duration(Duration::from_millis(2500)), "2500ms");
+    }
+
+    #[test]
+    fn cgroup_formats_give_container_ids() {
+        let id = "3f2a9c0b7d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8";
+        let with_id = [
+            format!("0::/system.slice/docker-{id}.scope"),
+            format!("12:memory:/docker/{id}\n11:cpu,cpuacct:/docker/{id}\n1:name=systemd:/docker/{id}"),
+            format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b3c4d_5e6f_7a8b_9c0d_1e2f3a4b5c6d.slice/cri-containerd-{id}.scope"),
+            format!("11:devices:/kubepods/besteffort/pod1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d/{id}"),
+            format!("0::/kubepods.slice/kubepods-pod1.slice/crio-{id}.scope"),
+            format!("0::/machine.slice/libpod-{id}.scope"),
+            format!("0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{id}.scope/container"),
+            format!("5:pids:/\n4:cpuset:/ecs/task-1/{id}\n0::/"),
+        ];
+        for text in &with_id {
+            assert_eq!(
+                container_id_from_cgroup(text).as_deref(),
+                Some(id),
+                "{text}"
+            );
+        }
+        for text in [
+            "0::/user.slice/user-1000.slice/session-2.scope".to_string(),
+            "0::/system.slice/nginx.service".to_string(),
+            format!("0::/machine.slice/libpod-conmon-{id}.scope"),
+            format!("0::/system.slice/crio-conmon-{id}.scope"),
+            "12:memory:/\n0::/".to_string(),
+            format!("0::/docker/{}", &id[..63]),
+            format!("0::/docker/{}", id.to_uppercase()),
+            String::new(),
+        ] {
+            assert_eq!(container_id_from_cgroup(&text), None, "{text}");
+        }
+        let nested = format!("0::/docker/{id}/docker/{}", "b".repeat(64));
+        assert_eq!(
+            container_id_from_cgroup(&nested),
+            Some("b".repeat(64)),
+            "the innermost container"
+        );
+    }
+
+    #[test]
+    fn default_exclusion_and_its_override() {
+        let config = ok("open_port: 4317\n", &[]);
+        for exe in [
+            "/usr/bin/otelcol-contrib",
+            "/opt/beyla",
+            "/usr/local/bin/obi",
+            "/usr/bin/zerotrace-worker",
+        ] {
+            assert!(
+                config.decide(&facts(1, exe, &[4317], false)).is_none(),
+                "{exe}"
+            );
+        }
+        assert!(config
+            .decide(&facts(1, "/usr/bin/otelcol-contrib/x", &[4317], false))
+            .is_some());
+        let config = ok(
+            "open_port: 4317\ndiscovery:\n  default_exclude_instrument:\n",
+            &[],
+        );
+        assert!(
+            config
+                .decide(&facts(1, "/usr/bin/otelcol", &[4317], false))
+                .is_some(),
+            "null turns it off"
+        );
+        let config = ok(
+            "open_port: 4317\ndiscovery:\n  default_exclude_services:\n    - exe_path: otel\n",
+            &[],
+        );
+        assert!(config
+            .decide(&facts(1, "/usr/bin/beyla", &[4317], false))
+            .is_some());
+        assert!(config
+            .decide(&facts(1, "/usr/bin/otelcol", &[4317], false))
+            .is_none());
+    }
+
+    #[test]
+    fn routes_and_empty_files() {
+        let config = ok(
+            "open_port: 80\nroutes:\n  patterns: ['/users/{id}']\n  ignored_patterns: [/health]\n  ignore_mode: traces\n  unmatched: wildcard\n",
+            &[],
+        );
+        assert_eq!(config.routes.patterns, vec!["/users/{id}".to_string()]);
+        assert_eq!(config.routes.ignore_mode.as_str(), "traces");
+        let config = ok("# nothing here\n---\n", &[("OTEL_EBPF_OPEN_PORT", "80")]);
+        assert_eq!(config.routes, RouteSettings::default());
+        let message = err("- a\n- b\n", &[]);
+        assert!(
+            message.contains("zerotrace.yaml") && message.contains("line 1"),
+            "{message}"
+        );
+        let message = err("open_port: 80\nopen_port: 81\n", &[]);
+        assert!(
+            message.contains("duplicate") && !message.contains("DuplicateKeyPolicy"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn to_yaml_round_trips_and_masks_secrets() {
+        let yaml = "discovery:
+  instrument:
+    - open_ports: 80,8000-8999
+      exe_path: /usr/bin/*
+      containers_only: true
+      name: web
+    - exe_path_regexp: ^/opt/
+      target_pids: [7]
+  exclude_instrument:
+    - exe_path: '*debug*'
+routes:
+  patterns: ['/users/{id}']
+trace_printer: json
+service_name: shop
+otel_traces_export:
+  endpoint: https://user:hunter2@collector:4318
+  headers: {Authorization: Bearer secret-token}
+  sampler: {name: parentbased_traceidratio, arg: '0.25'}
+  endpoints:
+    - endpoint: http://tempo:4317
+      protocol: grpc
+      compression: gzip
+otel_metrics_export:
+  endpoint: http://mimir:4318
+  interval: 15s
+prometheus_export:
+  port: 9400
+  path: /metrics
+";
+        let config = ok(yaml, &[]);
+        let printed = config.to_yaml();
+        assert!(
+            !printed.contains("secret-token") && !printed.contains("hunter2"),
+            "{printed}"
+        );
+        assert!(printed.contains(REDACTED), "{printed}");
+        let again = load_str(&printed, "printed.yaml", &env_of(&[]))
+            .unwrap_or_else(|e| panic!("{e}\n{printed}"));
+        assert_eq!(again.instrument.len(), config.instrument.len());
+        for (a, b) in again.instrument.iter().zip(&config.instrument) {
+            assert_eq!(
+                (
+                    &a.open_ports,
+                    &a.exe_path,
+                    a.containers_only,
+                    &a.target_pids,
+                    &a.name
+                ),
+                (
+                    &b.open_ports,
+                    &b.exe_path,
+                    b.containers_only,
+                    &b.target_pids,
+                    &b.name
+                )
+            );
+        }
+        let exes = |c: &EffectiveConfig| {
+            c.exclude
+                .iter()
+                .map(|s| s.exe_path.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(exes(&again), exes(&config));
+        assert_eq!(again.routes, config.routes);
+        assert_eq!(again.trace_printer, config.trace_printer);
+        assert_eq!(again.prometheus, config.prometheus);
+        let strip = |e: &ExportSettings| {
+            let mut e = e.clone();
+            for d in e.traces.iter_mut().chain(e.metrics.iter_mut()) {
+                d.headers.clear();
+                d.endpoint = mask_url(&d.endpoint);
+            }
+            e
+        };
+        assert_eq!(strip(&again.export), strip(&config.export));
+    }
+
+    #[test]
+    fn config_path_prefers_the_flag() {
+        let env = env_of(&[("OTEL_EBPF_CONFIG_PATH", "/etc/zerotrace/env.yaml")]);
+        assert_eq!(
+            config_path(Some(Path::new("/tmp/flag.yaml")), &env),
+            Some(PathBuf::from("/tmp/flag.yaml"))
+        );
+        assert_eq!(
+            config_path(None, &env),
+            Some(PathBuf::from("/etc/zerotrace/env.yaml"))
+        );
+        assert_eq!(config_path(None, &env_of(&[])), None);
+        let missing = load(Some(Path::new("/nonexistent/zerotrace.yaml")), &env_of(&[]));
+        assert!(matches!(missing, Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn url_masking() {
+        assert_eq!(
+            mask_url("https://u:p@h:1/x"),
+            format!("https://u:{REDACTED}@h:1/x")
+        );
+        assert_eq!(mask_url("https://h:1/x@y"), "https://h:1/x@y");
+        assert_eq!(mask_url("http://h"), "http://h");
+    }
+}
