@@ -19,6 +19,7 @@ enum zt_event_kind {
 	ZT_EVENT_LISTEN = 4,       /* any process started listening on a TCP port */
 	ZT_EVENT_PROCESS_EXIT = 5, /* an instrumented process exited */
 	ZT_EVENT_PROCESS_FORK = 6, /* an instrumented process forked; the child is instrumented */
+	ZT_EVENT_PROCESS_EXEC = 7, /* any process exec'd a program (for exe_path selectors) */
 };
 
 enum zt_direction {

@@ -364,6 +364,18 @@ int BPF_PROG(zt_process_fork, struct task_struct *parent, struct task_struct *ch
 	return 0;
 }
 
+/* A new program runs: discovery may want it (exe_path selectors). Rare event. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(zt_process_exec, struct task_struct *task)
+{
+	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_PROCESS_EXEC, bpf_get_current_pid_tgid());
+	if (!buf)
+		return 0;
+	bpf_get_current_comm(buf->event.comm, sizeof(buf->event.comm));
+	zt_submit(buf, 0, 0);
+	return 0;
+}
+
 /* The whole process is gone: forget it in the kernel and tell the worker. */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(zt_process_exit, struct task_struct *task)

@@ -26,6 +26,9 @@ USAGE:
     zerotrace --version
 
 RUN OPTIONS:
+    --config PATH               YAML configuration (OBI's keys; env OTEL_EBPF_CONFIG_PATH);
+                                it is read by the worker, so its user must be able to read it
+    --print-config              print the effective configuration (file + environment) and exit
     --open-port PORTS           instrument processes listening on these ports
                                 (e.g. 8080 or 80,443,8000-8999; env OTEL_EBPF_OPEN_PORT)
     --trace-printer FORMAT      text | json | disabled (env OTEL_EBPF_TRACE_PRINTER; default text)
@@ -42,6 +45,8 @@ RUN OPTIONS:
 
 /// Options of `zerotrace run` the loader itself acts on; the rest are the worker's.
 struct RunOptions {
+    /// Only print the effective configuration (read by the worker) and exit.
+    print_config: bool,
     /// None: no live view socket (`--live-socket none`).
     live_socket: Option<PathBuf>,
     worker_user: Option<String>,
@@ -57,6 +62,7 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
         ring_buffer_bytes: 4 << 20,
         worker_args: Vec::new(),
         live_socket: Some(live_socket::default_path()),
+        print_config: false,
     };
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -83,12 +89,13 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
                     }
                 };
             }
-            "--open-port" | "--trace-printer" => {
+            "--open-port" | "--trace-printer" | "--config" => {
                 let v = value(&name)?;
                 options.worker_args.push(name.clone());
                 options.worker_args.push(v);
             }
             "--allow-privileged-worker" => options.worker_args.push(name.clone()),
+            "--print-config" => options.print_config = true,
             "--live-socket" => {
                 let v = value("--live-socket")?;
                 options.live_socket = (v != "none").then(|| PathBuf::from(v));
@@ -101,6 +108,9 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
 
 fn run(options: RunOptions) -> Result<i32, String> {
     let identity = privileges::resolve_worker_identity(options.worker_user.as_deref())?;
+    if options.print_config {
+        return print_config(&options, identity);
+    }
     let missing = privileges::missing_capabilities(identity.switches_user());
     if !missing.is_empty() {
         let lines: Vec<String> = missing
@@ -148,6 +158,25 @@ fn run(options: RunOptions) -> Result<i32, String> {
             worker_args,
         },
     )
+}
+
+/// The worker parses the configuration (the loader never does): run it,
+/// unprivileged as usual, in its print-and-exit mode. No BPF is loaded.
+fn print_config(options: &RunOptions, identity: privileges::WorkerIdentity) -> Result<i32, String> {
+    let worker_path = match &options.worker_path {
+        Some(path) => path.clone(),
+        None => worker_process::default_worker_path()
+            .map_err(|e| format!("cannot locate zerotrace-worker: {e}"))?,
+    };
+    let mut args = options.worker_args.clone();
+    args.push("--print-config".into());
+    let mut worker = worker_process::spawn(&worker_path, identity, &args)
+        .map_err(|e| format!("cannot start {}: {e}", worker_path.display()))?;
+    let status = worker
+        .child
+        .wait()
+        .map_err(|e| format!("waiting for the worker: {e}"))?;
+    Ok(status.code().unwrap_or(1))
 }
 
 /// `zerotrace top` is a separate binary, so the privileged one carries no terminal UI code.

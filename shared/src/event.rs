@@ -79,6 +79,8 @@ pub enum KernelEvent {
     Listen { origin: EventOrigin, port: u16 },
     /// An instrumented process exited.
     ProcessExit { origin: EventOrigin },
+    /// A process exec'd a new program.
+    ProcessExec { origin: EventOrigin },
     /// An instrumented process forked; the kernel already instruments the child.
     ProcessFork {
         origin: EventOrigin,
@@ -238,6 +240,7 @@ impl KernelEvent {
                 origin,
             },
             KIND_PROCESS_EXIT => KernelEvent::ProcessExit { origin },
+            KIND_PROCESS_EXEC => KernelEvent::ProcessExec { origin },
             KIND_PROCESS_FORK => KernelEvent::ProcessFork {
                 child_pid: origin.pid,
                 parent_pid: r.u64(EVENT_BYTES) as u32,

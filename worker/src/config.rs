@@ -1,84 +1,61 @@
-//! The worker's configuration: command-line flags (passed on by the loader)
-//! over OBI's environment variables.
+//! The worker's configuration: the YAML file (`--config` /
+//! `OTEL_EBPF_CONFIG_PATH`) and OBI's environment variables, merged by
+//! `config_file` (environment over file), with the loader's flags applied
+//! as the variables they stand for.
 
-use zerotrace_shared::ports::PortSelection;
+use std::collections::HashMap;
+use std::path::PathBuf;
 
-use crate::exporters::prometheus::PrometheusSettings;
-use crate::exporters::trace_printer::PrinterFormat;
-use crate::otel::settings::ExportSettings;
-use crate::routes::RouteSettings;
+use crate::config_file::{self, EffectiveConfig};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// `OTEL_EBPF_OPEN_PORT` / `--open-port`.
-    pub open_ports: PortSelection,
-    /// `OTEL_EBPF_TRACE_PRINTER` / `--trace-printer`.
-    pub trace_printer: PrinterFormat,
+    /// Selectors, routes, printer, OTLP, Prometheus: everything from file and environment.
+    pub effective: EffectiveConfig,
     /// `--allow-privileged-worker` (development only).
     pub allow_privileged: bool,
-    /// OTLP export settings from the OpenTelemetry SDK variables.
-    pub export: ExportSettings,
     /// `ZEROTRACE_RESOURCE_COMMAND_LINE=true`: add `process.command_line` to resources.
     pub include_command_line: bool,
-    /// `OTEL_EBPF_PROMETHEUS_PORT` / `_PATH`: the scrape endpoint, when set.
-    pub prometheus: Option<PrometheusSettings>,
     /// `--live-socket PATH` (set by the loader): the read-only socket `zerotrace top` reads.
-    pub live_socket: Option<std::path::PathBuf>,
-    /// OBI's `routes` section (defaults: the heuristic for unmatched paths).
-    pub routes: RouteSettings,
+    pub live_socket: Option<PathBuf>,
+    /// `--print-config`: print the effective configuration and exit.
+    pub print_config: bool,
 }
 
 impl WorkerConfig {
-    /// Reads flags and the environment; errors name the setting and the value.
+    /// Reads flags, the file and the environment; errors name the key or
+    /// variable and the value.
     pub fn from_args_and_env(
         args: impl IntoIterator<Item = String>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
-        let mut open_ports = env("OTEL_EBPF_OPEN_PORT");
-        let mut printer = env("OTEL_EBPF_TRACE_PRINTER");
+        // Flags stand for their variables, and win over them.
+        let mut overrides: HashMap<&'static str, String> = HashMap::new();
+        let mut config_flag = None;
         let mut allow_privileged = false;
         let mut live_socket = None;
+        let mut print_config = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
+            let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
             match arg.as_str() {
-                "--open-port" => open_ports = Some(args.next().ok_or("--open-port needs a value")?),
+                "--open-port" => {
+                    overrides.insert("OTEL_EBPF_OPEN_PORT", value("--open-port")?);
+                }
                 "--trace-printer" => {
-                    printer = Some(args.next().ok_or("--trace-printer needs a value")?)
+                    overrides.insert("OTEL_EBPF_TRACE_PRINTER", value("--trace-printer")?);
                 }
+                "--config" => config_flag = Some(PathBuf::from(value("--config")?)),
+                "--live-socket" => live_socket = Some(PathBuf::from(value("--live-socket")?)),
                 "--allow-privileged-worker" => allow_privileged = true,
-                "--live-socket" => {
-                    live_socket = Some(std::path::PathBuf::from(
-                        args.next().ok_or("--live-socket needs a value")?,
-                    ))
-                }
+                "--print-config" => print_config = true,
                 other => return Err(format!("unknown worker option {other:?}")),
             }
         }
-        let open_ports = match open_ports {
-            Some(text) => PortSelection::parse(&text)
-                .map_err(|e| format!("OTEL_EBPF_OPEN_PORT / --open-port: {e}"))?,
-            None => {
-                return Err(
-                    "nothing to instrument: set OTEL_EBPF_OPEN_PORT or --open-port (e.g. 8080)"
-                        .into(),
-                )
-            }
-        };
-        let export = ExportSettings::from_env(&env)?;
-        let trace_printer = match printer {
-            Some(value) => {
-                PrinterFormat::parse(&value).map_err(|e| format!("OTEL_EBPF_TRACE_PRINTER: {e}"))?
-            }
-            // Without any exporter the printer is the output; with OTLP it is opt-in (as in OBI).
-            None if export.traces.is_empty()
-                && export.metrics.is_empty()
-                && env("OTEL_EBPF_PROMETHEUS_PORT").is_none() =>
-            {
-                PrinterFormat::Text
-            }
-            None => PrinterFormat::Disabled,
-        };
-        let include_command_line = match env("ZEROTRACE_RESOURCE_COMMAND_LINE").as_deref() {
+        let merged = |key: &str| overrides.get(key).cloned().or_else(|| env(key));
+        let path = config_file::config_path(config_flag.as_deref(), &merged);
+        let effective = config_file::load(path.as_deref(), &merged).map_err(|e| e.to_string())?;
+        let include_command_line = match merged("ZEROTRACE_RESOURCE_COMMAND_LINE").as_deref() {
             None | Some("false") | Some("") => false,
             Some("true") => true,
             Some(other) => {
@@ -87,16 +64,12 @@ impl WorkerConfig {
                 ))
             }
         };
-        let prometheus = PrometheusSettings::from_env(&env)?;
         Ok(Self {
-            open_ports,
-            trace_printer,
+            effective,
             allow_privileged,
-            export,
             include_command_line,
-            prometheus,
             live_socket,
-            routes: RouteSettings::default(),
+            print_config,
         })
     }
 }
@@ -104,6 +77,7 @@ impl WorkerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exporters::trace_printer::PrinterFormat;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |key| {
@@ -122,10 +96,16 @@ mod tests {
                 ("OTEL_EBPF_OPEN_PORT", "8080"),
                 ("OTEL_EBPF_TRACE_PRINTER", "json"),
             ]),
-        );
-        let config = config.unwrap_or_else(|e| panic!("{e}"));
-        assert!(config.open_ports.contains(9000) && !config.open_ports.contains(8080));
-        assert_eq!(config.trace_printer, PrinterFormat::Json);
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ports: Vec<String> = config
+            .effective
+            .instrument
+            .iter()
+            .filter_map(|s| s.open_ports.as_ref().map(|p| p.to_string()))
+            .collect();
+        assert_eq!(ports, vec!["9000".to_string()]);
+        assert_eq!(config.effective.trace_printer, PrinterFormat::Json);
     }
 
     #[test]
@@ -136,10 +116,7 @@ mod tests {
         )
         .err()
         .unwrap_or_default();
-        assert!(
-            err.contains("OTEL_EBPF_OPEN_PORT") && err.contains("80,http"),
-            "{err}"
-        );
+        assert!(err.contains("OTEL_EBPF_OPEN_PORT") && err.contains("80,http"), "{err}");
         let err = WorkerConfig::from_args_and_env(
             Vec::<String>::new(),
             env_of(&[
@@ -150,5 +127,9 @@ mod tests {
         .err()
         .unwrap_or_default();
         assert!(err.contains("fancy"), "{err}");
+        let err = WorkerConfig::from_args_and_env(Vec::<String>::new(), env_of(&[]))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("nothing to instrument"), "{err}");
     }
 }

@@ -1,15 +1,17 @@
-//! Discovery by open port: which processes to instrument. Listening sockets
-//! come from the loader's BPF iterator (servers that were already running)
-//! and from the kernel's listen events (servers started later); forks and
-//! exits of instrumented processes come from the kernel too. No procfs access
-//! beyond what an unprivileged user has is needed.
+//! Discovery: which processes the kernel captures. OBI's selectors
+//! (`discovery.instrument` / `exclude_instrument`: open ports, executable
+//! path, containers only, pids) are evaluated on facts an unprivileged
+//! process can gather: listening sockets from the loader's BPF iterator and
+//! the kernel's listen events, the executable path from the loader's
+//! DescribeProcess, the container id from the world-readable
+//! /proc/PID/cgroup, and exec/fork/exit events from the kernel.
 
 use std::collections::{BTreeSet, HashMap};
 
 use zerotrace_shared::event::ListeningSocket;
-use zerotrace_shared::ports::PortSelection;
 
 use crate::capture::bpf_map::BpfMap;
+use crate::config_file::{container_id_from_cgroup, decide, ProcessFacts, Selector};
 use crate::loader_client::LoaderClient;
 
 /// How the kernel's pid filter is changed: directly through the map fd when
@@ -19,33 +21,89 @@ pub enum PidFilterWriter {
     ViaLoader,
 }
 
+/// Service identity a selector gives the processes it matches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceIdentity {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub container_id: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstrumentedProcess {
     pub ports: BTreeSet<u16>,
     /// Instrumented because its instrumented parent forked it.
     pub inherited: bool,
+    pub identity: ServiceIdentity,
 }
 
-pub struct PortDiscovery {
-    ports: PortSelection,
+pub struct Discovery {
+    instrument: Vec<Selector>,
+    exclude: Vec<Selector>,
     /// The agent itself: never instrumented.
-    excluded: Vec<u32>,
-    instrumented: HashMap<u32, InstrumentedProcess>,
+    excluded_pids: Vec<u32>,
     writer: PidFilterWriter,
+    instrumented: HashMap<u32, InstrumentedProcess>,
+    /// Listening ports of every process seen listening (pruned when it is gone).
+    listening: HashMap<u32, BTreeSet<u16>>,
+    /// Executable paths learnt from the loader (None: unreadable).
+    exe_paths: HashMap<u32, Option<String>>,
+    /// Some selector needs the executable path (else the loader is never asked).
+    needs_exe_path: bool,
+    /// Some instrument entry can match a process that does not listen
+    /// (exe_path, target_pids): scans then look at every process, and execs matter.
+    matches_non_listeners: bool,
+    /// Identities of processes instrumented since the last `take_new_identities`.
+    new_identities: Vec<(u32, ServiceIdentity)>,
 }
 
-impl PortDiscovery {
-    pub fn new(ports: PortSelection, excluded: Vec<u32>, writer: PidFilterWriter) -> Self {
+fn read_comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+impl Discovery {
+    pub fn new(
+        instrument: Vec<Selector>,
+        exclude: Vec<Selector>,
+        excluded_pids: Vec<u32>,
+        writer: PidFilterWriter,
+    ) -> Self {
+        let needs_exe_path = instrument.iter().chain(&exclude).any(|s| s.exe_path.is_some());
+        let matches_non_listeners = instrument
+            .iter()
+            .any(|s| s.open_ports.is_none() && (s.exe_path.is_some() || !s.target_pids.is_empty()));
         Self {
-            ports,
-            excluded,
-            instrumented: HashMap::new(),
+            matches_non_listeners,
+            instrument,
+            exclude,
+            excluded_pids,
             writer,
+            instrumented: HashMap::new(),
+            listening: HashMap::new(),
+            exe_paths: HashMap::new(),
+            needs_exe_path,
+            new_identities: Vec::new(),
         }
     }
 
     pub fn instrumented(&self) -> &HashMap<u32, InstrumentedProcess> {
         &self.instrumented
+    }
+
+    /// Processes whose resource should carry a selector's name/namespace or a container id.
+    pub fn take_new_identities(&mut self) -> Vec<(u32, ServiceIdentity)> {
+        std::mem::take(&mut self.new_identities)
+    }
+
+    /// Entries kept for processes that are not instrumented (bounded by pruning).
+    pub fn tracked_facts(&self) -> usize {
+        self.listening.len() + self.exe_paths.len()
     }
 
     fn add_to_filter(&self, pid: u32, loader: &LoaderClient) -> Result<(), String> {
@@ -66,25 +124,70 @@ impl PortDiscovery {
         };
     }
 
-    /// A process listens on `port`: instrument it if the port is selected.
-    pub fn on_listen(&mut self, pid: u32, port: u16, comm: &str, loader: &LoaderClient) {
-        if !self.ports.contains(port) || self.excluded.contains(&pid) {
+    fn facts(&mut self, pid: u32, comm: &str, loader: &LoaderClient) -> ProcessFacts {
+        let exe_path = if self.needs_exe_path {
+            self.exe_paths
+                .entry(pid)
+                .or_insert_with(|| loader.describe_process(pid).ok())
+                .clone()
+        } else {
+            None
+        };
+        let container_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|text| container_id_from_cgroup(&text));
+        ProcessFacts {
+            pid,
+            exe_path,
+            comm: if comm.is_empty() { read_comm(pid) } else { comm.to_owned() },
+            open_ports: self
+                .listening
+                .get(&pid)
+                .map(|p| p.iter().copied().collect())
+                .unwrap_or_default(),
+            container_id,
+        }
+    }
+
+    /// Decides about one process with what is known of it now.
+    fn evaluate(&mut self, pid: u32, comm: &str, loader: &LoaderClient) {
+        if self.excluded_pids.contains(&pid) {
             return;
         }
         if let Some(process) = self.instrumented.get_mut(&pid) {
-            process.ports.insert(port);
+            if let Some(ports) = self.listening.get(&pid) {
+                process.ports.extend(ports);
+            }
             return;
         }
+        let facts = self.facts(pid, comm, loader);
+        let Some(selector) = decide(&self.instrument, &self.exclude, &facts) else {
+            return;
+        };
+        let identity = ServiceIdentity {
+            name: selector.name.clone(),
+            namespace: selector.namespace.clone(),
+            container_id: facts.container_id.clone(),
+        };
+        let origin = selector.origin.clone();
         match self.add_to_filter(pid, loader) {
             Ok(()) => {
                 eprintln!(
-                    "zerotrace-worker: instrumenting pid {pid} ({comm}) listening on port {port}"
+                    "zerotrace-worker: instrumenting pid {pid} ({}) matched by {origin}{}",
+                    facts.comm,
+                    if facts.open_ports.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", listening on {:?}", facts.open_ports)
+                    }
                 );
+                self.new_identities.push((pid, identity.clone()));
                 self.instrumented.insert(
                     pid,
                     InstrumentedProcess {
-                        ports: BTreeSet::from([port]),
+                        ports: facts.open_ports.into_iter().collect(),
                         inherited: false,
+                        identity,
                     },
                 );
             }
@@ -92,37 +195,70 @@ impl PortDiscovery {
         }
     }
 
-    /// A full scan of listening sockets; also forgets processes that are gone.
-    pub fn on_listeners(&mut self, listeners: &[ListeningSocket], loader: &LoaderClient) {
+    /// A process listens on `port`.
+    pub fn on_listen(&mut self, pid: u32, port: u16, comm: &str, loader: &LoaderClient) {
+        self.listening.entry(pid).or_default().insert(port);
+        self.evaluate(pid, comm, loader);
+    }
+
+    /// A process exec'd: a new executable, perhaps one a selector names.
+    pub fn on_exec(&mut self, pid: u32, comm: &str, loader: &LoaderClient) {
+        self.exe_paths.remove(&pid);
+        if self.matches_non_listeners {
+            self.evaluate(pid, comm, loader);
+        }
+    }
+
+    /// A full scan: every listening socket, and (for exe_path selectors) every
+    /// process; forgets processes that are gone.
+    pub fn on_scan(&mut self, listeners: &[ListeningSocket], loader: &LoaderClient) {
+        self.listening.clear();
         for listener in listeners {
-            let comm =
-                std::fs::read_to_string(format!("/proc/{}/comm", listener.pid)).unwrap_or_default();
-            self.on_listen(listener.pid, listener.port, comm.trim(), loader);
+            self.listening
+                .entry(listener.pid)
+                .or_default()
+                .insert(listener.port);
+        }
+        let mut candidates: BTreeSet<u32> = self.listening.keys().copied().collect();
+        if self.matches_non_listeners {
+            if let Ok(entries) = std::fs::read_dir("/proc") {
+                candidates.extend(
+                    entries
+                        .flatten()
+                        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()),
+                );
+            }
+        }
+        for pid in candidates {
+            self.evaluate(pid, "", loader);
         }
         let gone: Vec<u32> = self
             .instrumented
             .keys()
             .copied()
-            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .filter(|pid| !alive(*pid))
             .collect();
         for pid in gone {
             self.instrumented.remove(&pid);
             self.remove_from_filter(pid, loader);
         }
+        self.exe_paths.retain(|pid, _| alive(*pid));
     }
 
     /// The kernel already instrumented the child of an instrumented process.
     pub fn on_fork(&mut self, child: u32, parent: u32) {
-        let ports = self
+        let (ports, identity) = self
             .instrumented
             .get(&parent)
-            .map(|p| p.ports.clone())
+            .map(|p| (p.ports.clone(), p.identity.clone()))
             .unwrap_or_default();
+        self.new_identities.push((child, identity.clone()));
         self.instrumented.insert(
             child,
             InstrumentedProcess {
                 ports,
                 inherited: true,
+                identity,
             },
         );
     }
@@ -130,5 +266,7 @@ impl PortDiscovery {
     /// The kernel already removed the exited process from its filter.
     pub fn on_exit(&mut self, pid: u32) {
         self.instrumented.remove(&pid);
+        self.listening.remove(&pid);
+        self.exe_paths.remove(&pid);
     }
 }

@@ -69,6 +69,14 @@ impl LoaderClient {
         }
     }
 
+    /// The executable path of a process (the worker cannot read /proc/PID/exe of other users).
+    pub fn describe_process(&self, pid: u32) -> Result<String, String> {
+        match self.call(&Request::DescribeProcess { pid })?.0 {
+            Reply::Process(description) => Ok(description.exe_path),
+            other => Err(refusal_text(other)),
+        }
+    }
+
     pub fn set_targets(&self, add: Vec<u32>, remove: Vec<u32>) -> Result<(), String> {
         match self.call(&Request::SetTargets { add, remove })?.0 {
             Reply::TargetsSet => Ok(()),

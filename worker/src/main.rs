@@ -15,7 +15,7 @@ use zerotrace_worker::capture::bpf_map::BpfMap;
 use zerotrace_worker::capture::reader::{self, ReaderCounters};
 use zerotrace_worker::capture::ring_buffer::RingBuffer;
 use zerotrace_worker::config::WorkerConfig;
-use zerotrace_worker::discovery::{PidFilterWriter, PortDiscovery};
+use zerotrace_worker::discovery::{Discovery, PidFilterWriter};
 use zerotrace_worker::exporters::otel_export::OtelExport;
 use zerotrace_worker::exporters::prometheus::{self, ScrapeState, SharedScrapeState};
 use zerotrace_worker::otel::resource::ResourceCatalog;
@@ -51,6 +51,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG_ERROR);
         }
     };
+    if config.print_config {
+        print!("{}", config.effective.to_yaml());
+        return ExitCode::SUCCESS;
+    }
     match OwnPrivileges::read() {
         Ok(own) => {
             let violations = own.violations();
@@ -137,11 +141,20 @@ fn run(config: WorkerConfig) -> Result<(), String> {
         PidFilterWriter::ViaLoader
     };
     let excluded = vec![std::process::id(), handover.loader_pid];
-    let discovery = PortDiscovery::new(config.open_ports.clone(), excluded, writer);
-    let printer = TracePrinter::new(config.trace_printer, std::io::stdout());
-    let otel = OtelExport::start(&config.export)?;
+    let effective = &config.effective;
+    for warning in &effective.warnings {
+        log(&format!("configuration: {warning}"));
+    }
+    let discovery = Discovery::new(
+        effective.instrument.clone(),
+        effective.exclude.clone(),
+        excluded,
+        writer,
+    );
+    let printer = TracePrinter::new(effective.trace_printer, std::io::stdout());
+    let otel = OtelExport::start(&effective.export)?;
     if otel.is_some() {
-        for destination in config.export.traces.iter().chain(&config.export.metrics) {
+        for destination in effective.export.traces.iter().chain(&effective.export.metrics) {
             log(&format!(
                 "exporting {:?} to {} ({})",
                 destination.signal,
@@ -150,7 +163,7 @@ fn run(config: WorkerConfig) -> Result<(), String> {
             ));
         }
     }
-    let scrape = match &config.prometheus {
+    let scrape = match &effective.prometheus {
         Some(settings) => {
             let state: SharedScrapeState = Arc::new(Mutex::new(ScrapeState::default()));
             prometheus::start(settings, Arc::clone(&state))?;
@@ -163,12 +176,12 @@ fn run(config: WorkerConfig) -> Result<(), String> {
         None => None,
     };
     let resources = ResourceCatalog::new(
-        config.export.service_name.clone(),
-        config.export.resource_attributes.clone(),
+        effective.export.service_name.clone(),
+        effective.export.resource_attributes.clone(),
         config.include_command_line,
     );
     let counters = Arc::new(ReaderCounters::default());
-    let routes = RouteMatcher::new(&config.routes).map_err(|e| format!("routes.{e}"))?;
+    let routes = RouteMatcher::new(&effective.routes).map_err(|e| format!("routes.{e}"))?;
     let mut pipeline = Pipeline::new(discovery, printer, loader, routes)
         .with_otel_export(otel)
         .with_resources(resources)
@@ -177,9 +190,10 @@ fn run(config: WorkerConfig) -> Result<(), String> {
         pipeline = pipeline.with_kernel_counters(KernelCounters::new(map));
     }
     pipeline.scan_listeners();
+    let selectors: Vec<&str> = effective.instrument.iter().map(|s| s.origin.as_str()).collect();
     log(&format!(
-        "ready: instrumenting open ports {} ({} process(es) found)",
-        config.open_ports,
+        "ready: instrumenting by {} ({} process(es) found)",
+        selectors.join(", "),
         pipeline.discovery.instrumented().len()
     ));
 

@@ -12,7 +12,7 @@ use zerotrace_shared::event::{layout, KernelEvent};
 use crate::capture::bpf_map::{possible_cpus, BpfMap};
 use crate::clock::{monotonic_now_ns, WallClock};
 use crate::connections::{ConnectionTracker, OpenedConnection, Segment};
-use crate::discovery::PortDiscovery;
+use crate::discovery::Discovery;
 use crate::capture::reader::ReaderCounters;
 use crate::exporters::otel_export::OtelExport;
 use crate::exporters::prometheus::SharedScrapeState;
@@ -27,7 +27,7 @@ use crate::spans::HttpSpan;
 const RESCAN_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Pipeline {
-    pub discovery: PortDiscovery,
+    pub discovery: Discovery,
     pub tracker: ConnectionTracker,
     pub printer: TracePrinter<Stdout>,
     pub clock: WallClock,
@@ -97,7 +97,7 @@ impl KernelCounters {
 
 impl Pipeline {
     pub fn new(
-        discovery: PortDiscovery,
+        discovery: Discovery,
         printer: TracePrinter<Stdout>,
         loader: LoaderClient,
         routes: RouteMatcher,
@@ -152,9 +152,10 @@ impl Pipeline {
     /// Asks the loader for every listening socket and instruments the selected ones.
     pub fn scan_listeners(&mut self) {
         match self.loader.list_listeners() {
-            Ok(listeners) => self.discovery.on_listeners(&listeners, &self.loader),
+            Ok(listeners) => self.discovery.on_scan(&listeners, &self.loader),
             Err(e) => eprintln!("zerotrace-worker: listener scan failed: {e}"),
         }
+        self.sync_identities();
         self.last_scan = Instant::now();
     }
 
@@ -162,7 +163,15 @@ impl Pipeline {
         for event in events {
             self.handle(event);
         }
+        self.sync_identities();
         self.flush();
+    }
+
+    /// Names and container ids that discovery gave newly instrumented processes.
+    fn sync_identities(&mut self) {
+        for (pid, identity) in self.discovery.take_new_identities() {
+            self.resources.set_identity(pid, identity);
+        }
     }
 
     /// The name of a process: from the event when it carries one, else remembered or read from procfs.
@@ -232,6 +241,10 @@ impl Pipeline {
             KernelEvent::Listen { origin, port } => {
                 self.discovery
                     .on_listen(origin.pid, port, &origin.comm, &self.loader)
+            }
+            KernelEvent::ProcessExec { origin } => {
+                self.discovery
+                    .on_exec(origin.pid, &origin.comm, &self.loader)
             }
             KernelEvent::ProcessFork {
                 child_pid,

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use crate::discovery::ServiceIdentity;
+
 fn attribute(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
@@ -26,6 +28,23 @@ pub fn int_attribute(key: &str, value: i64) -> KeyValue {
 
 pub fn bool_attribute(key: &str, value: bool) -> KeyValue {
     attribute(key, any_value::Value::BoolValue(value))
+}
+
+fn set_string(resource: &mut Resource, key: &str, value: &str) {
+    resource.attributes.retain(|a| a.key != key);
+    resource.attributes.push(string_attribute(key, value));
+}
+
+fn apply_service_identity(resource: &mut Resource, service: &ServiceIdentity) {
+    if let Some(name) = &service.name {
+        set_string(resource, "service.name", name);
+    }
+    if let Some(namespace) = &service.namespace {
+        set_string(resource, "service.namespace", namespace);
+    }
+    if let Some(container) = &service.container_id {
+        set_string(resource, "container.id", container);
+    }
 }
 
 /// What procfs tells about a process, as far as an unprivileged reader can see.
@@ -66,6 +85,8 @@ pub struct ResourceCatalog {
     extra_attributes: Vec<(String, String)>,
     include_command_line: bool,
     by_pid: HashMap<u32, Arc<Resource>>,
+    /// Names and container ids discovery assigned to processes.
+    identities: HashMap<u32, ServiceIdentity>,
 }
 
 impl ResourceCatalog {
@@ -83,7 +104,14 @@ impl ResourceCatalog {
             extra_attributes,
             include_command_line,
             by_pid: HashMap::new(),
+            identities: HashMap::new(),
         }
+    }
+
+    /// A selector's `name`/`namespace` (they win over OTEL_SERVICE_NAME) and the container id.
+    pub fn set_identity(&mut self, pid: u32, identity: ServiceIdentity) {
+        self.by_pid.remove(&pid);
+        self.identities.insert(pid, identity);
     }
 
     pub fn resource_for(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
@@ -91,7 +119,11 @@ impl ResourceCatalog {
             return Arc::clone(resource);
         }
         let identity = ProcessIdentity::read(pid, comm);
-        let resource = Arc::new(self.build(&identity));
+        let mut resource = self.build(&identity);
+        if let Some(service) = self.identities.get(&pid) {
+            apply_service_identity(&mut resource, service);
+        }
+        let resource = Arc::new(resource);
         self.by_pid.insert(pid, Arc::clone(&resource));
         resource
     }
@@ -138,6 +170,7 @@ impl ResourceCatalog {
     /// The process exited: a new process with its pid gets a new resource.
     pub fn forget(&mut self, pid: u32) {
         self.by_pid.remove(&pid);
+        self.identities.remove(&pid);
     }
 }
 
