@@ -10,7 +10,7 @@ packages=(
   curl python3 util-linux procps                                # demo and tests: clients, servers, setpriv
 )
 if [ "${1:-}" = "test" ]; then
-  packages+=(prometheus)                                        # tests: a real scraper and promtool
+  packages+=(prometheus bpftool tmux)                           # tests: a real scraper, map dumps, a terminal
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -63,8 +63,14 @@ fn read_comm(pid: u32) -> String {
         .unwrap_or_default()
 }
 
+/// Running (not gone, not a zombie waiting to be reaped).
 fn alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z') | Some('X') | None)
 }
 
 impl Discovery {
@@ -171,6 +177,9 @@ impl Discovery {
         };
         let origin = selector.origin.clone();
         match self.add_to_filter(pid, loader) {
+            // Gone before we got to it: its exit already passed the kernel's
+            // cleanup, so take it out again ourselves.
+            Ok(()) if !alive(pid) => self.remove_from_filter(pid, loader),
             Ok(()) => {
                 eprintln!(
                     "zerotrace-worker: instrumenting pid {pid} ({}) matched by {origin}{}",

@@ -1,0 +1,253 @@
+//! Discovery and configuration end to end: YAML selectors, other users'
+//! processes, routes, and no leak from short-lived processes.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use zerotrace_integration_tests::*;
+
+fn config_file(name: &str, yaml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zt-config-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
+    // The worker reads it as its own unprivileged user.
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status();
+    path
+}
+
+fn ports_of_spans(agent: &Agent) -> Vec<u64> {
+    agent
+        .spans()
+        .iter()
+        .map(|s| s.u64_of("local_port"))
+        .collect()
+}
+
+#[test]
+fn yaml_selectors_with_exe_path_ports_and_exclusions() {
+    require_root();
+    let a = Server::python_app();
+    let b = Server::python_app();
+    let c = Server::python_app();
+    // exe_path alone would take all three python servers; the exclusion drops b,
+    // and a port entry that names c is ANDed with a wrong exe, so c stays out too.
+    let yaml = format!(
+        "discovery:\n  instrument:\n    - exe_path: \"*/python3*\"\n      open_ports: {a},{b}\n      name: shop\n      namespace: demo\n    - open_ports: {c}\n      exe_path: \"*/nginx\"\n  exclude_instrument:\n    - open_ports: {b}\n",
+        a = a.port,
+        b = b.port,
+        c = c.port
+    );
+    let path = config_file("selectors.yaml", &yaml);
+    let agent = Agent::start(&["--config", &path.to_string_lossy()], &[]);
+    for server in [&a, &b, &c] {
+        curl(&[&server.url("/hello")]);
+    }
+    agent.wait_for_spans(1, |s| s.u64_of("local_port") == u64::from(a.port));
+    std::thread::sleep(Duration::from_millis(500));
+    let ports = ports_of_spans(&agent);
+    assert!(
+        ports.iter().all(|p| *p == u64::from(a.port)),
+        "{ports:?}\n{}",
+        agent.stderr.text()
+    );
+    assert!(
+        agent
+            .stderr
+            .text()
+            .contains("matched by discovery.instrument[0]"),
+        "{}",
+        agent.stderr.text()
+    );
+}
+
+#[test]
+fn containers_only_skips_host_processes() {
+    require_root();
+    let server = Server::python_app();
+    let yaml = format!(
+        "discovery:\n  instrument:\n    - open_ports: {}\n      containers_only: true\n",
+        server.port
+    );
+    let path = config_file("containers.yaml", &yaml);
+    let agent = Agent::start(&["--config", &path.to_string_lossy()], &[]);
+    curl(&[&server.url("/hello")]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        agent.spans().is_empty(),
+        "a host process was instrumented: {:?}",
+        agent.spans()
+    );
+    assert!(
+        agent.stderr.text().contains("(0 process(es) found)"),
+        "{}",
+        agent.stderr.text()
+    );
+}
+
+#[test]
+fn print_config_shows_the_effective_configuration_and_bad_keys_are_named() {
+    require_root();
+    let path = config_file(
+        "print.yaml",
+        "discovery:\n  instrument:\n    - open_ports: 8080\nroutes:\n  patterns: [\"/users/{id}\"]\n",
+    );
+    let output = Command::new(bin_dir().join("zerotrace"))
+        .args(["run", "--print-config", "--config"])
+        .arg(&path)
+        .env(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "Authorization=Bearer%20secret",
+        )
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("open_ports: \"8080\""), "{text}");
+    assert!(text.contains("/users/{id}"), "{text}");
+    assert!(text.contains("http://127.0.0.1:4318/v1/traces"), "{text}");
+    assert!(!text.contains("secret"), "headers must be redacted: {text}");
+
+    let bad = config_file(
+        "bad.yaml",
+        "discovery:\n  instrument:\n    - open_port: 8080\n",
+    );
+    let output = Command::new(bin_dir().join("zerotrace"))
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("discovery.instrument[0].open_port") && stderr.contains("open_ports"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_server_of_another_user_is_discovered_by_the_unprivileged_worker() {
+    require_root();
+    let port = free_port();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/http_app.py");
+    let child = Command::new("setpriv")
+        .args(["--reuid=4242", "--regid=4242", "--clear-groups", "--"])
+        .arg("/usr/bin/python3")
+        .arg(&script)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let server = Server { child, port };
+    server.wait_listening();
+    let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
+    curl(&[&server.url("/hello")]);
+    let spans = agent.wait_for_spans(1, |s| s.str_of("path") == "/hello");
+    assert_eq!(spans[0].u64_of("pid"), u64::from(server.pid()));
+    assert_eq!(
+        status_field(server.pid(), "Uid:").map(|u| u.starts_with("4242")),
+        Some(true)
+    );
+}
+
+#[test]
+fn ignored_routes_never_reach_the_printer_and_ids_collapse() {
+    require_root();
+    let server = Server::python_app();
+    let yaml = format!(
+        "discovery:\n  instrument:\n    - open_ports: {}\nroutes:\n  patterns: [\"/hello\"]\n  ignored_patterns: [\"/status/204\"]\n  unmatched: heuristic\n",
+        server.port
+    );
+    let path = config_file("routes.yaml", &yaml);
+    let agent = Agent::start(&["--config", &path.to_string_lossy()], &[]);
+    let mut requests = Vec::new();
+    for i in 0..400 {
+        requests.push(format!(
+            "GET /users/{} HTTP/1.1\r\nHost: r\r\n\r\n",
+            100_000 + i * 7919
+        ));
+        requests.push(format!(
+            "GET /orders/{:08x}-1b2c-4d5e-8f90-{:012x} HTTP/1.1\r\nHost: r\r\n\r\n",
+            i * 31,
+            i * 977
+        ));
+    }
+    requests.push("GET /status/204 HTTP/1.1\r\nHost: r\r\n\r\n".into());
+    requests.push("GET /hello HTTP/1.1\r\nHost: r\r\n\r\n".into());
+    let refs: Vec<&str> = requests.iter().map(String::as_str).collect();
+    raw_keepalive_requests(server.port, &refs);
+    agent.wait_for_spans(1, |s| s.str_of("path") == "/hello");
+    let spans = agent.wait_for_spans(801, |_| true);
+    std::thread::sleep(Duration::from_millis(300));
+    let spans_now = agent.spans();
+    assert!(
+        spans_now.iter().all(|s| s.str_of("path") != "/status/204"),
+        "ignored route printed"
+    );
+    assert_eq!(spans.len().max(spans_now.len()), 801);
+    let routes: std::collections::BTreeSet<String> = spans_now
+        .iter()
+        .map(|s| s.str_of("route").to_owned())
+        .collect();
+    assert!(routes.len() <= 3, "{routes:?}");
+    assert!(
+        routes.contains("/users/*") && routes.contains("/hello"),
+        "{routes:?}"
+    );
+}
+
+#[test]
+fn short_lived_processes_leave_no_trace() {
+    require_root();
+    let port = free_port();
+    let metrics_port = free_port();
+    let agent = Agent::start(
+        &["--open-port", &port.to_string()],
+        &[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string())],
+    );
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/short_lived_listeners.py");
+    let status = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg("1000")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success());
+    // Most are gone before the worker reads their listen event (then it does
+    // not instrument them at all); some are caught alive. Either way nothing may stay.
+    let instrumented = agent.stderr.text().matches("instrumenting pid").count();
+    assert!(instrumented >= 1, "no short-lived listener was seen:\n{}", agent.stderr.text());
+    // Every one of them left the kernel's pid filter and the worker's state.
+    let empty = wait_for(Duration::from_secs(15), || {
+        let dump = Command::new("bpftool")
+            .args(["-j", "map", "dump", "name", "zt_pid_filter"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&dump.stdout).into_owned();
+        let gauge = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
+        (text.trim() == "[]" && gauge.contains("\nzerotrace_instrumented_processes 0\n"))
+            .then_some(())
+    });
+    let gauge = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
+    let gauge_line = gauge
+        .lines()
+        .find(|l| l.starts_with("zerotrace_instrumented_processes "))
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        empty.is_some(),
+        "pid filter or worker state not empty after the processes exited ({gauge_line})"
+    );
+}
