@@ -71,9 +71,9 @@ mkdir -p "$out"
 
 if [ "$build" = 1 ]; then
   say "building release binaries"
-  cargo build --release --locked -p zerotrace-loader -p zerotrace-worker
+  cargo build --release --locked -p zerotrace-loader -p zerotrace-worker -p zerotrace-top
 fi
-for binary in zerotrace zerotrace-worker; do
+for binary in zerotrace zerotrace-worker zerotrace-top; do
   [ -x "$target_dir/release/$binary" ] || {
     say "$target_dir/release/$binary missing: run without --no-build"
     exit 1
@@ -102,7 +102,7 @@ if [ "$want_rpm" = 1 ]; then
   stage="$out/rpm-stage"
   rm -rf "$stage"
   mkdir -p "$stage/release"
-  for binary in zerotrace zerotrace-worker; do
+  for binary in zerotrace zerotrace-worker zerotrace-top; do
     cp "$target_dir/release/$binary" "$stage/release/$binary"
     strip --strip-unneeded "$stage/release/$binary"
   done

@@ -15,6 +15,7 @@ pub fn default_path() -> PathBuf {
         return PathBuf::from("/run/zerotrace/live.sock");
     }
     let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp"));
     base.join(format!("zerotrace-{}", Uid::effective()))

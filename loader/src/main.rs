@@ -136,9 +136,14 @@ fn run(options: RunOptions) -> Result<i32, String> {
     }
     let mut worker_args = options.worker_args;
     if let Some(socket) = &options.live_socket {
-        live_socket::prepare(socket, identity)?;
-        worker_args.push("--live-socket".into());
-        worker_args.push(socket.to_string_lossy().into_owned());
+        // The live view is optional: a directory we cannot prepare turns it off, not the agent.
+        match live_socket::prepare(socket, identity) {
+            Ok(()) => {
+                worker_args.push("--live-socket".into());
+                worker_args.push(socket.to_string_lossy().into_owned());
+            }
+            Err(e) => eprintln!("zerotrace: live view (zerotrace top) off: {e}"),
+        }
     }
     let started = std::time::Instant::now();
     let probes = Probes::load_and_attach(ProbeSettings {

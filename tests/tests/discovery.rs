@@ -228,7 +228,11 @@ fn short_lived_processes_leave_no_trace() {
     // Most are gone before the worker reads their listen event (then it does
     // not instrument them at all); some are caught alive. Either way nothing may stay.
     let instrumented = agent.stderr.text().matches("instrumenting pid").count();
-    assert!(instrumented >= 1, "no short-lived listener was seen:\n{}", agent.stderr.text());
+    assert!(
+        instrumented >= 1,
+        "no short-lived listener was seen:\n{}",
+        agent.stderr.text()
+    );
     // Every one of them left the kernel's pid filter and the worker's state.
     let empty = wait_for(Duration::from_secs(15), || {
         let dump = Command::new("bpftool")

@@ -124,7 +124,10 @@ fn check_spans_and_metrics(server: &Server, receiver: &OtlpReceiver) {
         let route = attr_str(a, "http.route").unwrap_or_else(|| panic!("no http.route: {span:?}"));
         assert_eq!(
             span.name,
-            format!("{} {route}", attr_str(a, "http.request.method").unwrap_or_default())
+            format!(
+                "{} {route}",
+                attr_str(a, "http.request.method").unwrap_or_default()
+            )
         );
         assert_eq!(attr_str(a, "url.scheme").as_deref(), Some("http"));
         assert_eq!(
@@ -167,7 +170,10 @@ fn check_spans_and_metrics(server: &Server, receiver: &OtlpReceiver) {
         failed.status.as_ref().map(|s| s.code),
         Some(status::StatusCode::Error as i32)
     );
-    assert_eq!(failed.name, "GET /status/*", "the heuristic collapses the number");
+    assert_eq!(
+        failed.name, "GET /status/*",
+        "the heuristic collapses the number"
+    );
     let echo = &by_path("/echo")[0];
     assert_eq!(echo.name, "POST /echo");
     assert_eq!(

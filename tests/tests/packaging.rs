@@ -450,6 +450,7 @@ fn deb_installs_runs_with_the_units_privileges_and_removes_cleanly() {
     for expected in [
         "/usr/bin/zerotrace",
         "/usr/bin/zerotrace-worker",
+        "/usr/bin/zerotrace-top",
         INSTALLED_UNIT,
         "/usr/lib/tmpfiles.d/zerotrace.conf",
         "/etc/zerotrace/zerotrace.env",
@@ -706,6 +707,7 @@ fn rpm_has_the_same_files_scripts_and_dependencies() {
     let expected: BTreeSet<&str> = [
         "/usr/bin/zerotrace",
         "/usr/bin/zerotrace-worker",
+        "/usr/bin/zerotrace-top",
         "/usr/lib/systemd/system/zerotrace.service",
         "/usr/lib/tmpfiles.d/zerotrace.conf",
         "/etc/zerotrace/zerotrace.env",
@@ -721,7 +723,9 @@ fn rpm_has_the_same_files_scripts_and_dependencies() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(fields.get(1), Some(&"root"), "{line}");
         let want = match fields.get(2).copied().unwrap_or("") {
-            "/usr/bin/zerotrace" | "/usr/bin/zerotrace-worker" => "-rwxr-xr-x",
+            "/usr/bin/zerotrace" | "/usr/bin/zerotrace-worker" | "/usr/bin/zerotrace-top" => {
+                "-rwxr-xr-x"
+            }
             "/etc/zerotrace/zerotrace.env" => "-rw-------",
             _ => "-rw-r--r--",
         };

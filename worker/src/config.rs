@@ -116,7 +116,10 @@ mod tests {
         )
         .err()
         .unwrap_or_default();
-        assert!(err.contains("OTEL_EBPF_OPEN_PORT") && err.contains("80,http"), "{err}");
+        assert!(
+            err.contains("OTEL_EBPF_OPEN_PORT") && err.contains("80,http"),
+            "{err}"
+        );
         let err = WorkerConfig::from_args_and_env(
             Vec::<String>::new(),
             env_of(&[

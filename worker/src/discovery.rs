@@ -69,7 +69,9 @@ fn alive(pid: u32) -> bool {
         return false;
     };
     // The state follows the parenthesised command name.
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
     !matches!(state, Some('Z') | Some('X') | None)
 }
 
@@ -80,7 +82,10 @@ impl Discovery {
         excluded_pids: Vec<u32>,
         writer: PidFilterWriter,
     ) -> Self {
-        let needs_exe_path = instrument.iter().chain(&exclude).any(|s| s.exe_path.is_some());
+        let needs_exe_path = instrument
+            .iter()
+            .chain(&exclude)
+            .any(|s| s.exe_path.is_some());
         let matches_non_listeners = instrument
             .iter()
             .any(|s| s.open_ports.is_none() && (s.exe_path.is_some() || !s.target_pids.is_empty()));
@@ -145,7 +150,11 @@ impl Discovery {
         ProcessFacts {
             pid,
             exe_path,
-            comm: if comm.is_empty() { read_comm(pid) } else { comm.to_owned() },
+            comm: if comm.is_empty() {
+                read_comm(pid)
+            } else {
+                comm.to_owned()
+            },
             open_ports: self
                 .listening
                 .get(&pid)

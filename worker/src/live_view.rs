@@ -339,13 +339,9 @@ impl LatencySlot {
             }
             Err(i) => {
                 // Over budget: count it in the nearest bucket this second already has.
-                let nearest = if i == self.entries.len() {
-                    i - 1
-                } else if i > 0 && bucket - self.entries[i - 1].0 < self.entries[i].0 - bucket {
-                    i - 1
-                } else {
-                    i
-                };
+                let below_is_nearer = i == self.entries.len()
+                    || (i > 0 && bucket - self.entries[i - 1].0 < self.entries[i].0 - bucket);
+                let nearest = if below_is_nearer { i - 1 } else { i };
                 self.entries[nearest].1 = self.entries[nearest].1.saturating_add(1);
                 0
             }
@@ -418,36 +414,70 @@ impl Row {
         (slot.add(bucket, may_grow), dropped)
     }
 
-    /// Appends this row's latency entries within the window ending with `current`.
-    fn window_latencies(&self, current: u64, out: &mut Vec<(u16, u32)>) {
-        for slot in &self.latency {
-            if slot.second <= current && current - slot.second < WINDOW_SECONDS {
-                out.extend_from_slice(&slot.entries);
-            }
-        }
+    /// This row's latency entries of each second in the window ending with `current`.
+    fn window_latencies(&self, current: u64) -> impl Iterator<Item = &[(u16, u32)]> {
+        self.latency
+            .iter()
+            .filter(move |slot| slot.second <= current && current - slot.second < WINDOW_SECONDS)
+            .map(|slot| slot.entries.as_slice())
     }
 }
 
-/// p50, p95 and p99 in milliseconds of (bucket, count) entries (sorted here).
-fn percentiles(entries: &mut [(u16, u32)]) -> [Option<f64>; 3] {
-    entries.sort_unstable_by_key(|e| e.0);
-    let total: u64 = entries.iter().map(|e| u64::from(e.1)).sum();
-    let mut result = [None; 3];
-    if total == 0 {
-        return result;
-    }
-    for (out, q) in result.iter_mut().zip([0.50, 0.95, 0.99]) {
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0u64;
-        for &(bucket, count) in entries.iter() {
-            seen += u64::from(count);
-            if seen >= rank {
-                *out = Some(bucket_value_ns(bucket) / 1e6);
-                break;
-            }
+/// Buckets of the latency histogram (the largest index `bucket_of` returns, plus one).
+const BUCKETS: usize = (MAX_EXPONENT - SUB_BUCKET_BITS + 2) as usize * SUB_BUCKETS as usize;
+
+/// Sums (bucket, count) entries into dense counts and reads percentiles from
+/// them: linear in the entries and the range of buckets they span.
+struct Merge {
+    counts: Vec<u64>,
+    low: usize,
+    high: usize,
+    total: u64,
+}
+
+impl Merge {
+    fn new() -> Self {
+        Self {
+            counts: vec![0; BUCKETS],
+            low: BUCKETS,
+            high: 0,
+            total: 0,
         }
     }
-    result
+
+    fn add(&mut self, entries: &[(u16, u32)]) {
+        for &(bucket, count) in entries {
+            let bucket = usize::from(bucket).min(BUCKETS - 1);
+            self.counts[bucket] += u64::from(count);
+            self.low = self.low.min(bucket);
+            self.high = self.high.max(bucket);
+            self.total += u64::from(count);
+        }
+    }
+
+    /// p50, p95 and p99 in milliseconds (None when empty); empties the merge.
+    fn take(&mut self) -> [Option<f64>; 3] {
+        let mut result = [None; 3];
+        if self.total > 0 {
+            let range = &mut self.counts[self.low..=self.high];
+            for (out, q) in result.iter_mut().zip([0.50, 0.95, 0.99]) {
+                let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+                let mut seen = 0u64;
+                for (offset, count) in range.iter().enumerate() {
+                    seen += count;
+                    if seen >= rank {
+                        *out = Some(bucket_value_ns((self.low + offset) as u16) / 1e6);
+                        break;
+                    }
+                }
+            }
+            range.fill(0);
+        }
+        self.low = BUCKETS;
+        self.high = 0;
+        self.total = 0;
+        result
+    }
 }
 
 fn rate(count: u64, seconds: f64) -> f64 {
@@ -631,15 +661,16 @@ impl LiveView {
 
         let mut routes = Vec::with_capacity(active.len());
         let mut services: Vec<LiveRow> = Vec::new();
-        let mut latencies = Vec::new();
-        let mut service_latencies = Vec::new();
+        let mut latencies = Merge::new();
+        let mut service_latencies = Merge::new();
         let mut service_window = (0u64, 0u64);
         for (i, row) in active.iter().enumerate() {
             let (requests, errors) = row.counts.window(current);
-            latencies.clear();
-            row.window_latencies(current, &mut latencies);
-            service_latencies.extend_from_slice(&latencies);
-            let [p50_ms, p95_ms, p99_ms] = percentiles(&mut latencies);
+            for entries in row.window_latencies(current) {
+                latencies.add(entries);
+                service_latencies.add(entries);
+            }
+            let [p50_ms, p95_ms, p99_ms] = latencies.take();
             let history = row.counts.history(current);
             routes.push(LiveRow {
                 service: row.service.to_string(),
@@ -681,14 +712,13 @@ impl LiveView {
                 .is_none_or(|next| next.kind != row.kind || next.service != row.service);
             if last_of_service {
                 if let Some(service) = services.last_mut() {
-                    let [p50_ms, p95_ms, p99_ms] = percentiles(&mut service_latencies);
+                    let [p50_ms, p95_ms, p99_ms] = service_latencies.take();
                     service.requests_per_second = rate(service_window.0, window);
                     service.error_rate = ratio(service_window.1, service_window.0);
                     service.p50_ms = p50_ms;
                     service.p95_ms = p95_ms;
                     service.p99_ms = p99_ms;
                 }
-                service_latencies.clear();
                 service_window = (0, 0);
             }
         }
@@ -1002,6 +1032,7 @@ mod tests {
             host: None,
             traceparent: None,
             truncated: false,
+            route: None,
         }
     }
 
@@ -1033,6 +1064,7 @@ mod tests {
             assert!(error <= 0.0160, "{ns} ns -> {value} ({error})");
         }
         // Huge values are clamped, not wrapped.
+        assert_eq!(usize::from(bucket_of(u64::MAX)), BUCKETS - 1);
         assert!(bucket_of(u64::MAX) >= bucket_of(1 << 40));
         assert_eq!(bucket_of(u64::MAX), bucket_of(1 << 45));
     }
@@ -1089,6 +1121,8 @@ mod tests {
         assert!((service.error_rate - 0.2).abs() < 0.01);
         assert_eq!(service.requests_total, 2_500);
         assert_eq!(service.history[..59], [25; 59]);
+        assert!(close(service.p50_ms, 1.0, 0.02), "{service:?}");
+        assert!(close(service.p99_ms, 1.0, 0.02), "{service:?}");
     }
 
     #[test]
@@ -1352,7 +1386,7 @@ mod tests {
         assert_eq!(minimal.routes[0].service, "s");
     }
 
-    /// Recording cost (run with --ignored --release to measure).
+    /// Recording and snapshot costs (run with --ignored --release to measure).
     #[test]
     #[ignore]
     fn record_cost() {
@@ -1375,7 +1409,48 @@ mod tests {
             view.record(&spans[(i % 64) as usize], "python3", None, now);
         }
         let per = started.elapsed().as_nanos() as f64 / n as f64;
-        eprintln!("record: {per:.0} ns per span");
+        eprintln!("record, 64 routes: {per:.0} ns per span");
+
+        // Every span a new path: rows are created and evicted all the time.
+        let unique: Vec<HttpSpan> = (0..200_000u64)
+            .map(|i| span(SpanKind::Server, &format!("/scan/{i}"), 404, 100_000 + i))
+            .collect();
+        let started = Instant::now();
+        for (i, span) in unique.iter().enumerate() {
+            view.record(
+                span,
+                "python3",
+                None,
+                origin + Duration::from_micros(i as u64),
+            );
+        }
+        let per = started.elapsed().as_nanos() as f64 / unique.len() as f64;
+        eprintln!("record, a new path every span: {per:.0} ns per span");
+
+        // A full view: MAX_ROWS rows, each with 10 s of varied latencies.
+        let mut view = LiveView::starting_at(origin);
+        let rows: Vec<HttpSpan> = (0..MAX_ROWS as u64)
+            .map(|i| span(SpanKind::Server, &format!("/r/{i}"), 200, 1))
+            .collect();
+        for second in 0..10u64 {
+            for (i, row) in rows.iter().enumerate() {
+                for k in 0..20u64 {
+                    let mut span = row.clone();
+                    span.end_monotonic_ns =
+                        span.start_monotonic_ns + 50_000 * (1 + (i as u64 + k * 37) % 400);
+                    view.record(&span, "python3", None, origin + Duration::from_secs(second));
+                }
+            }
+        }
+        let started = Instant::now();
+        let snapshot = view.snapshot(origin + Duration::from_millis(9_900));
+        let took = started.elapsed();
+        let bytes = serde_json::to_vec(&snapshot).map(|v| v.len()).unwrap_or(0);
+        eprintln!(
+            "snapshot of {} rows, {} histogram entries: {took:?}, {bytes} bytes of JSON",
+            snapshot.routes.len(),
+            view.histogram_entries()
+        );
     }
 
     fn socket_dir(name: &str) -> PathBuf {

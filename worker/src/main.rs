@@ -18,9 +18,10 @@ use zerotrace_worker::config::WorkerConfig;
 use zerotrace_worker::discovery::{Discovery, PidFilterWriter};
 use zerotrace_worker::exporters::otel_export::OtelExport;
 use zerotrace_worker::exporters::prometheus::{self, ScrapeState, SharedScrapeState};
-use zerotrace_worker::otel::resource::ResourceCatalog;
 use zerotrace_worker::exporters::trace_printer::TracePrinter;
+use zerotrace_worker::live_view::{self, LiveView};
 use zerotrace_worker::loader_client::LoaderClient;
+use zerotrace_worker::otel::resource::ResourceCatalog;
 use zerotrace_worker::pipeline::{KernelCounters, Pipeline};
 use zerotrace_worker::privileges::OwnPrivileges;
 use zerotrace_worker::routes::RouteMatcher;
@@ -154,7 +155,12 @@ fn run(config: WorkerConfig) -> Result<(), String> {
     let printer = TracePrinter::new(effective.trace_printer, std::io::stdout());
     let otel = OtelExport::start(&effective.export)?;
     if otel.is_some() {
-        for destination in effective.export.traces.iter().chain(&effective.export.metrics) {
+        for destination in effective
+            .export
+            .traces
+            .iter()
+            .chain(&effective.export.metrics)
+        {
             log(&format!(
                 "exporting {:?} to {} ({})",
                 destination.signal,
@@ -175,6 +181,26 @@ fn run(config: WorkerConfig) -> Result<(), String> {
         }
         None => None,
     };
+    let live = match &config.live_socket {
+        Some(path) => {
+            let view = Arc::new(Mutex::new(LiveView::new()));
+            match live_view::serve(path, Arc::clone(&view)) {
+                Ok(()) => {
+                    log(&format!(
+                        "serving the live view for `zerotrace top` on {}",
+                        path.display()
+                    ));
+                    Some(view)
+                }
+                // Another agent may serve the default path: run on without it.
+                Err(e) => {
+                    log(&format!("live view off: {e}"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let resources = ResourceCatalog::new(
         effective.export.service_name.clone(),
         effective.export.resource_attributes.clone(),
@@ -185,12 +211,17 @@ fn run(config: WorkerConfig) -> Result<(), String> {
     let mut pipeline = Pipeline::new(discovery, printer, loader, routes)
         .with_otel_export(otel)
         .with_resources(resources)
-        .with_scrape_state(scrape, Arc::clone(&counters));
+        .with_scrape_state(scrape, Arc::clone(&counters))
+        .with_live_view(live);
     if let Some(map) = counters_map {
         pipeline = pipeline.with_kernel_counters(KernelCounters::new(map));
     }
     pipeline.scan_listeners();
-    let selectors: Vec<&str> = effective.instrument.iter().map(|s| s.origin.as_str()).collect();
+    let selectors: Vec<&str> = effective
+        .instrument
+        .iter()
+        .map(|s| s.origin.as_str())
+        .collect();
     log(&format!(
         "ready: instrumenting by {} ({} process(es) found)",
         selectors.join(", "),

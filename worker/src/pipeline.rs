@@ -4,23 +4,38 @@
 
 use std::collections::HashMap;
 use std::io::Stdout;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use zerotrace_shared::event::{layout, KernelEvent};
 
 use crate::capture::bpf_map::{possible_cpus, BpfMap};
+use crate::capture::reader::ReaderCounters;
 use crate::clock::{monotonic_now_ns, WallClock};
 use crate::connections::{ConnectionTracker, OpenedConnection, Segment};
 use crate::discovery::Discovery;
-use crate::capture::reader::ReaderCounters;
 use crate::exporters::otel_export::OtelExport;
 use crate::exporters::prometheus::SharedScrapeState;
+use crate::exporters::trace_printer::TracePrinter;
+use crate::live_view::LiveView;
+use crate::loader_client::LoaderClient;
 use crate::otel::resource::ResourceCatalog;
 use crate::routes::{RouteMatcher, SegmentCardinalityLimiter};
-use crate::exporters::trace_printer::TracePrinter;
-use crate::loader_client::LoaderClient;
 use crate::spans::HttpSpan;
+
+fn service_name_of(
+    resource: &opentelemetry_proto::tonic::resource::v1::Resource,
+) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    resource
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(name) => Some(name.clone()),
+            _ => None,
+        })
+}
 
 /// A full listener scan also runs on this period, as a safety net for listen
 /// events lost to a full ring buffer.
@@ -42,6 +57,8 @@ pub struct Pipeline {
     /// One OpenTelemetry resource per process, for every exporter.
     resources: ResourceCatalog,
     scrape: Option<SharedScrapeState>,
+    /// What `zerotrace top` reads (see live_view.rs).
+    live: Option<Arc<Mutex<LiveView>>>,
     reader_counters: Option<Arc<ReaderCounters>>,
     /// The `routes` configuration: http.route and what is ignored.
     routes: RouteMatcher,
@@ -116,6 +133,7 @@ impl Pipeline {
             process_names: HashMap::new(),
             resources: ResourceCatalog::new(None, Vec::new(), false),
             scrape: None,
+            live: None,
             reader_counters: None,
             routes,
             route_limiters: HashMap::new(),
@@ -133,8 +151,18 @@ impl Pipeline {
         self
     }
 
+    /// Feeds the live view `zerotrace top` reads.
+    pub fn with_live_view(mut self, live: Option<Arc<Mutex<LiveView>>>) -> Self {
+        self.live = live;
+        self
+    }
+
     /// Feeds the Prometheus endpoint's state.
-    pub fn with_scrape_state(mut self, scrape: Option<SharedScrapeState>, reader: Arc<ReaderCounters>) -> Self {
+    pub fn with_scrape_state(
+        mut self,
+        scrape: Option<SharedScrapeState>,
+        reader: Arc<ReaderCounters>,
+    ) -> Self {
         self.scrape = scrape;
         self.reader_counters = Some(reader);
         self
@@ -295,9 +323,28 @@ impl Pipeline {
             }
         }
         self.printer.print(
-            self.spans.iter().zip(&keep).filter(|(_, k)| k.0).map(|(s, _)| s),
+            self.spans
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| k.0)
+                .map(|(s, _)| s),
             &self.clock,
         );
+        if let Some(live) = self.live.as_ref() {
+            let now = Instant::now();
+            let mut view = live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut services: HashMap<u32, String> = HashMap::new();
+            for (span, &(_, in_metrics)) in self.spans.iter().zip(&keep) {
+                if !in_metrics {
+                    continue;
+                }
+                let service = services.entry(span.pid).or_insert_with(|| {
+                    let resource = self.resources.resource_for(span.pid, &span.process_name);
+                    service_name_of(&resource).unwrap_or_else(|| span.process_name.clone())
+                });
+                view.record(span, service, span.route.as_deref(), now);
+            }
+        }
         if self.otel.is_some() || self.scrape.is_some() {
             let mut scrape = self.scrape.as_ref().and_then(|s| s.lock().ok());
             for (span, &(in_traces, in_metrics)) in self.spans.iter().zip(&keep) {
@@ -307,7 +354,9 @@ impl Pipeline {
                 }
                 if let Some(state) = scrape.as_mut().filter(|_| in_metrics) {
                     let end = self.clock.to_unix_ns(span.end_monotonic_ns);
-                    state.red.record(span, span.route.as_deref(), &resource, end);
+                    state
+                        .red
+                        .record(span, span.route.as_deref(), &resource, end);
                 }
             }
         }
@@ -344,12 +393,16 @@ impl Pipeline {
             .unwrap_or_default();
         let reader = self.reader_counters.as_deref();
         let load = |f: fn(&ReaderCounters) -> &std::sync::atomic::AtomicU64| {
-            reader.map(|r| f(r).load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0)
+            reader
+                .map(|r| f(r).load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(0)
         };
         let otlp = self.otel.as_ref().map(|o| o.counters());
-        let otlp_load = |f: fn(&crate::exporters::otlp::ExportCounters) -> &std::sync::atomic::AtomicU64| {
-            otlp.map(|c| f(c).load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0)
-        };
+        let otlp_load =
+            |f: fn(&crate::exporters::otlp::ExportCounters) -> &std::sync::atomic::AtomicU64| {
+                otlp.map(|c| f(c).load(std::sync::atomic::Ordering::Relaxed))
+                    .unwrap_or(0)
+            };
         if let Ok(mut state) = scrape.lock() {
             state.own = crate::exporters::prometheus::SelfMetrics {
                 kernel_events,

@@ -334,7 +334,9 @@ enum PatternSegment<'a> {
     Literal(&'a str),
     /// One whole segment that starts with `prefix` ("" matches any segment;
     /// a non-empty prefix needs at least one more character).
-    Param { prefix: &'a str },
+    Param {
+        prefix: &'a str,
+    },
     /// Zero or more segments at the end, one or more in the middle.
     Rest,
 }
@@ -462,10 +464,7 @@ impl Node {
     fn child(&mut self, segment: PatternSegment<'_>) -> &mut Node {
         match segment {
             PatternSegment::Literal(text) => {
-                let index = match self
-                    .literals
-                    .binary_search_by(|(key, _)| (**key).cmp(text))
-                {
+                let index = match self.literals.binary_search_by(|(key, _)| (**key).cmp(text)) {
                     Ok(index) => index,
                     Err(index) => {
                         self.literals.insert(index, (text.into(), Node::default()));
@@ -544,7 +543,8 @@ impl PatternSet {
                 return Err(bad("empty pattern (expected e.g. /users/{id})".into()));
             }
             let query = pattern.split('/').any(|segment| {
-                !(segment.starts_with('{') && segment.ends_with('}')) && segment.contains(['?', '#'])
+                !(segment.starts_with('{') && segment.ends_with('}'))
+                    && segment.contains(['?', '#'])
             });
             if query {
                 return Err(bad(
@@ -571,8 +571,8 @@ impl PatternSet {
                         .into(),
                 ));
             }
-            let route_index = u32::try_from(set.routes.len())
-                .map_err(|_| bad("too many patterns".into()))?;
+            let route_index =
+                u32::try_from(set.routes.len()).map_err(|_| bad("too many patterns".into()))?;
             let mut node = &mut set.root;
             for segment in segments {
                 node = node.child(segment);
@@ -664,7 +664,8 @@ struct Bigrams {
 }
 
 /// The most frequent letter pairs of English text, most frequent first.
-const COMMON_PAIRS: &str = "th he in er an re on at en nd ti es or te of ed is it al ar st to nt ng \
+const COMMON_PAIRS: &str =
+    "th he in er an re on at en nd ti es or te of ed is it al ar st to nt ng \
     se ha as ou io le ve co me de hi ri ro ic ne ea ra ce li ch ll be ma si \
     om ur ca el ta la ns di fo ho pe ec pr no ct us ac ot il tr ly nc et ut \
     ss so rs un lo wa ge ie wh ee wi em ad ol rt po we na ul ni ts mo ow pa \
@@ -818,7 +819,11 @@ fn part_is_word(part: &str) -> bool {
         return true; // api, v, id, json: too short to judge
     }
     let all_upper = letters.clone().all(|c| c.is_ascii_uppercase());
-    let inner_upper = letters.clone().skip(1).filter(u8::is_ascii_uppercase).count();
+    let inner_upper = letters
+        .clone()
+        .skip(1)
+        .filter(u8::is_ascii_uppercase)
+        .count();
     // camelCase has at most one capital per three letters; random base-52
     // tokens have one per two.
     if !all_upper && inner_upper * 3 > count {
@@ -972,7 +977,8 @@ impl SegmentCardinalityLimiter {
                         if current.collapsed.is_some() {
                             replace = true;
                             node = current.collapsed.as_deref_mut();
-                        } else if current.children.contains_key(segment) || *nodes < LIMITER_MAX_NODES
+                        } else if current.children.contains_key(segment)
+                            || *nodes < LIMITER_MAX_NODES
                         {
                             if !current.children.contains_key(segment) {
                                 *nodes += 1;
@@ -1128,7 +1134,10 @@ mod tests {
         assert_eq!(route(&m, "").as_deref(), Some("/"));
         assert_eq!(route(&m, "/foo/bar/bae").as_deref(), Some("/foo/bar/bae/"));
         assert_eq!(route(&m, "/foo/bar").as_deref(), Some("/foo/:id"));
-        assert_eq!(route(&m, "/foo/5678/push").as_deref(), Some("/foo/{id}/push"));
+        assert_eq!(
+            route(&m, "/foo/5678/push").as_deref(),
+            Some("/foo/{id}/push")
+        );
         assert_eq!(route(&m, "/foo/1234/down"), None);
         assert_eq!(route(&m, "/admin").as_deref(), Some("/admin/*"));
         assert_eq!(route(&m, "/admin/token").as_deref(), Some("/admin/*"));
@@ -1141,8 +1150,14 @@ mod tests {
         assert_eq!(route(&m, "/a/b/d").as_deref(), Some("/a/{x}/d"));
         // Prefix placeholders before catch-alls when declared first.
         let m = with_patterns(&["/@:user/profile", "/:section/profile"]);
-        assert_eq!(route(&m, "/@carol/profile").as_deref(), Some("/@:user/profile"));
-        assert_eq!(route(&m, "/settings/profile").as_deref(), Some("/:section/profile"));
+        assert_eq!(
+            route(&m, "/@carol/profile").as_deref(),
+            Some("/@:user/profile")
+        );
+        assert_eq!(
+            route(&m, "/settings/profile").as_deref(),
+            Some("/:section/profile")
+        );
     }
 
     #[test]
@@ -1252,7 +1267,9 @@ mod tests {
         assert!(d.needs_cardinality_cap);
         assert_eq!(d.route.as_deref(), Some("/orders/*/items"));
         assert!(low.new_cardinality_limiter().is_some());
-        assert!(with(UnmatchedMode::Heuristic).new_cardinality_limiter().is_none());
+        assert!(with(UnmatchedMode::Heuristic)
+            .new_cardinality_limiter()
+            .is_none());
         // A matched pattern is never rewritten or capped.
         let d = low.classify("/users/9");
         assert_eq!(d.route.as_deref(), Some("/users/{id}"));
@@ -1267,8 +1284,14 @@ mod tests {
             patterns: vec!["/users/{id}".into()],
             ..RouteSettings::default()
         });
-        assert!(matches!(m.classify("/users/1").route, Some(Cow::Borrowed(_))));
-        assert!(matches!(m.classify("/api/health").route, Some(Cow::Borrowed(_))));
+        assert!(matches!(
+            m.classify("/users/1").route,
+            Some(Cow::Borrowed(_))
+        ));
+        assert!(matches!(
+            m.classify("/api/health").route,
+            Some(Cow::Borrowed(_))
+        ));
         assert!(matches!(m.classify("/api/12").route, Some(Cow::Owned(_))));
     }
 
@@ -1290,13 +1313,22 @@ mod tests {
             ("/attach", "/attach"),
             ("/attach?session_id=ddfsdsf&track_id=sjdklnfldsn", "/attach"),
             ("/attach#section-1", "/attach"),
-            ("/usuarios/fdklsd/j4elk/23993/trabajo/2", "/usuarios/*/j4elk/*/trabajo/*"),
-            ("/Benutzer/fdklsd/j4elk/23993/Arbeit/2", "/Benutzer/*/j4elk/*/Arbeit/*"),
+            (
+                "/usuarios/fdklsd/j4elk/23993/trabajo/2",
+                "/usuarios/*/j4elk/*/trabajo/*",
+            ),
+            (
+                "/Benutzer/fdklsd/j4elk/23993/Arbeit/2",
+                "/Benutzer/*/j4elk/*/Arbeit/*",
+            ),
             ("/products/", "/products/"),
             ("/user-space/", "/user-space/"),
             ("/user_space/", "/user_space/"),
             ("/api/hello.world", "/api/hello.world"),
-            ("/api.backup/hello.world.again", "/api.backup/hello.world.again"),
+            (
+                "/api.backup/hello.world.again",
+                "/api.backup/hello.world.again",
+            ),
             ("/getquote", "/getquote"),
             (
                 "/document/d/CfMkAGbE_aivhFydEpaRafPuGWbmHfG/edit",
@@ -1313,7 +1345,10 @@ mod tests {
             ),
             ("/files/deadbeefcafe0001", "/files/*"),
             ("/a/b/c/d/e/f/g/h/i/j/k/l", "/a/b/c/d/e/f/g/h/i/j"),
-            ("/.well-known/openid-configuration", "/.well-known/openid-configuration"),
+            (
+                "/.well-known/openid-configuration",
+                "/.well-known/openid-configuration",
+            ),
             ("/api/v2/getUserById/77", "/api/v2/getUserById/*"),
             ("/static/favicon.ico", "/static/favicon.ico"),
             ("/img/logo192.png", "/img/*"),
@@ -1366,10 +1401,7 @@ mod tests {
                 0 => format!("/users/{}", rng.next() % 1_000_000_000),
                 1 => format!("/orders/{}", rng.uuid()),
                 2 => format!("/orders/{}/items/{}", rng.uuid(), rng.next() % 100),
-                3 => format!(
-                    "/blobs/sha256:{}",
-                    rng.token(b"0123456789abcdef", 64)
-                ),
+                3 => format!("/blobs/sha256:{}", rng.token(b"0123456789abcdef", 64)),
                 4 => format!("/blobs/{}", rng.token(b"0123456789abcdef", 64)),
                 5 => format!("/api/v1/accounts/{}/profile", rng.next()),
                 6 => format!(
@@ -1397,7 +1429,10 @@ mod tests {
             "/api/v1/accounts/*/profile",
             "/s/*",
         ] {
-            assert!(routes.contains(&Some(want.to_string())), "{want}: {sorted:?}");
+            assert!(
+                routes.contains(&Some(want.to_string())),
+                "{want}: {sorted:?}"
+            );
         }
     }
 
@@ -1407,7 +1442,11 @@ mod tests {
         for (alphabet, len, max_kept) in [
             (&b"abcdefghijklmnopqrstuvwxyz"[..], 12, 50),
             (&b"abcdefghijklmnopqrstuvwxyz"[..], 16, 20),
-            (&b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[..], 10, 30),
+            (
+                &b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[..],
+                10,
+                30,
+            ),
             (&b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"[..], 12, 50),
         ] {
             let kept = (0..1000)
@@ -1446,7 +1485,10 @@ mod tests {
         assert_eq!(limiter.limit("/users/a/profile"), "/users/a/profile");
         assert_eq!(limiter.limit("/users/b/profile"), "/users/b/profile");
         assert_eq!(limiter.limit("/users/c/profile"), "/users/c/profile");
-        assert!(matches!(limiter.limit("/users/c/profile"), Cow::Borrowed(_)));
+        assert!(matches!(
+            limiter.limit("/users/c/profile"),
+            Cow::Borrowed(_)
+        ));
         // The fourth distinct value collapses the position, the old ones too.
         assert_eq!(limiter.limit("/users/d/profile"), "/users/*/profile");
         assert_eq!(limiter.limit("/users/a/profile"), "/users/*/profile");
@@ -1474,7 +1516,11 @@ mod tests {
             let path = format!("/{a}/{b}/x");
             limiter.limit(&path);
         }
-        assert!(limiter.root.size() <= LIMITER_MAX_NODES + 1, "{}", limiter.root.size());
+        assert!(
+            limiter.root.size() <= LIMITER_MAX_NODES + 1,
+            "{}",
+            limiter.root.size()
+        );
     }
 
     /// Matching cost: run with

@@ -87,7 +87,12 @@ impl OtelExport {
     ) {
         let route = span.route.as_deref();
         if let Some(red) = self.red.as_mut().filter(|_| in_metrics) {
-            red.record(span, route, resource, clock.to_unix_ns(span.end_monotonic_ns));
+            red.record(
+                span,
+                route,
+                resource,
+                clock.to_unix_ns(span.end_monotonic_ns),
+            );
         }
         if !in_traces || !self.exporter.exports(Signal::Traces) {
             return;
@@ -100,8 +105,11 @@ impl OtelExport {
             self.spans_sampled_out += 1;
             return;
         }
-        self.pending
-            .push((span.pid, Arc::clone(resource), encode_span(span, &ids, route, clock)));
+        self.pending.push((
+            span.pid,
+            Arc::clone(resource),
+            encode_span(span, &ids, route, clock),
+        ));
         if self.pending.len() >= self.batch.max_export_batch_size {
             self.flush_spans();
         }

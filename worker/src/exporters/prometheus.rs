@@ -12,7 +12,9 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-use crate::metrics::red::{HistogramState, RedMetrics, SeriesKey, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
+use crate::metrics::red::{
+    HistogramState, RedMetrics, SeriesKey, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES,
+};
 use crate::otel::settings::Temporality;
 use crate::spans::SpanKind;
 
@@ -30,7 +32,11 @@ impl PrometheusSettings {
         };
         let port: u16 = match port.trim().parse() {
             Ok(p) if p > 0 => p,
-            _ => return Err(format!("OTEL_EBPF_PROMETHEUS_PORT={port:?}: expected a port number")),
+            _ => {
+                return Err(format!(
+                    "OTEL_EBPF_PROMETHEUS_PORT={port:?}: expected a port number"
+                ))
+            }
         };
         if port < 1024 {
             return Err(format!(
@@ -40,7 +46,9 @@ impl PrometheusSettings {
         }
         let path = env("OTEL_EBPF_PROMETHEUS_PATH").unwrap_or_else(|| "/metrics".into());
         if !path.starts_with('/') {
-            return Err(format!("OTEL_EBPF_PROMETHEUS_PATH={path:?}: must start with /"));
+            return Err(format!(
+                "OTEL_EBPF_PROMETHEUS_PATH={path:?}: must start with /"
+            ));
         }
         Ok(Some(Self { port, path }))
     }
@@ -82,7 +90,10 @@ impl Default for ScrapeState {
 pub type SharedScrapeState = Arc<Mutex<ScrapeState>>;
 
 fn escape_label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn label_name(key: &str) -> String {
@@ -103,7 +114,11 @@ fn value_text(value: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) 
 
 fn labels_of(key: &SeriesKey, service: &str) -> Vec<(String, String)> {
     let mut labels = vec![("service_name".to_owned(), service.to_owned())];
-    labels.extend(key.attributes().iter().map(|kv: &KeyValue| (label_name(&kv.key), value_text(&kv.value))));
+    labels.extend(
+        key.attributes()
+            .iter()
+            .map(|kv: &KeyValue| (label_name(&kv.key), value_text(&kv.value))),
+    );
     labels
 }
 
@@ -126,31 +141,93 @@ fn format_bound(bound: f64) -> String {
     }
 }
 
-fn write_histogram(out: &mut String, name: &str, labels: &[(String, String)], bounds: &[f64], state: &HistogramState) {
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &[(String, String)],
+    bounds: &[f64],
+    state: &HistogramState,
+) {
     let mut cumulative = 0;
     for (bound, count) in bounds.iter().zip(&state.bucket_counts) {
         cumulative += count;
-        let _ = writeln!(out, "{name}_bucket{} {cumulative}", label_text(labels, Some(("le", &format_bound(*bound)))));
+        let _ = writeln!(
+            out,
+            "{name}_bucket{} {cumulative}",
+            label_text(labels, Some(("le", &format_bound(*bound))))
+        );
     }
-    let _ = writeln!(out, "{name}_bucket{} {}", label_text(labels, Some(("le", "+Inf"))), state.count);
+    let _ = writeln!(
+        out,
+        "{name}_bucket{} {}",
+        label_text(labels, Some(("le", "+Inf"))),
+        state.count
+    );
     let _ = writeln!(out, "{name}_sum{} {}", label_text(labels, None), state.sum);
-    let _ = writeln!(out, "{name}_count{} {}", label_text(labels, None), state.count);
+    let _ = writeln!(
+        out,
+        "{name}_count{} {}",
+        label_text(labels, None),
+        state.count
+    );
 }
 
 /// (family name, help, unit, which histogram of a series, bounds)
-type Family = (&'static str, &'static str, &'static str, fn(&crate::metrics::red::Series) -> &HistogramState, &'static [f64]);
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::metrics::red::Series) -> &HistogramState,
+    &'static [f64],
+);
 
 fn families(kind: SpanKind) -> [Family; 3] {
     match kind {
         SpanKind::Server => [
-            ("http_server_request_duration_seconds", "Duration of HTTP server requests.", "seconds", |s| &s.duration, &DURATION_BOUNDS_SECONDS),
-            ("http_server_request_body_size_bytes", "Size of HTTP server request bodies.", "bytes", |s| &s.request_size, &SIZE_BOUNDS_BYTES),
-            ("http_server_response_body_size_bytes", "Size of HTTP server response bodies.", "bytes", |s| &s.response_size, &SIZE_BOUNDS_BYTES),
+            (
+                "http_server_request_duration_seconds",
+                "Duration of HTTP server requests.",
+                "seconds",
+                |s| &s.duration,
+                &DURATION_BOUNDS_SECONDS,
+            ),
+            (
+                "http_server_request_body_size_bytes",
+                "Size of HTTP server request bodies.",
+                "bytes",
+                |s| &s.request_size,
+                &SIZE_BOUNDS_BYTES,
+            ),
+            (
+                "http_server_response_body_size_bytes",
+                "Size of HTTP server response bodies.",
+                "bytes",
+                |s| &s.response_size,
+                &SIZE_BOUNDS_BYTES,
+            ),
         ],
         SpanKind::Client => [
-            ("http_client_request_duration_seconds", "Duration of HTTP client requests.", "seconds", |s| &s.duration, &DURATION_BOUNDS_SECONDS),
-            ("http_client_request_body_size_bytes", "Size of HTTP client request bodies.", "bytes", |s| &s.request_size, &SIZE_BOUNDS_BYTES),
-            ("http_client_response_body_size_bytes", "Size of HTTP client response bodies.", "bytes", |s| &s.response_size, &SIZE_BOUNDS_BYTES),
+            (
+                "http_client_request_duration_seconds",
+                "Duration of HTTP client requests.",
+                "seconds",
+                |s| &s.duration,
+                &DURATION_BOUNDS_SECONDS,
+            ),
+            (
+                "http_client_request_body_size_bytes",
+                "Size of HTTP client request bodies.",
+                "bytes",
+                |s| &s.request_size,
+                &SIZE_BOUNDS_BYTES,
+            ),
+            (
+                "http_client_response_body_size_bytes",
+                "Size of HTTP client response bodies.",
+                "bytes",
+                |s| &s.response_size,
+                &SIZE_BOUNDS_BYTES,
+            ),
         ],
     }
 }
@@ -179,34 +256,92 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
                 let _ = writeln!(out, "# UNIT {name} {unit}");
             }
             for (key, s) in members {
-                write_histogram(&mut out, name, &labels_of(key, &service_name_of(s)), bounds, pick(s));
+                write_histogram(
+                    &mut out,
+                    name,
+                    &labels_of(key, &service_name_of(s)),
+                    bounds,
+                    pick(s),
+                );
             }
         }
     }
     let own = &state.own;
     let counters: [(&str, &str, u64); 11] = [
-        ("zerotrace_kernel_events", "Events the kernel programs submitted.", own.kernel_events),
-        ("zerotrace_kernel_ringbuf_drops", "Events the kernel dropped because the ring buffer was full.", own.kernel_ringbuf_drops),
-        ("zerotrace_worker_records", "Ring buffer records the worker read.", own.records_read),
-        ("zerotrace_worker_undecodable_records", "Ring buffer records that could not be decoded.", own.undecodable_records),
-        ("zerotrace_worker_pipeline_drops", "Events dropped because the decoding pipeline was full.", own.pipeline_drops),
+        (
+            "zerotrace_kernel_events",
+            "Events the kernel programs submitted.",
+            own.kernel_events,
+        ),
+        (
+            "zerotrace_kernel_ringbuf_drops",
+            "Events the kernel dropped because the ring buffer was full.",
+            own.kernel_ringbuf_drops,
+        ),
+        (
+            "zerotrace_worker_records",
+            "Ring buffer records the worker read.",
+            own.records_read,
+        ),
+        (
+            "zerotrace_worker_undecodable_records",
+            "Ring buffer records that could not be decoded.",
+            own.undecodable_records,
+        ),
+        (
+            "zerotrace_worker_pipeline_drops",
+            "Events dropped because the decoding pipeline was full.",
+            own.pipeline_drops,
+        ),
         ("zerotrace_spans", "Spans built.", own.spans),
-        ("zerotrace_garbage_segments", "Captured segments that were not parseable HTTP.", own.garbage_segments),
-        ("zerotrace_otlp_spans_exported", "Spans accepted by OTLP backends.", own.otlp_spans_exported),
-        ("zerotrace_otlp_spans_dropped", "Spans dropped by the OTLP exporter.", own.otlp_spans_dropped),
-        ("zerotrace_otlp_points_exported", "Metric data points accepted by OTLP backends.", own.otlp_points_exported),
-        ("zerotrace_otlp_points_dropped", "Metric data points dropped by the OTLP exporter.", own.otlp_points_dropped),
+        (
+            "zerotrace_garbage_segments",
+            "Captured segments that were not parseable HTTP.",
+            own.garbage_segments,
+        ),
+        (
+            "zerotrace_otlp_spans_exported",
+            "Spans accepted by OTLP backends.",
+            own.otlp_spans_exported,
+        ),
+        (
+            "zerotrace_otlp_spans_dropped",
+            "Spans dropped by the OTLP exporter.",
+            own.otlp_spans_dropped,
+        ),
+        (
+            "zerotrace_otlp_points_exported",
+            "Metric data points accepted by OTLP backends.",
+            own.otlp_points_exported,
+        ),
+        (
+            "zerotrace_otlp_points_dropped",
+            "Metric data points dropped by the OTLP exporter.",
+            own.otlp_points_dropped,
+        ),
     ];
     for (name, help, value) in counters {
         // The text format names the counter with its _total suffix; OpenMetrics names the family.
-        let family = if openmetrics { name.to_owned() } else { format!("{name}_total") };
+        let family = if openmetrics {
+            name.to_owned()
+        } else {
+            format!("{name}_total")
+        };
         let _ = writeln!(out, "# HELP {family} {help}");
         let _ = writeln!(out, "# TYPE {family} counter");
         let _ = writeln!(out, "{name}_total {value}");
     }
     for (name, help, value) in [
-        ("zerotrace_instrumented_processes", "Processes the kernel currently captures.", own.instrumented_processes),
-        ("zerotrace_tracked_connections", "Connections the worker currently tracks.", own.tracked_connections),
+        (
+            "zerotrace_instrumented_processes",
+            "Processes the kernel currently captures.",
+            own.instrumented_processes,
+        ),
+        (
+            "zerotrace_tracked_connections",
+            "Connections the worker currently tracks.",
+            own.tracked_connections,
+        ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");
@@ -221,7 +356,10 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
 /// Serves scrapes on its own thread, one connection at a time (scrapers are few).
 pub fn start(settings: &PrometheusSettings, state: SharedScrapeState) -> Result<(), String> {
     let listener = TcpListener::bind(("0.0.0.0", settings.port)).map_err(|e| {
-        format!("Prometheus endpoint: cannot listen on port {}: {e}", settings.port)
+        format!(
+            "Prometheus endpoint: cannot listen on port {}: {e}",
+            settings.port
+        )
     })?;
     let path = settings.path.clone();
     std::thread::Builder::new()
@@ -312,7 +450,10 @@ mod tests {
     #[test]
     fn renders_cumulative_buckets_and_self_metrics() {
         let resource = Arc::new(Resource {
-            attributes: vec![crate::otel::resource::string_attribute("service.name", "shop \"a\"")],
+            attributes: vec![crate::otel::resource::string_attribute(
+                "service.name",
+                "shop \"a\"",
+            )],
             ..Default::default()
         });
         let mut state = ScrapeState::default();
@@ -326,12 +467,20 @@ mod tests {
         let ok_labels = r#"http_response_status_code="200""#;
         let inf = text
             .lines()
-            .find(|l| l.contains(ok_labels) && l.contains("le=\"+Inf\"") && l.starts_with("http_server_request_duration_seconds_bucket"))
+            .find(|l| {
+                l.contains(ok_labels)
+                    && l.contains("le=\"+Inf\"")
+                    && l.starts_with("http_server_request_duration_seconds_bucket")
+            })
             .unwrap_or_else(|| panic!("{text}"));
         assert!(inf.ends_with(" 2"), "{inf}");
         let at_50ms = text
             .lines()
-            .find(|l| l.contains(ok_labels) && l.contains("le=\"0.05\"") && l.starts_with("http_server_request_duration_seconds_bucket"))
+            .find(|l| {
+                l.contains(ok_labels)
+                    && l.contains("le=\"0.05\"")
+                    && l.starts_with("http_server_request_duration_seconds_bucket")
+            })
             .unwrap_or_else(|| panic!("{text}"));
         assert!(at_50ms.ends_with(" 2"), "cumulative buckets: {at_50ms}");
         assert!(text.contains("zerotrace_spans_total 3"));
@@ -342,13 +491,24 @@ mod tests {
 
     #[test]
     fn low_ports_and_bad_values_are_refused() {
-        let env = |port: &'static str| move |k: &str| (k == "OTEL_EBPF_PROMETHEUS_PORT").then(|| port.to_string());
-        assert!(PrometheusSettings::from_env(&env("80")).err().unwrap_or_default().contains("below 1024"));
+        let env = |port: &'static str| {
+            move |k: &str| (k == "OTEL_EBPF_PROMETHEUS_PORT").then(|| port.to_string())
+        };
+        assert!(PrometheusSettings::from_env(&env("80"))
+            .err()
+            .unwrap_or_default()
+            .contains("below 1024"));
         assert!(PrometheusSettings::from_env(&env("x")).is_err());
         assert_eq!(
-            PrometheusSettings::from_env(&env("9400")).ok().flatten().map(|s| s.path),
+            PrometheusSettings::from_env(&env("9400"))
+                .ok()
+                .flatten()
+                .map(|s| s.path),
             Some("/metrics".to_string())
         );
-        assert_eq!(PrometheusSettings::from_env(&|_: &str| None).ok().flatten(), None);
+        assert_eq!(
+            PrometheusSettings::from_env(&|_: &str| None).ok().flatten(),
+            None
+        );
     }
 }
