@@ -2,6 +2,8 @@
 # Builds zerotrace and runs it on its embedded default — the text trace
 # printer on stdout — instrumenting a demo HTTP server on port 8080 that gets
 # a request every second. Ctrl-C stops everything.
+#   scripts/demo.sh          spans on stdout
+#   scripts/demo.sh --top    the live terminal view (zerotrace top) instead; q quits
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,5 +25,9 @@ server=$!
 traffic=$!
 trap 'kill $traffic $server 2>/dev/null || true' EXIT
 
-echo "demo server on http://127.0.0.1:$port (pid $server); spans below. Ctrl-C to stop." >&2
-./target/release/zerotrace run --open-port "$port"
+if [ "${1:-}" = "--top" ]; then
+  ./target/release/zerotrace top --open-port "$port"
+else
+  echo "demo server on http://127.0.0.1:$port (pid $server); spans below. Ctrl-C to stop." >&2
+  ./target/release/zerotrace run --open-port "$port"
+fi
