@@ -10,7 +10,7 @@ packages=(
   curl python3 util-linux procps                                # demo and tests: clients, servers, setpriv
 )
 if [ "${1:-}" = "test" ]; then
-  packages+=(prometheus bpftool tmux)                           # tests: a real scraper, map dumps, a terminal
+  packages+=(prometheus bpftool tmux openssl)                   # tests: a real scraper, map dumps, a terminal, certificates
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -460,3 +460,178 @@ fn a_backend_outage_is_survived_counted_and_recovered_from() {
     );
     assert!(stderr.contains("dropped"), "{stderr}");
 }
+
+#[test]
+fn one_agent_fans_out_to_several_destinations_from_yaml() {
+    require_root();
+    let server = Server::python_app();
+    let grpc = OtlpReceiver::start_grpc();
+    let http = OtlpReceiver::start_http();
+    let dir = std::env::temp_dir().join(format!("zt-fanout-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("fanout.yaml");
+    let yaml = format!(
+        "discovery:\n  instrument:\n    - open_ports: {}\notel_traces_export:\n  batch_timeout: 200ms\n  endpoints:\n    - endpoint: {}\n      protocol: grpc\n      headers: {{x-team: a}}\n    - endpoint: {}\n      protocol: http/protobuf\n      headers: {{x-team: b}}\n",
+        server.port,
+        grpc.endpoint(),
+        http.endpoint()
+    );
+    std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status();
+    let _agent = Agent::start(&["--config", &path.to_string_lossy()], &[]);
+    curl(&[&server.url("/hello?fanout")]);
+    for (receiver, team) in [(&grpc, "a"), (&http, "b")] {
+        let spans = server_spans(receiver, 1);
+        assert_eq!(
+            attr_str(&spans[0].1.attributes, "url.query").as_deref(),
+            Some("fanout")
+        );
+        assert!(receiver
+            .traces()
+            .iter()
+            .all(|t| t.headers.get("x-team").map(String::as_str) == Some(team)));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("openssl: {e}"));
+        assert!(status.success(), "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=zerotrace test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
+#[test]
+fn https_endpoints_are_verified_against_the_trusted_ca_store() {
+    use prost::Message;
+    require_root();
+    let dir = std::env::temp_dir().join(format!("zt-tls-{}", std::process::id()));
+    let received = dir.join("received");
+    std::fs::create_dir_all(&received).unwrap_or_else(|e| panic!("{e}"));
+    make_certificates(&dir);
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status();
+    let port = free_port();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/tls_otlp_sink.py");
+    let sink = std::process::Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(dir.join("server.pem"))
+        .arg(dir.join("server.key"))
+        .arg(&received)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sink = Server { child: sink, port };
+    sink.wait_listening();
+    let server = Server::python_app();
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let ca = dir.join("ca.pem").to_string_lossy().into_owned();
+    let common = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_METRICS_EXPORTER", "none"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ];
+
+    // Not trusted: the system store does not know this CA, so nothing is sent.
+    let untrusted = Agent::start(&["--open-port", &server.port.to_string()], &common);
+    curl(&[&server.url("/hello?untrusted")]);
+    let failing = wait_for(Duration::from_secs(10), || {
+        untrusted.stderr.text().contains("failing").then_some(())
+    });
+    drop(untrusted);
+    assert!(failing.is_some(), "an unknown CA was accepted");
+    assert_eq!(
+        std::fs::read_dir(&received).map(|d| d.count()).unwrap_or(0),
+        0
+    );
+
+    // Trusted through the CA bundle the process is told to use.
+    let mut env = common.to_vec();
+    env.push(("SSL_CERT_FILE", ca.as_str()));
+    let trusted = Agent::start(&["--open-port", &server.port.to_string()], &env);
+    curl(&[&server.url("/hello?trusted")]);
+    let request = wait_for(Duration::from_secs(15), || {
+        let entries = std::fs::read_dir(&received).ok()?;
+        entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "bin"))
+            .find_map(|e| {
+                let body = std::fs::read(e.path()).ok()?;
+                opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                    body.as_slice(),
+                )
+                .ok()
+            })
+    });
+    drop(trusted);
+    let _ = std::fs::remove_dir_all(&dir);
+    let request = request.unwrap_or_else(|| panic!("nothing arrived over https"));
+    let spans: Vec<_> = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .collect();
+    assert!(spans
+        .iter()
+        .any(|s| attr_str(&s.attributes, "url.query").as_deref() == Some("trusted")));
+}
