@@ -17,4 +17,4 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo build"
 cargo build --workspace --quiet
 echo "== cargo test"
-cargo test --workspace -- --test-threads=2
+cargo test --workspace --no-fail-fast -- --test-threads=2
