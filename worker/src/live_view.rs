@@ -873,7 +873,7 @@ fn accept(stream: UnixStream, shared: &Arc<Shared>) {
     let uid = credentials.uid();
     if !shared.policy.allows(uid) {
         let n = shared.refusals.fetch_add(1, Ordering::Relaxed) + 1;
-        if n <= 10 || n % 1000 == 0 {
+        if n <= 10 || n.is_multiple_of(1000) {
             log(&format!(
                 "live view: refused a client with uid {uid} (pid {}): only root and uid {} may read it ({n} refused so far)",
                 credentials.pid(),

@@ -1,3 +1,5 @@
 //! Decoders of application protocols from captured byte streams.
 
+pub mod hpack;
 pub mod http1;
+pub mod http2;
