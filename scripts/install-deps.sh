@@ -10,7 +10,7 @@ packages=(
   curl python3 util-linux procps                                # demo and tests: clients, servers, setpriv
 )
 if [ "${1:-}" = "test" ]; then
-  packages+=(prometheus bpftool tmux openssl)                   # tests: a real scraper, map dumps, a terminal, certificates
+  packages+=(prometheus bpftool tmux openssl nginx-light nghttp2-client)  # tests: scraper, map dumps, terminal, certificates, h2 server and load
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -77,8 +77,14 @@ struct {
 
 struct zt_event_buffer {
 	struct zt_event event;
-	__u8 payload[ZT_PAYLOAD_MAX];
+	/* Twice the capture size, so the verifier can see that a copy that starts
+	 * below ZT_PAYLOAD_MAX and is at most ZT_PAYLOAD_MAX long stays inside. */
+	__u8 payload[2 * ZT_PAYLOAD_MAX];
 };
+
+/* Vectored I/O (writev, sendmsg...) is captured across this many iovecs:
+ * nginx and HTTP/2 servers write frame headers and bodies as separate pieces. */
+#define ZT_MAX_IOVECS 8
 
 /* Per-CPU staging area: events are too big for the 512-byte BPF stack. */
 struct {
@@ -184,14 +190,28 @@ static __always_inline void zt_on_connection(struct sock *sk, __u8 role, __u64 p
 	zt_submit(buf, 0, zt_batched_wakeup_flags());
 }
 
-/* Where the syscall's payload starts and how long its first contiguous piece is. */
-static __always_inline __u64 zt_first_iovec(__u64 iov_ptr, __u64 *len)
+/* Copies the first ZT_PAYLOAD_MAX bytes of an iovec array; returns the bytes copied. */
+static __always_inline __u32 zt_copy_iovecs(struct zt_event_buffer *buf, __u64 iov_ptr, __u64 count, __u64 total)
 {
-	struct zt_user_iovec iov = {};
-	if (!iov_ptr || bpf_probe_read_user(&iov, sizeof(iov), (void *)iov_ptr))
-		return 0;
-	*len = iov.len;
-	return iov.base;
+	__u64 off = 0;
+	if (total > ZT_PAYLOAD_MAX)
+		total = ZT_PAYLOAD_MAX;
+	for (int i = 0; i < ZT_MAX_IOVECS; i++) {
+		if (i >= count || off >= total)
+			break;
+		struct zt_user_iovec iov = {};
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iov_ptr + i * sizeof(iov))))
+			break;
+		__u64 len = iov.len;
+		if (len > total - off)
+			len = total - off;
+		if (off >= ZT_PAYLOAD_MAX || len > ZT_PAYLOAD_MAX)
+			break;
+		if (len && bpf_probe_read_user(&buf->payload[off], len, (void *)iov.base))
+			break;
+		off += len;
+	}
+	return off;
 }
 
 static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, __u64 pid_tgid)
@@ -203,6 +223,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	__u8 direction = ZT_DIR_INGRESS;
 	__u64 payload = 0;
 	__u64 piece_len = ret;
+	__u64 iov_ptr = 0, iov_count = 0;
 	switch (nr) {
 	case ZT_NR_write:
 	case ZT_NR_sendto:
@@ -216,15 +237,18 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 		direction = ZT_DIR_EGRESS;
 		/* fall through */
 	case ZT_NR_readv:
-		payload = zt_first_iovec(regs->si, &piece_len);
+		iov_ptr = regs->si;
+		iov_count = regs->dx;
 		break;
 	case ZT_NR_sendmsg:
 		direction = ZT_DIR_EGRESS;
 		/* fall through */
 	case ZT_NR_recvmsg: {
 		struct zt_user_msghdr msg = {};
-		if (!bpf_probe_read_user(&msg, sizeof(msg), (void *)regs->si) && msg.msg_iovlen > 0)
-			payload = zt_first_iovec(msg.msg_iov, &piece_len);
+		if (!bpf_probe_read_user(&msg, sizeof(msg), (void *)regs->si)) {
+			iov_ptr = msg.msg_iov;
+			iov_count = msg.msg_iovlen;
+		}
 		break;
 	}
 	case ZT_NR_sendfile:
@@ -258,7 +282,9 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	e->bytes = ret;
 
 	__u32 copy = 0;
-	if (payload) {
+	if (iov_ptr) {
+		copy = zt_copy_iovecs(buf, iov_ptr, iov_count, ret);
+	} else if (payload) {
 		if (piece_len > (__u64)ret)
 			piece_len = ret;
 		copy = piece_len > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : piece_len;

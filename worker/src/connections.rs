@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use zerotrace_shared::event::{ConnTuple, ConnectionRole, Direction};
 
 use crate::protocols::http1::{Http1Stream, HttpMessage, MessageHead};
+use crate::protocols::http2::{Http2Connection, Http2Exchange, PREFACE};
 use crate::spans::{HttpSpan, SpanKind};
 
 /// Addresses of a connection whose first event was lost (or predates a worker restart).
@@ -44,6 +45,8 @@ struct Connection {
     /// Requests not yet answered, with the direction they travelled.
     pending: VecDeque<(Direction, HttpMessage)>,
     last_seen_ns: u64,
+    /// Set once the HTTP/2 connection preface is seen: the bytes are frames from then on.
+    http2: Option<Box<Http2Connection>>,
 }
 
 impl Connection {
@@ -57,6 +60,7 @@ impl Connection {
             egress: Http1Stream::new(),
             pending: VecDeque::new(),
             last_seen_ns: ts,
+            http2: None,
         }
     }
 
@@ -179,6 +183,22 @@ impl ConnectionTracker {
         let missing = segment
             .total_bytes
             .saturating_sub(segment.payload.len() as u64);
+        if conn.http2.is_none() && segment.payload.starts_with(PREFACE) {
+            conn.http2 = Some(Box::default());
+            if conn.role == ConnectionRole::Unknown {
+                // The client sends the preface.
+                conn.role = match segment.direction {
+                    Direction::Ingress => ConnectionRole::Server,
+                    Direction::Egress => ConnectionRole::Client,
+                };
+            }
+        }
+        if let Some(h2) = conn.http2.as_mut() {
+            let mut exchanges = Vec::new();
+            h2.feed(segment.direction, segment.payload, missing, segment.ts_ns, &mut exchanges);
+            spans.extend(exchanges.into_iter().filter_map(|x| build_h2_span(conn, x)));
+            return;
+        }
         let mut messages = std::mem::take(&mut self.messages);
         conn.stream(segment.direction)
             .feed(segment.payload, missing, segment.ts_ns, &mut messages);
@@ -237,6 +257,12 @@ impl ConnectionTracker {
         let Some(mut conn) = self.connections.remove(&sock_id) else {
             return;
         };
+        if let Some(mut h2) = conn.http2.take() {
+            let mut exchanges = Vec::new();
+            h2.finish(ts, &mut exchanges);
+            spans.extend(exchanges.into_iter().filter_map(|x| build_h2_span(&conn, x)));
+            return;
+        }
         let mut messages = std::mem::take(&mut self.messages);
         for direction in [Direction::Ingress, Direction::Egress] {
             conn.stream(direction).finish(ts, &mut messages);
@@ -277,6 +303,35 @@ impl ConnectionTracker {
 
 fn socket_addr(addr: std::net::IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(addr, port)
+}
+
+/// An HTTP/2 stream as a span; streams whose request headers were never
+/// decoded (no method) cannot be named and are left out.
+fn build_h2_span(conn: &Connection, exchange: Http2Exchange) -> Option<HttpSpan> {
+    let method = exchange.method?;
+    let kind = match conn.role {
+        ConnectionRole::Client => SpanKind::Client,
+        _ => SpanKind::Server,
+    };
+    Some(HttpSpan {
+        kind,
+        pid: conn.pid,
+        process_name: conn.process_name.clone(),
+        local: socket_addr(conn.tuple.local, conn.tuple.local_port),
+        peer: socket_addr(conn.tuple.peer, conn.tuple.peer_port),
+        method,
+        target: exchange.path.unwrap_or_default(),
+        status: exchange.status.unwrap_or(0),
+        protocol_version: "2",
+        start_monotonic_ns: exchange.start_ts_ns,
+        end_monotonic_ns: exchange.end_ts_ns.max(exchange.start_ts_ns),
+        request_body_bytes: exchange.request_body_bytes,
+        response_body_bytes: exchange.response_body_bytes,
+        host: exchange.authority,
+        traceparent: exchange.traceparent,
+        truncated: exchange.partial || exchange.reset,
+        route: None,
+    })
 }
 
 fn build_span(conn: &Connection, request: HttpMessage, response: HttpMessage) -> Option<HttpSpan> {
