@@ -195,7 +195,13 @@ impl ConnectionTracker {
         }
         if let Some(h2) = conn.http2.as_mut() {
             let mut exchanges = Vec::new();
-            h2.feed(segment.direction, segment.payload, missing, segment.ts_ns, &mut exchanges);
+            h2.feed(
+                segment.direction,
+                segment.payload,
+                missing,
+                segment.ts_ns,
+                &mut exchanges,
+            );
             spans.extend(exchanges.into_iter().filter_map(|x| build_h2_span(conn, x)));
             return;
         }
@@ -260,7 +266,11 @@ impl ConnectionTracker {
         if let Some(mut h2) = conn.http2.take() {
             let mut exchanges = Vec::new();
             h2.finish(ts, &mut exchanges);
-            spans.extend(exchanges.into_iter().filter_map(|x| build_h2_span(&conn, x)));
+            spans.extend(
+                exchanges
+                    .into_iter()
+                    .filter_map(|x| build_h2_span(&conn, x)),
+            );
             return;
         }
         let mut messages = std::mem::take(&mut self.messages);
