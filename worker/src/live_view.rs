@@ -1578,12 +1578,24 @@ mod tests {
         let _ = reader.read_line(&mut rest);
         assert_eq!(rest, "");
 
-        let clients: Vec<UnixStream> = (0..MAX_CLIENTS)
-            .map(|_| UnixStream::connect(&path).unwrap_or_else(|e| panic!("{e}")))
-            .collect();
-        for client in &clients {
-            assert!(read_line(client).contains("\"version\""));
-        }
+        // The talker's slot is released when its serving thread ends, which
+        // may be a moment after the hang-up: retry until all slots are free.
+        let clients = wait_until(|| {
+            let clients: Vec<UnixStream> = (0..MAX_CLIENTS)
+                .map(|_| UnixStream::connect(&path).unwrap_or_else(|e| panic!("{e}")))
+                .collect();
+            let served = clients
+                .iter()
+                .all(|client| read_line(client).contains("\"version\""));
+            if served {
+                Some(clients)
+            } else {
+                drop(clients);
+                std::thread::sleep(Duration::from_millis(100));
+                None
+            }
+        })
+        .unwrap_or_else(|| panic!("never got {MAX_CLIENTS} clients served"));
         let extra = UnixStream::connect(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(read_line(&extra).contains("too many"));
         drop(clients);
