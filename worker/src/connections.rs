@@ -315,23 +315,39 @@ fn socket_addr(addr: std::net::IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(addr, port)
 }
 
-/// An HTTP/2 stream as a span; streams whose request headers were never
-/// decoded (no method) cannot be named and are left out.
-fn build_h2_span(conn: &Connection, exchange: Http2Exchange) -> Option<HttpSpan> {
-    let method = exchange.method?;
-    let kind = match conn.role {
-        ConnectionRole::Client => SpanKind::Client,
-        _ => SpanKind::Server,
-    };
-    Some(HttpSpan {
-        kind,
+/// The span of one exchange on `conn`: who and where from the connection,
+/// what from the exchange; timing, sizes and headers are filled in by the caller.
+fn span_on(conn: &Connection, method: String, target: String, status: u16) -> HttpSpan {
+    HttpSpan {
+        kind: match conn.role {
+            ConnectionRole::Client => SpanKind::Client,
+            _ => SpanKind::Server,
+        },
         pid: conn.pid,
         process_name: conn.process_name.clone(),
         local: socket_addr(conn.tuple.local, conn.tuple.local_port),
         peer: socket_addr(conn.tuple.peer, conn.tuple.peer_port),
         method,
-        target: exchange.path.unwrap_or_default(),
-        status: exchange.status.unwrap_or(0),
+        target,
+        status,
+        protocol_version: "1.1",
+        start_monotonic_ns: 0,
+        end_monotonic_ns: 0,
+        request_body_bytes: 0,
+        response_body_bytes: 0,
+        host: None,
+        traceparent: None,
+        truncated: false,
+        route: None,
+    }
+}
+
+/// An HTTP/2 stream as a span; streams whose request headers were never
+/// decoded (no method) cannot be named and are left out.
+fn build_h2_span(conn: &Connection, exchange: Http2Exchange) -> Option<HttpSpan> {
+    let method = exchange.method?;
+    let target = exchange.path.unwrap_or_default();
+    Some(HttpSpan {
         protocol_version: "2",
         start_monotonic_ns: exchange.start_ts_ns,
         end_monotonic_ns: exchange.end_ts_ns.max(exchange.start_ts_ns),
@@ -340,7 +356,7 @@ fn build_h2_span(conn: &Connection, exchange: Http2Exchange) -> Option<HttpSpan>
         host: exchange.authority,
         traceparent: exchange.traceparent,
         truncated: exchange.partial || exchange.reset,
-        route: None,
+        ..span_on(conn, method, target, exchange.status.unwrap_or(0))
     })
 }
 
@@ -351,19 +367,7 @@ fn build_span(conn: &Connection, request: HttpMessage, response: HttpMessage) ->
     let MessageHead::Response { status } = response.head else {
         return None;
     };
-    let kind = match conn.role {
-        ConnectionRole::Client => SpanKind::Client,
-        _ => SpanKind::Server,
-    };
     Some(HttpSpan {
-        kind,
-        pid: conn.pid,
-        process_name: conn.process_name.clone(),
-        local: socket_addr(conn.tuple.local, conn.tuple.local_port),
-        peer: socket_addr(conn.tuple.peer, conn.tuple.peer_port),
-        method,
-        target,
-        status,
         protocol_version: if request.version_minor == 0 {
             "1.0"
         } else {
@@ -376,6 +380,6 @@ fn build_span(conn: &Connection, request: HttpMessage, response: HttpMessage) ->
         host: request.host,
         traceparent: request.traceparent,
         truncated: request.truncated || response.truncated,
-        route: None,
+        ..span_on(conn, method, target, status)
     })
 }

@@ -23,6 +23,18 @@ use crate::otel::resource::ResourceCatalog;
 use crate::routes::{RouteMatcher, SegmentCardinalityLimiter};
 use crate::spans::HttpSpan;
 
+/// The name of a process: from the event when it carries one, else
+/// remembered, else read from procfs once.
+fn process_name<'a>(names: &'a mut HashMap<u32, String>, pid: u32, comm: &str) -> &'a str {
+    if !comm.is_empty() && names.get(&pid).map(String::as_str) != Some(comm) {
+        names.insert(pid, comm.to_owned());
+    }
+    names.entry(pid).or_insert_with(|| {
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        name.trim().to_owned()
+    })
+}
+
 fn service_name_of(
     resource: &opentelemetry_proto::tonic::resource::v1::Resource,
 ) -> Option<String> {
@@ -202,24 +214,6 @@ impl Pipeline {
         }
     }
 
-    /// The name of a process: from the event when it carries one, else remembered or read from procfs.
-    fn process_name(&mut self, pid: u32, comm: &str) -> &str {
-        if !comm.is_empty() {
-            if self.process_names.get(&pid).map(String::as_str) != Some(comm) {
-                self.process_names.insert(pid, comm.to_owned());
-            }
-        } else {
-            self.process_names.entry(pid).or_insert_with(|| {
-                let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                name.trim().to_owned()
-            });
-        }
-        self.process_names
-            .get(&pid)
-            .map(String::as_str)
-            .unwrap_or("")
-    }
-
     fn handle(&mut self, event: KernelEvent) {
         match event {
             KernelEvent::Data {
@@ -231,12 +225,13 @@ impl Pipeline {
                 total_bytes,
                 payload,
             } => {
-                let name = self.process_name(origin.pid, &origin.comm).to_owned();
+                // Disjoint field borrows: no per-event copy of the name.
+                let name = process_name(&mut self.process_names, origin.pid, &origin.comm);
                 self.tracker.on_data(
                     Segment {
                         sock_id,
                         pid: origin.pid,
-                        process_name: &name,
+                        process_name: name,
                         role,
                         direction,
                         tuple,
