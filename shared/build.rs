@@ -16,6 +16,7 @@ const LAYOUT: &[(&str, &str)] = &[
     ("EVENT_KIND", "offsetof(struct zt_event, kind)"),
     ("EVENT_DIRECTION", "offsetof(struct zt_event, direction)"),
     ("EVENT_ROLE", "offsetof(struct zt_event, role)"),
+    ("EVENT_FLAGS", "offsetof(struct zt_event, flags)"),
     ("EVENT_PID", "offsetof(struct zt_event, pid)"),
     ("EVENT_TID", "offsetof(struct zt_event, tid)"),
     (
@@ -61,7 +62,11 @@ const LAYOUT: &[(&str, &str)] = &[
     ("ROLE_CLIENT", "ZT_ROLE_CLIENT"),
     ("COUNTER_EVENTS_SUBMITTED", "ZT_COUNTER_EVENTS_SUBMITTED"),
     ("COUNTER_RINGBUF_DROPS", "ZT_COUNTER_RINGBUF_DROPS"),
+    ("COUNTER_TLS_UNASSOCIATED", "ZT_COUNTER_TLS_UNASSOCIATED"),
     ("COUNTER_MAX", "ZT_COUNTER_MAX"),
+    ("EVENT_FLAG_TLS", "ZT_EVENT_FLAG_TLS"),
+    ("PID_INSTRUMENTED", "ZT_PID_INSTRUMENTED"),
+    ("PID_TLS", "ZT_PID_TLS"),
 ];
 
 fn main() {

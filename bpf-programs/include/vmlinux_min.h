@@ -53,6 +53,7 @@ enum {
 struct pt_regs {
 	unsigned long r10;
 	unsigned long ax;
+	unsigned long cx;
 	unsigned long dx;
 	unsigned long si;
 	unsigned long di;

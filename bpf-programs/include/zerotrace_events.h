@@ -38,7 +38,31 @@ enum zt_role {
 enum zt_counter {
 	ZT_COUNTER_EVENTS_SUBMITTED = 0,
 	ZT_COUNTER_RINGBUF_DROPS = 1,
-	ZT_COUNTER_MAX = 2,
+	ZT_COUNTER_TLS_UNASSOCIATED = 2, /* TLS plaintext whose socket was never learnt */
+	ZT_COUNTER_MAX = 3,
+};
+
+/* zt_event.flags */
+enum zt_event_flag {
+	ZT_EVENT_FLAG_TLS = 1, /* DATA: plaintext from a TLS library, not socket bytes */
+};
+
+/* Values of the pid filter map (tgid -> flags). */
+enum zt_pid_flag {
+	ZT_PID_INSTRUMENTED = 1,
+	ZT_PID_TLS = 2, /* TLS library hooks attached for this process */
+};
+
+/* zt_conn_state.flags */
+enum zt_conn_flag {
+	ZT_CONN_TLS = 1, /* bytes on this socket are TLS records: only plaintext is sent */
+};
+
+/* Which TLS library function fired (set by its entry program). */
+enum zt_tls_kind {
+	ZT_TLS_READ = 1,  /* SSL_read*: data flows into the process */
+	ZT_TLS_WRITE = 2, /* SSL_write* */
+	ZT_TLS_EX = 4,    /* *_ex variant: the byte count is written through argument 4 */
 };
 
 struct zt_conn_tuple {
@@ -58,7 +82,7 @@ struct zt_event {
 	__u8 kind;        /* enum zt_event_kind */
 	__u8 direction;   /* enum zt_direction */
 	__u8 role;        /* enum zt_role */
-	__u8 pad;
+	__u8 flags;       /* enum zt_event_flag */
 	__u32 pid;        /* tgid, as seen from the initial pid namespace */
 	__u32 tid;
 	__u32 captured_len;
@@ -72,7 +96,8 @@ struct zt_event {
 /* Per-socket state kept by the kernel (zt_conn_state map). */
 struct zt_conn_state {
 	__u8 role;         /* enum zt_role */
-	__u8 pad[3];
+	__u8 flags;        /* enum zt_conn_flag */
+	__u8 pad[2];
 	__u32 generation;  /* worker generation that last received this socket's tuple */
 };
 

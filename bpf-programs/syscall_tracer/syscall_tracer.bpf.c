@@ -94,6 +94,47 @@ struct {
 	__type(value, struct zt_event_buffer);
 } zt_scratch SEC(".maps");
 
+/* A TLS library call in progress on a thread (SSL_read, SSL_write...). */
+struct zt_tls_call {
+	__u64 ssl;      /* the SSL object: the connection, as the library knows it */
+	__u64 buf;      /* plaintext buffer */
+	__u64 size_out; /* *_ex variants: where the byte count is written */
+	__u64 sock_id;  /* socket the library read or wrote during the call, if any */
+	__u32 kind;     /* enum zt_tls_kind */
+	__u32 pad;
+};
+
+/* pid_tgid -> the TLS call that thread is in. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct zt_tls_call);
+} zt_tls_calls SEC(".maps");
+
+struct zt_tls_key {
+	__u32 tgid; /* SSL pointers are per address space */
+	__u32 pad;
+	__u64 ssl;
+};
+
+/* (process, SSL object) -> socket, learnt from the syscalls the library makes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct zt_tls_key);
+	__type(value, __u64);
+} zt_tls_sockets SEC(".maps");
+
+/* pid_tgid -> the TCP socket that thread last read or wrote, for libraries fed
+ * from memory (Node.js reads the socket first, then decrypts in SSL_read). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} zt_tls_last_socket SEC(".maps");
+
 /* User-space ABI layouts (not kernel-internal, so no CO-RE). */
 struct zt_user_iovec {
 	__u64 base;
@@ -120,6 +161,12 @@ static __always_inline bool zt_is_instrumented(__u32 tgid)
 	return bpf_map_lookup_elem(&zt_pid_filter, &tgid) != 0;
 }
 
+static __always_inline __u32 zt_pid_flags(__u32 tgid)
+{
+	__u32 *flags = bpf_map_lookup_elem(&zt_pid_filter, &tgid);
+	return flags ? *flags : 0;
+}
+
 static __always_inline __u32 zt_current_generation(void)
 {
 	__u32 zero = 0;
@@ -138,7 +185,7 @@ static __always_inline struct zt_event_buffer *zt_new_event(__u8 kind, __u64 pid
 	e->kind = kind;
 	e->direction = ZT_DIR_NONE;
 	e->role = ZT_ROLE_UNKNOWN;
-	e->pad = 0;
+	e->flags = 0;
 	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;
 	e->captured_len = 0;
@@ -214,6 +261,39 @@ static __always_inline __u32 zt_copy_iovecs(struct zt_event_buffer *buf, __u64 i
 	return off;
 }
 
+/* Marks a socket as carrying TLS records (keeps its role and generation). */
+static __always_inline void zt_mark_tls_socket(__u64 sock_id)
+{
+	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
+	if (state) {
+		state->flags |= ZT_CONN_TLS;
+		return;
+	}
+	/* Opened before the agent: generation 0 was never sent, so the first
+	 * plaintext event carries the identity. */
+	struct zt_conn_state fresh = {.flags = ZT_CONN_TLS};
+	bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_NOEXIST);
+}
+
+/* Socket I/O of a process whose TLS library is hooked. Returns true when the
+ * bytes are TLS records, which are then not sent: the library hooks send the
+ * plaintext. Only processes with ZT_PID_TLS pay for this. */
+static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id)
+{
+	if (!(zt_pid_flags(pid_tgid >> 32) & ZT_PID_TLS))
+		return 0;
+	struct zt_tls_call *call = bpf_map_lookup_elem(&zt_tls_calls, &pid_tgid);
+	if (call) {
+		/* The library itself reads or writes: this is its socket. */
+		call->sock_id = sock_id;
+		zt_mark_tls_socket(sock_id);
+		return 1;
+	}
+	bpf_map_update_elem(&zt_tls_last_socket, &pid_tgid, &sock_id, BPF_ANY);
+	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
+	return state && (state->flags & ZT_CONN_TLS);
+}
+
 static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, __u64 pid_tgid)
 {
 	struct sock *sk = zt_tcp_sock_of_fd(regs->di);
@@ -258,11 +338,14 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 		return;
 	}
 
+	__u64 sock_id = (__u64)sk;
+	if (zt_tls_socket_io(pid_tgid, sock_id))
+		return; /* TLS records: the plaintext comes from the library hooks */
+
 	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_DATA, pid_tgid);
 	if (!buf)
 		return;
 	struct zt_event *e = &buf->event;
-	__u64 sock_id = (__u64)sk;
 	__u32 generation = zt_current_generation();
 	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
 	if (state && state->generation == generation) {
@@ -271,6 +354,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 		/* First sight of this socket by this worker: send who it is. */
 		struct zt_conn_state fresh = {
 			.role = state ? state->role : ZT_ROLE_UNKNOWN,
+			.flags = state ? state->flags : 0,
 			.generation = generation,
 		};
 		bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_ANY);
@@ -415,5 +499,133 @@ int BPF_PROG(zt_process_exit, struct task_struct *task)
 	if (!buf)
 		return 0;
 	zt_submit(buf, 0, 0);
+	return 0;
+}
+
+/*
+ * TLS plaintext: uprobes on the TLS library's read and write functions
+ * (SSL_read, SSL_write, SSL_read_ex, SSL_write_ex), attached by the loader on
+ * the worker's validated request, one link per library file and function for
+ * every process that maps it; the pid filter keeps the cost to a lookup for
+ * processes that are not instrumented. The entry program says which function
+ * fired (enum zt_tls_kind); the return program is shared.
+ */
+static __always_inline int zt_tls_enter(struct pt_regs *ctx, __u32 kind)
+{
+	/* x86_64 SysV: SSL *ssl, void *buf, int/size_t num, size_t *size_out */
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!zt_is_instrumented(pid_tgid >> 32))
+		return 0;
+	struct zt_tls_call call = {
+		.ssl = ctx->di,
+		.buf = ctx->si,
+		.size_out = (kind & ZT_TLS_EX) ? ctx->cx : 0,
+		.kind = kind,
+	};
+	bpf_map_update_elem(&zt_tls_calls, &pid_tgid, &call, BPF_ANY);
+	return 0;
+}
+
+/* One entry program per function (libbpf finds versioned symbols such as
+ * SSL_read@@OPENSSL_3.0.0 only through its pattern lookup, which takes no
+ * attach cookies): the function's kind is a constant. */
+SEC("uprobe.multi")
+int zt_tls_enter_read(struct pt_regs *ctx)
+{
+	return zt_tls_enter(ctx, ZT_TLS_READ);
+}
+
+SEC("uprobe.multi")
+int zt_tls_enter_write(struct pt_regs *ctx)
+{
+	return zt_tls_enter(ctx, ZT_TLS_WRITE);
+}
+
+SEC("uprobe.multi")
+int zt_tls_enter_read_ex(struct pt_regs *ctx)
+{
+	return zt_tls_enter(ctx, ZT_TLS_READ | ZT_TLS_EX);
+}
+
+SEC("uprobe.multi")
+int zt_tls_enter_write_ex(struct pt_regs *ctx)
+{
+	return zt_tls_enter(ctx, ZT_TLS_WRITE | ZT_TLS_EX);
+}
+
+SEC("uretprobe.multi")
+int zt_tls_exit(struct pt_regs *ctx)
+{
+	/* Every hooked function returns int: the upper half of rax is not part of it. */
+	int ret = (int)ctx->ax;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct zt_tls_call *active = bpf_map_lookup_elem(&zt_tls_calls, &pid_tgid);
+	if (!active)
+		return 0;
+	struct zt_tls_call call = *active;
+	bpf_map_delete_elem(&zt_tls_calls, &pid_tgid);
+
+	__u64 bytes = 0;
+	if (call.kind & ZT_TLS_EX) {
+		if (ret != 1 || !call.size_out ||
+		    bpf_probe_read_user(&bytes, sizeof(bytes), (void *)call.size_out))
+			return 0;
+	} else {
+		if (ret <= 0)
+			return 0;
+		bytes = ret;
+	}
+	if (!bytes)
+		return 0;
+
+	/* Which socket: the one the library used during this call, else the one
+	 * this SSL object used before, else the thread's last socket. */
+	struct zt_tls_key key = {.tgid = pid_tgid >> 32, .ssl = call.ssl};
+	__u64 sock_id = call.sock_id;
+	if (!sock_id) {
+		/* Only while that socket is open: a freed SSL object's address is
+		 * soon reused for the next connection. */
+		__u64 *known = bpf_map_lookup_elem(&zt_tls_sockets, &key);
+		if (known && bpf_map_lookup_elem(&zt_conn_state, known))
+			sock_id = *known;
+	}
+	if (!sock_id) {
+		__u64 *last = bpf_map_lookup_elem(&zt_tls_last_socket, &pid_tgid);
+		if (last)
+			sock_id = *last;
+	}
+	if (!sock_id) {
+		zt_count(ZT_COUNTER_TLS_UNASSOCIATED);
+		return 0;
+	}
+	bpf_map_update_elem(&zt_tls_sockets, &key, &sock_id, BPF_ANY);
+	zt_mark_tls_socket(sock_id);
+
+	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_DATA, pid_tgid);
+	if (!buf)
+		return 0;
+	struct zt_event *e = &buf->event;
+	__u32 generation = zt_current_generation();
+	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
+	if (state && state->generation == generation) {
+		e->role = state->role;
+	} else {
+		if (state) {
+			e->role = state->role;
+			state->generation = generation;
+		}
+		zt_add_identity(e, (struct sock *)sock_id);
+	}
+	e->flags = ZT_EVENT_FLAG_TLS;
+	e->direction = (call.kind & ZT_TLS_WRITE) ? ZT_DIR_EGRESS : ZT_DIR_INGRESS;
+	e->sock_id = sock_id;
+	e->bytes = bytes;
+	__u32 copy = bytes > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : bytes;
+	if (copy > ZT_PAYLOAD_MAX) /* restated for the verifier */
+		copy = ZT_PAYLOAD_MAX;
+	if (bpf_probe_read_user(buf->payload, copy, (void *)call.buf))
+		copy = 0;
+	e->captured_len = copy;
+	zt_submit(buf, copy, zt_batched_wakeup_flags());
 	return 0;
 }

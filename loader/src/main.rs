@@ -8,6 +8,7 @@ mod privileges;
 mod probes;
 mod request_table;
 mod supervisor;
+mod tls_uprobes;
 mod worker_process;
 
 use std::path::PathBuf;
@@ -155,6 +156,9 @@ fn run(options: RunOptions) -> Result<i32, String> {
         started.elapsed().as_secs_f64() * 1000.0,
         probes::PAYLOAD_MAX
     );
+    if let Some(reason) = probes.tls_unavailable() {
+        eprintln!("zerotrace: TLS plaintext capture is off: {reason}");
+    }
     supervisor::run(
         &probes,
         &SupervisorSettings {

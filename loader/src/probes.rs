@@ -6,9 +6,13 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
 
-use libbpf_rs::{Iter, Link, MapCore, Object, ObjectBuilder};
-use zerotrace_shared::event::{decode_listeners, ListeningSocket};
+use std::cell::RefCell;
+
+use libbpf_rs::{Iter, Link, MapCore, Object, ObjectBuilder, OpenObject};
+use zerotrace_shared::event::{decode_listeners, layout, ListeningSocket};
 use zerotrace_shared::ipc::{MapDescriptor, MapRole};
+
+use crate::tls_uprobes::{AttachError, UprobeRegistry};
 
 const SYSCALL_TRACER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/syscall_tracer.bpf.o"));
 const LISTENER_ITER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/listener_iter.bpf.o"));
@@ -32,16 +36,59 @@ pub struct ProbeSettings {
     pub wakeup_bytes: u64,
 }
 
+/// Programs attached on request (TLS library uprobes), not at start.
+const ON_REQUEST_PROGRAMS: &[&str] = &[
+    "zt_tls_enter_read",
+    "zt_tls_enter_write",
+    "zt_tls_enter_read_ex",
+    "zt_tls_enter_write_ex",
+    "zt_tls_exit",
+];
+
 /// Loaded and attached programs; the links detach on drop.
 pub struct Probes {
     tracer: Object,
     _tracer_links: Vec<Link>,
     _listener_object: Object,
     listener_link: Link,
+    /// Why TLS hooks cannot be attached on this kernel, if they cannot.
+    tls_unavailable: Option<String>,
+    uprobes: RefCell<UprobeRegistry>,
 }
 
 fn context(what: &str) -> impl Fn(libbpf_rs::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
+}
+
+/// The syscall tracer, configured and ready to load; without the TLS
+/// programs when `with_tls` is false.
+fn open_tracer(settings: ProbeSettings, with_tls: bool) -> Result<OpenObject, String> {
+    let mut open = ObjectBuilder::default()
+        .open_memory(SYSCALL_TRACER)
+        .map_err(context("opening the syscall tracer object"))?;
+    for mut map in open.maps_mut() {
+        let name = map.name().to_string_lossy().into_owned();
+        if name == "zt_events" {
+            map.set_max_entries(settings.ring_buffer_bytes)
+                .map_err(context("sizing the ring buffer"))?;
+        } else if name.ends_with(".rodata") {
+            let wakeup = settings.wakeup_bytes.to_ne_bytes();
+            match map.initial_value_mut() {
+                Some(value) if value.len() == wakeup.len() => value.copy_from_slice(&wakeup),
+                _ => return Err("unexpected .rodata layout in the syscall tracer".into()),
+            }
+        }
+    }
+    for mut prog in open.progs_mut() {
+        let name = prog.name().to_string_lossy().into_owned();
+        if ON_REQUEST_PROGRAMS.contains(&name.as_str()) {
+            prog.set_autoattach(false);
+            if !with_tls {
+                prog.set_autoload(false);
+            }
+        }
+    }
+    Ok(open)
 }
 
 /// Fails early, with the reason, when the kernel cannot run CO-RE programs.
@@ -60,28 +107,26 @@ pub fn check_kernel_support() -> Result<(), String> {
 impl Probes {
     pub fn load_and_attach(settings: ProbeSettings) -> Result<Self, String> {
         check_kernel_support()?;
-        let mut open = ObjectBuilder::default()
-            .open_memory(SYSCALL_TRACER)
-            .map_err(context("opening the syscall tracer object"))?;
-        for mut map in open.maps_mut() {
-            let name = map.name().to_string_lossy().into_owned();
-            if name == "zt_events" {
-                map.set_max_entries(settings.ring_buffer_bytes)
-                    .map_err(context("sizing the ring buffer"))?;
-            } else if name.ends_with(".rodata") {
-                let wakeup = settings.wakeup_bytes.to_ne_bytes();
-                match map.initial_value_mut() {
-                    Some(value) if value.len() == wakeup.len() => value.copy_from_slice(&wakeup),
-                    _ => return Err("unexpected .rodata layout in the syscall tracer".into()),
-                }
+        // Kernels without uprobe_multi (before 6.6) refuse the TLS programs:
+        // everything else still loads, without them.
+        let (tracer, tls_unavailable) = match open_tracer(settings, true)?.load() {
+            Ok(tracer) => (tracer, None),
+            Err(with_tls) => {
+                let tracer = open_tracer(settings, false)?
+                    .load()
+                    .map_err(context("loading the syscall tracer into the kernel"))?;
+                (
+                    tracer,
+                    Some(format!("the TLS library hooks did not load: {with_tls}")),
+                )
             }
-        }
-        let tracer = open
-            .load()
-            .map_err(context("loading the syscall tracer into the kernel"))?;
+        };
         let mut tracer_links = Vec::new();
         for prog in tracer.progs_mut() {
             let name = prog.name().to_string_lossy().into_owned();
+            if ON_REQUEST_PROGRAMS.contains(&name.as_str()) {
+                continue;
+            }
             let link = prog
                 .attach()
                 .map_err(|e| format!("attaching {name}: {e}"))?;
@@ -105,7 +150,75 @@ impl Probes {
             _tracer_links: tracer_links,
             _listener_object: listener_object,
             listener_link,
+            tls_unavailable,
+            uprobes: RefCell::new(UprobeRegistry::default()),
         })
+    }
+
+    /// Why TLS plaintext capture is off on this kernel, if it is.
+    pub fn tls_unavailable(&self) -> Option<&str> {
+        self.tls_unavailable.as_deref()
+    }
+
+    fn pid_filter(&self) -> Result<libbpf_rs::Map<'_>, String> {
+        self.tracer
+            .maps()
+            .find(|m| m.name() == "zt_pid_filter")
+            .ok_or_else(|| "pid filter map missing".to_owned())
+    }
+
+    /// The pid's flags in the kernel pid filter (None: not instrumented).
+    fn pid_flags(&self, pid: u32) -> Option<u32> {
+        let map = self.pid_filter().ok()?;
+        let value = map
+            .lookup(&pid.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+            .ok()??;
+        let bytes: [u8; 4] = value.get(..4)?.try_into().ok()?;
+        Some(u32::from_ne_bytes(bytes))
+    }
+
+    /// Hooks a TLS library function for `pid` (see tls_uprobes.rs for the
+    /// checks) and marks the pid so its encrypted socket bytes are not sent.
+    pub fn attach_tls_uprobe(
+        &self,
+        pid: u32,
+        library: &str,
+        symbol: &str,
+    ) -> Result<bool, AttachError> {
+        if let Some(reason) = &self.tls_unavailable {
+            return Err(AttachError::Failed(reason.clone()));
+        }
+        let new = self.uprobes.borrow_mut().attach(
+            &self.tracer,
+            |p| self.pid_flags(p).is_some(),
+            pid,
+            library,
+            symbol,
+        )?;
+        let flags = self.pid_flags(pid).unwrap_or(0);
+        let tls = (layout::PID_INSTRUMENTED | layout::PID_TLS) as u32;
+        if flags & tls != tls {
+            let map = self.pid_filter().map_err(AttachError::Failed)?;
+            // EXIST: a process that exited meanwhile is not put back.
+            map.update(
+                &pid.to_ne_bytes(),
+                &(flags | tls).to_ne_bytes(),
+                libbpf_rs::MapFlags::EXIST,
+            )
+            .map_err(|e| AttachError::Failed(format!("marking pid {pid}: {e}")))?;
+        }
+        Ok(new)
+    }
+
+    /// Detaches TLS hooks whose processes are all gone; returns what went.
+    pub fn sweep_uprobes(&self) -> Vec<(String, &'static str)> {
+        self.uprobes
+            .borrow_mut()
+            .sweep(|p| self.pid_flags(p).is_some())
+    }
+
+    pub fn uprobes_attached(&self) -> usize {
+        self.uprobes.borrow().attached()
     }
 
     /// The maps the worker receives, with their raw fds (owned by `self`).

@@ -11,6 +11,7 @@ use zerotrace_shared::ipc::{
 };
 
 use crate::probes::Probes;
+use crate::tls_uprobes::{self, AttachError};
 
 /// Where a worker session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,7 @@ fn rule(request: &Request) -> Rule {
         Request::ListListeners => ("ListListeners", Phase::Serving, false),
         Request::DescribeProcess { .. } => ("DescribeProcess", Phase::Serving, false),
         Request::Stats => ("Stats", Phase::Serving, false),
+        Request::AttachUprobe { .. } => ("AttachUprobe", Phase::Serving, false),
     };
     Rule {
         name,
@@ -153,7 +155,15 @@ fn decide(
             Err(reason) => Answer::refused(Refusal::Failed { reason }),
         },
         Request::DescribeProcess { pid } => describe_process(pid),
-        Request::Stats => Answer::plain(Reply::Stats(stats.clone())),
+        Request::Stats => Answer::plain(Reply::Stats(LoaderStats {
+            uprobes_attached: probes.uprobes_attached() as u64,
+            ..stats.clone()
+        })),
+        Request::AttachUprobe {
+            pid,
+            library,
+            symbol,
+        } => attach_uprobe(session, probes, pid, &library, &symbol),
     }
 }
 
@@ -200,6 +210,26 @@ fn set_targets(session: &Session, probes: &Probes, add: &[u32], remove: &[u32]) 
     }
 }
 
+fn attach_uprobe(
+    session: &Session,
+    probes: &Probes,
+    pid: u32,
+    library: &str,
+    symbol: &str,
+) -> Answer {
+    if let Err(answer) = validate_pid("AttachUprobe.pid", pid) {
+        return answer;
+    }
+    if pid == std::process::id() || pid == session.worker_pid {
+        return invalid("AttachUprobe.pid", format!("{pid} is the agent itself"));
+    }
+    match probes.attach_tls_uprobe(pid, library, symbol) {
+        Ok(new) => Answer::plain(Reply::UprobeAttached { new }),
+        Err(AttachError::Invalid(field, reason)) => invalid(field, reason),
+        Err(AttachError::Failed(reason)) => Answer::refused(Refusal::Failed { reason }),
+    }
+}
+
 /// Reads only /proc/PID/exe: the one fact the unprivileged worker cannot read.
 fn describe_process(pid: u32) -> Answer {
     if let Err(answer) = validate_pid("DescribeProcess.pid", pid) {
@@ -209,6 +239,7 @@ fn describe_process(pid: u32) -> Answer {
         Ok(path) => Answer::plain(Reply::Process(ProcessDescription {
             pid,
             exe_path: path.to_string_lossy().into_owned(),
+            tls_libraries: tls_uprobes::tls_libraries(pid),
         })),
         Err(e) => Answer::refused(Refusal::Failed {
             reason: format!("/proc/{pid}/exe: {e}"),

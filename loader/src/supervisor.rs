@@ -20,6 +20,8 @@ use crate::worker_process::{self, WorkerProcess};
 /// Worker exit codes that mean "restarting will not help": stop the agent.
 pub const EXIT_CONFIG_ERROR: i32 = 78;
 pub const EXIT_PRIVILEGE_REFUSED: i32 = 77;
+/// How often TLS hooks of exited processes are looked for and detached.
+const UPROBE_SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 pub struct SupervisorSettings {
     pub worker_path: PathBuf,
@@ -81,6 +83,7 @@ pub fn run(probes: &Probes, settings: &SupervisorSettings) -> Result<i32, String
     let mut worker = Some(start_worker(settings, probes)?);
     let mut restart_at: Option<Instant> = None;
     let mut quick_failures = 0u32;
+    let mut last_sweep = Instant::now();
 
     loop {
         if let Some(when) = restart_at {
@@ -90,11 +93,21 @@ pub fn run(probes: &Probes, settings: &SupervisorSettings) -> Result<i32, String
                 stats.worker_restarts += 1;
             }
         }
-        let timeout = match restart_at {
-            Some(when) => PollTimeout::try_from(when.saturating_duration_since(Instant::now()))
-                .unwrap_or(PollTimeout::MAX),
-            None => PollTimeout::NONE,
+        if last_sweep.elapsed() >= UPROBE_SWEEP_EVERY {
+            last_sweep = Instant::now();
+            for (library, symbol) in probes.sweep_uprobes() {
+                log(&format!(
+                    "detached the {symbol} hook of {library}: no process uses it any more"
+                ));
+            }
+        }
+        let wake_in = match restart_at {
+            Some(when) => when
+                .saturating_duration_since(Instant::now())
+                .min(UPROBE_SWEEP_EVERY),
+            None => UPROBE_SWEEP_EVERY,
         };
+        let timeout = PollTimeout::try_from(wake_in).unwrap_or(PollTimeout::MAX);
         let socket_fd = worker
             .as_ref()
             .filter(|w| !w.socket_closed)

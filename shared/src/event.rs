@@ -65,6 +65,9 @@ pub enum KernelEvent {
         tuple: Option<ConnTuple>,
         total_bytes: u64,
         payload: Vec<u8>,
+        /// Plaintext from a hooked TLS library (SSL_read/SSL_write), not the
+        /// socket's bytes.
+        tls: bool,
     },
     /// A socket was accepted or connected.
     Connection {
@@ -221,6 +224,7 @@ impl KernelEvent {
                     tuple: decode_tuple(&r),
                     total_bytes: r.u64(EVENT_BYTES).max(payload.len() as u64),
                     payload: payload.to_vec(),
+                    tls: r.u8(EVENT_FLAGS) as usize & EVENT_FLAG_TLS != 0,
                 }
             }
             KIND_CONNECTION => KernelEvent::Connection {
@@ -299,6 +303,20 @@ mod tests {
         r[EVENT_COMM..EVENT_COMM + 5].copy_from_slice(b"nginx");
         r.extend_from_slice(payload);
         r
+    }
+
+    #[test]
+    fn the_tls_flag_marks_library_plaintext() {
+        let mut raw = record(KIND_DATA, b"GET / HTTP/1.1\r\n");
+        assert!(matches!(
+            KernelEvent::decode(&raw),
+            Ok(KernelEvent::Data { tls: false, .. })
+        ));
+        raw[EVENT_FLAGS] = EVENT_FLAG_TLS as u8;
+        assert!(matches!(
+            KernelEvent::decode(&raw),
+            Ok(KernelEvent::Data { tls: true, .. })
+        ));
     }
 
     #[test]

@@ -14,13 +14,19 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 use crate::event::ListeningSocket;
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest message either side accepts; anything longer is refused unread.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Most pids one SetTargets request may carry.
 pub const MAX_TARGETS_PER_REQUEST: usize = 1024;
 /// Most file descriptors one message may carry.
 pub const MAX_FDS_PER_MESSAGE: usize = 8;
+/// The TLS library functions the loader attaches to, and nothing else: they
+/// carry the plaintext of SSL connections (OpenSSL, BoringSSL, and programs
+/// that link them statically such as Node.js).
+pub const TLS_SYMBOLS: &[&str] = &["SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex"];
+/// Longest library path an AttachUprobe request may name (PATH_MAX).
+pub const MAX_LIBRARY_PATH_BYTES: usize = 4096;
 /// Environment variable through which the worker learns its end of the socketpair.
 pub const IPC_FD_ENV: &str = "ZEROTRACE_IPC_FD";
 
@@ -45,6 +51,16 @@ pub enum Request {
     DescribeProcess { pid: u32 },
     /// Loader counters.
     Stats,
+    /// Hook `symbol` (one of TLS_SYMBOLS) of `library`, a file that the
+    /// instrumented process `pid` maps, to capture TLS plaintext. The loader
+    /// finds the file through /proc/PID/maps itself; one hook per library file
+    /// serves every process that maps it, and goes when the last of the
+    /// processes that asked for it has exited.
+    AttachUprobe {
+        pid: u32,
+        library: String,
+        symbol: String,
+    },
 }
 
 /// Which map an fd in the Hello reply is.
@@ -71,6 +87,9 @@ pub struct MapDescriptor {
 pub struct ProcessDescription {
     pub pid: u32,
     pub exe_path: String,
+    /// Mapped TLS libraries (libssl.so*), as named in /proc/PID/maps; empty
+    /// when there are none or the maps are unreadable.
+    pub tls_libraries: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
@@ -78,6 +97,8 @@ pub struct LoaderStats {
     pub requests_served: u64,
     pub requests_refused: u64,
     pub worker_restarts: u64,
+    /// TLS library hooks attached now (entry and return count as one).
+    pub uprobes_attached: u64,
 }
 
 /// Why the loader said no. The loader keeps serving after any of these.
@@ -107,6 +128,11 @@ pub enum Reply {
     Listeners(Vec<ListeningSocket>),
     Process(ProcessDescription),
     Stats(LoaderStats),
+    /// The hook is in place (`new`: this request attached it; otherwise it was
+    /// already there for another process).
+    UprobeAttached {
+        new: bool,
+    },
     Refused(Refusal),
 }
 
@@ -214,6 +240,11 @@ mod tests {
             Request::ListListeners,
             Request::DescribeProcess { pid: 7 },
             Request::Stats,
+            Request::AttachUprobe {
+                pid: 9,
+                library: "/usr/lib/libssl.so.3".into(),
+                symbol: "SSL_read".into(),
+            },
         ] {
             let bytes = encode(&request).unwrap_or_default();
             assert_eq!(decode::<Request>(&bytes), Ok(request));

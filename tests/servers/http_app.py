@@ -3,6 +3,9 @@
 Routes: GET /hello (200, fixed body), GET /chunked (chunked body),
 POST /echo (echoes the body), GET /proxy (this process calls its own
 /hello as a client first), GET /status/<code>, anything else 404.
+
+With `--tls CERT KEY` after the port it serves HTTPS (the `ssl` module,
+which uses the system's libssl).
 """
 import http.client
 import sys
@@ -67,5 +70,11 @@ class Handler(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    if sys.argv[2:3] == ["--tls"]:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[3], sys.argv[4])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print("listening", flush=True)
     server.serve_forever()

@@ -385,3 +385,79 @@ pub fn bpf_prog_exists(id: u32) -> bool {
 }
 
 pub mod otlp_receiver;
+
+/// A real nginx (the Debian package) in the foreground with 2 worker
+/// processes, serving `server_block`; stopped and cleaned up on drop.
+pub struct Nginx {
+    pub child: Child,
+    pub dir: PathBuf,
+}
+
+impl Nginx {
+    /// `server_block` is the body of nginx's `server { }`; `{dir}` in it is
+    /// replaced by the instance's scratch directory.
+    pub fn start(name: &str, port: u16, server_block: &str) -> Nginx {
+        let dir =
+            std::env::temp_dir().join(format!("zt-nginx-{name}-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let d = dir.display();
+        let config = format!(
+            "worker_processes 2;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d};\n  server {{\n{}\n  }}\n}}\n",
+            server_block.replace("{dir}", &d.to_string())
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, config).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("nginx: {e}"));
+        let up = wait_for(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(
+            up.is_some(),
+            "nginx did not listen: {}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
+        Nginx { child, dir }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1/localhost made with the openssl
+/// command in `dir`: (certificate path, key path).
+pub fn self_signed_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("openssl: {e}"));
+    assert!(status.success(), "openssl req failed");
+    (cert, key)
+}

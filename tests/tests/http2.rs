@@ -1,45 +1,19 @@
 //! HTTP/2 (h2c) from a real server (nginx) driven by curl and h2load with
 //! many concurrent streams: every request appears once, right.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use zerotrace_integration_tests::*;
 
-struct Nginx {
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn nginx_h2c(port: u16) -> Nginx {
-    let dir = std::env::temp_dir().join(format!("zt-nginx-h2-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let config = format!(
-        "worker_processes 2;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d};\n  server {{\n    listen 127.0.0.1:{port} http2;\n    location /a {{ return 200 \"alpha\\n\"; }}\n    location /b {{ return 404; }}\n  }}\n}}\n",
-        d = dir.display()
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, config).unwrap_or_else(|e| panic!("{e}"));
-    let child = Command::new("nginx")
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("nginx: {e}"));
-    let up = wait_for(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    assert!(up.is_some(), "nginx did not listen");
-    Nginx { child, dir }
+    Nginx::start(
+        "h2c",
+        port,
+        &format!(
+            "    listen 127.0.0.1:{port} http2;\n    location /a {{ return 200 \"alpha\\n\"; }}\n    location /b {{ return 404; }}"
+        ),
+    )
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use zerotrace_shared::event::{ConnTuple, ConnectionRole, Direction};
 
+use crate::protocols::grpc;
 use crate::protocols::http1::{Http1Stream, HttpMessage, MessageHead};
 use crate::protocols::http2::{Http2Connection, Http2Exchange, PREFACE};
 use crate::spans::{HttpSpan, SpanKind};
@@ -33,6 +34,8 @@ pub struct TrackerCounters {
     pub unpaired_responses: u64,
     pub dropped_requests: u64,
     pub evicted_connections: u64,
+    /// Socket bytes of TLS connections (records, not HTTP): skipped.
+    pub encrypted_segments: u64,
 }
 
 struct Connection {
@@ -47,6 +50,12 @@ struct Connection {
     last_seen_ns: u64,
     /// Set once the HTTP/2 connection preface is seen: the bytes are frames from then on.
     http2: Option<Box<Http2Connection>>,
+    /// Plaintext comes from the TLS library hooks; socket bytes are records.
+    tls: bool,
+    /// The socket's first bytes were TLS records, and no plaintext came (yet).
+    encrypted: bool,
+    /// Directions that carried data already (bit 0: ingress, bit 1: egress).
+    directions_seen: u8,
 }
 
 impl Connection {
@@ -61,7 +70,33 @@ impl Connection {
             pending: VecDeque::new(),
             last_seen_ns: ts,
             http2: None,
+            tls: false,
+            encrypted: false,
+            directions_seen: 0,
         }
+    }
+
+    /// The TLS library hooks speak for this connection from now on: what the
+    /// socket bytes said (records, perhaps a partial parse) is dropped.
+    fn switch_to_plaintext(&mut self) {
+        self.tls = true;
+        self.encrypted = false;
+        self.ingress = Http1Stream::new();
+        self.egress = Http1Stream::new();
+        self.pending.clear();
+        self.http2 = None;
+        self.directions_seen = 0;
+    }
+
+    /// Whether `direction` carries its first bytes now (and remembers it).
+    fn first_bytes(&mut self, direction: Direction) -> bool {
+        let bit = match direction {
+            Direction::Ingress => 1,
+            Direction::Egress => 2,
+        };
+        let first = self.directions_seen & bit == 0;
+        self.directions_seen |= bit;
+        first
     }
 
     fn stream(&mut self, direction: Direction) -> &mut Http1Stream {
@@ -88,6 +123,8 @@ pub struct Segment<'a> {
     pub ts_ns: u64,
     pub payload: &'a [u8],
     pub total_bytes: u64,
+    /// Plaintext from a TLS library hook rather than the socket's bytes.
+    pub tls: bool,
 }
 
 /// A socket the kernel saw accepted or connected.
@@ -180,6 +217,22 @@ impl ConnectionTracker {
             conn.tuple = tuple;
         }
         conn.last_seen_ns = segment.ts_ns;
+        if segment.tls {
+            if !conn.tls {
+                conn.switch_to_plaintext();
+            }
+        } else if conn.tls || conn.encrypted {
+            self.counters.encrypted_segments += 1;
+            return;
+        }
+        let first_bytes = conn.first_bytes(segment.direction);
+        if !segment.tls && first_bytes && is_tls_record(segment.payload) {
+            // A TLS connection whose library is not hooked (or not yet):
+            // its records are not HTTP.
+            conn.encrypted = true;
+            self.counters.encrypted_segments += 1;
+            return;
+        }
         let missing = segment
             .total_bytes
             .saturating_sub(segment.payload.len() as u64);
@@ -311,6 +364,20 @@ impl ConnectionTracker {
     }
 }
 
+/// Whether bytes start with a TLS record header: content type 20-23
+/// (change_cipher_spec, alert, handshake, application_data), major version 3,
+/// minor 0-4, and a length a record may have. No HTTP message starts so.
+fn is_tls_record(bytes: &[u8]) -> bool {
+    match bytes {
+        [content_type, 3, minor, len_hi, len_lo, ..] => {
+            (20..=23).contains(content_type)
+                && *minor <= 4
+                && u16::from_be_bytes([*len_hi, *len_lo]) <= 16384 + 2048
+        }
+        _ => false,
+    }
+}
+
 fn socket_addr(addr: std::net::IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(addr, port)
 }
@@ -339,12 +406,16 @@ fn span_on(conn: &Connection, method: String, target: String, status: u16) -> Ht
         traceparent: None,
         truncated: false,
         route: None,
+        grpc: None,
+        tls: conn.tls,
     }
 }
 
-/// An HTTP/2 stream as a span; streams whose request headers were never
-/// decoded (no method) cannot be named and are left out.
+/// An HTTP/2 stream as a span (a gRPC call's span carries the call too);
+/// streams whose request headers were never decoded (no method) cannot be
+/// named and are left out.
 fn build_h2_span(conn: &Connection, exchange: Http2Exchange) -> Option<HttpSpan> {
+    let grpc = grpc::call_of(&exchange);
     let method = exchange.method?;
     let target = exchange.path.unwrap_or_default();
     Some(HttpSpan {
@@ -356,6 +427,7 @@ fn build_h2_span(conn: &Connection, exchange: Http2Exchange) -> Option<HttpSpan>
         host: exchange.authority,
         traceparent: exchange.traceparent,
         truncated: exchange.partial || exchange.reset,
+        grpc,
         ..span_on(conn, method, target, exchange.status.unwrap_or(0))
     })
 }
@@ -382,4 +454,122 @@ fn build_span(conn: &Connection, request: HttpMessage, response: HttpMessage) ->
         truncated: request.truncated || response.truncated,
         ..span_on(conn, method, target, status)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const TUPLE: ConnTuple = ConnTuple {
+        local: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        local_port: 8443,
+        peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        peer_port: 40000,
+    };
+
+    fn feed(
+        tracker: &mut ConnectionTracker,
+        direction: Direction,
+        payload: &[u8],
+        tls: bool,
+        ts_ns: u64,
+    ) -> Vec<HttpSpan> {
+        let mut spans = Vec::new();
+        tracker.on_data(
+            Segment {
+                sock_id: 7,
+                pid: 42,
+                process_name: "server",
+                role: ConnectionRole::Server,
+                direction,
+                tuple: Some(TUPLE),
+                ts_ns,
+                payload,
+                total_bytes: payload.len() as u64,
+                tls,
+            },
+            &mut spans,
+        );
+        spans
+    }
+
+    /// A TLS 1.3 ClientHello's record header, then some of its body.
+    const CLIENT_HELLO: &[u8] = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+    const APPLICATION_DATA: &[u8] = b"\x17\x03\x03\x00\x45\x9a\x11\x02";
+
+    #[test]
+    fn tls_records_are_skipped_and_the_plaintext_makes_an_https_span() {
+        let mut tracker = ConnectionTracker::new();
+        assert!(feed(&mut tracker, Direction::Ingress, CLIENT_HELLO, false, 1).is_empty());
+        assert!(feed(
+            &mut tracker,
+            Direction::Egress,
+            b"\x16\x03\x03\x00\x7a\x02",
+            false,
+            2
+        )
+        .is_empty());
+        assert!(feed(&mut tracker, Direction::Ingress, APPLICATION_DATA, false, 3).is_empty());
+        let request = b"GET /secret HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(feed(&mut tracker, Direction::Ingress, request, true, 4).is_empty());
+        // The socket bytes of the same exchange (records) change nothing.
+        assert!(feed(&mut tracker, Direction::Ingress, APPLICATION_DATA, false, 4).is_empty());
+        let response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let spans = feed(&mut tracker, Direction::Egress, response, true, 5);
+        assert!(feed(&mut tracker, Direction::Egress, APPLICATION_DATA, false, 6).is_empty());
+        assert_eq!(spans.len(), 1);
+        let span = &spans[0];
+        assert_eq!(
+            (span.method.as_str(), span.target.as_str(), span.status),
+            ("GET", "/secret", 200)
+        );
+        assert!(span.tls);
+        assert_eq!(span.scheme(), "https");
+        assert_eq!(span.local.port(), 8443);
+        assert!(tracker.counters().encrypted_segments >= 4);
+        assert_eq!(tracker.counters().garbage_segments, 0);
+    }
+
+    #[test]
+    fn record_like_bytes_inside_a_plain_http_body_are_still_http() {
+        let mut tracker = ConnectionTracker::new();
+        let head = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n";
+        assert!(feed(&mut tracker, Direction::Ingress, head, false, 1).is_empty());
+        // The body happens to start like a TLS record: it is body, not TLS.
+        assert!(feed(&mut tracker, Direction::Ingress, APPLICATION_DATA, false, 2).is_empty());
+        let spans = feed(
+            &mut tracker,
+            Direction::Egress,
+            b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+            false,
+            3,
+        );
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].status, 201);
+        assert!(!spans[0].tls);
+        assert_eq!(spans[0].scheme(), "http");
+        assert_eq!(tracker.counters().encrypted_segments, 0);
+    }
+
+    #[test]
+    fn http2_over_tls_plaintext_starts_with_the_preface() {
+        let mut tracker = ConnectionTracker::new();
+        assert!(feed(&mut tracker, Direction::Ingress, CLIENT_HELLO, false, 1).is_empty());
+        assert!(feed(&mut tracker, Direction::Ingress, PREFACE, true, 2).is_empty());
+        assert!(tracker
+            .connections
+            .get(&7)
+            .is_some_and(|c| c.tls && c.http2.is_some()));
+    }
+
+    #[test]
+    fn tls_record_headers_are_recognised() {
+        assert!(is_tls_record(CLIENT_HELLO));
+        assert!(is_tls_record(APPLICATION_DATA));
+        assert!(!is_tls_record(b"GET / HTTP/1.1\r\n"));
+        assert!(!is_tls_record(b"\x16\x03\x01"));
+        assert!(!is_tls_record(b"\x17\x03\x03\xff\xff"));
+        assert!(!is_tls_record(PREFACE));
+    }
 }

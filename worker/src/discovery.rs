@@ -9,10 +9,12 @@
 use std::collections::{BTreeSet, HashMap};
 
 use zerotrace_shared::event::ListeningSocket;
+use zerotrace_shared::ipc::ProcessDescription;
 
 use crate::capture::bpf_map::BpfMap;
 use crate::config_file::{container_id_from_cgroup, decide, ProcessFacts, Selector};
 use crate::loader_client::LoaderClient;
+use crate::tls_hooks::TlsHooks;
 
 /// How the kernel's pid filter is changed: directly through the map fd when
 /// the kernel allows an unprivileged holder to, else by asking the loader.
@@ -46,8 +48,10 @@ pub struct Discovery {
     instrumented: HashMap<u32, InstrumentedProcess>,
     /// Listening ports of every process seen listening (pruned when it is gone).
     listening: HashMap<u32, BTreeSet<u16>>,
-    /// Executable paths learnt from the loader (None: unreadable).
-    exe_paths: HashMap<u32, Option<String>>,
+    /// Executable paths and TLS libraries learnt from the loader (None: unreadable).
+    descriptions: HashMap<u32, Option<ProcessDescription>>,
+    /// Hooks the TLS libraries of instrumented processes (None: TLS capture off).
+    tls: Option<TlsHooks>,
     /// Some selector needs the executable path (else the loader is never asked).
     needs_exe_path: bool,
     /// Some instrument entry can match a process that does not listen
@@ -97,10 +101,17 @@ impl Discovery {
             writer,
             instrumented: HashMap::new(),
             listening: HashMap::new(),
-            exe_paths: HashMap::new(),
+            descriptions: HashMap::new(),
+            tls: None,
             needs_exe_path,
             new_identities: Vec::new(),
         }
+    }
+
+    /// Also hook the TLS libraries of the processes instrumented from now on.
+    pub fn with_tls_hooks(mut self) -> Self {
+        self.tls = Some(TlsHooks::new());
+        self
     }
 
     pub fn instrumented(&self) -> &HashMap<u32, InstrumentedProcess> {
@@ -114,7 +125,7 @@ impl Discovery {
 
     /// Entries kept for processes that are not instrumented (bounded by pruning).
     pub fn tracked_facts(&self) -> usize {
-        self.listening.len() + self.exe_paths.len()
+        self.listening.len() + self.descriptions.len()
     }
 
     fn add_to_filter(&self, pid: u32, loader: &LoaderClient) -> Result<(), String> {
@@ -135,12 +146,16 @@ impl Discovery {
         };
     }
 
+    fn describe(&mut self, pid: u32, loader: &LoaderClient) -> Option<&ProcessDescription> {
+        self.descriptions
+            .entry(pid)
+            .or_insert_with(|| loader.describe_process(pid).ok())
+            .as_ref()
+    }
+
     fn facts(&mut self, pid: u32, comm: &str, loader: &LoaderClient) -> ProcessFacts {
         let exe_path = if self.needs_exe_path {
-            self.exe_paths
-                .entry(pid)
-                .or_insert_with(|| loader.describe_process(pid).ok())
-                .clone()
+            self.describe(pid, loader).map(|d| d.exe_path.clone())
         } else {
             None
         };
@@ -208,9 +223,28 @@ impl Discovery {
                         identity,
                     },
                 );
+                self.hook_tls(pid, loader);
             }
             Err(e) => eprintln!("zerotrace-worker: cannot instrument pid {pid}: {e}"),
         }
+    }
+
+    /// Asks for the TLS library hooks of a newly instrumented process.
+    fn hook_tls(&mut self, pid: u32, loader: &LoaderClient) {
+        if self.tls.is_none() {
+            return;
+        }
+        let Some(description) = self.describe(pid, loader).cloned() else {
+            return;
+        };
+        if let Some(tls) = self.tls.as_mut() {
+            tls.hook(pid, &description, loader);
+        }
+    }
+
+    /// Processes whose TLS library calls are hooked.
+    pub fn tls_hooked_processes(&self) -> u64 {
+        self.tls.as_ref().map_or(0, |t| t.hooked_processes)
     }
 
     /// A process listens on `port`.
@@ -221,7 +255,7 @@ impl Discovery {
 
     /// A process exec'd: a new executable, perhaps one a selector names.
     pub fn on_exec(&mut self, pid: u32, comm: &str, loader: &LoaderClient) {
-        self.exe_paths.remove(&pid);
+        self.descriptions.remove(&pid);
         if self.matches_non_listeners {
             self.evaluate(pid, comm, loader);
         }
@@ -260,7 +294,7 @@ impl Discovery {
             self.instrumented.remove(&pid);
             self.remove_from_filter(pid, loader);
         }
-        self.exe_paths.retain(|pid, _| alive(*pid));
+        self.descriptions.retain(|pid, _| alive(*pid));
     }
 
     /// The kernel already instrumented the child of an instrumented process.
@@ -285,6 +319,6 @@ impl Discovery {
     pub fn on_exit(&mut self, pid: u32) {
         self.instrumented.remove(&pid);
         self.listening.remove(&pid);
-        self.exe_paths.remove(&pid);
+        self.descriptions.remove(&pid);
     }
 }

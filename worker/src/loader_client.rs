@@ -3,7 +3,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use zerotrace_shared::event::ListeningSocket;
-use zerotrace_shared::ipc::{self, MapDescriptor, Refusal, Reply, Request};
+use zerotrace_shared::ipc::{self, MapDescriptor, ProcessDescription, Refusal, Reply, Request};
 
 pub struct LoaderClient {
     socket: OwnedFd,
@@ -62,6 +62,14 @@ impl LoaderClient {
         }
     }
 
+    /// The loader's counters (requests, worker restarts, attached probes).
+    pub fn stats(&self) -> Result<zerotrace_shared::ipc::LoaderStats, String> {
+        match self.call(&Request::Stats)?.0 {
+            Reply::Stats(stats) => Ok(stats),
+            other => Err(refusal_text(other)),
+        }
+    }
+
     pub fn list_listeners(&self) -> Result<Vec<ListeningSocket>, String> {
         match self.call(&Request::ListListeners)?.0 {
             Reply::Listeners(listeners) => Ok(listeners),
@@ -69,10 +77,24 @@ impl LoaderClient {
         }
     }
 
-    /// The executable path of a process (the worker cannot read /proc/PID/exe of other users).
-    pub fn describe_process(&self, pid: u32) -> Result<String, String> {
+    /// The executable path and TLS libraries of a process (the worker cannot
+    /// read /proc/PID/exe or /proc/PID/maps of other users).
+    pub fn describe_process(&self, pid: u32) -> Result<ProcessDescription, String> {
         match self.call(&Request::DescribeProcess { pid })?.0 {
-            Reply::Process(description) => Ok(description.exe_path),
+            Reply::Process(description) => Ok(description),
+            other => Err(refusal_text(other)),
+        }
+    }
+
+    /// Asks for a TLS library hook; true when this request attached it.
+    pub fn attach_uprobe(&self, pid: u32, library: &str, symbol: &str) -> Result<bool, String> {
+        let request = Request::AttachUprobe {
+            pid,
+            library: library.to_owned(),
+            symbol: symbol.to_owned(),
+        };
+        match self.call(&request)?.0 {
+            Reply::UprobeAttached { new } => Ok(new),
             other => Err(refusal_text(other)),
         }
     }

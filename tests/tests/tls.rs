@@ -1,0 +1,356 @@
+//! TLS plaintext through the library hooks (uprobes on SSL_read/SSL_write):
+//! real HTTPS servers (Python's ssl module, nginx with HTTP/1.1 and HTTP/2,
+//! Node.js with its own OpenSSL) driven by curl and h2load; and the loader's
+//! checks of AttachUprobe requests.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use zerotrace_integration_tests::otlp_receiver::{attr_str, spans_of, OtlpReceiver};
+use zerotrace_integration_tests::*;
+
+/// A scratch directory with a fresh certificate, removed on drop.
+struct Certificate {
+    dir: PathBuf,
+    cert: String,
+    key: String,
+}
+
+impl Certificate {
+    fn new(name: &str) -> Certificate {
+        let dir = std::env::temp_dir().join(format!("zt-tls-{name}-{}", std::process::id()));
+        let (cert, key) = self_signed_certificate(&dir);
+        Certificate {
+            dir,
+            cert: cert.display().to_string(),
+            key: key.display().to_string(),
+        }
+    }
+}
+
+impl Drop for Certificate {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(program: &str, args: &[&str], port: u16) -> Process {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let process = Process(child);
+    let up = wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    assert!(up.is_some(), "{program} never listened on {port}");
+    process
+}
+
+/// Waits until the worker reports the TLS hooks of `pid` in place.
+fn wait_for_tls_hooks(agent: &Agent, pid: u32) {
+    let needle = format!("TLS plaintext of pid {pid} captured through");
+    let hooked = wait_for(Duration::from_secs(10), || {
+        agent.stderr.text().contains(&needle).then_some(())
+    });
+    assert!(
+        hooked.is_some(),
+        "no TLS hooks for pid {pid}; agent stderr:\n{}",
+        agent.stderr.text()
+    );
+}
+
+fn https(args: &[&str]) -> String {
+    let mut all = vec!["-k"];
+    all.extend_from_slice(args);
+    curl(&all)
+}
+
+fn is_https(span: &Value) -> bool {
+    span.str_of("scheme") == "https"
+}
+
+#[test]
+fn python_ssl_server_spans_carry_method_path_status_and_https() {
+    require_root();
+    let certificate = Certificate::new("python");
+    let port = free_port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_app.py");
+    let server = start(
+        "/usr/bin/python3",
+        &[
+            script,
+            &port.to_string(),
+            "--tls",
+            &certificate.cert,
+            &certificate.key,
+        ],
+        port,
+    );
+    let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
+    wait_for_tls_hooks(&agent, server.0.id());
+
+    let base = format!("https://127.0.0.1:{port}");
+    assert_eq!(
+        https(&[&format!("{base}/hello?secret=1")]),
+        "hello from the test server\n"
+    );
+    https(&[&format!("{base}/status/503")]);
+    https(&["-d", "ping", &format!("{base}/echo")]);
+    let spans = agent.wait_for_spans(3, is_https);
+    std::thread::sleep(Duration::from_millis(300));
+    let all = agent.spans();
+    assert_eq!(all.len(), 3, "only the three exchanges: {all:?}");
+    let find = |target: &str| {
+        spans
+            .iter()
+            .find(|s| s.str_of("target") == target)
+            .unwrap_or_else(|| panic!("no span for {target}: {spans:?}"))
+    };
+    let hello = find("/hello?secret=1");
+    assert_eq!(hello.str_of("method"), "GET");
+    assert_eq!(hello.u64_of("status"), 200);
+    assert_eq!(hello.str_of("kind"), "server");
+    assert_eq!(hello.u64_of("local_port"), u64::from(port));
+    assert_eq!(hello.str_of("peer_address"), "127.0.0.1");
+    assert_eq!(hello.u64_of("response_body_bytes"), 27);
+    assert_eq!(find("/status/503").u64_of("status"), 503);
+    let echo = find("/echo");
+    assert_eq!(echo.str_of("method"), "POST");
+    assert_eq!(echo.u64_of("request_body_bytes"), 4);
+}
+
+#[test]
+fn python_ssl_spans_reach_otlp_with_url_scheme_https() {
+    require_root();
+    let certificate = Certificate::new("otlp");
+    let port = free_port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_app.py");
+    let server = start(
+        "/usr/bin/python3",
+        &[
+            script,
+            &port.to_string(),
+            "--tls",
+            &certificate.cert,
+            &certificate.key,
+        ],
+        port,
+    );
+    let receiver = OtlpReceiver::start_grpc();
+    let agent = Agent::start(
+        &["--open-port", &port.to_string()],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    );
+    wait_for_tls_hooks(&agent, server.0.id());
+    https(&[&format!("https://127.0.0.1:{port}/hello")]);
+    let span = receiver
+        .wait_for_traces(Duration::from_secs(15), |traces| {
+            spans_of(traces)
+                .into_iter()
+                .map(|(_, s)| s)
+                .find(|s| attr_str(&s.attributes, "url.path").as_deref() == Some("/hello"))
+        })
+        .unwrap_or_else(|| panic!("no span exported; agent stderr:\n{}", agent.stderr.text()));
+    assert_eq!(
+        attr_str(&span.attributes, "url.scheme").as_deref(),
+        Some("https")
+    );
+    assert_eq!(
+        attr_str(&span.attributes, "http.request.method").as_deref(),
+        Some("GET")
+    );
+}
+
+fn nginx_tls(port: u16, certificate: &Certificate) -> Nginx {
+    Nginx::start(
+        "tls",
+        port,
+        &format!(
+            "    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    location /a {{ return 200 \"alpha\\n\"; }}\n    location /b {{ return 404; }}",
+            certificate.cert, certificate.key
+        ),
+    )
+}
+
+#[test]
+fn nginx_tls_http1_and_h2_requests_each_become_one_https_span() {
+    require_root();
+    let certificate = Certificate::new("nginx");
+    let port = free_port();
+    let nginx = nginx_tls(port, &certificate);
+    let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
+    wait_for_tls_hooks(&agent, nginx.child.id());
+    let base = format!("https://127.0.0.1:{port}");
+
+    assert_eq!(https(&["--http1.1", &format!("{base}/a?one")]), "alpha\n");
+    https(&["--http1.1", &format!("{base}/b?one")]);
+    assert_eq!(https(&["--http2", &format!("{base}/a?two")]), "alpha\n");
+    https(&["--http2", &format!("{base}/b?two")]);
+    let load = Command::new("h2load")
+        .args(["-n", "200", "-c", "2", "-m", "10"])
+        .arg(format!("{base}/a?load"))
+        .output()
+        .unwrap_or_else(|e| panic!("h2load: {e}"));
+    let report = String::from_utf8_lossy(&load.stdout);
+    assert!(report.contains("200 succeeded"), "{report}");
+
+    agent.wait_for_spans(204, is_https);
+    std::thread::sleep(Duration::from_millis(500));
+    let spans = agent.spans();
+    assert_eq!(spans.len(), 204, "each request exactly once");
+    for span in &spans {
+        assert!(is_https(span), "{span}");
+        assert_eq!(span.str_of("method"), "GET");
+        assert_eq!(span.str_of("process"), "nginx");
+        assert_eq!(span.u64_of("local_port"), u64::from(port));
+        let expected = if span.str_of("path") == "/b" {
+            404
+        } else {
+            200
+        };
+        assert_eq!(span.u64_of("status"), expected, "{span}");
+        let version = if span.str_of("target").ends_with("one") {
+            "1.1"
+        } else {
+            "2"
+        };
+        assert_eq!(span.str_of("protocol_version"), version, "{span}");
+    }
+    let loaded = spans
+        .iter()
+        .filter(|s| s.str_of("target") == "/a?load")
+        .count();
+    assert_eq!(loaded, 200);
+}
+
+#[test]
+fn node_https_server_with_its_own_openssl() {
+    require_root();
+    if Command::new("node").arg("--version").output().is_err() {
+        eprintln!("node is not installed: skipping the Node.js TLS test");
+        return;
+    }
+    let certificate = Certificate::new("node");
+    let port = free_port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/https_app.js");
+    let server = start(
+        "node",
+        &[
+            script,
+            &port.to_string(),
+            &certificate.cert,
+            &certificate.key,
+        ],
+        port,
+    );
+    let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
+    wait_for_tls_hooks(&agent, server.0.id());
+    let base = format!("https://127.0.0.1:{port}");
+    assert_eq!(https(&[&format!("{base}/hello")]), "hello from node\n");
+    https(&[&format!("{base}/missing")]);
+    agent.wait_for_spans(2, is_https);
+    std::thread::sleep(Duration::from_millis(300));
+    let spans = agent.spans();
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    let status_of = |path: &str| {
+        spans
+            .iter()
+            .find(|s| s.str_of("path") == path)
+            .map(|s| s.u64_of("status"))
+    };
+    assert_eq!(status_of("/hello"), Some(200), "{spans:?}");
+    assert_eq!(status_of("/missing"), Some(404), "{spans:?}");
+    assert!(spans.iter().all(|s| s.str_of("method") == "GET"));
+}
+
+#[test]
+fn the_loader_checks_every_attach_uprobe_request() {
+    require_root();
+    let requester = bin_dir().join("zerotrace-uprobe-requester");
+    assert!(requester.is_file(), "build the workspace first");
+    let mut agent = Agent::spawn(
+        &[
+            "--open-port",
+            "1",
+            "--worker-path",
+            &requester.to_string_lossy(),
+        ],
+        &[],
+    );
+    let code = wait_for(Duration::from_secs(30), || {
+        agent.child.try_wait().ok().flatten()
+    });
+    assert_eq!(
+        code.and_then(|c| c.code()),
+        Some(78),
+        "{}",
+        agent.stderr.text()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let results: Value = agent
+        .stdout
+        .snapshot()
+        .iter()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no report from the requester: {}", agent.stderr.text()));
+    let answer = |label: &str| results.str_of(label).to_owned();
+    let libssl = answer("libssl");
+    assert!(libssl.contains("libssl.so"), "{libssl}");
+
+    for (label, field) in [
+        ("not_instrumented", "AttachUprobe.pid"),
+        ("not_mapped", "AttachUprobe.library"),
+        ("off_allow_list", "AttachUprobe.symbol"),
+        ("libc_system", "AttachUprobe.symbol"),
+        ("relative_path", "AttachUprobe.library"),
+        ("agent_itself", "AttachUprobe.pid"),
+    ] {
+        let got = answer(label);
+        assert!(
+            got.starts_with("Refused(InvalidField") && got.contains(field),
+            "{label}: {got}"
+        );
+    }
+    assert!(
+        answer("describe_python").contains(&libssl),
+        "{}",
+        answer("describe_python")
+    );
+    assert_eq!(
+        answer("granted"),
+        "UprobeAttached { new: true }",
+        "{}",
+        agent.stderr.text()
+    );
+    assert_eq!(answer("granted_again"), "UprobeAttached { new: false }");
+    assert!(
+        answer("stats_attached").contains("uprobes_attached: 1"),
+        "{}",
+        answer("stats_attached")
+    );
+    assert!(
+        answer("stats_after_exit").contains("uprobes_attached: 0"),
+        "the hook outlived its process: {}",
+        answer("stats_after_exit")
+    );
+    let stderr = agent.stderr.text();
+    assert!(stderr.contains("detached the SSL_read hook"), "{stderr}");
+}

@@ -1,0 +1,102 @@
+//! TLS plaintext: when a process is instrumented, the worker asks the loader
+//! to hook the read/write functions of the TLS library it maps (libssl), or
+//! of its executable when that links OpenSSL/BoringSSL statically (Node.js).
+//! The loader checks every request against /proc and its allow-list; the
+//! worker only decides what to ask for and remembers what cannot work.
+
+use std::collections::HashSet;
+
+use zerotrace_shared::ipc::{ProcessDescription, TLS_SYMBOLS};
+
+use crate::loader_client::LoaderClient;
+
+/// Executables whose static TLS symbols were looked for and not found.
+const MAX_REMEMBERED_EXES: usize = 4096;
+
+#[derive(Default)]
+pub struct TlsHooks {
+    exes_without_tls: HashSet<String>,
+    /// (library, symbol) pairs already reported as failing, so each is logged once.
+    reported_failures: HashSet<(String, &'static str)>,
+    /// Processes whose TLS calls are hooked.
+    pub hooked_processes: u64,
+}
+
+impl TlsHooks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hooks the TLS library of a process the worker just instrumented.
+    /// Returns the library files hooked.
+    pub fn hook(
+        &mut self,
+        pid: u32,
+        process: &ProcessDescription,
+        loader: &LoaderClient,
+    ) -> Vec<String> {
+        let mut hooked = Vec::new();
+        if process.tls_libraries.is_empty() {
+            if let Some(exe) = self.static_tls_candidate(&process.exe_path) {
+                if self.hook_static(pid, &exe, loader) {
+                    hooked.push(exe);
+                }
+            }
+        }
+        for library in &process.tls_libraries {
+            let mut functions = 0;
+            for &symbol in TLS_SYMBOLS {
+                match loader.attach_uprobe(pid, library, symbol) {
+                    Ok(_) => functions += 1,
+                    Err(e) => self.report(library, symbol, &e),
+                }
+            }
+            if functions > 0 {
+                hooked.push(library.clone());
+            }
+        }
+        if !hooked.is_empty() {
+            self.hooked_processes += 1;
+            eprintln!(
+                "zerotrace-worker: TLS plaintext of pid {pid} captured through {}",
+                hooked.join(", ")
+            );
+        }
+        hooked
+    }
+
+    fn static_tls_candidate(&self, exe: &str) -> Option<String> {
+        (!exe.is_empty() && exe.starts_with('/') && !self.exes_without_tls.contains(exe))
+            .then(|| exe.to_owned())
+    }
+
+    /// An executable without libssl may carry the TLS functions itself: the
+    /// first one decides (one ELF lookup per executable, remembered).
+    fn hook_static(&mut self, pid: u32, exe: &str, loader: &LoaderClient) -> bool {
+        let mut symbols = TLS_SYMBOLS.iter().copied();
+        let Some(first) = symbols.next() else {
+            return false;
+        };
+        if loader.attach_uprobe(pid, exe, first).is_err() {
+            if self.exes_without_tls.len() >= MAX_REMEMBERED_EXES {
+                self.exes_without_tls.clear();
+            }
+            self.exes_without_tls.insert(exe.to_owned());
+            return false;
+        }
+        for symbol in symbols {
+            if let Err(e) = loader.attach_uprobe(pid, exe, symbol) {
+                self.report(exe, symbol, &e);
+            }
+        }
+        true
+    }
+
+    fn report(&mut self, library: &str, symbol: &'static str, error: &str) {
+        if self.reported_failures.len() < MAX_REMEMBERED_EXES
+            && self.reported_failures.insert((library.to_owned(), symbol))
+        {
+            eprintln!("zerotrace-worker: cannot hook {symbol} in {library}: {error}");
+        }
+    }
+}
