@@ -75,7 +75,7 @@ fn the_loader_refuses_requests_outside_its_protocol_and_keeps_serving() {
     assert_eq!(answer("unknown_tag"), "Refused(Malformed)");
     assert_eq!(
         answer("wrong_version"),
-        "Refused(UnsupportedVersion { supported: 1 })"
+        "Refused(UnsupportedVersion { supported: 2 })"
     );
     assert!(
         answer("garbage").starts_with("Refused("),
