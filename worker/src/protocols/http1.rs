@@ -14,6 +14,8 @@
 
 use std::collections::VecDeque;
 
+use memchr::{memchr, memchr_iter};
+
 /// Largest head (start line + header fields) buffered before giving up on it.
 const MAX_HEAD: usize = 16 * 1024;
 /// Longest method token accepted in a request line.
@@ -89,11 +91,13 @@ enum State {
 
 #[derive(Debug)]
 struct HeadBuf {
+    /// The head so far, when it spans segments; a head that arrives in one
+    /// segment is read in place and never copied here.
     bytes: Vec<u8>,
     first_ts: u64,
     last_ts: u64,
-    /// The start line is complete and valid.
-    line_ok: bool,
+    /// The start line, once it is complete and valid (it is parsed once).
+    start: Option<StartLine>,
     /// Where the search for the blank line resumes.
     scanned: usize,
 }
@@ -153,10 +157,35 @@ enum Step {
     DropRest,
 }
 
-#[derive(Debug, Clone)]
+/// A parsed start line, as positions in the head (the line begins at 0):
+/// nothing is copied until the message is built.
+#[derive(Debug, Clone, Copy)]
 struct StartLine {
-    head: MessageHead,
+    kind: LineKind,
     minor: u8,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum LineKind {
+    /// The method is `head[..method_len]`, the target the `target_len`
+    /// bytes after the space that follows it.
+    Request {
+        method_len: usize,
+        target_len: usize,
+    },
+    Response {
+        status: u16,
+    },
+}
+
+/// What the bytes of a head so far amount to.
+enum HeadScan {
+    /// The start line is not one.
+    Bad,
+    /// The head ends (just past its blank line) at this offset.
+    Complete(usize),
+    /// Valid so far; more bytes are needed.
+    Partial,
 }
 
 /// Verdict on a (possibly partial) start line.
@@ -238,7 +267,7 @@ impl Http1Stream {
     pub fn finish(&mut self, ts_ns: u64, out: &mut Vec<HttpMessage>) {
         let _ = ts_ns;
         match std::mem::take(&mut self.state) {
-            State::Head(head) => self.lose_head(head),
+            State::Head(head) => self.lose_head(&head, &head.bytes),
             State::Body(mut msg, body) => {
                 msg.truncated = !matches!(body, Body::UntilClose);
                 out.push(*msg);
@@ -272,12 +301,11 @@ impl Http1Stream {
                 // Stray CRLFs between messages are allowed (RFC 9112 §2.2).
                 let blank = rest.len() - skip_blank_lines(rest).len();
                 if blank == 0 {
-                    let bytes = Vec::new();
                     let head = HeadBuf {
-                        bytes,
+                        bytes: Vec::new(),
                         first_ts: ts,
                         last_ts: ts,
-                        line_ok: false,
+                        start: None,
                         scanned: 0,
                     };
                     self.state = State::Head(head);
@@ -308,48 +336,55 @@ impl Http1Stream {
     fn step_head(&mut self, mut head: HeadBuf, rest: &[u8], out: &mut Vec<HttpMessage>) -> Step {
         let old = head.bytes.len();
         let take = rest.len().min(MAX_HEAD.saturating_sub(old));
-        head.bytes
-            .extend_from_slice(rest.get(..take).unwrap_or_default());
-        if !head.line_ok {
-            match check_start(&head.bytes) {
-                Parse::Bad if old > 0 => {
-                    // Drop only the stale partial line; this segment gets its own chance.
-                    self.garbage += 1;
-                    return Step::Took(0);
+        let fresh = rest.get(..take).unwrap_or_default();
+        // A head that starts in this segment is read in place; only one that
+        // spans segments is copied, so that its parts are contiguous.
+        let buffered = old > 0;
+        let mut bytes = std::mem::take(&mut head.bytes);
+        if buffered {
+            bytes.extend_from_slice(fresh);
+        }
+        let view: &[u8] = if buffered { &bytes } else { fresh };
+        match scan_head(&mut head, view) {
+            HeadScan::Bad if buffered => {
+                // Drop only the stale partial line; this segment gets its own chance.
+                self.garbage += 1;
+                Step::Took(0)
+            }
+            HeadScan::Bad => {
+                self.garbage += 1;
+                Step::DropRest
+            }
+            HeadScan::Complete(end) => {
+                self.complete_head(&head, view.get(..end).unwrap_or(view), out);
+                Step::Took(end.saturating_sub(old))
+            }
+            HeadScan::Partial if view.len() >= MAX_HEAD => {
+                self.lose_head(&head, view);
+                Step::DropRest
+            }
+            HeadScan::Partial => {
+                if !buffered {
+                    bytes.extend_from_slice(fresh);
                 }
-                Parse::Bad => {
-                    self.garbage += 1;
-                    return Step::DropRest;
-                }
-                Parse::Line(_) => head.line_ok = true,
-                Parse::More(_) => {}
+                head.bytes = bytes;
+                self.state = State::Head(head);
+                Step::Took(take)
             }
         }
-        if let Some(end) = find_head_end(&head.bytes, head.scanned) {
-            head.bytes.truncate(end);
-            self.complete_head(head, out);
-            return Step::Took(end.saturating_sub(old));
-        }
-        head.scanned = head.bytes.len().saturating_sub(2);
-        if head.bytes.len() >= MAX_HEAD {
-            self.lose_head(head);
-            return Step::DropRest;
-        }
-        self.state = State::Head(head);
-        Step::Took(take)
     }
 
-    fn complete_head(&mut self, head: HeadBuf, out: &mut Vec<HttpMessage>) {
-        let Parse::Line(start) = check_start(&head.bytes) else {
+    fn complete_head(&mut self, head: &HeadBuf, bytes: &[u8], out: &mut Vec<HttpMessage>) {
+        let Some(start) = head.start else {
             self.garbage += 1;
             return;
         };
-        let headers = parse_headers(&head.bytes);
-        let next = match start.head {
-            MessageHead::Request { .. } => body_framing(&headers, false),
-            MessageHead::Response { status } => self.response_framing(status, &headers),
+        let headers = parse_headers(bytes);
+        let next = match start.kind {
+            LineKind::Request { .. } => body_framing(&headers, false),
+            LineKind::Response { status } => self.response_framing(status, &headers),
         };
-        let msg = new_message(start, headers, &head);
+        let msg = new_message(start, bytes, headers, head);
         self.settle(Box::new(msg), next, out);
     }
 
@@ -371,20 +406,20 @@ impl Http1Stream {
 
     /// The head cannot be completed: keep what is known as a truncated
     /// message and resync, or drop it when not even the start line is known.
-    fn lose_head(&mut self, head: HeadBuf) {
-        let start = match check_start(&head.bytes) {
+    fn lose_head(&mut self, head: &HeadBuf, bytes: &[u8]) {
+        let start = match check_start(bytes) {
             Parse::Line(start) | Parse::More(Some(start)) => start,
             _ => {
                 self.garbage += 1;
                 return;
             }
         };
-        if matches!(start.head, MessageHead::Response { status } if status >= 200) {
+        if matches!(start.kind, LineKind::Response { status } if status >= 200) {
             // A final response consumes its request even when cut.
             self.expected.pop_front();
         }
-        let headers = parse_headers(&head.bytes);
-        let mut msg = Box::new(new_message(start, headers, &head));
+        let headers = parse_headers(bytes);
+        let mut msg = Box::new(new_message(start, bytes, headers, head));
         msg.truncated = true;
         self.state = State::Resync(msg);
     }
@@ -393,7 +428,7 @@ impl Http1Stream {
         match std::mem::take(&mut self.state) {
             State::Head(mut head) => {
                 head.last_ts = ts;
-                self.lose_head(head);
+                self.lose_head(&head, &head.bytes);
             }
             State::Body(mut msg, body) => {
                 msg.last_ts_ns = ts;
@@ -432,9 +467,44 @@ fn starts_message(captured: &[u8], missing: u64) -> bool {
     }
 }
 
-fn new_message(start: StartLine, headers: Headers, head: &HeadBuf) -> HttpMessage {
+/// Checks the start line (until it is complete) and looks for the end of the
+/// head in `bytes`, the head so far.
+fn scan_head(head: &mut HeadBuf, bytes: &[u8]) -> HeadScan {
+    if head.start.is_none() {
+        match check_start(bytes) {
+            Parse::Bad => return HeadScan::Bad,
+            Parse::Line(start) => head.start = Some(start),
+            Parse::More(_) => {}
+        }
+    }
+    match find_head_end(bytes, head.scanned) {
+        Some(end) => HeadScan::Complete(end),
+        None => {
+            head.scanned = bytes.len().saturating_sub(2);
+            HeadScan::Partial
+        }
+    }
+}
+
+/// The message of a head; `bytes` starts with the start line `start` was
+/// parsed from.
+fn new_message(start: StartLine, bytes: &[u8], headers: Headers, head: &HeadBuf) -> HttpMessage {
+    let head_kind = match start.kind {
+        LineKind::Request {
+            method_len,
+            target_len,
+        } => {
+            let (method, rest) = bytes.split_at_checked(method_len).unwrap_or((bytes, &[]));
+            let target = rest.get(1..).unwrap_or_default();
+            MessageHead::Request {
+                method: lossy_truncated(method, MAX_METHOD),
+                target: lossy_truncated(target.get(..target_len).unwrap_or(target), MAX_TARGET),
+            }
+        }
+        LineKind::Response { status } => MessageHead::Response { status },
+    };
     HttpMessage {
-        head: start.head,
+        head: head_kind,
         version_minor: start.minor,
         host: headers.host,
         traceparent: headers.traceparent,
@@ -583,13 +653,11 @@ impl SizeLine {
 /// Finds the end of the head (just past the blank line), searching from `from`.
 fn find_head_end(bytes: &[u8], from: usize) -> Option<usize> {
     let tail = bytes.get(from..)?;
-    tail.iter()
-        .enumerate()
-        .find_map(|(i, &b)| match (b, tail.get(i + 1..)) {
-            (b'\n', Some([b'\n', ..])) => Some(from + i + 2),
-            (b'\n', Some([b'\r', b'\n', ..])) => Some(from + i + 3),
-            _ => None,
-        })
+    memchr_iter(b'\n', tail).find_map(|i| match tail.get(i + 1..) {
+        Some([b'\n', ..]) => Some(from + i + 2),
+        Some([b'\r', b'\n', ..]) => Some(from + i + 3),
+        _ => None,
+    })
 }
 
 fn skip_blank_lines(bytes: &[u8]) -> &[u8] {
@@ -602,7 +670,7 @@ fn skip_blank_lines(bytes: &[u8]) -> &[u8] {
 
 /// Judges the start line at the beginning of `buf`, which may be incomplete.
 fn check_start(buf: &[u8]) -> Parse {
-    let (line, complete) = match buf.iter().position(|&b| b == b'\n') {
+    let (line, complete) = match memchr(b'\n', buf) {
         Some(i) => (buf.get(..i).unwrap_or_default(), true),
         None => (buf, false),
     };
@@ -653,10 +721,11 @@ fn request_line(line: &[u8], complete: bool) -> Parse {
         (true, false) => return Parse::Bad,
         _ => {}
     }
-    let method = String::from_utf8_lossy(method).into_owned();
-    let target = lossy_truncated(target, MAX_TARGET);
     let start = StartLine {
-        head: MessageHead::Request { method, target },
+        kind: LineKind::Request {
+            method_len: method.len(),
+            target_len: target.len(),
+        },
         minor: 1,
     };
     if rest.is_empty() {
@@ -708,7 +777,7 @@ fn status_line(line: &[u8], complete: bool) -> Parse {
     parsed(
         complete,
         StartLine {
-            head: MessageHead::Response { status },
+            kind: LineKind::Response { status },
             minor,
         },
     )
@@ -733,19 +802,22 @@ fn is_text(b: u8) -> bool {
 /// in a cut head, up to the last complete line.
 fn parse_headers(head: &[u8]) -> Headers {
     let mut headers = Headers::default();
-    for line in head
-        .split_inclusive(|&b| b == b'\n')
-        .skip(1)
-        .take(MAX_HEADERS)
-    {
-        let Some(line) = line.strip_suffix(b"\n") else {
+    // Past the start line.
+    let mut rest = match memchr(b'\n', head) {
+        Some(i) => head.get(i + 1..).unwrap_or_default(),
+        None => return headers,
+    };
+    for _ in 0..MAX_HEADERS {
+        let Some(end) = memchr(b'\n', rest) else {
             break; // cut mid-line: the value may be incomplete
         };
+        let (line, next) = rest.split_at_checked(end).unwrap_or((rest, &[]));
+        rest = next.get(1..).unwrap_or_default();
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             break;
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let Some(colon) = memchr(b':', line) else {
             continue;
         };
         let (name, value) = line.split_at_checked(colon).unwrap_or((line, &[]));
@@ -756,21 +828,21 @@ fn parse_headers(head: &[u8]) -> Headers {
 
 impl Headers {
     fn apply(&mut self, name: &[u8], value: &[u8]) {
-        let is = |wanted: &str| name.eq_ignore_ascii_case(wanted.as_bytes());
-        if is("host") {
-            keep_first(&mut self.host, value);
-        } else if is("traceparent") {
-            keep_first(&mut self.traceparent, value);
-        } else if is("content-type") {
-            keep_first(&mut self.content_type, value);
-        } else if is("content-length") {
-            self.add_length(value);
-        } else if is("transfer-encoding") {
-            // Only the final coding decides the framing.
-            self.transfer_encoding = true;
-            let mut codings = value.rsplit(|&b| b == b',').map(<[u8]>::trim_ascii);
-            let last = codings.find(|t| !t.is_empty());
-            self.chunked = last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        // The length rules out most fields before any comparison.
+        let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
+        match name.len() {
+            4 if is(b"host") => keep_first(&mut self.host, value),
+            11 if is(b"traceparent") => keep_first(&mut self.traceparent, value),
+            12 if is(b"content-type") => keep_first(&mut self.content_type, value),
+            14 if is(b"content-length") => self.add_length(value),
+            17 if is(b"transfer-encoding") => {
+                // Only the final coding decides the framing.
+                self.transfer_encoding = true;
+                let mut codings = value.rsplit(|&b| b == b',').map(<[u8]>::trim_ascii);
+                let last = codings.find(|t| !t.is_empty());
+                self.chunked = last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+            }
+            _ => {}
         }
     }
 
@@ -807,15 +879,29 @@ fn lossy_truncated(bytes: &[u8], max: usize) -> String {
     // Lossy decoding never shrinks text, and only the last 3 input bytes of a
     // prefix can decode differently, so `max + 4` input bytes are enough.
     let prefix = bytes.get(..max.saturating_add(4)).unwrap_or(bytes);
+    if let Ok(text) = std::str::from_utf8(prefix) {
+        // Valid UTF-8 (the usual case) decodes to itself: one copy.
+        return text
+            .get(..floor_char_boundary(text, max))
+            .unwrap_or_default()
+            .to_owned();
+    }
     let mut text = String::from_utf8_lossy(prefix).into_owned();
     if text.len() > max {
-        let cut = (0..=max)
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
-        text.truncate(cut);
+        text.truncate(floor_char_boundary(&text, max));
     }
     text
+}
+
+/// The largest char boundary of `text` at or below `max`.
+fn floor_char_boundary(text: &str, max: usize) -> usize {
+    if max >= text.len() {
+        return text.len();
+    }
+    (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
 }
 
 fn len64(bytes: &[u8]) -> u64 {
