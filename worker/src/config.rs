@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::config_file::{self, EffectiveConfig};
+use crate::sandbox::SeccompMode;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -20,6 +21,8 @@ pub struct WorkerConfig {
     pub live_socket: Option<PathBuf>,
     /// `--print-config`: print the effective configuration and exit.
     pub print_config: bool,
+    /// `ZEROTRACE_SECCOMP` (enforce, log, off): the worker's syscall allow-list.
+    pub seccomp: SeccompMode,
 }
 
 impl WorkerConfig {
@@ -64,12 +67,14 @@ impl WorkerConfig {
                 ))
             }
         };
+        let seccomp = SeccompMode::parse(merged("ZEROTRACE_SECCOMP").as_deref())?;
         Ok(Self {
             effective,
             allow_privileged,
             include_command_line,
             live_socket,
             print_config,
+            seccomp,
         })
     }
 }

@@ -20,4 +20,5 @@ pub mod pipeline;
 pub mod privileges;
 pub mod protocols;
 pub mod routes;
+pub mod sandbox;
 pub mod spans;

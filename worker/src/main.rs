@@ -25,6 +25,7 @@ use zerotrace_worker::otel::resource::ResourceCatalog;
 use zerotrace_worker::pipeline::{KernelCounters, Pipeline};
 use zerotrace_worker::privileges::OwnPrivileges;
 use zerotrace_worker::routes::RouteMatcher;
+use zerotrace_worker::sandbox::{self, SeccompMode};
 
 /// Exit codes the loader understands as "do not restart me".
 const EXIT_CONFIG_ERROR: u8 = 78;
@@ -75,10 +76,32 @@ fn main() -> ExitCode {
     }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Runtime(e)) => {
             log(&format!("error: {e}"));
             ExitCode::FAILURE
         }
+        Err(Failure::Config(e)) => {
+            log(&format!("error: {e}"));
+            ExitCode::from(EXIT_CONFIG_ERROR)
+        }
+    }
+}
+
+/// Why the worker stopped: a restart may help (Runtime) or not (Config).
+enum Failure {
+    Runtime(String),
+    Config(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Self::Runtime(e)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(e: &str) -> Self {
+        Self::Runtime(e.to_owned())
     }
 }
 
@@ -107,7 +130,7 @@ fn ipc_socket() -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-fn run(config: WorkerConfig) -> Result<(), String> {
+fn run(config: WorkerConfig) -> Result<(), Failure> {
     install_signal_handlers()?;
     // SAFETY: prctl with integer arguments; die with the loader.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) };
@@ -151,7 +174,8 @@ fn run(config: WorkerConfig) -> Result<(), String> {
         effective.exclude.clone(),
         excluded,
         writer,
-    );
+    )
+    .with_tls_hooks();
     let printer = TracePrinter::new(effective.trace_printer, std::io::stdout());
     let otel = OtelExport::start(&effective.export)?;
     if otel.is_some() {
@@ -238,6 +262,20 @@ fn run(config: WorkerConfig) -> Result<(), String> {
             .spawn(move || reader::run(ring, sender, counters, stop))
             .map_err(|e| format!("starting the ring reader: {e}"))?
     };
+    // Start-up is over: every fd, mapping, listener and thread exists.
+    match sandbox::install(config.seccomp) {
+        Ok(()) if config.seccomp == SeccompMode::Off => {
+            log("seccomp filter off (ZEROTRACE_SECCOMP=off)")
+        }
+        Ok(()) => {}
+        Err(e) => {
+            stop.store(true, Ordering::Relaxed);
+            let _ = reader_thread.join();
+            return Err(Failure::Config(format!(
+                "{e} (ZEROTRACE_SECCOMP=off runs without it)"
+            )));
+        }
+    }
 
     while !STOP.load(Ordering::Relaxed) {
         if pipeline.loader.loader_gone() {
