@@ -231,6 +231,8 @@ mod tests {
             traceparent: None,
             truncated: false,
             route: None,
+            grpc: None,
+            tls: false,
         };
         view.record(&span, "python3", None, Instant::now());
         serve(&path, Arc::new(Mutex::new(view))).unwrap_or_else(|e| panic!("{e}"));

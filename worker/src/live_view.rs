@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{getsockopt, send, sockopt, MsgFlags};
 use serde::{Deserialize, Serialize};
 
+// Errors as the spans count them: the HTTP rule, or the RPC one for gRPC calls.
+use crate::otel::span_encoding::is_error;
 use crate::spans::{HttpSpan, SpanKind};
 
 /// The version of [`LiveSnapshot`]; a client refuses other versions.
@@ -68,15 +70,6 @@ const SUB_BUCKET_BITS: u32 = 5;
 const SUB_BUCKETS: u64 = 1 << SUB_BUCKET_BITS;
 /// Durations are clamped to 2^40 ns (about 18 minutes).
 const MAX_EXPONENT: u32 = 40;
-
-/// Whether a span counts as an error: 5xx for servers, 4xx and 5xx for clients
-/// (the HTTP semantic conventions' rule).
-fn is_error(span: &HttpSpan) -> bool {
-    match span.kind {
-        SpanKind::Server => span.status >= 500,
-        SpanKind::Client => span.status >= 400,
-    }
-}
 
 /// The histogram bucket of a duration in nanoseconds.
 fn bucket_of(ns: u64) -> u16 {
@@ -1033,6 +1026,8 @@ mod tests {
             traceparent: None,
             truncated: false,
             route: None,
+            grpc: None,
+            tls: false,
         }
     }
 

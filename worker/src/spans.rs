@@ -1,4 +1,5 @@
-//! The span model: one HTTP exchange as observed on one socket of one process.
+//! The span model: one HTTP exchange (possibly a gRPC call) as observed on
+//! one socket of one process.
 
 use std::net::SocketAddr;
 
@@ -43,12 +44,40 @@ pub struct HttpSpan {
     pub truncated: bool,
     /// `http.route`, set by the pipeline from the `routes` configuration.
     pub route: Option<String>,
+    /// Set when the exchange is a gRPC call (HTTP/2, `application/grpc*`).
+    pub grpc: Option<GrpcCall>,
+    /// Captured as plaintext from a TLS library: `url.scheme` is https.
+    pub tls: bool,
+}
+
+/// What a gRPC call adds to its HTTP/2 exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcCall {
+    /// Fully qualified service, `package.Service` (from `:path`).
+    pub service: String,
+    /// The method's name within the service.
+    pub method: String,
+    /// The call's status code: `grpc-status` from the trailers (or a
+    /// trailers-only response), else derived from a non-200 `:status`;
+    /// None when the call ended without either (reset, not captured).
+    pub status_code: Option<u32>,
+    /// `grpc-message`, percent-decoded.
+    pub message: Option<String>,
 }
 
 impl HttpSpan {
     /// The path part of the target (no query string).
     pub fn path(&self) -> &str {
         self.target.split(['?', '#']).next().unwrap_or("")
+    }
+
+    /// `url.scheme`: what the client typed, as far as the capture can tell.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn duration_ns(&self) -> u64 {

@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use crate::metrics::red::{
     HistogramState, RedMetrics, SeriesKey, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES,
 };
+use crate::metrics::rpc::{metric_names as rpc_metric_names, RpcMetrics};
 use crate::otel::settings::Temporality;
 use crate::spans::SpanKind;
 
@@ -233,13 +234,44 @@ fn families(kind: SpanKind) -> [Family; 3] {
 }
 
 fn service_name_of(series: &crate::metrics::red::Series) -> String {
-    series
-        .resource
+    service_name_of_resource(&series.resource)
+}
+
+fn service_name_of_resource(
+    resource: &opentelemetry_proto::tonic::resource::v1::Resource,
+) -> String {
+    resource
         .attributes
         .iter()
         .find(|a| a.key == "service.name")
         .map(|a| value_text(&a.value))
         .unwrap_or_default()
+}
+
+/// `rpc_server_duration_seconds` and `rpc_client_duration_seconds`, for gRPC calls.
+fn write_rpc_families(out: &mut String, rpc: &RpcMetrics, openmetrics: bool) {
+    let mut series: Vec<_> = rpc.series().collect();
+    series.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+    for kind in [SpanKind::Server, SpanKind::Client] {
+        let (_, name, help) = rpc_metric_names(kind);
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        if openmetrics {
+            let _ = writeln!(out, "# UNIT {name} seconds");
+        }
+        for (key, s) in series.iter().filter(|(k, _)| k.kind == kind) {
+            let mut labels = vec![(
+                "service_name".to_owned(),
+                service_name_of_resource(&s.resource),
+            )];
+            labels.extend(
+                key.attributes()
+                    .iter()
+                    .map(|kv| (label_name(&kv.key), value_text(&kv.value))),
+            );
+            write_histogram(out, name, &labels, &DURATION_BOUNDS_SECONDS, &s.duration);
+        }
+    }
 }
 
 /// The exposition text; `openmetrics` switches to the OpenMetrics 1.0 dialect.
@@ -266,6 +298,7 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
             }
         }
     }
+    write_rpc_families(&mut out, &state.red.rpc, openmetrics);
     let own = &state.own;
     let counters: [(&str, &str, u64); 11] = [
         (
@@ -444,6 +477,8 @@ mod tests {
             traceparent: None,
             truncated: false,
             route: None,
+            grpc: None,
+            tls: false,
         }
     }
 

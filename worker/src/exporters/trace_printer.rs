@@ -6,6 +6,7 @@ use std::io::Write;
 use serde_json::json;
 
 use crate::clock::{format_utc, WallClock};
+use crate::protocols::grpc::status_name;
 use crate::spans::{HttpSpan, SpanKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +43,8 @@ fn human_duration(ns: u64) -> String {
     }
 }
 
-/// `2026-01-30 13:35:17.123 server python3[4863] 127.0.0.1:8199 <- 127.0.0.1:35800 "GET /hello HTTP/1.1" 404 185B 1.27ms`
+/// `2026-01-30 13:35:17.123 server python3[4863] 127.0.0.1:8199 <- 127.0.0.1:35800 "GET /hello HTTP/1.1" 404 185B 1.27ms`;
+/// a gRPC call ends with its status: `… "POST /shop.Catalog/GetItem HTTP/2" 200 0B 1.02ms grpc=NOT_FOUND`.
 pub fn text_line(span: &HttpSpan, clock: &WallClock) -> String {
     let arrow = match span.kind {
         SpanKind::Server => "<-",
@@ -67,6 +69,12 @@ pub fn text_line(span: &HttpSpan, clock: &WallClock) -> String {
     if span.request_body_bytes > 0 {
         line.push_str(&format!(" req={}", human_bytes(span.request_body_bytes)));
     }
+    if let Some(code) = span.grpc.as_ref().and_then(|call| call.status_code) {
+        line.push_str(&format!(" grpc={}", status_name(code)));
+    }
+    if span.tls {
+        line.push_str(" tls");
+    }
     if span.truncated {
         line.push_str(" (partial)");
     }
@@ -82,6 +90,7 @@ pub fn json_value(span: &HttpSpan, clock: &WallClock) -> serde_json::Value {
         "process": span.process_name,
         "method": span.method,
         "target": span.target,
+        "scheme": span.scheme(),
         "path": span.path(),
         "route": span.route,
         "status": span.status,
@@ -95,6 +104,13 @@ pub fn json_value(span: &HttpSpan, clock: &WallClock) -> serde_json::Value {
         "host": span.host,
         "traceparent": span.traceparent,
         "partial": span.truncated,
+        "grpc": span.grpc.as_ref().map(|call| json!({
+            "service": call.service,
+            "method": call.method,
+            "status_code": call.status_code,
+            "status": call.status_code.map(status_name),
+            "message": call.message,
+        })),
     })
 }
 
@@ -106,6 +122,15 @@ pub struct TracePrinter<W: Write> {
 impl<W: Write> TracePrinter<W> {
     pub fn new(format: PrinterFormat, out: W) -> Self {
         Self { format, out }
+    }
+
+    /// A line about the agent itself (losses), in the text format only: the
+    /// JSON format stays one span per line.
+    pub fn notice(&mut self, line: &str) {
+        if self.format == PrinterFormat::Text {
+            let _ = writeln!(self.out, "{line}");
+            let _ = self.out.flush();
+        }
     }
 
     /// Writes the spans; a closed stdout is not an error worth dying for.

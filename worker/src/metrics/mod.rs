@@ -1,3 +1,4 @@
 //! Metrics derived from spans.
 
 pub mod red;
+pub mod rpc;

@@ -1,7 +1,8 @@
 //! RED metrics (rate, errors, duration) aggregated from every exchange —
 //! before any trace sampling — as the HTTP semantic-convention histograms:
 //! `http.{server,client}.request.duration` (s) and the request/response
-//! body sizes (By), per process (resource) and attribute set.
+//! body sizes (By), per process (resource) and attribute set. gRPC calls go
+//! to the RPC histograms of `metrics/rpc.rs` instead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use super::rpc::RpcMetrics;
 use crate::otel::resource::{bool_attribute, int_attribute, string_attribute};
 use crate::otel::settings::Temporality;
 use crate::otel::span_encoding::{is_error, normalized_method, server_address_and_port};
@@ -106,6 +108,15 @@ impl SeriesKey {
     }
 }
 
+fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "zerotrace".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+    }
+}
+
 /// One explicit-bucket histogram's running state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistogramState {
@@ -117,7 +128,7 @@ pub struct HistogramState {
 }
 
 impl HistogramState {
-    fn new(bounds: &[f64]) -> Self {
+    pub(crate) fn new(bounds: &[f64]) -> Self {
         Self {
             bucket_counts: vec![0; bounds.len() + 1],
             count: 0,
@@ -127,7 +138,7 @@ impl HistogramState {
         }
     }
 
-    fn record(&mut self, bounds: &[f64], value: f64) {
+    pub(crate) fn record(&mut self, bounds: &[f64], value: f64) {
         // Buckets are upper-inclusive: (previous bound, bound].
         let index = bounds.partition_point(|bound| *bound < value);
         if let Some(slot) = self.bucket_counts.get_mut(index) {
@@ -139,7 +150,7 @@ impl HistogramState {
         self.max = self.max.max(value);
     }
 
-    fn data_point(
+    pub(crate) fn data_point(
         &self,
         bounds: &[f64],
         attributes: Vec<KeyValue>,
@@ -178,6 +189,8 @@ pub struct RedMetrics {
     /// Processes that exited: their series go out once more, then are dropped.
     exited: Vec<u32>,
     pub overflowed_points: u64,
+    /// gRPC calls: counted as RPCs only, not also as HTTP requests.
+    pub rpc: RpcMetrics,
 }
 
 impl RedMetrics {
@@ -187,6 +200,7 @@ impl RedMetrics {
             series: HashMap::new(),
             exited: Vec::new(),
             overflowed_points: 0,
+            rpc: RpcMetrics::default(),
         }
     }
 
@@ -201,6 +215,10 @@ impl RedMetrics {
         resource: &Arc<Resource>,
         now_unix_ns: u64,
     ) {
+        if let Some(call) = &span.grpc {
+            self.rpc.record(span, call, resource, now_unix_ns);
+            return;
+        }
         let mut key = SeriesKey::of(span, route);
         if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
             key = SeriesKey::overflow_of(span.pid, span.kind);
@@ -231,7 +249,7 @@ impl RedMetrics {
     /// Builds the export request for everything recorded (cumulative: since
     /// the series started; delta: since the last export, then resets).
     pub fn export(&mut self, now_unix_ns: u64) -> Option<ExportMetricsServiceRequest> {
-        if self.series.is_empty() {
+        if self.series.is_empty() && self.rpc.is_empty() {
             return None;
         }
         let temporality = match self.temporality {
@@ -305,17 +323,17 @@ impl RedMetrics {
                 "Size of HTTP client response bodies.",
             ),
         ];
-        let resource_metrics: Vec<ResourceMetrics> = by_process
-            .into_values()
-            .map(|(resource, points)| ResourceMetrics {
+        let mut rpc = self.rpc.metrics_by_process(
+            temporality,
+            self.temporality == Temporality::Delta,
+            now_unix_ns,
+        );
+        let mut resource_metrics: Vec<ResourceMetrics> = by_process
+            .into_iter()
+            .map(|(pid, (resource, points))| ResourceMetrics {
                 resource: Some((*resource).clone()),
                 scope_metrics: vec![ScopeMetrics {
-                    scope: Some(InstrumentationScope {
-                        name: "zerotrace".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                        attributes: Vec::new(),
-                        dropped_attributes_count: 0,
-                    }),
+                    scope: Some(scope()),
                     metrics: points
                         .into_iter()
                         .zip(NAMES)
@@ -330,12 +348,14 @@ impl RedMetrics {
                                 aggregation_temporality: temporality,
                             })),
                         })
+                        .chain(rpc.remove(&pid).map(|(_, m)| m).unwrap_or_default())
                         .collect(),
                     schema_url: String::new(),
                 }],
                 schema_url: String::new(),
             })
             .collect();
+        resource_metrics.extend(rpc_only_processes(rpc));
 
         if self.temporality == Temporality::Delta {
             for series in self.series.values_mut() {
@@ -347,11 +367,29 @@ impl RedMetrics {
         }
         let exited = std::mem::take(&mut self.exited);
         self.series.retain(|key, _| !exited.contains(&key.pid));
+        self.rpc
+            .after_export(self.temporality == Temporality::Delta, &exited, now_unix_ns);
         if resource_metrics.is_empty() {
             return None;
         }
         Some(ExportMetricsServiceRequest { resource_metrics })
     }
+}
+
+/// Processes that made or served only gRPC calls: their own resource entries.
+fn rpc_only_processes(
+    rpc: HashMap<u32, (Arc<Resource>, Vec<Metric>)>,
+) -> impl Iterator<Item = ResourceMetrics> {
+    rpc.into_values()
+        .map(|(resource, metrics)| ResourceMetrics {
+            resource: Some((*resource).clone()),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(scope()),
+                metrics,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        })
 }
 
 #[cfg(test)]
@@ -380,6 +418,8 @@ mod tests {
             traceparent: None,
             truncated: false,
             route: None,
+            grpc: None,
+            tls: false,
         }
     }
 

@@ -1,9 +1,10 @@
 //! OpenTelemetry semantics: settings from the SDK environment variables,
 //! trace context and sampling, per-process resources, and the mapping of our
-//! spans to OTLP.
+//! spans (HTTP, gRPC) to OTLP.
 
 pub mod ids;
 pub mod resource;
+pub mod rpc_conventions;
 pub mod sampler;
 pub mod settings;
 pub mod span_encoding;

@@ -1,10 +1,12 @@
-//! Our HTTP spans as OTLP spans, with the stable HTTP semantic conventions.
+//! Our HTTP spans as OTLP spans, with the stable HTTP semantic conventions
+//! (and the RPC ones on top for gRPC calls).
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span, Status};
 
 use super::ids::{new_span_id, new_trace_id, TraceParent};
 use super::resource::{int_attribute, string_attribute};
+use super::rpc_conventions;
 use crate::clock::WallClock;
 use crate::spans::{HttpSpan, SpanKind};
 
@@ -61,8 +63,12 @@ pub fn normalized_method(method: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Whether the exchange failed, per the conventions: 5xx for servers, 4xx/5xx for clients.
+/// Whether the exchange failed, per the conventions: 5xx for servers, 4xx/5xx
+/// for clients; for gRPC calls, the RPC conventions' rule on the status code.
 pub fn is_error(span: &HttpSpan) -> bool {
+    if let Some(call) = &span.grpc {
+        return rpc_conventions::is_error(span.kind, call);
+    }
     match span.kind {
         SpanKind::Server => span.status >= 500,
         SpanKind::Client => span.status >= 400,
@@ -88,8 +94,12 @@ pub fn server_address_and_port(span: &HttpSpan) -> (String, u16) {
     (name.to_owned(), port.unwrap_or(socket.port()))
 }
 
-/// `METHOD /route`, or `METHOD` when no route is known.
+/// `METHOD /route`, or `METHOD` when no route is known; a gRPC call is
+/// `package.Service/Method`.
 pub fn span_name(span: &HttpSpan, route: Option<&str>) -> String {
+    if let Some(call) = &span.grpc {
+        return rpc_conventions::span_name(call);
+    }
     let method = match normalized_method(&span.method).0 {
         "_OTHER" => "HTTP",
         known => known,
@@ -107,7 +117,7 @@ pub fn encode_span(span: &HttpSpan, ids: &SpanIds, route: Option<&str>, clock: &
         string_attribute("http.request.method", method),
         int_attribute("http.response.status_code", i64::from(span.status)),
         string_attribute("url.path", span.path()),
-        string_attribute("url.scheme", "http"),
+        string_attribute("url.scheme", span.scheme()),
         string_attribute("server.address", server_address.clone()),
         int_attribute("server.port", i64::from(server_port)),
         string_attribute("network.protocol.name", "http"),
@@ -147,8 +157,19 @@ pub fn encode_span(span: &HttpSpan, ids: &SpanIds, route: Option<&str>, clock: &
         }
     }
     let error = is_error(span);
-    if error {
-        attributes.push(string_attribute("error.type", span.status.to_string()));
+    let mut status_message = String::new();
+    match &span.grpc {
+        Some(call) => {
+            attributes.extend(rpc_conventions::attributes(call));
+            if let Some(error_type) = rpc_conventions::error_type(call).filter(|_| error) {
+                attributes.push(string_attribute("error.type", error_type));
+                status_message = call.message.clone().unwrap_or_default();
+            }
+        }
+        None if error => {
+            attributes.push(string_attribute("error.type", span.status.to_string()));
+        }
+        None => {}
     }
     Span {
         trace_id: ids.trace_id.to_vec(),
@@ -170,7 +191,7 @@ pub fn encode_span(span: &HttpSpan, ids: &SpanIds, route: Option<&str>, clock: &
         links: Vec::new(),
         dropped_links_count: 0,
         status: Some(Status {
-            message: String::new(),
+            message: status_message,
             code: if error {
                 status::StatusCode::Error as i32
             } else {
@@ -212,6 +233,8 @@ mod tests {
             traceparent: traceparent.map(str::to_owned),
             truncated: false,
             route: None,
+            grpc: None,
+            tls: false,
         }
     }
 
@@ -317,6 +340,83 @@ mod tests {
         assert_eq!(
             attr(&encoded, "error.type"),
             Some(&Value::StringValue("404".into()))
+        );
+    }
+
+    fn grpc_span(kind: SpanKind, status_code: u32) -> HttpSpan {
+        HttpSpan {
+            method: "POST".into(),
+            target: "/shop.Catalog/GetItem".into(),
+            protocol_version: "2",
+            grpc: Some(crate::spans::GrpcCall {
+                service: "shop.Catalog".into(),
+                method: "GetItem".into(),
+                status_code: Some(status_code),
+                message: Some("no such item".into()),
+            }),
+            ..span(kind, 200, None, None)
+        }
+    }
+
+    #[test]
+    fn grpc_calls_are_named_and_judged_by_the_rpc_conventions() {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        let clock = WallClock::new();
+        let server = grpc_span(SpanKind::Server, 5);
+        let encoded = encode_span(&server, &SpanIds::for_span(&server), None, &clock);
+        assert_eq!(encoded.name, "shop.Catalog/GetItem");
+        assert_eq!(
+            attr(&encoded, "rpc.system"),
+            Some(&Value::StringValue("grpc".into()))
+        );
+        assert_eq!(
+            attr(&encoded, "rpc.service"),
+            Some(&Value::StringValue("shop.Catalog".into()))
+        );
+        assert_eq!(
+            attr(&encoded, "rpc.method"),
+            Some(&Value::StringValue("GetItem".into()))
+        );
+        assert_eq!(
+            attr(&encoded, "rpc.grpc.status_code"),
+            Some(&Value::IntValue(5))
+        );
+        // HTTP attributes that still apply stay.
+        assert_eq!(
+            attr(&encoded, "http.response.status_code"),
+            Some(&Value::IntValue(200))
+        );
+        assert_eq!(
+            attr(&encoded, "network.protocol.version"),
+            Some(&Value::StringValue("2".into()))
+        );
+        assert_eq!(
+            encoded.status.as_ref().map(|s| s.code),
+            Some(status::StatusCode::Unset as i32),
+            "NOT_FOUND is the caller's problem, not the server's"
+        );
+        assert_eq!(attr(&encoded, "error.type"), None);
+
+        let client = grpc_span(SpanKind::Client, 5);
+        let encoded = encode_span(&client, &SpanIds::for_span(&client), None, &clock);
+        assert_eq!(encoded.kind, span::SpanKind::Client as i32);
+        assert_eq!(
+            encoded
+                .status
+                .as_ref()
+                .map(|s| (s.code, s.message.as_str())),
+            Some((status::StatusCode::Error as i32, "no such item"))
+        );
+        assert_eq!(
+            attr(&encoded, "error.type"),
+            Some(&Value::StringValue("NOT_FOUND".into()))
+        );
+
+        let unavailable = grpc_span(SpanKind::Server, 14);
+        let encoded = encode_span(&unavailable, &SpanIds::for_span(&unavailable), None, &clock);
+        assert_eq!(
+            encoded.status.as_ref().map(|s| s.code),
+            Some(status::StatusCode::Error as i32)
         );
     }
 

@@ -64,6 +64,9 @@ const GOAWAY: u8 = 0x7;
 const WINDOW_UPDATE: u8 = 0x8;
 const CONTINUATION: u8 = 0x9;
 
+/// The RST_STREAM/GOAWAY error code of a stream the peer did not process.
+const REFUSED_STREAM_CODE: u32 = 0x7;
+
 const END_STREAM: u8 = 0x1;
 const ACK: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -93,6 +96,9 @@ pub struct Http2Exchange {
     pub end_ts_ns: u64,
     /// Ended by RST_STREAM, or refused by GOAWAY.
     pub reset: bool,
+    /// The RST_STREAM error code when it was captured (REFUSED_STREAM for
+    /// streams refused by GOAWAY).
+    pub reset_code: Option<u32>,
     /// Some of the stream was not seen or could not be decoded: fields may be
     /// missing (never wrong).
     pub partial: bool,
@@ -512,6 +518,10 @@ impl Http2Connection {
             RST_STREAM => {
                 if let Some(mut stream) = self.streams.remove(&frame.stream) {
                     stream.ex.reset = true;
+                    stream.ex.reset_code = match p.buf.get(..4) {
+                        Some(&[a, b, c, d]) if !p.gap => Some(u32::from_be_bytes([a, b, c, d])),
+                        _ => None,
+                    };
                     stream.ex.end_ts_ns = ts;
                     self.emit(stream, out);
                 }
@@ -726,6 +736,7 @@ impl Http2Connection {
         for id in ids {
             if let Some(mut stream) = self.streams.remove(&id) {
                 stream.ex.reset = true;
+                stream.ex.reset_code = Some(REFUSED_STREAM_CODE);
                 stream.ex.end_ts_ns = ts;
                 self.emit(stream, out);
             }
@@ -1259,6 +1270,7 @@ mod tests {
         let (out, conn) = parse(&[(C, &client, 0)]);
         assert_eq!(out.len(), 1);
         assert!(out[0].reset);
+        assert_eq!(out[0].reset_code, Some(8), "CANCEL");
         assert_eq!(out[0].path.as_deref(), Some("/slow"));
         assert_eq!(out[0].status, None);
         assert!(!out[0].partial);

@@ -1,0 +1,522 @@
+//! gRPC end to end: real gRPC servers and clients (Python grpcio, Rust
+//! tonic) in separate processes, both instrumented (the server by its port,
+//! the client by its pid), exporting to the OTLP receiver: one span per
+//! call on each side named `package.Service/Method` with `rpc.*`
+//! attributes and the RPC conventions' status rules, and the RPC duration
+//! histograms (not the HTTP ones) in OTLP and on the Prometheus endpoint.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint};
+use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
+use zerotrace_integration_tests::otlp_receiver::*;
+use zerotrace_integration_tests::*;
+
+const SERVICE: &str = "zerotrace.test.Echo";
+
+/// What one call must look like: its method, its gRPC status code, and
+/// whether each side's span is an error.
+struct Expected {
+    method: &'static str,
+    code: i64,
+    server_error: bool,
+    client_error: bool,
+    /// Whether the server's status must have been seen. grpc's C core
+    /// writes its first responses with more iovecs than the kernel side
+    /// captures; the server's HPACK encoder then refers to table entries we
+    /// never saw (`grpc-status: 0` among them), so an OK status may be
+    /// unknown — left out, never guessed (docs/protocols.md).
+    server_code_seen: bool,
+}
+
+const PYTHON_CALLS: [Expected; 5] = [
+    Expected {
+        method: "Say",
+        code: 0,
+        server_error: false,
+        client_error: false,
+        server_code_seen: false,
+    },
+    Expected {
+        method: "Count",
+        code: 0,
+        server_error: false,
+        client_error: false,
+        server_code_seen: false,
+    },
+    // NOT_FOUND describes the request: an error for the caller only.
+    Expected {
+        method: "Find",
+        code: 5,
+        server_error: false,
+        client_error: true,
+        server_code_seen: true,
+    },
+    // A handler that raised: UNKNOWN.
+    Expected {
+        method: "Crash",
+        code: 2,
+        server_error: true,
+        client_error: true,
+        server_code_seen: true,
+    },
+    // Not served at all: UNIMPLEMENTED, from the framework.
+    Expected {
+        method: "Missing",
+        code: 12,
+        server_error: true,
+        client_error: true,
+        server_code_seen: true,
+    },
+];
+
+const TONIC_CALLS: [Expected; 4] = [
+    Expected {
+        method: "Say",
+        code: 0,
+        server_error: false,
+        client_error: false,
+        server_code_seen: true,
+    },
+    Expected {
+        method: "Count",
+        code: 0,
+        server_error: false,
+        client_error: false,
+        server_code_seen: true,
+    },
+    // Answered with a trailers-only response.
+    Expected {
+        method: "Find",
+        code: 5,
+        server_error: false,
+        client_error: true,
+        server_code_seen: true,
+    },
+    Expected {
+        method: "Fail",
+        code: 14,
+        server_error: true,
+        client_error: true,
+        server_code_seen: true,
+    },
+];
+
+/// A child process killed on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn python_app() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/grpc_app.py")
+}
+
+fn spawn(mut command: Command) -> Process {
+    let child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    Process(child)
+}
+
+/// Debian's python3 (the one python3-grpcio is installed for), running grpc_app.py.
+fn python(mode: &str, port: u16) -> Command {
+    let mut command = Command::new("/usr/bin/python3");
+    command.arg(python_app()).arg(mode).arg(port.to_string());
+    command
+}
+
+fn tonic(mode: &str, port: u16) -> Command {
+    let mut command = Command::new(bin_dir().join("zerotrace-test-grpc"));
+    command.arg(mode).arg(port.to_string());
+    command
+}
+
+fn wait_listening(port: u16) {
+    let up = wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    assert!(up.is_some(), "the gRPC server never listened on {port}");
+}
+
+fn config_file(name: &str, server_port: u16, client_pid: u32) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zt-grpc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join(name);
+    let yaml = format!(
+        "discovery:\n  instrument:\n    - open_ports: {server_port}\n    - target_pids: [{client_pid}]\n"
+    );
+    std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+/// Lets the waiting client go; returns its report lines once it exited.
+fn run_client(client: &mut Process) -> Vec<String> {
+    let stdin = client.0.stdin.as_mut().unwrap_or_else(|| panic!("stdin"));
+    stdin
+        .write_all(b"go\n")
+        .unwrap_or_else(|e| panic!("client stdin: {e}"));
+    let exited = wait_for(Duration::from_secs(30), || {
+        client.0.try_wait().ok().flatten()
+    });
+    assert!(exited.is_some(), "the gRPC client did not finish");
+    let mut out = String::new();
+    if let Some(mut stdout) = client.0.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+    }
+    out.lines().map(str::to_owned).collect()
+}
+
+fn method_of(span: &Span) -> String {
+    attr_str(&span.attributes, "rpc.method").unwrap_or_default()
+}
+
+/// (resource attributes, span)
+type Spans = Vec<(BTreeMap<String, String>, Span)>;
+
+/// Waits for one span per expected call on each side, then a little longer
+/// to see that no call was reported twice. Spans of other calls (a warm-up)
+/// are returned apart.
+fn rpc_spans(receiver: &OtlpReceiver, expected: &[Expected]) -> (Spans, Spans) {
+    let calls = expected.len();
+    let is_rpc = |s: &Span| {
+        attr_str(&s.attributes, "rpc.system").as_deref() == Some("grpc")
+            && expected.iter().any(|c| method_of(s) == c.method)
+    };
+    let found = receiver.wait_for_traces(Duration::from_secs(20), |traces| {
+        let spans: Vec<_> = spans_of(traces)
+            .into_iter()
+            .filter(|(_, s)| is_rpc(s))
+            .collect();
+        (spans.len() >= 2 * calls).then_some(())
+    });
+    assert!(
+        found.is_some(),
+        "fewer than {} gRPC spans arrived: {:#?}",
+        2 * calls,
+        receiver.spans()
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    receiver.spans().into_iter().partition(|(_, s)| is_rpc(s))
+}
+
+fn check_spans(
+    spans: &[(BTreeMap<String, String>, Span)],
+    expected: &[Expected],
+    server_pid: u32,
+    client_pid: u32,
+    port: u16,
+) {
+    assert_eq!(
+        spans.len(),
+        2 * expected.len(),
+        "one span per call and side: {spans:#?}"
+    );
+    for (kind, pid) in [
+        (span::SpanKind::Server, server_pid),
+        (span::SpanKind::Client, client_pid),
+    ] {
+        for call in expected {
+            let matching: Vec<&Span> = spans
+                .iter()
+                .filter(|(_, s)| s.kind == kind as i32 && method_of(s) == call.method)
+                .map(|(resource, s)| {
+                    assert_eq!(
+                        resource.get("process.pid"),
+                        Some(&pid.to_string()),
+                        "{kind:?} span of {} from the wrong process",
+                        call.method
+                    );
+                    s
+                })
+                .collect();
+            assert_eq!(matching.len(), 1, "{kind:?} {}: {spans:#?}", call.method);
+            let span = matching[0];
+            let a = &span.attributes;
+            assert_eq!(span.name, format!("{SERVICE}/{}", call.method));
+            assert_eq!(attr_str(a, "rpc.service").as_deref(), Some(SERVICE));
+            let code = attr_int(a, "rpc.grpc.status_code");
+            let unseen_allowed = kind == span::SpanKind::Server && !call.server_code_seen;
+            assert!(
+                code == Some(call.code) || (unseen_allowed && code.is_none()),
+                "{kind:?} {}: {span:#?}",
+                call.method
+            );
+            // The HTTP attributes that still apply.
+            assert_eq!(attr_str(a, "http.request.method").as_deref(), Some("POST"));
+            assert_eq!(
+                attr_str(a, "url.path"),
+                Some(format!("/{SERVICE}/{}", call.method))
+            );
+            assert_eq!(
+                attr_str(a, "network.protocol.version").as_deref(),
+                Some("2")
+            );
+            assert_eq!(attr_int(a, "server.port"), Some(i64::from(port)));
+            let error = match kind {
+                span::SpanKind::Server => call.server_error,
+                _ => call.client_error,
+            };
+            let code = span.status.as_ref().map(|s| s.code);
+            if error {
+                assert_eq!(
+                    code,
+                    Some(status::StatusCode::Error as i32),
+                    "{kind:?} {}",
+                    call.method
+                );
+                assert!(attr_str(a, "error.type").is_some(), "{span:#?}");
+            } else {
+                assert_eq!(
+                    code,
+                    Some(status::StatusCode::Unset as i32),
+                    "{kind:?} {}",
+                    call.method
+                );
+            }
+            let duration = span.end_time_unix_nano - span.start_time_unix_nano;
+            if call.method == "Count" {
+                // Three messages 100 ms apart: the span covers the whole stream.
+                assert!(
+                    duration >= 290_000_000,
+                    "{kind:?} streaming span lasted {duration} ns"
+                );
+            }
+            assert!(
+                duration < 5_000_000_000,
+                "{kind:?} {}: {duration} ns",
+                call.method
+            );
+        }
+    }
+}
+
+/// (resource attributes, unit, point)
+type Point = (BTreeMap<String, String>, String, HistogramDataPoint);
+
+fn histogram_points(metrics: &[ReceivedMetrics], name: &str) -> Vec<Point> {
+    // Cumulative: the latest export of each process has everything.
+    let mut latest: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+    for export in metrics {
+        for (resource, metric) in metrics_of(std::slice::from_ref(export)) {
+            if metric.name != name {
+                continue;
+            }
+            let Some(metric::Data::Histogram(h)) = &metric.data else {
+                continue;
+            };
+            let pid = resource.get("process.pid").cloned().unwrap_or_default();
+            latest.insert(
+                pid,
+                h.data_points
+                    .iter()
+                    .map(|p| (resource.clone(), metric.unit.clone(), p.clone()))
+                    .collect(),
+            );
+        }
+    }
+    latest.into_values().flatten().collect()
+}
+
+/// The points of the expected calls' series (not a warm-up's).
+fn expected_points(metrics: &[ReceivedMetrics], name: &str, expected: &[Expected]) -> Vec<Point> {
+    histogram_points(metrics, name)
+        .into_iter()
+        .filter(|(_, _, p)| {
+            let method = attr_str(&p.attributes, "rpc.method");
+            expected.iter().any(|c| method.as_deref() == Some(c.method))
+        })
+        .collect()
+}
+
+fn check_metrics(receiver: &OtlpReceiver, expected: &[Expected], server_pid: u32, port: u16) {
+    let total = expected.len() as u64;
+    let counted = |metrics: &[ReceivedMetrics], name: &str| {
+        expected_points(metrics, name, expected)
+            .iter()
+            .map(|(_, _, p)| p.count)
+            .sum::<u64>()
+    };
+    let arrived = receiver.wait_for_metrics(Duration::from_secs(20), |metrics| {
+        (counted(metrics, "rpc.server.duration") >= total
+            && counted(metrics, "rpc.client.duration") >= total)
+            .then_some(())
+    });
+    assert!(
+        arrived.is_some(),
+        "RPC duration histograms did not count {total} calls per side: {:#?}",
+        receiver.metrics()
+    );
+    let metrics = receiver.metrics();
+    for name in ["rpc.server.duration", "rpc.client.duration"] {
+        let points = expected_points(&metrics, name, expected);
+        assert_eq!(
+            points.len(),
+            expected.len(),
+            "one series per method: {points:#?}"
+        );
+        for call in expected {
+            let (resource, unit, point) = points
+                .iter()
+                .find(|(_, _, p)| {
+                    attr_str(&p.attributes, "rpc.method").as_deref() == Some(call.method)
+                })
+                .unwrap_or_else(|| panic!("{name}: no series for {}: {points:#?}", call.method));
+            assert_eq!(unit, "s");
+            assert_eq!(point.count, 1, "{name} {}", call.method);
+            let a = &point.attributes;
+            assert_eq!(attr_str(a, "rpc.system").as_deref(), Some("grpc"));
+            assert_eq!(attr_str(a, "rpc.service").as_deref(), Some(SERVICE));
+            let code = attr_int(a, "rpc.grpc.status_code");
+            let unseen_allowed = name == "rpc.server.duration" && !call.server_code_seen;
+            assert!(
+                code == Some(call.code) || (unseen_allowed && code.is_none()),
+                "{name} {}: {point:?}",
+                call.method
+            );
+            assert_eq!(attr_int(a, "server.port"), Some(i64::from(port)));
+            if name == "rpc.server.duration" {
+                assert_eq!(resource.get("process.pid"), Some(&server_pid.to_string()));
+            }
+            if call.method == "Count" {
+                assert!(point.sum.unwrap_or(0.0) >= 0.29, "{point:?}");
+            }
+        }
+    }
+    // gRPC calls are RPCs, not also HTTP requests.
+    let http: Vec<_> = metrics_of(&metrics)
+        .into_iter()
+        .filter(|(_, m)| m.name.starts_with("http."))
+        .collect();
+    assert!(http.is_empty(), "gRPC calls counted as HTTP: {http:#?}");
+}
+
+/// Starts the server, the waiting client and the agent; runs the calls.
+fn traced_calls(
+    server: Command,
+    client: Command,
+    port: u16,
+    prometheus_port: Option<u16>,
+) -> (OtlpReceiver, Agent, Process, u32, Vec<String>) {
+    let server = spawn(server);
+    wait_listening(port);
+    let mut client = spawn(client);
+    let client_pid = client.0.id();
+    let receiver = OtlpReceiver::start_grpc();
+    let endpoint = receiver.endpoint();
+    let config = config_file(&format!("grpc-{port}.yaml"), port, client_pid);
+    let prometheus = prometheus_port.map(|p| p.to_string()).unwrap_or_default();
+    let mut env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+    ];
+    if prometheus_port.is_some() {
+        env.push(("OTEL_EBPF_PROMETHEUS_PORT", prometheus.as_str()));
+    }
+    let agent = Agent::start(&["--config", &config.to_string_lossy()], &env);
+    let report = run_client(&mut client);
+    (receiver, agent, server, client_pid, report)
+}
+
+#[test]
+fn python_grpcio_calls_become_rpc_spans_and_metrics_on_both_sides() {
+    require_root();
+    let port = free_port();
+    let (receiver, _agent, server, client_pid, report) =
+        traced_calls(python("server", port), python("client", port), port, None);
+    assert_eq!(
+        report,
+        [
+            "Ping OK pong",
+            "Say OK hello python",
+            "Count OK 3",
+            "Find NOT_FOUND no such item: 42",
+            "Crash UNKNOWN Exception calling application: the handler failed",
+            "Missing UNIMPLEMENTED Method not found!",
+            "done",
+        ]
+    );
+    let (spans, others) = rpc_spans(&receiver, &PYTHON_CALLS);
+    check_spans(&spans, &PYTHON_CALLS, server.0.id(), client_pid, port);
+    // The warm-up Ping is partly outside the capture (see grpc_app.py); it
+    // may be missing or partial, but never reported twice.
+    for kind in [span::SpanKind::Server, span::SpanKind::Client] {
+        let pings = others.iter().filter(|(_, s)| s.kind == kind as i32).count();
+        assert!(pings <= 1, "{kind:?}: {others:#?}");
+    }
+    // grpc-message reaches the failed client span's status, decoded.
+    let find = spans
+        .iter()
+        .find(|(_, s)| s.kind == span::SpanKind::Client as i32 && method_of(s) == "Find")
+        .map(|(_, s)| s.status.clone().unwrap_or_default().message);
+    assert_eq!(find.as_deref(), Some("no such item: 42"));
+    check_metrics(&receiver, &PYTHON_CALLS, server.0.id(), port);
+}
+
+#[test]
+fn tonic_calls_become_rpc_spans_and_metrics_and_prometheus_series() {
+    require_root();
+    let port = free_port();
+    let prometheus_port = free_port();
+    let (receiver, _agent, server, client_pid, report) = traced_calls(
+        tonic("server", port),
+        tonic("client", port),
+        port,
+        Some(prometheus_port),
+    );
+    assert_eq!(
+        report,
+        [
+            "Say OK hello tonic",
+            "Count OK 3",
+            "Find NotFound no such item: 42",
+            "Fail Unavailable backend down",
+            "done",
+        ]
+    );
+    let (spans, others) = rpc_spans(&receiver, &TONIC_CALLS);
+    assert!(others.is_empty(), "{others:#?}");
+    check_spans(&spans, &TONIC_CALLS, server.0.id(), client_pid, port);
+    check_metrics(&receiver, &TONIC_CALLS, server.0.id(), port);
+
+    let scrape = curl(&[&format!("http://127.0.0.1:{prometheus_port}/metrics")]);
+    let count_line = |family: &str, method: &str| {
+        scrape
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{family}_count{{"))
+                    && l.contains(&format!("rpc_method=\"{method}\""))
+            })
+            .map(str::to_owned)
+    };
+    for call in &TONIC_CALLS {
+        for family in ["rpc_server_duration_seconds", "rpc_client_duration_seconds"] {
+            let line = count_line(family, call.method)
+                .unwrap_or_else(|| panic!("no {family} series for {}:\n{scrape}", call.method));
+            assert!(line.ends_with(" 1"), "{line}");
+            assert!(
+                line.contains(&format!("rpc_grpc_status_code=\"{}\"", call.code))
+                    && line.contains("rpc_system=\"grpc\"")
+                    && line.contains(&format!("rpc_service=\"{SERVICE}\"")),
+                "{line}"
+            );
+        }
+    }
+    assert!(
+        !scrape.contains("http_server_request_duration_seconds_count{"),
+        "gRPC calls counted as HTTP requests:\n{scrape}"
+    );
+}
