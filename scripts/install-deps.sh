@@ -10,7 +10,8 @@ packages=(
   curl python3 util-linux procps                                # demo and tests: clients, servers, setpriv
 )
 if [ "${1:-}" = "test" ]; then
-  packages+=(prometheus bpftool tmux openssl nginx-light nghttp2-client)  # tests: scraper, map dumps, terminal, certificates, h2 server and load
+  packages+=(prometheus bpftool tmux openssl nginx-light nghttp2-client python3-h2)  # tests: scraper, map dumps, terminal, certificates, h2 servers and load
+  packages+=(python3-grpcio)  # tests: gRPC server and client (tests/servers/grpc_app.py, run with /usr/bin/python3)
 fi
 missing=()
 for p in "${packages[@]}"; do
