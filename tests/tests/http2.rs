@@ -1,5 +1,6 @@
-//! HTTP/2 (h2c) from a real server (nginx) driven by curl and h2load with
-//! many concurrent streams: every request appears once, right.
+//! HTTP/2 (h2c) from real servers: nginx with prior knowledge driven by curl
+//! and h2load with many concurrent streams, and a server on the `h2` library
+//! reached through the HTTP/1.1 Upgrade: every request appears once, right.
 
 use std::process::Command;
 use std::time::Duration;
@@ -76,4 +77,49 @@ fn h2c_requests_from_curl_and_h2load_each_become_one_span() {
         .unwrap_or_else(|| panic!("no /a span"));
     assert_eq!(alpha.u64_of("response_body_bytes"), 6);
     assert_eq!(alpha.str_of("host"), format!("127.0.0.1:{port}"));
+}
+
+#[test]
+fn h2c_upgrade_requests_become_http2_spans_without_a_101() {
+    require_root();
+    let port = free_port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/h2c_upgrade.py");
+    let mut server = Command::new("/usr/bin/python3")
+        .args([script, &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("h2c server: {e}"));
+    let up = wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    assert!(up.is_some(), "the h2c server did not listen");
+    let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    // curl --http2 on http:// asks for the upgrade (Upgrade: h2c).
+    assert_eq!(
+        curl(&["--http2", &format!("{base}/hello?up")]),
+        "hello over h2c\n"
+    );
+    curl(&["--http2", &format!("{base}/missing")]);
+
+    agent.wait_for_spans(2, |s| s.str_of("protocol_version") == "2");
+    std::thread::sleep(Duration::from_millis(300));
+    let spans = agent.spans();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(spans.len(), 2, "no 101 span, each request once: {spans:?}");
+    let hello = spans
+        .iter()
+        .find(|s| s.str_of("target") == "/hello?up")
+        .unwrap_or_else(|| panic!("no /hello span: {spans:?}"));
+    assert_eq!(hello.u64_of("status"), 200);
+    assert_eq!(hello.str_of("method"), "GET");
+    assert_eq!(hello.str_of("kind"), "server");
+    assert_eq!(hello.u64_of("response_body_bytes"), 15);
+    assert_eq!(hello.str_of("host"), format!("127.0.0.1:{port}"));
+    let missing = spans
+        .iter()
+        .find(|s| s.str_of("target") == "/missing")
+        .unwrap_or_else(|| panic!("no /missing span: {spans:?}"));
+    assert_eq!(missing.u64_of("status"), 404);
 }

@@ -258,6 +258,21 @@ impl ConnectionTracker {
             spans.extend(exchanges.into_iter().filter_map(|x| build_h2_span(conn, x)));
             return;
         }
+        if let Some(frames) = h2c_switch(segment.payload) {
+            if let Some(h2) = Self::upgrade_to_h2c(conn, segment.direction) {
+                let mut exchanges = Vec::new();
+                h2.feed(
+                    segment.direction,
+                    frames,
+                    missing,
+                    segment.ts_ns,
+                    &mut exchanges,
+                );
+                let conn = &*conn;
+                spans.extend(exchanges.into_iter().filter_map(|x| build_h2_span(conn, x)));
+                return;
+            }
+        }
         let mut messages = std::mem::take(&mut self.messages);
         conn.stream(segment.direction)
             .feed(segment.payload, missing, segment.ts_ns, &mut messages);
@@ -265,6 +280,41 @@ impl ConnectionTracker {
             Self::on_message(conn, segment.direction, message, &mut self.counters, spans);
         }
         self.messages = messages;
+    }
+
+    /// A `101 Switching Protocols` to h2c travels in `direction`: the request
+    /// that asked for it becomes HTTP/2 stream 1 and the connection is
+    /// HTTP/2 from here on (RFC 7540 §3.2). None when no request waits.
+    fn upgrade_to_h2c(conn: &mut Connection, direction: Direction) -> Option<&mut Http2Connection> {
+        let position = conn.pending.iter().position(|(d, _)| *d != direction)?;
+        let (client, request) = conn.pending.remove(position)?;
+        let MessageHead::Request { method, target } = request.head else {
+            return None;
+        };
+        if conn.role == ConnectionRole::Unknown {
+            conn.role = match client {
+                Direction::Ingress => ConnectionRole::Server,
+                Direction::Egress => ConnectionRole::Client,
+            };
+        }
+        let mut h2 = Box::<Http2Connection>::default();
+        h2.upgraded_request(
+            client,
+            Http2Exchange {
+                method: Some(method),
+                path: Some(target),
+                authority: request.host,
+                scheme: Some("http".into()),
+                content_type: request.content_type,
+                traceparent: request.traceparent,
+                request_body_bytes: request.body_size,
+                start_ts_ns: request.first_ts_ns,
+                partial: request.truncated,
+                ..Http2Exchange::default()
+            },
+        );
+        conn.pending.clear();
+        Some(conn.http2.insert(h2))
     }
 
     fn on_message(
@@ -362,6 +412,34 @@ impl ConnectionTracker {
             self.close(id, now_ns, spans);
         }
     }
+}
+
+/// When `bytes` start with a `101 Switching Protocols` response that switches
+/// to `h2c`, the bytes after its head (the server's first HTTP/2 frames, if
+/// any were written with it).
+fn h2c_switch(bytes: &[u8]) -> Option<&[u8]> {
+    let status_line = b"HTTP/1.1 101";
+    if bytes.len() < status_line.len()
+        || !bytes[..status_line.len()].eq_ignore_ascii_case(status_line)
+    {
+        return None;
+    }
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = bytes.get(..end)?;
+    let upgrades_to_h2c = head.split(|&b| b == b'\n').any(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let (name, value) = line.split_at(colon);
+        name.trim_ascii().eq_ignore_ascii_case(b"upgrade")
+            && value
+                .get(1..)
+                .unwrap_or_default()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"h2c")
+    });
+    upgrades_to_h2c.then(|| bytes.get(end + 4..).unwrap_or_default())
 }
 
 /// Whether bytes start with a TLS record header: content type 20-23
@@ -561,6 +639,43 @@ mod tests {
             .connections
             .get(&7)
             .is_some_and(|c| c.tls && c.http2.is_some()));
+    }
+
+    #[test]
+    fn an_h2c_upgrade_makes_the_request_stream_one_of_an_http2_connection() {
+        let mut tracker = ConnectionTracker::new();
+        let request = b"GET /up HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
+        assert!(feed(&mut tracker, Direction::Ingress, request, false, 1).is_empty());
+        // 101, then the server's SETTINGS and the response on stream 1:
+        // HEADERS (:status 200, indexed 0x88) with END_STREAM|END_HEADERS.
+        let mut switch =
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+                .to_vec();
+        switch.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        switch.extend_from_slice(&[0, 0, 1, 1, 5, 0, 0, 0, 1, 0x88]);
+        let spans = feed(&mut tracker, Direction::Egress, &switch, false, 2);
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        let span = &spans[0];
+        assert_eq!(
+            (span.method.as_str(), span.target.as_str(), span.status),
+            ("GET", "/up", 200)
+        );
+        assert_eq!(span.protocol_version, "2");
+        assert_eq!(span.host.as_deref(), Some("h"));
+        assert_eq!(span.start_monotonic_ns, 1);
+    }
+
+    #[test]
+    fn a_websocket_upgrade_stays_an_http1_exchange() {
+        let mut tracker = ConnectionTracker::new();
+        let request =
+            b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        assert!(feed(&mut tracker, Direction::Ingress, request, false, 1).is_empty());
+        let switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello";
+        let spans = feed(&mut tracker, Direction::Egress, switch, false, 2);
+        assert_eq!(spans.len(), 1);
+        assert_eq!((spans[0].status, spans[0].protocol_version), (101, "1.1"));
+        assert!(h2c_switch(switch).is_none());
     }
 
     #[test]
