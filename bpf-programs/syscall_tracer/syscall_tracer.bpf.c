@@ -84,7 +84,7 @@ struct zt_event_buffer {
 
 /* Vectored I/O (writev, sendmsg...) is captured across this many iovecs:
  * nginx and HTTP/2 servers write frame headers and bodies as separate pieces. */
-#define ZT_MAX_IOVECS 8
+#define ZT_MAX_IOVECS 32
 
 /* Per-CPU staging area: events are too big for the 512-byte BPF stack. */
 struct {
