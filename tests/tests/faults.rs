@@ -1,7 +1,10 @@
-//! Fault tolerance: a killed loader, an overflowing ring buffer.
+//! Fault tolerance: a killed loader, an overflowing ring buffer (counted,
+//! reported over OTLP and by the text printer).
 
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use zerotrace_integration_tests::otlp_receiver::*;
 use zerotrace_integration_tests::*;
 
 #[test]
@@ -69,4 +72,86 @@ fn ring_buffer_overflow_is_counted_and_the_rest_is_right() {
         !summary.contains(" 0 dropped with the ring buffer full"),
         "no drop counted: {summary}"
     );
+}
+
+/// The agent's own `zerotrace.events.lost` in the latest export that has it.
+fn events_lost(receiver: &OtlpReceiver) -> Option<i64> {
+    let (_, metric) = metrics_of(&receiver.metrics())
+        .into_iter()
+        .rev()
+        .find(|(resource, m)| {
+            m.name == "zerotrace.events.lost"
+                && resource.get("service.name").map(String::as_str) == Some("zerotrace")
+        })?;
+    match metric.data? {
+        metric::Data::Sum(sum) if sum.is_monotonic => match sum.data_points.first()?.value {
+            Some(number_data_point::Value::AsInt(v)) => Some(v),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[test]
+fn a_provoked_loss_shows_in_the_self_metrics_and_the_text_printer() {
+    require_root();
+    let server = Server::python_app();
+    let receiver = OtlpReceiver::start_grpc();
+    let endpoint = receiver.endpoint();
+    let mut agent = Agent::start(
+        &[
+            "--open-port",
+            &server.port.to_string(),
+            "--ring-buffer-bytes",
+            "4096",
+            "--trace-printer",
+            "text",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+        ],
+    );
+    // Nothing lost yet, and the agent says so.
+    let before = wait_for(Duration::from_secs(15), || events_lost(&receiver))
+        .unwrap_or_else(|| panic!("no self metrics: {:#?}", receiver.metrics()));
+    assert_eq!(before, 0);
+    let request = "POST /echo HTTP/1.1\r\nHost: f\r\nContent-Length: 400\r\n\r\n".to_owned()
+        + &"x".repeat(400);
+    let burst: Vec<&str> = std::iter::repeat_n(request.as_str(), 300).collect();
+    let flood_started = std::time::Instant::now();
+    for _ in 0..3 {
+        raw_keepalive_requests(server.port, &burst);
+    }
+    let lost = wait_for(Duration::from_secs(15), || {
+        events_lost(&receiver).filter(|lost| *lost > 0)
+    })
+    .unwrap_or_else(|| panic!("the loss never showed: {:?}", events_lost(&receiver)));
+    assert!(lost > 0);
+    let notice = wait_for(Duration::from_secs(5), || {
+        agent
+            .stdout
+            .snapshot()
+            .into_iter()
+            .find(|l| l.contains("lost in the kernel (ring buffer full)"))
+    })
+    .unwrap_or_else(|| panic!("no loss line from the printer:\n{}", agent.stdout.text()));
+    assert!(notice.starts_with("zerotrace: "), "{notice}");
+    // At most one line per 10 s.
+    let lines = agent
+        .stdout
+        .snapshot()
+        .iter()
+        .filter(|l| l.contains("lost or dropped since the last report"))
+        .count() as u64;
+    let allowed = 1 + flood_started.elapsed().as_secs() / 10;
+    assert!(
+        (1..=allowed).contains(&lines),
+        "{lines} loss lines in {:?}",
+        flood_started.elapsed()
+    );
+    // Spans are still text lines too.
+    assert!(agent.stdout.text().contains("\"POST /echo HTTP/1.1\""));
+    assert_eq!(agent.stop(), Some(0), "{}", agent.stderr.text());
 }

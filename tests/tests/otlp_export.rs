@@ -79,6 +79,75 @@ fn duration_points(receiver: &OtlpReceiver, total: u64) -> Vec<HistogramDataPoin
         })
 }
 
+/// The agent's own metric `name` (resource service.name=zerotrace) in the
+/// latest export that has it: (attributes, integer value) per data point,
+/// and whether it is a monotonic sum (else a gauge).
+fn own_metric(receiver: &OtlpReceiver, name: &str) -> Option<(bool, Vec<(String, i64)>)> {
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+    let metric = metrics_of(&receiver.metrics())
+        .into_iter()
+        .rev()
+        .find(|(resource, m)| {
+            m.name == name && resource.get("service.name").map(String::as_str) == Some("zerotrace")
+        })?
+        .1;
+    let (monotonic, points) = match metric.data? {
+        metric::Data::Sum(sum) => (
+            sum.is_monotonic && sum.aggregation_temporality == 2,
+            sum.data_points,
+        ),
+        metric::Data::Gauge(gauge) => (false, gauge.data_points),
+        _ => return None,
+    };
+    Some((
+        monotonic,
+        points
+            .into_iter()
+            .map(|p| {
+                let label = p
+                    .attributes
+                    .iter()
+                    .map(|kv| {
+                        format!(
+                            "{}={}",
+                            kv.key,
+                            kv.value.as_ref().map(display_value).unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let value = match p.value {
+                    Some(Value::AsInt(v)) => v,
+                    _ => -1,
+                };
+                (label, value)
+            })
+            .collect(),
+    ))
+}
+
+/// Waits until the agent's own metric `name` has a point with `label` whose value satisfies `ok`.
+fn wait_for_own_metric(
+    receiver: &OtlpReceiver,
+    name: &str,
+    label: &str,
+    ok: impl Fn(i64) -> bool,
+) -> (bool, i64) {
+    wait_for(Duration::from_secs(20), || {
+        let (monotonic, points) = own_metric(receiver, name)?;
+        points
+            .into_iter()
+            .find(|(l, v)| l == label && ok(*v))
+            .map(|(_, v)| (monotonic, v))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{name}{{{label}}} never reached the expected value; last: {:?}",
+            own_metric(receiver, name)
+        )
+    })
+}
+
 fn exercise(server: &Server) {
     curl(&[&server.url("/hello")]);
     curl(&[&server.url("/missing")]);
@@ -416,8 +485,8 @@ fn a_backend_outage_is_survived_counted_and_recovered_from() {
             .unwrap_or(0)
     };
     let rss_before = rss(worker);
-    // 20 s of traffic against a dead backend.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // 60 s of traffic against a dead backend (issue #7: "backend down 60 s under load").
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut sent = 0;
     while std::time::Instant::now() < deadline {
         let (_, responses) = raw_keepalive_requests(
@@ -459,6 +528,60 @@ fn a_backend_outage_is_survived_counted_and_recovered_from() {
         "{stderr}"
     );
     assert!(stderr.contains("dropped"), "{stderr}");
+    // The agent's own metrics, delivered once the backend is back, count the outage.
+    let (monotonic, _) = wait_for_own_metric(
+        &receiver,
+        "zerotrace.export.dropped",
+        "signal=traces",
+        |v| v > 0,
+    );
+    assert!(monotonic, "a counter is a monotonic cumulative sum");
+    wait_for_own_metric(&receiver, "zerotrace.export.errors", "", |v| v > 0);
+}
+
+#[test]
+fn the_agent_exports_its_own_metrics_on_its_own_resource() {
+    require_root();
+    let server = Server::python_app();
+    let receiver = OtlpReceiver::start_grpc();
+    let _agent = agent_exporting_to(&server, &receiver, "grpc", &[]);
+    exercise(&server);
+    let (monotonic, spans) = wait_for_own_metric(&receiver, "zerotrace.spans", "", |v| v >= 5);
+    assert!(monotonic);
+    assert!(spans >= 5);
+    let (_, read) = wait_for_own_metric(&receiver, "zerotrace.events.read", "", |v| v > 0);
+    let (_, decoded) = wait_for_own_metric(&receiver, "zerotrace.events.decoded", "", |v| v > 0);
+    assert!(decoded <= read);
+    for reason in ["reason=pipeline_full", "reason=undecodable"] {
+        wait_for_own_metric(&receiver, "zerotrace.events.dropped", reason, |v| v == 0);
+    }
+    wait_for_own_metric(&receiver, "zerotrace.events.lost", "", |v| v == 0);
+    wait_for_own_metric(&receiver, "zerotrace.kernel.events", "", |v| v > 0);
+    // Levels are gauges.
+    let (monotonic, _) =
+        wait_for_own_metric(&receiver, "zerotrace.processes.instrumented", "", |v| {
+            v == 1
+        });
+    assert!(!monotonic, "a level is a gauge");
+    wait_for_own_metric(&receiver, "zerotrace.export.queue.depth", "", |v| v >= 0);
+    wait_for_own_metric(&receiver, "zerotrace.probes.attached", "", |v| v >= 0);
+    wait_for_own_metric(
+        &receiver,
+        "zerotrace.export.exported",
+        "signal=traces",
+        |v| v >= 5,
+    );
+    let resource = metrics_of(&receiver.metrics())
+        .into_iter()
+        .find(|(r, _)| r.get("service.name").map(String::as_str) == Some("zerotrace"))
+        .map(|(r, _)| r)
+        .unwrap_or_default();
+    assert!(resource.contains_key("host.name") && resource.contains_key("process.pid"));
+    // The instrumented process keeps its own resource: no self metric there.
+    assert!(metrics_of(&receiver.metrics())
+        .into_iter()
+        .filter(|(r, _)| r.get("service.name").map(String::as_str) == Some("python3"))
+        .all(|(_, m)| !m.name.starts_with("zerotrace.")));
 }
 
 #[test]

@@ -14,6 +14,7 @@ use zerotrace_shared::ipc::{MapRole, IPC_FD_ENV};
 use zerotrace_worker::capture::bpf_map::BpfMap;
 use zerotrace_worker::capture::reader::{self, ReaderCounters};
 use zerotrace_worker::capture::ring_buffer::RingBuffer;
+use zerotrace_worker::clock::WallClock;
 use zerotrace_worker::config::WorkerConfig;
 use zerotrace_worker::discovery::{Discovery, PidFilterWriter};
 use zerotrace_worker::exporters::otel_export::OtelExport;
@@ -21,6 +22,7 @@ use zerotrace_worker::exporters::prometheus::{self, ScrapeState, SharedScrapeSta
 use zerotrace_worker::exporters::trace_printer::TracePrinter;
 use zerotrace_worker::live_view::{self, LiveView};
 use zerotrace_worker::loader_client::LoaderClient;
+use zerotrace_worker::metrics::self_metrics;
 use zerotrace_worker::otel::resource::ResourceCatalog;
 use zerotrace_worker::pipeline::{KernelCounters, Pipeline};
 use zerotrace_worker::privileges::OwnPrivileges;
@@ -230,6 +232,10 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         effective.export.resource_attributes.clone(),
         config.include_command_line,
     );
+    let mut otel = otel;
+    if let Some(otel) = otel.as_mut() {
+        otel.set_agent_resource(self_metrics::agent_resource(&resources), &WallClock::new());
+    }
     let counters = Arc::new(ReaderCounters::default());
     let routes = RouteMatcher::new(&effective.routes).map_err(|e| format!("routes.{e}"))?;
     let mut pipeline = Pipeline::new(discovery, printer, loader, routes)

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use zerotrace_shared::event::{layout, KernelEvent};
+use zerotrace_shared::ipc::LoaderStats;
 
 use crate::capture::bpf_map::{possible_cpus, BpfMap};
 use crate::capture::reader::ReaderCounters;
@@ -19,6 +20,7 @@ use crate::exporters::prometheus::SharedScrapeState;
 use crate::exporters::trace_printer::TracePrinter;
 use crate::live_view::LiveView;
 use crate::loader_client::LoaderClient;
+use crate::metrics::self_metrics::{LossNotice, SelfMetrics};
 use crate::otel::resource::ResourceCatalog;
 use crate::routes::{RouteMatcher, SegmentCardinalityLimiter};
 use crate::spans::HttpSpan;
@@ -52,6 +54,10 @@ fn service_name_of(
 /// A full listener scan also runs on this period, as a safety net for listen
 /// events lost to a full ring buffer.
 const RESCAN_EVERY: Duration = Duration::from_secs(10);
+/// The agent's own metrics are refreshed this often (reading them walks every connection).
+const SELF_METRICS_EVERY: Duration = Duration::from_millis(500);
+/// The loader's counters are asked for this often.
+const LOADER_STATS_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Pipeline {
     pub discovery: Discovery,
@@ -77,6 +83,10 @@ pub struct Pipeline {
     /// Per-process caps for `unmatched: low-cardinality` (None: mode off).
     route_limiters: HashMap<u32, Option<SegmentCardinalityLimiter>>,
     pub spans_ignored: u64,
+    last_self_metrics: Instant,
+    last_loader_stats: Option<Instant>,
+    loader_stats: LoaderStats,
+    loss_notice: LossNotice,
 }
 
 /// The kernel's per-CPU counters (events submitted, events dropped because
@@ -150,6 +160,10 @@ impl Pipeline {
             routes,
             route_limiters: HashMap::new(),
             spans_ignored: 0,
+            last_self_metrics: Instant::now(),
+            last_loader_stats: None,
+            loader_stats: LoaderStats::default(),
+            loss_notice: LossNotice::default(),
         }
     }
 
@@ -376,10 +390,39 @@ impl Pipeline {
         self.refresh_self_metrics();
     }
 
+    /// The agent's own metrics, at most every [`SELF_METRICS_EVERY`]: to the
+    /// Prometheus state, the OTLP exporter, and the text printer on losses.
     fn refresh_self_metrics(&mut self) {
-        let Some(scrape) = self.scrape.as_ref() else {
+        if self.last_self_metrics.elapsed() < SELF_METRICS_EVERY {
             return;
-        };
+        }
+        self.last_self_metrics = Instant::now();
+        if self
+            .last_loader_stats
+            .is_none_or(|at| at.elapsed() >= LOADER_STATS_EVERY)
+        {
+            self.last_loader_stats = Some(Instant::now());
+            match self.loader.stats() {
+                Ok(stats) => self.loader_stats = stats,
+                Err(e) => eprintln!("zerotrace-worker: loader stats: {e}"),
+            }
+        }
+        let own = self.self_metrics();
+        if let Some(line) = self.loss_notice.line(&own, Instant::now()) {
+            self.printer.notice(&line);
+        }
+        if let Some(scrape) = self.scrape.as_ref() {
+            if let Ok(mut state) = scrape.lock() {
+                state.own = own.clone();
+            }
+        }
+        if let Some(otel) = self.otel.as_mut() {
+            otel.set_self_metrics(own);
+        }
+    }
+
+    fn self_metrics(&self) -> SelfMetrics {
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
         let tracker = self.tracker.counters();
         let (kernel_events, kernel_drops) = self
             .kernel_counters
@@ -387,33 +430,31 @@ impl Pipeline {
             .map(|c| (c.events_submitted(), c.ring_buffer_drops()))
             .unwrap_or_default();
         let reader = self.reader_counters.as_deref();
-        let load = |f: fn(&ReaderCounters) -> &std::sync::atomic::AtomicU64| {
-            reader
-                .map(|r| f(r).load(std::sync::atomic::Ordering::Relaxed))
-                .unwrap_or(0)
-        };
+        let load =
+            |f: fn(&ReaderCounters) -> &AtomicU64| reader.map(|r| f(r).load(Relaxed)).unwrap_or(0);
         let otlp = self.otel.as_ref().map(|o| o.counters());
-        let otlp_load =
-            |f: fn(&crate::exporters::otlp::ExportCounters) -> &std::sync::atomic::AtomicU64| {
-                otlp.map(|c| f(c).load(std::sync::atomic::Ordering::Relaxed))
-                    .unwrap_or(0)
-            };
-        if let Ok(mut state) = scrape.lock() {
-            state.own = crate::exporters::prometheus::SelfMetrics {
-                kernel_events,
-                kernel_ringbuf_drops: kernel_drops,
-                records_read: load(|r| &r.records),
-                undecodable_records: load(|r| &r.decode_errors),
-                pipeline_drops: load(|r| &r.events_dropped_pipeline_full),
-                spans: self.spans_emitted,
-                garbage_segments: tracker.garbage_segments,
-                instrumented_processes: self.discovery.instrumented().len() as u64,
-                tracked_connections: self.tracker.connection_count() as u64,
-                otlp_spans_exported: otlp_load(|c| &c.spans_exported),
-                otlp_spans_dropped: otlp_load(|c| &c.spans_dropped),
-                otlp_points_exported: otlp_load(|c| &c.points_exported),
-                otlp_points_dropped: otlp_load(|c| &c.points_dropped),
-            };
+        let otlp_load = |f: fn(&crate::exporters::otlp::ExportCounters) -> &AtomicU64| {
+            otlp.map(|c| f(c).load(Relaxed)).unwrap_or(0)
+        };
+        SelfMetrics {
+            kernel_events,
+            kernel_ringbuf_drops: kernel_drops,
+            records_read: load(|r| &r.records),
+            undecodable_records: load(|r| &r.decode_errors),
+            pipeline_drops: load(|r| &r.events_dropped_pipeline_full),
+            spans: self.spans_emitted,
+            garbage_segments: tracker.garbage_segments,
+            instrumented_processes: self.discovery.instrumented().len() as u64,
+            tracked_connections: self.tracker.connection_count() as u64,
+            otlp_spans_exported: otlp_load(|c| &c.spans_exported),
+            otlp_spans_dropped: otlp_load(|c| &c.spans_dropped),
+            otlp_points_exported: otlp_load(|c| &c.points_exported),
+            otlp_points_dropped: otlp_load(|c| &c.points_dropped),
+            otlp_failed_attempts: otlp_load(|c| &c.failed_attempts),
+            otlp_queue_depth: self.otel.as_ref().map_or(0, OtelExport::queue_depth),
+            uprobes_attached: self.loader_stats.uprobes_attached,
+            worker_restarts: self.loader_stats.worker_restarts,
+            loader_requests_refused: self.loader_stats.requests_refused,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The OpenTelemetry side of the pipeline: every span feeds the RED metrics;
 //! sampled spans are batched per the batch span processor settings; both go
-//! to the OTLP exporter, each process as its own resource.
+//! to the OTLP exporter, each process as its own resource. The agent's own
+//! metrics (`zerotrace.*`) go with every metrics export, on its own resource.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -15,6 +16,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use super::otlp::{OtlpExporter, Payload};
 use crate::clock::WallClock;
 use crate::metrics::red::RedMetrics;
+use crate::metrics::self_metrics::{self, SelfMetrics};
 use crate::otel::sampler::Sampler;
 use crate::otel::settings::{BatchSettings, ExportSettings, Signal};
 use crate::otel::span_encoding::{encode_span, SpanIds};
@@ -37,6 +39,10 @@ pub struct OtelExport {
     last_drop_report: Instant,
     reported_drops: (u64, u64),
     pub spans_sampled_out: u64,
+    /// The agent's resource and latest own metrics, and when it started.
+    agent: Resource,
+    own: SelfMetrics,
+    started_unix_ns: u64,
 }
 
 fn scope() -> InstrumentationScope {
@@ -73,6 +79,9 @@ impl OtelExport {
             last_drop_report: Instant::now(),
             reported_drops: (0, 0),
             spans_sampled_out: 0,
+            agent: Resource::default(),
+            own: SelfMetrics::default(),
+            started_unix_ns: 0,
         }))
     }
 
@@ -147,24 +156,52 @@ impl OtelExport {
             .submit(Payload::Traces(Arc::new(request)), count);
     }
 
+    /// The resource the agent's own metrics are reported on.
+    pub fn set_agent_resource(&mut self, resource: Resource, clock: &WallClock) {
+        self.agent = resource;
+        self.started_unix_ns = clock.to_unix_ns(crate::clock::monotonic_now_ns());
+    }
+
+    /// The latest snapshot of the agent's own metrics, for the next export.
+    pub fn set_self_metrics(&mut self, own: SelfMetrics) {
+        self.own = own;
+    }
+
+    pub fn queue_depth(&self) -> u64 {
+        self.exporter.queue_depth()
+    }
+
     fn export_metrics(&mut self, clock: &WallClock) {
         self.last_metric_export = Instant::now();
-        let now = clock.to_unix_ns(crate::clock::monotonic_now_ns());
-        let Some(request) = self.red.as_mut().and_then(|red| red.export(now)) else {
+        if self.red.is_none() {
             return;
-        };
-        let points: u64 = request
-            .resource_metrics
-            .iter()
-            .flat_map(|r| &r.scope_metrics)
-            .flat_map(|s| &s.metrics)
-            .map(|m| match &m.data {
-                Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) => {
-                    h.data_points.len() as u64
-                }
-                _ => 0,
-            })
-            .sum();
+        }
+        let now = clock.to_unix_ns(crate::clock::monotonic_now_ns());
+        let mut request = self
+            .red
+            .as_mut()
+            .and_then(|red| red.export(now))
+            .unwrap_or_default();
+        // The agent's own metrics go out every interval, traffic or not.
+        request.resource_metrics.push(self_metrics::to_otlp(
+            &self.own,
+            &self.agent,
+            self.started_unix_ns,
+            now,
+        ));
+        let points: u64 = self_metrics::point_count(&self.own)
+            + request
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .map(|m| match &m.data {
+                    Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) => {
+                        h.data_points.len() as u64
+                    }
+                    _ => 0,
+                })
+                .sum::<u64>();
         self.exporter
             .submit(Payload::Metrics(Arc::new(request)), points);
     }

@@ -446,6 +446,14 @@ impl OtlpExporter {
         self.queues.iter().any(|q| q.signal == signal)
     }
 
+    /// Batches waiting in the queues, all destinations together.
+    pub fn queue_depth(&self) -> u64 {
+        self.queues
+            .iter()
+            .map(|q| q.sender.max_capacity().saturating_sub(q.sender.capacity()) as u64)
+            .sum()
+    }
+
     /// Queues a payload for every destination of its signal; never blocks.
     pub fn submit(&self, payload: Payload, items: u64) {
         let signal = match payload {

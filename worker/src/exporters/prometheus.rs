@@ -55,23 +55,7 @@ impl PrometheusSettings {
     }
 }
 
-/// The agent's own counters and gauges, refreshed by the pipeline.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SelfMetrics {
-    pub kernel_events: u64,
-    pub kernel_ringbuf_drops: u64,
-    pub records_read: u64,
-    pub undecodable_records: u64,
-    pub pipeline_drops: u64,
-    pub spans: u64,
-    pub garbage_segments: u64,
-    pub instrumented_processes: u64,
-    pub tracked_connections: u64,
-    pub otlp_spans_exported: u64,
-    pub otlp_spans_dropped: u64,
-    pub otlp_points_exported: u64,
-    pub otlp_points_dropped: u64,
-}
+pub use crate::metrics::self_metrics::SelfMetrics;
 
 /// What a scrape reads: cumulative RED metrics and the self metrics.
 pub struct ScrapeState {

@@ -1,0 +1,440 @@
+//! The agent's own health: what the kernel, the ring reader, the decoders
+//! and the exporters counted, as one snapshot the pipeline refreshes. It is
+//! served three ways: on the Prometheus endpoint (`zerotrace_*`), over OTLP
+//! with the other metrics (`zerotrace.*`, on the agent's own resource,
+//! `service.name=zerotrace`), and as a line of the text trace printer when
+//! events were lost or dropped (at most every [`LOSS_NOTICE_EVERY`]).
+
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, AggregationTemporality, Gauge, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use crate::otel::resource::{string_attribute, ResourceCatalog};
+
+/// The text printer reports losses at most this often.
+pub const LOSS_NOTICE_EVERY: Duration = Duration::from_secs(10);
+
+/// The agent's own counters (since the worker started, except the kernel's
+/// and the loader's, which count since the loader started) and levels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelfMetrics {
+    pub kernel_events: u64,
+    pub kernel_ringbuf_drops: u64,
+    pub records_read: u64,
+    pub undecodable_records: u64,
+    pub pipeline_drops: u64,
+    pub spans: u64,
+    pub garbage_segments: u64,
+    pub instrumented_processes: u64,
+    pub tracked_connections: u64,
+    pub otlp_spans_exported: u64,
+    pub otlp_spans_dropped: u64,
+    pub otlp_points_exported: u64,
+    pub otlp_points_dropped: u64,
+    pub otlp_failed_attempts: u64,
+    /// Batches waiting in the OTLP queues, all destinations together.
+    pub otlp_queue_depth: u64,
+    /// From the loader's `Stats`: TLS library hooks attached now.
+    pub uprobes_attached: u64,
+    /// From the loader's `Stats`.
+    pub worker_restarts: u64,
+    pub loader_requests_refused: u64,
+}
+
+impl SelfMetrics {
+    /// Events that never became spans input: lost in the kernel (ring buffer
+    /// full) or dropped by the worker (pipeline full, undecodable).
+    pub fn events_lost_or_dropped(&self) -> u64 {
+        self.kernel_ringbuf_drops + self.pipeline_drops + self.undecodable_records
+    }
+}
+
+enum Kind {
+    /// A monotonic cumulative sum.
+    Counter,
+    Gauge,
+}
+
+struct Family {
+    name: &'static str,
+    description: &'static str,
+    unit: &'static str,
+    kind: Kind,
+    /// (attributes, value) per data point.
+    points: Vec<(Vec<KeyValue>, u64)>,
+}
+
+fn single(
+    name: &'static str,
+    description: &'static str,
+    unit: &'static str,
+    kind: Kind,
+    value: u64,
+) -> Family {
+    Family {
+        name,
+        description,
+        unit,
+        kind,
+        points: vec![(Vec::new(), value)],
+    }
+}
+
+fn by(key: &str, values: &[(&str, u64)]) -> Vec<(Vec<KeyValue>, u64)> {
+    values
+        .iter()
+        .map(|(v, n)| (vec![string_attribute(key, *v)], *n))
+        .collect()
+}
+
+fn families(own: &SelfMetrics) -> Vec<Family> {
+    use Kind::{Counter, Gauge};
+    vec![
+        single(
+            "zerotrace.kernel.events",
+            "Events the kernel programs submitted to the ring buffer.",
+            "{event}",
+            Counter,
+            own.kernel_events,
+        ),
+        single(
+            "zerotrace.events.lost",
+            "Events the kernel dropped because the ring buffer was full.",
+            "{event}",
+            Counter,
+            own.kernel_ringbuf_drops,
+        ),
+        single(
+            "zerotrace.events.read",
+            "Ring buffer records the worker read.",
+            "{event}",
+            Counter,
+            own.records_read,
+        ),
+        single(
+            "zerotrace.events.decoded",
+            "Ring buffer records the worker decoded.",
+            "{event}",
+            Counter,
+            own.records_read.saturating_sub(own.undecodable_records),
+        ),
+        Family {
+            name: "zerotrace.events.dropped",
+            description: "Records the worker read but dropped, by reason.",
+            unit: "{event}",
+            kind: Counter,
+            points: by(
+                "reason",
+                &[
+                    ("pipeline_full", own.pipeline_drops),
+                    ("undecodable", own.undecodable_records),
+                ],
+            ),
+        },
+        single(
+            "zerotrace.spans",
+            "Spans built from captured exchanges.",
+            "{span}",
+            Counter,
+            own.spans,
+        ),
+        single(
+            "zerotrace.segments.unparsed",
+            "Captured segments that were not parseable as a supported protocol.",
+            "{segment}",
+            Counter,
+            own.garbage_segments,
+        ),
+        Family {
+            name: "zerotrace.export.exported",
+            description: "Spans and metric data points accepted by OTLP backends.",
+            unit: "{item}",
+            kind: Counter,
+            points: by(
+                "signal",
+                &[
+                    ("traces", own.otlp_spans_exported),
+                    ("metrics", own.otlp_points_exported),
+                ],
+            ),
+        },
+        Family {
+            name: "zerotrace.export.dropped",
+            description: "Spans and metric data points the OTLP exporter dropped.",
+            unit: "{item}",
+            kind: Counter,
+            points: by(
+                "signal",
+                &[
+                    ("traces", own.otlp_spans_dropped),
+                    ("metrics", own.otlp_points_dropped),
+                ],
+            ),
+        },
+        single(
+            "zerotrace.export.errors",
+            "Failed OTLP export attempts (each retry counts).",
+            "{attempt}",
+            Counter,
+            own.otlp_failed_attempts,
+        ),
+        single(
+            "zerotrace.export.queue.depth",
+            "Batches waiting in the OTLP export queues.",
+            "{batch}",
+            Gauge,
+            own.otlp_queue_depth,
+        ),
+        single(
+            "zerotrace.processes.instrumented",
+            "Processes the kernel currently captures.",
+            "{process}",
+            Gauge,
+            own.instrumented_processes,
+        ),
+        single(
+            "zerotrace.connections.tracked",
+            "Connections the worker currently tracks.",
+            "{connection}",
+            Gauge,
+            own.tracked_connections,
+        ),
+        single(
+            "zerotrace.probes.attached",
+            "TLS library probes (uprobes) the loader holds attached.",
+            "{probe}",
+            Gauge,
+            own.uprobes_attached,
+        ),
+        single(
+            "zerotrace.worker.restarts",
+            "Times the loader restarted the worker.",
+            "{restart}",
+            Counter,
+            own.worker_restarts,
+        ),
+        single(
+            "zerotrace.loader.requests.refused",
+            "Worker requests the loader refused.",
+            "{request}",
+            Counter,
+            own.loader_requests_refused,
+        ),
+    ]
+}
+
+/// The agent's own resource: `service.name=zerotrace`, with the host and the
+/// worker process like any other resource of ours.
+pub fn agent_resource(resources: &ResourceCatalog) -> Resource {
+    let identity =
+        crate::otel::resource::ProcessIdentity::read(std::process::id(), "zerotrace-worker");
+    let mut resource = resources.build(&identity);
+    resource
+        .attributes
+        .retain(|a| a.key != "service.name" && a.key != "process.command_line");
+    resource
+        .attributes
+        .insert(0, string_attribute("service.name", "zerotrace"));
+    resource
+}
+
+/// The snapshot as OTLP metrics: counters as cumulative monotonic sums since
+/// `start_unix_ns`, levels as gauges.
+pub fn to_otlp(
+    own: &SelfMetrics,
+    resource: &Resource,
+    start_unix_ns: u64,
+    now_unix_ns: u64,
+) -> ResourceMetrics {
+    let metrics = families(own)
+        .into_iter()
+        .map(|family| {
+            let data_points = family
+                .points
+                .into_iter()
+                .map(|(attributes, value)| NumberDataPoint {
+                    attributes,
+                    start_time_unix_nano: match family.kind {
+                        Kind::Counter => start_unix_ns,
+                        Kind::Gauge => 0,
+                    },
+                    time_unix_nano: now_unix_ns,
+                    exemplars: Vec::new(),
+                    flags: 0,
+                    value: Some(number_data_point::Value::AsInt(
+                        i64::try_from(value).unwrap_or(i64::MAX),
+                    )),
+                })
+                .collect();
+            let data = match family.kind {
+                Kind::Counter => metric::Data::Sum(Sum {
+                    data_points,
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    is_monotonic: true,
+                }),
+                Kind::Gauge => metric::Data::Gauge(Gauge { data_points }),
+            };
+            Metric {
+                name: family.name.to_owned(),
+                description: family.description.to_owned(),
+                unit: family.unit.to_owned(),
+                metadata: Vec::new(),
+                data: Some(data),
+            }
+        })
+        .collect();
+    ResourceMetrics {
+        resource: Some(resource.clone()),
+        scope_metrics: vec![ScopeMetrics {
+            scope: Some(
+                opentelemetry_proto::tonic::common::v1::InstrumentationScope {
+                    name: "zerotrace.self".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    attributes: Vec::new(),
+                    dropped_attributes_count: 0,
+                },
+            ),
+            metrics,
+            schema_url: String::new(),
+        }],
+        schema_url: String::new(),
+    }
+}
+
+/// Data points in [`to_otlp`]'s output, for the exporter's counters.
+pub fn point_count(own: &SelfMetrics) -> u64 {
+    families(own).iter().map(|f| f.points.len() as u64).sum()
+}
+
+/// Decides when the text printer shows a loss line: only when something
+/// was lost or dropped since the last line, and at most every
+/// [`LOSS_NOTICE_EVERY`].
+#[derive(Debug, Default)]
+pub struct LossNotice {
+    last_line: Option<Instant>,
+    reported: SelfMetrics,
+}
+
+impl LossNotice {
+    pub fn line(&mut self, own: &SelfMetrics, now: Instant) -> Option<String> {
+        if own.events_lost_or_dropped() <= self.reported.events_lost_or_dropped() {
+            return None;
+        }
+        if self
+            .last_line
+            .is_some_and(|at| now.duration_since(at) < LOSS_NOTICE_EVERY)
+        {
+            return None;
+        }
+        let since = |now: u64, then: u64| now.saturating_sub(then);
+        let previous = &self.reported;
+        let line = format!(
+            "zerotrace: {} event(s) lost or dropped since the last report: {} lost in the kernel (ring buffer full), {} dropped (pipeline full), {} undecodable; {} in total",
+            since(own.events_lost_or_dropped(), previous.events_lost_or_dropped()),
+            since(own.kernel_ringbuf_drops, previous.kernel_ringbuf_drops),
+            since(own.pipeline_drops, previous.pipeline_drops),
+            since(own.undecodable_records, previous.undecodable_records),
+            own.events_lost_or_dropped(),
+        );
+        self.last_line = Some(now);
+        self.reported = own.clone();
+        Some(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value_of(resource_metrics: &ResourceMetrics, name: &str) -> Vec<(Vec<KeyValue>, i64)> {
+        let metric = resource_metrics.scope_metrics[0]
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        let points = match &metric.data {
+            Some(metric::Data::Sum(sum)) => {
+                assert!(sum.is_monotonic, "{name}");
+                assert_eq!(
+                    sum.aggregation_temporality,
+                    AggregationTemporality::Cumulative as i32
+                );
+                &sum.data_points
+            }
+            Some(metric::Data::Gauge(gauge)) => &gauge.data_points,
+            other => panic!("{name}: {other:?}"),
+        };
+        points
+            .iter()
+            .map(|p| match p.value {
+                Some(number_data_point::Value::AsInt(v)) => (p.attributes.clone(), v),
+                _ => panic!("{name}: not an integer"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn counters_are_monotonic_sums_and_levels_are_gauges() {
+        let own = SelfMetrics {
+            kernel_ringbuf_drops: 5,
+            records_read: 100,
+            undecodable_records: 2,
+            pipeline_drops: 3,
+            otlp_queue_depth: 4,
+            ..Default::default()
+        };
+        let out = to_otlp(&own, &Resource::default(), 10, 20);
+        assert_eq!(value_of(&out, "zerotrace.events.lost")[0].1, 5);
+        assert_eq!(value_of(&out, "zerotrace.events.decoded")[0].1, 98);
+        let dropped = value_of(&out, "zerotrace.events.dropped");
+        assert_eq!(dropped.len(), 2);
+        assert!(dropped.iter().any(|(a, v)| a[0].key == "reason" && *v == 3));
+        let queue = out.scope_metrics[0]
+            .metrics
+            .iter()
+            .find(|m| m.name == "zerotrace.export.queue.depth")
+            .and_then(|m| m.data.as_ref());
+        assert!(matches!(queue, Some(metric::Data::Gauge(_))));
+        assert_eq!(value_of(&out, "zerotrace.export.queue.depth")[0].1, 4);
+        let points: usize = out.scope_metrics[0]
+            .metrics
+            .iter()
+            .map(|m| match &m.data {
+                Some(metric::Data::Sum(s)) => s.data_points.len(),
+                Some(metric::Data::Gauge(g)) => g.data_points.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(points as u64, point_count(&own));
+        assert!(out.scope_metrics[0]
+            .metrics
+            .iter()
+            .all(|m| m.name.starts_with("zerotrace.")));
+    }
+
+    #[test]
+    fn losses_are_reported_at_most_every_ten_seconds_and_only_when_new() {
+        let mut notice = LossNotice::default();
+        let start = Instant::now();
+        let mut own = SelfMetrics::default();
+        assert_eq!(notice.line(&own, start), None, "nothing lost");
+        own.kernel_ringbuf_drops = 7;
+        let first = notice.line(&own, start).unwrap_or_default();
+        assert!(first.contains("7 lost in the kernel"), "{first}");
+        own.pipeline_drops = 1;
+        assert_eq!(notice.line(&own, start + Duration::from_secs(3)), None);
+        let second = notice
+            .line(&own, start + Duration::from_secs(11))
+            .unwrap_or_default();
+        assert!(
+            second.contains("1 event(s)") && second.contains("8 in total"),
+            "{second}"
+        );
+        assert_eq!(notice.line(&own, start + Duration::from_secs(30)), None);
+    }
+}
