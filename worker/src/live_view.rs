@@ -1150,6 +1150,31 @@ mod tests {
     }
 
     #[test]
+    fn grpc_calls_count_errors_by_the_rpc_rules() {
+        let origin = Instant::now();
+        let mut view = LiveView::starting_at(origin);
+        let now = at(origin, 30.5);
+        let call = |kind, code| HttpSpan {
+            grpc: Some(crate::spans::GrpcCall {
+                service: "shop.Catalog".into(),
+                method: "Get".into(),
+                status_code: Some(code),
+                message: None,
+            }),
+            ..span(kind, "/shop.Catalog/Get", 200, 1_000)
+        };
+        for kind in [SpanKind::Server, SpanKind::Client] {
+            // NOT_FOUND: the caller's error only; UNAVAILABLE: both sides'.
+            view.record(&call(kind, 5), "svc", None, now);
+            view.record(&call(kind, 14), "svc", None, now);
+        }
+        let snapshot = view.snapshot(now);
+        let path = "/shop.Catalog/Get";
+        assert_eq!(route(&snapshot, LiveKind::Server, path).error_rate, 0.5);
+        assert_eq!(route(&snapshot, LiveKind::Client, path).error_rate, 1.0);
+    }
+
+    #[test]
     fn a_known_route_groups_paths() {
         let origin = Instant::now();
         let mut view = LiveView::starting_at(origin);

@@ -152,3 +152,59 @@ impl<W: Write> TracePrinter<W> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spans::GrpcCall;
+
+    fn grpc_span(status_code: Option<u32>) -> HttpSpan {
+        HttpSpan {
+            kind: SpanKind::Client,
+            pid: 4,
+            process_name: "shop".into(),
+            local: "127.0.0.1:41876".parse().unwrap_or_else(|e| panic!("{e}")),
+            peer: "127.0.0.1:50051".parse().unwrap_or_else(|e| panic!("{e}")),
+            method: "POST".into(),
+            target: "/shop.Catalog/GetItem".into(),
+            status: 200,
+            protocol_version: "2",
+            start_monotonic_ns: 0,
+            end_monotonic_ns: 2_000_000,
+            request_body_bytes: 7,
+            response_body_bytes: 0,
+            host: None,
+            traceparent: None,
+            truncated: false,
+            route: None,
+            grpc: Some(GrpcCall {
+                service: "shop.Catalog".into(),
+                method: "GetItem".into(),
+                status_code,
+                message: Some("no such item".into()),
+            }),
+            tls: false,
+        }
+    }
+
+    #[test]
+    fn grpc_calls_show_their_status() {
+        let clock = WallClock::new();
+        let line = text_line(&grpc_span(Some(5)), &clock);
+        assert!(
+            line.ends_with(
+                "\"POST /shop.Catalog/GetItem HTTP/2\" 200 0B 2.00ms req=7B grpc=NOT_FOUND"
+            ),
+            "{line}"
+        );
+        assert!(!text_line(&grpc_span(None), &clock).contains("grpc="));
+        let json = json_value(&grpc_span(Some(5)), &clock);
+        assert_eq!(json["grpc"]["service"], "shop.Catalog");
+        assert_eq!(json["grpc"]["method"], "GetItem");
+        assert_eq!(json["grpc"]["status_code"], 5);
+        assert_eq!(json["grpc"]["status"], "NOT_FOUND");
+        assert_eq!(json["grpc"]["message"], "no such item");
+        let unseen = json_value(&grpc_span(None), &clock);
+        assert!(unseen["grpc"]["status"].is_null());
+    }
+}
