@@ -161,12 +161,6 @@ static __always_inline bool zt_is_instrumented(__u32 tgid)
 	return bpf_map_lookup_elem(&zt_pid_filter, &tgid) != 0;
 }
 
-static __always_inline __u32 zt_pid_flags(__u32 tgid)
-{
-	__u32 *flags = bpf_map_lookup_elem(&zt_pid_filter, &tgid);
-	return flags ? *flags : 0;
-}
-
 static __always_inline __u32 zt_current_generation(void)
 {
 	__u32 zero = 0;
@@ -275,13 +269,11 @@ static __always_inline void zt_mark_tls_socket(__u64 sock_id)
 	bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_NOEXIST);
 }
 
-/* Socket I/O of a process whose TLS library is hooked. Returns true when the
- * bytes are TLS records, which are then not sent: the library hooks send the
- * plaintext. Only processes with ZT_PID_TLS pay for this. */
+/* Socket I/O of a process whose TLS library is hooked (ZT_PID_TLS: only those
+ * pay for this). Returns true when the bytes are TLS records, which are then
+ * not sent: the library hooks send the plaintext. */
 static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id)
 {
-	if (!(zt_pid_flags(pid_tgid >> 32) & ZT_PID_TLS))
-		return 0;
 	struct zt_tls_call *call = bpf_map_lookup_elem(&zt_tls_calls, &pid_tgid);
 	if (call) {
 		/* The library itself reads or writes: this is its socket. */
@@ -294,7 +286,8 @@ static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id)
 	return state && (state->flags & ZT_CONN_TLS);
 }
 
-static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, __u64 pid_tgid)
+static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, __u64 pid_tgid,
+				       __u32 pid_flags)
 {
 	struct sock *sk = zt_tcp_sock_of_fd(regs->di);
 	if (!sk)
@@ -339,7 +332,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	}
 
 	__u64 sock_id = (__u64)sk;
-	if (zt_tls_socket_io(pid_tgid, sock_id))
+	if ((pid_flags & ZT_PID_TLS) && zt_tls_socket_io(pid_tgid, sock_id))
 		return; /* TLS records: the plaintext comes from the library hooks */
 
 	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_DATA, pid_tgid);
@@ -414,7 +407,9 @@ int BPF_PROG(zt_sys_exit, struct pt_regs *regs, long ret)
 			zt_on_listen(regs, pid_tgid);
 		return 0;
 	}
-	if (!zt_is_instrumented(pid_tgid >> 32))
+	__u32 tgid = pid_tgid >> 32;
+	__u32 *pid_flags = bpf_map_lookup_elem(&zt_pid_filter, &tgid);
+	if (!pid_flags)
 		return 0;
 
 	if (nr == ZT_NR_accept || nr == ZT_NR_accept4) {
@@ -430,7 +425,7 @@ int BPF_PROG(zt_sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	}
 	if (ret > 0)
-		zt_on_data(nr, regs, ret, pid_tgid);
+		zt_on_data(nr, regs, ret, pid_tgid, *pid_flags);
 	return 0;
 }
 
