@@ -22,3 +22,4 @@ pub mod protocols;
 pub mod routes;
 pub mod sandbox;
 pub mod spans;
+pub mod tls_hooks;

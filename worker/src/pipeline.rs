@@ -238,6 +238,7 @@ impl Pipeline {
                 tuple,
                 total_bytes,
                 payload,
+                tls,
             } => {
                 // Disjoint field borrows: no per-event copy of the name.
                 let name = process_name(&mut self.process_names, origin.pid, &origin.comm);
@@ -252,6 +253,7 @@ impl Pipeline {
                         ts_ns: origin.ts_ns,
                         payload: &payload,
                         total_bytes,
+                        tls,
                     },
                     &mut self.spans,
                 )
