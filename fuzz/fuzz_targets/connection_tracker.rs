@@ -42,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
                     ts_ns: ts,
                     payload,
                     total_bytes: payload.len() as u64 + if control & 0x8 == 0 { 0 } else { 4096 },
+                    tls: control & 0x20 == 0x20,
                 },
                 &mut spans,
             );

@@ -197,6 +197,7 @@ impl Path {
                 tuple,
                 total_bytes,
                 payload,
+                ..
             } = event
             else {
                 panic!("not a data record");
@@ -212,6 +213,7 @@ impl Path {
                     ts_ns: origin.ts_ns,
                     payload: &payload,
                     total_bytes,
+                    tls: false,
                 },
                 &mut self.spans,
             );
