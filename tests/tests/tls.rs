@@ -354,3 +354,84 @@ fn the_loader_checks_every_attach_uprobe_request() {
     let stderr = agent.stderr.text();
     assert!(stderr.contains("detached the SSL_read hook"), "{stderr}");
 }
+
+/// Links of any kind that run one of `programs`, from `bpftool link list`.
+fn links_running(programs: &[u32]) -> Vec<Value> {
+    let output = Command::new("bpftool")
+        .args(["-j", "link", "list"])
+        .output()
+        .unwrap_or_else(|e| panic!("bpftool: {e}"));
+    let links: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    links
+        .into_iter()
+        .filter(|l| {
+            l.get("prog_id")
+                .and_then(Value::as_u64)
+                .is_some_and(|id| programs.iter().any(|p| u64::from(*p) == id))
+        })
+        .collect()
+}
+
+/// uprobe_multi links (older bpftool prints the link type's number, 12).
+fn uprobe_links(links: &[Value]) -> usize {
+    links
+        .iter()
+        .filter(|l| l.str_of("type") == "uprobe_multi" || l.u64_of("type") == 12)
+        .count()
+}
+
+#[test]
+fn tls_hooks_survive_a_worker_restart_once_and_die_with_the_loader() {
+    require_root();
+    let certificate = Certificate::new("faults");
+    let port = free_port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_app.py");
+    let server = start(
+        "/usr/bin/python3",
+        &[
+            script,
+            &port.to_string(),
+            "--tls",
+            &certificate.cert,
+            &certificate.key,
+        ],
+        port,
+    );
+    let mut agent = Agent::start(&["--open-port", &port.to_string()], &[]);
+    wait_for_tls_hooks(&agent, server.0.id());
+    let programs = bpf_prog_ids_of(agent.child.id());
+    let links = links_running(&programs);
+    // Entry and return for each of the four functions of libssl.
+    assert_eq!(uprobe_links(&links), 8, "{links:#?}");
+
+    let worker = agent.worker_pid().unwrap_or_else(|| panic!("no worker"));
+    // SAFETY: signalling a process we started (through the loader).
+    unsafe { libc::kill(worker as i32, libc::SIGKILL) };
+    let restarted = wait_for(Duration::from_secs(5), || {
+        agent.worker_pid().filter(|pid| *pid != worker)
+    });
+    assert!(restarted.is_some(), "{}", agent.stderr.text());
+    // The new worker asks again and gets the same hooks: nothing leaked or doubled.
+    let asked_again = wait_for(Duration::from_secs(10), || {
+        let needle = format!("TLS plaintext of pid {} captured", server.0.id());
+        (agent.stderr.text().matches(&needle).count() >= 2).then_some(())
+    });
+    assert!(asked_again.is_some(), "{}", agent.stderr.text());
+    assert_eq!(links_running(&programs).len(), links.len());
+    https(&[&format!("https://127.0.0.1:{port}/hello?after-restart")]);
+    agent.wait_for_spans(1, |s| {
+        s.str_of("target") == "/hello?after-restart" && is_https(s)
+    });
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGKILL) };
+    let _ = agent.child.wait();
+    let gone = wait_for(Duration::from_secs(5), || {
+        links_running(&programs).is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "links left behind: {:#?}",
+        links_running(&programs)
+    );
+}
