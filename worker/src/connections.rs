@@ -3,11 +3,12 @@
 //! pipelining pair correctly). Memory is bounded: connections are forgotten
 //! on close, on process exit, after an idle timeout, and beyond a cap.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use zerotrace_shared::event::{ConnTuple, ConnectionRole, Direction};
 
+use crate::hashing::FastMap;
 use crate::protocols::grpc;
 use crate::protocols::http1::{Http1Stream, HttpMessage, MessageHead};
 use crate::protocols::http2::{Http2Connection, Http2Exchange, PREFACE};
@@ -139,7 +140,7 @@ pub struct OpenedConnection<'a> {
 
 #[derive(Default)]
 pub struct ConnectionTracker {
-    connections: HashMap<u64, Connection>,
+    connections: FastMap<u64, Connection>,
     counters: TrackerCounters,
     messages: Vec<HttpMessage>,
 }

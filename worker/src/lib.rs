@@ -12,6 +12,7 @@ pub mod config_file;
 pub mod connections;
 pub mod discovery;
 pub mod exporters;
+pub mod hashing;
 pub mod live_view;
 pub mod loader_client;
 pub mod metrics;

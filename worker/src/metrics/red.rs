@@ -5,6 +5,8 @@
 //! to the RPC histograms of `metrics/rpc.rs` instead.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -16,6 +18,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::rpc::RpcMetrics;
+use crate::hashing::FastMap;
 use crate::otel::resource::{bool_attribute, int_attribute, string_attribute};
 use crate::otel::settings::Temporality;
 use crate::otel::span_encoding::{is_error, normalized_method, server_address_and_port};
@@ -34,8 +37,9 @@ pub const SIZE_BOUNDS_BYTES: [f64; 15] = [
 /// series marked `otel.metric.overflow=true` (as the SDK specification does).
 pub const MAX_SERIES: usize = 10_000;
 
-/// The attributes that identify one series.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// The attributes that identify one series. Hashed through
+/// [`SeriesKeyRef`], so that a borrowed key finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesKey {
     pub pid: u32,
     pub kind: SpanKind,
@@ -49,21 +53,34 @@ pub struct SeriesKey {
     pub overflow: bool,
 }
 
-impl SeriesKey {
-    pub fn of(span: &HttpSpan, route: Option<&str>) -> Self {
-        let (server_address, server_port) = match span.kind {
-            // For servers the listening socket keeps cardinality bounded (Host headers need not).
-            SpanKind::Server => (span.local.ip().to_string(), span.local.port()),
-            SpanKind::Client => server_address_and_port(span),
-        };
+/// A [`SeriesKey`] borrowed from a span and its route: finds the series of
+/// an exchange without building an owned key (strings are copied only when
+/// a series is created). [`SeriesKey`] hashes as its borrowed form, and
+/// [`SeriesKey::borrowed`] names every field, so the two cannot drift apart.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SeriesKeyRef<'a> {
+    pid: u32,
+    kind: SpanKind,
+    method: &'a str,
+    status: u16,
+    route: Option<&'a str>,
+    server_address: &'a str,
+    server_port: u16,
+    protocol_version: &'static str,
+    error: bool,
+    overflow: bool,
+}
+
+impl<'a> SeriesKeyRef<'a> {
+    fn of(span: &'a HttpSpan, route: Option<&'a str>, server: &'a ServerAddress) -> Self {
         Self {
             pid: span.pid,
             kind: span.kind,
-            method: normalized_method(&span.method).0.to_owned(),
+            method: normalized_method(&span.method).0,
             status: span.status,
-            route: route.map(str::to_owned),
-            server_address,
-            server_port,
+            route,
+            server_address: server.text(),
+            server_port: server.port,
             protocol_version: span.protocol_version,
             error: is_error(span),
             overflow: false,
@@ -74,14 +91,155 @@ impl SeriesKey {
         Self {
             pid,
             kind,
-            method: String::new(),
+            method: "",
             status: 0,
             route: None,
-            server_address: String::new(),
+            server_address: "",
             server_port: 0,
             protocol_version: "",
             error: false,
             overflow: true,
+        }
+    }
+
+    fn owned(&self) -> SeriesKey {
+        SeriesKey {
+            pid: self.pid,
+            kind: self.kind,
+            method: self.method.to_owned(),
+            status: self.status,
+            route: self.route.map(str::to_owned),
+            server_address: self.server_address.to_owned(),
+            server_port: self.server_port,
+            protocol_version: self.protocol_version,
+            error: self.error,
+            overflow: self.overflow,
+        }
+    }
+}
+
+impl hashbrown::Equivalent<SeriesKey> for SeriesKeyRef<'_> {
+    fn equivalent(&self, key: &SeriesKey) -> bool {
+        *self == key.borrowed()
+    }
+}
+
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.borrowed().hash(state);
+    }
+}
+
+/// `server.address` and `server.port` of a span. For servers the listening
+/// socket keeps cardinality bounded (Host headers need not); its address is
+/// written out without allocating.
+struct ServerAddress {
+    text: AddressText,
+    port: u16,
+}
+
+enum AddressText {
+    Ip { bytes: [u8; 48], len: usize },
+    Name(String),
+}
+
+impl ServerAddress {
+    fn of(span: &HttpSpan) -> Self {
+        match span.kind {
+            SpanKind::Server => Self {
+                text: ip_text(span.local.ip()),
+                port: span.local.port(),
+            },
+            SpanKind::Client => {
+                let (name, port) = server_address_and_port(span);
+                Self {
+                    text: AddressText::Name(name),
+                    port,
+                }
+            }
+        }
+    }
+
+    fn text(&self) -> &str {
+        match &self.text {
+            AddressText::Ip { bytes, len } => bytes
+                .get(..*len)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default(),
+            AddressText::Name(name) => name,
+        }
+    }
+}
+
+/// An address as `IpAddr`'s `Display` writes it, into a stack buffer.
+fn ip_text(ip: IpAddr) -> AddressText {
+    let mut bytes = [0u8; 48];
+    let len = match ip {
+        IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    push(&mut bytes, &mut len, b'.');
+                }
+                if octet >= 100 {
+                    push(&mut bytes, &mut len, b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    push(&mut bytes, &mut len, b'0' + octet / 10 % 10);
+                }
+                push(&mut bytes, &mut len, b'0' + octet % 10);
+            }
+            len
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut bytes[..]);
+            // At most 45 bytes: the buffer cannot fill up.
+            let _ = write!(cursor, "{v6}");
+            usize::try_from(cursor.position()).unwrap_or(0)
+        }
+    };
+    AddressText::Ip { bytes, len }
+}
+
+fn push(bytes: &mut [u8], len: &mut usize, b: u8) {
+    if let Some(slot) = bytes.get_mut(*len) {
+        *slot = b;
+        *len += 1;
+    }
+}
+
+impl SeriesKey {
+    pub fn of(span: &HttpSpan, route: Option<&str>) -> Self {
+        SeriesKeyRef::of(span, route, &ServerAddress::of(span)).owned()
+    }
+
+    /// The key as borrowed fields: what it hashes as and is compared by.
+    fn borrowed(&self) -> SeriesKeyRef<'_> {
+        // Naming every field: a new one must be added to SeriesKeyRef too.
+        let SeriesKey {
+            pid,
+            kind,
+            method,
+            status,
+            route,
+            server_address,
+            server_port,
+            protocol_version,
+            error,
+            overflow,
+        } = self;
+        SeriesKeyRef {
+            pid: *pid,
+            kind: *kind,
+            method,
+            status: *status,
+            route: route.as_deref(),
+            server_address,
+            server_port: *server_port,
+            protocol_version,
+            error: *error,
+            overflow: *overflow,
         }
     }
 
@@ -185,7 +343,7 @@ pub struct Series {
 
 pub struct RedMetrics {
     temporality: Temporality,
-    series: HashMap<SeriesKey, Series>,
+    series: FastMap<SeriesKey, Series>,
     /// Processes that exited: their series go out once more, then are dropped.
     exited: Vec<u32>,
     pub overflowed_points: u64,
@@ -197,7 +355,7 @@ impl RedMetrics {
     pub fn new(temporality: Temporality) -> Self {
         Self {
             temporality,
-            series: HashMap::new(),
+            series: FastMap::default(),
             exited: Vec::new(),
             overflowed_points: 0,
             rpc: RpcMetrics::default(),
@@ -219,18 +377,27 @@ impl RedMetrics {
             self.rpc.record(span, call, resource, now_unix_ns);
             return;
         }
-        let mut key = SeriesKey::of(span, route);
-        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
-            key = SeriesKey::overflow_of(span.pid, span.kind);
+        let server = ServerAddress::of(span);
+        let mut key = SeriesKeyRef::of(span, route, &server);
+        if self.series.len() >= MAX_SERIES && !self.series.contains_key(&key) {
+            key = SeriesKeyRef::overflow_of(span.pid, span.kind);
             self.overflowed_points += 1;
         }
-        let series = self.series.entry(key).or_insert_with(|| Series {
-            resource: Arc::clone(resource),
-            start_unix_ns: now_unix_ns,
-            duration: HistogramState::new(&DURATION_BOUNDS_SECONDS),
-            request_size: HistogramState::new(&SIZE_BOUNDS_BYTES),
-            response_size: HistogramState::new(&SIZE_BOUNDS_BYTES),
-        });
+        // One lookup by the borrowed key; an owned one only for a new series.
+        let (_, series) = self
+            .series
+            .raw_entry_mut()
+            .from_key(&key)
+            .or_insert_with(|| {
+                let series = Series {
+                    resource: Arc::clone(resource),
+                    start_unix_ns: now_unix_ns,
+                    duration: HistogramState::new(&DURATION_BOUNDS_SECONDS),
+                    request_size: HistogramState::new(&SIZE_BOUNDS_BYTES),
+                    response_size: HistogramState::new(&SIZE_BOUNDS_BYTES),
+                };
+                (key.owned(), series)
+            });
         series
             .duration
             .record(&DURATION_BOUNDS_SECONDS, span.duration_ns() as f64 / 1e9);
@@ -502,5 +669,57 @@ mod tests {
         }
         assert_eq!(red.series().count(), MAX_SERIES + 1);
         assert_eq!(red.overflowed_points, 50);
+    }
+
+    #[test]
+    fn server_addresses_are_written_as_display_does() {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "192.168.9.10",
+            "::",
+            "::1",
+            "fe80::1:2",
+            "2001:db8::ff00:42:8329",
+            "::ffff:10.0.0.1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            let server = ServerAddress {
+                text: ip_text(ip),
+                port: 1,
+            };
+            assert_eq!(server.text(), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn a_borrowed_key_finds_its_series() {
+        use std::hash::BuildHasher;
+        let state = crate::hashing::FastState::default();
+        for (kind, route) in [(SpanKind::Server, Some("/a")), (SpanKind::Client, None)] {
+            let mut span = span(503, 1, "/a");
+            span.kind = kind;
+            span.host = Some("api.example:8443".into());
+            let server = ServerAddress::of(&span);
+            let borrowed = SeriesKeyRef::of(&span, route, &server);
+            let owned = SeriesKey::of(&span, route);
+            assert_eq!(state.hash_one(&borrowed), state.hash_one(&owned));
+            assert!(hashbrown::Equivalent::equivalent(&borrowed, &owned));
+            assert_eq!(borrowed.owned(), owned);
+        }
+        let overflow = SeriesKeyRef::overflow_of(7, SpanKind::Server);
+        assert_eq!(state.hash_one(&overflow), state.hash_one(overflow.owned()));
+
+        // Recording twice the same exchange keeps one series.
+        let resource = Arc::new(Resource::default());
+        let mut red = RedMetrics::new(Temporality::Cumulative);
+        red.record(&span(200, 1, "/a"), Some("/a"), &resource, 1);
+        red.record(&span(200, 2, "/a"), Some("/a"), &resource, 1);
+        red.record(&span(200, 2, "/a"), Some("/b"), &resource, 1);
+        let counts: Vec<u64> = red.series().map(|(_, s)| s.duration.count).collect();
+        assert_eq!(counts.len(), 2);
+        assert_eq!(counts.iter().sum::<u64>(), 3);
     }
 }
