@@ -7,6 +7,7 @@ for the end-to-end tests. Run with Debian's /usr/bin/python3 (python3-grpcio).
                             each kind and prints "<method> <STATUS> <detail>"
 
 Methods: Say (unary, OK), Count (server streaming: N messages 100 ms apart),
+Slow (Count, called with a 250 ms deadline for 5 messages: DEADLINE_EXCEEDED),
 Find (NOT_FOUND), Crash (the handler raises: UNKNOWN), and Missing, which the
 server does not have (UNIMPLEMENTED). The client starts with a Ping: grpc's
 C core writes a connection's first flight (preface, SETTINGS, the first
@@ -46,6 +47,7 @@ def serve(port):
         "Ping": grpc.unary_unary_rpc_method_handler(lambda request, context: b"pong"),
         "Say": grpc.unary_unary_rpc_method_handler(say),
         "Count": grpc.unary_stream_rpc_method_handler(count),
+        "Slow": grpc.unary_stream_rpc_method_handler(count),
         "Find": grpc.unary_unary_rpc_method_handler(find),
         "Crash": grpc.unary_unary_rpc_method_handler(crash),
     }
@@ -72,6 +74,7 @@ def client(port):
         call("Ping", lambda: channel.unary_unary(method("Ping"))(b"", timeout=10).decode())
         call("Say", lambda: channel.unary_unary(method("Say"))(b"python", timeout=10).decode())
         call("Count", lambda: len(list(channel.unary_stream(method("Count"))(b"3", timeout=10))))
+        call("Slow", lambda: len(list(channel.unary_stream(method("Slow"))(b"5", timeout=0.25))))
         call("Find", lambda: channel.unary_unary(method("Find"))(b"42", timeout=10))
         call("Crash", lambda: channel.unary_unary(method("Crash"))(b"", timeout=10))
         call("Missing", lambda: channel.unary_unary(method("Missing"))(b"", timeout=10))

@@ -33,7 +33,7 @@ struct Expected {
     server_code_seen: bool,
 }
 
-const PYTHON_CALLS: [Expected; 5] = [
+const PYTHON_CALLS: [Expected; 6] = [
     Expected {
         method: "Say",
         code: 0,
@@ -47,6 +47,14 @@ const PYTHON_CALLS: [Expected; 5] = [
         server_error: false,
         client_error: false,
         server_code_seen: false,
+    },
+    // The client gives up at its deadline (RST_STREAM after grpc-timeout).
+    Expected {
+        method: "Slow",
+        code: 4,
+        server_error: true,
+        client_error: true,
+        server_code_seen: true,
     },
     // NOT_FOUND describes the request: an error for the caller only.
     Expected {
@@ -293,6 +301,13 @@ fn check_spans(
                     "{kind:?} streaming span lasted {duration} ns"
                 );
             }
+            if call.method == "Slow" {
+                // Cut at the 250 ms deadline, before its 500 ms of messages.
+                assert!(
+                    (200_000_000..480_000_000).contains(&duration),
+                    "{kind:?} span past the deadline lasted {duration} ns"
+                );
+            }
             assert!(
                 duration < 5_000_000_000,
                 "{kind:?} {}: {duration} ns",
@@ -443,6 +458,7 @@ fn python_grpcio_calls_become_rpc_spans_and_metrics_on_both_sides() {
             "Ping OK pong",
             "Say OK hello python",
             "Count OK 3",
+            "Slow DEADLINE_EXCEEDED Deadline Exceeded",
             "Find NOT_FOUND no such item: 42",
             "Crash UNKNOWN Exception calling application: the handler failed",
             "Missing UNIMPLEMENTED Method not found!",

@@ -97,6 +97,36 @@ pub fn status_from_reset(error_code: u32) -> Option<u32> {
     }
 }
 
+/// `grpc-timeout`: 1 to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`), in ns.
+pub fn timeout_ns(value: &str) -> Option<u64> {
+    let digits = value.get(..value.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    let unit_ns: u64 = match value.as_bytes().last()? {
+        b'H' => 3_600_000_000_000,
+        b'M' => 60_000_000_000,
+        b'S' => 1_000_000_000,
+        b'm' => 1_000_000,
+        b'u' => 1_000,
+        b'n' => 1,
+        _ => return None,
+    };
+    amount.checked_mul(unit_ns)
+}
+
+/// A client that resets a stream once its `grpc-timeout` has run out saw
+/// DEADLINE_EXCEEDED, not CANCELLED (as does the server, which knows the
+/// deadline too). 5 % slack: the client's clock started before its HEADERS write.
+fn deadline_passed(exchange: &Http2Exchange) -> bool {
+    let Some(timeout) = exchange.grpc_timeout.as_deref().and_then(timeout_ns) else {
+        return false;
+    };
+    let elapsed = exchange.end_ts_ns.saturating_sub(exchange.start_ts_ns);
+    u128::from(elapsed) * 20 >= u128::from(timeout) * 19
+}
+
 /// `grpc-message` is percent-encoded UTF-8; invalid escapes are kept as sent.
 pub fn decode_message(raw: &str) -> String {
     let bytes = raw.as_bytes();
@@ -136,6 +166,7 @@ pub fn call_of(exchange: &Http2Exchange) -> Option<GrpcCall> {
     let (service, method) = service_and_method(exchange.path.as_deref()?)?;
     let status_code = exchange.grpc_status.or_else(|| match exchange.status {
         Some(status) if status > 200 => Some(status_from_http(status)),
+        _ if exchange.reset_by_client && deadline_passed(exchange) => Some(DEADLINE_EXCEEDED),
         _ => exchange.reset_code.and_then(status_from_reset),
     });
     Some(GrpcCall {
@@ -230,6 +261,22 @@ mod tests {
             call_of(&cancelled).and_then(|c| c.status_code),
             Some(CANCELLED)
         );
+        // The client gave up when its deadline ran out.
+        let mut late = exchange("application/grpc", "/pkg.Svc/Watch");
+        late.reset = true;
+        late.reset_code = Some(0x8);
+        late.reset_by_client = true;
+        late.grpc_timeout = Some("250m".into());
+        late.end_ts_ns = 251_000_000;
+        assert_eq!(
+            call_of(&late).and_then(|c| c.status_code),
+            Some(DEADLINE_EXCEEDED)
+        );
+        late.end_ts_ns = 100_000_000; // cancelled well before the deadline
+        assert_eq!(call_of(&late).and_then(|c| c.status_code), Some(CANCELLED));
+        late.end_ts_ns = 251_000_000;
+        late.reset_by_client = false; // the server's own reset: its error code says
+        assert_eq!(call_of(&late).and_then(|c| c.status_code), Some(CANCELLED));
         // Neither trailers nor a reset seen: unknown, not guessed.
         let unfinished = exchange("application/grpc", "/pkg.Svc/Watch");
         assert_eq!(call_of(&unfinished).map(|c| c.status_code), Some(None));
@@ -245,6 +292,17 @@ mod tests {
         // The content-type was lost to an HPACK desync, but grpc-status came.
         no_type.grpc_status = Some(0);
         assert_eq!(call_of(&no_type).map(|c| c.method), Some("Get".into()));
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_with_their_units() {
+        assert_eq!(timeout_ns("250m"), Some(250_000_000));
+        assert_eq!(timeout_ns("5S"), Some(5_000_000_000));
+        assert_eq!(timeout_ns("1H"), Some(3_600_000_000_000));
+        assert_eq!(timeout_ns("99999999n"), Some(99_999_999));
+        for bad in ["", "m", "123456789m", "12x", "-1S", "1.5S", "10"] {
+            assert_eq!(timeout_ns(bad), None, "{bad}");
+        }
     }
 
     #[test]

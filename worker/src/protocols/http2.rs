@@ -99,6 +99,10 @@ pub struct Http2Exchange {
     /// The RST_STREAM error code when it was captured (REFUSED_STREAM for
     /// streams refused by GOAWAY).
     pub reset_code: Option<u32>,
+    /// The RST_STREAM came from the client (it gave up on the stream).
+    pub reset_by_client: bool,
+    /// The request's `grpc-timeout` as sent (`200m`, `5S`...).
+    pub grpc_timeout: Option<String>,
     /// Some of the stream was not seen or could not be decoded: fields may be
     /// missing (never wrong).
     pub partial: bool,
@@ -522,6 +526,7 @@ impl Http2Connection {
                         Some(&[a, b, c, d]) if !p.gap => Some(u32::from_be_bytes([a, b, c, d])),
                         _ => None,
                     };
+                    stream.ex.reset_by_client = stream.client.or(self.client) == Some(direction);
                     stream.ex.end_ts_ns = ts;
                     self.emit(stream, out);
                 }
@@ -850,6 +855,7 @@ fn apply_fields(
             ":scheme" if is_request => ex.scheme = Some(kept()),
             "traceparent" if is_request => ex.traceparent = Some(kept()),
             "content-type" if is_request => ex.content_type = Some(kept()),
+            "grpc-timeout" if is_request => ex.grpc_timeout = Some(kept()),
             "content-type" => stream.response_content_type = Some(kept()),
             ":status" if !is_request => {
                 if let Ok(status) = value.parse::<u16>() {
@@ -1271,6 +1277,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert!(out[0].reset);
         assert_eq!(out[0].reset_code, Some(8), "CANCEL");
+        assert!(out[0].reset_by_client);
         assert_eq!(out[0].path.as_deref(), Some("/slow"));
         assert_eq!(out[0].status, None);
         assert!(!out[0].partial);
