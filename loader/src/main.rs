@@ -9,6 +9,7 @@ mod probes;
 mod request_table;
 mod supervisor;
 mod tls_uprobes;
+mod worker_kill;
 mod worker_process;
 
 use std::path::PathBuf;

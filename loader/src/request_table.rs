@@ -1,7 +1,9 @@
 //! The loader's whole attack surface: the requests a worker may make, when
 //! each is allowed, and how every field is checked. A message that is not in
 //! this table, arrives at the wrong time, or fails a check is refused with a
-//! reason and counted; the loader keeps serving.
+//! reason and counted. A message outside the protocol or out of phase also
+//! gets the worker killed and replaced (supervisor.rs); a field that fails a
+//! check does not.
 
 use std::fs;
 

@@ -10,11 +10,12 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
-use zerotrace_shared::ipc::{self, LoaderStats, Reply};
+use zerotrace_shared::ipc::{self, LoaderStats, Refusal, Reply};
 
 use crate::privileges::WorkerIdentity;
 use crate::probes::Probes;
 use crate::request_table::{self, Session};
+use crate::worker_kill;
 use crate::worker_process::{self, WorkerProcess};
 
 /// Worker exit codes that mean "restarting will not help": stop the agent.
@@ -127,7 +128,7 @@ pub fn run(probes: &Probes, settings: &SupervisorSettings) -> Result<i32, String
 
         if socket_ready {
             if let Some(w) = worker.as_mut() {
-                serve_one(w, &mut stats, probes);
+                serve_one(w, &mut stats, probes, settings.identity.uid)?;
             }
         }
         if !signal_ready {
@@ -171,13 +172,50 @@ pub fn run(probes: &Probes, settings: &SupervisorSettings) -> Result<i32, String
     }
 }
 
-fn serve_one(worker: &mut RunningWorker, stats: &mut LoaderStats, probes: &Probes) {
+/// Refusals a correct worker never causes, whatever the timing: bytes that
+/// are not a message of this protocol version, or a request out of phase.
+/// (A field that fails a check is refused but not held against the worker:
+/// some checks depend on processes that may exit in between.)
+fn is_protocol_violation(refusal: &Refusal) -> bool {
+    matches!(
+        refusal,
+        Refusal::Malformed
+            | Refusal::UnsupportedVersion { .. }
+            | Refusal::Oversize
+            | Refusal::NotPermittedNow
+    )
+}
+
+/// OpenSSH's monitor rule: a worker that breaks the protocol is compromised.
+/// It is never served again and is killed; its SIGCHLD starts a fresh one.
+/// When even that fails, the loader stops, and the worker's parent-death
+/// signal (which its seccomp filter keeps it from clearing) ends it.
+fn treat_as_compromised(
+    worker: &mut RunningWorker,
+    refusal: &Refusal,
+    uid: nix::unistd::Uid,
+) -> Result<(), String> {
+    let pid = worker.process.child.id();
+    log(&format!(
+        "protocol violation by the worker (pid {pid}): {refusal:?}; treating it as compromised: killing it and starting a new one"
+    ));
+    worker.socket_closed = true;
+    worker_kill::kill_worker(pid, uid)
+        .map_err(|e| format!("cannot kill the compromised worker (pid {pid}): {e}; stopping"))
+}
+
+fn serve_one(
+    worker: &mut RunningWorker,
+    stats: &mut LoaderStats,
+    probes: &Probes,
+    uid: nix::unistd::Uid,
+) -> Result<(), String> {
     let socket = worker.process.socket.as_fd();
     let message = match ipc::recv_message(socket) {
         Ok(Some(message)) => message,
         Ok(None) | Err(_) => {
             worker.socket_closed = true;
-            return;
+            return Ok(());
         }
     };
     // No SO_PEERCRED check: on a socketpair it reports the creator (us), not
@@ -198,6 +236,12 @@ fn serve_one(worker: &mut RunningWorker, stats: &mut LoaderStats, probes: &Probe
         });
     if let Err(e) = sent {
         log(&format!("cannot reply to the worker: {e}"));
+    }
+    match &answer.reply {
+        Reply::Refused(refusal) if is_protocol_violation(refusal) => {
+            treat_as_compromised(worker, refusal, uid)
+        }
+        _ => Ok(()),
     }
 }
 

@@ -101,7 +101,8 @@ pub struct LoaderStats {
     pub uprobes_attached: u64,
 }
 
-/// Why the loader said no. The loader keeps serving after any of these.
+/// Why the loader said no. All but InvalidField and Failed are protocol
+/// violations: the loader kills and replaces the worker after replying.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// The envelope's version is not ours.

@@ -37,20 +37,17 @@ fn the_worker_runs_without_privileges() {
     assert!(!bpf_prog_ids_of(agent.child.id()).is_empty());
 }
 
-#[test]
-fn the_loader_refuses_requests_outside_its_protocol_and_keeps_serving() {
-    require_root();
+fn hostile_worker() -> String {
     let hostile = bin_dir().join("zerotrace-hostile-worker");
     assert!(hostile.is_file(), "build the workspace first");
-    let mut agent = Agent::spawn(
-        &[
-            "--open-port",
-            "1",
-            "--worker-path",
-            &hostile.to_string_lossy(),
-        ],
-        &[],
-    );
+    hostile.to_string_lossy().into_owned()
+}
+
+#[test]
+fn the_loader_refuses_fields_that_fail_its_checks_and_keeps_serving() {
+    require_root();
+    let hostile = hostile_worker();
+    let mut agent = Agent::spawn(&["--open-port", "1", "--worker-path", &hostile], &[]);
     let code = wait_for(Duration::from_secs(15), || {
         agent.child.try_wait().ok().flatten()
     });
@@ -69,21 +66,7 @@ fn the_loader_refuses_requests_outside_its_protocol_and_keeps_serving() {
         .unwrap_or_else(|| panic!("no report from the hostile worker: {}", agent.stderr.text()));
     let answer = |label: &str| results.str_of(label).to_owned();
 
-    assert_eq!(answer("stats_before_hello"), "Refused(NotPermittedNow)");
     assert_eq!(answer("hello"), "Hello: 3 maps, 3 fds");
-    assert_eq!(answer("hello_again"), "Refused(NotPermittedNow)");
-    assert_eq!(answer("unknown_tag"), "Refused(Malformed)");
-    assert_eq!(
-        answer("wrong_version"),
-        "Refused(UnsupportedVersion { supported: 2 })"
-    );
-    assert!(
-        answer("garbage").starts_with("Refused("),
-        "{}",
-        answer("garbage")
-    );
-    assert_eq!(answer("oversize"), "Refused(Oversize)");
-    assert_eq!(answer("with_fd"), "Refused(Oversize)");
     for label in [
         "pid_zero",
         "pid_too_large",
@@ -97,7 +80,7 @@ fn the_loader_refuses_requests_outside_its_protocol_and_keeps_serving() {
             answer(label)
         );
     }
-    // Still serving after all of that.
+    // Still serving after all of that: a failed field check is not a protocol violation.
     assert!(
         answer("list_listeners").starts_with("Listeners("),
         "{}",
@@ -109,8 +92,181 @@ fn the_loader_refuses_requests_outside_its_protocol_and_keeps_serving() {
         answer("describe_self")
     );
     let stats = answer("stats");
-    assert!(stats.contains("requests_refused: 12"), "{stats}");
-    assert!(agent.stderr.text().contains("refused a worker request"));
+    assert!(stats.contains("requests_refused: 5"), "{stats}");
+    let stderr = agent.stderr.text();
+    assert!(stderr.contains("refused a worker request"), "{stderr}");
+    assert!(!stderr.contains("protocol violation"), "{stderr}");
+}
+
+/// The JSON lines a hostile worker printed, parsed.
+fn hostile_lines(agent: &Agent) -> Vec<Value> {
+    agent
+        .stdout
+        .snapshot()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Runs the hostile worker through the given violations, one per life, under
+/// a loader started by `command`; returns the agent's stderr and the lines.
+fn violations_under(agent: &mut Agent, violations: &[&str]) -> (String, Vec<Value>) {
+    let code = wait_for(Duration::from_secs(60), || {
+        agent.child.try_wait().ok().flatten()
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let stderr = agent.stderr.text();
+    assert_eq!(code.and_then(|c| c.code()), Some(78), "{stderr}");
+    let lines = hostile_lines(agent);
+    assert!(
+        !lines.iter().any(|l| l.get("survived").is_some()),
+        "a worker outlived its violation: {lines:?}"
+    );
+    let mut pids = Vec::new();
+    for (life, label) in violations.iter().enumerate() {
+        let of_life: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l.u64_of("life") == life as u64)
+            .collect();
+        assert!(
+            of_life.iter().any(|l| l.str_of("violation") == *label),
+            "life {life} never tried {label}: {lines:?}\n{stderr}"
+        );
+        // Nothing after the violation is answered.
+        assert!(
+            !of_life
+                .iter()
+                .any(|l| l.str_of("after").starts_with("Stats")),
+            "served after {label}: {of_life:?}"
+        );
+        let pid = of_life.first().map(|l| l.u64_of("pid")).unwrap_or(0);
+        assert!(
+            stderr.contains(&format!("protocol violation by the worker (pid {pid})")),
+            "{label}: {stderr}"
+        );
+        pids.push(pid);
+    }
+    let mut distinct = pids.clone();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        violations.len(),
+        "one process per life: {pids:?}"
+    );
+    // Killed (signal 9), not exited, and a new worker started each time.
+    assert_eq!(
+        stderr.matches("worker exited (signal: 9").count(),
+        violations.len(),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("worker started").count(),
+        violations.len() + 1,
+        "{stderr}"
+    );
+    assert!(lines.iter().any(|l| l.get("done").is_some()), "{lines:?}");
+    (stderr, lines)
+}
+
+#[test]
+fn a_protocol_violation_gets_the_worker_killed_and_replaced() {
+    require_root();
+    let hostile = hostile_worker();
+    let dir = std::env::temp_dir().join(format!("zt-hostile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    // The worker runs as nobody: let it count its lives here.
+    let _ = Command::new("chmod").arg("0777").arg(&dir).status();
+    let state = dir.to_string_lossy().into_owned();
+    let mut agent = Agent::spawn(
+        &["--open-port", "1", "--worker-path", &hostile],
+        &[("ZT_HOSTILE_STATE_DIR", state.as_str())],
+    );
+    let violations = [
+        "stats_before_hello",
+        "hello_again",
+        "unknown_tag",
+        "wrong_version",
+        "garbage",
+        "oversize",
+        "with_fd",
+    ];
+    let (stderr, lines) = violations_under(&mut agent, &violations);
+    let _ = std::fs::remove_dir_all(&dir);
+    for refusal in [
+        "NotPermittedNow",
+        "Malformed",
+        "UnsupportedVersion { supported: 2 }",
+        "Oversize",
+    ] {
+        assert!(
+            stderr.contains(&format!("): {refusal}; treating it as compromised")),
+            "{refusal}: {stderr}"
+        );
+    }
+    // Before its violation each life was served normally.
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.get("hello").is_some())
+            .all(|l| l.str_of("hello") == "Hello: 3 maps, 3 fds"
+                && l.str_of("stats").starts_with("Stats(")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_loader_without_cap_kill_still_ends_a_worker_of_another_uid() {
+    require_root();
+    let hostile = hostile_worker();
+    let dir = std::env::temp_dir().join(format!("zt-hostile-uid-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let _ = Command::new("chmod").arg("0777").arg(&dir).status();
+    // The service unit's set: no CAP_KILL, so kill() from uid 65534 to the
+    // worker's uid 1 is refused and the loader's helper has to take uid 1.
+    let mut child = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all,+bpf,+perfmon,+setuid,+setgid",
+            "--ambient-caps=-all,+bpf,+perfmon,+setuid,+setgid",
+            "--bounding-set=-all,+bpf,+perfmon,+setuid,+setgid",
+            "--",
+        ])
+        .arg(bin_dir().join("zerotrace"))
+        .args([
+            "run",
+            "--trace-printer",
+            "json",
+            "--open-port",
+            "1",
+            "--live-socket",
+            "none",
+            "--worker-user",
+            "1",
+            "--worker-path",
+            &hostile,
+        ])
+        .env("ZT_HOSTILE_STATE_DIR", &dir)
+        .env("ZT_HOSTILE_VIOLATIONS", "garbage")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("setpriv: {e}"));
+    let stdout = Lines::default().collect_from(child.stdout.take());
+    let stderr = Lines::default().collect_from(child.stderr.take());
+    let mut agent = Agent {
+        child,
+        stdout,
+        stderr,
+    };
+    let (stderr, lines) = violations_under(&mut agent, &["garbage"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(stderr.contains("uid 1"), "{stderr}");
+    assert!(lines.iter().any(|l| l.get("done").is_some()));
 }
 
 #[test]

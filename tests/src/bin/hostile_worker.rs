@@ -1,12 +1,33 @@
 //! A stand-in for a compromised worker, started by the real loader through
-//! `--worker-path`. It sends the loader requests outside its protocol and
-//! prints, as one JSON object, how the loader answered each; then exits with
-//! the "configuration error" code so the loader stops instead of restarting it.
+//! `--worker-path`. Two modes:
+//!
+//! - Without `ZT_HOSTILE_STATE_DIR`: one session of well-formed requests
+//!   whose fields fail the loader's checks, then valid ones; prints how the
+//!   loader answered each as one JSON object and exits with the
+//!   "configuration error" code so the loader stops instead of restarting it.
+//! - With it: each life (the loader restarts it) commits the next protocol
+//!   violation of the list (`ZT_HOSTILE_VIOLATIONS` narrows it) after a valid
+//!   Hello and Stats, printing one JSON line per step; it counts its lives in
+//!   a file of that directory. A life the loader does not end within 10 s
+//!   prints `survived`. After the last violation it exits with 78.
 
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use zerotrace_shared::ipc::{self, Envelope, Reply, Request, IPC_FD_ENV};
+
+const VIOLATIONS: [&str; 7] = [
+    "stats_before_hello",
+    "hello_again",
+    "unknown_tag",
+    "wrong_version",
+    "garbage",
+    "oversize",
+    "with_fd",
+];
 
 fn exchange(socket: &OwnedFd, bytes: &[u8], fds: &[i32]) -> Value {
     if let Err(e) = ipc::send_message(socket.as_fd(), bytes, fds) {
@@ -33,6 +54,102 @@ fn encoded(request: &Request) -> Vec<u8> {
     ipc::encode(request).unwrap_or_default()
 }
 
+/// The bytes (and fds) of one protocol violation.
+fn violation(label: &str) -> (Vec<u8>, Vec<i32>) {
+    match label {
+        "stats_before_hello" => (encoded(&Request::Stats), vec![]),
+        "hello_again" => (encoded(&Request::Hello), vec![]),
+        "unknown_tag" => {
+            let mut bytes = encoded(&Request::Stats);
+            if let Some(tag) = bytes.last_mut() {
+                *tag = 0x63;
+            }
+            (bytes, vec![])
+        }
+        "wrong_version" => (
+            postcard::to_stdvec(&Envelope {
+                version: 99,
+                body: Request::Hello,
+            })
+            .unwrap_or_default(),
+            vec![],
+        ),
+        "garbage" => (b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec(), vec![]),
+        "oversize" => (vec![0u8; 100 * 1024], vec![]),
+        _ => (
+            encoded(&Request::Stats),
+            vec![std::io::stdin().as_fd().as_raw_fd()],
+        ),
+    }
+}
+
+fn print_line(value: Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}
+
+/// One well-behaved session with field checks that must fail, then valid requests.
+fn field_checks(socket: &OwnedFd) -> ! {
+    let own_pid = std::process::id();
+    let too_many = Request::SetTargets {
+        add: (1..=2000).collect(),
+        remove: Vec::new(),
+    };
+    let steps: Vec<(&str, Vec<u8>)> = vec![
+        ("hello", encoded(&Request::Hello)),
+        (
+            "pid_zero",
+            encoded(&Request::SetTargets {
+                add: vec![0],
+                remove: vec![],
+            }),
+        ),
+        (
+            "pid_too_large",
+            encoded(&Request::SetTargets {
+                add: vec![],
+                remove: vec![u32::MAX],
+            }),
+        ),
+        ("too_many_pids", encoded(&too_many)),
+        (
+            "instrument_self",
+            encoded(&Request::SetTargets {
+                add: vec![own_pid],
+                remove: vec![],
+            }),
+        ),
+        (
+            "describe_pid_zero",
+            encoded(&Request::DescribeProcess { pid: 0 }),
+        ),
+        ("list_listeners", encoded(&Request::ListListeners)),
+        (
+            "describe_self",
+            encoded(&Request::DescribeProcess { pid: own_pid }),
+        ),
+        ("stats", encoded(&Request::Stats)),
+    ];
+    let mut results = Map::new();
+    for (label, bytes) in steps {
+        results.insert(label.to_owned(), exchange(socket, &bytes, &[]));
+    }
+    print_line(Value::Object(results));
+    std::process::exit(78);
+}
+
+/// The life this is (0, 1, …), counted in `dir/lives`.
+fn next_life(dir: &Path) -> usize {
+    let file = dir.join("lives");
+    let life = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let _ = std::fs::write(&file, (life + 1).to_string());
+    life
+}
+
 fn main() {
     let fd: i32 = std::env::var(IPC_FD_ENV)
         .ok()
@@ -44,77 +161,51 @@ fn main() {
     }
     // SAFETY: the loader gave us this descriptor.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let own_pid = std::process::id();
-    let mut unknown_tag = encoded(&Request::Stats);
-    if let Some(tag) = unknown_tag.last_mut() {
-        *tag = 0x63;
-    }
-    let wrong_version = postcard::to_stdvec(&Envelope {
-        version: 99,
-        body: Request::Hello,
-    })
-    .unwrap_or_default();
-    let too_many = Request::SetTargets {
-        add: (1..=2000).collect(),
-        remove: Vec::new(),
+    let Some(dir) = std::env::var_os("ZT_HOSTILE_STATE_DIR") else {
+        field_checks(&socket);
     };
-    let stdin_fd = std::io::stdin().as_fd().as_raw_fd();
-
-    let steps: Vec<(&str, Vec<u8>, Vec<i32>)> = vec![
-        ("stats_before_hello", encoded(&Request::Stats), vec![]),
-        ("hello", encoded(&Request::Hello), vec![]),
-        ("hello_again", encoded(&Request::Hello), vec![]),
-        ("unknown_tag", unknown_tag, vec![]),
-        ("wrong_version", wrong_version, vec![]),
-        (
-            "garbage",
-            b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec(),
-            vec![],
-        ),
-        ("oversize", vec![0u8; 100 * 1024], vec![]),
-        ("with_fd", encoded(&Request::Stats), vec![stdin_fd]),
-        (
-            "pid_zero",
-            encoded(&Request::SetTargets {
-                add: vec![0],
-                remove: vec![],
-            }),
-            vec![],
-        ),
-        (
-            "pid_too_large",
-            encoded(&Request::SetTargets {
-                add: vec![],
-                remove: vec![u32::MAX],
-            }),
-            vec![],
-        ),
-        ("too_many_pids", encoded(&too_many), vec![]),
-        (
-            "instrument_self",
-            encoded(&Request::SetTargets {
-                add: vec![own_pid],
-                remove: vec![],
-            }),
-            vec![],
-        ),
-        (
-            "describe_pid_zero",
-            encoded(&Request::DescribeProcess { pid: 0 }),
-            vec![],
-        ),
-        ("list_listeners", encoded(&Request::ListListeners), vec![]),
-        (
-            "describe_self",
-            encoded(&Request::DescribeProcess { pid: own_pid }),
-            vec![],
-        ),
-        ("stats", encoded(&Request::Stats), vec![]),
-    ];
-    let mut results = Map::new();
-    for (label, bytes, fds) in steps {
-        results.insert(label.to_owned(), exchange(&socket, &bytes, &fds));
+    let chosen = std::env::var("ZT_HOSTILE_VIOLATIONS").ok();
+    let violations: Vec<&str> = VIOLATIONS
+        .into_iter()
+        .filter(|v| {
+            chosen
+                .as_deref()
+                .is_none_or(|c| c.split(',').any(|x| x == *v))
+        })
+        .collect();
+    let life = next_life(Path::new(&dir));
+    let pid = std::process::id();
+    let Some(label) = violations.get(life).copied() else {
+        print_line(json!({ "life": life, "pid": pid, "done": true }));
+        std::process::exit(78);
+    };
+    if label != "stats_before_hello" {
+        let hello = exchange(&socket, &encoded(&Request::Hello), &[]);
+        let stats = exchange(&socket, &encoded(&Request::Stats), &[]);
+        print_line(json!({ "life": life, "pid": pid, "hello": hello, "stats": stats }));
     }
-    println!("{}", Value::Object(results));
-    std::process::exit(78);
+    print_line(json!({ "life": life, "pid": pid, "violation": label }));
+    let (bytes, fds) = violation(label);
+    let reply = exchange(&socket, &bytes, &fds);
+    print_line(json!({ "life": life, "pid": pid, "violation": label, "reply": reply }));
+    // Never answered again, and ended shortly (the timeout only matters if not).
+    let timeout = libc::timeval {
+        tv_sec: 10,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt on our own socket with a timeval that outlives the call.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    let after = exchange(&socket, &encoded(&Request::Stats), &[]);
+    print_line(json!({ "life": life, "pid": pid, "after": after }));
+    std::thread::sleep(Duration::from_secs(10));
+    print_line(json!({ "life": life, "pid": pid, "survived": label }));
+    std::process::exit(1);
 }
