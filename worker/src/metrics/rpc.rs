@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::metrics::v1::{metric, Histogram, HistogramDataPo
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::red::{HistogramState, DURATION_BOUNDS_SECONDS, MAX_SERIES};
+use crate::hashing::FastMap;
 use crate::otel::resource::{bool_attribute, int_attribute, string_attribute};
 use crate::otel::rpc_conventions::RPC_SYSTEM;
 use crate::otel::span_encoding::server_address_and_port;
@@ -108,7 +109,7 @@ pub struct RpcSeries {
 /// The RPC duration histograms of every process.
 #[derive(Debug, Default)]
 pub struct RpcMetrics {
-    series: HashMap<RpcSeriesKey, RpcSeries>,
+    series: FastMap<RpcSeriesKey, RpcSeries>,
     pub overflowed_points: u64,
 }
 
