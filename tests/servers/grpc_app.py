@@ -11,8 +11,8 @@ Slow (Count, called with a 250 ms deadline for 5 messages: DEADLINE_EXCEEDED),
 Find (NOT_FOUND), Crash (the handler raises: UNKNOWN), and Missing, which the
 server does not have (UNIMPLEMENTED). The client starts with a Ping: grpc's
 C core writes a connection's first flight (preface, SETTINGS, the first
-call's headers) with one sendmsg of ~30 iovecs, more than the kernel side
-captures (see docs/protocols.md), so the first call is not fully seen.
+call's headers; the first response and its trailers) with one sendmsg of 12
+to 30 iovecs, which the kernel side must capture whole.
 """
 
 import sys

@@ -25,28 +25,28 @@ struct Expected {
     code: i64,
     server_error: bool,
     client_error: bool,
-    /// Whether the server's status must have been seen. grpc's C core
-    /// writes its first responses with more iovecs than the kernel side
-    /// captures; the server's HPACK encoder then refers to table entries we
-    /// never saw (`grpc-status: 0` among them), so an OK status may be
-    /// unknown — left out, never guessed (docs/protocols.md).
-    server_code_seen: bool,
 }
 
-const PYTHON_CALLS: [Expected; 6] = [
+const PYTHON_CALLS: [Expected; 7] = [
+    // The connection's first call: grpc's C core writes this flight (preface,
+    // SETTINGS, headers, trailers) with one sendmsg of 12 to 30 iovecs.
+    Expected {
+        method: "Ping",
+        code: 0,
+        server_error: false,
+        client_error: false,
+    },
     Expected {
         method: "Say",
         code: 0,
         server_error: false,
         client_error: false,
-        server_code_seen: false,
     },
     Expected {
         method: "Count",
         code: 0,
         server_error: false,
         client_error: false,
-        server_code_seen: false,
     },
     // The client gives up at its deadline (RST_STREAM after grpc-timeout).
     Expected {
@@ -54,7 +54,6 @@ const PYTHON_CALLS: [Expected; 6] = [
         code: 4,
         server_error: true,
         client_error: true,
-        server_code_seen: true,
     },
     // NOT_FOUND describes the request: an error for the caller only.
     Expected {
@@ -62,7 +61,6 @@ const PYTHON_CALLS: [Expected; 6] = [
         code: 5,
         server_error: false,
         client_error: true,
-        server_code_seen: true,
     },
     // A handler that raised: UNKNOWN.
     Expected {
@@ -70,7 +68,6 @@ const PYTHON_CALLS: [Expected; 6] = [
         code: 2,
         server_error: true,
         client_error: true,
-        server_code_seen: true,
     },
     // Not served at all: UNIMPLEMENTED, from the framework.
     Expected {
@@ -78,7 +75,6 @@ const PYTHON_CALLS: [Expected; 6] = [
         code: 12,
         server_error: true,
         client_error: true,
-        server_code_seen: true,
     },
 ];
 
@@ -88,14 +84,12 @@ const TONIC_CALLS: [Expected; 4] = [
         code: 0,
         server_error: false,
         client_error: false,
-        server_code_seen: true,
     },
     Expected {
         method: "Count",
         code: 0,
         server_error: false,
         client_error: false,
-        server_code_seen: true,
     },
     // Answered with a trailers-only response.
     Expected {
@@ -103,14 +97,12 @@ const TONIC_CALLS: [Expected; 4] = [
         code: 5,
         server_error: false,
         client_error: true,
-        server_code_seen: true,
     },
     Expected {
         method: "Fail",
         code: 14,
         server_error: true,
         client_error: true,
-        server_code_seen: true,
     },
 ];
 
@@ -194,8 +186,8 @@ fn method_of(span: &Span) -> String {
 type Spans = Vec<(BTreeMap<String, String>, Span)>;
 
 /// Waits for one span per expected call on each side, then a little longer
-/// to see that no call was reported twice. Spans of other calls (a warm-up)
-/// are returned apart.
+/// to see that no call was reported twice. Spans of other calls (there
+/// should be none) are returned apart.
 fn rpc_spans(receiver: &OtlpReceiver, expected: &[Expected]) -> (Spans, Spans) {
     let calls = expected.len();
     let is_rpc = |s: &Span| {
@@ -254,10 +246,9 @@ fn check_spans(
             let a = &span.attributes;
             assert_eq!(span.name, format!("{SERVICE}/{}", call.method));
             assert_eq!(attr_str(a, "rpc.service").as_deref(), Some(SERVICE));
-            let code = attr_int(a, "rpc.grpc.status_code");
-            let unseen_allowed = kind == span::SpanKind::Server && !call.server_code_seen;
-            assert!(
-                code == Some(call.code) || (unseen_allowed && code.is_none()),
+            assert_eq!(
+                attr_int(a, "rpc.grpc.status_code"),
+                Some(call.code),
                 "{kind:?} {}: {span:#?}",
                 call.method
             );
@@ -344,7 +335,7 @@ fn histogram_points(metrics: &[ReceivedMetrics], name: &str) -> Vec<Point> {
     latest.into_values().flatten().collect()
 }
 
-/// The points of the expected calls' series (not a warm-up's).
+/// The points of the expected calls' series.
 fn expected_points(metrics: &[ReceivedMetrics], name: &str, expected: &[Expected]) -> Vec<Point> {
     histogram_points(metrics, name)
         .into_iter()
@@ -393,10 +384,9 @@ fn check_metrics(receiver: &OtlpReceiver, expected: &[Expected], server_pid: u32
             let a = &point.attributes;
             assert_eq!(attr_str(a, "rpc.system").as_deref(), Some("grpc"));
             assert_eq!(attr_str(a, "rpc.service").as_deref(), Some(SERVICE));
-            let code = attr_int(a, "rpc.grpc.status_code");
-            let unseen_allowed = name == "rpc.server.duration" && !call.server_code_seen;
-            assert!(
-                code == Some(call.code) || (unseen_allowed && code.is_none()),
+            assert_eq!(
+                attr_int(a, "rpc.grpc.status_code"),
+                Some(call.code),
                 "{name} {}: {point:?}",
                 call.method
             );
@@ -466,13 +456,8 @@ fn python_grpcio_calls_become_rpc_spans_and_metrics_on_both_sides() {
         ]
     );
     let (spans, others) = rpc_spans(&receiver, &PYTHON_CALLS);
+    assert!(others.is_empty(), "{others:#?}");
     check_spans(&spans, &PYTHON_CALLS, server.0.id(), client_pid, port);
-    // The warm-up Ping is partly outside the capture (see grpc_app.py); it
-    // may be missing or partial, but never reported twice.
-    for kind in [span::SpanKind::Server, span::SpanKind::Client] {
-        let pings = others.iter().filter(|(_, s)| s.kind == kind as i32).count();
-        assert!(pings <= 1, "{kind:?}: {others:#?}");
-    }
     // grpc-message reaches the failed client span's status, decoded.
     let find = spans
         .iter()
