@@ -28,12 +28,14 @@
 //! path (a matched pattern or an unchanged path is borrowed).
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::OnceLock;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+
+use crate::hashing::FastState;
 
 /// OBI's default replacement for a high-cardinality path segment.
 pub const DEFAULT_WILDCARD_CHAR: char = '*';
@@ -318,8 +320,8 @@ fn parse_wildcard_char(text: &str) -> Result<char, String> {
 }
 
 fn strip_query(path: &str) -> &str {
-    match path.find(['?', '#']) {
-        Some(end) => &path[..end],
+    match memchr::memchr2(b'?', b'#', path.as_bytes()) {
+        Some(end) => path.get(..end).unwrap_or(path),
         None => path,
     }
 }
@@ -616,20 +618,29 @@ impl PatternSet {
 /// `low-cardinality` for those.
 pub fn heuristic_route(path: &str, wildcard: char) -> Cow<'_, str> {
     let path = strip_query(path);
+    let bytes = path.as_bytes();
     let mut out: Option<String> = None;
     let mut start: usize = 0; // byte offset of the current segment
-    for (index, segment) in path.split('/').enumerate() {
+    for index in 0.. {
+        let end = bytes
+            .get(start..)
+            .and_then(|rest| rest.iter().position(|&b| b == b'/'))
+            .map_or(bytes.len(), |i| start + i);
         if index > HEURISTIC_MAX_SEGMENTS {
             // Drop this segment and everything after it.
-            let kept = &path[..start - 1];
+            let kept = path.get(..start - 1).unwrap_or(path);
             return match out {
                 Some(route) => Cow::Owned(route),
                 None => Cow::Borrowed(kept),
             };
         }
+        let segment = path.get(start..end).unwrap_or_default();
         let word = is_word_like(segment);
         if !word && out.is_none() {
-            out = Some(path[..start.saturating_sub(1)].to_owned());
+            // The route is never longer than the path (the wildcard is ASCII).
+            let mut route = String::with_capacity(path.len());
+            route.push_str(path.get(..start.saturating_sub(1)).unwrap_or_default());
+            out = Some(route);
         }
         if let Some(route) = out.as_mut() {
             if index > 0 {
@@ -641,7 +652,10 @@ pub fn heuristic_route(path: &str, wildcard: char) -> Cow<'_, str> {
                 route.push(wildcard);
             }
         }
-        start += segment.len() + 1;
+        if end >= bytes.len() {
+            break;
+        }
+        start = end + 1;
     }
     match out {
         Some(route) => Cow::Owned(route),
@@ -779,9 +793,27 @@ impl Bigrams {
 
 static BIGRAMS: Bigrams = Bigrams::build();
 
-fn vocabulary() -> &'static HashSet<&'static str> {
-    static WORDS: OnceLock<HashSet<&'static str>> = OnceLock::new();
-    WORDS.get_or_init(|| VOCABULARY.split_whitespace().collect())
+/// The vocabulary as a set, and the length of its longest word.
+struct Vocabulary {
+    words: hashbrown::HashSet<&'static str, FastState>,
+    longest: usize,
+}
+
+fn vocabulary() -> &'static Vocabulary {
+    static WORDS: OnceLock<Vocabulary> = OnceLock::new();
+    WORDS.get_or_init(|| {
+        let words: hashbrown::HashSet<&'static str, FastState> =
+            VOCABULARY.split_whitespace().collect();
+        let longest = words.iter().map(|w| w.len()).max().unwrap_or(0);
+        Vocabulary { words, longest }
+    })
+}
+
+impl Vocabulary {
+    fn contains(&self, word: &[u8]) -> bool {
+        word.len() <= self.longest
+            && std::str::from_utf8(word).is_ok_and(|w| self.words.contains(w))
+    }
 }
 
 /// Whether a path segment reads like a word (kept) or like an identifier.
@@ -807,22 +839,32 @@ fn is_word_like(segment: &str) -> bool {
     }
     // A leading dot is a hidden name (.well-known); other separators must
     // join non-empty parts.
-    let body = segment.strip_prefix('.').unwrap_or(segment);
-    body.split(['-', '_', '.'])
+    let body = bytes.strip_prefix(b".").unwrap_or(bytes);
+    body.split(|&b| matches!(b, b'-' | b'_' | b'.'))
         .all(|part| !part.is_empty() && part_is_word(part))
 }
 
-fn part_is_word(part: &str) -> bool {
-    let letters = part.bytes().filter(u8::is_ascii_alphabetic);
-    let count = letters.clone().count();
+fn part_is_word(part: &[u8]) -> bool {
+    // The letters (a segment has at most HEURISTIC_MAX_SEGMENT_LEN bytes).
+    let mut original = [0u8; HEURISTIC_MAX_SEGMENT_LEN];
+    let mut count = 0;
+    for &c in part.iter().filter(|c| c.is_ascii_alphabetic()) {
+        if let Some(slot) = original.get_mut(count) {
+            *slot = c;
+        }
+        count += 1;
+    }
     if count <= 4 {
         return true; // api, v, id, json: too short to judge
     }
-    let all_upper = letters.clone().all(|c| c.is_ascii_uppercase());
+    let letters = original
+        .get(..count.min(HEURISTIC_MAX_SEGMENT_LEN))
+        .unwrap_or_default();
+    let all_upper = letters.iter().all(u8::is_ascii_uppercase);
     let inner_upper = letters
-        .clone()
+        .iter()
         .skip(1)
-        .filter(u8::is_ascii_uppercase)
+        .filter(|c| c.is_ascii_uppercase())
         .count();
     // camelCase has at most one capital per three letters; random base-52
     // tokens have one per two.
@@ -830,11 +872,11 @@ fn part_is_word(part: &str) -> bool {
         return false;
     }
     let mut lower = [0u8; HEURISTIC_MAX_SEGMENT_LEN];
-    for (slot, c) in lower.iter_mut().zip(letters.clone()) {
+    for (slot, c) in lower.iter_mut().zip(letters) {
         *slot = c.to_ascii_lowercase();
     }
-    let lower = &lower[..count.min(HEURISTIC_MAX_SEGMENT_LEN)];
-    if std::str::from_utf8(lower).is_ok_and(|w| vocabulary().contains(w)) {
+    let lower = lower.get(..letters.len()).unwrap_or_default();
+    if vocabulary().contains(lower) {
         return true;
     }
     let mut previous: Option<u8> = None;
@@ -843,7 +885,7 @@ fn part_is_word(part: &str) -> bool {
     let mut same_run = 0;
     let mut cost = 0;
     let mut pairs = 0;
-    for (c, &low) in letters.zip(lower) {
+    for (&c, &low) in letters.iter().zip(lower) {
         if is_vowel(low) {
             vowels += 1;
             consonant_run = 0;
