@@ -360,10 +360,13 @@ impl Http2Connection {
                 let n = captured.len().min(PREFACE.len());
                 if n > 0 && captured.get(..n) == PREFACE.get(..n) {
                     dir.framing = Framing::Preface(0);
-                } else if (captured.len() < 9 && !captured.is_empty()) || resync_point(captured) {
-                    // Too short to judge, or a plausible frame: follow frames
-                    // and let the first header decide whether this is the
-                    // server preface.
+                } else if (captured.len() < 9 && !captured.is_empty())
+                    || resync_point(captured)
+                    || server_preface(captured)
+                {
+                    // Too short to judge, a plausible frame or the server
+                    // preface: follow frames and let the first header decide
+                    // whether this is the server preface.
                     dir.first_frame = true;
                     dir.framing = header_state();
                 } else if !captured.is_empty() {
@@ -939,6 +942,20 @@ fn resync_point(captured: &[u8]) -> bool {
     }
 }
 
+/// Whether a direction's first segment starts with the server preface, a
+/// SETTINGS frame: a frame boundary whatever follows it (servers may send
+/// extension frames such as ORIGIN or ALTSVC in the same write).
+fn server_preface(captured: &[u8]) -> bool {
+    let Some(buf) = captured.get(..9).and_then(|b| <&[u8; 9]>::try_from(b).ok()) else {
+        return false;
+    };
+    let frame = parse_header(buf);
+    frame.kind == SETTINGS
+        && frame.flags & ACK == 0
+        && frame.length <= RESYNC_MAX_FRAME
+        && plausible(&frame)
+}
+
 /// How many payload bytes of a frame are worth keeping.
 fn keep_len(frame: &FrameHeader) -> usize {
     let len = frame.length as usize;
@@ -1101,6 +1118,31 @@ mod tests {
             assert_eq!(conn.client_direction(), Some(C));
             assert!(conn.is_hpack_synced(C) && conn.is_hpack_synced(S));
             assert_eq!(conn.open_streams(), 0);
+        }
+    }
+
+    #[test]
+    fn server_preface_followed_by_an_extension_frame() {
+        // Found by the grpc fuzz target: SETTINGS then a frame of an unknown
+        // type (ORIGIN here) in the server's first write lost its framing.
+        let server = [
+            settings(),
+            frame(0x0c, 0, 0, b"\x00\x0bexample.com"),
+            frame(HEADERS, END_HEADERS, 1, &[0x88]),
+            frame(DATA, 0, 1, b"world!"),
+            frame(DATA, END_STREAM, 1, b""),
+        ]
+        .concat();
+        let client = h2c_client();
+        for segments in [
+            [(C, client.as_slice(), 0), (S, server.as_slice(), 0)],
+            [(S, server.as_slice(), 0), (C, client.as_slice(), 0)],
+        ] {
+            let (out, conn) = parse(&segments);
+            let out: Vec<_> = out.into_iter().map(without_ts).collect();
+            assert_eq!(out, vec![h2c_expected()]);
+            assert!(conn.is_hpack_synced(S));
+            assert_eq!(conn.stats().framing_lost, 0);
         }
     }
 
