@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::metrics::v1::metric;
 use serde_json::Value;
-use zerotrace_integration_tests::otlp_receiver::{attr_str, spans_of, OtlpReceiver};
+use zerotrace_integration_tests::otlp_receiver::{attr_str, metrics_of, spans_of, OtlpReceiver};
 use zerotrace_integration_tests::*;
 
 /// A scratch directory with a fresh certificate, removed on drop.
@@ -157,6 +158,7 @@ fn python_ssl_spans_reach_otlp_with_url_scheme_https() {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
         ],
     );
     wait_for_tls_hooks(&agent, server.0.id());
@@ -177,6 +179,20 @@ fn python_ssl_spans_reach_otlp_with_url_scheme_https() {
         attr_str(&span.attributes, "http.request.method").as_deref(),
         Some("GET")
     );
+    // The RED histogram's series says https too.
+    let scheme = receiver.wait_for_metrics(Duration::from_secs(15), |exports| {
+        metrics_of(exports)
+            .into_iter()
+            .filter(|(_, m)| m.name == "http.server.request.duration")
+            .find_map(|(_, m)| match m.data {
+                Some(metric::Data::Histogram(h)) => h
+                    .data_points
+                    .iter()
+                    .find_map(|p| attr_str(&p.attributes, "url.scheme")),
+                _ => None,
+            })
+    });
+    assert_eq!(scheme.as_deref(), Some("https"));
 }
 
 fn nginx_tls(port: u16, certificate: &Certificate) -> Nginx {

@@ -49,6 +49,8 @@ pub struct SeriesKey {
     pub server_address: String,
     pub server_port: u16,
     pub protocol_version: &'static str,
+    /// `url.scheme`: https for exchanges captured from a TLS library.
+    pub scheme: &'static str,
     pub error: bool,
     pub overflow: bool,
 }
@@ -67,6 +69,7 @@ struct SeriesKeyRef<'a> {
     server_address: &'a str,
     server_port: u16,
     protocol_version: &'static str,
+    scheme: &'static str,
     error: bool,
     overflow: bool,
 }
@@ -82,6 +85,7 @@ impl<'a> SeriesKeyRef<'a> {
             server_address: server.text(),
             server_port: server.port,
             protocol_version: span.protocol_version,
+            scheme: span.scheme(),
             error: is_error(span),
             overflow: false,
         }
@@ -97,6 +101,7 @@ impl<'a> SeriesKeyRef<'a> {
             server_address: "",
             server_port: 0,
             protocol_version: "",
+            scheme: "",
             error: false,
             overflow: true,
         }
@@ -112,6 +117,7 @@ impl<'a> SeriesKeyRef<'a> {
             server_address: self.server_address.to_owned(),
             server_port: self.server_port,
             protocol_version: self.protocol_version,
+            scheme: self.scheme,
             error: self.error,
             overflow: self.overflow,
         }
@@ -226,6 +232,7 @@ impl SeriesKey {
             server_address,
             server_port,
             protocol_version,
+            scheme,
             error,
             overflow,
         } = self;
@@ -238,6 +245,7 @@ impl SeriesKey {
             server_address,
             server_port: *server_port,
             protocol_version,
+            scheme,
             error: *error,
             overflow: *overflow,
         }
@@ -250,7 +258,7 @@ impl SeriesKey {
         let mut attributes = vec![
             string_attribute("http.request.method", self.method.clone()),
             int_attribute("http.response.status_code", i64::from(self.status)),
-            string_attribute("url.scheme", "http"),
+            string_attribute("url.scheme", self.scheme),
             string_attribute("network.protocol.name", "http"),
             string_attribute("network.protocol.version", self.protocol_version),
             string_attribute("server.address", self.server_address.clone()),
