@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for a bounded time (default 60 s each) on copies of
-# the committed seeds, and prints the executions of each. A crash fails.
-#   fuzz/run.sh [seconds-per-target]
+# Runs every fuzz target (or the ones named) for a bounded time (default
+# 60 s each) on copies of the committed seeds, and prints the executions of
+# each and the total. A crash fails, leaving its input in artifacts/<target>/.
+#   fuzz/run.sh [seconds-per-target] [target...]
+# Seeds of http2_frames, hpack and grpc are written by
+#   cargo +nightly run --release --example make_seeds   (in fuzz/)
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-60}"
+shift || true
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo +nightly fuzz list)
+# Build first, so the time budget goes to fuzzing.
+for target in "${targets[@]}"; do
+  cargo +nightly fuzz build "$target" >/dev/null
+done
 total=0
-for target in $(cargo +nightly fuzz list); do
+for target in "${targets[@]}"; do
   corpus="corpus/$target"
   mkdir -p "$corpus"
   [ -d "seeds/$target" ] && cp -n seeds/"$target"/* "$corpus"/ 2>/dev/null || true
