@@ -33,19 +33,41 @@ fn a_killed_loader_takes_its_programs_and_worker_with_it() {
     assert!(unloaded.is_some(), "programs left behind: {programs:?}");
 }
 
+/// `servers/event_flood.py`: a server whose every client gets `count` separate sends.
+fn event_flood_server(count: u32) -> Server {
+    let port = free_port();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/event_flood.py");
+    let child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(count.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start python3: {e}"));
+    let server = Server { child, port };
+    server.wait_listening();
+    server
+}
+
+/// Reads everything the flood server sends on a few connections.
+fn flood(server: &Server, connections: usize) {
+    use std::io::Read;
+    for _ in 0..connections {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port))
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+    }
+}
+
 #[test]
 fn ring_buffer_overflow_is_counted_and_the_rest_is_right() {
     require_root();
     let server = Server::python_app();
-    let mut agent = Agent::start(
-        &[
-            "--open-port",
-            &server.port.to_string(),
-            "--ring-buffer-bytes",
-            "4096",
-        ],
-        &[],
-    );
+    let flooder = event_flood_server(20_000);
+    let ports = format!("{},{}", server.port, flooder.port);
+    let mut agent = Agent::start(&["--open-port", &ports, "--ring-buffer-bytes", "4096"], &[]);
     // A burst much larger than 4 KiB of events between two drains.
     let request = "POST /echo HTTP/1.1\r\nHost: f\r\nContent-Length: 400\r\n\r\n".to_owned()
         + &"x".repeat(400);
@@ -53,6 +75,8 @@ fn ring_buffer_overflow_is_counted_and_the_rest_is_right() {
     for _ in 0..3 {
         raw_keepalive_requests(server.port, &burst);
     }
+    // Thousands of events within milliseconds: more than any drain keeps up with.
+    flood(&flooder, 3);
     std::thread::sleep(Duration::from_millis(500));
     curl(&[&server.url("/hello?after-flood")]);
     let after = agent.wait_for_spans(1, |s| s.str_of("target") == "/hello?after-flood");
@@ -96,12 +120,14 @@ fn events_lost(receiver: &OtlpReceiver) -> Option<i64> {
 fn a_provoked_loss_shows_in_the_self_metrics_and_the_text_printer() {
     require_root();
     let server = Server::python_app();
+    let flooder = event_flood_server(20_000);
+    let ports = format!("{},{}", server.port, flooder.port);
     let receiver = OtlpReceiver::start_grpc();
     let endpoint = receiver.endpoint();
     let mut agent = Agent::start(
         &[
             "--open-port",
-            &server.port.to_string(),
+            &ports,
             "--ring-buffer-bytes",
             "4096",
             "--trace-printer",
@@ -117,13 +143,9 @@ fn a_provoked_loss_shows_in_the_self_metrics_and_the_text_printer() {
     let before = wait_for(Duration::from_secs(15), || events_lost(&receiver))
         .unwrap_or_else(|| panic!("no self metrics: {:#?}", receiver.metrics()));
     assert_eq!(before, 0);
-    let request = "POST /echo HTTP/1.1\r\nHost: f\r\nContent-Length: 400\r\n\r\n".to_owned()
-        + &"x".repeat(400);
-    let burst: Vec<&str> = std::iter::repeat_n(request.as_str(), 300).collect();
     let flood_started = std::time::Instant::now();
-    for _ in 0..3 {
-        raw_keepalive_requests(server.port, &burst);
-    }
+    flood(&flooder, 3);
+    curl(&[&server.url("/hello?after-flood")]);
     let lost = wait_for(Duration::from_secs(15), || {
         events_lost(&receiver).filter(|lost| *lost > 0)
     })
@@ -152,6 +174,13 @@ fn a_provoked_loss_shows_in_the_self_metrics_and_the_text_printer() {
         flood_started.elapsed()
     );
     // Spans are still text lines too.
-    assert!(agent.stdout.text().contains("\"POST /echo HTTP/1.1\""));
+    let after = wait_for(Duration::from_secs(10), || {
+        agent
+            .stdout
+            .text()
+            .contains("\"GET /hello?after-flood HTTP/1.1\" 200")
+            .then_some(())
+    });
+    assert!(after.is_some(), "{}", agent.stdout.text());
     assert_eq!(agent.stop(), Some(0), "{}", agent.stderr.text());
 }
