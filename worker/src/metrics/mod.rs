@@ -1,5 +1,5 @@
 //! Metrics derived from spans.
 
 pub mod red;
-pub mod self_metrics;
 pub mod rpc;
+pub mod self_metrics;
