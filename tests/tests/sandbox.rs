@@ -43,6 +43,7 @@ fn the_filter_refuses_what_the_worker_never_needs() {
         "exec",
         "write_file",
         "kill",
+        "clear_parent_death_signal",
         "early_thread_prog_load",
         "late_thread_prog_load",
     ] {

@@ -193,6 +193,11 @@ fn main() {
     record("ptrace", outcome(ptrace_attach(target_pid)));
     record("exec", exec_true());
     record("write_file", write_file(&scratch));
+    // SAFETY: prctl with integer arguments; would clear the parent-death signal.
+    record(
+        "clear_parent_death_signal",
+        outcome(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) }.into()),
+    );
     // SAFETY: kill with signal 0 only probes; the target is our own child.
     record("kill", outcome(unsafe { libc::kill(target_pid, 0) }.into()));
     // Still allowed: what the worker does after start-up.
