@@ -284,7 +284,7 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
     }
     write_rpc_families(&mut out, &state.red.rpc, openmetrics);
     let own = &state.own;
-    let counters: [(&str, &str, u64); 11] = [
+    let counters: [(&str, &str, u64); 14] = [
         (
             "zerotrace_kernel_events",
             "Events the kernel programs submitted.",
@@ -336,6 +336,21 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
             "Metric data points dropped by the OTLP exporter.",
             own.otlp_points_dropped,
         ),
+        (
+            "zerotrace_otlp_failed_attempts",
+            "Failed OTLP export attempts (each retry counts).",
+            own.otlp_failed_attempts,
+        ),
+        (
+            "zerotrace_worker_restarts",
+            "Times the loader restarted the worker.",
+            own.worker_restarts,
+        ),
+        (
+            "zerotrace_loader_requests_refused",
+            "Worker requests the loader refused.",
+            own.loader_requests_refused,
+        ),
     ];
     for (name, help, value) in counters {
         // The text format names the counter with its _total suffix; OpenMetrics names the family.
@@ -358,6 +373,16 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
             "zerotrace_tracked_connections",
             "Connections the worker currently tracks.",
             own.tracked_connections,
+        ),
+        (
+            "zerotrace_otlp_queue_depth",
+            "Batches waiting in the OTLP export queues.",
+            own.otlp_queue_depth,
+        ),
+        (
+            "zerotrace_uprobes_attached",
+            "TLS library probes the loader holds attached.",
+            own.uprobes_attached,
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -480,6 +505,8 @@ mod tests {
         state.red.record(&span(200), None, &resource, 1);
         state.red.record(&span(500), None, &resource, 1);
         state.own.spans = 3;
+        state.own.worker_restarts = 2;
+        state.own.otlp_queue_depth = 4;
         let text = render(&state, false);
         assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
         assert!(text.contains(r#"service_name="shop \"a\"""#), "{text}");
@@ -503,6 +530,9 @@ mod tests {
             .unwrap_or_else(|| panic!("{text}"));
         assert!(at_50ms.ends_with(" 2"), "cumulative buckets: {at_50ms}");
         assert!(text.contains("zerotrace_spans_total 3"));
+        assert!(text.contains("zerotrace_worker_restarts_total 2"));
+        assert!(text
+            .contains("# TYPE zerotrace_otlp_queue_depth gauge\nzerotrace_otlp_queue_depth 4\n"));
         assert!(text.contains("error_type=\"500\""));
         assert!(!text.contains("# EOF"));
         assert!(render(&state, true).ends_with("# EOF\n"));
