@@ -68,15 +68,31 @@ fn read_comm(pid: u32) -> String {
 }
 
 /// Running (not gone, not a zombie waiting to be reaped).
+/// PF_EXITING in the `flags` field of /proc/PID/stat: set as soon as the
+/// process starts to exit, before the kernel's exit hook runs.
+const PF_EXITING: u64 = 0x4;
+
+/// Alive and not exiting. A process caught between the start of its exit and
+/// becoming a zombie counts as gone: the kernel's exit hook (which takes it
+/// out of the pid filter) may already have run, so adding it would leave it
+/// there for good.
 fn alive(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    // The state follows the parenthesised command name.
-    let state = stat
+    // State, ppid, pgrp, session, tty_nr, tpgid, flags… follow the
+    // parenthesised command name.
+    let mut fields = stat
         .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, Some('Z') | Some('X') | None)
+        .map(|(_, rest)| rest.split_whitespace())
+        .into_iter()
+        .flatten();
+    let state = fields.next().and_then(|s| s.chars().next());
+    let flags = fields
+        .nth(5)
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0);
+    !matches!(state, Some('Z') | Some('X') | None) && flags & PF_EXITING == 0
 }
 
 impl Discovery {
@@ -320,5 +336,36 @@ impl Discovery {
         self.instrumented.remove(&pid);
         self.listening.remove(&pid);
         self.descriptions.remove(&pid);
+    }
+}
+
+#[cfg(test)]
+mod liveness_tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_reaped_one_is_not() {
+        assert!(alive(std::process::id()));
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pid = child.id();
+        let _ = child.wait();
+        assert!(!alive(pid));
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let child = std::process::Command::new("true")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pid = child.id();
+        // Not waited for: it stays a zombie until dropped and reaped.
+        let zombie = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            !alive(pid)
+        });
+        assert!(zombie);
+        drop(child);
     }
 }
