@@ -182,8 +182,9 @@ enum LineKind {
 enum HeadScan {
     /// The start line is not one.
     Bad,
-    /// The head ends (just past its blank line) at this offset.
-    Complete(usize),
+    /// The head ends (just past its blank line) at this offset; its header
+    /// fields, when they were read on the way.
+    Complete(usize, Option<Headers>),
     /// Valid so far; more bytes are needed.
     Partial,
 }
@@ -355,9 +356,25 @@ impl Http1Stream {
                 self.garbage += 1;
                 Step::DropRest
             }
-            HeadScan::Complete(end) => {
-                self.complete_head(&head, view.get(..end).unwrap_or(view), out);
-                Step::Took(end.saturating_sub(old))
+            HeadScan::Complete(end, headers) => {
+                let taken = end.saturating_sub(old);
+                let Some((mut msg, next)) =
+                    self.complete_head(&head, view.get(..end).unwrap_or(view), headers)
+                else {
+                    return Step::Took(taken);
+                };
+                // The body often follows in the same segment: take its counted
+                // part now (as the next step would), so that a message done
+                // within the segment is never boxed.
+                let after = rest.get(taken..).unwrap_or_default();
+                if let (Next::Body(body), false) = (&next, after.is_empty()) {
+                    if let Some((n, next)) = take_counted(*body, len64(after), &mut msg.body_size) {
+                        self.settle_new(msg, next, out);
+                        return Step::Took(taken.saturating_add(to_usize(n)));
+                    }
+                }
+                self.settle_new(msg, next, out);
+                Step::Took(taken)
             }
             HeadScan::Partial if view.len() >= MAX_HEAD => {
                 self.lose_head(&head, view);
@@ -374,18 +391,23 @@ impl Http1Stream {
         }
     }
 
-    fn complete_head(&mut self, head: &HeadBuf, bytes: &[u8], out: &mut Vec<HttpMessage>) {
+    /// The message of a complete head, and where it goes next.
+    fn complete_head(
+        &mut self,
+        head: &HeadBuf,
+        bytes: &[u8],
+        headers: Option<Headers>,
+    ) -> Option<(HttpMessage, Next)> {
         let Some(start) = head.start else {
             self.garbage += 1;
-            return;
+            return None;
         };
-        let headers = parse_headers(bytes);
+        let headers = headers.unwrap_or_else(|| parse_headers(bytes));
         let next = match start.kind {
             LineKind::Request { .. } => body_framing(&headers, false),
             LineKind::Response { status } => self.response_framing(status, &headers),
         };
-        let msg = new_message(start, bytes, headers, head);
-        self.settle(Box::new(msg), next, out);
+        Some((new_message(start, bytes, headers, head), next))
     }
 
     fn response_framing(&mut self, status: u16, headers: &Headers) -> Next {
@@ -440,6 +462,19 @@ impl Http1Stream {
         }
     }
 
+    /// Like [`Self::settle`] for a message not boxed yet: it gets a box only
+    /// if it has to wait in the state.
+    fn settle_new(&mut self, msg: HttpMessage, next: Next, out: &mut Vec<HttpMessage>) {
+        match next {
+            Next::Done => out.push(msg),
+            Next::Upgrade => {
+                out.push(msg);
+                self.state = State::Upgraded;
+            }
+            Next::Body(_) | Next::Lost => self.settle(Box::new(msg), next, out),
+        }
+    }
+
     /// Moves a message on to its next state, emitting it when it is done.
     fn settle(&mut self, mut msg: Box<HttpMessage>, next: Next, out: &mut Vec<HttpMessage>) {
         match next {
@@ -474,11 +509,19 @@ fn scan_head(head: &mut HeadBuf, bytes: &[u8]) -> HeadScan {
         match check_start(bytes) {
             Parse::Bad => return HeadScan::Bad,
             Parse::Line(start) => head.start = Some(start),
+            // The start line is still incomplete: no blank line yet either.
             Parse::More(_) => {}
         }
     }
+    if head.start.is_some() && head.scanned == 0 {
+        // Usually the whole head is here: one pass finds its end and reads
+        // its fields.
+        if let Some((end, headers)) = read_head(bytes) {
+            return HeadScan::Complete(end, Some(headers));
+        }
+    }
     match find_head_end(bytes, head.scanned) {
-        Some(end) => HeadScan::Complete(end),
+        Some(end) => HeadScan::Complete(end, None),
         None => {
             head.scanned = bytes.len().saturating_sub(2);
             HeadScan::Partial
@@ -802,31 +845,79 @@ fn is_text(b: u8) -> bool {
 /// in a cut head, up to the last complete line.
 fn parse_headers(head: &[u8]) -> Headers {
     let mut headers = Headers::default();
-    // Past the start line.
-    let mut rest = match memchr(b'\n', head) {
-        Some(i) => head.get(i + 1..).unwrap_or_default(),
-        None => return headers,
-    };
+    let mut lines = HeadLines::new(head);
     for _ in 0..MAX_HEADERS {
-        let Some(end) = memchr(b'\n', rest) else {
-            break; // cut mid-line: the value may be incomplete
-        };
-        let (line, next) = rest.split_at_checked(end).unwrap_or((rest, &[]));
-        rest = next.get(1..).unwrap_or_default();
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
+        // None: cut mid-line, the value may be incomplete.
+        match lines.next() {
+            Some((line, _)) if !line.is_empty() => headers.field(line),
+            _ => break,
         }
-        let Some(colon) = memchr(b':', line) else {
-            continue;
-        };
-        let (name, value) = line.split_at_checked(colon).unwrap_or((line, &[]));
-        headers.apply(name, value.get(1..).unwrap_or_default().trim_ascii());
     }
     headers
 }
 
+/// One pass over a head that may be complete: where it ends (just past its
+/// blank line, as [`find_head_end`] from 0) and its header fields (as
+/// [`parse_headers`]); None when the blank line is not there yet.
+fn read_head(head: &[u8]) -> Option<(usize, Headers)> {
+    let mut headers = Headers::default();
+    let mut lines = HeadLines::new(head);
+    let mut count = 0;
+    loop {
+        let (line, end) = lines.next()?;
+        if line.is_empty() {
+            return Some((end, headers));
+        }
+        if count < MAX_HEADERS {
+            headers.field(line);
+        }
+        count += 1;
+    }
+}
+
+/// The complete lines after the start line, without their line ending,
+/// each with the offset just past it.
+struct HeadLines<'a> {
+    head: &'a [u8],
+    pos: Option<usize>,
+}
+
+impl<'a> HeadLines<'a> {
+    fn new(head: &'a [u8]) -> Self {
+        Self {
+            head,
+            pos: memchr(b'\n', head).map(|i| i + 1),
+        }
+    }
+}
+
+impl<'a> Iterator for HeadLines<'a> {
+    type Item = (&'a [u8], usize);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let pos = self.pos?;
+        let rest = self.head.get(pos..)?;
+        let Some(len) = memchr(b'\n', rest) else {
+            self.pos = None;
+            return None;
+        };
+        let end = pos + len + 1;
+        self.pos = Some(end);
+        let line = rest.get(..len).unwrap_or_default();
+        Some((line.strip_suffix(b"\r").unwrap_or(line), end))
+    }
+}
+
 impl Headers {
+    /// One `name: value` line; lines without a colon are ignored.
+    fn field(&mut self, line: &[u8]) {
+        let Some(colon) = memchr(b':', line) else {
+            return;
+        };
+        let (name, value) = line.split_at_checked(colon).unwrap_or((line, &[]));
+        self.apply(name, value.get(1..).unwrap_or_default().trim_ascii());
+    }
+
     fn apply(&mut self, name: &[u8], value: &[u8]) {
         // The length rules out most fields before any comparison.
         let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
