@@ -451,3 +451,38 @@ fn tls_hooks_survive_a_worker_restart_once_and_die_with_the_loader() {
         links_running(&programs)
     );
 }
+
+#[test]
+fn tls_capture_can_be_turned_off() {
+    require_root();
+    let certificate = Certificate::new("off");
+    let port = free_port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_app.py");
+    let _server = start(
+        "/usr/bin/python3",
+        &[
+            script,
+            &port.to_string(),
+            "--tls",
+            &certificate.cert,
+            &certificate.key,
+        ],
+        port,
+    );
+    let agent = Agent::start(
+        &["--open-port", &port.to_string()],
+        &[("ZEROTRACE_TLS_CAPTURE", "false")],
+    );
+    assert_eq!(
+        https(&[&format!("https://127.0.0.1:{port}/hello")]),
+        "hello from the test server\n"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let stderr = agent.stderr.text();
+    assert!(stderr.contains("TLS plaintext capture off"), "{stderr}");
+    assert!(!stderr.contains("TLS plaintext of pid"), "{stderr}");
+    // The records were recognised and skipped: no span, no garbage.
+    assert!(agent.spans().is_empty(), "{:?}", agent.spans());
+    let programs = bpf_prog_ids_of(agent.child.id());
+    assert_eq!(uprobe_links(&links_running(&programs)), 0);
+}

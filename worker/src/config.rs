@@ -23,6 +23,19 @@ pub struct WorkerConfig {
     pub print_config: bool,
     /// `ZEROTRACE_SECCOMP` (enforce, log, off): the worker's syscall allow-list.
     pub seccomp: SeccompMode,
+    /// `ZEROTRACE_TLS_CAPTURE` (default true): ask the loader to hook the TLS
+    /// libraries of instrumented processes.
+    pub tls_capture: bool,
+}
+
+/// A true/false variable; unset or empty is `default`.
+fn boolean(name: &str, value: Option<&str>, default: bool) -> Result<bool, String> {
+    match value {
+        None | Some("") => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(format!("{name}={other:?}: expected true or false")),
+    }
 }
 
 impl WorkerConfig {
@@ -58,15 +71,16 @@ impl WorkerConfig {
         let merged = |key: &str| overrides.get(key).cloned().or_else(|| env(key));
         let path = config_file::config_path(config_flag.as_deref(), &merged);
         let effective = config_file::load(path.as_deref(), &merged).map_err(|e| e.to_string())?;
-        let include_command_line = match merged("ZEROTRACE_RESOURCE_COMMAND_LINE").as_deref() {
-            None | Some("false") | Some("") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(format!(
-                    "ZEROTRACE_RESOURCE_COMMAND_LINE={other:?}: expected true or false"
-                ))
-            }
-        };
+        let include_command_line = boolean(
+            "ZEROTRACE_RESOURCE_COMMAND_LINE",
+            merged("ZEROTRACE_RESOURCE_COMMAND_LINE").as_deref(),
+            false,
+        )?;
+        let tls_capture = boolean(
+            "ZEROTRACE_TLS_CAPTURE",
+            merged("ZEROTRACE_TLS_CAPTURE").as_deref(),
+            true,
+        )?;
         let seccomp = SeccompMode::parse(merged("ZEROTRACE_SECCOMP").as_deref())?;
         Ok(Self {
             effective,
@@ -75,6 +89,7 @@ impl WorkerConfig {
             live_socket,
             print_config,
             seccomp,
+            tls_capture,
         })
     }
 }
@@ -91,6 +106,20 @@ mod tests {
                 .find(|(k, _)| *k == key)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn tls_capture_is_on_unless_turned_off() {
+        let with = |env: &'static [(&'static str, &'static str)]| {
+            WorkerConfig::from_args_and_env(
+                ["--open-port".to_string(), "80".to_string()],
+                env_of(env),
+            )
+        };
+        assert!(with(&[]).is_ok_and(|c| c.tls_capture));
+        assert!(with(&[("ZEROTRACE_TLS_CAPTURE", "false")]).is_ok_and(|c| !c.tls_capture));
+        assert!(with(&[("ZEROTRACE_TLS_CAPTURE", "no")])
+            .is_err_and(|e| e.contains("ZEROTRACE_TLS_CAPTURE")));
     }
 
     #[test]

@@ -171,13 +171,17 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     for warning in &effective.warnings {
         log(&format!("configuration: {warning}"));
     }
-    let discovery = Discovery::new(
+    let mut discovery = Discovery::new(
         effective.instrument.clone(),
         effective.exclude.clone(),
         excluded,
         writer,
-    )
-    .with_tls_hooks();
+    );
+    if config.tls_capture {
+        discovery = discovery.with_tls_hooks();
+    } else {
+        log("TLS plaintext capture off (ZEROTRACE_TLS_CAPTURE=false)");
+    }
     let printer = TracePrinter::new(effective.trace_printer, std::io::stdout());
     let otel = OtelExport::start(&effective.export)?;
     if otel.is_some() {
