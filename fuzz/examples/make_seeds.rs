@@ -374,7 +374,7 @@ fn hpack_seeds() -> std::io::Result<()> {
     let mut script = vec![1u8];
     script.extend_from_slice(&[0, 1, 0, 5, 0, 3]); // :method GET, :path /, :scheme http
     script.extend_from_slice(&[2, 0, 3, b'k', b'e', b'y', 5, b'v', b'a', b'l', b'u', b'e']);
-    script.extend_from_slice(&[0x82 | 0x08, 1 | (0 << 2)]); // Huffman "no-cache", name :authority
+    script.extend_from_slice(&[0x82 | 0x08, 1]); // Huffman "no-cache", name :authority
     script.extend_from_slice(&[3, 1 | (15 << 2), 3, b'g', b'z', b'p']); // without indexing
     script.extend_from_slice(&[4, 0, 6, b's', b'e', b'c', b'r', b'e', b't', 2, b'p', b'w']);
     script.push(6); // end of block
