@@ -48,6 +48,12 @@ enum {
 	BPF_RB_AVAIL_DATA = 0,
 };
 
+/* Only to ask the running kernel (CO-RE enum relocation) whether a helper
+ * exists; the values are the kernel's. */
+enum bpf_func_id {
+	BPF_FUNC_loop = 181,
+};
+
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
 struct pt_regs {

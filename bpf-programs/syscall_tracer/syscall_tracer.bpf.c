@@ -83,8 +83,13 @@ struct zt_event_buffer {
 };
 
 /* Vectored I/O (writev, sendmsg...) is captured across this many iovecs:
- * nginx and HTTP/2 servers write frame headers and bodies as separate pieces. */
+ * nginx and HTTP/2 servers write frame headers and bodies as separate pieces,
+ * and grpc's C core writes a connection's first flight as 12 to 30. With
+ * bpf_loop (5.17+) the verifier checks the loop body once; without it the
+ * loop is unrolled, which costs verification time per iteration, so kernels
+ * without bpf_loop get the first ZT_UNROLLED_IOVECS only. */
 #define ZT_MAX_IOVECS 32
+#define ZT_UNROLLED_IOVECS 8
 
 /* Per-CPU staging area: events are too big for the 512-byte BPF stack. */
 struct {
@@ -231,28 +236,58 @@ static __always_inline void zt_on_connection(struct sock *sk, __u8 role, __u64 p
 	zt_submit(buf, 0, zt_batched_wakeup_flags());
 }
 
+/* Copy state of one vectored read or write. */
+struct zt_iovec_copy {
+	struct zt_event_buffer *buf;
+	__u64 iov_ptr;
+	__u64 count;
+	__u64 total; /* bytes to copy at most (<= ZT_PAYLOAD_MAX) */
+	__u64 off;   /* bytes copied so far */
+};
+
+/* Copies iovec number `i`; returns 1 to stop. */
+static __always_inline long zt_copy_one_iovec(__u64 i, struct zt_iovec_copy *c)
+{
+	if (i >= c->count || c->off >= c->total)
+		return 1;
+	struct zt_user_iovec iov = {};
+	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(c->iov_ptr + i * sizeof(iov))))
+		return 1;
+	__u64 off = c->off;
+	__u64 len = iov.len;
+	if (len > c->total - off)
+		len = c->total - off;
+	if (off >= ZT_PAYLOAD_MAX || len > ZT_PAYLOAD_MAX)
+		return 1;
+	if (len && bpf_probe_read_user(&c->buf->payload[off], len, (void *)iov.base))
+		return 1;
+	c->off = off + len;
+	return 0;
+}
+
+static long zt_copy_iovec_callback(__u64 i, void *ctx)
+{
+	return zt_copy_one_iovec(i, ctx);
+}
+
 /* Copies the first ZT_PAYLOAD_MAX bytes of an iovec array; returns the bytes copied. */
 static __always_inline __u32 zt_copy_iovecs(struct zt_event_buffer *buf, __u64 iov_ptr, __u64 count, __u64 total)
 {
-	__u64 off = 0;
-	if (total > ZT_PAYLOAD_MAX)
-		total = ZT_PAYLOAD_MAX;
-	for (int i = 0; i < ZT_MAX_IOVECS; i++) {
-		if (i >= count || off >= total)
-			break;
-		struct zt_user_iovec iov = {};
-		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iov_ptr + i * sizeof(iov))))
-			break;
-		__u64 len = iov.len;
-		if (len > total - off)
-			len = total - off;
-		if (off >= ZT_PAYLOAD_MAX || len > ZT_PAYLOAD_MAX)
-			break;
-		if (len && bpf_probe_read_user(&buf->payload[off], len, (void *)iov.base))
-			break;
-		off += len;
+	struct zt_iovec_copy c = {
+		.buf = buf,
+		.iov_ptr = iov_ptr,
+		.count = count,
+		.total = total > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : total,
+	};
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
+		bpf_loop(ZT_MAX_IOVECS, zt_copy_iovec_callback, &c, 0);
+	} else {
+		for (int i = 0; i < ZT_UNROLLED_IOVECS; i++) {
+			if (zt_copy_one_iovec(i, &c))
+				break;
+		}
 	}
-	return off;
+	return c.off;
 }
 
 /* Marks a socket as carrying TLS records (keeps its role and generation). */

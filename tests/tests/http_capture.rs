@@ -173,7 +173,14 @@ fn garbage_on_an_instrumented_socket_is_ignored_and_counted() {
         use std::io::Write;
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port))
             .unwrap_or_else(|e| panic!("{e}"));
-        let _ = stream.write_all(b"\x16\x03\x01\x02\x00garbage that is not http\r\n\r\n");
+        let _ = stream.write_all(b"\x00\xffgarbage that is not http\r\n\r\n");
+    }
+    {
+        // What a TLS client sends first: recognised as TLS, skipped, counted apart.
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = stream.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03");
     }
     curl(&[&server.url("/hello")]);
     let spans = agent.wait_for_spans(1, |s| s.str_of("path") == "/hello");
@@ -186,6 +193,10 @@ fn garbage_on_an_instrumented_socket_is_ignored_and_counted() {
         .unwrap_or_else(|| panic!("no stop summary:\n{stderr}"));
     assert!(
         !garbage_line.contains(" 0 garbage segments"),
+        "{garbage_line}"
+    );
+    assert!(
+        garbage_line.contains(" 1 TLS record segments skipped"),
         "{garbage_line}"
     );
 }
