@@ -229,6 +229,7 @@ fn attach_uprobe(
         Ok(new) => Answer::plain(Reply::UprobeAttached { new }),
         Err(AttachError::Invalid(field, reason)) => invalid(field, reason),
         Err(AttachError::Failed(reason)) => Answer::refused(Refusal::Failed { reason }),
+        Err(AttachError::Absent) => Answer::plain(Reply::SymbolAbsent),
     }
 }
 

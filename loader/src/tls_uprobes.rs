@@ -27,6 +27,8 @@ pub enum AttachError {
     Invalid(&'static str, String),
     /// Valid, but the kernel or the file said no.
     Failed(String),
+    /// The file has no such symbol.
+    Absent,
 }
 
 /// The entry program of each hooked function (the return program is shared).
@@ -162,7 +164,11 @@ impl UprobeRegistry {
             // not find versioned symbols (SSL_read@@OPENSSL_3.0.0). A name
             // from the allow-list has no glob characters.
             prog.attach_uprobe_multi_with_opts(-1, &path, symbol, opts)
-                .map_err(|e| AttachError::Failed(format!("{symbol} in {library}: {e:#}")))
+                .map_err(|e| match e.kind() {
+                    // libbpf's symbol lookup found no such function in the file.
+                    libbpf_rs::ErrorKind::NotFound => AttachError::Absent,
+                    _ => AttachError::Failed(format!("{symbol} in {library}: {e:#}")),
+                })
         };
         let entry = attach(entry_program(symbol), false)?;
         let exit = attach(EXIT_PROGRAM, true)?;

@@ -134,6 +134,9 @@ pub enum Reply {
     UprobeAttached {
         new: bool,
     },
+    /// The library file has no such function (e.g. an executable without
+    /// OpenSSL linked in): nothing was attached. An answer, not a refusal.
+    SymbolAbsent,
     Refused(Refusal),
 }
 

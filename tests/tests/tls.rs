@@ -350,6 +350,7 @@ fn the_loader_checks_every_attach_uprobe_request() {
         "{}",
         answer("describe_python")
     );
+    assert_eq!(answer("absent_symbol"), "SymbolAbsent");
     assert_eq!(
         answer("granted"),
         "UprobeAttached { new: true }",

@@ -86,15 +86,23 @@ impl LoaderClient {
         }
     }
 
-    /// Asks for a TLS library hook; true when this request attached it.
-    pub fn attach_uprobe(&self, pid: u32, library: &str, symbol: &str) -> Result<bool, String> {
+    /// Asks for a TLS library hook: Some(true) when this request attached
+    /// it, Some(false) when it was already there, None when the file has no
+    /// such function.
+    pub fn attach_uprobe(
+        &self,
+        pid: u32,
+        library: &str,
+        symbol: &str,
+    ) -> Result<Option<bool>, String> {
         let request = Request::AttachUprobe {
             pid,
             library: library.to_owned(),
             symbol: symbol.to_owned(),
         };
         match self.call(&request)?.0 {
-            Reply::UprobeAttached { new } => Ok(new),
+            Reply::UprobeAttached { new } => Ok(Some(new)),
+            Reply::SymbolAbsent => Ok(None),
             other => Err(refusal_text(other)),
         }
     }

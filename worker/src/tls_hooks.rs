@@ -47,7 +47,9 @@ impl TlsHooks {
             let mut functions = 0;
             for &symbol in TLS_SYMBOLS {
                 match loader.attach_uprobe(pid, library, symbol) {
-                    Ok(_) => functions += 1,
+                    Ok(Some(_)) => functions += 1,
+                    // Older libraries lack the _ex functions.
+                    Ok(None) => {}
                     Err(e) => self.report(library, symbol, &e),
                 }
             }
@@ -77,12 +79,20 @@ impl TlsHooks {
         let Some(first) = symbols.next() else {
             return false;
         };
-        if loader.attach_uprobe(pid, exe, first).is_err() {
-            if self.exes_without_tls.len() >= MAX_REMEMBERED_EXES {
-                self.exes_without_tls.clear();
+        match loader.attach_uprobe(pid, exe, first) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if self.exes_without_tls.len() >= MAX_REMEMBERED_EXES {
+                    self.exes_without_tls.clear();
+                }
+                self.exes_without_tls.insert(exe.to_owned());
+                return false;
             }
-            self.exes_without_tls.insert(exe.to_owned());
-            return false;
+            // Not remembered: the process may have gone, or its maps were unreadable.
+            Err(e) => {
+                self.report(exe, first, &e);
+                return false;
+            }
         }
         for symbol in symbols {
             if let Err(e) = loader.attach_uprobe(pid, exe, symbol) {

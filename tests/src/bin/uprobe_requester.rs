@@ -139,6 +139,14 @@ fn main() {
         "agent_itself",
         ask(&socket, &attach(std::process::id(), &libssl, "SSL_read")),
     );
+    // The interpreter's executable is mapped but carries no TLS functions.
+    let python_exe = std::fs::read_link(format!("/proc/{py}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    record(
+        "absent_symbol",
+        ask(&socket, &attach(py, &python_exe, "SSL_read")),
+    );
     record("granted", ask(&socket, &attach(py, &libssl, "SSL_read")));
     record(
         "granted_again",
