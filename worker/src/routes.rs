@@ -795,15 +795,15 @@ static BIGRAMS: Bigrams = Bigrams::build();
 
 /// The vocabulary as a set, and the length of its longest word.
 struct Vocabulary {
-    words: hashbrown::HashSet<&'static str, FastState>,
+    words: hashbrown::HashSet<&'static [u8], FastState>,
     longest: usize,
 }
 
 fn vocabulary() -> &'static Vocabulary {
     static WORDS: OnceLock<Vocabulary> = OnceLock::new();
     WORDS.get_or_init(|| {
-        let words: hashbrown::HashSet<&'static str, FastState> =
-            VOCABULARY.split_whitespace().collect();
+        let words: hashbrown::HashSet<&'static [u8], FastState> =
+            VOCABULARY.split_whitespace().map(str::as_bytes).collect();
         let longest = words.iter().map(|w| w.len()).max().unwrap_or(0);
         Vocabulary { words, longest }
     })
@@ -811,8 +811,7 @@ fn vocabulary() -> &'static Vocabulary {
 
 impl Vocabulary {
     fn contains(&self, word: &[u8]) -> bool {
-        word.len() <= self.longest
-            && std::str::from_utf8(word).is_ok_and(|w| self.words.contains(w))
+        word.len() <= self.longest && self.words.contains(word)
     }
 }
 
@@ -876,9 +875,14 @@ fn part_is_word(part: &[u8]) -> bool {
         *slot = c.to_ascii_lowercase();
     }
     let lower = lower.get(..letters.len()).unwrap_or_default();
-    if vocabulary().contains(lower) {
-        return true;
-    }
+    // A word is kept if it reads like one or is in the vocabulary; most
+    // words read like one, so the vocabulary is consulted last.
+    reads_like_a_word(letters, lower, all_upper) || vocabulary().contains(lower)
+}
+
+/// The letter-pair test of [`part_is_word`]: `letters` as written, `lower`
+/// the same in lower case.
+fn reads_like_a_word(letters: &[u8], lower: &[u8], all_upper: bool) -> bool {
     let mut previous: Option<u8> = None;
     let mut vowels = 0;
     let mut consonant_run = 0;
