@@ -487,3 +487,79 @@ fn tls_capture_can_be_turned_off() {
     let programs = bpf_prog_ids_of(agent.child.id());
     assert_eq!(uprobe_links(&links_running(&programs)), 0);
 }
+
+/// The agent under `setpriv` with the service unit's capabilities, plus `extra`.
+fn agent_with_caps(port: u16, extra: &str) -> (std::process::Child, Lines, Lines) {
+    let caps = format!("-all,+bpf,+perfmon,+setuid,+setgid{extra}");
+    let mut child = Command::new("setpriv")
+        .arg(format!("--inh-caps={caps}"))
+        .arg(format!("--ambient-caps={caps}"))
+        .arg(format!("--bounding-set={caps}"))
+        .arg("--")
+        .arg(bin_dir().join("zerotrace"))
+        .args(["run", "--trace-printer", "json", "--open-port"])
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("setpriv: {e}"));
+    let stdout = Lines::default().collect_from(child.stdout.take());
+    let stderr = Lines::default().collect_from(child.stderr.take());
+    let ready = wait_for(Duration::from_secs(10), || {
+        stderr.text().contains("ready: instrumenting").then_some(())
+    });
+    assert!(ready.is_some(), "{}", stderr.text());
+    (child, stdout, stderr)
+}
+
+#[test]
+fn with_the_units_capabilities_tls_needs_cap_sys_ptrace_and_says_so() {
+    require_root();
+    let certificate = Certificate::new("caps");
+    let port = free_port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_app.py");
+    // A root server with every capability: more than the loader holds.
+    let _server = start(
+        "/usr/bin/python3",
+        &[
+            script,
+            &port.to_string(),
+            "--tls",
+            &certificate.cert,
+            &certificate.key,
+        ],
+        port,
+    );
+    let url = format!("https://127.0.0.1:{port}/hello?caps");
+    for (extra, captured) in [("", false), (",+sys_ptrace", true)] {
+        let (mut child, stdout, stderr) = agent_with_caps(port, extra);
+        if captured {
+            let hooked = wait_for(Duration::from_secs(10), || {
+                stderr.text().contains("TLS plaintext of pid").then_some(())
+            });
+            assert!(hooked.is_some(), "{}", stderr.text());
+        } else {
+            let said = wait_for(Duration::from_secs(10), || {
+                stderr
+                    .text()
+                    .contains("Grant the loader CAP_SYS_PTRACE")
+                    .then_some(())
+            });
+            assert!(said.is_some(), "{}", stderr.text());
+        }
+        https(&[&url]);
+        let span = wait_for(Duration::from_secs(if captured { 10 } else { 2 }), || {
+            stdout
+                .snapshot()
+                .into_iter()
+                .find(|l| l.contains("/hello?caps"))
+        });
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let _ = child.wait();
+        assert_eq!(span.is_some(), captured, "{extra}: {}", stderr.text());
+        if let Some(span) = span {
+            assert!(span.contains("\"scheme\":\"https\""), "{span}");
+        }
+    }
+}

@@ -251,6 +251,9 @@ impl Discovery {
             return;
         }
         let Some(description) = self.describe(pid, loader).cloned() else {
+            if let Some(tls) = self.tls.as_mut() {
+                tls.cannot_see(pid);
+            }
             return;
         };
         if let Some(tls) = self.tls.as_mut() {

@@ -20,6 +20,8 @@ pub struct TlsHooks {
     reported_failures: HashSet<(String, &'static str)>,
     /// Processes whose TLS calls are hooked.
     pub hooked_processes: u64,
+    /// Processes whose libraries the loader could not read.
+    pub unseen_processes: u64,
 }
 
 impl TlsHooks {
@@ -65,6 +67,20 @@ impl TlsHooks {
             );
         }
         hooked
+    }
+
+    /// The loader could not describe an instrumented process (its /proc
+    /// files need ptrace access): its TLS traffic stays encrypted. Said once.
+    pub fn cannot_see(&mut self, pid: u32) {
+        self.unseen_processes += 1;
+        if self.unseen_processes == 1 {
+            eprintln!(
+                "zerotrace-worker: cannot see which TLS library pid {pid} uses (the loader has no \
+                 ptrace access to it: another user, or more capabilities than the loader); its \
+                 TLS traffic is not decoded. Grant the loader CAP_SYS_PTRACE to capture it \
+                 (docs/deployment.md). Said once."
+            );
+        }
     }
 
     fn static_tls_candidate(&self, exe: &str) -> Option<String> {
