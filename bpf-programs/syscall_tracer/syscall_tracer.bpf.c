@@ -109,10 +109,11 @@ struct zt_tls_call {
 	__u32 pad;
 };
 
-/* pid_tgid -> the TLS call that thread is in. */
+/* pid_tgid -> the TLS call that thread is in (threads inside SSL_read/SSL_write
+ * at the same moment: a few per core). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 4096);
 	__type(key, __u64);
 	__type(value, struct zt_tls_call);
 } zt_tls_calls SEC(".maps");
@@ -123,10 +124,11 @@ struct zt_tls_key {
 	__u64 ssl;
 };
 
-/* (process, SSL object) -> socket, learnt from the syscalls the library makes. */
+/* (process, SSL object) -> socket, learnt from the syscalls the library makes
+ * (one per open TLS connection of instrumented processes; LRU beyond). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 16384);
 	__type(key, struct zt_tls_key);
 	__type(value, __u64);
 } zt_tls_sockets SEC(".maps");
@@ -135,7 +137,7 @@ struct {
  * from memory (Node.js reads the socket first, then decrypts in SSL_read). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 8192);
 	__type(key, __u64);
 	__type(value, __u64);
 } zt_tls_last_socket SEC(".maps");
