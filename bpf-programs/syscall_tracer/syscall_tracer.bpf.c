@@ -32,7 +32,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define ZT_NR_listen 50
 #define ZT_NR_accept4 288
 #define ZT_EINPROGRESS 115
+#define ZT_TCP_SYN_SENT 2
 #define ZT_TCP_CLOSE 7
+#define ZT_TCP_LISTEN 10
+#define ZT_MSG_PEEK 2
 
 /* Set by the loader before load: data events wake the reader only once this
  * many bytes are waiting, so a busy server does not cause one wake-up per call. */
@@ -67,6 +70,16 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } zt_generation SEC(".maps");
+
+/* [0]: 1 when data comes from the socket tracepoints (zt_sock_send/recv) and
+ * connect/listen from zt_sock_state; 0 when zt_sys_exit does it all (kernels
+ * before 6.3). Set by the loader before anything is attached. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} zt_backend SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -324,11 +337,11 @@ static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id)
 }
 
 static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, __u64 pid_tgid,
-				       __u32 pid_flags)
+				       __u32 pid_flags, struct sock *expected)
 {
 	struct sock *sk = zt_tcp_sock_of_fd(regs->di);
-	if (!sk)
-		return;
+	if (!sk || (expected && sk != expected))
+		return; /* not TCP, or the socket tracepoint fired for another socket */
 
 	__u8 direction = ZT_DIR_INGRESS;
 	__u64 payload = 0;
@@ -462,14 +475,74 @@ int BPF_PROG(zt_sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	}
 	if (ret > 0)
-		zt_on_data(nr, regs, ret, pid_tgid, *pid_flags);
+		zt_on_data(nr, regs, ret, pid_tgid, *pid_flags, 0);
 	return 0;
 }
 
-/* A tracked socket is gone: one event per connection, not a hook on every syscall. */
+/* Socket backend (kernel >= 6.3): data from the socket layer's own
+ * tracepoints, which fire for socket I/O only, so other syscalls of other
+ * processes do not take the tracepoint path at all. The buffer comes from the
+ * syscall's arguments in the task's saved user registers, as at sys_exit. */
+static __always_inline void zt_on_socket_io(struct sock *sk, int ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	__u32 *pid_flags = bpf_map_lookup_elem(&zt_pid_filter, &tgid);
+	if (!pid_flags)
+		return;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (!regs)
+		return;
+	long nr = regs->orig_ax; /* kernel-internal sends carry another syscall's: ignored below */
+	zt_on_data(nr, regs, ret, pid_tgid, *pid_flags, sk);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(zt_sock_send, struct sock *sk, int ret, int flags)
+{
+	if (ret > 0)
+		zt_on_socket_io(sk, ret);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(zt_sock_recv, struct sock *sk, int ret, int flags)
+{
+	if (ret > 0 && !(flags & ZT_MSG_PEEK)) /* peeked bytes are read again later */
+		zt_on_socket_io(sk, ret);
+	return 0;
+}
+
+static __always_inline bool zt_socket_backend(void)
+{
+	__u32 zero = 0;
+	__u32 *backend = bpf_map_lookup_elem(&zt_backend, &zero);
+	return backend && *backend;
+}
+
+/* A tracked socket is gone: one event per connection, not a hook on every
+ * syscall. With the socket backend, connect (SYN_SENT) and listen (LISTEN),
+ * both in the caller's context, are seen here too. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(zt_sock_state, struct sock *sk, int oldstate, int newstate)
 {
+	if (newstate == ZT_TCP_LISTEN || newstate == ZT_TCP_SYN_SENT) {
+		if (!zt_socket_backend())
+			return 0; /* zt_sys_exit reports them */
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+		if (newstate == ZT_TCP_SYN_SENT) {
+			if (zt_is_instrumented(pid_tgid >> 32))
+				zt_on_connection(sk, ZT_ROLE_CLIENT, pid_tgid);
+			return 0;
+		}
+		struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_LISTEN, pid_tgid);
+		if (!buf)
+			return 0;
+		buf->event.sock_id = (__u64)sk;
+		zt_add_identity(&buf->event, sk);
+		zt_submit(buf, 0, 0);
+		return 0;
+	}
 	if (newstate != ZT_TCP_CLOSE)
 		return 0;
 	__u64 sock_id = (__u64)sk;

@@ -153,15 +153,21 @@ pub fn run() -> i32 {
         works.push((family.label, result.is_ok()));
     }
     let has = |label: &str| works.iter().any(|(l, ok)| *l == label && *ok);
-    let capture = btf.is_ok()
-        && Probes::load_and_attach(ProbeSettings {
+    let probes = btf.as_ref().ok().and_then(|()| {
+        Probes::load_and_attach(ProbeSettings {
             ring_buffer_bytes: 1 << 16,
             wakeup_bytes: 4096,
+            backend: None,
         })
-        .is_ok();
+        .ok()
+    });
+    let capture = probes.is_some();
     println!("verdict:");
     println!(
-        "  HTTP/1 capture (syscall tracepoint backend): {}",
+        "  HTTP/1 capture ({} backend): {}",
+        probes
+            .as_ref()
+            .map_or("syscall tracepoint", |p| p.backend().describe()),
         if capture {
             "WILL WORK"
         } else {

@@ -38,6 +38,7 @@ RUN OPTIONS:
                                 (default: nobody when started as root)
     --worker-path PATH          the zerotrace-worker binary (default: next to zerotrace)
     --ring-buffer-bytes N       kernel event ring buffer size (power of two; default 4194304)
+    --capture-backend B         auto (default), socket (kernel 6.3+) or syscall-exit
     --live-socket PATH          the read-only socket `zerotrace top` reads (default
                                 /run/zerotrace/live.sock as root; `none` turns it off)
     --allow-privileged-worker   development only: let the worker run with privileges
@@ -54,6 +55,8 @@ struct RunOptions {
     worker_user: Option<String>,
     worker_path: Option<PathBuf>,
     ring_buffer_bytes: u32,
+    /// None: the best the kernel offers.
+    capture_backend: Option<probes::CaptureBackend>,
     worker_args: Vec<String>,
 }
 
@@ -62,6 +65,7 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
         worker_user: None,
         worker_path: None,
         ring_buffer_bytes: 4 << 20,
+        capture_backend: None,
         worker_args: Vec::new(),
         live_socket: Some(live_socket::default_path()),
         print_config: false,
@@ -79,6 +83,18 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
         };
         match name.as_str() {
             "--worker-user" => options.worker_user = Some(value("--worker-user")?),
+            "--capture-backend" => {
+                options.capture_backend = match value("--capture-backend")?.as_str() {
+                    "auto" => None,
+                    "socket" => Some(probes::CaptureBackend::SocketTracepoints),
+                    "syscall-exit" => Some(probes::CaptureBackend::SyscallExit),
+                    other => {
+                        return Err(format!(
+                            "--capture-backend {other:?}: expected auto, socket or syscall-exit"
+                        ))
+                    }
+                }
+            }
             "--worker-path" => options.worker_path = Some(PathBuf::from(value("--worker-path")?)),
             "--ring-buffer-bytes" => {
                 let raw = value("--ring-buffer-bytes")?;
@@ -151,11 +167,13 @@ fn run(options: RunOptions) -> Result<i32, String> {
     let probes = Probes::load_and_attach(ProbeSettings {
         ring_buffer_bytes: options.ring_buffer_bytes,
         wakeup_bytes: u64::from(options.ring_buffer_bytes / 16).min(256 * 1024),
+        backend: options.capture_backend,
     })?;
     eprintln!(
-        "zerotrace: probes attached in {:.0} ms (payload capture {} bytes)",
+        "zerotrace: probes attached in {:.0} ms (payload capture {} bytes, data from {})",
         started.elapsed().as_secs_f64() * 1000.0,
-        probes::PAYLOAD_MAX
+        probes::PAYLOAD_MAX,
+        probes.backend().describe()
     );
     if let Some(reason) = probes.tls_unavailable() {
         eprintln!("zerotrace: TLS plaintext capture is off: {reason}");

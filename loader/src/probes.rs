@@ -34,6 +34,8 @@ pub struct ProbeSettings {
     pub ring_buffer_bytes: u32,
     /// Bytes waiting in the ring buffer before a data event wakes the worker.
     pub wakeup_bytes: u64,
+    /// Only this backend (`--capture-backend`); None: the best that loads.
+    pub backend: Option<CaptureBackend>,
 }
 
 /// Programs attached on request (TLS library uprobes), not at start.
@@ -53,6 +55,7 @@ pub struct Probes {
     listener_link: Link,
     /// Why TLS hooks cannot be attached on this kernel, if they cannot.
     tls_unavailable: Option<String>,
+    backend: CaptureBackend,
     uprobes: RefCell<UprobeRegistry>,
 }
 
@@ -60,9 +63,40 @@ fn context(what: &str) -> impl Fn(libbpf_rs::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
+/// Which programs capture socket data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureBackend {
+    /// `sock_send_length`/`sock_recv_length` (kernel >= 6.3): only socket I/O
+    /// takes a tracepoint; connect and listen come from `inet_sock_set_state`.
+    SocketTracepoints,
+    /// `sys_exit` for every syscall (any BTF kernel).
+    SyscallExit,
+}
+
+impl CaptureBackend {
+    pub fn describe(self) -> &'static str {
+        match self {
+            CaptureBackend::SocketTracepoints => "socket tracepoints",
+            CaptureBackend::SyscallExit => "syscall exit",
+        }
+    }
+
+    /// Programs this backend does not use (not loaded).
+    fn unused_programs(self) -> &'static [&'static str] {
+        match self {
+            CaptureBackend::SocketTracepoints => &["zt_sys_exit"],
+            CaptureBackend::SyscallExit => &["zt_sock_send", "zt_sock_recv"],
+        }
+    }
+}
+
 /// The syscall tracer, configured and ready to load; without the TLS
 /// programs when `with_tls` is false.
-fn open_tracer(settings: ProbeSettings, with_tls: bool) -> Result<OpenObject, String> {
+fn open_tracer(
+    settings: ProbeSettings,
+    backend: CaptureBackend,
+    with_tls: bool,
+) -> Result<OpenObject, String> {
     let mut open = ObjectBuilder::default()
         .open_memory(SYSCALL_TRACER)
         .map_err(context("opening the syscall tracer object"))?;
@@ -87,6 +121,9 @@ fn open_tracer(settings: ProbeSettings, with_tls: bool) -> Result<OpenObject, St
                 prog.set_autoload(false);
             }
         }
+        if backend.unused_programs().contains(&name.as_str()) {
+            prog.set_autoload(false);
+        }
     }
     Ok(open)
 }
@@ -107,24 +144,61 @@ pub fn check_kernel_support() -> Result<(), String> {
 impl Probes {
     pub fn load_and_attach(settings: ProbeSettings) -> Result<Self, String> {
         check_kernel_support()?;
-        // Kernels without uprobe_multi (before 6.6) refuse the TLS programs:
-        // everything else still loads, without them.
-        let (tracer, tls_unavailable) = match open_tracer(settings, true)?.load() {
-            Ok(tracer) => (tracer, None),
-            Err(with_tls) => {
-                let tracer = open_tracer(settings, false)?
-                    .load()
-                    .map_err(context("loading the syscall tracer into the kernel"))?;
-                (
-                    tracer,
-                    Some(format!("the TLS library hooks did not load: {with_tls}")),
-                )
+        // The socket tracepoints need kernel 6.3; uprobe_multi (TLS) 6.6:
+        // the first combination this kernel accepts is used (without TLS,
+        // everything else still works).
+        let mut attempts = Vec::new();
+        let mut loaded = None;
+        let combinations = [
+            (CaptureBackend::SocketTracepoints, true),
+            (CaptureBackend::SyscallExit, true),
+            (CaptureBackend::SocketTracepoints, false),
+            (CaptureBackend::SyscallExit, false),
+        ];
+        for (backend, with_tls) in combinations
+            .into_iter()
+            .filter(|(b, _)| settings.backend.is_none_or(|wanted| wanted == *b))
+        {
+            match open_tracer(settings, backend, with_tls)?.load() {
+                Ok(tracer) => {
+                    loaded = Some((tracer, backend, with_tls));
+                    break;
+                }
+                Err(e) => attempts.push(format!("{} (TLS {with_tls}): {e}", backend.describe())),
             }
+        }
+        let Some((tracer, backend, with_tls)) = loaded else {
+            return Err(format!(
+                "loading the syscall tracer into the kernel: {}",
+                attempts.join("; ")
+            ));
         };
+        let tls_unavailable = (!with_tls).then(|| {
+            format!(
+                "the TLS library hooks did not load: {}",
+                attempts.join("; ")
+            )
+        });
+        let backend_flag: u32 = match backend {
+            CaptureBackend::SocketTracepoints => 1,
+            CaptureBackend::SyscallExit => 0,
+        };
+        tracer
+            .maps()
+            .find(|m| m.name() == "zt_backend")
+            .ok_or("backend map missing")?
+            .update(
+                &0u32.to_ne_bytes(),
+                &backend_flag.to_ne_bytes(),
+                libbpf_rs::MapFlags::ANY,
+            )
+            .map_err(|e| format!("recording the capture backend: {e}"))?;
         let mut tracer_links = Vec::new();
         for prog in tracer.progs_mut() {
             let name = prog.name().to_string_lossy().into_owned();
-            if ON_REQUEST_PROGRAMS.contains(&name.as_str()) {
+            if ON_REQUEST_PROGRAMS.contains(&name.as_str())
+                || backend.unused_programs().contains(&name.as_str())
+            {
                 continue;
             }
             let link = prog
@@ -151,8 +225,14 @@ impl Probes {
             _listener_object: listener_object,
             listener_link,
             tls_unavailable,
+            backend,
             uprobes: RefCell::new(UprobeRegistry::default()),
         })
+    }
+
+    /// Which programs capture socket data on this kernel.
+    pub fn backend(&self) -> CaptureBackend {
+        self.backend
     }
 
     /// Why TLS plaintext capture is off on this kernel, if it is.

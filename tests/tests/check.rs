@@ -36,7 +36,7 @@ fn check_reports_what_loads_here() {
         "uprobe_multi",
         "fentry",
         "kprobe",
-        "HTTP/1 capture (syscall tracepoint backend): WILL WORK",
+        "HTTP/1 capture (socket tracepoints backend): WILL WORK",
     ] {
         assert!(report.contains(expected), "{expected:?} missing:\n{report}");
     }

@@ -16,10 +16,25 @@ fn server_span_for<'a>(spans: &'a [Value], method: &str, path: &str) -> Vec<&'a 
 
 #[test]
 fn http1_exchanges_become_spans() {
+    http1_exchanges_become_spans_with("auto", "socket tracepoints");
+}
+
+/// The fallback for kernels before 6.3 (socket tracepoints missing), forced.
+#[test]
+fn http1_exchanges_become_spans_with_the_syscall_exit_backend() {
+    http1_exchanges_become_spans_with("syscall-exit", "syscall exit");
+}
+
+fn http1_exchanges_become_spans_with(backend: &str, described: &str) {
     require_root();
     let server = Server::python_app();
     let port = server.port.to_string();
-    let agent = Agent::start(&["--open-port", &port], &[]);
+    let agent = Agent::start(&["--open-port", &port, "--capture-backend", backend], &[]);
+    let stderr = agent.stderr.text();
+    assert!(
+        stderr.contains(&format!("data from {described})")),
+        "{stderr}"
+    );
 
     // curl: 200 and 404 on one keep-alive connection, a chunked response, a request body.
     curl(&[

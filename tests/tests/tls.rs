@@ -563,3 +563,38 @@ fn with_the_units_capabilities_tls_needs_cap_sys_ptrace_and_says_so() {
         }
     }
 }
+
+#[test]
+fn tls_plaintext_is_tied_to_its_socket_with_the_syscall_exit_backend_too() {
+    require_root();
+    let certificate = Certificate::new("sysexit");
+    let port = free_port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_app.py");
+    let server = start(
+        "/usr/bin/python3",
+        &[
+            script,
+            &port.to_string(),
+            "--tls",
+            &certificate.cert,
+            &certificate.key,
+        ],
+        port,
+    );
+    let agent = Agent::start(
+        &[
+            "--open-port",
+            &port.to_string(),
+            "--capture-backend",
+            "syscall-exit",
+        ],
+        &[],
+    );
+    wait_for_tls_hooks(&agent, server.0.id());
+    https(&[&format!("https://127.0.0.1:{port}/status/201")]);
+    let spans = agent.wait_for_spans(1, is_https);
+    assert_eq!(spans[0].u64_of("status"), 201);
+    assert_eq!(spans[0].u64_of("local_port"), u64::from(port));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(agent.spans().len(), 1, "{:?}", agent.spans());
+}
