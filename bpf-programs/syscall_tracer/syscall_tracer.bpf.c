@@ -219,6 +219,28 @@ static __always_inline void zt_add_identity(struct zt_event *e, struct sock *sk)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 }
 
+/* A data event's role, from the socket's state; and the socket's identity
+ * (addresses, ports, process name) the first time this worker generation
+ * sees it, so a restarted worker learns open connections again. */
+static __always_inline void zt_describe_socket(struct zt_event *e, struct sock *sk)
+{
+	__u64 sock_id = (__u64)sk;
+	__u32 generation = zt_current_generation();
+	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
+	if (state && state->generation == generation) {
+		e->role = state->role;
+		return;
+	}
+	struct zt_conn_state fresh = {
+		.role = state ? state->role : ZT_ROLE_UNKNOWN,
+		.flags = state ? state->flags : 0,
+		.generation = generation,
+	};
+	bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_ANY);
+	e->role = fresh.role;
+	zt_add_identity(e, sk);
+}
+
 /* Control events (listen, exit, fork) wake the reader at once: discovery must be quick. */
 static __always_inline __u64 zt_batched_wakeup_flags(void)
 {
@@ -389,21 +411,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	if (!buf)
 		return;
 	struct zt_event *e = &buf->event;
-	__u32 generation = zt_current_generation();
-	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
-	if (state && state->generation == generation) {
-		e->role = state->role;
-	} else {
-		/* First sight of this socket by this worker: send who it is. */
-		struct zt_conn_state fresh = {
-			.role = state ? state->role : ZT_ROLE_UNKNOWN,
-			.flags = state ? state->flags : 0,
-			.generation = generation,
-		};
-		bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_ANY);
-		e->role = fresh.role;
-		zt_add_identity(e, sk);
-	}
+	zt_describe_socket(e, sk);
 	e->direction = direction;
 	e->sock_id = sock_id;
 	e->bytes = ret;
@@ -710,17 +718,7 @@ int zt_tls_exit(struct pt_regs *ctx)
 	if (!buf)
 		return 0;
 	struct zt_event *e = &buf->event;
-	__u32 generation = zt_current_generation();
-	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
-	if (state && state->generation == generation) {
-		e->role = state->role;
-	} else {
-		if (state) {
-			e->role = state->role;
-			state->generation = generation;
-		}
-		zt_add_identity(e, (struct sock *)sock_id);
-	}
+	zt_describe_socket(e, (struct sock *)sock_id);
 	e->flags = ZT_EVENT_FLAG_TLS;
 	e->direction = (call.kind & ZT_TLS_WRITE) ? ZT_DIR_EGRESS : ZT_DIR_INGRESS;
 	e->sock_id = sock_id;

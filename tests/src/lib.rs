@@ -385,6 +385,7 @@ pub fn bpf_prog_exists(id: u32) -> bool {
 }
 
 pub mod otlp_receiver;
+pub mod stand_in;
 
 /// A real nginx (the Debian package) in the foreground with 2 worker
 /// processes, serving `server_block`; stopped and cleaned up on drop.

@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use zerotrace_integration_tests::stand_in;
 use zerotrace_integration_tests::*;
 
 #[test]
@@ -46,24 +47,7 @@ fn hostile_worker() -> String {
 #[test]
 fn the_loader_refuses_fields_that_fail_its_checks_and_keeps_serving() {
     require_root();
-    let hostile = hostile_worker();
-    let mut agent = Agent::spawn(&["--open-port", "1", "--worker-path", &hostile], &[]);
-    let code = wait_for(Duration::from_secs(15), || {
-        agent.child.try_wait().ok().flatten()
-    });
-    assert_eq!(
-        code.and_then(|c| c.code()),
-        Some(78),
-        "{}",
-        agent.stderr.text()
-    );
-    std::thread::sleep(Duration::from_millis(100));
-    let results: Value = agent
-        .stdout
-        .snapshot()
-        .iter()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no report from the hostile worker: {}", agent.stderr.text()));
+    let (results, agent) = stand_in::report_of(&hostile_worker(), Duration::from_secs(15));
     let answer = |label: &str| results.str_of(label).to_owned();
 
     assert_eq!(answer("hello"), "Hello: 3 maps, 3 fds");

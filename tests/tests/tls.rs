@@ -10,6 +10,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::metrics::v1::metric;
 use serde_json::Value;
 use zerotrace_integration_tests::otlp_receiver::{attr_str, metrics_of, spans_of, OtlpReceiver};
+use zerotrace_integration_tests::stand_in;
 use zerotrace_integration_tests::*;
 
 /// A scratch directory with a fresh certificate, removed on drop.
@@ -61,6 +62,38 @@ fn start(program: &str, args: &[&str], port: u16) -> Process {
     process
 }
 
+/// `tests/servers/http_app.py` over TLS (Python's `ssl` module on the
+/// system libssl) on a free port, as root.
+struct PythonTls {
+    process: Process,
+    port: u16,
+    _certificate: Certificate,
+}
+
+impl PythonTls {
+    fn start(name: &str) -> PythonTls {
+        let certificate = Certificate::new(name);
+        let port = free_port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_app.py");
+        let process = start(
+            "/usr/bin/python3",
+            &[
+                script,
+                &port.to_string(),
+                "--tls",
+                &certificate.cert,
+                &certificate.key,
+            ],
+            port,
+        );
+        PythonTls {
+            process,
+            port,
+            _certificate: certificate,
+        }
+    }
+}
+
 /// Waits until the worker reports the TLS hooks of `pid` in place.
 fn wait_for_tls_hooks(agent: &Agent, pid: u32) {
     let needle = format!("TLS plaintext of pid {pid} captured through");
@@ -87,22 +120,10 @@ fn is_https(span: &Value) -> bool {
 #[test]
 fn python_ssl_server_spans_carry_method_path_status_and_https() {
     require_root();
-    let certificate = Certificate::new("python");
-    let port = free_port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_app.py");
-    let server = start(
-        "/usr/bin/python3",
-        &[
-            script,
-            &port.to_string(),
-            "--tls",
-            &certificate.cert,
-            &certificate.key,
-        ],
-        port,
-    );
+    let server = PythonTls::start("python");
+    let port = server.port;
     let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
-    wait_for_tls_hooks(&agent, server.0.id());
+    wait_for_tls_hooks(&agent, server.process.0.id());
 
     let base = format!("https://127.0.0.1:{port}");
     assert_eq!(
@@ -137,20 +158,8 @@ fn python_ssl_server_spans_carry_method_path_status_and_https() {
 #[test]
 fn python_ssl_spans_reach_otlp_with_url_scheme_https() {
     require_root();
-    let certificate = Certificate::new("otlp");
-    let port = free_port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_app.py");
-    let server = start(
-        "/usr/bin/python3",
-        &[
-            script,
-            &port.to_string(),
-            "--tls",
-            &certificate.cert,
-            &certificate.key,
-        ],
-        port,
-    );
+    let server = PythonTls::start("otlp");
+    let port = server.port;
     let receiver = OtlpReceiver::start_grpc();
     let agent = Agent::start(
         &["--open-port", &port.to_string()],
@@ -161,7 +170,7 @@ fn python_ssl_spans_reach_otlp_with_url_scheme_https() {
             ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
         ],
     );
-    wait_for_tls_hooks(&agent, server.0.id());
+    wait_for_tls_hooks(&agent, server.process.0.id());
     https(&[&format!("https://127.0.0.1:{port}/hello")]);
     let span = receiver
         .wait_for_traces(Duration::from_secs(15), |traces| {
@@ -302,31 +311,8 @@ fn the_loader_checks_every_attach_uprobe_request() {
     require_root();
     let requester = bin_dir().join("zerotrace-uprobe-requester");
     assert!(requester.is_file(), "build the workspace first");
-    let mut agent = Agent::spawn(
-        &[
-            "--open-port",
-            "1",
-            "--worker-path",
-            &requester.to_string_lossy(),
-        ],
-        &[],
-    );
-    let code = wait_for(Duration::from_secs(30), || {
-        agent.child.try_wait().ok().flatten()
-    });
-    assert_eq!(
-        code.and_then(|c| c.code()),
-        Some(78),
-        "{}",
-        agent.stderr.text()
-    );
-    std::thread::sleep(Duration::from_millis(100));
-    let results: Value = agent
-        .stdout
-        .snapshot()
-        .iter()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no report from the requester: {}", agent.stderr.text()));
+    let (results, agent) =
+        stand_in::report_of(&requester.to_string_lossy(), Duration::from_secs(30));
     let answer = |label: &str| results.str_of(label).to_owned();
     let libssl = answer("libssl");
     assert!(libssl.contains("libssl.so"), "{libssl}");
@@ -400,22 +386,10 @@ fn uprobe_links(links: &[Value]) -> usize {
 #[test]
 fn tls_hooks_survive_a_worker_restart_once_and_die_with_the_loader() {
     require_root();
-    let certificate = Certificate::new("faults");
-    let port = free_port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_app.py");
-    let server = start(
-        "/usr/bin/python3",
-        &[
-            script,
-            &port.to_string(),
-            "--tls",
-            &certificate.cert,
-            &certificate.key,
-        ],
-        port,
-    );
+    let server = PythonTls::start("faults");
+    let port = server.port;
     let mut agent = Agent::start(&["--open-port", &port.to_string()], &[]);
-    wait_for_tls_hooks(&agent, server.0.id());
+    wait_for_tls_hooks(&agent, server.process.0.id());
     let programs = bpf_prog_ids_of(agent.child.id());
     let links = links_running(&programs);
     // Entry and return for each of the four functions of libssl.
@@ -430,7 +404,7 @@ fn tls_hooks_survive_a_worker_restart_once_and_die_with_the_loader() {
     assert!(restarted.is_some(), "{}", agent.stderr.text());
     // The new worker asks again and gets the same hooks: nothing leaked or doubled.
     let asked_again = wait_for(Duration::from_secs(10), || {
-        let needle = format!("TLS plaintext of pid {} captured", server.0.id());
+        let needle = format!("TLS plaintext of pid {} captured", server.process.0.id());
         (agent.stderr.text().matches(&needle).count() >= 2).then_some(())
     });
     assert!(asked_again.is_some(), "{}", agent.stderr.text());
@@ -456,20 +430,8 @@ fn tls_hooks_survive_a_worker_restart_once_and_die_with_the_loader() {
 #[test]
 fn tls_capture_can_be_turned_off() {
     require_root();
-    let certificate = Certificate::new("off");
-    let port = free_port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_app.py");
-    let _server = start(
-        "/usr/bin/python3",
-        &[
-            script,
-            &port.to_string(),
-            "--tls",
-            &certificate.cert,
-            &certificate.key,
-        ],
-        port,
-    );
+    let _server = PythonTls::start("off");
+    let port = _server.port;
     let agent = Agent::start(
         &["--open-port", &port.to_string()],
         &[("ZEROTRACE_TLS_CAPTURE", "false")],
@@ -515,21 +477,9 @@ fn agent_with_caps(port: u16, extra: &str) -> (std::process::Child, Lines, Lines
 #[test]
 fn with_the_units_capabilities_tls_needs_cap_sys_ptrace_and_says_so() {
     require_root();
-    let certificate = Certificate::new("caps");
-    let port = free_port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_app.py");
     // A root server with every capability: more than the loader holds.
-    let _server = start(
-        "/usr/bin/python3",
-        &[
-            script,
-            &port.to_string(),
-            "--tls",
-            &certificate.cert,
-            &certificate.key,
-        ],
-        port,
-    );
+    let _server = PythonTls::start("caps");
+    let port = _server.port;
     let url = format!("https://127.0.0.1:{port}/hello?caps");
     for (extra, captured) in [("", false), (",+sys_ptrace", true)] {
         let (mut child, stdout, stderr) = agent_with_caps(port, extra);
@@ -567,20 +517,8 @@ fn with_the_units_capabilities_tls_needs_cap_sys_ptrace_and_says_so() {
 #[test]
 fn tls_plaintext_is_tied_to_its_socket_with_the_syscall_exit_backend_too() {
     require_root();
-    let certificate = Certificate::new("sysexit");
-    let port = free_port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_app.py");
-    let server = start(
-        "/usr/bin/python3",
-        &[
-            script,
-            &port.to_string(),
-            "--tls",
-            &certificate.cert,
-            &certificate.key,
-        ],
-        port,
-    );
+    let server = PythonTls::start("sysexit");
+    let port = server.port;
     let agent = Agent::start(
         &[
             "--open-port",
@@ -590,7 +528,7 @@ fn tls_plaintext_is_tied_to_its_socket_with_the_syscall_exit_backend_too() {
         ],
         &[],
     );
-    wait_for_tls_hooks(&agent, server.0.id());
+    wait_for_tls_hooks(&agent, server.process.0.id());
     https(&[&format!("https://127.0.0.1:{port}/status/201")]);
     let spans = agent.wait_for_spans(1, is_https);
     assert_eq!(spans[0].u64_of("status"), 201);

@@ -12,12 +12,13 @@
 //!   prints `survived`. After the last violation it exits with 78.
 
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use zerotrace_shared::ipc::{self, Envelope, Reply, Request, IPC_FD_ENV};
+use zerotrace_integration_tests::stand_in::{exchange, loader_socket};
+use zerotrace_shared::ipc::{self, Envelope, Request};
 
 const VIOLATIONS: [&str; 7] = [
     "stats_before_hello",
@@ -28,27 +29,6 @@ const VIOLATIONS: [&str; 7] = [
     "oversize",
     "with_fd",
 ];
-
-fn exchange(socket: &OwnedFd, bytes: &[u8], fds: &[i32]) -> Value {
-    if let Err(e) = ipc::send_message(socket.as_fd(), bytes, fds) {
-        return json!(format!("send failed: {e}"));
-    }
-    match ipc::recv_message(socket.as_fd()) {
-        Ok(Some(message)) => match ipc::decode::<Reply>(&message.bytes) {
-            Ok(Reply::Hello { maps, .. }) => {
-                json!(format!(
-                    "Hello: {} maps, {} fds",
-                    maps.len(),
-                    message.fds.len()
-                ))
-            }
-            Ok(reply) => json!(format!("{reply:?}")),
-            Err(e) => json!(format!("undecodable reply {e:?}")),
-        },
-        Ok(None) => json!("connection closed"),
-        Err(e) => json!(format!("recv failed: {e}")),
-    }
-}
 
 fn encoded(request: &Request) -> Vec<u8> {
     ipc::encode(request).unwrap_or_default()
@@ -151,16 +131,7 @@ fn next_life(dir: &Path) -> usize {
 }
 
 fn main() {
-    let fd: i32 = std::env::var(IPC_FD_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1);
-    if fd < 3 {
-        eprintln!("hostile worker: no IPC fd");
-        std::process::exit(1);
-    }
-    // SAFETY: the loader gave us this descriptor.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = loader_socket("hostile worker");
     let Some(dir) = std::env::var_os("ZT_HOSTILE_STATE_DIR") else {
         field_checks(&socket);
     };

@@ -5,28 +5,18 @@
 //! answered each as one JSON object; then exits with the "configuration
 //! error" code so the loader stops instead of restarting it.
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
-use zerotrace_shared::ipc::{self, Reply, Request, IPC_FD_ENV};
+use zerotrace_integration_tests::stand_in::{exchange, loader_socket};
+use zerotrace_shared::ipc::{self, Request};
 
 fn ask(socket: &OwnedFd, request: &Request) -> Value {
-    let Ok(bytes) = ipc::encode(request) else {
-        return json!("encode failed");
-    };
-    if let Err(e) = ipc::send_message(socket.as_fd(), &bytes, &[]) {
-        return json!(format!("send failed: {e}"));
-    }
-    match ipc::recv_message(socket.as_fd()) {
-        Ok(Some(message)) => match ipc::decode::<Reply>(&message.bytes) {
-            Ok(Reply::Hello { maps, .. }) => json!(format!("Hello: {} maps", maps.len())),
-            Ok(reply) => json!(format!("{reply:?}")),
-            Err(e) => json!(format!("undecodable reply {e:?}")),
-        },
-        Ok(None) => json!("connection closed"),
-        Err(e) => json!(format!("recv failed: {e}")),
+    match ipc::encode(request) {
+        Ok(bytes) => exchange(socket, &bytes, &[]),
+        Err(_) => json!("encode failed"),
     }
 }
 
@@ -69,16 +59,7 @@ fn attach(pid: u32, library: &str, symbol: &str) -> Request {
 }
 
 fn main() {
-    let fd: i32 = std::env::var(IPC_FD_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1);
-    if fd < 3 {
-        eprintln!("uprobe requester: no IPC fd");
-        std::process::exit(1);
-    }
-    // SAFETY: the loader gave us this descriptor.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = loader_socket("uprobe requester");
     let mut results = Map::new();
     let mut record = |label: &str, value: Value| {
         results.insert(label.to_owned(), value);
