@@ -539,8 +539,14 @@ int BPF_PROG(zt_sock_state, struct sock *sk, int oldstate, int newstate)
 			return 0; /* zt_sys_exit reports them */
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
 		if (newstate == ZT_TCP_SYN_SENT) {
-			if (zt_is_instrumented(pid_tgid >> 32))
-				zt_on_connection(sk, ZT_ROLE_CLIENT, pid_tgid);
+			/* connect() picks the local port after this state change: only
+			 * the role is recorded now, and generation 0 (never current)
+			 * makes the first data event carry the complete identity. */
+			if (zt_is_instrumented(pid_tgid >> 32)) {
+				__u64 sock_id = (__u64)sk;
+				struct zt_conn_state state = {.role = ZT_ROLE_CLIENT};
+				bpf_map_update_elem(&zt_conn_state, &sock_id, &state, BPF_ANY);
+			}
 			return 0;
 		}
 		struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_LISTEN, pid_tgid);

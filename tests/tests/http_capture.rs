@@ -137,6 +137,14 @@ fn http1_exchanges_become_spans_with(backend: &str, described: &str) {
         u64::from(server.port),
         "client span points at the server"
     );
+    // Its own end: the ephemeral port connect() picked, which the matching
+    // server span sees as its peer.
+    let local_port = call.u64_of("local_port");
+    assert!(local_port > 0 && local_port < 65536, "{call}");
+    assert!(
+        hello.iter().any(|s| s.u64_of("peer_port") == local_port),
+        "no server span from the client's port {local_port}: {hello:#?}"
+    );
     // The client call happened inside the proxy request.
     assert!(call.u64_of("start_unix_nanos") >= proxy[0].u64_of("start_unix_nanos"));
     assert!(call.u64_of("duration_nanos") <= proxy[0].u64_of("duration_nanos"));
