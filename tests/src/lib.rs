@@ -209,24 +209,48 @@ pub struct Server {
 }
 
 impl Server {
-    /// `tests/servers/http_app.py` on a free port.
+    /// `tests/servers/http_app.py` on a free port. Another test may take the
+    /// same "free" port first (tests run in parallel): then ours cannot bind,
+    /// and another port is tried.
     pub fn python_app() -> Server {
-        Self::python_app_on(free_port())
+        for _ in 0..5 {
+            if let Some(server) = Self::try_python_app_on(free_port()) {
+                return server;
+            }
+        }
+        panic!("the test server could not bind a port in 5 tries");
     }
 
     /// `tests/servers/http_app.py` on the given port.
     pub fn python_app_on(port: u16) -> Server {
+        Self::try_python_app_on(port)
+            .unwrap_or_else(|| panic!("the test server could not listen on port {port}"))
+    }
+
+    /// None when the server exits before saying it listens (port taken).
+    fn try_python_app_on(port: u16) -> Option<Server> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/http_app.py");
-        let child = Command::new("python3")
+        let mut child = Command::new("python3")
             .arg(script)
             .arg(port.to_string())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start python3: {e}"));
+        // It prints "listening" once its own socket is bound: a connection
+        // alone could reach another test's server on the same port.
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = BufReader::new(stdout).read_line(&mut line);
+        }
+        if line.trim() != "listening" {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
         let server = Server { child, port };
         server.wait_listening();
-        server
+        Some(server)
     }
 
     pub fn wait_listening(&self) {
