@@ -182,12 +182,19 @@ pub fn run() -> i32 {
             "will not work"
         }
     );
-    let tls = if has("uprobe_multi") {
-        "possible with these privileges (uprobe_multi)"
-    } else if has("uprobe") {
-        "possible (PMU uprobes)"
+    let ptrace = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_PTRACE,
+    )
+    .unwrap_or(false);
+    let tls = if !has("uprobe_multi") {
+        "not possible here: zerotrace hooks TLS libraries with uprobe_multi (kernel 6.6+)"
+    } else if ptrace {
+        "will work (uprobe_multi; CAP_SYS_PTRACE: every process's libraries visible)"
     } else {
-        "not possible here"
+        "will work for processes the loader may inspect (its uid, no more capabilities); \
+         others need CAP_SYS_PTRACE (docs/deployment.md)"
     };
     println!("  TLS plaintext via uprobes:                   {tls}");
     println!(

@@ -37,6 +37,7 @@ fn check_reports_what_loads_here() {
         "fentry",
         "kprobe",
         "HTTP/1 capture (socket tracepoints backend): WILL WORK",
+        "TLS plaintext via uprobes:                   will work (uprobe_multi; CAP_SYS_PTRACE",
     ] {
         assert!(report.contains(expected), "{expected:?} missing:\n{report}");
     }
@@ -60,6 +61,7 @@ fn check_with_only_bpf_and_perfmon_still_captures() {
         "{report}"
     );
     assert!(report.contains("WILL WORK"), "{report}");
+    assert!(report.contains("others need CAP_SYS_PTRACE"), "{report}");
 }
 
 #[test]
