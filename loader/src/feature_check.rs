@@ -47,12 +47,12 @@ const FAMILIES: &[HookFamily] = &[
     HookFamily {
         label: "uprobe",
         program: "probe_uprobe",
-        used_for: "TLS plaintext (SSL_read/SSL_write), kernels < 6.6",
+        used_for: "not used yet: a TLS fallback for kernels < 6.6 would need it and CAP_SYS_ADMIN",
     },
     HookFamily {
         label: "uprobe_multi",
         program: "probe_uprobe_multi",
-        used_for: "TLS plaintext with CAP_BPF+CAP_PERFMON only (kernel >= 6.6)",
+        used_for: "TLS plaintext (SSL_read/SSL_write hooks), CAP_BPF+CAP_PERFMON suffice",
     },
 ];
 
