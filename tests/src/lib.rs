@@ -124,7 +124,29 @@ impl Agent {
 
     /// Starts the agent without waiting for anything.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Agent {
-        let mut command = Command::new(bin_dir().join("zerotrace"));
+        Self::spawn_under(&[], args, env)
+    }
+
+    /// Starts the agent through `setpriv` with these options (user,
+    /// capability sets…), without waiting for anything.
+    pub fn spawn_with_setpriv(setpriv: &[&str], args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let mut wrapper = vec!["setpriv"];
+        wrapper.extend_from_slice(setpriv);
+        wrapper.push("--");
+        Self::spawn_under(&wrapper, args, env)
+    }
+
+    /// `wrapper` (a command and its arguments, or nothing) runs `zerotrace run`.
+    fn spawn_under(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let zerotrace = bin_dir().join("zerotrace");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(&zerotrace);
+                command
+            }
+            None => Command::new(&zerotrace),
+        };
         command
             .arg("run")
             .args(["--trace-printer", "json"])

@@ -209,21 +209,16 @@ fn a_loader_without_cap_kill_still_ends_a_worker_of_another_uid() {
     let _ = Command::new("chmod").arg("0777").arg(&dir).status();
     // The service unit's set: no CAP_KILL, so kill() from uid 65534 to the
     // worker's uid 1 is refused and the loader's helper has to take uid 1.
-    let mut child = Command::new("setpriv")
-        .args([
+    let mut agent = Agent::spawn_with_setpriv(
+        &[
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all,+bpf,+perfmon,+setuid,+setgid",
             "--ambient-caps=-all,+bpf,+perfmon,+setuid,+setgid",
             "--bounding-set=-all,+bpf,+perfmon,+setuid,+setgid",
-            "--",
-        ])
-        .arg(bin_dir().join("zerotrace"))
-        .args([
-            "run",
-            "--trace-printer",
-            "json",
+        ],
+        &[
             "--open-port",
             "1",
             "--live-socket",
@@ -232,21 +227,12 @@ fn a_loader_without_cap_kill_still_ends_a_worker_of_another_uid() {
             "1",
             "--worker-path",
             &hostile,
-        ])
-        .env("ZT_HOSTILE_STATE_DIR", &dir)
-        .env("ZT_HOSTILE_VIOLATIONS", "garbage")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("setpriv: {e}"));
-    let stdout = Lines::default().collect_from(child.stdout.take());
-    let stderr = Lines::default().collect_from(child.stderr.take());
-    let mut agent = Agent {
-        child,
-        stdout,
-        stderr,
-    };
+        ],
+        &[
+            ("ZT_HOSTILE_STATE_DIR", &dir.to_string_lossy()),
+            ("ZT_HOSTILE_VIOLATIONS", "garbage"),
+        ],
+    );
     let (stderr, lines) = violations_under(&mut agent, &["garbage"]);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(stderr.contains("uid 1"), "{stderr}");
@@ -396,32 +382,19 @@ fn a_bad_port_selection_is_named() {
 fn the_agent_runs_with_only_cap_bpf_and_cap_perfmon() {
     require_root();
     let server = Server::python_app();
-    let mut child = Command::new("setpriv")
-        .args([
+    let agent = Agent::spawn_with_setpriv(
+        &[
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all,+bpf,+perfmon",
             "--ambient-caps=-all,+bpf,+perfmon",
             "--bounding-set=-all,+bpf,+perfmon",
-            "--",
-        ])
-        .arg(bin_dir().join("zerotrace"))
-        .args([
-            "run",
-            "--trace-printer",
-            "json",
-            "--open-port",
-            &server.port.to_string(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("setpriv: {e}"));
-    let stdout = Lines::default();
-    let stderr = Lines::default();
-    let stdout = stdout.collect_from(child.stdout.take());
-    let stderr = stderr.collect_from(child.stderr.take());
+        ],
+        &["--open-port", &server.port.to_string()],
+        &[],
+    );
+    let (stdout, stderr) = (&agent.stdout, &agent.stderr);
     let ready = wait_for(Duration::from_secs(10), || {
         stderr.text().contains("ready: instrumenting").then_some(())
     });
@@ -433,9 +406,6 @@ fn the_agent_runs_with_only_cap_bpf_and_cap_perfmon() {
             .into_iter()
             .find(|l| l.contains("\"/hello\""))
     });
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
     assert!(span.is_some(), "no span; stderr:\n{}", stderr.text());
     assert!(stderr.text().contains("uid 65534"), "{}", stderr.text());
 }

@@ -451,27 +451,26 @@ fn tls_capture_can_be_turned_off() {
 }
 
 /// The agent under `setpriv` with the service unit's capabilities, plus `extra`.
-fn agent_with_caps(port: u16, extra: &str) -> (std::process::Child, Lines, Lines) {
+fn agent_with_caps(port: u16, extra: &str) -> Agent {
     let caps = format!("-all,+bpf,+perfmon,+setuid,+setgid{extra}");
-    let mut child = Command::new("setpriv")
-        .arg(format!("--inh-caps={caps}"))
-        .arg(format!("--ambient-caps={caps}"))
-        .arg(format!("--bounding-set={caps}"))
-        .arg("--")
-        .arg(bin_dir().join("zerotrace"))
-        .args(["run", "--trace-printer", "json", "--open-port"])
-        .arg(port.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("setpriv: {e}"));
-    let stdout = Lines::default().collect_from(child.stdout.take());
-    let stderr = Lines::default().collect_from(child.stderr.take());
+    let agent = Agent::spawn_with_setpriv(
+        &[
+            &format!("--inh-caps={caps}"),
+            &format!("--ambient-caps={caps}"),
+            &format!("--bounding-set={caps}"),
+        ],
+        &["--open-port", &port.to_string()],
+        &[],
+    );
     let ready = wait_for(Duration::from_secs(10), || {
-        stderr.text().contains("ready: instrumenting").then_some(())
+        agent
+            .stderr
+            .text()
+            .contains("ready: instrumenting")
+            .then_some(())
     });
-    assert!(ready.is_some(), "{}", stderr.text());
-    (child, stdout, stderr)
+    assert!(ready.is_some(), "{}", agent.stderr.text());
+    agent
 }
 
 #[test]
@@ -482,7 +481,8 @@ fn with_the_units_capabilities_tls_needs_cap_sys_ptrace_and_says_so() {
     let port = _server.port;
     let url = format!("https://127.0.0.1:{port}/hello?caps");
     for (extra, captured) in [("", false), (",+sys_ptrace", true)] {
-        let (mut child, stdout, stderr) = agent_with_caps(port, extra);
+        let mut agent = agent_with_caps(port, extra);
+        let (stdout, stderr) = (agent.stdout.clone(), agent.stderr.clone());
         if captured {
             let hooked = wait_for(Duration::from_secs(10), || {
                 stderr.text().contains("TLS plaintext of pid").then_some(())
@@ -504,9 +504,7 @@ fn with_the_units_capabilities_tls_needs_cap_sys_ptrace_and_says_so() {
                 .into_iter()
                 .find(|l| l.contains("/hello?caps"))
         });
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let _ = child.wait();
+        agent.stop();
         assert_eq!(span.is_some(), captured, "{extra}: {}", stderr.text());
         if let Some(span) = span {
             assert!(span.contains("\"scheme\":\"https\""), "{span}");
