@@ -221,19 +221,21 @@ static __always_inline void zt_add_identity(struct zt_event *e, struct sock *sk)
 
 /* A data event's role, from the socket's state; and the socket's identity
  * (addresses, ports, process name) the first time this worker generation
- * sees it, so a restarted worker learns open connections again. */
-static __always_inline void zt_describe_socket(struct zt_event *e, struct sock *sk)
+ * sees it, so a restarted worker learns open connections again. `conn_flags`
+ * are added to the socket's state on the way. */
+static __always_inline void zt_describe_socket(struct zt_event *e, struct sock *sk, __u8 conn_flags)
 {
 	__u64 sock_id = (__u64)sk;
 	__u32 generation = zt_current_generation();
 	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
 	if (state && state->generation == generation) {
 		e->role = state->role;
+		state->flags |= conn_flags;
 		return;
 	}
 	struct zt_conn_state fresh = {
 		.role = state ? state->role : ZT_ROLE_UNKNOWN,
-		.flags = state ? state->flags : 0,
+		.flags = (state ? state->flags : 0) | conn_flags,
 		.generation = generation,
 	};
 	bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_ANY);
@@ -411,7 +413,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	if (!buf)
 		return;
 	struct zt_event *e = &buf->event;
-	zt_describe_socket(e, sk);
+	zt_describe_socket(e, sk, 0);
 	e->direction = direction;
 	e->sock_id = sock_id;
 	e->bytes = ret;
@@ -718,13 +720,13 @@ int zt_tls_exit(struct pt_regs *ctx)
 		return 0;
 	}
 	bpf_map_update_elem(&zt_tls_sockets, &key, &sock_id, BPF_ANY);
-	zt_mark_tls_socket(sock_id);
 
 	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_DATA, pid_tgid);
 	if (!buf)
 		return 0;
 	struct zt_event *e = &buf->event;
-	zt_describe_socket(e, (struct sock *)sock_id);
+	/* One state lookup both marks the socket as TLS and gives its role. */
+	zt_describe_socket(e, (struct sock *)sock_id, ZT_CONN_TLS);
 	e->flags = ZT_EVENT_FLAG_TLS;
 	e->direction = (call.kind & ZT_TLS_WRITE) ? ZT_DIR_EGRESS : ZT_DIR_INGRESS;
 	e->sock_id = sock_id;
