@@ -432,9 +432,13 @@ fn tls_capture_can_be_turned_off() {
     require_root();
     let _server = PythonTls::start("off");
     let port = _server.port;
+    let metrics_port = free_port().to_string();
     let agent = Agent::start(
         &["--open-port", &port.to_string()],
-        &[("ZEROTRACE_TLS_CAPTURE", "false")],
+        &[
+            ("ZEROTRACE_TLS_CAPTURE", "false"),
+            ("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port),
+        ],
     );
     assert_eq!(
         https(&[&format!("https://127.0.0.1:{port}/hello")]),
@@ -444,8 +448,18 @@ fn tls_capture_can_be_turned_off() {
     let stderr = agent.stderr.text();
     assert!(stderr.contains("TLS plaintext capture off"), "{stderr}");
     assert!(!stderr.contains("TLS plaintext of pid"), "{stderr}");
-    // The records were recognised and skipped: no span, no garbage.
+    // The records were recognised and skipped, and counted: no span, no garbage.
     assert!(agent.spans().is_empty(), "{:?}", agent.spans());
+    let metrics = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
+    let skipped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("zerotrace_tls_record_segments_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(skipped.is_some_and(|n| n >= 2.0), "{metrics}");
+    assert!(
+        metrics.contains("\nzerotrace_garbage_segments_total 0\n"),
+        "{metrics}"
+    );
     let programs = bpf_prog_ids_of(agent.child.id());
     assert_eq!(uprobe_links(&links_running(&programs)), 0);
 }

@@ -116,6 +116,11 @@ impl KernelCounters {
         self.read(layout::COUNTER_RINGBUF_DROPS)
     }
 
+    /// TLS plaintext the kernel dropped because its socket was never found.
+    pub fn tls_unassociated(&self) -> u64 {
+        self.read(layout::COUNTER_TLS_UNASSOCIATED)
+    }
+
     pub fn events_submitted(&self) -> u64 {
         self.read(layout::COUNTER_EVENTS_SUBMITTED)
     }
@@ -426,10 +431,16 @@ impl Pipeline {
     fn self_metrics(&self) -> SelfMetrics {
         use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
         let tracker = self.tracker.counters();
-        let (kernel_events, kernel_drops) = self
+        let (kernel_events, kernel_drops, tls_unassociated) = self
             .kernel_counters
             .as_ref()
-            .map(|c| (c.events_submitted(), c.ring_buffer_drops()))
+            .map(|c| {
+                (
+                    c.events_submitted(),
+                    c.ring_buffer_drops(),
+                    c.tls_unassociated(),
+                )
+            })
             .unwrap_or_default();
         let reader = self.reader_counters.as_deref();
         let load =
@@ -446,6 +457,8 @@ impl Pipeline {
             pipeline_drops: load(|r| &r.events_dropped_pipeline_full),
             spans: self.spans_emitted,
             garbage_segments: tracker.garbage_segments,
+            tls_record_segments: tracker.encrypted_segments,
+            tls_unassociated,
             instrumented_processes: self.discovery.instrumented().len() as u64,
             tracked_connections: self.tracker.connection_count() as u64,
             otlp_spans_exported: otlp_load(|c| &c.spans_exported),

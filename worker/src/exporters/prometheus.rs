@@ -284,7 +284,7 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
     }
     write_rpc_families(&mut out, &state.red.rpc, openmetrics);
     let own = &state.own;
-    let counters: [(&str, &str, u64); 14] = [
+    let counters: [(&str, &str, u64); 16] = [
         (
             "zerotrace_kernel_events",
             "Events the kernel programs submitted.",
@@ -315,6 +315,16 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
             "zerotrace_garbage_segments",
             "Captured segments that were not parseable HTTP.",
             own.garbage_segments,
+        ),
+        (
+            "zerotrace_tls_record_segments",
+            "Socket segments of TLS connections, recognised as TLS records and skipped.",
+            own.tls_record_segments,
+        ),
+        (
+            "zerotrace_tls_unassociated",
+            "TLS plaintext the kernel dropped because its socket was never found.",
+            own.tls_unassociated,
         ),
         (
             "zerotrace_otlp_spans_exported",

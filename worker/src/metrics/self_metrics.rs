@@ -30,6 +30,10 @@ pub struct SelfMetrics {
     pub pipeline_drops: u64,
     pub spans: u64,
     pub garbage_segments: u64,
+    /// Socket bytes of TLS connections, recognised as records and skipped.
+    pub tls_record_segments: u64,
+    /// TLS plaintext the kernel dropped: its socket was never found.
+    pub tls_unassociated: u64,
     pub instrumented_processes: u64,
     pub tracked_connections: u64,
     pub otlp_spans_exported: u64,
@@ -149,6 +153,20 @@ fn families(own: &SelfMetrics) -> Vec<Family> {
             "{segment}",
             Counter,
             own.garbage_segments,
+        ),
+        single(
+            "zerotrace.segments.tls_records",
+            "Socket segments of TLS connections, recognised as TLS records and skipped.",
+            "{segment}",
+            Counter,
+            own.tls_record_segments,
+        ),
+        single(
+            "zerotrace.tls.unassociated",
+            "TLS plaintext the kernel dropped because its connection's socket was never found.",
+            "{event}",
+            Counter,
+            own.tls_unassociated,
         ),
         Family {
             name: "zerotrace.export.exported",
@@ -386,9 +404,13 @@ mod tests {
             undecodable_records: 2,
             pipeline_drops: 3,
             otlp_queue_depth: 4,
+            tls_record_segments: 6,
+            tls_unassociated: 1,
             ..Default::default()
         };
         let out = to_otlp(&own, &Resource::default(), 10, 20);
+        assert_eq!(value_of(&out, "zerotrace.segments.tls_records")[0].1, 6);
+        assert_eq!(value_of(&out, "zerotrace.tls.unassociated")[0].1, 1);
         assert_eq!(value_of(&out, "zerotrace.events.lost")[0].1, 5);
         assert_eq!(value_of(&out, "zerotrace.events.decoded")[0].1, 98);
         let dropped = value_of(&out, "zerotrace.events.dropped");
