@@ -25,15 +25,16 @@ use crate::otel::resource::ResourceCatalog;
 use crate::routes::{RouteMatcher, SegmentCardinalityLimiter};
 use crate::spans::HttpSpan;
 
-/// The name of a process: from the event when it carries one, else
-/// remembered, else read from procfs once.
+/// The name of a process: its main thread's (`/proc/PID/comm`), read once
+/// per process and renewed when it execs. An event's `comm` names the thread
+/// that made the call, which servers rename (grpcio's `event_engine`, Java
+/// and Go pools): it stands in only when the process is already gone.
 fn process_name<'a>(names: &'a mut HashMap<u32, String>, pid: u32, comm: &str) -> &'a str {
-    if !comm.is_empty() && names.get(&pid).map(String::as_str) != Some(comm) {
-        names.insert(pid, comm.to_owned());
-    }
     names.entry(pid).or_insert_with(|| {
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        name.trim().to_owned()
+        match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            Ok(name) if !name.trim().is_empty() => name.trim().to_owned(),
+            _ => comm.to_owned(),
+        }
     })
 }
 
@@ -272,7 +273,7 @@ impl Pipeline {
                 OpenedConnection {
                     sock_id,
                     pid: origin.pid,
-                    process_name: &origin.comm,
+                    process_name: process_name(&mut self.process_names, origin.pid, &origin.comm),
                     role,
                     tuple,
                     ts_ns: origin.ts_ns,
@@ -287,6 +288,13 @@ impl Pipeline {
                     .on_listen(origin.pid, port, &origin.comm, &self.loader)
             }
             KernelEvent::ProcessExec { origin } => {
+                // The thread that execs becomes the main thread, named after
+                // the new program (only known processes: execs of others are not kept).
+                if let Some(name) = self.process_names.get_mut(&origin.pid) {
+                    if !origin.comm.is_empty() {
+                        name.clone_from(&origin.comm);
+                    }
+                }
                 self.discovery
                     .on_exec(origin.pid, &origin.comm, &self.loader)
             }
