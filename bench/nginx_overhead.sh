@@ -6,7 +6,11 @@
 #   sudo bench/nginx_overhead.sh [pairs] [seconds-per-run]
 #
 # Env: AGENT_ARGS (extra `zerotrace run` args, default: --trace-printer disabled),
-#      WRK_CONNECTIONS (default 50), WRK_THREADS (default 2).
+#      WRK_CONNECTIONS (default 50), WRK_THREADS (default 2),
+#      WRK_HEADER (one header line added to every request, e.g. a long
+#      "Authorization: Bearer ..."), AGENT_ENV (environment for the agent, e.g.
+#      ZEROTRACE_HEAD_CAPTURE=0). Also prints the BPF programs' run time per
+#      request (kernel.bpf_stats_enabled is turned on for the run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pairs="${1:-5}"
@@ -47,7 +51,9 @@ for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; 
 
 run_wrk() {
   # prints: requests/s p99-latency-in-microseconds
-  wrk -t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-50}" -d"${seconds}s" --latency "http://127.0.0.1:$port/" > "$work/wrk.txt"
+  local header=()
+  [ -n "${WRK_HEADER:-}" ] && header=(-H "$WRK_HEADER")
+  wrk -t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-50}" -d"${seconds}s" --latency "${header[@]}" "http://127.0.0.1:$port/" > "$work/wrk.txt"
   local rps p99
   rps=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.txt")
   p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else {sub(/s/,"",v); print v*1000000}}' "$work/wrk.txt")
@@ -56,7 +62,7 @@ run_wrk() {
 
 start_agent() {
   # shellcheck disable=SC2086
-  ./target/release/zerotrace run --open-port "$port" ${AGENT_ARGS:---trace-printer disabled} > /dev/null 2> "$work/agent.err" &
+  env ${AGENT_ENV:-} ./target/release/zerotrace run --open-port "$port" ${AGENT_ARGS:---trace-printer disabled} > /dev/null 2> "$work/agent.err" &
   agent_pid=$!
   for _ in $(seq 100); do grep -q "ready: instrumenting" "$work/agent.err" 2>/dev/null && break; sleep 0.1; done
   grep -q "(1 process(es)\|(2 process(es)\|(3 process(es)" "$work/agent.err" || { echo "agent did not find nginx:"; cat "$work/agent.err"; exit 1; }
@@ -74,20 +80,29 @@ agent_ticks() {  # utime+stime of the loader and the worker, in clock ticks
   done
   echo "$t"
 }
+bpf_ns() {  # run time of the agent's BPF programs so far, in ns
+  bpftool -j prog show 2>/dev/null | python3 -c 'import json,sys; print(sum(p.get("run_time_ns",0) for p in json.load(sys.stdin) if p.get("name","").startswith("zt_")))'
+}
+stats_before=$(sysctl -n kernel.bpf_stats_enabled)
+sysctl -q -w kernel.bpf_stats_enabled=1
+trap 'sysctl -q -w kernel.bpf_stats_enabled="$stats_before"; cleanup' EXIT
+bpf_per_request=()
 for i in $(seq "$pairs"); do
   read -r rps p99 < <(run_wrk); off_rps+=("$rps"); off_p99+=("$p99")
   start_agent
-  t0=$(agent_ticks)
+  t0=$(agent_ticks); b0=$(bpf_ns)
   read -r rps p99 < <(run_wrk); on_rps+=("$rps"); on_p99+=("$p99")
-  t1=$(agent_ticks)
+  t1=$(agent_ticks); b1=$(bpf_ns)
   requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
   agent_us+=("$(awk "BEGIN {printf \"%.2f\", ($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $requests}")")
+  bpf_per_request+=("$(awk "BEGIN {printf \"%.0f\", ($b1 - $b0) / $requests}")")
   stop_agent
-  echo "pair $i: off ${off_rps[-1]} req/s p99 ${off_p99[-1]}us | on ${on_rps[-1]} req/s p99 ${on_p99[-1]}us, agent CPU ${agent_us[-1]}us/request"
+  echo "pair $i: off ${off_rps[-1]} req/s p99 ${off_p99[-1]}us | on ${on_rps[-1]} req/s p99 ${on_p99[-1]}us, agent CPU ${agent_us[-1]}us/request, BPF ${bpf_per_request[-1]} ns/request"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 m_off=$(median "${off_rps[@]}"); m_on=$(median "${on_rps[@]}")
 p_off=$(median "${off_p99[@]}"); p_on=$(median "${on_p99[@]}")
 echo "median req/s: off $m_off, on $m_on; throughput ratio on/off = $(awk "BEGIN {printf \"%.3f\", $m_on/$m_off}")"
 echo "median agent CPU (loader + worker) per instrumented request: $(median "${agent_us[@]}") us"
+echo "median BPF run time per instrumented request: $(median "${bpf_per_request[@]}") ns"
 echo "median p99 latency: off ${p_off}us, on ${p_on}us; p99 ratio on/off = $(awk "BEGIN {printf \"%.3f\", $p_on/$p_off}")"
