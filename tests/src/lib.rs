@@ -474,9 +474,18 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGKILL on the master alone would leave its workers running (they
+    /// are reparented to init): the workers are killed too.
     fn drop(&mut self) {
+        let workers = children_of(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for pid in workers {
+            if let Ok(pid) = i32::try_from(pid) {
+                // SAFETY: kill has no memory preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -149,3 +149,103 @@ fn a_privileged_prometheus_port_is_refused_clearly() {
     let stderr = agent.stderr.text();
     assert!(stderr.contains("below 1024"), "{stderr}");
 }
+
+/// Exposition lines `name{labels} value` that repeat a series (name and labels).
+fn duplicate_series(text: &str) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_owned()))
+        .filter(|series| !seen.insert(series.clone()))
+        .collect()
+}
+
+/// nginx pre-forks: each worker is a process of its own with the same
+/// service name. Their series must not collide (Prometheus would keep one of
+/// the duplicates), and what a real Prometheus sums is every request sent.
+#[test]
+fn the_workers_of_a_pre_forking_server_are_distinct_series_that_sum_to_what_was_sent() {
+    require_root();
+    let port = free_port();
+    let _nginx = Nginx::start(
+        "prom-workers",
+        port,
+        &format!("listen 127.0.0.1:{port};\nlocation / {{ return 200 \"ok\\n\"; }}"),
+    );
+    let metrics_port = free_port();
+    let agent = Agent::start(
+        &["--open-port", &port.to_string()],
+        &[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string())],
+    );
+    // h2load sends exactly -n requests (HTTP/1.1 here), spread over 16
+    // connections, which nginx's two workers share.
+    let sent = 4000;
+    let load = std::process::Command::new("h2load")
+        .args(["--h1", "-n", &sent.to_string(), "-c", "16", "-m", "1"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .unwrap_or_else(|e| panic!("h2load: {e}"));
+    let report = String::from_utf8_lossy(&load.stdout);
+    assert!(
+        report.contains(&format!("{sent} succeeded")),
+        "h2load: {report}"
+    );
+
+    let text = wait_for(Duration::from_secs(15), || {
+        let text = scrape(metrics_port, None);
+        let total: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum();
+        (total >= f64::from(sent)).then_some(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the endpoint never counted {sent} requests:\n{}\n{}",
+            scrape(metrics_port, None),
+            agent.stderr.text()
+        )
+    });
+    assert_eq!(duplicate_series(&text), Vec::<String>::new(), "{text}");
+    let instances: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
+        .filter_map(|l| l.split("instance=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(!instances.is_empty(), "{text}");
+    assert!(text.contains("target_info{"), "{text}");
+
+    let work = std::env::temp_dir().join(format!("zt-prom-workers-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&work);
+    let config = work.join("prometheus.yml");
+    let _ = std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: zerotrace\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+        ),
+    );
+    let prometheus_port = free_port();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            work.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("prometheus: {e}"));
+    let total = wait_for(Duration::from_secs(30), || {
+        query(
+            prometheus_port,
+            "sum(http_server_request_duration_seconds_count)",
+        )
+        .filter(|v| *v >= f64::from(sent))
+    });
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    let _ = std::fs::remove_dir_all(&work);
+    assert_eq!(total, Some(f64::from(sent)), "PromQL sum over the workers");
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::metrics::red::{
     HistogramState, RedMetrics, SeriesKey, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES,
@@ -97,8 +98,41 @@ fn value_text(value: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) 
     }
 }
 
-fn labels_of(key: &SeriesKey, service: &str) -> Vec<(String, String)> {
-    let mut labels = vec![("service_name".to_owned(), service.to_owned())];
+/// The resource attribute `key`, as label text (empty when absent).
+fn resource_value(resource: &Resource, key: &str) -> String {
+    resource
+        .attributes
+        .iter()
+        .find(|a| a.key == key)
+        .map(|a| value_text(&a.value))
+        .unwrap_or_default()
+}
+
+/// The labels that say which process a series belongs to, as OpenTelemetry's
+/// Prometheus compatibility rules map a resource: `job` from `service.namespace`
+/// and `service.name`, `instance` from `service.instance.id` (one per process,
+/// so the workers of a pre-forking server never share a series), and the
+/// `service_name` label dashboards already use.
+fn identity_labels(resource: &Resource) -> Vec<(String, String)> {
+    let service = resource_value(resource, "service.name");
+    let namespace = resource_value(resource, "service.namespace");
+    let job = if namespace.is_empty() {
+        service.clone()
+    } else {
+        format!("{namespace}/{service}")
+    };
+    vec![
+        ("service_name".to_owned(), service),
+        ("job".to_owned(), job),
+        (
+            "instance".to_owned(),
+            resource_value(resource, "service.instance.id"),
+        ),
+    ]
+}
+
+fn labels_of(key: &SeriesKey, resource: &Resource) -> Vec<(String, String)> {
+    let mut labels = identity_labels(resource);
     labels.extend(
         key.attributes()
             .iter()
@@ -217,19 +251,50 @@ fn families(kind: SpanKind) -> [Family; 3] {
     }
 }
 
-fn service_name_of(series: &crate::metrics::red::Series) -> String {
-    service_name_of_resource(&series.resource)
-}
-
-fn service_name_of_resource(
-    resource: &opentelemetry_proto::tonic::resource::v1::Resource,
-) -> String {
-    resource
-        .attributes
-        .iter()
-        .find(|a| a.key == "service.name")
-        .map(|a| value_text(&a.value))
-        .unwrap_or_default()
+/// `target_info`: one sample per process that has series, carrying its
+/// resource attributes (the Prometheus compatibility spec's way to keep them
+/// off every series).
+fn write_target_info<'a>(
+    out: &mut String,
+    resources: impl Iterator<Item = &'a Resource>,
+    openmetrics: bool,
+) {
+    let mut seen = std::collections::BTreeMap::new();
+    for resource in resources {
+        let labels = identity_labels(resource);
+        let key = label_text(&labels, None);
+        seen.entry(key).or_insert_with(|| {
+            let mut labels = labels;
+            labels.extend(
+                resource
+                    .attributes
+                    .iter()
+                    .filter(|a| {
+                        !matches!(
+                            a.key.as_str(),
+                            "service.name" | "service.namespace" | "service.instance.id"
+                        )
+                    })
+                    .map(|a| (label_name(&a.key), value_text(&a.value))),
+            );
+            labels
+        });
+    }
+    if seen.is_empty() {
+        return;
+    }
+    // OpenMetrics has an info type (family `target`, sample `target_info`);
+    // the text format a gauge at 1.
+    let (family, kind) = if openmetrics {
+        ("target", "info")
+    } else {
+        ("target_info", "gauge")
+    };
+    let _ = writeln!(out, "# HELP {family} Target metadata");
+    let _ = writeln!(out, "# TYPE {family} {kind}");
+    for labels in seen.values() {
+        let _ = writeln!(out, "target_info{} 1", label_text(labels, None));
+    }
 }
 
 /// `rpc_server_duration_seconds` and `rpc_client_duration_seconds`, for gRPC calls.
@@ -244,10 +309,7 @@ fn write_rpc_families(out: &mut String, rpc: &RpcMetrics, openmetrics: bool) {
             let _ = writeln!(out, "# UNIT {name} seconds");
         }
         for (key, s) in series.iter().filter(|(k, _)| k.kind == kind) {
-            let mut labels = vec![(
-                "service_name".to_owned(),
-                service_name_of_resource(&s.resource),
-            )];
+            let mut labels = identity_labels(&s.resource);
             labels.extend(
                 key.attributes()
                     .iter()
@@ -275,7 +337,7 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
                 write_histogram(
                     &mut out,
                     name,
-                    &labels_of(key, &service_name_of(s)),
+                    &labels_of(key, &s.resource),
                     bounds,
                     pick(s),
                 );
@@ -283,6 +345,15 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         }
     }
     write_rpc_families(&mut out, &state.red.rpc, openmetrics);
+    let rpc_series: Vec<_> = state.red.rpc.series().collect();
+    write_target_info(
+        &mut out,
+        series
+            .iter()
+            .map(|(_, s)| &*s.resource)
+            .chain(rpc_series.iter().map(|(_, s)| &*s.resource)),
+        openmetrics,
+    );
     let own = &state.own;
     let counters: [(&str, &str, u64); 16] = [
         (
