@@ -20,18 +20,30 @@ fn thread_names(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// Stops the server even when an assertion fails.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_server_whose_request_threads_rename_themselves_is_named_after_its_process() {
     require_root();
     let port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/renamed_threads.py");
-    let mut server = Command::new("/usr/bin/python3")
-        .arg(&script)
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", script.display()));
-    let pid = server.id();
+    let server = ChildGuard(
+        Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", script.display())),
+    );
+    let pid = server.0.id();
     let listening = wait_for(Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
@@ -60,6 +72,4 @@ fn a_server_whose_request_threads_rename_themselves_is_named_after_its_process()
         assert_eq!(span.str_of("process"), "python3", "{span}");
         assert_eq!(span["pid"].as_u64(), Some(u64::from(pid)), "{span}");
     }
-    let _ = server.kill();
-    let _ = server.wait();
 }

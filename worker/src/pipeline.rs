@@ -30,12 +30,12 @@ use crate::spans::HttpSpan;
 /// that made the call, which servers rename (grpcio's `event_engine`, Java
 /// and Go pools): it stands in only when the process is already gone.
 fn process_name<'a>(names: &'a mut HashMap<u32, String>, pid: u32, comm: &str) -> &'a str {
-    names.entry(pid).or_insert_with(|| {
-        match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+    names.entry(pid).or_insert_with(
+        || match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
             Ok(name) if !name.trim().is_empty() => name.trim().to_owned(),
             _ => comm.to_owned(),
-        }
-    })
+        },
+    )
 }
 
 fn service_name_of(
