@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use zerotrace_shared::ipc::{self, Reply, IPC_FD_ENV};
+use zerotrace_shared::startup::{self, StartupData};
 
 use crate::{wait_for, Agent};
 
@@ -22,6 +23,17 @@ pub fn loader_socket(who: &str) -> OwnedFd {
     }
     // SAFETY: the loader passed this descriptor to us and nothing else owns it.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// The loader's start-up data (its `OTEL_*`/`ZEROTRACE_*` variables and the
+/// configuration file), as the real worker reads it; exits when absent.
+pub fn startup_data(who: &str) -> StartupData {
+    // SAFETY: called once per stand-in process, for the descriptor the loader placed.
+    let data = unsafe { startup::take_inherited_fd() }.and_then(startup::read_from);
+    data.unwrap_or_else(|e| {
+        eprintln!("{who}: {e}");
+        std::process::exit(1);
+    })
 }
 
 /// Sends one message (with `fds` attached) and describes the loader's reply.
