@@ -14,7 +14,7 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 use crate::event::ListeningSocket;
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest message either side accepts; anything longer is refused unread.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Most pids one SetTargets request may carry.

@@ -57,6 +57,11 @@ pub fn is_forwarded(name: &str) -> bool {
         && name != STARTUP_FD_ENV
 }
 
+/// The loader's variables the worker keeps in its real environment: file
+/// locations read by libraries inside the worker (the TLS roots for OTLP over
+/// https, read by rustls-native-certs), never a secret or a setting of ours.
+pub const KEPT_IN_ENVIRONMENT: &[&str] = &["SSL_CERT_FILE", "SSL_CERT_DIR"];
+
 fn os_error(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
