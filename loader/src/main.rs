@@ -145,13 +145,20 @@ fn run(options: RunOptions) -> Result<i32, String> {
             return Ok(supervisor::EXIT_CONFIG_ERROR);
         }
     };
+    let (worker_environment, dropped) = startup_data::worker_environment();
+    for name in dropped {
+        eprintln!(
+            "zerotrace: warning: {name} carries credentials and is not passed to the worker \
+             (it would sit in its environment); OTLP/HTTP export will not use that proxy"
+        );
+    }
     let resolved = worker_identity::resolve(options.worker_user.as_deref())?;
     if let Some(warning) = &resolved.warning {
         eprintln!("zerotrace: warning: {warning}");
     }
     let identity = resolved.identity;
     if options.print_config {
-        return print_config(&options, identity, &startup);
+        return print_config(&options, identity, &worker_environment, &startup);
     }
     let missing = privileges::missing_capabilities(identity.switches_user());
     if !missing.is_empty() {
@@ -209,6 +216,7 @@ fn run(options: RunOptions) -> Result<i32, String> {
             identity,
             identity_description: resolved.description,
             worker_args,
+            worker_environment,
             startup,
         },
     )
@@ -219,6 +227,7 @@ fn run(options: RunOptions) -> Result<i32, String> {
 fn print_config(
     options: &RunOptions,
     identity: worker_identity::WorkerIdentity,
+    environment: &[(String, String)],
     startup: &zerotrace_shared::startup::StartupData,
 ) -> Result<i32, String> {
     let worker_path = match &options.worker_path {
@@ -228,7 +237,7 @@ fn print_config(
     };
     let mut args = options.worker_args.clone();
     args.push("--print-config".into());
-    let mut worker = worker_process::spawn(&worker_path, identity, &args, startup)
+    let mut worker = worker_process::spawn(&worker_path, identity, &args, environment, startup)
         .map_err(|e| format!("cannot start {}: {e}", worker_path.display()))?;
     let status = worker
         .child

@@ -54,6 +54,24 @@ pub fn read_config_file(path: &Path) -> Result<ConfigFile, ConfigFileError> {
     })
 }
 
+/// The variables the worker's environment keeps (TLS roots, proxies), and
+/// the names of those left out because they carry credentials.
+pub fn worker_environment() -> (Vec<(String, String)>, Vec<String>) {
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    for (name, value) in std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| startup::KEPT_IN_ENVIRONMENT.contains(&k.as_str()))
+    {
+        if startup::is_kept_in_environment(&name, &value) {
+            kept.push((name, value));
+        } else {
+            dropped.push(name);
+        }
+    }
+    (kept, dropped)
+}
+
 /// The worker's start-up data from this process's environment and the
 /// configuration file, if one is named. Variables that are not valid UTF-8
 /// are left out (the worker's settings are all text).

@@ -31,6 +31,8 @@ pub struct SupervisorSettings {
     /// How the identity was chosen, for the start-up line.
     pub identity_description: String,
     pub worker_args: Vec<String>,
+    /// The few variables the worker's environment keeps (TLS roots, proxies).
+    pub worker_environment: Vec<(String, String)>,
     /// Handed to every worker (restarts get the same): settings and the config file.
     pub startup: StartupData,
 }
@@ -53,6 +55,7 @@ fn start_worker(settings: &SupervisorSettings, probes: &Probes) -> Result<Runnin
         &settings.worker_path,
         settings.identity,
         &settings.worker_args,
+        &settings.worker_environment,
         &settings.startup,
     )
     .map_err(|e| {

@@ -2,9 +2,9 @@
 //! under its own uid/gid with no capabilities, no_new_privs, non-dumpable,
 //! and a parent-death signal, holding only its end of the socketpair (as fd
 //! 3) and its sealed start-up data (fd 4), with an environment that holds
-//! those two numbers and the TLS root locations (`KEPT_IN_ENVIRONMENT`):
-//! settings and secrets reach it through fd 4, never through
-//! `/proc/PID/environ`.
+//! those two numbers and the TLS root and proxy locations
+//! (`startup::KEPT_IN_ENVIRONMENT`): settings and secrets reach it through
+//! fd 4, never through `/proc/PID/environ`.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use zerotrace_shared::ipc::IPC_FD_ENV;
-use zerotrace_shared::startup::{self, StartupData, KEPT_IN_ENVIRONMENT, STARTUP_FD_ENV};
+use zerotrace_shared::startup::{self, StartupData, STARTUP_FD_ENV};
 
 use crate::worker_identity::WorkerIdentity;
 
@@ -49,6 +49,7 @@ pub fn spawn(
     worker_path: &Path,
     identity: WorkerIdentity,
     worker_args: &[String],
+    environment: &[(String, String)],
     startup_data: &StartupData,
 ) -> io::Result<WorkerProcess> {
     let (loader_end, worker_end) = socketpair(
@@ -78,11 +79,7 @@ pub fn spawn(
         .env_clear()
         .env(IPC_FD_ENV, WORKER_IPC_FD.to_string())
         .env(STARTUP_FD_ENV, WORKER_STARTUP_FD.to_string())
-        .envs(
-            KEPT_IN_ENVIRONMENT
-                .iter()
-                .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
-        )
+        .envs(environment.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls (no allocation, no locks).

@@ -57,10 +57,31 @@ pub fn is_forwarded(name: &str) -> bool {
         && name != STARTUP_FD_ENV
 }
 
-/// The loader's variables the worker keeps in its real environment: file
-/// locations read by libraries inside the worker (the TLS roots for OTLP over
-/// https, read by rustls-native-certs), never a secret or a setting of ours.
-pub const KEPT_IN_ENVIRONMENT: &[&str] = &["SSL_CERT_FILE", "SSL_CERT_DIR"];
+/// Variables the worker keeps in its real environment because libraries
+/// inside it read them from there: the TLS roots' locations (rustls-native-
+/// certs, for OTLP over https) and the proxies (reqwest, for OTLP/HTTP).
+/// File locations and proxy addresses, never a setting of ours; a proxy
+/// variable that carries credentials (`user:password@`) is not kept.
+pub const KEPT_IN_ENVIRONMENT: &[&str] = &[
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// Whether `name=value` stays in the worker's environment (see
+/// [`KEPT_IN_ENVIRONMENT`]).
+pub fn is_kept_in_environment(name: &str, value: &str) -> bool {
+    let is_proxy =
+        name.to_ascii_lowercase().ends_with("_proxy") && !name.eq_ignore_ascii_case("no_proxy");
+    KEPT_IN_ENVIRONMENT.contains(&name) && !(is_proxy && value.contains('@'))
+}
 
 fn os_error(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
@@ -151,6 +172,18 @@ mod tests {
         assert!(!is_forwarded(STARTUP_FD_ENV));
         assert!(!is_forwarded("AWS_SECRET_ACCESS_KEY"));
         assert!(!is_forwarded("PATH"));
+    }
+
+    #[test]
+    fn proxies_with_credentials_leave_the_environment() {
+        assert!(is_kept_in_environment("SSL_CERT_FILE", "/etc/ssl/ca.pem"));
+        assert!(is_kept_in_environment("HTTPS_PROXY", "http://proxy:3128"));
+        assert!(!is_kept_in_environment(
+            "https_proxy",
+            "http://u:secret@proxy:3128"
+        ));
+        assert!(is_kept_in_environment("NO_PROXY", "localhost,10.0.0.0/8"));
+        assert!(!is_kept_in_environment("OTEL_EXPORTER_OTLP_HEADERS", "a=b"));
     }
 
     #[test]

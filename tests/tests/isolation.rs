@@ -13,6 +13,14 @@ use std::time::Duration;
 use serde_json::Value;
 use zerotrace_integration_tests::otlp_receiver::*;
 use zerotrace_integration_tests::*;
+use zerotrace_shared::startup::KEPT_IN_ENVIRONMENT;
+
+/// The names the worker's environment may hold: its two descriptor numbers
+/// and the TLS root and proxy locations libraries read from there.
+fn allowed_in_environment(name: &str) -> bool {
+    ["ZEROTRACE_IPC_FD", "ZEROTRACE_STARTUP_FD"].contains(&name)
+        || KEPT_IN_ENVIRONMENT.contains(&name)
+}
 
 fn reach_probe() -> PathBuf {
     let probe = bin_dir().join("zerotrace-reach-probe");
@@ -96,6 +104,12 @@ fn a_process_of_the_workers_uid_cannot_reach_into_it() {
     let worker = worker_of(&agent);
     let (uid, gid) = ids_of(worker);
     assert_ne!(uid, 0);
+    // Once running, the worker has settled its start-up real gid: one identity.
+    let gids = status_field(worker, "Gid:").unwrap_or_default();
+    assert!(
+        gids.split_whitespace().all(|g| g == gid.to_string()),
+        "{gids}"
+    );
 
     // Control: the same probe, same uid, against a process nothing protects.
     let control = Control::start(uid, gid, &[]);
@@ -204,16 +218,7 @@ fn the_otlp_token_is_in_no_file_its_uid_can_read_and_still_reaches_the_receiver(
             text.split_once('=').map(|(k, _)| k.to_owned())
         })
         .collect();
-    let allowed = [
-        "ZEROTRACE_IPC_FD",
-        "ZEROTRACE_STARTUP_FD",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-    ];
-    assert!(
-        names.iter().all(|n| allowed.contains(&n.as_str())) && names.len() >= 2,
-        "{names:?}"
-    );
+    assert!(names.iter().all(|n| allowed_in_environment(n)), "{names:?}");
     for fd in ["ZEROTRACE_IPC_FD", "ZEROTRACE_STARTUP_FD"] {
         assert!(names.iter().any(|n| n == fd), "{names:?}");
     }
@@ -346,4 +351,85 @@ fn a_root_only_config_file_works_and_a_missing_one_is_one_loader_error() {
              No such file or directory (os error 2)"
         )
     );
+}
+
+#[test]
+fn the_loader_execs_the_worker_non_dumpable_with_its_settings_only_in_the_startup_data() {
+    require_root();
+    let stand_in = bin_dir().join("zerotrace-startup-report");
+    assert!(stand_in.is_file(), "build the workspace first");
+    let yaml = "# only root can read this\n";
+    let path = root_only_config("report", yaml);
+    let path_text = path.to_string_lossy().into_owned();
+    let headers = "Authorization=Bearer%20startup-report";
+    let mut agent = Agent::spawn(
+        &[
+            "--open-port",
+            "1",
+            "--config",
+            &path_text,
+            "--worker-path",
+            &stand_in.to_string_lossy(),
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_HEADERS", headers),
+            ("AWS_SECRET_ACCESS_KEY", "not-for-the-worker"),
+            ("HTTPS_PROXY", "http://user:proxy-password@127.0.0.1:9"),
+            ("NO_PROXY", "localhost"),
+        ],
+    );
+    let code = wait_for(Duration::from_secs(15), || {
+        agent.child.try_wait().ok().flatten()
+    });
+    assert_eq!(
+        code.and_then(|c| c.code()),
+        Some(78),
+        "{}",
+        agent.stderr.text()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let report: Value = agent
+        .stdout
+        .snapshot()
+        .iter()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no report: {}", agent.stderr.text()));
+    // The kernel started it non-dumpable: exec'd with real gid != effective gid.
+    assert_eq!(report.u64_of("dumpable_at_start"), 0, "{report}");
+    let gids: Vec<u64> = report["gids"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    assert!(
+        gids.len() == 3 && gids[0] != gids[1] && gids[1] == gids[2],
+        "{report}"
+    );
+    let environment = strings(&report, "environment");
+    assert!(
+        environment.iter().all(|n| allowed_in_environment(n)),
+        "{report}"
+    );
+    // A proxy address stays (reqwest reads it there); one with credentials does not.
+    assert!(environment.iter().any(|n| n == "NO_PROXY"), "{report}");
+    assert!(!environment.iter().any(|n| n == "HTTPS_PROXY"), "{report}");
+    assert!(
+        agent
+            .stderr
+            .text()
+            .contains("warning: HTTPS_PROXY carries credentials and is not passed to the worker"),
+        "{}",
+        agent.stderr.text()
+    );
+    let handed = strings(&report, "startup_variables");
+    assert!(
+        handed.iter().any(|n| n == "OTEL_EXPORTER_OTLP_HEADERS"),
+        "{report}"
+    );
+    assert!(
+        !handed.iter().any(|n| n == "AWS_SECRET_ACCESS_KEY"),
+        "{report}"
+    );
+    assert_eq!(report.str_of("otlp_headers"), headers);
+    assert_eq!(report.str_of("config_file"), path_text);
+    assert_eq!(report.u64_of("config_bytes"), yaml.len() as u64);
 }
