@@ -12,7 +12,14 @@ use zerotrace_shared::startup::{self, StartupData};
 use crate::{wait_for, Agent};
 
 /// The loader's end of the socketpair, from the environment; exits when absent.
+/// Like the real worker, the stand-in first takes its effective gid as its
+/// real gid (the loader execs it with another real gid, which would make its
+/// own children start non-dumpable, their /proc/PID/maps closed to it).
 pub fn loader_socket(who: &str) -> OwnedFd {
+    if let Err(e) = zerotrace_worker::privileges::settle_real_gid() {
+        eprintln!("{who}: {e}");
+        std::process::exit(1);
+    }
     let fd: i32 = std::env::var(IPC_FD_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
