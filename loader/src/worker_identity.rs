@@ -152,6 +152,7 @@ fn named(requested: &str) -> Result<(Uid, Gid, String), String> {
 /// loader's own uid (it cannot switch users).
 pub fn resolve(requested: Option<&str>) -> Result<ResolvedIdentity, String> {
     let loader_uid = Uid::effective();
+    let mut spare = None;
     let (uid, gid, description, warning) = match requested {
         Some(requested) => {
             let (uid, gid, description) = named(requested)?;
@@ -172,7 +173,10 @@ pub fn resolve(requested: Option<&str>) -> Result<ResolvedIdentity, String> {
                 None,
             ),
             _ => {
-                let id = free_ids(1, &[])?[0];
+                // One scan for both: the worker's id, and its real gid at exec.
+                let ids = free_ids(2, &[])?;
+                spare = ids.get(1).copied();
+                let id = ids[0];
                 (
                     Uid::from_raw(id),
                     Gid::from_raw(id),
@@ -194,7 +198,10 @@ pub fn resolve(requested: Option<&str>) -> Result<ResolvedIdentity, String> {
         exec_real_gid: None,
     };
     if identity.switches_user() {
-        let real = free_ids(1, &[uid.as_raw(), gid.as_raw()])?[0];
+        let real = match spare {
+            Some(id) => id,
+            None => free_ids(1, &[uid.as_raw(), gid.as_raw()])?[0],
+        };
         identity.exec_real_gid = Some(Gid::from_raw(real));
     }
     Ok(ResolvedIdentity {
