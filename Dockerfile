@@ -42,12 +42,15 @@ COPY --from=builder /out/ /
 # The loader runs as uid 0 *in the host's user namespace*, holding only the
 # capabilities the container is given (BPF, PERFMON, SETUID, SETGID: cap_add
 # in docker-compose.yml, capabilities.add in the Kubernetes DaemonSet); it
-# starts the worker as the image's unprivileged "nonroot" user (uid 65532)
-# with no capabilities and no_new_privs. A non-root loader would get no
-# capabilities at all: container runtimes put cap_add into the bounding set,
-# and only uid 0 receives them.
+# starts the worker as uid/gid 60999, a uid of its own, with no capabilities
+# and no_new_privs. Not distroless's "nonroot" (65532) nor nobody (65534):
+# other images' processes run as those, and with --pid=host any process of
+# the worker's uid could otherwise read its memory (docs/deployment.md says
+# why this number). A non-root loader would get no capabilities at all:
+# container runtimes put cap_add into the bounding set, and only uid 0
+# receives them.
 # hadolint ignore=DL3002
 USER 0:0
 # --live-socket none: the loader would chown /run/zerotrace to the worker's
 # user, which needs CAP_CHOWN and CAP_FOWNER (see docs/deployment.md).
-ENTRYPOINT ["/usr/bin/zerotrace", "run", "--worker-user", "nonroot", "--live-socket", "none"]
+ENTRYPOINT ["/usr/bin/zerotrace", "run", "--worker-user", "60999", "--live-socket", "none"]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{chown, Uid};
 
-use crate::privileges::WorkerIdentity;
+use crate::worker_identity::WorkerIdentity;
 
 /// `/run/zerotrace/live.sock` for root, else under `$XDG_RUNTIME_DIR` (or /tmp) per uid.
 pub fn default_path() -> PathBuf {

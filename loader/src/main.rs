@@ -7,8 +7,10 @@ mod live_socket;
 mod privileges;
 mod probes;
 mod request_table;
+mod startup_data;
 mod supervisor;
 mod tls_uprobes;
+mod worker_identity;
 mod worker_kill;
 mod worker_process;
 
@@ -29,19 +31,23 @@ USAGE:
 
 RUN OPTIONS:
     --config PATH               YAML configuration (OBI's keys; env OTEL_EBPF_CONFIG_PATH);
-                                it is read by the worker, so its user must be able to read it
+                                the loader reads it (it may be root-only) and hands its
+                                bytes, unparsed, to the worker
     --print-config              print the effective configuration (file + environment) and exit
     --open-port PORTS           instrument processes listening on these ports
                                 (e.g. 8080 or 80,443,8000-8999; env OTEL_EBPF_OPEN_PORT)
     --trace-printer FORMAT      text | json | disabled (env OTEL_EBPF_TRACE_PRINTER; default text)
-    --worker-user USER          user (name or uid) the worker runs as
-                                (default: nobody when started as root)
+    --worker-user USER          user (name or uid) the worker runs as (default as root:
+                                the zerotrace user if it exists, else a per-run uid
+                                that no account or other process has)
     --worker-path PATH          the zerotrace-worker binary (default: next to zerotrace)
     --ring-buffer-bytes N       kernel event ring buffer size (power of two; default 4194304)
     --capture-backend B         auto (default), socket (kernel 6.3+) or syscall-exit
     --live-socket PATH          the read-only socket `zerotrace top` reads (default
                                 /run/zerotrace/live.sock as root; `none` turns it off)
     --allow-privileged-worker   development only: let the worker run with privileges
+    --dumpable-worker           development only: leave the worker dumpable (debuggers,
+                                core dumps), which lets processes of its uid read its memory
 
     zerotrace top [--socket PATH | --open-port PORTS]   live RED view in the terminal
 ";
@@ -54,6 +60,8 @@ struct RunOptions {
     live_socket: Option<PathBuf>,
     worker_user: Option<String>,
     worker_path: Option<PathBuf>,
+    /// `--config`: read here, handed to the worker as bytes.
+    config: Option<PathBuf>,
     ring_buffer_bytes: u32,
     /// None: the best the kernel offers.
     capture_backend: Option<probes::CaptureBackend>,
@@ -64,6 +72,7 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
     let mut options = RunOptions {
         worker_user: None,
         worker_path: None,
+        config: None,
         ring_buffer_bytes: 4 << 20,
         capture_backend: None,
         worker_args: Vec::new(),
@@ -107,12 +116,14 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
                     }
                 };
             }
-            "--open-port" | "--trace-printer" | "--config" => {
+            "--config" => options.config = Some(PathBuf::from(value("--config")?)),
+            "--open-port" | "--trace-printer" => {
                 let v = value(&name)?;
                 options.worker_args.push(name.clone());
                 options.worker_args.push(v);
             }
             "--allow-privileged-worker" => options.worker_args.push(name.clone()),
+            "--dumpable-worker" => options.worker_args.push("--dumpable".into()),
             "--print-config" => options.print_config = true,
             "--live-socket" => {
                 let v = value("--live-socket")?;
@@ -125,9 +136,29 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
 }
 
 fn run(options: RunOptions) -> Result<i32, String> {
-    let identity = privileges::resolve_worker_identity(options.worker_user.as_deref())?;
+    // The file first: a wrong path is the most likely mistake, and the
+    // quickest to report.
+    let startup = match startup_data::collect(options.config.as_deref()) {
+        Ok(startup) => startup,
+        Err(startup_data::ConfigFileError(message)) => {
+            eprintln!("zerotrace: error: {message}");
+            return Ok(supervisor::EXIT_CONFIG_ERROR);
+        }
+    };
+    let (worker_environment, dropped) = startup_data::worker_environment();
+    for name in dropped {
+        eprintln!(
+            "zerotrace: warning: {name} carries credentials and is not passed to the worker \
+             (it would sit in its environment); OTLP/HTTP export will not use that proxy"
+        );
+    }
+    let resolved = worker_identity::resolve(options.worker_user.as_deref())?;
+    if let Some(warning) = &resolved.warning {
+        eprintln!("zerotrace: warning: {warning}");
+    }
+    let identity = resolved.identity;
     if options.print_config {
-        return print_config(&options, identity);
+        return print_config(&options, identity, &worker_environment, &startup);
     }
     let missing = privileges::missing_capabilities(identity.switches_user());
     if !missing.is_empty() {
@@ -186,14 +217,22 @@ fn run(options: RunOptions) -> Result<i32, String> {
         &SupervisorSettings {
             worker_path,
             identity,
+            identity_description: resolved.description,
             worker_args,
+            worker_environment,
+            startup,
         },
     )
 }
 
 /// The worker parses the configuration (the loader never does): run it,
 /// unprivileged as usual, in its print-and-exit mode. No BPF is loaded.
-fn print_config(options: &RunOptions, identity: privileges::WorkerIdentity) -> Result<i32, String> {
+fn print_config(
+    options: &RunOptions,
+    identity: worker_identity::WorkerIdentity,
+    environment: &[(String, String)],
+    startup: &zerotrace_shared::startup::StartupData,
+) -> Result<i32, String> {
     let worker_path = match &options.worker_path {
         Some(path) => path.clone(),
         None => worker_process::default_worker_path()
@@ -201,7 +240,7 @@ fn print_config(options: &RunOptions, identity: privileges::WorkerIdentity) -> R
     };
     let mut args = options.worker_args.clone();
     args.push("--print-config".into());
-    let mut worker = worker_process::spawn(&worker_path, identity, &args)
+    let mut worker = worker_process::spawn(&worker_path, identity, &args, environment, startup)
         .map_err(|e| format!("cannot start {}: {e}", worker_path.display()))?;
     let status = worker
         .child

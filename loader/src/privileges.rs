@@ -1,7 +1,6 @@
-//! What the loader needs to hold, and whom the worker runs as.
+//! What the loader needs to hold (whom the worker runs as: `worker_identity`).
 
 use caps::{CapSet, Capability};
-use nix::unistd::{Gid, Uid, User};
 
 /// A capability the loader needs and does not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,47 +54,4 @@ pub fn effective_capability_names() -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// The account the worker runs under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkerIdentity {
-    pub uid: Uid,
-    pub gid: Gid,
-}
-
-impl WorkerIdentity {
-    pub fn switches_user(&self) -> bool {
-        self.uid != Uid::effective() || self.gid != Gid::effective()
-    }
-}
-
-/// Resolves `--worker-user` (a name or a numeric uid). Without one: `nobody`
-/// when started as root, otherwise the loader's own uid.
-pub fn resolve_worker_identity(requested: Option<&str>) -> Result<WorkerIdentity, String> {
-    let name = match requested {
-        Some(name) => name.to_owned(),
-        None if Uid::effective().is_root() => "nobody".to_owned(),
-        None => {
-            return Ok(WorkerIdentity {
-                uid: Uid::effective(),
-                gid: Gid::effective(),
-            })
-        }
-    };
-    if let Ok(uid) = name.parse::<u32>() {
-        let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
-        return Ok(WorkerIdentity {
-            uid: Uid::from_raw(uid),
-            gid: user.map(|u| u.gid).unwrap_or(Gid::from_raw(uid)),
-        });
-    }
-    match User::from_name(&name) {
-        Ok(Some(user)) => Ok(WorkerIdentity {
-            uid: user.uid,
-            gid: user.gid,
-        }),
-        Ok(None) => Err(format!("worker user {name:?} does not exist")),
-        Err(e) => Err(format!("cannot look up worker user {name:?}: {e}")),
-    }
 }

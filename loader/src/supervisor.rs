@@ -11,10 +11,11 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 use zerotrace_shared::ipc::{self, LoaderStats, Refusal, Reply};
+use zerotrace_shared::startup::StartupData;
 
-use crate::privileges::WorkerIdentity;
 use crate::probes::Probes;
 use crate::request_table::{self, Session};
+use crate::worker_identity::WorkerIdentity;
 use crate::worker_kill;
 use crate::worker_process::{self, WorkerProcess};
 
@@ -27,7 +28,13 @@ const UPROBE_SWEEP_EVERY: Duration = Duration::from_secs(2);
 pub struct SupervisorSettings {
     pub worker_path: PathBuf,
     pub identity: WorkerIdentity,
+    /// How the identity was chosen, for the start-up line.
+    pub identity_description: String,
     pub worker_args: Vec<String>,
+    /// The few variables the worker's environment keeps (TLS roots, proxies).
+    pub worker_environment: Vec<(String, String)>,
+    /// Handed to every worker (restarts get the same): settings and the config file.
+    pub startup: StartupData,
 }
 
 struct RunningWorker {
@@ -48,6 +55,8 @@ fn start_worker(settings: &SupervisorSettings, probes: &Probes) -> Result<Runnin
         &settings.worker_path,
         settings.identity,
         &settings.worker_args,
+        &settings.worker_environment,
+        &settings.startup,
     )
     .map_err(|e| {
         format!(
@@ -57,8 +66,8 @@ fn start_worker(settings: &SupervisorSettings, probes: &Probes) -> Result<Runnin
     })?;
     let pid = process.child.id();
     log(&format!(
-        "worker started (pid {pid}, uid {})",
-        settings.identity.uid
+        "worker started (pid {pid}, {})",
+        settings.identity_description
     ));
     Ok(RunningWorker {
         session: Session::new(pid),

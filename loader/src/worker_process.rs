@@ -1,6 +1,10 @@
 //! Starting the worker: a fresh socketpair, then the worker binary exec'd
-//! under its own uid/gid with no capabilities, no_new_privs, and a
-//! parent-death signal, holding only its end of the socketpair (as fd 3).
+//! under its own uid/gid with no capabilities, no_new_privs, non-dumpable,
+//! and a parent-death signal, holding only its end of the socketpair (as fd
+//! 3) and its sealed start-up data (fd 4), with an environment that holds
+//! those two numbers and the TLS root and proxy locations
+//! (`startup::KEPT_IN_ENVIRONMENT`): settings and secrets reach it through
+//! fd 4, never through `/proc/PID/environ`.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -10,11 +14,14 @@ use std::process::{Child, Command, Stdio};
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use zerotrace_shared::ipc::IPC_FD_ENV;
+use zerotrace_shared::startup::{self, StartupData, STARTUP_FD_ENV};
 
-use crate::privileges::WorkerIdentity;
+use crate::worker_identity::WorkerIdentity;
 
 /// The descriptor number the worker finds its socket at.
 const WORKER_IPC_FD: i32 = 3;
+/// The descriptor number the worker finds its start-up data at.
+const WORKER_STARTUP_FD: i32 = 4;
 
 /// A running worker and the loader's end of its socket.
 pub struct WorkerProcess {
@@ -28,10 +35,22 @@ pub fn default_worker_path() -> io::Result<PathBuf> {
     Ok(exe.with_file_name("zerotrace-worker"))
 }
 
+/// The ids the child takes between fork and exec.
+#[derive(Clone, Copy)]
+struct ChildIds {
+    switch_user: bool,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    /// The real gid at exec (see `WorkerIdentity::exec_real_gid`).
+    real_gid: libc::gid_t,
+}
+
 pub fn spawn(
     worker_path: &Path,
     identity: WorkerIdentity,
     worker_args: &[String],
+    environment: &[(String, String)],
+    startup_data: &StartupData,
 ) -> io::Result<WorkerProcess> {
     let (loader_end, worker_end) = socketpair(
         AddressFamily::Unix,
@@ -40,25 +59,36 @@ pub fn spawn(
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(io::Error::from)?;
-    let worker_fd = worker_end.as_raw_fd();
-    let switch_user = identity.switches_user();
-    let (uid, gid) = (identity.uid.as_raw(), identity.gid.as_raw());
+    // A fresh memfd per worker: each reads its own from offset 0.
+    let startup_fd = startup::to_sealed_memfd(startup_data).map_err(io::Error::other)?;
+    let fds = ChildFds {
+        ipc: worker_end.as_raw_fd(),
+        startup: startup_fd.as_raw_fd(),
+    };
+    let ids = ChildIds {
+        switch_user: identity.switches_user(),
+        uid: identity.uid.as_raw(),
+        gid: identity.gid.as_raw(),
+        real_gid: identity.exec_real_gid.unwrap_or(identity.gid).as_raw(),
+    };
     let loader_pid = std::process::id() as libc::pid_t;
 
     let mut command = Command::new(worker_path);
     command
         .args(worker_args)
+        .env_clear()
         .env(IPC_FD_ENV, WORKER_IPC_FD.to_string())
+        .env(STARTUP_FD_ENV, WORKER_STARTUP_FD.to_string())
+        .envs(environment.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls (no allocation, no locks).
     unsafe {
-        command.pre_exec(move || {
-            drop_privileges_in_child(worker_fd, switch_user, uid, gid, loader_pid)
-        });
+        command.pre_exec(move || drop_privileges_in_child(fds, ids, loader_pid));
     }
     let child = command.spawn()?;
     drop(worker_end);
+    drop(startup_fd);
     Ok(WorkerProcess {
         child,
         socket: loader_end,
@@ -73,15 +103,39 @@ fn check(result: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Runs between fork and exec. Order matters: identity first (which clears
-/// capabilities when leaving uid 0), then an explicit capability wipe for the
-/// non-root case, then the death signal (a credential change would reset it),
-/// then no_new_privs so nothing exec'd later can regain privileges.
+/// The loader's descriptors the child places at fixed numbers.
+#[derive(Clone, Copy)]
+struct ChildFds {
+    ipc: i32,
+    startup: i32,
+}
+
+/// Places `fd` at `target` without close-on-exec.
+///
+/// # Safety
+/// Only async-signal-safe calls; `fd` is open.
+unsafe fn place_fd(fd: i32, target: i32) -> io::Result<()> {
+    // SAFETY: fcntl/dup2 on descriptor numbers.
+    unsafe {
+        if fd == target {
+            check(libc::fcntl(fd, libc::F_SETFD, 0))
+        } else {
+            check(libc::dup2(fd, target))
+        }
+    }
+}
+
+/// Runs between fork and exec. Order matters: non-dumpable first (this
+/// child is a copy of the loader's memory, secrets included), identity next
+/// (which clears capabilities when leaving uid 0), then an explicit
+/// capability wipe for the non-root case, then the death signal (a
+/// credential change would reset it), then no_new_privs so nothing exec'd
+/// later can regain privileges. Exec resets dumpability; the real gid that
+/// differs from the effective one makes the kernel keep the worker
+/// non-dumpable through exec, until it sets that itself in `main`.
 fn drop_privileges_in_child(
-    worker_fd: i32,
-    switch_user: bool,
-    uid: libc::uid_t,
-    gid: libc::gid_t,
+    fds: ChildFds,
+    ids: ChildIds,
     loader_pid: libc::pid_t,
 ) -> io::Result<()> {
     // SAFETY: plain system calls on integers, null pointers and local buffers.
@@ -94,16 +148,21 @@ fn drop_privileges_in_child(
             &empty,
             std::ptr::null_mut(),
         ))?;
-        if worker_fd == WORKER_IPC_FD {
-            check(libc::fcntl(worker_fd, libc::F_SETFD, 0))?;
-        } else {
-            check(libc::dup2(worker_fd, WORKER_IPC_FD))?;
+        check(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0))?;
+        // The start-up fd first: moving the socket to 3 must not overwrite it.
+        let mut startup = fds.startup;
+        if startup == WORKER_IPC_FD {
+            startup = libc::fcntl(startup, libc::F_DUPFD_CLOEXEC, WORKER_STARTUP_FD + 1);
+            check(startup)?;
         }
-        if switch_user {
+        place_fd(fds.ipc, WORKER_IPC_FD)?;
+        place_fd(startup, WORKER_STARTUP_FD)?;
+        if ids.switch_user {
             check(libc::setgroups(0, std::ptr::null()))?;
-            check(libc::setresgid(gid, gid, gid))?;
-            check(libc::setresuid(uid, uid, uid))?;
+            check(libc::setresgid(ids.real_gid, ids.gid, ids.gid))?;
+            check(libc::setresuid(ids.uid, ids.uid, ids.uid))?;
         }
+        check(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0))?;
         check(libc::prctl(
             libc::PR_CAP_AMBIENT,
             libc::PR_CAP_AMBIENT_CLEAR_ALL,

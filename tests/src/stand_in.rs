@@ -7,11 +7,19 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use zerotrace_shared::ipc::{self, Reply, IPC_FD_ENV};
+use zerotrace_shared::startup::{self, StartupData};
 
 use crate::{wait_for, Agent};
 
 /// The loader's end of the socketpair, from the environment; exits when absent.
+/// Like the real worker, the stand-in first takes its effective gid as its
+/// real gid (the loader execs it with another real gid, which would make its
+/// own children start non-dumpable, their /proc/PID/maps closed to it).
 pub fn loader_socket(who: &str) -> OwnedFd {
+    if let Err(e) = zerotrace_worker::privileges::settle_real_gid() {
+        eprintln!("{who}: {e}");
+        std::process::exit(1);
+    }
     let fd: i32 = std::env::var(IPC_FD_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -22,6 +30,17 @@ pub fn loader_socket(who: &str) -> OwnedFd {
     }
     // SAFETY: the loader passed this descriptor to us and nothing else owns it.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// The loader's start-up data (its `OTEL_*`/`ZEROTRACE_*` variables and the
+/// configuration file), as the real worker reads it; exits when absent.
+pub fn startup_data(who: &str) -> StartupData {
+    // SAFETY: called once per stand-in process, for the descriptor the loader placed.
+    let data = unsafe { startup::take_inherited_fd() }.and_then(startup::read_from);
+    data.unwrap_or_else(|e| {
+        eprintln!("{who}: {e}");
+        std::process::exit(1);
+    })
 }
 
 /// Sends one message (with `fds` attached) and describes the loader's reply.

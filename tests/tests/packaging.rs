@@ -1067,5 +1067,11 @@ fn compose_and_kubernetes_never_ask_for_privileged_mode() {
     // (the two ignored rules carry their reason in the file).
     run_ok(Command::new(tools.join("hadolint")).arg(root.join("Dockerfile")));
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap_or_default();
-    assert!(dockerfile.contains(r#""--worker-user", "nonroot""#));
+    // The worker's uid is its own, not one other images share (#12).
+    assert!(dockerfile.contains(r#""--worker-user", "60999""#));
+    let entrypoint = dockerfile
+        .lines()
+        .find(|l| l.starts_with("ENTRYPOINT"))
+        .unwrap_or_default();
+    assert!(!entrypoint.contains("nonroot") && !entrypoint.contains("65532"));
 }

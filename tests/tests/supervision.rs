@@ -164,7 +164,7 @@ fn a_protocol_violation_gets_the_worker_killed_and_replaced() {
     let state = dir.to_string_lossy().into_owned();
     let mut agent = Agent::spawn(
         &["--open-port", "1", "--worker-path", &hostile],
-        &[("ZT_HOSTILE_STATE_DIR", state.as_str())],
+        &[("ZEROTRACE_TEST_HOSTILE_STATE_DIR", state.as_str())],
     );
     let violations = [
         "stats_before_hello",
@@ -229,8 +229,8 @@ fn a_loader_without_cap_kill_still_ends_a_worker_of_another_uid() {
             &hostile,
         ],
         &[
-            ("ZT_HOSTILE_STATE_DIR", &dir.to_string_lossy()),
-            ("ZT_HOSTILE_VIOLATIONS", "garbage"),
+            ("ZEROTRACE_TEST_HOSTILE_STATE_DIR", &dir.to_string_lossy()),
+            ("ZEROTRACE_TEST_HOSTILE_VIOLATIONS", "garbage"),
         ],
     );
     let (stderr, lines) = violations_under(&mut agent, &["garbage"]);

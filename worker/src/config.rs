@@ -1,10 +1,14 @@
 //! The worker's configuration: the YAML file (`--config` /
-//! `OTEL_EBPF_CONFIG_PATH`) and OBI's environment variables, merged by
+//! `OTEL_EBPF_CONFIG_PATH`, opened by the loader and handed over as bytes)
+//! and OBI's environment variables (the loader's, handed over in the
+//! start-up data: the worker's own environment holds none), merged by
 //! `config_file` (environment over file), with the loader's flags applied
 //! as the variables they stand for.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+
+use zerotrace_shared::startup::{ConfigFile, StartupData};
 
 use crate::config_file::{self, EffectiveConfig};
 use crate::sandbox::SeccompMode;
@@ -15,6 +19,9 @@ pub struct WorkerConfig {
     pub effective: EffectiveConfig,
     /// `--allow-privileged-worker` (development only).
     pub allow_privileged: bool,
+    /// `--dumpable` (the loader's `--dumpable-worker`; development only): be
+    /// dumpable once the start-up checks are done.
+    pub dumpable: bool,
     /// `ZEROTRACE_RESOURCE_COMMAND_LINE=true`: add `process.command_line` to resources.
     pub include_command_line: bool,
     /// `--live-socket PATH` (set by the loader): the read-only socket `zerotrace top` reads.
@@ -39,16 +46,30 @@ fn boolean(name: &str, value: Option<&str>, default: bool) -> Result<bool, Strin
 }
 
 impl WorkerConfig {
-    /// Reads flags, the file and the environment; errors name the key or
-    /// variable and the value.
+    /// The configuration from the loader's flags and start-up data: the one
+    /// source of the worker's settings.
+    pub fn from_startup(
+        args: impl IntoIterator<Item = String>,
+        startup: &StartupData,
+    ) -> Result<Self, String> {
+        Self::from_args_and_env(
+            args,
+            |k| startup.var(k).map(str::to_owned),
+            startup.config_file.as_ref(),
+        )
+    }
+
+    /// Reads flags, the file's bytes and the environment; errors name the
+    /// key or variable and the value.
     pub fn from_args_and_env(
         args: impl IntoIterator<Item = String>,
         env: impl Fn(&str) -> Option<String>,
+        file: Option<&ConfigFile>,
     ) -> Result<Self, String> {
         // Flags stand for their variables, and win over them.
         let mut overrides: HashMap<&'static str, String> = HashMap::new();
-        let mut config_flag = None;
         let mut allow_privileged = false;
+        let mut dumpable = false;
         let mut live_socket = None;
         let mut print_config = false;
         let mut args = args.into_iter();
@@ -61,16 +82,24 @@ impl WorkerConfig {
                 "--trace-printer" => {
                     overrides.insert("OTEL_EBPF_TRACE_PRINTER", value("--trace-printer")?);
                 }
-                "--config" => config_flag = Some(PathBuf::from(value("--config")?)),
                 "--live-socket" => live_socket = Some(PathBuf::from(value("--live-socket")?)),
                 "--allow-privileged-worker" => allow_privileged = true,
+                "--dumpable" => dumpable = true,
                 "--print-config" => print_config = true,
                 other => return Err(format!("unknown worker option {other:?}")),
             }
         }
         let merged = |key: &str| overrides.get(key).cloned().or_else(|| env(key));
-        let path = config_file::config_path(config_flag.as_deref(), &merged);
-        let effective = config_file::load(path.as_deref(), &merged).map_err(|e| e.to_string())?;
+        // The worker never opens a configuration path itself: the loader did.
+        let effective = match file {
+            Some(file) => {
+                let text = std::str::from_utf8(&file.contents)
+                    .map_err(|e| format!("{}: not UTF-8 text ({e})", file.path))?;
+                config_file::load_str(text, &file.path, &merged)
+            }
+            None => config_file::load(None, &merged),
+        }
+        .map_err(|e| e.to_string())?;
         let include_command_line = boolean(
             "ZEROTRACE_RESOURCE_COMMAND_LINE",
             merged("ZEROTRACE_RESOURCE_COMMAND_LINE").as_deref(),
@@ -85,6 +114,7 @@ impl WorkerConfig {
         Ok(Self {
             effective,
             allow_privileged,
+            dumpable,
             include_command_line,
             live_socket,
             print_config,
@@ -114,6 +144,7 @@ mod tests {
             WorkerConfig::from_args_and_env(
                 ["--open-port".to_string(), "80".to_string()],
                 env_of(env),
+                None,
             )
         };
         assert!(with(&[]).is_ok_and(|c| c.tls_capture));
@@ -130,6 +161,7 @@ mod tests {
                 ("OTEL_EBPF_OPEN_PORT", "8080"),
                 ("OTEL_EBPF_TRACE_PRINTER", "json"),
             ]),
+            None,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let ports: Vec<String> = config
@@ -143,10 +175,36 @@ mod tests {
     }
 
     #[test]
+    fn the_handed_over_file_is_used_and_environment_wins_over_it() {
+        let file = ConfigFile {
+            path: "/root/zt.yaml".into(),
+            contents: b"discovery:\n  instrument:\n    - open_ports: 8080\ntrace_printer: json\n"
+                .to_vec(),
+        };
+        let startup = StartupData {
+            environment: vec![("OTEL_EBPF_TRACE_PRINTER".into(), "text".into())],
+            config_file: Some(file.clone()),
+        };
+        let config = WorkerConfig::from_startup(Vec::<String>::new(), &startup)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.effective.trace_printer, PrinterFormat::Text);
+        assert_eq!(config.effective.instrument.len(), 1);
+        let bad = ConfigFile {
+            contents: vec![0xff, 0xfe],
+            ..file
+        };
+        let err = WorkerConfig::from_args_and_env(Vec::<String>::new(), env_of(&[]), Some(&bad))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("/root/zt.yaml"), "{err}");
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let err = WorkerConfig::from_args_and_env(
             Vec::<String>::new(),
             env_of(&[("OTEL_EBPF_OPEN_PORT", "80,http")]),
+            None,
         )
         .err()
         .unwrap_or_default();
@@ -160,11 +218,12 @@ mod tests {
                 ("OTEL_EBPF_OPEN_PORT", "80"),
                 ("OTEL_EBPF_TRACE_PRINTER", "fancy"),
             ]),
+            None,
         )
         .err()
         .unwrap_or_default();
         assert!(err.contains("fancy"), "{err}");
-        let err = WorkerConfig::from_args_and_env(Vec::<String>::new(), env_of(&[]))
+        let err = WorkerConfig::from_args_and_env(Vec::<String>::new(), env_of(&[]), None)
             .err()
             .unwrap_or_default();
         assert!(err.contains("nothing to instrument"), "{err}");

@@ -1,6 +1,8 @@
 //! `zerotrace-worker`: started by the `zerotrace` loader, never by users. It
-//! refuses to run with privileges, takes the map fds from the loader, and
-//! turns kernel events into spans.
+//! makes itself non-dumpable before anything else, takes its settings from
+//! the loader's start-up data (never from its environment), refuses to run
+//! with privileges, takes the map fds from the loader, and turns kernel
+//! events into spans.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use zerotrace_shared::ipc::{MapRole, IPC_FD_ENV};
+use zerotrace_shared::startup::{self, StartupData};
 use zerotrace_worker::capture::bpf_map::BpfMap;
 use zerotrace_worker::capture::reader::{self, ReaderCounters};
 use zerotrace_worker::capture::ring_buffer::RingBuffer;
@@ -25,7 +28,7 @@ use zerotrace_worker::loader_client::LoaderClient;
 use zerotrace_worker::metrics::self_metrics;
 use zerotrace_worker::otel::resource::ResourceCatalog;
 use zerotrace_worker::pipeline::{KernelCounters, Pipeline};
-use zerotrace_worker::privileges::OwnPrivileges;
+use zerotrace_worker::privileges::{self, OwnPrivileges};
 use zerotrace_worker::routes::RouteMatcher;
 use zerotrace_worker::sandbox::{self, SeccompMode};
 
@@ -45,10 +48,45 @@ fn log(message: &str) {
     eprintln!("zerotrace-worker: {message}");
 }
 
+/// The loader's start-up data, from the descriptor it placed for us.
+fn read_startup_data() -> Result<StartupData, String> {
+    // SAFETY: called once, first thing; the loader placed this descriptor for us alone.
+    let fd = unsafe { startup::take_inherited_fd() }?;
+    startup::read_from(fd)
+}
+
+/// Checks the start-up promises on ourselves: unprivileged and out of reach.
+fn check_own_privileges(config: &WorkerConfig) -> Result<(), String> {
+    let own = OwnPrivileges::read()?;
+    let violations = own.violations();
+    if !violations.is_empty() && !config.allow_privileged {
+        return Err(format!(
+            "refusing to run: this process {} (the worker must be unprivileged; \
+             --allow-privileged-worker overrides this for development only)",
+            violations.join(" and ")
+        ));
+    }
+    let exposures = own.exposures();
+    if !exposures.is_empty() {
+        return Err(format!(
+            "refusing to run: this process {}",
+            exposures.join(" and ")
+        ));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let config = match WorkerConfig::from_args_and_env(std::env::args().skip(1), |k| {
-        std::env::var(k).ok()
-    }) {
+    // First, before the worker holds any descriptor worth taking or any
+    // secret: no other process of our uid may attach, read our memory or
+    // copy our fds (docs/security.md, "Who can reach the worker").
+    if let Err(e) = privileges::make_undumpable().and_then(|()| privileges::settle_real_gid()) {
+        log(&e);
+        return ExitCode::from(EXIT_PRIVILEGE_REFUSED);
+    }
+    let config = match read_startup_data()
+        .and_then(|startup| WorkerConfig::from_startup(std::env::args().skip(1), &startup))
+    {
         Ok(config) => config,
         Err(e) => {
             log(&format!("configuration error: {e}"));
@@ -59,22 +97,19 @@ fn main() -> ExitCode {
         print!("{}", config.effective.to_yaml());
         return ExitCode::SUCCESS;
     }
-    match OwnPrivileges::read() {
-        Ok(own) => {
-            let violations = own.violations();
-            if !violations.is_empty() && !config.allow_privileged {
-                log(&format!(
-                    "refusing to run: this process {} (the worker must be unprivileged; \
-                     --allow-privileged-worker overrides this for development only)",
-                    violations.join(" and ")
-                ));
-                return ExitCode::from(EXIT_PRIVILEGE_REFUSED);
-            }
-        }
-        Err(e) => {
+    if let Err(e) = check_own_privileges(&config) {
+        log(&e);
+        return ExitCode::from(EXIT_PRIVILEGE_REFUSED);
+    }
+    if config.dumpable {
+        if let Err(e) = privileges::make_dumpable() {
             log(&e);
             return ExitCode::from(EXIT_PRIVILEGE_REFUSED);
         }
+        log(
+            "development: the worker is dumpable (--dumpable-worker): processes of its uid \
+             can read its memory, its secrets and its descriptors",
+        );
     }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,

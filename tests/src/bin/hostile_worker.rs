@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use zerotrace_integration_tests::stand_in::{exchange, loader_socket};
+use zerotrace_integration_tests::stand_in::{exchange, loader_socket, startup_data};
 use zerotrace_shared::ipc::{self, Envelope, Request};
 
 const VIOLATIONS: [&str; 7] = [
@@ -132,17 +132,15 @@ fn next_life(dir: &Path) -> usize {
 
 fn main() {
     let socket = loader_socket("hostile worker");
-    let Some(dir) = std::env::var_os("ZT_HOSTILE_STATE_DIR") else {
+    // Handed over by the loader like the real worker's settings.
+    let startup = startup_data("hostile worker");
+    let Some(dir) = startup.var("ZEROTRACE_TEST_HOSTILE_STATE_DIR") else {
         field_checks(&socket);
     };
-    let chosen = std::env::var("ZT_HOSTILE_VIOLATIONS").ok();
+    let chosen = startup.var("ZEROTRACE_TEST_HOSTILE_VIOLATIONS");
     let violations: Vec<&str> = VIOLATIONS
         .into_iter()
-        .filter(|v| {
-            chosen
-                .as_deref()
-                .is_none_or(|c| c.split(',').any(|x| x == *v))
-        })
+        .filter(|v| chosen.is_none_or(|c| c.split(',').any(|x| x == *v)))
         .collect();
     let life = next_life(Path::new(&dir));
     let pid = std::process::id();
