@@ -130,7 +130,15 @@ enum Body {
     /// closes. Every byte is counted, so the size is exact.
     UntilTurn,
     Chunk(Chunk),
+    /// A gap hid this many bytes from the start of a chunk-size line: if the
+    /// message ends right there, they were the last chunk (`0` CRLF CRLF,
+    /// [`LAST_CHUNK`] bytes, the shortest end there is) exactly when there
+    /// are that many; any byte after them means the framing is lost.
+    ChunkTail(u64),
 }
+
+/// `0\r\n\r\n`: the last chunk of a body without trailers.
+const LAST_CHUNK: u64 = 5;
 
 /// What is known of a message whose head a gap cut.
 #[derive(Debug, Default)]
@@ -278,7 +286,7 @@ impl Http1Stream {
                 }
                 true
             }
-            State::CutHead(..) | State::Body(_, Body::UntilTurn) => {
+            State::CutHead(..) | State::Body(_, Body::UntilTurn | Body::ChunkTail(_)) => {
                 starts_message(captured, missing)
             }
             _ => false,
@@ -312,7 +320,9 @@ impl Http1Stream {
     pub fn peer_spoke(&mut self, peer: &[u8], out: &mut Vec<HttpMessage>) {
         let waiting = matches!(
             self.state,
-            State::CutHead(..) | State::Resync(_) | State::Body(_, Body::UntilTurn)
+            State::CutHead(..)
+                | State::Resync(_)
+                | State::Body(_, Body::UntilTurn | Body::ChunkTail(_))
         );
         if waiting && !is_interim_response(peer) {
             self.complete_waiting(out);
@@ -342,7 +352,11 @@ impl Http1Stream {
         match std::mem::take(&mut self.state) {
             State::Head(head) => self.lose_head(&head, &head.bytes),
             State::Body(mut msg, body) => {
-                msg.truncated = !matches!(body, Body::UntilClose | Body::UntilTurn);
+                msg.truncated = match body {
+                    Body::UntilClose | Body::UntilTurn => false,
+                    Body::ChunkTail(hidden) => hidden != LAST_CHUNK,
+                    _ => true,
+                };
                 out.push(*msg);
             }
             other => self.state = other,
@@ -366,6 +380,10 @@ impl Http1Stream {
     fn complete_waiting(&mut self, out: &mut Vec<HttpMessage>) {
         match std::mem::take(&mut self.state) {
             State::Resync(msg) | State::Body(msg, Body::UntilTurn) => out.push(*msg),
+            State::Body(mut msg, Body::ChunkTail(hidden)) => {
+                msg.truncated = hidden != LAST_CHUNK;
+                out.push(*msg);
+            }
             State::CutHead(msg, cut) => self.end_cut_head(msg, *cut, out),
             other => self.state = other,
         }
@@ -889,7 +907,7 @@ fn take_counted(body: Body, n: u64, body_size: &mut u64) -> Option<(u64, Next)> 
         Body::UntilTurn => (n, Next::Body(Body::UntilTurn)),
         Body::Chunk(Chunk::Data(left)) if n >= left => (left, chunked(Chunk::DataEnd(2))),
         Body::Chunk(Chunk::Data(left)) => (n, chunked(Chunk::Data(left - n))),
-        Body::Chunk(_) => return None,
+        Body::Chunk(_) | Body::ChunkTail(_) => return None,
     };
     *body_size = body_size.saturating_add(taken);
     Some((taken, next))
@@ -944,17 +962,22 @@ fn gap_in_body(body: Body, gap: u64, body_size: &mut u64) -> Next {
         // Excess past a fixed body belongs to a next message we cannot see.
         (_, Some((_, next))) => next,
         (Body::Chunk(Chunk::DataEnd(left)), None) => crlf_gap(left, gap),
+        // A gap from the start of a size line: the last chunk, if the
+        // message ends with it.
+        (Body::Chunk(Chunk::Size(line)), None) if line.len == 0 => Next::Body(Body::ChunkTail(gap)),
+        (Body::ChunkTail(hidden), None) => Next::Body(Body::ChunkTail(hidden.saturating_add(gap))),
         // A size line or trailer inside a gap hides where the body ends.
         _ => Next::Lost,
     }
 }
 
-/// A gap may swallow the CRLF after chunk data, but nothing beyond it.
+/// A gap may swallow the CRLF after chunk data; what it hides beyond it
+/// starts a size line.
 fn crlf_gap(left: u8, gap: u64) -> Next {
     match u64::from(left).checked_sub(gap) {
         Some(0) => chunked(Chunk::Size(SizeLine::default())),
         Some(l) => chunked(Chunk::DataEnd(u8::try_from(l).unwrap_or(2))),
-        None => Next::Lost,
+        None => Next::Body(Body::ChunkTail(gap - u64::from(left))),
     }
 }
 
@@ -1789,6 +1812,41 @@ mod tests {
             (out[0].body_size, out[0].truncated, out[0].last_ts_ns),
             (4096, true, 2)
         );
+    }
+
+    #[test]
+    fn a_last_chunk_hidden_by_a_gap_is_known_by_its_length() {
+        // 1 KB of chunk data, 500 captured; the gap hides the rest, its CRLF
+        // and `0` CRLF CRLF (7 bytes): the body ends there when the other
+        // direction speaks next.
+        let first = [
+            b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n".as_slice(),
+            &[b'z'; 500],
+        ]
+        .concat();
+        for (hidden, truncated) in [(7, false), (9, true), (3, true)] {
+            let mut stream = Http1Stream::new();
+            let mut out = run(&mut stream, &[(&first, 1024 - 500 + hidden)]);
+            assert!(out.is_empty());
+            stream.peer_spoke(b"HTTP/1.1 200 OK\r\n", &mut out);
+            assert_eq!(
+                (out[0].body_size, out[0].truncated),
+                (1024, truncated),
+                "{hidden}"
+            );
+        }
+        // Bytes after the hidden tail mean it was not the end.
+        let mut stream = Http1Stream::new();
+        let mut out = run(&mut stream, &[(&first, 1024 - 500 + 7), (b"more", 0)]);
+        stream.finish(3, &mut out);
+        assert_eq!((out[0].body_size, out[0].truncated), (1024, true));
+        // A gap from the start of a size line counts the same way.
+        let mut stream = Http1Stream::new();
+        let head: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        stream.expect_response_to("GET");
+        let mut out = run(&mut stream, &[(head, 5)]);
+        stream.finish(2, &mut out);
+        assert_eq!((out[0].body_size, out[0].truncated), (3, false));
     }
 
     #[test]
