@@ -51,6 +51,10 @@ struct Connection {
     egress: Http1Stream,
     /// Requests not yet answered, with the direction they travelled.
     pending: VecDeque<(Direction, HttpMessage)>,
+    /// Responses that came while their request was still being read (a
+    /// server may answer before it has read the body): each pairs with the
+    /// next request completed.
+    early: VecDeque<HttpMessage>,
     last_seen_ns: u64,
     /// Set once the HTTP/2 connection preface is seen: the bytes are frames from then on.
     http2: Option<Box<Http2Connection>>,
@@ -72,6 +76,7 @@ impl Connection {
             ingress: Http1Stream::new(),
             egress: Http1Stream::new(),
             pending: VecDeque::new(),
+            early: VecDeque::new(),
             last_seen_ns: ts,
             http2: None,
             tls: false,
@@ -88,6 +93,7 @@ impl Connection {
         self.ingress = Http1Stream::new();
         self.egress = Http1Stream::new();
         self.pending.clear();
+        self.early.clear();
         self.http2 = None;
         self.directions_seen = 0;
     }
@@ -212,6 +218,7 @@ impl ConnectionTracker {
             if let Some(conn) = self.connections.remove(&id) {
                 self.counters.garbage_segments += conn.garbage();
                 self.counters.unanswered_requests += conn.pending.len() as u64;
+                self.counters.unpaired_responses += conn.early.len() as u64;
             }
             self.counters.evicted_connections += 1;
         }
@@ -365,6 +372,12 @@ impl ConnectionTracker {
                         Direction::Egress => ConnectionRole::Client,
                     };
                 }
+                if let Some(response) = conn.early.pop_front() {
+                    if let Some(span) = build_span(conn, message, response) {
+                        spans.push(span);
+                    }
+                    return;
+                }
                 if conn.pending.len() >= MAX_PENDING_REQUESTS {
                     conn.pending.pop_front();
                     counters.dropped_requests += 1;
@@ -378,7 +391,12 @@ impl ConnectionTracker {
                 // The response travels opposite to its request.
                 let position = conn.pending.iter().position(|(d, _)| *d != direction);
                 let Some((_, request)) = position.and_then(|i| conn.pending.remove(i)) else {
-                    counters.unpaired_responses += 1;
+                    let request_stream = conn.stream(opposite(direction));
+                    if request_stream.in_message() && conn.early.len() < MAX_PENDING_REQUESTS {
+                        conn.early.push_back(message);
+                    } else {
+                        counters.unpaired_responses += 1;
+                    }
                     return;
                 };
                 if let Some(span) = build_span(conn, request, message) {
@@ -415,6 +433,7 @@ impl ConnectionTracker {
         self.messages = messages;
         self.counters.garbage_segments += conn.garbage();
         self.counters.unanswered_requests += conn.pending.len() as u64;
+        self.counters.unpaired_responses += conn.early.len() as u64;
     }
 
     /// The process exited: its sockets are gone with it.
@@ -776,6 +795,41 @@ mod tests {
             assert_eq!(spans[0].end_monotonic_ns, 3);
             assert_eq!(tracker.counters().unpaired_responses, 0);
         }
+    }
+
+    #[test]
+    fn a_response_sent_before_the_request_body_was_read_pairs_with_it() {
+        let mut tracker = ConnectionTracker::new();
+        let (server, ingress, egress) = (
+            ConnectionRole::Server,
+            Direction::Ingress,
+            Direction::Egress,
+        );
+        let head = b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n0123456789";
+        assert!(feed_capped(&mut tracker, server, ingress, head, 512, 1).is_empty());
+        let early = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n";
+        assert!(feed_capped(&mut tracker, server, egress, early, 512, 2).is_empty());
+        let spans = feed_capped(&mut tracker, server, ingress, &[b'b'; 990], 512, 3);
+        assert_eq!(spans.len(), 1);
+        assert_eq!(
+            (
+                spans[0].target.as_str(),
+                spans[0].status,
+                spans[0].request_body_bytes
+            ),
+            ("/upload", 413, 1000)
+        );
+        assert_eq!(
+            (spans[0].start_monotonic_ns, spans[0].end_monotonic_ns),
+            (1, 3)
+        );
+        let mut spans = Vec::new();
+        tracker.close(7, 4, &mut spans);
+        let counters = tracker.counters();
+        assert_eq!(
+            (counters.unpaired_responses, counters.unanswered_requests),
+            (0, 0)
+        );
     }
 
     #[test]

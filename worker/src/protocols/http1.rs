@@ -364,6 +364,11 @@ impl Http1Stream {
         self.complete_waiting(out);
     }
 
+    /// Whether a message is being read (its first bytes came, it is not done).
+    pub fn in_message(&self) -> bool {
+        !matches!(self.state, State::Idle | State::Upgraded)
+    }
+
     /// Segments (or stale partial start lines) dropped as not HTTP.
     pub fn garbage_segments(&self) -> u64 {
         self.garbage
