@@ -2,7 +2,10 @@
 
 Routes: GET /hello (200, fixed body), GET /chunked (chunked body),
 POST /echo (echoes the body), GET /proxy (this process calls its own
-/hello as a client first), GET /status/<code>, anything else 404.
+/hello as a client first), GET /status/<code>, GET or POST /size/<n>
+(n bytes of body; `?chunked` sends them chunked, `?cookie=<m>` adds an
+m-byte Set-Cookie before Content-Length), anything else 404. Request
+bodies may be chunked.
 
 With `--tls CERT KEY` after the port it serves HTTPS (the `ssl` module,
 which uses the system's libssl).
@@ -32,6 +35,40 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def reply_size(self, query):
+        size = int(urlsplit(self.path).path.rsplit("/", 1)[1])
+        params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if "cookie" in params:
+            self.send_header("Set-Cookie", "big=" + "c" * int(params["cookie"]))
+        if "chunked" in params:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            left = size
+            while left > 0:
+                piece = min(left, 16384)
+                self.wfile.write(b"%x\r\n%s\r\n" % (piece, b"x" * piece))
+                left -= piece
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        self.wfile.write(b"x" * size)
+
+    def read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length", "0")))
+
     def do_HEAD(self):
         self.do_GET()
 
@@ -53,6 +90,8 @@ class Handler(BaseHTTPRequestHandler):
             body = conn.getresponse().read()
             conn.close()
             self.reply(200, b"proxied: " + body)
+        elif path.startswith("/size/"):
+            self.reply_size(urlsplit(self.path).query)
         elif path.startswith("/status/"):
             code = int(path.rsplit("/", 1)[1])
             self.reply(code, b"status %d\n" % code)
@@ -60,9 +99,10 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(404, b"not found\n")
 
     def do_POST(self):
-        length = int(self.headers.get("Content-Length", "0"))
-        body = self.rfile.read(length)
-        if urlsplit(self.path).path == "/echo":
+        body = self.read_body()
+        if urlsplit(self.path).path.startswith("/size/"):
+            self.reply_size(urlsplit(self.path).query)
+        elif urlsplit(self.path).path == "/echo":
             self.reply(200, body, "application/octet-stream")
         else:
             self.reply(404, b"not found\n")

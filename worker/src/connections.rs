@@ -37,6 +37,9 @@ pub struct TrackerCounters {
     pub evicted_connections: u64,
     /// Socket bytes of TLS connections (records, not HTTP): skipped.
     pub encrypted_segments: u64,
+    /// HTTP/1 requests whose connection closed (or was forgotten) before a
+    /// response to them was seen.
+    pub unanswered_requests: u64,
 }
 
 struct Connection {
@@ -48,6 +51,10 @@ struct Connection {
     egress: Http1Stream,
     /// Requests not yet answered, with the direction they travelled.
     pending: VecDeque<(Direction, HttpMessage)>,
+    /// Responses that came while their request was still being read (a
+    /// server may answer before it has read the body): each pairs with the
+    /// next request completed.
+    early: VecDeque<HttpMessage>,
     last_seen_ns: u64,
     /// Set once the HTTP/2 connection preface is seen: the bytes are frames from then on.
     http2: Option<Box<Http2Connection>>,
@@ -69,6 +76,7 @@ impl Connection {
             ingress: Http1Stream::new(),
             egress: Http1Stream::new(),
             pending: VecDeque::new(),
+            early: VecDeque::new(),
             last_seen_ns: ts,
             http2: None,
             tls: false,
@@ -85,6 +93,7 @@ impl Connection {
         self.ingress = Http1Stream::new();
         self.egress = Http1Stream::new();
         self.pending.clear();
+        self.early.clear();
         self.http2 = None;
         self.directions_seen = 0;
     }
@@ -109,6 +118,21 @@ impl Connection {
 
     fn garbage(&self) -> u64 {
         self.ingress.garbage_segments() + self.egress.garbage_segments()
+    }
+
+    /// The direction requests travel, as far as known (ingress for a server).
+    fn request_direction(&self) -> Direction {
+        match self.role {
+            ConnectionRole::Client => Direction::Egress,
+            _ => Direction::Ingress,
+        }
+    }
+}
+
+fn opposite(direction: Direction) -> Direction {
+    match direction {
+        Direction::Ingress => Direction::Egress,
+        Direction::Egress => Direction::Ingress,
     }
 }
 
@@ -193,6 +217,8 @@ impl ConnectionTracker {
         if let Some(id) = oldest {
             if let Some(conn) = self.connections.remove(&id) {
                 self.counters.garbage_segments += conn.garbage();
+                self.counters.unanswered_requests += conn.pending.len() as u64;
+                self.counters.unpaired_responses += conn.early.len() as u64;
             }
             self.counters.evicted_connections += 1;
         }
@@ -259,6 +285,17 @@ impl ConnectionTracker {
             spans.extend(exchanges.into_iter().filter_map(|x| build_h2_span(conn, x)));
             return;
         }
+        let mut messages = std::mem::take(&mut self.messages);
+        // The direction turns: what the other stream holds that waits only
+        // for an end the capture could not show is complete, so that a
+        // request pairs with its own response.
+        let other = opposite(segment.direction);
+        conn.stream(other)
+            .peer_spoke(segment.payload, &mut messages);
+        for message in messages.drain(..) {
+            Self::on_message(conn, other, message, &mut self.counters, spans);
+        }
+        self.messages = messages;
         if let Some(frames) = h2c_switch(segment.payload) {
             if let Some(h2) = Self::upgrade_to_h2c(conn, segment.direction) {
                 let mut exchanges = Vec::new();
@@ -327,17 +364,19 @@ impl ConnectionTracker {
     ) {
         match &message.head {
             MessageHead::Request { method, .. } => {
-                let opposite = match direction {
-                    Direction::Ingress => Direction::Egress,
-                    Direction::Egress => Direction::Ingress,
-                };
-                conn.stream(opposite).expect_response_to(method);
+                conn.stream(opposite(direction)).expect_response_to(method);
                 if conn.role == ConnectionRole::Unknown {
                     // Reading a request means we serve it; writing one means we asked.
                     conn.role = match direction {
                         Direction::Ingress => ConnectionRole::Server,
                         Direction::Egress => ConnectionRole::Client,
                     };
+                }
+                if let Some(response) = conn.early.pop_front() {
+                    if let Some(span) = build_span(conn, message, response) {
+                        spans.push(span);
+                    }
+                    return;
                 }
                 if conn.pending.len() >= MAX_PENDING_REQUESTS {
                     conn.pending.pop_front();
@@ -352,7 +391,12 @@ impl ConnectionTracker {
                 // The response travels opposite to its request.
                 let position = conn.pending.iter().position(|(d, _)| *d != direction);
                 let Some((_, request)) = position.and_then(|i| conn.pending.remove(i)) else {
-                    counters.unpaired_responses += 1;
+                    let request_stream = conn.stream(opposite(direction));
+                    if request_stream.in_message() && conn.early.len() < MAX_PENDING_REQUESTS {
+                        conn.early.push_back(message);
+                    } else {
+                        counters.unpaired_responses += 1;
+                    }
                     return;
                 };
                 if let Some(span) = build_span(conn, request, message) {
@@ -378,7 +422,9 @@ impl ConnectionTracker {
             return;
         }
         let mut messages = std::mem::take(&mut self.messages);
-        for direction in [Direction::Ingress, Direction::Egress] {
+        // Requests first, so that a response completed by the close finds its request.
+        let first = conn.request_direction();
+        for direction in [first, opposite(first)] {
             conn.stream(direction).finish(ts, &mut messages);
             for message in messages.drain(..) {
                 Self::on_message(&mut conn, direction, message, &mut self.counters, spans);
@@ -386,6 +432,8 @@ impl ConnectionTracker {
         }
         self.messages = messages;
         self.counters.garbage_segments += conn.garbage();
+        self.counters.unanswered_requests += conn.pending.len() as u64;
+        self.counters.unpaired_responses += conn.early.len() as u64;
     }
 
     /// The process exited: its sockets are gone with it.
@@ -571,6 +619,230 @@ mod tests {
             &mut spans,
         );
         spans
+    }
+
+    /// One segment of `bytes` as the kernel reports it: `cap` bytes
+    /// captured, the rest counted.
+    fn feed_capped(
+        tracker: &mut ConnectionTracker,
+        role: ConnectionRole,
+        direction: Direction,
+        bytes: &[u8],
+        cap: usize,
+        ts_ns: u64,
+    ) -> Vec<HttpSpan> {
+        let mut spans = Vec::new();
+        tracker.on_data(
+            Segment {
+                sock_id: 7,
+                pid: 42,
+                process_name: "p",
+                role,
+                direction,
+                tuple: Some(TUPLE),
+                ts_ns,
+                payload: &bytes[..bytes.len().min(cap)],
+                total_bytes: bytes.len() as u64,
+                tls: false,
+            },
+            &mut spans,
+        );
+        spans
+    }
+
+    fn request_with_cookie(path: &str, head_len: usize) -> Vec<u8> {
+        let start = format!("GET {path} HTTP/1.1\r\nHost: h\r\nCookie: ");
+        let cookie = "c".repeat(head_len - start.len() - 4);
+        format!("{start}{cookie}\r\n\r\n").into_bytes()
+    }
+
+    #[test]
+    fn requests_with_heads_beyond_the_capture_pair_with_their_own_responses() {
+        let mut tracker = ConnectionTracker::new();
+        let mut spans = Vec::new();
+        let exchanges = [("/a", 200, "ok"), ("/b", 404, "missing"), ("/c", 201, "")];
+        for (i, (path, status, body)) in exchanges.iter().enumerate() {
+            let ts = 10 * i as u64 + 1;
+            let request = request_with_cookie(path, 2000);
+            let (server, ingress) = (ConnectionRole::Server, Direction::Ingress);
+            spans.extend(feed_capped(
+                &mut tracker,
+                server,
+                ingress,
+                &request,
+                512,
+                ts,
+            ));
+            let response = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let egress = Direction::Egress;
+            spans.extend(feed_capped(
+                &mut tracker,
+                server,
+                egress,
+                response.as_bytes(),
+                512,
+                ts + 1,
+            ));
+            assert_eq!(
+                spans.len(),
+                i + 1,
+                "one span per exchange, at once: {spans:?}"
+            );
+        }
+        tracker.close(7, 100, &mut spans);
+        let got: Vec<_> = spans
+            .iter()
+            .map(|s| {
+                (
+                    s.method.as_str(),
+                    s.target.as_str(),
+                    s.status,
+                    s.response_body_bytes,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("GET", "/a", 200, 2),
+                ("GET", "/b", 404, 7),
+                ("GET", "/c", 201, 0)
+            ]
+        );
+        assert!(spans.iter().all(|s| s.host.as_deref() == Some("h")));
+        assert_eq!(
+            (spans[1].start_monotonic_ns, spans[1].end_monotonic_ns),
+            (11, 12)
+        );
+        let counters = tracker.counters();
+        assert_eq!(
+            (
+                counters.unpaired_responses,
+                counters.unanswered_requests,
+                counters.garbage_segments
+            ),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn a_response_head_beyond_the_capture_keeps_its_body_size() {
+        for role in [ConnectionRole::Server, ConnectionRole::Client] {
+            let (requests, responses) = match role {
+                ConnectionRole::Client => (Direction::Egress, Direction::Ingress),
+                _ => (Direction::Ingress, Direction::Egress),
+            };
+            let mut tracker = ConnectionTracker::new();
+            let mut spans = Vec::new();
+            for (i, path) in ["/one", "/two"].iter().enumerate() {
+                let ts = 10 * i as u64 + 1;
+                let request = format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n");
+                spans.extend(feed_capped(
+                    &mut tracker,
+                    role,
+                    requests,
+                    request.as_bytes(),
+                    512,
+                    ts,
+                ));
+                // The head (900 bytes of Set-Cookie) in one write, the body in others.
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nSet-Cookie: {}\r\n\r\n",
+                    "s".repeat(900)
+                );
+                spans.extend(feed_capped(
+                    &mut tracker,
+                    role,
+                    responses,
+                    head.as_bytes(),
+                    512,
+                    ts + 1,
+                ));
+                for _ in 0..4 {
+                    let body = vec![b'x'; 25_000];
+                    spans.extend(feed_capped(
+                        &mut tracker,
+                        role,
+                        responses,
+                        &body,
+                        512,
+                        ts + 2,
+                    ));
+                }
+            }
+            // The first ends when the second request comes, the second at the close.
+            assert_eq!(spans.len(), 1, "{role:?}");
+            tracker.close(7, 100, &mut spans);
+            let got: Vec<_> = spans
+                .iter()
+                .map(|s| {
+                    (
+                        s.target.as_str(),
+                        s.status,
+                        s.response_body_bytes,
+                        s.truncated,
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                vec![("/one", 200, 100_000, false), ("/two", 200, 100_000, false)],
+                "{role:?}"
+            );
+            assert_eq!(spans[0].end_monotonic_ns, 3);
+            assert_eq!(tracker.counters().unpaired_responses, 0);
+        }
+    }
+
+    #[test]
+    fn a_response_sent_before_the_request_body_was_read_pairs_with_it() {
+        let mut tracker = ConnectionTracker::new();
+        let (server, ingress, egress) = (
+            ConnectionRole::Server,
+            Direction::Ingress,
+            Direction::Egress,
+        );
+        let head = b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n0123456789";
+        assert!(feed_capped(&mut tracker, server, ingress, head, 512, 1).is_empty());
+        let early = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n";
+        assert!(feed_capped(&mut tracker, server, egress, early, 512, 2).is_empty());
+        let spans = feed_capped(&mut tracker, server, ingress, &[b'b'; 990], 512, 3);
+        assert_eq!(spans.len(), 1);
+        assert_eq!(
+            (
+                spans[0].target.as_str(),
+                spans[0].status,
+                spans[0].request_body_bytes
+            ),
+            ("/upload", 413, 1000)
+        );
+        assert_eq!(
+            (spans[0].start_monotonic_ns, spans[0].end_monotonic_ns),
+            (1, 3)
+        );
+        let mut spans = Vec::new();
+        tracker.close(7, 4, &mut spans);
+        let counters = tracker.counters();
+        assert_eq!(
+            (counters.unpaired_responses, counters.unanswered_requests),
+            (0, 0)
+        );
+    }
+
+    #[test]
+    fn requests_never_answered_are_counted() {
+        let mut tracker = ConnectionTracker::new();
+        let request = request_with_cookie("/gone", 3000);
+        let (server, ingress) = (ConnectionRole::Server, Direction::Ingress);
+        assert!(feed_capped(&mut tracker, server, ingress, &request, 512, 1).is_empty());
+        let mut spans = Vec::new();
+        tracker.close(7, 2, &mut spans);
+        assert!(spans.is_empty());
+        assert_eq!(tracker.counters().unanswered_requests, 1);
+        assert_eq!(tracker.counters().garbage_segments, 0);
     }
 
     /// A TLS 1.3 ClientHello's record header, then some of its body.

@@ -348,13 +348,16 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         .map(|c| (c.events_submitted(), c.ring_buffer_drops()))
         .unwrap_or_default();
     log(&format!(
-        "stopping: {} spans, {} records ({} undecodable, {} dropped with the pipeline full), {} garbage segments, {} TLS record segments skipped; kernel: {} events submitted, {} dropped with the ring buffer full",
+        "stopping: {} spans, {} records ({} undecodable, {} dropped with the pipeline full), {} garbage segments, {} TLS record segments skipped; exchanges lost: {} responses without a request, {} requests without a response, {} requests over the pipelining limit; kernel: {} events submitted, {} dropped with the ring buffer full",
         pipeline.spans_emitted,
         counters.records.load(Ordering::Relaxed),
         counters.decode_errors.load(Ordering::Relaxed),
         counters.events_dropped_pipeline_full.load(Ordering::Relaxed),
         tracker.garbage_segments,
         tracker.encrypted_segments,
+        tracker.unpaired_responses,
+        tracker.unanswered_requests,
+        tracker.dropped_requests,
         kernel_events,
         kernel_drops
     ));

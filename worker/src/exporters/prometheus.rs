@@ -444,6 +444,22 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         let _ = writeln!(out, "# TYPE {family} counter");
         let _ = writeln!(out, "{name}_total {value}");
     }
+    {
+        let name = "zerotrace_exchanges_lost";
+        let family = if openmetrics {
+            name.to_owned()
+        } else {
+            format!("{name}_total")
+        };
+        let _ = writeln!(
+            out,
+            "# HELP {family} Messages that could not be made part of a span, by reason."
+        );
+        let _ = writeln!(out, "# TYPE {family} counter");
+        for (reason, value) in crate::metrics::self_metrics::lost_exchanges(own) {
+            let _ = writeln!(out, "{name}_total{{reason=\"{reason}\"}} {value}");
+        }
+    }
     for (name, help, value) in [
         (
             "zerotrace_instrumented_processes",
@@ -588,7 +604,15 @@ mod tests {
         state.own.spans = 3;
         state.own.worker_restarts = 2;
         state.own.otlp_queue_depth = 4;
+        state.own.unanswered_requests = 5;
         let text = render(&state, false);
+        assert!(
+            text.contains(
+                "zerotrace_exchanges_lost_total{reason=\"request_without_response\"} 5\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE zerotrace_exchanges_lost_total counter"));
         assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
         assert!(text.contains(r#"service_name="shop \"a\"""#), "{text}");
         let ok_labels = r#"http_response_status_code="200""#;

@@ -34,6 +34,12 @@ pub struct SelfMetrics {
     pub tls_record_segments: u64,
     /// TLS plaintext the kernel dropped: its socket was never found.
     pub tls_unassociated: u64,
+    /// HTTP/1 responses that found no request to pair with.
+    pub unpaired_responses: u64,
+    /// HTTP/1 requests whose connection ended before their response was seen.
+    pub unanswered_requests: u64,
+    /// HTTP/1 requests dropped beyond the per-connection pipelining limit.
+    pub pipelined_requests_dropped: u64,
     pub instrumented_processes: u64,
     pub tracked_connections: u64,
     pub otlp_spans_exported: u64,
@@ -161,6 +167,13 @@ fn families(own: &SelfMetrics) -> Vec<Family> {
             Counter,
             own.tls_record_segments,
         ),
+        Family {
+            name: "zerotrace.exchanges.lost",
+            description: "Messages that could not be made part of a span, by reason.",
+            unit: "{message}",
+            kind: Counter,
+            points: by("reason", &lost_exchanges(own)),
+        },
         single(
             "zerotrace.tls.unassociated",
             "TLS plaintext the kernel dropped because its connection's socket was never found.",
@@ -243,6 +256,16 @@ fn families(own: &SelfMetrics) -> Vec<Family> {
             Counter,
             own.loader_requests_refused,
         ),
+    ]
+}
+
+/// The `reason` values of `zerotrace.exchanges.lost` (and of
+/// `zerotrace_exchanges_lost_total` on the Prometheus endpoint).
+pub fn lost_exchanges(own: &SelfMetrics) -> [(&'static str, u64); 3] {
+    [
+        ("response_without_request", own.unpaired_responses),
+        ("request_without_response", own.unanswered_requests),
+        ("pipelining_limit", own.pipelined_requests_dropped),
     ]
 }
 
@@ -406,9 +429,31 @@ mod tests {
             otlp_queue_depth: 4,
             tls_record_segments: 6,
             tls_unassociated: 1,
+            unpaired_responses: 7,
+            unanswered_requests: 8,
+            pipelined_requests_dropped: 9,
             ..Default::default()
         };
         let out = to_otlp(&own, &Resource::default(), 10, 20);
+        let lost = value_of(&out, "zerotrace.exchanges.lost");
+        let reasons: Vec<_> = lost
+            .iter()
+            .map(|(a, v)| (a[0].key.as_str(), a[0].value.clone(), *v))
+            .map(|(k, v, n)| (k.to_owned(), format!("{v:?}"), n))
+            .collect();
+        assert_eq!(reasons.len(), 3);
+        for (reason, n) in [
+            ("response_without_request", 7),
+            ("request_without_response", 8),
+            ("pipelining_limit", 9),
+        ] {
+            assert!(
+                reasons
+                    .iter()
+                    .any(|(k, v, got)| k == "reason" && v.contains(reason) && *got == n),
+                "{reason}: {reasons:?}"
+            );
+        }
         assert_eq!(value_of(&out, "zerotrace.segments.tls_records")[0].1, 6);
         assert_eq!(value_of(&out, "zerotrace.tls.unassociated")[0].1, 1);
         assert_eq!(value_of(&out, "zerotrace.events.lost")[0].1, 5);

@@ -9,12 +9,19 @@
 //! The input may be cut anywhere or be hostile, so the parser never panics,
 //! keeps every buffer bounded, and when framing is lost it marks the message
 //! `truncated` and waits for a segment that starts with a fresh start line.
+//!
+//! A head longer than the capture (a big cookie or token) is not lost with
+//! it: the message is measured by the segments' lengths, its end and header
+//! fields are looked for in the captured bytes that follow, and when even
+//! that is not enough it ends where the other direction speaks
+//! ([`Http1Stream::peer_spoke`]), the next message starts or the connection
+//! closes.
 
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 
-use memchr::{memchr, memchr_iter};
+use memchr::{memchr, memchr_iter, memrchr};
 
 /// Largest head (start line + header fields) buffered before giving up on it.
 const MAX_HEAD: usize = 16 * 1024;
@@ -30,6 +37,11 @@ const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
 /// Outstanding `expect_response_to` entries kept; more are ignored.
 const MAX_PENDING: usize = 1024;
+/// A head cut by a gap is looked for (its end, its fields) over at most this
+/// many bytes of the message; past it, its end counts as not seen.
+const MAX_CUT_HEAD: u64 = 256 * 1024;
+/// Longest header line kept across segments while a cut head is read.
+const MAX_CUT_LINE: usize = 4096;
 
 /// The start line of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +73,8 @@ pub struct HttpMessage {
 #[derive(Debug, Default)]
 pub struct Http1Stream {
     state: State,
+    /// Bytes of the segment being fed that were not captured.
+    missing: u64,
     /// What the next final responses answer, oldest first.
     expected: VecDeque<ReqKind>,
     garbage: u64,
@@ -83,8 +97,13 @@ enum State {
     Head(HeadBuf),
     /// Head done; following the body framing.
     Body(Box<HttpMessage>, Body),
-    /// Framing lost: segments belong to this message until one starts a new one.
+    /// Framing lost: segments belong to this message until one starts a new
+    /// one, the other direction speaks or the connection closes.
     Resync(Box<HttpMessage>),
+    /// The head was cut by a gap (or outgrew [`MAX_HEAD`]): the rest of it is
+    /// read from what is captured next, and the message measured by the
+    /// segments' lengths.
+    CutHead(Box<HttpMessage>, Box<CutHead>),
     /// 101 or successful CONNECT: the rest of the stream is not HTTP/1.
     Upgraded,
 }
@@ -106,7 +125,43 @@ struct HeadBuf {
 enum Body {
     Fixed(u64),
     UntilClose,
+    /// The framing header fields may have been in a gap: the body ends where
+    /// the other direction speaks, a new message starts or the connection
+    /// closes. Every byte is counted, so the size is exact.
+    UntilTurn,
     Chunk(Chunk),
+    /// A gap hid this many bytes from the start of a chunk-size line: if the
+    /// message ends right there, they were the last chunk (`0` CRLF CRLF,
+    /// [`LAST_CHUNK`] bytes, the shortest end there is) exactly when there
+    /// are that many; any byte after them means the framing is lost.
+    ChunkTail(u64),
+}
+
+/// `0\r\n\r\n`: the last chunk of a body without trailers.
+const LAST_CHUNK: u64 = 5;
+
+/// What is known of a message whose head a gap cut.
+#[derive(Debug, Default)]
+struct CutHead {
+    /// Bytes of the message so far, captured or not, head included.
+    wire: u64,
+    /// Head bytes captured before the cut: the head is at least this long.
+    seen: u64,
+    /// Framing fields read from the captured parts of the head.
+    headers: Headers,
+    /// For a final response: what its request was.
+    answers: Option<ReqKind>,
+    /// The next captured byte follows a gap.
+    after_gap: bool,
+    /// Inside a line whose start was not captured.
+    in_unknown_line: bool,
+    /// The current line so far, when it spans segments.
+    line: Vec<u8>,
+    /// The head's end can no longer be told apart (it may have been in a gap).
+    end_lost: bool,
+    /// A whole field line was read since the last gap: a blank line after
+    /// it ends the head (and not, say, a body the gap led into).
+    field_since_gap: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -222,19 +277,29 @@ impl Http1Stream {
 
     /// Feed one segment observed at `ts_ns`. Completed messages are pushed to `out`.
     pub fn feed(&mut self, captured: &[u8], missing: u64, ts_ns: u64, out: &mut Vec<HttpMessage>) {
-        if let State::Resync(msg) = &mut self.state {
-            if !starts_message(captured, missing) {
-                // Anything but a fresh start line belongs to the lost message.
-                msg.last_ts_ns = ts_ns;
-                return;
+        let ends_waiting = match &mut self.state {
+            State::Resync(msg) => {
+                if !starts_message(captured, missing) {
+                    // Anything but a fresh start line belongs to the lost message.
+                    msg.last_ts_ns = ts_ns;
+                    return;
+                }
+                true
             }
-            self.flush(out);
+            State::CutHead(..) | State::Body(_, Body::UntilTurn | Body::ChunkTail(_)) => {
+                starts_message(captured, missing)
+            }
+            _ => false,
+        };
+        if ends_waiting {
+            self.complete_waiting(out);
         }
         if captured.is_empty() && missing > 0 && matches!(self.state, State::Idle) {
             // Nothing captured means nothing that could start a message.
             self.garbage += 1;
             return;
         }
+        self.missing = missing;
         let mut rest = captured;
         while !rest.is_empty() {
             match self.step(rest, ts_ns, out) {
@@ -244,6 +309,23 @@ impl Http1Stream {
         }
         if missing > 0 {
             self.on_gap(missing, ts_ns, out);
+        }
+    }
+
+    /// The other direction of the connection carries data now (`peer` is the
+    /// start of its segment). A message here that waits only for an end the
+    /// capture cannot show (its head or its framing was cut) is complete:
+    /// neither side of HTTP/1 speaks before the other is done, except for
+    /// interim responses, after which the request goes on.
+    pub fn peer_spoke(&mut self, peer: &[u8], out: &mut Vec<HttpMessage>) {
+        let waiting = matches!(
+            self.state,
+            State::CutHead(..)
+                | State::Resync(_)
+                | State::Body(_, Body::UntilTurn | Body::ChunkTail(_))
+        );
+        if waiting && !is_interim_response(peer) {
+            self.complete_waiting(out);
         }
     }
 
@@ -270,12 +352,21 @@ impl Http1Stream {
         match std::mem::take(&mut self.state) {
             State::Head(head) => self.lose_head(&head, &head.bytes),
             State::Body(mut msg, body) => {
-                msg.truncated = !matches!(body, Body::UntilClose);
+                msg.truncated = match body {
+                    Body::UntilClose | Body::UntilTurn => false,
+                    Body::ChunkTail(hidden) => hidden != LAST_CHUNK,
+                    _ => true,
+                };
                 out.push(*msg);
             }
             other => self.state = other,
         }
-        self.flush(out);
+        self.complete_waiting(out);
+    }
+
+    /// Whether a message is being read (its first bytes came, it is not done).
+    pub fn in_message(&self) -> bool {
+        !matches!(self.state, State::Idle | State::Upgraded)
     }
 
     /// Segments (or stale partial start lines) dropped as not HTTP.
@@ -288,11 +379,87 @@ impl Http1Stream {
         matches!(self.state, State::Upgraded)
     }
 
-    /// Emits the message being resynced, if any.
-    fn flush(&mut self, out: &mut Vec<HttpMessage>) {
+    /// Emits the message that waits only for its end, if any: one being
+    /// resynced, one whose head was cut, one whose body ends where the
+    /// other direction speaks.
+    fn complete_waiting(&mut self, out: &mut Vec<HttpMessage>) {
         match std::mem::take(&mut self.state) {
-            State::Resync(msg) => out.push(*msg),
+            State::Resync(msg) | State::Body(msg, Body::UntilTurn) => out.push(*msg),
+            State::Body(mut msg, Body::ChunkTail(hidden)) => {
+                msg.truncated = hidden != LAST_CHUNK;
+                out.push(*msg);
+            }
+            State::CutHead(msg, cut) => self.end_cut_head(msg, *cut, out),
             other => self.state = other,
+        }
+    }
+
+    /// A message whose head's end was never seen is over: its body size is
+    /// what its `Content-Length` says when the segments' lengths agree (the
+    /// head then ended beyond what was captured), else unknown.
+    fn end_cut_head(
+        &mut self,
+        mut msg: Box<HttpMessage>,
+        mut cut: CutHead,
+        out: &mut Vec<HttpMessage>,
+    ) {
+        take_fields(&mut msg, &mut cut.headers);
+        let (no_body, upgrade) = match msg.head {
+            MessageHead::Response { status } => {
+                let connected =
+                    cut.answers == Some(ReqKind::Connect) && (200..300).contains(&status);
+                let bodiless = status < 200
+                    || status == 204
+                    || status == 304
+                    || cut.answers == Some(ReqKind::Head);
+                (bodiless || connected, status == 101 || connected)
+            }
+            MessageHead::Request { .. } => (false, false),
+        };
+        let headers = &cut.headers;
+        let counted = headers.content_length.filter(|&n| {
+            !headers.bad_length
+                && !headers.transfer_encoding
+                && cut.wire.saturating_sub(n) > cut.seen
+        });
+        (msg.body_size, msg.truncated) = match counted {
+            _ if no_body => (0, false),
+            Some(n) => (n, false),
+            None => (0, true),
+        };
+        out.push(*msg);
+        if upgrade {
+            self.state = State::Upgraded;
+        }
+    }
+
+    /// Where a message goes once the end of its cut head was found.
+    fn cut_head_framing(&mut self, msg: &HttpMessage, cut: &CutHead) -> Next {
+        let headers = &cut.headers;
+        let framed =
+            headers.transfer_encoding || headers.content_length.is_some() || headers.bad_length;
+        let response = match msg.head {
+            MessageHead::Response { status } => {
+                if status == 101 {
+                    return Next::Upgrade;
+                }
+                if status < 200 {
+                    return Next::Done;
+                }
+                match cut.answers {
+                    Some(ReqKind::Head) => return Next::Done,
+                    Some(ReqKind::Connect) if status < 300 => return Next::Upgrade,
+                    _ if status == 204 || status == 304 => return Next::Done,
+                    _ => true,
+                }
+            }
+            MessageHead::Request { .. } => false,
+        };
+        if framed {
+            body_framing(headers, response)
+        } else {
+            // The framing fields may have been in the gap.
+            Next::Body(Body::UntilTurn)
         }
     }
 
@@ -325,6 +492,21 @@ impl Http1Stream {
                 };
                 self.settle(msg, next, out);
                 Step::Took(taken)
+            }
+            State::CutHead(mut msg, mut cut) => {
+                msg.last_ts_ns = ts;
+                match read_cut_head(&mut cut, rest, self.missing == 0) {
+                    None => {
+                        self.state = State::CutHead(msg, cut);
+                        Step::Took(rest.len())
+                    }
+                    Some(end) => {
+                        take_fields(&mut msg, &mut cut.headers);
+                        let next = self.cut_head_framing(&msg, &cut);
+                        self.settle(msg, next, out);
+                        Step::Took(end)
+                    }
+                }
             }
             // Resyncing (the message already owns this segment) or upgraded.
             other => {
@@ -378,7 +560,17 @@ impl Http1Stream {
             }
             HeadScan::Partial if view.len() >= MAX_HEAD => {
                 self.lose_head(&head, view);
-                Step::DropRest
+                if let State::CutHead(_, cut) = &mut self.state {
+                    // No gap: the last line goes on in the bytes that follow.
+                    let tail = memrchr(b'\n', view)
+                        .map_or(view, |i| view.get(i + 1..).unwrap_or_default());
+                    cut.field_since_gap = true;
+                    if tail.len() <= MAX_CUT_LINE {
+                        cut.in_unknown_line = false;
+                        cut.line.extend_from_slice(tail);
+                    }
+                }
+                Step::Took(take)
             }
             HeadScan::Partial => {
                 if !buffered {
@@ -426,8 +618,9 @@ impl Http1Stream {
         }
     }
 
-    /// The head cannot be completed: keep what is known as a truncated
-    /// message and resync, or drop it when not even the start line is known.
+    /// The head cannot be completed from what was buffered: keep what is
+    /// known and read on in what follows, or drop it when not even the start
+    /// line is known.
     fn lose_head(&mut self, head: &HeadBuf, bytes: &[u8]) {
         let start = match check_start(bytes) {
             Parse::Line(start) | Parse::More(Some(start)) => start,
@@ -436,14 +629,29 @@ impl Http1Stream {
                 return;
             }
         };
-        if matches!(start.kind, LineKind::Response { status } if status >= 200) {
+        let answers = match start.kind {
             // A final response consumes its request even when cut.
-            self.expected.pop_front();
-        }
+            LineKind::Response { status } if status >= 200 => self.expected.pop_front(),
+            _ => None,
+        };
         let headers = parse_headers(bytes);
-        let mut msg = Box::new(new_message(start, bytes, headers, head));
-        msg.truncated = true;
-        self.state = State::Resync(msg);
+        let framing = Headers {
+            content_length: headers.content_length,
+            bad_length: headers.bad_length,
+            transfer_encoding: headers.transfer_encoding,
+            chunked: headers.chunked,
+            ..Headers::default()
+        };
+        let msg = Box::new(new_message(start, bytes, headers, head));
+        let cut = CutHead {
+            wire: len64(bytes),
+            seen: len64(bytes),
+            headers: framing,
+            answers,
+            in_unknown_line: true,
+            ..CutHead::default()
+        };
+        self.state = State::CutHead(msg, Box::new(cut));
     }
 
     fn on_gap(&mut self, gap: u64, ts: u64, out: &mut Vec<HttpMessage>) {
@@ -451,11 +659,23 @@ impl Http1Stream {
             State::Head(mut head) => {
                 head.last_ts = ts;
                 self.lose_head(&head, &head.bytes);
+                if matches!(self.state, State::CutHead(..)) {
+                    self.on_gap(gap, ts, out);
+                }
             }
             State::Body(mut msg, body) => {
                 msg.last_ts_ns = ts;
                 let next = gap_in_body(body, gap, &mut msg.body_size);
                 self.settle(msg, next, out);
+            }
+            State::CutHead(mut msg, mut cut) => {
+                msg.last_ts_ns = ts;
+                cut.wire = cut.wire.saturating_add(gap);
+                cut.after_gap = true;
+                cut.field_since_gap = false;
+                cut.in_unknown_line = true;
+                cut.line.clear();
+                self.state = State::CutHead(msg, cut);
             }
             // Idle: the gap holds the start of something we cannot see.
             other => self.state = other,
@@ -500,6 +720,108 @@ fn starts_message(captured: &[u8], missing: u64) -> bool {
         Parse::More(Some(_)) => missing > 0,
         _ => false,
     }
+}
+
+/// Whether bytes start with an interim (1xx but not 101) status line.
+fn is_interim_response(bytes: &[u8]) -> bool {
+    match check_start(bytes) {
+        Parse::Line(start) | Parse::More(Some(start)) => matches!(
+            start.kind,
+            LineKind::Response { status } if status < 200 && status != 101
+        ),
+        _ => false,
+    }
+}
+
+/// Reads the captured bytes of a cut head: header fields on complete lines,
+/// and the blank line that ends it. Returns the offset in `rest` just past
+/// that line, or None when all of `rest` belongs to the head (so far).
+///
+/// Right after a gap, a blank line could as well be in a body the gap led
+/// into: it ends the head only after a whole field line, or when it ends a
+/// segment that was captured to its end (as a request without a body does).
+fn read_cut_head(cut: &mut CutHead, rest: &[u8], whole_segment: bool) -> Option<usize> {
+    if std::mem::take(&mut cut.after_gap) && matches!(rest.first(), Some(b'\r' | b'\n')) {
+        // The gap may have ended just before the blank line: it cannot be
+        // told from the end of a field line any more.
+        cut.end_lost = true;
+    }
+    if cut.wire > MAX_CUT_HEAD {
+        cut.end_lost = true;
+    }
+    let before = cut.wire;
+    cut.wire = cut.wire.saturating_add(len64(rest));
+    if cut.end_lost {
+        return None;
+    }
+    let mut pos = 0;
+    for nl in memchr_iter(b'\n', rest) {
+        let piece = rest.get(pos..nl).unwrap_or_default();
+        pos = nl + 1;
+        if std::mem::take(&mut cut.in_unknown_line) {
+            cut.line.clear();
+            continue;
+        }
+        let blank = matches!(piece, [] | [b'\r']) && cut.line.is_empty();
+        if blank && !cut.field_since_gap && !(whole_segment && pos == rest.len()) {
+            cut.end_lost = true;
+            return None;
+        }
+        let line: &[u8] = if cut.line.is_empty() {
+            piece
+        } else {
+            cut.line.extend_from_slice(piece);
+            &cut.line
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            cut.line.clear();
+            cut.wire = before.saturating_add(len64(rest.get(..pos).unwrap_or_default()));
+            return Some(pos);
+        }
+        if !is_field_line(line) {
+            // Not a header field: this is past the head, whose end was not seen.
+            cut.end_lost = true;
+            cut.line.clear();
+            return None;
+        }
+        cut.headers.field(line);
+        cut.field_since_gap = true;
+        cut.line.clear();
+    }
+    let tail = rest.get(pos..).unwrap_or_default();
+    if !cut.in_unknown_line {
+        if cut.line.len() + tail.len() <= MAX_CUT_LINE {
+            cut.line.extend_from_slice(tail);
+        } else {
+            cut.line.clear();
+            cut.in_unknown_line = true;
+        }
+    }
+    None
+}
+
+/// A header field line (`name: value`) or the continuation of one.
+fn is_field_line(line: &[u8]) -> bool {
+    if matches!(line.first(), Some(b' ' | b'\t')) {
+        return true;
+    }
+    match memchr(b':', line) {
+        Some(colon) if colon > 0 => line
+            .get(..colon)
+            .unwrap_or_default()
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)),
+        _ => false,
+    }
+}
+
+/// Moves the fields read after a cut into the message (those read before win).
+fn take_fields(msg: &mut HttpMessage, headers: &mut Headers) {
+    msg.host = msg.host.take().or(headers.host.take());
+    msg.traceparent = msg.traceparent.take().or(headers.traceparent.take());
+    msg.content_type = msg.content_type.take().or(headers.content_type.take());
+    msg.chunked = msg.chunked || headers.chunked;
 }
 
 /// Checks the start line (until it is complete) and looks for the end of the
@@ -587,9 +909,10 @@ fn take_counted(body: Body, n: u64, body_size: &mut u64) -> Option<(u64, Next)> 
         Body::Fixed(left) if n >= left => (left, Next::Done),
         Body::Fixed(left) => (n, Next::Body(Body::Fixed(left - n))),
         Body::UntilClose => (n, Next::Body(Body::UntilClose)),
+        Body::UntilTurn => (n, Next::Body(Body::UntilTurn)),
         Body::Chunk(Chunk::Data(left)) if n >= left => (left, chunked(Chunk::DataEnd(2))),
         Body::Chunk(Chunk::Data(left)) => (n, chunked(Chunk::Data(left - n))),
-        Body::Chunk(_) => return None,
+        Body::Chunk(_) | Body::ChunkTail(_) => return None,
     };
     *body_size = body_size.saturating_add(taken);
     Some((taken, next))
@@ -644,17 +967,22 @@ fn gap_in_body(body: Body, gap: u64, body_size: &mut u64) -> Next {
         // Excess past a fixed body belongs to a next message we cannot see.
         (_, Some((_, next))) => next,
         (Body::Chunk(Chunk::DataEnd(left)), None) => crlf_gap(left, gap),
+        // A gap from the start of a size line: the last chunk, if the
+        // message ends with it.
+        (Body::Chunk(Chunk::Size(line)), None) if line.len == 0 => Next::Body(Body::ChunkTail(gap)),
+        (Body::ChunkTail(hidden), None) => Next::Body(Body::ChunkTail(hidden.saturating_add(gap))),
         // A size line or trailer inside a gap hides where the body ends.
         _ => Next::Lost,
     }
 }
 
-/// A gap may swallow the CRLF after chunk data, but nothing beyond it.
+/// A gap may swallow the CRLF after chunk data; what it hides beyond it
+/// starts a size line.
 fn crlf_gap(left: u8, gap: u64) -> Next {
     match u64::from(left).checked_sub(gap) {
         Some(0) => chunked(Chunk::Size(SizeLine::default())),
         Some(l) => chunked(Chunk::DataEnd(u8::try_from(l).unwrap_or(2))),
-        None => Next::Lost,
+        None => Next::Body(Body::ChunkTail(gap - u64::from(left))),
     }
 }
 
@@ -1220,21 +1548,227 @@ mod tests {
     }
 
     #[test]
-    fn head_cut_by_gap_is_truncated_then_resyncs() {
+    fn head_cut_by_gap_is_read_on_past_the_gap() {
         let cut: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\nCookie: abc";
         let tail: &[u8] = b"more-cookie\r\n\r\n";
         let next: &[u8] = b"GET /b HTTP/1.1\r\n\r\n";
         let (out, stream) = parse(&[(cut, 3000), (tail, 0), (next, 0)]);
-        let mut lost = msg(request("GET", "/a"), 0);
-        lost.host = Some("x".into());
-        lost.truncated = true;
-        lost.first_ts_ns = 1;
-        lost.last_ts_ns = 2;
+        // The head's end was seen after the gap: every byte is accounted for.
+        let mut whole = msg(request("GET", "/a"), 0);
+        whole.host = Some("x".into());
+        whole.first_ts_ns = 1;
+        whole.last_ts_ns = 2;
         let mut fresh = msg(request("GET", "/b"), 0);
         fresh.first_ts_ns = 3;
         fresh.last_ts_ns = 3;
-        assert_eq!(out, vec![lost, fresh]);
+        assert_eq!(out, vec![whole, fresh]);
         assert_eq!(stream.garbage_segments(), 0);
+    }
+
+    /// A head of `len` bytes with a big cookie between `before` and `after`
+    /// header lines, then `body`.
+    fn big_head(start: &str, before: &str, len: usize, after: &str, body: &[u8]) -> Vec<u8> {
+        let fixed = start.len() + before.len() + after.len() + "Cookie: \r\n\r\n".len();
+        let cookie = "c".repeat(len.saturating_sub(fixed));
+        [
+            format!("{start}{before}Cookie: {cookie}\r\n{after}\r\n").as_bytes(),
+            body,
+        ]
+        .concat()
+    }
+
+    /// Feeds `bytes` as segments of these lengths, each captured up to `cap`.
+    fn feed_capped(
+        stream: &mut Http1Stream,
+        bytes: &[u8],
+        lengths: &[usize],
+        cap: usize,
+        ts: u64,
+        out: &mut Vec<HttpMessage>,
+    ) {
+        let mut rest = bytes;
+        for &len in lengths {
+            let (segment, tail) = rest.split_at(len.min(rest.len()));
+            let captured = &segment[..segment.len().min(cap)];
+            stream.feed(captured, (segment.len() - captured.len()) as u64, ts, out);
+            rest = tail;
+        }
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn request_head_beyond_the_capture_ends_when_the_response_comes() {
+        // 2 KB of head in one read, 512 bytes captured: the end is never seen.
+        let req = big_head(
+            "GET /big HTTP/1.1\r\n",
+            "Host: h\r\n",
+            2000,
+            &format!("traceparent: {TRACEPARENT}\r\n"),
+            b"",
+        );
+        let mut stream = Http1Stream::new();
+        let mut out = Vec::new();
+        feed_capped(&mut stream, &req, &[req.len()], 512, 1, &mut out);
+        assert!(out.is_empty());
+        // An interim response does not end it; a final one does.
+        stream.peer_spoke(b"HTTP/1.1 100 Continue\r\n\r\n", &mut out);
+        assert!(out.is_empty());
+        stream.peer_spoke(b"HTTP/1.1 200 OK\r\n", &mut out);
+        assert_eq!(out.len(), 1);
+        let m = &out[0];
+        assert_eq!(m.head, request("GET", "/big"));
+        assert_eq!(
+            (m.host.as_deref(), m.traceparent.as_deref()),
+            (Some("h"), None)
+        );
+        // Nothing told where the head ended: the body size is not known.
+        assert_eq!((m.body_size, m.truncated), (0, true));
+        assert_eq!(stream.garbage_segments(), 0);
+
+        // The same head read in 1 KB pieces, each captured up to 512 bytes:
+        // the end and the traceparent are in the last piece's capture.
+        let mut stream = Http1Stream::new();
+        let mut out = Vec::new();
+        feed_capped(&mut stream, &req, &[1024, 600, 376], 512, 1, &mut out);
+        stream.peer_spoke(b"HTTP/1.1 200 OK\r\n", &mut out);
+        assert_eq!(out.len(), 1);
+        let m = &out[0];
+        assert_eq!(m.traceparent.as_deref(), Some(TRACEPARENT));
+        assert_eq!((m.body_size, m.truncated), (0, false));
+    }
+
+    #[test]
+    fn post_with_a_cut_head_counts_its_body_by_segment_lengths() {
+        // Content-Length before the cookie: read before the cut.
+        let body = vec![b'b'; 1000];
+        let req = big_head(
+            "POST /up HTTP/1.1\r\n",
+            "Content-Length: 1000\r\n",
+            1500,
+            "",
+            &body,
+        );
+        let mut stream = Http1Stream::new();
+        let mut out = Vec::new();
+        feed_capped(&mut stream, &req, &[req.len()], 512, 1, &mut out);
+        stream.peer_spoke(b"HTTP/1.1 201 Created\r\n", &mut out);
+        assert_eq!(
+            (out[0].head.clone(), out[0].body_size, out[0].truncated),
+            (request("POST", "/up"), 1000, false)
+        );
+
+        // Content-Length after the cookie, in the gap; the head's end in a
+        // later capture: the body is what follows it up to the response.
+        let req = big_head(
+            "POST /up HTTP/1.1\r\n",
+            "",
+            1500,
+            "Content-Length: 1000\r\n",
+            &body,
+        );
+        for lengths in [
+            vec![1024, 1476],
+            vec![1024, 476, 1000],
+            vec![700, 700, 1100],
+        ] {
+            let mut stream = Http1Stream::new();
+            let mut out = Vec::new();
+            feed_capped(&mut stream, &req, &lengths, 512, 1, &mut out);
+            stream.peer_spoke(b"HTTP/1.1 201 Created\r\n", &mut out);
+            stream.finish(9, &mut out);
+            assert_eq!(out.len(), 1, "{lengths:?}");
+            assert_eq!(
+                (out[0].body_size, out[0].truncated),
+                (1000, false),
+                "{lengths:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn response_head_beyond_the_capture_keeps_its_body_size() {
+        let body = vec![b'x'; 300_000];
+        // Python writes the head, then the body: each captured up to 512 bytes.
+        for (before, after) in [
+            ("Content-Length: 300000\r\n", "Set-Cookie: a=b\r\n"),
+            ("", "Content-Length: 300000\r\n"),
+        ] {
+            let head = big_head("HTTP/1.1 200 OK\r\n", before, 1400, after, b"");
+            let mut stream = Http1Stream::new();
+            stream.expect_response_to("GET");
+            stream.expect_response_to("GET");
+            let mut out = Vec::new();
+            feed_capped(&mut stream, &head, &[head.len()], 512, 1, &mut out);
+            feed_capped(&mut stream, &body, &[65536; 5], 512, 2, &mut out);
+            assert!(out.is_empty());
+            // The next request ends it.
+            stream.peer_spoke(b"GET /next HTTP/1.1\r\n", &mut out);
+            assert_eq!(out.len(), 1);
+            let m = &out[0];
+            assert_eq!((m.head.clone(), m.last_ts_ns), (response(200), 2));
+            if before.is_empty() {
+                // Neither the framing nor the head's end was seen.
+                assert_eq!((m.body_size, m.truncated), (0, true));
+            } else {
+                assert_eq!((m.body_size, m.truncated), (300_000, false));
+            }
+            // The next response is framed as usual.
+            feed_capped(
+                &mut stream,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                &[100],
+                512,
+                3,
+                &mut out,
+            );
+            assert_eq!((out.len(), out[1].body_size), (2, 2));
+        }
+        // A cut head of a 204 or of a HEAD answer has no body at all.
+        let head = big_head("HTTP/1.1 204 No Content\r\n", "", 1400, "", b"");
+        let mut stream = Http1Stream::new();
+        stream.expect_response_to("GET");
+        let mut out = Vec::new();
+        feed_capped(&mut stream, &head, &[head.len()], 512, 1, &mut out);
+        stream.finish(2, &mut out);
+        assert_eq!((out[0].body_size, out[0].truncated), (0, false));
+    }
+
+    #[test]
+    fn a_cut_head_whose_end_may_be_at_the_gap_is_not_guessed() {
+        // After the gap the capture starts with CRLF: the blank line, or the
+        // end of a field line? Not knowable, so the end counts as not seen.
+        let mut stream = Http1Stream::new();
+        let mut out = Vec::new();
+        stream.feed(b"GET /x HTTP/1.1\r\nCookie: aaaa", 500, 1, &mut out);
+        stream.feed(b"\r\nbody-or-header\r\n\r\n", 0, 2, &mut out);
+        stream.peer_spoke(b"HTTP/1.1 200 OK\r\n", &mut out);
+        assert_eq!((out[0].body_size, out[0].truncated), (0, true));
+        // Lines that are not header fields end the search too.
+        let mut stream = Http1Stream::new();
+        let mut out = Vec::new();
+        stream.feed(b"POST /x HTTP/1.1\r\nCookie: aaaa", 500, 1, &mut out);
+        stream.feed(b"aa\r\n{\"json\": 1}\r\n\r\n", 0, 2, &mut out);
+        stream.finish(3, &mut out);
+        assert_eq!((out[0].body_size, out[0].truncated), (0, true));
+    }
+
+    #[test]
+    fn a_chunked_body_after_a_cut_head_is_followed() {
+        let req = big_head(
+            "POST /c HTTP/1.1\r\n",
+            "",
+            1200,
+            "Transfer-Encoding: chunked\r\n",
+            b"5\r\nhello\r\n0\r\n\r\n",
+        );
+        let mut stream = Http1Stream::new();
+        let mut out = Vec::new();
+        feed_capped(&mut stream, &req, &[1000, 1000], 512, 1, &mut out);
+        assert_eq!(out.len(), 1, "complete without waiting for the response");
+        assert_eq!(
+            (out[0].body_size, out[0].chunked, out[0].truncated),
+            (5, true, false)
+        );
     }
 
     #[test]
@@ -1283,6 +1817,41 @@ mod tests {
             (out[0].body_size, out[0].truncated, out[0].last_ts_ns),
             (4096, true, 2)
         );
+    }
+
+    #[test]
+    fn a_last_chunk_hidden_by_a_gap_is_known_by_its_length() {
+        // 1 KB of chunk data, 500 captured; the gap hides the rest, its CRLF
+        // and `0` CRLF CRLF (7 bytes): the body ends there when the other
+        // direction speaks next.
+        let first = [
+            b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n".as_slice(),
+            &[b'z'; 500],
+        ]
+        .concat();
+        for (hidden, truncated) in [(7, false), (9, true), (3, true)] {
+            let mut stream = Http1Stream::new();
+            let mut out = run(&mut stream, &[(&first, 1024 - 500 + hidden)]);
+            assert!(out.is_empty());
+            stream.peer_spoke(b"HTTP/1.1 200 OK\r\n", &mut out);
+            assert_eq!(
+                (out[0].body_size, out[0].truncated),
+                (1024, truncated),
+                "{hidden}"
+            );
+        }
+        // Bytes after the hidden tail mean it was not the end.
+        let mut stream = Http1Stream::new();
+        let mut out = run(&mut stream, &[(&first, 1024 - 500 + 7), (b"more", 0)]);
+        stream.finish(3, &mut out);
+        assert_eq!((out[0].body_size, out[0].truncated), (1024, true));
+        // A gap from the start of a size line counts the same way.
+        let mut stream = Http1Stream::new();
+        let head: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        stream.expect_response_to("GET");
+        let mut out = run(&mut stream, &[(head, 5)]);
+        stream.finish(2, &mut out);
+        assert_eq!((out[0].body_size, out[0].truncated), (3, false));
     }
 
     #[test]
@@ -1444,9 +2013,10 @@ mod tests {
         stream.feed(b"\r\n\r\n", 0, 200, &mut out);
         stream.feed(b"GET /small HTTP/1.1\r\n\r\n", 0, 201, &mut out);
         assert_eq!(out.len(), 2);
+        // The head's end was found past the cap: the sizes are still known.
         assert_eq!(
             (out[0].head.clone(), out[0].truncated),
-            (request("GET", "/big"), true)
+            (request("GET", "/big"), false)
         );
         assert_eq!(out[0].host.as_deref(), Some("h"));
         assert_eq!((out[0].first_ts_ns, out[0].last_ts_ns), (1, 200));
@@ -1588,6 +2158,147 @@ mod tests {
                 prop_assert!(method.len() <= MAX_METHOD && target.len() <= MAX_TARGET);
             }
         }
+        Ok(())
+    }
+
+    /// A message whose head is big (a cookie of up to 3 KB), cut into
+    /// segments captured up to a small limit, ended by the other direction
+    /// speaking: it comes out once, with its start line, and its body size
+    /// is right or the message is marked truncated.
+    #[derive(Debug, Clone)]
+    struct BigHead {
+        response: bool,
+        cookie: usize,
+        cookie_at: usize,
+        length_line: bool,
+        traceparent_at: usize,
+        body: Vec<u8>,
+        cuts: Vec<proptest::sample::Index>,
+        cap: usize,
+    }
+
+    fn big_head_case() -> impl Strategy<Value = BigHead> {
+        let word = prop_oneof![
+            "[a-z0-9{}\",.]{1,12}".prop_map(String::into_bytes),
+            Just(b"\r\n".to_vec()),
+            Just(b" ".to_vec()),
+        ];
+        (
+            any::<bool>(),
+            0usize..3000,
+            0usize..4,
+            any::<bool>(),
+            0usize..5,
+            proptest::collection::vec(word, 0..200),
+            proptest::collection::vec(any::<proptest::sample::Index>(), 0..8),
+            16usize..600,
+        )
+            .prop_map(
+                |(response, cookie, cookie_at, length_line, traceparent_at, words, cuts, cap)| {
+                    // A body never holds a blank line (see read_cut_head).
+                    let mut body: Vec<u8> = Vec::new();
+                    for w in words {
+                        if !(w == b"\r\n" && body.ends_with(b"\r\n")) {
+                            body.extend_from_slice(&w);
+                        }
+                    }
+                    if body.ends_with(b"\r\n") {
+                        body.push(b'.');
+                    }
+                    BigHead {
+                        response,
+                        cookie,
+                        cookie_at,
+                        length_line: length_line || response,
+                        traceparent_at,
+                        body,
+                        cuts,
+                        cap,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn big_heads_cut_by_the_capture_are_exact_or_truncated(case in big_head_case()) {
+            big_head_property(&case)?;
+        }
+    }
+
+    fn big_head_property(case: &BigHead) -> Result<(), TestCaseError> {
+        let mut fields = vec![
+            "Host: example.test".to_string(),
+            "User-Agent: proptest".to_string(),
+            "Accept: */*".to_string(),
+        ];
+        fields.insert(
+            case.cookie_at.min(fields.len()),
+            format!("Cookie: {}", "k".repeat(case.cookie)),
+        );
+        let body = if case.length_line {
+            case.body.clone()
+        } else {
+            Vec::new()
+        };
+        if case.length_line {
+            fields.insert(1, format!("Content-Length: {}", body.len()));
+        }
+        fields.insert(
+            case.traceparent_at.min(fields.len()),
+            format!("traceparent: {TRACEPARENT}"),
+        );
+        let start = if case.response {
+            "HTTP/1.1 200 OK"
+        } else {
+            "POST /p HTTP/1.1"
+        };
+        let mut bytes = format!("{start}\r\n{}\r\n\r\n", fields.join("\r\n")).into_bytes();
+        bytes.extend_from_slice(&body);
+        let mut bounds: Vec<usize> = case.cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        bounds.extend([0, bytes.len()]);
+        bounds.sort_unstable();
+        bounds.dedup();
+        let mut stream = Http1Stream::new();
+        if case.response {
+            stream.expect_response_to("GET");
+        }
+        let mut out = Vec::new();
+        for (ts, pair) in (1u64..).zip(bounds.windows(2)) {
+            let segment = &bytes[pair[0]..pair[1]];
+            let captured = &segment[..segment.len().min(case.cap)];
+            stream.feed(
+                captured,
+                (segment.len() - captured.len()) as u64,
+                ts,
+                &mut out,
+            );
+        }
+        let peer: &[u8] = if case.response {
+            b"GET / HTTP/1.1\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\n"
+        };
+        stream.peer_spoke(peer, &mut out);
+        stream.finish(u64::MAX, &mut out);
+        prop_assert_eq!(out.len(), 1, "{:?}", out);
+        let m = &out[0];
+        let head = if case.response {
+            response(200)
+        } else {
+            request("POST", "/p")
+        };
+        prop_assert_eq!(&m.head, &head);
+        if !m.truncated {
+            prop_assert_eq!(m.body_size, body.len() as u64);
+        }
+        if let Some(traceparent) = &m.traceparent {
+            prop_assert_eq!(traceparent.as_str(), TRACEPARENT);
+        }
+        if bounds.len() == 2 && bytes.len() <= case.cap {
+            prop_assert!(!m.truncated && m.traceparent.is_some());
+        }
+        prop_assert_eq!(stream.garbage_segments(), 0);
         Ok(())
     }
 
