@@ -373,6 +373,24 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         let _ = writeln!(out, "# TYPE {family} counter");
         let _ = writeln!(out, "{name}_total {value}");
     }
+    {
+        let family = if openmetrics {
+            "zerotrace_http2_losses"
+        } else {
+            "zerotrace_http2_losses_total"
+        };
+        let _ = writeln!(
+            out,
+            "# HELP {family} What the HTTP/2 decoder could not follow, by reason (docs/protocols.md)."
+        );
+        let _ = writeln!(out, "# TYPE {family} counter");
+        for (reason, value) in own.http2_losses() {
+            let _ = writeln!(
+                out,
+                "zerotrace_http2_losses_total{{reason=\"{reason}\"}} {value}"
+            );
+        }
+    }
     for (name, help, value) in [
         (
             "zerotrace_instrumented_processes",
@@ -517,7 +535,13 @@ mod tests {
         state.own.spans = 3;
         state.own.worker_restarts = 2;
         state.own.otlp_queue_depth = 4;
+        state.own.http2.streams_without_headers = 5;
         let text = render(&state, false);
+        assert!(text.contains("# TYPE zerotrace_http2_losses_total counter\n"));
+        assert!(
+            text.contains("zerotrace_http2_losses_total{reason=\"h2_stream_without_headers\"} 5\n")
+        );
+        assert!(text.contains("zerotrace_http2_losses_total{reason=\"hpack_lost\"} 0\n"));
         assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
         assert!(text.contains(r#"service_name="shop \"a\"""#), "{text}");
         let ok_labels = r#"http_response_status_code="200""#;
