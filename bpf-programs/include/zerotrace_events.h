@@ -12,6 +12,12 @@
 #define ZT_PAYLOAD_MAX 512
 #endif
 
+/* Bytes copied at most of a segment that starts an HTTP head (an HTTP/1
+ * start line, the HTTP/2 preface or a non-DATA HTTP/2 frame): request heads
+ * with tokens and cookies, and header blocks, are whole up to this size. The
+ * loader may lower it at load time (zt_settings.head_capture). Power of two. */
+#define ZT_HEAD_MAX 16384
+
 enum zt_event_kind {
 	ZT_EVENT_DATA = 1,         /* bytes moved on an instrumented TCP socket */
 	ZT_EVENT_CONNECTION = 2,   /* socket accepted (server) or connected (client) */

@@ -37,9 +37,14 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define ZT_TCP_LISTEN 10
 #define ZT_MSG_PEEK 2
 
-/* Set by the loader before load: data events wake the reader only once this
- * many bytes are waiting, so a busy server does not cause one wake-up per call. */
-const volatile __u64 zt_wakeup_bytes = 65536;
+/* Set by the loader before load (it writes the fields in this order). */
+const volatile struct {
+	/* Data events wake the reader only once this many bytes are waiting, so
+	 * a busy server does not cause one wake-up per call. */
+	__u64 wakeup_bytes;
+	/* Bytes copied of a segment that starts an HTTP head (<= ZT_HEAD_MAX). */
+	__u64 head_capture;
+} zt_settings = {.wakeup_bytes = 65536, .head_capture = ZT_HEAD_MAX};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -90,9 +95,9 @@ struct {
 
 struct zt_event_buffer {
 	struct zt_event event;
-	/* Twice the capture size, so the verifier can see that a copy that starts
-	 * below ZT_PAYLOAD_MAX and is at most ZT_PAYLOAD_MAX long stays inside. */
-	__u8 payload[2 * ZT_PAYLOAD_MAX];
+	/* Twice the largest capture, so the verifier can see that a copy that
+	 * starts below ZT_HEAD_MAX and is at most ZT_HEAD_MAX long stays inside. */
+	__u8 payload[2 * ZT_HEAD_MAX];
 };
 
 /* Vectored I/O (writev, sendmsg...) is captured across this many iovecs:
@@ -104,9 +109,11 @@ struct zt_event_buffer {
 #define ZT_MAX_IOVECS 32
 #define ZT_UNROLLED_IOVECS 8
 
-/* Per-CPU staging area: events are too big for the 512-byte BPF stack. */
+/* Staging area, one entry per CPU (the loader sizes it to the possible
+ * CPUs): events are too big for the 512-byte BPF stack, and with heads of up
+ * to ZT_HEAD_MAX bytes too big for a per-CPU array's 32 KiB value limit. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct zt_event_buffer);
@@ -191,8 +198,8 @@ static __always_inline __u32 zt_current_generation(void)
 /* Event header without the connection identity (tuple zeroed, comm empty). */
 static __always_inline struct zt_event_buffer *zt_new_event(__u8 kind, __u64 pid_tgid)
 {
-	__u32 zero = 0;
-	struct zt_event_buffer *buf = bpf_map_lookup_elem(&zt_scratch, &zero);
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct zt_event_buffer *buf = bpf_map_lookup_elem(&zt_scratch, &cpu);
 	if (!buf)
 		return 0;
 	struct zt_event *e = &buf->event;
@@ -247,13 +254,13 @@ static __always_inline void zt_describe_socket(struct zt_event *e, struct sock *
 static __always_inline __u64 zt_batched_wakeup_flags(void)
 {
 	__u64 waiting = bpf_ringbuf_query(&zt_events, BPF_RB_AVAIL_DATA);
-	return waiting >= zt_wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	return waiting >= zt_settings.wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void zt_submit(struct zt_event_buffer *buf, __u32 payload_len, __u64 flags)
 {
-	if (payload_len > ZT_PAYLOAD_MAX)
-		payload_len = ZT_PAYLOAD_MAX;
+	if (payload_len > ZT_HEAD_MAX)
+		payload_len = ZT_HEAD_MAX;
 	__u64 size = sizeof(struct zt_event) + payload_len;
 	if (bpf_ringbuf_output(&zt_events, buf, size, flags))
 		zt_count(ZT_COUNTER_RINGBUF_DROPS);
@@ -280,7 +287,7 @@ struct zt_iovec_copy {
 	struct zt_event_buffer *buf;
 	__u64 iov_ptr;
 	__u64 count;
-	__u64 total; /* bytes to copy at most (<= ZT_PAYLOAD_MAX) */
+	__u64 total; /* bytes to copy at most (<= ZT_HEAD_MAX) */
 	__u64 off;   /* bytes copied so far */
 };
 
@@ -296,7 +303,7 @@ static __always_inline long zt_copy_one_iovec(__u64 i, struct zt_iovec_copy *c)
 	__u64 len = iov.len;
 	if (len > c->total - off)
 		len = c->total - off;
-	if (off >= ZT_PAYLOAD_MAX || len > ZT_PAYLOAD_MAX)
+	if (off >= ZT_HEAD_MAX || len > ZT_HEAD_MAX)
 		return 1;
 	if (len && bpf_probe_read_user(&c->buf->payload[off], len, (void *)iov.base))
 		return 1;
@@ -309,14 +316,57 @@ static long zt_copy_iovec_callback(__u64 i, void *ctx)
 	return zt_copy_one_iovec(i, ctx);
 }
 
-/* Copies the first ZT_PAYLOAD_MAX bytes of an iovec array; returns the bytes copied. */
-static __always_inline __u32 zt_copy_iovecs(struct zt_event_buffer *buf, __u64 iov_ptr, __u64 count, __u64 total)
+#define ZT_WORD(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
+
+/* Whether captured bytes begin an HTTP head: an HTTP/1 request or status
+ * line, the HTTP/2 preface, or an HTTP/2 frame header of any type but DATA
+ * (length below 64 KiB, reserved bit clear). A wrong yes costs a longer
+ * copy, never a wrong span: the worker parses what it gets. */
+static __always_inline bool zt_starts_head(const __u8 *p)
 {
+	if (p[0] == 0 && p[3] >= 1 && p[3] <= 9 && !(p[5] & 0x80))
+		return 1;
+	__u32 word = ZT_WORD(p[0], p[1], p[2], p[3]);
+	switch (word) {
+	case ZT_WORD('G', 'E', 'T', ' '):
+	case ZT_WORD('P', 'O', 'S', 'T'):
+	case ZT_WORD('P', 'U', 'T', ' '):
+	case ZT_WORD('H', 'E', 'A', 'D'):
+	case ZT_WORD('D', 'E', 'L', 'E'):
+	case ZT_WORD('P', 'A', 'T', 'C'):
+	case ZT_WORD('O', 'P', 'T', 'I'):
+	case ZT_WORD('C', 'O', 'N', 'N'):
+	case ZT_WORD('T', 'R', 'A', 'C'):
+	case ZT_WORD('H', 'T', 'T', 'P'):
+	case ZT_WORD('P', 'R', 'I', ' '):
+		return 1;
+	}
+	return 0;
+}
+
+/* How much of a `len`-byte segment to copy when its first ZT_PAYLOAD_MAX
+ * bytes (already in buf) start a head: more than ZT_PAYLOAD_MAX, or 0 to
+ * keep what was copied. */
+static __always_inline __u64 zt_head_copy_len(struct zt_event_buffer *buf, __u64 len)
+{
+	if (len <= ZT_PAYLOAD_MAX || zt_settings.head_capture <= ZT_PAYLOAD_MAX ||
+	    !zt_starts_head(buf->payload))
+		return 0;
+	__u64 limit = zt_settings.head_capture < ZT_HEAD_MAX ? zt_settings.head_capture : ZT_HEAD_MAX;
+	return len < limit ? len : limit;
+}
+
+/* Copies the first `limit` (<= ZT_HEAD_MAX) bytes of an iovec array; returns the bytes copied. */
+static __always_inline __u32 zt_copy_iovecs_upto(struct zt_event_buffer *buf, __u64 iov_ptr, __u64 count,
+						 __u64 total, __u64 limit)
+{
+	if (limit > ZT_HEAD_MAX)
+		limit = ZT_HEAD_MAX;
 	struct zt_iovec_copy c = {
 		.buf = buf,
 		.iov_ptr = iov_ptr,
 		.count = count,
-		.total = total > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : total,
+		.total = total > limit ? limit : total,
 	};
 	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
 		bpf_loop(ZT_MAX_IOVECS, zt_copy_iovec_callback, &c, 0);
@@ -327,6 +377,38 @@ static __always_inline __u32 zt_copy_iovecs(struct zt_event_buffer *buf, __u64 i
 		}
 	}
 	return c.off;
+}
+
+/* Copies the first ZT_PAYLOAD_MAX bytes of an iovec array, or more of a
+ * segment that starts a head (then from the start again: heads larger than
+ * ZT_PAYLOAD_MAX are rare). Returns the bytes copied. */
+static __always_inline __u32 zt_copy_iovecs(struct zt_event_buffer *buf, __u64 iov_ptr, __u64 count, __u64 total)
+{
+	__u32 copied = zt_copy_iovecs_upto(buf, iov_ptr, count, total, ZT_PAYLOAD_MAX);
+	if (copied < ZT_PAYLOAD_MAX)
+		return copied;
+	__u64 head = zt_head_copy_len(buf, total);
+	return head ? zt_copy_iovecs_upto(buf, iov_ptr, count, total, head) : copied;
+}
+
+/* Copies the first ZT_PAYLOAD_MAX bytes of a `len`-byte user buffer, or more
+ * when they start a head. Returns the bytes copied. */
+static __always_inline __u32 zt_copy_buffer(struct zt_event_buffer *buf, __u64 src, __u64 len)
+{
+	__u32 copy = len > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : len;
+	if (copy > ZT_PAYLOAD_MAX) /* restated for the verifier */
+		copy = ZT_PAYLOAD_MAX;
+	if (bpf_probe_read_user(buf->payload, copy, (void *)src))
+		return 0;
+	__u64 head = zt_head_copy_len(buf, len);
+	if (!head)
+		return copy;
+	__u64 extra = head - ZT_PAYLOAD_MAX;
+	if (extra > ZT_HEAD_MAX - ZT_PAYLOAD_MAX) /* restated for the verifier */
+		extra = ZT_HEAD_MAX - ZT_PAYLOAD_MAX;
+	if (bpf_probe_read_user(&buf->payload[ZT_PAYLOAD_MAX], extra, (void *)(src + ZT_PAYLOAD_MAX)))
+		return copy;
+	return ZT_PAYLOAD_MAX + extra;
 }
 
 /* Marks a socket as carrying TLS records (keeps its role and generation). */
@@ -369,7 +451,6 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 
 	__u8 direction = ZT_DIR_INGRESS;
 	__u64 payload = 0;
-	__u64 piece_len = ret;
 	__u64 iov_ptr = 0, iov_count = 0;
 	switch (nr) {
 	case ZT_NR_write:
@@ -419,17 +500,10 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	e->bytes = ret;
 
 	__u32 copy = 0;
-	if (iov_ptr) {
+	if (iov_ptr)
 		copy = zt_copy_iovecs(buf, iov_ptr, iov_count, ret);
-	} else if (payload) {
-		if (piece_len > (__u64)ret)
-			piece_len = ret;
-		copy = piece_len > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : piece_len;
-		if (copy > ZT_PAYLOAD_MAX) /* restated for the verifier */
-			copy = ZT_PAYLOAD_MAX;
-		if (bpf_probe_read_user(buf->payload, copy, (void *)payload))
-			copy = 0;
-	}
+	else if (payload)
+		copy = zt_copy_buffer(buf, payload, ret);
 	e->captured_len = copy;
 	zt_submit(buf, copy, zt_batched_wakeup_flags());
 }
@@ -731,11 +805,7 @@ int zt_tls_exit(struct pt_regs *ctx)
 	e->direction = (call.kind & ZT_TLS_WRITE) ? ZT_DIR_EGRESS : ZT_DIR_INGRESS;
 	e->sock_id = sock_id;
 	e->bytes = bytes;
-	__u32 copy = bytes > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : bytes;
-	if (copy > ZT_PAYLOAD_MAX) /* restated for the verifier */
-		copy = ZT_PAYLOAD_MAX;
-	if (bpf_probe_read_user(buf->payload, copy, (void *)call.buf))
-		copy = 0;
+	__u32 copy = zt_copy_buffer(buf, call.buf, bytes);
 	e->captured_len = copy;
 	zt_submit(buf, copy, zt_batched_wakeup_flags());
 	return 0;

@@ -157,6 +157,7 @@ pub fn run() -> i32 {
         Probes::load_and_attach(ProbeSettings {
             ring_buffer_bytes: 1 << 16,
             wakeup_bytes: 4096,
+            head_capture: probes::HEAD_MAX,
             backend: None,
         })
         .ok()

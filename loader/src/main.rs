@@ -164,15 +164,18 @@ fn run(options: RunOptions) -> Result<i32, String> {
         }
     }
     let started = std::time::Instant::now();
+    let head_capture = probes::head_capture_from_env()?;
     let probes = Probes::load_and_attach(ProbeSettings {
         ring_buffer_bytes: options.ring_buffer_bytes,
         wakeup_bytes: u64::from(options.ring_buffer_bytes / 16).min(256 * 1024),
+        head_capture,
         backend: options.capture_backend,
     })?;
     eprintln!(
-        "zerotrace: probes attached in {:.0} ms (payload capture {} bytes, data from {})",
+        "zerotrace: probes attached in {:.0} ms (payload capture {} bytes, heads up to {} bytes, data from {})",
         started.elapsed().as_secs_f64() * 1000.0,
         probes::PAYLOAD_MAX,
+        head_capture,
         probes.backend().describe()
     );
     if let Some(reason) = probes.tls_unavailable() {

@@ -20,6 +20,23 @@ const LISTENER_ITER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/listener_
 /// Bytes of each payload the kernel copies (fixed when the BPF objects were built).
 pub const PAYLOAD_MAX: &str = env!("ZEROTRACE_PAYLOAD_MAX");
 
+/// Largest head capture the BPF objects allow (`ZT_HEAD_MAX`).
+pub const HEAD_MAX: u32 = 16384;
+
+/// The head capture from `ZEROTRACE_HEAD_CAPTURE` (bytes, up to [`HEAD_MAX`];
+/// 0 turns it off), else [`HEAD_MAX`].
+pub fn head_capture_from_env() -> Result<u32, String> {
+    match std::env::var("ZEROTRACE_HEAD_CAPTURE") {
+        Err(_) => Ok(HEAD_MAX),
+        Ok(raw) => match raw.trim().parse::<u32>() {
+            Ok(n) if n <= HEAD_MAX => Ok(n),
+            _ => Err(format!(
+                "ZEROTRACE_HEAD_CAPTURE={raw:?}: expected a number of bytes from 0 to {HEAD_MAX}"
+            )),
+        },
+    }
+}
+
 /// The maps handed to the worker, by name in the object.
 const WORKER_MAPS: &[(&str, MapRole)] = &[
     ("zt_events", MapRole::Events),
@@ -34,6 +51,9 @@ pub struct ProbeSettings {
     pub ring_buffer_bytes: u32,
     /// Bytes waiting in the ring buffer before a data event wakes the worker.
     pub wakeup_bytes: u64,
+    /// Bytes copied of a segment that starts an HTTP head ([`HEAD_MAX`] at most;
+    /// at or below [`PAYLOAD_MAX`], heads are captured like any segment).
+    pub head_capture: u32,
     /// Only this backend (`--capture-backend`); None: the best that loads.
     pub backend: Option<CaptureBackend>,
 }
@@ -105,10 +125,20 @@ fn open_tracer(
         if name == "zt_events" {
             map.set_max_entries(settings.ring_buffer_bytes)
                 .map_err(context("sizing the ring buffer"))?;
+        } else if name == "zt_scratch" {
+            // One staging entry per CPU, indexed by the CPU the program runs on.
+            let cpus = libbpf_rs::num_possible_cpus()
+                .map_err(context("counting the possible CPUs"))?;
+            let cpus = u32::try_from(cpus).map_err(|_| "too many CPUs".to_owned())?;
+            map.set_max_entries(cpus.max(1))
+                .map_err(context("sizing the staging area"))?;
         } else if name.ends_with(".rodata") {
-            let wakeup = settings.wakeup_bytes.to_ne_bytes();
+            // `zt_settings` in syscall_tracer.bpf.c: wakeup_bytes, head_capture.
+            let mut fields = Vec::with_capacity(16);
+            fields.extend_from_slice(&settings.wakeup_bytes.to_ne_bytes());
+            fields.extend_from_slice(&u64::from(settings.head_capture).to_ne_bytes());
             match map.initial_value_mut() {
-                Some(value) if value.len() == wakeup.len() => value.copy_from_slice(&wakeup),
+                Some(value) if value.len() == fields.len() => value.copy_from_slice(&fields),
                 _ => return Err("unexpected .rodata layout in the syscall tracer".into()),
             }
         }
@@ -381,5 +411,20 @@ impl Probes {
         listeners.sort_by_key(|l| (l.pid, l.port));
         listeners.dedup();
         Ok(listeners)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_max_matches_the_bpf_header() {
+        let header = include_str!("../../bpf-programs/include/zerotrace_events.h");
+        let defined = header
+            .lines()
+            .find_map(|l| l.strip_prefix("#define ZT_HEAD_MAX "))
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        assert_eq!(defined, Some(HEAD_MAX));
     }
 }
