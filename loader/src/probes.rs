@@ -127,8 +127,8 @@ fn open_tracer(
                 .map_err(context("sizing the ring buffer"))?;
         } else if name == "zt_scratch" {
             // One staging entry per CPU, indexed by the CPU the program runs on.
-            let cpus = libbpf_rs::num_possible_cpus()
-                .map_err(context("counting the possible CPUs"))?;
+            let cpus =
+                libbpf_rs::num_possible_cpus().map_err(context("counting the possible CPUs"))?;
             let cpus = u32::try_from(cpus).map_err(|_| "too many CPUs".to_owned())?;
             map.set_max_entries(cpus.max(1))
                 .map_err(context("sizing the staging area"))?;

@@ -392,8 +392,17 @@ fn large_request_heads_are_decoded_whole_on_nginx_and_a_python_h2_service() {
         python_h2_client(service_port, false, &requests),
         ["200 6"; 5]
     );
+    // And all at once: concurrent streams, one write per request head.
+    let concurrent: Vec<Value> = heads
+        .iter()
+        .map(|(name, headers)| get(&format!("/a?all={name}"), headers))
+        .collect();
+    assert_eq!(
+        python_h2_client(nginx_port, true, &concurrent),
+        ["200 6"; 5]
+    );
 
-    let total = 3 * heads.len();
+    let total = 4 * heads.len();
     agent.wait_for_spans(total, |s| s.str_of("protocol_version") == "2");
     std::thread::sleep(Duration::from_millis(500));
     let spans = agent.spans();
@@ -402,6 +411,7 @@ fn large_request_heads_are_decoded_whole_on_nginx_and_a_python_h2_service() {
         (nginx_port, "curl"),
         (nginx_port, "py"),
         (service_port, "py"),
+        (nginx_port, "all"),
     ] {
         for (name, _) in &heads {
             let target = format!("/a?{client}={name}");
