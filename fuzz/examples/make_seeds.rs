@@ -1,7 +1,9 @@
 //! Writes the seed corpora of `http2_frames`, `hpack` and `grpc` into
 //! fuzz/seeds/: valid conversations (h2c, gRPC unary and trailers-only,
 //! CONTINUATION, padding, PUSH_PROMISE, RST_STREAM, GOAWAY, joins
-//! mid-stream, capture gaps), the RFC 7541 Appendix C header blocks, and
+//! mid-stream, capture gaps, sequential requests with heads larger than the
+//! capture, a header block past the head capture), the RFC 7541 Appendix C
+//! header blocks, and
 //! gRPC conversation scripts, so fuzzing starts from deep states.
 //!   cargo +nightly run --manifest-path fuzz/Cargo.toml --example make_seeds
 
@@ -280,6 +282,129 @@ fn http2_seeds() -> std::io::Result<()> {
     Ok(())
 }
 
+/// A request whose HEADERS frame is exactly `frame_len` bytes, padded with
+/// an `authorization` value (never indexed, as clients send tokens).
+fn request_of_size(h2: &mut H2, id: u32, path: &str, frame_len: usize) -> Vec<u8> {
+    for token in 0..frame_len {
+        let mut encoder = h2.client.clone();
+        let mut block = encode(
+            &mut encoder,
+            &[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", path),
+                (":authority", "localhost:8080"),
+            ],
+        );
+        let value = format!("Bearer {}", "t".repeat(token));
+        encoder.literal(&mut block, "authorization", Some(23), &value, Indexing::Never);
+        let frames = header_frames(id, &block, true, &[], None);
+        if frames.len() >= frame_len {
+            h2.client = encoder;
+            return frames;
+        }
+    }
+    Vec::new()
+}
+
+/// Sequential requests on one connection with heads larger than the
+/// capture, and a header block past the head capture.
+fn large_head_seeds() -> std::io::Result<()> {
+    // Three requests one after another, each HEADERS 1,512 bytes of which
+    // 512 are captured (the gap, 1,000 bytes, ends at the frame's end); the
+    // later ones refer to the table entries the cut blocks inserted.
+    let mut h2 = H2::new();
+    let preface = client_preface();
+    let server_start = server_preface();
+    let mut requests = Vec::new();
+    let mut responses = Vec::new();
+    for (i, path) in ["/a", "/b", "/a"].iter().enumerate() {
+        let id = 1 + 2 * i as u32;
+        requests.push(request_of_size(&mut h2, id, path, 1512));
+        let status = if *path == "/b" { "404" } else { "200" };
+        responses.push(
+            [
+                h2.response(id, &[(":status", status), ("server", "nginx")], false),
+                data_frame(id, b"alpha\n", true, None).0,
+            ]
+            .concat(),
+        );
+    }
+    let mut segments = vec![seg(C, &preface), seg(S, &server_start)];
+    for (request, response) in requests.iter().zip(&responses) {
+        segments.push(H2Segment {
+            egress: C,
+            captured: request.get(..512).unwrap_or_default(),
+            missing: 1000,
+            same_ts: false,
+        });
+        segments.push(seg(S, response));
+    }
+    write(
+        "http2_frames",
+        "h2c_sequential_heads_past_capture",
+        &h2_input(0, &segments),
+    )?;
+    // The same requests captured whole, one after another.
+    let mut segments = vec![seg(C, &preface), seg(S, &server_start)];
+    for (request, response) in requests.iter().zip(&responses) {
+        segments.push(seg(C, request));
+        segments.push(seg(S, response));
+    }
+    write(
+        "http2_frames",
+        "h2c_sequential_large_heads",
+        &h2_input(0, &segments),
+    )?;
+
+    // A 20 KB head: HEADERS of 16 KiB and a CONTINUATION in one write, of
+    // which the head capture holds the first 16 KiB; then the same path
+    // again (a reference into the lost table state).
+    let mut h2 = H2::new();
+    let mut block = encode(
+        &mut h2.client,
+        &[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/big"),
+            (":authority", "localhost:8080"),
+        ],
+    );
+    let token = format!("Bearer {}", "j".repeat(20 * 1024));
+    h2.client
+        .literal(&mut block, "authorization", Some(23), &token, Indexing::Never);
+    let big = header_frames(1, &block, true, &[16_384], None);
+    let again = h2.request(3, "GET", "/big", &[]);
+    let answer = |h2: &mut H2, id: u32| {
+        [
+            h2.response(id, &[(":status", "200")], false),
+            data_frame(id, b"ok", true, None).0,
+        ]
+        .concat()
+    };
+    let (first, second) = (answer(&mut h2, 1), answer(&mut h2, 3));
+    write(
+        "http2_frames",
+        "h2c_head_past_head_capture",
+        &h2_input(
+            0,
+            &[
+                seg(C, &preface),
+                seg(S, &server_start),
+                H2Segment {
+                    egress: C,
+                    captured: big.get(..16_384).unwrap_or_default(),
+                    missing: 70_000,
+                    same_ts: false,
+                },
+                seg(S, &first),
+                seg(C, &again),
+                seg(S, &second),
+            ],
+        ),
+    )
+}
+
 fn hex(s: &str) -> Vec<u8> {
     let digits: Vec<u8> = s.bytes().filter(u8::is_ascii_hexdigit).collect();
     digits
@@ -504,6 +629,7 @@ fn grpc_seeds() -> std::io::Result<()> {
 
 fn main() -> std::io::Result<()> {
     http2_seeds()?;
+    large_head_seeds()?;
     hpack_seeds()?;
     grpc_seeds()
 }

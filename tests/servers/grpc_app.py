@@ -5,6 +5,10 @@ for the end-to-end tests. Run with Debian's /usr/bin/python3 (python3-grpcio).
   grpc_app.py server PORT   serves zerotrace.test.Echo on 127.0.0.1:PORT
   grpc_app.py client PORT   waits for a line on stdin, then makes one call of
                             each kind and prints "<method> <STATUS> <detail>"
+  grpc_app.py client-metadata PORT
+                            the same wait, then 5 unary Say calls on one
+                            channel, the first 3 with 2 KB of `authorization`
+                            metadata (header blocks past 512 bytes)
 
 Methods: Say (unary, OK), Count (server streaming: N messages 100 ms apart),
 Slow (Count, called with a 250 ms deadline for 5 messages: DEADLINE_EXCEEDED),
@@ -81,6 +85,23 @@ def client(port):
     print("done", flush=True)
 
 
+def client_metadata(port):
+    sys.stdin.readline()
+    options = [("grpc.enable_http_proxy", 0)]
+    token = "Bearer " + "m" * 2041
+    with grpc.insecure_channel("127.0.0.1:%d" % port, options=options) as channel:
+        say = channel.unary_unary("/%s/Say" % SERVICE)
+        for i in range(5):
+            metadata = [("authorization", token)] if i < 3 else []
+            call("Say", lambda: say(str(i).encode(), timeout=10, metadata=metadata).decode())
+    print("done", flush=True)
+
+
 if __name__ == "__main__":
     mode, port = sys.argv[1], int(sys.argv[2])
-    serve(port) if mode == "server" else client(port)
+    if mode == "server":
+        serve(port)
+    elif mode == "client-metadata":
+        client_metadata(port)
+    else:
+        client(port)

@@ -521,3 +521,54 @@ fn tonic_calls_become_rpc_spans_and_metrics_and_prometheus_series() {
         "gRPC calls counted as HTTP requests:\n{scrape}"
     );
 }
+
+#[test]
+fn grpc_calls_with_2kb_of_metadata_are_each_one_named_call_on_both_sides() {
+    require_root();
+    let port = free_port();
+    let server = spawn(python("server", port));
+    wait_listening(port);
+    let mut client = spawn(python("client-metadata", port));
+    let client_pid = client.0.id();
+    let config = config_file(&format!("grpc-metadata-{port}.yaml"), port, client_pid);
+    let agent = Agent::start(&["--config", &config.to_string_lossy()], &[]);
+    let report = run_client(&mut client);
+    assert_eq!(
+        report,
+        [
+            "Say OK hello 0",
+            "Say OK hello 1",
+            "Say OK hello 2",
+            "Say OK hello 3",
+            "Say OK hello 4",
+            "done"
+        ]
+    );
+    // 5 calls, each seen by the server and by the client.
+    agent.wait_for_spans(10, |s| s.get("grpc").is_some_and(|g| !g.is_null()));
+    std::thread::sleep(Duration::from_millis(500));
+    let spans = agent.spans();
+    assert_eq!(spans.len(), 10, "one span per call and side: {spans:#?}");
+    for (kind, pid) in [("server", server.0.id()), ("client", client_pid)] {
+        let side: Vec<_> = spans.iter().filter(|s| s.str_of("kind") == kind).collect();
+        assert_eq!(side.len(), 5, "{kind}: {spans:#?}");
+        for span in side {
+            assert_eq!(span.u64_of("pid"), u64::from(pid), "{span}");
+            assert_eq!(span.str_of("method"), "POST", "{span}");
+            assert_eq!(span.str_of("path"), format!("/{SERVICE}/Say"), "{span}");
+            assert_eq!(span.u64_of("status"), 200, "{span}");
+            let grpc = span.get("grpc").unwrap_or_else(|| panic!("{span}"));
+            assert_eq!(grpc.str_of("service"), SERVICE, "{span}");
+            assert_eq!(grpc.str_of("method"), "Say", "{span}");
+            assert_eq!(grpc.u64_of("status_code"), 0, "{span}");
+            // "hello N" in a 5-byte-prefixed message; "N" likewise.
+            assert_eq!(span.u64_of("response_body_bytes"), 12, "{span}");
+            assert_eq!(span.u64_of("request_body_bytes"), 6, "{span}");
+            assert_eq!(
+                span.get("partial").and_then(|p| p.as_bool()),
+                Some(false),
+                "{span}"
+            );
+        }
+    }
+}

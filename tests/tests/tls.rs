@@ -267,6 +267,91 @@ fn nginx_tls_http1_and_h2_requests_each_become_one_https_span() {
 }
 
 #[test]
+fn nginx_tls_h2_sequential_requests_with_large_heads_are_each_one_span() {
+    require_root();
+    let certificate = Certificate::new("nginx-heads");
+    let port = free_port();
+    let nginx = Nginx::start(
+        "tls-heads",
+        port,
+        &format!(
+            "    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    large_client_header_buffers 8 64k;\n    location /a {{ return 200 \"alpha\\n\"; }}\n    location /b {{ return 404; }}",
+            certificate.cert, certificate.key
+        ),
+    );
+    let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
+    wait_for_tls_hooks(&agent, nginx.child.id());
+    let base = format!("https://127.0.0.1:{port}");
+    // curl over TLS (ALPN h2), one connection for the three URLs, with a
+    // 2 KB bearer token in each head.
+    let token = format!("authorization: Bearer {}", "t".repeat(2040));
+    let out = https(&[
+        "--http2",
+        "-H",
+        &token,
+        "-w",
+        "%{http_code} %{num_connects}\n",
+        &format!("{base}/a?c1"),
+        &format!("{base}/b?c2"),
+        &format!("{base}/a?c3"),
+    ]);
+    // Status and connections opened, per URL: the connection is reused.
+    let codes: Vec<&str> = out
+        .lines()
+        .filter(|l| l.len() == 5 && l.as_bytes().get(3) == Some(&b' '))
+        .collect();
+    assert_eq!(codes, ["200 1", "404 0", "200 0"], "curl: {out}");
+    // h2load: one connection, one request after another, an 8 KB cookie.
+    let cookie = format!("cookie: jar={}", "j".repeat(8 * 1024));
+    let load = Command::new("h2load")
+        .args(["-n", "3", "-c", "1", "-m", "1", "-H", &cookie])
+        .args([
+            format!("{base}/a?h1"),
+            format!("{base}/b?h2"),
+            format!("{base}/a?h3"),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("h2load: {e}"));
+    let report = String::from_utf8_lossy(&load.stdout);
+    assert!(report.contains("3 done"), "{report}");
+
+    agent.wait_for_spans(6, is_https);
+    std::thread::sleep(Duration::from_millis(500));
+    let spans = agent.spans();
+    let mut got: Vec<(&str, &str, u64, bool)> = spans
+        .iter()
+        .map(|s| {
+            (
+                s.str_of("method"),
+                s.str_of("target"),
+                s.u64_of("status"),
+                s.get("partial").and_then(Value::as_bool).unwrap_or(true),
+            )
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        [
+            ("GET", "/a?c1", 200, false),
+            ("GET", "/a?c3", 200, false),
+            ("GET", "/a?h1", 200, false),
+            ("GET", "/a?h3", 200, false),
+            ("GET", "/b?c2", 404, false),
+            ("GET", "/b?h2", 404, false)
+        ],
+        "{spans:#?}"
+    );
+    for span in &spans {
+        assert!(is_https(span), "{span}");
+        assert_eq!(span.str_of("protocol_version"), "2");
+        assert_eq!(span.str_of("host"), format!("127.0.0.1:{port}"), "{span}");
+        let size = if span.str_of("path") == "/a" { 6 } else { 153 };
+        assert_eq!(span.u64_of("response_body_bytes"), size, "{span}");
+    }
+}
+
+#[test]
 fn node_https_server_with_its_own_openssl() {
     require_root();
     if Command::new("node").arg("--version").output().is_err() {

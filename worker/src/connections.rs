@@ -11,7 +11,7 @@ use zerotrace_shared::event::{ConnTuple, ConnectionRole, Direction};
 use crate::hashing::FastMap;
 use crate::protocols::grpc;
 use crate::protocols::http1::{Http1Stream, HttpMessage, MessageHead};
-use crate::protocols::http2::{Http2Connection, Http2Exchange, PREFACE};
+use crate::protocols::http2::{Http2Connection, Http2Exchange, Http2Stats, PREFACE};
 use crate::spans::{HttpSpan, SpanKind};
 
 /// Addresses of a connection whose first event was lost (or predates a worker restart).
@@ -40,6 +40,8 @@ pub struct TrackerCounters {
     /// HTTP/1 requests whose connection closed (or was forgotten) before a
     /// response to them was seen.
     pub unanswered_requests: u64,
+    /// What HTTP/2 connections could not follow (summed over connections).
+    pub http2: Http2Stats,
 }
 
 struct Connection {
@@ -282,6 +284,7 @@ impl ConnectionTracker {
                 segment.ts_ns,
                 &mut exchanges,
             );
+            self.counters.http2.add(&h2.take_stats());
             spans.extend(exchanges.into_iter().filter_map(|x| build_h2_span(conn, x)));
             return;
         }
@@ -306,6 +309,7 @@ impl ConnectionTracker {
                     segment.ts_ns,
                     &mut exchanges,
                 );
+                self.counters.http2.add(&h2.take_stats());
                 let conn = &*conn;
                 spans.extend(exchanges.into_iter().filter_map(|x| build_h2_span(conn, x)));
                 return;
@@ -414,6 +418,7 @@ impl ConnectionTracker {
         if let Some(mut h2) = conn.http2.take() {
             let mut exchanges = Vec::new();
             h2.finish(ts, &mut exchanges);
+            self.counters.http2.add(&h2.take_stats());
             spans.extend(
                 exchanges
                     .into_iter()
@@ -538,13 +543,20 @@ fn span_on(conn: &Connection, method: String, target: String, status: u16) -> Ht
     }
 }
 
-/// An HTTP/2 stream as a span (a gRPC call's span carries the call too);
-/// streams whose request headers were never decoded (no method) cannot be
-/// named and are left out.
+/// What a span says for a request's method or path the capture did not
+/// show (lost to a gap or to lost HPACK state), as OBI does.
+pub const UNKNOWN_REQUEST_FIELD: &str = "*";
+
+/// An HTTP/2 stream as a span (a gRPC call's span carries the call too); a
+/// method or path that was not decoded is `*`, never guessed.
 fn build_h2_span(conn: &Connection, exchange: Http2Exchange) -> Option<HttpSpan> {
     let grpc = grpc::call_of(&exchange);
-    let method = exchange.method?;
-    let target = exchange.path.unwrap_or_default();
+    let method = exchange
+        .method
+        .unwrap_or_else(|| UNKNOWN_REQUEST_FIELD.to_owned());
+    let target = exchange
+        .path
+        .unwrap_or_else(|| UNKNOWN_REQUEST_FIELD.to_owned());
     Some(HttpSpan {
         protocol_version: "2",
         start_monotonic_ns: exchange.start_ts_ns,

@@ -347,8 +347,9 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         .kernel_counters()
         .map(|c| (c.events_submitted(), c.ring_buffer_drops()))
         .unwrap_or_default();
+    let h2 = &tracker.http2;
     log(&format!(
-        "stopping: {} spans, {} records ({} undecodable, {} dropped with the pipeline full), {} garbage segments, {} TLS record segments skipped; exchanges lost: {} responses without a request, {} requests without a response, {} requests over the pipelining limit; kernel: {} events submitted, {} dropped with the ring buffer full",
+        "stopping: {} spans, {} records ({} undecodable, {} dropped with the pipeline full), {} garbage segments, {} TLS record segments skipped; exchanges lost: {} responses without a request, {} requests without a response, {} requests over the pipelining limit; HTTP/2: {} header blocks cut by the capture, {} with HPACK state lost, {} undecodable, framing lost {} times, {} streams without method or path (*), {} streams without headers not emitted, {} evicted; kernel: {} events submitted, {} dropped with the ring buffer full",
         pipeline.spans_emitted,
         counters.records.load(Ordering::Relaxed),
         counters.decode_errors.load(Ordering::Relaxed),
@@ -358,6 +359,13 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         tracker.unpaired_responses,
         tracker.unanswered_requests,
         tracker.dropped_requests,
+        h2.headers_truncated,
+        h2.hpack_lost_blocks,
+        h2.blocks_lost,
+        h2.framing_lost,
+        h2.streams_unnamed,
+        h2.streams_without_headers,
+        h2.streams_evicted,
         kernel_events,
         kernel_drops
     ));

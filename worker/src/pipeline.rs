@@ -481,6 +481,7 @@ impl Pipeline {
             uprobes_attached: self.loader_stats.uprobes_attached,
             worker_restarts: self.loader_stats.worker_restarts,
             loader_requests_refused: self.loader_stats.requests_refused,
+            http2: tracker.http2,
         }
     }
 

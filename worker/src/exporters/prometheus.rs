@@ -98,6 +98,9 @@ fn value_text(value: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) 
     }
 }
 
+/// Counter values by their `reason` label.
+type ReasonCounts = Vec<(&'static str, u64)>;
+
 /// The resource attribute `key`, as label text (empty when absent).
 fn resource_value(resource: &Resource, key: &str) -> String {
     resource
@@ -444,19 +447,29 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         let _ = writeln!(out, "# TYPE {family} counter");
         let _ = writeln!(out, "{name}_total {value}");
     }
-    {
-        let name = "zerotrace_exchanges_lost";
+    let by_reason: [(&str, &str, ReasonCounts); 2] = [
+        (
+            "zerotrace_exchanges_lost",
+            "HTTP/1 messages that could not be made part of a span, by reason.",
+            crate::metrics::self_metrics::lost_exchanges(own)
+                .into_iter()
+                .collect(),
+        ),
+        (
+            "zerotrace_http2_losses",
+            "What the HTTP/2 decoder could not follow, by reason (docs/protocols.md).",
+            own.http2_losses().into_iter().collect(),
+        ),
+    ];
+    for (name, help, points) in by_reason {
         let family = if openmetrics {
             name.to_owned()
         } else {
             format!("{name}_total")
         };
-        let _ = writeln!(
-            out,
-            "# HELP {family} Messages that could not be made part of a span, by reason."
-        );
+        let _ = writeln!(out, "# HELP {family} {help}");
         let _ = writeln!(out, "# TYPE {family} counter");
-        for (reason, value) in crate::metrics::self_metrics::lost_exchanges(own) {
+        for (reason, value) in points {
             let _ = writeln!(out, "{name}_total{{reason=\"{reason}\"}} {value}");
         }
     }
@@ -605,6 +618,7 @@ mod tests {
         state.own.worker_restarts = 2;
         state.own.otlp_queue_depth = 4;
         state.own.unanswered_requests = 5;
+        state.own.http2.streams_without_headers = 5;
         let text = render(&state, false);
         assert!(
             text.contains(
@@ -613,6 +627,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE zerotrace_exchanges_lost_total counter"));
+        assert!(text.contains("# TYPE zerotrace_http2_losses_total counter\n"));
+        assert!(
+            text.contains("zerotrace_http2_losses_total{reason=\"h2_stream_without_headers\"} 5\n")
+        );
+        assert!(text.contains("zerotrace_http2_losses_total{reason=\"hpack_lost\"} 0\n"));
         assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
         assert!(text.contains(r#"service_name="shop \"a\"""#), "{text}");
         let ok_labels = r#"http_response_status_code="200""#;

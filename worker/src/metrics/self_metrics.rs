@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::otel::resource::{string_attribute, ResourceCatalog};
+use crate::protocols::http2::Http2Stats;
 
 /// The text printer reports losses at most this often.
 pub const LOSS_NOTICE_EVERY: Duration = Duration::from_secs(10);
@@ -54,9 +55,26 @@ pub struct SelfMetrics {
     /// From the loader's `Stats`.
     pub worker_restarts: u64,
     pub loader_requests_refused: u64,
+    /// What the HTTP/2 decoder could not follow, summed over connections.
+    pub http2: Http2Stats,
 }
 
 impl SelfMetrics {
+    /// The HTTP/2 loss reasons (`reason` attribute values) and their counts;
+    /// docs/protocols.md says what each means.
+    pub fn http2_losses(&self) -> [(&'static str, u64); 7] {
+        let h2 = &self.http2;
+        [
+            ("h2_headers_truncated", h2.headers_truncated),
+            ("hpack_lost", h2.hpack_lost_blocks),
+            ("h2_header_block_undecodable", h2.blocks_lost),
+            ("h2_framing_lost", h2.framing_lost),
+            ("h2_stream_unnamed", h2.streams_unnamed),
+            ("h2_stream_without_headers", h2.streams_without_headers),
+            ("h2_stream_evicted", h2.streams_evicted),
+        ]
+    }
+
     /// Events that never became spans input: lost in the kernel (ring buffer
     /// full) or dropped by the worker (pipeline full, undecodable).
     pub fn events_lost_or_dropped(&self) -> u64 {
@@ -173,6 +191,13 @@ fn families(own: &SelfMetrics) -> Vec<Family> {
             unit: "{message}",
             kind: Counter,
             points: by("reason", &lost_exchanges(own)),
+        },
+        Family {
+            name: "zerotrace.http2.losses",
+            description: "What the HTTP/2 decoder could not follow, by reason: header blocks cut by the capture or with HPACK state lost (spans emitted with what is known), streams emitted without method or path, streams not emitted.",
+            unit: "{item}",
+            kind: Counter,
+            points: by("reason", &own.http2_losses()),
         },
         single(
             "zerotrace.tls.unassociated",
@@ -432,6 +457,11 @@ mod tests {
             unpaired_responses: 7,
             unanswered_requests: 8,
             pipelined_requests_dropped: 9,
+            http2: Http2Stats {
+                headers_truncated: 3,
+                hpack_lost_blocks: 2,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let out = to_otlp(&own, &Resource::default(), 10, 20);
@@ -457,6 +487,15 @@ mod tests {
         assert_eq!(value_of(&out, "zerotrace.segments.tls_records")[0].1, 6);
         assert_eq!(value_of(&out, "zerotrace.tls.unassociated")[0].1, 1);
         assert_eq!(value_of(&out, "zerotrace.events.lost")[0].1, 5);
+        let h2 = value_of(&out, "zerotrace.http2.losses");
+        assert_eq!(h2.len(), 7);
+        let reason = |name: &str| {
+            h2.iter()
+                .find(|(a, _)| a[0].key == "reason" && format!("{:?}", a[0].value).contains(name))
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(reason("\"h2_headers_truncated\""), Some(3));
+        assert_eq!(reason("\"hpack_lost\""), Some(2));
         assert_eq!(value_of(&out, "zerotrace.events.decoded")[0].1, 98);
         let dropped = value_of(&out, "zerotrace.events.dropped");
         assert_eq!(dropped.len(), 2);

@@ -127,7 +127,10 @@ pub fn encode_span(span: &HttpSpan, ids: &SpanIds, route: Option<&str>, clock: &
         int_attribute("http.request.body.size", span.request_body_bytes as i64),
         int_attribute("http.response.body.size", span.response_body_bytes as i64),
     ];
-    if let Some(original) = original_method {
+    // A method the capture did not show (`*`) was not sent as such.
+    if let Some(original) =
+        original_method.filter(|m| *m != crate::connections::UNKNOWN_REQUEST_FIELD)
+    {
         attributes.push(string_attribute("http.request.method_original", original));
     }
     if let Some(route) = route {

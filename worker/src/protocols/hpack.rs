@@ -485,19 +485,35 @@ impl HpackDecoder {
         block: &[u8],
         out: &mut Vec<(String, String)>,
     ) -> Result<Decoded, HpackError> {
-        let result = self.decode_block(block, out);
-        if result.is_err() {
-            self.desync();
+        let mut decoded = Decoded::default();
+        let result = self.decode_block(block, out, &mut decoded);
+        match result {
+            Ok(()) => Ok(decoded),
+            Err(e) => {
+                self.desync();
+                Err(e)
+            }
         }
-        result
+    }
+
+    /// Decodes the first bytes of a header block whose rest was not
+    /// captured: appends the fields these bytes hold whole (they are exact,
+    /// since decoding is sequential) and stops at the first one they do not.
+    /// The lost rest may have changed the table, so the decoder is desynced
+    /// afterwards (entries it inserts from then on are known again).
+    pub fn decode_prefix(&mut self, start: &[u8], out: &mut Vec<(String, String)>) -> Decoded {
+        let mut decoded = Decoded::default();
+        let _ = self.decode_block(start, out, &mut decoded);
+        self.desync();
+        decoded
     }
 
     fn decode_block(
         &mut self,
         block: &[u8],
         out: &mut Vec<(String, String)>,
-    ) -> Result<Decoded, HpackError> {
-        let mut decoded = Decoded::default();
+        decoded: &mut Decoded,
+    ) -> Result<(), HpackError> {
         let mut list_size = 0usize;
         let mut fields_seen = false;
         let mut rest = block;
@@ -564,7 +580,7 @@ impl HpackDecoder {
                 None => decoded.unknown_fields += 1,
             }
         }
-        Ok(decoded)
+        Ok(())
     }
 
     fn lookup(&self, index: u64) -> Result<Lookup<'_>, HpackError> {
@@ -764,6 +780,38 @@ mod tests {
         let table: Vec<(&str, &str)> = decoder.table().collect();
         assert_eq!(table, expected);
         assert_eq!(decoder.table_size(), size);
+    }
+
+    #[test]
+    fn a_cut_block_yields_only_the_fields_it_holds_whole() {
+        // RFC 7541 C.3.1 (GET http://www.example.com/), cut inside the
+        // authority's value: the three static fields are exact, the cut one
+        // is not guessed, and the table is unknown afterwards.
+        let block = hex("8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d");
+        for cut in 0..block.len() {
+            let mut d = HpackDecoder::new(4096);
+            let mut out = Vec::new();
+            let decoded = d.decode_prefix(&block[..cut], &mut out);
+            let expected = fields(&[(":method", "GET"), (":scheme", "http"), (":path", "/")]);
+            assert_eq!(out, expected[..cut.min(3)], "cut at {cut}");
+            assert_eq!(decoded.unknown_fields, 0);
+            assert!(!d.is_synced());
+            assert_eq!(d.table().count(), 0);
+        }
+        // Entries inserted after the loss are known again.
+        let mut d = HpackDecoder::new(4096);
+        d.decode_prefix(&block[..5], &mut Vec::new());
+        let out = decode(
+            &mut d,
+            "400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572 be",
+        );
+        assert_eq!(
+            out,
+            fields(&[
+                ("custom-key", "custom-header"),
+                ("custom-key", "custom-header")
+            ])
+        );
     }
 
     #[test]
