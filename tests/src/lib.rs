@@ -517,3 +517,28 @@ pub fn self_signed_certificate(dir: &Path) -> (PathBuf, PathBuf) {
     assert!(status.success(), "openssl req failed");
     (cert, key)
 }
+
+/// A scratch directory with a fresh self-signed certificate, removed on drop.
+pub struct Certificate {
+    pub dir: PathBuf,
+    pub cert: String,
+    pub key: String,
+}
+
+impl Certificate {
+    pub fn new(name: &str) -> Certificate {
+        let dir = std::env::temp_dir().join(format!("zt-cert-{name}-{}", std::process::id()));
+        let (cert, key) = self_signed_certificate(&dir);
+        Certificate {
+            dir,
+            cert: cert.display().to_string(),
+            key: key.display().to_string(),
+        }
+    }
+}
+
+impl Drop for Certificate {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

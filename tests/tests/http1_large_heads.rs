@@ -438,31 +438,6 @@ fn python_client_keep_alive_with_big_heads_to_python_and_nginx() {
     expect_exchanges(&mut agent, want);
 }
 
-/// A scratch directory with a fresh certificate, removed on drop.
-struct Certificate {
-    dir: PathBuf,
-    cert: String,
-    key: String,
-}
-
-impl Certificate {
-    fn new(name: &str) -> Certificate {
-        let dir = std::env::temp_dir().join(format!("zt-heads-{name}-{}", std::process::id()));
-        let (cert, key) = self_signed_certificate(&dir);
-        Certificate {
-            dir,
-            cert: cert.display().to_string(),
-            key: key.display().to_string(),
-        }
-    }
-}
-
-impl Drop for Certificate {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 struct Process(std::process::Child);
 
 impl Drop for Process {

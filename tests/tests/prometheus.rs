@@ -33,6 +33,36 @@ fn query(prometheus_port: u16, promql: &str) -> Option<f64> {
         .ok()
 }
 
+/// A real Prometheus scraping the agent's endpoint every second, in a
+/// scratch directory (removed by the caller): the server, its port, the directory.
+fn start_prometheus(
+    name: &str,
+    metrics_port: u16,
+) -> (std::process::Child, u16, std::path::PathBuf) {
+    let work = std::env::temp_dir().join(format!("zt-prom-{name}-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&work);
+    let config = work.join("prometheus.yml");
+    let _ = std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: zerotrace\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+        ),
+    );
+    let prometheus_port = free_port();
+    let prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            work.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("prometheus: {e}"));
+    (prometheus, prometheus_port, work)
+}
+
 #[test]
 fn a_real_prometheus_scrapes_red_metrics() {
     require_root();
@@ -83,27 +113,7 @@ fn a_real_prometheus_scrapes_red_metrics() {
     assert!(openmetrics.ends_with("# EOF\n"));
 
     // A real Prometheus server scraping every second.
-    let work = std::env::temp_dir().join(format!("zt-prom-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&work);
-    let config = work.join("prometheus.yml");
-    let _ = std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: zerotrace\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
-        ),
-    );
-    let prometheus_port = free_port();
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            work.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("prometheus: {e}"));
+    let (mut prometheus, prometheus_port, work) = start_prometheus("red", metrics_port);
     let total = wait_for(Duration::from_secs(30), || {
         query(
             prometheus_port,
@@ -216,27 +226,7 @@ fn the_workers_of_a_pre_forking_server_are_distinct_series_that_sum_to_what_was_
     assert!(!instances.is_empty(), "{text}");
     assert!(text.contains("target_info{"), "{text}");
 
-    let work = std::env::temp_dir().join(format!("zt-prom-workers-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&work);
-    let config = work.join("prometheus.yml");
-    let _ = std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: zerotrace\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
-        ),
-    );
-    let prometheus_port = free_port();
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            work.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("prometheus: {e}"));
+    let (mut prometheus, prometheus_port, work) = start_prometheus("workers", metrics_port);
     let total = wait_for(Duration::from_secs(30), || {
         query(
             prometheus_port,

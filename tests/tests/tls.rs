@@ -3,7 +3,6 @@
 //! Node.js with its own OpenSSL) driven by curl and h2load; and the loader's
 //! checks of AttachUprobe requests.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -12,31 +11,6 @@ use serde_json::Value;
 use zerotrace_integration_tests::otlp_receiver::{attr_str, metrics_of, spans_of, OtlpReceiver};
 use zerotrace_integration_tests::stand_in;
 use zerotrace_integration_tests::*;
-
-/// A scratch directory with a fresh certificate, removed on drop.
-struct Certificate {
-    dir: PathBuf,
-    cert: String,
-    key: String,
-}
-
-impl Certificate {
-    fn new(name: &str) -> Certificate {
-        let dir = std::env::temp_dir().join(format!("zt-tls-{name}-{}", std::process::id()));
-        let (cert, key) = self_signed_certificate(&dir);
-        Certificate {
-            dir,
-            cert: cert.display().to_string(),
-            key: key.display().to_string(),
-        }
-    }
-}
-
-impl Drop for Certificate {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 struct Process(Child);
 
