@@ -103,7 +103,11 @@ struct zt_event {
 struct zt_conn_state {
 	__u8 role;         /* enum zt_role */
 	__u8 flags;        /* enum zt_conn_flag */
-	__u8 pad[2];
+	/* Following reads / writes still copied as part of an HTTP head that a
+	 * full read buffer or a partial or buffer-sized write left open (nginx
+	 * reads 1 KiB first; buffered writers flush 4 KiB at a time). */
+	__u8 head_reads;
+	__u8 head_writes;
 	__u32 generation;  /* worker generation that last received this socket's tuple */
 };
 
