@@ -62,6 +62,7 @@ enum zt_pid_flag {
 /* zt_conn_state.flags */
 enum zt_conn_flag {
 	ZT_CONN_TLS = 1, /* bytes on this socket are TLS records: only plaintext is sent */
+	ZT_CONN_H2 = 2,  /* the HTTP/2 preface went by: segments are walked for header frames */
 };
 
 /* Which TLS library function fired (set by its entry program). */

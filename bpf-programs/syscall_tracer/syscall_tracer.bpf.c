@@ -398,16 +398,99 @@ static __always_inline __u32 zt_copy_iovecs(struct zt_event_buffer *buf, __u64 i
 	return head ? zt_copy_iovecs_upto(buf, iov_ptr, count, total, head) : copied;
 }
 
+/* Frames walked at most in one segment of an HTTP/2 connection. */
+#define ZT_H2_WALK_FRAMES 16
+#define ZT_H2_UNROLLED_FRAMES 6
+
+/* Walk over the frame headers of one contiguous HTTP/2 segment. */
+struct zt_h2_walk {
+	__u64 src;   /* user buffer */
+	__u64 len;   /* bytes in the segment */
+	__u64 limit; /* bytes that may be copied at most */
+	__u64 off;   /* next frame header */
+	__u64 need;  /* end of the last non-DATA frame that starts below the limit */
+};
+
+/* Reads the frame header at w->off; returns 1 to stop. */
+static __always_inline long zt_h2_walk_one(__u64 i, struct zt_h2_walk *w)
+{
+	__u64 off = w->off;
+	if (off + 9 > w->len || off >= w->limit)
+		return 1;
+	__u8 h[9];
+	if (bpf_probe_read_user(h, sizeof(h), (void *)(w->src + off)))
+		return 1;
+	if (h[3] > 9)
+		return 1; /* not a frame header: the walk lost the boundaries */
+	__u64 end = off + 9 + ((__u64)h[0] << 16 | (__u64)h[1] << 8 | h[2]);
+	if (h[3] != 0)
+		w->need = end; /* HEADERS, CONTINUATION, RST_STREAM...: the decoder needs it whole */
+	w->off = end;
+	return 0;
+}
+
+static long zt_h2_walk_callback(__u64 i, void *ctx)
+{
+	return zt_h2_walk_one(i, ctx);
+}
+
+/* How much of an HTTP/2 segment that does not start a head to copy: up to
+ * the end of its last non-DATA frame (a header block after a DATA frame, as
+ * servers batch one stream's DATA with the next one's HEADERS and a gRPC
+ * reply's message with its trailers), within the head capture; 0 when that
+ * is within ZT_PAYLOAD_MAX. DATA payloads are skipped by their length. */
+static __always_inline __u64 zt_h2_copy_len(__u64 src, __u64 len)
+{
+	__u64 limit = zt_settings.head_capture < ZT_HEAD_MAX ? zt_settings.head_capture : ZT_HEAD_MAX;
+	if (len <= ZT_PAYLOAD_MAX || limit <= ZT_PAYLOAD_MAX)
+		return 0;
+	struct zt_h2_walk w = {.src = src, .len = len, .limit = limit};
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
+		bpf_loop(ZT_H2_WALK_FRAMES, zt_h2_walk_callback, &w, 0);
+	} else {
+		for (int i = 0; i < ZT_H2_UNROLLED_FRAMES; i++) {
+			if (zt_h2_walk_one(i, &w))
+				break;
+		}
+	}
+	if (w.need <= ZT_PAYLOAD_MAX)
+		return 0;
+	__u64 copy = w.need < len ? w.need : len;
+	return copy < limit ? copy : limit;
+}
+
+/* zt_copy_buffer's `mode` */
+#define ZT_COPY_CONTINUES 1 /* the previous segment left a head open */
+#define ZT_COPY_H2 2        /* an HTTP/2 connection: walk the frames */
+
+static __always_inline __u32 zt_h2_mode(const struct zt_conn_state *state)
+{
+	return state && (state->flags & ZT_CONN_H2) ? ZT_COPY_H2 : 0;
+}
+
+/* Marks the socket as HTTP/2 when a segment starts with the client preface
+ * (written by the client, read by the server, or h2c after an upgrade). */
+static __always_inline void zt_note_h2_preface(struct zt_conn_state *state, const struct zt_event_buffer *buf,
+					       __u32 copied)
+{
+	if (state && copied >= 4 && !(state->flags & ZT_CONN_H2) &&
+	    ZT_WORD(buf->payload[0], buf->payload[1], buf->payload[2], buf->payload[3]) == ZT_WORD('P', 'R', 'I', ' '))
+		state->flags |= ZT_CONN_H2;
+}
+
 /* Copies the first ZT_PAYLOAD_MAX bytes of a `len`-byte user buffer, or more
- * when they start or `continue` a head. Returns the bytes copied. */
-static __always_inline __u32 zt_copy_buffer(struct zt_event_buffer *buf, __u64 src, __u64 len, bool continues)
+ * when they start or continue a head, or hold an HTTP/2 header block after
+ * DATA. Returns the bytes copied. */
+static __always_inline __u32 zt_copy_buffer(struct zt_event_buffer *buf, __u64 src, __u64 len, __u32 mode)
 {
 	__u32 copy = len > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : len;
 	if (copy > ZT_PAYLOAD_MAX) /* restated for the verifier */
 		copy = ZT_PAYLOAD_MAX;
 	if (bpf_probe_read_user(buf->payload, copy, (void *)src))
 		return 0;
-	__u64 head = zt_head_copy_len(buf, len, continues);
+	__u64 head = zt_head_copy_len(buf, len, mode & ZT_COPY_CONTINUES);
+	if (!head && (mode & ZT_COPY_H2))
+		head = zt_h2_copy_len(src, len);
 	if (!head)
 		return copy;
 	__u64 extra = head - ZT_PAYLOAD_MAX;
@@ -546,7 +629,8 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	if (iov_ptr)
 		copy = zt_copy_iovecs(buf, iov_ptr, iov_count, ret, continues);
 	else if (payload)
-		copy = zt_copy_buffer(buf, payload, ret, continues);
+		copy = zt_copy_buffer(buf, payload, ret, (continues ? ZT_COPY_CONTINUES : 0) | zt_h2_mode(state));
+	zt_note_h2_preface(state, buf, copy);
 	if (head_left) {
 		/* read, write, recvfrom and sendto: the size asked for is the third argument */
 		__u64 asked = payload ? regs->dx : 0;
@@ -848,12 +932,13 @@ int zt_tls_exit(struct pt_regs *ctx)
 		return 0;
 	struct zt_event *e = &buf->event;
 	/* One state lookup both marks the socket as TLS and gives its role. */
-	zt_describe_socket(e, (struct sock *)sock_id, ZT_CONN_TLS);
+	struct zt_conn_state *state = zt_describe_socket(e, (struct sock *)sock_id, ZT_CONN_TLS);
 	e->flags = ZT_EVENT_FLAG_TLS;
 	e->direction = (call.kind & ZT_TLS_WRITE) ? ZT_DIR_EGRESS : ZT_DIR_INGRESS;
 	e->sock_id = sock_id;
 	e->bytes = bytes;
-	__u32 copy = zt_copy_buffer(buf, call.buf, bytes, 0);
+	__u32 copy = zt_copy_buffer(buf, call.buf, bytes, zt_h2_mode(state));
+	zt_note_h2_preface(state, buf, copy);
 	e->captured_len = copy;
 	zt_submit(buf, copy, zt_batched_wakeup_flags());
 	return 0;
