@@ -504,13 +504,18 @@ static __always_inline __u32 zt_copy_buffer(struct zt_event_buffer *buf, __u64 s
 /* Following segments copied as head after one that leaves a head open. */
 #define ZT_HEAD_CONTINUATIONS 2
 
+/* Read buffers and write buffers larger than this hold a whole head. */
+#define ZT_HEAD_BUFFER_MAX 8192
+
 /* Whether the head in a segment may go on in the next one of the same
  * direction: a read that filled the reader's buffer (nginx reads 1 KiB
  * first), a write that moved less than asked, or a whole number of KiB
  * (buffered writers flush full buffers: Go 4 KiB, Java 8 KiB). `asked` is 0
- * when unknown (vectored I/O). A wrong yes costs one longer copy. */
+ * when unknown (vectored I/O). A wrong yes costs two longer copies. */
 static __always_inline bool zt_head_may_continue(__u8 direction, __u64 asked, __u64 moved)
 {
+	if (moved > ZT_HEAD_BUFFER_MAX)
+		return 0;
 	if (direction == ZT_DIR_INGRESS)
 		return asked && moved == asked;
 	return (asked && moved < asked) || (moved & 1023) == 0;
