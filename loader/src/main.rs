@@ -167,6 +167,14 @@ fn run(options: RunOptions) -> Result<i32, String> {
             return Ok(supervisor::EXIT_CONFIG_ERROR);
         }
     };
+    tracing::debug!(
+        "the worker's start-up data: {} variable(s), configuration file {}",
+        startup.environment.len(),
+        startup
+            .config_file
+            .as_ref()
+            .map_or("none", |file| file.path.as_str())
+    );
     let (worker_environment, dropped) = startup_data::worker_environment();
     for name in dropped {
         warn!(

@@ -204,6 +204,11 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
 
     let loader = LoaderClient::new(ipc_socket()?);
     let handover = loader.hello()?;
+    tracing::debug!(
+        "the loader (pid {}) handed over {} map(s)",
+        handover.loader_pid,
+        handover.maps.len()
+    );
     let mut ring = None;
     let mut pid_filter = None;
     let mut counters_map = None;
