@@ -2,6 +2,7 @@
 //! BPF programs, starts the unprivileged `zerotrace-worker`, hands it the map
 //! fds, and answers only the requests in `request_table`.
 
+mod capability_drop;
 mod feature_check;
 mod live_socket;
 mod privileges;
@@ -224,6 +225,7 @@ fn run(options: RunOptions) -> Result<i32, String> {
             Err(e) => warn!("live view (zerotrace top) off: {e}"),
         }
     }
+    drop_unneeded_capabilities(identity.switches_user())?;
     let started = std::time::Instant::now();
     let head_capture = probes::head_capture_from_env()?;
     let probes = Probes::load_and_attach(ProbeSettings {
@@ -253,6 +255,29 @@ fn run(options: RunOptions) -> Result<i32, String> {
             startup,
         },
     )
+}
+
+/// Keeps only the capabilities the run needs, before any BPF object is
+/// loaded or the worker starts (reading `--config` and preparing the live
+/// view's directory, done above, are the last uses of the rest).
+fn drop_unneeded_capabilities(switches_user: bool) -> Result<(), String> {
+    let held = caps::read(None, caps::CapSet::Effective)
+        .map_err(|e| format!("reading capabilities: {e}"))?;
+    let kept =
+        privileges::capabilities_to_keep(privileges::RunNeeds::from_env(switches_user), &held);
+    let dropped = capability_drop::drop_all_but(&kept)?;
+    let names: Vec<String> = kept.iter().map(|k| k.capability.to_string()).collect();
+    info!(
+        "capabilities kept for the run: {} ({} dropped{})",
+        names.join(" "),
+        held.len().saturating_sub(dropped.kept.len()),
+        if dropped.bounding_cut {
+            ", bounding set cut to these"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }
 
 /// The worker parses the configuration (the loader never does): run it,
