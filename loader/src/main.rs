@@ -337,7 +337,20 @@ fn start_logging(level_flag: Option<&str>, format_flag: Option<&str>) -> Result<
         .clone()
         .unwrap_or_else(|_| LogSettings::resolve_lenient(&sources));
     logging::init("zerotrace", settings);
+    // libbpf's own messages, in the same format and filtered by the same level.
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, libbpf_message)));
     resolved.map(|_| ())
+}
+
+/// One libbpf message as a log line (libbpf's Info is detail: debug here).
+fn libbpf_message(level: libbpf_rs::PrintLevel, message: String) {
+    let message = message.trim_end();
+    match level {
+        libbpf_rs::PrintLevel::Warn => warn!("libbpf: {message}"),
+        libbpf_rs::PrintLevel::Info | libbpf_rs::PrintLevel::Debug => {
+            tracing::debug!("libbpf: {message}")
+        }
+    }
 }
 
 /// `zerotrace run`: the exit code.
