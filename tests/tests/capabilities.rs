@@ -105,3 +105,29 @@ fn without_tls_capture_the_loader_drops_cap_sys_ptrace_too() {
         mask(&[CAP_BPF, CAP_PERFMON, CAP_SETUID, CAP_SETGID, CAP_SETPCAP]),
     );
 }
+
+#[test]
+fn check_says_what_run_would_keep_and_why() {
+    require_root();
+    let output = std::process::Command::new(bin_dir().join("zerotrace"))
+        .arg("check")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("kept by run:"), "{stdout}");
+    for (capability, reason) in [
+        ("CAP_BPF", "loading the BPF programs"),
+        ("CAP_PERFMON", "attaching the tracing programs"),
+        ("CAP_SETUID", "starting (and restarting) the worker"),
+        ("CAP_SETPCAP", "the worker's capability bounding set"),
+        ("CAP_SYS_PTRACE", "/proc/PID/{maps,root,exe}"),
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(capability) && l.contains(reason)),
+            "{capability}: {stdout}"
+        );
+    }
+    assert!(!stdout.contains("  CAP_SYS_ADMIN "), "{stdout}");
+}
