@@ -62,7 +62,7 @@
 //! `attributes.select`, per-entry `exports`/`sampler`/`routes`/`metrics`,
 //! `insecure_skip_verify: true`, `features` without application metrics.
 //! Keys whose absence only means less data or different internal tuning are
-//! accepted with a warning in [`EffectiveConfig::warnings`] (`ebpf`, `log_level`,
+//! accepted with a warning in [`EffectiveConfig::warnings`] (`ebpf`,
 //! `network`, batching back-off, buckets, ...). Selector criteria zerotrace
 //! cannot evaluate (`k8s_*`, `languages`, `cmd_args`, `container_name`) make
 //! an `instrument` entry match nothing (with a warning) and are refused in
@@ -811,6 +811,8 @@ struct RawFile {
     open_port: Option<PortList>,
     executable_path: Option<RegexField>,
     service_name: Option<Text>,
+    log_level: Option<zerotrace_shared::logging::LogLevel>,
+    log_format: Option<zerotrace_shared::logging::LogFormat>,
     #[serde(flatten)]
     other: Extra,
 }
@@ -961,7 +963,6 @@ impl Section {
     }
 }
 
-const LOGS: Obi = Obi::Ignored("zerotrace logs to stderr without levels or formats");
 const INTERNAL: Obi = Obi::Ignored("zerotrace's internal queues and caches are fixed");
 const NO_K8S: Obi = Obi::Unevaluable("zerotrace has no Kubernetes metadata");
 const NO_SPAN_METRICS: Obi = Obi::Ignored("zerotrace produces no span or service-graph metrics");
@@ -981,11 +982,11 @@ const TOP: Section = Section {
         "open_port",
         "executable_path",
         "service_name",
+        "log_level",
+        "log_format",
     ],
     obi: &[
         ("ebpf", Obi::Ignored("eBPF tuning, context propagation and payload extraction are built into zerotrace")),
-        ("log_level", LOGS),
-        ("log_format", LOGS),
         ("log_config", Obi::Ignored("use zerotrace run --print-config")),
         ("channel_buffer_len", INTERNAL),
         ("channel_send_timeout", INTERNAL),
@@ -2055,6 +2056,9 @@ pub struct EffectiveConfig {
     pub prometheus: Option<PrometheusSettings>,
     /// Keys accepted but ignored, entries skipped: to log at startup.
     pub warnings: Vec<String>,
+    /// The file's `log_level` / `log_format` (flags and variables win: `config`).
+    pub log_level: Option<zerotrace_shared::logging::LogLevel>,
+    pub log_format: Option<zerotrace_shared::logging::LogFormat>,
 }
 
 impl EffectiveConfig {
@@ -2180,6 +2184,8 @@ fn build(
         export,
         prometheus,
         warnings: ctx.warnings,
+        log_level: raw.log_level,
+        log_format: raw.log_format,
     })
 }
 
@@ -2895,8 +2901,11 @@ trace_printer: json_indent
             &[],
         );
         let warnings = config.warnings.join("\n");
+        assert_eq!(
+            config.log_level,
+            Some(zerotrace_shared::logging::LogLevel::Debug)
+        );
         for needle in [
-            "log_level: ignored",
             "ebpf: ignored",
             "network: ignored",
             "attributes.kubernetes: ignored",

@@ -731,7 +731,7 @@ impl LiveView {
 }
 
 fn log(message: &str) {
-    eprintln!("zerotrace-worker: {message}");
+    tracing::warn!("{message}");
 }
 
 /// Which peers may read the live view.

@@ -130,8 +130,8 @@ impl KernelCounters {
     fn report_new_drops(&mut self) {
         let drops = self.ring_buffer_drops();
         if drops > self.reported_drops {
-            eprintln!(
-                "zerotrace-worker: the kernel dropped {} event(s) because the ring buffer was full ({} in total); consider a larger --ring-buffer-bytes",
+            tracing::warn!(
+                "the kernel dropped {} event(s) because the ring buffer was full ({} in total); consider a larger --ring-buffer-bytes",
                 drops - self.reported_drops,
                 drops
             );
@@ -213,7 +213,7 @@ impl Pipeline {
     pub fn scan_listeners(&mut self) {
         match self.loader.list_listeners() {
             Ok(listeners) => self.discovery.on_scan(&listeners, &self.loader),
-            Err(e) => eprintln!("zerotrace-worker: listener scan failed: {e}"),
+            Err(e) => tracing::warn!("listener scan failed: {e}"),
         }
         self.sync_identities();
         self.last_scan = Instant::now();
@@ -419,7 +419,7 @@ impl Pipeline {
             self.last_loader_stats = Some(Instant::now());
             match self.loader.stats() {
                 Ok(stats) => self.loader_stats = stats,
-                Err(e) => eprintln!("zerotrace-worker: loader stats: {e}"),
+                Err(e) => tracing::warn!("loader stats: {e}"),
             }
         }
         let own = self.self_metrics();

@@ -229,8 +229,8 @@ impl OtelExport {
                 counters.points_dropped.load(Ordering::Relaxed),
             );
             if drops != self.reported_drops {
-                eprintln!(
-                    "zerotrace-worker: OTLP export dropped {} span(s) and {} metric point(s) in the last {} s ({} and {} in total)",
+                tracing::warn!(
+                    "OTLP export dropped {} span(s) and {} metric point(s) in the last {} s ({} and {} in total)",
                     drops.0 - self.reported_drops.0,
                     drops.1 - self.reported_drops.1,
                     DROP_REPORT_EVERY.as_secs(),
