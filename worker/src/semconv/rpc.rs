@@ -1,17 +1,48 @@
-//! The OpenTelemetry RPC semantic conventions for gRPC calls (v1.37, the
-//! attribute set OBI and most backends read): span name, `rpc.*`
-//! attributes, and which status codes make a span an error.
+//! The OpenTelemetry RPC semantic conventions for gRPC calls: span name,
+//! `rpc.*` attributes, which status codes make a span an error, and the
+//! `rpc.{server,client}.*` duration histograms with their attributes.
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-use super::resource::{int_attribute, string_attribute};
+use super::attribute::{int_attribute, string_attribute};
+use super::{Conventions, Instrument, SpanError, DURATION_BOUNDS_SECONDS};
 use crate::protocols::grpc::{
     status_name, DATA_LOSS, DEADLINE_EXCEEDED, INTERNAL, OK, UNAVAILABLE, UNIMPLEMENTED, UNKNOWN,
 };
-use crate::spans::{GrpcCall, SpanKind};
+use crate::spans::{GrpcCall, GrpcExchange, Span, SpanKind};
 
 /// `rpc.system` of every call we decode.
 pub const RPC_SYSTEM: &str = "grpc";
+
+/// The duration histograms of served calls, then of calls made.
+pub static INSTRUMENTS: [Instrument; 2] = [
+    Instrument {
+        name: "rpc.server.duration",
+        prometheus_name: "rpc_server_duration_seconds",
+        unit: "s",
+        prometheus_unit: "seconds",
+        description: "Duration of RPCs served.",
+        bounds: &DURATION_BOUNDS_SECONDS,
+    },
+    Instrument {
+        name: "rpc.client.duration",
+        prometheus_name: "rpc_client_duration_seconds",
+        unit: "s",
+        prometheus_unit: "seconds",
+        description: "Duration of RPCs made.",
+        bounds: &DURATION_BOUNDS_SECONDS,
+    },
+];
+
+/// The duration instrument of a span kind.
+pub fn instrument(kind: SpanKind) -> &'static Instrument {
+    let [server, client] = &INSTRUMENTS;
+    if kind.is_outgoing() {
+        client
+    } else {
+        server
+    }
+}
 
 /// Codes that are a server's own failure; the others (NOT_FOUND,
 /// INVALID_ARGUMENT, CANCELLED…) describe the request and leave the status unset.
@@ -32,10 +63,10 @@ pub fn span_name(call: &GrpcCall) -> String {
 /// Server spans: only the codes in [`SERVER_ERRORS`]; client spans: any code
 /// but OK. A call whose status was not seen is not called an error.
 pub fn is_error(kind: SpanKind, call: &GrpcCall) -> bool {
-    match (kind, call.status_code) {
-        (_, None) => false,
-        (SpanKind::Server, Some(code)) => SERVER_ERRORS.contains(&code),
-        (SpanKind::Client, Some(code)) => code != OK,
+    match call.status_code {
+        None => false,
+        Some(code) if kind.is_outgoing() => code != OK,
+        Some(code) => SERVER_ERRORS.contains(&code),
     }
 }
 
@@ -55,6 +86,51 @@ pub fn attributes(call: &GrpcCall) -> Vec<KeyValue> {
 /// `error.type` of a failed call: the status code's name (`UNAVAILABLE`).
 pub fn error_type(call: &GrpcCall) -> Option<String> {
     call.status_code.map(|code| status_name(code).into_owned())
+}
+
+impl Conventions for GrpcExchange {
+    fn span_name(&self, _span: &Span) -> String {
+        span_name(&self.call)
+    }
+
+    /// The HTTP/2 exchange's attributes that still apply, then the call's.
+    fn span_attributes(&self, span: &Span, out: &mut Vec<KeyValue>) {
+        super::http::span_attributes(span, &self.http, out);
+        out.extend(attributes(&self.call));
+    }
+
+    fn error(&self, span: &Span) -> Option<SpanError> {
+        if !self.is_error(span) {
+            return None;
+        }
+        Some(SpanError {
+            error_type: error_type(&self.call)?,
+            message: self.call.message.clone().unwrap_or_default(),
+        })
+    }
+
+    fn is_error(&self, span: &Span) -> bool {
+        is_error(span.kind, &self.call)
+    }
+}
+
+/// The attributes of one `rpc.*` metric series.
+pub fn metric_attributes(
+    (service, method): (&str, &str),
+    status_code: Option<u32>,
+    server: (&str, u16),
+) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        string_attribute("rpc.system", RPC_SYSTEM),
+        string_attribute("rpc.service", service),
+        string_attribute("rpc.method", method),
+        string_attribute("server.address", server.0),
+        int_attribute("server.port", i64::from(server.1)),
+    ];
+    if let Some(code) = status_code {
+        attributes.push(int_attribute("rpc.grpc.status_code", i64::from(code)));
+    }
+    attributes
 }
 
 #[cfg(test)]
