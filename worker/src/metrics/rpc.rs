@@ -240,7 +240,10 @@ mod tests {
         let request = red.export(10).unwrap_or_default();
         let metrics = metrics(&request);
         let names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["rpc.server.duration", "rpc.client.duration"]);
+        assert_eq!(
+            names,
+            ["rpc.server.call.duration", "rpc.client.call.duration"]
+        );
         assert!(metrics.iter().all(|m| m.unit == "s"));
 
         let server = points(metrics[0]);
@@ -255,10 +258,9 @@ mod tests {
             .map(|kv| (kv.key.clone(), format!("{:?}", kv.value)))
             .collect();
         for key in [
-            "rpc.system",
-            "rpc.service",
+            "rpc.system.name",
             "rpc.method",
-            "rpc.grpc.status_code",
+            "rpc.response.status_code",
             "server.address",
             "server.port",
         ] {
@@ -273,7 +275,7 @@ mod tests {
             client[0]
                 .attributes
                 .iter()
-                .all(|kv| kv.key != "rpc.grpc.status_code"),
+                .all(|kv| kv.key != "rpc.response.status_code"),
             "an unseen status is left out"
         );
         assert_eq!(client[0].bucket_counts[10], 1); // 2 s in (1, 2.5]

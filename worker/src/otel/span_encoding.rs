@@ -208,21 +208,20 @@ mod tests {
         let encoded = encode_span(&grpc_span(SpanKind::Server, 5), &clock);
         assert_eq!(encoded.name, "shop.Catalog/GetItem");
         assert_eq!(
-            attr(&encoded, "rpc.system"),
+            attr(&encoded, "rpc.system.name"),
             Some(&Value::StringValue("grpc".into()))
         );
         assert_eq!(
-            attr(&encoded, "rpc.service"),
-            Some(&Value::StringValue("shop.Catalog".into()))
-        );
-        assert_eq!(
             attr(&encoded, "rpc.method"),
-            Some(&Value::StringValue("GetItem".into()))
+            Some(&Value::StringValue("shop.Catalog/GetItem".into()))
         );
         assert_eq!(
-            attr(&encoded, "rpc.grpc.status_code"),
-            Some(&Value::IntValue(5))
+            attr(&encoded, "rpc.response.status_code"),
+            Some(&Value::StringValue("NOT_FOUND".into()))
         );
+        for deprecated in ["rpc.system", "rpc.service", "rpc.grpc.status_code"] {
+            assert_eq!(attr(&encoded, deprecated), None, "{deprecated}");
+        }
         // HTTP attributes that still apply stay.
         assert_eq!(
             attr(&encoded, "http.response.status_code"),

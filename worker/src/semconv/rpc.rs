@@ -1,6 +1,9 @@
-//! The OpenTelemetry RPC semantic conventions for gRPC calls: span name,
+//! The OpenTelemetry RPC semantic conventions for gRPC calls (as of
+//! opentelemetry-semantic-conventions 0.66b2, schema 1.40): span name,
 //! `rpc.*` attributes, which status codes make a span an error, and the
-//! `rpc.{server,client}.*` duration histograms with their attributes.
+//! `rpc.{server,client}.call.duration` histograms with their attributes.
+//! `rpc.system`, `rpc.service`, `rpc.grpc.status_code` and
+//! `rpc.{server,client}.duration` are deprecated there and not emitted.
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
@@ -11,25 +14,25 @@ use crate::protocols::grpc::{
 };
 use crate::spans::{GrpcCall, GrpcExchange, Span, SpanKind};
 
-/// `rpc.system` of every call we decode.
-pub const RPC_SYSTEM: &str = "grpc";
+/// `rpc.system.name` of every call we decode.
+pub const RPC_SYSTEM_NAME: &str = "grpc";
 
 /// The duration histograms of served calls, then of calls made.
 pub static INSTRUMENTS: [Instrument; 2] = [
     Instrument {
-        name: "rpc.server.duration",
-        prometheus_name: "rpc_server_duration_seconds",
+        name: "rpc.server.call.duration",
+        prometheus_name: "rpc_server_call_duration_seconds",
         unit: "s",
         prometheus_unit: "seconds",
-        description: "Duration of RPCs served.",
+        description: "Measures the duration of an incoming Remote Procedure Call (RPC).",
         bounds: &DURATION_BOUNDS_SECONDS,
     },
     Instrument {
-        name: "rpc.client.duration",
-        prometheus_name: "rpc_client_duration_seconds",
+        name: "rpc.client.call.duration",
+        prometheus_name: "rpc_client_call_duration_seconds",
         unit: "s",
         prometheus_unit: "seconds",
-        description: "Duration of RPCs made.",
+        description: "Measures the duration of an outgoing Remote Procedure Call (RPC).",
         bounds: &DURATION_BOUNDS_SECONDS,
     },
 ];
@@ -55,9 +58,9 @@ const SERVER_ERRORS: [u32; 6] = [
     DATA_LOSS,
 ];
 
-/// `package.Service/Method`.
+/// `package.Service/Method`: the span name, and `rpc.method`.
 pub fn span_name(call: &GrpcCall) -> String {
-    format!("{}/{}", call.service, call.method)
+    call.full_method()
 }
 
 /// Server spans: only the codes in [`SERVER_ERRORS`]; client spans: any code
@@ -70,15 +73,18 @@ pub fn is_error(kind: SpanKind, call: &GrpcCall) -> bool {
     }
 }
 
-/// `rpc.system`, `rpc.service`, `rpc.method` and, when known, `rpc.grpc.status_code`.
+/// `rpc.system.name`, `rpc.method` (fully qualified) and, when known,
+/// `rpc.response.status_code` (the code's name, `NOT_FOUND`).
 pub fn attributes(call: &GrpcCall) -> Vec<KeyValue> {
     let mut attributes = vec![
-        string_attribute("rpc.system", RPC_SYSTEM),
-        string_attribute("rpc.service", call.service.clone()),
-        string_attribute("rpc.method", call.method.clone()),
+        string_attribute("rpc.system.name", RPC_SYSTEM_NAME),
+        string_attribute("rpc.method", call.full_method()),
     ];
     if let Some(code) = call.status_code {
-        attributes.push(int_attribute("rpc.grpc.status_code", i64::from(code)));
+        attributes.push(string_attribute(
+            "rpc.response.status_code",
+            status_name(code),
+        ));
     }
     attributes
 }
@@ -121,14 +127,16 @@ pub fn metric_attributes(
     server: (&str, u16),
 ) -> Vec<KeyValue> {
     let mut attributes = vec![
-        string_attribute("rpc.system", RPC_SYSTEM),
-        string_attribute("rpc.service", service),
-        string_attribute("rpc.method", method),
+        string_attribute("rpc.system.name", RPC_SYSTEM_NAME),
+        string_attribute("rpc.method", format!("{service}/{method}")),
         string_attribute("server.address", server.0),
         int_attribute("server.port", i64::from(server.1)),
     ];
     if let Some(code) = status_code {
-        attributes.push(int_attribute("rpc.grpc.status_code", i64::from(code)));
+        attributes.push(string_attribute(
+            "rpc.response.status_code",
+            status_name(code),
+        ));
     }
     attributes
 }
@@ -173,17 +181,18 @@ mod tests {
         let keys: Vec<&str> = attributes.iter().map(|kv| kv.key.as_str()).collect();
         assert_eq!(
             keys,
-            [
-                "rpc.system",
-                "rpc.service",
-                "rpc.method",
-                "rpc.grpc.status_code"
-            ]
+            ["rpc.system.name", "rpc.method", "rpc.response.status_code"]
         );
+        let values: Vec<String> = attributes
+            .iter()
+            .map(|kv| format!("{:?}", kv.value))
+            .collect();
+        assert!(values[1].contains("\"shop.Catalog/GetItem\""), "{values:?}");
+        assert!(values[2].contains("\"NOT_FOUND\""), "{values:?}");
         assert_eq!(error_type(&not_found).as_deref(), Some("NOT_FOUND"));
         assert_eq!(
             super::attributes(&call(None)).len(),
-            3,
+            2,
             "no status, no code"
         );
     }
