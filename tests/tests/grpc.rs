@@ -478,7 +478,7 @@ fn python_grpcio_calls_become_rpc_spans_and_metrics_on_both_sides() {
     // grpc-message reaches the failed client span's status, decoded.
     let find = spans
         .iter()
-        .find(|(_, s)| s.kind == span::SpanKind::Client as i32 && method_of(s) == "Find")
+        .find(|(_, s)| s.kind == span::SpanKind::Client as i32 && method_of(s) == qualified("Find"))
         .map(|(_, s)| s.status.clone().unwrap_or_default().message);
     assert_eq!(find.as_deref(), Some("no such item: 42"));
     check_metrics(&receiver, &PYTHON_CALLS, server.0.id(), port);
