@@ -3,7 +3,35 @@
 use serde_json::{json, Map, Value};
 
 use super::http::HttpExchange;
-use crate::protocols::grpc::status_name;
+
+/// Status code names, indexed by code.
+const STATUS_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// `NOT_FOUND` for 5; codes outside the table (servers may send any number) are `CODE_<n>`.
+pub fn status_name(code: u32) -> std::borrow::Cow<'static, str> {
+    match STATUS_NAMES.get(code as usize) {
+        Some(name) => std::borrow::Cow::Borrowed(name),
+        None => std::borrow::Cow::Owned(format!("CODE_{code}")),
+    }
+}
 
 /// What a gRPC call adds to its HTTP/2 exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
