@@ -529,9 +529,7 @@ fn origin_of(conn: &Connection) -> SpanOrigin {
     }
 }
 
-/// What a span says for a request's method or path the capture did not
-/// show (lost to a gap or to lost HPACK state), as OBI does.
-pub const UNKNOWN_REQUEST_FIELD: &str = "*";
+pub use crate::spans::http::UNKNOWN_REQUEST_FIELD;
 
 /// An HTTP/2 stream as a span (a gRPC call's span carries the call too); a
 /// method or path that was not decoded is `*`, never guessed.

@@ -5,16 +5,13 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::attribute::{int_attribute, string_attribute};
 use super::{Conventions, Instrument, SpanError, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
+use crate::spans::http::UNKNOWN_REQUEST_FIELD;
 use crate::spans::{HttpExchange, Span, SpanKind};
 
 /// Methods the HTTP semantic conventions know; others become `_OTHER`.
 const KNOWN_METHODS: &[&str] = &[
     "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
 ];
-
-/// What a span says for a request's method or path the capture did not
-/// show (see connections.rs): never sent as `http.request.method_original`.
-const UNKNOWN_REQUEST_FIELD: &str = "*";
 
 /// The histograms of server spans, then of client spans: duration, request
 /// body size, response body size.

@@ -91,3 +91,26 @@ pub fn error(span: &Span) -> Option<SpanError> {
 pub fn is_error(span: &Span) -> bool {
     conventions(span).is_error(span)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_names_follow_the_otlp_names() {
+        for instrument in http::INSTRUMENTS.iter().chain(&rpc::INSTRUMENTS) {
+            let expected = format!(
+                "{}_{}",
+                instrument.name.replace('.', "_"),
+                instrument.prometheus_unit
+            );
+            assert_eq!(instrument.prometheus_name, expected);
+            let unit = match instrument.unit {
+                "s" => "seconds",
+                "By" => "bytes",
+                other => panic!("unit {other} of {}", instrument.name),
+            };
+            assert_eq!(instrument.prometheus_unit, unit, "{}", instrument.name);
+        }
+    }
+}

@@ -3,6 +3,10 @@
 
 use serde_json::{json, Map, Value};
 
+/// What a span says for a request's method or path the capture did not
+/// show (lost to a gap or to lost HPACK state), as OBI does.
+pub const UNKNOWN_REQUEST_FIELD: &str = "*";
+
 /// What an HTTP request/response exchange adds to its span.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HttpExchange {
