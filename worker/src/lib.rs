@@ -22,5 +22,6 @@ pub mod privileges;
 pub mod protocols;
 pub mod routes;
 pub mod sandbox;
+pub mod semconv;
 pub mod spans;
 pub mod tls_hooks;

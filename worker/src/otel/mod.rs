@@ -2,9 +2,7 @@
 //! trace context and sampling, per-process resources, and the mapping of our
 //! spans (HTTP, gRPC) to OTLP.
 
-pub mod ids;
 pub mod resource;
-pub mod rpc_conventions;
 pub mod sampler;
 pub mod settings;
 pub mod span_encoding;
