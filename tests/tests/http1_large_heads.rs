@@ -360,7 +360,12 @@ fn nginx_request_heads_of_2_and_8_kb_are_exact() {
         let port = free_port();
         let _nginx = nginx_files(&format!("bigheads-{backend}"), port, None);
         let mut agent = Agent::start(
-            &["--open-port", &port.to_string(), "--capture-backend", backend],
+            &[
+                "--open-port",
+                &port.to_string(),
+                "--capture-backend",
+                backend,
+            ],
             &[],
         );
         let bodies = Bodies::new(&format!("nginx-big-{backend}"));

@@ -539,7 +539,7 @@ fn header_blocks_after_data_in_one_write_are_decoded_whole() {
     require_root();
     let (_service, port) = python_h2_service();
     let metrics_port = free_port();
-    let mut agent = Agent::start(
+    let agent = Agent::start(
         &["--open-port", &port.to_string()],
         &[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string())],
     );
@@ -590,7 +590,11 @@ fn header_blocks_after_data_in_one_write_are_decoded_whole() {
         reason(&text, "hpack_lost").is_some().then_some(text)
     })
     .unwrap_or_else(|| panic!("no HTTP/2 loss counts; stderr:\n{}", agent.stderr.text()));
-    for r in ["h2_headers_truncated", "hpack_lost", "h2_header_block_undecodable"] {
+    for r in [
+        "h2_headers_truncated",
+        "hpack_lost",
+        "h2_header_block_undecodable",
+    ] {
         assert_eq!(reason(&scrape, r), Some(0), "{r}: {scrape}");
     }
 }
