@@ -7,3 +7,4 @@ mod error;
 pub mod source;
 
 pub use error::GoBinError;
+pub mod buildinfo;
