@@ -8,3 +8,4 @@ pub mod source;
 
 pub use error::GoBinError;
 pub mod buildinfo;
+pub mod pclntab;
