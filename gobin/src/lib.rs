@@ -9,3 +9,4 @@ pub mod source;
 pub use error::GoBinError;
 pub mod buildinfo;
 pub mod pclntab;
+pub mod returns;

@@ -1,0 +1,77 @@
+//! The return instructions of a function, where the hooks run instead of uretprobes (a
+//! uretprobe rewrites the return address on the stack, and Go moves goroutine stacks). The
+//! machine code is decoded instruction by instruction from the entry, so a `0xC3` byte inside
+//! another instruction (an immediate, a displacement) is never taken for a `RET`.
+
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
+
+use crate::error::GoBinError;
+
+/// File offsets of every near `RET` (`C3`, `C2 imm16`, `F3 C3`) in `code`, the bytes of one
+/// function from its entry: `entry_addr` is where the code runs, `entry_file_offset` where it
+/// is in the file. Any undecodable byte sequence (including an instruction cut by the end of
+/// `code`) is an error: a function that cannot be decoded whole is not hooked.
+pub fn return_offsets(
+    code: &[u8],
+    entry_addr: u64,
+    entry_file_offset: u64,
+) -> Result<Vec<u64>, GoBinError> {
+    let file_offset_of = |ip: u64| entry_file_offset.saturating_add(ip.wrapping_sub(entry_addr));
+    let mut decoder = Decoder::try_with_ip(64, code, entry_addr, DecoderOptions::NONE)
+        .map_err(|_| GoBinError::UndecodableInstruction(entry_file_offset))?;
+    let mut instruction = Instruction::default();
+    let mut returns = Vec::new();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instruction);
+        if instruction.is_invalid() {
+            return Err(GoBinError::UndecodableInstruction(file_offset_of(
+                instruction.ip(),
+            )));
+        }
+        // Near returns only: a far return (RETF) is never emitted for Go code.
+        if instruction.mnemonic() == Mnemonic::Ret {
+            returns.push(file_offset_of(instruction.ip()));
+        }
+    }
+    Ok(returns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_every_ret_form_at_instruction_starts() {
+        // mov eax, 0xc3c3c3c3; ret; ret 8; rep ret; int3
+        let code = [
+            0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0xc3, 0xc2, 0x08, 0x00, 0xf3, 0xc3, 0xcc,
+        ];
+        assert_eq!(
+            return_offsets(&code, 0x40_1000, 0x1000),
+            Ok(vec![0x1005, 0x1006, 0x1009])
+        );
+    }
+
+    #[test]
+    fn a_c3_inside_a_displacement_is_not_a_return() {
+        // mov rax, [rip + 0xc3]; lea rcx, [rax + 0xc3c3]
+        let code = [
+            0x48, 0x8b, 0x05, 0xc3, 0x00, 0x00, 0x00, 0x48, 0x8d, 0x88, 0xc3, 0xc3, 0x00, 0x00,
+        ];
+        assert_eq!(return_offsets(&code, 0x1000, 0x1000), Ok(vec![]));
+    }
+
+    #[test]
+    fn cut_or_invalid_code_is_an_error() {
+        // mov eax, imm32 cut after two bytes of its immediate.
+        assert_eq!(
+            return_offsets(&[0xc3, 0xb8, 0x01, 0x02], 0x1000, 0x2000),
+            Err(GoBinError::UndecodableInstruction(0x2001))
+        );
+        // 0x06 (push es) does not exist in 64-bit mode.
+        assert_eq!(
+            return_offsets(&[0x06], 0x1000, 0x2000),
+            Err(GoBinError::UndecodableInstruction(0x2000))
+        );
+    }
+}
