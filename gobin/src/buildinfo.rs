@@ -72,8 +72,7 @@ pub fn go_version<S: ExecutableSource + ?Sized>(
     let block = match elf.section(".go.buildinfo") {
         Some(section) if section.has_file_bytes() => {
             let len = section.size.min(SECTION_READ);
-            let bytes = read_range(source, section.offset, len, SECTION_READ, ".go.buildinfo")?;
-            bytes
+            read_range(source, section.offset, len, SECTION_READ, ".go.buildinfo")?
         }
         _ => match search_data_segment(elf, source)? {
             Some(found) => found,

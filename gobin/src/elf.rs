@@ -161,13 +161,13 @@ impl ElfFile {
             .ok_or(GoBinError::AddressNotInFile(addr))
     }
 
-    /// The value (address) of the first `.symtab` symbol named `name`; `Ok(None)` when the
-    /// file has no `.symtab` (stripped) or no such symbol.
-    pub fn symbol_value<S: ExecutableSource + ?Sized>(
+    /// The values (addresses) of the first `.symtab` symbols with these names, in the same
+    /// order; `Ok(None)` when the file has no `.symtab` (stripped).
+    pub fn symbol_values<S: ExecutableSource + ?Sized>(
         &self,
         source: &S,
-        name: &str,
-    ) -> Result<Option<u64>, GoBinError> {
+        names: &[&str],
+    ) -> Result<Option<Vec<Option<u64>>>, GoBinError> {
         let Some(symtab) = self.sections.iter().find(|s| s.kind == SHT_SYMTAB) else {
             return Ok(None);
         };
@@ -177,18 +177,22 @@ impl ElfFile {
             .ok_or(GoBinError::Malformed(".symtab's string table index"))?;
         let symbols = self.section_bytes(source, symtab, MAX_SYMTAB_BYTES, ".symtab")?;
         let strings = self.section_bytes(source, strtab, MAX_SYMTAB_BYTES, ".strtab")?;
+        let mut values = vec![None; names.len()];
         for symbol in symbols.chunks_exact(SYMBOL_LEN as usize) {
             let name_offset = u32_at(symbol, 0, ".symtab entry")?;
+            // A symbol whose name is unreadable is not one of those looked for.
             let Ok(symbol_name) =
                 c_str_at(&strings, name_offset.into(), MAX_SYMBOL_NAME, ".strtab")
             else {
                 continue;
             };
-            if symbol_name == name.as_bytes() {
-                return Ok(Some(u64_at(symbol, 8, ".symtab entry")?));
+            for (value, name) in values.iter_mut().zip(names) {
+                if value.is_none() && symbol_name == name.as_bytes() {
+                    *value = Some(u64_at(symbol, 8, ".symtab entry")?);
+                }
             }
         }
-        Ok(None)
+        Ok(Some(values))
     }
 }
 

@@ -261,10 +261,10 @@ mod tests {
     }
 
     #[test]
-    fn finds_functions_and_their_ends() {
-        let table = Pclntab::parse(tiny_go_1_20(), None).unwrap();
+    fn finds_functions_and_their_ends() -> Result<(), GoBinError> {
+        let table = Pclntab::parse(tiny_go_1_20(), None)?;
         assert_eq!(table.version(), PclntabVersion::Go1_20);
-        let found = table.find(&["b.G", "a.F", "c.H"]).unwrap();
+        let found = table.find(&["b.G", "a.F", "c.H"])?;
         assert_eq!(
             found,
             vec![
@@ -279,6 +279,7 @@ mod tests {
                 None
             ]
         );
+        Ok(())
     }
 
     #[test]
@@ -299,14 +300,12 @@ mod tests {
     }
 
     #[test]
-    fn zero_text_start_falls_back_to_the_text_section() {
+    fn zero_text_start_falls_back_to_the_text_section() -> Result<(), GoBinError> {
         let mut data = tiny_go_1_20();
         data[24..32].copy_from_slice(&0u64.to_le_bytes());
         assert!(Pclntab::parse(data.clone(), None).is_err());
-        let table = Pclntab::parse(data, Some(0x50_0000)).unwrap();
-        assert_eq!(
-            table.find(&["a.F"]).unwrap()[0].map(|r| r.entry),
-            Some(0x50_0010)
-        );
+        let table = Pclntab::parse(data, Some(0x50_0000))?;
+        assert_eq!(table.find(&["a.F"])?[0].map(|r| r.entry), Some(0x50_0010));
+        Ok(())
     }
 }
