@@ -156,7 +156,10 @@ impl ElfFile {
             .iter()
             .find_map(|segment| {
                 let delta = addr.checked_sub(segment.vaddr)?;
-                (delta < segment.file_size).then_some(segment.file_size - delta)
+                segment
+                    .file_size
+                    .checked_sub(delta)
+                    .filter(|&left| left > 0)
             })
             .ok_or(GoBinError::AddressNotInFile(addr))
     }

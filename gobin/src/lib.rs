@@ -189,7 +189,7 @@ impl<S: ExecutableSource> GoBinary<S> {
             entry_addr: range.entry,
             end_addr: range.end,
             entry_file_offset,
-            end_file_offset: entry_file_offset + len,
+            end_file_offset: entry_file_offset.saturating_add(len),
             return_file_offsets,
         })
     }

@@ -178,7 +178,9 @@ impl Pclntab {
             .checked_add(self.table_field(index * 2 + 1)?)
             .ok_or(GoBinError::Malformed(".gopclntab _func offset"))?;
         // `_func` starts with the entry (u32 since 1.18, a pointer before), then nameOff.
-        let name_field = record + self.field_size;
+        let name_field = record
+            .checked_add(self.field_size)
+            .ok_or(GoBinError::Malformed(".gopclntab _func offset"))?;
         let name_offset = u32_at(&self.data, name_field, ".gopclntab _func")?;
         let name_at = self
             .names_offset
