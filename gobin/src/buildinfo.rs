@@ -202,6 +202,48 @@ mod tests {
         assert_eq!(GoVersion::from_raw("weird").has_register_abi(), None);
     }
 
+    /// An ELF layout with the whole `file` loaded at 0x1000 and `.go.buildinfo` at its start.
+    fn layout(file: &[u8]) -> ElfFile {
+        ElfFile {
+            file_type: 2,
+            sections: vec![crate::elf::Section {
+                name: ".go.buildinfo".to_owned(),
+                kind: 1,
+                addr: 0x1000,
+                offset: 0,
+                size: 64,
+                link: 0,
+            }],
+            load_segments: vec![crate::elf::LoadSegment {
+                vaddr: 0x1000,
+                offset: 0,
+                file_size: file.len() as u64,
+                flags: 6,
+            }],
+            file_len: file.len() as u64,
+        }
+    }
+
+    #[test]
+    fn pre_1_18_build_info_points_at_a_string_header() -> Result<(), GoBinError> {
+        let mut file = vec![0u8; 96];
+        file[..14].copy_from_slice(MAGIC);
+        file[14] = 8;
+        file[16..24].copy_from_slice(&0x1040u64.to_le_bytes());
+        file[64..72].copy_from_slice(&0x1050u64.to_le_bytes());
+        file[72..80].copy_from_slice(&8u64.to_le_bytes());
+        file[80..88].copy_from_slice(b"go1.16.3");
+        let version = go_version(&layout(&file), file.as_slice())?;
+        assert_eq!(version, Some(GoVersion::from_raw("go1.16.3")));
+        // A string header pointing outside the file, or a huge length, is an error.
+        file[64..72].copy_from_slice(&0x9000u64.to_le_bytes());
+        assert!(go_version(&layout(&file), file.as_slice()).is_err());
+        file[64..72].copy_from_slice(&0x1050u64.to_le_bytes());
+        file[72..80].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(go_version(&layout(&file), file.as_slice()).is_err());
+        Ok(())
+    }
+
     #[test]
     fn inline_version_is_bounded() {
         let mut block = vec![0u8; 32];

@@ -284,6 +284,70 @@ mod tests {
         Ok(())
     }
 
+    /// The same two functions in the 1.16 layout: pointer-sized fields, absolute entries.
+    fn tiny_go_1_16() -> Vec<u8> {
+        let mut data = vec![0u8; 8 + 7 * 8];
+        data[..4].copy_from_slice(&MAGIC_GO_1_16.to_le_bytes());
+        data[6] = 1;
+        data[7] = 8;
+        let put = |data: &mut Vec<u8>, index: usize, value: u64| {
+            data[8 + index * 8..16 + index * 8].copy_from_slice(&value.to_le_bytes());
+        };
+        let names_offset = data.len() as u64;
+        put(&mut data, 0, 2);
+        put(&mut data, 2, names_offset);
+        data.extend_from_slice(b"a.F\0b.G\0");
+        let table_offset = data.len() as u64;
+        put(&mut data, 6, table_offset);
+        let records = 5 * 8;
+        for field in [0x40_1010u64, records, 0x40_1040, records + 16, 0x40_1080] {
+            data.extend_from_slice(&field.to_le_bytes());
+        }
+        for (entry, name) in [(0x40_1010u64, 0u32), (0x40_1040, 4)] {
+            data.extend_from_slice(&entry.to_le_bytes());
+            data.extend_from_slice(&name.to_le_bytes());
+            data.extend_from_slice(&[0; 4]);
+        }
+        data
+    }
+
+    /// The 1.2 layout: table right after the header, records and names relative to the start.
+    fn tiny_go_1_2() -> Vec<u8> {
+        let mut data = vec![0u8; 16];
+        data[..4].copy_from_slice(&MAGIC_GO_1_2.to_le_bytes());
+        data[6] = 1;
+        data[7] = 8;
+        data[8..16].copy_from_slice(&2u64.to_le_bytes());
+        // Table at 16: 5 pointers; records at 56 and 72; names at 88.
+        for field in [0x40_1010u64, 56, 0x40_1040, 72, 0x40_1080] {
+            data.extend_from_slice(&field.to_le_bytes());
+        }
+        for (entry, name) in [(0x40_1010u64, 88u32), (0x40_1040, 92)] {
+            data.extend_from_slice(&entry.to_le_bytes());
+            data.extend_from_slice(&name.to_le_bytes());
+            data.extend_from_slice(&[0; 4]);
+        }
+        data.extend_from_slice(b"a.F\0b.G\0");
+        data
+    }
+
+    #[test]
+    fn reads_the_go_1_16_and_go_1_2_layouts() -> Result<(), GoBinError> {
+        for (data, version) in [
+            (tiny_go_1_16(), PclntabVersion::Go1_16),
+            (tiny_go_1_2(), PclntabVersion::Go1_2),
+        ] {
+            let table = Pclntab::parse(data, None)?;
+            assert_eq!(table.version(), version);
+            assert!(!version.implies_register_abi());
+            let found = table.find(&["b.G", "a.F"])?;
+            let expected = [(0x40_1040, 0x40_1080), (0x40_1010, 0x40_1040)]
+                .map(|(entry, end)| Some(FunctionRange { entry, end }));
+            assert_eq!(found, expected, "{version:?}");
+        }
+        Ok(())
+    }
+
     #[test]
     fn rejects_bad_headers_and_counts() {
         let mut data = tiny_go_1_20();
