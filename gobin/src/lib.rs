@@ -56,6 +56,9 @@ use elf::ElfFile;
 use pclntab::{FunctionRange, Pclntab};
 use source::read_range;
 
+/// Where Go's linker puts the function table: its own section in executables, inside the
+/// relocated read-only data in position-independent ones (`-buildmode=pie`).
+const PCLNTAB_SECTIONS: [&str; 2] = [".gopclntab", ".data.rel.ro.gopclntab"];
 /// `.gopclntab` is read whole up to this size (a 150 MB Kubernetes binary's is ~40 MB).
 const MAX_PCLNTAB_BYTES: u64 = 256 << 20;
 /// A function's machine code is read up to this size (Go's largest are well under it).
@@ -98,7 +101,10 @@ impl<S: ExecutableSource> GoBinary<S> {
     /// `Err(GoBinError::NotGo)` for an ELF without `.gopclntab`.
     pub fn from_source(source: S) -> Result<Self, GoBinError> {
         let elf = ElfFile::parse(&source)?;
-        let section = elf.section(".gopclntab").ok_or(GoBinError::NotGo)?;
+        let section = PCLNTAB_SECTIONS
+            .iter()
+            .find_map(|name| elf.section(name))
+            .ok_or(GoBinError::NotGo)?;
         let table = elf.section_bytes(&source, section, MAX_PCLNTAB_BYTES, ".gopclntab")?;
         let text_addr = elf.section(".text").map(|text| text.addr);
         let pclntab = Pclntab::parse(table, text_addr)?;
