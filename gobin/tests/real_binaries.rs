@@ -48,14 +48,23 @@ fn the_version_is_the_go_that_built_it() {
 
 #[test]
 fn entries_match_the_symbol_table_and_the_code_at_those_file_offsets() {
-    let program = GoProgram::HttpsServer;
+    for program in GoProgram::UNSTRIPPED_SERVERS {
+        entries_match_nm_and_objdump(program);
+    }
+}
+
+fn entries_match_nm_and_objdump(program: GoProgram) {
     let bytes = program.bytes();
     let points = hook_points(program);
     assert_eq!(points.len(), TlsFunction::ALL.len(), "{points:?}");
     for function in TlsFunction::ALL {
         let location = point(&points, function);
         let symbol = nm_address(program.path(), function.symbol());
-        assert_eq!(Some(location.entry_addr), symbol, "{function:?}");
+        assert_eq!(
+            Some(location.entry_addr),
+            symbol,
+            "{program:?} {function:?}"
+        );
         // The file bytes at the computed offset are the instructions objdump shows there.
         let instructions = objdump(program.path(), function.symbol());
         let Some(first) = instructions.first() else {
@@ -83,7 +92,12 @@ fn entries_match_the_symbol_table_and_the_code_at_those_file_offsets() {
 
 #[test]
 fn every_return_is_a_ret_in_objdump_and_none_is_missed() {
-    let program = GoProgram::HttpsServer;
+    for program in GoProgram::UNSTRIPPED_SERVERS {
+        returns_match_objdump(program);
+    }
+}
+
+fn returns_match_objdump(program: GoProgram) {
     let bytes = program.bytes();
     for hook in hook_points(program) {
         let location = &hook.location;
@@ -100,7 +114,11 @@ fn every_return_is_a_ret_in_objdump_and_none_is_missed() {
             "{:?} has no RET in objdump",
             hook.function
         );
-        assert_eq!(location.return_file_offsets, rets, "{:?}", hook.function);
+        assert_eq!(
+            location.return_file_offsets, rets,
+            "{program:?} {:?}",
+            hook.function
+        );
         for offset in &location.return_file_offsets {
             let at = usize::try_from(*offset).unwrap_or(usize::MAX);
             let byte = bytes.get(at).copied();
@@ -113,14 +131,22 @@ fn every_return_is_a_ret_in_objdump_and_none_is_missed() {
 }
 
 #[test]
-fn the_stripped_build_gives_the_same_hook_points() {
-    let stripped = GoProgram::HttpsServerStripped;
-    let stripped_bytes = stripped.bytes();
-    let Ok(binary) = GoBinary::parse(&stripped_bytes) else {
-        panic!("stripped build does not parse");
-    };
-    assert!(binary.elf().section(".symtab").is_none(), "-s left .symtab");
-    assert_eq!(hook_points(stripped), hook_points(GoProgram::HttpsServer));
+fn stripped_builds_give_the_same_hook_points() {
+    for (stripped, unstripped) in [
+        (GoProgram::HttpsServerStripped, GoProgram::HttpsServer),
+        (GoProgram::HttpsServerPieStripped, GoProgram::HttpsServerPie),
+    ] {
+        let stripped_bytes = stripped.bytes();
+        let Ok(binary) = GoBinary::parse(&stripped_bytes) else {
+            panic!("{stripped:?} does not parse");
+        };
+        assert!(binary.elf().section(".symtab").is_none(), "-s left .symtab");
+        assert_eq!(
+            hook_points(stripped),
+            hook_points(unstripped),
+            "{stripped:?}"
+        );
+    }
 }
 
 #[test]

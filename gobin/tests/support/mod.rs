@@ -15,15 +15,35 @@ pub enum GoProgram {
     HttpsServer,
     /// The same server built with `-ldflags='-s -w'` (no `.symtab`, no DWARF).
     HttpsServerStripped,
+    /// Position-independent (`-buildmode=pie`): the table is in `.data.rel.ro.gopclntab`.
+    HttpsServerPie,
+    /// Position-independent and stripped.
+    HttpsServerPieStripped,
+    /// Linked by the system's linker (`-linkmode=external`, as cgo programs often are).
+    HttpsServerExternalLink,
+    /// Compiled for x86-64-v3 (`GOAMD64=v3`: VEX-encoded BMI instructions in the code).
+    HttpsServerAmd64V3,
     /// A program that does not import `crypto/tls`.
     NoTls,
 }
 
 impl GoProgram {
+    /// The unstripped HTTPS server builds, each checked against `go tool nm` and objdump.
+    pub const UNSTRIPPED_SERVERS: [GoProgram; 4] = [
+        Self::HttpsServer,
+        Self::HttpsServerPie,
+        Self::HttpsServerExternalLink,
+        Self::HttpsServerAmd64V3,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
     fn source_dir(self) -> &'static str {
         match self {
-            Self::HttpsServer | Self::HttpsServerStripped => "https_server",
             Self::NoTls => "no_tls",
+            _ => "https_server",
         }
     }
 
@@ -31,26 +51,35 @@ impl GoProgram {
         match self {
             Self::HttpsServer => "https_server",
             Self::HttpsServerStripped => "https_server_stripped",
+            Self::HttpsServerPie => "https_server_pie",
+            Self::HttpsServerPieStripped => "https_server_pie_stripped",
+            Self::HttpsServerExternalLink => "https_server_external_link",
+            Self::HttpsServerAmd64V3 => "https_server_amd64_v3",
             Self::NoTls => "no_tls",
         }
     }
 
-    fn extra_args(self) -> &'static [&'static str] {
+    fn build_args(self) -> &'static [&'static str] {
         match self {
             Self::HttpsServerStripped => &["-ldflags=-s -w"],
-            Self::HttpsServer | Self::NoTls => &[],
+            Self::HttpsServerPie => &["-buildmode=pie"],
+            Self::HttpsServerPieStripped => &["-buildmode=pie", "-ldflags=-s -w"],
+            Self::HttpsServerExternalLink => &["-ldflags=-linkmode=external"],
+            Self::HttpsServer | Self::HttpsServerAmd64V3 | Self::NoTls => &[],
+        }
+    }
+
+    fn goamd64(self) -> &'static str {
+        match self {
+            Self::HttpsServerAmd64V3 => "v3",
+            _ => "v1",
         }
     }
 
     /// The built executable (built on first use in this process).
     pub fn path(self) -> &'static Path {
-        static BUILT: [OnceLock<PathBuf>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-        let slot = match self {
-            Self::HttpsServer => &BUILT[0],
-            Self::HttpsServerStripped => &BUILT[1],
-            Self::NoTls => &BUILT[2],
-        };
-        slot.get_or_init(|| build(self))
+        static BUILT: [OnceLock<PathBuf>; 7] = [const { OnceLock::new() }; 7];
+        BUILT[self.index()].get_or_init(|| build(self))
     }
 
     /// The executable's bytes.
@@ -90,7 +119,8 @@ fn build(program: GoProgram) -> PathBuf {
         .arg("build")
         .arg("-o")
         .arg(&partial)
-        .args(program.extra_args())
+        .args(program.build_args())
+        .env("GOAMD64", program.goamd64())
         .arg(&source)
         .output();
     let result = match result {
