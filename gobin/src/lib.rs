@@ -7,8 +7,9 @@
 //!   when present, from 64-bit little-endian x86-64 ELF files.
 //! - [`buildinfo`]: the Go version from `.go.buildinfo` (Go 1.13+; inline strings since 1.18,
 //!   pointers before).
-//! - [`pclntab`]: function entries and ends from `.gopclntab`, which `-ldflags='-s -w'`
-//!   keeps (the runtime needs it); layouts of Go 1.2, 1.16, 1.18 and 1.20+. When `.symtab` is
+//! - [`pclntab`]: function entries and ends from `.gopclntab` (`.data.rel.ro.gopclntab` in
+//!   PIE builds), which `-ldflags='-s -w'` keeps (the runtime needs it); layouts of Go 1.2,
+//!   1.16, 1.18 and 1.20+. When `.symtab` is
 //!   present too, both must agree on each function found, or the binary is refused.
 //! - [`returns`]: every `RET` of a function, decoded instruction by instruction: Go
 //!   functions must not get uretprobes (a uretprobe rewrites the return address on the
