@@ -78,6 +78,10 @@ pub struct GoFunction {
     pub end_file_offset: u64,
     /// File offsets of each of its `RET` instructions, in address order.
     pub return_file_offsets: Vec<u64>,
+    /// File offsets of direct jumps out of the function (tail calls): exits that
+    /// `return_file_offsets` do not cover. Empty for the `crypto/tls` functions; the hooks
+    /// should refuse a function where it is not.
+    pub jump_out_file_offsets: Vec<u64>,
 }
 
 /// A parsed Go executable: its ELF layout, its Go version and its function table, over the
@@ -191,13 +195,14 @@ impl<S: ExecutableSource> GoBinary<S> {
             MAX_FUNCTION_BYTES,
             "function code",
         )?;
-        let return_file_offsets = returns::return_offsets(&code, range.entry, entry_file_offset)?;
+        let exits = returns::function_exits(&code, range.entry, entry_file_offset)?;
         Ok(GoFunction {
             entry_addr: range.entry,
             end_addr: range.end,
             entry_file_offset,
             end_file_offset: entry_file_offset.saturating_add(len),
-            return_file_offsets,
+            return_file_offsets: exits.returns,
+            jump_out_file_offsets: exits.jumps_out,
         })
     }
 
