@@ -56,7 +56,7 @@ pub struct FunctionRange {
 }
 
 /// A parsed `.gopclntab`: the section's bytes and where its tables are.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Pclntab {
     data: Vec<u8>,
     version: PclntabVersion,
@@ -71,6 +71,18 @@ pub struct Pclntab {
     records_offset: u64,
     /// Size of one table field: 4 bytes for 1.18+, a pointer before.
     field_size: u64,
+}
+
+/// Without the section's bytes (megabytes in a log line help no one).
+impl std::fmt::Debug for Pclntab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pclntab")
+            .field("len", &self.data.len())
+            .field("version", &self.version)
+            .field("function_count", &self.function_count)
+            .field("text_start", &format_args!("{:#x}", self.text_start))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pclntab {
