@@ -9,12 +9,13 @@
 //!   pointers before).
 //! - [`pclntab`]: function entries and ends from `.gopclntab` (`.data.rel.ro.gopclntab` in
 //!   PIE builds), which `-ldflags='-s -w'` keeps (the runtime needs it); layouts of Go 1.2,
-//!   1.16, 1.18 and 1.20+. When `.symtab` is
-//!   present too, both must agree on each function found, or the binary is refused.
+//!   1.16, 1.18 and 1.20+. When `.symtab` is present too, both must agree on each function
+//!   found, or the binary is refused.
 //! - [`returns`]: every `RET` of a function, decoded instruction by instruction: Go
 //!   functions must not get uretprobes (a uretprobe rewrites the return address on the
 //!   stack, and the Go runtime copies goroutine stacks when they grow), so the hook that
-//!   needs the results runs at each return instead.
+//!   needs the results runs at each return instead. Direct jumps out of the function (tail
+//!   calls, exits no `RET` hook would see) are listed too.
 //! - [`hooks`]: the fixed allow-list ([`TlsFunction`]) and the outcome for one executable
 //!   ([`TlsHookPoints`]): found, not Go, Go older than 1.17 (no register ABI), no `crypto/tls`.
 //!
