@@ -2,7 +2,8 @@
 
 Routes: GET /hello (200, fixed body), GET /chunked (chunked body),
 POST /echo (echoes the body), GET /proxy (this process calls its own
-/hello as a client first), GET /status/<code>, GET or POST /size/<n>
+/hello as a client first), GET /call/<port>/<path> (this process calls
+127.0.0.1:<port>/<path> first and answers with its status), GET /status/<code>, GET or POST /size/<n>
 (n bytes of body; `?chunked` sends them chunked, `?cookie=<m>` adds an
 m-byte Set-Cookie before Content-Length), anything else 404. Request
 bodies may be chunked.
@@ -90,6 +91,15 @@ class Handler(BaseHTTPRequestHandler):
             body = conn.getresponse().read()
             conn.close()
             self.reply(200, b"proxied: " + body)
+        elif path.startswith("/call/"):
+            # /call/<port>/<rest>: this process calls 127.0.0.1:<port>/<rest> first.
+            port, _, rest = path[len("/call/"):].partition("/")
+            conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
+            conn.request("GET", "/" + rest)
+            response = conn.getresponse()
+            body = response.read()
+            conn.close()
+            self.reply(response.status, b"called: " + body)
         elif path.startswith("/size/"):
             self.reply_size(urlsplit(self.path).query)
         elif path.startswith("/status/"):

@@ -7,12 +7,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use zerotrace_shared::logging::{self, LogSettings, LogSources};
 use zerotrace_shared::startup::{ConfigFile, StartupData};
 
 use crate::config_file::{self, EffectiveConfig};
 use crate::sandbox::SeccompMode;
+use crate::traces::LinkSettings;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -36,6 +38,23 @@ pub struct WorkerConfig {
     pub tls_capture: bool,
     /// `--log-level`/`--log-format`, else `OTEL_EBPF_LOG_*`, else the file's `log_*`.
     pub log: LogSettings,
+    /// `OTEL_EBPF_BPF_DISABLE_BLACK_BOX_CP` (OBI's key, default false) and
+    /// `ZEROTRACE_TRACE_LINK_WAIT` (milliseconds, default 500): linking spans
+    /// across processes on this host.
+    pub trace_links: LinkSettings,
+}
+
+/// `ZEROTRACE_TRACE_LINK_WAIT`: milliseconds, 0 to 10000.
+fn link_wait(value: Option<&str>) -> Result<Duration, String> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(LinkSettings::default().wait),
+        Some(text) => match text.parse::<u64>() {
+            Ok(ms) if ms <= 10_000 => Ok(Duration::from_millis(ms)),
+            _ => Err(format!(
+                "ZEROTRACE_TRACE_LINK_WAIT={text:?}: expected milliseconds from 0 to 10000"
+            )),
+        },
+    }
 }
 
 /// A true/false variable; unset or empty is `default`.
@@ -120,6 +139,14 @@ impl WorkerConfig {
             true,
         )?;
         let seccomp = SeccompMode::parse(merged("ZEROTRACE_SECCOMP").as_deref())?;
+        let trace_links = LinkSettings {
+            enabled: !boolean(
+                "OTEL_EBPF_BPF_DISABLE_BLACK_BOX_CP",
+                merged("OTEL_EBPF_BPF_DISABLE_BLACK_BOX_CP").as_deref(),
+                false,
+            )?,
+            wait: link_wait(merged("ZEROTRACE_TRACE_LINK_WAIT").as_deref())?,
+        };
         let (level_env, format_env) = (merged(logging::LEVEL_ENV), merged(logging::FORMAT_ENV));
         let log = LogSettings::resolve(&LogSources {
             level_env: level_env.as_deref(),
@@ -137,6 +164,7 @@ impl WorkerConfig {
             print_config,
             seccomp,
             tls_capture,
+            trace_links,
             log,
         })
     }

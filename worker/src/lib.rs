@@ -25,3 +25,4 @@ pub mod sandbox;
 pub mod semconv;
 pub mod spans;
 pub mod tls_hooks;
+pub mod traces;

@@ -7,7 +7,9 @@ use std::io::Stdout;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zerotrace_shared::event::{layout, KernelEvent};
+use std::net::SocketAddr;
+
+use zerotrace_shared::event::{layout, ConnectionRole, KernelEvent};
 use zerotrace_shared::ipc::LoaderStats;
 
 use crate::capture::bpf_map::{possible_cpus, BpfMap};
@@ -24,6 +26,7 @@ use crate::metrics::self_metrics::{LossNotice, SelfMetrics};
 use crate::otel::resource::ResourceCatalog;
 use crate::routes::{RouteMatcher, SegmentCardinalityLimiter};
 use crate::spans::Span;
+use crate::traces::{LinkCounters, LinkSettings, TraceLinker};
 
 /// The name of a process: its main thread's (`/proc/PID/comm`), read once
 /// per process and renewed when it execs. An event's `comm` names the thread
@@ -68,6 +71,8 @@ pub struct Pipeline {
     pub loader: LoaderClient,
     pub spans_emitted: u64,
     spans: Vec<Span>,
+    /// Joins spans of one request across processes before they go out.
+    linker: TraceLinker,
     last_scan: Instant,
     kernel_counters: Option<KernelCounters>,
     otel: Option<OtelExport>,
@@ -155,6 +160,7 @@ impl Pipeline {
             loader,
             spans_emitted: 0,
             spans: Vec::new(),
+            linker: TraceLinker::new(LinkSettings::default()),
             last_scan: Instant::now(),
             kernel_counters: None,
             otel: None,
@@ -171,6 +177,15 @@ impl Pipeline {
             loader_stats: LoaderStats::default(),
             loss_notice: LossNotice::default(),
         }
+    }
+
+    pub fn with_trace_links(mut self, settings: LinkSettings) -> Self {
+        self.linker = TraceLinker::new(settings);
+        self
+    }
+
+    pub fn trace_link_counters(&self) -> LinkCounters {
+        self.linker.counters()
     }
 
     pub fn with_otel_export(mut self, otel: Option<OtelExport>) -> Self {
@@ -246,6 +261,12 @@ impl Pipeline {
                 payload,
                 tls,
             } => {
+                if let (Some(t), ConnectionRole::Client) = (tuple.as_ref(), role) {
+                    self.linker.note_client_connection(
+                        SocketAddr::new(t.local, t.local_port),
+                        SocketAddr::new(t.peer, t.peer_port),
+                    );
+                }
                 // Disjoint field borrows: no per-event copy of the name.
                 let name = process_name(&mut self.process_names, origin.pid, &origin.comm);
                 self.tracker.on_data(
@@ -269,17 +290,29 @@ impl Pipeline {
                 sock_id,
                 role,
                 tuple,
-            } => self.tracker.on_connection(
-                OpenedConnection {
-                    sock_id,
-                    pid: origin.pid,
-                    process_name: process_name(&mut self.process_names, origin.pid, &origin.comm),
-                    role,
-                    tuple,
-                    ts_ns: origin.ts_ns,
-                },
-                &mut self.spans,
-            ),
+            } => {
+                if role == ConnectionRole::Client {
+                    self.linker.note_client_connection(
+                        SocketAddr::new(tuple.local, tuple.local_port),
+                        SocketAddr::new(tuple.peer, tuple.peer_port),
+                    );
+                }
+                self.tracker.on_connection(
+                    OpenedConnection {
+                        sock_id,
+                        pid: origin.pid,
+                        process_name: process_name(
+                            &mut self.process_names,
+                            origin.pid,
+                            &origin.comm,
+                        ),
+                        role,
+                        tuple,
+                        ts_ns: origin.ts_ns,
+                    },
+                    &mut self.spans,
+                )
+            }
             KernelEvent::Close { origin, sock_id } => {
                 self.tracker.close(sock_id, origin.ts_ns, &mut self.spans)
             }
@@ -318,10 +351,26 @@ impl Pipeline {
     }
 
     fn flush(&mut self) {
-        if self.spans.is_empty() {
+        if self.spans.is_empty() && self.linker.held_count() == 0 {
             return;
         }
         self.spans_emitted += self.spans.len() as u64;
+        // Spans that may still get a parent wait for it (bounded); the rest go on.
+        let now = monotonic_now_ns();
+        let mut ready = Vec::with_capacity(self.spans.len());
+        for span in self.spans.drain(..) {
+            self.linker.push(span, now, &mut ready);
+        }
+        self.linker.release_due(now, &mut ready);
+        self.export(ready);
+    }
+
+    /// Routes, then every destination: printer, live view, OTLP, Prometheus.
+    fn export(&mut self, ready: Vec<Span>) {
+        self.spans = ready;
+        if self.spans.is_empty() {
+            return;
+        }
         // Routes first: they decide where each span may go.
         let mut keep = Vec::with_capacity(self.spans.len());
         for span in &mut self.spans {
@@ -461,6 +510,7 @@ impl Pipeline {
         let otlp_load = |f: fn(&crate::exporters::otlp::ExportCounters) -> &AtomicU64| {
             otlp.map(|c| f(c).load(Relaxed)).unwrap_or(0)
         };
+        let links = self.linker.counters();
         SelfMetrics {
             kernel_events,
             kernel_ringbuf_drops: kernel_drops,
@@ -485,6 +535,9 @@ impl Pipeline {
             uprobes_attached: self.loader_stats.uprobes_attached,
             worker_restarts: self.loader_stats.worker_restarts,
             loader_requests_refused: self.loader_stats.requests_refused,
+            traces_linked: links.linked_across_processes,
+            traces_unlinked_no_match: links.unlinked_after_wait,
+            traces_unlinked_ambiguous: links.ambiguous,
             http2: tracker.http2,
         }
     }
@@ -492,6 +545,9 @@ impl Pipeline {
     /// Emits what is still buffered and flushes the exporters (bounded wait).
     pub fn shutdown(&mut self) -> Option<String> {
         self.flush();
+        let mut held = Vec::new();
+        self.linker.release_all(&mut held);
+        self.export(held);
         self.otel.take().map(|otel| otel.shutdown(&self.clock))
     }
 }

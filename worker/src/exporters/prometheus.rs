@@ -287,7 +287,7 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         openmetrics,
     );
     let own = &state.own;
-    let counters: [(&str, &str, u64); 16] = [
+    let counters: [(&str, &str, u64); 17] = [
         (
             "zerotrace_kernel_events",
             "Events the kernel programs submitted.",
@@ -364,6 +364,11 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
             "Worker requests the loader refused.",
             own.loader_requests_refused,
         ),
+        (
+            "zerotrace_traces_linked",
+            "Server spans made the child of another process's client span on this host.",
+            own.traces_linked,
+        ),
     ];
     for (name, help, value) in counters {
         // The text format names the counter with its _total suffix; OpenMetrics names the family.
@@ -376,7 +381,14 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         let _ = writeln!(out, "# TYPE {family} counter");
         let _ = writeln!(out, "{name}_total {value}");
     }
-    let by_reason: [(&str, &str, ReasonCounts); 2] = [
+    let by_reason: [(&str, &str, ReasonCounts); 3] = [
+        (
+            "zerotrace_traces_unlinked",
+            "Server spans whose instrumented caller could not be told, sent as roots, by reason.",
+            crate::metrics::self_metrics::unlinked_traces(own)
+                .into_iter()
+                .collect(),
+        ),
         (
             "zerotrace_exchanges_lost",
             "HTTP/1 messages that could not be made part of a span, by reason.",

@@ -57,6 +57,12 @@ pub struct SelfMetrics {
     pub loader_requests_refused: u64,
     /// What the HTTP/2 decoder could not follow, summed over connections.
     pub http2: Http2Stats,
+    /// Server spans made the child of another process's client span.
+    pub traces_linked: u64,
+    /// Server spans that waited for an instrumented caller and went out as roots.
+    pub traces_unlinked_no_match: u64,
+    /// Server spans with two equally good callers, sent as roots.
+    pub traces_unlinked_ambiguous: u64,
 }
 
 impl SelfMetrics {
@@ -192,6 +198,20 @@ fn families(own: &SelfMetrics) -> Vec<Family> {
             kind: Counter,
             points: by("reason", &lost_exchanges(own)),
         },
+        single(
+            "zerotrace.traces.linked",
+            "Server spans made the child of another process's client span on this host.",
+            "{span}",
+            Counter,
+            own.traces_linked,
+        ),
+        Family {
+            name: "zerotrace.traces.unlinked",
+            description: "Server spans whose instrumented caller could not be told, sent as roots, by reason.",
+            unit: "{span}",
+            kind: Counter,
+            points: by("reason", &unlinked_traces(own)),
+        },
         Family {
             name: "zerotrace.http2.losses",
             description: "What the HTTP/2 decoder could not follow, by reason: header blocks cut by the capture or with HPACK state lost (spans emitted with what is known), streams emitted without method or path, streams not emitted.",
@@ -291,6 +311,14 @@ pub fn lost_exchanges(own: &SelfMetrics) -> [(&'static str, u64); 3] {
         ("response_without_request", own.unpaired_responses),
         ("request_without_response", own.unanswered_requests),
         ("pipelining_limit", own.pipelined_requests_dropped),
+    ]
+}
+
+/// The `reason` values of `zerotrace.traces.unlinked`.
+pub fn unlinked_traces(own: &SelfMetrics) -> [(&'static str, u64); 2] {
+    [
+        ("no_caller_matched", own.traces_unlinked_no_match),
+        ("ambiguous", own.traces_unlinked_ambiguous),
     ]
 }
 
