@@ -1,16 +1,16 @@
-//! The worker's configuration: the YAML file (`--config` /
-//! `OTEL_EBPF_CONFIG_PATH`, opened by the loader and handed over as bytes)
-//! and OBI's environment variables (the loader's, handed over in the
-//! start-up data: the worker's own environment holds none), merged by
-//! `config_file` (environment over file), with the loader's flags applied
-//! as the variables they stand for.
+//! The worker's flags (set by the loader: `--open-port`, `--trace-printer`,
+//! `--live-socket`, ...) and its start-up data: OBI's environment variables
+//! (the loader's, handed over: the worker's own environment holds none) and
+//! the YAML file (`--config` / `OTEL_EBPF_CONFIG_PATH`, opened by the loader
+//! and handed over as bytes), merged by [`super::load_str`] (environment
+//! over file), with the flags applied as the variables they stand for.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use zerotrace_shared::startup::{ConfigFile, StartupData};
 
-use crate::config_file::{self, EffectiveConfig};
+use super::{load, load_str, EffectiveConfig};
 use crate::sandbox::SeccompMode;
 
 #[derive(Debug, Clone)]
@@ -95,9 +95,9 @@ impl WorkerConfig {
             Some(file) => {
                 let text = std::str::from_utf8(&file.contents)
                     .map_err(|e| format!("{}: not UTF-8 text ({e})", file.path))?;
-                config_file::load_str(text, &file.path, &merged)
+                load_str(text, &file.path, &merged)
             }
-            None => config_file::load(None, &merged),
+            None => load(None, &merged),
         }
         .map_err(|e| e.to_string())?;
         let include_command_line = boolean(
