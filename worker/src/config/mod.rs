@@ -4,13 +4,13 @@
 mod error;
 pub mod file;
 pub mod flags;
+pub mod glob;
+pub mod selectors;
 #[cfg(test)]
 mod test_support;
 mod values;
 
 pub use error::ConfigError;
-pub use file::{
-    config_path, container_id_from_cgroup, decide, load, load_str, EffectiveConfig, ProcessFacts,
-    Selector,
-};
+pub use file::{config_path, load, load_str, EffectiveConfig};
 pub use flags::WorkerConfig;
+pub use selectors::{container_id_from_cgroup, decide, ProcessFacts, Selector};
