@@ -5,6 +5,7 @@ mod error;
 pub mod file;
 pub mod flags;
 pub mod glob;
+mod obi_keys;
 pub mod selectors;
 #[cfg(test)]
 mod test_support;
