@@ -84,28 +84,24 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
-use zerotrace_shared::ports::PortSelection;
 
+use super::discovery::{env_selector, selectors, vet_discovery, RawDiscovery};
+use super::environment::{env_value, Overlay};
 use super::error::{child, ConfigError, Ctx};
-use super::glob::{compile_glob, compile_regex, ExeField, ExePattern, GlobField, RegexField};
+use super::glob::{ExePattern, RegexField};
 use super::obi_keys::{
-    unknown_key_message, vet, vet_feature_lists, vet_tls, Obi, Section, ATTRIBUTES, DISCOVERY,
-    METRICS_EXPORT, METRICS_TOP, PROMETHEUS, SELECTOR, TOP, TRACES,
+    unknown_key_message, vet, vet_feature_lists, vet_tls, Section, ATTRIBUTES, METRICS_EXPORT,
+    METRICS_TOP, PROMETHEUS, TOP, TRACES,
 };
 use super::selectors::{decide, ProcessFacts, Selector};
 use super::values::{
-    format_duration, non_empty, parse_go_duration, present_list, Extra, GoDuration, PidList,
-    PortList, StringList, Text,
+    format_duration, non_empty, parse_go_duration, Extra, GoDuration, PortList, StringList, Text,
 };
 use crate::exporters::prometheus::PrometheusSettings;
 use crate::exporters::trace_printer::PrinterFormat;
 use crate::otel::settings::{ExportSettings, OtlpDestination, Protocol, SamplerSetting, Signal};
 use crate::routes::{RouteMatcher, RouteSettings};
 
-/// OBI's default exclusion (plus zerotrace itself): other agents and collectors.
-const BUILTIN_DEFAULT_EXCLUDE: &str =
-    "{*beyla,*alloy,*prometheus-config-reloader,*ebpf-instrument,\
-     *obi,*otelcol,*otelcol-contrib,*otelcol-contrib[!/]*,*zerotrace,*zerotrace-worker}";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const REDACTED: &str = "<redacted>";
 
@@ -210,55 +206,6 @@ struct RawFile {
     other: Extra,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawDiscovery {
-    #[serde(deserialize_with = "present_list")]
-    instrument: Option<Vec<RawSelector<GlobField>>>,
-    #[serde(deserialize_with = "present_list")]
-    exclude_instrument: Option<Vec<RawSelector<GlobField>>>,
-    #[serde(deserialize_with = "present_list")]
-    default_exclude_instrument: Option<Vec<RawSelector<GlobField>>>,
-    #[serde(deserialize_with = "present_list")]
-    services: Option<Vec<RawSelector<RegexField>>>,
-    #[serde(deserialize_with = "present_list")]
-    exclude_services: Option<Vec<RawSelector<RegexField>>>,
-    #[serde(deserialize_with = "present_list")]
-    default_exclude_services: Option<Vec<RawSelector<RegexField>>>,
-    exclude_otel_instrumented_services: Option<bool>,
-    #[serde(flatten)]
-    other: Extra,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(default, bound(deserialize = "P: Deserialize<'de>"))]
-struct RawSelector<P> {
-    name: Option<Text>,
-    namespace: Option<Text>,
-    open_ports: Option<PortList>,
-    exe_path: Option<P>,
-    exe_path_regexp: Option<RegexField>,
-    containers_only: bool,
-    target_pids: Option<PidList>,
-    #[serde(flatten)]
-    other: Extra,
-}
-
-impl<P> Default for RawSelector<P> {
-    fn default() -> Self {
-        Self {
-            name: None,
-            namespace: None,
-            open_ports: None,
-            exe_path: None,
-            exe_path_regexp: None,
-            containers_only: false,
-            target_pids: None,
-            other: Extra::new(),
-        }
-    }
-}
-
 /// `otel_traces_export` and `otel_metrics_export` (each uses its own keys).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -347,13 +294,7 @@ fn vet_file(ctx: &mut Ctx, raw: &RawFile) -> Result<(), ConfigError> {
         )?;
     }
     if let Some(discovery) = &raw.discovery {
-        vet(ctx, &DISCOVERY, "discovery", &discovery.other)?;
-        if discovery.exclude_otel_instrumented_services == Some(true) {
-            ctx.warn(
-                "discovery.exclude_otel_instrumented_services",
-                "ignored: zerotrace cannot tell whether a process already exports OpenTelemetry data",
-            );
-        }
+        vet_discovery(ctx, discovery)?;
     }
     for (name, export, section) in [
         ("otel_traces_export", &raw.otel_traces_export, &TRACES),
@@ -408,242 +349,6 @@ fn vet_export(
     )
 }
 
-// ───────────────────────────── discovery ─────────────────────────────
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ListKind {
-    Instrument,
-    Exclude,
-}
-
-/// Checks an entry's untyped keys; `Some(reason)` when the entry can never match.
-fn vet_selector(
-    ctx: &mut Ctx,
-    path: &str,
-    extra: &Extra,
-    kind: ListKind,
-) -> Result<Option<String>, ConfigError> {
-    let mut never = None;
-    for key in extra.keys() {
-        let at = child(path, key);
-        match (SELECTOR.lookup(key), kind) {
-            (Some(Obi::Unevaluable(why)), ListKind::Instrument) => {
-                never.get_or_insert(format!("{key}: {why}"));
-            }
-            (Some(Obi::Unevaluable(why)), ListKind::Exclude) => {
-                let why = format!("{why}, so this exclusion could not be honoured");
-                return Err(ctx.err(at, format!("not supported by zerotrace: {why}")));
-            }
-            (Some(Obi::Ignored(why)), _) => ctx.warn(&at, format!("ignored: {why}")),
-            (Some(Obi::Unsupported(why)), _) => {
-                return Err(ctx.err(at, format!("not supported by zerotrace: {why}")))
-            }
-            (None, _) => return Err(ctx.err(at, unknown_key_message(key, &SELECTOR))),
-        }
-    }
-    Ok(never)
-}
-
-/// One entry; `None` when it can never match (skipped, with a warning).
-fn build_selector<P: ExeField>(
-    ctx: &mut Ctx,
-    path: &str,
-    raw: RawSelector<P>,
-    kind: ListKind,
-) -> Result<Option<Selector>, ConfigError> {
-    let never = vet_selector(ctx, path, &raw.other, kind)?;
-    if raw.exe_path.is_some() && raw.exe_path_regexp.is_some() {
-        return Err(ctx.err(
-            child(path, "exe_path_regexp"),
-            "set either exe_path or exe_path_regexp, not both",
-        ));
-    }
-    let exe_path = match (raw.exe_path, raw.exe_path_regexp) {
-        (Some(field), _) => Some(field.into_pattern()),
-        (None, regexp) => regexp.map(|RegexField(pattern)| pattern),
-    };
-    let selector = Selector {
-        origin: path.to_owned(),
-        name: non_empty(raw.name),
-        namespace: non_empty(raw.namespace),
-        open_ports: raw.open_ports.map(|p| p.0).filter(|p| !p.is_empty()),
-        exe_path,
-        containers_only: raw.containers_only,
-        target_pids: raw.target_pids.map(|p| p.0).unwrap_or_default(),
-    };
-    if let Some(reason) = never {
-        ctx.warn(
-            path,
-            format!("never matches ({reason}); the entry is skipped"),
-        );
-        return Ok(None);
-    }
-    if !selector.has_criteria() {
-        return Err(ctx.err(
-            path,
-            "defines no selection criteria (expected at least one of open_ports, exe_path, target_pids)",
-        ));
-    }
-    Ok(Some(selector))
-}
-
-fn build_list<P: ExeField>(
-    ctx: &mut Ctx,
-    path: &str,
-    raw: Option<Vec<RawSelector<P>>>,
-    kind: ListKind,
-) -> Result<Vec<Selector>, ConfigError> {
-    let mut out = Vec::new();
-    for (i, entry) in raw.unwrap_or_default().into_iter().enumerate() {
-        out.extend(build_selector(ctx, &format!("{path}[{i}]"), entry, kind)?);
-    }
-    Ok(out)
-}
-
-fn builtin_default_exclude() -> Result<Selector, ConfigError> {
-    let glob = compile_glob(BUILTIN_DEFAULT_EXCLUDE).map_err(ConfigError::Invalid)?;
-    Ok(Selector {
-        origin: "discovery.default_exclude_instrument (built-in)".into(),
-        name: None,
-        namespace: None,
-        open_ports: None,
-        exe_path: Some(ExePattern::Glob(glob)),
-        containers_only: false,
-        target_pids: Vec::new(),
-    })
-}
-
-fn env_value(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
-    env(name).filter(|v| !v.trim().is_empty())
-}
-
-/// The selector of `OTEL_EBPF_OPEN_PORT` / `OTEL_EBPF_AUTO_TARGET_EXE` (or the
-/// file's top-level `open_port` / `executable_path`), both criteria together.
-fn env_selector(
-    env: &dyn Fn(&str) -> Option<String>,
-    open_port: Option<PortList>,
-    executable_path: Option<RegexField>,
-) -> Result<Option<Selector>, ConfigError> {
-    let mut origin = Vec::new();
-    let open_ports = match env_value(env, "OTEL_EBPF_OPEN_PORT") {
-        Some(text) => {
-            origin.push("OTEL_EBPF_OPEN_PORT");
-            let ports = PortSelection::parse(&text)
-                .map_err(|e| ConfigError::Env(format!("OTEL_EBPF_OPEN_PORT: {e}")))?;
-            Some(ports)
-        }
-        None => open_port
-            .map(|p| p.0)
-            .filter(|p| !p.is_empty())
-            .inspect(|_| origin.push("open_port")),
-    };
-    let exe_path = env_exe(env, &mut origin)?.or_else(|| {
-        executable_path
-            .map(|RegexField(p)| p)
-            .inspect(|_| origin.push("executable_path"))
-    });
-    if open_ports.is_none() && exe_path.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(Selector {
-        origin: origin.join(" + "),
-        name: None,
-        namespace: None,
-        open_ports,
-        exe_path,
-        containers_only: false,
-        target_pids: Vec::new(),
-    }))
-}
-
-fn env_exe(
-    env: &dyn Fn(&str) -> Option<String>,
-    origin: &mut Vec<&'static str>,
-) -> Result<Option<ExePattern>, ConfigError> {
-    for var in ["OTEL_EBPF_AUTO_TARGET_EXE", "OTEL_GO_AUTO_TARGET_EXE"] {
-        if let Some(text) = env_value(env, var) {
-            origin.push(var);
-            let glob = compile_glob(&text).map_err(|e| ConfigError::Env(format!("{var}: {e}")))?;
-            return Ok(Some(ExePattern::Glob(glob)));
-        }
-    }
-    if let Some(text) = env_value(env, "OTEL_EBPF_EXECUTABLE_PATH") {
-        origin.push("OTEL_EBPF_EXECUTABLE_PATH");
-        let regex = compile_regex(&text)
-            .map_err(|e| ConfigError::Env(format!("OTEL_EBPF_EXECUTABLE_PATH: {e}")))?;
-        return Ok(Some(ExePattern::Regex(regex)));
-    }
-    Ok(None)
-}
-
-/// `(instrument, exclude)`: the file's lists, the environment's selector last,
-/// then the exclusions with the default ones last.
-fn selectors(
-    ctx: &mut Ctx,
-    raw: Option<RawDiscovery>,
-    env_selector: Option<Selector>,
-) -> Result<(Vec<Selector>, Vec<Selector>), ConfigError> {
-    let raw = raw.unwrap_or_default();
-    let use_services = raw.instrument.as_ref().is_none_or(Vec::is_empty) && raw.services.is_some();
-    if !use_services && raw.services.as_ref().is_some_and(|s| !s.is_empty()) {
-        ctx.warn(
-            "discovery.services",
-            "ignored: discovery.instrument is set (as in OBI)",
-        );
-    }
-    let mut instrument = if use_services {
-        build_list(
-            ctx,
-            "discovery.services",
-            raw.services,
-            ListKind::Instrument,
-        )?
-    } else {
-        build_list(
-            ctx,
-            "discovery.instrument",
-            raw.instrument,
-            ListKind::Instrument,
-        )?
-    };
-    instrument.extend(env_selector);
-    let mut exclude = build_list(
-        ctx,
-        "discovery.exclude_instrument",
-        raw.exclude_instrument,
-        ListKind::Exclude,
-    )?;
-    exclude.extend(build_list(
-        ctx,
-        "discovery.exclude_services",
-        raw.exclude_services,
-        ListKind::Exclude,
-    )?);
-    match (raw.default_exclude_instrument, raw.default_exclude_services) {
-        (Some(list), _) => exclude.extend(build_list(
-            ctx,
-            "discovery.default_exclude_instrument",
-            Some(list),
-            ListKind::Exclude,
-        )?),
-        (None, Some(list)) => exclude.extend(build_list(
-            ctx,
-            "discovery.default_exclude_services",
-            Some(list),
-            ListKind::Exclude,
-        )?),
-        (None, None) => exclude.push(builtin_default_exclude()?),
-    }
-    if instrument.is_empty() {
-        return Err(ConfigError::Invalid(
-            "nothing to instrument: set discovery.instrument in the configuration file, or \
-             OTEL_EBPF_OPEN_PORT / OTEL_EBPF_AUTO_TARGET_EXE (e.g. OTEL_EBPF_OPEN_PORT=8080)"
-                .into(),
-        ));
-    }
-    Ok((instrument, exclude))
-}
-
 // ───────────────────────────── export ─────────────────────────────
 
 fn signal_infix(signal: Signal) -> &'static str {
@@ -666,35 +371,6 @@ fn signal_url(endpoint: &str, protocol: Protocol, signal: Signal) -> String {
         base.to_owned()
     } else {
         format!("{base}{suffix}")
-    }
-}
-
-/// File values offered to `ExportSettings::from_env` as defaults of the variables.
-#[derive(Default)]
-struct Overlay(BTreeMap<String, String>);
-
-impl Overlay {
-    /// Sets `var` unless one of `unless` (default: `var` itself) is in the environment.
-    fn offer(
-        &mut self,
-        env: &dyn Fn(&str) -> Option<String>,
-        var: &str,
-        value: String,
-        unless: &[&str],
-    ) -> bool {
-        let taken = if unless.is_empty() {
-            env_value(env, var).is_some()
-        } else {
-            unless.iter().any(|v| env_value(env, v).is_some())
-        };
-        if !taken {
-            self.0.insert(var.to_owned(), value);
-        }
-        !taken
-    }
-
-    fn lookup(&self, env: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
-        env_value(env, var).or_else(|| self.0.get(var).cloned())
     }
 }
 
@@ -1502,52 +1178,6 @@ prometheus_export:
     }
 
     #[test]
-    fn every_selector_key_is_read() {
-        let config = ok(
-            "discovery:
-  instrument:
-    - open_ports: 80,443,8000-8999
-      exe_path: '{/usr/sbin/nginx,/opt/*/bin/?pp}'
-      containers_only: true
-      target_pids: [1, 2]
-      name: web
-      namespace: edge
-    - open_ports: [5678, 9000]
-    - target_pids: 42
-    - exe_path_regexp: python3?$
-  exclude_instrument:
-    - exe_path: '*prometheus*'
-  default_exclude_instrument: []
-",
-            &[],
-        );
-        let s = &config.instrument[0];
-        assert_eq!(
-            s.open_ports.as_ref().map(ToString::to_string).as_deref(),
-            Some("80,443,8000-8999")
-        );
-        assert_eq!(
-            s.exe_path.as_ref().map(ExePattern::as_str),
-            Some("{/usr/sbin/nginx,/opt/*/bin/?pp}")
-        );
-        assert!(s.containers_only);
-        assert_eq!(s.target_pids, vec![1, 2]);
-        let ports = config.instrument[1].open_ports.as_ref();
-        assert!(ports.is_some_and(|p| p.contains(5678) && p.contains(9000) && !p.contains(5679)));
-        assert_eq!(config.instrument[2].target_pids, vec![42]);
-        assert!(matches!(
-            config.instrument[3].exe_path,
-            Some(ExePattern::Regex(_))
-        ));
-        assert_eq!(
-            config.exclude.len(),
-            1,
-            "[] turns the default exclusion off"
-        );
-        assert_eq!(config.exclude[0].origin, "discovery.exclude_instrument[0]");
-    }
-
-    #[test]
     fn every_export_and_top_level_key_is_read() {
         let config = ok(
             "open_port: '80, 443'
@@ -1683,225 +1313,6 @@ prometheus_export:
     }
 
     #[test]
-    fn only_kubernetes_entries_leave_nothing_to_instrument() {
-        let message = err("discovery:\n  instrument:\n    - k8s_namespace: '*'\n", &[]);
-        assert!(message.contains("nothing to instrument"), "{message}");
-    }
-
-    #[test]
-    fn deprecated_services_form_uses_regexes() {
-        let config = ok(
-            "discovery:\n  services:\n    - exe_path: nginx$\n      open_ports: 80\n  exclude_services:\n    - exe_path_regexp: ^/opt/\n",
-            &[],
-        );
-        assert!(config
-            .decide(&facts(1, "/usr/sbin/nginx", &[80], false))
-            .is_some());
-        assert!(config
-            .decide(&facts(2, "/opt/nginx", &[80], false))
-            .is_none());
-        // With `instrument` present, `services` is ignored (as in OBI).
-        let config = ok(
-            "discovery:\n  instrument:\n    - open_ports: 81\n  services:\n    - open_ports: 80\n",
-            &[],
-        );
-        assert!(config.decide(&facts(1, "/a", &[80], false)).is_none());
-        assert!(config
-            .warnings
-            .iter()
-            .any(|w| w.starts_with("discovery.services: ignored")));
-        let message = err(
-            "discovery:\n  instrument:\n    - exe_path: a\n      exe_path_regexp: b\n",
-            &[],
-        );
-        assert!(
-            message.contains("exe_path_regexp") && message.contains("not both"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn environment_selector_is_added_last() {
-        let config = ok(
-            "discovery:\n  instrument:\n    - open_ports: 80\n      name: front\n",
-            &[
-                ("OTEL_EBPF_OPEN_PORT", "8080,9000-9010"),
-                ("OTEL_EBPF_AUTO_TARGET_EXE", "*/java"),
-            ],
-        );
-        assert_eq!(config.instrument.len(), 2);
-        let env = &config.instrument[1];
-        assert_eq!(
-            env.origin,
-            "OTEL_EBPF_OPEN_PORT + OTEL_EBPF_AUTO_TARGET_EXE"
-        );
-        // Port AND executable, as in OBI.
-        assert!(config
-            .decide(&facts(1, "/usr/bin/java", &[9005], false))
-            .is_some());
-        assert!(config
-            .decide(&facts(2, "/usr/bin/node", &[9005], false))
-            .is_none());
-        // The file's entries come first (their names win).
-        let both = config.decide(&facts(3, "/usr/bin/java", &[80, 8080], false));
-        assert_eq!(both.and_then(|s| s.name.as_deref()), Some("front"));
-
-        let config = ok("", &[("OTEL_EBPF_OPEN_PORT", "8080")]);
-        assert_eq!(config.instrument.len(), 1);
-        assert_eq!(
-            config.trace_printer,
-            PrinterFormat::Text,
-            "printer by default without exporters"
-        );
-        let config = ok("", &[("OTEL_GO_AUTO_TARGET_EXE", "*/app")]);
-        assert!(config.decide(&facts(1, "/srv/app", &[], false)).is_some());
-        let config = ok("executable_path: 'ngin.$'\n", &[]);
-        assert!(config
-            .decide(&facts(1, "/usr/sbin/nginx", &[], false))
-            .is_some());
-    }
-
-    #[test]
-    fn environment_overrides_the_file() {
-        let yaml = "open_port: 8080
-trace_printer: json
-otel_traces_export:
-  endpoint: http://file:4318
-  protocol: http/json
-  headers:
-    Authorization: Bearer file
-  sampler: {name: traceidratio, arg: 0.5}
-  batch_timeout: 2s
-otel_metrics_export:
-  endpoint: http://file:4317
-  protocol: grpc
-  interval: 30s
-prometheus_export:
-  port: 9400
-";
-        let file_only = ok(yaml, &[]);
-        assert!(file_only.instrument[0]
-            .open_ports
-            .as_ref()
-            .is_some_and(|p| p.contains(8080)));
-        assert_eq!(file_only.trace_printer, PrinterFormat::Json);
-        let traces = &file_only.export.traces[0];
-        assert_eq!(traces.endpoint, "http://file:4318/v1/traces");
-        assert_eq!(traces.protocol, Protocol::HttpJson);
-        assert_eq!(
-            traces.headers,
-            vec![("Authorization".to_string(), "Bearer file".to_string())]
-        );
-        assert_eq!(file_only.export.sampler, SamplerSetting::TraceIdRatio(0.5));
-        assert_eq!(
-            file_only.export.batch.schedule_delay,
-            Duration::from_secs(2)
-        );
-        assert_eq!(
-            file_only.export.metrics[0].endpoint, "http://file:4317",
-            "gRPC: as is"
-        );
-        assert_eq!(
-            file_only.export.metric_export_interval,
-            Duration::from_secs(30)
-        );
-        assert_eq!(file_only.prometheus.as_ref().map(|p| p.port), Some(9400));
-
-        let env = ok(
-            yaml,
-            &[
-                ("OTEL_EBPF_OPEN_PORT", "9000"),
-                ("OTEL_EBPF_TRACE_PRINTER", "text"),
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"),
-                ("OTEL_EXPORTER_OTLP_HEADERS", "X-Env=1"),
-                ("OTEL_TRACES_SAMPLER", "always_off"),
-                ("OTEL_METRIC_EXPORT_INTERVAL", "5000"),
-                ("OTEL_EBPF_PROMETHEUS_PORT", "9500"),
-                ("OTEL_EBPF_PROMETHEUS_PATH", "/m"),
-            ],
-        );
-        let selector = &env.instrument[0];
-        assert!(selector
-            .open_ports
-            .as_ref()
-            .is_some_and(|p| p.contains(9000) && !p.contains(8080)));
-        assert_eq!(env.trace_printer, PrinterFormat::Text);
-        let traces = &env.export.traces[0];
-        // The file's protocol still applies (OBI keeps them separate)...
-        assert_eq!(traces.protocol, Protocol::HttpJson);
-        assert_eq!(traces.endpoint, "http://env:4318/v1/traces");
-        // ...but its headers do not follow the endpoint to another host.
-        assert_eq!(traces.headers, vec![("X-Env".to_string(), "1".to_string())]);
-        assert!(env
-            .warnings
-            .iter()
-            .any(|w| w.starts_with("otel_traces_export.headers: not sent")));
-        assert_eq!(env.export.sampler, SamplerSetting::AlwaysOff);
-        assert_eq!(env.export.metric_export_interval, Duration::from_secs(5));
-        assert_eq!(
-            env.prometheus,
-            Some(PrometheusSettings {
-                port: 9500,
-                path: "/m".into()
-            })
-        );
-
-        // OBI's interval variable wins over the SDK's.
-        let interval = ok(
-            yaml,
-            &[
-                ("OTEL_EBPF_METRICS_INTERVAL", "1m"),
-                ("OTEL_METRIC_EXPORT_INTERVAL", "5000"),
-            ],
-        );
-        assert_eq!(
-            interval.export.metric_export_interval,
-            Duration::from_secs(60)
-        );
-        // Environment headers apply to the file's endpoint and win on the same key.
-        let headers = ok(
-            yaml,
-            &[(
-                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-                "authorization=Bearer%20env",
-            )],
-        );
-        assert_eq!(
-            headers.export.traces[0].headers,
-            vec![("authorization".to_string(), "Bearer env".to_string())]
-        );
-    }
-
-    #[test]
-    fn bad_environment_values_name_the_variable() {
-        for (var, value) in [
-            ("OTEL_EBPF_OPEN_PORT", "80,http"),
-            ("OTEL_EBPF_AUTO_TARGET_EXE", "/bin/[x"),
-            ("OTEL_EBPF_TRACE_PRINTER", "fancy"),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp"),
-            ("OTEL_EBPF_PROMETHEUS_PORT", "80"),
-            ("OTEL_EBPF_METRICS_INTERVAL", "often"),
-        ] {
-            let env = [
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
-                ("OTEL_EBPF_OPEN_PORT", "8080"),
-                (var, value),
-            ];
-            let env: Vec<(&str, &str)> = env.iter().rev().copied().collect();
-            let message = err("", &env);
-            assert!(
-                message.contains(var) && message.contains(value),
-                "{var}: {message}"
-            );
-        }
-        let message = err("", &[]);
-        assert!(
-            message.contains("nothing to instrument") && message.contains("OTEL_EBPF_OPEN_PORT"),
-            "{message}"
-        );
-    }
-
-    #[test]
     fn fan_out_to_several_destinations() {
         let yaml = "open_port: 8080
 otel_traces_export:
@@ -1974,45 +1385,6 @@ otel_metrics_export:
         let config = ok(yaml, &[("OTEL_SDK_DISABLED", "true")]);
         assert!(config.export.traces.is_empty() && config.export.metrics.is_empty());
         assert_eq!(config.trace_printer, PrinterFormat::Text);
-    }
-
-    #[test]
-    fn default_exclusion_and_its_override() {
-        let config = ok("open_port: 4317\n", &[]);
-        for exe in [
-            "/usr/bin/otelcol-contrib",
-            "/opt/beyla",
-            "/usr/local/bin/obi",
-            "/usr/bin/zerotrace-worker",
-        ] {
-            assert!(
-                config.decide(&facts(1, exe, &[4317], false)).is_none(),
-                "{exe}"
-            );
-        }
-        assert!(config
-            .decide(&facts(1, "/usr/bin/otelcol-contrib/x", &[4317], false))
-            .is_some());
-        let config = ok(
-            "open_port: 4317\ndiscovery:\n  default_exclude_instrument:\n",
-            &[],
-        );
-        assert!(
-            config
-                .decide(&facts(1, "/usr/bin/otelcol", &[4317], false))
-                .is_some(),
-            "null turns it off"
-        );
-        let config = ok(
-            "open_port: 4317\ndiscovery:\n  default_exclude_services:\n    - exe_path: otel\n",
-            &[],
-        );
-        assert!(config
-            .decide(&facts(1, "/usr/bin/beyla", &[4317], false))
-            .is_some());
-        assert!(config
-            .decide(&facts(1, "/usr/bin/otelcol", &[4317], false))
-            .is_none());
     }
 
     #[test]

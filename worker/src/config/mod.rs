@@ -1,6 +1,8 @@
 //! The worker's configuration: the loader's flags, the YAML file and the
 //! environment, merged into one [`WorkerConfig`].
 
+mod discovery;
+mod environment;
 mod error;
 pub mod file;
 pub mod flags;
