@@ -44,9 +44,9 @@ mod tests {
     use std::time::Duration;
 
     use crate::config::test_support::*;
+    use crate::config::{Protocol, SamplerSetting};
     use crate::exporters::prometheus::PrometheusSettings;
     use crate::exporters::trace_printer::PrinterFormat;
-    use crate::otel::settings::{Protocol, SamplerSetting};
 
     #[test]
     fn environment_overrides_the_file() {

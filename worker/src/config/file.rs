@@ -93,13 +93,13 @@ use super::obi_keys::{
     unknown_key_message, vet, vet_feature_lists, vet_tls, Section, ATTRIBUTES, METRICS_EXPORT,
     METRICS_TOP, PROMETHEUS, TOP, TRACES,
 };
+use super::otel_sdk::{ExportSettings, OtlpDestination, Protocol, SamplerSetting, Signal};
 use super::selectors::{decide, ProcessFacts, Selector};
 use super::values::{
     format_duration, non_empty, parse_go_duration, Extra, GoDuration, PortList, StringList, Text,
 };
 use crate::exporters::prometheus::PrometheusSettings;
 use crate::exporters::trace_printer::PrinterFormat;
-use crate::otel::settings::{ExportSettings, OtlpDestination, Protocol, SamplerSetting, Signal};
 use crate::routes::{RouteMatcher, RouteSettings};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -1099,8 +1099,8 @@ impl EffectiveConfig {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let temporality = match export.temporality {
-            crate::otel::settings::Temporality::Cumulative => "cumulative",
-            crate::otel::settings::Temporality::Delta => "delta",
+            super::otel_sdk::Temporality::Cumulative => "cumulative",
+            super::otel_sdk::Temporality::Delta => "delta",
         };
         let mut out = String::from("# from the environment only:\n");
         out.push_str(&format!("#   metrics temporality: {temporality}\n"));

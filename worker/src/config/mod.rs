@@ -8,6 +8,7 @@ pub mod file;
 pub mod flags;
 pub mod glob;
 mod obi_keys;
+pub mod otel_sdk;
 pub mod selectors;
 #[cfg(test)]
 mod test_support;
@@ -16,4 +17,7 @@ mod values;
 pub use error::ConfigError;
 pub use file::{config_path, load, load_str, EffectiveConfig};
 pub use flags::WorkerConfig;
+pub use otel_sdk::{
+    BatchSettings, ExportSettings, OtlpDestination, Protocol, SamplerSetting, Signal, Temporality,
+};
 pub use selectors::{container_id_from_cgroup, decide, ProcessFacts, Selector};

@@ -13,11 +13,11 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use crate::config::Temporality;
 use crate::metrics::red::{
     HistogramState, RedMetrics, SeriesKey, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES,
 };
 use crate::metrics::rpc::{metric_names as rpc_metric_names, RpcMetrics};
-use crate::otel::settings::Temporality;
 use crate::spans::SpanKind;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

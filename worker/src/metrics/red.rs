@@ -18,9 +18,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::rpc::RpcMetrics;
+use crate::config::Temporality;
 use crate::hashing::FastMap;
 use crate::otel::resource::{bool_attribute, int_attribute, string_attribute};
-use crate::otel::settings::Temporality;
 use crate::otel::span_encoding::{is_error, normalized_method, server_address_and_port};
 use crate::spans::{HttpSpan, SpanKind};
 

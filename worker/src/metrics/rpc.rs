@@ -214,8 +214,8 @@ impl RpcMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Temporality;
     use crate::metrics::red::RedMetrics;
-    use crate::otel::settings::Temporality;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 
     fn call_span(kind: SpanKind, method: &str, code: Option<u32>, duration_ms: u64) -> HttpSpan {
