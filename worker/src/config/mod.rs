@@ -4,6 +4,7 @@
 mod discovery;
 mod environment;
 mod error;
+mod export;
 pub mod file;
 pub mod flags;
 pub mod glob;
