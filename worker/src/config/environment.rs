@@ -44,8 +44,8 @@ mod tests {
     use std::time::Duration;
 
     use crate::config::test_support::*;
+    use crate::config::PrometheusSettings;
     use crate::config::{Protocol, SamplerSetting};
-    use crate::exporters::prometheus::PrometheusSettings;
     use crate::exporters::trace_printer::PrinterFormat;
 
     #[test]

@@ -81,46 +81,24 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
 use super::discovery::{env_selector, selectors, vet_discovery, RawDiscovery};
-use super::environment::{env_value, Overlay};
+use super::environment::env_value;
 use super::error::{ConfigError, Ctx};
 use super::export::{export_settings, vet_exports, ExportInputs, RawExport};
 use super::glob::{ExePattern, RegexField};
-use super::obi_keys::{vet, vet_feature_lists, ATTRIBUTES, METRICS_TOP, PROMETHEUS, TOP};
+use super::obi_keys::{vet, vet_feature_lists, ATTRIBUTES, METRICS_TOP, TOP};
 use super::otel_sdk::{ExportSettings, OtlpDestination, SamplerSetting};
+use super::prometheus::{prometheus_settings, vet_prometheus, PrometheusSettings, RawPrometheus};
 use super::selectors::{decide, ProcessFacts, Selector};
-use super::values::{format_duration, non_empty, Extra, PortList, StringList, Text};
-use crate::exporters::prometheus::PrometheusSettings;
+use super::values::{format_duration, Extra, PortList, StringList, Text};
 use crate::exporters::trace_printer::PrinterFormat;
 use crate::routes::{RouteMatcher, RouteSettings};
 
 const REDACTED: &str = "<redacted>";
 
 // ───────────────────────────── value types ─────────────────────────────
-
-/// `prometheus_export.port`: 0 is off (OBI's default); below 1024 is refused.
-#[derive(Debug, Clone, Copy)]
-struct PromPort(Option<u16>);
-
-impl<'de> Deserialize<'de> for PromPort {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let Text(text) = Text::deserialize(d)?;
-        match text.trim().parse::<u16>() {
-            Ok(0) => Ok(PromPort(None)),
-            Ok(port) if port < 1024 => Err(de::Error::custom(format!(
-                "{port}: ports below 1024 need a privilege the worker deliberately does not \
-                 have (CAP_NET_BIND_SERVICE); choose a port of 1024 or more"
-            ))),
-            Ok(port) => Ok(PromPort(Some(port))),
-            Err(_) => Err(de::Error::custom(format!(
-                "{text:?} is not a port number (expected e.g. 9400)"
-            ))),
-        }
-    }
-}
 
 // ───────────────────────────── the file's shape ─────────────────────────────
 
@@ -138,17 +116,6 @@ struct RawFile {
     open_port: Option<PortList>,
     executable_path: Option<RegexField>,
     service_name: Option<Text>,
-    #[serde(flatten)]
-    other: Extra,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawPrometheus {
-    port: Option<PromPort>,
-    path: Option<Text>,
-    features: Option<StringList>,
-    instrumentations: Option<StringList>,
     #[serde(flatten)]
     other: Extra,
 }
@@ -195,40 +162,12 @@ fn vet_file(ctx: &mut Ctx, raw: &RawFile) -> Result<(), ConfigError> {
         raw.otel_metrics_export.as_ref(),
     )?;
     if let Some(prometheus) = &raw.prometheus_export {
-        vet(ctx, &PROMETHEUS, "prometheus_export", &prometheus.other)?;
-        let (features, instrumentations) = (
-            prometheus.features.as_ref(),
-            prometheus.instrumentations.as_ref(),
-        );
-        vet_feature_lists(ctx, "prometheus_export", features, instrumentations)?;
+        vet_prometheus(ctx, prometheus)?;
     }
     Ok(())
 }
 
-// ───────────────────────────── prometheus, printer, routes ─────────────────────────────
-
-fn prometheus_settings(
-    ctx: &Ctx,
-    raw: Option<RawPrometheus>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<PrometheusSettings>, ConfigError> {
-    let mut overlay = Overlay::default();
-    if let Some(raw) = raw {
-        if let Some(PromPort(Some(port))) = raw.port {
-            overlay.offer(env, "OTEL_EBPF_PROMETHEUS_PORT", port.to_string(), &[]);
-        }
-        if let Some(path) = non_empty(raw.path) {
-            if !path.starts_with('/') {
-                return Err(ctx.err(
-                    "prometheus_export.path",
-                    format!("{path:?} must start with / (expected e.g. /metrics)"),
-                ));
-            }
-            overlay.offer(env, "OTEL_EBPF_PROMETHEUS_PATH", path, &[]);
-        }
-    }
-    PrometheusSettings::from_env(&|var: &str| overlay.lookup(env, var)).map_err(ConfigError::Env)
-}
+// ───────────────────────────── printer, routes ─────────────────────────────
 
 /// OBI's printer names; `json_indent` prints compact JSON, `counter` is refused.
 fn parse_printer(value: &str) -> Result<(PrinterFormat, Option<&'static str>), String> {
