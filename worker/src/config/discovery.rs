@@ -316,7 +316,7 @@ mod tests {
 
     use crate::config::glob::ExePattern;
     use crate::config::test_support::*;
-    use crate::exporters::trace_printer::PrinterFormat;
+    use crate::config::PrinterFormat;
 
     #[test]
     fn every_selector_key_is_read() {

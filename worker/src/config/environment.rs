@@ -44,9 +44,9 @@ mod tests {
     use std::time::Duration;
 
     use crate::config::test_support::*;
+    use crate::config::PrinterFormat;
     use crate::config::PrometheusSettings;
     use crate::config::{Protocol, SamplerSetting};
-    use crate::exporters::trace_printer::PrinterFormat;
 
     #[test]
     fn environment_overrides_the_file() {

@@ -470,7 +470,7 @@ pub(super) fn export_settings(
 mod tests {
     use super::*;
     use crate::config::test_support::*;
-    use crate::exporters::trace_printer::PrinterFormat;
+    use crate::config::PrinterFormat;
 
     #[test]
     fn fan_out_to_several_destinations() {

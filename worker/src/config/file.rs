@@ -90,10 +90,10 @@ use super::export::{export_settings, vet_exports, ExportInputs, RawExport};
 use super::glob::{ExePattern, RegexField};
 use super::obi_keys::{vet, vet_feature_lists, ATTRIBUTES, METRICS_TOP, TOP};
 use super::otel_sdk::{ExportSettings, OtlpDestination, SamplerSetting};
+use super::printer::{printer_name, trace_printer, PrinterFormat};
 use super::prometheus::{prometheus_settings, vet_prometheus, PrometheusSettings, RawPrometheus};
 use super::selectors::{decide, ProcessFacts, Selector};
 use super::values::{format_duration, Extra, PortList, StringList, Text};
-use crate::exporters::trace_printer::PrinterFormat;
 use crate::routes::{RouteMatcher, RouteSettings};
 
 const REDACTED: &str = "<redacted>";
@@ -168,43 +168,6 @@ fn vet_file(ctx: &mut Ctx, raw: &RawFile) -> Result<(), ConfigError> {
 }
 
 // ───────────────────────────── printer, routes ─────────────────────────────
-
-/// OBI's printer names; `json_indent` prints compact JSON, `counter` is refused.
-fn parse_printer(value: &str) -> Result<(PrinterFormat, Option<&'static str>), String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "json_indent" => Ok((
-            PrinterFormat::Json,
-            Some("json_indent prints compact JSON (json) in zerotrace"),
-        )),
-        "counter" => {
-            Err("not supported by zerotrace: counter (expected text, json or disabled)".into())
-        }
-        other => PrinterFormat::parse(other).map(|f| (f, None)),
-    }
-}
-
-fn trace_printer(
-    ctx: &mut Ctx,
-    raw: Option<Text>,
-    env: &dyn Fn(&str) -> Option<String>,
-    anything_exported: bool,
-) -> Result<PrinterFormat, ConfigError> {
-    let (format, note) = if let Some(value) = env_value(env, "OTEL_EBPF_TRACE_PRINTER") {
-        parse_printer(&value)
-            .map_err(|e| ConfigError::Env(format!("OTEL_EBPF_TRACE_PRINTER={value:?}: {e}")))?
-    } else if let Some(Text(value)) = raw {
-        parse_printer(&value).map_err(|e| ctx.err("trace_printer", format!("{value:?}: {e}")))?
-    } else if anything_exported {
-        // With an exporter the printer is opt-in, as in OBI.
-        (PrinterFormat::Disabled, None)
-    } else {
-        (PrinterFormat::Text, None)
-    };
-    if let Some(note) = note {
-        ctx.warn("trace_printer", note);
-    }
-    Ok(format)
-}
 
 /// Compiles the routes once so a bad pattern is reported now, with its key.
 fn checked_routes(ctx: &Ctx, routes: Option<RouteSettings>) -> Result<RouteSettings, ConfigError> {
@@ -513,14 +476,6 @@ fn sampler_out(sampler: SamplerSetting) -> SamplerOut {
     SamplerOut {
         name,
         arg: ratio.map(|r| r.to_string()),
-    }
-}
-
-fn printer_name(format: PrinterFormat) -> &'static str {
-    match format {
-        PrinterFormat::Disabled => "disabled",
-        PrinterFormat::Text => "text",
-        PrinterFormat::Json => "json",
     }
 }
 

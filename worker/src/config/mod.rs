@@ -10,6 +10,7 @@ pub mod flags;
 pub mod glob;
 mod obi_keys;
 pub mod otel_sdk;
+pub mod printer;
 pub mod prometheus;
 pub mod selectors;
 #[cfg(test)]
@@ -22,5 +23,6 @@ pub use flags::WorkerConfig;
 pub use otel_sdk::{
     BatchSettings, ExportSettings, OtlpDestination, Protocol, SamplerSetting, Signal, Temporality,
 };
+pub use printer::PrinterFormat;
 pub use prometheus::PrometheusSettings;
 pub use selectors::{container_id_from_cgroup, decide, ProcessFacts, Selector};

@@ -398,7 +398,7 @@ pub(super) fn vet_feature_lists(
 #[cfg(test)]
 mod tests {
     use crate::config::test_support::*;
-    use crate::exporters::trace_printer::PrinterFormat;
+    use crate::config::PrinterFormat;
 
     #[test]
     fn unknown_keys_are_refused_with_hints() {

@@ -6,29 +6,9 @@ use std::io::Write;
 use serde_json::json;
 
 use crate::clock::{format_utc, WallClock};
+use crate::config::PrinterFormat;
 use crate::protocols::grpc::status_name;
 use crate::spans::{HttpSpan, SpanKind};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrinterFormat {
-    Disabled,
-    Text,
-    Json,
-}
-
-impl PrinterFormat {
-    /// OBI's values: `disabled`, `text`, `json` (and `counter`, which we do not have).
-    pub fn parse(value: &str) -> Result<Self, String> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "disabled" | "" => Ok(Self::Disabled),
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            other => Err(format!(
-                "invalid trace printer {other:?}: expected text, json or disabled"
-            )),
-        }
-    }
-}
 
 fn human_bytes(n: u64) -> String {
     format!("{n}B")
