@@ -92,9 +92,9 @@ use super::obi_keys::{vet, vet_feature_lists, ATTRIBUTES, METRICS_TOP, TOP};
 use super::otel_sdk::{ExportSettings, OtlpDestination, SamplerSetting};
 use super::printer::{printer_name, trace_printer, PrinterFormat};
 use super::prometheus::{prometheus_settings, vet_prometheus, PrometheusSettings, RawPrometheus};
+use super::routes::{checked_routes, RouteSettings};
 use super::selectors::{decide, ProcessFacts, Selector};
 use super::values::{format_duration, Extra, PortList, StringList, Text};
-use crate::routes::{RouteMatcher, RouteSettings};
 
 const REDACTED: &str = "<redacted>";
 
@@ -168,17 +168,6 @@ fn vet_file(ctx: &mut Ctx, raw: &RawFile) -> Result<(), ConfigError> {
 }
 
 // ───────────────────────────── printer, routes ─────────────────────────────
-
-/// Compiles the routes once so a bad pattern is reported now, with its key.
-fn checked_routes(ctx: &Ctx, routes: Option<RouteSettings>) -> Result<RouteSettings, ConfigError> {
-    let routes = routes.unwrap_or_default();
-    if let Err(e) = RouteMatcher::new(&routes) {
-        // RouteMatcher names the key first: `patterns[2] "/x{": ...` or `wildcard_char: ...`.
-        let (key, rest) = e.split_once(' ').unwrap_or((e.as_str(), ""));
-        return Err(ctx.err(format!("routes.{}", key.trim_end_matches(':')), rest.trim()));
-    }
-    Ok(routes)
-}
 
 // ───────────────────────────── loading ─────────────────────────────
 
@@ -768,13 +757,7 @@ prometheus_export:
     }
 
     #[test]
-    fn routes_and_empty_files() {
-        let config = ok(
-            "open_port: 80\nroutes:\n  patterns: ['/users/{id}']\n  ignored_patterns: [/health]\n  ignore_mode: traces\n  unmatched: wildcard\n",
-            &[],
-        );
-        assert_eq!(config.routes.patterns, vec!["/users/{id}".to_string()]);
-        assert_eq!(config.routes.ignore_mode.as_str(), "traces");
+    fn empty_files_and_yaml_errors() {
         let config = ok("# nothing here\n---\n", &[("OTEL_EBPF_OPEN_PORT", "80")]);
         assert_eq!(config.routes, RouteSettings::default());
         let message = err("- a\n- b\n", &[]);

@@ -12,6 +12,7 @@ mod obi_keys;
 pub mod otel_sdk;
 pub mod printer;
 pub mod prometheus;
+pub mod routes;
 pub mod selectors;
 #[cfg(test)]
 mod test_support;
@@ -25,4 +26,5 @@ pub use otel_sdk::{
 };
 pub use printer::PrinterFormat;
 pub use prometheus::PrometheusSettings;
+pub use routes::RouteSettings;
 pub use selectors::{container_id_from_cgroup, decide, ProcessFacts, Selector};
