@@ -10,6 +10,7 @@ pub mod flags;
 pub mod glob;
 mod obi_keys;
 pub mod otel_sdk;
+pub mod print;
 pub mod printer;
 pub mod prometheus;
 pub mod routes;
