@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use zerotrace_shared::startup::{ConfigFile, StartupData};
 
 use super::{load, load_str, EffectiveConfig};
-use crate::sandbox::SeccompMode;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -33,6 +32,31 @@ pub struct WorkerConfig {
     /// `ZEROTRACE_TLS_CAPTURE` (default true): ask the loader to hook the TLS
     /// libraries of instrumented processes.
     pub tls_capture: bool,
+}
+
+/// `ZEROTRACE_SECCOMP`: what happens to a syscall outside the allow-list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeccompMode {
+    /// Refused with EPERM (the default).
+    Enforce,
+    /// Allowed and logged by the kernel (audit / `dmesg`): for finding what a
+    /// new environment needs.
+    Log,
+    /// No filter (debugging only).
+    Off,
+}
+
+impl SeccompMode {
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value.map(str::trim) {
+            None | Some("") | Some("enforce") => Ok(Self::Enforce),
+            Some("log") => Ok(Self::Log),
+            Some("off") => Ok(Self::Off),
+            Some(other) => Err(format!(
+                "ZEROTRACE_SECCOMP={other:?}: expected enforce, log or off"
+            )),
+        }
+    }
 }
 
 /// A true/false variable; unset or empty is `default`.

@@ -102,7 +102,7 @@ mod values;
 
 pub use effective::{config_path, load, load_str, EffectiveConfig};
 pub use error::ConfigError;
-pub use flags::WorkerConfig;
+pub use flags::{SeccompMode, WorkerConfig};
 pub use glob::{ExePattern, Glob};
 pub use otel_sdk::{
     BatchSettings, ExportSettings, OtlpDestination, Protocol, SamplerSetting, Signal, Temporality,
