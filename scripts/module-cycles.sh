@@ -6,6 +6,7 @@
 # pipeline (docs/architecture.md, "Module graph").
 #   scripts/module-cycles.sh                 check (what scripts/test.sh runs)
 #   scripts/module-cycles.sh --edges         also print every edge `a -> b`
+#   scripts/module-cycles.sh --layers        also print the modules by layer, bottom first
 #   scripts/module-cycles.sh --submodules    nodes are first-level submodules (otel::sampler)
 #   scripts/module-cycles.sh --dot           the graph in Graphviz dot, no check
 # Code in `#[cfg(test)]` modules counts too: tests must not need a cycle either.
@@ -74,6 +75,8 @@ def expand(text, start):
                 out.extend(segs + [head.group(1)] + t for t in tails)
             return out
         word = re.match(r"\w+", text[i:])
+        if not word:
+            break  # a glob import (`::*`)
         segs.append(word.group(0))
         i += word.end()
     return [segs] if segs else out
@@ -162,5 +165,19 @@ if cycles:
     for c in cycles:
         print("  " + " -> ".join(c), file=sys.stderr)
     sys.exit(1)
+if "--layers" in args:
+    # A module's layer is one above the highest module it names.
+    layer = {}
+
+    def layer_of(n):
+        if n not in layer:
+            layer[n] = 1 + max((layer_of(m) for m in edges.get(n, ())), default=-1)
+        return layer[n]
+
+    for n in edges:
+        layer_of(n)
+    for level in range(max(layer.values()) + 1):
+        names = sorted(n for n, l in layer.items() if l == level)
+        print(f"layer {level}: {', '.join(names)}")
 print(f"no module cycle among {len(edges)} worker modules")
 PY
