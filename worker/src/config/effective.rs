@@ -71,6 +71,7 @@ pub fn load_str(
     build(Some(yaml), label, Some(PathBuf::from(label)), env)
 }
 
+/// Checks every section's keys first, so an unknown key is reported before any value.
 fn build(
     text: Option<&str>,
     label: &str,

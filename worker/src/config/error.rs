@@ -61,6 +61,7 @@ impl Ctx {
     }
 }
 
+/// `path.key` (or `key` at the top level), for messages.
 pub(super) fn child(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()

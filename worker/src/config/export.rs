@@ -78,7 +78,7 @@ impl<'de> Deserialize<'de> for Gzip {
     }
 }
 
-/// `otel_traces_export` and `otel_metrics_export` (each uses its own keys).
+/// `otel_traces_export` or `otel_metrics_export` as written (each uses its own keys).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawExport {
@@ -394,6 +394,8 @@ pub(super) struct ExportInputs {
     pub(super) service_name: Option<Text>,
 }
 
+/// The OTLP export settings: the file's values offered to the SDK's
+/// variables, then the file's headers and extra destinations added.
 pub(super) fn export_settings(
     ctx: &mut Ctx,
     inputs: ExportInputs,

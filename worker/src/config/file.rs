@@ -50,7 +50,8 @@ struct RawOpaque {
     other: Extra,
 }
 
-/// Everything about the file that is not a selector, export or printer value.
+/// The keys no typed field reads, section by section, against the OBI key
+/// table (and the feature lists): before any value is used.
 pub(super) fn vet_file(ctx: &mut Ctx, raw: &RawFile) -> Result<(), ConfigError> {
     vet(ctx, &TOP, "", &raw.other)?;
     if let Some(attributes) = &raw.attributes {
@@ -85,6 +86,7 @@ fn is_blank_yaml(text: &str) -> bool {
         .all(|l| l.is_empty() || l.starts_with('#') || l == "---")
 }
 
+/// The text into the file's shape; only comments and `---` read as an empty file.
 pub(super) fn parse_file(text: &str, file: &str) -> Result<RawFile, ConfigError> {
     if is_blank_yaml(text) {
         return Ok(RawFile::default());

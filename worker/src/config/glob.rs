@@ -132,6 +132,7 @@ fn regex_reason(error: &regex::Error) -> String {
         .unwrap_or(text)
 }
 
+/// OBI's regex form; the error shows what a valid one looks like.
 pub(super) fn compile_regex(pattern: &str) -> Result<Regex, String> {
     Regex::new(pattern).map_err(|e| {
         format!(
@@ -141,6 +142,7 @@ pub(super) fn compile_regex(pattern: &str) -> Result<Regex, String> {
     })
 }
 
+/// A glob; the error names the pattern and shows what a valid one looks like.
 pub(super) fn compile_glob(pattern: &str) -> Result<Glob, String> {
     Glob::new(pattern).map_err(|e| format!("{pattern:?} is not a valid glob: {e} ({GLOB_HINT})"))
 }

@@ -41,6 +41,7 @@ fn parse_printer(value: &str) -> Result<(PrinterFormat, Option<&'static str>), S
     }
 }
 
+/// The variable, else the file, else text when nothing is exported (off otherwise).
 pub(super) fn trace_printer(
     ctx: &mut Ctx,
     raw: Option<Text>,

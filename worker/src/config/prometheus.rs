@@ -68,6 +68,7 @@ impl<'de> Deserialize<'de> for PromPort {
     }
 }
 
+/// The `prometheus_export` section as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawPrometheus {
@@ -86,6 +87,7 @@ pub(super) fn vet_prometheus(ctx: &mut Ctx, raw: &RawPrometheus) -> Result<(), C
     vet_feature_lists(ctx, "prometheus_export", features, instrumentations)
 }
 
+/// The file's port and path offered to `OTEL_EBPF_PROMETHEUS_*`, which win.
 pub(super) fn prometheus_settings(
     ctx: &Ctx,
     raw: Option<RawPrometheus>,
