@@ -12,6 +12,7 @@ packages=(
 if [ "${1:-}" = "test" ]; then
   packages+=(prometheus bpftool tmux openssl nginx-light nghttp2-client python3-h2)  # tests: scraper, map dumps, terminal, certificates, h2 servers and load
   packages+=(python3-grpcio)  # tests: gRPC server and client (tests/servers/grpc_app.py, run with /usr/bin/python3)
+  packages+=(python3-venv)    # tests: the venv tests/semconv/ensure-venv.sh installs semantic conventions into
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -26,5 +27,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ "${1:-}" = "test" ]; then
+  # The OpenTelemetry semantic conventions every exported name is checked against (from PyPI).
+  "$(dirname "$0")/../tests/semconv/ensure-venv.sh" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }

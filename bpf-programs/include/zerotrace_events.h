@@ -62,6 +62,7 @@ enum zt_pid_flag {
 /* zt_conn_state.flags */
 enum zt_conn_flag {
 	ZT_CONN_TLS = 1, /* bytes on this socket are TLS records: only plaintext is sent */
+	ZT_CONN_H2 = 2,  /* the HTTP/2 preface went by: segments are walked for header frames */
 };
 
 /* Which TLS library function fired (set by its entry program). */
@@ -103,7 +104,11 @@ struct zt_event {
 struct zt_conn_state {
 	__u8 role;         /* enum zt_role */
 	__u8 flags;        /* enum zt_conn_flag */
-	__u8 pad[2];
+	/* Following reads / writes still copied as part of an HTTP head that a
+	 * full read buffer or a partial or buffer-sized write left open (nginx
+	 * reads 1 KiB first; buffered writers flush 4 KiB at a time). */
+	__u8 head_reads;
+	__u8 head_writes;
 	__u32 generation;  /* worker generation that last received this socket's tuple */
 };
 

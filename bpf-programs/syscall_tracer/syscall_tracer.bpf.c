@@ -229,8 +229,9 @@ static __always_inline void zt_add_identity(struct zt_event *e, struct sock *sk)
 /* A data event's role, from the socket's state; and the socket's identity
  * (addresses, ports, process name) the first time this worker generation
  * sees it, so a restarted worker learns open connections again. `conn_flags`
- * are added to the socket's state on the way. */
-static __always_inline void zt_describe_socket(struct zt_event *e, struct sock *sk, __u8 conn_flags)
+ * are added to the socket's state on the way. Returns the socket's state. */
+static __always_inline struct zt_conn_state *zt_describe_socket(struct zt_event *e, struct sock *sk,
+								 __u8 conn_flags)
 {
 	__u64 sock_id = (__u64)sk;
 	__u32 generation = zt_current_generation();
@@ -238,16 +239,20 @@ static __always_inline void zt_describe_socket(struct zt_event *e, struct sock *
 	if (state && state->generation == generation) {
 		e->role = state->role;
 		state->flags |= conn_flags;
-		return;
+		return state;
 	}
 	struct zt_conn_state fresh = {
 		.role = state ? state->role : ZT_ROLE_UNKNOWN,
 		.flags = (state ? state->flags : 0) | conn_flags,
+		.head_reads = state ? state->head_reads : 0,
+		.head_writes = state ? state->head_writes : 0,
 		.generation = generation,
 	};
 	bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_ANY);
 	e->role = fresh.role;
 	zt_add_identity(e, sk);
+	/* Once per socket and worker generation: the lookup is not on the hot path. */
+	return bpf_map_lookup_elem(&zt_conn_state, &sock_id);
 }
 
 /* Control events (listen, exit, fork) wake the reader at once: discovery must be quick. */
@@ -345,12 +350,13 @@ static __always_inline bool zt_starts_head(const __u8 *p)
 }
 
 /* How much of a `len`-byte segment to copy when its first ZT_PAYLOAD_MAX
- * bytes (already in buf) start a head: more than ZT_PAYLOAD_MAX, or 0 to
- * keep what was copied. */
-static __always_inline __u64 zt_head_copy_len(struct zt_event_buffer *buf, __u64 len)
+ * bytes (already in buf) start a head, or when it `continues` a head left
+ * open by the previous segment: more than ZT_PAYLOAD_MAX, or 0 to keep what
+ * was copied. */
+static __always_inline __u64 zt_head_copy_len(struct zt_event_buffer *buf, __u64 len, bool continues)
 {
 	if (len <= ZT_PAYLOAD_MAX || zt_settings.head_capture <= ZT_PAYLOAD_MAX ||
-	    !zt_starts_head(buf->payload))
+	    !(continues || zt_starts_head(buf->payload)))
 		return 0;
 	__u64 limit = zt_settings.head_capture < ZT_HEAD_MAX ? zt_settings.head_capture : ZT_HEAD_MAX;
 	return len < limit ? len : limit;
@@ -380,27 +386,111 @@ static __always_inline __u32 zt_copy_iovecs_upto(struct zt_event_buffer *buf, __
 }
 
 /* Copies the first ZT_PAYLOAD_MAX bytes of an iovec array, or more of a
- * segment that starts a head (then from the start again: heads larger than
- * ZT_PAYLOAD_MAX are rare). Returns the bytes copied. */
-static __always_inline __u32 zt_copy_iovecs(struct zt_event_buffer *buf, __u64 iov_ptr, __u64 count, __u64 total)
+ * segment that starts or `continues` a head (then from the start again:
+ * heads larger than ZT_PAYLOAD_MAX are rare). Returns the bytes copied. */
+static __always_inline __u32 zt_copy_iovecs(struct zt_event_buffer *buf, __u64 iov_ptr, __u64 count, __u64 total,
+					    bool continues)
 {
 	__u32 copied = zt_copy_iovecs_upto(buf, iov_ptr, count, total, ZT_PAYLOAD_MAX);
 	if (copied < ZT_PAYLOAD_MAX)
 		return copied;
-	__u64 head = zt_head_copy_len(buf, total);
+	__u64 head = zt_head_copy_len(buf, total, continues);
 	return head ? zt_copy_iovecs_upto(buf, iov_ptr, count, total, head) : copied;
 }
 
+/* Frames walked at most in one segment of an HTTP/2 connection. */
+#define ZT_H2_WALK_FRAMES 16
+#define ZT_H2_UNROLLED_FRAMES 6
+
+/* Walk over the frame headers of one contiguous HTTP/2 segment. */
+struct zt_h2_walk {
+	__u64 src;   /* user buffer */
+	__u64 len;   /* bytes in the segment */
+	__u64 limit; /* bytes that may be copied at most */
+	__u64 off;   /* next frame header */
+	__u64 need;  /* end of the last non-DATA frame that starts below the limit */
+};
+
+/* Reads the frame header at w->off; returns 1 to stop. */
+static __always_inline long zt_h2_walk_one(__u64 i, struct zt_h2_walk *w)
+{
+	__u64 off = w->off;
+	if (off + 9 > w->len || off >= w->limit)
+		return 1;
+	__u8 h[9];
+	if (bpf_probe_read_user(h, sizeof(h), (void *)(w->src + off)))
+		return 1;
+	if (h[3] > 9)
+		return 1; /* not a frame header: the walk lost the boundaries */
+	__u64 end = off + 9 + ((__u64)h[0] << 16 | (__u64)h[1] << 8 | h[2]);
+	if (h[3] != 0)
+		w->need = end; /* HEADERS, CONTINUATION, RST_STREAM...: the decoder needs it whole */
+	w->off = end;
+	return 0;
+}
+
+static long zt_h2_walk_callback(__u64 i, void *ctx)
+{
+	return zt_h2_walk_one(i, ctx);
+}
+
+/* How much of an HTTP/2 segment that does not start a head to copy: up to
+ * the end of its last non-DATA frame (a header block after a DATA frame, as
+ * servers batch one stream's DATA with the next one's HEADERS and a gRPC
+ * reply's message with its trailers), within the head capture; 0 when that
+ * is within ZT_PAYLOAD_MAX. DATA payloads are skipped by their length. */
+static __always_inline __u64 zt_h2_copy_len(__u64 src, __u64 len)
+{
+	__u64 limit = zt_settings.head_capture < ZT_HEAD_MAX ? zt_settings.head_capture : ZT_HEAD_MAX;
+	if (len <= ZT_PAYLOAD_MAX || limit <= ZT_PAYLOAD_MAX)
+		return 0;
+	struct zt_h2_walk w = {.src = src, .len = len, .limit = limit};
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
+		bpf_loop(ZT_H2_WALK_FRAMES, zt_h2_walk_callback, &w, 0);
+	} else {
+		for (int i = 0; i < ZT_H2_UNROLLED_FRAMES; i++) {
+			if (zt_h2_walk_one(i, &w))
+				break;
+		}
+	}
+	if (w.need <= ZT_PAYLOAD_MAX)
+		return 0;
+	__u64 copy = w.need < len ? w.need : len;
+	return copy < limit ? copy : limit;
+}
+
+/* zt_copy_buffer's `mode` */
+#define ZT_COPY_CONTINUES 1 /* the previous segment left a head open */
+#define ZT_COPY_H2 2        /* an HTTP/2 connection: walk the frames */
+
+static __always_inline __u32 zt_h2_mode(const struct zt_conn_state *state)
+{
+	return state && (state->flags & ZT_CONN_H2) ? ZT_COPY_H2 : 0;
+}
+
+/* Marks the socket as HTTP/2 when a segment starts with the client preface
+ * (written by the client, read by the server, or h2c after an upgrade). */
+static __always_inline void zt_note_h2_preface(struct zt_conn_state *state, const struct zt_event_buffer *buf,
+					       __u32 copied)
+{
+	if (state && copied >= 4 && !(state->flags & ZT_CONN_H2) &&
+	    ZT_WORD(buf->payload[0], buf->payload[1], buf->payload[2], buf->payload[3]) == ZT_WORD('P', 'R', 'I', ' '))
+		state->flags |= ZT_CONN_H2;
+}
+
 /* Copies the first ZT_PAYLOAD_MAX bytes of a `len`-byte user buffer, or more
- * when they start a head. Returns the bytes copied. */
-static __always_inline __u32 zt_copy_buffer(struct zt_event_buffer *buf, __u64 src, __u64 len)
+ * when they start or continue a head, or hold an HTTP/2 header block after
+ * DATA. Returns the bytes copied. */
+static __always_inline __u32 zt_copy_buffer(struct zt_event_buffer *buf, __u64 src, __u64 len, __u32 mode)
 {
 	__u32 copy = len > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : len;
 	if (copy > ZT_PAYLOAD_MAX) /* restated for the verifier */
 		copy = ZT_PAYLOAD_MAX;
 	if (bpf_probe_read_user(buf->payload, copy, (void *)src))
 		return 0;
-	__u64 head = zt_head_copy_len(buf, len);
+	__u64 head = zt_head_copy_len(buf, len, mode & ZT_COPY_CONTINUES);
+	if (!head && (mode & ZT_COPY_H2))
+		head = zt_h2_copy_len(src, len);
 	if (!head)
 		return copy;
 	__u64 extra = head - ZT_PAYLOAD_MAX;
@@ -409,6 +499,43 @@ static __always_inline __u32 zt_copy_buffer(struct zt_event_buffer *buf, __u64 s
 	if (bpf_probe_read_user(&buf->payload[ZT_PAYLOAD_MAX], extra, (void *)(src + ZT_PAYLOAD_MAX)))
 		return copy;
 	return ZT_PAYLOAD_MAX + extra;
+}
+
+/* Following segments copied as head after one that leaves a head open. */
+#define ZT_HEAD_CONTINUATIONS 2
+
+/* Read buffers and write buffers larger than this hold a whole head. */
+#define ZT_HEAD_BUFFER_MAX 8192
+
+/* Whether the head in a segment may go on in the next one of the same
+ * direction: a read that filled the reader's buffer (nginx reads 1 KiB
+ * first), a write that moved less than asked, or a whole number of KiB
+ * (buffered writers flush full buffers: Go 4 KiB, Java 8 KiB). `asked` is 0
+ * when unknown (vectored I/O). A wrong yes costs two longer copies. */
+static __always_inline bool zt_head_may_continue(__u8 direction, __u64 asked, __u64 moved)
+{
+	if (moved > ZT_HEAD_BUFFER_MAX)
+		return 0;
+	if (direction == ZT_DIR_INGRESS)
+		return asked && moved == asked;
+	return (asked && moved < asked) || (moved & 1023) == 0;
+}
+
+/* Counts down the segments still copied as head for one direction of a
+ * socket: armed by a segment that starts a head and may continue, kept by a
+ * continuation that may continue again, cleared otherwise. */
+static __always_inline void zt_track_head(__u8 *left, const struct zt_event_buffer *buf, __u32 copied,
+					  bool may_continue)
+{
+	__u8 next = 0;
+	if (may_continue) {
+		if (copied >= 6 && zt_starts_head(buf->payload))
+			next = ZT_HEAD_CONTINUATIONS;
+		else if (*left)
+			next = *left - 1;
+	}
+	if (*left != next)
+		*left = next;
 }
 
 /* Marks a socket as carrying TLS records (keeps its role and generation). */
@@ -494,16 +621,26 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	if (!buf)
 		return;
 	struct zt_event *e = &buf->event;
-	zt_describe_socket(e, sk, 0);
+	struct zt_conn_state *state = zt_describe_socket(e, sk, 0);
 	e->direction = direction;
 	e->sock_id = sock_id;
 	e->bytes = ret;
 
+	__u8 *head_left = 0;
+	if (state)
+		head_left = direction == ZT_DIR_INGRESS ? &state->head_reads : &state->head_writes;
+	bool continues = head_left && *head_left;
 	__u32 copy = 0;
 	if (iov_ptr)
-		copy = zt_copy_iovecs(buf, iov_ptr, iov_count, ret);
+		copy = zt_copy_iovecs(buf, iov_ptr, iov_count, ret, continues);
 	else if (payload)
-		copy = zt_copy_buffer(buf, payload, ret);
+		copy = zt_copy_buffer(buf, payload, ret, (continues ? ZT_COPY_CONTINUES : 0) | zt_h2_mode(state));
+	zt_note_h2_preface(state, buf, copy);
+	if (head_left) {
+		/* read, write, recvfrom and sendto: the size asked for is the third argument */
+		__u64 asked = payload ? regs->dx : 0;
+		zt_track_head(head_left, buf, copy, zt_head_may_continue(direction, asked, ret));
+	}
 	e->captured_len = copy;
 	zt_submit(buf, copy, zt_batched_wakeup_flags());
 }
@@ -800,12 +937,13 @@ int zt_tls_exit(struct pt_regs *ctx)
 		return 0;
 	struct zt_event *e = &buf->event;
 	/* One state lookup both marks the socket as TLS and gives its role. */
-	zt_describe_socket(e, (struct sock *)sock_id, ZT_CONN_TLS);
+	struct zt_conn_state *state = zt_describe_socket(e, (struct sock *)sock_id, ZT_CONN_TLS);
 	e->flags = ZT_EVENT_FLAG_TLS;
 	e->direction = (call.kind & ZT_TLS_WRITE) ? ZT_DIR_EGRESS : ZT_DIR_INGRESS;
 	e->sock_id = sock_id;
 	e->bytes = bytes;
-	__u32 copy = zt_copy_buffer(buf, call.buf, bytes);
+	__u32 copy = zt_copy_buffer(buf, call.buf, bytes, zt_h2_mode(state));
+	zt_note_h2_preface(state, buf, copy);
 	e->captured_len = copy;
 	zt_submit(buf, copy, zt_batched_wakeup_flags());
 	return 0;

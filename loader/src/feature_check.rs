@@ -6,8 +6,9 @@ use std::path::Path;
 
 use libbpf_rs::{Link, ObjectBuilder, UprobeOpts};
 
-use crate::privileges;
+use crate::privileges::{self, RunNeeds};
 use crate::probes::{self, ProbeSettings, Probes};
+use crate::worker_identity;
 
 const FEATURE_PROBES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/feature_probes.bpf.o"));
 
@@ -103,6 +104,24 @@ fn lockdown() -> String {
         .unwrap_or_else(|| "unknown (securityfs not readable)".into())
 }
 
+/// What `zerotrace run` would keep of these capabilities (with the default
+/// worker user and this environment), and why; the rest it drops at start.
+fn print_kept_capabilities() {
+    let held = caps::read(None, caps::CapSet::Effective).unwrap_or_default();
+    let switches_user = worker_identity::resolve(None)
+        .map(|resolved| resolved.identity.switches_user())
+        .unwrap_or(false);
+    let kept = privileges::capabilities_to_keep(RunNeeds::from_env(switches_user), &held);
+    println!(
+        "kept by run:   {} of {} (the rest dropped before anything is loaded)",
+        kept.len(),
+        held.len()
+    );
+    for k in &kept {
+        println!("  {:<15} {}", k.capability.to_string(), k.kept_for);
+    }
+}
+
 /// Prints the report; the exit code is 0 when HTTP capture will work.
 pub fn run() -> i32 {
     libbpf_rs::set_print(None);
@@ -138,6 +157,7 @@ pub fn run() -> i32 {
     for m in &missing {
         println!("  missing {} — needed for {}", m.name, m.needed_for);
     }
+    print_kept_capabilities();
     println!("hook families:");
     let mut works = Vec::new();
     for family in FAMILIES {

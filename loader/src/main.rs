@@ -2,6 +2,7 @@
 //! BPF programs, starts the unprivileged `zerotrace-worker`, hands it the map
 //! fds, and answers only the requests in `request_table`.
 
+mod capability_drop;
 mod feature_check;
 mod live_socket;
 mod privileges;
@@ -19,6 +20,8 @@ use std::process::ExitCode;
 
 use probes::{ProbeSettings, Probes};
 use supervisor::SupervisorSettings;
+use tracing::{error, info, warn};
+use zerotrace_shared::logging::{self, LogSettings, LogSources};
 
 const USAGE: &str = "\
 zerotrace — zero-code HTTP observability with eBPF
@@ -37,6 +40,10 @@ RUN OPTIONS:
     --open-port PORTS           instrument processes listening on these ports
                                 (e.g. 8080 or 80,443,8000-8999; env OTEL_EBPF_OPEN_PORT)
     --trace-printer FORMAT      text | json | disabled (env OTEL_EBPF_TRACE_PRINTER; default text)
+    --log-level LEVEL           debug | info | warn | error (env OTEL_EBPF_LOG_LEVEL, YAML
+                                log_level; default info)
+    --log-format FORMAT         text | json: one JSON object per line (env OTEL_EBPF_LOG_FORMAT,
+                                YAML log_format; default text)
     --worker-user USER          user (name or uid) the worker runs as (default as root:
                                 the zerotrace user if it exists, else a per-run uid
                                 that no account or other process has)
@@ -66,6 +73,9 @@ struct RunOptions {
     /// None: the best the kernel offers.
     capture_backend: Option<probes::CaptureBackend>,
     worker_args: Vec<String>,
+    /// `--log-level` / `--log-format` as given (checked when logging starts).
+    log_level: Option<String>,
+    log_format: Option<String>,
 }
 
 fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOptions, String> {
@@ -78,6 +88,8 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
         worker_args: Vec::new(),
         live_socket: Some(live_socket::default_path()),
         print_config: false,
+        log_level: None,
+        log_format: None,
     };
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -122,6 +134,17 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
                 options.worker_args.push(name.clone());
                 options.worker_args.push(v);
             }
+            // The worker gets the flag too: it wins over the file's log_level there.
+            "--log-level" | "--log-format" => {
+                let v = value(&name)?;
+                options.worker_args.push(name.clone());
+                options.worker_args.push(v.clone());
+                if name == "--log-level" {
+                    options.log_level = Some(v);
+                } else {
+                    options.log_format = Some(v);
+                }
+            }
             "--allow-privileged-worker" => options.worker_args.push(name.clone()),
             "--dumpable-worker" => options.worker_args.push("--dumpable".into()),
             "--print-config" => options.print_config = true,
@@ -141,20 +164,28 @@ fn run(options: RunOptions) -> Result<i32, String> {
     let startup = match startup_data::collect(options.config.as_deref()) {
         Ok(startup) => startup,
         Err(startup_data::ConfigFileError(message)) => {
-            eprintln!("zerotrace: error: {message}");
+            error!("{message}");
             return Ok(supervisor::EXIT_CONFIG_ERROR);
         }
     };
+    tracing::debug!(
+        "the worker's start-up data: {} variable(s), configuration file {}",
+        startup.environment.len(),
+        startup
+            .config_file
+            .as_ref()
+            .map_or("none", |file| file.path.as_str())
+    );
     let (worker_environment, dropped) = startup_data::worker_environment();
     for name in dropped {
-        eprintln!(
-            "zerotrace: warning: {name} carries credentials and is not passed to the worker \
+        warn!(
+            "{name} carries credentials and is not passed to the worker \
              (it would sit in its environment); OTLP/HTTP export will not use that proxy"
         );
     }
     let resolved = worker_identity::resolve(options.worker_user.as_deref())?;
     if let Some(warning) = &resolved.warning {
-        eprintln!("zerotrace: warning: {warning}");
+        warn!("{warning}");
     }
     let identity = resolved.identity;
     if options.print_config {
@@ -191,9 +222,10 @@ fn run(options: RunOptions) -> Result<i32, String> {
                 worker_args.push("--live-socket".into());
                 worker_args.push(socket.to_string_lossy().into_owned());
             }
-            Err(e) => eprintln!("zerotrace: live view (zerotrace top) off: {e}"),
+            Err(e) => warn!("live view (zerotrace top) off: {e}"),
         }
     }
+    drop_unneeded_capabilities(identity.switches_user())?;
     let started = std::time::Instant::now();
     let head_capture = probes::head_capture_from_env()?;
     let probes = Probes::load_and_attach(ProbeSettings {
@@ -202,15 +234,15 @@ fn run(options: RunOptions) -> Result<i32, String> {
         head_capture,
         backend: options.capture_backend,
     })?;
-    eprintln!(
-        "zerotrace: probes attached in {:.0} ms (payload capture {} bytes, heads up to {} bytes, data from {})",
+    info!(
+        "probes attached in {:.0} ms (payload capture {} bytes, heads up to {} bytes, data from {})",
         started.elapsed().as_secs_f64() * 1000.0,
         probes::PAYLOAD_MAX,
         head_capture,
         probes.backend().describe()
     );
     if let Some(reason) = probes.tls_unavailable() {
-        eprintln!("zerotrace: TLS plaintext capture is off: {reason}");
+        warn!("TLS plaintext capture is off: {reason}");
     }
     supervisor::run(
         &probes,
@@ -223,6 +255,29 @@ fn run(options: RunOptions) -> Result<i32, String> {
             startup,
         },
     )
+}
+
+/// Keeps only the capabilities the run needs, before any BPF object is
+/// loaded or the worker starts (reading `--config` and preparing the live
+/// view's directory, done above, are the last uses of the rest).
+fn drop_unneeded_capabilities(switches_user: bool) -> Result<(), String> {
+    let held = caps::read(None, caps::CapSet::Effective)
+        .map_err(|e| format!("reading capabilities: {e}"))?;
+    let kept =
+        privileges::capabilities_to_keep(privileges::RunNeeds::from_env(switches_user), &held);
+    let dropped = capability_drop::drop_all_but(&kept)?;
+    let names: Vec<String> = kept.iter().map(|k| k.capability.to_string()).collect();
+    info!(
+        "capabilities kept for the run: {} ({} dropped{})",
+        names.join(" "),
+        held.len().saturating_sub(dropped.kept.len()),
+        if dropped.bounding_cut {
+            ", bounding set cut to these"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }
 
 /// The worker parses the configuration (the loader never does): run it,
@@ -255,27 +310,82 @@ fn run_top(args: impl Iterator<Item = String>) -> i32 {
     let top = match std::env::current_exe() {
         Ok(exe) => exe.with_file_name("zerotrace-top"),
         Err(e) => {
-            eprintln!("zerotrace: cannot locate zerotrace-top: {e}");
+            error!("cannot locate zerotrace-top: {e}");
             return 1;
         }
     };
     let error = std::process::Command::new(&top).args(args).exec();
-    eprintln!("zerotrace: cannot run {}: {error}", top.display());
+    error!("cannot run {}: {error}", top.display());
     1
+}
+
+/// Installs the logger from the flags and the environment (the loader never
+/// reads the YAML file). A bad value is returned once a logger with the valid
+/// rest is installed, so that it can be reported.
+fn start_logging(level_flag: Option<&str>, format_flag: Option<&str>) -> Result<(), String> {
+    let level_env = std::env::var(logging::LEVEL_ENV).ok();
+    let format_env = std::env::var(logging::FORMAT_ENV).ok();
+    let sources = LogSources {
+        level_flag,
+        format_flag,
+        level_env: level_env.as_deref(),
+        format_env: format_env.as_deref(),
+        ..LogSources::default()
+    };
+    let resolved = LogSettings::resolve(&sources);
+    let settings = resolved
+        .clone()
+        .unwrap_or_else(|_| LogSettings::resolve_lenient(&sources));
+    logging::init("zerotrace", settings);
+    // libbpf's own messages, in the same format and filtered by the same level.
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, libbpf_message)));
+    resolved.map(|_| ())
+}
+
+/// One libbpf message as a log line (libbpf's Info is detail: debug here).
+fn libbpf_message(level: libbpf_rs::PrintLevel, message: String) {
+    let message = message.trim_end();
+    match level {
+        libbpf_rs::PrintLevel::Warn => warn!("libbpf: {message}"),
+        libbpf_rs::PrintLevel::Info | libbpf_rs::PrintLevel::Debug => {
+            tracing::debug!("libbpf: {message}")
+        }
+    }
+}
+
+/// `zerotrace run`: the exit code.
+fn run_command(args: impl Iterator<Item = String>) -> i32 {
+    let options = match parse_run_options(args) {
+        Ok(options) => options,
+        Err(message) => {
+            let _ = start_logging(None, None);
+            error!("{message}");
+            return 1;
+        }
+    };
+    if let Err(message) = start_logging(options.log_level.as_deref(), options.log_format.as_deref())
+    {
+        error!("{message}");
+        return supervisor::EXIT_CONFIG_ERROR;
+    }
+    match run(options) {
+        Ok(code) => code,
+        Err(message) => {
+            error!("{message}");
+            1
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let code = match args.next().as_deref() {
-        Some("run") => match parse_run_options(args).and_then(run) {
-            Ok(code) => code,
-            Err(message) => {
-                eprintln!("zerotrace: error: {message}");
-                1
-            }
-        },
+        Some("run") => run_command(args),
         Some("check") => feature_check::run(),
-        Some("top") => run_top(args),
+        Some("top") => {
+            let _ = start_logging(None, None);
+            run_top(args)
+        }
         Some("--version") | Some("-V") => {
             println!("zerotrace {}", env!("CARGO_PKG_VERSION"));
             0

@@ -10,6 +10,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
+use tracing::{error, info, warn};
 use zerotrace_shared::ipc::{self, LoaderStats, Refusal, Reply};
 use zerotrace_shared::startup::StartupData;
 
@@ -45,10 +46,6 @@ struct RunningWorker {
     socket_closed: bool,
 }
 
-fn log(message: &str) {
-    eprintln!("zerotrace: {message}");
-}
-
 fn start_worker(settings: &SupervisorSettings, probes: &Probes) -> Result<RunningWorker, String> {
     probes.next_worker_generation()?;
     let process = worker_process::spawn(
@@ -65,10 +62,10 @@ fn start_worker(settings: &SupervisorSettings, probes: &Probes) -> Result<Runnin
         )
     })?;
     let pid = process.child.id();
-    log(&format!(
+    info!(
         "worker started (pid {pid}, {})",
         settings.identity_description
-    ));
+    );
     Ok(RunningWorker {
         session: Session::new(pid),
         process,
@@ -106,9 +103,7 @@ pub fn run(probes: &Probes, settings: &SupervisorSettings) -> Result<i32, String
         if last_sweep.elapsed() >= UPROBE_SWEEP_EVERY {
             last_sweep = Instant::now();
             for (library, symbol) in probes.sweep_uprobes() {
-                log(&format!(
-                    "detached the {symbol} hook of {library}: no process uses it any more"
-                ));
+                info!("detached the {symbol} hook of {library}: no process uses it any more");
             }
         }
         let wake_in = match restart_at {
@@ -148,7 +143,7 @@ pub fn run(probes: &Probes, settings: &SupervisorSettings) -> Result<i32, String
         };
         match Signal::try_from(info.ssi_signo as i32) {
             Ok(Signal::SIGINT) | Ok(Signal::SIGTERM) => {
-                log("stopping: detaching probes");
+                info!("stopping: detaching probes");
                 if let Some(w) = worker.take() {
                     stop_worker(w);
                 }
@@ -160,7 +155,7 @@ pub fn run(probes: &Probes, settings: &SupervisorSettings) -> Result<i32, String
                     continue;
                 };
                 let code = status.code();
-                log(&format!("worker exited ({status})"));
+                warn!("worker exited ({status})");
                 if code == Some(EXIT_CONFIG_ERROR) || code == Some(EXIT_PRIVILEGE_REFUSED) {
                     return Ok(code.unwrap_or(1));
                 }
@@ -205,9 +200,9 @@ fn treat_as_compromised(
     uid: nix::unistd::Uid,
 ) -> Result<(), String> {
     let pid = worker.process.child.id();
-    log(&format!(
+    error!(
         "protocol violation by the worker (pid {pid}): {refusal:?}; treating it as compromised: killing it and starting a new one"
-    ));
+    );
     worker.socket_closed = true;
     worker_kill::kill_worker(pid, uid)
         .map_err(|e| format!("cannot kill the compromised worker (pid {pid}): {e}; stopping"))
@@ -233,10 +228,10 @@ fn serve_one(
     let answer =
         request_table::handle_message(&mut worker.session, stats, probes, &message.bytes, oversize);
     if let Reply::Refused(refusal) = &answer.reply {
-        log(&format!(
+        warn!(
             "refused a worker request: {refusal:?} (refused so far: {})",
             stats.requests_refused
-        ));
+        );
     }
     let sent = ipc::encode(&answer.reply)
         .map_err(|e| e.to_string())
@@ -244,7 +239,7 @@ fn serve_one(
             ipc::send_message(socket, &bytes, &answer.fds).map_err(|e| e.to_string())
         });
     if let Err(e) = sent {
-        log(&format!("cannot reply to the worker: {e}"));
+        warn!("cannot reply to the worker: {e}");
     }
     match &answer.reply {
         Reply::Refused(refusal) if is_protocol_violation(refusal) => {

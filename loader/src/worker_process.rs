@@ -43,6 +43,9 @@ struct ChildIds {
     gid: libc::gid_t,
     /// The real gid at exec (see `WorkerIdentity::exec_real_gid`).
     real_gid: libc::gid_t,
+    /// The highest capability number this kernel knows, when the loader
+    /// holds CAP_SETPCAP: the child then empties its bounding set.
+    clear_bounding_up_to: Option<libc::c_ulong>,
 }
 
 pub fn spawn(
@@ -70,6 +73,7 @@ pub fn spawn(
         uid: identity.uid.as_raw(),
         gid: identity.gid.as_raw(),
         real_gid: identity.exec_real_gid.unwrap_or(identity.gid).as_raw(),
+        clear_bounding_up_to: bounding_to_clear(),
     };
     let loader_pid = std::process::id() as libc::pid_t;
 
@@ -93,6 +97,18 @@ pub fn spawn(
         child,
         socket: loader_end,
     })
+}
+
+/// `Some(last capability)` when the child can empty its bounding set.
+fn bounding_to_clear() -> Option<libc::c_ulong> {
+    let setpcap = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETPCAP);
+    if !setpcap.unwrap_or(false) {
+        return None;
+    }
+    caps::runtime::thread_all_supported()
+        .iter()
+        .map(|c| libc::c_ulong::from(c.index()))
+        .max()
 }
 
 fn check(result: libc::c_int) -> io::Result<()> {
@@ -126,7 +142,8 @@ unsafe fn place_fd(fd: i32, target: i32) -> io::Result<()> {
 }
 
 /// Runs between fork and exec. Order matters: non-dumpable first (this
-/// child is a copy of the loader's memory, secrets included), identity next
+/// child is a copy of the loader's memory, secrets included), the bounding
+/// set emptied while CAP_SETPCAP is still held (CAP_SETPCAP last), identity next
 /// (which clears capabilities when leaving uid 0), then an explicit
 /// capability wipe for the non-root case, then the death signal (a
 /// credential change would reset it), then no_new_privs so nothing exec'd
@@ -157,6 +174,12 @@ fn drop_privileges_in_child(
         }
         place_fd(fds.ipc, WORKER_IPC_FD)?;
         place_fd(startup, WORKER_STARTUP_FD)?;
+        if let Some(last) = ids.clear_bounding_up_to {
+            let setpcap = libc::c_ulong::from(caps::Capability::CAP_SETPCAP.index());
+            for capability in (0..=last).filter(|c| *c != setpcap).chain([setpcap]) {
+                check(libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0))?;
+            }
+        }
         if ids.switch_user {
             check(libc::setgroups(0, std::ptr::null()))?;
             check(libc::setresgid(ids.real_gid, ids.gid, ids.gid))?;

@@ -4,8 +4,10 @@ python3-h2), server and client, for the end-to-end tests. Run with Debian's
 /usr/bin/python3.
 
   h2_app.py server PORT          serves 127.0.0.1:PORT: /status/NNN -> NNN with
-                                 an empty body; anything else -> 200 and the
-                                 body "ok <path>\\n"
+                                 an empty body; /trailers/N -> 200, its HEADERS
+                                 in one write, then N body bytes and trailers
+                                 (HEADERS after DATA) in the next; anything
+                                 else -> 200 and the body "ok <path>\\n"
   h2_app.py client PORT SPEC     SPEC is JSON: {"concurrent": bool,
                                  "requests": [{"path": "/x", "method": "GET",
                                  "headers": [["name", "value"], ...]}, ...]}.
@@ -33,8 +35,16 @@ def text(value):
     return value.decode() if isinstance(value, bytes) else value
 
 
-def respond(conn, stream_id, path):
+def respond(conn, stream_id, path, flush):
     path = path.split("?")[0]
+    if path.startswith("/trailers/"):
+        size = int(path[len("/trailers/"):])
+        conn.send_headers(stream_id, [(":status", "200"), ("content-type", "text/plain")])
+        flush()
+        conn.send_data(stream_id, b"t" * size)
+        # Indexed by the encoder: the next response's trailers refer to it.
+        conn.send_headers(stream_id, [("x-checksum", "c0ffee-%d" % size)], end_stream=True)
+        return
     if path.startswith("/status/"):
         status, body = path[len("/status/"):], b""
     else:
@@ -55,6 +65,10 @@ def serve(sock):
     conn.initiate_connection()
     sock.sendall(conn.data_to_send())
     paths = {}
+
+    def flush():
+        sock.sendall(conn.data_to_send())
+
     while True:
         data = sock.recv(65536)
         if not data:
@@ -64,11 +78,11 @@ def serve(sock):
                 fields = dict((text(k), text(v)) for k, v in event.headers)
                 paths[event.stream_id] = fields.get(":path", "/")
                 if event.stream_ended:
-                    respond(conn, event.stream_id, paths.pop(event.stream_id))
+                    respond(conn, event.stream_id, paths.pop(event.stream_id), flush)
             elif isinstance(event, h2.events.DataReceived):
                 conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, h2.events.StreamEnded) and event.stream_id in paths:
-                respond(conn, event.stream_id, paths.pop(event.stream_id))
+                respond(conn, event.stream_id, paths.pop(event.stream_id), flush)
             elif isinstance(event, h2.events.ConnectionTerminated):
                 sock.sendall(conn.data_to_send())
                 return

@@ -431,6 +431,7 @@ pub fn bpf_prog_exists(id: u32) -> bool {
 }
 
 pub mod otlp_receiver;
+pub mod semconv;
 pub mod stand_in;
 
 /// A real nginx (the Debian package) in the foreground with 2 worker

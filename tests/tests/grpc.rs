@@ -178,8 +178,20 @@ fn run_client(client: &mut Process) -> Vec<String> {
     out.lines().map(str::to_owned).collect()
 }
 
+/// `rpc.method` of a span: fully qualified, `package.Service/Method`.
 fn method_of(span: &Span) -> String {
     attr_str(&span.attributes, "rpc.method").unwrap_or_default()
+}
+
+/// The fully qualified `rpc.method` of one of our service's methods.
+fn qualified(method: &str) -> String {
+    format!("{SERVICE}/{method}")
+}
+
+/// `rpc.response.status_code`: the status code's name (`NOT_FOUND`).
+fn code_name(code: i64) -> String {
+    zerotrace_worker::protocols::grpc::status_name(u32::try_from(code).unwrap_or(u32::MAX))
+        .into_owned()
 }
 
 /// (resource attributes, span)
@@ -191,8 +203,8 @@ type Spans = Vec<(BTreeMap<String, String>, Span)>;
 fn rpc_spans(receiver: &OtlpReceiver, expected: &[Expected]) -> (Spans, Spans) {
     let calls = expected.len();
     let is_rpc = |s: &Span| {
-        attr_str(&s.attributes, "rpc.system").as_deref() == Some("grpc")
-            && expected.iter().any(|c| method_of(s) == c.method)
+        attr_str(&s.attributes, "rpc.system.name").as_deref() == Some("grpc")
+            && expected.iter().any(|c| method_of(s) == qualified(c.method))
     };
     let found = receiver.wait_for_traces(Duration::from_secs(20), |traces| {
         let spans: Vec<_> = spans_of(traces)
@@ -230,7 +242,7 @@ fn check_spans(
         for call in expected {
             let matching: Vec<&Span> = spans
                 .iter()
-                .filter(|(_, s)| s.kind == kind as i32 && method_of(s) == call.method)
+                .filter(|(_, s)| s.kind == kind as i32 && method_of(s) == qualified(call.method))
                 .map(|(resource, s)| {
                     assert_eq!(
                         resource.get("process.pid"),
@@ -245,10 +257,13 @@ fn check_spans(
             let span = matching[0];
             let a = &span.attributes;
             assert_eq!(span.name, format!("{SERVICE}/{}", call.method));
-            assert_eq!(attr_str(a, "rpc.service").as_deref(), Some(SERVICE));
+            for deprecated in ["rpc.system", "rpc.service", "rpc.grpc.status_code"] {
+                assert_eq!(attr_str(a, deprecated), None, "{deprecated}: {span:#?}");
+                assert_eq!(attr_int(a, deprecated), None, "{deprecated}: {span:#?}");
+            }
             assert_eq!(
-                attr_int(a, "rpc.grpc.status_code"),
-                Some(call.code),
+                attr_str(a, "rpc.response.status_code"),
+                Some(code_name(call.code)),
                 "{kind:?} {}: {span:#?}",
                 call.method
             );
@@ -341,7 +356,9 @@ fn expected_points(metrics: &[ReceivedMetrics], name: &str, expected: &[Expected
         .into_iter()
         .filter(|(_, _, p)| {
             let method = attr_str(&p.attributes, "rpc.method");
-            expected.iter().any(|c| method.as_deref() == Some(c.method))
+            expected
+                .iter()
+                .any(|c| method.as_deref() == Some(qualified(c.method).as_str()))
         })
         .collect()
 }
@@ -355,8 +372,8 @@ fn check_metrics(receiver: &OtlpReceiver, expected: &[Expected], server_pid: u32
             .sum::<u64>()
     };
     let arrived = receiver.wait_for_metrics(Duration::from_secs(20), |metrics| {
-        (counted(metrics, "rpc.server.duration") >= total
-            && counted(metrics, "rpc.client.duration") >= total)
+        (counted(metrics, "rpc.server.call.duration") >= total
+            && counted(metrics, "rpc.client.call.duration") >= total)
             .then_some(())
     });
     assert!(
@@ -365,7 +382,7 @@ fn check_metrics(receiver: &OtlpReceiver, expected: &[Expected], server_pid: u32
         receiver.metrics()
     );
     let metrics = receiver.metrics();
-    for name in ["rpc.server.duration", "rpc.client.duration"] {
+    for name in ["rpc.server.call.duration", "rpc.client.call.duration"] {
         let points = expected_points(&metrics, name, expected);
         assert_eq!(
             points.len(),
@@ -376,22 +393,22 @@ fn check_metrics(receiver: &OtlpReceiver, expected: &[Expected], server_pid: u32
             let (resource, unit, point) = points
                 .iter()
                 .find(|(_, _, p)| {
-                    attr_str(&p.attributes, "rpc.method").as_deref() == Some(call.method)
+                    attr_str(&p.attributes, "rpc.method") == Some(qualified(call.method))
                 })
                 .unwrap_or_else(|| panic!("{name}: no series for {}: {points:#?}", call.method));
             assert_eq!(unit, "s");
             assert_eq!(point.count, 1, "{name} {}", call.method);
             let a = &point.attributes;
-            assert_eq!(attr_str(a, "rpc.system").as_deref(), Some("grpc"));
-            assert_eq!(attr_str(a, "rpc.service").as_deref(), Some(SERVICE));
+            assert_eq!(attr_str(a, "rpc.system.name").as_deref(), Some("grpc"));
+            assert_eq!(attr_str(a, "rpc.service"), None, "deprecated");
             assert_eq!(
-                attr_int(a, "rpc.grpc.status_code"),
-                Some(call.code),
+                attr_str(a, "rpc.response.status_code"),
+                Some(code_name(call.code)),
                 "{name} {}: {point:?}",
                 call.method
             );
             assert_eq!(attr_int(a, "server.port"), Some(i64::from(port)));
-            if name == "rpc.server.duration" {
+            if name == "rpc.server.call.duration" {
                 assert_eq!(resource.get("process.pid"), Some(&server_pid.to_string()));
             }
             if call.method == "Count" {
@@ -461,7 +478,7 @@ fn python_grpcio_calls_become_rpc_spans_and_metrics_on_both_sides() {
     // grpc-message reaches the failed client span's status, decoded.
     let find = spans
         .iter()
-        .find(|(_, s)| s.kind == span::SpanKind::Client as i32 && method_of(s) == "Find")
+        .find(|(_, s)| s.kind == span::SpanKind::Client as i32 && method_of(s) == qualified("Find"))
         .map(|(_, s)| s.status.clone().unwrap_or_default().message);
     assert_eq!(find.as_deref(), Some("no such item: 42"));
     check_metrics(&receiver, &PYTHON_CALLS, server.0.id(), port);
@@ -499,19 +516,24 @@ fn tonic_calls_become_rpc_spans_and_metrics_and_prometheus_series() {
             .lines()
             .find(|l| {
                 l.starts_with(&format!("{family}_count{{"))
-                    && l.contains(&format!("rpc_method=\"{method}\""))
+                    && l.contains(&format!("rpc_method=\"{}\"", qualified(method)))
             })
             .map(str::to_owned)
     };
     for call in &TONIC_CALLS {
-        for family in ["rpc_server_duration_seconds", "rpc_client_duration_seconds"] {
+        for family in [
+            "rpc_server_call_duration_seconds",
+            "rpc_client_call_duration_seconds",
+        ] {
             let line = count_line(family, call.method)
                 .unwrap_or_else(|| panic!("no {family} series for {}:\n{scrape}", call.method));
             assert!(line.ends_with(" 1"), "{line}");
             assert!(
-                line.contains(&format!("rpc_grpc_status_code=\"{}\"", call.code))
-                    && line.contains("rpc_system=\"grpc\"")
-                    && line.contains(&format!("rpc_service=\"{SERVICE}\"")),
+                line.contains(&format!(
+                    "rpc_response_status_code=\"{}\"",
+                    code_name(call.code)
+                )) && line.contains("rpc_system_name=\"grpc\"")
+                    && !line.contains("rpc_service="),
                 "{line}"
             );
         }

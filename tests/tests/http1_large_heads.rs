@@ -348,23 +348,31 @@ fn nginx_request_heads_that_fit_its_first_read_are_exact() {
 }
 
 /// nginx reads a request's first 1 KB, then the rest of a bigger head in a
-/// second read that does not start a head, so the kernel captures 512 bytes
-/// of it: the end of the head (and a Content-Length after the big field) is
-/// not seen. Each exchange still comes out once, paired right, with its
-/// response exact and the request's unknown body size marked partial.
+/// second read that does not start a head: the kernel copies that read as
+/// part of the head too (the first read filled nginx's buffer), so the end of
+/// the head and the Content-Length after the big field are seen and every
+/// size is exact.
+/// Both capture backends: the socket tracepoints and the syscall exit.
 #[test]
-fn nginx_request_heads_of_2_and_8_kb_come_out_once_each() {
+fn nginx_request_heads_of_2_and_8_kb_are_exact() {
     require_root();
-    let port = free_port();
-    let _nginx = nginx_files("bigheads", port, None);
-    let mut agent = Agent::start(&["--open-port", &port.to_string()], &[]);
-    let bodies = Bodies::new("nginx-big");
-    let base = format!("http://127.0.0.1:{port}");
-    let want = drive_nginx(&base, &[2000, 8000], &bodies)
-        .into_iter()
-        .map(|(method, path, status, _, response, _)| (method, path, status, 0, response, true))
-        .collect();
-    expect_exchanges(&mut agent, want);
+    for backend in ["socket", "syscall-exit"] {
+        let port = free_port();
+        let _nginx = nginx_files(&format!("bigheads-{backend}"), port, None);
+        let mut agent = Agent::start(
+            &[
+                "--open-port",
+                &port.to_string(),
+                "--capture-backend",
+                backend,
+            ],
+            &[],
+        );
+        let bodies = Bodies::new(&format!("nginx-big-{backend}"));
+        let base = format!("http://127.0.0.1:{port}");
+        let want = drive_nginx(&base, &[2000, 8000], &bodies);
+        expect_exchanges(&mut agent, want);
+    }
 }
 
 /// A Python client (http.client): requests on one keep-alive connection

@@ -528,3 +528,73 @@ fn a_header_block_past_the_head_capture_keeps_its_streams_and_is_counted() {
         "{stderr}"
     );
 }
+
+/// A server that batches a stream's DATA with the header block after it (its
+/// trailers here; the next stream's HEADERS under concurrency) writes
+/// segments that start with DATA: the kernel walks their frame headers and
+/// copies up to the end of the header block, so HPACK stays in sync and
+/// every later response decodes whole.
+#[test]
+fn header_blocks_after_data_in_one_write_are_decoded_whole() {
+    require_root();
+    let (_service, port) = python_h2_service();
+    let metrics_port = free_port();
+    let agent = Agent::start(
+        &["--open-port", &port.to_string()],
+        &[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string())],
+    );
+    let answers = python_h2_client(
+        port,
+        false,
+        &[
+            get("/trailers/2000", &[]),
+            get("/trailers/2000", &[]),
+            get("/trailers/9000", &[]),
+            get("/status/404", &[]),
+        ],
+    );
+    assert_eq!(answers, ["200 2000", "200 2000", "200 9000", "404 0"]);
+    agent.wait_for_spans(4, |s| s.str_of("protocol_version") == "2");
+    std::thread::sleep(Duration::from_millis(500));
+    let spans = agent.spans();
+    let got: Vec<(&str, &str, u64, u64, bool)> = spans
+        .iter()
+        .map(|s| {
+            (
+                s.str_of("method"),
+                s.str_of("target"),
+                s.u64_of("status"),
+                s.u64_of("response_body_bytes"),
+                is_partial(s),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("GET", "/trailers/2000", 200, 2000, false),
+            ("GET", "/trailers/2000", 200, 2000, false),
+            ("GET", "/trailers/9000", 200, 9000, false),
+            ("GET", "/status/404", 404, 0, false)
+        ],
+        "{spans:#?}"
+    );
+    let reason = |text: &str, reason: &str| {
+        let prefix = format!("zerotrace_http2_losses_total{{reason=\"{reason}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let scrape = wait_for(Duration::from_secs(5), || {
+        let text = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
+        reason(&text, "hpack_lost").is_some().then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no HTTP/2 loss counts; stderr:\n{}", agent.stderr.text()));
+    for r in [
+        "h2_headers_truncated",
+        "hpack_lost",
+        "h2_header_block_undecodable",
+    ] {
+        assert_eq!(reason(&scrape, r), Some(0), "{r}: {scrape}");
+    }
+}

@@ -213,28 +213,24 @@ mod tests {
         let dir = temp_dir("real");
         let path = dir.join("live.sock");
         let mut view = LiveView::new();
-        let span = zerotrace_worker::spans::HttpSpan {
-            kind: zerotrace_worker::spans::SpanKind::Server,
-            pid: 1,
-            process_name: "python3".into(),
-            local: "127.0.0.1:80".parse().unwrap_or_else(|e| panic!("{e}")),
-            peer: "127.0.0.1:5000".parse().unwrap_or_else(|e| panic!("{e}")),
+        use zerotrace_worker::spans::{HttpExchange, Protocol, Span, SpanKind, SpanOrigin};
+        let http = HttpExchange {
             method: "GET".into(),
             target: "/hello".into(),
             status: 200,
             protocol_version: "1.1",
-            start_monotonic_ns: 0,
-            end_monotonic_ns: 1_000_000,
-            request_body_bytes: 0,
-            response_body_bytes: 0,
-            host: None,
-            traceparent: None,
-            truncated: false,
-            route: None,
-            grpc: None,
+            ..HttpExchange::default()
+        };
+        let origin = SpanOrigin {
+            kind: SpanKind::Server,
+            pid: 1,
+            process_name: "python3".into(),
+            local: "127.0.0.1:80".parse().unwrap_or_else(|e| panic!("{e}")),
+            peer: "127.0.0.1:5000".parse().unwrap_or_else(|e| panic!("{e}")),
             tls: false,
         };
-        view.record(&span, "python3", None, Instant::now());
+        let span = Span::new(origin, (0, 1_000_000), false, Protocol::Http(http));
+        view.record(&span, "python3", Instant::now());
         serve(&path, Arc::new(Mutex::new(view))).unwrap_or_else(|e| panic!("{e}"));
         let (reader, first) = open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(first.routes[0].route, "/hello");

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use ratatui::crossterm::event::{self, Event};
 use ratatui::DefaultTerminal;
+use tracing::{error, info};
+use zerotrace_shared::logging::{self, LogSettings, LogSources};
 
 use crate::agent::OwnAgent;
 use crate::app::{Action, App};
@@ -112,7 +114,29 @@ fn zerotrace_binary(options: &Options) -> PathBuf {
     })
 }
 
+/// Logs at `OTEL_EBPF_LOG_LEVEL` in `OTEL_EBPF_LOG_FORMAT`, like the agent.
+/// A bad value is reported once the logger runs with the valid rest.
+fn start_logging() -> Result<(), String> {
+    let level_env = std::env::var(logging::LEVEL_ENV).ok();
+    let format_env = std::env::var(logging::FORMAT_ENV).ok();
+    let sources = LogSources {
+        level_env: level_env.as_deref(),
+        format_env: format_env.as_deref(),
+        ..LogSources::default()
+    };
+    let resolved = LogSettings::resolve(&sources);
+    let settings = resolved
+        .clone()
+        .unwrap_or_else(|_| LogSettings::resolve_lenient(&sources));
+    logging::init("zerotrace-top", settings);
+    resolved.map(|_| ())
+}
+
 fn main() -> ExitCode {
+    if let Err(e) = start_logging() {
+        error!("{e}");
+        return ExitCode::from(2);
+    }
     let options = match parse(std::env::args().skip(1)) {
         Ok(Parsed::Run(options)) => options,
         Ok(Parsed::Help) => {
@@ -124,14 +148,14 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("zerotrace-top: {e}");
+            error!("{e}");
             return ExitCode::from(2);
         }
     };
     match run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("zerotrace-top: {e}");
+            error!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -143,8 +167,8 @@ fn run(options: Options) -> Result<(), String> {
         Some(ports) => {
             let zerotrace = zerotrace_binary(&options);
             let mut agent = OwnAgent::start(&zerotrace, ports)?;
-            eprintln!(
-                "zerotrace-top: started `{} run --open-port {ports}` for this session (pid {}, log {}); waiting for its live view…",
+            info!(
+                "started `{} run --open-port {ports}` for this session (pid {}, log {}); waiting for its live view…",
                 zerotrace.display(),
                 agent.pid().unwrap_or(0),
                 agent.log.display()
@@ -201,7 +225,7 @@ fn run(options: Options) -> Result<(), String> {
     let stopped = own_agent.map_or(Ok(()), |mut agent| {
         let stopped = agent.stop();
         if stopped.is_ok() {
-            eprintln!("zerotrace-top: stopped the agent started for this session");
+            info!("stopped the agent started for this session");
         }
         stopped
     });

@@ -21,12 +21,11 @@ use nix::time::{clock_gettime, ClockId};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use zerotrace_shared::event::layout::*;
 use zerotrace_shared::event::KernelEvent;
-use zerotrace_worker::config::RouteSettings;
-use zerotrace_worker::config::Temporality;
+use zerotrace_worker::config::{RouteSettings, Temporality};
 use zerotrace_worker::connections::{ConnectionTracker, Segment};
 use zerotrace_worker::metrics::red::RedMetrics;
 use zerotrace_worker::routes::RouteMatcher;
-use zerotrace_worker::spans::HttpSpan;
+use zerotrace_worker::spans::Span;
 
 const AF_INET: u16 = 2;
 /// Keep-alive connections the exchanges are spread over.
@@ -173,7 +172,7 @@ fn captured_records() -> Vec<Vec<u8>> {
 /// The worker's path for one batch of records; returns the spans produced.
 struct Path {
     tracker: ConnectionTracker,
-    spans: Vec<HttpSpan>,
+    spans: Vec<Span>,
     routes: RouteMatcher,
     red: RedMetrics,
     resource: Arc<Resource>,
@@ -231,11 +230,12 @@ impl Path {
                     black_box(&span);
                     continue;
                 }
-                let decision = self.routes.classify(&span.target);
-                span.route = decision.route.map(|r| r.into_owned());
+                if let Some(http) = span.http_mut() {
+                    let decision = self.routes.classify(&http.target);
+                    http.route = decision.route.map(|r| r.into_owned());
+                }
                 let end = span.end_monotonic_ns;
-                self.red
-                    .record(&span, span.route.as_deref(), &self.resource, end);
+                self.red.record(&span, &self.resource, end);
                 black_box(&span);
             }
         }
@@ -299,6 +299,7 @@ fn bench_decode<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
     assert_eq!(produced, EXCHANGES, "every exchange must become one span");
     let routes: std::collections::BTreeSet<_> = path
         .red
+        .http
         .series()
         .filter_map(|(k, _)| k.route.clone())
         .collect();

@@ -12,7 +12,7 @@ use crate::hashing::FastMap;
 use crate::protocols::grpc;
 use crate::protocols::http1::{Http1Stream, HttpMessage, MessageHead};
 use crate::protocols::http2::{Http2Connection, Http2Exchange, Http2Stats, PREFACE};
-use crate::spans::{HttpSpan, SpanKind};
+use crate::spans::{GrpcExchange, HttpExchange, Protocol, Span, SpanKind, SpanOrigin};
 
 /// Addresses of a connection whose first event was lost (or predates a worker restart).
 const UNKNOWN_TUPLE: ConnTuple = ConnTuple {
@@ -191,7 +191,7 @@ impl ConnectionTracker {
     }
 
     /// The kernel saw the socket accepted or connected.
-    pub fn on_connection(&mut self, opened: OpenedConnection<'_>, spans: &mut Vec<HttpSpan>) {
+    pub fn on_connection(&mut self, opened: OpenedConnection<'_>, spans: &mut Vec<Span>) {
         // A reused socket address is a new connection.
         self.close(opened.sock_id, opened.ts_ns, spans);
         self.make_room();
@@ -226,7 +226,7 @@ impl ConnectionTracker {
         }
     }
 
-    pub fn on_data(&mut self, segment: Segment<'_>, spans: &mut Vec<HttpSpan>) {
+    pub fn on_data(&mut self, segment: Segment<'_>, spans: &mut Vec<Span>) {
         if !self.connections.contains_key(&segment.sock_id) {
             self.make_room();
         }
@@ -364,7 +364,7 @@ impl ConnectionTracker {
         direction: Direction,
         message: HttpMessage,
         counters: &mut TrackerCounters,
-        spans: &mut Vec<HttpSpan>,
+        spans: &mut Vec<Span>,
     ) {
         match &message.head {
             MessageHead::Request { method, .. } => {
@@ -411,7 +411,7 @@ impl ConnectionTracker {
     }
 
     /// The socket was closed: finish both streams and forget the connection.
-    pub fn close(&mut self, sock_id: u64, ts: u64, spans: &mut Vec<HttpSpan>) {
+    pub fn close(&mut self, sock_id: u64, ts: u64, spans: &mut Vec<Span>) {
         let Some(mut conn) = self.connections.remove(&sock_id) else {
             return;
         };
@@ -442,7 +442,7 @@ impl ConnectionTracker {
     }
 
     /// The process exited: its sockets are gone with it.
-    pub fn forget_process(&mut self, pid: u32, ts: u64, spans: &mut Vec<HttpSpan>) {
+    pub fn forget_process(&mut self, pid: u32, ts: u64, spans: &mut Vec<Span>) {
         let ids: Vec<u64> = self
             .connections
             .iter()
@@ -455,7 +455,7 @@ impl ConnectionTracker {
     }
 
     /// Forgets connections idle for longer than the timeout.
-    pub fn expire_idle(&mut self, now_ns: u64, spans: &mut Vec<HttpSpan>) {
+    pub fn expire_idle(&mut self, now_ns: u64, spans: &mut Vec<Span>) {
         let idle: Vec<u64> = self
             .connections
             .iter()
@@ -514,10 +514,9 @@ fn socket_addr(addr: std::net::IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(addr, port)
 }
 
-/// The span of one exchange on `conn`: who and where from the connection,
-/// what from the exchange; timing, sizes and headers are filled in by the caller.
-fn span_on(conn: &Connection, method: String, target: String, status: u16) -> HttpSpan {
-    HttpSpan {
+/// Who and where a span on `conn` happened.
+fn origin_of(conn: &Connection) -> SpanOrigin {
+    SpanOrigin {
         kind: match conn.role {
             ConnectionRole::Client => SpanKind::Client,
             _ => SpanKind::Server,
@@ -526,79 +525,84 @@ fn span_on(conn: &Connection, method: String, target: String, status: u16) -> Ht
         process_name: conn.process_name.clone(),
         local: socket_addr(conn.tuple.local, conn.tuple.local_port),
         peer: socket_addr(conn.tuple.peer, conn.tuple.peer_port),
-        method,
-        target,
-        status,
-        protocol_version: "1.1",
-        start_monotonic_ns: 0,
-        end_monotonic_ns: 0,
-        request_body_bytes: 0,
-        response_body_bytes: 0,
-        host: None,
-        traceparent: None,
-        truncated: false,
-        route: None,
-        grpc: None,
         tls: conn.tls,
     }
 }
 
-/// What a span says for a request's method or path the capture did not
-/// show (lost to a gap or to lost HPACK state), as OBI does.
-pub const UNKNOWN_REQUEST_FIELD: &str = "*";
+pub use crate::spans::http::UNKNOWN_REQUEST_FIELD;
 
 /// An HTTP/2 stream as a span (a gRPC call's span carries the call too); a
 /// method or path that was not decoded is `*`, never guessed.
-fn build_h2_span(conn: &Connection, exchange: Http2Exchange) -> Option<HttpSpan> {
+fn build_h2_span(conn: &Connection, exchange: Http2Exchange) -> Option<Span> {
     let grpc = grpc::call_of(&exchange);
-    let method = exchange
-        .method
-        .unwrap_or_else(|| UNKNOWN_REQUEST_FIELD.to_owned());
-    let target = exchange
-        .path
-        .unwrap_or_else(|| UNKNOWN_REQUEST_FIELD.to_owned());
-    Some(HttpSpan {
+    let http = HttpExchange {
+        method: exchange
+            .method
+            .unwrap_or_else(|| UNKNOWN_REQUEST_FIELD.to_owned()),
+        target: exchange
+            .path
+            .unwrap_or_else(|| UNKNOWN_REQUEST_FIELD.to_owned()),
+        status: exchange.status.unwrap_or(0),
         protocol_version: "2",
-        start_monotonic_ns: exchange.start_ts_ns,
-        end_monotonic_ns: exchange.end_ts_ns.max(exchange.start_ts_ns),
         request_body_bytes: exchange.request_body_bytes,
         response_body_bytes: exchange.response_body_bytes,
         host: exchange.authority,
         traceparent: exchange.traceparent,
-        truncated: exchange.partial || exchange.reset,
-        grpc,
-        ..span_on(conn, method, target, exchange.status.unwrap_or(0))
-    })
+        route: None,
+    };
+    let protocol = match grpc {
+        Some(call) => Protocol::Grpc(GrpcExchange { call, http }),
+        None => Protocol::Http(http),
+    };
+    Some(Span::new(
+        origin_of(conn),
+        (exchange.start_ts_ns, exchange.end_ts_ns),
+        exchange.partial || exchange.reset,
+        protocol,
+    ))
 }
 
-fn build_span(conn: &Connection, request: HttpMessage, response: HttpMessage) -> Option<HttpSpan> {
+fn build_span(conn: &Connection, request: HttpMessage, response: HttpMessage) -> Option<Span> {
     let MessageHead::Request { method, target } = request.head else {
         return None;
     };
     let MessageHead::Response { status } = response.head else {
         return None;
     };
-    Some(HttpSpan {
+    let http = HttpExchange {
+        method,
+        target,
+        status,
         protocol_version: if request.version_minor == 0 {
             "1.0"
         } else {
             "1.1"
         },
-        start_monotonic_ns: request.first_ts_ns,
-        end_monotonic_ns: response.last_ts_ns.max(request.last_ts_ns),
         request_body_bytes: request.body_size,
         response_body_bytes: response.body_size,
         host: request.host,
         traceparent: request.traceparent,
-        truncated: request.truncated || response.truncated,
-        ..span_on(conn, method, target, status)
-    })
+        route: None,
+    };
+    Some(Span::new(
+        origin_of(conn),
+        (
+            request.first_ts_ns,
+            response.last_ts_ns.max(request.last_ts_ns),
+        ),
+        request.truncated || response.truncated,
+        Protocol::Http(http),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::{IpAddr, Ipv4Addr};
+
+    fn http(span: &Span) -> &HttpExchange {
+        span.http().unwrap_or_else(|| panic!("not HTTP: {span:?}"))
+    }
 
     const TUPLE: ConnTuple = ConnTuple {
         local: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -613,7 +617,7 @@ mod tests {
         payload: &[u8],
         tls: bool,
         ts_ns: u64,
-    ) -> Vec<HttpSpan> {
+    ) -> Vec<Span> {
         let mut spans = Vec::new();
         tracker.on_data(
             Segment {
@@ -642,7 +646,7 @@ mod tests {
         bytes: &[u8],
         cap: usize,
         ts_ns: u64,
-    ) -> Vec<HttpSpan> {
+    ) -> Vec<Span> {
         let mut spans = Vec::new();
         tracker.on_data(
             Segment {
@@ -709,10 +713,10 @@ mod tests {
             .iter()
             .map(|s| {
                 (
-                    s.method.as_str(),
-                    s.target.as_str(),
-                    s.status,
-                    s.response_body_bytes,
+                    http(s).method.as_str(),
+                    http(s).target.as_str(),
+                    http(s).status,
+                    http(s).response_body_bytes,
                 )
             })
             .collect();
@@ -724,7 +728,7 @@ mod tests {
                 ("GET", "/c", 201, 0)
             ]
         );
-        assert!(spans.iter().all(|s| s.host.as_deref() == Some("h")));
+        assert!(spans.iter().all(|s| http(s).host.as_deref() == Some("h")));
         assert_eq!(
             (spans[1].start_monotonic_ns, spans[1].end_monotonic_ns),
             (11, 12)
@@ -792,10 +796,10 @@ mod tests {
                 .iter()
                 .map(|s| {
                     (
-                        s.target.as_str(),
-                        s.status,
-                        s.response_body_bytes,
-                        s.truncated,
+                        http(s).target.as_str(),
+                        http(s).status,
+                        http(s).response_body_bytes,
+                        s.partial,
                     )
                 })
                 .collect();
@@ -825,9 +829,9 @@ mod tests {
         assert_eq!(spans.len(), 1);
         assert_eq!(
             (
-                spans[0].target.as_str(),
-                spans[0].status,
-                spans[0].request_body_bytes
+                http(&spans[0]).target.as_str(),
+                http(&spans[0]).status,
+                http(&spans[0]).request_body_bytes
             ),
             ("/upload", 413, 1000)
         );
@@ -884,11 +888,15 @@ mod tests {
         assert_eq!(spans.len(), 1);
         let span = &spans[0];
         assert_eq!(
-            (span.method.as_str(), span.target.as_str(), span.status),
+            (
+                http(span).method.as_str(),
+                http(span).target.as_str(),
+                http(span).status
+            ),
             ("GET", "/secret", 200)
         );
         assert!(span.tls);
-        assert_eq!(span.scheme(), "https");
+        assert_eq!(HttpExchange::scheme(span.tls), "https");
         assert_eq!(span.local.port(), 8443);
         assert!(tracker.counters().encrypted_segments >= 4);
         assert_eq!(tracker.counters().garbage_segments, 0);
@@ -909,9 +917,9 @@ mod tests {
             3,
         );
         assert_eq!(spans.len(), 1);
-        assert_eq!(spans[0].status, 201);
+        assert_eq!(http(&spans[0]).status, 201);
         assert!(!spans[0].tls);
-        assert_eq!(spans[0].scheme(), "http");
+        assert_eq!(HttpExchange::scheme(spans[0].tls), "http");
         assert_eq!(tracker.counters().encrypted_segments, 0);
     }
 
@@ -942,11 +950,15 @@ mod tests {
         assert_eq!(spans.len(), 1, "{spans:?}");
         let span = &spans[0];
         assert_eq!(
-            (span.method.as_str(), span.target.as_str(), span.status),
+            (
+                http(span).method.as_str(),
+                http(span).target.as_str(),
+                http(span).status
+            ),
             ("GET", "/up", 200)
         );
-        assert_eq!(span.protocol_version, "2");
-        assert_eq!(span.host.as_deref(), Some("h"));
+        assert_eq!(http(span).protocol_version, "2");
+        assert_eq!(http(span).host.as_deref(), Some("h"));
         assert_eq!(span.start_monotonic_ns, 1);
     }
 
@@ -959,7 +971,10 @@ mod tests {
         let switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello";
         let spans = feed(&mut tracker, Direction::Egress, switch, false, 2);
         assert_eq!(spans.len(), 1);
-        assert_eq!((spans[0].status, spans[0].protocol_version), (101, "1.1"));
+        assert_eq!(
+            (http(&spans[0]).status, http(&spans[0]).protocol_version),
+            (101, "1.1")
+        );
         assert!(h2c_switch(switch).is_none());
     }
 

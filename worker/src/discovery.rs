@@ -221,8 +221,8 @@ impl Discovery {
             // cleanup, so take it out again ourselves.
             Ok(()) if !alive(pid) => self.remove_from_filter(pid, loader),
             Ok(()) => {
-                eprintln!(
-                    "zerotrace-worker: instrumenting pid {pid} ({}) matched by {origin}{}",
+                tracing::info!(
+                    "instrumenting pid {pid} ({}) matched by {origin}{}",
                     facts.comm,
                     if facts.open_ports.is_empty() {
                         String::new()
@@ -241,7 +241,7 @@ impl Discovery {
                 );
                 self.hook_tls(pid, loader);
             }
-            Err(e) => eprintln!("zerotrace-worker: cannot instrument pid {pid}: {e}"),
+            Err(e) => tracing::warn!("cannot instrument pid {pid}: {e}"),
         }
     }
 

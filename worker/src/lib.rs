@@ -21,5 +21,6 @@ pub mod privileges;
 pub mod protocols;
 pub mod routes;
 pub mod sandbox;
+pub mod semconv;
 pub mod spans;
 pub mod tls_hooks;

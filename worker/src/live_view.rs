@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{getsockopt, send, sockopt, MsgFlags};
 use serde::{Deserialize, Serialize};
 
-// Errors as the spans count them: the HTTP rule, or the RPC one for gRPC calls.
-use crate::otel::span_encoding::is_error;
-use crate::spans::{HttpSpan, SpanKind};
+// Errors as the spans count them: their protocol's semantic conventions.
+use crate::semconv::is_error;
+use crate::spans::{Span, SpanKind};
 
 /// The version of [`LiveSnapshot`]; a client refuses other versions.
 pub const LIVE_PROTOCOL_VERSION: u32 = 1;
@@ -126,9 +126,11 @@ impl LiveKind {
 
 impl From<SpanKind> for LiveKind {
     fn from(kind: SpanKind) -> Self {
-        match kind {
-            SpanKind::Server => LiveKind::Server,
-            SpanKind::Client => LiveKind::Client,
+        // Producers ask like clients; consumers are handed work like servers.
+        if kind.is_outgoing() {
+            LiveKind::Client
+        } else {
+            LiveKind::Server
         }
     }
 }
@@ -547,9 +549,9 @@ impl LiveView {
         self.histogram_entries
     }
 
-    /// Counts one span. `route` is the matched route when known; the span's
-    /// path is used otherwise.
-    pub fn record(&mut self, span: &HttpSpan, service: &str, route: Option<&str>, now: Instant) {
+    /// Counts one span, in the row of its operation (for HTTP the matched
+    /// route when known, else the path).
+    pub fn record(&mut self, span: &Span, service: &str, now: Instant) {
         let second = self.second_of(now);
         let error = is_error(span);
         let kind = LiveKind::from(span.kind);
@@ -568,7 +570,7 @@ impl LiveView {
         }
 
         let service = truncated(service, MAX_SERVICE_BYTES);
-        let route = truncated(route.unwrap_or_else(|| span.path()), MAX_ROUTE_BYTES);
+        let route = truncated(span.operation(), MAX_ROUTE_BYTES);
         self.key.clear();
         self.key.push(match kind {
             LiveKind::Server => 'S',
@@ -731,7 +733,7 @@ impl LiveView {
 }
 
 fn log(message: &str) {
-    eprintln!("zerotrace-worker: {message}");
+    tracing::warn!("{message}");
 }
 
 /// Which peers may read the live view.
@@ -1003,32 +1005,47 @@ fn serve_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spans::{HttpExchange, Protocol, SpanOrigin};
     use std::io::{BufRead, BufReader, Write as _};
     use std::net::SocketAddr;
 
-    fn span(kind: SpanKind, target: &str, status: u16, duration_ns: u64) -> HttpSpan {
+    fn span_origin(kind: SpanKind) -> SpanOrigin {
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}"));
-        HttpSpan {
+        SpanOrigin {
             kind,
             pid: 42,
             process_name: "app".into(),
             local: addr,
             peer: addr,
+            tls: false,
+        }
+    }
+
+    fn exchange(target: &str, status: u16) -> HttpExchange {
+        HttpExchange {
             method: "GET".into(),
             target: target.into(),
             status,
             protocol_version: "1.1",
-            start_monotonic_ns: 1_000,
-            end_monotonic_ns: 1_000 + duration_ns,
-            request_body_bytes: 0,
-            response_body_bytes: 0,
-            host: None,
-            traceparent: None,
-            truncated: false,
-            route: None,
-            grpc: None,
-            tls: false,
+            ..HttpExchange::default()
         }
+    }
+
+    fn span(kind: SpanKind, target: &str, status: u16, duration_ns: u64) -> Span {
+        Span::new(
+            span_origin(kind),
+            (1_000, 1_000 + duration_ns),
+            false,
+            Protocol::Http(exchange(target, status)),
+        )
+    }
+
+    /// The span with its matched route.
+    fn routed(mut span: Span, route: &str) -> Span {
+        if let Some(http) = span.http_mut() {
+            http.route = Some(route.to_owned());
+        }
+        span
     }
 
     fn at(origin: Instant, seconds: f64) -> Instant {
@@ -1076,18 +1093,12 @@ mod tests {
                 view.record(
                     &span(SpanKind::Server, "/a?x=1", status, 1_000_000),
                     "svc",
-                    None,
                     now,
                 );
             }
             for i in 0..5 {
                 let now = at(origin, second as f64 + i as f64 / 5.0);
-                view.record(
-                    &span(SpanKind::Server, "/b", 404, 1_000_000),
-                    "svc",
-                    None,
-                    now,
-                );
+                view.record(&span(SpanKind::Server, "/b", 404, 1_000_000), "svc", now);
             }
         }
         let snapshot = view.snapshot(at(origin, 100.0));
@@ -1126,21 +1137,18 @@ mod tests {
         let mut view = LiveView::starting_at(origin);
         let now = at(origin, 30.5);
         view.record(
-            &span(SpanKind::Client, "/x", 404, 1_000),
+            &routed(span(SpanKind::Client, "/x", 404, 1_000), "/x"),
             "svc",
-            Some("/x"),
             now,
         );
         view.record(
-            &span(SpanKind::Client, "/x", 200, 1_000),
+            &routed(span(SpanKind::Client, "/x", 200, 1_000), "/x"),
             "svc",
-            Some("/x"),
             now,
         );
         view.record(
-            &span(SpanKind::Server, "/x", 404, 1_000),
+            &routed(span(SpanKind::Server, "/x", 404, 1_000), "/x"),
             "svc",
-            Some("/x"),
             now,
         );
         let snapshot = view.snapshot(now);
@@ -1154,19 +1162,25 @@ mod tests {
         let origin = Instant::now();
         let mut view = LiveView::starting_at(origin);
         let now = at(origin, 30.5);
-        let call = |kind, code| HttpSpan {
-            grpc: Some(crate::spans::GrpcCall {
+        let call = |kind, code| {
+            let call = crate::spans::GrpcCall {
                 service: "shop.Catalog".into(),
                 method: "Get".into(),
                 status_code: Some(code),
                 message: None,
-            }),
-            ..span(kind, "/shop.Catalog/Get", 200, 1_000)
+            };
+            let http = exchange("/shop.Catalog/Get", 200);
+            Span::new(
+                span_origin(kind),
+                (1_000, 2_000),
+                false,
+                Protocol::Grpc(crate::spans::GrpcExchange { call, http }),
+            )
         };
         for kind in [SpanKind::Server, SpanKind::Client] {
             // NOT_FOUND: the caller's error only; UNAVAILABLE: both sides'.
-            view.record(&call(kind, 5), "svc", None, now);
-            view.record(&call(kind, 14), "svc", None, now);
+            view.record(&call(kind, 5), "svc", now);
+            view.record(&call(kind, 14), "svc", now);
         }
         let snapshot = view.snapshot(now);
         let path = "/shop.Catalog/Get";
@@ -1182,9 +1196,8 @@ mod tests {
         for id in 0..50 {
             let path = format!("/users/{id}");
             view.record(
-                &span(SpanKind::Server, &path, 200, 1_000),
+                &routed(span(SpanKind::Server, &path, 200, 1_000), "/users/:id"),
                 "svc",
-                Some("/users/:id"),
                 now,
             );
         }
@@ -1206,7 +1219,6 @@ mod tests {
             view.record(
                 &span(SpanKind::Server, "/slow", 200, i * 1_000_000),
                 "svc",
-                None,
                 now,
             );
         }
@@ -1221,7 +1233,6 @@ mod tests {
             view.record(
                 &span(SpanKind::Server, "/fast", 200, 100_000 + i * 1_000),
                 "svc",
-                None,
                 at(origin, 3.0),
             );
         }
@@ -1238,7 +1249,6 @@ mod tests {
             view.record(
                 &span(SpanKind::Server, "/a", 500, 5_000_000),
                 "svc",
-                None,
                 at(origin, 10.2),
             );
         }
@@ -1265,7 +1275,6 @@ mod tests {
         view.record(
             &span(SpanKind::Server, "/b", 200, 1),
             "svc",
-            None,
             at(origin, 700.0),
         );
         assert_eq!(view.rows(), 1);
@@ -1282,7 +1291,6 @@ mod tests {
             view.record(
                 &span(SpanKind::Server, "/a", 200, 1),
                 "svc",
-                None,
                 at(origin, i as f64 / 20.0),
             );
         }
@@ -1296,12 +1304,7 @@ mod tests {
         let origin = Instant::now();
         let mut view = LiveView::starting_at(origin);
         let now = at(origin, 5.0);
-        view.record(
-            &span(SpanKind::Server, "/keep", 200, 1_000),
-            "svc",
-            None,
-            now,
-        );
+        view.record(&span(SpanKind::Server, "/keep", 200, 1_000), "svc", now);
         for i in 0..(MAX_ROWS * 3) {
             view.record(
                 &span(
@@ -1311,16 +1314,10 @@ mod tests {
                     1_000 + i as u64,
                 ),
                 "svc",
-                None,
                 now,
             );
             if i % 100 == 0 {
-                view.record(
-                    &span(SpanKind::Server, "/keep", 200, 1_000),
-                    "svc",
-                    None,
-                    now,
-                );
+                view.record(&span(SpanKind::Server, "/keep", 200, 1_000), "svc", now);
             }
             assert!(view.rows() <= MAX_ROWS);
         }
@@ -1355,7 +1352,6 @@ mod tests {
         view.record(
             &span(SpanKind::Server, &long, 200, 1),
             &"s".repeat(1_000),
-            None,
             origin,
         );
         let snapshot = view.snapshot(origin);
@@ -1390,7 +1386,6 @@ mod tests {
         view.record(
             &span(SpanKind::Server, "/a", 200, 1_000_000),
             "svc",
-            None,
             at(origin, 2.0),
         );
         let snapshot = view.snapshot(at(origin, 2.5));
@@ -1412,7 +1407,7 @@ mod tests {
     fn record_cost() {
         let origin = Instant::now();
         let mut view = LiveView::starting_at(origin);
-        let spans: Vec<HttpSpan> = (0..64)
+        let spans: Vec<Span> = (0..64)
             .map(|i| {
                 span(
                     SpanKind::Server,
@@ -1426,30 +1421,25 @@ mod tests {
         let started = Instant::now();
         for i in 0..n {
             let now = origin + Duration::from_micros(i);
-            view.record(&spans[(i % 64) as usize], "python3", None, now);
+            view.record(&spans[(i % 64) as usize], "python3", now);
         }
         let per = started.elapsed().as_nanos() as f64 / n as f64;
         eprintln!("record, 64 routes: {per:.0} ns per span");
 
         // Every span a new path: rows are created and evicted all the time.
-        let unique: Vec<HttpSpan> = (0..200_000u64)
+        let unique: Vec<Span> = (0..200_000u64)
             .map(|i| span(SpanKind::Server, &format!("/scan/{i}"), 404, 100_000 + i))
             .collect();
         let started = Instant::now();
         for (i, span) in unique.iter().enumerate() {
-            view.record(
-                span,
-                "python3",
-                None,
-                origin + Duration::from_micros(i as u64),
-            );
+            view.record(span, "python3", origin + Duration::from_micros(i as u64));
         }
         let per = started.elapsed().as_nanos() as f64 / unique.len() as f64;
         eprintln!("record, a new path every span: {per:.0} ns per span");
 
         // A full view: MAX_ROWS rows, each with 10 s of varied latencies.
         let mut view = LiveView::starting_at(origin);
-        let rows: Vec<HttpSpan> = (0..MAX_ROWS as u64)
+        let rows: Vec<Span> = (0..MAX_ROWS as u64)
             .map(|i| span(SpanKind::Server, &format!("/r/{i}"), 200, 1))
             .collect();
         for second in 0..10u64 {
@@ -1458,7 +1448,7 @@ mod tests {
                     let mut span = row.clone();
                     span.end_monotonic_ns =
                         span.start_monotonic_ns + 50_000 * (1 + (i as u64 + k * 37) % 400);
-                    view.record(&span, "python3", None, origin + Duration::from_secs(second));
+                    view.record(&span, "python3", origin + Duration::from_secs(second));
                 }
             }
         }
@@ -1487,13 +1477,11 @@ mod tests {
         view.record(
             &span(SpanKind::Server, "/hello", 200, 450_000),
             "python3",
-            None,
             now,
         );
         view.record(
             &span(SpanKind::Server, "/status/500", 500, 450_000),
             "python3",
-            None,
             now,
         );
         Arc::new(Mutex::new(view))

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use tracing::{error, info, warn};
 use zerotrace_shared::ipc::{MapRole, IPC_FD_ENV};
+use zerotrace_shared::logging::{self, LogSettings, LogSources};
 use zerotrace_shared::startup::{self, StartupData};
 use zerotrace_worker::capture::bpf_map::BpfMap;
 use zerotrace_worker::capture::reader::{self, ReaderCounters};
@@ -45,8 +47,26 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
-fn log(message: &str) {
-    eprintln!("zerotrace-worker: {message}");
+/// Prefixes the worker's text log lines (they share the loader's stderr).
+const PROGRAM: &str = "zerotrace-worker";
+
+/// Logging when the configuration could not be read: the loader's flags and
+/// variables (already checked by the loader), without the file.
+fn start_logging_without_config(startup: Option<&StartupData>) {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| {
+        args.windows(2)
+            .find(|pair| pair[0] == name)
+            .map(|pair| pair[1].as_str())
+    };
+    let sources = LogSources {
+        level_flag: flag("--log-level"),
+        format_flag: flag("--log-format"),
+        level_env: startup.and_then(|s| s.var(logging::LEVEL_ENV)),
+        format_env: startup.and_then(|s| s.var(logging::FORMAT_ENV)),
+        ..LogSources::default()
+    };
+    logging::init(PROGRAM, LogSettings::resolve_lenient(&sources));
 }
 
 /// The loader's start-up data, from the descriptor it placed for us.
@@ -82,32 +102,42 @@ fn main() -> ExitCode {
     // secret: no other process of our uid may attach, read our memory or
     // copy our fds (docs/security.md, "Who can reach the worker").
     if let Err(e) = privileges::make_undumpable().and_then(|()| privileges::settle_real_gid()) {
-        log(&e);
+        start_logging_without_config(None);
+        error!("{e}");
         return ExitCode::from(EXIT_PRIVILEGE_REFUSED);
     }
-    let config = match read_startup_data()
-        .and_then(|startup| WorkerConfig::from_startup(std::env::args().skip(1), &startup))
-    {
-        Ok(config) => config,
+    let startup = match read_startup_data() {
+        Ok(startup) => startup,
         Err(e) => {
-            log(&format!("configuration error: {e}"));
+            start_logging_without_config(None);
+            error!("configuration error: {e}");
             return ExitCode::from(EXIT_CONFIG_ERROR);
         }
     };
+    let config = match WorkerConfig::from_startup(std::env::args().skip(1), &startup) {
+        Ok(config) => config,
+        Err(e) => {
+            start_logging_without_config(Some(&startup));
+            error!("configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG_ERROR);
+        }
+    };
+    drop(startup);
+    logging::init(PROGRAM, config.log);
     if config.print_config {
         print!("{}", config.effective.to_yaml());
         return ExitCode::SUCCESS;
     }
     if let Err(e) = check_own_privileges(&config) {
-        log(&e);
+        error!("{e}");
         return ExitCode::from(EXIT_PRIVILEGE_REFUSED);
     }
     if config.dumpable {
         if let Err(e) = privileges::make_dumpable() {
-            log(&e);
+            error!("{e}");
             return ExitCode::from(EXIT_PRIVILEGE_REFUSED);
         }
-        log(
+        warn!(
             "development: the worker is dumpable (--dumpable-worker): processes of its uid \
              can read its memory, its secrets and its descriptors",
         );
@@ -115,11 +145,11 @@ fn main() -> ExitCode {
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Runtime(e)) => {
-            log(&format!("error: {e}"));
+            error!("{e}");
             ExitCode::FAILURE
         }
         Err(Failure::Config(e)) => {
-            log(&format!("error: {e}"));
+            error!("{e}");
             ExitCode::from(EXIT_CONFIG_ERROR)
         }
     }
@@ -175,6 +205,11 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
 
     let loader = LoaderClient::new(ipc_socket()?);
     let handover = loader.hello()?;
+    tracing::debug!(
+        "the loader (pid {}) handed over {} map(s)",
+        handover.loader_pid,
+        handover.maps.len()
+    );
     let mut ring = None;
     let mut pid_filter = None;
     let mut counters_map = None;
@@ -199,13 +234,13 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     let writer = if pid_filter.probe_writable() {
         PidFilterWriter::Direct(pid_filter)
     } else {
-        log("this kernel does not let the worker update maps; asking the loader instead");
+        warn!("this kernel does not let the worker update maps; asking the loader instead");
         PidFilterWriter::ViaLoader
     };
     let excluded = vec![std::process::id(), handover.loader_pid];
     let effective = &config.effective;
     for warning in &effective.warnings {
-        log(&format!("configuration: {warning}"));
+        warn!("configuration: {warning}");
     }
     let mut discovery = Discovery::new(
         effective.instrument.clone(),
@@ -216,7 +251,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     if config.tls_capture {
         discovery = discovery.with_tls_hooks();
     } else {
-        log("TLS plaintext capture off (ZEROTRACE_TLS_CAPTURE=false)");
+        info!("TLS plaintext capture off (ZEROTRACE_TLS_CAPTURE=false)");
     }
     let printer = TracePrinter::new(effective.trace_printer, std::io::stdout());
     let otel = OtelExport::start(&effective.export)?;
@@ -227,22 +262,22 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
             .iter()
             .chain(&effective.export.metrics)
         {
-            log(&format!(
+            info!(
                 "exporting {:?} to {} ({})",
                 destination.signal,
                 destination.endpoint,
                 destination.protocol.as_str()
-            ));
+            );
         }
     }
     let scrape = match &effective.prometheus {
         Some(settings) => {
             let state: SharedScrapeState = Arc::new(Mutex::new(ScrapeState::default()));
             prometheus::start(settings, Arc::clone(&state))?;
-            log(&format!(
+            info!(
                 "serving Prometheus metrics on port {}{}",
                 settings.port, settings.path
-            ));
+            );
             Some(state)
         }
         None => None,
@@ -252,15 +287,15 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
             let view = Arc::new(Mutex::new(LiveView::new()));
             match live_view::serve(path, Arc::clone(&view)) {
                 Ok(()) => {
-                    log(&format!(
+                    info!(
                         "serving the live view for `zerotrace top` on {}",
                         path.display()
-                    ));
+                    );
                     Some(view)
                 }
                 // Another agent may serve the default path: run on without it.
                 Err(e) => {
-                    log(&format!("live view off: {e}"));
+                    warn!("live view off: {e}");
                     None
                 }
             }
@@ -292,11 +327,11 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         .iter()
         .map(|s| s.origin.as_str())
         .collect();
-    log(&format!(
+    info!(
         "ready: instrumenting by {} ({} process(es) found)",
         selectors.join(", "),
         pipeline.discovery.instrumented().len()
-    ));
+    );
 
     let (sender, receiver) = sync_channel(PIPELINE_QUEUE_BATCHES);
     let stop = Arc::new(AtomicBool::new(false));
@@ -311,7 +346,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     // Start-up is over: every fd, mapping, listener and thread exists.
     match sandbox::install(config.seccomp) {
         Ok(()) if config.seccomp == SeccompMode::Off => {
-            log("seccomp filter off (ZEROTRACE_SECCOMP=off)")
+            warn!("seccomp filter off (ZEROTRACE_SECCOMP=off)")
         }
         Ok(()) => {}
         Err(e) => {
@@ -325,7 +360,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
 
     while !STOP.load(Ordering::Relaxed) {
         if pipeline.loader.loader_gone() {
-            log("the loader closed our channel: stopping");
+            info!("the loader closed our channel: stopping");
             break;
         }
         match receiver.recv_timeout(Duration::from_millis(200)) {
@@ -341,7 +376,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     }
     let _ = reader_thread.join();
     if let Some(summary) = pipeline.shutdown() {
-        log(&summary);
+        info!("{summary}");
     }
     let tracker = pipeline.tracker.counters();
     let (kernel_events, kernel_drops) = pipeline
@@ -349,7 +384,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         .map(|c| (c.events_submitted(), c.ring_buffer_drops()))
         .unwrap_or_default();
     let h2 = &tracker.http2;
-    log(&format!(
+    info!(
         "stopping: {} spans, {} records ({} undecodable, {} dropped with the pipeline full), {} garbage segments, {} TLS record segments skipped; exchanges lost: {} responses without a request, {} requests without a response, {} requests over the pipelining limit; HTTP/2: {} header blocks cut by the capture, {} with HPACK state lost, {} undecodable, framing lost {} times, {} streams without method or path (*), {} streams without headers not emitted, {} evicted; kernel: {} events submitted, {} dropped with the ring buffer full",
         pipeline.spans_emitted,
         counters.records.load(Ordering::Relaxed),
@@ -369,6 +404,6 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         h2.streams_evicted,
         kernel_events,
         kernel_drops
-    ));
+    );
     Ok(())
 }

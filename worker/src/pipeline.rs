@@ -23,7 +23,7 @@ use crate::loader_client::LoaderClient;
 use crate::metrics::self_metrics::{LossNotice, SelfMetrics};
 use crate::otel::resource::ResourceCatalog;
 use crate::routes::{RouteMatcher, SegmentCardinalityLimiter};
-use crate::spans::HttpSpan;
+use crate::spans::Span;
 
 /// The name of a process: its main thread's (`/proc/PID/comm`), read once
 /// per process and renewed when it execs. An event's `comm` names the thread
@@ -67,7 +67,7 @@ pub struct Pipeline {
     pub clock: WallClock,
     pub loader: LoaderClient,
     pub spans_emitted: u64,
-    spans: Vec<HttpSpan>,
+    spans: Vec<Span>,
     last_scan: Instant,
     kernel_counters: Option<KernelCounters>,
     otel: Option<OtelExport>,
@@ -130,8 +130,8 @@ impl KernelCounters {
     fn report_new_drops(&mut self) {
         let drops = self.ring_buffer_drops();
         if drops > self.reported_drops {
-            eprintln!(
-                "zerotrace-worker: the kernel dropped {} event(s) because the ring buffer was full ({} in total); consider a larger --ring-buffer-bytes",
+            tracing::warn!(
+                "the kernel dropped {} event(s) because the ring buffer was full ({} in total); consider a larger --ring-buffer-bytes",
                 drops - self.reported_drops,
                 drops
             );
@@ -213,7 +213,7 @@ impl Pipeline {
     pub fn scan_listeners(&mut self) {
         match self.loader.list_listeners() {
             Ok(listeners) => self.discovery.on_scan(&listeners, &self.loader),
-            Err(e) => eprintln!("zerotrace-worker: listener scan failed: {e}"),
+            Err(e) => tracing::warn!("listener scan failed: {e}"),
         }
         self.sync_identities();
         self.last_scan = Instant::now();
@@ -325,13 +325,19 @@ impl Pipeline {
         // Routes first: they decide where each span may go.
         let mut keep = Vec::with_capacity(self.spans.len());
         for span in &mut self.spans {
-            let decision = self.routes.classify(&span.target);
+            let pid = span.pid;
+            // Routes are HTTP's (gRPC calls included); other protocols go everywhere.
+            let Some(http) = span.http_mut() else {
+                keep.push((true, true));
+                continue;
+            };
+            let decision = self.routes.classify(&http.target);
             let (in_traces, in_metrics) = (!decision.ignore_traces, !decision.ignore_metrics);
-            span.route = match decision.route {
+            http.route = match decision.route {
                 Some(route) if decision.needs_cardinality_cap => {
                     let limiter = self
                         .route_limiters
-                        .entry(span.pid)
+                        .entry(pid)
                         .or_insert_with(|| self.routes.new_cardinality_limiter());
                     Some(match limiter {
                         Some(limiter) => limiter.limit(&route).into_owned(),
@@ -366,7 +372,7 @@ impl Pipeline {
                     let resource = self.resources.resource_for(span.pid, &span.process_name);
                     service_name_of(&resource).unwrap_or_else(|| span.process_name.clone())
                 });
-                view.record(span, service, span.route.as_deref(), now);
+                view.record(span, service, now);
             }
         }
         if self.otel.is_some() || self.scrape.is_some() {
@@ -378,9 +384,7 @@ impl Pipeline {
                 }
                 if let Some(state) = scrape.as_mut().filter(|_| in_metrics) {
                     let end = self.clock.to_unix_ns(span.end_monotonic_ns);
-                    state
-                        .red
-                        .record(span, span.route.as_deref(), &resource, end);
+                    state.red.record(span, &resource, end);
                 }
             }
         }
@@ -419,7 +423,7 @@ impl Pipeline {
             self.last_loader_stats = Some(Instant::now());
             match self.loader.stats() {
                 Ok(stats) => self.loader_stats = stats,
-                Err(e) => eprintln!("zerotrace-worker: loader stats: {e}"),
+                Err(e) => tracing::warn!("loader stats: {e}"),
             }
         }
         let own = self.self_metrics();

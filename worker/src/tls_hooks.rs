@@ -61,8 +61,8 @@ impl TlsHooks {
         }
         if !hooked.is_empty() {
             self.hooked_processes += 1;
-            eprintln!(
-                "zerotrace-worker: TLS plaintext of pid {pid} captured through {}",
+            tracing::info!(
+                "TLS plaintext of pid {pid} captured through {}",
                 hooked.join(", ")
             );
         }
@@ -74,8 +74,8 @@ impl TlsHooks {
     pub fn cannot_see(&mut self, pid: u32) {
         self.unseen_processes += 1;
         if self.unseen_processes == 1 {
-            eprintln!(
-                "zerotrace-worker: cannot see which TLS library pid {pid} uses (the loader has no \
+            tracing::warn!(
+                "cannot see which TLS library pid {pid} uses (the loader has no \
                  ptrace access to it: another user, or more capabilities than the loader); its \
                  TLS traffic is not decoded. Grant the loader CAP_SYS_PTRACE to capture it \
                  (docs/deployment.md). Said once."
@@ -122,7 +122,7 @@ impl TlsHooks {
         if self.reported_failures.len() < MAX_REMEMBERED_EXES
             && self.reported_failures.insert((library.to_owned(), symbol))
         {
-            eprintln!("zerotrace-worker: cannot hook {symbol} in {library}: {error}");
+            tracing::warn!("cannot hook {symbol} in {library}: {error}");
         }
     }
 }

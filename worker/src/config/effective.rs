@@ -31,6 +31,9 @@ pub struct EffectiveConfig {
     pub prometheus: Option<PrometheusSettings>,
     /// Keys accepted but ignored, entries skipped: to log at startup.
     pub warnings: Vec<String>,
+    /// The file's `log_level` / `log_format` (flags and variables win: `config`).
+    pub log_level: Option<zerotrace_shared::logging::LogLevel>,
+    pub log_format: Option<zerotrace_shared::logging::LogFormat>,
 }
 
 impl EffectiveConfig {
@@ -108,6 +111,8 @@ fn build(
         export,
         prometheus,
         warnings: ctx.warnings,
+        log_level: raw.log_level,
+        log_format: raw.log_format,
     })
 }
 

@@ -28,6 +28,8 @@ pub(super) struct RawFile {
     pub(super) open_port: Option<PortList>,
     pub(super) executable_path: Option<RegexField>,
     pub(super) service_name: Option<Text>,
+    pub(super) log_level: Option<zerotrace_shared::logging::LogLevel>,
+    pub(super) log_format: Option<zerotrace_shared::logging::LogFormat>,
     #[serde(flatten)]
     other: Extra,
 }

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use zerotrace_shared::logging::{self, LogSettings, LogSources};
 use zerotrace_shared::startup::{ConfigFile, StartupData};
 
 use super::{load, load_str, EffectiveConfig};
@@ -32,6 +33,8 @@ pub struct WorkerConfig {
     /// `ZEROTRACE_TLS_CAPTURE` (default true): ask the loader to hook the TLS
     /// libraries of instrumented processes.
     pub tls_capture: bool,
+    /// `--log-level`/`--log-format`, else `OTEL_EBPF_LOG_*`, else the file's `log_*`.
+    pub log: LogSettings,
 }
 
 /// `ZEROTRACE_SECCOMP`: what happens to a syscall outside the allow-list.
@@ -106,6 +109,12 @@ impl WorkerConfig {
                 "--trace-printer" => {
                     overrides.insert("OTEL_EBPF_TRACE_PRINTER", value("--trace-printer")?);
                 }
+                "--log-level" => {
+                    overrides.insert(logging::LEVEL_ENV, value("--log-level")?);
+                }
+                "--log-format" => {
+                    overrides.insert(logging::FORMAT_ENV, value("--log-format")?);
+                }
                 "--live-socket" => live_socket = Some(PathBuf::from(value("--live-socket")?)),
                 "--allow-privileged-worker" => allow_privileged = true,
                 "--dumpable" => dumpable = true,
@@ -135,6 +144,14 @@ impl WorkerConfig {
             true,
         )?;
         let seccomp = SeccompMode::parse(merged("ZEROTRACE_SECCOMP").as_deref())?;
+        let (level_env, format_env) = (merged(logging::LEVEL_ENV), merged(logging::FORMAT_ENV));
+        let log = LogSettings::resolve(&LogSources {
+            level_env: level_env.as_deref(),
+            format_env: format_env.as_deref(),
+            level_file: effective.log_level,
+            format_file: effective.log_format,
+            ..LogSources::default()
+        })?;
         Ok(Self {
             effective,
             allow_privileged,
@@ -144,6 +161,7 @@ impl WorkerConfig {
             print_config,
             seccomp,
             tls_capture,
+            log,
         })
     }
 }
@@ -221,6 +239,44 @@ mod tests {
             .err()
             .unwrap_or_default();
         assert!(err.contains("/root/zt.yaml"), "{err}");
+    }
+
+    #[test]
+    fn log_settings_come_from_flags_then_environment_then_file() {
+        use zerotrace_shared::logging::{LogFormat, LogLevel};
+        let file = |yaml: &str| ConfigFile {
+            path: "/etc/zt.yaml".into(),
+            contents: format!("open_port: 80\n{yaml}").into_bytes(),
+        };
+        let load = |args: &[&str], env: &'static [(&'static str, &'static str)], yaml: &str| {
+            WorkerConfig::from_args_and_env(
+                args.iter().map(|a| a.to_string()),
+                env_of(env),
+                Some(&file(yaml)),
+            )
+        };
+        let from_file = load(&[], &[], "log_level: WARN\nlog_format: json\n");
+        assert!(from_file.is_ok_and(|c| c.log.level == LogLevel::Warn
+            && c.log.format == LogFormat::Json
+            && !c.effective.warnings.iter().any(|w| w.contains("log_"))));
+        let env = load(
+            &[],
+            &[("OTEL_EBPF_LOG_LEVEL", "error")],
+            "log_level: debug\n",
+        );
+        assert!(env.is_ok_and(|c| c.log.level == LogLevel::Error));
+        let flag = load(
+            &["--log-level", "debug"],
+            &[("OTEL_EBPF_LOG_LEVEL", "error")],
+            "log_level: warn\n",
+        );
+        assert!(flag.is_ok_and(|c| c.log.level == LogLevel::Debug));
+        let bad = load(&[], &[], "log_level: loud\n");
+        assert!(
+            bad.as_ref()
+                .is_err_and(|e| e.contains("log_level") && e.contains("loud")),
+            "{bad:?}"
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@
 //! `attributes.select`, per-entry `exports`/`sampler`/`routes`/`metrics`,
 //! `insecure_skip_verify: true`, `features` without application metrics.
 //! Keys whose absence only means less data or different internal tuning are
-//! accepted with a warning in [`EffectiveConfig::warnings`] (`ebpf`, `log_level`,
+//! accepted with a warning in [`EffectiveConfig::warnings`] (`ebpf`,
 //! `network`, batching back-off, buckets, ...). Selector criteria zerotrace
 //! cannot evaluate (`k8s_*`, `languages`, `cmd_args`, `container_name`) make
 //! an `instrument` entry match nothing (with a warning) and are refused in

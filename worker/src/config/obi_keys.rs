@@ -31,7 +31,6 @@ impl Section {
     }
 }
 
-const LOGS: Obi = Obi::Ignored("zerotrace logs to stderr without levels or formats");
 const INTERNAL: Obi = Obi::Ignored("zerotrace's internal queues and caches are fixed");
 const NO_K8S: Obi = Obi::Unevaluable("zerotrace has no Kubernetes metadata");
 const NO_SPAN_METRICS: Obi = Obi::Ignored("zerotrace produces no span or service-graph metrics");
@@ -51,11 +50,11 @@ pub(super) const TOP: Section = Section {
         "open_port",
         "executable_path",
         "service_name",
+        "log_level",
+        "log_format",
     ],
     obi: &[
         ("ebpf", Obi::Ignored("eBPF tuning, context propagation and payload extraction are built into zerotrace")),
-        ("log_level", LOGS),
-        ("log_format", LOGS),
         ("log_config", Obi::Ignored("use zerotrace run --print-config")),
         ("channel_buffer_len", INTERNAL),
         ("channel_send_timeout", INTERNAL),
@@ -482,8 +481,11 @@ trace_printer: json_indent
             &[],
         );
         let warnings = config.warnings.join("\n");
+        assert_eq!(
+            config.log_level,
+            Some(zerotrace_shared::logging::LogLevel::Debug)
+        );
         for needle in [
-            "log_level: ignored",
             "ebpf: ignored",
             "network: ignored",
             "attributes.kubernetes: ignored",

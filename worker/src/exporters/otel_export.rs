@@ -19,8 +19,7 @@ use crate::config::{BatchSettings, ExportSettings, Signal};
 use crate::metrics::red::RedMetrics;
 use crate::metrics::self_metrics::{self, SelfMetrics};
 use crate::otel::sampler::Sampler;
-use crate::otel::span_encoding::{encode_span, SpanIds};
-use crate::spans::HttpSpan;
+use crate::otel::span_encoding::encode_span;
 
 /// How long shutdown waits for the last batches to leave.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -89,36 +88,26 @@ impl OtelExport {
     /// and as a trace span (sampler permitting) unless `in_traces` is false.
     pub fn record(
         &mut self,
-        span: &HttpSpan,
+        span: &crate::spans::Span,
         resource: &Arc<Resource>,
         (in_traces, in_metrics): (bool, bool),
         clock: &WallClock,
     ) {
-        let route = span.route.as_deref();
         if let Some(red) = self.red.as_mut().filter(|_| in_metrics) {
-            red.record(
-                span,
-                route,
-                resource,
-                clock.to_unix_ns(span.end_monotonic_ns),
-            );
+            red.record(span, resource, clock.to_unix_ns(span.end_monotonic_ns));
         }
         if !in_traces || !self.exporter.exports(Signal::Traces) {
             return;
         }
-        let ids = SpanIds::for_span(span);
         if !self
             .sampler
-            .should_sample(&ids.trace_id, ids.parent_sampled)
+            .should_sample(&span.ids.trace_id, span.ids.parent_sampled)
         {
             self.spans_sampled_out += 1;
             return;
         }
-        self.pending.push((
-            span.pid,
-            Arc::clone(resource),
-            encode_span(span, &ids, route, clock),
-        ));
+        self.pending
+            .push((span.pid, Arc::clone(resource), encode_span(span, clock)));
         if self.pending.len() >= self.batch.max_export_batch_size {
             self.flush_spans();
         }
@@ -229,8 +218,8 @@ impl OtelExport {
                 counters.points_dropped.load(Ordering::Relaxed),
             );
             if drops != self.reported_drops {
-                eprintln!(
-                    "zerotrace-worker: OTLP export dropped {} span(s) and {} metric point(s) in the last {} s ({} and {} in total)",
+                tracing::warn!(
+                    "OTLP export dropped {} span(s) and {} metric point(s) in the last {} s ({} and {} in total)",
                     drops.0 - self.reported_drops.0,
                     drops.1 - self.reported_drops.1,
                     DROP_REPORT_EVERY.as_secs(),

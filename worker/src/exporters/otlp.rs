@@ -304,8 +304,8 @@ impl FailureLog {
         self.failures_since += 1;
         let due = self.last_logged.is_none_or(|t| t.elapsed() >= LOG_EVERY);
         if due {
-            eprintln!(
-                "zerotrace-worker: OTLP export to {} failing ({} failure(s) since last report): {reason}; {} item(s) dropped so far",
+            tracing::warn!(
+                "OTLP export to {} failing ({} failure(s) since last report): {reason}; {} item(s) dropped so far",
                 self.name, self.failures_since, dropped_total
             );
             self.last_logged = Some(Instant::now());
@@ -315,7 +315,7 @@ impl FailureLog {
 
     fn recovered(&mut self) {
         if self.last_logged.is_some() {
-            eprintln!("zerotrace-worker: OTLP export to {} recovered", self.name);
+            tracing::info!("OTLP export to {} recovered", self.name);
             self.last_logged = None;
             self.failures_since = 0;
         }
@@ -337,7 +337,7 @@ async fn run_destination(
     let transport = match Transport::new(&destination) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("zerotrace-worker: OTLP destination {name} disabled: {e}");
+            tracing::error!("OTLP destination {name} disabled: {e}");
             while let Some(batch) = queue.recv().await {
                 counters
                     .dropped(signal)

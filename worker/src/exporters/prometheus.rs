@@ -14,11 +14,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::config::{PrometheusSettings, Temporality};
-use crate::metrics::red::{
-    HistogramState, RedMetrics, SeriesKey, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES,
-};
-use crate::metrics::rpc::{metric_names as rpc_metric_names, RpcMetrics};
-use crate::spans::SpanKind;
+use crate::metrics::red::{HistogramState, MetricStore, Point, RedMetrics};
 
 pub use crate::metrics::self_metrics::SelfMetrics;
 
@@ -98,10 +94,12 @@ fn identity_labels(resource: &Resource) -> Vec<(String, String)> {
     ]
 }
 
-fn labels_of(key: &SeriesKey, resource: &Resource) -> Vec<(String, String)> {
-    let mut labels = identity_labels(resource);
+/// A series' labels: which process, then its attributes.
+fn labels_of(point: &Point<'_>) -> Vec<(String, String)> {
+    let mut labels = identity_labels(point.resource);
     labels.extend(
-        key.attributes()
+        point
+            .attributes
             .iter()
             .map(|kv: &KeyValue| (label_name(&kv.key), value_text(&kv.value))),
     );
@@ -158,66 +156,6 @@ fn write_histogram(
     );
 }
 
-/// (family name, help, unit, which histogram of a series, bounds)
-type Family = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&crate::metrics::red::Series) -> &HistogramState,
-    &'static [f64],
-);
-
-fn families(kind: SpanKind) -> [Family; 3] {
-    match kind {
-        SpanKind::Server => [
-            (
-                "http_server_request_duration_seconds",
-                "Duration of HTTP server requests.",
-                "seconds",
-                |s| &s.duration,
-                &DURATION_BOUNDS_SECONDS,
-            ),
-            (
-                "http_server_request_body_size_bytes",
-                "Size of HTTP server request bodies.",
-                "bytes",
-                |s| &s.request_size,
-                &SIZE_BOUNDS_BYTES,
-            ),
-            (
-                "http_server_response_body_size_bytes",
-                "Size of HTTP server response bodies.",
-                "bytes",
-                |s| &s.response_size,
-                &SIZE_BOUNDS_BYTES,
-            ),
-        ],
-        SpanKind::Client => [
-            (
-                "http_client_request_duration_seconds",
-                "Duration of HTTP client requests.",
-                "seconds",
-                |s| &s.duration,
-                &DURATION_BOUNDS_SECONDS,
-            ),
-            (
-                "http_client_request_body_size_bytes",
-                "Size of HTTP client request bodies.",
-                "bytes",
-                |s| &s.request_size,
-                &SIZE_BOUNDS_BYTES,
-            ),
-            (
-                "http_client_response_body_size_bytes",
-                "Size of HTTP client response bodies.",
-                "bytes",
-                |s| &s.response_size,
-                &SIZE_BOUNDS_BYTES,
-            ),
-        ],
-    }
-}
-
 /// `target_info`: one sample per process that has series, carrying its
 /// resource attributes (the Prometheus compatibility spec's way to keep them
 /// off every series).
@@ -264,61 +202,52 @@ fn write_target_info<'a>(
     }
 }
 
-/// `rpc_server_duration_seconds` and `rpc_client_duration_seconds`, for gRPC calls.
-fn write_rpc_families(out: &mut String, rpc: &RpcMetrics, openmetrics: bool) {
-    let mut series: Vec<_> = rpc.series().collect();
-    series.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
-    for kind in [SpanKind::Server, SpanKind::Client] {
-        let (_, name, help) = rpc_metric_names(kind);
-        let _ = writeln!(out, "# HELP {name} {help}");
+/// A series ready to write: its label text (the sort key), its labels, its histogram.
+type LabelledPoint<'a> = (String, Vec<(String, String)>, Point<'a>);
+
+/// One family per instrument of a protocol's store, every instrument
+/// announced even before it has series; series in label order.
+fn write_store<'a>(
+    out: &mut String,
+    store: &'a dyn MetricStore,
+    openmetrics: bool,
+) -> Vec<Point<'a>> {
+    let mut points: Vec<LabelledPoint<'a>> = store
+        .points()
+        .into_iter()
+        .map(|point| {
+            let labels = labels_of(&point);
+            (label_text(&labels, None), labels, point)
+        })
+        .collect();
+    points.sort_by(|a, b| a.0.cmp(&b.0));
+    for instrument in store.instruments() {
+        let name = instrument.prometheus_name;
+        let _ = writeln!(out, "# HELP {name} {}", instrument.description);
         let _ = writeln!(out, "# TYPE {name} histogram");
         if openmetrics {
-            let _ = writeln!(out, "# UNIT {name} seconds");
+            let _ = writeln!(out, "# UNIT {name} {}", instrument.prometheus_unit);
         }
-        for (key, s) in series.iter().filter(|(k, _)| k.kind == kind) {
-            let mut labels = identity_labels(&s.resource);
-            labels.extend(
-                key.attributes()
-                    .iter()
-                    .map(|kv| (label_name(&kv.key), value_text(&kv.value))),
-            );
-            write_histogram(out, name, &labels, &DURATION_BOUNDS_SECONDS, &s.duration);
+        for (_, labels, point) in points
+            .iter()
+            .filter(|(_, _, p)| p.instrument.name == instrument.name)
+        {
+            write_histogram(out, name, labels, instrument.bounds, point.state);
         }
     }
+    points.into_iter().map(|(_, _, point)| point).collect()
 }
 
 /// The exposition text; `openmetrics` switches to the OpenMetrics 1.0 dialect.
 pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
     let mut out = String::new();
-    let mut series: Vec<_> = state.red.series().collect();
-    series.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
-    for kind in [SpanKind::Server, SpanKind::Client] {
-        for (name, help, unit, pick, bounds) in families(kind) {
-            let members: Vec<_> = series.iter().filter(|(k, _)| k.kind == kind).collect();
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} histogram");
-            if openmetrics {
-                let _ = writeln!(out, "# UNIT {name} {unit}");
-            }
-            for (key, s) in members {
-                write_histogram(
-                    &mut out,
-                    name,
-                    &labels_of(key, &s.resource),
-                    bounds,
-                    pick(s),
-                );
-            }
-        }
+    let mut written = Vec::new();
+    for store in state.red.stores() {
+        written.extend(write_store(&mut out, store, openmetrics));
     }
-    write_rpc_families(&mut out, &state.red.rpc, openmetrics);
-    let rpc_series: Vec<_> = state.red.rpc.series().collect();
     write_target_info(
         &mut out,
-        series
-            .iter()
-            .map(|(_, s)| &*s.resource)
-            .chain(rpc_series.iter().map(|(_, s)| &*s.resource)),
+        written.iter().map(|point| &**point.resource),
         openmetrics,
     );
     let own = &state.own;
@@ -538,31 +467,31 @@ fn serve(stream: TcpStream, path: &str, state: &SharedScrapeState) -> std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spans::HttpSpan;
+    use crate::spans::{HttpExchange, Protocol, Span, SpanKind, SpanOrigin};
     use opentelemetry_proto::tonic::resource::v1::Resource;
 
-    fn span(status: u16) -> HttpSpan {
-        HttpSpan {
-            kind: SpanKind::Server,
-            pid: 3,
-            process_name: "app".into(),
-            local: "127.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}")),
-            peer: "127.0.0.1:5000".parse().unwrap_or_else(|e| panic!("{e}")),
+    fn span(status: u16) -> Span {
+        let http = HttpExchange {
             method: "GET".into(),
             target: "/x".into(),
             status,
             protocol_version: "1.1",
-            start_monotonic_ns: 0,
-            end_monotonic_ns: 30_000_000,
-            request_body_bytes: 0,
             response_body_bytes: 7,
-            host: None,
-            traceparent: None,
-            truncated: false,
-            route: None,
-            grpc: None,
-            tls: false,
-        }
+            ..HttpExchange::default()
+        };
+        Span::new(
+            SpanOrigin {
+                kind: SpanKind::Server,
+                pid: 3,
+                process_name: "app".into(),
+                local: "127.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}")),
+                peer: "127.0.0.1:5000".parse().unwrap_or_else(|e| panic!("{e}")),
+                tls: false,
+            },
+            (0, 30_000_000),
+            false,
+            Protocol::Http(http),
+        )
     }
 
     #[test]
@@ -575,9 +504,9 @@ mod tests {
             ..Default::default()
         });
         let mut state = ScrapeState::default();
-        state.red.record(&span(200), None, &resource, 1);
-        state.red.record(&span(200), None, &resource, 1);
-        state.red.record(&span(500), None, &resource, 1);
+        state.red.record(&span(200), &resource, 1);
+        state.red.record(&span(200), &resource, 1);
+        state.red.record(&span(500), &resource, 1);
         state.own.spans = 3;
         state.own.worker_restarts = 2;
         state.own.otlp_queue_depth = 4;

@@ -3,16 +3,12 @@
 
 use std::io::Write;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::clock::{format_utc, WallClock};
 use crate::config::PrinterFormat;
-use crate::protocols::grpc::status_name;
-use crate::spans::{HttpSpan, SpanKind};
-
-fn human_bytes(n: u64) -> String {
-    format!("{n}B")
-}
+use crate::spans::ids::to_hex;
+use crate::spans::Span;
 
 fn human_duration(ns: u64) -> String {
     let ms = ns as f64 / 1e6;
@@ -25,13 +21,12 @@ fn human_duration(ns: u64) -> String {
 
 /// `2026-01-30 13:35:17.123 server python3[4863] 127.0.0.1:8199 <- 127.0.0.1:35800 "GET /hello HTTP/1.1" 404 185B 1.27ms`;
 /// a gRPC call ends with its status: `… "POST /shop.Catalog/GetItem HTTP/2" 200 0B 1.02ms grpc=NOT_FOUND`.
-pub fn text_line(span: &HttpSpan, clock: &WallClock) -> String {
-    let arrow = match span.kind {
-        SpanKind::Server => "<-",
-        SpanKind::Client => "->",
-    };
+/// The quoted part and what follows the duration are the protocol's (`spans/`).
+pub fn text_line(span: &Span, clock: &WallClock) -> String {
+    let arrow = if span.kind.is_outgoing() { "->" } else { "<-" };
+    let (summary, details) = span.printer_text();
     let mut line = format!(
-        "{} {} {}[{}] {} {} {} \"{} {} HTTP/{}\" {} {} {}",
+        "{} {} {}[{}] {} {} {} {} {}{}",
         format_utc(clock.to_unix_ns(span.start_monotonic_ns)),
         span.kind.as_str(),
         span.process_name,
@@ -39,59 +34,40 @@ pub fn text_line(span: &HttpSpan, clock: &WallClock) -> String {
         span.local,
         arrow,
         span.peer,
-        span.method,
-        span.target.escape_debug(),
-        span.protocol_version,
-        span.status,
-        human_bytes(span.response_body_bytes),
+        summary,
         human_duration(span.duration_ns()),
+        details,
     );
-    if span.request_body_bytes > 0 {
-        line.push_str(&format!(" req={}", human_bytes(span.request_body_bytes)));
-    }
-    if let Some(code) = span.grpc.as_ref().and_then(|call| call.status_code) {
-        line.push_str(&format!(" grpc={}", status_name(code)));
-    }
     if span.tls {
         line.push_str(" tls");
     }
-    if span.truncated {
+    if span.partial {
         line.push_str(" (partial)");
     }
     line
 }
 
-pub fn json_value(span: &HttpSpan, clock: &WallClock) -> serde_json::Value {
-    json!({
+/// One JSON object: the common fields, then the protocol's.
+pub fn json_value(span: &Span, clock: &WallClock) -> Value {
+    let mut value = json!({
         "start_unix_nanos": clock.to_unix_ns(span.start_monotonic_ns),
         "duration_nanos": span.duration_ns(),
         "kind": span.kind.as_str(),
         "pid": span.pid,
         "process": span.process_name,
-        "method": span.method,
-        "target": span.target,
-        "scheme": span.scheme(),
-        "path": span.path(),
-        "route": span.route,
-        "status": span.status,
-        "protocol_version": span.protocol_version,
         "local_address": span.local.ip().to_string(),
         "local_port": span.local.port(),
         "peer_address": span.peer.ip().to_string(),
         "peer_port": span.peer.port(),
-        "request_body_bytes": span.request_body_bytes,
-        "response_body_bytes": span.response_body_bytes,
-        "host": span.host,
-        "traceparent": span.traceparent,
-        "partial": span.truncated,
-        "grpc": span.grpc.as_ref().map(|call| json!({
-            "service": call.service,
-            "method": call.method,
-            "status_code": call.status_code,
-            "status": call.status_code.map(status_name),
-            "message": call.message,
-        })),
-    })
+        "partial": span.partial,
+        "trace_id": to_hex(&span.ids.trace_id),
+        "span_id": to_hex(&span.ids.span_id),
+        "parent_span_id": span.ids.parent_span_id.map(|id| to_hex(&id)),
+    });
+    if let Value::Object(fields) = &mut value {
+        span.printer_json(fields);
+    }
+    value
 }
 
 pub struct TracePrinter<W: Write> {
@@ -114,7 +90,7 @@ impl<W: Write> TracePrinter<W> {
     }
 
     /// Writes the spans; a closed stdout is not an error worth dying for.
-    pub fn print<'a>(&mut self, spans: impl IntoIterator<Item = &'a HttpSpan>, clock: &WallClock) {
+    pub fn print<'a>(&mut self, spans: impl IntoIterator<Item = &'a Span>, clock: &WallClock) {
         if self.format == PrinterFormat::Disabled {
             return;
         }
@@ -136,35 +112,36 @@ impl<W: Write> TracePrinter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spans::GrpcCall;
+    use crate::spans::{GrpcCall, GrpcExchange, HttpExchange, Protocol, SpanKind, SpanOrigin};
 
-    fn grpc_span(status_code: Option<u32>) -> HttpSpan {
-        HttpSpan {
-            kind: SpanKind::Client,
-            pid: 4,
-            process_name: "shop".into(),
-            local: "127.0.0.1:41876".parse().unwrap_or_else(|e| panic!("{e}")),
-            peer: "127.0.0.1:50051".parse().unwrap_or_else(|e| panic!("{e}")),
+    fn grpc_span(status_code: Option<u32>) -> Span {
+        let http = HttpExchange {
             method: "POST".into(),
             target: "/shop.Catalog/GetItem".into(),
             status: 200,
             protocol_version: "2",
-            start_monotonic_ns: 0,
-            end_monotonic_ns: 2_000_000,
             request_body_bytes: 7,
-            response_body_bytes: 0,
-            host: None,
-            traceparent: None,
-            truncated: false,
-            route: None,
-            grpc: Some(GrpcCall {
-                service: "shop.Catalog".into(),
-                method: "GetItem".into(),
-                status_code,
-                message: Some("no such item".into()),
-            }),
-            tls: false,
-        }
+            ..HttpExchange::default()
+        };
+        let call = GrpcCall {
+            service: "shop.Catalog".into(),
+            method: "GetItem".into(),
+            status_code,
+            message: Some("no such item".into()),
+        };
+        Span::new(
+            SpanOrigin {
+                kind: SpanKind::Client,
+                pid: 4,
+                process_name: "shop".into(),
+                local: "127.0.0.1:41876".parse().unwrap_or_else(|e| panic!("{e}")),
+                peer: "127.0.0.1:50051".parse().unwrap_or_else(|e| panic!("{e}")),
+                tls: false,
+            },
+            (0, 2_000_000),
+            false,
+            Protocol::Grpc(GrpcExchange { call, http }),
+        )
     }
 
     #[test]
@@ -177,6 +154,7 @@ mod tests {
             ),
             "{line}"
         );
+        assert!(line.contains(" client shop[4] 127.0.0.1:41876 -> 127.0.0.1:50051 "));
         assert!(!text_line(&grpc_span(None), &clock).contains("grpc="));
         let json = json_value(&grpc_span(Some(5)), &clock);
         assert_eq!(json["grpc"]["service"], "shop.Catalog");
@@ -184,6 +162,10 @@ mod tests {
         assert_eq!(json["grpc"]["status_code"], 5);
         assert_eq!(json["grpc"]["status"], "NOT_FOUND");
         assert_eq!(json["grpc"]["message"], "no such item");
+        assert_eq!(json["method"], "POST");
+        assert_eq!(json["scheme"], "http");
+        assert_eq!(json["kind"], "client");
+        assert_eq!(json["trace_id"].as_str().map(str::len), Some(32));
         let unseen = json_value(&grpc_span(None), &clock);
         assert!(unseen["grpc"]["status"].is_null());
     }

@@ -2,8 +2,6 @@
 //! resources, and the mapping of our spans (HTTP, gRPC) to OTLP. (The SDK's
 //! environment variables are read in `config::otel_sdk`.)
 
-pub mod ids;
 pub mod resource;
-pub mod rpc_conventions;
 pub mod sampler;
 pub mod span_encoding;

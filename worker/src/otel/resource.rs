@@ -5,30 +5,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::discovery::ServiceIdentity;
-
-fn attribute(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-pub fn string_attribute(key: &str, value: impl Into<String>) -> KeyValue {
-    attribute(key, any_value::Value::StringValue(value.into()))
-}
-
-pub fn int_attribute(key: &str, value: i64) -> KeyValue {
-    attribute(key, any_value::Value::IntValue(value))
-}
-
-pub fn bool_attribute(key: &str, value: bool) -> KeyValue {
-    attribute(key, any_value::Value::BoolValue(value))
-}
+pub use crate::semconv::attribute::{bool_attribute, int_attribute, string_attribute};
 
 fn set_string(resource: &mut Resource, key: &str, value: &str) {
     resource.attributes.retain(|a| a.key != key);
@@ -177,6 +157,7 @@ impl ResourceCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::any_value;
 
     fn value_of<'a>(resource: &'a Resource, key: &str) -> Option<&'a any_value::Value> {
         resource

@@ -49,7 +49,7 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otel::ids::new_trace_id;
+    use crate::spans::ids::new_trace_id;
 
     #[test]
     fn ratio_keeps_about_the_ratio() {

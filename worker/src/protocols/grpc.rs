@@ -4,28 +4,8 @@
 #![forbid(unsafe_code)]
 
 use super::http2::Http2Exchange;
+pub use crate::spans::grpc::status_name;
 use crate::spans::GrpcCall;
-
-/// Status code names, indexed by code.
-const STATUS_NAMES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
 
 pub const OK: u32 = 0;
 pub const CANCELLED: u32 = 1;
@@ -38,14 +18,6 @@ pub const INTERNAL: u32 = 13;
 pub const UNAVAILABLE: u32 = 14;
 pub const DATA_LOSS: u32 = 15;
 pub const UNAUTHENTICATED: u32 = 16;
-
-/// `NOT_FOUND` for 5; codes outside the table (servers may send any number) are `CODE_<n>`.
-pub fn status_name(code: u32) -> std::borrow::Cow<'static, str> {
-    match STATUS_NAMES.get(code as usize) {
-        Some(name) => std::borrow::Cow::Borrowed(name),
-        None => std::borrow::Cow::Owned(format!("CODE_{code}")),
-    }
-}
 
 /// `application/grpc`, `application/grpc+proto`, `application/grpc;…` —
 /// not `application/grpc-web*`, which is another protocol.

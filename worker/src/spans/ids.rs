@@ -1,6 +1,48 @@
-//! Trace and span ids: random generation, and the W3C `traceparent` header.
+//! Trace and span ids: random generation, the W3C `traceparent` header, and
+//! the ids a span is given when it is built.
 
 use std::cell::Cell;
+
+use super::SpanKind;
+
+/// Identity of one span in its trace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    /// The sampled flag of the incoming context, for parent-based samplers.
+    pub parent_sampled: Option<bool>,
+}
+
+impl SpanIds {
+    /// A server (or consumer) span joins the caller's trace as its child. A
+    /// client (or producer) span whose request carries a traceparent *is* the
+    /// span that header names (the callee will see it as its parent), so it
+    /// takes those ids. Without a context, a new trace.
+    pub fn assign(kind: SpanKind, traceparent: Option<&str>) -> Self {
+        match traceparent.and_then(TraceParent::parse) {
+            Some(tp) if kind.is_outgoing() => Self {
+                trace_id: tp.trace_id,
+                span_id: tp.parent_span_id,
+                parent_span_id: None,
+                parent_sampled: Some(tp.sampled),
+            },
+            Some(tp) => Self {
+                trace_id: tp.trace_id,
+                span_id: new_span_id(),
+                parent_span_id: Some(tp.parent_span_id),
+                parent_sampled: Some(tp.sampled),
+            },
+            None => Self {
+                trace_id: new_trace_id(),
+                span_id: new_span_id(),
+                parent_span_id: None,
+                parent_sampled: None,
+            },
+        }
+    }
+}
 
 /// W3C trace context carried by a request (`traceparent` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +168,24 @@ mod tests {
         ] {
             assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn servers_join_the_incoming_trace_and_clients_are_the_span_it_names() {
+        let header = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let server = SpanIds::assign(SpanKind::Server, header);
+        assert_eq!(to_hex(&server.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            server.parent_span_id.map(|p| to_hex(&p)).as_deref(),
+            Some("00f067aa0ba902b7")
+        );
+        assert_eq!(server.parent_sampled, Some(true));
+        let client = SpanIds::assign(SpanKind::Client, header);
+        assert_eq!(to_hex(&client.span_id), "00f067aa0ba902b7");
+        assert_eq!(client.parent_span_id, None);
+        let fresh = SpanIds::assign(SpanKind::Server, None);
+        assert_ne!(fresh.trace_id, [0; 16]);
+        assert_eq!((fresh.parent_span_id, fresh.parent_sampled), (None, None));
     }
 
     #[test]

@@ -1,0 +1,257 @@
+//! Every name the agent exports is a current OpenTelemetry semantic
+//! convention: HTTP (server and client) and gRPC (both sides) spans and
+//! metrics go to a real OTLP receiver, and each span, data point and
+//! resource attribute name and each metric name is looked up in the PyPI
+//! package opentelemetry-semantic-conventions (installed by the test when
+//! missing): it must be defined, and not deprecated. The agent's own
+//! `zerotrace.*` metrics are ours, not conventions, and are left out.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{metric, Metric};
+use opentelemetry_proto::tonic::trace::v1::span;
+use zerotrace_integration_tests::otlp_receiver::*;
+use zerotrace_integration_tests::semconv::{SemanticConventions, Status};
+use zerotrace_integration_tests::*;
+
+/// The package version the names are checked against.
+const VERSION: &str = "0.66b2";
+
+/// Metrics whose names must arrive before the names are checked.
+const EXPECTED_METRICS: [&str; 4] = [
+    "http.server.request.duration",
+    "http.client.request.duration",
+    "rpc.server.call.duration",
+    "rpc.client.call.duration",
+];
+
+/// A child process killed on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tonic(mode: &str, port: u16) -> Process {
+    let child = Command::new(bin_dir().join("zerotrace-test-grpc"))
+        .arg(mode)
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the tonic {mode}: {e}"));
+    Process(child)
+}
+
+/// The data points' attributes of a metric, whatever its type.
+fn point_attributes(metric: &Metric) -> Vec<&[KeyValue]> {
+    match &metric.data {
+        Some(metric::Data::Histogram(h)) => {
+            h.data_points.iter().map(|p| &p.attributes[..]).collect()
+        }
+        Some(metric::Data::Sum(s)) => s.data_points.iter().map(|p| &p.attributes[..]).collect(),
+        Some(metric::Data::Gauge(g)) => g.data_points.iter().map(|p| &p.attributes[..]).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `where: name` for every name that is not a current convention.
+fn problems(
+    conventions: &SemanticConventions,
+    attributes: &BTreeSet<(String, &str)>,
+    metrics: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, place) in attributes {
+        match conventions.attribute(name) {
+            Some(Status::Stable | Status::Incubating) => {}
+            Some(Status::Deprecated) => {
+                problems.push(format!("{place} attribute {name}: deprecated"))
+            }
+            None => problems.push(format!("{place} attribute {name}: not defined")),
+        }
+    }
+    for name in metrics {
+        match conventions.metric(name) {
+            Some(Status::Stable | Status::Incubating) => {}
+            Some(Status::Deprecated) => problems.push(format!("metric {name}: deprecated")),
+            None => problems.push(format!("metric {name}: not defined")),
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_exported_name_is_a_current_semantic_convention() {
+    require_root();
+    let conventions = SemanticConventions::load();
+    assert_eq!(conventions.version, VERSION);
+
+    let http = Server::python_app();
+    let grpc_port = free_port();
+    let _grpc_server = tonic("server", grpc_port);
+    let up = wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", grpc_port)).ok()
+    });
+    assert!(
+        up.is_some(),
+        "the gRPC server never listened on {grpc_port}"
+    );
+    let mut grpc_client = tonic("client", grpc_port);
+
+    let receiver = OtlpReceiver::start_grpc();
+    let endpoint = receiver.endpoint();
+    let dir = std::env::temp_dir().join(format!("zt-semconv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.join("semconv.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "discovery:\n  instrument:\n    - open_ports: {}\n    - open_ports: {grpc_port}\n    - target_pids: [{}]\n",
+            http.port,
+            grpc_client.0.id()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _agent = Agent::start(
+        &["--config", &config.to_string_lossy()],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+        ],
+    );
+
+    // HTTP: server spans of every outcome, and a client span (/proxy calls the server itself).
+    curl(&[&http.url("/hello?x=1")]);
+    curl(&[&http.url("/missing")]);
+    curl(&[&http.url("/status/503")]);
+    curl(&[&http.url("/proxy")]);
+    curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        "0123456789",
+        &http.url("/echo"),
+    ]);
+    curl(&["-X", "PROPFIND", &http.url("/hello")]);
+    // gRPC: the tonic client's calls (OK and failures), on both sides.
+    if let Some(stdin) = grpc_client.0.stdin.as_mut() {
+        stdin
+            .write_all(b"go\n")
+            .unwrap_or_else(|e| panic!("gRPC client stdin: {e}"));
+    }
+    let exited = wait_for(Duration::from_secs(30), || {
+        grpc_client.0.try_wait().ok().flatten()
+    });
+    assert!(exited.is_some(), "the gRPC client did not finish");
+
+    let arrived = receiver.wait_for_metrics(Duration::from_secs(20), |metrics| {
+        let names: BTreeSet<String> = metrics_of(metrics)
+            .into_iter()
+            .map(|(_, m)| m.name)
+            .collect();
+        EXPECTED_METRICS
+            .iter()
+            .all(|name| names.contains(*name))
+            .then_some(())
+    });
+    assert!(
+        arrived.is_some(),
+        "not every expected metric arrived: {:#?}",
+        metrics_of(&receiver.metrics())
+            .into_iter()
+            .map(|(_, m)| m.name)
+            .collect::<BTreeSet<_>>()
+    );
+    let kinds = receiver.wait_for_traces(Duration::from_secs(20), |traces| {
+        let spans = spans_of(traces);
+        let has = |kind: span::SpanKind, rpc: bool| {
+            spans.iter().any(|(_, s)| {
+                s.kind == kind as i32 && s.attributes.iter().any(|a| a.key == "rpc.method") == rpc
+            })
+        };
+        (has(span::SpanKind::Server, false)
+            && has(span::SpanKind::Client, false)
+            && has(span::SpanKind::Server, true)
+            && has(span::SpanKind::Client, true))
+        .then_some(())
+    });
+    assert!(
+        kinds.is_some(),
+        "HTTP and gRPC spans of both kinds did not arrive: {:#?}",
+        receiver.spans()
+    );
+
+    // Every name the agent exported.
+    let mut attributes: BTreeSet<(String, &str)> = BTreeSet::new();
+    let mut metric_names: BTreeSet<String> = BTreeSet::new();
+    for export in receiver.traces() {
+        for resource_spans in &export.request.resource_spans {
+            let resource = resource_spans.resource.clone().unwrap_or_default();
+            attributes.extend(
+                resource
+                    .attributes
+                    .iter()
+                    .map(|a| (a.key.clone(), "resource")),
+            );
+            for scope in &resource_spans.scope_spans {
+                for span in &scope.spans {
+                    attributes.extend(span.attributes.iter().map(|a| (a.key.clone(), "span")));
+                }
+            }
+        }
+    }
+    for export in receiver.metrics() {
+        for resource_metrics in &export.request.resource_metrics {
+            let resource = resource_metrics.resource.clone().unwrap_or_default();
+            attributes.extend(
+                resource
+                    .attributes
+                    .iter()
+                    .map(|a| (a.key.clone(), "resource")),
+            );
+            for scope in &resource_metrics.scope_metrics {
+                // The agent's own metrics are its own namespace, not conventions.
+                for metric in scope
+                    .metrics
+                    .iter()
+                    .filter(|m| !m.name.starts_with("zerotrace."))
+                {
+                    metric_names.insert(metric.name.clone());
+                    for point in point_attributes(metric) {
+                        attributes.extend(point.iter().map(|a| (a.key.clone(), "data point")));
+                    }
+                }
+            }
+        }
+    }
+    // The check reaches what matters (the names this test was written for).
+    for name in [
+        "rpc.system.name",
+        "rpc.method",
+        "rpc.response.status_code",
+        "url.full",
+    ] {
+        assert!(
+            attributes.iter().any(|(key, _)| key == name),
+            "{name} was not exported: {attributes:?}"
+        );
+    }
+    let problems = problems(&conventions, &attributes, &metric_names);
+    assert!(
+        problems.is_empty(),
+        "names that are not current semantic conventions ({VERSION}):\n{}\nexported: {attributes:?}\n{metric_names:?}",
+        problems.join("\n")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,539 @@
+//! The HTTP RED histograms: `http.{server,client}.request.duration` (s) and
+//! the request/response body sizes (By), per process and attribute set. The
+//! series are looked up by a key borrowed from the span, so recording a known
+//! series allocates nothing.
+
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use super::red::{HistogramState, MetricStore, Point, MAX_SERIES};
+use crate::hashing::FastMap;
+use crate::semconv::attribute::bool_attribute;
+use crate::semconv::http::{
+    instruments, is_error_status, metric_attributes, normalized_method, server_address_and_port,
+    INSTRUMENTS,
+};
+use crate::semconv::Instrument;
+use crate::spans::{HttpExchange, Span, SpanKind};
+
+/// The attributes that identify one series. Hashed through
+/// [`SeriesKeyRef`], so that a borrowed key finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesKey {
+    pub pid: u32,
+    pub kind: SpanKind,
+    pub method: String,
+    pub status: u16,
+    pub route: Option<String>,
+    pub server_address: String,
+    pub server_port: u16,
+    pub protocol_version: &'static str,
+    /// `url.scheme`: https for exchanges captured from a TLS library.
+    pub scheme: &'static str,
+    pub error: bool,
+    pub overflow: bool,
+}
+
+/// A [`SeriesKey`] borrowed from a span and its route: finds the series of
+/// an exchange without building an owned key (strings are copied only when
+/// a series is created). [`SeriesKey`] hashes as its borrowed form, and
+/// [`SeriesKey::borrowed`] names every field, so the two cannot drift apart.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SeriesKeyRef<'a> {
+    pid: u32,
+    kind: SpanKind,
+    method: &'a str,
+    status: u16,
+    route: Option<&'a str>,
+    server_address: &'a str,
+    server_port: u16,
+    protocol_version: &'static str,
+    scheme: &'static str,
+    error: bool,
+    overflow: bool,
+}
+
+impl<'a> SeriesKeyRef<'a> {
+    fn of(span: &Span, http: &'a HttpExchange, server: &'a ServerAddress) -> Self {
+        Self {
+            pid: span.pid,
+            kind: span.kind,
+            method: normalized_method(&http.method).0,
+            status: http.status,
+            route: http.route.as_deref(),
+            server_address: server.text(),
+            server_port: server.port,
+            protocol_version: http.protocol_version,
+            scheme: HttpExchange::scheme(span.tls),
+            error: is_error_status(span.kind, http.status),
+            overflow: false,
+        }
+    }
+
+    fn overflow_of(pid: u32, kind: SpanKind) -> Self {
+        Self {
+            pid,
+            kind,
+            method: "",
+            status: 0,
+            route: None,
+            server_address: "",
+            server_port: 0,
+            protocol_version: "",
+            scheme: "",
+            error: false,
+            overflow: true,
+        }
+    }
+
+    fn owned(&self) -> SeriesKey {
+        SeriesKey {
+            pid: self.pid,
+            kind: self.kind,
+            method: self.method.to_owned(),
+            status: self.status,
+            route: self.route.map(str::to_owned),
+            server_address: self.server_address.to_owned(),
+            server_port: self.server_port,
+            protocol_version: self.protocol_version,
+            scheme: self.scheme,
+            error: self.error,
+            overflow: self.overflow,
+        }
+    }
+}
+
+impl hashbrown::Equivalent<SeriesKey> for SeriesKeyRef<'_> {
+    fn equivalent(&self, key: &SeriesKey) -> bool {
+        *self == key.borrowed()
+    }
+}
+
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.borrowed().hash(state);
+    }
+}
+
+/// `server.address` and `server.port` of a span. For servers the listening
+/// socket keeps cardinality bounded (Host headers need not); its address is
+/// written out without allocating.
+struct ServerAddress {
+    text: AddressText,
+    port: u16,
+}
+
+enum AddressText {
+    Ip { bytes: [u8; 48], len: usize },
+    Name(String),
+}
+
+impl ServerAddress {
+    fn of(span: &Span, http: &HttpExchange) -> Self {
+        if span.kind.is_outgoing() {
+            let (name, port) = server_address_and_port(span, http);
+            Self {
+                text: AddressText::Name(name),
+                port,
+            }
+        } else {
+            Self {
+                text: ip_text(span.local.ip()),
+                port: span.local.port(),
+            }
+        }
+    }
+
+    fn text(&self) -> &str {
+        match &self.text {
+            AddressText::Ip { bytes, len } => bytes
+                .get(..*len)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default(),
+            AddressText::Name(name) => name,
+        }
+    }
+}
+
+/// An address as `IpAddr`'s `Display` writes it, into a stack buffer.
+fn ip_text(ip: IpAddr) -> AddressText {
+    let mut bytes = [0u8; 48];
+    let len = match ip {
+        IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    push(&mut bytes, &mut len, b'.');
+                }
+                if octet >= 100 {
+                    push(&mut bytes, &mut len, b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    push(&mut bytes, &mut len, b'0' + octet / 10 % 10);
+                }
+                push(&mut bytes, &mut len, b'0' + octet % 10);
+            }
+            len
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut bytes[..]);
+            // At most 45 bytes: the buffer cannot fill up.
+            let _ = write!(cursor, "{v6}");
+            usize::try_from(cursor.position()).unwrap_or(0)
+        }
+    };
+    AddressText::Ip { bytes, len }
+}
+
+fn push(bytes: &mut [u8], len: &mut usize, b: u8) {
+    if let Some(slot) = bytes.get_mut(*len) {
+        *slot = b;
+        *len += 1;
+    }
+}
+
+impl SeriesKey {
+    pub fn of(span: &Span, http: &HttpExchange) -> Self {
+        SeriesKeyRef::of(span, http, &ServerAddress::of(span, http)).owned()
+    }
+
+    /// The key as borrowed fields: what it hashes as and is compared by.
+    fn borrowed(&self) -> SeriesKeyRef<'_> {
+        // Naming every field: a new one must be added to SeriesKeyRef too.
+        let SeriesKey {
+            pid,
+            kind,
+            method,
+            status,
+            route,
+            server_address,
+            server_port,
+            protocol_version,
+            scheme,
+            error,
+            overflow,
+        } = self;
+        SeriesKeyRef {
+            pid: *pid,
+            kind: *kind,
+            method,
+            status: *status,
+            route: route.as_deref(),
+            server_address,
+            server_port: *server_port,
+            protocol_version,
+            scheme,
+            error: *error,
+            overflow: *overflow,
+        }
+    }
+
+    pub fn attributes(&self) -> Vec<KeyValue> {
+        if self.overflow {
+            return vec![bool_attribute("otel.metric.overflow", true)];
+        }
+        metric_attributes(
+            &self.method,
+            self.status,
+            self.scheme,
+            self.protocol_version,
+            (&self.server_address, self.server_port),
+            self.route.as_deref(),
+            self.error,
+        )
+    }
+}
+
+/// The three histograms of one series.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub resource: Arc<Resource>,
+    pub start_unix_ns: u64,
+    pub duration: HistogramState,
+    pub request_size: HistogramState,
+    pub response_size: HistogramState,
+}
+
+/// The HTTP series of every process.
+#[derive(Default)]
+pub struct HttpMetrics {
+    series: FastMap<SeriesKey, Series>,
+    pub overflowed_points: u64,
+}
+
+impl HttpMetrics {
+    pub fn series(&self) -> impl Iterator<Item = (&SeriesKey, &Series)> {
+        self.series.iter()
+    }
+
+    pub fn record(
+        &mut self,
+        span: &Span,
+        http: &HttpExchange,
+        resource: &Arc<Resource>,
+        now_unix_ns: u64,
+    ) {
+        let server = ServerAddress::of(span, http);
+        let mut key = SeriesKeyRef::of(span, http, &server);
+        if self.series.len() >= MAX_SERIES && !self.series.contains_key(&key) {
+            key = SeriesKeyRef::overflow_of(span.pid, span.kind);
+            self.overflowed_points += 1;
+        }
+        let [duration, request_size, response_size] = instruments(span.kind) else {
+            return;
+        };
+        // One lookup by the borrowed key; an owned one only for a new series.
+        let (_, series) = self
+            .series
+            .raw_entry_mut()
+            .from_key(&key)
+            .or_insert_with(|| {
+                let series = Series {
+                    resource: Arc::clone(resource),
+                    start_unix_ns: now_unix_ns,
+                    duration: HistogramState::new(duration.bounds),
+                    request_size: HistogramState::new(request_size.bounds),
+                    response_size: HistogramState::new(response_size.bounds),
+                };
+                (key.owned(), series)
+            });
+        series
+            .duration
+            .record(duration.bounds, span.duration_ns() as f64 / 1e9);
+        series
+            .request_size
+            .record(request_size.bounds, http.request_body_bytes as f64);
+        series
+            .response_size
+            .record(response_size.bounds, http.response_body_bytes as f64);
+    }
+}
+
+impl MetricStore for HttpMetrics {
+    fn instruments(&self) -> &'static [Instrument] {
+        &INSTRUMENTS
+    }
+
+    fn points(&self) -> Vec<Point<'_>> {
+        let mut points = Vec::with_capacity(self.series.len() * 3);
+        for (key, series) in &self.series {
+            let attributes = key.attributes();
+            let states = [
+                &series.duration,
+                &series.request_size,
+                &series.response_size,
+            ];
+            for (instrument, state) in instruments(key.kind).iter().zip(states) {
+                points.push(Point {
+                    pid: key.pid,
+                    resource: &series.resource,
+                    instrument,
+                    attributes: attributes.clone(),
+                    start_unix_ns: series.start_unix_ns,
+                    state,
+                });
+            }
+        }
+        points
+    }
+
+    fn after_export(&mut self, reset: bool, exited: &[u32], now_unix_ns: u64) {
+        if reset {
+            for (key, series) in self.series.iter_mut() {
+                let [duration, request_size, response_size] = instruments(key.kind) else {
+                    continue;
+                };
+                series.start_unix_ns = now_unix_ns;
+                series.duration = HistogramState::new(duration.bounds);
+                series.request_size = HistogramState::new(request_size.bounds);
+                series.response_size = HistogramState::new(response_size.bounds);
+            }
+        }
+        self.series.retain(|key, _| !exited.contains(&key.pid));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Temporality;
+    use crate::metrics::red::{RedMetrics, DURATION_BOUNDS_SECONDS};
+    use crate::spans::{Protocol, SpanOrigin};
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint};
+
+    fn span_with_route(status: u16, duration_ms: u64, path: &str, route: Option<&str>) -> Span {
+        let http = HttpExchange {
+            method: "GET".into(),
+            target: path.into(),
+            status,
+            protocol_version: "1.1",
+            response_body_bytes: 30,
+            route: route.map(str::to_owned),
+            ..HttpExchange::default()
+        };
+        Span::new(
+            SpanOrigin {
+                kind: SpanKind::Server,
+                pid: 7,
+                process_name: "app".into(),
+                local: "127.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}")),
+                peer: "127.0.0.1:50000".parse().unwrap_or_else(|e| panic!("{e}")),
+                tls: false,
+            },
+            (0, duration_ms * 1_000_000),
+            false,
+            Protocol::Http(http),
+        )
+    }
+
+    fn span(status: u16, duration_ms: u64, path: &str) -> Span {
+        span_with_route(status, duration_ms, path, None)
+    }
+
+    fn duration_points(request: &ExportMetricsServiceRequest) -> Vec<HistogramDataPoint> {
+        request
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .filter(|m| m.name == "http.server.request.duration")
+            .filter_map(|m| match &m.data {
+                Some(metric::Data::Histogram(h)) => Some(h.data_points.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn buckets_counts_and_series_follow_the_conventions() {
+        let resource = Arc::new(Resource::default());
+        let mut red = RedMetrics::new(Temporality::Cumulative);
+        red.record(&span(200, 3, "/a"), &resource, 1);
+        red.record(&span(200, 5, "/a"), &resource, 1); // 0.005 s: upper-inclusive bucket 0
+        red.record(&span(200, 40, "/a"), &resource, 1);
+        red.record(&span(500, 2_000, "/a"), &resource, 1);
+        let request = red.export(10).unwrap_or_default();
+        let points = duration_points(&request);
+        assert_eq!(points.len(), 2, "one series per status code");
+        let ok = points
+            .iter()
+            .find(|p| p.attributes.iter().all(|a| a.key != "error.type"))
+            .unwrap_or_else(|| panic!("no 200 series"));
+        assert_eq!(ok.count, 3);
+        assert_eq!(ok.bucket_counts[0], 2);
+        assert_eq!(ok.bucket_counts[3], 1); // 0.04 s in (0.025, 0.05]
+        assert_eq!(ok.explicit_bounds, DURATION_BOUNDS_SECONDS.to_vec());
+        assert_eq!(ok.min, Some(0.003));
+        let failed = points
+            .iter()
+            .find(|p| p.count == 1)
+            .unwrap_or_else(|| panic!("no 500 series"));
+        assert!(failed.attributes.iter().any(|a| a.key == "error.type"));
+        assert_eq!(failed.bucket_counts[10], 1); // 2 s in (1, 2.5]
+
+        // Cumulative: counts keep growing; start time stays.
+        red.record(&span(200, 3, "/a"), &resource, 20);
+        let again = duration_points(&red.export(30).unwrap_or_default());
+        let ok = again
+            .iter()
+            .find(|p| p.count == 4)
+            .map(|p| p.start_time_unix_nano);
+        assert_eq!(ok, Some(1));
+    }
+
+    #[test]
+    fn delta_temporality_resets_after_each_export() {
+        let resource = Arc::new(Resource::default());
+        let mut red = RedMetrics::new(Temporality::Delta);
+        red.record(&span(200, 3, "/a"), &resource, 1);
+        red.record(&span(200, 3, "/a"), &resource, 1);
+        assert_eq!(
+            duration_points(&red.export(10).unwrap_or_default())[0].count,
+            2
+        );
+        assert!(red.export(20).is_none(), "nothing new, nothing sent");
+        red.record(&span(200, 3, "/a"), &resource, 25);
+        let points = duration_points(&red.export(30).unwrap_or_default());
+        assert_eq!(points[0].count, 1);
+        assert_eq!(points[0].start_time_unix_nano, 20);
+    }
+
+    #[test]
+    fn cardinality_is_capped_with_an_overflow_series() {
+        let resource = Arc::new(Resource::default());
+        let mut red = RedMetrics::new(Temporality::Cumulative);
+        for i in 0..(MAX_SERIES + 50) {
+            let route = format!("/r{i}");
+            red.record(&span_with_route(200, 1, &route, Some(&route)), &resource, 1);
+        }
+        assert_eq!(red.http.series().count(), MAX_SERIES + 1);
+        assert_eq!(red.http.overflowed_points, 50);
+    }
+
+    #[test]
+    fn server_addresses_are_written_as_display_does() {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "192.168.9.10",
+            "::",
+            "::1",
+            "fe80::1:2",
+            "2001:db8::ff00:42:8329",
+            "::ffff:10.0.0.1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            let server = ServerAddress {
+                text: ip_text(ip),
+                port: 1,
+            };
+            assert_eq!(server.text(), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn a_borrowed_key_finds_its_series() {
+        use std::hash::BuildHasher;
+        let state = crate::hashing::FastState::default();
+        for (kind, route) in [(SpanKind::Server, Some("/a")), (SpanKind::Client, None)] {
+            let mut span = span_with_route(503, 1, "/a", route);
+            span.kind = kind;
+            let Some(http) = span.http_mut() else {
+                panic!("not HTTP")
+            };
+            http.host = Some("api.example:8443".into());
+            let http = http.clone();
+            let server = ServerAddress::of(&span, &http);
+            let borrowed = SeriesKeyRef::of(&span, &http, &server);
+            let owned = SeriesKey::of(&span, &http);
+            assert_eq!(state.hash_one(&borrowed), state.hash_one(&owned));
+            assert!(hashbrown::Equivalent::equivalent(&borrowed, &owned));
+            assert_eq!(borrowed.owned(), owned);
+        }
+        let overflow = SeriesKeyRef::overflow_of(7, SpanKind::Server);
+        assert_eq!(state.hash_one(&overflow), state.hash_one(overflow.owned()));
+
+        // Recording twice the same exchange keeps one series.
+        let resource = Arc::new(Resource::default());
+        let mut red = RedMetrics::new(Temporality::Cumulative);
+        red.record(&span_with_route(200, 1, "/a", Some("/a")), &resource, 1);
+        red.record(&span_with_route(200, 2, "/a", Some("/a")), &resource, 1);
+        red.record(&span_with_route(200, 2, "/a", Some("/b")), &resource, 1);
+        let counts: Vec<u64> = red.http.series().map(|(_, s)| s.duration.count).collect();
+        assert_eq!(counts.len(), 2);
+        assert_eq!(counts.iter().sum::<u64>(), 3);
+    }
+}

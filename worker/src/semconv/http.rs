@@ -1,0 +1,223 @@
+//! The stable HTTP semantic conventions: span name, attributes, error rule,
+//! and the `http.{server,client}.*` histograms with their attributes.
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+
+use super::attribute::{int_attribute, string_attribute};
+use super::{Conventions, Instrument, SpanError, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
+use crate::spans::http::UNKNOWN_REQUEST_FIELD;
+use crate::spans::{HttpExchange, Span, SpanKind};
+
+/// Methods the HTTP semantic conventions know; others become `_OTHER`.
+const KNOWN_METHODS: &[&str] = &[
+    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
+];
+
+/// The histograms of server spans, then of client spans: duration, request
+/// body size, response body size.
+pub static INSTRUMENTS: [Instrument; 6] = [
+    Instrument {
+        name: "http.server.request.duration",
+        prometheus_name: "http_server_request_duration_seconds",
+        unit: "s",
+        prometheus_unit: "seconds",
+        description: "Duration of HTTP server requests.",
+        bounds: &DURATION_BOUNDS_SECONDS,
+    },
+    Instrument {
+        name: "http.server.request.body.size",
+        prometheus_name: "http_server_request_body_size_bytes",
+        unit: "By",
+        prometheus_unit: "bytes",
+        description: "Size of HTTP server request bodies.",
+        bounds: &SIZE_BOUNDS_BYTES,
+    },
+    Instrument {
+        name: "http.server.response.body.size",
+        prometheus_name: "http_server_response_body_size_bytes",
+        unit: "By",
+        prometheus_unit: "bytes",
+        description: "Size of HTTP server response bodies.",
+        bounds: &SIZE_BOUNDS_BYTES,
+    },
+    Instrument {
+        name: "http.client.request.duration",
+        prometheus_name: "http_client_request_duration_seconds",
+        unit: "s",
+        prometheus_unit: "seconds",
+        description: "Duration of HTTP client requests.",
+        bounds: &DURATION_BOUNDS_SECONDS,
+    },
+    Instrument {
+        name: "http.client.request.body.size",
+        prometheus_name: "http_client_request_body_size_bytes",
+        unit: "By",
+        prometheus_unit: "bytes",
+        description: "Size of HTTP client request bodies.",
+        bounds: &SIZE_BOUNDS_BYTES,
+    },
+    Instrument {
+        name: "http.client.response.body.size",
+        prometheus_name: "http_client_response_body_size_bytes",
+        unit: "By",
+        prometheus_unit: "bytes",
+        description: "Size of HTTP client response bodies.",
+        bounds: &SIZE_BOUNDS_BYTES,
+    },
+];
+
+/// The duration, request size and response size instruments of a span kind.
+pub fn instruments(kind: SpanKind) -> &'static [Instrument] {
+    let (server, client) = INSTRUMENTS.split_at(3);
+    if kind.is_outgoing() {
+        client
+    } else {
+        server
+    }
+}
+
+/// The method as the conventions want it, and the original when it was not known.
+pub fn normalized_method(method: &str) -> (&str, Option<&str>) {
+    if KNOWN_METHODS.contains(&method) {
+        (method, None)
+    } else {
+        ("_OTHER", Some(method))
+    }
+}
+
+/// 5xx for servers, 4xx/5xx for clients.
+pub fn is_error_status(kind: SpanKind, status: u16) -> bool {
+    if kind.is_outgoing() {
+        status >= 400
+    } else {
+        status >= 500
+    }
+}
+
+/// `server.address`/`server.port`: from the Host header when present, else the socket.
+pub fn server_address_and_port(span: &Span, http: &HttpExchange) -> (String, u16) {
+    let socket = if span.kind.is_outgoing() {
+        span.peer
+    } else {
+        span.local
+    };
+    let Some(host) = http.host.as_deref().filter(|h| !h.is_empty()) else {
+        return (socket.ip().to_string(), socket.port());
+    };
+    // "[::1]:8080", "example.com:8080", "example.com"
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, _)) if !name.ends_with(']') && name.contains(':') => (host, None),
+        Some((name, port)) => (name, port.parse::<u16>().ok()),
+        None => (host, None),
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    (name.to_owned(), port.unwrap_or(socket.port()))
+}
+
+/// `METHOD /route`, or `METHOD` when no route is known.
+pub fn span_name(http: &HttpExchange) -> String {
+    let method = match normalized_method(&http.method).0 {
+        "_OTHER" => "HTTP",
+        known => known,
+    };
+    match &http.route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_owned(),
+    }
+}
+
+/// The HTTP span attributes (also those of a gRPC call's HTTP/2 exchange).
+pub fn span_attributes(span: &Span, http: &HttpExchange, out: &mut Vec<KeyValue>) {
+    let (method, original_method) = normalized_method(&http.method);
+    let (server_address, server_port) = server_address_and_port(span, http);
+    out.extend([
+        string_attribute("http.request.method", method),
+        int_attribute("http.response.status_code", i64::from(http.status)),
+        string_attribute("url.path", http.path()),
+        string_attribute("url.scheme", HttpExchange::scheme(span.tls)),
+        string_attribute("server.address", server_address.clone()),
+        int_attribute("server.port", i64::from(server_port)),
+        string_attribute("network.protocol.name", "http"),
+        string_attribute("network.protocol.version", http.protocol_version),
+        string_attribute("network.peer.address", span.peer.ip().to_string()),
+        int_attribute("network.peer.port", i64::from(span.peer.port())),
+        int_attribute("http.request.body.size", http.request_body_bytes as i64),
+        int_attribute("http.response.body.size", http.response_body_bytes as i64),
+    ]);
+    // A method the capture did not show (`*`) was not sent as such.
+    if let Some(original) = original_method.filter(|m| *m != UNKNOWN_REQUEST_FIELD) {
+        out.push(string_attribute("http.request.method_original", original));
+    }
+    if let Some(route) = &http.route {
+        out.push(string_attribute("http.route", route.clone()));
+    }
+    if let Some((_, query)) = http.target.split_once('?') {
+        out.push(string_attribute("url.query", query));
+    }
+    if span.kind.is_outgoing() {
+        let host = if server_address.contains(':') {
+            format!("[{server_address}]")
+        } else {
+            server_address
+        };
+        out.push(string_attribute(
+            "url.full",
+            format!("http://{host}:{server_port}{}", http.target),
+        ));
+    } else {
+        out.push(string_attribute(
+            "client.address",
+            span.peer.ip().to_string(),
+        ));
+        out.push(int_attribute("client.port", i64::from(span.peer.port())));
+    }
+}
+
+impl Conventions for HttpExchange {
+    fn span_name(&self, _span: &Span) -> String {
+        span_name(self)
+    }
+
+    fn span_attributes(&self, span: &Span, out: &mut Vec<KeyValue>) {
+        span_attributes(span, self, out);
+    }
+
+    fn error(&self, span: &Span) -> Option<SpanError> {
+        self.is_error(span).then(|| SpanError {
+            error_type: self.status.to_string(),
+            message: String::new(),
+        })
+    }
+
+    fn is_error(&self, span: &Span) -> bool {
+        is_error_status(span.kind, self.status)
+    }
+}
+
+/// The attributes of one `http.*` metric series.
+pub fn metric_attributes(
+    method: &str,
+    status: u16,
+    scheme: &str,
+    protocol_version: &str,
+    server: (&str, u16),
+    route: Option<&str>,
+    error: bool,
+) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        string_attribute("http.request.method", method),
+        int_attribute("http.response.status_code", i64::from(status)),
+        string_attribute("url.scheme", scheme),
+        string_attribute("network.protocol.name", "http"),
+        string_attribute("network.protocol.version", protocol_version),
+        string_attribute("server.address", server.0),
+        int_attribute("server.port", i64::from(server.1)),
+    ];
+    if let Some(route) = route {
+        attributes.push(string_attribute("http.route", route));
+    }
+    if error {
+        attributes.push(string_attribute("error.type", status.to_string()));
+    }
+    attributes
+}

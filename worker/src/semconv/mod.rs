@@ -1,0 +1,116 @@
+//! OpenTelemetry semantic conventions, one module per protocol: what a span
+//! is called, its attributes, when it is an error, and the metrics it feeds.
+//! Exporters ask through [`conventions`] and never name a protocol; a new
+//! protocol adds its module here and one arm to [`conventions`].
+
+pub mod attribute;
+pub mod http;
+pub mod rpc;
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+
+use crate::spans::{Protocol, Span};
+
+/// Semantic-convention buckets for `*.duration` histograms, in seconds.
+pub const DURATION_BOUNDS_SECONDS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// The SDK's default explicit buckets, used for body sizes (bytes).
+pub const SIZE_BOUNDS_BYTES: [f64; 15] = [
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
+    10000.0,
+];
+
+/// One histogram a protocol's spans feed, named for OTLP and for Prometheus.
+#[derive(Debug, PartialEq)]
+pub struct Instrument {
+    /// The OTLP metric name (`http.server.request.duration`).
+    pub name: &'static str,
+    /// The Prometheus family (`http_server_request_duration_seconds`).
+    pub prometheus_name: &'static str,
+    /// UCUM unit for OTLP (`s`, `By`).
+    pub unit: &'static str,
+    /// The unit word Prometheus/OpenMetrics use (`seconds`, `bytes`).
+    pub prometheus_unit: &'static str,
+    pub description: &'static str,
+    pub bounds: &'static [f64],
+}
+
+/// Why a span failed, as the conventions put it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanError {
+    /// `error.type`.
+    pub error_type: String,
+    /// The status description (empty when the protocol has none).
+    pub message: String,
+}
+
+/// What every protocol's conventions say about one of its spans.
+pub trait Conventions {
+    /// The span's name (`GET /users/{id}`, `shop.Catalog/GetItem`).
+    fn span_name(&self, span: &Span) -> String;
+    /// The span's attributes, `error.type` aside.
+    fn span_attributes(&self, span: &Span, out: &mut Vec<KeyValue>);
+    /// Some when the span is an error by the protocol's rule.
+    fn error(&self, span: &Span) -> Option<SpanError>;
+    /// Whether [`Conventions::error`] is Some, without building it (hot path).
+    fn is_error(&self, span: &Span) -> bool {
+        self.error(span).is_some()
+    }
+}
+
+/// The conventions of a span's protocol: the one place exporters dispatch.
+pub fn conventions(span: &Span) -> &dyn Conventions {
+    match &span.protocol {
+        Protocol::Http(http) => http,
+        Protocol::Grpc(grpc) => grpc,
+    }
+}
+
+pub fn span_name(span: &Span) -> String {
+    conventions(span).span_name(span)
+}
+
+/// Every attribute of the span, `error.type` included when it failed.
+pub fn span_attributes(span: &Span, error: Option<&SpanError>) -> Vec<KeyValue> {
+    let mut attributes = Vec::with_capacity(20);
+    conventions(span).span_attributes(span, &mut attributes);
+    if let Some(error) = error {
+        attributes.push(attribute::string_attribute(
+            "error.type",
+            error.error_type.clone(),
+        ));
+    }
+    attributes
+}
+
+pub fn error(span: &Span) -> Option<SpanError> {
+    conventions(span).error(span)
+}
+
+pub fn is_error(span: &Span) -> bool {
+    conventions(span).is_error(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_names_follow_the_otlp_names() {
+        for instrument in http::INSTRUMENTS.iter().chain(&rpc::INSTRUMENTS) {
+            let expected = format!(
+                "{}_{}",
+                instrument.name.replace('.', "_"),
+                instrument.prometheus_unit
+            );
+            assert_eq!(instrument.prometheus_name, expected);
+            let unit = match instrument.unit {
+                "s" => "seconds",
+                "By" => "bytes",
+                other => panic!("unit {other} of {}", instrument.name),
+            };
+            assert_eq!(instrument.prometheus_unit, unit, "{}", instrument.name);
+        }
+    }
+}

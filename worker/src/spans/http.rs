@@ -1,0 +1,86 @@
+//! The HTTP part of a span (HTTP/1.x and HTTP/2), and how the trace printer
+//! shows it.
+
+use serde_json::{json, Map, Value};
+
+/// What a span says for a request's method or path the capture did not
+/// show (lost to a gap or to lost HPACK state), as OBI does.
+pub const UNKNOWN_REQUEST_FIELD: &str = "*";
+
+/// What an HTTP request/response exchange adds to its span.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpExchange {
+    pub method: String,
+    /// Request target as sent (path and query).
+    pub target: String,
+    pub status: u16,
+    /// "1.0", "1.1" or "2".
+    pub protocol_version: &'static str,
+    pub request_body_bytes: u64,
+    pub response_body_bytes: u64,
+    pub host: Option<String>,
+    pub traceparent: Option<String>,
+    /// `http.route`, set by the pipeline from the `routes` configuration.
+    pub route: Option<String>,
+}
+
+impl HttpExchange {
+    /// The path part of the target (no query string).
+    pub fn path(&self) -> &str {
+        self.target.split(['?', '#']).next().unwrap_or("")
+    }
+
+    /// `url.scheme`: what the client typed, as far as the capture can tell
+    /// (https when the plaintext came from a TLS library).
+    pub fn scheme(tls: bool) -> &'static str {
+        if tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    pub fn route_or_path(&self) -> &str {
+        self.route.as_deref().unwrap_or_else(|| self.path())
+    }
+
+    /// The printer's text: `"GET /hello HTTP/1.1" 404 185B` before the
+    /// duration, ` req=7B` after it.
+    pub fn printer_text(&self) -> (String, String) {
+        let summary = format!(
+            "\"{} {} HTTP/{}\" {} {}B",
+            self.method,
+            self.target.escape_debug(),
+            self.protocol_version,
+            self.status,
+            self.response_body_bytes,
+        );
+        let details = if self.request_body_bytes > 0 {
+            format!(" req={}B", self.request_body_bytes)
+        } else {
+            String::new()
+        };
+        (summary, details)
+    }
+
+    /// The printer's JSON fields of an HTTP exchange.
+    pub fn printer_json(&self, tls: bool, out: &mut Map<String, Value>) {
+        let fields = json!({
+            "method": self.method,
+            "target": self.target,
+            "scheme": Self::scheme(tls),
+            "path": self.path(),
+            "route": self.route,
+            "status": self.status,
+            "protocol_version": self.protocol_version,
+            "request_body_bytes": self.request_body_bytes,
+            "response_body_bytes": self.response_body_bytes,
+            "host": self.host,
+            "traceparent": self.traceparent,
+            "grpc": null,
+        });
+        if let Value::Object(fields) = fields {
+            out.extend(fields);
+        }
+    }
+}

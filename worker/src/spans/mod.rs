@@ -1,0 +1,174 @@
+//! The span model: one exchange observed on one socket of one process. The
+//! fields every protocol has (who, where, when, which trace) are written once
+//! in [`Span`]; what only one protocol has is its arm of [`Protocol`].
+//!
+//! Adding a protocol adds an arm to [`Protocol`], a module here with its
+//! exchange type (and how the trace printer shows it), and its semantic
+//! conventions in `semconv/` (docs/architecture.md, "How to add a protocol").
+
+pub mod grpc;
+pub mod http;
+pub mod ids;
+
+use std::net::SocketAddr;
+
+pub use grpc::{GrpcCall, GrpcExchange};
+pub use http::HttpExchange;
+pub use ids::SpanIds;
+
+/// OpenTelemetry's span kinds, as far as a socket can tell them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SpanKind {
+    /// The process answered the request (accepted socket).
+    Server,
+    /// The process sent the request (connected socket).
+    Client,
+    /// The process handed a message to a broker (messaging, not yet decoded).
+    Producer,
+    /// The process received a message from a broker (messaging, not yet decoded).
+    Consumer,
+}
+
+impl SpanKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Server => "server",
+            SpanKind::Client => "client",
+            SpanKind::Producer => "producer",
+            SpanKind::Consumer => "consumer",
+        }
+    }
+
+    /// Whether this side asked (client, producer) rather than answered.
+    pub fn is_outgoing(self) -> bool {
+        matches!(self, SpanKind::Client | SpanKind::Producer)
+    }
+}
+
+/// One exchange, with kernel timestamps (CLOCK_MONOTONIC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub kind: SpanKind,
+    pub pid: u32,
+    /// The process's name (its main thread's), not the calling thread's.
+    pub process_name: String,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub start_monotonic_ns: u64,
+    pub end_monotonic_ns: u64,
+    /// Trace id, span id and parent, fixed once when the span is built.
+    pub ids: SpanIds,
+    /// Captured as plaintext from a TLS library.
+    pub tls: bool,
+    /// Part of the exchange was not captured (framing lost, stream reset):
+    /// sizes are lower bounds.
+    pub partial: bool,
+    /// What the protocol adds.
+    pub protocol: Protocol,
+}
+
+/// The per-protocol part of a span: one arm per decoded protocol. Database
+/// and messaging protocols get their own arms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    /// An HTTP/1.x or HTTP/2 exchange that is not a gRPC call.
+    Http(HttpExchange),
+    /// A gRPC call, with the HTTP/2 exchange that carried it: the RPC
+    /// conventions name and judge it and its metric is the RPC one.
+    Grpc(GrpcExchange),
+}
+
+/// Who and where a span happened: the connection's side of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanOrigin {
+    pub kind: SpanKind,
+    pub pid: u32,
+    pub process_name: String,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+impl Span {
+    /// The one constructor decoders use: ids are assigned here, from the
+    /// trace context the request carried (if any), so every exporter sees
+    /// the same ones and later stages (parent/child linking) can change them.
+    pub fn new(
+        origin: SpanOrigin,
+        (start_monotonic_ns, end_monotonic_ns): (u64, u64),
+        partial: bool,
+        protocol: Protocol,
+    ) -> Self {
+        let ids = SpanIds::assign(origin.kind, protocol.traceparent());
+        Self {
+            kind: origin.kind,
+            pid: origin.pid,
+            process_name: origin.process_name,
+            local: origin.local,
+            peer: origin.peer,
+            start_monotonic_ns,
+            end_monotonic_ns: end_monotonic_ns.max(start_monotonic_ns),
+            ids,
+            tls: origin.tls,
+            partial,
+            protocol,
+        }
+    }
+
+    pub fn duration_ns(&self) -> u64 {
+        self.end_monotonic_ns
+            .saturating_sub(self.start_monotonic_ns)
+    }
+
+    /// The HTTP exchange of HTTP spans and of gRPC calls (routes apply to both).
+    pub fn http(&self) -> Option<&HttpExchange> {
+        match &self.protocol {
+            Protocol::Http(http) => Some(http),
+            Protocol::Grpc(grpc) => Some(&grpc.http),
+        }
+    }
+
+    pub fn http_mut(&mut self) -> Option<&mut HttpExchange> {
+        match &mut self.protocol {
+            Protocol::Http(http) => Some(http),
+            Protocol::Grpc(grpc) => Some(&mut grpc.http),
+        }
+    }
+
+    /// What the live view groups spans by: the route, else the path (HTTP, gRPC).
+    pub fn operation(&self) -> &str {
+        match &self.protocol {
+            Protocol::Http(http) => http.route_or_path(),
+            Protocol::Grpc(grpc) => grpc.http.route_or_path(),
+        }
+    }
+}
+
+impl Protocol {
+    /// The W3C `traceparent` the request carried.
+    pub fn traceparent(&self) -> Option<&str> {
+        match self {
+            Protocol::Http(http) => http.traceparent.as_deref(),
+            Protocol::Grpc(grpc) => grpc.http.traceparent.as_deref(),
+        }
+    }
+}
+
+impl Span {
+    /// The trace printer's protocol text: what goes before the duration
+    /// (`"GET /x HTTP/1.1" 200 7B`) and after it (` req=3B grpc=NOT_FOUND`).
+    pub fn printer_text(&self) -> (String, String) {
+        match &self.protocol {
+            Protocol::Http(http) => http.printer_text(),
+            Protocol::Grpc(grpc) => grpc.printer_text(),
+        }
+    }
+
+    /// The trace printer's JSON fields of the protocol part.
+    pub fn printer_json(&self, out: &mut serde_json::Map<String, serde_json::Value>) {
+        match &self.protocol {
+            Protocol::Http(http) => http.printer_json(self.tls, out),
+            Protocol::Grpc(grpc) => grpc.printer_json(self.tls, out),
+        }
+    }
+}
