@@ -14,6 +14,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== module cycles"
+bash scripts/module-cycles.sh
 echo "== cargo build"
 cargo build --workspace --quiet
 echo "== cargo test"

@@ -21,10 +21,10 @@ use nix::time::{clock_gettime, ClockId};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use zerotrace_shared::event::layout::*;
 use zerotrace_shared::event::KernelEvent;
+use zerotrace_worker::config::{RouteSettings, Temporality};
 use zerotrace_worker::connections::{ConnectionTracker, Segment};
 use zerotrace_worker::metrics::red::RedMetrics;
-use zerotrace_worker::otel::settings::Temporality;
-use zerotrace_worker::routes::{RouteMatcher, RouteSettings};
+use zerotrace_worker::routes::RouteMatcher;
 use zerotrace_worker::spans::Span;
 
 const AF_INET: u16 = 2;

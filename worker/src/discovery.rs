@@ -12,7 +12,7 @@ use zerotrace_shared::event::ListeningSocket;
 use zerotrace_shared::ipc::ProcessDescription;
 
 use crate::capture::bpf_map::BpfMap;
-use crate::config_file::{container_id_from_cgroup, decide, ProcessFacts, Selector};
+use crate::config::{container_id_from_cgroup, decide, ProcessFacts, Selector};
 use crate::loader_client::LoaderClient;
 use crate::tls_hooks::TlsHooks;
 

@@ -8,7 +8,6 @@
 pub mod capture;
 pub mod clock;
 pub mod config;
-pub mod config_file;
 pub mod connections;
 pub mod discovery;
 pub mod exporters;

@@ -20,6 +20,7 @@ use zerotrace_worker::capture::bpf_map::BpfMap;
 use zerotrace_worker::capture::reader::{self, ReaderCounters};
 use zerotrace_worker::capture::ring_buffer::RingBuffer;
 use zerotrace_worker::clock::WallClock;
+use zerotrace_worker::config::SeccompMode;
 use zerotrace_worker::config::WorkerConfig;
 use zerotrace_worker::discovery::{Discovery, PidFilterWriter};
 use zerotrace_worker::exporters::otel_export::OtelExport;
@@ -32,7 +33,7 @@ use zerotrace_worker::otel::resource::ResourceCatalog;
 use zerotrace_worker::pipeline::{KernelCounters, Pipeline};
 use zerotrace_worker::privileges::{self, OwnPrivileges};
 use zerotrace_worker::routes::RouteMatcher;
-use zerotrace_worker::sandbox::{self, SeccompMode};
+use zerotrace_worker::sandbox;
 
 /// Exit codes the loader understands as "do not restart me".
 const EXIT_CONFIG_ERROR: u8 = 78;

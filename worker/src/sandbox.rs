@@ -23,30 +23,7 @@ use seccompiler::{
     SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
 };
 
-/// `ZEROTRACE_SECCOMP`: what happens to a syscall outside the allow-list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeccompMode {
-    /// Refused with EPERM (the default).
-    Enforce,
-    /// Allowed and logged by the kernel (audit / `dmesg`): for finding what a
-    /// new environment needs.
-    Log,
-    /// No filter (debugging only).
-    Off,
-}
-
-impl SeccompMode {
-    pub fn parse(value: Option<&str>) -> Result<Self, String> {
-        match value.map(str::trim) {
-            None | Some("") | Some("enforce") => Ok(Self::Enforce),
-            Some("log") => Ok(Self::Log),
-            Some("off") => Ok(Self::Off),
-            Some(other) => Err(format!(
-                "ZEROTRACE_SECCOMP={other:?}: expected enforce, log or off"
-            )),
-        }
-    }
-}
+use crate::config::SeccompMode;
 
 /// The `bpf()` commands the worker may use: map element access only.
 const BPF_MAP_LOOKUP_ELEM: u64 = 1;

@@ -13,7 +13,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
 use serde_json::{json, Map, Value};
-use zerotrace_worker::sandbox::{self, SeccompMode};
+use zerotrace_worker::config::SeccompMode;
+use zerotrace_worker::sandbox;
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;

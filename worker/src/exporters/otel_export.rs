@@ -15,10 +15,10 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 use super::otlp::{OtlpExporter, Payload};
 use crate::clock::WallClock;
+use crate::config::{BatchSettings, ExportSettings, Signal};
 use crate::metrics::red::RedMetrics;
 use crate::metrics::self_metrics::{self, SelfMetrics};
 use crate::otel::sampler::Sampler;
-use crate::otel::settings::{BatchSettings, ExportSettings, Signal};
 use crate::otel::span_encoding::encode_span;
 
 /// How long shutdown waits for the last batches to leave.

@@ -21,7 +21,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::otel::settings::{OtlpDestination, Protocol, Signal};
+use crate::config::{OtlpDestination, Protocol, Signal};
 
 /// First retry delay; doubles up to MAX_BACKOFF.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(500);

@@ -13,44 +13,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use crate::config::{PrometheusSettings, Temporality};
 use crate::metrics::red::{HistogramState, MetricStore, Point, RedMetrics};
-use crate::otel::settings::Temporality;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrometheusSettings {
-    pub port: u16,
-    pub path: String,
-}
-
-impl PrometheusSettings {
-    /// None when no port is configured (the endpoint is off).
-    pub fn from_env(env: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
-        let Some(port) = env("OTEL_EBPF_PROMETHEUS_PORT").filter(|p| !p.trim().is_empty()) else {
-            return Ok(None);
-        };
-        let port: u16 = match port.trim().parse() {
-            Ok(p) if p > 0 => p,
-            _ => {
-                return Err(format!(
-                    "OTEL_EBPF_PROMETHEUS_PORT={port:?}: expected a port number"
-                ))
-            }
-        };
-        if port < 1024 {
-            return Err(format!(
-                "OTEL_EBPF_PROMETHEUS_PORT={port}: ports below 1024 need a privilege the worker \
-                 deliberately does not have (CAP_NET_BIND_SERVICE); choose a port of 1024 or more"
-            ));
-        }
-        let path = env("OTEL_EBPF_PROMETHEUS_PATH").unwrap_or_else(|| "/metrics".into());
-        if !path.starts_with('/') {
-            return Err(format!(
-                "OTEL_EBPF_PROMETHEUS_PATH={path:?}: must start with /"
-            ));
-        }
-        Ok(Some(Self { port, path }))
-    }
-}
 
 pub use crate::metrics::self_metrics::SelfMetrics;
 
@@ -601,28 +565,5 @@ mod tests {
         assert!(text.contains("error_type=\"500\""));
         assert!(!text.contains("# EOF"));
         assert!(render(&state, true).ends_with("# EOF\n"));
-    }
-
-    #[test]
-    fn low_ports_and_bad_values_are_refused() {
-        let env = |port: &'static str| {
-            move |k: &str| (k == "OTEL_EBPF_PROMETHEUS_PORT").then(|| port.to_string())
-        };
-        assert!(PrometheusSettings::from_env(&env("80"))
-            .err()
-            .unwrap_or_default()
-            .contains("below 1024"));
-        assert!(PrometheusSettings::from_env(&env("x")).is_err());
-        assert_eq!(
-            PrometheusSettings::from_env(&env("9400"))
-                .ok()
-                .flatten()
-                .map(|s| s.path),
-            Some("/metrics".to_string())
-        );
-        assert_eq!(
-            PrometheusSettings::from_env(&|_: &str| None).ok().flatten(),
-            None
-        );
     }
 }

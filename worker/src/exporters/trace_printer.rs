@@ -6,29 +6,9 @@ use std::io::Write;
 use serde_json::{json, Value};
 
 use crate::clock::{format_utc, WallClock};
+use crate::config::PrinterFormat;
 use crate::spans::ids::to_hex;
 use crate::spans::Span;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrinterFormat {
-    Disabled,
-    Text,
-    Json,
-}
-
-impl PrinterFormat {
-    /// OBI's values: `disabled`, `text`, `json` (and `counter`, which we do not have).
-    pub fn parse(value: &str) -> Result<Self, String> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "disabled" | "" => Ok(Self::Disabled),
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            other => Err(format!(
-                "invalid trace printer {other:?}: expected text, json or disabled"
-            )),
-        }
-    }
-}
 
 fn human_duration(ns: u64) -> String {
     let ms = ns as f64 / 1e6;

@@ -365,8 +365,8 @@ impl MetricStore for HttpMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Temporality;
     use crate::metrics::red::{RedMetrics, DURATION_BOUNDS_SECONDS};
-    use crate::otel::settings::Temporality;
     use crate::spans::{Protocol, SpanOrigin};
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint};

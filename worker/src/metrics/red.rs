@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::http::HttpMetrics;
 use super::rpc::RpcMetrics;
-use crate::otel::settings::Temporality;
+use crate::config::Temporality;
 pub use crate::semconv::{Instrument, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
 use crate::spans::{Protocol, Span};
 

@@ -155,8 +155,8 @@ impl MetricStore for RpcMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Temporality;
     use crate::metrics::red::RedMetrics;
-    use crate::otel::settings::Temporality;
     use crate::spans::{GrpcExchange, Protocol, SpanOrigin};
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint, Metric};

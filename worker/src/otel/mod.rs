@@ -1,8 +1,7 @@
-//! OpenTelemetry semantics: settings from the SDK environment variables,
-//! trace context and sampling, per-process resources, and the mapping of our
-//! spans (HTTP, gRPC) to OTLP.
+//! OpenTelemetry semantics: trace context and sampling, per-process
+//! resources, and the mapping of our spans (HTTP, gRPC) to OTLP. (The SDK's
+//! environment variables are read in `config::otel_sdk`.)
 
 pub mod resource;
 pub mod sampler;
-pub mod settings;
 pub mod span_encoding;

@@ -1,7 +1,7 @@
 //! Head sampling of traces (`OTEL_TRACES_SAMPLER`). Metrics are recorded for
 //! every request before this decision, so sampling never biases RED metrics.
 
-use super::settings::SamplerSetting;
+use crate::config::SamplerSetting;
 
 /// Decides whether a span of trace `trace_id` is exported.
 #[derive(Debug, Clone, Copy)]

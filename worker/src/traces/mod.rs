@@ -18,29 +18,12 @@ mod matching;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Duration;
 
+pub use crate::config::LinkSettings;
 use crate::spans::{Span, SpanKind};
 
 pub use client_connections::ClientConnections;
 use matching::{overlap_ns, same_request};
-
-/// How trace linking behaves (`OTEL_EBPF_BPF_DISABLE_BLACK_BOX_CP` turns it off).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LinkSettings {
-    pub enabled: bool,
-    /// How long a span waits at most for its parent.
-    pub wait: Duration,
-}
-
-impl Default for LinkSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            wait: Duration::from_millis(500),
-        }
-    }
-}
 
 /// What linking did, for the self-metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,9 +1,9 @@
-//! The worker's configuration: the YAML file (`--config` /
-//! `OTEL_EBPF_CONFIG_PATH`, opened by the loader and handed over as bytes)
-//! and OBI's environment variables (the loader's, handed over in the
-//! start-up data: the worker's own environment holds none), merged by
-//! `config_file` (environment over file), with the loader's flags applied
-//! as the variables they stand for.
+//! The worker's flags (set by the loader: `--open-port`, `--trace-printer`,
+//! `--live-socket`, ...) and its start-up data: OBI's environment variables
+//! (the loader's, handed over: the worker's own environment holds none) and
+//! the YAML file (`--config` / `OTEL_EBPF_CONFIG_PATH`, opened by the loader
+//! and handed over as bytes), merged by [`super::load_str`] (environment
+//! over file), with the flags applied as the variables they stand for.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,9 +12,8 @@ use std::time::Duration;
 use zerotrace_shared::logging::{self, LogSettings, LogSources};
 use zerotrace_shared::startup::{ConfigFile, StartupData};
 
-use crate::config_file::{self, EffectiveConfig};
-use crate::sandbox::SeccompMode;
-use crate::traces::LinkSettings;
+use super::trace_links::LinkSettings;
+use super::{load, load_str, EffectiveConfig};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -54,6 +53,31 @@ fn link_wait(value: Option<&str>) -> Result<Duration, String> {
                 "ZEROTRACE_TRACE_LINK_WAIT={text:?}: expected milliseconds from 0 to 10000"
             )),
         },
+    }
+}
+
+/// `ZEROTRACE_SECCOMP`: what happens to a syscall outside the allow-list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeccompMode {
+    /// Refused with EPERM (the default).
+    Enforce,
+    /// Allowed and logged by the kernel (audit / `dmesg`): for finding what a
+    /// new environment needs.
+    Log,
+    /// No filter (debugging only).
+    Off,
+}
+
+impl SeccompMode {
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value.map(str::trim) {
+            None | Some("") | Some("enforce") => Ok(Self::Enforce),
+            Some("log") => Ok(Self::Log),
+            Some("off") => Ok(Self::Off),
+            Some(other) => Err(format!(
+                "ZEROTRACE_SECCOMP={other:?}: expected enforce, log or off"
+            )),
+        }
     }
 }
 
@@ -123,9 +147,9 @@ impl WorkerConfig {
             Some(file) => {
                 let text = std::str::from_utf8(&file.contents)
                     .map_err(|e| format!("{}: not UTF-8 text ({e})", file.path))?;
-                config_file::load_str(text, &file.path, &merged)
+                load_str(text, &file.path, &merged)
             }
-            None => config_file::load(None, &merged),
+            None => load(None, &merged),
         }
         .map_err(|e| e.to_string())?;
         let include_command_line = boolean(
@@ -173,7 +197,7 @@ impl WorkerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exporters::trace_printer::PrinterFormat;
+    use crate::config::PrinterFormat;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |key| {

@@ -1,0 +1,196 @@
+//! The configuration the agent runs with ([`EffectiveConfig`]): the file's
+//! sections, each read by its module, with the environment over them, built
+//! in one pass that collects the warnings to log at start.
+
+use std::path::{Path, PathBuf};
+
+use super::discovery::{env_selector, selectors};
+use super::environment::env_value;
+use super::error::{ConfigError, Ctx};
+use super::export::{export_settings, ExportInputs};
+use super::file::{parse_file, vet_file, RawFile};
+use super::otel_sdk::ExportSettings;
+use super::printer::{trace_printer, PrinterFormat};
+use super::prometheus::{prometheus_settings, PrometheusSettings};
+use super::routes::{checked_routes, RouteSettings};
+use super::selectors::{decide, ProcessFacts, Selector};
+
+/// The configuration the agent runs with: the file, overridden by the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffectiveConfig {
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+    /// Instrument entries in order of preference (the environment's last).
+    pub instrument: Vec<Selector>,
+    /// Exclusions, the default ones last (`origin` starts with `discovery.default_exclude`).
+    pub exclude: Vec<Selector>,
+    pub routes: RouteSettings,
+    pub trace_printer: PrinterFormat,
+    /// OTLP destinations (fan-out: several per signal) and the SDK settings.
+    pub export: ExportSettings,
+    pub prometheus: Option<PrometheusSettings>,
+    /// Keys accepted but ignored, entries skipped: to log at startup.
+    pub warnings: Vec<String>,
+    /// The file's `log_level` / `log_format` (flags and variables win: `config`).
+    pub log_level: Option<zerotrace_shared::logging::LogLevel>,
+    pub log_format: Option<zerotrace_shared::logging::LogFormat>,
+}
+
+impl EffectiveConfig {
+    /// Whether to instrument a process, and the entry (name, namespace) it matched.
+    pub fn decide(&self, p: &ProcessFacts) -> Option<&Selector> {
+        decide(&self.instrument, &self.exclude, p)
+    }
+}
+
+/// `--config PATH` if given, else `OTEL_EBPF_CONFIG_PATH`.
+pub fn config_path(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf)
+        .or_else(|| env_value(env, "OTEL_EBPF_CONFIG_PATH").map(PathBuf::from))
+}
+
+/// Reads the file (if any) and the environment into the effective configuration.
+pub fn load(
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<EffectiveConfig, ConfigError> {
+    let Some(path) = file else {
+        return build(None, "", None, env);
+    };
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        file: label.clone(),
+        reason: e.to_string(),
+    })?;
+    build(Some(&text), &label, Some(path.to_path_buf()), env)
+}
+
+/// Like [`load`], for file contents already read (e.g. handed over by the loader).
+pub fn load_str(
+    yaml: &str,
+    label: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<EffectiveConfig, ConfigError> {
+    build(Some(yaml), label, Some(PathBuf::from(label)), env)
+}
+
+/// Checks every section's keys first, so an unknown key is reported before any value.
+fn build(
+    text: Option<&str>,
+    label: &str,
+    file: Option<PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<EffectiveConfig, ConfigError> {
+    let mut ctx = Ctx {
+        file: label.to_owned(),
+        warnings: Vec::new(),
+    };
+    let raw = match text {
+        Some(text) => parse_file(text, label)?,
+        None => RawFile::default(),
+    };
+    vet_file(&mut ctx, &raw)?;
+    let routes = checked_routes(&ctx, raw.routes)?;
+    let env_selector = env_selector(env, raw.open_port, raw.executable_path)?;
+    let (instrument, exclude) = selectors(&mut ctx, raw.discovery, env_selector)?;
+    let inputs = ExportInputs {
+        traces: raw.otel_traces_export,
+        metrics: raw.otel_metrics_export,
+        service_name: raw.service_name,
+    };
+    let export = export_settings(&mut ctx, inputs, env)?;
+    let prometheus = prometheus_settings(&ctx, raw.prometheus_export, env)?;
+    let exported = !export.traces.is_empty() || !export.metrics.is_empty() || prometheus.is_some();
+    let trace_printer = trace_printer(&mut ctx, raw.trace_printer, env, exported)?;
+    Ok(EffectiveConfig {
+        file,
+        instrument,
+        exclude,
+        routes,
+        trace_printer,
+        export,
+        prometheus,
+        warnings: ctx.warnings,
+        log_level: raw.log_level,
+        log_format: raw.log_format,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::*;
+
+    const OBI_EXAMPLE: &str = "\
+discovery:
+  instrument:
+    - open_ports: 8080
+    - exe_path: /usr/local/bin/checkout*
+      containers_only: true
+      name: checkout
+      namespace: shop
+otel_traces_export:
+  endpoint: http://localhost:4318
+prometheus_export:
+  port: 8999
+  path: /metrics
+";
+
+    #[test]
+    fn obi_example_file() {
+        let config = ok(OBI_EXAMPLE, &[]);
+        assert_eq!(config.instrument.len(), 2);
+        let first = &config.instrument[0];
+        assert_eq!(first.origin, "discovery.instrument[0]");
+        assert!(first.open_ports.as_ref().is_some_and(|p| p.contains(8080)));
+        let second = &config.instrument[1];
+        assert!(second.containers_only);
+        assert_eq!(second.name.as_deref(), Some("checkout"));
+        assert_eq!(second.namespace.as_deref(), Some("shop"));
+        assert_eq!(config.export.traces.len(), 1);
+        assert_eq!(
+            config.export.traces[0].endpoint,
+            "http://localhost:4318/v1/traces"
+        );
+        assert!(config.export.metrics.is_empty());
+        assert_eq!(
+            config.prometheus,
+            Some(PrometheusSettings {
+                port: 8999,
+                path: "/metrics".into()
+            })
+        );
+        // An exporter is on, so the printer is opt-in.
+        assert_eq!(config.trace_printer, PrinterFormat::Disabled);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+        let server = facts(10, "/usr/local/bin/checkout-api", &[9000], true);
+        assert_eq!(
+            config.decide(&server).and_then(|s| s.name.as_deref()),
+            Some("checkout")
+        );
+        let outside = facts(11, "/usr/local/bin/checkout-api", &[9000], false);
+        assert!(config.decide(&outside).is_none());
+        let by_port = facts(12, "/usr/bin/python3", &[8080], false);
+        assert_eq!(
+            config.decide(&by_port).map(|s| s.origin.as_str()),
+            Some("discovery.instrument[0]")
+        );
+    }
+
+    #[test]
+    fn config_path_prefers_the_flag() {
+        let env = env_of(&[("OTEL_EBPF_CONFIG_PATH", "/etc/zerotrace/env.yaml")]);
+        assert_eq!(
+            config_path(Some(Path::new("/tmp/flag.yaml")), &env),
+            Some(PathBuf::from("/tmp/flag.yaml"))
+        );
+        assert_eq!(
+            config_path(None, &env),
+            Some(PathBuf::from("/etc/zerotrace/env.yaml"))
+        );
+        assert_eq!(config_path(None, &env_of(&[])), None);
+        let missing = load(Some(Path::new("/nonexistent/zerotrace.yaml")), &env_of(&[]));
+        assert!(matches!(missing, Err(ConfigError::Read { .. })));
+    }
+}

@@ -1,0 +1,351 @@
+//! `zerotrace run --print-config`: the effective configuration written back
+//! as a YAML file zerotrace accepts, with header values and URL passwords
+//! redacted, warnings and environment-only settings as comments.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::glob::ExePattern;
+use super::otel_sdk::{OtlpDestination, SamplerSetting, Temporality};
+use super::printer::printer_name;
+use super::selectors::Selector;
+use super::values::format_duration;
+use super::EffectiveConfig;
+
+const REDACTED: &str = "<redacted>";
+
+#[derive(Serialize)]
+struct YamlOut {
+    discovery: DiscoveryOut,
+    routes: RoutesOut,
+    trace_printer: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_name: Option<String>,
+    otel_traces_export: TracesOut,
+    otel_metrics_export: MetricsOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prometheus_export: Option<PrometheusOut>,
+}
+
+#[derive(Serialize)]
+struct DiscoveryOut {
+    instrument: Vec<SelectorOut>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    exclude_instrument: Vec<SelectorOut>,
+    default_exclude_instrument: Vec<SelectorOut>,
+}
+
+#[derive(Serialize)]
+struct SelectorOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_ports: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exe_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exe_path_regexp: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    containers_only: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    target_pids: Vec<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RoutesOut {
+    patterns: Vec<String>,
+    ignored_patterns: Vec<String>,
+    ignore_mode: &'static str,
+    unmatched: &'static str,
+    wildcard_char: String,
+    max_path_segment_cardinality: usize,
+}
+
+#[derive(Serialize)]
+struct SamplerOut {
+    name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arg: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TracesOut {
+    sampler: SamplerOut,
+    batch_max_size: usize,
+    batch_timeout: String,
+    queue_size: usize,
+    endpoints: Vec<DestinationOut>,
+}
+
+#[derive(Serialize)]
+struct MetricsOut {
+    interval: String,
+    endpoints: Vec<DestinationOut>,
+}
+
+#[derive(Serialize)]
+struct DestinationOut {
+    endpoint: String,
+    protocol: &'static str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    headers: BTreeMap<String, String>,
+    timeout: String,
+    compression: &'static str,
+}
+
+#[derive(Serialize)]
+struct PrometheusOut {
+    port: u16,
+    path: String,
+}
+
+fn selector_out(s: &Selector) -> SelectorOut {
+    let (exe_path, exe_path_regexp) = match &s.exe_path {
+        Some(ExePattern::Glob(g)) => (Some(g.as_str().to_owned()), None),
+        Some(ExePattern::Regex(r)) => (None, Some(r.as_str().to_owned())),
+        None => (None, None),
+    };
+    SelectorOut {
+        open_ports: s.open_ports.as_ref().map(ToString::to_string),
+        exe_path,
+        exe_path_regexp,
+        containers_only: s.containers_only,
+        target_pids: s.target_pids.clone(),
+        name: s.name.clone(),
+        namespace: s.namespace.clone(),
+    }
+}
+
+/// Hides the password of `scheme://user:password@host/...`.
+fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!(
+                "{scheme}://{user}:{REDACTED}@{host}{}",
+                &rest[authority_end..]
+            )
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn destination_out(d: &OtlpDestination) -> DestinationOut {
+    DestinationOut {
+        endpoint: mask_url(&d.endpoint),
+        protocol: d.protocol.as_str(),
+        headers: d
+            .headers
+            .iter()
+            .map(|(k, _)| (k.clone(), REDACTED.to_owned()))
+            .collect(),
+        timeout: format_duration(d.timeout),
+        compression: if d.gzip { "gzip" } else { "none" },
+    }
+}
+
+fn sampler_out(sampler: SamplerSetting) -> SamplerOut {
+    let (name, ratio) = match sampler {
+        SamplerSetting::AlwaysOn => ("always_on", None),
+        SamplerSetting::AlwaysOff => ("always_off", None),
+        SamplerSetting::TraceIdRatio(r) => ("traceidratio", Some(r)),
+        SamplerSetting::ParentBasedAlwaysOn => ("parentbased_always_on", None),
+        SamplerSetting::ParentBasedAlwaysOff => ("parentbased_always_off", None),
+        SamplerSetting::ParentBasedTraceIdRatio(r) => ("parentbased_traceidratio", Some(r)),
+    };
+    SamplerOut {
+        name,
+        arg: ratio.map(|r| r.to_string()),
+    }
+}
+
+impl EffectiveConfig {
+    fn yaml_out(&self) -> YamlOut {
+        let (defaults, excludes): (Vec<&Selector>, Vec<&Selector>) = self
+            .exclude
+            .iter()
+            .partition(|s| s.origin.starts_with("discovery.default_exclude"));
+        let export = &self.export;
+        YamlOut {
+            discovery: DiscoveryOut {
+                instrument: self.instrument.iter().map(selector_out).collect(),
+                exclude_instrument: excludes.into_iter().map(selector_out).collect(),
+                default_exclude_instrument: defaults.into_iter().map(selector_out).collect(),
+            },
+            routes: RoutesOut {
+                patterns: self.routes.patterns.clone(),
+                ignored_patterns: self.routes.ignored_patterns.clone(),
+                ignore_mode: self.routes.ignore_mode.as_str(),
+                unmatched: self.routes.unmatched.as_str(),
+                wildcard_char: self.routes.wildcard_char.clone(),
+                max_path_segment_cardinality: self.routes.max_path_segment_cardinality,
+            },
+            trace_printer: printer_name(self.trace_printer),
+            service_name: export.service_name.clone(),
+            otel_traces_export: TracesOut {
+                sampler: sampler_out(export.sampler),
+                batch_max_size: export.batch.max_export_batch_size,
+                batch_timeout: format_duration(export.batch.schedule_delay),
+                queue_size: export.batch.max_queue_size,
+                endpoints: export.traces.iter().map(destination_out).collect(),
+            },
+            otel_metrics_export: MetricsOut {
+                interval: format_duration(export.metric_export_interval),
+                endpoints: export.metrics.iter().map(destination_out).collect(),
+            },
+            prometheus_export: self.prometheus.as_ref().map(|p| PrometheusOut {
+                port: p.port,
+                path: p.path.clone(),
+            }),
+        }
+    }
+
+    /// The effective configuration as YAML (`zerotrace run --print-config`):
+    /// a file zerotrace accepts, with header values and URL passwords
+    /// redacted, warnings and environment-only settings as comments.
+    pub fn to_yaml(&self) -> String {
+        let source = match &self.file {
+            Some(file) => format!("{}, overridden by the environment", file.display()),
+            None => "the environment (no configuration file)".into(),
+        };
+        let mut out = format!("# zerotrace effective configuration, from {source}\n");
+        for warning in &self.warnings {
+            out.push_str(&format!("# warning: {warning}\n"));
+        }
+        match serde_saphyr::to_string(&self.yaml_out()) {
+            Ok(yaml) => out.push_str(&yaml),
+            Err(e) => out.push_str(&format!("# cannot render the configuration: {e}\n")),
+        }
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&self.environment_only_comments());
+        out
+    }
+
+    fn environment_only_comments(&self) -> String {
+        let export = &self.export;
+        let attributes: Vec<String> = export
+            .resource_attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let temporality = match export.temporality {
+            Temporality::Cumulative => "cumulative",
+            Temporality::Delta => "delta",
+        };
+        let mut out = String::from("# from the environment only:\n");
+        out.push_str(&format!("#   metrics temporality: {temporality}\n"));
+        if !attributes.is_empty() {
+            out.push_str(&format!(
+                "#   resource attributes: {}\n",
+                attributes.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::*;
+    use crate::config::{load_str, ExportSettings};
+
+    #[test]
+    fn to_yaml_round_trips_and_masks_secrets() {
+        let yaml = "discovery:
+  instrument:
+    - open_ports: 80,8000-8999
+      exe_path: /usr/bin/*
+      containers_only: true
+      name: web
+    - exe_path_regexp: ^/opt/
+      target_pids: [7]
+  exclude_instrument:
+    - exe_path: '*debug*'
+routes:
+  patterns: ['/users/{id}']
+trace_printer: json
+service_name: shop
+otel_traces_export:
+  endpoint: https://user:hunter2@collector:4318
+  headers: {Authorization: Bearer secret-token}
+  sampler: {name: parentbased_traceidratio, arg: '0.25'}
+  endpoints:
+    - endpoint: http://tempo:4317
+      protocol: grpc
+      compression: gzip
+otel_metrics_export:
+  endpoint: http://mimir:4318
+  interval: 15s
+prometheus_export:
+  port: 9400
+  path: /metrics
+";
+        let config = ok(yaml, &[]);
+        let printed = config.to_yaml();
+        assert!(
+            !printed.contains("secret-token") && !printed.contains("hunter2"),
+            "{printed}"
+        );
+        assert!(printed.contains(REDACTED), "{printed}");
+        let again = load_str(&printed, "printed.yaml", &env_of(&[]))
+            .unwrap_or_else(|e| panic!("{e}\n{printed}"));
+        assert_eq!(again.instrument.len(), config.instrument.len());
+        for (a, b) in again.instrument.iter().zip(&config.instrument) {
+            assert_eq!(
+                (
+                    &a.open_ports,
+                    &a.exe_path,
+                    a.containers_only,
+                    &a.target_pids,
+                    &a.name
+                ),
+                (
+                    &b.open_ports,
+                    &b.exe_path,
+                    b.containers_only,
+                    &b.target_pids,
+                    &b.name
+                )
+            );
+        }
+        let exes = |c: &EffectiveConfig| {
+            c.exclude
+                .iter()
+                .map(|s| s.exe_path.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(exes(&again), exes(&config));
+        assert_eq!(again.routes, config.routes);
+        assert_eq!(again.trace_printer, config.trace_printer);
+        assert_eq!(again.prometheus, config.prometheus);
+        let strip = |e: &ExportSettings| {
+            let mut e = e.clone();
+            for d in e.traces.iter_mut().chain(e.metrics.iter_mut()) {
+                d.headers.clear();
+                d.endpoint = mask_url(&d.endpoint);
+            }
+            e
+        };
+        assert_eq!(strip(&again.export), strip(&config.export));
+    }
+
+    #[test]
+    fn url_masking() {
+        assert_eq!(
+            mask_url("https://u:p@h:1/x"),
+            format!("https://u:{REDACTED}@h:1/x")
+        );
+        assert_eq!(mask_url("https://h:1/x@y"), "https://h:1/x@y");
+        assert_eq!(mask_url("http://h"), "http://h");
+    }
+}

@@ -1,0 +1,225 @@
+//! What discovery decides with: the facts known about a process, the
+//! selectors (`discovery.instrument` entries and exclusions) and
+//! [`decide`], and the container id read from `/proc/PID/cgroup`.
+
+use zerotrace_shared::ports::PortSelection;
+
+use super::glob::ExePattern;
+
+/// What discovery knows about a process, for [`Selector::matches`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessFacts {
+    pub pid: u32,
+    /// Full path of the executable, when known (`/proc/PID/exe`, or the loader's
+    /// `DescribeProcess`). Without it no `exe_path` criterion matches.
+    pub exe_path: Option<String>,
+    pub comm: String,
+    /// TCP ports the process listens on.
+    pub open_ports: Vec<u16>,
+    /// From [`container_id_from_cgroup`].
+    pub container_id: Option<String>,
+}
+
+/// One `discovery.instrument` (or exclusion) entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selector {
+    /// Where it came from: `discovery.instrument[0]`, `OTEL_EBPF_OPEN_PORT`, ...
+    pub origin: String,
+    /// `service.name` for matched processes.
+    pub name: Option<String>,
+    /// `service.namespace` for matched processes.
+    pub namespace: Option<String>,
+    pub open_ports: Option<PortSelection>,
+    pub exe_path: Option<ExePattern>,
+    pub containers_only: bool,
+    pub target_pids: Vec<u32>,
+}
+
+impl Selector {
+    /// Ports, executable and PIDs are criteria; `containers_only` only narrows them.
+    pub fn has_criteria(&self) -> bool {
+        self.open_ports.is_some() || self.exe_path.is_some() || !self.target_pids.is_empty()
+    }
+
+    /// True when every criterion given matches (an entry without criteria matches nothing).
+    pub fn matches(&self, p: &ProcessFacts) -> bool {
+        self.has_criteria()
+            && self
+                .open_ports
+                .as_ref()
+                .is_none_or(|ports| p.open_ports.iter().any(|&port| ports.contains(port)))
+            && self.exe_path.as_ref().is_none_or(|pattern| {
+                p.exe_path
+                    .as_deref()
+                    .is_some_and(|exe| pattern.matches(exe))
+            })
+            && (self.target_pids.is_empty() || self.target_pids.contains(&p.pid))
+            && (!self.containers_only || p.container_id.is_some())
+    }
+}
+
+/// The instrument entry a process matches first, unless an exclusion matches it.
+pub fn decide<'a>(
+    instrument: &'a [Selector],
+    exclude: &[Selector],
+    p: &ProcessFacts,
+) -> Option<&'a Selector> {
+    if exclude.iter().any(|s| s.matches(p)) {
+        return None;
+    }
+    instrument.iter().find(|s| s.matches(p))
+}
+
+/// The container id in `/proc/PID/cgroup` contents (cgroup v1 `N:ctrl:/path`
+/// lines or v2 `0::/path`): the innermost path segment that is a 64-hex id,
+/// bare (`/docker/<id>`, `/kubepods/.../<id>`) or in a systemd scope
+/// (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`,
+/// `libpod-<id>.scope`). Container monitors (`libpod-conmon-…`,
+/// `crio-conmon-…`) are not containers.
+pub fn container_id_from_cgroup(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        path.rsplit('/').find_map(container_id_of_segment)
+    })
+}
+
+fn container_id_of_segment(segment: &str) -> Option<String> {
+    let name = segment.strip_suffix(".scope").unwrap_or(segment);
+    if name.contains("conmon") {
+        return None;
+    }
+    let id = [
+        "docker-",
+        "cri-containerd-",
+        "crio-",
+        "libpod-",
+        "containerd-",
+    ]
+    .iter()
+    .find_map(|prefix| name.strip_prefix(prefix))
+    .unwrap_or(name);
+    let is_id = id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    is_id.then(|| id.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::*;
+
+    #[test]
+    fn selector_logic_and_or_ranges_exclude() {
+        let config = ok(
+            "discovery:
+  instrument:
+    - open_ports: 8000-8999
+      exe_path: '*/python3*'
+    - open_ports: 443
+  exclude_instrument:
+    - open_ports: 8500-8599
+    - exe_path: '*/debug-*'
+",
+            &[],
+        );
+        // AND within an entry: port range and exe glob.
+        assert!(config
+            .decide(&facts(1, "/usr/bin/python3.11", &[8000], false))
+            .is_some());
+        assert!(config
+            .decide(&facts(2, "/usr/bin/python3.11", &[8999], false))
+            .is_some());
+        assert!(config
+            .decide(&facts(3, "/usr/bin/python3.11", &[9000], false))
+            .is_none());
+        assert!(config
+            .decide(&facts(4, "/usr/bin/node", &[8000], false))
+            .is_none());
+        // OR across entries.
+        let second = config.decide(&facts(5, "/usr/bin/node", &[22, 443], false));
+        assert_eq!(
+            second.map(|s| s.origin.as_str()),
+            Some("discovery.instrument[1]")
+        );
+        // Exclusions win.
+        assert!(config
+            .decide(&facts(6, "/usr/bin/python3", &[8550], false))
+            .is_none());
+        assert!(config
+            .decide(&facts(7, "/opt/debug-server", &[443], false))
+            .is_none());
+        // Default exclusion: other agents.
+        assert!(config
+            .decide(&facts(8, "/usr/bin/otelcol-contrib", &[443], false))
+            .is_none());
+        // Unknown executable: an exe criterion cannot match.
+        let mut unknown = facts(9, "/x", &[8000], false);
+        unknown.exe_path = None;
+        assert!(config.decide(&unknown).is_none());
+        unknown.open_ports = vec![443];
+        assert!(config.decide(&unknown).is_some());
+    }
+
+    #[test]
+    fn entries_without_criteria_match_nothing() {
+        let empty = Selector {
+            origin: "x".into(),
+            name: None,
+            namespace: None,
+            open_ports: None,
+            exe_path: None,
+            containers_only: true,
+            target_pids: Vec::new(),
+        };
+        assert!(!empty.matches(&facts(1, "/bin/a", &[80], true)));
+        assert!(decide(&[empty], &[], &facts(1, "/bin/a", &[80], true)).is_none());
+        let message = err(
+            "discovery:\n  instrument:\n    - containers_only: true\n",
+            &[],
+        );
+        assert!(
+            message.contains("discovery.instrument[0]")
+                && message.contains("no selection criteria"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn cgroup_formats_give_container_ids() {
+        let id = "3f2a9c0b7d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8";
+        let with_id = [
+            format!("0::/system.slice/docker-{id}.scope"),
+            format!("12:memory:/docker/{id}\n11:cpu,cpuacct:/docker/{id}\n1:name=systemd:/docker/{id}"),
+            format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b3c4d_5e6f_7a8b_9c0d_1e2f3a4b5c6d.slice/cri-containerd-{id}.scope"),
+            format!("11:devices:/kubepods/besteffort/pod1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d/{id}"),
+            format!("0::/kubepods.slice/kubepods-pod1.slice/crio-{id}.scope"),
+            format!("0::/machine.slice/libpod-{id}.scope"),
+            format!("0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{id}.scope/container"),
+            format!("5:pids:/\n4:cpuset:/ecs/task-1/{id}\n0::/"),
+        ];
+        for text in &with_id {
+            assert_eq!(
+                container_id_from_cgroup(text).as_deref(),
+                Some(id),
+                "{text}"
+            );
+        }
+        for text in [
+            "0::/user.slice/user-1000.slice/session-2.scope".to_string(),
+            "0::/system.slice/nginx.service".to_string(),
+            format!("0::/machine.slice/libpod-conmon-{id}.scope"),
+            format!("0::/system.slice/crio-conmon-{id}.scope"),
+            "12:memory:/\n0::/".to_string(),
+            format!("0::/docker/{}", &id[..63]),
+            format!("0::/docker/{}", id.to_uppercase()),
+            String::new(),
+        ] {
+            assert_eq!(container_id_from_cgroup(&text), None, "{text}");
+        }
+        let nested = format!("0::/docker/{id}/docker/{}", "b".repeat(64));
+        assert_eq!(
+            container_id_from_cgroup(&nested),
+            Some("b".repeat(64)),
+            "the innermost container"
+        );
+    }
+}
