@@ -23,12 +23,15 @@ mod cut_head;
 mod framing;
 mod head;
 mod message;
+mod pairing;
+mod session;
 mod start_line;
 mod stream;
 #[cfg(test)]
 mod tests;
 
 pub use message::{HttpMessage, MessageHead};
+pub use session::Http1Session;
 pub use stream::Http1Stream;
 
 /// Largest head (start line + header fields) buffered before giving up on it.

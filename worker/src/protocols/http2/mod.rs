@@ -40,12 +40,15 @@
 mod connection;
 mod exchange;
 mod frames;
+pub mod h2c;
+mod session;
 mod streams;
 #[cfg(test)]
 mod tests;
 
 pub use connection::Http2Connection;
 pub use exchange::{Http2Exchange, Http2Stats};
+pub use session::Http2Session;
 
 /// Client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
