@@ -12,9 +12,9 @@ mod undecided;
 use zerotrace_shared::event::{ConnTuple, ConnectionRole, Direction};
 
 use crate::hashing::FastMap;
-use crate::protocols::http2::Http2Stats;
+use crate::protocols::counters::{DecodeCounters, Http2Stats};
 use crate::protocols::registry::{Outputs, ProtocolState, Scratch};
-use crate::protocols::session::{ConnectionInfo, DataSegment, DecodeCounters, FirstBytes};
+use crate::protocols::session::{ConnectionInfo, DataSegment, FirstBytes};
 use crate::spans::HttpSpan;
 use tls_records::is_tls_record;
 use undecided::{FirstBytesDecision, Undecided};

@@ -6,11 +6,11 @@
 //! else of the connection. Adding a protocol is one module implementing
 //! [`ProtocolSession`] and one line in [`protocol_registry!`]'s list below.
 
+use super::counters::DecodeCounters;
 use super::http1::Http1Session;
 use super::http2::Http2Session;
 use super::session::{
-    ConnectionInfo, DataSegment, DecodeCounters, FirstBytes, ParseOutcome, ProtocolSession, Sink,
-    Verdict,
+    ConnectionInfo, DataSegment, FirstBytes, ParseOutcome, ProtocolSession, Sink, Verdict,
 };
 
 /// What the registry says of a connection's first bytes.
@@ -89,6 +89,12 @@ macro_rules! protocol_registry {
             $($field: <$session as ProtocolSession>::Scratch,)+
         }
 
+        $(impl From<$session> for ProtocolState {
+            fn from(state: $session) -> Self {
+                ProtocolState::$arm(Box::new(state))
+            }
+        })+
+
         impl ProtocolState {
             pub fn protocol(&self) -> Protocol {
                 match self {
@@ -101,11 +107,14 @@ macro_rules! protocol_registry {
                 segment: DataSegment<'_>,
                 conn: &mut ConnectionInfo,
                 out: &mut Outputs<'_>,
-            ) -> ParseOutcome {
+            ) -> ParseOutcome<ProtocolState> {
                 match self {
                     $(ProtocolState::$arm(state) => {
                         let mut sink = Sink { spans: out.spans, counters: out.counters, scratch: &mut out.scratch.$field };
-                        state.parse(segment, conn, &mut sink)
+                        match state.parse(segment, conn, &mut sink) {
+                            ParseOutcome::Parsed => ParseOutcome::Parsed,
+                            ParseOutcome::Switch { to, offset } => ParseOutcome::Switch { to: to.into(), offset },
+                        }
                     })+
                 }
             }
@@ -146,6 +155,13 @@ protocol_registry! {
     Http2(Http2Session) scratch http2;
     /// HTTP/1.x: a request or status line.
     Http1(Http1Session) scratch http1;
+}
+
+/// A protocol that never switches has nothing to become.
+impl From<std::convert::Infallible> for ProtocolState {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
 }
 
 /// Where the registry's states put what they make.

@@ -5,8 +5,7 @@
 
 use zerotrace_shared::event::{ConnTuple, ConnectionRole, Direction};
 
-use super::http2::Http2Stats;
-use super::registry::ProtocolState;
+use super::counters::DecodeCounters;
 use crate::spans::HttpSpan;
 
 /// A protocol's answer to "are these a connection's first bytes of mine?".
@@ -97,30 +96,15 @@ impl<'a> DataSegment<'a> {
     }
 }
 
-/// What parsing one segment came to.
-pub enum ParseOutcome {
+/// What parsing one segment came to; `S` is the state of the protocol the
+/// connection may switch to.
+pub enum ParseOutcome<S> {
     /// The segment was taken (spans of what it completed were made).
     Parsed,
     /// From `offset` of the segment on the connection speaks another
     /// protocol, whose state `to` replaces this one (an HTTP/1 Upgrade to
     /// h2c); the rest of the segment goes to it.
-    Switch { to: ProtocolState, offset: usize },
-}
-
-/// What the protocols of every connection could not follow or pair,
-/// summed. Counts only grow.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct DecodeCounters {
-    /// Segments (or stale partial heads) that no protocol could read.
-    pub garbage_segments: u64,
-    pub unpaired_responses: u64,
-    /// Requests dropped because too many waited for their response.
-    pub dropped_requests: u64,
-    /// Requests whose connection closed (or was forgotten) before a
-    /// response to them was seen.
-    pub unanswered_requests: u64,
-    /// What HTTP/2 connections could not follow.
-    pub http2: Http2Stats,
+    Switch { to: S, offset: usize },
 }
 
 /// Where a protocol's state puts what it makes: spans, counters, and the
@@ -139,6 +123,10 @@ pub trait ProtocolSession: Sized {
     /// segment before they are paired), so that idle connections hold none.
     type Scratch: Default;
 
+    /// The state of the protocol a connection may switch to from this one
+    /// ([`std::convert::Infallible`] when it never does).
+    type SwitchTo;
+
     /// Whether `first` starts a connection of this protocol. Looks only.
     fn check(first: &FirstBytes<'_>) -> Verdict;
 
@@ -152,7 +140,7 @@ pub trait ProtocolSession: Sized {
         segment: DataSegment<'_>,
         conn: &mut ConnectionInfo,
         sink: &mut Sink<'_, Self::Scratch>,
-    ) -> ParseOutcome;
+    ) -> ParseOutcome<Self::SwitchTo>;
 
     /// The connection closed at `ts_ns`: what waited only for the close is
     /// complete, and what cannot be completed is counted.

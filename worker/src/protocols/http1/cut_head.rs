@@ -3,9 +3,9 @@
 
 use memchr::{memchr, memchr_iter};
 
+use super::framing::ReqKind;
 use super::head::Headers;
 use super::message::HttpMessage;
-use super::stream::ReqKind;
 use super::{len64, MAX_CUT_HEAD, MAX_CUT_LINE};
 
 /// What is known of a message whose head a gap cut.

@@ -5,6 +5,14 @@ use super::head::Headers;
 use super::start_line::is_text;
 use super::{MAX_CHUNK_LINE, MAX_TRAILERS};
 
+/// The request properties that change how its response is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReqKind {
+    Head,
+    Connect,
+    Other,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Body {
     Fixed(u64),

@@ -6,8 +6,9 @@ use zerotrace_shared::event::Direction;
 
 use super::session::{opposite, Http1Session};
 use super::{HttpMessage, MessageHead};
+use crate::protocols::counters::DecodeCounters;
 use crate::protocols::http_span::span_on;
-use crate::protocols::session::{ConnectionInfo, DecodeCounters};
+use crate::protocols::session::ConnectionInfo;
 use crate::spans::HttpSpan;
 
 /// Requests waiting for their response on one connection (pipelining depth).

@@ -8,11 +8,10 @@ use zerotrace_shared::event::Direction;
 
 use super::start_line::{check_start, skip_blank_lines, Parse};
 use super::{Http1Stream, HttpMessage, MessageHead};
+use crate::protocols::counters::DecodeCounters;
 use crate::protocols::http2::{h2c, Http2Exchange, Http2Session, PREFACE};
-use crate::protocols::registry::ProtocolState;
 use crate::protocols::session::{
-    ConnectionInfo, DataSegment, DecodeCounters, FirstBytes, ParseOutcome, ProtocolSession, Sink,
-    Verdict,
+    ConnectionInfo, DataSegment, FirstBytes, ParseOutcome, ProtocolSession, Sink, Verdict,
 };
 
 /// One HTTP/1 connection: both directions' streams and the requests that
@@ -85,6 +84,8 @@ impl Http1Session {
 impl ProtocolSession for Http1Session {
     /// Messages completed by one segment, before they are paired.
     type Scratch = Vec<HttpMessage>;
+    /// By an h2c Upgrade, or a client preface.
+    type SwitchTo = Http2Session;
 
     /// A request or status line, whole or as far as it came; blank lines
     /// before it are allowed (RFC 9112 §2.2).
@@ -105,12 +106,12 @@ impl ProtocolSession for Http1Session {
         segment: DataSegment<'_>,
         conn: &mut ConnectionInfo,
         sink: &mut Sink<'_, Self::Scratch>,
-    ) -> ParseOutcome {
+    ) -> ParseOutcome<Http2Session> {
         if segment.captured.starts_with(PREFACE) {
             // The client preface: after an Upgrade to h2c whose 101 the
             // capture missed, the connection is HTTP/2 from here.
             let first = FirstBytes::of(conn, segment.direction, segment.captured);
-            let to = ProtocolState::Http2(Box::new(Http2Session::start(&first, conn)));
+            let to = Http2Session::start(&first, conn);
             return ParseOutcome::Switch { to, offset: 0 };
         }
         let Sink {
@@ -128,8 +129,10 @@ impl ProtocolSession for Http1Session {
         }
         if let Some(frames) = h2c::switch_offset(segment.captured) {
             if let Some(h2) = self.upgrade_to_h2c(conn, segment.direction) {
-                let to = ProtocolState::Http2(Box::new(h2));
-                return ParseOutcome::Switch { to, offset: frames };
+                return ParseOutcome::Switch {
+                    to: h2,
+                    offset: frames,
+                };
             }
         }
         self.stream(segment.direction).feed(

@@ -6,7 +6,9 @@ use std::collections::VecDeque;
 use memchr::memrchr;
 
 use super::cut_head::{read_cut_head, take_fields, CutHead};
-use super::framing::{body_framing, gap_in_body, step_chunk, take_counted, Body, Next, LAST_CHUNK};
+use super::framing::{
+    body_framing, gap_in_body, step_chunk, take_counted, Body, Next, ReqKind, LAST_CHUNK,
+};
 use super::head::{new_message, parse_headers, scan_head, HeadBuf, HeadScan, Headers};
 use super::message::{HttpMessage, MessageHead};
 use super::start_line::{
@@ -23,14 +25,6 @@ pub struct Http1Stream {
     /// What the next final responses answer, oldest first.
     expected: VecDeque<ReqKind>,
     garbage: u64,
-}
-
-/// The request properties that change how its response is framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ReqKind {
-    Head,
-    Connect,
-    Other,
 }
 
 #[derive(Debug, Default)]

@@ -5,10 +5,11 @@ use std::collections::{HashMap, VecDeque};
 
 use zerotrace_shared::event::Direction;
 
-use super::exchange::{Http2Exchange, Http2Stats};
+use super::exchange::Http2Exchange;
 use super::frames::*;
-use super::streams::{Block, Stream};
-use super::*;
+use super::stream_state::{idx, other, Block, Stream};
+use super::Http2Stats;
+use super::{DEFAULT_TABLE_SIZE, PREFACE};
 use crate::protocols::hpack::HpackDecoder;
 
 /// Both directions of one HTTP/2 connection.
@@ -35,20 +36,6 @@ enum Step {
     Took(usize),
     /// The rest of the segment is not followed.
     DropRest,
-}
-
-pub(super) fn idx(direction: Direction) -> usize {
-    match direction {
-        Direction::Ingress => 0,
-        Direction::Egress => 1,
-    }
-}
-
-pub(super) fn other(direction: Direction) -> Direction {
-    match direction {
-        Direction::Ingress => Direction::Egress,
-        Direction::Egress => Direction::Ingress,
-    }
 }
 
 impl Default for Http2Connection {

@@ -1,7 +1,7 @@
 //! Frames on the wire (RFC 9113 §4, §6): types, flags, headers, and where a
 //! frame boundary can be found again after framing was lost.
 
-use super::*;
+use super::{MAX_HEADER_BLOCK, MAX_SETTINGS, RESYNC_MAX_FRAME};
 
 pub(super) const DATA: u8 = 0x0;
 pub(super) const HEADERS: u8 = 0x1;

@@ -40,14 +40,17 @@
 mod connection;
 mod exchange;
 mod frames;
+pub mod grpc;
 pub mod h2c;
 mod session;
+mod stream_state;
 mod streams;
 #[cfg(test)]
 mod tests;
 
+pub use crate::protocols::counters::Http2Stats;
 pub use connection::Http2Connection;
-pub use exchange::{Http2Exchange, Http2Stats};
+pub use exchange::Http2Exchange;
 pub use session::Http2Session;
 
 /// Client connection preface (RFC 9113 §3.4).

@@ -4,12 +4,11 @@
 
 use zerotrace_shared::event::Direction;
 
-use super::{Http2Connection, Http2Exchange, PREFACE};
-use crate::protocols::grpc;
+use super::{grpc, Http2Connection, Http2Exchange, PREFACE};
+use crate::protocols::counters::DecodeCounters;
 use crate::protocols::http_span::{span_on, UNKNOWN_REQUEST_FIELD};
 use crate::protocols::session::{
-    ConnectionInfo, DataSegment, DecodeCounters, FirstBytes, ParseOutcome, ProtocolSession, Sink,
-    Verdict,
+    ConnectionInfo, DataSegment, FirstBytes, ParseOutcome, ProtocolSession, Sink, Verdict,
 };
 use crate::spans::HttpSpan;
 
@@ -41,6 +40,7 @@ impl Http2Session {
 impl ProtocolSession for Http2Session {
     /// Streams completed by one segment, before they become spans.
     type Scratch = Vec<Http2Exchange>;
+    type SwitchTo = std::convert::Infallible;
 
     /// The client connection preface (RFC 9113 §3.4), or a start of it.
     fn check(first: &FirstBytes<'_>) -> Verdict {
@@ -66,7 +66,7 @@ impl ProtocolSession for Http2Session {
         segment: DataSegment<'_>,
         conn: &mut ConnectionInfo,
         sink: &mut Sink<'_, Self::Scratch>,
-    ) -> ParseOutcome {
+    ) -> ParseOutcome<Self::SwitchTo> {
         self.connection.feed(
             segment.direction,
             segment.captured,

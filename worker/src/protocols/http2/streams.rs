@@ -3,37 +3,11 @@
 
 use zerotrace_shared::event::Direction;
 
-use super::connection::{idx, other};
+use super::connection::Http2Connection;
 use super::exchange::Http2Exchange;
 use super::frames::*;
-use super::*;
-
-#[derive(Debug)]
-pub(super) struct Block {
-    pub(super) stream: u32,
-    pub(super) end_stream: bool,
-    /// PUSH_PROMISE: decoded only to keep the table in sync.
-    pub(super) promise: bool,
-    /// The block's bytes, or its first bytes when `cut`.
-    pub(super) fragment: Vec<u8>,
-    /// Some of the block was not captured: `fragment` is only its start.
-    pub(super) cut: bool,
-}
-
-#[derive(Debug)]
-pub(super) struct Stream {
-    pub(super) ex: Http2Exchange,
-    pub(super) ended: [bool; 2],
-    pub(super) data: [u64; 2],
-    /// Which direction sent the first frame we saw for it.
-    pub(super) opener: Direction,
-    /// Direction of the client, from this stream's pseudo-headers.
-    pub(super) client: Option<Direction>,
-    pub(super) request_seen: bool,
-    /// A header block (decoded or not) was seen for this stream.
-    pub(super) headers_seen: bool,
-    pub(super) response_content_type: Option<String>,
-}
+use super::stream_state::{idx, other, Block, Stream};
+use super::{MAX_CLOSED, MAX_HEADER_BLOCK, MAX_STREAMS, MAX_VALUE};
 
 impl Http2Connection {
     pub(super) fn on_data(

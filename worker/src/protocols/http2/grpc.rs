@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use super::http2::Http2Exchange;
+use super::Http2Exchange;
 use crate::spans::GrpcCall;
 
 /// Status code names, indexed by code.
