@@ -453,3 +453,59 @@ fn bytes_no_protocol_claims_are_counted_and_a_later_start_line_is_parsed() {
     assert_eq!(spans.len(), 1);
     assert_eq!(tracker.counters().garbage_segments, 1);
 }
+
+/// A client's first bytes and the server's answer, HTTP/1 or HTTP/2 (prior
+/// knowledge: preface, SETTINGS, a GET on stream 1; then SETTINGS and
+/// `:status 200` from the server).
+fn exchange(http2: bool) -> (Vec<u8>, Vec<u8>) {
+    if !http2 {
+        return (
+            b"GET /p HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        );
+    }
+    let settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+    let mut request = PREFACE.to_vec();
+    request.extend_from_slice(&settings);
+    // HEADERS, END_STREAM|END_HEADERS: :method GET, :path /, :scheme http.
+    request.extend_from_slice(&[0, 0, 3, 1, 5, 0, 0, 0, 1, 0x82, 0x84, 0x86]);
+    let mut response = settings.to_vec();
+    response.extend_from_slice(&[0, 0, 1, 1, 5, 0, 0, 0, 1, 0x88]);
+    (request, response)
+}
+
+/// Spans of `request` written in the pieces cut at `cuts`, then `response`.
+fn spans_of_pieces(request: &[u8], cuts: &[usize], response: &[u8]) -> (Vec<HttpSpan>, u64) {
+    let mut tracker = ConnectionTracker::new();
+    let mut spans = Vec::new();
+    let mut from = 0;
+    for &cut in cuts.iter().chain([request.len()].iter()) {
+        let cut = cut.clamp(from, request.len());
+        spans.extend(feed(
+            &mut tracker,
+            Direction::Ingress,
+            &request[from..cut],
+            false,
+            1,
+        ));
+        from = cut;
+    }
+    spans.extend(feed(&mut tracker, Direction::Egress, response, false, 2));
+    tracker.close(7, 3, &mut spans);
+    (spans, tracker.counters().garbage_segments)
+}
+
+proptest::proptest! {
+    #[test]
+    fn first_bytes_cut_anywhere_make_the_same_spans(
+        http2 in proptest::bool::ANY,
+        mut cuts in proptest::collection::vec(0usize..64, 0..3),
+    ) {
+        let (request, response) = exchange(http2);
+        cuts.sort_unstable();
+        let whole = spans_of_pieces(&request, &[], &response);
+        proptest::prop_assert_eq!(whole.0.len(), 1);
+        proptest::prop_assert_eq!(whole.1, 0);
+        proptest::prop_assert_eq!(spans_of_pieces(&request, &cuts, &response), whole);
+    }
+}
