@@ -36,6 +36,7 @@ const MAX_CONNECTIONS: usize = 65_536;
 /// A connection silent this long is forgotten (nanoseconds).
 const IDLE_TIMEOUT_NS: u64 = 300 * 1_000_000_000;
 
+/// What the tracker and the protocols could not follow, as the self-metrics read it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TrackerCounters {
     pub garbage_segments: u64,
@@ -140,6 +141,7 @@ pub struct OpenedConnection<'a> {
     pub ts_ns: u64,
 }
 
+/// Every tracked connection, by socket id, with what it is known to speak.
 #[derive(Default)]
 pub struct ConnectionTracker {
     connections: FastMap<u64, Connection>,

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use zerotrace_shared::event::Direction;
 
-use crate::protocols::registry::{detect, Detection};
+use crate::protocols::registry::{detect, Detection, Protocol};
 use crate::protocols::session::{ConnectionInfo, DataSegment, FirstBytes};
 
 /// Bytes held, both directions together; past this the registry decides
@@ -38,7 +38,7 @@ impl HeldSegment {
 /// What the registry made of a segment of an undecided connection.
 pub(super) enum FirstBytesDecision {
     /// The connection speaks this protocol: the held segments, then this one, are its.
-    Found(crate::protocols::registry::Protocol),
+    Found(Protocol),
     /// Held; ask again with the next segment.
     Held,
     /// No protocol claims this direction's bytes: this many segments
@@ -46,6 +46,7 @@ pub(super) enum FirstBytesDecision {
     Unclaimed(u64),
 }
 
+/// The segments held for one connection, oldest first.
 #[derive(Debug, Default)]
 pub(super) struct Undecided {
     held: Vec<HeldSegment>,

@@ -171,8 +171,9 @@ pub struct Outputs<'a> {
     pub scratch: &'a mut Scratch,
 }
 
-/// Protocol switches followed within one segment: a protocol that hands
-/// the rest of a segment on is followed this many times at most.
+/// Protocol switches followed within one segment (HTTP/1 → HTTP/2 is one);
+/// past this the rest of the segment is not parsed, so that two protocols
+/// handing a segment back and forth cannot loop.
 const MAX_SWITCHES: usize = 4;
 
 impl ProtocolState {

@@ -31,6 +31,7 @@ pub struct FirstBytes<'a> {
 }
 
 impl<'a> FirstBytes<'a> {
+    /// `bytes`, the first of `direction` on `conn`.
     pub fn of(conn: &ConnectionInfo, direction: Direction, bytes: &'a [u8]) -> Self {
         Self {
             bytes,

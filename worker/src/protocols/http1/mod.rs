@@ -3,8 +3,9 @@
 //! The kernel hands us one *segment* per read/write syscall: the first bytes of
 //! the payload plus a count of bytes that were moved but not captured (a gap).
 //! [`Http1Stream`] follows RFC 9112 framing across such segments and emits one
-//! [`HttpMessage`] summary per request or response. Pairing requests with
-//! responses is left to the caller.
+//! [`HttpMessage`] summary per request or response. [`Http1Session`] is
+//! HTTP/1 in the protocol registry: both directions' streams, with requests
+//! paired to responses in order (`pairing.rs`).
 //!
 //! The input may be cut anywhere or be hostile, so the parser never panics,
 //! keeps every buffer bounded, and when framing is lost it marks the message

@@ -5,7 +5,9 @@
 //! bytes that moved uncaptured). [`Http2Connection`] follows the frames of
 //! each direction, decodes header blocks with one [`HpackDecoder`] per
 //! direction, pairs request and response per stream id and emits one
-//! [`Http2Exchange`] per stream when it completes.
+//! [`Http2Exchange`] per stream when it completes. [`Http2Session`] is
+//! HTTP/2 in the protocol registry: each exchange becomes a span, a gRPC
+//! call's with the call ([`grpc`]).
 //!
 //! Gap and desync policy (header values are never guessed):
 //! - A gap inside a frame *payload* keeps framing (the length is known). In
