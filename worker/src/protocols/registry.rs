@@ -4,7 +4,7 @@
 //! The connection tracker asks [`detect`] about a connection's first bytes
 //! until it answers; the winner's [`ProtocolState`] then parses everything
 //! else of the connection. Adding a protocol is one module implementing
-//! [`ProtocolSession`] and one line in [`protocol_registry!`]'s list below.
+//! [`ProtocolSession`] and one line in the `protocol_registry!` list below.
 
 use super::counters::DecodeCounters;
 use super::http1::Http1Session;
@@ -46,8 +46,8 @@ pub fn detect(first: &FirstBytes<'_>, more_may_come: bool) -> Detection {
 
 /// Builds, from one list of `Arm(SessionType) scratch field_name`:
 /// [`Protocol`] (the list, in detection order), [`ProtocolState`] (one arm
-/// per protocol, boxed so that a connection costs one pointer until it is
-/// known) and [`Scratch`] (each protocol's shared buffers), and dispatches
+/// per protocol, boxed so that a connection holds one pointer whatever the
+/// size of its protocol's state) and [`Scratch`] (each protocol's shared buffers), and dispatches
 /// [`ProtocolSession`]'s calls to the arm.
 macro_rules! protocol_registry {
     ($($(#[$doc:meta])* $arm:ident($session:ty) scratch $field:ident;)+) => {
