@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use super::http2::Http2Exchange;
+use super::Http2Exchange;
 pub use crate::spans::grpc::status_name;
 use crate::spans::GrpcCall;
 

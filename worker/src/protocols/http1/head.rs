@@ -1,0 +1,266 @@
+//! Message heads: finding where a head ends, reading the header fields that
+//! matter (host, traceparent, content type, framing) and building the message.
+
+use memchr::{memchr, memchr_iter};
+
+use super::message::{HttpMessage, MessageHead};
+use super::start_line::{check_start, LineKind, Parse, StartLine};
+use super::{MAX_HEADERS, MAX_METHOD, MAX_TARGET, MAX_VALUE};
+
+#[derive(Debug)]
+pub(super) struct HeadBuf {
+    /// The head so far, when it spans segments; a head that arrives in one
+    /// segment is read in place and never copied here.
+    pub(super) bytes: Vec<u8>,
+    pub(super) first_ts: u64,
+    pub(super) last_ts: u64,
+    /// The start line, once it is complete and valid (it is parsed once).
+    pub(super) start: Option<StartLine>,
+    /// Where the search for the blank line resumes.
+    pub(super) scanned: usize,
+}
+/// What the bytes of a head so far amount to.
+pub(super) enum HeadScan {
+    /// The start line is not one.
+    Bad,
+    /// The head ends (just past its blank line) at this offset; its header
+    /// fields, when they were read on the way.
+    Complete(usize, Option<Headers>),
+    /// Valid so far; more bytes are needed.
+    Partial,
+}
+/// The header fields we care about.
+#[derive(Debug, Default)]
+pub(super) struct Headers {
+    pub(super) host: Option<String>,
+    pub(super) traceparent: Option<String>,
+    pub(super) content_type: Option<String>,
+    pub(super) content_length: Option<u64>,
+    pub(super) bad_length: bool,
+    pub(super) transfer_encoding: bool,
+    pub(super) chunked: bool,
+}
+/// Checks the start line (until it is complete) and looks for the end of the
+/// head in `bytes`, the head so far.
+pub(super) fn scan_head(head: &mut HeadBuf, bytes: &[u8]) -> HeadScan {
+    if head.start.is_none() {
+        match check_start(bytes) {
+            Parse::Bad => return HeadScan::Bad,
+            Parse::Line(start) => head.start = Some(start),
+            // The start line is still incomplete: no blank line yet either.
+            Parse::More(_) => {}
+        }
+    }
+    if head.start.is_some() && head.scanned == 0 {
+        // Usually the whole head is here: one pass finds its end and reads
+        // its fields.
+        if let Some((end, headers)) = read_head(bytes) {
+            return HeadScan::Complete(end, Some(headers));
+        }
+    }
+    match find_head_end(bytes, head.scanned) {
+        Some(end) => HeadScan::Complete(end, None),
+        None => {
+            head.scanned = bytes.len().saturating_sub(2);
+            HeadScan::Partial
+        }
+    }
+}
+
+/// The message of a head; `bytes` starts with the start line `start` was
+/// parsed from.
+pub(super) fn new_message(
+    start: StartLine,
+    bytes: &[u8],
+    headers: Headers,
+    head: &HeadBuf,
+) -> HttpMessage {
+    let head_kind = match start.kind {
+        LineKind::Request {
+            method_len,
+            target_len,
+        } => {
+            let (method, rest) = bytes.split_at_checked(method_len).unwrap_or((bytes, &[]));
+            let target = rest.get(1..).unwrap_or_default();
+            MessageHead::Request {
+                method: lossy_truncated(method, MAX_METHOD),
+                target: lossy_truncated(target.get(..target_len).unwrap_or(target), MAX_TARGET),
+            }
+        }
+        LineKind::Response { status } => MessageHead::Response { status },
+    };
+    HttpMessage {
+        head: head_kind,
+        version_minor: start.minor,
+        host: headers.host,
+        traceparent: headers.traceparent,
+        content_type: headers.content_type,
+        chunked: headers.chunked,
+        body_size: 0,
+        first_ts_ns: head.first_ts,
+        last_ts_ns: head.last_ts,
+        truncated: false,
+    }
+}
+/// Finds the end of the head (just past the blank line), searching from `from`.
+fn find_head_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let tail = bytes.get(from..)?;
+    memchr_iter(b'\n', tail).find_map(|i| match tail.get(i + 1..) {
+        Some([b'\n', ..]) => Some(from + i + 2),
+        Some([b'\r', b'\n', ..]) => Some(from + i + 3),
+        _ => None,
+    })
+}
+/// Reads the header fields after the start line, up to the blank line or,
+/// in a cut head, up to the last complete line.
+pub(super) fn parse_headers(head: &[u8]) -> Headers {
+    let mut headers = Headers::default();
+    let mut lines = HeadLines::new(head);
+    for _ in 0..MAX_HEADERS {
+        // None: cut mid-line, the value may be incomplete.
+        match lines.next() {
+            Some((line, _)) if !line.is_empty() => headers.field(line),
+            _ => break,
+        }
+    }
+    headers
+}
+
+/// One pass over a head that may be complete: where it ends (just past its
+/// blank line, as [`find_head_end`] from 0) and its header fields (as
+/// [`parse_headers`]); None when the blank line is not there yet.
+fn read_head(head: &[u8]) -> Option<(usize, Headers)> {
+    let mut headers = Headers::default();
+    let mut lines = HeadLines::new(head);
+    let mut count = 0;
+    loop {
+        let (line, end) = lines.next()?;
+        if line.is_empty() {
+            return Some((end, headers));
+        }
+        if count < MAX_HEADERS {
+            headers.field(line);
+        }
+        count += 1;
+    }
+}
+
+/// The complete lines after the start line, without their line ending,
+/// each with the offset just past it.
+struct HeadLines<'a> {
+    head: &'a [u8],
+    pos: Option<usize>,
+}
+
+impl<'a> HeadLines<'a> {
+    fn new(head: &'a [u8]) -> Self {
+        Self {
+            head,
+            pos: memchr(b'\n', head).map(|i| i + 1),
+        }
+    }
+}
+
+impl<'a> Iterator for HeadLines<'a> {
+    type Item = (&'a [u8], usize);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let pos = self.pos?;
+        let rest = self.head.get(pos..)?;
+        let Some(len) = memchr(b'\n', rest) else {
+            self.pos = None;
+            return None;
+        };
+        let end = pos + len + 1;
+        self.pos = Some(end);
+        let line = rest.get(..len).unwrap_or_default();
+        Some((line.strip_suffix(b"\r").unwrap_or(line), end))
+    }
+}
+
+impl Headers {
+    /// One `name: value` line; lines without a colon are ignored.
+    pub(super) fn field(&mut self, line: &[u8]) {
+        let Some(colon) = memchr(b':', line) else {
+            return;
+        };
+        let (name, value) = line.split_at_checked(colon).unwrap_or((line, &[]));
+        self.apply(name, value.get(1..).unwrap_or_default().trim_ascii());
+    }
+
+    fn apply(&mut self, name: &[u8], value: &[u8]) {
+        // The length rules out most fields before any comparison.
+        let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
+        match name.len() {
+            4 if is(b"host") => keep_first(&mut self.host, value),
+            11 if is(b"traceparent") => keep_first(&mut self.traceparent, value),
+            12 if is(b"content-type") => keep_first(&mut self.content_type, value),
+            14 if is(b"content-length") => self.add_length(value),
+            17 if is(b"transfer-encoding") => {
+                // Only the final coding decides the framing.
+                self.transfer_encoding = true;
+                let mut codings = value.rsplit(|&b| b == b',').map(<[u8]>::trim_ascii);
+                let last = codings.find(|t| !t.is_empty());
+                self.chunked = last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+            }
+            _ => {}
+        }
+    }
+
+    /// Accepts `n` or a list of identical `n`s (RFC 9110 §8.6); anything else is fatal.
+    fn add_length(&mut self, value: &[u8]) {
+        for part in value.split(|&b| b == b',') {
+            let n = parse_decimal(part.trim_ascii());
+            if n.is_none() || self.content_length.is_some_and(|old| Some(old) != n) {
+                self.bad_length = true;
+            }
+            self.content_length = self.content_length.or(n);
+        }
+    }
+}
+
+fn keep_first(slot: &mut Option<String>, value: &[u8]) {
+    if slot.is_none() {
+        *slot = Some(lossy_truncated(value, MAX_VALUE));
+    }
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &d| {
+        let digit = char::from(d).to_digit(10)?;
+        acc.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+/// Lossy UTF-8 text cut to at most `max` bytes on a char boundary.
+fn lossy_truncated(bytes: &[u8], max: usize) -> String {
+    // Lossy decoding never shrinks text, and only the last 3 input bytes of a
+    // prefix can decode differently, so `max + 4` input bytes are enough.
+    let prefix = bytes.get(..max.saturating_add(4)).unwrap_or(bytes);
+    if let Ok(text) = std::str::from_utf8(prefix) {
+        // Valid UTF-8 (the usual case) decodes to itself: one copy.
+        return text
+            .get(..floor_char_boundary(text, max))
+            .unwrap_or_default()
+            .to_owned();
+    }
+    let mut text = String::from_utf8_lossy(prefix).into_owned();
+    if text.len() > max {
+        text.truncate(floor_char_boundary(&text, max));
+    }
+    text
+}
+
+/// The largest char boundary of `text` at or below `max`.
+fn floor_char_boundary(text: &str, max: usize) -> usize {
+    if max >= text.len() {
+        return text.len();
+    }
+    (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
+}

@@ -1,0 +1,27 @@
+//! What the HTTP/1 decoder emits: one summary per request or response.
+
+/// The start line of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageHead {
+    Request { method: String, target: String },
+    Response { status: u16 },
+}
+
+/// Summary of one HTTP/1.x message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpMessage {
+    pub head: MessageHead,
+    /// HTTP/1.0 -> 0, HTTP/1.1 -> 1 (1 when the version was cut off).
+    pub version_minor: u8,
+    pub host: Option<String>,
+    pub traceparent: Option<String>,
+    pub content_type: Option<String>,
+    /// `Transfer-Encoding` names `chunked` as the final coding.
+    pub chunked: bool,
+    /// Body bytes seen (captured + gap), chunk payload only for chunked bodies.
+    /// A lower bound for truncated messages.
+    pub body_size: u64,
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+    pub truncated: bool,
+}

@@ -1,0 +1,104 @@
+//! Requests paired with responses in order (keep-alive and pipelining), a
+//! response that comes before its request is read kept for it, and the span
+//! of each pair.
+
+use zerotrace_shared::event::Direction;
+
+use super::session::{opposite, Http1Session};
+use super::{HttpMessage, MessageHead};
+use crate::protocols::counters::DecodeCounters;
+use crate::protocols::http_span::origin_of;
+use crate::protocols::session::ConnectionInfo;
+use crate::spans::{HttpExchange, Protocol, Span};
+
+/// Requests waiting for their response on one connection (pipelining depth).
+const MAX_PENDING_REQUESTS: usize = 64;
+
+impl Http1Session {
+    /// A message completed in `direction`: a request waits for its response
+    /// (or pairs with one that came early), a response pairs with the
+    /// oldest request that travelled the other way.
+    pub(super) fn on_message(
+        &mut self,
+        conn: &mut ConnectionInfo,
+        direction: Direction,
+        message: HttpMessage,
+        counters: &mut DecodeCounters,
+        spans: &mut Vec<Span>,
+    ) {
+        match &message.head {
+            MessageHead::Request { method, .. } => {
+                self.stream(opposite(direction)).expect_response_to(method);
+                // Reading a request means we serve it; writing one means we asked.
+                conn.learn_client_direction(direction);
+                if let Some(response) = self.early.pop_front() {
+                    if let Some(span) = build_span(conn, message, response) {
+                        spans.push(span);
+                    }
+                    return;
+                }
+                if self.pending.len() >= MAX_PENDING_REQUESTS {
+                    self.pending.pop_front();
+                    counters.dropped_requests += 1;
+                }
+                self.pending.push_back((direction, message));
+            }
+            MessageHead::Response { status } => {
+                if (100..200).contains(status) && *status != 101 {
+                    return; // interim response: the final one follows
+                }
+                // The response travels opposite to its request.
+                let position = self.pending.iter().position(|(d, _)| *d != direction);
+                let Some((_, request)) = position.and_then(|i| self.pending.remove(i)) else {
+                    let request_stream = self.stream(opposite(direction));
+                    if request_stream.in_message() && self.early.len() < MAX_PENDING_REQUESTS {
+                        self.early.push_back(message);
+                    } else {
+                        counters.unpaired_responses += 1;
+                    }
+                    return;
+                };
+                if let Some(span) = build_span(conn, request, message) {
+                    spans.push(span);
+                }
+            }
+        }
+    }
+}
+
+fn build_span(
+    conn: &ConnectionInfo,
+    request: HttpMessage,
+    response: HttpMessage,
+) -> Option<Span> {
+    let MessageHead::Request { method, target } = request.head else {
+        return None;
+    };
+    let MessageHead::Response { status } = response.head else {
+        return None;
+    };
+    let http = HttpExchange {
+        method,
+        target,
+        status,
+        protocol_version: if request.version_minor == 0 {
+            "1.0"
+        } else {
+            "1.1"
+        },
+        request_body_bytes: request.body_size,
+        response_body_bytes: response.body_size,
+        host: request.host,
+        traceparent: request.traceparent,
+        route: None,
+    };
+    Some(Span::new(
+        origin_of(conn),
+        (
+            request.first_ts_ns,
+            response.last_ts_ns.max(request.last_ts_ns),
+        ),
+        request.truncated || response.truncated,
+        Protocol::Http(http),
+    ))
+}

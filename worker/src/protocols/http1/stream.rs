@@ -1,0 +1,495 @@
+//! [`Http1Stream`]: the state machine of one direction, driving the start
+//! line, head, cut-head and body readers over captured segments and gaps.
+
+use std::collections::VecDeque;
+
+use memchr::memrchr;
+
+use super::cut_head::{read_cut_head, take_fields, CutHead};
+use super::framing::{
+    body_framing, gap_in_body, step_chunk, take_counted, Body, Next, ReqKind, LAST_CHUNK,
+};
+use super::head::{new_message, parse_headers, scan_head, HeadBuf, HeadScan, Headers};
+use super::message::{HttpMessage, MessageHead};
+use super::start_line::{
+    check_start, is_interim_response, skip_blank_lines, starts_message, LineKind, Parse,
+};
+use super::{len64, to_usize, MAX_CUT_LINE, MAX_HEAD, MAX_PENDING};
+
+/// Turns one direction of a TCP stream into HTTP/1.x messages.
+#[derive(Debug, Default)]
+pub struct Http1Stream {
+    pub(super) state: State,
+    /// Bytes of the segment being fed that were not captured.
+    missing: u64,
+    /// What the next final responses answer, oldest first.
+    expected: VecDeque<ReqKind>,
+    garbage: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) enum State {
+    /// Between messages.
+    #[default]
+    Idle,
+    /// Collecting the start line and header fields.
+    Head(HeadBuf),
+    /// Head done; following the body framing.
+    Body(Box<HttpMessage>, Body),
+    /// Framing lost: segments belong to this message until one starts a new
+    /// one, the other direction speaks or the connection closes.
+    Resync(Box<HttpMessage>),
+    /// The head was cut by a gap (or outgrew [`MAX_HEAD`]): the rest of it is
+    /// read from what is captured next, and the message measured by the
+    /// segments' lengths.
+    CutHead(Box<HttpMessage>, Box<CutHead>),
+    /// 101 or successful CONNECT: the rest of the stream is not HTTP/1.
+    Upgraded,
+}
+/// Result of feeding bytes to the current state.
+enum Step {
+    Took(usize),
+    /// The rest of the segment, gap included, has been dealt with.
+    DropRest,
+}
+impl Http1Stream {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feed one segment observed at `ts_ns`. Completed messages are pushed to `out`.
+    pub fn feed(&mut self, captured: &[u8], missing: u64, ts_ns: u64, out: &mut Vec<HttpMessage>) {
+        let ends_waiting = match &mut self.state {
+            State::Resync(msg) => {
+                if !starts_message(captured, missing) {
+                    // Anything but a fresh start line belongs to the lost message.
+                    msg.last_ts_ns = ts_ns;
+                    return;
+                }
+                true
+            }
+            State::CutHead(..) | State::Body(_, Body::UntilTurn | Body::ChunkTail(_)) => {
+                starts_message(captured, missing)
+            }
+            _ => false,
+        };
+        if ends_waiting {
+            self.complete_waiting(out);
+        }
+        if captured.is_empty() && missing > 0 && matches!(self.state, State::Idle) {
+            // Nothing captured means nothing that could start a message.
+            self.garbage += 1;
+            return;
+        }
+        self.missing = missing;
+        let mut rest = captured;
+        while !rest.is_empty() {
+            match self.step(rest, ts_ns, out) {
+                Step::Took(n) => rest = rest.get(n..).unwrap_or_default(),
+                Step::DropRest => return,
+            }
+        }
+        if missing > 0 {
+            self.on_gap(missing, ts_ns, out);
+        }
+    }
+
+    /// The other direction of the connection carries data now (`peer` is the
+    /// start of its segment). A message here that waits only for an end the
+    /// capture cannot show (its head or its framing was cut) is complete:
+    /// neither side of HTTP/1 speaks before the other is done, except for
+    /// interim responses, after which the request goes on.
+    pub fn peer_spoke(&mut self, peer: &[u8], out: &mut Vec<HttpMessage>) {
+        let waiting = matches!(
+            self.state,
+            State::CutHead(..)
+                | State::Resync(_)
+                | State::Body(_, Body::UntilTurn | Body::ChunkTail(_))
+        );
+        if waiting && !is_interim_response(peer) {
+            self.complete_waiting(out);
+        }
+    }
+
+    /// For a stream carrying responses: the next final response answers a
+    /// request with this method. Call once per request, in request order.
+    pub fn expect_response_to(&mut self, method: &str) {
+        let kind = match method {
+            "HEAD" => ReqKind::Head,
+            "CONNECT" => ReqKind::Connect,
+            _ => ReqKind::Other,
+        };
+        if self.expected.len() < MAX_PENDING {
+            self.expected.push_back(kind);
+        }
+    }
+
+    /// Connection closed: complete a read-until-close body, or emit the
+    /// in-progress message as truncated.
+    ///
+    /// `ts_ns` is the close time. It is not copied into any message: a
+    /// message ends at the last segment that carried its bytes.
+    pub fn finish(&mut self, ts_ns: u64, out: &mut Vec<HttpMessage>) {
+        let _ = ts_ns;
+        match std::mem::take(&mut self.state) {
+            State::Head(head) => self.lose_head(&head, &head.bytes),
+            State::Body(mut msg, body) => {
+                msg.truncated = match body {
+                    Body::UntilClose | Body::UntilTurn => false,
+                    Body::ChunkTail(hidden) => hidden != LAST_CHUNK,
+                    _ => true,
+                };
+                out.push(*msg);
+            }
+            other => self.state = other,
+        }
+        self.complete_waiting(out);
+    }
+
+    /// Whether a message is being read (its first bytes came, it is not done).
+    pub fn in_message(&self) -> bool {
+        !matches!(self.state, State::Idle | State::Upgraded)
+    }
+
+    /// Segments (or stale partial start lines) dropped as not HTTP.
+    pub fn garbage_segments(&self) -> u64 {
+        self.garbage
+    }
+
+    /// True after a 101 Switching Protocols response or a successful CONNECT.
+    pub fn is_upgraded(&self) -> bool {
+        matches!(self.state, State::Upgraded)
+    }
+
+    /// Emits the message that waits only for its end, if any: one being
+    /// resynced, one whose head was cut, one whose body ends where the
+    /// other direction speaks.
+    fn complete_waiting(&mut self, out: &mut Vec<HttpMessage>) {
+        match std::mem::take(&mut self.state) {
+            State::Resync(msg) | State::Body(msg, Body::UntilTurn) => out.push(*msg),
+            State::Body(mut msg, Body::ChunkTail(hidden)) => {
+                msg.truncated = hidden != LAST_CHUNK;
+                out.push(*msg);
+            }
+            State::CutHead(msg, cut) => self.end_cut_head(msg, *cut, out),
+            other => self.state = other,
+        }
+    }
+
+    /// A message whose head's end was never seen is over: its body size is
+    /// what its `Content-Length` says when the segments' lengths agree (the
+    /// head then ended beyond what was captured), else unknown.
+    fn end_cut_head(
+        &mut self,
+        mut msg: Box<HttpMessage>,
+        mut cut: CutHead,
+        out: &mut Vec<HttpMessage>,
+    ) {
+        take_fields(&mut msg, &mut cut.headers);
+        let (no_body, upgrade) = match msg.head {
+            MessageHead::Response { status } => {
+                let connected =
+                    cut.answers == Some(ReqKind::Connect) && (200..300).contains(&status);
+                let bodiless = status < 200
+                    || status == 204
+                    || status == 304
+                    || cut.answers == Some(ReqKind::Head);
+                (bodiless || connected, status == 101 || connected)
+            }
+            MessageHead::Request { .. } => (false, false),
+        };
+        let headers = &cut.headers;
+        let counted = headers.content_length.filter(|&n| {
+            !headers.bad_length
+                && !headers.transfer_encoding
+                && cut.wire.saturating_sub(n) > cut.seen
+        });
+        (msg.body_size, msg.truncated) = match counted {
+            _ if no_body => (0, false),
+            Some(n) => (n, false),
+            None => (0, true),
+        };
+        out.push(*msg);
+        if upgrade {
+            self.state = State::Upgraded;
+        }
+    }
+
+    /// Where a message goes once the end of its cut head was found.
+    fn cut_head_framing(&mut self, msg: &HttpMessage, cut: &CutHead) -> Next {
+        let headers = &cut.headers;
+        let framed =
+            headers.transfer_encoding || headers.content_length.is_some() || headers.bad_length;
+        let response = match msg.head {
+            MessageHead::Response { status } => {
+                if status == 101 {
+                    return Next::Upgrade;
+                }
+                if status < 200 {
+                    return Next::Done;
+                }
+                match cut.answers {
+                    Some(ReqKind::Head) => return Next::Done,
+                    Some(ReqKind::Connect) if status < 300 => return Next::Upgrade,
+                    _ if status == 204 || status == 304 => return Next::Done,
+                    _ => true,
+                }
+            }
+            MessageHead::Request { .. } => false,
+        };
+        if framed {
+            body_framing(headers, response)
+        } else {
+            // The framing fields may have been in the gap.
+            Next::Body(Body::UntilTurn)
+        }
+    }
+
+    fn step(&mut self, rest: &[u8], ts: u64, out: &mut Vec<HttpMessage>) -> Step {
+        match std::mem::take(&mut self.state) {
+            State::Idle => {
+                // Stray CRLFs between messages are allowed (RFC 9112 §2.2).
+                let blank = rest.len() - skip_blank_lines(rest).len();
+                if blank == 0 {
+                    let head = HeadBuf {
+                        bytes: Vec::new(),
+                        first_ts: ts,
+                        last_ts: ts,
+                        start: None,
+                        scanned: 0,
+                    };
+                    self.state = State::Head(head);
+                }
+                Step::Took(blank)
+            }
+            State::Head(mut head) => {
+                head.last_ts = ts;
+                self.step_head(head, rest, out)
+            }
+            State::Body(mut msg, body) => {
+                msg.last_ts_ns = ts;
+                let (taken, next) = match take_counted(body, len64(rest), &mut msg.body_size) {
+                    Some((n, next)) => (to_usize(n), next),
+                    None => step_chunk(body, rest),
+                };
+                self.settle(msg, next, out);
+                Step::Took(taken)
+            }
+            State::CutHead(mut msg, mut cut) => {
+                msg.last_ts_ns = ts;
+                match read_cut_head(&mut cut, rest, self.missing == 0) {
+                    None => {
+                        self.state = State::CutHead(msg, cut);
+                        Step::Took(rest.len())
+                    }
+                    Some(end) => {
+                        take_fields(&mut msg, &mut cut.headers);
+                        let next = self.cut_head_framing(&msg, &cut);
+                        self.settle(msg, next, out);
+                        Step::Took(end)
+                    }
+                }
+            }
+            // Resyncing (the message already owns this segment) or upgraded.
+            other => {
+                self.state = other;
+                Step::DropRest
+            }
+        }
+    }
+
+    fn step_head(&mut self, mut head: HeadBuf, rest: &[u8], out: &mut Vec<HttpMessage>) -> Step {
+        let old = head.bytes.len();
+        let take = rest.len().min(MAX_HEAD.saturating_sub(old));
+        let fresh = rest.get(..take).unwrap_or_default();
+        // A head that starts in this segment is read in place; only one that
+        // spans segments is copied, so that its parts are contiguous.
+        let buffered = old > 0;
+        let mut bytes = std::mem::take(&mut head.bytes);
+        if buffered {
+            bytes.extend_from_slice(fresh);
+        }
+        let view: &[u8] = if buffered { &bytes } else { fresh };
+        match scan_head(&mut head, view) {
+            HeadScan::Bad if buffered => {
+                // Drop only the stale partial line; this segment gets its own chance.
+                self.garbage += 1;
+                Step::Took(0)
+            }
+            HeadScan::Bad => {
+                self.garbage += 1;
+                Step::DropRest
+            }
+            HeadScan::Complete(end, headers) => {
+                let taken = end.saturating_sub(old);
+                let Some((mut msg, next)) =
+                    self.complete_head(&head, view.get(..end).unwrap_or(view), headers)
+                else {
+                    return Step::Took(taken);
+                };
+                // The body often follows in the same segment: take its counted
+                // part now (as the next step would), so that a message done
+                // within the segment is never boxed.
+                let after = rest.get(taken..).unwrap_or_default();
+                if let (Next::Body(body), false) = (&next, after.is_empty()) {
+                    if let Some((n, next)) = take_counted(*body, len64(after), &mut msg.body_size) {
+                        self.settle_new(msg, next, out);
+                        return Step::Took(taken.saturating_add(to_usize(n)));
+                    }
+                }
+                self.settle_new(msg, next, out);
+                Step::Took(taken)
+            }
+            HeadScan::Partial if view.len() >= MAX_HEAD => {
+                self.lose_head(&head, view);
+                if let State::CutHead(_, cut) = &mut self.state {
+                    // No gap: the last line goes on in the bytes that follow.
+                    let tail = memrchr(b'\n', view)
+                        .map_or(view, |i| view.get(i + 1..).unwrap_or_default());
+                    cut.field_since_gap = true;
+                    if tail.len() <= MAX_CUT_LINE {
+                        cut.in_unknown_line = false;
+                        cut.line.extend_from_slice(tail);
+                    }
+                }
+                Step::Took(take)
+            }
+            HeadScan::Partial => {
+                if !buffered {
+                    bytes.extend_from_slice(fresh);
+                }
+                head.bytes = bytes;
+                self.state = State::Head(head);
+                Step::Took(take)
+            }
+        }
+    }
+
+    /// The message of a complete head, and where it goes next.
+    fn complete_head(
+        &mut self,
+        head: &HeadBuf,
+        bytes: &[u8],
+        headers: Option<Headers>,
+    ) -> Option<(HttpMessage, Next)> {
+        let Some(start) = head.start else {
+            self.garbage += 1;
+            return None;
+        };
+        let headers = headers.unwrap_or_else(|| parse_headers(bytes));
+        let next = match start.kind {
+            LineKind::Request { .. } => body_framing(&headers, false),
+            LineKind::Response { status } => self.response_framing(status, &headers),
+        };
+        Some((new_message(start, bytes, headers, head), next))
+    }
+
+    fn response_framing(&mut self, status: u16, headers: &Headers) -> Next {
+        if status == 101 {
+            return Next::Upgrade;
+        }
+        if status < 200 {
+            // Interim response: the final one is still to come for the same request.
+            return Next::Done;
+        }
+        match self.expected.pop_front() {
+            Some(ReqKind::Head) => Next::Done,
+            Some(ReqKind::Connect) if status < 300 => Next::Upgrade,
+            _ if status == 204 || status == 304 => Next::Done,
+            _ => body_framing(headers, true),
+        }
+    }
+
+    /// The head cannot be completed from what was buffered: keep what is
+    /// known and read on in what follows, or drop it when not even the start
+    /// line is known.
+    fn lose_head(&mut self, head: &HeadBuf, bytes: &[u8]) {
+        let start = match check_start(bytes) {
+            Parse::Line(start) | Parse::More(Some(start)) => start,
+            _ => {
+                self.garbage += 1;
+                return;
+            }
+        };
+        let answers = match start.kind {
+            // A final response consumes its request even when cut.
+            LineKind::Response { status } if status >= 200 => self.expected.pop_front(),
+            _ => None,
+        };
+        let headers = parse_headers(bytes);
+        let framing = Headers {
+            content_length: headers.content_length,
+            bad_length: headers.bad_length,
+            transfer_encoding: headers.transfer_encoding,
+            chunked: headers.chunked,
+            ..Headers::default()
+        };
+        let msg = Box::new(new_message(start, bytes, headers, head));
+        let cut = CutHead {
+            wire: len64(bytes),
+            seen: len64(bytes),
+            headers: framing,
+            answers,
+            in_unknown_line: true,
+            ..CutHead::default()
+        };
+        self.state = State::CutHead(msg, Box::new(cut));
+    }
+
+    fn on_gap(&mut self, gap: u64, ts: u64, out: &mut Vec<HttpMessage>) {
+        match std::mem::take(&mut self.state) {
+            State::Head(mut head) => {
+                head.last_ts = ts;
+                self.lose_head(&head, &head.bytes);
+                if matches!(self.state, State::CutHead(..)) {
+                    self.on_gap(gap, ts, out);
+                }
+            }
+            State::Body(mut msg, body) => {
+                msg.last_ts_ns = ts;
+                let next = gap_in_body(body, gap, &mut msg.body_size);
+                self.settle(msg, next, out);
+            }
+            State::CutHead(mut msg, mut cut) => {
+                msg.last_ts_ns = ts;
+                cut.wire = cut.wire.saturating_add(gap);
+                cut.after_gap = true;
+                cut.field_since_gap = false;
+                cut.in_unknown_line = true;
+                cut.line.clear();
+                self.state = State::CutHead(msg, cut);
+            }
+            // Idle: the gap holds the start of something we cannot see.
+            other => self.state = other,
+        }
+    }
+
+    /// Like [`Self::settle`] for a message not boxed yet: it gets a box only
+    /// if it has to wait in the state.
+    fn settle_new(&mut self, msg: HttpMessage, next: Next, out: &mut Vec<HttpMessage>) {
+        match next {
+            Next::Done => out.push(msg),
+            Next::Upgrade => {
+                out.push(msg);
+                self.state = State::Upgraded;
+            }
+            Next::Body(_) | Next::Lost => self.settle(Box::new(msg), next, out),
+        }
+    }
+
+    /// Moves a message on to its next state, emitting it when it is done.
+    fn settle(&mut self, mut msg: Box<HttpMessage>, next: Next, out: &mut Vec<HttpMessage>) {
+        match next {
+            Next::Body(body) => self.state = State::Body(msg, body),
+            Next::Done => out.push(*msg),
+            Next::Upgrade => {
+                out.push(*msg);
+                self.state = State::Upgraded;
+            }
+            Next::Lost => {
+                msg.truncated = true;
+                self.state = State::Resync(msg);
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! [`Http2Session`]: HTTP/2 in the protocol registry. Detected by the client
+//! preface (prior knowledge) or entered from HTTP/1 by an h2c Upgrade; each
+//! stream becomes a span, a gRPC call's span carrying the call.
+
+use zerotrace_shared::event::Direction;
+
+use super::{grpc, Http2Connection, Http2Exchange, PREFACE};
+use crate::protocols::counters::DecodeCounters;
+use crate::protocols::http_span::{origin_of, UNKNOWN_REQUEST_FIELD};
+use crate::protocols::session::{
+    ConnectionInfo, DataSegment, FirstBytes, ParseOutcome, ProtocolSession, Sink, Verdict,
+};
+use crate::spans::{GrpcExchange, HttpExchange, Protocol, Span};
+
+/// One HTTP/2 connection, both directions.
+#[derive(Debug, Default)]
+pub struct Http2Session {
+    connection: Http2Connection,
+}
+
+impl Http2Session {
+    /// The connection after a `101` to h2c: `request`, the HTTP/1.1 request
+    /// that asked for it, sent in `client`, is stream 1.
+    pub fn upgraded(client: Direction, request: Http2Exchange) -> Self {
+        let mut connection = Http2Connection::default();
+        connection.upgraded_request(client, request);
+        Self { connection }
+    }
+
+    fn emit(&mut self, conn: &ConnectionInfo, sink: &mut Sink<'_, Vec<Http2Exchange>>) {
+        sink.counters.http2.add(&self.connection.take_stats());
+        sink.spans.extend(
+            sink.scratch
+                .drain(..)
+                .filter_map(|x| build_h2_span(conn, x)),
+        );
+    }
+}
+
+impl ProtocolSession for Http2Session {
+    /// Streams completed by one segment, before they become spans.
+    type Scratch = Vec<Http2Exchange>;
+    type SwitchTo = std::convert::Infallible;
+
+    /// The client connection preface (RFC 9113 §3.4), or a start of it.
+    fn check(first: &FirstBytes<'_>) -> Verdict {
+        if first.bytes.starts_with(PREFACE) {
+            Verdict::Yes
+        } else if PREFACE.starts_with(first.bytes) {
+            Verdict::NeedMore
+        } else {
+            Verdict::No
+        }
+    }
+
+    fn start(first: &FirstBytes<'_>, conn: &mut ConnectionInfo) -> Self {
+        if first.bytes.starts_with(PREFACE) {
+            // The client sends the preface.
+            conn.learn_client_direction(first.direction);
+        }
+        Self::default()
+    }
+
+    fn parse(
+        &mut self,
+        segment: DataSegment<'_>,
+        conn: &mut ConnectionInfo,
+        sink: &mut Sink<'_, Self::Scratch>,
+    ) -> ParseOutcome<Self::SwitchTo> {
+        self.connection.feed(
+            segment.direction,
+            segment.captured,
+            segment.missing,
+            segment.ts_ns,
+            sink.scratch,
+        );
+        self.emit(conn, sink);
+        ParseOutcome::Parsed
+    }
+
+    fn finish(
+        &mut self,
+        ts_ns: u64,
+        conn: &mut ConnectionInfo,
+        sink: &mut Sink<'_, Self::Scratch>,
+    ) {
+        self.connection.finish(ts_ns, sink.scratch);
+        self.emit(conn, sink);
+    }
+
+    fn abandon(&self, counters: &mut DecodeCounters) {
+        counters.http2.add(&self.connection.stats());
+    }
+
+    fn add_live_counts(&self, _counters: &mut DecodeCounters) {
+        // Stats are handed over after every segment.
+    }
+}
+
+/// An HTTP/2 stream as a span (a gRPC call's span carries the call too); a
+/// method or path that was not decoded is `*`, never guessed.
+fn build_h2_span(conn: &ConnectionInfo, exchange: Http2Exchange) -> Option<Span> {
+    let grpc = grpc::call_of(&exchange);
+    let http = HttpExchange {
+        method: exchange
+            .method
+            .unwrap_or_else(|| UNKNOWN_REQUEST_FIELD.to_owned()),
+        target: exchange
+            .path
+            .unwrap_or_else(|| UNKNOWN_REQUEST_FIELD.to_owned()),
+        status: exchange.status.unwrap_or(0),
+        protocol_version: "2",
+        request_body_bytes: exchange.request_body_bytes,
+        response_body_bytes: exchange.response_body_bytes,
+        host: exchange.authority,
+        traceparent: exchange.traceparent,
+        route: None,
+    };
+    let protocol = match grpc {
+        Some(call) => Protocol::Grpc(GrpcExchange { call, http }),
+        None => Protocol::Http(http),
+    };
+    Some(Span::new(
+        origin_of(conn),
+        (exchange.start_ts_ns, exchange.end_ts_ns),
+        exchange.partial || exchange.reset,
+        protocol,
+    ))
+}
