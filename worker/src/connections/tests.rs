@@ -295,7 +295,11 @@ fn tls_records_are_skipped_and_the_plaintext_makes_an_https_span() {
     assert_eq!(spans.len(), 1);
     let span = &spans[0];
     assert_eq!(
-        (http(span).method.as_str(), http(span).target.as_str(), http(span).status),
+        (
+            http(span).method.as_str(),
+            http(span).target.as_str(),
+            http(span).status
+        ),
         ("GET", "/secret", 200)
     );
     assert!(span.tls);
@@ -353,7 +357,11 @@ fn an_h2c_upgrade_makes_the_request_stream_one_of_an_http2_connection() {
     assert_eq!(spans.len(), 1, "{spans:?}");
     let span = &spans[0];
     assert_eq!(
-        (http(span).method.as_str(), http(span).target.as_str(), http(span).status),
+        (
+            http(span).method.as_str(),
+            http(span).target.as_str(),
+            http(span).status
+        ),
         ("GET", "/up", 200)
     );
     assert_eq!(http(span).protocol_version, "2");
@@ -370,7 +378,10 @@ fn a_websocket_upgrade_stays_an_http1_exchange() {
     let switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello";
     let spans = feed(&mut tracker, Direction::Egress, switch, false, 2);
     assert_eq!(spans.len(), 1);
-    assert_eq!((http(&spans[0]).status, http(&spans[0]).protocol_version), (101, "1.1"));
+    assert_eq!(
+        (http(&spans[0]).status, http(&spans[0]).protocol_version),
+        (101, "1.1")
+    );
     assert!(h2c::switch_offset(switch).is_none());
 }
 

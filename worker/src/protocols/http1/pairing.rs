@@ -66,11 +66,7 @@ impl Http1Session {
     }
 }
 
-fn build_span(
-    conn: &ConnectionInfo,
-    request: HttpMessage,
-    response: HttpMessage,
-) -> Option<Span> {
+fn build_span(conn: &ConnectionInfo, request: HttpMessage, response: HttpMessage) -> Option<Span> {
     let MessageHead::Request { method, target } = request.head else {
         return None;
     };
