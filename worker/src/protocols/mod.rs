@@ -1,6 +1,8 @@
 //! Decoders of application protocols from captured byte streams.
 
+pub mod db;
 pub mod grpc;
 pub mod hpack;
 pub mod http1;
 pub mod http2;
+pub mod sql_sanitize;
