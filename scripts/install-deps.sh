@@ -12,6 +12,10 @@ packages=(
 if [ "${1:-}" = "test" ]; then
   packages+=(prometheus bpftool tmux openssl nginx-light nghttp2-client python3-h2)  # tests: scraper, map dumps, terminal, certificates, h2 servers and load
   packages+=(python3-grpcio)  # tests: gRPC server and client (tests/servers/grpc_app.py, run with /usr/bin/python3)
+  packages+=(postgresql postgresql-client python3-psycopg2 python3-psycopg)  # tests: PostgreSQL server, psql, libpq and extended-protocol clients
+  packages+=(redis-server redis-tools python3-redis)                        # tests: Redis server, redis-cli, redis-py
+  packages+=(mariadb-server mariadb-client python3-pymysql)                 # tests: MariaDB server, mysql client, PyMySQL
+  packages+=(memcached)                                                     # tests: memcached server
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -252,3 +252,63 @@ mod tests {
         assert_eq!(op.span_name(), "SELECT accounts");
     }
 }
+
+/// Recorded exchanges (see `worker/testdata/README.md`): one connection per
+/// `= conn` line, then `> hex` for bytes the client wrote, `< hex` for bytes it read.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use zerotrace_shared::event::Direction;
+
+    pub type Chunk = (Direction, Vec<u8>);
+
+    pub fn connections(text: &str) -> Vec<Vec<Chunk>> {
+        let mut connections: Vec<Vec<Chunk>> = Vec::new();
+        for line in text.lines() {
+            let (mark, hex) = line.split_once(' ').unwrap_or((line, ""));
+            let direction = match mark {
+                "=" => {
+                    connections.push(Vec::new());
+                    continue;
+                }
+                ">" => Direction::Egress,
+                "<" => Direction::Ingress,
+                _ => continue,
+            };
+            let bytes = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
+                .collect();
+            if let Some(connection) = connections.last_mut() {
+                connection.push((direction, bytes));
+            }
+        }
+        connections
+    }
+
+    /// How a test cuts the recorded chunks into segments.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Cut {
+        /// Each chunk is one segment.
+        Whole,
+        /// Each chunk in segments of this many bytes.
+        Pieces(usize),
+        /// Each chunk captured up to this many bytes, the rest a gap.
+        Capture(usize),
+    }
+
+    /// Feeds `chunks` to `feed(direction, captured, gap, ts)`; chunk `i` is at ts `(i+1)*1000`.
+    pub fn replay(chunks: &[Chunk], cut: Cut, mut feed: impl FnMut(Direction, &[u8], u64, u64)) {
+        for (i, (direction, bytes)) in chunks.iter().enumerate() {
+            let ts = (i as u64 + 1) * 1000;
+            match cut {
+                Cut::Whole => feed(*direction, bytes, 0, ts),
+                Cut::Pieces(n) => bytes
+                    .chunks(n.max(1))
+                    .for_each(|piece| feed(*direction, piece, 0, ts)),
+                Cut::Capture(n) => {
+                    let kept = n.min(bytes.len());
+                    feed(*direction, &bytes[..kept], (bytes.len() - kept) as u64, ts);
+                }
+            }
+        }
+    }
+}

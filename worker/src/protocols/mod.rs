@@ -1,8 +1,10 @@
 //! Decoders of application protocols from captured byte streams.
 
 pub mod db;
+pub mod db_framing;
 pub mod grpc;
 pub mod hpack;
 pub mod http1;
 pub mod http2;
+pub mod postgres;
 pub mod sql_sanitize;

@@ -336,8 +336,7 @@ fn single_collection(tokens: &[Token], operation: &str) -> Option<String> {
             || is_kw(token, "JOIN")
             || (is_kw(token, "INTO") && operation != "SELECT")
             || (is_kw(token, "UPDATE") && i == 0)
-            || (is_kw(token, "TABLE") && i <= 2)
-            || (is_kw(token, "COPY") && i == 0);
+            || (is_kw(token, "TABLE") && i <= 2);
         if names_table {
             let mut j = i + 1;
             // DELETE FROM ONLY t, TRUNCATE TABLE IF EXISTS t.
@@ -348,6 +347,13 @@ fn single_collection(tokens: &[Token], operation: &str) -> Option<String> {
                 j += 1;
             }
             match table_at(tokens, j) {
+                // `FROM generate_series(…)`: a function, not a table.
+                Some((_, after))
+                    if tokens.get(after).is_some_and(|t| t.text == "(")
+                        && !is_kw(token, "INTO") =>
+                {
+                    many = true;
+                }
                 Some((name, after)) => {
                     if !tables.contains(&name) {
                         tables.push(name);
@@ -439,6 +445,10 @@ pub fn summarize(sql: &str, dialect: SqlDialect, max_len: usize) -> SqlSummary {
         .filter(|t| t.kind == Kind::Word)
         .map(|t| t.text.to_ascii_uppercase());
     let collection = operation.as_deref().and_then(|op| {
+        if op == "COPY" {
+            // `COPY t [(cols)] FROM/TO …`; `COPY (query) TO …` names no single table.
+            return table_at(&significant, 1).map(|(name, _)| name);
+        }
         matches!(
             op,
             "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "TRUNCATE" | "COPY" | "REPLACE"
@@ -542,6 +552,16 @@ mod tests {
         );
         assert_eq!(pg("BEGIN").operation.as_deref(), Some("BEGIN"));
         assert_eq!(pg("SELECT 1").collection, None);
+        assert_eq!(
+            pg("COPY accounts FROM STDIN").collection.as_deref(),
+            Some("accounts")
+        );
+        assert_eq!(pg("COPY (SELECT 1) TO STDOUT").collection, None);
+        assert_eq!(pg("SELECT g FROM generate_series(1, 3) g").collection, None);
+        assert_eq!(
+            pg("INSERT INTO t(a) VALUES (1)").collection.as_deref(),
+            Some("t")
+        );
     }
 
     #[test]
