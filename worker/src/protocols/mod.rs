@@ -7,4 +7,5 @@ pub mod hpack;
 pub mod http1;
 pub mod http2;
 pub mod postgres;
+pub mod redis;
 pub mod sql_sanitize;
