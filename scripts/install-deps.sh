@@ -14,8 +14,8 @@ if [ "${1:-}" = "test" ]; then
   packages+=(python3-grpcio)  # tests: gRPC server and client (tests/servers/grpc_app.py, run with /usr/bin/python3)
   packages+=(postgresql postgresql-client python3-psycopg2 python3-psycopg)  # tests: PostgreSQL server, psql, libpq and extended-protocol clients
   packages+=(redis-server redis-tools python3-redis)                        # tests: Redis server, redis-cli, redis-py
-  packages+=(mariadb-server mariadb-client python3-pymysql)                 # tests: MariaDB server, mysql client, PyMySQL
-  packages+=(memcached)                                                     # tests: memcached server
+  packages+=(mariadb-server mariadb-client python3-pymysql libdbd-mariadb-perl)  # tests: MariaDB server, mysql client, PyMySQL, server-side prepared statements
+  packages+=(memcached python3-pymemcache)                                  # tests: memcached server and client
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -6,6 +6,7 @@ pub mod grpc;
 pub mod hpack;
 pub mod http1;
 pub mod http2;
+pub mod memcached;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
