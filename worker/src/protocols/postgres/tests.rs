@@ -10,6 +10,7 @@ use crate::protocols::db::{DbOperation, Detection};
 const PSQL: &str = include_str!("../../../testdata/postgres/psql.txt");
 const PSYCOPG2: &str = include_str!("../../../testdata/postgres/psycopg2.txt");
 const PSYCOPG3: &str = include_str!("../../../testdata/postgres/psycopg3.txt");
+const PIPELINE: &str = include_str!("../../../testdata/postgres/psycopg3_pipeline.txt");
 
 fn decode_chunks(chunks: &[(Direction, Vec<u8>)], cut: Cut) -> Vec<DbOperation> {
     let mut out = Vec::new();
@@ -89,12 +90,23 @@ const PSYCOPG3_OPS: &[&str] = &[
     "DEALLOCATE | - | shop | DEALLOCATE ALL | ok | rows=- | 23000-24000",
 ];
 
+/// psycopg 3 pipeline mode: three Parse/Bind/Describe/Execute in one write
+/// with one Sync, answered in one read; then a batch whose first Execute fails
+/// (22012), so the server skips the second up to the Sync: no operation for it.
+const PIPELINE_OPS: &[&str] = &[
+    "SELECT | accounts | shop | SELECT name FROM accounts WHERE id = $1 | ok | rows=1 | 3000-4000",
+    "UPDATE | accounts | shop | UPDATE accounts SET balance = balance + $1 WHERE id = $2 | ok | rows=1 | 3000-4000",
+    "SELECT | accounts | shop | SELECT count(*) FROM accounts | ok | rows=1 | 3000-4000",
+    "SELECT | - | shop | SELECT ?/$1 | 22012 | rows=- | 5000-6000",
+];
+
 #[test]
 fn recorded_exchanges_decode_exactly() {
     for (fixture, expected) in [
         (PSQL, PSQL_OPS),
         (PSYCOPG2, PSYCOPG2_OPS),
         (PSYCOPG3, PSYCOPG3_OPS),
+        (PIPELINE, PIPELINE_OPS),
     ] {
         assert_eq!(show(&decode(fixture, Cut::Whole)), expected);
         // Segment boundaries do not matter to the framing.
@@ -131,6 +143,7 @@ fn a_kernel_sized_capture_keeps_every_operation() {
     assert_eq!(show(&decode(PSQL, Cut::Capture(512))), expected);
     assert_eq!(show(&decode(PSYCOPG2, Cut::Capture(512))), PSYCOPG2_OPS);
     assert_eq!(show(&decode(PSYCOPG3, Cut::Capture(512))), PSYCOPG3_OPS);
+    assert_eq!(show(&decode(PIPELINE, Cut::Capture(512))), PIPELINE_OPS);
 }
 
 #[test]
