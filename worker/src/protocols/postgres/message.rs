@@ -25,7 +25,7 @@ fn header(bytes: &[u8]) -> Option<FrameHeader> {
         return None;
     };
     let len = u64::from(u32::from_be_bytes([a, b, c, d]));
-    (tag.is_ascii_alphanumeric() && (4..=MAX_MESSAGE).contains(&len)).then_some(FrameHeader {
+    (tag.is_ascii_alphanumeric() && (4..=MAX_MESSAGE).contains(&len)).then(|| FrameHeader {
         tag,
         body_len: len - 4,
     })
@@ -305,6 +305,19 @@ pub fn command_tag(tag: &[u8]) -> (String, Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lengths_below_four_are_not_headers() {
+        // Found by the fuzz target: the body length was computed before the check.
+        assert_eq!(header(b"T\0\0\0\0"), None);
+        assert_eq!(
+            header(b"T\0\0\0\x04"),
+            Some(FrameHeader {
+                tag: b'T',
+                body_len: 0
+            })
+        );
+    }
 
     #[test]
     fn command_tags() {
