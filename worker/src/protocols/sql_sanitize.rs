@@ -279,8 +279,15 @@ pub fn split_statements(sql: &str, dialect: SqlDialect) -> Vec<&str> {
 
 fn unquote(token: &Token) -> String {
     match token.kind {
-        Kind::QuotedIdent if token.text.len() >= 2 => {
-            token.text[1..token.text.len() - 1].to_string()
+        Kind::QuotedIdent => {
+            // The closing quote may have been cut by the capture.
+            let quote = if token.text.starts_with('`') {
+                '`'
+            } else {
+                '"'
+            };
+            let inner = token.text.strip_prefix(quote).unwrap_or(token.text);
+            inner.strip_suffix(quote).unwrap_or(inner).to_string()
         }
         _ => token.text.to_string(),
     }
@@ -581,6 +588,9 @@ mod tests {
     #[test]
     fn cut_text_never_panics() {
         for sql in [
+            // Found by the fuzz target: a quoted name cut after a multi-byte char.
+            "SELECT * FROM \"\u{e9}",
+            "SELECT * FROM `ab\u{e9}",
             "SELECT 'abc",
             "SELECT $$abc",
             "SELECT /* x",
