@@ -20,17 +20,6 @@ pub enum Detection {
     NeedMore,
 }
 
-/// One step of a frame parser over buffered bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParseOutcome<T> {
-    /// A frame, and how many bytes it took.
-    Complete(T, usize),
-    /// The frame goes on past the bytes given.
-    NeedMore,
-    /// The bytes are not a frame: framing is lost, resync.
-    Invalid,
-}
-
 /// `db.system.name` of an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DbSystem {

@@ -528,7 +528,11 @@ impl PostgresConnection {
                 .unwrap_or_else(|| "_OTHER".to_string()),
         );
         op.status_code = error.sqlstate;
-        op.error_message = error.message;
+        // `ERROR: relation "x" does not exist`, as psql shows it.
+        op.error_message = match (error.severity, error.message) {
+            (Some(severity), Some(message)) => Some(format!("{severity}: {message}")),
+            (_, message) => message,
+        };
     }
 
     /// A request that got no result (lost to the capture, or the connection ended).

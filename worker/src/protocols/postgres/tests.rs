@@ -127,7 +127,7 @@ fn errors_carry_sqlstate_severity_and_message() {
     assert_eq!(missing.error_type.as_deref(), Some("42P01"));
     assert_eq!(
         missing.error_message.as_deref(),
-        Some("relation \"missing_table\" does not exist")
+        Some("ERROR: relation \"missing_table\" does not exist")
     );
     assert!(ops[0].error_type.is_none());
     assert!(ops[0].request_bytes > 40 && ops[0].response_bytes > 40);
