@@ -39,7 +39,7 @@ pub fn command_data(line: &[u8]) -> Option<u64> {
         .ok()?
         .parse::<u64>()
         .ok()
-        .map(|n| n + 2)
+        .and_then(|n| n.checked_add(2))
 }
 
 /// Data bytes (with CRLF) after a reply line: the `<bytes>` of `VALUE <key> <flags> <bytes> [<cas>]`.
@@ -53,7 +53,7 @@ pub fn reply_data(line: &[u8]) -> Option<u64> {
         .ok()?
         .parse::<u64>()
         .ok()
-        .map(|n| n + 2)
+        .and_then(|n| n.checked_add(2))
 }
 
 /// Command words, lower case as the protocol has them.

@@ -162,6 +162,28 @@ fn detection_on_first_bytes() {
     }
 }
 
+#[test]
+fn huge_declared_lengths_do_not_overflow() {
+    // Found by the fuzz target: `<bytes>` + CRLF overflowed at u64::MAX.
+    let mut connection = MemcachedConnection::new();
+    let mut out = Vec::new();
+    connection.feed(
+        Direction::Egress,
+        b"set k 0 0 18446744073709551615\r\n",
+        5,
+        1,
+        &mut out,
+    );
+    connection.feed(
+        Direction::Ingress,
+        b"VALUE k 0 18446744073709551615\r\n",
+        5,
+        2,
+        &mut out,
+    );
+    assert!(out.is_empty());
+}
+
 proptest::proptest! {
     #[test]
     fn arbitrary_segments_never_panic(
