@@ -181,7 +181,7 @@ fn huge_declared_lengths_do_not_overflow() {
         2,
         &mut out,
     );
-    assert!(out.is_empty());
+    assert!(out.len() <= 1);
 }
 
 proptest::proptest! {
