@@ -142,7 +142,7 @@ pub fn parse_handshake_response(body: &[u8]) -> Option<HandshakeResponse> {
     let (_user, rest) = cstr(rest);
     let rest = if capabilities & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 {
         let (len, size) = lenenc(rest)?;
-        rest.get(size + usize::try_from(len).ok()?..)?
+        rest.get(size.checked_add(usize::try_from(len).ok()?)?..)?
     } else if capabilities & CLIENT_SECURE_CONNECTION != 0 {
         let len = usize::from(*rest.first()?);
         rest.get(1 + len..)?
@@ -221,6 +221,16 @@ mod tests {
         assert_eq!(lenenc(&[0xfe, 1, 0, 0, 0, 0, 0, 0, 0]), Some((1, 9)));
         assert_eq!(lenenc(&[0xfc, 1]), None);
         assert_eq!(lenenc(&[0xff]), None);
+    }
+
+    #[test]
+    fn a_huge_auth_length_is_refused() {
+        let mut body = vec![0u8; 32];
+        body[..4].copy_from_slice(
+            &(CLIENT_PROTOCOL_41 | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA).to_le_bytes(),
+        );
+        body.extend_from_slice(b"user\0\xfe\xff\xff\xff\xff\xff\xff\xff\xff");
+        assert_eq!(parse_handshake_response(&body), None);
     }
 
     #[test]
