@@ -2,12 +2,19 @@
 //! registry that says which one a connection speaks.
 
 pub mod counters;
+pub mod db;
+pub mod db_framing;
 pub mod hpack;
 pub mod http1;
 pub mod http2;
 pub mod http_span;
+pub mod memcached;
+pub mod mysql;
+pub mod postgres;
+pub mod redis;
 pub mod registry;
 pub mod session;
+pub mod sql_sanitize;
 
 /// gRPC is HTTP/2 streams; kept at this path for the conventions and exporters.
 pub use http2::grpc;

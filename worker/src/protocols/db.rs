@@ -1,0 +1,303 @@
+//! What the database and cache decoders (PostgreSQL, MySQL, Redis, memcached)
+//! have in common: the detection answer, the operation they emit, their loss
+//! counters and a small bounded map for prepared statements.
+//!
+//! Each decoder has the same shape so the connection tracker can wire them
+//! the same way: a side-effect-free `check(first_bytes, direction)` and a
+//! per-connection state with `feed(direction, captured, gap, ts_ns, out)`.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+/// Whether a connection's first bytes belong to a protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detection {
+    Yes,
+    No,
+    /// Too few bytes to tell; ask again with more.
+    NeedMore,
+}
+
+/// `db.system.name` of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DbSystem {
+    Postgresql,
+    Mysql,
+    Mariadb,
+    Redis,
+    Memcached,
+}
+
+impl DbSystem {
+    /// The semantic-conventions value of `db.system.name`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbSystem::Postgresql => "postgresql",
+            DbSystem::Mysql => "mysql",
+            DbSystem::Mariadb => "mariadb",
+            DbSystem::Redis => "redis",
+            DbSystem::Memcached => "memcached",
+        }
+    }
+}
+
+/// One completed database or cache operation seen from the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbOperation {
+    pub system: DbSystem,
+    /// `db.operation.name` (`SELECT`, `GET`…); empty when not known.
+    pub operation: String,
+    /// `db.collection.name`: the table of a simple statement.
+    pub collection: Option<String>,
+    /// `db.namespace`: database name, or the Redis database index.
+    pub namespace: Option<String>,
+    /// `db.query.text`, literals replaced by `?`.
+    pub query_text: Option<String>,
+    /// `db.response.status_code` (SQLSTATE, MySQL error number, Redis error prefix).
+    pub status_code: Option<String>,
+    /// `error.type` when the operation failed.
+    pub error_type: Option<String>,
+    /// The server's error message, cut to a bounded length.
+    pub error_message: Option<String>,
+    /// Rows returned or affected, when the server said.
+    pub rows: Option<u64>,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Bytes the client wrote for this operation (captured + not captured).
+    pub request_bytes: u64,
+    /// Bytes the client read for this operation (captured + not captured).
+    pub response_bytes: u64,
+    /// Part of the exchange was lost to the capture; fields may be missing.
+    pub partial: bool,
+}
+
+impl DbOperation {
+    pub fn new(system: DbSystem, start_ns: u64) -> Self {
+        Self {
+            system,
+            operation: String::new(),
+            collection: None,
+            namespace: None,
+            query_text: None,
+            status_code: None,
+            error_type: None,
+            error_message: None,
+            rows: None,
+            start_ns,
+            end_ns: start_ns,
+            request_bytes: 0,
+            response_bytes: 0,
+            partial: false,
+        }
+    }
+
+    /// Span name per the conventions: `{operation} {collection}`, or what is known.
+    pub fn span_name(&self) -> String {
+        match (&self.collection, self.operation.is_empty()) {
+            (Some(collection), false) => format!("{} {}", self.operation, collection),
+            (None, false) => self.operation.clone(),
+            (_, true) => self.system.as_str().to_string(),
+        }
+    }
+}
+
+/// What a decoder lost or refused, for the worker's loss counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DbDecoderStats {
+    /// Times a direction lost its framing and had to resync.
+    pub resyncs: u64,
+    /// Segments (or parts of them) skipped while out of sync.
+    pub bytes_skipped: u64,
+    /// Operations emitted with `partial` set.
+    pub partial_operations: u64,
+    /// Requests dropped because too many were outstanding.
+    pub pending_dropped: u64,
+    /// Prepared statements forgotten because the map was full.
+    pub statements_evicted: u64,
+    /// Replies that answered no known request.
+    pub unmatched_replies: u64,
+}
+
+/// Longest text kept for a query, an error message or a key.
+pub const MAX_TEXT: usize = 2048;
+/// Requests waiting for their reply, per connection; more are dropped and counted.
+pub const MAX_PENDING: usize = 1024;
+
+/// Text of `bytes` (lossy UTF-8), cut to at most `max` bytes on a char boundary.
+pub fn bounded_text(bytes: &[u8], max: usize) -> String {
+    let cut = &bytes[..bytes.len().min(max)];
+    let mut text = String::from_utf8_lossy(cut).into_owned();
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// A map that keeps at most `capacity` entries, forgetting the least recently
+/// used one when full (prepared statements: names or ids → SQL text).
+#[derive(Debug)]
+pub struct BoundedLru<K, V> {
+    entries: HashMap<K, (V, u64)>,
+    capacity: usize,
+    clock: u64,
+    evicted: u64,
+}
+
+impl<K: Eq + Hash + Clone, V> BoundedLru<K, V> {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            capacity: capacity.max(1),
+            clock: 0,
+            evicted: 0,
+        }
+    }
+
+    pub fn insert(&mut self, key: K, value: V) {
+        self.clock += 1;
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
+            // O(capacity) scan; capacity is small and inserts are rare next to lookups.
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.entries.remove(&oldest);
+                self.evicted += 1;
+            }
+        }
+        self.entries.insert(key, (value, self.clock));
+    }
+
+    pub fn get(&mut self, key: &K) -> Option<&V> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(key).map(|(value, used)| {
+            *used = clock;
+            &*value
+        })
+    }
+
+    pub fn remove(&mut self, key: &K) {
+        self.entries.remove(key);
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entries forgotten because the map was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lru_forgets_the_least_recently_used() {
+        let mut map = BoundedLru::new(2);
+        map.insert("a", 1);
+        map.insert("b", 2);
+        assert_eq!(map.get(&"a"), Some(&1));
+        map.insert("c", 3);
+        assert_eq!(map.get(&"b"), None);
+        assert_eq!(map.get(&"a"), Some(&1));
+        assert_eq!(map.get(&"c"), Some(&3));
+        assert_eq!(map.evicted(), 1);
+        assert_eq!(map.len(), 2);
+    }
+
+    #[test]
+    fn bounded_text_cuts_on_a_char_boundary() {
+        assert_eq!(bounded_text("héllo".as_bytes(), 2), "h");
+        assert_eq!(bounded_text(b"hello", 3), "hel");
+    }
+
+    #[test]
+    fn span_name_follows_the_conventions() {
+        let mut op = DbOperation::new(DbSystem::Postgresql, 0);
+        assert_eq!(op.span_name(), "postgresql");
+        op.operation = "SELECT".into();
+        assert_eq!(op.span_name(), "SELECT");
+        op.collection = Some("accounts".into());
+        assert_eq!(op.span_name(), "SELECT accounts");
+    }
+}
+
+/// Recorded exchanges (see `worker/testdata/README.md`): one connection per
+/// `= conn` line, then `> hex` for bytes the client wrote, `< hex` for bytes it read.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use zerotrace_shared::event::Direction;
+
+    pub type Chunk = (Direction, Vec<u8>);
+
+    pub fn connections(text: &str) -> Vec<Vec<Chunk>> {
+        let mut connections: Vec<Vec<Chunk>> = Vec::new();
+        for line in text.lines() {
+            let (mark, hex) = line.split_once(' ').unwrap_or((line, ""));
+            let direction = match mark {
+                "=" => {
+                    connections.push(Vec::new());
+                    continue;
+                }
+                ">" => Direction::Egress,
+                "<" => Direction::Ingress,
+                _ => continue,
+            };
+            let bytes = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
+                .collect();
+            if let Some(connection) = connections.last_mut() {
+                connection.push((direction, bytes));
+            }
+        }
+        connections
+    }
+
+    /// How a test cuts the recorded chunks into segments.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Cut {
+        /// Each chunk is one segment.
+        Whole,
+        /// Each chunk in segments of this many bytes.
+        Pieces(usize),
+        /// Each chunk captured up to this many bytes, the rest a gap.
+        Capture(usize),
+    }
+
+    /// Feeds `chunks` to `feed(direction, captured, gap, ts)`; chunk `i` is at ts `(i+1)*1000`.
+    pub fn replay(chunks: &[Chunk], cut: Cut, mut feed: impl FnMut(Direction, &[u8], u64, u64)) {
+        for (i, (direction, bytes)) in chunks.iter().enumerate() {
+            let ts = (i as u64 + 1) * 1000;
+            match cut {
+                Cut::Whole => feed(*direction, bytes, 0, ts),
+                Cut::Pieces(n) => bytes
+                    .chunks(n.max(1))
+                    .for_each(|piece| feed(*direction, piece, 0, ts)),
+                Cut::Capture(n) => {
+                    let kept = n.min(bytes.len());
+                    feed(*direction, &bytes[..kept], (bytes.len() - kept) as u64, ts);
+                }
+            }
+        }
+    }
+}

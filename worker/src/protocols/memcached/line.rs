@@ -1,0 +1,148 @@
+//! Lines of memcached's text protocol out of one direction of a captured
+//! stream, with the data blocks that follow some of them (`set`'s value,
+//! `VALUE`'s value) skipped by their declared length, across gaps too.
+
+#![forbid(unsafe_code)]
+
+use memchr::memchr;
+
+/// Longest line kept (a `get` with many keys); the rest of it is skipped.
+const MAX_LINE: usize = 2048;
+
+/// One line, with its data block when it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// Without its CRLF; cut at `MAX_LINE`.
+    pub text: Vec<u8>,
+    /// Part of the line or of its data block was not captured or not kept.
+    pub cut: bool,
+    /// The line, its data block and their CRLFs.
+    pub wire_bytes: u64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineEvent {
+    Line(Line),
+    Lost,
+}
+
+/// Splits one direction into lines; `data_after(line)` tells how many data
+/// bytes (CRLF included) follow a line.
+#[derive(Debug)]
+pub struct LineReader {
+    data_after: fn(&[u8]) -> Option<u64>,
+    can_start: fn(&[u8]) -> bool,
+    current: Option<Line>,
+    overflow: bool,
+    /// Data bytes still to pass for the current line.
+    data_left: u64,
+    lost: bool,
+    pub losses: u64,
+    pub skipped_bytes: u64,
+}
+
+impl LineReader {
+    pub fn new(data_after: fn(&[u8]) -> Option<u64>, can_start: fn(&[u8]) -> bool) -> Self {
+        Self {
+            data_after,
+            can_start,
+            current: None,
+            overflow: false,
+            data_left: 0,
+            lost: false,
+            losses: 0,
+            skipped_bytes: 0,
+        }
+    }
+
+    fn lose(&mut self, out: &mut Vec<LineEvent>) {
+        self.current = None;
+        self.data_left = 0;
+        self.overflow = false;
+        if !self.lost {
+            self.lost = true;
+            self.losses += 1;
+            out.push(LineEvent::Lost);
+        }
+    }
+
+    fn emit(&mut self, ts_ns: u64, out: &mut Vec<LineEvent>) {
+        if let Some(mut line) = self.current.take() {
+            line.end_ns = ts_ns;
+            out.push(LineEvent::Line(line));
+        }
+    }
+
+    pub fn feed(&mut self, captured: &[u8], gap: u64, ts_ns: u64, out: &mut Vec<LineEvent>) {
+        let mut input = captured;
+        if self.lost {
+            if !(self.can_start)(input) {
+                self.skipped_bytes += input.len() as u64 + gap;
+                return;
+            }
+            self.lost = false;
+        }
+        while !input.is_empty() {
+            let line = self.current.get_or_insert_with(|| Line {
+                text: Vec::new(),
+                cut: false,
+                wire_bytes: 0,
+                start_ns: ts_ns,
+                end_ns: ts_ns,
+            });
+            if self.data_left > 0 {
+                let take = usize::try_from(self.data_left)
+                    .unwrap_or(usize::MAX)
+                    .min(input.len());
+                line.wire_bytes += take as u64;
+                self.data_left -= take as u64;
+                input = &input[take..];
+                if self.data_left == 0 {
+                    self.emit(ts_ns, out);
+                }
+                continue;
+            }
+            let end = memchr(b'\n', input);
+            let take = end.map_or(input.len(), |at| at + 1);
+            let room = MAX_LINE.saturating_sub(line.text.len()).min(take);
+            line.text.extend_from_slice(&input[..room]);
+            line.wire_bytes += take as u64;
+            self.overflow |= room < take;
+            input = &input[take..];
+            if end.is_none() {
+                continue;
+            }
+            while matches!(line.text.last(), Some(b'\n' | b'\r')) {
+                line.text.pop();
+            }
+            line.cut |= std::mem::take(&mut self.overflow);
+            match (self.data_after)(&line.text) {
+                Some(data) if data > 0 => self.data_left = data,
+                _ => self.emit(ts_ns, out),
+            }
+        }
+        if gap == 0 {
+            return;
+        }
+        if self.data_left > 0 {
+            let covered = gap.min(self.data_left);
+            self.data_left -= covered;
+            if let Some(line) = &mut self.current {
+                line.cut = true;
+                line.wire_bytes += covered;
+            }
+            if self.data_left == 0 {
+                self.emit(ts_ns, out);
+                if gap > covered {
+                    self.skipped_bytes += gap - covered;
+                    self.lose(out);
+                }
+            }
+            return;
+        }
+        self.skipped_bytes += gap;
+        self.lose(out);
+    }
+}

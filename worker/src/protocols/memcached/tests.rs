@@ -1,0 +1,214 @@
+//! The memcached decoder on exchanges recorded from real clients
+//! (pymemcache, and commands typed as into `nc`) and a real memcached 1.6.
+
+use zerotrace_shared::event::Direction;
+
+use super::*;
+use crate::protocols::db::fixture::{connections, replay, Cut};
+use crate::protocols::db::{DbOperation, Detection};
+
+const PY: &str = include_str!("../../../testdata/memcached/pymemcache.txt");
+const TEXT: &str = include_str!("../../../testdata/memcached/text.txt");
+
+fn decode_chunks(chunks: &[(Direction, Vec<u8>)], cut: Cut) -> Vec<DbOperation> {
+    let mut out = Vec::new();
+    let mut connection = MemcachedConnection::new();
+    replay(chunks, cut, |direction, captured, gap, ts| {
+        connection.feed(direction, captured, gap, ts, &mut out)
+    });
+    connection.finish(1_000_000, &mut out);
+    out
+}
+
+fn decode(fixture: &str, cut: Cut) -> Vec<DbOperation> {
+    connections(fixture)
+        .iter()
+        .flat_map(|chunks| decode_chunks(chunks, cut))
+        .collect()
+}
+
+fn show(ops: &[DbOperation]) -> Vec<String> {
+    ops.iter()
+        .map(|op| {
+            format!(
+                "{} | {} | {} | rows={} | {}-{}{}",
+                op.operation,
+                op.query_text.as_deref().unwrap_or("-"),
+                op.status_code.as_deref().unwrap_or("ok"),
+                op.rows.map_or("-".to_string(), |r| r.to_string()),
+                op.start_ns,
+                op.end_ns,
+                if op.partial { " | partial" } else { "" }
+            )
+        })
+        .collect()
+}
+
+/// pymemcache: storage commands and their outcomes, a multi-key `get` (two
+/// hits of three), `gets`/`cas`, incr/decr/touch, a 2000-byte value, a
+/// `noreply` set (ends when sent), version, stats (96 `STAT` lines), flush_all.
+const PY_OPS: &[&str] = &[
+    "set | set user:1 ? ? ? | STORED | rows=- | 1000-2000",
+    "get | get user:1 | ok | rows=1 | 3000-4000",
+    "set | set user:2 ? ? ? | STORED | rows=- | 5000-6000",
+    "get | get user:1 user:2 user:3 | ok | rows=2 | 7000-8000",
+    "add | add user:1 ? ? ? | NOT_STORED | rows=- | 9000-10000",
+    "replace | replace nobody ? ? ? | NOT_STORED | rows=- | 11000-12000",
+    "append | append user:1 ? ? ? | STORED | rows=- | 13000-14000",
+    "prepend | prepend user:1 ? ? ? | STORED | rows=- | 15000-16000",
+    "gets | gets user:1 | ok | rows=1 | 17000-18000",
+    "cas | cas user:1 ? ? ? ? | STORED | rows=- | 19000-20000",
+    "cas | cas user:1 ? ? ? ? | EXISTS | rows=- | 21000-22000",
+    "delete | delete user:2 | DELETED | rows=- | 23000-24000",
+    "delete | delete user:2 | NOT_FOUND | rows=- | 25000-26000",
+    "set | set hits ? ? ? | STORED | rows=- | 27000-28000",
+    "incr | incr hits ? | ok | rows=- | 29000-30000",
+    "decr | decr hits ? | ok | rows=- | 31000-32000",
+    "incr | incr missing ? | NOT_FOUND | rows=- | 33000-34000",
+    "touch | touch hits ? | TOUCHED | rows=- | 35000-36000",
+    "set | set big ? ? ? | STORED | rows=- | 37000-38000",
+    "get | get big | ok | rows=1 | 39000-40000",
+    "set | set quiet ? ? ? noreply | ok | rows=- | 41000-41000",
+    "version | version | ok | rows=- | 42000-43000",
+    "stats | stats | ok | rows=- | 44000-45000",
+    "flush_all | flush_all 0 | ok | rows=- | 46000-47000",
+];
+
+/// Typed commands: gat/gats, an unknown command (ERROR), a malformed storage
+/// line and a non-numeric incr (CLIENT_ERROR), a meta no-op, a repeated key.
+const TEXT_OPS: &[&str] = &[
+    "set | set k ? ? ? | STORED | rows=- | 1000-2000",
+    "gat | gat ? k | ok | rows=1 | 3000-4000",
+    "gats | gats ? k nokey | ok | rows=1 | 5000-6000",
+    "bogus | bogus | ERROR | rows=- | 7000-8000",
+    "set | set k ? ? ? | CLIENT_ERROR | rows=- | 9000-10000",
+    "incr | incr k ? | CLIENT_ERROR | rows=- | 11000-12000",
+    "verbosity | verbosity 1 | ok | rows=- | 13000-14000",
+    "mn | mn | ok | rows=- | 15000-16000",
+    "get | get k k k | ok | rows=3 | 17000-18000",
+];
+
+#[test]
+fn recorded_exchanges_decode_exactly() {
+    for (fixture, expected) in [(PY, PY_OPS), (TEXT, TEXT_OPS)] {
+        assert_eq!(show(&decode(fixture, Cut::Whole)), expected);
+        for size in [1, 2, 5, 64] {
+            assert_eq!(
+                show(&decode(fixture, Cut::Pieces(size))),
+                expected,
+                "pieces of {size}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_kernel_sized_capture_skips_values_by_length() {
+    // The 2000-byte value is skipped by its declared length on both sides;
+    // the stats reply (lines, no lengths) loses the framing, so `stats` ends
+    // partial where its read was seen, and the next command is whole again.
+    let mut expected: Vec<String> = PY_OPS.iter().map(|s| s.to_string()).collect();
+    expected[18].push_str(" | partial");
+    expected[19].push_str(" | partial");
+    expected[22] = "stats | stats | ok | rows=- | 44000-45000 | partial".into();
+    let ops = decode(PY, Cut::Capture(512));
+    assert_eq!(show(&ops), expected);
+    // `VALUE big 0 2000` and the value; its `END` was in the gap.
+    assert_eq!(ops[19].response_bytes, 18 + 2002);
+    assert_eq!(show(&decode(TEXT, Cut::Capture(512))), TEXT_OPS);
+}
+
+#[test]
+fn tiny_captures_stay_bounded() {
+    for (fixture, expected) in [(PY, PY_OPS), (TEXT, TEXT_OPS)] {
+        for size in [0, 1, 4, 10, 30] {
+            let ops = decode(fixture, Cut::Capture(size));
+            assert!(
+                ops.len() <= expected.len() + 2,
+                "capture {size}: {}",
+                ops.len()
+            );
+            assert!(ops.iter().all(|op| op.end_ns >= op.start_ns));
+        }
+    }
+}
+
+#[test]
+fn detection_on_first_bytes() {
+    for fixture in [PY, TEXT] {
+        let chunks = &connections(fixture)[0];
+        assert_eq!(check(&chunks[0].1, Direction::Egress), Detection::Yes);
+        assert_eq!(
+            check(&chunks[0].1[..2], Direction::Egress),
+            Detection::NeedMore
+        );
+        assert_eq!(check(&chunks[1].1, Direction::Ingress), Detection::Yes);
+    }
+    assert_eq!(
+        check(b"VALUE k 0 5\r\nhello\r\nEND\r\n", Direction::Ingress),
+        Detection::Yes
+    );
+    for other in [
+        &b"GET / HTTP/1.1\r\n"[..],
+        b"*1\r\n$4\r\nPING\r\n",
+        b"GET key\r\n",
+        b"set key value\r\n",
+        b"+OK\r\n",
+        b"get\r\n",
+        b"\x80\x00\x00\x05",
+    ] {
+        assert_eq!(check(other, Direction::Egress), Detection::No, "{other:?}");
+        assert_eq!(check(other, Direction::Ingress), Detection::No, "{other:?}");
+    }
+}
+
+#[test]
+fn huge_declared_lengths_do_not_overflow() {
+    // Found by the fuzz target: `<bytes>` + CRLF overflowed at u64::MAX.
+    let mut connection = MemcachedConnection::new();
+    let mut out = Vec::new();
+    connection.feed(
+        Direction::Egress,
+        b"set k 0 0 18446744073709551615\r\n",
+        5,
+        1,
+        &mut out,
+    );
+    connection.feed(
+        Direction::Ingress,
+        b"VALUE k 0 18446744073709551615\r\n",
+        5,
+        2,
+        &mut out,
+    );
+    assert!(out.len() <= 1);
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_segments_never_panic(
+        segments in proptest::collection::vec((proptest::bool::ANY, proptest::collection::vec(proptest::num::u8::ANY, 0..64), 0u64..2000), 0..40)
+    ) {
+        let mut connection = MemcachedConnection::new();
+        let mut out = Vec::new();
+        for (i, (egress, bytes, gap)) in segments.iter().enumerate() {
+            let direction = if *egress { Direction::Egress } else { Direction::Ingress };
+            connection.feed(direction, bytes, *gap, i as u64, &mut out);
+            let _ = check(bytes, direction);
+        }
+        connection.finish(u64::MAX, &mut out);
+    }
+
+    #[test]
+    fn protocol_shaped_segments_never_panic(
+        segments in proptest::collection::vec((proptest::bool::ANY, "(get|set|VALUE|END|STORED|incr|STAT)? ?[a-z0-9 ]{0,12}\r?\n?", 0u64..8), 0..60)
+    ) {
+        let mut connection = MemcachedConnection::new();
+        let mut out = Vec::new();
+        for (i, (egress, text, gap)) in segments.iter().enumerate() {
+            let direction = if *egress { Direction::Egress } else { Direction::Ingress };
+            connection.feed(direction, text.as_bytes(), *gap, i as u64, &mut out);
+        }
+        connection.finish(u64::MAX, &mut out);
+    }
+}
