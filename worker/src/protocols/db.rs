@@ -242,6 +242,21 @@ mod tests {
     }
 }
 
+/// What every database decoder's per-connection state does: segments in
+/// (egress: what the client wrote), finished operations out.
+pub trait DbConnection {
+    fn feed(
+        &mut self,
+        direction: zerotrace_shared::event::Direction,
+        captured: &[u8],
+        gap: u64,
+        ts_ns: u64,
+        out: &mut Vec<DbOperation>,
+    );
+    /// The connection closed: what still waits ends partial.
+    fn finish(&mut self, ts_ns: u64, out: &mut Vec<DbOperation>);
+}
+
 /// Recorded exchanges (see `worker/testdata/README.md`): one connection per
 /// `= conn` line, then `> hex` for bytes the client wrote, `< hex` for bytes it read.
 #[cfg(test)]
@@ -282,6 +297,32 @@ pub(crate) mod fixture {
         Pieces(usize),
         /// Each chunk captured up to this many bytes, the rest a gap.
         Capture(usize),
+    }
+
+    /// The operations `connection` makes of one recorded connection, closed at ts 1,000,000.
+    pub fn decode_chunks<C: super::DbConnection>(
+        chunks: &[Chunk],
+        cut: Cut,
+        mut connection: C,
+    ) -> Vec<super::DbOperation> {
+        let mut out = Vec::new();
+        replay(chunks, cut, |direction, captured, gap, ts| {
+            connection.feed(direction, captured, gap, ts, &mut out)
+        });
+        connection.finish(1_000_000, &mut out);
+        out
+    }
+
+    /// The operations of every connection of a recording, each on a fresh state.
+    pub fn decode<C: super::DbConnection>(
+        fixture: &str,
+        cut: Cut,
+        new: impl Fn() -> C,
+    ) -> Vec<super::DbOperation> {
+        connections(fixture)
+            .iter()
+            .flat_map(|chunks| decode_chunks(chunks, cut, new()))
+            .collect()
     }
 
     /// Feeds `chunks` to `feed(direction, captured, gap, ts)`; chunk `i` is at ts `(i+1)*1000`.

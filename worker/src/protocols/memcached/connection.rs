@@ -365,3 +365,20 @@ impl MemcachedConnection {
         out.push(op);
     }
 }
+
+impl crate::protocols::db::DbConnection for MemcachedConnection {
+    fn feed(
+        &mut self,
+        direction: Direction,
+        captured: &[u8],
+        gap: u64,
+        ts_ns: u64,
+        out: &mut Vec<DbOperation>,
+    ) {
+        MemcachedConnection::feed(self, direction, captured, gap, ts_ns, out)
+    }
+
+    fn finish(&mut self, ts_ns: u64, out: &mut Vec<DbOperation>) {
+        MemcachedConnection::finish(self, ts_ns, out)
+    }
+}

@@ -4,27 +4,14 @@
 use zerotrace_shared::event::Direction;
 
 use super::*;
-use crate::protocols::db::fixture::{connections, replay, Cut};
+use crate::protocols::db::fixture::{self, connections, Cut};
 use crate::protocols::db::{DbOperation, Detection};
 
 const PY: &str = include_str!("../../../testdata/memcached/pymemcache.txt");
 const TEXT: &str = include_str!("../../../testdata/memcached/text.txt");
 
-fn decode_chunks(chunks: &[(Direction, Vec<u8>)], cut: Cut) -> Vec<DbOperation> {
-    let mut out = Vec::new();
-    let mut connection = MemcachedConnection::new();
-    replay(chunks, cut, |direction, captured, gap, ts| {
-        connection.feed(direction, captured, gap, ts, &mut out)
-    });
-    connection.finish(1_000_000, &mut out);
-    out
-}
-
 fn decode(fixture: &str, cut: Cut) -> Vec<DbOperation> {
-    connections(fixture)
-        .iter()
-        .flat_map(|chunks| decode_chunks(chunks, cut))
-        .collect()
+    fixture::decode(fixture, cut, MemcachedConnection::new)
 }
 
 fn show(ops: &[DbOperation]) -> Vec<String> {

@@ -513,3 +513,20 @@ impl MysqlConnection {
         out.push(op);
     }
 }
+
+impl crate::protocols::db::DbConnection for MysqlConnection {
+    fn feed(
+        &mut self,
+        direction: Direction,
+        captured: &[u8],
+        gap: u64,
+        ts_ns: u64,
+        out: &mut Vec<DbOperation>,
+    ) {
+        MysqlConnection::feed(self, direction, captured, gap, ts_ns, out)
+    }
+
+    fn finish(&mut self, ts_ns: u64, out: &mut Vec<DbOperation>) {
+        MysqlConnection::finish(self, ts_ns, out)
+    }
+}

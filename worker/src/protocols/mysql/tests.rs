@@ -5,28 +5,19 @@
 use zerotrace_shared::event::Direction;
 
 use super::*;
-use crate::protocols::db::fixture::{connections, replay, Cut};
+use crate::protocols::db::fixture::{self, connections, Chunk, Cut};
 use crate::protocols::db::{DbOperation, DbSystem, Detection};
 
 const CLI: &str = include_str!("../../../testdata/mysql/mariadb_cli.txt");
 const PYMYSQL: &str = include_str!("../../../testdata/mysql/pymysql.txt");
 const PERL: &str = include_str!("../../../testdata/mysql/perl_prepare.txt");
 
-fn decode_chunks(chunks: &[(Direction, Vec<u8>)], cut: Cut) -> Vec<DbOperation> {
-    let mut out = Vec::new();
-    let mut connection = MysqlConnection::new();
-    replay(chunks, cut, |direction, captured, gap, ts| {
-        connection.feed(direction, captured, gap, ts, &mut out)
-    });
-    connection.finish(1_000_000, &mut out);
-    out
+fn decode_chunks(chunks: &[Chunk], cut: Cut) -> Vec<DbOperation> {
+    fixture::decode_chunks(chunks, cut, MysqlConnection::new())
 }
 
 fn decode(fixture: &str, cut: Cut) -> Vec<DbOperation> {
-    connections(fixture)
-        .iter()
-        .flat_map(|chunks| decode_chunks(chunks, cut))
-        .collect()
+    fixture::decode(fixture, cut, MysqlConnection::new)
 }
 
 fn show(ops: &[DbOperation]) -> Vec<String> {

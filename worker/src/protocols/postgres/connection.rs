@@ -732,3 +732,20 @@ impl PostgresConnection {
         }
     }
 }
+
+impl crate::protocols::db::DbConnection for PostgresConnection {
+    fn feed(
+        &mut self,
+        direction: Direction,
+        captured: &[u8],
+        gap: u64,
+        ts_ns: u64,
+        out: &mut Vec<DbOperation>,
+    ) {
+        PostgresConnection::feed(self, direction, captured, gap, ts_ns, out)
+    }
+
+    fn finish(&mut self, ts_ns: u64, out: &mut Vec<DbOperation>) {
+        PostgresConnection::finish(self, ts_ns, out)
+    }
+}

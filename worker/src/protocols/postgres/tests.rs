@@ -4,7 +4,7 @@
 use zerotrace_shared::event::Direction;
 
 use super::*;
-use crate::protocols::db::fixture::{connections, replay, Cut};
+use crate::protocols::db::fixture::{self, connections, replay, Chunk, Cut};
 use crate::protocols::db::{DbOperation, Detection};
 
 const PSQL: &str = include_str!("../../../testdata/postgres/psql.txt");
@@ -12,21 +12,12 @@ const PSYCOPG2: &str = include_str!("../../../testdata/postgres/psycopg2.txt");
 const PSYCOPG3: &str = include_str!("../../../testdata/postgres/psycopg3.txt");
 const PIPELINE: &str = include_str!("../../../testdata/postgres/psycopg3_pipeline.txt");
 
-fn decode_chunks(chunks: &[(Direction, Vec<u8>)], cut: Cut) -> Vec<DbOperation> {
-    let mut out = Vec::new();
-    let mut connection = PostgresConnection::new();
-    replay(chunks, cut, |direction, captured, gap, ts| {
-        connection.feed(direction, captured, gap, ts, &mut out)
-    });
-    connection.finish(1_000_000, &mut out);
-    out
+fn decode_chunks(chunks: &[Chunk], cut: Cut) -> Vec<DbOperation> {
+    fixture::decode_chunks(chunks, cut, PostgresConnection::new())
 }
 
 fn decode(fixture: &str, cut: Cut) -> Vec<DbOperation> {
-    connections(fixture)
-        .iter()
-        .flat_map(|chunks| decode_chunks(chunks, cut))
-        .collect()
+    fixture::decode(fixture, cut, PostgresConnection::new)
 }
 
 fn show(ops: &[DbOperation]) -> Vec<String> {

@@ -379,3 +379,20 @@ impl RedisConnection {
         }
     }
 }
+
+impl crate::protocols::db::DbConnection for RedisConnection {
+    fn feed(
+        &mut self,
+        direction: Direction,
+        captured: &[u8],
+        gap: u64,
+        ts_ns: u64,
+        out: &mut Vec<DbOperation>,
+    ) {
+        RedisConnection::feed(self, direction, captured, gap, ts_ns, out)
+    }
+
+    fn finish(&mut self, ts_ns: u64, out: &mut Vec<DbOperation>) {
+        RedisConnection::finish(self, ts_ns, out)
+    }
+}

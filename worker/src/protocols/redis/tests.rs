@@ -4,7 +4,7 @@
 use zerotrace_shared::event::Direction;
 
 use super::*;
-use crate::protocols::db::fixture::{connections, replay, Cut};
+use crate::protocols::db::fixture::{self, connections, Chunk, Cut};
 use crate::protocols::db::{DbOperation, Detection};
 
 const CLI: &str = include_str!("../../../testdata/redis/redis_cli.txt");
@@ -12,24 +12,12 @@ const CLI_RESP3: &str = include_str!("../../../testdata/redis/redis_cli_resp3.tx
 const PY: &str = include_str!("../../../testdata/redis/redis_py.txt");
 const INLINE: &str = include_str!("../../../testdata/redis/inline.txt");
 
-fn decode_chunks(
-    chunks: &[(Direction, Vec<u8>)],
-    cut: Cut,
-    mut connection: RedisConnection,
-) -> Vec<DbOperation> {
-    let mut out = Vec::new();
-    replay(chunks, cut, |direction, captured, gap, ts| {
-        connection.feed(direction, captured, gap, ts, &mut out)
-    });
-    connection.finish(1_000_000, &mut out);
-    out
+fn decode_chunks(chunks: &[Chunk], cut: Cut, connection: RedisConnection) -> Vec<DbOperation> {
+    fixture::decode_chunks(chunks, cut, connection)
 }
 
 fn decode(fixture: &str, cut: Cut) -> Vec<DbOperation> {
-    connections(fixture)
-        .iter()
-        .flat_map(|chunks| decode_chunks(chunks, cut, RedisConnection::new()))
-        .collect()
+    fixture::decode(fixture, cut, RedisConnection::new)
 }
 
 fn show(ops: &[DbOperation]) -> Vec<String> {
