@@ -41,6 +41,8 @@ type ConnectionKey = (SocketAddr, SocketAddr);
 
 /// Client spans kept after they were sent, for server spans processed later.
 const RECENT_CLIENTS_PER_CONNECTION: usize = 64;
+/// Forgotten callers are swept out this often (100 ms).
+const SWEEP_EVERY_NS: u64 = 100_000_000;
 /// Spans held at most; past this the oldest goes out as it is.
 const MAX_HELD: usize = 65_536;
 
@@ -62,6 +64,8 @@ pub struct TraceLinker {
     /// Held spans by arrival order.
     held: BTreeMap<u64, Held>,
     next_seq: u64,
+    /// When forgotten callers are next swept out of `recent_clients`.
+    next_sweep_ns: u64,
     /// Held server spans waiting for a caller, by their connection.
     waiting: HashMap<ConnectionKey, Vec<u64>>,
     /// Client spans by the connection as its server side sees it.
@@ -76,6 +80,7 @@ impl TraceLinker {
             clients: ClientConnections::default(),
             held: BTreeMap::new(),
             next_seq: 0,
+            next_sweep_ns: 0,
             waiting: HashMap::new(),
             recent_clients: HashMap::new(),
             counters: LinkCounters::default(),
@@ -125,10 +130,14 @@ impl TraceLinker {
                 ready.push(held.span);
             }
         }
-        self.recent_clients.retain(|_, clients| {
-            clients.retain(|c| c.forget_at_ns > now_ns);
-            !clients.is_empty()
-        });
+        // A sweep walks every kept caller: not on every flush.
+        if now_ns >= self.next_sweep_ns {
+            self.next_sweep_ns = now_ns.saturating_add(SWEEP_EVERY_NS);
+            self.recent_clients.retain(|_, clients| {
+                clients.retain(|c| c.forget_at_ns > now_ns);
+                !clients.is_empty()
+            });
+        }
     }
 
     /// Everything held goes out (the agent stops).
@@ -146,6 +155,11 @@ impl TraceLinker {
     }
 
     fn push_client(&mut self, span: Span, now_ns: u64, ready: &mut Vec<Span>) {
+        // Only a server on this host can be this span's child.
+        if !peer_may_be_local(&span) {
+            ready.push(span);
+            return;
+        }
         // The server side sees this connection as (peer, local).
         let key = (span.peer, span.local);
         let forget_at_ns = now_ns.saturating_add(self.wait_ns());
@@ -253,6 +267,12 @@ impl TraceLinker {
         }
         Some(held)
     }
+}
+
+/// Whether the other end of a client span's connection may be on this host:
+/// loopback, or the same address as its own end.
+fn peer_may_be_local(span: &Span) -> bool {
+    span.peer.ip().is_loopback() || span.peer.ip() == span.local.ip()
 }
 
 /// Two callers fit a server span equally well: it stays a root.
