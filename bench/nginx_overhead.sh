@@ -4,9 +4,12 @@
 # (off, on, off, on, ...) and reported as medians and ratios instrumented/not.
 #
 #   sudo bench/nginx_overhead.sh [pairs] [seconds-per-run]
+#   sudo PROFILE=small bench/nginx_overhead.sh [pairs] [seconds-per-run]
 #
-# Env: AGENT_ARGS (extra `zerotrace run` args, default: --trace-printer disabled),
-#      WRK_CONNECTIONS (default 50), WRK_THREADS (default 2),
+# Profiles: default (nginx 2 workers, wrk -t2 -c50) and small (nginx 1 worker,
+# wrk -t1 -c16): issue 17's two configurations. The variables below override them.
+# Env: NGINX_WORKERS (default 2), AGENT_ARGS (extra `zerotrace run` args, default: --trace-printer disabled),
+#      SKIP_BUILD (set: do not rebuild target/release), WRK_CONNECTIONS (default 50), WRK_THREADS (default 2),
 #      WRK_HEADER (one header line added to every request, e.g. a long
 #      "Authorization: Bearer ..."), AGENT_ENV (environment for the agent, e.g.
 #      ZEROTRACE_HEAD_CAPTURE=0). Also prints the BPF programs' run time per
@@ -16,15 +19,20 @@ cd "$(dirname "$0")/.."
 pairs="${1:-5}"
 seconds="${2:-5}"
 port=18080
+case "${PROFILE:-default}" in
+  default) ;;
+  small) : "${NGINX_WORKERS:=1}" "${WRK_THREADS:=1}" "${WRK_CONNECTIONS:=16}" ;;
+  *) echo "unknown PROFILE ${PROFILE}: default or small" >&2; exit 2 ;;
+esac
 work=$(mktemp -d /tmp/zt-bench.XXXXXX)
 
 command -v nginx >/dev/null && command -v wrk >/dev/null || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk >/dev/null
 }
-cargo build --release --quiet
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet   # SKIP_BUILD=1: use the binaries as built
 
 cat > "$work/nginx.conf" <<CONF
-worker_processes 2;
+worker_processes ${NGINX_WORKERS:-2};
 daemon off;
 pid $work/nginx.pid;
 error_log $work/error.log;
@@ -71,7 +79,7 @@ stop_agent() {
   kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=""
 }
 
-wrk -t2 -c50 -d2s "http://127.0.0.1:$port/" > /dev/null   # warm-up
+wrk -t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-50}" -d2s "http://127.0.0.1:$port/" > /dev/null   # warm-up
 off_rps=(); on_rps=(); off_p99=(); on_p99=(); agent_us=()
 agent_ticks() {  # utime+stime of the loader and the worker, in clock ticks
   local t=0 pid
@@ -83,6 +91,24 @@ agent_ticks() {  # utime+stime of the loader and the worker, in clock ticks
 bpf_ns() {  # run time of the agent's BPF programs so far, in ns
   bpftool -j prog show 2>/dev/null | python3 -c 'import json,sys; print(sum(p.get("run_time_ns",0) for p in json.load(sys.stdin) if p.get("name","").startswith("zt_")))'
 }
+bpf_by_program() {  # name=run_time_ns:run_cnt for each of the agent's programs
+  bpftool -j prog show 2>/dev/null | python3 -c 'import json,sys; print(" ".join("%s=%d:%d" % (p["name"], p.get("run_time_ns",0), p.get("run_cnt",0)) for p in json.load(sys.stdin) if p.get("name","").startswith("zt_")))'
+}
+bpf_breakdown() {  # per program: ns and runs per request between two bpf_by_program snapshots
+  python3 - "$1" "$2" "$3" <<'PY'
+import sys
+before = dict(kv.split("=") for kv in sys.argv[1].split())
+after = dict(kv.split("=") for kv in sys.argv[2].split())
+requests = float(sys.argv[3])
+parts = []
+for name, value in sorted(after.items()):
+    t1, c1 = map(int, value.split(":"))
+    t0, c0 = map(int, before.get(name, "0:0").split(":"))
+    if c1 > c0:
+        parts.append(f"{name} {(t1 - t0) / requests:.0f} ns, {(c1 - c0) / requests:.2f} runs")
+print("; ".join(parts))
+PY
+}
 stats_before=$(sysctl -n kernel.bpf_stats_enabled)
 sysctl -q -w kernel.bpf_stats_enabled=1
 trap 'sysctl -q -w kernel.bpf_stats_enabled="$stats_before"; cleanup' EXIT
@@ -90,13 +116,14 @@ bpf_per_request=()
 for i in $(seq "$pairs"); do
   read -r rps p99 < <(run_wrk); off_rps+=("$rps"); off_p99+=("$p99")
   start_agent
-  t0=$(agent_ticks); b0=$(bpf_ns)
+  t0=$(agent_ticks); b0=$(bpf_ns); p0=$(bpf_by_program)
   read -r rps p99 < <(run_wrk); on_rps+=("$rps"); on_p99+=("$p99")
-  t1=$(agent_ticks); b1=$(bpf_ns)
+  t1=$(agent_ticks); b1=$(bpf_ns); p1=$(bpf_by_program)
   requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
   agent_us+=("$(awk "BEGIN {printf \"%.2f\", ($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $requests}")")
   bpf_per_request+=("$(awk "BEGIN {printf \"%.0f\", ($b1 - $b0) / $requests}")")
   stop_agent
+  echo "  per request: $(bpf_breakdown "$p0" "$p1" "$requests")"
   echo "pair $i: off ${off_rps[-1]} req/s p99 ${off_p99[-1]}us | on ${on_rps[-1]} req/s p99 ${on_p99[-1]}us, agent CPU ${agent_us[-1]}us/request, BPF ${bpf_per_request[-1]} ns/request"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
