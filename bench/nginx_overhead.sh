@@ -68,12 +68,19 @@ run_wrk() {
   echo "$rps $p99"
 }
 
+agent_progs=""
 start_agent() {
+  local before
+  before=" $(zt_prog_ids) "
   # shellcheck disable=SC2086
   env ${AGENT_ENV:-} ./target/release/zerotrace run --open-port "$port" ${AGENT_ARGS:---trace-printer disabled} > /dev/null 2> "$work/agent.err" &
   agent_pid=$!
   for _ in $(seq 100); do grep -q "ready: instrumenting" "$work/agent.err" 2>/dev/null && break; sleep 0.1; done
   grep -q "(1 process(es)\|(2 process(es)\|(3 process(es)" "$work/agent.err" || { echo "agent did not find nginx:"; cat "$work/agent.err"; exit 1; }
+  agent_progs=""
+  for id in $(zt_prog_ids); do
+    [[ "$before" == *" $id "* ]] || agent_progs+="$id "
+  done
 }
 stop_agent() {
   kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=""
@@ -81,18 +88,23 @@ stop_agent() {
 
 wrk -t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-50}" -d2s "http://127.0.0.1:$port/" > /dev/null   # warm-up
 off_rps=(); on_rps=(); off_p99=(); on_p99=(); agent_us=()
-agent_ticks() {  # utime+stime of the loader and the worker, in clock ticks
+agent_ticks() {  # utime+stime of this run's loader and its worker, in clock ticks
   local t=0 pid
-  for pid in $(pgrep -x zerotrace) $(pgrep -f zerotrace-worker); do
+  for pid in "$agent_pid" $(pgrep -P "$agent_pid"); do
     t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
   done
   echo "$t"
 }
-bpf_ns() {  # run time of the agent's BPF programs so far, in ns
-  bpftool -j prog show 2>/dev/null | python3 -c 'import json,sys; print(sum(p.get("run_time_ns",0) for p in json.load(sys.stdin) if p.get("name","").startswith("zt_")))'
+zt_prog_ids() {  # ids of every loaded zt_ program (other agents on the box included)
+  bpftool -j prog show 2>/dev/null | python3 -c 'import json,sys; print(" ".join(str(p["id"]) for p in json.load(sys.stdin) if p.get("name","").startswith("zt_")))'
 }
-bpf_by_program() {  # name=run_time_ns:run_cnt for each of the agent's programs
-  bpftool -j prog show 2>/dev/null | python3 -c 'import json,sys; print(" ".join("%s=%d:%d" % (p["name"], p.get("run_time_ns",0), p.get("run_cnt",0)) for p in json.load(sys.stdin) if p.get("name","").startswith("zt_")))'
+# This run's programs: those loaded by its agent (AGENT_PROGS), not another
+# agent's that may be running on the box (their filtered runs would count).
+bpf_ns() {  # run time of this agent's BPF programs so far, in ns
+  bpftool -j prog show 2>/dev/null | AGENT_PROGS="$agent_progs" python3 -c 'import json,os,sys; ids=set(os.environ["AGENT_PROGS"].split()); print(sum(p.get("run_time_ns",0) for p in json.load(sys.stdin) if str(p["id"]) in ids))'
+}
+bpf_by_program() {  # name=run_time_ns:run_cnt for each of this agent's programs
+  bpftool -j prog show 2>/dev/null | AGENT_PROGS="$agent_progs" python3 -c 'import json,os,sys; ids=set(os.environ["AGENT_PROGS"].split()); print(" ".join("%s=%d:%d" % (p["name"], p.get("run_time_ns",0), p.get("run_cnt",0)) for p in json.load(sys.stdin) if str(p["id"]) in ids))'
 }
 bpf_breakdown() {  # per program: ns and runs per request between two bpf_by_program snapshots
   python3 - "$1" "$2" "$3" <<'PY'
