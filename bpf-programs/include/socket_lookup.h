@@ -42,6 +42,26 @@ static __always_inline struct sock *zt_tcp_sock_of_file_cast(void *file_addr)
 	return sk;
 }
 
+/* `sk` when it is an IPv4/IPv6 TCP socket a process holds as a file (kernel
+ * sockets — NFS, CIFS, iSCSI — have none), else NULL. The socket tracepoints
+ * fire inside sock_sendmsg/sock_recvmsg for the very socket the syscall
+ * names, unless a kernel socket does I/O on the task's behalf: so a user
+ * socket there is the syscall's own, and the fd walk is not needed (kernel
+ * >= 6.2 with bpf_rdonly_cast; callers fall back to the walk otherwise). */
+static __always_inline struct sock *zt_user_tcp_sock(struct sock *sk_addr)
+{
+	struct sock *sk = bpf_rdonly_cast(sk_addr, bpf_core_type_id_kernel(struct sock));
+	unsigned short family = sk->__sk_common.skc_family;
+	if (family != ZT_AF_INET && family != ZT_AF_INET6)
+		return 0;
+	if (sk->sk_type != ZT_SOCK_STREAM || sk->sk_protocol != ZT_IPPROTO_TCP)
+		return 0;
+	struct socket *socket = bpf_rdonly_cast(sk->sk_socket, bpf_core_type_id_kernel(struct socket));
+	if (!socket || !socket->file)
+		return 0;
+	return sk_addr;
+}
+
 /* The TCP sock behind a file, or NULL for anything else (files, pipes, UDP, unix). */
 static __always_inline struct sock *zt_tcp_sock_of_file(struct file *file)
 {

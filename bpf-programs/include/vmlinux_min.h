@@ -81,14 +81,20 @@ struct sock_common {
 	struct in6_addr skc_v6_rcv_saddr;
 };
 
+struct socket;
+
 struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_type;
 	__u16 sk_protocol;
+	struct socket *sk_socket;
 };
+
+struct file;
 
 struct socket {
 	short type;
+	struct file *file;
 	struct sock *sk;
 };
 

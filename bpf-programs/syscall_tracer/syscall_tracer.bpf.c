@@ -44,7 +44,15 @@ const volatile struct {
 	__u64 wakeup_bytes;
 	/* Bytes copied of a segment that starts an HTTP head (<= ZT_HEAD_MAX). */
 	__u64 head_capture;
+	/* Benchmarks only (ZEROTRACE_BENCH_FLOOR): the data hooks return at once
+	 * (ZT_FLOOR_HOOKS) or after the pid filter (ZT_FLOOR_FILTER), to measure
+	 * what the hooks cost before any work. 0 in use: the verifier drops the
+	 * checks, the value being read-only. */
+	__u64 floor;
 } zt_settings = {.wakeup_bytes = 65536, .head_capture = ZT_HEAD_MAX};
+
+#define ZT_FLOOR_HOOKS 1
+#define ZT_FLOOR_FILTER 2
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -591,9 +599,13 @@ static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id)
 static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, __u64 pid_tgid,
 				       __u32 pid_flags, struct sock *expected)
 {
-	struct sock *sk = zt_tcp_sock_of_fd(regs->di);
-	if (!sk || (expected && sk != expected))
+	struct sock *sk;
+	if (expected && bpf_rdonly_cast)
+		sk = zt_user_tcp_sock(expected); /* not TCP, or a kernel socket's I/O */
+	else if (!(sk = zt_tcp_sock_of_fd(regs->di)) || (expected && sk != expected))
 		return; /* not TCP, or the socket tracepoint fired for another socket */
+	if (!sk)
+		return;
 
 	__u8 direction = ZT_DIR_INGRESS;
 	__u64 payload = 0;
@@ -680,6 +692,8 @@ static __always_inline void zt_on_listen(struct pt_regs *regs, __u64 pid_tgid)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(zt_sys_exit, struct pt_regs *regs, long ret)
 {
+	if (zt_settings.floor == ZT_FLOOR_HOOKS)
+		return 0;
 	long nr = regs->orig_ax;
 	switch (nr) {
 	case ZT_NR_read: case ZT_NR_write: case ZT_NR_readv: case ZT_NR_writev:
@@ -699,7 +713,7 @@ int BPF_PROG(zt_sys_exit, struct pt_regs *regs, long ret)
 	}
 	__u32 tgid = pid_tgid >> 32;
 	__u32 *pid_flags = bpf_map_lookup_elem(&zt_pid_filter, &tgid);
-	if (!pid_flags)
+	if (!pid_flags || zt_settings.floor == ZT_FLOOR_FILTER)
 		return 0;
 
 	if (nr == ZT_NR_accept || nr == ZT_NR_accept4) {
@@ -725,10 +739,12 @@ int BPF_PROG(zt_sys_exit, struct pt_regs *regs, long ret)
  * syscall's arguments in the task's saved user registers, as at sys_exit. */
 static __always_inline void zt_on_socket_io(struct sock *sk, int ret)
 {
+	if (zt_settings.floor == ZT_FLOOR_HOOKS)
+		return;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	__u32 *pid_flags = bpf_map_lookup_elem(&zt_pid_filter, &tgid);
-	if (!pid_flags)
+	if (!pid_flags || zt_settings.floor == ZT_FLOOR_FILTER)
 		return;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	if (!regs)

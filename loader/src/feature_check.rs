@@ -178,6 +178,7 @@ pub fn run() -> i32 {
             ring_buffer_bytes: 1 << 16,
             wakeup_bytes: 4096,
             head_capture: probes::HEAD_MAX,
+            floor: probes::BenchFloor::Off,
             backend: None,
         })
         .ok()

@@ -233,6 +233,7 @@ fn run(options: RunOptions) -> Result<i32, String> {
         wakeup_bytes: u64::from(options.ring_buffer_bytes / 16).min(256 * 1024),
         head_capture,
         backend: options.capture_backend,
+        floor: probes::BenchFloor::from_env()?,
     })?;
     info!(
         "probes attached in {:.0} ms (payload capture {} bytes, heads up to {} bytes, data from {})",

@@ -37,6 +37,41 @@ pub fn head_capture_from_env() -> Result<u32, String> {
     }
 }
 
+/// How much of the data hooks runs (`ZEROTRACE_BENCH_FLOOR`, benchmarks only):
+/// the floor of what capture can cost is measured with the same hooks doing
+/// nothing, or only the pid filter lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchFloor {
+    /// Everything (the product).
+    Off,
+    /// The data hooks return at once.
+    Hooks,
+    /// The data hooks return after the pid filter lookup.
+    Filter,
+}
+
+impl BenchFloor {
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var("ZEROTRACE_BENCH_FLOOR").as_deref() {
+            Err(_) | Ok("") | Ok("off") => Ok(Self::Off),
+            Ok("hooks") => Ok(Self::Hooks),
+            Ok("filter") => Ok(Self::Filter),
+            Ok(other) => Err(format!(
+                "ZEROTRACE_BENCH_FLOOR={other:?}: expected off, hooks or filter"
+            )),
+        }
+    }
+
+    /// The value of `zt_settings.floor` (ZT_FLOOR_* in syscall_tracer.bpf.c).
+    fn kernel_value(self) -> u64 {
+        match self {
+            Self::Off => 0,
+            Self::Hooks => 1,
+            Self::Filter => 2,
+        }
+    }
+}
+
 /// The maps handed to the worker, by name in the object.
 const WORKER_MAPS: &[(&str, MapRole)] = &[
     ("zt_events", MapRole::Events),
@@ -56,6 +91,8 @@ pub struct ProbeSettings {
     pub head_capture: u32,
     /// Only this backend (`--capture-backend`); None: the best that loads.
     pub backend: Option<CaptureBackend>,
+    /// Benchmarks only: how much of the data hooks runs.
+    pub floor: BenchFloor,
 }
 
 /// Programs attached on request (TLS library uprobes), not at start.
@@ -133,10 +170,11 @@ fn open_tracer(
             map.set_max_entries(cpus.max(1))
                 .map_err(context("sizing the staging area"))?;
         } else if name.ends_with(".rodata") {
-            // `zt_settings` in syscall_tracer.bpf.c: wakeup_bytes, head_capture.
-            let mut fields = Vec::with_capacity(16);
+            // `zt_settings` in syscall_tracer.bpf.c: wakeup_bytes, head_capture, floor.
+            let mut fields = Vec::with_capacity(24);
             fields.extend_from_slice(&settings.wakeup_bytes.to_ne_bytes());
             fields.extend_from_slice(&u64::from(settings.head_capture).to_ne_bytes());
+            fields.extend_from_slice(&settings.floor.kernel_value().to_ne_bytes());
             match map.initial_value_mut() {
                 Some(value) if value.len() == fields.len() => value.copy_from_slice(&fields),
                 _ => return Err("unexpected .rodata layout in the syscall tracer".into()),
