@@ -340,4 +340,6 @@ impl ConnectionTracker {
 }
 
 #[cfg(test)]
+mod db_tests;
+#[cfg(test)]
 mod tests;
