@@ -340,6 +340,4 @@ impl ConnectionTracker {
 }
 
 #[cfg(test)]
-mod db_tests;
-#[cfg(test)]
 mod tests;

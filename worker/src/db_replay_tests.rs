@@ -1,4 +1,5 @@
-//! Database connections through the whole tracker: the recorded exchanges of
+//! Database connections through the worker's path — connection tracker,
+//! registry, decoders, spans, conventions, metrics, printer: the recorded exchanges of
 //! real clients (`worker/testdata/`) found from their bytes on any port,
 //! decoded into CLIENT spans with the database conventions' names and
 //! attributes, and into `db.client.operation.duration`; garbage, servers and
@@ -12,9 +13,11 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::metrics::v1::metric;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::*;
+use zerotrace_shared::event::{ConnTuple, ConnectionRole, Direction};
+
 use crate::clock::WallClock;
 use crate::config::Temporality;
+use crate::connections::{ConnectionTracker, Segment};
 use crate::exporters::trace_printer::text_line;
 use crate::metrics::red::RedMetrics;
 use crate::protocols::db::fixture::{self, Chunk, Cut};
@@ -25,21 +28,21 @@ use crate::protocols::postgres::PostgresConnection;
 use crate::protocols::redis::RedisConnection;
 use crate::protocols::registry::{Protocol, ProtocolSelection};
 use crate::semconv;
-use crate::spans::{DbExchange, DbSystem, Protocol as SpanProtocol, SpanKind};
+use crate::spans::{DbExchange, DbSystem, Protocol as SpanProtocol, Span, SpanKind};
 
-const PSQL: &str = include_str!("../../testdata/postgres/psql.txt");
-const PSYCOPG2: &str = include_str!("../../testdata/postgres/psycopg2.txt");
-const PSYCOPG3: &str = include_str!("../../testdata/postgres/psycopg3.txt");
-const PIPELINE: &str = include_str!("../../testdata/postgres/psycopg3_pipeline.txt");
-const MARIADB_CLI: &str = include_str!("../../testdata/mysql/mariadb_cli.txt");
-const PYMYSQL: &str = include_str!("../../testdata/mysql/pymysql.txt");
-const PERL_PREPARE: &str = include_str!("../../testdata/mysql/perl_prepare.txt");
-const REDIS_CLI: &str = include_str!("../../testdata/redis/redis_cli.txt");
-const REDIS_RESP3: &str = include_str!("../../testdata/redis/redis_cli_resp3.txt");
-const REDIS_PY: &str = include_str!("../../testdata/redis/redis_py.txt");
-const REDIS_INLINE: &str = include_str!("../../testdata/redis/inline.txt");
-const PYMEMCACHE: &str = include_str!("../../testdata/memcached/pymemcache.txt");
-const MEMCACHED_TEXT: &str = include_str!("../../testdata/memcached/text.txt");
+const PSQL: &str = include_str!("../testdata/postgres/psql.txt");
+const PSYCOPG2: &str = include_str!("../testdata/postgres/psycopg2.txt");
+const PSYCOPG3: &str = include_str!("../testdata/postgres/psycopg3.txt");
+const PIPELINE: &str = include_str!("../testdata/postgres/psycopg3_pipeline.txt");
+const MARIADB_CLI: &str = include_str!("../testdata/mysql/mariadb_cli.txt");
+const PYMYSQL: &str = include_str!("../testdata/mysql/pymysql.txt");
+const PERL_PREPARE: &str = include_str!("../testdata/mysql/perl_prepare.txt");
+const REDIS_CLI: &str = include_str!("../testdata/redis/redis_cli.txt");
+const REDIS_RESP3: &str = include_str!("../testdata/redis/redis_cli_resp3.txt");
+const REDIS_PY: &str = include_str!("../testdata/redis/redis_py.txt");
+const REDIS_INLINE: &str = include_str!("../testdata/redis/inline.txt");
+const PYMEMCACHE: &str = include_str!("../testdata/memcached/pymemcache.txt");
+const MEMCACHED_TEXT: &str = include_str!("../testdata/memcached/text.txt");
 
 fn tuple(peer_port: u16) -> ConnTuple {
     ConnTuple {
