@@ -61,7 +61,14 @@ impl DbExchange {
     pub fn summary(&self) -> String {
         let target = self.collection.as_deref().or(self.namespace.as_deref());
         match (self.operation.is_empty(), target) {
-            (false, Some(target)) => format!("{} {target}", self.operation),
+            (false, Some(target)) => {
+                // Built by hand: `format!` costs more than the copy on this path.
+                let mut name = String::with_capacity(self.operation.len() + 1 + target.len());
+                name.push_str(&self.operation);
+                name.push(' ');
+                name.push_str(target);
+                name
+            }
             (false, None) => self.operation.clone(),
             (true, Some(target)) => target.to_owned(),
             (true, None) => self.system.as_str().to_owned(),
