@@ -89,7 +89,8 @@ impl DbExchange {
         if let Some(rows) = self.rows {
             details.push_str(&format!(" rows={rows}"));
         }
-        if let Some(error) = self.error_type.as_deref().or(self.status_code.as_deref()) {
+        // Only a failure's code: memcached's `STORED` is a status, not an error.
+        if let Some(error) = self.error_type.as_deref() {
             details.push_str(&format!(" error={}", error.escape_debug()));
         }
         (summary, details)
@@ -161,5 +162,16 @@ mod tests {
         let (summary, details) = db.printer_text();
         assert_eq!(summary, "postgresql \"SELECT missing\"");
         assert_eq!(details, " error=42P01");
+        let stored = DbExchange {
+            system: DbSystem::Memcached,
+            operation: "set".into(),
+            status_code: Some("STORED".into()),
+            ..exchange()
+        }
+        .named();
+        assert_eq!(
+            stored.printer_text(),
+            ("memcached \"set\"".into(), String::new())
+        );
     }
 }
