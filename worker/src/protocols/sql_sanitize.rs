@@ -123,7 +123,8 @@ fn number_end(bytes: &[u8], start: usize) -> usize {
 /// Splits `sql` into tokens. Never fails: odd bytes become punctuation.
 fn tokens(sql: &str, dialect: SqlDialect) -> Vec<Token<'_>> {
     let bytes = sql.as_bytes();
-    let mut out = Vec::new();
+    // About one token in five bytes of SQL: room for most statements at once.
+    let mut out = Vec::with_capacity(bytes.len() / 5 + 4);
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -258,22 +259,24 @@ fn tokens(sql: &str, dialect: SqlDialect) -> Vec<Token<'_>> {
 /// and comments), leaving out empty ones.
 pub fn split_statements(sql: &str, dialect: SqlDialect) -> Vec<&str> {
     let mut statements = Vec::new();
-    let mut start = 0;
-    let mut offset = 0;
+    let (mut start, mut offset) = (0, 0);
+    // Whether the statement being read has a token besides spaces and comments.
+    let mut significant = false;
     for token in tokens(sql, dialect) {
         let end = offset + token.text.len();
         if token.kind == Kind::Punct && token.text == ";" {
-            statements.push(&sql[start..offset]);
-            start = end;
+            if significant {
+                statements.push(&sql[start..offset]);
+            }
+            (start, significant) = (end, false);
+        } else if !matches!(token.kind, Kind::Space | Kind::Comment) {
+            significant = true;
         }
         offset = end;
     }
-    statements.push(&sql[start..]);
-    statements.retain(|s| {
-        tokens(s, dialect)
-            .iter()
-            .any(|t| !matches!(t.kind, Kind::Space | Kind::Comment))
-    });
+    if significant {
+        statements.push(&sql[start..]);
+    }
     statements
 }
 
@@ -412,12 +415,7 @@ fn is_clause_keyword(token: &Token) -> bool {
 /// Sanitizes one statement and takes its operation and collection. The
 /// sanitized text is cut to at most `max_len` bytes.
 pub fn summarize(sql: &str, dialect: SqlDialect, max_len: usize) -> SqlSummary {
-    let all = tokens(sql, dialect);
-    let significant: Vec<Token> = all
-        .iter()
-        .copied()
-        .filter(|t| !matches!(t.kind, Kind::Space | Kind::Comment))
-        .collect();
+    let mut all = tokens(sql, dialect);
     let mut sanitized = String::with_capacity(sql.len().min(max_len));
     let mut pending_space = false;
     for token in &all {
@@ -446,6 +444,9 @@ pub fn summarize(sql: &str, dialect: SqlDialect, max_len: usize) -> SqlSummary {
         }
         sanitized.truncate(end);
     }
+    // The same tokens without spaces and comments, in place (no second vector).
+    all.retain(|t| !matches!(t.kind, Kind::Space | Kind::Comment));
+    let significant = all;
     let operation = significant
         .iter()
         .find(|t| t.text != "(")

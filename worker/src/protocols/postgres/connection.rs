@@ -18,11 +18,11 @@ use std::sync::Arc;
 use zerotrace_shared::event::Direction;
 
 use super::message::{
-    self, command_tag, parse_backend, parse_first, parse_frontend, Backend, ErrorFields,
+    self, command_tag_parts, parse_backend, parse_first, parse_frontend, Backend, ErrorFields,
     FirstMessage, Frontend,
 };
 use crate::protocols::db::{
-    BoundedLru, DbDecoderStats, DbOperation, DbSystem, MAX_PENDING, MAX_TEXT,
+    bounded_text, BoundedLru, DbDecoderStats, DbOperation, DbSystem, MAX_TEXT,
 };
 use crate::protocols::db_framing::{Frame, FrameEvent, LengthFramer};
 use crate::protocols::sql_sanitize::{split_statements, summarize, SqlDialect, SqlSummary};
@@ -136,6 +136,26 @@ pub struct PostgresConnection {
 impl Default for PostgresConnection {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A query's text, at most twice [`MAX_TEXT`] bytes of it (the summary keeps
+/// [`MAX_TEXT`]); valid UTF-8, the usual case, is borrowed after the fast check.
+fn sql_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    let bytes = &bytes[..bytes.len().min(2 * MAX_TEXT)];
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// The one statement of a query string without `;`, or whose only `;` ends
+/// it; None when it may hold several (split them).
+fn single_statement(text: &str) -> Option<&str> {
+    match memchr::memchr(b';', text.as_bytes()) {
+        None => Some(text),
+        Some(at) if text[at + 1..].trim().is_empty() => Some(&text[..at]),
+        Some(_) => None,
     }
 }
 
@@ -328,19 +348,19 @@ impl PostgresConnection {
     }
 
     fn statement(text: &[u8], cut: bool) -> Arc<Statement> {
-        let text = String::from_utf8_lossy(&text[..text.len().min(2 * MAX_TEXT)]);
+        let text = sql_text(text);
+        Self::statement_of_text(&text, cut)
+    }
+
+    fn statement_of_text(text: &str, cut: bool) -> Arc<Statement> {
         Arc::new(Statement {
-            summary: summarize(&text, SqlDialect::Postgres, MAX_TEXT),
+            summary: summarize(text, SqlDialect::Postgres, MAX_TEXT),
             cut,
         })
     }
 
     fn push(&mut self, pending: Pending) {
-        if self.pending.len() >= MAX_PENDING {
-            self.stats.pending_dropped += 1;
-            return;
-        }
-        self.pending.push_back(pending);
+        self.stats.push_pending(&mut self.pending, pending);
     }
 
     fn on_frontend(&mut self, frame: &Frame) {
@@ -425,15 +445,26 @@ impl PostgresConnection {
 
     /// The statements of a simple query, with SQL `PREPARE`/`EXECUTE`/`DEALLOCATE` applied.
     fn simple_statements(&mut self, text: &[u8], cut: bool) -> VecDeque<Arc<Statement>> {
-        let text = String::from_utf8_lossy(&text[..text.len().min(2 * MAX_TEXT)]);
-        let parts = split_statements(&text, SqlDialect::Postgres);
+        let text = sql_text(text);
+        let parts = match single_statement(&text) {
+            // Most queries hold one statement: no need to split them first.
+            Some(only) => {
+                let statement = Self::statement_of_text(only, cut);
+                if statement.summary.sanitized.is_empty() {
+                    // Only spaces and comments: nothing runs.
+                    return VecDeque::new();
+                }
+                return VecDeque::from([self.apply_sql_prepare(only, statement)]);
+            }
+            None => split_statements(&text, SqlDialect::Postgres),
+        };
         let count = parts.len();
         if count > MAX_STATEMENTS_PER_QUERY {
             self.stats.pending_dropped += (count - MAX_STATEMENTS_PER_QUERY) as u64;
         }
         let mut statements = VecDeque::new();
         for (index, part) in parts.into_iter().take(MAX_STATEMENTS_PER_QUERY).enumerate() {
-            let statement = Self::statement(part.as_bytes(), cut && index + 1 == count);
+            let statement = Self::statement_of_text(part, cut && index + 1 == count);
             statements.push_back(self.apply_sql_prepare(part, statement));
         }
         statements
@@ -499,7 +530,7 @@ impl PostgresConnection {
         op.request_bytes = pending.request_bytes;
         op.response_bytes = pending.response_bytes;
         op.partial = pending.partial || statement.is_none_or(|s| s.cut);
-        let (tag_operation, tag_rows) = tag.map(command_tag).unwrap_or_default();
+        let (tag_operation, tag_rows) = tag.map(command_tag_parts).unwrap_or_default();
         if let Some(statement) = statement {
             op.operation = statement.summary.operation.clone().unwrap_or_default();
             op.collection = statement.summary.collection.clone();
@@ -507,17 +538,14 @@ impl PostgresConnection {
                 .then(|| statement.summary.sanitized.clone());
         }
         if op.operation.is_empty() {
-            op.operation = tag_operation;
+            op.operation = bounded_text(tag_operation, 64);
         }
         op.rows = tag_rows.or((pending.data_rows > 0).then_some(pending.data_rows));
         op
     }
 
     fn emit(&mut self, op: DbOperation, out: &mut Vec<DbOperation>) {
-        if op.partial {
-            self.stats.partial_operations += 1;
-        }
-        out.push(op);
+        self.stats.emit(op, out);
     }
 
     fn fail(op: &mut DbOperation, error: ErrorFields) {
