@@ -218,6 +218,7 @@ impl Path {
                     direction,
                     tuple,
                     ts_ns: origin.ts_ns,
+                    tid: origin.tid,
                     payload: &payload,
                     total_bytes,
                     tls: false,

@@ -6,6 +6,8 @@
 //! connections are forgotten on close, on process exit, after an idle
 //! timeout, and beyond a cap.
 
+mod in_flight;
+mod threads;
 mod tls_records;
 mod undecided;
 
@@ -16,6 +18,8 @@ use crate::protocols::counters::{DecodeCounters, Http2Stats};
 use crate::protocols::registry::{Outputs, ProtocolState, Scratch};
 use crate::protocols::session::{ConnectionInfo, DataSegment, FirstBytes};
 use crate::spans::Span;
+use in_flight::InFlightRequests;
+use threads::ThreadRuns;
 use tls_records::is_tls_record;
 use undecided::{FirstBytesDecision, Undecided};
 
@@ -63,6 +67,10 @@ struct Connection {
     encrypted: bool,
     /// Directions that carried data already (bit 0: ingress, bit 1: egress).
     directions_seen: u8,
+    /// Which threads moved the latest bytes, to stamp spans with.
+    threads: ThreadRuns,
+    /// Start of the oldest request this server connection has not answered.
+    in_flight_since: Option<u64>,
 }
 
 impl Connection {
@@ -80,7 +88,20 @@ impl Connection {
             undecided: Undecided::default(),
             encrypted: false,
             directions_seen: 0,
+            threads: ThreadRuns::default(),
+            in_flight_since: None,
         }
+    }
+
+    /// The start of the oldest request this connection serves and has not
+    /// answered yet (None for client connections).
+    fn unanswered_since(&self) -> Option<u64> {
+        if self.info.role != ConnectionRole::Server {
+            return None;
+        }
+        self.state
+            .as_ref()
+            .and_then(ProtocolState::oldest_unanswered_request_ns)
     }
 
     /// The TLS library hooks speak for this connection from now on: what the
@@ -125,6 +146,8 @@ pub struct Segment<'a> {
     /// Present on the first segment of a socket only.
     pub tuple: Option<ConnTuple>,
     pub ts_ns: u64,
+    /// The thread that made the call.
+    pub tid: u32,
     pub payload: &'a [u8],
     pub total_bytes: u64,
     /// Plaintext from a TLS library hook rather than the socket's bytes.
@@ -151,6 +174,7 @@ pub struct ConnectionTracker {
     evicted_connections: u64,
     encrypted_segments: u64,
     scratch: Scratch,
+    in_flight: InFlightRequests,
 }
 
 impl ConnectionTracker {
@@ -176,6 +200,23 @@ impl ConnectionTracker {
 
     pub fn connection_count(&self) -> usize {
         self.connections.len()
+    }
+
+    /// When the oldest server request `pid` has read and not yet answered
+    /// was read: a client call of `pid` made after it may be its child.
+    pub fn oldest_unanswered_request_ns(&self, pid: u32) -> Option<u64> {
+        self.in_flight.oldest(pid)
+    }
+
+    /// Server connections with a request in flight, all processes together.
+    pub fn unanswered_connection_count(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Forgets `conn` (socket `sock_id`) as a connection with a request in flight.
+    fn forget_in_flight(&mut self, sock_id: u64, conn: &Connection) {
+        self.in_flight
+            .update(conn.info.pid, sock_id, conn.in_flight_since, None);
     }
 
     /// The kernel saw the socket accepted or connected.
@@ -207,6 +248,7 @@ impl ConnectionTracker {
         if let Some(id) = oldest {
             if let Some(conn) = self.connections.remove(&id) {
                 conn.abandon(&mut self.decode);
+                self.forget_in_flight(id, &conn);
             }
             self.evicted_connections += 1;
         }
@@ -232,6 +274,7 @@ impl ConnectionTracker {
             conn.info.tuple = tuple;
         }
         conn.last_seen_ns = segment.ts_ns;
+        conn.threads.note(segment.direction, segment.tid, segment.ts_ns);
         if segment.tls {
             if !conn.info.tls {
                 conn.switch_to_plaintext(&mut self.decode);
@@ -256,6 +299,7 @@ impl ConnectionTracker {
                 .saturating_sub(segment.payload.len() as u64),
             ts_ns: segment.ts_ns,
         };
+        let first_new_span = spans.len();
         let mut out = Outputs {
             spans,
             counters: &mut self.decode,
@@ -282,6 +326,13 @@ impl ConnectionTracker {
             },
         };
         state.parse(data, &mut conn.info, &mut out);
+        for span in spans.get_mut(first_new_span..).unwrap_or_default() {
+            conn.threads.stamp(span);
+        }
+        let now = conn.unanswered_since();
+        self.in_flight
+            .update(conn.info.pid, segment.sock_id, conn.in_flight_since, now);
+        conn.in_flight_since = now;
     }
 
     /// The socket was closed: the protocol finishes what waited for the
@@ -290,6 +341,8 @@ impl ConnectionTracker {
         let Some(mut conn) = self.connections.remove(&sock_id) else {
             return;
         };
+        self.forget_in_flight(sock_id, &conn);
+        let first_new_span = spans.len();
         if let Some(state) = &mut conn.state {
             let mut out = Outputs {
                 spans,
@@ -297,6 +350,9 @@ impl ConnectionTracker {
                 scratch: &mut self.scratch,
             };
             state.finish(ts, &mut conn.info, &mut out);
+        }
+        for span in spans.get_mut(first_new_span..).unwrap_or_default() {
+            conn.threads.stamp(span);
         }
         self.decode.garbage_segments += conn.undecided.unclaimed_directions();
     }
