@@ -140,9 +140,9 @@ fn a_held_span_goes_out_unlinked_when_the_wait_is_over() {
         20 * MS,
         &mut ready,
     );
-    linker.release_due(519 * MS, &mut ready);
+    linker.release_due(519 * MS, |_| None, &mut ready);
     assert!(ready.is_empty());
-    linker.release_due(520 * MS, &mut ready);
+    linker.release_due(520 * MS, |_| None, &mut ready);
     assert_eq!(ready.len(), 1);
     assert_eq!(ready[0].ids.parent_span_id, None);
     assert_eq!(linker.counters().unlinked_after_wait, 1);

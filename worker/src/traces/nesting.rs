@@ -1,0 +1,132 @@
+//! In-process nesting: which server span a client call was made for.
+//!
+//! A client span of process P is the child of server span S of P when S's
+//! interval contains the call's, S's request was read or its response
+//! written by the thread that made the call, and S is the only such span.
+//! The decision waits until every server request of P read before the call
+//! is complete (event loops serve many requests on one thread: two of them
+//! in flight around one call make it ambiguous, never a guess).
+
+use std::collections::VecDeque;
+
+use crate::hashing::FastMap;
+use crate::spans::{ExchangeThreads, Span};
+
+/// Server spans kept per process for the calls still to be decided; past
+/// this the oldest is forgotten and calls it could have contained are
+/// called ambiguous rather than matched against what is left.
+const SERVERS_PER_PROCESS: usize = 4_096;
+
+/// What a client call needs of a server span to nest under it.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerRecord {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_sampled: Option<bool>,
+    start_ns: u64,
+    end_ns: u64,
+    threads: ExchangeThreads,
+    forget_at_ns: u64,
+}
+
+impl ServerRecord {
+    fn contains(&self, call: &Span) -> bool {
+        self.start_ns <= call.start_monotonic_ns && call.end_monotonic_ns <= self.end_ns
+    }
+}
+
+#[derive(Default)]
+struct ProcessServers {
+    recent: VecDeque<ServerRecord>,
+    /// Latest end of a span forgotten to the cap: calls ending before it
+    /// may have been its children.
+    forgotten_end_ns: u64,
+}
+
+/// Where a client call belongs.
+#[derive(Debug)]
+pub enum ParentDecision {
+    /// A server request of the process read before the call is still open.
+    Wait,
+    Parent(ServerRecord),
+    /// No server span of the process holds the call on its thread (made
+    /// outside any request, or by a thread the capture cannot tie to one).
+    NoParent,
+    /// Two server spans could hold it (an event loop, a forgotten span).
+    Ambiguous,
+}
+
+/// Recent server spans, by process.
+#[derive(Default)]
+pub struct RecentServers {
+    by_pid: FastMap<u32, ProcessServers>,
+}
+
+impl RecentServers {
+    /// Remembers `server` until `forget_at_ns`.
+    pub fn insert(&mut self, server: &Span, forget_at_ns: u64) {
+        let process = self.by_pid.entry(server.pid).or_default();
+        if process.recent.len() == SERVERS_PER_PROCESS {
+            if let Some(oldest) = process.recent.pop_front() {
+                process.forgotten_end_ns = process.forgotten_end_ns.max(oldest.end_ns);
+            }
+        }
+        process.recent.push_back(ServerRecord {
+            trace_id: server.ids.trace_id,
+            span_id: server.ids.span_id,
+            parent_sampled: server.ids.parent_sampled,
+            start_ns: server.start_monotonic_ns,
+            end_ns: server.end_monotonic_ns,
+            threads: server.threads,
+            forget_at_ns,
+        });
+    }
+
+    /// The parent of `call`, given when the oldest server request its
+    /// process has not answered yet began.
+    pub fn decide(&self, call: &Span, oldest_unanswered_ns: Option<u64>) -> ParentDecision {
+        if oldest_unanswered_ns.is_some_and(|start| start <= call.start_monotonic_ns) {
+            return ParentDecision::Wait;
+        }
+        let tid = call.threads.request_first;
+        let Some(process) = self.by_pid.get(&call.pid) else {
+            return ParentDecision::NoParent;
+        };
+        let mut found = None;
+        for server in &process.recent {
+            if server.contains(call) && server.threads.includes(tid) {
+                if found.is_some() {
+                    return ParentDecision::Ambiguous;
+                }
+                found = Some(*server);
+            }
+        }
+        if call.end_monotonic_ns <= process.forgotten_end_ns {
+            return ParentDecision::Ambiguous;
+        }
+        found.map_or(ParentDecision::NoParent, ParentDecision::Parent)
+    }
+
+    /// Whether `pid` served anything lately (its calls without a parent are counted).
+    pub fn serves(&self, pid: u32) -> bool {
+        self.by_pid.contains_key(&pid)
+    }
+
+    /// Forgets what no call can still need.
+    pub fn sweep(&mut self, now_ns: u64) {
+        self.by_pid.retain(|_, process| {
+            while process
+                .recent
+                .front()
+                .is_some_and(|s| s.forget_at_ns <= now_ns)
+            {
+                process.recent.pop_front();
+            }
+            !process.recent.is_empty()
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_pid.values().map(|p| p.recent.len()).sum()
+    }
+}
