@@ -274,7 +274,8 @@ impl ConnectionTracker {
             conn.info.tuple = tuple;
         }
         conn.last_seen_ns = segment.ts_ns;
-        conn.threads.note(segment.direction, segment.tid, segment.ts_ns);
+        conn.threads
+            .note(segment.direction, segment.tid, segment.ts_ns);
         if segment.tls {
             if !conn.info.tls {
                 conn.switch_to_plaintext(&mut self.decode);

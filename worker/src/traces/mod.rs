@@ -150,7 +150,11 @@ impl TraceLinker {
     /// servers, moved traces): what its memory grows with.
     pub fn remembered_count(&self) -> usize {
         self.held.len()
-            + self.recent_clients.values().map(VecDeque::len).sum::<usize>()
+            + self
+                .recent_clients
+                .values()
+                .map(VecDeque::len)
+                .sum::<usize>()
             + self.recent_servers.len()
             + self.moves.len()
             + self.clients.len()
@@ -395,7 +399,12 @@ impl TraceLinker {
     /// The held root `seq` knows its parent (`Some`: that span's ids; its
     /// trace moves into the parent's) or that it has none. Its trace's
     /// spans go out once no root of theirs waits.
-    fn decide_root(&mut self, seq: u64, parent: Option<crate::spans::SpanIds>, ready: &mut Vec<Span>) {
+    fn decide_root(
+        &mut self,
+        seq: u64,
+        parent: Option<crate::spans::SpanIds>,
+        ready: &mut Vec<Span>,
+    ) {
         let Some(held) = self.held.get_mut(&seq) else {
             return;
         };
