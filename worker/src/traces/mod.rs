@@ -256,7 +256,7 @@ impl TraceLinker {
         // A request that carried a traceparent was made by an instrumented
         // SDK: its ids are the SDK's, never rewritten.
         let carries_context = span.ids.parent_sampled.is_some();
-        let may_nest = !carries_context && span.threads.request_first != 0;
+        let may_nest = !carries_context;
         // Only a server on this host can be this span's child.
         let peer_local = peer_may_be_local(&span);
         let caller = span.ids;
