@@ -69,6 +69,7 @@ fn a_server_span_finished_first_waits_for_its_caller_and_becomes_its_child() {
     assert!(ready.is_empty(), "held for its caller");
     let client = span(SpanKind::Client, 1, CLIENT_SIDE, "/b", (10, 20), None);
     linker.push(client.clone(), 21 * MS, &mut ready);
+    linker.release_due(21 * MS, |_| None, &mut ready);
     assert_eq!(ready.len(), 2);
     let server = ready.iter().find(|s| s.kind == SpanKind::Server);
     assert_child(server.unwrap_or_else(|| panic!("no server span")), &client);
@@ -82,6 +83,7 @@ fn a_caller_seen_first_is_found_when_the_server_span_comes() {
     let mut ready = Vec::new();
     let client = span(SpanKind::Client, 1, CLIENT_SIDE, "/b", (10, 20), None);
     linker.push(client.clone(), 21 * MS, &mut ready);
+    linker.release_due(21 * MS, |_| None, &mut ready);
     // Stamped a little before the client's: the two sides' events race.
     let server = span(SpanKind::Server, 2, SERVER_SIDE, "/b", (9, 19), None);
     linker.push(server, 22 * MS, &mut ready);
@@ -166,6 +168,7 @@ fn keep_alive_exchanges_on_one_connection_each_find_their_own_caller() {
     for client in &clients {
         linker.push(client.clone(), 35 * MS, &mut ready);
     }
+    linker.release_due(35 * MS, |_| None, &mut ready);
     let servers: Vec<&Span> = ready
         .iter()
         .filter(|s| s.kind == SpanKind::Server)
@@ -197,6 +200,7 @@ fn a_different_request_on_the_same_connection_is_not_a_caller() {
         21 * MS,
         &mut ready,
     );
+    linker.release_due(21 * MS, |_| None, &mut ready);
     assert_eq!(ready.len(), 1, "only the client goes out");
     assert_eq!(linker.held_count(), 1);
 }
