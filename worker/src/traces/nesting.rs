@@ -6,6 +6,12 @@
 //! The decision waits until every server request of P read before the call
 //! is complete (event loops serve many requests on one thread: two of them
 //! in flight around one call make it ambiguous, never a guess).
+//!
+//! Threads tell requests apart only where a thread serves one request at a
+//! time. A process seen answering two overlapping requests on one thread
+//! (an event loop, goroutines sharing threads) is marked as multiplexing:
+//! from then on its calls are nested only when one request was open
+//! around them.
 
 use std::collections::VecDeque;
 
@@ -16,6 +22,9 @@ use crate::spans::{ExchangeThreads, Span};
 /// this the oldest is forgotten and calls it could have contained are
 /// called ambiguous rather than matched against what is left.
 const SERVERS_PER_PROCESS: usize = 4_096;
+/// Latest server spans of a process compared with a new one for a thread
+/// they share while overlapping (bounds the work per span).
+const OVERLAP_CHECKS: usize = 64;
 
 /// What a client call needs of a server span to nest under it.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +42,18 @@ impl ServerRecord {
     fn contains(&self, call: &Span) -> bool {
         self.start_ns <= call.start_monotonic_ns && call.end_monotonic_ns <= self.end_ns
     }
+
+    /// Both were open at once and one thread answered both, or answered
+    /// one while it read the other: it served two requests at a time. (A
+    /// poller thread that only reads for handler threads that answer, as
+    /// grpcio's, does not count: the handlers still tell requests apart.)
+    fn shares_a_thread_with(&self, other: &ServerRecord) -> bool {
+        let overlap = self.start_ns <= other.end_ns && other.start_ns <= self.end_ns;
+        let writer = self.threads.response_last;
+        overlap
+            && (other.threads.includes(writer)
+                || (writer != 0 && other.threads.response_last == self.threads.request_first))
+    }
 }
 
 #[derive(Default)]
@@ -41,6 +62,9 @@ struct ProcessServers {
     /// Latest end of a span forgotten to the cap: calls ending before it
     /// may have been its children.
     forgotten_end_ns: u64,
+    /// One thread was seen serving two requests at once: threads do not
+    /// tell this process's requests apart.
+    multiplexes: bool,
 }
 
 /// Where a client call belongs.
@@ -71,7 +95,7 @@ impl RecentServers {
                 process.forgotten_end_ns = process.forgotten_end_ns.max(oldest.end_ns);
             }
         }
-        process.recent.push_back(ServerRecord {
+        let record = ServerRecord {
             trace_id: server.ids.trace_id,
             span_id: server.ids.span_id,
             parent_sampled: server.ids.parent_sampled,
@@ -79,7 +103,16 @@ impl RecentServers {
             end_ns: server.end_monotonic_ns,
             threads: server.threads,
             forget_at_ns,
-        });
+        };
+        if !process.multiplexes {
+            process.multiplexes = process
+                .recent
+                .iter()
+                .rev()
+                .take(OVERLAP_CHECKS)
+                .any(|other| record.shares_a_thread_with(other));
+        }
+        process.recent.push_back(record);
     }
 
     /// The parent of `call`, given when the oldest server request its
@@ -93,8 +126,10 @@ impl RecentServers {
             return ParentDecision::NoParent;
         };
         let mut found = None;
-        for server in &process.recent {
-            if server.contains(call) && server.threads.includes(tid) {
+        let mut open_around = 0;
+        for server in process.recent.iter().filter(|s| s.contains(call)) {
+            open_around += 1;
+            if server.threads.includes(tid) {
                 if found.is_some() {
                     return ParentDecision::Ambiguous;
                 }
@@ -102,6 +137,10 @@ impl RecentServers {
             }
         }
         if call.end_monotonic_ns <= process.forgotten_end_ns {
+            return ParentDecision::Ambiguous;
+        }
+        // Where threads do not tell requests apart, only a lone request does.
+        if found.is_some() && open_around > 1 && process.multiplexes {
             return ParentDecision::Ambiguous;
         }
         found.map_or(ParentDecision::NoParent, ParentDecision::Parent)

@@ -501,3 +501,21 @@ fn a_flood_of_spans_that_never_find_a_caller_is_capped() {
     linker.release_due(20_000 * MS, |_| None, &mut ready);
     assert!(linker.remembered_count() <= 65_536 + 65_536);
 }
+
+#[test]
+fn a_process_seen_answering_two_requests_on_one_thread_nests_only_lone_calls() {
+    let mut linker = linker();
+    // Goroutine-like: the requests' threads mix, thread 2 answered both.
+    let s1 = server(1, UNSEEN_CALLER, (0, 100), (1, 2));
+    let s2 = server(1, ("127.0.0.1:8080", "127.0.0.1:50001"), (5, 120), (3, 2));
+    // Thread 3 read the second request only, yet the call may be the first's.
+    let c = call(1, DOWNSTREAM_CLIENT, (10, 50), 3);
+    let ready = step(&mut linker, vec![s1, s2, c.clone()], 121, None);
+    assert_eq!(find(&ready, c.ids.span_id).ids.parent_span_id, None);
+    assert_eq!(linker.counters().ambiguous_parent, 1);
+    // Alone around its call, a request still gets it.
+    let s3 = server(1, UNSEEN_CALLER, (200, 300), (4, 4));
+    let lone = call(1, DOWNSTREAM_CLIENT, (210, 250), 4);
+    let ready = step(&mut linker, vec![s3.clone(), lone.clone()], 301, None);
+    assert_child(find(&ready, lone.ids.span_id), &s3);
+}
