@@ -1,7 +1,8 @@
 //! Decode throughput (issue 7, benchmark 5): captured HTTP/1 exchanges, as raw
 //! ring buffer records, through the worker's real path — record decode →
 //! connection tracker (HTTP/1 framing, request/response pairing) → span →
-//! route classification → cumulative RED metrics.
+//! trace linking (on, as by default) → route classification → cumulative
+//! RED metrics.
 //!
 //!   cargo bench -p zerotrace-worker --bench decode
 //!
@@ -26,6 +27,7 @@ use zerotrace_worker::connections::{ConnectionTracker, Segment};
 use zerotrace_worker::metrics::red::RedMetrics;
 use zerotrace_worker::routes::RouteMatcher;
 use zerotrace_worker::spans::Span;
+use zerotrace_worker::traces::{LinkSettings, TraceLinker};
 
 const AF_INET: u16 = 2;
 /// Keep-alive connections the exchanges are spread over.
@@ -176,6 +178,9 @@ struct Path {
     routes: RouteMatcher,
     red: RedMetrics,
     resource: Arc<Resource>,
+    linker: TraceLinker,
+    /// Spans the linker let through.
+    linked: Vec<Span>,
 }
 
 impl Path {
@@ -187,6 +192,8 @@ impl Path {
                 .unwrap_or_else(|e| panic!("default routes: {e}")),
             red: RedMetrics::new(Temporality::Cumulative),
             resource: Arc::new(Resource::default()),
+            linker: TraceLinker::new(LinkSettings::default()),
+            linked: Vec::new(),
         }
     }
 
@@ -225,12 +232,27 @@ impl Path {
                 },
                 &mut self.spans,
             );
-            for mut span in self.spans.drain(..) {
-                produced += 1;
-                if !full {
+            if !full {
+                produced += self.spans.len();
+                for span in self.spans.drain(..) {
                     black_box(&span);
-                    continue;
                 }
+                continue;
+            }
+            // As the pipeline: spans go through the linker, which lets
+            // them out at once or after their parent's decision.
+            let now = span_clock_ns();
+            for span in self.spans.drain(..) {
+                self.linker.push(span, now, &mut self.linked);
+            }
+            let tracker = &self.tracker;
+            self.linker.release_due(
+                now,
+                |pid| tracker.oldest_unanswered_request_ns(pid),
+                &mut self.linked,
+            );
+            for mut span in self.linked.drain(..) {
+                produced += 1;
                 if let Some(http) = span.http_mut() {
                     let decision = self.routes.classify(&http.target);
                     http.route = decision.route.map(|r| r.into_owned());
@@ -242,6 +264,13 @@ impl Path {
         }
         produced
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, as the pipeline stamps its flushes.
+fn span_clock_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`), shown like
