@@ -306,7 +306,7 @@ impl TraceLinker {
 
     fn push_server(&mut self, span: Span, now_ns: u64, ready: &mut Vec<Span>) {
         let forget_at_ns = self.remember_until(now_ns);
-        self.recent_servers.insert(&span, forget_at_ns);
+        self.recent_servers.insert(&span, now_ns, forget_at_ns);
         let carries_context = span.ids.parent_span_id.is_some();
         let key = (span.local, span.peer);
         if carries_context || !self.clients.contains(span.peer, span.local) {

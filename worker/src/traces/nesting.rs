@@ -35,6 +35,8 @@ pub struct ServerRecord {
     start_ns: u64,
     end_ns: u64,
     threads: ExchangeThreads,
+    /// When the linker got it (the span was complete by then).
+    pushed_at_ns: u64,
     forget_at_ns: u64,
 }
 
@@ -87,8 +89,8 @@ pub struct RecentServers {
 }
 
 impl RecentServers {
-    /// Remembers `server` until `forget_at_ns`.
-    pub fn insert(&mut self, server: &Span, forget_at_ns: u64) {
+    /// Remembers `server`, pushed at `now_ns`, until `forget_at_ns`.
+    pub fn insert(&mut self, server: &Span, now_ns: u64, forget_at_ns: u64) {
         let process = self.by_pid.entry(server.pid).or_default();
         if process.recent.len() == SERVERS_PER_PROCESS {
             if let Some(oldest) = process.recent.pop_front() {
@@ -102,6 +104,7 @@ impl RecentServers {
             start_ns: server.start_monotonic_ns,
             end_ns: server.end_monotonic_ns,
             threads: server.threads,
+            pushed_at_ns: now_ns,
             forget_at_ns,
         };
         if !process.multiplexes {
@@ -127,7 +130,14 @@ impl RecentServers {
         };
         let mut found = None;
         let mut open_around = 0;
-        for server in process.recent.iter().filter(|s| s.contains(call)) {
+        // Newest first: a span pushed before the call ended ended before it
+        // too, and cannot contain it; nor can any older one.
+        let could_contain = process
+            .recent
+            .iter()
+            .rev()
+            .take_while(|s| s.pushed_at_ns >= call.end_monotonic_ns);
+        for server in could_contain.filter(|s| s.contains(call)) {
             open_around += 1;
             if server.threads.includes(tid) {
                 if found.is_some() {
