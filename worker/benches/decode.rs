@@ -240,8 +240,9 @@ impl Path {
                 continue;
             }
             // As the pipeline: spans go through the linker, which lets
-            // them out at once or after their parent's decision.
-            let now = span_clock_ns();
+            // them out at once or after their parent's decision; the
+            // pipeline flushes right after a batch, at about its last event's time.
+            let now = origin.ts_ns;
             for span in self.spans.drain(..) {
                 self.linker.push(span, now, &mut self.linked);
             }
@@ -264,13 +265,6 @@ impl Path {
         }
         produced
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds, as the pipeline stamps its flushes.
-fn span_clock_ns() -> u64 {
-    clock_gettime(ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
 }
 
 /// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`), shown like

@@ -107,12 +107,14 @@ impl RecentServers {
             pushed_at_ns: now_ns,
             forget_at_ns,
         };
-        if !process.multiplexes {
+        if !process.multiplexes && record.threads.response_last != 0 {
+            // Newest first, as far as spans pushed (so ended) after it began.
             process.multiplexes = process
                 .recent
                 .iter()
                 .rev()
                 .take(OVERLAP_CHECKS)
+                .take_while(|other| other.pushed_at_ns >= record.start_ns)
                 .any(|other| record.shares_a_thread_with(other));
         }
         process.recent.push_back(record);
