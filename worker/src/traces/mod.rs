@@ -10,8 +10,17 @@
 //! The server side usually finishes first (it answers before the client has
 //! read the answer), so a server span that may have an instrumented caller
 //! is held until that caller's span arrives or [`LinkSettings::wait`] passes;
-//! then it goes out as it is, never lost. Spans held because they are in a
-//! trace whose root may still move are rewritten with it.
+//! then it goes out as it is, never lost.
+//!
+//! In a process ([`nesting`]): a client call becomes the child of the one
+//! server span of its process that was open around it on its thread. Calls
+//! are held until every request their process read before them is answered
+//! (so all candidates are known), decided in [`TraceLinker::release_due`].
+//!
+//! A span waiting for its own parent is its trace's root; the spans of that
+//! trace are held with it, and when it finds its parent the whole trace
+//! moves into the parent's ([`trace_moves`] remembers old ids for spans kept
+//! under them), so a chain comes out as one trace whatever the arrival order.
 
 mod client_connections;
 mod matching;
