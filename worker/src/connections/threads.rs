@@ -76,3 +76,29 @@ impl ThreadRuns {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_overwritten_by_newer_ones_gives_no_thread() {
+        let mut runs = ThreadRuns::default();
+        runs.note(Direction::Ingress, 7, 10);
+        // Same direction and thread: one run.
+        runs.note(Direction::Ingress, 7, 11);
+        assert_eq!(runs.thread_at(Direction::Ingress, 11), 7);
+        assert_eq!(runs.thread_at(Direction::Egress, 11), 0);
+        for i in 0..RUNS as u64 {
+            let direction = if i % 2 == 0 {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            };
+            runs.note(direction, 8 + i as u32, 20 + i);
+        }
+        // The run that held ts 10 is gone: no guess from a newer one.
+        assert_eq!(runs.thread_at(Direction::Ingress, 10), 0);
+        assert_eq!(runs.thread_at(Direction::Egress, 20), 8);
+    }
+}
