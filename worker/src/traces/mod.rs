@@ -248,6 +248,7 @@ impl TraceLinker {
         self.open_roots.clear();
         self.deciding.clear();
         self.deadlines.clear();
+        self.waiting.clear();
     }
 
     fn wait_ns(&self) -> u64 {
