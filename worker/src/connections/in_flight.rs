@@ -2,15 +2,15 @@
 //! process makes may belong to any of them, so trace linking waits until
 //! every one that started before the call is complete.
 
-use std::collections::BTreeSet;
-
 use crate::hashing::FastMap;
 
-/// Per process, (start of the oldest unanswered request, socket id) of each
-/// server connection that has one. Bounded by the tracked connections.
+/// Per process, the start of the oldest unanswered request of each server
+/// connection that has one, by socket id. Bounded by the tracked
+/// connections. Updated twice per exchange, asked only for processes whose
+/// calls wait for a decision: a map, and the oldest found when asked.
 #[derive(Default)]
 pub(super) struct InFlightRequests {
-    by_pid: FastMap<u32, BTreeSet<(u64, u64)>>,
+    by_pid: FastMap<u32, FastMap<u64, u64>>,
 }
 
 impl InFlightRequests {
@@ -20,16 +20,18 @@ impl InFlightRequests {
         if before == now {
             return;
         }
-        if let Some(start) = before {
-            if let Some(set) = self.by_pid.get_mut(&pid) {
-                set.remove(&(start, sock_id));
-                if set.is_empty() {
-                    self.by_pid.remove(&pid);
+        match now {
+            Some(start) => {
+                self.by_pid.entry(pid).or_default().insert(sock_id, start);
+            }
+            None => {
+                if let Some(open) = self.by_pid.get_mut(&pid) {
+                    open.remove(&sock_id);
+                    if open.is_empty() {
+                        self.by_pid.remove(&pid);
+                    }
                 }
             }
-        }
-        if let Some(start) = now {
-            self.by_pid.entry(pid).or_default().insert((start, sock_id));
         }
     }
 
@@ -37,11 +39,10 @@ impl InFlightRequests {
     pub(super) fn oldest(&self, pid: u32) -> Option<u64> {
         self.by_pid
             .get(&pid)
-            .and_then(|set| set.first())
-            .map(|(start, _)| *start)
+            .and_then(|open| open.values().min().copied())
     }
 
     pub(super) fn len(&self) -> usize {
-        self.by_pid.values().map(BTreeSet::len).sum()
+        self.by_pid.values().map(FastMap::len).sum()
     }
 }

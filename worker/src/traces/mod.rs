@@ -201,11 +201,17 @@ impl TraceLinker {
     ) {
         self.now_ns = self.now_ns.max(now_ns);
         let deciding = std::mem::take(&mut self.deciding);
+        // Asked once per process and call of this function.
+        let mut oldest_by_pid: HashMap<u32, Option<u64>> = HashMap::new();
         for seq in deciding {
             let decision = match self.held.get(&seq) {
-                Some(held) if held.waiting == Waiting::Parent => self
-                    .recent_servers
-                    .decide(&held.span, oldest_unanswered(held.span.pid)),
+                Some(held) if held.waiting == Waiting::Parent => {
+                    let pid = held.span.pid;
+                    let oldest = *oldest_by_pid
+                        .entry(pid)
+                        .or_insert_with(|| oldest_unanswered(pid));
+                    self.recent_servers.decide(&held.span, oldest)
+                }
                 _ => continue,
             };
             self.apply_parent_decision(seq, decision, ready);
