@@ -24,15 +24,19 @@ impl InFlightRequests {
             Some(start) => {
                 self.by_pid.entry(pid).or_default().insert(sock_id, start);
             }
+            // A process's map stays while it lives: a new one (seeded from
+            // the OS) per request would cost more than the request.
             None => {
                 if let Some(open) = self.by_pid.get_mut(&pid) {
                     open.remove(&sock_id);
-                    if open.is_empty() {
-                        self.by_pid.remove(&pid);
-                    }
                 }
             }
         }
+    }
+
+    /// The process exited (its connections are gone already).
+    pub(super) fn forget_process(&mut self, pid: u32) {
+        self.by_pid.remove(&pid);
     }
 
     /// When `pid`'s oldest unanswered server request was read.

@@ -369,6 +369,7 @@ impl ConnectionTracker {
         for id in ids {
             self.close(id, ts, spans);
         }
+        self.in_flight.forget_process(pid);
     }
 
     /// Forgets connections idle for longer than the timeout.
