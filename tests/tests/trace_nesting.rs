@@ -374,7 +374,20 @@ fn a_grpcio_server_calling_http_while_serving_nests_the_call_or_leaves_it_a_root
         "two calls under one Fetch: {spans:#?}"
     );
     let nested = counter(metrics_port, "traces_nested", "");
-    eprintln!("grpcio: {linked} of 4 calls nested");
+    let reasons: Vec<(&str, u64)> = ["ambiguous_parent", "no_parent", "parent_still_open"]
+        .into_iter()
+        .map(|r| {
+            (
+                r,
+                counter(
+                    metrics_port,
+                    "traces_unlinked",
+                    &format!("{{reason=\"{r}\"}}"),
+                ),
+            )
+        })
+        .collect();
+    eprintln!("grpcio: {linked} of 4 calls nested; roots by reason: {reasons:?}");
     assert_eq!(nested as usize, linked);
     // The server spans of B follow their caller's trace.
     for call in &calls {
