@@ -472,6 +472,10 @@ fn nginx_proxying_to_python_is_never_given_a_wrong_parent() {
     }
     eprintln!("nginx: {linked} calls nested, {roots} left roots");
     assert_eq!(linked + roots, 21, "{spans:#?}");
+    assert!(
+        linked >= 1,
+        "a request alone in its worker is nested: {spans:#?}"
+    );
     let unlinked: u64 = ["ambiguous_parent", "parent_still_open", "no_parent"]
         .iter()
         .map(|r| {
