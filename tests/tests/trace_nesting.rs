@@ -220,6 +220,20 @@ fn twenty_concurrent_chains_each_keep_their_own_parents() {
     let (agent, metrics_port) = agent_for(&[a.port, b.port], &receiver);
     concurrently(20, |i| a.url(&format!("/call/{}/id/chain-{i}", b.port)));
     let spans = wait_spans(&receiver, 60, |_| true);
+    let reasons: Vec<(&str, u64)> = ["ambiguous_parent", "no_parent", "parent_still_open"]
+        .into_iter()
+        .map(|r| {
+            (
+                r,
+                counter(
+                    metrics_port,
+                    "traces_unlinked",
+                    &format!("{{reason=\"{r}\"}}"),
+                ),
+            )
+        })
+        .collect();
+    eprintln!("20 chains: roots by reason: {reasons:?}");
     for i in 0..20 {
         let leaf = format!("/id/chain-{i}");
         let at_a = one(
