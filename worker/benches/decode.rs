@@ -249,7 +249,7 @@ impl Path {
             let tracker = &self.tracker;
             self.linker.release_due(
                 now,
-                |pid| tracker.oldest_unanswered_request_ns(pid),
+                |pid| tracker.unanswered_requests(pid),
                 &mut self.linked,
             );
             for mut span in self.linked.drain(..) {

@@ -363,11 +363,8 @@ impl Pipeline {
             self.linker.push(span, now, &mut ready);
         }
         let tracker = &self.tracker;
-        self.linker.release_due(
-            now,
-            |pid| tracker.oldest_unanswered_request_ns(pid),
-            &mut ready,
-        );
+        self.linker
+            .release_due(now, |pid| tracker.unanswered_requests(pid), &mut ready);
         self.export(ready);
     }
 

@@ -5,24 +5,32 @@
 use crate::hashing::FastMap;
 
 /// Per process, the start of the oldest unanswered request of each server
-/// connection that has one, by socket id. Bounded by the tracked
+/// connection that has one and the thread that read it, by socket id. Bounded by the tracked
 /// connections. Updated twice per exchange, asked only for processes whose
 /// calls wait for a decision: a map, and the oldest found when asked.
 #[derive(Default)]
 pub(super) struct InFlightRequests {
-    by_pid: FastMap<u32, FastMap<u64, u64>>,
+    by_pid: FastMap<u32, FastMap<u64, (u64, u32)>>,
 }
 
 impl InFlightRequests {
     /// The connection `sock_id` of `pid` now waits to answer a request read
-    /// at `now` (None: nothing), where it was `before`.
-    pub(super) fn update(&mut self, pid: u32, sock_id: u64, before: Option<u64>, now: Option<u64>) {
+    /// at `now` by thread `reader` (None: nothing), where it was `before`.
+    pub(super) fn update(
+        &mut self,
+        pid: u32,
+        sock_id: u64,
+        before: Option<u64>,
+        now: Option<u64>,
+        reader: impl FnOnce(u64) -> u32,
+    ) {
         if before == now {
             return;
         }
         match now {
             Some(start) => {
-                self.by_pid.entry(pid).or_default().insert(sock_id, start);
+                let entry = (start, reader(start));
+                self.by_pid.entry(pid).or_default().insert(sock_id, entry);
             }
             // A process's map stays while it lives: a new one (seeded from
             // the OS) per request would cost more than the request.
@@ -39,11 +47,12 @@ impl InFlightRequests {
         self.by_pid.remove(&pid);
     }
 
-    /// When `pid`'s oldest unanswered server request was read.
-    pub(super) fn oldest(&self, pid: u32) -> Option<u64> {
+    /// (start, reader thread) of each connection's oldest unanswered request of `pid`.
+    pub(super) fn of(&self, pid: u32) -> Vec<(u64, u32)> {
         self.by_pid
             .get(&pid)
-            .and_then(|open| open.values().min().copied())
+            .map(|open| open.values().copied().collect())
+            .unwrap_or_default()
     }
 
     pub(super) fn len(&self) -> usize {

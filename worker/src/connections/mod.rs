@@ -205,7 +205,17 @@ impl ConnectionTracker {
     /// When the oldest server request `pid` has read and not yet answered
     /// was read: a client call of `pid` made after it may be its child.
     pub fn oldest_unanswered_request_ns(&self, pid: u32) -> Option<u64> {
-        self.in_flight.oldest(pid)
+        self.in_flight
+            .of(pid)
+            .into_iter()
+            .map(|(start, _)| start)
+            .min()
+    }
+
+    /// The server requests `pid` has read and not yet answered (each
+    /// connection's oldest): when each was read, and by which thread (0: unknown).
+    pub fn unanswered_requests(&self, pid: u32) -> Vec<(u64, u32)> {
+        self.in_flight.of(pid)
     }
 
     /// Server connections with a request in flight, all processes together.
@@ -216,7 +226,7 @@ impl ConnectionTracker {
     /// Forgets `conn` (socket `sock_id`) as a connection with a request in flight.
     fn forget_in_flight(&mut self, sock_id: u64, conn: &Connection) {
         self.in_flight
-            .update(conn.info.pid, sock_id, conn.in_flight_since, None);
+            .update(conn.info.pid, sock_id, conn.in_flight_since, None, |_| 0);
     }
 
     /// The kernel saw the socket accepted or connected.
@@ -331,8 +341,14 @@ impl ConnectionTracker {
             conn.threads.stamp(span);
         }
         let now = conn.unanswered_since();
-        self.in_flight
-            .update(conn.info.pid, segment.sock_id, conn.in_flight_since, now);
+        let threads = &conn.threads;
+        self.in_flight.update(
+            conn.info.pid,
+            segment.sock_id,
+            conn.in_flight_since,
+            now,
+            |start| threads.thread_at(Direction::Ingress, start),
+        );
         conn.in_flight_since = now;
     }
 

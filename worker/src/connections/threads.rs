@@ -54,7 +54,7 @@ impl ThreadRuns {
     /// The thread whose segment of `direction` at `ts_ns` was part of: the
     /// latest run of that direction started at or before it (runs are kept
     /// newest first, so the first found is it), 0 when it was overwritten.
-    fn thread_at(&self, direction: Direction, ts_ns: u64) -> u32 {
+    pub(super) fn thread_at(&self, direction: Direction, ts_ns: u64) -> u32 {
         let egress = direction == Direction::Egress;
         (0..self.written.min(RUNS))
             .map(|back| &self.runs[(self.written - 1 - back) % RUNS])

@@ -191,26 +191,25 @@ impl TraceLinker {
     }
 
     /// Decides the client spans whose process has answered every request
-    /// read before their call (`oldest_unanswered` says, per pid, when the
-    /// oldest unanswered one began), and sends the spans whose wait is over.
+    /// read before their call that could hold it (`unanswered` gives, per
+    /// pid, each unanswered request's start and reading thread, 0 when
+    /// unknown), and sends the spans whose wait is over.
     pub fn release_due(
         &mut self,
         now_ns: u64,
-        oldest_unanswered: impl Fn(u32) -> Option<u64>,
+        unanswered: impl Fn(u32) -> Vec<(u64, u32)>,
         ready: &mut Vec<Span>,
     ) {
         self.now_ns = self.now_ns.max(now_ns);
         let deciding = std::mem::take(&mut self.deciding);
         // Asked once per process and call of this function.
-        let mut oldest_by_pid: HashMap<u32, Option<u64>> = HashMap::new();
+        let mut open_by_pid: HashMap<u32, Vec<(u64, u32)>> = HashMap::new();
         for seq in deciding {
             let decision = match self.held.get(&seq) {
                 Some(held) if held.waiting == Waiting::Parent => {
                     let pid = held.span.pid;
-                    let oldest = *oldest_by_pid
-                        .entry(pid)
-                        .or_insert_with(|| oldest_unanswered(pid));
-                    self.recent_servers.decide(&held.span, oldest)
+                    let open = open_by_pid.entry(pid).or_insert_with(|| unanswered(pid));
+                    self.recent_servers.decide(&held.span, open)
                 }
                 _ => continue,
             };

@@ -67,6 +67,9 @@ struct ProcessServers {
     /// One thread was seen serving two requests at once: threads do not
     /// tell this process's requests apart.
     multiplexes: bool,
+    /// A request was seen answered by another thread than the one that
+    /// read it (a thread pool): an open request may yet be answered by any.
+    hands_over: bool,
 }
 
 /// Where a client call belongs.
@@ -107,6 +110,13 @@ impl RecentServers {
             pushed_at_ns: now_ns,
             forget_at_ns,
         };
+        let threads = record.threads;
+        if threads.request_first != 0
+            && threads.response_last != 0
+            && threads.request_first != threads.response_last
+        {
+            process.hands_over = true;
+        }
         if !process.multiplexes && record.threads.response_last != 0 {
             // Newest first, as far as spans pushed (so ended) after it began.
             process.multiplexes = process
@@ -120,14 +130,23 @@ impl RecentServers {
         process.recent.push_back(record);
     }
 
-    /// The parent of `call`, given when the oldest server request its
-    /// process has not answered yet began.
-    pub fn decide(&self, call: &Span, oldest_unanswered_ns: Option<u64>) -> ParentDecision {
-        if oldest_unanswered_ns.is_some_and(|start| start <= call.start_monotonic_ns) {
+    /// The parent of `call`, given the server requests its process has
+    /// read and not yet answered: (start, reading thread, 0 if unknown).
+    pub fn decide(&self, call: &Span, unanswered: &[(u64, u32)]) -> ParentDecision {
+        let tid = call.threads.request_first;
+        let process = self.by_pid.get(&call.pid);
+        // Where each request so far was answered by the thread that read it,
+        // one thread at a time, an open request read by another thread
+        // cannot be the call's (a thread-per-request server under load).
+        let one_thread_per_request = process.is_some_and(|p| !p.multiplexes && !p.hands_over);
+        let could_hold = |&&(start, reader): &&(u64, u32)| {
+            start <= call.start_monotonic_ns
+                && !(one_thread_per_request && reader != 0 && reader != tid)
+        };
+        if unanswered.iter().any(|open| could_hold(&open)) {
             return ParentDecision::Wait;
         }
-        let tid = call.threads.request_first;
-        let Some(process) = self.by_pid.get(&call.pid) else {
+        let Some(process) = process else {
             return ParentDecision::NoParent;
         };
         let mut found = None;

@@ -69,7 +69,7 @@ fn a_server_span_finished_first_waits_for_its_caller_and_becomes_its_child() {
     assert!(ready.is_empty(), "held for its caller");
     let client = span(SpanKind::Client, 1, CLIENT_SIDE, "/b", (10, 20), None);
     linker.push(client.clone(), 21 * MS, &mut ready);
-    linker.release_due(21 * MS, |_| None, &mut ready);
+    linker.release_due(21 * MS, |_| Vec::new(), &mut ready);
     assert_eq!(ready.len(), 2);
     let server = ready.iter().find(|s| s.kind == SpanKind::Server);
     assert_child(server.unwrap_or_else(|| panic!("no server span")), &client);
@@ -83,7 +83,7 @@ fn a_caller_seen_first_is_found_when_the_server_span_comes() {
     let mut ready = Vec::new();
     let client = span(SpanKind::Client, 1, CLIENT_SIDE, "/b", (10, 20), None);
     linker.push(client.clone(), 21 * MS, &mut ready);
-    linker.release_due(21 * MS, |_| None, &mut ready);
+    linker.release_due(21 * MS, |_| Vec::new(), &mut ready);
     // Stamped a little before the client's: the two sides' events race.
     let server = span(SpanKind::Server, 2, SERVER_SIDE, "/b", (9, 19), None);
     linker.push(server, 22 * MS, &mut ready);
@@ -142,9 +142,9 @@ fn a_held_span_goes_out_unlinked_when_the_wait_is_over() {
         20 * MS,
         &mut ready,
     );
-    linker.release_due(519 * MS, |_| None, &mut ready);
+    linker.release_due(519 * MS, |_| Vec::new(), &mut ready);
     assert!(ready.is_empty());
-    linker.release_due(520 * MS, |_| None, &mut ready);
+    linker.release_due(520 * MS, |_| Vec::new(), &mut ready);
     assert_eq!(ready.len(), 1);
     assert_eq!(ready[0].ids.parent_span_id, None);
     assert_eq!(linker.counters().unlinked_after_wait, 1);
@@ -168,7 +168,7 @@ fn keep_alive_exchanges_on_one_connection_each_find_their_own_caller() {
     for client in &clients {
         linker.push(client.clone(), 35 * MS, &mut ready);
     }
-    linker.release_due(35 * MS, |_| None, &mut ready);
+    linker.release_due(35 * MS, |_| Vec::new(), &mut ready);
     let servers: Vec<&Span> = ready
         .iter()
         .filter(|s| s.kind == SpanKind::Server)
@@ -200,7 +200,7 @@ fn a_different_request_on_the_same_connection_is_not_a_caller() {
         21 * MS,
         &mut ready,
     );
-    linker.release_due(21 * MS, |_| None, &mut ready);
+    linker.release_due(21 * MS, |_| Vec::new(), &mut ready);
     assert_eq!(ready.len(), 1, "only the client goes out");
     assert_eq!(linker.held_count(), 1);
 }
@@ -289,7 +289,12 @@ fn step(linker: &mut TraceLinker, spans: Vec<Span>, now: u64, open: Option<u64>)
     for s in spans {
         linker.push(s, now * MS, &mut ready);
     }
-    linker.release_due(now * MS, |_| open.map(|o| o * MS), &mut ready);
+    // Read by an unknown thread: every call made after it waits.
+    linker.release_due(
+        now * MS,
+        |_| open.map(|o| (o * MS, 0)).into_iter().collect(),
+        &mut ready,
+    );
     ready
 }
 
@@ -495,10 +500,10 @@ fn a_flood_of_spans_that_never_find_a_caller_is_capped() {
     assert_eq!(sent as u64, linker.counters().held_limit);
     assert!(linker.counters().held_limit >= 70_000 - 65_536);
     let mut ready = Vec::new();
-    linker.release_due(10_000 * MS, |_| None, &mut ready);
+    linker.release_due(10_000 * MS, |_| Vec::new(), &mut ready);
     assert_eq!(linker.held_count(), 0);
     // Past the sweep, only the bounded table of client connections is left.
-    linker.release_due(20_000 * MS, |_| None, &mut ready);
+    linker.release_due(20_000 * MS, |_| Vec::new(), &mut ready);
     assert!(linker.remembered_count() <= 65_536 + 65_536);
 }
 
@@ -518,4 +523,32 @@ fn a_process_seen_answering_two_requests_on_one_thread_nests_only_lone_calls() {
     let lone = call(1, DOWNSTREAM_CLIENT, (210, 250), 4);
     let ready = step(&mut linker, vec![s3.clone(), lone.clone()], 301, None);
     assert_child(find(&ready, lone.ids.span_id), &s3);
+}
+
+#[test]
+fn a_thread_per_request_call_does_not_wait_for_requests_other_threads_read() {
+    let mut linker = linker();
+    let s = server(1, UNSEEN_CALLER, (0, 100), (10, 10));
+    let c = call(1, DOWNSTREAM_CLIENT, (10, 50), 10);
+    let mut ready = Vec::new();
+    linker.push(s.clone(), 101 * MS, &mut ready);
+    linker.push(c.clone(), 101 * MS, &mut ready);
+    // Another request, read at 5 by thread 11, is still open.
+    linker.release_due(101 * MS, |_| vec![(5 * MS, 11)], &mut ready);
+    assert_child(find(&ready, c.ids.span_id), &s);
+
+    // A process seen answering from another thread than the reader waits.
+    let mut linker = self::linker();
+    let pool = server(2, UNSEEN_CALLER, (0, 100), (20, 21));
+    let c = call(2, DOWNSTREAM_CLIENT, (10, 50), 21);
+    let mut ready = Vec::new();
+    linker.push(pool.clone(), 101 * MS, &mut ready);
+    linker.push(c.clone(), 101 * MS, &mut ready);
+    linker.release_due(101 * MS, |_| vec![(5 * MS, 20)], &mut ready);
+    assert!(
+        ready.iter().all(|s| s.ids.span_id != c.ids.span_id),
+        "it waits"
+    );
+    linker.release_due(102 * MS, |_| Vec::new(), &mut ready);
+    assert_child(find(&ready, c.ids.span_id), &pool);
 }
