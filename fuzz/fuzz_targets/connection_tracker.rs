@@ -40,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
                     direction: if control & 0x4 == 0 { Direction::Ingress } else { Direction::Egress },
                     tuple: (control & 0x40 == 0).then_some(tuple),
                     ts_ns: ts,
+                    tid: u32::from(control & 0x3),
                     payload,
                     total_bytes: payload.len() as u64 + if control & 0x8 == 0 { 0 } else { 4096 },
                     tls: control & 0x20 == 0x20,

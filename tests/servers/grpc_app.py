@@ -5,6 +5,9 @@ for the end-to-end tests. Run with Debian's /usr/bin/python3 (python3-grpcio).
   grpc_app.py server PORT   serves zerotrace.test.Echo on 127.0.0.1:PORT
   grpc_app.py client PORT   waits for a line on stdin, then makes one call of
                             each kind and prints "<method> <STATUS> <detail>"
+  grpc_app.py client-fetch PORT TARGET N
+                            the same wait, then N concurrent unary Fetch calls,
+                            the i-th asking for TARGET/i
   grpc_app.py client-metadata PORT
                             the same wait, then 5 unary Say calls on one
                             channel, the first 3 with 2 KB of `authorization`
@@ -12,13 +15,15 @@ for the end-to-end tests. Run with Debian's /usr/bin/python3 (python3-grpcio).
 
 Methods: Say (unary, OK), Count (server streaming: N messages 100 ms apart),
 Slow (Count, called with a 250 ms deadline for 5 messages: DEADLINE_EXCEEDED),
-Find (NOT_FOUND), Crash (the handler raises: UNKNOWN), and Missing, which the
+Find (NOT_FOUND), Fetch (the request is "PORT/PATH": the handler GETs
+http://127.0.0.1:PORT/PATH with http.client and answers with the body), Crash (the handler raises: UNKNOWN), and Missing, which the
 server does not have (UNIMPLEMENTED). The client starts with a Ping: grpc's
 C core writes a connection's first flight (preface, SETTINGS, the first
 call's headers; the first response and its trailers) with one sendmsg of 12
 to 30 iovecs, which the kernel side must capture whole.
 """
 
+import http.client
 import sys
 import time
 from concurrent import futures
@@ -42,6 +47,15 @@ def find(request, context):
     context.abort(grpc.StatusCode.NOT_FOUND, "no such item: " + request.decode())
 
 
+def fetch(request, context):
+    port, _, path = request.decode().partition("/")
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
+    conn.request("GET", "/" + path)
+    body = conn.getresponse().read()
+    conn.close()
+    return body
+
+
 def crash(request, context):
     raise RuntimeError("the handler failed")
 
@@ -54,6 +68,7 @@ def serve(port):
         "Slow": grpc.unary_stream_rpc_method_handler(count),
         "Find": grpc.unary_unary_rpc_method_handler(find),
         "Crash": grpc.unary_unary_rpc_method_handler(crash),
+        "Fetch": grpc.unary_unary_rpc_method_handler(fetch),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
@@ -85,6 +100,18 @@ def client(port):
     print("done", flush=True)
 
 
+def client_fetch(port, target, n):
+    sys.stdin.readline()
+    options = [("grpc.enable_http_proxy", 0)]
+    with grpc.insecure_channel("127.0.0.1:%d" % port, options=options) as channel:
+        fetch = channel.unary_unary("/%s/Fetch" % SERVICE)
+        with futures.ThreadPoolExecutor(max_workers=n) as pool:
+            calls = [pool.submit(fetch, ("%s/%d" % (target, i)).encode(), timeout=10) for i in range(n)]
+            for done in calls:
+                print("Fetch OK", done.result().decode().strip(), flush=True)
+    print("done", flush=True)
+
+
 def client_metadata(port):
     sys.stdin.readline()
     options = [("grpc.enable_http_proxy", 0)]
@@ -101,6 +128,8 @@ if __name__ == "__main__":
     mode, port = sys.argv[1], int(sys.argv[2])
     if mode == "server":
         serve(port)
+    elif mode == "client-fetch":
+        client_fetch(port, sys.argv[3], int(sys.argv[4]))
     elif mode == "client-metadata":
         client_metadata(port)
     else:

@@ -3,7 +3,8 @@
 Routes: GET /hello (200, fixed body), GET /chunked (chunked body),
 POST /echo (echoes the body), GET /proxy (this process calls its own
 /hello as a client first), GET /call/<port>/<path> (this process calls
-127.0.0.1:<port>/<path> first and answers with its status), GET /status/<code>, GET or POST /size/<n>
+127.0.0.1:<port>/<path> first and answers with its status), GET /id/<id> (200,
+body "id <id>": a request a test tells apart by its path), GET /status/<code>, GET or POST /size/<n>
 (n bytes of body; `?chunked` sends them chunked, `?cookie=<m>` adds an
 m-byte Set-Cookie before Content-Length), anything else 404. Request
 bodies may be chunked.
@@ -102,6 +103,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(response.status, b"called: " + body)
         elif path.startswith("/size/"):
             self.reply_size(urlsplit(self.path).query)
+        elif path.startswith("/id/"):
+            self.reply(200, b"id " + path[len("/id/"):].encode() + b"\n")
         elif path.startswith("/status/"):
             code = int(path.rsplit("/", 1)[1])
             self.reply(code, b"status %d\n" % code)

@@ -1,7 +1,7 @@
 //! Decode throughput (issue 7, benchmark 5): captured HTTP/1 exchanges, as raw
 //! ring buffer records, through the worker's real path — record decode →
 //! connection tracker (HTTP/1 framing, request/response pairing) → span →
-//! route classification → cumulative RED metrics. The same path for the
+//! trace linking (on, as by default) → route classification → cumulative RED metrics. The same path for the
 //! database clients (issue 16): PostgreSQL simple queries and Redis commands,
 //! seen from the client, each operation a span and a duration observation.
 //!
@@ -28,6 +28,7 @@ use zerotrace_worker::connections::{ConnectionTracker, Segment};
 use zerotrace_worker::metrics::red::RedMetrics;
 use zerotrace_worker::routes::RouteMatcher;
 use zerotrace_worker::spans::Span;
+use zerotrace_worker::traces::{LinkSettings, TraceLinker};
 
 const AF_INET: u16 = 2;
 /// Keep-alive connections the exchanges are spread over.
@@ -375,6 +376,9 @@ struct Path {
     routes: RouteMatcher,
     red: RedMetrics,
     resource: Arc<Resource>,
+    linker: TraceLinker,
+    /// Spans the linker let through.
+    linked: Vec<Span>,
 }
 
 impl Path {
@@ -386,6 +390,8 @@ impl Path {
                 .unwrap_or_else(|e| panic!("default routes: {e}")),
             red: RedMetrics::new(Temporality::Cumulative),
             resource: Arc::new(Resource::default()),
+            linker: TraceLinker::new(LinkSettings::default()),
+            linked: Vec::new(),
         }
     }
 
@@ -417,18 +423,35 @@ impl Path {
                     direction,
                     tuple,
                     ts_ns: origin.ts_ns,
+                    tid: origin.tid,
                     payload: &payload,
                     total_bytes,
                     tls: false,
                 },
                 &mut self.spans,
             );
-            for mut span in self.spans.drain(..) {
-                produced += 1;
-                if !full {
+            if !full {
+                produced += self.spans.len();
+                for span in self.spans.drain(..) {
                     black_box(&span);
-                    continue;
                 }
+                continue;
+            }
+            // As the pipeline: spans go through the linker, which lets
+            // them out at once or after their parent's decision; the
+            // pipeline flushes right after a batch, at about its last event's time.
+            let now = origin.ts_ns;
+            for span in self.spans.drain(..) {
+                self.linker.push(span, now, &mut self.linked);
+            }
+            let tracker = &self.tracker;
+            self.linker.release_due(
+                now,
+                |pid| tracker.unanswered_requests(pid),
+                &mut self.linked,
+            );
+            for mut span in self.linked.drain(..) {
+                produced += 1;
                 if let Some(http) = span.http_mut() {
                     let decision = self.routes.classify(&http.target);
                     http.route = decision.route.map(|r| r.into_owned());

@@ -70,6 +70,7 @@ fn replay(
             Segment {
                 sock_id,
                 pid: 123,
+                tid: 123,
                 process_name: "python3",
                 role,
                 direction,
@@ -261,13 +262,13 @@ fn the_text_printer_shows_one_line_per_operation_with_its_error() {
         line.contains(" client python3[123] 127.0.0.1:41234 -> 127.0.0.1:5432 postgresql \"SELECT accounts\" "),
         "{line}"
     );
-    assert!(line.ends_with("ms rows=1"), "{line}");
+    assert!(line.contains("ms rows=1 trace="), "{line}");
     let failed = spans
         .iter()
         .map(|s| text_line(s, &clock))
         .find(|l| l.contains("missing_table"))
         .unwrap_or_default();
-    assert!(failed.ends_with(" error=42P01"), "{failed}");
+    assert!(failed.contains(" error=42P01 trace="), "{failed}");
     let json = crate::exporters::trace_printer::json_value(&spans[0], &clock);
     assert_eq!(json["db"]["system"], "postgresql");
     assert_eq!(json["db"]["collection"], "accounts");

@@ -290,6 +290,7 @@ impl Pipeline {
                         direction,
                         tuple,
                         ts_ns: origin.ts_ns,
+                        tid: origin.tid,
                         payload: &payload,
                         total_bytes,
                         tls,
@@ -373,7 +374,9 @@ impl Pipeline {
         for span in self.spans.drain(..) {
             self.linker.push(span, now, &mut ready);
         }
-        self.linker.release_due(now, &mut ready);
+        let tracker = &self.tracker;
+        self.linker
+            .release_due(now, |pid| tracker.unanswered_requests(pid), &mut ready);
         self.export(ready);
     }
 
@@ -567,6 +570,11 @@ impl Pipeline {
             traces_linked: links.linked_across_processes,
             traces_unlinked_no_match: links.unlinked_after_wait,
             traces_unlinked_ambiguous: links.ambiguous,
+            traces_nested: links.nested_in_process,
+            traces_unlinked_ambiguous_parent: links.ambiguous_parent,
+            traces_unlinked_no_parent: links.no_parent,
+            traces_unlinked_parent_still_open: links.parent_still_open,
+            traces_unlinked_held_limit: links.held_limit,
             http2: tracker.http2,
         }
     }

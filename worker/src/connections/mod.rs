@@ -6,6 +6,8 @@
 //! connections are forgotten on close, on process exit, after an idle
 //! timeout, and beyond a cap.
 
+mod in_flight;
+mod threads;
 mod tls_records;
 mod undecided;
 
@@ -16,6 +18,8 @@ use crate::protocols::counters::{DecodeCounters, Http2Stats};
 use crate::protocols::registry::{Outputs, ProtocolSelection, ProtocolState, Scratch};
 use crate::protocols::session::{ConnectionInfo, DataSegment, FirstBytes};
 use crate::spans::Span;
+use in_flight::InFlightRequests;
+use threads::ThreadRuns;
 use tls_records::is_tls_record;
 use undecided::{FirstBytesDecision, Undecided};
 
@@ -63,6 +67,10 @@ struct Connection {
     encrypted: bool,
     /// Directions that carried data already (bit 0: ingress, bit 1: egress).
     directions_seen: u8,
+    /// Which threads moved the latest bytes, to stamp spans with.
+    threads: ThreadRuns,
+    /// Start of the oldest request this server connection has not answered.
+    in_flight_since: Option<u64>,
 }
 
 impl Connection {
@@ -80,7 +88,20 @@ impl Connection {
             undecided: Undecided::default(),
             encrypted: false,
             directions_seen: 0,
+            threads: ThreadRuns::default(),
+            in_flight_since: None,
         }
+    }
+
+    /// The start of the oldest request this connection serves and has not
+    /// answered yet (None for client connections).
+    fn unanswered_since(&self) -> Option<u64> {
+        if self.info.role != ConnectionRole::Server {
+            return None;
+        }
+        self.state
+            .as_ref()
+            .and_then(ProtocolState::oldest_unanswered_request_ns)
     }
 
     /// The TLS library hooks speak for this connection from now on: what the
@@ -125,6 +146,8 @@ pub struct Segment<'a> {
     /// Present on the first segment of a socket only.
     pub tuple: Option<ConnTuple>,
     pub ts_ns: u64,
+    /// The thread that made the call.
+    pub tid: u32,
     pub payload: &'a [u8],
     pub total_bytes: u64,
     /// Plaintext from a TLS library hook rather than the socket's bytes.
@@ -153,6 +176,7 @@ pub struct ConnectionTracker {
     scratch: Scratch,
     /// The protocols connections may be found to speak.
     protocols: ProtocolSelection,
+    in_flight: InFlightRequests,
 }
 
 impl ConnectionTracker {
@@ -189,6 +213,33 @@ impl ConnectionTracker {
         self.connections.len()
     }
 
+    /// When the oldest server request `pid` has read and not yet answered
+    /// was read: a client call of `pid` made after it may be its child.
+    pub fn oldest_unanswered_request_ns(&self, pid: u32) -> Option<u64> {
+        self.in_flight
+            .of(pid)
+            .into_iter()
+            .map(|(start, _)| start)
+            .min()
+    }
+
+    /// The server requests `pid` has read and not yet answered (each
+    /// connection's oldest): when each was read, and by which thread (0: unknown).
+    pub fn unanswered_requests(&self, pid: u32) -> Vec<(u64, u32)> {
+        self.in_flight.of(pid)
+    }
+
+    /// Server connections with a request in flight, all processes together.
+    pub fn unanswered_connection_count(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Forgets `conn` (socket `sock_id`) as a connection with a request in flight.
+    fn forget_in_flight(&mut self, sock_id: u64, conn: &Connection) {
+        self.in_flight
+            .update(conn.info.pid, sock_id, conn.in_flight_since, None, |_| 0);
+    }
+
     /// The kernel saw the socket accepted or connected.
     pub fn on_connection(&mut self, opened: OpenedConnection<'_>, spans: &mut Vec<Span>) {
         // A reused socket address is a new connection.
@@ -218,6 +269,7 @@ impl ConnectionTracker {
         if let Some(id) = oldest {
             if let Some(conn) = self.connections.remove(&id) {
                 conn.abandon(&mut self.decode);
+                self.forget_in_flight(id, &conn);
             }
             self.evicted_connections += 1;
         }
@@ -243,6 +295,8 @@ impl ConnectionTracker {
             conn.info.tuple = tuple;
         }
         conn.last_seen_ns = segment.ts_ns;
+        conn.threads
+            .note(segment.direction, segment.tid, segment.ts_ns);
         if segment.tls {
             if !conn.info.tls {
                 conn.switch_to_plaintext(&mut self.decode);
@@ -267,6 +321,7 @@ impl ConnectionTracker {
                 .saturating_sub(segment.payload.len() as u64),
             ts_ns: segment.ts_ns,
         };
+        let first_new_span = spans.len();
         let mut out = Outputs {
             spans,
             counters: &mut self.decode,
@@ -293,6 +348,19 @@ impl ConnectionTracker {
             },
         };
         state.parse(data, &mut conn.info, &mut out);
+        for span in spans.get_mut(first_new_span..).unwrap_or_default() {
+            conn.threads.stamp(span);
+        }
+        let now = conn.unanswered_since();
+        let threads = &conn.threads;
+        self.in_flight.update(
+            conn.info.pid,
+            segment.sock_id,
+            conn.in_flight_since,
+            now,
+            |start| threads.thread_at(Direction::Ingress, start),
+        );
+        conn.in_flight_since = now;
     }
 
     /// The socket was closed: the protocol finishes what waited for the
@@ -301,6 +369,8 @@ impl ConnectionTracker {
         let Some(mut conn) = self.connections.remove(&sock_id) else {
             return;
         };
+        self.forget_in_flight(sock_id, &conn);
+        let first_new_span = spans.len();
         if let Some(state) = &mut conn.state {
             let mut out = Outputs {
                 spans,
@@ -308,6 +378,9 @@ impl ConnectionTracker {
                 scratch: &mut self.scratch,
             };
             state.finish(ts, &mut conn.info, &mut out);
+        }
+        for span in spans.get_mut(first_new_span..).unwrap_or_default() {
+            conn.threads.stamp(span);
         }
         self.decode.garbage_segments += conn.undecided.unclaimed_directions();
     }
@@ -323,6 +396,7 @@ impl ConnectionTracker {
         for id in ids {
             self.close(id, ts, spans);
         }
+        self.in_flight.forget_process(pid);
     }
 
     /// Forgets connections idle for longer than the timeout.

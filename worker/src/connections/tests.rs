@@ -35,6 +35,7 @@ fn feed(
             direction,
             tuple: Some(TUPLE),
             ts_ns,
+            tid: 100,
             payload,
             total_bytes: payload.len() as u64,
             tls,
@@ -64,6 +65,7 @@ fn feed_capped(
             direction,
             tuple: Some(TUPLE),
             ts_ns,
+            tid: 100,
             payload: &bytes[..bytes.len().min(cap)],
             total_bytes: bytes.len() as u64,
             tls: false,
@@ -528,4 +530,90 @@ proptest::proptest! {
         proptest::prop_assert_eq!(whole.1, 0);
         proptest::prop_assert_eq!(spans_of_pieces(&request, &cuts, &response), whole);
     }
+}
+
+/// One segment of socket 7 by thread `tid`.
+fn feed_on_thread(
+    tracker: &mut ConnectionTracker,
+    direction: Direction,
+    payload: &[u8],
+    tid: u32,
+    ts_ns: u64,
+) -> Vec<Span> {
+    let mut spans = Vec::new();
+    tracker.on_data(
+        Segment {
+            sock_id: 7,
+            pid: 42,
+            process_name: "server",
+            role: ConnectionRole::Server,
+            direction,
+            tuple: Some(TUPLE),
+            ts_ns,
+            tid,
+            payload,
+            total_bytes: payload.len() as u64,
+            tls: false,
+        },
+        &mut spans,
+    );
+    spans
+}
+
+#[test]
+fn a_span_names_the_thread_that_read_its_request_and_the_one_that_answered() {
+    let mut tracker = ConnectionTracker::new();
+    let ingress = Direction::Ingress;
+    let egress = Direction::Egress;
+    for (i, (reader, writer)) in [(10, 20), (10, 21)].into_iter().enumerate() {
+        let t = (i as u64 + 1) * 100;
+        assert!(
+            feed_on_thread(&mut tracker, ingress, b"GET /a HTTP/1.1\r\n", reader, t).is_empty()
+        );
+        feed_on_thread(&mut tracker, ingress, b"Host: h\r\n\r\n", reader + 1, t + 1);
+        assert_eq!(tracker.oldest_unanswered_request_ns(42), Some(t));
+        let response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
+        feed_on_thread(&mut tracker, egress, response, writer + 5, t + 2);
+        let spans = feed_on_thread(&mut tracker, egress, b"ok", writer, t + 3);
+        assert_eq!(spans.len(), 1);
+        assert_eq!(
+            spans[0].threads,
+            crate::spans::ExchangeThreads {
+                request_first: reader,
+                response_last: writer,
+            }
+        );
+        assert_eq!(tracker.oldest_unanswered_request_ns(42), None);
+    }
+}
+
+#[test]
+fn a_flood_of_requests_never_answered_is_bounded_by_the_connection_cap() {
+    let mut tracker = ConnectionTracker::new();
+    let mut spans = Vec::new();
+    for sock in 0..(MAX_CONNECTIONS as u64 + 1_000) {
+        tracker.on_data(
+            Segment {
+                sock_id: sock,
+                pid: 42,
+                process_name: "server",
+                role: ConnectionRole::Server,
+                direction: Direction::Ingress,
+                tuple: Some(TUPLE),
+                ts_ns: sock + 1,
+                tid: 1,
+                payload: b"GET / HTTP/1.1\r\n",
+                total_bytes: 16,
+                tls: false,
+            },
+            &mut spans,
+        );
+    }
+    assert_eq!(tracker.connection_count(), MAX_CONNECTIONS);
+    assert_eq!(tracker.unanswered_connection_count(), MAX_CONNECTIONS);
+    // The oldest were evicted: the oldest unanswered request is a newer one.
+    assert_eq!(tracker.oldest_unanswered_request_ns(42), Some(1_001));
+    tracker.forget_process(42, 1 << 40, &mut spans);
+    assert_eq!(tracker.unanswered_connection_count(), 0);
+    assert_eq!(tracker.oldest_unanswered_request_ns(42), None);
 }

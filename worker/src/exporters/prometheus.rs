@@ -251,7 +251,7 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         openmetrics,
     );
     let own = &state.own;
-    let counters: [(&str, &str, u64); 17] = [
+    let counters: [(&str, &str, u64); 18] = [
         (
             "zerotrace_kernel_events",
             "Events the kernel programs submitted.",
@@ -333,6 +333,11 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
             "Server spans made the child of another process's client span on this host.",
             own.traces_linked,
         ),
+        (
+            "zerotrace_traces_nested",
+            "Client spans made the child of the server span their process was serving.",
+            own.traces_nested,
+        ),
     ];
     for (name, help, value) in counters {
         // The text format names the counter with its _total suffix; OpenMetrics names the family.
@@ -348,7 +353,7 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
     let by_reason: [(&str, &str, ReasonCounts); 3] = [
         (
             "zerotrace_traces_unlinked",
-            "Server spans whose instrumented caller could not be told, sent as roots, by reason.",
+            "Spans whose parent could not be told, sent as roots, by reason.",
             crate::metrics::self_metrics::unlinked_traces(own)
                 .into_iter()
                 .collect(),

@@ -22,6 +22,8 @@ fn human_duration(ns: u64) -> String {
 /// `2026-01-30 13:35:17.123 server python3[4863] 127.0.0.1:8199 <- 127.0.0.1:35800 "GET /hello HTTP/1.1" 404 185B 1.27ms`;
 /// a gRPC call ends with its status: `… "POST /shop.Catalog/GetItem HTTP/2" 200 0B 1.02ms grpc=NOT_FOUND`.
 /// The quoted part and what follows the duration are the protocol's (`spans/`).
+/// Each line ends with the trace it is in (`trace=4bf92f35`, the id's first 8
+/// hex digits) and, for a child, its parent span (`parent=00f067aa`).
 pub fn text_line(span: &Span, clock: &WallClock) -> String {
     let arrow = if span.kind.is_outgoing() { "->" } else { "<-" };
     let (summary, details) = span.printer_text();
@@ -44,7 +46,18 @@ pub fn text_line(span: &Span, clock: &WallClock) -> String {
     if span.partial {
         line.push_str(" (partial)");
     }
+    line.push_str(" trace=");
+    line.push_str(&short_id(&span.ids.trace_id));
+    if let Some(parent) = span.ids.parent_span_id {
+        line.push_str(" parent=");
+        line.push_str(&short_id(&parent));
+    }
     line
+}
+
+/// An id's first 4 bytes in hex: enough to tell a screen's traces apart.
+fn short_id(id: &[u8]) -> String {
+    to_hex(id.get(..4).unwrap_or(id))
 }
 
 /// One JSON object: the common fields, then the protocol's.
@@ -149,8 +162,8 @@ mod tests {
         let clock = WallClock::new();
         let line = text_line(&grpc_span(Some(5)), &clock);
         assert!(
-            line.ends_with(
-                "\"POST /shop.Catalog/GetItem HTTP/2\" 200 0B 2.00ms req=7B grpc=NOT_FOUND"
+            line.contains(
+                "\"POST /shop.Catalog/GetItem HTTP/2\" 200 0B 2.00ms req=7B grpc=NOT_FOUND trace="
             ),
             "{line}"
         );
@@ -168,5 +181,23 @@ mod tests {
         assert_eq!(json["trace_id"].as_str().map(str::len), Some(32));
         let unseen = json_value(&grpc_span(None), &clock);
         assert!(unseen["grpc"]["status"].is_null());
+    }
+
+    #[test]
+    fn lines_show_a_short_trace_id_and_the_parent_of_a_child() {
+        let clock = WallClock::new();
+        let mut span = grpc_span(None);
+        span.ids.trace_id = [
+            0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 1, 2, 3, 4, 5, 6, 7, 8,
+        ];
+        span.ids.parent_span_id = None;
+        let root = text_line(&span, &clock);
+        assert!(root.ends_with(" 2.00ms req=7B trace=4bf92f35"), "{root}");
+        span.ids.parent_span_id = Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
+        let child = text_line(&span, &clock);
+        assert!(
+            child.ends_with(" trace=4bf92f35 parent=00f067aa"),
+            "{child}"
+        );
     }
 }

@@ -63,6 +63,16 @@ pub struct SelfMetrics {
     pub traces_unlinked_no_match: u64,
     /// Server spans with two equally good callers, sent as roots.
     pub traces_unlinked_ambiguous: u64,
+    /// Client spans made the child of the server span their process was serving.
+    pub traces_nested: u64,
+    /// Client spans two server spans of their process could hold, sent as roots.
+    pub traces_unlinked_ambiguous_parent: u64,
+    /// Client spans of a serving process held by no server span on their thread.
+    pub traces_unlinked_no_parent: u64,
+    /// Client spans whose wait ended with an older request of their process unanswered.
+    pub traces_unlinked_parent_still_open: u64,
+    /// Spans sent before their link was known: the cap on held spans was reached.
+    pub traces_unlinked_held_limit: u64,
 }
 
 impl SelfMetrics {
@@ -205,9 +215,16 @@ fn families(own: &SelfMetrics) -> Vec<Family> {
             Counter,
             own.traces_linked,
         ),
+        single(
+            "zerotrace.traces.nested",
+            "Client spans made the child of the server span their process was serving.",
+            "{span}",
+            Counter,
+            own.traces_nested,
+        ),
         Family {
             name: "zerotrace.traces.unlinked",
-            description: "Server spans whose instrumented caller could not be told, sent as roots, by reason.",
+            description: "Spans whose parent could not be told, sent as roots, by reason.",
             unit: "{span}",
             kind: Counter,
             points: by("reason", &unlinked_traces(own)),
@@ -315,10 +332,14 @@ pub fn lost_exchanges(own: &SelfMetrics) -> [(&'static str, u64); 3] {
 }
 
 /// The `reason` values of `zerotrace.traces.unlinked`.
-pub fn unlinked_traces(own: &SelfMetrics) -> [(&'static str, u64); 2] {
+pub fn unlinked_traces(own: &SelfMetrics) -> [(&'static str, u64); 6] {
     [
         ("no_caller_matched", own.traces_unlinked_no_match),
         ("ambiguous", own.traces_unlinked_ambiguous),
+        ("ambiguous_parent", own.traces_unlinked_ambiguous_parent),
+        ("no_parent", own.traces_unlinked_no_parent),
+        ("parent_still_open", own.traces_unlinked_parent_still_open),
+        ("held_limit", own.traces_unlinked_held_limit),
     ]
 }
 

@@ -176,6 +176,13 @@ macro_rules! protocol_registry {
                 }
             }
 
+            /// When the oldest request not yet answered on this connection began.
+            pub fn oldest_unanswered_request_ns(&self) -> Option<u64> {
+                match self {
+                    $(ProtocolState::$arm(state) => state.oldest_unanswered_request_ns(),)+
+                }
+            }
+
             /// Adds what this open connection counted and did not hand over yet.
             pub fn add_live_counts(&self, counters: &mut DecodeCounters) {
                 match self {

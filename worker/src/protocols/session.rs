@@ -155,4 +155,12 @@ pub trait ProtocolSession: Sized {
     /// to the counters (read live, so that the counters need no callback per
     /// segment).
     fn add_live_counts(&self, counters: &mut DecodeCounters);
+
+    /// When the oldest request this connection carries and has not yet
+    /// made a span of began (its first bytes), for trace linking: a client
+    /// call the serving process makes meanwhile may be that request's child.
+    /// None (the default) says the protocol serves nothing that makes calls.
+    fn oldest_unanswered_request_ns(&self) -> Option<u64> {
+        None
+    }
 }

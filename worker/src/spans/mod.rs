@@ -65,8 +65,28 @@ pub struct Span {
     /// Part of the exchange was not captured (framing lost, stream reset):
     /// sizes are lower bounds.
     pub partial: bool,
+    /// The threads that handled the exchange, for in-process nesting.
+    pub threads: ExchangeThreads,
     /// What the protocol adds.
     pub protocol: Protocol,
+}
+
+/// The threads (kernel tids, 0 when not seen) that moved an exchange's
+/// bytes, whatever its protocol: a client call made while serving a request
+/// is made by the thread that read the request or the one that answers it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExchangeThreads {
+    /// The thread that read (server) or wrote (client) the request's first bytes.
+    pub request_first: u32,
+    /// The thread that wrote (server) or read (client) the response's last bytes.
+    pub response_last: u32,
+}
+
+impl ExchangeThreads {
+    /// Whether `tid` is one of these threads (0, unknown, never is).
+    pub fn includes(&self, tid: u32) -> bool {
+        tid != 0 && (self.request_first == tid || self.response_last == tid)
+    }
 }
 
 /// The per-protocol part of a span: one arm per decoded protocol (messaging
@@ -116,6 +136,7 @@ impl Span {
             ids,
             tls: origin.tls,
             partial,
+            threads: ExchangeThreads::default(),
             protocol,
         }
     }

@@ -10,11 +10,22 @@
 //! The server side usually finishes first (it answers before the client has
 //! read the answer), so a server span that may have an instrumented caller
 //! is held until that caller's span arrives or [`LinkSettings::wait`] passes;
-//! then it goes out as it is, never lost. Spans held because they are in a
-//! trace whose root may still move are rewritten with it.
+//! then it goes out as it is, never lost.
+//!
+//! In a process ([`nesting`]): a client call becomes the child of the one
+//! server span of its process that was open around it on its thread. Calls
+//! are held until every request their process read before them is answered
+//! (so all candidates are known), decided in [`TraceLinker::release_due`].
+//!
+//! A span waiting for its own parent is its trace's root; the spans of that
+//! trace are held with it, and when it finds its parent the whole trace
+//! moves into the parent's ([`trace_moves`] remembers old ids for spans kept
+//! under them), so a chain comes out as one trace whatever the arrival order.
 
 mod client_connections;
 mod matching;
+mod nesting;
+mod trace_moves;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -24,16 +35,31 @@ use crate::spans::{Span, SpanKind};
 
 pub use client_connections::ClientConnections;
 use matching::{overlap_ns, same_request};
+use nesting::{ParentDecision, RecentServers};
+use trace_moves::TraceMoves;
 
 /// What linking did, for the self-metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkCounters {
     /// Server spans made the child of another process's client span.
     pub linked_across_processes: u64,
+    /// Client spans made the child of the server span their process was serving.
+    pub nested_in_process: u64,
     /// Server spans held for an instrumented caller that never matched: sent as roots.
     pub unlinked_after_wait: u64,
     /// Server spans with two equally good callers: sent as roots, never guessed.
     pub ambiguous: u64,
+    /// Client spans of a serving process that two server spans could hold
+    /// (an event loop with two requests in flight): sent as roots.
+    pub ambiguous_parent: u64,
+    /// Client spans of a serving process that no server span held on the
+    /// calling thread (made outside a request, or by another thread): roots.
+    pub no_parent: u64,
+    /// Client spans whose wait ended with an older server request of their
+    /// process still unanswered: sent as roots.
+    pub parent_still_open: u64,
+    /// Spans sent before their link was known because the cap on held spans was reached.
+    pub held_limit: u64,
 }
 
 /// A connection as its server side sees it: (local, peer).
@@ -46,12 +72,24 @@ const SWEEP_EVERY_NS: u64 = 100_000_000;
 /// Spans held at most; past this the oldest goes out as it is.
 const MAX_HELD: usize = 65_536;
 
-struct Held {
-    span: Span,
-    release_at_ns: u64,
+/// Why a span is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// A server span waits for its caller's client span (another process).
+    Caller,
+    /// A client span waits for the server requests its process was serving.
+    Parent,
+    /// Its own link is known; its trace's root is still waiting (a root
+    /// that finds its parent moves the whole trace).
+    Root,
 }
 
-/// A client span already sent: what a late server span needs to join it.
+struct Held {
+    span: Span,
+    waiting: Waiting,
+}
+
+/// A client span already sent (or held): what a server span needs to join it.
 #[derive(Clone)]
 struct RecentClient {
     span: Span,
@@ -64,12 +102,27 @@ pub struct TraceLinker {
     /// Held spans by arrival order.
     held: BTreeMap<u64, Held>,
     next_seq: u64,
+    /// When each span waiting for a caller or a parent gives up, in order.
+    deadlines: VecDeque<(u64, u64)>,
+    /// Held spans by trace id.
+    held_by_trace: HashMap<[u8; 16], Vec<u64>>,
+    /// Traces whose root still waits, with how many of their spans do
+    /// (one, the root, unless a cap forced one out).
+    open_roots: HashMap<[u8; 16], u32>,
+    /// Client spans waiting for their process's server requests.
+    deciding: Vec<u64>,
     /// When forgotten callers are next swept out of `recent_clients`.
     next_sweep_ns: u64,
     /// Held server spans waiting for a caller, by their connection.
     waiting: HashMap<ConnectionKey, Vec<u64>>,
     /// Client spans by the connection as its server side sees it.
     recent_clients: HashMap<ConnectionKey, VecDeque<RecentClient>>,
+    /// Server spans, for the client calls made while serving them.
+    recent_servers: RecentServers,
+    /// Traces merged into others, for spans remembered under an old id.
+    moves: TraceMoves,
+    /// The latest time pushed or released at.
+    now_ns: u64,
     counters: LinkCounters,
 }
 
@@ -80,9 +133,16 @@ impl TraceLinker {
             clients: ClientConnections::default(),
             held: BTreeMap::new(),
             next_seq: 0,
+            deadlines: VecDeque::new(),
+            held_by_trace: HashMap::new(),
+            open_roots: HashMap::new(),
+            deciding: Vec::new(),
             next_sweep_ns: 0,
             waiting: HashMap::new(),
             recent_clients: HashMap::new(),
+            recent_servers: RecentServers::default(),
+            moves: TraceMoves::default(),
+            now_ns: 0,
             counters: LinkCounters::default(),
         }
     }
@@ -95,6 +155,20 @@ impl TraceLinker {
         self.held.len()
     }
 
+    /// Everything the linker remembers (held spans, kept callers and
+    /// servers, moved traces): what its memory grows with.
+    pub fn remembered_count(&self) -> usize {
+        self.held.len()
+            + self
+                .recent_clients
+                .values()
+                .map(VecDeque::len)
+                .sum::<usize>()
+            + self.recent_servers.len()
+            + self.moves.len()
+            + self.clients.len()
+    }
+
     /// An instrumented process connected from `local` to `peer`.
     pub fn note_client_connection(&mut self, local: SocketAddr, peer: SocketAddr) {
         if self.settings.enabled {
@@ -102,33 +176,59 @@ impl TraceLinker {
         }
     }
 
-    /// A finished span: it goes to `ready` now, or is held for its parent.
+    /// A finished span: it goes to `ready` now, or is held for its parent
+    /// (decided at the next [`Self::release_due`]).
     pub fn push(&mut self, span: Span, now_ns: u64, ready: &mut Vec<Span>) {
         if !self.settings.enabled {
             ready.push(span);
             return;
         }
+        self.now_ns = self.now_ns.max(now_ns);
         match span.kind {
             SpanKind::Client | SpanKind::Producer => self.push_client(span, now_ns, ready),
             SpanKind::Server | SpanKind::Consumer => self.push_server(span, now_ns, ready),
         }
     }
 
-    /// Sends the spans whose wait is over.
-    pub fn release_due(&mut self, now_ns: u64, ready: &mut Vec<Span>) {
-        let due: Vec<u64> = self
-            .held
-            .iter()
-            .take_while(|(_, h)| h.release_at_ns <= now_ns)
-            .map(|(seq, _)| *seq)
-            .collect();
-        for seq in due {
-            if let Some(held) = self.take_held(seq) {
-                if held.span.kind == SpanKind::Server {
-                    self.counters.unlinked_after_wait += 1;
+    /// Decides the client spans whose process has answered every request
+    /// read before their call that could hold it (`unanswered` gives, per
+    /// pid, each unanswered request's start and reading thread, 0 when
+    /// unknown), and sends the spans whose wait is over.
+    pub fn release_due(
+        &mut self,
+        now_ns: u64,
+        unanswered: impl Fn(u32) -> Vec<(u64, u32)>,
+        ready: &mut Vec<Span>,
+    ) {
+        self.now_ns = self.now_ns.max(now_ns);
+        let deciding = std::mem::take(&mut self.deciding);
+        // Asked once per process and call of this function.
+        let mut open_by_pid: HashMap<u32, Vec<(u64, u32)>> = HashMap::new();
+        for seq in deciding {
+            let decision = match self.held.get(&seq) {
+                Some(held) if held.waiting == Waiting::Parent => {
+                    let pid = held.span.pid;
+                    let open = open_by_pid.entry(pid).or_insert_with(|| unanswered(pid));
+                    self.recent_servers.decide(&held.span, open)
                 }
-                ready.push(held.span);
+                _ => continue,
+            };
+            self.apply_parent_decision(seq, decision, ready);
+        }
+        while let Some(&(at, seq)) = self.deadlines.front() {
+            if at > now_ns {
+                break;
             }
+            self.deadlines.pop_front();
+            let Some(held) = self.held.get(&seq) else {
+                continue;
+            };
+            match held.waiting {
+                Waiting::Caller => self.counters.unlinked_after_wait += 1,
+                Waiting::Parent => self.counters.parent_still_open += 1,
+                Waiting::Root => continue,
+            }
+            self.decide_root(seq, None, ready);
         }
         // A sweep walks every kept caller: not on every flush.
         if now_ns >= self.next_sweep_ns {
@@ -137,6 +237,8 @@ impl TraceLinker {
                 clients.retain(|c| c.forget_at_ns > now_ns);
                 !clients.is_empty()
             });
+            self.recent_servers.sweep(now_ns);
+            self.moves.sweep(now_ns);
         }
     }
 
@@ -148,29 +250,53 @@ impl TraceLinker {
                 ready.push(held.span);
             }
         }
+        self.open_roots.clear();
+        self.deciding.clear();
+        self.deadlines.clear();
+        self.waiting.clear();
     }
 
     fn wait_ns(&self) -> u64 {
         u64::try_from(self.settings.wait.as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// How long what a later span may need is remembered: a decision waits
+    /// at most one wait after the span it needs arrived; twice, for the
+    /// flushes in between.
+    fn remember_until(&self, now_ns: u64) -> u64 {
+        now_ns.saturating_add(self.wait_ns().saturating_mul(2))
+    }
+
     fn push_client(&mut self, span: Span, now_ns: u64, ready: &mut Vec<Span>) {
+        // A request that carried a traceparent was made by an instrumented
+        // SDK: its ids are the SDK's, never rewritten.
+        let carries_context = span.ids.parent_sampled.is_some();
+        let may_nest = !carries_context;
         // Only a server on this host can be this span's child.
-        if !peer_may_be_local(&span) {
-            ready.push(span);
-            return;
-        }
+        let peer_local = peer_may_be_local(&span);
+        let caller = span.ids;
         // The server side sees this connection as (peer, local).
         let key = (span.peer, span.local);
-        let forget_at_ns = now_ns.saturating_add(self.wait_ns());
-        let recent = self.recent_clients.entry(key).or_default();
-        if recent.len() == RECENT_CLIENTS_PER_CONNECTION {
-            recent.pop_front();
+        if peer_local {
+            let forget_at_ns = self.remember_until(now_ns);
+            let recent = self.recent_clients.entry(key).or_default();
+            if recent.len() == RECENT_CLIENTS_PER_CONNECTION {
+                recent.pop_front();
+            }
+            recent.push_back(RecentClient {
+                span: span.clone(),
+                forget_at_ns,
+            });
         }
-        recent.push_back(RecentClient {
-            span: span.clone(),
-            forget_at_ns,
-        });
+        if may_nest {
+            let seq = self.hold(span, Waiting::Parent, now_ns, ready);
+            self.deciding.push(seq);
+        } else {
+            ready.push(span);
+        }
+        if !peer_local {
+            return;
+        }
         // Held servers of this connection whose best caller is this span.
         let mut children = Vec::new();
         if let (Some(waiting), Some(recent)) =
@@ -181,23 +307,21 @@ impl TraceLinker {
                     continue;
                 };
                 if let Some(Ok(best)) = best_client(&held.span, recent.iter().map(|c| &c.span)) {
-                    if best.ids.span_id == span.ids.span_id {
+                    if best.ids.span_id == caller.span_id {
                         children.push(*seq);
                     }
                 }
             }
         }
         for seq in children {
-            if let Some(held) = self.take_held(seq) {
-                let mut server = held.span;
-                self.adopt(&mut server, &span);
-                ready.push(server);
-            }
+            self.counters.linked_across_processes += 1;
+            self.decide_root(seq, Some(caller), ready);
         }
-        ready.push(span);
     }
 
-    fn push_server(&mut self, mut span: Span, now_ns: u64, ready: &mut Vec<Span>) {
+    fn push_server(&mut self, span: Span, now_ns: u64, ready: &mut Vec<Span>) {
+        let forget_at_ns = self.remember_until(now_ns);
+        self.recent_servers.insert(&span, now_ns, forget_at_ns);
         let carries_context = span.ids.parent_span_id.is_some();
         let key = (span.local, span.peer);
         if carries_context || !self.clients.contains(span.peer, span.local) {
@@ -209,9 +333,10 @@ impl TraceLinker {
         if let Some(recent) = self.recent_clients.get(&key) {
             match best_client(&span, recent.iter().map(|c| &c.span)) {
                 Some(Ok(client)) => {
-                    let client = client.clone();
-                    self.adopt(&mut span, &client);
-                    ready.push(span);
+                    let caller = client.ids;
+                    self.counters.linked_across_processes += 1;
+                    let seq = self.hold(span, Waiting::Caller, now_ns, ready);
+                    self.decide_root(seq, Some(caller), ready);
                     return;
                 }
                 Some(Err(Ambiguous)) => {
@@ -222,47 +347,162 @@ impl TraceLinker {
                 None => {}
             }
         }
+        let seq = self.hold(span, Waiting::Caller, now_ns, ready);
+        self.waiting.entry(key).or_default().push(seq);
+    }
+
+    /// Holds `span`; a span waiting for its own link opens its trace.
+    fn hold(&mut self, span: Span, waiting: Waiting, now_ns: u64, ready: &mut Vec<Span>) -> u64 {
         if self.held.len() >= MAX_HELD {
-            if let Some(oldest) = self.held.keys().next().copied() {
-                if let Some(held) = self.take_held(oldest) {
-                    ready.push(held.span);
-                }
-            }
+            self.release_oldest(ready);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.waiting.entry(key).or_default().push(seq);
-        self.held.insert(
-            seq,
-            Held {
-                span,
-                release_at_ns: now_ns.saturating_add(self.wait_ns()),
-            },
-        );
+        let trace = span.ids.trace_id;
+        if waiting != Waiting::Root {
+            *self.open_roots.entry(trace).or_default() += 1;
+            self.deadlines
+                .push_back((now_ns.saturating_add(self.wait_ns()), seq));
+        }
+        self.held_by_trace.entry(trace).or_default().push(seq);
+        self.held.insert(seq, Held { span, waiting });
+        seq
     }
 
-    /// `server` becomes `client`'s child; spans held in the server's old
-    /// trace move to the client's trace with it.
-    fn adopt(&mut self, server: &mut Span, client: &Span) {
-        let old_trace = server.ids.trace_id;
-        server.ids.trace_id = client.ids.trace_id;
-        server.ids.parent_span_id = Some(client.ids.span_id);
-        server.ids.parent_sampled = client.ids.parent_sampled;
-        for held in self.held.values_mut() {
-            if held.span.ids.trace_id == old_trace {
-                held.span.ids.trace_id = client.ids.trace_id;
+    /// The cap is reached: the oldest held span goes out as it is.
+    fn release_oldest(&mut self, ready: &mut Vec<Span>) {
+        let Some((&seq, held)) = self.held.iter().next() else {
+            return;
+        };
+        self.counters.held_limit += 1;
+        if held.waiting == Waiting::Root {
+            if let Some(held) = self.take_held(seq) {
+                ready.push(held.span);
+            }
+        } else {
+            self.decide_root(seq, None, ready);
+        }
+    }
+
+    fn apply_parent_decision(&mut self, seq: u64, decision: ParentDecision, ready: &mut Vec<Span>) {
+        let pid = self.held.get(&seq).map(|h| h.span.pid);
+        match decision {
+            ParentDecision::Wait => self.deciding.push(seq),
+            ParentDecision::Parent(server) => {
+                self.counters.nested_in_process += 1;
+                let parent = crate::spans::SpanIds {
+                    trace_id: server.trace_id,
+                    span_id: server.span_id,
+                    parent_span_id: None,
+                    parent_sampled: server.parent_sampled,
+                };
+                self.decide_root(seq, Some(parent), ready);
+            }
+            ParentDecision::NoParent => {
+                if pid.is_some_and(|pid| self.recent_servers.serves(pid)) {
+                    self.counters.no_parent += 1;
+                }
+                self.decide_root(seq, None, ready);
+            }
+            ParentDecision::Ambiguous => {
+                self.counters.ambiguous_parent += 1;
+                self.decide_root(seq, None, ready);
             }
         }
-        self.counters.linked_across_processes += 1;
     }
 
+    /// The held root `seq` knows its parent (`Some`: that span's ids; its
+    /// trace moves into the parent's) or that it has none. Its trace's
+    /// spans go out once no root of theirs waits.
+    fn decide_root(
+        &mut self,
+        seq: u64,
+        parent: Option<crate::spans::SpanIds>,
+        ready: &mut Vec<Span>,
+    ) {
+        let Some(held) = self.held.get_mut(&seq) else {
+            return;
+        };
+        if held.waiting == Waiting::Root {
+            return;
+        }
+        let old_trace = held.span.ids.trace_id;
+        let was_waiting = held.waiting;
+        held.waiting = Waiting::Root;
+        if let Some(count) = self.open_roots.get_mut(&old_trace) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.open_roots.remove(&old_trace);
+            }
+        }
+        if was_waiting == Waiting::Caller {
+            let key = (held.span.local, held.span.peer);
+            if let Some(list) = self.waiting.get_mut(&key) {
+                list.retain(|s| *s != seq);
+                if list.is_empty() {
+                    self.waiting.remove(&key);
+                }
+            }
+        }
+        let trace = match parent {
+            Some(parent) => {
+                let new_trace = self.moves.resolve(parent.trace_id);
+                if let Some(held) = self.held.get_mut(&seq) {
+                    held.span.ids.parent_span_id = Some(parent.span_id);
+                    held.span.ids.parent_sampled = parent.parent_sampled;
+                }
+                self.move_trace(old_trace, new_trace);
+                new_trace
+            }
+            None => old_trace,
+        };
+        self.settle(trace, ready);
+    }
+
+    /// Every held span of `old` joins `new`.
+    fn move_trace(&mut self, old: [u8; 16], new: [u8; 16]) {
+        if old == new {
+            return;
+        }
+        let until = self.remember_until(self.now_ns);
+        self.moves.insert(old, new, until);
+        if let Some(open) = self.open_roots.remove(&old) {
+            *self.open_roots.entry(new).or_default() += open;
+        }
+        let Some(seqs) = self.held_by_trace.remove(&old) else {
+            return;
+        };
+        for seq in &seqs {
+            if let Some(held) = self.held.get_mut(seq) {
+                held.span.ids.trace_id = new;
+            }
+        }
+        self.held_by_trace.entry(new).or_default().extend(seqs);
+    }
+
+    /// Sends `trace`'s held spans if no root of it waits any more.
+    fn settle(&mut self, trace: [u8; 16], ready: &mut Vec<Span>) {
+        if self.open_roots.contains_key(&trace) {
+            return;
+        }
+        let Some(seqs) = self.held_by_trace.remove(&trace) else {
+            return;
+        };
+        for seq in seqs {
+            if let Some(held) = self.held.remove(&seq) {
+                ready.push(held.span);
+            }
+        }
+    }
+
+    /// Takes one held span out (the cap, or the agent stopping).
     fn take_held(&mut self, seq: u64) -> Option<Held> {
         let held = self.held.remove(&seq)?;
-        let key = (held.span.local, held.span.peer);
-        if let Some(list) = self.waiting.get_mut(&key) {
+        let trace = held.span.ids.trace_id;
+        if let Some(list) = self.held_by_trace.get_mut(&trace) {
             list.retain(|s| *s != seq);
             if list.is_empty() {
-                self.waiting.remove(&key);
+                self.held_by_trace.remove(&trace);
             }
         }
         Some(held)

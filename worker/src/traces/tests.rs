@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{LinkSettings, TraceLinker};
-use crate::spans::{HttpExchange, Protocol, Span, SpanKind, SpanOrigin};
+use crate::spans::{ids, ExchangeThreads, HttpExchange, Protocol, Span, SpanKind, SpanOrigin};
 
 const MS: u64 = 1_000_000;
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -69,6 +69,7 @@ fn a_server_span_finished_first_waits_for_its_caller_and_becomes_its_child() {
     assert!(ready.is_empty(), "held for its caller");
     let client = span(SpanKind::Client, 1, CLIENT_SIDE, "/b", (10, 20), None);
     linker.push(client.clone(), 21 * MS, &mut ready);
+    linker.release_due(21 * MS, |_| Vec::new(), &mut ready);
     assert_eq!(ready.len(), 2);
     let server = ready.iter().find(|s| s.kind == SpanKind::Server);
     assert_child(server.unwrap_or_else(|| panic!("no server span")), &client);
@@ -82,6 +83,7 @@ fn a_caller_seen_first_is_found_when_the_server_span_comes() {
     let mut ready = Vec::new();
     let client = span(SpanKind::Client, 1, CLIENT_SIDE, "/b", (10, 20), None);
     linker.push(client.clone(), 21 * MS, &mut ready);
+    linker.release_due(21 * MS, |_| Vec::new(), &mut ready);
     // Stamped a little before the client's: the two sides' events race.
     let server = span(SpanKind::Server, 2, SERVER_SIDE, "/b", (9, 19), None);
     linker.push(server, 22 * MS, &mut ready);
@@ -140,9 +142,9 @@ fn a_held_span_goes_out_unlinked_when_the_wait_is_over() {
         20 * MS,
         &mut ready,
     );
-    linker.release_due(519 * MS, &mut ready);
+    linker.release_due(519 * MS, |_| Vec::new(), &mut ready);
     assert!(ready.is_empty());
-    linker.release_due(520 * MS, &mut ready);
+    linker.release_due(520 * MS, |_| Vec::new(), &mut ready);
     assert_eq!(ready.len(), 1);
     assert_eq!(ready[0].ids.parent_span_id, None);
     assert_eq!(linker.counters().unlinked_after_wait, 1);
@@ -166,6 +168,7 @@ fn keep_alive_exchanges_on_one_connection_each_find_their_own_caller() {
     for client in &clients {
         linker.push(client.clone(), 35 * MS, &mut ready);
     }
+    linker.release_due(35 * MS, |_| Vec::new(), &mut ready);
     let servers: Vec<&Span> = ready
         .iter()
         .filter(|s| s.kind == SpanKind::Server)
@@ -197,6 +200,7 @@ fn a_different_request_on_the_same_connection_is_not_a_caller() {
         21 * MS,
         &mut ready,
     );
+    linker.release_due(21 * MS, |_| Vec::new(), &mut ready);
     assert_eq!(ready.len(), 1, "only the client goes out");
     assert_eq!(linker.held_count(), 1);
 }
@@ -236,4 +240,315 @@ fn disabled_linking_passes_every_span_through() {
     );
     assert_eq!(ready.len(), 2);
     assert_eq!(ready[0].ids, ids);
+}
+
+// In-process nesting: a client call under the server span its process serves.
+
+/// The connection a process of the chain calls its downstream on.
+const DOWNSTREAM_CLIENT: (&str, &str) = ("127.0.0.1:42000", "127.0.0.1:9090");
+const DOWNSTREAM_SERVER: (&str, &str) = ("127.0.0.1:9090", "127.0.0.1:42000");
+/// A connection from a caller the agent does not see (curl).
+const UNSEEN_CALLER: (&str, &str) = ("127.0.0.1:8080", "127.0.0.1:50000");
+
+/// `span` with the threads that moved its request and its response.
+fn on_threads(mut span: Span, request_first: u32, response_last: u32) -> Span {
+    span.threads = ExchangeThreads {
+        request_first,
+        response_last,
+    };
+    span
+}
+
+fn server(pid: u32, conn: (&str, &str), window: (u64, u64), tids: (u32, u32)) -> Span {
+    on_threads(
+        span(SpanKind::Server, pid, conn, "/chain", window, None),
+        tids.0,
+        tids.1,
+    )
+}
+
+fn call(pid: u32, conn: (&str, &str), window: (u64, u64), tid: u32) -> Span {
+    on_threads(
+        span(SpanKind::Client, pid, conn, "/b", window, None),
+        tid,
+        tid,
+    )
+}
+
+fn find(ready: &[Span], span_id: [u8; 8]) -> &Span {
+    ready
+        .iter()
+        .find(|s| s.ids.span_id == span_id)
+        .unwrap_or_else(|| panic!("span not sent"))
+}
+
+/// Pushes `spans` at `now` (ms) and decides with `open` as every process's
+/// oldest unanswered request.
+fn step(linker: &mut TraceLinker, spans: Vec<Span>, now: u64, open: Option<u64>) -> Vec<Span> {
+    let mut ready = Vec::new();
+    for s in spans {
+        linker.push(s, now * MS, &mut ready);
+    }
+    // Read by an unknown thread: every call made after it waits.
+    linker.release_due(
+        now * MS,
+        |_| open.map(|o| (o * MS, 0)).into_iter().collect(),
+        &mut ready,
+    );
+    ready
+}
+
+#[test]
+fn a_call_waits_for_the_request_it_was_made_for_and_becomes_its_child() {
+    let mut linker = linker();
+    let s = server(1, UNSEEN_CALLER, (0, 100), (10, 10));
+    let c = call(1, DOWNSTREAM_CLIENT, (10, 50), 10);
+    // The call ends first; its process is still serving a request read at 0.
+    assert!(step(&mut linker, vec![c.clone()], 51, Some(0)).is_empty());
+    let ready = step(&mut linker, vec![s.clone()], 101, None);
+    assert_eq!(ready.len(), 2);
+    let nested = find(&ready, c.ids.span_id);
+    assert_child(nested, &s);
+    assert_eq!(linker.counters().nested_in_process, 1);
+    assert_eq!(linker.held_count(), 0);
+}
+
+#[test]
+fn two_requests_that_could_hold_the_call_on_its_thread_leave_it_a_root() {
+    let mut linker = linker();
+    // An event loop: both requests read and answered by thread 10.
+    let c = call(1, DOWNSTREAM_CLIENT, (10, 50), 10);
+    let trace = c.ids.trace_id;
+    assert!(step(&mut linker, vec![c.clone()], 51, Some(0)).is_empty());
+    // The first request is answered, the second (read at 5) is still open.
+    let first = server(1, UNSEEN_CALLER, (0, 60), (10, 10));
+    assert_eq!(step(&mut linker, vec![first], 61, Some(5)).len(), 1);
+    let second = server(1, ("127.0.0.1:8080", "127.0.0.1:50001"), (5, 70), (10, 10));
+    let ready = step(&mut linker, vec![second], 71, None);
+    let c = find(&ready, c.ids.span_id);
+    assert_eq!((c.ids.trace_id, c.ids.parent_span_id), (trace, None));
+    assert_eq!(linker.counters().ambiguous_parent, 1);
+    assert_eq!(linker.counters().nested_in_process, 0);
+}
+
+#[test]
+fn a_thread_pool_call_is_matched_by_the_thread_that_answers() {
+    let mut linker = linker();
+    // Both requests read by poller thread 10, answered by handlers 20 and 21.
+    let s20 = server(1, UNSEEN_CALLER, (0, 100), (10, 20));
+    let s21 = server(1, ("127.0.0.1:8080", "127.0.0.1:50001"), (1, 100), (10, 21));
+    let c20 = call(1, DOWNSTREAM_CLIENT, (10, 50), 20);
+    let c21 = call(1, ("127.0.0.1:42001", "127.0.0.1:9090"), (11, 51), 21);
+    let c10 = call(1, ("127.0.0.1:42002", "127.0.0.1:9090"), (12, 52), 10);
+    let ready = step(
+        &mut linker,
+        vec![
+            c20.clone(),
+            c21.clone(),
+            c10.clone(),
+            s20.clone(),
+            s21.clone(),
+        ],
+        101,
+        None,
+    );
+    assert_eq!(ready.len(), 5);
+    assert_child(find(&ready, c20.ids.span_id), &s20);
+    assert_child(find(&ready, c21.ids.span_id), &s21);
+    // The poller read both: a call on it could belong to either.
+    assert_eq!(find(&ready, c10.ids.span_id).ids.parent_span_id, None);
+    assert_eq!(linker.counters().ambiguous_parent, 1);
+}
+
+#[test]
+fn a_call_on_another_thread_or_outside_every_request_is_a_root() {
+    let mut linker = linker();
+    let s = server(1, UNSEEN_CALLER, (0, 100), (10, 10));
+    let other_thread = call(1, DOWNSTREAM_CLIENT, (10, 50), 11);
+    let after = call(1, ("127.0.0.1:42001", "127.0.0.1:9090"), (110, 120), 10);
+    let ready = step(&mut linker, vec![s, other_thread, after], 121, None);
+    assert_eq!(ready.len(), 3);
+    assert!(ready
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client)
+        .all(|s| s.ids.parent_span_id.is_none()));
+    assert_eq!(linker.counters().no_parent, 2);
+}
+
+#[test]
+fn a_call_whose_process_never_answers_goes_out_as_it_is_after_the_wait() {
+    let mut linker = linker();
+    let c = call(1, DOWNSTREAM_CLIENT, (10, 50), 10);
+    assert!(step(&mut linker, vec![c.clone()], 51, Some(0)).is_empty());
+    assert!(step(&mut linker, vec![], 550, Some(0)).is_empty());
+    let ready = step(&mut linker, vec![], 551, Some(0));
+    assert_eq!(ready.len(), 1);
+    assert_eq!(ready[0].ids, c.ids);
+    assert_eq!(linker.counters().parent_still_open, 1);
+}
+
+#[test]
+fn an_incoming_traceparent_continues_through_two_hops() {
+    let mut linker = linker();
+    linker.note_client_connection(addr(DOWNSTREAM_CLIENT.0), addr(DOWNSTREAM_CLIENT.1));
+    // curl → A (pid 1, with traceparent) → B (pid 2) → C (pid 3).
+    let s_a = on_threads(
+        span(
+            SpanKind::Server,
+            1,
+            UNSEEN_CALLER,
+            "/chain",
+            (0, 100),
+            Some(TRACEPARENT),
+        ),
+        10,
+        10,
+    );
+    let c_a = call(1, CLIENT_SIDE, (10, 90), 10);
+    let s_b = server(2, SERVER_SIDE, (11, 89), (20, 20));
+    let s_b = Span {
+        protocol: c_a.protocol.clone(),
+        ..s_b
+    };
+    let c_b = on_threads(
+        span(SpanKind::Client, 2, DOWNSTREAM_CLIENT, "/c", (20, 80), None),
+        20,
+        20,
+    );
+    let s_c = on_threads(
+        span(SpanKind::Server, 3, DOWNSTREAM_SERVER, "/c", (21, 79), None),
+        30,
+        30,
+    );
+    // Innermost first, as they finish.
+    let mut ready = step(&mut linker, vec![s_c.clone(), c_b.clone()], 81, Some(11));
+    ready.extend(step(
+        &mut linker,
+        vec![s_b.clone(), c_a.clone()],
+        91,
+        Some(0),
+    ));
+    ready.extend(step(&mut linker, vec![s_a.clone()], 101, None));
+    assert_eq!(ready.len(), 5);
+    let trace = s_a.ids.trace_id;
+    assert_eq!(ids::to_hex(&trace), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(ready.iter().all(|s| s.ids.trace_id == trace), "{ready:#?}");
+    let got = |s: &Span| find(&ready, s.ids.span_id).ids.parent_span_id;
+    assert_eq!(got(&s_a), s_a.ids.parent_span_id);
+    assert_eq!(got(&c_a), Some(s_a.ids.span_id));
+    assert_eq!(got(&s_b), Some(c_a.ids.span_id));
+    assert_eq!(got(&c_b), Some(s_b.ids.span_id));
+    assert_eq!(got(&s_c), Some(c_b.ids.span_id));
+}
+
+#[test]
+fn a_chain_shares_one_trace_in_whichever_order_its_spans_arrive() {
+    let s_a = server(1, UNSEEN_CALLER, (0, 100), (10, 10));
+    let c_a = call(1, CLIENT_SIDE, (10, 90), 10);
+    let s_b = Span {
+        protocol: c_a.protocol.clone(),
+        ..server(2, SERVER_SIDE, (11, 89), (20, 20))
+    };
+    let orders: [[&Span; 3]; 3] = [[&s_a, &c_a, &s_b], [&s_b, &c_a, &s_a], [&c_a, &s_b, &s_a]];
+    for order in orders {
+        let mut linker = linker();
+        let mut ready = Vec::new();
+        for (i, s) in order.into_iter().enumerate() {
+            // The serving request of A stays open until A's span arrives.
+            let a_done = order[..=i].iter().any(|x| x.ids.span_id == s_a.ids.span_id);
+            ready.extend(step(
+                &mut linker,
+                vec![s.clone()],
+                101 + i as u64,
+                (!a_done).then_some(0),
+            ));
+        }
+        assert_eq!(ready.len(), 3);
+        assert!(ready.iter().all(|s| s.ids.trace_id == s_a.ids.trace_id));
+        assert_eq!(
+            find(&ready, c_a.ids.span_id).ids.parent_span_id,
+            Some(s_a.ids.span_id)
+        );
+        assert_eq!(
+            find(&ready, s_b.ids.span_id).ids.parent_span_id,
+            Some(c_a.ids.span_id)
+        );
+    }
+}
+
+#[test]
+fn a_flood_of_spans_that_never_find_a_caller_is_capped() {
+    let mut linker = linker();
+    let mut sent = 0;
+    for i in 0..70_000u32 {
+        let port = 1024 + (i % 60_000) as u16;
+        let peer = format!("127.0.0.1:{port}");
+        linker.note_client_connection(addr(&peer), addr("127.0.0.1:8080"));
+        let s = span(
+            SpanKind::Server,
+            2,
+            ("127.0.0.1:8080", &peer),
+            "/b",
+            (1, 2),
+            None,
+        );
+        let mut ready = Vec::new();
+        linker.push(s, 3 * MS, &mut ready);
+        sent += ready.len();
+    }
+    assert!(linker.held_count() <= 65_536);
+    assert_eq!(sent as u64, linker.counters().held_limit);
+    assert!(linker.counters().held_limit >= 70_000 - 65_536);
+    let mut ready = Vec::new();
+    linker.release_due(10_000 * MS, |_| Vec::new(), &mut ready);
+    assert_eq!(linker.held_count(), 0);
+    // Past the sweep, only the bounded table of client connections is left.
+    linker.release_due(20_000 * MS, |_| Vec::new(), &mut ready);
+    assert!(linker.remembered_count() <= 65_536 + 65_536);
+}
+
+#[test]
+fn a_process_seen_answering_two_requests_on_one_thread_nests_only_lone_calls() {
+    let mut linker = linker();
+    // Goroutine-like: the requests' threads mix, thread 2 answered both.
+    let s1 = server(1, UNSEEN_CALLER, (0, 100), (1, 2));
+    let s2 = server(1, ("127.0.0.1:8080", "127.0.0.1:50001"), (5, 120), (3, 2));
+    // Thread 3 read the second request only, yet the call may be the first's.
+    let c = call(1, DOWNSTREAM_CLIENT, (10, 50), 3);
+    let ready = step(&mut linker, vec![s1, s2, c.clone()], 121, None);
+    assert_eq!(find(&ready, c.ids.span_id).ids.parent_span_id, None);
+    assert_eq!(linker.counters().ambiguous_parent, 1);
+    // Alone around its call, a request still gets it.
+    let s3 = server(1, UNSEEN_CALLER, (200, 300), (4, 4));
+    let lone = call(1, DOWNSTREAM_CLIENT, (210, 250), 4);
+    let ready = step(&mut linker, vec![s3.clone(), lone.clone()], 301, None);
+    assert_child(find(&ready, lone.ids.span_id), &s3);
+}
+
+#[test]
+fn a_thread_per_request_call_does_not_wait_for_requests_other_threads_read() {
+    let mut linker = linker();
+    let s = server(1, UNSEEN_CALLER, (0, 100), (10, 10));
+    let c = call(1, DOWNSTREAM_CLIENT, (10, 50), 10);
+    let mut ready = Vec::new();
+    linker.push(s.clone(), 101 * MS, &mut ready);
+    linker.push(c.clone(), 101 * MS, &mut ready);
+    // Another request, read at 5 by thread 11, is still open.
+    linker.release_due(101 * MS, |_| vec![(5 * MS, 11)], &mut ready);
+    assert_child(find(&ready, c.ids.span_id), &s);
+
+    // A process seen answering from another thread than the reader waits.
+    let mut linker = self::linker();
+    let pool = server(2, UNSEEN_CALLER, (0, 100), (20, 21));
+    let c = call(2, DOWNSTREAM_CLIENT, (10, 50), 21);
+    let mut ready = Vec::new();
+    linker.push(pool.clone(), 101 * MS, &mut ready);
+    linker.push(c.clone(), 101 * MS, &mut ready);
+    linker.release_due(101 * MS, |_| vec![(5 * MS, 20)], &mut ready);
+    assert!(
+        ready.iter().all(|s| s.ids.span_id != c.ids.span_id),
+        "it waits"
+    );
+    linker.release_due(102 * MS, |_| Vec::new(), &mut ready);
+    assert_child(find(&ready, c.ids.span_id), &pool);
 }

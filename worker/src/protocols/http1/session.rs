@@ -178,4 +178,18 @@ impl ProtocolSession for Http1Session {
     fn add_live_counts(&self, counters: &mut DecodeCounters) {
         counters.garbage_segments += self.garbage();
     }
+
+    /// A request read and not answered, or a message still being read
+    /// (a request, or the response whose request is pending).
+    fn oldest_unanswered_request_ns(&self) -> Option<u64> {
+        let pending = self.pending.front().map(|(_, request)| request.first_ts_ns);
+        [
+            pending,
+            self.ingress.message_first_ts_ns(),
+            self.egress.message_first_ts_ns(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
 }

@@ -151,6 +151,17 @@ impl Http1Stream {
         !matches!(self.state, State::Idle | State::Upgraded)
     }
 
+    /// When the message being read began (None between messages).
+    pub fn message_first_ts_ns(&self) -> Option<u64> {
+        match &self.state {
+            State::Head(head) => Some(head.first_ts),
+            State::Body(msg, _) | State::Resync(msg) | State::CutHead(msg, _) => {
+                Some(msg.first_ts_ns)
+            }
+            State::Idle | State::Upgraded => None,
+        }
+    }
+
     /// Segments (or stale partial start lines) dropped as not HTTP.
     pub fn garbage_segments(&self) -> u64 {
         self.garbage

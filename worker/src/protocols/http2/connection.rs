@@ -87,6 +87,11 @@ impl Http2Connection {
     }
 
     /// Streams currently tracked.
+    /// When the oldest open stream began.
+    pub fn oldest_open_stream_ns(&self) -> Option<u64> {
+        self.streams.values().map(|s| s.ex.start_ts_ns).min()
+    }
+
     pub fn open_streams(&self) -> usize {
         self.streams.len()
     }

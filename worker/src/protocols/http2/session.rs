@@ -92,6 +92,11 @@ impl ProtocolSession for Http2Session {
         counters.http2.add(&self.connection.stats());
     }
 
+    /// The oldest open stream.
+    fn oldest_unanswered_request_ns(&self) -> Option<u64> {
+        self.connection.oldest_open_stream_ns()
+    }
+
     fn add_live_counts(&self, _counters: &mut DecodeCounters) {
         // Stats are handed over after every segment.
     }

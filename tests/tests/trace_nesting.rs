@@ -1,0 +1,505 @@
+//! In-process nesting: a client call a process makes while serving a
+//! request is that request's server span's child, and with the links across
+//! processes a chain of services is one trace — checked on what the agent
+//! exports over OTLP, decoded with opentelemetry-proto. Where a runtime
+//! serves many requests on one thread (Node's event loop, nginx) a call is
+//! linked only when one request could hold it: never a wrong parent.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use zerotrace_integration_tests::otlp_receiver::{attr_int, attr_str, hex, OtlpReceiver};
+use zerotrace_integration_tests::*;
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// One exported span, as the assertions need it.
+#[derive(Debug, Clone)]
+struct Exported {
+    pid: i64,
+    kind: i32,
+    name: String,
+    path: String,
+    trace: String,
+    id: String,
+    parent: Option<String>,
+}
+
+fn exported(receiver: &OtlpReceiver) -> Vec<Exported> {
+    receiver
+        .spans()
+        .into_iter()
+        .map(|(resource, span)| Exported {
+            pid: resource
+                .get("process.pid")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(-1),
+            kind: span.kind,
+            name: span.name.clone(),
+            path: attr_str(&span.attributes, "url.path").unwrap_or_default(),
+            trace: hex(&span.trace_id),
+            id: hex(&span.span_id),
+            parent: (!span.parent_span_id.is_empty()).then(|| hex(&span.parent_span_id)),
+        })
+        .collect()
+}
+
+fn is(kind: SpanKind) -> impl Fn(&&Exported) -> bool {
+    move |s| s.kind == kind as i32
+}
+
+/// The one span of `pid` and `kind` whose path is `path`.
+fn one<'a>(spans: &'a [Exported], pid: u32, kind: SpanKind, path: &str) -> &'a Exported {
+    let found: Vec<&Exported> = spans
+        .iter()
+        .filter(is(kind))
+        .filter(|s| s.pid == i64::from(pid) && s.path == path)
+        .collect();
+    assert_eq!(found.len(), 1, "{kind:?} {path} of {pid}: {spans:#?}");
+    found[0]
+}
+
+fn assert_child(child: &Exported, parent: &Exported) {
+    assert_eq!(
+        child.trace, parent.trace,
+        "same trace:\n{child:#?}\n{parent:#?}"
+    );
+    assert_eq!(
+        child.parent.as_deref(),
+        Some(parent.id.as_str()),
+        "parent:\n{child:#?}\n{parent:#?}"
+    );
+}
+
+/// An agent instrumenting `ports`, exporting to `receiver`, with its
+/// Prometheus endpoint on the returned port.
+fn agent_for(ports: &[u16], receiver: &OtlpReceiver) -> (Agent, u16) {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let metrics_port = free_port();
+    let endpoint = receiver.endpoint();
+    let agent = Agent::start(
+        &["--open-port", &ports.join(",")],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string()),
+        ],
+    );
+    (agent, metrics_port)
+}
+
+/// Waits until `count` spans matching `predicate` were exported, then for
+/// the held ones to follow.
+fn wait_spans(
+    receiver: &OtlpReceiver,
+    count: usize,
+    predicate: impl Fn(&Exported) -> bool,
+) -> Vec<Exported> {
+    let found = wait_for(Duration::from_secs(15), || {
+        let spans = exported(receiver);
+        (spans.iter().filter(|s| predicate(s)).count() >= count).then_some(())
+    });
+    // Spans held for a parent go out within the link wait (500 ms).
+    std::thread::sleep(Duration::from_millis(1_200));
+    let spans = exported(receiver);
+    assert!(found.is_some(), "fewer than {count} spans: {spans:#?}");
+    spans
+}
+
+/// `zerotrace_<name>_total` (with `labels`) from the Prometheus endpoint.
+fn counter(metrics_port: u16, name: &str, labels: &str) -> u64 {
+    let text = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
+    let prefix = format!("zerotrace_{name}_total{labels} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+}
+
+/// A server process killed on drop, started when it said "listening" or
+/// its port accepts.
+struct Started(Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(program: &str, args: &[&str], port: u16) -> Started {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let up = wait_for(Duration::from_secs(15), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    assert!(up.is_some(), "{program} {args:?} never listened on {port}");
+    Started(child)
+}
+
+/// `n` requests to the URLs `url(i)` at once, each on its own connection.
+fn concurrently(n: usize, url: impl Fn(usize) -> String + Sync) {
+    std::thread::scope(|scope| {
+        for i in 0..n {
+            let url = &url;
+            scope.spawn(move || curl(&[&url(i)]));
+        }
+    });
+}
+
+#[test]
+fn python_chains_of_two_and_three_services_are_one_trace_each_with_every_parent_right() {
+    require_root();
+    let (a, b, c) = (
+        Server::python_app(),
+        Server::python_app(),
+        Server::python_app(),
+    );
+    let receiver = OtlpReceiver::start_grpc();
+    let (agent, metrics_port) = agent_for(&[a.port, b.port, c.port], &receiver);
+    for i in 0..3 {
+        curl(&[&a.url(&format!("/call/{}/id/two-{i}", b.port))]);
+        let path = format!("/call/{}/call/{}/id/three-{i}", b.port, c.port);
+        assert!(curl(&[&a.url(&path)]).starts_with("called: called: id"));
+    }
+    // Two-hop: 3 spans per request; three-hop: 5.
+    let spans = wait_spans(&receiver, 24, |_| true);
+    for i in 0..3 {
+        let leaf = format!("/id/two-{i}");
+        let at_a = one(
+            &spans,
+            a.pid(),
+            SpanKind::Server,
+            &format!("/call/{}{leaf}", b.port),
+        );
+        let to_b = one(&spans, a.pid(), SpanKind::Client, &leaf);
+        let at_b = one(&spans, b.pid(), SpanKind::Server, &leaf);
+        assert_eq!(at_a.parent, None, "curl is not instrumented: {at_a:#?}");
+        assert_child(to_b, at_a);
+        assert_child(at_b, to_b);
+
+        let leaf = format!("/id/three-{i}");
+        let middle = format!("/call/{}{leaf}", c.port);
+        let at_a = one(
+            &spans,
+            a.pid(),
+            SpanKind::Server,
+            &format!("/call/{}{middle}", b.port),
+        );
+        let to_b = one(&spans, a.pid(), SpanKind::Client, &middle);
+        let at_b = one(&spans, b.pid(), SpanKind::Server, &middle);
+        let to_c = one(&spans, b.pid(), SpanKind::Client, &leaf);
+        let at_c = one(&spans, c.pid(), SpanKind::Server, &leaf);
+        assert_eq!(at_a.parent, None);
+        assert_child(to_b, at_a);
+        assert_child(at_b, to_b);
+        assert_child(to_c, at_b);
+        assert_child(at_c, to_c);
+    }
+    assert_eq!(counter(metrics_port, "traces_nested", ""), 9);
+    assert_eq!(counter(metrics_port, "traces_linked", ""), 9);
+    drop(agent);
+}
+
+#[test]
+fn twenty_concurrent_chains_each_keep_their_own_parents() {
+    require_root();
+    let (a, b) = (Server::python_app(), Server::python_app());
+    let receiver = OtlpReceiver::start_grpc();
+    let (agent, metrics_port) = agent_for(&[a.port, b.port], &receiver);
+    concurrently(20, |i| a.url(&format!("/call/{}/id/chain-{i}", b.port)));
+    let spans = wait_spans(&receiver, 60, |_| true);
+    let reasons: Vec<(&str, u64)> = ["ambiguous_parent", "no_parent", "parent_still_open"]
+        .into_iter()
+        .map(|r| {
+            (
+                r,
+                counter(
+                    metrics_port,
+                    "traces_unlinked",
+                    &format!("{{reason=\"{r}\"}}"),
+                ),
+            )
+        })
+        .collect();
+    eprintln!("20 chains: roots by reason: {reasons:?}");
+    for i in 0..20 {
+        let leaf = format!("/id/chain-{i}");
+        let at_a = one(
+            &spans,
+            a.pid(),
+            SpanKind::Server,
+            &format!("/call/{}{leaf}", b.port),
+        );
+        let to_b = one(&spans, a.pid(), SpanKind::Client, &leaf);
+        let at_b = one(&spans, b.pid(), SpanKind::Server, &leaf);
+        assert_child(to_b, at_a);
+        assert_child(at_b, to_b);
+    }
+    assert_eq!(counter(metrics_port, "traces_nested", ""), 20);
+    drop(agent);
+}
+
+#[test]
+fn a_traceparent_from_curl_continues_through_two_hops() {
+    require_root();
+    let (a, b, c) = (
+        Server::python_app(),
+        Server::python_app(),
+        Server::python_app(),
+    );
+    let receiver = OtlpReceiver::start_grpc();
+    let (agent, _) = agent_for(&[a.port, b.port, c.port], &receiver);
+    let path = format!("/call/{}/call/{}/id/context", b.port, c.port);
+    curl(&["-H", &format!("traceparent: {TRACEPARENT}"), &a.url(&path)]);
+    let spans = wait_spans(&receiver, 5, |_| true);
+    let middle = format!("/call/{}/id/context", c.port);
+    let at_a = one(&spans, a.pid(), SpanKind::Server, &path);
+    assert_eq!(at_a.trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(at_a.parent.as_deref(), Some("00f067aa0ba902b7"));
+    let to_b = one(&spans, a.pid(), SpanKind::Client, &middle);
+    let at_b = one(&spans, b.pid(), SpanKind::Server, &middle);
+    let to_c = one(&spans, b.pid(), SpanKind::Client, "/id/context");
+    let at_c = one(&spans, c.pid(), SpanKind::Server, "/id/context");
+    assert_child(to_b, at_a);
+    assert_child(at_b, to_b);
+    assert_child(to_c, at_b);
+    assert_child(at_c, to_c);
+    drop(agent);
+}
+
+/// Every call `caller` made is a root or the child of the one server span
+/// whose path names the same request: (linked, roots).
+fn never_a_wrong_parent(
+    spans: &[Exported],
+    caller: u32,
+    leaf_of: impl Fn(&str) -> Option<String>,
+) -> (usize, usize) {
+    let servers: BTreeMap<&str, &Exported> = spans
+        .iter()
+        .filter(is(SpanKind::Server))
+        .filter(|s| s.pid == i64::from(caller))
+        .map(|s| (s.id.as_str(), s))
+        .collect();
+    let (mut linked, mut roots) = (0, 0);
+    for call in spans
+        .iter()
+        .filter(is(SpanKind::Client))
+        .filter(|s| s.pid == i64::from(caller))
+    {
+        let Some(parent) = &call.parent else {
+            roots += 1;
+            continue;
+        };
+        let server = servers
+            .get(parent.as_str())
+            .unwrap_or_else(|| panic!("parent of {call:#?} is no server span of its process"));
+        assert_eq!(
+            leaf_of(&server.path).as_deref(),
+            Some(call.path.as_str()),
+            "wrong parent:\n{call:#?}\n{server:#?}"
+        );
+        assert_eq!(call.trace, server.trace);
+        linked += 1;
+    }
+    (linked, roots)
+}
+
+#[test]
+fn a_grpcio_server_calling_http_while_serving_nests_the_call_or_leaves_it_a_root() {
+    require_root();
+    let b = Server::python_app();
+    let grpc_port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/grpc_app.py");
+    let script = script.to_string_lossy();
+    let _grpc = start(
+        "/usr/bin/python3",
+        &[&script, "server", &grpc_port.to_string()],
+        grpc_port,
+    );
+    let receiver = OtlpReceiver::start_grpc();
+    let (agent, metrics_port) = agent_for(&[grpc_port, b.port], &receiver);
+    let mut client = Command::new("/usr/bin/python3")
+        .args([&script, "client-fetch", &grpc_port.to_string()])
+        .arg(format!("{}/id/grpc", b.port))
+        .arg("4")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("grpc client: {e}"));
+    if let Some(stdin) = client.stdin.as_mut() {
+        let _ = writeln!(stdin, "go");
+    }
+    let mut out = String::new();
+    if let Some(stdout) = client.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    let _ = client.wait();
+    assert_eq!(out.matches("Fetch OK id grpc/").count(), 4, "{out}");
+    let spans = wait_spans(&receiver, 4, |s| {
+        s.kind == SpanKind::Server as i32 && s.name.ends_with("Fetch")
+    });
+    let grpc_pid = spans
+        .iter()
+        .find(|s| s.name.ends_with("Fetch"))
+        .map(|s| s.pid)
+        .unwrap_or(-1);
+    let fetches: Vec<&Exported> = spans
+        .iter()
+        .filter(|s| s.pid == grpc_pid && s.kind == SpanKind::Server as i32)
+        .collect();
+    assert_eq!(fetches.len(), 4, "{spans:#?}");
+    let calls: Vec<&Exported> = spans
+        .iter()
+        .filter(|s| s.pid == grpc_pid && s.kind == SpanKind::Client as i32)
+        .collect();
+    assert_eq!(calls.len(), 4, "{spans:#?}");
+    // A call's parent, if any, is a Fetch span, and no two calls share one.
+    let mut parents: Vec<&str> = calls.iter().filter_map(|c| c.parent.as_deref()).collect();
+    for parent in &parents {
+        let fetch = fetches
+            .iter()
+            .find(|f| f.id == *parent)
+            .unwrap_or_else(|| panic!("parent {parent} is no Fetch span: {spans:#?}"));
+        assert!(calls
+            .iter()
+            .any(|c| c.parent.as_deref() == Some(parent) && c.trace == fetch.trace));
+    }
+    let linked = parents.len();
+    parents.sort_unstable();
+    parents.dedup();
+    assert_eq!(
+        parents.len(),
+        linked,
+        "two calls under one Fetch: {spans:#?}"
+    );
+    let nested = counter(metrics_port, "traces_nested", "");
+    let reasons: Vec<(&str, u64)> = ["ambiguous_parent", "no_parent", "parent_still_open"]
+        .into_iter()
+        .map(|r| {
+            (
+                r,
+                counter(
+                    metrics_port,
+                    "traces_unlinked",
+                    &format!("{{reason=\"{r}\"}}"),
+                ),
+            )
+        })
+        .collect();
+    eprintln!("grpcio: {linked} of 4 calls nested; roots by reason: {reasons:?}");
+    assert_eq!(nested as usize, linked);
+    // The server spans of B follow their caller's trace.
+    for call in &calls {
+        let at_b = one(&spans, b.pid(), SpanKind::Server, &call.path);
+        assert_child(at_b, call);
+    }
+    let _ = attr_int;
+    drop(agent);
+}
+
+#[test]
+fn a_node_event_loop_under_concurrent_load_is_never_given_a_wrong_parent() {
+    require_root();
+    if Command::new("node").arg("--version").output().is_err() {
+        eprintln!("node is not installed: skipping");
+        return;
+    }
+    let b = Server::python_app();
+    let node_port = free_port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_chain.js");
+    let node = start("node", &[script, &node_port.to_string()], node_port);
+    let node_pid = node.0.id();
+    let receiver = OtlpReceiver::start_grpc();
+    let (agent, metrics_port) = agent_for(&[node_port, b.port], &receiver);
+    // One request alone, then 20 at once.
+    curl(&[&format!(
+        "http://127.0.0.1:{node_port}/call/{}/id/node-alone",
+        b.port
+    )]);
+    concurrently(20, |i| {
+        format!("http://127.0.0.1:{node_port}/call/{}/id/node-{i}", b.port)
+    });
+    let spans = wait_spans(&receiver, 63, |_| true);
+    let prefix = format!("/call/{}", b.port);
+    let (linked, roots) = never_a_wrong_parent(&spans, node_pid, |path| {
+        path.strip_prefix(&prefix).map(str::to_owned)
+    });
+    eprintln!("node: {linked} calls nested, {roots} left roots");
+    assert_eq!(linked + roots, 21);
+    assert!(
+        linked >= 1,
+        "a request alone on the loop is nested: {spans:#?}"
+    );
+    let unlinked: u64 = ["ambiguous_parent", "parent_still_open", "no_parent"]
+        .iter()
+        .map(|r| {
+            counter(
+                metrics_port,
+                "traces_unlinked",
+                &format!("{{reason=\"{r}\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(unlinked as usize, roots, "every root is counted");
+    drop(agent);
+}
+
+#[test]
+fn nginx_proxying_to_python_is_never_given_a_wrong_parent() {
+    require_root();
+    let upstream = Server::python_app();
+    let port = free_port();
+    let nginx = Nginx::start(
+        "nesting",
+        port,
+        &format!(
+            "listen 127.0.0.1:{port};\nlocation / {{ proxy_pass http://127.0.0.1:{}; }}",
+            upstream.port
+        ),
+    );
+    let receiver = OtlpReceiver::start_grpc();
+    let (agent, metrics_port) = agent_for(&[port, upstream.port], &receiver);
+    curl(&[&format!("http://127.0.0.1:{port}/id/nginx-alone")]);
+    concurrently(20, |i| format!("http://127.0.0.1:{port}/id/nginx-{i}"));
+    let spans = wait_spans(&receiver, 63, |_| true);
+    let workers = children_of(nginx.child.id());
+    let (mut linked, mut roots) = (0, 0);
+    for worker in workers {
+        let (l, r) = never_a_wrong_parent(&spans, worker, |path| Some(path.to_owned()));
+        linked += l;
+        roots += r;
+    }
+    eprintln!("nginx: {linked} calls nested, {roots} left roots");
+    assert_eq!(linked + roots, 21, "{spans:#?}");
+    assert!(
+        linked >= 1,
+        "a request alone in its worker is nested: {spans:#?}"
+    );
+    let unlinked: u64 = ["ambiguous_parent", "parent_still_open", "no_parent"]
+        .iter()
+        .map(|r| {
+            counter(
+                metrics_port,
+                "traces_unlinked",
+                &format!("{{reason=\"{r}\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(unlinked as usize, roots, "every root is counted");
+    drop(agent);
+}

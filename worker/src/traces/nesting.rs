@@ -1,0 +1,202 @@
+//! In-process nesting: which server span a client call was made for.
+//!
+//! A client span of process P is the child of server span S of P when S's
+//! interval contains the call's, S's request was read or its response
+//! written by the thread that made the call, and S is the only such span.
+//! The decision waits until every server request of P read before the call
+//! is complete (event loops serve many requests on one thread: two of them
+//! in flight around one call make it ambiguous, never a guess).
+//!
+//! Threads tell requests apart only where a thread serves one request at a
+//! time. A process seen answering two overlapping requests on one thread
+//! (an event loop, goroutines sharing threads) is marked as multiplexing:
+//! from then on its calls are nested only when one request was open
+//! around them.
+
+use std::collections::VecDeque;
+
+use crate::hashing::FastMap;
+use crate::spans::{ExchangeThreads, Span};
+
+/// Server spans kept per process for the calls still to be decided; past
+/// this the oldest is forgotten and calls it could have contained are
+/// called ambiguous rather than matched against what is left.
+const SERVERS_PER_PROCESS: usize = 4_096;
+/// Latest server spans of a process compared with a new one for a thread
+/// they share while overlapping (bounds the work per span).
+const OVERLAP_CHECKS: usize = 64;
+
+/// What a client call needs of a server span to nest under it.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerRecord {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_sampled: Option<bool>,
+    start_ns: u64,
+    end_ns: u64,
+    threads: ExchangeThreads,
+    /// When the linker got it (the span was complete by then).
+    pushed_at_ns: u64,
+    forget_at_ns: u64,
+}
+
+impl ServerRecord {
+    fn contains(&self, call: &Span) -> bool {
+        self.start_ns <= call.start_monotonic_ns && call.end_monotonic_ns <= self.end_ns
+    }
+
+    /// Both were open at once and one thread answered both, or answered
+    /// one while it read the other: it served two requests at a time. (A
+    /// poller thread that only reads for handler threads that answer, as
+    /// grpcio's, does not count: the handlers still tell requests apart.)
+    fn shares_a_thread_with(&self, other: &ServerRecord) -> bool {
+        let overlap = self.start_ns <= other.end_ns && other.start_ns <= self.end_ns;
+        let writer = self.threads.response_last;
+        overlap
+            && (other.threads.includes(writer)
+                || (writer != 0 && other.threads.response_last == self.threads.request_first))
+    }
+}
+
+#[derive(Default)]
+struct ProcessServers {
+    recent: VecDeque<ServerRecord>,
+    /// Latest end of a span forgotten to the cap: calls ending before it
+    /// may have been its children.
+    forgotten_end_ns: u64,
+    /// One thread was seen serving two requests at once: threads do not
+    /// tell this process's requests apart.
+    multiplexes: bool,
+    /// A request was seen answered by another thread than the one that
+    /// read it (a thread pool): an open request may yet be answered by any.
+    hands_over: bool,
+}
+
+/// Where a client call belongs.
+#[derive(Debug)]
+pub enum ParentDecision {
+    /// A server request of the process read before the call is still open.
+    Wait,
+    Parent(ServerRecord),
+    /// No server span of the process holds the call on its thread (made
+    /// outside any request, or by a thread the capture cannot tie to one).
+    NoParent,
+    /// Two server spans could hold it (an event loop, a forgotten span).
+    Ambiguous,
+}
+
+/// Recent server spans, by process.
+#[derive(Default)]
+pub struct RecentServers {
+    by_pid: FastMap<u32, ProcessServers>,
+}
+
+impl RecentServers {
+    /// Remembers `server`, pushed at `now_ns`, until `forget_at_ns`.
+    pub fn insert(&mut self, server: &Span, now_ns: u64, forget_at_ns: u64) {
+        let process = self.by_pid.entry(server.pid).or_default();
+        if process.recent.len() == SERVERS_PER_PROCESS {
+            if let Some(oldest) = process.recent.pop_front() {
+                process.forgotten_end_ns = process.forgotten_end_ns.max(oldest.end_ns);
+            }
+        }
+        let record = ServerRecord {
+            trace_id: server.ids.trace_id,
+            span_id: server.ids.span_id,
+            parent_sampled: server.ids.parent_sampled,
+            start_ns: server.start_monotonic_ns,
+            end_ns: server.end_monotonic_ns,
+            threads: server.threads,
+            pushed_at_ns: now_ns,
+            forget_at_ns,
+        };
+        let threads = record.threads;
+        if threads.request_first != 0
+            && threads.response_last != 0
+            && threads.request_first != threads.response_last
+        {
+            process.hands_over = true;
+        }
+        if !process.multiplexes && record.threads.response_last != 0 {
+            // Newest first, as far as spans pushed (so ended) after it began.
+            process.multiplexes = process
+                .recent
+                .iter()
+                .rev()
+                .take(OVERLAP_CHECKS)
+                .take_while(|other| other.pushed_at_ns >= record.start_ns)
+                .any(|other| record.shares_a_thread_with(other));
+        }
+        process.recent.push_back(record);
+    }
+
+    /// The parent of `call`, given the server requests its process has
+    /// read and not yet answered: (start, reading thread, 0 if unknown).
+    pub fn decide(&self, call: &Span, unanswered: &[(u64, u32)]) -> ParentDecision {
+        let tid = call.threads.request_first;
+        let process = self.by_pid.get(&call.pid);
+        // Where each request so far was answered by the thread that read it,
+        // one thread at a time, an open request read by another thread
+        // cannot be the call's (a thread-per-request server under load).
+        let one_thread_per_request = process.is_some_and(|p| !p.multiplexes && !p.hands_over);
+        let could_hold = |&&(start, reader): &&(u64, u32)| {
+            start <= call.start_monotonic_ns
+                && !(one_thread_per_request && reader != 0 && reader != tid)
+        };
+        if unanswered.iter().any(|open| could_hold(&open)) {
+            return ParentDecision::Wait;
+        }
+        let Some(process) = process else {
+            return ParentDecision::NoParent;
+        };
+        let mut found = None;
+        let mut open_around = 0;
+        // Newest first: a span pushed before the call ended ended before it
+        // too, and cannot contain it; nor can any older one.
+        let could_contain = process
+            .recent
+            .iter()
+            .rev()
+            .take_while(|s| s.pushed_at_ns >= call.end_monotonic_ns);
+        for server in could_contain.filter(|s| s.contains(call)) {
+            open_around += 1;
+            if server.threads.includes(tid) {
+                if found.is_some() {
+                    return ParentDecision::Ambiguous;
+                }
+                found = Some(*server);
+            }
+        }
+        if call.end_monotonic_ns <= process.forgotten_end_ns {
+            return ParentDecision::Ambiguous;
+        }
+        // Where threads do not tell requests apart, only a lone request does.
+        if found.is_some() && open_around > 1 && process.multiplexes {
+            return ParentDecision::Ambiguous;
+        }
+        found.map_or(ParentDecision::NoParent, ParentDecision::Parent)
+    }
+
+    /// Whether `pid` served anything lately (its calls without a parent are counted).
+    pub fn serves(&self, pid: u32) -> bool {
+        self.by_pid.contains_key(&pid)
+    }
+
+    /// Forgets what no call can still need.
+    pub fn sweep(&mut self, now_ns: u64) {
+        self.by_pid.retain(|_, process| {
+            while process
+                .recent
+                .front()
+                .is_some_and(|s| s.forget_at_ns <= now_ns)
+            {
+                process.recent.pop_front();
+            }
+            !process.recent.is_empty()
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_pid.values().map(|p| p.recent.len()).sum()
+    }
+}
