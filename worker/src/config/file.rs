@@ -23,7 +23,7 @@ pub(super) struct RawFile {
     pub(super) otel_traces_export: Option<RawExport>,
     pub(super) otel_metrics_export: Option<RawExport>,
     pub(super) prometheus_export: Option<RawPrometheus>,
-    metrics: Option<RawFeatures>,
+    pub(super) metrics: Option<RawFeatures>,
     attributes: Option<RawOpaque>,
     pub(super) open_port: Option<PortList>,
     pub(super) executable_path: Option<RegexField>,
@@ -37,8 +37,8 @@ pub(super) struct RawFile {
 /// OBI's top-level `metrics` section: only `features` and `instrumentations` are read.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct RawFeatures {
-    features: Option<StringList>,
+pub(super) struct RawFeatures {
+    pub(super) features: Option<StringList>,
     instrumentations: Option<StringList>,
     #[serde(flatten)]
     other: Extra,

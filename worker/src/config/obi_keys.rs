@@ -324,15 +324,30 @@ pub(super) fn vet(
     Ok(())
 }
 
-/// Checks a `features` list: it must include the application metrics zerotrace produces.
+/// Checks a `features` list: it must include the application metrics zerotrace
+/// always produces; `application_service_graph` is known too (`config/features.rs`).
 fn vet_features(ctx: &mut Ctx, path: &str, list: &StringList) -> Result<(), ConfigError> {
-    vet_list(
-        ctx,
-        path,
-        list,
-        &["application", "all", "*"],
-        "zerotrace produces application (HTTP RED) metrics only: expected a list with application, all or *",
-    )
+    let hint = super::features::FEATURES_HINT;
+    let listed = |names: &[&str]| {
+        list.0
+            .iter()
+            .any(|v| names.contains(&v.to_ascii_lowercase().as_str()))
+    };
+    if !listed(&super::features::APPLICATION) {
+        return Err(ctx.err(
+            path,
+            format!("{:?} selects nothing zerotrace produces ({hint})", list.0),
+        ));
+    }
+    let other: Vec<&String> = list
+        .0
+        .iter()
+        .filter(|v| !super::features::KNOWN.contains(&v.to_ascii_lowercase().as_str()))
+        .collect();
+    if !other.is_empty() {
+        ctx.warn(path, format!("{other:?} ignored ({hint})"));
+    }
+    Ok(())
 }
 
 /// Checks an `instrumentations` list: it must include HTTP.

@@ -83,7 +83,17 @@ struct TracesOut {
 #[derive(Serialize)]
 struct MetricsOut {
     interval: String,
+    features: Vec<&'static str>,
     endpoints: Vec<DestinationOut>,
+}
+
+/// An exporter's metric groups, as its `features` list.
+fn features_out(service_graph: bool) -> Vec<&'static str> {
+    if service_graph {
+        vec!["application", "application_service_graph"]
+    } else {
+        vec!["application"]
+    }
 }
 
 #[derive(Serialize)]
@@ -100,6 +110,7 @@ struct DestinationOut {
 struct PrometheusOut {
     port: u16,
     path: String,
+    features: Vec<&'static str>,
 }
 
 fn selector_out(s: &Selector) -> SelectorOut {
@@ -198,11 +209,13 @@ impl EffectiveConfig {
             },
             otel_metrics_export: MetricsOut {
                 interval: format_duration(export.metric_export_interval),
+                features: features_out(self.service_graph.otlp),
                 endpoints: export.metrics.iter().map(destination_out).collect(),
             },
             prometheus_export: self.prometheus.as_ref().map(|p| PrometheusOut {
                 port: p.port,
                 path: p.path.clone(),
+                features: features_out(self.service_graph.prometheus),
             }),
         }
     }
