@@ -63,6 +63,8 @@ pub struct SelfMetrics {
     pub traces_unlinked_no_match: u64,
     /// Server spans with two equally good callers, sent as roots.
     pub traces_unlinked_ambiguous: u64,
+    /// Spans the service graph counted unpaired early because its queue was full.
+    pub service_graph_evictions: u64,
 }
 
 impl SelfMetrics {
@@ -204,6 +206,13 @@ fn families(own: &SelfMetrics) -> Vec<Family> {
             "{span}",
             Counter,
             own.traces_linked,
+        ),
+        single(
+            "zerotrace.service_graph.evictions",
+            "Spans the service graph counted without their other half because too many were waiting.",
+            "{span}",
+            Counter,
+            own.service_graph_evictions,
         ),
         Family {
             name: "zerotrace.traces.unlinked",
