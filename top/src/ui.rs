@@ -245,10 +245,12 @@ fn header(app: &App) -> Vec<Line<'static>> {
     } else {
         "ascending"
     };
-    let mut third = vec![Span::raw(format!(
-        "sort: {} {arrow}  ·  {filter}",
-        app.sort.title()
-    ))];
+    let sort = if app.calls {
+        "sort: busiest first".to_owned()
+    } else {
+        format!("sort: {} {arrow}", app.sort.title())
+    };
+    let mut third = vec![Span::raw(format!("{sort}  ·  {filter}"))];
     if snapshot.rows_evicted > 0 {
         third.push(Span::raw(format!(
             "  ·  {} rows evicted (more routes than the agent keeps)",
