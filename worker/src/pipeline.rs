@@ -212,7 +212,7 @@ impl Pipeline {
     /// Pairs spans into service graph edges: for the exporters that send
     /// them (`application_service_graph`) and for the live view.
     pub fn with_service_graph(mut self, enabled: bool) -> Self {
-        if enabled || self.live.is_some() {
+        if (enabled || self.live.is_some()) && self.graph.is_none() {
             self.graph = Some(ServiceGraph::new(GraphSettings::default()));
         }
         self
@@ -235,6 +235,10 @@ impl Pipeline {
     /// Feeds the live view `zerotrace top` reads.
     pub fn with_live_view(mut self, live: Option<Arc<Mutex<LiveView>>>) -> Self {
         self.live = live;
+        // Its calls view shows the service graph's edges.
+        if self.live.is_some() && self.graph.is_none() {
+            self.graph = Some(ServiceGraph::new(GraphSettings::default()));
+        }
         self
     }
 
@@ -495,14 +499,16 @@ impl Pipeline {
             return;
         }
         let now_unix_ns = self.clock.to_unix_ns(monotonic_now_ns());
+        // A service calling itself stays out of the metrics, as in OBI (top still shows it).
+        let metric_edges = || self.edges.iter().filter(|e| !e.edge.is_self_reference());
         if let Some(otel) = self.otel.as_mut() {
-            for edge in &self.edges {
+            for edge in metric_edges() {
                 otel.record_edge(edge, now_unix_ns);
             }
         }
         if let Some(mut state) = self.scrape.as_ref().and_then(|s| s.lock().ok()) {
             if let Some(graph) = state.graph.as_mut() {
-                for edge in &self.edges {
+                for edge in metric_edges() {
                     graph.record(edge, now_unix_ns);
                 }
             }

@@ -33,7 +33,10 @@ impl Section {
 
 const INTERNAL: Obi = Obi::Ignored("zerotrace's internal queues and caches are fixed");
 const NO_K8S: Obi = Obi::Unevaluable("zerotrace has no Kubernetes metadata");
-const NO_SPAN_METRICS: Obi = Obi::Ignored("zerotrace produces no span or service-graph metrics");
+const NO_SPAN_METRICS: Obi = Obi::Ignored("zerotrace produces no span metrics");
+const NO_SELF_REFERENCES: Obi = Obi::Ignored(
+    "service graph edges from a service to itself are always left out of the metrics (OBI's default)",
+);
 const NO_TLS_SKIP: &str = "TLS certificates are always verified; point SSL_CERT_FILE at your \
                            collector's CA bundle instead";
 const METRICS_ELSEWHERE: Obi =
@@ -211,7 +214,7 @@ pub(super) const METRICS_EXPORT: Section = Section {
         "instrumentations",
     ],
     obi: &[
-        ("allow_service_graph_self_references", NO_SPAN_METRICS),
+        ("allow_service_graph_self_references", NO_SELF_REFERENCES),
         ("extra_span_resource_attributes", NO_SPAN_METRICS),
         ("buckets", BUCKETS),
         (
@@ -231,7 +234,7 @@ pub(super) const METRICS_TOP: Section = Section {
         ("protocol", METRICS_ELSEWHERE),
         ("interval", METRICS_ELSEWHERE),
         ("insecure_skip_verify", Obi::Unsupported(NO_TLS_SKIP)),
-        ("allow_service_graph_self_references", NO_SPAN_METRICS),
+        ("allow_service_graph_self_references", NO_SELF_REFERENCES),
         ("extra_span_resource_attributes", NO_SPAN_METRICS),
         ("buckets", BUCKETS),
         (
@@ -247,7 +250,7 @@ pub(super) const METRICS_TOP: Section = Section {
 pub(super) const PROMETHEUS: Section = Section {
     typed: &["port", "path", "features", "instrumentations"],
     obi: &[
-        ("allow_service_graph_self_references", NO_SPAN_METRICS),
+        ("allow_service_graph_self_references", NO_SELF_REFERENCES),
         ("extra_span_resource_attributes", NO_SPAN_METRICS),
         (
             "extra_resource_attributes",

@@ -105,6 +105,13 @@ pub struct EdgeKey {
     pub connection_type: ConnectionType,
 }
 
+impl EdgeKey {
+    /// A service calling itself (by name): OBI leaves these out of its metrics.
+    pub fn is_self_reference(&self) -> bool {
+        self.client == self.server
+    }
+}
+
 /// One request on one edge: what the metrics record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeObservation {

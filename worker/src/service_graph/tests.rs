@@ -282,3 +282,15 @@ fn grpc_failures_follow_the_rpc_conventions() {
     // Server side: NOT_FOUND (5) is the caller's problem, INTERNAL (13) the server's.
     assert_eq!(failed, vec![false, false, true]);
 }
+
+#[test]
+fn a_service_calling_itself_is_a_self_reference() {
+    assert!(edge("a", "a", ConnectionType::Direct).is_self_reference());
+    assert!(!edge("a", "b", ConnectionType::Direct).is_self_reference());
+    let other_namespace = EdgeKey {
+        client: GraphNode::new("a", "x"),
+        server: GraphNode::new("a", "y"),
+        connection_type: ConnectionType::Direct,
+    };
+    assert!(!other_namespace.is_self_reference());
+}
