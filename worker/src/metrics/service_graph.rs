@@ -7,8 +7,6 @@
 //! `service_graph::ServiceGraph`; they are the agent's view of the host, so
 //! over OTLP they go on the agent's own resource, not on one process's.
 
-use std::collections::BTreeMap;
-
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Histogram, Metric, NumberDataPoint,
@@ -18,6 +16,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::red::{HistogramState, MAX_SERIES};
 use crate::config::Temporality;
+use crate::hashing::FastMap;
 use crate::semconv::attribute::{bool_attribute, string_attribute};
 use crate::semconv::DURATION_BOUNDS_SECONDS;
 use crate::service_graph::{EdgeKey, EdgeObservation};
@@ -90,7 +89,7 @@ fn attributes(edge: Option<&EdgeKey>) -> Vec<KeyValue> {
 /// overflow series (`otel.metric.overflow=true`).
 pub struct ServiceGraphMetrics {
     temporality: Temporality,
-    edges: BTreeMap<EdgeKey, EdgeSeries>,
+    edges: FastMap<EdgeKey, EdgeSeries>,
     overflow: Option<EdgeSeries>,
 }
 
@@ -98,7 +97,7 @@ impl ServiceGraphMetrics {
     pub fn new(temporality: Temporality) -> Self {
         Self {
             temporality,
-            edges: BTreeMap::new(),
+            edges: FastMap::default(),
             overflow: None,
         }
     }
@@ -117,10 +116,12 @@ impl ServiceGraphMetrics {
         series.record(observation);
     }
 
-    /// Every series with its edge (None: the overflow series), in label order.
+    /// Every series with its edge (None: the overflow series, last), in label order.
     pub fn series(&self) -> impl Iterator<Item = (Option<&EdgeKey>, &EdgeSeries)> {
-        self.edges
-            .iter()
+        let mut edges: Vec<(&EdgeKey, &EdgeSeries)> = self.edges.iter().collect();
+        edges.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        edges
+            .into_iter()
             .map(|(edge, series)| (Some(edge), series))
             .chain(self.overflow.iter().map(|series| (None, series)))
     }

@@ -13,11 +13,12 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::hashing::FastMap;
 use crate::semconv::{self, PeerKind};
 use crate::spans::Span;
 
@@ -84,16 +85,53 @@ impl GraphNode {
     /// A peer that is not instrumented: its IP for a caller (its port is
     /// ephemeral), its IP and port for a callee (the port names the service).
     fn address(addr: SocketAddr, with_port: bool) -> Self {
+        Self::new(&address_text(addr, with_port), "")
+    }
+}
+
+fn address_text(addr: SocketAddr, with_port: bool) -> String {
+    {
         let ip = match addr.ip() {
             IpAddr::V6(v6) => v6.to_canonical(),
             v4 => v4,
         };
-        let name = if with_port {
+        if with_port {
             SocketAddr::new(ip, addr.port()).to_string()
         } else {
             ip.to_string()
-        };
-        Self::new(&name, "")
+        }
+    }
+}
+
+/// Address nodes kept for reuse (naming a peer allocates): callers by IP,
+/// callees by IP and port. Past the cap the cache starts over.
+#[derive(Default)]
+struct AddressNodes {
+    callers: FastMap<IpAddr, GraphNode>,
+    callees: FastMap<SocketAddr, GraphNode>,
+}
+
+const MAX_ADDRESS_NODES: usize = 4096;
+
+impl AddressNodes {
+    fn caller(&mut self, addr: SocketAddr) -> GraphNode {
+        if self.callers.len() >= MAX_ADDRESS_NODES {
+            self.callers.clear();
+        }
+        self.callers
+            .entry(addr.ip())
+            .or_insert_with(|| GraphNode::address(addr, false))
+            .clone()
+    }
+
+    fn callee(&mut self, addr: SocketAddr) -> GraphNode {
+        if self.callees.len() >= MAX_ADDRESS_NODES {
+            self.callees.clear();
+        }
+        self.callees
+            .entry(addr)
+            .or_insert_with(|| GraphNode::address(addr, true))
+            .clone()
     }
 }
 
@@ -151,7 +189,7 @@ struct Waiting {
 /// other half will name (a client's span id; a server's parent id).
 #[derive(Default)]
 struct WaitingSide {
-    by_id: HashMap<[u8; 8], Waiting>,
+    by_id: FastMap<[u8; 8], Waiting>,
     /// Ids in arrival order (due order: the hold is the same for all);
     /// ids already paired are skipped when they come up.
     order: VecDeque<([u8; 8], u64)>,
@@ -206,6 +244,7 @@ pub struct ServiceGraph {
     clients: WaitingSide,
     /// Server spans by their parent id.
     servers: WaitingSide,
+    addresses: AddressNodes,
     counters: GraphCounters,
 }
 
@@ -215,6 +254,7 @@ impl ServiceGraph {
             settings,
             clients: WaitingSide::default(),
             servers: WaitingSide::default(),
+            addresses: AddressNodes::default(),
             counters: GraphCounters::default(),
         }
     }
@@ -254,7 +294,7 @@ impl ServiceGraph {
         if span.kind.is_outgoing() {
             // A database or a broker has no server span: its edge is known now.
             if waiting.peer_kind != PeerKind::Service {
-                out.push(client_alone(waiting));
+                out.push(self.client_alone(waiting));
                 return;
             }
             match self.servers.take(&waiting.span_id) {
@@ -265,7 +305,7 @@ impl ServiceGraph {
         }
         // A root server span: its caller is not instrumented (or not seen).
         let Some(parent_id) = waiting.parent_id else {
-            out.push(server_alone(waiting));
+            out.push(self.server_alone(waiting));
             return;
         };
         match self.clients.take(&parent_id) {
@@ -282,23 +322,26 @@ impl ServiceGraph {
         out: &mut Vec<EdgeObservation>,
     ) {
         let max_held = self.settings.max_held.max(1);
-        let side = if client {
-            &mut self.clients
-        } else {
-            &mut self.servers
-        };
-        while side.len() >= max_held {
-            let Some(oldest) = side.pop_due(None) else {
+        while self.side(client).len() >= max_held {
+            let Some(oldest) = self.side(client).pop_due(None) else {
                 break;
             };
             self.counters.evicted += 1;
-            out.push(alone(client, oldest));
+            out.push(self.alone(client, oldest));
         }
         // A span id seen again before its first went out: the first counts alone.
-        if let Some(previous) = side.take(&id) {
-            out.push(alone(client, previous));
+        if let Some(previous) = self.side(client).take(&id) {
+            out.push(self.alone(client, previous));
         }
-        side.insert(id, waiting, max_held);
+        self.side(client).insert(id, waiting, max_held);
+    }
+
+    fn side(&mut self, client: bool) -> &mut WaitingSide {
+        if client {
+            &mut self.clients
+        } else {
+            &mut self.servers
+        }
     }
 
     fn pair(&mut self, client: Waiting, server: Waiting) -> EdgeObservation {
@@ -318,61 +361,63 @@ impl ServiceGraph {
     /// Spans whose hold is over count alone.
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<EdgeObservation>) {
         while let Some(client) = self.clients.pop_due(Some(now_ns)) {
-            out.push(client_alone(client));
+            out.push(self.client_alone(client));
         }
         while let Some(server) = self.servers.pop_due(Some(now_ns)) {
-            out.push(server_alone(server));
+            out.push(self.server_alone(server));
         }
     }
 
     /// Everything held counts alone (the agent stops).
     pub fn release_all(&mut self, out: &mut Vec<EdgeObservation>) {
         while let Some(client) = self.clients.pop_due(None) {
-            out.push(client_alone(client));
+            out.push(self.client_alone(client));
         }
         while let Some(server) = self.servers.pop_due(None) {
-            out.push(server_alone(server));
+            out.push(self.server_alone(server));
         }
     }
 }
 
-fn alone(client: bool, waiting: Waiting) -> EdgeObservation {
-    if client {
-        client_alone(waiting)
-    } else {
-        server_alone(waiting)
+impl ServiceGraph {
+    fn alone(&mut self, client: bool, waiting: Waiting) -> EdgeObservation {
+        if client {
+            self.client_alone(waiting)
+        } else {
+            self.server_alone(waiting)
+        }
     }
-}
 
-/// A client span no server span claimed: a call to its peer's address.
-fn client_alone(client: Waiting) -> EdgeObservation {
-    let connection_type = match client.peer_kind {
-        PeerKind::Service => ConnectionType::VirtualNode,
-        PeerKind::Database => ConnectionType::Database,
-        PeerKind::MessagingSystem => ConnectionType::MessagingSystem,
-    };
-    EdgeObservation {
-        edge: EdgeKey {
-            client: client.node,
-            server: GraphNode::address(client.peer, true),
-            connection_type,
-        },
-        client_seconds: Some(client.seconds),
-        server_seconds: None,
-        failed: client.failed,
+    /// A client span no server span claimed: a call to its peer's address.
+    fn client_alone(&mut self, client: Waiting) -> EdgeObservation {
+        let connection_type = match client.peer_kind {
+            PeerKind::Service => ConnectionType::VirtualNode,
+            PeerKind::Database => ConnectionType::Database,
+            PeerKind::MessagingSystem => ConnectionType::MessagingSystem,
+        };
+        EdgeObservation {
+            edge: EdgeKey {
+                client: client.node,
+                server: self.addresses.callee(client.peer),
+                connection_type,
+            },
+            client_seconds: Some(client.seconds),
+            server_seconds: None,
+            failed: client.failed,
+        }
     }
-}
 
-/// A server span with no instrumented caller: a call from its peer's address.
-fn server_alone(server: Waiting) -> EdgeObservation {
-    EdgeObservation {
-        edge: EdgeKey {
-            client: GraphNode::address(server.peer, false),
-            server: server.node,
-            connection_type: ConnectionType::VirtualNode,
-        },
-        client_seconds: None,
-        server_seconds: Some(server.seconds),
-        failed: server.failed,
+    /// A server span with no instrumented caller: a call from its peer's address.
+    fn server_alone(&mut self, server: Waiting) -> EdgeObservation {
+        EdgeObservation {
+            edge: EdgeKey {
+                client: self.addresses.caller(server.peer),
+                server: server.node,
+                connection_type: ConnectionType::VirtualNode,
+            },
+            client_seconds: None,
+            server_seconds: Some(server.seconds),
+            failed: server.failed,
+        }
     }
 }
