@@ -4,9 +4,10 @@
 //! selects them, as in OBI (default list: `[application]`).
 //!
 //! The common list is `metrics.features`, overridden by
-//! `OTEL_EBPF_METRICS_FEATURES`; an exporter's own `features`
-//! (`otel_metrics_export.features`, `prometheus_export.features`, OBI's
-//! older per-exporter form) wins for that exporter.
+//! `OTEL_EBPF_METRICS_FEATURES`; an exporter's own list (OBI's older
+//! per-exporter form: `otel_metrics_export.features`, overridden by
+//! `OTEL_EBPF_OTEL_METRICS_FEATURES`; `prometheus_export.features`, overridden
+//! by `OTEL_EBPF_PROMETHEUS_FEATURES`) wins for that exporter.
 
 use super::environment::env_value;
 use super::error::ConfigError;
@@ -39,33 +40,43 @@ fn selects(list: &[String], names: &[&str]) -> bool {
         .any(|v| names.contains(&v.trim().to_ascii_lowercase().as_str()))
 }
 
-/// The feature lists in effect (already vetted where they come from the file).
+/// A list from a variable, checked like the file's (it must select the application metrics).
+fn env_list(
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(text) = env_value(env, var) else {
+        return Ok(None);
+    };
+    let list: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !selects(&list, &APPLICATION) {
+        return Err(ConfigError::Env(format!(
+            "{var}={list:?} selects nothing zerotrace produces ({FEATURES_HINT})"
+        )));
+    }
+    Ok(Some(list))
+}
+
+/// The feature lists in effect (the file's are vetted where they are read).
 pub(super) fn service_graph_switch(
     common: Option<&StringList>,
     otlp: Option<&StringList>,
     prometheus: Option<&StringList>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ServiceGraphSwitch, ConfigError> {
-    const VAR: &str = "OTEL_EBPF_METRICS_FEATURES";
-    let from_env: Option<Vec<String>> = env_value(env, VAR).map(|text| {
-        text.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
-    });
-    if let Some(list) = &from_env {
-        if !selects(list, &APPLICATION) {
-            return Err(ConfigError::Env(format!(
-                "{VAR}={list:?} selects nothing zerotrace produces ({FEATURES_HINT})"
-            )));
-        }
-    }
-    let common: Vec<String> = from_env
-        .or_else(|| common.map(|l| l.0.clone()))
+    let file = |list: Option<&StringList>| list.map(|l| l.0.clone());
+    let common = env_list(env, "OTEL_EBPF_METRICS_FEATURES")?
+        .or_else(|| file(common))
         .unwrap_or_else(|| vec!["application".to_owned()]);
+    let otlp = env_list(env, "OTEL_EBPF_OTEL_METRICS_FEATURES")?.or_else(|| file(otlp));
+    let prometheus = env_list(env, "OTEL_EBPF_PROMETHEUS_FEATURES")?.or_else(|| file(prometheus));
     let effective =
-        |own: Option<&StringList>| selects(own.map_or(&common, |l| &l.0), &SERVICE_GRAPH);
+        |own: Option<Vec<String>>| selects(own.as_ref().unwrap_or(&common), &SERVICE_GRAPH);
     Ok(ServiceGraphSwitch {
         otlp: effective(otlp),
         prometheus: effective(prometheus),
@@ -127,6 +138,30 @@ mod tests {
                 prometheus: false
             }
         );
+        // An exporter's own variable wins over its file list and the common list.
+        assert_eq!(
+            switch(
+                "prometheus_export: {port: 9400, features: [application]}\n",
+                &[("OTEL_EBPF_PROMETHEUS_FEATURES", "*")]
+            ),
+            ServiceGraphSwitch {
+                otlp: false,
+                prometheus: true
+            }
+        );
+        assert_eq!(
+            switch(
+                "",
+                &[
+                    ("OTEL_EBPF_METRICS_FEATURES", "all"),
+                    ("OTEL_EBPF_OTEL_METRICS_FEATURES", "application")
+                ]
+            ),
+            ServiceGraphSwitch {
+                otlp: false,
+                prometheus: true
+            }
+        );
     }
 
     #[test]
@@ -136,10 +171,13 @@ mod tests {
             &[],
         );
         assert!(message.contains("metrics.features"), "{message}");
-        let message = err(
-            BASE,
-            &[("OTEL_EBPF_METRICS_FEATURES", "application_service_graph")],
-        );
-        assert!(message.contains("OTEL_EBPF_METRICS_FEATURES"), "{message}");
+        for var in [
+            "OTEL_EBPF_METRICS_FEATURES",
+            "OTEL_EBPF_OTEL_METRICS_FEATURES",
+            "OTEL_EBPF_PROMETHEUS_FEATURES",
+        ] {
+            let message = err(BASE, &[(var, "application_service_graph")]);
+            assert!(message.contains(var), "{message}");
+        }
     }
 }
