@@ -96,6 +96,8 @@ pub struct Pipeline {
     graph: Option<ServiceGraph>,
     /// Edges observed and not yet recorded by the exporters.
     edges: Vec<EdgeObservation>,
+    /// The linker's wait: the service graph holds spans longer.
+    link_wait: Duration,
     last_scan: Instant,
     kernel_counters: Option<KernelCounters>,
     otel: Option<OtelExport>,
@@ -186,6 +188,7 @@ impl Pipeline {
             linker: TraceLinker::new(LinkSettings::default()),
             graph: None,
             edges: Vec::new(),
+            link_wait: LinkSettings::default().wait,
             last_scan: Instant::now(),
             kernel_counters: None,
             otel: None,
@@ -206,6 +209,12 @@ impl Pipeline {
 
     pub fn with_trace_links(mut self, settings: LinkSettings) -> Self {
         self.linker = TraceLinker::new(settings);
+        self.link_wait = settings.wait;
+        if self.graph.is_some() {
+            self.graph = Some(ServiceGraph::new(GraphSettings::after_link_wait(
+                settings.wait,
+            )));
+        }
         self
     }
 
@@ -213,7 +222,9 @@ impl Pipeline {
     /// them (`application_service_graph`) and for the live view.
     pub fn with_service_graph(mut self, enabled: bool) -> Self {
         if (enabled || self.live.is_some()) && self.graph.is_none() {
-            self.graph = Some(ServiceGraph::new(GraphSettings::default()));
+            self.graph = Some(ServiceGraph::new(GraphSettings::after_link_wait(
+                self.link_wait,
+            )));
         }
         self
     }
@@ -237,7 +248,9 @@ impl Pipeline {
         self.live = live;
         // Its calls view shows the service graph's edges.
         if self.live.is_some() && self.graph.is_none() {
-            self.graph = Some(ServiceGraph::new(GraphSettings::default()));
+            self.graph = Some(ServiceGraph::new(GraphSettings::after_link_wait(
+                self.link_wait,
+            )));
         }
         self
     }

@@ -41,6 +41,18 @@ impl Default for GraphSettings {
     }
 }
 
+impl GraphSettings {
+    /// The default, with a hold that outlasts the linker's `wait` by 1.5 s
+    /// (a linked pair is never split by the hold).
+    pub fn after_link_wait(wait: Duration) -> Self {
+        let default = Self::default();
+        Self {
+            hold: default.hold.max(wait + Duration::from_millis(1500)),
+            ..default
+        }
+    }
+}
+
 /// `connection_type`, as Tempo's and the Collector's service graphs name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ConnectionType {

@@ -294,3 +294,15 @@ fn a_service_calling_itself_is_a_self_reference() {
     };
     assert!(!other_namespace.is_self_reference());
 }
+
+#[test]
+fn the_hold_outlasts_the_linkers_wait() {
+    assert_eq!(
+        GraphSettings::after_link_wait(Duration::from_millis(500)).hold,
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        GraphSettings::after_link_wait(Duration::from_secs(10)).hold,
+        Duration::from_millis(11_500)
+    );
+}
