@@ -317,6 +317,31 @@ fn top_shows_live_red_per_route_and_quits_cleanly() {
         "Esc did not clear the filter:\n{}",
         tmux.screen()
     );
+    // g: the calls view. The load comes from this (uninstrumented) test, so
+    // python3 is called by an address, with the /status/500 errors.
+    tmux.send("g");
+    let calls = wait_for(Duration::from_secs(10), || {
+        let screen = tmux.screen();
+        screen.lines().find_map(|line| {
+            let fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            (fields.len() == 6
+                && fields[0] == "127.0.0.1"
+                && fields[1] == "python3"
+                && fields[2] == "virtual_node"
+                && number(&fields[3]) > 0.0
+                && number(&fields[4]) > 0.0)
+                .then_some(screen.clone())
+        })
+    });
+    let calls = calls.unwrap_or_else(|| {
+        panic!(
+            "g did not show 127.0.0.1 calling python3 with a rate and errors:\n{}",
+            tmux.screen()
+        )
+    });
+    eprintln!("zerotrace top, calls view:\n{calls}");
+    assert!(route_line(&calls, "/hello").is_none(), "{calls}");
+    tmux.send("g");
 
     assert_eq!(tmux.quit(), "0", "zerotrace-top's exit code");
     drop(load);

@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 use std::time::Instant;
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use zerotrace_worker::live_view::{LiveKind, LiveRow, LiveSnapshot};
+use zerotrace_worker::live_view::{LiveCall, LiveKind, LiveRow, LiveSnapshot};
 
 use crate::client::Update;
 
@@ -76,6 +76,8 @@ pub struct App {
     pub updated: Instant,
     pub connection: Connection,
     pub kind: LiveKind,
+    /// Showing the calls view (who calls whom) instead of services and routes.
+    pub calls: bool,
     pub sort: Column,
     pub descending: bool,
     /// Service filter (case-insensitive substring); empty shows all.
@@ -128,6 +130,7 @@ impl App {
             updated: Instant::now(),
             connection: Connection::Connected,
             kind: LiveKind::Server,
+            calls: false,
             sort: Column::Rate,
             descending: true,
             filter: String::new(),
@@ -175,6 +178,20 @@ impl App {
         self.visible(&self.snapshot.services)
     }
 
+    /// Service graph edges whose client or server matches the filter, busiest first.
+    pub fn calls(&self) -> Vec<&LiveCall> {
+        let filter = self.active_filter().to_lowercase();
+        self.snapshot
+            .calls
+            .iter()
+            .filter(|c| {
+                filter.is_empty()
+                    || c.client.to_lowercase().contains(&filter)
+                    || c.server.to_lowercase().contains(&filter)
+            })
+            .collect()
+    }
+
     fn sort_by(&mut self, column: Column) {
         self.sort = column;
         self.descending = column.descending_by_default();
@@ -215,7 +232,12 @@ impl App {
         }
         match key.code {
             KeyCode::Char('q') | KeyCode::Char('Q') => return Action::Quit,
+            KeyCode::Char('g') => {
+                self.calls = !self.calls;
+                self.selected = 0;
+            }
             KeyCode::Char('c') | KeyCode::Tab | KeyCode::BackTab => {
+                self.calls = false;
                 self.kind = match self.kind {
                     LiveKind::Server => LiveKind::Client,
                     LiveKind::Client => LiveKind::Server,
@@ -288,6 +310,30 @@ pub mod tests {
             ],
             ..LiveSnapshot::default()
         }
+    }
+
+    #[test]
+    fn g_switches_to_the_calls_view_and_the_filter_matches_either_end() {
+        let mut snapshot = sample();
+        let call = |client: &str, server: &str| LiveCall {
+            client: client.into(),
+            server: server.into(),
+            requests_per_second: 1.0,
+            ..LiveCall::default()
+        };
+        snapshot.calls = vec![call("front", "back"), call("127.0.0.1", "front")];
+        let mut app = App::new("test".into(), snapshot);
+        press(&mut app, KeyCode::Char('g'));
+        assert!(app.calls);
+        app.filter = "back".into();
+        assert_eq!(app.calls().len(), 1);
+        app.filter = "FRONT".into();
+        assert_eq!(app.calls().len(), 2);
+        press(&mut app, KeyCode::Char('c'));
+        assert!(!app.calls, "c goes back to the spans views");
+        press(&mut app, KeyCode::Char('g'));
+        press(&mut app, KeyCode::Char('g'));
+        assert!(!app.calls);
     }
 
     fn press(app: &mut App, code: KeyCode) -> Action {

@@ -1,12 +1,13 @@
 //! Drawing the view: a header (connection, totals, a sparkline of the
-//! view's requests), a table per service, a table per route, the keys.
+//! view's requests), a table per service, a table per route, the keys; or,
+//! in the calls view, one table of who calls whom (the service graph).
 
 use ratatui::layout::{Alignment, Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, TableState};
 use ratatui::Frame;
-use zerotrace_worker::live_view::LiveRow;
+use zerotrace_worker::live_view::{LiveCall, LiveRow};
 
 use crate::app::{App, Column, Connection};
 
@@ -210,7 +211,16 @@ fn header(app: &App) -> Vec<Line<'static>> {
     ];
     let services = app.services().len();
     let routes = app.routes().len();
-    let second = Line::from(vec![
+    let second = if app.calls {
+        Line::from(vec![
+            Span::styled("calls", Style::default().add_modifier(Modifier::BOLD)),
+            Span::raw(format!(
+                ": {} client→server pair(s) seen in the last minute (a service, or the address of one that is not instrumented)",
+                app.calls().len()
+            )),
+        ])
+    } else {
+        Line::from(vec![
         Span::styled(
             format!("{} spans", app.kind.as_str()),
             Style::default().add_modifier(Modifier::BOLD),
@@ -223,7 +233,8 @@ fn header(app: &App) -> Vec<Line<'static>> {
             count(totals.requests_total),
             count(totals.errors_total),
         )),
-    ]);
+    ])
+    };
     let filter = match (&app.editing, app.filter.is_empty()) {
         (Some(text), _) => format!("filter service: {text}▏ (Enter keeps, Esc clears)"),
         (None, false) => format!("filter service: {}", app.filter),
@@ -234,10 +245,12 @@ fn header(app: &App) -> Vec<Line<'static>> {
     } else {
         "ascending"
     };
-    let mut third = vec![Span::raw(format!(
-        "sort: {} {arrow}  ·  {filter}",
-        app.sort.title()
-    ))];
+    let sort = if app.calls {
+        "sort: busiest first".to_owned()
+    } else {
+        format!("sort: {} {arrow}", app.sort.title())
+    };
+    let mut third = vec![Span::raw(format!("{sort}  ·  {filter}"))];
     if snapshot.rows_evicted > 0 {
         third.push(Span::raw(format!(
             "  ·  {} rows evicted (more routes than the agent keeps)",
@@ -254,10 +267,103 @@ fn header(app: &App) -> Vec<Line<'static>> {
     vec![Line::from(first), second, third]
 }
 
-const KEYS: &str = "q quit · c/Tab server/client · s/S sort column · 1-8 pick column · r reverse · / filter service · Esc clear · ↑↓ select";
+const KEYS: &str = "q quit · c/Tab server/client · g calls · s/S sort column · 1-8 pick column · r reverse · / filter service · Esc clear · ↑↓ select";
+
+const CALL_NUMBER_WIDTHS: [u16; 3] = [9, 7, 9];
+const CONNECTION_TYPE_WIDTH: u16 = 12;
+
+/// The calls view: one row per service graph edge, busiest first.
+fn draw_calls(frame: &mut Frame, app: &App, area: ratatui::layout::Rect) {
+    let calls = app.calls();
+    let name_width = |name: fn(&LiveCall) -> &str| {
+        calls
+            .iter()
+            .map(|c| name(c).chars().count() as u16)
+            .max()
+            .unwrap_or(0)
+            .clamp(6, 32)
+    };
+    let (client, server) = (name_width(|c| &c.client), name_width(|c| &c.server));
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let title = |text: &'static str| Cell::from(Span::styled(text, bold));
+    let right_title = |text: &'static str| {
+        Cell::from(Line::from(Span::styled(text, bold)).alignment(Alignment::Right))
+    };
+    let header = Row::new(vec![
+        title("CLIENT"),
+        title("SERVER"),
+        title("TYPE"),
+        right_title("REQ/S"),
+        right_title("ERR%"),
+        right_title("TOTAL"),
+    ]);
+    let rows: Vec<Row> = calls
+        .iter()
+        .map(|call| {
+            let error_style = if call.error_rate > 0.0 {
+                Style::default().fg(Color::Red)
+            } else {
+                Style::default()
+            };
+            let kind = if call.connection_type.is_empty() {
+                "-".to_owned()
+            } else {
+                call.connection_type.clone()
+            };
+            Row::new(vec![
+                Cell::from(call.client.clone()),
+                Cell::from(call.server.clone()),
+                Cell::from(kind),
+                right(rate(call.requests_per_second)),
+                Cell::from(Line::from(percent(call.error_rate)).alignment(Alignment::Right))
+                    .style(error_style),
+                right(count(call.requests_total)),
+            ])
+        })
+        .collect();
+    let mut constraints = vec![
+        Constraint::Length(client),
+        Constraint::Length(server),
+        Constraint::Length(CONNECTION_TYPE_WIDTH),
+    ];
+    constraints.extend(CALL_NUMBER_WIDTHS.iter().map(|w| Constraint::Length(*w)));
+    let mut state =
+        TableState::default().with_selected(Some(app.selected.min(calls.len().saturating_sub(1))));
+    frame.render_stateful_widget(
+        Table::new(rows, constraints)
+            .header(header)
+            .column_spacing(1)
+            .block(
+                Block::default()
+                    .borders(Borders::TOP)
+                    .title(" calls (client → server, over the last 10s) "),
+            )
+            .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED)),
+        area,
+        &mut state,
+    );
+}
 
 pub fn draw(frame: &mut Frame, app: &App) {
     let area = frame.area();
+    if app.calls {
+        let [top, calls_area, keys_area] = Layout::vertical([
+            Constraint::Length(3),
+            Constraint::Min(3),
+            Constraint::Length(1),
+        ])
+        .areas(area);
+        frame.render_widget(Paragraph::new(header(app)), top);
+        draw_calls(frame, app, calls_area);
+        frame.render_widget(
+            Paragraph::new(Line::from(Span::styled(
+                KEYS,
+                Style::default().fg(Color::DarkGray),
+            ))),
+            keys_area,
+        );
+        return;
+    }
     let services = app.services();
     let routes = app.routes();
     let services_height = (services.len() as u16 + 2).clamp(3, (area.height / 3).max(3));
@@ -445,5 +551,51 @@ mod tests {
 
         app.connection = Connection::Disconnected("the agent closed the connection".into());
         assert!(screen(&app, 100, 20).contains("disconnected: the agent closed"));
+    }
+
+    #[test]
+    fn the_calls_view_shows_who_calls_whom() {
+        let mut snapshot = sample();
+        snapshot.calls = vec![
+            LiveCall {
+                client: "front".into(),
+                server: "back".into(),
+                connection_type: String::new(),
+                requests_per_second: 12.5,
+                error_rate: 0.25,
+                requests_total: 300,
+                errors_total: 75,
+            },
+            LiveCall {
+                client: "127.0.0.1".into(),
+                server: "front".into(),
+                connection_type: "virtual_node".into(),
+                requests_per_second: 3.0,
+                requests_total: 90,
+                ..LiveCall::default()
+            },
+        ];
+        let mut app = App::new("test".into(), snapshot);
+        app.on_key(KeyEvent::new(KeyCode::Char('g'), KeyModifiers::NONE));
+        let text = screen(&app, 100, 20);
+        assert!(text.contains("2 client→server pair(s)"), "{text}");
+        let fields = |start: &str| -> Vec<String> {
+            text.lines()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_else(|| panic!("{start}: {text}"))
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            fields("front "),
+            ["front", "back", "-", "12.5", "25.0%", "300"]
+        );
+        assert_eq!(
+            fields("127.0.0.1 "),
+            ["127.0.0.1", "front", "virtual_node", "3.00", "0.0%", "90"]
+        );
+        assert!(!text.contains("/hello"), "no route table: {text}");
+        assert!(text.contains("g calls"), "{text}");
     }
 }

@@ -26,7 +26,9 @@ use zerotrace_shared::event::KernelEvent;
 use zerotrace_worker::config::{RouteSettings, Temporality};
 use zerotrace_worker::connections::{ConnectionTracker, Segment};
 use zerotrace_worker::metrics::red::RedMetrics;
+use zerotrace_worker::metrics::service_graph::ServiceGraphMetrics;
 use zerotrace_worker::routes::RouteMatcher;
+use zerotrace_worker::service_graph::{EdgeObservation, GraphNode, GraphSettings, ServiceGraph};
 use zerotrace_worker::spans::Span;
 use zerotrace_worker::traces::{LinkSettings, TraceLinker};
 
@@ -379,6 +381,15 @@ struct Path {
     linker: TraceLinker,
     /// Spans the linker let through.
     linked: Vec<Span>,
+    /// The service graph's pairing and metrics, when measured too.
+    graph: Option<Graph>,
+}
+
+struct Graph {
+    pairing: ServiceGraph,
+    metrics: ServiceGraphMetrics,
+    node: GraphNode,
+    edges: Vec<EdgeObservation>,
 }
 
 impl Path {
@@ -392,6 +403,20 @@ impl Path {
             resource: Arc::new(Resource::default()),
             linker: TraceLinker::new(LinkSettings::default()),
             linked: Vec::new(),
+            graph: None,
+        }
+    }
+
+    /// Also pairs spans into service graph edges and records their metrics.
+    fn with_graph() -> Self {
+        Self {
+            graph: Some(Graph {
+                pairing: ServiceGraph::new(GraphSettings::default()),
+                metrics: ServiceGraphMetrics::new(Temporality::Cumulative),
+                node: GraphNode::new("nginx", ""),
+                edges: Vec::new(),
+            }),
+            ..Self::new()
         }
     }
 
@@ -458,6 +483,14 @@ impl Path {
                 }
                 let end = span.end_monotonic_ns;
                 self.red.record(&span, &self.resource, end);
+                if let Some(graph) = self.graph.as_mut() {
+                    graph
+                        .pairing
+                        .observe(&span, graph.node.clone(), end, &mut graph.edges);
+                    for edge in graph.edges.drain(..) {
+                        graph.metrics.record(&edge, end);
+                    }
+                }
                 black_box(&span);
             }
         }
@@ -568,6 +601,10 @@ fn bench_decode<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
     group.throughput(Throughput::Elements(EXCHANGES as u64));
     group.bench_function("decode_span_route_red", |b| {
         b.iter(|| black_box(path.replay(black_box(&records), true)))
+    });
+    let mut with_graph = Path::with_graph();
+    group.bench_function("decode_span_route_red_service_graph", |b| {
+        b.iter(|| black_box(with_graph.replay(black_box(&records), true)))
     });
     let mut tracker_only = Path::new();
     group.bench_function("decode_span_only", |b| {

@@ -22,6 +22,7 @@ pub mod protocols;
 pub mod routes;
 pub mod sandbox;
 pub mod semconv;
+pub mod service_graph;
 pub mod spans;
 pub mod tls_hooks;
 pub mod traces;

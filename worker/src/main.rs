@@ -254,7 +254,8 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         info!("TLS plaintext capture off (ZEROTRACE_TLS_CAPTURE=false)");
     }
     let printer = TracePrinter::new(effective.trace_printer, std::io::stdout());
-    let otel = OtelExport::start(&effective.export)?;
+    let otel = OtelExport::start(&effective.export)?
+        .map(|otel| otel.with_service_graph(effective.service_graph.otlp));
     if otel.is_some() {
         for destination in effective
             .export
@@ -272,7 +273,9 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     }
     let scrape = match &effective.prometheus {
         Some(settings) => {
-            let state: SharedScrapeState = Arc::new(Mutex::new(ScrapeState::default()));
+            let state: SharedScrapeState = Arc::new(Mutex::new(
+                ScrapeState::default().with_service_graph(effective.service_graph.prometheus),
+            ));
             prometheus::start(settings, Arc::clone(&state))?;
             info!(
                 "serving Prometheus metrics on port {}{}",
@@ -318,6 +321,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         .with_resources(resources)
         .with_scrape_state(scrape, Arc::clone(&counters))
         .with_live_view(live)
+        .with_service_graph(effective.service_graph.any())
         .with_trace_links(config.trace_links)
         .with_databases(effective.databases.clone());
     if let Some(map) = counters_map {

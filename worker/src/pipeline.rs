@@ -27,6 +27,7 @@ use crate::metrics::self_metrics::{LossNotice, SelfMetrics};
 use crate::otel::resource::ResourceCatalog;
 use crate::protocols::db_selection::{destinations, protocol_selection};
 use crate::routes::{RouteMatcher, SegmentCardinalityLimiter};
+use crate::service_graph::{EdgeObservation, GraphNode, GraphSettings, ServiceGraph};
 use crate::spans::{Protocol, Span};
 use crate::traces::{LinkCounters, LinkSettings, TraceLinker};
 
@@ -43,18 +44,35 @@ fn process_name<'a>(names: &'a mut HashMap<u32, String>, pid: u32, comm: &str) -
     )
 }
 
-fn service_name_of(
+fn resource_string(
     resource: &opentelemetry_proto::tonic::resource::v1::Resource,
+    key: &str,
 ) -> Option<String> {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     resource
         .attributes
         .iter()
-        .find(|kv| kv.key == "service.name")
+        .find(|kv| kv.key == key)
         .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
             Value::StringValue(name) => Some(name.clone()),
             _ => None,
         })
+}
+
+fn service_name_of(
+    resource: &opentelemetry_proto::tonic::resource::v1::Resource,
+) -> Option<String> {
+    resource_string(resource, "service.name")
+}
+
+/// A process as the service graph names it: its `service.name` and `service.namespace`.
+fn graph_node(
+    resource: &opentelemetry_proto::tonic::resource::v1::Resource,
+    process_name: &str,
+) -> GraphNode {
+    let name = service_name_of(resource).unwrap_or_else(|| process_name.to_owned());
+    let namespace = resource_string(resource, "service.namespace").unwrap_or_default();
+    GraphNode::new(&name, &namespace)
 }
 
 /// A full listener scan also runs on this period, as a safety net for listen
@@ -75,6 +93,13 @@ pub struct Pipeline {
     spans: Vec<Span>,
     /// Joins spans of one request across processes before they go out.
     linker: TraceLinker,
+    /// Pairs exported client and server spans into service graph edges
+    /// (when its metrics are exported or `zerotrace top` may show them).
+    graph: Option<ServiceGraph>,
+    /// Edges observed and not yet recorded by the exporters.
+    edges: Vec<EdgeObservation>,
+    /// The linker's wait: the service graph holds spans longer.
+    link_wait: Duration,
     last_scan: Instant,
     kernel_counters: Option<KernelCounters>,
     otel: Option<OtelExport>,
@@ -165,6 +190,9 @@ impl Pipeline {
             spans_emitted: 0,
             spans: Vec::new(),
             linker: TraceLinker::new(LinkSettings::default()),
+            graph: None,
+            edges: Vec::new(),
+            link_wait: LinkSettings::default().wait,
             last_scan: Instant::now(),
             kernel_counters: None,
             otel: None,
@@ -193,6 +221,23 @@ impl Pipeline {
 
     pub fn with_trace_links(mut self, settings: LinkSettings) -> Self {
         self.linker = TraceLinker::new(settings);
+        self.link_wait = settings.wait;
+        if self.graph.is_some() {
+            self.graph = Some(ServiceGraph::new(GraphSettings::after_link_wait(
+                settings.wait,
+            )));
+        }
+        self
+    }
+
+    /// Pairs spans into service graph edges: for the exporters that send
+    /// them (`application_service_graph`) and for the live view.
+    pub fn with_service_graph(mut self, enabled: bool) -> Self {
+        if (enabled || self.live.is_some()) && self.graph.is_none() {
+            self.graph = Some(ServiceGraph::new(GraphSettings::after_link_wait(
+                self.link_wait,
+            )));
+        }
         self
     }
 
@@ -213,6 +258,12 @@ impl Pipeline {
     /// Feeds the live view `zerotrace top` reads.
     pub fn with_live_view(mut self, live: Option<Arc<Mutex<LiveView>>>) -> Self {
         self.live = live;
+        // Its calls view shows the service graph's edges.
+        if self.live.is_some() && self.graph.is_none() {
+            self.graph = Some(ServiceGraph::new(GraphSettings::after_link_wait(
+                self.link_wait,
+            )));
+        }
         self
     }
 
@@ -452,6 +503,21 @@ impl Pipeline {
                 view.record(span, service, now);
             }
         }
+        if let Some(graph) = self.graph.as_mut() {
+            let now = monotonic_now_ns();
+            let mut nodes: HashMap<u32, GraphNode> = HashMap::new();
+            for (span, &(_, in_metrics)) in self.spans.iter().zip(&keep) {
+                if !in_metrics {
+                    continue;
+                }
+                let node = nodes.entry(span.pid).or_insert_with(|| {
+                    let resource = self.resources.resource_for(span.pid, &span.process_name);
+                    graph_node(&resource, &span.process_name)
+                });
+                graph.observe(span, node.clone(), now, &mut self.edges);
+            }
+        }
+        self.record_edges();
         if self.otel.is_some() || self.scrape.is_some() {
             let mut scrape = self.scrape.as_ref().and_then(|s| s.lock().ok());
             for ((span, &(in_traces, in_metrics)), &prometheus) in
@@ -472,6 +538,36 @@ impl Pipeline {
         self.spans.clear();
     }
 
+    /// Service graph edges to every destination that keeps them.
+    fn record_edges(&mut self) {
+        if self.edges.is_empty() {
+            return;
+        }
+        let now_unix_ns = self.clock.to_unix_ns(monotonic_now_ns());
+        // A service calling itself stays out of the metrics, as in OBI (top still shows it).
+        let metric_edges = || self.edges.iter().filter(|e| !e.edge.is_self_reference());
+        if let Some(otel) = self.otel.as_mut() {
+            for edge in metric_edges() {
+                otel.record_edge(edge, now_unix_ns);
+            }
+        }
+        if let Some(mut state) = self.scrape.as_ref().and_then(|s| s.lock().ok()) {
+            if let Some(graph) = state.graph.as_mut() {
+                for edge in metric_edges() {
+                    graph.record(edge, now_unix_ns);
+                }
+            }
+        }
+        if let Some(live) = self.live.as_ref() {
+            let now = Instant::now();
+            let mut view = live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for edge in &self.edges {
+                view.record_call(edge, now);
+            }
+        }
+        self.edges.clear();
+    }
+
     /// Periodic work: clock offset, idle connections, the safety-net rescan.
     pub fn tick(&mut self) {
         self.clock.refresh_if_due();
@@ -484,6 +580,10 @@ impl Pipeline {
             }
         }
         self.flush();
+        if let Some(graph) = self.graph.as_mut() {
+            graph.expire(monotonic_now_ns(), &mut self.edges);
+            self.record_edges();
+        }
         if let Some(otel) = self.otel.as_mut() {
             otel.tick(&self.clock);
         }
@@ -575,6 +675,7 @@ impl Pipeline {
             traces_unlinked_no_parent: links.no_parent,
             traces_unlinked_parent_still_open: links.parent_still_open,
             traces_unlinked_held_limit: links.held_limit,
+            service_graph_evictions: self.graph.as_ref().map_or(0, |g| g.counters().evicted),
             http2: tracker.http2,
         }
     }
@@ -585,6 +686,10 @@ impl Pipeline {
         let mut held = Vec::new();
         self.linker.release_all(&mut held);
         self.export(held);
+        if let Some(graph) = self.graph.as_mut() {
+            graph.release_all(&mut self.edges);
+            self.record_edges();
+        }
         self.otel.take().map(|otel| otel.shutdown(&self.clock))
     }
 }

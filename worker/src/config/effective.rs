@@ -9,6 +9,7 @@ use super::discovery::{env_selector, selectors};
 use super::environment::env_value;
 use super::error::{ConfigError, Ctx};
 use super::export::{export_settings, ExportInputs};
+use super::features::{service_graph_switch, ServiceGraphSwitch};
 use super::file::{parse_file, vet_file, RawFile};
 use super::otel_sdk::ExportSettings;
 use super::printer::{trace_printer, PrinterFormat};
@@ -32,6 +33,8 @@ pub struct EffectiveConfig {
     pub prometheus: Option<PrometheusSettings>,
     /// Which database protocols are decoded, where they go, and the query text.
     pub databases: DatabaseSettings,
+    /// Which exporters send the service graph metrics (`application_service_graph`).
+    pub service_graph: ServiceGraphSwitch,
     /// Keys accepted but ignored, entries skipped: to log at startup.
     pub warnings: Vec<String>,
     /// The file's `log_level` / `log_format` (flags and variables win: `config`).
@@ -93,6 +96,16 @@ fn build(
         None => RawFile::default(),
     };
     vet_file(&mut ctx, &raw)?;
+    let service_graph = service_graph_switch(
+        raw.metrics.as_ref().and_then(|m| m.features.as_ref()),
+        raw.otel_metrics_export
+            .as_ref()
+            .and_then(|m| m.features.as_ref()),
+        raw.prometheus_export
+            .as_ref()
+            .and_then(|p| p.features.as_ref()),
+        env,
+    )?;
     let routes = checked_routes(&ctx, raw.routes)?;
     let env_selector = env_selector(env, raw.open_port, raw.executable_path)?;
     let (instrument, exclude) = selectors(&mut ctx, raw.discovery, env_selector)?;
@@ -139,6 +152,7 @@ fn build(
         export,
         prometheus,
         databases,
+        service_graph,
         warnings: ctx.warnings,
         log_level: raw.log_level,
         log_format: raw.log_format,

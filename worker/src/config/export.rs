@@ -95,7 +95,7 @@ pub(super) struct RawExport {
     queue_size: Option<usize>,
     // metrics only
     interval: Option<GoDuration>,
-    features: Option<StringList>,
+    pub(super) features: Option<StringList>,
     #[serde(flatten)]
     other: Extra,
 }

@@ -39,7 +39,7 @@ pub(super) struct RawFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawFeatures {
-    features: Option<StringList>,
+    pub(super) features: Option<StringList>,
     pub(super) instrumentations: Option<StringList>,
     #[serde(flatten)]
     other: Extra,

@@ -33,7 +33,10 @@ impl Section {
 
 const INTERNAL: Obi = Obi::Ignored("zerotrace's internal queues and caches are fixed");
 const NO_K8S: Obi = Obi::Unevaluable("zerotrace has no Kubernetes metadata");
-const NO_SPAN_METRICS: Obi = Obi::Ignored("zerotrace produces no span or service-graph metrics");
+const NO_SPAN_METRICS: Obi = Obi::Ignored("zerotrace produces no span metrics");
+const NO_SELF_REFERENCES: Obi = Obi::Ignored(
+    "service graph edges from a service to itself are always left out of the metrics (OBI's default)",
+);
 const NO_TLS_SKIP: &str = "TLS certificates are always verified; point SSL_CERT_FILE at your \
                            collector's CA bundle instead";
 const METRICS_ELSEWHERE: Obi =
@@ -231,7 +234,7 @@ pub(super) const METRICS_EXPORT: Section = Section {
         "instrumentations",
     ],
     obi: &[
-        ("allow_service_graph_self_references", NO_SPAN_METRICS),
+        ("allow_service_graph_self_references", NO_SELF_REFERENCES),
         ("extra_span_resource_attributes", NO_SPAN_METRICS),
         ("buckets", BUCKETS),
         (
@@ -251,7 +254,7 @@ pub(super) const METRICS_TOP: Section = Section {
         ("protocol", METRICS_ELSEWHERE),
         ("interval", METRICS_ELSEWHERE),
         ("insecure_skip_verify", Obi::Unsupported(NO_TLS_SKIP)),
-        ("allow_service_graph_self_references", NO_SPAN_METRICS),
+        ("allow_service_graph_self_references", NO_SELF_REFERENCES),
         ("extra_span_resource_attributes", NO_SPAN_METRICS),
         ("buckets", BUCKETS),
         (
@@ -267,7 +270,7 @@ pub(super) const METRICS_TOP: Section = Section {
 pub(super) const PROMETHEUS: Section = Section {
     typed: &["port", "path", "features", "instrumentations"],
     obi: &[
-        ("allow_service_graph_self_references", NO_SPAN_METRICS),
+        ("allow_service_graph_self_references", NO_SELF_REFERENCES),
         ("extra_span_resource_attributes", NO_SPAN_METRICS),
         (
             "extra_resource_attributes",
@@ -344,15 +347,30 @@ pub(super) fn vet(
     Ok(())
 }
 
-/// Checks a `features` list: it must include the application metrics zerotrace produces.
+/// Checks a `features` list: it must include the application metrics zerotrace
+/// always produces; `application_service_graph` is known too (`config/features.rs`).
 fn vet_features(ctx: &mut Ctx, path: &str, list: &StringList) -> Result<(), ConfigError> {
-    vet_list(
-        ctx,
-        path,
-        list,
-        &["application", "all", "*"],
-        "zerotrace produces application (HTTP RED) metrics only: expected a list with application, all or *",
-    )
+    let hint = super::features::FEATURES_HINT;
+    let listed = |names: &[&str]| {
+        list.0
+            .iter()
+            .any(|v| names.contains(&v.to_ascii_lowercase().as_str()))
+    };
+    if !listed(&super::features::APPLICATION) {
+        return Err(ctx.err(
+            path,
+            format!("{:?} selects nothing zerotrace produces ({hint})", list.0),
+        ));
+    }
+    let other: Vec<&String> = list
+        .0
+        .iter()
+        .filter(|v| !super::features::KNOWN.contains(&v.to_ascii_lowercase().as_str()))
+        .collect();
+    if !other.is_empty() {
+        ctx.warn(path, format!("{other:?} ignored ({hint})"));
+    }
+    Ok(())
 }
 
 /// The instrumentations zerotrace reads from a list (see `databases.rs`).
@@ -382,29 +400,6 @@ fn vet_instrumentations(ctx: &mut Ctx, path: &str, list: &StringList) -> Result<
     }
     if !other.is_empty() {
         ctx.warn(path, format!("{other:?} ignored ({INSTRUMENTATIONS_HINT})"));
-    }
-    Ok(())
-}
-
-fn vet_list(
-    ctx: &mut Ctx,
-    path: &str,
-    list: &StringList,
-    ours: &[&str],
-    hint: &str,
-) -> Result<(), ConfigError> {
-    let (known, other): (Vec<&String>, Vec<&String>) = list
-        .0
-        .iter()
-        .partition(|v| ours.contains(&v.to_ascii_lowercase().as_str()));
-    if known.is_empty() {
-        return Err(ctx.err(
-            path,
-            format!("{:?} selects nothing zerotrace produces ({hint})", list.0),
-        ));
-    }
-    if !other.is_empty() {
-        ctx.warn(path, format!("{other:?} ignored ({hint})"));
     }
     Ok(())
 }

@@ -94,7 +94,17 @@ struct TracesOut {
 struct MetricsOut {
     interval: String,
     instrumentations: Vec<&'static str>,
+    features: Vec<&'static str>,
     endpoints: Vec<DestinationOut>,
+}
+
+/// An exporter's metric groups, as its `features` list.
+fn features_out(service_graph: bool) -> Vec<&'static str> {
+    if service_graph {
+        vec!["application", "application_service_graph"]
+    } else {
+        vec!["application"]
+    }
 }
 
 #[derive(Serialize)]
@@ -112,6 +122,7 @@ struct PrometheusOut {
     port: u16,
     path: String,
     instrumentations: Vec<&'static str>,
+    features: Vec<&'static str>,
 }
 
 /// An `instrumentations` list that selects `databases` (HTTP and gRPC always).
@@ -222,12 +233,14 @@ impl EffectiveConfig {
             otel_metrics_export: MetricsOut {
                 interval: format_duration(export.metric_export_interval),
                 instrumentations: instrumentations_out(self.databases.otlp_metrics),
+                features: features_out(self.service_graph.otlp),
                 endpoints: export.metrics.iter().map(destination_out).collect(),
             },
             prometheus_export: self.prometheus.as_ref().map(|p| PrometheusOut {
                 port: p.port,
                 path: p.path.clone(),
                 instrumentations: instrumentations_out(self.databases.prometheus),
+                features: features_out(self.service_graph.prometheus),
             }),
             attributes: (!self.databases.query_text).then(|| AttributesOut {
                 select: BTreeMap::from([(

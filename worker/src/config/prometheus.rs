@@ -74,7 +74,7 @@ impl<'de> Deserialize<'de> for PromPort {
 pub(super) struct RawPrometheus {
     port: Option<PromPort>,
     path: Option<Text>,
-    features: Option<StringList>,
+    pub(super) features: Option<StringList>,
     instrumentations: Option<StringList>,
     #[serde(flatten)]
     other: Extra,

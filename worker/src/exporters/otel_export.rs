@@ -18,8 +18,10 @@ use crate::clock::WallClock;
 use crate::config::{BatchSettings, ExportSettings, Signal};
 use crate::metrics::red::RedMetrics;
 use crate::metrics::self_metrics::{self, SelfMetrics};
+use crate::metrics::service_graph::ServiceGraphMetrics;
 use crate::otel::sampler::Sampler;
 use crate::otel::span_encoding::encode_span;
+use crate::service_graph::EdgeObservation;
 
 /// How long shutdown waits for the last batches to leave.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,6 +32,9 @@ pub struct OtelExport {
     exporter: OtlpExporter,
     sampler: Sampler,
     red: Option<RedMetrics>,
+    /// Service graph edges (`application_service_graph`), on the agent's resource.
+    graph: Option<ServiceGraphMetrics>,
+    temporality: crate::config::Temporality,
     batch: BatchSettings,
     metric_interval: Duration,
     pending: Vec<(u32, Arc<Resource>, Span)>,
@@ -70,6 +75,8 @@ impl OtelExport {
             exporter,
             sampler: Sampler::new(settings.sampler),
             red,
+            graph: None,
+            temporality: settings.temporality,
             batch: settings.batch,
             metric_interval: settings.metric_export_interval,
             pending: Vec::new(),
@@ -110,6 +117,25 @@ impl OtelExport {
             .push((span.pid, Arc::clone(resource), encode_span(span, clock)));
         if self.pending.len() >= self.batch.max_export_batch_size {
             self.flush_spans();
+        }
+    }
+
+    /// Sends the service graph metrics too (when metrics are exported at all).
+    pub fn with_service_graph(mut self, enabled: bool) -> Self {
+        if enabled && self.red.is_some() {
+            self.graph = Some(ServiceGraphMetrics::new(self.temporality));
+        }
+        self
+    }
+
+    pub fn exports_service_graph(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// One request between two services, for the service graph metrics.
+    pub fn record_edge(&mut self, observation: &EdgeObservation, now_unix_ns: u64) {
+        if let Some(graph) = self.graph.as_mut() {
+            graph.record(observation, now_unix_ns);
         }
     }
 
@@ -171,6 +197,22 @@ impl OtelExport {
             .as_mut()
             .and_then(|red| red.export(now))
             .unwrap_or_default();
+        // Service graph counters are sums: counted here, histograms with the rest below.
+        let mut graph_counter_points = 0;
+        if let Some(edges) = self.graph.as_mut().and_then(|g| g.export(&self.agent, now)) {
+            graph_counter_points = edges
+                .scope_metrics
+                .iter()
+                .flat_map(|s| &s.metrics)
+                .map(|m| match &m.data {
+                    Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Sum(s)) => {
+                        s.data_points.len() as u64
+                    }
+                    _ => 0,
+                })
+                .sum();
+            request.resource_metrics.push(edges);
+        }
         // The agent's own metrics go out every interval, traffic or not.
         request.resource_metrics.push(self_metrics::to_otlp(
             &self.own,
@@ -179,6 +221,7 @@ impl OtelExport {
             now,
         ));
         let points: u64 = self_metrics::point_count(&self.own)
+            + graph_counter_points
             + request
                 .resource_metrics
                 .iter()

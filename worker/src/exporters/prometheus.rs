@@ -15,12 +15,16 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::config::{PrometheusSettings, Temporality};
 use crate::metrics::red::{HistogramState, MetricStore, Point, RedMetrics};
+use crate::metrics::service_graph::{self as graph_metrics, edge_labels, ServiceGraphMetrics};
+use crate::semconv::DURATION_BOUNDS_SECONDS;
 
 pub use crate::metrics::self_metrics::SelfMetrics;
 
 /// What a scrape reads: cumulative RED metrics and the self metrics.
 pub struct ScrapeState {
     pub red: RedMetrics,
+    /// Service graph edges, when `application_service_graph` is on for this endpoint.
+    pub graph: Option<ServiceGraphMetrics>,
     pub own: SelfMetrics,
 }
 
@@ -28,8 +32,17 @@ impl Default for ScrapeState {
     fn default() -> Self {
         Self {
             red: RedMetrics::new(Temporality::Cumulative),
+            graph: None,
             own: SelfMetrics::default(),
         }
+    }
+}
+
+impl ScrapeState {
+    /// Serves the service graph metrics too.
+    pub fn with_service_graph(mut self, enabled: bool) -> Self {
+        self.graph = enabled.then(|| ServiceGraphMetrics::new(Temporality::Cumulative));
+        self
     }
 }
 
@@ -238,6 +251,87 @@ fn write_store<'a>(
     points.into_iter().map(|(_, _, point)| point).collect()
 }
 
+/// A service graph family: its name, help, and what it reads of an edge.
+type CounterFamily = (
+    &'static str,
+    &'static str,
+    fn(&graph_metrics::EdgeSeries) -> u64,
+);
+type HistogramFamily = (
+    &'static str,
+    &'static str,
+    fn(&graph_metrics::EdgeSeries) -> &HistogramState,
+);
+
+/// OBI's four service graph families, one series per edge; the histograms
+/// only for edges whose side they measure was seen.
+fn write_service_graph(out: &mut String, graph: &ServiceGraphMetrics, openmetrics: bool) {
+    let series: Vec<(Vec<(String, String)>, &graph_metrics::EdgeSeries)> = graph
+        .series()
+        .map(|(edge, series)| {
+            let labels = match edge {
+                Some(edge) => edge_labels(edge)
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                None => vec![("otel_metric_overflow".to_owned(), "true".to_owned())],
+            };
+            (labels, series)
+        })
+        .collect();
+    let counters: [CounterFamily; 2] = [
+        (
+            graph_metrics::REQUEST_TOTAL,
+            graph_metrics::HELP_TOTAL,
+            |s| s.total,
+        ),
+        (
+            graph_metrics::REQUEST_FAILED_TOTAL,
+            graph_metrics::HELP_FAILED,
+            |s| s.failed,
+        ),
+    ];
+    for (name, help, value) in counters {
+        // OpenMetrics names the family without `_total`; the text format with it.
+        let family = if openmetrics {
+            name.trim_end_matches("_total")
+        } else {
+            name
+        };
+        let _ = writeln!(out, "# HELP {family} {help}");
+        let _ = writeln!(out, "# TYPE {family} counter");
+        for (labels, state) in &series {
+            let _ = writeln!(out, "{name}{} {}", label_text(labels, None), value(state));
+        }
+    }
+    let histograms: [HistogramFamily; 2] = [
+        (
+            graph_metrics::REQUEST_CLIENT,
+            graph_metrics::HELP_CLIENT,
+            |s| &s.client,
+        ),
+        (
+            graph_metrics::REQUEST_SERVER,
+            graph_metrics::HELP_SERVER,
+            |s| &s.server,
+        ),
+    ];
+    for (name, help, state_of) in histograms {
+        let name = format!("{name}_seconds");
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        if openmetrics {
+            let _ = writeln!(out, "# UNIT {name} seconds");
+        }
+        for (labels, state) in &series {
+            let state = state_of(state);
+            if state.count > 0 {
+                write_histogram(out, &name, labels, &DURATION_BOUNDS_SECONDS, state);
+            }
+        }
+    }
+}
+
 /// The exposition text; `openmetrics` switches to the OpenMetrics 1.0 dialect.
 pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
     let mut out = String::new();
@@ -245,13 +339,16 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
     for store in state.red.stores() {
         written.extend(write_store(&mut out, store, openmetrics));
     }
+    if let Some(graph) = state.graph.as_ref() {
+        write_service_graph(&mut out, graph, openmetrics);
+    }
     write_target_info(
         &mut out,
         written.iter().map(|point| &**point.resource),
         openmetrics,
     );
     let own = &state.own;
-    let counters: [(&str, &str, u64); 18] = [
+    let counters: [(&str, &str, u64); 19] = [
         (
             "zerotrace_kernel_events",
             "Events the kernel programs submitted.",
@@ -337,6 +434,11 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
             "zerotrace_traces_nested",
             "Client spans made the child of the server span their process was serving.",
             own.traces_nested,
+        ),
+        (
+            "zerotrace_service_graph_evictions",
+            "Spans the service graph counted without their other half because too many were waiting.",
+            own.service_graph_evictions,
         ),
     ];
     for (name, help, value) in counters {
@@ -570,5 +672,58 @@ mod tests {
         assert!(text.contains("error_type=\"500\""));
         assert!(!text.contains("# EOF"));
         assert!(render(&state, true).ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn renders_the_service_graph_families_when_on() {
+        use crate::service_graph::{ConnectionType, EdgeKey, EdgeObservation, GraphNode};
+        let mut state = ScrapeState::default();
+        assert!(!render(&state, false).contains("traces_service_graph"));
+        state = state.with_service_graph(true);
+        let observation = |client: &str, client_seconds| EdgeObservation {
+            edge: EdgeKey {
+                client: GraphNode::new(client, ""),
+                server: GraphNode::new("back", "shop"),
+                connection_type: ConnectionType::VirtualNode,
+            },
+            client_seconds,
+            server_seconds: Some(0.002),
+            failed: true,
+        };
+        if let Some(graph) = state.graph.as_mut() {
+            graph.record(&observation("front", Some(0.004)), 1);
+            graph.record(&observation("10.0.0.9", None), 1);
+        }
+        let text = render(&state, false);
+        let labels = r#"{client="front",client_service_namespace="",server="back",server_service_namespace="shop",connection_type="virtual_node"}"#;
+        assert!(
+            text.contains("# TYPE traces_service_graph_request_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("traces_service_graph_request_total{labels} 1\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "traces_service_graph_request_failed_total{labels} 1\n"
+        )));
+        assert!(text.contains("# TYPE traces_service_graph_request_client_seconds histogram"));
+        assert_eq!(
+            text.matches("traces_service_graph_request_client_seconds_count")
+                .count(),
+            1,
+            "only the edge whose client side was seen: {text}"
+        );
+        assert_eq!(
+            text.matches("traces_service_graph_request_server_seconds_count")
+                .count(),
+            2
+        );
+        let openmetrics = render(&state, true);
+        assert!(openmetrics.contains("# TYPE traces_service_graph_request counter\n"));
+        assert!(openmetrics.contains("# TYPE traces_service_graph_request_failed counter\n"));
+        assert!(
+            openmetrics.contains("# UNIT traces_service_graph_request_server_seconds seconds\n")
+        );
     }
 }

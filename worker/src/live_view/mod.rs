@@ -18,6 +18,8 @@
 //!   Unix stream socket of mode 0600, to root and to the worker's own uid only
 //!   (checked with `SO_PEERCRED`). The server never parses anything a client
 //!   sends: a client that writes is disconnected.
+//! * [`LiveView::record_call`] counts the service graph's edges (who calls
+//!   whom) for top's calls view (`calls.rs`).
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
@@ -33,13 +35,16 @@ use nix::sys::socket::{getsockopt, send, sockopt, MsgFlags};
 
 // Errors as the spans count them: their protocol's semantic conventions.
 use crate::semconv::is_error;
+use crate::service_graph::EdgeObservation;
 use crate::spans::Span;
 
+mod calls;
 mod server;
 mod snapshot;
 
+pub use calls::MAX_CALLS;
 pub use server::serve;
-pub use snapshot::{LiveKind, LiveRefusal, LiveRow, LiveSnapshot, LiveTotals};
+pub use snapshot::{LiveCall, LiveKind, LiveRefusal, LiveRow, LiveSnapshot, LiveTotals};
 
 /// The version of [`LiveSnapshot`]; a client refuses other versions.
 pub const LIVE_PROTOCOL_VERSION: u32 = 1;
@@ -375,6 +380,8 @@ pub struct LiveView {
     server: CountRing,
     client: CountRing,
     totals: [(u64, u64); 2],
+    /// Who calls whom (service graph edges).
+    calls: calls::Calls,
 }
 
 impl Default for LiveView {
@@ -401,6 +408,7 @@ impl LiveView {
             server: CountRing::new(),
             client: CountRing::new(),
             totals: [(0, 0); 2],
+            calls: calls::Calls::default(),
         }
     }
 
@@ -462,6 +470,12 @@ impl LiveView {
             let (created, dropped) = row.add(second, error, bucket, may_grow);
             self.histogram_entries = self.histogram_entries + created - dropped;
         }
+    }
+
+    /// Counts one request between two services (a service graph edge).
+    pub fn record_call(&mut self, edge: &EdgeObservation, now: Instant) {
+        let second = self.second_of(now);
+        self.calls.record(edge, second);
     }
 
     /// Drops the [`EVICT_BATCH`] least recently seen rows.
@@ -597,6 +611,7 @@ impl LiveView {
             routes,
             rows_tracked: self.rows.len() as u64,
             rows_evicted: self.rows_evicted,
+            calls: self.calls.snapshot(current, window),
         }
     }
 }

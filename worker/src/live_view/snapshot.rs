@@ -55,6 +55,8 @@ pub struct LiveSnapshot {
     pub rows_tracked: u64,
     /// Rows evicted because of [`MAX_ROWS`] since the start.
     pub rows_evicted: u64,
+    /// Who calls whom: one row per service graph edge, busiest first.
+    pub calls: Vec<LiveCall>,
 }
 
 impl Default for LiveSnapshot {
@@ -69,6 +71,7 @@ impl Default for LiveSnapshot {
             routes: Vec::new(),
             rows_tracked: 0,
             rows_evicted: 0,
+            calls: Vec::new(),
         }
     }
 }
@@ -134,6 +137,23 @@ impl Default for LiveRow {
             history: Vec::new(),
         }
     }
+}
+
+/// One edge of the service graph: `client` called `server` (a service name,
+/// or the address of a peer that is not instrumented).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LiveCall {
+    pub client: String,
+    pub server: String,
+    /// The service graph's `connection_type`: empty when both sides are
+    /// instrumented, `virtual_node` when one is an address, `database`...
+    pub connection_type: String,
+    pub requests_per_second: f64,
+    /// Errors (on either side) / requests over the window, 0..=1.
+    pub error_rate: f64,
+    pub requests_total: u64,
+    pub errors_total: u64,
 }
 
 /// What the server writes instead of snapshots to a client it refuses, then closes.

@@ -663,3 +663,40 @@ fn wait_until<T>(mut check: impl FnMut() -> Option<T>) -> Option<T> {
     }
     None
 }
+
+fn call(client: &str, server: &str, failed: bool) -> EdgeObservation {
+    use crate::service_graph::{ConnectionType, EdgeKey, GraphNode};
+    EdgeObservation {
+        edge: EdgeKey {
+            client: GraphNode::new(client, ""),
+            server: GraphNode::new(server, ""),
+            connection_type: ConnectionType::Direct,
+        },
+        client_seconds: Some(0.01),
+        server_seconds: Some(0.005),
+        failed,
+    }
+}
+
+#[test]
+fn calls_are_counted_per_edge_busiest_first_and_bounded() {
+    let origin = Instant::now();
+    let mut view = LiveView::starting_at(origin);
+    for i in 0..10 {
+        view.record_call(&call("front", "back", i == 0), at(origin, 1.0));
+    }
+    view.record_call(&call("127.0.0.1", "front", false), at(origin, 1.0));
+    let snapshot = view.snapshot(at(origin, 2.0));
+    assert_eq!(snapshot.calls.len(), 2);
+    let first = &snapshot.calls[0];
+    assert_eq!(
+        (first.client.as_str(), first.server.as_str()),
+        ("front", "back")
+    );
+    assert_eq!((first.requests_total, first.errors_total), (10, 1));
+    assert!((first.error_rate - 0.1).abs() < 1e-9);
+    for i in 0..(MAX_CALLS + 10) {
+        view.record_call(&call(&format!("c{i}"), "back", false), at(origin, 3.0));
+    }
+    assert!(view.snapshot(at(origin, 3.0)).calls.len() <= MAX_CALLS);
+}

@@ -5,3 +5,4 @@ pub mod http;
 pub mod red;
 pub mod rpc;
 pub mod self_metrics;
+pub mod service_graph;

@@ -105,7 +105,7 @@ pub trait MetricStore {
     fn is_empty(&self) -> bool;
 }
 
-fn scope() -> InstrumentationScope {
+pub(crate) fn scope() -> InstrumentationScope {
     InstrumentationScope {
         name: "zerotrace".into(),
         version: env!("CARGO_PKG_VERSION").into(),

@@ -73,6 +73,8 @@ pub struct SelfMetrics {
     pub traces_unlinked_parent_still_open: u64,
     /// Spans sent before their link was known: the cap on held spans was reached.
     pub traces_unlinked_held_limit: u64,
+    /// Spans the service graph counted unpaired early because its queue was full.
+    pub service_graph_evictions: u64,
 }
 
 impl SelfMetrics {
@@ -221,6 +223,13 @@ fn families(own: &SelfMetrics) -> Vec<Family> {
             "{span}",
             Counter,
             own.traces_nested,
+        ),
+        single(
+            "zerotrace.service_graph.evictions",
+            "Spans the service graph counted without their other half because too many were waiting.",
+            "{span}",
+            Counter,
+            own.service_graph_evictions,
         ),
         Family {
             name: "zerotrace.traces.unlinked",

@@ -31,6 +31,12 @@ pub fn server_address_and_port(span: &Span) -> (String, u16) {
 }
 
 impl Conventions for DbExchange {
+    /// The service graph counts a database call at once, against the server
+    /// as a `database` node (the server side is never instrumented here).
+    fn peer_kind(&self) -> super::PeerKind {
+        super::PeerKind::Database
+    }
+
     /// `{db.operation.name} {target}`, the target being the collection, else
     /// the namespace; `db.system.name` when nothing else is known.
     fn span_name(&self, _span: &Span) -> String {

@@ -46,6 +46,15 @@ pub struct SpanError {
     pub message: String,
 }
 
+/// What a client span's peer is: the service graph's `connection_type`
+/// (a database or a broker has no server span of its own to pair with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    Service,
+    Database,
+    MessagingSystem,
+}
+
 /// What every protocol's conventions say about one of its spans.
 pub trait Conventions {
     /// The span's name (`GET /users/{id}`, `shop.Catalog/GetItem`).
@@ -57,6 +66,10 @@ pub trait Conventions {
     /// Whether [`Conventions::error`] is Some, without building it (hot path).
     fn is_error(&self, span: &Span) -> bool {
         self.error(span).is_some()
+    }
+    /// What the peer of a client span is (database protocols say `Database`).
+    fn peer_kind(&self) -> PeerKind {
+        PeerKind::Service
     }
 }
 
@@ -92,6 +105,10 @@ pub fn error(span: &Span) -> Option<SpanError> {
 
 pub fn is_error(span: &Span) -> bool {
     conventions(span).is_error(span)
+}
+
+pub fn peer_kind(span: &Span) -> PeerKind {
+    conventions(span).peer_kind()
 }
 
 #[cfg(test)]

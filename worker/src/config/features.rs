@@ -1,0 +1,183 @@
+//! OBI's metric feature lists: which metric groups each exporter sends.
+//! Application (RED) metrics are always on; the service graph metrics
+//! (`application_service_graph`, or `all` / `*`) are off unless a list
+//! selects them, as in OBI (default list: `[application]`).
+//!
+//! The common list is `metrics.features`, overridden by
+//! `OTEL_EBPF_METRICS_FEATURES`; an exporter's own list (OBI's older
+//! per-exporter form: `otel_metrics_export.features`, overridden by
+//! `OTEL_EBPF_OTEL_METRICS_FEATURES`; `prometheus_export.features`, overridden
+//! by `OTEL_EBPF_PROMETHEUS_FEATURES`) wins for that exporter.
+
+use super::environment::env_value;
+use super::error::ConfigError;
+use super::values::StringList;
+
+/// Names that select the application metrics (one of them must be listed).
+pub(super) const APPLICATION: [&str; 3] = ["application", "all", "*"];
+/// Names that select the service graph metrics.
+const SERVICE_GRAPH: [&str; 3] = ["application_service_graph", "all", "*"];
+/// Every name zerotrace acts on.
+pub(super) const KNOWN: [&str; 4] = ["application", "application_service_graph", "all", "*"];
+pub(super) const FEATURES_HINT: &str = "zerotrace produces application (RED) metrics, and \
+    service graph metrics with application_service_graph: expected a list with application, all or *";
+
+/// Which exporters send the service graph metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceGraphSwitch {
+    pub otlp: bool,
+    pub prometheus: bool,
+}
+
+impl ServiceGraphSwitch {
+    pub fn any(self) -> bool {
+        self.otlp || self.prometheus
+    }
+}
+
+fn selects(list: &[String], names: &[&str]) -> bool {
+    list.iter()
+        .any(|v| names.contains(&v.trim().to_ascii_lowercase().as_str()))
+}
+
+/// A list from a variable, checked like the file's (it must select the application metrics).
+fn env_list(
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(text) = env_value(env, var) else {
+        return Ok(None);
+    };
+    let list: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !selects(&list, &APPLICATION) {
+        return Err(ConfigError::Env(format!(
+            "{var}={list:?} selects nothing zerotrace produces ({FEATURES_HINT})"
+        )));
+    }
+    Ok(Some(list))
+}
+
+/// The feature lists in effect (the file's are vetted where they are read).
+pub(super) fn service_graph_switch(
+    common: Option<&StringList>,
+    otlp: Option<&StringList>,
+    prometheus: Option<&StringList>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServiceGraphSwitch, ConfigError> {
+    let file = |list: Option<&StringList>| list.map(|l| l.0.clone());
+    let common = env_list(env, "OTEL_EBPF_METRICS_FEATURES")?
+        .or_else(|| file(common))
+        .unwrap_or_else(|| vec!["application".to_owned()]);
+    let otlp = env_list(env, "OTEL_EBPF_OTEL_METRICS_FEATURES")?.or_else(|| file(otlp));
+    let prometheus = env_list(env, "OTEL_EBPF_PROMETHEUS_FEATURES")?.or_else(|| file(prometheus));
+    let effective =
+        |own: Option<Vec<String>>| selects(own.as_ref().unwrap_or(&common), &SERVICE_GRAPH);
+    Ok(ServiceGraphSwitch {
+        otlp: effective(otlp),
+        prometheus: effective(prometheus),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServiceGraphSwitch;
+    use crate::config::test_support::*;
+
+    const BASE: &str = "open_port: 8080\n";
+
+    fn switch(yaml: &str, env: &[(&str, &str)]) -> ServiceGraphSwitch {
+        ok(&format!("{BASE}{yaml}"), env).service_graph
+    }
+
+    #[test]
+    fn service_graph_metrics_are_off_unless_a_list_selects_them() {
+        assert_eq!(switch("", &[]), ServiceGraphSwitch::default());
+        let both = ServiceGraphSwitch {
+            otlp: true,
+            prometheus: true,
+        };
+        assert_eq!(
+            switch(
+                "metrics:\n  features: [application, application_service_graph]\n",
+                &[]
+            ),
+            both
+        );
+        assert_eq!(switch("metrics:\n  features: '*'\n", &[]), both);
+        assert_eq!(
+            switch(
+                "",
+                &[(
+                    "OTEL_EBPF_METRICS_FEATURES",
+                    "application,application_service_graph"
+                )]
+            ),
+            both
+        );
+        // The variable overrides the file's common list...
+        assert_eq!(
+            switch(
+                "metrics:\n  features: [all]\n",
+                &[("OTEL_EBPF_METRICS_FEATURES", "application")]
+            ),
+            ServiceGraphSwitch::default()
+        );
+        // ...and an exporter's own list wins for that exporter.
+        assert_eq!(
+            switch(
+                "metrics:\n  features: [all]\nprometheus_export: {port: 9400, features: [application]}\n",
+                &[]
+            ),
+            ServiceGraphSwitch {
+                otlp: true,
+                prometheus: false
+            }
+        );
+        // An exporter's own variable wins over its file list and the common list.
+        assert_eq!(
+            switch(
+                "prometheus_export: {port: 9400, features: [application]}\n",
+                &[("OTEL_EBPF_PROMETHEUS_FEATURES", "*")]
+            ),
+            ServiceGraphSwitch {
+                otlp: false,
+                prometheus: true
+            }
+        );
+        assert_eq!(
+            switch(
+                "",
+                &[
+                    ("OTEL_EBPF_METRICS_FEATURES", "all"),
+                    ("OTEL_EBPF_OTEL_METRICS_FEATURES", "application")
+                ]
+            ),
+            ServiceGraphSwitch {
+                otlp: false,
+                prometheus: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_list_without_application_metrics_is_refused() {
+        let message = err(
+            &format!("{BASE}metrics:\n  features: [application_service_graph]\n"),
+            &[],
+        );
+        assert!(message.contains("metrics.features"), "{message}");
+        for var in [
+            "OTEL_EBPF_METRICS_FEATURES",
+            "OTEL_EBPF_OTEL_METRICS_FEATURES",
+            "OTEL_EBPF_PROMETHEUS_FEATURES",
+        ] {
+            let message = err(BASE, &[(var, "application_service_graph")]);
+            assert!(message.contains(var), "{message}");
+        }
+    }
+}

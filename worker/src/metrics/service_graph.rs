@@ -1,0 +1,326 @@
+//! The service graph metrics (OBI's `application_service_graph` feature),
+//! per edge (`client`, `server`, their namespaces, `connection_type`):
+//! `traces_service_graph_request_total` and `…_failed_total` (counters),
+//! `traces_service_graph_request_client` and `…_server` (histograms, s; on
+//! Prometheus with the `_seconds` suffix). OBI's and the Collector's names:
+//! dashboards built for them work unchanged. The edges come from
+//! `service_graph::ServiceGraph`; they are the agent's view of the host, so
+//! over OTLP they go on the agent's own resource, not on one process's.
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, AggregationTemporality, Histogram, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use super::red::{HistogramState, MAX_SERIES};
+use crate::config::Temporality;
+use crate::hashing::FastMap;
+use crate::semconv::attribute::{bool_attribute, string_attribute};
+use crate::semconv::DURATION_BOUNDS_SECONDS;
+use crate::service_graph::{EdgeKey, EdgeObservation};
+
+/// The OTLP names (Prometheus: the histograms get `_seconds`).
+pub const REQUEST_TOTAL: &str = "traces_service_graph_request_total";
+pub const REQUEST_FAILED_TOTAL: &str = "traces_service_graph_request_failed_total";
+pub const REQUEST_CLIENT: &str = "traces_service_graph_request_client";
+pub const REQUEST_SERVER: &str = "traces_service_graph_request_server";
+
+/// One edge's running state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeSeries {
+    pub start_unix_ns: u64,
+    pub total: u64,
+    pub failed: u64,
+    /// The client side's durations (requests whose client span was seen).
+    pub client: HistogramState,
+    /// The server side's durations (requests whose server span was seen).
+    pub server: HistogramState,
+}
+
+impl EdgeSeries {
+    fn new(start_unix_ns: u64) -> Self {
+        Self {
+            start_unix_ns,
+            total: 0,
+            failed: 0,
+            client: HistogramState::new(&DURATION_BOUNDS_SECONDS),
+            server: HistogramState::new(&DURATION_BOUNDS_SECONDS),
+        }
+    }
+
+    fn record(&mut self, observation: &EdgeObservation) {
+        self.total += 1;
+        if observation.failed {
+            self.failed += 1;
+        }
+        if let Some(seconds) = observation.client_seconds {
+            self.client.record(&DURATION_BOUNDS_SECONDS, seconds);
+        }
+        if let Some(seconds) = observation.server_seconds {
+            self.server.record(&DURATION_BOUNDS_SECONDS, seconds);
+        }
+    }
+}
+
+/// The labels of an edge, in the order they are written.
+pub fn edge_labels(edge: &EdgeKey) -> [(&'static str, &str); 5] {
+    [
+        ("client", &edge.client.name),
+        ("client_service_namespace", &edge.client.namespace),
+        ("server", &edge.server.name),
+        ("server_service_namespace", &edge.server.namespace),
+        ("connection_type", edge.connection_type.as_str()),
+    ]
+}
+
+fn attributes(edge: Option<&EdgeKey>) -> Vec<KeyValue> {
+    match edge {
+        Some(edge) => edge_labels(edge)
+            .iter()
+            .map(|(key, value)| string_attribute(key, *value))
+            .collect(),
+        None => vec![bool_attribute("otel.metric.overflow", true)],
+    }
+}
+
+/// Every edge's series; past [`MAX_SERIES`] edges, new ones share one
+/// overflow series (`otel.metric.overflow=true`).
+pub struct ServiceGraphMetrics {
+    temporality: Temporality,
+    edges: FastMap<EdgeKey, EdgeSeries>,
+    overflow: Option<EdgeSeries>,
+}
+
+impl ServiceGraphMetrics {
+    pub fn new(temporality: Temporality) -> Self {
+        Self {
+            temporality,
+            edges: FastMap::default(),
+            overflow: None,
+        }
+    }
+
+    pub fn record(&mut self, observation: &EdgeObservation, now_unix_ns: u64) {
+        let series = if let Some(series) = self.edges.get_mut(&observation.edge) {
+            series
+        } else if self.edges.len() < MAX_SERIES {
+            self.edges
+                .entry(observation.edge.clone())
+                .or_insert_with(|| EdgeSeries::new(now_unix_ns))
+        } else {
+            self.overflow
+                .get_or_insert_with(|| EdgeSeries::new(now_unix_ns))
+        };
+        series.record(observation);
+    }
+
+    /// Every series with its edge (None: the overflow series, last), in label order.
+    pub fn series(&self) -> impl Iterator<Item = (Option<&EdgeKey>, &EdgeSeries)> {
+        let mut edges: Vec<(&EdgeKey, &EdgeSeries)> = self.edges.iter().collect();
+        edges.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        edges
+            .into_iter()
+            .map(|(edge, series)| (Some(edge), series))
+            .chain(self.overflow.iter().map(|series| (None, series)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.edges.is_empty() && self.overflow.is_none()
+    }
+
+    /// The four metrics on `resource` (cumulative: since each edge was first
+    /// seen; delta: since the last export, then they start over). None
+    /// when there is nothing to send.
+    pub fn export(&mut self, resource: &Resource, now_unix_ns: u64) -> Option<ResourceMetrics> {
+        let delta = self.temporality == Temporality::Delta;
+        let temporality = match self.temporality {
+            Temporality::Cumulative => AggregationTemporality::Cumulative,
+            Temporality::Delta => AggregationTemporality::Delta,
+        } as i32;
+        let counter = |value: u64, edge: Option<&EdgeKey>, start| NumberDataPoint {
+            attributes: attributes(edge),
+            start_time_unix_nano: start,
+            time_unix_nano: now_unix_ns,
+            exemplars: Vec::new(),
+            flags: 0,
+            value: Some(number_data_point::Value::AsInt(
+                i64::try_from(value).unwrap_or(i64::MAX),
+            )),
+        };
+        let (mut total, mut failed, mut client, mut server) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (edge, series) in self.series() {
+            if delta && series.total == 0 {
+                continue;
+            }
+            let start = series.start_unix_ns;
+            total.push(counter(series.total, edge, start));
+            failed.push(counter(series.failed, edge, start));
+            for (state, points) in [(&series.client, &mut client), (&series.server, &mut server)] {
+                if state.count > 0 {
+                    points.push(state.data_point(
+                        &DURATION_BOUNDS_SECONDS,
+                        attributes(edge),
+                        start,
+                        now_unix_ns,
+                    ));
+                }
+            }
+        }
+        if delta {
+            for series in self.edges.values_mut().chain(self.overflow.as_mut()) {
+                *series = EdgeSeries::new(now_unix_ns);
+            }
+        }
+        if total.is_empty() {
+            return None;
+        }
+        let sum = |name: &str, description: &str, data_points| Metric {
+            name: name.into(),
+            description: description.into(),
+            unit: "{request}".into(),
+            metadata: Vec::new(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points,
+                aggregation_temporality: temporality,
+                is_monotonic: true,
+            })),
+        };
+        let histogram = |name: &str, description: &str, data_points| Metric {
+            name: name.into(),
+            description: description.into(),
+            unit: "s".into(),
+            metadata: Vec::new(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points,
+                aggregation_temporality: temporality,
+            })),
+        };
+        let metrics = vec![
+            sum(REQUEST_TOTAL, HELP_TOTAL, total),
+            sum(REQUEST_FAILED_TOTAL, HELP_FAILED, failed),
+            histogram(REQUEST_CLIENT, HELP_CLIENT, client),
+            histogram(REQUEST_SERVER, HELP_SERVER, server),
+        ];
+        Some(ResourceMetrics {
+            resource: Some(resource.clone()),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(super::red::scope()),
+                metrics,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        })
+    }
+}
+
+pub const HELP_TOTAL: &str = "Requests between two services.";
+pub const HELP_FAILED: &str = "Requests between two services that failed on either side.";
+pub const HELP_CLIENT: &str = "Request duration between two services, as the client saw it.";
+pub const HELP_SERVER: &str = "Request duration between two services, as the server saw it.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service_graph::{ConnectionType, GraphNode};
+
+    fn observation(client: &str, server: &str, failed: bool) -> EdgeObservation {
+        EdgeObservation {
+            edge: EdgeKey {
+                client: GraphNode::new(client, ""),
+                server: GraphNode::new(server, "shop"),
+                connection_type: ConnectionType::Direct,
+            },
+            client_seconds: Some(0.02),
+            server_seconds: (client != "10.0.0.9").then_some(0.01),
+            failed,
+        }
+    }
+
+    fn metric<'a>(resource: &'a ResourceMetrics, name: &str) -> &'a Metric {
+        resource.scope_metrics[0]
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    #[test]
+    fn otlp_carries_the_four_metrics_per_edge_with_obi_names_and_labels() {
+        let mut graph = ServiceGraphMetrics::new(Temporality::Cumulative);
+        graph.record(&observation("a", "b", false), 1);
+        graph.record(&observation("a", "b", true), 1);
+        graph.record(&observation("10.0.0.9", "b", false), 1);
+        let out = graph
+            .export(&Resource::default(), 5)
+            .unwrap_or_else(|| panic!("nothing exported"));
+        let Some(metric::Data::Sum(total)) = &metric(&out, REQUEST_TOTAL).data else {
+            panic!("total is not a sum");
+        };
+        assert!(total.is_monotonic);
+        assert_eq!(total.data_points.len(), 2);
+        let ab = total
+            .data_points
+            .iter()
+            .find(|p| p.attributes.contains(&string_attribute("client", "a")))
+            .unwrap_or_else(|| panic!("no a->b"));
+        assert_eq!(ab.value, Some(number_data_point::Value::AsInt(2)));
+        for key in [
+            "client",
+            "client_service_namespace",
+            "server",
+            "server_service_namespace",
+            "connection_type",
+        ] {
+            assert!(ab.attributes.iter().any(|kv| kv.key == key), "{key}");
+        }
+        assert!(ab
+            .attributes
+            .contains(&string_attribute("server_service_namespace", "shop")));
+        let Some(metric::Data::Histogram(server)) = &metric(&out, REQUEST_SERVER).data else {
+            panic!("server is not a histogram");
+        };
+        assert_eq!(
+            server.data_points.len(),
+            1,
+            "the address->b edge has no server side"
+        );
+        assert_eq!(metric(&out, REQUEST_CLIENT).unit, "s");
+        let Some(metric::Data::Sum(failed)) = &metric(&out, REQUEST_FAILED_TOTAL).data else {
+            panic!("failed is not a sum");
+        };
+        let failures: i64 = failed
+            .data_points
+            .iter()
+            .map(|p| match p.value {
+                Some(number_data_point::Value::AsInt(n)) => n,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(failures, 1);
+    }
+
+    #[test]
+    fn delta_exports_start_over_and_skip_idle_edges() {
+        let mut graph = ServiceGraphMetrics::new(Temporality::Delta);
+        graph.record(&observation("a", "b", false), 1);
+        assert!(graph.export(&Resource::default(), 2).is_some());
+        assert!(
+            graph.export(&Resource::default(), 3).is_none(),
+            "no new request"
+        );
+    }
+
+    #[test]
+    fn edges_past_the_cap_share_the_overflow_series() {
+        let mut graph = ServiceGraphMetrics::new(Temporality::Cumulative);
+        for i in 0..=MAX_SERIES {
+            graph.record(&observation(&format!("c{i}"), "b", false), 1);
+        }
+        let overflow: Vec<_> = graph.series().filter(|(edge, _)| edge.is_none()).collect();
+        assert_eq!(overflow.len(), 1);
+        assert_eq!(overflow[0].1.total, 1);
+    }
+}
