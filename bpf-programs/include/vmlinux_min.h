@@ -57,6 +57,8 @@ enum bpf_func_id {
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
 struct pt_regs {
+	unsigned long r14; /* Go register ABI: the current goroutine (g) */
+	unsigned long bx;  /* Go register ABI: second integer argument */
 	unsigned long r10;
 	unsigned long ax;
 	unsigned long cx;

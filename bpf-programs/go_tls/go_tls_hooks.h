@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: (BSD-2-Clause OR GPL-2.0-only) */
+/*
+ * Go crypto/tls plaintext: uprobes on `crypto/tls.(*Conn).Write` (entry) and
+ * `crypto/tls.(*Conn).Read` (entry and every RET instruction), attached by the
+ * loader at file offsets it found itself in the process's executable
+ * (zerotrace-gobin). Go code gets no uretprobes: a uretprobe rewrites the
+ * return address on the goroutine's stack, which the Go runtime moves when
+ * the stack grows. One program serves every hook; its attach cookie says
+ * which hook fired (enum zt_go_tls_hook).
+ *
+ * Included at the end of syscall_tracer.bpf.c, so it shares that object's
+ * maps (ring buffer, pid filter, socket state) and helpers.
+ *
+ * Arguments come from Go's register ABI (Go >= 1.17, amd64): the receiver
+ * `c *Conn` in RAX, `b []byte` as pointer in RBX and length in RCX, the
+ * current goroutine `g` in R14; the result `n` in RAX at each RET.
+ */
+#ifndef ZEROTRACE_GO_TLS_HOOKS_H
+#define ZEROTRACE_GO_TLS_HOOKS_H
+
+/* Attach cookie of each hook: the direction (enum zt_tls_kind) and where. */
+enum zt_go_tls_hook {
+	ZT_GO_HOOK_ENTRY = 16,  /* function entry: arguments in registers */
+	ZT_GO_HOOK_RETURN = 32, /* a RET of Read: n in RAX */
+};
+
+/*
+ * Field offsets from the `*tls.Conn` to the socket's file descriptor, the same
+ * from Go 1.17 to 1.23 (read with reflect from Debian's Go 1.19, and in the
+ * Go sources of each release):
+ *   tls.Conn.conn (net.Conn interface: itab, data)   data word at +8
+ *   *net.TCPConn -> net.conn.fd (*net.netFD)         at +0
+ *   net.netFD.pfd (poll.FD) .Sysfd, after fdMutex    at +16
+ */
+#define ZT_GO_TLS_CONN_DATA 8
+#define ZT_GO_TCPCONN_NETFD 0
+#define ZT_GO_NETFD_SYSFD 16
+
+/* A Read in progress on a goroutine (between its entry and a RET). */
+struct zt_go_tls_read {
+	__u64 buf;
+	__u64 len;
+	__u64 sock_id; /* from the Conn at entry; 0 when the walk failed */
+};
+
+struct zt_go_tls_key {
+	__u32 tgid; /* goroutine pointers are per address space */
+	__u32 pad;
+	__u64 goroutine;
+};
+
+/* (process, goroutine) -> its Read in progress: a goroutine may park inside
+ * Read and resume on another thread, so the thread id cannot be the key.
+ * Goroutines blocked in Read (one per idle keep-alive connection) fill it;
+ * LRU beyond. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct zt_go_tls_key);
+	__type(value, struct zt_go_tls_read);
+} zt_go_tls_reads SEC(".maps");
+
+/* The TCP socket behind a `*tls.Conn` whose connection is a `*net.TCPConn`
+ * (what net/http's servers and clients make), or 0. Another net.Conn type
+ * leads elsewhere: the fd found is used only if it is a TCP socket of this
+ * process, and the result is then only as sure as docs/protocols.md says. */
+static __always_inline __u64 zt_go_conn_socket(__u64 conn)
+{
+	__u64 data = 0, netfd = 0;
+	__s64 sysfd = -1;
+	if (!conn || bpf_probe_read_user(&data, sizeof(data), (void *)(conn + ZT_GO_TLS_CONN_DATA)) || !data)
+		return 0;
+	if (bpf_probe_read_user(&netfd, sizeof(netfd), (void *)(data + ZT_GO_TCPCONN_NETFD)) || !netfd)
+		return 0;
+	if (bpf_probe_read_user(&sysfd, sizeof(sysfd), (void *)(netfd + ZT_GO_NETFD_SYSFD)) || sysfd < 0)
+		return 0;
+	return (__u64)zt_tcp_sock_of_fd(sysfd);
+}
+
+/* Sends `len` plaintext bytes at `src` as a TLS data event of `sock_id`
+ * (capped like every payload; HTTP/2 header blocks are found as usual). */
+static __always_inline void zt_go_tls_emit(__u64 pid_tgid, __u64 sock_id, __u8 direction, __u64 src,
+					   __u64 len)
+{
+	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_DATA, pid_tgid);
+	if (!buf)
+		return;
+	struct zt_event *e = &buf->event;
+	struct zt_conn_state *state = zt_describe_socket(e, (struct sock *)sock_id, ZT_CONN_TLS);
+	e->flags = ZT_EVENT_FLAG_TLS;
+	e->direction = direction;
+	e->sock_id = sock_id;
+	e->bytes = len;
+	__u32 copy = zt_copy_buffer(buf, src, len, zt_h2_mode(state));
+	zt_note_h2_preface(state, buf, copy);
+	e->captured_len = copy;
+	zt_submit(buf, copy, zt_batched_wakeup_flags());
+}
+
+/* The socket of a call: the Conn's own, else the thread's last socket (as
+ * the OpenSSL hooks do), else none (counted). */
+static __always_inline __u64 zt_go_tls_socket(__u64 pid_tgid, __u64 from_conn)
+{
+	if (from_conn)
+		return from_conn;
+	__u64 *last = bpf_map_lookup_elem(&zt_tls_last_socket, &pid_tgid);
+	if (last && *last)
+		return *last;
+	zt_count(ZT_COUNTER_TLS_UNASSOCIATED);
+	return 0;
+}
+
+SEC("uprobe.multi")
+int zt_go_tls(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!zt_is_instrumented(pid_tgid >> 32))
+		return 0;
+	__u64 hook = bpf_get_attach_cookie(ctx);
+	struct zt_go_tls_key key = {.tgid = pid_tgid >> 32, .goroutine = ctx->r14};
+
+	if (hook & ZT_GO_HOOK_ENTRY) {
+		__u64 sock_id = zt_go_conn_socket(ctx->ax);
+		/* Before Read or Write moves any record: the socket's own bytes
+		 * are TLS records, not sent (zt_tls_socket_io). */
+		if (sock_id)
+			zt_mark_tls_socket(sock_id);
+		if (hook & ZT_TLS_WRITE) {
+			/* Write's plaintext is whole at entry: nothing to wait for. */
+			__u64 len = ctx->cx;
+			sock_id = zt_go_tls_socket(pid_tgid, sock_id);
+			if (sock_id && len)
+				zt_go_tls_emit(pid_tgid, sock_id, ZT_DIR_EGRESS, ctx->bx, len);
+			return 0;
+		}
+		struct zt_go_tls_read read = {.buf = ctx->bx, .len = ctx->cx, .sock_id = sock_id};
+		bpf_map_update_elem(&zt_go_tls_reads, &key, &read, BPF_ANY);
+		return 0;
+	}
+
+	/* A RET of Read: the goroutine's Read in progress, if its entry was seen. */
+	struct zt_go_tls_read *active = bpf_map_lookup_elem(&zt_go_tls_reads, &key);
+	if (!active)
+		return 0;
+	struct zt_go_tls_read read = *active;
+	bpf_map_delete_elem(&zt_go_tls_reads, &key);
+	__s64 n = (__s64)ctx->ax;
+	if (n <= 0 || (__u64)n > read.len)
+		return 0;
+	__u64 sock_id = zt_go_tls_socket(pid_tgid, read.sock_id);
+	if (sock_id)
+		zt_go_tls_emit(pid_tgid, sock_id, ZT_DIR_INGRESS, read.buf, n);
+	return 0;
+}
+
+#endif
