@@ -1,14 +1,16 @@
 //! TLS plaintext: when a process is instrumented, the worker asks the loader
 //! to hook the read/write functions of the TLS library it maps (libssl), or
-//! of its executable when that links OpenSSL/BoringSSL statically (Node.js).
+//! of its executable when that links OpenSSL/BoringSSL statically (Node.js),
+//! or Go's `crypto/tls` when the executable is a Go program (the loader
+//! reads the executable and says whether it is).
 //! The loader checks every request against /proc and its allow-list; the
 //! worker only decides what to ask for and remembers what cannot work.
 
 use std::collections::HashSet;
 
-use zerotrace_shared::ipc::{ProcessDescription, TLS_SYMBOLS};
+use zerotrace_shared::ipc::{ProcessDescription, GO_TLS_SYMBOLS, TLS_SYMBOLS};
 
-use crate::loader_client::LoaderClient;
+use crate::loader_client::{GoTlsAnswer, LoaderClient};
 
 /// Executables whose static TLS symbols were looked for and not found.
 const MAX_REMEMBERED_EXES: usize = 4096;
@@ -16,6 +18,8 @@ const MAX_REMEMBERED_EXES: usize = 4096;
 #[derive(Default)]
 pub struct TlsHooks {
     exes_without_tls: HashSet<String>,
+    /// Executables the loader found not Go, too old, or without `crypto/tls`.
+    exes_without_go_tls: HashSet<String>,
     /// (library, symbol) pairs already reported as failing, so each is logged once.
     reported_failures: HashSet<(String, &'static str)>,
     /// Processes whose TLS calls are hooked.
@@ -39,10 +43,14 @@ impl TlsHooks {
     ) -> Vec<String> {
         let mut hooked = Vec::new();
         if process.tls_libraries.is_empty() {
-            if let Some(exe) = self.static_tls_candidate(&process.exe_path) {
+            let exe = &process.exe_path;
+            if let Some(exe) = self.static_tls_candidate(exe) {
                 if self.hook_static(pid, &exe, loader) {
                     hooked.push(exe);
                 }
+            }
+            if hooked.is_empty() && self.go_tls_candidate(exe) && self.hook_go(pid, exe, loader) {
+                hooked.push(format!("{exe} (Go crypto/tls)"));
             }
         }
         for library in &process.tls_libraries {
@@ -116,6 +124,43 @@ impl TlsHooks {
             }
         }
         true
+    }
+
+    fn go_tls_candidate(&self, exe: &str) -> bool {
+        !exe.is_empty() && exe.starts_with('/') && !self.exes_without_go_tls.contains(exe)
+    }
+
+    /// A Go executable: hooks `crypto/tls` Read and Write. The loader tells
+    /// whether it is Go at all; what cannot work is remembered per executable
+    /// and an old Go is reported once.
+    fn hook_go(&mut self, pid: u32, exe: &str, loader: &LoaderClient) -> bool {
+        let mut functions = 0;
+        for &symbol in GO_TLS_SYMBOLS {
+            match loader.attach_go_tls(pid, exe, symbol) {
+                Ok(GoTlsAnswer::Attached { .. }) => functions += 1,
+                Ok(GoTlsAnswer::Absent) => {}
+                Ok(GoTlsAnswer::Unsupported { not_go, reason }) => {
+                    if !not_go {
+                        tracing::warn!("TLS of pid {pid} is not captured: {reason}");
+                    }
+                    self.remember_without_go_tls(exe);
+                    return false;
+                }
+                // Not remembered: the process may have gone, or exec'd meanwhile.
+                Err(e) => self.report(exe, symbol, &e),
+            }
+        }
+        if functions == 0 {
+            self.remember_without_go_tls(exe);
+        }
+        functions > 0
+    }
+
+    fn remember_without_go_tls(&mut self, exe: &str) {
+        if self.exes_without_go_tls.len() >= MAX_REMEMBERED_EXES {
+            self.exes_without_go_tls.clear();
+        }
+        self.exes_without_go_tls.insert(exe.to_owned());
     }
 
     fn report(&mut self, library: &str, symbol: &'static str, error: &str) {
