@@ -1,0 +1,55 @@
+// A Go net/http HTTPS server for the Go TLS tests: go_https ADDR CERT KEY.
+// /hello answers a fixed text, /status/N answers status N, /echo returns the
+// request body, and /call?port=P makes an HTTPS client request (Go's own
+// net/http client over crypto/tls) to https://127.0.0.1:P/hello and relays
+// its status: the same binary is then both a TLS server and a TLS client.
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+)
+
+func main() {
+	if len(os.Args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: go_https ADDR CERT KEY")
+		os.Exit(2)
+	}
+	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+		ForceAttemptHTTP2: false,
+	}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "hello from go\n")
+	})
+	mux.HandleFunc("/status/", func(w http.ResponseWriter, r *http.Request) {
+		code, err := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/status/"))
+		if err != nil || code < 200 || code > 599 {
+			code = 400
+		}
+		w.WriteHeader(code)
+	})
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(w, r.Body)
+	})
+	mux.HandleFunc("/call", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := client.Get("https://127.0.0.1:" + r.URL.Query().Get("port") + "/hello")
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		w.Write(body)
+	})
+	err := http.ListenAndServeTLS(os.Args[1], os.Args[2], os.Args[3], mux)
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(1)
+}
