@@ -25,16 +25,19 @@ enum zt_go_tls_hook {
 };
 
 /*
- * Field offsets from the `*tls.Conn` to the socket's file descriptor, the same
- * from Go 1.17 to 1.23 (read with reflect from Debian's Go 1.19, and in the
- * Go sources of each release):
+ * Field offsets from the `*tls.Conn` to the socket's file descriptor, read
+ * with reflect from Debian's Go 1.19 (docs/protocols.md has the table; these
+ * declarations have kept their order since well before Go 1.17):
  *   tls.Conn.conn (net.Conn interface: itab, data)   data word at +8
  *   *net.TCPConn -> net.conn.fd (*net.netFD)         at +0
  *   net.netFD.pfd (poll.FD) .Sysfd, after fdMutex    at +16
+ *   net.netFD.family, .sotype (after the 56-byte FD) at +56, +64
  */
 #define ZT_GO_TLS_CONN_DATA 8
 #define ZT_GO_TCPCONN_NETFD 0
 #define ZT_GO_NETFD_SYSFD 16
+#define ZT_GO_NETFD_FAMILY 56
+#define ZT_GO_NETFD_SOTYPE 64
 
 /* A Read in progress on a goroutine (between its entry and a RET). */
 struct zt_go_tls_read {
@@ -60,21 +63,34 @@ struct {
 	__type(value, struct zt_go_tls_read);
 } zt_go_tls_reads SEC(".maps");
 
+/* The three words of a netFD the walk reads: Sysfd, and family and sotype
+ * to check that it is one (an inet stream socket). */
+struct zt_go_netfd_words {
+	__s64 sysfd;
+	__s64 family;
+	__s64 sotype;
+};
+
 /* The TCP socket behind a `*tls.Conn` whose connection is a `*net.TCPConn`
  * (what net/http's servers and clients make), or 0. Another net.Conn type
- * leads elsewhere: the fd found is used only if it is a TCP socket of this
- * process, and the result is then only as sure as docs/protocols.md says. */
+ * leads elsewhere: what is found must look like a netFD of an inet stream
+ * socket, and its fd must be a TCP socket of this process, or the caller
+ * falls back to the thread's last socket. */
 static __always_inline __u64 zt_go_conn_socket(__u64 conn)
 {
 	__u64 data = 0, netfd = 0;
-	__s64 sysfd = -1;
+	struct zt_go_netfd_words words = {};
 	if (!conn || bpf_probe_read_user(&data, sizeof(data), (void *)(conn + ZT_GO_TLS_CONN_DATA)) || !data)
 		return 0;
 	if (bpf_probe_read_user(&netfd, sizeof(netfd), (void *)(data + ZT_GO_TCPCONN_NETFD)) || !netfd)
 		return 0;
-	if (bpf_probe_read_user(&sysfd, sizeof(sysfd), (void *)(netfd + ZT_GO_NETFD_SYSFD)) || sysfd < 0)
+	if (bpf_probe_read_user(&words.sysfd, sizeof(words.sysfd), (void *)(netfd + ZT_GO_NETFD_SYSFD)) ||
+	    bpf_probe_read_user(&words.family, 2 * sizeof(__s64), (void *)(netfd + ZT_GO_NETFD_FAMILY)))
 		return 0;
-	return (__u64)zt_tcp_sock_of_fd(sysfd);
+	if (words.sysfd < 0 || (words.family != ZT_AF_INET && words.family != ZT_AF_INET6) ||
+	    words.sotype != ZT_SOCK_STREAM)
+		return 0;
+	return (__u64)zt_tcp_sock_of_fd(words.sysfd);
 }
 
 /* Sends `len` plaintext bytes at `src` as a TLS data event of `sock_id`
