@@ -177,12 +177,11 @@ fn a_protocol_violation_gets_the_worker_killed_and_replaced() {
     ];
     let (stderr, lines) = violations_under(&mut agent, &violations);
     let _ = std::fs::remove_dir_all(&dir);
-    for refusal in [
-        "NotPermittedNow",
-        "Malformed",
-        "UnsupportedVersion { supported: 2 }",
-        "Oversize",
-    ] {
+    let unsupported = format!(
+        "UnsupportedVersion {{ supported: {} }}",
+        zerotrace_shared::ipc::PROTOCOL_VERSION
+    );
+    for refusal in ["NotPermittedNow", "Malformed", &unsupported, "Oversize"] {
         assert!(
             stderr.contains(&format!("): {refusal}; treating it as compromised")),
             "{refusal}: {stderr}"
