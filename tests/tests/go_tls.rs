@@ -245,6 +245,54 @@ fn go_https_client_calls_are_client_spans() {
 }
 
 #[test]
+fn go_tls_needs_only_cap_bpf_and_cap_perfmon_in_the_loader() {
+    require_root();
+    // The server as root without capabilities (no more than the loader: its
+    // /proc/PID/exe is then open to the loader without CAP_SYS_PTRACE).
+    let binary = go_binary("go_https", true);
+    let certificate = Certificate::new("go-caps");
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let server = start(
+        Path::new("setpriv"),
+        &[
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+            &binary.to_string_lossy(),
+            &address,
+            &certificate.cert,
+            &certificate.key,
+        ],
+        port,
+    );
+    // CAP_SETUID and CAP_SETGID only start the worker under its own uid.
+    let caps = "-all,+bpf,+perfmon,+setuid,+setgid";
+    let agent = Agent::spawn_with_setpriv(
+        &[
+            &format!("--inh-caps={caps}"),
+            &format!("--ambient-caps={caps}"),
+            &format!("--bounding-set={caps}"),
+        ],
+        &["--open-port", &port.to_string()],
+        &[],
+    );
+    wait_for_go_tls_hooks(&agent, server.pid());
+    assert!(
+        agent
+            .stderr
+            .text()
+            .contains("CAP_BPF CAP_PERFMON CAP_SETUID CAP_SETGID"),
+        "{}",
+        agent.stderr.text()
+    );
+    https(&["--http2", &format!("https://{address}/status/201")]);
+    let spans = agent.wait_for_spans(1, is_https);
+    assert_eq!(spans[0].u64_of("status"), 201);
+    assert_eq!(spans[0].str_of("protocol_version"), "2");
+}
+
+#[test]
 fn a_go_program_without_crypto_tls_gets_no_hook() {
     require_root();
     let binary = go_binary("go_plain", false);
