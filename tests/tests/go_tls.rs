@@ -2,7 +2,7 @@
 //! loader hooks `(*Conn).Read` and `.Write` found in its function table. Real
 //! programs built here with Debian's Go (`tests/servers/go_https`, a net/http
 //! server that is also a client on `/call`; `tests/servers/go_plain`, without
-//! crypto/tls), stripped and not, driven by curl over HTTP/1.1 and h2 and by
+//! crypto/tls), stripped and not, PIE too, driven by curl over HTTP/1.1 and h2 and by
 //! h2load; and the loader's checks of AttachGoTls requests.
 
 use std::path::{Path, PathBuf};
@@ -17,37 +17,48 @@ use zerotrace_integration_tests::*;
 /// Builds run one at a time (they share the Go build cache).
 static GO_BUILD: Mutex<()> = Mutex::new(());
 
+/// How a Go program is built.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Build {
+    /// `go build`: symbols and DWARF kept.
+    Plain,
+    /// `-ldflags='-s -w'`: no symbol table, no DWARF (only `.gopclntab`).
+    Stripped,
+    /// Stripped and position-independent (`-buildmode=pie`).
+    StrippedPie,
+}
+
 /// Builds `tests/servers/<program>/main.go` (stdlib only, no module, no
-/// network) into a scratch directory; `-s -w` when `stripped`.
-fn go_binary(program: &str, stripped: bool) -> PathBuf {
+/// network) into a scratch directory.
+fn go_binary(program: &str, build: Build) -> PathBuf {
     let _one_at_a_time = GO_BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = std::env::temp_dir().join("zerotrace-go-tls-tests");
-    let output = scratch.join(if stripped {
-        format!("{program}-stripped")
-    } else {
-        program.to_owned()
-    });
+    let (suffix, flags): (&str, &[&str]) = match build {
+        Build::Plain => ("", &[]),
+        Build::Stripped => ("-stripped", &["-ldflags=-s -w"]),
+        Build::StrippedPie => ("-stripped-pie", &["-ldflags=-s -w", "-buildmode=pie"]),
+    };
+    let output = scratch.join(format!("{program}{suffix}"));
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("servers")
         .join(program)
         .join("main.go");
-    let mut command = Command::new("go");
-    command
+    let built = Command::new("go")
         .arg("build")
         .arg("-o")
         .arg(&output)
+        .args(flags)
+        .arg(&source)
         .env("GOCACHE", scratch.join("cache"))
         .env("GOPATH", scratch.join("gopath"))
         .env("GO111MODULE", "off")
         .env("GOFLAGS", "")
         .env("GOPROXY", "off")
-        .env("CGO_ENABLED", "0");
-    if stripped {
-        command.arg("-ldflags=-s -w");
-    }
-    let built = command.arg(&source).output().unwrap_or_else(|e| {
-        panic!("cannot run go (scripts/install-deps.sh installs golang-go): {e}")
-    });
+        .env("CGO_ENABLED", "0")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run go (scripts/install-deps.sh installs golang-go): {e}")
+        });
     assert!(built.status.success(), "go build {program}: {built:?}");
     output
 }
@@ -96,8 +107,8 @@ struct GoHttps {
 }
 
 impl GoHttps {
-    fn start(name: &str, stripped: bool) -> GoHttps {
-        let binary = go_binary("go_https", stripped);
+    fn start(name: &str, build: Build) -> GoHttps {
+        let binary = go_binary("go_https", build);
         let certificate = Certificate::new(name);
         let port = free_port();
         let process = start(
@@ -152,8 +163,8 @@ fn is_https(span: &Value) -> bool {
 
 /// curl over HTTP/1.1 and h2: each request one server span with its method,
 /// path, status, sizes and HTTP version.
-fn server_spans_over_http1_and_h2(stripped: bool) {
-    let server = GoHttps::start(if stripped { "go-stripped" } else { "go" }, stripped);
+fn server_spans_over_http1_and_h2(name: &str, build: Build) {
+    let server = GoHttps::start(name, build);
     let agent = Agent::start(&["--open-port", &server.port.to_string()], &[]);
     wait_for_go_tls_hooks(&agent, server.process.pid());
 
@@ -195,19 +206,25 @@ fn server_spans_over_http1_and_h2(stripped: bool) {
 #[test]
 fn go_https_server_spans_over_http1_and_h2() {
     require_root();
-    server_spans_over_http1_and_h2(false);
+    server_spans_over_http1_and_h2("go", Build::Plain);
 }
 
 #[test]
 fn stripped_go_https_server_spans_over_http1_and_h2() {
     require_root();
-    server_spans_over_http1_and_h2(true);
+    server_spans_over_http1_and_h2("go-stripped", Build::Stripped);
+}
+
+#[test]
+fn stripped_pie_go_https_server_spans_over_http1_and_h2() {
+    require_root();
+    server_spans_over_http1_and_h2("go-pie", Build::StrippedPie);
 }
 
 #[test]
 fn go_https_client_calls_are_client_spans() {
     require_root();
-    let server = GoHttps::start("go-client", true);
+    let server = GoHttps::start("go-client", Build::Stripped);
     let port = server.port;
     let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
     wait_for_go_tls_hooks(&agent, server.process.pid());
@@ -249,7 +266,7 @@ fn go_tls_needs_only_cap_bpf_and_cap_perfmon_in_the_loader() {
     require_root();
     // The server as root without capabilities (no more than the loader: its
     // /proc/PID/exe is then open to the loader without CAP_SYS_PTRACE).
-    let binary = go_binary("go_https", true);
+    let binary = go_binary("go_https", Build::Stripped);
     let certificate = Certificate::new("go-caps");
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
@@ -295,7 +312,7 @@ fn go_tls_needs_only_cap_bpf_and_cap_perfmon_in_the_loader() {
 #[test]
 fn a_go_program_without_crypto_tls_gets_no_hook() {
     require_root();
-    let binary = go_binary("go_plain", false);
+    let binary = go_binary("go_plain", Build::Plain);
     let port = free_port();
     let server = start(&binary, &[&format!("127.0.0.1:{port}")], port);
     let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
@@ -318,7 +335,7 @@ fn a_go_program_without_crypto_tls_gets_no_hook() {
 #[test]
 fn tls_capture_false_turns_the_go_hooks_off() {
     require_root();
-    let server = GoHttps::start("go-off", true);
+    let server = GoHttps::start("go-off", Build::Stripped);
     let agent = Agent::start(
         &["--open-port", &server.port.to_string()],
         &[("ZEROTRACE_TLS_CAPTURE", "false")],
@@ -336,7 +353,7 @@ fn tls_capture_false_turns_the_go_hooks_off() {
 #[test]
 fn many_goroutines_under_h2load_give_one_span_per_request() {
     require_root();
-    let server = GoHttps::start("go-load", true);
+    let server = GoHttps::start("go-load", Build::Stripped);
     let agent = Agent::start(&["--open-port", &server.port.to_string()], &[]);
     wait_for_go_tls_hooks(&agent, server.process.pid());
 
