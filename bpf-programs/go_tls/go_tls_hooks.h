@@ -1,12 +1,17 @@
 /* SPDX-License-Identifier: (BSD-2-Clause OR GPL-2.0-only) */
 /*
- * Go crypto/tls plaintext: uprobes on `crypto/tls.(*Conn).Write` (entry) and
- * `crypto/tls.(*Conn).Read` (entry and every RET instruction), attached by the
- * loader at file offsets it found itself in the process's executable
- * (zerotrace-gobin). Go code gets no uretprobes: a uretprobe rewrites the
- * return address on the goroutine's stack, which the Go runtime moves when
- * the stack grows. One program serves every hook; its attach cookie says
- * which hook fired (enum zt_go_tls_hook).
+ * Go crypto/tls plaintext: uprobes on `crypto/tls.(*Conn).Read` and `.Write`,
+ * at the entry and at every RET instruction, attached by the loader at file
+ * offsets it found itself in the process's executable (zerotrace-gobin). Go
+ * code gets no uretprobes: a uretprobe rewrites the return address on the
+ * goroutine's stack, which the Go runtime moves when the stack grows.
+ * Write's plaintext is sent at its entry (whole, and before the records it
+ * becomes, so a reply can never be seen before its request); Read's at each
+ * RET, where n is known. An entry runs twice when the prologue grows the
+ * stack (runtime.morestack jumps back to the entry): the call saved at entry
+ * until a RET tells the second run from a new call. One program serves every
+ * hook; its attach cookie says which hook fired (enum zt_tls_kind | enum
+ * zt_go_tls_hook).
  *
  * Included at the end of syscall_tracer.bpf.c, so it shares that object's
  * maps (ring buffer, pid filter, socket state) and helpers.
@@ -18,10 +23,10 @@
 #ifndef ZEROTRACE_GO_TLS_HOOKS_H
 #define ZEROTRACE_GO_TLS_HOOKS_H
 
-/* Attach cookie of each hook: the direction (enum zt_tls_kind) and where. */
+/* Attach cookie of each hook: the function (enum zt_tls_kind) and where. */
 enum zt_go_tls_hook {
 	ZT_GO_HOOK_ENTRY = 16,  /* function entry: arguments in registers */
-	ZT_GO_HOOK_RETURN = 32, /* a RET of Read: n in RAX */
+	ZT_GO_HOOK_RETURN = 32, /* a RET: n in RAX */
 };
 
 /*
@@ -39,11 +44,13 @@ enum zt_go_tls_hook {
 #define ZT_GO_NETFD_FAMILY 56
 #define ZT_GO_NETFD_SOTYPE 64
 
-/* A Read in progress on a goroutine (between its entry and a RET). */
-struct zt_go_tls_read {
+/* A Read or Write in progress on a goroutine (between its entry and a RET). */
+struct zt_go_tls_call {
 	__u64 buf;
 	__u64 len;
 	__u64 sock_id; /* from the Conn at entry; 0 when the walk failed */
+	__u32 kind;    /* ZT_TLS_READ or ZT_TLS_WRITE */
+	__u32 pad;
 };
 
 struct zt_go_tls_key {
@@ -52,16 +59,16 @@ struct zt_go_tls_key {
 	__u64 goroutine;
 };
 
-/* (process, goroutine) -> its Read in progress: a goroutine may park inside
- * Read and resume on another thread, so the thread id cannot be the key.
- * Goroutines blocked in Read (one per idle keep-alive connection) fill it;
- * LRU beyond. */
+/* (process, goroutine) -> its call in progress: a goroutine may park inside
+ * Read or Write and resume on another thread, so the thread id cannot be the
+ * key. Goroutines blocked in Read (one per idle keep-alive connection) fill
+ * it; LRU beyond. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct zt_go_tls_key);
-	__type(value, struct zt_go_tls_read);
-} zt_go_tls_reads SEC(".maps");
+	__type(value, struct zt_go_tls_call);
+} zt_go_tls_calls SEC(".maps");
 
 /* The three words of a netFD the walk reads: Sysfd, and family and sotype
  * to check that it is one (an inet stream socket). */
@@ -133,39 +140,42 @@ int zt_go_tls(struct pt_regs *ctx)
 	if (!zt_is_instrumented(pid_tgid >> 32))
 		return 0;
 	__u64 hook = bpf_get_attach_cookie(ctx);
+	__u32 kind = hook & (ZT_TLS_READ | ZT_TLS_WRITE);
 	struct zt_go_tls_key key = {.tgid = pid_tgid >> 32, .goroutine = ctx->r14};
 
 	if (hook & ZT_GO_HOOK_ENTRY) {
-		__u64 sock_id = zt_go_conn_socket(ctx->ax);
+		struct zt_go_tls_call call = {.buf = ctx->bx, .len = ctx->cx, .kind = kind};
+		struct zt_go_tls_call *open = bpf_map_lookup_elem(&zt_go_tls_calls, &key);
+		if (open && open->kind == kind && open->buf == call.buf && open->len == call.len)
+			return 0; /* the same call again, after runtime.morestack */
+		call.sock_id = zt_go_conn_socket(ctx->ax);
 		/* Before Read or Write moves any record: the socket's own bytes
 		 * are TLS records, not sent (zt_tls_socket_io). */
-		if (sock_id)
-			zt_mark_tls_socket(sock_id);
-		if (hook & ZT_TLS_WRITE) {
-			/* Write's plaintext is whole at entry: nothing to wait for. */
-			__u64 len = ctx->cx;
-			sock_id = zt_go_tls_socket(pid_tgid, sock_id);
-			if (sock_id && len)
-				zt_go_tls_emit(pid_tgid, sock_id, ZT_DIR_EGRESS, ctx->bx, len);
-			return 0;
+		if (call.sock_id)
+			zt_mark_tls_socket(call.sock_id);
+		bpf_map_update_elem(&zt_go_tls_calls, &key, &call, BPF_ANY);
+		if (kind == ZT_TLS_WRITE && call.len) {
+			__u64 sock_id = zt_go_tls_socket(pid_tgid, call.sock_id);
+			if (sock_id)
+				zt_go_tls_emit(pid_tgid, sock_id, ZT_DIR_EGRESS, call.buf, call.len);
 		}
-		struct zt_go_tls_read read = {.buf = ctx->bx, .len = ctx->cx, .sock_id = sock_id};
-		bpf_map_update_elem(&zt_go_tls_reads, &key, &read, BPF_ANY);
 		return 0;
 	}
 
-	/* A RET of Read: the goroutine's Read in progress, if its entry was seen. */
-	struct zt_go_tls_read *active = bpf_map_lookup_elem(&zt_go_tls_reads, &key);
-	if (!active)
+	/* A RET: the goroutine's call in progress ends, if its entry was seen. */
+	struct zt_go_tls_call *active = bpf_map_lookup_elem(&zt_go_tls_calls, &key);
+	if (!active || active->kind != kind)
 		return 0;
-	struct zt_go_tls_read read = *active;
-	bpf_map_delete_elem(&zt_go_tls_reads, &key);
+	struct zt_go_tls_call call = *active;
+	bpf_map_delete_elem(&zt_go_tls_calls, &key);
+	if (kind != ZT_TLS_READ)
+		return 0; /* Write: sent at entry */
 	__s64 n = (__s64)ctx->ax;
-	if (n <= 0 || (__u64)n > read.len)
+	if (n <= 0 || (__u64)n > call.len)
 		return 0;
-	__u64 sock_id = zt_go_tls_socket(pid_tgid, read.sock_id);
+	__u64 sock_id = zt_go_tls_socket(pid_tgid, call.sock_id);
 	if (sock_id)
-		zt_go_tls_emit(pid_tgid, sock_id, ZT_DIR_INGRESS, read.buf, n);
+		zt_go_tls_emit(pid_tgid, sock_id, ZT_DIR_INGRESS, call.buf, n);
 	return 0;
 }
 

@@ -6,8 +6,9 @@
 //! executable. The loader then opens that executable itself, through
 //! /proc/PID/exe, and finds the function's entry and its `RET` instructions
 //! with zerotrace-gobin (the `.gopclntab` function table, which stripped
-//! binaries keep): Go functions get no uretprobes, since the Go runtime moves
-//! goroutine stacks and a uretprobe's rewritten return address with them.
+//! binaries keep), and hooks both: Go functions get no uretprobes, since the
+//! Go runtime moves goroutine stacks and a uretprobe's rewritten return
+//! address with them.
 //!
 //! One uprobe_multi link per (executable file, function), for every process
 //! (pid -1): the BPF program drops calls of processes outside the pid filter.
@@ -73,8 +74,10 @@ fn allowed_function(symbol: &str) -> Result<TlsFunction, GoAttachError> {
         })
 }
 
-/// Where to attach and with which cookies: the entry of both functions, and
-/// each return of Read (Write's plaintext is whole at entry).
+/// Where to attach and with which cookies: the function's entry and each of
+/// its returns (Read's plaintext is sent there; Write's return closes the call
+/// its entry opened, so that an entry run twice by a stack growth is told
+/// from a new call).
 fn probe_points(function: TlsFunction, entry: u64, returns: &[u64]) -> (Vec<usize>, Vec<u64>) {
     let kind = if function == TlsFunction::ConnWrite {
         KIND_WRITE
@@ -83,10 +86,8 @@ fn probe_points(function: TlsFunction, entry: u64, returns: &[u64]) -> (Vec<usiz
     };
     let mut offsets = vec![entry];
     let mut cookies = vec![kind | HOOK_ENTRY];
-    if kind == KIND_READ {
-        offsets.extend_from_slice(returns);
-        cookies.extend(returns.iter().map(|_| kind | HOOK_RETURN));
-    }
+    offsets.extend_from_slice(returns);
+    cookies.extend(returns.iter().map(|_| kind | HOOK_RETURN));
     // File offsets of a file the loader could read: they fit in usize on 64-bit.
     let offsets = offsets
         .into_iter()
@@ -298,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn read_hooks_its_entry_and_returns_and_write_its_entry_only() {
+    fn each_function_is_hooked_at_its_entry_and_every_return() {
         assert_eq!(
             probe_points(TlsFunction::ConnRead, 0x100, &[0x140, 0x180]),
             (
@@ -312,7 +313,10 @@ mod tests {
         );
         assert_eq!(
             probe_points(TlsFunction::ConnWrite, 0x200, &[0x240]),
-            (vec![0x200], vec![KIND_WRITE | HOOK_ENTRY])
+            (
+                vec![0x200, 0x240],
+                vec![KIND_WRITE | HOOK_ENTRY, KIND_WRITE | HOOK_RETURN]
+            )
         );
     }
 
