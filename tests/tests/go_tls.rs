@@ -259,6 +259,16 @@ fn go_https_client_calls_are_client_spans() {
         .find(|s| s.str_of("path") == "/call")
         .unwrap_or_else(|| panic!("no span for /call: {spans:#?}"));
     assert_eq!(outer.u64_of("status"), 200);
+
+    // The hooks go with the last process that asked for them.
+    drop(server);
+    for function in ["Read", "Write"] {
+        let needle = format!("detached the crypto/tls.(*Conn).{function} hook of");
+        let detached = wait_for(Duration::from_secs(10), || {
+            agent.stderr.text().contains(&needle).then_some(())
+        });
+        assert!(detached.is_some(), "{needle}: {}", agent.stderr.text());
+    }
 }
 
 #[test]
