@@ -132,10 +132,20 @@ struct GoHook {
     pids: BTreeSet<u32>,
 }
 
+/// An executable file's identity: device, inode, size and modification time.
+type FileIdentity = (u64, u64, u64, i64, i64);
+
+/// Executables whose parse outcome is kept (cleared when full).
+const MAX_PARSED_EXECUTABLES: usize = 256;
+
 /// The Go TLS hooks in place, keyed by the executable's identity and the function.
 #[derive(Default)]
 pub struct GoTlsRegistry {
     hooks: HashMap<(u64, u64, &'static str), GoHook>,
+    /// What zerotrace-gobin found in each executable asked about: the second
+    /// function's request, other processes running the file, and a worker
+    /// asking again and again do not make the loader read it again.
+    parsed: HashMap<FileIdentity, Result<TlsHookPoints, String>>,
 }
 
 impl GoTlsRegistry {
@@ -180,12 +190,7 @@ impl GoTlsRegistry {
             hook.pids.insert(pid);
             return Ok(false);
         }
-        let source = FileSource::new(
-            file.try_clone()
-                .map_err(|e| failed(format!("{exe_path}: {e}")))?,
-        )
-        .map_err(|e| failed(format!("{exe_path}: {e}")))?;
-        let points = match find_tls_hook_points(source) {
+        let points = match self.hook_points(&file, &meta) {
             Ok(TlsHookPoints::Found { points, .. }) => points,
             Ok(TlsHookPoints::NoCryptoTls { .. }) => return Err(AttachError::Absent.into()),
             Ok(TlsHookPoints::NotGo) => {
@@ -245,6 +250,34 @@ impl GoTlsRegistry {
             },
         );
         Ok(true)
+    }
+
+    /// The hook points of an open executable, parsed once per file version.
+    fn hook_points(
+        &mut self,
+        file: &File,
+        meta: &std::fs::Metadata,
+    ) -> Result<TlsHookPoints, String> {
+        let identity = (
+            meta.dev(),
+            meta.ino(),
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+        );
+        if let Some(outcome) = self.parsed.get(&identity) {
+            return outcome.clone();
+        }
+        let outcome = file
+            .try_clone()
+            .map_err(|e| e.to_string())
+            .and_then(|copy| FileSource::new(copy).map_err(|e| e.to_string()))
+            .and_then(|source| find_tls_hook_points(source).map_err(|e| e.to_string()));
+        if self.parsed.len() >= MAX_PARSED_EXECUTABLES {
+            self.parsed.clear();
+        }
+        self.parsed.insert(identity, outcome.clone());
+        outcome
     }
 
     /// Forgets processes no longer instrumented and detaches hooks nobody
