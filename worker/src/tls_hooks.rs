@@ -171,3 +171,124 @@ impl TlsHooks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::sync::{Arc, Mutex};
+
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    use zerotrace_shared::ipc::{self, Reply, Request};
+
+    use super::*;
+
+    /// A stand-in loader on a socketpair: answers each request with
+    /// `answer` and records it; stops when the worker's end closes.
+    fn stand_in_loader(answer: fn(&Request) -> Reply) -> (LoaderClient, Arc<Mutex<Vec<Request>>>) {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap_or_else(|e| panic!("socketpair: {e}"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            while let Ok(Some(message)) = ipc::recv_message(theirs.as_fd()) {
+                let Ok(request) = ipc::decode::<Request>(&message.bytes) else {
+                    return;
+                };
+                let reply = answer(&request);
+                log.lock().unwrap_or_else(|e| e.into_inner()).push(request);
+                let bytes = ipc::encode(&reply).unwrap_or_default();
+                if ipc::send_message(theirs.as_fd(), &bytes, &[]).is_err() {
+                    return;
+                }
+            }
+        });
+        (LoaderClient::new(ours), seen)
+    }
+
+    fn go_exe(pid: u32) -> ProcessDescription {
+        ProcessDescription {
+            pid,
+            exe_path: "/srv/app".into(),
+            tls_libraries: Vec::new(),
+        }
+    }
+
+    fn go_requests(seen: &Mutex<Vec<Request>>) -> Vec<String> {
+        seen.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|r| match r {
+                Request::AttachGoTls { pid, symbol, .. } => Some(format!("{pid} {symbol}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_go_executable_gets_read_and_write_hooked_for_each_process() {
+        let (loader, seen) = stand_in_loader(|request| match request {
+            Request::AttachGoTls { .. } => Reply::UprobeAttached { new: true },
+            _ => Reply::SymbolAbsent,
+        });
+        let mut hooks = TlsHooks::new();
+        assert_eq!(
+            hooks.hook(7, &go_exe(7), &loader),
+            vec!["/srv/app (Go crypto/tls)".to_owned()]
+        );
+        hooks.hook(8, &go_exe(8), &loader);
+        assert_eq!(
+            go_requests(&seen),
+            [
+                "7 crypto/tls.(*Conn).Read",
+                "7 crypto/tls.(*Conn).Write",
+                "8 crypto/tls.(*Conn).Read",
+                "8 crypto/tls.(*Conn).Write"
+            ]
+        );
+        assert_eq!(hooks.hooked_processes, 2);
+    }
+
+    #[test]
+    fn an_old_go_or_a_program_that_is_not_go_is_asked_about_once() {
+        for not_go in [true, false] {
+            let answer = if not_go {
+                |_: &Request| Reply::GoTlsUnsupported {
+                    not_go: true,
+                    reason: "not Go".into(),
+                }
+            } else {
+                |_: &Request| Reply::GoTlsUnsupported {
+                    not_go: false,
+                    reason: "Go 1.16".into(),
+                }
+            };
+            let (loader, seen) = stand_in_loader(answer);
+            let mut hooks = TlsHooks::new();
+            assert!(hooks.hook(7, &go_exe(7), &loader).is_empty());
+            assert!(hooks.hook(8, &go_exe(8), &loader).is_empty());
+            assert_eq!(go_requests(&seen), ["7 crypto/tls.(*Conn).Read"]);
+            assert_eq!(hooks.hooked_processes, 0);
+        }
+    }
+
+    #[test]
+    fn a_process_with_libssl_is_not_asked_about_go() {
+        let (loader, seen) = stand_in_loader(|_| Reply::UprobeAttached { new: true });
+        let mut hooks = TlsHooks::new();
+        let process = ProcessDescription {
+            pid: 7,
+            exe_path: "/usr/bin/python3".into(),
+            tls_libraries: vec!["/usr/lib/libssl.so.3".into()],
+        };
+        assert_eq!(
+            hooks.hook(7, &process, &loader),
+            vec!["/usr/lib/libssl.so.3".to_owned()]
+        );
+        assert!(go_requests(&seen).is_empty());
+    }
+}
