@@ -103,7 +103,7 @@ fn start(program: &Path, args: &[&str], port: u16) -> Process {
 struct GoHttps {
     process: Process,
     port: u16,
-    _certificate: Certificate,
+    certificate: Certificate,
 }
 
 impl GoHttps {
@@ -123,7 +123,7 @@ impl GoHttps {
         GoHttps {
             process,
             port,
-            _certificate: certificate,
+            certificate,
         }
     }
 
@@ -268,6 +268,43 @@ fn go_https_client_calls_are_client_spans() {
             agent.stderr.text().contains(&needle).then_some(())
         });
         assert!(detached.is_some(), "{needle}: {}", agent.stderr.text());
+    }
+}
+
+#[test]
+fn grpc_calls_answered_by_go_over_tls_are_grpc_spans() {
+    require_root();
+    let server = GoHttps::start("go-grpc", Build::Stripped);
+    let agent = Agent::start(&["--open-port", &server.port.to_string()], &[]);
+    wait_for_go_tls_hooks(&agent, server.process.pid());
+
+    // One length-prefixed gRPC message (uncompressed, 5 bytes).
+    let message = server.certificate.dir.join("message.bin");
+    std::fs::write(&message, b"\0\0\0\0\x05hello").unwrap_or_else(|e| panic!("{e}"));
+    let data = format!("@{}", message.display());
+    for method in ["Say", "Missing"] {
+        https(&[
+            "--http2",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "--data-binary",
+            &data,
+            &server.url(&format!("/zerotrace.test.Echo/{method}")),
+        ]);
+    }
+    let spans = agent.wait_for_spans(2, |s| s.get("grpc").is_some_and(|g| !g.is_null()));
+    for (method, status) in [("Say", 0), ("Missing", 5)] {
+        let span = spans
+            .iter()
+            .find(|s| s.str_of("path") == format!("/zerotrace.test.Echo/{method}"))
+            .unwrap_or_else(|| panic!("no span for {method}: {spans:#?}"));
+        assert!(is_https(span), "{span}");
+        let grpc = span.get("grpc").unwrap_or_else(|| panic!("{span}"));
+        assert_eq!(grpc.str_of("service"), "zerotrace.test.Echo", "{span}");
+        assert_eq!(grpc.str_of("method"), method, "{span}");
+        assert_eq!(grpc.u64_of("status_code"), status, "{span}");
     }
 }
 

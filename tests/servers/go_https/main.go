@@ -3,6 +3,9 @@
 // request body, and /call?port=P makes an HTTPS client request (Go's own
 // net/http client over crypto/tls) to https://127.0.0.1:P/hello and relays
 // its status: the same binary is then both a TLS server and a TLS client.
+// /zerotrace.test.Echo/Say answers like a gRPC server (application/grpc,
+// the request's message echoed, grpc-status 0 in the trailers; any other
+// method of that service: grpc-status 5) through net/http's own HTTP/2.
 package main
 
 import (
@@ -37,6 +40,19 @@ func main() {
 	})
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(w, r.Body)
+	})
+	mux.HandleFunc("/zerotrace.test.Echo/", func(w http.ResponseWriter, r *http.Request) {
+		message, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status, Grpc-Message")
+		w.WriteHeader(http.StatusOK)
+		if r.URL.Path == "/zerotrace.test.Echo/Say" {
+			w.Write(message)
+			w.Header().Set("Grpc-Status", "0")
+			return
+		}
+		w.Header().Set("Grpc-Status", "5")
+		w.Header().Set("Grpc-Message", "no such method")
 	})
 	mux.HandleFunc("/call", func(w http.ResponseWriter, r *http.Request) {
 		resp, err := client.Get("https://127.0.0.1:" + r.URL.Query().Get("port") + "/hello")
