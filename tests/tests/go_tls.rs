@@ -230,14 +230,28 @@ fn go_https_client_calls_are_client_spans() {
     wait_for_go_tls_hooks(&agent, server.process.pid());
 
     // The server calls itself with Go's net/http client: a client span, and
-    // the server span of the call it made.
+    // the server span of the call it made; then the same over h2.
     assert_eq!(
         https(&["--http1.1", &server.url(&format!("/call?port={port}"))]),
         "hello from go\n"
     );
     let client = agent.wait_for_spans(1, |s| s.str_of("kind") == "client");
     agent.wait_for_spans(2, |s| s.str_of("kind") == "server");
+    assert_eq!(
+        https(&["--http1.1", &server.url(&format!("/call?port={port}&h2=1"))]),
+        "hello from go\n"
+    );
+    let h2_client = agent.wait_for_spans(2, |s| s.str_of("kind") == "client");
+    let h2_call = h2_client
+        .iter()
+        .find(|s| s.str_of("protocol_version") == "2")
+        .unwrap_or_else(|| panic!("no h2 client span: {h2_client:#?}"));
+    assert_eq!(h2_call.str_of("path"), "/hello");
+    assert_eq!(h2_call.u64_of("status"), 200);
+    assert_eq!(h2_call.u64_of("response_body_bytes"), 14);
+    assert!(is_https(h2_call), "{h2_call}");
     let call = &client[0];
+    assert_eq!(call.str_of("protocol_version"), "1.1");
     assert!(is_https(call), "{call}");
     assert_eq!(call.str_of("method"), "GET");
     assert_eq!(call.str_of("path"), "/hello");
@@ -247,7 +261,11 @@ fn go_https_client_calls_are_client_spans() {
     let spans = agent.spans();
     let served = spans
         .iter()
-        .find(|s| s.str_of("kind") == "server" && s.str_of("path") == "/hello")
+        .find(|s| {
+            s.str_of("kind") == "server"
+                && s.str_of("path") == "/hello"
+                && s.str_of("protocol_version") == "1.1"
+        })
         .unwrap_or_else(|| panic!("no server span for the client's call: {spans:#?}"));
     assert_eq!(
         served.u64_of("peer_port"),
@@ -256,7 +274,7 @@ fn go_https_client_calls_are_client_spans() {
     );
     let outer = spans
         .iter()
-        .find(|s| s.str_of("path") == "/call")
+        .find(|s| s.str_of("target") == format!("/call?port={port}"))
         .unwrap_or_else(|| panic!("no span for /call: {spans:#?}"));
     assert_eq!(outer.u64_of("status"), 200);
 

@@ -1,7 +1,8 @@
 // A Go net/http HTTPS server for the Go TLS tests: go_https ADDR CERT KEY.
 // /hello answers a fixed text, /status/N answers status N, /echo returns the
 // request body, and /call?port=P makes an HTTPS client request (Go's own
-// net/http client over crypto/tls) to https://127.0.0.1:P/hello and relays
+// net/http client over crypto/tls, HTTP/1.1; with &h2=1, h2) to
+// https://127.0.0.1:P/hello and relays
 // its status: the same binary is then both a TLS server and a TLS client.
 // /zerotrace.test.Echo/Say answers like a gRPC server (application/grpc,
 // the request's message echoed, grpc-status 0 in the trailers; any other
@@ -26,6 +27,10 @@ func main() {
 	client := &http.Client{Transport: &http.Transport{
 		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
 		ForceAttemptHTTP2: false,
+	}}
+	h2Client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+		ForceAttemptHTTP2: true,
 	}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) {
@@ -55,7 +60,11 @@ func main() {
 		w.Header().Set("Grpc-Message", "no such method")
 	})
 	mux.HandleFunc("/call", func(w http.ResponseWriter, r *http.Request) {
-		resp, err := client.Get("https://127.0.0.1:" + r.URL.Query().Get("port") + "/hello")
+		caller := client
+		if r.URL.Query().Get("h2") != "" {
+			caller = h2Client
+		}
+		resp, err := caller.Get("https://127.0.0.1:" + r.URL.Query().Get("port") + "/hello")
 		if err != nil {
 			w.WriteHeader(http.StatusBadGateway)
 			return
