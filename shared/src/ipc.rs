@@ -111,7 +111,8 @@ pub struct LoaderStats {
     pub requests_served: u64,
     pub requests_refused: u64,
     pub worker_restarts: u64,
-    /// TLS library hooks attached now (entry and return count as one).
+    /// TLS hooks attached now: one per library function (entry and return
+    /// count as one) and one per Go executable's `crypto/tls` function.
     pub uprobes_attached: u64,
 }
 
