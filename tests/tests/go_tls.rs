@@ -290,6 +290,35 @@ fn go_https_client_calls_are_client_spans() {
 }
 
 #[test]
+fn go_tls_works_with_the_syscall_exit_backend_too() {
+    require_root();
+    let server = GoHttps::start("go-sysexit", Build::Stripped);
+    let agent = Agent::start(
+        &[
+            "--open-port",
+            &server.port.to_string(),
+            "--capture-backend",
+            "syscall-exit",
+        ],
+        &[],
+    );
+    wait_for_go_tls_hooks(&agent, server.process.pid());
+    https(&["--http1.1", &server.url("/status/201")]);
+    https(&["--http2", &server.url("/status/202")]);
+    let spans = agent.wait_for_spans(2, is_https);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(agent.spans().len(), 2, "{:#?}", agent.spans());
+    for (status, version) in [(201, "1.1"), (202, "2")] {
+        let span = spans
+            .iter()
+            .find(|s| s.u64_of("status") == status)
+            .unwrap_or_else(|| panic!("no {status} span: {spans:#?}"));
+        assert_eq!(span.str_of("protocol_version"), version);
+        assert_eq!(span.u64_of("local_port"), u64::from(server.port));
+    }
+}
+
+#[test]
 fn grpc_calls_answered_by_go_over_tls_are_grpc_spans() {
     require_root();
     let server = GoHttps::start("go-grpc", Build::Stripped);
