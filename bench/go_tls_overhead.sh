@@ -11,7 +11,8 @@
 # Env: H2LOAD_ARGS (default: -c 20 -m 10, i.e. h2 with 20 connections of 10
 #      streams; "--h1 -c 50" for HTTP/1.1), AGENT_ARGS (default:
 #      --trace-printer disabled), PROFILE (default release; "debug" uses the
-#      debug build as it is, for BPF figures only: a debug worker is slow).
+#      debug build as it is, for BPF figures only: a debug worker is slow),
+#      NO_BUILD=1 (use target/$PROFILE as it is).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pairs="${1:-5}"
@@ -23,7 +24,7 @@ work=$(mktemp -d /tmp/zt-go-bench.XXXXXX)
 command -v go >/dev/null && command -v h2load >/dev/null || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q golang-go nghttp2-client >/dev/null
 }
-[ "$profile" = release ] && cargo build --release --quiet
+if [ "$profile" = release ] && [ -z "${NO_BUILD:-}" ]; then cargo build --release --quiet; fi
 GOCACHE="$work/gocache" GO111MODULE=off CGO_ENABLED=0 \
   go build -ldflags='-s -w' -o "$work/go_https" tests/servers/go_https/main.go
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \

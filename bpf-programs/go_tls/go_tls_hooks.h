@@ -7,11 +7,14 @@
  * goroutine's stack, which the Go runtime moves when the stack grows.
  * Write's plaintext is sent at its entry (whole, and before the records it
  * becomes, so a reply can never be seen before its request); Read's at each
- * RET, where n is known. An entry runs twice when the prologue grows the
- * stack (runtime.morestack jumps back to the entry): the call saved at entry
- * until a RET tells the second run from a new call. One program serves every
- * hook; its attach cookie says which hook fired (enum zt_tls_kind | enum
- * zt_go_tls_hook).
+ * RET, where n is known. The entry hook sits on the prologue's stack check
+ * (its JBE to runtime.morestack) when the loader found one: uprobes emulate
+ * a conditional jump (no single-step trap), and the flags tell the pass that
+ * grows the stack, after which the function starts again, from the real
+ * one. Without it the hook is on the entry, which then runs twice when the
+ * stack grows: the call kept until a RET tells the second run from a new
+ * call. One program serves every hook; its attach cookie says which hook
+ * fired (enum zt_tls_kind | enum zt_go_tls_hook).
  *
  * Included at the end of syscall_tracer.bpf.c, so it shares that object's
  * maps (ring buffer, pid filter, socket state) and helpers.
@@ -27,7 +30,14 @@
 enum zt_go_tls_hook {
 	ZT_GO_HOOK_ENTRY = 16,  /* function entry: arguments in registers */
 	ZT_GO_HOOK_RETURN = 32, /* a RET: n in RAX */
+	/* With ENTRY: the hook is on the prologue's stack check (`CMP SP, g.stackguard;
+	 * JBE morestack`), arguments still in registers, the flags set by the CMP. */
+	ZT_GO_HOOK_AT_STACK_CHECK = 64,
 };
+
+/* x86 flags the stack check's JBE tests (taken when either is set). */
+#define ZT_X86_CF 0x1
+#define ZT_X86_ZF 0x40
 
 /*
  * Field offsets from the `*tls.Conn` to the socket's file descriptor, read
@@ -145,15 +155,23 @@ int zt_go_tls(struct pt_regs *ctx)
 
 	if (hook & ZT_GO_HOOK_ENTRY) {
 		struct zt_go_tls_call call = {.buf = ctx->bx, .len = ctx->cx, .kind = kind};
-		struct zt_go_tls_call *open = bpf_map_lookup_elem(&zt_go_tls_calls, &key);
-		if (open && open->kind == kind && open->buf == call.buf && open->len == call.len)
-			return 0; /* the same call again, after runtime.morestack */
+		bool at_check = hook & ZT_GO_HOOK_AT_STACK_CHECK;
+		if (at_check) {
+			if (ctx->flags & (ZT_X86_CF | ZT_X86_ZF))
+				return 0; /* the stack grows first, then the call starts again */
+		} else {
+			struct zt_go_tls_call *open = bpf_map_lookup_elem(&zt_go_tls_calls, &key);
+			if (open && open->kind == kind && open->buf == call.buf && open->len == call.len)
+				return 0; /* the same call again, after runtime.morestack */
+		}
 		call.sock_id = zt_go_conn_socket(ctx->ax);
 		/* Before Read or Write moves any record: the socket's own bytes
 		 * are TLS records, not sent (zt_tls_socket_io). */
 		if (call.sock_id)
 			zt_mark_tls_socket(call.sock_id);
-		bpf_map_update_elem(&zt_go_tls_calls, &key, &call, BPF_ANY);
+		/* Write's call is kept only where its returns are hooked (no stack check). */
+		if (kind == ZT_TLS_READ || !at_check)
+			bpf_map_update_elem(&zt_go_tls_calls, &key, &call, BPF_ANY);
 		if (kind == ZT_TLS_WRITE && call.len) {
 			__u64 sock_id = zt_go_tls_socket(pid_tgid, call.sock_id);
 			if (sock_id)

@@ -66,6 +66,7 @@ struct pt_regs {
 	unsigned long si;
 	unsigned long di;
 	unsigned long orig_ax;
+	unsigned long flags; /* Go TLS hooks: the flags a stack check's CMP set */
 };
 
 struct in6_addr {

@@ -83,6 +83,9 @@ pub struct GoFunction {
     /// `return_file_offsets` do not cover. Empty for the `crypto/tls` functions; the hooks
     /// should refuse a function where it is not.
     pub jump_out_file_offsets: Vec<u64>,
+    /// File offset of the prologue's stack check (the `JBE` to `runtime.morestack`), where
+    /// an entry hook runs once per call; `None` for a function without one.
+    pub stack_check_file_offset: Option<u64>,
 }
 
 /// A parsed Go executable: its ELF layout, its Go version and its function table, over the
@@ -204,6 +207,7 @@ impl<S: ExecutableSource> GoBinary<S> {
             end_file_offset: entry_file_offset.saturating_add(len),
             return_file_offsets: exits.returns,
             jump_out_file_offsets: exits.jumps_out,
+            stack_check_file_offset: exits.stack_check,
         })
     }
 

@@ -129,6 +129,24 @@ fn returns_match_objdump(program: GoProgram) {
                 "{offset:#x}: {byte:?}"
             );
         }
+        // The stack check is the prologue's JBE (objdump's first), and the function calls
+        // runtime.morestack.
+        assert!(instructions
+            .iter()
+            .any(|instruction| instruction.assembly.contains("runtime.morestack")));
+        let check = instructions
+            .iter()
+            .take(6)
+            .find(|instruction| instruction.assembly.starts_with("JBE"))
+            .map(|instruction| {
+                location.entry_file_offset + (instruction.addr - location.entry_addr)
+            });
+        assert!(check.is_some(), "{program:?} {:?}: no JBE", hook.function);
+        assert_eq!(
+            location.stack_check_file_offset, check,
+            "{program:?} {:?}",
+            hook.function
+        );
     }
 }
 

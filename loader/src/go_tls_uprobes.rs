@@ -36,6 +36,7 @@ const KIND_READ: u64 = 1;
 const KIND_WRITE: u64 = 2;
 const HOOK_ENTRY: u64 = 16;
 const HOOK_RETURN: u64 = 32;
+const HOOK_AT_STACK_CHECK: u64 = 64;
 
 /// Why a Go TLS request was not attached, beyond [`AttachError`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,20 +75,32 @@ fn allowed_function(symbol: &str) -> Result<TlsFunction, GoAttachError> {
         })
 }
 
-/// Where to attach and with which cookies: the function's entry and each of
-/// its returns (Read's plaintext is sent there; Write's return closes the call
-/// its entry opened, so that an entry run twice by a stack growth is told
-/// from a new call).
-fn probe_points(function: TlsFunction, entry: u64, returns: &[u64]) -> (Vec<usize>, Vec<u64>) {
+/// Where to attach and with which cookies. The entry hook goes on the
+/// prologue's stack check when there is one (it runs once per call there, and
+/// uprobes emulate a conditional jump instead of stepping it out of line,
+/// which costs a debug trap), else on the entry. Read's returns are hooked
+/// (its plaintext is sent there); Write's only without a stack check, to
+/// close the call its entry opened, so that an entry run again by a stack
+/// growth is told from a new call.
+fn probe_points(
+    function: TlsFunction,
+    entry: u64,
+    stack_check: Option<u64>,
+    returns: &[u64],
+) -> (Vec<usize>, Vec<u64>) {
     let kind = if function == TlsFunction::ConnWrite {
         KIND_WRITE
     } else {
         KIND_READ
     };
-    let mut offsets = vec![entry];
-    let mut cookies = vec![kind | HOOK_ENTRY];
-    offsets.extend_from_slice(returns);
-    cookies.extend(returns.iter().map(|_| kind | HOOK_RETURN));
+    let (mut offsets, mut cookies) = match stack_check {
+        Some(check) => (vec![check], vec![kind | HOOK_ENTRY | HOOK_AT_STACK_CHECK]),
+        None => (vec![entry], vec![kind | HOOK_ENTRY]),
+    };
+    if kind == KIND_READ || stack_check.is_none() {
+        offsets.extend_from_slice(returns);
+        cookies.extend(returns.iter().map(|_| kind | HOOK_RETURN));
+    }
     // File offsets of a file the loader could read: they fit in usize on 64-bit.
     let offsets = offsets
         .into_iter()
@@ -224,6 +237,7 @@ impl GoTlsRegistry {
         let (offsets, cookies) = probe_points(
             function,
             location.entry_file_offset,
+            location.stack_check_file_offset,
             &location.return_file_offsets,
         );
         let prog = tracer
@@ -332,23 +346,41 @@ mod tests {
     }
 
     #[test]
-    fn each_function_is_hooked_at_its_entry_and_every_return() {
+    fn entries_go_on_the_stack_check_and_reads_get_their_returns() {
         assert_eq!(
-            probe_points(TlsFunction::ConnRead, 0x100, &[0x140, 0x180]),
+            probe_points(TlsFunction::ConnRead, 0x100, Some(0x104), &[0x140, 0x180]),
             (
-                vec![0x100, 0x140, 0x180],
+                vec![0x104, 0x140, 0x180],
                 vec![
-                    KIND_READ | HOOK_ENTRY,
+                    KIND_READ | HOOK_ENTRY | HOOK_AT_STACK_CHECK,
                     KIND_READ | HOOK_RETURN,
                     KIND_READ | HOOK_RETURN
                 ]
             )
         );
         assert_eq!(
-            probe_points(TlsFunction::ConnWrite, 0x200, &[0x240]),
+            probe_points(TlsFunction::ConnWrite, 0x200, Some(0x209), &[0x240]),
+            (
+                vec![0x209],
+                vec![KIND_WRITE | HOOK_ENTRY | HOOK_AT_STACK_CHECK]
+            )
+        );
+    }
+
+    #[test]
+    fn without_a_stack_check_the_entry_and_every_return_are_hooked() {
+        assert_eq!(
+            probe_points(TlsFunction::ConnWrite, 0x200, None, &[0x240]),
             (
                 vec![0x200, 0x240],
                 vec![KIND_WRITE | HOOK_ENTRY, KIND_WRITE | HOOK_RETURN]
+            )
+        );
+        assert_eq!(
+            probe_points(TlsFunction::ConnRead, 0x100, None, &[0x140]),
+            (
+                vec![0x100, 0x140],
+                vec![KIND_READ | HOOK_ENTRY, KIND_READ | HOOK_RETURN]
             )
         );
     }
@@ -362,6 +394,10 @@ mod tests {
             (events, format!("ZT_TLS_WRITE = {KIND_WRITE},")),
             (hooks, format!("ZT_GO_HOOK_ENTRY = {HOOK_ENTRY},")),
             (hooks, format!("ZT_GO_HOOK_RETURN = {HOOK_RETURN},")),
+            (
+                hooks,
+                format!("ZT_GO_HOOK_AT_STACK_CHECK = {HOOK_AT_STACK_CHECK},"),
+            ),
         ] {
             assert!(
                 source.lines().any(|l| l.trim().starts_with(&line)),
