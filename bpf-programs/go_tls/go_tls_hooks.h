@@ -6,8 +6,9 @@
  * code gets no uretprobes: a uretprobe rewrites the return address on the
  * goroutine's stack, which the Go runtime moves when the stack grows.
  * Write's plaintext is sent at its entry (whole, and before the records it
- * becomes, so a reply can never be seen before its request); Read's at each
- * RET, where n is known. The entry hook sits on the prologue's stack check
+ * becomes, so a reply can never be seen before its request); Read's at its
+ * one call to runtime.memmove (the decrypted bytes copied into b), else at
+ * each RET, where n is known. The entry hook sits on the prologue's stack check
  * (its JBE to runtime.morestack) when the loader found one: uprobes emulate
  * a conditional jump (no single-step trap), and the flags tell the pass that
  * grows the stack, after which the function starts again, from the real
@@ -33,6 +34,9 @@ enum zt_go_tls_hook {
 	/* With ENTRY: the hook is on the prologue's stack check (`CMP SP, g.stackguard;
 	 * JBE morestack`), arguments still in registers, the flags set by the CMP. */
 	ZT_GO_HOOK_AT_STACK_CHECK = 64,
+	/* Read's one `CALL runtime.memmove(to, from, n)`: the plaintext copied into b
+	 * is at RBX, n bytes (RCX); emulated like any direct call. */
+	ZT_GO_HOOK_COPY = 128,
 };
 
 /* x86 flags the stack check's JBE tests (taken when either is set). */
@@ -180,7 +184,8 @@ int zt_go_tls(struct pt_regs *ctx)
 		return 0;
 	}
 
-	/* A RET: the goroutine's call in progress ends, if its entry was seen. */
+	/* A RET, or Read's copy: the goroutine's call in progress ends, if its
+	 * entry was seen. */
 	struct zt_go_tls_call *active = bpf_map_lookup_elem(&zt_go_tls_calls, &key);
 	if (!active || active->kind != kind)
 		return 0;
@@ -188,12 +193,20 @@ int zt_go_tls(struct pt_regs *ctx)
 	bpf_map_delete_elem(&zt_go_tls_calls, &key);
 	if (kind != ZT_TLS_READ)
 		return 0; /* Write: sent at entry */
-	__s64 n = (__s64)ctx->ax;
+	/* Each register loaded on its own: a load from a chosen ctx offset is
+	 * refused by the verifier. */
+	__u64 ret_ax = ctx->ax, copy_cx = ctx->cx, copy_bx = ctx->bx;
+	barrier_var(ret_ax);
+	barrier_var(copy_cx);
+	barrier_var(copy_bx);
+	bool at_copy = hook & ZT_GO_HOOK_COPY;
+	__s64 n = (__s64)(at_copy ? copy_cx : ret_ax);
+	__u64 src = at_copy ? copy_bx : call.buf;
 	if (n <= 0 || (__u64)n > call.len)
 		return 0;
 	__u64 sock_id = zt_go_tls_socket(pid_tgid, call.sock_id);
 	if (sock_id)
-		zt_go_tls_emit(pid_tgid, sock_id, ZT_DIR_INGRESS, call.buf, n);
+		zt_go_tls_emit(pid_tgid, sock_id, ZT_DIR_INGRESS, src, n);
 	return 0;
 }
 

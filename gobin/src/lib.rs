@@ -86,6 +86,8 @@ pub struct GoFunction {
     /// File offset of the prologue's stack check (the `JBE` to `runtime.morestack`), where
     /// an entry hook runs once per call; `None` for a function without one.
     pub stack_check_file_offset: Option<u64>,
+    /// Direct calls it makes: (file offset of the `CALL`, address called).
+    pub direct_calls: Vec<(u64, u64)>,
 }
 
 /// A parsed Go executable: its ELF layout, its Go version and its function table, over the
@@ -208,6 +210,7 @@ impl<S: ExecutableSource> GoBinary<S> {
             return_file_offsets: exits.returns,
             jump_out_file_offsets: exits.jumps_out,
             stack_check_file_offset: exits.stack_check,
+            direct_calls: exits.calls,
         })
     }
 
@@ -219,13 +222,25 @@ impl<S: ExecutableSource> GoBinary<S> {
         }
         let names = TlsFunction::ALL.map(TlsFunction::symbol);
         let found = self.functions(&names)?;
+        let memmove = self
+            .pclntab
+            .find(&[MEMMOVE])?
+            .pop()
+            .flatten()
+            .map(|range| range.entry);
         let points: Vec<TlsHookPoint> = TlsFunction::ALL
             .into_iter()
             .zip(found)
             .filter_map(|(function, location)| {
+                let location = location?;
+                let copy_call_file_offset = match (function, memmove) {
+                    (TlsFunction::ConnRead, Some(memmove)) => only_call_to(&location, memmove),
+                    _ => None,
+                };
                 Some(TlsHookPoint {
                     function,
-                    location: location?,
+                    location,
+                    copy_call_file_offset,
                 })
             })
             .collect();
@@ -240,6 +255,20 @@ impl<S: ExecutableSource> GoBinary<S> {
         }
         Ok(TlsHookPoints::Found { go_version, points })
     }
+}
+
+/// The Go runtime's copy function: `(*Conn).Read` copies the decrypted record into `b` with
+/// it (the inlined `bytes.(*Reader).Read`).
+const MEMMOVE: &str = "runtime.memmove";
+
+/// The file offset of the one direct call from `function` to `target`, if there is exactly one.
+fn only_call_to(function: &GoFunction, target: u64) -> Option<u64> {
+    let mut calls = function
+        .direct_calls
+        .iter()
+        .filter(|(_, called)| *called == target);
+    let (offset, _) = calls.next()?;
+    calls.next().is_none().then_some(*offset)
 }
 
 /// [`GoBinary::tls_hook_points`] for any executable: "not Go" is an outcome here, not an

@@ -23,6 +23,9 @@ pub struct FunctionExits {
     /// grow the jump is taken, and the entry runs again), and costs no single-step (uprobes
     /// emulate conditional jumps; a `CMP` at the entry is stepped out of line).
     pub stack_check: Option<u64>,
+    /// Direct calls: (file offset of the `CALL`, address it calls). Uprobes emulate a direct
+    /// call, so a hook there costs no single-step.
+    pub calls: Vec<(u64, u64)>,
 }
 
 /// Instructions from the entry in which the stack check must come (`CMP; JBE` or
@@ -87,6 +90,12 @@ pub fn function_exits(
         }
         if instruction.mnemonic() == Mnemonic::Call {
             calls.push(instruction.ip());
+            if instruction.op0_kind() == OpKind::NearBranch64 {
+                exits.calls.push((
+                    file_offset_of(instruction.ip()),
+                    instruction.near_branch_target(),
+                ));
+            }
         }
         if instruction.mnemonic() == Mnemonic::Jmp
             && instruction.op0_kind() == OpKind::NearBranch64
@@ -144,6 +153,7 @@ mod tests {
                 returns: vec![0x100d],
                 jumps_out: vec![0x1002, 0x1008],
                 stack_check: None,
+                calls: vec![],
             })
         );
     }
@@ -157,6 +167,10 @@ mod tests {
             0x44, 0x24, 0x08, 0xe8, 0x00, 0x00, 0x00, 0x00, 0xeb, 0xe8,
         ];
         let exits = function_exits(&code, 0x40_1000, 0x1000);
+        assert_eq!(
+            exits.as_ref().map(|e| e.calls.clone()),
+            Ok(vec![(0x1011, 0x40_1016)])
+        );
         assert_eq!(exits.map(|e| e.stack_check), Ok(Some(0x1004)));
         // Without the jump back to the entry the block is not morestack's: no stack check.
         let mut no_loop = code;

@@ -147,6 +147,20 @@ fn returns_match_objdump(program: GoProgram) {
             "{program:?} {:?}",
             hook.function
         );
+        // Read's copy into `b` is its one call to runtime.memmove.
+        let copies: Vec<u64> = instructions
+            .iter()
+            .filter(|instruction| instruction.assembly.starts_with("CALL runtime.memmove"))
+            .map(|instruction| {
+                location.entry_file_offset + (instruction.addr - location.entry_addr)
+            })
+            .collect();
+        if hook.function == TlsFunction::ConnRead {
+            assert_eq!(copies.len(), 1, "{program:?}: {copies:?}");
+            assert_eq!(hook.copy_call_file_offset, copies.first().copied());
+        } else {
+            assert_eq!(hook.copy_call_file_offset, None);
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
 use libbpf_rs::{Link, Object, UprobeMultiOpts};
-use zerotrace_gobin::{find_tls_hook_points, FileSource, TlsFunction, TlsHookPoints};
+use zerotrace_gobin::{find_tls_hook_points, FileSource, GoFunction, TlsFunction, TlsHookPoints};
 use zerotrace_shared::ipc::{GO_TLS_SYMBOLS, MAX_LIBRARY_PATH_BYTES};
 
 use crate::tls_uprobes::AttachError;
@@ -37,6 +37,7 @@ const KIND_WRITE: u64 = 2;
 const HOOK_ENTRY: u64 = 16;
 const HOOK_RETURN: u64 = 32;
 const HOOK_AT_STACK_CHECK: u64 = 64;
+const HOOK_COPY: u64 = 128;
 
 /// Why a Go TLS request was not attached, beyond [`AttachError`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,28 +79,37 @@ fn allowed_function(symbol: &str) -> Result<TlsFunction, GoAttachError> {
 /// Where to attach and with which cookies. The entry hook goes on the
 /// prologue's stack check when there is one (it runs once per call there, and
 /// uprobes emulate a conditional jump instead of stepping it out of line,
-/// which costs a debug trap), else on the entry. Read's returns are hooked
-/// (its plaintext is sent there); Write's only without a stack check, to
-/// close the call its entry opened, so that an entry run again by a stack
-/// growth is told from a new call.
+/// which costs a debug trap), else on the entry. Read's plaintext is taken at
+/// its one call to runtime.memmove when found (a call is emulated too), else
+/// at each of its returns (stepped). Write's returns are hooked only without a
+/// stack check, to close the call its entry opened, so that an entry run
+/// again by a stack growth is told from a new call.
 fn probe_points(
     function: TlsFunction,
-    entry: u64,
-    stack_check: Option<u64>,
-    returns: &[u64],
+    location: &GoFunction,
+    copy_call: Option<u64>,
 ) -> (Vec<usize>, Vec<u64>) {
     let kind = if function == TlsFunction::ConnWrite {
         KIND_WRITE
     } else {
         KIND_READ
     };
+    let stack_check = location.stack_check_file_offset;
     let (mut offsets, mut cookies) = match stack_check {
         Some(check) => (vec![check], vec![kind | HOOK_ENTRY | HOOK_AT_STACK_CHECK]),
-        None => (vec![entry], vec![kind | HOOK_ENTRY]),
+        None => (vec![location.entry_file_offset], vec![kind | HOOK_ENTRY]),
     };
-    if kind == KIND_READ || stack_check.is_none() {
-        offsets.extend_from_slice(returns);
-        cookies.extend(returns.iter().map(|_| kind | HOOK_RETURN));
+    let returns = &location.return_file_offsets;
+    match (kind, copy_call) {
+        (KIND_READ, Some(copy)) => {
+            offsets.push(copy);
+            cookies.push(kind | HOOK_COPY);
+        }
+        _ if kind == KIND_READ || stack_check.is_none() => {
+            offsets.extend_from_slice(returns);
+            cookies.extend(returns.iter().map(|_| kind | HOOK_RETURN));
+        }
+        _ => {}
     }
     // File offsets of a file the loader could read: they fit in usize on 64-bit.
     let offsets = offsets
@@ -227,6 +237,7 @@ impl GoTlsRegistry {
         let Some(point) = points.into_iter().find(|p| p.function == function) else {
             return Err(AttachError::Absent.into());
         };
+        let copy_call = point.copy_call_file_offset;
         let location = point.location;
         // An exit that is not a RET would leave a Read open: not hooked.
         if !location.jump_out_file_offsets.is_empty() || location.return_file_offsets.is_empty() {
@@ -234,12 +245,7 @@ impl GoTlsRegistry {
                 "{symbol} in {exe_path} has exits other than RET instructions"
             )));
         }
-        let (offsets, cookies) = probe_points(
-            function,
-            location.entry_file_offset,
-            location.stack_check_file_offset,
-            &location.return_file_offsets,
-        );
+        let (offsets, cookies) = probe_points(function, &location, copy_call);
         let prog = tracer
             .progs_mut()
             .find(|p| p.name() == GO_TLS_PROGRAM)
@@ -345,10 +351,44 @@ mod tests {
         }
     }
 
+    fn function(stack_check: Option<u64>) -> GoFunction {
+        GoFunction {
+            entry_addr: 0x40_0100,
+            end_addr: 0x40_0200,
+            entry_file_offset: 0x100,
+            end_file_offset: 0x200,
+            return_file_offsets: vec![0x140, 0x180],
+            jump_out_file_offsets: vec![],
+            stack_check_file_offset: stack_check,
+            direct_calls: vec![],
+        }
+    }
+
     #[test]
-    fn entries_go_on_the_stack_check_and_reads_get_their_returns() {
+    fn entries_go_on_the_stack_check_and_reads_on_their_copy() {
         assert_eq!(
-            probe_points(TlsFunction::ConnRead, 0x100, Some(0x104), &[0x140, 0x180]),
+            probe_points(TlsFunction::ConnRead, &function(Some(0x104)), Some(0x160)),
+            (
+                vec![0x104, 0x160],
+                vec![
+                    KIND_READ | HOOK_ENTRY | HOOK_AT_STACK_CHECK,
+                    KIND_READ | HOOK_COPY
+                ]
+            )
+        );
+        assert_eq!(
+            probe_points(TlsFunction::ConnWrite, &function(Some(0x109)), None),
+            (
+                vec![0x109],
+                vec![KIND_WRITE | HOOK_ENTRY | HOOK_AT_STACK_CHECK]
+            )
+        );
+    }
+
+    #[test]
+    fn without_a_copy_call_reads_get_their_returns() {
+        assert_eq!(
+            probe_points(TlsFunction::ConnRead, &function(Some(0x104)), None),
             (
                 vec![0x104, 0x140, 0x180],
                 vec![
@@ -358,29 +398,30 @@ mod tests {
                 ]
             )
         );
-        assert_eq!(
-            probe_points(TlsFunction::ConnWrite, 0x200, Some(0x209), &[0x240]),
-            (
-                vec![0x209],
-                vec![KIND_WRITE | HOOK_ENTRY | HOOK_AT_STACK_CHECK]
-            )
-        );
     }
 
     #[test]
     fn without_a_stack_check_the_entry_and_every_return_are_hooked() {
         assert_eq!(
-            probe_points(TlsFunction::ConnWrite, 0x200, None, &[0x240]),
+            probe_points(TlsFunction::ConnWrite, &function(None), None),
             (
-                vec![0x200, 0x240],
-                vec![KIND_WRITE | HOOK_ENTRY, KIND_WRITE | HOOK_RETURN]
+                vec![0x100, 0x140, 0x180],
+                vec![
+                    KIND_WRITE | HOOK_ENTRY,
+                    KIND_WRITE | HOOK_RETURN,
+                    KIND_WRITE | HOOK_RETURN
+                ]
             )
         );
         assert_eq!(
-            probe_points(TlsFunction::ConnRead, 0x100, None, &[0x140]),
+            probe_points(TlsFunction::ConnRead, &function(None), None),
             (
-                vec![0x100, 0x140],
-                vec![KIND_READ | HOOK_ENTRY, KIND_READ | HOOK_RETURN]
+                vec![0x100, 0x140, 0x180],
+                vec![
+                    KIND_READ | HOOK_ENTRY,
+                    KIND_READ | HOOK_RETURN,
+                    KIND_READ | HOOK_RETURN
+                ]
             )
         );
     }
@@ -398,6 +439,7 @@ mod tests {
                 hooks,
                 format!("ZT_GO_HOOK_AT_STACK_CHECK = {HOOK_AT_STACK_CHECK},"),
             ),
+            (hooks, format!("ZT_GO_HOOK_COPY = {HOOK_COPY},")),
         ] {
             assert!(
                 source.lines().any(|l| l.trim().starts_with(&line)),
