@@ -15,7 +15,10 @@
 //!   functions must not get uretprobes (a uretprobe rewrites the return address on the
 //!   stack, and the Go runtime copies goroutine stacks when they grow), so the hook that
 //!   needs the results runs at each return instead. Direct jumps out of the function (tail
-//!   calls, exits no `RET` hook would see) are listed too.
+//!   calls, exits no `RET` hook would see) are listed too; and the prologue's stack check
+//!   (the `JBE` to `runtime.morestack`) and the direct calls, where hooks cost no
+//!   single-step (uprobes emulate jumps and calls). `(*Conn).Read`'s one call to
+//!   `runtime.memmove` is where its plaintext is copied into `b`.
 //! - [`hooks`]: the fixed allow-list ([`TlsFunction`]) and the outcome for one executable
 //!   ([`TlsHookPoints`]): found, not Go, Go older than 1.17 (no register ABI), no `crypto/tls`.
 //!
