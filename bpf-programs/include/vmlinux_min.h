@@ -57,6 +57,8 @@ enum bpf_func_id {
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
 struct pt_regs {
+	unsigned long r14; /* Go register ABI: the current goroutine (g) */
+	unsigned long bx;  /* Go register ABI: second integer argument */
 	unsigned long r10;
 	unsigned long ax;
 	unsigned long cx;
@@ -64,6 +66,7 @@ struct pt_regs {
 	unsigned long si;
 	unsigned long di;
 	unsigned long orig_ax;
+	unsigned long flags; /* Go TLS hooks: the flags a stack check's CMP set */
 };
 
 struct in6_addr {

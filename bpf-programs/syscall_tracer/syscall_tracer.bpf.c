@@ -983,3 +983,6 @@ int zt_tls_exit(struct pt_regs *ctx)
 	zt_submit(buf, copy, ZT_WAKE_BATCHED);
 	return 0;
 }
+
+/* Go crypto/tls hooks: their own file, this object's maps and helpers. */
+#include "../go_tls/go_tls_hooks.h"

@@ -45,6 +45,10 @@ pub struct TlsHookPoint {
     pub function: TlsFunction,
     /// Where it is: entry, end and return instructions as file offsets.
     pub location: GoFunction,
+    /// `Read` only: the one `CALL runtime.memmove` in it, which copies the decrypted
+    /// plaintext into `b` (source in RBX, length in RCX at the call): a hook there sees the
+    /// bytes `Read` returns without a hook on its returns (which uprobes step out of line).
+    pub copy_call_file_offset: Option<u64>,
 }
 
 /// What the TLS hooks can do with one executable.

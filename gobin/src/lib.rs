@@ -15,7 +15,10 @@
 //!   functions must not get uretprobes (a uretprobe rewrites the return address on the
 //!   stack, and the Go runtime copies goroutine stacks when they grow), so the hook that
 //!   needs the results runs at each return instead. Direct jumps out of the function (tail
-//!   calls, exits no `RET` hook would see) are listed too.
+//!   calls, exits no `RET` hook would see) are listed too; and the prologue's stack check
+//!   (the `JBE` to `runtime.morestack`) and the direct calls, where hooks cost no
+//!   single-step (uprobes emulate jumps and calls). `(*Conn).Read`'s one call to
+//!   `runtime.memmove` is where its plaintext is copied into `b`.
 //! - [`hooks`]: the fixed allow-list ([`TlsFunction`]) and the outcome for one executable
 //!   ([`TlsHookPoints`]): found, not Go, Go older than 1.17 (no register ABI), no `crypto/tls`.
 //!
@@ -83,6 +86,11 @@ pub struct GoFunction {
     /// `return_file_offsets` do not cover. Empty for the `crypto/tls` functions; the hooks
     /// should refuse a function where it is not.
     pub jump_out_file_offsets: Vec<u64>,
+    /// File offset of the prologue's stack check (the `JBE` to `runtime.morestack`), where
+    /// an entry hook runs once per call; `None` for a function without one.
+    pub stack_check_file_offset: Option<u64>,
+    /// Direct calls it makes: (file offset of the `CALL`, address called).
+    pub direct_calls: Vec<(u64, u64)>,
 }
 
 /// A parsed Go executable: its ELF layout, its Go version and its function table, over the
@@ -204,6 +212,8 @@ impl<S: ExecutableSource> GoBinary<S> {
             end_file_offset: entry_file_offset.saturating_add(len),
             return_file_offsets: exits.returns,
             jump_out_file_offsets: exits.jumps_out,
+            stack_check_file_offset: exits.stack_check,
+            direct_calls: exits.calls,
         })
     }
 
@@ -215,13 +225,25 @@ impl<S: ExecutableSource> GoBinary<S> {
         }
         let names = TlsFunction::ALL.map(TlsFunction::symbol);
         let found = self.functions(&names)?;
+        let memmove = self
+            .pclntab
+            .find(&[MEMMOVE])?
+            .pop()
+            .flatten()
+            .map(|range| range.entry);
         let points: Vec<TlsHookPoint> = TlsFunction::ALL
             .into_iter()
             .zip(found)
             .filter_map(|(function, location)| {
+                let location = location?;
+                let copy_call_file_offset = match (function, memmove) {
+                    (TlsFunction::ConnRead, Some(memmove)) => only_call_to(&location, memmove),
+                    _ => None,
+                };
                 Some(TlsHookPoint {
                     function,
-                    location: location?,
+                    location,
+                    copy_call_file_offset,
                 })
             })
             .collect();
@@ -236,6 +258,20 @@ impl<S: ExecutableSource> GoBinary<S> {
         }
         Ok(TlsHookPoints::Found { go_version, points })
     }
+}
+
+/// The Go runtime's copy function: `(*Conn).Read` copies the decrypted record into `b` with
+/// it (the inlined `bytes.(*Reader).Read`).
+const MEMMOVE: &str = "runtime.memmove";
+
+/// The file offset of the one direct call from `function` to `target`, if there is exactly one.
+fn only_call_to(function: &GoFunction, target: u64) -> Option<u64> {
+    let mut calls = function
+        .direct_calls
+        .iter()
+        .filter(|(_, called)| *called == target);
+    let (offset, _) = calls.next()?;
+    calls.next().is_none().then_some(*offset)
 }
 
 /// [`GoBinary::tls_hook_points`] for any executable: "not Go" is an outcome here, not an

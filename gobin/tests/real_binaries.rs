@@ -129,6 +129,38 @@ fn returns_match_objdump(program: GoProgram) {
                 "{offset:#x}: {byte:?}"
             );
         }
+        // The stack check is the prologue's JBE (objdump's first), and the function calls
+        // runtime.morestack.
+        assert!(instructions
+            .iter()
+            .any(|instruction| instruction.assembly.contains("runtime.morestack")));
+        let check = instructions
+            .iter()
+            .take(6)
+            .find(|instruction| instruction.assembly.starts_with("JBE"))
+            .map(|instruction| {
+                location.entry_file_offset + (instruction.addr - location.entry_addr)
+            });
+        assert!(check.is_some(), "{program:?} {:?}: no JBE", hook.function);
+        assert_eq!(
+            location.stack_check_file_offset, check,
+            "{program:?} {:?}",
+            hook.function
+        );
+        // Read's copy into `b` is its one call to runtime.memmove.
+        let copies: Vec<u64> = instructions
+            .iter()
+            .filter(|instruction| instruction.assembly.starts_with("CALL runtime.memmove"))
+            .map(|instruction| {
+                location.entry_file_offset + (instruction.addr - location.entry_addr)
+            })
+            .collect();
+        if hook.function == TlsFunction::ConnRead {
+            assert_eq!(copies.len(), 1, "{program:?}: {copies:?}");
+            assert_eq!(hook.copy_call_file_offset, copies.first().copied());
+        } else {
+            assert_eq!(hook.copy_call_file_offset, None);
+        }
     }
 }
 

@@ -53,7 +53,7 @@ const FAMILIES: &[HookFamily] = &[
     HookFamily {
         label: "uprobe_multi",
         program: "probe_uprobe_multi",
-        used_for: "TLS plaintext (SSL_read/SSL_write hooks), CAP_BPF+CAP_PERFMON suffice",
+        used_for: "TLS plaintext (SSL_read/SSL_write, Go crypto/tls), CAP_BPF+CAP_PERFMON suffice",
     },
 ];
 
@@ -219,6 +219,14 @@ pub fn run() -> i32 {
          others need CAP_SYS_PTRACE (docs/deployment.md)"
     };
     println!("  TLS plaintext via uprobes:                   {tls}");
+    // The same uprobe_multi links, at offsets the loader finds in the executable.
+    let go_tls = if has("uprobe_multi") {
+        "will work for Go 1.17+ amd64 executables, stripped too (Read/Write hooked at \
+         entry and RET instructions; older Go is reported, not hooked)"
+    } else {
+        "not possible here: the Go TLS hooks are uprobe_multi links (kernel 6.6+)"
+    };
+    println!("  Go crypto/tls plaintext (Go 1.17+):          {go_tls}");
     println!(
         "  faster fentry/kprobe backend:                {}",
         if has("fentry") || has("kprobe") {

@@ -4,6 +4,7 @@
 
 mod capability_drop;
 mod feature_check;
+mod go_tls_uprobes;
 mod live_socket;
 mod privileges;
 mod probes;

@@ -12,6 +12,7 @@ use libbpf_rs::{Iter, Link, MapCore, Object, ObjectBuilder, OpenObject};
 use zerotrace_shared::event::{decode_listeners, layout, ListeningSocket};
 use zerotrace_shared::ipc::{MapDescriptor, MapRole};
 
+use crate::go_tls_uprobes::{GoAttachError, GoTlsRegistry, GO_TLS_PROGRAM};
 use crate::tls_uprobes::{AttachError, UprobeRegistry};
 
 const SYSCALL_TRACER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/syscall_tracer.bpf.o"));
@@ -102,6 +103,7 @@ const ON_REQUEST_PROGRAMS: &[&str] = &[
     "zt_tls_enter_read_ex",
     "zt_tls_enter_write_ex",
     "zt_tls_exit",
+    GO_TLS_PROGRAM,
 ];
 
 /// Loaded and attached programs; the links detach on drop.
@@ -114,6 +116,7 @@ pub struct Probes {
     tls_unavailable: Option<String>,
     backend: CaptureBackend,
     uprobes: RefCell<UprobeRegistry>,
+    go_tls: RefCell<GoTlsRegistry>,
 }
 
 fn context(what: &str) -> impl Fn(libbpf_rs::Error) -> String + '_ {
@@ -295,6 +298,7 @@ impl Probes {
             tls_unavailable,
             backend,
             uprobes: RefCell::new(UprobeRegistry::default()),
+            go_tls: RefCell::new(GoTlsRegistry::default()),
         })
     }
 
@@ -343,6 +347,36 @@ impl Probes {
             library,
             symbol,
         )?;
+        self.mark_tls_hooked(pid)?;
+        Ok(new)
+    }
+
+    /// Hooks a Go `crypto/tls` function in the executable of `pid` (see
+    /// go_tls_uprobes.rs for the checks) and marks the pid like
+    /// [`Self::attach_tls_uprobe`] does.
+    pub fn attach_go_tls(
+        &self,
+        pid: u32,
+        exe_path: &str,
+        symbol: &str,
+    ) -> Result<bool, GoAttachError> {
+        if let Some(reason) = &self.tls_unavailable {
+            return Err(AttachError::Failed(reason.clone()).into());
+        }
+        let new = self.go_tls.borrow_mut().attach(
+            &self.tracer,
+            |p| self.pid_flags(p).is_some(),
+            pid,
+            exe_path,
+            symbol,
+        )?;
+        self.mark_tls_hooked(pid)?;
+        Ok(new)
+    }
+
+    /// Marks a pid whose TLS calls are hooked: its socket bytes that are TLS
+    /// records are then not sent (the hooks send the plaintext).
+    fn mark_tls_hooked(&self, pid: u32) -> Result<(), AttachError> {
         let flags = self.pid_flags(pid).unwrap_or(0);
         let tls = (layout::PID_INSTRUMENTED | layout::PID_TLS) as u32;
         if flags & tls != tls {
@@ -355,18 +389,20 @@ impl Probes {
             )
             .map_err(|e| AttachError::Failed(format!("marking pid {pid}: {e}")))?;
         }
-        Ok(new)
+        Ok(())
     }
 
     /// Detaches TLS hooks whose processes are all gone; returns what went.
     pub fn sweep_uprobes(&self) -> Vec<(String, &'static str)> {
-        self.uprobes
-            .borrow_mut()
-            .sweep(|p| self.pid_flags(p).is_some())
+        let instrumented = |p| self.pid_flags(p).is_some();
+        let mut detached = self.uprobes.borrow_mut().sweep(instrumented);
+        detached.extend(self.go_tls.borrow_mut().sweep(instrumented));
+        detached
     }
 
+    /// TLS hooks in place: library functions and Go executables' functions.
     pub fn uprobes_attached(&self) -> usize {
-        self.uprobes.borrow().attached()
+        self.uprobes.borrow().attached() + self.go_tls.borrow().attached()
     }
 
     /// The maps the worker receives, with their raw fds (owned by `self`).

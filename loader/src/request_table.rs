@@ -12,6 +12,7 @@ use zerotrace_shared::ipc::{
     MAX_TARGETS_PER_REQUEST, PROTOCOL_VERSION,
 };
 
+use crate::go_tls_uprobes::GoAttachError;
 use crate::probes::Probes;
 use crate::tls_uprobes::{self, AttachError};
 
@@ -40,6 +41,7 @@ fn rule(request: &Request) -> Rule {
         Request::DescribeProcess { .. } => ("DescribeProcess", Phase::Serving, false),
         Request::Stats => ("Stats", Phase::Serving, false),
         Request::AttachUprobe { .. } => ("AttachUprobe", Phase::Serving, false),
+        Request::AttachGoTls { .. } => ("AttachGoTls", Phase::Serving, false),
     };
     Rule {
         name,
@@ -166,6 +168,11 @@ fn decide(
             library,
             symbol,
         } => attach_uprobe(session, probes, pid, &library, &symbol),
+        Request::AttachGoTls {
+            pid,
+            exe_path,
+            symbol,
+        } => attach_go_tls(session, probes, pid, &exe_path, &symbol),
     }
 }
 
@@ -230,6 +237,32 @@ fn attach_uprobe(
         Err(AttachError::Invalid(field, reason)) => invalid(field, reason),
         Err(AttachError::Failed(reason)) => Answer::refused(Refusal::Failed { reason }),
         Err(AttachError::Absent) => Answer::plain(Reply::SymbolAbsent),
+    }
+}
+
+fn attach_go_tls(
+    session: &Session,
+    probes: &Probes,
+    pid: u32,
+    exe_path: &str,
+    symbol: &str,
+) -> Answer {
+    if let Err(answer) = validate_pid("AttachGoTls.pid", pid) {
+        return answer;
+    }
+    if pid == std::process::id() || pid == session.worker_pid {
+        return invalid("AttachGoTls.pid", format!("{pid} is the agent itself"));
+    }
+    match probes.attach_go_tls(pid, exe_path, symbol) {
+        Ok(new) => Answer::plain(Reply::UprobeAttached { new }),
+        Err(GoAttachError::Unsupported { not_go, reason }) => {
+            Answer::plain(Reply::GoTlsUnsupported { not_go, reason })
+        }
+        Err(GoAttachError::Attach(AttachError::Invalid(field, reason))) => invalid(field, reason),
+        Err(GoAttachError::Attach(AttachError::Failed(reason))) => {
+            Answer::refused(Refusal::Failed { reason })
+        }
+        Err(GoAttachError::Attach(AttachError::Absent)) => Answer::plain(Reply::SymbolAbsent),
     }
 }
 

@@ -14,7 +14,7 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 use crate::event::ListeningSocket;
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Largest message either side accepts; anything longer is refused unread.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Most pids one SetTargets request may carry.
@@ -25,6 +25,9 @@ pub const MAX_FDS_PER_MESSAGE: usize = 8;
 /// carry the plaintext of SSL connections (OpenSSL, BoringSSL, and programs
 /// that link them statically such as Node.js).
 pub const TLS_SYMBOLS: &[&str] = &["SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex"];
+/// The Go `crypto/tls` functions the loader hooks in Go executables
+/// (`AttachGoTls`), and nothing else: their buffers are the plaintext.
+pub const GO_TLS_SYMBOLS: &[&str] = &["crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Write"];
 /// Longest library path an AttachUprobe request may name (PATH_MAX).
 pub const MAX_LIBRARY_PATH_BYTES: usize = 4096;
 /// Environment variable through which the worker learns its end of the socketpair.
@@ -59,6 +62,17 @@ pub enum Request {
     AttachUprobe {
         pid: u32,
         library: String,
+        symbol: String,
+    },
+    /// Hook `symbol` (one of GO_TLS_SYMBOLS) in the executable of the
+    /// instrumented Go process `pid`, which DescribeProcess named `exe_path`.
+    /// The loader opens that executable itself through /proc/PID/exe, checks
+    /// it is the file named, and finds the function's entry and return
+    /// instructions in it; one hook per executable file serves every process
+    /// running it, and goes with the last of those that asked.
+    AttachGoTls {
+        pid: u32,
+        exe_path: String,
         symbol: String,
     },
 }
@@ -97,7 +111,8 @@ pub struct LoaderStats {
     pub requests_served: u64,
     pub requests_refused: u64,
     pub worker_restarts: u64,
-    /// TLS library hooks attached now (entry and return count as one).
+    /// TLS hooks attached now: one per library function (entry and return
+    /// count as one) and one per Go executable's `crypto/tls` function.
     pub uprobes_attached: u64,
 }
 
@@ -137,6 +152,14 @@ pub enum Reply {
     /// The library file has no such function (e.g. an executable without
     /// OpenSSL linked in): nothing was attached. An answer, not a refusal.
     SymbolAbsent,
+    /// `AttachGoTls`: the executable is not a Go program, or its Go is older
+    /// than 1.17 (arguments on the stack): nothing was attached, and asking
+    /// again for this executable gives the same answer.
+    GoTlsUnsupported {
+        /// The executable is not Go at all (the usual answer, not worth a warning).
+        not_go: bool,
+        reason: String,
+    },
     Refused(Refusal),
 }
 
@@ -248,6 +271,11 @@ mod tests {
                 pid: 9,
                 library: "/usr/lib/libssl.so.3".into(),
                 symbol: "SSL_read".into(),
+            },
+            Request::AttachGoTls {
+                pid: 10,
+                exe_path: "/usr/local/bin/server".into(),
+                symbol: "crypto/tls.(*Conn).Read".into(),
             },
         ] {
             let bytes = encode(&request).unwrap_or_default();

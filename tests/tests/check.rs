@@ -38,6 +38,7 @@ fn check_reports_what_loads_here() {
         "kprobe",
         "HTTP/1 capture (socket tracepoints backend): WILL WORK",
         "TLS plaintext via uprobes:                   will work (uprobe_multi; CAP_SYS_PTRACE",
+        "Go crypto/tls plaintext (Go 1.17+):          will work for Go 1.17+ amd64 executables",
     ] {
         assert!(report.contains(expected), "{expected:?} missing:\n{report}");
     }

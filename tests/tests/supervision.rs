@@ -57,12 +57,22 @@ fn the_loader_refuses_fields_that_fail_its_checks_and_keeps_serving() {
         "too_many_pids",
         "instrument_self",
         "describe_pid_zero",
+        "go_tls_self",
+        "go_tls_off_list",
+        "go_tls_long_path",
     ] {
         assert!(
             answer(label).starts_with("Refused(InvalidField"),
             "{label}: {}",
             answer(label)
         );
+    }
+    for (label, field) in [
+        ("go_tls_self", "AttachGoTls.pid"),
+        ("go_tls_off_list", "AttachGoTls.symbol"),
+        ("go_tls_long_path", "AttachGoTls.exe_path"),
+    ] {
+        assert!(answer(label).contains(field), "{label}: {}", answer(label));
     }
     // Still serving after all of that: a failed field check is not a protocol violation.
     assert!(
@@ -76,7 +86,7 @@ fn the_loader_refuses_fields_that_fail_its_checks_and_keeps_serving() {
         answer("describe_self")
     );
     let stats = answer("stats");
-    assert!(stats.contains("requests_refused: 5"), "{stats}");
+    assert!(stats.contains("requests_refused: 8"), "{stats}");
     let stderr = agent.stderr.text();
     assert!(stderr.contains("refused a worker request"), "{stderr}");
     assert!(!stderr.contains("protocol violation"), "{stderr}");
@@ -177,12 +187,11 @@ fn a_protocol_violation_gets_the_worker_killed_and_replaced() {
     ];
     let (stderr, lines) = violations_under(&mut agent, &violations);
     let _ = std::fs::remove_dir_all(&dir);
-    for refusal in [
-        "NotPermittedNow",
-        "Malformed",
-        "UnsupportedVersion { supported: 2 }",
-        "Oversize",
-    ] {
+    let unsupported = format!(
+        "UnsupportedVersion {{ supported: {} }}",
+        zerotrace_shared::ipc::PROTOCOL_VERSION
+    );
+    for refusal in ["NotPermittedNow", "Malformed", &unsupported, "Oversize"] {
         assert!(
             stderr.contains(&format!("): {refusal}; treating it as compromised")),
             "{refusal}: {stderr}"

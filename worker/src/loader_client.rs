@@ -107,12 +107,45 @@ impl LoaderClient {
         }
     }
 
+    /// Asks for a Go TLS hook in the executable of `pid`: Ok(GoTlsAnswer).
+    pub fn attach_go_tls(
+        &self,
+        pid: u32,
+        exe_path: &str,
+        symbol: &str,
+    ) -> Result<GoTlsAnswer, String> {
+        let request = Request::AttachGoTls {
+            pid,
+            exe_path: exe_path.to_owned(),
+            symbol: symbol.to_owned(),
+        };
+        match self.call(&request)?.0 {
+            Reply::UprobeAttached { new } => Ok(GoTlsAnswer::Attached { new }),
+            Reply::SymbolAbsent => Ok(GoTlsAnswer::Absent),
+            Reply::GoTlsUnsupported { not_go, reason } => {
+                Ok(GoTlsAnswer::Unsupported { not_go, reason })
+            }
+            other => Err(refusal_text(other)),
+        }
+    }
+
     pub fn set_targets(&self, add: Vec<u32>, remove: Vec<u32>) -> Result<(), String> {
         match self.call(&Request::SetTargets { add, remove })?.0 {
             Reply::TargetsSet => Ok(()),
             other => Err(refusal_text(other)),
         }
     }
+}
+
+/// How the loader answered an `AttachGoTls` request it did not refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GoTlsAnswer {
+    /// The hook is in place (`new`: this request attached it).
+    Attached { new: bool },
+    /// A Go program without this function (no `crypto/tls`).
+    Absent,
+    /// Not Go (`not_go`), or Go older than 1.17: the loader's reason.
+    Unsupported { not_go: bool, reason: String },
 }
 
 fn refusal_text(reply: Reply) -> String {

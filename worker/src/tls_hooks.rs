@@ -1,14 +1,16 @@
 //! TLS plaintext: when a process is instrumented, the worker asks the loader
 //! to hook the read/write functions of the TLS library it maps (libssl), or
-//! of its executable when that links OpenSSL/BoringSSL statically (Node.js).
+//! of its executable when that links OpenSSL/BoringSSL statically (Node.js),
+//! or Go's `crypto/tls` when the executable is a Go program (the loader
+//! reads the executable and says whether it is).
 //! The loader checks every request against /proc and its allow-list; the
 //! worker only decides what to ask for and remembers what cannot work.
 
 use std::collections::HashSet;
 
-use zerotrace_shared::ipc::{ProcessDescription, TLS_SYMBOLS};
+use zerotrace_shared::ipc::{ProcessDescription, GO_TLS_SYMBOLS, TLS_SYMBOLS};
 
-use crate::loader_client::LoaderClient;
+use crate::loader_client::{GoTlsAnswer, LoaderClient};
 
 /// Executables whose static TLS symbols were looked for and not found.
 const MAX_REMEMBERED_EXES: usize = 4096;
@@ -16,6 +18,8 @@ const MAX_REMEMBERED_EXES: usize = 4096;
 #[derive(Default)]
 pub struct TlsHooks {
     exes_without_tls: HashSet<String>,
+    /// Executables the loader found not Go, too old, or without `crypto/tls`.
+    exes_without_go_tls: HashSet<String>,
     /// (library, symbol) pairs already reported as failing, so each is logged once.
     reported_failures: HashSet<(String, &'static str)>,
     /// Processes whose TLS calls are hooked.
@@ -39,10 +43,14 @@ impl TlsHooks {
     ) -> Vec<String> {
         let mut hooked = Vec::new();
         if process.tls_libraries.is_empty() {
-            if let Some(exe) = self.static_tls_candidate(&process.exe_path) {
+            let exe = &process.exe_path;
+            if let Some(exe) = self.static_tls_candidate(exe) {
                 if self.hook_static(pid, &exe, loader) {
                     hooked.push(exe);
                 }
+            }
+            if hooked.is_empty() && self.go_tls_candidate(exe) && self.hook_go(pid, exe, loader) {
+                hooked.push(format!("{exe} (Go crypto/tls)"));
             }
         }
         for library in &process.tls_libraries {
@@ -118,11 +126,169 @@ impl TlsHooks {
         true
     }
 
+    fn go_tls_candidate(&self, exe: &str) -> bool {
+        !exe.is_empty() && exe.starts_with('/') && !self.exes_without_go_tls.contains(exe)
+    }
+
+    /// A Go executable: hooks `crypto/tls` Read and Write. The loader tells
+    /// whether it is Go at all; what cannot work is remembered per executable
+    /// and an old Go is reported once.
+    fn hook_go(&mut self, pid: u32, exe: &str, loader: &LoaderClient) -> bool {
+        let mut functions = 0;
+        for &symbol in GO_TLS_SYMBOLS {
+            match loader.attach_go_tls(pid, exe, symbol) {
+                Ok(GoTlsAnswer::Attached { .. }) => functions += 1,
+                Ok(GoTlsAnswer::Absent) => {}
+                Ok(GoTlsAnswer::Unsupported { not_go, reason }) => {
+                    if !not_go {
+                        tracing::warn!("TLS of pid {pid} is not captured: {reason}");
+                    }
+                    self.remember_without_go_tls(exe);
+                    return false;
+                }
+                // Not remembered: the process may have gone, or exec'd meanwhile.
+                Err(e) => self.report(exe, symbol, &e),
+            }
+        }
+        if functions == 0 {
+            self.remember_without_go_tls(exe);
+        }
+        functions > 0
+    }
+
+    fn remember_without_go_tls(&mut self, exe: &str) {
+        if self.exes_without_go_tls.len() >= MAX_REMEMBERED_EXES {
+            self.exes_without_go_tls.clear();
+        }
+        self.exes_without_go_tls.insert(exe.to_owned());
+    }
+
     fn report(&mut self, library: &str, symbol: &'static str, error: &str) {
         if self.reported_failures.len() < MAX_REMEMBERED_EXES
             && self.reported_failures.insert((library.to_owned(), symbol))
         {
             tracing::warn!("cannot hook {symbol} in {library}: {error}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::sync::{Arc, Mutex};
+
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    use zerotrace_shared::ipc::{self, Reply, Request};
+
+    use super::*;
+
+    /// A stand-in loader on a socketpair: answers each request with
+    /// `answer` and records it; stops when the worker's end closes.
+    fn stand_in_loader(answer: fn(&Request) -> Reply) -> (LoaderClient, Arc<Mutex<Vec<Request>>>) {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap_or_else(|e| panic!("socketpair: {e}"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            while let Ok(Some(message)) = ipc::recv_message(theirs.as_fd()) {
+                let Ok(request) = ipc::decode::<Request>(&message.bytes) else {
+                    return;
+                };
+                let reply = answer(&request);
+                log.lock().unwrap_or_else(|e| e.into_inner()).push(request);
+                let bytes = ipc::encode(&reply).unwrap_or_default();
+                if ipc::send_message(theirs.as_fd(), &bytes, &[]).is_err() {
+                    return;
+                }
+            }
+        });
+        (LoaderClient::new(ours), seen)
+    }
+
+    fn go_exe(pid: u32) -> ProcessDescription {
+        ProcessDescription {
+            pid,
+            exe_path: "/srv/app".into(),
+            tls_libraries: Vec::new(),
+        }
+    }
+
+    fn go_requests(seen: &Mutex<Vec<Request>>) -> Vec<String> {
+        seen.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|r| match r {
+                Request::AttachGoTls { pid, symbol, .. } => Some(format!("{pid} {symbol}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_go_executable_gets_read_and_write_hooked_for_each_process() {
+        let (loader, seen) = stand_in_loader(|request| match request {
+            Request::AttachGoTls { .. } => Reply::UprobeAttached { new: true },
+            _ => Reply::SymbolAbsent,
+        });
+        let mut hooks = TlsHooks::new();
+        assert_eq!(
+            hooks.hook(7, &go_exe(7), &loader),
+            vec!["/srv/app (Go crypto/tls)".to_owned()]
+        );
+        hooks.hook(8, &go_exe(8), &loader);
+        assert_eq!(
+            go_requests(&seen),
+            [
+                "7 crypto/tls.(*Conn).Read",
+                "7 crypto/tls.(*Conn).Write",
+                "8 crypto/tls.(*Conn).Read",
+                "8 crypto/tls.(*Conn).Write"
+            ]
+        );
+        assert_eq!(hooks.hooked_processes, 2);
+    }
+
+    #[test]
+    fn an_old_go_or_a_program_that_is_not_go_is_asked_about_once() {
+        for not_go in [true, false] {
+            let answer = if not_go {
+                |_: &Request| Reply::GoTlsUnsupported {
+                    not_go: true,
+                    reason: "not Go".into(),
+                }
+            } else {
+                |_: &Request| Reply::GoTlsUnsupported {
+                    not_go: false,
+                    reason: "Go 1.16".into(),
+                }
+            };
+            let (loader, seen) = stand_in_loader(answer);
+            let mut hooks = TlsHooks::new();
+            assert!(hooks.hook(7, &go_exe(7), &loader).is_empty());
+            assert!(hooks.hook(8, &go_exe(8), &loader).is_empty());
+            assert_eq!(go_requests(&seen), ["7 crypto/tls.(*Conn).Read"]);
+            assert_eq!(hooks.hooked_processes, 0);
+        }
+    }
+
+    #[test]
+    fn a_process_with_libssl_is_not_asked_about_go() {
+        let (loader, seen) = stand_in_loader(|_| Reply::UprobeAttached { new: true });
+        let mut hooks = TlsHooks::new();
+        let process = ProcessDescription {
+            pid: 7,
+            exe_path: "/usr/bin/python3".into(),
+            tls_libraries: vec!["/usr/lib/libssl.so.3".into()],
+        };
+        assert_eq!(
+            hooks.hook(7, &process, &loader),
+            vec!["/usr/lib/libssl.so.3".to_owned()]
+        );
+        assert!(go_requests(&seen).is_empty());
     }
 }

@@ -104,6 +104,30 @@ fn field_checks(socket: &OwnedFd) -> ! {
             "describe_pid_zero",
             encoded(&Request::DescribeProcess { pid: 0 }),
         ),
+        (
+            "go_tls_self",
+            encoded(&Request::AttachGoTls {
+                pid: own_pid,
+                exe_path: "/proc/self/exe".into(),
+                symbol: "crypto/tls.(*Conn).Read".into(),
+            }),
+        ),
+        (
+            "go_tls_off_list",
+            encoded(&Request::AttachGoTls {
+                pid: 1,
+                exe_path: "/sbin/init".into(),
+                symbol: "runtime.main".into(),
+            }),
+        ),
+        (
+            "go_tls_long_path",
+            encoded(&Request::AttachGoTls {
+                pid: 1,
+                exe_path: format!("/{}", "a".repeat(5000)),
+                symbol: "crypto/tls.(*Conn).Write".into(),
+            }),
+        ),
         ("list_listeners", encoded(&Request::ListListeners)),
         (
             "describe_self",

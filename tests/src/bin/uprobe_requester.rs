@@ -1,7 +1,9 @@
 //! Started by the real loader through `--worker-path` in place of the worker:
 //! asks for TLS library hooks that must be refused (a symbol off the
 //! allow-list, a library the pid does not map, a pid that is not
-//! instrumented...) and one that must be granted, and prints how the loader
+//! instrumented...) and one that must be granted, the same for Go TLS hooks
+//! (`AttachGoTls`: a symbol off the list, a path that is not the pid's
+//! executable, an executable that is not Go), and prints how the loader
 //! answered each as one JSON object; then exits with the "configuration
 //! error" code so the loader stops instead of restarting it.
 
@@ -58,6 +60,16 @@ fn attach(pid: u32, library: &str, symbol: &str) -> Request {
     }
 }
 
+fn attach_go(pid: u32, exe_path: &str, symbol: &str) -> Request {
+    Request::AttachGoTls {
+        pid,
+        exe_path: exe_path.to_owned(),
+        symbol: symbol.to_owned(),
+    }
+}
+
+const GO_READ: &str = "crypto/tls.(*Conn).Read";
+
 fn main() {
     let socket = loader_socket("uprobe requester");
     let mut results = Map::new();
@@ -82,9 +94,17 @@ fn main() {
     };
     record("libssl", json!(libssl));
 
+    // The interpreter's executable is mapped but carries no TLS functions.
+    let python_exe = std::fs::read_link(format!("/proc/{py}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     record(
         "not_instrumented",
         ask(&socket, &attach(py, &libssl, "SSL_read")),
+    );
+    record(
+        "go_not_instrumented",
+        ask(&socket, &attach_go(py, &python_exe, GO_READ)),
     );
     record(
         "set_targets",
@@ -120,14 +140,31 @@ fn main() {
         "agent_itself",
         ask(&socket, &attach(std::process::id(), &libssl, "SSL_read")),
     );
-    // The interpreter's executable is mapped but carries no TLS functions.
-    let python_exe = std::fs::read_link(format!("/proc/{py}/exe"))
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
     record(
         "absent_symbol",
         ask(&socket, &attach(py, &python_exe, "SSL_read")),
     );
+    for (label, request) in [
+        (
+            "go_off_allow_list",
+            attach_go(py, &python_exe, "crypto/tls.(*Conn).Handshake"),
+        ),
+        (
+            "go_close_off_allow_list",
+            attach_go(py, &python_exe, "crypto/tls.(*Conn).Close"),
+        ),
+        ("go_main", attach_go(py, &python_exe, "main.main")),
+        ("go_library_path", attach_go(py, &libssl, GO_READ)),
+        ("go_other_exe", attach_go(sl, &python_exe, GO_READ)),
+        ("go_relative_path", attach_go(py, "python3", GO_READ)),
+        (
+            "go_agent_itself",
+            attach_go(std::process::id(), &python_exe, GO_READ),
+        ),
+        ("go_not_go", attach_go(py, &python_exe, GO_READ)),
+    ] {
+        record(label, ask(&socket, &request));
+    }
     record("granted", ask(&socket, &attach(py, &libssl, "SSL_read")));
     record(
         "granted_again",

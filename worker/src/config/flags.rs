@@ -33,7 +33,7 @@ pub struct WorkerConfig {
     /// `ZEROTRACE_SECCOMP` (enforce, log, off): the worker's syscall allow-list.
     pub seccomp: SeccompMode,
     /// `ZEROTRACE_TLS_CAPTURE` (default true): ask the loader to hook the TLS
-    /// libraries of instrumented processes.
+    /// libraries (or Go's `crypto/tls`) of instrumented processes.
     pub tls_capture: bool,
     /// `--log-level`/`--log-format`, else `OTEL_EBPF_LOG_*`, else the file's `log_*`.
     pub log: LogSettings,
