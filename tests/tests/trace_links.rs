@@ -131,6 +131,37 @@ fn an_incoming_traceparent_keeps_winning_over_the_connection() {
 }
 
 #[test]
+fn a_forged_traceparent_is_ignored_and_counted() {
+    require_root();
+    let a = Server::python_app();
+    let metrics_port = free_port();
+    let agent = Agent::start(
+        &["--open-port", &a.port.to_string()],
+        &[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string())],
+    );
+    // Not hex, then an all-zero trace id: neither is a W3C context.
+    for forged in [
+        "00-zzf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+    ] {
+        let body = curl(&["-H", &format!("traceparent: {forged}"), &a.url("/hello")]);
+        assert!(body.starts_with("hello"));
+    }
+    agent.wait_for_spans(2, |s| s.str_of("kind") == "server");
+    for span in agent.spans() {
+        assert_eq!(span.get("parent_span_id"), Some(&Value::Null), "{span:#}");
+        assert_ne!(span.str_of("trace_id"), "00000000000000000000000000000000");
+    }
+    let counted = wait_for(std::time::Duration::from_secs(5), || {
+        let text = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
+        text.lines()
+            .any(|l| l == "zerotrace_traces_invalid_context_total 2")
+            .then_some(())
+    });
+    assert!(counted.is_some(), "the two forged headers were not counted");
+}
+
+#[test]
 fn linking_can_be_turned_off() {
     require_root();
     let (a, b) = (Server::python_app(), Server::python_app());

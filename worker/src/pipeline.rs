@@ -28,6 +28,7 @@ use crate::otel::resource::ResourceCatalog;
 use crate::protocols::db_selection::{destinations, protocol_selection};
 use crate::routes::{RouteMatcher, SegmentCardinalityLimiter};
 use crate::service_graph::{EdgeObservation, GraphNode, GraphSettings, ServiceGraph};
+use crate::spans::ids::TraceParent;
 use crate::spans::{Protocol, Span};
 use crate::traces::{LinkCounters, LinkSettings, TraceLinker};
 
@@ -90,6 +91,8 @@ pub struct Pipeline {
     pub clock: WallClock,
     pub loader: LoaderClient,
     pub spans_emitted: u64,
+    /// Requests whose `traceparent` was malformed or forged (ignored).
+    invalid_traceparents: u64,
     spans: Vec<Span>,
     /// Joins spans of one request across processes before they go out.
     linker: TraceLinker,
@@ -188,6 +191,7 @@ impl Pipeline {
             clock: WallClock::new(),
             loader,
             spans_emitted: 0,
+            invalid_traceparents: 0,
             spans: Vec::new(),
             linker: TraceLinker::new(LinkSettings::default()),
             graph: None,
@@ -423,6 +427,14 @@ impl Pipeline {
         let now = monotonic_now_ns();
         let mut ready = Vec::with_capacity(self.spans.len());
         for span in self.spans.drain(..) {
+            // The span started its own trace: the header was not a W3C context.
+            if span
+                .protocol
+                .traceparent()
+                .is_some_and(|header| TraceParent::parse(header).is_none())
+            {
+                self.invalid_traceparents += 1;
+            }
             self.linker.push(span, now, &mut ready);
         }
         let tracker = &self.tracker;
@@ -671,6 +683,7 @@ impl Pipeline {
             traces_unlinked_no_match: links.unlinked_after_wait,
             traces_unlinked_ambiguous: links.ambiguous,
             traces_nested: links.nested_in_process,
+            traces_invalid_context: self.invalid_traceparents,
             traces_unlinked_ambiguous_parent: links.ambiguous_parent,
             traces_unlinked_no_parent: links.no_parent,
             traces_unlinked_parent_still_open: links.parent_still_open,

@@ -348,7 +348,7 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         openmetrics,
     );
     let own = &state.own;
-    let counters: [(&str, &str, u64); 19] = [
+    let counters: [(&str, &str, u64); 20] = [
         (
             "zerotrace_kernel_events",
             "Events the kernel programs submitted.",
@@ -434,6 +434,11 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
             "zerotrace_traces_nested",
             "Client spans made the child of the server span their process was serving.",
             own.traces_nested,
+        ),
+        (
+            "zerotrace_traces_invalid_context",
+            "Requests whose traceparent header was malformed: ignored, their span started a trace.",
+            own.traces_invalid_context,
         ),
         (
             "zerotrace_service_graph_evictions",

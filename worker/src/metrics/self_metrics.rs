@@ -65,6 +65,8 @@ pub struct SelfMetrics {
     pub traces_unlinked_ambiguous: u64,
     /// Client spans made the child of the server span their process was serving.
     pub traces_nested: u64,
+    /// Requests whose `traceparent` was malformed: ignored, their span a new trace.
+    pub traces_invalid_context: u64,
     /// Client spans two server spans of their process could hold, sent as roots.
     pub traces_unlinked_ambiguous_parent: u64,
     /// Client spans of a serving process held by no server span on their thread.
@@ -223,6 +225,13 @@ fn families(own: &SelfMetrics) -> Vec<Family> {
             "{span}",
             Counter,
             own.traces_nested,
+        ),
+        single(
+            "zerotrace.traces.invalid_context",
+            "Requests whose traceparent header was malformed: ignored, their span started a trace.",
+            "{span}",
+            Counter,
+            own.traces_invalid_context,
         ),
         single(
             "zerotrace.service_graph.evictions",
