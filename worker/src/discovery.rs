@@ -261,6 +261,13 @@ impl Discovery {
         }
     }
 
+    /// Go processes found since the last call (by the Go TLS hooks' answers).
+    pub fn take_go_processes(&mut self) -> Vec<u32> {
+        self.tls
+            .as_mut()
+            .map_or_else(Vec::new, TlsHooks::take_go_processes)
+    }
+
     /// Processes whose TLS library calls are hooked.
     pub fn tls_hooked_processes(&self) -> u64 {
         self.tls.as_ref().map_or(0, |t| t.hooked_processes)

@@ -314,6 +314,9 @@ impl Pipeline {
         for (pid, identity) in self.discovery.take_new_identities() {
             self.resources.set_identity(pid, identity);
         }
+        for pid in self.discovery.take_go_processes() {
+            self.linker.serves_many_per_thread(pid);
+        }
     }
 
     fn handle(&mut self, event: KernelEvent) {
@@ -406,6 +409,7 @@ impl Pipeline {
             } => self.discovery.on_fork(child_pid, parent_pid),
             KernelEvent::ProcessExit { origin } => {
                 self.discovery.on_exit(origin.pid);
+                self.linker.process_exited(origin.pid);
                 self.process_names.remove(&origin.pid);
                 self.resources.forget(origin.pid);
                 self.route_limiters.remove(&origin.pid);

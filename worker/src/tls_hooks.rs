@@ -20,6 +20,11 @@ pub struct TlsHooks {
     exes_without_tls: HashSet<String>,
     /// Executables the loader found not Go, too old, or without `crypto/tls`.
     exes_without_go_tls: HashSet<String>,
+    /// Executables the loader found to be Go programs (hooked or not).
+    go_exes: HashSet<String>,
+    /// Go processes found since the last `take_go_processes`: goroutines
+    /// share threads, so trace nesting must not tell requests by thread.
+    go_processes: Vec<u32>,
     /// (library, symbol) pairs already reported as failing, so each is logged once.
     reported_failures: HashSet<(String, &'static str)>,
     /// Processes whose TLS calls are hooked.
@@ -44,6 +49,9 @@ impl TlsHooks {
         let mut hooked = Vec::new();
         if process.tls_libraries.is_empty() {
             let exe = &process.exe_path;
+            if self.go_exes.contains(exe.as_str()) {
+                self.go_processes.push(pid);
+            }
             if let Some(exe) = self.static_tls_candidate(exe) {
                 if self.hook_static(pid, &exe, loader) {
                     hooked.push(exe);
@@ -137,11 +145,15 @@ impl TlsHooks {
         let mut functions = 0;
         for &symbol in GO_TLS_SYMBOLS {
             match loader.attach_go_tls(pid, exe, symbol) {
-                Ok(GoTlsAnswer::Attached { .. }) => functions += 1,
-                Ok(GoTlsAnswer::Absent) => {}
+                Ok(GoTlsAnswer::Attached { .. }) => {
+                    functions += 1;
+                    self.note_go(pid, exe);
+                }
+                Ok(GoTlsAnswer::Absent) => self.note_go(pid, exe),
                 Ok(GoTlsAnswer::Unsupported { not_go, reason }) => {
                     if !not_go {
                         tracing::warn!("TLS of pid {pid} is not captured: {reason}");
+                        self.note_go(pid, exe);
                     }
                     self.remember_without_go_tls(exe);
                     return false;
@@ -154,6 +166,24 @@ impl TlsHooks {
             self.remember_without_go_tls(exe);
         }
         functions > 0
+    }
+
+    /// `pid` runs the Go program `exe` (said once per process).
+    fn note_go(&mut self, pid: u32, exe: &str) {
+        if self.go_processes.last() != Some(&pid) {
+            self.go_processes.push(pid);
+        }
+        if !self.go_exes.contains(exe) {
+            if self.go_exes.len() >= MAX_REMEMBERED_EXES {
+                self.go_exes.clear();
+            }
+            self.go_exes.insert(exe.to_owned());
+        }
+    }
+
+    /// Go processes found since the last call.
+    pub fn take_go_processes(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.go_processes)
     }
 
     fn remember_without_go_tls(&mut self, exe: &str) {
@@ -251,6 +281,9 @@ mod tests {
             ]
         );
         assert_eq!(hooks.hooked_processes, 2);
+        // Both are Go processes, for trace nesting (each said once).
+        assert_eq!(hooks.take_go_processes(), [7, 8]);
+        assert!(hooks.take_go_processes().is_empty());
     }
 
     #[test]
@@ -273,6 +306,9 @@ mod tests {
             assert!(hooks.hook(8, &go_exe(8), &loader).is_empty());
             assert_eq!(go_requests(&seen), ["7 crypto/tls.(*Conn).Read"]);
             assert_eq!(hooks.hooked_processes, 0);
+            // An old Go is still Go (its later processes too, without asking).
+            let go: &[u32] = if not_go { &[] } else { &[7, 8] };
+            assert_eq!(hooks.take_go_processes(), go);
         }
     }
 

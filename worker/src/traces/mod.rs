@@ -176,6 +176,17 @@ impl TraceLinker {
         }
     }
 
+    /// `pid` serves many requests per thread (a Go program): threads do not
+    /// tell its requests apart, so its calls nest only under a lone request.
+    pub fn serves_many_per_thread(&mut self, pid: u32) {
+        self.recent_servers.mark_many_per_thread(pid);
+    }
+
+    /// `pid` exited (its number may be reused by another program).
+    pub fn process_exited(&mut self, pid: u32) {
+        self.recent_servers.forget_process(pid);
+    }
+
     /// A finished span: it goes to `ready` now, or is held for its parent
     /// (decided at the next [`Self::release_due`]).
     pub fn push(&mut self, span: Span, now_ns: u64, ready: &mut Vec<Span>) {

@@ -11,7 +11,9 @@
 //! time. A process seen answering two overlapping requests on one thread
 //! (an event loop, goroutines sharing threads) is marked as multiplexing:
 //! from then on its calls are nested only when one request was open
-//! around them.
+//! around them. Go processes are marked so from the start (the Go TLS
+//! hooks' answers tell them): goroutines move between threads, and Go's
+//! HTTP client writes from a goroutine of its own.
 
 use std::collections::VecDeque;
 
@@ -22,6 +24,9 @@ use crate::spans::{ExchangeThreads, Span};
 /// this the oldest is forgotten and calls it could have contained are
 /// called ambiguous rather than matched against what is left.
 const SERVERS_PER_PROCESS: usize = 4_096;
+/// Processes marked as serving many requests per thread, at most (a
+/// larger set starts over: pids of gone processes are dropped on exit).
+const MARKED_PROCESSES: usize = 16_384;
 /// Latest server spans of a process compared with a new one for a thread
 /// they share while overlapping (bounds the work per span).
 const OVERLAP_CHECKS: usize = 64;
@@ -89,12 +94,17 @@ pub enum ParentDecision {
 #[derive(Default)]
 pub struct RecentServers {
     by_pid: FastMap<u32, ProcessServers>,
+    /// Processes known to serve many requests per thread before any
+    /// overlap was seen (Go).
+    many_per_thread: FastMap<u32, ()>,
 }
 
 impl RecentServers {
     /// Remembers `server`, pushed at `now_ns`, until `forget_at_ns`.
     pub fn insert(&mut self, server: &Span, now_ns: u64, forget_at_ns: u64) {
+        let marked = self.many_per_thread.contains_key(&server.pid);
         let process = self.by_pid.entry(server.pid).or_default();
+        process.multiplexes |= marked;
         if process.recent.len() == SERVERS_PER_PROCESS {
             if let Some(oldest) = process.recent.pop_front() {
                 process.forgotten_end_ns = process.forgotten_end_ns.max(oldest.end_ns);
@@ -175,6 +185,28 @@ impl RecentServers {
             return ParentDecision::Ambiguous;
         }
         found.map_or(ParentDecision::NoParent, ParentDecision::Parent)
+    }
+
+    /// `pid` serves many requests per thread whatever was seen of it (a Go
+    /// program): its calls are nested only under a lone open request.
+    pub fn mark_many_per_thread(&mut self, pid: u32) {
+        if self.many_per_thread.len() >= MARKED_PROCESSES {
+            self.many_per_thread.clear();
+        }
+        self.many_per_thread.insert(pid, ());
+        if let Some(process) = self.by_pid.get_mut(&pid) {
+            process.multiplexes = true;
+        }
+    }
+
+    /// `pid` exited: a new program may reuse its number, and is judged
+    /// afresh (its own overlaps mark it again).
+    pub fn forget_process(&mut self, pid: u32) {
+        self.many_per_thread.remove(&pid);
+        if let Some(process) = self.by_pid.get_mut(&pid) {
+            process.multiplexes = false;
+            process.hands_over = false;
+        }
     }
 
     /// Whether `pid` served anything lately (its calls without a parent are counted).

@@ -552,3 +552,43 @@ fn a_thread_per_request_call_does_not_wait_for_requests_other_threads_read() {
     linker.release_due(102 * MS, |_| Vec::new(), &mut ready);
     assert_child(find(&ready, c.ids.span_id), &pool);
 }
+
+#[test]
+fn a_go_process_nests_only_lone_calls_before_any_overlap_is_seen() {
+    // Two overlapping requests read and answered on threads 1 and 3, and a
+    // call on thread 3 inside both: a thread-per-request server's call is
+    // the second request's, but a goroutine of the first may have made it.
+    let spans = |linker: &mut TraceLinker, at: u64| {
+        let s1 = server(1, UNSEEN_CALLER, (at, at + 100), (1, 1));
+        let s2 = server(
+            1,
+            ("127.0.0.1:8080", "127.0.0.1:50001"),
+            (at + 5, at + 120),
+            (3, 3),
+        );
+        let c = call(1, DOWNSTREAM_CLIENT, (at + 10, at + 50), 3);
+        let ready = step(linker, vec![s1, s2.clone(), c.clone()], at + 121, None);
+        (find(&ready, c.ids.span_id).clone(), s2)
+    };
+    let (threaded, s2) = spans(&mut linker(), 0);
+    assert_child(&threaded, &s2);
+
+    let mut go = linker();
+    go.serves_many_per_thread(1);
+    let (call, _) = spans(&mut go, 0);
+    assert_eq!(call.ids.parent_span_id, None);
+    assert_eq!(go.counters().ambiguous_parent, 1);
+    // Alone around its call, a request of a Go process still gets it.
+    let s3 = server(1, UNSEEN_CALLER, (200, 300), (4, 4));
+    let lone = call_on(1, (210, 250), 4);
+    let ready = step(&mut go, vec![s3.clone(), lone.clone()], 301, None);
+    assert_child(find(&ready, lone.ids.span_id), &s3);
+    // Its pid, once exited, may be another program's.
+    go.process_exited(1);
+    let (again, s2) = spans(&mut go, 1000);
+    assert_child(&again, &s2);
+}
+
+fn call_on(pid: u32, window: (u64, u64), tid: u32) -> Span {
+    call(pid, DOWNSTREAM_CLIENT, window, tid)
+}
