@@ -3,22 +3,21 @@
 //! calls view of `zerotrace top`. Bounded like the rows: at most
 //! [`MAX_CALLS`] edges (the least recently seen are dropped), idle ones forgotten.
 
-use std::collections::HashMap;
-
 use super::snapshot::LiveCall;
 use super::{
     rate, ratio, truncated, CountRing, HISTORY_SECONDS, IDLE_FORGET_SECONDS, MAX_SERVICE_BYTES,
 };
+use crate::hashing::FastMap;
 use crate::service_graph::EdgeObservation;
 
 /// Edges kept at most.
 pub const MAX_CALLS: usize = 500;
 
-/// (client, server, connection_type)
-type CallKey = (Box<str>, Box<str>, &'static str);
-
 #[derive(Debug)]
 struct CallRow {
+    client: Box<str>,
+    server: Box<str>,
+    connection_type: &'static str,
     counts: CountRing,
     requests_total: u64,
     errors_total: u64,
@@ -27,25 +26,41 @@ struct CallRow {
 
 #[derive(Debug, Default)]
 pub(super) struct Calls {
-    rows: HashMap<CallKey, CallRow>,
+    /// By "client NUL server NUL connection_type".
+    rows: FastMap<Box<str>, CallRow>,
+    /// Reused to build row keys: an edge already seen allocates nothing.
+    key: String,
 }
 
 impl Calls {
     pub(super) fn record(&mut self, edge: &EdgeObservation, second: u64) {
-        let key: CallKey = (
-            truncated(&edge.edge.client.name, MAX_SERVICE_BYTES).into(),
-            truncated(&edge.edge.server.name, MAX_SERVICE_BYTES).into(),
-            edge.edge.connection_type.as_str(),
-        );
-        if !self.rows.contains_key(&key) && self.rows.len() >= MAX_CALLS {
-            self.forget(second);
+        let client = truncated(&edge.edge.client.name, MAX_SERVICE_BYTES);
+        let server = truncated(&edge.edge.server.name, MAX_SERVICE_BYTES);
+        let connection_type = edge.edge.connection_type.as_str();
+        self.key.clear();
+        for part in [client, "\0", server, "\0", connection_type] {
+            self.key.push_str(part);
         }
-        let row = self.rows.entry(key).or_insert_with(|| CallRow {
-            counts: CountRing::new(),
-            requests_total: 0,
-            errors_total: 0,
-            last_second: second,
-        });
+        if !self.rows.contains_key(self.key.as_str()) {
+            if self.rows.len() >= MAX_CALLS {
+                self.forget(second);
+            }
+            self.rows.insert(
+                self.key.as_str().into(),
+                CallRow {
+                    client: client.into(),
+                    server: server.into(),
+                    connection_type,
+                    counts: CountRing::new(),
+                    requests_total: 0,
+                    errors_total: 0,
+                    last_second: second,
+                },
+            );
+        }
+        let Some(row) = self.rows.get_mut(self.key.as_str()) else {
+            return;
+        };
         row.counts.add(second, edge.failed);
         row.requests_total += 1;
         row.errors_total += u64::from(edge.failed);
@@ -74,12 +89,12 @@ impl Calls {
             .rows
             .iter()
             .filter(|(_, row)| row.last_second + HISTORY_SECONDS as u64 > current)
-            .map(|((client, server, connection_type), row)| {
+            .map(|(_, row)| {
                 let (requests, errors) = row.counts.window(current);
                 LiveCall {
-                    client: client.to_string(),
-                    server: server.to_string(),
-                    connection_type: (*connection_type).to_owned(),
+                    client: row.client.to_string(),
+                    server: row.server.to_string(),
+                    connection_type: row.connection_type.to_owned(),
                     requests_per_second: rate(requests, window),
                     error_rate: ratio(errors, requests),
                     requests_total: row.requests_total,

@@ -21,7 +21,6 @@
 //! * [`LiveView::record_call`] counts the service graph's edges (who calls
 //!   whom) for top's calls view (`calls.rs`).
 
-use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -34,6 +33,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{getsockopt, send, sockopt, MsgFlags};
 
 // Errors as the spans count them: their protocol's semantic conventions.
+use crate::hashing::FastMap;
 use crate::semconv::is_error;
 use crate::service_graph::EdgeObservation;
 use crate::spans::Span;
@@ -370,7 +370,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
 #[derive(Debug)]
 pub struct LiveView {
     origin: Instant,
-    rows: HashMap<Box<str>, Row>,
+    rows: FastMap<Box<str>, Row>,
     /// Reused to build row keys without allocating.
     key: String,
     tick: u64,
@@ -399,7 +399,7 @@ impl LiveView {
     pub fn starting_at(origin: Instant) -> Self {
         Self {
             origin,
-            rows: HashMap::new(),
+            rows: FastMap::default(),
             key: String::new(),
             tick: 0,
             histogram_entries: 0,
