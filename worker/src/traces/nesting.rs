@@ -128,13 +128,18 @@ impl RecentServers {
             process.hands_over = true;
         }
         if !process.multiplexes && record.threads.response_last != 0 {
-            // Newest first, as far as spans pushed (so ended) after it began.
+            // Newest first, as far as spans that ended after it began (spans
+            // are pushed about in the order they end: a server answering one
+            // request at a time, as nginx's event loop does with quick
+            // answers, costs one comparison per span, not OVERLAP_CHECKS).
             process.multiplexes = process
                 .recent
                 .iter()
                 .rev()
                 .take(OVERLAP_CHECKS)
-                .take_while(|other| other.pushed_at_ns >= record.start_ns)
+                .take_while(|other| {
+                    other.pushed_at_ns >= record.start_ns && other.end_ns >= record.start_ns
+                })
                 .any(|other| record.shares_a_thread_with(other));
         }
         process.recent.push_back(record);
