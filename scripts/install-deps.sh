@@ -14,6 +14,10 @@ if [ "${1:-}" = "test" ]; then
   packages+=(python3-grpcio)  # tests: gRPC server and client (tests/servers/grpc_app.py, run with /usr/bin/python3)
   packages+=(python3-venv)    # tests: the venv tests/semconv/ensure-venv.sh installs semantic conventions into
   packages+=(golang-go)  # tests: Go programs built by gobin/tests (crypto/tls hook points, stripped and not)
+  # tests/tests/databases.rs: servers it starts itself (tests/src/db_servers.rs) and their clients
+  # (python3-psycopg is psycopg 3: the extended protocol with server-side parameters).
+  packages+=(postgresql postgresql-client mariadb-server mariadb-client redis-server redis-tools memcached)
+  packages+=(python3-psycopg2 python3-psycopg python3-pymysql python3-redis python3-pymemcache)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -27,7 +31,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  # The database packages would start system instances on the default ports (or fail to, without
+  # systemd): the tests start their own, so installing starts no service (policy-rc.d 101).
+  policy=/usr/sbin/policy-rc.d
+  own_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+  fi
+  status=0
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+  [ -z "$own_policy" ] || rm -f "$policy"
+  [ "$status" -eq 0 ] || exit "$status"
 fi
 if [ "${1:-}" = "test" ]; then
   # The OpenTelemetry semantic conventions every exported name is checked against (from PyPI).
