@@ -1,0 +1,457 @@
+//! Database and cache calls as CLIENT spans and `db.client.operation.duration`:
+//! real PostgreSQL, MariaDB, Redis and memcached servers (tests/src/db_servers.rs,
+//! started once for this file), a real Python service calling them with real
+//! client libraries while it serves HTTP requests (tests/servers/db_app.py,
+//! one path per scenario), and the real agent exporting to an OTLP receiver
+//! that decodes with opentelemetry-proto.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint};
+use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
+use zerotrace_integration_tests::db_servers::{db_servers, start_db_app, DbServers};
+use zerotrace_integration_tests::otlp_receiver::*;
+use zerotrace_integration_tests::*;
+
+/// The servers, the instrumented service, the receiver and the agent of one test.
+struct Setup {
+    servers: &'static DbServers,
+    app: Server,
+    receiver: OtlpReceiver,
+    agent: Agent,
+}
+
+impl Setup {
+    fn start() -> Setup {
+        require_root();
+        let servers = db_servers();
+        let app = start_db_app(servers);
+        let receiver = OtlpReceiver::start_grpc();
+        let endpoint = receiver.endpoint();
+        let agent = Agent::start(
+            &["--open-port", &app.port.to_string()],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+            ],
+        );
+        Setup {
+            servers,
+            app,
+            receiver,
+            agent,
+        }
+    }
+
+    /// Runs the service's scenario at `path`, which must report success.
+    fn drive(&self, path: &str) {
+        let body = curl(&[&self.app.url(path)]);
+        assert_eq!(body, "ok\n", "scenario {path} failed in db_app.py");
+    }
+
+    /// The CLIENT spans of `system` once at least `count` arrived (and a
+    /// moment more, so that extra ones would show).
+    fn db_spans(&self, system: &str, count: usize) -> Vec<Span> {
+        let of_system = |traces: &[ReceivedTraces]| -> Vec<Span> {
+            spans_of(traces)
+                .into_iter()
+                .map(|(_, s)| s)
+                .filter(|s| s.kind == span::SpanKind::Client as i32)
+                .filter(|s| attr_str(&s.attributes, "db.system.name").as_deref() == Some(system))
+                .collect()
+        };
+        let arrived = self
+            .receiver
+            .wait_for_traces(Duration::from_secs(15), |traces| {
+                let spans = of_system(traces);
+                (spans.len() >= count).then_some(())
+            });
+        assert!(
+            arrived.is_some(),
+            "fewer than {count} {system} client spans arrived: {:#?}\nagent stderr:\n{}",
+            self.receiver.spans(),
+            self.agent.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(600));
+        of_system(&self.receiver.traces())
+    }
+
+    /// Latest data points of `db.client.operation.duration` once one has
+    /// `attributes` (all of them) and counts at least `count` operations.
+    fn duration_point(&self, attributes: &[(&str, &str)], count: u64) -> HistogramDataPoint {
+        let matches = |p: &HistogramDataPoint| {
+            let map = attrs_map(&p.attributes);
+            attributes
+                .iter()
+                .all(|(k, v)| map.get(*k).map(String::as_str) == Some(*v))
+        };
+        self.receiver
+            .wait_for_metrics(Duration::from_secs(15), |exports| {
+                metrics_of(exports)
+                    .into_iter()
+                    .rev()
+                    .filter(|(_, m)| m.name == "db.client.operation.duration")
+                    .filter_map(|(_, m)| match m.data {
+                        Some(metric::Data::Histogram(h)) => Some(h.data_points),
+                        _ => None,
+                    })
+                    .flatten()
+                    .find(|p| matches(p) && p.count >= count)
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no db.client.operation.duration point {attributes:?} counting {count}: {:#?}",
+                    metrics_of(&self.receiver.metrics())
+                        .into_iter()
+                        .filter(|(_, m)| m.name.starts_with("db."))
+                        .collect::<Vec<_>>()
+                )
+            })
+    }
+}
+
+fn text_of(span: &Span) -> String {
+    attr_str(&span.attributes, "db.query.text").unwrap_or_default()
+}
+
+/// The spans whose sanitized query text is `text`.
+fn with_text<'a>(spans: &'a [Span], text: &str) -> Vec<&'a Span> {
+    spans.iter().filter(|s| text_of(s) == text).collect()
+}
+
+/// The one span whose query text is `text`.
+fn one_with_text<'a>(spans: &'a [Span], text: &str) -> &'a Span {
+    let found = with_text(spans, text);
+    assert_eq!(found.len(), 1, "one span with text {text:?}: {spans:#?}");
+    found[0]
+}
+
+fn attrs(span: &Span) -> BTreeMap<String, String> {
+    attrs_map(&span.attributes)
+}
+
+fn is_error(span: &Span) -> bool {
+    span.status.as_ref().map(|s| s.code) == Some(status::StatusCode::Error as i32)
+}
+
+/// The attributes every span to this server carries.
+fn assert_server(span: &Span, port: u16) {
+    assert_eq!(
+        attr_str(&span.attributes, "server.address").as_deref(),
+        Some("127.0.0.1"),
+        "{span:#?}"
+    );
+    assert_eq!(
+        attr_int(&span.attributes, "server.port"),
+        Some(i64::from(port)),
+        "{span:#?}"
+    );
+    assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+}
+
+#[test]
+fn every_scenario_of_the_service_works_against_the_real_servers() {
+    // Without the agent: a failure here is the fixture's, not the capture's.
+    require_root();
+    let servers = db_servers();
+    let app = start_db_app(servers);
+    for path in [
+        "/pg/simple",
+        "/pg/errors",
+        "/pg/prepared",
+        "/pg/tls",
+        "/mysql/queries",
+        "/redis/commands",
+        "/redis/pipeline",
+        "/memcached",
+        "/cli",
+    ] {
+        let body = curl(&[&app.url(path)]);
+        assert_eq!(body, "ok\n", "{path}");
+    }
+}
+
+#[test]
+fn postgres_simple_queries_are_client_spans_with_sanitized_text_and_a_duration() {
+    let setup = Setup::start();
+    setup.drive("/pg/simple");
+    let spans = setup.db_spans("postgresql", 2);
+    let select = one_with_text(&spans, "SELECT name FROM accounts WHERE id = ?");
+    assert_eq!(select.name, "SELECT accounts");
+    let a = attrs(select);
+    assert_eq!(a.get("db.operation.name").map(String::as_str), Some("SELECT"));
+    assert_eq!(
+        a.get("db.collection.name").map(String::as_str),
+        Some("accounts")
+    );
+    assert_eq!(a.get("db.namespace").map(String::as_str), Some("shop"));
+    assert!(!a.contains_key("db.response.status_code"), "{a:?}");
+    assert!(!is_error(select));
+    assert_server(select, setup.servers.postgres);
+    let update = one_with_text(
+        &spans,
+        "UPDATE accounts SET balance = balance + ? WHERE id = ?",
+    );
+    assert_eq!(update.name, "UPDATE accounts");
+    // No literal the client sent reaches the exported text.
+    for s in &spans {
+        let text = text_of(s);
+        assert!(!text.contains('5') && !text.contains("= 1"), "{text}");
+    }
+    let point = setup.duration_point(
+        &[
+            ("db.system.name", "postgresql"),
+            ("db.operation.name", "SELECT"),
+            ("db.collection.name", "accounts"),
+            ("db.namespace", "shop"),
+            ("server.address", "127.0.0.1"),
+        ],
+        1,
+    );
+    assert!(point.sum.unwrap_or(0.0) > 0.0, "{point:?}");
+    assert!(
+        !attrs_map(&point.attributes).contains_key("db.query.text"),
+        "the query text is never a metric attribute: {point:?}"
+    );
+}
+
+#[test]
+fn postgres_errors_carry_their_sqlstate() {
+    let setup = Setup::start();
+    setup.drive("/pg/errors");
+    let spans = setup.db_spans("postgresql", 2);
+    let syntax = one_with_text(&spans, "SELEC broken");
+    let missing = one_with_text(&spans, "SELECT * FROM missing_table WHERE id = ?");
+    for (span, code) in [(syntax, "42601"), (missing, "42P01")] {
+        let a = attrs(span);
+        assert_eq!(
+            a.get("db.response.status_code").map(String::as_str),
+            Some(code),
+            "{span:#?}"
+        );
+        assert_eq!(a.get("error.type").map(String::as_str), Some(code));
+        assert!(is_error(span), "{span:#?}");
+        assert_server(span, setup.servers.postgres);
+    }
+    assert_eq!(missing.name, "SELECT missing_table");
+    setup.duration_point(
+        &[("db.system.name", "postgresql"), ("error.type", "42P01")],
+        1,
+    );
+}
+
+#[test]
+fn postgres_prepared_statements_carry_their_text() {
+    let setup = Setup::start();
+    setup.drive("/pg/prepared");
+    let spans = setup.db_spans("postgresql", 5);
+    // psycopg 3, extended protocol: an unnamed statement, then a named one
+    // parsed once and executed twice, each execution with its text.
+    let unnamed = one_with_text(&spans, "SELECT name FROM accounts WHERE id = $1");
+    assert_eq!(unnamed.name, "SELECT accounts");
+    assert_eq!(
+        attrs(unnamed).get("db.namespace").map(String::as_str),
+        Some("shop")
+    );
+    let named = with_text(&spans, "SELECT balance FROM accounts WHERE id = $1");
+    assert_eq!(named.len(), 2, "{spans:#?}");
+    // SQL PREPARE, then EXECUTE carrying the prepared statement's text.
+    let prepare = one_with_text(
+        &spans,
+        "PREPARE byname(text) AS SELECT id FROM accounts WHERE name = $1",
+    );
+    assert_eq!(
+        attrs(prepare).get("db.operation.name").map(String::as_str),
+        Some("PREPARE")
+    );
+    let execute = one_with_text(&spans, "SELECT id FROM accounts WHERE name = $1");
+    assert_eq!(
+        attrs(execute).get("db.collection.name").map(String::as_str),
+        Some("accounts")
+    );
+    for s in &spans {
+        assert!(!is_error(s), "{s:#?}");
+    }
+}
+
+#[test]
+fn postgres_over_tls_is_seen_in_plaintext() {
+    let setup = Setup::start();
+    setup.drive("/pg/tls");
+    let spans = setup.db_spans("postgresql", 2);
+    let select = one_with_text(&spans, "SELECT balance FROM accounts WHERE name = ?");
+    assert_eq!(select.name, "SELECT accounts");
+    assert_eq!(
+        attrs(select).get("db.namespace").map(String::as_str),
+        Some("shop")
+    );
+    assert_server(select, setup.servers.postgres);
+    // The server confirmed the connection was encrypted (db_app.py asserts it).
+    let check = one_with_text(&spans, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
+    assert_eq!(
+        attrs(check).get("db.collection.name").map(String::as_str),
+        Some("pg_stat_ssl")
+    );
+}
+
+#[test]
+fn mariadb_queries_and_errors_are_client_spans() {
+    let setup = Setup::start();
+    setup.drive("/mysql/queries");
+    let spans = setup.db_spans("mariadb", 4);
+    let select = one_with_text(&spans, "SELECT name FROM items WHERE id = ?");
+    assert_eq!(select.name, "SELECT items");
+    let a = attrs(select);
+    assert_eq!(a.get("db.namespace").map(String::as_str), Some("shop"));
+    assert_eq!(a.get("db.collection.name").map(String::as_str), Some("items"));
+    assert_server(select, setup.servers.mariadb);
+    one_with_text(&spans, "UPDATE items SET name = ? WHERE id = ?");
+    let missing = one_with_text(&spans, "SELECT * FROM missing_table");
+    let a = attrs(missing);
+    assert_eq!(
+        a.get("db.response.status_code").map(String::as_str),
+        Some("1146")
+    );
+    assert_eq!(a.get("error.type").map(String::as_str), Some("1146"));
+    assert!(is_error(missing));
+    // SQL PREPARE/EXECUTE: the statement's literal text is sanitized too.
+    let operations: Vec<String> = spans
+        .iter()
+        .filter_map(|s| attr_str(&s.attributes, "db.operation.name"))
+        .collect();
+    for operation in ["PREPARE", "EXECUTE"] {
+        assert!(
+            operations.iter().any(|o| o == operation),
+            "{operation}: {spans:#?}"
+        );
+    }
+    setup.duration_point(
+        &[
+            ("db.system.name", "mariadb"),
+            ("db.operation.name", "SELECT"),
+            ("db.collection.name", "items"),
+        ],
+        1,
+    );
+}
+
+#[test]
+fn redis_commands_select_and_error_replies() {
+    let setup = Setup::start();
+    setup.drive("/redis/commands");
+    let spans = setup.db_spans("redis", 4);
+    let by_operation = |operation: &str| -> Vec<&Span> {
+        spans
+            .iter()
+            .filter(|s| {
+                attr_str(&s.attributes, "db.operation.name").as_deref() == Some(operation)
+            })
+            .collect()
+    };
+    assert_eq!(by_operation("SELECT").len(), 1, "{spans:#?}");
+    let set = by_operation("SET");
+    assert_eq!(set.len(), 1, "{spans:#?}");
+    assert_eq!(text_of(set[0]), "SET page:home ?");
+    // `db=3`: the client's SELECT 3 moves the connection's namespace.
+    for s in set.iter().chain(&by_operation("GET")) {
+        assert_eq!(
+            attr_str(&s.attributes, "db.namespace").as_deref(),
+            Some("3"),
+            "{s:#?}"
+        );
+        assert!(!is_error(s));
+        assert_server(s, setup.servers.redis);
+    }
+    let lpush = by_operation("LPUSH");
+    assert_eq!(lpush.len(), 1, "{spans:#?}");
+    let a = attrs(lpush[0]);
+    assert_eq!(
+        a.get("db.response.status_code").map(String::as_str),
+        Some("WRONGTYPE")
+    );
+    assert_eq!(a.get("error.type").map(String::as_str), Some("WRONGTYPE"));
+    assert!(is_error(lpush[0]));
+    setup.duration_point(
+        &[
+            ("db.system.name", "redis"),
+            ("db.operation.name", "SET"),
+            ("db.namespace", "3"),
+        ],
+        1,
+    );
+}
+
+#[test]
+fn each_pipelined_redis_command_is_its_own_span() {
+    let setup = Setup::start();
+    setup.drive("/redis/pipeline");
+    let spans = setup.db_spans("redis", 5);
+    let mut pipelined: Vec<&Span> = spans
+        .iter()
+        .filter(|s| attr_str(&s.attributes, "db.operation.name").as_deref() != Some("SELECT"))
+        .collect();
+    pipelined.sort_by_key(|s| s.start_time_unix_nano);
+    let texts: Vec<String> = pipelined.iter().map(|s| text_of(s)).collect();
+    assert_eq!(
+        texts,
+        ["SET hits ?", "INCRBY hits ?", "INCRBY hits ?", "GET hits"],
+        "{spans:#?}"
+    );
+    for s in &pipelined {
+        assert_eq!(
+            attr_str(&s.attributes, "db.namespace").as_deref(),
+            Some("3")
+        );
+        assert!(!is_error(s));
+    }
+}
+
+#[test]
+fn memcached_sets_gets_and_a_multi_key_get() {
+    let setup = Setup::start();
+    setup.drive("/memcached");
+    let spans = setup.db_spans("memcached", 4);
+    let operations: Vec<String> = {
+        let mut sorted: Vec<&Span> = spans.iter().collect();
+        sorted.sort_by_key(|s| s.start_time_unix_nano);
+        sorted
+            .iter()
+            .filter_map(|s| attr_str(&s.attributes, "db.operation.name"))
+            .collect()
+    };
+    assert_eq!(operations, ["set", "set", "get", "get"], "{spans:#?}");
+    one_with_text(&spans, "get user:1");
+    let multi = one_with_text(&spans, "get user:1 user:2 user:3");
+    assert!(!is_error(multi));
+    assert_server(multi, setup.servers.memcached);
+    for s in with_text(&spans, "set user:1 ? ? ?") {
+        assert!(!is_error(s));
+    }
+    setup.duration_point(
+        &[("db.system.name", "memcached"), ("db.operation.name", "get")],
+        2,
+    );
+}
+
+#[test]
+fn psql_mariadb_and_redis_cli_run_by_the_service_are_traced_too() {
+    // The command-line clients are the service's children, instrumented with it.
+    let setup = Setup::start();
+    setup.drive("/cli");
+    let postgres = setup.db_spans("postgresql", 1);
+    one_with_text(&postgres, "SELECT count(*) FROM accounts");
+    let mariadb = setup.db_spans("mariadb", 1);
+    one_with_text(&mariadb, "SELECT count(*) FROM items");
+    let redis = setup.db_spans("redis", 1);
+    let incr = redis
+        .iter()
+        .find(|s| text_of(s) == "INCR cli:runs")
+        .unwrap_or_else(|| panic!("{redis:#?}"));
+    assert_eq!(
+        attr_str(&incr.attributes, "db.namespace").as_deref(),
+        Some("4")
+    );
+}
