@@ -1,6 +1,6 @@
 //! zerotrace-worker: the unprivileged half of the agent. It reads kernel
 //! events from the ring buffer the loader handed over, reassembles TCP
-//! streams, decodes HTTP, builds spans and exports them.
+//! streams, decodes HTTP and database protocols, builds spans and exports them.
 //!
 //! Folders follow the pipeline: capture → connections → protocols → spans →
 //! exporters, with discovery deciding what the kernel captures.
@@ -25,3 +25,7 @@ pub mod semconv;
 pub mod spans;
 pub mod tls_hooks;
 pub mod traces;
+
+/// Recorded database exchanges through the whole decode path (test only).
+#[cfg(test)]
+mod db_replay_tests;

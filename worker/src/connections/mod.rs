@@ -13,7 +13,7 @@ use zerotrace_shared::event::{ConnTuple, ConnectionRole, Direction};
 
 use crate::hashing::FastMap;
 use crate::protocols::counters::{DecodeCounters, Http2Stats};
-use crate::protocols::registry::{Outputs, ProtocolState, Scratch};
+use crate::protocols::registry::{Outputs, ProtocolSelection, ProtocolState, Scratch};
 use crate::protocols::session::{ConnectionInfo, DataSegment, FirstBytes};
 use crate::spans::Span;
 use tls_records::is_tls_record;
@@ -151,11 +151,22 @@ pub struct ConnectionTracker {
     evicted_connections: u64,
     encrypted_segments: u64,
     scratch: Scratch,
+    /// The protocols connections may be found to speak.
+    protocols: ProtocolSelection,
 }
 
 impl ConnectionTracker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A tracker that recognises only the `protocols` selected (the
+    /// configuration's `instrumentations`); other bytes count as garbage.
+    pub fn with_protocols(protocols: ProtocolSelection) -> Self {
+        Self {
+            protocols,
+            ..Self::default()
+        }
     }
 
     pub fn counters(&self) -> TrackerCounters {
@@ -263,7 +274,7 @@ impl ConnectionTracker {
         };
         let state = match &mut conn.state {
             Some(state) => state,
-            None => match conn.undecided.decide(&conn.info, &data) {
+            None => match conn.undecided.decide(&conn.info, &data, self.protocols) {
                 FirstBytesDecision::Held => return,
                 FirstBytesDecision::Unclaimed(segments) => {
                     out.counters.garbage_segments += segments;

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use zerotrace_shared::event::Direction;
 
-use crate::protocols::registry::{detect, Detection, Protocol};
+use crate::protocols::registry::{detect, Detection, Protocol, ProtocolSelection};
 use crate::protocols::session::{ConnectionInfo, DataSegment, FirstBytes};
 
 /// Bytes held, both directions together; past this the registry decides
@@ -54,18 +54,19 @@ pub(super) struct Undecided {
 }
 
 impl Undecided {
-    /// Asks the registry about `segment` after what `direction` held.
+    /// Asks the registry (the `selection` of it) about `segment` after what `direction` held.
     pub fn decide(
         &mut self,
         conn: &ConnectionInfo,
         segment: &DataSegment<'_>,
+        selection: ProtocolSelection,
     ) -> FirstBytesDecision {
         let more_may_come = segment.missing == 0
             && self.bytes + segment.captured.len() <= MAX_HELD_BYTES
             && self.held.len() < MAX_HELD_SEGMENTS;
         let bytes = self.bytes_of(segment.direction, segment.captured);
         let first = FirstBytes::of(conn, segment.direction, &bytes);
-        match detect(&first, more_may_come) {
+        match detect(&first, more_may_come, selection) {
             Detection::Found(protocol) => FirstBytesDecision::Found(protocol),
             Detection::NeedMore => {
                 self.bytes += segment.captured.len();

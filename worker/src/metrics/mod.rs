@@ -1,5 +1,6 @@
 //! Metrics derived from spans.
 
+pub mod db;
 pub mod http;
 pub mod red;
 pub mod rpc;

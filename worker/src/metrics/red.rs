@@ -2,7 +2,7 @@
 //! any trace sampling — as the histograms each protocol's semantic
 //! conventions name (`semconv/`), per process (resource) and attribute set.
 //! Each protocol keeps its series in a [`MetricStore`] of its own
-//! (`metrics/http.rs`, `metrics/rpc.rs`); the OTLP export here and the
+//! (`metrics/http.rs`, `metrics/rpc.rs`, `metrics/db.rs`); the OTLP export here and the
 //! Prometheus endpoint read every store the same way.
 
 use std::collections::HashMap;
@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use super::db::DbMetrics;
 use super::http::HttpMetrics;
 use super::rpc::RpcMetrics;
 use crate::config::Temporality;
@@ -120,6 +121,8 @@ pub struct RedMetrics {
     pub http: HttpMetrics,
     /// gRPC calls: counted as RPCs only, not also as HTTP requests.
     pub rpc: RpcMetrics,
+    /// Database and cache client operations.
+    pub db: DbMetrics,
 }
 
 impl RedMetrics {
@@ -129,16 +132,17 @@ impl RedMetrics {
             exited: Vec::new(),
             http: HttpMetrics::default(),
             rpc: RpcMetrics::default(),
+            db: DbMetrics::default(),
         }
     }
 
     /// Every protocol's store, in export order.
-    pub fn stores(&self) -> [&dyn MetricStore; 2] {
-        [&self.http, &self.rpc]
+    pub fn stores(&self) -> [&dyn MetricStore; 3] {
+        [&self.http, &self.rpc, &self.db]
     }
 
-    fn stores_mut(&mut self) -> [&mut dyn MetricStore; 2] {
-        [&mut self.http, &mut self.rpc]
+    fn stores_mut(&mut self) -> [&mut dyn MetricStore; 3] {
+        [&mut self.http, &mut self.rpc, &mut self.db]
     }
 
     /// Records one span in its protocol's store.
@@ -149,6 +153,7 @@ impl RedMetrics {
                 self.rpc
                     .record(span, &grpc.call, &grpc.http, resource, now_unix_ns)
             }
+            Protocol::Db(db) => self.db.record(span, db, resource, now_unix_ns),
         }
     }
 

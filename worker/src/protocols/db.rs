@@ -11,6 +11,9 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
+use crate::spans::DbExchange;
+pub use crate::spans::DbSystem;
+
 /// Whether a connection's first bytes belong to a protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detection {
@@ -18,29 +21,6 @@ pub enum Detection {
     No,
     /// Too few bytes to tell; ask again with more.
     NeedMore,
-}
-
-/// `db.system.name` of an operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DbSystem {
-    Postgresql,
-    Mysql,
-    Mariadb,
-    Redis,
-    Memcached,
-}
-
-impl DbSystem {
-    /// The semantic-conventions value of `db.system.name`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DbSystem::Postgresql => "postgresql",
-            DbSystem::Mysql => "mysql",
-            DbSystem::Mariadb => "mariadb",
-            DbSystem::Redis => "redis",
-            DbSystem::Memcached => "memcached",
-        }
-    }
 }
 
 /// One completed database or cache operation seen from the client.
@@ -74,6 +54,25 @@ pub struct DbOperation {
 }
 
 impl DbOperation {
+    /// The span's database part: what the operation says, named once.
+    pub fn into_exchange(self) -> DbExchange {
+        DbExchange {
+            system: self.system,
+            operation: self.operation,
+            collection: self.collection,
+            namespace: self.namespace,
+            query_text: self.query_text,
+            status_code: self.status_code,
+            error_type: self.error_type,
+            error_message: self.error_message,
+            rows: self.rows,
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+            name: String::new(),
+        }
+        .named()
+    }
+
     pub fn new(system: DbSystem, start_ns: u64) -> Self {
         Self {
             system,
@@ -90,15 +89,6 @@ impl DbOperation {
             request_bytes: 0,
             response_bytes: 0,
             partial: false,
-        }
-    }
-
-    /// Span name per the conventions: `{operation} {collection}`, or what is known.
-    pub fn span_name(&self) -> String {
-        match (&self.collection, self.operation.is_empty()) {
-            (Some(collection), false) => format!("{} {}", self.operation, collection),
-            (None, false) => self.operation.clone(),
-            (_, true) => self.system.as_str().to_string(),
         }
     }
 }
@@ -229,16 +219,6 @@ mod tests {
     fn bounded_text_cuts_on_a_char_boundary() {
         assert_eq!(bounded_text("héllo".as_bytes(), 2), "h");
         assert_eq!(bounded_text(b"hello", 3), "hel");
-    }
-
-    #[test]
-    fn span_name_follows_the_conventions() {
-        let mut op = DbOperation::new(DbSystem::Postgresql, 0);
-        assert_eq!(op.span_name(), "postgresql");
-        op.operation = "SELECT".into();
-        assert_eq!(op.span_name(), "SELECT");
-        op.collection = Some("accounts".into());
-        assert_eq!(op.span_name(), "SELECT accounts");
     }
 }
 

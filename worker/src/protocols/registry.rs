@@ -7,8 +7,13 @@
 //! [`ProtocolSession`] and one line in the `protocol_registry!` list below.
 
 use super::counters::DecodeCounters;
+use super::db_session::DbSession;
 use super::http1::Http1Session;
 use super::http2::Http2Session;
+use super::memcached::MemcachedConnection;
+use super::mysql::MysqlConnection;
+use super::postgres::PostgresConnection;
+use super::redis::RedisConnection;
 use super::session::{
     ConnectionInfo, DataSegment, FirstBytes, ParseOutcome, ProtocolSession, Sink, Verdict,
 };
@@ -24,13 +29,48 @@ pub enum Detection {
     Unknown,
 }
 
-/// Asks every protocol in [`Protocol::DETECTION_ORDER`] about `first`. The
-/// first yes wins unless an earlier protocol needs more bytes to decide;
-/// when `more_may_come` is false (a gap follows, or nothing more is held),
-/// "need more" counts as no.
-pub fn detect(first: &FirstBytes<'_>, more_may_come: bool) -> Detection {
+/// The protocols detection may pick (the configuration can turn some off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtocolSelection(u32);
+
+impl ProtocolSelection {
+    /// Every protocol of the registry.
+    pub const ALL: Self = Self(u32::MAX);
+
+    fn bit(protocol: Protocol) -> u32 {
+        1 << (protocol as u32)
+    }
+
+    pub fn contains(self, protocol: Protocol) -> bool {
+        self.0 & Self::bit(protocol) != 0
+    }
+
+    /// The same selection without `protocol`.
+    pub fn without(self, protocol: Protocol) -> Self {
+        Self(self.0 & !Self::bit(protocol))
+    }
+}
+
+impl Default for ProtocolSelection {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+/// Asks every selected protocol in [`Protocol::DETECTION_ORDER`] about
+/// `first`. The first yes wins unless an earlier protocol needs more bytes to
+/// decide; when `more_may_come` is false (a gap follows, or nothing more is
+/// held), "need more" counts as no.
+pub fn detect(
+    first: &FirstBytes<'_>,
+    more_may_come: bool,
+    selection: ProtocolSelection,
+) -> Detection {
     let mut waiting = false;
     for protocol in Protocol::DETECTION_ORDER {
+        if !selection.contains(*protocol) {
+            continue;
+        }
         match protocol.check(first) {
             Verdict::Yes if !waiting => return Detection::Found(*protocol),
             Verdict::NeedMore if more_may_come => waiting = true,
@@ -155,6 +195,21 @@ protocol_registry! {
     Http2(Http2Session) scratch http2;
     /// HTTP/1.x: a request or status line.
     Http1(Http1Session) scratch http1;
+    /// PostgreSQL (protocol v3): a StartupMessage, SSLRequest or
+    /// CancelRequest, or mid-stream a `Q`/`P` message or backend messages up
+    /// to a ReadyForQuery. Binary length-prefixed messages: no text protocol
+    /// passes, so its place after HTTP only saves work.
+    Postgres(DbSession<PostgresConnection>) scratch postgres;
+    /// MySQL and MariaDB: the server's greeting (protocol 10), a
+    /// HandshakeResponse, or mid-stream a COM_QUERY packet.
+    MySql(DbSession<MysqlConnection>) scratch mysql;
+    /// Redis: a RESP array of bulk strings, an upper-case inline command, or
+    /// mid-stream a reply. Before memcached, whose text commands are the same
+    /// words in lower case (the two checks never both say yes).
+    Redis(DbSession<RedisConnection>) scratch redis;
+    /// memcached's text protocol: a lower-case command line, or mid-stream a
+    /// reply only memcached sends.
+    Memcached(DbSession<MemcachedConnection>) scratch memcached;
 }
 
 /// A protocol that never switches has nothing to become.
@@ -217,7 +272,14 @@ mod tests {
     fn every_protocol_is_asked_once_in_the_written_order() {
         assert_eq!(
             Protocol::DETECTION_ORDER,
-            &[Protocol::Http2, Protocol::Http1]
+            &[
+                Protocol::Http2,
+                Protocol::Http1,
+                Protocol::Postgres,
+                Protocol::MySql,
+                Protocol::Redis,
+                Protocol::Memcached
+            ]
         );
     }
 
@@ -225,17 +287,20 @@ mod tests {
     fn the_http2_preface_wins_over_the_request_line_it_looks_like() {
         let preface = crate::protocols::http2::PREFACE;
         assert_eq!(
-            detect(&first(preface), true),
+            detect(&first(preface), true, ProtocolSelection::ALL),
             Detection::Found(Protocol::Http2)
         );
         // `PRI * HTTP/` could still start an HTTP/1 request line: HTTP/2
         // asks for more, and its answer comes first.
         let start = &preface[..11];
         assert_eq!(Protocol::Http1.check(&first(start)), Verdict::Yes);
-        assert_eq!(detect(&first(start), true), Detection::NeedMore);
+        assert_eq!(
+            detect(&first(start), true, ProtocolSelection::ALL),
+            Detection::NeedMore
+        );
         // When no more can come (a gap follows), the next yes is taken.
         assert_eq!(
-            detect(&first(start), false),
+            detect(&first(start), false, ProtocolSelection::ALL),
             Detection::Found(Protocol::Http1)
         );
     }
@@ -249,19 +314,29 @@ mod tests {
             b"GET /long-target-cut-by-the-capture",
         ] {
             assert_eq!(
-                detect(&first(bytes), true),
+                detect(&first(bytes), true, ProtocolSelection::ALL),
                 Detection::Found(Protocol::Http1),
                 "{bytes:?}"
             );
         }
-        assert_eq!(detect(&first(b"GE"), true), Detection::NeedMore);
-        assert_eq!(detect(&first(b"GE"), false), Detection::Unknown);
         assert_eq!(
-            detect(&first(b"\x00\xffnot http"), true),
+            detect(&first(b"GE"), true, ProtocolSelection::ALL),
+            Detection::NeedMore
+        );
+        assert_eq!(
+            detect(&first(b"GE"), false, ProtocolSelection::ALL),
             Detection::Unknown
         );
         assert_eq!(
-            detect(&first(b"*1\r\n$4\r\nPING\r\n"), true),
+            detect(&first(b"\x00\xffnot http"), true, ProtocolSelection::ALL),
+            Detection::Unknown
+        );
+        assert_eq!(
+            detect(
+                &first(b"*1\r\n$4\r\nPING\r\n"),
+                true,
+                ProtocolSelection::ALL
+            ),
             Detection::Unknown
         );
     }

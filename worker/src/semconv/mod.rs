@@ -4,6 +4,7 @@
 //! protocol adds its module here and one arm to [`conventions`].
 
 pub mod attribute;
+pub mod db;
 pub mod http;
 pub mod rpc;
 
@@ -64,6 +65,7 @@ pub fn conventions(span: &Span) -> &dyn Conventions {
     match &span.protocol {
         Protocol::Http(http) => http,
         Protocol::Grpc(grpc) => grpc,
+        Protocol::Db(db) => db,
     }
 }
 
@@ -98,7 +100,11 @@ mod tests {
 
     #[test]
     fn prometheus_names_follow_the_otlp_names() {
-        for instrument in http::INSTRUMENTS.iter().chain(&rpc::INSTRUMENTS) {
+        for instrument in http::INSTRUMENTS
+            .iter()
+            .chain(&rpc::INSTRUMENTS)
+            .chain(&db::INSTRUMENTS)
+        {
             let expected = format!(
                 "{}_{}",
                 instrument.name.replace('.', "_"),

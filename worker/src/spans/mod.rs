@@ -6,12 +6,14 @@
 //! exchange type (and how the trace printer shows it), and its semantic
 //! conventions in `semconv/` (docs/architecture.md, "How to add a protocol").
 
+pub mod db;
 pub mod grpc;
 pub mod http;
 pub mod ids;
 
 use std::net::SocketAddr;
 
+pub use db::{DbExchange, DbSystem};
 pub use grpc::{GrpcCall, GrpcExchange};
 pub use http::HttpExchange;
 pub use ids::SpanIds;
@@ -67,8 +69,8 @@ pub struct Span {
     pub protocol: Protocol,
 }
 
-/// The per-protocol part of a span: one arm per decoded protocol. Database
-/// and messaging protocols get their own arms.
+/// The per-protocol part of a span: one arm per decoded protocol (messaging
+/// protocols will get their own arms).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Protocol {
     /// An HTTP/1.x or HTTP/2 exchange that is not a gRPC call.
@@ -76,6 +78,9 @@ pub enum Protocol {
     /// A gRPC call, with the HTTP/2 exchange that carried it: the RPC
     /// conventions name and judge it and its metric is the RPC one.
     Grpc(GrpcExchange),
+    /// A database or cache operation (PostgreSQL, MySQL/MariaDB, Redis,
+    /// memcached), seen from the client.
+    Db(DbExchange),
 }
 
 /// Who and where a span happened: the connection's side of it.
@@ -125,6 +130,7 @@ impl Span {
         match &self.protocol {
             Protocol::Http(http) => Some(http),
             Protocol::Grpc(grpc) => Some(&grpc.http),
+            Protocol::Db(_) => None,
         }
     }
 
@@ -132,14 +138,17 @@ impl Span {
         match &mut self.protocol {
             Protocol::Http(http) => Some(http),
             Protocol::Grpc(grpc) => Some(&mut grpc.http),
+            Protocol::Db(_) => None,
         }
     }
 
-    /// What the live view groups spans by: the route, else the path (HTTP, gRPC).
+    /// What the live view groups spans by: the route, else the path (HTTP,
+    /// gRPC); the span name of a database operation (`SELECT accounts`).
     pub fn operation(&self) -> &str {
         match &self.protocol {
             Protocol::Http(http) => http.route_or_path(),
             Protocol::Grpc(grpc) => grpc.http.route_or_path(),
+            Protocol::Db(db) => &db.name,
         }
     }
 }
@@ -150,6 +159,8 @@ impl Protocol {
         match self {
             Protocol::Http(http) => http.traceparent.as_deref(),
             Protocol::Grpc(grpc) => grpc.http.traceparent.as_deref(),
+            // Database protocols carry no trace context on the wire.
+            Protocol::Db(_) => None,
         }
     }
 }
@@ -161,6 +172,7 @@ impl Span {
         match &self.protocol {
             Protocol::Http(http) => http.printer_text(),
             Protocol::Grpc(grpc) => grpc.printer_text(),
+            Protocol::Db(db) => db.printer_text(),
         }
     }
 
@@ -169,6 +181,7 @@ impl Span {
         match &self.protocol {
             Protocol::Http(http) => http.printer_json(self.tls, out),
             Protocol::Grpc(grpc) => grpc.printer_json(self.tls, out),
+            Protocol::Db(db) => db.printer_json(out),
         }
     }
 }

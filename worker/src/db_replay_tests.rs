@@ -1,0 +1,429 @@
+//! Database connections through the worker's path — connection tracker,
+//! registry, decoders, spans, conventions, metrics, printer: the recorded exchanges of
+//! real clients (`worker/testdata/`) found from their bytes on any port,
+//! decoded into CLIENT spans with the database conventions' names and
+//! attributes, and into `db.client.operation.duration`; garbage, servers and
+//! protocols turned off give no span.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::metrics::v1::metric;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use zerotrace_shared::event::{ConnTuple, ConnectionRole, Direction};
+
+use crate::clock::WallClock;
+use crate::config::Temporality;
+use crate::connections::{ConnectionTracker, Segment};
+use crate::exporters::trace_printer::text_line;
+use crate::metrics::red::RedMetrics;
+use crate::protocols::db::fixture::{self, Chunk, Cut};
+use crate::protocols::db::{DbConnection, DbOperation};
+use crate::protocols::memcached::MemcachedConnection;
+use crate::protocols::mysql::MysqlConnection;
+use crate::protocols::postgres::PostgresConnection;
+use crate::protocols::redis::RedisConnection;
+use crate::protocols::registry::{Protocol, ProtocolSelection};
+use crate::semconv;
+use crate::spans::{DbExchange, DbSystem, Protocol as SpanProtocol, Span, SpanKind};
+
+const PSQL: &str = include_str!("../testdata/postgres/psql.txt");
+const PSYCOPG2: &str = include_str!("../testdata/postgres/psycopg2.txt");
+const PSYCOPG3: &str = include_str!("../testdata/postgres/psycopg3.txt");
+const PIPELINE: &str = include_str!("../testdata/postgres/psycopg3_pipeline.txt");
+const MARIADB_CLI: &str = include_str!("../testdata/mysql/mariadb_cli.txt");
+const PYMYSQL: &str = include_str!("../testdata/mysql/pymysql.txt");
+const PERL_PREPARE: &str = include_str!("../testdata/mysql/perl_prepare.txt");
+const REDIS_CLI: &str = include_str!("../testdata/redis/redis_cli.txt");
+const REDIS_RESP3: &str = include_str!("../testdata/redis/redis_cli_resp3.txt");
+const REDIS_PY: &str = include_str!("../testdata/redis/redis_py.txt");
+const REDIS_INLINE: &str = include_str!("../testdata/redis/inline.txt");
+const PYMEMCACHE: &str = include_str!("../testdata/memcached/pymemcache.txt");
+const MEMCACHED_TEXT: &str = include_str!("../testdata/memcached/text.txt");
+
+fn tuple(peer_port: u16) -> ConnTuple {
+    ConnTuple {
+        local: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        local_port: 41234,
+        peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        peer_port,
+    }
+}
+
+/// Replays one recorded connection through `tracker` as socket `sock_id` of
+/// `python3[123]` (the recording's client), cut as `cut` says, then closes it.
+fn replay(
+    tracker: &mut ConnectionTracker,
+    sock_id: u64,
+    role: ConnectionRole,
+    peer_port: u16,
+    chunks: &[Chunk],
+    cut: Cut,
+) -> Vec<Span> {
+    let mut spans = Vec::new();
+    let mut first = true;
+    fixture::replay(chunks, cut, |direction, captured, gap, ts_ns| {
+        tracker.on_data(
+            Segment {
+                sock_id,
+                pid: 123,
+                process_name: "python3",
+                role,
+                direction,
+                tuple: first.then_some(tuple(peer_port)),
+                ts_ns,
+                payload: captured,
+                total_bytes: captured.len() as u64 + gap,
+                tls: false,
+            },
+            &mut spans,
+        );
+        first = false;
+    });
+    tracker.close(sock_id, 1_000_000, &mut spans);
+    spans
+}
+
+fn replay_fixture(fixture: &str, peer_port: u16, cut: Cut) -> Vec<Span> {
+    let mut tracker = ConnectionTracker::new();
+    fixture::connections(fixture)
+        .iter()
+        .enumerate()
+        .flat_map(|(i, chunks)| {
+            replay(
+                &mut tracker,
+                i as u64 + 1,
+                ConnectionRole::Client,
+                peer_port,
+                chunks,
+                cut,
+            )
+        })
+        .collect()
+}
+
+fn db(span: &Span) -> &DbExchange {
+    match &span.protocol {
+        SpanProtocol::Db(db) => db,
+        other => panic!("not a database span: {other:?}"),
+    }
+}
+
+/// The span's attributes (`error.type` included), values as text.
+fn attributes(span: &Span) -> BTreeMap<String, String> {
+    let error = semconv::error(span);
+    semconv::span_attributes(span, error.as_ref())
+        .into_iter()
+        .map(|kv| {
+            let value = match kv.value.and_then(|v| v.value) {
+                Some(Value::StringValue(s)) => s,
+                Some(Value::IntValue(i)) => i.to_string(),
+                other => format!("{other:?}"),
+            };
+            (kv.key, value)
+        })
+        .collect()
+}
+
+/// What the decoder alone makes of a recording (the tracker must agree).
+fn decoded<C: DbConnection>(fixture: &str, cut: Cut, new: impl Fn() -> C) -> Vec<DbOperation> {
+    fixture::decode(fixture, cut, new)
+}
+
+#[test]
+fn every_recording_becomes_one_client_span_per_operation_on_any_port() {
+    type Decode = fn(&str, Cut) -> Vec<DbOperation>;
+    let cases: [(&str, DbSystem, Decode); 13] = [
+        (PSQL, DbSystem::Postgresql, |f, c| {
+            decoded(f, c, PostgresConnection::new)
+        }),
+        (PSYCOPG2, DbSystem::Postgresql, |f, c| {
+            decoded(f, c, PostgresConnection::new)
+        }),
+        (PSYCOPG3, DbSystem::Postgresql, |f, c| {
+            decoded(f, c, PostgresConnection::new)
+        }),
+        (PIPELINE, DbSystem::Postgresql, |f, c| {
+            decoded(f, c, PostgresConnection::new)
+        }),
+        (MARIADB_CLI, DbSystem::Mariadb, |f, c| {
+            decoded(f, c, MysqlConnection::new)
+        }),
+        (PYMYSQL, DbSystem::Mariadb, |f, c| {
+            decoded(f, c, MysqlConnection::new)
+        }),
+        (PERL_PREPARE, DbSystem::Mariadb, |f, c| {
+            decoded(f, c, MysqlConnection::new)
+        }),
+        (REDIS_CLI, DbSystem::Redis, |f, c| {
+            decoded(f, c, RedisConnection::new)
+        }),
+        (REDIS_RESP3, DbSystem::Redis, |f, c| {
+            decoded(f, c, RedisConnection::new)
+        }),
+        (REDIS_PY, DbSystem::Redis, |f, c| {
+            decoded(f, c, RedisConnection::new)
+        }),
+        (REDIS_INLINE, DbSystem::Redis, |f, c| {
+            decoded(f, c, RedisConnection::new)
+        }),
+        (PYMEMCACHE, DbSystem::Memcached, |f, c| {
+            decoded(f, c, MemcachedConnection::new)
+        }),
+        (MEMCACHED_TEXT, DbSystem::Memcached, |f, c| {
+            decoded(f, c, MemcachedConnection::new)
+        }),
+    ];
+    for (index, (recording, system, decode)) in cases.iter().enumerate() {
+        // Standard ports and others: detection is from the bytes.
+        for port in [5432, 3306, 6379, 11211, 15432, 40001] {
+            for cut in [Cut::Whole, Cut::Pieces(7), Cut::Capture(512)] {
+                let spans = replay_fixture(recording, port, cut);
+                let expected = decode(recording, cut);
+                assert!(!expected.is_empty(), "recording {index}");
+                assert_eq!(spans.len(), expected.len(), "recording {index}, {cut:?}");
+                for (span, op) in spans.iter().zip(&expected) {
+                    let db = db(span);
+                    assert_eq!(db.system, *system, "recording {index}");
+                    assert_eq!(span.kind, SpanKind::Client);
+                    assert_eq!((span.pid, span.process_name.as_str()), (123, "python3"));
+                    assert_eq!(span.peer.port(), port);
+                    assert_eq!(db.operation, op.operation);
+                    assert_eq!(db.query_text, op.query_text);
+                    assert_eq!(span.partial, op.partial);
+                    assert_eq!(
+                        (span.start_monotonic_ns, span.end_monotonic_ns),
+                        (op.start_ns, op.end_ns)
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn postgres_spans_follow_the_database_conventions() {
+    let spans = replay_fixture(PSQL, 5432, Cut::Whole);
+    let select = &spans[0];
+    assert_eq!(semconv::span_name(select), "SELECT accounts");
+    assert!(!semconv::is_error(select));
+    let attributes = attributes(select);
+    let expected = [
+        ("db.system.name", "postgresql"),
+        ("db.operation.name", "SELECT"),
+        ("db.collection.name", "accounts"),
+        ("db.namespace", "shop"),
+        (
+            "db.query.text",
+            "SELECT id, name FROM accounts WHERE id = ?",
+        ),
+        ("server.address", "127.0.0.1"),
+        ("server.port", "5432"),
+        ("network.peer.address", "127.0.0.1"),
+        ("network.peer.port", "5432"),
+    ];
+    for (key, value) in expected {
+        assert_eq!(
+            attributes.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+    }
+    assert!(!attributes.contains_key("error.type"));
+    assert!(!attributes.contains_key("db.response.status_code"));
+
+    // A missing table: the SQLSTATE is the status code and the error type.
+    let missing = spans
+        .iter()
+        .find(|s| db(s).collection.as_deref() == Some("missing_table"))
+        .unwrap_or_else(|| panic!("no missing_table span"));
+    assert_eq!(semconv::span_name(missing), "SELECT missing_table");
+    let error = semconv::error(missing).unwrap_or_else(|| panic!("not an error"));
+    assert_eq!(error.error_type, "42P01");
+    assert!(error.message.contains("missing_table"), "{}", error.message);
+    let attributes = self::attributes(missing);
+    assert_eq!(attributes["db.response.status_code"], "42P01");
+    assert_eq!(attributes["error.type"], "42P01");
+
+    // A statement with no table: the span is named by the operation and database.
+    assert_eq!(semconv::span_name(&spans[1]), "SELECT shop");
+}
+
+#[test]
+fn the_text_printer_shows_one_line_per_operation_with_its_error() {
+    let spans = replay_fixture(PSQL, 5432, Cut::Whole);
+    let clock = WallClock::new();
+    let line = text_line(&spans[0], &clock);
+    assert!(
+        line.contains(" client python3[123] 127.0.0.1:41234 -> 127.0.0.1:5432 postgresql \"SELECT accounts\" "),
+        "{line}"
+    );
+    assert!(line.ends_with("ms rows=1"), "{line}");
+    let failed = spans
+        .iter()
+        .map(|s| text_line(s, &clock))
+        .find(|l| l.contains("missing_table"))
+        .unwrap_or_default();
+    assert!(failed.ends_with(" error=42P01"), "{failed}");
+    let json = crate::exporters::trace_printer::json_value(&spans[0], &clock);
+    assert_eq!(json["db"]["system"], "postgresql");
+    assert_eq!(json["db"]["collection"], "accounts");
+    assert_eq!(json["kind"], "client");
+}
+
+#[test]
+fn redis_commands_are_named_by_command_and_database_and_fail_with_their_prefix() {
+    let spans = replay_fixture(REDIS_CLI, 6379, Cut::Whole);
+    assert_eq!(semconv::span_name(&spans[0]), "SET 0");
+    let wrongtype = spans
+        .iter()
+        .find(|s| db(s).status_code.as_deref() == Some("WRONGTYPE"))
+        .unwrap_or_else(|| panic!("no WRONGTYPE"));
+    let attributes = attributes(wrongtype);
+    assert_eq!(attributes["db.system.name"], "redis");
+    assert_eq!(attributes["db.namespace"], "2");
+    assert_eq!(attributes["error.type"], "WRONGTYPE");
+    assert_eq!(attributes["db.response.status_code"], "WRONGTYPE");
+    assert!(semconv::is_error(wrongtype));
+}
+
+#[test]
+fn operations_feed_the_duration_histogram_without_query_text() {
+    let spans = replay_fixture(PSQL, 5432, Cut::Whole);
+    let resource = Arc::new(Resource::default());
+    let mut red = RedMetrics::new(Temporality::Cumulative);
+    for span in &spans {
+        red.record(span, &resource, 1);
+    }
+    assert_eq!(red.http.series().count(), 0);
+    let observations: u64 = red.db.series().map(|(_, s)| s.duration.count).sum();
+    assert_eq!(observations, spans.len() as u64);
+    let request = red.export(10).unwrap_or_default();
+    let metrics: Vec<_> = request
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .collect();
+    assert_eq!(metrics.len(), 1);
+    assert_eq!(metrics[0].name, "db.client.operation.duration");
+    assert_eq!(metrics[0].unit, "s");
+    let Some(metric::Data::Histogram(histogram)) = &metrics[0].data else {
+        panic!("not a histogram");
+    };
+    let mut errors = 0;
+    for point in &histogram.data_points {
+        assert_eq!(
+            point.explicit_bounds,
+            [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0]
+        );
+        let keys: Vec<&str> = point.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        assert!(!keys.contains(&"db.query.text"), "{keys:?}");
+        for key in ["db.system.name", "server.address", "server.port"] {
+            assert!(keys.contains(&key), "{key} in {keys:?}");
+        }
+        errors += u64::from(keys.contains(&"error.type"));
+    }
+    assert_eq!(errors, 2, "42601 and 42P01, one series each");
+}
+
+#[test]
+fn garbage_on_database_ports_makes_no_span_and_is_counted() {
+    let garbage: Vec<Chunk> = vec![
+        (
+            Direction::Egress,
+            b"\x13\x37 hello there, not a database\r\n".to_vec(),
+        ),
+        (Direction::Ingress, vec![0xfe; 40]),
+        (Direction::Egress, (0u8..=255).collect()),
+    ];
+    for port in [5432, 6379, 3306, 11211] {
+        let mut tracker = ConnectionTracker::new();
+        let spans = replay(
+            &mut tracker,
+            1,
+            ConnectionRole::Client,
+            port,
+            &garbage,
+            Cut::Whole,
+        );
+        assert!(spans.is_empty(), "port {port}: {spans:?}");
+        assert!(tracker.counters().garbage_segments >= 3, "port {port}");
+    }
+}
+
+#[test]
+fn half_captured_and_mid_stream_connections_never_invent_more_operations() {
+    for recording in [PSQL, REDIS_CLI, PYMYSQL, PYMEMCACHE] {
+        let chunks = &fixture::connections(recording)[0];
+        let whole = replay_fixture(recording, 5432, Cut::Whole).len();
+        // Joined mid-stream: the first half of the connection never seen.
+        for skip in [1, 2, chunks.len() / 2] {
+            let mut tracker = ConnectionTracker::new();
+            let spans = replay(
+                &mut tracker,
+                1,
+                ConnectionRole::Unknown,
+                5432,
+                &chunks[skip..],
+                Cut::Whole,
+            );
+            assert!(spans.len() <= whole, "skip {skip}");
+        }
+        // Tiny captures: most of every message a gap.
+        for capture in [1, 5, 16] {
+            let spans = replay_fixture(recording, 5432, Cut::Capture(capture));
+            assert!(spans.len() <= whole, "capture {capture}");
+        }
+    }
+}
+
+#[test]
+fn a_database_server_process_is_not_decoded() {
+    // The server's side of a recording: what the client wrote arrives.
+    let chunks: Vec<Chunk> = fixture::connections(REDIS_CLI)[0]
+        .iter()
+        .map(|(direction, bytes)| {
+            let flipped = match direction {
+                Direction::Egress => Direction::Ingress,
+                Direction::Ingress => Direction::Egress,
+            };
+            (flipped, bytes.clone())
+        })
+        .collect();
+    for role in [ConnectionRole::Server, ConnectionRole::Unknown] {
+        let mut tracker = ConnectionTracker::new();
+        let spans = replay(&mut tracker, 1, role, 6379, &chunks, Cut::Whole);
+        assert!(spans.is_empty(), "{role:?}: {spans:?}");
+    }
+}
+
+#[test]
+fn a_protocol_turned_off_is_not_detected() {
+    let selection = ProtocolSelection::ALL.without(Protocol::Redis);
+    let mut tracker = ConnectionTracker::with_protocols(selection);
+    let chunks = &fixture::connections(REDIS_PY)[0];
+    let spans = replay(
+        &mut tracker,
+        1,
+        ConnectionRole::Client,
+        6379,
+        chunks,
+        Cut::Whole,
+    );
+    assert!(spans.is_empty());
+    let mut tracker = ConnectionTracker::with_protocols(selection);
+    let chunks = &fixture::connections(PSQL)[0];
+    let spans = replay(
+        &mut tracker,
+        1,
+        ConnectionRole::Client,
+        5432,
+        chunks,
+        Cut::Whole,
+    );
+    assert!(!spans.is_empty());
+}

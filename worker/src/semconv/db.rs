@@ -1,0 +1,133 @@
+//! The stable OpenTelemetry database semantic conventions for client
+//! operations (PostgreSQL, MySQL/MariaDB, Redis, memcached): span name,
+//! `db.*` attributes, the error rule, and the `db.client.operation.duration`
+//! histogram with its low-cardinality attributes (never the query text).
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+
+use super::attribute::{int_attribute, string_attribute};
+use super::{Conventions, Instrument, SpanError};
+use crate::spans::{DbExchange, DbSystem, Span};
+
+/// The buckets the conventions advise for `db.client.operation.duration` (seconds).
+pub const DB_DURATION_BOUNDS_SECONDS: [f64; 9] =
+    [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+
+/// The duration of client operations.
+pub static INSTRUMENTS: [Instrument; 1] = [Instrument {
+    name: "db.client.operation.duration",
+    prometheus_name: "db_client_operation_duration_seconds",
+    unit: "s",
+    prometheus_unit: "seconds",
+    description: "Duration of database client operations.",
+    bounds: &DB_DURATION_BOUNDS_SECONDS,
+}];
+
+/// `server.address`/`server.port` of a client operation: the peer socket.
+pub fn server_address_and_port(span: &Span) -> (String, u16) {
+    (span.peer.ip().to_string(), span.peer.port())
+}
+
+impl Conventions for DbExchange {
+    /// `{db.operation.name} {target}`, the target being the collection, else
+    /// the namespace; `db.system.name` when nothing else is known.
+    fn span_name(&self, _span: &Span) -> String {
+        self.name.clone()
+    }
+
+    fn span_attributes(&self, span: &Span, out: &mut Vec<KeyValue>) {
+        let (address, port) = server_address_and_port(span);
+        out.push(string_attribute("db.system.name", self.system.as_str()));
+        if !self.operation.is_empty() {
+            out.push(string_attribute(
+                "db.operation.name",
+                self.operation.clone(),
+            ));
+        }
+        if let Some(collection) = &self.collection {
+            out.push(string_attribute("db.collection.name", collection.clone()));
+        }
+        if let Some(namespace) = &self.namespace {
+            out.push(string_attribute("db.namespace", namespace.clone()));
+        }
+        if let Some(text) = &self.query_text {
+            out.push(string_attribute("db.query.text", text.clone()));
+        }
+        if let Some(code) = &self.status_code {
+            out.push(string_attribute("db.response.status_code", code.clone()));
+        }
+        out.extend([
+            string_attribute("server.address", address.clone()),
+            int_attribute("server.port", i64::from(port)),
+            string_attribute("network.peer.address", address),
+            int_attribute("network.peer.port", i64::from(port)),
+        ]);
+    }
+
+    /// An operation the server refused or failed: `error.type` is its code
+    /// (SQLSTATE, MySQL error number, Redis error prefix), the description the server's message.
+    fn error(&self, _span: &Span) -> Option<SpanError> {
+        let error_type = self.error_type.clone()?;
+        Some(SpanError {
+            error_type,
+            message: self.error_message.clone().unwrap_or_default(),
+        })
+    }
+
+    fn is_error(&self, _span: &Span) -> bool {
+        self.error_type.is_some()
+    }
+}
+
+/// What identifies one `db.client.operation.duration` series: the
+/// low-cardinality attributes only (never the query text).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DbMetricLabels {
+    pub system: DbSystem,
+    pub operation: String,
+    pub collection: Option<String>,
+    pub namespace: Option<String>,
+    pub server_address: String,
+    pub server_port: u16,
+    pub error_type: Option<String>,
+}
+
+impl DbMetricLabels {
+    pub fn of(span: &Span, db: &DbExchange) -> Self {
+        let (server_address, server_port) = server_address_and_port(span);
+        Self {
+            system: db.system,
+            operation: db.operation.clone(),
+            collection: db.collection.clone(),
+            namespace: db.namespace.clone(),
+            server_address,
+            server_port,
+            error_type: db.error_type.clone(),
+        }
+    }
+
+    pub fn attributes(&self) -> Vec<KeyValue> {
+        let mut attributes = vec![string_attribute("db.system.name", self.system.as_str())];
+        if !self.operation.is_empty() {
+            attributes.push(string_attribute(
+                "db.operation.name",
+                self.operation.clone(),
+            ));
+        }
+        if let Some(collection) = &self.collection {
+            attributes.push(string_attribute("db.collection.name", collection.clone()));
+        }
+        if let Some(namespace) = &self.namespace {
+            attributes.push(string_attribute("db.namespace", namespace.clone()));
+        }
+        attributes.push(string_attribute(
+            "server.address",
+            self.server_address.clone(),
+        ));
+        attributes.push(int_attribute("server.port", i64::from(self.server_port)));
+        if let Some(error_type) = &self.error_type {
+            attributes.push(string_attribute("error.type", error_type.clone()));
+        }
+        attributes
+    }
+}
