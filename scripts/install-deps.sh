@@ -18,6 +18,7 @@ if [ "${1:-}" = "test" ]; then
   # (python3-psycopg is psycopg 3: the extended protocol with server-side parameters).
   packages+=(postgresql postgresql-client mariadb-server mariadb-client redis-server redis-tools memcached)
   packages+=(python3-psycopg2 python3-psycopg python3-pymysql python3-redis python3-pymemcache)
+  packages+=(libdbd-mariadb-perl)  # tests: MySQL server-side prepared statements (tests/servers/db_prepare.pl)
 fi
 missing=()
 for p in "${packages[@]}"; do

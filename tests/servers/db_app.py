@@ -1,7 +1,7 @@
 """An HTTP service that calls databases while serving its requests, for the
 database end-to-end tests (tests/tests/databases.rs). Run with /usr/bin/python3
 (the Debian client libraries: python3-psycopg2, python3-psycopg, python3-pymysql,
-python3-redis, python3-pymemcache).
+python3-redis, python3-pymemcache; libdbd-mariadb-perl for db_prepare.pl).
 
     db_app.py PORT
 
@@ -149,6 +149,12 @@ def mysql_queries():
     conn.close()
 
 
+def mysql_prepared():
+    """COM_STMT_PREPARE/EXECUTE: Perl DBD::MariaDB (db_prepare.pl), a child of this process."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "db_prepare.pl")
+    run(["perl", script, str(env_port("ZT_MARIADB_PORT")), database()])
+
+
 def redis_client():
     import redis
 
@@ -195,8 +201,10 @@ def memcached_calls():
     client.close()
 
 
-def run(argv, stdin=None):
-    subprocess.run(argv, input=stdin, check=True, capture_output=True, timeout=20)
+def run(argv):
+    done = subprocess.run(argv, capture_output=True, timeout=20)
+    if done.returncode != 0:
+        raise AssertionError(f"{argv} failed ({done.returncode}): {done.stderr.decode()}")
 
 
 def cli_clients():
@@ -220,6 +228,7 @@ ROUTES = {
     "/pg/prepared": pg_prepared,
     "/pg/tls": pg_tls,
     "/mysql/queries": mysql_queries,
+    "/mysql/prepared": mysql_prepared,
     "/redis/commands": redis_commands,
     "/redis/pipeline": redis_pipeline,
     "/memcached": memcached_calls,

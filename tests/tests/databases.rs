@@ -164,6 +164,7 @@ fn every_scenario_of_the_service_works_against_the_real_servers() {
         "/pg/prepared",
         "/pg/tls",
         "/mysql/queries",
+        "/mysql/prepared",
         "/redis/commands",
         "/redis/pipeline",
         "/memcached",
@@ -201,6 +202,16 @@ fn postgres_simple_queries_are_client_spans_with_sanitized_text_and_a_duration()
         let text = text_of(s);
         assert!(!text.contains('5') && !text.contains("= 1"), "{text}");
     }
+    // The trace printer (JSON here) shows the operation too.
+    let printed = setup.agent.wait_for_spans(1, |s| {
+        s.pointer("/db/query_text").and_then(serde_json::Value::as_str)
+            == Some("SELECT name FROM accounts WHERE id = ?")
+    });
+    assert_eq!(printed[0].str_of("kind"), "client", "{:#}", printed[0]);
+    assert_eq!(
+        printed[0].pointer("/db/system").and_then(serde_json::Value::as_str),
+        Some("postgresql")
+    );
     let point = setup.duration_point(
         &[
             ("db.system.name", "postgresql"),
@@ -336,6 +347,32 @@ fn mariadb_queries_and_errors_are_client_spans() {
         ],
         1,
     );
+}
+
+#[test]
+fn mariadb_server_side_prepared_statements_carry_their_text() {
+    let setup = Setup::start();
+    setup.drive("/mysql/prepared");
+    let spans = setup.db_spans("mariadb", 3);
+    // COM_STMT_PREPARE alone is no operation; each COM_STMT_EXECUTE carries its text.
+    let executions = with_text(&spans, "SELECT name FROM items WHERE id = ?");
+    assert_eq!(executions.len(), 2, "{spans:#?}");
+    for s in &executions {
+        assert_eq!(s.name, "SELECT items");
+        assert_eq!(
+            attrs(s).get("db.namespace").map(String::as_str),
+            Some("shop")
+        );
+        assert!(!is_error(s));
+        assert_server(s, setup.servers.mariadb);
+    }
+    // A prepare the server refuses is an operation, with its error.
+    let refused = one_with_text(&spans, "SELECT * FROM nowhere WHERE id = ?");
+    assert_eq!(
+        attrs(refused).get("error.type").map(String::as_str),
+        Some("1146")
+    );
+    assert!(is_error(refused));
 }
 
 #[test]
