@@ -24,20 +24,24 @@ struct Setup {
 
 impl Setup {
     fn start() -> Setup {
+        Self::start_with(&[])
+    }
+
+    /// With extra agent environment.
+    fn start_with(extra: &[(&str, &str)]) -> Setup {
         require_root();
         let servers = db_servers();
         let app = start_db_app(servers);
         let receiver = OtlpReceiver::start_grpc();
         let endpoint = receiver.endpoint();
-        let agent = Agent::start(
-            &["--open-port", &app.port.to_string()],
-            &[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-                ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-                ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
-            ],
-        );
+        let mut env = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+        ];
+        env.extend_from_slice(extra);
+        let agent = Agent::start(&["--open-port", &app.port.to_string()], &env);
         Setup {
             servers,
             app,
@@ -448,7 +452,8 @@ fn each_pipelined_redis_command_is_its_own_span() {
 
 #[test]
 fn memcached_sets_gets_and_a_multi_key_get() {
-    let setup = Setup::start();
+    let metrics_port = free_port().to_string();
+    let setup = Setup::start_with(&[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port)]);
     setup.drive("/memcached");
     let spans = setup.db_spans("memcached", 4);
     let operations: Vec<String> = {
@@ -470,6 +475,23 @@ fn memcached_sets_gets_and_a_multi_key_get() {
     setup.duration_point(
         &[("db.system.name", "memcached"), ("db.operation.name", "get")],
         2,
+    );
+    // The same histogram on the Prometheus endpoint, in seconds.
+    let scraped = wait_for(Duration::from_secs(10), || {
+        let text = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
+        text.lines()
+            .any(|l| {
+                l.starts_with("db_client_operation_duration_seconds_count{")
+                    && l.contains("db_system_name=\"memcached\"")
+                    && l.contains("db_operation_name=\"get\"")
+                    && l.ends_with(" 2")
+            })
+            .then_some(())
+    });
+    assert!(
+        scraped.is_some(),
+        "no db_client_operation_duration_seconds_count for memcached get: {}",
+        curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")])
     );
 }
 
