@@ -187,7 +187,10 @@ fn postgres_simple_queries_are_client_spans_with_sanitized_text_and_a_duration()
     let select = one_with_text(&spans, "SELECT name FROM accounts WHERE id = ?");
     assert_eq!(select.name, "SELECT accounts");
     let a = attrs(select);
-    assert_eq!(a.get("db.operation.name").map(String::as_str), Some("SELECT"));
+    assert_eq!(
+        a.get("db.operation.name").map(String::as_str),
+        Some("SELECT")
+    );
     assert_eq!(
         a.get("db.collection.name").map(String::as_str),
         Some("accounts")
@@ -208,12 +211,15 @@ fn postgres_simple_queries_are_client_spans_with_sanitized_text_and_a_duration()
     }
     // The trace printer (JSON here) shows the operation too.
     let printed = setup.agent.wait_for_spans(1, |s| {
-        s.pointer("/db/query_text").and_then(serde_json::Value::as_str)
+        s.pointer("/db/query_text")
+            .and_then(serde_json::Value::as_str)
             == Some("SELECT name FROM accounts WHERE id = ?")
     });
     assert_eq!(printed[0].str_of("kind"), "client", "{:#}", printed[0]);
     assert_eq!(
-        printed[0].pointer("/db/system").and_then(serde_json::Value::as_str),
+        printed[0]
+            .pointer("/db/system")
+            .and_then(serde_json::Value::as_str),
         Some("postgresql")
     );
     let point = setup.duration_point(
@@ -305,7 +311,10 @@ fn postgres_over_tls_is_seen_in_plaintext() {
     );
     assert_server(select, setup.servers.postgres);
     // The server confirmed the connection was encrypted (db_app.py asserts it).
-    let check = one_with_text(&spans, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
+    let check = one_with_text(
+        &spans,
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    );
     assert_eq!(
         attrs(check).get("db.collection.name").map(String::as_str),
         Some("pg_stat_ssl")
@@ -321,7 +330,10 @@ fn mariadb_queries_and_errors_are_client_spans() {
     assert_eq!(select.name, "SELECT items");
     let a = attrs(select);
     assert_eq!(a.get("db.namespace").map(String::as_str), Some("shop"));
-    assert_eq!(a.get("db.collection.name").map(String::as_str), Some("items"));
+    assert_eq!(
+        a.get("db.collection.name").map(String::as_str),
+        Some("items")
+    );
     assert_server(select, setup.servers.mariadb);
     one_with_text(&spans, "UPDATE items SET name = ? WHERE id = ?");
     let missing = one_with_text(&spans, "SELECT * FROM missing_table");
@@ -387,9 +399,7 @@ fn redis_commands_select_and_error_replies() {
     let by_operation = |operation: &str| -> Vec<&Span> {
         spans
             .iter()
-            .filter(|s| {
-                attr_str(&s.attributes, "db.operation.name").as_deref() == Some(operation)
-            })
+            .filter(|s| attr_str(&s.attributes, "db.operation.name").as_deref() == Some(operation))
             .collect()
     };
     assert_eq!(by_operation("SELECT").len(), 1, "{spans:#?}");
@@ -473,7 +483,10 @@ fn memcached_sets_gets_and_a_multi_key_get() {
         assert!(!is_error(s));
     }
     setup.duration_point(
-        &[("db.system.name", "memcached"), ("db.operation.name", "get")],
+        &[
+            ("db.system.name", "memcached"),
+            ("db.operation.name", "get"),
+        ],
         2,
     );
     // The same histogram on the Prometheus endpoint, in seconds.
