@@ -5,6 +5,8 @@
 //! package opentelemetry-semantic-conventions (installed by the test when
 //! missing): it must be defined, and not deprecated. The agent's own
 //! `zerotrace.*` metrics are ours, not conventions, and are left out.
+//! Database spans and `db.client.operation.duration` are checked from the
+//! worker's own conventions (their end-to-end tests run real database servers).
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -254,4 +256,84 @@ fn every_exported_name_is_a_current_semantic_convention() {
         problems.join("\n")
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every name a database span (all its optional attributes set, failed) and
+/// its duration series can carry, from the worker's `semconv::db`.
+#[test]
+fn database_names_are_current_semantic_conventions() {
+    use zerotrace_worker::semconv::{self as worker_semconv, db as db_semconv};
+    use zerotrace_worker::spans::{DbExchange, DbSystem, Protocol, Span, SpanKind, SpanOrigin};
+
+    let conventions = SemanticConventions::load();
+    assert_eq!(conventions.version, VERSION);
+    let db = DbExchange {
+        system: DbSystem::Postgresql,
+        operation: "SELECT".into(),
+        collection: Some("accounts".into()),
+        namespace: Some("shop".into()),
+        query_text: Some("SELECT * FROM accounts WHERE id = ?".into()),
+        status_code: Some("42P01".into()),
+        error_type: Some("42P01".into()),
+        error_message: Some("relation does not exist".into()),
+        rows: Some(1),
+        request_bytes: 10,
+        response_bytes: 20,
+        name: String::new(),
+    }
+    .named();
+    let span = Span::new(
+        SpanOrigin {
+            kind: SpanKind::Client,
+            pid: 1,
+            process_name: "python3".into(),
+            local: "127.0.0.1:41234".parse().unwrap_or_else(|e| panic!("{e}")),
+            peer: "127.0.0.1:5432".parse().unwrap_or_else(|e| panic!("{e}")),
+            tls: false,
+        },
+        (0, 1_000_000),
+        false,
+        Protocol::Db(db.clone()),
+    );
+    let error = worker_semconv::error(&span);
+    assert!(error.is_some(), "the span failed");
+    let mut attributes: BTreeSet<(String, &str)> =
+        worker_semconv::span_attributes(&span, error.as_ref())
+            .into_iter()
+            .map(|a| (a.key, "span"))
+            .collect();
+    attributes.extend(
+        db_semconv::DbMetricLabels::of(&span, &db)
+            .attributes()
+            .into_iter()
+            .map(|a| (a.key, "data point")),
+    );
+    let metric_names: BTreeSet<String> = db_semconv::INSTRUMENTS
+        .iter()
+        .map(|i| i.name.to_owned())
+        .collect();
+    for name in [
+        "db.system.name",
+        "db.operation.name",
+        "db.collection.name",
+        "db.namespace",
+        "db.query.text",
+        "db.response.status_code",
+        "error.type",
+        "server.address",
+        "server.port",
+        "network.peer.address",
+        "network.peer.port",
+    ] {
+        assert!(
+            attributes.iter().any(|(key, _)| key == name),
+            "{name} is not among {attributes:?}"
+        );
+    }
+    let problems = problems(&conventions, &attributes, &metric_names);
+    assert!(
+        problems.is_empty(),
+        "database names that are not current semantic conventions ({VERSION}):\n{}",
+        problems.join("\n")
+    );
 }

@@ -318,7 +318,8 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         .with_resources(resources)
         .with_scrape_state(scrape, Arc::clone(&counters))
         .with_live_view(live)
-        .with_trace_links(config.trace_links);
+        .with_trace_links(config.trace_links)
+        .with_databases(effective.databases.clone());
     if let Some(map) = counters_map {
         pipeline = pipeline.with_kernel_counters(KernelCounters::new(map));
     }

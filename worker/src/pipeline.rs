@@ -15,6 +15,7 @@ use zerotrace_shared::ipc::LoaderStats;
 use crate::capture::bpf_map::{possible_cpus, BpfMap};
 use crate::capture::reader::ReaderCounters;
 use crate::clock::{monotonic_now_ns, WallClock};
+use crate::config::DatabaseSettings;
 use crate::connections::{ConnectionTracker, OpenedConnection, Segment};
 use crate::discovery::Discovery;
 use crate::exporters::otel_export::OtelExport;
@@ -24,8 +25,9 @@ use crate::live_view::LiveView;
 use crate::loader_client::LoaderClient;
 use crate::metrics::self_metrics::{LossNotice, SelfMetrics};
 use crate::otel::resource::ResourceCatalog;
+use crate::protocols::db_selection::{destinations, protocol_selection};
 use crate::routes::{RouteMatcher, SegmentCardinalityLimiter};
-use crate::spans::Span;
+use crate::spans::{Protocol, Span};
 use crate::traces::{LinkCounters, LinkSettings, TraceLinker};
 
 /// The name of a process: its main thread's (`/proc/PID/comm`), read once
@@ -93,6 +95,8 @@ pub struct Pipeline {
     last_loader_stats: Option<Instant>,
     loader_stats: LoaderStats,
     loss_notice: LossNotice,
+    /// Which database protocols are decoded, where they go, and the query text.
+    databases: DatabaseSettings,
 }
 
 /// The kernel's per-CPU counters (events submitted, events dropped because
@@ -176,7 +180,15 @@ impl Pipeline {
             last_loader_stats: None,
             loader_stats: LoaderStats::default(),
             loss_notice: LossNotice::default(),
+            databases: DatabaseSettings::default(),
         }
+    }
+
+    /// Database protocols no destination wants are not even detected.
+    pub fn with_databases(mut self, databases: DatabaseSettings) -> Self {
+        self.tracker = ConnectionTracker::with_protocols(protocol_selection(databases.decoded()));
+        self.databases = databases;
+        self
     }
 
     pub fn with_trace_links(mut self, settings: LinkSettings) -> Self {
@@ -373,8 +385,21 @@ impl Pipeline {
         }
         // Routes first: they decide where each span may go.
         let mut keep = Vec::with_capacity(self.spans.len());
+        // Per span: whether Prometheus may count it (the instrumentation lists).
+        let mut to_prometheus = Vec::with_capacity(self.spans.len());
         for span in &mut self.spans {
             let pid = span.pid;
+            if let Some(to) = destinations(span, &self.databases) {
+                keep.push((to.traces, to.otlp_metrics || to.prometheus));
+                to_prometheus.push(to.prometheus);
+                if let Protocol::Db(db) = &mut span.protocol {
+                    if !self.databases.query_text {
+                        db.query_text = None;
+                    }
+                }
+                continue;
+            }
+            to_prometheus.push(true);
             // Routes are HTTP's (gRPC calls included); other protocols go everywhere.
             let Some(http) = span.http_mut() else {
                 keep.push((true, true));
@@ -426,12 +451,16 @@ impl Pipeline {
         }
         if self.otel.is_some() || self.scrape.is_some() {
             let mut scrape = self.scrape.as_ref().and_then(|s| s.lock().ok());
-            for (span, &(in_traces, in_metrics)) in self.spans.iter().zip(&keep) {
+            for ((span, &(in_traces, in_metrics)), &prometheus) in
+                self.spans.iter().zip(&keep).zip(&to_prometheus)
+            {
                 let resource = self.resources.resource_for(span.pid, &span.process_name);
                 if let Some(otel) = self.otel.as_mut() {
-                    otel.record(span, &resource, (in_traces, in_metrics), &self.clock);
+                    let otlp_metrics = in_metrics
+                        && destinations(span, &self.databases).is_none_or(|to| to.otlp_metrics);
+                    otel.record(span, &resource, (in_traces, otlp_metrics), &self.clock);
                 }
-                if let Some(state) = scrape.as_mut().filter(|_| in_metrics) {
+                if let Some(state) = scrape.as_mut().filter(|_| in_metrics && prometheus) {
                     let end = self.clock.to_unix_ns(span.end_monotonic_ns);
                     state.red.record(span, &resource, end);
                 }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::databases::{database_settings, DatabaseSettings, DbSelection, RawInstrumentations};
 use super::discovery::{env_selector, selectors};
 use super::environment::env_value;
 use super::error::{ConfigError, Ctx};
@@ -29,6 +30,8 @@ pub struct EffectiveConfig {
     /// OTLP destinations (fan-out: several per signal) and the SDK settings.
     pub export: ExportSettings,
     pub prometheus: Option<PrometheusSettings>,
+    /// Which database protocols are decoded, where they go, and the query text.
+    pub databases: DatabaseSettings,
     /// Keys accepted but ignored, entries skipped: to log at startup.
     pub warnings: Vec<String>,
     /// The file's `log_level` / `log_format` (flags and variables win: `config`).
@@ -93,6 +96,26 @@ fn build(
     let routes = checked_routes(&ctx, raw.routes)?;
     let env_selector = env_selector(env, raw.open_port, raw.executable_path)?;
     let (instrument, exclude) = selectors(&mut ctx, raw.discovery, env_selector)?;
+    let instrumentations = RawInstrumentations {
+        traces: raw
+            .otel_traces_export
+            .as_ref()
+            .and_then(|e| e.instrumentations()),
+        otlp_metrics: raw
+            .otel_metrics_export
+            .as_ref()
+            .and_then(|e| e.instrumentations()),
+        prometheus: raw
+            .prometheus_export
+            .as_ref()
+            .and_then(|p| p.instrumentations()),
+        metrics: raw
+            .metrics
+            .as_ref()
+            .and_then(|m| m.instrumentations.as_ref()),
+    };
+    let select = raw.attributes.as_ref().and_then(|a| a.select.as_ref());
+    let databases = database_settings(&mut ctx, instrumentations, select, env)?;
     let inputs = ExportInputs {
         traces: raw.otel_traces_export,
         metrics: raw.otel_metrics_export,
@@ -100,6 +123,11 @@ fn build(
     };
     let export = export_settings(&mut ctx, inputs, env)?;
     let prometheus = prometheus_settings(&ctx, raw.prometheus_export, env)?;
+    let mut databases = databases;
+    if prometheus.is_none() {
+        // No endpoint: its list decodes nothing.
+        databases.prometheus = DbSelection::NONE;
+    }
     let exported = !export.traces.is_empty() || !export.metrics.is_empty() || prometheus.is_some();
     let trace_printer = trace_printer(&mut ctx, raw.trace_printer, env, exported)?;
     Ok(EffectiveConfig {
@@ -110,6 +138,7 @@ fn build(
         trace_printer,
         export,
         prometheus,
+        databases,
         warnings: ctx.warnings,
         log_level: raw.log_level,
         log_format: raw.log_format,

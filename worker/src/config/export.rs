@@ -121,6 +121,13 @@ struct RawSampler {
     arg: Option<Text>,
 }
 
+impl RawExport {
+    /// The section's `instrumentations` list, if written.
+    pub(super) fn instrumentations(&self) -> Option<&StringList> {
+        self.instrumentations.as_ref()
+    }
+}
+
 /// Both export sections' own keys (each section knows only its signal's).
 pub(super) fn vet_exports(
     ctx: &mut Ctx,

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::databases::RawSelect;
 use super::discovery::{vet_discovery, RawDiscovery};
 use super::error::{ConfigError, Ctx};
 use super::export::{vet_exports, RawExport};
@@ -23,8 +24,8 @@ pub(super) struct RawFile {
     pub(super) otel_traces_export: Option<RawExport>,
     pub(super) otel_metrics_export: Option<RawExport>,
     pub(super) prometheus_export: Option<RawPrometheus>,
-    metrics: Option<RawFeatures>,
-    attributes: Option<RawOpaque>,
+    pub(super) metrics: Option<RawFeatures>,
+    pub(super) attributes: Option<RawAttributes>,
     pub(super) open_port: Option<PortList>,
     pub(super) executable_path: Option<RegexField>,
     pub(super) service_name: Option<Text>,
@@ -37,17 +38,18 @@ pub(super) struct RawFile {
 /// OBI's top-level `metrics` section: only `features` and `instrumentations` are read.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct RawFeatures {
+pub(super) struct RawFeatures {
     features: Option<StringList>,
-    instrumentations: Option<StringList>,
+    pub(super) instrumentations: Option<StringList>,
     #[serde(flatten)]
     other: Extra,
 }
 
-/// A section read only for its keys (`attributes`).
+/// OBI's `attributes` section: only `select` is read (for `db.query.text`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct RawOpaque {
+pub(super) struct RawAttributes {
+    pub(super) select: Option<RawSelect>,
     #[serde(flatten)]
     other: Extra,
 }

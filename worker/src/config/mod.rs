@@ -81,6 +81,7 @@
 //! are translated to `regex` (linear-time matching, also used for OBI's
 //! regex forms).
 
+pub mod databases;
 mod discovery;
 mod effective;
 mod environment;
@@ -101,6 +102,7 @@ mod test_support;
 pub mod trace_links;
 mod values;
 
+pub use databases::{DatabaseSettings, DbInstrumentation, DbSelection};
 pub use effective::{config_path, load, load_str, EffectiveConfig};
 pub use error::ConfigError;
 pub use flags::{SeccompMode, WorkerConfig};

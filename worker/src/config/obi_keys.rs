@@ -75,18 +75,38 @@ pub(super) const TOP: Section = Section {
 };
 
 pub(super) const ATTRIBUTES: Section = Section {
-    typed: &[],
+    typed: &["select"],
     obi: &[
-        ("kubernetes", Obi::Ignored("zerotrace has no Kubernetes metadata")),
-        ("extra_group_attributes", Obi::Ignored("zerotrace has no Kubernetes metadata")),
-        ("instance_id", Obi::Ignored("service.instance.id is always host-pid")),
+        (
+            "kubernetes",
+            Obi::Ignored("zerotrace has no Kubernetes metadata"),
+        ),
+        (
+            "extra_group_attributes",
+            Obi::Ignored("zerotrace has no Kubernetes metadata"),
+        ),
+        (
+            "instance_id",
+            Obi::Ignored("service.instance.id is always host-pid"),
+        ),
         ("host_id", Obi::Ignored("zerotrace does not set host.id")),
-        ("metadata_retry", Obi::Ignored("zerotrace does not query cloud metadata")),
-        ("rename_unresolved_hosts", Obi::Ignored("zerotrace does not resolve peer names")),
-        ("rename_unresolved_hosts_incoming", Obi::Ignored("zerotrace does not resolve peer names")),
-        ("rename_unresolved_hosts_outgoing", Obi::Ignored("zerotrace does not resolve peer names")),
+        (
+            "metadata_retry",
+            Obi::Ignored("zerotrace does not query cloud metadata"),
+        ),
+        (
+            "rename_unresolved_hosts",
+            Obi::Ignored("zerotrace does not resolve peer names"),
+        ),
+        (
+            "rename_unresolved_hosts_incoming",
+            Obi::Ignored("zerotrace does not resolve peer names"),
+        ),
+        (
+            "rename_unresolved_hosts_outgoing",
+            Obi::Ignored("zerotrace does not resolve peer names"),
+        ),
         ("metric_span_names_limit", NO_SPAN_METRICS),
-        ("select", Obi::Unsupported("attribute selection is not implemented, so excluded attributes would be exported; remove attributes.select")),
     ],
 };
 
@@ -335,15 +355,35 @@ fn vet_features(ctx: &mut Ctx, path: &str, list: &StringList) -> Result<(), Conf
     )
 }
 
+/// The instrumentations zerotrace reads from a list (see `databases.rs`).
+pub(super) const INSTRUMENTATIONS: &[&str] = &["http", "grpc", "sql", "redis", "memcached", "*"];
+/// What a list must name: HTTP (and gRPC) spans are not filtered by the lists.
+pub(super) const INSTRUMENTATIONS_HINT: &str =
+    "zerotrace always exports HTTP and gRPC and selects databases with sql, redis and memcached: \
+     expected a list with http or *";
+
 /// Checks an `instrumentations` list: it must include HTTP.
 fn vet_instrumentations(ctx: &mut Ctx, path: &str, list: &StringList) -> Result<(), ConfigError> {
-    vet_list(
-        ctx,
-        path,
-        list,
-        &["http", "*"],
-        "zerotrace instruments HTTP only: expected a list with http or *",
-    )
+    let (known, other): (Vec<&String>, Vec<&String>) = list
+        .0
+        .iter()
+        .partition(|v| INSTRUMENTATIONS.contains(&v.to_ascii_lowercase().as_str()));
+    if !known
+        .iter()
+        .any(|v| matches!(v.to_ascii_lowercase().as_str(), "http" | "*"))
+    {
+        return Err(ctx.err(
+            path,
+            format!(
+                "{:?} selects nothing zerotrace produces ({INSTRUMENTATIONS_HINT})",
+                list.0
+            ),
+        ));
+    }
+    if !other.is_empty() {
+        ctx.warn(path, format!("{other:?} ignored ({INSTRUMENTATIONS_HINT})"));
+    }
+    Ok(())
 }
 
 fn vet_list(
@@ -470,7 +510,7 @@ discovery:
 otel_traces_export:
   endpoint: http://a:4318
   backoff_max_interval: 5s
-  instrumentations: [http, grpc]
+  instrumentations: [http, grpc, kafka]
 otel_metrics_export:
   endpoint: http://a:4318
   features: [application, network]
@@ -493,7 +533,7 @@ trace_printer: json_indent
             "discovery.exclude_otel_instrumented_services: ignored",
             "discovery.instrument[1]: never matches (k8s_namespace",
             "otel_traces_export.backoff_max_interval: ignored",
-            "otel_traces_export.instrumentations: [\"grpc\"] ignored",
+            "otel_traces_export.instrumentations: [\"kafka\"] ignored",
             "otel_metrics_export.features: [\"network\"] ignored",
             "otel_metrics_export.buckets: ignored",
             "trace_printer: json_indent",
@@ -509,7 +549,7 @@ trace_printer: json_indent
 
         let refused: &[(&str, &str)] = &[
             ("filter:\n  application: {}\n", "filter"),
-            ("attributes:\n  select: {}\n", "attributes.select"),
+            ("attributes:\n  select:\n    http_client_request_duration: {exclude: [url.path]}\n", "attributes.select.http_client_request_duration"),
             ("discovery:\n  exclude_instrument:\n    - k8s_namespace: dev\n", "discovery.exclude_instrument[0].k8s_namespace"),
             ("discovery:\n  instrument:\n    - open_ports: 80\n      exports: [traces]\n", "discovery.instrument[0].exports"),
             ("discovery:\n  instrument:\n    - open_ports: 80\n      sampler: {name: always_off}\n", "discovery.instrument[0].sampler"),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::databases::DbSelection;
 use super::glob::ExePattern;
 use super::otel_sdk::{OtlpDestination, SamplerSetting, Temporality};
 use super::printer::printer_name;
@@ -26,6 +27,14 @@ struct YamlOut {
     otel_metrics_export: MetricsOut,
     #[serde(skip_serializing_if = "Option::is_none")]
     prometheus_export: Option<PrometheusOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributes: Option<AttributesOut>,
+}
+
+/// `attributes.select.traces.exclude: [db.query.text]` when the query text is off.
+#[derive(Serialize)]
+struct AttributesOut {
+    select: BTreeMap<&'static str, BTreeMap<&'static str, Vec<&'static str>>>,
 }
 
 #[derive(Serialize)]
@@ -77,12 +86,14 @@ struct TracesOut {
     batch_max_size: usize,
     batch_timeout: String,
     queue_size: usize,
+    instrumentations: Vec<&'static str>,
     endpoints: Vec<DestinationOut>,
 }
 
 #[derive(Serialize)]
 struct MetricsOut {
     interval: String,
+    instrumentations: Vec<&'static str>,
     endpoints: Vec<DestinationOut>,
 }
 
@@ -100,6 +111,17 @@ struct DestinationOut {
 struct PrometheusOut {
     port: u16,
     path: String,
+    instrumentations: Vec<&'static str>,
+}
+
+/// An `instrumentations` list that selects `databases` (HTTP and gRPC always).
+fn instrumentations_out(databases: DbSelection) -> Vec<&'static str> {
+    if databases == DbSelection::ALL {
+        return vec!["*"];
+    }
+    let mut list = vec!["http", "grpc"];
+    list.extend(databases.names());
+    list
 }
 
 fn selector_out(s: &Selector) -> SelectorOut {
@@ -194,15 +216,24 @@ impl EffectiveConfig {
                 batch_max_size: export.batch.max_export_batch_size,
                 batch_timeout: format_duration(export.batch.schedule_delay),
                 queue_size: export.batch.max_queue_size,
+                instrumentations: instrumentations_out(self.databases.traces),
                 endpoints: export.traces.iter().map(destination_out).collect(),
             },
             otel_metrics_export: MetricsOut {
                 interval: format_duration(export.metric_export_interval),
+                instrumentations: instrumentations_out(self.databases.otlp_metrics),
                 endpoints: export.metrics.iter().map(destination_out).collect(),
             },
             prometheus_export: self.prometheus.as_ref().map(|p| PrometheusOut {
                 port: p.port,
                 path: p.path.clone(),
+                instrumentations: instrumentations_out(self.databases.prometheus),
+            }),
+            attributes: (!self.databases.query_text).then(|| AttributesOut {
+                select: BTreeMap::from([(
+                    "traces",
+                    BTreeMap::from([("exclude", vec!["db.query.text"])]),
+                )]),
             }),
         }
     }

@@ -80,6 +80,13 @@ pub(super) struct RawPrometheus {
     other: Extra,
 }
 
+impl RawPrometheus {
+    /// The section's `instrumentations` list, if written.
+    pub(super) fn instrumentations(&self) -> Option<&StringList> {
+        self.instrumentations.as_ref()
+    }
+}
+
 /// The section's own keys and its feature lists.
 pub(super) fn vet_prometheus(ctx: &mut Ctx, raw: &RawPrometheus) -> Result<(), ConfigError> {
     vet(ctx, &PROMETHEUS, "prometheus_export", &raw.other)?;

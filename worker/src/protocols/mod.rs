@@ -4,6 +4,7 @@
 pub mod counters;
 pub mod db;
 pub mod db_framing;
+pub mod db_selection;
 pub mod db_session;
 pub mod hpack;
 pub mod http1;

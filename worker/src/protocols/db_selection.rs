@@ -1,0 +1,77 @@
+//! The configuration's database instrumentations (`sql`, `redis`,
+//! `memcached`) applied: which registry protocols detection may pick, and
+//! which destinations a database span goes to.
+
+use super::registry::{Protocol, ProtocolSelection};
+use crate::config::{DatabaseSettings, DbInstrumentation, DbSelection};
+use crate::spans::{DbSystem, Protocol as SpanProtocol, Span};
+
+/// The instrumentation that selects a database system.
+pub fn instrumentation_of(system: DbSystem) -> DbInstrumentation {
+    match system {
+        DbSystem::Postgresql | DbSystem::Mysql | DbSystem::Mariadb => DbInstrumentation::Sql,
+        DbSystem::Redis => DbInstrumentation::Redis,
+        DbSystem::Memcached => DbInstrumentation::Memcached,
+    }
+}
+
+/// The registry protocols of an instrumentation.
+fn protocols_of(instrumentation: DbInstrumentation) -> &'static [Protocol] {
+    match instrumentation {
+        DbInstrumentation::Sql => &[Protocol::Postgres, Protocol::MySql],
+        DbInstrumentation::Redis => &[Protocol::Redis],
+        DbInstrumentation::Memcached => &[Protocol::Memcached],
+    }
+}
+
+/// Every protocol but the database ones no destination wants.
+pub fn protocol_selection(decoded: DbSelection) -> ProtocolSelection {
+    DbInstrumentation::ALL
+        .into_iter()
+        .filter(|i| !decoded.contains(*i))
+        .flat_map(protocols_of)
+        .fold(ProtocolSelection::ALL, |selection, protocol| {
+            selection.without(*protocol)
+        })
+}
+
+/// Where a span may go by the instrumentation lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destinations {
+    /// Trace exporters and the trace printer.
+    pub traces: bool,
+    pub otlp_metrics: bool,
+    pub prometheus: bool,
+}
+
+/// The destinations of a database span (None for other protocols, which
+/// the lists do not filter).
+pub fn destinations(span: &Span, databases: &DatabaseSettings) -> Option<Destinations> {
+    let SpanProtocol::Db(db) = &span.protocol else {
+        return None;
+    };
+    let instrumentation = instrumentation_of(db.system);
+    Some(Destinations {
+        traces: databases.traces.contains(instrumentation),
+        otlp_metrics: databases.otlp_metrics.contains(instrumentation),
+        prometheus: databases.prometheus.contains(instrumentation),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instrumentation_no_destination_wants_is_not_detected() {
+        assert_eq!(protocol_selection(DbSelection::ALL), ProtocolSelection::ALL);
+        let none = protocol_selection(DbSelection::NONE);
+        for protocol in Protocol::DETECTION_ORDER {
+            let database = matches!(
+                protocol,
+                Protocol::Postgres | Protocol::MySql | Protocol::Redis | Protocol::Memcached
+            );
+            assert_eq!(none.contains(*protocol), !database, "{protocol:?}");
+        }
+    }
+}
