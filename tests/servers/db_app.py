@@ -101,6 +101,30 @@ def pg_prepared():
     conn.close()
 
 
+def pg_batch():
+    """Two statements in one simple query, COPY out (psycopg2), and psycopg 3's
+    pipeline mode (three statements and one Sync in one write)."""
+    import io
+
+    import psycopg
+    import psycopg2
+
+    conn = psycopg2.connect(pg_dsn())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 AS one; SELECT name FROM accounts WHERE id = 2")
+        assert cur.fetchone() == ("bob",)
+        out = io.StringIO()
+        cur.copy_expert("COPY accounts TO STDOUT", out)
+        assert out.getvalue().count("\n") >= 3
+    conn.close()
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        with conn.pipeline():
+            conn.execute("SELECT name FROM accounts WHERE id = %s", (3,))
+            conn.execute("UPDATE accounts SET balance = balance - %s WHERE id = %s", (1, 3))
+            conn.execute("SELECT count(*) FROM accounts")
+
+
 def pg_tls():
     """psycopg2 (libpq, libssl) over TLS: SSLRequest, then the query encrypted."""
     import psycopg2
@@ -188,6 +212,18 @@ def redis_pipeline():
     r.close()
 
 
+def redis_transaction():
+    """redis-py: a MULTI/EXEC pipeline (transaction=True)."""
+    r = redis_client()
+    pipe = r.pipeline(transaction=True)
+    pipe.incrby("visits", 1)
+    pipe.expire("visits", 60)
+    pipe.get("visits")
+    result = pipe.execute()
+    assert result[1] is True, result
+    r.close()
+
+
 def memcached_calls():
     """pymemcache: set, get, and one get of three keys (two hits)."""
     from pymemcache.client.base import Client
@@ -208,7 +244,7 @@ def run(argv):
 
 
 def cli_clients():
-    """psql, mariadb and redis-cli once each, as children of this process."""
+    """psql, mariadb and redis-cli (RESP2, then RESP3), as children of this process."""
     run(
         [f"{PG_BIN}/psql", "-X", "-h", HOST, "-p", str(env_port("ZT_PG_PORT")),
          "-U", "postgres", "-d", database(), "-c", "SELECT count(*) FROM accounts"]
@@ -218,19 +254,23 @@ def cli_clients():
          "-P", str(env_port("ZT_MARIADB_PORT")), "-u", "root", database(),
          "-e", "SELECT count(*) FROM items"]
     )
-    run(["redis-cli", "-h", HOST, "-p", str(env_port("ZT_REDIS_PORT")), "-n", "4",
-         "INCR", "cli:runs"])
+    redis_cli = ["redis-cli", "-h", HOST, "-p", str(env_port("ZT_REDIS_PORT")), "-n", "4"]
+    run(redis_cli + ["HSET", "cli:h", "runs", "1"])
+    # RESP3 (HELLO 3 first): the hash comes back as a map.
+    run(redis_cli + ["-3", "HGETALL", "cli:h"])
 
 
 ROUTES = {
     "/pg/simple": pg_simple,
     "/pg/errors": pg_errors,
     "/pg/prepared": pg_prepared,
+    "/pg/batch": pg_batch,
     "/pg/tls": pg_tls,
     "/mysql/queries": mysql_queries,
     "/mysql/prepared": mysql_prepared,
     "/redis/commands": redis_commands,
     "/redis/pipeline": redis_pipeline,
+    "/redis/transaction": redis_transaction,
     "/memcached": memcached_calls,
     "/cli": cli_clients,
 }

@@ -166,11 +166,13 @@ fn every_scenario_of_the_service_works_against_the_real_servers() {
         "/pg/simple",
         "/pg/errors",
         "/pg/prepared",
+        "/pg/batch",
         "/pg/tls",
         "/mysql/queries",
         "/mysql/prepared",
         "/redis/commands",
         "/redis/pipeline",
+        "/redis/transaction",
         "/memcached",
         "/cli",
     ] {
@@ -295,6 +297,32 @@ fn postgres_prepared_statements_carry_their_text() {
     );
     for s in &spans {
         assert!(!is_error(s), "{s:#?}");
+    }
+}
+
+#[test]
+fn postgres_statements_in_one_round_trip_copy_and_pipeline_mode() {
+    let setup = Setup::start();
+    setup.drive("/pg/batch");
+    let spans = setup.db_spans("postgresql", 6);
+    // Two statements in one simple query: one span each.
+    one_with_text(&spans, "SELECT ? AS one");
+    let second = one_with_text(&spans, "SELECT name FROM accounts WHERE id = ?");
+    assert_eq!(second.name, "SELECT accounts");
+    // COPY is one operation, however many rows it moves.
+    let copy = one_with_text(&spans, "COPY accounts TO STDOUT");
+    assert_eq!(copy.name, "COPY accounts");
+    // psycopg 3's pipeline mode: three statements sent before any answer.
+    one_with_text(&spans, "SELECT name FROM accounts WHERE id = $1");
+    let update = one_with_text(
+        &spans,
+        "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
+    );
+    assert_eq!(update.name, "UPDATE accounts");
+    one_with_text(&spans, "SELECT count(*) FROM accounts");
+    for s in &spans {
+        assert!(!is_error(s), "{s:#?}");
+        assert_server(s, setup.servers.postgres);
     }
 }
 
@@ -461,6 +489,31 @@ fn each_pipelined_redis_command_is_its_own_span() {
 }
 
 #[test]
+fn a_redis_transaction_is_a_span_per_command_up_to_exec() {
+    let setup = Setup::start();
+    setup.drive("/redis/transaction");
+    let spans = setup.db_spans("redis", 6);
+    let mut ordered: Vec<&Span> = spans.iter().collect();
+    ordered.sort_by_key(|s| s.start_time_unix_nano);
+    let operations: Vec<String> = ordered
+        .iter()
+        .filter_map(|s| attr_str(&s.attributes, "db.operation.name"))
+        .collect();
+    assert_eq!(
+        operations,
+        ["SELECT", "MULTI", "INCRBY", "EXPIRE", "GET", "EXEC"],
+        "{spans:#?}"
+    );
+    for s in &ordered[1..] {
+        assert_eq!(
+            attr_str(&s.attributes, "db.namespace").as_deref(),
+            Some("3")
+        );
+        assert!(!is_error(s), "{s:#?}");
+    }
+}
+
+#[test]
 fn memcached_sets_gets_and_a_multi_key_get() {
     let metrics_port = free_port().to_string();
     let setup = Setup::start_with(&[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port)]);
@@ -517,13 +570,54 @@ fn psql_mariadb_and_redis_cli_run_by_the_service_are_traced_too() {
     one_with_text(&postgres, "SELECT count(*) FROM accounts");
     let mariadb = setup.db_spans("mariadb", 1);
     one_with_text(&mariadb, "SELECT count(*) FROM items");
-    let redis = setup.db_spans("redis", 1);
-    let incr = redis
-        .iter()
-        .find(|s| text_of(s) == "INCR cli:runs")
-        .unwrap_or_else(|| panic!("{redis:#?}"));
-    assert_eq!(
-        attr_str(&incr.attributes, "db.namespace").as_deref(),
-        Some("4")
-    );
+    let redis = setup.db_spans("redis", 2);
+    // RESP2, then RESP3 (HELLO 3, the hash as a map), both in database 4.
+    for text in ["HSET cli:h ? ?", "HGETALL cli:h"] {
+        let span = redis
+            .iter()
+            .find(|s| text_of(s) == text)
+            .unwrap_or_else(|| panic!("{text}: {redis:#?}"));
+        assert_eq!(
+            attr_str(&span.attributes, "db.namespace").as_deref(),
+            Some("4"),
+            "{span:#?}"
+        );
+        assert!(!is_error(span), "{span:#?}");
+    }
+}
+
+#[test]
+fn query_text_and_protocols_can_be_left_out_of_traces() {
+    // OBI's instrumentations list for traces without redis and memcached,
+    // and no query text: the other exporters keep everything.
+    let setup = Setup::start_with(&[
+        ("ZEROTRACE_DB_QUERY_TEXT", "false"),
+        ("OTEL_EBPF_OTEL_TRACES_INSTRUMENTATIONS", "http,sql"),
+    ]);
+    setup.drive("/redis/commands");
+    setup.drive("/memcached");
+    setup.drive("/pg/simple");
+    let postgres = setup.db_spans("postgresql", 2);
+    for s in &postgres {
+        assert!(
+            !attrs(s).contains_key("db.query.text"),
+            "query text exported: {s:#?}"
+        );
+    }
+    assert!(postgres.iter().any(|s| s.name == "SELECT accounts"));
+    // Redis and memcached operations are still counted.
+    setup.duration_point(&[("db.system.name", "redis")], 1);
+    setup.duration_point(&[("db.system.name", "memcached")], 1);
+    let left_out: Vec<_> = setup
+        .receiver
+        .spans()
+        .into_iter()
+        .filter(|(_, s)| {
+            matches!(
+                attr_str(&s.attributes, "db.system.name").as_deref(),
+                Some("redis" | "memcached")
+            )
+        })
+        .collect();
+    assert!(left_out.is_empty(), "{left_out:#?}");
 }
