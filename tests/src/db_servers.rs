@@ -87,7 +87,8 @@ pub fn db_servers() -> &'static DbServers {
 }
 
 fn start_all() -> Result<DbServers, String> {
-    let dir = std::env::temp_dir().join(format!("zt-db-servers-{}", std::process::id()));
+    // Not $TMPDIR: it may lie under a directory `nobody` cannot enter (/root/tmp).
+    let dir = Path::new("/tmp").join(format!("zt-db-servers-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     chown(&dir)?;
