@@ -1,15 +1,17 @@
 //! Decode throughput (issue 7, benchmark 5): captured HTTP/1 exchanges, as raw
 //! ring buffer records, through the worker's real path — record decode →
 //! connection tracker (HTTP/1 framing, request/response pairing) → span →
-//! route classification → cumulative RED metrics.
+//! route classification → cumulative RED metrics. The same path for the
+//! database clients (issue 16): PostgreSQL simple queries and Redis commands,
+//! seen from the client, each operation a span and a duration observation.
 //!
 //!   cargo bench -p zerotrace-worker --bench decode
 //!
-//! Reported as exchanges per second (one core: the path is single-threaded),
-//! twice: group `http1` divides by wall-clock time, group `http1_cpu` by the
-//! CPU time of the benchmark thread, which other processes sharing the
-//! machine do not inflate by preempting it (they can still slow it down
-//! through shared caches and cores).
+//! Reported as exchanges (operations) per second (one core: the path is
+//! single-threaded), twice: groups `http1`, `postgres`, `redis` divide by
+//! wall-clock time, groups `*_cpu` by the CPU time of the benchmark thread,
+//! which other processes sharing the machine do not inflate by preempting it
+//! (they can still slow it down through shared caches and cores).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -36,6 +38,9 @@ const EXCHANGES: usize = 1024;
 const PAYLOAD_MAX: usize = 512;
 
 struct RecordSpec<'a> {
+    /// ROLE_SERVER or ROLE_CLIENT: which side of the connection the process is.
+    role: usize,
+    local_port: u16,
     pid: u32,
     sock_id: u64,
     ts_ns: u64,
@@ -56,7 +61,7 @@ fn data_record(spec: &RecordSpec<'_>) -> Vec<u8> {
     } else {
         DIR_EGRESS
     } as u8;
-    r[EVENT_ROLE] = ROLE_SERVER as u8;
+    r[EVENT_ROLE] = spec.role as u8;
     r[EVENT_PID..EVENT_PID + 4].copy_from_slice(&spec.pid.to_ne_bytes());
     r[EVENT_TID..EVENT_TID + 4].copy_from_slice(&spec.pid.to_ne_bytes());
     r[EVENT_CAPTURED_LEN..EVENT_CAPTURED_LEN + 4]
@@ -69,7 +74,8 @@ fn data_record(spec: &RecordSpec<'_>) -> Vec<u8> {
         let t = EVENT_TUPLE;
         r[t + TUPLE_FAMILY..t + TUPLE_FAMILY + 2].copy_from_slice(&AF_INET.to_ne_bytes());
         r[t + TUPLE_LOCAL_ADDR..t + TUPLE_LOCAL_ADDR + 4].copy_from_slice(&[127, 0, 0, 1]);
-        r[t + TUPLE_LOCAL_PORT..t + TUPLE_LOCAL_PORT + 2].copy_from_slice(&8080u16.to_ne_bytes());
+        r[t + TUPLE_LOCAL_PORT..t + TUPLE_LOCAL_PORT + 2]
+            .copy_from_slice(&spec.local_port.to_ne_bytes());
         r[t + TUPLE_PEER_ADDR..t + TUPLE_PEER_ADDR + 4].copy_from_slice(&[127, 0, 0, 1]);
         r[t + TUPLE_PEER_PORT..t + TUPLE_PEER_PORT + 2]
             .copy_from_slice(&spec.peer_port.to_ne_bytes());
@@ -147,6 +153,8 @@ fn captured_records() -> Vec<Vec<u8>> {
         let conn = i as u64 % CONNECTIONS;
         let (request, response) = exchange(i);
         let base = RecordSpec {
+            role: ROLE_SERVER,
+            local_port: 8080,
             pid: 4000 + (conn % 2) as u32,
             sock_id: 0xffff_8880_0000_0000 + conn * 0x800,
             ts_ns: ts,
@@ -163,6 +171,197 @@ fn captured_records() -> Vec<Vec<u8>> {
             first_of_socket: false,
             bytes: &response,
             ..base
+        }));
+        ts += 5_000;
+    }
+    records
+}
+
+/// A PostgreSQL backend message: type, length, body.
+fn pg_message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// A RowDescription of text columns named `names`.
+fn pg_row_description(names: &[&str]) -> Vec<u8> {
+    let mut body = (names.len() as u16).to_be_bytes().to_vec();
+    for name in names {
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+        body.extend_from_slice(&16384u32.to_be_bytes()); // table oid
+        body.extend_from_slice(&1u16.to_be_bytes()); // column
+        body.extend_from_slice(&25u32.to_be_bytes()); // text
+        body.extend_from_slice(&(-1i16).to_be_bytes());
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&0u16.to_be_bytes());
+    }
+    pg_message(b'T', &body)
+}
+
+fn pg_data_row(values: &[&str]) -> Vec<u8> {
+    let mut body = (values.len() as u16).to_be_bytes().to_vec();
+    for value in values {
+        body.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        body.extend_from_slice(value.as_bytes());
+    }
+    pg_message(b'D', &body)
+}
+
+/// Simple query `i` of a web service and the server's answer: lookups by
+/// id, an update, an insert, a join, and now and then a missing table.
+fn pg_exchange(i: usize) -> (Vec<u8>, Vec<u8>) {
+    let id = 1000 + i * 7;
+    let ready = pg_message(b'Z', b"I");
+    let (sql, mut reply) = match i % 5 {
+        0 => (
+            format!("SELECT id, name, balance FROM accounts WHERE id = {id}"),
+            [
+                pg_row_description(&["id", "name", "balance"]),
+                pg_data_row(&[&id.to_string(), "user name", "100.50"]),
+                pg_message(b'C', b"SELECT 1\0"),
+            ]
+            .concat(),
+        ),
+        1 => (
+            format!("UPDATE accounts SET balance = balance + 10 WHERE id = {id}"),
+            pg_message(b'C', b"UPDATE 1\0"),
+        ),
+        2 => (
+            format!("INSERT INTO orders (account, sku, qty) VALUES ({id}, 'A-{i}', 2)"),
+            pg_message(b'C', b"INSERT 0 1\0"),
+        ),
+        3 if i % 50 == 3 => (
+            "SELECT * FROM missing_table".to_string(),
+            pg_message(
+                b'E',
+                b"SERROR\0VERROR\0C42P01\0Mrelation \"missing_table\" does not exist\0\0",
+            ),
+        ),
+        _ => (
+            format!(
+                "SELECT o.id, o.sku FROM orders o JOIN accounts a ON a.id = o.account \
+                 WHERE a.id = {id} ORDER BY o.id DESC LIMIT 20"
+            ),
+            [
+                pg_row_description(&["id", "sku"]),
+                pg_data_row(&["1", "A-1"]),
+                pg_data_row(&["2", "A-2"]),
+                pg_message(b'C', b"SELECT 2\0"),
+            ]
+            .concat(),
+        ),
+    };
+    reply.extend_from_slice(&ready);
+    let mut query = sql.into_bytes();
+    query.push(0);
+    (pg_message(b'Q', &query), reply)
+}
+
+/// The StartupMessage and the server's AuthenticationOk + ReadyForQuery.
+fn pg_startup() -> (Vec<u8>, Vec<u8>) {
+    let params = b"user\0app\0database\0shop\0\0";
+    let mut startup = ((params.len() + 8) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&196_608u32.to_be_bytes());
+    startup.extend_from_slice(params);
+    let reply = [
+        pg_message(b'R', &0u32.to_be_bytes()),
+        pg_message(b'Z', b"I"),
+    ]
+    .concat();
+    (startup, reply)
+}
+
+/// Redis command `i` (RESP arrays, as client libraries write them) and its reply.
+fn redis_exchange(i: usize) -> (Vec<u8>, Vec<u8>) {
+    let resp = |args: &[&str]| {
+        let mut out = format!("*{}\r\n", args.len());
+        for arg in args {
+            out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        out.into_bytes()
+    };
+    let key = format!("session:{:08x}", i * 2_654_435_761 % 0xffff_ffff);
+    let value = format!("{{\"user\":{},\"cart\":[1,2,3]}}", 1000 + i);
+    match i % 4 {
+        0 => (
+            resp(&["SET", &key, &value, "EX", "3600"]),
+            b"+OK\r\n".to_vec(),
+        ),
+        1 => (
+            resp(&["GET", &key]),
+            format!("${}\r\n{value}\r\n", value.len()).into_bytes(),
+        ),
+        2 => (
+            resp(&["HGETALL", "user:1000"]),
+            b"*4\r\n$4\r\nname\r\n$3\r\nann\r\n$4\r\nrole\r\n$5\r\nadmin\r\n".to_vec(),
+        ),
+        _ if i % 40 == 3 => (
+            resp(&["INCR", "user:1000"]),
+            b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n".to_vec(),
+        ),
+        _ => (
+            resp(&["INCR", "requests"]),
+            format!(":{i}\r\n").into_bytes(),
+        ),
+    }
+}
+
+/// Records of a client's operations: `setup` (each connection's first
+/// exchange, replayed once) and `timed` (EXCHANGES operations over
+/// CONNECTIONS connections: request egress, reply ingress).
+struct ClientRecords {
+    setup: Vec<Vec<u8>>,
+    timed: Vec<Vec<u8>>,
+}
+
+fn client_records(
+    server_port: u16,
+    first: Option<(Vec<u8>, Vec<u8>)>,
+    exchange: fn(usize) -> (Vec<u8>, Vec<u8>),
+) -> ClientRecords {
+    let mut ts = 1_000_000_000u64;
+    let spec = |conn: u64, ts_ns: u64, ingress: bool, first_of_socket: bool| RecordSpec {
+        role: ROLE_CLIENT,
+        local_port: 40_000 + conn as u16,
+        pid: 5000,
+        sock_id: 0xffff_8880_1000_0000 + conn * 0x800,
+        ts_ns,
+        ingress,
+        first_of_socket,
+        peer_port: server_port,
+        bytes: &[],
+    };
+    let mut records = ClientRecords {
+        setup: Vec::new(),
+        timed: Vec::new(),
+    };
+    for conn in 0..CONNECTIONS {
+        let (request, reply) = first.clone().unwrap_or_else(|| exchange(conn as usize));
+        records.setup.push(data_record(&RecordSpec {
+            bytes: &request,
+            ..spec(conn, ts, false, true)
+        }));
+        ts += 50_000;
+        records.setup.push(data_record(&RecordSpec {
+            bytes: &reply,
+            ..spec(conn, ts, true, false)
+        }));
+        ts += 5_000;
+    }
+    for i in 0..EXCHANGES {
+        let conn = i as u64 % CONNECTIONS;
+        let (request, reply) = exchange(i);
+        records.timed.push(data_record(&RecordSpec {
+            bytes: &request,
+            ..spec(conn, ts, false, false)
+        }));
+        ts += 150_000 + (i as u64 % 13) * 40_000;
+        records.timed.push(data_record(&RecordSpec {
+            bytes: &reply,
+            ..spec(conn, ts, true, false)
         }));
         ts += 5_000;
     }
@@ -286,10 +485,43 @@ impl Measurement for ThreadCpuTime {
 
 fn decode_path(c: &mut Criterion) {
     bench_decode(c, "http1");
+    bench_database(c, "postgres", "redis");
 }
 
 fn decode_path_cpu(c: &mut Criterion<ThreadCpuTime>) {
     bench_decode(c, "http1_cpu");
+    bench_database(c, "postgres_cpu", "redis_cpu");
+}
+
+/// PostgreSQL and Redis client operations through the whole path.
+fn bench_database<M: Measurement>(c: &mut Criterion<M>, postgres: &str, redis: &str) {
+    let cases = [
+        (
+            postgres,
+            client_records(5432, Some(pg_startup()), pg_exchange),
+        ),
+        (redis, client_records(6379, None, redis_exchange)),
+    ];
+    for (group_name, records) in cases {
+        let mut path = Path::new();
+        path.replay(&records.setup, true);
+        let produced = path.replay(&records.timed, true);
+        assert_eq!(
+            produced, EXCHANGES,
+            "{group_name}: every operation must become one span"
+        );
+        let series = path.red.db.series().count();
+        eprintln!(
+            "{group_name}: replaying {} records ({EXCHANGES} operations on {CONNECTIONS} connections), {series} metric series",
+            records.timed.len()
+        );
+        let mut group = c.benchmark_group(group_name);
+        group.throughput(Throughput::Elements(EXCHANGES as u64));
+        group.bench_function("decode_span_red", |b| {
+            b.iter(|| black_box(path.replay(black_box(&records.timed), true)))
+        });
+        group.finish();
+    }
 }
 
 fn bench_decode<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
