@@ -71,7 +71,14 @@ pub fn db_servers() -> &'static DbServers {
         // spawned them ends: a test thread would end too soon, this one never does.
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = sender.send(start_all());
+            let started = std::panic::catch_unwind(start_all).unwrap_or_else(|panic| {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()));
+                Err(text.unwrap_or_else(|| "a panic while starting them".into()))
+            });
+            let _ = sender.send(started);
             loop {
                 std::thread::park();
             }
@@ -177,6 +184,20 @@ fn run_logged(mut command: Command, log: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs `attempt` until it succeeds, for 30 s at most; then its last error.
+fn until_ready(mut attempt: impl FnMut() -> Result<(), String>) -> Result<(), String> {
+    let mut last = String::new();
+    let done = wait_for(Duration::from_secs(30), || match attempt() {
+        Ok(()) => Some(()),
+        Err(e) => {
+            last = e;
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        }
+    });
+    done.ok_or(last)
+}
+
 /// Starts the server `make(port)` builds on a free port and waits until it
 /// accepts connections; another port is tried when it exits first (the
 /// free port was taken meanwhile by a parallel test).
@@ -203,7 +224,10 @@ fn start_server(
             }
             TcpStream::connect(("127.0.0.1", port)).ok().map(|_| true)
         });
-        if up == Some(true) {
+        // A server that could not bind exits at once: a connection may have
+        // reached whoever took the port meanwhile, so it must still run.
+        std::thread::sleep(Duration::from_millis(200));
+        if up == Some(true) && matches!(child.try_wait(), Ok(None)) {
             if let Ok(mut running) = RUNNING.lock() {
                 running.push(Running { child, stop_signal });
             }
@@ -249,6 +273,12 @@ fn start_postgres(dir: &Path) -> Result<u16, String> {
             .arg(format!("ssl_key_file={}", key.display()));
         command
     })?;
+    // The port opens before recovery ends ("the database system is starting up").
+    until_ready(|| {
+        let mut command = Command::new(format!("{POSTGRES_BIN}/pg_isready"));
+        command.args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()]);
+        run_logged(command, &dir.join("pg_isready.log"))
+    })?;
     let psql = |database: &str, sql: &str| {
         let mut command = Command::new(format!("{POSTGRES_BIN}/psql"));
         command
@@ -290,16 +320,19 @@ fn start_mariadb(dir: &Path) -> Result<u16, String> {
             .arg("--innodb-buffer-pool-size=16M");
         command
     })?;
-    let mut client = Command::new("mariadb");
-    client
-        .args(["--no-defaults", "-h", "127.0.0.1", "-P", &port.to_string()])
-        .args(["-u", "root", "-e"])
-        .arg(format!(
-            "CREATE DATABASE {DATABASE}; \
-             CREATE TABLE {DATABASE}.items (id int PRIMARY KEY, name varchar(64)); \
-             INSERT INTO {DATABASE}.items VALUES (1, 'pen'), (2, 'ink'), (3, 'nib')"
-        ));
-    run_logged(client, &dir.join("mariadb-client.log"))?;
+    // Asked again while the server may still be starting: the statements are idempotent.
+    until_ready(|| {
+        let mut client = Command::new("mariadb");
+        client
+            .args(["--no-defaults", "-h", "127.0.0.1", "-P", &port.to_string()])
+            .args(["-u", "root", "-e"])
+            .arg(format!(
+                "CREATE DATABASE IF NOT EXISTS {DATABASE}; \
+                 CREATE TABLE IF NOT EXISTS {DATABASE}.items (id int PRIMARY KEY, name varchar(64)); \
+                 INSERT IGNORE INTO {DATABASE}.items VALUES (1, 'pen'), (2, 'ink'), (3, 'nib')"
+            ));
+        run_logged(client, &dir.join("mariadb-client.log"))
+    })?;
     Ok(port)
 }
 

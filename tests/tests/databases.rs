@@ -635,3 +635,33 @@ fn query_text_and_protocols_can_be_left_out_of_traces() {
         .collect();
     assert!(left_out.is_empty(), "{left_out:#?}");
 }
+
+#[test]
+fn clean_traffic_of_every_protocol_leaves_no_garbage() {
+    // Every byte of these connections belongs to a decoder that claimed it.
+    let metrics_port = free_port().to_string();
+    let setup = Setup::start_with(&[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port)]);
+    for path in [
+        "/pg/simple",
+        "/mysql/queries",
+        "/redis/commands",
+        "/memcached",
+    ] {
+        setup.drive(path);
+    }
+    for system in ["postgresql", "mariadb", "redis", "memcached"] {
+        setup.db_spans(system, 1);
+    }
+    let scrape = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
+    let value = |name: &str| {
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert_eq!(
+        value("zerotrace_garbage_segments_total "),
+        Some(0.0),
+        "{scrape}"
+    );
+}
