@@ -3,6 +3,8 @@
 //! buckets) per process and low-cardinality attribute set. Names and
 //! attributes come from `semconv/db.rs`; see docs/configuration.md.
 
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -13,21 +15,96 @@ use crate::hashing::FastMap;
 use crate::semconv::attribute::bool_attribute;
 use crate::semconv::db::{DbMetricLabels, INSTRUMENTS};
 use crate::semconv::Instrument;
-use crate::spans::{DbExchange, Span};
+use crate::spans::{DbExchange, DbSystem, Span};
 
 /// One series: the process, and its labels (None: the overflow series).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Hashed as its borrowed form, [`DbSeriesKeyRef`], so that a known series
+/// is found without building an owned key (strings are copied only when a
+/// series is created).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbSeriesKey {
     pub pid: u32,
     pub labels: Option<DbMetricLabels>,
 }
 
+/// [`DbSeriesKey`] borrowed from a span and its operation.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct DbSeriesKeyRef<'a> {
+    pid: u32,
+    labels: Option<DbLabelsRef<'a>>,
+}
+
+/// [`DbMetricLabels`] borrowed: every field, so the two cannot drift apart.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct DbLabelsRef<'a> {
+    system: DbSystem,
+    operation: &'a str,
+    collection: Option<&'a str>,
+    namespace: Option<&'a str>,
+    server_address: IpAddr,
+    server_port: u16,
+    error_type: Option<&'a str>,
+}
+
+impl<'a> DbLabelsRef<'a> {
+    fn of(span: &Span, db: &'a DbExchange) -> Self {
+        Self {
+            system: db.system,
+            operation: &db.operation,
+            collection: db.collection.as_deref(),
+            namespace: db.namespace.as_deref(),
+            server_address: span.peer.ip(),
+            server_port: span.peer.port(),
+            error_type: db.error_type.as_deref(),
+        }
+    }
+
+    fn owned(&self) -> DbMetricLabels {
+        DbMetricLabels {
+            system: self.system,
+            operation: self.operation.to_owned(),
+            collection: self.collection.map(str::to_owned),
+            namespace: self.namespace.map(str::to_owned),
+            server_address: self.server_address,
+            server_port: self.server_port,
+            error_type: self.error_type.map(str::to_owned),
+        }
+    }
+}
+
 impl DbSeriesKey {
+    fn borrowed(&self) -> DbSeriesKeyRef<'_> {
+        DbSeriesKeyRef {
+            pid: self.pid,
+            labels: self.labels.as_ref().map(|l| DbLabelsRef {
+                system: l.system,
+                operation: &l.operation,
+                collection: l.collection.as_deref(),
+                namespace: l.namespace.as_deref(),
+                server_address: l.server_address,
+                server_port: l.server_port,
+                error_type: l.error_type.as_deref(),
+            }),
+        }
+    }
+
     pub fn attributes(&self) -> Vec<KeyValue> {
         match &self.labels {
             Some(labels) => labels.attributes(),
             None => vec![bool_attribute("otel.metric.overflow", true)],
         }
+    }
+}
+
+impl Hash for DbSeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.borrowed().hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<DbSeriesKey> for DbSeriesKeyRef<'_> {
+    fn equivalent(&self, key: &DbSeriesKey) -> bool {
+        *self == key.borrowed()
     }
 }
 
@@ -62,22 +139,33 @@ impl DbMetrics {
         resource: &Arc<Resource>,
         now_unix_ns: u64,
     ) {
-        let mut key = DbSeriesKey {
+        let mut key = DbSeriesKeyRef {
             pid: span.pid,
-            labels: Some(DbMetricLabels::of(span, db)),
+            labels: Some(DbLabelsRef::of(span, db)),
         };
-        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
+        if self.series.len() >= MAX_SERIES && !self.series.contains_key(&key) {
             key.labels = None;
             self.overflowed_points += 1;
         }
         let bounds = instrument().bounds;
-        self.series
-            .entry(key)
-            .or_insert_with(|| DbSeries {
-                resource: Arc::clone(resource),
-                start_unix_ns: now_unix_ns,
-                duration: HistogramState::new(bounds),
-            })
+        // One lookup by the borrowed key; an owned one only for a new series.
+        let (_, series) = self
+            .series
+            .raw_entry_mut()
+            .from_key(&key)
+            .or_insert_with(|| {
+                let owned = DbSeriesKey {
+                    pid: key.pid,
+                    labels: key.labels.as_ref().map(DbLabelsRef::owned),
+                };
+                let series = DbSeries {
+                    resource: Arc::clone(resource),
+                    start_unix_ns: now_unix_ns,
+                    duration: HistogramState::new(bounds),
+                };
+                (owned, series)
+            });
+        series
             .duration
             .record(bounds, span.duration_ns() as f64 / 1e9);
     }

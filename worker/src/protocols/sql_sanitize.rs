@@ -123,7 +123,8 @@ fn number_end(bytes: &[u8], start: usize) -> usize {
 /// Splits `sql` into tokens. Never fails: odd bytes become punctuation.
 fn tokens(sql: &str, dialect: SqlDialect) -> Vec<Token<'_>> {
     let bytes = sql.as_bytes();
-    let mut out = Vec::new();
+    // About one token in five bytes of SQL: room for most statements at once.
+    let mut out = Vec::with_capacity(bytes.len() / 5 + 4);
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -258,22 +259,24 @@ fn tokens(sql: &str, dialect: SqlDialect) -> Vec<Token<'_>> {
 /// and comments), leaving out empty ones.
 pub fn split_statements(sql: &str, dialect: SqlDialect) -> Vec<&str> {
     let mut statements = Vec::new();
-    let mut start = 0;
-    let mut offset = 0;
+    let (mut start, mut offset) = (0, 0);
+    // Whether the statement being read has a token besides spaces and comments.
+    let mut significant = false;
     for token in tokens(sql, dialect) {
         let end = offset + token.text.len();
         if token.kind == Kind::Punct && token.text == ";" {
-            statements.push(&sql[start..offset]);
-            start = end;
+            if significant {
+                statements.push(&sql[start..offset]);
+            }
+            (start, significant) = (end, false);
+        } else if !matches!(token.kind, Kind::Space | Kind::Comment) {
+            significant = true;
         }
         offset = end;
     }
-    statements.push(&sql[start..]);
-    statements.retain(|s| {
-        tokens(s, dialect)
-            .iter()
-            .any(|t| !matches!(t.kind, Kind::Space | Kind::Comment))
-    });
+    if significant {
+        statements.push(&sql[start..]);
+    }
     statements
 }
 

@@ -3,6 +3,8 @@
 //! `db.*` attributes, the error rule, and the `db.client.operation.duration`
 //! histogram with its low-cardinality attributes (never the query text).
 
+use std::net::IpAddr;
+
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::attribute::{int_attribute, string_attribute};
@@ -87,21 +89,20 @@ pub struct DbMetricLabels {
     pub operation: String,
     pub collection: Option<String>,
     pub namespace: Option<String>,
-    pub server_address: String,
+    pub server_address: IpAddr,
     pub server_port: u16,
     pub error_type: Option<String>,
 }
 
 impl DbMetricLabels {
     pub fn of(span: &Span, db: &DbExchange) -> Self {
-        let (server_address, server_port) = server_address_and_port(span);
         Self {
             system: db.system,
             operation: db.operation.clone(),
             collection: db.collection.clone(),
             namespace: db.namespace.clone(),
-            server_address,
-            server_port,
+            server_address: span.peer.ip(),
+            server_port: span.peer.port(),
             error_type: db.error_type.clone(),
         }
     }
@@ -122,7 +123,7 @@ impl DbMetricLabels {
         }
         attributes.push(string_attribute(
             "server.address",
-            self.server_address.clone(),
+            self.server_address.to_string(),
         ));
         attributes.push(int_attribute("server.port", i64::from(self.server_port)));
         if let Some(error_type) = &self.error_type {

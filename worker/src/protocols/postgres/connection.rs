@@ -139,6 +139,16 @@ impl Default for PostgresConnection {
     }
 }
 
+/// The one statement of a query string without `;`, or whose only `;` ends
+/// it; None when it may hold several (split them).
+fn single_statement(text: &str) -> Option<&str> {
+    match memchr::memchr(b';', text.as_bytes()) {
+        None => Some(text),
+        Some(at) if text[at + 1..].trim().is_empty() => Some(&text[..at]),
+        Some(_) => None,
+    }
+}
+
 /// A TLS record header: never the start of a PostgreSQL message.
 fn is_tls_record(bytes: &[u8]) -> bool {
     matches!(bytes, [0x14..=0x17, 0x03, 0..=4, ..])
@@ -329,8 +339,12 @@ impl PostgresConnection {
 
     fn statement(text: &[u8], cut: bool) -> Arc<Statement> {
         let text = String::from_utf8_lossy(&text[..text.len().min(2 * MAX_TEXT)]);
+        Self::statement_of_text(&text, cut)
+    }
+
+    fn statement_of_text(text: &str, cut: bool) -> Arc<Statement> {
         Arc::new(Statement {
-            summary: summarize(&text, SqlDialect::Postgres, MAX_TEXT),
+            summary: summarize(text, SqlDialect::Postgres, MAX_TEXT),
             cut,
         })
     }
@@ -426,14 +440,25 @@ impl PostgresConnection {
     /// The statements of a simple query, with SQL `PREPARE`/`EXECUTE`/`DEALLOCATE` applied.
     fn simple_statements(&mut self, text: &[u8], cut: bool) -> VecDeque<Arc<Statement>> {
         let text = String::from_utf8_lossy(&text[..text.len().min(2 * MAX_TEXT)]);
-        let parts = split_statements(&text, SqlDialect::Postgres);
+        let parts = match single_statement(&text) {
+            // Most queries hold one statement: no need to split them first.
+            Some(only) => {
+                let statement = Self::statement_of_text(only, cut);
+                if statement.summary.sanitized.is_empty() {
+                    // Only spaces and comments: nothing runs.
+                    return VecDeque::new();
+                }
+                return VecDeque::from([self.apply_sql_prepare(only, statement)]);
+            }
+            None => split_statements(&text, SqlDialect::Postgres),
+        };
         let count = parts.len();
         if count > MAX_STATEMENTS_PER_QUERY {
             self.stats.pending_dropped += (count - MAX_STATEMENTS_PER_QUERY) as u64;
         }
         let mut statements = VecDeque::new();
         for (index, part) in parts.into_iter().take(MAX_STATEMENTS_PER_QUERY).enumerate() {
-            let statement = Self::statement(part.as_bytes(), cut && index + 1 == count);
+            let statement = Self::statement_of_text(part, cut && index + 1 == count);
             statements.push_back(self.apply_sql_prepare(part, statement));
         }
         statements
