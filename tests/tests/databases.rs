@@ -665,3 +665,36 @@ fn clean_traffic_of_every_protocol_leaves_no_garbage() {
         "{scrape}"
     );
 }
+
+#[test]
+fn the_text_printer_prints_a_line_per_operation_with_its_error() {
+    require_root();
+    let servers = db_servers();
+    let app = start_db_app(servers);
+    // The last --trace-printer wins over the helper's json.
+    let agent = Agent::start(
+        &[
+            "--open-port",
+            &app.port.to_string(),
+            "--trace-printer",
+            "text",
+        ],
+        &[],
+    );
+    let body = curl(&[&app.url("/pg/errors")]);
+    assert_eq!(body, "ok\n");
+    let peer = format!("-> 127.0.0.1:{} postgresql ", servers.postgres);
+    let process = format!("client python3[{}] 127.0.0.1:", app.pid());
+    let line = wait_for(Duration::from_secs(10), || {
+        agent.stdout.snapshot().into_iter().find(|l| {
+            l.contains(&process)
+                && l.contains(&format!("{peer}\"SELECT missing_table\" "))
+                && l.ends_with(" error=42P01")
+        })
+    });
+    assert!(
+        line.is_some(),
+        "no printed line for the missing table:\n{}",
+        agent.stdout.text()
+    );
+}
