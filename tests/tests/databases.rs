@@ -698,3 +698,60 @@ fn the_text_printer_prints_a_line_per_operation_with_its_error() {
         agent.stdout.text()
     );
 }
+
+#[test]
+fn the_live_view_counts_database_operations_as_client_routes() {
+    require_root();
+    let servers = db_servers();
+    let app = start_db_app(servers);
+    // 0755, so the worker's user can reach the socket's directory.
+    let dir = servers.dir.join(format!("live-{}", app.port));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let socket = dir.join("live").join("live.sock");
+    let agent = Agent::start(
+        &[
+            "--open-port",
+            &app.port.to_string(),
+            "--live-socket",
+            &socket.to_string_lossy(),
+        ],
+        &[],
+    );
+    for path in ["/pg/simple", "/pg/errors"] {
+        assert_eq!(curl(&[&app.url(path)]), "ok\n", "{path}");
+    }
+    // `zerotrace-top --once`: one snapshot of what the terminal view shows.
+    let route = |snapshot: &serde_json::Value, name: &str| {
+        snapshot["routes"].as_array().and_then(|routes| {
+            routes
+                .iter()
+                .find(|r| r["kind"] == "client" && r["route"] == name && r["service"] == "python3")
+                .cloned()
+        })
+    };
+    let mut last = String::new();
+    let found = wait_for(Duration::from_secs(15), || {
+        let output = std::process::Command::new(bin_dir().join("zerotrace-top"))
+            .args(["--once", "--socket"])
+            .arg(&socket)
+            .output()
+            .ok()?;
+        last = String::from_utf8_lossy(&output.stdout).into_owned();
+        let snapshot: serde_json::Value = serde_json::from_str(last.trim()).ok()?;
+        let select = route(&snapshot, "SELECT accounts")?;
+        let missing = route(&snapshot, "SELECT missing_table")?;
+        (select["requests_total"].as_u64() >= Some(1)
+            && missing["errors_total"].as_u64() >= Some(1))
+        .then_some((select, missing))
+    });
+    let (select, missing) = found.unwrap_or_else(|| {
+        panic!(
+            "no client routes for the queries in the live view:\n{last}\nagent stderr:\n{}",
+            agent.stderr.text()
+        )
+    });
+    assert_eq!(select["errors_total"].as_u64(), Some(0), "{select}");
+    assert_eq!(missing["requests_total"].as_u64(), Some(1), "{missing}");
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
