@@ -35,14 +35,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   # The database packages would start system instances on the default ports (or fail to, without
   # systemd): the tests start their own, so installing starts no service (policy-rc.d 101).
   policy=/usr/sbin/policy-rc.d
-  own_policy=""
   if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+    trap 'rm -f "$policy"' EXIT   # ours only, also when apt-get fails or is interrupted
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
   fi
-  status=0
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null || status=$?
-  [ -z "$own_policy" ] || rm -f "$policy"
-  [ "$status" -eq 0 ] || exit "$status"
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if [ "${1:-}" = "test" ]; then
   # The OpenTelemetry semantic conventions every exported name is checked against (from PyPI).
