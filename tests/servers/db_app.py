@@ -237,6 +237,29 @@ def memcached_calls():
     client.close()
 
 
+# Connections opened by /early/open and used by /early/use: a pool the
+# service made before the agent started.
+EARLY = {}
+
+
+def early_open():
+    import psycopg2
+
+    conn = psycopg2.connect(pg_dsn())
+    conn.autocommit = True
+    EARLY["pg"] = conn
+    r = redis_client()
+    r.ping()
+    EARLY["redis"] = r
+
+
+def early_use():
+    with EARLY["pg"].cursor() as cur:
+        cur.execute("SELECT id, name FROM accounts WHERE id = %s", (3,))
+        assert cur.fetchone() is not None
+    assert EARLY["redis"].get("early:key") is None
+
+
 def run(argv):
     done = subprocess.run(argv, capture_output=True, timeout=20)
     if done.returncode != 0:
@@ -273,6 +296,8 @@ ROUTES = {
     "/redis/transaction": redis_transaction,
     "/memcached": memcached_calls,
     "/cli": cli_clients,
+    "/early/open": early_open,
+    "/early/use": early_use,
 }
 
 

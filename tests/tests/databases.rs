@@ -175,6 +175,8 @@ fn every_scenario_of_the_service_works_against_the_real_servers() {
         "/redis/transaction",
         "/memcached",
         "/cli",
+        "/early/open",
+        "/early/use",
     ] {
         let body = curl(&[&app.url(path)]);
         assert_eq!(body, "ok\n", "{path}");
@@ -754,4 +756,52 @@ fn the_live_view_counts_database_operations_as_client_routes() {
     assert_eq!(missing["requests_total"].as_u64(), Some(1), "{missing}");
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn connections_opened_before_the_agent_are_decoded_without_a_database() {
+    // A pool opened at the service's start, used once the agent runs: the
+    // agent joins those connections mid-stream, without their StartupMessage
+    // or SELECT 3.
+    require_root();
+    let servers = db_servers();
+    let app = start_db_app(servers);
+    assert_eq!(curl(&[&app.url("/early/open")]), "ok\n");
+    let receiver = OtlpReceiver::start_grpc();
+    let endpoint = receiver.endpoint();
+    let setup = Setup {
+        servers,
+        agent: Agent::start(
+            &["--open-port", &app.port.to_string()],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ],
+        ),
+        app,
+        receiver,
+    };
+    setup.drive("/early/use");
+    // Fresh connections after them: once their spans are in, the early ones would be too.
+    setup.drive("/redis/commands");
+    setup.drive("/pg/simple");
+    let redis = setup.db_spans("redis", 4);
+    let postgres = setup.db_spans("postgresql", 2);
+    // Decoded all the same, but with no database: the connection is in 3,
+    // not the 0 a connection seen from its start would be in.
+    let get = one_with_text(&redis, "GET early:key");
+    assert_eq!(get.name, "GET");
+    assert_eq!(attrs(get).get("db.namespace"), None, "{get:#?}");
+    assert!(!is_error(get));
+    let select = one_with_text(&postgres, "SELECT id, name FROM accounts WHERE id = ?");
+    assert_eq!(select.name, "SELECT accounts");
+    assert_eq!(attrs(select).get("db.namespace"), None, "{select:#?}");
+    assert_server(select, setup.servers.postgres);
+    // The fresh connections know theirs.
+    let fresh = one_with_text(&postgres, "SELECT name FROM accounts WHERE id = ?");
+    assert_eq!(
+        attrs(fresh).get("db.namespace").map(String::as_str),
+        Some("shop")
+    );
 }
