@@ -8,7 +8,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
 use crate::spans::DbExchange;
@@ -108,6 +108,26 @@ pub struct DbDecoderStats {
     pub statements_evicted: u64,
     /// Replies that answered no known request.
     pub unmatched_replies: u64,
+}
+
+impl DbDecoderStats {
+    /// Hands `op` out, counting it when part of it was lost.
+    pub fn emit(&mut self, op: DbOperation, out: &mut Vec<DbOperation>) {
+        if op.partial {
+            self.partial_operations += 1;
+        }
+        out.push(op);
+    }
+
+    /// Queues a request for its reply, unless [`MAX_PENDING`] already wait
+    /// (then it is dropped and counted).
+    pub fn push_pending<T>(&mut self, queue: &mut VecDeque<T>, request: T) {
+        if queue.len() >= MAX_PENDING {
+            self.pending_dropped += 1;
+        } else {
+            queue.push_back(request);
+        }
+    }
 }
 
 /// Longest text kept for a query, an error message or a key.

@@ -415,12 +415,7 @@ fn is_clause_keyword(token: &Token) -> bool {
 /// Sanitizes one statement and takes its operation and collection. The
 /// sanitized text is cut to at most `max_len` bytes.
 pub fn summarize(sql: &str, dialect: SqlDialect, max_len: usize) -> SqlSummary {
-    let all = tokens(sql, dialect);
-    let significant: Vec<Token> = all
-        .iter()
-        .copied()
-        .filter(|t| !matches!(t.kind, Kind::Space | Kind::Comment))
-        .collect();
+    let mut all = tokens(sql, dialect);
     let mut sanitized = String::with_capacity(sql.len().min(max_len));
     let mut pending_space = false;
     for token in &all {
@@ -449,6 +444,9 @@ pub fn summarize(sql: &str, dialect: SqlDialect, max_len: usize) -> SqlSummary {
         }
         sanitized.truncate(end);
     }
+    // The same tokens without spaces and comments, in place (no second vector).
+    all.retain(|t| !matches!(t.kind, Kind::Space | Kind::Comment));
+    let significant = all;
     let operation = significant
         .iter()
         .find(|t| t.text != "(")

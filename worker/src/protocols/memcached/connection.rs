@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use zerotrace_shared::event::Direction;
 
 use super::line::{Line, LineEvent, LineReader};
-use crate::protocols::db::{bounded_text, DbDecoderStats, DbOperation, DbSystem, MAX_PENDING};
+use crate::protocols::db::{bounded_text, DbDecoderStats, DbOperation, DbSystem};
 
 /// Keys shown in the query text of a multi-key retrieval before `…`.
 const MAX_SHOWN_KEYS: usize = 16;
@@ -295,11 +295,7 @@ impl MemcachedConnection {
             let end = line.end_ns;
             return self.emit(command, end, None, out);
         }
-        if self.pending.len() >= MAX_PENDING {
-            self.stats.pending_dropped += 1;
-            return;
-        }
-        self.pending.push_back(command);
+        self.stats.push_pending(&mut self.pending, command);
     }
 
     fn on_reply(&mut self, line: &Line, out: &mut Vec<DbOperation>) {
@@ -359,10 +355,7 @@ impl MemcachedConnection {
         }
         op.operation = command.name;
         op.query_text = Some(command.text);
-        if op.partial {
-            self.stats.partial_operations += 1;
-        }
-        out.push(op);
+        self.stats.emit(op, out);
     }
 }
 

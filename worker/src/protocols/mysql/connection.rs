@@ -507,10 +507,7 @@ impl MysqlConnection {
                 None => error.message,
             });
         }
-        if op.partial {
-            self.stats.partial_operations += 1;
-        }
-        out.push(op);
+        self.stats.emit(op, out);
     }
 }
 

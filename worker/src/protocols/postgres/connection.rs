@@ -21,9 +21,7 @@ use super::message::{
     self, command_tag, parse_backend, parse_first, parse_frontend, Backend, ErrorFields,
     FirstMessage, Frontend,
 };
-use crate::protocols::db::{
-    BoundedLru, DbDecoderStats, DbOperation, DbSystem, MAX_PENDING, MAX_TEXT,
-};
+use crate::protocols::db::{BoundedLru, DbDecoderStats, DbOperation, DbSystem, MAX_TEXT};
 use crate::protocols::db_framing::{Frame, FrameEvent, LengthFramer};
 use crate::protocols::sql_sanitize::{split_statements, summarize, SqlDialect, SqlSummary};
 
@@ -350,11 +348,7 @@ impl PostgresConnection {
     }
 
     fn push(&mut self, pending: Pending) {
-        if self.pending.len() >= MAX_PENDING {
-            self.stats.pending_dropped += 1;
-            return;
-        }
-        self.pending.push_back(pending);
+        self.stats.push_pending(&mut self.pending, pending);
     }
 
     fn on_frontend(&mut self, frame: &Frame) {
@@ -539,10 +533,7 @@ impl PostgresConnection {
     }
 
     fn emit(&mut self, op: DbOperation, out: &mut Vec<DbOperation>) {
-        if op.partial {
-            self.stats.partial_operations += 1;
-        }
-        out.push(op);
+        self.stats.emit(op, out);
     }
 
     fn fail(op: &mut DbOperation, error: ErrorFields) {

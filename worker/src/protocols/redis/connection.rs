@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use zerotrace_shared::event::Direction;
 
 use super::resp::{RespChild, RespEvent, RespReader, RespValue, Side};
-use crate::protocols::db::{bounded_text, DbDecoderStats, DbOperation, DbSystem, MAX_PENDING};
+use crate::protocols::db::{bounded_text, DbDecoderStats, DbOperation, DbSystem};
 
 /// Arguments shown as `?` in the query text before it is cut with `…`.
 const MAX_SHOWN_ARGS: u64 = 16;
@@ -241,10 +241,7 @@ impl RedisConnection {
     }
 
     fn emit(&mut self, op: DbOperation, out: &mut Vec<DbOperation>) {
-        if op.partial {
-            self.stats.partial_operations += 1;
-        }
-        out.push(op);
+        self.stats.emit(op, out);
     }
 
     fn on_command(&mut self, value: &RespValue, out: &mut Vec<DbOperation>) {
@@ -284,11 +281,7 @@ impl RedisConnection {
             }
             _ => {}
         }
-        if self.pending.len() >= MAX_PENDING {
-            self.stats.pending_dropped += 1;
-            return;
-        }
-        self.pending.push_back(command);
+        self.stats.push_pending(&mut self.pending, command);
     }
 
     fn on_reply(&mut self, reply: &RespValue, out: &mut Vec<DbOperation>) {
@@ -320,11 +313,7 @@ impl RedisConnection {
         let error = matches!(reply.kind, b'-' | b'!');
         if command.in_transaction && !error {
             // `+QUEUED`: its result comes in EXEC's reply.
-            if self.queued.len() < MAX_PENDING {
-                self.queued.push_back(command);
-            } else {
-                self.stats.pending_dropped += 1;
-            }
+            self.stats.push_pending(&mut self.queued, command);
             return;
         }
         if is_subscription(command.name.as_bytes()) {
