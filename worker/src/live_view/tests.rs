@@ -184,6 +184,49 @@ fn grpc_calls_count_errors_by_the_rpc_rules() {
 }
 
 #[test]
+fn database_clients_are_rows_of_the_client_view_by_span_name() {
+    let origin = Instant::now();
+    let mut view = LiveView::starting_at(origin);
+    let now = at(origin, 30.5);
+    let query = |collection: &str, error: Option<&str>| {
+        let db = crate::spans::DbExchange {
+            system: crate::spans::DbSystem::Postgresql,
+            operation: "SELECT".into(),
+            collection: Some(collection.into()),
+            namespace: Some("shop".into()),
+            query_text: Some(format!("SELECT * FROM {collection} WHERE id = ?")),
+            status_code: error.map(str::to_owned),
+            error_type: error.map(str::to_owned),
+            error_message: None,
+            rows: None,
+            request_bytes: 0,
+            response_bytes: 0,
+            name: String::new(),
+        }
+        .named();
+        Span::new(
+            span_origin(SpanKind::Client),
+            (1_000, 2_000),
+            false,
+            Protocol::Db(db),
+        )
+    };
+    view.record(&query("accounts", None), "svc", now);
+    view.record(&query("accounts", None), "svc", now);
+    view.record(&query("missing", Some("42P01")), "svc", now);
+    let snapshot = view.snapshot(now);
+    assert_eq!(
+        route(&snapshot, LiveKind::Client, "SELECT accounts").error_rate,
+        0.0
+    );
+    assert_eq!(
+        route(&snapshot, LiveKind::Client, "SELECT missing").error_rate,
+        1.0
+    );
+    assert!(snapshot.routes.iter().all(|r| r.kind == LiveKind::Client));
+}
+
+#[test]
 fn a_known_route_groups_paths() {
     let origin = Instant::now();
     let mut view = LiveView::starting_at(origin);

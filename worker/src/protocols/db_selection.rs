@@ -61,6 +61,54 @@ pub fn destinations(span: &Span, databases: &DatabaseSettings) -> Option<Destina
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spans::{DbExchange, HttpExchange, SpanKind, SpanOrigin};
+
+    fn span(protocol: SpanProtocol) -> Span {
+        let addr = "127.0.0.1:6379".parse().unwrap_or_else(|e| panic!("{e}"));
+        let origin = SpanOrigin {
+            kind: SpanKind::Client,
+            pid: 1,
+            process_name: "app".into(),
+            local: addr,
+            peer: addr,
+            tls: false,
+        };
+        Span::new(origin, (0, 1), false, protocol)
+    }
+
+    #[test]
+    fn database_spans_go_where_their_instrumentation_is_listed() {
+        let redis = DbExchange {
+            system: DbSystem::Redis,
+            operation: "GET".into(),
+            collection: None,
+            namespace: Some("0".into()),
+            query_text: None,
+            status_code: None,
+            error_type: None,
+            error_message: None,
+            rows: None,
+            request_bytes: 0,
+            response_bytes: 0,
+            name: String::new(),
+        };
+        let settings = DatabaseSettings {
+            traces: DbSelection::ALL,
+            otlp_metrics: DbSelection::NONE,
+            prometheus: DbSelection::ALL,
+            query_text: true,
+        };
+        assert_eq!(
+            destinations(&span(SpanProtocol::Db(redis)), &settings),
+            Some(Destinations {
+                traces: true,
+                otlp_metrics: false,
+                prometheus: true
+            })
+        );
+        let http = span(SpanProtocol::Http(HttpExchange::default()));
+        assert_eq!(destinations(&http, &settings), None, "HTTP is not filtered");
+    }
 
     #[test]
     fn an_instrumentation_no_destination_wants_is_not_detected() {

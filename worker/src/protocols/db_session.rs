@@ -116,6 +116,9 @@ pub struct DbSession<D> {
 
 impl<D: DbDecoder> DbSession<D> {
     fn emit(&self, conn: &ConnectionInfo, sink: &mut Sink<'_, Vec<DbOperation>>) {
+        if sink.scratch.is_empty() {
+            return;
+        }
         let origin = origin_of(conn);
         sink.spans.extend(sink.scratch.drain(..).map(|op| {
             let (times, partial) = ((op.start_ns, op.end_ns), op.partial);

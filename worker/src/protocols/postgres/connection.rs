@@ -18,10 +18,12 @@ use std::sync::Arc;
 use zerotrace_shared::event::Direction;
 
 use super::message::{
-    self, command_tag, parse_backend, parse_first, parse_frontend, Backend, ErrorFields,
+    self, command_tag_parts, parse_backend, parse_first, parse_frontend, Backend, ErrorFields,
     FirstMessage, Frontend,
 };
-use crate::protocols::db::{BoundedLru, DbDecoderStats, DbOperation, DbSystem, MAX_TEXT};
+use crate::protocols::db::{
+    bounded_text, BoundedLru, DbDecoderStats, DbOperation, DbSystem, MAX_TEXT,
+};
 use crate::protocols::db_framing::{Frame, FrameEvent, LengthFramer};
 use crate::protocols::sql_sanitize::{split_statements, summarize, SqlDialect, SqlSummary};
 
@@ -518,7 +520,7 @@ impl PostgresConnection {
         op.request_bytes = pending.request_bytes;
         op.response_bytes = pending.response_bytes;
         op.partial = pending.partial || statement.is_none_or(|s| s.cut);
-        let (tag_operation, tag_rows) = tag.map(command_tag).unwrap_or_default();
+        let (tag_operation, tag_rows) = tag.map(command_tag_parts).unwrap_or_default();
         if let Some(statement) = statement {
             op.operation = statement.summary.operation.clone().unwrap_or_default();
             op.collection = statement.summary.collection.clone();
@@ -526,7 +528,7 @@ impl PostgresConnection {
                 .then(|| statement.summary.sanitized.clone());
         }
         if op.operation.is_empty() {
-            op.operation = tag_operation;
+            op.operation = bounded_text(tag_operation, 64);
         }
         op.rows = tag_rows.or((pending.data_rows > 0).then_some(pending.data_rows));
         op

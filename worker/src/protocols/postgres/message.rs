@@ -288,14 +288,23 @@ fn parse_error(body: &[u8]) -> ErrorFields {
 
 /// Operation and row count from a CommandComplete tag (`INSERT 0 1`, `SELECT 5`, `CREATE TABLE`).
 pub fn command_tag(tag: &[u8]) -> (String, Option<u64>) {
-    let text = bounded_text(tag, 64);
-    let operation = text.split(' ').next().unwrap_or_default().to_string();
+    let (operation, rows) = command_tag_parts(tag);
+    (bounded_text(operation, 64), rows)
+}
+
+/// [`command_tag`] without allocating: the operation's bytes and the row count.
+pub fn command_tag_parts(tag: &[u8]) -> (&[u8], Option<u64>) {
+    let tag = &tag[..tag.len().min(64)];
+    let operation = tag.split(|b| *b == b' ').next().unwrap_or_default();
     let counted = matches!(
-        operation.as_str(),
-        "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "FETCH" | "MOVE" | "COPY"
+        operation,
+        b"SELECT" | b"INSERT" | b"UPDATE" | b"DELETE" | b"MERGE" | b"FETCH" | b"MOVE" | b"COPY"
     );
     let rows = if counted {
-        text.rsplit(' ').next().and_then(|n| n.parse().ok())
+        tag.rsplit(|b| *b == b' ')
+            .next()
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.parse().ok())
     } else {
         None
     };
