@@ -61,7 +61,14 @@ impl DbExchange {
     pub fn summary(&self) -> String {
         let target = self.collection.as_deref().or(self.namespace.as_deref());
         match (self.operation.is_empty(), target) {
-            (false, Some(target)) => format!("{} {target}", self.operation),
+            (false, Some(target)) => {
+                // Built by hand: `format!` costs more than the copy on this path.
+                let mut name = String::with_capacity(self.operation.len() + 1 + target.len());
+                name.push_str(&self.operation);
+                name.push(' ');
+                name.push_str(target);
+                name
+            }
             (false, None) => self.operation.clone(),
             (true, Some(target)) => target.to_owned(),
             (true, None) => self.system.as_str().to_owned(),
@@ -82,7 +89,8 @@ impl DbExchange {
         if let Some(rows) = self.rows {
             details.push_str(&format!(" rows={rows}"));
         }
-        if let Some(error) = self.error_type.as_deref().or(self.status_code.as_deref()) {
+        // Only a failure's code: memcached's `STORED` is a status, not an error.
+        if let Some(error) = self.error_type.as_deref() {
             details.push_str(&format!(" error={}", error.escape_debug()));
         }
         (summary, details)
@@ -154,5 +162,16 @@ mod tests {
         let (summary, details) = db.printer_text();
         assert_eq!(summary, "postgresql \"SELECT missing\"");
         assert_eq!(details, " error=42P01");
+        let stored = DbExchange {
+            system: DbSystem::Memcached,
+            operation: "set".into(),
+            status_code: Some("STORED".into()),
+            ..exchange()
+        }
+        .named();
+        assert_eq!(
+            stored.printer_text(),
+            ("memcached \"set\"".into(), String::new())
+        );
     }
 }

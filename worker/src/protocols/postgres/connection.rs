@@ -139,6 +139,16 @@ impl Default for PostgresConnection {
     }
 }
 
+/// A query's text, at most twice [`MAX_TEXT`] bytes of it (the summary keeps
+/// [`MAX_TEXT`]); valid UTF-8, the usual case, is borrowed after the fast check.
+fn sql_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    let bytes = &bytes[..bytes.len().min(2 * MAX_TEXT)];
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// The one statement of a query string without `;`, or whose only `;` ends
 /// it; None when it may hold several (split them).
 fn single_statement(text: &str) -> Option<&str> {
@@ -338,7 +348,7 @@ impl PostgresConnection {
     }
 
     fn statement(text: &[u8], cut: bool) -> Arc<Statement> {
-        let text = String::from_utf8_lossy(&text[..text.len().min(2 * MAX_TEXT)]);
+        let text = sql_text(text);
         Self::statement_of_text(&text, cut)
     }
 
@@ -435,7 +445,7 @@ impl PostgresConnection {
 
     /// The statements of a simple query, with SQL `PREPARE`/`EXECUTE`/`DEALLOCATE` applied.
     fn simple_statements(&mut self, text: &[u8], cut: bool) -> VecDeque<Arc<Statement>> {
-        let text = String::from_utf8_lossy(&text[..text.len().min(2 * MAX_TEXT)]);
+        let text = sql_text(text);
         let parts = match single_statement(&text) {
             // Most queries hold one statement: no need to split them first.
             Some(only) => {
