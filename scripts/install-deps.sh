@@ -14,6 +14,11 @@ if [ "${1:-}" = "test" ]; then
   packages+=(python3-grpcio)  # tests: gRPC server and client (tests/servers/grpc_app.py, run with /usr/bin/python3)
   packages+=(python3-venv)    # tests: the venv tests/semconv/ensure-venv.sh installs semantic conventions into
   packages+=(golang-go)  # tests: Go programs built by gobin/tests (crypto/tls hook points, stripped and not)
+  # tests/tests/databases.rs: servers it starts itself (tests/src/db_servers.rs) and their clients
+  # (python3-psycopg is psycopg 3: the extended protocol with server-side parameters).
+  packages+=(postgresql postgresql-client mariadb-server mariadb-client redis-server redis-tools memcached)
+  packages+=(python3-psycopg2 python3-psycopg python3-pymysql python3-redis python3-pymemcache)
+  packages+=(libdbd-mariadb-perl)  # tests: MySQL server-side prepared statements (tests/servers/db_prepare.pl)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -27,6 +32,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
+  # The database packages would start system instances on the default ports (or fail to, without
+  # systemd): the tests start their own, so installing starts no service (policy-rc.d 101).
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    trap 'rm -f "$policy"' EXIT   # ours only, also when apt-get fails or is interrupted
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+  fi
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if [ "${1:-}" = "test" ]; then

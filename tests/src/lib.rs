@@ -430,6 +430,7 @@ pub fn bpf_prog_exists(id: u32) -> bool {
     false
 }
 
+pub mod db_servers;
 pub mod otlp_receiver;
 pub mod semconv;
 pub mod stand_in;

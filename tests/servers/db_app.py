@@ -1,0 +1,338 @@
+"""An HTTP service that calls databases while serving its requests, for the
+database end-to-end tests (tests/tests/databases.rs). Run with /usr/bin/python3
+(the Debian client libraries: python3-psycopg2, python3-psycopg, python3-pymysql,
+python3-redis, python3-pymemcache; libdbd-mariadb-perl for db_prepare.pl).
+
+    db_app.py PORT
+
+Where the servers are comes from the environment: ZT_PG_PORT, ZT_MARIADB_PORT,
+ZT_REDIS_PORT, ZT_MEMCACHED_PORT, ZT_DATABASE (all on 127.0.0.1). Prints
+"listening" once its socket is bound.
+
+One GET path per scenario, each on fresh connections (so the agent sees them
+from their first byte): answers 200 "ok" when every call went as expected,
+500 with the traceback otherwise.
+"""
+import os
+import subprocess
+import sys
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HOST = "127.0.0.1"
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+def env_port(name):
+    return int(os.environ[name])
+
+
+def database():
+    return os.environ.get("ZT_DATABASE", "shop")
+
+
+def pg_dsn(sslmode="disable"):
+    return (
+        f"host={HOST} port={env_port('ZT_PG_PORT')} user=postgres "
+        f"dbname={database()} sslmode={sslmode}"
+    )
+
+
+def expect_error(call, code_of, code):
+    """Runs call, which must fail with the server's error `code`."""
+    try:
+        call()
+    except Exception as e:  # noqa: BLE001 - each client has its own error class
+        if code_of(e) != code:
+            raise AssertionError(f"expected error {code}, got {code_of(e)!r}: {e}") from e
+        return
+    raise AssertionError(f"expected error {code}, got none")
+
+
+def pg_simple():
+    """psycopg2: simple-protocol queries (values interpolated by the client)."""
+    import psycopg2
+
+    conn = psycopg2.connect(pg_dsn())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT name FROM accounts WHERE id = %s", (1,))
+        assert cur.fetchone() == ("ann",)
+        cur.execute("UPDATE accounts SET balance = balance + %s WHERE id = %s", (5, 2))
+        assert cur.rowcount == 1
+    conn.close()
+
+
+def pg_errors():
+    """psycopg2: a syntax error (42601) and a missing table (42P01)."""
+    import psycopg2
+
+    conn = psycopg2.connect(pg_dsn())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        expect_error(lambda: cur.execute("SELEC broken"), lambda e: e.pgcode, "42601")
+        expect_error(
+            lambda: cur.execute("SELECT * FROM missing_table WHERE id = 7"),
+            lambda e: e.pgcode,
+            "42P01",
+        )
+    conn.close()
+
+
+def pg_prepared():
+    """psycopg 3: the extended protocol with server-side parameters, a named
+    prepared statement run twice; then SQL PREPARE/EXECUTE through psycopg2."""
+    import psycopg
+    import psycopg2
+
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        row = conn.execute("SELECT name FROM accounts WHERE id = %s", (2,)).fetchone()
+        assert row == ("bob",), row
+        for account in (1, 3):
+            conn.execute(
+                "SELECT balance FROM accounts WHERE id = %s", (account,), prepare=True
+            ).fetchone()
+    conn = psycopg2.connect(pg_dsn())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("PREPARE byname(text) AS SELECT id FROM accounts WHERE name = $1")
+        cur.execute("EXECUTE byname('cy')")
+        assert cur.fetchone() == (3,)
+    conn.close()
+
+
+def pg_batch():
+    """Two statements in one simple query, COPY out (psycopg2), and psycopg 3's
+    pipeline mode (three statements and one Sync in one write)."""
+    import io
+
+    import psycopg
+    import psycopg2
+
+    conn = psycopg2.connect(pg_dsn())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 AS one; SELECT name FROM accounts WHERE id = 2")
+        assert cur.fetchone() == ("bob",)
+        out = io.StringIO()
+        cur.copy_expert("COPY accounts TO STDOUT", out)
+        assert out.getvalue().count("\n") >= 3
+    conn.close()
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        with conn.pipeline():
+            conn.execute("SELECT name FROM accounts WHERE id = %s", (3,))
+            conn.execute("UPDATE accounts SET balance = balance - %s WHERE id = %s", (1, 3))
+            conn.execute("SELECT count(*) FROM accounts")
+
+
+def pg_tls():
+    """psycopg2 (libpq, libssl) over TLS: SSLRequest, then the query encrypted."""
+    import psycopg2
+
+    conn = psycopg2.connect(pg_dsn("require"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT balance FROM accounts WHERE name = %s", ("cy",))
+        assert cur.fetchone() is not None
+        cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        assert cur.fetchone() == (True,), "not encrypted"
+    conn.close()
+
+
+def mysql_connect():
+    import pymysql
+
+    return pymysql.connect(
+        host=HOST,
+        port=env_port("ZT_MARIADB_PORT"),
+        user="root",
+        database=database(),
+        autocommit=True,
+    )
+
+
+def mysql_queries():
+    """pymysql: COM_QUERY (values interpolated by the client), a missing table
+    (1146), and SQL PREPARE/EXECUTE."""
+    import pymysql
+
+    conn = mysql_connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT name FROM items WHERE id = %s", (1,))
+        assert cur.fetchone() == ("pen",)
+        cur.execute("UPDATE items SET name = %s WHERE id = %s", ("quill", 3))
+        expect_error(
+            lambda: cur.execute("SELECT * FROM missing_table"),
+            lambda e: e.args[0] if isinstance(e, pymysql.MySQLError) else None,
+            1146,
+        )
+        cur.execute("PREPARE byid FROM 'SELECT name FROM items WHERE id = ?'")
+        cur.execute("SET @id = 2")
+        cur.execute("EXECUTE byid USING @id")
+        assert cur.fetchone() == ("ink",)
+    conn.close()
+
+
+def mysql_prepared():
+    """COM_STMT_PREPARE/EXECUTE: Perl DBD::MariaDB (db_prepare.pl), a child of this process."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "db_prepare.pl")
+    run(["perl", script, str(env_port("ZT_MARIADB_PORT")), database()])
+
+
+def redis_client():
+    import redis
+
+    return redis.Redis(host=HOST, port=env_port("ZT_REDIS_PORT"), db=3)
+
+
+def redis_commands():
+    """redis-py: SELECT 3 (db=3) at connect, commands, an error reply."""
+    import redis
+
+    r = redis_client()
+    r.set("page:home", "hello")
+    assert r.get("page:home") == b"hello"
+    expect_error(
+        lambda: r.lpush("page:home", "x"),
+        lambda e: str(e).split(" ", 1)[0] if isinstance(e, redis.ResponseError) else None,
+        "WRONGTYPE",
+    )
+    r.close()
+
+
+def redis_pipeline():
+    """redis-py: four commands in one pipeline (one write, one read)."""
+    r = redis_client()
+    pipe = r.pipeline(transaction=False)
+    pipe.set("hits", 0)
+    pipe.incrby("hits", 2)
+    pipe.incrby("hits", 3)
+    pipe.get("hits")
+    assert pipe.execute() == [True, 2, 5, b"5"]
+    r.close()
+
+
+def redis_transaction():
+    """redis-py: a MULTI/EXEC pipeline (transaction=True)."""
+    r = redis_client()
+    pipe = r.pipeline(transaction=True)
+    pipe.incrby("visits", 1)
+    pipe.expire("visits", 60)
+    pipe.get("visits")
+    result = pipe.execute()
+    assert result[1] is True, result
+    r.close()
+
+
+def memcached_calls():
+    """pymemcache: set, get, and one get of three keys (two hits)."""
+    from pymemcache.client.base import Client
+
+    client = Client((HOST, env_port("ZT_MEMCACHED_PORT")))
+    client.set("user:1", "ann")
+    client.set("user:2", "bob")
+    assert client.get("user:1") == b"ann"
+    found = client.get_many(["user:1", "user:2", "user:3"])
+    assert found == {"user:1": b"ann", "user:2": b"bob"}, found
+    client.close()
+
+
+# Connections opened by /early/open and used by /early/use: a pool the
+# service made before the agent started.
+EARLY = {}
+
+
+def early_open():
+    import psycopg2
+
+    conn = psycopg2.connect(pg_dsn())
+    conn.autocommit = True
+    EARLY["pg"] = conn
+    r = redis_client()
+    r.ping()
+    EARLY["redis"] = r
+
+
+def early_use():
+    with EARLY["pg"].cursor() as cur:
+        cur.execute("SELECT id, name FROM accounts WHERE id = %s", (3,))
+        assert cur.fetchone() is not None
+    assert EARLY["redis"].get("early:key") is None
+
+
+def run(argv):
+    done = subprocess.run(argv, capture_output=True, timeout=20)
+    if done.returncode != 0:
+        raise AssertionError(f"{argv} failed ({done.returncode}): {done.stderr.decode()}")
+
+
+def cli_clients():
+    """psql, mariadb and redis-cli (RESP2, then RESP3), as children of this process."""
+    run(
+        [f"{PG_BIN}/psql", "-X", "-h", HOST, "-p", str(env_port("ZT_PG_PORT")),
+         "-U", "postgres", "-d", database(), "-c", "SELECT count(*) FROM accounts"]
+    )
+    run(
+        ["mariadb", "--no-defaults", "--skip-ssl", "-h", HOST,
+         "-P", str(env_port("ZT_MARIADB_PORT")), "-u", "root", database(),
+         "-e", "SELECT count(*) FROM items"]
+    )
+    redis_cli = ["redis-cli", "-h", HOST, "-p", str(env_port("ZT_REDIS_PORT")), "-n", "4"]
+    run(redis_cli + ["HSET", "cli:h", "runs", "1"])
+    # RESP3 (HELLO 3 first): the hash comes back as a map.
+    run(redis_cli + ["-3", "HGETALL", "cli:h"])
+
+
+ROUTES = {
+    "/pg/simple": pg_simple,
+    "/pg/errors": pg_errors,
+    "/pg/prepared": pg_prepared,
+    "/pg/batch": pg_batch,
+    "/pg/tls": pg_tls,
+    "/mysql/queries": mysql_queries,
+    "/mysql/prepared": mysql_prepared,
+    "/redis/commands": redis_commands,
+    "/redis/pipeline": redis_pipeline,
+    "/redis/transaction": redis_transaction,
+    "/memcached": memcached_calls,
+    "/cli": cli_clients,
+    "/early/open": early_open,
+    "/early/use": early_use,
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        scenario = ROUTES.get(self.path)
+        if scenario is None:
+            self.reply(404, b"no such scenario\n")
+            return
+        try:
+            scenario()
+        except Exception:  # noqa: BLE001 - the test prints what went wrong
+            self.reply(500, traceback.format_exc().encode())
+            return
+        self.reply(200, b"ok\n")
+
+
+def main():
+    server = ThreadingHTTPServer((HOST, int(sys.argv[1])), Handler)
+    print("listening", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

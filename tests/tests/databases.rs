@@ -1,0 +1,807 @@
+//! Database and cache calls as CLIENT spans and `db.client.operation.duration`:
+//! real PostgreSQL, MariaDB, Redis and memcached servers (tests/src/db_servers.rs,
+//! started once for this file), a real Python service calling them with real
+//! client libraries while it serves HTTP requests (tests/servers/db_app.py,
+//! one path per scenario), and the real agent exporting to an OTLP receiver
+//! that decodes with opentelemetry-proto.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint};
+use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
+use zerotrace_integration_tests::db_servers::{db_servers, start_db_app, DbServers};
+use zerotrace_integration_tests::otlp_receiver::*;
+use zerotrace_integration_tests::*;
+
+/// The servers, the instrumented service, the receiver and the agent of one test.
+struct Setup {
+    servers: &'static DbServers,
+    app: Server,
+    receiver: OtlpReceiver,
+    agent: Agent,
+}
+
+impl Setup {
+    fn start() -> Setup {
+        Self::start_with(&[])
+    }
+
+    /// With extra agent environment.
+    fn start_with(extra: &[(&str, &str)]) -> Setup {
+        require_root();
+        let servers = db_servers();
+        let app = start_db_app(servers);
+        let receiver = OtlpReceiver::start_grpc();
+        let endpoint = receiver.endpoint();
+        let mut env = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+        ];
+        env.extend_from_slice(extra);
+        let agent = Agent::start(&["--open-port", &app.port.to_string()], &env);
+        Setup {
+            servers,
+            app,
+            receiver,
+            agent,
+        }
+    }
+
+    /// Runs the service's scenario at `path`, which must report success.
+    fn drive(&self, path: &str) {
+        let body = curl(&[&self.app.url(path)]);
+        assert_eq!(body, "ok\n", "scenario {path} failed in db_app.py");
+    }
+
+    /// The CLIENT spans of `system` once at least `count` arrived (and a
+    /// moment more, so that extra ones would show).
+    fn db_spans(&self, system: &str, count: usize) -> Vec<Span> {
+        let of_system = |traces: &[ReceivedTraces]| -> Vec<Span> {
+            spans_of(traces)
+                .into_iter()
+                .map(|(_, s)| s)
+                .filter(|s| s.kind == span::SpanKind::Client as i32)
+                .filter(|s| attr_str(&s.attributes, "db.system.name").as_deref() == Some(system))
+                .collect()
+        };
+        let arrived = self
+            .receiver
+            .wait_for_traces(Duration::from_secs(15), |traces| {
+                let spans = of_system(traces);
+                (spans.len() >= count).then_some(())
+            });
+        assert!(
+            arrived.is_some(),
+            "fewer than {count} {system} client spans arrived: {:#?}\nagent stderr:\n{}",
+            self.receiver.spans(),
+            self.agent.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(600));
+        of_system(&self.receiver.traces())
+    }
+
+    /// Latest data points of `db.client.operation.duration` once one has
+    /// `attributes` (all of them) and counts at least `count` operations.
+    fn duration_point(&self, attributes: &[(&str, &str)], count: u64) -> HistogramDataPoint {
+        let matches = |p: &HistogramDataPoint| {
+            let map = attrs_map(&p.attributes);
+            attributes
+                .iter()
+                .all(|(k, v)| map.get(*k).map(String::as_str) == Some(*v))
+        };
+        self.receiver
+            .wait_for_metrics(Duration::from_secs(15), |exports| {
+                metrics_of(exports)
+                    .into_iter()
+                    .rev()
+                    .filter(|(_, m)| m.name == "db.client.operation.duration")
+                    .filter_map(|(_, m)| match m.data {
+                        Some(metric::Data::Histogram(h)) => Some(h.data_points),
+                        _ => None,
+                    })
+                    .flatten()
+                    .find(|p| matches(p) && p.count >= count)
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no db.client.operation.duration point {attributes:?} counting {count}: {:#?}",
+                    metrics_of(&self.receiver.metrics())
+                        .into_iter()
+                        .filter(|(_, m)| m.name.starts_with("db."))
+                        .collect::<Vec<_>>()
+                )
+            })
+    }
+}
+
+fn text_of(span: &Span) -> String {
+    attr_str(&span.attributes, "db.query.text").unwrap_or_default()
+}
+
+/// The spans whose sanitized query text is `text`.
+fn with_text<'a>(spans: &'a [Span], text: &str) -> Vec<&'a Span> {
+    spans.iter().filter(|s| text_of(s) == text).collect()
+}
+
+/// The one span whose query text is `text`.
+fn one_with_text<'a>(spans: &'a [Span], text: &str) -> &'a Span {
+    let found = with_text(spans, text);
+    assert_eq!(found.len(), 1, "one span with text {text:?}: {spans:#?}");
+    found[0]
+}
+
+fn attrs(span: &Span) -> BTreeMap<String, String> {
+    attrs_map(&span.attributes)
+}
+
+fn is_error(span: &Span) -> bool {
+    span.status.as_ref().map(|s| s.code) == Some(status::StatusCode::Error as i32)
+}
+
+/// The attributes every span to this server carries.
+fn assert_server(span: &Span, port: u16) {
+    assert_eq!(
+        attr_str(&span.attributes, "server.address").as_deref(),
+        Some("127.0.0.1"),
+        "{span:#?}"
+    );
+    assert_eq!(
+        attr_int(&span.attributes, "server.port"),
+        Some(i64::from(port)),
+        "{span:#?}"
+    );
+    assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+}
+
+#[test]
+fn every_scenario_of_the_service_works_against_the_real_servers() {
+    // Without the agent: a failure here is the fixture's, not the capture's.
+    require_root();
+    let servers = db_servers();
+    let app = start_db_app(servers);
+    for path in [
+        "/pg/simple",
+        "/pg/errors",
+        "/pg/prepared",
+        "/pg/batch",
+        "/pg/tls",
+        "/mysql/queries",
+        "/mysql/prepared",
+        "/redis/commands",
+        "/redis/pipeline",
+        "/redis/transaction",
+        "/memcached",
+        "/cli",
+        "/early/open",
+        "/early/use",
+    ] {
+        let body = curl(&[&app.url(path)]);
+        assert_eq!(body, "ok\n", "{path}");
+    }
+}
+
+#[test]
+fn postgres_simple_queries_are_client_spans_with_sanitized_text_and_a_duration() {
+    let setup = Setup::start();
+    setup.drive("/pg/simple");
+    let spans = setup.db_spans("postgresql", 2);
+    let select = one_with_text(&spans, "SELECT name FROM accounts WHERE id = ?");
+    assert_eq!(select.name, "SELECT accounts");
+    let a = attrs(select);
+    assert_eq!(
+        a.get("db.operation.name").map(String::as_str),
+        Some("SELECT")
+    );
+    assert_eq!(
+        a.get("db.collection.name").map(String::as_str),
+        Some("accounts")
+    );
+    assert_eq!(a.get("db.namespace").map(String::as_str), Some("shop"));
+    assert!(!a.contains_key("db.response.status_code"), "{a:?}");
+    assert!(!is_error(select));
+    assert_server(select, setup.servers.postgres);
+    let update = one_with_text(
+        &spans,
+        "UPDATE accounts SET balance = balance + ? WHERE id = ?",
+    );
+    assert_eq!(update.name, "UPDATE accounts");
+    // No literal the client sent reaches the exported text.
+    for s in &spans {
+        let text = text_of(s);
+        assert!(!text.contains('5') && !text.contains("= 1"), "{text}");
+    }
+    // The trace printer (JSON here) shows the operation too.
+    let printed = setup.agent.wait_for_spans(1, |s| {
+        s.pointer("/db/query_text")
+            .and_then(serde_json::Value::as_str)
+            == Some("SELECT name FROM accounts WHERE id = ?")
+    });
+    assert_eq!(printed[0].str_of("kind"), "client", "{:#}", printed[0]);
+    assert_eq!(
+        printed[0]
+            .pointer("/db/system")
+            .and_then(serde_json::Value::as_str),
+        Some("postgresql")
+    );
+    let point = setup.duration_point(
+        &[
+            ("db.system.name", "postgresql"),
+            ("db.operation.name", "SELECT"),
+            ("db.collection.name", "accounts"),
+            ("db.namespace", "shop"),
+            ("server.address", "127.0.0.1"),
+        ],
+        1,
+    );
+    assert!(point.sum.unwrap_or(0.0) > 0.0, "{point:?}");
+    assert!(
+        !attrs_map(&point.attributes).contains_key("db.query.text"),
+        "the query text is never a metric attribute: {point:?}"
+    );
+}
+
+#[test]
+fn postgres_errors_carry_their_sqlstate() {
+    let setup = Setup::start();
+    setup.drive("/pg/errors");
+    let spans = setup.db_spans("postgresql", 2);
+    let syntax = one_with_text(&spans, "SELEC broken");
+    let missing = one_with_text(&spans, "SELECT * FROM missing_table WHERE id = ?");
+    for (span, code) in [(syntax, "42601"), (missing, "42P01")] {
+        let a = attrs(span);
+        assert_eq!(
+            a.get("db.response.status_code").map(String::as_str),
+            Some(code),
+            "{span:#?}"
+        );
+        assert_eq!(a.get("error.type").map(String::as_str), Some(code));
+        assert!(is_error(span), "{span:#?}");
+        assert_server(span, setup.servers.postgres);
+    }
+    assert_eq!(missing.name, "SELECT missing_table");
+    setup.duration_point(
+        &[("db.system.name", "postgresql"), ("error.type", "42P01")],
+        1,
+    );
+}
+
+#[test]
+fn postgres_prepared_statements_carry_their_text() {
+    let setup = Setup::start();
+    setup.drive("/pg/prepared");
+    let spans = setup.db_spans("postgresql", 5);
+    // psycopg 3, extended protocol: an unnamed statement, then a named one
+    // parsed once and executed twice, each execution with its text.
+    let unnamed = one_with_text(&spans, "SELECT name FROM accounts WHERE id = $1");
+    assert_eq!(unnamed.name, "SELECT accounts");
+    assert_eq!(
+        attrs(unnamed).get("db.namespace").map(String::as_str),
+        Some("shop")
+    );
+    let named = with_text(&spans, "SELECT balance FROM accounts WHERE id = $1");
+    assert_eq!(named.len(), 2, "{spans:#?}");
+    // SQL PREPARE, then EXECUTE carrying the prepared statement's text.
+    let prepare = one_with_text(
+        &spans,
+        "PREPARE byname(text) AS SELECT id FROM accounts WHERE name = $1",
+    );
+    assert_eq!(
+        attrs(prepare).get("db.operation.name").map(String::as_str),
+        Some("PREPARE")
+    );
+    let execute = one_with_text(&spans, "SELECT id FROM accounts WHERE name = $1");
+    assert_eq!(
+        attrs(execute).get("db.collection.name").map(String::as_str),
+        Some("accounts")
+    );
+    for s in &spans {
+        assert!(!is_error(s), "{s:#?}");
+    }
+}
+
+#[test]
+fn postgres_statements_in_one_round_trip_copy_and_pipeline_mode() {
+    let setup = Setup::start();
+    setup.drive("/pg/batch");
+    let spans = setup.db_spans("postgresql", 6);
+    // Two statements in one simple query: one span each.
+    one_with_text(&spans, "SELECT ? AS one");
+    let second = one_with_text(&spans, "SELECT name FROM accounts WHERE id = ?");
+    assert_eq!(second.name, "SELECT accounts");
+    // COPY is one operation, however many rows it moves.
+    let copy = one_with_text(&spans, "COPY accounts TO STDOUT");
+    assert_eq!(copy.name, "COPY accounts");
+    // psycopg 3's pipeline mode: three statements sent before any answer.
+    one_with_text(&spans, "SELECT name FROM accounts WHERE id = $1");
+    let update = one_with_text(
+        &spans,
+        "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
+    );
+    assert_eq!(update.name, "UPDATE accounts");
+    one_with_text(&spans, "SELECT count(*) FROM accounts");
+    for s in &spans {
+        assert!(!is_error(s), "{s:#?}");
+        assert_server(s, setup.servers.postgres);
+    }
+}
+
+#[test]
+fn postgres_over_tls_is_seen_in_plaintext() {
+    let setup = Setup::start();
+    setup.drive("/pg/tls");
+    let spans = setup.db_spans("postgresql", 2);
+    let select = one_with_text(&spans, "SELECT balance FROM accounts WHERE name = ?");
+    assert_eq!(select.name, "SELECT accounts");
+    assert_eq!(
+        attrs(select).get("db.namespace").map(String::as_str),
+        Some("shop")
+    );
+    assert_server(select, setup.servers.postgres);
+    // The server confirmed the connection was encrypted (db_app.py asserts it).
+    let check = one_with_text(
+        &spans,
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    );
+    assert_eq!(
+        attrs(check).get("db.collection.name").map(String::as_str),
+        Some("pg_stat_ssl")
+    );
+}
+
+#[test]
+fn mariadb_queries_and_errors_are_client_spans() {
+    let setup = Setup::start();
+    setup.drive("/mysql/queries");
+    let spans = setup.db_spans("mariadb", 4);
+    let select = one_with_text(&spans, "SELECT name FROM items WHERE id = ?");
+    assert_eq!(select.name, "SELECT items");
+    let a = attrs(select);
+    assert_eq!(a.get("db.namespace").map(String::as_str), Some("shop"));
+    assert_eq!(
+        a.get("db.collection.name").map(String::as_str),
+        Some("items")
+    );
+    assert_server(select, setup.servers.mariadb);
+    one_with_text(&spans, "UPDATE items SET name = ? WHERE id = ?");
+    let missing = one_with_text(&spans, "SELECT * FROM missing_table");
+    let a = attrs(missing);
+    assert_eq!(
+        a.get("db.response.status_code").map(String::as_str),
+        Some("1146")
+    );
+    assert_eq!(a.get("error.type").map(String::as_str), Some("1146"));
+    assert!(is_error(missing));
+    // SQL PREPARE/EXECUTE: the statement's literal text is sanitized too.
+    let operations: Vec<String> = spans
+        .iter()
+        .filter_map(|s| attr_str(&s.attributes, "db.operation.name"))
+        .collect();
+    for operation in ["PREPARE", "EXECUTE"] {
+        assert!(
+            operations.iter().any(|o| o == operation),
+            "{operation}: {spans:#?}"
+        );
+    }
+    setup.duration_point(
+        &[
+            ("db.system.name", "mariadb"),
+            ("db.operation.name", "SELECT"),
+            ("db.collection.name", "items"),
+        ],
+        1,
+    );
+}
+
+#[test]
+fn mariadb_server_side_prepared_statements_carry_their_text() {
+    let setup = Setup::start();
+    setup.drive("/mysql/prepared");
+    let spans = setup.db_spans("mariadb", 3);
+    // COM_STMT_PREPARE alone is no operation; each COM_STMT_EXECUTE carries its text.
+    let executions = with_text(&spans, "SELECT name FROM items WHERE id = ?");
+    assert_eq!(executions.len(), 2, "{spans:#?}");
+    for s in &executions {
+        assert_eq!(s.name, "SELECT items");
+        assert_eq!(
+            attrs(s).get("db.namespace").map(String::as_str),
+            Some("shop")
+        );
+        assert!(!is_error(s));
+        assert_server(s, setup.servers.mariadb);
+    }
+    // A prepare the server refuses is an operation, with its error.
+    let refused = one_with_text(&spans, "SELECT * FROM nowhere WHERE id = ?");
+    assert_eq!(
+        attrs(refused).get("error.type").map(String::as_str),
+        Some("1146")
+    );
+    assert!(is_error(refused));
+}
+
+#[test]
+fn redis_commands_select_and_error_replies() {
+    let setup = Setup::start();
+    setup.drive("/redis/commands");
+    let spans = setup.db_spans("redis", 4);
+    let by_operation = |operation: &str| -> Vec<&Span> {
+        spans
+            .iter()
+            .filter(|s| attr_str(&s.attributes, "db.operation.name").as_deref() == Some(operation))
+            .collect()
+    };
+    assert_eq!(by_operation("SELECT").len(), 1, "{spans:#?}");
+    let set = by_operation("SET");
+    assert_eq!(set.len(), 1, "{spans:#?}");
+    assert_eq!(text_of(set[0]), "SET page:home ?");
+    // `db=3`: the client's SELECT 3 moves the connection's namespace.
+    for s in set.iter().chain(&by_operation("GET")) {
+        assert_eq!(
+            attr_str(&s.attributes, "db.namespace").as_deref(),
+            Some("3"),
+            "{s:#?}"
+        );
+        assert!(!is_error(s));
+        assert_server(s, setup.servers.redis);
+    }
+    let lpush = by_operation("LPUSH");
+    assert_eq!(lpush.len(), 1, "{spans:#?}");
+    let a = attrs(lpush[0]);
+    assert_eq!(
+        a.get("db.response.status_code").map(String::as_str),
+        Some("WRONGTYPE")
+    );
+    assert_eq!(a.get("error.type").map(String::as_str), Some("WRONGTYPE"));
+    assert!(is_error(lpush[0]));
+    setup.duration_point(
+        &[
+            ("db.system.name", "redis"),
+            ("db.operation.name", "SET"),
+            ("db.namespace", "3"),
+        ],
+        1,
+    );
+}
+
+#[test]
+fn each_pipelined_redis_command_is_its_own_span() {
+    let setup = Setup::start();
+    setup.drive("/redis/pipeline");
+    let spans = setup.db_spans("redis", 5);
+    let pipelined: Vec<&Span> = spans
+        .iter()
+        .filter(|s| attr_str(&s.attributes, "db.operation.name").as_deref() != Some("SELECT"))
+        .collect();
+    // Sent in one write, they share a start: compared without their order.
+    let mut texts: Vec<String> = pipelined.iter().map(|s| text_of(s)).collect();
+    texts.sort();
+    assert_eq!(
+        texts,
+        ["GET hits", "INCRBY hits ?", "INCRBY hits ?", "SET hits ?"],
+        "{spans:#?}"
+    );
+    // Paired in order: each ends no earlier than the one sent before it.
+    let select_end = spans
+        .iter()
+        .filter(|s| attr_str(&s.attributes, "db.operation.name").as_deref() == Some("SELECT"))
+        .map(|s| s.end_time_unix_nano)
+        .max()
+        .unwrap_or(0);
+    assert!(pipelined
+        .iter()
+        .all(|s| s.start_time_unix_nano >= select_end));
+    for s in &pipelined {
+        assert_eq!(
+            attr_str(&s.attributes, "db.namespace").as_deref(),
+            Some("3")
+        );
+        assert!(!is_error(s));
+    }
+}
+
+#[test]
+fn a_redis_transaction_is_a_span_per_command_up_to_exec() {
+    let setup = Setup::start();
+    setup.drive("/redis/transaction");
+    let spans = setup.db_spans("redis", 6);
+    // One write from MULTI to EXEC: compared without their order.
+    let mut operations: Vec<String> = spans
+        .iter()
+        .filter_map(|s| attr_str(&s.attributes, "db.operation.name"))
+        .collect();
+    operations.sort();
+    assert_eq!(
+        operations,
+        ["EXEC", "EXPIRE", "GET", "INCRBY", "MULTI", "SELECT"],
+        "{spans:#?}"
+    );
+    let in_transaction = spans
+        .iter()
+        .filter(|s| attr_str(&s.attributes, "db.operation.name").as_deref() != Some("SELECT"));
+    for s in in_transaction {
+        assert_eq!(
+            attr_str(&s.attributes, "db.namespace").as_deref(),
+            Some("3")
+        );
+        assert!(!is_error(s), "{s:#?}");
+    }
+}
+
+#[test]
+fn memcached_sets_gets_and_a_multi_key_get() {
+    let metrics_port = free_port().to_string();
+    let setup = Setup::start_with(&[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port)]);
+    setup.drive("/memcached");
+    let spans = setup.db_spans("memcached", 4);
+    let operations: Vec<String> = {
+        let mut sorted: Vec<&Span> = spans.iter().collect();
+        sorted.sort_by_key(|s| s.start_time_unix_nano);
+        sorted
+            .iter()
+            .filter_map(|s| attr_str(&s.attributes, "db.operation.name"))
+            .collect()
+    };
+    assert_eq!(operations, ["set", "set", "get", "get"], "{spans:#?}");
+    one_with_text(&spans, "get user:1");
+    let multi = one_with_text(&spans, "get user:1 user:2 user:3");
+    assert!(!is_error(multi));
+    assert_server(multi, setup.servers.memcached);
+    for s in with_text(&spans, "set user:1 ? ? ?") {
+        assert!(!is_error(s));
+    }
+    setup.duration_point(
+        &[
+            ("db.system.name", "memcached"),
+            ("db.operation.name", "get"),
+        ],
+        2,
+    );
+    // The same histogram on the Prometheus endpoint, in seconds.
+    let scraped = wait_for(Duration::from_secs(10), || {
+        let text = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
+        text.lines()
+            .any(|l| {
+                l.starts_with("db_client_operation_duration_seconds_count{")
+                    && l.contains("db_system_name=\"memcached\"")
+                    && l.contains("db_operation_name=\"get\"")
+                    && l.ends_with(" 2")
+            })
+            .then_some(())
+    });
+    assert!(
+        scraped.is_some(),
+        "no db_client_operation_duration_seconds_count for memcached get: {}",
+        curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")])
+    );
+}
+
+#[test]
+fn psql_mariadb_and_redis_cli_run_by_the_service_are_traced_too() {
+    // The command-line clients are the service's children, instrumented with it.
+    let setup = Setup::start();
+    setup.drive("/cli");
+    let postgres = setup.db_spans("postgresql", 1);
+    one_with_text(&postgres, "SELECT count(*) FROM accounts");
+    let mariadb = setup.db_spans("mariadb", 1);
+    one_with_text(&mariadb, "SELECT count(*) FROM items");
+    let redis = setup.db_spans("redis", 2);
+    // RESP2, then RESP3 (HELLO 3, the hash as a map), both in database 4.
+    for text in ["HSET cli:h ? ?", "HGETALL cli:h"] {
+        let span = redis
+            .iter()
+            .find(|s| text_of(s) == text)
+            .unwrap_or_else(|| panic!("{text}: {redis:#?}"));
+        assert_eq!(
+            attr_str(&span.attributes, "db.namespace").as_deref(),
+            Some("4"),
+            "{span:#?}"
+        );
+        assert!(!is_error(span), "{span:#?}");
+    }
+}
+
+#[test]
+fn query_text_and_protocols_can_be_left_out_of_traces() {
+    // OBI's instrumentations list for traces without redis and memcached,
+    // and no query text: the other exporters keep everything.
+    let setup = Setup::start_with(&[
+        ("ZEROTRACE_DB_QUERY_TEXT", "false"),
+        ("OTEL_EBPF_OTEL_TRACES_INSTRUMENTATIONS", "http,sql"),
+    ]);
+    setup.drive("/redis/commands");
+    setup.drive("/memcached");
+    setup.drive("/pg/simple");
+    let postgres = setup.db_spans("postgresql", 2);
+    for s in &postgres {
+        assert!(
+            !attrs(s).contains_key("db.query.text"),
+            "query text exported: {s:#?}"
+        );
+    }
+    assert!(postgres.iter().any(|s| s.name == "SELECT accounts"));
+    // Redis and memcached operations are still counted.
+    setup.duration_point(&[("db.system.name", "redis")], 1);
+    setup.duration_point(&[("db.system.name", "memcached")], 1);
+    let left_out: Vec<_> = setup
+        .receiver
+        .spans()
+        .into_iter()
+        .filter(|(_, s)| {
+            matches!(
+                attr_str(&s.attributes, "db.system.name").as_deref(),
+                Some("redis" | "memcached")
+            )
+        })
+        .collect();
+    assert!(left_out.is_empty(), "{left_out:#?}");
+}
+
+#[test]
+fn clean_traffic_of_every_protocol_leaves_no_garbage() {
+    // Every byte of these connections belongs to a decoder that claimed it.
+    let metrics_port = free_port().to_string();
+    let setup = Setup::start_with(&[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port)]);
+    for path in [
+        "/pg/simple",
+        "/mysql/queries",
+        "/redis/commands",
+        "/memcached",
+    ] {
+        setup.drive(path);
+    }
+    for system in ["postgresql", "mariadb", "redis", "memcached"] {
+        setup.db_spans(system, 1);
+    }
+    let scrape = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
+    let value = |name: &str| {
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert_eq!(
+        value("zerotrace_garbage_segments_total "),
+        Some(0.0),
+        "{scrape}"
+    );
+}
+
+#[test]
+fn the_text_printer_prints_a_line_per_operation_with_its_error() {
+    require_root();
+    let servers = db_servers();
+    let app = start_db_app(servers);
+    // The last --trace-printer wins over the helper's json.
+    let agent = Agent::start(
+        &[
+            "--open-port",
+            &app.port.to_string(),
+            "--trace-printer",
+            "text",
+        ],
+        &[],
+    );
+    let body = curl(&[&app.url("/pg/errors")]);
+    assert_eq!(body, "ok\n");
+    let peer = format!("-> 127.0.0.1:{} postgresql ", servers.postgres);
+    let process = format!("client python3[{}] 127.0.0.1:", app.pid());
+    let line = wait_for(Duration::from_secs(10), || {
+        agent.stdout.snapshot().into_iter().find(|l| {
+            l.contains(&process)
+                && l.contains(&format!("{peer}\"SELECT missing_table\" "))
+                && l.ends_with(" error=42P01")
+        })
+    });
+    assert!(
+        line.is_some(),
+        "no printed line for the missing table:\n{}",
+        agent.stdout.text()
+    );
+}
+
+#[test]
+fn the_live_view_counts_database_operations_as_client_routes() {
+    require_root();
+    let servers = db_servers();
+    let app = start_db_app(servers);
+    // 0755, so the worker's user can reach the socket's directory.
+    let dir = servers.dir.join(format!("live-{}", app.port));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let socket = dir.join("live").join("live.sock");
+    let agent = Agent::start(
+        &[
+            "--open-port",
+            &app.port.to_string(),
+            "--live-socket",
+            &socket.to_string_lossy(),
+        ],
+        &[],
+    );
+    for path in ["/pg/simple", "/pg/errors"] {
+        assert_eq!(curl(&[&app.url(path)]), "ok\n", "{path}");
+    }
+    // `zerotrace-top --once`: one snapshot of what the terminal view shows.
+    let route = |snapshot: &serde_json::Value, name: &str| {
+        snapshot["routes"].as_array().and_then(|routes| {
+            routes
+                .iter()
+                .find(|r| r["kind"] == "client" && r["route"] == name && r["service"] == "python3")
+                .cloned()
+        })
+    };
+    let mut last = String::new();
+    let found = wait_for(Duration::from_secs(15), || {
+        let output = std::process::Command::new(bin_dir().join("zerotrace-top"))
+            .args(["--once", "--socket"])
+            .arg(&socket)
+            .output()
+            .ok()?;
+        last = String::from_utf8_lossy(&output.stdout).into_owned();
+        let snapshot: serde_json::Value = serde_json::from_str(last.trim()).ok()?;
+        let select = route(&snapshot, "SELECT accounts")?;
+        let missing = route(&snapshot, "SELECT missing_table")?;
+        (select["requests_total"].as_u64() >= Some(1)
+            && missing["errors_total"].as_u64() >= Some(1))
+        .then_some((select, missing))
+    });
+    let (select, missing) = found.unwrap_or_else(|| {
+        panic!(
+            "no client routes for the queries in the live view:\n{last}\nagent stderr:\n{}",
+            agent.stderr.text()
+        )
+    });
+    assert_eq!(select["errors_total"].as_u64(), Some(0), "{select}");
+    assert_eq!(missing["requests_total"].as_u64(), Some(1), "{missing}");
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn connections_opened_before_the_agent_are_decoded_without_a_database() {
+    // A pool opened at the service's start, used once the agent runs: the
+    // agent joins those connections mid-stream, without their StartupMessage
+    // or SELECT 3.
+    require_root();
+    let servers = db_servers();
+    let app = start_db_app(servers);
+    assert_eq!(curl(&[&app.url("/early/open")]), "ok\n");
+    let receiver = OtlpReceiver::start_grpc();
+    let endpoint = receiver.endpoint();
+    let setup = Setup {
+        servers,
+        agent: Agent::start(
+            &["--open-port", &app.port.to_string()],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ],
+        ),
+        app,
+        receiver,
+    };
+    setup.drive("/early/use");
+    // Fresh connections after them: once their spans are in, the early ones would be too.
+    setup.drive("/redis/commands");
+    setup.drive("/pg/simple");
+    let redis = setup.db_spans("redis", 4);
+    let postgres = setup.db_spans("postgresql", 2);
+    // Decoded all the same, but with no database: the connection is in 3,
+    // not the 0 a connection seen from its start would be in.
+    let get = one_with_text(&redis, "GET early:key");
+    assert_eq!(get.name, "GET");
+    assert_eq!(attrs(get).get("db.namespace"), None, "{get:#?}");
+    assert!(!is_error(get));
+    let select = one_with_text(&postgres, "SELECT id, name FROM accounts WHERE id = ?");
+    assert_eq!(select.name, "SELECT accounts");
+    assert_eq!(attrs(select).get("db.namespace"), None, "{select:#?}");
+    assert_server(select, setup.servers.postgres);
+    // The fresh connections know theirs.
+    let fresh = one_with_text(&postgres, "SELECT name FROM accounts WHERE id = ?");
+    assert_eq!(
+        attrs(fresh).get("db.namespace").map(String::as_str),
+        Some("shop")
+    );
+}
