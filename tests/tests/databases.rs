@@ -691,7 +691,7 @@ fn the_text_printer_prints_a_line_per_operation_with_its_error() {
         agent.stdout.snapshot().into_iter().find(|l| {
             l.contains(&process)
                 && l.contains(&format!("{peer}\"SELECT missing_table\" "))
-                && l.ends_with(" error=42P01")
+                && l.contains(" error=42P01")
         })
     });
     assert!(
@@ -804,4 +804,30 @@ fn connections_opened_before_the_agent_are_decoded_without_a_database() {
         attrs(fresh).get("db.namespace").map(String::as_str),
         Some("shop")
     );
+}
+
+#[test]
+fn database_calls_are_children_of_the_request_that_made_them() {
+    // The service answers each request on the thread that read it
+    // (ThreadingHTTPServer) and queries from that thread: issue 15's nesting.
+    let setup = Setup::start();
+    setup.drive("/pg/simple");
+    setup.drive("/redis/pipeline");
+    let pg = setup.db_spans("postgresql", 2);
+    let redis = setup.db_spans("redis", 1);
+    let servers: Vec<Span> = spans_of(&setup.receiver.traces())
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.kind == span::SpanKind::Server as i32)
+        .collect();
+    for (calls, path) in [(&pg, "/pg/simple"), (&redis, "/redis/pipeline")] {
+        let request = servers
+            .iter()
+            .find(|s| attr_str(&s.attributes, "url.path").as_deref() == Some(path))
+            .unwrap_or_else(|| panic!("no server span for {path}: {servers:#?}"));
+        for call in calls {
+            assert_eq!(call.trace_id, request.trace_id, "{path}: {call:#?}");
+            assert_eq!(call.parent_span_id, request.span_id, "{path}: {call:#?}");
+        }
+    }
 }
