@@ -5,12 +5,12 @@
 //! Scraped by a real Prometheus, and decoded from OTLP with opentelemetry-proto.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
-use serde_json::Value;
 use zerotrace_integration_tests::otlp_receiver::*;
+use zerotrace_integration_tests::prometheus_server::{query, start_prometheus};
 use zerotrace_integration_tests::*;
 
 /// A config file the worker (its own unprivileged user) can read: `front`
@@ -28,48 +28,6 @@ fn config(name: &str, front: u16, back: u16, features: &str) -> PathBuf {
         .arg(&dir)
         .status();
     path
-}
-
-/// Runs an instant PromQL query against the Prometheus HTTP API.
-fn query(prometheus_port: u16, promql: &str) -> Option<f64> {
-    let output = Command::new("curl")
-        .args(["-s", "--max-time", "5", "-G"])
-        .arg(format!("http://127.0.0.1:{prometheus_port}/api/v1/query"))
-        .arg("--data-urlencode")
-        .arg(format!("query={promql}"))
-        .output()
-        .ok()?;
-    let json: Value = serde_json::from_slice(&output.stdout).ok()?;
-    json.pointer("/data/result/0/value/1")?
-        .as_str()?
-        .parse()
-        .ok()
-}
-
-/// A real Prometheus scraping `metrics_port` every second: the server, its port, its directory.
-fn start_prometheus(metrics_port: u16) -> (std::process::Child, u16, PathBuf) {
-    let work = std::env::temp_dir().join(format!("zt-prom-graph-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&work);
-    let config = work.join("prometheus.yml");
-    let _ = std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: zerotrace\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
-        ),
-    );
-    let prometheus_port = free_port();
-    let prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            work.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("prometheus: {e}"));
-    (prometheus, prometheus_port, work)
 }
 
 /// Stops Prometheus and removes its directory, even when an assertion fails.
@@ -114,7 +72,7 @@ fn a_real_prometheus_sees_each_call_once_with_its_client_and_server() {
     // front calling itself: left out, as OBI does.
     curl(&[&front.url("/proxy")]);
 
-    let (prometheus, prometheus_port, work) = start_prometheus(metrics_port);
+    let (prometheus, prometheus_port, work) = start_prometheus("graph", metrics_port);
     let _prometheus = PrometheusGuard(prometheus, work);
     let outside_name = format!("127.0.0.1:{}", outside.port);
     let total = |client: &str, server: &str| {

@@ -1,0 +1,54 @@
+//! A real Prometheus server for the tests that check what the agent's
+//! endpoint serves by scraping it, and the PromQL queries they ask it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+use crate::free_port;
+
+/// A real Prometheus scraping the agent's endpoint on `metrics_port` every
+/// second, in a scratch directory named after `name` (removed by the
+/// caller): the server, its port, the directory.
+pub fn start_prometheus(name: &str, metrics_port: u16) -> (Child, u16, PathBuf) {
+    let work = std::env::temp_dir().join(format!("zt-prom-{name}-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&work);
+    let config = work.join("prometheus.yml");
+    let _ = std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: zerotrace\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+        ),
+    );
+    let prometheus_port = free_port();
+    let prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            work.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("prometheus: {e}"));
+    (prometheus, prometheus_port, work)
+}
+
+/// Runs an instant PromQL query against the Prometheus HTTP API.
+pub fn query(prometheus_port: u16, promql: &str) -> Option<f64> {
+    // Not `curl()`: Prometheus may not be listening yet, which is not a failure here.
+    let output = Command::new("curl")
+        .args(["-s", "--max-time", "5", "-G"])
+        .arg(format!("http://127.0.0.1:{prometheus_port}/api/v1/query"))
+        .arg("--data-urlencode")
+        .arg(format!("query={promql}"))
+        .output()
+        .ok()?;
+    let json: Value = serde_json::from_slice(&output.stdout).ok()?;
+    json.pointer("/data/result/0/value/1")?
+        .as_str()?
+        .parse()
+        .ok()
+}
