@@ -123,7 +123,10 @@ static __always_inline void zt_go_tls_emit(__u64 pid_tgid, __u64 sock_id, __u8 d
 	if (!buf)
 		return;
 	struct zt_event *e = &buf->event;
-	struct zt_conn_state *state = zt_describe_socket(e, (struct sock *)sock_id, ZT_CONN_TLS);
+	bool closed = 0;
+	struct zt_conn_state *state = zt_describe_socket(e, (struct sock *)sock_id, ZT_CONN_TLS, &closed);
+	if (closed)
+		return;
 	e->flags = ZT_EVENT_FLAG_TLS;
 	e->direction = direction;
 	e->sock_id = sock_id;

@@ -45,7 +45,8 @@ enum zt_counter {
 	ZT_COUNTER_EVENTS_SUBMITTED = 0,
 	ZT_COUNTER_RINGBUF_DROPS = 1,
 	ZT_COUNTER_TLS_UNASSOCIATED = 2, /* TLS plaintext whose socket was never learnt */
-	ZT_COUNTER_MAX = 3,
+	ZT_COUNTER_AFTER_CLOSE = 3,      /* bytes moved on a socket already in TCP_CLOSE: not sent */
+	ZT_COUNTER_MAX = 4,
 };
 
 /* zt_event.flags */

@@ -234,12 +234,28 @@ static __always_inline void zt_add_identity(struct zt_event *e, struct sock *sk)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 }
 
+/* Whether the socket has reached TCP_CLOSE. Its bytes may still be read
+ * (data queued before a reset, a peer's last record) or its TLS library may
+ * still run, but the worker has already ended the connection (ZT_EVENT_CLOSE),
+ * and the kernel zeroes the local port: state made now would outlive the
+ * socket, and the next connection at the same address would inherit it
+ * without sending its own identity. */
+static __always_inline bool zt_socket_closed(struct sock *sk)
+{
+	unsigned char tcp_state = 0;
+	bpf_probe_read_kernel(&tcp_state, sizeof(tcp_state),
+			      (const void *)__builtin_preserve_access_index(&sk->__sk_common.skc_state));
+	return tcp_state == ZT_TCP_CLOSE;
+}
+
 /* A data event's role, from the socket's state; and the socket's identity
  * (addresses, ports, process name) the first time this worker generation
  * sees it, so a restarted worker learns open connections again. `conn_flags`
- * are added to the socket's state on the way. Returns the socket's state. */
+ * are added to the socket's state on the way. Returns the socket's state;
+ * sets *closed (and returns 0) for a socket unknown in this generation that
+ * already reached TCP_CLOSE: its event is not sent. */
 static __always_inline struct zt_conn_state *zt_describe_socket(struct zt_event *e, struct sock *sk,
-								 __u8 conn_flags)
+								 __u8 conn_flags, bool *closed)
 {
 	__u64 sock_id = (__u64)sk;
 	__u32 generation = zt_current_generation();
@@ -248,6 +264,12 @@ static __always_inline struct zt_conn_state *zt_describe_socket(struct zt_event 
 		e->role = state->role;
 		state->flags |= conn_flags;
 		return state;
+	}
+	/* Once per socket and worker generation: not on the hot path. */
+	if (zt_socket_closed(sk)) {
+		zt_count(ZT_COUNTER_AFTER_CLOSE);
+		*closed = 1;
+		return 0;
 	}
 	struct zt_conn_state fresh = {
 		.role = state ? state->role : ZT_ROLE_UNKNOWN,
@@ -259,7 +281,6 @@ static __always_inline struct zt_conn_state *zt_describe_socket(struct zt_event 
 	bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_ANY);
 	e->role = fresh.role;
 	zt_add_identity(e, sk);
-	/* Once per socket and worker generation: the lookup is not on the hot path. */
 	return bpf_map_lookup_elem(&zt_conn_state, &sock_id);
 }
 
@@ -567,6 +588,9 @@ static __always_inline void zt_mark_tls_socket(__u64 sock_id)
 		state->flags |= ZT_CONN_TLS;
 		return;
 	}
+	/* A closed socket's state would outlive it (zt_socket_closed). */
+	if (zt_socket_closed((struct sock *)sock_id))
+		return;
 	/* Opened before the agent: generation 0 was never sent, so the first
 	 * plaintext event carries the identity. */
 	struct zt_conn_state fresh = {.flags = ZT_CONN_TLS};
@@ -652,7 +676,10 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	if (!buf)
 		return;
 	struct zt_event *e = &buf->event;
-	struct zt_conn_state *state = zt_describe_socket(e, sk, 0);
+	bool closed = 0;
+	struct zt_conn_state *state = zt_describe_socket(e, sk, 0, &closed);
+	if (closed)
+		return;
 	e->direction = direction;
 	e->sock_id = sock_id;
 	e->bytes = ret;
@@ -972,7 +999,10 @@ int zt_tls_exit(struct pt_regs *ctx)
 		return 0;
 	struct zt_event *e = &buf->event;
 	/* One state lookup both marks the socket as TLS and gives its role. */
-	struct zt_conn_state *state = zt_describe_socket(e, (struct sock *)sock_id, ZT_CONN_TLS);
+	bool closed = 0;
+	struct zt_conn_state *state = zt_describe_socket(e, (struct sock *)sock_id, ZT_CONN_TLS, &closed);
+	if (closed)
+		return 0;
 	e->flags = ZT_EVENT_FLAG_TLS;
 	e->direction = (call.kind & ZT_TLS_WRITE) ? ZT_DIR_EGRESS : ZT_DIR_INGRESS;
 	e->sock_id = sock_id;

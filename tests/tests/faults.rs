@@ -33,21 +33,28 @@ fn a_killed_loader_takes_its_programs_and_worker_with_it() {
     assert!(unloaded.is_some(), "programs left behind: {programs:?}");
 }
 
-/// `servers/event_flood.py`: a server whose every client gets `count` separate sends.
-fn event_flood_server(count: u32) -> Server {
+/// `servers/SCRIPT` on a free port (its first argument), with `args` after it.
+fn python_server(script: &str, args: &[&str]) -> Server {
     let port = free_port();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/event_flood.py");
-    let child = std::process::Command::new("python3")
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("servers")
+        .join(script);
+    let child = std::process::Command::new("/usr/bin/python3")
         .arg(script)
         .arg(port.to_string())
-        .arg(count.to_string())
+        .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start python3: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start /usr/bin/python3: {e}"));
     let server = Server { child, port };
     server.wait_listening();
     server
+}
+
+/// `servers/event_flood.py`: a server whose every client gets `count` separate sends.
+fn event_flood_server(count: u32) -> Server {
+    python_server("event_flood.py", &[&count.to_string()])
 }
 
 /// Reads everything the flood server sends on a few connections.
@@ -183,4 +190,76 @@ fn a_provoked_loss_shows_in_the_self_metrics_and_the_text_printer() {
     });
     assert!(after.is_some(), "{}", agent.stdout.text());
     assert_eq!(agent.stop(), Some(0), "{}", agent.stderr.text());
+}
+
+/// `servers/late_reader.py`: reads each request a moment after accepting it.
+fn late_reader_server() -> Server {
+    python_server("late_reader.py", &[])
+}
+
+/// Writes a request and resets the connection (SO_LINGER 0) before any answer.
+fn request_then_reset(port: u16) {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    stream
+        .write_all(b"GET /reset HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a `linger` of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::addr_of!(linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "SO_LINGER");
+    drop(stream);
+}
+
+/// Bytes read after their socket reached TCP_CLOSE (a request queued before
+/// the client's reset) are counted and dropped, never made into a connection
+/// whose state outlives the socket: the connections accepted after it, often
+/// at the same socket address, keep their own addresses and ports.
+#[test]
+fn reads_after_a_reset_are_counted_and_later_connections_keep_their_addresses() {
+    require_root();
+    let server = late_reader_server();
+    let mut agent = Agent::start(&["--open-port", &server.port.to_string()], &[]);
+    for round in 0..8 {
+        request_then_reset(server.port);
+        assert_eq!(curl(&[&server.url(&format!("/ok?round={round}"))]), "ok");
+    }
+    let spans = agent.wait_for_spans(8, |s| s.str_of("path") == "/ok");
+    for span in &spans {
+        assert_eq!(span.u64_of("local_port"), u64::from(server.port), "{span}");
+        assert_eq!(span.u64_of("status"), 200, "{span}");
+    }
+    assert!(
+        agent.spans().iter().all(|s| s.str_of("path") != "/reset"),
+        "a reset request became a span"
+    );
+    assert_eq!(agent.stop(), Some(0), "{}", agent.stderr.text());
+    let stderr = agent.stderr.text();
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains("after their socket closed not sent"))
+        .unwrap_or_else(|| panic!("no summary:\n{stderr}"));
+    assert!(
+        !summary.contains(" 0 reads and writes after their socket closed"),
+        "no late read counted: {summary}"
+    );
+    // Read late, a reset request used to open a phantom connection that
+    // ended as a request without a response.
+    assert!(
+        summary.contains(" 0 requests without a response"),
+        "{summary}"
+    );
 }

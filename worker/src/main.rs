@@ -385,13 +385,13 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         info!("{summary}");
     }
     let tracker = pipeline.tracker.counters();
-    let (kernel_events, kernel_drops) = pipeline
+    let (kernel_events, kernel_drops, after_close) = pipeline
         .kernel_counters()
-        .map(|c| (c.events_submitted(), c.ring_buffer_drops()))
+        .map(|c| (c.events_submitted(), c.ring_buffer_drops(), c.after_close()))
         .unwrap_or_default();
     let h2 = &tracker.http2;
     info!(
-        "stopping: {} spans, {} records ({} undecodable, {} dropped with the pipeline full), {} garbage segments, {} TLS record segments skipped; exchanges lost: {} responses without a request, {} requests without a response, {} requests over the pipelining limit; HTTP/2: {} header blocks cut by the capture, {} with HPACK state lost, {} undecodable, framing lost {} times, {} streams without method or path (*), {} streams without headers not emitted, {} evicted; kernel: {} events submitted, {} dropped with the ring buffer full",
+        "stopping: {} spans, {} records ({} undecodable, {} dropped with the pipeline full), {} garbage segments, {} TLS record segments skipped; exchanges lost: {} responses without a request, {} requests without a response, {} requests over the pipelining limit; HTTP/2: {} header blocks cut by the capture, {} with HPACK state lost, {} undecodable, framing lost {} times, {} streams without method or path (*), {} streams without headers not emitted, {} evicted; kernel: {} events submitted, {} dropped with the ring buffer full, {} reads and writes after their socket closed not sent",
         pipeline.spans_emitted,
         counters.records.load(Ordering::Relaxed),
         counters.decode_errors.load(Ordering::Relaxed),
@@ -409,7 +409,8 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         h2.streams_without_headers,
         h2.streams_evicted,
         kernel_events,
-        kernel_drops
+        kernel_drops,
+        after_close
     );
     Ok(())
 }

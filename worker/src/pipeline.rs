@@ -159,6 +159,12 @@ impl KernelCounters {
         self.read(layout::COUNTER_TLS_UNASSOCIATED)
     }
 
+    /// Socket bytes the kernel did not send because their socket had
+    /// already closed (the connection was ended by its close event).
+    pub fn after_close(&self) -> u64 {
+        self.read(layout::COUNTER_AFTER_CLOSE)
+    }
+
     pub fn events_submitted(&self) -> u64 {
         self.read(layout::COUNTER_EVENTS_SUBMITTED)
     }
@@ -640,7 +646,7 @@ impl Pipeline {
     fn self_metrics(&self) -> SelfMetrics {
         use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
         let tracker = self.tracker.counters();
-        let (kernel_events, kernel_drops, tls_unassociated) = self
+        let (kernel_events, kernel_drops, tls_unassociated, after_close) = self
             .kernel_counters
             .as_ref()
             .map(|c| {
@@ -648,6 +654,7 @@ impl Pipeline {
                     c.events_submitted(),
                     c.ring_buffer_drops(),
                     c.tls_unassociated(),
+                    c.after_close(),
                 )
             })
             .unwrap_or_default();
@@ -669,6 +676,7 @@ impl Pipeline {
             garbage_segments: tracker.garbage_segments,
             tls_record_segments: tracker.encrypted_segments,
             tls_unassociated,
+            segments_after_close: after_close,
             unpaired_responses: tracker.unpaired_responses,
             unanswered_requests: tracker.unanswered_requests,
             pipelined_requests_dropped: tracker.dropped_requests,

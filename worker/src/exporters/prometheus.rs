@@ -348,7 +348,7 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         openmetrics,
     );
     let own = &state.own;
-    let counters: [(&str, &str, u64); 20] = [
+    let counters: [(&str, &str, u64); 21] = [
         (
             "zerotrace_kernel_events",
             "Events the kernel programs submitted.",
@@ -389,6 +389,11 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
             "zerotrace_tls_unassociated",
             "TLS plaintext the kernel dropped because its socket was never found.",
             own.tls_unassociated,
+        ),
+        (
+            "zerotrace_segments_after_close",
+            "Socket reads and writes not sent because their socket had already closed.",
+            own.segments_after_close,
         ),
         (
             "zerotrace_otlp_spans_exported",

@@ -35,6 +35,9 @@ pub struct SelfMetrics {
     pub tls_record_segments: u64,
     /// TLS plaintext the kernel dropped: its socket was never found.
     pub tls_unassociated: u64,
+    /// Socket reads and writes the kernel did not send: their socket had
+    /// already closed, and its connection had ended with the close.
+    pub segments_after_close: u64,
     /// HTTP/1 responses that found no request to pair with.
     pub unpaired_responses: u64,
     /// HTTP/1 requests whose connection ended before their response was seen.
@@ -260,6 +263,13 @@ fn families(own: &SelfMetrics) -> Vec<Family> {
             "{event}",
             Counter,
             own.tls_unassociated,
+        ),
+        single(
+            "zerotrace.segments.after_close",
+            "Socket reads and writes not sent because their socket had already closed (its connection had ended with the close): the last bytes of a reset connection, a peer's final TLS record.",
+            "{event}",
+            Counter,
+            own.segments_after_close,
         ),
         Family {
             name: "zerotrace.export.exported",
