@@ -204,21 +204,18 @@ fn server_spans_over_http1_and_h2(name: &str, build: Build) {
 }
 
 #[test]
-#[ignore = "intermittent (about 1 run in 6, issue 18 left open): a span without its connection tuple (local_port 0), or an h2 trailer write lost; run with --ignored"]
 fn go_https_server_spans_over_http1_and_h2() {
     require_root();
     server_spans_over_http1_and_h2("go", Build::Plain);
 }
 
 #[test]
-#[ignore = "intermittent (about 1 run in 6, issue 18 left open): a span without its connection tuple (local_port 0), or an h2 trailer write lost; run with --ignored"]
 fn stripped_go_https_server_spans_over_http1_and_h2() {
     require_root();
     server_spans_over_http1_and_h2("go-stripped", Build::Stripped);
 }
 
 #[test]
-#[ignore = "intermittent (about 1 run in 6, issue 18 left open): a span without its connection tuple (local_port 0), or an h2 trailer write lost; run with --ignored"]
 fn stripped_pie_go_https_server_spans_over_http1_and_h2() {
     require_root();
     server_spans_over_http1_and_h2("go-pie", Build::StrippedPie);
@@ -322,7 +319,6 @@ fn go_tls_works_with_the_syscall_exit_backend_too() {
 }
 
 #[test]
-#[ignore = "intermittent (about 1 run in 6, issue 18 left open): a span without its connection tuple (local_port 0), or an h2 trailer write lost; run with --ignored"]
 fn grpc_calls_answered_by_go_over_tls_are_grpc_spans() {
     require_root();
     let server = GoHttps::start("go-grpc", Build::Stripped);

@@ -51,6 +51,10 @@ func main() {
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Trailer", "Grpc-Status, Grpc-Message")
 		w.WriteHeader(http.StatusOK)
+		// Headers out now, as gRPC servers send them: without it net/http
+		// declares a content-length, and curl, satisfied by the body, may
+		// close before the trailers are written.
+		w.(http.Flusher).Flush()
 		if r.URL.Path == "/zerotrace.test.Echo/Say" {
 			w.Write(message)
 			w.Header().Set("Grpc-Status", "0")
