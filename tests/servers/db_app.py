@@ -151,6 +151,36 @@ def mysql_connect():
     )
 
 
+def mysql_tls():
+    """pymysql over TLS (Python's ssl, libssl): SSLRequest, then the
+    handshake response and the queries encrypted."""
+    import ssl
+
+    import pymysql
+
+    conn = pymysql.connect(
+        host=HOST,
+        port=env_port("ZT_MARIADB_PORT"),
+        user="root",
+        database=database(),
+        autocommit=True,
+        ssl={"check_hostname": False},  # no CA given: the self-signed certificate is not verified
+    )
+    assert isinstance(conn._sock, ssl.SSLSocket), "not encrypted"
+    with conn.cursor() as cur:
+        cur.execute("SELECT name FROM items WHERE id = %s", (2,))
+        assert cur.fetchone() == ("ink",)
+        cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        name, cipher = cur.fetchone()
+        assert cipher, "the server says the session is not encrypted"
+        expect_error(
+            lambda: cur.execute("SELECT * FROM missing_table"),
+            lambda e: e.args[0] if isinstance(e, pymysql.MySQLError) else None,
+            1146,
+        )
+    conn.close()
+
+
 def mysql_queries():
     """pymysql: COM_QUERY (values interpolated by the client), a missing table
     (1146), and SQL PREPARE/EXECUTE."""
@@ -234,6 +264,14 @@ def memcached_calls():
     assert client.get("user:1") == b"ann"
     found = client.get_many(["user:1", "user:2", "user:3"])
     assert found == {"user:1": b"ann", "user:2": b"bob"}, found
+    # incr of a value that is not a number: CLIENT_ERROR from the server.
+    from pymemcache.exceptions import MemcacheClientError
+
+    expect_error(
+        lambda: client.incr("user:1", 1),
+        lambda e: "CLIENT_ERROR" if isinstance(e, MemcacheClientError) else None,
+        "CLIENT_ERROR",
+    )
     client.close()
 
 
@@ -290,6 +328,7 @@ ROUTES = {
     "/pg/batch": pg_batch,
     "/pg/tls": pg_tls,
     "/mysql/queries": mysql_queries,
+    "/mysql/tls": mysql_tls,
     "/mysql/prepared": mysql_prepared,
     "/redis/commands": redis_commands,
     "/redis/pipeline": redis_pipeline,

@@ -296,10 +296,14 @@ fn start_postgres(dir: &Path) -> Result<u16, String> {
     Ok(port)
 }
 
-/// MariaDB with the database `shop` and its table `items`; `root` without a
-/// password.
+/// MariaDB with TLS (a self-signed certificate, for clients that ask), the
+/// database `shop` and its table `items`; `root` without a password.
 fn start_mariadb(dir: &Path) -> Result<u16, String> {
     let data = dir.join("mariadb");
+    let (cert, key) = self_signed_certificate(&dir.join("mariadb-tls"));
+    for file in [&dir.join("mariadb-tls"), &cert, &key] {
+        chown(file)?;
+    }
     let mut install = as_server_user("mariadb-install-db", None);
     install
         .arg("--no-defaults")
@@ -317,7 +321,9 @@ fn start_mariadb(dir: &Path) -> Result<u16, String> {
             .arg(format!("--socket={}", dir.join("mariadb.sock").display()))
             .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
             .args(["--skip-name-resolve", "--skip-log-bin"])
-            .arg("--innodb-buffer-pool-size=16M");
+            .arg("--innodb-buffer-pool-size=16M")
+            .arg(format!("--ssl-cert={}", cert.display()))
+            .arg(format!("--ssl-key={}", key.display()));
         command
     })?;
     // Asked again while the server may still be starting: the statements are idempotent.

@@ -352,6 +352,31 @@ fn postgres_over_tls_is_seen_in_plaintext() {
 }
 
 #[test]
+fn mariadb_over_tls_is_seen_in_plaintext() {
+    let setup = Setup::start();
+    setup.drive("/mysql/tls");
+    let spans = setup.db_spans("mariadb", 3);
+    let select = one_with_text(&spans, "SELECT name FROM items WHERE id = ?");
+    assert_eq!(select.name, "SELECT items");
+    // From the handshake response, sent after the TLS handshake.
+    assert_eq!(
+        attrs(select).get("db.namespace").map(String::as_str),
+        Some("shop")
+    );
+    assert_server(select, setup.servers.mariadb);
+    // The server confirmed the session was encrypted (db_app.py asserts it).
+    one_with_text(&spans, "SHOW SESSION STATUS LIKE ?");
+    let missing = one_with_text(&spans, "SELECT * FROM missing_table");
+    assert!(is_error(missing));
+    assert_eq!(
+        attrs(missing)
+            .get("db.response.status_code")
+            .map(String::as_str),
+        Some("1146")
+    );
+}
+
+#[test]
 fn mariadb_queries_and_errors_are_client_spans() {
     let setup = Setup::start();
     setup.drive("/mysql/queries");
@@ -534,7 +559,7 @@ fn memcached_sets_gets_and_a_multi_key_get() {
     let metrics_port = free_port().to_string();
     let setup = Setup::start_with(&[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port)]);
     setup.drive("/memcached");
-    let spans = setup.db_spans("memcached", 4);
+    let spans = setup.db_spans("memcached", 5);
     let operations: Vec<String> = {
         let mut sorted: Vec<&Span> = spans.iter().collect();
         sorted.sort_by_key(|s| s.start_time_unix_nano);
@@ -543,7 +568,11 @@ fn memcached_sets_gets_and_a_multi_key_get() {
             .filter_map(|s| attr_str(&s.attributes, "db.operation.name"))
             .collect()
     };
-    assert_eq!(operations, ["set", "set", "get", "get"], "{spans:#?}");
+    assert_eq!(
+        operations,
+        ["set", "set", "get", "get", "incr"],
+        "{spans:#?}"
+    );
     one_with_text(&spans, "get user:1");
     let multi = one_with_text(&spans, "get user:1 user:2 user:3");
     assert!(!is_error(multi));
@@ -551,6 +580,13 @@ fn memcached_sets_gets_and_a_multi_key_get() {
     for s in with_text(&spans, "set user:1 ? ? ?") {
         assert!(!is_error(s));
     }
+    // The server's CLIENT_ERROR (incr of a value that is not a number).
+    let incr = one_with_text(&spans, "incr user:1 ?");
+    assert!(is_error(incr), "{incr:#?}");
+    assert_eq!(
+        attrs(incr).get("error.type").map(String::as_str),
+        Some("CLIENT_ERROR")
+    );
     setup.duration_point(
         &[
             ("db.system.name", "memcached"),

@@ -109,6 +109,10 @@ impl Connection {
     fn switch_to_plaintext(&mut self, counters: &mut DecodeCounters) {
         self.info.tls = true;
         self.encrypted = false;
+        if self.state.as_ref().is_some_and(|s| s.continues_in_tls()) {
+            // Upgraded in band (an SSLRequest): what was said in clear stands.
+            return;
+        }
         if let Some(state) = self.state.take() {
             state.add_live_counts(counters);
         }
@@ -302,6 +306,16 @@ impl ConnectionTracker {
                 conn.switch_to_plaintext(&mut self.decode);
             }
         } else if conn.info.tls || conn.encrypted {
+            self.encrypted_segments += 1;
+            return;
+        } else if conn
+            .state
+            .as_ref()
+            .is_some_and(ProtocolState::continues_in_tls)
+        {
+            // Asked for in band (an SSLRequest): every socket byte from here
+            // on is TLS, records or their pieces; the hooks give the plaintext.
+            conn.encrypted = true;
             self.encrypted_segments += 1;
             return;
         }

@@ -32,6 +32,11 @@ pub trait DbDecoder: DbConnection + std::fmt::Debug {
     fn start(first: &FirstBytes<'_>) -> Self;
     /// What the decoder lost or refused so far (counts only grow).
     fn stats(&self) -> DbDecoderStats;
+    /// The client asked for TLS in the protocol (SSLRequest): the TLS hooks'
+    /// plaintext continues this decoder.
+    fn continues_in_tls(&self) -> bool {
+        false
+    }
 }
 
 impl DbDecoder for PostgresConnection {
@@ -45,6 +50,9 @@ impl DbDecoder for PostgresConnection {
     fn stats(&self) -> DbDecoderStats {
         PostgresConnection::stats(self)
     }
+    fn continues_in_tls(&self) -> bool {
+        self.tls_accepted()
+    }
 }
 
 impl DbDecoder for MysqlConnection {
@@ -57,6 +65,9 @@ impl DbDecoder for MysqlConnection {
     }
     fn stats(&self) -> DbDecoderStats {
         MysqlConnection::stats(self)
+    }
+    fn continues_in_tls(&self) -> bool {
+        self.tls_requested()
     }
 }
 
@@ -197,6 +208,10 @@ impl<D: DbDecoder> ProtocolSession for DbSession<D> {
 
     fn abandon(&self, counters: &mut DecodeCounters) {
         add_stats(&self.decoder.stats(), counters);
+    }
+
+    fn continues_in_tls(&self) -> bool {
+        self.decoder.continues_in_tls()
     }
 
     fn add_live_counts(&self, counters: &mut DecodeCounters) {

@@ -183,6 +183,13 @@ macro_rules! protocol_registry {
                 }
             }
 
+            /// Whether the TLS hooks' plaintext continues this state.
+            pub fn continues_in_tls(&self) -> bool {
+                match self {
+                    $(ProtocolState::$arm(state) => state.continues_in_tls(),)+
+                }
+            }
+
             /// Adds what this open connection counted and did not hand over yet.
             pub fn add_live_counts(&self, counters: &mut DecodeCounters) {
                 match self {

@@ -163,4 +163,13 @@ pub trait ProtocolSession: Sized {
     fn oldest_unanswered_request_ns(&self) -> Option<u64> {
         None
     }
+
+    /// Whether the connection asked for TLS in its own protocol (a
+    /// PostgreSQL or MySQL SSLRequest) before the TLS hooks' plaintext began:
+    /// that plaintext then continues this state, which knows what was said
+    /// in clear (MySQL's greeting names the server). False (the default):
+    /// the plaintext starts the connection afresh, detected anew.
+    fn continues_in_tls(&self) -> bool {
+        false
+    }
 }

@@ -19,10 +19,10 @@ fn show(ops: &[DbOperation]) -> Vec<String> {
         .map(|op| {
             format!(
                 "{} | {} | {} | rows={} | {}-{}{}",
-                op.operation,
-                op.query_text.as_deref().unwrap_or("-"),
-                op.status_code.as_deref().unwrap_or("ok"),
-                op.rows.map_or("-".to_string(), |r| r.to_string()),
+                op.exchange.operation,
+                op.exchange.query_text.as_deref().unwrap_or("-"),
+                op.exchange.status_code.as_deref().unwrap_or("ok"),
+                op.exchange.rows.map_or("-".to_string(), |r| r.to_string()),
                 op.start_ns,
                 op.end_ns,
                 if op.partial { " | partial" } else { "" }
@@ -101,7 +101,7 @@ fn a_kernel_sized_capture_skips_values_by_length() {
     let ops = decode(PY, Cut::Capture(512));
     assert_eq!(show(&ops), expected);
     // `VALUE big 0 2000` and the value; its `END` was in the gap.
-    assert_eq!(ops[19].response_bytes, 18 + 2002);
+    assert_eq!(ops[19].exchange.response_bytes, 18 + 2002);
     assert_eq!(show(&decode(TEXT, Cut::Capture(512))), TEXT_OPS);
 }
 
