@@ -222,7 +222,8 @@ pub fn run() -> i32 {
     // The same uprobe_multi links, at offsets the loader finds in the executable.
     let go_tls = if has("uprobe_multi") {
         "will work for Go 1.17+ amd64 executables, stripped too (Read/Write hooked at \
-         entry and RET instructions; older Go is reported, not hooked)"
+         their stack check, Read's data at its copy, no uretprobes; older Go is reported, \
+         not hooked)"
     } else {
         "not possible here: the Go TLS hooks are uprobe_multi links (kernel 6.6+)"
     };

@@ -16,7 +16,7 @@
 //! hooked is the code read. A hook is kept while some process that asked for
 //! it is still instrumented, and detached with the last one.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
@@ -25,6 +25,7 @@ use libbpf_rs::{Link, Object, UprobeMultiOpts};
 use zerotrace_gobin::{find_tls_hook_points, FileSource, GoFunction, TlsFunction, TlsHookPoints};
 use zerotrace_shared::ipc::{GO_TLS_SYMBOLS, MAX_LIBRARY_PATH_BYTES};
 
+use crate::shared_hooks::SharedHooks;
 use crate::tls_uprobes::AttachError;
 
 /// The program every Go TLS hook runs (bpf-programs/go_tls/go_tls_hooks.h).
@@ -147,14 +148,6 @@ fn open_executable(pid: u32, exe_path: &str) -> Result<File, GoAttachError> {
     Ok(file)
 }
 
-struct GoHook {
-    _link: Link,
-    exe_path: String,
-    symbol: &'static str,
-    /// Processes that asked for this hook and were instrumented when last checked.
-    pids: BTreeSet<u32>,
-}
-
 /// An executable file's identity: device, inode, size and modification time.
 type FileIdentity = (u64, u64, u64, i64, i64);
 
@@ -164,7 +157,7 @@ const MAX_PARSED_EXECUTABLES: usize = 256;
 /// The Go TLS hooks in place, keyed by the executable's identity and the function.
 #[derive(Default)]
 pub struct GoTlsRegistry {
-    hooks: HashMap<(u64, u64, &'static str), GoHook>,
+    hooks: SharedHooks<Link>,
     /// What zerotrace-gobin found in each executable asked about: the second
     /// function's request, other processes running the file, and a worker
     /// asking again and again do not make the loader read it again.
@@ -209,8 +202,7 @@ impl GoTlsRegistry {
             .metadata()
             .map_err(|e| failed(format!("{exe_path}: {e}")))?;
         let key = (meta.dev(), meta.ino(), symbol);
-        if let Some(hook) = self.hooks.get_mut(&key) {
-            hook.pids.insert(pid);
+        if self.hooks.join(&key, pid) {
             return Ok(false);
         }
         let points = match self.hook_points(&file, &meta) {
@@ -260,15 +252,7 @@ impl GoTlsRegistry {
         let link = prog
             .attach_uprobe_multi_with_opts(-1, &path, "", opts)
             .map_err(|e| failed(format!("{symbol} in {exe_path}: {e:#}")))?;
-        self.hooks.insert(
-            key,
-            GoHook {
-                _link: link,
-                exe_path: exe_path.to_owned(),
-                symbol,
-                pids: BTreeSet::from([pid]),
-            },
-        );
+        self.hooks.insert(key, link, exe_path, pid);
         Ok(true)
     }
 
@@ -303,17 +287,7 @@ impl GoTlsRegistry {
     /// Forgets processes no longer instrumented and detaches hooks nobody
     /// uses any more. Returns the hooks detached, as (executable, symbol).
     pub fn sweep(&mut self, instrumented: impl Fn(u32) -> bool) -> Vec<(String, &'static str)> {
-        let mut detached = Vec::new();
-        self.hooks.retain(|_, hook| {
-            hook.pids.retain(|pid| instrumented(*pid));
-            if hook.pids.is_empty() {
-                detached.push((hook.exe_path.clone(), hook.symbol));
-                false
-            } else {
-                true
-            }
-        });
-        detached
+        self.hooks.sweep(instrumented)
     }
 }
 

@@ -9,6 +9,7 @@ mod live_socket;
 mod privileges;
 mod probes;
 mod request_table;
+mod shared_hooks;
 mod startup_data;
 mod supervisor;
 mod tls_uprobes;

@@ -11,11 +11,13 @@
 //! processes outside the pid filter. A hook is kept while some process that
 //! asked for it is still instrumented, and detached with the last one.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 
 use libbpf_rs::{Link, Object, UprobeMultiOpts};
 use zerotrace_shared::ipc::{MAX_LIBRARY_PATH_BYTES, TLS_SYMBOLS};
+
+use crate::shared_hooks::SharedHooks;
 
 /// File names of the TLS libraries the worker is told about.
 const TLS_LIBRARY_PREFIXES: &[&str] = &["libssl.so"];
@@ -80,19 +82,11 @@ pub fn tls_libraries(pid: u32) -> Vec<String> {
         .collect()
 }
 
-struct Hook {
-    _entry: Link,
-    _exit: Link,
-    library: String,
-    symbol: &'static str,
-    /// Processes that asked for this hook and were instrumented when last checked.
-    pids: BTreeSet<u32>,
-}
-
-/// The hooks in place, keyed by the library file's identity and the symbol.
+/// The hooks in place (entry and return links), keyed by the library
+/// file's identity and the symbol.
 #[derive(Default)]
 pub struct UprobeRegistry {
-    hooks: HashMap<(u64, u64, &'static str), Hook>,
+    hooks: SharedHooks<(Link, Link)>,
 }
 
 impl UprobeRegistry {
@@ -147,8 +141,7 @@ impl UprobeRegistry {
         let meta =
             std::fs::metadata(&path).map_err(|e| AttachError::Failed(format!("{path}: {e}")))?;
         let key = (meta.dev(), meta.ino(), symbol);
-        if let Some(hook) = self.hooks.get_mut(&key) {
-            hook.pids.insert(pid);
+        if self.hooks.join(&key, pid) {
             return Ok(false);
         }
         let attach = |program: &str, retprobe: bool| -> Result<Link, AttachError> {
@@ -172,34 +165,14 @@ impl UprobeRegistry {
         };
         let entry = attach(entry_program(symbol), false)?;
         let exit = attach(EXIT_PROGRAM, true)?;
-        self.hooks.insert(
-            key,
-            Hook {
-                _entry: entry,
-                _exit: exit,
-                library: library.to_owned(),
-                symbol,
-                pids: BTreeSet::from([pid]),
-            },
-        );
+        self.hooks.insert(key, (entry, exit), library, pid);
         Ok(true)
     }
 
-    /// Forgets processes no longer instrumented (the kernel removes exited
-    /// ones from the pid filter) and detaches hooks nobody uses any more.
-    /// Returns the hooks detached, as (library, symbol).
+    /// Forgets processes no longer instrumented and detaches hooks nobody
+    /// uses any more. Returns the hooks detached, as (library, symbol).
     pub fn sweep(&mut self, instrumented: impl Fn(u32) -> bool) -> Vec<(String, &'static str)> {
-        let mut detached = Vec::new();
-        self.hooks.retain(|_, hook| {
-            hook.pids.retain(|pid| instrumented(*pid));
-            if hook.pids.is_empty() {
-                detached.push((hook.library.clone(), hook.symbol));
-                false
-            } else {
-                true
-            }
-        });
-        detached
+        self.hooks.sweep(instrumented)
     }
 }
 
