@@ -192,8 +192,8 @@ fn every_recording_becomes_one_client_span_per_operation_on_any_port() {
                     assert_eq!(span.kind, SpanKind::Client);
                     assert_eq!((span.pid, span.process_name.as_str()), (123, "python3"));
                     assert_eq!(span.peer.port(), port);
-                    assert_eq!(db.operation, op.operation);
-                    assert_eq!(db.query_text, op.query_text);
+                    assert_eq!(db.operation, op.exchange.operation);
+                    assert_eq!(db.query_text, op.exchange.query_text);
                     assert_eq!(span.partial, op.partial);
                     assert_eq!(
                         (span.start_monotonic_ns, span.end_monotonic_ns),

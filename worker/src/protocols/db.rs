@@ -23,71 +23,42 @@ pub enum Detection {
     NeedMore,
 }
 
-/// One completed database or cache operation seen from the client.
+/// One completed database or cache operation seen from the client: what
+/// its span will say, and when it ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbOperation {
-    pub system: DbSystem,
-    /// `db.operation.name` (`SELECT`, `GET`…); empty when not known.
-    pub operation: String,
-    /// `db.collection.name`: the table of a simple statement.
-    pub collection: Option<String>,
-    /// `db.namespace`: database name, or the Redis database index.
-    pub namespace: Option<String>,
-    /// `db.query.text`, literals replaced by `?`.
-    pub query_text: Option<String>,
-    /// `db.response.status_code` (SQLSTATE, MySQL error number, Redis error prefix).
-    pub status_code: Option<String>,
-    /// `error.type` when the operation failed.
-    pub error_type: Option<String>,
-    /// The server's error message, cut to a bounded length.
-    pub error_message: Option<String>,
-    /// Rows returned or affected, when the server said.
-    pub rows: Option<u64>,
+    /// The span's database part (named when handed out, [`Self::into_exchange`]).
+    pub exchange: DbExchange,
     pub start_ns: u64,
     pub end_ns: u64,
-    /// Bytes the client wrote for this operation (captured + not captured).
-    pub request_bytes: u64,
-    /// Bytes the client read for this operation (captured + not captured).
-    pub response_bytes: u64,
     /// Part of the exchange was lost to the capture; fields may be missing.
     pub partial: bool,
 }
 
 impl DbOperation {
-    /// The span's database part: what the operation says, named once.
+    /// The span's database part, named once.
     pub fn into_exchange(self) -> DbExchange {
-        DbExchange {
-            system: self.system,
-            operation: self.operation,
-            collection: self.collection,
-            namespace: self.namespace,
-            query_text: self.query_text,
-            status_code: self.status_code,
-            error_type: self.error_type,
-            error_message: self.error_message,
-            rows: self.rows,
-            request_bytes: self.request_bytes,
-            response_bytes: self.response_bytes,
-            name: String::new(),
-        }
-        .named()
+        self.exchange.named()
     }
 
     pub fn new(system: DbSystem, start_ns: u64) -> Self {
         Self {
-            system,
-            operation: String::new(),
-            collection: None,
-            namespace: None,
-            query_text: None,
-            status_code: None,
-            error_type: None,
-            error_message: None,
-            rows: None,
+            exchange: DbExchange {
+                system,
+                operation: String::new(),
+                collection: None,
+                namespace: None,
+                query_text: None,
+                status_code: None,
+                error_type: None,
+                error_message: None,
+                rows: None,
+                request_bytes: 0,
+                response_bytes: 0,
+                name: String::new(),
+            },
             start_ns,
             end_ns: start_ns,
-            request_bytes: 0,
-            response_bytes: 0,
             partial: false,
         }
     }

@@ -332,29 +332,29 @@ impl MemcachedConnection {
     ) {
         let mut op = DbOperation::new(DbSystem::Memcached, command.start_ns);
         op.end_ns = end_ns.max(command.start_ns);
-        op.request_bytes = command.request_bytes;
-        op.response_bytes = command.response_bytes;
+        op.exchange.request_bytes = command.request_bytes;
+        op.exchange.response_bytes = command.response_bytes;
         op.partial = command.partial || (reply.is_none() && !command.text.ends_with("noreply"));
         if matches!(command.name.as_str(), "get" | "gets" | "gat" | "gats")
             && (reply.is_some() || command.hits > 0)
         {
-            op.rows = Some(command.hits);
+            op.exchange.rows = Some(command.hits);
         }
         if let Some(reply) = reply {
             let word = bounded_text(first_word(reply), 32);
             match word.as_str() {
                 "ERROR" | "CLIENT_ERROR" | "SERVER_ERROR" => {
-                    op.error_type = Some(word.clone());
-                    op.status_code = Some(word);
-                    op.error_message = Some(bounded_text(reply, 256));
+                    op.exchange.error_type = Some(word.clone());
+                    op.exchange.status_code = Some(word);
+                    op.exchange.error_message = Some(bounded_text(reply, 256));
                 }
                 "END" | "OK" | "VERSION" | "MN" => {}
                 _ if word.bytes().all(|b| b.is_ascii_digit()) => {}
-                _ => op.status_code = Some(word),
+                _ => op.exchange.status_code = Some(word),
             }
         }
-        op.operation = command.name;
-        op.query_text = Some(command.text);
+        op.exchange.operation = command.name;
+        op.exchange.query_text = Some(command.text);
         self.stats.emit(op, out);
     }
 }

@@ -133,6 +133,11 @@ impl MysqlConnection {
         self.namespace.as_deref()
     }
 
+    /// The client sent an SSLRequest: TLS follows, then the handshake response.
+    pub fn tls_requested(&self) -> bool {
+        self.tls
+    }
+
     pub fn stats(&self) -> DbDecoderStats {
         let mut stats = self.stats;
         stats.resyncs += self.client.losses + self.server.losses;
@@ -469,22 +474,22 @@ impl MysqlConnection {
         }
         let mut op = DbOperation::new(self.system, command.start_ns);
         op.end_ns = end_ns.max(command.start_ns);
-        op.namespace = self.namespace.clone();
-        op.request_bytes = command.request_bytes;
-        op.response_bytes = command.response_bytes;
+        op.exchange.namespace = self.namespace.clone();
+        op.exchange.request_bytes = command.request_bytes;
+        op.exchange.response_bytes = command.response_bytes;
         op.partial = command.partial;
         if let Some(database) = &command.database {
-            op.operation = "USE".to_string();
-            op.query_text = Some(format!("USE {database}"));
+            op.exchange.operation = "USE".to_string();
+            op.exchange.query_text = Some(format!("USE {database}"));
         }
         match &command.statement {
             Some(statement) => {
-                op.operation = statement.summary.operation.clone().unwrap_or_default();
-                op.collection = statement.summary.collection.clone();
-                op.query_text = (!statement.summary.sanitized.is_empty())
+                op.exchange.operation = statement.summary.operation.clone().unwrap_or_default();
+                op.exchange.collection = statement.summary.collection.clone();
+                op.exchange.query_text = (!statement.summary.sanitized.is_empty())
                     .then(|| statement.summary.sanitized.clone());
                 op.partial |= statement.cut;
-                if error.is_none() && op.operation == "USE" {
+                if error.is_none() && op.exchange.operation == "USE" {
                     let database = statement.summary.sanitized.split_ascii_whitespace().nth(1);
                     self.namespace =
                         database.map(|db| db.trim_matches('`').trim_end_matches(';').to_string());
@@ -493,16 +498,16 @@ impl MysqlConnection {
             None if command.database.is_none() => op.partial = true,
             None => {}
         }
-        op.rows = if command.rows > 0 || matches!(command.reply, Reply::Rows) {
+        op.exchange.rows = if command.rows > 0 || matches!(command.reply, Reply::Rows) {
             Some(command.rows)
         } else {
             command.affected
         };
         if let Some(error) = error {
-            op.rows = None;
-            op.status_code = Some(error.code.to_string());
-            op.error_type = Some(error.code.to_string());
-            op.error_message = Some(match error.sqlstate {
+            op.exchange.rows = None;
+            op.exchange.status_code = Some(error.code.to_string());
+            op.exchange.error_type = Some(error.code.to_string());
+            op.exchange.error_message = Some(match error.sqlstate {
                 Some(state) => format!("{state}: {}", error.message),
                 None => error.message,
             });

@@ -25,13 +25,13 @@ fn show(ops: &[DbOperation]) -> Vec<String> {
         .map(|op| {
             format!(
                 "{} | {} | {} | {} | {} | {} | rows={} | {}-{}{}",
-                op.system.as_str(),
-                op.operation,
-                op.collection.as_deref().unwrap_or("-"),
-                op.namespace.as_deref().unwrap_or("-"),
-                op.query_text.as_deref().unwrap_or("-"),
-                op.status_code.as_deref().unwrap_or("ok"),
-                op.rows.map_or("-".to_string(), |r| r.to_string()),
+                op.exchange.system.as_str(),
+                op.exchange.operation,
+                op.exchange.collection.as_deref().unwrap_or("-"),
+                op.exchange.namespace.as_deref().unwrap_or("-"),
+                op.exchange.query_text.as_deref().unwrap_or("-"),
+                op.exchange.status_code.as_deref().unwrap_or("ok"),
+                op.exchange.rows.map_or("-".to_string(), |r| r.to_string()),
                 op.start_ns,
                 op.end_ns,
                 if op.partial { " | partial" } else { "" }
@@ -114,12 +114,12 @@ fn a_kernel_sized_capture_keeps_every_operation() {
 #[test]
 fn errors_carry_code_and_sqlstate() {
     let ops = decode(CLI, Cut::Whole);
-    assert_eq!(ops[1].error_type.as_deref(), Some("1146"));
+    assert_eq!(ops[1].exchange.error_type.as_deref(), Some("1146"));
     assert_eq!(
-        ops[1].error_message.as_deref(),
+        ops[1].exchange.error_message.as_deref(),
         Some("42S02: Table 'shop.missing_table' doesn't exist")
     );
-    assert_eq!(ops[0].system, DbSystem::Mariadb);
+    assert_eq!(ops[0].exchange.system, DbSystem::Mariadb);
 }
 
 #[test]

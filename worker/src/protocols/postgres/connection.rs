@@ -194,6 +194,12 @@ impl PostgresConnection {
     }
 
     /// What was lost so far.
+    /// The server accepted the client's SSLRequest: TLS follows, then the
+    /// StartupMessage.
+    pub fn tls_accepted(&self) -> bool {
+        self.tls
+    }
+
     pub fn stats(&self) -> DbDecoderStats {
         let mut stats = self.stats;
         stats.resyncs += self.frontend.losses + self.backend.losses;
@@ -526,21 +532,21 @@ impl PostgresConnection {
     ) -> DbOperation {
         let mut op = DbOperation::new(DbSystem::Postgresql, pending.start_ns);
         op.end_ns = end_ns;
-        op.namespace = self.namespace.clone();
-        op.request_bytes = pending.request_bytes;
-        op.response_bytes = pending.response_bytes;
+        op.exchange.namespace = self.namespace.clone();
+        op.exchange.request_bytes = pending.request_bytes;
+        op.exchange.response_bytes = pending.response_bytes;
         op.partial = pending.partial || statement.is_none_or(|s| s.cut);
         let (tag_operation, tag_rows) = tag.map(command_tag_parts).unwrap_or_default();
         if let Some(statement) = statement {
-            op.operation = statement.summary.operation.clone().unwrap_or_default();
-            op.collection = statement.summary.collection.clone();
-            op.query_text = (!statement.summary.sanitized.is_empty())
+            op.exchange.operation = statement.summary.operation.clone().unwrap_or_default();
+            op.exchange.collection = statement.summary.collection.clone();
+            op.exchange.query_text = (!statement.summary.sanitized.is_empty())
                 .then(|| statement.summary.sanitized.clone());
         }
-        if op.operation.is_empty() {
-            op.operation = bounded_text(tag_operation, 64);
+        if op.exchange.operation.is_empty() {
+            op.exchange.operation = bounded_text(tag_operation, 64);
         }
-        op.rows = tag_rows.or((pending.data_rows > 0).then_some(pending.data_rows));
+        op.exchange.rows = tag_rows.or((pending.data_rows > 0).then_some(pending.data_rows));
         op
     }
 
@@ -549,15 +555,15 @@ impl PostgresConnection {
     }
 
     fn fail(op: &mut DbOperation, error: ErrorFields) {
-        op.error_type = Some(
+        op.exchange.error_type = Some(
             error
                 .sqlstate
                 .clone()
                 .unwrap_or_else(|| "_OTHER".to_string()),
         );
-        op.status_code = error.sqlstate;
+        op.exchange.status_code = error.sqlstate;
         // `ERROR: relation "x" does not exist`, as psql shows it.
-        op.error_message = match (error.severity, error.message) {
+        op.exchange.error_message = match (error.severity, error.message) {
             (Some(severity), Some(message)) => Some(format!("{severity}: {message}")),
             (_, message) => message,
         };

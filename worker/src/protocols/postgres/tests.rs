@@ -25,12 +25,12 @@ fn show(ops: &[DbOperation]) -> Vec<String> {
         .map(|op| {
             format!(
                 "{} | {} | {} | {} | {} | rows={} | {}-{}{}",
-                op.operation,
-                op.collection.as_deref().unwrap_or("-"),
-                op.namespace.as_deref().unwrap_or("-"),
-                op.query_text.as_deref().unwrap_or("-"),
-                op.status_code.as_deref().unwrap_or("ok"),
-                op.rows.map_or("-".to_string(), |r| r.to_string()),
+                op.exchange.operation,
+                op.exchange.collection.as_deref().unwrap_or("-"),
+                op.exchange.namespace.as_deref().unwrap_or("-"),
+                op.exchange.query_text.as_deref().unwrap_or("-"),
+                op.exchange.status_code.as_deref().unwrap_or("ok"),
+                op.exchange.rows.map_or("-".to_string(), |r| r.to_string()),
                 op.start_ns,
                 op.end_ns,
                 if op.partial { " | partial" } else { "" }
@@ -115,13 +115,13 @@ fn recorded_exchanges_decode_exactly() {
 fn errors_carry_sqlstate_severity_and_message() {
     let ops = decode(PSQL, Cut::Whole);
     let missing = &ops[4];
-    assert_eq!(missing.error_type.as_deref(), Some("42P01"));
+    assert_eq!(missing.exchange.error_type.as_deref(), Some("42P01"));
     assert_eq!(
-        missing.error_message.as_deref(),
+        missing.exchange.error_message.as_deref(),
         Some("ERROR: relation \"missing_table\" does not exist")
     );
-    assert!(ops[0].error_type.is_none());
-    assert!(ops[0].request_bytes > 40 && ops[0].response_bytes > 40);
+    assert!(ops[0].exchange.error_type.is_none());
+    assert!(ops[0].exchange.request_bytes > 40 && ops[0].exchange.response_bytes > 40);
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn tiny_captures_never_invent_or_lose_operations_wholesale() {
             assert!(ops
                 .iter()
                 .filter(|op| !op.partial)
-                .all(|op| !op.operation.is_empty()));
+                .all(|op| !op.exchange.operation.is_empty()));
         }
     }
 }
@@ -263,9 +263,9 @@ fn tls_request_accepted_then_ciphertext_ignored() {
         &mut out,
     );
     assert_eq!(out.len(), PSYCOPG2_OPS.len());
-    assert_eq!(out[1].namespace.as_deref(), Some("shop"));
+    assert_eq!(out[1].exchange.namespace.as_deref(), Some("shop"));
     assert_eq!(
-        out[1].query_text.as_deref(),
+        out[1].exchange.query_text.as_deref(),
         Some("SELECT name FROM accounts WHERE id = ?")
     );
 }

@@ -232,10 +232,10 @@ impl RedisConnection {
     fn operation(&self, command: &Command, end_ns: u64) -> DbOperation {
         let mut op = DbOperation::new(DbSystem::Redis, command.start_ns);
         op.end_ns = end_ns.max(command.start_ns);
-        op.operation = command.name.clone();
-        op.query_text = Some(command.text.clone());
-        op.namespace = command.namespace.clone();
-        op.request_bytes = command.request_bytes;
+        op.exchange.operation = command.name.clone();
+        op.exchange.query_text = Some(command.text.clone());
+        op.exchange.namespace = command.namespace.clone();
+        op.exchange.request_bytes = command.request_bytes;
         op.partial = command.partial || self.commands_lost;
         op
     }
@@ -330,7 +330,7 @@ impl RedisConnection {
             _ => {}
         }
         let mut op = self.operation(&command, reply.end_ns);
-        op.response_bytes = reply.wire_bytes;
+        op.exchange.response_bytes = reply.wire_bytes;
         op.partial |= reply.cut;
         if error {
             Self::fail(&mut op, &reply.text);
@@ -340,9 +340,9 @@ impl RedisConnection {
 
     fn fail(op: &mut DbOperation, text: &[u8]) {
         let prefix = error_prefix(text);
-        op.status_code = Some(prefix.clone());
-        op.error_type = Some(prefix);
-        op.error_message = Some(bounded_text(text, 256));
+        op.exchange.status_code = Some(prefix.clone());
+        op.exchange.error_type = Some(prefix);
+        op.exchange.error_message = Some(bounded_text(text, 256));
     }
 
     /// EXEC's reply: one element per queued command, in order; an error or a

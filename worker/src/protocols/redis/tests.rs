@@ -25,10 +25,10 @@ fn show(ops: &[DbOperation]) -> Vec<String> {
         .map(|op| {
             format!(
                 "{} | {} | {} | {} | {}-{}{}",
-                op.namespace.as_deref().unwrap_or("-"),
-                op.operation,
-                op.query_text.as_deref().unwrap_or("-"),
-                op.status_code.as_deref().unwrap_or("ok"),
+                op.exchange.namespace.as_deref().unwrap_or("-"),
+                op.exchange.operation,
+                op.exchange.query_text.as_deref().unwrap_or("-"),
+                op.exchange.status_code.as_deref().unwrap_or("ok"),
                 op.start_ns,
                 op.end_ns,
                 if op.partial { " | partial" } else { "" }
@@ -147,13 +147,14 @@ fn a_kernel_sized_capture_follows_bulk_lengths() {
 #[test]
 fn errors_and_sizes() {
     let ops = decode(CLI, Cut::Whole);
-    assert_eq!(ops[7].error_type.as_deref(), Some("WRONGTYPE"));
+    assert_eq!(ops[7].exchange.error_type.as_deref(), Some("WRONGTYPE"));
     assert!(ops[7]
+        .exchange
         .error_message
         .as_deref()
         .is_some_and(|m| m.starts_with("WRONGTYPE Operation against a key")));
-    assert_eq!(ops[16].request_bytes, 2031);
-    assert_eq!(ops[17].response_bytes, 2009);
+    assert_eq!(ops[16].exchange.request_bytes, 2031);
+    assert_eq!(ops[17].exchange.response_bytes, 2009);
 }
 
 #[test]
