@@ -2,6 +2,7 @@
 //! bpf-programs/include/zerotrace_events.h). Offsets come from the header
 //! itself through build.rs, so the two sides cannot drift apart silently.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -41,52 +42,58 @@ pub struct ConnTuple {
     pub peer_port: u16,
 }
 
-/// What every record carries: who, when, which socket.
+/// What every record carries: who, when, which socket. Borrowed from the
+/// record: the thread's name is copied only when it is not UTF-8.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventOrigin {
+pub struct EventOrigin<'a> {
     pub pid: u32,
     pub tid: u32,
     /// CLOCK_MONOTONIC nanoseconds.
     pub ts_ns: u64,
-    pub comm: String,
+    pub comm: Cow<'a, str>,
 }
 
-/// One decoded ring buffer record.
+/// One decoded ring buffer record, borrowing its payload from the record:
+/// decoding allocates nothing (the worker's reader keeps records in reused
+/// batches, so a data event costs no allocation at all).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KernelEvent {
+pub enum KernelEvent<'a> {
     /// A read or write of `total_bytes` on a TCP socket, of which `payload` is
     /// the start. `tuple` (and `origin.comm`) come only with the first event
     /// of a socket a worker sees; later ones refer to it by `sock_id`.
     Data {
-        origin: EventOrigin,
+        origin: EventOrigin<'a>,
         sock_id: u64,
         role: ConnectionRole,
         direction: Direction,
         tuple: Option<ConnTuple>,
         total_bytes: u64,
-        payload: Vec<u8>,
+        payload: &'a [u8],
         /// Plaintext from a hooked TLS library (SSL_read/SSL_write), not the
         /// socket's bytes.
         tls: bool,
     },
     /// A socket was accepted or connected.
     Connection {
-        origin: EventOrigin,
+        origin: EventOrigin<'a>,
         sock_id: u64,
         role: ConnectionRole,
         tuple: ConnTuple,
     },
     /// The instrumented process closed a TCP socket.
-    Close { origin: EventOrigin, sock_id: u64 },
+    Close {
+        origin: EventOrigin<'a>,
+        sock_id: u64,
+    },
     /// Some process (instrumented or not) listens on a TCP port.
-    Listen { origin: EventOrigin, port: u16 },
+    Listen { origin: EventOrigin<'a>, port: u16 },
     /// An instrumented process exited.
-    ProcessExit { origin: EventOrigin },
+    ProcessExit { origin: EventOrigin<'a> },
     /// A process exec'd a new program.
-    ProcessExec { origin: EventOrigin },
+    ProcessExec { origin: EventOrigin<'a> },
     /// An instrumented process forked; the kernel already instruments the child.
     ProcessFork {
-        origin: EventOrigin,
+        origin: EventOrigin<'a>,
         child_pid: u32,
         parent_pid: u32,
     },
@@ -156,9 +163,12 @@ fn decode_addr(family: u16, raw: [u8; 16]) -> IpAddr {
     }
 }
 
-fn decode_comm(raw: [u8; 16]) -> String {
+/// The NUL-terminated thread name at `offset` (16 bytes at most).
+fn decode_comm(record: &[u8], offset: usize) -> Cow<'_, str> {
+    let raw = record.get(offset..).unwrap_or_default();
+    let raw = &raw[..raw.len().min(16)];
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+    String::from_utf8_lossy(&raw[..end])
 }
 
 /// The connection tuple, or None when the record carries none (family 0).
@@ -185,9 +195,9 @@ fn decode_role(raw: u8) -> ConnectionRole {
     }
 }
 
-impl KernelEvent {
+impl<'a> KernelEvent<'a> {
     /// Decodes one ring buffer record. Never panics, whatever the bytes.
-    pub fn decode(record: &[u8]) -> Result<Self, EventDecodeError> {
+    pub fn decode(record: &'a [u8]) -> Result<Self, EventDecodeError> {
         use layout::*;
         if record.len() < EVENT_SIZE {
             return Err(EventDecodeError::TooShort {
@@ -200,7 +210,7 @@ impl KernelEvent {
             pid: r.u32(EVENT_PID),
             tid: r.u32(EVENT_TID),
             ts_ns: r.u64(EVENT_TS_NS),
-            comm: decode_comm(r.bytes(EVENT_COMM)),
+            comm: decode_comm(record, EVENT_COMM),
         };
         let sock_id = r.u64(EVENT_SOCK_ID);
         let kind = r.u8(EVENT_KIND);
@@ -223,7 +233,7 @@ impl KernelEvent {
                     direction,
                     tuple: decode_tuple(&r),
                     total_bytes: r.u64(EVENT_BYTES).max(payload.len() as u64),
-                    payload: payload.to_vec(),
+                    payload,
                     tls: r.u8(EVENT_FLAGS) as usize & EVENT_FLAG_TLS != 0,
                 }
             }
@@ -321,7 +331,8 @@ mod tests {
 
     #[test]
     fn decodes_a_data_record() {
-        let ev = KernelEvent::decode(&record(KIND_DATA, b"HTTP/1.1 200 OK\r\n"));
+        let raw = record(KIND_DATA, b"HTTP/1.1 200 OK\r\n");
+        let ev = KernelEvent::decode(&raw);
         match ev {
             Ok(KernelEvent::Data {
                 origin,
@@ -344,6 +355,29 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_data_record_is_decoded_without_copies() {
+        let raw = record(KIND_DATA, b"GET / HTTP/1.1\r\n");
+        let Ok(KernelEvent::Data {
+            origin, payload, ..
+        }) = KernelEvent::decode(&raw)
+        else {
+            panic!("not a data event");
+        };
+        assert!(matches!(origin.comm, Cow::Borrowed("nginx")));
+        assert!(std::ptr::eq(payload, &raw[EVENT_SIZE..]));
+    }
+
+    #[test]
+    fn a_thread_name_that_is_not_utf8_is_replaced_not_refused() {
+        let mut raw = record(KIND_CLOSE, b"");
+        raw[EVENT_COMM..EVENT_COMM + 16].copy_from_slice(b"ab\xffcdefghijklmno");
+        let Ok(KernelEvent::Close { origin, .. }) = KernelEvent::decode(&raw) else {
+            panic!("not a close event");
+        };
+        assert_eq!(origin.comm, "ab\u{fffd}cdefghijklmno");
     }
 
     #[test]

@@ -449,7 +449,7 @@ impl Path {
                     tuple,
                     ts_ns: origin.ts_ns,
                     tid: origin.tid,
-                    payload: &payload,
+                    payload,
                     total_bytes,
                     tls: false,
                 },

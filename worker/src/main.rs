@@ -18,6 +18,7 @@ use zerotrace_shared::logging::{self, LogSettings, LogSources};
 use zerotrace_shared::startup::{self, StartupData};
 use zerotrace_worker::capture::bpf_map::BpfMap;
 use zerotrace_worker::capture::reader::{self, ReaderCounters};
+use zerotrace_worker::capture::record_batch::RecordBatch;
 use zerotrace_worker::capture::ring_buffer::RingBuffer;
 use zerotrace_worker::clock::WallClock;
 use zerotrace_worker::config::SeccompMode;
@@ -40,6 +41,8 @@ const EXIT_CONFIG_ERROR: u8 = 78;
 const EXIT_PRIVILEGE_REFUSED: u8 = 77;
 /// Batches of kernel events waiting for the pipeline (each up to a few thousand events).
 const PIPELINE_QUEUE_BATCHES: usize = 64;
+/// Emptied batches kept for the reader to reuse.
+const SPARE_BATCHES: usize = 4;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -340,13 +343,15 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     );
 
     let (sender, receiver) = sync_channel(PIPELINE_QUEUE_BATCHES);
+    // Emptied batches go back to the reader to be filled again.
+    let (emptied_sender, emptied) = sync_channel::<RecordBatch>(SPARE_BATCHES);
     let stop = Arc::new(AtomicBool::new(false));
     let reader_thread = {
         let counters = Arc::clone(&counters);
         let stop = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("ring-reader".into())
-            .spawn(move || reader::run(ring, sender, counters, stop))
+            .spawn(move || reader::run(ring, sender, emptied, counters, stop))
             .map_err(|e| format!("starting the ring reader: {e}"))?
     };
     // Start-up is over: every fd, mapping, listener and thread exists.
@@ -370,7 +375,15 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
             break;
         }
         match receiver.recv_timeout(Duration::from_millis(200)) {
-            Ok(batch) => pipeline.handle_batch(batch),
+            Ok(mut batch) => {
+                let undecodable = pipeline.handle_records(&batch);
+                counters
+                    .decode_errors
+                    .fetch_add(undecodable, Ordering::Relaxed);
+                batch.clear();
+                // A full return queue (or a stopped reader) lets it go.
+                let _ = emptied_sender.try_send(batch);
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -378,7 +391,10 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     }
     stop.store(true, Ordering::Relaxed);
     while let Ok(batch) = receiver.try_recv() {
-        pipeline.handle_batch(batch);
+        let undecodable = pipeline.handle_records(&batch);
+        counters
+            .decode_errors
+            .fetch_add(undecodable, Ordering::Relaxed);
     }
     let _ = reader_thread.join();
     if let Some(summary) = pipeline.shutdown() {

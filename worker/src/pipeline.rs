@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use std::net::SocketAddr;
 
 use zerotrace_shared::event::{layout, ConnectionRole, KernelEvent};
+
+use crate::capture::record_batch::RecordBatch;
 use zerotrace_shared::ipc::LoaderStats;
 
 use crate::capture::bpf_map::{possible_cpus, BpfMap};
@@ -307,12 +309,19 @@ impl Pipeline {
         self.last_scan = Instant::now();
     }
 
-    pub fn handle_batch(&mut self, events: Vec<KernelEvent>) {
-        for event in events {
-            self.handle(event);
+    /// Decodes and handles each record of a batch from the ring reader;
+    /// returns how many records could not be decoded.
+    pub fn handle_records(&mut self, batch: &RecordBatch) -> u64 {
+        let mut undecodable = 0;
+        for record in batch.records() {
+            match KernelEvent::decode(record) {
+                Ok(event) => self.handle(event),
+                Err(_) => undecodable += 1,
+            }
         }
         self.sync_identities();
         self.flush();
+        undecodable
     }
 
     /// Names and container ids that discovery gave newly instrumented processes.
@@ -325,7 +334,7 @@ impl Pipeline {
         }
     }
 
-    fn handle(&mut self, event: KernelEvent) {
+    fn handle(&mut self, event: KernelEvent<'_>) {
         match event {
             KernelEvent::Data {
                 origin,
@@ -355,7 +364,7 @@ impl Pipeline {
                         tuple,
                         ts_ns: origin.ts_ns,
                         tid: origin.tid,
-                        payload: &payload,
+                        payload,
                         total_bytes,
                         tls,
                     },
@@ -402,7 +411,8 @@ impl Pipeline {
                 // the new program (only known processes: execs of others are not kept).
                 if let Some(name) = self.process_names.get_mut(&origin.pid) {
                     if !origin.comm.is_empty() {
-                        name.clone_from(&origin.comm);
+                        name.clear();
+                        name.push_str(&origin.comm);
                     }
                 }
                 self.discovery

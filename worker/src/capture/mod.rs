@@ -4,4 +4,5 @@
 
 pub mod bpf_map;
 pub mod reader;
+pub mod record_batch;
 pub mod ring_buffer;

@@ -73,9 +73,10 @@ impl RingBuffer {
         unsafe { &*(self.producer.as_ptr() as *const AtomicU64) }
     }
 
-    /// Hands every committed record to `handle` and frees its space; returns
-    /// how many records were consumed. Stops at a record still being written.
-    pub fn consume(&mut self, mut handle: impl FnMut(&[u8])) -> usize {
+    /// Hands committed records to `handle` and frees their space, until
+    /// `handle` returns false or a record is still being written; returns how
+    /// many records were consumed.
+    pub fn consume(&mut self, mut handle: impl FnMut(&[u8]) -> bool) -> usize {
         let mask = self.data_bytes - 1;
         let mut consumer_pos = self.consumer_pos().load(Ordering::Acquire);
         let mut consumed = 0;
@@ -94,6 +95,7 @@ impl RingBuffer {
                     return consumed;
                 }
                 let len = u64::from(len_word & !(BUSY_BIT | DISCARD_BIT));
+                let mut more = true;
                 if len > self.data_bytes {
                     // Cannot come from the kernel; stop rather than read out of bounds.
                     return consumed;
@@ -109,11 +111,14 @@ impl RingBuffer {
                             len as usize,
                         )
                     };
-                    handle(record);
+                    more = handle(record);
                 }
                 consumer_pos += (len + RECORD_HEADER_BYTES + 7) & !7;
                 consumed += 1;
                 self.consumer_pos().store(consumer_pos, Ordering::Release);
+                if !more {
+                    return consumed;
+                }
             }
         }
         consumed
