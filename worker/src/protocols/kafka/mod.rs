@@ -20,6 +20,9 @@ pub mod session;
 pub mod topics;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 use zerotrace_shared::event::Direction;
 
 use crate::protocols::db::Detection;
