@@ -80,7 +80,7 @@ fn start() -> Result<KafkaBroker, String> {
     }
     // SAFETY: registers a plain function with no arguments.
     unsafe { libc::atexit(stop) };
-    let port = listen(&dir, &schemas)?;
+    let port = listen(&dir)?;
     for topic in TOPICS {
         let url = format!("tcp://127.0.0.1:{port}");
         let status = Command::new(TANSU)
@@ -106,7 +106,7 @@ fn start() -> Result<KafkaBroker, String> {
 }
 
 /// Starts the broker on a free port (another one when it exits first).
-fn listen(dir: &Path, schemas: &Path) -> Result<u16, String> {
+fn listen(dir: &Path) -> Result<u16, String> {
     let log = dir.join("tansu.log");
     for _ in 0..3 {
         let port = free_port();
@@ -118,8 +118,9 @@ fn listen(dir: &Path, schemas: &Path) -> Result<u16, String> {
             .args(["broker", "--listener-url", &url])
             .args(["--advertised-listener-url", &url])
             .args(["--storage-engine", "memory://tansu/"])
-            .arg("--schema-registry")
-            .arg(format!("file://{}", schemas.display()))
+            // tansu resolves a `file://` registry against its working directory.
+            .args(["--schema-registry", "file://./schema"])
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
