@@ -87,9 +87,34 @@ pub fn check_request(bytes: &[u8]) -> RequestShape {
         return RequestShape::NotRequest;
     }
     if id.len() < id_len {
+        return RequestShape::TooShort;
+    }
+    body_shape(bytes, size as usize)
+}
+
+/// Produce and Fetch, the requests a connection may start with that a
+/// broker's response also resembles (its correlation id, read as a request
+/// header, is API key 0 and a small version): their body must name a topic
+/// (and Produce's acks be -1, 0 or 1). A response's body does not.
+fn body_shape(bytes: &[u8], size: usize) -> RequestShape {
+    let Some(header) = bytes.get(4..).and_then(header::request_header) else {
+        return RequestShape::NotRequest;
+    };
+    let body = bytes.get(4 + header.body_offset..).unwrap_or_default();
+    let names_a_topic = match header.api_key {
+        header::PRODUCE => produce::request(body, header.api_version)
+            .is_some_and(|r| !r.topics.is_empty() && (-1..=1).contains(&r.acks)),
+        header::FETCH => {
+            fetch::request(body, header.api_version).is_some_and(|r| !r.topics.is_empty())
+        }
+        _ => true,
+    };
+    if names_a_topic {
+        RequestShape::Request
+    } else if bytes.len() < size + 4 {
         RequestShape::TooShort
     } else {
-        RequestShape::Request
+        RequestShape::NotRequest
     }
 }
 

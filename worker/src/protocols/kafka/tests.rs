@@ -192,3 +192,22 @@ fn in_flight_requests_are_capped() {
     assert_eq!(stats.pending_dropped, 10);
     assert_eq!(stats.unanswered, connection::MAX_IN_FLIGHT as u64);
 }
+
+#[test]
+fn no_recorded_broker_response_passes_for_a_request() {
+    // A response's correlation id, read as a request header, is API key 0
+    // (Produce) and a small version: only the body tells them apart.
+    for recording in [PRODUCE, CONSUME, INVALID, TANSU_CAT] {
+        for chunks in fixture::connections(recording) {
+            for (direction, bytes) in &chunks {
+                let shape = check_request(bytes);
+                match direction {
+                    Direction::Egress => assert_eq!(shape, RequestShape::Request),
+                    Direction::Ingress => {
+                        assert_ne!(shape, RequestShape::Request, "{bytes:02x?}")
+                    }
+                }
+            }
+        }
+    }
+}
