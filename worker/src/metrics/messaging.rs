@@ -42,6 +42,11 @@ fn instrument() -> &'static Instrument {
 }
 
 impl MessagingMetrics {
+    /// Series kept (the overflow series included).
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
     pub fn record(
         &mut self,
         span: &Span,
