@@ -161,7 +161,7 @@ fn produce_and_fetch_are_producer_and_consumer_spans_with_their_topic() {
     let a = attrs(send);
     assert_eq!(get(&a, "messaging.operation.name"), Some("send"));
     assert_eq!(get(&a, "messaging.operation.type"), Some("send"));
-    assert_eq!(get(&a, "messaging.kafka.destination.partition"), Some("0"));
+    assert_eq!(get(&a, "messaging.destination.partition.id"), Some("0"));
     assert_eq!(
         get(&a, "messaging.batch.message_count"),
         Some("3"),
@@ -187,7 +187,7 @@ fn produce_and_fetch_are_producer_and_consumer_spans_with_their_topic() {
         assert_eq!(get(&a, "messaging.operation.name"), Some("poll"));
         assert_eq!(get(&a, "messaging.operation.type"), Some("receive"));
         assert_eq!(get(&a, "messaging.client.id"), Some("zt-order-consumer"));
-        assert_eq!(get(&a, "messaging.kafka.destination.partition"), Some("0"));
+        assert_eq!(get(&a, "messaging.destination.partition.id"), Some("0"));
         assert!(!is_error(poll), "{poll:#?}");
     }
 

@@ -66,7 +66,7 @@ fn spans_follow_the_messaging_conventions() {
         ("messaging.operation.name", "send"),
         ("messaging.operation.type", "send"),
         ("messaging.destination.name", "orders"),
-        ("messaging.kafka.destination.partition", "0"),
+        ("messaging.destination.partition.id", "0"),
         ("messaging.client.id", "zt-order-producer"),
         ("messaging.batch.message_count", "3"),
         ("server.address", "127.0.0.1"),
@@ -151,10 +151,7 @@ fn operations_feed_the_duration_histogram_with_low_cardinality_attributes() {
     let mut errors = 0;
     for point in &histogram.data_points {
         let keys: Vec<&str> = point.attributes.iter().map(|kv| kv.key.as_str()).collect();
-        for key in [
-            "messaging.client.id",
-            "messaging.kafka.destination.partition",
-        ] {
+        for key in ["messaging.client.id", "messaging.destination.partition.id"] {
             assert!(!keys.contains(&key), "{key} in {keys:?}");
         }
         for key in [

@@ -53,7 +53,7 @@ impl Conventions for MessagingExchange {
         }
         if let Some(partition) = self.partition {
             out.push(string_attribute(
-                "messaging.kafka.destination.partition",
+                "messaging.destination.partition.id",
                 partition.to_string(),
             ));
         }

@@ -50,7 +50,7 @@ pub struct MessagingExchange {
     pub operation: MessagingOperation,
     /// `messaging.destination.name`: the topic, when the request named one.
     pub destination: Option<String>,
-    /// `messaging.kafka.destination.partition`, when the request touched one.
+    /// `messaging.destination.partition.id`, when the request touched one.
     pub partition: Option<i32>,
     /// `messaging.client.id`: the request header's client id.
     pub client_id: Option<String>,
