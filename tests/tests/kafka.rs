@@ -250,3 +250,34 @@ fn kafka_left_out_of_the_traces_list_still_feeds_the_metric() {
         .count();
     assert_eq!(kafka_spans, 0, "{:#?}", setup.receiver.spans());
 }
+
+#[test]
+fn the_text_printer_prints_a_line_per_operation_with_its_error() {
+    require_root();
+    let broker = kafka_broker();
+    let app = start_kafka_app(broker);
+    // The last --trace-printer wins over the helper's json.
+    let agent = Agent::start(
+        &[
+            "--open-port",
+            &app.port.to_string(),
+            "--trace-printer",
+            "text",
+        ],
+        &[],
+    );
+    let body = curl(&[&app.url("/produce/invalid")]);
+    assert_eq!(body, "ok\n");
+    let process = format!("producer python3[{}] 127.0.0.1:", app.pid());
+    let peer = format!("-> 127.0.0.1:{} kafka \"send payments\" ", broker.port);
+    let line = wait_for(Duration::from_secs(10), || {
+        agent.stdout.snapshot().into_iter().find(|l| {
+            l.contains(&process) && l.contains(&peer) && l.contains(" error=INVALID_RECORD")
+        })
+    });
+    assert!(
+        line.is_some(),
+        "no printed line for the refused produce:\n{}",
+        agent.stdout.text()
+    );
+}
