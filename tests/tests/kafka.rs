@@ -191,6 +191,19 @@ fn produce_and_fetch_are_producer_and_consumer_spans_with_their_topic() {
         assert!(!is_error(poll), "{poll:#?}");
     }
 
+    // kafka-python polls in the calling thread: the polls are children of
+    // the request being served (its producer sends from a thread of its own,
+    // so a send has no parent: threads do not tie it to a request).
+    let server = spans_of(&setup.receiver.traces())
+        .into_iter()
+        .map(|(_, s)| s)
+        .find(|s| s.kind == span::SpanKind::Server as i32 && s.name == "GET /consume")
+        .unwrap_or_else(|| panic!("no server span for /consume"));
+    for poll in &consumers {
+        assert_eq!(poll.trace_id, server.trace_id, "{poll:#?}");
+        assert_eq!(poll.parent_span_id, server.span_id, "{poll:#?}");
+    }
+
     for operation in ["send", "poll"] {
         let point = setup.duration_point(&[
             ("messaging.system", "kafka"),
