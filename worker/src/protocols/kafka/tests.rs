@@ -13,6 +13,7 @@ const PRODUCE: &str = include_str!("../../../testdata/kafka/kafka_python_produce
 const CONSUME: &str = include_str!("../../../testdata/kafka/kafka_python_consume.txt");
 const INVALID: &str = include_str!("../../../testdata/kafka/kafka_python_invalid_record.txt");
 const TANSU_CAT: &str = include_str!("../../../testdata/kafka/tansu_cat_consume.txt");
+const ACKS0: &str = include_str!("../../../testdata/kafka/kafka_python_acks0.txt");
 
 const CUTS: [Cut; 4] = [
     Cut::Whole,
@@ -43,7 +44,7 @@ fn decode(recording: &str, cut: Cut) -> (Vec<KafkaOperation>, KafkaStats) {
 
 #[test]
 fn every_connection_of_the_recordings_is_kafka_from_its_first_write() {
-    for recording in [PRODUCE, CONSUME, INVALID, TANSU_CAT] {
+    for recording in [PRODUCE, CONSUME, INVALID, TANSU_CAT, ACKS0] {
         for chunks in fixture::connections(recording) {
             let (direction, first) = &chunks[0];
             assert_eq!(*direction, Direction::Egress);
@@ -209,5 +210,24 @@ fn no_recorded_broker_response_passes_for_a_request() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn an_acks_0_produce_is_done_once_written() {
+    // kafka-python with acks=0: two Produce requests, to `orders` and
+    // `payments`. A Kafka broker sends no response to them; tansu 0.6.0
+    // does, and those responses answer nothing waiting: counted, not paired.
+    for cut in CUTS {
+        let (ops, stats) = decode(ACKS0, cut);
+        let names: Vec<&str> = ops.iter().map(|op| op.exchange.name.as_str()).collect();
+        assert_eq!(names, ["send orders", "send payments"], "{cut:?}");
+        for op in &ops {
+            assert_eq!(op.exchange.client_id.as_deref(), Some("zt-fire-and-forget"));
+            assert_eq!(op.exchange.message_count, Some(2), "{cut:?}");
+            assert_eq!(op.exchange.response_bytes, 0);
+            assert_eq!(op.exchange.error_code, None);
+        }
+        assert_eq!(stats.unmatched_responses, 2, "{cut:?}");
     }
 }
