@@ -4,7 +4,7 @@ requests, for the Kafka end-to-end tests (tests/tests/kafka.rs). Run with
 
     kafka_app.py PORT
 
-The broker is at 127.0.0.1:ZT_KAFKA_PORT (tests/src/kafka_broker.rs starts
+The broker is at 127.0.0.1:ZT_KAFKA_PORT, tansu's own program at ZT_TANSU (tests/src/kafka_broker.rs starts
 tansu there with the topics `orders` and `payments`, the latter checked by a
 JSON schema). Prints "listening" once its socket is bound.
 
@@ -13,6 +13,7 @@ sees them from their first byte): answers 200 "ok" when every call went as
 expected, 500 with the traceback otherwise.
 """
 import os
+import subprocess
 import sys
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,7 +52,7 @@ def produce_orders():
 
 
 def consume_orders():
-    """Polls `orders` from the beginning until it has three messages."""
+    """Polls `orders` from three before its end until it has three messages."""
     from kafka import KafkaConsumer, TopicPartition
 
     c = KafkaConsumer(
@@ -62,8 +63,12 @@ def consume_orders():
         auto_offset_reset="earliest",
         fetch_max_wait_ms=100,
     )
-    c.assign([TopicPartition("orders", 0)])
-    c.seek_to_beginning()
+    tp = TopicPartition("orders", 0)
+    c.assign([tp])
+    # The last batch (three messages) only: its fetch response fits in what
+    # the kernel captures of a read (512 bytes), so its count is known.
+    end = c.end_offsets([tp])[tp]
+    c.seek(tp, max(end - 3, 0))
     got = 0
     for _ in range(50):
         batches = c.poll(timeout_ms=200)
@@ -93,10 +98,33 @@ def produce_invalid():
         p.close(5)
 
 
+def tansu_cat():
+    """`tansu cat consume` as a child (instrumented with the service): newer
+    API versions than kafka-python's, Metadata v12 and Fetch v17 naming the
+    topic by id. The program is at ZT_TANSU."""
+    out = subprocess.run(
+        [
+            os.environ["ZT_TANSU"],
+            "cat",
+            "consume",
+            "--broker",
+            f"tcp://{bootstrap()}",
+            "--max-wait-time-ms",
+            "200",
+            "orders",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    assert b"order" in out.stdout, out
+
+
 ROUTES = {
     "/produce": produce_orders,
     "/consume": consume_orders,
     "/produce/invalid": produce_invalid,
+    "/tansu-cat": tansu_cat,
 }
 
 

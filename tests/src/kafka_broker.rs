@@ -33,7 +33,10 @@ pub struct KafkaBroker {
 impl KafkaBroker {
     /// Environment for `tests/servers/kafka_app.py`.
     pub fn app_env(&self) -> Vec<(&'static str, String)> {
-        vec![("ZT_KAFKA_PORT", self.port.to_string())]
+        vec![
+            ("ZT_KAFKA_PORT", self.port.to_string()),
+            ("ZT_TANSU", TANSU.to_owned()),
+        ]
     }
 }
 

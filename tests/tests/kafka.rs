@@ -135,7 +135,7 @@ fn every_scenario_of_the_service_works_against_the_real_broker() {
     // Without the agent: a failure here is the fixture's, not the capture's.
     require_root();
     let app = start_kafka_app(kafka_broker());
-    for path in ["/produce", "/consume", "/produce/invalid"] {
+    for path in ["/produce", "/consume", "/produce/invalid", "/tansu-cat"] {
         let body = curl(&[&app.url(path)]);
         assert_eq!(body, "ok\n", "{path}");
     }
@@ -293,4 +293,28 @@ fn the_text_printer_prints_a_line_per_operation_with_its_error() {
         "no printed line for the refused produce:\n{}",
         agent.stdout.text()
     );
+}
+
+#[test]
+fn a_fetch_by_topic_id_is_named_from_the_metadata_before_it() {
+    // `tansu cat consume`, the service's child: Metadata v12 gives the
+    // topic id, Fetch v17 asks by id on the same connection.
+    let setup = Setup::start_with(&[]);
+    setup.drive("/produce");
+    setup.drive("/tansu-cat");
+    let polls = setup.kafka_spans(span::SpanKind::Consumer, "orders", |s| {
+        s.iter()
+            .any(|s| attr_str(&s.attributes, "messaging.client.id").as_deref() == Some("tansu-cat"))
+    });
+    let poll = polls
+        .iter()
+        .find(|s| attr_str(&s.attributes, "messaging.client.id").as_deref() == Some("tansu-cat"))
+        .unwrap_or_else(|| panic!("{polls:#?}"));
+    assert_eq!(poll.name, "poll orders");
+    assert!(!is_error(poll), "{poll:#?}");
+    // From offset 0: every test's messages, a response larger than the
+    // capture of a read, so the count may be unknown; never a wrong one.
+    if let Some(count) = attr_int(&poll.attributes, "messaging.batch.message_count") {
+        assert!(count >= 3, "{poll:#?}");
+    }
 }
