@@ -19,6 +19,7 @@ if [ "${1:-}" = "test" ]; then
   packages+=(postgresql postgresql-client mariadb-server mariadb-client redis-server redis-tools memcached)
   packages+=(python3-psycopg2 python3-psycopg python3-pymysql python3-redis python3-pymemcache)
   packages+=(libdbd-mariadb-perl)  # tests: MySQL server-side prepared statements (tests/servers/db_prepare.pl)
+  packages+=(python3-kafka)  # tests/tests/kafka.rs: kafka-python, the client of tests/servers/kafka_app.py
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -47,3 +48,12 @@ if [ "${1:-}" = "test" ]; then
   "$(dirname "$0")/../tests/semconv/ensure-venv.sh" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
+if [ "${1:-}" = "test" ]; then
+  # tests/tests/kafka.rs: tansu, an Apache Kafka-compatible broker (crates.io; no Debian package).
+  # Built once (~15 min); kcat is not used: librdkafka 2.0.2 fails against it.
+  tansu_root=/usr/local/lib/zerotrace/tansu-0.6.0-dynostore
+  if [ ! -x "$tansu_root/bin/tansu" ]; then
+    echo "installing tansu 0.6.0 into $tansu_root"
+    cargo install tansu --locked --version 0.6.0 --features dynostore --root "$tansu_root"
+  fi
+fi

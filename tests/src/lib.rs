@@ -431,6 +431,7 @@ pub fn bpf_prog_exists(id: u32) -> bool {
 }
 
 pub mod db_servers;
+pub mod kafka_broker;
 pub mod otlp_receiver;
 pub mod prometheus_server;
 pub mod semconv;

@@ -337,3 +337,84 @@ fn database_names_are_current_semantic_conventions() {
         problems.join("\n")
     );
 }
+
+/// Every name a Kafka span (all its optional attributes set, failed) and
+/// its duration series can carry, from the worker's `semconv::messaging`.
+#[test]
+fn messaging_names_are_current_semantic_conventions() {
+    use zerotrace_worker::semconv::{self as worker_semconv, messaging as messaging_semconv};
+    use zerotrace_worker::spans::{
+        MessagingExchange, MessagingOperation, MessagingSystem, Protocol, Span, SpanKind,
+        SpanOrigin,
+    };
+
+    let conventions = SemanticConventions::load();
+    assert_eq!(conventions.version, VERSION);
+    let mut names: BTreeSet<(String, &str)> = BTreeSet::new();
+    let mut metric_names: BTreeSet<String> = BTreeSet::new();
+    for operation in [MessagingOperation::Send, MessagingOperation::Poll] {
+        let messaging = MessagingExchange {
+            destination: Some("orders".into()),
+            partition: Some(0),
+            client_id: Some("app".into()),
+            message_count: Some(3),
+            error_code: Some(87),
+            ..MessagingExchange::new(MessagingSystem::Kafka, operation)
+        }
+        .named();
+        let span = Span::new(
+            SpanOrigin {
+                kind: SpanKind::Producer,
+                pid: 1,
+                process_name: "python3".into(),
+                local: "127.0.0.1:41234".parse().unwrap_or_else(|e| panic!("{e}")),
+                peer: "127.0.0.1:9092".parse().unwrap_or_else(|e| panic!("{e}")),
+                tls: false,
+            },
+            (0, 1_000_000),
+            false,
+            Protocol::Messaging(messaging.clone()),
+        );
+        let error = worker_semconv::error(&span);
+        assert!(error.is_some(), "the span failed");
+        names.extend(
+            worker_semconv::span_attributes(&span, error.as_ref())
+                .into_iter()
+                .map(|a| (a.key, "span")),
+        );
+        names.extend(
+            messaging_semconv::MessagingMetricLabels::of(&span, &messaging)
+                .attributes()
+                .into_iter()
+                .map(|a| (a.key, "data point")),
+        );
+        metric_names.extend(
+            messaging_semconv::INSTRUMENTS
+                .iter()
+                .map(|i| i.name.to_owned()),
+        );
+    }
+    for name in [
+        "messaging.system",
+        "messaging.operation.name",
+        "messaging.operation.type",
+        "messaging.destination.name",
+        "messaging.destination.partition.id",
+        "messaging.client.id",
+        "messaging.batch.message_count",
+        "error.type",
+        "server.address",
+        "server.port",
+    ] {
+        assert!(
+            names.iter().any(|(key, _)| key == name),
+            "{name} is not among {names:?}"
+        );
+    }
+    let problems = problems(&conventions, &names, &metric_names);
+    assert!(
+        problems.is_empty(),
+        "messaging names that are not current semantic conventions ({VERSION}):\n{}",
+        problems.join("\n")
+    );
+}

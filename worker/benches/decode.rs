@@ -3,12 +3,13 @@
 //! connection tracker (HTTP/1 framing, request/response pairing) → span →
 //! trace linking (on, as by default) → route classification → cumulative RED metrics. The same path for the
 //! database clients (issue 16): PostgreSQL simple queries and Redis commands,
-//! seen from the client, each operation a span and a duration observation.
+//! and Kafka produces (recorded from kafka-python against tansu), seen from
+//! the client, each operation a span and a duration observation.
 //!
 //!   cargo bench -p zerotrace-worker --bench decode
 //!
 //! Reported as exchanges (operations) per second (one core: the path is
-//! single-threaded), twice: groups `http1`, `postgres`, `redis` divide by
+//! single-threaded), twice: groups `http1`, `postgres`, `redis`, `kafka` divide by
 //! wall-clock time, groups `*_cpu` by the CPU time of the benchmark thread,
 //! which other processes sharing the machine do not inflate by preempting it
 //! (they can still slow it down through shared caches and cores).
@@ -312,6 +313,34 @@ fn redis_exchange(i: usize) -> (Vec<u8>, Vec<u8>) {
     }
 }
 
+/// The bytes of chunk `index` of connection `conn` of a recording (`worker/testdata/`).
+fn recorded(fixture: &str, conn: usize, index: usize) -> Vec<u8> {
+    let hex = fixture
+        .split("= conn")
+        .nth(conn + 1)
+        .and_then(|c| c.lines().filter(|l| !l.is_empty()).nth(index))
+        .map(|l| &l[2..])
+        .unwrap_or_else(|| panic!("no chunk {index} of connection {conn}"));
+    (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
+        .collect()
+}
+
+/// kafka-python's Produce of three messages to `orders` and tansu's answer,
+/// as recorded (`worker/testdata/kafka/kafka_python_produce.txt`).
+const KAFKA_PRODUCE: &str = include_str!("../testdata/kafka/kafka_python_produce.txt");
+
+/// Kafka: each connection starts with an ApiVersions exchange.
+fn kafka_first() -> (Vec<u8>, Vec<u8>) {
+    (recorded(KAFKA_PRODUCE, 0, 0), recorded(KAFKA_PRODUCE, 0, 1))
+}
+
+/// Kafka operation `i`: the recorded Produce (same correlation id each time:
+/// one is in flight at once) and its response.
+fn kafka_exchange(_i: usize) -> (Vec<u8>, Vec<u8>) {
+    (recorded(KAFKA_PRODUCE, 1, 0), recorded(KAFKA_PRODUCE, 1, 1))
+}
+
 /// Records of a client's operations: `setup` (each connection's first
 /// exchange, replayed once) and `timed` (EXCHANGES operations over
 /// CONNECTIONS connections: request egress, reply ingress).
@@ -541,22 +570,26 @@ impl Measurement for ThreadCpuTime {
 
 fn decode_path(c: &mut Criterion) {
     bench_decode(c, "http1");
-    bench_database(c, "postgres", "redis");
+    bench_database(c, ["postgres", "redis", "kafka"]);
 }
 
 fn decode_path_cpu(c: &mut Criterion<ThreadCpuTime>) {
     bench_decode(c, "http1_cpu");
-    bench_database(c, "postgres_cpu", "redis_cpu");
+    bench_database(c, ["postgres_cpu", "redis_cpu", "kafka_cpu"]);
 }
 
-/// PostgreSQL and Redis client operations through the whole path.
-fn bench_database<M: Measurement>(c: &mut Criterion<M>, postgres: &str, redis: &str) {
+/// PostgreSQL and Redis client operations and Kafka produces through the whole path.
+fn bench_database<M: Measurement>(c: &mut Criterion<M>, [postgres, redis, kafka]: [&str; 3]) {
     let cases = [
         (
             postgres,
             client_records(5432, Some(pg_startup()), pg_exchange),
         ),
         (redis, client_records(6379, None, redis_exchange)),
+        (
+            kafka,
+            client_records(9092, Some(kafka_first()), kafka_exchange),
+        ),
     ];
     for (group_name, records) in cases {
         let mut path = Path::new();
@@ -566,7 +599,7 @@ fn bench_database<M: Measurement>(c: &mut Criterion<M>, postgres: &str, redis: &
             produced, EXCHANGES,
             "{group_name}: every operation must become one span"
         );
-        let series = path.red.db.series().count();
+        let series = path.red.db.series().count() + path.red.messaging.series_count();
         eprintln!(
             "{group_name}: replaying {} records ({EXCHANGES} operations on {CONNECTIONS} connections), {series} metric series",
             records.timed.len()

@@ -55,7 +55,7 @@ fn tuple(peer_port: u16) -> ConnTuple {
 
 /// Replays one recorded connection through `tracker` as socket `sock_id` of
 /// `python3[123]` (the recording's client), cut as `cut` says, then closes it.
-fn replay(
+pub(crate) fn replay(
     tracker: &mut ConnectionTracker,
     sock_id: u64,
     role: ConnectionRole,
@@ -88,7 +88,7 @@ fn replay(
     spans
 }
 
-fn replay_fixture(fixture: &str, peer_port: u16, cut: Cut) -> Vec<Span> {
+pub(crate) fn replay_fixture(fixture: &str, peer_port: u16, cut: Cut) -> Vec<Span> {
     let mut tracker = ConnectionTracker::new();
     fixture::connections(fixture)
         .iter()
@@ -114,7 +114,7 @@ fn db(span: &Span) -> &DbExchange {
 }
 
 /// The span's attributes (`error.type` included), values as text.
-fn attributes(span: &Span) -> BTreeMap<String, String> {
+pub(crate) fn attributes(span: &Span) -> BTreeMap<String, String> {
     let error = semconv::error(span);
     semconv::span_attributes(span, error.as_ref())
         .into_iter()
@@ -341,7 +341,7 @@ fn garbage_on_database_ports_makes_no_span_and_is_counted() {
         (Direction::Ingress, vec![0xfe; 40]),
         (Direction::Egress, (0u8..=255).collect()),
     ];
-    for port in [5432, 6379, 3306, 11211] {
+    for port in [5432, 6379, 3306, 11211, 9092] {
         let mut tracker = ConnectionTracker::new();
         let spans = replay(
             &mut tracker,

@@ -30,3 +30,6 @@ pub mod traces;
 /// Recorded database exchanges through the whole decode path (test only).
 #[cfg(test)]
 mod db_replay_tests;
+/// Recorded Kafka exchanges through the whole decode path (test only).
+#[cfg(test)]
+mod kafka_replay_tests;

@@ -1,12 +1,13 @@
-//! Which database protocols are decoded and where their spans and metrics go
-//! (OBI's `instrumentations` lists: `sql`, `redis`, `memcached`), and whether
+//! Which database and messaging protocols are decoded and where their spans
+//! and metrics go (OBI's `instrumentations` lists: `sql`, `redis`,
+//! `memcached`, `kafka`), and whether
 //! spans carry the sanitized query text (`db.query.text`: OBI's
 //! `attributes.select.traces`, and `ZEROTRACE_DB_QUERY_TEXT`).
 //!
 //! Each list (`otel_traces_export`, `otel_metrics_export`, `prometheus_export`,
 //! and the top-level `metrics` as the default of the two metric exporters)
 //! selects, for its exporter, the database protocols among `sql` (PostgreSQL
-//! and MySQL/MariaDB), `redis` and `memcached`; `*` is all. A protocol no
+//! and MySQL/MariaDB), `redis` and `memcached`, and Kafka (`kafka`); `*` is all. A protocol no
 //! list selects is not decoded at all. HTTP and gRPC are not filtered by the
 //! lists (a list must still name `http` or `*`: see `obi_keys.rs`).
 
@@ -19,23 +20,26 @@ use super::error::{child, ConfigError, Ctx};
 use super::obi_keys::INSTRUMENTATIONS_HINT;
 use super::values::StringList;
 
-/// A database instrumentation of OBI's lists.
+/// A database (or messaging: Kafka) instrumentation of OBI's lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbInstrumentation {
     /// PostgreSQL, MySQL and MariaDB.
     Sql,
     Redis,
     Memcached,
+    /// Kafka clients (PRODUCER and CONSUMER spans, `messaging.client.operation.duration`).
+    Kafka,
 }
 
 impl DbInstrumentation {
-    pub const ALL: [DbInstrumentation; 3] = [Self::Sql, Self::Redis, Self::Memcached];
+    pub const ALL: [DbInstrumentation; 4] = [Self::Sql, Self::Redis, Self::Memcached, Self::Kafka];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Sql => "sql",
             Self::Redis => "redis",
             Self::Memcached => "memcached",
+            Self::Kafka => "kafka",
         }
     }
 
@@ -49,7 +53,7 @@ impl DbInstrumentation {
 pub struct DbSelection(u8);
 
 impl DbSelection {
-    pub const ALL: Self = Self(0b111);
+    pub const ALL: Self = Self(0b1111);
     pub const NONE: Self = Self(0);
 
     pub fn contains(self, instrumentation: DbInstrumentation) -> bool {
@@ -309,6 +313,8 @@ metrics:
         assert_eq!(databases.traces.names(), ["memcached"]);
         assert_eq!(databases.prometheus, DbSelection::NONE);
         assert_eq!(databases.decoded().names(), ["redis", "memcached"]);
+        let kafka = [("OTEL_EBPF_OTEL_TRACES_INSTRUMENTATIONS", "http,kafka")];
+        assert_eq!(ok(yaml, &kafka).databases.traces.names(), ["kafka"]);
     }
 
     #[test]

@@ -374,10 +374,12 @@ fn vet_features(ctx: &mut Ctx, path: &str, list: &StringList) -> Result<(), Conf
 }
 
 /// The instrumentations zerotrace reads from a list (see `databases.rs`).
-pub(super) const INSTRUMENTATIONS: &[&str] = &["http", "grpc", "sql", "redis", "memcached", "*"];
+pub(super) const INSTRUMENTATIONS: &[&str] =
+    &["http", "grpc", "sql", "redis", "memcached", "kafka", "*"];
 /// What a list must name: HTTP (and gRPC) spans are not filtered by the lists.
 pub(super) const INSTRUMENTATIONS_HINT: &str =
-    "zerotrace always exports HTTP and gRPC and selects databases with sql, redis and memcached: \
+    "zerotrace always exports HTTP and gRPC and selects databases and Kafka with sql, redis, \
+     memcached and kafka: \
      expected a list with http or *";
 
 /// Checks an `instrumentations` list: it must include HTTP.
@@ -505,7 +507,7 @@ discovery:
 otel_traces_export:
   endpoint: http://a:4318
   backoff_max_interval: 5s
-  instrumentations: [http, grpc, kafka]
+  instrumentations: [http, grpc, mongo]
 otel_metrics_export:
   endpoint: http://a:4318
   features: [application, network]
@@ -528,7 +530,7 @@ trace_printer: json_indent
             "discovery.exclude_otel_instrumented_services: ignored",
             "discovery.instrument[1]: never matches (k8s_namespace",
             "otel_traces_export.backoff_max_interval: ignored",
-            "otel_traces_export.instrumentations: [\"kafka\"] ignored",
+            "otel_traces_export.instrumentations: [\"mongo\"] ignored",
             "otel_metrics_export.features: [\"network\"] ignored",
             "otel_metrics_export.buckets: ignored",
             "trace_printer: json_indent",

@@ -25,7 +25,7 @@ impl LiveKind {
 
 impl From<SpanKind> for LiveKind {
     fn from(kind: SpanKind) -> Self {
-        // Producers ask like clients; consumers are handed work like servers.
+        // Producers and consumers (whose polls are their own requests) ask like clients.
         if kind.is_outgoing() {
             LiveKind::Client
         } else {

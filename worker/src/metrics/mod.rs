@@ -2,6 +2,7 @@
 
 pub mod db;
 pub mod http;
+pub mod messaging;
 pub mod red;
 pub mod rpc;
 pub mod self_metrics;

@@ -2,7 +2,8 @@
 //! any trace sampling — as the histograms each protocol's semantic
 //! conventions name (`semconv/`), per process (resource) and attribute set.
 //! Each protocol keeps its series in a [`MetricStore`] of its own
-//! (`metrics/http.rs`, `metrics/rpc.rs`, `metrics/db.rs`); the OTLP export here and the
+//! (`metrics/http.rs`, `metrics/rpc.rs`, `metrics/db.rs`,
+//! `metrics/messaging.rs`); the OTLP export here and the
 //! Prometheus endpoint read every store the same way.
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::db::DbMetrics;
 use super::http::HttpMetrics;
+use super::messaging::MessagingMetrics;
 use super::rpc::RpcMetrics;
 use crate::config::Temporality;
 pub use crate::semconv::{Instrument, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
@@ -123,6 +125,8 @@ pub struct RedMetrics {
     pub rpc: RpcMetrics,
     /// Database and cache client operations.
     pub db: DbMetrics,
+    /// Messaging client operations (Kafka send and poll).
+    pub messaging: MessagingMetrics,
 }
 
 impl RedMetrics {
@@ -133,16 +137,22 @@ impl RedMetrics {
             http: HttpMetrics::default(),
             rpc: RpcMetrics::default(),
             db: DbMetrics::default(),
+            messaging: MessagingMetrics::default(),
         }
     }
 
     /// Every protocol's store, in export order.
-    pub fn stores(&self) -> [&dyn MetricStore; 3] {
-        [&self.http, &self.rpc, &self.db]
+    pub fn stores(&self) -> [&dyn MetricStore; 4] {
+        [&self.http, &self.rpc, &self.db, &self.messaging]
     }
 
-    fn stores_mut(&mut self) -> [&mut dyn MetricStore; 3] {
-        [&mut self.http, &mut self.rpc, &mut self.db]
+    fn stores_mut(&mut self) -> [&mut dyn MetricStore; 4] {
+        [
+            &mut self.http,
+            &mut self.rpc,
+            &mut self.db,
+            &mut self.messaging,
+        ]
     }
 
     /// Records one span in its protocol's store.
@@ -154,6 +164,10 @@ impl RedMetrics {
                     .record(span, &grpc.call, &grpc.http, resource, now_unix_ns)
             }
             Protocol::Db(db) => self.db.record(span, db, resource, now_unix_ns),
+            Protocol::Messaging(messaging) => {
+                self.messaging
+                    .record(span, messaging, resource, now_unix_ns)
+            }
         }
     }
 

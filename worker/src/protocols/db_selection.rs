@@ -1,6 +1,6 @@
-//! The configuration's database instrumentations (`sql`, `redis`,
-//! `memcached`) applied: which registry protocols detection may pick, and
-//! which destinations a database span goes to.
+//! The configuration's database and messaging instrumentations (`sql`,
+//! `redis`, `memcached`, `kafka`) applied: which registry protocols
+//! detection may pick, and which destinations their spans go to.
 
 use super::registry::{Protocol, ProtocolSelection};
 use crate::config::{DatabaseSettings, DbInstrumentation, DbSelection};
@@ -21,6 +21,7 @@ fn protocols_of(instrumentation: DbInstrumentation) -> &'static [Protocol] {
         DbInstrumentation::Sql => &[Protocol::Postgres, Protocol::MySql],
         DbInstrumentation::Redis => &[Protocol::Redis],
         DbInstrumentation::Memcached => &[Protocol::Memcached],
+        DbInstrumentation::Kafka => &[Protocol::Kafka],
     }
 }
 
@@ -44,13 +45,14 @@ pub struct Destinations {
     pub prometheus: bool,
 }
 
-/// The destinations of a database span (None for other protocols, which
-/// the lists do not filter).
+/// The destinations of a database or messaging span (None for other
+/// protocols, which the lists do not filter).
 pub fn destinations(span: &Span, databases: &DatabaseSettings) -> Option<Destinations> {
-    let SpanProtocol::Db(db) = &span.protocol else {
-        return None;
+    let instrumentation = match &span.protocol {
+        SpanProtocol::Db(db) => instrumentation_of(db.system),
+        SpanProtocol::Messaging(_) => DbInstrumentation::Kafka,
+        SpanProtocol::Http(_) | SpanProtocol::Grpc(_) => return None,
     };
-    let instrumentation = instrumentation_of(db.system);
     Some(Destinations {
         traces: databases.traces.contains(instrumentation),
         otlp_metrics: databases.otlp_metrics.contains(instrumentation),
@@ -117,7 +119,11 @@ mod tests {
         for protocol in Protocol::DETECTION_ORDER {
             let database = matches!(
                 protocol,
-                Protocol::Postgres | Protocol::MySql | Protocol::Redis | Protocol::Memcached
+                Protocol::Postgres
+                    | Protocol::MySql
+                    | Protocol::Redis
+                    | Protocol::Memcached
+                    | Protocol::Kafka
             );
             assert_eq!(none.contains(*protocol), !database, "{protocol:?}");
         }

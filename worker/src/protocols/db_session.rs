@@ -109,6 +109,32 @@ fn verdict(detection: Detection) -> Verdict {
     }
 }
 
+/// A client-side decoder's `check` from the client's side of a connection:
+/// a server-side connection is never claimed; when the kernel did not say
+/// which side this is, bytes read that look like a client's request mean
+/// the server's side.
+pub fn client_side_check(
+    first: &FirstBytes<'_>,
+    check: impl Fn(&[u8], Direction) -> Detection,
+) -> Verdict {
+    let as_client = |direction| verdict(check(first.bytes, direction));
+    match (first.role, first.direction) {
+        (ConnectionRole::Server, _) => Verdict::No,
+        (ConnectionRole::Client, direction) => as_client(direction),
+        (ConnectionRole::Unknown, Direction::Egress) => as_client(Direction::Egress),
+        (ConnectionRole::Unknown, Direction::Ingress) => {
+            match check(first.bytes, Direction::Egress) {
+                Detection::Yes => Verdict::No,
+                Detection::No => as_client(Direction::Ingress),
+                Detection::NeedMore => match as_client(Direction::Ingress) {
+                    Verdict::No => Verdict::No,
+                    Verdict::Yes | Verdict::NeedMore => Verdict::NeedMore,
+                },
+            }
+        }
+    }
+}
+
 /// Adds a decoder's losses to the shared counters: replies that answered no
 /// request are unpaired responses, requests dropped past the queue's bound
 /// are dropped requests, and each loss of framing (bytes it could not read)
@@ -148,26 +174,9 @@ impl<D: DbDecoder> ProtocolSession for DbSession<D> {
     type Scratch = Vec<DbOperation>;
     type SwitchTo = std::convert::Infallible;
 
-    /// The decoder's check, from the client's side: a server-side connection
-    /// is never claimed; when the kernel did not say which side this is,
-    /// bytes read that look like a client's request mean the server's side.
+    /// The decoder's check, from the client's side ([`client_side_check`]).
     fn check(first: &FirstBytes<'_>) -> Verdict {
-        let as_client = |direction| verdict(D::check(first.bytes, direction));
-        match (first.role, first.direction) {
-            (ConnectionRole::Server, _) => Verdict::No,
-            (ConnectionRole::Client, direction) => as_client(direction),
-            (ConnectionRole::Unknown, Direction::Egress) => as_client(Direction::Egress),
-            (ConnectionRole::Unknown, Direction::Ingress) => {
-                match D::check(first.bytes, Direction::Egress) {
-                    Detection::Yes => Verdict::No,
-                    Detection::No => as_client(Direction::Ingress),
-                    Detection::NeedMore => match as_client(Direction::Ingress) {
-                        Verdict::No => Verdict::No,
-                        Verdict::Yes | Verdict::NeedMore => Verdict::NeedMore,
-                    },
-                }
-            }
-        }
+        client_side_check(first, D::check)
     }
 
     fn start(first: &FirstBytes<'_>, conn: &mut ConnectionInfo) -> Self {

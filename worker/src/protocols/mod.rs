@@ -10,6 +10,7 @@ pub mod hpack;
 pub mod http1;
 pub mod http2;
 pub mod http_span;
+pub mod kafka;
 pub mod memcached;
 pub mod mysql;
 pub mod postgres;

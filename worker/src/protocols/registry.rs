@@ -10,6 +10,7 @@ use super::counters::DecodeCounters;
 use super::db_session::DbSession;
 use super::http1::Http1Session;
 use super::http2::Http2Session;
+use super::kafka::KafkaSession;
 use super::memcached::MemcachedConnection;
 use super::mysql::MysqlConnection;
 use super::postgres::PostgresConnection;
@@ -224,6 +225,10 @@ protocol_registry! {
     /// memcached's text protocol: a lower-case command line, or mid-stream a
     /// reply only memcached sends.
     Memcached(DbSession<MemcachedConnection>) scratch memcached;
+    /// Kafka: a client's request (a size prefix, an API key and version in
+    /// Kafka's ranges, a client id). Last: a PostgreSQL StartupMessage also
+    /// reads as a Metadata v0 request with a printable client id.
+    Kafka(KafkaSession) scratch kafka;
 }
 
 /// A protocol that never switches has nothing to become.
@@ -292,7 +297,8 @@ mod tests {
                 Protocol::Postgres,
                 Protocol::MySql,
                 Protocol::Redis,
-                Protocol::Memcached
+                Protocol::Memcached,
+                Protocol::Kafka
             ]
         );
     }

@@ -6,6 +6,7 @@
 pub mod attribute;
 pub mod db;
 pub mod http;
+pub mod messaging;
 pub mod rpc;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -79,6 +80,7 @@ pub fn conventions(span: &Span) -> &dyn Conventions {
         Protocol::Http(http) => http,
         Protocol::Grpc(grpc) => grpc,
         Protocol::Db(db) => db,
+        Protocol::Messaging(messaging) => messaging,
     }
 }
 
@@ -121,6 +123,7 @@ mod tests {
             .iter()
             .chain(&rpc::INSTRUMENTS)
             .chain(&db::INSTRUMENTS)
+            .chain(&messaging::INSTRUMENTS)
         {
             let expected = format!(
                 "{}_{}",

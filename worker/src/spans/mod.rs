@@ -10,6 +10,7 @@ pub mod db;
 pub mod grpc;
 pub mod http;
 pub mod ids;
+pub mod messaging;
 
 use std::net::SocketAddr;
 
@@ -17,6 +18,7 @@ pub use db::{DbExchange, DbSystem};
 pub use grpc::{GrpcCall, GrpcExchange};
 pub use http::HttpExchange;
 pub use ids::SpanIds;
+pub use messaging::{MessagingExchange, MessagingOperation, MessagingSystem};
 
 /// OpenTelemetry's span kinds, as far as a socket can tell them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,9 +27,9 @@ pub enum SpanKind {
     Server,
     /// The process sent the request (connected socket).
     Client,
-    /// The process handed a message to a broker (messaging, not yet decoded).
+    /// The process handed messages to a broker (a Kafka Produce).
     Producer,
-    /// The process received a message from a broker (messaging, not yet decoded).
+    /// The process polled a broker for messages (a Kafka Fetch).
     Consumer,
 }
 
@@ -41,9 +43,14 @@ impl SpanKind {
         }
     }
 
-    /// Whether this side asked (client, producer) rather than answered.
+    /// Whether this side sent the request on the wire (client, producer,
+    /// and consumer: a consumer's poll is its own request to the broker)
+    /// rather than answered it.
     pub fn is_outgoing(self) -> bool {
-        matches!(self, SpanKind::Client | SpanKind::Producer)
+        matches!(
+            self,
+            SpanKind::Client | SpanKind::Producer | SpanKind::Consumer
+        )
     }
 }
 
@@ -89,8 +96,7 @@ impl ExchangeThreads {
     }
 }
 
-/// The per-protocol part of a span: one arm per decoded protocol (messaging
-/// protocols will get their own arms).
+/// The per-protocol part of a span: one arm per decoded protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Protocol {
     /// An HTTP/1.x or HTTP/2 exchange that is not a gRPC call.
@@ -101,6 +107,8 @@ pub enum Protocol {
     /// A database or cache operation (PostgreSQL, MySQL/MariaDB, Redis,
     /// memcached), seen from the client.
     Db(DbExchange),
+    /// A messaging operation (Kafka Produce or Fetch), seen from the client.
+    Messaging(MessagingExchange),
 }
 
 /// Who and where a span happened: the connection's side of it.
@@ -151,7 +159,7 @@ impl Span {
         match &self.protocol {
             Protocol::Http(http) => Some(http),
             Protocol::Grpc(grpc) => Some(&grpc.http),
-            Protocol::Db(_) => None,
+            Protocol::Db(_) | Protocol::Messaging(_) => None,
         }
     }
 
@@ -159,7 +167,7 @@ impl Span {
         match &mut self.protocol {
             Protocol::Http(http) => Some(http),
             Protocol::Grpc(grpc) => Some(&mut grpc.http),
-            Protocol::Db(_) => None,
+            Protocol::Db(_) | Protocol::Messaging(_) => None,
         }
     }
 
@@ -170,6 +178,7 @@ impl Span {
             Protocol::Http(http) => http.route_or_path(),
             Protocol::Grpc(grpc) => grpc.http.route_or_path(),
             Protocol::Db(db) => &db.name,
+            Protocol::Messaging(messaging) => &messaging.name,
         }
     }
 }
@@ -180,8 +189,9 @@ impl Protocol {
         match self {
             Protocol::Http(http) => http.traceparent.as_deref(),
             Protocol::Grpc(grpc) => grpc.http.traceparent.as_deref(),
-            // Database protocols carry no trace context on the wire.
-            Protocol::Db(_) => None,
+            // Database protocols carry no trace context on the wire; Kafka
+            // record headers may, but they are not read.
+            Protocol::Db(_) | Protocol::Messaging(_) => None,
         }
     }
 }
@@ -194,6 +204,7 @@ impl Span {
             Protocol::Http(http) => http.printer_text(),
             Protocol::Grpc(grpc) => grpc.printer_text(),
             Protocol::Db(db) => db.printer_text(),
+            Protocol::Messaging(messaging) => messaging.printer_text(),
         }
     }
 
@@ -203,6 +214,7 @@ impl Span {
             Protocol::Http(http) => http.printer_json(self.tls, out),
             Protocol::Grpc(grpc) => grpc.printer_json(self.tls, out),
             Protocol::Db(db) => db.printer_json(out),
+            Protocol::Messaging(messaging) => messaging.printer_json(out),
         }
     }
 }

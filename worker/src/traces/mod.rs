@@ -196,8 +196,11 @@ impl TraceLinker {
         }
         self.now_ns = self.now_ns.max(now_ns);
         match span.kind {
-            SpanKind::Client | SpanKind::Producer => self.push_client(span, now_ns, ready),
-            SpanKind::Server | SpanKind::Consumer => self.push_server(span, now_ns, ready),
+            // A consumer's poll is a call the process makes, like a client's.
+            SpanKind::Client | SpanKind::Producer | SpanKind::Consumer => {
+                self.push_client(span, now_ns, ready)
+            }
+            SpanKind::Server => self.push_server(span, now_ns, ready),
         }
     }
 

@@ -1,0 +1,137 @@
+//! The OpenTelemetry messaging semantic conventions for Kafka clients: span
+//! name `{messaging.operation.name} {destination}`, the `messaging.*`
+//! attributes, the error rule (a non-zero Kafka error code), and the
+//! `messaging.client.operation.duration` histogram with its
+//! low-cardinality attributes.
+
+use std::net::IpAddr;
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+
+use super::attribute::{int_attribute, string_attribute};
+use super::db::server_address_and_port;
+use super::{Conventions, Instrument, PeerKind, SpanError};
+use crate::spans::{MessagingExchange, MessagingOperation, MessagingSystem, Span};
+
+/// The buckets the conventions advise for `messaging.client.operation.duration` (seconds).
+pub const MESSAGING_DURATION_BOUNDS_SECONDS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// The duration of client operations (send, poll).
+pub static INSTRUMENTS: [Instrument; 1] = [Instrument {
+    name: "messaging.client.operation.duration",
+    prometheus_name: "messaging_client_operation_duration_seconds",
+    unit: "s",
+    prometheus_unit: "seconds",
+    description: "Duration of messaging operation initiated by a producer or consumer client.",
+    bounds: &MESSAGING_DURATION_BOUNDS_SECONDS,
+}];
+
+impl Conventions for MessagingExchange {
+    /// A broker has no server span of its own here: its edge is known at once.
+    fn peer_kind(&self) -> PeerKind {
+        PeerKind::MessagingSystem
+    }
+
+    fn span_name(&self, _span: &Span) -> String {
+        self.name.clone()
+    }
+
+    fn span_attributes(&self, span: &Span, out: &mut Vec<KeyValue>) {
+        let (address, port) = server_address_and_port(span);
+        out.extend([
+            string_attribute("messaging.system", self.system.as_str()),
+            string_attribute("messaging.operation.name", self.operation.name()),
+            string_attribute("messaging.operation.type", self.operation.operation_type()),
+        ]);
+        if let Some(topic) = &self.destination {
+            out.push(string_attribute(
+                "messaging.destination.name",
+                topic.clone(),
+            ));
+        }
+        if let Some(partition) = self.partition {
+            out.push(string_attribute(
+                "messaging.destination.partition.id",
+                partition.to_string(),
+            ));
+        }
+        if let Some(client_id) = &self.client_id {
+            out.push(string_attribute("messaging.client.id", client_id.clone()));
+        }
+        if let Some(count) = self.message_count {
+            out.push(int_attribute(
+                "messaging.batch.message_count",
+                i64::try_from(count).unwrap_or(i64::MAX),
+            ));
+        }
+        out.extend([
+            string_attribute("server.address", address.clone()),
+            int_attribute("server.port", i64::from(port)),
+            string_attribute("network.peer.address", address),
+            int_attribute("network.peer.port", i64::from(port)),
+        ]);
+    }
+
+    /// A non-zero error code in the response: `error.type` is its name.
+    fn error(&self, _span: &Span) -> Option<SpanError> {
+        let error_type = self.error_type()?;
+        Some(SpanError {
+            message: format!("Kafka error {error_type}"),
+            error_type,
+        })
+    }
+
+    fn is_error(&self, _span: &Span) -> bool {
+        self.error_code.is_some()
+    }
+}
+
+/// What identifies one `messaging.client.operation.duration` series: the
+/// low-cardinality attributes only (no client id, no partition).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessagingMetricLabels {
+    pub system: MessagingSystem,
+    pub operation: MessagingOperation,
+    pub destination: Option<String>,
+    pub server_address: IpAddr,
+    pub server_port: u16,
+    pub error_type: Option<String>,
+}
+
+impl MessagingMetricLabels {
+    pub fn of(span: &Span, messaging: &MessagingExchange) -> Self {
+        Self {
+            system: messaging.system,
+            operation: messaging.operation,
+            destination: messaging.destination.clone(),
+            server_address: span.peer.ip(),
+            server_port: span.peer.port(),
+            error_type: messaging.error_type(),
+        }
+    }
+
+    pub fn attributes(&self) -> Vec<KeyValue> {
+        let mut attributes = vec![
+            string_attribute("messaging.system", self.system.as_str()),
+            string_attribute("messaging.operation.name", self.operation.name()),
+            string_attribute("messaging.operation.type", self.operation.operation_type()),
+        ];
+        if let Some(topic) = &self.destination {
+            attributes.push(string_attribute(
+                "messaging.destination.name",
+                topic.clone(),
+            ));
+        }
+        attributes.push(string_attribute(
+            "server.address",
+            self.server_address.to_string(),
+        ));
+        attributes.push(int_attribute("server.port", i64::from(self.server_port)));
+        if let Some(error_type) = &self.error_type {
+            attributes.push(string_attribute("error.type", error_type.clone()));
+        }
+        attributes
+    }
+}

@@ -1,0 +1,207 @@
+//! The messaging part of a span (Kafka): one request a producer or consumer
+//! made to a broker, and how the trace printer shows it.
+
+use serde_json::{json, Map, Value};
+
+/// `messaging.system` of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MessagingSystem {
+    Kafka,
+}
+
+impl MessagingSystem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessagingSystem::Kafka => "kafka",
+        }
+    }
+}
+
+/// What the client asked the broker: send messages (Produce) or poll for
+/// them (Fetch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MessagingOperation {
+    Send,
+    Poll,
+}
+
+impl MessagingOperation {
+    /// `messaging.operation.name`: the client's own name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MessagingOperation::Send => "send",
+            MessagingOperation::Poll => "poll",
+        }
+    }
+
+    /// `messaging.operation.type`: the conventions' kind of operation.
+    pub fn operation_type(self) -> &'static str {
+        match self {
+            MessagingOperation::Send => "send",
+            MessagingOperation::Poll => "receive",
+        }
+    }
+}
+
+/// What one messaging operation adds to its span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagingExchange {
+    pub system: MessagingSystem,
+    pub operation: MessagingOperation,
+    /// `messaging.destination.name`: the topic, when the request named one.
+    pub destination: Option<String>,
+    /// `messaging.destination.partition.id`, when the request touched one.
+    pub partition: Option<i32>,
+    /// `messaging.client.id`: the request header's client id.
+    pub client_id: Option<String>,
+    /// `messaging.batch.message_count`, when every batch header was captured.
+    pub message_count: Option<u64>,
+    /// The broker's error code, when not 0 (the operation failed).
+    pub error_code: Option<i16>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    /// [`MessagingExchange::summary`], computed once: the span name.
+    pub name: String,
+}
+
+impl MessagingExchange {
+    pub fn new(system: MessagingSystem, operation: MessagingOperation) -> Self {
+        Self {
+            system,
+            operation,
+            destination: None,
+            partition: None,
+            client_id: None,
+            message_count: None,
+            error_code: None,
+            request_bytes: 0,
+            response_bytes: 0,
+            name: String::new(),
+        }
+    }
+
+    /// `{operation} {destination}` (`send orders`), the operation alone
+    /// when the destination is not known (or several).
+    pub fn summary(&self) -> String {
+        match &self.destination {
+            Some(topic) => format!("{} {topic}", self.operation.name()),
+            None => self.operation.name().to_owned(),
+        }
+    }
+
+    pub fn named(mut self) -> Self {
+        self.name = self.summary();
+        self
+    }
+
+    /// `error.type`: the error code's name (`UNKNOWN_TOPIC_OR_PARTITION`),
+    /// its number when the name is not known.
+    pub fn error_type(&self) -> Option<String> {
+        let code = self.error_code?;
+        Some(match kafka_error_name(code) {
+            Some(name) => name.to_owned(),
+            None => code.to_string(),
+        })
+    }
+
+    /// The printer's text: `kafka "send orders"`, ` messages=3 error=…`.
+    pub fn printer_text(&self) -> (String, String) {
+        let summary = format!("{} \"{}\"", self.system.as_str(), self.name.escape_debug());
+        let mut details = String::new();
+        if let Some(count) = self.message_count {
+            details.push_str(&format!(" messages={count}"));
+        }
+        if let Some(error) = self.error_type() {
+            details.push_str(&format!(" error={error}"));
+        }
+        (summary, details)
+    }
+
+    /// The printer's JSON fields (under `messaging`).
+    pub fn printer_json(&self, out: &mut Map<String, Value>) {
+        out.insert(
+            "messaging".into(),
+            json!({
+                "system": self.system.as_str(),
+                "operation": self.operation.name(),
+                "destination": self.destination,
+                "partition": self.partition,
+                "client_id": self.client_id,
+                "message_count": self.message_count,
+                "error_type": self.error_type(),
+                "request_bytes": self.request_bytes,
+                "response_bytes": self.response_bytes,
+                "name": self.name,
+            }),
+        );
+    }
+}
+
+/// The names of Kafka's common error codes (the protocol guide's table).
+pub fn kafka_error_name(code: i16) -> Option<&'static str> {
+    Some(match code {
+        -1 => "UNKNOWN_SERVER_ERROR",
+        1 => "OFFSET_OUT_OF_RANGE",
+        2 => "CORRUPT_MESSAGE",
+        3 => "UNKNOWN_TOPIC_OR_PARTITION",
+        4 => "INVALID_FETCH_SIZE",
+        5 => "LEADER_NOT_AVAILABLE",
+        6 => "NOT_LEADER_OR_FOLLOWER",
+        7 => "REQUEST_TIMED_OUT",
+        8 => "BROKER_NOT_AVAILABLE",
+        9 => "REPLICA_NOT_AVAILABLE",
+        10 => "MESSAGE_TOO_LARGE",
+        13 => "NETWORK_EXCEPTION",
+        15 => "COORDINATOR_NOT_AVAILABLE",
+        16 => "NOT_COORDINATOR",
+        17 => "INVALID_TOPIC_EXCEPTION",
+        18 => "RECORD_LIST_TOO_LARGE",
+        19 => "NOT_ENOUGH_REPLICAS",
+        20 => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+        21 => "INVALID_REQUIRED_ACKS",
+        22 => "ILLEGAL_GENERATION",
+        25 => "UNKNOWN_MEMBER_ID",
+        29 => "TOPIC_AUTHORIZATION_FAILED",
+        30 => "GROUP_AUTHORIZATION_FAILED",
+        31 => "CLUSTER_AUTHORIZATION_FAILED",
+        35 => "UNSUPPORTED_VERSION",
+        42 => "INVALID_REQUEST",
+        43 => "UNSUPPORTED_FOR_MESSAGE_FORMAT",
+        45 => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+        46 => "DUPLICATE_SEQUENCE_NUMBER",
+        47 => "INVALID_PRODUCER_EPOCH",
+        74 => "FENCED_LEADER_EPOCH",
+        75 => "UNKNOWN_LEADER_EPOCH",
+        87 => "INVALID_RECORD",
+        100 => "UNKNOWN_TOPIC_ID",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_and_the_printer_say_the_operation_the_topic_and_the_error() {
+        let mut exchange = MessagingExchange::new(MessagingSystem::Kafka, MessagingOperation::Send);
+        assert_eq!(exchange.summary(), "send");
+        exchange.destination = Some("orders".into());
+        exchange.message_count = Some(3);
+        exchange.error_code = Some(3);
+        let exchange = exchange.named();
+        assert_eq!(exchange.name, "send orders");
+        assert_eq!(
+            exchange.printer_text(),
+            (
+                "kafka \"send orders\"".into(),
+                " messages=3 error=UNKNOWN_TOPIC_OR_PARTITION".into()
+            )
+        );
+        let odd = MessagingExchange {
+            error_code: Some(999),
+            ..MessagingExchange::new(MessagingSystem::Kafka, MessagingOperation::Poll)
+        };
+        assert_eq!(odd.error_type().as_deref(), Some("999"));
+    }
+}
