@@ -64,6 +64,10 @@ enum zt_pid_flag {
 enum zt_conn_flag {
 	ZT_CONN_TLS = 1, /* bytes on this socket are TLS records: only plaintext is sent */
 	ZT_CONN_H2 = 2,  /* the HTTP/2 preface went by: segments are walked for header frames */
+	/* An HTTP/1 start line went by outside any TLS library call (a process
+	 * with TLS hooks serving or calling plain HTTP): the socket's later
+	 * segments skip the TLS bookkeeping. */
+	ZT_CONN_PLAIN = 4,
 };
 
 /* Which TLS library function fired (set by its entry program). */

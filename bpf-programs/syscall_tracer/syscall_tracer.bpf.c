@@ -254,15 +254,25 @@ static __always_inline bool zt_socket_closed(struct sock *sk)
  * are added to the socket's state on the way. Returns the socket's state;
  * sets *closed (and returns 0) for a socket unknown in this generation that
  * already reached TCP_CLOSE: its event is not sent. */
-static __always_inline struct zt_conn_state *zt_describe_socket(struct zt_event *e, struct sock *sk,
-								 __u8 conn_flags, bool *closed)
+/* Adds flags to a socket's state; TLS seen on it ends a plain-HTTP verdict. */
+static __always_inline void zt_add_conn_flags(struct zt_conn_state *state, __u8 conn_flags)
+{
+	__u8 flags = state->flags | conn_flags;
+	if (conn_flags & ZT_CONN_TLS)
+		flags &= ~ZT_CONN_PLAIN;
+	if (flags != state->flags)
+		state->flags = flags;
+}
+
+static __always_inline struct zt_conn_state *zt_describe_known_socket(struct zt_event *e, struct sock *sk,
+								       struct zt_conn_state *state, __u8 conn_flags,
+								       bool *closed)
 {
 	__u64 sock_id = (__u64)sk;
 	__u32 generation = zt_current_generation();
-	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
 	if (state && state->generation == generation) {
 		e->role = state->role;
-		state->flags |= conn_flags;
+		zt_add_conn_flags(state, conn_flags);
 		return state;
 	}
 	/* Once per socket and worker generation: not on the hot path. */
@@ -273,7 +283,7 @@ static __always_inline struct zt_conn_state *zt_describe_socket(struct zt_event 
 	}
 	struct zt_conn_state fresh = {
 		.role = state ? state->role : ZT_ROLE_UNKNOWN,
-		.flags = (state ? state->flags : 0) | conn_flags,
+		.flags = ((state ? state->flags : 0) | conn_flags) & ~((conn_flags & ZT_CONN_TLS) ? ZT_CONN_PLAIN : 0),
 		.head_reads = state ? state->head_reads : 0,
 		.head_writes = state ? state->head_writes : 0,
 		.generation = generation,
@@ -282,6 +292,15 @@ static __always_inline struct zt_conn_state *zt_describe_socket(struct zt_event 
 	e->role = fresh.role;
 	zt_add_identity(e, sk);
 	return bpf_map_lookup_elem(&zt_conn_state, &sock_id);
+}
+
+/* zt_describe_known_socket for a socket whose state was not looked up yet. */
+static __always_inline struct zt_conn_state *zt_describe_socket(struct zt_event *e, struct sock *sk,
+								 __u8 conn_flags, bool *closed)
+{
+	__u64 sock_id = (__u64)sk;
+	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
+	return zt_describe_known_socket(e, sk, state, conn_flags, closed);
 }
 
 /* Data events ask for ZT_WAKE_BATCHED: the reader is woken once, when the
@@ -585,7 +604,7 @@ static __always_inline void zt_mark_tls_socket(__u64 sock_id)
 {
 	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
 	if (state) {
-		state->flags |= ZT_CONN_TLS;
+		zt_add_conn_flags(state, ZT_CONN_TLS);
 		return;
 	}
 	/* A closed socket's state would outlive it (zt_socket_closed). */
@@ -598,9 +617,10 @@ static __always_inline void zt_mark_tls_socket(__u64 sock_id)
 }
 
 /* Socket I/O of a process whose TLS library is hooked (ZT_PID_TLS: only those
- * pay for this). Returns true when the bytes are TLS records, which are then
- * not sent: the library hooks send the plaintext. */
-static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id)
+ * pay for this). `state` is the socket's, if known. Returns true when the
+ * bytes are TLS records, which are then not sent: the library hooks send the
+ * plaintext. */
+static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id, const struct zt_conn_state *state)
 {
 	struct zt_tls_call *call = bpf_map_lookup_elem(&zt_tls_calls, &pid_tgid);
 	if (call) {
@@ -616,8 +636,18 @@ static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id)
 		*last = sock_id;
 	else
 		bpf_map_update_elem(&zt_tls_last_socket, &pid_tgid, &sock_id, BPF_ANY);
-	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
 	return state && (state->flags & ZT_CONN_TLS);
+}
+
+/* Whether captured bytes start an HTTP/1 request or status line that no TLS
+ * can follow on the same socket: any method but CONNECT (a proxy tunnel,
+ * whose client goes on in TLS), or a status line. */
+static __always_inline bool zt_starts_plain_http(const __u8 *p, __u32 copied)
+{
+	if (copied < 4)
+		return 0;
+	__u32 word = ZT_WORD(p[0], p[1], p[2], p[3]);
+	return word != ZT_WORD('C', 'O', 'N', 'N') && word != ZT_WORD('P', 'R', 'I', ' ') && zt_starts_head(p);
 }
 
 static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, __u64 pid_tgid,
@@ -669,7 +699,11 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	}
 
 	__u64 sock_id = (__u64)sk;
-	if ((pid_flags & ZT_PID_TLS) && zt_tls_socket_io(pid_tgid, sock_id))
+	struct zt_conn_state *known = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
+	/* Processes with TLS hooks: a socket may carry TLS records, unless it is
+	 * known to carry plain HTTP (the common case for a server linking libssl). */
+	bool tls_checked = (pid_flags & ZT_PID_TLS) && !(known && (known->flags & ZT_CONN_PLAIN));
+	if (tls_checked && zt_tls_socket_io(pid_tgid, sock_id, known))
 		return; /* TLS records: the plaintext comes from the library hooks */
 
 	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_DATA, pid_tgid);
@@ -677,7 +711,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 		return;
 	struct zt_event *e = &buf->event;
 	bool closed = 0;
-	struct zt_conn_state *state = zt_describe_socket(e, sk, 0, &closed);
+	struct zt_conn_state *state = zt_describe_known_socket(e, sk, known, 0, &closed);
 	if (closed)
 		return;
 	e->direction = direction;
@@ -694,6 +728,8 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	else if (payload)
 		copy = zt_copy_buffer(buf, payload, ret, (continues ? ZT_COPY_CONTINUES : 0) | zt_h2_mode(state));
 	zt_note_h2_preface(state, buf, copy);
+	if (tls_checked && state && zt_starts_plain_http(buf->payload, copy))
+		state->flags |= ZT_CONN_PLAIN;
 	if (head_left) {
 		/* read, write, recvfrom and sendto: the size asked for is the third argument */
 		__u64 asked = payload ? regs->dx : 0;

@@ -240,6 +240,64 @@ fn nginx_tls_http1_and_h2_requests_each_become_one_https_span() {
     assert_eq!(loaded, 200);
 }
 
+/// One nginx with TLS hooks serving plain HTTP and HTTPS: the kernel marks a
+/// socket whose first bytes are a plain HTTP request outside any TLS call and
+/// skips the TLS bookkeeping for its later segments; the HTTPS sockets of the
+/// same process must still give their plaintext, once, and the plain ones
+/// every request of the keep-alive connection.
+#[test]
+fn plain_and_tls_sockets_of_one_hooked_process_each_give_their_spans() {
+    require_root();
+    let certificate = Certificate::new("mixed");
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let nginx = Nginx::start(
+        "mixed",
+        tls_port,
+        &format!(
+            "    listen 127.0.0.1:{tls_port} ssl;\n    listen 127.0.0.1:{plain_port};\n    ssl_certificate {};\n    ssl_certificate_key {};\n    location /a {{ return 200 \"alpha\\n\"; }}",
+            certificate.cert, certificate.key
+        ),
+    );
+    let ports = format!("{tls_port},{plain_port}");
+    let agent = Agent::start(&["--open-port", &ports], &[]);
+    wait_for_tls_hooks(&agent, nginx.child.id());
+
+    // Three requests on one keep-alive connection each way, twice.
+    for round in 0..2 {
+        let plain: Vec<String> = (0..3)
+            .map(|i| format!("http://127.0.0.1:{plain_port}/a?plain{round}{i}"))
+            .collect();
+        let secure: Vec<String> = (0..3)
+            .map(|i| format!("https://127.0.0.1:{tls_port}/a?tls{round}{i}"))
+            .collect();
+        let plain: Vec<&str> = plain.iter().map(String::as_str).collect();
+        assert_eq!(curl(&plain), "alpha\n".repeat(3));
+        let mut args = vec!["--http1.1"];
+        args.extend(secure.iter().map(String::as_str));
+        assert_eq!(https(&args), "alpha\n".repeat(3));
+    }
+    agent.wait_for_spans(12, |_| true);
+    std::thread::sleep(Duration::from_millis(500));
+    let spans = agent.spans();
+    assert_eq!(spans.len(), 12, "each request exactly once: {spans:?}");
+    for span in &spans {
+        let target = span.str_of("target");
+        let (scheme, port) = if target.contains("tls") {
+            ("https", tls_port)
+        } else {
+            ("http", plain_port)
+        };
+        assert_eq!(span.str_of("scheme"), scheme, "{span}");
+        assert_eq!(span.u64_of("local_port"), u64::from(port), "{span}");
+        assert_eq!(span.u64_of("status"), 200, "{span}");
+        assert_eq!(span.str_of("process"), "nginx", "{span}");
+    }
+    let mut targets: Vec<&str> = spans.iter().map(|s| s.str_of("target")).collect();
+    targets.sort();
+    targets.dedup();
+    assert_eq!(targets.len(), 12, "{targets:?}");
+}
+
 #[test]
 fn nginx_tls_h2_sequential_requests_with_large_heads_are_each_one_span() {
     require_root();
