@@ -122,7 +122,7 @@ fn requests_with_heads_beyond_the_capture_pair_with_their_own_responses() {
         .iter()
         .map(|s| {
             (
-                http(s).method.as_str(),
+                http(s).method.as_ref(),
                 http(s).target.as_str(),
                 http(s).status,
                 http(s).response_body_bytes,
@@ -298,7 +298,7 @@ fn tls_records_are_skipped_and_the_plaintext_makes_an_https_span() {
     let span = &spans[0];
     assert_eq!(
         (
-            http(span).method.as_str(),
+            http(span).method.as_ref(),
             http(span).target.as_str(),
             http(span).status
         ),
@@ -360,7 +360,7 @@ fn an_h2c_upgrade_makes_the_request_stream_one_of_an_http2_connection() {
     let span = &spans[0];
     assert_eq!(
         (
-            http(span).method.as_str(),
+            http(span).method.as_ref(),
             http(span).target.as_str(),
             http(span).status
         ),
@@ -432,7 +432,7 @@ fn a_request_line_cut_between_writes_is_parsed_from_its_first_byte() {
     assert_eq!(spans.len(), 1);
     assert_eq!(
         (
-            http(&spans[0]).method.as_str(),
+            http(&spans[0]).method.as_ref(),
             http(&spans[0]).target.as_str(),
             http(&spans[0]).status
         ),

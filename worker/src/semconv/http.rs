@@ -76,6 +76,11 @@ pub fn instruments(kind: SpanKind) -> &'static [Instrument] {
     }
 }
 
+/// The known method equal to `method`, as static text.
+pub fn known_method(method: &str) -> Option<&'static str> {
+    KNOWN_METHODS.iter().copied().find(|&known| known == method)
+}
+
 /// The method as the conventions want it, and the original when it was not known.
 pub fn normalized_method(method: &str) -> (&str, Option<&str>) {
     if KNOWN_METHODS.contains(&method) {

@@ -1,16 +1,30 @@
 //! The HTTP part of a span (HTTP/1.x and HTTP/2), and how the trace printer
 //! shows it.
 
+use std::borrow::Cow;
+
 use serde_json::{json, Map, Value};
 
 /// What a span says for a request's method or path the capture did not
 /// show (lost to a gap or to lost HPACK state), as OBI does.
 pub const UNKNOWN_REQUEST_FIELD: &str = "*";
 
+/// A request's method: the known ones (`GET`, `POST`...) as static text, so
+/// that the common case allocates nothing; any other as sent.
+pub type HttpMethod = Cow<'static, str>;
+
+/// The method for `text`: static when it is one of the known methods.
+pub fn http_method(text: &str) -> HttpMethod {
+    match crate::semconv::http::known_method(text) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(text.to_owned()),
+    }
+}
+
 /// What an HTTP request/response exchange adds to its span.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HttpExchange {
-    pub method: String,
+    pub method: HttpMethod,
     /// Request target as sent (path and query).
     pub target: String,
     pub status: u16,

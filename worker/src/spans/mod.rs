@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 
 pub use db::{DbExchange, DbSystem};
 pub use grpc::{GrpcCall, GrpcExchange};
-pub use http::HttpExchange;
+pub use http::{http_method, HttpExchange, HttpMethod};
 pub use ids::SpanIds;
 pub use messaging::{MessagingExchange, MessagingOperation, MessagingSystem};
 
@@ -60,7 +60,7 @@ pub struct Span {
     pub kind: SpanKind,
     pub pid: u32,
     /// The process's name (its main thread's), not the calling thread's.
-    pub process_name: String,
+    pub process_name: std::sync::Arc<str>,
     pub local: SocketAddr,
     pub peer: SocketAddr,
     pub start_monotonic_ns: u64,
@@ -116,7 +116,7 @@ pub enum Protocol {
 pub struct SpanOrigin {
     pub kind: SpanKind,
     pub pid: u32,
-    pub process_name: String,
+    pub process_name: std::sync::Arc<str>,
     pub local: SocketAddr,
     pub peer: SocketAddr,
     pub tls: bool,

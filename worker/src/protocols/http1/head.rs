@@ -6,6 +6,8 @@ use memchr::{memchr, memchr_iter};
 use super::message::{HttpMessage, MessageHead};
 use super::start_line::{check_start, LineKind, Parse, StartLine};
 use super::{MAX_HEADERS, MAX_METHOD, MAX_TARGET, MAX_VALUE};
+use crate::semconv::http::known_method;
+use crate::spans::HttpMethod;
 
 #[derive(Debug)]
 pub(super) struct HeadBuf {
@@ -34,11 +36,15 @@ pub(super) enum HeadScan {
 pub(super) struct Headers {
     pub(super) host: Option<String>,
     pub(super) traceparent: Option<String>,
+    /// Requests' only: an h2c upgrade hands it to the HTTP/2 exchange; a
+    /// response's is not used, so it is not copied.
     pub(super) content_type: Option<String>,
     pub(super) content_length: Option<u64>,
     pub(super) bad_length: bool,
     pub(super) transfer_encoding: bool,
     pub(super) chunked: bool,
+    /// Whether these are a request's fields (`content_type` is read).
+    pub(super) of_request: bool,
 }
 /// Checks the start line (until it is complete) and looks for the end of the
 /// head in `bytes`, the head so far.
@@ -54,7 +60,8 @@ pub(super) fn scan_head(head: &mut HeadBuf, bytes: &[u8]) -> HeadScan {
     if head.start.is_some() && head.scanned == 0 {
         // Usually the whole head is here: one pass finds its end and reads
         // its fields.
-        if let Some((end, headers)) = read_head(bytes) {
+        let of_request = head.start.is_some_and(|s| s.is_request());
+        if let Some((end, headers)) = read_head(bytes, of_request) {
             return HeadScan::Complete(end, Some(headers));
         }
     }
@@ -83,7 +90,10 @@ pub(super) fn new_message(
             let (method, rest) = bytes.split_at_checked(method_len).unwrap_or((bytes, &[]));
             let target = rest.get(1..).unwrap_or_default();
             MessageHead::Request {
-                method: lossy_truncated(method, MAX_METHOD),
+                method: match std::str::from_utf8(method).ok().and_then(known_method) {
+                    Some(known) => HttpMethod::Borrowed(known),
+                    None => HttpMethod::Owned(lossy_truncated(method, MAX_METHOD)),
+                },
                 target: lossy_truncated(target.get(..target_len).unwrap_or(target), MAX_TARGET),
             }
         }
@@ -113,8 +123,8 @@ fn find_head_end(bytes: &[u8], from: usize) -> Option<usize> {
 }
 /// Reads the header fields after the start line, up to the blank line or,
 /// in a cut head, up to the last complete line.
-pub(super) fn parse_headers(head: &[u8]) -> Headers {
-    let mut headers = Headers::default();
+pub(super) fn parse_headers(head: &[u8], of_request: bool) -> Headers {
+    let mut headers = Headers::of(of_request);
     let mut lines = HeadLines::new(head);
     for _ in 0..MAX_HEADERS {
         // None: cut mid-line, the value may be incomplete.
@@ -129,8 +139,8 @@ pub(super) fn parse_headers(head: &[u8]) -> Headers {
 /// One pass over a head that may be complete: where it ends (just past its
 /// blank line, as [`find_head_end`] from 0) and its header fields (as
 /// [`parse_headers`]); None when the blank line is not there yet.
-fn read_head(head: &[u8]) -> Option<(usize, Headers)> {
-    let mut headers = Headers::default();
+fn read_head(head: &[u8], of_request: bool) -> Option<(usize, Headers)> {
+    let mut headers = Headers::of(of_request);
     let mut lines = HeadLines::new(head);
     let mut count = 0;
     loop {
@@ -179,6 +189,14 @@ impl<'a> Iterator for HeadLines<'a> {
 }
 
 impl Headers {
+    /// No fields yet, of a request or a response.
+    pub(super) fn of(of_request: bool) -> Self {
+        Self {
+            of_request,
+            ..Self::default()
+        }
+    }
+
     /// One `name: value` line; lines without a colon are ignored.
     pub(super) fn field(&mut self, line: &[u8]) {
         let Some(colon) = memchr(b':', line) else {
@@ -194,7 +212,9 @@ impl Headers {
         match name.len() {
             4 if is(b"host") => keep_first(&mut self.host, value),
             11 if is(b"traceparent") => keep_first(&mut self.traceparent, value),
-            12 if is(b"content-type") => keep_first(&mut self.content_type, value),
+            12 if self.of_request && is(b"content-type") => {
+                keep_first(&mut self.content_type, value)
+            }
             14 if is(b"content-length") => self.add_length(value),
             17 if is(b"transfer-encoding") => {
                 // Only the final coding decides the framing.

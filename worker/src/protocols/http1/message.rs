@@ -1,9 +1,11 @@
 //! What the HTTP/1 decoder emits: one summary per request or response.
 
+use crate::spans::HttpMethod;
+
 /// The start line of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageHead {
-    Request { method: String, target: String },
+    Request { method: HttpMethod, target: String },
     Response { status: u16 },
 }
 

@@ -64,7 +64,7 @@ impl Http1Session {
         let session = Http2Session::upgraded(
             client,
             Http2Exchange {
-                method: Some(method),
+                method: Some(method.into_owned()),
                 path: Some(target),
                 authority: request.host,
                 scheme: Some("http".into()),

@@ -12,6 +12,12 @@ pub(super) struct StartLine {
     pub(super) minor: u8,
 }
 
+impl StartLine {
+    pub(super) fn is_request(&self) -> bool {
+        matches!(self.kind, LineKind::Request { .. })
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(super) enum LineKind {
     /// The method is `head[..method_len]`, the target the `target_len`

@@ -387,7 +387,7 @@ impl Http1Stream {
             self.garbage += 1;
             return None;
         };
-        let headers = headers.unwrap_or_else(|| parse_headers(bytes));
+        let headers = headers.unwrap_or_else(|| parse_headers(bytes, start.is_request()));
         let next = match start.kind {
             LineKind::Request { .. } => body_framing(&headers, false),
             LineKind::Response { status } => self.response_framing(status, &headers),
@@ -427,13 +427,13 @@ impl Http1Stream {
             LineKind::Response { status } if status >= 200 => self.expected.pop_front(),
             _ => None,
         };
-        let headers = parse_headers(bytes);
+        let headers = parse_headers(bytes, start.is_request());
         let framing = Headers {
             content_length: headers.content_length,
             bad_length: headers.bad_length,
             transfer_encoding: headers.transfer_encoding,
             chunked: headers.chunked,
-            ..Headers::default()
+            ..Headers::of(start.is_request())
         };
         let msg = Box::new(new_message(start, bytes, headers, head));
         let cut = CutHead {

@@ -2,6 +2,8 @@
 //! preface (prior knowledge) or entered from HTTP/1 by an h2c Upgrade; each
 //! stream becomes a span, a gRPC call's span carrying the call.
 
+use std::borrow::Cow;
+
 use zerotrace_shared::event::Direction;
 
 use super::{grpc, Http2Connection, Http2Exchange, PREFACE};
@@ -109,7 +111,7 @@ fn build_h2_span(conn: &ConnectionInfo, exchange: Http2Exchange) -> Option<Span>
     let http = HttpExchange {
         method: exchange
             .method
-            .unwrap_or_else(|| UNKNOWN_REQUEST_FIELD.to_owned()),
+            .map_or(Cow::Borrowed(UNKNOWN_REQUEST_FIELD), Cow::Owned),
         target: exchange
             .path
             .unwrap_or_else(|| UNKNOWN_REQUEST_FIELD.to_owned()),
