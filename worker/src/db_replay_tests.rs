@@ -190,7 +190,7 @@ fn every_recording_becomes_one_client_span_per_operation_on_any_port() {
                     let db = db(span);
                     assert_eq!(db.system, *system, "recording {index}");
                     assert_eq!(span.kind, SpanKind::Client);
-                    assert_eq!((span.pid, span.process_name.as_str()), (123, "python3"));
+                    assert_eq!((span.pid, &*span.process_name), (123, "python3"));
                     assert_eq!(span.peer.port(), port);
                     assert_eq!(db.operation, op.exchange.operation);
                     assert_eq!(db.query_text, op.exchange.query_text);

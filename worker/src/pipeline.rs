@@ -96,6 +96,11 @@ pub struct Pipeline {
     /// Requests whose `traceparent` was malformed or forged (ignored).
     invalid_traceparents: u64,
     spans: Vec<Span>,
+    /// Kept between batches for their capacity (empty between them): the
+    /// spans ready to go out, and per span where it may go.
+    spare_spans: Vec<Span>,
+    keep: Vec<(bool, bool)>,
+    to_prometheus: Vec<bool>,
     /// Joins spans of one request across processes before they go out.
     linker: TraceLinker,
     /// Pairs exported client and server spans into service graph edges
@@ -201,6 +206,9 @@ impl Pipeline {
             spans_emitted: 0,
             invalid_traceparents: 0,
             spans: Vec::new(),
+            spare_spans: Vec::new(),
+            keep: Vec::new(),
+            to_prometheus: Vec::new(),
             linker: TraceLinker::new(LinkSettings::default()),
             graph: None,
             edges: Vec::new(),
@@ -445,7 +453,8 @@ impl Pipeline {
         self.spans_emitted += self.spans.len() as u64;
         // Spans that may still get a parent wait for it (bounded); the rest go on.
         let now = monotonic_now_ns();
-        let mut ready = Vec::with_capacity(self.spans.len());
+        // The buffers of the last batch, emptied: no allocation per batch.
+        let mut ready = std::mem::take(&mut self.spare_spans);
         for span in self.spans.drain(..) {
             // The span started its own trace: the header was not a W3C context.
             if span
@@ -465,14 +474,14 @@ impl Pipeline {
 
     /// Routes, then every destination: printer, live view, OTLP, Prometheus.
     fn export(&mut self, ready: Vec<Span>) {
-        self.spans = ready;
+        self.spare_spans = std::mem::replace(&mut self.spans, ready);
         if self.spans.is_empty() {
             return;
         }
         // Routes first: they decide where each span may go.
-        let mut keep = Vec::with_capacity(self.spans.len());
+        let mut keep = std::mem::take(&mut self.keep);
         // Per span: whether Prometheus may count it (the instrumentation lists).
-        let mut to_prometheus = Vec::with_capacity(self.spans.len());
+        let mut to_prometheus = std::mem::take(&mut self.to_prometheus);
         for span in &mut self.spans {
             let pid = span.pid;
             if let Some(to) = destinations(span, &self.databases) {
@@ -530,7 +539,7 @@ impl Pipeline {
                 }
                 let service = services.entry(span.pid).or_insert_with(|| {
                     let resource = self.resources.resource_for(span.pid, &span.process_name);
-                    service_name_of(&resource).unwrap_or_else(|| span.process_name.clone())
+                    service_name_of(&resource).unwrap_or_else(|| span.process_name.to_string())
                 });
                 view.record(span, service, now);
             }
@@ -568,6 +577,9 @@ impl Pipeline {
             }
         }
         self.spans.clear();
+        keep.clear();
+        to_prometheus.clear();
+        (self.keep, self.to_prometheus) = (keep, to_prometheus);
     }
 
     /// Service graph edges to every destination that keeps them.

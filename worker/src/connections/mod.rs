@@ -78,7 +78,7 @@ impl Connection {
         Self {
             info: ConnectionInfo {
                 pid,
-                process_name: process_name.to_owned(),
+                process_name: process_name.into(),
                 role,
                 tuple,
                 tls: false,

@@ -67,7 +67,7 @@ pub fn json_value(span: &Span, clock: &WallClock) -> Value {
         "duration_nanos": span.duration_ns(),
         "kind": span.kind.as_str(),
         "pid": span.pid,
-        "process": span.process_name,
+        "process": &*span.process_name,
         "local_address": span.local.ip().to_string(),
         "local_port": span.local.port(),
         "peer_address": span.peer.ip().to_string(),

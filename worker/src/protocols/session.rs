@@ -49,7 +49,7 @@ impl<'a> FirstBytes<'a> {
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     pub pid: u32,
-    pub process_name: String,
+    pub process_name: std::sync::Arc<str>,
     pub role: ConnectionRole,
     pub tuple: ConnTuple,
     /// Plaintext comes from the TLS library hooks; socket bytes are records.

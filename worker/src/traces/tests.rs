@@ -25,7 +25,7 @@ fn span(
         SpanOrigin {
             kind,
             pid,
-            process_name: format!("p{pid}"),
+            process_name: format!("p{pid}").into(),
             local: addr(local),
             peer: addr(peer),
             tls: false,
