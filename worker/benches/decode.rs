@@ -400,6 +400,11 @@ fn client_records(
     records
 }
 
+/// Records the pipeline handles between two flushes in the benchmark: about
+/// what the ring buffer holds when a 64 KiB backlog wakes the reader (HTTP
+/// records of ~250 bytes).
+const BATCH_RECORDS: usize = 256;
+
 /// The worker's path for one batch of records; returns the spans produced.
 struct Path {
     tracker: ConnectionTracker,
@@ -451,78 +456,98 @@ impl Path {
 
     /// `full`: also classify the route and record RED metrics (the whole path);
     /// without, only record decode and the tracker (to split the cost).
+    /// Records are handled in batches of [`BATCH_RECORDS`], spans flushed
+    /// after each, as the pipeline does after each ring buffer drain: spans
+    /// live (and their strings are freed) a batch at a time.
     fn replay(&mut self, records: &[Vec<u8>], full: bool) -> usize {
         let mut produced = 0;
-        for record in records {
-            let event = KernelEvent::decode(record).unwrap_or_else(|e| panic!("decode: {e}"));
-            let KernelEvent::Data {
-                origin,
-                sock_id,
-                role,
-                direction,
-                tuple,
-                total_bytes,
-                payload,
-                ..
-            } = event
-            else {
-                panic!("not a data record");
-            };
-            self.tracker.on_data(
-                Segment {
-                    sock_id,
-                    pid: origin.pid,
-                    process_name: "nginx",
-                    role,
-                    direction,
-                    tuple,
-                    ts_ns: origin.ts_ns,
-                    tid: origin.tid,
-                    payload,
-                    total_bytes,
-                    tls: false,
-                },
-                &mut self.spans,
-            );
-            if !full {
-                produced += self.spans.len();
+        for batch in records.chunks(BATCH_RECORDS) {
+            let mut now = 0;
+            for record in batch {
+                now = self.decode(record);
+            }
+            produced += if full {
+                self.flush(now)
+            } else {
+                let n = self.spans.len();
                 for span in self.spans.drain(..) {
                     black_box(&span);
                 }
-                continue;
-            }
-            // As the pipeline: spans go through the linker, which lets
-            // them out at once or after their parent's decision; the
-            // pipeline flushes right after a batch, at about its last event's time.
-            let now = origin.ts_ns;
-            for span in self.spans.drain(..) {
-                self.linker.push(span, now, &mut self.linked);
-            }
-            let tracker = &self.tracker;
-            self.linker.release_due(
-                now,
-                |pid| tracker.unanswered_requests(pid),
-                &mut self.linked,
-            );
-            for mut span in self.linked.drain(..) {
-                produced += 1;
-                if let Some(http) = span.http_mut() {
-                    let decision = self.routes.classify(&http.target);
-                    http.route = decision.route.map(|r| r.into_owned());
-                }
-                let end = span.end_monotonic_ns;
-                self.red.record(&span, &self.resource, end);
-                if let Some(graph) = self.graph.as_mut() {
-                    graph
-                        .pairing
-                        .observe(&span, graph.node.clone(), end, &mut graph.edges);
-                    for edge in graph.edges.drain(..) {
-                        graph.metrics.record(&edge, end);
-                    }
-                }
-                black_box(&span);
-            }
+                n
+            };
         }
+        produced
+    }
+
+    /// One record through decode and the tracker; returns its time.
+    fn decode(&mut self, record: &[u8]) -> u64 {
+        let event = KernelEvent::decode(record).unwrap_or_else(|e| panic!("decode: {e}"));
+        let KernelEvent::Data {
+            origin,
+            sock_id,
+            role,
+            direction,
+            tuple,
+            total_bytes,
+            payload,
+            ..
+        } = event
+        else {
+            panic!("not a data record");
+        };
+        self.tracker.on_data(
+            Segment {
+                sock_id,
+                pid: origin.pid,
+                process_name: "nginx",
+                role,
+                direction,
+                tuple,
+                ts_ns: origin.ts_ns,
+                tid: origin.tid,
+                payload,
+                total_bytes,
+                tls: false,
+            },
+            &mut self.spans,
+        );
+        origin.ts_ns
+    }
+
+    /// As the pipeline after a batch: spans go through the linker, which lets
+    /// them out at once or after their parent's decision (at about the
+    /// batch's last event's time), then routes, metrics and the graph.
+    fn flush(&mut self, now: u64) -> usize {
+        let mut produced = 0;
+        for span in self.spans.drain(..) {
+            self.linker.push(span, now, &mut self.linked);
+        }
+        let tracker = &self.tracker;
+        self.linker.release_due(
+            now,
+            |pid| tracker.unanswered_requests(pid),
+            &mut self.linked,
+        );
+        // Spans are dropped together after the batch, as the pipeline does.
+        for span in &mut self.linked {
+            produced += 1;
+            if let Some(http) = span.http_mut() {
+                let decision = self.routes.classify(&http.target);
+                http.route = decision.route.map(|r| r.into_owned());
+            }
+            let end = span.end_monotonic_ns;
+            self.red.record(span, &self.resource, end);
+            if let Some(graph) = self.graph.as_mut() {
+                graph
+                    .pairing
+                    .observe(span, graph.node.clone(), end, &mut graph.edges);
+                for edge in graph.edges.drain(..) {
+                    graph.metrics.record(&edge, end);
+                }
+            }
+            black_box(&span);
+        }
+        self.linked.clear();
         produced
     }
 }
