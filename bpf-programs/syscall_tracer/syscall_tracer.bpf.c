@@ -355,26 +355,36 @@ struct zt_iovec_copy {
 	__u64 count;
 	__u64 total; /* bytes to copy at most (<= ZT_HEAD_MAX) */
 	__u64 off;   /* bytes copied so far */
+	__u64 first; /* iovecs already read (the loop starts after them) */
 };
 
-/* Copies iovec number `i`; returns 1 to stop. */
+/* Copies the bytes of one iovec after those copied so far; returns 1 to stop. */
+static __always_inline long zt_copy_iovec_data(struct zt_iovec_copy *c, const struct zt_user_iovec *iov)
+{
+	__u64 off = c->off;
+	__u64 len = iov->len;
+	if (off >= c->total)
+		return 1;
+	if (len > c->total - off)
+		len = c->total - off;
+	if (off >= ZT_HEAD_MAX || len > ZT_HEAD_MAX)
+		return 1;
+	if (len && bpf_probe_read_user(&c->buf->payload[off], len, (void *)iov->base))
+		return 1;
+	c->off = off + len;
+	return 0;
+}
+
+/* Copies iovec number `c->first + i`; returns 1 to stop. */
 static __always_inline long zt_copy_one_iovec(__u64 i, struct zt_iovec_copy *c)
 {
+	i += c->first;
 	if (i >= c->count || c->off >= c->total)
 		return 1;
 	struct zt_user_iovec iov = {};
 	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(c->iov_ptr + i * sizeof(iov))))
 		return 1;
-	__u64 off = c->off;
-	__u64 len = iov.len;
-	if (len > c->total - off)
-		len = c->total - off;
-	if (off >= ZT_HEAD_MAX || len > ZT_HEAD_MAX)
-		return 1;
-	if (len && bpf_probe_read_user(&c->buf->payload[off], len, (void *)iov.base))
-		return 1;
-	c->off = off + len;
-	return 0;
+	return zt_copy_iovec_data(c, &iov);
 }
 
 static long zt_copy_iovec_callback(__u64 i, void *ctx)
@@ -435,6 +445,16 @@ static __always_inline __u32 zt_copy_iovecs_upto(struct zt_event_buffer *buf, __
 		.count = count,
 		.total = total > limit ? limit : total,
 	};
+	/* The first two iovecs in one read (a server's head and body, as nginx
+	 * writes them): the usual case needs no loop. */
+	struct zt_user_iovec pair[2] = {};
+	__u64 first = count < 2 ? count : 2;
+	if (first && !bpf_probe_read_user(pair, first * sizeof(pair[0]), (void *)iov_ptr)) {
+		c.first = first;
+		if (zt_copy_iovec_data(&c, &pair[0]) || (first == 2 && zt_copy_iovec_data(&c, &pair[1])) ||
+		    first == count)
+			return c.off;
+	}
 	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
 		bpf_loop(ZT_MAX_IOVECS, zt_copy_iovec_callback, &c, 0);
 	} else {
