@@ -10,8 +10,7 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::red::{HistogramState, MetricStore, Point, MAX_SERIES};
-use crate::hashing::FastMap;
+use super::duration::{DurationKey, DurationSeries, DurationStore};
 use crate::semconv::attribute::bool_attribute;
 use crate::semconv::db::{DbMetricLabels, INSTRUMENTS};
 use crate::semconv::Instrument;
@@ -87,8 +86,18 @@ impl DbSeriesKey {
             }),
         }
     }
+}
 
-    pub fn attributes(&self) -> Vec<KeyValue> {
+impl DurationKey for DbSeriesKey {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn instrument(&self) -> &'static Instrument {
+        instrument()
+    }
+
+    fn attributes(&self) -> Vec<KeyValue> {
         match &self.labels {
             Some(labels) => labels.attributes(),
             None => vec![bool_attribute("otel.metric.overflow", true)],
@@ -108,18 +117,13 @@ impl hashbrown::Equivalent<DbSeriesKey> for DbSeriesKeyRef<'_> {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct DbSeries {
-    pub resource: Arc<Resource>,
-    pub start_unix_ns: u64,
-    pub duration: HistogramState,
-}
-
 /// The operation duration histograms of every process.
-#[derive(Debug, Default)]
-pub struct DbMetrics {
-    series: FastMap<DbSeriesKey, DbSeries>,
-    pub overflowed_points: u64,
+pub type DbMetrics = DurationStore<DbSeriesKey>;
+
+impl Default for DbMetrics {
+    fn default() -> Self {
+        Self::new(&INSTRUMENTS)
+    }
 }
 
 fn instrument() -> &'static Instrument {
@@ -128,10 +132,6 @@ fn instrument() -> &'static Instrument {
 }
 
 impl DbMetrics {
-    pub fn series(&self) -> impl Iterator<Item = (&DbSeriesKey, &DbSeries)> {
-        self.series.iter()
-    }
-
     pub fn record(
         &mut self,
         span: &Span,
@@ -143,11 +143,9 @@ impl DbMetrics {
             pid: span.pid,
             labels: Some(DbLabelsRef::of(span, db)),
         };
-        if self.series.len() >= MAX_SERIES && !self.series.contains_key(&key) {
+        if self.overflows(|series| series.contains_key(&key)) {
             key.labels = None;
-            self.overflowed_points += 1;
         }
-        let bounds = instrument().bounds;
         // One lookup by the borrowed key; an owned one only for a new series.
         let (_, series) = self
             .series
@@ -158,49 +156,11 @@ impl DbMetrics {
                     pid: key.pid,
                     labels: key.labels.as_ref().map(DbLabelsRef::owned),
                 };
-                let series = DbSeries {
-                    resource: Arc::clone(resource),
-                    start_unix_ns: now_unix_ns,
-                    duration: HistogramState::new(bounds),
-                };
-                (owned, series)
+                (
+                    owned,
+                    DurationSeries::new(resource, now_unix_ns, instrument()),
+                )
             });
-        series
-            .duration
-            .record(bounds, span.duration_ns() as f64 / 1e9);
-    }
-}
-
-impl MetricStore for DbMetrics {
-    fn instruments(&self) -> &'static [Instrument] {
-        &INSTRUMENTS
-    }
-
-    fn points(&self) -> Vec<Point<'_>> {
-        self.series
-            .iter()
-            .map(|(key, series)| Point {
-                pid: key.pid,
-                resource: &series.resource,
-                instrument: instrument(),
-                attributes: key.attributes(),
-                start_unix_ns: series.start_unix_ns,
-                state: &series.duration,
-            })
-            .collect()
-    }
-
-    fn after_export(&mut self, reset: bool, exited: &[u32], now_unix_ns: u64) {
-        if reset {
-            for series in self.series.values_mut() {
-                series.start_unix_ns = now_unix_ns;
-                series.duration = HistogramState::new(instrument().bounds);
-            }
-        }
-        self.series.retain(|key, _| !exited.contains(&key.pid));
-    }
-
-    fn is_empty(&self) -> bool {
-        self.series.is_empty()
+        series.record(instrument(), span);
     }
 }

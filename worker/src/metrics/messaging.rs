@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::red::{HistogramState, MetricStore, Point, MAX_SERIES};
-use crate::hashing::FastMap;
+use super::duration::{DurationKey, DurationSeries, DurationStore};
 use crate::semconv::attribute::bool_attribute;
 use crate::semconv::messaging::{MessagingMetricLabels, INSTRUMENTS};
 use crate::semconv::Instrument;
@@ -21,19 +21,31 @@ pub struct MessagingSeriesKey {
     pub labels: Option<MessagingMetricLabels>,
 }
 
-#[derive(Debug, Clone)]
-pub struct MessagingSeries {
-    pub resource: Arc<Resource>,
-    pub start_unix_ns: u64,
-    pub duration: HistogramState,
+impl DurationKey for MessagingSeriesKey {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn instrument(&self) -> &'static Instrument {
+        instrument()
+    }
+
+    fn attributes(&self) -> Vec<KeyValue> {
+        match &self.labels {
+            Some(labels) => labels.attributes(),
+            None => vec![bool_attribute("otel.metric.overflow", true)],
+        }
+    }
 }
 
 /// The operation duration histograms of every process. Messaging
 /// operations are far fewer than HTTP requests: the key is built owned.
-#[derive(Debug, Default)]
-pub struct MessagingMetrics {
-    series: FastMap<MessagingSeriesKey, MessagingSeries>,
-    pub overflowed_points: u64,
+pub type MessagingMetrics = DurationStore<MessagingSeriesKey>;
+
+impl Default for MessagingMetrics {
+    fn default() -> Self {
+        Self::new(&INSTRUMENTS)
+    }
 }
 
 fn instrument() -> &'static Instrument {
@@ -42,11 +54,6 @@ fn instrument() -> &'static Instrument {
 }
 
 impl MessagingMetrics {
-    /// Series kept (the overflow series included).
-    pub fn series_count(&self) -> usize {
-        self.series.len()
-    }
-
     pub fn record(
         &mut self,
         span: &Span,
@@ -58,55 +65,12 @@ impl MessagingMetrics {
             pid: span.pid,
             labels: Some(MessagingMetricLabels::of(span, messaging)),
         };
-        if self.series.len() >= MAX_SERIES && !self.series.contains_key(&key) {
+        if self.overflows(|series| series.contains_key(&key)) {
             key.labels = None;
-            self.overflowed_points += 1;
         }
-        let bounds = instrument().bounds;
-        let series = self.series.entry(key).or_insert_with(|| MessagingSeries {
-            resource: Arc::clone(resource),
-            start_unix_ns: now_unix_ns,
-            duration: HistogramState::new(bounds),
-        });
-        series
-            .duration
-            .record(bounds, span.duration_ns() as f64 / 1e9);
-    }
-}
-
-impl MetricStore for MessagingMetrics {
-    fn instruments(&self) -> &'static [Instrument] {
-        &INSTRUMENTS
-    }
-
-    fn points(&self) -> Vec<Point<'_>> {
         self.series
-            .iter()
-            .map(|(key, series)| Point {
-                pid: key.pid,
-                resource: &series.resource,
-                instrument: instrument(),
-                attributes: match &key.labels {
-                    Some(labels) => labels.attributes(),
-                    None => vec![bool_attribute("otel.metric.overflow", true)],
-                },
-                start_unix_ns: series.start_unix_ns,
-                state: &series.duration,
-            })
-            .collect()
-    }
-
-    fn after_export(&mut self, reset: bool, exited: &[u32], now_unix_ns: u64) {
-        if reset {
-            for series in self.series.values_mut() {
-                series.start_unix_ns = now_unix_ns;
-                series.duration = HistogramState::new(instrument().bounds);
-            }
-        }
-        self.series.retain(|key, _| !exited.contains(&key.pid));
-    }
-
-    fn is_empty(&self) -> bool {
-        self.series.is_empty()
+            .entry(key)
+            .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, instrument()))
+            .record(instrument(), span);
     }
 }

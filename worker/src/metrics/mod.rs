@@ -1,6 +1,7 @@
 //! Metrics derived from spans.
 
 pub mod db;
+pub mod duration;
 pub mod http;
 pub mod messaging;
 pub mod red;

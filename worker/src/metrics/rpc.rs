@@ -7,8 +7,7 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::red::{HistogramState, MetricStore, Point, MAX_SERIES};
-use crate::hashing::FastMap;
+use super::duration::{DurationKey, DurationSeries, DurationStore};
 use crate::semconv::attribute::bool_attribute;
 use crate::semconv::http::server_address_and_port;
 use crate::semconv::rpc::{instrument, metric_attributes, INSTRUMENTS};
@@ -60,8 +59,18 @@ impl RpcSeriesKey {
             overflow: true,
         }
     }
+}
 
-    pub fn attributes(&self) -> Vec<KeyValue> {
+impl DurationKey for RpcSeriesKey {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn instrument(&self) -> &'static Instrument {
+        instrument(self.kind)
+    }
+
+    fn attributes(&self) -> Vec<KeyValue> {
         if self.overflow {
             return vec![bool_attribute("otel.metric.overflow", true)];
         }
@@ -73,25 +82,16 @@ impl RpcSeriesKey {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct RpcSeries {
-    pub resource: Arc<Resource>,
-    pub start_unix_ns: u64,
-    pub duration: HistogramState,
-}
-
 /// The RPC duration histograms of every process.
-#[derive(Debug, Default)]
-pub struct RpcMetrics {
-    series: FastMap<RpcSeriesKey, RpcSeries>,
-    pub overflowed_points: u64,
+pub type RpcMetrics = DurationStore<RpcSeriesKey>;
+
+impl Default for RpcMetrics {
+    fn default() -> Self {
+        Self::new(&INSTRUMENTS)
+    }
 }
 
 impl RpcMetrics {
-    pub fn series(&self) -> impl Iterator<Item = (&RpcSeriesKey, &RpcSeries)> {
-        self.series.iter()
-    }
-
     pub fn record(
         &mut self,
         span: &Span,
@@ -101,54 +101,14 @@ impl RpcMetrics {
         now_unix_ns: u64,
     ) {
         let mut key = RpcSeriesKey::of(span, call, http);
-        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
+        if self.overflows(|series| series.contains_key(&key)) {
             key = RpcSeriesKey::overflow_of(span.pid, span.kind);
-            self.overflowed_points += 1;
         }
-        let bounds = instrument(span.kind).bounds;
+        let instrument = instrument(span.kind);
         self.series
             .entry(key)
-            .or_insert_with(|| RpcSeries {
-                resource: Arc::clone(resource),
-                start_unix_ns: now_unix_ns,
-                duration: HistogramState::new(bounds),
-            })
-            .duration
-            .record(bounds, span.duration_ns() as f64 / 1e9);
-    }
-}
-
-impl MetricStore for RpcMetrics {
-    fn instruments(&self) -> &'static [Instrument] {
-        &INSTRUMENTS
-    }
-
-    fn points(&self) -> Vec<Point<'_>> {
-        self.series
-            .iter()
-            .map(|(key, series)| Point {
-                pid: key.pid,
-                resource: &series.resource,
-                instrument: instrument(key.kind),
-                attributes: key.attributes(),
-                start_unix_ns: series.start_unix_ns,
-                state: &series.duration,
-            })
-            .collect()
-    }
-
-    fn after_export(&mut self, reset: bool, exited: &[u32], now_unix_ns: u64) {
-        if reset {
-            for (key, series) in self.series.iter_mut() {
-                series.start_unix_ns = now_unix_ns;
-                series.duration = HistogramState::new(instrument(key.kind).bounds);
-            }
-        }
-        self.series.retain(|key, _| !exited.contains(&key.pid));
-    }
-
-    fn is_empty(&self) -> bool {
-        self.series.is_empty()
+            .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, instrument))
+            .record(instrument, span);
     }
 }
 
@@ -156,6 +116,7 @@ impl MetricStore for RpcMetrics {
 mod tests {
     use super::*;
     use crate::config::Temporality;
+    use crate::metrics::red::MetricStore;
     use crate::metrics::red::RedMetrics;
     use crate::spans::{GrpcExchange, Protocol, SpanOrigin};
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
