@@ -67,6 +67,21 @@ struct {
 	__type(value, __u32);
 } zt_pid_filter SEC(".maps");
 
+/* One bit per tgid below ZT_PID_BITS_WORDS * 64 (the kernel's largest
+ * pid_max, 2^22): set for every process in zt_pid_filter (the worker sets and
+ * clears them through a shared mapping, zt_process_fork for children). A
+ * clear bit answers "not instrumented" with one array load, so other
+ * processes' socket I/O never pays the hash lookup; a set bit of a process
+ * no longer in the filter costs that lookup, nothing else. */
+#define ZT_PID_BITS_WORDS 65536
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, 1U << 10); /* BPF_F_MMAPABLE */
+	__uint(max_entries, ZT_PID_BITS_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} zt_pid_bits SEC(".maps");
+
 /* struct sock address -> role and tuple generation, for sockets of instrumented processes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -191,9 +206,34 @@ static __always_inline void zt_count(__u32 counter)
 		*value += 1;
 }
 
+/* The pid filter's flags for `tgid`, or NULL when it is not instrumented. */
+static __always_inline __u32 *zt_pid_flags(__u32 tgid)
+{
+	__u32 word_index = tgid >> 6;
+	if (word_index < ZT_PID_BITS_WORDS) {
+		__u64 *word = bpf_map_lookup_elem(&zt_pid_bits, &word_index);
+		if (word && !(*word & (1ULL << (tgid & 63))))
+			return 0;
+	}
+	return bpf_map_lookup_elem(&zt_pid_filter, &tgid);
+}
+
 static __always_inline bool zt_is_instrumented(__u32 tgid)
 {
-	return bpf_map_lookup_elem(&zt_pid_filter, &tgid) != 0;
+	return zt_pid_flags(tgid) != 0;
+}
+
+/* Sets `tgid`'s bit (a child forked by an instrumented process). An atomic
+ * add of a bit that was clear sets it whatever other bits of the word change
+ * meanwhile (the worker's atomic and/or), and needs no BPF atomics beyond
+ * the oldest kernels' add. */
+static __always_inline void zt_set_pid_bit(__u32 tgid)
+{
+	__u32 word_index = tgid >> 6;
+	__u64 *word = bpf_map_lookup_elem(&zt_pid_bits, &word_index);
+	__u64 bit = 1ULL << (tgid & 63);
+	if (word && !(*word & bit))
+		__sync_fetch_and_add(word, bit);
 }
 
 static __always_inline __u32 zt_current_generation(void)
@@ -795,7 +835,7 @@ int BPF_PROG(zt_sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	}
 	__u32 tgid = pid_tgid >> 32;
-	__u32 *pid_flags = bpf_map_lookup_elem(&zt_pid_filter, &tgid);
+	__u32 *pid_flags = zt_pid_flags(tgid);
 	if (!pid_flags || zt_settings.floor == ZT_FLOOR_FILTER)
 		return 0;
 
@@ -826,7 +866,7 @@ static __always_inline void zt_on_socket_io(struct sock *sk, int ret)
 		return;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
-	__u32 *pid_flags = bpf_map_lookup_elem(&zt_pid_filter, &tgid);
+	__u32 *pid_flags = zt_pid_flags(tgid);
 	if (!pid_flags || zt_settings.floor == ZT_FLOOR_FILTER)
 		return;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
@@ -908,12 +948,13 @@ int BPF_PROG(zt_process_fork, struct task_struct *parent, struct task_struct *ch
 	if (child->pid != child->tgid)
 		return 0; /* a new thread, not a new process */
 	__u32 parent_tgid = parent->tgid;
-	__u32 *flags = bpf_map_lookup_elem(&zt_pid_filter, &parent_tgid);
+	__u32 *flags = zt_pid_flags(parent_tgid);
 	if (!flags)
 		return 0;
 	__u32 child_tgid = child->tgid;
 	__u32 child_flags = *flags;
 	bpf_map_update_elem(&zt_pid_filter, &child_tgid, &child_flags, BPF_ANY);
+	zt_set_pid_bit(child_tgid);
 	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_PROCESS_FORK, bpf_get_current_pid_tgid());
 	if (!buf)
 		return 0;

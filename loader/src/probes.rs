@@ -77,6 +77,7 @@ impl BenchFloor {
 const WORKER_MAPS: &[(&str, MapRole)] = &[
     ("zt_events", MapRole::Events),
     ("zt_pid_filter", MapRole::PidFilter),
+    ("zt_pid_bits", MapRole::PidBits),
     ("zt_counters", MapRole::Counters),
 ];
 

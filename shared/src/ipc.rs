@@ -14,7 +14,7 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 use crate::event::ListeningSocket;
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Largest message either side accepts; anything longer is refused unread.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Most pids one SetTargets request may carry.
@@ -84,6 +84,9 @@ pub enum MapRole {
     Events,
     /// tgid → flags: which processes are instrumented.
     PidFilter,
+    /// One bit per tgid, set for the processes in the pid filter: the
+    /// kernel's cheap first check. The worker maps it and keeps it in step.
+    PidBits,
     /// Per-CPU counters (drops, events submitted).
     Counters,
 }

@@ -283,3 +283,56 @@ fn map_ids_of(pid: u32) -> Vec<u32> {
     ids.dedup();
     ids
 }
+
+/// A server that forks a child per connection (socketserver's ForkingMixIn):
+/// each request is read and answered by a process that did not exist a
+/// moment before. The kernel's fork program puts the child in the pid filter
+/// and sets its bit in the pid bitmap before the child runs, so even its
+/// first and only exchange is captured, with the child's own pid; the worker
+/// could only learn of the child afterwards.
+#[test]
+fn children_forked_per_connection_are_captured_from_their_first_bytes() {
+    require_root();
+    let port = free_port();
+    let program = format!(
+        "import http.server, socketserver\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       body = b'forked\\n'\n\
+         \x20       self.send_response(200)\n\
+         \x20       self.send_header('Content-Length', str(len(body)))\n\
+         \x20       self.end_headers()\n\
+         \x20       self.wfile.write(body)\n\
+         \x20   def log_message(self, *args):\n\
+         \x20       pass\n\
+         class S(socketserver.ForkingMixIn, http.server.HTTPServer):\n\
+         \x20   allow_reuse_address = True\n\
+         S(('127.0.0.1', {port}), H).serve_forever()\n"
+    );
+    let child = Command::new("/usr/bin/python3")
+        .args(["-c", &program])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let server = Server { child, port };
+    server.wait_listening();
+    let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
+    let requests = 20;
+    for i in 0..requests {
+        assert_eq!(curl(&[&server.url(&format!("/f{i}"))]), "forked\n");
+    }
+    agent.wait_for_spans(requests, |s| s.str_of("path").starts_with("/f"));
+    std::thread::sleep(Duration::from_millis(300));
+    let spans: Vec<_> = agent
+        .spans()
+        .into_iter()
+        .filter(|s| s.str_of("path").starts_with("/f"))
+        .collect();
+    assert_eq!(spans.len(), requests, "every request once: {spans:?}");
+    let parent = u64::from(server.pid());
+    let mut pids: Vec<u64> = spans.iter().map(|s| s.u64_of("pid")).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), requests, "one child per request: {pids:?}");
+    assert!(!pids.contains(&parent), "served by children, not {parent}");
+}

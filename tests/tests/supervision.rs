@@ -50,7 +50,7 @@ fn the_loader_refuses_fields_that_fail_its_checks_and_keeps_serving() {
     let (results, agent) = stand_in::report_of(&hostile_worker(), Duration::from_secs(15));
     let answer = |label: &str| results.str_of(label).to_owned();
 
-    assert_eq!(answer("hello"), "Hello: 3 maps, 3 fds");
+    assert_eq!(answer("hello"), "Hello: 4 maps, 4 fds");
     for label in [
         "pid_zero",
         "pid_too_large",
@@ -202,7 +202,7 @@ fn a_protocol_violation_gets_the_worker_killed_and_replaced() {
         lines
             .iter()
             .filter(|l| l.get("hello").is_some())
-            .all(|l| l.str_of("hello") == "Hello: 3 maps, 3 fds"
+            .all(|l| l.str_of("hello") == "Hello: 4 maps, 4 fds"
                 && l.str_of("stats").starts_with("Stats(")),
         "{lines:?}"
     );

@@ -12,6 +12,7 @@ use zerotrace_shared::event::ListeningSocket;
 use zerotrace_shared::ipc::ProcessDescription;
 
 use crate::capture::bpf_map::BpfMap;
+use crate::capture::pid_bits::PidBits;
 use crate::config::{container_id_from_cgroup, decide, ProcessFacts, Selector};
 use crate::loader_client::LoaderClient;
 use crate::tls_hooks::TlsHooks;
@@ -45,6 +46,8 @@ pub struct Discovery {
     /// The agent itself: never instrumented.
     excluded_pids: Vec<u32>,
     writer: PidFilterWriter,
+    /// The kernel's bitmap in front of the filter, kept in step with it.
+    bits: Option<PidBits>,
     instrumented: HashMap<u32, InstrumentedProcess>,
     /// Listening ports of every process seen listening (pruned when it is gone).
     listening: HashMap<u32, BTreeSet<u16>>,
@@ -115,6 +118,7 @@ impl Discovery {
             exclude,
             excluded_pids,
             writer,
+            bits: None,
             instrumented: HashMap::new(),
             listening: HashMap::new(),
             descriptions: HashMap::new(),
@@ -122,6 +126,29 @@ impl Discovery {
             needs_exe_path,
             new_identities: Vec::new(),
         }
+    }
+
+    /// Keeps the kernel's pid bitmap in step with the filter.
+    pub fn with_pid_bits(mut self, bits: PidBits) -> Self {
+        self.bits = Some(bits);
+        self
+    }
+
+    /// Sets the bit of every instrumented process whose bit is clear: a bit
+    /// the kernel's fork program and this process changed at the same
+    /// instant may be lost (see capture/pid_bits.rs); returns how many.
+    pub fn repair_pid_bits(&self) -> usize {
+        let Some(bits) = &self.bits else {
+            return 0;
+        };
+        let mut repaired = 0;
+        for &pid in self.instrumented.keys() {
+            if !bits.is_set(pid) {
+                bits.set(pid);
+                repaired += 1;
+            }
+        }
+        repaired
     }
 
     /// Also hook the TLS libraries of the processes instrumented from now on.
@@ -150,7 +177,12 @@ impl Discovery {
                 .update(&pid.to_ne_bytes(), &1u32.to_ne_bytes())
                 .map_err(|e| format!("pid filter update: {e}")),
             PidFilterWriter::ViaLoader => loader.set_targets(vec![pid], Vec::new()),
+        }?;
+        // After the filter: a set bit only ever sends the kernel to it.
+        if let Some(bits) = &self.bits {
+            bits.set(pid);
         }
+        Ok(())
     }
 
     fn remove_from_filter(&self, pid: u32, loader: &LoaderClient) {
@@ -160,6 +192,9 @@ impl Discovery {
             }
             PidFilterWriter::ViaLoader => loader.set_targets(Vec::new(), vec![pid]),
         };
+        if let Some(bits) = &self.bits {
+            bits.clear(pid);
+        }
     }
 
     fn describe(&mut self, pid: u32, loader: &LoaderClient) -> Option<&ProcessDescription> {

@@ -17,6 +17,7 @@ use zerotrace_shared::ipc::{MapRole, IPC_FD_ENV};
 use zerotrace_shared::logging::{self, LogSettings, LogSources};
 use zerotrace_shared::startup::{self, StartupData};
 use zerotrace_worker::capture::bpf_map::BpfMap;
+use zerotrace_worker::capture::pid_bits::PidBits;
 use zerotrace_worker::capture::reader::{self, ReaderCounters};
 use zerotrace_worker::capture::record_batch::RecordBatch;
 use zerotrace_worker::capture::ring_buffer::RingBuffer;
@@ -215,6 +216,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     );
     let mut ring = None;
     let mut pid_filter = None;
+    let mut pid_bits = None;
     let mut counters_map = None;
     for (descriptor, fd) in handover.maps {
         match descriptor.role {
@@ -227,6 +229,12 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
             MapRole::PidFilter => {
                 pid_filter = Some(BpfMap::new(fd, descriptor.key_size, descriptor.value_size))
             }
+            MapRole::PidBits => {
+                pid_bits = Some(
+                    PidBits::new(fd, descriptor.max_entries, descriptor.value_size)
+                        .map_err(|e| format!("mapping the pid bitmap: {e}"))?,
+                )
+            }
             MapRole::Counters => {
                 counters_map = Some(BpfMap::new(fd, descriptor.key_size, descriptor.value_size))
             }
@@ -234,6 +242,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     }
     let ring = ring.ok_or("the loader sent no ring buffer")?;
     let pid_filter = pid_filter.ok_or("the loader sent no pid filter map")?;
+    let pid_bits = pid_bits.ok_or("the loader sent no pid bitmap")?;
     let writer = if pid_filter.probe_writable() {
         PidFilterWriter::Direct(pid_filter)
     } else {
@@ -250,7 +259,8 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         effective.exclude.clone(),
         excluded,
         writer,
-    );
+    )
+    .with_pid_bits(pid_bits);
     if config.tls_capture {
         discovery = discovery.with_tls_hooks();
     } else {

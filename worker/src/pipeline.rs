@@ -313,6 +313,10 @@ impl Pipeline {
             Ok(listeners) => self.discovery.on_scan(&listeners, &self.loader),
             Err(e) => tracing::warn!("listener scan failed: {e}"),
         }
+        let repaired = self.discovery.repair_pid_bits();
+        if repaired > 0 {
+            tracing::debug!("{repaired} pid bit(s) set again");
+        }
         self.sync_identities();
         self.last_scan = Instant::now();
     }

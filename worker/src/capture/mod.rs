@@ -3,6 +3,7 @@
 //! loader handed over. All `unsafe` of the worker lives in this folder.
 
 pub mod bpf_map;
+pub mod pid_bits;
 pub mod reader;
 pub mod record_batch;
 pub mod ring_buffer;
