@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::duration::{DurationKey, DurationSeries, DurationStore};
-use crate::semconv::attribute::bool_attribute;
+use super::red::overflow_attributes;
 use crate::semconv::db::{DbMetricLabels, INSTRUMENTS};
 use crate::semconv::Instrument;
 use crate::spans::{DbExchange, DbSystem, Span};
@@ -98,10 +98,9 @@ impl DurationKey for DbSeriesKey {
     }
 
     fn attributes(&self) -> Vec<KeyValue> {
-        match &self.labels {
-            Some(labels) => labels.attributes(),
-            None => vec![bool_attribute("otel.metric.overflow", true)],
-        }
+        self.labels
+            .as_ref()
+            .map_or_else(overflow_attributes, DbMetricLabels::attributes)
     }
 }
 

@@ -10,9 +10,8 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::red::{HistogramState, MetricStore, Point, MAX_SERIES};
+use super::red::{overflow_attributes, HistogramState, MetricStore, Point, MAX_SERIES};
 use crate::hashing::FastMap;
-use crate::semconv::attribute::bool_attribute;
 use crate::semconv::http::{
     instruments, is_error_status, metric_attributes, normalized_method, server_address_and_port,
     INSTRUMENTS,
@@ -235,7 +234,7 @@ impl SeriesKey {
 
     pub fn attributes(&self) -> Vec<KeyValue> {
         if self.overflow {
-            return vec![bool_attribute("otel.metric.overflow", true)];
+            return overflow_attributes();
         }
         metric_attributes(
             &self.method,

@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::duration::{DurationKey, DurationSeries, DurationStore};
-use crate::semconv::attribute::bool_attribute;
+use super::red::overflow_attributes;
 use crate::semconv::messaging::{MessagingMetricLabels, INSTRUMENTS};
 use crate::semconv::Instrument;
 use crate::spans::{MessagingExchange, Span};
@@ -31,10 +31,9 @@ impl DurationKey for MessagingSeriesKey {
     }
 
     fn attributes(&self) -> Vec<KeyValue> {
-        match &self.labels {
-            Some(labels) => labels.attributes(),
-            None => vec![bool_attribute("otel.metric.overflow", true)],
-        }
+        self.labels
+            .as_ref()
+            .map_or_else(overflow_attributes, MessagingMetricLabels::attributes)
     }
 }
 

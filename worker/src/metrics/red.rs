@@ -22,6 +22,7 @@ use super::http::HttpMetrics;
 use super::messaging::MessagingMetrics;
 use super::rpc::RpcMetrics;
 use crate::config::Temporality;
+use crate::semconv::attribute::bool_attribute;
 pub use crate::semconv::{Instrument, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
 use crate::spans::{Protocol, Span};
 
@@ -97,6 +98,12 @@ pub struct Point<'a> {
 }
 
 /// The series of one protocol's metrics.
+/// The attributes of a process's overflow series: where its points go once
+/// a store holds [`MAX_SERIES`] series.
+pub fn overflow_attributes() -> Vec<KeyValue> {
+    vec![bool_attribute("otel.metric.overflow", true)]
+}
+
 pub trait MetricStore {
     /// Every instrument the store feeds, in export order.
     fn instruments(&self) -> &'static [Instrument];

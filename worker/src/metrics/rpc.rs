@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::duration::{DurationKey, DurationSeries, DurationStore};
-use crate::semconv::attribute::bool_attribute;
+use super::red::overflow_attributes;
 use crate::semconv::http::server_address_and_port;
 use crate::semconv::rpc::{instrument, metric_attributes, INSTRUMENTS};
 use crate::semconv::Instrument;
@@ -72,7 +72,7 @@ impl DurationKey for RpcSeriesKey {
 
     fn attributes(&self) -> Vec<KeyValue> {
         if self.overflow {
-            return vec![bool_attribute("otel.metric.overflow", true)];
+            return overflow_attributes();
         }
         metric_attributes(
             (&self.service, &self.method),

@@ -14,10 +14,10 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::red::{HistogramState, MAX_SERIES};
+use super::red::{overflow_attributes, HistogramState, MAX_SERIES};
 use crate::config::Temporality;
 use crate::hashing::FastMap;
-use crate::semconv::attribute::{bool_attribute, string_attribute};
+use crate::semconv::attribute::string_attribute;
 use crate::semconv::DURATION_BOUNDS_SECONDS;
 use crate::service_graph::{EdgeKey, EdgeObservation};
 
@@ -81,7 +81,7 @@ fn attributes(edge: Option<&EdgeKey>) -> Vec<KeyValue> {
             .iter()
             .map(|(key, value)| string_attribute(key, *value))
             .collect(),
-        None => vec![bool_attribute("otel.metric.overflow", true)],
+        None => overflow_attributes(),
     }
 }
 

@@ -5,13 +5,8 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::attribute::{int_attribute, string_attribute};
 use super::{Conventions, Instrument, SpanError, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
-use crate::spans::http::UNKNOWN_REQUEST_FIELD;
+use crate::spans::http::{KNOWN_METHODS, UNKNOWN_REQUEST_FIELD};
 use crate::spans::{HttpExchange, Span, SpanKind};
-
-/// Methods the HTTP semantic conventions know; others become `_OTHER`.
-const KNOWN_METHODS: &[&str] = &[
-    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
-];
 
 /// The histograms of server spans, then of client spans: duration, request
 /// body size, response body size.
@@ -74,11 +69,6 @@ pub fn instruments(kind: SpanKind) -> &'static [Instrument] {
     } else {
         server
     }
-}
-
-/// The known method equal to `method`, as static text.
-pub fn known_method(method: &str) -> Option<&'static str> {
-    KNOWN_METHODS.iter().copied().find(|&known| known == method)
 }
 
 /// The method as the conventions want it, and the original when it was not known.

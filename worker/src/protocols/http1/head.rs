@@ -6,7 +6,7 @@ use memchr::{memchr, memchr_iter};
 use super::message::{HttpMessage, MessageHead};
 use super::start_line::{check_start, LineKind, Parse, StartLine};
 use super::{MAX_HEADERS, MAX_METHOD, MAX_TARGET, MAX_VALUE};
-use crate::semconv::http::known_method;
+use crate::spans::http::known_method;
 use crate::spans::HttpMethod;
 
 #[derive(Debug)]
