@@ -7,7 +7,9 @@
 #   sudo PROFILE=small bench/nginx_overhead.sh [pairs] [seconds-per-run]
 #
 # Profiles: default (nginx 2 workers, wrk -t2 -c50) and small (nginx 1 worker,
-# wrk -t1 -c16): issue 17's two configurations. The variables below override them.
+# wrk -t1 -c16): issue 17's two configurations; single (nginx 1 worker, one wrk
+# connection): not a throughput figure, but the BPF ns per call that moves least
+# between runs on a busy host (bench/ab.sh). The variables below override them.
 # Env: NGINX_WORKERS (default 2), AGENT_ARGS (extra `zerotrace run` args, default: --trace-printer disabled),
 #      SKIP_BUILD (set: do not rebuild target/release), WRK_CONNECTIONS (default 50), WRK_THREADS (default 2),
 #      WRK_HEADER (one header line added to every request, e.g. a long
@@ -22,7 +24,8 @@ port=18080
 case "${PROFILE:-default}" in
   default) ;;
   small) : "${NGINX_WORKERS:=1}" "${WRK_THREADS:=1}" "${WRK_CONNECTIONS:=16}" ;;
-  *) echo "unknown PROFILE ${PROFILE}: default or small" >&2; exit 2 ;;
+  single) : "${NGINX_WORKERS:=1}" "${WRK_THREADS:=1}" "${WRK_CONNECTIONS:=1}" ;;
+  *) echo "unknown PROFILE ${PROFILE}: default, small or single" >&2; exit 2 ;;
 esac
 work=$(mktemp -d /tmp/zt-bench.XXXXXX)
 
