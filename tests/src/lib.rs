@@ -122,6 +122,30 @@ impl Agent {
         agent
     }
 
+    /// Starts the agent (as [`Agent::start`]) exporting spans and metrics to
+    /// `receiver` at test pace (spans every 200 ms, metrics every 500 ms)
+    /// over the receiver's transport; `extra` environment comes after, so a
+    /// variable named again there wins (e.g. `OTEL_EXPORTER_OTLP_PROTOCOL`).
+    pub fn start_exporting_to(
+        args: &[&str],
+        receiver: &otlp_receiver::OtlpReceiver,
+        extra: &[(&str, &str)],
+    ) -> Agent {
+        let endpoint = receiver.endpoint();
+        let protocol = match receiver.transport() {
+            otlp_receiver::OtlpTransport::Grpc => "grpc",
+            otlp_receiver::OtlpTransport::Http => "http/protobuf",
+        };
+        let mut env = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+        ];
+        env.extend_from_slice(extra);
+        Agent::start(args, &env)
+    }
+
     /// Starts the agent without waiting for anything.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Agent {
         Self::spawn_under(&[], args, env)

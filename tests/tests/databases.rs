@@ -33,15 +33,8 @@ impl Setup {
         let servers = db_servers();
         let app = start_db_app(servers);
         let receiver = OtlpReceiver::start_grpc();
-        let endpoint = receiver.endpoint();
-        let mut env = vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
-        ];
-        env.extend_from_slice(extra);
-        let agent = Agent::start(&["--open-port", &app.port.to_string()], &env);
+        let agent =
+            Agent::start_exporting_to(&["--open-port", &app.port.to_string()], &receiver, extra);
         Setup {
             servers,
             app,

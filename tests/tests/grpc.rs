@@ -436,19 +436,14 @@ fn traced_calls(
     let mut client = spawn(client);
     let client_pid = client.0.id();
     let receiver = OtlpReceiver::start_grpc();
-    let endpoint = receiver.endpoint();
     let config = config_file(&format!("grpc-{port}.yaml"), port, client_pid);
     let prometheus = prometheus_port.map(|p| p.to_string()).unwrap_or_default();
-    let mut env = vec![
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-        ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
-    ];
+    let mut env = Vec::new();
     if prometheus_port.is_some() {
         env.push(("OTEL_EBPF_PROMETHEUS_PORT", prometheus.as_str()));
     }
-    let agent = Agent::start(&["--config", &config.to_string_lossy()], &env);
+    let agent =
+        Agent::start_exporting_to(&["--config", &config.to_string_lossy()], &receiver, &env);
     let report = run_client(&mut client);
     (receiver, agent, server, client_pid, report)
 }

@@ -17,15 +17,9 @@ fn agent_exporting_to(
     protocol: &str,
     extra: &[(&str, &str)],
 ) -> Agent {
-    let endpoint = receiver.endpoint();
-    let mut env = vec![
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
-        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-        ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
-    ];
+    let mut env = vec![("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)];
     env.extend_from_slice(extra);
-    Agent::start(&["--open-port", &server.port.to_string()], &env)
+    Agent::start_exporting_to(&["--open-port", &server.port.to_string()], receiver, &env)
 }
 
 fn server_spans(receiver: &OtlpReceiver, count: usize) -> Vec<(BTreeMap<String, String>, Span)> {

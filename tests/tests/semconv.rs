@@ -110,7 +110,6 @@ fn every_exported_name_is_a_current_semantic_convention() {
     let mut grpc_client = tonic("client", grpc_port);
 
     let receiver = OtlpReceiver::start_grpc();
-    let endpoint = receiver.endpoint();
     let dir = std::env::temp_dir().join(format!("zt-semconv-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let config = dir.join("semconv.yaml");
@@ -123,15 +122,8 @@ fn every_exported_name_is_a_current_semantic_convention() {
         ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let _agent = Agent::start(
-        &["--config", &config.to_string_lossy()],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
-        ],
-    );
+    let _agent =
+        Agent::start_exporting_to(&["--config", &config.to_string_lossy()], &receiver, &[]);
 
     // HTTP: server spans of every outcome, and a client span (/proxy calls the server itself).
     curl(&[&http.url("/hello?x=1")]);

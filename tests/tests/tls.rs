@@ -135,15 +135,7 @@ fn python_ssl_spans_reach_otlp_with_url_scheme_https() {
     let server = PythonTls::start("otlp");
     let port = server.port;
     let receiver = OtlpReceiver::start_grpc();
-    let agent = Agent::start(
-        &["--open-port", &port.to_string()],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
-        ],
-    );
+    let agent = Agent::start_exporting_to(&["--open-port", &port.to_string()], &receiver, &[]);
     wait_for_tls_hooks(&agent, server.process.0.id());
     https(&[&format!("https://127.0.0.1:{port}/hello")]);
     let span = receiver
