@@ -206,15 +206,21 @@ static __always_inline void zt_count(__u32 counter)
 		*value += 1;
 }
 
+/* The bitmap word that holds `tgid`'s bit, or NULL beyond the bitmap. */
+static __always_inline __u64 *zt_pid_bit_word(__u32 tgid)
+{
+	__u32 word_index = tgid >> 6;
+	return bpf_map_lookup_elem(&zt_pid_bits, &word_index);
+}
+
+#define ZT_PID_BIT(tgid) (1ULL << ((tgid) & 63))
+
 /* The pid filter's flags for `tgid`, or NULL when it is not instrumented. */
 static __always_inline __u32 *zt_pid_flags(__u32 tgid)
 {
-	__u32 word_index = tgid >> 6;
-	if (word_index < ZT_PID_BITS_WORDS) {
-		__u64 *word = bpf_map_lookup_elem(&zt_pid_bits, &word_index);
-		if (word && !(*word & (1ULL << (tgid & 63))))
-			return 0;
-	}
+	__u64 *word = zt_pid_bit_word(tgid);
+	if (word && !(*word & ZT_PID_BIT(tgid)))
+		return 0;
 	return bpf_map_lookup_elem(&zt_pid_filter, &tgid);
 }
 
@@ -229,11 +235,9 @@ static __always_inline bool zt_is_instrumented(__u32 tgid)
  * the oldest kernels' add. */
 static __always_inline void zt_set_pid_bit(__u32 tgid)
 {
-	__u32 word_index = tgid >> 6;
-	__u64 *word = bpf_map_lookup_elem(&zt_pid_bits, &word_index);
-	__u64 bit = 1ULL << (tgid & 63);
-	if (word && !(*word & bit))
-		__sync_fetch_and_add(word, bit);
+	__u64 *word = zt_pid_bit_word(tgid);
+	if (word && !(*word & ZT_PID_BIT(tgid)))
+		__sync_fetch_and_add(word, ZT_PID_BIT(tgid));
 }
 
 static __always_inline __u32 zt_current_generation(void)
@@ -288,22 +292,28 @@ static __always_inline bool zt_socket_closed(struct sock *sk)
 	return tcp_state == ZT_TCP_CLOSE;
 }
 
+/* A socket's flags with `conn_flags` added; TLS seen on it ends a plain-HTTP verdict. */
+static __always_inline __u8 zt_merged_conn_flags(__u8 flags, __u8 conn_flags)
+{
+	flags |= conn_flags;
+	if (conn_flags & ZT_CONN_TLS)
+		flags &= ~ZT_CONN_PLAIN;
+	return flags;
+}
+
+static __always_inline void zt_add_conn_flags(struct zt_conn_state *state, __u8 conn_flags)
+{
+	__u8 flags = zt_merged_conn_flags(state->flags, conn_flags);
+	if (flags != state->flags)
+		state->flags = flags;
+}
+
 /* A data event's role, from the socket's state; and the socket's identity
  * (addresses, ports, process name) the first time this worker generation
  * sees it, so a restarted worker learns open connections again. `conn_flags`
  * are added to the socket's state on the way. Returns the socket's state;
  * sets *closed (and returns 0) for a socket unknown in this generation that
  * already reached TCP_CLOSE: its event is not sent. */
-/* Adds flags to a socket's state; TLS seen on it ends a plain-HTTP verdict. */
-static __always_inline void zt_add_conn_flags(struct zt_conn_state *state, __u8 conn_flags)
-{
-	__u8 flags = state->flags | conn_flags;
-	if (conn_flags & ZT_CONN_TLS)
-		flags &= ~ZT_CONN_PLAIN;
-	if (flags != state->flags)
-		state->flags = flags;
-}
-
 static __always_inline struct zt_conn_state *zt_describe_known_socket(struct zt_event *e, struct sock *sk,
 								       struct zt_conn_state *state, __u8 conn_flags,
 								       bool *closed)
@@ -323,7 +333,7 @@ static __always_inline struct zt_conn_state *zt_describe_known_socket(struct zt_
 	}
 	struct zt_conn_state fresh = {
 		.role = state ? state->role : ZT_ROLE_UNKNOWN,
-		.flags = ((state ? state->flags : 0) | conn_flags) & ~((conn_flags & ZT_CONN_TLS) ? ZT_CONN_PLAIN : 0),
+		.flags = zt_merged_conn_flags(state ? state->flags : 0, conn_flags),
 		.head_reads = state ? state->head_reads : 0,
 		.head_writes = state ? state->head_writes : 0,
 		.generation = generation,

@@ -5,7 +5,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::attribute::{int_attribute, string_attribute};
 use super::{Conventions, Instrument, SpanError, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
-use crate::spans::http::{KNOWN_METHODS, UNKNOWN_REQUEST_FIELD};
+use crate::spans::http::{known_method, UNKNOWN_REQUEST_FIELD};
 use crate::spans::{HttpExchange, Span, SpanKind};
 
 /// The histograms of server spans, then of client spans: duration, request
@@ -73,7 +73,7 @@ pub fn instruments(kind: SpanKind) -> &'static [Instrument] {
 
 /// The method as the conventions want it, and the original when it was not known.
 pub fn normalized_method(method: &str) -> (&str, Option<&str>) {
-    if KNOWN_METHODS.contains(&method) {
+    if known_method(method).is_some() {
         (method, None)
     } else {
         ("_OTHER", Some(method))

@@ -14,21 +14,13 @@ pub const UNKNOWN_REQUEST_FIELD: &str = "*";
 pub type HttpMethod = Cow<'static, str>;
 
 /// Methods the HTTP semantic conventions know; others become `_OTHER`.
-pub const KNOWN_METHODS: &[&str] = &[
+const KNOWN_METHODS: &[&str] = &[
     "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
 ];
 
 /// The known method equal to `method`, as static text.
 pub fn known_method(method: &str) -> Option<&'static str> {
     KNOWN_METHODS.iter().copied().find(|&known| known == method)
-}
-
-/// The method for `text`: static when it is one of the known methods.
-pub fn http_method(text: &str) -> HttpMethod {
-    match known_method(text) {
-        Some(known) => Cow::Borrowed(known),
-        None => Cow::Owned(text.to_owned()),
-    }
 }
 
 /// What an HTTP request/response exchange adds to its span.

@@ -25,7 +25,7 @@ fn parse(segments: &[Segment]) -> (Vec<HttpMessage>, Http1Stream) {
 
 fn request(method: &str, target: &str) -> MessageHead {
     MessageHead::Request {
-        method: crate::spans::http_method(method),
+        method: method.to_owned().into(),
         target: target.into(),
     }
 }
