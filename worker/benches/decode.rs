@@ -533,7 +533,7 @@ impl Path {
             produced += 1;
             if let Some(http) = span.http_mut() {
                 let decision = self.routes.classify(&http.target);
-                http.route = decision.route.map(|r| r.into_owned());
+                http.route = decision.route.map(Into::into);
             }
             let end = span.end_monotonic_ns;
             self.red.record(span, &self.resource, end);

@@ -31,7 +31,7 @@ use crate::protocols::db_selection::{destinations, protocol_selection};
 use crate::routes::{RouteMatcher, SegmentCardinalityLimiter};
 use crate::service_graph::{EdgeObservation, GraphNode, GraphSettings, ServiceGraph};
 use crate::spans::ids::TraceParent;
-use crate::spans::{Protocol, Span};
+use crate::spans::{HttpText, Protocol, Span};
 use crate::traces::{LinkCounters, LinkSettings, TraceLinker};
 
 /// The name of a process: its main thread's (`/proc/PID/comm`), read once
@@ -513,11 +513,11 @@ impl Pipeline {
                         .entry(pid)
                         .or_insert_with(|| self.routes.new_cardinality_limiter());
                     Some(match limiter {
-                        Some(limiter) => limiter.limit(&route).into_owned(),
-                        None => route.into_owned(),
+                        Some(limiter) => HttpText::from(limiter.limit(&route)),
+                        None => HttpText::from(route),
                     })
                 }
-                Some(route) => Some(route.into_owned()),
+                Some(route) => Some(HttpText::from(route)),
                 None => None,
             };
             keep.push((in_traces, in_metrics));

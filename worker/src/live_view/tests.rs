@@ -38,7 +38,7 @@ fn span(kind: SpanKind, target: &str, status: u16, duration_ns: u64) -> Span {
 /// The span with its matched route.
 fn routed(mut span: Span, route: &str) -> Span {
     if let Some(http) = span.http_mut() {
-        http.route = Some(route.to_owned());
+        http.route = Some(route.into());
     }
     span
 }

@@ -377,7 +377,7 @@ mod tests {
             status,
             protocol_version: "1.1",
             response_body_bytes: 30,
-            route: route.map(str::to_owned),
+            route: route.map(Into::into),
             ..HttpExchange::default()
         };
         Span::new(

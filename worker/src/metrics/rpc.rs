@@ -125,7 +125,7 @@ mod tests {
     fn call_span(kind: SpanKind, method: &str, code: Option<u32>, duration_ms: u64) -> Span {
         let http = HttpExchange {
             method: "POST".into(),
-            target: format!("/shop.Catalog/{method}"),
+            target: compact_str::format_compact!("/shop.Catalog/{method}"),
             status: 200,
             protocol_version: "2",
             request_body_bytes: 5,

@@ -77,7 +77,7 @@ mod tests {
             protocol_version: "1.1",
             request_body_bytes: 0,
             response_body_bytes: 12,
-            host: host.map(str::to_owned),
+            host: host.map(Into::into),
             traceparent: traceparent.map(str::to_owned),
             route: None,
         }

@@ -13,6 +13,10 @@ pub const UNKNOWN_REQUEST_FIELD: &str = "*";
 /// that the common case allocates nothing; any other as sent.
 pub type HttpMethod = Cow<'static, str>;
 
+/// Text a request carries (target, host) and the route made of it: up to 24
+/// bytes inline, so the usual span allocates none of it.
+pub type HttpText = compact_str::CompactString;
+
 /// Methods the HTTP semantic conventions know; others become `_OTHER`.
 const KNOWN_METHODS: &[&str] = &[
     "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
@@ -28,16 +32,16 @@ pub fn known_method(method: &str) -> Option<&'static str> {
 pub struct HttpExchange {
     pub method: HttpMethod,
     /// Request target as sent (path and query).
-    pub target: String,
+    pub target: HttpText,
     pub status: u16,
     /// "1.0", "1.1" or "2".
     pub protocol_version: &'static str,
     pub request_body_bytes: u64,
     pub response_body_bytes: u64,
-    pub host: Option<String>,
+    pub host: Option<HttpText>,
     pub traceparent: Option<String>,
     /// `http.route`, set by the pipeline from the `routes` configuration.
-    pub route: Option<String>,
+    pub route: Option<HttpText>,
 }
 
 impl HttpExchange {

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 
 pub use db::{DbExchange, DbSystem};
 pub use grpc::{GrpcCall, GrpcExchange};
-pub use http::{HttpExchange, HttpMethod};
+pub use http::{HttpExchange, HttpMethod, HttpText};
 pub use ids::SpanIds;
 pub use messaging::{MessagingExchange, MessagingOperation, MessagingSystem};
 

@@ -7,7 +7,7 @@ use super::message::{HttpMessage, MessageHead};
 use super::start_line::{check_start, LineKind, Parse, StartLine};
 use super::{MAX_HEADERS, MAX_METHOD, MAX_TARGET, MAX_VALUE};
 use crate::spans::http::known_method;
-use crate::spans::HttpMethod;
+use crate::spans::{HttpMethod, HttpText};
 
 #[derive(Debug)]
 pub(super) struct HeadBuf {
@@ -34,7 +34,7 @@ pub(super) enum HeadScan {
 /// The header fields we care about.
 #[derive(Debug, Default)]
 pub(super) struct Headers {
-    pub(super) host: Option<String>,
+    pub(super) host: Option<HttpText>,
     pub(super) traceparent: Option<String>,
     /// Requests' only: an h2c upgrade hands it to the HTTP/2 exchange; a
     /// response's is not used, so it is not copied.
@@ -239,7 +239,7 @@ impl Headers {
     }
 }
 
-fn keep_first(slot: &mut Option<String>, value: &[u8]) {
+fn keep_first<T: for<'a> From<&'a str> + From<String>>(slot: &mut Option<T>, value: &[u8]) {
     if slot.is_none() {
         *slot = Some(lossy_truncated(value, MAX_VALUE));
     }
@@ -256,22 +256,22 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 }
 
 /// Lossy UTF-8 text cut to at most `max` bytes on a char boundary.
-fn lossy_truncated(bytes: &[u8], max: usize) -> String {
+fn lossy_truncated<T: for<'a> From<&'a str> + From<String>>(bytes: &[u8], max: usize) -> T {
     // Lossy decoding never shrinks text, and only the last 3 input bytes of a
     // prefix can decode differently, so `max + 4` input bytes are enough.
     let prefix = bytes.get(..max.saturating_add(4)).unwrap_or(bytes);
     if let Ok(text) = std::str::from_utf8(prefix) {
         // Valid UTF-8 (the usual case) decodes to itself: one copy.
-        return text
-            .get(..floor_char_boundary(text, max))
-            .unwrap_or_default()
-            .to_owned();
+        return T::from(
+            text.get(..floor_char_boundary(text, max))
+                .unwrap_or_default(),
+        );
     }
     let mut text = String::from_utf8_lossy(prefix).into_owned();
     if text.len() > max {
         text.truncate(floor_char_boundary(&text, max));
     }
-    text
+    T::from(text)
 }
 
 /// The largest char boundary of `text` at or below `max`.

@@ -1,12 +1,17 @@
 //! What the HTTP/1 decoder emits: one summary per request or response.
 
-use crate::spans::HttpMethod;
+use crate::spans::{HttpMethod, HttpText};
 
 /// The start line of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageHead {
-    Request { method: HttpMethod, target: String },
-    Response { status: u16 },
+    Request {
+        method: HttpMethod,
+        target: HttpText,
+    },
+    Response {
+        status: u16,
+    },
 }
 
 /// Summary of one HTTP/1.x message.
@@ -15,7 +20,7 @@ pub struct HttpMessage {
     pub head: MessageHead,
     /// HTTP/1.0 -> 0, HTTP/1.1 -> 1 (1 when the version was cut off).
     pub version_minor: u8,
-    pub host: Option<String>,
+    pub host: Option<HttpText>,
     pub traceparent: Option<String>,
     pub content_type: Option<String>,
     /// `Transfer-Encoding` names `chunked` as the final coding.

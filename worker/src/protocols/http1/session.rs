@@ -13,6 +13,7 @@ use crate::protocols::http2::{h2c, Http2Exchange, Http2Session, PREFACE};
 use crate::protocols::session::{
     ConnectionInfo, DataSegment, FirstBytes, ParseOutcome, ProtocolSession, Sink, Verdict,
 };
+use crate::spans::HttpText;
 
 /// One HTTP/1 connection: both directions' streams and the requests that
 /// wait for their responses.
@@ -65,8 +66,8 @@ impl Http1Session {
             client,
             Http2Exchange {
                 method: Some(method.into_owned()),
-                path: Some(target),
-                authority: request.host,
+                path: Some(target.into_string()),
+                authority: request.host.map(HttpText::into_string),
                 scheme: Some("http".into()),
                 content_type: request.content_type,
                 traceparent: request.traceparent,

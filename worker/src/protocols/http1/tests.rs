@@ -1070,7 +1070,7 @@ fn head_line(wire: &mut Wire, host: &Option<String>, traceparent: bool, lower: b
             format!("{}: {host}\r\n", if lower { "host" } else { "Host" }).as_bytes(),
             false,
         );
-        wire.want.host = Some(host.clone());
+        wire.want.host = Some(host.as_str().into());
     }
     if traceparent {
         wire.push(format!("traceparent: {TRACEPARENT}\r\n").as_bytes(), false);

@@ -12,7 +12,7 @@ use crate::protocols::http_span::{origin_of, UNKNOWN_REQUEST_FIELD};
 use crate::protocols::session::{
     ConnectionInfo, DataSegment, FirstBytes, ParseOutcome, ProtocolSession, Sink, Verdict,
 };
-use crate::spans::{GrpcExchange, HttpExchange, Protocol, Span};
+use crate::spans::{GrpcExchange, HttpExchange, HttpText, Protocol, Span};
 
 /// One HTTP/2 connection, both directions.
 #[derive(Debug, Default)]
@@ -114,12 +114,12 @@ fn build_h2_span(conn: &ConnectionInfo, exchange: Http2Exchange) -> Option<Span>
             .map_or(Cow::Borrowed(UNKNOWN_REQUEST_FIELD), Cow::Owned),
         target: exchange
             .path
-            .unwrap_or_else(|| UNKNOWN_REQUEST_FIELD.to_owned()),
+            .map_or(HttpText::const_new(UNKNOWN_REQUEST_FIELD), HttpText::from),
         status: exchange.status.unwrap_or(0),
         protocol_version: "2",
         request_body_bytes: exchange.request_body_bytes,
         response_body_bytes: exchange.response_body_bytes,
-        host: exchange.authority,
+        host: exchange.authority.map(HttpText::from),
         traceparent: exchange.traceparent,
         route: None,
     };
