@@ -458,18 +458,21 @@ impl LiveView {
         self.key.push_str(route);
 
         let may_grow = self.histogram_entries < MAX_HISTOGRAM_ENTRIES;
-        if !self.rows.contains_key(self.key.as_str()) {
-            if self.rows.len() >= MAX_ROWS {
-                self.evict_least_recent();
+        // One lookup for a known row (nearly every span); a new one costs two.
+        let row = match self.rows.get_mut(self.key.as_str()) {
+            Some(row) => row,
+            None => {
+                if self.rows.len() >= MAX_ROWS {
+                    self.evict_least_recent();
+                }
+                self.rows
+                    .entry(self.key.as_str().into())
+                    .or_insert_with(|| Row::new(service, kind, route))
             }
-            self.rows
-                .insert(self.key.as_str().into(), Row::new(service, kind, route));
-        }
-        if let Some(row) = self.rows.get_mut(self.key.as_str()) {
-            row.last_tick = self.tick;
-            let (created, dropped) = row.add(second, error, bucket, may_grow);
-            self.histogram_entries = self.histogram_entries + created - dropped;
-        }
+        };
+        row.last_tick = self.tick;
+        let (created, dropped) = row.add(second, error, bucket, may_grow);
+        self.histogram_entries = self.histogram_entries + created - dropped;
     }
 
     /// Counts one request between two services (a service graph edge).
