@@ -280,18 +280,22 @@ impl ConnectionTracker {
     }
 
     pub fn on_data(&mut self, segment: Segment<'_>, spans: &mut Vec<Span>) {
-        if !self.connections.contains_key(&segment.sock_id) {
-            self.make_room();
-        }
-        let conn = self.connections.entry(segment.sock_id).or_insert_with(|| {
-            Connection::new(
-                segment.pid,
-                segment.process_name,
-                segment.role,
-                segment.tuple.unwrap_or(UNKNOWN_TUPLE),
-                segment.ts_ns,
-            )
-        });
+        // One lookup for a known connection (nearly every segment).
+        let conn = match self.connections.get_mut(&segment.sock_id) {
+            Some(conn) => conn,
+            None => {
+                self.make_room();
+                self.connections.entry(segment.sock_id).or_insert_with(|| {
+                    Connection::new(
+                        segment.pid,
+                        segment.process_name,
+                        segment.role,
+                        segment.tuple.unwrap_or(UNKNOWN_TUPLE),
+                        segment.ts_ns,
+                    )
+                })
+            }
+        };
         if conn.info.role == ConnectionRole::Unknown {
             conn.info.role = segment.role;
         }
