@@ -23,6 +23,7 @@ use crate::discovery::Discovery;
 use crate::exporters::otel_export::OtelExport;
 use crate::exporters::prometheus::SharedScrapeState;
 use crate::exporters::trace_printer::TracePrinter;
+use crate::hashing::FastMap;
 use crate::live_view::LiveView;
 use crate::loader_client::LoaderClient;
 use crate::metrics::self_metrics::{LossNotice, SelfMetrics};
@@ -38,7 +39,7 @@ use crate::traces::{LinkCounters, LinkSettings, TraceLinker};
 /// per process and renewed when it execs. An event's `comm` names the thread
 /// that made the call, which servers rename (grpcio's `event_engine`, Java
 /// and Go pools): it stands in only when the process is already gone.
-fn process_name<'a>(names: &'a mut HashMap<u32, String>, pid: u32, comm: &str) -> &'a str {
+fn process_name<'a>(names: &'a mut FastMap<u32, String>, pid: u32, comm: &str) -> &'a str {
     names.entry(pid).or_insert_with(
         || match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
             Ok(name) if !name.trim().is_empty() => name.trim().to_owned(),
@@ -114,7 +115,7 @@ pub struct Pipeline {
     kernel_counters: Option<KernelCounters>,
     otel: Option<OtelExport>,
     /// Process names (comm) by pid: events carry them only now and then.
-    process_names: HashMap<u32, String>,
+    process_names: FastMap<u32, String>,
     /// One OpenTelemetry resource per process, for every exporter.
     resources: ResourceCatalog,
     scrape: Option<SharedScrapeState>,
@@ -216,7 +217,7 @@ impl Pipeline {
             last_scan: Instant::now(),
             kernel_counters: None,
             otel: None,
-            process_names: HashMap::new(),
+            process_names: FastMap::default(),
             resources: ResourceCatalog::new(None, Vec::new(), false),
             scrape: None,
             live: None,

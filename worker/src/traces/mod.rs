@@ -28,6 +28,8 @@ mod nesting;
 mod trace_moves;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::hashing::FastMap;
 use std::net::SocketAddr;
 
 pub use crate::config::LinkSettings;
@@ -105,18 +107,18 @@ pub struct TraceLinker {
     /// When each span waiting for a caller or a parent gives up, in order.
     deadlines: VecDeque<(u64, u64)>,
     /// Held spans by trace id.
-    held_by_trace: HashMap<[u8; 16], Vec<u64>>,
+    held_by_trace: FastMap<[u8; 16], Vec<u64>>,
     /// Traces whose root still waits, with how many of their spans do
     /// (one, the root, unless a cap forced one out).
-    open_roots: HashMap<[u8; 16], u32>,
+    open_roots: FastMap<[u8; 16], u32>,
     /// Client spans waiting for their process's server requests.
     deciding: Vec<u64>,
     /// When forgotten callers are next swept out of `recent_clients`.
     next_sweep_ns: u64,
     /// Held server spans waiting for a caller, by their connection.
-    waiting: HashMap<ConnectionKey, Vec<u64>>,
+    waiting: FastMap<ConnectionKey, Vec<u64>>,
     /// Client spans by the connection as its server side sees it.
-    recent_clients: HashMap<ConnectionKey, VecDeque<RecentClient>>,
+    recent_clients: FastMap<ConnectionKey, VecDeque<RecentClient>>,
     /// Server spans, for the client calls made while serving them.
     recent_servers: RecentServers,
     /// Traces merged into others, for spans remembered under an old id.
@@ -134,12 +136,12 @@ impl TraceLinker {
             held: BTreeMap::new(),
             next_seq: 0,
             deadlines: VecDeque::new(),
-            held_by_trace: HashMap::new(),
-            open_roots: HashMap::new(),
+            held_by_trace: FastMap::default(),
+            open_roots: FastMap::default(),
             deciding: Vec::new(),
             next_sweep_ns: 0,
-            waiting: HashMap::new(),
-            recent_clients: HashMap::new(),
+            waiting: FastMap::default(),
+            recent_clients: FastMap::default(),
             recent_servers: RecentServers::default(),
             moves: TraceMoves::default(),
             now_ns: 0,
