@@ -13,6 +13,7 @@ const HEADER: &str = "../bpf-programs/include/zerotrace_events.h";
 /// (Rust constant name, C expression) pairs printed by the probe program.
 const LAYOUT: &[(&str, &str)] = &[
     ("EVENT_SIZE", "sizeof(struct zt_event)"),
+    ("EVENT_COMPACT_SIZE", "ZT_EVENT_COMPACT_SIZE"),
     ("EVENT_KIND", "offsetof(struct zt_event, kind)"),
     ("EVENT_DIRECTION", "offsetof(struct zt_event, direction)"),
     ("EVENT_ROLE", "offsetof(struct zt_event, role)"),
@@ -66,6 +67,7 @@ const LAYOUT: &[(&str, &str)] = &[
     ("COUNTER_AFTER_CLOSE", "ZT_COUNTER_AFTER_CLOSE"),
     ("COUNTER_MAX", "ZT_COUNTER_MAX"),
     ("EVENT_FLAG_TLS", "ZT_EVENT_FLAG_TLS"),
+    ("EVENT_FLAG_IDENTITY", "ZT_EVENT_FLAG_IDENTITY"),
     ("PID_INSTRUMENTED", "ZT_PID_INSTRUMENTED"),
     ("PID_TLS", "ZT_PID_TLS"),
 ];

@@ -127,12 +127,13 @@ static __always_inline void zt_go_tls_emit(__u64 pid_tgid, __u64 sock_id, __u8 d
 	struct zt_conn_state *state = zt_describe_socket(e, (struct sock *)sock_id, ZT_CONN_TLS, &closed);
 	if (closed)
 		return;
-	e->flags = ZT_EVENT_FLAG_TLS;
+	e->flags |= ZT_EVENT_FLAG_TLS;
 	e->direction = direction;
 	e->sock_id = sock_id;
 	e->bytes = len;
-	__u32 copy = zt_copy_buffer(buf, src, len, zt_h2_mode(state));
-	zt_note_h2_preface(state, buf, copy);
+	__u8 *dst = zt_payload_of(buf);
+	__u32 copy = zt_copy_buffer(dst, src, len, zt_h2_mode(state));
+	zt_note_h2_preface(state, dst, copy);
 	e->captured_len = copy;
 	zt_submit(buf, copy, ZT_WAKE_BATCHED);
 }

@@ -52,6 +52,12 @@ enum zt_counter {
 /* zt_event.flags */
 enum zt_event_flag {
 	ZT_EVENT_FLAG_TLS = 1, /* DATA: plaintext from a TLS library, not socket bytes */
+	/* DATA: the record is a whole struct zt_event (the socket's tuple and the
+	 * process name: the first event of a socket in a worker generation).
+	 * Without it, a DATA record is only the event's first
+	 * ZT_EVENT_COMPACT_SIZE bytes, up to `tuple`, and its payload follows
+	 * them: 56 bytes less to write into the ring and to read back. */
+	ZT_EVENT_FLAG_IDENTITY = 2,
 };
 
 /* Values of the pid filter map (tgid -> flags). */
@@ -89,7 +95,8 @@ struct zt_conn_tuple {
 /* Header of every ring buffer record; ZT_EVENT_DATA records are followed by
  * `captured_len` payload bytes. To keep the per-syscall cost down, DATA events
  * carry `tuple` and `comm` only the first time a socket is seen in a worker
- * generation (tuple.family == 0 and comm[0] == 0 otherwise). */
+ * generation (ZT_EVENT_FLAG_IDENTITY); the others stop before `tuple`, where
+ * their payload starts (ZT_EVENT_COMPACT_SIZE). */
 struct zt_event {
 	__u8 kind;        /* enum zt_event_kind */
 	__u8 direction;   /* enum zt_direction */
@@ -104,6 +111,9 @@ struct zt_event {
 	struct zt_conn_tuple tuple;
 	char comm[16];
 };
+
+/* Header bytes of a DATA record without ZT_EVENT_FLAG_IDENTITY. */
+#define ZT_EVENT_COMPACT_SIZE __builtin_offsetof(struct zt_event, tuple)
 
 /* Per-socket state kept by the kernel (zt_conn_state map). */
 struct zt_conn_state {

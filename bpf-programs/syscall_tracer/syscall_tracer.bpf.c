@@ -270,12 +270,24 @@ static __always_inline struct zt_event_buffer *zt_new_event(__u8 kind, __u64 pid
 	return buf;
 }
 
-/* Adds the connection identity: addresses, ports and the process name. */
+/* Adds the connection identity: addresses, ports and the process name (a
+ * DATA record then carries the whole header, ZT_EVENT_FLAG_IDENTITY). */
 static __always_inline void zt_add_identity(struct zt_event *e, struct sock *sk)
 {
 	if (sk)
 		zt_fill_tuple(sk, &e->tuple);
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->flags |= ZT_EVENT_FLAG_IDENTITY;
+}
+
+/* Where a DATA event's payload goes: after the whole header when it carries
+ * the socket's identity, else right after its first ZT_EVENT_COMPACT_SIZE
+ * bytes (over the unused tuple and name). Call once the identity is decided. */
+static __always_inline __u8 *zt_payload_of(struct zt_event_buffer *buf)
+{
+	if (buf->event.flags & ZT_EVENT_FLAG_IDENTITY)
+		return buf->payload;
+	return (__u8 *)buf + ZT_EVENT_COMPACT_SIZE;
 }
 
 /* Whether the socket has reached TCP_CLOSE. Its bytes may still be read
@@ -377,7 +389,8 @@ static __always_inline void zt_submit(struct zt_event_buffer *buf, __u32 payload
 {
 	if (payload_len > ZT_HEAD_MAX)
 		payload_len = ZT_HEAD_MAX;
-	__u64 size = sizeof(struct zt_event) + payload_len;
+	bool compact = buf->event.kind == ZT_EVENT_DATA && !(buf->event.flags & ZT_EVENT_FLAG_IDENTITY);
+	__u64 size = (compact ? ZT_EVENT_COMPACT_SIZE : sizeof(struct zt_event)) + payload_len;
 	if (bpf_ringbuf_output(&zt_events, buf, size, zt_wakeup_flags(size, flags)))
 		zt_count(ZT_COUNTER_RINGBUF_DROPS);
 	else
@@ -400,7 +413,7 @@ static __always_inline void zt_on_connection(struct sock *sk, __u8 role, __u64 p
 
 /* Copy state of one vectored read or write. */
 struct zt_iovec_copy {
-	struct zt_event_buffer *buf;
+	__u8 *dst; /* the event's payload (zt_payload_of) */
 	__u64 iov_ptr;
 	__u64 count;
 	__u64 total; /* bytes to copy at most (<= ZT_HEAD_MAX) */
@@ -419,7 +432,7 @@ static __always_inline long zt_copy_iovec_data(struct zt_iovec_copy *c, const st
 		len = c->total - off;
 	if (off >= ZT_HEAD_MAX || len > ZT_HEAD_MAX)
 		return 1;
-	if (len && bpf_probe_read_user(&c->buf->payload[off], len, (void *)iov->base))
+	if (len && bpf_probe_read_user(&c->dst[off], len, (void *)iov->base))
 		return 1;
 	c->off = off + len;
 	return 0;
@@ -474,23 +487,23 @@ static __always_inline bool zt_starts_head(const __u8 *p)
  * bytes (already in buf) start a head, or when it `continues` a head left
  * open by the previous segment: more than ZT_PAYLOAD_MAX, or 0 to keep what
  * was copied. */
-static __always_inline __u64 zt_head_copy_len(struct zt_event_buffer *buf, __u64 len, bool continues)
+static __always_inline __u64 zt_head_copy_len(const __u8 *dst, __u64 len, bool continues)
 {
 	if (len <= ZT_PAYLOAD_MAX || zt_settings.head_capture <= ZT_PAYLOAD_MAX ||
-	    !(continues || zt_starts_head(buf->payload)))
+	    !(continues || zt_starts_head(dst)))
 		return 0;
 	__u64 limit = zt_settings.head_capture < ZT_HEAD_MAX ? zt_settings.head_capture : ZT_HEAD_MAX;
 	return len < limit ? len : limit;
 }
 
 /* Copies the first `limit` (<= ZT_HEAD_MAX) bytes of an iovec array; returns the bytes copied. */
-static __always_inline __u32 zt_copy_iovecs_upto(struct zt_event_buffer *buf, __u64 iov_ptr, __u64 count,
-						 __u64 total, __u64 limit)
+static __always_inline __u32 zt_copy_iovecs_upto(__u8 *dst, __u64 iov_ptr, __u64 count, __u64 total,
+						 __u64 limit)
 {
 	if (limit > ZT_HEAD_MAX)
 		limit = ZT_HEAD_MAX;
 	struct zt_iovec_copy c = {
-		.buf = buf,
+		.dst = dst,
 		.iov_ptr = iov_ptr,
 		.count = count,
 		.total = total > limit ? limit : total,
@@ -519,14 +532,13 @@ static __always_inline __u32 zt_copy_iovecs_upto(struct zt_event_buffer *buf, __
 /* Copies the first ZT_PAYLOAD_MAX bytes of an iovec array, or more of a
  * segment that starts or `continues` a head (then from the start again:
  * heads larger than ZT_PAYLOAD_MAX are rare). Returns the bytes copied. */
-static __always_inline __u32 zt_copy_iovecs(struct zt_event_buffer *buf, __u64 iov_ptr, __u64 count, __u64 total,
-					    bool continues)
+static __always_inline __u32 zt_copy_iovecs(__u8 *dst, __u64 iov_ptr, __u64 count, __u64 total, bool continues)
 {
-	__u32 copied = zt_copy_iovecs_upto(buf, iov_ptr, count, total, ZT_PAYLOAD_MAX);
+	__u32 copied = zt_copy_iovecs_upto(dst, iov_ptr, count, total, ZT_PAYLOAD_MAX);
 	if (copied < ZT_PAYLOAD_MAX)
 		return copied;
-	__u64 head = zt_head_copy_len(buf, total, continues);
-	return head ? zt_copy_iovecs_upto(buf, iov_ptr, count, total, head) : copied;
+	__u64 head = zt_head_copy_len(dst, total, continues);
+	return head ? zt_copy_iovecs_upto(dst, iov_ptr, count, total, head) : copied;
 }
 
 /* Frames walked at most in one segment of an HTTP/2 connection. */
@@ -601,25 +613,24 @@ static __always_inline __u32 zt_h2_mode(const struct zt_conn_state *state)
 
 /* Marks the socket as HTTP/2 when a segment starts with the client preface
  * (written by the client, read by the server, or h2c after an upgrade). */
-static __always_inline void zt_note_h2_preface(struct zt_conn_state *state, const struct zt_event_buffer *buf,
-					       __u32 copied)
+static __always_inline void zt_note_h2_preface(struct zt_conn_state *state, const __u8 *dst, __u32 copied)
 {
 	if (state && copied >= 4 && !(state->flags & ZT_CONN_H2) &&
-	    ZT_WORD(buf->payload[0], buf->payload[1], buf->payload[2], buf->payload[3]) == ZT_WORD('P', 'R', 'I', ' '))
+	    ZT_WORD(dst[0], dst[1], dst[2], dst[3]) == ZT_WORD('P', 'R', 'I', ' '))
 		state->flags |= ZT_CONN_H2;
 }
 
 /* Copies the first ZT_PAYLOAD_MAX bytes of a `len`-byte user buffer, or more
  * when they start or continue a head, or hold an HTTP/2 header block after
  * DATA. Returns the bytes copied. */
-static __always_inline __u32 zt_copy_buffer(struct zt_event_buffer *buf, __u64 src, __u64 len, __u32 mode)
+static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, __u32 mode)
 {
 	__u32 copy = len > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : len;
 	if (copy > ZT_PAYLOAD_MAX) /* restated for the verifier */
 		copy = ZT_PAYLOAD_MAX;
-	if (bpf_probe_read_user(buf->payload, copy, (void *)src))
+	if (bpf_probe_read_user(dst, copy, (void *)src))
 		return 0;
-	__u64 head = zt_head_copy_len(buf, len, mode & ZT_COPY_CONTINUES);
+	__u64 head = zt_head_copy_len(dst, len, mode & ZT_COPY_CONTINUES);
 	if (!head && (mode & ZT_COPY_H2))
 		head = zt_h2_copy_len(src, len);
 	if (!head)
@@ -627,7 +638,7 @@ static __always_inline __u32 zt_copy_buffer(struct zt_event_buffer *buf, __u64 s
 	__u64 extra = head - ZT_PAYLOAD_MAX;
 	if (extra > ZT_HEAD_MAX - ZT_PAYLOAD_MAX) /* restated for the verifier */
 		extra = ZT_HEAD_MAX - ZT_PAYLOAD_MAX;
-	if (bpf_probe_read_user(&buf->payload[ZT_PAYLOAD_MAX], extra, (void *)(src + ZT_PAYLOAD_MAX)))
+	if (bpf_probe_read_user(&dst[ZT_PAYLOAD_MAX], extra, (void *)(src + ZT_PAYLOAD_MAX)))
 		return copy;
 	return ZT_PAYLOAD_MAX + extra;
 }
@@ -655,12 +666,11 @@ static __always_inline bool zt_head_may_continue(__u8 direction, __u64 asked, __
 /* Counts down the segments still copied as head for one direction of a
  * socket: armed by a segment that starts a head and may continue, kept by a
  * continuation that may continue again, cleared otherwise. */
-static __always_inline void zt_track_head(__u8 *left, const struct zt_event_buffer *buf, __u32 copied,
-					  bool may_continue)
+static __always_inline void zt_track_head(__u8 *left, const __u8 *dst, __u32 copied, bool may_continue)
 {
 	__u8 next = 0;
 	if (may_continue) {
-		if (copied >= 6 && zt_starts_head(buf->payload))
+		if (copied >= 6 && zt_starts_head(dst))
 			next = ZT_HEAD_CONTINUATIONS;
 		else if (*left)
 			next = *left - 1;
@@ -787,6 +797,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	e->direction = direction;
 	e->sock_id = sock_id;
 	e->bytes = ret;
+	__u8 *dst = zt_payload_of(buf);
 
 	__u8 *head_left = 0;
 	if (state)
@@ -794,16 +805,16 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	bool continues = head_left && *head_left;
 	__u32 copy = 0;
 	if (iov_ptr)
-		copy = zt_copy_iovecs(buf, iov_ptr, iov_count, ret, continues);
+		copy = zt_copy_iovecs(dst, iov_ptr, iov_count, ret, continues);
 	else if (payload)
-		copy = zt_copy_buffer(buf, payload, ret, (continues ? ZT_COPY_CONTINUES : 0) | zt_h2_mode(state));
-	zt_note_h2_preface(state, buf, copy);
-	if (tls_checked && state && zt_starts_plain_http(buf->payload, copy))
+		copy = zt_copy_buffer(dst, payload, ret, (continues ? ZT_COPY_CONTINUES : 0) | zt_h2_mode(state));
+	zt_note_h2_preface(state, dst, copy);
+	if (tls_checked && state && zt_starts_plain_http(dst, copy))
 		state->flags |= ZT_CONN_PLAIN;
 	if (head_left) {
 		/* read, write, recvfrom and sendto: the size asked for is the third argument */
 		__u64 asked = payload ? regs->dx : 0;
-		zt_track_head(head_left, buf, copy, zt_head_may_continue(direction, asked, ret));
+		zt_track_head(head_left, dst, copy, zt_head_may_continue(direction, asked, ret));
 	}
 	e->captured_len = copy;
 	zt_submit(buf, copy, ZT_WAKE_BATCHED);
@@ -1110,12 +1121,13 @@ int zt_tls_exit(struct pt_regs *ctx)
 	struct zt_conn_state *state = zt_describe_socket(e, (struct sock *)sock_id, ZT_CONN_TLS, &closed);
 	if (closed)
 		return 0;
-	e->flags = ZT_EVENT_FLAG_TLS;
+	e->flags |= ZT_EVENT_FLAG_TLS;
 	e->direction = (call.kind & ZT_TLS_WRITE) ? ZT_DIR_EGRESS : ZT_DIR_INGRESS;
 	e->sock_id = sock_id;
 	e->bytes = bytes;
-	__u32 copy = zt_copy_buffer(buf, call.buf, bytes, zt_h2_mode(state));
-	zt_note_h2_preface(state, buf, copy);
+	__u8 *dst = zt_payload_of(buf);
+	__u32 copy = zt_copy_buffer(dst, call.buf, bytes, zt_h2_mode(state));
+	zt_note_h2_preface(state, dst, copy);
 	e->captured_len = copy;
 	zt_submit(buf, copy, ZT_WAKE_BATCHED);
 	return 0;

@@ -199,18 +199,31 @@ impl<'a> KernelEvent<'a> {
     /// Decodes one ring buffer record. Never panics, whatever the bytes.
     pub fn decode(record: &'a [u8]) -> Result<Self, EventDecodeError> {
         use layout::*;
-        if record.len() < EVENT_SIZE {
+        let r = Record(record);
+        // A DATA record without the identity flag stops where `tuple` would
+        // start; every other record is a whole header.
+        let compact = r.u8(EVENT_KIND) as usize == KIND_DATA
+            && r.u8(EVENT_FLAGS) as usize & EVENT_FLAG_IDENTITY == 0;
+        let header = if compact {
+            EVENT_COMPACT_SIZE
+        } else {
+            EVENT_SIZE
+        };
+        if record.len() < header {
             return Err(EventDecodeError::TooShort {
                 len: record.len(),
-                need: EVENT_SIZE,
+                need: header,
             });
         }
-        let r = Record(record);
         let origin = EventOrigin {
             pid: r.u32(EVENT_PID),
             tid: r.u32(EVENT_TID),
             ts_ns: r.u64(EVENT_TS_NS),
-            comm: decode_comm(record, EVENT_COMM),
+            comm: if compact {
+                Cow::Borrowed("")
+            } else {
+                decode_comm(record, EVENT_COMM)
+            },
         };
         let sock_id = r.u64(EVENT_SOCK_ID);
         let kind = r.u8(EVENT_KIND);
@@ -222,16 +235,16 @@ impl<'a> KernelEvent<'a> {
                     other => return Err(EventDecodeError::BadDirection(other as u8)),
                 };
                 let declared = r.u32(EVENT_CAPTURED_LEN) as usize;
-                let present = record.len() - EVENT_SIZE;
+                let present = record.len() - header;
                 let payload = record
-                    .get(EVENT_SIZE..EVENT_SIZE.saturating_add(declared))
+                    .get(header..header.saturating_add(declared))
                     .ok_or(EventDecodeError::PayloadLength { declared, present })?;
                 KernelEvent::Data {
                     origin,
                     sock_id,
                     role: decode_role(r.u8(EVENT_ROLE)),
                     direction,
-                    tuple: decode_tuple(&r),
+                    tuple: if compact { None } else { decode_tuple(&r) },
                     total_bytes: r.u64(EVENT_BYTES).max(payload.len() as u64),
                     payload,
                     tls: r.u8(EVENT_FLAGS) as usize & EVENT_FLAG_TLS != 0,
@@ -311,8 +324,64 @@ mod tests {
         r[EVENT_TUPLE + TUPLE_LOCAL_PORT..EVENT_TUPLE + TUPLE_LOCAL_PORT + 2]
             .copy_from_slice(&8080u16.to_ne_bytes());
         r[EVENT_COMM..EVENT_COMM + 5].copy_from_slice(b"nginx");
+        if kind == KIND_DATA {
+            r[EVENT_FLAGS] = EVENT_FLAG_IDENTITY as u8;
+        }
         r.extend_from_slice(payload);
         r
+    }
+
+    /// A DATA record as the kernel writes it once the socket is known: the
+    /// header up to the tuple, then the payload.
+    fn compact_record(payload: &[u8]) -> Vec<u8> {
+        let mut r = record(KIND_DATA, payload);
+        r.drain(EVENT_COMPACT_SIZE..EVENT_SIZE);
+        r[EVENT_FLAGS] = 0;
+        r
+    }
+
+    #[test]
+    fn a_compact_data_record_has_its_payload_after_the_short_header() {
+        let raw = compact_record(b"GET / HTTP/1.1\r\n");
+        assert!(raw.len() < EVENT_SIZE, "shorter than a whole header");
+        let Ok(KernelEvent::Data {
+            origin,
+            sock_id,
+            role,
+            tuple,
+            total_bytes,
+            payload,
+            tls,
+            ..
+        }) = KernelEvent::decode(&raw)
+        else {
+            panic!("not a data event");
+        };
+        assert_eq!((origin.pid, origin.comm.as_ref()), (4242, ""));
+        assert_eq!((sock_id, role, tuple), (0, ConnectionRole::Server, None));
+        assert_eq!((total_bytes, tls), (9000, false));
+        assert!(std::ptr::eq(payload, &raw[EVENT_COMPACT_SIZE..]));
+        assert_eq!(payload, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn a_compact_record_cut_inside_its_header_or_payload_is_refused() {
+        let raw = compact_record(b"abc");
+        assert!(matches!(
+            KernelEvent::decode(&raw[..EVENT_COMPACT_SIZE - 1]),
+            Err(EventDecodeError::TooShort { .. })
+        ));
+        assert!(matches!(
+            KernelEvent::decode(&raw[..EVENT_COMPACT_SIZE + 2]),
+            Err(EventDecodeError::PayloadLength { .. })
+        ));
+        // Other kinds are whole headers, whatever their flags say.
+        let mut close = record(KIND_CLOSE, b"");
+        close.truncate(EVENT_COMPACT_SIZE);
+        assert!(matches!(
+            KernelEvent::decode(&close),
+            Err(EventDecodeError::TooShort { .. })
+        ));
     }
 
     #[test]
@@ -322,7 +391,7 @@ mod tests {
             KernelEvent::decode(&raw),
             Ok(KernelEvent::Data { tls: false, .. })
         ));
-        raw[EVENT_FLAGS] = EVENT_FLAG_TLS as u8;
+        raw[EVENT_FLAGS] |= EVENT_FLAG_TLS as u8;
         assert!(matches!(
             KernelEvent::decode(&raw),
             Ok(KernelEvent::Data { tls: true, .. })

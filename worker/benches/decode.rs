@@ -84,6 +84,10 @@ fn data_record(spec: &RecordSpec<'_>) -> Vec<u8> {
         r[t + TUPLE_PEER_PORT..t + TUPLE_PEER_PORT + 2]
             .copy_from_slice(&spec.peer_port.to_ne_bytes());
         r[EVENT_COMM..EVENT_COMM + 5].copy_from_slice(b"nginx");
+        r[EVENT_FLAGS] = EVENT_FLAG_IDENTITY as u8;
+    } else {
+        // Later events of a socket stop before the tuple.
+        r.truncate(EVENT_COMPACT_SIZE);
     }
     r.extend_from_slice(captured);
     r
