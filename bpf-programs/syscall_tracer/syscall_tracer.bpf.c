@@ -45,14 +45,17 @@ const volatile struct {
 	/* Bytes copied of a segment that starts an HTTP head (<= ZT_HEAD_MAX). */
 	__u64 head_capture;
 	/* Benchmarks only (ZEROTRACE_BENCH_FLOOR): the data hooks return at once
-	 * (ZT_FLOOR_HOOKS) or after the pid filter (ZT_FLOOR_FILTER), to measure
-	 * what the hooks cost before any work. 0 in use: the verifier drops the
-	 * checks, the value being read-only. */
+	 * (ZT_FLOOR_HOOKS), after the pid filter (ZT_FLOOR_FILTER), once the
+	 * socket and its state are known (ZT_FLOOR_SOCKET), or before the ring
+	 * buffer write (ZT_FLOOR_COPY), to measure what each part costs. 0 in
+	 * use: the verifier drops the checks, the value being read-only. */
 	__u64 floor;
 } zt_settings = {.wakeup_bytes = 65536, .head_capture = ZT_HEAD_MAX};
 
 #define ZT_FLOOR_HOOKS 1
 #define ZT_FLOOR_FILTER 2
+#define ZT_FLOOR_SOCKET 3
+#define ZT_FLOOR_COPY 4
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -792,7 +795,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	struct zt_event *e = &buf->event;
 	bool closed = 0;
 	struct zt_conn_state *state = zt_describe_known_socket(e, sk, known, 0, &closed);
-	if (closed)
+	if (closed || zt_settings.floor == ZT_FLOOR_SOCKET)
 		return;
 	e->direction = direction;
 	e->sock_id = sock_id;
@@ -816,6 +819,8 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 		__u64 asked = payload ? regs->dx : 0;
 		zt_track_head(head_left, dst, copy, zt_head_may_continue(direction, asked, ret));
 	}
+	if (zt_settings.floor == ZT_FLOOR_COPY)
+		return;
 	e->captured_len = copy;
 	zt_submit(buf, copy, ZT_WAKE_BATCHED);
 }

@@ -49,6 +49,11 @@ pub enum BenchFloor {
     Hooks,
     /// The data hooks return after the pid filter lookup.
     Filter,
+    /// The data hooks return once the socket is resolved and its state looked
+    /// up (its identity noted), before any payload is copied.
+    Socket,
+    /// The data hooks do everything but write the record into the ring.
+    Copy,
 }
 
 impl BenchFloor {
@@ -57,8 +62,10 @@ impl BenchFloor {
             Err(_) | Ok("") | Ok("off") => Ok(Self::Off),
             Ok("hooks") => Ok(Self::Hooks),
             Ok("filter") => Ok(Self::Filter),
+            Ok("socket") => Ok(Self::Socket),
+            Ok("copy") => Ok(Self::Copy),
             Ok(other) => Err(format!(
-                "ZEROTRACE_BENCH_FLOOR={other:?}: expected off, hooks or filter"
+                "ZEROTRACE_BENCH_FLOOR={other:?}: expected off, hooks, filter, socket or copy"
             )),
         }
     }
@@ -69,6 +76,8 @@ impl BenchFloor {
             Self::Off => 0,
             Self::Hooks => 1,
             Self::Filter => 2,
+            Self::Socket => 3,
+            Self::Copy => 4,
         }
     }
 }
