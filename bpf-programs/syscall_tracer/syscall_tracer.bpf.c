@@ -48,7 +48,10 @@ const volatile struct {
 	 * (ZT_FLOOR_HOOKS), after the pid filter (ZT_FLOOR_FILTER), once the
 	 * socket and its state are known (ZT_FLOOR_SOCKET), or before the ring
 	 * buffer write (ZT_FLOOR_COPY), to measure what each part costs. 0 in
-	 * use: the verifier drops the checks, the value being read-only. */
+	 * use: the verifier drops the checks, the value being read-only. In a
+	 * process with TLS hooks, ZT_FLOOR_SOCKET stops before the plain-HTTP
+	 * mark is taken from the payload: it pays the TLS bookkeeping that the
+	 * whole path skips for such sockets. */
 	__u64 floor;
 } zt_settings = {.wakeup_bytes = 65536, .head_capture = ZT_HEAD_MAX};
 
