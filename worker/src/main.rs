@@ -411,13 +411,20 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         info!("{summary}");
     }
     let tracker = pipeline.tracker.counters();
-    let (kernel_events, kernel_drops, after_close) = pipeline
+    let (kernel_events, kernel_drops, after_close, tls_unassociated) = pipeline
         .kernel_counters()
-        .map(|c| (c.events_submitted(), c.ring_buffer_drops(), c.after_close()))
+        .map(|c| {
+            (
+                c.events_submitted(),
+                c.ring_buffer_drops(),
+                c.after_close(),
+                c.tls_unassociated(),
+            )
+        })
         .unwrap_or_default();
     let h2 = &tracker.http2;
     info!(
-        "stopping: {} spans, {} records ({} undecodable, {} dropped with the pipeline full), {} garbage segments, {} TLS record segments skipped; exchanges lost: {} responses without a request, {} requests without a response, {} requests over the pipelining limit; HTTP/2: {} header blocks cut by the capture, {} with HPACK state lost, {} undecodable, framing lost {} times, {} streams without method or path (*), {} streams without headers not emitted, {} evicted; kernel: {} events submitted, {} dropped with the ring buffer full, {} reads and writes after their socket closed not sent",
+        "stopping: {} spans, {} records ({} undecodable, {} dropped with the pipeline full), {} garbage segments, {} TLS record segments skipped; exchanges lost: {} responses without a request, {} requests without a response, {} requests over the pipelining limit; HTTP/2: {} header blocks cut by the capture, {} with HPACK state lost, {} undecodable, framing lost {} times, {} streams without method or path (*), {} streams without headers not emitted, {} evicted; kernel: {} events submitted, {} dropped with the ring buffer full, {} reads and writes after their socket closed not sent, {} TLS plaintext records whose socket was never learnt not sent",
         pipeline.spans_emitted,
         counters.records.load(Ordering::Relaxed),
         counters.decode_errors.load(Ordering::Relaxed),
@@ -436,7 +443,8 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         h2.streams_evicted,
         kernel_events,
         kernel_drops,
-        after_close
+        after_close,
+        tls_unassociated
     );
     Ok(())
 }
