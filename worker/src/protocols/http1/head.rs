@@ -197,31 +197,36 @@ impl Headers {
         }
     }
 
-    /// One `name: value` line; lines without a colon are ignored.
+    /// One `name: value` line; other lines are ignored. RFC 9112 §5.1 allows
+    /// no whitespace between a name and its colon, so each wanted name is
+    /// checked where it stands, with no search for the colon; most lines
+    /// (user agent, accept, cookies, tokens) are ruled out by their first letter.
     pub(super) fn field(&mut self, line: &[u8]) {
-        let Some(colon) = memchr(b':', line) else {
-            return;
-        };
-        let (name, value) = line.split_at_checked(colon).unwrap_or((line, &[]));
-        self.apply(name, value.get(1..).unwrap_or_default().trim_ascii());
-    }
-
-    fn apply(&mut self, name: &[u8], value: &[u8]) {
-        // The length rules out most fields before any comparison.
-        let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
-        match name.len() {
-            4 if is(b"host") => keep_first(&mut self.host, value),
-            11 if is(b"traceparent") => keep_first(&mut self.traceparent, value),
-            12 if self.of_request && is(b"content-type") => {
-                keep_first(&mut self.content_type, value)
+        match line.first().map(|b| b | 0x20) {
+            Some(b'h') => {
+                if let Some(value) = value_of(line, b"host") {
+                    keep_first(&mut self.host, value);
+                }
             }
-            14 if is(b"content-length") => self.add_length(value),
-            17 if is(b"transfer-encoding") => {
-                // Only the final coding decides the framing.
-                self.transfer_encoding = true;
-                let mut codings = value.rsplit(|&b| b == b',').map(<[u8]>::trim_ascii);
-                let last = codings.find(|t| !t.is_empty());
-                self.chunked = last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+            Some(b't') => {
+                if let Some(value) = value_of(line, b"traceparent") {
+                    keep_first(&mut self.traceparent, value);
+                } else if let Some(value) = value_of(line, b"transfer-encoding") {
+                    // Only the final coding decides the framing.
+                    self.transfer_encoding = true;
+                    let mut codings = value.rsplit(|&b| b == b',').map(<[u8]>::trim_ascii);
+                    let last = codings.find(|t| !t.is_empty());
+                    self.chunked = last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+                }
+            }
+            Some(b'c') => {
+                if let Some(value) = value_of(line, b"content-length") {
+                    self.add_length(value);
+                } else if let Some(value) = value_of(line, b"content-type") {
+                    if self.of_request {
+                        keep_first(&mut self.content_type, value);
+                    }
+                }
             }
             _ => {}
         }
@@ -237,6 +242,15 @@ impl Headers {
             self.content_length = self.content_length.or(n);
         }
     }
+}
+
+/// The trimmed value of `line` when its field name is `name` (any case).
+fn value_of<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let (field_name, rest) = line.split_at_checked(name.len())?;
+    let value = rest.strip_prefix(b":")?;
+    field_name
+        .eq_ignore_ascii_case(name)
+        .then(|| value.trim_ascii())
 }
 
 fn keep_first<T: for<'a> From<&'a str> + From<String>>(slot: &mut Option<T>, value: &[u8]) {

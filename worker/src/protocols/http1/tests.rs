@@ -666,6 +666,22 @@ fn header_values_are_truncated_on_char_boundaries() {
 }
 
 #[test]
+fn field_names_match_whole_and_in_any_case_only_before_their_colon() {
+    let head = "POST /x HTTP/1.1\r\nHostname: wrong\r\nX-Host: wrong\r\n\
+                Host : wrong\r\nhOsT:right\r\nTRACEPARENT:  00-ab-cd-01 \r\n\
+                Content-Typed: wrong\r\nCONTENT-type: text/plain\r\n\
+                Content-Length5: 9\r\ncontent-length:3\r\nCookie: host: wrong\r\n\r\nabc";
+    let (out, stream) = parse(&[(head.as_bytes(), 0), (b"GET /y HTTP/1.1\r\n\r\n", 0)]);
+    assert_eq!(stream.garbage_segments(), 0);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].host.as_deref(), Some("right"));
+    assert_eq!(out[0].traceparent.as_deref(), Some("00-ab-cd-01"));
+    assert_eq!(out[0].content_type.as_deref(), Some("text/plain"));
+    assert_eq!((out[0].body_size, out[0].truncated), (3, false));
+    assert_eq!(out[1].head, request("GET", "/y"));
+}
+
+#[test]
 fn huge_header_over_cap_is_truncated_and_bounded() {
     let mut stream = Http1Stream::new();
     let mut out = Vec::new();
