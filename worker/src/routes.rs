@@ -538,37 +538,39 @@ fn is_word_like(segment: &str) -> bool {
 }
 
 fn part_is_word(part: &[u8]) -> bool {
-    // The letters (a segment has at most HEURISTIC_MAX_SEGMENT_LEN bytes).
+    // One pass: the letters as written and in lower case, and their capitals
+    // (a segment has at most HEURISTIC_MAX_SEGMENT_LEN bytes).
     let mut original = [0u8; HEURISTIC_MAX_SEGMENT_LEN];
+    let mut lower = [0u8; HEURISTIC_MAX_SEGMENT_LEN];
     let mut count = 0;
+    let mut first_upper = false;
+    let mut inner_upper = 0;
     for &c in part.iter().filter(|c| c.is_ascii_alphabetic()) {
-        if let Some(slot) = original.get_mut(count) {
+        if let (Some(slot), Some(low)) = (original.get_mut(count), lower.get_mut(count)) {
             *slot = c;
+            *low = c.to_ascii_lowercase();
+        }
+        if c.is_ascii_uppercase() {
+            if count == 0 {
+                first_upper = true;
+            } else {
+                inner_upper += 1;
+            }
         }
         count += 1;
     }
     if count <= 4 {
         return true; // api, v, id, json: too short to judge
     }
-    let letters = original
-        .get(..count.min(HEURISTIC_MAX_SEGMENT_LEN))
-        .unwrap_or_default();
-    let all_upper = letters.iter().all(u8::is_ascii_uppercase);
-    let inner_upper = letters
-        .iter()
-        .skip(1)
-        .filter(|c| c.is_ascii_uppercase())
-        .count();
+    let kept = count.min(HEURISTIC_MAX_SEGMENT_LEN);
+    let letters = original.get(..kept).unwrap_or_default();
+    let lower = lower.get(..kept).unwrap_or_default();
+    let all_upper = first_upper && inner_upper + 1 == count;
     // camelCase has at most one capital per three letters; random base-52
     // tokens have one per two.
     if !all_upper && inner_upper * 3 > count {
         return false;
     }
-    let mut lower = [0u8; HEURISTIC_MAX_SEGMENT_LEN];
-    for (slot, c) in lower.iter_mut().zip(letters) {
-        *slot = c.to_ascii_lowercase();
-    }
-    let lower = lower.get(..letters.len()).unwrap_or_default();
     // A word is kept if it reads like one or is in the vocabulary; most
     // words read like one, so the vocabulary is consulted last.
     reads_like_a_word(letters, lower, all_upper) || vocabulary().contains(lower)
