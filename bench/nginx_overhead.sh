@@ -159,6 +159,13 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(
 m_off=$(median "${off_rps[@]}"); m_on=$(median "${on_rps[@]}")
 p_off=$(median "${off_p99[@]}"); p_on=$(median "${on_p99[@]}")
 echo "median req/s: off $m_off, on $m_on; throughput ratio on/off = $(awk "BEGIN {printf \"%.3f\", $m_on/$m_off}")"
+# Each pair's own ratio cancels the host's drift between pairs (the off and
+# on runs of a pair are seconds apart); their median is the steadier figure.
+pair_ratios=()
+for i in "${!on_rps[@]}"; do
+  pair_ratios+=("$(awk "BEGIN {printf \"%.3f\", ${on_rps[$i]}/${off_rps[$i]}}")")
+done
+echo "per-pair ratios: ${pair_ratios[*]}; median $(median "${pair_ratios[@]}")"
 echo "median agent CPU (loader + worker) per instrumented request: $(median "${agent_us[@]}") us"
 [ ${#bpf_per_request[@]} -eq 0 ] || echo "median BPF run time per instrumented request: $(median "${bpf_per_request[@]}") ns"
 echo "median p99 latency: off ${p_off}us, on ${p_on}us; p99 ratio on/off = $(awk "BEGIN {printf \"%.3f\", $p_on/$p_off}")"
