@@ -15,6 +15,8 @@
 #      WRK_HEADER (one header line added to every request, e.g. a long
 #      "Authorization: Bearer ..."), AGENT_ENV (environment for the agent, e.g.
 #      ZEROTRACE_HEAD_CAPTURE=0), BPF_STATS_RUN (default 1; 0 skips the third run).
+# Also prints nginx's own CPU per request (its workers' utime+stime), off and on:
+# what the hooks cost the instrumented process, steadier than throughput on a shared host.
 # Each pair is an uninstrumented and an instrumented run, both with
 # kernel.bpf_stats_enabled off (it times every program run, which costs the
 # instrumented process time users do not pay: ~3-5 points of ratio here),
@@ -94,7 +96,18 @@ stop_agent() {
 }
 
 wrk -t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-50}" -d2s "http://127.0.0.1:$port/" > /dev/null   # warm-up
-off_rps=(); on_rps=(); off_p99=(); on_p99=(); agent_us=()
+off_rps=(); on_rps=(); off_p99=(); on_p99=(); agent_us=(); nginx_off_us=(); nginx_on_us=()
+nginx_ticks() {  # utime+stime of nginx's worker processes, in clock ticks
+  local t=0 pid
+  for pid in $(pgrep -P "$nginx_pid"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$t"
+}
+per_request_us() {  # ticks_before ticks_after: microseconds per request of the last wrk run
+  awk -v t="$(($2 - $1))" -v r="$(awk '/requests in/ {print $1}' "$work/wrk.txt")" \
+    -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t * 1000000 / hz / r}'
+}
 agent_ticks() {  # utime+stime of this run's loader and its worker, in clock ticks
   local t=0 pid
   for pid in "$agent_pid" $(pgrep -P "$agent_pid"); do
@@ -133,11 +146,14 @@ sysctl -q -w kernel.bpf_stats_enabled=0
 trap 'sysctl -q -w kernel.bpf_stats_enabled="$stats_before"; cleanup' EXIT
 bpf_per_request=()
 for i in $(seq "$pairs"); do
+  n0=$(nginx_ticks)
   read -r rps p99 < <(run_wrk); off_rps+=("$rps"); off_p99+=("$p99")
+  nginx_off_us+=("$(per_request_us "$n0" "$(nginx_ticks)")")
   start_agent
-  t0=$(agent_ticks)
+  t0=$(agent_ticks); n0=$(nginx_ticks)
   read -r rps p99 < <(run_wrk); on_rps+=("$rps"); on_p99+=("$p99")
   t1=$(agent_ticks)
+  nginx_on_us+=("$(per_request_us "$n0" "$(nginx_ticks)")")
   requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
   agent_us+=("$(awk "BEGIN {printf \"%.2f\", ($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $requests}")")
   bpf_note=""
@@ -153,7 +169,7 @@ for i in $(seq "$pairs"); do
     bpf_note=", BPF ${bpf_per_request[-1]} ns/request (bpf_stats run)"
   fi
   stop_agent
-  echo "pair $i: off ${off_rps[-1]} req/s p99 ${off_p99[-1]}us | on ${on_rps[-1]} req/s p99 ${on_p99[-1]}us, agent CPU ${agent_us[-1]}us/request$bpf_note"
+  echo "pair $i: off ${off_rps[-1]} req/s p99 ${off_p99[-1]}us | on ${on_rps[-1]} req/s p99 ${on_p99[-1]}us, agent CPU ${agent_us[-1]}us/request$bpf_note; nginx CPU ${nginx_off_us[-1]} -> ${nginx_on_us[-1]}us/request"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 m_off=$(median "${off_rps[@]}"); m_on=$(median "${on_rps[@]}")
@@ -167,5 +183,9 @@ for i in "${!on_rps[@]}"; do
 done
 echo "per-pair ratios: ${pair_ratios[*]}; median $(median "${pair_ratios[@]}")"
 echo "median agent CPU (loader + worker) per instrumented request: $(median "${agent_us[@]}") us"
+# nginx's own CPU per request (its workers' utime+stime): what the hooks cost
+# the instrumented process, steadier than throughput when the host is shared.
+n_off=$(median "${nginx_off_us[@]}"); n_on=$(median "${nginx_on_us[@]}")
+echo "median nginx CPU per request: off ${n_off} us, on ${n_on} us; ratio off/on = $(awk "BEGIN {printf \"%.3f\", $n_off/$n_on}")"
 [ ${#bpf_per_request[@]} -eq 0 ] || echo "median BPF run time per instrumented request: $(median "${bpf_per_request[@]}") ns"
 echo "median p99 latency: off ${p_off}us, on ${p_on}us; p99 ratio on/off = $(awk "BEGIN {printf \"%.3f\", $p_on/$p_off}")"
