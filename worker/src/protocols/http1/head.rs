@@ -38,7 +38,7 @@ pub(super) struct Headers {
     pub(super) traceparent: Option<String>,
     /// Requests' only: an h2c upgrade hands it to the HTTP/2 exchange; a
     /// response's is not used, so it is not copied.
-    pub(super) content_type: Option<String>,
+    pub(super) content_type: Option<HttpText>,
     pub(super) content_length: Option<u64>,
     pub(super) bad_length: bool,
     pub(super) transfer_encoding: bool,

@@ -22,7 +22,7 @@ pub struct HttpMessage {
     pub version_minor: u8,
     pub host: Option<HttpText>,
     pub traceparent: Option<String>,
-    pub content_type: Option<String>,
+    pub content_type: Option<HttpText>,
     /// `Transfer-Encoding` names `chunked` as the final coding.
     pub chunked: bool,
     /// Body bytes seen (captured + gap), chunk payload only for chunked bodies.

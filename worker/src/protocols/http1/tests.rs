@@ -659,7 +659,10 @@ fn header_values_are_truncated_on_char_boundaries() {
     let value = format!("{}é\u{ff}", "a".repeat(MAX_VALUE - 1));
     let line = format!("GET / HTTP/1.1\r\ncontent-TYPE: {value}\r\n\r\n");
     let (out, _) = parse(&[(line.as_bytes(), 0)]);
-    assert_eq!(out[0].content_type, Some("a".repeat(MAX_VALUE - 1)));
+    assert_eq!(
+        out[0].content_type.as_deref(),
+        Some("a".repeat(MAX_VALUE - 1).as_str())
+    );
     let raw: &[u8] = b"GET / HTTP/1.1\r\nHost: a\xffb\r\n\r\n";
     let (out, _) = parse(&[(raw, 0)]);
     assert_eq!(out[0].host.as_deref(), Some("a\u{fffd}b"));
