@@ -200,10 +200,11 @@ impl<'a> KernelEvent<'a> {
     pub fn decode(record: &'a [u8]) -> Result<Self, EventDecodeError> {
         use layout::*;
         let r = Record(record);
+        let kind = r.u8(EVENT_KIND);
+        let flags = r.u8(EVENT_FLAGS) as usize;
         // A DATA record without the identity flag stops where `tuple` would
         // start; every other record is a whole header.
-        let compact = r.u8(EVENT_KIND) as usize == KIND_DATA
-            && r.u8(EVENT_FLAGS) as usize & EVENT_FLAG_IDENTITY == 0;
+        let compact = kind as usize == KIND_DATA && flags & EVENT_FLAG_IDENTITY == 0;
         let header = if compact {
             EVENT_COMPACT_SIZE
         } else {
@@ -226,7 +227,6 @@ impl<'a> KernelEvent<'a> {
             },
         };
         let sock_id = r.u64(EVENT_SOCK_ID);
-        let kind = r.u8(EVENT_KIND);
         let event = match kind as usize {
             KIND_DATA => {
                 let direction = match r.u8(EVENT_DIRECTION) as usize {
@@ -247,7 +247,7 @@ impl<'a> KernelEvent<'a> {
                     tuple: if compact { None } else { decode_tuple(&r) },
                     total_bytes: r.u64(EVENT_BYTES).max(payload.len() as u64),
                     payload,
-                    tls: r.u8(EVENT_FLAGS) as usize & EVENT_FLAG_TLS != 0,
+                    tls: flags & EVENT_FLAG_TLS != 0,
                 }
             }
             KIND_CONNECTION => KernelEvent::Connection {

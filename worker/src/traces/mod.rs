@@ -28,11 +28,10 @@ mod nesting;
 mod trace_moves;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-
-use crate::hashing::FastMap;
 use std::net::SocketAddr;
 
 pub use crate::config::LinkSettings;
+use crate::hashing::FastMap;
 use crate::spans::{Span, SpanKind};
 
 pub use client_connections::ClientConnections;
