@@ -222,10 +222,10 @@ impl Headers {
             Some(b'c') => {
                 if let Some(value) = value_of(line, b"content-length") {
                     self.add_length(value);
+                } else if !self.of_request {
+                    // A response's Content-Type is not used: not even compared.
                 } else if let Some(value) = value_of(line, b"content-type") {
-                    if self.of_request {
-                        keep_first(&mut self.content_type, value);
-                    }
+                    keep_first(&mut self.content_type, value);
                 }
             }
             _ => {}
