@@ -97,23 +97,18 @@ stop_agent() {
 
 wrk -t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-50}" -d2s "http://127.0.0.1:$port/" > /dev/null   # warm-up
 off_rps=(); on_rps=(); off_p99=(); on_p99=(); agent_us=(); nginx_off_us=(); nginx_on_us=()
-nginx_ticks() {  # utime+stime of nginx's worker processes, in clock ticks
+ticks_of() {  # utime+stime of these processes, in clock ticks
   local t=0 pid
-  for pid in $(pgrep -P "$nginx_pid"); do
+  for pid in "$@"; do
     t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
   done
   echo "$t"
 }
+nginx_ticks() { ticks_of $(pgrep -P "$nginx_pid"); }   # nginx's worker processes
+agent_ticks() { ticks_of "$agent_pid" $(pgrep -P "$agent_pid"); }   # this run's loader and worker
 per_request_us() {  # ticks_before ticks_after: microseconds per request of the last wrk run
   awk -v t="$(($2 - $1))" -v r="$(awk '/requests in/ {print $1}' "$work/wrk.txt")" \
     -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t * 1000000 / hz / r}'
-}
-agent_ticks() {  # utime+stime of this run's loader and its worker, in clock ticks
-  local t=0 pid
-  for pid in "$agent_pid" $(pgrep -P "$agent_pid"); do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-  done
-  echo "$t"
 }
 zt_prog_ids() {  # ids of every loaded zt_ program (other agents on the box included)
   bpftool -j prog show 2>/dev/null | python3 -c 'import json,sys; print(" ".join(str(p["id"]) for p in json.load(sys.stdin) if p.get("name","").startswith("zt_")))'
@@ -152,10 +147,8 @@ for i in $(seq "$pairs"); do
   start_agent
   t0=$(agent_ticks); n0=$(nginx_ticks)
   read -r rps p99 < <(run_wrk); on_rps+=("$rps"); on_p99+=("$p99")
-  t1=$(agent_ticks)
+  agent_us+=("$(per_request_us "$t0" "$(agent_ticks)")")
   nginx_on_us+=("$(per_request_us "$n0" "$(nginx_ticks)")")
-  requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
-  agent_us+=("$(awk "BEGIN {printf \"%.2f\", ($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $requests}")")
   bpf_note=""
   if [ "${BPF_STATS_RUN:-1}" != 0 ]; then
     sysctl -q -w kernel.bpf_stats_enabled=1
@@ -183,8 +176,6 @@ for i in "${!on_rps[@]}"; do
 done
 echo "per-pair ratios: ${pair_ratios[*]}; median $(median "${pair_ratios[@]}")"
 echo "median agent CPU (loader + worker) per instrumented request: $(median "${agent_us[@]}") us"
-# nginx's own CPU per request (its workers' utime+stime): what the hooks cost
-# the instrumented process, steadier than throughput when the host is shared.
 n_off=$(median "${nginx_off_us[@]}"); n_on=$(median "${nginx_on_us[@]}")
 echo "median nginx CPU per request: off ${n_off} us, on ${n_on} us; ratio off/on = $(awk "BEGIN {printf \"%.3f\", $n_off/$n_on}")"
 [ ${#bpf_per_request[@]} -eq 0 ] || echo "median BPF run time per instrumented request: $(median "${bpf_per_request[@]}") ns"
