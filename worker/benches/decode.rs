@@ -1,7 +1,9 @@
 //! Decode throughput (issue 7, benchmark 5): captured HTTP/1 exchanges, as raw
 //! ring buffer records, through the worker's real path — record decode →
 //! connection tracker (HTTP/1 framing, request/response pairing) → span →
-//! trace linking (on, as by default) → route classification → cumulative RED metrics. The same path for the
+//! trace linking (on, as by default) → route classification → cumulative RED metrics; then
+//! with the service graph, and with it and the live view `zerotrace top` reads (the
+//! pipeline's default: `decode_span_route_red_service_graph_live_view`). The same path for the
 //! database clients (issue 16): PostgreSQL simple queries and Redis commands,
 //! and Kafka produces (recorded from kafka-python against tansu), seen from
 //! the client, each operation a span and a duration observation.
@@ -26,10 +28,11 @@ use zerotrace_shared::event::layout::*;
 use zerotrace_shared::event::KernelEvent;
 use zerotrace_worker::config::{RouteSettings, Temporality};
 use zerotrace_worker::connections::{ConnectionTracker, Segment};
+use zerotrace_worker::live_view::LiveView;
 use zerotrace_worker::metrics::red::RedMetrics;
 use zerotrace_worker::metrics::service_graph::ServiceGraphMetrics;
 use zerotrace_worker::routes::RouteMatcher;
-use zerotrace_worker::service_graph::{EdgeObservation, GraphNode, GraphSettings, ServiceGraph};
+use zerotrace_worker::service_graph::{EdgeObservations, GraphNode, GraphSettings, ServiceGraph};
 use zerotrace_worker::spans::Span;
 use zerotrace_worker::traces::{LinkSettings, TraceLinker};
 
@@ -427,7 +430,9 @@ struct Graph {
     pairing: ServiceGraph,
     metrics: ServiceGraphMetrics,
     node: GraphNode,
-    edges: Vec<EdgeObservation>,
+    edges: EdgeObservations,
+    /// What `zerotrace top` reads (on by default), when measured too.
+    live: Option<LiveView>,
 }
 
 impl Path {
@@ -452,10 +457,21 @@ impl Path {
                 pairing: ServiceGraph::new(GraphSettings::default()),
                 metrics: ServiceGraphMetrics::new(Temporality::Cumulative),
                 node: GraphNode::new("nginx", ""),
-                edges: Vec::new(),
+                edges: EdgeObservations::default(),
+                live: None,
             }),
             ..Self::new()
         }
+    }
+
+    /// The pipeline's default: the service graph's pairing and the live view
+    /// `zerotrace top` reads (spans and edges), with the graph's metrics too.
+    fn with_graph_and_live_view() -> Self {
+        let mut path = Self::with_graph();
+        if let Some(graph) = path.graph.as_mut() {
+            graph.live = Some(LiveView::new());
+        }
+        path
     }
 
     /// `full`: also classify the route and record RED metrics (the whole path);
@@ -523,6 +539,7 @@ impl Path {
     /// batch's last event's time), then routes, metrics and the graph.
     fn flush(&mut self, now: u64) -> usize {
         let mut produced = 0;
+        let now_instant = std::time::Instant::now();
         for span in self.spans.drain(..) {
             self.linker.push(span, now, &mut self.linked);
         }
@@ -542,14 +559,24 @@ impl Path {
             let end = span.end_monotonic_ns;
             self.red.record(span, &self.resource, end);
             if let Some(graph) = self.graph.as_mut() {
+                if let Some(live) = graph.live.as_mut() {
+                    live.record(span, &graph.node.name, now_instant);
+                }
                 graph
                     .pairing
-                    .observe(span, graph.node.clone(), end, &mut graph.edges);
-                for edge in graph.edges.drain(..) {
-                    graph.metrics.record(&edge, end);
-                }
+                    .observe(span, &graph.node, end, &mut graph.edges);
             }
             black_box(&span);
+        }
+        // Edges go out after the batch's spans, as the pipeline does.
+        if let Some(graph) = self.graph.as_mut() {
+            for (edge, samples) in graph.edges.runs() {
+                graph.metrics.record_run(edge, samples, now);
+                if let Some(live) = graph.live.as_mut() {
+                    live.record_calls(edge, samples, now_instant);
+                }
+            }
+            graph.edges.clear();
         }
         self.linked.clear();
         produced
@@ -667,6 +694,10 @@ fn bench_decode<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
     let mut with_graph = Path::with_graph();
     group.bench_function("decode_span_route_red_service_graph", |b| {
         b.iter(|| black_box(with_graph.replay(black_box(&records), true)))
+    });
+    let mut with_live_view = Path::with_graph_and_live_view();
+    group.bench_function("decode_span_route_red_service_graph_live_view", |b| {
+        b.iter(|| black_box(with_live_view.replay(black_box(&records), true)))
     });
     let mut tracker_only = Path::new();
     group.bench_function("decode_span_only", |b| {

@@ -30,7 +30,7 @@ use crate::metrics::self_metrics::{LossNotice, SelfMetrics};
 use crate::otel::resource::ResourceCatalog;
 use crate::protocols::db_selection::{destinations, protocol_selection};
 use crate::routes::{RouteMatcher, SegmentCardinalityLimiter};
-use crate::service_graph::{EdgeObservation, GraphNode, GraphSettings, ServiceGraph};
+use crate::service_graph::{EdgeObservations, GraphNode, GraphSettings, ServiceGraph};
 use crate::spans::ids::TraceParent;
 use crate::spans::{HttpText, Protocol, Span};
 use crate::traces::{LinkCounters, LinkSettings, TraceLinker};
@@ -108,7 +108,7 @@ pub struct Pipeline {
     /// (when its metrics are exported or `zerotrace top` may show them).
     graph: Option<ServiceGraph>,
     /// Edges observed and not yet recorded by the exporters.
-    edges: Vec<EdgeObservation>,
+    edges: EdgeObservations,
     /// The linker's wait: the service graph holds spans longer.
     link_wait: Duration,
     last_scan: Instant,
@@ -212,7 +212,7 @@ impl Pipeline {
             to_prometheus: Vec::new(),
             linker: TraceLinker::new(LinkSettings::default()),
             graph: None,
-            edges: Vec::new(),
+            edges: EdgeObservations::default(),
             link_wait: LinkSettings::default().wait,
             last_scan: Instant::now(),
             kernel_counters: None,
@@ -537,7 +537,7 @@ impl Pipeline {
         if let Some(live) = self.live.as_ref() {
             let now = Instant::now();
             let mut view = live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let mut services: HashMap<u32, String> = HashMap::new();
+            let mut services: FastMap<u32, String> = FastMap::default();
             for (span, &(_, in_metrics)) in self.spans.iter().zip(&keep) {
                 if !in_metrics {
                     continue;
@@ -551,7 +551,7 @@ impl Pipeline {
         }
         if let Some(graph) = self.graph.as_mut() {
             let now = monotonic_now_ns();
-            let mut nodes: HashMap<u32, GraphNode> = HashMap::new();
+            let mut nodes: FastMap<u32, GraphNode> = FastMap::default();
             for (span, &(_, in_metrics)) in self.spans.iter().zip(&keep) {
                 if !in_metrics {
                     continue;
@@ -560,7 +560,7 @@ impl Pipeline {
                     let resource = self.resources.resource_for(span.pid, &span.process_name);
                     graph_node(&resource, &span.process_name)
                 });
-                graph.observe(span, node.clone(), now, &mut self.edges);
+                graph.observe(span, node, now, &mut self.edges);
             }
         }
         self.record_edges();
@@ -594,24 +594,24 @@ impl Pipeline {
         }
         let now_unix_ns = self.clock.to_unix_ns(monotonic_now_ns());
         // A service calling itself stays out of the metrics, as in OBI (top still shows it).
-        let metric_edges = || self.edges.iter().filter(|e| !e.edge.is_self_reference());
+        let metric_edges = || self.edges.runs().filter(|(e, _)| !e.is_self_reference());
         if let Some(otel) = self.otel.as_mut() {
-            for edge in metric_edges() {
-                otel.record_edge(edge, now_unix_ns);
+            for (edge, samples) in metric_edges() {
+                otel.record_edge_run(edge, samples, now_unix_ns);
             }
         }
         if let Some(mut state) = self.scrape.as_ref().and_then(|s| s.lock().ok()) {
             if let Some(graph) = state.graph.as_mut() {
-                for edge in metric_edges() {
-                    graph.record(edge, now_unix_ns);
+                for (edge, samples) in metric_edges() {
+                    graph.record_run(edge, samples, now_unix_ns);
                 }
             }
         }
         if let Some(live) = self.live.as_ref() {
             let now = Instant::now();
             let mut view = live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            for edge in &self.edges {
-                view.record_call(edge, now);
+            for (edge, samples) in self.edges.runs() {
+                view.record_calls(edge, samples, now);
             }
         }
         self.edges.clear();

@@ -21,7 +21,7 @@ use crate::metrics::self_metrics::{self, SelfMetrics};
 use crate::metrics::service_graph::ServiceGraphMetrics;
 use crate::otel::sampler::Sampler;
 use crate::otel::span_encoding::encode_span;
-use crate::service_graph::EdgeObservation;
+use crate::service_graph::{EdgeKey, EdgeSample};
 
 /// How long shutdown waits for the last batches to leave.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -132,10 +132,10 @@ impl OtelExport {
         self.graph.is_some()
     }
 
-    /// One request between two services, for the service graph metrics.
-    pub fn record_edge(&mut self, observation: &EdgeObservation, now_unix_ns: u64) {
+    /// Requests between two services, for the service graph metrics.
+    pub fn record_edge_run(&mut self, edge: &EdgeKey, samples: &[EdgeSample], now_unix_ns: u64) {
         if let Some(graph) = self.graph.as_mut() {
-            graph.record(observation, now_unix_ns);
+            graph.record_run(edge, samples, now_unix_ns);
         }
     }
 

@@ -8,7 +8,7 @@ use super::{
     rate, ratio, truncated, CountRing, HISTORY_SECONDS, IDLE_FORGET_SECONDS, MAX_SERVICE_BYTES,
 };
 use crate::hashing::FastMap;
-use crate::service_graph::EdgeObservation;
+use crate::service_graph::EdgeKey;
 
 /// Edges kept at most.
 pub const MAX_CALLS: usize = 500;
@@ -33,10 +33,11 @@ pub(super) struct Calls {
 }
 
 impl Calls {
-    pub(super) fn record(&mut self, edge: &EdgeObservation, second: u64) {
-        let client = truncated(&edge.edge.client.name, MAX_SERVICE_BYTES);
-        let server = truncated(&edge.edge.server.name, MAX_SERVICE_BYTES);
-        let connection_type = edge.edge.connection_type.as_str();
+    /// `requests` on one edge in `second`, `errors` of them failed.
+    pub(super) fn record(&mut self, edge: &EdgeKey, requests: u32, errors: u32, second: u64) {
+        let client = truncated(&edge.client.name, MAX_SERVICE_BYTES);
+        let server = truncated(&edge.server.name, MAX_SERVICE_BYTES);
+        let connection_type = edge.connection_type.as_str();
         self.key.clear();
         for part in [client, "\0", server, "\0", connection_type] {
             self.key.push_str(part);
@@ -61,9 +62,9 @@ impl Calls {
         let Some(row) = self.rows.get_mut(self.key.as_str()) else {
             return;
         };
-        row.counts.add(second, edge.failed);
-        row.requests_total += 1;
-        row.errors_total += u64::from(edge.failed);
+        row.counts.add_many(second, requests, errors);
+        row.requests_total += u64::from(requests);
+        row.errors_total += u64::from(errors);
         row.last_second = row.last_second.max(second);
     }
 

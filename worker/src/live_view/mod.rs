@@ -35,7 +35,7 @@ use nix::sys::socket::{getsockopt, send, sockopt, MsgFlags};
 // Errors as the spans count them: their protocol's semantic conventions.
 use crate::hashing::FastMap;
 use crate::semconv::is_error;
-use crate::service_graph::EdgeObservation;
+use crate::service_graph::{EdgeKey, EdgeObservation, EdgeSample};
 use crate::spans::Span;
 
 mod calls;
@@ -141,6 +141,11 @@ impl CountRing {
     }
 
     fn add(&mut self, second: u64, error: bool) {
+        self.add_many(second, 1, u32::from(error));
+    }
+
+    /// `requests` in `second`, `errors` of them failed.
+    fn add_many(&mut self, second: u64, requests: u32, errors: u32) {
         let slot = &mut self.0[(second % HISTORY_SECONDS as u64) as usize];
         if slot.second != second {
             if slot.second != u64::MAX && slot.second > second {
@@ -152,8 +157,8 @@ impl CountRing {
                 errors: 0,
             };
         }
-        slot.requests = slot.requests.saturating_add(1);
-        slot.errors = slot.errors.saturating_add(u32::from(error));
+        slot.requests = slot.requests.saturating_add(requests);
+        slot.errors = slot.errors.saturating_add(errors);
     }
 
     fn get(&self, second: u64) -> (u32, u32) {
@@ -477,8 +482,16 @@ impl LiveView {
 
     /// Counts one request between two services (a service graph edge).
     pub fn record_call(&mut self, edge: &EdgeObservation, now: Instant) {
+        self.record_calls(&edge.edge, &[edge.sample()], now);
+    }
+
+    /// Counts requests on one edge, together.
+    pub fn record_calls(&mut self, edge: &EdgeKey, samples: &[EdgeSample], now: Instant) {
         let second = self.second_of(now);
-        self.calls.record(edge, second);
+        let requests = u32::try_from(samples.len()).unwrap_or(u32::MAX);
+        let errors = samples.iter().filter(|s| s.failed).count();
+        let errors = u32::try_from(errors).unwrap_or(u32::MAX);
+        self.calls.record(edge, requests, errors, second);
     }
 
     /// Drops the [`EVICT_BATCH`] least recently seen rows.

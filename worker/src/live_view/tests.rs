@@ -700,3 +700,22 @@ fn calls_are_counted_per_edge_busiest_first_and_bounded() {
     }
     assert!(view.snapshot(at(origin, 3.0)).calls.len() <= MAX_CALLS);
 }
+
+#[test]
+fn a_run_of_calls_counts_as_its_requests_one_by_one() {
+    let origin = Instant::now();
+    let (mut together, mut one_by_one) =
+        (LiveView::starting_at(origin), LiveView::starting_at(origin));
+    let calls: Vec<EdgeObservation> = (0..7).map(|i| call("front", "back", i % 3 == 0)).collect();
+    let samples: Vec<_> = calls.iter().map(EdgeObservation::sample).collect();
+    together.record_calls(&calls[0].edge, &samples, at(origin, 1.0));
+    for call in &calls {
+        one_by_one.record_call(call, at(origin, 1.0));
+    }
+    let (a, b) = (
+        together.snapshot(at(origin, 2.0)).calls,
+        one_by_one.snapshot(at(origin, 2.0)).calls,
+    );
+    assert_eq!((a[0].requests_total, a[0].errors_total), (7, 3));
+    assert_eq!(a, b);
+}

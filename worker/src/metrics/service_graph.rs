@@ -19,7 +19,7 @@ use crate::config::Temporality;
 use crate::hashing::FastMap;
 use crate::semconv::attribute::string_attribute;
 use crate::semconv::DURATION_BOUNDS_SECONDS;
-use crate::service_graph::{EdgeKey, EdgeObservation};
+use crate::service_graph::{EdgeKey, EdgeObservation, EdgeSample};
 
 /// The OTLP names (Prometheus: the histograms get `_seconds`).
 pub const REQUEST_TOTAL: &str = "traces_service_graph_request_total";
@@ -50,15 +50,15 @@ impl EdgeSeries {
         }
     }
 
-    fn record(&mut self, observation: &EdgeObservation) {
+    fn record(&mut self, sample: &EdgeSample) {
         self.total += 1;
-        if observation.failed {
+        if sample.failed {
             self.failed += 1;
         }
-        if let Some(seconds) = observation.client_seconds {
+        if let Some(seconds) = sample.client_seconds {
             self.client.record(&DURATION_BOUNDS_SECONDS, seconds);
         }
-        if let Some(seconds) = observation.server_seconds {
+        if let Some(seconds) = sample.server_seconds {
             self.server.record(&DURATION_BOUNDS_SECONDS, seconds);
         }
     }
@@ -103,17 +103,24 @@ impl ServiceGraphMetrics {
     }
 
     pub fn record(&mut self, observation: &EdgeObservation, now_unix_ns: u64) {
-        let series = if let Some(series) = self.edges.get_mut(&observation.edge) {
+        self.record_run(&observation.edge, &[observation.sample()], now_unix_ns);
+    }
+
+    /// Requests on one edge: its series is looked up once.
+    pub fn record_run(&mut self, edge: &EdgeKey, samples: &[EdgeSample], now_unix_ns: u64) {
+        let series = if let Some(series) = self.edges.get_mut(edge) {
             series
         } else if self.edges.len() < MAX_SERIES {
             self.edges
-                .entry(observation.edge.clone())
+                .entry(edge.clone())
                 .or_insert_with(|| EdgeSeries::new(now_unix_ns))
         } else {
             self.overflow
                 .get_or_insert_with(|| EdgeSeries::new(now_unix_ns))
         };
-        series.record(observation);
+        for sample in samples {
+            series.record(sample);
+        }
     }
 
     /// Every series with its edge (None: the overflow series, last), in label order.
@@ -300,6 +307,30 @@ mod tests {
             })
             .sum();
         assert_eq!(failures, 1);
+    }
+
+    #[test]
+    fn a_run_records_as_its_requests_one_by_one() {
+        let observations: Vec<EdgeObservation> = (0..5)
+            .map(|i| observation(if i < 3 { "a" } else { "10.0.0.9" }, "b", i == 1))
+            .collect();
+        let mut one_by_one = ServiceGraphMetrics::new(Temporality::Cumulative);
+        for o in &observations {
+            one_by_one.record(o, 1);
+        }
+        let mut in_runs = ServiceGraphMetrics::new(Temporality::Cumulative);
+        for run in [&observations[..3], &observations[3..]] {
+            let samples: Vec<EdgeSample> = run.iter().map(EdgeObservation::sample).collect();
+            in_runs.record_run(&run[0].edge, &samples, 1);
+        }
+        let series = |g: &ServiceGraphMetrics| -> Vec<(Option<EdgeKey>, EdgeSeries)> {
+            g.series().map(|(k, s)| (k.cloned(), s.clone())).collect()
+        };
+        let runs = series(&in_runs);
+        assert_eq!(runs, series(&one_by_one));
+        // In label order: the caller "10.0.0.9" (2 requests), then "a" (3, one failed).
+        let counts: Vec<(u64, u64)> = runs.iter().map(|(_, s)| (s.total, s.failed)).collect();
+        assert_eq!(counts, vec![(2, 0), (3, 1)]);
     }
 
     #[test]

@@ -126,24 +126,22 @@ struct AddressNodes {
 const MAX_ADDRESS_NODES: usize = 4096;
 
 impl AddressNodes {
-    fn caller(&mut self, addr: SocketAddr) -> GraphNode {
+    fn caller(&mut self, addr: SocketAddr) -> &GraphNode {
         if self.callers.len() >= MAX_ADDRESS_NODES {
             self.callers.clear();
         }
         self.callers
             .entry(addr.ip())
             .or_insert_with(|| GraphNode::address(addr, false))
-            .clone()
     }
 
-    fn callee(&mut self, addr: SocketAddr) -> GraphNode {
+    fn callee(&mut self, addr: SocketAddr) -> &GraphNode {
         if self.callees.len() >= MAX_ADDRESS_NODES {
             self.callees.clear();
         }
         self.callees
             .entry(addr)
             .or_insert_with(|| GraphNode::address(addr, true))
-            .clone()
     }
 }
 
@@ -174,6 +172,110 @@ pub struct EdgeObservation {
     pub failed: bool,
 }
 
+impl EdgeObservation {
+    /// What is counted, without the edge.
+    pub fn sample(&self) -> EdgeSample {
+        EdgeSample {
+            client_seconds: self.client_seconds,
+            server_seconds: self.server_seconds,
+            failed: self.failed,
+        }
+    }
+}
+
+/// One request on an edge named elsewhere (its run in [`EdgeObservations`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EdgeSample {
+    /// The client span's duration, when the client side was seen.
+    pub client_seconds: Option<f64>,
+    /// The server span's duration, when the server side was seen.
+    pub server_seconds: Option<f64>,
+    /// Either side was an error by its protocol's conventions.
+    pub failed: bool,
+}
+
+/// Observations in the order they were made, as runs of one edge: the
+/// requests of a run share one copy of its key. Under load nearly every
+/// request extends the run before it (the same caller and server), so it
+/// clones no name (their reference counts are atomic, and were a tenth of
+/// the graph's cost) and its consumers look its edge up once per run.
+#[derive(Debug, Default)]
+pub struct EdgeObservations {
+    /// Each run's edge and the end of its samples in `samples`.
+    runs: Vec<(EdgeKey, usize)>,
+    samples: Vec<EdgeSample>,
+}
+
+impl EdgeObservations {
+    /// One request on the edge `client` → `server`.
+    fn push(
+        &mut self,
+        client: &GraphNode,
+        server: &GraphNode,
+        connection_type: ConnectionType,
+        sample: EdgeSample,
+    ) {
+        self.samples.push(sample);
+        let end = self.samples.len();
+        match self.runs.last_mut() {
+            // Names compare by pointer first: a run's nodes are nearly always the same Arcs.
+            Some((edge, run_end))
+                if edge.connection_type == connection_type
+                    && edge.server == *server
+                    && edge.client == *client =>
+            {
+                *run_end = end;
+            }
+            _ => self.runs.push((
+                EdgeKey {
+                    client: client.clone(),
+                    server: server.clone(),
+                    connection_type,
+                },
+                end,
+            )),
+        }
+    }
+
+    /// Each run: its edge and its requests, in order.
+    pub fn runs(&self) -> impl Iterator<Item = (&EdgeKey, &[EdgeSample])> {
+        let mut start = 0;
+        self.runs.iter().map(move |(edge, end)| {
+            let samples = &self.samples[start..*end];
+            start = *end;
+            (edge, samples)
+        })
+    }
+
+    /// Requests observed.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.runs.clear();
+        self.samples.clear();
+    }
+
+    /// Every request with its own copy of its edge (for tests and inspection).
+    pub fn to_vec(&self) -> Vec<EdgeObservation> {
+        self.runs()
+            .flat_map(|(edge, samples)| {
+                samples.iter().map(move |sample| EdgeObservation {
+                    edge: edge.clone(),
+                    client_seconds: sample.client_seconds,
+                    server_seconds: sample.server_seconds,
+                    failed: sample.failed,
+                })
+            })
+            .collect()
+    }
+}
+
 /// What pairing did, for the self-metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GraphCounters {
@@ -186,8 +288,6 @@ pub struct GraphCounters {
 /// One side of a request, waiting for the other.
 struct Waiting {
     span_id: [u8; 8],
-    /// The server side's parent (the client span it names).
-    parent_id: Option<[u8; 8]>,
     node: GraphNode,
     /// Of a client: its peer's address. Of a server: its caller's address.
     peer: SocketAddr,
@@ -289,61 +389,89 @@ impl ServiceGraph {
     pub fn observe(
         &mut self,
         span: &Span,
-        node: GraphNode,
+        node: &GraphNode,
         now_ns: u64,
-        out: &mut Vec<EdgeObservation>,
+        out: &mut EdgeObservations,
     ) {
-        let waiting = Waiting {
-            span_id: span.ids.span_id,
-            parent_id: span.ids.parent_span_id,
-            node,
-            peer: span.peer,
-            peer_kind: semconv::peer_kind(span),
-            seconds: seconds(span),
-            failed: semconv::is_error(span),
-            due_ns: now_ns.saturating_add(self.hold_ns()),
-        };
+        let failed = semconv::is_error(span);
         if span.kind.is_outgoing() {
+            let peer_kind = semconv::peer_kind(span);
             // A database or a broker has no server span: its edge is known now.
-            if waiting.peer_kind != PeerKind::Service {
-                out.push(self.client_alone(waiting));
+            if peer_kind != PeerKind::Service {
+                let server = self.addresses.callee(span.peer);
+                out.push(
+                    node,
+                    server,
+                    client_connection_type(peer_kind),
+                    EdgeSample {
+                        client_seconds: Some(seconds(span)),
+                        server_seconds: None,
+                        failed,
+                    },
+                );
                 return;
             }
+            let waiting = self.waiting(span, node, peer_kind, failed, now_ns);
             match self.servers.take(&waiting.span_id) {
-                Some(server) => out.push(self.pair(waiting, server)),
+                Some(server) => self.pair(waiting, server, out),
                 None => self.hold(true, waiting.span_id, waiting, out),
             }
             return;
         }
         // A root server span: its caller is not instrumented (or not seen).
-        let Some(parent_id) = waiting.parent_id else {
-            out.push(self.server_alone(waiting));
+        let Some(parent_id) = span.ids.parent_span_id else {
+            let client = self.addresses.caller(span.peer);
+            out.push(
+                client,
+                node,
+                ConnectionType::VirtualNode,
+                EdgeSample {
+                    client_seconds: None,
+                    server_seconds: Some(seconds(span)),
+                    failed,
+                },
+            );
             return;
         };
+        let waiting = self.waiting(span, node, PeerKind::Service, failed, now_ns);
         match self.clients.take(&parent_id) {
-            Some(client) => out.push(self.pair(client, waiting)),
+            Some(client) => self.pair(client, waiting, out),
             None => self.hold(false, parent_id, waiting, out),
         }
     }
 
-    fn hold(
-        &mut self,
-        client: bool,
-        id: [u8; 8],
-        waiting: Waiting,
-        out: &mut Vec<EdgeObservation>,
-    ) {
+    /// A span that may wait for its other half.
+    fn waiting(
+        &self,
+        span: &Span,
+        node: &GraphNode,
+        peer_kind: PeerKind,
+        failed: bool,
+        now_ns: u64,
+    ) -> Waiting {
+        Waiting {
+            span_id: span.ids.span_id,
+            node: node.clone(),
+            peer: span.peer,
+            peer_kind,
+            seconds: seconds(span),
+            failed,
+            due_ns: now_ns.saturating_add(self.hold_ns()),
+        }
+    }
+
+    fn hold(&mut self, client: bool, id: [u8; 8], waiting: Waiting, out: &mut EdgeObservations) {
         let max_held = self.settings.max_held.max(1);
         while self.side(client).len() >= max_held {
             let Some(oldest) = self.side(client).pop_due(None) else {
                 break;
             };
             self.counters.evicted += 1;
-            out.push(self.alone(client, oldest));
+            self.alone(client, oldest, out);
         }
         // A span id seen again before its first went out: the first counts alone.
         if let Some(previous) = self.side(client).take(&id) {
-            out.push(self.alone(client, previous));
+            self.alone(client, previous, out);
         }
         self.side(client).insert(id, waiting, max_held);
     }
@@ -356,80 +484,86 @@ impl ServiceGraph {
         }
     }
 
-    fn pair(&mut self, client: Waiting, server: Waiting) -> EdgeObservation {
+    fn pair(&mut self, client: Waiting, server: Waiting, out: &mut EdgeObservations) {
         self.counters.paired += 1;
-        EdgeObservation {
-            edge: EdgeKey {
-                client: client.node,
-                server: server.node,
-                connection_type: ConnectionType::Direct,
+        out.push(
+            &client.node,
+            &server.node,
+            ConnectionType::Direct,
+            EdgeSample {
+                client_seconds: Some(client.seconds),
+                server_seconds: Some(server.seconds),
+                failed: client.failed || server.failed,
             },
-            client_seconds: Some(client.seconds),
-            server_seconds: Some(server.seconds),
-            failed: client.failed || server.failed,
-        }
+        );
     }
 
     /// Spans whose hold is over count alone.
-    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<EdgeObservation>) {
+    pub fn expire(&mut self, now_ns: u64, out: &mut EdgeObservations) {
         while let Some(client) = self.clients.pop_due(Some(now_ns)) {
-            out.push(self.client_alone(client));
+            self.client_alone(client, out);
         }
         while let Some(server) = self.servers.pop_due(Some(now_ns)) {
-            out.push(self.server_alone(server));
+            self.server_alone(server, out);
         }
     }
 
     /// Everything held counts alone (the agent stops).
-    pub fn release_all(&mut self, out: &mut Vec<EdgeObservation>) {
+    pub fn release_all(&mut self, out: &mut EdgeObservations) {
         while let Some(client) = self.clients.pop_due(None) {
-            out.push(self.client_alone(client));
+            self.client_alone(client, out);
         }
         while let Some(server) = self.servers.pop_due(None) {
-            out.push(self.server_alone(server));
+            self.server_alone(server, out);
         }
     }
 }
 
+/// The `connection_type` of a client span no server span claimed.
+fn client_connection_type(peer_kind: PeerKind) -> ConnectionType {
+    match peer_kind {
+        PeerKind::Service => ConnectionType::VirtualNode,
+        PeerKind::Database => ConnectionType::Database,
+        PeerKind::MessagingSystem => ConnectionType::MessagingSystem,
+    }
+}
+
 impl ServiceGraph {
-    fn alone(&mut self, client: bool, waiting: Waiting) -> EdgeObservation {
+    fn alone(&mut self, client: bool, waiting: Waiting, out: &mut EdgeObservations) {
         if client {
-            self.client_alone(waiting)
+            self.client_alone(waiting, out)
         } else {
-            self.server_alone(waiting)
+            self.server_alone(waiting, out)
         }
     }
 
     /// A client span no server span claimed: a call to its peer's address.
-    fn client_alone(&mut self, client: Waiting) -> EdgeObservation {
-        let connection_type = match client.peer_kind {
-            PeerKind::Service => ConnectionType::VirtualNode,
-            PeerKind::Database => ConnectionType::Database,
-            PeerKind::MessagingSystem => ConnectionType::MessagingSystem,
-        };
-        EdgeObservation {
-            edge: EdgeKey {
-                client: client.node,
-                server: self.addresses.callee(client.peer),
-                connection_type,
+    fn client_alone(&mut self, client: Waiting, out: &mut EdgeObservations) {
+        let server = self.addresses.callee(client.peer);
+        out.push(
+            &client.node,
+            server,
+            client_connection_type(client.peer_kind),
+            EdgeSample {
+                client_seconds: Some(client.seconds),
+                server_seconds: None,
+                failed: client.failed,
             },
-            client_seconds: Some(client.seconds),
-            server_seconds: None,
-            failed: client.failed,
-        }
+        );
     }
 
     /// A server span with no instrumented caller: a call from its peer's address.
-    fn server_alone(&mut self, server: Waiting) -> EdgeObservation {
-        EdgeObservation {
-            edge: EdgeKey {
-                client: self.addresses.caller(server.peer),
-                server: server.node,
-                connection_type: ConnectionType::VirtualNode,
+    fn server_alone(&mut self, server: Waiting, out: &mut EdgeObservations) {
+        let client = self.addresses.caller(server.peer);
+        out.push(
+            client,
+            &server.node,
+            ConnectionType::VirtualNode,
+            EdgeSample {
+                client_seconds: None,
+                server_seconds: Some(server.seconds),
+                failed: server.failed,
             },
-            client_seconds: None,
-            server_seconds: Some(server.seconds),
-            failed: server.failed,
-        }
+        );
     }
 }

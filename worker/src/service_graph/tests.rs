@@ -67,12 +67,12 @@ fn edge(client: &str, server: &str, connection_type: ConnectionType) -> EdgeKey 
 fn a_request_between_two_instrumented_services_counts_once_with_both_durations() {
     let mut graph = graph(2000, 100);
     let (client, server) = request(200, 200);
-    let mut out = Vec::new();
-    graph.observe(&client, node("a"), 0, &mut out);
+    let mut out = EdgeObservations::default();
+    graph.observe(&client, &node("a"), 0, &mut out);
     assert!(out.is_empty(), "the client waits for its server span");
-    graph.observe(&server, node("b"), MS, &mut out);
+    graph.observe(&server, &node("b"), MS, &mut out);
     assert_eq!(
-        out,
+        out.to_vec(),
         vec![EdgeObservation {
             edge: edge("a", "b", ConnectionType::Direct),
             client_seconds: Some(0.03),
@@ -90,25 +90,25 @@ fn a_request_between_two_instrumented_services_counts_once_with_both_durations()
 fn the_server_side_exported_first_is_paired_when_its_client_comes() {
     let mut graph = graph(2000, 100);
     let (client, server) = request(200, 503);
-    let mut out = Vec::new();
-    graph.observe(&server, node("b"), 0, &mut out);
+    let mut out = EdgeObservations::default();
+    graph.observe(&server, &node("b"), 0, &mut out);
     assert!(out.is_empty(), "a linked server span waits for its caller");
-    graph.observe(&client, node("a"), MS, &mut out);
+    graph.observe(&client, &node("a"), MS, &mut out);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].edge, edge("a", "b", ConnectionType::Direct));
-    assert!(out[0].failed, "the server answered 503");
-    assert!(out[0].client_seconds.is_some() && out[0].server_seconds.is_some());
+    assert_eq!(out.to_vec()[0].edge, edge("a", "b", ConnectionType::Direct));
+    assert!(out.to_vec()[0].failed, "the server answered 503");
+    assert!(out.to_vec()[0].client_seconds.is_some() && out.to_vec()[0].server_seconds.is_some());
 }
 
 #[test]
 fn a_client_error_alone_fails_the_request() {
     let mut graph = graph(2000, 100);
     let (client, server) = request(404, 404);
-    let mut out = Vec::new();
-    graph.observe(&client, node("a"), 0, &mut out);
-    graph.observe(&server, node("b"), 0, &mut out);
+    let mut out = EdgeObservations::default();
+    graph.observe(&client, &node("a"), 0, &mut out);
+    graph.observe(&server, &node("b"), 0, &mut out);
     assert!(
-        out[0].failed,
+        out.to_vec()[0].failed,
         "404 is a client-side error (semconv), not a server one"
     );
 }
@@ -122,13 +122,13 @@ fn a_client_span_never_claimed_counts_as_a_call_to_its_peer_address_after_the_ho
         200,
         5,
     );
-    let mut out = Vec::new();
-    graph.observe(&client, node("a"), 0, &mut out);
+    let mut out = EdgeObservations::default();
+    graph.observe(&client, &node("a"), 0, &mut out);
     graph.expire(1999 * MS, &mut out);
     assert!(out.is_empty(), "still within the hold");
     graph.expire(2000 * MS, &mut out);
     assert_eq!(
-        out,
+        out.to_vec(),
         vec![EdgeObservation {
             edge: edge("a", "10.0.0.2:5432", ConnectionType::VirtualNode),
             client_seconds: Some(0.005),
@@ -148,10 +148,10 @@ fn a_root_server_span_counts_at_once_as_a_call_from_its_peer_ip() {
         500,
         7,
     );
-    let mut out = Vec::new();
-    graph.observe(&server, node("b"), 0, &mut out);
+    let mut out = EdgeObservations::default();
+    graph.observe(&server, &node("b"), 0, &mut out);
     assert_eq!(
-        out,
+        out.to_vec(),
         vec![EdgeObservation {
             edge: edge("127.0.0.1", "b", ConnectionType::VirtualNode),
             client_seconds: None,
@@ -166,33 +166,33 @@ fn a_server_span_whose_parent_is_never_seen_counts_alone_after_the_hold() {
     // An incoming traceparent from an SDK-instrumented caller this agent does not see.
     let mut graph = graph(100, 100);
     let (_, server) = request(200, 200);
-    let mut out = Vec::new();
-    graph.observe(&server, node("b"), 0, &mut out);
+    let mut out = EdgeObservations::default();
+    graph.observe(&server, &node("b"), 0, &mut out);
     assert!(out.is_empty());
     graph.expire(100 * MS, &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(
-        out[0].edge,
+        out.to_vec()[0].edge,
         edge("127.0.0.1", "b", ConnectionType::VirtualNode)
     );
-    assert_eq!(out[0].client_seconds, None);
+    assert_eq!(out.to_vec()[0].client_seconds, None);
 }
 
 #[test]
 fn a_client_released_by_the_hold_no_longer_pairs() {
     let mut graph = graph(100, 100);
     let (client, server) = request(200, 200);
-    let mut out = Vec::new();
-    graph.observe(&client, node("a"), 0, &mut out);
+    let mut out = EdgeObservations::default();
+    graph.observe(&client, &node("a"), 0, &mut out);
     graph.expire(100 * MS, &mut out);
-    graph.observe(&server, node("b"), 150 * MS, &mut out);
+    graph.observe(&server, &node("b"), 150 * MS, &mut out);
     graph.expire(250 * MS, &mut out);
-    let edges: Vec<&EdgeKey> = out.iter().map(|o| &o.edge).collect();
+    let edges: Vec<EdgeKey> = out.to_vec().iter().map(|o| o.edge.clone()).collect();
     assert_eq!(
         edges,
         vec![
-            &edge("a", "127.0.0.1:8080", ConnectionType::VirtualNode),
-            &edge("127.0.0.1", "b", ConnectionType::VirtualNode),
+            edge("a", "127.0.0.1:8080", ConnectionType::VirtualNode),
+            edge("127.0.0.1", "b", ConnectionType::VirtualNode),
         ]
     );
     assert_eq!(graph.counters().paired, 0);
@@ -201,22 +201,25 @@ fn a_client_released_by_the_hold_no_longer_pairs() {
 #[test]
 fn a_full_queue_counts_its_oldest_alone_and_counts_the_eviction() {
     let mut graph = graph(2000, 2);
-    let mut out = Vec::new();
+    let mut out = EdgeObservations::default();
     let clients: Vec<Span> = (0..3)
         .map(|_| http_span(SpanKind::Client, CLIENT_SIDE, 200, 1))
         .collect();
     for client in &clients {
-        graph.observe(client, node("a"), 0, &mut out);
+        graph.observe(client, &node("a"), 0, &mut out);
     }
     assert_eq!(out.len(), 1, "the oldest went out when the third came");
-    assert_eq!(out[0].edge.connection_type, ConnectionType::VirtualNode);
+    assert_eq!(
+        out.to_vec()[0].edge.connection_type,
+        ConnectionType::VirtualNode
+    );
     assert_eq!(graph.counters().evicted, 1);
     assert_eq!(graph.held_count(), 2);
     // The two kept still pair.
     for client in &clients[1..] {
         let mut server = http_span(SpanKind::Server, SERVER_SIDE, 200, 1);
         server.ids.parent_span_id = Some(client.ids.span_id);
-        graph.observe(&server, node("b"), 0, &mut out);
+        graph.observe(&server, &node("b"), 0, &mut out);
     }
     assert_eq!(graph.counters().paired, 2);
     assert_eq!(graph.held_count(), 0);
@@ -225,11 +228,11 @@ fn a_full_queue_counts_its_oldest_alone_and_counts_the_eviction() {
 #[test]
 fn paired_entries_do_not_pile_up_in_the_due_queue() {
     let mut graph = graph(60_000, 4);
-    let mut out = Vec::new();
+    let mut out = EdgeObservations::default();
     for _ in 0..1000 {
         let (client, server) = request(200, 200);
-        graph.observe(&client, node("a"), 0, &mut out);
-        graph.observe(&server, node("b"), 0, &mut out);
+        graph.observe(&client, &node("a"), 0, &mut out);
+        graph.observe(&server, &node("b"), 0, &mut out);
     }
     assert_eq!(out.len(), 1000);
     assert!(
@@ -244,9 +247,9 @@ fn release_all_counts_every_held_span_alone() {
     let mut graph = graph(2000, 100);
     let (client, _) = request(200, 200);
     let (_, server) = request(200, 200);
-    let mut out = Vec::new();
-    graph.observe(&client, node("a"), 0, &mut out);
-    graph.observe(&server, node("b"), 0, &mut out);
+    let mut out = EdgeObservations::default();
+    graph.observe(&client, &node("a"), 0, &mut out);
+    graph.observe(&server, &node("b"), 0, &mut out);
     graph.release_all(&mut out);
     assert_eq!(out.len(), 2);
     assert_eq!(graph.held_count(), 0);
@@ -272,13 +275,13 @@ fn grpc_failures_follow_the_rpc_conventions() {
             },
         })
     };
-    let mut out = Vec::new();
+    let mut out = EdgeObservations::default();
     for status in [0, 5, 13] {
         let mut server = http_span(SpanKind::Server, SERVER_SIDE, 200, 1);
         server.protocol = grpc(status);
-        graph.observe(&server, node("b"), 0, &mut out);
+        graph.observe(&server, &node("b"), 0, &mut out);
     }
-    let failed: Vec<bool> = out.iter().map(|o| o.failed).collect();
+    let failed: Vec<bool> = out.to_vec().iter().map(|o| o.failed).collect();
     // Server side: NOT_FOUND (5) is the caller's problem, INTERNAL (13) the server's.
     assert_eq!(failed, vec![false, false, true]);
 }
@@ -305,4 +308,63 @@ fn the_hold_outlasts_the_linkers_wait() {
         GraphSettings::after_link_wait(Duration::from_secs(10)).hold,
         Duration::from_millis(11_500)
     );
+}
+
+#[test]
+fn consecutive_requests_on_one_edge_share_a_run_and_keep_their_order() {
+    let mut graph = graph(2000, 16);
+    let mut out = EdgeObservations::default();
+    let b = node("b");
+    // Three root server spans of b from one caller, then one from another, then the first again.
+    for (peer, status) in [
+        ("10.0.0.1:5000", 200),
+        ("10.0.0.1:5001", 500),
+        ("10.0.0.1:5002", 200),
+        ("10.0.0.2:5000", 200),
+        ("10.0.0.1:5003", 503),
+    ] {
+        let server = http_span(SpanKind::Server, ("127.0.0.1:8080", peer), status, 20);
+        graph.observe(&server, &b, 0, &mut out);
+    }
+    // A node of the same names from another batch (another Arc) extends the run too.
+    let again = http_span(
+        SpanKind::Server,
+        ("127.0.0.1:8080", "10.0.0.1:5004"),
+        200,
+        20,
+    );
+    graph.observe(&again, &node("b"), 0, &mut out);
+
+    let runs: Vec<(EdgeKey, Vec<bool>)> = out
+        .runs()
+        .map(|(edge, samples)| (edge.clone(), samples.iter().map(|s| s.failed).collect()))
+        .collect();
+    let from = |ip| edge(ip, "b", ConnectionType::VirtualNode);
+    assert_eq!(
+        runs,
+        vec![
+            (from("10.0.0.1"), vec![false, true, false]),
+            (from("10.0.0.2"), vec![false]),
+            (from("10.0.0.1"), vec![true, false]),
+        ]
+    );
+    assert_eq!(out.len(), 6);
+    let flat: Vec<(EdgeKey, bool)> = out
+        .to_vec()
+        .into_iter()
+        .map(|o| (o.edge, o.failed))
+        .collect();
+    assert_eq!(
+        flat,
+        vec![
+            (from("10.0.0.1"), false),
+            (from("10.0.0.1"), true),
+            (from("10.0.0.1"), false),
+            (from("10.0.0.2"), false),
+            (from("10.0.0.1"), true),
+            (from("10.0.0.1"), false),
+        ]
+    );
+    out.clear();
+    assert!(out.is_empty() && out.runs().next().is_none());
 }
