@@ -33,7 +33,7 @@ mod tests;
 
 pub use message::{HttpMessage, MessageHead};
 pub use session::Http1Session;
-pub use stream::Http1Stream;
+pub use stream::{Http1Stream, MessageSink};
 
 /// Largest head (start line + header fields) buffered before giving up on it.
 const MAX_HEAD: usize = 16 * 1024;

@@ -2,10 +2,11 @@
 //! response that comes before its request is read kept for it, and the span
 //! of each pair.
 
+use std::collections::VecDeque;
+
 use zerotrace_shared::event::Direction;
 
-use super::session::{opposite, Http1Session};
-use super::{HttpMessage, MessageHead};
+use super::{Http1Stream, HttpMessage, MessageHead, MessageSink};
 use crate::protocols::counters::DecodeCounters;
 use crate::protocols::http_span::origin_of;
 use crate::protocols::session::ConnectionInfo;
@@ -14,32 +15,40 @@ use crate::spans::{HttpExchange, Protocol, Span};
 /// Requests waiting for their response on one connection (pipelining depth).
 const MAX_PENDING_REQUESTS: usize = 64;
 
-impl Http1Session {
+/// The pairing of one session, as the sink of the stream of `direction`:
+/// each message completed there is paired as it comes. It holds the other
+/// stream (a request tells it what the response answers) and the queues,
+/// which are the session's own fields, borrowed apart from the stream fed.
+pub(super) struct Pairing<'a> {
+    pub(super) direction: Direction,
+    pub(super) other: &'a mut Http1Stream,
+    pub(super) pending: &'a mut VecDeque<(Direction, HttpMessage)>,
+    pub(super) early: &'a mut VecDeque<HttpMessage>,
+    pub(super) conn: &'a mut ConnectionInfo,
+    pub(super) counters: &'a mut DecodeCounters,
+    pub(super) spans: &'a mut Vec<Span>,
+}
+
+impl MessageSink for Pairing<'_> {
     /// A message completed in `direction`: a request waits for its response
     /// (or pairs with one that came early), a response pairs with the
     /// oldest request that travelled the other way.
-    pub(super) fn on_message(
-        &mut self,
-        conn: &mut ConnectionInfo,
-        direction: Direction,
-        message: HttpMessage,
-        counters: &mut DecodeCounters,
-        spans: &mut Vec<Span>,
-    ) {
+    fn message(&mut self, message: HttpMessage) {
+        let direction = self.direction;
         match &message.head {
             MessageHead::Request { method, .. } => {
-                self.stream(opposite(direction)).expect_response_to(method);
+                self.other.expect_response_to(method);
                 // Reading a request means we serve it; writing one means we asked.
-                conn.learn_client_direction(direction);
+                self.conn.learn_client_direction(direction);
                 if let Some(response) = self.early.pop_front() {
-                    if let Some(span) = build_span(conn, message, response) {
-                        spans.push(span);
+                    if let Some(span) = build_span(self.conn, message, &response) {
+                        self.spans.push(span);
                     }
                     return;
                 }
                 if self.pending.len() >= MAX_PENDING_REQUESTS {
                     self.pending.pop_front();
-                    counters.dropped_requests += 1;
+                    self.counters.dropped_requests += 1;
                 }
                 self.pending.push_back((direction, message));
             }
@@ -50,23 +59,22 @@ impl Http1Session {
                 // The response travels opposite to its request.
                 let position = self.pending.iter().position(|(d, _)| *d != direction);
                 let Some((_, request)) = position.and_then(|i| self.pending.remove(i)) else {
-                    let request_stream = self.stream(opposite(direction));
-                    if request_stream.in_message() && self.early.len() < MAX_PENDING_REQUESTS {
+                    if self.other.in_message() && self.early.len() < MAX_PENDING_REQUESTS {
                         self.early.push_back(message);
                     } else {
-                        counters.unpaired_responses += 1;
+                        self.counters.unpaired_responses += 1;
                     }
                     return;
                 };
-                if let Some(span) = build_span(conn, request, message) {
-                    spans.push(span);
+                if let Some(span) = build_span(self.conn, request, &message) {
+                    self.spans.push(span);
                 }
             }
         }
     }
 }
 
-fn build_span(conn: &ConnectionInfo, request: HttpMessage, response: HttpMessage) -> Option<Span> {
+fn build_span(conn: &ConnectionInfo, request: HttpMessage, response: &HttpMessage) -> Option<Span> {
     let MessageHead::Request { method, target } = request.head else {
         return None;
     };

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use zerotrace_shared::event::Direction;
 
+use super::pairing::Pairing;
 use super::start_line::{check_start, skip_blank_lines, Parse};
 use super::{Http1Stream, HttpMessage, MessageHead};
 use crate::protocols::counters::DecodeCounters;
@@ -13,7 +14,7 @@ use crate::protocols::http2::{h2c, Http2Exchange, Http2Session, PREFACE};
 use crate::protocols::session::{
     ConnectionInfo, DataSegment, FirstBytes, ParseOutcome, ProtocolSession, Sink, Verdict,
 };
-use crate::spans::HttpText;
+use crate::spans::{HttpText, Span};
 
 /// One HTTP/1 connection: both directions' streams and the requests that
 /// wait for their responses.
@@ -37,11 +38,29 @@ pub(super) fn opposite(direction: Direction) -> Direction {
 }
 
 impl Http1Session {
-    pub(super) fn stream(&mut self, direction: Direction) -> &mut Http1Stream {
-        match direction {
-            Direction::Ingress => &mut self.ingress,
-            Direction::Egress => &mut self.egress,
-        }
+    /// Runs `feed` on the stream of `direction` with the pairing as its sink.
+    fn with_pairing(
+        &mut self,
+        direction: Direction,
+        conn: &mut ConnectionInfo,
+        counters: &mut DecodeCounters,
+        spans: &mut Vec<Span>,
+        feed: impl FnOnce(&mut Http1Stream, &mut Pairing<'_>),
+    ) {
+        let (stream, other) = match direction {
+            Direction::Ingress => (&mut self.ingress, &mut self.egress),
+            Direction::Egress => (&mut self.egress, &mut self.ingress),
+        };
+        let mut pairing = Pairing {
+            direction,
+            other,
+            pending: &mut self.pending,
+            early: &mut self.early,
+            conn,
+            counters,
+            spans,
+        };
+        feed(stream, &mut pairing);
     }
 
     fn garbage(&self) -> u64 {
@@ -84,7 +103,7 @@ impl Http1Session {
 
 impl ProtocolSession for Http1Session {
     /// Messages completed by one segment, before they are paired.
-    type Scratch = Vec<HttpMessage>;
+    type Scratch = ();
     /// By an h2c Upgrade, or a client preface.
     type SwitchTo = Http2Session;
 
@@ -116,18 +135,15 @@ impl ProtocolSession for Http1Session {
             return ParseOutcome::Switch { to, offset: 0 };
         }
         let Sink {
-            spans,
-            counters,
-            scratch: messages,
+            spans, counters, ..
         } = sink;
         // The direction turns: what the other stream holds that waits only
         // for an end the capture could not show is complete, so that a
         // request pairs with its own response.
         let other = opposite(segment.direction);
-        self.stream(other).peer_spoke(segment.captured, messages);
-        for message in messages.drain(..) {
-            self.on_message(conn, other, message, counters, spans);
-        }
+        self.with_pairing(other, conn, counters, spans, |stream, pairing| {
+            stream.peer_spoke(segment.captured, pairing)
+        });
         if let Some(frames) = h2c::switch_offset(segment.captured) {
             if let Some(h2) = self.upgrade_to_h2c(conn, segment.direction) {
                 return ParseOutcome::Switch {
@@ -136,15 +152,15 @@ impl ProtocolSession for Http1Session {
                 };
             }
         }
-        self.stream(segment.direction).feed(
-            segment.captured,
-            segment.missing,
-            segment.ts_ns,
-            messages,
+        self.with_pairing(
+            segment.direction,
+            conn,
+            counters,
+            spans,
+            |stream, pairing| {
+                stream.feed(segment.captured, segment.missing, segment.ts_ns, pairing)
+            },
         );
-        for message in messages.drain(..) {
-            self.on_message(conn, segment.direction, message, counters, spans);
-        }
         ParseOutcome::Parsed
     }
 
@@ -155,17 +171,14 @@ impl ProtocolSession for Http1Session {
         sink: &mut Sink<'_, Self::Scratch>,
     ) {
         let Sink {
-            spans,
-            counters,
-            scratch: messages,
+            spans, counters, ..
         } = sink;
         // Requests first, so that a response completed by the close finds its request.
         let first = conn.request_direction();
         for direction in [first, opposite(first)] {
-            self.stream(direction).finish(ts_ns, messages);
-            for message in messages.drain(..) {
-                self.on_message(conn, direction, message, counters, spans);
-            }
+            self.with_pairing(direction, conn, counters, spans, |stream, pairing| {
+                stream.finish(ts_ns, pairing)
+            });
         }
         self.abandon(counters);
     }

@@ -16,6 +16,19 @@ use super::start_line::{
 };
 use super::{len64, to_usize, MAX_CUT_LINE, MAX_HEAD, MAX_PENDING};
 
+/// Where a stream's completed messages go: straight to the pairing in the
+/// session (no queue between them, so a message is not moved through one),
+/// or a vector.
+pub trait MessageSink {
+    fn message(&mut self, message: HttpMessage);
+}
+
+impl MessageSink for Vec<HttpMessage> {
+    fn message(&mut self, message: HttpMessage) {
+        self.push(message);
+    }
+}
+
 /// Turns one direction of a TCP stream into HTTP/1.x messages.
 #[derive(Debug, Default)]
 pub struct Http1Stream {
@@ -57,8 +70,8 @@ impl Http1Stream {
         Self::default()
     }
 
-    /// Feed one segment observed at `ts_ns`. Completed messages are pushed to `out`.
-    pub fn feed(&mut self, captured: &[u8], missing: u64, ts_ns: u64, out: &mut Vec<HttpMessage>) {
+    /// Feed one segment observed at `ts_ns`. Completed messages go to `out`.
+    pub fn feed(&mut self, captured: &[u8], missing: u64, ts_ns: u64, out: &mut impl MessageSink) {
         let ends_waiting = match &mut self.state {
             State::Resync(msg) => {
                 if !starts_message(captured, missing) {
@@ -99,7 +112,7 @@ impl Http1Stream {
     /// capture cannot show (its head or its framing was cut) is complete:
     /// neither side of HTTP/1 speaks before the other is done, except for
     /// interim responses, after which the request goes on.
-    pub fn peer_spoke(&mut self, peer: &[u8], out: &mut Vec<HttpMessage>) {
+    pub fn peer_spoke(&mut self, peer: &[u8], out: &mut impl MessageSink) {
         let waiting = matches!(
             self.state,
             State::CutHead(..)
@@ -129,7 +142,7 @@ impl Http1Stream {
     ///
     /// `ts_ns` is the close time. It is not copied into any message: a
     /// message ends at the last segment that carried its bytes.
-    pub fn finish(&mut self, ts_ns: u64, out: &mut Vec<HttpMessage>) {
+    pub fn finish(&mut self, ts_ns: u64, out: &mut impl MessageSink) {
         let _ = ts_ns;
         match std::mem::take(&mut self.state) {
             State::Head(head) => self.lose_head(&head, &head.bytes),
@@ -139,7 +152,7 @@ impl Http1Stream {
                     Body::ChunkTail(hidden) => hidden != LAST_CHUNK,
                     _ => true,
                 };
-                out.push(*msg);
+                out.message(*msg);
             }
             other => self.state = other,
         }
@@ -175,12 +188,12 @@ impl Http1Stream {
     /// Emits the message that waits only for its end, if any: one being
     /// resynced, one whose head was cut, one whose body ends where the
     /// other direction speaks.
-    fn complete_waiting(&mut self, out: &mut Vec<HttpMessage>) {
+    fn complete_waiting(&mut self, out: &mut impl MessageSink) {
         match std::mem::take(&mut self.state) {
-            State::Resync(msg) | State::Body(msg, Body::UntilTurn) => out.push(*msg),
+            State::Resync(msg) | State::Body(msg, Body::UntilTurn) => out.message(*msg),
             State::Body(mut msg, Body::ChunkTail(hidden)) => {
                 msg.truncated = hidden != LAST_CHUNK;
-                out.push(*msg);
+                out.message(*msg);
             }
             State::CutHead(msg, cut) => self.end_cut_head(msg, *cut, out),
             other => self.state = other,
@@ -194,7 +207,7 @@ impl Http1Stream {
         &mut self,
         mut msg: Box<HttpMessage>,
         mut cut: CutHead,
-        out: &mut Vec<HttpMessage>,
+        out: &mut impl MessageSink,
     ) {
         take_fields(&mut msg, &mut cut.headers);
         let (no_body, upgrade) = match msg.head {
@@ -220,7 +233,7 @@ impl Http1Stream {
             Some(n) => (n, false),
             None => (0, true),
         };
-        out.push(*msg);
+        out.message(*msg);
         if upgrade {
             self.state = State::Upgraded;
         }
@@ -256,7 +269,7 @@ impl Http1Stream {
         }
     }
 
-    fn step(&mut self, rest: &[u8], ts: u64, out: &mut Vec<HttpMessage>) -> Step {
+    fn step(&mut self, rest: &[u8], ts: u64, out: &mut impl MessageSink) -> Step {
         match std::mem::take(&mut self.state) {
             State::Idle => {
                 // Stray CRLFs between messages are allowed (RFC 9112 §2.2).
@@ -309,7 +322,7 @@ impl Http1Stream {
         }
     }
 
-    fn step_head(&mut self, mut head: HeadBuf, rest: &[u8], out: &mut Vec<HttpMessage>) -> Step {
+    fn step_head(&mut self, mut head: HeadBuf, rest: &[u8], out: &mut impl MessageSink) -> Step {
         let old = head.bytes.len();
         let take = rest.len().min(MAX_HEAD.saturating_sub(old));
         let fresh = rest.get(..take).unwrap_or_default();
@@ -447,7 +460,7 @@ impl Http1Stream {
         self.state = State::CutHead(msg, Box::new(cut));
     }
 
-    fn on_gap(&mut self, gap: u64, ts: u64, out: &mut Vec<HttpMessage>) {
+    fn on_gap(&mut self, gap: u64, ts: u64, out: &mut impl MessageSink) {
         match std::mem::take(&mut self.state) {
             State::Head(mut head) => {
                 head.last_ts = ts;
@@ -477,11 +490,11 @@ impl Http1Stream {
 
     /// Like [`Self::settle`] for a message not boxed yet: it gets a box only
     /// if it has to wait in the state.
-    fn settle_new(&mut self, msg: HttpMessage, next: Next, out: &mut Vec<HttpMessage>) {
+    fn settle_new(&mut self, msg: HttpMessage, next: Next, out: &mut impl MessageSink) {
         match next {
-            Next::Done => out.push(msg),
+            Next::Done => out.message(msg),
             Next::Upgrade => {
-                out.push(msg);
+                out.message(msg);
                 self.state = State::Upgraded;
             }
             Next::Body(_) | Next::Lost => self.settle(Box::new(msg), next, out),
@@ -489,12 +502,12 @@ impl Http1Stream {
     }
 
     /// Moves a message on to its next state, emitting it when it is done.
-    fn settle(&mut self, mut msg: Box<HttpMessage>, next: Next, out: &mut Vec<HttpMessage>) {
+    fn settle(&mut self, mut msg: Box<HttpMessage>, next: Next, out: &mut impl MessageSink) {
         match next {
             Next::Body(body) => self.state = State::Body(msg, body),
-            Next::Done => out.push(*msg),
+            Next::Done => out.message(*msg),
             Next::Upgrade => {
-                out.push(*msg);
+                out.message(*msg);
                 self.state = State::Upgraded;
             }
             Next::Lost => {
