@@ -460,7 +460,7 @@ impl Pipeline {
         let now = monotonic_now_ns();
         // The buffers of the last batch, emptied: no allocation per batch.
         let mut ready = std::mem::take(&mut self.spare_spans);
-        for span in self.spans.drain(..) {
+        for span in &self.spans {
             // The span started its own trace: the header was not a W3C context.
             if span
                 .protocol
@@ -469,9 +469,29 @@ impl Pipeline {
             {
                 self.invalid_traceparents += 1;
             }
-            self.linker.push(span, now, &mut ready);
         }
         let tracker = &self.tracker;
+        if self
+            .spans
+            .iter()
+            .all(|span| self.linker.passes_at_once(span))
+        {
+            // Nothing to hold (a server's batch, as a rule): the spans go on
+            // where they are, in order, and what the linker releases after them.
+            for span in &self.spans {
+                self.linker.pass(span, now);
+            }
+            self.linker
+                .release_due(now, |pid| tracker.unanswered_requests(pid), &mut ready);
+            let mut batch = std::mem::take(&mut self.spans);
+            batch.append(&mut ready);
+            self.spans = ready;
+            self.export(batch);
+            return;
+        }
+        for span in self.spans.drain(..) {
+            self.linker.push(span, now, &mut ready);
+        }
         self.linker
             .release_due(now, |pid| tracker.unanswered_requests(pid), &mut ready);
         self.export(ready);

@@ -592,3 +592,49 @@ fn a_go_process_nests_only_lone_calls_before_any_overlap_is_seen() {
 fn call_on(pid: u32, window: (u64, u64), tid: u32) -> Span {
     call(pid, DOWNSTREAM_CLIENT, window, tid)
 }
+
+#[test]
+fn a_server_span_passed_in_place_is_remembered_as_if_pushed() {
+    let mut linker = linker();
+    let s = server(1, UNSEEN_CALLER, (0, 100), (10, 10));
+    let c = call(1, DOWNSTREAM_CLIENT, (10, 50), 10);
+    assert!(step(&mut linker, vec![c.clone()], 51, Some(0)).is_empty());
+    // The server span goes on where it is: nothing to hold, nothing moved.
+    assert!(linker.passes_at_once(&s));
+    linker.pass(&s, 101 * MS);
+    let mut ready = Vec::new();
+    linker.release_due(101 * MS, |_| Vec::new(), &mut ready);
+    assert_eq!(ready.len(), 1, "only the call was held");
+    assert_child(find(&ready, c.ids.span_id), &s);
+    assert_eq!(linker.counters().nested_in_process, 1);
+    assert_eq!(linker.held_count(), 0);
+}
+
+#[test]
+fn only_server_spans_no_caller_here_can_claim_pass_at_once() {
+    let linker = linker();
+    // Its connection was made by an instrumented client: it may get a caller.
+    let linked = span(SpanKind::Server, 2, SERVER_SIDE, "/b", (11, 19), None);
+    assert!(!linker.passes_at_once(&linked));
+    // Unless it carries its caller's context already.
+    let traced = span(
+        SpanKind::Server,
+        2,
+        SERVER_SIDE,
+        "/b",
+        (11, 19),
+        Some(TRACEPARENT),
+    );
+    assert!(traced.ids.parent_span_id.is_some());
+    assert!(linker.passes_at_once(&traced));
+    // No instrumented process connected from its peer: nothing to wait for.
+    assert!(linker.passes_at_once(&server(1, UNSEEN_CALLER, (0, 100), (10, 10))));
+    // Client spans may nest under a request of their process: never at once.
+    assert!(!linker.passes_at_once(&call(1, DOWNSTREAM_CLIENT, (10, 50), 10)));
+    let off = TraceLinker::new(LinkSettings {
+        enabled: false,
+        wait: Duration::from_millis(500),
+    });
+    assert!(off.passes_at_once(&linked));
+    assert!(off.passes_at_once(&call(1, DOWNSTREAM_CLIENT, (10, 50), 10)));
+}
