@@ -192,41 +192,95 @@ impl CountRing {
     }
 }
 
-/// One second's latencies: (bucket, count) sorted by bucket.
+/// Hashes a latency bucket by Fibonacci multiplication: distinct buckets
+/// (fewer than 2^16) get distinct low bits, which pick the table slot, and
+/// mixed high bits, which hashbrown keeps as tags. Buckets come from
+/// durations, at most [`BUCKETS`] of them, so there is nothing to collide on.
+#[derive(Debug, Clone, Copy, Default)]
+struct BucketHash;
+
+#[derive(Debug, Default)]
+struct BucketHasher(u64);
+
+impl std::hash::BuildHasher for BucketHash {
+    type Hasher = BucketHasher;
+
+    fn build_hasher(&self) -> BucketHasher {
+        BucketHasher(0)
+    }
+}
+
+impl std::hash::Hasher for BucketHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u16(&mut self, bucket: u16) {
+        self.0 = u64::from(bucket);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+/// One second's latencies: count per bucket. A hash table, not a sorted
+/// vector: a second of a busy row holds a couple of hundred buckets, and the
+/// binary search of every span was half of the live view's time.
 #[derive(Debug, Clone)]
 struct LatencySlot {
     second: u64,
-    entries: Vec<(u16, u32)>,
+    entries: hashbrown::HashMap<u16, u32, BucketHash>,
 }
 
 impl LatencySlot {
+    fn new() -> Self {
+        Self {
+            second: u64::MAX,
+            entries: hashbrown::HashMap::with_hasher(BucketHash),
+        }
+    }
+
     /// Adds one value; returns the number of entries created (0 or 1).
     fn add(&mut self, bucket: u16, may_grow: bool) -> usize {
-        match self.entries.binary_search_by_key(&bucket, |e| e.0) {
-            Ok(i) => {
-                self.entries[i].1 = self.entries[i].1.saturating_add(1);
-                0
-            }
-            Err(i) if may_grow || self.entries.is_empty() => {
-                self.entries.insert(i, (bucket, 1));
-                1
-            }
-            Err(i) => {
-                // Over budget: count it in the nearest bucket this second already has.
-                let below_is_nearer = i == self.entries.len()
-                    || (i > 0 && bucket - self.entries[i - 1].0 < self.entries[i].0 - bucket);
-                let nearest = if below_is_nearer { i - 1 } else { i };
-                self.entries[nearest].1 = self.entries[nearest].1.saturating_add(1);
-                0
+        if let Some(count) = self.entries.get_mut(&bucket) {
+            *count = count.saturating_add(1);
+            return 0;
+        }
+        if may_grow || self.entries.is_empty() {
+            self.entries.insert(bucket, 1);
+            return 1;
+        }
+        // Over budget: count it in the nearest bucket this second already
+        // has (the upper one when two are as near).
+        for distance in 1..=BUCKETS as u16 {
+            let above = bucket.checked_add(distance);
+            let below = bucket.checked_sub(distance);
+            for nearest in [above, below].into_iter().flatten() {
+                if let Some(count) = self.entries.get_mut(&nearest) {
+                    *count = count.saturating_add(1);
+                    return 0;
+                }
             }
         }
+        0
+    }
+
+    /// (bucket, count) in bucket order.
+    #[cfg(test)]
+    fn sorted(&self) -> Vec<(u16, u32)> {
+        let mut entries: Vec<(u16, u32)> = self.entries.iter().map(|(b, c)| (*b, *c)).collect();
+        entries.sort_unstable();
+        entries
     }
 
     /// Empties the slot for `second`; returns the number of entries dropped.
     fn reset(&mut self, second: u64) -> usize {
         let dropped = self.entries.len();
         if self.entries.capacity() > 64 {
-            self.entries = Vec::new();
+            self.entries = hashbrown::HashMap::with_hasher(BucketHash);
         } else {
             self.entries.clear();
         }
@@ -256,10 +310,7 @@ impl Row {
             kind,
             route: route.into(),
             counts: CountRing::new(),
-            latency: std::array::from_fn(|_| LatencySlot {
-                second: u64::MAX,
-                entries: Vec::new(),
-            }),
+            latency: std::array::from_fn(|_| LatencySlot::new()),
             requests_total: 0,
             errors_total: 0,
             last_tick: 0,
@@ -289,11 +340,14 @@ impl Row {
     }
 
     /// This row's latency entries of each second in the window ending with `current`.
-    fn window_latencies(&self, current: u64) -> impl Iterator<Item = &[(u16, u32)]> {
+    fn window_latencies(
+        &self,
+        current: u64,
+    ) -> impl Iterator<Item = &hashbrown::HashMap<u16, u32, BucketHash>> {
         self.latency
             .iter()
             .filter(move |slot| slot.second <= current && current - slot.second < WINDOW_SECONDS)
-            .map(|slot| slot.entries.as_slice())
+            .map(|slot| &slot.entries)
     }
 }
 
@@ -319,8 +373,8 @@ impl Merge {
         }
     }
 
-    fn add(&mut self, entries: &[(u16, u32)]) {
-        for &(bucket, count) in entries {
+    fn add(&mut self, entries: &hashbrown::HashMap<u16, u32, BucketHash>) {
+        for (&bucket, &count) in entries {
             let bucket = usize::from(bucket).min(BUCKETS - 1);
             self.counts[bucket] += u64::from(count);
             self.low = self.low.min(bucket);
