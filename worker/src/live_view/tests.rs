@@ -717,12 +717,14 @@ fn a_run_of_calls_counts_as_its_requests_one_by_one() {
     assert_eq!(a, b);
 }
 
+/// Recording cost as under load: one route, durations spread over 50 us ..
+/// 6 ms (xorshift), ~220 latency buckets per second (run with --ignored
+/// --release to measure).
 #[test]
 #[ignore]
 fn record_cost_spread() {
     let origin = Instant::now();
     let mut view = LiveView::starting_at(origin);
-    // One route, durations spread over 50 us .. 6 ms (xorshift): ~200 buckets per second.
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let spans: Vec<Span> = (0..4096)
         .map(|_| {
@@ -740,5 +742,8 @@ fn record_cost_spread() {
         view.record(&spans[(i % 4096) as usize], "nginx", now);
     }
     let per = started.elapsed().as_nanos() as f64 / n as f64;
-    eprintln!("record, one route, spread latencies: {per:.1} ns per span, {} entries", view.histogram_entries());
+    eprintln!(
+        "record, one route, spread latencies: {per:.1} ns per span, {} entries",
+        view.histogram_entries()
+    );
 }
