@@ -540,7 +540,7 @@ impl Path {
     fn flush(&mut self, now: u64) -> usize {
         let mut produced = 0;
         let now_instant = std::time::Instant::now();
-        let tracker = &self.tracker;
+        let tracker = &mut self.tracker;
         if self
             .spans
             .iter()

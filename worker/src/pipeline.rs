@@ -470,7 +470,7 @@ impl Pipeline {
                 self.invalid_traceparents += 1;
             }
         }
-        let tracker = &self.tracker;
+        let tracker = &mut self.tracker;
         if self
             .spans
             .iter()

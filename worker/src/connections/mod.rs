@@ -69,12 +69,22 @@ struct Connection {
     directions_seen: u8,
     /// Which threads moved the latest bytes, to stamp spans with.
     threads: ThreadRuns,
-    /// Start of the oldest request this server connection has not answered.
+    /// Start of the oldest request this server connection has not answered
+    /// (kept while its process's unanswered requests are followed).
     in_flight_since: Option<u64>,
+    /// Its process's unanswered requests are followed (see [`InFlightRequests`]).
+    in_flight_tracked: bool,
 }
 
 impl Connection {
-    fn new(pid: u32, process_name: &str, role: ConnectionRole, tuple: ConnTuple, ts: u64) -> Self {
+    fn new(
+        pid: u32,
+        process_name: &str,
+        role: ConnectionRole,
+        tuple: ConnTuple,
+        ts: u64,
+        in_flight_tracked: bool,
+    ) -> Self {
         Self {
             info: ConnectionInfo {
                 pid,
@@ -90,6 +100,7 @@ impl Connection {
             directions_seen: 0,
             threads: ThreadRuns::default(),
             in_flight_since: None,
+            in_flight_tracked,
         }
     }
 
@@ -219,9 +230,8 @@ impl ConnectionTracker {
 
     /// When the oldest server request `pid` has read and not yet answered
     /// was read: a client call of `pid` made after it may be its child.
-    pub fn oldest_unanswered_request_ns(&self, pid: u32) -> Option<u64> {
-        self.in_flight
-            .of(pid)
+    pub fn oldest_unanswered_request_ns(&mut self, pid: u32) -> Option<u64> {
+        self.unanswered_requests(pid)
             .into_iter()
             .map(|(start, _)| start)
             .min()
@@ -229,8 +239,31 @@ impl ConnectionTracker {
 
     /// The server requests `pid` has read and not yet answered (each
     /// connection's oldest): when each was read, and by which thread (0: unknown).
-    pub fn unanswered_requests(&self, pid: u32) -> Vec<(u64, u32)> {
+    /// The first time a process is asked about, its requests are followed
+    /// from then on (see [`InFlightRequests`]).
+    pub fn unanswered_requests(&mut self, pid: u32) -> Vec<(u64, u32)> {
+        if !self.in_flight.tracks(pid) {
+            self.track_in_flight(pid);
+        }
         self.in_flight.of(pid)
+    }
+
+    /// From now on, `pid`'s unanswered requests are kept as they come and
+    /// go, starting with those its connections hold now.
+    fn track_in_flight(&mut self, pid: u32) {
+        self.in_flight.track(pid);
+        for (sock_id, conn) in self.connections.iter_mut() {
+            if conn.info.pid != pid {
+                continue;
+            }
+            conn.in_flight_tracked = true;
+            let now = conn.unanswered_since();
+            let threads = &conn.threads;
+            self.in_flight.update(pid, *sock_id, None, now, |start| {
+                threads.thread_at(Direction::Ingress, start)
+            });
+            conn.in_flight_since = now;
+        }
     }
 
     /// Server connections with a request in flight, all processes together.
@@ -257,6 +290,7 @@ impl ConnectionTracker {
                 opened.role,
                 opened.tuple,
                 opened.ts_ns,
+                self.in_flight.tracks(opened.pid),
             ),
         );
     }
@@ -285,6 +319,7 @@ impl ConnectionTracker {
             Some(conn) => conn,
             None => {
                 self.make_room();
+                let tracked = self.in_flight.tracks(segment.pid);
                 self.connections.entry(segment.sock_id).or_insert_with(|| {
                     Connection::new(
                         segment.pid,
@@ -292,6 +327,7 @@ impl ConnectionTracker {
                         segment.role,
                         segment.tuple.unwrap_or(UNKNOWN_TUPLE),
                         segment.ts_ns,
+                        tracked,
                     )
                 })
             }
@@ -368,6 +404,9 @@ impl ConnectionTracker {
         state.parse(data, &mut conn.info, &mut out);
         for span in spans.get_mut(first_new_span..).unwrap_or_default() {
             conn.threads.stamp(span);
+        }
+        if !conn.in_flight_tracked {
+            return;
         }
         let now = conn.unanswered_since();
         let threads = &conn.threads;

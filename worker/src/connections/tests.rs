@@ -591,6 +591,8 @@ fn a_span_names_the_thread_that_read_its_request_and_the_one_that_answered() {
 fn a_flood_of_requests_never_answered_is_bounded_by_the_connection_cap() {
     let mut tracker = ConnectionTracker::new();
     let mut spans = Vec::new();
+    // A process whose calls wait for decisions: its requests are followed.
+    assert!(tracker.unanswered_requests(42).is_empty());
     for sock in 0..(MAX_CONNECTIONS as u64 + 1_000) {
         tracker.on_data(
             Segment {
@@ -616,4 +618,61 @@ fn a_flood_of_requests_never_answered_is_bounded_by_the_connection_cap() {
     tracker.forget_process(42, 1 << 40, &mut spans);
     assert_eq!(tracker.unanswered_connection_count(), 0);
     assert_eq!(tracker.oldest_unanswered_request_ns(42), None);
+}
+
+/// A request on connection `sock` of pid 42, read at `ts`, not answered.
+fn open_request(tracker: &mut ConnectionTracker, sock: u64, ts: u64) {
+    tracker.on_data(
+        Segment {
+            sock_id: sock,
+            pid: 42,
+            process_name: "server",
+            role: ConnectionRole::Server,
+            direction: Direction::Ingress,
+            tuple: Some(TUPLE),
+            ts_ns: ts,
+            tid: 7,
+            payload: b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            total_bytes: 27,
+            tls: false,
+        },
+        &mut Vec::new(),
+    );
+}
+
+#[test]
+fn a_process_is_followed_from_the_first_question_with_the_requests_it_holds_then() {
+    let mut tracker = ConnectionTracker::new();
+    // Not asked about yet: nothing is kept per exchange.
+    open_request(&mut tracker, 1, 100);
+    open_request(&mut tracker, 2, 200);
+    assert_eq!(tracker.unanswered_connection_count(), 0);
+    // Asked (a call of it waits for a decision): what its connections hold now, and the reader.
+    let mut open = tracker.unanswered_requests(42);
+    open.sort_unstable();
+    assert_eq!(open, vec![(100, 7), (200, 7)]);
+    // From then on, as requests come and go.
+    open_request(&mut tracker, 3, 300);
+    let response = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    tracker.on_data(
+        Segment {
+            sock_id: 1,
+            pid: 42,
+            process_name: "server",
+            role: ConnectionRole::Server,
+            direction: Direction::Egress,
+            tuple: Some(TUPLE),
+            ts_ns: 400,
+            tid: 7,
+            payload: response,
+            total_bytes: response.len() as u64,
+            tls: false,
+        },
+        &mut Vec::new(),
+    );
+    let mut open = tracker.unanswered_requests(42);
+    open.sort_unstable();
+    assert_eq!(open, vec![(200, 7), (300, 7)]);
+    assert_eq!(tracker.oldest_unanswered_request_ns(42), Some(200));
+    assert_eq!(tracker.unanswered_connection_count(), 2);
 }

@@ -243,7 +243,7 @@ impl TraceLinker {
     pub fn release_due(
         &mut self,
         now_ns: u64,
-        unanswered: impl Fn(u32) -> Vec<(u64, u32)>,
+        mut unanswered: impl FnMut(u32) -> Vec<(u64, u32)>,
         ready: &mut Vec<Span>,
     ) {
         self.now_ns = self.now_ns.max(now_ns);
