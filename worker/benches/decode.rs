@@ -541,28 +541,10 @@ impl Path {
         let mut produced = 0;
         let now_instant = std::time::Instant::now();
         let tracker = &mut self.tracker;
-        if self
-            .spans
-            .iter()
-            .all(|span| self.linker.passes_at_once(span))
-        {
-            // As the pipeline: a batch with nothing to hold is not moved.
-            for span in &self.spans {
-                self.linker.pass(span, now);
-            }
-            self.linker
-                .release_due(now, |pid| tracker.unanswered_requests(pid), &mut self.spans);
-            std::mem::swap(&mut self.spans, &mut self.linked);
-        } else {
-            for span in self.spans.drain(..) {
-                self.linker.push(span, now, &mut self.linked);
-            }
-            self.linker.release_due(
-                now,
-                |pid| tracker.unanswered_requests(pid),
-                &mut self.linked,
-            );
-        }
+        self.linker
+            .link_batch(&mut self.spans, &mut self.linked, now, |pid| {
+                tracker.unanswered_requests(pid)
+            });
         // Spans are dropped together after the batch, as the pipeline does.
         for span in &mut self.linked {
             produced += 1;

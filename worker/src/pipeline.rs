@@ -471,29 +471,10 @@ impl Pipeline {
             }
         }
         let tracker = &mut self.tracker;
-        if self
-            .spans
-            .iter()
-            .all(|span| self.linker.passes_at_once(span))
-        {
-            // Nothing to hold (a server's batch, as a rule): the spans go on
-            // where they are, in order, and what the linker releases after them.
-            for span in &self.spans {
-                self.linker.pass(span, now);
-            }
-            self.linker
-                .release_due(now, |pid| tracker.unanswered_requests(pid), &mut ready);
-            let mut batch = std::mem::take(&mut self.spans);
-            batch.append(&mut ready);
-            self.spans = ready;
-            self.export(batch);
-            return;
-        }
-        for span in self.spans.drain(..) {
-            self.linker.push(span, now, &mut ready);
-        }
         self.linker
-            .release_due(now, |pid| tracker.unanswered_requests(pid), &mut ready);
+            .link_batch(&mut self.spans, &mut ready, now, |pid| {
+                tracker.unanswered_requests(pid)
+            });
         self.export(ready);
     }
 

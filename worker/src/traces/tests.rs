@@ -638,3 +638,33 @@ fn only_server_spans_no_caller_here_can_claim_pass_at_once() {
     assert!(off.passes_at_once(&linked));
     assert!(off.passes_at_once(&call(1, DOWNSTREAM_CLIENT, (10, 50), 10)));
 }
+
+#[test]
+fn a_batch_links_as_its_spans_pushed_one_by_one() {
+    let passing = || {
+        vec![
+            server(1, UNSEEN_CALLER, (0, 10), (10, 10)),
+            server(1, ("127.0.0.1:8080", "127.0.0.1:50001"), (5, 12), (11, 11)),
+        ]
+    };
+    // Every span passes: the batch goes on in order, nothing held.
+    let mut first = linker();
+    let mut batch = passing();
+    let ids: Vec<[u8; 8]> = batch.iter().map(|s| s.ids.span_id).collect();
+    let mut ready = Vec::new();
+    first.link_batch(&mut batch, &mut ready, 20 * MS, |_| Vec::new());
+    assert!(batch.is_empty());
+    assert_eq!(ready.iter().map(|s| s.ids.span_id).collect::<Vec<_>>(), ids);
+    // A call among them: all go through push, as pushing each would.
+    let mut mixed = passing();
+    mixed.push(call(1, DOWNSTREAM_CLIENT, (6, 8), 10));
+    let mut one_by_one = linker();
+    let expected = step(&mut one_by_one, mixed.clone(), 20, None);
+    let mut batched = linker();
+    let mut ready = Vec::new();
+    batched.link_batch(&mut mixed, &mut ready, 20 * MS, |_| Vec::new());
+    assert!(mixed.is_empty());
+    assert_eq!(ready.len(), expected.len());
+    assert_eq!(batched.held_count(), one_by_one.held_count());
+    assert_eq!(batched.counters(), one_by_one.counters());
+}
