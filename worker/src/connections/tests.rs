@@ -594,21 +594,12 @@ fn a_flood_of_requests_never_answered_is_bounded_by_the_connection_cap() {
     // A process whose calls wait for decisions: its requests are followed.
     assert!(tracker.unanswered_requests(42).is_empty());
     for sock in 0..(MAX_CONNECTIONS as u64 + 1_000) {
-        tracker.on_data(
-            Segment {
-                sock_id: sock,
-                pid: 42,
-                process_name: "server",
-                role: ConnectionRole::Server,
-                direction: Direction::Ingress,
-                tuple: Some(TUPLE),
-                ts_ns: sock + 1,
-                tid: 1,
-                payload: b"GET / HTTP/1.1\r\n",
-                total_bytes: 16,
-                tls: false,
-            },
-            &mut spans,
+        on_sock(
+            &mut tracker,
+            sock,
+            Direction::Ingress,
+            b"GET / HTTP/1.1\r\n",
+            sock + 1,
         );
     }
     assert_eq!(tracker.connection_count(), MAX_CONNECTIONS);
@@ -620,23 +611,40 @@ fn a_flood_of_requests_never_answered_is_bounded_by_the_connection_cap() {
     assert_eq!(tracker.oldest_unanswered_request_ns(42), None);
 }
 
-/// A request on connection `sock` of pid 42, read at `ts`, not answered.
-fn open_request(tracker: &mut ConnectionTracker, sock: u64, ts: u64) {
+/// `payload` on connection `sock` of pid 42 (a server), in `direction` at `ts`, by thread 7.
+fn on_sock(
+    tracker: &mut ConnectionTracker,
+    sock: u64,
+    direction: Direction,
+    payload: &[u8],
+    ts: u64,
+) {
     tracker.on_data(
         Segment {
             sock_id: sock,
             pid: 42,
             process_name: "server",
             role: ConnectionRole::Server,
-            direction: Direction::Ingress,
+            direction,
             tuple: Some(TUPLE),
             ts_ns: ts,
             tid: 7,
-            payload: b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
-            total_bytes: 27,
+            payload,
+            total_bytes: payload.len() as u64,
             tls: false,
         },
         &mut Vec::new(),
+    );
+}
+
+/// A request on connection `sock` of pid 42, read at `ts`, not answered.
+fn open_request(tracker: &mut ConnectionTracker, sock: u64, ts: u64) {
+    on_sock(
+        tracker,
+        sock,
+        Direction::Ingress,
+        b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        ts,
     );
 }
 
@@ -654,22 +662,7 @@ fn a_process_is_followed_from_the_first_question_with_the_requests_it_holds_then
     // From then on, as requests come and go.
     open_request(&mut tracker, 3, 300);
     let response = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-    tracker.on_data(
-        Segment {
-            sock_id: 1,
-            pid: 42,
-            process_name: "server",
-            role: ConnectionRole::Server,
-            direction: Direction::Egress,
-            tuple: Some(TUPLE),
-            ts_ns: 400,
-            tid: 7,
-            payload: response,
-            total_bytes: response.len() as u64,
-            tls: false,
-        },
-        &mut Vec::new(),
-    );
+    on_sock(&mut tracker, 1, Direction::Egress, response, 400);
     let mut open = tracker.unanswered_requests(42);
     open.sort_unstable();
     assert_eq!(open, vec![(200, 7), (300, 7)]);
