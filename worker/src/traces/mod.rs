@@ -210,7 +210,7 @@ impl TraceLinker {
     /// its caller's context or whose caller cannot be on this host (no
     /// instrumented process connected from its peer address). Asking
     /// changes nothing.
-    pub fn passes_at_once(&self, span: &Span) -> bool {
+    fn passes_at_once(&self, span: &Span) -> bool {
         !self.settings.enabled
             || (span.kind == SpanKind::Server
                 && (span.ids.parent_span_id.is_some()
@@ -220,7 +220,7 @@ impl TraceLinker {
     /// What [`Self::push`] does with a span that [`Self::passes_at_once`],
     /// but the span stays where it is: the caller sends it on (a batch of
     /// such spans is not moved, at ~400 bytes a span).
-    pub fn pass(&mut self, span: &Span, now_ns: u64) {
+    fn pass(&mut self, span: &Span, now_ns: u64) {
         if !self.settings.enabled {
             return;
         }
