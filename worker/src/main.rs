@@ -7,9 +7,7 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use tracing::{error, info, warn};
@@ -19,7 +17,6 @@ use zerotrace_shared::startup::{self, StartupData};
 use zerotrace_worker::capture::bpf_map::BpfMap;
 use zerotrace_worker::capture::pid_bits::PidBits;
 use zerotrace_worker::capture::reader::{self, ReaderCounters};
-use zerotrace_worker::capture::record_batch::RecordBatch;
 use zerotrace_worker::capture::ring_buffer::RingBuffer;
 use zerotrace_worker::clock::WallClock;
 use zerotrace_worker::config::SeccompMode;
@@ -40,10 +37,6 @@ use zerotrace_worker::sandbox;
 /// Exit codes the loader understands as "do not restart me".
 const EXIT_CONFIG_ERROR: u8 = 78;
 const EXIT_PRIVILEGE_REFUSED: u8 = 77;
-/// Batches of kernel events waiting for the pipeline (each up to a few thousand events).
-const PIPELINE_QUEUE_BATCHES: usize = 64;
-/// Emptied batches kept for the reader to reuse.
-const SPARE_BATCHES: usize = 4;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -352,18 +345,6 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         pipeline.discovery.instrumented().len()
     );
 
-    let (sender, receiver) = sync_channel(PIPELINE_QUEUE_BATCHES);
-    // Emptied batches go back to the reader to be filled again.
-    let (emptied_sender, emptied) = sync_channel::<RecordBatch>(SPARE_BATCHES);
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader_thread = {
-        let counters = Arc::clone(&counters);
-        let stop = Arc::clone(&stop);
-        std::thread::Builder::new()
-            .name("ring-reader".into())
-            .spawn(move || reader::run(ring, sender, emptied, counters, stop))
-            .map_err(|e| format!("starting the ring reader: {e}"))?
-    };
     // Start-up is over: every fd, mapping, listener and thread exists.
     match sandbox::install(config.seccomp) {
         Ok(()) if config.seccomp == SeccompMode::Off => {
@@ -371,42 +352,25 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         }
         Ok(()) => {}
         Err(e) => {
-            stop.store(true, Ordering::Relaxed);
-            let _ = reader_thread.join();
             return Err(Failure::Config(format!(
                 "{e} (ZEROTRACE_SECCOMP=off runs without it)"
             )));
         }
     }
 
+    // One thread reads the ring and decodes its records in place (reader.rs).
+    let mut ring = ring;
     while !STOP.load(Ordering::Relaxed) {
         if pipeline.loader.loader_gone() {
             info!("the loader closed our channel: stopping");
             break;
         }
-        match receiver.recv_timeout(Duration::from_millis(200)) {
-            Ok(mut batch) => {
-                let undecodable = pipeline.handle_records(&batch);
-                counters
-                    .decode_errors
-                    .fetch_add(undecodable, Ordering::Relaxed);
-                batch.clear();
-                // A full return queue (or a stopped reader) lets it go.
-                let _ = emptied_sender.try_send(batch);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
+        reader::wait_for_records(&ring, reader::POLL_PERIOD);
+        reader::drain(&mut ring, &mut pipeline, &counters);
         pipeline.tick();
     }
-    stop.store(true, Ordering::Relaxed);
-    while let Ok(batch) = receiver.try_recv() {
-        let undecodable = pipeline.handle_records(&batch);
-        counters
-            .decode_errors
-            .fetch_add(undecodable, Ordering::Relaxed);
-    }
-    let _ = reader_thread.join();
+    // What the kernel wrote before we stopped.
+    reader::drain(&mut ring, &mut pipeline, &counters);
     if let Some(summary) = pipeline.shutdown() {
         info!("{summary}");
     }
@@ -424,11 +388,10 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         .unwrap_or_default();
     let h2 = &tracker.http2;
     info!(
-        "stopping: {} spans, {} records ({} undecodable, {} dropped with the pipeline full), {} garbage segments, {} TLS record segments skipped; exchanges lost: {} responses without a request, {} requests without a response, {} requests over the pipelining limit; HTTP/2: {} header blocks cut by the capture, {} with HPACK state lost, {} undecodable, framing lost {} times, {} streams without method or path (*), {} streams without headers not emitted, {} evicted; kernel: {} events submitted, {} dropped with the ring buffer full, {} reads and writes after their socket closed not sent, {} TLS plaintext records whose socket was never learnt not sent",
+        "stopping: {} spans, {} records ({} undecodable), {} garbage segments, {} TLS record segments skipped; exchanges lost: {} responses without a request, {} requests without a response, {} requests over the pipelining limit; HTTP/2: {} header blocks cut by the capture, {} with HPACK state lost, {} undecodable, framing lost {} times, {} streams without method or path (*), {} streams without headers not emitted, {} evicted; kernel: {} events submitted, {} dropped with the ring buffer full, {} reads and writes after their socket closed not sent, {} TLS plaintext records whose socket was never learnt not sent",
         pipeline.spans_emitted,
         counters.records.load(Ordering::Relaxed),
         counters.decode_errors.load(Ordering::Relaxed),
-        counters.events_dropped_pipeline_full.load(Ordering::Relaxed),
         tracker.garbage_segments,
         tracker.encrypted_segments,
         tracker.unpaired_responses,

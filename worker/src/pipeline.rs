@@ -11,11 +11,10 @@ use std::net::SocketAddr;
 
 use zerotrace_shared::event::{layout, ConnectionRole, KernelEvent};
 
-use crate::capture::record_batch::RecordBatch;
 use zerotrace_shared::ipc::LoaderStats;
 
 use crate::capture::bpf_map::{possible_cpus, BpfMap};
-use crate::capture::reader::ReaderCounters;
+use crate::capture::reader::{ReaderCounters, RecordSink};
 use crate::clock::{monotonic_now_ns, WallClock};
 use crate::config::DatabaseSettings;
 use crate::connections::{ConnectionTracker, OpenedConnection, Segment};
@@ -320,21 +319,6 @@ impl Pipeline {
         }
         self.sync_identities();
         self.last_scan = Instant::now();
-    }
-
-    /// Decodes and handles each record of a batch from the ring reader;
-    /// returns how many records could not be decoded.
-    pub fn handle_records(&mut self, batch: &RecordBatch) -> u64 {
-        let mut undecodable = 0;
-        for record in batch.records() {
-            match KernelEvent::decode(record) {
-                Ok(event) => self.handle(event),
-                Err(_) => undecodable += 1,
-            }
-        }
-        self.sync_identities();
-        self.flush();
-        undecodable
     }
 
     /// Names and container ids that discovery gave newly instrumented processes.
@@ -699,7 +683,6 @@ impl Pipeline {
             kernel_ringbuf_drops: kernel_drops,
             records_read: load(|r| &r.records),
             undecodable_records: load(|r| &r.decode_errors),
-            pipeline_drops: load(|r| &r.events_dropped_pipeline_full),
             spans: self.spans_emitted,
             garbage_segments: tracker.garbage_segments,
             tls_record_segments: tracker.encrypted_segments,
@@ -744,5 +727,25 @@ impl Pipeline {
             self.record_edges();
         }
         self.otel.take().map(|otel| otel.shutdown(&self.clock))
+    }
+}
+
+/// The ring buffer's records, decoded where the kernel wrote them.
+impl RecordSink for Pipeline {
+    fn record(&mut self, record: &[u8]) -> bool {
+        match KernelEvent::decode(record) {
+            Ok(event) => {
+                self.handle(event);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Identities that discovery learnt, then the spans built out to their
+    /// destinations.
+    fn end_run(&mut self) {
+        self.sync_identities();
+        self.flush();
     }
 }

@@ -5,5 +5,4 @@
 pub mod bpf_map;
 pub mod pid_bits;
 pub mod reader;
-pub mod record_batch;
 pub mod ring_buffer;

@@ -1,86 +1,90 @@
-//! The ring reader thread: waits on the ring buffer, copies its records into
-//! a [`RecordBatch`] and hands full batches on over a bounded channel; the
-//! pipeline decodes them and sends the emptied batches back for reuse. It
-//! never blocks on the pipeline: when the channel is full the batch is dropped
-//! and counted, so the kernel side never waits on user space.
+//! Reading the ring buffer on the pipeline's own thread: wait until it holds
+//! records (or the poll period passes), then hand each record, in place, to a
+//! [`RecordSink`], in runs that each end with [`RecordSink::end_run`].
+//!
+//! A record is handed over where the kernel wrote it and its space is freed
+//! only after the sink returns, so it is never copied on its way to the
+//! decoder. (Until 2026-12-03 a reader thread copied records into batches
+//! for the pipeline thread: that was a copy, a second cache miss on every
+//! record as the other thread read what the reader had just written, and a
+//! wake-up per batch; docs/benchmarks.md has the measurement.) The ring
+//! buffer itself is what absorbs a pipeline that falls behind: a record that
+//! finds it full is counted by the kernel side as lost, never waited for.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::record_batch::RecordBatch;
 use super::ring_buffer::RingBuffer;
 
 /// Data events do not wake us (BPF_RB_NO_WAKEUP below a threshold), so the
-/// reader also drains on this period.
-const POLL_PERIOD: Duration = Duration::from_millis(25);
-/// Most records per batch handed to the pipeline.
-const MAX_BATCH: usize = 4096;
-/// Most bytes per batch (records are at most a few hundred bytes).
-const MAX_BATCH_BYTES: usize = 1 << 20;
-/// What a new batch is sized for; reused batches keep what they grew to.
-const NEW_BATCH_RECORDS: usize = 256;
-const NEW_BATCH_BYTES: usize = 64 << 10;
+/// ring is also drained on this period.
+pub const POLL_PERIOD: Duration = Duration::from_millis(25);
+/// Most records in one run: the sink's per-run work (spans out to their
+/// destinations) is not put off longer than that under a flood.
+pub const MAX_RUN: usize = 4096;
 
+/// Records read from the ring buffer, and those that could not be decoded.
 #[derive(Default)]
 pub struct ReaderCounters {
     pub records: AtomicU64,
     pub decode_errors: AtomicU64,
-    pub events_dropped_pipeline_full: AtomicU64,
 }
 
-/// Runs until `stop` is set or the pipeline hangs up. `emptied` brings back
-/// the batches the pipeline is done with.
-pub fn run(
-    mut ring: RingBuffer,
-    sink: SyncSender<RecordBatch>,
-    emptied: Receiver<RecordBatch>,
-    counters: Arc<ReaderCounters>,
-    stop: Arc<AtomicBool>,
-) {
-    let next_batch = || {
-        emptied
-            .try_recv()
-            .unwrap_or_else(|_| RecordBatch::with_capacity(NEW_BATCH_RECORDS, NEW_BATCH_BYTES))
-    };
-    let mut batch = next_batch();
-    while !stop.load(Ordering::Relaxed) {
-        {
-            let mut fds = [PollFd::new(ring.fd(), PollFlags::POLLIN)];
-            let timeout = PollTimeout::try_from(POLL_PERIOD).unwrap_or(PollTimeout::NONE);
-            match poll(&mut fds, timeout) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => std::thread::sleep(POLL_PERIOD),
+/// Where the records go.
+pub trait RecordSink {
+    /// Takes one record, which lives only for the call; false when it cannot
+    /// be decoded.
+    fn record(&mut self, record: &[u8]) -> bool;
+    /// A run of records is over.
+    fn end_run(&mut self);
+}
+
+/// Returns when the ring holds records or after `period`.
+pub fn wait_for_records(ring: &RingBuffer, period: Duration) {
+    if ring.pending_bytes() > 0 {
+        return;
+    }
+    let mut fds = [PollFd::new(ring.fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(period).unwrap_or(PollTimeout::NONE);
+    match poll(&mut fds, timeout) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(_) => std::thread::sleep(period),
+    }
+}
+
+/// Hands every record committed so far to `sink`, in runs of at most
+/// [`MAX_RUN`]; returns how many were consumed.
+pub fn drain(
+    ring: &mut RingBuffer,
+    sink: &mut impl RecordSink,
+    counters: &ReaderCounters,
+) -> usize {
+    let mut total = 0;
+    loop {
+        let mut undecodable = 0;
+        let mut taken = 0;
+        let consumed = ring.consume(|record| {
+            if !sink.record(record) {
+                undecodable += 1;
             }
+            taken += 1;
+            taken < MAX_RUN
+        });
+        counters
+            .records
+            .fetch_add(consumed as u64, Ordering::Relaxed);
+        counters
+            .decode_errors
+            .fetch_add(undecodable, Ordering::Relaxed);
+        if consumed == 0 {
+            return total;
         }
-        loop {
-            let copied = ring.consume(|record| {
-                batch.push(record);
-                batch.len() < MAX_BATCH && batch.byte_len() < MAX_BATCH_BYTES
-            });
-            counters.records.fetch_add(copied as u64, Ordering::Relaxed);
-            if batch.is_empty() {
-                break;
-            }
-            let full = batch.len() >= MAX_BATCH || batch.byte_len() >= MAX_BATCH_BYTES;
-            let count = batch.len() as u64;
-            match sink.try_send(std::mem::replace(&mut batch, next_batch())) {
-                Ok(()) => {}
-                Err(TrySendError::Full(mut dropped)) => {
-                    counters
-                        .events_dropped_pipeline_full
-                        .fetch_add(count, Ordering::Relaxed);
-                    dropped.clear();
-                    batch = dropped;
-                }
-                Err(TrySendError::Disconnected(_)) => return,
-            }
-            if !full && ring.pending_bytes() == 0 {
-                break;
-            }
+        sink.end_run();
+        total += consumed;
+        if consumed < MAX_RUN {
+            return total;
         }
     }
 }

@@ -348,7 +348,7 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         openmetrics,
     );
     let own = &state.own;
-    let counters: [(&str, &str, u64); 21] = [
+    let counters: [(&str, &str, u64); 20] = [
         (
             "zerotrace_kernel_events",
             "Events the kernel programs submitted.",
@@ -368,11 +368,6 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
             "zerotrace_worker_undecodable_records",
             "Ring buffer records that could not be decoded.",
             own.undecodable_records,
-        ),
-        (
-            "zerotrace_worker_pipeline_drops",
-            "Events dropped because the decoding pipeline was full.",
-            own.pipeline_drops,
         ),
         ("zerotrace_spans", "Spans built.", own.spans),
         (

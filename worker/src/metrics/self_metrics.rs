@@ -28,7 +28,6 @@ pub struct SelfMetrics {
     pub kernel_ringbuf_drops: u64,
     pub records_read: u64,
     pub undecodable_records: u64,
-    pub pipeline_drops: u64,
     pub spans: u64,
     pub garbage_segments: u64,
     /// Socket bytes of TLS connections, recognised as records and skipped.
@@ -99,9 +98,9 @@ impl SelfMetrics {
     }
 
     /// Events that never became spans input: lost in the kernel (ring buffer
-    /// full) or dropped by the worker (pipeline full, undecodable).
+    /// full) or dropped by the worker (undecodable).
     pub fn events_lost_or_dropped(&self) -> u64 {
-        self.kernel_ringbuf_drops + self.pipeline_drops + self.undecodable_records
+        self.kernel_ringbuf_drops + self.undecodable_records
     }
 }
 
@@ -179,13 +178,7 @@ fn families(own: &SelfMetrics) -> Vec<Family> {
             description: "Records the worker read but dropped, by reason.",
             unit: "{event}",
             kind: Counter,
-            points: by(
-                "reason",
-                &[
-                    ("pipeline_full", own.pipeline_drops),
-                    ("undecodable", own.undecodable_records),
-                ],
-            ),
+            points: by("reason", &[("undecodable", own.undecodable_records)]),
         },
         single(
             "zerotrace.spans",
@@ -477,10 +470,9 @@ impl LossNotice {
         let since = |now: u64, then: u64| now.saturating_sub(then);
         let previous = &self.reported;
         let line = format!(
-            "zerotrace: {} event(s) lost or dropped since the last report: {} lost in the kernel (ring buffer full), {} dropped (pipeline full), {} undecodable; {} in total",
+            "zerotrace: {} event(s) lost or dropped since the last report: {} lost in the kernel (ring buffer full), {} undecodable; {} in total",
             since(own.events_lost_or_dropped(), previous.events_lost_or_dropped()),
             since(own.kernel_ringbuf_drops, previous.kernel_ringbuf_drops),
-            since(own.pipeline_drops, previous.pipeline_drops),
             since(own.undecodable_records, previous.undecodable_records),
             own.events_lost_or_dropped(),
         );
@@ -527,7 +519,6 @@ mod tests {
             kernel_ringbuf_drops: 5,
             records_read: 100,
             undecodable_records: 2,
-            pipeline_drops: 3,
             otlp_queue_depth: 4,
             tls_record_segments: 6,
             tls_unassociated: 1,
@@ -575,8 +566,8 @@ mod tests {
         assert_eq!(reason("\"hpack_lost\""), Some(2));
         assert_eq!(value_of(&out, "zerotrace.events.decoded")[0].1, 98);
         let dropped = value_of(&out, "zerotrace.events.dropped");
-        assert_eq!(dropped.len(), 2);
-        assert!(dropped.iter().any(|(a, v)| a[0].key == "reason" && *v == 3));
+        assert_eq!(dropped.len(), 1);
+        assert!(dropped.iter().any(|(a, v)| a[0].key == "reason" && *v == 2));
         let queue = out.scope_metrics[0]
             .metrics
             .iter()
@@ -609,7 +600,7 @@ mod tests {
         own.kernel_ringbuf_drops = 7;
         let first = notice.line(&own, start).unwrap_or_default();
         assert!(first.contains("7 lost in the kernel"), "{first}");
-        own.pipeline_drops = 1;
+        own.undecodable_records = 1;
         assert_eq!(notice.line(&own, start + Duration::from_secs(3)), None);
         let second = notice
             .line(&own, start + Duration::from_secs(11))
