@@ -70,9 +70,9 @@ enum zt_pid_flag {
 enum zt_conn_flag {
 	ZT_CONN_TLS = 1, /* bytes on this socket are TLS records: only plaintext is sent */
 	ZT_CONN_H2 = 2,  /* the HTTP/2 preface went by: segments are walked for header frames */
-	/* An HTTP/1 start line went by outside any TLS library call (a process
-	 * with TLS hooks serving or calling plain HTTP): the socket's later
-	 * segments skip the TLS bookkeeping. */
+	/* An HTTP/1 start line went by outside any TLS library call: the
+	 * socket's later segments skip the TLS bookkeeping (a process with TLS
+	 * hooks serving or calling plain HTTP) and the pid filter's flags. */
 	ZT_CONN_PLAIN = 4,
 };
 
@@ -125,6 +125,9 @@ struct zt_conn_state {
 	__u8 head_reads;
 	__u8 head_writes;
 	__u32 generation;  /* worker generation that last received this socket's tuple */
+	/* The process whose segment set ZT_CONN_PLAIN, confirmed in the pid
+	 * filter then: its later segments on the socket skip the filter's hash. */
+	__u32 plain_tgid;
 };
 
 /* Record written by the listener iterator: one listening TCP socket of one process. */

@@ -235,6 +235,27 @@ static __always_inline bool zt_is_instrumented(__u32 tgid)
 	return zt_pid_flags(tgid) != 0;
 }
 
+/* Passed as a data event's pid flags when only the bitmap was read (its bit
+ * is set): zt_on_data reads the filter's flags if the socket's state does
+ * not settle them. ZT_PID_TLS is clear in it. */
+#define ZT_PID_FLAGS_UNREAD 0x80000000u
+
+/* Whether `tgid` may be instrumented, by the bitmap alone where it covers
+ * the pid (the flags are then ZT_PID_FLAGS_UNREAD), else by the filter. */
+static __always_inline bool zt_pid_may_be_instrumented(__u32 tgid, __u32 *pid_flags)
+{
+	__u64 *word = zt_pid_bit_word(tgid);
+	if (word) {
+		*pid_flags = ZT_PID_FLAGS_UNREAD;
+		return *word & ZT_PID_BIT(tgid);
+	}
+	__u32 *flags = bpf_map_lookup_elem(&zt_pid_filter, &tgid);
+	if (!flags)
+		return 0;
+	*pid_flags = *flags;
+	return 1;
+}
+
 /* Sets `tgid`'s bit (a child forked by an instrumented process). An atomic
  * add of a bit that was clear sets it whatever other bits of the word change
  * meanwhile (the worker's atomic and/or), and needs no BPF atomics beyond
@@ -326,6 +347,14 @@ static __always_inline __u8 zt_merged_conn_flags(__u8 flags, __u8 conn_flags)
 	return flags;
 }
 
+/* Zeroes a connection state built on the stack field by field: an
+ * initialiser of constants would be compiled to a constant in a read-only
+ * section the loader does not expect. */
+static __always_inline void zt_clear_conn_state(struct zt_conn_state *state)
+{
+	__builtin_memset(state, 0, sizeof(*state));
+}
+
 static __always_inline void zt_add_conn_flags(struct zt_conn_state *state, __u8 conn_flags)
 {
 	__u8 flags = zt_merged_conn_flags(state->flags, conn_flags);
@@ -362,6 +391,7 @@ static __always_inline struct zt_conn_state *zt_describe_known_socket(struct zt_
 		.head_reads = state ? state->head_reads : 0,
 		.head_writes = state ? state->head_writes : 0,
 		.generation = generation,
+		.plain_tgid = state ? state->plain_tgid : 0,
 	};
 	bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_ANY);
 	e->role = fresh.role;
@@ -705,7 +735,9 @@ static __always_inline void zt_mark_tls_socket(__u64 sock_id)
 		return;
 	/* Opened before the agent: generation 0 was never sent, so the first
 	 * plaintext event carries the identity. */
-	struct zt_conn_state fresh = {.flags = ZT_CONN_TLS};
+	struct zt_conn_state fresh;
+	zt_clear_conn_state(&fresh);
+	fresh.flags = ZT_CONN_TLS;
 	bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_NOEXIST);
 }
 
@@ -793,9 +825,21 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 
 	__u64 sock_id = (__u64)sk;
 	struct zt_conn_state *known = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
+	bool plain = known && (known->flags & ZT_CONN_PLAIN);
+	__u32 tgid = pid_tgid >> 32;
+	/* The bitmap said yes, but the filter is the authority (a bit may
+	 * outlive an exit until the worker clears it; the worker may set bits):
+	 * its hash is read unless this very process marked the socket plain,
+	 * after the filter confirmed it. */
+	if (pid_flags == ZT_PID_FLAGS_UNREAD && !(plain && known->plain_tgid == tgid)) {
+		__u32 *flags = bpf_map_lookup_elem(&zt_pid_filter, &tgid);
+		if (!flags)
+			return;
+		pid_flags = *flags;
+	}
 	/* Processes with TLS hooks: a socket may carry TLS records, unless it is
 	 * known to carry plain HTTP (the common case for a server linking libssl). */
-	bool tls_checked = (pid_flags & ZT_PID_TLS) && !(known && (known->flags & ZT_CONN_PLAIN));
+	bool tls_checked = (pid_flags & ZT_PID_TLS) && !plain;
 	if (tls_checked && zt_tls_socket_io(pid_tgid, sock_id, known))
 		return; /* TLS records: the plaintext comes from the library hooks */
 
@@ -822,8 +866,11 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	else if (payload)
 		copy = zt_copy_buffer(dst, payload, ret, (continues ? ZT_COPY_CONTINUES : 0) | zt_h2_mode(state));
 	zt_note_h2_preface(state, dst, copy);
-	if (tls_checked && state && zt_starts_plain_http(dst, copy))
+	/* Any process: the mark also spares its later segments the filter's hash. */
+	if (state && !(state->flags & ZT_CONN_PLAIN) && zt_starts_plain_http(dst, copy)) {
+		state->plain_tgid = tgid;
 		state->flags |= ZT_CONN_PLAIN;
+	}
 	if (head_left) {
 		/* read, write, recvfrom and sendto: the size asked for is the third argument */
 		__u64 asked = payload ? regs->dx : 0;
@@ -901,15 +948,14 @@ static __always_inline void zt_on_socket_io(struct sock *sk, int ret)
 	if (zt_settings.floor == ZT_FLOOR_HOOKS)
 		return;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
-	__u32 *pid_flags = zt_pid_flags(tgid);
-	if (!pid_flags || zt_settings.floor == ZT_FLOOR_FILTER)
+	__u32 pid_flags = 0;
+	if (!zt_pid_may_be_instrumented(pid_tgid >> 32, &pid_flags) || zt_settings.floor == ZT_FLOOR_FILTER)
 		return;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	if (!regs)
 		return;
 	long nr = regs->orig_ax; /* kernel-internal sends carry another syscall's: ignored below */
-	zt_on_data(nr, regs, ret, pid_tgid, *pid_flags, sk);
+	zt_on_data(nr, regs, ret, pid_tgid, pid_flags, sk);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -951,7 +997,9 @@ int BPF_PROG(zt_sock_state, struct sock *sk, int oldstate, int newstate)
 			 * makes the first data event carry the complete identity. */
 			if (zt_is_instrumented(pid_tgid >> 32)) {
 				__u64 sock_id = (__u64)sk;
-				struct zt_conn_state state = {.role = ZT_ROLE_CLIENT};
+				struct zt_conn_state state;
+				zt_clear_conn_state(&state);
+				state.role = ZT_ROLE_CLIENT;
 				bpf_map_update_elem(&zt_conn_state, &sock_id, &state, BPF_ANY);
 			}
 			return 0;
