@@ -45,7 +45,7 @@ const volatile struct {
 	/* Bytes copied of a segment that starts an HTTP head (<= ZT_HEAD_MAX). */
 	__u64 head_capture;
 	/* Benchmarks only (ZEROTRACE_BENCH_FLOOR): the data hooks return at once
-	 * (ZT_FLOOR_HOOKS), after the pid filter (ZT_FLOOR_FILTER), once the
+	 * (ZT_FLOOR_HOOKS), after the pid bitmap or filter (ZT_FLOOR_FILTER), once the
 	 * socket and its state are known (ZT_FLOOR_SOCKET), or before the ring
 	 * buffer write (ZT_FLOOR_COPY), to measure what each part costs. 0 in
 	 * use: the verifier drops the checks, the value being read-only. In a
