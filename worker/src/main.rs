@@ -233,7 +233,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
             }
         }
     }
-    let ring = ring.ok_or("the loader sent no ring buffer")?;
+    let mut ring = ring.ok_or("the loader sent no ring buffer")?;
     let pid_filter = pid_filter.ok_or("the loader sent no pid filter map")?;
     let pid_bits = pid_bits.ok_or("the loader sent no pid bitmap")?;
     let writer = if pid_filter.probe_writable() {
@@ -359,7 +359,6 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     }
 
     // One thread reads the ring and decodes its records in place (reader.rs).
-    let mut ring = ring;
     while !STOP.load(Ordering::Relaxed) {
         if pipeline.loader.loader_gone() {
             info!("the loader closed our channel: stopping");
