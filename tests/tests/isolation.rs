@@ -2,8 +2,11 @@
 //! own uid cannot reach into it (ptrace, /proc/PID/{mem,environ,maps,fd},
 //! pidfd_getfd), the OTLP token is in no file of /proc/PID that uid can read
 //! and still reaches the backend, the default worker uid is its own, and a
-//! configuration file only root can read works. Each check has a control
-//! that shows the same probe succeeding where nothing protects the target.
+//! configuration file only root can read works; and a pid bitmap bit set
+//! without the pid filter (what a compromised worker can do) captures
+//! nothing, even on a socket an instrumented process marked plain. Each check
+//! has a control that shows the same probe succeeding where nothing protects
+//! the target.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
@@ -432,4 +435,53 @@ fn the_loader_execs_the_worker_non_dumpable_with_its_settings_only_in_the_startu
     assert_eq!(report.str_of("otlp_headers"), headers);
     assert_eq!(report.str_of("config_file"), path_text);
     assert_eq!(report.u64_of("config_bytes"), yaml.len() as u64);
+}
+
+/// The kernel's plain-socket skip (a process's later segments on a socket it
+/// marked plain need only its bitmap bit, not the pid filter's hash) grants
+/// nothing to a process the filter does not hold, even with its bit set (by
+/// a compromised worker, or left over from an exited process whose pid was
+/// reused) and sharing a socket an instrumented process marked plain. The
+/// stand-in worker (src/bin/plain_skip_probe.rs) drives one connection
+/// shared by A (instrumented) and its child B and reports whose records the
+/// ring carried; B's records appear once B is in the filter (the control).
+#[test]
+fn a_set_bit_without_the_filter_captures_nothing_even_on_a_socket_marked_plain() {
+    require_root();
+    let probe = bin_dir().join("zerotrace-plain-skip-probe");
+    assert!(probe.is_file(), "build the workspace first");
+    let (report, agent) = stand_in::report_of(&probe.to_string_lossy(), Duration::from_secs(30));
+    let lines = |who: &str| strings(&report["seen"], who);
+    let (a, b) = (lines("A"), lines("B"));
+    let stderr = agent.stderr.text();
+    // A's four segments per exchange (request out and in, response out and in).
+    for path in ["/a-1", "/a-2"] {
+        let request = format!("GET {path} HTTP/1.1");
+        assert_eq!(
+            a.iter().filter(|l| **l == request).count(),
+            2,
+            "{report}\n{stderr}"
+        );
+    }
+    assert_eq!(
+        a.iter().filter(|l| *l == "HTTP/1.1 200 OK").count(),
+        4,
+        "{report}\n{stderr}"
+    );
+    // B's exchanges before it was in the filter left nothing; after, all of it.
+    assert!(
+        !b.iter().any(|l| l.contains("/b-1") || l.contains("/b-2")),
+        "{report}"
+    );
+    assert_eq!(
+        b,
+        [
+            "GET /b-3 HTTP/1.1",
+            "GET /b-3 HTTP/1.1",
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 200 OK"
+        ],
+        "{report}\n{stderr}"
+    );
+    assert!(lines("other").is_empty(), "{report}");
 }
