@@ -96,6 +96,20 @@ struct {
 	__type(value, struct zt_conn_state);
 } zt_conn_state SEC(".maps");
 
+/* The same state kept in the socket itself, for the socket backend's data
+ * path: its tracepoints hand over the socket as a trusted pointer, and a
+ * lookup in the socket's own storage costs a fraction of the LRU hash's
+ * (measured ~50 ns per request, see docs/benchmarks.md). It lives as long as
+ * the socket and needs no bound of its own. The TLS library hooks (the socket
+ * is only an address to them) and the syscall-exit backend (the socket comes
+ * from the fd table walk) keep using zt_conn_state. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct zt_conn_state);
+} zt_conn_storage SEC(".maps");
+
 /* [0]: the current worker generation, bumped by the loader at every worker start
  * so a restarted worker receives each socket's tuple again. */
 struct {
@@ -104,16 +118,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } zt_generation SEC(".maps");
-
-/* [0]: 1 when data comes from the socket tracepoints (zt_sock_send/recv) and
- * connect/listen from zt_sock_state; 0 when zt_sys_exit does it all (kernels
- * before 6.3). Set by the loader before anything is attached. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} zt_backend SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -365,12 +369,14 @@ static __always_inline void zt_add_conn_flags(struct zt_conn_state *state, __u8 
 /* A data event's role, from the socket's state; and the socket's identity
  * (addresses, ports, process name) the first time this worker generation
  * sees it, so a restarted worker learns open connections again. `conn_flags`
- * are added to the socket's state on the way. Returns the socket's state;
+ * are added to the socket's state on the way. The state is the socket's own
+ * storage when `storage_sk` (the tracepoint's socket) is given, else its
+ * zt_conn_state entry. Returns the socket's state;
  * sets *closed (and returns 0) for a socket unknown in this generation that
  * already reached TCP_CLOSE: its event is not sent. */
 static __always_inline struct zt_conn_state *zt_describe_known_socket(struct zt_event *e, struct sock *sk,
 								       struct zt_conn_state *state, __u8 conn_flags,
-								       bool *closed)
+								       bool *closed, struct sock *storage_sk)
 {
 	__u64 sock_id = (__u64)sk;
 	__u32 generation = zt_current_generation();
@@ -393,9 +399,16 @@ static __always_inline struct zt_conn_state *zt_describe_known_socket(struct zt_
 		.generation = generation,
 		.plain_tgid = state ? state->plain_tgid : 0,
 	};
-	bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_ANY);
 	e->role = fresh.role;
 	zt_add_identity(e, sk);
+	if (storage_sk) {
+		struct zt_conn_state *stored =
+			bpf_sk_storage_get(&zt_conn_storage, storage_sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE);
+		if (stored)
+			*stored = fresh; /* it was there, from an earlier generation */
+		return stored;
+	}
+	bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_ANY);
 	return bpf_map_lookup_elem(&zt_conn_state, &sock_id);
 }
 
@@ -405,7 +418,7 @@ static __always_inline struct zt_conn_state *zt_describe_socket(struct zt_event 
 {
 	__u64 sock_id = (__u64)sk;
 	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
-	return zt_describe_known_socket(e, sk, state, conn_flags, closed);
+	return zt_describe_known_socket(e, sk, state, conn_flags, closed, 0);
 }
 
 /* Data events ask for ZT_WAKE_BATCHED: the reader is woken once, when the
@@ -742,14 +755,17 @@ static __always_inline void zt_mark_tls_socket(__u64 sock_id)
 }
 
 /* Socket I/O of a process whose TLS library is hooked (ZT_PID_TLS: only those
- * pay for this). `state` is the socket's, if known. Returns true when the
- * bytes are TLS records, which are then not sent: the library hooks send the
- * plaintext. */
-static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id, const struct zt_conn_state *state)
+ * pay for this). `state` is the socket's zt_conn_state entry, if known, or,
+ * when `storage_sk` is given, its own storage, which holds no TLS mark. Returns
+ * true when the bytes are TLS records, which are then not sent: the library
+ * hooks send the plaintext. */
+static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id, const struct zt_conn_state *state,
+					     struct sock *storage_sk)
 {
 	struct zt_tls_call *call = bpf_map_lookup_elem(&zt_tls_calls, &pid_tgid);
 	if (call) {
-		/* The library itself reads or writes: this is its socket. */
+		/* The library itself reads or writes: this is its socket. Its
+		 * plaintext path looks the socket up by address. */
 		call->sock_id = sock_id;
 		zt_mark_tls_socket(sock_id);
 		return 1;
@@ -761,7 +777,11 @@ static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id, cons
 		*last = sock_id;
 	else
 		bpf_map_update_elem(&zt_tls_last_socket, &pid_tgid, &sock_id, BPF_ANY);
-	return state && (state->flags & ZT_CONN_TLS);
+	if (!storage_sk)
+		return state && (state->flags & ZT_CONN_TLS);
+	/* The TLS marks are kept by address (zt_mark_tls_socket, the Go hooks). */
+	struct zt_conn_state *by_address = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
+	return by_address && (by_address->flags & ZT_CONN_TLS);
 }
 
 /* Whether captured bytes start an HTTP/1 request or status line that no TLS
@@ -824,7 +844,9 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	}
 
 	__u64 sock_id = (__u64)sk;
-	struct zt_conn_state *known = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
+	/* The socket backend's socket is trusted: its state is in the socket. */
+	struct zt_conn_state *known = expected ? bpf_sk_storage_get(&zt_conn_storage, expected, 0, 0)
+					       : bpf_map_lookup_elem(&zt_conn_state, &sock_id);
 	bool plain = known && (known->flags & ZT_CONN_PLAIN);
 	__u32 tgid = pid_tgid >> 32;
 	/* The bitmap said yes, but the filter is the authority (a bit may
@@ -840,7 +862,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	/* Processes with TLS hooks: a socket may carry TLS records, unless it is
 	 * known to carry plain HTTP (the common case for a server linking libssl). */
 	bool tls_checked = (pid_flags & ZT_PID_TLS) && !plain;
-	if (tls_checked && zt_tls_socket_io(pid_tgid, sock_id, known))
+	if (tls_checked && zt_tls_socket_io(pid_tgid, sock_id, known, expected))
 		return; /* TLS records: the plaintext comes from the library hooks */
 
 	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_DATA, pid_tgid);
@@ -848,7 +870,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 		return;
 	struct zt_event *e = &buf->event;
 	bool closed = 0;
-	struct zt_conn_state *state = zt_describe_known_socket(e, sk, known, 0, &closed);
+	struct zt_conn_state *state = zt_describe_known_socket(e, sk, known, 0, &closed, expected);
 	if (closed || zt_settings.floor == ZT_FLOOR_SOCKET)
 		return;
 	e->direction = direction;
@@ -974,54 +996,71 @@ int BPF_PROG(zt_sock_recv, struct sock *sk, int ret, int flags)
 	return 0;
 }
 
-static __always_inline bool zt_socket_backend(void)
-{
-	__u32 zero = 0;
-	__u32 *backend = bpf_map_lookup_elem(&zt_backend, &zero);
-	return backend && *backend;
-}
-
 /* A tracked socket is gone: one event per connection, not a hook on every
- * syscall. With the socket backend, connect (SYN_SENT) and listen (LISTEN),
- * both in the caller's context, are seen here too. */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(zt_sock_state, struct sock *sk, int oldstate, int newstate)
+ * syscall. With the socket backend (`socket_backend`), connect (SYN_SENT) and
+ * listen (LISTEN), both in the caller's context, are seen here too, and the
+ * socket's state is in its own storage as well. */
+static __always_inline void zt_on_sock_state(struct sock *sk, int newstate, bool socket_backend)
 {
 	if (newstate == ZT_TCP_LISTEN || newstate == ZT_TCP_SYN_SENT) {
-		if (!zt_socket_backend())
-			return 0; /* zt_sys_exit reports them */
+		if (!socket_backend)
+			return; /* zt_sys_exit reports them */
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
 		if (newstate == ZT_TCP_SYN_SENT) {
 			/* connect() picks the local port after this state change: only
 			 * the role is recorded now, and generation 0 (never current)
-			 * makes the first data event carry the complete identity. */
+			 * makes the first data event carry the complete identity. By
+			 * address too, for the TLS hooks' plaintext events. */
 			if (zt_is_instrumented(pid_tgid >> 32)) {
 				__u64 sock_id = (__u64)sk;
 				struct zt_conn_state state;
 				zt_clear_conn_state(&state);
 				state.role = ZT_ROLE_CLIENT;
 				bpf_map_update_elem(&zt_conn_state, &sock_id, &state, BPF_ANY);
+				struct zt_conn_state *stored =
+					bpf_sk_storage_get(&zt_conn_storage, sk, &state, BPF_SK_STORAGE_GET_F_CREATE);
+				if (stored)
+					*stored = state; /* a socket connecting again */
 			}
-			return 0;
+			return;
 		}
 		struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_LISTEN, pid_tgid);
 		if (!buf)
-			return 0;
+			return;
 		buf->event.sock_id = (__u64)sk;
 		zt_add_identity(&buf->event, sk);
 		zt_submit(buf, 0, 0);
-		return 0;
+		return;
 	}
 	if (newstate != ZT_TCP_CLOSE)
-		return 0;
+		return;
 	__u64 sock_id = (__u64)sk;
-	if (bpf_map_delete_elem(&zt_conn_state, &sock_id))
-		return 0; /* not a socket of an instrumented process */
+	bool known = !bpf_map_delete_elem(&zt_conn_state, &sock_id);
+	if (socket_backend)
+		known |= !bpf_sk_storage_delete(&zt_conn_storage, sk);
+	if (!known)
+		return; /* not a socket of an instrumented process */
 	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_CLOSE, bpf_get_current_pid_tgid());
 	if (!buf)
-		return 0;
+		return;
 	buf->event.sock_id = sock_id;
 	zt_submit(buf, 0, ZT_WAKE_BATCHED);
+}
+
+/* Two programs on one hook, the loader loads the one of its backend: the
+ * syscall-exit backend's may not call the socket storage helpers (tracing
+ * programs may only from kernel 5.11). */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(zt_sock_state, struct sock *sk, int oldstate, int newstate)
+{
+	zt_on_sock_state(sk, newstate, 1);
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(zt_sock_state_exit, struct sock *sk, int oldstate, int newstate)
+{
+	zt_on_sock_state(sk, newstate, 0);
 	return 0;
 }
 

@@ -133,6 +133,12 @@ fn context(what: &str) -> impl Fn(libbpf_rs::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
+/// Maps only one backend's programs use, with that backend: not created
+/// for the other. The socket backend keeps per-socket state in the socket's
+/// own storage (its sockets are trusted pointers; the fd walk's are not).
+const BACKEND_MAPS: [(&str, CaptureBackend); 1] =
+    [("zt_conn_storage", CaptureBackend::SocketTracepoints)];
+
 /// Which programs capture socket data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaptureBackend {
@@ -151,11 +157,12 @@ impl CaptureBackend {
         }
     }
 
-    /// Programs this backend does not use (not loaded).
+    /// Programs this backend does not use (not loaded). `zt_sock_state` and
+    /// `zt_sock_state_exit` are one program built for each backend.
     fn unused_programs(self) -> &'static [&'static str] {
         match self {
-            CaptureBackend::SocketTracepoints => &["zt_sys_exit"],
-            CaptureBackend::SyscallExit => &["zt_sock_send", "zt_sock_recv"],
+            CaptureBackend::SocketTracepoints => &["zt_sys_exit", "zt_sock_state_exit"],
+            CaptureBackend::SyscallExit => &["zt_sock_send", "zt_sock_recv", "zt_sock_state"],
         }
     }
 }
@@ -172,7 +179,10 @@ fn open_tracer(
         .map_err(context("opening the syscall tracer object"))?;
     for mut map in open.maps_mut() {
         let name = map.name().to_string_lossy().into_owned();
-        if name == "zt_events" {
+        if let Some((_, owner)) = BACKEND_MAPS.iter().find(|(m, _)| *m == name) {
+            map.set_autocreate(*owner == backend)
+                .map_err(context("choosing the backend's maps"))?;
+        } else if name == "zt_events" {
             map.set_max_entries(settings.ring_buffer_bytes)
                 .map_err(context("sizing the ring buffer"))?;
         } else if name == "zt_scratch" {
@@ -260,20 +270,6 @@ impl Probes {
                 attempts.join("; ")
             )
         });
-        let backend_flag: u32 = match backend {
-            CaptureBackend::SocketTracepoints => 1,
-            CaptureBackend::SyscallExit => 0,
-        };
-        tracer
-            .maps()
-            .find(|m| m.name() == "zt_backend")
-            .ok_or("backend map missing")?
-            .update(
-                &0u32.to_ne_bytes(),
-                &backend_flag.to_ne_bytes(),
-                libbpf_rs::MapFlags::ANY,
-            )
-            .map_err(|e| format!("recording the capture backend: {e}"))?;
         let mut tracer_links = Vec::new();
         for prog in tracer.progs_mut() {
             let name = prog.name().to_string_lossy().into_owned();
