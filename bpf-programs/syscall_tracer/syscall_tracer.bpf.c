@@ -402,11 +402,12 @@ static __always_inline struct zt_conn_state *zt_describe_known_socket(struct zt_
 	e->role = fresh.role;
 	zt_add_identity(e, sk);
 	if (storage_sk) {
-		struct zt_conn_state *stored =
-			bpf_sk_storage_get(&zt_conn_storage, storage_sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE);
-		if (stored)
-			*stored = fresh; /* it was there, from an earlier generation */
-		return stored;
+		/* In place when it is there, from an earlier generation. */
+		if (state)
+			*state = fresh;
+		else
+			state = bpf_sk_storage_get(&zt_conn_storage, storage_sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE);
+		return state;
 	}
 	bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_ANY);
 	return bpf_map_lookup_elem(&zt_conn_state, &sock_id);
