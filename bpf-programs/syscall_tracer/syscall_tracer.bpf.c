@@ -48,7 +48,9 @@ const volatile struct {
 	 * (ZT_FLOOR_HOOKS), after the pid bitmap or filter (ZT_FLOOR_FILTER), once the
 	 * socket and its state are known (ZT_FLOOR_SOCKET), or before the ring
 	 * buffer write (ZT_FLOOR_COPY), to measure what each part costs. 0 in
-	 * use: the verifier drops the checks, the value being read-only. In a
+	 * use. The verifier follows only the branch the read-only value takes,
+	 * but removing the others needs CAP_SYS_ADMIN, which the loader lacks:
+	 * each check stays a load and a predicted branch. In a
 	 * process with TLS hooks, ZT_FLOOR_SOCKET stops before the plain-HTTP
 	 * mark is taken from the payload: it pays the TLS bookkeeping that the
 	 * whole path skips for such sockets. */
