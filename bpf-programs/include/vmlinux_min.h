@@ -131,6 +131,7 @@ struct files_struct {
 struct task_struct {
 	int pid;
 	int tgid;
+	void *stack; /* the kernel stack: the saved user registers sit at a fixed offset in it */
 	struct task_struct *group_leader;
 	struct task_struct *real_parent;
 	struct files_struct *files;
