@@ -133,6 +133,9 @@ struct zt_event_buffer {
 	/* Twice the largest capture, so the verifier can see that a copy that
 	 * starts below ZT_HEAD_MAX and is at most ZT_HEAD_MAX long stays inside. */
 	__u8 payload[2 * ZT_HEAD_MAX];
+	/* Ring bytes this CPU submitted with ZT_WAKE_BATCHED since it last
+	 * asked the ring how much is waiting (zt_wakeup_flags). Never sent. */
+	__u64 batched_bytes;
 };
 
 /* Vectored I/O (writev, sendmsg...) is captured across this many iovecs:
@@ -424,24 +427,33 @@ static __always_inline struct zt_conn_state *zt_describe_socket(struct zt_event 
 	return zt_describe_known_socket(e, sk, state, conn_flags, closed, 0);
 }
 
-/* Data events ask for ZT_WAKE_BATCHED: the reader is woken once, when the
- * backlog crosses `wakeup_bytes`, and otherwise drains on its own period.
- * Waking on every record past the threshold cost a self-IPI (irq_work) per
- * record until the reader caught up: a fifth of the programs' run time under
- * load. A crossing missed in a race between CPUs only delays the reader to its
- * period. Control events (listen, exit, fork) pass 0: the kernel's adaptive
- * wakeup, so discovery stays quick. */
+/* Data events ask for ZT_WAKE_BATCHED: the reader is woken once the backlog
+ * reaches `wakeup_bytes`, and otherwise drains on its own period. Waking on
+ * every record past the threshold cost a self-IPI (irq_work) per record until
+ * the reader caught up: a fifth of the programs' run time under load. Asking
+ * the ring how much is waiting is a helper call, paid once per
+ * ZT_WAKE_STRIDE(threshold) bytes a CPU submits rather than on every record
+ * (each call's return costs on kernels with return thunks): the reader is then
+ * woken at most once per stride per CPU while it lags, and with a backlog of
+ * at most the threshold plus a stride per CPU. Control events (listen, exit,
+ * fork) pass 0: the kernel's adaptive wakeup, so discovery stays quick. */
 #define ZT_WAKE_BATCHED (~0ULL)
+#define ZT_WAKE_STRIDE(threshold) ((threshold) / 4)
 
-static __always_inline __u64 zt_wakeup_flags(__u64 record_size, __u64 asked)
+static __always_inline __u64 zt_wakeup_flags(struct zt_event_buffer *buf, __u64 record_size, __u64 asked)
 {
 	if (asked != ZT_WAKE_BATCHED)
 		return asked;
-	__u64 waiting = bpf_ringbuf_query(&zt_events, BPF_RB_AVAIL_DATA);
 	__u64 threshold = zt_settings.wakeup_bytes;
 	/* 8: the ring buffer's record header */
-	bool crosses = waiting < threshold && waiting + record_size + 8 >= threshold;
-	return crosses ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	__u64 batched = buf->batched_bytes + record_size + 8;
+	if (batched < ZT_WAKE_STRIDE(threshold)) {
+		buf->batched_bytes = batched;
+		return BPF_RB_NO_WAKEUP;
+	}
+	buf->batched_bytes = 0;
+	__u64 waiting = bpf_ringbuf_query(&zt_events, BPF_RB_AVAIL_DATA);
+	return waiting + record_size + 8 >= threshold ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void zt_submit(struct zt_event_buffer *buf, __u32 payload_len, __u64 flags)
@@ -450,7 +462,7 @@ static __always_inline void zt_submit(struct zt_event_buffer *buf, __u32 payload
 		payload_len = ZT_HEAD_MAX;
 	bool compact = buf->event.kind == ZT_EVENT_DATA && !(buf->event.flags & ZT_EVENT_FLAG_IDENTITY);
 	__u64 size = (compact ? ZT_EVENT_COMPACT_SIZE : sizeof(struct zt_event)) + payload_len;
-	if (bpf_ringbuf_output(&zt_events, buf, size, zt_wakeup_flags(size, flags)))
+	if (bpf_ringbuf_output(&zt_events, buf, size, zt_wakeup_flags(buf, size, flags)))
 		zt_count(ZT_COUNTER_RINGBUF_DROPS);
 	else
 		zt_count(ZT_COUNTER_EVENTS_SUBMITTED);
