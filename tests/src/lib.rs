@@ -398,6 +398,15 @@ pub fn status_field(pid: u32, field: &str) -> Option<String> {
 
 /// BPF program ids held open by a process (from /proc/PID/fdinfo).
 pub fn bpf_prog_ids_of(pid: u32) -> Vec<u32> {
+    bpf_object_ids_of(pid, "prog_id:")
+}
+
+/// BPF map ids held open by a process (from /proc/PID/fdinfo).
+pub fn bpf_map_ids_of(pid: u32) -> Vec<u32> {
+    bpf_object_ids_of(pid, "map_id:")
+}
+
+fn bpf_object_ids_of(pid: u32, key: &str) -> Vec<u32> {
     let mut ids = Vec::new();
     let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return ids;
@@ -405,7 +414,7 @@ pub fn bpf_prog_ids_of(pid: u32) -> Vec<u32> {
     for entry in entries.flatten() {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         for line in text.lines() {
-            if let Some(id) = line.strip_prefix("prog_id:") {
+            if let Some(id) = line.strip_prefix(key) {
                 if let Ok(id) = id.trim().parse() {
                     ids.push(id);
                 }
@@ -415,6 +424,16 @@ pub fn bpf_prog_ids_of(pid: u32) -> Vec<u32> {
     ids.sort_unstable();
     ids.dedup();
     ids
+}
+
+/// A loaded BPF map's name (as the kernel keeps it: 15 bytes at most).
+pub fn bpf_map_name(id: u32) -> Option<String> {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "show", "id", &id.to_string()])
+        .output()
+        .ok()?;
+    let map: Value = serde_json::from_slice(&out.stdout).ok()?;
+    map.get("name").and_then(Value::as_str).map(str::to_owned)
 }
 
 /// Shorthands for reading span fields.

@@ -235,14 +235,9 @@ fn short_lived_processes_leave_no_trace() {
     );
     // Every one of them left the kernel's pid filter and the worker's state.
     // This agent's pid filter (other tests' agents may run at the same time).
-    let filter_id = map_ids_of(agent.child.id())
+    let filter_id = bpf_map_ids_of(agent.child.id())
         .into_iter()
-        .find(|id| {
-            Command::new("bpftool")
-                .args(["-j", "map", "show", "id", &id.to_string()])
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"zt_pid_filter\""))
-        })
+        .find(|id| bpf_map_name(*id).as_deref() == Some("zt_pid_filter"))
         .unwrap_or_else(|| panic!("the loader holds no zt_pid_filter map"));
     let empty = wait_for(Duration::from_secs(15), || {
         let dump = Command::new("bpftool")
@@ -264,24 +259,6 @@ fn short_lived_processes_leave_no_trace() {
         empty.is_some(),
         "pid filter or worker state not empty after the processes exited ({gauge_line})"
     );
-}
-
-/// BPF map ids held open by a process (from /proc/PID/fdinfo).
-fn map_ids_of(pid: u32) -> Vec<u32> {
-    let mut ids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let text = std::fs::read_to_string(entry.path()).ok()?;
-            text.lines()
-                .find_map(|l| l.strip_prefix("map_id:"))
-                .and_then(|id| id.trim().parse().ok())
-        })
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
 }
 
 /// A server that forks a child per connection (socketserver's ForkingMixIn):

@@ -8,6 +8,7 @@
 //! has a control that shows the same probe succeeding where nothing protects
 //! the target.
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -306,6 +307,43 @@ fn root_only_config(name: &str, yaml: &str) -> PathBuf {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .unwrap_or_else(|e| panic!("{e}"));
     path
+}
+
+/// Names of the BPF maps a process holds open.
+fn map_names_of(pid: u32) -> BTreeSet<String> {
+    bpf_map_ids_of(pid)
+        .into_iter()
+        .filter_map(bpf_map_name)
+        .collect()
+}
+
+/// The worker holds the four maps its job needs and nothing else: not the
+/// connection state, not the programs' settings (`.rodata`) and not their
+/// global data (`.bss`, which holds where the data programs find a syscall's
+/// registers in the kernel stack: written there, it would send their user
+/// memory reads elsewhere). The loader holds those (the control).
+#[test]
+fn the_worker_holds_only_the_maps_its_job_needs() {
+    require_root();
+    let agent = Agent::start(&["--open-port", "1"], &[]);
+    let worker = worker_of(&agent);
+    let expected: BTreeSet<String> = ["zt_counters", "zt_events", "zt_pid_bits", "zt_pid_filter"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let held = wait_for(Duration::from_secs(10), || {
+        let held = map_names_of(worker);
+        (held.len() >= expected.len()).then_some(held)
+    })
+    .unwrap_or_else(|| map_names_of(worker));
+    assert_eq!(held, expected, "the worker's maps");
+    let loader = map_names_of(agent.child.id());
+    for kept in [".bss", ".rodata", "zt_conn_storage", "zt_conn_state"] {
+        assert!(
+            loader.iter().any(|name| name.ends_with(kept)),
+            "the loader holds no {kept} map: {loader:?}"
+        );
+    }
 }
 
 #[test]
