@@ -990,6 +990,7 @@ int BPF_PROG(zt_sys_exit, struct pt_regs *regs, long ret)
  * programs' time (bench/bpf_profile.sh). Global data, which the worker never
  * receives: a wrong offset cannot be planted from there. */
 __u64 zt_regs_offset;
+#define ZT_KERNEL_STACK_MAX (64 * 1024)
 
 /* The current task's saved user registers (the syscall's arguments). */
 static __always_inline struct pt_regs *zt_current_regs(struct task_struct *task)
@@ -999,7 +1000,9 @@ static __always_inline struct pt_regs *zt_current_regs(struct task_struct *task)
 	if (offset && bpf_rdonly_cast)
 		return bpf_rdonly_cast((void *)(stack + offset), bpf_core_type_id_kernel(struct pt_regs));
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	if (regs && stack && (__u64)regs > stack)
+	/* Learnt only when the registers lie inside the stack (x86-64 stacks
+	 * are 16 KiB, 32 with KASAN): anything else keeps the helper. */
+	if (regs && stack && (__u64)regs > stack && (__u64)regs - stack < ZT_KERNEL_STACK_MAX)
 		zt_regs_offset = (__u64)regs - stack;
 	return regs;
 }
