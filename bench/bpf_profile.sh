@@ -28,20 +28,9 @@ command -v nginx >/dev/null && command -v wrk >/dev/null || {
 work="${KEEP:-$(mktemp -d /tmp/zt-bpf-profile.XXXXXX)}"
 mkdir -p "$work"
 
-cat > "$work/nginx.conf" <<CONF
-worker_processes $workers;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$port;
-    location / { return 200 "hello from nginx\n"; }
-  }
-}
-CONF
+# shellcheck source=bench/nginx_conf.sh
+. bench/nginx_conf.sh
+write_nginx_conf "$work" "$port" "$workers"
 nginx -c "$work/nginx.conf" &
 nginx_pid=$!
 agent_pid=""
