@@ -976,11 +976,6 @@ int BPF_PROG(zt_sys_exit, struct pt_regs *regs, long ret)
 	return 0;
 }
 
-/* Socket backend (kernel >= 6.3): data from the socket layer's own
- * tracepoints, which fire for socket I/O only, so other syscalls of other
- * processes do not take the tracepoint path at all. The buffer comes from the
- * syscall's arguments in the task's saved user registers, as at sys_exit. */
-
 /* Where the saved user registers sit in a task's kernel stack, as an offset
  * from its base (task_pt_regs: the top of the stack, less the arch's padding
  * and the registers, the same for every task of a kernel): learnt from
@@ -1007,6 +1002,10 @@ static __always_inline struct pt_regs *zt_current_regs(struct task_struct *task)
 	return regs;
 }
 
+/* Socket backend (kernel >= 6.3): data from the socket layer's own
+ * tracepoints, which fire for socket I/O only, so other syscalls of other
+ * processes do not take the tracepoint path at all. The buffer comes from the
+ * syscall's arguments in the task's saved user registers, as at sys_exit. */
 static __always_inline void zt_on_socket_io(struct sock *sk, int ret)
 {
 	if (zt_settings.floor == ZT_FLOOR_HOOKS)
