@@ -54,6 +54,9 @@ pub enum BenchFloor {
     Socket,
     /// The data hooks do everything but write the record into the ring.
     Copy,
+    /// The kernel side does everything; the worker consumes each record
+    /// without decoding it (the worker reads the same variable).
+    Drain,
 }
 
 impl BenchFloor {
@@ -64,8 +67,9 @@ impl BenchFloor {
             Ok("filter") => Ok(Self::Filter),
             Ok("socket") => Ok(Self::Socket),
             Ok("copy") => Ok(Self::Copy),
+            Ok("drain") => Ok(Self::Drain),
             Ok(other) => Err(format!(
-                "ZEROTRACE_BENCH_FLOOR={other:?}: expected off, hooks, filter, socket or copy"
+                "ZEROTRACE_BENCH_FLOOR={other:?}: expected off, hooks, filter, socket, copy or drain"
             )),
         }
     }
@@ -73,7 +77,7 @@ impl BenchFloor {
     /// The value of `zt_settings.floor` (ZT_FLOOR_* in syscall_tracer.bpf.c).
     fn kernel_value(self) -> u64 {
         match self {
-            Self::Off => 0,
+            Self::Off | Self::Drain => 0,
             Self::Hooks => 1,
             Self::Filter => 2,
             Self::Socket => 3,

@@ -358,6 +358,10 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         }
     }
 
+    if config.discard_records {
+        warn!("benchmark floor: ring records are read and not decoded, no span is made (ZEROTRACE_BENCH_FLOOR=drain)");
+    }
+
     // One thread reads the ring and decodes its records in place (reader.rs).
     while !STOP.load(Ordering::Relaxed) {
         if pipeline.loader.loader_gone() {
@@ -365,7 +369,11 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
             break;
         }
         reader::wait_for_records(&ring, reader::POLL_PERIOD);
-        reader::drain(&mut ring, &mut pipeline, &counters);
+        if config.discard_records {
+            reader::drain(&mut ring, &mut reader::DiscardRecords, &counters);
+        } else {
+            reader::drain(&mut ring, &mut pipeline, &counters);
+        }
         pipeline.tick();
     }
     // What the kernel wrote before we stopped.

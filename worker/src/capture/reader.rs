@@ -41,6 +41,19 @@ pub trait RecordSink {
     fn end_run(&mut self);
 }
 
+/// A sink that takes every record and decodes none: the worker's floor for
+/// benchmarks (`ZEROTRACE_BENCH_FLOOR=drain`), the ring read and nothing else.
+pub struct DiscardRecords;
+
+impl RecordSink for DiscardRecords {
+    fn record(&mut self, record: &[u8]) -> bool {
+        std::hint::black_box(record);
+        true
+    }
+
+    fn end_run(&mut self) {}
+}
+
 /// Returns when the ring holds records or after `period`.
 pub fn wait_for_records(ring: &RingBuffer, period: Duration) {
     if ring.pending_bytes() > 0 {

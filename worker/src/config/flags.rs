@@ -41,6 +41,10 @@ pub struct WorkerConfig {
     /// `ZEROTRACE_TRACE_LINK_WAIT` (milliseconds, default 500): linking spans
     /// across processes on this host.
     pub trace_links: LinkSettings,
+    /// `ZEROTRACE_BENCH_FLOOR=drain` (benchmarks only, docs/benchmarks.md):
+    /// consume each ring record without decoding it, to measure what the
+    /// kernel side and the reading cost without the worker's processing.
+    pub discard_records: bool,
 }
 
 /// `ZEROTRACE_TRACE_LINK_WAIT`: milliseconds, 0 to 10000.
@@ -171,6 +175,8 @@ impl WorkerConfig {
             )?,
             wait: link_wait(merged("ZEROTRACE_TRACE_LINK_WAIT").as_deref())?,
         };
+        // The loader validated the value (the kernel's floors): only this one is the worker's.
+        let discard_records = merged("ZEROTRACE_BENCH_FLOOR").as_deref() == Some("drain");
         let (level_env, format_env) = (merged(logging::LEVEL_ENV), merged(logging::FORMAT_ENV));
         let log = LogSettings::resolve(&LogSources {
             level_env: level_env.as_deref(),
@@ -190,6 +196,7 @@ impl WorkerConfig {
             tls_capture,
             trace_links,
             log,
+            discard_records,
         })
     }
 }
@@ -221,6 +228,21 @@ mod tests {
         assert!(with(&[("ZEROTRACE_TLS_CAPTURE", "false")]).is_ok_and(|c| !c.tls_capture));
         assert!(with(&[("ZEROTRACE_TLS_CAPTURE", "no")])
             .is_err_and(|e| e.contains("ZEROTRACE_TLS_CAPTURE")));
+    }
+
+    #[test]
+    fn records_are_discarded_only_at_the_drain_floor() {
+        let with = |env: &'static [(&'static str, &'static str)]| {
+            WorkerConfig::from_args_and_env(
+                ["--open-port".to_string(), "80".to_string()],
+                env_of(env),
+                None,
+            )
+        };
+        assert!(with(&[]).is_ok_and(|c| !c.discard_records));
+        assert!(with(&[("ZEROTRACE_BENCH_FLOOR", "drain")]).is_ok_and(|c| c.discard_records));
+        // The kernel's floors leave the worker as it is.
+        assert!(with(&[("ZEROTRACE_BENCH_FLOOR", "copy")]).is_ok_and(|c| !c.discard_records));
     }
 
     #[test]
