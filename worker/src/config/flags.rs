@@ -215,15 +215,17 @@ mod tests {
         }
     }
 
+    /// The configuration of `--open-port 80` and `env`.
+    fn with(env: &'static [(&'static str, &'static str)]) -> Result<WorkerConfig, String> {
+        WorkerConfig::from_args_and_env(
+            ["--open-port".to_string(), "80".to_string()],
+            env_of(env),
+            None,
+        )
+    }
+
     #[test]
     fn tls_capture_is_on_unless_turned_off() {
-        let with = |env: &'static [(&'static str, &'static str)]| {
-            WorkerConfig::from_args_and_env(
-                ["--open-port".to_string(), "80".to_string()],
-                env_of(env),
-                None,
-            )
-        };
         assert!(with(&[]).is_ok_and(|c| c.tls_capture));
         assert!(with(&[("ZEROTRACE_TLS_CAPTURE", "false")]).is_ok_and(|c| !c.tls_capture));
         assert!(with(&[("ZEROTRACE_TLS_CAPTURE", "no")])
@@ -232,13 +234,6 @@ mod tests {
 
     #[test]
     fn records_are_discarded_only_at_the_drain_floor() {
-        let with = |env: &'static [(&'static str, &'static str)]| {
-            WorkerConfig::from_args_and_env(
-                ["--open-port".to_string(), "80".to_string()],
-                env_of(env),
-                None,
-            )
-        };
         assert!(with(&[]).is_ok_and(|c| !c.discard_records));
         assert!(with(&[("ZEROTRACE_BENCH_FLOOR", "drain")]).is_ok_and(|c| c.discard_records));
         // The kernel's floors leave the worker as it is.
