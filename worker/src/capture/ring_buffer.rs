@@ -11,10 +11,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 const RECORD_HEADER_BYTES: u64 = 8;
 const BUSY_BIT: u32 = 1 << 31;
 const DISCARD_BIT: u32 = 1 << 30;
-/// Bytes consumed between two publications of the consumer position, at
-/// most: a sixteenth of smaller rings (`--ring-buffer-bytes` may be as small
-/// as 4 KiB), so the space the reader has read is soon free again.
-const PUBLISH_EVERY_BYTES: u64 = 16 * 1024;
 
 pub struct RingBuffer {
     fd: OwnedFd,
@@ -22,8 +18,6 @@ pub struct RingBuffer {
     producer: NonNull<u8>,
     page_size: usize,
     data_bytes: u64,
-    /// Consumed bytes between two publications of the consumer position.
-    publish_every: u64,
 }
 
 // SAFETY: the mappings are owned by this value and only touched through &mut self.
@@ -62,7 +56,6 @@ impl RingBuffer {
             producer,
             page_size,
             data_bytes,
-            publish_every: (data_bytes / 16).clamp(8, PUBLISH_EVERY_BYTES),
         })
     }
 
@@ -83,18 +76,9 @@ impl RingBuffer {
     /// Hands committed records to `handle` and frees their space, until
     /// `handle` returns false or a record is still being written; returns how
     /// many records were consumed.
-    ///
-    /// The space is freed (the consumer position published) every
-    /// [`PUBLISH_EVERY_BYTES`] (less in small rings) and when the call returns, not after every
-    /// record: the kernel reads that position on every record it reserves,
-    /// so a store per record moved its cache line between the producing and
-    /// the consuming CPU once per record (docs/benchmarks.md, "The ring's
-    /// consumer position"). A record is only read during its `handle` call,
-    /// before its space is freed.
     pub fn consume(&mut self, mut handle: impl FnMut(&[u8]) -> bool) -> usize {
         let mask = self.data_bytes - 1;
         let mut consumer_pos = self.consumer_pos().load(Ordering::Acquire);
-        let mut published = consumer_pos;
         let mut consumed = 0;
         loop {
             let producer_pos = self.producer_pos().load(Ordering::Acquire);
@@ -107,14 +91,13 @@ impl RingBuffer {
                 let header = unsafe { &*(self.producer.as_ptr().add(offset) as *const AtomicU32) };
                 let len_word = header.load(Ordering::Acquire);
                 if len_word & BUSY_BIT != 0 {
-                    self.publish(consumer_pos, published);
+                    self.consumer_pos().store(consumer_pos, Ordering::Release);
                     return consumed;
                 }
                 let len = u64::from(len_word & !(BUSY_BIT | DISCARD_BIT));
                 let mut more = true;
                 if len > self.data_bytes {
                     // Cannot come from the kernel; stop rather than read out of bounds.
-                    self.publish(consumer_pos, published);
                     return consumed;
                 }
                 if len_word & DISCARD_BIT == 0 {
@@ -132,26 +115,13 @@ impl RingBuffer {
                 }
                 consumer_pos += (len + RECORD_HEADER_BYTES + 7) & !7;
                 consumed += 1;
+                self.consumer_pos().store(consumer_pos, Ordering::Release);
                 if !more {
-                    self.publish(consumer_pos, published);
                     return consumed;
-                }
-                if consumer_pos - published >= self.publish_every {
-                    self.publish(consumer_pos, published);
-                    published = consumer_pos;
                 }
             }
         }
-        self.publish(consumer_pos, published);
         consumed
-    }
-
-    /// Frees the space up to `consumer_pos` for the kernel, unless it is
-    /// where the last publication left it.
-    fn publish(&self, consumer_pos: u64, published: u64) {
-        if consumer_pos != published {
-            self.consumer_pos().store(consumer_pos, Ordering::Release);
-        }
     }
 
     /// Bytes committed but not yet consumed.
