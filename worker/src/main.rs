@@ -362,6 +362,15 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         warn!("benchmark floor: ring records are read and not decoded, no span is made (ZEROTRACE_BENCH_FLOOR=drain)");
     }
 
+    // Every record committed so far, to the pipeline (or nowhere, at the drain floor).
+    let discard = config.discard_records;
+    let drain = |ring: &mut _, pipeline: &mut Pipeline| {
+        if discard {
+            reader::drain(ring, &mut reader::DiscardRecords, &counters);
+        } else {
+            reader::drain(ring, pipeline, &counters);
+        }
+    };
     // One thread reads the ring and decodes its records in place (reader.rs).
     while !STOP.load(Ordering::Relaxed) {
         if pipeline.loader.loader_gone() {
@@ -369,15 +378,11 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
             break;
         }
         reader::wait_for_records(&ring, reader::POLL_PERIOD);
-        if config.discard_records {
-            reader::drain(&mut ring, &mut reader::DiscardRecords, &counters);
-        } else {
-            reader::drain(&mut ring, &mut pipeline, &counters);
-        }
+        drain(&mut ring, &mut pipeline);
         pipeline.tick();
     }
     // What the kernel wrote before we stopped.
-    reader::drain(&mut ring, &mut pipeline, &counters);
+    drain(&mut ring, &mut pipeline);
     if let Some(summary) = pipeline.shutdown() {
         info!("{summary}");
     }
