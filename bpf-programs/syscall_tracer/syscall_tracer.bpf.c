@@ -47,7 +47,9 @@ const volatile struct {
 	/* Benchmarks only (ZEROTRACE_BENCH_FLOOR): the data hooks return at once
 	 * (ZT_FLOOR_HOOKS), after the pid bitmap or filter (ZT_FLOOR_FILTER), once the
 	 * socket and its state are known (ZT_FLOOR_SOCKET), or before the ring
-	 * buffer write (ZT_FLOOR_COPY), to measure what each part costs. 0 in
+	 * buffer write (ZT_FLOOR_COPY), or before it for reads only
+	 * (ZT_FLOOR_WRITES: one record per exchange, as pairing in the kernel
+	 * would write), to measure what each part costs. 0 in
 	 * use. The verifier follows only the branch the read-only value takes,
 	 * but removing the others needs CAP_SYS_ADMIN, which the loader lacks:
 	 * each check stays a load and a predicted branch. In a
@@ -61,6 +63,7 @@ const volatile struct {
 #define ZT_FLOOR_FILTER 2
 #define ZT_FLOOR_SOCKET 3
 #define ZT_FLOOR_COPY 4
+#define ZT_FLOOR_WRITES 5
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -913,7 +916,8 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 		__u64 asked = payload ? regs->dx : 0;
 		zt_track_head(head_left, dst, copy, zt_head_may_continue(direction, asked, ret));
 	}
-	if (zt_settings.floor == ZT_FLOOR_COPY)
+	if (zt_settings.floor == ZT_FLOOR_COPY ||
+	    (zt_settings.floor == ZT_FLOOR_WRITES && direction == ZT_DIR_INGRESS))
 		return;
 	e->captured_len = copy;
 	zt_submit(buf, copy, ZT_WAKE_BATCHED);

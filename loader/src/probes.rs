@@ -57,6 +57,9 @@ pub enum BenchFloor {
     /// The kernel side does everything; the worker consumes each record
     /// without decoding it (the worker reads the same variable).
     Drain,
+    /// As `Drain`, but only the records of writes go into the ring (reads
+    /// are copied and dropped): what one record fewer per exchange saves.
+    DrainWrites,
 }
 
 impl BenchFloor {
@@ -68,8 +71,9 @@ impl BenchFloor {
             Ok("socket") => Ok(Self::Socket),
             Ok("copy") => Ok(Self::Copy),
             Ok("drain") => Ok(Self::Drain),
+            Ok("drain-writes") => Ok(Self::DrainWrites),
             Ok(other) => Err(format!(
-                "ZEROTRACE_BENCH_FLOOR={other:?}: expected off, hooks, filter, socket, copy or drain"
+                "ZEROTRACE_BENCH_FLOOR={other:?}: expected off, hooks, filter, socket, copy, drain or drain-writes"
             )),
         }
     }
@@ -82,6 +86,7 @@ impl BenchFloor {
             Self::Filter => 2,
             Self::Socket => 3,
             Self::Copy => 4,
+            Self::DrainWrites => 5,
         }
     }
 }

@@ -359,7 +359,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     }
 
     if config.discard_records {
-        warn!("benchmark floor: ring records are read and not decoded, no span is made (ZEROTRACE_BENCH_FLOOR=drain)");
+        warn!("benchmark floor: ring records are read and not decoded, no span is made (ZEROTRACE_BENCH_FLOOR=drain or drain-writes)");
     }
 
     // Every record committed so far, to the pipeline (or nowhere, at the drain floor).

@@ -41,7 +41,7 @@ pub struct WorkerConfig {
     /// `ZEROTRACE_TRACE_LINK_WAIT` (milliseconds, default 500): linking spans
     /// across processes on this host.
     pub trace_links: LinkSettings,
-    /// `ZEROTRACE_BENCH_FLOOR=drain` (benchmarks only, docs/benchmarks.md):
+    /// `ZEROTRACE_BENCH_FLOOR=drain` or `drain-writes` (benchmarks only, docs/benchmarks.md):
     /// consume each ring record without decoding it, to measure what the
     /// kernel side and the reading cost without the worker's processing.
     pub discard_records: bool,
@@ -176,7 +176,10 @@ impl WorkerConfig {
             wait: link_wait(merged("ZEROTRACE_TRACE_LINK_WAIT").as_deref())?,
         };
         // The loader validated the value (the kernel's floors): only this one is the worker's.
-        let discard_records = merged("ZEROTRACE_BENCH_FLOOR").as_deref() == Some("drain");
+        let discard_records = matches!(
+            merged("ZEROTRACE_BENCH_FLOOR").as_deref(),
+            Some("drain" | "drain-writes")
+        );
         let (level_env, format_env) = (merged(logging::LEVEL_ENV), merged(logging::FORMAT_ENV));
         let log = LogSettings::resolve(&LogSources {
             level_env: level_env.as_deref(),
@@ -233,9 +236,10 @@ mod tests {
     }
 
     #[test]
-    fn records_are_discarded_only_at_the_drain_floor() {
+    fn records_are_discarded_only_at_the_drain_floors() {
         assert!(with(&[]).is_ok_and(|c| !c.discard_records));
         assert!(with(&[("ZEROTRACE_BENCH_FLOOR", "drain")]).is_ok_and(|c| c.discard_records));
+        assert!(with(&[("ZEROTRACE_BENCH_FLOOR", "drain-writes")]).is_ok_and(|c| c.discard_records));
         // The kernel's floors leave the worker as it is.
         assert!(with(&[("ZEROTRACE_BENCH_FLOOR", "copy")]).is_ok_and(|c| !c.discard_records));
     }
