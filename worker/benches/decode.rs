@@ -158,6 +158,29 @@ fn exchange(i: usize) -> (Vec<u8>, Vec<u8>) {
 /// EXCHANGES exchanges over CONNECTIONS keep-alive sockets of two processes:
 /// request (ingress) then response (egress), as a server sees them.
 fn captured_records() -> Vec<Vec<u8>> {
+    server_records(exchange, 2, 150_000)
+}
+
+/// The traffic of `bench/nginx_overhead.sh`, byte for byte: wrk's request
+/// (its only header is Host) and nginx's 17-byte answer, on one nginx worker
+/// process, as its small profile (`wrk -t1 -c16`) sends them.
+fn nginx_wrk_exchange(_i: usize) -> (Vec<u8>, Vec<u8>) {
+    (
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18080\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 04 Dec 2026 18:45:40 GMT\r\n\
+          Content-Type: text/plain\r\nContent-Length: 17\r\nConnection: keep-alive\r\n\r\n\
+          hello from nginx\n"
+            .to_vec(),
+    )
+}
+
+/// EXCHANGES exchanges of `exchange` over CONNECTIONS keep-alive sockets of
+/// `processes` processes, `gap_ns` and more between a request and its response.
+fn server_records(
+    exchange: fn(usize) -> (Vec<u8>, Vec<u8>),
+    processes: u64,
+    gap_ns: u64,
+) -> Vec<Vec<u8>> {
     let mut records = Vec::with_capacity(EXCHANGES * 2);
     let mut ts = 1_000_000_000u64;
     for i in 0..EXCHANGES {
@@ -166,7 +189,7 @@ fn captured_records() -> Vec<Vec<u8>> {
         let base = RecordSpec {
             role: ROLE_SERVER,
             local_port: 8080,
-            pid: 4000 + (conn % 2) as u32,
+            pid: 4000 + (conn % processes) as u32,
             sock_id: 0xffff_8880_0000_0000 + conn * 0x800,
             ts_ns: ts,
             ingress: true,
@@ -175,7 +198,7 @@ fn captured_records() -> Vec<Vec<u8>> {
             bytes: &request,
         };
         records.push(data_record(&base));
-        ts += 150_000 + (i as u64 % 13) * 40_000;
+        ts += gap_ns + (i as u64 % 13) * 40_000;
         records.push(data_record(&RecordSpec {
             ts_ns: ts,
             ingress: false,
@@ -622,12 +645,40 @@ impl Measurement for ThreadCpuTime {
 
 fn decode_path(c: &mut Criterion) {
     bench_decode(c, "http1");
+    bench_nginx_wrk(c, "nginx_wrk");
     bench_database(c, ["postgres", "redis", "kafka"]);
 }
 
 fn decode_path_cpu(c: &mut Criterion<ThreadCpuTime>) {
     bench_decode(c, "http1_cpu");
+    bench_nginx_wrk(c, "nginx_wrk_cpu");
     bench_database(c, ["postgres_cpu", "redis_cpu", "kafka_cpu"]);
+}
+
+/// The nginx benchmark's exchanges through the pipeline's default path
+/// (graph and live view): what the worker does per request of issue 17's
+/// measurements, replayed without the host's noise.
+fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
+    let records = server_records(nginx_wrk_exchange, 1, 20_000);
+    let mut path = Path::with_graph_and_live_view();
+    let produced = path.replay(&records, true);
+    assert_eq!(produced, EXCHANGES, "every exchange must become one span");
+    let mut group = c.benchmark_group(group_name);
+    group.throughput(Throughput::Elements(EXCHANGES as u64));
+    group.bench_function("default_path", |b| {
+        b.iter(|| black_box(replay_nginx_wrk(&mut path, black_box(&records))))
+    });
+    group.finish();
+}
+
+/// The timed replay of [`bench_nginx_wrk`], apart so that callgrind can count
+/// its instructions alone: `valgrind --tool=callgrind
+/// --toggle-collect=decode::replay_nginx_wrk <bench binary> --bench
+/// --profile-time 2 nginx_wrk/default_path`, then the total divided by the
+/// function's calls and by EXCHANGES.
+#[inline(never)]
+fn replay_nginx_wrk(path: &mut Path, records: &[Vec<u8>]) -> usize {
+    path.replay(records, true)
 }
 
 /// PostgreSQL and Redis client operations and Kafka produces through the whole path.
