@@ -41,7 +41,7 @@ pub struct SeriesKey {
 /// an exchange without building an owned key (strings are copied only when
 /// a series is created). [`SeriesKey`] hashes as its borrowed form, and
 /// [`SeriesKey::borrowed`] names every field, so the two cannot drift apart.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, Eq)]
 struct SeriesKeyRef<'a> {
     pid: u32,
     kind: SpanKind,
@@ -103,6 +103,48 @@ impl<'a> SeriesKeyRef<'a> {
             error: self.error,
             overflow: self.overflow,
         }
+    }
+}
+
+/// Every span looks its series up, so both are cheap: the fixed-size fields
+/// are packed into one word (hashed once, compared first), and the text is
+/// compared only when they agree. `protocol_version`, `scheme` and `error`
+/// are compared but not hashed: they follow from the kind, status and TLS,
+/// or take one of two values, and equal keys still hash alike.
+impl SeriesKeyRef<'_> {
+    fn packed(&self) -> u64 {
+        u64::from(self.pid) | u64::from(self.status) << 32 | u64::from(self.server_port) << 48
+    }
+
+    fn flags(&self) -> u8 {
+        let kind = match self.kind {
+            SpanKind::Server => 0,
+            SpanKind::Client => 1,
+            SpanKind::Producer => 2,
+            SpanKind::Consumer => 3,
+        };
+        kind | u8::from(self.error) << 2 | u8::from(self.overflow) << 3
+    }
+}
+
+impl Hash for SeriesKeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.packed());
+        self.method.hash(state);
+        self.route.hash(state);
+        self.server_address.hash(state);
+    }
+}
+
+impl PartialEq for SeriesKeyRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.packed() == other.packed()
+            && self.flags() == other.flags()
+            && self.method == other.method
+            && self.route == other.route
+            && self.server_address == other.server_address
+            && self.protocol_version == other.protocol_version
+            && self.scheme == other.scheme
     }
 }
 
@@ -412,6 +454,84 @@ mod tests {
             })
             .flatten()
             .collect()
+    }
+
+    /// A key differing from `base` in each field in turn is another series;
+    /// the same key, owned or borrowed, is the same one and hashes alike.
+    #[test]
+    fn every_field_of_a_series_key_tells_series_apart() {
+        use std::hash::BuildHasher;
+        let hasher = std::collections::hash_map::RandomState::new();
+        let base = SeriesKey {
+            pid: 7,
+            kind: SpanKind::Server,
+            method: "GET".into(),
+            status: 200,
+            route: Some("/a".into()),
+            server_address: "127.0.0.1".into(),
+            server_port: 8080,
+            protocol_version: "1.1",
+            scheme: "http",
+            error: false,
+            overflow: false,
+        };
+        let same = base.clone();
+        assert!(same.borrowed() == base.borrowed());
+        assert_eq!(hasher.hash_one(&same), hasher.hash_one(base.borrowed()));
+        let variants: Vec<SeriesKey> = vec![
+            SeriesKey {
+                pid: 8,
+                ..base.clone()
+            },
+            SeriesKey {
+                kind: SpanKind::Client,
+                ..base.clone()
+            },
+            SeriesKey {
+                method: "POST".into(),
+                ..base.clone()
+            },
+            SeriesKey {
+                status: 201,
+                ..base.clone()
+            },
+            SeriesKey {
+                route: None,
+                ..base.clone()
+            },
+            SeriesKey {
+                route: Some("/b".into()),
+                ..base.clone()
+            },
+            SeriesKey {
+                server_address: "::1".into(),
+                ..base.clone()
+            },
+            SeriesKey {
+                server_port: 8081,
+                ..base.clone()
+            },
+            SeriesKey {
+                protocol_version: "1.0",
+                ..base.clone()
+            },
+            SeriesKey {
+                scheme: "https",
+                ..base.clone()
+            },
+            SeriesKey {
+                error: true,
+                ..base.clone()
+            },
+            SeriesKey {
+                overflow: true,
+                ..base.clone()
+            },
+        ];
+        for other in &variants {
+            assert!(other.borrowed() != base.borrowed(), "{other:?}");
+            assert!(other != &base, "{other:?}");
+        }
     }
 
     #[test]
