@@ -24,7 +24,15 @@ const KNOWN_METHODS: &[&str] = &[
 
 /// The known method equal to `method`, as static text.
 pub fn known_method(method: &str) -> Option<&'static str> {
-    KNOWN_METHODS.iter().copied().find(|&known| known == method)
+    known_method_of_bytes(method.as_bytes())
+}
+
+/// [`known_method`] of bytes as captured: no UTF-8 check for the usual case.
+pub fn known_method_of_bytes(method: &[u8]) -> Option<&'static str> {
+    KNOWN_METHODS
+        .iter()
+        .copied()
+        .find(|known| known.as_bytes() == method)
 }
 
 /// What an HTTP request/response exchange adds to its span.

@@ -6,7 +6,7 @@ use memchr::{memchr, memchr_iter};
 use super::message::{HttpMessage, MessageHead};
 use super::start_line::{check_start, LineKind, Parse, StartLine};
 use super::{MAX_HEADERS, MAX_METHOD, MAX_TARGET, MAX_VALUE};
-use crate::spans::http::known_method;
+use crate::spans::http::known_method_of_bytes;
 use crate::spans::{HttpMethod, HttpText};
 
 #[derive(Debug)]
@@ -90,7 +90,7 @@ pub(super) fn new_message(
             let (method, rest) = bytes.split_at_checked(method_len).unwrap_or((bytes, &[]));
             let target = rest.get(1..).unwrap_or_default();
             MessageHead::Request {
-                method: match std::str::from_utf8(method).ok().and_then(known_method) {
+                method: match known_method_of_bytes(method) {
                     Some(known) => HttpMethod::Borrowed(known),
                     None => HttpMethod::Owned(lossy_truncated(method, MAX_METHOD)),
                 },
