@@ -57,7 +57,7 @@ struct SeriesKeyRef<'a> {
 }
 
 impl<'a> SeriesKeyRef<'a> {
-    fn of(span: &Span, http: &'a HttpExchange, server: &'a ServerAddress) -> Self {
+    fn of(span: &Span, http: &'a HttpExchange, server: &'a ServerAddress<'_>) -> Self {
         Self {
             pid: span.pid,
             kind: span.kind,
@@ -162,19 +162,19 @@ impl Hash for SeriesKey {
 
 /// `server.address` and `server.port` of a span. For servers the listening
 /// socket keeps cardinality bounded (Host headers need not); its address is
-/// written out without allocating.
-struct ServerAddress {
-    text: AddressText,
+/// written out without allocating, once per address in a row.
+struct ServerAddress<'a> {
+    text: AddressText<'a>,
     port: u16,
 }
 
-enum AddressText {
-    Ip { bytes: [u8; 48], len: usize },
+enum AddressText<'a> {
+    Ip(&'a str),
     Name(String),
 }
 
-impl ServerAddress {
-    fn of(span: &Span, http: &HttpExchange) -> Self {
+impl<'a> ServerAddress<'a> {
+    fn of(span: &Span, http: &HttpExchange, ips: &'a mut IpText) -> Self {
         if span.kind.is_outgoing() {
             let (name, port) = server_address_and_port(span, http);
             Self {
@@ -183,7 +183,7 @@ impl ServerAddress {
             }
         } else {
             Self {
-                text: ip_text(span.local.ip()),
+                text: AddressText::Ip(ips.of(span.local.ip())),
                 port: span.local.port(),
             }
         }
@@ -191,56 +191,59 @@ impl ServerAddress {
 
     fn text(&self) -> &str {
         match &self.text {
-            AddressText::Ip { bytes, len } => bytes
-                .get(..*len)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .unwrap_or_default(),
+            AddressText::Ip(text) => text,
             AddressText::Name(name) => name,
         }
     }
 }
 
-/// An address as `IpAddr`'s `Display` writes it, into a stack buffer.
-fn ip_text(ip: IpAddr) -> AddressText {
-    let mut bytes = [0u8; 48];
-    let len = match ip {
-        IpAddr::V4(v4) => {
-            let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    push(&mut bytes, &mut len, b'.');
-                }
-                if octet >= 100 {
-                    push(&mut bytes, &mut len, b'0' + octet / 100);
-                }
-                if octet >= 10 {
-                    push(&mut bytes, &mut len, b'0' + octet / 10 % 10);
-                }
-                push(&mut bytes, &mut len, b'0' + octet % 10);
-            }
-            len
-        }
-        IpAddr::V6(v6) => {
-            use std::io::Write;
-            let mut cursor = std::io::Cursor::new(&mut bytes[..]);
-            // At most 45 bytes: the buffer cannot fill up.
-            let _ = write!(cursor, "{v6}");
-            usize::try_from(cursor.position()).unwrap_or(0)
-        }
-    };
-    AddressText::Ip { bytes, len }
+/// The text of the last listening address written out: a server's spans
+/// all carry the same one, so it is written once, not per span.
+#[derive(Default)]
+struct IpText {
+    ip: Option<IpAddr>,
+    text: String,
 }
 
-fn push(bytes: &mut [u8], len: &mut usize, b: u8) {
-    if let Some(slot) = bytes.get_mut(*len) {
-        *slot = b;
-        *len += 1;
+impl IpText {
+    fn of(&mut self, ip: IpAddr) -> &str {
+        if self.ip != Some(ip) {
+            self.text.clear();
+            write_ip(&mut self.text, ip);
+            self.ip = Some(ip);
+        }
+        &self.text
+    }
+}
+
+/// An address as `IpAddr`'s `Display` writes it.
+fn write_ip(text: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                if octet >= 100 {
+                    text.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    text.push(char::from(b'0' + octet / 10 % 10));
+                }
+                text.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(text, "{v6}");
+        }
     }
 }
 
 impl SeriesKey {
     pub fn of(span: &Span, http: &HttpExchange) -> Self {
-        SeriesKeyRef::of(span, http, &ServerAddress::of(span, http)).owned()
+        let mut ips = IpText::default();
+        SeriesKeyRef::of(span, http, &ServerAddress::of(span, http, &mut ips)).owned()
     }
 
     /// The key as borrowed fields: what it hashes as and is compared by.
@@ -305,6 +308,8 @@ pub struct Series {
 pub struct HttpMetrics {
     series: FastMap<SeriesKey, Series>,
     pub overflowed_points: u64,
+    /// The listening address of the last server span, as text.
+    server_ip: IpText,
 }
 
 impl HttpMetrics {
@@ -319,7 +324,7 @@ impl HttpMetrics {
         resource: &Arc<Resource>,
         now_unix_ns: u64,
     ) {
-        let server = ServerAddress::of(span, http);
+        let server = ServerAddress::of(span, http, &mut self.server_ip);
         let mut key = SeriesKeyRef::of(span, http, &server);
         if self.series.len() >= MAX_SERIES && !self.series.contains_key(&key) {
             key = SeriesKeyRef::overflow_of(span.pid, span.kind);
@@ -602,6 +607,8 @@ mod tests {
 
     #[test]
     fn server_addresses_are_written_as_display_does() {
+        // One memory for all: each address replaces the one before it.
+        let mut ips = IpText::default();
         for text in [
             "0.0.0.0",
             "127.0.0.1",
@@ -615,11 +622,9 @@ mod tests {
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
         ] {
             let ip: IpAddr = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
-            let server = ServerAddress {
-                text: ip_text(ip),
-                port: 1,
-            };
-            assert_eq!(server.text(), ip.to_string());
+            assert_eq!(ips.of(ip), ip.to_string());
+            // Again, from the memory of the last one.
+            assert_eq!(ips.of(ip), ip.to_string());
         }
     }
 
@@ -635,7 +640,8 @@ mod tests {
             };
             http.host = Some("api.example:8443".into());
             let http = http.clone();
-            let server = ServerAddress::of(&span, &http);
+            let mut ips = IpText::default();
+            let server = ServerAddress::of(&span, &http, &mut ips);
             let borrowed = SeriesKeyRef::of(&span, &http, &server);
             let owned = SeriesKey::of(&span, &http);
             assert_eq!(state.hash_one(&borrowed), state.hash_one(&owned));
