@@ -162,7 +162,7 @@ impl Hash for SeriesKey {
 
 /// `server.address` and `server.port` of a span. For servers the listening
 /// socket keeps cardinality bounded (Host headers need not); its address is
-/// written out without allocating, once per address in a row.
+/// written out once per address in a row, into a buffer that is kept.
 struct ServerAddress<'a> {
     text: AddressText<'a>,
     port: u16,
