@@ -274,17 +274,19 @@ impl Http1Stream {
             State::Idle => {
                 // Stray CRLFs between messages are allowed (RFC 9112 §2.2).
                 let blank = rest.len() - skip_blank_lines(rest).len();
-                if blank == 0 {
-                    let head = HeadBuf {
-                        bytes: Vec::new(),
-                        first_ts: ts,
-                        last_ts: ts,
-                        start: None,
-                        scanned: 0,
-                    };
-                    self.state = State::Head(head);
+                if blank > 0 {
+                    return Step::Took(blank);
                 }
-                Step::Took(blank)
+                // A message starts here: its head is read at once, not on
+                // the next step through the state.
+                let head = HeadBuf {
+                    bytes: Vec::new(),
+                    first_ts: ts,
+                    last_ts: ts,
+                    start: None,
+                    scanned: 0,
+                };
+                self.step_head(head, rest, out)
             }
             State::Head(mut head) => {
                 head.last_ts = ts;
