@@ -106,24 +106,15 @@ impl<'a> SeriesKeyRef<'a> {
     }
 }
 
-/// Every span looks its series up, so both are cheap: the fixed-size fields
+/// Every span looks its series up, so both are cheap: pid, status and port
 /// are packed into one word (hashed once, compared first), and the text is
-/// compared only when they agree. `protocol_version`, `scheme` and `error`
-/// are compared but not hashed: they follow from the kind, status and TLS,
-/// or take one of two values, and equal keys still hash alike.
+/// compared only when everything else agrees. The kind, `protocol_version`,
+/// `scheme`, `error` and `overflow` are compared but not hashed: each takes
+/// one of a few values, mostly following from the others, and equal keys
+/// still hash alike.
 impl SeriesKeyRef<'_> {
     fn packed(&self) -> u64 {
         u64::from(self.pid) | u64::from(self.status) << 32 | u64::from(self.server_port) << 48
-    }
-
-    fn flags(&self) -> u8 {
-        let kind = match self.kind {
-            SpanKind::Server => 0,
-            SpanKind::Client => 1,
-            SpanKind::Producer => 2,
-            SpanKind::Consumer => 3,
-        };
-        kind | u8::from(self.error) << 2 | u8::from(self.overflow) << 3
     }
 }
 
@@ -139,7 +130,9 @@ impl Hash for SeriesKeyRef<'_> {
 impl PartialEq for SeriesKeyRef<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.packed() == other.packed()
-            && self.flags() == other.flags()
+            && self.kind == other.kind
+            && self.error == other.error
+            && self.overflow == other.overflow
             && self.method == other.method
             && self.route == other.route
             && self.server_address == other.server_address
