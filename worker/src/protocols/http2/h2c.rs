@@ -10,7 +10,9 @@ pub fn switch_offset(bytes: &[u8]) -> Option<usize> {
     // Every HTTP/1 segment comes here: the status code, which has no case,
     // rules nearly all of them out before the case-blind compare.
     if bytes.get(9..12) != Some(b"101")
-        || !bytes[..status_line.len()].eq_ignore_ascii_case(status_line)
+        || !bytes
+            .get(..status_line.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(status_line))
     {
         return None;
     }
