@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::red::{overflow_attributes, HistogramState, MetricStore, Point, MAX_SERIES};
 use crate::hashing::FastMap;
+use crate::semconv::attribute::IpString;
 use crate::semconv::http::{
     instruments, is_error_status, metric_attributes, normalized_method, server_address_and_port,
     INSTRUMENTS,
@@ -202,34 +203,10 @@ impl IpText {
     fn of(&mut self, ip: IpAddr) -> &str {
         if self.ip != Some(ip) {
             self.text.clear();
-            write_ip(&mut self.text, ip);
+            self.text.push_str(IpString::of(ip).as_str());
             self.ip = Some(ip);
         }
         &self.text
-    }
-}
-
-/// An address as `IpAddr`'s `Display` writes it.
-fn write_ip(text: &mut String, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text.push('.');
-                }
-                if octet >= 100 {
-                    text.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    text.push(char::from(b'0' + octet / 10 % 10));
-                }
-                text.push(char::from(b'0' + octet % 10));
-            }
-        }
-        IpAddr::V6(v6) => {
-            use std::fmt::Write;
-            let _ = write!(text, "{v6}");
-        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-use super::attribute::{int_attribute, string_attribute};
+use super::attribute::{int_attribute, string_attribute, AttributeSink, IpString};
 use super::{Conventions, Instrument, SpanError};
 use crate::spans::{DbExchange, DbSystem, Span};
 
@@ -30,6 +30,17 @@ pub fn server_address_and_port(span: &Span) -> (String, u16) {
     (span.peer.ip().to_string(), span.peer.port())
 }
 
+/// `server.address`/`server.port` and `network.peer.*` of a client operation:
+/// the peer socket.
+pub fn peer_attributes(span: &Span, out: &mut dyn AttributeSink) {
+    let address = IpString::of(span.peer.ip());
+    let port = i64::from(span.peer.port());
+    out.string("server.address", address.as_str());
+    out.int("server.port", port);
+    out.string("network.peer.address", address.as_str());
+    out.int("network.peer.port", port);
+}
+
 impl Conventions for DbExchange {
     /// The service graph counts a database call at once, against the server
     /// as a `database` node (the server side is never instrumented here).
@@ -43,33 +54,24 @@ impl Conventions for DbExchange {
         self.name.clone()
     }
 
-    fn span_attributes(&self, span: &Span, out: &mut Vec<KeyValue>) {
-        let (address, port) = server_address_and_port(span);
-        out.push(string_attribute("db.system.name", self.system.as_str()));
+    fn span_attributes(&self, span: &Span, out: &mut dyn AttributeSink) {
+        out.string("db.system.name", self.system.as_str());
         if !self.operation.is_empty() {
-            out.push(string_attribute(
-                "db.operation.name",
-                self.operation.clone(),
-            ));
+            out.string("db.operation.name", &self.operation);
         }
         if let Some(collection) = &self.collection {
-            out.push(string_attribute("db.collection.name", collection.clone()));
+            out.string("db.collection.name", collection);
         }
         if let Some(namespace) = &self.namespace {
-            out.push(string_attribute("db.namespace", namespace.clone()));
+            out.string("db.namespace", namespace);
         }
         if let Some(text) = &self.query_text {
-            out.push(string_attribute("db.query.text", text.clone()));
+            out.string("db.query.text", text);
         }
         if let Some(code) = &self.status_code {
-            out.push(string_attribute("db.response.status_code", code.clone()));
+            out.string("db.response.status_code", code);
         }
-        out.extend([
-            string_attribute("server.address", address.clone()),
-            int_attribute("server.port", i64::from(port)),
-            string_attribute("network.peer.address", address),
-            int_attribute("network.peer.port", i64::from(port)),
-        ]);
+        peer_attributes(span, out);
     }
 
     /// An operation the server refused or failed: `error.type` is its code

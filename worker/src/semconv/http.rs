@@ -3,7 +3,7 @@
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-use super::attribute::{int_attribute, string_attribute};
+use super::attribute::{int_attribute, string_attribute, AttributeSink, IpString};
 use super::{Conventions, Instrument, SpanError, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
 use crate::spans::http::{known_method, UNKNOWN_REQUEST_FIELD};
 use crate::spans::{HttpExchange, Span, SpanKind};
@@ -89,15 +89,30 @@ pub fn is_error_status(kind: SpanKind, status: u16) -> bool {
     }
 }
 
+/// `server.address` as a span names it: the Host header's name, or the socket's address.
+pub enum ServerName<'a> {
+    Host(&'a str),
+    Ip(IpString),
+}
+
+impl ServerName<'_> {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Host(name) => name,
+            Self::Ip(ip) => ip.as_str(),
+        }
+    }
+}
+
 /// `server.address`/`server.port`: from the Host header when present, else the socket.
-pub fn server_address_and_port(span: &Span, http: &HttpExchange) -> (String, u16) {
+pub fn server_name_and_port<'a>(span: &Span, http: &'a HttpExchange) -> (ServerName<'a>, u16) {
     let socket = if span.kind.is_outgoing() {
         span.peer
     } else {
         span.local
     };
     let Some(host) = http.host.as_deref().filter(|h| !h.is_empty()) else {
-        return (socket.ip().to_string(), socket.port());
+        return (ServerName::Ip(IpString::of(socket.ip())), socket.port());
     };
     // "[::1]:8080", "example.com:8080", "example.com"
     let (name, port) = match host.rsplit_once(':') {
@@ -106,7 +121,13 @@ pub fn server_address_and_port(span: &Span, http: &HttpExchange) -> (String, u16
         None => (host, None),
     };
     let name = name.trim_start_matches('[').trim_end_matches(']');
-    (name.to_owned(), port.unwrap_or(socket.port()))
+    (ServerName::Host(name), port.unwrap_or(socket.port()))
+}
+
+/// [`server_name_and_port`] with the name owned.
+pub fn server_address_and_port(span: &Span, http: &HttpExchange) -> (String, u16) {
+    let (name, port) = server_name_and_port(span, http);
+    (name.as_str().to_owned(), port)
 }
 
 /// `METHOD /route`, or `METHOD` when no route is known.
@@ -122,49 +143,43 @@ pub fn span_name(http: &HttpExchange) -> String {
 }
 
 /// The HTTP span attributes (also those of a gRPC call's HTTP/2 exchange).
-pub fn span_attributes(span: &Span, http: &HttpExchange, out: &mut Vec<KeyValue>) {
+pub fn span_attributes(span: &Span, http: &HttpExchange, out: &mut dyn AttributeSink) {
     let (method, original_method) = normalized_method(&http.method);
-    let (server_address, server_port) = server_address_and_port(span, http);
-    out.extend([
-        string_attribute("http.request.method", method),
-        int_attribute("http.response.status_code", i64::from(http.status)),
-        string_attribute("url.path", http.path()),
-        string_attribute("url.scheme", HttpExchange::scheme(span.tls)),
-        string_attribute("server.address", server_address.clone()),
-        int_attribute("server.port", i64::from(server_port)),
-        string_attribute("network.protocol.name", "http"),
-        string_attribute("network.protocol.version", http.protocol_version),
-        string_attribute("network.peer.address", span.peer.ip().to_string()),
-        int_attribute("network.peer.port", i64::from(span.peer.port())),
-        int_attribute("http.request.body.size", http.request_body_bytes as i64),
-        int_attribute("http.response.body.size", http.response_body_bytes as i64),
-    ]);
+    let (server_name, server_port) = server_name_and_port(span, http);
+    let server_address = server_name.as_str();
+    let peer = IpString::of(span.peer.ip());
+    out.string("http.request.method", method);
+    out.int("http.response.status_code", i64::from(http.status));
+    out.string("url.path", http.path());
+    out.string("url.scheme", HttpExchange::scheme(span.tls));
+    out.string("server.address", server_address);
+    out.int("server.port", i64::from(server_port));
+    out.string("network.protocol.name", "http");
+    out.string("network.protocol.version", http.protocol_version);
+    out.string("network.peer.address", peer.as_str());
+    out.int("network.peer.port", i64::from(span.peer.port()));
+    out.int("http.request.body.size", http.request_body_bytes as i64);
+    out.int("http.response.body.size", http.response_body_bytes as i64);
     // A method the capture did not show (`*`) was not sent as such.
     if let Some(original) = original_method.filter(|m| *m != UNKNOWN_REQUEST_FIELD) {
-        out.push(string_attribute("http.request.method_original", original));
+        out.string("http.request.method_original", original);
     }
     if let Some(route) = &http.route {
-        out.push(string_attribute("http.route", route.clone()));
+        out.string("http.route", route);
     }
     if let Some((_, query)) = http.target.split_once('?') {
-        out.push(string_attribute("url.query", query));
+        out.string("url.query", query);
     }
     if span.kind.is_outgoing() {
-        let host = if server_address.contains(':') {
-            format!("[{server_address}]")
+        let url = if server_address.contains(':') {
+            format!("http://[{server_address}]:{server_port}{}", http.target)
         } else {
-            server_address
+            format!("http://{server_address}:{server_port}{}", http.target)
         };
-        out.push(string_attribute(
-            "url.full",
-            format!("http://{host}:{server_port}{}", http.target),
-        ));
+        out.string("url.full", &url);
     } else {
-        out.push(string_attribute(
-            "client.address",
-            span.peer.ip().to_string(),
-        ));
-        out.push(int_attribute("client.port", i64::from(span.peer.port())));
+        out.string("client.address", peer.as_str());
+        out.int("client.port", i64::from(span.peer.port()));
     }
 }
 
@@ -173,7 +188,7 @@ impl Conventions for HttpExchange {
         span_name(self)
     }
 
-    fn span_attributes(&self, span: &Span, out: &mut Vec<KeyValue>) {
+    fn span_attributes(&self, span: &Span, out: &mut dyn AttributeSink) {
         span_attributes(span, self, out);
     }
 

@@ -8,8 +8,8 @@ use std::net::IpAddr;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-use super::attribute::{int_attribute, string_attribute};
-use super::db::server_address_and_port;
+use super::attribute::{int_attribute, string_attribute, AttributeSink};
+use super::db::peer_attributes;
 use super::{Conventions, Instrument, PeerKind, SpanError};
 use crate::spans::{MessagingExchange, MessagingOperation, MessagingSystem, Span};
 
@@ -38,40 +38,26 @@ impl Conventions for MessagingExchange {
         self.name.clone()
     }
 
-    fn span_attributes(&self, span: &Span, out: &mut Vec<KeyValue>) {
-        let (address, port) = server_address_and_port(span);
-        out.extend([
-            string_attribute("messaging.system", self.system.as_str()),
-            string_attribute("messaging.operation.name", self.operation.name()),
-            string_attribute("messaging.operation.type", self.operation.operation_type()),
-        ]);
+    fn span_attributes(&self, span: &Span, out: &mut dyn AttributeSink) {
+        out.string("messaging.system", self.system.as_str());
+        out.string("messaging.operation.name", self.operation.name());
+        out.string("messaging.operation.type", self.operation.operation_type());
         if let Some(topic) = &self.destination {
-            out.push(string_attribute(
-                "messaging.destination.name",
-                topic.clone(),
-            ));
+            out.string("messaging.destination.name", topic);
         }
         if let Some(partition) = self.partition {
-            out.push(string_attribute(
-                "messaging.destination.partition.id",
-                partition.to_string(),
-            ));
+            out.string("messaging.destination.partition.id", &partition.to_string());
         }
         if let Some(client_id) = &self.client_id {
-            out.push(string_attribute("messaging.client.id", client_id.clone()));
+            out.string("messaging.client.id", client_id);
         }
         if let Some(count) = self.message_count {
-            out.push(int_attribute(
+            out.int(
                 "messaging.batch.message_count",
                 i64::try_from(count).unwrap_or(i64::MAX),
-            ));
+            );
         }
-        out.extend([
-            string_attribute("server.address", address.clone()),
-            int_attribute("server.port", i64::from(port)),
-            string_attribute("network.peer.address", address),
-            int_attribute("network.peer.port", i64::from(port)),
-        ]);
+        peer_attributes(span, out);
     }
 
     /// A non-zero error code in the response: `error.type` is its name.

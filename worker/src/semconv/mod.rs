@@ -11,6 +11,8 @@ pub mod rpc;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
+use attribute::AttributeSink;
+
 use crate::spans::{Protocol, Span};
 
 /// Semantic-convention buckets for `*.duration` histograms, in seconds.
@@ -61,7 +63,7 @@ pub trait Conventions {
     /// The span's name (`GET /users/{id}`, `shop.Catalog/GetItem`).
     fn span_name(&self, span: &Span) -> String;
     /// The span's attributes, `error.type` aside.
-    fn span_attributes(&self, span: &Span, out: &mut Vec<KeyValue>);
+    fn span_attributes(&self, span: &Span, out: &mut dyn AttributeSink);
     /// Some when the span is an error by the protocol's rule.
     fn error(&self, span: &Span) -> Option<SpanError>;
     /// Whether [`Conventions::error`] is Some, without building it (hot path).
@@ -91,14 +93,16 @@ pub fn span_name(span: &Span) -> String {
 /// Every attribute of the span, `error.type` included when it failed.
 pub fn span_attributes(span: &Span, error: Option<&SpanError>) -> Vec<KeyValue> {
     let mut attributes = Vec::with_capacity(20);
-    conventions(span).span_attributes(span, &mut attributes);
-    if let Some(error) = error {
-        attributes.push(attribute::string_attribute(
-            "error.type",
-            error.error_type.clone(),
-        ));
-    }
+    write_span_attributes(span, error, &mut attributes);
     attributes
+}
+
+/// [`span_attributes`], written to `out`.
+pub fn write_span_attributes(span: &Span, error: Option<&SpanError>, out: &mut dyn AttributeSink) {
+    conventions(span).span_attributes(span, out);
+    if let Some(error) = error {
+        out.string("error.type", &error.error_type);
+    }
 }
 
 pub fn error(span: &Span) -> Option<SpanError> {

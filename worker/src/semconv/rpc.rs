@@ -7,7 +7,7 @@
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-use super::attribute::{int_attribute, string_attribute};
+use super::attribute::{int_attribute, string_attribute, AttributeSink};
 use super::{Conventions, Instrument, SpanError, DURATION_BOUNDS_SECONDS};
 use crate::protocols::grpc::{
     status_name, DATA_LOSS, DEADLINE_EXCEEDED, INTERNAL, OK, UNAVAILABLE, UNIMPLEMENTED, UNKNOWN,
@@ -76,17 +76,18 @@ pub fn is_error(kind: SpanKind, call: &GrpcCall) -> bool {
 /// `rpc.system.name`, `rpc.method` (fully qualified) and, when known,
 /// `rpc.response.status_code` (the code's name, `NOT_FOUND`).
 pub fn attributes(call: &GrpcCall) -> Vec<KeyValue> {
-    let mut attributes = vec![
-        string_attribute("rpc.system.name", RPC_SYSTEM_NAME),
-        string_attribute("rpc.method", call.full_method()),
-    ];
-    if let Some(code) = call.status_code {
-        attributes.push(string_attribute(
-            "rpc.response.status_code",
-            status_name(code),
-        ));
-    }
+    let mut attributes = Vec::with_capacity(3);
+    write_attributes(call, &mut attributes);
     attributes
+}
+
+/// [`attributes`], written to `out`.
+fn write_attributes(call: &GrpcCall, out: &mut dyn AttributeSink) {
+    out.string("rpc.system.name", RPC_SYSTEM_NAME);
+    out.string("rpc.method", &call.full_method());
+    if let Some(code) = call.status_code {
+        out.string("rpc.response.status_code", &status_name(code));
+    }
 }
 
 /// `error.type` of a failed call: the status code's name (`UNAVAILABLE`).
@@ -100,9 +101,9 @@ impl Conventions for GrpcExchange {
     }
 
     /// The HTTP/2 exchange's attributes that still apply, then the call's.
-    fn span_attributes(&self, span: &Span, out: &mut Vec<KeyValue>) {
+    fn span_attributes(&self, span: &Span, out: &mut dyn AttributeSink) {
         super::http::span_attributes(span, &self.http, out);
-        out.extend(attributes(&self.call));
+        write_attributes(&self.call, out);
     }
 
     fn error(&self, span: &Span) -> Option<SpanError> {
