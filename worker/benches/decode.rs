@@ -23,14 +23,17 @@ use std::time::Duration;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nix::time::{clock_gettime, ClockId};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use zerotrace_shared::event::layout::*;
 use zerotrace_shared::event::KernelEvent;
+use zerotrace_worker::clock::WallClock;
 use zerotrace_worker::config::{RouteSettings, Temporality};
 use zerotrace_worker::connections::{ConnectionTracker, Segment};
 use zerotrace_worker::live_view::LiveView;
 use zerotrace_worker::metrics::red::RedMetrics;
 use zerotrace_worker::metrics::service_graph::ServiceGraphMetrics;
+use zerotrace_worker::otel::span_wire::{export_request, scope_bytes, ProcessSpans, SpanWriter};
 use zerotrace_worker::routes::RouteMatcher;
 use zerotrace_worker::service_graph::{EdgeObservations, GraphNode, GraphSettings, ServiceGraph};
 use zerotrace_worker::spans::Span;
@@ -447,6 +450,47 @@ struct Path {
     linked: Vec<Span>,
     /// The service graph's pairing and metrics, when measured too.
     graph: Option<Graph>,
+    /// Every span exported as an OTLP trace span, when measured too.
+    traces: Option<TraceExport>,
+}
+
+/// What an OTLP trace export adds per span, as `OtelExport` does it: the
+/// span serialised into its process's batch as it is recorded, and per batch
+/// the request assembled around the batches (the sending itself is not
+/// counted).
+struct TraceExport {
+    clock: WallClock,
+    writer: SpanWriter,
+    pending: ProcessSpans,
+    scope: Vec<u8>,
+    /// Bytes serialised, so that the work is not optimised away.
+    bytes: usize,
+}
+
+impl TraceExport {
+    fn new(resource: &Arc<Resource>) -> Self {
+        Self {
+            clock: WallClock::new(),
+            writer: SpanWriter::default(),
+            pending: ProcessSpans::new(Arc::clone(resource)),
+            scope: scope_bytes(&InstrumentationScope::default()),
+            bytes: 0,
+        }
+    }
+
+    fn record(&mut self, span: &Span) {
+        self.writer
+            .append(span, &self.clock, &mut self.pending.spans);
+        self.pending.count += 1;
+    }
+
+    /// The batch as one request of one process.
+    fn flush(&mut self) {
+        let request = export_request([&self.pending], &self.scope);
+        self.bytes += black_box(request).len();
+        self.pending.spans.clear();
+        self.pending.count = 0;
+    }
 }
 
 struct Graph {
@@ -470,6 +514,7 @@ impl Path {
             linker: TraceLinker::new(LinkSettings::default()),
             linked: Vec::new(),
             graph: None,
+            traces: None,
         }
     }
 
@@ -495,6 +540,15 @@ impl Path {
             graph.live = Some(LiveView::new());
         }
         path
+    }
+
+    /// The default path, and every span exported as an OTLP trace span.
+    fn with_trace_export() -> Self {
+        let path = Self::with_graph_and_live_view();
+        Self {
+            traces: Some(TraceExport::new(&path.resource)),
+            ..path
+        }
     }
 
     /// `full`: also classify the route and record RED metrics (the whole path);
@@ -585,7 +639,13 @@ impl Path {
                     .pairing
                     .observe(span, &graph.node, end, &mut graph.edges);
             }
+            if let Some(traces) = self.traces.as_mut() {
+                traces.record(span);
+            }
             black_box(&span);
+        }
+        if let Some(traces) = self.traces.as_mut() {
+            traces.flush();
         }
         // Edges go out after the batch's spans, as the pipeline does.
         if let Some(graph) = self.graph.as_mut() {
@@ -661,8 +721,15 @@ fn decode_path_cpu(c: &mut Criterion<ThreadCpuTime>) {
 fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
     let records = server_records(nginx_wrk_exchange, 1, 20_000);
     let mut path = Path::with_graph_and_live_view();
-    let produced = path.replay(&records, true);
-    assert_eq!(produced, EXCHANGES, "every exchange must become one span");
+    let mut exporting = Path::with_trace_export();
+    for path in [&mut path, &mut exporting] {
+        let produced = path.replay(&records, true);
+        assert_eq!(produced, EXCHANGES, "every exchange must become one span");
+    }
+    assert!(
+        exporting.traces.as_ref().is_some_and(|t| t.bytes > 0),
+        "the spans must be serialised"
+    );
     // A fixed number of replays, for an exact count of exchanges under callgrind.
     if let Some(replays) = std::env::var("ZT_NGINX_WRK_REPLAYS")
         .ok()
@@ -672,6 +739,10 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
         if group_name == "nginx_wrk" {
             for _ in 0..replays {
                 black_box(replay_nginx_wrk(&mut path, black_box(&records)));
+                black_box(replay_nginx_wrk_exporting(
+                    &mut exporting,
+                    black_box(&records),
+                ));
             }
         }
         return;
@@ -680,6 +751,14 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
     group.throughput(Throughput::Elements(EXCHANGES as u64));
     group.bench_function("default_path", |b| {
         b.iter(|| black_box(replay_nginx_wrk(&mut path, black_box(&records))))
+    });
+    group.bench_function("otlp_traces", |b| {
+        b.iter(|| {
+            black_box(replay_nginx_wrk_exporting(
+                &mut exporting,
+                black_box(&records),
+            ))
+        })
     });
     group.finish();
 }
@@ -693,6 +772,17 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
 #[inline(never)]
 fn replay_nginx_wrk(path: &mut Path, records: &[Vec<u8>]) -> usize {
     path.replay(records, true)
+}
+
+/// [`replay_nginx_wrk`] on the path that also exports every span as an OTLP
+/// trace span (`--toggle-collect=decode::replay_nginx_wrk_exporting`).
+#[inline(never)]
+fn replay_nginx_wrk_exporting(path: &mut Path, records: &[Vec<u8>]) -> usize {
+    let produced = path.replay(records, true);
+    // Not the same body as `replay_nginx_wrk`, which the linker would fold
+    // into one function (callgrind could not tell them apart).
+    black_box(path.traces.as_ref().map(|traces| traces.bytes));
+    produced
 }
 
 /// PostgreSQL and Redis client operations and Kafka produces through the whole path.

@@ -3,24 +3,22 @@
 //! to the OTLP exporter, each process as its own resource. The agent's own
 //! metrics (`zerotrace.*`) go with every metrics export, on its own resource.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 use super::otlp::{OtlpExporter, Payload};
 use crate::clock::WallClock;
 use crate::config::{BatchSettings, ExportSettings, Signal};
+use crate::hashing::FastMap;
 use crate::metrics::red::RedMetrics;
 use crate::metrics::self_metrics::{self, SelfMetrics};
 use crate::metrics::service_graph::ServiceGraphMetrics;
 use crate::otel::sampler::Sampler;
-use crate::otel::span_encoding::encode_span;
+use crate::otel::span_wire::{export_request, scope_bytes, ProcessSpans, SpanWriter};
 use crate::service_graph::{EdgeKey, EdgeSample};
 
 /// How long shutdown waits for the last batches to leave.
@@ -37,7 +35,12 @@ pub struct OtelExport {
     temporality: crate::config::Temporality,
     batch: BatchSettings,
     metric_interval: Duration,
-    pending: Vec<(u32, Arc<Resource>, Span)>,
+    /// Sampled spans not yet exported, serialised, by process.
+    pending: FastMap<u32, ProcessSpans>,
+    pending_spans: usize,
+    writer: SpanWriter,
+    /// [`scope`], serialised once.
+    scope: Vec<u8>,
     last_span_flush: Instant,
     last_metric_export: Instant,
     last_drop_report: Instant,
@@ -79,7 +82,10 @@ impl OtelExport {
             temporality: settings.temporality,
             batch: settings.batch,
             metric_interval: settings.metric_export_interval,
-            pending: Vec::new(),
+            pending: FastMap::default(),
+            pending_spans: 0,
+            writer: SpanWriter::default(),
+            scope: scope_bytes(&scope()),
             last_span_flush: Instant::now(),
             last_metric_export: Instant::now(),
             last_drop_report: Instant::now(),
@@ -113,9 +119,15 @@ impl OtelExport {
             self.spans_sampled_out += 1;
             return;
         }
-        self.pending
-            .push((span.pid, Arc::clone(resource), encode_span(span, clock)));
-        if self.pending.len() >= self.batch.max_export_batch_size {
+        // A process's batch is on the resource it had when its first span came.
+        let process = self
+            .pending
+            .entry(span.pid)
+            .or_insert_with(|| ProcessSpans::new(Arc::clone(resource)));
+        self.writer.append(span, clock, &mut process.spans);
+        process.count += 1;
+        self.pending_spans += 1;
+        if self.pending_spans >= self.batch.max_export_batch_size {
             self.flush_spans();
         }
     }
@@ -144,29 +156,10 @@ impl OtelExport {
         if self.pending.is_empty() {
             return;
         }
-        let count = self.pending.len() as u64;
-        let mut by_process: HashMap<u32, (Arc<Resource>, Vec<Span>)> = HashMap::new();
-        for (pid, resource, span) in self.pending.drain(..) {
-            by_process
-                .entry(pid)
-                .or_insert_with(|| (resource, Vec::new()))
-                .1
-                .push(span);
-        }
-        let request = ExportTraceServiceRequest {
-            resource_spans: by_process
-                .into_values()
-                .map(|(resource, spans)| ResourceSpans {
-                    resource: Some((*resource).clone()),
-                    scope_spans: vec![ScopeSpans {
-                        scope: Some(scope()),
-                        spans,
-                        schema_url: String::new(),
-                    }],
-                    schema_url: String::new(),
-                })
-                .collect(),
-        };
+        let request = export_request(self.pending.values(), &self.scope);
+        let count = self.pending.values().map(|p| p.count).sum();
+        self.pending.clear();
+        self.pending_spans = 0;
         self.exporter
             .submit(Payload::Traces(Arc::new(request)), count);
     }

@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, BufMut};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tokio::sync::mpsc;
 use tonic::codec::CompressionEncoding;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -34,7 +35,9 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// What one queue entry carries.
 #[derive(Clone)]
 pub enum Payload {
-    Traces(Arc<ExportTraceServiceRequest>),
+    /// An `ExportTraceServiceRequest`, serialised as spans came
+    /// (`otel::span_wire`).
+    Traces(Arc<Vec<u8>>),
     Metrics(Arc<ExportMetricsServiceRequest>),
 }
 
@@ -171,6 +174,57 @@ impl Transport {
     }
 }
 
+/// The trace service's export method.
+const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// A gRPC codec that sends a message already serialised (the trace batch)
+/// and reads nothing of the reply: an export's response holds only partial
+/// success counts, which the agent does not act on.
+#[derive(Debug, Clone, Copy, Default)]
+struct SerialisedCodec;
+
+impl tonic::codec::Codec for SerialisedCodec {
+    type Encode = Arc<Vec<u8>>;
+    type Decode = ();
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        *self
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        *self
+    }
+}
+
+impl tonic::codec::Encoder for SerialisedCodec {
+    type Item = Arc<Vec<u8>>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Self::Item,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Self::Error> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for SerialisedCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Self::Item>, Self::Error> {
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
+}
+
 fn grpc_error(status: tonic::Status) -> ExportError {
     use tonic::Code;
     let reason = format!("gRPC {:?}: {}", status.code(), status.message());
@@ -198,13 +252,22 @@ async fn send_grpc(
 ) -> Result<(), ExportError> {
     match payload {
         Payload::Traces(request) => {
-            let mut client = TraceServiceClient::new(channel);
+            let mut client = tonic::client::Grpc::new(channel);
             if gzip {
                 client = client.send_compressed(CompressionEncoding::Gzip);
             }
-            let mut call = tonic::Request::new((**request).clone());
+            client.ready().await.map_err(|e| ExportError::Retryable {
+                reason: format!("gRPC channel not ready: {e}"),
+                retry_after: None,
+            })?;
+            let mut call = tonic::Request::new(Arc::clone(request));
             *call.metadata_mut() = metadata.clone();
-            client.export(call).await.map(|_| ()).map_err(grpc_error)
+            let path = PathAndQuery::from_static(TRACE_EXPORT_PATH);
+            client
+                .unary(call, path, SerialisedCodec)
+                .await
+                .map(|_| ())
+                .map_err(grpc_error)
         }
         Payload::Metrics(request) => {
             let mut client = MetricsServiceClient::new(channel);
@@ -220,9 +283,14 @@ async fn send_grpc(
 
 fn encode_body(payload: &Payload, json: bool) -> Result<Vec<u8>, String> {
     match (payload, json) {
-        (Payload::Traces(r), false) => Ok(r.encode_to_vec()),
+        (Payload::Traces(r), false) => Ok(r.to_vec()),
         (Payload::Metrics(r), false) => Ok(r.encode_to_vec()),
-        (Payload::Traces(r), true) => serde_json::to_vec(&**r).map_err(|e| e.to_string()),
+        (Payload::Traces(r), true) => {
+            // JSON is written from the messages, read back from the bytes.
+            let request = ExportTraceServiceRequest::decode(r.as_slice())
+                .map_err(|e| format!("trace batch unreadable: {e}"))?;
+            serde_json::to_vec(&request).map_err(|e| e.to_string())
+        }
         (Payload::Metrics(r), true) => serde_json::to_vec(&**r).map_err(|e| e.to_string()),
     }
 }

@@ -5,3 +5,4 @@
 pub mod resource;
 pub mod sampler;
 pub mod span_encoding;
+pub mod span_wire;

@@ -8,13 +8,28 @@ use crate::clock::WallClock;
 use crate::semconv;
 use crate::spans::{Span, SpanKind};
 
-fn otlp_kind(kind: SpanKind) -> span::SpanKind {
+pub(crate) fn otlp_kind(kind: SpanKind) -> span::SpanKind {
     match kind {
         SpanKind::Server => span::SpanKind::Server,
         SpanKind::Client => span::SpanKind::Client,
         SpanKind::Producer => span::SpanKind::Producer,
         SpanKind::Consumer => span::SpanKind::Consumer,
     }
+}
+
+/// The status code of a span that failed or not (OK is for applications to set).
+pub(crate) fn status_code(error: bool) -> status::StatusCode {
+    if error {
+        status::StatusCode::Error
+    } else {
+        status::StatusCode::Unset
+    }
+}
+
+/// W3C trace flags (sampled) and whether the parent is remote is known
+/// (bit 8), and is (bit 9).
+pub(crate) fn span_flags(span: &Span) -> u32 {
+    0x100 | u32::from(span.ids.parent_span_id.is_some()) << 9 | 1
 }
 
 pub fn encode_span(span: &Span, clock: &WallClock) -> OtlpSpan {
@@ -26,7 +41,7 @@ pub fn encode_span(span: &Span, clock: &WallClock) -> OtlpSpan {
         span_id: ids.span_id.to_vec(),
         trace_state: String::new(),
         parent_span_id: ids.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
-        flags: 0x100 | u32::from(ids.parent_span_id.is_some()) << 9 | 1,
+        flags: span_flags(span),
         name: semconv::span_name(span),
         kind: otlp_kind(span.kind) as i32,
         start_time_unix_nano: clock.to_unix_ns(span.start_monotonic_ns),
@@ -37,15 +52,9 @@ pub fn encode_span(span: &Span, clock: &WallClock) -> OtlpSpan {
         dropped_events_count: 0,
         links: Vec::new(),
         dropped_links_count: 0,
-        status: Some(match error {
-            Some(error) => Status {
-                message: error.message,
-                code: status::StatusCode::Error as i32,
-            },
-            None => Status {
-                message: String::new(),
-                code: status::StatusCode::Unset as i32,
-            },
+        status: Some(Status {
+            code: status_code(error.is_some()) as i32,
+            message: error.map(|e| e.message).unwrap_or_default(),
         }),
     }
 }
