@@ -14,7 +14,10 @@
 #      SKIP_BUILD (set: do not rebuild target/release), WRK_CONNECTIONS (default 50), WRK_THREADS (default 2),
 #      WRK_HEADER (one header line added to every request, e.g. a long
 #      "Authorization: Bearer ..."), AGENT_ENV (environment for the agent, e.g.
-#      ZEROTRACE_HEAD_CAPTURE=0), BPF_STATS_RUN (default 1; 0 skips the third run).
+#      ZEROTRACE_HEAD_CAPTURE=0), BPF_STATS_RUN (default 1; 0 skips the third run),
+#      OTLP (set: the agent exports traces and metrics over OTLP/HTTP protobuf to
+#      bench/otlp_sink.py, which takes them and keeps nothing; its own CPU is
+#      printed apart and is not in the agent's).
 # Also prints nginx's own CPU per request (its workers' utime+stime), off and on:
 # what the hooks cost the instrumented process, steadier than throughput on a shared host.
 # Each pair is an uninstrumented and an instrumented run, both with
@@ -53,6 +56,15 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+sink_pid=""
+otlp_env=""
+if [ -n "${OTLP:-}" ]; then
+  sink_port=14318
+  python3 bench/otlp_sink.py "$sink_port" 2> "$work/sink.err" &
+  sink_pid=$!
+  otlp_env="OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$sink_port OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"
+  trap 'kill "$sink_pid" 2>/dev/null || true; cleanup' EXIT
+fi
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 
 run_wrk() {
@@ -71,7 +83,7 @@ start_agent() {
   local before
   before=" $(zt_prog_ids) "
   # shellcheck disable=SC2086
-  env ${AGENT_ENV:-} ./target/release/zerotrace run --open-port "$port" ${AGENT_ARGS:---trace-printer disabled} > /dev/null 2> "$work/agent.err" &
+  env ${otlp_env} ${AGENT_ENV:-} ./target/release/zerotrace run --open-port "$port" ${AGENT_ARGS:---trace-printer disabled} > /dev/null 2> "$work/agent.err" &
   agent_pid=$!
   for _ in $(seq 100); do grep -q "ready: instrumenting" "$work/agent.err" 2>/dev/null && break; sleep 0.1; done
   grep -q "(1 process(es)\|(2 process(es)\|(3 process(es)" "$work/agent.err" || { echo "agent did not find nginx:"; cat "$work/agent.err"; exit 1; }
@@ -85,7 +97,7 @@ stop_agent() {
 }
 
 wrk -t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-50}" -d2s "http://127.0.0.1:$port/" > /dev/null   # warm-up
-off_rps=(); on_rps=(); off_p99=(); on_p99=(); agent_us=(); nginx_off_us=(); nginx_on_us=()
+off_rps=(); on_rps=(); off_p99=(); on_p99=(); agent_us=(); nginx_off_us=(); nginx_on_us=(); sink_us=()
 ticks_of() {  # utime+stime of these processes, in clock ticks
   local t=0 pid
   for pid in "$@"; do
@@ -127,7 +139,7 @@ PY
 }
 stats_before=$(sysctl -n kernel.bpf_stats_enabled)
 sysctl -q -w kernel.bpf_stats_enabled=0
-trap 'sysctl -q -w kernel.bpf_stats_enabled="$stats_before"; cleanup' EXIT
+trap 'sysctl -q -w kernel.bpf_stats_enabled="$stats_before"; [ -z "$sink_pid" ] || kill "$sink_pid" 2>/dev/null || true; cleanup' EXIT
 bpf_per_request=()
 for i in $(seq "$pairs"); do
   n0=$(nginx_ticks)
@@ -135,8 +147,10 @@ for i in $(seq "$pairs"); do
   nginx_off_us+=("$(per_request_us "$n0" "$(nginx_ticks)")")
   start_agent
   t0=$(agent_ticks); n0=$(nginx_ticks)
+  [ -z "$sink_pid" ] || s0=$(ticks_of "$sink_pid")
   read -r rps p99 < <(run_wrk); on_rps+=("$rps"); on_p99+=("$p99")
   agent_us+=("$(per_request_us "$t0" "$(agent_ticks)")")
+  [ -z "$sink_pid" ] || sink_us+=("$(per_request_us "$s0" "$(ticks_of "$sink_pid")")")
   nginx_on_us+=("$(per_request_us "$n0" "$(nginx_ticks)")")
   bpf_note=""
   if [ "${BPF_STATS_RUN:-1}" != 0 ]; then
@@ -165,6 +179,7 @@ for i in "${!on_rps[@]}"; do
 done
 echo "per-pair ratios: ${pair_ratios[*]}; median $(median "${pair_ratios[@]}")"
 echo "median agent CPU (loader + worker) per instrumented request: $(median "${agent_us[@]}") us"
+[ ${#sink_us[@]} -eq 0 ] || echo "median OTLP sink CPU per instrumented request (not the agent's): $(median "${sink_us[@]}") us"
 n_off=$(median "${nginx_off_us[@]}"); n_on=$(median "${nginx_on_us[@]}")
 echo "median nginx CPU per request: off ${n_off} us, on ${n_on} us; ratio off/on = $(awk "BEGIN {printf \"%.3f\", $n_off/$n_on}")"
 [ ${#bpf_per_request[@]} -eq 0 ] || echo "median BPF run time per instrumented request: $(median "${bpf_per_request[@]}") ns"

@@ -6,7 +6,9 @@
 //! pipeline's default: `decode_span_route_red_service_graph_live_view`). The same path for the
 //! database clients (issue 16): PostgreSQL simple queries and Redis commands,
 //! and Kafka produces (recorded from kafka-python against tansu), seen from
-//! the client, each operation a span and a duration observation.
+//! the client, each operation a span and a duration observation. The nginx
+//! benchmark's own exchanges (`nginx_wrk`) go through the default path, and
+//! through it with every span exported as OTLP trace spans (`otlp_traces`).
 //!
 //!   cargo bench -p zerotrace-worker --bench decode
 //!
