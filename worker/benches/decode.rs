@@ -35,7 +35,7 @@ use zerotrace_worker::connections::{ConnectionTracker, Segment};
 use zerotrace_worker::live_view::LiveView;
 use zerotrace_worker::metrics::red::RedMetrics;
 use zerotrace_worker::metrics::service_graph::ServiceGraphMetrics;
-use zerotrace_worker::otel::span_wire::{export_request, scope_bytes, ProcessSpans, SpanWriter};
+use zerotrace_worker::otel::span_wire::{append_span, export_request, scope_bytes, ProcessSpans};
 use zerotrace_worker::routes::RouteMatcher;
 use zerotrace_worker::service_graph::{EdgeObservations, GraphNode, GraphSettings, ServiceGraph};
 use zerotrace_worker::spans::Span;
@@ -462,7 +462,6 @@ struct Path {
 /// counted).
 struct TraceExport {
     clock: WallClock,
-    writer: SpanWriter,
     pending: ProcessSpans,
     scope: Vec<u8>,
     /// Bytes serialised, so that the work is not optimised away.
@@ -473,7 +472,6 @@ impl TraceExport {
     fn new(resource: &Arc<Resource>) -> Self {
         Self {
             clock: WallClock::new(),
-            writer: SpanWriter::default(),
             pending: ProcessSpans::new(Arc::clone(resource)),
             scope: scope_bytes(&InstrumentationScope::default()),
             bytes: 0,
@@ -481,8 +479,7 @@ impl TraceExport {
     }
 
     fn record(&mut self, span: &Span) {
-        self.writer
-            .append(span, &self.clock, &mut self.pending.spans);
+        append_span(span, &self.clock, &mut self.pending.spans);
         self.pending.count += 1;
     }
 

@@ -18,11 +18,13 @@ use crate::metrics::red::RedMetrics;
 use crate::metrics::self_metrics::{self, SelfMetrics};
 use crate::metrics::service_graph::ServiceGraphMetrics;
 use crate::otel::sampler::Sampler;
-use crate::otel::span_wire::{export_request, scope_bytes, ProcessSpans, SpanWriter};
+use crate::otel::span_wire::{append_span, export_request, scope_bytes, ProcessSpans};
 use crate::service_graph::{EdgeKey, EdgeSample};
 
 /// How long shutdown waits for the last batches to leave.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Batch buffers kept for reuse (each process with spans in a batch has one).
+const SPARE_BUFFERS: usize = 4;
 /// Drops are reported at most this often.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -38,7 +40,8 @@ pub struct OtelExport {
     /// Sampled spans not yet exported, serialised, by process.
     pending: FastMap<u32, ProcessSpans>,
     pending_spans: usize,
-    writer: SpanWriter,
+    /// Emptied batch buffers, for the next batches.
+    spare_buffers: Vec<Vec<u8>>,
     /// [`scope`], serialised once.
     scope: Vec<u8>,
     last_span_flush: Instant,
@@ -84,7 +87,7 @@ impl OtelExport {
             metric_interval: settings.metric_export_interval,
             pending: FastMap::default(),
             pending_spans: 0,
-            writer: SpanWriter::default(),
+            spare_buffers: Vec::new(),
             scope: scope_bytes(&scope()),
             last_span_flush: Instant::now(),
             last_metric_export: Instant::now(),
@@ -120,11 +123,16 @@ impl OtelExport {
             return;
         }
         // A process's batch is on the resource it had when its first span came.
+        let spare = &mut self.spare_buffers;
         let process = self
             .pending
             .entry(span.pid)
-            .or_insert_with(|| ProcessSpans::new(Arc::clone(resource)));
-        self.writer.append(span, clock, &mut process.spans);
+            .or_insert_with(|| ProcessSpans {
+                resource: Arc::clone(resource),
+                spans: spare.pop().unwrap_or_default(),
+                count: 0,
+            });
+        append_span(span, clock, &mut process.spans);
         process.count += 1;
         self.pending_spans += 1;
         if self.pending_spans >= self.batch.max_export_batch_size {
@@ -158,10 +166,16 @@ impl OtelExport {
         }
         let request = export_request(self.pending.values(), &self.scope);
         let count = self.pending.values().map(|p| p.count).sum();
-        self.pending.clear();
+        // The batches' buffers are kept for the next ones (a batch grows to
+        // a few hundred KiB: growing it again each time copied it over and over).
+        for (_, mut process) in self.pending.drain() {
+            if self.spare_buffers.len() < SPARE_BUFFERS {
+                process.spans.clear();
+                self.spare_buffers.push(process.spans);
+            }
+        }
         self.pending_spans = 0;
-        self.exporter
-            .submit(Payload::Traces(Arc::new(request)), count);
+        self.exporter.submit(Payload::Traces(request.into()), count);
     }
 
     /// The resource the agent's own metrics are reported on.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut};
+use bytes::{Buf, BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -36,8 +36,8 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub enum Payload {
     /// An `ExportTraceServiceRequest`, serialised as spans came
-    /// (`otel::span_wire`).
-    Traces(Arc<Vec<u8>>),
+    /// (`otel::span_wire`); sent and retried without a copy.
+    Traces(Bytes),
     Metrics(Arc<ExportMetricsServiceRequest>),
 }
 
@@ -184,7 +184,7 @@ const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceSe
 struct SerialisedCodec;
 
 impl tonic::codec::Codec for SerialisedCodec {
-    type Encode = Arc<Vec<u8>>;
+    type Encode = Bytes;
     type Decode = ();
     type Encoder = Self;
     type Decoder = Self;
@@ -199,7 +199,7 @@ impl tonic::codec::Codec for SerialisedCodec {
 }
 
 impl tonic::codec::Encoder for SerialisedCodec {
-    type Item = Arc<Vec<u8>>;
+    type Item = Bytes;
     type Error = tonic::Status;
 
     fn encode(
@@ -260,7 +260,7 @@ async fn send_grpc(
                 reason: format!("gRPC channel not ready: {e}"),
                 retry_after: None,
             })?;
-            let mut call = tonic::Request::new(Arc::clone(request));
+            let mut call = tonic::Request::new(request.clone());
             *call.metadata_mut() = metadata.clone();
             let path = PathAndQuery::from_static(TRACE_EXPORT_PATH);
             client
@@ -281,17 +281,21 @@ async fn send_grpc(
     }
 }
 
-fn encode_body(payload: &Payload, json: bool) -> Result<Vec<u8>, String> {
+fn encode_body(payload: &Payload, json: bool) -> Result<Bytes, String> {
     match (payload, json) {
-        (Payload::Traces(r), false) => Ok(r.to_vec()),
-        (Payload::Metrics(r), false) => Ok(r.encode_to_vec()),
+        (Payload::Traces(r), false) => Ok(r.clone()),
+        (Payload::Metrics(r), false) => Ok(r.encode_to_vec().into()),
         (Payload::Traces(r), true) => {
             // JSON is written from the messages, read back from the bytes.
-            let request = ExportTraceServiceRequest::decode(r.as_slice())
+            let request = ExportTraceServiceRequest::decode(r.as_ref())
                 .map_err(|e| format!("trace batch unreadable: {e}"))?;
-            serde_json::to_vec(&request).map_err(|e| e.to_string())
+            serde_json::to_vec(&request)
+                .map(Bytes::from)
+                .map_err(|e| e.to_string())
         }
-        (Payload::Metrics(r), true) => serde_json::to_vec(&**r).map_err(|e| e.to_string()),
+        (Payload::Metrics(r), true) => serde_json::to_vec(&**r)
+            .map(Bytes::from)
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -332,7 +336,9 @@ async fn send_http(
         },
     );
     if gzip {
-        body = gzipped(&body).map_err(ExportError::Permanent)?;
+        body = gzipped(&body)
+            .map(Bytes::from)
+            .map_err(ExportError::Permanent)?;
         request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
     }
     for (key, value) in headers {

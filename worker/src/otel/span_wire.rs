@@ -30,6 +30,7 @@ const FIXED64: u32 = 1;
 const LEN: u32 = 2;
 const FIXED32: u32 = 5;
 
+#[inline]
 fn varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push(value as u8 | 0x80);
@@ -43,6 +44,7 @@ fn varint_len(value: u64) -> usize {
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+#[inline]
 fn key(out: &mut Vec<u8>, field: u32, wire_type: u32) {
     varint(out, u64::from(field << 3 | wire_type));
 }
@@ -52,6 +54,7 @@ fn key_len(field: u32) -> usize {
 }
 
 /// A length-delimited field holding `bytes`.
+#[inline]
 fn len_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     key(out, field, LEN);
     varint(out, bytes.len() as u64);
@@ -64,6 +67,7 @@ fn len_field_len(field: u32, len: usize) -> usize {
 }
 
 /// A string field, left out when empty (a proto3 default).
+#[inline]
 fn string_field(out: &mut Vec<u8>, field: u32, text: &str) {
     if !text.is_empty() {
         len_field(out, field, text.as_bytes());
@@ -143,62 +147,74 @@ impl AttributeSink for WireAttributes<'_> {
     }
 }
 
-/// Writes spans as OTLP `Span` messages; keeps its buffer between spans.
-#[derive(Default)]
-pub struct SpanWriter {
-    body: Vec<u8>,
+/// The bytes a span's length takes, written before the span is: 128 bytes
+/// to 16 KiB, as nearly every span is. Any other length moves the span once.
+const SPAN_LEN_BYTES: usize = 2;
+
+/// Appends `span` to `out` as one element of a `ScopeSpans`' `spans`,
+/// written in place (its length filled in after it).
+pub fn append_span(span: &Span, clock: &WallClock, out: &mut Vec<u8>) {
+    key(out, field::SPANS, LEN);
+    let len_at = out.len();
+    out.extend_from_slice(&[0; SPAN_LEN_BYTES]);
+    write_span(span, clock, out);
+    let body_len = out.len() - len_at - SPAN_LEN_BYTES;
+    if varint_len(body_len as u64) == SPAN_LEN_BYTES {
+        if let Some(slot) = out.get_mut(len_at..len_at + SPAN_LEN_BYTES) {
+            slot.copy_from_slice(&[body_len as u8 | 0x80, (body_len >> 7) as u8]);
+        }
+    } else {
+        let mut len = Vec::new();
+        varint(&mut len, body_len as u64);
+        out.splice(len_at..len_at + SPAN_LEN_BYTES, len);
+    }
 }
 
-impl SpanWriter {
-    /// Appends `span` to `out` as one element of a `ScopeSpans`' `spans`.
-    pub fn append(&mut self, span: &Span, clock: &WallClock, out: &mut Vec<u8>) {
-        let body = &mut self.body;
-        body.clear();
-        let ids = &span.ids;
-        len_field(body, field::TRACE_ID, &ids.trace_id);
-        len_field(body, field::SPAN_ID, &ids.span_id);
-        if let Some(parent) = &ids.parent_span_id {
-            len_field(body, field::PARENT_SPAN_ID, parent);
-        }
-        string_field(body, field::NAME, &semconv::span_name(span));
-        let kind = otlp_kind(span.kind) as i32;
-        if kind != 0 {
-            key(body, field::KIND, VARINT);
-            varint(body, kind as u64);
-        }
-        for (field, ns) in [
-            (field::START_TIME, clock.to_unix_ns(span.start_monotonic_ns)),
-            (field::END_TIME, clock.to_unix_ns(span.end_monotonic_ns)),
-        ] {
-            if ns != 0 {
-                key(body, field, FIXED64);
-                body.extend_from_slice(&ns.to_le_bytes());
-            }
-        }
-        let error = semconv::error(span);
-        semconv::write_span_attributes(span, error.as_ref(), &mut WireAttributes { out: body });
-        // The status is always there, even when empty.
-        let message = error.as_ref().map_or("", |e| e.message.as_str());
-        let code = status_code(error.is_some()) as i32;
-        let code_len = if code == 0 {
-            0
-        } else {
-            key_len(field::STATUS_CODE) + varint_len(code as u64)
-        };
-        key(body, field::STATUS, LEN);
-        varint(
-            body,
-            (string_field_len(field::STATUS_MESSAGE, message) + code_len) as u64,
-        );
-        string_field(body, field::STATUS_MESSAGE, message);
-        if code != 0 {
-            key(body, field::STATUS_CODE, VARINT);
-            varint(body, code as u64);
-        }
-        key(body, field::FLAGS, FIXED32);
-        body.extend_from_slice(&super::span_encoding::span_flags(span).to_le_bytes());
-        len_field(out, field::SPANS, body);
+/// The `Span` message's fields.
+fn write_span(span: &Span, clock: &WallClock, body: &mut Vec<u8>) {
+    let ids = &span.ids;
+    len_field(body, field::TRACE_ID, &ids.trace_id);
+    len_field(body, field::SPAN_ID, &ids.span_id);
+    if let Some(parent) = &ids.parent_span_id {
+        len_field(body, field::PARENT_SPAN_ID, parent);
     }
+    string_field(body, field::NAME, &semconv::span_name(span));
+    let kind = otlp_kind(span.kind) as i32;
+    if kind != 0 {
+        key(body, field::KIND, VARINT);
+        varint(body, kind as u64);
+    }
+    for (field, ns) in [
+        (field::START_TIME, clock.to_unix_ns(span.start_monotonic_ns)),
+        (field::END_TIME, clock.to_unix_ns(span.end_monotonic_ns)),
+    ] {
+        if ns != 0 {
+            key(body, field, FIXED64);
+            body.extend_from_slice(&ns.to_le_bytes());
+        }
+    }
+    let error = semconv::error(span);
+    semconv::write_span_attributes(span, error.as_ref(), &mut WireAttributes { out: body });
+    // The status is always there, even when empty.
+    let message = error.as_ref().map_or("", |e| e.message.as_str());
+    let code = status_code(error.is_some()) as i32;
+    let code_len = if code == 0 {
+        0
+    } else {
+        key_len(field::STATUS_CODE) + varint_len(code as u64)
+    };
+    key(body, field::STATUS, LEN);
+    varint(
+        body,
+        (string_field_len(field::STATUS_MESSAGE, message) + code_len) as u64,
+    );
+    string_field(body, field::STATUS_MESSAGE, message);
+    if code != 0 {
+        key(body, field::STATUS_CODE, VARINT);
+        varint(body, code as u64);
+    }
+    key(body, field::FLAGS, FIXED32);
+    body.extend_from_slice(&super::span_encoding::span_flags(span).to_le_bytes());
 }
 
 /// One process's spans waiting for the next export: their `Span` messages

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use proptest::prelude::*;
 use prost::Message;
 
-use super::{export_request, scope_bytes, ProcessSpans, SpanWriter};
+use super::{append_span, export_request, scope_bytes, ProcessSpans};
 use crate::clock::WallClock;
 use crate::otel::resource::string_attribute;
 use crate::otel::span_encoding::encode_span;
@@ -66,6 +66,12 @@ fn spans() -> Vec<Span> {
             (0, u64::MAX / 2),
         ),
         http_span(server.clone(), exchange("BREW", "*", 418), (5, 5)),
+        // Longer than 16 KiB: its length takes three bytes, not the two kept for it.
+        http_span(
+            server.clone(),
+            exchange("GET", &format!("/{}", "a".repeat(20_000)), 200),
+            (5, 6),
+        ),
         http_span(client.clone(), exchange("GET", "/a?b=c", 404), (9, 99)),
         http_span(
             client.clone(),
@@ -136,10 +142,9 @@ fn scope() -> InstrumentationScope {
 #[test]
 fn each_span_is_written_as_prost_serialises_encode_span() {
     let clock = WallClock::new();
-    let mut writer = SpanWriter::default();
     for span in spans() {
         let mut written = Vec::new();
-        writer.append(&span, &clock, &mut written);
+        append_span(&span, &clock, &mut written);
         let expected = ScopeSpans {
             scope: None,
             spans: vec![encode_span(&span, &clock)],
@@ -156,7 +161,6 @@ fn each_span_is_written_as_prost_serialises_encode_span() {
 #[test]
 fn a_batch_is_one_request_with_a_resource_per_process() {
     let clock = WallClock::new();
-    let mut writer = SpanWriter::default();
     let resource = |name: &str| Resource {
         attributes: vec![string_attribute("service.name", name)],
         ..Resource::default()
@@ -166,10 +170,10 @@ fn a_batch_is_one_request_with_a_resource_per_process() {
     let spans = spans();
     let (some, others) = spans.split_at(3);
     for span in some {
-        writer.append(span, &clock, &mut first.spans);
+        append_span(span, &clock, &mut first.spans);
     }
     for span in others {
-        writer.append(span, &clock, &mut second.spans);
+        append_span(span, &clock, &mut second.spans);
     }
     let written = export_request([&first, &second], &scope_bytes(&scope()));
     let resource_spans = |resource: Resource, spans: &[Span]| ResourceSpans {
@@ -223,7 +227,7 @@ proptest! {
         );
         let clock = WallClock::new();
         let mut written = Vec::new();
-        SpanWriter::default().append(&span, &clock, &mut written);
+        append_span(&span, &clock, &mut written);
         let expected = ScopeSpans {
             scope: None,
             spans: vec![encode_span(&span, &clock)],
