@@ -147,7 +147,8 @@ pub fn span_attributes(span: &Span, http: &HttpExchange, out: &mut dyn Attribute
     let (method, original_method) = normalized_method(&http.method);
     let (server_name, server_port) = server_name_and_port(span, http);
     let server_address = server_name.as_str();
-    let peer = IpString::of(span.peer.ip());
+    let peer_text = IpString::of(span.peer.ip());
+    let peer = peer_text.as_str();
     out.string("http.request.method", method);
     out.int("http.response.status_code", i64::from(http.status));
     out.string("url.path", http.path());
@@ -156,7 +157,7 @@ pub fn span_attributes(span: &Span, http: &HttpExchange, out: &mut dyn Attribute
     out.int("server.port", i64::from(server_port));
     out.string("network.protocol.name", "http");
     out.string("network.protocol.version", http.protocol_version);
-    out.string("network.peer.address", peer.as_str());
+    out.string("network.peer.address", peer);
     out.int("network.peer.port", i64::from(span.peer.port()));
     out.int("http.request.body.size", http.request_body_bytes as i64);
     out.int("http.response.body.size", http.response_body_bytes as i64);
@@ -178,7 +179,7 @@ pub fn span_attributes(span: &Span, http: &HttpExchange, out: &mut dyn Attribute
         };
         out.string("url.full", &url);
     } else {
-        out.string("client.address", peer.as_str());
+        out.string("client.address", peer);
         out.int("client.port", i64::from(span.peer.port()));
     }
 }
