@@ -139,18 +139,24 @@ fn scope() -> InstrumentationScope {
     }
 }
 
+/// The span as written here, and as prost serialises `encode_span`'s
+/// message, both as the one span of a `ScopeSpans`.
+fn written_and_expected(span: &Span, clock: &WallClock) -> (Vec<u8>, Vec<u8>) {
+    let mut written = Vec::new();
+    append_span(span, clock, &mut written);
+    let expected = ScopeSpans {
+        scope: None,
+        spans: vec![encode_span(span, clock)],
+        schema_url: String::new(),
+    };
+    (written, expected.encode_to_vec())
+}
+
 #[test]
 fn each_span_is_written_as_prost_serialises_encode_span() {
     let clock = WallClock::new();
     for span in spans() {
-        let mut written = Vec::new();
-        append_span(&span, &clock, &mut written);
-        let expected = ScopeSpans {
-            scope: None,
-            spans: vec![encode_span(&span, &clock)],
-            schema_url: String::new(),
-        }
-        .encode_to_vec();
+        let (written, expected) = written_and_expected(&span, &clock);
         assert_eq!(written, expected, "{span:?}");
         let decoded = ScopeSpans::decode(written.as_slice())
             .unwrap_or_else(|e| panic!("prost cannot read {span:?}: {e}"));
@@ -225,14 +231,7 @@ proptest! {
             },
             times,
         );
-        let clock = WallClock::new();
-        let mut written = Vec::new();
-        append_span(&span, &clock, &mut written);
-        let expected = ScopeSpans {
-            scope: None,
-            spans: vec![encode_span(&span, &clock)],
-            schema_url: String::new(),
-        };
-        prop_assert_eq!(written, expected.encode_to_vec());
+        let (written, expected) = written_and_expected(&span, &WallClock::new());
+        prop_assert_eq!(written, expected);
     }
 }
