@@ -44,6 +44,11 @@ fn varint_len(value: u64) -> usize {
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+/// The key of a field numbered below 16, which takes one byte.
+const fn one_byte_key(field: u32, wire_type: u32) -> u8 {
+    (field << 3 | wire_type) as u8
+}
+
 #[inline]
 fn key(out: &mut Vec<u8>, field: u32, wire_type: u32) {
     varint(out, u64::from(field << 3 | wire_type));
@@ -119,13 +124,27 @@ impl WireAttributes<'_> {
     /// One `KeyValue` whose `AnyValue` is `value_len` bytes, written by `value`.
     fn key_value(&mut self, name: &str, value_len: usize, value: impl FnOnce(&mut Vec<u8>)) {
         let pair_len = string_field_len(field::KEY, name) + len_field_len(field::VALUE, value_len);
-        self.out.reserve(len_field_len(field::ATTRIBUTES, pair_len));
-        key(self.out, field::ATTRIBUTES, LEN);
-        varint(self.out, pair_len as u64);
-        string_field(self.out, field::KEY, name);
-        key(self.out, field::VALUE, LEN);
-        varint(self.out, value_len as u64);
-        value(self.out);
+        let out = &mut *self.out;
+        out.reserve(len_field_len(field::ATTRIBUTES, pair_len));
+        if pair_len < 0x80 && !name.is_empty() {
+            // Nearly every attribute: each length is part of the pair's, so
+            // each takes one byte, and the header is written in two stores.
+            out.extend_from_slice(&[
+                one_byte_key(field::ATTRIBUTES, LEN),
+                pair_len as u8,
+                one_byte_key(field::KEY, LEN),
+                name.len() as u8,
+            ]);
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&[one_byte_key(field::VALUE, LEN), value_len as u8]);
+        } else {
+            key(out, field::ATTRIBUTES, LEN);
+            varint(out, pair_len as u64);
+            string_field(out, field::KEY, name);
+            key(out, field::VALUE, LEN);
+            varint(out, value_len as u64);
+        }
+        value(out);
     }
 }
 
