@@ -197,7 +197,15 @@ fn write_span(span: &Span, clock: &WallClock, body: &mut Vec<u8>) {
     if let Some(parent) = &ids.parent_span_id {
         len_field(body, field::PARENT_SPAN_ID, parent);
     }
-    string_field(body, field::NAME, &semconv::span_name(span));
+    let name = semconv::span_name_parts(span);
+    let name_len: usize = name.iter().map(|part| part.len()).sum();
+    if name_len > 0 {
+        key(body, field::NAME, LEN);
+        varint(body, name_len as u64);
+        for part in name {
+            body.extend_from_slice(part.as_bytes());
+        }
+    }
     let kind = otlp_kind(span.kind) as i32;
     if kind != 0 {
         key(body, field::KIND, VARINT);

@@ -50,8 +50,8 @@ impl Conventions for DbExchange {
 
     /// `{db.operation.name} {target}`, the target being the collection, else
     /// the namespace; `db.system.name` when nothing else is known.
-    fn span_name(&self, _span: &Span) -> String {
-        self.name.clone()
+    fn span_name_parts<'a>(&'a self, _span: &'a Span) -> [&'a str; 3] {
+        [&self.name, "", ""]
     }
 
     fn span_attributes(&self, span: &Span, out: &mut dyn AttributeSink) {

@@ -131,14 +131,14 @@ pub fn server_address_and_port(span: &Span, http: &HttpExchange) -> (String, u16
 }
 
 /// `METHOD /route`, or `METHOD` when no route is known.
-pub fn span_name(http: &HttpExchange) -> String {
+pub fn span_name_parts(http: &HttpExchange) -> [&str; 3] {
     let method = match normalized_method(&http.method).0 {
         "_OTHER" => "HTTP",
         known => known,
     };
     match &http.route {
-        Some(route) => format!("{method} {route}"),
-        None => method.to_owned(),
+        Some(route) => [method, " ", route],
+        None => [method, "", ""],
     }
 }
 
@@ -185,8 +185,8 @@ pub fn span_attributes(span: &Span, http: &HttpExchange, out: &mut dyn Attribute
 }
 
 impl Conventions for HttpExchange {
-    fn span_name(&self, _span: &Span) -> String {
-        span_name(self)
+    fn span_name_parts<'a>(&'a self, _span: &'a Span) -> [&'a str; 3] {
+        span_name_parts(self)
     }
 
     fn span_attributes(&self, span: &Span, out: &mut dyn AttributeSink) {

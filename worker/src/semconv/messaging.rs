@@ -34,8 +34,8 @@ impl Conventions for MessagingExchange {
         PeerKind::MessagingSystem
     }
 
-    fn span_name(&self, _span: &Span) -> String {
-        self.name.clone()
+    fn span_name_parts<'a>(&'a self, _span: &'a Span) -> [&'a str; 3] {
+        [&self.name, "", ""]
     }
 
     fn span_attributes(&self, span: &Span, out: &mut dyn AttributeSink) {

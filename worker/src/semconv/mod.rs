@@ -60,8 +60,10 @@ pub enum PeerKind {
 
 /// What every protocol's conventions say about one of its spans.
 pub trait Conventions {
-    /// The span's name (`GET /users/{id}`, `shop.Catalog/GetItem`).
-    fn span_name(&self, span: &Span) -> String;
+    /// The span's name (`GET /users/{id}`, `shop.Catalog/GetItem`) in up
+    /// to three parts, which join with nothing between them: an exporter
+    /// writes it without building it.
+    fn span_name_parts<'a>(&'a self, span: &'a Span) -> [&'a str; 3];
     /// The span's attributes, `error.type` aside.
     fn span_attributes(&self, span: &Span, out: &mut dyn AttributeSink);
     /// Some when the span is an error by the protocol's rule.
@@ -87,7 +89,12 @@ pub fn conventions(span: &Span) -> &dyn Conventions {
 }
 
 pub fn span_name(span: &Span) -> String {
-    conventions(span).span_name(span)
+    span_name_parts(span).concat()
+}
+
+/// [`Conventions::span_name_parts`] of the span's protocol.
+pub fn span_name_parts(span: &Span) -> [&str; 3] {
+    conventions(span).span_name_parts(span)
 }
 
 /// Every attribute of the span, `error.type` included when it failed.

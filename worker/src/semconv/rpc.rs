@@ -59,8 +59,8 @@ const SERVER_ERRORS: [u32; 6] = [
 ];
 
 /// `package.Service/Method`: the span name, and `rpc.method`.
-pub fn span_name(call: &GrpcCall) -> String {
-    call.full_method()
+pub fn span_name_parts(call: &GrpcCall) -> [&str; 3] {
+    [&call.service, "/", &call.method]
 }
 
 /// Server spans: only the codes in [`SERVER_ERRORS`]; client spans: any code
@@ -96,8 +96,8 @@ pub fn error_type(call: &GrpcCall) -> Option<String> {
 }
 
 impl Conventions for GrpcExchange {
-    fn span_name(&self, _span: &Span) -> String {
-        span_name(&self.call)
+    fn span_name_parts<'a>(&'a self, _span: &'a Span) -> [&'a str; 3] {
+        span_name_parts(&self.call)
     }
 
     /// The HTTP/2 exchange's attributes that still apply, then the call's.
@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn names_and_attributes_follow_the_conventions() {
         let not_found = call(Some(5));
-        assert_eq!(span_name(&not_found), "shop.Catalog/GetItem");
+        assert_eq!(span_name_parts(&not_found).concat(), "shop.Catalog/GetItem");
         let attributes = attributes(&not_found);
         let keys: Vec<&str> = attributes.iter().map(|kv| kv.key.as_str()).collect();
         assert_eq!(
