@@ -25,11 +25,6 @@ pub static INSTRUMENTS: [Instrument; 1] = [Instrument {
     bounds: &DB_DURATION_BOUNDS_SECONDS,
 }];
 
-/// `server.address`/`server.port` of a client operation: the peer socket.
-pub fn server_address_and_port(span: &Span) -> (String, u16) {
-    (span.peer.ip().to_string(), span.peer.port())
-}
-
 /// `server.address`/`server.port` and `network.peer.*` of a client operation:
 /// the peer socket.
 pub fn peer_attributes(span: &Span, out: &mut dyn AttributeSink) {
