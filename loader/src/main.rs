@@ -51,6 +51,8 @@ RUN OPTIONS:
                                 that no account or other process has)
     --worker-path PATH          the zerotrace-worker binary (default: next to zerotrace)
     --ring-buffer-bytes N       kernel event ring buffer size (power of two; default 4194304)
+    --ring-wakeup-bytes N       records (in bytes) the kernel lets wait before waking the
+                                worker (default 65536, at most a sixteenth of the ring)
     --capture-backend B         auto (default), socket (kernel 6.3+) or syscall-exit
     --live-socket PATH          the read-only socket `zerotrace top` reads (default
                                 /run/zerotrace/live.sock as root; `none` turns it off)
@@ -72,6 +74,10 @@ struct RunOptions {
     /// `--config`: read here, handed to the worker as bytes.
     config: Option<PathBuf>,
     ring_buffer_bytes: u32,
+    /// `--ring-wakeup-bytes`; None: the default for the ring's size.
+    ring_wakeup_bytes: Option<u32>,
+    /// The threshold the programs get, from the two above.
+    wakeup_bytes: u64,
     /// None: the best the kernel offers.
     capture_backend: Option<probes::CaptureBackend>,
     worker_args: Vec<String>,
@@ -86,6 +92,8 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
         worker_path: None,
         config: None,
         ring_buffer_bytes: 4 << 20,
+        ring_wakeup_bytes: None,
+        wakeup_bytes: 0,
         capture_backend: None,
         worker_args: Vec::new(),
         live_socket: Some(live_socket::default_path()),
@@ -130,6 +138,17 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
                     }
                 };
             }
+            "--ring-wakeup-bytes" => {
+                let raw = value("--ring-wakeup-bytes")?;
+                options.ring_wakeup_bytes = match raw.parse::<u32>() {
+                    Ok(n) if n >= 1024 => Some(n),
+                    _ => {
+                        return Err(format!(
+                        "--ring-wakeup-bytes {raw:?}: must be a number of bytes of at least 1024"
+                    ))
+                    }
+                };
+            }
             "--config" => options.config = Some(PathBuf::from(value("--config")?)),
             "--open-port" | "--trace-printer" => {
                 let v = value(&name)?;
@@ -157,6 +176,8 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
             other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
         }
     }
+    options.wakeup_bytes =
+        probes::wakeup_bytes(options.ring_buffer_bytes, options.ring_wakeup_bytes)?;
     Ok(options)
 }
 
@@ -232,7 +253,7 @@ fn run(options: RunOptions) -> Result<i32, String> {
     let head_capture = probes::head_capture_from_env()?;
     let probes = Probes::load_and_attach(ProbeSettings {
         ring_buffer_bytes: options.ring_buffer_bytes,
-        wakeup_bytes: u64::from(options.ring_buffer_bytes / 16).min(256 * 1024),
+        wakeup_bytes: options.wakeup_bytes,
         head_capture,
         backend: options.capture_backend,
         floor: probes::BenchFloor::from_env()?,

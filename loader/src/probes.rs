@@ -38,6 +38,27 @@ pub fn head_capture_from_env() -> Result<u32, String> {
     }
 }
 
+/// Bytes waiting in the ring before a data event wakes the worker, unless
+/// `--ring-wakeup-bytes` says otherwise. The worker drains what is waiting in
+/// one burst, on a CPU the instrumented processes need: a smaller threshold
+/// means shorter bursts (their requests wait less behind it) and more
+/// wake-ups (docs/benchmarks.md, "The worker's bursts and nginx's tail latency").
+pub const DEFAULT_WAKEUP_BYTES: u32 = 64 * 1024;
+
+/// The wake-up threshold for a ring of `ring_bytes`: `asked`, or the default;
+/// at most a sixteenth of the ring either way by default, and an asked
+/// threshold above half the ring is refused (the ring would fill before it
+/// woke anyone).
+pub fn wakeup_bytes(ring_bytes: u32, asked: Option<u32>) -> Result<u64, String> {
+    match asked {
+        None => Ok(u64::from(DEFAULT_WAKEUP_BYTES.min(ring_bytes / 16))),
+        Some(n) if n <= ring_bytes / 2 => Ok(u64::from(n)),
+        Some(n) => Err(format!(
+            "--ring-wakeup-bytes {n}: must be at most half of --ring-buffer-bytes ({ring_bytes})"
+        )),
+    }
+}
+
 /// How much of the data hooks runs (`ZEROTRACE_BENCH_FLOOR`, benchmarks only):
 /// the floor of what capture can cost is measured with the same hooks doing
 /// nothing, or only the pid filter lookup.
@@ -506,6 +527,17 @@ impl Probes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wakeup_threshold_is_the_default_or_what_was_asked_within_half_the_ring() {
+        assert_eq!(wakeup_bytes(4 << 20, None), Ok(64 * 1024));
+        // A small ring wakes at a sixteenth of itself.
+        assert_eq!(wakeup_bytes(64 * 1024, None), Ok(4096));
+        assert_eq!(wakeup_bytes(4 << 20, Some(16 * 1024)), Ok(16 * 1024));
+        assert_eq!(wakeup_bytes(4 << 20, Some(2 << 20)), Ok(2 << 20));
+        let refused = wakeup_bytes(4 << 20, Some((2 << 20) + 1));
+        assert!(refused.is_err_and(|e| e.contains("at most half")));
+    }
 
     #[test]
     fn head_max_matches_the_bpf_header() {

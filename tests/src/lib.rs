@@ -436,6 +436,25 @@ pub fn bpf_map_name(id: u32) -> Option<String> {
     map.get("name").and_then(Value::as_str).map(str::to_owned)
 }
 
+/// The settings the loader gave the data programs (`zt_settings` in their
+/// `.rodata`, as bpftool formats it with the map's BTF), from the maps
+/// `loader` holds.
+pub fn bpf_program_settings(loader: u32) -> Option<Value> {
+    let rodata = bpf_map_ids_of(loader)
+        .into_iter()
+        .find(|id| bpf_map_name(*id).is_some_and(|name| name.ends_with(".rodata")))?;
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "id", &rodata.to_string()])
+        .output()
+        .ok()?;
+    let dump: Value = serde_json::from_slice(&out.stdout).ok()?;
+    dump.pointer("/0/formatted/value/.rodata")?
+        .as_array()?
+        .iter()
+        .find_map(|global| global.get("zt_settings"))
+        .cloned()
+}
+
 /// Shorthands for reading span fields.
 pub trait SpanFields {
     fn str_of(&self, key: &str) -> &str;

@@ -1,5 +1,6 @@
 //! Fault tolerance: a killed loader, an overflowing ring buffer (counted,
-//! reported over OTLP and by the text printer).
+//! reported over OTLP and by the text printer), ring settings refused or
+//! passed on to the programs.
 
 use std::time::Duration;
 
@@ -261,5 +262,58 @@ fn reads_after_a_reset_are_counted_and_later_connections_keep_their_addresses() 
     assert!(
         summary.contains(" 0 requests without a response"),
         "{summary}"
+    );
+}
+
+/// `--ring-wakeup-bytes` reaches the data programs; a threshold under 1 KiB,
+/// or over half the ring (which would fill before it woke anyone), stops the
+/// agent before it loads anything, saying why.
+#[test]
+fn the_wakeup_threshold_reaches_the_programs_and_bad_ones_are_refused() {
+    require_root();
+    let refused = |args: &[&str]| {
+        let output = std::process::Command::new(bin_dir().join("zerotrace"))
+            .args(["run", "--open-port", "1"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(!stderr.contains("probes attached"), "{stderr}");
+        stderr
+    };
+    let small = refused(&["--ring-wakeup-bytes", "100"]);
+    assert!(
+        small.ends_with("--ring-wakeup-bytes \"100\": must be a number of bytes of at least 1024"),
+        "{small}"
+    );
+    let over_half = refused(&[
+        "--ring-buffer-bytes",
+        "65536",
+        "--ring-wakeup-bytes",
+        "32769",
+    ]);
+    assert!(
+        over_half.ends_with("must be at most half of --ring-buffer-bytes (65536)"),
+        "{over_half}"
+    );
+
+    let agent = Agent::start(&["--open-port", "1", "--ring-wakeup-bytes", "32768"], &[]);
+    let settings = bpf_program_settings(agent.child.id())
+        .unwrap_or_else(|| panic!("no zt_settings in the loader's maps"));
+    assert_eq!(
+        settings.get("wakeup_bytes").and_then(|v| v.as_u64()),
+        Some(32768),
+        "{settings}"
+    );
+    drop(agent);
+    // The default, on the default ring.
+    let agent = Agent::start(&["--open-port", "1"], &[]);
+    let settings = bpf_program_settings(agent.child.id())
+        .unwrap_or_else(|| panic!("no zt_settings in the loader's maps"));
+    assert_eq!(
+        settings.get("wakeup_bytes").and_then(|v| v.as_u64()),
+        Some(65536),
+        "{settings}"
     );
 }
