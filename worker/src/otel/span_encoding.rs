@@ -1,6 +1,11 @@
 //! Our spans as OTLP spans: ids, timing and kind from the span; name,
 //! attributes and error status from its protocol's semantic conventions
 //! (`semconv/`). Nothing here knows a protocol.
+//!
+//! The trace export does not build these messages: it writes each span's
+//! bytes directly (`span_wire.rs`). [`encode_span`] is the readable form of
+//! the same mapping, and `span_wire`'s tests compare its bytes with prost's
+//! encoding of what `encode_span` builds.
 
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span as OtlpSpan, Status};
 
