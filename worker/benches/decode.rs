@@ -836,6 +836,21 @@ fn bench_decode<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
         EXCHANGES
     );
 
+    // A fixed number of replays on the default path, for an exact count of
+    // exchanges under callgrind (as `ZT_NGINX_WRK_REPLAYS`).
+    if let Some(replays) = std::env::var("ZT_HTTP1_REPLAYS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        if group_name == "http1" {
+            let mut default_path = Path::with_graph_and_live_view();
+            default_path.replay(&records, true);
+            for _ in 0..replays {
+                black_box(replay_http1(&mut default_path, black_box(&records)));
+            }
+        }
+        return;
+    }
     let mut group = c.benchmark_group(group_name);
     group.throughput(Throughput::Elements(EXCHANGES as u64));
     group.bench_function("decode_span_route_red", |b| {
@@ -854,6 +869,19 @@ fn bench_decode<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
         b.iter(|| black_box(tracker_only.replay(black_box(&records), false)))
     });
     group.finish();
+}
+
+/// The realistic exchanges of [`bench_decode`] through the pipeline's default
+/// path, apart for callgrind: `ZT_HTTP1_REPLAYS=20 valgrind --tool=callgrind
+/// --toggle-collect=decode::replay_http1 <bench binary> --bench
+/// http1/decode_span_route_red_service_graph_live_view` counts exactly
+/// 20 × EXCHANGES exchanges.
+#[inline(never)]
+fn replay_http1(path: &mut Path, records: &[Vec<u8>]) -> usize {
+    let produced = path.replay(records, true);
+    // Not the same body as the other replay functions (see replay_nginx_wrk_exporting).
+    black_box(path.red.http.series().count());
+    produced
 }
 
 criterion_group!(benches, decode_path);
