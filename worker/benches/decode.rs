@@ -36,7 +36,7 @@ use zerotrace_worker::live_view::LiveView;
 use zerotrace_worker::metrics::red::RedMetrics;
 use zerotrace_worker::metrics::service_graph::ServiceGraphMetrics;
 use zerotrace_worker::otel::span_wire::{append_span, export_request, scope_bytes, ProcessSpans};
-use zerotrace_worker::routes::RouteMatcher;
+use zerotrace_worker::routes::{RouteMatcher, WordMemo};
 use zerotrace_worker::service_graph::{EdgeObservations, GraphNode, GraphSettings, ServiceGraph};
 use zerotrace_worker::spans::Span;
 use zerotrace_worker::traces::{LinkSettings, TraceLinker};
@@ -445,6 +445,7 @@ struct Path {
     tracker: ConnectionTracker,
     spans: Vec<Span>,
     routes: RouteMatcher,
+    route_words: WordMemo,
     red: RedMetrics,
     resource: Arc<Resource>,
     linker: TraceLinker,
@@ -508,6 +509,7 @@ impl Path {
             spans: Vec::new(),
             routes: RouteMatcher::new(&RouteSettings::default())
                 .unwrap_or_else(|e| panic!("default routes: {e}")),
+            route_words: WordMemo::default(),
             red: RedMetrics::new(Temporality::Cumulative),
             resource: Arc::new(Resource::default()),
             linker: TraceLinker::new(LinkSettings::default()),
@@ -625,7 +627,9 @@ impl Path {
         for span in &mut self.linked {
             produced += 1;
             if let Some(http) = span.http_mut() {
-                let decision = self.routes.classify(&http.target);
+                let decision = self
+                    .routes
+                    .classify_remembering(&http.target, &mut self.route_words);
                 http.route = decision.route.map(Into::into);
             }
             let end = span.end_monotonic_ns;

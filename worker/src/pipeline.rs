@@ -28,7 +28,7 @@ use crate::loader_client::LoaderClient;
 use crate::metrics::self_metrics::{LossNotice, SelfMetrics};
 use crate::otel::resource::ResourceCatalog;
 use crate::protocols::db_selection::{destinations, protocol_selection};
-use crate::routes::{RouteMatcher, SegmentCardinalityLimiter};
+use crate::routes::{RouteMatcher, SegmentCardinalityLimiter, WordMemo};
 use crate::service_graph::{EdgeObservations, GraphNode, GraphSettings, ServiceGraph};
 use crate::spans::ids::TraceParent;
 use crate::spans::{HttpText, Protocol, Span};
@@ -123,6 +123,8 @@ pub struct Pipeline {
     reader_counters: Option<Arc<ReaderCounters>>,
     /// The `routes` configuration: http.route and what is ignored.
     routes: RouteMatcher,
+    /// Path segments the route heuristic found to be words lately.
+    route_words: WordMemo,
     /// Per-process caps for `unmatched: low-cardinality` (None: mode off).
     route_limiters: HashMap<u32, Option<SegmentCardinalityLimiter>>,
     pub spans_ignored: u64,
@@ -222,6 +224,7 @@ impl Pipeline {
             live: None,
             reader_counters: None,
             routes,
+            route_words: WordMemo::default(),
             route_limiters: HashMap::new(),
             spans_ignored: 0,
             last_self_metrics: Instant::now(),
@@ -490,7 +493,9 @@ impl Pipeline {
                 keep.push((true, true));
                 continue;
             };
-            let decision = self.routes.classify(&http.target);
+            let decision = self
+                .routes
+                .classify_remembering(&http.target, &mut self.route_words);
             let (in_traces, in_metrics) = (!decision.ignore_traces, !decision.ignore_metrics);
             http.route = match decision.route {
                 Some(route) if decision.needs_cardinality_cap => {

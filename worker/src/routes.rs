@@ -38,6 +38,9 @@ use crate::config::routes::{
 };
 use crate::hashing::FastState;
 
+mod word_memo;
+pub use word_memo::WordMemo;
+
 /// The route of every unmatched path in `wildcard` mode (OBI's value).
 pub const WILDCARD_ROUTE: &str = "/**";
 /// The heuristic keeps at most this many path segments (deeper ones are
@@ -95,6 +98,24 @@ impl RouteMatcher {
     /// Route and ignore flags for a request path (a query string or fragment,
     /// if present, is not part of the route).
     pub fn classify<'a>(&'a self, path: &'a str) -> RouteDecision<'a> {
+        self.classify_with(path, &mut is_word_like)
+    }
+
+    /// [`Self::classify`], with the heuristic's words remembered in `words`
+    /// (the pipeline's: it classifies every request).
+    pub fn classify_remembering<'a>(
+        &'a self,
+        path: &'a str,
+        words: &mut WordMemo,
+    ) -> RouteDecision<'a> {
+        self.classify_with(path, &mut |segment| words.is_word(segment, is_word_like))
+    }
+
+    fn classify_with<'a>(
+        &'a self,
+        path: &'a str,
+        is_word: &mut impl FnMut(&str) -> bool,
+    ) -> RouteDecision<'a> {
         let path = strip_query(path);
         let ignored = !self.ignored.is_empty() && self.ignored.find(path).is_some();
         let ignore_traces = ignored && self.ignore_mode.drops_traces();
@@ -116,10 +137,10 @@ impl RouteMatcher {
             UnmatchedMode::Unset => None,
             UnmatchedMode::Path => Some(Cow::Borrowed(path)),
             UnmatchedMode::Wildcard => Some(Cow::Borrowed(WILDCARD_ROUTE)),
-            UnmatchedMode::Heuristic => Some(heuristic_route(path, self.wildcard)),
+            UnmatchedMode::Heuristic => Some(judged_route(path, self.wildcard, is_word)),
             UnmatchedMode::LowCardinality => {
                 decision.needs_cardinality_cap = self.max_path_segment_cardinality > 0;
-                Some(heuristic_route(path, self.wildcard))
+                Some(judged_route(path, self.wildcard, is_word))
             }
         };
         decision
@@ -311,6 +332,15 @@ impl PatternSet {
 /// real words (`/blog/my-first-post`) keeps its cardinality; use patterns or
 /// `low-cardinality` for those.
 pub fn heuristic_route(path: &str, wildcard: char) -> Cow<'_, str> {
+    judged_route(path, wildcard, &mut is_word_like)
+}
+
+/// [`heuristic_route`] with `is_word` telling which segments read like words.
+fn judged_route<'a>(
+    path: &'a str,
+    wildcard: char,
+    is_word: &mut impl FnMut(&str) -> bool,
+) -> Cow<'a, str> {
     let path = strip_query(path);
     let bytes = path.as_bytes();
     let mut out: Option<String> = None;
@@ -329,7 +359,7 @@ pub fn heuristic_route(path: &str, wildcard: char) -> Cow<'_, str> {
             };
         }
         let segment = path.get(start..end).unwrap_or_default();
-        let word = is_word_like(segment);
+        let word = is_word(segment);
         if !word && out.is_none() {
             // The route is never longer than the path (the wildcard is ASCII).
             let mut route = String::with_capacity(path.len());
@@ -1175,6 +1205,55 @@ mod tests {
                 routes.contains(&Some(want.to_string())),
                 "{want}: {sorted:?}"
             );
+        }
+    }
+
+    /// The pipeline's classification, which remembers words, gives every
+    /// path the route the plain one does: words, ids, random tokens of
+    /// letters (some read like words, some not) and camelCase, repeated and
+    /// interleaved, in both heuristic modes.
+    #[test]
+    fn remembering_words_changes_no_route() {
+        let mut rng = Rng(0x0dd_5eed);
+        let letters = b"abcdefghijklmnopqrstuvwxyz";
+        let tokens: Vec<String> = (0..400)
+            .map(|i| match i % 4 {
+                0 => rng.token(letters, 5 + i % 9),
+                1 => rng.token(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 8),
+                2 => rng.uuid(),
+                _ => (rng.next() % 100_000).to_string(),
+            })
+            .collect();
+        let words = [
+            "users",
+            "orders",
+            "sessions",
+            "items",
+            "static",
+            "getUserProfile",
+            "v1",
+        ];
+        for unmatched in [UnmatchedMode::Heuristic, UnmatchedMode::LowCardinality] {
+            let m = matcher(RouteSettings {
+                unmatched,
+                ..RouteSettings::default()
+            });
+            let mut memo = WordMemo::default();
+            for i in 0..4_000usize {
+                let token = |n: usize| tokens[(i * 7 + n * 13) % tokens.len()].as_str();
+                let path = format!(
+                    "/{}/{}/{}/{}.js",
+                    words[i % words.len()],
+                    token(0),
+                    words[(i / 3) % words.len()],
+                    token(1)
+                );
+                assert_eq!(
+                    m.classify_remembering(&path, &mut memo),
+                    m.classify(&path),
+                    "{path}"
+                );
+            }
         }
     }
 
