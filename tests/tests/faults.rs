@@ -298,22 +298,15 @@ fn the_wakeup_threshold_reaches_the_programs_and_bad_ones_are_refused() {
         "{over_half}"
     );
 
-    let agent = Agent::start(&["--open-port", "1", "--ring-wakeup-bytes", "32768"], &[]);
-    let settings = bpf_program_settings(agent.child.id())
-        .unwrap_or_else(|| panic!("no zt_settings in the loader's maps"));
-    assert_eq!(
-        settings.get("wakeup_bytes").and_then(|v| v.as_u64()),
-        Some(32768),
-        "{settings}"
-    );
-    drop(agent);
+    // What the programs got, with these arguments.
+    let wakeup_bytes = |args: &[&str]| {
+        let agent = Agent::start(args, &[]);
+        let settings = bpf_program_settings(agent.child.id())
+            .unwrap_or_else(|| panic!("no zt_settings in the loader's maps"));
+        settings.get("wakeup_bytes").and_then(|v| v.as_u64())
+    };
+    let asked = wakeup_bytes(&["--open-port", "1", "--ring-wakeup-bytes", "32768"]);
+    assert_eq!(asked, Some(32768));
     // The default, on the default ring.
-    let agent = Agent::start(&["--open-port", "1"], &[]);
-    let settings = bpf_program_settings(agent.child.id())
-        .unwrap_or_else(|| panic!("no zt_settings in the loader's maps"));
-    assert_eq!(
-        settings.get("wakeup_bytes").and_then(|v| v.as_u64()),
-        Some(65536),
-        "{settings}"
-    );
+    assert_eq!(wakeup_bytes(&["--open-port", "1"]), Some(65536));
 }
