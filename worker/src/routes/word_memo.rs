@@ -8,8 +8,13 @@
 //!
 //! Direct-mapped and bounded: [`SLOTS`] slots of one segment each, a word
 //! replacing whatever its slot held. A slot answers only for the exact bytes
-//! it holds, so a collision (chance, or paths made to collide) costs a
-//! judgement, never a wrong answer.
+//! it holds, so a collision costs a judgement, never a wrong answer; slots
+//! are chosen by the decode path's seeded hash (`hashing.rs`), so paths
+//! cannot be made in advance to evict a service's words.
+
+use std::hash::BuildHasher;
+
+use crate::hashing::FastState;
 
 /// Slots (a power of two); 6 KiB in all.
 const SLOTS: usize = 256;
@@ -27,12 +32,14 @@ struct Slot {
 #[derive(Debug, Clone)]
 pub struct WordMemo {
     slots: Box<[Slot]>,
+    hasher: FastState,
 }
 
 impl Default for WordMemo {
     fn default() -> Self {
         Self {
             slots: vec![Slot::default(); SLOTS].into_boxed_slice(),
+            hasher: FastState::default(),
         }
     }
 }
@@ -45,7 +52,8 @@ impl WordMemo {
         if bytes.is_empty() || bytes.len() > MAX_LEN {
             return judge(segment);
         }
-        let Some(slot) = self.slots.get_mut(slot_of(bytes)) else {
+        let index = self.slot_of(bytes);
+        let Some(slot) = self.slots.get_mut(index) else {
             return judge(segment);
         };
         if usize::from(slot.len) == bytes.len() && slot.bytes.get(..bytes.len()) == Some(bytes) {
@@ -58,15 +66,10 @@ impl WordMemo {
         }
         word
     }
-}
 
-/// FNV-1a over the bytes, its high bits mixed down: no seed is needed, as a
-/// collision only costs a judgement.
-fn slot_of(bytes: &[u8]) -> usize {
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize & (SLOTS - 1)
+    fn slot_of(&self, bytes: &[u8]) -> usize {
+        (self.hasher.hash_one(bytes) >> 56) as usize & (SLOTS - 1)
+    }
 }
 
 #[cfg(test)]
@@ -101,13 +104,13 @@ mod tests {
     #[test]
     fn segments_sharing_a_slot_are_told_apart_by_their_bytes() {
         let first = "aaaa";
+        let mut memo = WordMemo::default();
         // Another four letters in the same slot (one in 256 is).
         let collider = (b'a'..=b'z')
             .flat_map(|a| (b'a'..=b'z').map(move |b| [a, b, b'x', b'y']))
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .find(|s| slot_of(s.as_bytes()) == slot_of(first.as_bytes()))
+            .find(|s| memo.slot_of(s.as_bytes()) == memo.slot_of(first.as_bytes()))
             .unwrap_or_else(|| panic!("no segment shares a slot with {first}"));
-        let mut memo = WordMemo::default();
         assert!(memo.is_word(first, |_| true));
         // The slot holds `first`: the collider is judged, and found not a word.
         assert!(!memo.is_word(&collider, |_| false));
