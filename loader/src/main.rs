@@ -74,9 +74,8 @@ struct RunOptions {
     /// `--config`: read here, handed to the worker as bytes.
     config: Option<PathBuf>,
     ring_buffer_bytes: u32,
-    /// `--ring-wakeup-bytes`; None: the default for the ring's size.
-    ring_wakeup_bytes: Option<u32>,
-    /// The threshold the programs get, from the two above.
+    /// The threshold the programs get: `--ring-wakeup-bytes`, or the
+    /// default for the ring's size.
     wakeup_bytes: u64,
     /// None: the best the kernel offers.
     capture_backend: Option<probes::CaptureBackend>,
@@ -92,7 +91,6 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
         worker_path: None,
         config: None,
         ring_buffer_bytes: 4 << 20,
-        ring_wakeup_bytes: None,
         wakeup_bytes: 0,
         capture_backend: None,
         worker_args: Vec::new(),
@@ -101,6 +99,7 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
         log_level: None,
         log_format: None,
     };
+    let mut ring_wakeup_bytes = None;
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
@@ -140,7 +139,7 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
             }
             "--ring-wakeup-bytes" => {
                 let raw = value("--ring-wakeup-bytes")?;
-                options.ring_wakeup_bytes = match raw.parse::<u32>() {
+                ring_wakeup_bytes = match raw.parse::<u32>() {
                     Ok(n) if n >= 1024 => Some(n),
                     _ => {
                         return Err(format!(
@@ -176,8 +175,7 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
             other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
         }
     }
-    options.wakeup_bytes =
-        probes::wakeup_bytes(options.ring_buffer_bytes, options.ring_wakeup_bytes)?;
+    options.wakeup_bytes = probes::wakeup_bytes(options.ring_buffer_bytes, ring_wakeup_bytes)?;
     Ok(options)
 }
 
