@@ -27,7 +27,7 @@ for round in $(seq "$rounds"); do
     ratio=$(awk '/throughput ratio/ {print $NF}' <<<"$out")
     cpu=$(awk '/median agent CPU/ {print $(NF-1)}' <<<"$out")
     bpf=$(awk '/median BPF run time/ {print $(NF-1)}' <<<"$out")
-    programs=$(grep "per request:" <<<"$out" | tail -1 | grep -o "zt_sock_[a-z]* [0-9]* ns" | tr '\n' ' ' || true)
+    programs=$(grep "^  per request:" <<<"$out" | tail -1 | grep -o "zt_sock_[a-z]* [0-9]* ns" | tr '\n' ' ' || true)
     echo "round $round $dir: ratio $ratio, agent CPU $cpu us, BPF $bpf ns per request; last pair: $programs"
   done
 done
