@@ -1082,7 +1082,11 @@ static __always_inline void zt_on_sock_state(struct sock *sk, int newstate, bool
 	if (newstate != ZT_TCP_CLOSE)
 		return;
 	__u64 sock_id = (__u64)sk;
-	bool known = !bpf_map_delete_elem(&zt_conn_state, &sock_id);
+	/* Every TCP socket of the host closes through here, and few are in the
+	 * map (with the socket backend, only connecting and TLS ones): a
+	 * lockless lookup first, so that only those pay the delete's bucket
+	 * lock. A socket's storage is deleted without a lock when it has none. */
+	bool known = bpf_map_lookup_elem(&zt_conn_state, &sock_id) && !bpf_map_delete_elem(&zt_conn_state, &sock_id);
 	if (socket_backend)
 		known |= !bpf_sk_storage_delete(&zt_conn_storage, sk);
 	if (!known)

@@ -113,6 +113,79 @@ fn a_privileged_prometheus_port_is_refused_clearly() {
     assert!(stderr.contains("below 1024"), "{stderr}");
 }
 
+/// The value of the unlabelled sample `name` in an exposition.
+fn unlabelled_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The sum of the samples of `name` over all their labels.
+fn summed_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|rest| rest.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// Every TCP socket of the host closes through one kernel hook, which sends
+/// a close only for the sockets the agent tracks; the worker then forgets
+/// the connection at once, not after its 300 s idle timeout. A connection
+/// still open stays tracked.
+#[test]
+fn closed_connections_are_forgotten_when_they_close() {
+    require_root();
+    let server = Server::python_app();
+    let metrics_port = free_port();
+    let agent = Agent::start(
+        &["--open-port", &server.port.to_string()],
+        &[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string())],
+    );
+    let request = "GET /hello HTTP/1.1\r\nHost: p\r\n\r\n";
+    // One connection held open after its request...
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", server.port))
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let _ = held.set_read_timeout(Some(Duration::from_secs(5)));
+    held.write_all(request.as_bytes())
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut answer = [0u8; 256];
+    let read = std::io::Read::read(&mut held, &mut answer).unwrap_or(0);
+    assert!(
+        answer[..read].starts_with(b"HTTP/1."),
+        "no response on the held connection"
+    );
+    // ...and twenty that close after theirs.
+    for _ in 0..20 {
+        curl(&[&server.url("/hello")]);
+    }
+    let while_held = wait_for(Duration::from_secs(10), || {
+        let text = scrape(metrics_port, None);
+        let requests = summed_value(&text, "http_server_request_duration_seconds_count");
+        let tracked = unlabelled_value(&text, "zerotrace_tracked_connections");
+        (requests == 21.0 && tracked == Some(1.0)).then_some(text)
+    });
+    let text = scrape(metrics_port, None);
+    assert!(
+        while_held.is_some(),
+        "expected 21 requests and only the held connection tracked:\n{text}\nstderr:\n{}",
+        agent.stderr.text()
+    );
+    drop(held);
+    let after = wait_for(Duration::from_secs(10), || {
+        let text = scrape(metrics_port, None);
+        (unlabelled_value(&text, "zerotrace_tracked_connections") == Some(0.0)).then_some(())
+    });
+    assert!(
+        after.is_some(),
+        "the held connection is still tracked after it closed:\n{}",
+        scrape(metrics_port, None)
+    );
+}
+
 /// Exposition lines `name{labels} value` that repeat a series (name and labels).
 fn duplicate_series(text: &str) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
