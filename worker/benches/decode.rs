@@ -35,6 +35,7 @@ use zerotrace_worker::connections::{ConnectionTracker, Segment};
 use zerotrace_worker::live_view::LiveView;
 use zerotrace_worker::metrics::red::RedMetrics;
 use zerotrace_worker::metrics::service_graph::ServiceGraphMetrics;
+use zerotrace_worker::otel::attribute_blocks::AttributeBlocks;
 use zerotrace_worker::otel::span_wire::{append_span, export_request, scope_bytes, ProcessSpans};
 use zerotrace_worker::routes::{RouteMatcher, WordMemo};
 use zerotrace_worker::service_graph::{EdgeObservations, GraphNode, GraphSettings, ServiceGraph};
@@ -464,6 +465,7 @@ struct Path {
 struct TraceExport {
     clock: WallClock,
     pending: ProcessSpans,
+    blocks: AttributeBlocks,
     scope: Vec<u8>,
     /// Bytes serialised, so that the work is not optimised away.
     bytes: usize,
@@ -474,13 +476,14 @@ impl TraceExport {
         Self {
             clock: WallClock::new(),
             pending: ProcessSpans::new(Arc::clone(resource)),
+            blocks: AttributeBlocks::default(),
             scope: scope_bytes(&InstrumentationScope::default()),
             bytes: 0,
         }
     }
 
     fn record(&mut self, span: &Span) {
-        append_span(span, &self.clock, &mut self.pending.spans);
+        append_span(span, &self.clock, &mut self.blocks, &mut self.pending.spans);
         self.pending.count += 1;
     }
 

@@ -17,6 +17,7 @@ use crate::hashing::FastMap;
 use crate::metrics::red::RedMetrics;
 use crate::metrics::self_metrics::{self, SelfMetrics};
 use crate::metrics::service_graph::ServiceGraphMetrics;
+use crate::otel::attribute_blocks::AttributeBlocks;
 use crate::otel::sampler::Sampler;
 use crate::otel::span_wire::{append_span, export_request, scope_bytes, ProcessSpans};
 use crate::service_graph::{EdgeKey, EdgeSample};
@@ -42,6 +43,8 @@ pub struct OtelExport {
     pending_spans: usize,
     /// Emptied batch buffers, for the next batches.
     spare_buffers: Vec<Vec<u8>>,
+    /// Connections' attributes as written, to copy for their next spans.
+    attribute_blocks: AttributeBlocks,
     /// [`scope`], serialised once.
     scope: Vec<u8>,
     last_span_flush: Instant,
@@ -88,6 +91,7 @@ impl OtelExport {
             pending: FastMap::default(),
             pending_spans: 0,
             spare_buffers: Vec::new(),
+            attribute_blocks: AttributeBlocks::default(),
             scope: scope_bytes(&scope()),
             last_span_flush: Instant::now(),
             last_metric_export: Instant::now(),
@@ -132,7 +136,7 @@ impl OtelExport {
                 spans: spare.pop().unwrap_or_default(),
                 count: 0,
             });
-        append_span(span, clock, &mut process.spans);
+        append_span(span, clock, &mut self.attribute_blocks, &mut process.spans);
         process.count += 1;
         self.pending_spans += 1;
         if self.pending_spans >= self.batch.max_export_batch_size {

@@ -19,10 +19,11 @@ use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
+use super::attribute_blocks::AttributeBlocks;
 use super::span_encoding::{otlp_kind, status_code};
 use crate::clock::WallClock;
 use crate::semconv;
-use crate::semconv::attribute::AttributeSink;
+use crate::semconv::attribute::{AttributeSink, ConnectionKey};
 use crate::spans::Span;
 
 const VARINT: u32 = 0;
@@ -115,9 +116,11 @@ mod field {
     pub const SPANS: u32 = 2;
 }
 
-/// Attributes written as the `KeyValue`s of a span's `attributes` field.
+/// Attributes written as the `KeyValue`s of a span's `attributes` field;
+/// a connection's are copied from what was written for it before.
 struct WireAttributes<'a> {
     out: &'a mut Vec<u8>,
+    blocks: &'a mut AttributeBlocks,
 }
 
 impl WireAttributes<'_> {
@@ -207,6 +210,21 @@ impl AttributeSink for WireAttributes<'_> {
             varint(out, value as u64);
         });
     }
+
+    fn connection_block(
+        &mut self,
+        key: &ConnectionKey<'_>,
+        write: &mut dyn FnMut(&mut dyn AttributeSink),
+    ) {
+        if let Some(bytes) = self.blocks.get(key) {
+            self.out.extend_from_slice(bytes);
+            return;
+        }
+        let start = self.out.len();
+        write(self);
+        let written = self.out.get(start..).unwrap_or_default();
+        self.blocks.insert(key, written);
+    }
 }
 
 /// The bytes a span's length takes, written before the span is: 128 bytes
@@ -214,12 +232,18 @@ impl AttributeSink for WireAttributes<'_> {
 const SPAN_LEN_BYTES: usize = 2;
 
 /// Appends `span` to `out` as one element of a `ScopeSpans`' `spans`,
-/// written in place (its length filled in after it).
-pub fn append_span(span: &Span, clock: &WallClock, out: &mut Vec<u8>) {
+/// written in place (its length filled in after it); its connection's
+/// attributes are copied from `blocks` when they were written before.
+pub fn append_span(
+    span: &Span,
+    clock: &WallClock,
+    blocks: &mut AttributeBlocks,
+    out: &mut Vec<u8>,
+) {
     key(out, field::SPANS, LEN);
     let len_at = out.len();
     out.extend_from_slice(&[0; SPAN_LEN_BYTES]);
-    write_span(span, clock, out);
+    write_span(span, clock, blocks, out);
     let body_len = out.len() - len_at - SPAN_LEN_BYTES;
     if varint_len(body_len as u64) == SPAN_LEN_BYTES {
         if let Some(slot) = out.get_mut(len_at..len_at + SPAN_LEN_BYTES) {
@@ -233,7 +257,7 @@ pub fn append_span(span: &Span, clock: &WallClock, out: &mut Vec<u8>) {
 }
 
 /// The `Span` message's fields.
-fn write_span(span: &Span, clock: &WallClock, body: &mut Vec<u8>) {
+fn write_span(span: &Span, clock: &WallClock, blocks: &mut AttributeBlocks, body: &mut Vec<u8>) {
     let ids = &span.ids;
     len_field(body, field::TRACE_ID, &ids.trace_id);
     len_field(body, field::SPAN_ID, &ids.span_id);
@@ -264,7 +288,11 @@ fn write_span(span: &Span, clock: &WallClock, body: &mut Vec<u8>) {
         }
     }
     let error = semconv::error(span);
-    semconv::write_span_attributes(span, error.as_ref(), &mut WireAttributes { out: body });
+    semconv::write_span_attributes(
+        span,
+        error.as_ref(),
+        &mut WireAttributes { out: body, blocks },
+    );
     // The status is always there, even when empty.
     let message = error.as_ref().map_or("", |e| e.message.as_str());
     let code = status_code(error.is_some()) as i32;

@@ -3,7 +3,7 @@
 //! protobuf bytes of the trace export directly (`otel::span_wire`).
 
 use std::fmt::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 
@@ -31,6 +31,27 @@ pub fn bool_attribute(key: &str, value: bool) -> KeyValue {
 pub trait AttributeSink {
     fn string(&mut self, key: &'static str, value: &str);
     fn int(&mut self, key: &'static str, value: i64);
+    /// The attributes `write` writes, which are computed from `key` and
+    /// nothing else: the same for every request of a connection. A sink may
+    /// write again what it wrote for an equal key instead of calling `write`.
+    fn connection_block(
+        &mut self,
+        key: &ConnectionKey<'_>,
+        write: &mut dyn FnMut(&mut dyn AttributeSink),
+    );
+}
+
+/// Everything a span's connection attributes are computed from (see
+/// [`AttributeSink::connection_block`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionKey<'a> {
+    pub outgoing: bool,
+    pub tls: bool,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    /// The request's Host, which names the server when present.
+    pub host: Option<&'a str>,
+    pub protocol_version: &'static str,
 }
 
 impl AttributeSink for Vec<KeyValue> {
@@ -40,6 +61,14 @@ impl AttributeSink for Vec<KeyValue> {
 
     fn int(&mut self, key: &'static str, value: i64) {
         self.push(int_attribute(key, value));
+    }
+
+    fn connection_block(
+        &mut self,
+        _key: &ConnectionKey<'_>,
+        write: &mut dyn FnMut(&mut dyn AttributeSink),
+    ) {
+        write(self);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-use super::attribute::{int_attribute, string_attribute, AttributeSink, IpString};
+use super::attribute::{int_attribute, string_attribute, AttributeSink, ConnectionKey, IpString};
 use super::{Conventions, Instrument, SpanError, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
 use crate::spans::http::{known_method, UNKNOWN_REQUEST_FIELD};
 use crate::spans::{HttpExchange, Span, SpanKind};
@@ -143,22 +143,13 @@ pub fn span_name_parts(http: &HttpExchange) -> [&str; 3] {
 }
 
 /// The HTTP span attributes (also those of a gRPC call's HTTP/2 exchange).
+/// The request's attributes, then its connection's (the same for every
+/// request on it, so an exporter may write them once per connection).
 pub fn span_attributes(span: &Span, http: &HttpExchange, out: &mut dyn AttributeSink) {
     let (method, original_method) = normalized_method(&http.method);
-    let (server_name, server_port) = server_name_and_port(span, http);
-    let server_address = server_name.as_str();
-    let peer_text = IpString::of(span.peer.ip());
-    let peer = peer_text.as_str();
     out.string("http.request.method", method);
     out.int("http.response.status_code", i64::from(http.status));
     out.string("url.path", http.path());
-    out.string("url.scheme", HttpExchange::scheme(span.tls));
-    out.string("server.address", server_address);
-    out.int("server.port", i64::from(server_port));
-    out.string("network.protocol.name", "http");
-    out.string("network.protocol.version", http.protocol_version);
-    out.string("network.peer.address", peer);
-    out.int("network.peer.port", i64::from(span.peer.port()));
     out.int("http.request.body.size", http.request_body_bytes as i64);
     out.int("http.response.body.size", http.response_body_bytes as i64);
     // A method the capture did not show (`*`) was not sent as such.
@@ -172,13 +163,40 @@ pub fn span_attributes(span: &Span, http: &HttpExchange, out: &mut dyn Attribute
         out.string("url.query", query);
     }
     if span.kind.is_outgoing() {
+        let (server_name, server_port) = server_name_and_port(span, http);
+        let server_address = server_name.as_str();
         let url = if server_address.contains(':') {
             format!("http://[{server_address}]:{server_port}{}", http.target)
         } else {
             format!("http://{server_address}:{server_port}{}", http.target)
         };
         out.string("url.full", &url);
-    } else {
+    }
+    let key = ConnectionKey {
+        outgoing: span.kind.is_outgoing(),
+        tls: span.tls,
+        local: span.local,
+        peer: span.peer,
+        host: http.host.as_deref(),
+        protocol_version: http.protocol_version,
+    };
+    out.connection_block(&key, &mut |out| connection_attributes(span, http, out));
+}
+
+/// The attributes [`ConnectionKey`] decides: the scheme, the server, the
+/// protocol and the peer (and, on the server side, the client).
+fn connection_attributes(span: &Span, http: &HttpExchange, out: &mut dyn AttributeSink) {
+    let (server_name, server_port) = server_name_and_port(span, http);
+    let peer_text = IpString::of(span.peer.ip());
+    let peer = peer_text.as_str();
+    out.string("url.scheme", HttpExchange::scheme(span.tls));
+    out.string("server.address", server_name.as_str());
+    out.int("server.port", i64::from(server_port));
+    out.string("network.protocol.name", "http");
+    out.string("network.protocol.version", http.protocol_version);
+    out.string("network.peer.address", peer);
+    out.int("network.peer.port", i64::from(span.peer.port()));
+    if !span.kind.is_outgoing() {
         out.string("client.address", peer);
         out.int("client.port", i64::from(span.peer.port()));
     }

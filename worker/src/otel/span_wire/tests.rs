@@ -12,6 +12,7 @@ use prost::Message;
 
 use super::{append_span, export_request, scope_bytes, ProcessSpans};
 use crate::clock::WallClock;
+use crate::otel::attribute_blocks::AttributeBlocks;
 use crate::otel::resource::string_attribute;
 use crate::otel::span_encoding::encode_span;
 use crate::spans::{
@@ -143,7 +144,7 @@ fn scope() -> InstrumentationScope {
 /// message, both as the one span of a `ScopeSpans`.
 fn written_and_expected(span: &Span, clock: &WallClock) -> (Vec<u8>, Vec<u8>) {
     let mut written = Vec::new();
-    append_span(span, clock, &mut written);
+    append_span(span, clock, &mut AttributeBlocks::default(), &mut written);
     let expected = ScopeSpans {
         scope: None,
         spans: vec![encode_span(span, clock)],
@@ -175,11 +176,12 @@ fn a_batch_is_one_request_with_a_resource_per_process() {
     let mut second = ProcessSpans::new(Arc::new(Resource::default()));
     let spans = spans();
     let (some, others) = spans.split_at(3);
+    let mut blocks = AttributeBlocks::default();
     for span in some {
-        append_span(span, &clock, &mut first.spans);
+        append_span(span, &clock, &mut blocks, &mut first.spans);
     }
     for span in others {
-        append_span(span, &clock, &mut second.spans);
+        append_span(span, &clock, &mut blocks, &mut second.spans);
     }
     let written = export_request([&first, &second], &scope_bytes(&scope()));
     let resource_spans = |resource: Resource, spans: &[Span]| ResourceSpans {
@@ -205,7 +207,59 @@ fn a_batch_is_one_request_with_a_resource_per_process() {
     assert!(export_request([], &scope_bytes(&scope())).is_empty());
 }
 
+/// One span of a small pool of connections (so that their attributes are
+/// copied, and slots taken over), as written with `blocks`, against prost.
+fn written_with_blocks_as_prost_serialises(
+    blocks: &mut AttributeBlocks,
+    (kind, tls, peer, host, version): (u8, bool, u8, u8, u8),
+    status: u16,
+) -> Result<(), TestCaseError> {
+    let kind = [SpanKind::Server, SpanKind::Client][usize::from(kind % 2)];
+    let peer = format!("10.0.0.{}:{}", peer % 3, 40000 + u16::from(peer % 2));
+    let mut origin = origin(kind, 1, "127.0.0.1:8080", &peer);
+    origin.tls = tls;
+    let host = [
+        None,
+        Some(""),
+        Some("shop"),
+        Some("shop:81"),
+        Some("[::1]:82"),
+    ][usize::from(host % 5)];
+    let span = http_span(
+        origin,
+        HttpExchange {
+            host: host.map(Into::into),
+            protocol_version: ["1.0", "1.1", "2"][usize::from(version % 3)],
+            ..exchange("GET", "/a?b", status)
+        },
+        (1, 2),
+    );
+    let clock = WallClock::new();
+    let mut written = Vec::new();
+    append_span(&span, &clock, blocks, &mut written);
+    let expected = ScopeSpans {
+        scope: None,
+        spans: vec![encode_span(&span, &clock)],
+        schema_url: String::new(),
+    };
+    prop_assert_eq!(written, expected.encode_to_vec(), "{:?}", span);
+    Ok(())
+}
+
 proptest! {
+    #[test]
+    fn spans_sharing_a_connections_attributes_are_written_as_prost_serialises_them(
+        spans in proptest::collection::vec(
+            ((any::<u8>(), any::<bool>(), any::<u8>(), any::<u8>(), any::<u8>()), 100u16..600),
+            1..200,
+        ),
+    ) {
+        let mut blocks = AttributeBlocks::default();
+        for (connection, status) in spans {
+            written_with_blocks_as_prost_serialises(&mut blocks, connection, status)?;
+        }
+    }
+
     #[test]
     fn any_http_exchange_is_written_as_prost_serialises_it(
         method in "[A-Z]{1,8}|_OTHER|\\*",
