@@ -5,8 +5,8 @@
 //! keep-alive connection has the same ones, so they are written once per
 //! connection and copied after.
 //!
-//! * 256 direct-mapped slots, picked by a hash of the whole key with the
-//!   decode path's OS-seeded foldhash (`hashing.rs`).
+//! * 256 direct-mapped slots, picked by a hash of the key's addresses and
+//!   flags with the decode path's OS-seeded foldhash (`hashing.rs`).
 //! * A slot answers only for a key equal to the one it holds: a collision,
 //!   by chance or forced with crafted Host headers, costs one write, never a
 //!   wrong attribute.
@@ -14,8 +14,8 @@
 //!   decoder cuts it) and the bytes written for it (a few hundred); a slot
 //!   taken over reuses its buffers.
 
-use std::hash::BuildHasher;
-use std::net::SocketAddr;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, SocketAddr};
 
 use crate::hashing::FastState;
 use crate::semconv::attribute::ConnectionKey;
@@ -40,7 +40,9 @@ impl Block {
             && self.tls == key.tls
             && self.local == key.local
             && self.peer == key.peer
-            && self.protocol_version == key.protocol_version
+            // The versions are literals: equal pointers, nearly always.
+            && (std::ptr::eq(self.protocol_version, key.protocol_version)
+                || self.protocol_version == key.protocol_version)
             && self.host.as_deref() == key.host
     }
 
@@ -63,6 +65,18 @@ impl Block {
     }
 }
 
+/// An address and port folded into one word for the slot's hash.
+fn address_word(address: SocketAddr) -> u64 {
+    let ip = match address.ip() {
+        IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            (bits >> 64) as u64 ^ bits as u64
+        }
+    };
+    ip.rotate_left(16) ^ u64::from(address.port())
+}
+
 pub struct AttributeBlocks {
     slots: Vec<Option<Block>>,
     state: FastState,
@@ -78,8 +92,21 @@ impl Default for AttributeBlocks {
 }
 
 impl AttributeBlocks {
+    /// The slot of `key`: its addresses, flags and Host length, hashed as
+    /// a few words (the derived hash of two `SocketAddr`s and the Host's
+    /// bytes cost more than the rest of a hit). Keys that differ only in
+    /// their Host's bytes share a slot; the compare still tells them apart.
     fn slot_of(&self, key: &ConnectionKey<'_>) -> usize {
-        self.state.hash_one(key) as usize & (SLOTS - 1)
+        let mut hasher = self.state.build_hasher();
+        hasher.write_u64(address_word(key.local));
+        hasher.write_u64(address_word(key.peer));
+        hasher.write_u64(
+            u64::from(key.outgoing)
+                | u64::from(key.tls) << 1
+                | (key.protocol_version.len() as u64) << 2
+                | (key.host.map_or(0, |h| h.len() + 1) as u64) << 8,
+        );
+        hasher.finish() as usize & (SLOTS - 1)
     }
 
     /// The bytes written for `key`, if this memory holds them.

@@ -54,12 +54,10 @@ fn a_colliding_key_takes_the_slot_over_and_is_never_answered_with_the_old_bytes(
     let mut blocks = AttributeBlocks::default();
     let first = key(1, Some("a"));
     // A key with the same slot under this memory's own seed.
-    let hosts: Vec<String> = (0..10_000).map(|i| format!("h{i}")).collect();
-    let collider = hosts
-        .iter()
-        .map(|h| key(1, Some(h.as_str())))
+    let collider = (2..u16::MAX)
+        .map(|port| key(port, Some("b")))
         .find(|k| blocks.slot_of(k) == blocks.slot_of(&first))
-        .unwrap_or_else(|| panic!("no collision in 10,000 hosts"));
+        .unwrap_or_else(|| panic!("no collision in 65,000 ports"));
     blocks.insert(&first, b"first");
     assert_eq!(blocks.get(&collider), None);
     blocks.insert(&collider, b"second, longer");
@@ -70,4 +68,16 @@ fn a_colliding_key_takes_the_slot_over_and_is_never_answered_with_the_old_bytes(
     blocks.insert(&first, b"first again");
     assert_eq!(blocks.get(&first), Some(&b"first again"[..]));
     assert_eq!(blocks.get(&hostless), None);
+}
+
+#[test]
+fn keys_that_differ_only_in_their_hosts_bytes_share_a_slot_and_are_told_apart() {
+    let mut blocks = AttributeBlocks::default();
+    let (shop, shoe) = (key(1, Some("shop")), key(1, Some("shoe")));
+    assert_eq!(blocks.slot_of(&shop), blocks.slot_of(&shoe));
+    blocks.insert(&shop, b"shop's");
+    assert_eq!(blocks.get(&shoe), None);
+    blocks.insert(&shoe, b"shoe's");
+    assert_eq!(blocks.get(&shoe), Some(&b"shoe's"[..]));
+    assert_eq!(blocks.get(&shop), None);
 }
