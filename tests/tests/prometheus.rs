@@ -16,15 +16,22 @@ fn scrape(port: u16, accept: Option<&str>) -> String {
     }
 }
 
-#[test]
-fn a_real_prometheus_scrapes_red_metrics() {
-    require_root();
+/// The test app, and an agent instrumenting it that serves Prometheus
+/// metrics on the returned port.
+fn app_and_agent_with_prometheus() -> (Server, Agent, u16) {
     let server = Server::python_app();
     let metrics_port = free_port();
     let agent = Agent::start(
         &["--open-port", &server.port.to_string()],
         &[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string())],
     );
+    (server, agent, metrics_port)
+}
+
+#[test]
+fn a_real_prometheus_scrapes_red_metrics() {
+    require_root();
+    let (server, agent, metrics_port) = app_and_agent_with_prometheus();
     assert!(agent.stderr.text().contains("serving Prometheus metrics"));
     let ok = "GET /hello HTTP/1.1\r\nHost: p\r\n\r\n";
     let failing = "GET /status/500 HTTP/1.1\r\nHost: p\r\n\r\n";
@@ -139,12 +146,7 @@ fn summed_value(text: &str, name: &str) -> f64 {
 #[test]
 fn closed_connections_are_forgotten_when_they_close() {
     require_root();
-    let server = Server::python_app();
-    let metrics_port = free_port();
-    let agent = Agent::start(
-        &["--open-port", &server.port.to_string()],
-        &[("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string())],
-    );
+    let (server, agent, metrics_port) = app_and_agent_with_prometheus();
     let request = "GET /hello HTTP/1.1\r\nHost: p\r\n\r\n";
     // One connection held open after its request...
     let mut held = std::net::TcpStream::connect(("127.0.0.1", server.port))
