@@ -43,7 +43,7 @@ pub trait AttributeSink {
 
 /// Everything a span's connection attributes are computed from (see
 /// [`AttributeSink::connection_block`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy)]
 pub struct ConnectionKey<'a> {
     pub outgoing: bool,
     pub tls: bool,

@@ -142,9 +142,9 @@ pub fn span_name_parts(http: &HttpExchange) -> [&str; 3] {
     }
 }
 
-/// The HTTP span attributes (also those of a gRPC call's HTTP/2 exchange).
-/// The request's attributes, then its connection's (the same for every
-/// request on it, so an exporter may write them once per connection).
+/// The HTTP span attributes (also those of a gRPC call's HTTP/2 exchange):
+/// the request's, then its connection's, which are the same for every
+/// request on it, so that an exporter may write them once per connection.
 pub fn span_attributes(span: &Span, http: &HttpExchange, out: &mut dyn AttributeSink) {
     let (method, original_method) = normalized_method(&http.method);
     out.string("http.request.method", method);
