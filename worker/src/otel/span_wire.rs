@@ -125,22 +125,26 @@ struct WireAttributes<'a> {
 
 impl WireAttributes<'_> {
     /// One `KeyValue` whose `AnyValue` is `value_len` bytes, written by `value`.
+    #[inline]
     fn key_value(&mut self, name: &str, value_len: usize, value: impl FnOnce(&mut Vec<u8>)) {
-        let pair_len = string_field_len(field::KEY, name) + len_field_len(field::VALUE, value_len);
         let out = &mut *self.out;
-        out.reserve(len_field_len(field::ATTRIBUTES, pair_len));
-        if pair_len < 0x80 && !name.is_empty() {
-            // Nearly every attribute: each length is part of the pair's, so
-            // each takes one byte, and the header is written in two stores.
+        // Nearly every attribute: the pair is under 128 bytes, so each
+        // length in it takes one byte, and none needs computing.
+        let short_pair_len = 2 + name.len() + 2 + value_len;
+        if short_pair_len < 0x80 && !name.is_empty() {
+            out.reserve(2 + short_pair_len);
             out.extend_from_slice(&[
                 one_byte_key(field::ATTRIBUTES, LEN),
-                pair_len as u8,
+                short_pair_len as u8,
                 one_byte_key(field::KEY, LEN),
                 name.len() as u8,
             ]);
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(&[one_byte_key(field::VALUE, LEN), value_len as u8]);
         } else {
+            let pair_len =
+                string_field_len(field::KEY, name) + len_field_len(field::VALUE, value_len);
+            out.reserve(len_field_len(field::ATTRIBUTES, pair_len));
             key(out, field::ATTRIBUTES, LEN);
             varint(out, pair_len as u64);
             string_field(out, field::KEY, name);
@@ -151,37 +155,8 @@ impl WireAttributes<'_> {
     }
 }
 
-/// The two bytes before a `KeyValue`'s key (its field key and length) and
-/// the two of its key's own field, when every length fits in one byte.
-fn short_pair_head(pair_len: usize, name: &str) -> [u8; 4] {
-    [
-        one_byte_key(field::ATTRIBUTES, LEN),
-        pair_len as u8,
-        one_byte_key(field::KEY, LEN),
-        name.len() as u8,
-    ]
-}
-
 impl AttributeSink for WireAttributes<'_> {
     fn string(&mut self, name: &'static str, value: &str) {
-        // Nearly every attribute: the pair is under 128 bytes, so each
-        // length is one byte and nothing is computed twice.
-        let short_value_len = 2 + value.len();
-        let short_pair_len = 2 + name.len() + 2 + short_value_len;
-        if short_pair_len < 0x80 && !name.is_empty() {
-            let out = &mut *self.out;
-            out.reserve(2 + short_pair_len);
-            out.extend_from_slice(&short_pair_head(short_pair_len, name));
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(&[
-                one_byte_key(field::VALUE, LEN),
-                short_value_len as u8,
-                one_byte_key(field::STRING_VALUE, LEN),
-                value.len() as u8,
-            ]);
-            out.extend_from_slice(value.as_bytes());
-            return;
-        }
         // A oneof member is written even when empty.
         let value_len = len_field_len(field::STRING_VALUE, value.len());
         self.key_value(name, value_len, |out| {
@@ -191,20 +166,6 @@ impl AttributeSink for WireAttributes<'_> {
 
     fn int(&mut self, name: &'static str, value: i64) {
         let value_len = key_len(field::INT_VALUE) + varint_len(value as u64);
-        let short_pair_len = 2 + name.len() + 2 + value_len;
-        if short_pair_len < 0x80 && !name.is_empty() {
-            let out = &mut *self.out;
-            out.reserve(2 + short_pair_len);
-            out.extend_from_slice(&short_pair_head(short_pair_len, name));
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(&[
-                one_byte_key(field::VALUE, LEN),
-                value_len as u8,
-                one_byte_key(field::INT_VALUE, VARINT),
-            ]);
-            varint(out, value as u64);
-            return;
-        }
         self.key_value(name, value_len, |out| {
             key(out, field::INT_VALUE, VARINT);
             varint(out, value as u64);
