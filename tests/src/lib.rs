@@ -436,6 +436,25 @@ pub fn bpf_map_name(id: u32) -> Option<String> {
     map.get("name").and_then(Value::as_str).map(str::to_owned)
 }
 
+/// The entries of the map named `name` that process `pid` holds, each as
+/// bpftool formats it with the map's BTF (`{"key": …, "value": …}`); None when
+/// the process holds no such map or bpftool cannot dump it.
+pub fn bpf_map_entries_of(pid: u32, name: &str) -> Option<Vec<Value>> {
+    let id = bpf_map_ids_of(pid)
+        .into_iter()
+        .find(|id| bpf_map_name(*id).as_deref() == Some(name))?;
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "id", &id.to_string()])
+        .output()
+        .ok()?;
+    let dump: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
+    Some(
+        dump.into_iter()
+            .map(|entry| entry.get("formatted").cloned().unwrap_or(entry))
+            .collect(),
+    )
+}
+
 /// The settings the loader gave the data programs (`zt_settings` in their
 /// `.rodata`, as bpftool formats it with the map's BTF), from the maps
 /// `loader` holds.

@@ -235,18 +235,10 @@ fn short_lived_processes_leave_no_trace() {
     );
     // Every one of them left the kernel's pid filter and the worker's state.
     // This agent's pid filter (other tests' agents may run at the same time).
-    let filter_id = bpf_map_ids_of(agent.child.id())
-        .into_iter()
-        .find(|id| bpf_map_name(*id).as_deref() == Some("zt_pid_filter"))
-        .unwrap_or_else(|| panic!("the loader holds no zt_pid_filter map"));
     let empty = wait_for(Duration::from_secs(15), || {
-        let dump = Command::new("bpftool")
-            .args(["-j", "map", "dump", "id", &filter_id.to_string()])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&dump.stdout).into_owned();
+        let filter = bpf_map_entries_of(agent.child.id(), "zt_pid_filter")?;
         let gauge = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
-        (text.trim() == "[]" && gauge.contains("\nzerotrace_instrumented_processes 0\n"))
+        (filter.is_empty() && gauge.contains("\nzerotrace_instrumented_processes 0\n"))
             .then_some(())
     });
     let gauge = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
