@@ -74,6 +74,9 @@ enum zt_conn_flag {
 	 * socket's later segments skip the TLS bookkeeping (a process with TLS
 	 * hooks serving or calling plain HTTP) and the pid filter's flags. */
 	ZT_CONN_PLAIN = 4,
+	/* This state is the socket's own storage (zt_conn_storage), where the
+	 * socket backend moves it from zt_conn_state once the connection lasts. */
+	ZT_CONN_IN_SOCKET = 8,
 };
 
 /* Which TLS library function fired (set by its entry program). */
@@ -128,6 +131,13 @@ struct zt_conn_state {
 	/* The process whose segment set ZT_CONN_PLAIN, confirmed in the pid
 	 * filter then: its later segments on the socket skip the filter's hash. */
 	__u32 plain_tgid;
+	/* While the socket backend keeps a young socket's state by address, in
+	 * zt_conn_state, before it moves into the socket's own storage: the
+	 * data records seen, the last one's direction (enum zt_direction), and
+	 * how often the direction changed between them. */
+	__u8 young_records;
+	__u8 young_direction;
+	__u8 young_turns;
 };
 
 /* Record written by the listener iterator: one listening TCP socket of one process. */

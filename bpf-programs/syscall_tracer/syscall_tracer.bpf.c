@@ -105,15 +105,26 @@ struct {
  * path: its tracepoints hand over the socket as a trusted pointer, and a
  * lookup in the socket's own storage costs a fraction of the LRU hash's
  * (measured ~50 ns per request, see docs/benchmarks.md). It lives as long as
- * the socket and needs no bound of its own. The TLS library hooks (the socket
- * is only an address to them) and the syscall-exit backend (the socket comes
- * from the fd table walk) keep using zt_conn_state. */
+ * the socket and needs no bound of its own. Creating it costs more than the
+ * lookups it spares a short connection (allocations, memory accounting,
+ * locks: ~1 µs per socket here), so a socket's state starts in zt_conn_state
+ * and moves here when the connection proves long (zt_count_young_record): a
+ * connection of one request and its response never allocates. The TLS library hooks (the
+ * socket is only an address to them) and the syscall-exit backend (the
+ * socket comes from the fd table walk) keep using zt_conn_state. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct zt_conn_state);
 } zt_conn_storage SEC(".maps");
+
+/* When the socket backend moves a socket's state from zt_conn_state into
+ * zt_conn_storage: at the second turn of its data's direction (a second
+ * request on a connection: server in, out, in; client out, in, out), or at
+ * its ZT_YOUNG_RECORDS_MAX-th data record, whichever comes first. */
+#define ZT_YOUNG_TURNS 2
+#define ZT_YOUNG_RECORDS_MAX 8
 
 /* [0]: the current worker generation, bumped by the loader at every worker start
  * so a restarted worker receives each socket's tuple again. */
@@ -377,14 +388,14 @@ static __always_inline void zt_add_conn_flags(struct zt_conn_state *state, __u8 
 /* A data event's role, from the socket's state; and the socket's identity
  * (addresses, ports, process name) the first time this worker generation
  * sees it, so a restarted worker learns open connections again. `conn_flags`
- * are added to the socket's state on the way. The state is the socket's own
- * storage when `storage_sk` (the tracepoint's socket) is given, else its
- * zt_conn_state entry. Returns the socket's state;
+ * are added to the socket's state on the way. `state` is the socket's own
+ * storage or its zt_conn_state entry, if it has either; a socket without is
+ * given one in zt_conn_state. Returns the socket's state;
  * sets *closed (and returns 0) for a socket unknown in this generation that
  * already reached TCP_CLOSE: its event is not sent. */
 static __always_inline struct zt_conn_state *zt_describe_known_socket(struct zt_event *e, struct sock *sk,
 								       struct zt_conn_state *state, __u8 conn_flags,
-								       bool *closed, struct sock *storage_sk)
+								       bool *closed)
 {
 	__u64 sock_id = (__u64)sk;
 	__u32 generation = zt_current_generation();
@@ -406,15 +417,15 @@ static __always_inline struct zt_conn_state *zt_describe_known_socket(struct zt_
 		.head_writes = state ? state->head_writes : 0,
 		.generation = generation,
 		.plain_tgid = state ? state->plain_tgid : 0,
+		.young_records = state ? state->young_records : 0,
+		.young_direction = state ? state->young_direction : 0,
+		.young_turns = state ? state->young_turns : 0,
 	};
 	e->role = fresh.role;
 	zt_add_identity(e, sk);
-	if (storage_sk) {
-		/* In place when it is there, from an earlier generation. */
-		if (state)
-			*state = fresh;
-		else
-			state = bpf_sk_storage_get(&zt_conn_storage, storage_sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE);
+	if (state) {
+		/* In place, from an earlier generation. */
+		*state = fresh;
 		return state;
 	}
 	bpf_map_update_elem(&zt_conn_state, &sock_id, &fresh, BPF_ANY);
@@ -427,7 +438,7 @@ static __always_inline struct zt_conn_state *zt_describe_socket(struct zt_event 
 {
 	__u64 sock_id = (__u64)sk;
 	struct zt_conn_state *state = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
-	return zt_describe_known_socket(e, sk, state, conn_flags, closed, 0);
+	return zt_describe_known_socket(e, sk, state, conn_flags, closed);
 }
 
 /* Data events ask for ZT_WAKE_BATCHED: the reader is woken once the backlog
@@ -773,12 +784,11 @@ static __always_inline void zt_mark_tls_socket(__u64 sock_id)
 }
 
 /* Socket I/O of a process whose TLS library is hooked (ZT_PID_TLS: only those
- * pay for this). `state` is the socket's zt_conn_state entry, if known, or,
- * when `storage_sk` is given, its own storage, which holds no TLS mark. Returns
- * true when the bytes are TLS records, which are then not sent: the library
- * hooks send the plaintext. */
-static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id, const struct zt_conn_state *state,
-					     struct sock *storage_sk)
+ * pay for this). `state` is the socket's zt_conn_state entry, if known, or
+ * its own storage (ZT_CONN_IN_SOCKET), which holds no TLS mark. Returns true
+ * when the bytes are TLS records, which are then not sent: the library hooks
+ * send the plaintext. */
+static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id, const struct zt_conn_state *state)
 {
 	struct zt_tls_call *call = bpf_map_lookup_elem(&zt_tls_calls, &pid_tgid);
 	if (call) {
@@ -795,7 +805,7 @@ static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id, cons
 		*last = sock_id;
 	else
 		bpf_map_update_elem(&zt_tls_last_socket, &pid_tgid, &sock_id, BPF_ANY);
-	if (!storage_sk)
+	if (!state || !(state->flags & ZT_CONN_IN_SOCKET))
 		return state && (state->flags & ZT_CONN_TLS);
 	/* The TLS marks are kept by address (zt_mark_tls_socket, the Go hooks). */
 	struct zt_conn_state *by_address = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
@@ -811,6 +821,31 @@ static __always_inline bool zt_starts_plain_http(const __u8 *p, __u32 copied)
 		return 0;
 	__u32 word = ZT_WORD(p[0], p[1], p[2], p[3]);
 	return word != ZT_WORD('C', 'O', 'N', 'N') && word != ZT_WORD('P', 'R', 'I', ' ') && zt_starts_head(p);
+}
+
+/* Counts a data record of a socket whose state is kept by address (the
+ * socket backend's young sockets), and moves the state into the socket's
+ * storage once the connection proves long (ZT_YOUNG_TURNS). Returns where the
+ * state is now. The address entry stays for a client socket or a TLS one:
+ * the library hooks find those by address. */
+static __always_inline struct zt_conn_state *zt_count_young_record(struct sock *sk, __u64 sock_id,
+								   struct zt_conn_state *state, __u8 direction)
+{
+	if (state->young_records && state->young_direction != direction)
+		state->young_turns++;
+	state->young_direction = direction;
+	state->young_records++;
+	if (state->young_turns < ZT_YOUNG_TURNS && state->young_records < ZT_YOUNG_RECORDS_MAX)
+		return state;
+	struct zt_conn_state moved = *state;
+	moved.flags |= ZT_CONN_IN_SOCKET;
+	struct zt_conn_state *stored =
+		bpf_sk_storage_get(&zt_conn_storage, sk, &moved, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!stored)
+		return state; /* no memory: it stays by address, and is counted again */
+	if (moved.role != ZT_ROLE_CLIENT && !(moved.flags & ZT_CONN_TLS))
+		bpf_map_delete_elem(&zt_conn_state, &sock_id);
+	return stored;
 }
 
 static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, __u64 pid_tgid,
@@ -862,9 +897,11 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	}
 
 	__u64 sock_id = (__u64)sk;
-	/* The socket backend's socket is trusted: its state is in the socket. */
-	struct zt_conn_state *known = expected ? bpf_sk_storage_get(&zt_conn_storage, expected, 0, 0)
-					       : bpf_map_lookup_elem(&zt_conn_state, &sock_id);
+	/* The socket backend's socket is trusted: its state is in the socket,
+	 * or still by address while the socket is young (zt_count_young_record). */
+	struct zt_conn_state *known = expected ? bpf_sk_storage_get(&zt_conn_storage, expected, 0, 0) : 0;
+	if (!known)
+		known = bpf_map_lookup_elem(&zt_conn_state, &sock_id);
 	bool plain = known && (known->flags & ZT_CONN_PLAIN);
 	__u32 tgid = pid_tgid >> 32;
 	/* The bitmap said yes, but the filter is the authority (a bit may
@@ -880,7 +917,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	/* Processes with TLS hooks: a socket may carry TLS records, unless it is
 	 * known to carry plain HTTP (the common case for a server linking libssl). */
 	bool tls_checked = (pid_flags & ZT_PID_TLS) && !plain;
-	if (tls_checked && zt_tls_socket_io(pid_tgid, sock_id, known, expected))
+	if (tls_checked && zt_tls_socket_io(pid_tgid, sock_id, known))
 		return; /* TLS records: the plaintext comes from the library hooks */
 
 	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_DATA, pid_tgid);
@@ -888,7 +925,9 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 		return;
 	struct zt_event *e = &buf->event;
 	bool closed = 0;
-	struct zt_conn_state *state = zt_describe_known_socket(e, sk, known, 0, &closed, expected);
+	struct zt_conn_state *state = zt_describe_known_socket(e, sk, known, 0, &closed);
+	if (state && expected && !(state->flags & ZT_CONN_IN_SOCKET))
+		state = zt_count_young_record(expected, sock_id, state, direction);
 	if (closed || zt_settings.floor == ZT_FLOOR_SOCKET)
 		return;
 	e->direction = direction;
@@ -1057,17 +1096,17 @@ static __always_inline void zt_on_sock_state(struct sock *sk, int newstate, bool
 			/* connect() picks the local port after this state change: only
 			 * the role is recorded now, and generation 0 (never current)
 			 * makes the first data event carry the complete identity. By
-			 * address too, for the TLS hooks' plaintext events. */
+			 * address, where the TLS hooks' plaintext events find it too;
+			 * the data path moves it into the socket's storage when the
+			 * connection lasts (zt_count_young_record). */
 			if (zt_is_instrumented(pid_tgid >> 32)) {
 				__u64 sock_id = (__u64)sk;
 				struct zt_conn_state state;
 				zt_clear_conn_state(&state);
 				state.role = ZT_ROLE_CLIENT;
 				bpf_map_update_elem(&zt_conn_state, &sock_id, &state, BPF_ANY);
-				struct zt_conn_state *stored =
-					bpf_sk_storage_get(&zt_conn_storage, sk, &state, BPF_SK_STORAGE_GET_F_CREATE);
-				if (stored)
-					*stored = state; /* a socket connecting again */
+				/* A socket connecting again: its storage is the last connection's. */
+				bpf_sk_storage_delete(&zt_conn_storage, sk);
 			}
 			return;
 		}

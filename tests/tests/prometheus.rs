@@ -188,6 +188,117 @@ fn closed_connections_are_forgotten_when_they_close() {
     );
 }
 
+/// A client connection kept alive across requests.
+struct KeptAlive {
+    stream: std::net::TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl KeptAlive {
+    fn connect(port: u16) -> KeptAlive {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let reader = std::io::BufReader::new(stream.try_clone().unwrap_or_else(|e| panic!("{e}")));
+        KeptAlive { stream, reader }
+    }
+
+    /// Sends `request` and reads its whole response (head and
+    /// Content-Length body); returns the status line.
+    fn exchange(&mut self, request: &str) -> String {
+        use std::io::{BufRead, Read};
+        self.stream
+            .write_all(request.as_bytes())
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut status = String::new();
+        let _ = self.reader.read_line(&mut status);
+        let mut content_length = 0usize;
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; content_length];
+        let _ = self.reader.read_exact(&mut body);
+        status
+    }
+}
+
+/// With the socket backend, a socket's state starts by address, in the
+/// loader's `zt_conn_state` map, and moves into the socket's own storage when
+/// its connection carries a second request: creating that storage costs
+/// about a microsecond, which a connection of one request and its response
+/// never pays (docs/benchmarks.md, "One connection per request"). Either way
+/// the state is gone once the connection closes, and the close reaches the
+/// worker.
+#[test]
+fn a_socket_state_moves_into_the_socket_when_its_connection_is_reused() {
+    require_root();
+    let (server, agent, metrics_port) = app_and_agent_with_prometheus();
+    if !agent.stderr.text().contains("data from socket tracepoints") {
+        eprintln!(
+            "skipped: the socket storage exists with the socket backend only (kernel >= 6.3)"
+        );
+        return;
+    }
+    let loader = agent.child.id();
+    let states = || bpf_map_entries_of(loader, "zt_conn_state").unwrap_or_default();
+    let request = "GET /hello HTTP/1.1\r\nHost: p\r\n\r\n";
+    let mut held = KeptAlive::connect(server.port);
+    assert!(held.exchange(request).starts_with("HTTP/1.1 200"));
+    // The request in, the response out: one turn, the state by address.
+    let young = wait_for(Duration::from_secs(5), || {
+        let states = states();
+        (states.len() == 1 && states[0].pointer("/value/young_turns") == Some(&1.into()))
+            .then_some(())
+    });
+    assert!(
+        young.is_some(),
+        "expected the held connection's state by address after one exchange: {:?}",
+        states()
+    );
+    // The second request turns the direction again: the state moves.
+    assert!(held.exchange(request).starts_with("HTTP/1.1 200"));
+    let moved = wait_for(Duration::from_secs(5), || states().is_empty().then_some(()));
+    assert!(
+        moved.is_some(),
+        "the reused connection's state is still by address: {:?}",
+        states()
+    );
+    assert!(held.exchange(request).starts_with("HTTP/1.1 200"));
+    // Connections of one exchange: their states leave with them.
+    for _ in 0..20 {
+        curl(&[&server.url("/hello")]);
+    }
+    let settled = wait_for(Duration::from_secs(10), || {
+        let text = scrape(metrics_port, None);
+        let requests = summed_value(&text, "http_server_request_duration_seconds_count");
+        let tracked = unlabelled_value(&text, "zerotrace_tracked_connections");
+        (requests == 23.0 && tracked == Some(1.0) && states().is_empty()).then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "expected 23 requests, the held connection tracked and no state by address:\n{}\nstates: {:?}",
+        scrape(metrics_port, None),
+        states()
+    );
+    // The moved state's close is found in the socket's storage.
+    drop(held);
+    let closed = wait_for(Duration::from_secs(10), || {
+        let text = scrape(metrics_port, None);
+        (unlabelled_value(&text, "zerotrace_tracked_connections") == Some(0.0)).then_some(())
+    });
+    assert!(
+        closed.is_some(),
+        "the reused connection is still tracked after it closed:\n{}",
+        scrape(metrics_port, None)
+    );
+}
+
 /// Exposition lines `name{labels} value` that repeat a series (name and labels).
 fn duplicate_series(text: &str) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
