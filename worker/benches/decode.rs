@@ -8,7 +8,8 @@
 //! and Kafka produces (recorded from kafka-python against tansu), seen from
 //! the client, each operation a span and a duration observation. The nginx
 //! benchmark's own exchanges (`nginx_wrk`) go through the default path, and
-//! through it with every span exported as OTLP trace spans (`otlp_traces`).
+//! through it with every span exported as OTLP trace spans (`otlp_traces`),
+//! and each on a connection of its own (`one_connection_per_request`).
 //!
 //!   cargo bench -p zerotrace-worker --bench decode
 //!
@@ -43,6 +44,9 @@ use zerotrace_worker::spans::Span;
 use zerotrace_worker::traces::{LinkSettings, TraceLinker};
 
 const AF_INET: u16 = 2;
+/// ZT_ROLE_UNKNOWN: the socket backend does not see accept, so a server's
+/// sockets carry no role; the protocol tells it from the first bytes.
+const ROLE_UNKNOWN: usize = 0;
 /// Keep-alive connections the exchanges are spread over.
 const CONNECTIONS: u64 = 32;
 /// Exchanges replayed per benchmark iteration.
@@ -212,6 +216,54 @@ fn server_records(
             bytes: &response,
             ..base
         }));
+        ts += 5_000;
+    }
+    records
+}
+
+/// A KIND_CLOSE record of socket `sock_id`, as the state program writes it.
+fn close_record(sock_id: u64, pid: u32, ts_ns: u64) -> Vec<u8> {
+    let mut r = vec![0u8; EVENT_SIZE];
+    r[EVENT_KIND] = KIND_CLOSE as u8;
+    r[EVENT_PID..EVENT_PID + 4].copy_from_slice(&pid.to_ne_bytes());
+    r[EVENT_TID..EVENT_TID + 4].copy_from_slice(&pid.to_ne_bytes());
+    r[EVENT_TS_NS..EVENT_TS_NS + 8].copy_from_slice(&ts_ns.to_ne_bytes());
+    r[EVENT_SOCK_ID..EVENT_SOCK_ID + 8].copy_from_slice(&sock_id.to_ne_bytes());
+    r
+}
+
+/// EXCHANGES exchanges of `exchange`, each on a connection of its own, as
+/// `bench/nginx_overhead.sh` with `WRK_HEADER="Connection: close"` makes
+/// them: the request carries the new socket's identity, the response
+/// follows, then the socket's close. Socket addresses come back after
+/// CONNECTIONS connections, as the kernel's allocator reuses them.
+fn one_connection_per_request_records(exchange: fn(usize) -> (Vec<u8>, Vec<u8>)) -> Vec<Vec<u8>> {
+    let mut records = Vec::with_capacity(EXCHANGES * 3);
+    let mut ts = 1_000_000_000u64;
+    for i in 0..EXCHANGES {
+        let (request, response) = exchange(i);
+        let base = RecordSpec {
+            role: ROLE_UNKNOWN,
+            local_port: 18080,
+            pid: 4000,
+            sock_id: 0xffff_8880_0000_0000 + (i as u64 % CONNECTIONS) * 0x800,
+            ts_ns: ts,
+            ingress: true,
+            first_of_socket: true,
+            peer_port: 40_000 + (i % 20_000) as u16,
+            bytes: &request,
+        };
+        records.push(data_record(&base));
+        ts += 20_000;
+        records.push(data_record(&RecordSpec {
+            ts_ns: ts,
+            ingress: false,
+            first_of_socket: false,
+            bytes: &response,
+            ..base
+        }));
+        ts += 5_000;
+        records.push(close_record(base.sock_id, base.pid, ts));
         ts += 5_000;
     }
     records
@@ -444,6 +496,8 @@ const BATCH_RECORDS: usize = 256;
 /// The worker's path for one batch of records; returns the spans produced.
 struct Path {
     tracker: ConnectionTracker,
+    /// The process's name, shared by its connections as the pipeline shares it.
+    process_name: Arc<str>,
     spans: Vec<Span>,
     routes: RouteMatcher,
     route_words: WordMemo,
@@ -509,6 +563,7 @@ impl Path {
     fn new() -> Self {
         Self {
             tracker: ConnectionTracker::new(),
+            process_name: "nginx".into(),
             spans: Vec::new(),
             routes: RouteMatcher::new(&RouteSettings::default())
                 .unwrap_or_else(|e| panic!("default routes: {e}")),
@@ -583,24 +638,36 @@ impl Path {
     /// One record through decode and the tracker; returns its time.
     fn decode(&mut self, record: &[u8]) -> u64 {
         let event = KernelEvent::decode(record).unwrap_or_else(|e| panic!("decode: {e}"));
-        let KernelEvent::Data {
-            origin,
-            sock_id,
-            role,
-            direction,
-            tuple,
-            total_bytes,
-            payload,
-            ..
-        } = event
-        else {
-            panic!("not a data record");
+        let (origin, sock_id, role, direction, tuple, total_bytes, payload) = match event {
+            KernelEvent::Data {
+                origin,
+                sock_id,
+                role,
+                direction,
+                tuple,
+                total_bytes,
+                payload,
+                ..
+            } => (
+                origin,
+                sock_id,
+                role,
+                direction,
+                tuple,
+                total_bytes,
+                payload,
+            ),
+            KernelEvent::Close { origin, sock_id } => {
+                self.tracker.close(sock_id, origin.ts_ns, &mut self.spans);
+                return origin.ts_ns;
+            }
+            _ => panic!("neither a data nor a close record"),
         };
         self.tracker.on_data(
             Segment {
                 sock_id,
                 pid: origin.pid,
-                process_name: "nginx",
+                process_name: &self.process_name,
                 role,
                 direction,
                 tuple,
@@ -726,12 +793,23 @@ fn decode_path_cpu(c: &mut Criterion<ThreadCpuTime>) {
 /// measurements, replayed without the host's noise.
 fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
     let records = server_records(nginx_wrk_exchange, 1, 20_000);
+    let short_records = one_connection_per_request_records(nginx_wrk_exchange);
     let mut path = Path::with_graph_and_live_view();
     let mut exporting = Path::with_trace_export();
-    for path in [&mut path, &mut exporting] {
-        let produced = path.replay(&records, true);
+    let mut short = Path::with_graph_and_live_view();
+    for (path, records) in [
+        (&mut path, &records),
+        (&mut exporting, &records),
+        (&mut short, &short_records),
+    ] {
+        let produced = path.replay(records, true);
         assert_eq!(produced, EXCHANGES, "every exchange must become one span");
     }
+    assert_eq!(
+        short.tracker.connection_count(),
+        0,
+        "every short connection must be forgotten at its close"
+    );
     assert!(
         exporting.traces.as_ref().is_some_and(|t| t.bytes > 0),
         "the spans must be serialised"
@@ -749,6 +827,10 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
                     &mut exporting,
                     black_box(&records),
                 ));
+                black_box(replay_one_connection_per_request(
+                    &mut short,
+                    black_box(&short_records),
+                ));
             }
         }
         return;
@@ -763,6 +845,14 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
             black_box(replay_nginx_wrk_exporting(
                 &mut exporting,
                 black_box(&records),
+            ))
+        })
+    });
+    group.bench_function("one_connection_per_request", |b| {
+        b.iter(|| {
+            black_box(replay_one_connection_per_request(
+                &mut short,
+                black_box(&short_records),
             ))
         })
     });
@@ -788,6 +878,16 @@ fn replay_nginx_wrk_exporting(path: &mut Path, records: &[Vec<u8>]) -> usize {
     // Not the same body as `replay_nginx_wrk`, which the linker would fold
     // into one function (callgrind could not tell them apart).
     black_box(path.traces.as_ref().map(|traces| traces.bytes));
+    produced
+}
+
+/// [`replay_nginx_wrk`] with each exchange on a connection of its own
+/// (`--toggle-collect=decode::replay_one_connection_per_request`).
+#[inline(never)]
+fn replay_one_connection_per_request(path: &mut Path, records: &[Vec<u8>]) -> usize {
+    let produced = path.replay(records, true);
+    // Not the same body as the other replay functions (see replay_nginx_wrk_exporting).
+    black_box(path.tracker.connection_count());
     produced
 }
 
