@@ -144,17 +144,21 @@ impl Http1Stream {
     /// message ends at the last segment that carried its bytes.
     pub fn finish(&mut self, ts_ns: u64, out: &mut impl MessageSink) {
         let _ = ts_ns;
-        match std::mem::take(&mut self.state) {
-            State::Head(head) => self.lose_head(&head, &head.bytes),
-            State::Body(mut msg, body) => {
-                msg.truncated = match body {
-                    Body::UntilClose | Body::UntilTurn => false,
-                    Body::ChunkTail(hidden) => hidden != LAST_CHUNK,
-                    _ => true,
-                };
-                out.message(*msg);
+        // Only a message being read ends here; the state is taken for it
+        // alone (between messages, as most connections close, it stays).
+        if matches!(self.state, State::Head(_) | State::Body(..)) {
+            match std::mem::take(&mut self.state) {
+                State::Head(head) => self.lose_head(&head, &head.bytes),
+                State::Body(mut msg, body) => {
+                    msg.truncated = match body {
+                        Body::UntilClose | Body::UntilTurn => false,
+                        Body::ChunkTail(hidden) => hidden != LAST_CHUNK,
+                        _ => true,
+                    };
+                    out.message(*msg);
+                }
+                other => self.state = other,
             }
-            other => self.state = other,
         }
         self.complete_waiting(out);
     }
@@ -189,6 +193,15 @@ impl Http1Stream {
     /// resynced, one whose head was cut, one whose body ends where the
     /// other direction speaks.
     fn complete_waiting(&mut self, out: &mut impl MessageSink) {
+        // Taken only when it waits (it is moved out and back otherwise).
+        if !matches!(
+            self.state,
+            State::Resync(_)
+                | State::Body(_, Body::UntilTurn | Body::ChunkTail(_))
+                | State::CutHead(..)
+        ) {
+            return;
+        }
         match std::mem::take(&mut self.state) {
             State::Resync(msg) | State::Body(msg, Body::UntilTurn) => out.message(*msg),
             State::Body(mut msg, Body::ChunkTail(hidden)) => {
