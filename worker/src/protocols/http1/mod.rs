@@ -25,6 +25,7 @@ mod framing;
 mod head;
 mod message;
 mod pairing;
+mod queue;
 mod session;
 mod start_line;
 mod stream;

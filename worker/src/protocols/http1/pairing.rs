@@ -2,10 +2,9 @@
 //! response that comes before its request is read kept for it, and the span
 //! of each pair.
 
-use std::collections::VecDeque;
-
 use zerotrace_shared::event::Direction;
 
+use super::queue::InlineFirstQueue;
 use super::{Http1Stream, HttpMessage, MessageHead, MessageSink};
 use crate::protocols::counters::DecodeCounters;
 use crate::protocols::http_span::origin_of;
@@ -22,8 +21,8 @@ const MAX_PENDING_REQUESTS: usize = 64;
 pub(super) struct Pairing<'a> {
     pub(super) direction: Direction,
     pub(super) other: &'a mut Http1Stream,
-    pub(super) pending: &'a mut VecDeque<(Direction, HttpMessage)>,
-    pub(super) early: &'a mut VecDeque<HttpMessage>,
+    pub(super) pending: &'a mut InlineFirstQueue<(Direction, HttpMessage)>,
+    pub(super) early: &'a mut InlineFirstQueue<HttpMessage>,
     pub(super) conn: &'a mut ConnectionInfo,
     pub(super) counters: &'a mut DecodeCounters,
     pub(super) spans: &'a mut Vec<Span>,

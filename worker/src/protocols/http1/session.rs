@@ -2,11 +2,10 @@
 //! direction, requests paired with responses in order, and the two ways an
 //! HTTP/1 connection becomes HTTP/2: a `101` to h2c, or the client preface.
 
-use std::collections::VecDeque;
-
 use zerotrace_shared::event::Direction;
 
 use super::pairing::Pairing;
+use super::queue::InlineFirstQueue;
 use super::start_line::{check_start, skip_blank_lines, Parse};
 use super::{Http1Stream, HttpMessage, MessageHead};
 use crate::protocols::counters::DecodeCounters;
@@ -23,11 +22,11 @@ pub struct Http1Session {
     pub(super) ingress: Http1Stream,
     pub(super) egress: Http1Stream,
     /// Requests not yet answered, with the direction they travelled.
-    pub(super) pending: VecDeque<(Direction, HttpMessage)>,
+    pub(super) pending: InlineFirstQueue<(Direction, HttpMessage)>,
     /// Responses that came while their request was still being read (a
     /// server may answer before it has read the body): each pairs with the
     /// next request completed.
-    pub(super) early: VecDeque<HttpMessage>,
+    pub(super) early: InlineFirstQueue<HttpMessage>,
 }
 
 pub(super) fn opposite(direction: Direction) -> Direction {

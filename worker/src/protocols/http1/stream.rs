@@ -1,8 +1,6 @@
 //! [`Http1Stream`]: the state machine of one direction, driving the start
 //! line, head, cut-head and body readers over captured segments and gaps.
 
-use std::collections::VecDeque;
-
 use memchr::memrchr;
 
 use super::cut_head::{read_cut_head, take_fields, CutHead};
@@ -11,6 +9,7 @@ use super::framing::{
 };
 use super::head::{new_message, parse_headers, scan_head, HeadBuf, HeadScan, Headers};
 use super::message::{HttpMessage, MessageHead};
+use super::queue::InlineFirstQueue;
 use super::start_line::{
     check_start, is_interim_response, skip_blank_lines, starts_message, LineKind, Parse,
 };
@@ -36,7 +35,7 @@ pub struct Http1Stream {
     /// Bytes of the segment being fed that were not captured.
     missing: u64,
     /// What the next final responses answer, oldest first.
-    expected: VecDeque<ReqKind>,
+    expected: InlineFirstQueue<ReqKind>,
     garbage: u64,
 }
 
