@@ -71,7 +71,7 @@ pub(crate) fn replay(
                 sock_id,
                 pid: 123,
                 tid: 123,
-                process_name: "python3",
+                process_name: &"python3".into(),
                 role,
                 direction,
                 tuple: first.then_some(tuple(peer_port)),

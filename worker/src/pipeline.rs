@@ -38,11 +38,11 @@ use crate::traces::{LinkCounters, LinkSettings, TraceLinker};
 /// per process and renewed when it execs. An event's `comm` names the thread
 /// that made the call, which servers rename (grpcio's `event_engine`, Java
 /// and Go pools): it stands in only when the process is already gone.
-fn process_name<'a>(names: &'a mut FastMap<u32, String>, pid: u32, comm: &str) -> &'a str {
+fn process_name<'a>(names: &'a mut FastMap<u32, Arc<str>>, pid: u32, comm: &str) -> &'a Arc<str> {
     names.entry(pid).or_insert_with(
         || match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-            Ok(name) if !name.trim().is_empty() => name.trim().to_owned(),
-            _ => comm.to_owned(),
+            Ok(name) if !name.trim().is_empty() => name.trim().into(),
+            _ => comm.into(),
         },
     )
 }
@@ -114,7 +114,7 @@ pub struct Pipeline {
     kernel_counters: Option<KernelCounters>,
     otel: Option<OtelExport>,
     /// Process names (comm) by pid: events carry them only now and then.
-    process_names: FastMap<u32, String>,
+    process_names: FastMap<u32, Arc<str>>,
     /// One OpenTelemetry resource per process, for every exporter.
     resources: ResourceCatalog,
     scrape: Option<SharedScrapeState>,
@@ -411,8 +411,7 @@ impl Pipeline {
                 // the new program (only known processes: execs of others are not kept).
                 if let Some(name) = self.process_names.get_mut(&origin.pid) {
                     if !origin.comm.is_empty() {
-                        name.clear();
-                        name.push_str(&origin.comm);
+                        *name = origin.comm.as_ref().into();
                     }
                 }
                 self.discovery

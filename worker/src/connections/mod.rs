@@ -11,6 +11,8 @@ mod threads;
 mod tls_records;
 mod undecided;
 
+use std::sync::Arc;
+
 use zerotrace_shared::event::{ConnTuple, ConnectionRole, Direction};
 
 use crate::hashing::FastMap;
@@ -79,7 +81,7 @@ struct Connection {
 impl Connection {
     fn new(
         pid: u32,
-        process_name: &str,
+        process_name: &Arc<str>,
         role: ConnectionRole,
         tuple: ConnTuple,
         ts: u64,
@@ -88,7 +90,7 @@ impl Connection {
         Self {
             info: ConnectionInfo {
                 pid,
-                process_name: process_name.into(),
+                process_name: Arc::clone(process_name),
                 role,
                 tuple,
                 tls: false,
@@ -155,7 +157,8 @@ impl Connection {
 pub struct Segment<'a> {
     pub sock_id: u64,
     pub pid: u32,
-    pub process_name: &'a str,
+    /// Shared by the process's connections: a new one costs no allocation.
+    pub process_name: &'a Arc<str>,
     pub role: ConnectionRole,
     pub direction: Direction,
     /// Present on the first segment of a socket only.
@@ -173,7 +176,8 @@ pub struct Segment<'a> {
 pub struct OpenedConnection<'a> {
     pub sock_id: u64,
     pub pid: u32,
-    pub process_name: &'a str,
+    /// Shared by the process's connections: a new one costs no allocation.
+    pub process_name: &'a Arc<str>,
     pub role: ConnectionRole,
     pub tuple: ConnTuple,
     pub ts_ns: u64,

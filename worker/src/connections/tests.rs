@@ -30,7 +30,7 @@ fn feed(
         Segment {
             sock_id: 7,
             pid: 42,
-            process_name: "server",
+            process_name: &"server".into(),
             role: ConnectionRole::Server,
             direction,
             tuple: Some(TUPLE),
@@ -60,7 +60,7 @@ fn feed_capped(
         Segment {
             sock_id: 7,
             pid: 42,
-            process_name: "p",
+            process_name: &"p".into(),
             role,
             direction,
             tuple: Some(TUPLE),
@@ -545,7 +545,7 @@ fn feed_on_thread(
         Segment {
             sock_id: 7,
             pid: 42,
-            process_name: "server",
+            process_name: &"server".into(),
             role: ConnectionRole::Server,
             direction,
             tuple: Some(TUPLE),
@@ -623,7 +623,7 @@ fn on_sock(
         Segment {
             sock_id: sock,
             pid: 42,
-            process_name: "server",
+            process_name: &"server".into(),
             role: ConnectionRole::Server,
             direction,
             tuple: Some(TUPLE),
