@@ -43,14 +43,30 @@ pub struct ConnTuple {
 }
 
 /// What every record carries: who, when, which socket. Borrowed from the
-/// record: the thread's name is copied only when it is not UTF-8.
+/// record: the thread's name is read only when asked for ([`Self::comm`]),
+/// and copied only when it is not UTF-8.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventOrigin<'a> {
     pub pid: u32,
     pub tid: u32,
     /// CLOCK_MONOTONIC nanoseconds.
     pub ts_ns: u64,
-    pub comm: Cow<'a, str>,
+    /// The record's `comm` field (empty in a compact data record).
+    comm_field: &'a [u8],
+}
+
+impl<'a> EventOrigin<'a> {
+    /// The thread's name: up to its NUL, invalid UTF-8 replaced. Most
+    /// records' names are never used (a connection's identity record and its
+    /// close carry one), so it is decoded here rather than with the record.
+    pub fn comm(&self) -> Cow<'a, str> {
+        let end = self
+            .comm_field
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm_field.len());
+        String::from_utf8_lossy(&self.comm_field[..end])
+    }
 }
 
 /// One decoded ring buffer record, borrowing its payload from the record:
@@ -59,7 +75,7 @@ pub struct EventOrigin<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelEvent<'a> {
     /// A read or write of `total_bytes` on a TCP socket, of which `payload` is
-    /// the start. `tuple` (and `origin.comm`) come only with the first event
+    /// the start. `tuple` (and `origin.comm()`) come only with the first event
     /// of a socket a worker sees; later ones refer to it by `sock_id`.
     Data {
         origin: EventOrigin<'a>,
@@ -164,11 +180,10 @@ fn decode_addr(family: u16, raw: [u8; 16]) -> IpAddr {
 }
 
 /// The NUL-terminated thread name at `offset` (16 bytes at most).
-fn decode_comm(record: &[u8], offset: usize) -> Cow<'_, str> {
+/// The 16 bytes of the `comm` field at `offset` (fewer if the record ends).
+fn comm_field(record: &[u8], offset: usize) -> &[u8] {
     let raw = record.get(offset..).unwrap_or_default();
-    let raw = &raw[..raw.len().min(16)];
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end])
+    &raw[..raw.len().min(16)]
 }
 
 /// The connection tuple, or None when the record carries none (family 0).
@@ -220,10 +235,10 @@ impl<'a> KernelEvent<'a> {
             pid: r.u32(EVENT_PID),
             tid: r.u32(EVENT_TID),
             ts_ns: r.u64(EVENT_TS_NS),
-            comm: if compact {
-                Cow::Borrowed("")
+            comm_field: if compact {
+                &[]
             } else {
-                decode_comm(record, EVENT_COMM)
+                comm_field(record, EVENT_COMM)
             },
         };
         let sock_id = r.u64(EVENT_SOCK_ID);
@@ -357,7 +372,7 @@ mod tests {
         else {
             panic!("not a data event");
         };
-        assert_eq!((origin.pid, origin.comm.as_ref()), (4242, ""));
+        assert_eq!((origin.pid, origin.comm().as_ref()), (4242, ""));
         assert_eq!((sock_id, role, tuple), (0, ConnectionRole::Server, None));
         assert_eq!((total_bytes, tls), (9000, false));
         assert!(std::ptr::eq(payload, &raw[EVENT_COMPACT_SIZE..]));
@@ -413,7 +428,7 @@ mod tests {
                 ..
             }) => {
                 assert_eq!(origin.pid, 4242);
-                assert_eq!(origin.comm, "nginx");
+                assert_eq!(origin.comm(), "nginx");
                 assert_eq!(role, ConnectionRole::Server);
                 assert_eq!(direction, Direction::Egress);
                 let tuple = tuple.unwrap_or_else(|| panic!("no tuple"));
@@ -435,7 +450,7 @@ mod tests {
         else {
             panic!("not a data event");
         };
-        assert!(matches!(origin.comm, Cow::Borrowed("nginx")));
+        assert!(matches!(origin.comm(), Cow::Borrowed("nginx")));
         assert!(std::ptr::eq(payload, &raw[EVENT_SIZE..]));
     }
 
@@ -446,7 +461,7 @@ mod tests {
         let Ok(KernelEvent::Close { origin, .. }) = KernelEvent::decode(&raw) else {
             panic!("not a close event");
         };
-        assert_eq!(origin.comm, "ab\u{fffd}cdefghijklmno");
+        assert_eq!(origin.comm(), "ab\u{fffd}cdefghijklmno");
     }
 
     #[test]

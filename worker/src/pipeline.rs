@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
 
-use zerotrace_shared::event::{layout, ConnectionRole, KernelEvent};
+use zerotrace_shared::event::{layout, ConnectionRole, EventOrigin, KernelEvent};
 
 use zerotrace_shared::ipc::LoaderStats;
 
@@ -38,11 +38,17 @@ use crate::traces::{LinkCounters, LinkSettings, TraceLinker};
 /// per process and renewed when it execs. An event's `comm` names the thread
 /// that made the call, which servers rename (grpcio's `event_engine`, Java
 /// and Go pools): it stands in only when the process is already gone.
-fn process_name<'a>(names: &'a mut FastMap<u32, Arc<str>>, pid: u32, comm: &str) -> &'a Arc<str> {
+/// The name of `origin`'s process: read once from procfs, else the record's
+/// thread name.
+fn process_name<'a>(
+    names: &'a mut FastMap<u32, Arc<str>>,
+    origin: &EventOrigin<'_>,
+) -> &'a Arc<str> {
+    let pid = origin.pid;
     names.entry(pid).or_insert_with(
         || match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
             Ok(name) if !name.trim().is_empty() => name.trim().into(),
-            _ => comm.into(),
+            _ => origin.comm().as_ref().into(),
         },
     )
 }
@@ -353,7 +359,7 @@ impl Pipeline {
                     );
                 }
                 // Disjoint field borrows: no per-event copy of the name.
-                let name = process_name(&mut self.process_names, origin.pid, &origin.comm);
+                let name = process_name(&mut self.process_names, &origin);
                 self.tracker.on_data(
                     Segment {
                         sock_id,
@@ -387,11 +393,7 @@ impl Pipeline {
                     OpenedConnection {
                         sock_id,
                         pid: origin.pid,
-                        process_name: process_name(
-                            &mut self.process_names,
-                            origin.pid,
-                            &origin.comm,
-                        ),
+                        process_name: process_name(&mut self.process_names, &origin),
                         role,
                         tuple,
                         ts_ns: origin.ts_ns,
@@ -404,18 +406,18 @@ impl Pipeline {
             }
             KernelEvent::Listen { origin, port } => {
                 self.discovery
-                    .on_listen(origin.pid, port, &origin.comm, &self.loader)
+                    .on_listen(origin.pid, port, &origin.comm(), &self.loader)
             }
             KernelEvent::ProcessExec { origin } => {
                 // The thread that execs becomes the main thread, named after
                 // the new program (only known processes: execs of others are not kept).
+                let comm = origin.comm();
                 if let Some(name) = self.process_names.get_mut(&origin.pid) {
-                    if !origin.comm.is_empty() {
-                        *name = origin.comm.as_ref().into();
+                    if !comm.is_empty() {
+                        *name = comm.as_ref().into();
                     }
                 }
-                self.discovery
-                    .on_exec(origin.pid, &origin.comm, &self.loader)
+                self.discovery.on_exec(origin.pid, &comm, &self.loader)
             }
             KernelEvent::ProcessFork {
                 child_pid,
