@@ -54,6 +54,7 @@ const EXCHANGES: usize = 1024;
 /// What the kernel captures of each read/write (ZT_PAYLOAD_MAX).
 const PAYLOAD_MAX: usize = 512;
 
+#[derive(Clone, Copy)]
 struct RecordSpec<'a> {
     /// ROLE_SERVER or ROLE_CLIENT: which side of the connection the process is.
     role: usize,
@@ -207,18 +208,29 @@ fn server_records(
             peer_port: 40_000 + conn as u16,
             bytes: &request,
         };
-        records.push(data_record(&base));
         ts += gap_ns + (i as u64 % 13) * 40_000;
-        records.push(data_record(&RecordSpec {
-            ts_ns: ts,
-            ingress: false,
-            first_of_socket: false,
-            bytes: &response,
-            ..base
-        }));
+        push_exchange(&mut records, &base, &response, ts);
         ts += 5_000;
     }
     records
+}
+
+/// The records of one exchange: `request`'s, then the response's on the
+/// same socket at `response_ts`.
+fn push_exchange(
+    records: &mut Vec<Vec<u8>>,
+    request: &RecordSpec<'_>,
+    response: &[u8],
+    response_ts: u64,
+) {
+    records.push(data_record(request));
+    records.push(data_record(&RecordSpec {
+        ts_ns: response_ts,
+        ingress: false,
+        first_of_socket: false,
+        bytes: response,
+        ..*request
+    }));
 }
 
 /// A KIND_CLOSE record of socket `sock_id`, as the state program writes it.
@@ -253,15 +265,8 @@ fn one_connection_per_request_records(exchange: fn(usize) -> (Vec<u8>, Vec<u8>))
             peer_port: 40_000 + (i % 20_000) as u16,
             bytes: &request,
         };
-        records.push(data_record(&base));
         ts += 20_000;
-        records.push(data_record(&RecordSpec {
-            ts_ns: ts,
-            ingress: false,
-            first_of_socket: false,
-            bytes: &response,
-            ..base
-        }));
+        push_exchange(&mut records, &base, &response, ts);
         ts += 5_000;
         records.push(close_record(base.sock_id, base.pid, ts));
         ts += 5_000;
@@ -638,30 +643,22 @@ impl Path {
     /// One record through decode and the tracker; returns its time.
     fn decode(&mut self, record: &[u8]) -> u64 {
         let event = KernelEvent::decode(record).unwrap_or_else(|e| panic!("decode: {e}"));
-        let (origin, sock_id, role, direction, tuple, total_bytes, payload) = match event {
-            KernelEvent::Data {
-                origin,
-                sock_id,
-                role,
-                direction,
-                tuple,
-                total_bytes,
-                payload,
-                ..
-            } => (
-                origin,
-                sock_id,
-                role,
-                direction,
-                tuple,
-                total_bytes,
-                payload,
-            ),
-            KernelEvent::Close { origin, sock_id } => {
-                self.tracker.close(sock_id, origin.ts_ns, &mut self.spans);
-                return origin.ts_ns;
-            }
-            _ => panic!("neither a data nor a close record"),
+        if let KernelEvent::Close { origin, sock_id } = event {
+            self.tracker.close(sock_id, origin.ts_ns, &mut self.spans);
+            return origin.ts_ns;
+        }
+        let KernelEvent::Data {
+            origin,
+            sock_id,
+            role,
+            direction,
+            tuple,
+            total_bytes,
+            payload,
+            ..
+        } = event
+        else {
+            panic!("neither a data nor a close record");
         };
         self.tracker.on_data(
             Segment {
