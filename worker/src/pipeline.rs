@@ -37,9 +37,8 @@ use crate::traces::{LinkCounters, LinkSettings, TraceLinker};
 /// The name of a process: its main thread's (`/proc/PID/comm`), read once
 /// per process and renewed when it execs. An event's `comm` names the thread
 /// that made the call, which servers rename (grpcio's `event_engine`, Java
-/// and Go pools): it stands in only when the process is already gone.
-/// The name of `origin`'s process: read once from procfs, else the record's
-/// thread name.
+/// and Go pools): it stands in only when the process is already gone. Kept
+/// as an `Arc<str>` that the process's connections share.
 fn process_name<'a>(
     names: &'a mut FastMap<u32, Arc<str>>,
     origin: &EventOrigin<'_>,
