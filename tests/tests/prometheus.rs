@@ -139,55 +139,6 @@ fn summed_value(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Every TCP socket of the host closes through one kernel hook, which sends
-/// a close only for the sockets the agent tracks; the worker then forgets
-/// the connection at once, not after its 300 s idle timeout. A connection
-/// still open stays tracked.
-#[test]
-fn closed_connections_are_forgotten_when_they_close() {
-    require_root();
-    let (server, agent, metrics_port) = app_and_agent_with_prometheus();
-    let request = "GET /hello HTTP/1.1\r\nHost: p\r\n\r\n";
-    // One connection held open after its request...
-    let mut held = std::net::TcpStream::connect(("127.0.0.1", server.port))
-        .unwrap_or_else(|e| panic!("connect: {e}"));
-    let _ = held.set_read_timeout(Some(Duration::from_secs(5)));
-    held.write_all(request.as_bytes())
-        .unwrap_or_else(|e| panic!("write: {e}"));
-    let mut answer = [0u8; 256];
-    let read = std::io::Read::read(&mut held, &mut answer).unwrap_or(0);
-    assert!(
-        answer[..read].starts_with(b"HTTP/1."),
-        "no response on the held connection"
-    );
-    // ...and twenty that close after theirs.
-    for _ in 0..20 {
-        curl(&[&server.url("/hello")]);
-    }
-    let while_held = wait_for(Duration::from_secs(10), || {
-        let text = scrape(metrics_port, None);
-        let requests = summed_value(&text, "http_server_request_duration_seconds_count");
-        let tracked = unlabelled_value(&text, "zerotrace_tracked_connections");
-        (requests == 21.0 && tracked == Some(1.0)).then_some(text)
-    });
-    let text = scrape(metrics_port, None);
-    assert!(
-        while_held.is_some(),
-        "expected 21 requests and only the held connection tracked:\n{text}\nstderr:\n{}",
-        agent.stderr.text()
-    );
-    drop(held);
-    let after = wait_for(Duration::from_secs(10), || {
-        let text = scrape(metrics_port, None);
-        (unlabelled_value(&text, "zerotrace_tracked_connections") == Some(0.0)).then_some(())
-    });
-    assert!(
-        after.is_some(),
-        "the held connection is still tracked after it closed:\n{}",
-        scrape(metrics_port, None)
-    );
-}
-
 /// A client connection kept alive across requests.
 struct KeptAlive {
     stream: std::net::TcpStream,
@@ -226,6 +177,55 @@ impl KeptAlive {
         let _ = self.reader.read_exact(&mut body);
         status
     }
+}
+
+/// Whether the tracked-connections gauge reads 0 within 10 s: every
+/// connection's close reached the worker.
+fn no_connection_tracked(metrics_port: u16) -> bool {
+    wait_for(Duration::from_secs(10), || {
+        let text = scrape(metrics_port, None);
+        (unlabelled_value(&text, "zerotrace_tracked_connections") == Some(0.0)).then_some(())
+    })
+    .is_some()
+}
+
+/// Every TCP socket of the host closes through one kernel hook, which sends
+/// a close only for the sockets the agent tracks; the worker then forgets
+/// the connection at once, not after its 300 s idle timeout. A connection
+/// still open stays tracked.
+#[test]
+fn closed_connections_are_forgotten_when_they_close() {
+    require_root();
+    let (server, agent, metrics_port) = app_and_agent_with_prometheus();
+    let request = "GET /hello HTTP/1.1\r\nHost: p\r\n\r\n";
+    // One connection held open after its request...
+    let mut held = KeptAlive::connect(server.port);
+    assert!(
+        held.exchange(request).starts_with("HTTP/1."),
+        "no response on the held connection"
+    );
+    // ...and twenty that close after theirs.
+    for _ in 0..20 {
+        curl(&[&server.url("/hello")]);
+    }
+    let while_held = wait_for(Duration::from_secs(10), || {
+        let text = scrape(metrics_port, None);
+        let requests = summed_value(&text, "http_server_request_duration_seconds_count");
+        let tracked = unlabelled_value(&text, "zerotrace_tracked_connections");
+        (requests == 21.0 && tracked == Some(1.0)).then_some(text)
+    });
+    let text = scrape(metrics_port, None);
+    assert!(
+        while_held.is_some(),
+        "expected 21 requests and only the held connection tracked:\n{text}\nstderr:\n{}",
+        agent.stderr.text()
+    );
+    drop(held);
+    assert!(
+        no_connection_tracked(metrics_port),
+        "the held connection is still tracked after it closed:\n{}",
+        scrape(metrics_port, None)
+    );
 }
 
 /// With the socket backend, a socket's state starts by address, in the
@@ -288,12 +288,8 @@ fn a_socket_state_moves_into_the_socket_when_its_connection_is_reused() {
     );
     // The moved state's close is found in the socket's storage.
     drop(held);
-    let closed = wait_for(Duration::from_secs(10), || {
-        let text = scrape(metrics_port, None);
-        (unlabelled_value(&text, "zerotrace_tracked_connections") == Some(0.0)).then_some(())
-    });
     assert!(
-        closed.is_some(),
+        no_connection_tracked(metrics_port),
         "the reused connection is still tracked after it closed:\n{}",
         scrape(metrics_port, None)
     );
