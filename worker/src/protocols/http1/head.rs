@@ -57,11 +57,10 @@ pub(super) fn scan_head(head: &mut HeadBuf, bytes: &[u8]) -> HeadScan {
             Parse::More(_) => {}
         }
     }
-    if head.start.is_some() && head.scanned == 0 {
+    if let Some(start) = head.start.filter(|_| head.scanned == 0) {
         // Usually the whole head is here: one pass finds its end and reads
         // its fields.
-        let of_request = head.start.is_some_and(|s| s.is_request());
-        if let Some((end, headers)) = read_head(bytes, of_request) {
+        if let Some((end, headers)) = read_head(bytes, &start) {
             return HeadScan::Complete(end, Some(headers));
         }
     }
@@ -136,12 +135,16 @@ pub(super) fn parse_headers(head: &[u8], of_request: bool) -> Headers {
     headers
 }
 
-/// One pass over a head that may be complete: where it ends (just past its
-/// blank line, as [`find_head_end`] from 0) and its header fields (as
-/// [`parse_headers`]); None when the blank line is not there yet.
-fn read_head(head: &[u8], of_request: bool) -> Option<(usize, Headers)> {
-    let mut headers = Headers::of(of_request);
-    let mut lines = HeadLines::new(head);
+/// One pass over a head that may be complete, from the end of its start
+/// line `start`: where it ends (just past its blank line, as
+/// [`find_head_end`] from 0) and its header fields (as [`parse_headers`]);
+/// None when the blank line is not there yet.
+fn read_head(head: &[u8], start: &StartLine) -> Option<(usize, Headers)> {
+    let mut headers = Headers::of(start.is_request());
+    let mut lines = HeadLines {
+        head,
+        pos: Some(start.end),
+    };
     let mut count = 0;
     loop {
         let (line, end) = lines.next()?;

@@ -10,6 +10,9 @@ use super::MAX_METHOD;
 pub(super) struct StartLine {
     pub(super) kind: LineKind,
     pub(super) minor: u8,
+    /// Just past the line's line feed; the bytes' length while the line is
+    /// incomplete. The header fields start here.
+    pub(super) end: usize,
 }
 
 impl StartLine {
@@ -31,6 +34,7 @@ pub(super) enum LineKind {
     },
 }
 /// Verdict on a (possibly partial) start line.
+#[derive(Debug)]
 pub(super) enum Parse {
     Bad,
     /// Valid so far; carries what is known once method+target or status are in.
@@ -73,16 +77,24 @@ pub(super) fn skip_blank_lines(bytes: &[u8]) -> &[u8] {
 
 /// Judges the start line at the beginning of `buf`, which may be incomplete.
 pub(super) fn check_start(buf: &[u8]) -> Parse {
-    let (line, complete) = match memchr(b'\n', buf) {
-        Some(i) => (buf.get(..i).unwrap_or_default(), true),
-        None => (buf, false),
+    let (line, complete, end) = match memchr(b'\n', buf) {
+        Some(i) => (buf.get(..i).unwrap_or_default(), true, i + 1),
+        None => (buf, false, buf.len()),
     };
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    match (request_line(line, complete), status_line(line, complete)) {
-        (Parse::Line(start), _) | (_, Parse::Line(start)) => Parse::Line(start),
-        (Parse::More(a), Parse::More(b)) => Parse::More(a.or(b)),
-        (Parse::More(known), Parse::Bad) | (Parse::Bad, Parse::More(known)) => Parse::More(known),
-        (Parse::Bad, Parse::Bad) => Parse::Bad,
+    // A line that starts `HTTP/` is no request line (its method would be
+    // `HTTP`, followed by `/`, not a space), and any other is no status line
+    // but for a prefix of `HTTP`, which both parsers judge alike: one
+    // parser is asked.
+    let parse = if line.starts_with(b"HTTP/") {
+        status_line(line, complete)
+    } else {
+        request_line(line, complete)
+    };
+    match parse {
+        Parse::Line(start) => Parse::Line(StartLine { end, ..start }),
+        Parse::More(known) => Parse::More(known.map(|start| StartLine { end, ..start })),
+        Parse::Bad => Parse::Bad,
     }
 }
 
@@ -130,6 +142,7 @@ fn request_line(line: &[u8], complete: bool) -> Parse {
             target_len: target.len(),
         },
         minor: 1,
+        end: 0,
     };
     if rest.is_empty() {
         return cut_short(complete, Some(start));
@@ -197,6 +210,7 @@ fn status_line(line: &[u8], complete: bool) -> Parse {
         StartLine {
             kind: LineKind::Response { status },
             minor,
+            end: 0,
         },
     )
 }
@@ -218,8 +232,52 @@ pub(super) fn is_text(b: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::target_length;
+    use super::{check_start, request_line, status_line, target_length, Parse, StartLine};
     use proptest::prelude::*;
+
+    /// The verdict of both parsers on one line (as `check_start` once combined them).
+    fn either(request: Parse, status: Parse) -> Parse {
+        match (request, status) {
+            (Parse::Line(start), _) | (_, Parse::Line(start)) => Parse::Line(start),
+            (Parse::More(a), Parse::More(b)) => Parse::More(a.or(b)),
+            (Parse::More(known), Parse::Bad) | (Parse::Bad, Parse::More(known)) => {
+                Parse::More(known)
+            }
+            (Parse::Bad, Parse::Bad) => Parse::Bad,
+        }
+    }
+
+    /// What `check_start` shortcuts: both parsers asked about every line.
+    fn both_asked(buf: &[u8]) -> Parse {
+        let (line, complete, end) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], true, i + 1),
+            None => (buf, false, buf.len()),
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match either(request_line(line, complete), status_line(line, complete)) {
+            Parse::Line(start) => Parse::Line(StartLine { end, ..start }),
+            Parse::More(known) => Parse::More(known.map(|start| StartLine { end, ..start })),
+            Parse::Bad => Parse::Bad,
+        }
+    }
+
+    #[test]
+    fn the_header_fields_start_where_the_start_line_ends() {
+        for (head, want) in [
+            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], 16),
+            (b"HTTP/1.1 200 OK\nServer: x\n\n", 16),
+            (b"HEAD /x HTTP/1.0\r\n", 18),
+        ] {
+            match check_start(head) {
+                Parse::Line(start) => assert_eq!(start.end, want, "{head:?}"),
+                other => panic!("{head:?}: {other:?}"),
+            }
+        }
+        match check_start(b"GET /long-target") {
+            Parse::More(Some(start)) => assert_eq!(start.end, 16),
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// The definition `target_length` shortcuts.
     fn walked(rest: &[u8]) -> usize {
@@ -240,7 +298,32 @@ mod tests {
         }
     }
 
+    /// Bytes that build start lines of either kind, and near misses.
+    fn start_line_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"HTTP/1.1 ".to_vec()),
+            Just(b"HTTP/1.0".to_vec()),
+            Just(b"HTTP/".to_vec()),
+            Just(b"HTTP".to_vec()),
+            Just(b"H".to_vec()),
+            Just(b"HEAD".to_vec()),
+            Just(b"GET".to_vec()),
+            Just(b" ".to_vec()),
+            Just(b"/".to_vec()),
+            Just(b"200".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..3),
+        ];
+        proptest::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+    }
+
     proptest! {
+        #[test]
+        fn one_parser_judges_as_both_would(buf in start_line_bytes()) {
+            prop_assert_eq!(format!("{:?}", check_start(&buf)), format!("{:?}", both_asked(&buf)));
+        }
+
         #[test]
         fn target_length_is_the_walk(
             rest in proptest::collection::vec(
