@@ -174,8 +174,18 @@ impl RouteMatcher {
     }
 }
 
+/// Paths up to this long are searched byte by byte: `memchr2`'s setup
+/// costs more than the walk over a short path (`/`, `/api/users/42`).
+const SHORT_PATH: usize = 16;
+
 fn strip_query(path: &str) -> &str {
-    match memchr::memchr2(b'?', b'#', path.as_bytes()) {
+    let bytes = path.as_bytes();
+    let end = if bytes.len() <= SHORT_PATH {
+        bytes.iter().position(|&b| b == b'?' || b == b'#')
+    } else {
+        memchr::memchr2(b'?', b'#', bytes)
+    };
+    match end {
         Some(end) => path.get(..end).unwrap_or(path),
         None => path,
     }
@@ -332,16 +342,16 @@ impl PatternSet {
 /// real words (`/blog/my-first-post`) keeps its cardinality; use patterns or
 /// `low-cardinality` for those.
 pub fn heuristic_route(path: &str, wildcard: char) -> Cow<'_, str> {
-    judged_route(path, wildcard, &mut is_word_like)
+    judged_route(strip_query(path), wildcard, &mut is_word_like)
 }
 
-/// [`heuristic_route`] with `is_word` telling which segments read like words.
+/// [`heuristic_route`] of a path without its query, with `is_word` telling
+/// which segments read like words.
 fn judged_route<'a>(
     path: &'a str,
     wildcard: char,
     is_word: &mut impl FnMut(&str) -> bool,
 ) -> Cow<'a, str> {
-    let path = strip_query(path);
     let bytes = path.as_bytes();
     let mut out: Option<String> = None;
     let mut start: usize = 0; // byte offset of the current segment
@@ -805,6 +815,16 @@ mod tests {
 
     fn route(m: &RouteMatcher, path: &str) -> Option<String> {
         m.classify(path).route.map(|r| r.into_owned())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_query_is_cut_at_its_first_question_mark_or_hash_whatever_the_length(
+            path in "[/a?#]{0,80}"
+        ) {
+            let want = path.split(['?', '#']).next().unwrap_or_default();
+            proptest::prop_assert_eq!(strip_query(&path), want);
+        }
     }
 
     #[test]
