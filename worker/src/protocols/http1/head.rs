@@ -1,8 +1,9 @@
 //! Message heads: finding where a head ends, reading the header fields that
 //! matter (host, traceparent, content type, framing) and building the message.
 
-use memchr::{memchr, memchr_iter};
+use memchr::memchr_iter;
 
+use super::line_feed::find_line_feed;
 use super::message::{HttpMessage, MessageHead};
 use super::start_line::{check_start, LineKind, Parse, StartLine};
 use super::{MAX_HEADERS, MAX_METHOD, MAX_TARGET, MAX_VALUE};
@@ -169,7 +170,7 @@ impl<'a> HeadLines<'a> {
     fn new(head: &'a [u8]) -> Self {
         Self {
             head,
-            pos: memchr(b'\n', head).map(|i| i + 1),
+            pos: find_line_feed(head).map(|i| i + 1),
         }
     }
 }
@@ -180,7 +181,7 @@ impl<'a> Iterator for HeadLines<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let pos = self.pos?;
         let rest = self.head.get(pos..)?;
-        let Some(len) = memchr(b'\n', rest) else {
+        let Some(len) = find_line_feed(rest) else {
             self.pos = None;
             return None;
         };

@@ -23,6 +23,7 @@
 mod cut_head;
 mod framing;
 mod head;
+mod line_feed;
 mod message;
 mod pairing;
 mod queue;

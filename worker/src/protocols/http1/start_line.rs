@@ -2,6 +2,7 @@
 
 use memchr::memchr;
 
+use super::line_feed::find_line_feed;
 use super::MAX_METHOD;
 
 /// A parsed start line, as positions in the head (the line begins at 0):
@@ -77,7 +78,7 @@ pub(super) fn skip_blank_lines(bytes: &[u8]) -> &[u8] {
 
 /// Judges the start line at the beginning of `buf`, which may be incomplete.
 pub(super) fn check_start(buf: &[u8]) -> Parse {
-    let (line, complete, end) = match memchr(b'\n', buf) {
+    let (line, complete, end) = match find_line_feed(buf) {
         Some(i) => (buf.get(..i).unwrap_or_default(), true, i + 1),
         None => (buf, false, buf.len()),
     };
