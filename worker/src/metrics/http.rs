@@ -137,9 +137,16 @@ impl PartialEq for SeriesKeyRef<'_> {
             && self.method == other.method
             && self.route == other.route
             && self.server_address == other.server_address
-            && self.protocol_version == other.protocol_version
-            && self.scheme == other.scheme
+            && same_static(self.protocol_version, other.protocol_version)
+            && same_static(self.scheme, other.scheme)
     }
+}
+
+/// Whether two constant texts are equal, by address first: a series' key and
+/// a span's nearly always hold the very same constant (`"1.1"`, `"http"`),
+/// which then needs no byte comparison.
+fn same_static(a: &'static str, b: &'static str) -> bool {
+    std::ptr::eq(a, b) || a == b
 }
 
 impl hashbrown::Equivalent<SeriesKey> for SeriesKeyRef<'_> {
@@ -386,6 +393,15 @@ mod tests {
     use crate::spans::{Protocol, SpanOrigin};
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint};
+
+    #[test]
+    fn constant_texts_are_equal_by_content_wherever_they_are() {
+        let elsewhere: &'static str = Box::leak(String::from("1.1").into_boxed_str());
+        assert!(same_static("1.1", "1.1"));
+        assert!(same_static("1.1", elsewhere));
+        assert!(!same_static("1.1", "1.0"));
+        assert!(!same_static("http", "https"));
+    }
 
     fn span_with_route(status: u16, duration_ms: u64, path: &str, route: Option<&str>) -> Span {
         let http = HttpExchange {
