@@ -126,6 +126,7 @@ impl Span {
     /// The one constructor decoders use: ids are assigned here, from the
     /// trace context the request carried (if any), so every exporter sees
     /// the same ones and later stages (parent/child linking) can change them.
+    #[inline]
     pub fn new(
         origin: SpanOrigin,
         (start_monotonic_ns, end_monotonic_ns): (u64, u64),

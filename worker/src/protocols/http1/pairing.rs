@@ -40,9 +40,7 @@ impl MessageSink for Pairing<'_> {
                 // Reading a request means we serve it; writing one means we asked.
                 self.conn.learn_client_direction(direction);
                 if let Some(response) = self.early.pop_front() {
-                    if let Some(span) = build_span(self.conn, message, &response) {
-                        self.spans.push(span);
-                    }
+                    push_span(self.spans, self.conn, message, &response);
                     return;
                 }
                 if self.pending.len() >= MAX_PENDING_REQUESTS {
@@ -65,20 +63,24 @@ impl MessageSink for Pairing<'_> {
                     }
                     return;
                 };
-                if let Some(span) = build_span(self.conn, request, &message) {
-                    self.spans.push(span);
-                }
+                push_span(self.spans, self.conn, request, &message);
             }
         }
     }
 }
 
-fn build_span(conn: &ConnectionInfo, request: HttpMessage, response: &HttpMessage) -> Option<Span> {
+/// The span of `request` answered by `response`, pushed where it is built.
+fn push_span(
+    spans: &mut Vec<Span>,
+    conn: &ConnectionInfo,
+    request: HttpMessage,
+    response: &HttpMessage,
+) {
     let MessageHead::Request { method, target } = request.head else {
-        return None;
+        return;
     };
     let MessageHead::Response { status } = response.head else {
-        return None;
+        return;
     };
     let http = HttpExchange {
         method,
@@ -95,7 +97,7 @@ fn build_span(conn: &ConnectionInfo, request: HttpMessage, response: &HttpMessag
         traceparent: request.traceparent,
         route: None,
     };
-    Some(Span::new(
+    spans.push(Span::new(
         origin_of(conn),
         (
             request.first_ts_ns,
@@ -103,5 +105,5 @@ fn build_span(conn: &ConnectionInfo, request: HttpMessage, response: &HttpMessag
         ),
         request.truncated || response.truncated,
         Protocol::Http(http),
-    ))
+    ));
 }
