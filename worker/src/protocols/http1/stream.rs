@@ -112,15 +112,21 @@ impl Http1Stream {
     /// neither side of HTTP/1 speaks before the other is done, except for
     /// interim responses, after which the request goes on.
     pub fn peer_spoke(&mut self, peer: &[u8], out: &mut impl MessageSink) {
-        let waiting = matches!(
-            self.state,
-            State::CutHead(..)
-                | State::Resync(_)
-                | State::Body(_, Body::UntilTurn | Body::ChunkTail(_))
-        );
-        if waiting && !is_interim_response(peer) {
+        if self.waits_for_its_end() && !is_interim_response(peer) {
             self.complete_waiting(out);
         }
+    }
+
+    /// Whether the message being read waits only for an end the capture
+    /// cannot show: one being resynced, one whose head was cut, one whose
+    /// body ends where the other direction speaks.
+    fn waits_for_its_end(&self) -> bool {
+        matches!(
+            self.state,
+            State::Resync(_)
+                | State::Body(_, Body::UntilTurn | Body::ChunkTail(_))
+                | State::CutHead(..)
+        )
     }
 
     /// For a stream carrying responses: the next final response answers a
@@ -193,12 +199,7 @@ impl Http1Stream {
     /// other direction speaks.
     fn complete_waiting(&mut self, out: &mut impl MessageSink) {
         // Taken only when it waits (it is moved out and back otherwise).
-        if !matches!(
-            self.state,
-            State::Resync(_)
-                | State::Body(_, Body::UntilTurn | Body::ChunkTail(_))
-                | State::CutHead(..)
-        ) {
+        if !self.waits_for_its_end() {
             return;
         }
         match std::mem::take(&mut self.state) {
