@@ -179,8 +179,8 @@ fn decode_addr(family: u16, raw: [u8; 16]) -> IpAddr {
     }
 }
 
-/// The NUL-terminated thread name at `offset` (16 bytes at most).
-/// The 16 bytes of the `comm` field at `offset` (fewer if the record ends).
+/// The 16 bytes of the `comm` field at `offset` (fewer if the record ends);
+/// [`EventOrigin::comm`] reads the name up to its NUL.
 fn comm_field(record: &[u8], offset: usize) -> &[u8] {
     let raw = record.get(offset..).unwrap_or_default();
     &raw[..raw.len().min(16)]
