@@ -78,12 +78,23 @@ impl ConnectionType {
 }
 
 /// A service, as the graph's `client`/`server` labels name it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Eq, Hash, PartialOrd, Ord)]
 pub struct GraphNode {
     /// `service.name`, or the address of a peer that is not instrumented.
     pub name: Arc<str>,
     /// `service.namespace` (empty for a peer named by its address).
     pub namespace: Arc<str>,
+}
+
+/// By content, as derived, but by address first: the nodes compared per
+/// span are nearly always clones of one another. (`Arc<str>`'s own `==`
+/// compares the bytes only: std skips them for equal addresses only when
+/// the pointee is `Sized`.)
+impl PartialEq for GraphNode {
+    fn eq(&self, other: &Self) -> bool {
+        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
+        same(&self.name, &other.name) && same(&self.namespace, &other.namespace)
+    }
 }
 
 impl GraphNode {
@@ -218,7 +229,7 @@ impl EdgeObservations {
         self.samples.push(sample);
         let end = self.samples.len();
         match self.runs.last_mut() {
-            // Names compare by pointer first: a run's nodes are nearly always the same Arcs.
+            // Nodes compare by address first: a run's are nearly always the same Arcs.
             Some((edge, run_end))
                 if edge.connection_type == connection_type
                     && edge.server == *server

@@ -1,3 +1,4 @@
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -367,4 +368,20 @@ fn consecutive_requests_on_one_edge_share_a_run_and_keep_their_order() {
     );
     out.clear();
     assert!(out.is_empty() && out.runs().next().is_none());
+}
+
+#[test]
+fn nodes_are_equal_by_content_wherever_their_names_are() {
+    let node = GraphNode::new("checkout", "shop");
+    assert_eq!(node, node.clone());
+    // Built apart: the same texts at other addresses.
+    assert_eq!(node, GraphNode::new("checkout", "shop"));
+    assert_ne!(node, GraphNode::new("checkout", ""));
+    assert_ne!(node, GraphNode::new("payments", "shop"));
+    // Equal nodes hash alike, as map keys must.
+    let state = std::hash::RandomState::new();
+    assert_eq!(
+        state.hash_one(&node),
+        state.hash_one(GraphNode::new("checkout", "shop"))
+    );
 }
