@@ -369,7 +369,9 @@ fn judged_route<'a>(
             };
         }
         let segment = path.get(start..end).unwrap_or_default();
-        let word = is_word(segment);
+        // The empty segment before a path's first slash (and any between
+        // two slashes) is kept, as `is_word_like` keeps it, without asking.
+        let word = segment.is_empty() || is_word(segment);
         if !word && out.is_none() {
             // The route is never longer than the path (the wildcard is ASCII).
             let mut route = String::with_capacity(path.len());
