@@ -40,7 +40,8 @@ impl MessageSink for Pairing<'_> {
                 // Reading a request means we serve it; writing one means we asked.
                 self.conn.learn_client_direction(direction);
                 if let Some(response) = self.early.pop_front() {
-                    push_span(self.spans, self.conn, message, &response);
+                    let mut request = message;
+                    push_span(self.spans, self.conn, &mut request, &response);
                     return;
                 }
                 if self.pending.len() >= MAX_PENDING_REQUESTS {
@@ -55,7 +56,9 @@ impl MessageSink for Pairing<'_> {
                 }
                 // The response travels opposite to its request.
                 let position = self.pending.iter().position(|(d, _)| *d != direction);
-                let Some((_, request)) = position.and_then(|i| self.pending.remove(i)) else {
+                let Some((index, (_, request))) =
+                    position.and_then(|i| Some((i, self.pending.get_mut(i)?)))
+                else {
                     if self.other.in_message() && self.early.len() < MAX_PENDING_REQUESTS {
                         self.early.push_back(message);
                     } else {
@@ -63,20 +66,25 @@ impl MessageSink for Pairing<'_> {
                     }
                     return;
                 };
+                // The request is read where it waits, then dropped there:
+                // an HTTP message is ~170 bytes, not moved out to be read.
                 push_span(self.spans, self.conn, request, &message);
+                self.pending.discard(index);
             }
         }
     }
 }
 
-/// The span of `request` answered by `response`, pushed where it is built.
+/// The span of `request` answered by `response`, pushed where it is built;
+/// the request's texts are taken from it (it is dropped after).
 fn push_span(
     spans: &mut Vec<Span>,
     conn: &ConnectionInfo,
-    request: HttpMessage,
+    request: &mut HttpMessage,
     response: &HttpMessage,
 ) {
-    let MessageHead::Request { method, target } = request.head else {
+    let taken = std::mem::replace(&mut request.head, MessageHead::Response { status: 0 });
+    let MessageHead::Request { method, target } = taken else {
         return;
     };
     let MessageHead::Response { status } = response.head else {
@@ -93,8 +101,8 @@ fn push_span(
         },
         request_body_bytes: request.body_size,
         response_body_bytes: response.body_size,
-        host: request.host,
-        traceparent: request.traceparent,
+        host: request.host.take(),
+        traceparent: request.traceparent.take(),
         route: None,
     };
     spans.push(Span::new(

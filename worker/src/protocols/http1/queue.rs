@@ -57,6 +57,24 @@ impl<T> InlineFirstQueue<T> {
         }
     }
 
+    /// The element at `index` (0: the oldest), in place.
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        match index.checked_sub(1) {
+            None => self.first.as_mut(),
+            Some(in_rest) => self.rest.get_mut(in_rest),
+        }
+    }
+
+    /// Drops the element at `index` where it is: unlike [`Self::remove`],
+    /// the oldest, when nothing follows it, is not moved out first.
+    pub fn discard(&mut self, index: usize) {
+        match index.checked_sub(1) {
+            None if self.rest.is_empty() => self.first = None,
+            None => self.first = self.rest.pop_front(),
+            Some(in_rest) => drop(self.rest.remove(in_rest)),
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.first.iter().chain(self.rest.iter())
     }
@@ -78,6 +96,8 @@ mod tests {
         Push(u8),
         Pop,
         Remove(usize),
+        Discard(usize),
+        Replace(usize, u8),
         Clear,
     }
 
@@ -86,6 +106,8 @@ mod tests {
             4 => any::<u8>().prop_map(Op::Push),
             2 => Just(Op::Pop),
             2 => (0usize..6).prop_map(Op::Remove),
+            2 => (0usize..6).prop_map(Op::Discard),
+            1 => (0usize..6, any::<u8>()).prop_map(|(i, v)| Op::Replace(i, v)),
             1 => Just(Op::Clear),
         ]
     }
@@ -105,6 +127,17 @@ mod tests {
                     }
                     Op::Pop => prop_assert_eq!(queue.pop_front(), model.pop_front()),
                     Op::Remove(i) => prop_assert_eq!(queue.remove(i), model.remove(i)),
+                    Op::Discard(i) => {
+                        queue.discard(i);
+                        model.remove(i);
+                    }
+                    Op::Replace(i, v) => {
+                        let (ours, theirs) = (queue.get_mut(i), model.get_mut(i));
+                        prop_assert_eq!(ours.is_some(), theirs.is_some());
+                        if let (Some(ours), Some(theirs)) = (ours, theirs) {
+                            (*ours, *theirs) = (v, v);
+                        }
+                    }
                     Op::Clear => {
                         queue.clear();
                         model.clear();
