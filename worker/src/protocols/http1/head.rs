@@ -3,6 +3,7 @@
 
 use memchr::memchr_iter;
 
+use super::field_name::{CONTENT_LENGTH, CONTENT_TYPE, HOST, TRACEPARENT, TRANSFER_ENCODING};
 use super::line_feed::find_line_feed;
 use super::message::{HttpMessage, MessageHead};
 use super::start_line::{check_start, LineKind, Parse, StartLine};
@@ -203,19 +204,19 @@ impl Headers {
 
     /// One `name: value` line; other lines are ignored. RFC 9112 §5.1 allows
     /// no whitespace between a name and its colon, so each wanted name is
-    /// checked where it stands, with no search for the colon; most lines
+    /// checked where it stands (`field_name.rs`), with no search for the colon; most lines
     /// (user agent, accept, cookies, tokens) are ruled out by their first letter.
     pub(super) fn field(&mut self, line: &[u8]) {
         match line.first().map(|b| b | 0x20) {
             Some(b'h') => {
-                if let Some(value) = value_of(line, b"host") {
+                if let Some(value) = HOST.value_of(line) {
                     keep_first(&mut self.host, value);
                 }
             }
             Some(b't') => {
-                if let Some(value) = value_of(line, b"traceparent") {
+                if let Some(value) = TRACEPARENT.value_of(line) {
                     keep_first(&mut self.traceparent, value);
-                } else if let Some(value) = value_of(line, b"transfer-encoding") {
+                } else if let Some(value) = TRANSFER_ENCODING.value_of(line) {
                     // Only the final coding decides the framing.
                     self.transfer_encoding = true;
                     let mut codings = value.rsplit(|&b| b == b',').map(<[u8]>::trim_ascii);
@@ -224,11 +225,11 @@ impl Headers {
                 }
             }
             Some(b'c') => {
-                if let Some(value) = value_of(line, b"content-length") {
+                if let Some(value) = CONTENT_LENGTH.value_of(line) {
                     self.add_length(value);
                 } else if !self.of_request {
                     // A response's Content-Type is not used: not even compared.
-                } else if let Some(value) = value_of(line, b"content-type") {
+                } else if let Some(value) = CONTENT_TYPE.value_of(line) {
                     keep_first(&mut self.content_type, value);
                 }
             }
@@ -246,15 +247,6 @@ impl Headers {
             self.content_length = self.content_length.or(n);
         }
     }
-}
-
-/// The trimmed value of `line` when its field name is `name` (any case).
-fn value_of<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let (field_name, rest) = line.split_at_checked(name.len())?;
-    let value = rest.strip_prefix(b":")?;
-    field_name
-        .eq_ignore_ascii_case(name)
-        .then(|| value.trim_ascii())
 }
 
 fn keep_first<T: for<'a> From<&'a str> + From<String>>(slot: &mut Option<T>, value: &[u8]) {

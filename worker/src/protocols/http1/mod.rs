@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod cut_head;
+mod field_name;
 mod framing;
 mod head;
 mod line_feed;
