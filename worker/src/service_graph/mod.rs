@@ -14,6 +14,7 @@
 mod tests;
 
 use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +79,7 @@ impl ConnectionType {
 }
 
 /// A service, as the graph's `client`/`server` labels name it.
-#[derive(Debug, Clone, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
 pub struct GraphNode {
     /// `service.name`, or the address of a peer that is not instrumented.
     pub name: Arc<str>,
@@ -94,6 +95,14 @@ impl PartialEq for GraphNode {
     fn eq(&self, other: &Self) -> bool {
         let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
         same(&self.name, &other.name) && same(&self.namespace, &other.namespace)
+    }
+}
+
+/// As derived, by content: equal nodes hash alike.
+impl Hash for GraphNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.namespace.hash(state);
     }
 }
 
