@@ -97,7 +97,13 @@ stop_agent() {
 }
 
 wrk -t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-50}" -d2s "http://127.0.0.1:$port/" > /dev/null   # warm-up
-off_rps=(); on_rps=(); off_p99=(); on_p99=(); agent_us=(); nginx_off_us=(); nginx_on_us=(); sink_us=()
+off_rps=(); on_rps=(); off_p99=(); on_p99=(); agent_us=(); agent_tick_us=(); nginx_off_us=(); nginx_on_us=(); sink_us=()
+# CPU time comes from the scheduler's own sum of each thread's run time
+# (/proc/PID/task/TID/schedstat, to the nanosecond). utime+stime in
+# /proc/PID/stat is the same quantity rounded to clock ticks (10 ms: 2-4 % of
+# an agent's figure over a 4-5 s run); it is printed beside it, and it still
+# counts threads that exited during the run, which the per-thread sum would
+# miss (the two then disagree).
 ticks_of() {  # utime+stime of these processes, in clock ticks
   local t=0 pid
   for pid in "$@"; do
@@ -105,11 +111,39 @@ ticks_of() {  # utime+stime of these processes, in clock ticks
   done
   echo "$t"
 }
-nginx_ticks() { ticks_of $(pgrep -P "$nginx_pid"); }   # nginx's worker processes
-agent_ticks() { ticks_of "$agent_pid" $(pgrep -P "$agent_pid"); }   # this run's loader and worker
-per_request_us() {  # ticks_before ticks_after: microseconds per request of the last wrk run
-  awk -v t="$(($2 - $1))" -v r="$(awk '/requests in/ {print $1}' "$work/wrk.txt")" \
+cpu_ns_of() {  # run time of these processes' live threads so far, in ns
+  local pid
+  for pid in "$@"; do cat /proc/"$pid"/task/*/schedstat 2>/dev/null || true; done |
+    awk '{t += $1} END {printf "%.0f\n", t}'
+}
+threads_ns() {  # "name=ns" for each live thread of this process
+  local task
+  for task in /proc/"$1"/task/*; do
+    printf '%s=%s ' "$(tr ' ' '_' < "$task/comm")" "$(cut -d' ' -f1 "$task/schedstat")"
+  done 2>/dev/null || true
+}
+nginx_cpu() { cpu_ns_of $(pgrep -P "$nginx_pid"); }   # nginx's worker processes
+agent_cpu() { cpu_ns_of "$agent_pid" $(pgrep -P "$agent_pid"); }   # this run's loader and worker
+agent_ticks() { ticks_of "$agent_pid" $(pgrep -P "$agent_pid"); }
+requests_of_run() { awk '/requests in/ {print $1}' "$work/wrk.txt"; }
+per_request_us() {  # ns_before ns_after: microseconds per request of the last wrk run
+  awk -v t="$(($2 - $1))" -v r="$(requests_of_run)" 'BEGIN {printf "%.3f", t / 1000 / r}'
+}
+ticks_per_request_us() {  # ticks_before ticks_after, as per_request_us
+  awk -v t="$(($2 - $1))" -v r="$(requests_of_run)" \
     -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t * 1000000 / hz / r}'
+}
+thread_split() {  # two threads_ns snapshots: each thread's microseconds per request
+  python3 - "$1" "$2" "$(requests_of_run)" <<'PY'
+import sys
+before = dict(kv.rsplit("=", 1) for kv in sys.argv[1].split())
+after = dict(kv.rsplit("=", 1) for kv in sys.argv[2].split())
+requests = float(sys.argv[3])
+parts = {}
+for name, value in after.items():
+    parts[name] = parts.get(name, 0) + int(value) - int(before.get(name, 0))
+print(", ".join(f"{n} {ns / 1000 / requests:.3f}" for n, ns in sorted(parts.items()) if ns > 0))
+PY
 }
 zt_prog_ids() {  # ids of every loaded zt_ program (other agents on the box included)
   bpftool -j prog show 2>/dev/null | python3 -c 'import json,sys; print(" ".join(str(p["id"]) for p in json.load(sys.stdin) if p.get("name","").startswith("zt_")))'
@@ -142,16 +176,19 @@ sysctl -q -w kernel.bpf_stats_enabled=0
 trap 'sysctl -q -w kernel.bpf_stats_enabled="$stats_before"; [ -z "$sink_pid" ] || kill "$sink_pid" 2>/dev/null || true; cleanup' EXIT
 bpf_per_request=()
 for i in $(seq "$pairs"); do
-  n0=$(nginx_ticks)
+  n0=$(nginx_cpu)
   read -r rps p99 < <(run_wrk); off_rps+=("$rps"); off_p99+=("$p99")
-  nginx_off_us+=("$(per_request_us "$n0" "$(nginx_ticks)")")
+  nginx_off_us+=("$(per_request_us "$n0" "$(nginx_cpu)")")
   start_agent
-  t0=$(agent_ticks); n0=$(nginx_ticks)
+  worker_pid=$(pgrep -P "$agent_pid" | head -1)
+  t0=$(agent_cpu); k0=$(agent_ticks); w0=$(threads_ns "$worker_pid"); n0=$(nginx_cpu)
   [ -z "$sink_pid" ] || s0=$(ticks_of "$sink_pid")
   read -r rps p99 < <(run_wrk); on_rps+=("$rps"); on_p99+=("$p99")
-  agent_us+=("$(per_request_us "$t0" "$(agent_ticks)")")
-  [ -z "$sink_pid" ] || sink_us+=("$(per_request_us "$s0" "$(ticks_of "$sink_pid")")")
-  nginx_on_us+=("$(per_request_us "$n0" "$(nginx_ticks)")")
+  agent_us+=("$(per_request_us "$t0" "$(agent_cpu)")")
+  agent_tick_us+=("$(ticks_per_request_us "$k0" "$(agent_ticks)")")
+  split=$(thread_split "$w0" "$(threads_ns "$worker_pid")")
+  [ -z "$sink_pid" ] || sink_us+=("$(ticks_per_request_us "$s0" "$(ticks_of "$sink_pid")")")
+  nginx_on_us+=("$(per_request_us "$n0" "$(nginx_cpu)")")
   bpf_note=""
   if [ "${BPF_STATS_RUN:-1}" != 0 ]; then
     sysctl -q -w kernel.bpf_stats_enabled=1
@@ -165,7 +202,7 @@ for i in $(seq "$pairs"); do
     bpf_note=", BPF ${bpf_per_request[-1]} ns/request (bpf_stats run)"
   fi
   stop_agent
-  echo "pair $i: off ${off_rps[-1]} req/s p99 ${off_p99[-1]}us | on ${on_rps[-1]} req/s p99 ${on_p99[-1]}us, agent CPU ${agent_us[-1]}us/request$bpf_note; nginx CPU ${nginx_off_us[-1]} -> ${nginx_on_us[-1]}us/request"
+  echo "pair $i: off ${off_rps[-1]} req/s p99 ${off_p99[-1]}us | on ${on_rps[-1]} req/s p99 ${on_p99[-1]}us, agent CPU ${agent_us[-1]}us/request (ticks: ${agent_tick_us[-1]}; worker threads: $split)$bpf_note; nginx CPU ${nginx_off_us[-1]} -> ${nginx_on_us[-1]}us/request"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 m_off=$(median "${off_rps[@]}"); m_on=$(median "${on_rps[@]}")
@@ -179,6 +216,7 @@ for i in "${!on_rps[@]}"; do
 done
 echo "per-pair ratios: ${pair_ratios[*]}; median $(median "${pair_ratios[@]}")"
 echo "median agent CPU (loader + worker) per instrumented request: $(median "${agent_us[@]}") us"
+echo "  (from clock ticks: $(median "${agent_tick_us[@]}") us)"
 [ ${#sink_us[@]} -eq 0 ] || echo "median OTLP sink CPU per instrumented request (not the agent's): $(median "${sink_us[@]}") us"
 n_off=$(median "${nginx_off_us[@]}"); n_on=$(median "${nginx_on_us[@]}")
 echo "median nginx CPU per request: off ${n_off} us, on ${n_on} us; ratio off/on = $(awk "BEGIN {printf \"%.3f\", $n_off/$n_on}")"
