@@ -18,7 +18,7 @@
 #      OTLP (set: the agent exports traces and metrics over OTLP/HTTP protobuf to
 #      bench/otlp_sink.py, which takes them and keeps nothing; its own CPU is
 #      printed apart and is not in the agent's).
-# Also prints nginx's own CPU per request (its workers' utime+stime), off and on:
+# Also prints nginx's own CPU per request (its workers' run time), off and on:
 # what the hooks cost the instrumented process, steadier than throughput on a shared host.
 # Each pair is an uninstrumented and an instrumented run, both with
 # kernel.bpf_stats_enabled off (it times every program run, which costs the
