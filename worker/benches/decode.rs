@@ -507,6 +507,9 @@ struct Path {
     routes: RouteMatcher,
     route_words: WordMemo,
     red: RedMetrics,
+    /// RED and service graph metrics recorded, as when an exporter wants
+    /// them; the pipeline without one records neither.
+    metrics: bool,
     resource: Arc<Resource>,
     linker: TraceLinker,
     /// Spans the linker let through.
@@ -574,6 +577,7 @@ impl Path {
                 .unwrap_or_else(|e| panic!("default routes: {e}")),
             route_words: WordMemo::default(),
             red: RedMetrics::new(Temporality::Cumulative),
+            metrics: true,
             resource: Arc::new(Resource::default()),
             linker: TraceLinker::new(LinkSettings::default()),
             linked: Vec::new(),
@@ -604,6 +608,16 @@ impl Path {
             graph.live = Some(LiveView::new());
         }
         path
+    }
+
+    /// What the pipeline does with no exporter (the nginx benchmark's
+    /// agent): the live view and, for its calls view, the graph's pairing;
+    /// no RED or service graph metrics.
+    fn without_exporter() -> Self {
+        Self {
+            metrics: false,
+            ..Self::with_graph_and_live_view()
+        }
     }
 
     /// The default path, and every span exported as an OTLP trace span.
@@ -700,7 +714,9 @@ impl Path {
                 http.route = decision.route.map(Into::into);
             }
             let end = span.end_monotonic_ns;
-            self.red.record(span, &self.resource, end);
+            if self.metrics {
+                self.red.record(span, &self.resource, end);
+            }
             if let Some(graph) = self.graph.as_mut() {
                 if let Some(live) = graph.live.as_mut() {
                     live.record(span, &graph.node.name, now_instant);
@@ -720,7 +736,9 @@ impl Path {
         // Edges go out after the batch's spans, as the pipeline does.
         if let Some(graph) = self.graph.as_mut() {
             for (edge, samples) in graph.edges.runs() {
-                graph.metrics.record_run(edge, samples, now);
+                if self.metrics {
+                    graph.metrics.record_run(edge, samples, now);
+                }
                 if let Some(live) = graph.live.as_mut() {
                     live.record_calls(edge, samples, now_instant);
                 }
@@ -794,10 +812,12 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
     let mut path = Path::with_graph_and_live_view();
     let mut exporting = Path::with_trace_export();
     let mut short = Path::with_graph_and_live_view();
+    let mut bare = Path::without_exporter();
     for (path, records) in [
         (&mut path, &records),
         (&mut exporting, &records),
         (&mut short, &short_records),
+        (&mut bare, &records),
     ] {
         let produced = path.replay(records, true);
         assert_eq!(produced, EXCHANGES, "every exchange must become one span");
@@ -828,6 +848,10 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
                     &mut short,
                     black_box(&short_records),
                 ));
+                black_box(replay_nginx_wrk_without_exporter(
+                    &mut bare,
+                    black_box(&records),
+                ));
             }
         }
         return;
@@ -850,6 +874,14 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
             black_box(replay_one_connection_per_request(
                 &mut short,
                 black_box(&short_records),
+            ))
+        })
+    });
+    group.bench_function("without_exporter", |b| {
+        b.iter(|| {
+            black_box(replay_nginx_wrk_without_exporter(
+                &mut bare,
+                black_box(&records),
             ))
         })
     });
@@ -885,6 +917,17 @@ fn replay_one_connection_per_request(path: &mut Path, records: &[Vec<u8>]) -> us
     let produced = path.replay(records, true);
     // Not the same body as the other replay functions (see replay_nginx_wrk_exporting).
     black_box(path.tracker.connection_count());
+    produced
+}
+
+/// [`replay_nginx_wrk`] as the pipeline runs it with no exporter, which is
+/// how the nginx benchmark runs the agent: no RED or service graph metrics
+/// (`--toggle-collect=decode::replay_nginx_wrk_without_exporter`).
+#[inline(never)]
+fn replay_nginx_wrk_without_exporter(path: &mut Path, records: &[Vec<u8>]) -> usize {
+    let produced = path.replay(records, true);
+    // Not the same body as the other replay functions (see replay_nginx_wrk_exporting).
+    black_box(path.metrics);
     produced
 }
 
