@@ -718,9 +718,6 @@ impl Path {
                 self.red.record(span, &self.resource, end);
             }
             if let Some(graph) = self.graph.as_mut() {
-                if let Some(live) = graph.live.as_mut() {
-                    live.record(span, &graph.node.name, now_instant);
-                }
                 graph
                     .pairing
                     .observe(span, &graph.node, end, &mut graph.edges);
@@ -732,6 +729,13 @@ impl Path {
         }
         if let Some(traces) = self.traces.as_mut() {
             traces.flush();
+        }
+        // The live view counts the batch's spans together, as the pipeline does.
+        if let Some(graph) = self.graph.as_mut() {
+            if let Some(live) = graph.live.as_mut() {
+                let service: &str = &graph.node.name;
+                live.record_batch(self.linked.iter().map(|span| (span, service)), now_instant);
+            }
         }
         // Edges go out after the batch's spans, as the pipeline does.
         if let Some(graph) = self.graph.as_mut() {

@@ -526,18 +526,25 @@ impl Pipeline {
         );
         if let Some(live) = self.live.as_ref() {
             let now = Instant::now();
-            let mut view = live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let counted = || {
+                self.spans
+                    .iter()
+                    .zip(&keep)
+                    .filter(|(_, &(_, in_metrics))| in_metrics)
+                    .map(|(span, _)| span)
+            };
             let mut services: FastMap<u32, String> = FastMap::default();
-            for (span, &(_, in_metrics)) in self.spans.iter().zip(&keep) {
-                if !in_metrics {
-                    continue;
-                }
-                let service = services.entry(span.pid).or_insert_with(|| {
+            for span in counted() {
+                services.entry(span.pid).or_insert_with(|| {
                     let resource = self.resources.resource_for(span.pid, &span.process_name);
                     service_name_of(&resource).unwrap_or_else(|| span.process_name.to_string())
                 });
-                view.record(span, service, now);
             }
+            let mut view = live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            view.record_batch(
+                counted().filter_map(|span| Some((span, services.get(&span.pid)?.as_str()))),
+                now,
+            );
         }
         if let Some(graph) = self.graph.as_mut() {
             let now = monotonic_now_ns();

@@ -2,8 +2,10 @@
 //! (requests, errors, latency) per service, span kind and route over the last
 //! minute, and the read-only local socket that streams it.
 //!
-//! * [`LiveView::record`] runs once per span on the pipeline thread: a hash
-//!   lookup and a few counter updates, no allocation for a known row.
+//! * [`LiveView::record_batch`] runs once per batch of spans on the pipeline
+//!   thread: the batch's spans are grouped by row (`batch.rs`), each row is
+//!   looked up once, then a few counter updates per span; no allocation for a
+//!   known row. [`LiveView::record`] counts one span the same way.
 //! * Per row it keeps 60 one-second slots of request and error counts, and
 //!   for the last [`WINDOW_SECONDS`] seconds a sparse log-linear latency
 //!   histogram per second (32 sub-buckets per power of two: a value is
@@ -38,6 +40,7 @@ use crate::semconv::is_error;
 use crate::service_graph::{EdgeKey, EdgeObservation, EdgeSample};
 use crate::spans::Span;
 
+mod batch;
 mod calls;
 mod server;
 mod snapshot;
@@ -324,10 +327,20 @@ impl Row {
 
     /// Adds one span; returns (entries created, entries dropped).
     fn add(&mut self, second: u64, error: bool, bucket: u16, may_grow: bool) -> (usize, usize) {
-        self.counts.add(second, error);
-        self.requests_total += 1;
-        self.errors_total += u64::from(error);
+        self.add_counts(second, 1, u32::from(error));
+        self.add_latency(second, bucket, may_grow)
+    }
+
+    /// Counts `requests` spans in `second`, `errors` of them failed.
+    fn add_counts(&mut self, second: u64, requests: u32, errors: u32) {
+        self.counts.add_many(second, requests, errors);
+        self.requests_total += u64::from(requests);
+        self.errors_total += u64::from(errors);
         self.last_second = self.last_second.max(second);
+    }
+
+    /// Adds one span's latency; returns (entries created, entries dropped).
+    fn add_latency(&mut self, second: u64, bucket: u16, may_grow: bool) -> (usize, usize) {
         let slot = &mut self.latency[(second % WINDOW_SECONDS) as usize];
         let mut dropped = 0;
         if slot.second != second {
@@ -441,6 +454,8 @@ pub struct LiveView {
     totals: [(u64, u64); 2],
     /// Who calls whom (service graph edges).
     calls: calls::Calls,
+    /// The rows of the batch [`Self::record_batch`] is counting.
+    batch: batch::BatchGroups,
 }
 
 impl Default for LiveView {
@@ -468,6 +483,7 @@ impl LiveView {
             client: CountRing::new(),
             totals: [(0, 0); 2],
             calls: calls::Calls::default(),
+            batch: batch::BatchGroups::default(),
         }
     }
 
@@ -507,14 +523,7 @@ impl LiveView {
 
         let service = truncated(service, MAX_SERVICE_BYTES);
         let route = truncated(span.operation(), MAX_ROUTE_BYTES);
-        self.key.clear();
-        self.key.push(match kind {
-            LiveKind::Server => 'S',
-            LiveKind::Client => 'C',
-        });
-        self.key.push_str(service);
-        self.key.push('\0');
-        self.key.push_str(route);
+        batch::write_key(&mut self.key, kind, service, route);
 
         let may_grow = self.histogram_entries < MAX_HISTOGRAM_ENTRIES;
         // One lookup for a known row (nearly every span); a new one costs two.
@@ -532,6 +541,79 @@ impl LiveView {
         row.last_tick = self.tick;
         let (created, dropped) = row.add(second, error, bucket, may_grow);
         self.histogram_entries = self.histogram_entries + created - dropped;
+    }
+
+    /// Counts the spans of one batch, each with its service, all seen at
+    /// `now`: as [`Self::record`] one by one, but each row is looked up once
+    /// for all of its spans in the batch.
+    pub fn record_batch<'s>(
+        &mut self,
+        spans: impl IntoIterator<Item = (&'s Span, &'s str)>,
+        now: Instant,
+    ) {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
+        // (requests, errors) of server spans, then of client spans.
+        let mut kinds = [(0u32, 0u32); 2];
+        for (span, service) in spans {
+            let kind = LiveKind::from(span.kind);
+            let service = truncated(service, MAX_SERVICE_BYTES);
+            let route = truncated(span.operation(), MAX_ROUTE_BYTES);
+            let Some(group) = batch.group_of(kind, service, route) else {
+                // More rows in this batch than are grouped: one by one.
+                self.record(span, service, now);
+                continue;
+            };
+            let error = is_error(span);
+            group.requests += 1;
+            group.errors += u32::from(error);
+            group.buckets.push(bucket_of(span.duration_ns()));
+            let of_kind = &mut kinds[usize::from(kind == LiveKind::Client)];
+            of_kind.0 += 1;
+            of_kind.1 += u32::from(error);
+        }
+        let second = self.second_of(now);
+        let [server_totals, client_totals] = &mut self.totals;
+        for (ring, totals, (requests, errors)) in [
+            (&mut self.server, server_totals, kinds[0]),
+            (&mut self.client, client_totals, kinds[1]),
+        ] {
+            if requests > 0 {
+                ring.add_many(second, requests, errors);
+                totals.0 += u64::from(requests);
+                totals.1 += u64::from(errors);
+            }
+        }
+        if batch.groups().is_empty() {
+            self.batch = batch;
+            return;
+        }
+        if second >= self.last_sweep + SWEEP_EVERY_SECONDS {
+            self.forget_idle(second);
+        }
+        for group in batch.groups() {
+            let (kind, service, route) = group.parts();
+            self.tick += 1;
+            let row = match self.rows.get_mut(group.key.as_str()) {
+                Some(row) => row,
+                None => {
+                    if self.rows.len() >= MAX_ROWS {
+                        self.evict_least_recent();
+                    }
+                    self.rows
+                        .entry(group.key.as_str().into())
+                        .or_insert_with(|| Row::new(service, kind, route))
+                }
+            };
+            row.last_tick = self.tick;
+            row.add_counts(second, group.requests, group.errors);
+            for &bucket in &group.buckets {
+                let may_grow = self.histogram_entries < MAX_HISTOGRAM_ENTRIES;
+                let (created, dropped) = row.add_latency(second, bucket, may_grow);
+                self.histogram_entries = self.histogram_entries + created - dropped;
+            }
+        }
+        self.batch = batch;
     }
 
     /// Counts one request between two services (a service graph edge).

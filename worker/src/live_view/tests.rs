@@ -59,6 +59,59 @@ fn close(actual: Option<f64>, expected: f64, tolerance: f64) -> bool {
     actual.is_some_and(|a| (a - expected).abs() <= expected * tolerance)
 }
 
+proptest::proptest! {
+    /// A batch counts exactly as its spans one by one: the same rows, rates,
+    /// percentiles, totals and histogram entries, whatever the mix of rows
+    /// (more than a batch groups, whose extra spans are counted one by one)
+    /// and the seconds the batches fall in.
+    #[test]
+    fn a_batch_counts_as_its_spans_one_by_one(
+        batches in proptest::collection::vec(
+            (
+                0u64..30,
+                proptest::collection::vec(
+                    (
+                        proptest::bool::ANY,
+                        0usize..12,
+                        0usize..2,
+                        proptest::bool::ANY,
+                        1u64..5_000_000_000,
+                    ),
+                    0..40,
+                ),
+            ),
+            1..8,
+        )
+    ) {
+        let origin = Instant::now();
+        let mut one_by_one = LiveView::starting_at(origin);
+        let mut batched = LiveView::starting_at(origin);
+        let mut second = 0;
+        for (advance, spans) in batches {
+            second += advance;
+            let now = at(origin, second as f64 + 0.5);
+            let spans: Vec<(Span, &str)> = spans
+                .iter()
+                .map(|&(client, route, service, failed, duration_ns)| {
+                    let kind = if client { SpanKind::Client } else { SpanKind::Server };
+                    let route = format!("/r/{route}");
+                    let status = if failed { 503 } else { 200 };
+                    let span = routed(span(kind, &route, status, duration_ns), &route);
+                    (span, ["svc", "other"][service])
+                })
+                .collect();
+            for (span, service) in &spans {
+                one_by_one.record(span, service, now);
+            }
+            batched.record_batch(spans.iter().map(|(span, service)| (span, *service)), now);
+        }
+        let now = at(origin, second as f64 + 0.9);
+        proptest::prop_assert_eq!(one_by_one.snapshot(now), batched.snapshot(now));
+        proptest::prop_assert_eq!(one_by_one.histogram_entries(), batched.histogram_entries());
+        proptest::prop_assert_eq!(one_by_one.rows(), batched.rows());
+    }
+}
+
 #[test]
 fn buckets_are_monotonic_and_precise() {
     let mut last = 0;
