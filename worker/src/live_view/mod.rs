@@ -523,24 +523,30 @@ impl LiveView {
 
         let service = truncated(service, MAX_SERVICE_BYTES);
         let route = truncated(span.operation(), MAX_ROUTE_BYTES);
-        batch::write_key(&mut self.key, kind, service, route);
-
+        let mut key = std::mem::take(&mut self.key);
+        batch::write_key(&mut key, kind, service, route);
         let may_grow = self.histogram_entries < MAX_HISTOGRAM_ENTRIES;
-        // One lookup for a known row (nearly every span); a new one costs two.
-        let row = match self.rows.get_mut(self.key.as_str()) {
-            Some(row) => row,
-            None => {
-                if self.rows.len() >= MAX_ROWS {
-                    self.evict_least_recent();
-                }
-                self.rows
-                    .entry(self.key.as_str().into())
-                    .or_insert_with(|| Row::new(service, kind, route))
-            }
-        };
-        row.last_tick = self.tick;
+        let tick = self.tick;
+        let row = self.row_mut(&key, kind, service, route);
+        row.last_tick = tick;
         let (created, dropped) = row.add(second, error, bucket, may_grow);
         self.histogram_entries = self.histogram_entries + created - dropped;
+        self.key = key;
+    }
+
+    /// The row of `key` (kind letter, service, NUL, route), created if new,
+    /// in one lookup; when the view is full, the least recent rows make room
+    /// for a new one first.
+    fn row_mut(&mut self, key: &str, kind: LiveKind, service: &str, route: &str) -> &mut Row {
+        if self.rows.len() >= MAX_ROWS && !self.rows.contains_key(key) {
+            self.evict_least_recent();
+        }
+        let (_, row) = self
+            .rows
+            .raw_entry_mut()
+            .from_key(key)
+            .or_insert_with(|| (key.into(), Row::new(service, kind, route)));
+        row
     }
 
     /// Counts the spans of one batch, each with its service, all seen at
@@ -594,24 +600,17 @@ impl LiveView {
         for group in batch.groups() {
             let (kind, service, route) = group.parts();
             self.tick += 1;
-            let row = match self.rows.get_mut(group.key.as_str()) {
-                Some(row) => row,
-                None => {
-                    if self.rows.len() >= MAX_ROWS {
-                        self.evict_least_recent();
-                    }
-                    self.rows
-                        .entry(group.key.as_str().into())
-                        .or_insert_with(|| Row::new(service, kind, route))
-                }
-            };
-            row.last_tick = self.tick;
+            let tick = self.tick;
+            let mut entries = self.histogram_entries;
+            let row = self.row_mut(&group.key, kind, service, route);
+            row.last_tick = tick;
             row.add_counts(second, group.requests, group.errors);
             for &bucket in &group.buckets {
-                let may_grow = self.histogram_entries < MAX_HISTOGRAM_ENTRIES;
+                let may_grow = entries < MAX_HISTOGRAM_ENTRIES;
                 let (created, dropped) = row.add_latency(second, bucket, may_grow);
-                self.histogram_entries = self.histogram_entries + created - dropped;
+                entries = entries + created - dropped;
             }
+            self.histogram_entries = entries;
         }
         self.batch = batch;
     }
