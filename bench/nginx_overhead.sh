@@ -182,6 +182,7 @@ for i in $(seq "$pairs"); do
   start_agent
   worker_pid=$(pgrep -P "$agent_pid" | head -1)
   t0=$(agent_cpu); k0=$(agent_ticks); w0=$(threads_ns "$worker_pid"); n0=$(nginx_cpu)
+  # The sink in ticks: its server starts a thread per connection, which may exit.
   [ -z "$sink_pid" ] || s0=$(ticks_of "$sink_pid")
   read -r rps p99 < <(run_wrk); on_rps+=("$rps"); on_p99+=("$p99")
   agent_us+=("$(per_request_us "$t0" "$(agent_cpu)")")
