@@ -11,11 +11,10 @@ use super::LiveKind;
 pub(super) const MAX_GROUPS: usize = 8;
 
 /// One row's spans in a batch.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct Group {
     /// The row's key as the view's rows hold it: kind letter, service, NUL, route.
     pub(super) key: String,
-    kind: LiveKind,
     service_len: usize,
     pub(super) requests: u32,
     pub(super) errors: u32,
@@ -24,30 +23,40 @@ pub(super) struct Group {
 }
 
 impl Group {
-    /// The row's kind, service and route (the last two read from its key).
+    /// The row's kind, service and route, read back from its key.
     pub(super) fn parts(&self) -> (LiveKind, &str, &str) {
+        let kind = if self.key.starts_with('C') {
+            LiveKind::Client
+        } else {
+            LiveKind::Server
+        };
         let service = self.key.get(1..1 + self.service_len).unwrap_or_default();
         let route = self.key.get(2 + self.service_len..).unwrap_or_default();
-        (self.kind, service, route)
+        (kind, service, route)
     }
 
     fn is(&self, kind: LiveKind, service: &str, route: &str) -> bool {
         let key = self.key.as_bytes();
-        self.kind == kind
+        key.len() == 2 + service.len() + route.len()
             && self.service_len == service.len()
-            && key.len() == 2 + service.len() + route.len()
+            && key.first() == Some(&kind_letter(kind))
             && key.get(2 + service.len()..) == Some(route.as_bytes())
             && key.get(1..1 + service.len()) == Some(service.as_bytes())
+    }
+}
+
+/// The letter a row key starts with.
+pub(super) fn kind_letter(kind: LiveKind) -> u8 {
+    match kind {
+        LiveKind::Server => b'S',
+        LiveKind::Client => b'C',
     }
 }
 
 /// Writes a row key into `key` (emptied first).
 pub(super) fn write_key(key: &mut String, kind: LiveKind, service: &str, route: &str) {
     key.clear();
-    key.push(match kind {
-        LiveKind::Server => 'S',
-        LiveKind::Client => 'C',
-    });
+    key.push(char::from(kind_letter(kind)));
     key.push_str(service);
     key.push('\0');
     key.push_str(route);
@@ -100,18 +109,10 @@ impl BatchGroups {
             return None;
         }
         if self.used == self.groups.len() {
-            self.groups.push(Group {
-                key: String::new(),
-                kind,
-                service_len: 0,
-                requests: 0,
-                errors: 0,
-                buckets: Vec::new(),
-            });
+            self.groups.push(Group::default());
         }
         let group = self.groups.get_mut(self.used)?;
         write_key(&mut group.key, kind, service, route);
-        group.kind = kind;
         group.service_len = service.len();
         group.requests = 0;
         group.errors = 0;
