@@ -22,6 +22,7 @@
 //! moves into the parent's ([`trace_moves`] remembers old ids for spans kept
 //! under them), so a chain comes out as one trace whatever the arrival order.
 
+mod callers;
 mod client_connections;
 mod matching;
 mod nesting;
@@ -34,6 +35,7 @@ pub use crate::config::LinkSettings;
 use crate::hashing::FastMap;
 use crate::spans::{Span, SpanKind};
 
+use callers::Callers;
 pub use client_connections::ClientConnections;
 use matching::{overlap_ns, same_request};
 use nesting::{ParentDecision, RecentServers};
@@ -120,6 +122,9 @@ pub struct TraceLinker {
     recent_clients: FastMap<ConnectionKey, VecDeque<RecentClient>>,
     /// Server spans, for the client calls made while serving them.
     recent_servers: RecentServers,
+    /// Processes seen making calls: the only ones whose server spans are
+    /// remembered in `recent_servers`.
+    callers: Callers,
     /// Traces merged into others, for spans remembered under an old id.
     moves: TraceMoves,
     /// The latest time pushed or released at.
@@ -142,6 +147,7 @@ impl TraceLinker {
             waiting: FastMap::default(),
             recent_clients: FastMap::default(),
             recent_servers: RecentServers::default(),
+            callers: Callers::default(),
             moves: TraceMoves::default(),
             now_ns: 0,
             counters: LinkCounters::default(),
@@ -166,6 +172,7 @@ impl TraceLinker {
                 .map(VecDeque::len)
                 .sum::<usize>()
             + self.recent_servers.len()
+            + self.callers.len()
             + self.moves.len()
             + self.clients.len()
     }
@@ -186,6 +193,7 @@ impl TraceLinker {
     /// `pid` exited (its number may be reused by another program).
     pub fn process_exited(&mut self, pid: u32) {
         self.recent_servers.forget_process(pid);
+        self.callers.forget(pid);
     }
 
     /// A finished span: it goes to `ready` now, or is held for its parent
@@ -196,12 +204,10 @@ impl TraceLinker {
             return;
         }
         self.now_ns = self.now_ns.max(now_ns);
-        match span.kind {
-            // A consumer's poll is a call the process makes, like a client's.
-            SpanKind::Client | SpanKind::Producer | SpanKind::Consumer => {
-                self.push_client(span, now_ns, ready)
-            }
-            SpanKind::Server => self.push_server(span, now_ns, ready),
+        if is_call(span.kind) {
+            self.push_client(span, now_ns, ready)
+        } else {
+            self.push_server(span, now_ns, ready)
         }
     }
 
@@ -252,14 +258,29 @@ impl TraceLinker {
             std::mem::swap(batch, ready);
             return;
         }
+        self.note_callers(batch);
         for span in batch.drain(..) {
             self.push(span, now_ns, ready);
         }
         self.release_due(now_ns, unanswered, ready);
     }
 
-    /// A server span, for the client spans its process makes while it is open.
+    /// Notes the processes of the calls among `spans`, before any of their
+    /// server spans is remembered: a request that made a call may be
+    /// answered earlier in the same batch, and its span is kept only for a
+    /// process known to make calls.
+    fn note_callers(&mut self, spans: &[Span]) {
+        for span in spans.iter().filter(|span| is_call(span.kind)) {
+            self.callers.note(span.pid);
+        }
+    }
+
+    /// A server span, for the client spans its process makes while it is
+    /// open: kept only for a process seen making calls.
     fn remember_server(&mut self, span: &Span, now_ns: u64) {
+        if !self.callers.contains(span.pid) {
+            return;
+        }
         let forget_at_ns = self.remember_until(now_ns);
         self.recent_servers.insert(span, now_ns, forget_at_ns);
     }
@@ -342,6 +363,7 @@ impl TraceLinker {
     }
 
     fn push_client(&mut self, span: Span, now_ns: u64, ready: &mut Vec<Span>) {
+        self.callers.note(span.pid);
         // A request that carried a traceparent was made by an instrumented
         // SDK: its ids are the SDK's, never rewritten.
         let carries_context = span.ids.parent_sampled.is_some();
@@ -578,6 +600,15 @@ impl TraceLinker {
             }
         }
         Some(held)
+    }
+}
+
+/// Whether a span of this kind is a call its process makes: a consumer's
+/// poll is one, like a client's request.
+fn is_call(kind: SpanKind) -> bool {
+    match kind {
+        SpanKind::Client | SpanKind::Producer | SpanKind::Consumer => true,
+        SpanKind::Server => false,
     }
 }
 

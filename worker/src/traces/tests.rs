@@ -283,9 +283,11 @@ fn find(ready: &[Span], span_id: [u8; 8]) -> &Span {
 }
 
 /// Pushes `spans` at `now` (ms) and decides with `open` as every process's
-/// oldest unanswered request.
+/// oldest unanswered request. The processes of its calls are noted first,
+/// as [`TraceLinker::link_batch`] notes them.
 fn step(linker: &mut TraceLinker, spans: Vec<Span>, now: u64, open: Option<u64>) -> Vec<Span> {
     let mut ready = Vec::new();
+    linker.note_callers(&spans);
     for s in spans {
         linker.push(s, now * MS, &mut ready);
     }
@@ -452,6 +454,9 @@ fn a_chain_shares_one_trace_in_whichever_order_its_spans_arrive() {
     let orders: [[&Span; 3]; 3] = [[&s_a, &c_a, &s_b], [&s_b, &c_a, &s_a], [&c_a, &s_b, &s_a]];
     for order in orders {
         let mut linker = linker();
+        // A made calls before: a first call's span that comes after its
+        // request's is a root (`callers.rs`).
+        linker.callers.note(1);
         let mut ready = Vec::new();
         for (i, s) in order.into_iter().enumerate() {
             // The serving request of A stays open until A's span arrives.
@@ -531,6 +536,7 @@ fn a_thread_per_request_call_does_not_wait_for_requests_other_threads_read() {
     let s = server(1, UNSEEN_CALLER, (0, 100), (10, 10));
     let c = call(1, DOWNSTREAM_CLIENT, (10, 50), 10);
     let mut ready = Vec::new();
+    linker.callers.note(1);
     linker.push(s.clone(), 101 * MS, &mut ready);
     linker.push(c.clone(), 101 * MS, &mut ready);
     // Another request, read at 5 by thread 11, is still open.
@@ -542,6 +548,7 @@ fn a_thread_per_request_call_does_not_wait_for_requests_other_threads_read() {
     let pool = server(2, UNSEEN_CALLER, (0, 100), (20, 21));
     let c = call(2, DOWNSTREAM_CLIENT, (10, 50), 21);
     let mut ready = Vec::new();
+    linker.callers.note(2);
     linker.push(pool.clone(), 101 * MS, &mut ready);
     linker.push(c.clone(), 101 * MS, &mut ready);
     linker.release_due(101 * MS, |_| vec![(5 * MS, 20)], &mut ready);
@@ -667,4 +674,44 @@ fn a_batch_links_as_its_spans_pushed_one_by_one() {
     assert_eq!(ready.len(), expected.len());
     assert_eq!(batched.held_count(), one_by_one.held_count());
     assert_eq!(batched.counters(), one_by_one.counters());
+}
+
+#[test]
+fn only_the_server_spans_of_a_process_that_makes_calls_are_remembered() {
+    let mut linker = linker();
+    let before = linker.remembered_count();
+    let link = |linker: &mut TraceLinker, mut batch: Vec<Span>, now: u64| {
+        let mut ready = Vec::new();
+        linker.link_batch(&mut batch, &mut ready, now * MS, |_| Vec::new());
+        ready
+    };
+    // A leaf server: its spans go on, and nothing of them is kept.
+    let leaf = server(5, UNSEEN_CALLER, (0, 100), (10, 10));
+    assert_eq!(link(&mut linker, vec![leaf], 101).len(), 1);
+    assert_eq!(linker.remembered_count(), before);
+    // Its first call ends after its request was answered, a batch later:
+    // that request was not kept, and the call is a root.
+    let answered = server(5, UNSEEN_CALLER, (200, 300), (10, 10));
+    let late = call(5, DOWNSTREAM_CLIENT, (210, 310), 10);
+    link(&mut linker, vec![answered], 301);
+    let ready = link(&mut linker, vec![late.clone()], 311);
+    assert_eq!(find(&ready, late.ids.span_id).ids.parent_span_id, None);
+    // From then on its requests are kept: a call answered in the same
+    // batch as its request, even after it, nests.
+    let s = server(5, UNSEEN_CALLER, (400, 500), (10, 10));
+    let c = call(5, DOWNSTREAM_CLIENT, (410, 450), 10);
+    let ready = link(&mut linker, vec![s.clone(), c.clone()], 501);
+    assert_child(find(&ready, c.ids.span_id), &s);
+    assert!(linker.remembered_count() > before);
+    // The first call of a process, in the batch of its request: it nests.
+    let s = server(6, UNSEEN_CALLER, (600, 700), (20, 20));
+    let c = call(6, DOWNSTREAM_CLIENT, (610, 650), 20);
+    let ready = link(&mut linker, vec![s.clone(), c.clone()], 701);
+    assert_child(find(&ready, c.ids.span_id), &s);
+    // A process that exited is forgotten: its pid may be a leaf's next.
+    linker.process_exited(5);
+    let after_exit = linker.remembered_count();
+    let reused = server(5, UNSEEN_CALLER, (800, 900), (10, 10));
+    link(&mut linker, vec![reused], 901);
+    assert_eq!(linker.remembered_count(), after_exit);
 }
