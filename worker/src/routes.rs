@@ -346,8 +346,23 @@ pub fn heuristic_route(path: &str, wildcard: char) -> Cow<'_, str> {
 }
 
 /// [`heuristic_route`] of a path without its query, with `is_word` telling
-/// which segments read like words.
+/// which segments read like words. The root path, the commonest of all
+/// (pages, health checks), has no segment to judge: it is its own route
+/// without a walk.
+#[inline]
 fn judged_route<'a>(
+    path: &'a str,
+    wildcard: char,
+    is_word: &mut impl FnMut(&str) -> bool,
+) -> Cow<'a, str> {
+    if matches!(path, "/" | "") {
+        return Cow::Borrowed(path);
+    }
+    judged_segments(path, wildcard, is_word)
+}
+
+/// [`judged_route`] segment by segment.
+fn judged_segments<'a>(
     path: &'a str,
     wildcard: char,
     is_word: &mut impl FnMut(&str) -> bool,
