@@ -141,18 +141,35 @@ fn address_text(addr: SocketAddr, with_port: bool) -> String {
 struct AddressNodes {
     callers: FastMap<IpAddr, GraphNode>,
     callees: FastMap<SocketAddr, GraphNode>,
+    /// The last caller named, compared before the map is asked: the
+    /// requests of one uninstrumented client (a load balancer, a proxy, a
+    /// load generator) come in runs.
+    last_caller: Option<(IpAddr, GraphNode)>,
 }
 
 const MAX_ADDRESS_NODES: usize = 4096;
 
 impl AddressNodes {
     fn caller(&mut self, addr: SocketAddr) -> &GraphNode {
-        if self.callers.len() >= MAX_ADDRESS_NODES {
-            self.callers.clear();
+        let ip = addr.ip();
+        if self
+            .last_caller
+            .as_ref()
+            .is_some_and(|(last, _)| *last != ip)
+        {
+            self.last_caller = None;
         }
-        self.callers
-            .entry(addr.ip())
-            .or_insert_with(|| GraphNode::address(addr, false))
+        let callers = &mut self.callers;
+        let (_, node) = self.last_caller.get_or_insert_with(|| {
+            if callers.len() >= MAX_ADDRESS_NODES {
+                callers.clear();
+            }
+            let node = callers
+                .entry(ip)
+                .or_insert_with(|| GraphNode::address(addr, false));
+            (ip, node.clone())
+        });
+        node
     }
 
     fn callee(&mut self, addr: SocketAddr) -> &GraphNode {

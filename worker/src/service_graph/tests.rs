@@ -385,3 +385,25 @@ fn nodes_are_equal_by_content_wherever_their_names_are() {
         state.hash_one(GraphNode::new("checkout", "shop"))
     );
 }
+
+#[test]
+fn callers_alternating_between_addresses_are_each_named_by_their_own() {
+    let mut nodes = AddressNodes::default();
+    let a = addr("10.0.0.1:40000");
+    let b = addr("10.0.0.2:40000");
+    for _ in 0..3 {
+        assert_eq!(&*nodes.caller(a).name, "10.0.0.1");
+        assert_eq!(&*nodes.caller(a).name, "10.0.0.1");
+        assert_eq!(&*nodes.caller(b).name, "10.0.0.2");
+    }
+    // Another port of a known caller is the same node.
+    assert_eq!(&*nodes.caller(addr("10.0.0.2:41000")).name, "10.0.0.2");
+    // Past the cap the map starts over; the names stay right.
+    for i in 0..MAX_ADDRESS_NODES as u32 + 2 {
+        let ip = std::net::Ipv4Addr::from(0x0a01_0000 + i);
+        let peer = SocketAddr::new(ip.into(), 50000);
+        assert_eq!(&*nodes.caller(peer).name, ip.to_string());
+    }
+    assert!(nodes.callers.len() <= MAX_ADDRESS_NODES);
+    assert_eq!(&*nodes.caller(a).name, "10.0.0.1");
+}
