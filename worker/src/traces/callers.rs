@@ -11,13 +11,14 @@
 //! connection closes, after the process answered) finds its request
 //! forgotten, and goes out as a root. What the nesting learns of a process
 //! (whether it serves many requests per thread, whether it hands requests
-//! over between threads) it learns from the server spans since, as it
-//! learns it today from the spans of the last seconds only.
+//! over between threads) it learns from its server spans since its first
+//! call; it never knew more than the last few seconds' spans anyway.
 
 use crate::hashing::FastMap;
 
-/// Processes noted at most; past this the set starts over (a process is
-/// noted again at its next call's first event).
+/// Processes noted at most; past this the set starts over. A process is
+/// noted again by its next call span; until then its requests are not kept,
+/// and a call that ends after its request was answered is a root.
 const MAX_CALLERS: usize = 16_384;
 
 #[derive(Default)]
