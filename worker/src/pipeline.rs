@@ -533,16 +533,27 @@ impl Pipeline {
                     .filter(|(_, &(_, in_metrics))| in_metrics)
                     .map(|(span, _)| span)
             };
+            // Each process's service once per batch. A batch's spans come in
+            // runs of one process, so a span of the last one is not looked up.
             let mut services: FastMap<u32, String> = FastMap::default();
-            for span in counted() {
+            let mut last_pid = None;
+            for span in counted().filter(|span| last_pid.replace(span.pid) != Some(span.pid)) {
                 services.entry(span.pid).or_insert_with(|| {
                     let resource = self.resources.resource_for(span.pid, &span.process_name);
                     service_name_of(&resource).unwrap_or_else(|| span.process_name.to_string())
                 });
             }
+            let mut last: Option<(u32, &str)> = None;
             let mut view = live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             view.record_batch(
-                counted().filter_map(|span| Some((span, services.get(&span.pid)?.as_str()))),
+                counted().filter_map(|span| {
+                    let service = match last {
+                        Some((pid, service)) if pid == span.pid => service,
+                        _ => services.get(&span.pid)?.as_str(),
+                    };
+                    last = Some((span.pid, service));
+                    Some((span, service))
+                }),
                 now,
             );
         }
