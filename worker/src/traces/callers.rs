@@ -43,7 +43,7 @@ impl Callers {
 
     /// Whether `pid` was noted making calls.
     pub fn contains(&self, pid: u32) -> bool {
-        self.last == Some(pid) || (!self.known.is_empty() && self.known.contains_key(&pid))
+        self.last == Some(pid) || self.known.contains_key(&pid)
     }
 
     /// `pid` exited: its number may be reused by a process that makes none.
