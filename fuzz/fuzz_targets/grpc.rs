@@ -21,6 +21,7 @@ use zerotrace_fuzz::{
     PREFACE, RST_STREAM, SETTINGS, WINDOW_UPDATE,
 };
 use zerotrace_shared::event::Direction;
+use zerotrace_worker::protocols::http2::grpc::ContentType;
 use zerotrace_worker::protocols::http2::{Http2Connection, Http2Exchange};
 
 const MAX_CALLS: usize = 64;
@@ -185,7 +186,7 @@ impl Conversation<'_> {
                     path: Some(path),
                     authority: Some(authority.into()),
                     scheme: Some("http".into()),
-                    content_type: Some(content_type.into()),
+                    content_type: ContentType::of(content_type.as_bytes()),
                     traceparent: (how & 8 != 0).then_some(traceparent),
                     ..Http2Exchange::default()
                 },
@@ -507,7 +508,7 @@ fuzz_target!(|data: &[u8]| {
             status: want.status,
             grpc_status: want.grpc_status,
             grpc_message: want.grpc_message.clone(),
-            content_type: want.content_type.clone(),
+            content_type: want.content_type,
             traceparent: want.traceparent.clone(),
             request_body_bytes: want.request_body_bytes,
             response_body_bytes: want.response_body_bytes,

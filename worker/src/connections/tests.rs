@@ -372,6 +372,28 @@ fn an_h2c_upgrade_makes_the_request_stream_one_of_an_http2_connection() {
 }
 
 #[test]
+fn an_h2c_upgrade_of_a_grpc_request_is_a_grpc_call() {
+    let mut tracker = ConnectionTracker::new();
+    let request = b"POST /pkg.Svc/Call HTTP/1.1\r\nHost: h\r\nContent-Type: application/grpc\r\n\
+        Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\
+        Content-Length: 0\r\n\r\n";
+    assert!(feed(&mut tracker, Direction::Ingress, request, false, 1).is_empty());
+    let mut switch =
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+    switch.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    switch.extend_from_slice(&[0, 0, 1, 1, 5, 0, 0, 0, 1, 0x88]);
+    let spans = feed(&mut tracker, Direction::Egress, &switch, false, 2);
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    let crate::spans::Protocol::Grpc(grpc) = &spans[0].protocol else {
+        panic!("not a gRPC call: {:?}", spans[0]);
+    };
+    assert_eq!(
+        (grpc.call.service.as_str(), grpc.call.method.as_str()),
+        ("pkg.Svc", "Call")
+    );
+}
+
+#[test]
 fn a_websocket_upgrade_stays_an_http1_exchange() {
     let mut tracker = ConnectionTracker::new();
     let request =

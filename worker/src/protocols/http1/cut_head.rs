@@ -118,6 +118,6 @@ fn is_field_line(line: &[u8]) -> bool {
 pub(super) fn take_fields(msg: &mut HttpMessage, headers: &mut Headers) {
     msg.host = msg.host.take().or(headers.host.take());
     msg.traceparent = msg.traceparent.take().or(headers.traceparent.take());
-    msg.content_type = msg.content_type.take().or(headers.content_type.take());
+    msg.content_type = msg.content_type.or(headers.content_type);
     msg.chunked = msg.chunked || headers.chunked;
 }

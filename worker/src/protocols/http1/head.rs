@@ -8,6 +8,7 @@ use super::line_feed::find_line_feed;
 use super::message::{HttpMessage, MessageHead};
 use super::start_line::{check_start, LineKind, Parse, StartLine};
 use super::{MAX_HEADERS, MAX_METHOD, MAX_TARGET, MAX_VALUE};
+use crate::protocols::http2::grpc::ContentType;
 use crate::spans::http::known_method_of_bytes;
 use crate::spans::{HttpMethod, HttpText};
 
@@ -39,8 +40,8 @@ pub(super) struct Headers {
     pub(super) host: Option<HttpText>,
     pub(super) traceparent: Option<String>,
     /// Requests' only: an h2c upgrade hands it to the HTTP/2 exchange; a
-    /// response's is not used, so it is not copied.
-    pub(super) content_type: Option<HttpText>,
+    /// response's is not used, so it is not read.
+    pub(super) content_type: ContentType,
     pub(super) content_length: Option<u64>,
     pub(super) bad_length: bool,
     pub(super) transfer_encoding: bool,
@@ -230,7 +231,8 @@ impl Headers {
                 } else if !self.of_request {
                     // A response's Content-Type is not used: not even compared.
                 } else if let Some(value) = CONTENT_TYPE.value_of(line) {
-                    keep_first(&mut self.content_type, value);
+                    // The first one counts, as for the other fields.
+                    self.content_type = self.content_type.or(ContentType::of(value));
                 }
             }
             _ => {}

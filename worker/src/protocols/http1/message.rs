@@ -1,5 +1,6 @@
 //! What the HTTP/1 decoder emits: one summary per request or response.
 
+use crate::protocols::http2::grpc::ContentType;
 use crate::spans::{HttpMethod, HttpText};
 
 /// The start line of a message.
@@ -22,7 +23,9 @@ pub struct HttpMessage {
     pub version_minor: u8,
     pub host: Option<HttpText>,
     pub traceparent: Option<String>,
-    pub content_type: Option<HttpText>,
+    /// What the request's content-type says: an h2c upgrade hands it to
+    /// the HTTP/2 exchange, to tell a gRPC call.
+    pub content_type: ContentType,
     /// `Transfer-Encoding` names `chunked` as the final coding.
     pub chunked: bool,
     /// Body bytes seen (captured + gap), chunk payload only for chunked bodies.

@@ -87,7 +87,7 @@ impl Http1Session {
                 path: Some(target.into_string()),
                 authority: request.host.map(HttpText::into_string),
                 scheme: Some("http".into()),
-                content_type: request.content_type.map(HttpText::into_string),
+                content_type: request.content_type,
                 traceparent: request.traceparent,
                 request_body_bytes: request.body_size,
                 start_ts_ns: request.first_ts_ns,

@@ -4,6 +4,7 @@
 
 use super::stream::State;
 use super::*;
+use crate::protocols::http2::grpc::ContentType;
 use proptest::prelude::*;
 
 type Segment<'a> = (&'a [u8], u64);
@@ -46,7 +47,7 @@ fn msg(head: MessageHead, body_size: u64) -> HttpMessage {
         version_minor: 1,
         host: None,
         traceparent: None,
-        content_type: None,
+        content_type: ContentType::Unknown,
         chunked: false,
         body_size,
         first_ts_ns: 0,
@@ -137,7 +138,7 @@ const POST: &[u8] = b"POST /upload?id=7 HTTP/1.1\r\nHost: api.local\r\n\
 fn expected_post() -> HttpMessage {
     let mut want = msg(request("POST", "/upload?id=7"), 11);
     want.host = Some("api.local".into());
-    want.content_type = Some("application/json".into());
+    want.content_type = ContentType::Other;
     want.traceparent = Some(TRACEPARENT.into());
     want
 }
@@ -657,15 +658,46 @@ fn start_line_limits() {
 #[test]
 fn header_values_are_truncated_on_char_boundaries() {
     let value = format!("{}é\u{ff}", "a".repeat(MAX_VALUE - 1));
-    let line = format!("GET / HTTP/1.1\r\ncontent-TYPE: {value}\r\n\r\n");
+    let line = format!("GET / HTTP/1.1\r\nTRACEparent: {value}\r\n\r\n");
     let (out, _) = parse(&[(line.as_bytes(), 0)]);
     assert_eq!(
-        out[0].content_type.as_deref(),
+        out[0].traceparent.as_deref(),
         Some("a".repeat(MAX_VALUE - 1).as_str())
     );
     let raw: &[u8] = b"GET / HTTP/1.1\r\nHost: a\xffb\r\n\r\n";
     let (out, _) = parse(&[(raw, 0)]);
     assert_eq!(out[0].host.as_deref(), Some("a\u{fffd}b"));
+}
+
+#[test]
+fn a_request_content_type_is_judged_grpc_or_not_and_the_first_one_counts() {
+    for (fields, want) in [
+        ("", ContentType::Unknown),
+        (
+            "Content-Type: application/grpc+proto\r\n",
+            ContentType::Grpc,
+        ),
+        ("content-type:application/grpc\r\n", ContentType::Grpc),
+        ("Content-Type: application/grpc-web\r\n", ContentType::Other),
+        (
+            "Content-Type: text/plain\r\nContent-Type: application/grpc\r\n",
+            ContentType::Other,
+        ),
+        (
+            "Content-Type: application/grpc\r\nContent-Type: text/plain\r\n",
+            ContentType::Grpc,
+        ),
+    ] {
+        let head = format!("POST /pkg.Svc/Call HTTP/1.1\r\nHost: a\r\n{fields}\r\n");
+        let (out, _) = parse(&[(head.as_bytes(), 0)]);
+        assert_eq!(out[0].content_type, want, "{fields:?}");
+    }
+    // A response's is not read: nothing asks for it.
+    let (out, _) = parse(&[(
+        &b"HTTP/1.1 200 OK\r\nContent-Type: application/grpc\r\nContent-Length: 0\r\n\r\n"[..],
+        0,
+    )]);
+    assert_eq!(out[0].content_type, ContentType::Unknown);
 }
 
 #[test]
@@ -679,7 +711,7 @@ fn field_names_match_whole_and_in_any_case_only_before_their_colon() {
     assert_eq!(out.len(), 2);
     assert_eq!(out[0].host.as_deref(), Some("right"));
     assert_eq!(out[0].traceparent.as_deref(), Some("00-ab-cd-01"));
-    assert_eq!(out[0].content_type.as_deref(), Some("text/plain"));
+    assert_eq!(out[0].content_type, ContentType::Other);
     assert_eq!((out[0].body_size, out[0].truncated), (3, false));
     assert_eq!(out[1].head, request("GET", "/y"));
 }

@@ -7,6 +7,7 @@ use zerotrace_shared::event::Direction;
 
 use super::exchange::Http2Exchange;
 use super::frames::*;
+use super::grpc::ContentType;
 use super::stream_state::{idx, other, Block, Stream};
 use super::Http2Stats;
 use super::{DEFAULT_TABLE_SIZE, PREFACE};
@@ -122,7 +123,7 @@ impl Http2Connection {
             client: Some(client),
             request_seen: true,
             headers_seen: true,
-            response_content_type: None,
+            response_content_type: ContentType::Unknown,
         };
         self.streams.insert(1, stream);
     }

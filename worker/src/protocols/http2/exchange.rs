@@ -1,5 +1,7 @@
 //! What the HTTP/2 decoder emits: one exchange per stream.
 
+use super::grpc::ContentType;
+
 /// One completed (or abandoned) stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Http2Exchange {
@@ -13,8 +15,8 @@ pub struct Http2Exchange {
     /// From trailers or a trailers-only response.
     pub grpc_status: Option<u32>,
     pub grpc_message: Option<String>,
-    /// The request's content-type, else the response's.
-    pub content_type: Option<String>,
+    /// What the request's content-type says, else the response's.
+    pub content_type: ContentType,
     pub traceparent: Option<String>,
     /// DATA payload bytes without padding (approximate after gaps).
     pub request_body_bytes: u64,

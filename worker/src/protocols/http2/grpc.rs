@@ -19,21 +19,49 @@ pub const UNAVAILABLE: u32 = 14;
 pub const DATA_LOSS: u32 = 15;
 pub const UNAUTHENTICATED: u32 = 16;
 
+/// What a request's (or, failing that, a response's) `content-type` says,
+/// as far as anything reads it: whether it names gRPC. Nothing exports the
+/// text, so it is judged where it is read and not kept (one byte in the
+/// message instead of a copy of the value).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ContentType {
+    /// No `content-type` was seen.
+    #[default]
+    Unknown,
+    /// A gRPC one ([`is_grpc_content_type`]).
+    Grpc,
+    /// Any other.
+    Other,
+}
+
+impl ContentType {
+    /// The kind of a `content-type` value as captured.
+    pub fn of(value: &[u8]) -> Self {
+        if is_grpc_content_type(value) {
+            Self::Grpc
+        } else {
+            Self::Other
+        }
+    }
+
+    /// This one when one was seen, else `other`.
+    pub fn or(self, other: Self) -> Self {
+        match self {
+            Self::Unknown => other,
+            known => known,
+        }
+    }
+}
+
 /// `application/grpc`, `application/grpc+proto`, `application/grpc;…` —
 /// not `application/grpc-web*`, which is another protocol.
-pub fn is_grpc_content_type(content_type: &str) -> bool {
-    const GRPC: &str = "application/grpc";
-    let content_type = content_type.trim_start();
-    let Some(prefix) = content_type.get(..GRPC.len()) else {
+pub fn is_grpc_content_type(content_type: &[u8]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    let content_type = content_type.trim_ascii_start();
+    let Some((prefix, rest)) = content_type.split_at_checked(GRPC.len()) else {
         return false;
     };
-    if !prefix.eq_ignore_ascii_case(GRPC) {
-        return false;
-    }
-    matches!(
-        content_type.as_bytes().get(GRPC.len()),
-        None | Some(b'+' | b';' | b' ')
-    )
+    prefix.eq_ignore_ascii_case(GRPC) && matches!(rest.first(), None | Some(b'+' | b';' | b' '))
 }
 
 /// `/package.Service/Method` → (`package.Service`, `Method`).
@@ -128,9 +156,10 @@ pub fn decode_message(raw: &str) -> String {
 /// says so or, when the content-type was not decoded (HPACK desync), a
 /// `grpc-status` came back.
 pub fn call_of(exchange: &Http2Exchange) -> Option<GrpcCall> {
-    let is_grpc = match exchange.content_type.as_deref() {
-        Some(content_type) => is_grpc_content_type(content_type),
-        None => exchange.grpc_status.is_some(),
+    let is_grpc = match exchange.content_type {
+        ContentType::Grpc => true,
+        ContentType::Other => false,
+        ContentType::Unknown => exchange.grpc_status.is_some(),
     };
     if !is_grpc {
         return None;
@@ -157,7 +186,7 @@ mod tests {
         Http2Exchange {
             method: Some("POST".into()),
             path: Some(path.into()),
-            content_type: Some(content_type.into()),
+            content_type: ContentType::of(content_type.as_bytes()),
             status: Some(200),
             ..Default::default()
         }
@@ -171,7 +200,8 @@ mod tests {
             "Application/GRPC;charset=utf-8",
             "application/grpc+json",
         ] {
-            assert!(is_grpc_content_type(yes), "{yes}");
+            assert!(is_grpc_content_type(yes.as_bytes()), "{yes}");
+            assert_eq!(ContentType::of(yes.as_bytes()), ContentType::Grpc);
         }
         for no in [
             "application/grpc-web",
@@ -180,7 +210,8 @@ mod tests {
             "application/grp",
             "",
         ] {
-            assert!(!is_grpc_content_type(no), "{no}");
+            assert!(!is_grpc_content_type(no.as_bytes()), "{no}");
+            assert_eq!(ContentType::of(no.as_bytes()), ContentType::Other);
         }
     }
 
@@ -259,7 +290,7 @@ mod tests {
         assert_eq!(call_of(&exchange("text/html", "/pkg.Svc/Get")), None);
         assert_eq!(call_of(&exchange("application/grpc", "/index.html")), None);
         let mut no_type = exchange("application/grpc", "/pkg.Svc/Get");
-        no_type.content_type = None;
+        no_type.content_type = ContentType::Unknown;
         assert_eq!(call_of(&no_type), None);
         // The content-type was lost to an HPACK desync, but grpc-status came.
         no_type.grpc_status = Some(0);

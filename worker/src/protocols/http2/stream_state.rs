@@ -4,6 +4,7 @@
 use zerotrace_shared::event::Direction;
 
 use super::exchange::Http2Exchange;
+use super::grpc::ContentType;
 
 /// A header block waiting for its CONTINUATION frames.
 #[derive(Debug)]
@@ -31,7 +32,8 @@ pub(super) struct Stream {
     pub(super) request_seen: bool,
     /// A header block (decoded or not) was seen for this stream.
     pub(super) headers_seen: bool,
-    pub(super) response_content_type: Option<String>,
+    /// What the response's content-type says (the request's comes first).
+    pub(super) response_content_type: ContentType,
 }
 
 pub(super) fn idx(direction: Direction) -> usize {

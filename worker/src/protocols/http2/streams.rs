@@ -6,6 +6,7 @@ use zerotrace_shared::event::Direction;
 use super::connection::Http2Connection;
 use super::exchange::Http2Exchange;
 use super::frames::*;
+use super::grpc::ContentType;
 use super::stream_state::{idx, other, Block, Stream};
 use super::{MAX_CLOSED, MAX_HEADER_BLOCK, MAX_STREAMS, MAX_VALUE};
 
@@ -248,7 +249,7 @@ impl Http2Connection {
             client: None,
             request_seen: false,
             headers_seen: false,
-            response_content_type: None,
+            response_content_type: ContentType::Unknown,
         }))
     }
 
@@ -282,9 +283,7 @@ impl Http2Connection {
         let c = idx(client);
         ex.request_body_bytes = data.get(c).copied().unwrap_or(0);
         ex.response_body_bytes = data.get(1 - c).copied().unwrap_or(0);
-        if ex.content_type.is_none() {
-            ex.content_type = response_content_type;
-        }
+        ex.content_type = ex.content_type.or(response_content_type);
         ex.partial |= !request_seen || (ex.status.is_none() && !ex.reset);
         if self.closed.len() >= MAX_CLOSED {
             self.closed.pop_front();
@@ -336,9 +335,9 @@ fn apply_fields(
             ":authority" if is_request => ex.authority = Some(kept()),
             ":scheme" if is_request => ex.scheme = Some(kept()),
             "traceparent" if is_request => ex.traceparent = Some(kept()),
-            "content-type" if is_request => ex.content_type = Some(kept()),
+            "content-type" if is_request => ex.content_type = ContentType::of(value.as_bytes()),
             "grpc-timeout" if is_request => ex.grpc_timeout = Some(kept()),
-            "content-type" => stream.response_content_type = Some(kept()),
+            "content-type" => stream.response_content_type = ContentType::of(value.as_bytes()),
             ":status" if !is_request => {
                 if let Ok(status) = value.parse::<u16>() {
                     let interim = (100..200).contains(&status);

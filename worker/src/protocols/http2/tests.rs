@@ -3,6 +3,7 @@
 //! property tests.
 
 use super::frames::*;
+use super::grpc::ContentType;
 use super::*;
 use proptest::prelude::*;
 use zerotrace_shared::event::Direction;
@@ -91,7 +92,7 @@ fn h2c_expected() -> Http2Exchange {
         authority: Some("localhost:8080".into()),
         scheme: Some("http".into()),
         status: Some(200),
-        content_type: Some("text/plain".into()),
+        content_type: ContentType::Other,
         traceparent: Some(TRACEPARENT.into()),
         request_body_bytes: 5,
         response_body_bytes: 6,
@@ -404,7 +405,7 @@ fn grpc_unary_and_trailers_only() {
         scheme: Some("http".into()),
         status: Some(200),
         grpc_status: Some(0),
-        content_type: Some("application/grpc".into()),
+        content_type: ContentType::Grpc,
         request_body_bytes: 12,
         response_body_bytes: 8,
         ..Http2Exchange::default()
