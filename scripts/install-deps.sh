@@ -20,6 +20,7 @@ if [ "${1:-}" = "test" ]; then
   packages+=(python3-psycopg2 python3-psycopg python3-pymysql python3-redis python3-pymemcache)
   packages+=(libdbd-mariadb-perl)  # tests: MySQL server-side prepared statements (tests/servers/db_prepare.pl)
   packages+=(python3-kafka)  # tests/tests/kafka.rs: kafka-python, the client of tests/servers/kafka_app.py
+  packages+=(g++)  # scripts/test.sh checks the fuzz targets: libfuzzer-sys builds libFuzzer (C++)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -14,6 +14,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== fuzz targets compile (cargo fuzz itself needs nightly; checking them does not)"
+cargo check --manifest-path fuzz/Cargo.toml --bins --locked --quiet
 echo "== module cycles"
 bash scripts/module-cycles.sh
 echo "== cargo build"

@@ -2,6 +2,7 @@
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use zerotrace_shared::event::{ConnTuple, ConnectionRole, Direction};
@@ -16,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
         peer_port: 40000,
     };
+    let process_name: Arc<str> = Arc::from("fuzz");
     let mut ts = 0u64;
     // Layout: [control][len][bytes]...; control picks socket, direction, role, gap, close.
     let mut rest = data;
@@ -31,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
                 Segment {
                     sock_id,
                     pid: 1,
-                    process_name: "fuzz",
+                    process_name: &process_name,
                     role: match control >> 4 & 0x3 {
                         1 => ConnectionRole::Server,
                         2 => ConnectionRole::Client,
