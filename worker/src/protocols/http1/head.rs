@@ -206,8 +206,17 @@ impl Headers {
     /// One `name: value` line; other lines are ignored. RFC 9112 §5.1 allows
     /// no whitespace between a name and its colon, so each wanted name is
     /// checked where it stands (`field_name.rs`), with no search for the colon; most lines
-    /// (user agent, accept, cookies, tokens) are ruled out by their first letter.
+    /// (user agent, accept, cookies, tokens, dates) are ruled out by their
+    /// first letter, in the caller's loop, without a call.
+    #[inline(always)]
     pub(super) fn field(&mut self, line: &[u8]) {
+        if matches!(line.first().map(|b| b | 0x20), Some(b'h' | b't' | b'c')) {
+            self.wanted_field(line);
+        }
+    }
+
+    /// [`Headers::field`] for a line whose first letter is a wanted name's.
+    fn wanted_field(&mut self, line: &[u8]) {
         match line.first().map(|b| b | 0x20) {
             Some(b'h') => {
                 if let Some(value) = HOST.value_of(line) {
