@@ -83,7 +83,7 @@ pub(super) fn read_cut_head(cut: &mut CutHead, rest: &[u8], whole_segment: bool)
             cut.line.clear();
             return None;
         }
-        cut.headers.field(line);
+        cut.headers.field(line, None);
         cut.field_since_gap = true;
         cut.line.clear();
     }

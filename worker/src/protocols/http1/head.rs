@@ -50,8 +50,13 @@ pub(super) struct Headers {
     pub(super) of_request: bool,
 }
 /// Checks the start line (until it is complete) and looks for the end of the
-/// head in `bytes`, the head so far.
-pub(super) fn scan_head(head: &mut HeadBuf, bytes: &[u8]) -> HeadScan {
+/// head in `bytes`, the head so far; `last_host` is the Host of the stream's
+/// last request (see [`Headers::field`]).
+pub(super) fn scan_head(
+    head: &mut HeadBuf,
+    bytes: &[u8],
+    last_host: Option<&HttpText>,
+) -> HeadScan {
     if head.start.is_none() {
         match check_start(bytes) {
             Parse::Bad => return HeadScan::Bad,
@@ -63,7 +68,7 @@ pub(super) fn scan_head(head: &mut HeadBuf, bytes: &[u8]) -> HeadScan {
     if let Some(start) = head.start.filter(|_| head.scanned == 0) {
         // Usually the whole head is here: one pass finds its end and reads
         // its fields.
-        if let Some((end, headers)) = read_head(bytes, &start) {
+        if let Some((end, headers)) = read_head(bytes, &start, last_host) {
             return HeadScan::Complete(end, Some(headers));
         }
     }
@@ -131,7 +136,7 @@ pub(super) fn parse_headers(head: &[u8], of_request: bool) -> Headers {
     for _ in 0..MAX_HEADERS {
         // None: cut mid-line, the value may be incomplete.
         match lines.next() {
-            Some((line, _)) if !line.is_empty() => headers.field(line),
+            Some((line, _)) if !line.is_empty() => headers.field(line, None),
             _ => break,
         }
     }
@@ -142,7 +147,11 @@ pub(super) fn parse_headers(head: &[u8], of_request: bool) -> Headers {
 /// line `start`: where it ends (just past its blank line, as
 /// [`find_head_end`] from 0) and its header fields (as [`parse_headers`]);
 /// None when the blank line is not there yet.
-fn read_head(head: &[u8], start: &StartLine) -> Option<(usize, Headers)> {
+fn read_head(
+    head: &[u8],
+    start: &StartLine,
+    last_host: Option<&HttpText>,
+) -> Option<(usize, Headers)> {
     let mut headers = Headers::of(start.is_request());
     let mut lines = HeadLines {
         head,
@@ -155,7 +164,7 @@ fn read_head(head: &[u8], start: &StartLine) -> Option<(usize, Headers)> {
             return Some((end, headers));
         }
         if count < MAX_HEADERS {
-            headers.field(line);
+            headers.field(line, last_host);
         }
         count += 1;
     }
@@ -208,19 +217,30 @@ impl Headers {
     /// checked where it stands (`field_name.rs`), with no search for the colon; most lines
     /// (user agent, accept, cookies, tokens, dates) are ruled out by their
     /// first letter, in the caller's loop, without a call.
+    ///
+    /// `last_host` is the Host of the stream's last request, when one was
+    /// kept: a connection's requests repeat their Host, and a value with the
+    /// same bytes is copied from it, not checked as UTF-8 and cut again.
     #[inline(always)]
-    pub(super) fn field(&mut self, line: &[u8]) {
+    pub(super) fn field(&mut self, line: &[u8], last_host: Option<&HttpText>) {
         if matches!(line.first().map(|b| b | 0x20), Some(b'h' | b't' | b'c')) {
-            self.wanted_field(line);
+            self.wanted_field(line, last_host);
         }
     }
 
     /// [`Headers::field`] for a line whose first letter is a wanted name's.
-    fn wanted_field(&mut self, line: &[u8]) {
+    fn wanted_field(&mut self, line: &[u8], last_host: Option<&HttpText>) {
         match line.first().map(|b| b | 0x20) {
             Some(b'h') => {
                 if let Some(value) = HOST.value_of(line) {
-                    keep_first(&mut self.host, value);
+                    match last_host {
+                        // The same bytes are valid UTF-8 within the limit, so
+                        // they would become this text again.
+                        Some(last) if self.host.is_none() && last.as_bytes() == value => {
+                            self.host = Some(last.clone());
+                        }
+                        _ => keep_first(&mut self.host, value),
+                    }
                 }
             }
             Some(b't') => {

@@ -14,6 +14,7 @@ use super::start_line::{
     check_start, is_interim_response, skip_blank_lines, starts_message, LineKind, Parse,
 };
 use super::{len64, to_usize, MAX_CUT_LINE, MAX_HEAD, MAX_PENDING};
+use crate::spans::HttpText;
 
 /// Where a stream's completed messages go: straight to the pairing in the
 /// session (no queue between them, so a message is not moved through one),
@@ -37,6 +38,11 @@ pub struct Http1Stream {
     /// What the next final responses answer, oldest first.
     expected: InlineFirstQueue<ReqKind>,
     garbage: u64,
+    /// The Host of the last request whose head came in one piece, when it is
+    /// short enough to be held inline (its copy is a move of 24 bytes, not an
+    /// allocation): the connection's next request likely repeats it (see
+    /// [`Headers::field`]).
+    last_host: Option<HttpText>,
 }
 
 #[derive(Debug, Default)]
@@ -349,7 +355,7 @@ impl Http1Stream {
             bytes.extend_from_slice(fresh);
         }
         let view: &[u8] = if buffered { &bytes } else { fresh };
-        match scan_head(&mut head, view) {
+        match scan_head(&mut head, view, self.last_host.as_ref()) {
             HeadScan::Bad if buffered => {
                 // Drop only the stale partial line; this segment gets its own chance.
                 self.garbage += 1;
@@ -366,6 +372,9 @@ impl Http1Stream {
                 else {
                     return Step::Took(taken);
                 };
+                if let Some(host) = msg.host.as_ref().filter(|h| !h.is_heap_allocated()) {
+                    self.last_host = Some(host.clone());
+                }
                 // The body often follows in the same segment: take its counted
                 // part now (as the next step would), so that a message done
                 // within the segment is never boxed.

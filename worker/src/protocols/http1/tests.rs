@@ -5,6 +5,7 @@
 use super::stream::State;
 use super::*;
 use crate::protocols::http2::grpc::ContentType;
+use crate::spans::HttpText;
 use proptest::prelude::*;
 
 type Segment<'a> = (&'a [u8], u64);
@@ -667,6 +668,90 @@ fn header_values_are_truncated_on_char_boundaries() {
     let raw: &[u8] = b"GET / HTTP/1.1\r\nHost: a\xffb\r\n\r\n";
     let (out, _) = parse(&[(raw, 0)]);
     assert_eq!(out[0].host.as_deref(), Some("a\u{fffd}b"));
+}
+
+/// The Host each of `hosts` gives when it is the only request of a stream.
+fn hosts_alone(hosts: &[Option<Vec<u8>>]) -> Vec<Option<HttpText>> {
+    hosts
+        .iter()
+        .map(|host| {
+            let (out, _) = parse(&[(&request_with_host(host.as_deref()), 0)]);
+            out[0].host.clone()
+        })
+        .collect()
+}
+
+fn request_with_host(host: Option<&[u8]>) -> Vec<u8> {
+    let mut head = b"GET /x HTTP/1.1\r\nAccept: */*\r\n".to_vec();
+    if let Some(host) = host {
+        head.extend_from_slice(b"Host: ");
+        head.extend_from_slice(host);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// The Hosts of `hosts` sent one after another on one stream, each request
+/// in a segment of its own, as a keep-alive connection carries them.
+fn hosts_in_a_row(hosts: &[Option<Vec<u8>>]) -> Vec<Option<HttpText>> {
+    let requests: Vec<Vec<u8>> = hosts
+        .iter()
+        .map(|host| request_with_host(host.as_deref()))
+        .collect();
+    let segments: Vec<Segment> = requests.iter().map(|r| (r.as_slice(), 0)).collect();
+    let (out, _) = parse(&segments);
+    out.into_iter().map(|m| m.host).collect()
+}
+
+#[test]
+fn a_connection_s_repeated_host_is_the_text_a_first_one_would_give() {
+    let replacement = "\u{fffd}".as_bytes();
+    let hosts: Vec<Option<Vec<u8>>> = [
+        Some(&b"api.local:8080"[..]),
+        Some(b"api.local:8080"),
+        // No Host: the last one must not stand in for it.
+        None,
+        Some(b"api.local:8080"),
+        Some(b"other.local"),
+        // Invalid UTF-8, then the bytes its replacement text is made of.
+        Some(b"a\xffb"),
+        Some(&[b"a", replacement, b"b"].concat()),
+        Some(b"a\xffb"),
+        // Longer than the 24 bytes held inline.
+        Some(b"a-long-host-name.example.internal:8443"),
+        Some(b"a-long-host-name.example.internal:8443"),
+        Some(b"api.local:8080"),
+        // As long as the last one, one byte apart.
+        Some(b"api.local:8081"),
+    ]
+    .into_iter()
+    .map(|h| h.map(<[u8]>::to_vec))
+    .collect();
+    let got = hosts_in_a_row(&hosts);
+    assert_eq!(got, hosts_alone(&hosts));
+    assert_eq!(got[1].as_deref(), Some("api.local:8080"));
+    assert_eq!(got[2], None);
+    assert_eq!(got[7].as_deref(), Some("a\u{fffd}b"));
+}
+
+proptest! {
+    /// Whatever Hosts a connection's requests carry, in whatever order, each
+    /// request's is the one it would have alone.
+    #[test]
+    fn hosts_in_a_row_are_the_hosts_alone(
+        hosts in proptest::collection::vec(
+            proptest::option::of(prop_oneof![
+                Just(b"h".to_vec()),
+                Just(b"h\xff".to_vec()),
+                Just("h\u{fffd}".as_bytes().to_vec()),
+                proptest::collection::vec(prop_oneof![Just(b'a'), Just(0xc3_u8), Just(0xa9_u8)], 0..30),
+            ]),
+            1..12,
+        )
+    ) {
+        prop_assert_eq!(hosts_in_a_row(&hosts), hosts_alone(&hosts));
+    }
 }
 
 #[test]
