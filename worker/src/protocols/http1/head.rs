@@ -4,8 +4,8 @@
 use memchr::memchr_iter;
 
 use super::field_name::{CONTENT_LENGTH, CONTENT_TYPE, HOST, TRACEPARENT, TRANSFER_ENCODING};
-use super::line_feed::find_line_feed;
 use super::message::{HttpMessage, MessageHead};
+use super::near_byte::find_line_feed;
 use super::start_line::{check_start, LineKind, Parse, StartLine};
 use super::{MAX_HEADERS, MAX_METHOD, MAX_TARGET, MAX_VALUE};
 use crate::protocols::http2::grpc::ContentType;

@@ -1,8 +1,6 @@
 //! Request and status lines, judged as they arrive (possibly incomplete).
 
-use memchr::memchr;
-
-use super::line_feed::find_line_feed;
+use super::near_byte::{find_line_feed, find_space};
 use super::MAX_METHOD;
 
 /// A parsed start line, as positions in the head (the line begins at 0):
@@ -157,11 +155,11 @@ fn request_line(line: &[u8], complete: bool) -> Parse {
 
 /// How many bytes at the start of `rest` are visible non-space characters
 /// (the request target). Usually they run to the next space: that space is
-/// found by `memchr` and the bytes before it checked in one branch-free pass
+/// found ([`find_space`]) and the bytes before it checked in one branch-free pass
 /// (which the compiler vectorises); anything else takes the byte-by-byte walk.
 fn target_length(rest: &[u8]) -> usize {
     let is_target = |b: u8| b > b' ' && b != 0x7f;
-    if let Some(space) = memchr(b' ', rest) {
+    if let Some(space) = find_space(rest) {
         let before = rest.get(..space).unwrap_or_default();
         if before.iter().fold(true, |all, &b| all & is_target(b)) {
             return space;
