@@ -20,6 +20,10 @@ pub(super) struct Group {
     pub(super) errors: u32,
     /// Each span's latency bucket, in order.
     pub(super) buckets: Vec<u16>,
+    /// Each bucket of `buckets` once, with its count, in the order of their
+    /// first spans ([`BatchGroups::tally`]): a row's histogram is asked once
+    /// per bucket, not once per span.
+    pub(super) tallied: Vec<(u16, u32)>,
 }
 
 impl Group {
@@ -70,6 +74,9 @@ pub(super) struct BatchGroups {
     used: usize,
     /// The group the last span went to, asked first.
     last: usize,
+    /// A count per latency bucket while a group's are tallied; all zero
+    /// between tallies.
+    counts: Vec<u32>,
 }
 
 impl BatchGroups {
@@ -119,6 +126,31 @@ impl BatchGroups {
         group.buckets.clear();
         self.used += 1;
         Some(self.used - 1)
+    }
+
+    /// Fills each group's `tallied` from its `buckets`.
+    pub(super) fn tally(&mut self) {
+        let counts = &mut self.counts;
+        for group in self.groups.iter_mut().take(self.used) {
+            group.tallied.clear();
+            for &bucket in &group.buckets {
+                let i = usize::from(bucket);
+                if i >= counts.len() {
+                    counts.resize(i + 1, 0);
+                }
+                if let Some(count) = counts.get_mut(i) {
+                    if *count == 0 {
+                        group.tallied.push((bucket, 0));
+                    }
+                    *count += 1;
+                }
+            }
+            for (bucket, tally) in &mut group.tallied {
+                if let Some(count) = counts.get_mut(usize::from(*bucket)) {
+                    *tally = std::mem::take(count);
+                }
+            }
+        }
     }
 
     /// This batch's groups, in the order their first spans came.
@@ -184,5 +216,29 @@ mod tests {
         let group = batch.group_of(LiveKind::Client, "other", "/x");
         assert!(group.is_some_and(|g| g.requests == 0 && g.buckets.is_empty()));
         assert_eq!(batch.groups().len(), 1);
+    }
+
+    #[test]
+    fn a_group_s_buckets_are_tallied_in_the_order_they_first_came() {
+        let mut batch = BatchGroups::default();
+        for (route, buckets) in [("/a", &[7_u16, 900, 7, 3, 900, 7][..]), ("/b", &[3, 3])] {
+            let Some(group) = batch.group_of(LiveKind::Server, "svc", route) else {
+                panic!("room for every row");
+            };
+            group.buckets.extend_from_slice(buckets);
+        }
+        batch.tally();
+        let tallied: Vec<&[(u16, u32)]> = batch
+            .groups()
+            .iter()
+            .map(|g| g.tallied.as_slice())
+            .collect();
+        assert_eq!(
+            tallied,
+            vec![&[(7, 3), (900, 2), (3, 1)][..], &[(3, 2)][..]]
+        );
+        // The counts start from zero again: a second tally gives the same.
+        batch.tally();
+        assert_eq!(batch.groups()[1].tallied, vec![(3, 2)]);
     }
 }

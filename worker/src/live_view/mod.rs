@@ -246,14 +246,15 @@ impl LatencySlot {
         }
     }
 
-    /// Adds one value; returns the number of entries created (0 or 1).
-    fn add(&mut self, bucket: u16, may_grow: bool) -> usize {
+    /// Adds `values` values of one bucket; returns the number of entries
+    /// created (0 or 1).
+    fn add(&mut self, bucket: u16, values: u32, may_grow: bool) -> usize {
         if let Some(count) = self.entries.get_mut(&bucket) {
-            *count = count.saturating_add(1);
+            *count = count.saturating_add(values);
             return 0;
         }
         if may_grow || self.entries.is_empty() {
-            self.entries.insert(bucket, 1);
+            self.entries.insert(bucket, values);
             return 1;
         }
         // Over budget: count it in the nearest bucket this second already
@@ -263,7 +264,7 @@ impl LatencySlot {
             let below = bucket.checked_sub(distance);
             for nearest in [above, below].into_iter().flatten() {
                 if let Some(count) = self.entries.get_mut(&nearest) {
-                    *count = count.saturating_add(1);
+                    *count = count.saturating_add(values);
                     return 0;
                 }
             }
@@ -328,7 +329,7 @@ impl Row {
     /// Adds one span; returns (entries created, entries dropped).
     fn add(&mut self, second: u64, error: bool, bucket: u16, may_grow: bool) -> (usize, usize) {
         self.add_counts(second, 1, u32::from(error));
-        self.add_latency(second, bucket, may_grow)
+        self.add_latency(second, bucket, 1, may_grow)
     }
 
     /// Counts `requests` spans in `second`, `errors` of them failed.
@@ -340,7 +341,13 @@ impl Row {
     }
 
     /// Adds one span's latency; returns (entries created, entries dropped).
-    fn add_latency(&mut self, second: u64, bucket: u16, may_grow: bool) -> (usize, usize) {
+    fn add_latency(
+        &mut self,
+        second: u64,
+        bucket: u16,
+        count: u32,
+        may_grow: bool,
+    ) -> (usize, usize) {
         let slot = &mut self.latency[(second % WINDOW_SECONDS) as usize];
         let mut dropped = 0;
         if slot.second != second {
@@ -349,7 +356,7 @@ impl Row {
             }
             dropped = slot.reset(second);
         }
-        (slot.add(bucket, may_grow), dropped)
+        (slot.add(bucket, count, may_grow), dropped)
     }
 
     /// This row's latency entries of each second in the window ending with `current`.
@@ -597,6 +604,7 @@ impl LiveView {
         if second >= self.last_sweep + SWEEP_EVERY_SECONDS {
             self.forget_idle(second);
         }
+        batch.tally();
         for group in batch.groups() {
             let (kind, service, route) = group.parts();
             self.tick += 1;
@@ -605,9 +613,9 @@ impl LiveView {
             let row = self.row_mut(&group.key, kind, service, route);
             row.last_tick = tick;
             row.add_counts(second, group.requests, group.errors);
-            for &bucket in &group.buckets {
+            for &(bucket, count) in &group.tallied {
                 let may_grow = entries < MAX_HISTOGRAM_ENTRIES;
-                let (created, dropped) = row.add_latency(second, bucket, may_grow);
+                let (created, dropped) = row.add_latency(second, bucket, count, may_grow);
                 entries = entries + created - dropped;
             }
             self.histogram_entries = entries;

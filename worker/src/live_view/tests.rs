@@ -454,17 +454,21 @@ fn long_routes_and_services_are_cut() {
 fn histogram_memory_is_capped_and_counts_stay_exact() {
     let mut slot = LatencySlot::new();
     assert_eq!(
-        slot.add(100, false),
+        slot.add(100, 1, false),
         1,
         "an empty second always gets one entry"
     );
-    assert_eq!(slot.add(300, false), 0);
-    assert_eq!(slot.add(50, false), 0);
+    assert_eq!(slot.add(300, 1, false), 0);
+    assert_eq!(slot.add(50, 1, false), 0);
     assert_eq!(slot.sorted(), vec![(100, 3)]);
-    assert_eq!(slot.add(300, true), 1);
-    assert_eq!(slot.add(290, false), 0);
-    assert_eq!(slot.add(120, false), 0);
+    assert_eq!(slot.add(300, 1, true), 1);
+    assert_eq!(slot.add(290, 1, false), 0);
+    assert_eq!(slot.add(120, 1, false), 0);
     assert_eq!(slot.sorted(), vec![(100, 4), (300, 2)]);
+    // Several values of one bucket at once, as a batch's tally adds them.
+    assert_eq!(slot.add(300, 5, false), 0);
+    assert_eq!(slot.add(700, 3, false), 0);
+    assert_eq!(slot.sorted(), vec![(100, 4), (300, 10)]);
 }
 
 #[test]
