@@ -289,24 +289,13 @@ impl Http1Stream {
     }
 
     fn step(&mut self, rest: &[u8], ts: u64, out: &mut impl MessageSink) -> Step {
+        // Between messages, the usual case, the state is not taken out (and
+        // no state taken out is left to drop).
+        if matches!(self.state, State::Idle) {
+            return self.start_message(rest, ts, out);
+        }
         match std::mem::take(&mut self.state) {
-            State::Idle => {
-                // Stray CRLFs between messages are allowed (RFC 9112 §2.2).
-                let blank = rest.len() - skip_blank_lines(rest).len();
-                if blank > 0 {
-                    return Step::Took(blank);
-                }
-                // A message starts here: its head is read at once, not on
-                // the next step through the state.
-                let head = HeadBuf {
-                    bytes: Vec::new(),
-                    first_ts: ts,
-                    last_ts: ts,
-                    start: None,
-                    scanned: 0,
-                };
-                self.step_head(head, rest, out)
-            }
+            State::Idle => self.start_message(rest, ts, out),
             State::Head(mut head) => {
                 head.last_ts = ts;
                 self.step_head(head, rest, out)
@@ -341,6 +330,25 @@ impl Http1Stream {
                 Step::DropRest
             }
         }
+    }
+
+    /// Between messages: `rest` starts a message, or stray line ends.
+    fn start_message(&mut self, rest: &[u8], ts: u64, out: &mut impl MessageSink) -> Step {
+        // Stray CRLFs between messages are allowed (RFC 9112 §2.2).
+        let blank = rest.len() - skip_blank_lines(rest).len();
+        if blank > 0 {
+            return Step::Took(blank);
+        }
+        // A message starts here: its head is read at once, not on the next
+        // step through the state.
+        let head = HeadBuf {
+            bytes: Vec::new(),
+            first_ts: ts,
+            last_ts: ts,
+            start: None,
+            scanned: 0,
+        };
+        self.step_head(head, rest, out)
     }
 
     fn step_head(&mut self, mut head: HeadBuf, rest: &[u8], out: &mut impl MessageSink) -> Step {
