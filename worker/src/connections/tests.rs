@@ -344,18 +344,22 @@ fn http2_over_tls_plaintext_starts_with_the_preface() {
             && c.state.as_ref().map(ProtocolState::protocol) == Some(Protocol::Http2)));
 }
 
-#[test]
-fn an_h2c_upgrade_makes_the_request_stream_one_of_an_http2_connection() {
+/// The spans of an h2c upgrade of `request` (at ts 1) that the server
+/// accepts (at ts 2): 101, then its SETTINGS and the response on stream 1,
+/// HEADERS (:status 200, indexed 0x88) with END_STREAM|END_HEADERS.
+fn upgraded_to_h2c(request: &[u8]) -> Vec<Span> {
     let mut tracker = ConnectionTracker::new();
-    let request = b"GET /up HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
     assert!(feed(&mut tracker, Direction::Ingress, request, false, 1).is_empty());
-    // 101, then the server's SETTINGS and the response on stream 1:
-    // HEADERS (:status 200, indexed 0x88) with END_STREAM|END_HEADERS.
     let mut switch =
         b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
     switch.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
     switch.extend_from_slice(&[0, 0, 1, 1, 5, 0, 0, 0, 1, 0x88]);
-    let spans = feed(&mut tracker, Direction::Egress, &switch, false, 2);
+    feed(&mut tracker, Direction::Egress, &switch, false, 2)
+}
+
+#[test]
+fn an_h2c_upgrade_makes_the_request_stream_one_of_an_http2_connection() {
+    let spans = upgraded_to_h2c(b"GET /up HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n");
     assert_eq!(spans.len(), 1, "{spans:?}");
     let span = &spans[0];
     assert_eq!(
@@ -373,16 +377,11 @@ fn an_h2c_upgrade_makes_the_request_stream_one_of_an_http2_connection() {
 
 #[test]
 fn an_h2c_upgrade_of_a_grpc_request_is_a_grpc_call() {
-    let mut tracker = ConnectionTracker::new();
-    let request = b"POST /pkg.Svc/Call HTTP/1.1\r\nHost: h\r\nContent-Type: application/grpc\r\n\
+    let spans = upgraded_to_h2c(
+        b"POST /pkg.Svc/Call HTTP/1.1\r\nHost: h\r\nContent-Type: application/grpc\r\n\
         Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\
-        Content-Length: 0\r\n\r\n";
-    assert!(feed(&mut tracker, Direction::Ingress, request, false, 1).is_empty());
-    let mut switch =
-        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
-    switch.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-    switch.extend_from_slice(&[0, 0, 1, 1, 5, 0, 0, 0, 1, 0x88]);
-    let spans = feed(&mut tracker, Direction::Egress, &switch, false, 2);
+        Content-Length: 0\r\n\r\n",
+    );
     assert_eq!(spans.len(), 1, "{spans:?}");
     let crate::spans::Protocol::Grpc(grpc) = &spans[0].protocol else {
         panic!("not a gRPC call: {:?}", spans[0]);
