@@ -542,15 +542,10 @@ static long zt_copy_iovec_callback(__u64 i, void *ctx)
 
 #define ZT_WORD(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
 
-/* Whether captured bytes begin an HTTP head: an HTTP/1 request or status
- * line, the HTTP/2 preface, or an HTTP/2 frame header of any type but DATA
- * (length below 64 KiB, reserved bit clear). A wrong yes costs a longer
- * copy, never a wrong span: the worker parses what it gets. */
-static __always_inline bool zt_starts_head(const __u8 *p)
+/* Whether a segment's first four bytes begin an HTTP/1 request line (a
+ * method), a status line, or the HTTP/2 preface. */
+static __always_inline bool zt_starts_text_head(__u32 word)
 {
-	if (p[0] == 0 && p[3] >= 1 && p[3] <= 9 && !(p[5] & 0x80))
-		return 1;
-	__u32 word = ZT_WORD(p[0], p[1], p[2], p[3]);
 	switch (word) {
 	case ZT_WORD('G', 'E', 'T', ' '):
 	case ZT_WORD('P', 'O', 'S', 'T'):
@@ -566,6 +561,18 @@ static __always_inline bool zt_starts_head(const __u8 *p)
 		return 1;
 	}
 	return 0;
+}
+
+/* Whether captured bytes begin an HTTP head: an HTTP/1 request or status
+ * line, the HTTP/2 preface, or an HTTP/2 frame header of any type but DATA
+ * (length below 64 KiB, reserved bit clear). A wrong yes costs a longer
+ * copy, never a wrong span: the worker parses what it gets. The frame
+ * header's shape is loose: about one random segment in 15,000 has it. */
+static __always_inline bool zt_starts_head(const __u8 *p)
+{
+	if (p[0] == 0 && p[3] >= 1 && p[3] <= 9 && !(p[5] & 0x80))
+		return 1;
+	return zt_starts_text_head(ZT_WORD(p[0], p[1], p[2], p[3]));
 }
 
 /* How much of a `len`-byte segment to copy when its first ZT_PAYLOAD_MAX
@@ -814,13 +821,15 @@ static __always_inline bool zt_tls_socket_io(__u64 pid_tgid, __u64 sock_id, cons
 
 /* Whether captured bytes start an HTTP/1 request or status line that no TLS
  * can follow on the same socket: any method but CONNECT (a proxy tunnel,
- * whose client goes on in TLS), or a status line. */
+ * whose client goes on in TLS), or a status line. Text only: the HTTP/2
+ * frame header's loose shape (zt_starts_head) turns up in encrypted bytes,
+ * and a TLS socket wrongly marked plain would lose its plaintext. */
 static __always_inline bool zt_starts_plain_http(const __u8 *p, __u32 copied)
 {
 	if (copied < 4)
 		return 0;
 	__u32 word = ZT_WORD(p[0], p[1], p[2], p[3]);
-	return word != ZT_WORD('C', 'O', 'N', 'N') && word != ZT_WORD('P', 'R', 'I', ' ') && zt_starts_head(p);
+	return word != ZT_WORD('C', 'O', 'N', 'N') && word != ZT_WORD('P', 'R', 'I', ' ') && zt_starts_text_head(word);
 }
 
 /* Counts a data record of a socket whose state is kept by address (the

@@ -10,7 +10,9 @@ m-byte Set-Cookie before Content-Length), anything else 404. Request
 bodies may be chunked.
 
 With `--tls CERT KEY` after the port it serves HTTPS (the `ssl` module,
-which uses the system's libssl).
+which uses the system's libssl). `--preamble N` after those reads N bytes of
+each connection before its TLS handshake, as servers that sniff a
+connection's first bytes do (STARTTLS, PROXY protocol headers).
 """
 import http.client
 import sys
@@ -128,6 +130,18 @@ if __name__ == "__main__":
 
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(sys.argv[3], sys.argv[4])
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        if sys.argv[5:6] == ["--preamble"]:
+            import socket
+
+            preamble = int(sys.argv[6])
+
+            def get_request():
+                conn, address = server.socket.accept()
+                conn.recv(preamble, socket.MSG_WAITALL)
+                return context.wrap_socket(conn, server_side=True), address
+
+            server.get_request = get_request
+        else:
+            server.socket = context.wrap_socket(server.socket, server_side=True)
     print("listening", flush=True)
     server.serve_forever()

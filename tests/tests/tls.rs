@@ -46,20 +46,24 @@ struct PythonTls {
 
 impl PythonTls {
     fn start(name: &str) -> PythonTls {
+        Self::start_with(name, &[])
+    }
+
+    /// With `http_app.py`'s options after `--tls CERT KEY`.
+    fn start_with(name: &str, options: &[&str]) -> PythonTls {
         let certificate = Certificate::new(name);
         let port = free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/http_app.py");
-        let process = start(
-            "/usr/bin/python3",
-            &[
-                script,
-                &port.to_string(),
-                "--tls",
-                &certificate.cert,
-                &certificate.key,
-            ],
-            port,
-        );
+        let port_text = port.to_string();
+        let mut args = vec![
+            script,
+            &port_text,
+            "--tls",
+            &certificate.cert,
+            &certificate.key,
+        ];
+        args.extend_from_slice(options);
+        let process = start("/usr/bin/python3", &args, port);
         PythonTls {
             process,
             port,
@@ -127,6 +131,71 @@ fn python_ssl_server_spans_carry_method_path_status_and_https() {
     let echo = find("/echo");
     assert_eq!(echo.str_of("method"), "POST");
     assert_eq!(echo.u64_of("request_body_bytes"), 4);
+}
+
+/// An HTTPS client that first sends nine bytes shaped like an HTTP/2
+/// SETTINGS frame header, then two requests over one TLS connection.
+const SNIFFED_CLIENT: &str = r#"
+import http.client, socket, ssl, sys
+
+class Sniffed(http.client.HTTPConnection):
+    def connect(self):
+        raw = socket.create_connection((self.host, self.port))
+        raw.sendall(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        self.sock = context.wrap_socket(raw)
+
+connection = Sniffed("127.0.0.1", int(sys.argv[1]))
+for path in ["/hello", "/status/503"]:
+    connection.request("GET", path)
+    response = connection.getresponse()
+    response.read()
+    print(response.status)
+"#;
+
+/// Bytes read before a TLS handshake that look like an HTTP/2 frame header
+/// (encrypted records do, about one in 15,000) must not mark the socket as
+/// plain HTTP: its TLS records would then go out raw, and its plaintext
+/// would find no socket.
+#[test]
+fn a_tls_socket_whose_first_bytes_look_like_an_http2_frame_keeps_its_plaintext() {
+    require_root();
+    let server = PythonTls::start_with("sniffed", &["--preamble", "9"]);
+    let port = server.port;
+    let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
+    wait_for_tls_hooks(&agent, server.process.0.id());
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", SNIFFED_CLIENT, &port.to_string()])
+        .output()
+        .expect("python3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200\n503\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spans = agent.wait_for_spans(2, is_https);
+    assert_eq!(
+        spans.len(),
+        2,
+        "{spans:?}\nagent stderr:\n{}",
+        agent.stderr.text()
+    );
+    let statuses: Vec<(String, u64)> = spans
+        .iter()
+        .map(|s| (s.str_of("target").to_owned(), s.u64_of("status")))
+        .collect();
+    assert!(
+        statuses.contains(&("/hello".to_owned(), 200)),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&("/status/503".to_owned(), 503)),
+        "{statuses:?}"
+    );
+    assert_eq!(spans[0].u64_of("peer_port"), spans[1].u64_of("peer_port"));
 }
 
 #[test]
