@@ -58,7 +58,7 @@ fn http1_exchanges_become_spans_with(backend: &str, described: &str) {
         &[
             "GET /hello?from=rust HTTP/1.1\r\nHost: test\r\n\r\n",
             "GET /status/503 HTTP/1.1\r\nHost: test\r\n\r\n",
-            "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nabcde",
+            "POST /echo HTTP/1.1\r\nHost: other.test:8080\r\nContent-Length: 5\r\n\r\nabcde",
         ],
     );
     assert!(responses[1].starts_with("HTTP/1.1 503"));
@@ -118,12 +118,37 @@ fn http1_exchanges_become_spans_with(backend: &str, described: &str) {
         .filter(|s| s.u64_of("peer_port") == u64::from(client_port))
         .collect();
     assert_eq!(rust.len(), 3, "{rust:#?}");
-    assert!(rust
-        .iter()
-        .any(|s| s.str_of("target") == "/hello?from=rust" && s.str_of("host") == "test"));
+    // Each request's own Host, the second one repeating the first's on the
+    // same connection, the third another one.
+    let host_of = |target: &str| {
+        rust.iter()
+            .find(|s| s.str_of("target") == target)
+            .map(|s| s.str_of("host").to_owned())
+    };
+    assert_eq!(
+        host_of("/hello?from=rust").as_deref(),
+        Some("test"),
+        "{rust:#?}"
+    );
+    assert_eq!(host_of("/status/503").as_deref(), Some("test"), "{rust:#?}");
+    assert_eq!(
+        host_of("/echo").as_deref(),
+        Some("other.test:8080"),
+        "{rust:#?}"
+    );
     assert!(rust
         .iter()
         .any(|s| s.str_of("path") == "/status/503" && s.u64_of("status") == 503));
+    // curl's keep-alive requests repeat their Host too.
+    let curl_host = format!("127.0.0.1:{port}");
+    assert!(
+        curl_hello
+            .iter()
+            .map(|s| **s)
+            .chain(missing.iter().copied())
+            .all(|s| s.str_of("host") == curl_host),
+        "{spans:#?}"
+    );
 
     let proxy = server_span_for(&spans, "GET", "/proxy");
     assert_eq!(proxy.len(), 1);
