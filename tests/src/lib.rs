@@ -202,6 +202,29 @@ impl Agent {
             .collect()
     }
 
+    /// Waits until the worker reports the TLS hooks of `pid` in place.
+    pub fn wait_for_tls_hooks(&self, pid: u32) {
+        self.wait_for_tls_hooks_through(pid, "");
+    }
+
+    /// Waits until the worker reports the TLS hooks of `pid` in place,
+    /// through something whose report contains `through`.
+    pub fn wait_for_tls_hooks_through(&self, pid: u32, through: &str) {
+        let needle = format!("TLS plaintext of pid {pid} captured through");
+        let hooked = wait_for(Duration::from_secs(10), || {
+            let stderr = self.stderr.text();
+            stderr
+                .lines()
+                .any(|l| l.contains(&needle) && l.contains(through))
+                .then_some(())
+        });
+        assert!(
+            hooked.is_some(),
+            "no TLS hooks for pid {pid} (reported with {through:?}); agent stderr:\n{}",
+            self.stderr.text()
+        );
+    }
+
     /// Waits until `count` spans match `predicate`; returns them.
     pub fn wait_for_spans(&self, count: usize, predicate: impl Fn(&Value) -> bool) -> Vec<Value> {
         let found = wait_for(Duration::from_secs(10), || {

@@ -132,25 +132,6 @@ impl GoHttps {
     }
 }
 
-/// Waits until the worker reports the Go TLS hooks of `pid` in place.
-fn wait_for_go_tls_hooks(agent: &Agent, pid: u32) {
-    let hooked = wait_for(Duration::from_secs(10), || {
-        let stderr = agent.stderr.text();
-        stderr
-            .lines()
-            .any(|l| {
-                l.contains(&format!("TLS plaintext of pid {pid} captured through"))
-                    && l.contains("(Go crypto/tls)")
-            })
-            .then_some(())
-    });
-    assert!(
-        hooked.is_some(),
-        "no Go TLS hooks for pid {pid}; agent stderr:\n{}",
-        agent.stderr.text()
-    );
-}
-
 fn https(args: &[&str]) -> String {
     let mut all = vec!["-k"];
     all.extend_from_slice(args);
@@ -166,7 +147,7 @@ fn is_https(span: &Value) -> bool {
 fn server_spans_over_http1_and_h2(name: &str, build: Build) {
     let server = GoHttps::start(name, build);
     let agent = Agent::start(&["--open-port", &server.port.to_string()], &[]);
-    wait_for_go_tls_hooks(&agent, server.process.pid());
+    agent.wait_for_tls_hooks_through(server.process.pid(), "(Go crypto/tls)");
 
     for version in ["--http1.1", "--http2"] {
         assert_eq!(https(&[version, &server.url("/hello")]), "hello from go\n");
@@ -227,7 +208,7 @@ fn go_https_client_calls_are_client_spans() {
     let server = GoHttps::start("go-client", Build::Stripped);
     let port = server.port;
     let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
-    wait_for_go_tls_hooks(&agent, server.process.pid());
+    agent.wait_for_tls_hooks_through(server.process.pid(), "(Go crypto/tls)");
 
     // The server calls itself with Go's net/http client: a client span, and
     // the server span of the call it made; then the same over h2.
@@ -302,7 +283,7 @@ fn go_tls_works_with_the_syscall_exit_backend_too() {
         ],
         &[],
     );
-    wait_for_go_tls_hooks(&agent, server.process.pid());
+    agent.wait_for_tls_hooks_through(server.process.pid(), "(Go crypto/tls)");
     https(&["--http1.1", &server.url("/status/201")]);
     https(&["--http2", &server.url("/status/202")]);
     let spans = agent.wait_for_spans(2, is_https);
@@ -323,7 +304,7 @@ fn grpc_calls_answered_by_go_over_tls_are_grpc_spans() {
     require_root();
     let server = GoHttps::start("go-grpc", Build::Stripped);
     let agent = Agent::start(&["--open-port", &server.port.to_string()], &[]);
-    wait_for_go_tls_hooks(&agent, server.process.pid());
+    agent.wait_for_tls_hooks_through(server.process.pid(), "(Go crypto/tls)");
 
     // One length-prefixed gRPC message (uncompressed, 5 bytes).
     let message = server.certificate.dir.join("message.bin");
@@ -388,7 +369,7 @@ fn go_tls_needs_only_cap_bpf_and_cap_perfmon_in_the_loader() {
         &["--open-port", &port.to_string()],
         &[],
     );
-    wait_for_go_tls_hooks(&agent, server.pid());
+    agent.wait_for_tls_hooks_through(server.pid(), "(Go crypto/tls)");
     assert!(
         agent
             .stderr
@@ -449,7 +430,7 @@ fn many_goroutines_under_h2load_give_one_span_per_request() {
     require_root();
     let server = GoHttps::start("go-load", Build::Stripped);
     let agent = Agent::start(&["--open-port", &server.port.to_string()], &[]);
-    wait_for_go_tls_hooks(&agent, server.process.pid());
+    agent.wait_for_tls_hooks_through(server.process.pid(), "(Go crypto/tls)");
 
     // h2: 20 connections, 10 streams each in flight (a goroutine per stream
     // and one reader per connection); then HTTP/1.1 through h2load --h1.

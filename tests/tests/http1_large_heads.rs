@@ -473,18 +473,6 @@ fn python_tls_server(port: u16, certificate: &Certificate) -> Process {
     process
 }
 
-fn wait_for_tls_hooks(agent: &Agent, pid: u32) {
-    let needle = format!("TLS plaintext of pid {pid} captured through");
-    let hooked = wait_for(Duration::from_secs(10), || {
-        agent.stderr.text().contains(&needle).then_some(())
-    });
-    assert!(
-        hooked.is_some(),
-        "no TLS hooks; agent stderr:\n{}",
-        agent.stderr.text()
-    );
-}
-
 #[test]
 fn tls_python_server_request_heads_up_to_8_kb_are_exact() {
     require_root();
@@ -492,7 +480,7 @@ fn tls_python_server_request_heads_up_to_8_kb_are_exact() {
     let port = free_port();
     let server = python_tls_server(port, &certificate);
     let mut agent = Agent::start(&["--open-port", &port.to_string()], &[]);
-    wait_for_tls_hooks(&agent, server.0.id());
+    agent.wait_for_tls_hooks(server.0.id());
     let bodies = Bodies::new("tls-python");
     let want = drive_python_server(&format!("https://127.0.0.1:{port}"), &[600, 8000], &bodies);
     let spans = expect_exchanges(&mut agent, want);
@@ -510,7 +498,7 @@ fn tls_nginx_and_python_client_with_big_heads() {
         Some((&certificate.cert, &certificate.key)),
     );
     let mut agent = Agent::start(&["--open-port", &port.to_string()], &[]);
-    wait_for_tls_hooks(&agent, nginx.child.id());
+    agent.wait_for_tls_hooks(nginx.child.id());
     let bodies = Bodies::new("tls-nginx");
     let mut want = drive_nginx(&format!("https://127.0.0.1:{port}"), &[300, 900], &bodies);
     python_client(

@@ -72,19 +72,6 @@ impl PythonTls {
     }
 }
 
-/// Waits until the worker reports the TLS hooks of `pid` in place.
-fn wait_for_tls_hooks(agent: &Agent, pid: u32) {
-    let needle = format!("TLS plaintext of pid {pid} captured through");
-    let hooked = wait_for(Duration::from_secs(10), || {
-        agent.stderr.text().contains(&needle).then_some(())
-    });
-    assert!(
-        hooked.is_some(),
-        "no TLS hooks for pid {pid}; agent stderr:\n{}",
-        agent.stderr.text()
-    );
-}
-
 fn https(args: &[&str]) -> String {
     let mut all = vec!["-k"];
     all.extend_from_slice(args);
@@ -101,7 +88,7 @@ fn python_ssl_server_spans_carry_method_path_status_and_https() {
     let server = PythonTls::start("python");
     let port = server.port;
     let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
-    wait_for_tls_hooks(&agent, server.process.0.id());
+    agent.wait_for_tls_hooks(server.process.0.id());
 
     let base = format!("https://127.0.0.1:{port}");
     assert_eq!(
@@ -165,11 +152,11 @@ fn a_tls_socket_whose_first_bytes_look_like_an_http2_frame_keeps_its_plaintext()
     let server = PythonTls::start_with("sniffed", &["--preamble", "9"]);
     let port = server.port;
     let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
-    wait_for_tls_hooks(&agent, server.process.0.id());
+    agent.wait_for_tls_hooks(server.process.0.id());
     let out = Command::new("/usr/bin/python3")
         .args(["-c", SNIFFED_CLIENT, &port.to_string()])
         .output()
-        .expect("python3");
+        .unwrap_or_else(|e| panic!("python3: {e}"));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "200\n503\n",
@@ -205,7 +192,7 @@ fn python_ssl_spans_reach_otlp_with_url_scheme_https() {
     let port = server.port;
     let receiver = OtlpReceiver::start_grpc();
     let agent = Agent::start_exporting_to(&["--open-port", &port.to_string()], &receiver, &[]);
-    wait_for_tls_hooks(&agent, server.process.0.id());
+    agent.wait_for_tls_hooks(server.process.0.id());
     https(&[&format!("https://127.0.0.1:{port}/hello")]);
     let span = receiver
         .wait_for_traces(Duration::from_secs(15), |traces| {
@@ -257,7 +244,7 @@ fn nginx_tls_http1_and_h2_requests_each_become_one_https_span() {
     let port = free_port();
     let nginx = nginx_tls(port, &certificate);
     let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
-    wait_for_tls_hooks(&agent, nginx.child.id());
+    agent.wait_for_tls_hooks(nginx.child.id());
     let base = format!("https://127.0.0.1:{port}");
 
     assert_eq!(https(&["--http1.1", &format!("{base}/a?one")]), "alpha\n");
@@ -321,7 +308,7 @@ fn plain_and_tls_sockets_of_one_hooked_process_each_give_their_spans() {
     );
     let ports = format!("{tls_port},{plain_port}");
     let agent = Agent::start(&["--open-port", &ports], &[]);
-    wait_for_tls_hooks(&agent, nginx.child.id());
+    agent.wait_for_tls_hooks(nginx.child.id());
 
     // Three requests on one keep-alive connection each way, twice.
     for round in 0..2 {
@@ -373,7 +360,7 @@ fn nginx_tls_h2_sequential_requests_with_large_heads_are_each_one_span() {
         ),
     );
     let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
-    wait_for_tls_hooks(&agent, nginx.child.id());
+    agent.wait_for_tls_hooks(nginx.child.id());
     let base = format!("https://127.0.0.1:{port}");
     // curl over TLS (ALPN h2), one connection for the three URLs, with a
     // 2 KB bearer token in each head.
@@ -465,7 +452,7 @@ fn node_https_server_with_its_own_openssl() {
         port,
     );
     let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
-    wait_for_tls_hooks(&agent, server.0.id());
+    agent.wait_for_tls_hooks(server.0.id());
     let base = format!("https://127.0.0.1:{port}");
     assert_eq!(https(&[&format!("{base}/hello")]), "hello from node\n");
     https(&[&format!("{base}/missing")]);
@@ -567,7 +554,7 @@ fn tls_hooks_survive_a_worker_restart_once_and_die_with_the_loader() {
     let server = PythonTls::start("faults");
     let port = server.port;
     let mut agent = Agent::start(&["--open-port", &port.to_string()], &[]);
-    wait_for_tls_hooks(&agent, server.process.0.id());
+    agent.wait_for_tls_hooks(server.process.0.id());
     let programs = bpf_prog_ids_of(agent.child.id());
     let links = links_running(&programs);
     // Entry and return for each of the four functions of libssl.
@@ -718,7 +705,7 @@ fn tls_plaintext_is_tied_to_its_socket_with_the_syscall_exit_backend_too() {
         ],
         &[],
     );
-    wait_for_tls_hooks(&agent, server.process.0.id());
+    agent.wait_for_tls_hooks(server.process.0.id());
     https(&[&format!("https://127.0.0.1:{port}/status/201")]);
     let spans = agent.wait_for_spans(1, is_https);
     assert_eq!(spans[0].u64_of("status"), 201);
