@@ -6,10 +6,12 @@
 //! that decodes with opentelemetry-proto.
 
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint};
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
+use serde_json::Value;
 use zerotrace_integration_tests::db_servers::{db_servers, start_db_app, DbServers};
 use zerotrace_integration_tests::otlp_receiver::*;
 use zerotrace_integration_tests::*;
@@ -859,4 +861,67 @@ fn database_calls_are_children_of_the_request_that_made_them() {
             assert_eq!(call.parent_span_id, request.span_id, "{path}: {call:#?}");
         }
     }
+}
+
+#[test]
+fn instrumented_database_servers_make_no_database_spans() {
+    // The servers themselves instrumented (as `OTEL_EBPF_OPEN_PORT` on their
+    // ports does), their clients not: the decoders read connections as a
+    // client does, and a server's replies must not pass for a client's
+    // commands. Redis answers LRANGE and CONFIG GET with arrays of bulk
+    // strings, the shape of a command.
+    require_root();
+    let servers = db_servers();
+    let app = start_db_app(servers);
+    let ports = [
+        servers.postgres,
+        servers.mariadb,
+        servers.redis,
+        servers.memcached,
+    ]
+    .map(|p| p.to_string())
+    .join(",");
+    let mut agent = Agent::start(&["--open-port", &ports], &[]);
+    for path in [
+        "/pg/simple",
+        "/mysql/queries",
+        "/redis/commands",
+        "/memcached",
+    ] {
+        assert_eq!(curl(&[&app.url(path)]), "ok\n", "scenario {path}");
+    }
+    let redis_cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &servers.redis.to_string(),
+                "-n",
+                "5",
+            ])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli: {e}"));
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    };
+    redis_cli(&["RPUSH", "server:list", "a", "b", "c"]);
+    redis_cli(&["LRANGE", "server:list", "0", "-1"]);
+    redis_cli(&["CONFIG", "GET", "maxmemory"]);
+    redis_cli(&["DEL", "server:list"]);
+    std::thread::sleep(Duration::from_secs(2));
+    agent.stop();
+    let database_spans: Vec<Value> = agent
+        .spans()
+        .into_iter()
+        .filter(|s| s.get("db").is_some_and(|db| !db.is_null()))
+        .collect();
+    assert!(database_spans.is_empty(), "{database_spans:#?}");
+    // The servers' bytes were seen: unclaimed, not missing.
+    let stderr = agent.stderr.text();
+    let records = stderr.lines().find_map(|line| {
+        let (before, _) = line.split_once(" records (")?;
+        before.rsplit(' ').next()?.parse::<u64>().ok()
+    });
+    assert!(records.is_some_and(|n| n > 20), "{stderr}");
 }

@@ -376,6 +376,16 @@ impl Discovery {
         );
     }
 
+    /// Whether `pid` listens on `port`, as far as discovery knows: its own
+    /// listening sockets, or the ports of the instrumented parent it was
+    /// forked from (nginx workers, PostgreSQL backends).
+    pub fn listens_on(&self, pid: u32, port: u16) -> bool {
+        self.instrumented
+            .get(&pid)
+            .is_some_and(|p| p.ports.contains(&port))
+            || self.listening.get(&pid).is_some_and(|p| p.contains(&port))
+    }
+
     /// The kernel already removed the exited process from its filter.
     pub fn on_exit(&mut self, pid: u32) {
         self.instrumented.remove(&pid);

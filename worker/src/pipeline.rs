@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
 
-use zerotrace_shared::event::{layout, ConnectionRole, EventOrigin, KernelEvent};
+use zerotrace_shared::event::{layout, ConnTuple, ConnectionRole, EventOrigin, KernelEvent};
 
 use zerotrace_shared::ipc::LoaderStats;
 
@@ -339,6 +339,20 @@ impl Pipeline {
         }
     }
 
+    /// A socket's side when the kernel did not say (the socket backend sees
+    /// no accept): the server's, when its local port is one the process
+    /// listens on. Client-side decoders (the databases) must not read a
+    /// server's replies as a client's commands. Asked once per socket: only
+    /// its first event carries the tuple.
+    fn side_of(&self, pid: u32, role: ConnectionRole, tuple: Option<&ConnTuple>) -> ConnectionRole {
+        match (role, tuple) {
+            (ConnectionRole::Unknown, Some(t)) if self.discovery.listens_on(pid, t.local_port) => {
+                ConnectionRole::Server
+            }
+            _ => role,
+        }
+    }
+
     fn handle(&mut self, event: KernelEvent<'_>) {
         match event {
             KernelEvent::Data {
@@ -351,6 +365,7 @@ impl Pipeline {
                 payload,
                 tls,
             } => {
+                let role = self.side_of(origin.pid, role, tuple.as_ref());
                 if let (Some(t), ConnectionRole::Client) = (tuple.as_ref(), role) {
                     self.linker.note_client_connection(
                         SocketAddr::new(t.local, t.local_port),
