@@ -196,13 +196,23 @@ struct zt_tls_key {
 	__u64 ssl;
 };
 
+/* The socket an SSL object was last seen on. Both addresses come back: a
+ * freed SSL object's for the next connection's, a closed socket's for
+ * another socket, perhaps one still open. The socket's ports when it was
+ * learnt tell a socket reused since apart. */
+struct zt_tls_socket {
+	__u64 sock_id;
+	__u32 ports; /* skc_portpair: the peer's port and the local one */
+	__u32 pad;
+};
+
 /* (process, SSL object) -> socket, learnt from the syscalls the library makes
  * (one per open TLS connection of instrumented processes; LRU beyond). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct zt_tls_key);
-	__type(value, __u64);
+	__type(value, struct zt_tls_socket);
 } zt_tls_sockets SEC(".maps");
 
 /* pid_tgid -> the TCP socket that thread last read or wrote, for libraries fed
@@ -359,6 +369,18 @@ static __always_inline bool zt_socket_closed(struct sock *sk)
 	bpf_probe_read_kernel(&tcp_state, sizeof(tcp_state),
 			      (const void *)__builtin_preserve_access_index(&sk->__sk_common.skc_state));
 	return tcp_state == ZT_TCP_CLOSE;
+}
+
+/* A socket's two ports (the peer's, then the local one), which tell apart
+ * two connections that had the same socket address one after the other. */
+static __always_inline __u32 zt_socket_ports(__u64 sock_id)
+{
+	__u32 ports = 0;
+	struct sock *sk = (struct sock *)sock_id;
+	/* skc_dport and skc_num side by side: the kernel's skc_portpair */
+	bpf_probe_read_kernel(&ports, sizeof(ports),
+			      (const void *)__builtin_preserve_access_index(&sk->__sk_common.skc_dport));
+	return ports;
 }
 
 /* A socket's flags with `conn_flags` added; TLS seen on it ends a plain-HTTP verdict. */
@@ -1294,13 +1316,15 @@ int zt_tls_exit(struct pt_regs *ctx)
 	/* Which socket: the one the library used during this call, else the one
 	 * this SSL object used before, else the thread's last socket. */
 	struct zt_tls_key key = {.tgid = pid_tgid >> 32, .ssl = call.ssl};
+	struct zt_tls_socket *known = bpf_map_lookup_elem(&zt_tls_sockets, &key);
 	__u64 sock_id = call.sock_id;
-	if (!sock_id) {
-		/* Only while that socket is open: a freed SSL object's address is
-		 * soon reused for the next connection. */
-		__u64 *known = bpf_map_lookup_elem(&zt_tls_sockets, &key);
-		if (known && bpf_map_lookup_elem(&zt_conn_state, known))
-			sock_id = *known;
+	if (!sock_id && known) {
+		/* Only while that socket is open, and still the same connection
+		 * (zt_tls_socket): a stale one would give this call's bytes to
+		 * another connection. */
+		if (bpf_map_lookup_elem(&zt_conn_state, &known->sock_id) &&
+		    zt_socket_ports(known->sock_id) == known->ports)
+			sock_id = known->sock_id;
 	}
 	if (!sock_id) {
 		__u64 *last = bpf_map_lookup_elem(&zt_tls_last_socket, &pid_tgid);
@@ -1311,7 +1335,11 @@ int zt_tls_exit(struct pt_regs *ctx)
 		zt_count(ZT_COUNTER_TLS_UNASSOCIATED);
 		return 0;
 	}
-	bpf_map_update_elem(&zt_tls_sockets, &key, &sock_id, BPF_ANY);
+	__u32 ports = zt_socket_ports(sock_id);
+	if (!known || known->sock_id != sock_id || known->ports != ports) {
+		struct zt_tls_socket learnt = {.sock_id = sock_id, .ports = ports};
+		bpf_map_update_elem(&zt_tls_sockets, &key, &learnt, BPF_ANY);
+	}
 
 	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_DATA, pid_tgid);
 	if (!buf)
