@@ -138,7 +138,16 @@ struct zt_conn_state {
 	__u8 young_records;
 	__u8 young_direction;
 	__u8 young_turns;
+	/* HTTP/2 only, per direction ([0] reads, [1] writes): where the next
+	 * frame header lies in the direction's next segment, when the last one
+	 * ended inside a frame (a header block cut by a TLS record or a short
+	 * read); ZT_H2_NEXT_HEADER set when that frame is not DATA, so its rest
+	 * is copied. 0: the next segment starts with a frame header, or where
+	 * it does is not known. */
+	__u32 h2_next[2];
 };
+
+#define ZT_H2_NEXT_HEADER 0x80000000u
 
 /* Record written by the listener iterator: one listening TCP socket of one process. */
 struct zt_listener {

@@ -666,21 +666,28 @@ struct zt_h2_walk {
 	__u64 limit; /* bytes that may be copied at most */
 	__u64 off;   /* next frame header */
 	__u64 need;  /* end of the last non-DATA frame that starts below the limit */
+	bool header; /* the frame that ends at `off` is not DATA */
+	bool ended;  /* the walk reached the segment's end on a frame boundary or inside a frame */
 };
 
 /* Reads the frame header at w->off; returns 1 to stop. */
 static __always_inline long zt_h2_walk_one(__u64 i, struct zt_h2_walk *w)
 {
 	__u64 off = w->off;
-	if (off + 9 > w->len || off >= w->limit)
+	if (off >= w->len) {
+		w->ended = 1;
 		return 1;
+	}
+	if (off + 9 > w->len || off >= w->limit)
+		return 1; /* a frame header cut, or past the capture: the boundaries are lost */
 	__u8 h[9];
 	if (bpf_probe_read_user(h, sizeof(h), (void *)(w->src + off)))
 		return 1;
 	if (h[3] > 9)
 		return 1; /* not a frame header: the walk lost the boundaries */
 	__u64 end = off + 9 + ((__u64)h[0] << 16 | (__u64)h[1] << 8 | h[2]);
-	if (h[3] != 0)
+	w->header = h[3] != 0;
+	if (w->header)
 		w->need = end; /* HEADERS, CONTINUATION, RST_STREAM...: the decoder needs it whole */
 	w->off = end;
 	return 0;
@@ -691,17 +698,32 @@ static long zt_h2_walk_callback(__u64 i, void *ctx)
 	return zt_h2_walk_one(i, ctx);
 }
 
-/* How much of an HTTP/2 segment that does not start a head to copy: up to
- * the end of its last non-DATA frame (a header block after a DATA frame, as
- * servers batch one stream's DATA with the next one's HEADERS and a gRPC
- * reply's message with its trailers), within the head capture; 0 when that
- * is within ZT_PAYLOAD_MAX. DATA payloads are skipped by their length. */
-static __always_inline __u64 zt_h2_copy_len(__u64 src, __u64 len)
+/* Frames past this length are not followed into the next segment. */
+#define ZT_H2_NEXT_MAX (1u << 24)
+
+/* How much of an HTTP/2 segment to copy for its frames: up to the end of
+ * its last non-DATA frame (a header block after a DATA frame, as servers
+ * batch one stream's DATA with the next one's HEADERS and a gRPC reply's
+ * message with its trailers; or the rest of a header block the last segment
+ * cut, `*next`), within the head capture; 0 when that is within
+ * ZT_PAYLOAD_MAX. DATA payloads are skipped by their length. With `next`
+ * (the direction's carry, see zt_conn_state.h2_next), it is read first and
+ * then set for the next segment. */
+static __always_inline __u64 zt_h2_copy_len(__u64 src, __u64 len, __u32 *next)
 {
 	__u64 limit = zt_settings.head_capture < ZT_HEAD_MAX ? zt_settings.head_capture : ZT_HEAD_MAX;
-	if (len <= ZT_PAYLOAD_MAX || limit <= ZT_PAYLOAD_MAX)
+	__u32 carried = next ? *next : 0;
+	if (!next && (len <= ZT_PAYLOAD_MAX || limit <= ZT_PAYLOAD_MAX))
 		return 0;
-	struct zt_h2_walk w = {.src = src, .len = len, .limit = limit};
+	__u64 start = carried & ~ZT_H2_NEXT_HEADER;
+	struct zt_h2_walk w = {
+		.src = src,
+		.len = len,
+		.limit = limit,
+		.off = start,
+		.need = (carried & ZT_H2_NEXT_HEADER) ? start : 0,
+		.header = (carried & ZT_H2_NEXT_HEADER) != 0,
+	};
 	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
 		bpf_loop(ZT_H2_WALK_FRAMES, zt_h2_walk_callback, &w, 0);
 	} else {
@@ -710,7 +732,14 @@ static __always_inline __u64 zt_h2_copy_len(__u64 src, __u64 len)
 				break;
 		}
 	}
-	if (w.need <= ZT_PAYLOAD_MAX)
+	if (next) {
+		__u32 carry = 0;
+		if (w.ended && w.off > len && w.off - len < ZT_H2_NEXT_MAX)
+			carry = (__u32)(w.off - len) | (w.header ? ZT_H2_NEXT_HEADER : 0);
+		if (*next != carry)
+			*next = carry;
+	}
+	if (w.need <= ZT_PAYLOAD_MAX || limit <= ZT_PAYLOAD_MAX)
 		return 0;
 	__u64 copy = w.need < len ? w.need : len;
 	return copy < limit ? copy : limit;
@@ -725,28 +754,61 @@ static __always_inline __u32 zt_h2_mode(const struct zt_conn_state *state)
 	return state && (state->flags & ZT_CONN_H2) ? ZT_COPY_H2 : 0;
 }
 
-/* Marks the socket as HTTP/2 when a segment starts with the client preface
- * (written by the client, read by the server, or h2c after an upgrade). */
-static __always_inline void zt_note_h2_preface(struct zt_conn_state *state, const __u8 *dst, __u32 copied)
+
+/* The carry of an HTTP/2 connection's direction (zt_conn_state.h2_next), or
+ * NULL for any other socket. */
+static __always_inline __u32 *zt_h2_next(struct zt_conn_state *state, __u8 direction)
 {
-	if (state && copied >= 4 && !(state->flags & ZT_CONN_H2) &&
-	    ZT_WORD(dst[0], dst[1], dst[2], dst[3]) == ZT_WORD('P', 'R', 'I', ' '))
-		state->flags |= ZT_CONN_H2;
+	if (!state || !(state->flags & ZT_CONN_H2))
+		return 0;
+	return &state->h2_next[direction == ZT_DIR_EGRESS ? 1 : 0];
+}
+
+/* The client preface's length: its first frame header follows. */
+#define ZT_H2_PREFACE_LEN 24
+
+/* Marks the socket as HTTP/2 when a segment starts with the client preface
+ * (written by the client, read by the server, or h2c after an upgrade), and
+ * follows the frames after it into the direction's next segment: a client's
+ * first flight (its SETTINGS and the first requests' header blocks) often
+ * outgrows one TLS record or read. `src` is 0 for vectored I/O, whose
+ * frames are not walked. */
+static __always_inline void zt_note_h2_preface(struct zt_conn_state *state, const __u8 *dst, __u32 copied,
+					       __u64 src, __u64 len, __u8 direction)
+{
+	if (!state || copied < 4 || (state->flags & ZT_CONN_H2) ||
+	    ZT_WORD(dst[0], dst[1], dst[2], dst[3]) != ZT_WORD('P', 'R', 'I', ' '))
+		return;
+	state->flags |= ZT_CONN_H2;
+	__u32 *next = zt_h2_next(state, direction);
+	if (!next || !src || len <= ZT_H2_PREFACE_LEN)
+		return;
+	*next = ZT_H2_PREFACE_LEN;
+	zt_h2_copy_len(src, len, next);
 }
 
 /* Copies the first ZT_PAYLOAD_MAX bytes of a `len`-byte user buffer, or more
  * when they start or continue a head, or hold an HTTP/2 header block after
  * DATA. Returns the bytes copied. */
-static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, __u32 mode)
+static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, __u32 mode, __u32 *h2_next)
 {
 	__u32 copy = len > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : len;
 	if (copy > ZT_PAYLOAD_MAX) /* restated for the verifier */
 		copy = ZT_PAYLOAD_MAX;
-	if (bpf_probe_read_user(dst, copy, (void *)src))
+	if (bpf_probe_read_user(dst, copy, (void *)src)) {
+		if (h2_next && *h2_next)
+			*h2_next = 0;
 		return 0;
+	}
 	__u64 head = zt_head_copy_len(dst, len, mode & ZT_COPY_CONTINUES);
-	if (!head && (mode & ZT_COPY_H2))
-		head = zt_h2_copy_len(src, len);
+	if (h2_next) {
+		/* Walked whatever the start says, to follow the frames into the next segment. */
+		__u64 frames = zt_h2_copy_len(src, len, h2_next);
+		if (frames > head)
+			head = frames;
+	} else if (!head && (mode & ZT_COPY_H2)) {
+		head = zt_h2_copy_len(src, len, 0);
+	}
 	if (!head)
 		return copy;
 	__u64 extra = head - ZT_PAYLOAD_MAX;
@@ -974,8 +1036,9 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	if (iov_ptr)
 		copy = zt_copy_iovecs(dst, iov_ptr, iov_count, ret, continues);
 	else if (payload)
-		copy = zt_copy_buffer(dst, payload, ret, (continues ? ZT_COPY_CONTINUES : 0) | zt_h2_mode(state));
-	zt_note_h2_preface(state, dst, copy);
+		copy = zt_copy_buffer(dst, payload, ret, (continues ? ZT_COPY_CONTINUES : 0) | zt_h2_mode(state),
+				      zt_h2_next(state, direction));
+	zt_note_h2_preface(state, dst, copy, payload, ret, direction);
 	/* Any process: the mark also spares its later segments the filter's hash. */
 	if (state && !(state->flags & ZT_CONN_PLAIN) && zt_starts_plain_http(dst, copy)) {
 		state->plain_tgid = tgid;
@@ -1355,8 +1418,8 @@ int zt_tls_exit(struct pt_regs *ctx)
 	e->sock_id = sock_id;
 	e->bytes = bytes;
 	__u8 *dst = zt_payload_of(buf);
-	__u32 copy = zt_copy_buffer(dst, call.buf, bytes, zt_h2_mode(state));
-	zt_note_h2_preface(state, dst, copy);
+	__u32 copy = zt_copy_buffer(dst, call.buf, bytes, zt_h2_mode(state), zt_h2_next(state, e->direction));
+	zt_note_h2_preface(state, dst, copy, call.buf, bytes, e->direction);
 	e->captured_len = copy;
 	zt_submit(buf, copy, ZT_WAKE_BATCHED);
 	return 0;

@@ -346,19 +346,25 @@ fn plain_and_tls_sockets_of_one_hooked_process_each_give_their_spans() {
     assert_eq!(targets.len(), 12, "{targets:?}");
 }
 
-#[test]
-fn nginx_tls_h2_sequential_requests_with_large_heads_are_each_one_span() {
-    require_root();
-    let certificate = Certificate::new("nginx-heads");
-    let port = free_port();
-    let nginx = Nginx::start(
+/// nginx over TLS with HTTP/2, room for large heads, /a answering "alpha"
+/// and /b 404.
+fn nginx_tls_h2_heads(port: u16, certificate: &Certificate) -> Nginx {
+    Nginx::start(
         "tls-heads",
         port,
         &format!(
             "    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    large_client_header_buffers 8 64k;\n    location /a {{ return 200 \"alpha\\n\"; }}\n    location /b {{ return 404; }}",
             certificate.cert, certificate.key
         ),
-    );
+    )
+}
+
+#[test]
+fn nginx_tls_h2_sequential_requests_with_large_heads_are_each_one_span() {
+    require_root();
+    let certificate = Certificate::new("nginx-heads");
+    let port = free_port();
+    let nginx = nginx_tls_h2_heads(port, &certificate);
     let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
     agent.wait_for_tls_hooks(nginx.child.id());
     let base = format!("https://127.0.0.1:{port}");
@@ -429,6 +435,58 @@ fn nginx_tls_h2_sequential_requests_with_large_heads_are_each_one_span() {
         let size = if span.str_of("path") == "/a" { 6 } else { 153 };
         assert_eq!(span.u64_of("response_body_bytes"), size, "{span}");
     }
+}
+
+#[test]
+fn nginx_tls_h2_concurrent_requests_with_large_heads_keep_their_header_blocks() {
+    // Ten streams at a time with a 3.5 KB cookie: the cookie goes in and out
+    // of the encoder's table, so large header blocks keep coming, and TLS
+    // records (16 KB of plaintext) cut some of them in two. Each cut block's
+    // rest must be captured too, or the connection's HPACK state is lost.
+    require_root();
+    let certificate = Certificate::new("nginx-concurrent");
+    let port = free_port();
+    let nginx = nginx_tls_h2_heads(port, &certificate);
+    let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
+    agent.wait_for_tls_hooks(nginx.child.id());
+    let base = format!("https://127.0.0.1:{port}");
+    let cookie = format!("cookie: jar={}", "j".repeat(3500));
+    let load = Command::new("h2load")
+        .args(["-n", "400", "-c", "2", "-m", "10", "-H", &cookie])
+        .args([
+            format!("{base}/a?k1"),
+            format!("{base}/a?k2"),
+            format!("{base}/b?k3"),
+            format!("{base}/a?k4"),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("h2load: {e}"));
+    let report = String::from_utf8_lossy(&load.stdout);
+    assert!(report.contains("400 done"), "{report}");
+    agent.wait_for_spans(400, is_https);
+    std::thread::sleep(Duration::from_millis(500));
+    let spans = agent.spans();
+    assert_eq!(spans.len(), 400, "agent stderr:\n{}", agent.stderr.text());
+    let mut seen = std::collections::BTreeMap::new();
+    for span in &spans {
+        let key = (span.str_of("target").to_owned(), span.u64_of("status"));
+        *seen.entry(key).or_insert(0) += 1;
+        assert!(
+            !span.get("partial").and_then(Value::as_bool).unwrap_or(true),
+            "{span}\nagent stderr:\n{}",
+            agent.stderr.text()
+        );
+        assert_eq!(span.str_of("method"), "GET", "{span}");
+    }
+    let want: std::collections::BTreeMap<(String, u64), i32> = [
+        (("/a?k1".to_owned(), 200), 100),
+        (("/a?k2".to_owned(), 200), 100),
+        (("/a?k4".to_owned(), 200), 100),
+        (("/b?k3".to_owned(), 404), 100),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(seen, want);
 }
 
 #[test]
