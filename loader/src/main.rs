@@ -180,6 +180,11 @@ fn parse_run_options(mut args: impl Iterator<Item = String>) -> Result<RunOption
 }
 
 fn run(options: RunOptions) -> Result<i32, String> {
+    // A stop asked for during start-up waits for the supervisor's signalfd
+    // instead of being lost: a program started in the background by a
+    // shell without job control begins with SIGINT ignored, and an ignored
+    // signal that is not blocked is thrown away.
+    supervisor::hold_stop_signals()?;
     // The file first: a wrong path is the most likely mistake, and the
     // quickest to report.
     let startup = match startup_data::collect(options.config.as_deref()) {

@@ -74,12 +74,26 @@ fn start_worker(settings: &SupervisorSettings, probes: &Probes) -> Result<Runnin
     })
 }
 
-/// Runs until a termination signal; returns the process exit code.
-pub fn run(probes: &Probes, settings: &SupervisorSettings) -> Result<i32, String> {
+/// The signals the supervisor reads from its signalfd.
+fn supervised_signals() -> SigSet {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGCHLD);
+    signals
+}
+
+/// Blocks the supervisor's signals from now on, so that one sent before
+/// [`run`] is pending there (the worker unblocks them for itself).
+pub fn hold_stop_signals() -> Result<(), String> {
+    supervised_signals()
+        .thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))
+}
+
+/// Runs until a termination signal; returns the process exit code.
+pub fn run(probes: &Probes, settings: &SupervisorSettings) -> Result<i32, String> {
+    let signals = supervised_signals();
     signals
         .thread_block()
         .map_err(|e| format!("blocking signals: {e}"))?;

@@ -418,3 +418,35 @@ fn the_agent_runs_with_only_cap_bpf_and_cap_perfmon() {
     assert!(span.is_some(), "no span; stderr:\n{}", stderr.text());
     assert!(stderr.text().contains("uid 65534"), "{}", stderr.text());
 }
+
+#[test]
+fn a_stop_signal_during_start_up_is_obeyed_once_the_probes_are_in() {
+    // Started in the background by a shell without job control, a program
+    // begins with SIGINT ignored. A SIGINT that came while the loader was
+    // still loading its probes was then thrown away, and the agent ran on.
+    // It is now held until the loader can act on it: a clean stop.
+    require_root();
+    let zerotrace = bin_dir().join("zerotrace");
+    let mut child = Command::new("sh")
+        .args(["-c", "trap '' INT; exec \"$0\" run --open-port 1"])
+        .arg(&zerotrace)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", zerotrace.display()));
+    // Loading and attaching the probes takes about a second here.
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill on our own child's pid (sh has exec'd the agent by now).
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = wait_for(Duration::from_secs(20), || child.try_wait().ok().flatten());
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    let status = status.unwrap_or_else(|| panic!("still running 20 s after SIGINT:\n{stderr}"));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stopping: detaching probes"), "{stderr}");
+}
