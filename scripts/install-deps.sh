@@ -12,6 +12,7 @@ packages=(
 if [ "${1:-}" = "test" ]; then
   packages+=(prometheus bpftool tmux openssl nginx-light nghttp2-client python3-h2)  # tests: scraper, map dumps, terminal, certificates, h2 servers and load
   packages+=(python3-grpcio)  # tests: gRPC server and client (tests/servers/grpc_app.py, run with /usr/bin/python3)
+  packages+=(python3-websockets)  # tests: a real WebSocket server and client (tests/servers/ws_echo.py)
   packages+=(python3-venv)    # tests: the venv tests/semconv/ensure-venv.sh installs semantic conventions into
   packages+=(golang-go)  # tests: Go programs built by gobin/tests (crypto/tls hook points, stripped and not)
   # tests/tests/databases.rs: servers it starts itself (tests/src/db_servers.rs) and their clients

@@ -296,16 +296,34 @@ impl Server {
             .unwrap_or_else(|| panic!("the test server could not listen on port {port}"))
     }
 
-    /// None when the server exits before saying it listens (port taken).
+    /// `tests/servers/<script>` run by Debian's `/usr/bin/python3` (for the
+    /// Python libraries installed as Debian packages) on a free port: the
+    /// script takes the port as its first argument and prints "listening".
+    pub fn system_python(script: &str) -> Server {
+        for _ in 0..5 {
+            if let Some(server) = Self::try_python_on("/usr/bin/python3", script, free_port()) {
+                return server;
+            }
+        }
+        panic!("{script} could not bind a port in 5 tries");
+    }
+
     fn try_python_app_on(port: u16) -> Option<Server> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/http_app.py");
-        let mut child = Command::new("python3")
+        Self::try_python_on("python3", "http_app.py", port)
+    }
+
+    /// None when the server exits before saying it listens (port taken).
+    fn try_python_on(python: &str, script: &str, port: u16) -> Option<Server> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("servers")
+            .join(script);
+        let mut child = Command::new(python)
             .arg(script)
             .arg(port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start python3: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {python}: {e}"));
         // It prints "listening" once its own socket is bound: a connection
         // alone could reach another test's server on the same port.
         let mut line = String::new();

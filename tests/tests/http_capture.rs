@@ -248,3 +248,42 @@ fn garbage_on_an_instrumented_socket_is_ignored_and_counted() {
         "{garbage_line}"
     );
 }
+
+/// A WebSocket connection (python3-websockets, server and client): the
+/// handshake is one span with status 101, and the frames both ways after it
+/// (text that reads like an HTTP request, random binary) are neither spans nor
+/// garbage.
+#[test]
+fn a_websocket_connection_is_its_handshake_and_nothing_else() {
+    require_root();
+    let server = Server::system_python("ws_echo.py");
+    let mut agent = Agent::start(&["--open-port", &server.port.to_string()], &[]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/ws_echo.py");
+    let talk = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .args([&server.port.to_string(), "--talk", "40"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the WebSocket client: {e}"));
+    assert_eq!(
+        String::from_utf8_lossy(&talk.stdout).trim(),
+        "echoed 40",
+        "{}",
+        String::from_utf8_lossy(&talk.stderr)
+    );
+    let spans = agent.wait_for_spans(1, |s| s.str_of("path") == "/ws");
+    assert_eq!(spans[0].u64_of("status"), 101, "{spans:#?}");
+    assert_eq!(spans[0].str_of("kind"), "server");
+    assert_eq!(agent.stop(), Some(0));
+    let all = agent.spans();
+    assert_eq!(all.len(), 1, "{all:#?}");
+    let stderr = agent.stderr.text();
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains("garbage segments"))
+        .unwrap_or_else(|| panic!("no stop summary:\n{stderr}"));
+    assert!(summary.contains(" 0 garbage segments"), "{summary}");
+    assert!(
+        summary.contains(" 0 requests without a response"),
+        "{summary}"
+    );
+}

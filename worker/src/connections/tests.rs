@@ -344,6 +344,42 @@ fn http2_over_tls_plaintext_starts_with_the_preface() {
             && c.state.as_ref().map(ProtocolState::protocol) == Some(Protocol::Http2)));
 }
 
+/// After a `101` to WebSocket (or a CONNECT's `200`), both directions carry
+/// frames that are not HTTP/1: the exchange is one span and nothing after it
+/// counts as garbage, even frames whose payload reads like a request.
+#[test]
+fn both_directions_of_an_upgraded_connection_are_left_alone() {
+    for (request, response) in [
+        (
+            &b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"[..],
+            &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"[..],
+        ),
+        (
+            &b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"[..],
+            &b"HTTP/1.1 200 Connection Established\r\n\r\n"[..],
+        ),
+    ] {
+        let mut tracker = ConnectionTracker::new();
+        let mut spans = feed(&mut tracker, Direction::Ingress, request, false, 1);
+        spans.extend(feed(&mut tracker, Direction::Egress, response, false, 2));
+        for ts in 3..23 {
+            let frame: &[u8] = if ts % 2 == 0 {
+                b"\x82\x1cGET / HTTP/1.1\r\nHost: y\r\n\r\n"
+            } else {
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+            };
+            spans.extend(feed(&mut tracker, Direction::Ingress, frame, false, ts));
+            spans.extend(feed(&mut tracker, Direction::Egress, frame, false, ts));
+        }
+        tracker.close(7, 30, &mut spans);
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        let counters = tracker.counters();
+        assert_eq!(counters.garbage_segments, 0);
+        assert_eq!(counters.unanswered_requests, 0);
+        assert_eq!(counters.unpaired_responses, 0);
+    }
+}
+
 /// The spans of an h2c upgrade of `request` (at ts 1) that the server
 /// accepts (at ts 2): 101, then its SETTINGS and the response on stream 1,
 /// HEADERS (:status 200, indexed 0x88) with END_STREAM|END_HEADERS.

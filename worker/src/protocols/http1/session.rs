@@ -62,6 +62,19 @@ impl Http1Session {
         feed(stream, &mut pairing);
     }
 
+    /// After a switch of protocols seen in `direction`, the other direction
+    /// switches too: its WebSocket frames or tunnelled bytes are not HTTP/1
+    /// messages, nor garbage.
+    fn follow_an_upgrade(&mut self, direction: Direction) {
+        let (stream, other) = match direction {
+            Direction::Ingress => (&self.ingress, &mut self.egress),
+            Direction::Egress => (&self.egress, &mut self.ingress),
+        };
+        if stream.is_upgraded() {
+            other.follow_upgrade();
+        }
+    }
+
     fn garbage(&self) -> u64 {
         self.ingress.garbage_segments() + self.egress.garbage_segments()
     }
@@ -160,6 +173,7 @@ impl ProtocolSession for Http1Session {
                 stream.feed(segment.captured, segment.missing, segment.ts_ns, pairing)
             },
         );
+        self.follow_an_upgrade(segment.direction);
         ParseOutcome::Parsed
     }
 

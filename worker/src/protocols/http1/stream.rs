@@ -200,6 +200,16 @@ impl Http1Stream {
         matches!(self.state, State::Upgraded)
     }
 
+    /// The other direction switched protocols (a 101 or a successful CONNECT
+    /// went by there): what this direction carries next is not HTTP/1
+    /// either (WebSocket frames, a tunnel's TLS), and is not read as such.
+    /// A message still being read here keeps its state.
+    pub fn follow_upgrade(&mut self) {
+        if matches!(self.state, State::Idle) {
+            self.state = State::Upgraded;
+        }
+    }
+
     /// Emits the message that waits only for its end, if any: one being
     /// resynced, one whose head was cut, one whose body ends where the
     /// other direction speaks.
