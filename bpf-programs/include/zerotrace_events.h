@@ -58,7 +58,20 @@ enum zt_event_flag {
 	 * ZT_EVENT_COMPACT_SIZE bytes, up to `tuple`, and its payload follows
 	 * them: 56 bytes less to write into the ring and to read back. */
 	ZT_EVENT_FLAG_IDENTITY = 2,
+	/* DATA on an HTTP/2 connection: the payload ends with notes of the frames
+	 * whose headers the copy does not hold (frames past the capture: large
+	 * DATA, header blocks after it), ZT_H2_NOTE_SIZE bytes each (the frame's
+	 * offset in the segment, little-endian u32, then its 9-byte header), in
+	 * segment order, then one byte: their count. `captured_len` counts the
+	 * notes; the copied bytes are the rest. */
+	ZT_EVENT_FLAG_H2_NOTES = 4,
 };
+
+/* Frame headers noted at most per segment, and the size of one note. */
+#define ZT_H2_NOTES 32
+#define ZT_H2_NOTE_SIZE 13
+/* Payload bytes a DATA record carries at most: a head capture and notes. */
+#define ZT_PAYLOAD_ROOM (ZT_HEAD_MAX + ZT_H2_NOTES * ZT_H2_NOTE_SIZE + 1)
 
 /* Values of the pid filter map (tgid -> flags). */
 enum zt_pid_flag {

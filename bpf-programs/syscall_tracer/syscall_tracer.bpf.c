@@ -494,8 +494,8 @@ static __always_inline __u64 zt_wakeup_flags(struct zt_event_buffer *buf, __u64 
 
 static __always_inline void zt_submit(struct zt_event_buffer *buf, __u32 payload_len, __u64 flags)
 {
-	if (payload_len > ZT_HEAD_MAX)
-		payload_len = ZT_HEAD_MAX;
+	if (payload_len > ZT_PAYLOAD_ROOM)
+		payload_len = ZT_PAYLOAD_ROOM;
 	bool compact = buf->event.kind == ZT_EVENT_DATA && !(buf->event.flags & ZT_EVENT_FLAG_IDENTITY);
 	__u64 size = (compact ? ZT_EVENT_COMPACT_SIZE : sizeof(struct zt_event)) + payload_len;
 	if (bpf_ringbuf_output(&zt_events, buf, size, zt_wakeup_flags(buf, size, flags)))
@@ -655,17 +655,42 @@ static __always_inline __u32 zt_copy_iovecs(__u8 *dst, __u64 iov_ptr, __u64 coun
 	return head ? zt_copy_iovecs_upto(dst, iov_ptr, count, total, head) : copied;
 }
 
-/* Frames walked at most in one segment of an HTTP/2 connection. */
-#define ZT_H2_WALK_FRAMES 16
+/* Frames walked at most in one segment of an HTTP/2 connection, and how far
+ * into it (a bound the verifier needs to see the walk's states converge). */
+#define ZT_H2_WALK_FRAMES 64
+#define ZT_H2_WALK_MAX (1 << 20)
 #define ZT_H2_UNROLLED_FRAMES 6
 
-/* Walk over the frame headers of one contiguous HTTP/2 segment. */
+/* Where, in the CPU's event buffer's payload, the walk notes frame headers
+ * before the copy's length is known: past the largest copy and the notes'
+ * final place. The buffer is looked up where it is needed: a pointer kept in
+ * the walk's stack frame would set apart, for the verifier, the paths with a
+ * compact and a whole event header, and their states would multiply. */
+#define ZT_H2_NOTES_SCRATCH (ZT_HEAD_MAX + 1024)
+
+static __always_inline __u8 *zt_h2_notes_scratch(void)
+{
+	__u32 zero = 0;
+	struct zt_event_buffer *buf = bpf_map_lookup_elem(&zt_scratch, &zero);
+	return buf ? buf->payload + ZT_H2_NOTES_SCRATCH : 0;
+}
+
+/* The count of the notes at zt_h2_notes_scratch() follows them. It lives in
+ * the map, not in the walk's frame: a count the verifier knows would make
+ * each turn of the walk a new state to explore. */
+#define ZT_H2_NOTES_COUNT (ZT_H2_NOTES * ZT_H2_NOTE_SIZE)
+
+/* Walk over the frame headers of one contiguous HTTP/2 segment. With `note`,
+ * headers of frames past the first ZT_PAYLOAD_MAX bytes are noted in the
+ * event buffer (zt_h2_notes_scratch; ZT_H2_NOTES at most, ZT_H2_NOTE_SIZE
+ * bytes each), so that the event can carry those the copy leaves out. */
 struct zt_h2_walk {
 	__u64 src;   /* user buffer */
 	__u64 len;   /* bytes in the segment */
 	__u64 limit; /* bytes that may be copied at most */
 	__u64 off;   /* next frame header */
 	__u64 need;  /* end of the last non-DATA frame that starts below the limit */
+	bool note;   /* note frame headers past ZT_PAYLOAD_MAX */
 	bool header; /* the frame that ends at `off` is not DATA */
 	bool ended;  /* the walk reached the segment's end on a frame boundary or inside a frame */
 };
@@ -678,8 +703,8 @@ static __always_inline long zt_h2_walk_one(__u64 i, struct zt_h2_walk *w)
 		w->ended = 1;
 		return 1;
 	}
-	if (off + 9 > w->len || off >= w->limit)
-		return 1; /* a frame header cut, or past the capture: the boundaries are lost */
+	if (off + 9 > w->len || off >= ZT_H2_WALK_MAX)
+		return 1; /* a frame header cut, or far into a huge write: the boundaries are lost */
 	__u8 h[9];
 	if (bpf_probe_read_user(h, sizeof(h), (void *)(w->src + off)))
 		return 1;
@@ -687,8 +712,25 @@ static __always_inline long zt_h2_walk_one(__u64 i, struct zt_h2_walk *w)
 		return 1; /* not a frame header: the walk lost the boundaries */
 	__u64 end = off + 9 + ((__u64)h[0] << 16 | (__u64)h[1] << 8 | h[2]);
 	w->header = h[3] != 0;
-	if (w->header)
+	if (w->header && off < w->limit)
 		w->need = end; /* HEADERS, CONTINUATION, RST_STREAM...: the decoder needs it whole */
+	if (off + 9 > ZT_PAYLOAD_MAX && w->note) {
+		/* Maybe past the copy: noted, so that the decoder keeps the frame
+		 * boundaries and END_STREAM flags of what it does not see. */
+		__u8 *scratch = zt_h2_notes_scratch();
+		if (!scratch)
+			return 1;
+		__u8 n = scratch[ZT_H2_NOTES_COUNT];
+		if (n >= ZT_H2_NOTES)
+			return 1;
+		__u8 *note = scratch + (n & (ZT_H2_NOTES - 1)) * ZT_H2_NOTE_SIZE;
+		note[0] = off;
+		note[1] = off >> 8;
+		note[2] = off >> 16;
+		note[3] = off >> 24;
+		__builtin_memcpy(note + 4, h, 9);
+		scratch[ZT_H2_NOTES_COUNT] = n + 1;
+	}
 	w->off = end;
 	return 0;
 }
@@ -706,54 +748,67 @@ static long zt_h2_walk_callback(__u64 i, void *ctx)
  * batch one stream's DATA with the next one's HEADERS and a gRPC reply's
  * message with its trailers; or the rest of a header block the last segment
  * cut, `*next`), within the head capture; 0 when that is within
- * ZT_PAYLOAD_MAX. DATA payloads are skipped by their length. With `next`
- * (the direction's carry, see zt_conn_state.h2_next), it is read first and
- * then set for the next segment. */
-static __always_inline __u64 zt_h2_copy_len(__u64 src, __u64 len, __u32 *next)
+ * ZT_PAYLOAD_MAX. DATA payloads are skipped by their length. `next` (the
+ * direction's carry, see zt_conn_state.h2_next) is read first, then set for
+ * the next segment. */
+static __always_inline __u64 zt_h2_copy_len(struct zt_h2_walk *w, __u64 src, __u64 len, __u32 *next)
 {
 	__u64 limit = zt_settings.head_capture < ZT_HEAD_MAX ? zt_settings.head_capture : ZT_HEAD_MAX;
-	__u32 carried = next ? *next : 0;
-	if (!next && (len <= ZT_PAYLOAD_MAX || limit <= ZT_PAYLOAD_MAX))
-		return 0;
+	__u32 carried = *next;
 	__u64 start = carried & ~ZT_H2_NEXT_HEADER;
-	struct zt_h2_walk w = {
-		.src = src,
-		.len = len,
-		.limit = limit,
-		.off = start,
-		.need = (carried & ZT_H2_NEXT_HEADER) ? start : 0,
-		.header = (carried & ZT_H2_NEXT_HEADER) != 0,
-	};
+	w->src = src;
+	w->len = len;
+	w->limit = limit;
+	w->off = start;
+	w->need = (carried & ZT_H2_NEXT_HEADER) ? start : 0;
+	w->header = (carried & ZT_H2_NEXT_HEADER) != 0;
+	w->ended = 0;
+	if (w->note) {
+		__u8 *scratch = zt_h2_notes_scratch();
+		if (scratch)
+			scratch[ZT_H2_NOTES_COUNT] = 0;
+	}
 	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
-		bpf_loop(ZT_H2_WALK_FRAMES, zt_h2_walk_callback, &w, 0);
+		bpf_loop(ZT_H2_WALK_FRAMES, zt_h2_walk_callback, w, 0);
 	} else {
 		for (int i = 0; i < ZT_H2_UNROLLED_FRAMES; i++) {
-			if (zt_h2_walk_one(i, &w))
+			if (zt_h2_walk_one(i, w))
 				break;
 		}
 	}
-	if (next) {
-		__u32 carry = 0;
-		if (w.ended && w.off > len && w.off - len < ZT_H2_NEXT_MAX)
-			carry = (__u32)(w.off - len) | (w.header ? ZT_H2_NEXT_HEADER : 0);
-		if (*next != carry)
-			*next = carry;
-	}
-	if (w.need <= ZT_PAYLOAD_MAX || limit <= ZT_PAYLOAD_MAX)
+	__u32 carry = 0;
+	if (w->ended && w->off > len && w->off - len < ZT_H2_NEXT_MAX)
+		carry = (__u32)(w->off - len) | (w->header ? ZT_H2_NEXT_HEADER : 0);
+	if (*next != carry)
+		*next = carry;
+	if (w->need <= ZT_PAYLOAD_MAX || limit <= ZT_PAYLOAD_MAX)
 		return 0;
-	__u64 copy = w.need < len ? w.need : len;
+	__u64 copy = w->need < len ? w->need : len;
 	return copy < limit ? copy : limit;
 }
 
-/* zt_copy_buffer's `mode` */
-#define ZT_COPY_CONTINUES 1 /* the previous segment left a head open */
-#define ZT_COPY_H2 2        /* an HTTP/2 connection: walk the frames */
-
-static __always_inline __u32 zt_h2_mode(const struct zt_conn_state *state)
+/* Appends the noted frame headers to the `copied` bytes at `dst`
+ * (ZT_H2_NOTE_SIZE bytes each: the frame's offset in the segment,
+ * little-endian u32, and its 9-byte header), then their count. Notes of
+ * frames the copy holds are the decoder's to drop: sorting them out here
+ * costs the verifier more than the bytes cost the ring. Returns the payload
+ * length, or `copied` when nothing was appended. */
+static __always_inline __u32 zt_h2_append_notes(__u8 *dst, __u32 copied)
 {
-	return state && (state->flags & ZT_CONN_H2) ? ZT_COPY_H2 : 0;
+	__u8 *notes = zt_h2_notes_scratch();
+	if (!notes)
+		return copied;
+	__u32 n = notes[ZT_H2_NOTES_COUNT];
+	if (!n || n > ZT_H2_NOTES || copied > ZT_HEAD_MAX)
+		return copied;
+	if (bpf_probe_read_kernel(dst + copied, n * ZT_H2_NOTE_SIZE, notes))
+		return copied;
+	__u32 end = copied + n * ZT_H2_NOTE_SIZE;
+	if (end > ZT_HEAD_MAX + ZT_H2_NOTES * ZT_H2_NOTE_SIZE) /* restated for the verifier */
+		return copied;
+	dst[end] = n;
+	return end + 1;
 }
-
 
 /* The carry of an HTTP/2 connection's direction (zt_conn_state.h2_next), or
  * NULL for any other socket. */
@@ -784,13 +839,32 @@ static __always_inline void zt_note_h2_preface(struct zt_conn_state *state, cons
 	if (!next || !src || len <= ZT_H2_PREFACE_LEN)
 		return;
 	*next = ZT_H2_PREFACE_LEN;
-	zt_h2_copy_len(src, len, next);
+	struct zt_h2_walk w = {};
+	zt_h2_copy_len(&w, src, len, next);
+}
+
+/* The copy of `copy` (<= ZT_PAYLOAD_MAX) bytes at `dst` extended to `head`
+ * bytes of `src` (0: not extended). Returns the bytes copied. */
+static __always_inline __u32 zt_copy_more(__u8 *dst, __u64 src, __u32 copy, __u64 head)
+{
+	if (head <= ZT_PAYLOAD_MAX)
+		return copy;
+	__u64 extra = head - ZT_PAYLOAD_MAX;
+	if (extra > ZT_HEAD_MAX - ZT_PAYLOAD_MAX) /* restated for the verifier */
+		extra = ZT_HEAD_MAX - ZT_PAYLOAD_MAX;
+	if (bpf_probe_read_user(&dst[ZT_PAYLOAD_MAX], extra, (void *)(src + ZT_PAYLOAD_MAX)))
+		return copy;
+	return ZT_PAYLOAD_MAX + extra;
 }
 
 /* Copies the first ZT_PAYLOAD_MAX bytes of a `len`-byte user buffer, or more
- * when they start or continue a head, or hold an HTTP/2 header block after
- * DATA. Returns the bytes copied. */
-static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, __u32 mode, __u32 *h2_next)
+ * when they start or `continues` a head, or, on an HTTP/2 connection (whose
+ * direction's carry is `h2_next`, else NULL), hold a header block after DATA
+ * or the rest of one the last segment cut; on an HTTP/2 connection, the
+ * headers of the frames the copy leaves out follow it, and `event_flags`
+ * gets ZT_EVENT_FLAG_H2_NOTES. Returns the payload length. */
+static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, bool continues, __u32 *h2_next,
+					    __u8 *event_flags)
 {
 	__u32 copy = len > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : len;
 	if (copy > ZT_PAYLOAD_MAX) /* restated for the verifier */
@@ -800,23 +874,19 @@ static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, __u
 			*h2_next = 0;
 		return 0;
 	}
-	__u64 head = zt_head_copy_len(dst, len, mode & ZT_COPY_CONTINUES);
-	if (h2_next) {
-		/* Walked whatever the start says, to follow the frames into the next segment. */
-		__u64 frames = zt_h2_copy_len(src, len, h2_next);
-		if (frames > head)
-			head = frames;
-	} else if (!head && (mode & ZT_COPY_H2)) {
-		head = zt_h2_copy_len(src, len, 0);
-	}
-	if (!head)
-		return copy;
-	__u64 extra = head - ZT_PAYLOAD_MAX;
-	if (extra > ZT_HEAD_MAX - ZT_PAYLOAD_MAX) /* restated for the verifier */
-		extra = ZT_HEAD_MAX - ZT_PAYLOAD_MAX;
-	if (bpf_probe_read_user(&dst[ZT_PAYLOAD_MAX], extra, (void *)(src + ZT_PAYLOAD_MAX)))
-		return copy;
-	return ZT_PAYLOAD_MAX + extra;
+	__u64 head = zt_head_copy_len(dst, len, continues);
+	if (!h2_next)
+		return zt_copy_more(dst, src, copy, head);
+	/* Walked whatever the start says, to follow the frames into the next segment. */
+	struct zt_h2_walk w = {.note = 1};
+	__u64 frames = zt_h2_copy_len(&w, src, len, h2_next);
+	if (frames > head)
+		head = frames;
+	copy = zt_copy_more(dst, src, copy, head);
+	__u32 total = zt_h2_append_notes(dst, copy);
+	if (total != copy)
+		*event_flags |= ZT_EVENT_FLAG_H2_NOTES;
+	return total;
 }
 
 /* Following segments copied as head after one that leaves a head open. */
@@ -1036,8 +1106,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	if (iov_ptr)
 		copy = zt_copy_iovecs(dst, iov_ptr, iov_count, ret, continues);
 	else if (payload)
-		copy = zt_copy_buffer(dst, payload, ret, (continues ? ZT_COPY_CONTINUES : 0) | zt_h2_mode(state),
-				      zt_h2_next(state, direction));
+		copy = zt_copy_buffer(dst, payload, ret, continues, zt_h2_next(state, direction), &buf->event.flags);
 	zt_note_h2_preface(state, dst, copy, payload, ret, direction);
 	/* Any process: the mark also spares its later segments the filter's hash. */
 	if (state && !(state->flags & ZT_CONN_PLAIN) && zt_starts_plain_http(dst, copy)) {
@@ -1418,7 +1487,7 @@ int zt_tls_exit(struct pt_regs *ctx)
 	e->sock_id = sock_id;
 	e->bytes = bytes;
 	__u8 *dst = zt_payload_of(buf);
-	__u32 copy = zt_copy_buffer(dst, call.buf, bytes, zt_h2_mode(state), zt_h2_next(state, e->direction));
+	__u32 copy = zt_copy_buffer(dst, call.buf, bytes, 0, zt_h2_next(state, e->direction), &e->flags);
 	zt_note_h2_preface(state, dst, copy, call.buf, bytes, e->direction);
 	e->captured_len = copy;
 	zt_submit(buf, copy, ZT_WAKE_BATCHED);

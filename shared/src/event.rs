@@ -88,6 +88,9 @@ pub enum KernelEvent<'a> {
         /// Plaintext from a hooked TLS library (SSL_read/SSL_write), not the
         /// socket's bytes.
         tls: bool,
+        /// On an HTTP/2 connection: the headers of the frames `payload` does
+        /// not hold, in segment order ([`H2FrameNotes`]).
+        h2_notes: H2FrameNotes<'a>,
     },
     /// A socket was accepted or connected.
     Connection {
@@ -118,10 +121,19 @@ pub enum KernelEvent<'a> {
 /// Why a record could not be decoded (counted by the worker, never fatal).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventDecodeError {
-    TooShort { len: usize, need: usize },
+    TooShort {
+        len: usize,
+        need: usize,
+    },
     UnknownKind(u8),
     BadDirection(u8),
-    PayloadLength { declared: usize, present: usize },
+    PayloadLength {
+        declared: usize,
+        present: usize,
+    },
+    /// The HTTP/2 frame notes at the payload's end are not in order, or do
+    /// not fit the payload or the segment.
+    BadFrameNotes,
 }
 
 impl fmt::Display for EventDecodeError {
@@ -136,6 +148,7 @@ impl fmt::Display for EventDecodeError {
                     "payload declares {declared} bytes, record holds {present}"
                 )
             }
+            Self::BadFrameNotes => write!(f, "HTTP/2 frame notes out of order or out of bounds"),
         }
     }
 }
@@ -254,6 +267,11 @@ impl<'a> KernelEvent<'a> {
                 let payload = record
                     .get(header..header.saturating_add(declared))
                     .ok_or(EventDecodeError::PayloadLength { declared, present })?;
+                let (payload, h2_notes) = if flags & EVENT_FLAG_H2_NOTES != 0 {
+                    H2FrameNotes::split(payload, r.u64(EVENT_BYTES))?
+                } else {
+                    (payload, H2FrameNotes::default())
+                };
                 KernelEvent::Data {
                     origin,
                     sock_id,
@@ -263,6 +281,7 @@ impl<'a> KernelEvent<'a> {
                     total_bytes: r.u64(EVENT_BYTES).max(payload.len() as u64),
                     payload,
                     tls: flags & EVENT_FLAG_TLS != 0,
+                    h2_notes,
                 }
             }
             KIND_CONNECTION => KernelEvent::Connection {
@@ -291,6 +310,95 @@ impl<'a> KernelEvent<'a> {
             _ => return Err(EventDecodeError::UnknownKind(kind)),
         };
         Ok(event)
+    }
+}
+
+/// The headers of an HTTP/2 segment's frames that its captured bytes do not
+/// hold (large DATA frames, and what follows them past the capture): where
+/// each starts in the segment and its 9 bytes. The kernel walks the frames of
+/// an HTTP/2 connection's segments and appends these notes to the copy, so
+/// that the decoder keeps the frame boundaries, and sees the END_STREAM
+/// flags, of what was not copied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct H2FrameNotes<'a> {
+    /// `layout::H2_NOTE_SIZE` bytes per note.
+    raw: &'a [u8],
+}
+
+impl<'a> H2FrameNotes<'a> {
+    /// Splits a payload into the copied bytes and the notes after them
+    /// (their count is the last byte), checking that the notes are in order
+    /// and lie within the `segment_len` bytes of the segment. Notes of frames
+    /// the copy holds are allowed (the kernel does not sort them out).
+    fn split(payload: &'a [u8], segment_len: u64) -> Result<(&'a [u8], Self), EventDecodeError> {
+        let (&count, rest) = payload
+            .split_last()
+            .ok_or(EventDecodeError::BadFrameNotes)?;
+        let size = usize::from(count) * layout::H2_NOTE_SIZE;
+        if count == 0 || usize::from(count) > layout::H2_NOTES || size > rest.len() {
+            return Err(EventDecodeError::BadFrameNotes);
+        }
+        let (copied, raw) = rest.split_at(rest.len() - size);
+        let notes = Self { raw };
+        let mut next = 0;
+        for (offset, _) in notes.iter() {
+            if offset < next || offset.saturating_add(9) > segment_len {
+                return Err(EventDecodeError::BadFrameNotes);
+            }
+            next = offset + 9;
+        }
+        Ok((copied, notes))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// Each noted frame: its offset in the segment and its header.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
+        self.raw.chunks_exact(layout::H2_NOTE_SIZE).map(|note| {
+            let (offset, header) = note.split_at(4);
+            let offset = u32::from_le_bytes([offset[0], offset[1], offset[2], offset[3]]);
+            (u64::from(offset), header)
+        })
+    }
+
+    /// The segment as the pieces the decoder reads: the copied bytes, then
+    /// each noted frame header past them, each with the count of the
+    /// segment's bytes it stands for (itself and the uncaptured bytes up to
+    /// the next piece). Notes of frames whose headers the copy holds are
+    /// dropped; a header the copy cuts ends the copied piece where it starts.
+    pub fn pieces(&self, copied: &'a [u8], segment_len: u64) -> Vec<(&'a [u8], u64)> {
+        let mut pieces = Vec::with_capacity(self.raw.len() / layout::H2_NOTE_SIZE + 1);
+        let mut start = 0u64;
+        let mut bytes = copied;
+        for (offset, header) in self.iter() {
+            if offset.saturating_add(9) <= copied.len() as u64 {
+                continue;
+            }
+            if start == 0 {
+                // usize: offset < copied.len() here, or the slice stays whole.
+                let kept = usize::try_from(offset).unwrap_or(usize::MAX);
+                bytes = copied.get(..kept).unwrap_or(copied);
+            }
+            pieces.push((bytes, offset.saturating_sub(start)));
+            start = offset;
+            bytes = header;
+        }
+        pieces.push((bytes, segment_len.saturating_sub(start)));
+        pieces
+    }
+
+    /// Notes as the kernel writes them, for tests: `(offset, header)` pairs.
+    #[doc(hidden)]
+    pub fn encode(notes: &[(u32, [u8; 9])]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for (offset, header) in notes {
+            raw.extend_from_slice(&offset.to_le_bytes());
+            raw.extend_from_slice(header);
+        }
+        raw.push(notes.len() as u8);
+        raw
     }
 }
 
@@ -397,6 +505,85 @@ mod tests {
             KernelEvent::decode(&close),
             Err(EventDecodeError::TooShort { .. })
         ));
+    }
+
+    /// An HTTP/2 segment of 20,000 bytes: a 512-byte copy, then a DATA
+    /// frame at 16,393 and a HEADERS frame at 19,000 that it does not hold.
+    fn noted_record(notes: &[(u32, [u8; 9])]) -> Vec<u8> {
+        let mut payload = vec![b'x'; 512];
+        payload.extend_from_slice(&H2FrameNotes::encode(notes));
+        let mut raw = record(KIND_DATA, &payload);
+        raw[EVENT_FLAGS] |= EVENT_FLAG_H2_NOTES as u8;
+        raw[EVENT_BYTES..EVENT_BYTES + 8].copy_from_slice(&20_000u64.to_ne_bytes());
+        raw
+    }
+
+    const DATA_END: [u8; 9] = [0, 0x0b, 0xaf, 0, 1, 0, 0, 0, 1];
+    const HEADERS: [u8; 9] = [0, 0x03, 0xe8, 1, 4, 0, 0, 0, 3];
+
+    #[test]
+    fn frame_notes_become_pieces_of_the_segment() {
+        let raw = noted_record(&[(16_393, DATA_END), (19_000, HEADERS)]);
+        let Ok(KernelEvent::Data {
+            payload,
+            total_bytes,
+            h2_notes,
+            ..
+        }) = KernelEvent::decode(&raw)
+        else {
+            panic!("not a data event");
+        };
+        assert_eq!((payload.len(), total_bytes), (512, 20_000));
+        let pieces = h2_notes.pieces(payload, total_bytes);
+        let lengths: Vec<(usize, u64)> = pieces.iter().map(|(b, n)| (b.len(), *n)).collect();
+        assert_eq!(lengths, vec![(512, 16_393), (9, 2_607), (9, 1_000)]);
+        assert_eq!(pieces[1].0, DATA_END);
+        assert_eq!(pieces[2].0, HEADERS);
+        assert_eq!(lengths.iter().map(|(_, n)| n).sum::<u64>(), 20_000);
+    }
+
+    #[test]
+    fn frame_notes_the_copy_holds_are_dropped_and_a_cut_header_ends_the_copy() {
+        // A note at 100 is in the 512 copied bytes; one at 508 is cut by them.
+        let raw = noted_record(&[(100, HEADERS), (508, DATA_END), (19_000, HEADERS)]);
+        let Ok(KernelEvent::Data {
+            payload,
+            total_bytes,
+            h2_notes,
+            ..
+        }) = KernelEvent::decode(&raw)
+        else {
+            panic!("not a data event");
+        };
+        let pieces = h2_notes.pieces(payload, total_bytes);
+        let lengths: Vec<(usize, u64)> = pieces.iter().map(|(b, n)| (b.len(), *n)).collect();
+        assert_eq!(lengths, vec![(508, 508), (9, 18_492), (9, 1_000)]);
+        assert_eq!(pieces[1].0, DATA_END);
+    }
+
+    #[test]
+    fn frame_notes_out_of_order_or_bounds_are_refused() {
+        for notes in [
+            vec![(19_000, HEADERS), (16_393, DATA_END)],
+            vec![(19_995, DATA_END)],
+            vec![(16_393, DATA_END), (16_395, HEADERS)],
+        ] {
+            assert_eq!(
+                KernelEvent::decode(&noted_record(&notes)).err(),
+                Some(EventDecodeError::BadFrameNotes),
+                "{notes:?}"
+            );
+        }
+        // A count larger than the payload, or zero.
+        for count in [0u8, 200] {
+            let mut raw = noted_record(&[(16_393, DATA_END)]);
+            let last = raw.len() - 1;
+            raw[last] = count;
+            assert_eq!(
+                KernelEvent::decode(&raw).err(),
+                Some(EventDecodeError::BadFrameNotes)
+            );
+        }
     }
 
     #[test]

@@ -489,20 +489,21 @@ fn nginx_tls_h2_concurrent_requests_with_large_heads_keep_their_header_blocks() 
     assert_eq!(seen, want);
 }
 
-#[test]
-fn node_https_server_with_its_own_openssl() {
-    require_root();
+/// `tests/servers/<script>` run by Node.js (its own statically linked
+/// OpenSSL) with a fresh certificate on a free port, and an agent whose TLS
+/// hooks are in it; None (the test skipped) when node is not installed.
+fn node_tls_server(script: &str) -> Option<(Process, u16, Agent)> {
     if Command::new("node").arg("--version").output().is_err() {
-        eprintln!("node is not installed: skipping the Node.js TLS test");
-        return;
+        eprintln!("node is not installed: skipping the Node.js test of {script}");
+        return None;
     }
-    let certificate = Certificate::new("node");
+    let certificate = Certificate::new(script);
     let port = free_port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/https_app.js");
+    let path = format!("{}/servers/{script}", env!("CARGO_MANIFEST_DIR"));
     let server = start(
         "node",
         &[
-            script,
+            &path,
             &port.to_string(),
             &certificate.cert,
             &certificate.key,
@@ -511,6 +512,15 @@ fn node_https_server_with_its_own_openssl() {
     );
     let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
     agent.wait_for_tls_hooks(server.0.id());
+    Some((server, port, agent))
+}
+
+#[test]
+fn node_https_server_with_its_own_openssl() {
+    require_root();
+    let Some((_server, port, agent)) = node_tls_server("https_app.js") else {
+        return;
+    };
     let base = format!("https://127.0.0.1:{port}");
     assert_eq!(https(&[&format!("{base}/hello")]), "hello from node\n");
     https(&[&format!("{base}/missing")]);
@@ -770,4 +780,58 @@ fn tls_plaintext_is_tied_to_its_socket_with_the_syscall_exit_backend_too() {
     assert_eq!(spans[0].u64_of("local_port"), u64::from(port));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(agent.spans().len(), 1, "{:?}", agent.spans());
+}
+
+/// Node.js's HTTP/2 over TLS: responses of 50 KB (DATA frames past the
+/// capture, written with other streams' frames in one TLS write) among small
+/// ones, one at a time and five at a time. The kernel notes the headers of
+/// the frames it does not copy, so that every stream keeps its frames and its
+/// end: each request is one span, whole, with its path and status. Before,
+/// the first large response lost the connection's framing and HPACK state,
+/// and every span after it came out partial.
+#[test]
+fn node_http2_responses_past_the_capture_keep_the_connection_s_frames() {
+    require_root();
+    let Some((_server, port, agent)) = node_tls_server("h2_node.js") else {
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/h2_node.js");
+    let mut seen = 0;
+    for at_once in ["1", "5"] {
+        let client = Command::new("node")
+            .args([script, &port.to_string(), "--client", "200", at_once])
+            .output()
+            .unwrap_or_else(|e| panic!("node client: {e}"));
+        assert_eq!(
+            String::from_utf8_lossy(&client.stdout).trim(),
+            "done 200",
+            "{}",
+            String::from_utf8_lossy(&client.stderr)
+        );
+        seen += 200;
+        let spans = agent.wait_for_spans(seen, |s| s.str_of("protocol_version") == "2");
+        assert_eq!(spans.len(), seen);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let spans = agent.spans();
+    assert_eq!(spans.len(), 400, "{}", agent.stderr.text());
+    for span in &spans {
+        let path = span.str_of("path");
+        let status = if path.starts_with("/404/") { 404 } else { 200 };
+        assert_eq!(span.u64_of("status"), status, "{span:#}");
+        assert_eq!(span.str_of("method"), "GET", "{span:#}");
+        assert_eq!(
+            span.get("partial"),
+            Some(&serde_json::Value::Bool(false)),
+            "{span:#}"
+        );
+        if path.starts_with("/big/") {
+            assert_eq!(span.u64_of("response_body_bytes"), 50_000, "{span:#}");
+        }
+    }
+    let big = spans
+        .iter()
+        .filter(|s| s.str_of("path").starts_with("/big/"))
+        .count();
+    assert_eq!(big, 40);
 }

@@ -364,6 +364,7 @@ impl Pipeline {
                 total_bytes,
                 payload,
                 tls,
+                h2_notes,
             } => {
                 let role = self.side_of(origin.pid, role, tuple.as_ref());
                 if let (Some(t), ConnectionRole::Client) = (tuple.as_ref(), role) {
@@ -374,22 +375,31 @@ impl Pipeline {
                 }
                 // Disjoint field borrows: no per-event copy of the name.
                 let name = process_name(&mut self.process_names, &origin);
-                self.tracker.on_data(
-                    Segment {
-                        sock_id,
-                        pid: origin.pid,
-                        process_name: name,
-                        role,
-                        direction,
-                        tuple,
-                        ts_ns: origin.ts_ns,
-                        tid: origin.tid,
-                        payload,
-                        total_bytes,
-                        tls,
-                    },
-                    &mut self.spans,
-                )
+                let segment = |payload, total_bytes| Segment {
+                    sock_id,
+                    pid: origin.pid,
+                    process_name: name,
+                    role,
+                    direction,
+                    tuple,
+                    ts_ns: origin.ts_ns,
+                    tid: origin.tid,
+                    payload,
+                    total_bytes,
+                    tls,
+                };
+                if h2_notes.is_empty() {
+                    return self
+                        .tracker
+                        .on_data(segment(payload, total_bytes), &mut self.spans);
+                }
+                // The frame headers the kernel noted past the copy are read in
+                // their places: the frames are followed through what was not
+                // copied.
+                for (bytes, stands_for) in h2_notes.pieces(payload, total_bytes) {
+                    self.tracker
+                        .on_data(segment(bytes, stands_for), &mut self.spans);
+                }
             }
             KernelEvent::Connection {
                 origin,
