@@ -296,6 +296,93 @@ pub(crate) mod fixture {
             .collect()
     }
 
+    /// The recording's turns: consecutive chunks of one direction joined
+    /// (what one side sent before the other spoke).
+    pub fn turns(chunks: &[Chunk]) -> Vec<Chunk> {
+        let mut turns: Vec<Chunk> = Vec::new();
+        for (direction, bytes) in chunks {
+            match turns.last_mut() {
+                Some((last, joined)) if last == direction => joined.extend_from_slice(bytes),
+                _ => turns.push((*direction, bytes.clone())),
+            }
+        }
+        turns
+    }
+
+    /// `turn` as the kernel reports it when it is written or read `first`
+    /// bytes first and then `size` bytes at a time: `capture` bytes of each
+    /// segment, the rest a gap. A turn that fits the capture is one segment
+    /// (a short reply is read at once).
+    pub fn captured_pieces(
+        turn: &[u8],
+        first: usize,
+        size: usize,
+        capture: usize,
+    ) -> Vec<(Vec<u8>, u64)> {
+        if turn.len() <= capture {
+            return vec![(turn.to_vec(), 0)];
+        }
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        let mut take = first.max(1);
+        while at < turn.len() {
+            let end = (at + take).min(turn.len());
+            let kept = (end - at).min(capture);
+            pieces.push((turn[at..at + kept].to_vec(), (end - at - kept) as u64));
+            at = end;
+            take = size.max(1);
+        }
+        pieces
+    }
+
+    /// The operations of a recording's `turns` when each is written or read
+    /// in the pieces [`captured_pieces`] makes of it (`first`, then `size`
+    /// bytes, 512 captured of each); turn `i` is at ts `(i+1)*1000`.
+    pub fn decode_turns<C: super::DbConnection>(
+        turns: &[Chunk],
+        first: usize,
+        size: usize,
+        mut connection: C,
+    ) -> Vec<super::DbOperation> {
+        let mut out = Vec::new();
+        for (i, (direction, bytes)) in turns.iter().enumerate() {
+            let ts = (i as u64 + 1) * 1000;
+            for (captured, gap) in captured_pieces(bytes, first, size, 512) {
+                connection.feed(*direction, &captured, gap, ts, &mut out);
+            }
+        }
+        connection.finish(1_000_000, &mut out);
+        out
+    }
+
+    /// Every operation of `got` counts the bytes its counterpart in `whole`
+    /// (the same recording decoded whole) counts, both ways.
+    pub fn assert_same_sizes(got: &[super::DbOperation], whole: &[super::DbOperation], case: &str) {
+        for (op, whole) in got.iter().zip(whole) {
+            assert_eq!(
+                op.exchange.request_bytes, whole.exchange.request_bytes,
+                "{case}"
+            );
+            assert_eq!(
+                op.exchange.response_bytes, whole.exchange.response_bytes,
+                "{case}"
+            );
+        }
+    }
+
+    /// A decoder test's lines (fields joined by ` | `) without their
+    /// `start-end` timestamps field: turns join a recording's chunks, so
+    /// their timestamps differ from the chunks', and nothing else should.
+    pub fn untimed(lines: Vec<String>) -> Vec<String> {
+        lines
+            .iter()
+            .map(|line| {
+                let fields: Vec<&str> = line.split(" | ").filter(|f| !f.contains("000-")).collect();
+                fields.join(" | ")
+            })
+            .collect()
+    }
+
     /// Feeds `chunks` to `feed(direction, captured, gap, ts)`; chunk `i` is at ts `(i+1)*1000`.
     pub fn replay(chunks: &[Chunk], cut: Cut, mut feed: impl FnMut(Direction, &[u8], u64, u64)) {
         for (i, (direction, bytes)) in chunks.iter().enumerate() {

@@ -64,6 +64,9 @@ struct Pending {
     request_bytes: u64,
     response_bytes: u64,
     data_rows: u64,
+    /// The backend's framing was lost while this waited: DataRows went by
+    /// uncounted, so their count is not the result's.
+    rows_lost: bool,
     partial: bool,
 }
 
@@ -81,6 +84,7 @@ impl Pending {
             request_bytes,
             response_bytes: 0,
             data_rows: 0,
+            rows_lost: false,
             partial: false,
         }
     }
@@ -340,13 +344,22 @@ impl PostgresConnection {
         }
         self.last_backend_ns = ts_ns;
         let mut events = std::mem::take(&mut self.events);
+        let skipped_before = self.backend.skipped_bytes;
         self.backend.feed(input, gap, ts_ns, &mut events);
+        // Bytes read without framing are the answer being read: the result
+        // lost before a resync, or the rest of a segment after a loss.
+        if let Some(front) = self.pending.front_mut() {
+            front.response_bytes += self.backend.skipped_bytes - skipped_before;
+        }
         for event in events.drain(..) {
             match event {
                 FrameEvent::Frame(frame) => self.on_backend(&frame, out),
                 FrameEvent::Lost => {
                     self.backend_lost = true;
-                    self.pending.iter_mut().for_each(|p| p.partial = true);
+                    self.pending.iter_mut().for_each(|p| {
+                        p.partial = true;
+                        p.rows_lost = true;
+                    });
                 }
             }
         }
@@ -546,7 +559,8 @@ impl PostgresConnection {
         if op.exchange.operation.is_empty() {
             op.exchange.operation = bounded_text(tag_operation, 64);
         }
-        op.exchange.rows = tag_rows.or((pending.data_rows > 0).then_some(pending.data_rows));
+        let counted = pending.data_rows > 0 && !pending.rows_lost;
+        op.exchange.rows = tag_rows.or(counted.then_some(pending.data_rows));
         op
     }
 

@@ -58,14 +58,66 @@ pub const FRONTEND_FORMAT: FrameFormat = FrameFormat {
     resync: |segment| plausible(segment, FRONTEND_TYPES).then_some(0),
 };
 
-/// Backend messages: resync at a ReadyForQuery, or a segment that starts with a
-/// plausible message (reads after a request usually do).
+/// Whether a backend message of type `tag` may declare `len` (the length
+/// field, itself included): the fixed-size ones exactly, the short ones within
+/// bounds. A read that starts inside a result's rows (`row 1234…`) may begin
+/// with a type byte and four bytes of text: these rules turn most such
+/// guesses down.
+fn backend_len_fits(tag: u8, len: u64) -> bool {
+    match tag {
+        b'1' | b'2' | b'3' | b'n' | b'I' | b's' | b'c' => len == 4,
+        b'Z' => len == 5,
+        b'K' => (12..=268).contains(&len),
+        b'C' | b'G' | b'H' | b'W' => (5..=256).contains(&len),
+        b'R' => (8..=65_536).contains(&len),
+        b'S' | b'E' | b'N' | b'A' | b'v' => (5..=65_536).contains(&len),
+        b'T' | b'D' | b't' => len >= 6,
+        _ => true,
+    }
+}
+
+/// Whether a segment read after the framing was lost starts with backend
+/// messages: each header within the captured bytes has a server's type and a
+/// length that fits it, and the first message ends within them (a guess
+/// whose length runs past what can be checked would swallow the answers that
+/// follow).
+fn starts_backend_messages(segment: &[u8]) -> bool {
+    let mut at = 0usize;
+    let mut first = true;
+    while let Some(rest) = segment.get(at..).filter(|rest| rest.len() >= 5) {
+        let Some(h) = header(rest).filter(|h| BACKEND_TYPES.contains(&h.tag)) else {
+            return false;
+        };
+        if !backend_len_fits(h.tag, h.body_len + 4) {
+            return false;
+        }
+        if h.tag == b'Z'
+            && rest
+                .get(5)
+                .is_some_and(|s| !matches!(s, b'I' | b'T' | b'E'))
+        {
+            return false;
+        }
+        let next = usize::try_from(h.body_len)
+            .ok()
+            .and_then(|len| at.checked_add(5)?.checked_add(len));
+        match next {
+            Some(next) if next <= segment.len() => at = next,
+            _ => return !first,
+        }
+        first = false;
+    }
+    !first
+}
+
+/// Backend messages: resync at a segment that starts with checked messages
+/// (reads after a request usually do), else at a ReadyForQuery.
 pub const BACKEND_FORMAT: FrameFormat = FrameFormat {
     header_len: 5,
     parse_header: header,
     keep_body: keep,
     resync: |segment| {
-        if plausible(segment, BACKEND_TYPES) {
+        if starts_backend_messages(segment) {
             Some(0)
         } else {
             find_ready(segment)

@@ -11,6 +11,7 @@ const PSQL: &str = include_str!("../../../testdata/postgres/psql.txt");
 const PSYCOPG2: &str = include_str!("../../../testdata/postgres/psycopg2.txt");
 const PSYCOPG3: &str = include_str!("../../../testdata/postgres/psycopg3.txt");
 const PIPELINE: &str = include_str!("../../../testdata/postgres/psycopg3_pipeline.txt");
+const LARGE_RESULTS: &str = include_str!("../../../testdata/postgres/psycopg2_large_results.txt");
 
 fn decode_chunks(chunks: &[Chunk], cut: Cut) -> Vec<DbOperation> {
     fixture::decode_chunks(chunks, cut, PostgresConnection::new())
@@ -128,9 +129,10 @@ fn errors_carry_sqlstate_severity_and_message() {
 fn a_kernel_sized_capture_keeps_every_operation() {
     // The kernel copies 512 bytes of each read: the 60-row result loses its
     // end (CommandComplete and ReadyForQuery), so that one operation ends where
-    // its last read was seen, partial, with the rows that were captured.
+    // its last read was seen, partial, and without a row count: the 9 rows
+    // captured are not the result's 60.
     let mut expected: Vec<String> = PSQL_OPS.iter().map(|s| s.to_string()).collect();
-    expected[9] = "SELECT | - | shop | SELECT g, repeat(?, ?) AS pad FROM generate_series(?, ?) g | ok | rows=9 | 24000-25000 | partial".into();
+    expected[9] = "SELECT | - | shop | SELECT g, repeat(?, ?) AS pad FROM generate_series(?, ?) g | ok | rows=- | 24000-25000 | partial".into();
     assert_eq!(show(&decode(PSQL, Cut::Capture(512))), expected);
     assert_eq!(show(&decode(PSYCOPG2, Cut::Capture(512))), PSYCOPG2_OPS);
     assert_eq!(show(&decode(PSYCOPG3, Cut::Capture(512))), PSYCOPG3_OPS);
@@ -311,5 +313,43 @@ proptest::proptest! {
             connection.feed(*direction, &bytes[..keep], (bytes.len() - keep) as u64, i as u64, &mut out);
         }
         proptest::prop_assert!(out.len() <= PSQL_OPS.len() + 4);
+    }
+}
+
+/// psycopg2 reads a 100-row and a 2000-row result (3 KB and 66 KB), then
+/// runs two small queries. Whatever offsets the client's reads start at
+/// inside the rows, the capture keeps 512 bytes of each: a large result
+/// comes out partial, with every byte counted and a row count that is exact
+/// or absent, never the rows that happened to be captured; and the queries
+/// after it are decoded whole. Reads starting inside a row's text (`row
+/// number 1234…`) once passed for a message whose length swallowed the next
+/// answers.
+#[test]
+fn reads_cut_anywhere_in_a_large_result_lose_nothing_after_it() {
+    let whole = decode(LARGE_RESULTS, Cut::Whole);
+    let expected = fixture::untimed(show(&whole));
+    assert_eq!(expected.len(), 6, "{expected:#?}");
+    assert!(expected[2].contains("rows=2000"), "{expected:#?}");
+    let turns = fixture::turns(&connections(LARGE_RESULTS)[0]);
+    for first in (1..4096).step_by(7) {
+        for read in [4096, 8192, 16384] {
+            let out = fixture::decode_turns(&turns, first, read, PostgresConnection::new());
+            let got = fixture::untimed(show(&out));
+            let case = format!("reads of {read} after {first}: {got:#?}");
+            assert_eq!(got.len(), expected.len(), "{case}");
+            assert_eq!(got[3..], expected[3..], "{case}");
+            for (i, rows) in [(1, 100), (2, 2000)] {
+                let exact = format!("rows={rows}");
+                assert!(
+                    got[i].contains(&exact) || got[i].contains("rows=-"),
+                    "{case}"
+                );
+                // Read unframed, the ReadyForQuery after the result (6 bytes)
+                // may be counted with it.
+                let counted = out[i].exchange.response_bytes;
+                let framed = whole[i].exchange.response_bytes;
+                assert!((framed..=framed + 6).contains(&counted), "{counted} {case}");
+            }
+        }
     }
 }
