@@ -63,6 +63,9 @@ struct Command {
     request_bytes: u64,
     response_bytes: u64,
     rows: u64,
+    /// The server's framing was lost during the reply: rows went by
+    /// uncounted, so their count is not the result's.
+    rows_lost: bool,
     affected: Option<u64>,
     partial: bool,
     reply: Reply,
@@ -183,11 +186,21 @@ impl MysqlConnection {
                     self.phase = Phase::Command;
                     self.server = LengthFramer::new_lost(packet::SERVER_FORMAT);
                 }
+                let skipped_before = self.server.skipped_bytes;
                 self.server.feed(captured, gap, ts_ns, &mut events);
+                // Bytes read without framing belong to the reply being read.
+                if let Some(command) = &mut self.current {
+                    command.response_bytes += self.server.skipped_bytes - skipped_before;
+                }
                 for event in events.drain(..) {
                     match event {
                         FrameEvent::Frame(frame) => self.on_server(&frame, out),
-                        FrameEvent::Lost => self.mark_partial(),
+                        FrameEvent::Lost => {
+                            self.mark_partial();
+                            if let Some(command) = &mut self.current {
+                                command.rows_lost = true;
+                            }
+                        }
                     }
                 }
             }
@@ -269,6 +282,7 @@ impl MysqlConnection {
             request_bytes: wire_len(frame),
             response_bytes: 0,
             rows: 0,
+            rows_lost: false,
             affected: None,
             partial: frame.cut,
             reply: Reply::First,
@@ -498,7 +512,9 @@ impl MysqlConnection {
             None if command.database.is_none() => op.partial = true,
             None => {}
         }
-        op.exchange.rows = if command.rows > 0 || matches!(command.reply, Reply::Rows) {
+        op.exchange.rows = if command.rows_lost {
+            None
+        } else if command.rows > 0 || matches!(command.reply, Reply::Rows) {
             Some(command.rows)
         } else {
             command.affected

@@ -103,10 +103,17 @@ fn recorded_exchanges_decode_exactly() {
 #[test]
 fn a_kernel_sized_capture_keeps_every_operation() {
     // The 60-row read loses its end to a 512-byte capture: that operation ends
-    // partial when the next command is written, with the rows captured.
+    // partial when the next command is written, without a row count (the 9
+    // rows captured are not the result's 60), its bytes all counted.
     let mut expected: Vec<String> = CLI_OPS.iter().map(|s| s.to_string()).collect();
-    expected[5] = "mariadb | SELECT | seq_1_to_60 | shop | SELECT seq, REPEAT(?, ?) AS pad FROM seq_1_to_60 | ok | rows=9 | 14000-15000 | partial".into();
-    assert_eq!(show(&decode(CLI, Cut::Capture(512))), expected);
+    expected[5] = "mariadb | SELECT | seq_1_to_60 | shop | SELECT seq, REPEAT(?, ?) AS pad FROM seq_1_to_60 | ok | rows=- | 14000-15000 | partial".into();
+    let captured = decode(CLI, Cut::Capture(512));
+    assert_eq!(show(&captured), expected);
+    let whole = decode(CLI, Cut::Whole);
+    assert_eq!(
+        captured[5].exchange.response_bytes,
+        whole[5].exchange.response_bytes
+    );
     assert_eq!(show(&decode(PYMYSQL, Cut::Capture(512))), PYMYSQL_OPS);
     assert_eq!(show(&decode(PERL, Cut::Capture(512))), PERL_OPS);
 }
