@@ -27,6 +27,8 @@ struct Command {
     namespace: Option<String>,
     start_ns: u64,
     request_bytes: u64,
+    /// Bytes of its reply read while the replies' framing was lost.
+    unframed_reply_bytes: u64,
     partial: bool,
     /// Sent between MULTI and EXEC/DISCARD: answered `+QUEUED`, run by EXEC.
     in_transaction: bool,
@@ -171,7 +173,11 @@ impl RedisConnection {
         let mut events = std::mem::take(&mut self.events);
         match direction {
             Direction::Egress => {
+                self.replies.peer_spoke();
+                let skipped_before = self.commands.skipped_bytes;
                 self.commands.feed(captured, gap, ts_ns, &mut events);
+                // Unframed bytes are the rest of the command being written.
+                let skipped = self.commands.skipped_bytes - skipped_before;
                 for event in events.drain(..) {
                     match event {
                         RespEvent::Value(value) => self.on_command(&value, out),
@@ -181,10 +187,19 @@ impl RedisConnection {
                         }
                     }
                 }
+                if let Some(command) = self.pending.back_mut() {
+                    command.request_bytes += skipped;
+                }
             }
             Direction::Ingress => {
                 self.last_reply_ns = ts_ns;
+                self.commands.peer_spoke();
+                let skipped_before = self.replies.skipped_bytes;
                 self.replies.feed(captured, gap, ts_ns, &mut events);
+                // Unframed bytes are the reply being read.
+                if let Some(command) = self.pending.front_mut() {
+                    command.unframed_reply_bytes += self.replies.skipped_bytes - skipped_before;
+                }
                 for event in events.drain(..) {
                     match event {
                         RespEvent::Value(value) => self.on_reply(&value, out),
@@ -236,6 +251,7 @@ impl RedisConnection {
         op.exchange.query_text = Some(command.text.clone());
         op.exchange.namespace = command.namespace.clone();
         op.exchange.request_bytes = command.request_bytes;
+        op.exchange.response_bytes = command.unframed_reply_bytes;
         op.partial = command.partial || self.commands_lost;
         op
     }
@@ -263,6 +279,7 @@ impl RedisConnection {
             namespace: self.namespace.clone(),
             start_ns: value.start_ns,
             request_bytes: value.wire_bytes,
+            unframed_reply_bytes: 0,
             partial: value.cut,
             in_transaction: self.in_transaction
                 && !matches!(name.as_str(), "EXEC" | "DISCARD" | "MULTI"),
@@ -330,7 +347,7 @@ impl RedisConnection {
             _ => {}
         }
         let mut op = self.operation(&command, reply.end_ns);
-        op.exchange.response_bytes = reply.wire_bytes;
+        op.exchange.response_bytes += reply.wire_bytes;
         op.partial |= reply.cut;
         if error {
             Self::fail(&mut op, &reply.text);

@@ -4,8 +4,9 @@
 //! types and first bytes), so a 10 MB reply costs what a 10-byte one does.
 //!
 //! Bulk strings (`$`, `!`, `=`) are followed across gaps by their declared
-//! lengths; a gap anywhere else loses the framing ([`RespEvent::Lost`]) until
-//! a segment starts with a RESP type byte again.
+//! lengths; a gap anywhere else loses the framing ([`RespEvent::Lost`]) until,
+//! once the other side has spoken, a segment starts with a RESP type byte
+//! again. A command cut that way still comes out, as far as it was read.
 
 #![forbid(unsafe_code)]
 
@@ -93,6 +94,14 @@ pub struct RespReader {
     stack: Vec<Level>,
     current: Option<RespValue>,
     lost: bool,
+    /// The other direction carried data since the framing was lost: a value
+    /// may start at this direction's next segment. Until then, segments are
+    /// the rest of what was being sent (a long command written in pieces, a
+    /// long reply read in pieces), whose bytes may read like a value's start.
+    turned: bool,
+    /// The commands came as RESP arrays: this client does not write inline
+    /// commands, so a resync waits for an array.
+    arrays_seen: bool,
     pub losses: u64,
     pub skipped_bytes: u64,
 }
@@ -142,6 +151,8 @@ impl RespReader {
             stack: Vec::new(),
             current: None,
             lost: false,
+            turned: false,
+            arrays_seen: false,
             losses: 0,
             skipped_bytes: 0,
         }
@@ -151,19 +162,40 @@ impl RespReader {
     pub fn new_lost(side: Side) -> Self {
         let mut reader = Self::new(side);
         reader.lost = true;
+        reader.turned = true;
         reader
+    }
+
+    /// The other direction carried data: after a loss, this one may find a
+    /// value's start again.
+    pub fn peer_spoke(&mut self) {
+        self.turned = true;
     }
 
     /// Whether a segment can start a value (where framing comes back).
     fn can_start(&self, segment: &[u8]) -> bool {
         match (self.side, segment.first()) {
-            (Side::Commands, Some(b)) => *b == b'*' || b.is_ascii_alphabetic(),
+            (Side::Commands, Some(b)) => {
+                *b == b'*' || (!self.arrays_seen && b.is_ascii_alphabetic())
+            }
             (Side::Replies, Some(b)) => TYPE_BYTES.contains(b),
             (_, None) => false,
         }
     }
 
-    fn lose(&mut self, out: &mut Vec<RespEvent>) {
+    fn lose(&mut self, ts_ns: u64, out: &mut Vec<RespEvent>) {
+        if let Some(mut value) = self.current.take() {
+            // A command array whose name was read is still that command.
+            if self.side == Side::Commands && value.kind == b'*' && !value.children.is_empty() {
+                value.cut = true;
+                value.end_ns = ts_ns;
+                out.push(RespEvent::Value(value));
+            } else {
+                // Read, but now part of what is skipped: still counted.
+                self.skipped_bytes += value.wire_bytes;
+            }
+        }
+        self.turned = false;
         self.state = State::Line;
         self.line.clear();
         self.line_overflow = false;
@@ -179,7 +211,7 @@ impl RespReader {
     pub fn feed(&mut self, captured: &[u8], gap: u64, ts_ns: u64, out: &mut Vec<RespEvent>) {
         let mut input = captured;
         if self.lost {
-            if !self.can_start(input) {
+            if !self.turned || !self.can_start(input) {
                 self.skipped_bytes += input.len() as u64 + gap;
                 return;
             }
@@ -234,7 +266,7 @@ impl RespReader {
                     self.line = line;
                     if !ok {
                         self.skipped_bytes += input.len() as u64 + gap;
-                        self.lose(out);
+                        self.lose(ts_ns, out);
                         return;
                     }
                 }
@@ -259,12 +291,12 @@ impl RespReader {
             self.value_done(ts_ns, out);
             if gap > left {
                 self.skipped_bytes += gap - left;
-                self.lose(out);
+                self.lose(ts_ns, out);
             }
             return;
         }
         self.skipped_bytes += gap;
-        self.lose(out);
+        self.lose(ts_ns, out);
     }
 
     fn count_bytes(&mut self, bytes: u64) {
@@ -316,6 +348,7 @@ impl RespReader {
         };
         if depth == 0 {
             current.kind = kind;
+            self.arrays_seen |= self.side == Side::Commands && kind == b'*';
         } else if depth == 1 && self.stack[0].remaining > 0 && current.children.len() < MAX_CHILDREN
         {
             current.children.push(RespChild {
@@ -520,12 +553,66 @@ mod tests {
     }
 
     #[test]
-    fn gap_over_a_header_loses_then_resyncs() {
-        let out = values(
-            Side::Replies,
-            &[(b"*3\r\n:1\r\n", 20), (b"garbage", 0), (b"+OK\r\n", 0)],
-        );
+    fn gap_over_a_header_loses_then_resyncs_once_the_other_side_spoke() {
+        let mut reader = RespReader::new(Side::Replies);
+        let mut out = Vec::new();
+        reader.feed(b"*3\r\n:1\r\n", 20, 0, &mut out);
+        // Still the long reply: what reads like a value is not one.
+        reader.feed(b"+OK\r\n", 0, 1, &mut out);
+        reader.feed(b"garbage", 0, 2, &mut out);
+        assert_eq!(out, vec![RespEvent::Lost]);
+        reader.peer_spoke();
+        reader.feed(b"+OK\r\n", 0, 3, &mut out);
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0], RespEvent::Lost);
+        assert!(matches!(&out[1], RespEvent::Value(v) if v.text == b"OK"));
+    }
+
+    #[test]
+    fn a_client_that_writes_arrays_resyncs_at_an_array_not_at_text() {
+        let mut reader = RespReader::new(Side::Commands);
+        let mut out = Vec::new();
+        reader.feed(b"*1\r\n$4\r\nPING\r\n", 0, 0, &mut out);
+        // A pipeline whose second command is past the capture: lost.
+        reader.feed(
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$9000\r\nv",
+            20_000,
+            1,
+            &mut out,
+        );
+        reader.peer_spoke();
+        // Text that reads like an inline command is the rest of a long value.
+        reader.feed(b"element number 5\r\n", 0, 3, &mut out);
+        reader.feed(b"*1\r\n$4\r\nPING\r\n", 0, 4, &mut out);
+        let names: Vec<&[u8]> = out
+            .iter()
+            .filter_map(|e| match e {
+                RespEvent::Value(v) => v.children.first().map(|c| c.text.as_slice()),
+                RespEvent::Lost => None,
+            })
+            .collect();
+        assert_eq!(names, vec![&b"PING"[..], b"SET", b"PING"], "{out:?}");
+        // A client that types inline commands resyncs at text.
+        let mut inline = RespReader::new_lost(Side::Commands);
+        let mut out = Vec::new();
+        inline.feed(b"PING\r\n", 0, 0, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+    }
+
+    #[test]
+    fn a_command_cut_by_a_lost_framing_comes_out_as_far_as_it_was_read() {
+        let mut reader = RespReader::new(Side::Commands);
+        let mut out = Vec::new();
+        reader.feed(
+            b"*4\r\n$5\r\nRPUSH\r\n$1\r\nl\r\n$3\r\nab",
+            900,
+            0,
+            &mut out,
+        );
+        let [RespEvent::Value(command), RespEvent::Lost] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert!(command.cut);
+        assert_eq!(command.child_count, 4);
+        assert_eq!(command.children[0].text, b"RPUSH");
     }
 }

@@ -254,3 +254,53 @@ proptest::proptest! {
         connection.finish(u64::MAX, &mut out);
     }
 }
+
+const LARGE_VALUES: &str = include_str!("../../../testdata/redis/redis_py_large_values.txt");
+
+/// redis-py writes a 3000-element RPUSH (77 KB, in three writes) and reads it
+/// back with LRANGE, writes and reads a 100 KB value, then runs small
+/// commands. However the kernel cuts those writes and reads, keeping 512
+/// bytes of each, every command comes out once, with all its bytes counted
+/// and the small ones after the large ones whole. Pieces that start inside a
+/// long command (`element number 1234…`) or a long reply (`$17…`) once
+/// passed for commands and replies of their own.
+#[test]
+fn large_commands_and_replies_cut_anywhere_make_no_command_of_their_pieces() {
+    let whole = decode(LARGE_VALUES, Cut::Whole);
+    let untimed = |ops: &[DbOperation]| -> Vec<String> {
+        ops.iter()
+            .map(|op| {
+                format!(
+                    "{} | {} | {} | req={} resp={}",
+                    op.exchange.operation,
+                    op.exchange.query_text.as_deref().unwrap_or("-"),
+                    op.exchange.status_code.as_deref().unwrap_or("ok"),
+                    op.exchange.request_bytes,
+                    op.exchange.response_bytes,
+                )
+            })
+            .collect()
+    };
+    let expected = untimed(&whole);
+    assert_eq!(expected.len(), 8, "{expected:#?}");
+    assert!(
+        expected[1].starts_with("RPUSH | RPUSH l ? ?"),
+        "{expected:#?}"
+    );
+    let turns = fixture::turns(&connections(LARGE_VALUES)[0]);
+    for first in (1..4096).step_by(11) {
+        for size in [4096, 6000, 16384, 65536] {
+            let out = fixture::decode_turns(&turns, first, size, RedisConnection::new());
+            let got = untimed(&out);
+            let case = format!("pieces of {size} after {first}: {got:#?}");
+            assert_eq!(got.len(), expected.len(), "{case}");
+            for (got, expected) in got.iter().zip(&expected) {
+                let name = |line: &str| line.split(" | ").next().map(str::to_string);
+                assert_eq!(name(got), name(expected), "{case}");
+            }
+            // Small commands after the large ones are exact.
+            assert_eq!(got[5..], expected[5..], "{case}");
+            fixture::assert_same_sizes(&out, &whole, &case);
+        }
+    }
+}
