@@ -129,6 +129,17 @@ fn starts_reply(segment: &[u8]) -> bool {
         || (!word.is_empty() && word.iter().all(u8::is_ascii_digit))
 }
 
+/// Keys of a `get`/`gets` (after the name) or `gat`/`gats` (after the
+/// expiration time); 0 for other commands.
+fn retrieval_keys(words: &[&[u8]]) -> u64 {
+    let before_keys = match words.first().copied() {
+        Some(b"get" | b"gets") => 1,
+        Some(b"gat" | b"gats") => 2,
+        _ => return 0,
+    };
+    words.len().saturating_sub(before_keys) as u64
+}
+
 #[derive(Debug)]
 struct Command {
     name: String,
@@ -137,6 +148,12 @@ struct Command {
     request_bytes: u64,
     response_bytes: u64,
     hits: u64,
+    /// Keys a retrieval command asked for: it cannot hit more.
+    keys: u64,
+    /// The replies' framing was lost while this waited: VALUE lines may
+    /// have gone by uncounted, so `hits` is the reply's only if it reached
+    /// `keys`.
+    hits_lost: bool,
     partial: bool,
 }
 
@@ -230,23 +247,39 @@ impl MemcachedConnection {
         let mut events = std::mem::take(&mut self.events);
         match direction {
             Direction::Egress => {
+                self.replies.peer_spoke();
+                let skipped_before = self.commands.skipped_bytes;
                 self.commands.feed(captured, gap, ts_ns, &mut events);
+                // Unframed bytes are the rest of the command being written.
+                let skipped = self.commands.skipped_bytes - skipped_before;
                 for event in events.drain(..) {
                     match event {
                         LineEvent::Line(line) => self.on_command(&line, out),
                         LineEvent::Lost => self.pending.iter_mut().for_each(|c| c.partial = true),
                     }
                 }
+                if let Some(command) = self.pending.back_mut() {
+                    command.request_bytes += skipped;
+                }
             }
             Direction::Ingress => {
                 self.last_reply_ns = ts_ns;
+                self.commands.peer_spoke();
+                let skipped_before = self.replies.skipped_bytes;
                 self.replies.feed(captured, gap, ts_ns, &mut events);
+                // Unframed bytes are the reply being read.
+                if let Some(command) = self.pending.front_mut() {
+                    command.response_bytes += self.replies.skipped_bytes - skipped_before;
+                }
                 for event in events.drain(..) {
                     match event {
                         LineEvent::Line(line) => self.on_reply(&line, out),
                         LineEvent::Lost => {
                             self.replies_lost = true;
-                            self.pending.iter_mut().for_each(|c| c.partial = true);
+                            self.pending.iter_mut().for_each(|c| {
+                                c.partial = true;
+                                c.hits_lost = true;
+                            });
                         }
                     }
                 }
@@ -284,6 +317,8 @@ impl MemcachedConnection {
             request_bytes: line.wire_bytes,
             response_bytes: 0,
             hits: 0,
+            keys: retrieval_keys(&words),
+            hits_lost: false,
             partial: line.cut,
             name,
         };
@@ -337,6 +372,7 @@ impl MemcachedConnection {
         op.partial = command.partial || (reply.is_none() && !command.text.ends_with("noreply"));
         if matches!(command.name.as_str(), "get" | "gets" | "gat" | "gats")
             && (reply.is_some() || command.hits > 0)
+            && (!command.hits_lost || command.hits >= command.keys)
         {
             op.exchange.rows = Some(command.hits);
         }

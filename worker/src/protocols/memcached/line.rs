@@ -39,6 +39,11 @@ pub struct LineReader {
     /// Data bytes still to pass for the current line.
     data_left: u64,
     lost: bool,
+    /// The other direction carried data since the framing was lost: a line
+    /// may start at this direction's next segment. Until then, segments are
+    /// the rest of a long reply or command, whose bytes may read like a
+    /// line's start (`12 value…`).
+    turned: bool,
     pub losses: u64,
     pub skipped_bytes: u64,
 }
@@ -52,13 +57,24 @@ impl LineReader {
             overflow: false,
             data_left: 0,
             lost: false,
+            turned: false,
             losses: 0,
             skipped_bytes: 0,
         }
     }
 
+    /// The other direction carried data: after a loss, this one may find a
+    /// line's start again.
+    pub fn peer_spoke(&mut self) {
+        self.turned = true;
+    }
+
     fn lose(&mut self, out: &mut Vec<LineEvent>) {
-        self.current = None;
+        if let Some(line) = self.current.take() {
+            // Read, but now part of what is skipped: still counted.
+            self.skipped_bytes += line.wire_bytes;
+        }
+        self.turned = false;
         self.data_left = 0;
         self.overflow = false;
         if !self.lost {
@@ -78,7 +94,7 @@ impl LineReader {
     pub fn feed(&mut self, captured: &[u8], gap: u64, ts_ns: u64, out: &mut Vec<LineEvent>) {
         let mut input = captured;
         if self.lost {
-            if !(self.can_start)(input) {
+            if !self.turned || !(self.can_start)(input) {
                 self.skipped_bytes += input.len() as u64 + gap;
                 return;
             }

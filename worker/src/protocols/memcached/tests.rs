@@ -100,8 +100,13 @@ fn a_kernel_sized_capture_skips_values_by_length() {
     expected[22] = "stats | stats | ok | rows=- | 44000-45000 | partial".into();
     let ops = decode(PY, Cut::Capture(512));
     assert_eq!(show(&ops), expected);
-    // `VALUE big 0 2000` and the value; its `END` was in the gap.
-    assert_eq!(ops[19].exchange.response_bytes, 18 + 2002);
+    // `VALUE big 0 2000`, the value, and its `END` in the gap: all counted.
+    assert_eq!(ops[19].exchange.response_bytes, 18 + 2002 + 5);
+    let whole = decode(PY, Cut::Whole);
+    for (op, whole) in ops.iter().zip(&whole) {
+        assert_eq!(op.exchange.request_bytes, whole.exchange.request_bytes);
+        assert_eq!(op.exchange.response_bytes, whole.exchange.response_bytes);
+    }
     assert_eq!(show(&decode(TEXT, Cut::Capture(512))), TEXT_OPS);
 }
 
@@ -197,5 +202,41 @@ proptest::proptest! {
             connection.feed(direction, text.as_bytes(), *gap, i as u64, &mut out);
         }
         connection.finish(u64::MAX, &mut out);
+    }
+}
+
+const LARGE_VALUES: &str = include_str!("../../../testdata/memcached/pymemcache_large_values.txt");
+
+/// pymemcache sets and gets a 200 KB value, sets 50 values of 240 to 270
+/// bytes, reads them back with one 50-key `get` (14 KB), then sets and gets
+/// a small one. However the kernel cuts those writes and reads, keeping 512
+/// bytes of each, every command comes out once with all its bytes counted, a
+/// hit count that is exact or absent, and the commands after the large
+/// replies whole. Pieces of the 50-key reply that start inside a value
+/// (`12 value…`) could pass for replies of their own.
+#[test]
+fn large_values_cut_anywhere_keep_the_commands_after_them_whole() {
+    let whole = decode(LARGE_VALUES, Cut::Whole);
+    let expected = fixture::untimed(show(&whole));
+    let multi_get = expected
+        .iter()
+        .position(|line| line.starts_with("get | get k0 k1"))
+        .unwrap_or_else(|| panic!("{expected:#?}"));
+    assert!(expected[multi_get].contains("rows=50"), "{expected:#?}");
+    let turns = fixture::turns(&connections(LARGE_VALUES)[0]);
+    for first in (1..4096).step_by(11) {
+        for size in [4096, 16384, 65536] {
+            let out = fixture::decode_turns(&turns, first, size, MemcachedConnection::new());
+            let got = fixture::untimed(show(&out));
+            let case = format!("pieces of {size} after {first}: {got:#?}");
+            assert_eq!(got.len(), expected.len(), "{case}");
+            let rows = &got[multi_get];
+            assert!(
+                rows.contains("rows=50") || rows.contains("rows=-"),
+                "{case}"
+            );
+            assert_eq!(got[multi_get + 1..], expected[multi_get + 1..], "{case}");
+            fixture::assert_same_sizes(&out, &whole, &case);
+        }
     }
 }
