@@ -209,6 +209,47 @@ def mysql_prepared():
     run(["perl", script, str(env_port("ZT_MARIADB_PORT")), database()])
 
 
+def large_results():
+    """Results and commands far past the 512-byte capture, then small calls on
+    the same connections: a 5000-row SELECT (psycopg2), a 20000-row SELECT
+    (pymysql, MariaDB's sequence engine), a 3000-element RPUSH read back
+    with LRANGE (redis-py), a 50-key get of 14 KB (pymemcache)."""
+    import psycopg2
+
+    conn = psycopg2.connect(pg_dsn())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT g, 'row number ' || g FROM generate_series(1, %s) g", (5000,))
+        assert len(cur.fetchall()) == 5000
+        cur.execute("SELECT name FROM accounts WHERE id = %s", (1,))
+        assert cur.fetchone() == ("ann",)
+    conn.close()
+    conn = mysql_connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT seq, CONCAT('row number ', seq) FROM seq_1_to_20000")
+        assert len(cur.fetchall()) == 20000
+        cur.execute("SELECT name FROM items WHERE id = %s", (1,))
+        assert cur.fetchone() == ("pen",)
+    conn.close()
+    r = redis_client()
+    r.delete("large:list")
+    r.rpush("large:list", *["element number %d" % i for i in range(3000)])
+    assert len(r.lrange("large:list", 0, -1)) == 3000
+    r.set("large:after", "small")
+    assert r.get("large:after") == b"small"
+    r.close()
+    from pymemcache.client.base import Client
+
+    client = Client((HOST, env_port("ZT_MEMCACHED_PORT")), default_noreply=False)
+    keys = ["large:%d" % i for i in range(50)]
+    for i, key in enumerate(keys):
+        client.set(key, ("value %d " % i) * 30)
+    assert len(client.get_many(keys)) == 50
+    client.set("large:after", "small")
+    assert client.get("large:after") == b"small"
+    client.close()
+
+
 def redis_client():
     import redis
 
@@ -334,6 +375,7 @@ ROUTES = {
     "/redis/pipeline": redis_pipeline,
     "/redis/transaction": redis_transaction,
     "/memcached": memcached_calls,
+    "/large": large_results,
     "/cli": cli_clients,
     "/early/open": early_open,
     "/early/use": early_use,

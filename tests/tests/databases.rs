@@ -169,6 +169,7 @@ fn every_scenario_of_the_service_works_against_the_real_servers() {
         "/redis/pipeline",
         "/redis/transaction",
         "/memcached",
+        "/large",
         "/cli",
         "/early/open",
         "/early/use",
@@ -924,4 +925,128 @@ fn instrumented_database_servers_make_no_database_spans() {
         before.rsplit(' ').next()?.parse::<u64>().ok()
     });
     assert!(records.is_some_and(|n| n > 20), "{stderr}");
+}
+
+/// Results and commands far past the capture (tests/servers/db_app.py
+/// `/large`): each call is one span, a row count is exact or absent, and the
+/// small calls after them on the same connections are whole. Reads that began
+/// inside a result's rows once resynchronised on text that looked like a
+/// message, and the pieces of a long Redis command became commands.
+#[test]
+fn large_results_and_commands_leave_the_calls_after_them_whole() {
+    let setup = Setup::start();
+    setup.drive("/large");
+    let printed = setup.agent.wait_for_spans(1, |s| {
+        s.pointer("/db/query_text").and_then(Value::as_str) == Some("get large:after")
+    });
+    assert_eq!(printed.len(), 1);
+    std::thread::sleep(Duration::from_millis(600));
+    let db = |span: &Value, field: &str| span.pointer(&format!("/db/{field}")).cloned();
+    let spans: Vec<Value> = setup
+        .agent
+        .spans()
+        .into_iter()
+        .filter(|s| s.str_of("kind") == "client" && s.get("db").is_some_and(|d| !d.is_null()))
+        .collect();
+    let texts: Vec<String> = spans
+        .iter()
+        .map(|s| format!("{}", db(s, "query_text").unwrap_or_default()))
+        .collect();
+    let expected = [
+        ("SELECT g, ? || g FROM generate_series(?, ?) g", Some(5000)),
+        ("SELECT name FROM accounts WHERE id = ?", Some(1)),
+        (
+            "SELECT seq, CONCAT(?, seq) FROM seq_1_to_20000",
+            Some(20000),
+        ),
+        ("SELECT name FROM items WHERE id = ?", Some(1)),
+        ("SELECT 3", None), // redis-py's `db=3`
+        ("DEL large:list", None),
+        ("LRANGE large:list ? ?", None),
+        ("SET large:after ?", None),
+        ("GET large:after", None),
+    ];
+    for (text, rows) in expected {
+        let with: Vec<&Value> = spans
+            .iter()
+            .filter(|s| {
+                db(s, "query_text").and_then(|t| t.as_str().map(str::to_string))
+                    == Some(text.into())
+            })
+            .collect();
+        assert_eq!(with.len(), 1, "{text}: {texts:#?}");
+        let got_rows = db(with[0], "rows").and_then(|r| r.as_u64());
+        match rows {
+            // Large results: the exact count or none, never the rows captured.
+            Some(n) if n > 1 => assert!(
+                got_rows.is_none() || got_rows == Some(n),
+                "{text}: {:#}",
+                with[0]
+            ),
+            // The small calls after them: exact and whole.
+            Some(n) => {
+                assert_eq!(got_rows, Some(n), "{:#}", with[0]);
+                assert_eq!(
+                    with[0].get("partial"),
+                    Some(&Value::Bool(false)),
+                    "{:#}",
+                    with[0]
+                );
+            }
+            None => {}
+        }
+    }
+    let rpush: Vec<&Value> = spans
+        .iter()
+        .filter(|s| {
+            db(s, "operation").and_then(|o| o.as_str().map(str::to_string)) == Some("RPUSH".into())
+        })
+        .collect();
+    assert_eq!(rpush.len(), 1, "{texts:#?}");
+    // The whole command was counted, not the 512 bytes captured of it.
+    assert!(
+        db(rpush[0], "request_bytes").and_then(|b| b.as_u64()) > Some(70_000),
+        "{:#}",
+        rpush[0]
+    );
+    // Nothing else: no piece of a long command or reply made a span of its own.
+    let redis_and_sql: Vec<&Value> = spans
+        .iter()
+        .filter(|s| {
+            db(s, "system").and_then(|o| o.as_str().map(str::to_string)) != Some("memcached".into())
+        })
+        .collect();
+    assert_eq!(redis_and_sql.len(), expected.len() + 1, "{texts:#?}");
+    // memcached: 50 sets, the 50-key get (14 KB), a set and a get after it.
+    let memcached: Vec<&Value> = spans
+        .iter()
+        .filter(|s| {
+            db(s, "system").and_then(|o| o.as_str().map(str::to_string)) == Some("memcached".into())
+        })
+        .collect();
+    assert_eq!(memcached.len(), 53, "{texts:#?}");
+    let multi_get = memcached[50];
+    assert_eq!(
+        db(multi_get, "operation"),
+        Some(Value::from("get")),
+        "{multi_get:#}"
+    );
+    let hits = db(multi_get, "rows").and_then(|r| r.as_u64());
+    assert!(hits.is_none() || hits == Some(50), "{multi_get:#}");
+    assert!(
+        db(multi_get, "response_bytes").and_then(|b| b.as_u64()) > Some(14_000),
+        "{multi_get:#}"
+    );
+    let after = memcached[52];
+    assert_eq!(
+        db(after, "query_text"),
+        Some(Value::from("get large:after")),
+        "{after:#}"
+    );
+    assert_eq!(
+        db(after, "rows").and_then(|r| r.as_u64()),
+        Some(1),
+        "{after:#}"
+    );
+    assert_eq!(after.get("partial"), Some(&Value::Bool(false)), "{after:#}");
 }
