@@ -68,7 +68,7 @@ enum zt_event_flag {
 };
 
 /* Frame headers noted at most per segment, and the size of one note. */
-#define ZT_H2_NOTES 32
+#define ZT_H2_NOTES 128
 #define ZT_H2_NOTE_SIZE 13
 /* Payload bytes a DATA record carries at most: a head capture and notes. */
 #define ZT_PAYLOAD_ROOM (ZT_HEAD_MAX + ZT_H2_NOTES * ZT_H2_NOTE_SIZE + 1)

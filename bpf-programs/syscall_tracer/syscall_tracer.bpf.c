@@ -657,7 +657,7 @@ static __always_inline __u32 zt_copy_iovecs(__u8 *dst, __u64 iov_ptr, __u64 coun
 
 /* Frames walked at most in one segment of an HTTP/2 connection, and how far
  * into it (a bound the verifier needs to see the walk's states converge). */
-#define ZT_H2_WALK_FRAMES 64
+#define ZT_H2_WALK_FRAMES 256
 #define ZT_H2_WALK_MAX (1 << 20)
 #define ZT_H2_UNROLLED_FRAMES 6
 
@@ -666,7 +666,7 @@ static __always_inline __u32 zt_copy_iovecs(__u8 *dst, __u64 iov_ptr, __u64 coun
  * final place. The buffer is looked up where it is needed: a pointer kept in
  * the walk's stack frame would set apart, for the verifier, the paths with a
  * compact and a whole event header, and their states would multiply. */
-#define ZT_H2_NOTES_SCRATCH (ZT_HEAD_MAX + 1024)
+#define ZT_H2_NOTES_SCRATCH (ZT_HEAD_MAX + 4096)
 
 static __always_inline __u8 *zt_h2_notes_scratch(void)
 {
@@ -679,6 +679,11 @@ static __always_inline __u8 *zt_h2_notes_scratch(void)
  * the map, not in the walk's frame: a count the verifier knows would make
  * each turn of the walk a new state to explore. */
 #define ZT_H2_NOTES_COUNT (ZT_H2_NOTES * ZT_H2_NOTE_SIZE)
+
+_Static_assert(ZT_H2_NOTES_SCRATCH >= ZT_PAYLOAD_ROOM, "the notes' scratch overlaps their final place");
+_Static_assert(ZT_H2_NOTES_SCRATCH + ZT_H2_NOTES_COUNT < 2 * ZT_HEAD_MAX, "the notes' scratch is past the buffer");
+_Static_assert(ZT_H2_NOTES < 256 && (ZT_H2_NOTES & (ZT_H2_NOTES - 1)) == 0,
+	       "the notes' count is one byte, and their index a mask");
 
 /* Walk over the frame headers of one contiguous HTTP/2 segment. With `note`,
  * headers of frames past the first ZT_PAYLOAD_MAX bytes are noted in the
