@@ -43,6 +43,9 @@ const REDIS_PY: &str = include_str!("../testdata/redis/redis_py.txt");
 const REDIS_INLINE: &str = include_str!("../testdata/redis/inline.txt");
 const PYMEMCACHE: &str = include_str!("../testdata/memcached/pymemcache.txt");
 const MEMCACHED_TEXT: &str = include_str!("../testdata/memcached/text.txt");
+const PSYCOPG2_LARGE: &str = include_str!("../testdata/postgres/psycopg2_large_results.txt");
+const REDIS_PY_LARGE: &str = include_str!("../testdata/redis/redis_py_large_values.txt");
+const PYMEMCACHE_LARGE: &str = include_str!("../testdata/memcached/pymemcache_large_values.txt");
 
 fn tuple(peer_port: u16) -> ConnTuple {
     ConnTuple {
@@ -353,6 +356,32 @@ fn garbage_on_database_ports_makes_no_span_and_is_counted() {
         );
         assert!(spans.is_empty(), "port {port}: {spans:?}");
         assert!(tracker.counters().garbage_segments >= 3, "port {port}");
+    }
+}
+
+/// Results and values larger than the capture (the kernel copies the first
+/// 512 bytes of each read and write) lose a direction's message boundaries:
+/// each loss is counted as such, not as garbage, and the operations after it
+/// are still decoded.
+#[test]
+fn framing_lost_past_the_capture_is_counted_apart_from_garbage() {
+    for (recording, port) in [
+        (PSYCOPG2_LARGE, 5432),
+        (REDIS_PY_LARGE, 6379),
+        (PYMEMCACHE_LARGE, 11211),
+    ] {
+        let whole = replay_fixture(recording, port, Cut::Whole).len();
+        let mut tracker = ConnectionTracker::new();
+        let mut spans = Vec::new();
+        for (i, chunks) in fixture::connections(recording).iter().enumerate() {
+            let cut = Cut::Capture(512);
+            let role = ConnectionRole::Client;
+            spans.extend(replay(&mut tracker, i as u64 + 1, role, port, chunks, cut));
+        }
+        let counters = tracker.counters();
+        assert!(counters.framing_lost >= 1, "port {port}: {counters:?}");
+        assert_eq!(counters.garbage_segments, 0, "port {port}");
+        assert_eq!(spans.len(), whole, "port {port}: {spans:#?}");
     }
 }
 

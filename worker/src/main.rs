@@ -400,7 +400,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         .unwrap_or_default();
     let h2 = &tracker.http2;
     info!(
-        "stopping: {} spans, {} records ({} undecodable), {} garbage segments, {} TLS record segments skipped; exchanges lost: {} responses without a request, {} requests without a response, {} requests over the pipelining limit; HTTP/2: {} header blocks cut by the capture, {} with HPACK state lost, {} undecodable, framing lost {} times, {} streams without method or path (*), {} streams without headers not emitted, {} evicted; kernel: {} events submitted, {} dropped with the ring buffer full, {} reads and writes after their socket closed not sent, {} TLS plaintext records whose socket was never learnt not sent",
+        "stopping: {} spans, {} records ({} undecodable), {} garbage segments, {} TLS record segments skipped; exchanges lost: {} responses without a request, {} requests without a response, {} requests over the pipelining limit; databases and Kafka: framing lost {} times; HTTP/2: {} header blocks cut by the capture, {} with HPACK state lost, {} undecodable, framing lost {} times, {} streams without method or path (*), {} streams without headers not emitted, {} evicted; kernel: {} events submitted, {} dropped with the ring buffer full, {} reads and writes after their socket closed not sent, {} TLS plaintext records whose socket was never learnt not sent",
         pipeline.spans_emitted,
         counters.records.load(Ordering::Relaxed),
         counters.decode_errors.load(Ordering::Relaxed),
@@ -409,6 +409,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         tracker.unpaired_responses,
         tracker.unanswered_requests,
         tracker.dropped_requests,
+        tracker.framing_lost,
         h2.headers_truncated,
         h2.hpack_lost_blocks,
         h2.blocks_lost,

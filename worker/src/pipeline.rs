@@ -739,6 +739,7 @@ impl Pipeline {
             unpaired_responses: tracker.unpaired_responses,
             unanswered_requests: tracker.unanswered_requests,
             pipelined_requests_dropped: tracker.dropped_requests,
+            framing_lost: tracker.framing_lost,
             instrumented_processes: self.discovery.instrumented().len() as u64,
             tracked_connections: self.tracker.connection_count() as u64,
             otlp_spans_exported: otlp_load(|c| &c.spans_exported),

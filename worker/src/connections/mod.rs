@@ -54,6 +54,8 @@ pub struct TrackerCounters {
     /// HTTP/1 requests whose connection closed (or was forgotten) before a
     /// response to them was seen.
     pub unanswered_requests: u64,
+    /// Times a database or Kafka connection lost its message boundaries.
+    pub framing_lost: u64,
     /// What HTTP/2 connections could not follow (summed over connections).
     pub http2: Http2Stats,
 }
@@ -224,6 +226,7 @@ impl ConnectionTracker {
             evicted_connections: self.evicted_connections,
             encrypted_segments: self.encrypted_segments,
             unanswered_requests: decode.unanswered_requests,
+            framing_lost: decode.framing_lost,
             http2: decode.http2,
         }
     }

@@ -348,7 +348,7 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         openmetrics,
     );
     let own = &state.own;
-    let counters: [(&str, &str, u64); 20] = [
+    let counters: [(&str, &str, u64); 21] = [
         (
             "zerotrace_kernel_events",
             "Events the kernel programs submitted.",
@@ -372,8 +372,13 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         ("zerotrace_spans", "Spans built.", own.spans),
         (
             "zerotrace_garbage_segments",
-            "Captured segments that were not parseable HTTP.",
+            "Captured segments that were not parseable as a supported protocol.",
             own.garbage_segments,
+        ),
+        (
+            "zerotrace_framing_lost",
+            "Times a database or Kafka connection lost its message boundaries.",
+            own.framing_lost,
         ),
         (
             "zerotrace_tls_record_segments",

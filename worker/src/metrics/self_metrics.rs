@@ -43,6 +43,8 @@ pub struct SelfMetrics {
     pub unanswered_requests: u64,
     /// HTTP/1 requests dropped beyond the per-connection pipelining limit.
     pub pipelined_requests_dropped: u64,
+    /// Times a database or Kafka connection lost its message boundaries.
+    pub framing_lost: u64,
     pub instrumented_processes: u64,
     pub tracked_connections: u64,
     pub otlp_spans_exported: u64,
@@ -208,6 +210,13 @@ fn families(own: &SelfMetrics) -> Vec<Family> {
             kind: Counter,
             points: by("reason", &lost_exchanges(own)),
         },
+        single(
+            "zerotrace.framing.lost",
+            "Times a database or Kafka connection lost its message boundaries in bytes the capture did not copy, and skipped to where messages could be read again.",
+            "{loss}",
+            Counter,
+            own.framing_lost,
+        ),
         single(
             "zerotrace.traces.linked",
             "Server spans made the child of another process's client span on this host.",

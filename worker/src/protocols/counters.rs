@@ -14,6 +14,10 @@ pub struct DecodeCounters {
     /// Requests whose connection closed (or was forgotten) before a
     /// response to them was seen.
     pub unanswered_requests: u64,
+    /// Times a database or Kafka connection's direction lost its message
+    /// boundaries (a message header in bytes the capture did not copy) and
+    /// skipped to the next place a message could be read again.
+    pub framing_lost: u64,
     /// What HTTP/2 connections could not follow.
     pub http2: Http2Stats,
 }

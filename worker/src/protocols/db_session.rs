@@ -138,11 +138,11 @@ pub fn client_side_check(
 /// Adds a decoder's losses to the shared counters: replies that answered no
 /// request are unpaired responses, requests dropped past the queue's bound
 /// are dropped requests, and each loss of framing (bytes it could not read)
-/// is a garbage segment.
+/// a framing loss.
 fn add_stats(stats: &DbDecoderStats, counters: &mut DecodeCounters) {
     counters.unpaired_responses += stats.unmatched_replies;
     counters.dropped_requests += stats.pending_dropped;
-    counters.garbage_segments += stats.resyncs;
+    counters.framing_lost += stats.resyncs;
 }
 
 /// One database connection of the client process, decoded by `D`.

@@ -22,13 +22,14 @@ pub struct KafkaSession {
 }
 
 /// Unpaired responses, dropped and unanswered requests go where the other
-/// protocols' do; a loss of framing or a message that is not Kafka's is a
-/// garbage segment.
+/// protocols' do; a loss of framing is a framing loss, a message that is not
+/// Kafka's a garbage segment.
 fn add_stats(stats: &KafkaStats, counters: &mut DecodeCounters) {
     counters.unpaired_responses += stats.unmatched_responses;
     counters.dropped_requests += stats.pending_dropped;
     counters.unanswered_requests += stats.unanswered;
-    counters.garbage_segments += stats.resyncs + stats.bad_messages;
+    counters.framing_lost += stats.resyncs;
+    counters.garbage_segments += stats.bad_messages;
 }
 
 fn span_of(conn: &ConnectionInfo, op: KafkaOperation) -> Span {
