@@ -521,21 +521,31 @@ mod tests {
     const DATA_END: [u8; 9] = [0, 0x0b, 0xaf, 0, 1, 0, 0, 0, 1];
     const HEADERS: [u8; 9] = [0, 0x03, 0xe8, 1, 4, 0, 0, 0, 3];
 
-    #[test]
-    fn frame_notes_become_pieces_of_the_segment() {
-        let raw = noted_record(&[(16_393, DATA_END), (19_000, HEADERS)]);
+    /// The pieces a noted record is read as: their bytes, and the bytes of
+    /// the segment each stands for.
+    fn pieces_of(raw: &[u8]) -> Vec<(Vec<u8>, u64)> {
         let Ok(KernelEvent::Data {
             payload,
             total_bytes,
             h2_notes,
             ..
-        }) = KernelEvent::decode(&raw)
+        }) = KernelEvent::decode(raw)
         else {
             panic!("not a data event");
         };
         assert_eq!((payload.len(), total_bytes), (512, 20_000));
         let pieces = h2_notes.pieces(payload, total_bytes);
-        let lengths: Vec<(usize, u64)> = pieces.iter().map(|(b, n)| (b.len(), *n)).collect();
+        pieces.iter().map(|(b, n)| (b.to_vec(), *n)).collect()
+    }
+
+    fn lengths(pieces: &[(Vec<u8>, u64)]) -> Vec<(usize, u64)> {
+        pieces.iter().map(|(b, n)| (b.len(), *n)).collect()
+    }
+
+    #[test]
+    fn frame_notes_become_pieces_of_the_segment() {
+        let pieces = pieces_of(&noted_record(&[(16_393, DATA_END), (19_000, HEADERS)]));
+        let lengths = lengths(&pieces);
         assert_eq!(lengths, vec![(512, 16_393), (9, 2_607), (9, 1_000)]);
         assert_eq!(pieces[1].0, DATA_END);
         assert_eq!(pieces[2].0, HEADERS);
@@ -546,18 +556,8 @@ mod tests {
     fn frame_notes_the_copy_holds_are_dropped_and_a_cut_header_ends_the_copy() {
         // A note at 100 is in the 512 copied bytes; one at 508 is cut by them.
         let raw = noted_record(&[(100, HEADERS), (508, DATA_END), (19_000, HEADERS)]);
-        let Ok(KernelEvent::Data {
-            payload,
-            total_bytes,
-            h2_notes,
-            ..
-        }) = KernelEvent::decode(&raw)
-        else {
-            panic!("not a data event");
-        };
-        let pieces = h2_notes.pieces(payload, total_bytes);
-        let lengths: Vec<(usize, u64)> = pieces.iter().map(|(b, n)| (b.len(), *n)).collect();
-        assert_eq!(lengths, vec![(508, 508), (9, 18_492), (9, 1_000)]);
+        let pieces = pieces_of(&raw);
+        assert_eq!(lengths(&pieces), vec![(508, 508), (9, 18_492), (9, 1_000)]);
         assert_eq!(pieces[1].0, DATA_END);
     }
 
