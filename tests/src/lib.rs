@@ -374,6 +374,21 @@ pub fn curl(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Runs h2load (nghttp2-client) with `args` (options, then the URIs, taken
+/// in turn) and returns its report, after checking that it holds each of
+/// `expected` ("400 done", "1000 2xx").
+pub fn h2load<S: AsRef<std::ffi::OsStr>>(args: &[S], expected: &[&str]) -> String {
+    let output = Command::new("h2load")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run h2load: {e}"));
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    for want in expected {
+        assert!(report.contains(want), "h2load: no {want:?} in\n{report}");
+    }
+    report
+}
+
 /// Sends raw HTTP/1.1 requests on one connection and reads one response per
 /// request (Content-Length framed), as a minimal Rust client.
 pub fn raw_keepalive_requests(port: u16, requests: &[&str]) -> (u16, Vec<String>) {

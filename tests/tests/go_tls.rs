@@ -435,16 +435,8 @@ fn many_goroutines_under_h2load_give_one_span_per_request() {
     // h2: 20 connections, 10 streams each in flight (a goroutine per stream
     // and one reader per connection); then HTTP/1.1 through h2load --h1.
     let load = |args: &[&str], path: &str, statuses: &str| {
-        let output = Command::new("h2load")
-            .args(args)
-            .arg(server.url(path))
-            .output()
-            .unwrap_or_else(|e| panic!("h2load: {e}"));
-        let report = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            report.contains("1000 done") && report.contains(statuses),
-            "{report}"
-        );
+        let url = server.url(path);
+        h2load(&[args, &[url.as_str()]].concat(), &["1000 done", statuses]);
     };
     load(
         &["-n", "1000", "-c", "20", "-m", "10"],

@@ -41,20 +41,11 @@ fn h2c_requests_from_curl_and_h2load_each_become_one_span() {
     let body = curl(&["--http2-prior-knowledge", &format!("{base}/a")]);
     assert_eq!(body, "alpha\n");
     curl(&["--http2-prior-knowledge", &format!("{base}/b")]);
-    let load = Command::new("h2load")
-        .args([
-            "-n",
-            "300",
-            "-c",
-            "3",
-            "-m",
-            "20",
-            &format!("{base}/a?load"),
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("h2load: {e}"));
-    let report = String::from_utf8_lossy(&load.stdout);
-    assert!(report.contains("300 succeeded"), "{report}");
+    let url = format!("{base}/a?load");
+    h2load(
+        &["-n", "300", "-c", "3", "-m", "20", &url],
+        &["300 succeeded"],
+    );
 
     let spans = agent.wait_for_spans(302, |s| s.str_of("protocol_version") == "2");
     std::thread::sleep(Duration::from_millis(500));
@@ -279,17 +270,11 @@ fn sequential_requests_on_one_h2c_connection_each_become_one_span() {
     let base = format!("http://127.0.0.1:{nginx_port}");
     // h2load -c1 -m1: one connection, each request after the previous
     // response; the URIs are taken in turn.
-    let load = Command::new("h2load")
-        .args(["-n", "6", "-c", "1", "-m", "1"])
-        .args([
-            format!("{base}/a?1"),
-            format!("{base}/b?2"),
-            format!("{base}/a?3"),
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("h2load: {e}"));
-    let report = String::from_utf8_lossy(&load.stdout);
-    assert!(report.contains("6 done"), "{report}");
+    let uris = ["a?1", "b?2", "a?3"].map(|p| format!("{base}/{p}"));
+    let args = [
+        "-n", "6", "-c", "1", "-m", "1", &uris[0], &uris[1], &uris[2],
+    ];
+    h2load(&args, &["6 done"]);
     // The Python client: the same path twice (a dynamic table reference the
     // second time), then a 404, one after another on one connection.
     let answers = python_h2_client(

@@ -325,15 +325,10 @@ fn the_workers_of_a_pre_forking_server_are_distinct_series_that_sum_to_what_was_
     // h2load sends exactly -n requests (HTTP/1.1 here), spread over 16
     // connections, which nginx's two workers share.
     let sent = 4000;
-    let load = std::process::Command::new("h2load")
-        .args(["--h1", "-n", &sent.to_string(), "-c", "16", "-m", "1"])
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .output()
-        .unwrap_or_else(|e| panic!("h2load: {e}"));
-    let report = String::from_utf8_lossy(&load.stdout);
-    assert!(
-        report.contains(&format!("{sent} succeeded")),
-        "h2load: {report}"
+    let (n, url) = (sent.to_string(), format!("http://127.0.0.1:{port}/"));
+    h2load(
+        &["--h1", "-n", &n, "-c", "16", "-m", "1", &url],
+        &[&format!("{sent} succeeded")],
     );
 
     let text = wait_for(Duration::from_secs(15), || {

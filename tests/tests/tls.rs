@@ -251,13 +251,11 @@ fn nginx_tls_http1_and_h2_requests_each_become_one_https_span() {
     https(&["--http1.1", &format!("{base}/b?one")]);
     assert_eq!(https(&["--http2", &format!("{base}/a?two")]), "alpha\n");
     https(&["--http2", &format!("{base}/b?two")]);
-    let load = Command::new("h2load")
-        .args(["-n", "200", "-c", "2", "-m", "10"])
-        .arg(format!("{base}/a?load"))
-        .output()
-        .unwrap_or_else(|e| panic!("h2load: {e}"));
-    let report = String::from_utf8_lossy(&load.stdout);
-    assert!(report.contains("200 succeeded"), "{report}");
+    let url = format!("{base}/a?load");
+    h2load(
+        &["-n", "200", "-c", "2", "-m", "10", &url],
+        &["200 succeeded"],
+    );
 
     agent.wait_for_spans(204, is_https);
     std::thread::sleep(Duration::from_millis(500));
@@ -389,17 +387,15 @@ fn nginx_tls_h2_sequential_requests_with_large_heads_are_each_one_span() {
     assert_eq!(codes, ["200 1", "404 0", "200 0"], "curl: {out}");
     // h2load: one connection, one request after another, an 8 KB cookie.
     let cookie = format!("cookie: jar={}", "j".repeat(8 * 1024));
-    let load = Command::new("h2load")
-        .args(["-n", "3", "-c", "1", "-m", "1", "-H", &cookie])
-        .args([
-            format!("{base}/a?h1"),
-            format!("{base}/b?h2"),
-            format!("{base}/a?h3"),
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("h2load: {e}"));
-    let report = String::from_utf8_lossy(&load.stdout);
-    assert!(report.contains("3 done"), "{report}");
+    let (h1, h2, h3) = (
+        format!("{base}/a?h1"),
+        format!("{base}/b?h2"),
+        format!("{base}/a?h3"),
+    );
+    let args = [
+        "-n", "3", "-c", "1", "-m", "1", "-H", &cookie, &h1, &h2, &h3,
+    ];
+    h2load(&args, &["3 done"]);
 
     agent.wait_for_spans(6, is_https);
     std::thread::sleep(Duration::from_millis(500));
@@ -451,18 +447,11 @@ fn nginx_tls_h2_concurrent_requests_with_large_heads_keep_their_header_blocks() 
     agent.wait_for_tls_hooks(nginx.child.id());
     let base = format!("https://127.0.0.1:{port}");
     let cookie = format!("cookie: jar={}", "j".repeat(3500));
-    let load = Command::new("h2load")
-        .args(["-n", "400", "-c", "2", "-m", "10", "-H", &cookie])
-        .args([
-            format!("{base}/a?k1"),
-            format!("{base}/a?k2"),
-            format!("{base}/b?k3"),
-            format!("{base}/a?k4"),
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("h2load: {e}"));
-    let report = String::from_utf8_lossy(&load.stdout);
-    assert!(report.contains("400 done"), "{report}");
+    let mut args: Vec<String> = ["-n", "400", "-c", "2", "-m", "10", "-H", &cookie]
+        .map(String::from)
+        .into();
+    args.extend(["a?k1", "a?k2", "b?k3", "a?k4"].map(|p| format!("{base}/{p}")));
+    h2load(&args, &["400 done"]);
     agent.wait_for_spans(400, is_https);
     std::thread::sleep(Duration::from_millis(500));
     let spans = agent.spans();
