@@ -132,8 +132,7 @@ static __always_inline void zt_go_tls_emit(__u64 pid_tgid, __u64 sock_id, __u8 d
 	e->sock_id = sock_id;
 	e->bytes = len;
 	__u8 *dst = zt_payload_of(buf);
-	__u32 copy = zt_copy_buffer(dst, src, len, 0, zt_h2_next(state, direction), &e->flags);
-	zt_note_h2_preface(state, dst, copy, src, len, direction);
+	__u32 copy = zt_copy_buffer(dst, src, len, 0, state, direction, &e->flags);
 	e->captured_len = copy;
 	zt_submit(buf, copy, ZT_WAKE_BATCHED);
 }

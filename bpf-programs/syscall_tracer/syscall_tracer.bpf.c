@@ -310,10 +310,16 @@ static __always_inline __u32 zt_current_generation(void)
 /* Event header without the connection identity (tuple zeroed, comm empty;
  * a DATA event's tuple and name are written only with its identity, as a
  * compact record's payload goes over them). */
-static __always_inline struct zt_event_buffer *zt_new_event(__u8 kind, __u64 pid_tgid)
+/* The staging entry of the CPU the program runs on. */
+static __always_inline struct zt_event_buffer *zt_cpu_buffer(void)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
-	struct zt_event_buffer *buf = bpf_map_lookup_elem(&zt_scratch, &cpu);
+	return bpf_map_lookup_elem(&zt_scratch, &cpu);
+}
+
+static __always_inline struct zt_event_buffer *zt_new_event(__u8 kind, __u64 pid_tgid)
+{
+	struct zt_event_buffer *buf = zt_cpu_buffer();
 	if (!buf)
 		return 0;
 	struct zt_event *e = &buf->event;
@@ -670,8 +676,7 @@ static __always_inline __u32 zt_copy_iovecs(__u8 *dst, __u64 iov_ptr, __u64 coun
 
 static __always_inline __u8 *zt_h2_notes_scratch(void)
 {
-	__u32 zero = 0;
-	struct zt_event_buffer *buf = bpf_map_lookup_elem(&zt_scratch, &zero);
+	struct zt_event_buffer *buf = zt_cpu_buffer();
 	return buf ? buf->payload + ZT_H2_NOTES_SCRATCH : 0;
 }
 
@@ -700,19 +705,10 @@ struct zt_h2_walk {
 	bool ended;  /* the walk reached the segment's end on a frame boundary or inside a frame */
 };
 
-/* Reads the frame header at w->off; returns 1 to stop. */
-static __always_inline long zt_h2_walk_one(__u64 i, struct zt_h2_walk *w)
+/* Takes the frame header `h` found at w->off; returns 1 to stop. */
+static __always_inline long zt_h2_frame(struct zt_h2_walk *w, const __u8 *h)
 {
 	__u64 off = w->off;
-	if (off >= w->len) {
-		w->ended = 1;
-		return 1;
-	}
-	if (off + 9 > w->len || off >= ZT_H2_WALK_MAX)
-		return 1; /* a frame header cut, or far into a huge write: the boundaries are lost */
-	__u8 h[9];
-	if (bpf_probe_read_user(h, sizeof(h), (void *)(w->src + off)))
-		return 1;
 	if (h[3] > 9)
 		return 1; /* not a frame header: the walk lost the boundaries */
 	__u64 end = off + 9 + ((__u64)h[0] << 16 | (__u64)h[1] << 8 | h[2]);
@@ -740,6 +736,30 @@ static __always_inline long zt_h2_walk_one(__u64 i, struct zt_h2_walk *w)
 	return 0;
 }
 
+/* Whether the walk is over: at the segment's end (w->ended), or at a frame
+ * header it cannot read (cut by the segment's end, or far into a huge
+ * write: the boundaries are lost). */
+static __always_inline bool zt_h2_walk_over(struct zt_h2_walk *w)
+{
+	__u64 off = w->off;
+	if (off >= w->len) {
+		w->ended = 1;
+		return 1;
+	}
+	return off + 9 > w->len || off >= ZT_H2_WALK_MAX;
+}
+
+/* Reads the frame header at w->off of a contiguous segment; returns 1 to stop. */
+static __always_inline long zt_h2_walk_one(__u64 i, struct zt_h2_walk *w)
+{
+	if (zt_h2_walk_over(w))
+		return 1;
+	__u8 h[9];
+	if (bpf_probe_read_user(h, sizeof(h), (void *)(w->src + w->off)))
+		return 1;
+	return zt_h2_frame(w, h);
+}
+
 static long zt_h2_walk_callback(__u64 i, void *ctx)
 {
 	return zt_h2_walk_one(i, ctx);
@@ -748,20 +768,12 @@ static long zt_h2_walk_callback(__u64 i, void *ctx)
 /* Frames past this length are not followed into the next segment. */
 #define ZT_H2_NEXT_MAX (1u << 24)
 
-/* How much of an HTTP/2 segment to copy for its frames: up to the end of
- * its last non-DATA frame (a header block after a DATA frame, as servers
- * batch one stream's DATA with the next one's HEADERS and a gRPC reply's
- * message with its trailers; or the rest of a header block the last segment
- * cut, `*next`), within the head capture; 0 when that is within
- * ZT_PAYLOAD_MAX. DATA payloads are skipped by their length. `next` (the
- * direction's carry, see zt_conn_state.h2_next) is read first, then set for
- * the next segment. */
-static __always_inline __u64 zt_h2_copy_len(struct zt_h2_walk *w, __u64 src, __u64 len, __u32 *next)
+/* A walk starts at the direction's carry (zt_conn_state.h2_next): the
+ * rest of a frame the last segment cut, maybe a header block's. */
+static __always_inline void zt_h2_walk_start(struct zt_h2_walk *w, __u64 len, __u32 carried)
 {
 	__u64 limit = zt_settings.head_capture < ZT_HEAD_MAX ? zt_settings.head_capture : ZT_HEAD_MAX;
-	__u32 carried = *next;
 	__u64 start = carried & ~ZT_H2_NEXT_HEADER;
-	w->src = src;
 	w->len = len;
 	w->limit = limit;
 	w->off = start;
@@ -773,6 +785,35 @@ static __always_inline __u64 zt_h2_copy_len(struct zt_h2_walk *w, __u64 src, __u
 		if (scratch)
 			scratch[ZT_H2_NOTES_COUNT] = 0;
 	}
+}
+
+/* After the walk: sets the direction's carry `*next` for its next segment,
+ * and returns how much of the segment to copy (see zt_h2_copy_len). */
+static __always_inline __u64 zt_h2_walk_finish(struct zt_h2_walk *w, __u64 len, __u32 *next)
+{
+	__u32 carry = 0;
+	if (w->ended && w->off > len && w->off - len < ZT_H2_NEXT_MAX)
+		carry = (__u32)(w->off - len) | (w->header ? ZT_H2_NEXT_HEADER : 0);
+	if (*next != carry)
+		*next = carry;
+	if (w->need <= ZT_PAYLOAD_MAX || w->limit <= ZT_PAYLOAD_MAX)
+		return 0;
+	__u64 copy = w->need < len ? w->need : len;
+	return copy < w->limit ? copy : w->limit;
+}
+
+/* How much of an HTTP/2 segment to copy for its frames: up to the end of
+ * its last non-DATA frame (a header block after a DATA frame, as servers
+ * batch one stream's DATA with the next one's HEADERS and a gRPC reply's
+ * message with its trailers; or the rest of a header block the last segment
+ * cut, `*next`), within the head capture; 0 when that is within
+ * ZT_PAYLOAD_MAX. DATA payloads are skipped by their length. `next` (the
+ * direction's carry, see zt_conn_state.h2_next) is read first, then set for
+ * the next segment. */
+static __always_inline __u64 zt_h2_copy_len(struct zt_h2_walk *w, __u64 src, __u64 len, __u32 *next)
+{
+	w->src = src;
+	zt_h2_walk_start(w, len, *next);
 	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
 		bpf_loop(ZT_H2_WALK_FRAMES, zt_h2_walk_callback, w, 0);
 	} else {
@@ -781,15 +822,99 @@ static __always_inline __u64 zt_h2_copy_len(struct zt_h2_walk *w, __u64 src, __u
 				break;
 		}
 	}
-	__u32 carry = 0;
-	if (w->ended && w->off > len && w->off - len < ZT_H2_NEXT_MAX)
-		carry = (__u32)(w->off - len) | (w->header ? ZT_H2_NEXT_HEADER : 0);
-	if (*next != carry)
-		*next = carry;
-	if (w->need <= ZT_PAYLOAD_MAX || limit <= ZT_PAYLOAD_MAX)
+	return zt_h2_walk_finish(w, len, next);
+}
+
+/* The iovecs of a vectored segment walked as one stream of bytes: the
+ * iovec loaded (its index, base and length, and where its first byte lies
+ * in the stream), and the bytes of the frame header at w.off read so far
+ * (a header may straddle two iovecs). */
+struct zt_h2_iov_walk {
+	struct zt_h2_walk w;
+	__u64 iov_ptr;
+	__u64 count;
+	__u64 idx;
+	__u64 base;
+	__u64 iov_len;
+	__u64 start;
+	__u8 h[24];
+	__u8 have;
+	bool loaded;
+};
+
+/* iovecs a vectored walk follows at most (the kernel takes up to 1,024: a
+ * gRPC core writes up to 260), and the steps it takes at most: one per
+ * iovec, one or two per frame. */
+#define ZT_H2_WALK_IOVECS 1024
+#define ZT_H2_IOV_WALK_STEPS (2 * ZT_H2_WALK_FRAMES + 300)
+
+/* One step of a vectored walk: moves to the next iovec when the loaded one
+ * ends before the next byte wanted, else reads what it holds of the frame
+ * header at w.off. Returns 1 to stop. */
+static __always_inline long zt_h2_iov_step(struct zt_h2_iov_walk *v)
+{
+	struct zt_h2_walk *w = &v->w;
+	if (zt_h2_walk_over(w))
+		return 1;
+	__u8 have = v->have;
+	if (have > 8)
+		return 1;
+	__u64 at = w->off + have;
+	if (!v->loaded || at - v->start >= v->iov_len) {
+		__u64 idx = v->loaded ? v->idx + 1 : 0;
+		if (idx >= v->count || idx >= ZT_H2_WALK_IOVECS)
+			return 1;
+		struct zt_user_iovec iov = {};
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(v->iov_ptr + idx * sizeof(iov))))
+			return 1;
+		if (v->loaded)
+			v->start += v->iov_len;
+		v->idx = idx;
+		v->base = iov.base;
+		v->iov_len = iov.len;
+		v->loaded = 1;
 		return 0;
-	__u64 copy = w->need < len ? w->need : len;
-	return copy < limit ? copy : limit;
+	}
+	if (at < v->start)
+		return 1;
+	__u64 pos = at - v->start;
+	__u64 n = 9 - have;
+	if (n > v->iov_len - pos)
+		n = v->iov_len - pos;
+	if (n < 1 || n > 9) /* restated for the verifier */
+		return 1;
+	if (bpf_probe_read_user(&v->h[have & 15], n, (void *)(v->base + pos)))
+		return 1;
+	have += n;
+	if (have < 9) {
+		v->have = have;
+		return 0;
+	}
+	v->have = 0;
+	return zt_h2_frame(w, v->h);
+}
+
+/* Where, in the CPU's event buffer's payload, a vectored walk keeps its
+ * state: past the notes' scratch. In the map, not on the stack, the state's
+ * values are unknown to the verifier at each step, so that it checks the
+ * step once instead of following each value through the loop. */
+#define ZT_H2_IOV_WALK_SCRATCH (ZT_HEAD_MAX + 8192)
+
+_Static_assert(ZT_H2_IOV_WALK_SCRATCH >= ZT_H2_NOTES_SCRATCH + ZT_H2_NOTES_COUNT + 1,
+	       "the vectored walk's state overlaps the notes' scratch");
+_Static_assert(ZT_H2_IOV_WALK_SCRATCH + sizeof(struct zt_h2_iov_walk) <= 2 * ZT_HEAD_MAX,
+	       "the vectored walk's state is past the buffer");
+
+static __always_inline struct zt_h2_iov_walk *zt_h2_iov_walk_state(void)
+{
+	struct zt_event_buffer *buf = zt_cpu_buffer();
+	return buf ? (struct zt_h2_iov_walk *)(buf->payload + ZT_H2_IOV_WALK_SCRATCH) : 0;
+}
+
+static long zt_h2_iov_walk_callback(__u64 i, void *ctx)
+{
+	struct zt_h2_iov_walk *v = zt_h2_iov_walk_state();
+	return v ? zt_h2_iov_step(v) : 1;
 }
 
 /* Appends the noted frame headers to the `copied` bytes at `dst`
@@ -827,27 +952,6 @@ static __always_inline __u32 *zt_h2_next(struct zt_conn_state *state, __u8 direc
 /* The client preface's length: its first frame header follows. */
 #define ZT_H2_PREFACE_LEN 24
 
-/* Marks the socket as HTTP/2 when a segment starts with the client preface
- * (written by the client, read by the server, or h2c after an upgrade), and
- * follows the frames after it into the direction's next segment: a client's
- * first flight (its SETTINGS and the first requests' header blocks) often
- * outgrows one TLS record or read. `src` is 0 for vectored I/O, whose
- * frames are not walked. */
-static __always_inline void zt_note_h2_preface(struct zt_conn_state *state, const __u8 *dst, __u32 copied,
-					       __u64 src, __u64 len, __u8 direction)
-{
-	if (!state || copied < 4 || (state->flags & ZT_CONN_H2) ||
-	    ZT_WORD(dst[0], dst[1], dst[2], dst[3]) != ZT_WORD('P', 'R', 'I', ' '))
-		return;
-	state->flags |= ZT_CONN_H2;
-	__u32 *next = zt_h2_next(state, direction);
-	if (!next || !src || len <= ZT_H2_PREFACE_LEN)
-		return;
-	*next = ZT_H2_PREFACE_LEN;
-	struct zt_h2_walk w = {};
-	zt_h2_copy_len(&w, src, len, next);
-}
-
 /* The copy of `copy` (<= ZT_PAYLOAD_MAX) bytes at `dst` extended to `head`
  * bytes of `src` (0: not extended). Returns the bytes copied. */
 static __always_inline __u32 zt_copy_more(__u8 *dst, __u64 src, __u32 copy, __u64 head)
@@ -862,36 +966,131 @@ static __always_inline __u32 zt_copy_more(__u8 *dst, __u64 src, __u32 copy, __u6
 	return ZT_PAYLOAD_MAX + extra;
 }
 
+/* Follows the frames of one segment of an HTTP/2 connection: a contiguous
+ * `len`-byte buffer at `src` (`iov_count` 0) or `iov_count` iovecs at
+ * `src`, of which `copy` bytes are in the CPU's event buffer's payload
+ * (zt_payload_of). The walk starts at the direction's carry (the low 32 bits
+ * of `carry_head`); the copy is extended to the end of the segment's last
+ * header block within the head capture, or to `head` (the high 32 bits: the
+ * head the first bytes start, contiguous buffers only) if longer, and the
+ * headers of the frames it leaves out are appended. Returns the payload
+ * length in the low 31 bits, ZT_H2_FOLLOWED_NOTES when notes end it, and the
+ * direction's new carry in the high 32.
+ *
+ * A global function: the verifier checks it once, on its own, instead of
+ * along every path of every program that copies a segment (which had
+ * brought the socket programs near its limit of a million instructions). */
+#define ZT_H2_FOLLOWED_NOTES (1u << 31)
+
+__attribute__((noinline)) __u64 zt_h2_follow_frames(__u64 src, __u64 iov_count, __u64 len, __u64 carry_head,
+						     __u64 copy)
+{
+	struct zt_event_buffer *buf = zt_cpu_buffer();
+	if (!buf || copy > ZT_HEAD_MAX)
+		return copy; /* and no carry: nothing to trust */
+	__u8 *dst = zt_payload_of(buf);
+	__u32 next = carry_head;
+	__u64 head = carry_head >> 32;
+	if (!iov_count) {
+		if (copy > ZT_PAYLOAD_MAX)
+			return copy;
+		struct zt_h2_walk w = {.note = 1};
+		__u64 frames = zt_h2_copy_len(&w, src, len, &next);
+		copy = zt_copy_more(dst, src, copy, frames > head ? frames : head);
+	} else {
+		if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop))
+			return copy; /* not walked: no carry to trust */
+		struct zt_h2_iov_walk *v = (struct zt_h2_iov_walk *)(buf->payload + ZT_H2_IOV_WALK_SCRATCH);
+		__builtin_memset(v, 0, sizeof(*v));
+		v->w.note = 1;
+		v->iov_ptr = src;
+		v->count = iov_count;
+		zt_h2_walk_start(&v->w, len, next);
+		bpf_loop(ZT_H2_IOV_WALK_STEPS, zt_h2_iov_walk_callback, 0, 0);
+		__u64 frames = zt_h2_walk_finish(&v->w, len, &next);
+		if (frames > copy)
+			copy = zt_copy_iovecs_upto(dst, src, iov_count, len, frames);
+	}
+	__u32 total = zt_h2_append_notes(dst, copy);
+	return (__u64)next << 32 | (total != copy ? ZT_H2_FOLLOWED_NOTES : 0) | total;
+}
+
+/* The carry of the direction of a segment whose `copied` first bytes are at
+ * `dst`, when its socket carries HTTP/2: marked before, or marked now, as the
+ * segment starts with the client preface (written by the client, read by the
+ * server, or h2c after an upgrade; its frames are followed from the
+ * preface's end). NULL for any other segment. */
+static __always_inline __u32 *zt_h2_segment(struct zt_conn_state *state, __u8 direction, const __u8 *dst,
+					     __u32 copied, __u64 len)
+{
+	if (!state)
+		return 0;
+	if (!(state->flags & ZT_CONN_H2)) {
+		if (copied < 4 || ZT_WORD(dst[0], dst[1], dst[2], dst[3]) != ZT_WORD('P', 'R', 'I', ' '))
+			return 0;
+		state->flags |= ZT_CONN_H2;
+		__u32 *next = zt_h2_next(state, direction);
+		if (!next)
+			return 0;
+		/* The preface alone: the frames start with the next segment. */
+		*next = len > ZT_H2_PREFACE_LEN ? ZT_H2_PREFACE_LEN : 0;
+		return len > ZT_H2_PREFACE_LEN ? next : 0;
+	}
+	return zt_h2_next(state, direction);
+}
+
+/* Follows an HTTP/2 segment's frames (zt_h2_follow_frames) and keeps the
+ * direction's carry `*next`; `event_flags` gets ZT_EVENT_FLAG_H2_NOTES when
+ * frame headers follow the copy. Returns the payload length. */
+static __always_inline __u32 zt_h2_copy(__u32 *next, __u64 src, __u64 iov_count, __u64 len, __u64 head,
+					__u32 copy, __u8 *event_flags)
+{
+	__u64 followed = zt_h2_follow_frames(src, iov_count, len, (__u64)*next | head << 32, copy);
+	__u32 carry = followed >> 32;
+	if (*next != carry)
+		*next = carry;
+	if (followed & ZT_H2_FOLLOWED_NOTES)
+		*event_flags |= ZT_EVENT_FLAG_H2_NOTES;
+	return followed & (ZT_H2_FOLLOWED_NOTES - 1);
+}
+
 /* Copies the first ZT_PAYLOAD_MAX bytes of a `len`-byte user buffer, or more
- * when they start or `continues` a head, or, on an HTTP/2 connection (whose
- * direction's carry is `h2_next`, else NULL), hold a header block after DATA
+ * when they start or `continues` a head, or, on an HTTP/2 connection
+ * (`state`'s mark, or the client preface), hold a header block after DATA
  * or the rest of one the last segment cut; on an HTTP/2 connection, the
  * headers of the frames the copy leaves out follow it, and `event_flags`
  * gets ZT_EVENT_FLAG_H2_NOTES. Returns the payload length. */
-static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, bool continues, __u32 *h2_next,
-					    __u8 *event_flags)
+static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, bool continues,
+					    struct zt_conn_state *state, __u8 direction, __u8 *event_flags)
 {
 	__u32 copy = len > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : len;
 	if (copy > ZT_PAYLOAD_MAX) /* restated for the verifier */
 		copy = ZT_PAYLOAD_MAX;
 	if (bpf_probe_read_user(dst, copy, (void *)src)) {
-		if (h2_next && *h2_next)
-			*h2_next = 0;
+		__u32 *next = zt_h2_next(state, direction);
+		if (next && *next)
+			*next = 0;
 		return 0;
 	}
 	__u64 head = zt_head_copy_len(dst, len, continues);
-	if (!h2_next)
+	__u32 *next = zt_h2_segment(state, direction, dst, copy, len);
+	if (!next)
 		return zt_copy_more(dst, src, copy, head);
-	/* Walked whatever the start says, to follow the frames into the next segment. */
-	struct zt_h2_walk w = {.note = 1};
-	__u64 frames = zt_h2_copy_len(&w, src, len, h2_next);
-	if (frames > head)
-		head = frames;
-	copy = zt_copy_more(dst, src, copy, head);
-	__u32 total = zt_h2_append_notes(dst, copy);
-	if (total != copy)
-		*event_flags |= ZT_EVENT_FLAG_H2_NOTES;
-	return total;
+	return zt_h2_copy(next, src, 0, len, head, copy, event_flags);
+}
+
+/* Copies a vectored segment (zt_copy_iovecs) and, on an HTTP/2 connection,
+ * follows its frames as zt_copy_buffer does a contiguous one's: a gRPC core
+ * writes a connection's first flight, and each call's headers, message and
+ * trailers, with one sendmsg. Returns the payload length. */
+static __always_inline __u32 zt_copy_vectored(__u8 *dst, __u64 iov_ptr, __u64 count, __u64 len, bool continues,
+					      struct zt_conn_state *state, __u8 direction, __u8 *event_flags)
+{
+	__u32 copy = zt_copy_iovecs(dst, iov_ptr, count, len, continues);
+	__u32 *next = zt_h2_segment(state, direction, dst, copy, len);
+	if (!next || !count)
+		return copy;
+	return zt_h2_copy(next, iov_ptr, count, len, 0, copy, event_flags);
 }
 
 /* Following segments copied as head after one that leaves a head open. */
@@ -1109,10 +1308,9 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	bool continues = head_left && *head_left;
 	__u32 copy = 0;
 	if (iov_ptr)
-		copy = zt_copy_iovecs(dst, iov_ptr, iov_count, ret, continues);
+		copy = zt_copy_vectored(dst, iov_ptr, iov_count, ret, continues, state, direction, &buf->event.flags);
 	else if (payload)
-		copy = zt_copy_buffer(dst, payload, ret, continues, zt_h2_next(state, direction), &buf->event.flags);
-	zt_note_h2_preface(state, dst, copy, payload, ret, direction);
+		copy = zt_copy_buffer(dst, payload, ret, continues, state, direction, &buf->event.flags);
 	/* Any process: the mark also spares its later segments the filter's hash. */
 	if (state && !(state->flags & ZT_CONN_PLAIN) && zt_starts_plain_http(dst, copy)) {
 		state->plain_tgid = tgid;
@@ -1492,8 +1690,7 @@ int zt_tls_exit(struct pt_regs *ctx)
 	e->sock_id = sock_id;
 	e->bytes = bytes;
 	__u8 *dst = zt_payload_of(buf);
-	__u32 copy = zt_copy_buffer(dst, call.buf, bytes, 0, zt_h2_next(state, e->direction), &e->flags);
-	zt_note_h2_preface(state, dst, copy, call.buf, bytes, e->direction);
+	__u32 copy = zt_copy_buffer(dst, call.buf, bytes, 0, state, e->direction, &e->flags);
 	e->captured_len = copy;
 	zt_submit(buf, copy, ZT_WAKE_BATCHED);
 	return 0;
