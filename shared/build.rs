@@ -71,6 +71,9 @@ const LAYOUT: &[(&str, &str)] = &[
     ("EVENT_FLAG_H2_NOTES", "ZT_EVENT_FLAG_H2_NOTES"),
     ("H2_NOTE_SIZE", "ZT_H2_NOTE_SIZE"),
     ("H2_NOTES", "ZT_H2_NOTES"),
+    ("H2_NOTE_BODY", "ZT_H2_NOTE_BODY"),
+    ("H2_BODY_MAX", "ZT_H2_BODY_MAX"),
+    ("H2_BODIES_ROOM", "ZT_H2_BODIES_ROOM"),
     ("PID_INSTRUMENTED", "ZT_PID_INSTRUMENTED"),
     ("PID_TLS", "ZT_PID_TLS"),
 ];

@@ -62,16 +62,27 @@ enum zt_event_flag {
 	 * whose headers the copy does not hold (frames past the capture: large
 	 * DATA, header blocks after it), ZT_H2_NOTE_SIZE bytes each (the frame's
 	 * offset in the segment, little-endian u32, then its 9-byte header), in
-	 * segment order, then one byte: their count. `captured_len` counts the
-	 * notes; the copied bytes are the rest. */
+	 * segment order, then one byte: their count. Before the notes, the
+	 * payloads of the noted frames whose offset has ZT_H2_NOTE_BODY.
+	 * `captured_len` counts them all; the copied bytes are the rest. */
 	ZT_EVENT_FLAG_H2_NOTES = 4,
 };
 
 /* Frame headers noted at most per segment, and the size of one note. */
 #define ZT_H2_NOTES 128
 #define ZT_H2_NOTE_SIZE 13
-/* Payload bytes a DATA record carries at most: a head capture and notes. */
-#define ZT_PAYLOAD_ROOM (ZT_HEAD_MAX + ZT_H2_NOTES * ZT_H2_NOTE_SIZE + 1)
+/* A noted frame that is not DATA (a header block: a gRPC reply's trailers
+ * after its message, the next stream's HEADERS) and that the copy does not
+ * hold whole has its payload copied too when it is at most ZT_H2_BODY_MAX
+ * bytes and the segment's bodies fit in ZT_H2_BODIES_ROOM: its note's offset
+ * then has ZT_H2_NOTE_BODY set, and the bodies of such notes, in their
+ * order, come between the copy and the notes. */
+#define ZT_H2_BODY_MAX 1024
+#define ZT_H2_BODIES_ROOM 2048
+#define ZT_H2_NOTE_BODY 0x80000000u
+/* Payload bytes a DATA record carries at most: a head capture, frame
+ * bodies and notes. */
+#define ZT_PAYLOAD_ROOM (ZT_HEAD_MAX + ZT_H2_BODIES_ROOM + ZT_H2_NOTES * ZT_H2_NOTE_SIZE + 1)
 
 /* Values of the pid filter map (tgid -> flags). */
 enum zt_pid_flag {

@@ -684,9 +684,21 @@ static __always_inline __u8 *zt_h2_notes_scratch(void)
  * the map, not in the walk's frame: a count the verifier knows would make
  * each turn of the walk a new state to explore. */
 #define ZT_H2_NOTES_COUNT (ZT_H2_NOTES * ZT_H2_NOTE_SIZE)
+/* Then the bytes of frame bodies gathered (two bytes, little-endian). */
+#define ZT_H2_BODIES_LEN (ZT_H2_NOTES_COUNT + 1)
+
+/* Where the bodies of noted frames are gathered, relative to the notes'
+ * scratch: ZT_H2_BODIES_ROOM bytes, and the room a body's copy may take
+ * past them as far as the verifier knows (an offset under the room, then up
+ * to ZT_H2_BODY_MAX bytes). */
+#define ZT_H2_BODIES_SCRATCH 2048
+#define ZT_H2_BODIES_SPAN (ZT_H2_BODIES_ROOM + ZT_H2_BODY_MAX)
 
 _Static_assert(ZT_H2_NOTES_SCRATCH >= ZT_PAYLOAD_ROOM, "the notes' scratch overlaps their final place");
-_Static_assert(ZT_H2_NOTES_SCRATCH + ZT_H2_NOTES_COUNT < 2 * ZT_HEAD_MAX, "the notes' scratch is past the buffer");
+_Static_assert(ZT_H2_BODIES_SCRATCH >= ZT_H2_BODIES_LEN + 2, "the bodies' scratch overlaps the notes'");
+_Static_assert(ZT_H2_NOTES_SCRATCH + ZT_H2_BODIES_SCRATCH + ZT_H2_BODIES_SPAN < 2 * ZT_HEAD_MAX,
+	       "the notes' scratch is past the buffer");
+_Static_assert((ZT_H2_BODIES_ROOM & (ZT_H2_BODIES_ROOM - 1)) == 0, "the bodies' offset is a mask");
 _Static_assert(ZT_H2_NOTES < 256 && (ZT_H2_NOTES & (ZT_H2_NOTES - 1)) == 0,
 	       "the notes' count is one byte, and their index a mask");
 
@@ -703,15 +715,35 @@ struct zt_h2_walk {
 	bool note;   /* note frame headers past ZT_PAYLOAD_MAX */
 	bool header; /* the frame that ends at `off` is not DATA */
 	bool ended;  /* the walk reached the segment's end on a frame boundary or inside a frame */
+	__u32 want_body; /* vectored walks: the length of the body the frame just noted wants copied */
 };
 
-/* Takes the frame header `h` found at w->off; returns 1 to stop. */
-static __always_inline long zt_h2_frame(struct zt_h2_walk *w, const __u8 *h)
+/* Copies the `len`-byte body of the frame just noted (`note`) from `body`
+ * (user memory) into the bodies' scratch, if it fits, and marks the note. */
+static __always_inline void zt_h2_note_body(__u8 *scratch, __u8 *note, __u64 body, __u64 len)
+{
+	__u32 used = scratch[ZT_H2_BODIES_LEN] | (__u32)scratch[ZT_H2_BODIES_LEN + 1] << 8;
+	if (len > ZT_H2_BODY_MAX || used + len > ZT_H2_BODIES_ROOM)
+		return;
+	__u8 *bodies = scratch + ZT_H2_BODIES_SCRATCH;
+	if (bpf_probe_read_user(bodies + (used & (ZT_H2_BODIES_ROOM - 1)), len, (void *)body))
+		return;
+	note[3] |= ZT_H2_NOTE_BODY >> 24;
+	used += len;
+	scratch[ZT_H2_BODIES_LEN] = used;
+	scratch[ZT_H2_BODIES_LEN + 1] = used >> 8;
+}
+
+/* Takes the frame header `h` found at w->off, whose body, if wholly in the
+ * segment and in one piece of user memory, is at `body` (else 0); returns 1
+ * to stop. */
+static __always_inline long zt_h2_frame(struct zt_h2_walk *w, const __u8 *h, __u64 body)
 {
 	__u64 off = w->off;
 	if (h[3] > 9)
 		return 1; /* not a frame header: the walk lost the boundaries */
-	__u64 end = off + 9 + ((__u64)h[0] << 16 | (__u64)h[1] << 8 | h[2]);
+	__u64 len = (__u64)h[0] << 16 | (__u64)h[1] << 8 | h[2];
+	__u64 end = off + 9 + len;
 	w->header = h[3] != 0;
 	if (w->header && off < w->limit)
 		w->need = end; /* HEADERS, CONTINUATION, RST_STREAM...: the decoder needs it whole */
@@ -731,6 +763,14 @@ static __always_inline long zt_h2_frame(struct zt_h2_walk *w, const __u8 *h)
 		note[3] = off >> 24;
 		__builtin_memcpy(note + 4, h, 9);
 		scratch[ZT_H2_NOTES_COUNT] = n + 1;
+		/* A header block the copy cannot hold whole: its body too (a
+		 * vectored walk copies it in its next steps, iovec by iovec). */
+		if (w->header && end > w->limit && end <= w->len) {
+			if (body)
+				zt_h2_note_body(scratch, note, body, len);
+			else if (len && len <= ZT_H2_BODY_MAX)
+				w->want_body = len;
+		}
 	}
 	w->off = end;
 	return 0;
@@ -757,7 +797,7 @@ static __always_inline long zt_h2_walk_one(__u64 i, struct zt_h2_walk *w)
 	__u8 h[9];
 	if (bpf_probe_read_user(h, sizeof(h), (void *)(w->src + w->off)))
 		return 1;
-	return zt_h2_frame(w, h);
+	return zt_h2_frame(w, h, w->src + w->off + 9);
 }
 
 static long zt_h2_walk_callback(__u64 i, void *ctx)
@@ -782,8 +822,11 @@ static __always_inline void zt_h2_walk_start(struct zt_h2_walk *w, __u64 len, __
 	w->ended = 0;
 	if (w->note) {
 		__u8 *scratch = zt_h2_notes_scratch();
-		if (scratch)
+		if (scratch) {
 			scratch[ZT_H2_NOTES_COUNT] = 0;
+			scratch[ZT_H2_BODIES_LEN] = 0;
+			scratch[ZT_H2_BODIES_LEN + 1] = 0;
+		}
 	}
 }
 
@@ -840,26 +883,72 @@ struct zt_h2_iov_walk {
 	__u8 h[24];
 	__u8 have;
 	bool loaded;
+	__u32 body_left; /* bytes of the noted frame's body still to copy */
+	__u32 body_done; /* and those copied */
+	__u64 body_pos;  /* where its next byte lies in the stream */
 };
 
 /* iovecs a vectored walk follows at most (the kernel takes up to 1,024: a
  * gRPC core writes up to 260), and the steps it takes at most: one per
- * iovec, one or two per frame. */
+ * iovec, and per frame one or two for its header and one or more for a
+ * body copied. */
 #define ZT_H2_WALK_IOVECS 1024
-#define ZT_H2_IOV_WALK_STEPS (2 * ZT_H2_WALK_FRAMES + 300)
+#define ZT_H2_IOV_WALK_STEPS (3 * ZT_H2_WALK_FRAMES + 300)
+
+/* Copies what the loaded iovec holds, from `pos`, of the body of the frame
+ * noted last; once whole, marks its note and counts its bytes. A body that
+ * does not fit, or cannot be read, is given up: its note stays unmarked. */
+static __always_inline long zt_h2_iov_body_step(struct zt_h2_iov_walk *v, __u64 pos)
+{
+	__u8 *scratch = zt_h2_notes_scratch();
+	if (!scratch)
+		return 1;
+	__u32 used = scratch[ZT_H2_BODIES_LEN] | (__u32)scratch[ZT_H2_BODIES_LEN + 1] << 8;
+	__u32 left = v->body_left;
+	__u32 done = v->body_done;
+	if (left > ZT_H2_BODY_MAX || used + done + left > ZT_H2_BODIES_ROOM) {
+		v->body_left = 0;
+		return 0;
+	}
+	__u64 n = v->iov_len - pos;
+	if (n > left)
+		n = left;
+	__u8 *bodies = scratch + ZT_H2_BODIES_SCRATCH;
+	if (n > ZT_H2_BODY_MAX || /* restated for the verifier */
+	    bpf_probe_read_user(bodies + ((used + done) & (ZT_H2_BODIES_ROOM - 1)), n, (void *)(v->base + pos))) {
+		v->body_left = 0;
+		return 0;
+	}
+	v->body_pos += n;
+	v->body_done = done + n;
+	v->body_left = left - n;
+	if (left > n)
+		return 0;
+	__u8 count = scratch[ZT_H2_NOTES_COUNT];
+	if (!count || count > ZT_H2_NOTES)
+		return 0;
+	__u8 *note = scratch + ((count - 1) & (ZT_H2_NOTES - 1)) * ZT_H2_NOTE_SIZE;
+	note[3] |= ZT_H2_NOTE_BODY >> 24;
+	used += done + n;
+	scratch[ZT_H2_BODIES_LEN] = used;
+	scratch[ZT_H2_BODIES_LEN + 1] = used >> 8;
+	return 0;
+}
 
 /* One step of a vectored walk: moves to the next iovec when the loaded one
- * ends before the next byte wanted, else reads what it holds of the frame
- * header at w.off. Returns 1 to stop. */
+ * ends before the next byte wanted, else copies what it holds of the body
+ * being copied, or reads what it holds of the frame header at w.off.
+ * Returns 1 to stop. */
 static __always_inline long zt_h2_iov_step(struct zt_h2_iov_walk *v)
 {
 	struct zt_h2_walk *w = &v->w;
-	if (zt_h2_walk_over(w))
+	bool body = v->body_left != 0;
+	if (!body && zt_h2_walk_over(w))
 		return 1;
 	__u8 have = v->have;
 	if (have > 8)
 		return 1;
-	__u64 at = w->off + have;
+	__u64 at = body ? v->body_pos : w->off + have;
 	if (!v->loaded || at - v->start >= v->iov_len) {
 		__u64 idx = v->loaded ? v->idx + 1 : 0;
 		if (idx >= v->count || idx >= ZT_H2_WALK_IOVECS)
@@ -878,6 +967,8 @@ static __always_inline long zt_h2_iov_step(struct zt_h2_iov_walk *v)
 	if (at < v->start)
 		return 1;
 	__u64 pos = at - v->start;
+	if (body)
+		return zt_h2_iov_body_step(v, pos);
 	__u64 n = 9 - have;
 	if (n > v->iov_len - pos)
 		n = v->iov_len - pos;
@@ -891,17 +982,22 @@ static __always_inline long zt_h2_iov_step(struct zt_h2_iov_walk *v)
 		return 0;
 	}
 	v->have = 0;
-	return zt_h2_frame(w, v->h);
+	__u64 body_at = w->off + 9;
+	w->want_body = 0;
+	long stop = zt_h2_frame(w, v->h, 0);
+	if (w->want_body) {
+		v->body_left = w->want_body;
+		v->body_done = 0;
+		v->body_pos = body_at;
+	}
+	return stop;
 }
 
 /* Where, in the CPU's event buffer's payload, a vectored walk keeps its
  * state: past the notes' scratch. In the map, not on the stack, the state's
  * values are unknown to the verifier at each step, so that it checks the
  * step once instead of following each value through the loop. */
-#define ZT_H2_IOV_WALK_SCRATCH (ZT_HEAD_MAX + 8192)
-
-_Static_assert(ZT_H2_IOV_WALK_SCRATCH >= ZT_H2_NOTES_SCRATCH + ZT_H2_NOTES_COUNT + 1,
-	       "the vectored walk's state overlaps the notes' scratch");
+#define ZT_H2_IOV_WALK_SCRATCH (ZT_H2_NOTES_SCRATCH + ZT_H2_BODIES_SCRATCH + ZT_H2_BODIES_SPAN)
 _Static_assert(ZT_H2_IOV_WALK_SCRATCH + sizeof(struct zt_h2_iov_walk) <= 2 * ZT_HEAD_MAX,
 	       "the vectored walk's state is past the buffer");
 
@@ -917,9 +1013,10 @@ static long zt_h2_iov_walk_callback(__u64 i, void *ctx)
 	return v ? zt_h2_iov_step(v) : 1;
 }
 
-/* Appends the noted frame headers to the `copied` bytes at `dst`
- * (ZT_H2_NOTE_SIZE bytes each: the frame's offset in the segment,
- * little-endian u32, and its 9-byte header), then their count. Notes of
+/* Appends to the `copied` bytes at `dst` the bodies gathered, then the
+ * noted frame headers (ZT_H2_NOTE_SIZE bytes each: the frame's offset in
+ * the segment, little-endian u32 with ZT_H2_NOTE_BODY when its body is
+ * among those, and its 9-byte header), then their count. Notes of
  * frames the copy holds are the decoder's to drop: sorting them out here
  * costs the verifier more than the bytes cost the ring. Returns the payload
  * length, or `copied` when nothing was appended. */
@@ -929,12 +1026,18 @@ static __always_inline __u32 zt_h2_append_notes(__u8 *dst, __u32 copied)
 	if (!notes)
 		return copied;
 	__u32 n = notes[ZT_H2_NOTES_COUNT];
-	if (!n || n > ZT_H2_NOTES || copied > ZT_HEAD_MAX)
+	__u32 used = notes[ZT_H2_BODIES_LEN] | (__u32)notes[ZT_H2_BODIES_LEN + 1] << 8;
+	if (!n || n > ZT_H2_NOTES || copied > ZT_HEAD_MAX || used > ZT_H2_BODIES_ROOM)
 		return copied;
-	if (bpf_probe_read_kernel(dst + copied, n * ZT_H2_NOTE_SIZE, notes))
+	if (used && bpf_probe_read_kernel(dst + copied, used, notes + ZT_H2_BODIES_SCRATCH))
 		return copied;
-	__u32 end = copied + n * ZT_H2_NOTE_SIZE;
-	if (end > ZT_HEAD_MAX + ZT_H2_NOTES * ZT_H2_NOTE_SIZE) /* restated for the verifier */
+	__u32 at = copied + used;
+	if (at > ZT_HEAD_MAX + ZT_H2_BODIES_ROOM) /* restated for the verifier */
+		return copied;
+	if (bpf_probe_read_kernel(dst + at, n * ZT_H2_NOTE_SIZE, notes))
+		return copied;
+	__u32 end = at + n * ZT_H2_NOTE_SIZE;
+	if (end > ZT_HEAD_MAX + ZT_H2_BODIES_ROOM + ZT_H2_NOTES * ZT_H2_NOTE_SIZE) /* restated for the verifier */
 		return copied;
 	dst[end] = n;
 	return end + 1;

@@ -315,21 +315,53 @@ impl<'a> KernelEvent<'a> {
 
 /// The headers of an HTTP/2 segment's frames that its captured bytes do not
 /// hold (large DATA frames, and what follows them past the capture): where
-/// each starts in the segment and its 9 bytes. The kernel walks the frames of
+/// each starts in the segment and its 9 bytes, and for a header block the
+/// copy could not hold whole, its body too. The kernel walks the frames of
 /// an HTTP/2 connection's segments and appends these notes to the copy, so
-/// that the decoder keeps the frame boundaries, and sees the END_STREAM
-/// flags, of what was not copied.
+/// that the decoder keeps the frame boundaries, sees the END_STREAM flags of
+/// what was not copied, and decodes header blocks past the copy (a gRPC
+/// reply's trailers after a large message).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct H2FrameNotes<'a> {
     /// `layout::H2_NOTE_SIZE` bytes per note.
     raw: &'a [u8],
+    /// The bodies of the notes marked `layout::H2_NOTE_BODY`, in their order.
+    bodies: &'a [u8],
+}
+
+/// A note for [`H2FrameNotes::encode_with_bodies`]: offset, header, body.
+#[doc(hidden)]
+pub type NoteToEncode<'a> = (u32, [u8; 9], Option<&'a [u8]>);
+
+/// One noted frame: its offset in the segment, its header, and its body
+/// when the kernel copied it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct H2FrameNote<'a> {
+    pub offset: u64,
+    pub header: &'a [u8],
+    pub body: Option<&'a [u8]>,
+}
+
+/// A note's offset and whether its body follows the copy, from its first
+/// four bytes.
+fn note_offset(note: &[u8]) -> (u64, bool) {
+    let word = u32::from_le_bytes([note[0], note[1], note[2], note[3]]);
+    let flag = layout::H2_NOTE_BODY as u32;
+    (u64::from(word & !flag), word & flag != 0)
+}
+
+/// The payload length a frame header declares.
+fn frame_length(header: &[u8]) -> u64 {
+    u64::from(header[0]) << 16 | u64::from(header[1]) << 8 | u64::from(header[2])
 }
 
 impl<'a> H2FrameNotes<'a> {
     /// Splits a payload into the copied bytes and the notes after them
-    /// (their count is the last byte), checking that the notes are in order
-    /// and lie within the `segment_len` bytes of the segment. Notes of frames
-    /// the copy holds are allowed (the kernel does not sort them out).
+    /// (their count is the last byte; the bodies of marked notes come
+    /// between the copy and the notes), checking that the notes are in
+    /// order and lie, bodies included, within the `segment_len` bytes of the
+    /// segment. Notes of frames the copy holds are allowed (the kernel does
+    /// not sort them out).
     fn split(payload: &'a [u8], segment_len: u64) -> Result<(&'a [u8], Self), EventDecodeError> {
         let (&count, rest) = payload
             .split_last()
@@ -338,16 +370,31 @@ impl<'a> H2FrameNotes<'a> {
         if count == 0 || usize::from(count) > layout::H2_NOTES || size > rest.len() {
             return Err(EventDecodeError::BadFrameNotes);
         }
-        let (copied, raw) = rest.split_at(rest.len() - size);
-        let notes = Self { raw };
+        let (before, raw) = rest.split_at(rest.len() - size);
         let mut next = 0;
-        for (offset, _) in notes.iter() {
-            if offset < next || offset.saturating_add(9) > segment_len {
+        let mut bodies = 0u64;
+        for note in raw.chunks_exact(layout::H2_NOTE_SIZE) {
+            let (offset, has_body) = note_offset(note);
+            let body = if has_body {
+                frame_length(&note[4..])
+            } else {
+                0
+            };
+            if offset < next
+                || body > layout::H2_BODY_MAX as u64
+                || offset.saturating_add(9 + body) > segment_len
+            {
                 return Err(EventDecodeError::BadFrameNotes);
             }
-            next = offset + 9;
+            next = offset + 9 + body;
+            bodies += body;
         }
-        Ok((copied, notes))
+        let bodies = usize::try_from(bodies)
+            .ok()
+            .filter(|b| *b <= layout::H2_BODIES_ROOM && *b <= before.len())
+            .ok_or(EventDecodeError::BadFrameNotes)?;
+        let (copied, bodies) = before.split_at(before.len() - bodies);
+        Ok((copied, Self { raw, bodies }))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -356,34 +403,61 @@ impl<'a> H2FrameNotes<'a> {
 
     /// Each noted frame: its offset in the segment and its header.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
-        self.raw.chunks_exact(layout::H2_NOTE_SIZE).map(|note| {
-            let (offset, header) = note.split_at(4);
-            let offset = u32::from_le_bytes([offset[0], offset[1], offset[2], offset[3]]);
-            (u64::from(offset), header)
-        })
+        self.notes().map(|note| (note.offset, note.header))
+    }
+
+    /// Each noted frame, with its body when the kernel copied it.
+    pub fn notes(&self) -> impl Iterator<Item = H2FrameNote<'a>> + 'a {
+        let mut bodies = self.bodies;
+        self.raw
+            .chunks_exact(layout::H2_NOTE_SIZE)
+            .map(move |note| {
+                let (offset, has_body) = note_offset(note);
+                let header = &note[4..];
+                let body = has_body.then(|| {
+                    let len = usize::try_from(frame_length(header)).unwrap_or(usize::MAX);
+                    let (body, rest) = bodies.split_at(len.min(bodies.len()));
+                    bodies = rest;
+                    body
+                });
+                H2FrameNote {
+                    offset,
+                    header,
+                    body,
+                }
+            })
     }
 
     /// The segment as the pieces the decoder reads: the copied bytes, then
-    /// each noted frame header past them, each with the count of the
-    /// segment's bytes it stands for (itself and the uncaptured bytes up to
-    /// the next piece). Notes of frames whose headers the copy holds are
-    /// dropped; a header the copy cuts ends the copied piece where it starts.
+    /// each noted frame past them (its header, and its body when the kernel
+    /// copied it), each with the count of the segment's bytes it stands for
+    /// (itself and the uncaptured bytes up to the next piece). Notes of
+    /// frames the copy holds are dropped; a frame the copy cuts ends the
+    /// copied piece where it starts.
     pub fn pieces(&self, copied: &'a [u8], segment_len: u64) -> Vec<(&'a [u8], u64)> {
         let mut pieces = Vec::with_capacity(self.raw.len() / layout::H2_NOTE_SIZE + 1);
         let mut start = 0u64;
         let mut bytes = copied;
-        for (offset, header) in self.iter() {
-            if offset.saturating_add(9) <= copied.len() as u64 {
+        let mut in_copy = true;
+        for note in self.notes() {
+            let held = note.offset + 9 + note.body.map_or(0, |b| b.len() as u64);
+            if held <= copied.len() as u64 {
                 continue;
             }
-            if start == 0 {
+            if in_copy {
                 // usize: offset < copied.len() here, or the slice stays whole.
-                let kept = usize::try_from(offset).unwrap_or(usize::MAX);
+                let kept = usize::try_from(note.offset).unwrap_or(usize::MAX);
                 bytes = copied.get(..kept).unwrap_or(copied);
+                in_copy = false;
             }
-            pieces.push((bytes, offset.saturating_sub(start)));
-            start = offset;
-            bytes = header;
+            pieces.push((bytes, note.offset.saturating_sub(start)));
+            start = note.offset;
+            bytes = note.header;
+            if let Some(body) = note.body {
+                pieces.push((note.header, 9));
+                start = note.offset + 9;
+                bytes = body;
+            }
         }
         pieces.push((bytes, segment_len.saturating_sub(start)));
         pieces
@@ -392,9 +466,28 @@ impl<'a> H2FrameNotes<'a> {
     /// Notes as the kernel writes them, for tests: `(offset, header)` pairs.
     #[doc(hidden)]
     pub fn encode(notes: &[(u32, [u8; 9])]) -> Vec<u8> {
-        let mut raw = Vec::new();
-        for (offset, header) in notes {
-            raw.extend_from_slice(&offset.to_le_bytes());
+        let with: Vec<_> = notes.iter().map(|(o, h)| (*o, *h, None)).collect();
+        Self::encode_with_bodies(&with)
+    }
+
+    /// Notes as the kernel writes them, for tests, some with their frame's
+    /// body: the bodies, then the notes (marked when their body is there),
+    /// then the count.
+    #[doc(hidden)]
+    pub fn encode_with_bodies(notes: &[NoteToEncode<'_>]) -> Vec<u8> {
+        let mut raw: Vec<u8> = notes
+            .iter()
+            .filter_map(|n| n.2)
+            .flatten()
+            .copied()
+            .collect();
+        for (offset, header, body) in notes {
+            let mark = if body.is_some() {
+                layout::H2_NOTE_BODY as u32
+            } else {
+                0
+            };
+            raw.extend_from_slice(&(offset | mark).to_le_bytes());
             raw.extend_from_slice(header);
         }
         raw.push(notes.len() as u8);
@@ -520,6 +613,52 @@ mod tests {
 
     const DATA_END: [u8; 9] = [0, 0x0b, 0xaf, 0, 1, 0, 0, 0, 1];
     const HEADERS: [u8; 9] = [0, 0x03, 0xe8, 1, 4, 0, 0, 0, 3];
+    /// 50 bytes of header block: END_STREAM | END_HEADERS (trailers).
+    const TRAILERS: [u8; 9] = [0, 0, 50, 1, 5, 0, 0, 0, 3];
+
+    fn bodied_record(notes: &[NoteToEncode<'_>]) -> Vec<u8> {
+        let mut payload = vec![b'x'; 512];
+        payload.extend_from_slice(&H2FrameNotes::encode_with_bodies(notes));
+        let mut raw = record(KIND_DATA, &payload);
+        raw[EVENT_FLAGS] |= EVENT_FLAG_H2_NOTES as u8;
+        raw[EVENT_BYTES..EVENT_BYTES + 8].copy_from_slice(&20_000u64.to_ne_bytes());
+        raw
+    }
+
+    #[test]
+    fn a_header_block_past_the_copy_comes_with_its_body() {
+        // DATA at 16,393 up to 19,393; trailers there, their body carried.
+        let body = [b'b'; 50];
+        let raw = bodied_record(&[(16_393, DATA_END, None), (19_393, TRAILERS, Some(&body))]);
+        let pieces = pieces_of(&raw);
+        assert_eq!(
+            lengths(&pieces),
+            vec![(512, 16_393), (9, 3_000), (9, 9), (50, 598)]
+        );
+        assert_eq!(pieces[2].0, TRAILERS);
+        assert_eq!(pieces[3].0, body);
+        // The copied bytes are those before the bodies.
+        let Ok(KernelEvent::Data { payload, .. }) = KernelEvent::decode(&raw) else {
+            panic!("not a data event");
+        };
+        assert!(payload.iter().all(|b| *b == b'x'));
+    }
+
+    #[test]
+    fn a_body_that_overlaps_the_next_frame_or_the_segment_s_end_is_refused() {
+        let body = [b'b'; 50];
+        for notes in [
+            // The trailers' body would run into the next frame.
+            vec![(19_393, TRAILERS, Some(&body[..])), (19_420, HEADERS, None)],
+            // Past the segment's 20,000 bytes.
+            vec![(19_960, TRAILERS, Some(&body[..]))],
+        ] {
+            assert_eq!(
+                KernelEvent::decode(&bodied_record(&notes)).err(),
+                Some(EventDecodeError::BadFrameNotes)
+            );
+        }
+    }
 
     /// The pieces a noted record is read as: their bytes, and the bytes of
     /// the segment each stands for.
