@@ -12,6 +12,10 @@ for the end-to-end tests. Run with Debian's /usr/bin/python3 (python3-grpcio).
                             the same wait, then 5 unary Say calls on one
                             channel, the first 3 with 2 KB of `authorization`
                             metadata (header blocks past 512 bytes)
+  grpc_app.py client-large PORT
+                            the same wait, then Say calls of 10 B to 100 KB
+                            one after another, 20 of 8 KB at once, and a small
+                            one; prints "Say OK <response length>" for each
 
 Methods: Say (unary, OK), Count (server streaming: N messages 100 ms apart),
 Slow (Count, called with a 250 ms deadline for 5 messages: DEADLINE_EXCEEDED),
@@ -124,6 +128,27 @@ def client_metadata(port):
     print("done", flush=True)
 
 
+def client_large(port):
+    # Messages larger than the capture both ways: "hello " + the request.
+    sys.stdin.readline()
+    options = [("grpc.enable_http_proxy", 0)]
+    with grpc.insecure_channel("127.0.0.1:%d" % port, options=options) as channel:
+        say = channel.unary_unary("/%s/Say" % SERVICE)
+        for size in LARGE_SIZES:
+            call("Say", lambda: len(say(b"x" * size, timeout=10)))
+        with futures.ThreadPoolExecutor(max_workers=LARGE_AT_ONCE) as pool:
+            calls = [pool.submit(say, b"y" * 8000, timeout=10) for _ in range(LARGE_AT_ONCE)]
+            for done in calls:
+                print("Say OK", len(done.result()), flush=True)
+        call("Say", lambda: len(say(b"last", timeout=10)))
+    print("done", flush=True)
+
+
+# client-large: the sequential calls' request sizes, then that many at once of 8000 bytes.
+LARGE_SIZES = [20000, 10, 3000, 100000, 10, 1000, 60000, 10]
+LARGE_AT_ONCE = 20
+
+
 if __name__ == "__main__":
     mode, port = sys.argv[1], int(sys.argv[2])
     if mode == "server":
@@ -132,5 +157,7 @@ if __name__ == "__main__":
         client_fetch(port, sys.argv[3], int(sys.argv[4]))
     elif mode == "client-metadata":
         client_metadata(port)
+    elif mode == "client-large":
+        client_large(port)
     else:
         client(port)

@@ -589,3 +589,66 @@ fn grpc_calls_with_2kb_of_metadata_are_each_one_named_call_on_both_sides() {
         }
     }
 }
+
+/// Messages larger than the capture, both ways, on one channel: requests of
+/// 10 B to 100 KB one after another, then 20 of 8 KB at once, then a small
+/// one. grpc's C core writes each with one vectored `sendmsg` (headers, the
+/// message, the trailers): every call is one named, whole span on each side,
+/// its status and message sizes exact.
+#[test]
+fn grpc_messages_larger_than_the_capture_keep_every_call_whole() {
+    require_root();
+    let port = free_port();
+    let server = spawn(python("server", port));
+    wait_listening(port);
+    let mut client = spawn(python("client-large", port));
+    let client_pid = client.0.id();
+    let config = config_file(&format!("grpc-large-{port}.yaml"), port, client_pid);
+    let agent = Agent::start(&["--config", &config.to_string_lossy()], &[]);
+    let report = run_client(&mut client);
+    let sizes: Vec<usize> = [20_000, 10, 3_000, 100_000, 10, 1_000, 60_000, 10]
+        .into_iter()
+        .chain([8_000; 20])
+        .chain([4])
+        .collect();
+    let expected: Vec<String> = sizes
+        .iter()
+        .map(|n| format!("Say OK {}", n + 6))
+        .chain(["done".to_string()])
+        .collect();
+    assert_eq!(report, expected);
+    let calls = sizes.len();
+    agent.wait_for_spans(2 * calls, |s| s.get("grpc").is_some_and(|g| !g.is_null()));
+    std::thread::sleep(Duration::from_millis(500));
+    let spans = agent.spans();
+    assert_eq!(
+        spans.len(),
+        2 * calls,
+        "one span per call and side: {spans:#?}"
+    );
+    for (kind, pid) in [("server", server.0.id()), ("client", client_pid)] {
+        let side: Vec<_> = spans.iter().filter(|s| s.str_of("kind") == kind).collect();
+        assert_eq!(side.len(), calls, "{kind}: {spans:#?}");
+        let mut request_sizes = Vec::new();
+        for span in side {
+            assert_eq!(span.u64_of("pid"), u64::from(pid), "{span}");
+            assert_eq!(span.str_of("path"), format!("/{SERVICE}/Say"), "{span}");
+            let grpc = span.get("grpc").unwrap_or_else(|| panic!("{span}"));
+            assert_eq!(grpc.str_of("method"), "Say", "{span}");
+            assert_eq!(grpc.u64_of("status_code"), 0, "{span}");
+            assert_eq!(
+                span.get("partial").and_then(|p| p.as_bool()),
+                Some(false),
+                "{span}"
+            );
+            // Each message has its 5-byte prefix.
+            let request = span.u64_of("request_body_bytes");
+            assert_eq!(span.u64_of("response_body_bytes"), request + 6, "{span}");
+            request_sizes.push(request as usize - 5);
+        }
+        let mut want = sizes.clone();
+        want.sort_unstable();
+        request_sizes.sort_unstable();
+        assert_eq!(request_sizes, want, "{kind}");
+    }
+}
