@@ -661,6 +661,17 @@ static __always_inline __u32 zt_copy_iovecs(__u8 *dst, __u64 iov_ptr, __u64 coun
 	return head ? zt_copy_iovecs_upto(dst, iov_ptr, count, total, head) : copied;
 }
 
+/* zt_copy_iovecs into the CPU's event buffer's payload (zt_payload_of). A
+ * global function, checked once by the verifier rather than along every
+ * path of the programs that call it. */
+__attribute__((noinline)) __u32 zt_copy_iovecs_into_event(__u64 iov_ptr, __u64 count, __u64 total, __u64 continues)
+{
+	struct zt_event_buffer *buf = zt_cpu_buffer();
+	if (!buf)
+		return 0;
+	return zt_copy_iovecs(zt_payload_of(buf), iov_ptr, count, total, continues != 0);
+}
+
 /* Frames walked at most in one segment of an HTTP/2 connection, and how far
  * into it (a bound the verifier needs to see the walk's states converge). */
 #define ZT_H2_WALK_FRAMES 256
@@ -1189,7 +1200,9 @@ static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, boo
 static __always_inline __u32 zt_copy_vectored(__u8 *dst, __u64 iov_ptr, __u64 count, __u64 len, bool continues,
 					      struct zt_conn_state *state, __u8 direction, __u8 *event_flags)
 {
-	__u32 copy = zt_copy_iovecs(dst, iov_ptr, count, len, continues);
+	__u32 copy = zt_copy_iovecs_into_event(iov_ptr, count, len, continues);
+	if (copy > ZT_HEAD_MAX) /* restated for the verifier */
+		return 0;
 	__u32 *next = zt_h2_segment(state, direction, dst, copy, len);
 	if (!next || !count)
 		return copy;
