@@ -603,12 +603,8 @@ mod tests {
     /// An HTTP/2 segment of 20,000 bytes: a 512-byte copy, then a DATA
     /// frame at 16,393 and a HEADERS frame at 19,000 that it does not hold.
     fn noted_record(notes: &[(u32, [u8; 9])]) -> Vec<u8> {
-        let mut payload = vec![b'x'; 512];
-        payload.extend_from_slice(&H2FrameNotes::encode(notes));
-        let mut raw = record(KIND_DATA, &payload);
-        raw[EVENT_FLAGS] |= EVENT_FLAG_H2_NOTES as u8;
-        raw[EVENT_BYTES..EVENT_BYTES + 8].copy_from_slice(&20_000u64.to_ne_bytes());
-        raw
+        let with: Vec<NoteToEncode<'_>> = notes.iter().map(|(o, h)| (*o, *h, None)).collect();
+        bodied_record(&with)
     }
 
     const DATA_END: [u8; 9] = [0, 0x0b, 0xaf, 0, 1, 0, 0, 0, 1];
