@@ -152,13 +152,15 @@ struct zt_event_buffer {
 	__u64 batched_bytes;
 };
 
-/* Vectored I/O (writev, sendmsg...) is captured across this many iovecs:
- * nginx and HTTP/2 servers write frame headers and bodies as separate pieces,
- * and grpc's C core writes a connection's first flight as 12 to 30. With
+/* Vectored I/O (writev, sendmsg...) is captured across this many iovecs
+ * (the kernel's own limit, UIO_MAXIOV): nginx and HTTP/2 servers write frame
+ * headers and bodies as separate pieces, and grpc's C core writes the header
+ * blocks of a hundred calls started at once, in its first flight, as three
+ * hundred and more; the copy stops at its length, whatever the count. With
  * bpf_loop (5.17+) the verifier checks the loop body once; without it the
  * loop is unrolled, which costs verification time per iteration, so kernels
  * without bpf_loop get the first ZT_UNROLLED_IOVECS only. */
-#define ZT_MAX_IOVECS 32
+#define ZT_MAX_IOVECS 1024
 #define ZT_UNROLLED_IOVECS 8
 
 /* Staging area, one entry per CPU (the loader sizes it to the possible

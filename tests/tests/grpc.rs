@@ -652,3 +652,66 @@ fn grpc_messages_larger_than_the_capture_keep_every_call_whole() {
         assert_eq!(request_sizes, want, "{kind}");
     }
 }
+
+/// A grpcio client starting 100 unary calls at once on one channel, three
+/// times: its
+/// first flight is one `sendmsg` of hundreds of iovecs (each call's header
+/// block and message in pieces), and the server answers as many at once.
+/// Every call is one named, whole span with its status on each side. Before
+/// the kernel copied across more than 32 iovecs, the header blocks past the
+/// 32nd were lost, and with them the client's HPACK state: whole runs of
+/// calls came out `POST *` (194 of 300 in three runs).
+#[test]
+fn a_hundred_grpc_calls_started_at_once_are_each_one_named_call_on_both_sides() {
+    require_root();
+    let http = Server::python_app();
+    let port = free_port();
+    let server = spawn(python("server", port));
+    wait_listening(port);
+    // Three clients, one after another, each its own channel and first flight.
+    let mut clients: Vec<Process> = (0..3)
+        .map(|_| {
+            let mut command = python("client-fetch", port);
+            command.arg(format!("{}/id/grpc", http.port)).arg("100");
+            spawn(command)
+        })
+        .collect();
+    let pids: Vec<String> = clients.iter().map(|c| c.0.id().to_string()).collect();
+    let dir = std::env::temp_dir().join(format!("zt-grpc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.join(format!("grpc-fetch-{port}.yaml"));
+    let yaml = format!(
+        "discovery:\n  instrument:\n    - open_ports: {port}\n    - target_pids: [{}]\n",
+        pids.join(", ")
+    );
+    std::fs::write(&config, yaml).unwrap_or_else(|e| panic!("{e}"));
+    let agent = Agent::start(&["--config", &config.to_string_lossy()], &[]);
+    for client in &mut clients {
+        let report = run_client(client);
+        assert_eq!(report.len(), 101, "{report:?}");
+        assert_eq!(report.last().map(String::as_str), Some("done"));
+    }
+    let is_call = |s: &serde_json::Value| s.str_of("protocol_version") == "2";
+    agent.wait_for_spans(600, is_call);
+    std::thread::sleep(Duration::from_millis(500));
+    let spans: Vec<_> = agent.spans().into_iter().filter(is_call).collect();
+    assert_eq!(spans.len(), 600, "{}", agent.stderr.text());
+    let server_pid = server.0.id().to_string();
+    for pid in pids.iter().chain([&server_pid]) {
+        let side: Vec<_> = spans
+            .iter()
+            .filter(|s| s.u64_of("pid").to_string() == *pid)
+            .collect();
+        assert_eq!(side.len(), if *pid == server_pid { 300 } else { 100 });
+        for span in side {
+            assert_eq!(span.str_of("path"), format!("/{SERVICE}/Fetch"), "{span}");
+            let grpc = span.get("grpc").unwrap_or_else(|| panic!("{span}"));
+            assert_eq!(grpc.u64_of("status_code"), 0, "{span}");
+            assert_eq!(
+                span.get("partial").and_then(|p| p.as_bool()),
+                Some(false),
+                "{span}"
+            );
+        }
+    }
+}
