@@ -715,9 +715,8 @@ _Static_assert((ZT_H2_BODIES_ROOM & (ZT_H2_BODIES_ROOM - 1)) == 0, "the bodies' 
 _Static_assert(ZT_H2_NOTES < 256 && (ZT_H2_NOTES & (ZT_H2_NOTES - 1)) == 0,
 	       "the notes' count is one byte, and their index a mask");
 
-/* Walk over the frame headers of one contiguous HTTP/2 segment. With `note`,
- * headers of frames past the first ZT_PAYLOAD_MAX bytes are noted in the
- * event buffer (zt_h2_notes_scratch; ZT_H2_NOTES at most, ZT_H2_NOTE_SIZE
+/* Walk over the frame headers of one HTTP/2 segment. The headers of frames
+ * past the first ZT_PAYLOAD_MAX bytes are noted in the event buffer (zt_h2_notes_scratch; ZT_H2_NOTES at most, ZT_H2_NOTE_SIZE
  * bytes each), so that the event can carry those the copy leaves out. */
 struct zt_h2_walk {
 	__u64 src;   /* user buffer */
@@ -725,7 +724,6 @@ struct zt_h2_walk {
 	__u64 limit; /* bytes that may be copied at most */
 	__u64 off;   /* next frame header */
 	__u64 need;  /* end of the last non-DATA frame that starts below the limit */
-	bool note;   /* note frame headers past ZT_PAYLOAD_MAX */
 	bool header; /* the frame that ends at `off` is not DATA */
 	bool ended;  /* the walk reached the segment's end on a frame boundary or inside a frame */
 	__u32 want_body; /* vectored walks: the length of the body the frame just noted wants copied */
@@ -760,7 +758,7 @@ static __always_inline long zt_h2_frame(struct zt_h2_walk *w, const __u8 *h, __u
 	w->header = h[3] != 0;
 	if (w->header && off < w->limit)
 		w->need = end; /* HEADERS, CONTINUATION, RST_STREAM...: the decoder needs it whole */
-	if (off + 9 > ZT_PAYLOAD_MAX && w->note) {
+	if (off + 9 > ZT_PAYLOAD_MAX) {
 		/* Maybe past the copy: noted, so that the decoder keeps the frame
 		 * boundaries and END_STREAM flags of what it does not see. */
 		__u8 *scratch = zt_h2_notes_scratch();
@@ -847,13 +845,11 @@ static __always_inline void zt_h2_walk_start(struct zt_h2_walk *w, __u64 len, __
 	w->need = (carried & ZT_H2_NEXT_HEADER) ? start : 0;
 	w->header = (carried & ZT_H2_NEXT_HEADER) != 0;
 	w->ended = 0;
-	if (w->note) {
-		__u8 *scratch = zt_h2_notes_scratch();
-		if (scratch) {
-			scratch[ZT_H2_NOTES_COUNT] = 0;
-			scratch[ZT_H2_BODIES_LEN] = 0;
-			scratch[ZT_H2_BODIES_LEN + 1] = 0;
-		}
+	__u8 *scratch = zt_h2_notes_scratch();
+	if (scratch) {
+		scratch[ZT_H2_NOTES_COUNT] = 0;
+		scratch[ZT_H2_BODIES_LEN] = 0;
+		scratch[ZT_H2_BODIES_LEN + 1] = 0;
 	}
 }
 
@@ -1123,7 +1119,6 @@ __attribute__((noinline)) __u64 zt_h2_follow_frames(__u64 src, __u64 iov_count, 
 			return copy;
 		struct zt_h2_walk *w = (struct zt_h2_walk *)(buf->payload + ZT_H2_WALK_SCRATCH);
 		__builtin_memset(w, 0, sizeof(*w));
-		w->note = 1;
 		__u64 frames = zt_h2_copy_len(w, src, len, &next);
 		copy = zt_copy_more(dst, src, copy, frames > head ? frames : head);
 	} else {
@@ -1131,7 +1126,6 @@ __attribute__((noinline)) __u64 zt_h2_follow_frames(__u64 src, __u64 iov_count, 
 			return copy; /* not walked: no carry to trust */
 		struct zt_h2_iov_walk *v = (struct zt_h2_iov_walk *)(buf->payload + ZT_H2_IOV_WALK_SCRATCH);
 		__builtin_memset(v, 0, sizeof(*v));
-		v->w.note = 1;
 		v->iov_ptr = src;
 		v->count = iov_count;
 		zt_h2_walk_start(&v->w, len, next);
