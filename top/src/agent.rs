@@ -199,6 +199,25 @@ impl Drop for OwnAgent {
 mod tests {
     use super::*;
 
+    /// Starts a stand-in agent script this test just wrote. Tests run on
+    /// threads of one process: a child another test forks between our write
+    /// and its own exec holds our file open for writing, and exec then fails
+    /// with ETXTBSY until that child has exec'd. That window is short; retry.
+    fn start_fake(script: &Path) -> OwnAgent {
+        let mut last = String::new();
+        for _ in 0..100 {
+            match OwnAgent::start(script, "8080") {
+                Ok(agent) => return agent,
+                Err(e) if e.contains("Text file busy") => {
+                    last = e;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("{last}")
+    }
+
     #[test]
     fn a_missing_agent_binary_is_reported_and_cleaned_up() {
         let err = OwnAgent::start(Path::new("/nonexistent/zerotrace"), "8080")
@@ -219,7 +238,7 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap_or_else(|e| panic!("{e}"));
-        let mut agent = OwnAgent::start(&script, "8080").unwrap_or_else(|e| panic!("{e}"));
+        let mut agent = start_fake(&script);
         let own_dir = agent.dir.clone();
         let err = agent.wait_ready().err().unwrap_or_default();
         assert!(err.contains("missing CAP_BPF"), "{err}");
@@ -235,7 +254,7 @@ mod tests {
         std::fs::write(&script, "#!/bin/sh\nexec sleep 60\n").unwrap_or_else(|e| panic!("{e}"));
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap_or_else(|e| panic!("{e}"));
-        let mut agent = OwnAgent::start(&script, "8080").unwrap_or_else(|e| panic!("{e}"));
+        let mut agent = start_fake(&script);
         let pid = agent.pid().unwrap_or(0);
         assert!(agent.exited().is_none());
         let started = Instant::now();
