@@ -88,7 +88,17 @@ enum zt_event_flag {
 enum zt_pid_flag {
 	ZT_PID_INSTRUMENTED = 1,
 	ZT_PID_TLS = 2, /* TLS library hooks attached for this process */
+	/* Captured from its exec until discovery decides (ZT_FILTER_EXEC_PENDING):
+	 * a short-lived program an exe_path selector names is seen from its
+	 * first byte, and the worker drops what a process it rejects sent. */
+	ZT_PID_EXEC_PENDING = 4,
 };
+
+/* The pid filter's key that is never a tgid (pids end at 2^22): its value
+ * holds the filter's own settings, written by the worker. */
+#define ZT_PID_FILTER_SETTINGS 0xffffffffu
+/* Settings: every program exec'd is put in the filter (ZT_PID_EXEC_PENDING). */
+#define ZT_FILTER_EXEC_PENDING 1
 
 /* zt_conn_state.flags */
 enum zt_conn_flag {

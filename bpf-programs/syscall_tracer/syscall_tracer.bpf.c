@@ -1669,15 +1669,34 @@ int BPF_PROG(zt_process_fork, struct task_struct *parent, struct task_struct *ch
 	return 0;
 }
 
-/* A new program runs: discovery may want it (exe_path selectors). Rare event. */
+/* A new program runs: discovery may want it (exe_path selectors). Rare event.
+ * With ZT_FILTER_EXEC_PENDING set, a process not in the filter yet is put
+ * there from now on, marked ZT_PID_EXEC_PENDING: its bytes are captured
+ * before the worker, which reads this event first, has decided about it (a
+ * curl is done in a few milliseconds). The worker takes out those it does
+ * not want and drops what they sent. */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(zt_process_exec, struct task_struct *task)
 {
-	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_PROCESS_EXEC, bpf_get_current_pid_tgid());
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 settings_key = ZT_PID_FILTER_SETTINGS;
+	__u32 *settings = bpf_map_lookup_elem(&zt_pid_filter, &settings_key);
+	__u64 wakeup = 0;
+	if (settings && (*settings & ZT_FILTER_EXEC_PENDING)) {
+		__u32 tgid = pid_tgid >> 32;
+		__u32 pending = ZT_PID_EXEC_PENDING;
+		if (!bpf_map_update_elem(&zt_pid_filter, &tgid, &pending, BPF_NOEXIST)) {
+			zt_set_pid_bit(tgid);
+			/* The worker must read /proc/PID/exe before the program is
+			 * done: woken now, not when batched records are due. */
+			wakeup = BPF_RB_FORCE_WAKEUP;
+		}
+	}
+	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_PROCESS_EXEC, pid_tgid);
 	if (!buf)
 		return 0;
 	bpf_get_current_comm(buf->event.comm, sizeof(buf->event.comm));
-	zt_submit(buf, 0, 0);
+	zt_submit(buf, 0, wakeup);
 	return 0;
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use zerotrace_shared::event::ListeningSocket;
+use zerotrace_shared::event::{layout, ListeningSocket};
 use zerotrace_shared::ipc::ProcessDescription;
 
 use crate::capture::bpf_map::BpfMap;
@@ -62,6 +62,22 @@ pub struct Discovery {
     matches_non_listeners: bool,
     /// Identities of processes instrumented since the last `take_new_identities`.
     new_identities: Vec<(u32, ServiceIdentity)>,
+    /// The kernel captures every program from its exec until we decide
+    /// (`arm_exec_capture`); what a process not instrumented sent is dropped.
+    exec_capture: bool,
+    pub exec_stats: ExecCaptureStats,
+}
+
+/// What capturing programs from their exec cost and missed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExecCaptureStats {
+    /// Programs exec'd that no selector wanted (taken out of the filter again).
+    pub rejected: u64,
+    /// Of those, programs gone before their executable could be read (a
+    /// selector naming them could not tell: their bytes are dropped).
+    pub unreadable: u64,
+    /// Records of processes not instrumented, dropped.
+    pub records_dropped: u64,
 }
 
 fn read_comm(pid: u32) -> String {
@@ -125,6 +141,74 @@ impl Discovery {
             tls: None,
             needs_exe_path,
             new_identities: Vec::new(),
+            exec_capture: false,
+            exec_stats: ExecCaptureStats::default(),
+        }
+    }
+
+    /// Some instrument entry names an executable and no port: a program it
+    /// names may be done (a curl, a cron job) before its exec event reaches
+    /// us, so the kernel is asked to capture every program from its exec
+    /// (ZT_FILTER_EXEC_PENDING in the pid filter's settings key) until
+    /// `on_exec` decides. Needs the filter written directly (kernels from
+    /// 6.5); otherwise, and without such a selector, the setting is cleared.
+    /// Returns whether it is on.
+    pub fn arm_exec_capture(&mut self) -> Result<bool, String> {
+        let wanted = self
+            .instrument
+            .iter()
+            .any(|s| s.open_ports.is_none() && s.exe_path.is_some());
+        let PidFilterWriter::Direct(map) = &self.writer else {
+            return if wanted {
+                Err("this kernel does not let the worker write the pid filter".into())
+            } else {
+                Ok(false)
+            };
+        };
+        let key = (layout::PID_FILTER_SETTINGS as u32).to_ne_bytes();
+        if !wanted {
+            return match map.delete(&key) {
+                Ok(()) => Ok(false),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+                Err(e) => Err(format!("clearing the pid filter's settings: {e}")),
+            };
+        }
+        map.update(&key, &(layout::FILTER_EXEC_PENDING as u32).to_ne_bytes())
+            .map_err(|e| format!("setting the pid filter's settings: {e}"))?;
+        self.exec_capture = true;
+        // A worker restarted while the setting was on was itself put in the filter.
+        for pid in self.excluded_pids.clone() {
+            self.forget_if_pending(pid);
+        }
+        Ok(true)
+    }
+
+    /// Whether what `pid` sends is dropped: the kernel captures programs
+    /// from their exec, and this one is not (or no longer) instrumented.
+    pub fn drops_records_of(&self, pid: u32) -> bool {
+        self.exec_capture && !self.instrumented.contains_key(&pid)
+    }
+
+    /// Takes `pid` out of the filter if the kernel put it there at its exec
+    /// and no selector wanted it (a worker restarted since, or an exec event
+    /// lost to a full ring, left it there).
+    fn forget_if_pending(&mut self, pid: u32) {
+        let PidFilterWriter::Direct(map) = &self.writer else {
+            return;
+        };
+        let flags = match map.lookup(&pid.to_ne_bytes()) {
+            Ok(Some(value)) => value
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_ne_bytes)
+                .unwrap_or(0),
+            _ => return,
+        };
+        if flags & layout::PID_EXEC_PENDING as u32 != 0 {
+            let _ = map.delete(&pid.to_ne_bytes());
+            if let Some(bits) = &self.bits {
+                bits.clear(pid);
+            }
         }
     }
 
@@ -315,10 +399,20 @@ impl Discovery {
     }
 
     /// A process exec'd: a new executable, perhaps one a selector names.
+    /// With programs captured from their exec, one no selector wants now
+    /// leaves the filter again (a server that listens later is evaluated
+    /// again then).
     pub fn on_exec(&mut self, pid: u32, comm: &str, loader: &LoaderClient) {
         self.descriptions.remove(&pid);
         if self.matches_non_listeners {
             self.evaluate(pid, comm, loader);
+        }
+        if self.exec_capture && !self.instrumented.contains_key(&pid) {
+            self.exec_stats.rejected += 1;
+            if matches!(self.descriptions.get(&pid), Some(None)) {
+                self.exec_stats.unreadable += 1;
+            }
+            self.remove_from_filter(pid, loader);
         }
     }
 
@@ -344,6 +438,9 @@ impl Discovery {
         }
         for pid in candidates {
             self.evaluate(pid, "", loader);
+            if self.exec_capture && !self.instrumented.contains_key(&pid) {
+                self.forget_if_pending(pid);
+            }
         }
         let gone: Vec<u32> = self
             .instrumented
@@ -359,7 +456,14 @@ impl Discovery {
     }
 
     /// The kernel already instrumented the child of an instrumented process.
-    pub fn on_fork(&mut self, child: u32, parent: u32) {
+    /// With programs captured from their exec, the parent may be one only
+    /// captured (a child forked before we took the parent out): the child
+    /// leaves the filter too.
+    pub fn on_fork(&mut self, child: u32, parent: u32, loader: &LoaderClient) {
+        if self.exec_capture && !self.instrumented.contains_key(&parent) {
+            self.remove_from_filter(child, loader);
+            return;
+        }
         let (ports, identity) = self
             .instrumented
             .get(&parent)

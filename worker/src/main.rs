@@ -254,6 +254,13 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         writer,
     )
     .with_pid_bits(pid_bits);
+    match discovery.arm_exec_capture() {
+        Ok(true) => info!(
+            "programs are captured from their exec until discovery decides (an exe_path selector without open_ports)"
+        ),
+        Ok(false) => {}
+        Err(e) => warn!("{e}: a short-lived program an exe_path selector names may be missed"),
+    }
     if config.tls_capture {
         discovery = discovery.with_tls_hooks();
     } else {
@@ -385,6 +392,13 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     drain(&mut ring, &mut pipeline);
     if let Some(summary) = pipeline.shutdown() {
         info!("{summary}");
+    }
+    let exec = pipeline.discovery.exec_stats;
+    if exec != Default::default() {
+        info!(
+            "programs captured from their exec: {} not selected and taken out again ({} gone before their executable could be read), {} of their records dropped",
+            exec.rejected, exec.unreadable, exec.records_dropped
+        );
     }
     let tracker = pipeline.tracker.counters();
     let (kernel_events, kernel_drops, after_close, tls_unassociated) = pipeline

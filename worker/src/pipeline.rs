@@ -354,6 +354,13 @@ impl Pipeline {
     }
 
     fn handle(&mut self, event: KernelEvent<'_>) {
+        if let KernelEvent::Data { origin, .. } | KernelEvent::Connection { origin, .. } = &event {
+            // Captured from its exec, then not selected (discovery.rs).
+            if self.discovery.drops_records_of(origin.pid) {
+                self.discovery.exec_stats.records_dropped += 1;
+                return;
+            }
+        }
         match event {
             KernelEvent::Data {
                 origin,
@@ -447,7 +454,7 @@ impl Pipeline {
                 child_pid,
                 parent_pid,
                 ..
-            } => self.discovery.on_fork(child_pid, parent_pid),
+            } => self.discovery.on_fork(child_pid, parent_pid, &self.loader),
             KernelEvent::ProcessExit { origin } => {
                 self.discovery.on_exit(origin.pid);
                 self.linker.process_exited(origin.pid);

@@ -75,6 +75,16 @@ impl BpfMap {
         self.call(BPF_MAP_DELETE_ELEM, key, 0, 0)
     }
 
+    /// The value at `key`, or None when the map holds no such key.
+    pub fn lookup(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let mut value = vec![0u8; self.value_size];
+        match self.call(BPF_MAP_LOOKUP_ELEM, key, value.as_mut_ptr() as u64, 0) {
+            Ok(()) => Ok(Some(value)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Looks up a per-CPU value: one `value_size` slot (8-byte aligned) per possible CPU.
     pub fn lookup_percpu_u64_sum(&self, key: &[u8], possible_cpus: usize) -> io::Result<u64> {
         let slot = self.value_size.div_ceil(8) * 8;
