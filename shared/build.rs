@@ -79,6 +79,7 @@ const LAYOUT: &[(&str, &str)] = &[
     ("PID_EXEC_PENDING", "ZT_PID_EXEC_PENDING"),
     ("PID_FILTER_SETTINGS", "ZT_PID_FILTER_SETTINGS"),
     ("FILTER_EXEC_PENDING", "ZT_FILTER_EXEC_PENDING"),
+    ("EXEC_PATH_MAX", "ZT_EXEC_PATH_MAX"),
 ];
 
 fn main() {

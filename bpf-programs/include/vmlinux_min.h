@@ -137,6 +137,13 @@ struct task_struct {
 	struct files_struct *files;
 };
 
+/* The program being exec'd: the path it was asked for, and the file
+ * actually run (the interpreter of a script). */
+struct linux_binprm {
+	const char *filename;
+	const char *interp;
+};
+
 struct seq_file;
 
 struct bpf_iter_meta {

@@ -99,6 +99,11 @@ enum zt_pid_flag {
 #define ZT_PID_FILTER_SETTINGS 0xffffffffu
 /* Settings: every program exec'd is put in the filter (ZT_PID_EXEC_PENDING). */
 #define ZT_FILTER_EXEC_PENDING 1
+/* A PROCESS_EXEC event of a program put in the filter carries the path it
+ * was exec'd by (the interpreter's, for a script) as its payload, at most
+ * this long: the worker judges by it a program gone before it could read
+ * /proc/PID/exe. */
+#define ZT_EXEC_PATH_MAX 256
 
 /* zt_conn_state.flags */
 enum zt_conn_flag {

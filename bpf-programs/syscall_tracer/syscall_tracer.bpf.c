@@ -1676,7 +1676,7 @@ int BPF_PROG(zt_process_fork, struct task_struct *parent, struct task_struct *ch
  * curl is done in a few milliseconds). The worker takes out those it does
  * not want and drops what they sent. */
 SEC("tp_btf/sched_process_exec")
-int BPF_PROG(zt_process_exec, struct task_struct *task)
+int BPF_PROG(zt_process_exec, struct task_struct *task, int old_pid, struct linux_binprm *bprm)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 settings_key = ZT_PID_FILTER_SETTINGS;
@@ -1696,7 +1696,16 @@ int BPF_PROG(zt_process_exec, struct task_struct *task)
 	if (!buf)
 		return 0;
 	bpf_get_current_comm(buf->event.comm, sizeof(buf->event.comm));
-	zt_submit(buf, 0, wakeup);
+	__u32 path_len = 0;
+	if (wakeup) {
+		/* Put in the filter: the path it was exec'd by, should it be done
+		 * before the worker can read its executable. */
+		long n = bpf_probe_read_kernel_str(buf->payload, ZT_EXEC_PATH_MAX, bprm->interp);
+		if (n > 1)
+			path_len = n - 1; /* without the NUL */
+	}
+	buf->event.captured_len = path_len;
+	zt_submit(buf, path_len, wakeup);
 	return 0;
 }
 

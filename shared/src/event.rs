@@ -108,8 +108,13 @@ pub enum KernelEvent<'a> {
     Listen { origin: EventOrigin<'a>, port: u16 },
     /// An instrumented process exited.
     ProcessExit { origin: EventOrigin<'a> },
-    /// A process exec'd a new program.
-    ProcessExec { origin: EventOrigin<'a> },
+    /// A process exec'd a new program. `exec_path`: the path it was exec'd by
+    /// (the interpreter's, for a script), sent only for a program the kernel
+    /// put in the pid filter at its exec; else empty.
+    ProcessExec {
+        origin: EventOrigin<'a>,
+        exec_path: &'a [u8],
+    },
     /// An instrumented process forked; the kernel already instruments the child.
     ProcessFork {
         origin: EventOrigin<'a>,
@@ -301,7 +306,17 @@ impl<'a> KernelEvent<'a> {
                 origin,
             },
             KIND_PROCESS_EXIT => KernelEvent::ProcessExit { origin },
-            KIND_PROCESS_EXEC => KernelEvent::ProcessExec { origin },
+            KIND_PROCESS_EXEC => {
+                let declared = r.u32(EVENT_CAPTURED_LEN) as usize;
+                let present = record.len() - header;
+                if declared > EXEC_PATH_MAX {
+                    return Err(EventDecodeError::PayloadLength { declared, present });
+                }
+                let exec_path = record
+                    .get(header..header + declared)
+                    .ok_or(EventDecodeError::PayloadLength { declared, present })?;
+                KernelEvent::ProcessExec { origin, exec_path }
+            }
             KIND_PROCESS_FORK => KernelEvent::ProcessFork {
                 child_pid: origin.pid,
                 parent_pid: r.u64(EVENT_BYTES) as u32,
@@ -597,6 +612,31 @@ mod tests {
         assert!(matches!(
             KernelEvent::decode(&close),
             Err(EventDecodeError::TooShort { .. })
+        ));
+    }
+
+    #[test]
+    fn an_exec_record_carries_the_path_it_was_exec_d_by_within_its_bound() {
+        let path = b"/usr/local/bin/fetcher";
+        let raw = record(KIND_PROCESS_EXEC, path);
+        let Ok(KernelEvent::ProcessExec { origin, exec_path }) = KernelEvent::decode(&raw) else {
+            panic!("not an exec event");
+        };
+        assert_eq!((origin.pid, exec_path), (4242, &path[..]));
+        let without = record(KIND_PROCESS_EXEC, b"");
+        let Ok(KernelEvent::ProcessExec { exec_path, .. }) = KernelEvent::decode(&without) else {
+            panic!("not an exec event");
+        };
+        assert!(exec_path.is_empty());
+        // A length past the record, or past the kernel's bound, is refused.
+        assert!(matches!(
+            KernelEvent::decode(&raw[..raw.len() - 1]),
+            Err(EventDecodeError::PayloadLength { .. })
+        ));
+        let long = record(KIND_PROCESS_EXEC, &[b'a'; EXEC_PATH_MAX + 1]);
+        assert!(matches!(
+            KernelEvent::decode(&long),
+            Err(EventDecodeError::PayloadLength { .. })
         ));
     }
 

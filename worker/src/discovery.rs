@@ -73,9 +73,12 @@ pub struct Discovery {
 pub struct ExecCaptureStats {
     /// Programs exec'd that no selector wanted (taken out of the filter again).
     pub rejected: u64,
-    /// Of those, programs gone before their executable could be read (a
-    /// selector naming them could not tell: their bytes are dropped).
+    /// Of those, programs gone before their executable could be read, and
+    /// without a path they were exec'd by (their bytes are dropped).
     pub unreadable: u64,
+    /// Programs gone before their executable could be read, judged by the
+    /// path they were exec'd by.
+    pub judged_by_exec_path: u64,
     /// Records of processes not instrumented, dropped.
     pub records_dropped: u64,
 }
@@ -335,10 +338,18 @@ impl Discovery {
             container_id: facts.container_id.clone(),
         };
         let origin = selector.origin.clone();
-        match self.add_to_filter(pid, loader) {
+        let added = self.add_to_filter(pid, loader);
+        let gone = added.is_ok() && !alive(pid);
+        if gone {
             // Gone before we got to it: its exit already passed the kernel's
             // cleanup, so take it out again ourselves.
-            Ok(()) if !alive(pid) => self.remove_from_filter(pid, loader),
+            self.remove_from_filter(pid, loader);
+        }
+        match added {
+            // Captured from its exec (exec_capture), what it sent before it
+            // was gone is still to be read: it stays instrumented until its
+            // exit event, which follows its records.
+            Ok(()) if gone && !self.exec_capture => {}
             Ok(()) => {
                 tracing::info!(
                     "instrumenting pid {pid} ({}) matched by {origin}{}",
@@ -402,8 +413,26 @@ impl Discovery {
     /// With programs captured from their exec, one no selector wants now
     /// leaves the filter again (a server that listens later is evaluated
     /// again then).
-    pub fn on_exec(&mut self, pid: u32, comm: &str, loader: &LoaderClient) {
+    /// `exec_path` (the path it was exec'd by, sent for a program the kernel
+    /// captures from its exec) stands in for its executable if it is gone
+    /// before /proc/PID/exe could be read.
+    pub fn on_exec(&mut self, pid: u32, comm: &str, exec_path: &[u8], loader: &LoaderClient) {
         self.descriptions.remove(&pid);
+        if self.exec_capture
+            && self.needs_exe_path
+            && exec_path.starts_with(b"/")
+            && self.describe(pid, loader).is_none()
+        {
+            self.exec_stats.judged_by_exec_path += 1;
+            self.descriptions.insert(
+                pid,
+                Some(ProcessDescription {
+                    pid,
+                    exe_path: String::from_utf8_lossy(exec_path).into_owned(),
+                    tls_libraries: Vec::new(),
+                }),
+            );
+        }
         if self.matches_non_listeners {
             self.evaluate(pid, comm, loader);
         }

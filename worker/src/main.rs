@@ -396,8 +396,8 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     let exec = pipeline.discovery.exec_stats;
     if exec != Default::default() {
         info!(
-            "programs captured from their exec: {} not selected and taken out again ({} gone before their executable could be read), {} of their records dropped",
-            exec.rejected, exec.unreadable, exec.records_dropped
+            "programs captured from their exec: {} not selected and taken out again ({} gone before their executable could be read), {} of their records dropped; {} judged by the path they were exec'd by",
+            exec.rejected, exec.unreadable, exec.records_dropped, exec.judged_by_exec_path
         );
     }
     let tracker = pipeline.tracker.counters();

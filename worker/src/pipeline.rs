@@ -439,7 +439,7 @@ impl Pipeline {
                 self.discovery
                     .on_listen(origin.pid, port, &origin.comm(), &self.loader)
             }
-            KernelEvent::ProcessExec { origin } => {
+            KernelEvent::ProcessExec { origin, exec_path } => {
                 // The thread that execs becomes the main thread, named after
                 // the new program (only known processes: execs of others are not kept).
                 let comm = origin.comm();
@@ -448,7 +448,8 @@ impl Pipeline {
                         *name = comm.as_ref().into();
                     }
                 }
-                self.discovery.on_exec(origin.pid, &comm, &self.loader)
+                self.discovery
+                    .on_exec(origin.pid, &comm, exec_path, &self.loader)
             }
             KernelEvent::ProcessFork {
                 child_pid,
