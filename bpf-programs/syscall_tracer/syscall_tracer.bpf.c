@@ -479,9 +479,18 @@ static __always_inline struct zt_conn_state *zt_describe_socket(struct zt_event 
  * ZT_WAKE_STRIDE(threshold) bytes a CPU submits rather than on every record
  * (each call's return costs on kernels with return thunks): the reader is then
  * woken at most once per stride per CPU while it lags, and with a backlog of
- * at most the threshold plus a stride per CPU. Control events (listen, exit,
- * fork) pass 0: the kernel's adaptive wakeup, so discovery stays quick. */
+ * at most the threshold plus a stride per CPU. Control events (exit, fork)
+ * pass 0: the kernel's adaptive wakeup; those discovery must answer before
+ * the process goes on (listen, a program captured from its exec) pass
+ * ZT_WAKE_DISCOVERY. */
 #define ZT_WAKE_BATCHED (~0ULL)
+/* A listen: a server may be asked for its first request at once, and its
+ * bytes are captured only once the worker has read this event and put it in
+ * the pid filter. The kernel's adaptive wake-up does not wake a reader that
+ * has batched data records still to read (up to 25 ms later), which lost a
+ * new server's first requests when other processes were busy. Listens are
+ * rare: the reader is woken at once. */
+#define ZT_WAKE_DISCOVERY BPF_RB_FORCE_WAKEUP
 #define ZT_WAKE_STRIDE(threshold) ((threshold) / 4)
 
 static __always_inline __u64 zt_wakeup_flags(struct zt_event_buffer *buf, __u64 record_size, __u64 asked)
@@ -1463,7 +1472,7 @@ static __always_inline void zt_on_listen(struct pt_regs *regs, __u64 pid_tgid)
 		return;
 	buf->event.sock_id = (__u64)sk;
 	zt_add_identity(&buf->event, sk);
-	zt_submit(buf, 0, 0);
+	zt_submit(buf, 0, ZT_WAKE_DISCOVERY);
 }
 
 SEC("tp_btf/sys_exit")
@@ -1606,7 +1615,7 @@ static __always_inline void zt_on_sock_state(struct sock *sk, int newstate, bool
 			return;
 		buf->event.sock_id = (__u64)sk;
 		zt_add_identity(&buf->event, sk);
-		zt_submit(buf, 0, 0);
+		zt_submit(buf, 0, ZT_WAKE_DISCOVERY);
 		return;
 	}
 	if (newstate != ZT_TCP_CLOSE)
@@ -1689,7 +1698,7 @@ int BPF_PROG(zt_process_exec, struct task_struct *task, int old_pid, struct linu
 			zt_set_pid_bit(tgid);
 			/* The worker must read /proc/PID/exe before the program is
 			 * done: woken now, not when batched records are due. */
-			wakeup = BPF_RB_FORCE_WAKEUP;
+			wakeup = ZT_WAKE_DISCOVERY;
 		}
 	}
 	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_PROCESS_EXEC, pid_tgid);
