@@ -825,3 +825,52 @@ fn node_http2_responses_past_the_capture_keep_the_connection_s_frames() {
         .count();
     assert_eq!(big, 60);
 }
+
+/// A program an `exe_path` selector names, started after the agent, is
+/// instrumented at its exec: before the dynamic loader has mapped its TLS
+/// library. Its library is looked for again shortly after (and later, until
+/// found): before, it never was, and a Python HTTPS client started after the
+/// agent made no span at all.
+#[test]
+fn a_program_instrumented_at_its_exec_gets_its_tls_library_hooked() {
+    require_root();
+    let certificate = Certificate::new("exec-tls");
+    let port = free_port();
+    let _nginx = nginx_tls(port, &certificate);
+    let dir = std::env::temp_dir().join(format!("zt-exec-tls-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let config = dir.join("agent.yaml");
+    std::fs::write(
+        &config,
+        "discovery:\n  instrument:\n    - exe_path: \"*/python3*\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let agent = Agent::start(&["--config", &config.to_string_lossy()], &[]);
+    // Its first request a second after it starts: the test is about being
+    // hooked at all, not about how soon.
+    let client = format!(
+        "import ssl, time, urllib.request\n\
+         ctx = ssl.create_default_context()\n\
+         ctx.check_hostname = False\n\
+         ctx.verify_mode = ssl.CERT_NONE\n\
+         time.sleep(1)\n\
+         for i in range(5):\n\
+         \x20   urllib.request.urlopen('https://127.0.0.1:{port}/a?exec%d' % i, context=ctx).read()\n\
+         \x20   time.sleep(0.1)\n"
+    );
+    let status = Command::new("/usr/bin/python3")
+        .args(["-c", &client])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success());
+    let spans = agent.wait_for_spans(5, |s| {
+        s.str_of("kind") == "client" && s.str_of("target").starts_with("/a?exec")
+    });
+    assert!(spans.iter().all(is_https), "{spans:?}");
+    assert!(
+        agent.stderr.text().contains("TLS plaintext of pid"),
+        "{}",
+        agent.stderr.text()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

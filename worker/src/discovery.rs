@@ -7,6 +7,7 @@
 //! /proc/PID/cgroup, and exec/fork/exit events from the kernel.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use zerotrace_shared::event::{layout, ListeningSocket};
 use zerotrace_shared::ipc::ProcessDescription;
@@ -66,6 +67,28 @@ pub struct Discovery {
     /// (`arm_exec_capture`); what a process not instrumented sent is dropped.
     exec_capture: bool,
     pub exec_stats: ExecCaptureStats,
+    /// Processes instrumented at an exec whose TLS library is looked for again.
+    tls_looks: Vec<TlsLook>,
+}
+
+/// A program's libraries are mapped by the dynamic loader as it starts, after
+/// its exec: a process instrumented at its exec is asked for its TLS library
+/// again after these delays, until one is found and hooked.
+const TLS_LOOKS_AFTER_EXEC: [Duration; 6] = [
+    Duration::from_millis(5),
+    Duration::from_millis(20),
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+    Duration::from_secs(10),
+];
+
+/// The next look for the TLS library of a process instrumented at its exec.
+struct TlsLook {
+    due: Instant,
+    pid: u32,
+    /// Index in TLS_LOOKS_AFTER_EXEC of this look.
+    attempt: usize,
 }
 
 /// What capturing programs from their exec cost and missed.
@@ -146,6 +169,39 @@ impl Discovery {
             new_identities: Vec::new(),
             exec_capture: false,
             exec_stats: ExecCaptureStats::default(),
+            tls_looks: Vec::new(),
+        }
+    }
+
+    /// Looks again for the TLS library of processes instrumented at their
+    /// exec whose look is due (TLS_LOOKS_AFTER_EXEC).
+    pub fn look_again_for_tls(&mut self, loader: &LoaderClient) {
+        if self.tls_looks.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let (due, later): (Vec<TlsLook>, Vec<TlsLook>) = std::mem::take(&mut self.tls_looks)
+            .into_iter()
+            .partition(|look| look.due <= now);
+        self.tls_looks = later;
+        for look in due {
+            if !self.instrumented.contains_key(&look.pid) || !alive(look.pid) {
+                continue;
+            }
+            self.descriptions.remove(&look.pid);
+            if !self.hook_tls(look.pid, loader) {
+                self.schedule_tls_look(look.pid, look.attempt + 1);
+            }
+        }
+    }
+
+    fn schedule_tls_look(&mut self, pid: u32, attempt: usize) {
+        if let Some(delay) = TLS_LOOKS_AFTER_EXEC.get(attempt) {
+            self.tls_looks.push(TlsLook {
+                due: Instant::now() + *delay,
+                pid,
+                attempt,
+            });
         }
     }
 
@@ -375,20 +431,21 @@ impl Discovery {
         }
     }
 
-    /// Asks for the TLS library hooks of a newly instrumented process.
-    fn hook_tls(&mut self, pid: u32, loader: &LoaderClient) {
+    /// Asks for the TLS library hooks of a newly instrumented process;
+    /// returns whether any was hooked.
+    fn hook_tls(&mut self, pid: u32, loader: &LoaderClient) -> bool {
         if self.tls.is_none() {
-            return;
+            return false;
         }
         let Some(description) = self.describe(pid, loader).cloned() else {
             if let Some(tls) = self.tls.as_mut() {
                 tls.cannot_see(pid);
             }
-            return;
+            return false;
         };
-        if let Some(tls) = self.tls.as_mut() {
-            tls.hook(pid, &description, loader);
-        }
+        self.tls
+            .as_mut()
+            .is_some_and(|tls| !tls.hook(pid, &description, loader).is_empty())
     }
 
     /// Go processes found since the last call (by the Go TLS hooks' answers).
@@ -435,6 +492,11 @@ impl Discovery {
         }
         if self.matches_non_listeners {
             self.evaluate(pid, comm, loader);
+        }
+        // Instrumented now or before (a child that runs another program):
+        // the new program maps its libraries only as it starts.
+        if self.tls.is_some() && self.instrumented.contains_key(&pid) {
+            self.schedule_tls_look(pid, 0);
         }
         if self.exec_capture && !self.instrumented.contains_key(&pid) {
             self.exec_stats.rejected += 1;

@@ -661,6 +661,7 @@ impl Pipeline {
     /// Periodic work: clock offset, idle connections, the safety-net rescan.
     pub fn tick(&mut self) {
         self.clock.refresh_if_due();
+        self.discovery.look_again_for_tls(&self.loader);
         self.tracker
             .expire_idle(monotonic_now_ns(), &mut self.spans);
         if self.last_scan.elapsed() >= RESCAN_EVERY {
