@@ -122,8 +122,22 @@ const PF_EXITING: u64 = 0x4;
 /// out of the pid filter) may already have run, so adding it would leave it
 /// there for good.
 fn alive(pid: u32) -> bool {
+    let (state, flags) = state_and_flags(pid);
+    !matches!(state, Some('Z') | Some('X') | None) && flags & PF_EXITING == 0
+}
+
+/// PF_KTHREAD: a kernel thread (no executable, no sockets of its own).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+fn is_kernel_thread(pid: u32) -> bool {
+    state_and_flags(pid).1 & PF_KTHREAD != 0
+}
+
+/// The state letter and the `flags` field of /proc/PID/stat (None and 0
+/// when it cannot be read).
+fn state_and_flags(pid: u32) -> (Option<char>, u64) {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
+        return (None, 0);
     };
     // State, ppid, pgrp, session, tty_nr, tpgid, flags… follow the
     // parenthesised command name.
@@ -137,7 +151,7 @@ fn alive(pid: u32) -> bool {
         .nth(5)
         .and_then(|f| f.parse::<u64>().ok())
         .unwrap_or(0);
-    !matches!(state, Some('Z') | Some('X') | None) && flags & PF_EXITING == 0
+    (state, flags)
 }
 
 impl Discovery {
@@ -520,10 +534,17 @@ impl Discovery {
         let mut candidates: BTreeSet<u32> = self.listening.keys().copied().collect();
         if self.matches_non_listeners {
             if let Ok(entries) = std::fs::read_dir("/proc") {
+                // Not kernel threads: the loader would be asked for an
+                // executable they do not have (and say so, each one).
                 candidates.extend(
                     entries
                         .flatten()
-                        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()),
+                        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                        .filter(|pid| {
+                            self.instrumented.contains_key(pid)
+                                || self.descriptions.contains_key(pid)
+                                || !is_kernel_thread(*pid)
+                        }),
                 );
             }
         }
@@ -602,6 +623,17 @@ mod liveness_tests {
         let pid = child.id();
         let _ = child.wait();
         assert!(!alive(pid));
+    }
+
+    #[test]
+    fn kernel_threads_are_told_from_processes() {
+        // kthreadd is pid 2 in the host's pid namespace; this test process
+        // is not a kernel thread.
+        if read_comm(2) == "kthreadd" {
+            assert!(is_kernel_thread(2));
+        }
+        assert!(!is_kernel_thread(std::process::id()));
+        assert!(!is_kernel_thread(u32::MAX));
     }
 
     #[test]
