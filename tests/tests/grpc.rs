@@ -537,6 +537,13 @@ fn tonic_calls_become_rpc_spans_and_metrics_and_prometheus_series() {
         !scrape.contains("http_server_request_duration_seconds_count{"),
         "gRPC calls counted as HTTP requests:\n{scrape}"
     );
+    // The server writes its SETTINGS before it reads the client's preface:
+    // HTTP/2 too, not bytes no protocol claims.
+    let garbage = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("zerotrace_garbage_segments_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(garbage, Some(0.0), "{scrape}");
 }
 
 #[test]

@@ -726,3 +726,34 @@ fn a_process_is_followed_from_the_first_question_with_the_requests_it_holds_then
     assert_eq!(tracker.oldest_unanswered_request_ns(42), Some(200));
     assert_eq!(tracker.unanswered_connection_count(), 2);
 }
+
+/// An HTTP/2 server writes its SETTINGS before it reads the client's preface
+/// (grpcio, Go, Node.js): that first write is held until the preface says
+/// HTTP/2, then read as the server's first frames, not counted as garbage.
+#[test]
+fn a_server_s_settings_before_the_preface_are_http2_not_garbage() {
+    let mut tracker = ConnectionTracker::new();
+    // SETTINGS with two settings, then a WINDOW_UPDATE on stream 0.
+    let server_first: &[u8] = b"\x00\x00\x0c\x04\x00\x00\x00\x00\x00\
+        \x00\x03\x00\x00\x00\x64\x00\x04\x00\x01\x00\x00\
+        \x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x0f\x00\x01";
+    let mut spans = feed(&mut tracker, Direction::Egress, server_first, false, 1);
+    // The preface, empty SETTINGS, then GET / on stream 1 (:authority h).
+    let mut client = PREFACE.to_vec();
+    client.extend_from_slice(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00");
+    client.extend_from_slice(b"\x00\x00\x06\x01\x05\x00\x00\x00\x01\x82\x86\x84\x41\x01h");
+    spans.extend(feed(&mut tracker, Direction::Ingress, &client, false, 2));
+    // SETTINGS ACK, then :status 200 ending the stream.
+    let answer: &[u8] = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00\
+        \x00\x00\x01\x01\x05\x00\x00\x00\x01\x88";
+    spans.extend(feed(&mut tracker, Direction::Egress, answer, false, 3));
+    tracker.close(7, 4, &mut spans);
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert_eq!(tracker.counters().garbage_segments, 0);
+    // Bytes that only look like it, never followed by a preface, still count.
+    let mut other = ConnectionTracker::new();
+    let mut none = feed(&mut other, Direction::Egress, server_first, false, 1);
+    other.close(7, 2, &mut none);
+    assert!(none.is_empty());
+    assert_eq!(other.counters().garbage_segments, 1);
+}

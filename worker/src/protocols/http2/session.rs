@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use zerotrace_shared::event::Direction;
+use zerotrace_shared::event::{ConnectionRole, Direction};
 
 use super::{grpc, Http2Connection, Http2Exchange, PREFACE};
 use crate::protocols::counters::DecodeCounters;
@@ -48,7 +48,10 @@ impl ProtocolSession for Http2Session {
     fn check(first: &FirstBytes<'_>) -> Verdict {
         if first.bytes.starts_with(PREFACE) {
             Verdict::Yes
-        } else if PREFACE.starts_with(first.bytes) {
+        } else if PREFACE.starts_with(first.bytes) || server_settings_first(first) {
+            // A server's own SETTINGS are written before it reads the
+            // client's preface (grpcio, Go, Node.js): held until the preface
+            // says HTTP/2, not counted as bytes no protocol claims.
             Verdict::NeedMore
         } else {
             Verdict::No
@@ -133,4 +136,16 @@ fn build_h2_span(conn: &ConnectionInfo, exchange: Http2Exchange) -> Option<Span>
         exchange.partial || exchange.reset,
         protocol,
     ))
+}
+
+/// Whether a server's first bytes are its connection's first SETTINGS frame:
+/// a frame header of type SETTINGS (4), no flags, stream 0, and a length of
+/// whole settings (6 bytes each), at most 16 of them.
+fn server_settings_first(first: &FirstBytes<'_>) -> bool {
+    let b = first.bytes;
+    if first.role != ConnectionRole::Server || first.direction != Direction::Egress || b.len() < 9 {
+        return false;
+    }
+    let len = usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]);
+    b[3] == 4 && b[4] == 0 && b[5..9] == [0; 4] && len % 6 == 0 && len <= 16 * 6
 }
