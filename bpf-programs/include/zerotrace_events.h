@@ -88,9 +88,10 @@ enum zt_event_flag {
 enum zt_pid_flag {
 	ZT_PID_INSTRUMENTED = 1,
 	ZT_PID_TLS = 2, /* TLS library hooks attached for this process */
-	/* Captured from its exec until discovery decides (ZT_FILTER_EXEC_PENDING):
-	 * a short-lived program an exe_path selector names is seen from its
-	 * first byte, and the worker drops what a process it rejects sent. */
+	/* Captured from its exec (ZT_FILTER_EXEC_PENDING) or its listen on a
+	 * port a selector names (ZT_PID_FILTER_PORT_KEYS) until discovery
+	 * decides: a short-lived program or a server asked at once is seen from
+	 * its first byte, and the worker drops what a process it rejects sent. */
 	ZT_PID_EXEC_PENDING = 4,
 };
 
@@ -99,6 +100,11 @@ enum zt_pid_flag {
 #define ZT_PID_FILTER_SETTINGS 0xffffffffu
 /* Settings: every program exec'd is put in the filter (ZT_PID_EXEC_PENDING). */
 #define ZT_FILTER_EXEC_PENDING 1
+/* The pid filter's keys for the ports a selector names (never tgids either):
+ * a process that listens on one is put in the filter, ZT_PID_EXEC_PENDING,
+ * before the worker has read its listen, so that a server asked at once is
+ * captured from its first request. */
+#define ZT_PID_FILTER_PORT_KEYS 0xffff0000u
 /* A PROCESS_EXEC event of a program put in the filter carries the path it
  * was exec'd by (the interpreter's, for a script) as its payload, at most
  * this long: the worker judges by it a program gone before it could read

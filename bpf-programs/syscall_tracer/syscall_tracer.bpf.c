@@ -1462,17 +1462,39 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	zt_submit(buf, copy, ZT_WAKE_BATCHED);
 }
 
-static __always_inline void zt_on_listen(struct pt_regs *regs, __u64 pid_tgid)
+/* A process that listens on a port a selector names (the worker wrote its
+ * key in the pid filter) is put in the filter now, pending the worker's
+ * decision: a server asked for its first request as soon as it listens is
+ * captured from it. */
+static __always_inline void zt_listen_pending(__u32 tgid, __u16 port)
 {
-	struct sock *sk = zt_tcp_sock_of_fd(regs->di);
-	if (!sk)
+	__u32 port_key = ZT_PID_FILTER_PORT_KEYS | port;
+	if (!bpf_map_lookup_elem(&zt_pid_filter, &port_key))
 		return;
+	__u32 pending = ZT_PID_EXEC_PENDING;
+	if (!bpf_map_update_elem(&zt_pid_filter, &tgid, &pending, BPF_NOEXIST))
+		zt_set_pid_bit(tgid);
+}
+
+/* A listen event: the socket's identity, after putting its process in the
+ * filter if its port is one a selector names. */
+static __always_inline void zt_report_listen(struct sock *sk, __u64 pid_tgid)
+{
 	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_LISTEN, pid_tgid);
 	if (!buf)
 		return;
 	buf->event.sock_id = (__u64)sk;
 	zt_add_identity(&buf->event, sk);
+	zt_listen_pending(pid_tgid >> 32, buf->event.tuple.local_port);
 	zt_submit(buf, 0, ZT_WAKE_DISCOVERY);
+}
+
+static __always_inline void zt_on_listen(struct pt_regs *regs, __u64 pid_tgid)
+{
+	struct sock *sk = zt_tcp_sock_of_fd(regs->di);
+	if (!sk)
+		return;
+	zt_report_listen(sk, pid_tgid);
 }
 
 SEC("tp_btf/sys_exit")
@@ -1610,12 +1632,7 @@ static __always_inline void zt_on_sock_state(struct sock *sk, int newstate, bool
 			}
 			return;
 		}
-		struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_LISTEN, pid_tgid);
-		if (!buf)
-			return;
-		buf->event.sock_id = (__u64)sk;
-		zt_add_identity(&buf->event, sk);
-		zt_submit(buf, 0, ZT_WAKE_DISCOVERY);
+		zt_report_listen(sk, pid_tgid);
 		return;
 	}
 	if (newstate != ZT_TCP_CLOSE)

@@ -78,6 +78,19 @@ impl PortSelection {
         self.ranges.iter().any(|r| r.contains(&port))
     }
 
+    /// How many ports the selection holds (ranges may overlap: an upper bound).
+    pub fn len(&self) -> usize {
+        self.ranges
+            .iter()
+            .map(|r| usize::from(*r.end() - *r.start()) + 1)
+            .sum()
+    }
+
+    /// Every port of the selection, in its order (a port of overlapping ranges more than once).
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ranges.iter().flat_map(|r| r.clone())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
@@ -103,6 +116,22 @@ impl fmt::Display for PortSelection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_selection_counts_and_lists_its_ports() {
+        let Ok(selection) = PortSelection::parse("80,8000-8002") else {
+            panic!("valid selection");
+        };
+        assert_eq!(selection.len(), 4);
+        assert_eq!(
+            selection.ports().collect::<Vec<_>>(),
+            [80, 8000, 8001, 8002]
+        );
+        let Ok(all) = PortSelection::parse("1-65535") else {
+            panic!("valid selection");
+        };
+        assert_eq!(all.len(), 65535);
+    }
 
     #[test]
     fn parses_lists_and_ranges() {

@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 use zerotrace_shared::event::{layout, ListeningSocket};
 use zerotrace_shared::ipc::ProcessDescription;
 
+use zerotrace_shared::ports::PortSelection;
+
 use crate::capture::bpf_map::BpfMap;
 use crate::capture::pid_bits::PidBits;
+use crate::clock::monotonic_now_ns;
 use crate::config::{container_id_from_cgroup, decide, ProcessFacts, Selector};
 use crate::loader_client::LoaderClient;
 use crate::tls_hooks::TlsHooks;
@@ -69,7 +72,20 @@ pub struct Discovery {
     pub exec_stats: ExecCaptureStats,
     /// Processes instrumented at an exec whose TLS library is looked for again.
     tls_looks: Vec<TlsLook>,
+    /// The ports a selector names whose keys are in the pid filter: the
+    /// kernel puts a process that listens on one in the filter at once.
+    listen_capture: BTreeSet<u16>,
+    /// Processes captured from such a listen and then not selected: when
+    /// (monotonic ns) they were taken out. Their records up to then are dropped.
+    rejected_at: HashMap<u32, u64>,
 }
+
+/// Selectors naming more ports than this (wide ranges) are not given keys in
+/// the pid filter (16,384 entries, shared with the processes).
+const MAX_LISTEN_CAPTURE_PORTS: usize = 1024;
+/// How long a process taken out after its listen is remembered: its records
+/// are all read by then (the ring is drained in order, every 25 ms).
+const REJECTED_KEPT_NS: u64 = 10_000_000_000;
 
 /// A program's libraries are mapped by the dynamic loader as it starts, after
 /// its exec: a process instrumented at its exec is asked for its TLS library
@@ -184,6 +200,45 @@ impl Discovery {
             exec_capture: false,
             exec_stats: ExecCaptureStats::default(),
             tls_looks: Vec::new(),
+            listen_capture: BTreeSet::new(),
+            rejected_at: HashMap::new(),
+        }
+    }
+
+    /// Writes a key in the pid filter for each port the instrument entries
+    /// name (when they name at most MAX_LISTEN_CAPTURE_PORTS in all): the
+    /// kernel then puts a process that listens on one in the filter before
+    /// the worker has read its listen. Returns how many ports.
+    pub fn arm_listen_capture(&mut self) -> Result<usize, String> {
+        let PidFilterWriter::Direct(map) = &self.writer else {
+            return Ok(0);
+        };
+        let selections: Vec<&PortSelection> = self
+            .instrument
+            .iter()
+            .filter_map(|s| s.open_ports.as_ref())
+            .collect();
+        if selections.iter().map(|p| p.len()).sum::<usize>() > MAX_LISTEN_CAPTURE_PORTS {
+            return Ok(0);
+        }
+        let mut ports = BTreeSet::new();
+        for port in selections.iter().flat_map(|p| p.ports()) {
+            if ports.insert(port) {
+                let key = layout::PID_FILTER_PORT_KEYS as u32 | u32::from(port);
+                map.update(&key.to_ne_bytes(), &1u32.to_ne_bytes())
+                    .map_err(|e| format!("writing port {port}'s key in the pid filter: {e}"))?;
+            }
+        }
+        let count = ports.len();
+        self.listen_capture = ports;
+        Ok(count)
+    }
+
+    /// Forgets processes taken out after a listen long enough ago.
+    pub fn forget_old_rejections(&mut self, now_ns: u64) {
+        if !self.rejected_at.is_empty() {
+            self.rejected_at
+                .retain(|_, at| now_ns.saturating_sub(*at) < REJECTED_KEPT_NS);
         }
     }
 
@@ -256,18 +311,22 @@ impl Discovery {
         Ok(true)
     }
 
-    /// Whether what `pid` sends is dropped: the kernel captures programs
-    /// from their exec, and this one is not (or no longer) instrumented.
-    pub fn drops_records_of(&self, pid: u32) -> bool {
-        self.exec_capture && !self.instrumented.contains_key(&pid)
+    /// Whether a record `pid` sent at `ts_ns` is dropped: the kernel captures
+    /// programs from their exec and this one is not (or no longer)
+    /// instrumented, or it was captured from a listen and then not selected.
+    pub fn drops_records_of(&self, pid: u32, ts_ns: u64) -> bool {
+        (self.exec_capture && !self.instrumented.contains_key(&pid))
+            || (!self.rejected_at.is_empty()
+                && self.rejected_at.get(&pid).is_some_and(|at| ts_ns <= *at))
     }
 
     /// Takes `pid` out of the filter if the kernel put it there at its exec
     /// and no selector wanted it (a worker restarted since, or an exec event
     /// lost to a full ring, left it there).
-    fn forget_if_pending(&mut self, pid: u32) {
+    /// Returns whether it did.
+    fn forget_if_pending(&mut self, pid: u32) -> bool {
         let PidFilterWriter::Direct(map) = &self.writer else {
-            return;
+            return false;
         };
         let flags = match map.lookup(&pid.to_ne_bytes()) {
             Ok(Some(value)) => value
@@ -275,14 +334,16 @@ impl Discovery {
                 .and_then(|b| b.try_into().ok())
                 .map(u32::from_ne_bytes)
                 .unwrap_or(0),
-            _ => return,
+            _ => return false,
         };
-        if flags & layout::PID_EXEC_PENDING as u32 != 0 {
-            let _ = map.delete(&pid.to_ne_bytes());
-            if let Some(bits) = &self.bits {
-                bits.clear(pid);
-            }
+        if flags & layout::PID_EXEC_PENDING as u32 == 0 {
+            return false;
         }
+        let _ = map.delete(&pid.to_ne_bytes());
+        if let Some(bits) = &self.bits {
+            bits.clear(pid);
+        }
+        true
     }
 
     /// Keeps the kernel's pid bitmap in step with the filter.
@@ -475,9 +536,18 @@ impl Discovery {
     }
 
     /// A process listens on `port`.
+    /// The kernel put a process that listens on a port a selector names in
+    /// the filter (arm_listen_capture): one not selected leaves it again.
     pub fn on_listen(&mut self, pid: u32, port: u16, comm: &str, loader: &LoaderClient) {
         self.listening.entry(pid).or_default().insert(port);
         self.evaluate(pid, comm, loader);
+        if self.listen_capture.contains(&port)
+            && !self.instrumented.contains_key(&pid)
+            && self.forget_if_pending(pid)
+        {
+            self.exec_stats.rejected += 1;
+            self.rejected_at.insert(pid, monotonic_now_ns());
+        }
     }
 
     /// A process exec'd: a new executable, perhaps one a selector names.

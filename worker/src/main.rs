@@ -261,6 +261,13 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         Ok(false) => {}
         Err(e) => warn!("{e}: a short-lived program an exe_path selector names may be missed"),
     }
+    match discovery.arm_listen_capture() {
+        Ok(0) => {}
+        Ok(ports) => info!(
+            "a process that listens on one of the {ports} port(s) the selectors name is captured from its listen"
+        ),
+        Err(e) => warn!("{e}: a server asked as soon as it listens may lose its first requests"),
+    }
     if config.tls_capture {
         discovery = discovery.with_tls_hooks();
     } else {
@@ -396,7 +403,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     let exec = pipeline.discovery.exec_stats;
     if exec != Default::default() {
         info!(
-            "programs captured from their exec: {} not selected and taken out again ({} gone before their executable could be read), {} of their records dropped; {} judged by the path they were exec'd by",
+            "processes captured before discovery decided (from their exec or listen): {} not selected and taken out again ({} gone before their executable could be read), {} of their records dropped; {} judged by the path they were exec'd by",
             exec.rejected, exec.unreadable, exec.records_dropped, exec.judged_by_exec_path
         );
     }

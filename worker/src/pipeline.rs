@@ -356,7 +356,7 @@ impl Pipeline {
     fn handle(&mut self, event: KernelEvent<'_>) {
         if let KernelEvent::Data { origin, .. } | KernelEvent::Connection { origin, .. } = &event {
             // Captured from its exec, then not selected (discovery.rs).
-            if self.discovery.drops_records_of(origin.pid) {
+            if self.discovery.drops_records_of(origin.pid, origin.ts_ns) {
                 self.discovery.exec_stats.records_dropped += 1;
                 return;
             }
@@ -662,6 +662,7 @@ impl Pipeline {
     pub fn tick(&mut self) {
         self.clock.refresh_if_due();
         self.discovery.look_again_for_tls(&self.loader);
+        self.discovery.forget_old_rejections(monotonic_now_ns());
         self.tracker
             .expire_idle(monotonic_now_ns(), &mut self.spans);
         if self.last_scan.elapsed() >= RESCAN_EVERY {
