@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use zerotrace_shared::event::{layout, ListeningSocket};
 use zerotrace_shared::ipc::ProcessDescription;
-
 use zerotrace_shared::ports::PortSelection;
 
 use crate::capture::bpf_map::BpfMap;
@@ -69,7 +68,7 @@ pub struct Discovery {
     /// The kernel captures every program from its exec until we decide
     /// (`arm_exec_capture`); what a process not instrumented sent is dropped.
     exec_capture: bool,
-    pub exec_stats: ExecCaptureStats,
+    pub pending_stats: PendingCaptureStats,
     /// Processes instrumented at an exec whose TLS library is looked for again.
     tls_looks: Vec<TlsLook>,
     /// The ports a selector names whose keys are in the pid filter: the
@@ -107,10 +106,12 @@ struct TlsLook {
     attempt: usize,
 }
 
-/// What capturing programs from their exec cost and missed.
+/// What capturing processes from their exec or listen, before discovery
+/// decides, cost and missed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ExecCaptureStats {
-    /// Programs exec'd that no selector wanted (taken out of the filter again).
+pub struct PendingCaptureStats {
+    /// Processes captured from their exec or listen that no selector wanted
+    /// (taken out of the filter again).
     pub rejected: u64,
     /// Of those, programs gone before their executable could be read, and
     /// without a path they were exec'd by (their bytes are dropped).
@@ -198,7 +199,7 @@ impl Discovery {
             needs_exe_path,
             new_identities: Vec::new(),
             exec_capture: false,
-            exec_stats: ExecCaptureStats::default(),
+            pending_stats: PendingCaptureStats::default(),
             tls_looks: Vec::new(),
             listen_capture: BTreeSet::new(),
             rejected_at: HashMap::new(),
@@ -320,10 +321,8 @@ impl Discovery {
                 && self.rejected_at.get(&pid).is_some_and(|at| ts_ns <= *at))
     }
 
-    /// Takes `pid` out of the filter if the kernel put it there at its exec
-    /// and no selector wanted it (a worker restarted since, or an exec event
-    /// lost to a full ring, left it there).
-    /// Returns whether it did.
+    /// Takes `pid` out of the filter if the kernel put it there pending (at
+    /// its exec or listen); returns whether it did.
     fn forget_if_pending(&mut self, pid: u32) -> bool {
         let PidFilterWriter::Direct(map) = &self.writer else {
             return false;
@@ -340,10 +339,14 @@ impl Discovery {
             return false;
         }
         let _ = map.delete(&pid.to_ne_bytes());
+        self.clear_bit(pid);
+        true
+    }
+
+    fn clear_bit(&self, pid: u32) {
         if let Some(bits) = &self.bits {
             bits.clear(pid);
         }
-        true
     }
 
     /// Keeps the kernel's pid bitmap in step with the filter.
@@ -410,9 +413,7 @@ impl Discovery {
             }
             PidFilterWriter::ViaLoader => loader.set_targets(Vec::new(), vec![pid]),
         };
-        if let Some(bits) = &self.bits {
-            bits.clear(pid);
-        }
+        self.clear_bit(pid);
     }
 
     fn describe(&mut self, pid: u32, loader: &LoaderClient) -> Option<&ProcessDescription> {
@@ -541,11 +542,17 @@ impl Discovery {
     pub fn on_listen(&mut self, pid: u32, port: u16, comm: &str, loader: &LoaderClient) {
         self.listening.entry(pid).or_default().insert(port);
         self.evaluate(pid, comm, loader);
-        if self.listen_capture.contains(&port)
-            && !self.instrumented.contains_key(&pid)
-            && self.forget_if_pending(pid)
-        {
-            self.exec_stats.rejected += 1;
+        if self.listen_capture.contains(&port) {
+            self.reject_if_pending(pid);
+        }
+    }
+
+    /// A process not instrumented that the kernel captured pending (at its
+    /// exec or listen) leaves the filter, and its records up to now are
+    /// dropped.
+    fn reject_if_pending(&mut self, pid: u32) {
+        if !self.instrumented.contains_key(&pid) && self.forget_if_pending(pid) {
+            self.pending_stats.rejected += 1;
             self.rejected_at.insert(pid, monotonic_now_ns());
         }
     }
@@ -559,12 +566,9 @@ impl Discovery {
     /// before /proc/PID/exe could be read.
     pub fn on_exec(&mut self, pid: u32, comm: &str, exec_path: &[u8], loader: &LoaderClient) {
         self.descriptions.remove(&pid);
-        if self.exec_capture
-            && self.needs_exe_path
-            && exec_path.starts_with(b"/")
-            && self.describe(pid, loader).is_none()
+        if self.exec_capture && exec_path.starts_with(b"/") && self.describe(pid, loader).is_none()
         {
-            self.exec_stats.judged_by_exec_path += 1;
+            self.pending_stats.judged_by_exec_path += 1;
             self.descriptions.insert(
                 pid,
                 Some(ProcessDescription {
@@ -583,9 +587,9 @@ impl Discovery {
             self.schedule_tls_look(pid, 0);
         }
         if self.exec_capture && !self.instrumented.contains_key(&pid) {
-            self.exec_stats.rejected += 1;
+            self.pending_stats.rejected += 1;
             if matches!(self.descriptions.get(&pid), Some(None)) {
-                self.exec_stats.unreadable += 1;
+                self.pending_stats.unreadable += 1;
             }
             self.remove_from_filter(pid, loader);
         }
@@ -618,10 +622,13 @@ impl Discovery {
                 );
             }
         }
+        // Pending entries a restarted worker (or an event lost to a full
+        // ring) left undecided: a listener's too, when ports have keys.
+        let pending_possible = self.exec_capture || !self.listen_capture.is_empty();
         for pid in candidates {
             self.evaluate(pid, "", loader);
-            if self.exec_capture && !self.instrumented.contains_key(&pid) {
-                self.forget_if_pending(pid);
+            if pending_possible {
+                self.reject_if_pending(pid);
             }
         }
         let gone: Vec<u32> = self

@@ -400,11 +400,14 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     if let Some(summary) = pipeline.shutdown() {
         info!("{summary}");
     }
-    let exec = pipeline.discovery.exec_stats;
-    if exec != Default::default() {
+    let pending = pipeline.discovery.pending_stats;
+    if pending != Default::default() {
         info!(
             "processes captured before discovery decided (from their exec or listen): {} not selected and taken out again ({} gone before their executable could be read), {} of their records dropped; {} judged by the path they were exec'd by",
-            exec.rejected, exec.unreadable, exec.records_dropped, exec.judged_by_exec_path
+            pending.rejected,
+            pending.unreadable,
+            pending.records_dropped,
+            pending.judged_by_exec_path
         );
     }
     let tracker = pipeline.tracker.counters();

@@ -355,9 +355,9 @@ impl Pipeline {
 
     fn handle(&mut self, event: KernelEvent<'_>) {
         if let KernelEvent::Data { origin, .. } | KernelEvent::Connection { origin, .. } = &event {
-            // Captured from its exec, then not selected (discovery.rs).
+            // Captured from its exec or listen, then not selected (discovery.rs).
             if self.discovery.drops_records_of(origin.pid, origin.ts_ns) {
-                self.discovery.exec_stats.records_dropped += 1;
+                self.discovery.pending_stats.records_dropped += 1;
                 return;
             }
         }
@@ -662,9 +662,9 @@ impl Pipeline {
     pub fn tick(&mut self) {
         self.clock.refresh_if_due();
         self.discovery.look_again_for_tls(&self.loader);
-        self.discovery.forget_old_rejections(monotonic_now_ns());
-        self.tracker
-            .expire_idle(monotonic_now_ns(), &mut self.spans);
+        let now_ns = monotonic_now_ns();
+        self.discovery.forget_old_rejections(now_ns);
+        self.tracker.expire_idle(now_ns, &mut self.spans);
         if self.last_scan.elapsed() >= RESCAN_EVERY {
             self.scan_listeners();
             if let Some(counters) = self.kernel_counters.as_mut() {
