@@ -66,7 +66,19 @@ enum zt_event_flag {
 	 * payloads of the noted frames whose offset has ZT_H2_NOTE_BODY.
 	 * `captured_len` counts them all; the copied bytes are the rest. */
 	ZT_EVENT_FLAG_H2_NOTES = 4,
+	/* DATA: the segment is longer than the copy by more than ZT_TAIL_LEN
+	 * bytes, and the payload's last ZT_TAIL_LEN bytes are the segment's
+	 * last: the end of a database result (PostgreSQL's CommandComplete and
+	 * ReadyForQuery, MySQL's closing EOF or OK) read in one large read.
+	 * `captured_len` counts them; the copied bytes are the rest. Never with
+	 * ZT_EVENT_FLAG_H2_NOTES. */
+	ZT_EVENT_FLAG_TAIL = 8,
 };
+
+/* Bytes of a segment's end copied after the copy of its start (see
+ * ZT_EVENT_FLAG_TAIL); a segment at most this much longer than its copy is
+ * copied whole instead. */
+#define ZT_TAIL_LEN 64
 
 /* Frame headers noted at most per segment, and the size of one note. */
 #define ZT_H2_NOTES 128

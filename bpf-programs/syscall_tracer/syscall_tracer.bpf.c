@@ -1186,12 +1186,34 @@ static __always_inline __u32 zt_h2_copy(__u32 *next, __u64 src, __u64 iov_count,
 	return followed & (ZT_H2_FOLLOWED_NOTES - 1);
 }
 
+/* After the `copied` bytes of a `len`-byte user buffer at `src`, the rest of
+ * it when at most ZT_TAIL_LEN bytes are left, else its last ZT_TAIL_LEN
+ * bytes (`event_flags` gets ZT_EVENT_FLAG_TAIL): a database client reads a
+ * large result in large reads, and the result's end (PostgreSQL's row count
+ * and ReadyForQuery) is their last bytes. Returns the payload length. */
+static __always_inline __u32 zt_copy_tail(__u8 *dst, __u64 src, __u64 len, __u32 copied, __u8 *event_flags)
+{
+	if (len <= copied || copied > ZT_HEAD_MAX)
+		return copied;
+	__u64 rest = len - copied;
+	if (rest <= ZT_TAIL_LEN) {
+		if (bpf_probe_read_user(dst + copied, rest, (void *)(src + copied)))
+			return copied;
+		return copied + rest;
+	}
+	if (bpf_probe_read_user(dst + copied, ZT_TAIL_LEN, (void *)(src + len - ZT_TAIL_LEN)))
+		return copied;
+	*event_flags |= ZT_EVENT_FLAG_TAIL;
+	return copied + ZT_TAIL_LEN;
+}
+
 /* Copies the first ZT_PAYLOAD_MAX bytes of a `len`-byte user buffer, or more
  * when they start or `continues` a head, or, on an HTTP/2 connection
  * (`state`'s mark, or the client preface), hold a header block after DATA
  * or the rest of one the last segment cut; on an HTTP/2 connection, the
  * headers of the frames the copy leaves out follow it, and `event_flags`
- * gets ZT_EVENT_FLAG_H2_NOTES. Returns the payload length. */
+ * gets ZT_EVENT_FLAG_H2_NOTES; on any other, the segment's end follows it
+ * (zt_copy_tail). Returns the payload length. */
 static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, bool continues,
 					    struct zt_conn_state *state, __u8 direction, __u8 *event_flags)
 {
@@ -1207,7 +1229,7 @@ static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, boo
 	__u64 head = zt_head_copy_len(dst, len, continues);
 	__u32 *next = zt_h2_segment(state, direction, dst, copy, len);
 	if (!next)
-		return zt_copy_more(dst, src, copy, head);
+		return zt_copy_tail(dst, src, len, zt_copy_more(dst, src, copy, head), event_flags);
 	return zt_h2_copy(next, src, 0, len, head, copy, event_flags);
 }
 

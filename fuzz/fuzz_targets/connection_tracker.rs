@@ -23,7 +23,15 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = data;
     while let [control, len, tail @ ..] = rest {
         let len = usize::from(*len).min(tail.len());
-        let (payload, next) = tail.split_at(len);
+        let (segment, next) = tail.split_at(len);
+        // A segment with a gap keeps up to 64 of its last bytes as the
+        // kernel's copy of the segment's end (DataSegment::tail).
+        let gap = control & 0x8 != 0;
+        let (payload, end) = if gap {
+            segment.split_at(segment.len() - (segment.len() / 2).min(64))
+        } else {
+            (segment, &[][..])
+        };
         ts += 1_000;
         let sock_id = u64::from(control & 0x3);
         if control & 0x80 == 0x80 {
@@ -44,8 +52,9 @@ fuzz_target!(|data: &[u8]| {
                     ts_ns: ts,
                     tid: u32::from(control & 0x3),
                     payload,
-                    total_bytes: payload.len() as u64 + if control & 0x8 == 0 { 0 } else { 4096 },
+                    total_bytes: segment.len() as u64 + if gap { 4096 } else { 0 },
                     tls: control & 0x20 == 0x20,
+                    tail: end,
                 },
                 &mut spans,
             );

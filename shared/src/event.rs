@@ -91,6 +91,10 @@ pub enum KernelEvent<'a> {
         /// On an HTTP/2 connection: the headers of the frames `payload` does
         /// not hold, in segment order ([`H2FrameNotes`]).
         h2_notes: H2FrameNotes<'a>,
+        /// The segment's last bytes, when it is longer than `payload` by
+        /// more than these (empty otherwise): they end the segment, after
+        /// `total_bytes - payload.len() - tail.len()` bytes not copied.
+        tail: &'a [u8],
     },
     /// A socket was accepted or connected.
     Connection {
@@ -139,6 +143,9 @@ pub enum EventDecodeError {
     /// The HTTP/2 frame notes at the payload's end are not in order, or do
     /// not fit the payload or the segment.
     BadFrameNotes,
+    /// A segment's end copied after its start does not fit the payload or
+    /// the segment, or comes with frame notes.
+    BadTail,
 }
 
 impl fmt::Display for EventDecodeError {
@@ -154,6 +161,7 @@ impl fmt::Display for EventDecodeError {
                 )
             }
             Self::BadFrameNotes => write!(f, "HTTP/2 frame notes out of order or out of bounds"),
+            Self::BadTail => write!(f, "segment end out of bounds"),
         }
     }
 }
@@ -277,6 +285,11 @@ impl<'a> KernelEvent<'a> {
                 } else {
                     (payload, H2FrameNotes::default())
                 };
+                let (payload, tail) = if flags & EVENT_FLAG_TAIL != 0 {
+                    split_tail(payload, r.u64(EVENT_BYTES), !h2_notes.is_empty())?
+                } else {
+                    (payload, &[][..])
+                };
                 KernelEvent::Data {
                     origin,
                     sock_id,
@@ -287,6 +300,7 @@ impl<'a> KernelEvent<'a> {
                     payload,
                     tls: flags & EVENT_FLAG_TLS != 0,
                     h2_notes,
+                    tail,
                 }
             }
             KIND_CONNECTION => KernelEvent::Connection {
@@ -368,6 +382,23 @@ fn note_offset(note: &[u8]) -> (u64, bool) {
 /// The payload length a frame header declares.
 fn frame_length(header: &[u8]) -> u64 {
     u64::from(header[0]) << 16 | u64::from(header[1]) << 8 | u64::from(header[2])
+}
+
+/// Splits a payload that ends with its segment's last [`layout::TAIL_LEN`]
+/// bytes into the copied bytes and that tail, checking that the segment is
+/// longer than both by at least one byte (the kernel copies a shorter one
+/// whole).
+fn split_tail(
+    payload: &[u8],
+    segment_len: u64,
+    has_notes: bool,
+) -> Result<(&[u8], &[u8]), EventDecodeError> {
+    let copied_len = payload
+        .len()
+        .checked_sub(layout::TAIL_LEN)
+        .filter(|copied| !has_notes && segment_len > (copied + layout::TAIL_LEN) as u64)
+        .ok_or(EventDecodeError::BadTail)?;
+    Ok(payload.split_at(copied_len))
 }
 
 impl<'a> H2FrameNotes<'a> {
@@ -638,6 +669,68 @@ mod tests {
             KernelEvent::decode(&long),
             Err(EventDecodeError::PayloadLength { .. })
         ));
+    }
+
+    /// A 9,000-byte read: its first 512 bytes, then its last TAIL_LEN.
+    fn tailed_record(copied: usize, segment_len: u64) -> Vec<u8> {
+        let mut payload = vec![b'x'; copied];
+        payload.extend(std::iter::repeat_n(b'z', TAIL_LEN));
+        let mut raw = record(KIND_DATA, &payload);
+        raw[EVENT_FLAGS] |= EVENT_FLAG_TAIL as u8;
+        raw[EVENT_BYTES..EVENT_BYTES + 8].copy_from_slice(&segment_len.to_ne_bytes());
+        raw
+    }
+
+    #[test]
+    fn a_segment_s_end_copied_after_its_start_is_apart_from_it() {
+        let raw = tailed_record(512, 9_000);
+        let Ok(KernelEvent::Data {
+            payload,
+            tail,
+            total_bytes,
+            ..
+        }) = KernelEvent::decode(&raw)
+        else {
+            panic!("not a data event");
+        };
+        assert_eq!(
+            (payload.len(), tail.len(), total_bytes),
+            (512, TAIL_LEN, 9_000)
+        );
+        assert!(payload.iter().all(|b| *b == b'x') && tail.iter().all(|b| *b == b'z'));
+        // Without the flag, the same bytes are one copy.
+        let mut plain = tailed_record(512, 9_000);
+        plain[EVENT_FLAGS] &= !(EVENT_FLAG_TAIL as u8);
+        let Ok(KernelEvent::Data { payload, tail, .. }) = KernelEvent::decode(&plain) else {
+            panic!("not a data event");
+        };
+        assert_eq!((payload.len(), tail.len()), (512 + TAIL_LEN, 0));
+    }
+
+    #[test]
+    fn a_tail_that_does_not_fit_its_segment_or_comes_with_notes_is_refused() {
+        // The kernel copies a segment at most TAIL_LEN longer than its copy whole.
+        let whole = (512 + TAIL_LEN) as u64;
+        for raw in [tailed_record(512, whole), tailed_record(512, 100)] {
+            assert_eq!(
+                KernelEvent::decode(&raw).err(),
+                Some(EventDecodeError::BadTail)
+            );
+        }
+        let mut shorter = tailed_record(0, 9_000);
+        shorter.truncate(EVENT_SIZE + TAIL_LEN - 1);
+        shorter[EVENT_CAPTURED_LEN..EVENT_CAPTURED_LEN + 4]
+            .copy_from_slice(&((TAIL_LEN - 1) as u32).to_ne_bytes());
+        assert_eq!(
+            KernelEvent::decode(&shorter).err(),
+            Some(EventDecodeError::BadTail)
+        );
+        let mut noted = bodied_record(&[(16_393, DATA_END, None)]);
+        noted[EVENT_FLAGS] |= EVENT_FLAG_TAIL as u8;
+        assert_eq!(
+            KernelEvent::decode(&noted).err(),
+            Some(EventDecodeError::BadTail)
+        );
     }
 
     /// An HTTP/2 segment of 20,000 bytes: a 512-byte copy, then a DATA

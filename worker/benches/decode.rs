@@ -669,6 +669,7 @@ impl Path {
             tuple,
             total_bytes,
             payload,
+            tail,
             ..
         } = event
         else {
@@ -687,6 +688,7 @@ impl Path {
                 payload,
                 total_bytes,
                 tls: false,
+                tail,
             },
             &mut self.spans,
         );

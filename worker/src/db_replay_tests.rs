@@ -82,6 +82,7 @@ pub(crate) fn replay(
                 payload: captured,
                 total_bytes: captured.len() as u64 + gap,
                 tls: false,
+                tail: &[],
             },
             &mut spans,
         );

@@ -372,6 +372,7 @@ impl Pipeline {
                 payload,
                 tls,
                 h2_notes,
+                tail,
             } => {
                 let role = self.side_of(origin.pid, role, tuple.as_ref());
                 if let (Some(t), ConnectionRole::Client) = (tuple.as_ref(), role) {
@@ -394,11 +395,16 @@ impl Pipeline {
                     payload,
                     total_bytes,
                     tls,
+                    tail: &[],
                 };
                 if h2_notes.is_empty() {
-                    return self
-                        .tracker
-                        .on_data(segment(payload, total_bytes), &mut self.spans);
+                    return self.tracker.on_data(
+                        Segment {
+                            tail,
+                            ..segment(payload, total_bytes)
+                        },
+                        &mut self.spans,
+                    );
                 }
                 // The frame headers the kernel noted past the copy are read in
                 // their places: the frames are followed through what was not

@@ -172,6 +172,9 @@ pub struct Segment<'a> {
     pub total_bytes: u64,
     /// Plaintext from a TLS library hook rather than the socket's bytes.
     pub tls: bool,
+    /// The segment's last bytes, when the kernel copied them apart from
+    /// `payload` (they are among the `total_bytes` it does not hold).
+    pub tail: &'a [u8],
 }
 
 /// A socket the kernel saw accepted or connected.
@@ -380,6 +383,7 @@ impl ConnectionTracker {
             missing: segment
                 .total_bytes
                 .saturating_sub(segment.payload.len() as u64),
+            tail: segment.tail,
             ts_ns: segment.ts_ns,
         };
         let first_new_span = spans.len();

@@ -39,6 +39,7 @@ fn feed(
             payload,
             total_bytes: payload.len() as u64,
             tls,
+            tail: &[],
         },
         &mut spans,
     );
@@ -69,6 +70,7 @@ fn feed_capped(
             payload: &bytes[..bytes.len().min(cap)],
             total_bytes: bytes.len() as u64,
             tls: false,
+            tail: &[],
         },
         &mut spans,
     );
@@ -611,6 +613,7 @@ fn feed_on_thread(
             payload,
             total_bytes: payload.len() as u64,
             tls: false,
+            tail: &[],
         },
         &mut spans,
     );
@@ -689,6 +692,7 @@ fn on_sock(
             payload,
             total_bytes: payload.len() as u64,
             tls: false,
+            tail: &[],
         },
         &mut Vec::new(),
     );

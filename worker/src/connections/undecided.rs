@@ -30,6 +30,7 @@ impl HeldSegment {
             direction: self.direction,
             captured: &self.bytes,
             missing: 0,
+            tail: &[],
             ts_ns: self.ts_ns,
         }
     }

@@ -78,12 +78,15 @@ impl ConnectionInfo {
 }
 
 /// One segment of one direction: the captured bytes, then `missing` bytes
-/// that moved uncaptured.
+/// that moved uncaptured, of which the last `tail.len()` are known when the
+/// kernel copied the segment's end apart (a protocol that reads no tail
+/// takes them as missing).
 #[derive(Debug, Clone, Copy)]
 pub struct DataSegment<'a> {
     pub direction: Direction,
     pub captured: &'a [u8],
     pub missing: u64,
+    pub tail: &'a [u8],
     pub ts_ns: u64,
 }
 
