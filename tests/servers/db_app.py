@@ -139,6 +139,46 @@ def pg_tls():
     conn.close()
 
 
+WIDE_SIZES = (5, 60, 500, 5000)
+
+
+def pg_wide_results():
+    """Results wider than the 512-byte capture, as ORMs read them: 5 to 5000
+    rows of 100 bytes through psycopg2 (simple protocol), psycopg 3
+    (extended protocol) and psycopg2 over TLS, then one small query each."""
+    import psycopg
+    import psycopg2
+
+    query = "SELECT g AS {0}, repeat('x', 90) || g FROM generate_series(1, %s) g"
+    for label, sslmode in (("simple_row", "disable"), ("tls_row", "require")):
+        conn = psycopg2.connect(pg_dsn(sslmode))
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for n in WIDE_SIZES:
+                cur.execute(query.format(label), (n,))
+                assert len(cur.fetchall()) == n
+            cur.execute("SELECT name FROM accounts WHERE id = %s", (1,))
+            assert cur.fetchone() == ("ann",)
+        conn.close()
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        for n in WIDE_SIZES:
+            assert len(conn.execute(query.format("extended_row"), (n,)).fetchall()) == n
+        assert conn.execute("SELECT name FROM accounts WHERE id = %s", (2,)).fetchone() == ("bob",)
+
+
+def mysql_wide_results():
+    """Results wider than the 512-byte capture through pymysql: 5 to 5000
+    rows of 100 bytes (MariaDB's sequence engine), then a small query."""
+    conn = mysql_connect()
+    with conn.cursor() as cur:
+        for n in WIDE_SIZES:
+            cur.execute("SELECT seq AS wide_row, CONCAT(REPEAT('x', 90), seq) FROM seq_1_to_%d" % n)
+            assert len(cur.fetchall()) == n
+        cur.execute("SELECT name FROM items WHERE id = %s", (1,))
+        assert cur.fetchone() == ("pen",)
+    conn.close()
+
+
 def mysql_connect():
     import pymysql
 
@@ -376,6 +416,8 @@ ROUTES = {
     "/redis/transaction": redis_transaction,
     "/memcached": memcached_calls,
     "/large": large_results,
+    "/pg/wide": pg_wide_results,
+    "/mysql/wide": mysql_wide_results,
     "/cli": cli_clients,
     "/early/open": early_open,
     "/early/use": early_use,

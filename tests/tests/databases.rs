@@ -170,6 +170,8 @@ fn every_scenario_of_the_service_works_against_the_real_servers() {
         "/redis/transaction",
         "/memcached",
         "/large",
+        "/pg/wide",
+        "/mysql/wide",
         "/cli",
         "/early/open",
         "/early/use",
@@ -1049,4 +1051,112 @@ fn large_results_and_commands_leave_the_calls_after_them_whole() {
         "{after:#}"
     );
     assert_eq!(after.get("partial"), Some(&Value::Bool(false)), "{after:#}");
+}
+
+/// Results wider than the capture, as applications read them: the server's
+/// row count and the end of its answer come with the kernel's copy of each
+/// read's last bytes, so the operation is whole and counted, whatever the
+/// protocol (simple, extended, over TLS) and however many reads it took.
+#[test]
+fn wide_postgres_results_keep_their_row_count_and_are_whole() {
+    let setup = Setup::start();
+    setup.drive("/pg/wide");
+    let printed = setup.agent.wait_for_spans(1, |s| {
+        s.pointer("/db/query_text").and_then(Value::as_str)
+            == Some("SELECT name FROM accounts WHERE id = $1")
+    });
+    assert_eq!(printed.len(), 1);
+    std::thread::sleep(Duration::from_millis(600));
+    let spans: Vec<Value> = setup
+        .agent
+        .spans()
+        .into_iter()
+        .filter(|s| s.pointer("/db/system").and_then(Value::as_str) == Some("postgresql"))
+        .collect();
+    let text = |s: &Value| {
+        s.pointer("/db/query_text")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (label, placeholder) in [
+        ("simple_row", "?"),
+        ("tls_row", "?"),
+        ("extended_row", "$1"),
+    ] {
+        let wanted = format!(
+            "SELECT g AS {label}, repeat(?, ?) || g FROM generate_series(?, {placeholder}) g"
+        );
+        let wide: Vec<&Value> = spans.iter().filter(|s| text(s) == wanted).collect();
+        let rows: Vec<Option<u64>> = wide
+            .iter()
+            .map(|s| s.pointer("/db/rows").and_then(Value::as_u64))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![Some(5), Some(60), Some(500), Some(5000)],
+            "{wanted}: {wide:#?}"
+        );
+        for span in wide {
+            assert_eq!(span.get("partial"), Some(&Value::Bool(false)), "{span:#}");
+            // Every byte of the answer counted: 5000 rows of about 100 bytes.
+            let bytes = span.pointer("/db/response_bytes").and_then(Value::as_u64);
+            let rows = span
+                .pointer("/db/rows")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            assert!(bytes > Some(100 * rows), "{span:#}");
+        }
+    }
+    // The small queries after them: whole, one row.
+    let small: Vec<&Value> = spans
+        .iter()
+        .filter(|s| text(s).starts_with("SELECT name FROM accounts"))
+        .collect();
+    assert_eq!(small.len(), 3, "{small:#?}");
+    for span in small {
+        assert_eq!(span.pointer("/db/rows").and_then(Value::as_u64), Some(1));
+        assert_eq!(span.get("partial"), Some(&Value::Bool(false)), "{span:#}");
+    }
+}
+
+/// The same through MariaDB: the result's end comes with the kernel's copy
+/// of the last read's last bytes, so the operation is whole; MySQL reports
+/// no row count, so one that took more than the capture is left out rather
+/// than guessed from the rows captured.
+#[test]
+fn wide_mariadb_results_are_whole() {
+    let setup = Setup::start();
+    setup.drive("/mysql/wide");
+    let printed = setup.agent.wait_for_spans(1, |s| {
+        s.pointer("/db/query_text").and_then(Value::as_str)
+            == Some("SELECT name FROM items WHERE id = ?")
+    });
+    assert_eq!(printed.len(), 1);
+    std::thread::sleep(Duration::from_millis(600));
+    let spans: Vec<Value> = setup
+        .agent
+        .spans()
+        .into_iter()
+        .filter(|s| s.pointer("/db/system").and_then(Value::as_str) == Some("mariadb"))
+        .collect();
+    let wide: Vec<&Value> = spans
+        .iter()
+        .filter(|s| {
+            s.pointer("/db/query_text")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.starts_with("SELECT seq AS wide_row"))
+        })
+        .collect();
+    assert_eq!(wide.len(), 4, "{spans:#?}");
+    for (span, n) in wide.iter().zip([5u64, 60, 500, 5000]) {
+        assert_eq!(span.get("partial"), Some(&Value::Bool(false)), "{span:#}");
+        let rows = span.pointer("/db/rows").and_then(Value::as_u64);
+        assert!(rows.is_none() || rows == Some(n), "{span:#}");
+        let bytes = span.pointer("/db/response_bytes").and_then(Value::as_u64);
+        assert!(bytes > Some(100 * n), "{span:#}");
+    }
+    let small = &printed[0];
+    assert_eq!(small.pointer("/db/rows").and_then(Value::as_u64), Some(1));
+    assert_eq!(small.get("partial"), Some(&Value::Bool(false)), "{small:#}");
 }

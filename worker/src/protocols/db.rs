@@ -224,6 +224,21 @@ pub trait DbConnection {
         ts_ns: u64,
         out: &mut Vec<DbOperation>,
     );
+    /// [`Self::feed`] for a segment whose last bytes, `tail`, the kernel
+    /// copied apart; they are among the `missing` ones. Decoders that
+    /// cannot use them take them as missing.
+    fn feed_with_tail(
+        &mut self,
+        direction: zerotrace_shared::event::Direction,
+        captured: &[u8],
+        missing: u64,
+        tail: &[u8],
+        ts_ns: u64,
+        out: &mut Vec<DbOperation>,
+    ) {
+        let _ = tail;
+        self.feed(direction, captured, missing, ts_ns, out);
+    }
     /// The connection closed: what still waits ends partial.
     fn finish(&mut self, ts_ns: u64, out: &mut Vec<DbOperation>);
 }

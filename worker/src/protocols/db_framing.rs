@@ -27,6 +27,10 @@ pub struct FrameFormat {
     pub keep_body: fn(u8) -> usize,
     /// Where a frame starts in a segment after framing was lost, if anywhere.
     pub resync: fn(&[u8]) -> Option<usize>,
+    /// Where, in a segment's last bytes copied apart from its start (a
+    /// tail), frames start that run exactly to the segment's end, if the
+    /// protocol can tell (a server's last answer before it waits).
+    pub tail_resync: fn(&[u8]) -> Option<usize>,
 }
 
 /// One frame: its tag, the kept prefix of its body, and what was lost of it.
@@ -49,6 +53,10 @@ pub enum FrameEvent {
     Frame(Frame),
     /// Framing lost to a gap or to bytes that are not a frame.
     Lost,
+    /// Framing regained in a segment's tail after a loss: the frames that
+    /// follow are the last of that segment, and whatever they answer may
+    /// have had other answers in the lost bytes before them.
+    EndRegained,
 }
 
 #[derive(Debug)]
@@ -198,6 +206,39 @@ impl LengthFramer {
         }
     }
 
+    /// [`Self::feed`] for a segment of which `tail` (its last bytes, among
+    /// the `missing` ones after `captured`) was copied apart too: frames
+    /// followed through the bytes not copied go on in it, and framing lost
+    /// there may be regained from it ([`FrameFormat::tail_resync`]).
+    pub fn feed_with_tail(
+        &mut self,
+        captured: &[u8],
+        missing: u64,
+        tail: &[u8],
+        ts_ns: u64,
+        out: &mut Vec<FrameEvent>,
+    ) {
+        let Some(hidden) = missing
+            .checked_sub(tail.len() as u64)
+            .filter(|_| !tail.is_empty())
+        else {
+            return self.feed(captured, missing, ts_ns, out);
+        };
+        self.feed(captured, hidden, ts_ns, out);
+        if !self.lost {
+            return self.feed(tail, 0, ts_ns, out);
+        }
+        match (self.format.tail_resync)(tail) {
+            Some(offset) if offset < tail.len() => {
+                self.skipped_bytes += offset as u64;
+                self.lost = false;
+                out.push(FrameEvent::EndRegained);
+                self.feed(&tail[offset..], 0, ts_ns, out);
+            }
+            _ => self.skipped_bytes += tail.len() as u64,
+        }
+    }
+
     fn finish(&mut self, ts_ns: u64, out: &mut Vec<FrameEvent>) {
         if let Some(done) = self.current.take() {
             let cut = done.cut || (done.body.len() as u64) < done.header.body_len;
@@ -231,6 +272,7 @@ mod tests {
             parse_header: header,
             keep_body: |_| 4,
             resync: |seg| (seg.first().is_some_and(u8::is_ascii_alphabetic)).then_some(0),
+            tail_resync: |tail| memchr::memchr(b'Z', tail),
         }
     }
 
@@ -239,7 +281,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 FrameEvent::Frame(f) => Some((f.tag, f.body.clone(), f.cut)),
-                FrameEvent::Lost => None,
+                FrameEvent::Lost | FrameEvent::EndRegained => None,
             })
             .collect()
     }
@@ -276,5 +318,37 @@ mod tests {
         );
         assert_eq!(framer.losses, 1);
         assert_eq!(framer.skipped_bytes, 11);
+    }
+
+    #[test]
+    fn frames_go_on_in_a_tail_or_are_found_there_after_a_loss() {
+        // The gap before the tail ends inside B: B's end is in the tail,
+        // and C follows it.
+        let mut framer = LengthFramer::new(format());
+        let mut out = Vec::new();
+        framer.feed_with_tail(b"B\0\0\0\x10abc", 14, b"lmC\0\0\0\x04", 1, &mut out);
+        // (Four bytes of B's body are kept: the last one from the tail.)
+        assert_eq!(
+            frames(&out),
+            vec![(b'B', b"abcl".to_vec(), true), (b'C', vec![], false)]
+        );
+        assert!(framer.at_boundary() && framer.losses == 0);
+        // A gap past B's end hides the next header: the tail's format finds a
+        // frame in it, after bytes that are skipped.
+        let mut out = Vec::new();
+        framer.feed_with_tail(b"B\0\0\0\x06", 20, b"..Z\0\0\0\x05I", 2, &mut out);
+        assert_eq!(out.get(1), Some(&FrameEvent::Lost));
+        assert_eq!(out.get(2), Some(&FrameEvent::EndRegained));
+        assert_eq!(
+            frames(&out),
+            vec![(b'B', vec![], true), (b'Z', b"I".to_vec(), false)]
+        );
+        assert!(framer.at_boundary());
+        // Lost from the start, with no frame in the tail: all skipped.
+        let mut lost = LengthFramer::new_lost(format());
+        let mut out = Vec::new();
+        lost.feed_with_tail(b"11", 30, b"1111", 3, &mut out);
+        assert!(out.is_empty() && lost.is_lost());
+        assert_eq!(lost.skipped_bytes, 32);
     }
 }

@@ -192,10 +192,11 @@ impl<D: DbDecoder> ProtocolSession for DbSession<D> {
         conn: &mut ConnectionInfo,
         sink: &mut Sink<'_, Self::Scratch>,
     ) -> ParseOutcome<Self::SwitchTo> {
-        self.decoder.feed(
+        self.decoder.feed_with_tail(
             segment.direction,
             segment.captured,
             segment.missing,
+            segment.tail,
             segment.ts_ns,
             sink.scratch,
         );

@@ -91,6 +91,7 @@ fn request_format() -> FrameFormat {
         resync: |segment| {
             (super::check_request(segment) == super::RequestShape::Request).then_some(0)
         },
+        tail_resync: |_| None,
     }
 }
 
@@ -105,6 +106,7 @@ fn response_format() -> FrameFormat {
             let id = correlation_id(segment.get(4..)?)?;
             (size.body_len >= 4 && id >= 0).then_some(0)
         },
+        tail_resync: |_| None,
     }
 }
 

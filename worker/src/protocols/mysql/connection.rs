@@ -66,6 +66,9 @@ struct Command {
     /// The server's framing was lost during the reply: rows went by
     /// uncounted, so their count is not the result's.
     rows_lost: bool,
+    /// ... and the reply's end may have been in the lost bytes, unless
+    /// framing came back at the end of a read that holds it.
+    reply_lost: bool,
     affected: Option<u64>,
     partial: bool,
     reply: Reply,
@@ -158,6 +161,21 @@ impl MysqlConnection {
         ts_ns: u64,
         out: &mut Vec<DbOperation>,
     ) {
+        self.feed_with_tail(direction, captured, gap, &[], ts_ns, out);
+    }
+
+    /// [`Self::feed`] with the segment's last bytes copied apart (see
+    /// [`crate::protocols::db::DbConnection::feed_with_tail`]): a result's
+    /// end is found there after its rows were lost.
+    pub fn feed_with_tail(
+        &mut self,
+        direction: Direction,
+        captured: &[u8],
+        gap: u64,
+        tail: &[u8],
+        ts_ns: u64,
+        out: &mut Vec<DbOperation>,
+    ) {
         if self.phase == Phase::Closed || (self.tls && is_tls_record(captured)) {
             self.stats.bytes_skipped += captured.len() as u64 + gap;
             return;
@@ -170,6 +188,7 @@ impl MysqlConnection {
                     match event {
                         FrameEvent::Frame(frame) => self.on_client(&frame, out),
                         FrameEvent::Lost => self.mark_partial(),
+                        FrameEvent::EndRegained => {}
                     }
                 }
             }
@@ -187,7 +206,8 @@ impl MysqlConnection {
                     self.server = LengthFramer::new_lost(packet::SERVER_FORMAT);
                 }
                 let skipped_before = self.server.skipped_bytes;
-                self.server.feed(captured, gap, ts_ns, &mut events);
+                self.server
+                    .feed_with_tail(captured, gap, tail, ts_ns, &mut events);
                 // Bytes read without framing belong to the reply being read.
                 if let Some(command) = &mut self.current {
                     command.response_bytes += self.server.skipped_bytes - skipped_before;
@@ -196,9 +216,19 @@ impl MysqlConnection {
                     match event {
                         FrameEvent::Frame(frame) => self.on_server(&frame, out),
                         FrameEvent::Lost => {
-                            self.mark_partial();
                             if let Some(command) = &mut self.current {
+                                command.reply_lost = true;
                                 command.rows_lost = true;
+                            }
+                        }
+                        // The tail holds the last rows and the result's end:
+                        // read on as rows (a loss in the column definitions,
+                        // or before a later result set, stays partial).
+                        FrameEvent::EndRegained => {
+                            if let Some(command) = &mut self.current {
+                                if command.reply == Reply::Rows {
+                                    command.reply_lost = false;
+                                }
                             }
                         }
                     }
@@ -283,6 +313,7 @@ impl MysqlConnection {
             response_bytes: 0,
             rows: 0,
             rows_lost: false,
+            reply_lost: false,
             affected: None,
             partial: frame.cut,
             reply: Reply::First,
@@ -491,7 +522,7 @@ impl MysqlConnection {
         op.exchange.namespace = self.namespace.clone();
         op.exchange.request_bytes = command.request_bytes;
         op.exchange.response_bytes = command.response_bytes;
-        op.partial = command.partial;
+        op.partial = command.partial || command.reply_lost;
         if let Some(database) = &command.database {
             op.exchange.operation = "USE".to_string();
             op.exchange.query_text = Some(format!("USE {database}"));
@@ -542,6 +573,18 @@ impl crate::protocols::db::DbConnection for MysqlConnection {
         out: &mut Vec<DbOperation>,
     ) {
         MysqlConnection::feed(self, direction, captured, gap, ts_ns, out)
+    }
+
+    fn feed_with_tail(
+        &mut self,
+        direction: Direction,
+        captured: &[u8],
+        missing: u64,
+        tail: &[u8],
+        ts_ns: u64,
+        out: &mut Vec<DbOperation>,
+    ) {
+        MysqlConnection::feed_with_tail(self, direction, captured, missing, tail, ts_ns, out)
     }
 
     fn finish(&mut self, ts_ns: u64, out: &mut Vec<DbOperation>) {

@@ -55,6 +55,7 @@ pub const CLIENT_FORMAT: FrameFormat = FrameFormat {
             matches!(segment, [_, _, _, 0, command, ..] if (0x01..=0x1f).contains(command));
         command.then_some(0)
     },
+    tail_resync: |_| None,
 };
 
 /// Server packets: a reply starts a read, with a first byte that can begin one.
@@ -66,7 +67,44 @@ pub const SERVER_FORMAT: FrameFormat = FrameFormat {
         let reply = matches!(segment, [_, _, _, 1, first, ..] if matches!(first, 0x00 | 0xff | 0x01..=0xfa));
         reply.then_some(0)
     },
+    tail_resync: ends_with_result_end,
 };
+
+/// Where, in a segment's last bytes, server packets start that run to its
+/// end with consecutive sequence ids, the last of them ending a result: an
+/// EOF or an OK in its place (first byte 0xfe: no row can start so, a
+/// length-encoded string of 16 MiB and more) or an ERR. The earliest such
+/// start is taken; a false one inside a row can only end on a real packet
+/// boundary, at worst adding a guessed row to rows not counted anyway.
+fn ends_with_result_end(tail: &[u8]) -> Option<usize> {
+    (0..tail.len()).find(|&start| chains_to_result_end(tail, start))
+}
+
+fn chains_to_result_end(tail: &[u8], start: usize) -> bool {
+    let mut at = start;
+    let mut seq: Option<u8> = None;
+    loop {
+        let Some(h) = tail.get(at..).and_then(header) else {
+            return false;
+        };
+        if seq.is_some_and(|prev| prev.wrapping_add(1) != h.tag) {
+            return false;
+        }
+        seq = Some(h.tag);
+        let Some(end) = usize::try_from(h.body_len)
+            .ok()
+            .and_then(|len| at.checked_add(4)?.checked_add(len))
+            .filter(|end| *end <= tail.len())
+        else {
+            return false;
+        };
+        if end == tail.len() {
+            let first = tail.get(at + 4).copied();
+            return h.body_len > 0 && matches!(first, Some(0xfe | 0xff));
+        }
+        at = end;
+    }
+}
 
 /// A length-encoded integer at the start of `bytes`, and its size.
 pub fn lenenc(bytes: &[u8]) -> Option<(u64, usize)> {
@@ -212,6 +250,34 @@ pub fn ends_rows(body: &[u8], body_len: u64, deprecate_eof: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tail_regains_framing_at_the_packets_that_end_a_result() {
+        // The end of a row (seq 41), a row (seq 42), then EOF (seq 43).
+        let mut tail = b"w number 17".to_vec();
+        let row = b"\x0e\0\0\x2a\x02\x31\x38\x0arow number";
+        let eof = b"\x05\0\0\x2b\xfe\0\0\x22\0";
+        tail.extend_from_slice(row);
+        tail.extend_from_slice(eof);
+        let start = tail.len() - row.len() - eof.len();
+        assert_eq!(ends_with_result_end(&tail), Some(start));
+        // The EOF alone is found too.
+        assert_eq!(ends_with_result_end(eof), Some(0));
+        // An OK in place of the EOF (CLIENT_DEPRECATE_EOF), and an ERR.
+        assert_eq!(
+            ends_with_result_end(b"xx\x07\0\0\x05\xfe\0\0\x02\0\0\0"),
+            Some(2)
+        );
+        assert_eq!(
+            ends_with_result_end(b"\x09\0\0\x05\xff\x15\x04#70100"),
+            Some(0)
+        );
+        // Sequence ids that skip, or a last packet that ends no result: none.
+        let mut skipped = row.to_vec();
+        skipped.extend_from_slice(b"\x05\0\0\x2c\xfe\0\0\x22\0");
+        assert_eq!(ends_with_result_end(&skipped), Some(row.len()));
+        assert_eq!(ends_with_result_end(row), None);
+    }
 
     #[test]
     fn length_encoded_integers() {

@@ -67,6 +67,9 @@ struct Pending {
     /// The backend's framing was lost while this waited: DataRows went by
     /// uncounted, so their count is not the result's.
     rows_lost: bool,
+    /// ... and its answer may have been in the lost bytes, unless framing
+    /// came back at the end of a read that holds it (`regain_at_end`).
+    answer_lost: bool,
     partial: bool,
 }
 
@@ -85,6 +88,7 @@ impl Pending {
             response_bytes: 0,
             data_rows: 0,
             rows_lost: false,
+            answer_lost: false,
             partial: false,
         }
     }
@@ -168,6 +172,11 @@ fn is_tls_record(bytes: &[u8]) -> bool {
     matches!(bytes, [0x14..=0x17, 0x03, 0..=4, ..])
 }
 
+/// Whether a backend frame is an operation's result (or its failure).
+fn answers_one(event: &FrameEvent) -> bool {
+    matches!(event, FrameEvent::Frame(f) if matches!(f.tag, b'C' | b'I' | b's' | b'E'))
+}
+
 fn wire_len(frame: &Frame) -> u64 {
     5 + frame.body_len
 }
@@ -221,9 +230,24 @@ impl PostgresConnection {
         ts_ns: u64,
         out: &mut Vec<DbOperation>,
     ) {
+        self.feed_with_tail(direction, captured, gap, &[], ts_ns, out);
+    }
+
+    /// [`Self::feed`] with the segment's last bytes copied apart (see
+    /// [`crate::protocols::db::DbConnection::feed_with_tail`]): the server's
+    /// answers are followed into them, or found there after a loss.
+    pub fn feed_with_tail(
+        &mut self,
+        direction: Direction,
+        captured: &[u8],
+        missing: u64,
+        tail: &[u8],
+        ts_ns: u64,
+        out: &mut Vec<DbOperation>,
+    ) {
         match direction {
-            Direction::Egress => self.feed_frontend(captured, gap, ts_ns, out),
-            Direction::Ingress => self.feed_backend(captured, gap, ts_ns, out),
+            Direction::Egress => self.feed_frontend(captured, missing, ts_ns, out),
+            Direction::Ingress => self.feed_backend(captured, missing, tail, ts_ns, out),
         }
     }
 
@@ -304,12 +328,20 @@ impl PostgresConnection {
                     self.batch.partial = true;
                     self.pending.iter_mut().for_each(|p| p.partial = true);
                 }
+                FrameEvent::EndRegained => {}
             }
         }
         self.events = events;
     }
 
-    fn feed_backend(&mut self, captured: &[u8], gap: u64, ts_ns: u64, out: &mut Vec<DbOperation>) {
+    fn feed_backend(
+        &mut self,
+        captured: &[u8],
+        gap: u64,
+        tail: &[u8],
+        ts_ns: u64,
+        out: &mut Vec<DbOperation>,
+    ) {
         let mut input = captured;
         if self.tls && is_tls_record(input) {
             self.stats.bytes_skipped += input.len() as u64 + gap;
@@ -345,25 +377,62 @@ impl PostgresConnection {
         self.last_backend_ns = ts_ns;
         let mut events = std::mem::take(&mut self.events);
         let skipped_before = self.backend.skipped_bytes;
-        self.backend.feed(input, gap, ts_ns, &mut events);
+        self.backend
+            .feed_with_tail(input, gap, tail, ts_ns, &mut events);
         // Bytes read without framing are the answer being read: the result
         // lost before a resync, or the rest of a segment after a loss.
         if let Some(front) = self.pending.front_mut() {
             front.response_bytes += self.backend.skipped_bytes - skipped_before;
         }
-        for event in events.drain(..) {
+        for (i, event) in events.iter().enumerate() {
             match event {
-                FrameEvent::Frame(frame) => self.on_backend(&frame, out),
+                FrameEvent::Frame(frame) => self.on_backend(frame, out),
                 FrameEvent::Lost => {
                     self.backend_lost = true;
                     self.pending.iter_mut().for_each(|p| {
-                        p.partial = true;
+                        p.answer_lost = true;
                         p.rows_lost = true;
                     });
                 }
+                FrameEvent::EndRegained => {
+                    let answers = events.get(i + 1..).unwrap_or_default();
+                    self.regain_at_end(answers.iter().filter(|e| answers_one(e)).count());
+                }
             }
         }
+        events.clear();
         self.events = events;
+    }
+
+    /// The backend's framing came back at the end of a read, with `answers`
+    /// operation results (CommandComplete, EmptyQueryResponse,
+    /// PortalSuspended, ErrorResponse) before its ReadyForQuery. When the
+    /// requests pending are one batch (up to its Sync, or one simple query)
+    /// awaiting exactly that many results, none was in the lost bytes: they
+    /// held rows and notices only, and the operations are whole.
+    fn regain_at_end(&mut self, answers: usize) {
+        let mut awaited = 0;
+        let mut batch_end = None;
+        for (i, pending) in self.pending.iter().enumerate() {
+            match &pending.step {
+                Step::Simple(statements) => {
+                    awaited += statements.len();
+                    batch_end = Some(i);
+                    break;
+                }
+                Step::Execute => awaited += 1,
+                Step::Sync => {
+                    batch_end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let one_batch = batch_end.is_some_and(|end| end + 1 == self.pending.len());
+        if one_batch && answers > 0 && awaited == answers {
+            self.pending.iter_mut().for_each(|p| p.answer_lost = false);
+            self.backend_lost = false;
+        }
     }
 
     fn statement(text: &[u8], cut: bool) -> Arc<Statement> {
@@ -548,7 +617,7 @@ impl PostgresConnection {
         op.exchange.namespace = self.namespace.clone();
         op.exchange.request_bytes = pending.request_bytes;
         op.exchange.response_bytes = pending.response_bytes;
-        op.partial = pending.partial || statement.is_none_or(|s| s.cut);
+        op.partial = pending.partial || pending.answer_lost || statement.is_none_or(|s| s.cut);
         let (tag_operation, tag_rows) = tag.map(command_tag_parts).unwrap_or_default();
         if let Some(statement) = statement {
             op.exchange.operation = statement.summary.operation.clone().unwrap_or_default();
@@ -791,6 +860,18 @@ impl crate::protocols::db::DbConnection for PostgresConnection {
         out: &mut Vec<DbOperation>,
     ) {
         PostgresConnection::feed(self, direction, captured, gap, ts_ns, out)
+    }
+
+    fn feed_with_tail(
+        &mut self,
+        direction: Direction,
+        captured: &[u8],
+        missing: u64,
+        tail: &[u8],
+        ts_ns: u64,
+        out: &mut Vec<DbOperation>,
+    ) {
+        PostgresConnection::feed_with_tail(self, direction, captured, missing, tail, ts_ns, out)
     }
 
     fn finish(&mut self, ts_ns: u64, out: &mut Vec<DbOperation>) {

@@ -56,6 +56,7 @@ pub const FRONTEND_FORMAT: FrameFormat = FrameFormat {
     parse_header: header,
     keep_body: keep,
     resync: |segment| plausible(segment, FRONTEND_TYPES).then_some(0),
+    tail_resync: |_| None,
 };
 
 /// Whether a backend message of type `tag` may declare `len` (the length
@@ -123,7 +124,47 @@ pub const BACKEND_FORMAT: FrameFormat = FrameFormat {
             find_ready(segment)
         }
     },
+    tail_resync: ends_with_ready,
 };
+
+/// Where, in a segment's last bytes, backend messages start that run to its
+/// end and end with a ReadyForQuery: the end of the server's answer to a
+/// query (`CommandComplete` `SELECT 5000`, then `Z`), read with the end of a
+/// result too large for the copy. Each message must have a server's type
+/// and a length that fits it; the earliest such start is taken (a false one
+/// inside a row can only end on a real message boundary, at worst adding a
+/// row's worth of guessed `D`).
+fn ends_with_ready(tail: &[u8]) -> Option<usize> {
+    let ready = tail.len().checked_sub(6)?;
+    if !tail[ready..].starts_with(b"Z\0\0\0\x05") || !matches!(tail[ready + 5], b'I' | b'T' | b'E')
+    {
+        return None;
+    }
+    (0..=ready).find(|&start| chains_to(tail, start, ready))
+}
+
+/// Whether backend messages from `start` follow one another to `ready`.
+fn chains_to(tail: &[u8], start: usize, ready: usize) -> bool {
+    let mut at = start;
+    while at < ready {
+        let Some(h) = tail
+            .get(at..)
+            .and_then(header)
+            .filter(|h| BACKEND_TYPES.contains(&h.tag) && h.tag != b'Z')
+            .filter(|h| backend_len_fits(h.tag, h.body_len + 4))
+        else {
+            return false;
+        };
+        let Some(next) = usize::try_from(h.body_len)
+            .ok()
+            .and_then(|len| at.checked_add(5)?.checked_add(len))
+        else {
+            return false;
+        };
+        at = next;
+    }
+    at == ready
+}
 
 /// Reads NUL-terminated strings from a message body.
 struct Fields<'a> {
@@ -366,6 +407,30 @@ pub fn command_tag_parts(tag: &[u8]) -> (&[u8], Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tail_regains_framing_at_the_messages_that_run_to_its_ready_for_query() {
+        let complete = b"C\0\0\0\x10SELECT 5000\0";
+        let ready = b"Z\0\0\0\x05I";
+        // Row bytes, then CommandComplete and ReadyForQuery.
+        let mut tail = b"filler   \0\0\0\x01 ".to_vec();
+        let start = tail.len();
+        tail.extend_from_slice(complete);
+        tail.extend_from_slice(ready);
+        assert_eq!(ends_with_ready(&tail), Some(start));
+        // A ReadyForQuery alone at the end is found too.
+        assert_eq!(ends_with_ready(b"xxxxZ\0\0\0\x05T"), Some(4));
+        // No ReadyForQuery at the very end, or a bad status: no start.
+        assert_eq!(ends_with_ready(&tail[..tail.len() - 1]), None);
+        let mut bad = tail.clone();
+        bad.pop();
+        bad.push(b'X');
+        assert_eq!(ends_with_ready(&bad), None);
+        // A message whose length does not land on the ReadyForQuery breaks the chain.
+        let mut broken = b"C\0\0\0\x11SELECT 5000\0".to_vec();
+        broken.extend_from_slice(ready);
+        assert_eq!(ends_with_ready(&broken), Some(broken.len() - 6));
+    }
 
     #[test]
     fn lengths_below_four_are_not_headers() {
