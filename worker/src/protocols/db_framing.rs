@@ -33,6 +33,11 @@ pub struct FrameFormat {
     pub tail_resync: fn(&[u8]) -> Option<usize>,
 }
 
+/// Bytes at the end of a segment copied whole that are looked at for frames
+/// running to its end after a loss: as many as the kernel copies of a longer
+/// segment's end (`ZT_TAIL_LEN`).
+const WHOLE_END_LEN: usize = zerotrace_shared::event::layout::TAIL_LEN;
+
 /// One frame: its tag, the kept prefix of its body, and what was lost of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -113,6 +118,8 @@ impl LengthFramer {
     }
 
     fn lose(&mut self, out: &mut Vec<FrameEvent>) {
+        // A header begun (or read and refused) is skipped bytes too.
+        self.skipped_bytes += self.header.len() as u64;
         self.header.clear();
         self.current = None;
         if !self.lost {
@@ -209,7 +216,10 @@ impl LengthFramer {
     /// [`Self::feed`] for a segment of which `tail` (its last bytes, among
     /// the `missing` ones after `captured`) was copied apart too: frames
     /// followed through the bytes not copied go on in it, and framing lost
-    /// there may be regained from it ([`FrameFormat::tail_resync`]).
+    /// there may be regained from it ([`FrameFormat::tail_resync`]). A
+    /// segment copied whole that does not start with a frame while framing
+    /// is lost (the short last read of a result) has its last bytes looked
+    /// at the same way.
     pub fn feed_with_tail(
         &mut self,
         captured: &[u8],
@@ -218,24 +228,41 @@ impl LengthFramer {
         ts_ns: u64,
         out: &mut Vec<FrameEvent>,
     ) {
-        let Some(hidden) = missing
+        if let Some(hidden) = missing
             .checked_sub(tail.len() as u64)
             .filter(|_| !tail.is_empty())
-        else {
-            return self.feed(captured, missing, ts_ns, out);
-        };
-        self.feed(captured, hidden, ts_ns, out);
-        if !self.lost {
-            return self.feed(tail, 0, ts_ns, out);
+        {
+            self.feed(captured, hidden, ts_ns, out);
+            if !self.lost {
+                return self.feed(tail, 0, ts_ns, out);
+            }
+            if !self.regain_at_end(tail, ts_ns, out) {
+                self.skipped_bytes += tail.len() as u64;
+            }
+            return;
         }
-        match (self.format.tail_resync)(tail) {
-            Some(offset) if offset < tail.len() => {
+        if self.lost && missing == 0 && (self.format.resync)(captured) != Some(0) {
+            let (before, end) = captured.split_at(captured.len().saturating_sub(WHOLE_END_LEN));
+            if self.regain_at_end(end, ts_ns, out) {
+                self.skipped_bytes += before.len() as u64;
+                return;
+            }
+        }
+        self.feed(captured, missing, ts_ns, out)
+    }
+
+    /// Regains lost framing where the format finds frames that run to the
+    /// end of `end` (a segment's last bytes), and reads them.
+    fn regain_at_end(&mut self, end: &[u8], ts_ns: u64, out: &mut Vec<FrameEvent>) -> bool {
+        match (self.format.tail_resync)(end) {
+            Some(offset) if offset < end.len() => {
                 self.skipped_bytes += offset as u64;
                 self.lost = false;
                 out.push(FrameEvent::EndRegained);
-                self.feed(&tail[offset..], 0, ts_ns, out);
+                self.feed(&end[offset..], 0, ts_ns, out);
+                true
             }
-            _ => self.skipped_bytes += tail.len() as u64,
+            _ => false,
         }
     }
 
@@ -344,6 +371,14 @@ mod tests {
             vec![(b'B', vec![], true), (b'Z', b"I".to_vec(), false)]
         );
         assert!(framer.at_boundary());
+        // Lost, then a segment copied whole that starts inside a frame: its
+        // last bytes regain the framing.
+        let mut lost = LengthFramer::new_lost(format());
+        let mut out = Vec::new();
+        lost.feed_with_tail(b"11Z\0\0\0\x05I", 0, b"", 4, &mut out);
+        assert_eq!(out.first(), Some(&FrameEvent::EndRegained));
+        assert_eq!(frames(&out), vec![(b'Z', b"I".to_vec(), false)]);
+        assert_eq!(lost.skipped_bytes, 2);
         // Lost from the start, with no frame in the tail: all skipped.
         let mut lost = LengthFramer::new_lost(format());
         let mut out = Vec::new();
