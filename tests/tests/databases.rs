@@ -112,6 +112,26 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// The spans of `system` the agent printed once the one whose query text
+    /// is `last` came (and a moment more, so that extra ones would show),
+    /// with that last one.
+    fn printed_db_spans(&self, system: &str, last: &str) -> (Value, Vec<Value>) {
+        let printed = self.agent.wait_for_spans(1, |s| {
+            s.pointer("/db/query_text").and_then(Value::as_str) == Some(last)
+        });
+        assert_eq!(printed.len(), 1);
+        std::thread::sleep(Duration::from_millis(600));
+        let spans = self
+            .agent
+            .spans()
+            .into_iter()
+            .filter(|s| s.pointer("/db/system").and_then(Value::as_str) == Some(system))
+            .collect();
+        (printed[0].clone(), spans)
+    }
+}
+
 fn text_of(span: &Span) -> String {
     attr_str(&span.attributes, "db.query.text").unwrap_or_default()
 }
@@ -1061,18 +1081,8 @@ fn large_results_and_commands_leave_the_calls_after_them_whole() {
 fn wide_postgres_results_keep_their_row_count_and_are_whole() {
     let setup = Setup::start();
     setup.drive("/pg/wide");
-    let printed = setup.agent.wait_for_spans(1, |s| {
-        s.pointer("/db/query_text").and_then(Value::as_str)
-            == Some("SELECT name FROM accounts WHERE id = $1")
-    });
-    assert_eq!(printed.len(), 1);
-    std::thread::sleep(Duration::from_millis(600));
-    let spans: Vec<Value> = setup
-        .agent
-        .spans()
-        .into_iter()
-        .filter(|s| s.pointer("/db/system").and_then(Value::as_str) == Some("postgresql"))
-        .collect();
+    let (_, spans) =
+        setup.printed_db_spans("postgresql", "SELECT name FROM accounts WHERE id = $1");
     let text = |s: &Value| {
         s.pointer("/db/query_text")
             .and_then(Value::as_str)
@@ -1128,18 +1138,7 @@ fn wide_postgres_results_keep_their_row_count_and_are_whole() {
 fn wide_mariadb_results_are_whole() {
     let setup = Setup::start();
     setup.drive("/mysql/wide");
-    let printed = setup.agent.wait_for_spans(1, |s| {
-        s.pointer("/db/query_text").and_then(Value::as_str)
-            == Some("SELECT name FROM items WHERE id = ?")
-    });
-    assert_eq!(printed.len(), 1);
-    std::thread::sleep(Duration::from_millis(600));
-    let spans: Vec<Value> = setup
-        .agent
-        .spans()
-        .into_iter()
-        .filter(|s| s.pointer("/db/system").and_then(Value::as_str) == Some("mariadb"))
-        .collect();
+    let (small, spans) = setup.printed_db_spans("mariadb", "SELECT name FROM items WHERE id = ?");
     let wide: Vec<&Value> = spans
         .iter()
         .filter(|s| {
@@ -1156,7 +1155,6 @@ fn wide_mariadb_results_are_whole() {
         let bytes = span.pointer("/db/response_bytes").and_then(Value::as_u64);
         assert!(bytes > Some(100 * n), "{span:#}");
     }
-    let small = &printed[0];
     assert_eq!(small.pointer("/db/rows").and_then(Value::as_u64), Some(1));
     assert_eq!(small.get("partial"), Some(&Value::Bool(false)), "{small:#}");
 }

@@ -161,13 +161,13 @@ impl MysqlConnection {
         ts_ns: u64,
         out: &mut Vec<DbOperation>,
     ) {
-        self.feed_with_tail(direction, captured, gap, &[], ts_ns, out);
+        self.feed_segment(direction, captured, gap, &[], ts_ns, out);
     }
 
     /// [`Self::feed`] with the segment's last bytes copied apart (see
     /// [`crate::protocols::db::DbConnection::feed_with_tail`]): a result's
     /// end is found there after its rows were lost.
-    pub fn feed_with_tail(
+    fn feed_segment(
         &mut self,
         direction: Direction,
         captured: &[u8],
@@ -584,7 +584,7 @@ impl crate::protocols::db::DbConnection for MysqlConnection {
         ts_ns: u64,
         out: &mut Vec<DbOperation>,
     ) {
-        MysqlConnection::feed_with_tail(self, direction, captured, missing, tail, ts_ns, out)
+        self.feed_segment(direction, captured, missing, tail, ts_ns, out)
     }
 
     fn finish(&mut self, ts_ns: u64, out: &mut Vec<DbOperation>) {

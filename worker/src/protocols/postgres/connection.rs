@@ -230,13 +230,13 @@ impl PostgresConnection {
         ts_ns: u64,
         out: &mut Vec<DbOperation>,
     ) {
-        self.feed_with_tail(direction, captured, gap, &[], ts_ns, out);
+        self.feed_segment(direction, captured, gap, &[], ts_ns, out);
     }
 
     /// [`Self::feed`] with the segment's last bytes copied apart (see
     /// [`crate::protocols::db::DbConnection::feed_with_tail`]): the server's
     /// answers are followed into them, or found there after a loss.
-    pub fn feed_with_tail(
+    fn feed_segment(
         &mut self,
         direction: Direction,
         captured: &[u8],
@@ -871,7 +871,7 @@ impl crate::protocols::db::DbConnection for PostgresConnection {
         ts_ns: u64,
         out: &mut Vec<DbOperation>,
     ) {
-        PostgresConnection::feed_with_tail(self, direction, captured, missing, tail, ts_ns, out)
+        self.feed_segment(direction, captured, missing, tail, ts_ns, out)
     }
 
     fn finish(&mut self, ts_ns: u64, out: &mut Vec<DbOperation>) {
