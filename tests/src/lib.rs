@@ -308,11 +308,25 @@ impl Server {
         panic!("{script} could not bind a port in 5 tries");
     }
 
+    /// `tests/servers/<script>` run by `node` on a free port (the script
+    /// takes the port and prints "listening"); None when node is not
+    /// installed.
+    pub fn node(script: &str) -> Option<Server> {
+        Command::new("node").arg("--version").output().ok()?;
+        for _ in 0..5 {
+            if let Some(server) = Self::try_python_on("node", script, free_port()) {
+                return Some(server);
+            }
+        }
+        panic!("{script} could not bind a port in 5 tries");
+    }
+
     fn try_python_app_on(port: u16) -> Option<Server> {
         Self::try_python_on("python3", "http_app.py", port)
     }
 
-    /// None when the server exits before saying it listens (port taken).
+    /// `interpreter script port`; None when the server exits before saying
+    /// it listens (port taken).
     fn try_python_on(python: &str, script: &str, port: u16) -> Option<Server> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("servers")

@@ -199,6 +199,46 @@ fn python_server_request_heads_up_to_8_kb_from_curl_are_exact() {
     expect_exchanges(&mut agent, want);
 }
 
+/// Chunked bodies whose chunk size lines fall in bytes the capture does not
+/// copy: a Node.js response of 50 chunks written in one tick (Node sends
+/// them with one `writev`: 20 KB segments of size lines and pieces) and a
+/// 1 MB chunked upload from curl, which Node reads 64 KB at a time across
+/// chunk boundaries. The framing is lost in the first segment; every byte
+/// after the loss counts as body, size lines included, so the sizes are the
+/// bytes sent (they were 24,000 and 131,048).
+#[test]
+fn chunked_bodies_whose_framing_is_lost_count_the_bytes_sent() {
+    require_root();
+    let Some(server) = Server::node("chunked_node.js") else {
+        eprintln!("node is not installed: skipping");
+        return;
+    };
+    let agent = Agent::start(&["--open-port", &server.port.to_string()], &[]);
+    assert_eq!(curl(&[&server.url("/burst/50")]).len(), 200_004);
+    let bodies = Bodies::new("node");
+    let data = bodies.arg("1m");
+    let upload = curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &data,
+        &server.url("/upload"),
+    ]);
+    assert_eq!(upload, "1000000");
+    wait_for(Duration::from_secs(10), || {
+        (agent.spans().len() >= 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let spans = agent.spans();
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    // The bytes sent: the data, and at most a size line and CRLF per 4,000-
+    // or 64 KB-chunk (under 0.5 %).
+    let response = spans[0].u64_of("response_body_bytes");
+    assert!((200_004..=201_000).contains(&response), "{}", spans[0]);
+    let request = spans[1].u64_of("request_body_bytes");
+    assert!((1_000_000..=1_005_000).contains(&request), "{}", spans[1]);
+}
+
 #[test]
 fn traceparent_after_a_2_kb_cookie_continues_the_trace() {
     require_root();

@@ -70,6 +70,18 @@ enum Step {
     /// The rest of the segment, gap included, has been dealt with.
     DropRest,
 }
+/// A chunked message ends with `hidden` bytes unseen after its last chunk
+/// size line began: they were the last chunk exactly when there are
+/// [`LAST_CHUNK`] of them; otherwise the framing is lost there and they
+/// count as the body's, as every byte after a loss does. True when lost.
+fn hidden_not_last_chunk(msg: &mut HttpMessage, hidden: u64) -> bool {
+    if hidden == LAST_CHUNK {
+        return false;
+    }
+    msg.body_size = msg.body_size.saturating_add(hidden);
+    true
+}
+
 impl Http1Stream {
     pub fn new() -> Self {
         Self::default()
@@ -80,8 +92,14 @@ impl Http1Stream {
         let ends_waiting = match &mut self.state {
             State::Resync(msg) => {
                 if !starts_message(captured, missing) {
-                    // Anything but a fresh start line belongs to the lost message.
+                    // Anything but a fresh start line belongs to the lost
+                    // message: its bytes are counted as its body's, framing
+                    // (chunk size lines) included.
                     msg.last_ts_ns = ts_ns;
+                    msg.body_size = msg
+                        .body_size
+                        .saturating_add(len64(captured))
+                        .saturating_add(missing);
                     return;
                 }
                 true
@@ -163,7 +181,7 @@ impl Http1Stream {
                 State::Body(mut msg, body) => {
                     msg.truncated = match body {
                         Body::UntilClose | Body::UntilTurn => false,
-                        Body::ChunkTail(hidden) => hidden != LAST_CHUNK,
+                        Body::ChunkTail(hidden) => hidden_not_last_chunk(&mut msg, hidden),
                         _ => true,
                     };
                     out.message(*msg);
@@ -221,7 +239,7 @@ impl Http1Stream {
         match std::mem::take(&mut self.state) {
             State::Resync(msg) | State::Body(msg, Body::UntilTurn) => out.message(*msg),
             State::Body(mut msg, Body::ChunkTail(hidden)) => {
-                msg.truncated = hidden != LAST_CHUNK;
+                msg.truncated = hidden_not_last_chunk(&mut msg, hidden);
                 out.message(*msg);
             }
             State::CutHead(msg, cut) => self.end_cut_head(msg, *cut, out),
@@ -316,6 +334,11 @@ impl Http1Stream {
                     Some((n, next)) => (to_usize(n), next),
                     None => step_chunk(body, rest),
                 };
+                if let (Body::ChunkTail(hidden), Next::Lost) = (body, &next) {
+                    // Not the last chunk after all: the bytes hidden are
+                    // the lost message's, as those after them.
+                    msg.body_size = msg.body_size.saturating_add(hidden);
+                }
                 self.settle(msg, next, out);
                 Step::Took(taken)
             }
@@ -334,8 +357,15 @@ impl Http1Stream {
                     }
                 }
             }
-            // Resyncing (the message already owns this segment) or upgraded.
-            other => {
+            // Resyncing (the message already owns this segment, and its
+            // bytes after the loss are counted as its body's) or upgraded.
+            mut other => {
+                if let State::Resync(msg) = &mut other {
+                    msg.body_size = msg
+                        .body_size
+                        .saturating_add(len64(rest))
+                        .saturating_add(self.missing);
+                }
                 self.state = other;
                 Step::DropRest
             }
@@ -513,7 +543,14 @@ impl Http1Stream {
             }
             State::Body(mut msg, body) => {
                 msg.last_ts_ns = ts;
+                let before = msg.body_size;
                 let next = gap_in_body(body, gap, &mut msg.body_size);
+                if matches!(next, Next::Lost) {
+                    // The gap's bytes past the data it was known to hold are
+                    // the lost message's too.
+                    let taken = msg.body_size - before;
+                    msg.body_size = msg.body_size.saturating_add(gap - taken);
+                }
                 self.settle(msg, next, out);
             }
             State::CutHead(mut msg, mut cut) => {
@@ -524,6 +561,11 @@ impl Http1Stream {
                 cut.in_unknown_line = true;
                 cut.line.clear();
                 self.state = State::CutHead(msg, cut);
+            }
+            // Lost where the captured bytes ended: the gap is the message's.
+            State::Resync(mut msg) => {
+                msg.body_size = msg.body_size.saturating_add(gap);
+                self.state = State::Resync(msg);
             }
             // Idle: the gap holds the start of something we cannot see.
             other => self.state = other,

@@ -479,14 +479,15 @@ fn chunked_gap_in_chunk_data_of_known_size() {
         (4099, false, 3)
     );
 
-    // A gap reaching past the CRLF hides the next size line: framing is lost.
+    // A gap reaching past the CRLF hides the next size line: framing is
+    // lost, and the bytes past the CRLF (8 hidden, 5 seen) count as body.
     let mut stream = Http1Stream::new();
     let mut out = run(&mut stream, &[(&first, 4096 - 500 + 10), (b"0\r\n\r\n", 0)]);
     assert!(out.is_empty());
     stream.finish(9, &mut out);
     assert_eq!(
         (out[0].body_size, out[0].truncated, out[0].last_ts_ns),
-        (4096, true, 2)
+        (4096 + 8 + 5, true, 2)
     );
 }
 
@@ -500,22 +501,24 @@ fn a_last_chunk_hidden_by_a_gap_is_known_by_its_length() {
         &[b'z'; 500],
     ]
     .concat();
-    for (hidden, truncated) in [(7, false), (9, true), (3, true)] {
+    // Not the last chunk: what the gap hid past the data's CRLF counts as body.
+    for (hidden, size, truncated) in [(7, 1024, false), (9, 1031, true), (3, 1025, true)] {
         let mut stream = Http1Stream::new();
         let mut out = run(&mut stream, &[(&first, 1024 - 500 + hidden)]);
         assert!(out.is_empty());
         stream.peer_spoke(b"HTTP/1.1 200 OK\r\n", &mut out);
         assert_eq!(
             (out[0].body_size, out[0].truncated),
-            (1024, truncated),
+            (size, truncated),
             "{hidden}"
         );
     }
-    // Bytes after the hidden tail mean it was not the end.
+    // Bytes after the hidden tail mean it was not the end: they and the
+    // hidden ones count.
     let mut stream = Http1Stream::new();
     let mut out = run(&mut stream, &[(&first, 1024 - 500 + 7), (b"more", 0)]);
     stream.finish(3, &mut out);
-    assert_eq!((out[0].body_size, out[0].truncated), (1024, true));
+    assert_eq!((out[0].body_size, out[0].truncated), (1024 + 5 + 4, true));
     // A gap from the start of a size line counts the same way.
     let mut stream = Http1Stream::new();
     let head: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
@@ -847,6 +850,25 @@ fn invalid_content_length_loses_framing() {
 }
 
 #[test]
+fn bytes_after_a_framing_loss_count_as_the_body_wherever_it_happens() {
+    let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n";
+    // Lost on the captured bytes' last byte: the gap after it counts.
+    let at_end = format!("{head}q");
+    // Lost inside them: the rest of them and the gap count.
+    let inside = format!("{head}qrst");
+    for (bytes, size) in [(at_end, 4 + 100), (inside, 4 + 3 + 100)] {
+        let mut stream = Http1Stream::new();
+        let mut out = run(&mut stream, &[(bytes.as_bytes(), 100), (b"later", 20)]);
+        stream.finish(9, &mut out);
+        assert_eq!(
+            (out[0].body_size, out[0].truncated),
+            (size + 5 + 20, true),
+            "{bytes}"
+        );
+    }
+}
+
+#[test]
 fn chunk_size_overflow_loses_framing() {
     let bytes: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
             4\r\nabcd\r\n10000000000000000\r\n";
@@ -854,9 +876,11 @@ fn chunk_size_overflow_loses_framing() {
     let mut out = run(&mut stream, &[(bytes, 0), (b"more", 0)]);
     assert!(out.is_empty());
     stream.finish(9, &mut out);
+    // The size line's bytes after the digit refused ("\r\n") and the next
+    // segment's are the lost body's.
     assert_eq!(
         (out[0].body_size, out[0].truncated, out[0].last_ts_ns),
-        (4, true, 2)
+        (4 + 2 + 4, true, 2)
     );
     let max: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n";
     let (out, _) = parse(&[(max, u64::MAX)]);
