@@ -78,7 +78,7 @@ enum zt_event_flag {
 /* Bytes of a segment's end copied after the copy of its start (see
  * ZT_EVENT_FLAG_TAIL); a segment at most this much longer than its copy is
  * copied whole instead. */
-#define ZT_TAIL_LEN 64
+#define ZT_TAIL_LEN 128
 
 /* Frame headers noted at most per segment, and the size of one note. */
 #define ZT_H2_NOTES 128

@@ -24,11 +24,11 @@ fuzz_target!(|data: &[u8]| {
     while let [control, len, tail @ ..] = rest {
         let len = usize::from(*len).min(tail.len());
         let (segment, next) = tail.split_at(len);
-        // A segment with a gap keeps up to 64 of its last bytes as the
+        // A segment with a gap keeps up to 128 of its last bytes as the
         // kernel's copy of the segment's end (DataSegment::tail).
         let gap = control & 0x8 != 0;
         let (payload, end) = if gap {
-            segment.split_at(segment.len() - (segment.len() / 2).min(64))
+            segment.split_at(segment.len() - (segment.len() / 2).min(128))
         } else {
             (segment, &[][..])
         };

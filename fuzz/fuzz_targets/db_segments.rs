@@ -6,7 +6,7 @@ use zerotrace_worker::protocols::db::DbConnection;
 
 /// Feeds `data` to `connection` as segments. Layout: `[control][len][len bytes]...`;
 /// control bit 0: a client write, bit 1: a gap (bytes not captured) follows,
-/// bit 2 (with a gap): the last `len / 2` bytes, at most 64, are the
+/// bit 2 (with a gap): the last `len / 2` bytes, at most 128, are the
 /// segment's end copied apart (a tail), after the gap.
 /// Every operation out must end no earlier than it started.
 pub fn replay(mut connection: impl DbConnection, data: &[u8]) {
@@ -19,7 +19,7 @@ pub fn replay(mut connection: impl DbConnection, data: &[u8]) {
         let direction = if control & 1 == 1 { Direction::Egress } else { Direction::Ingress };
         let gap = if control & 2 == 2 { u64::from(*control) * 37 } else { 0 };
         let (captured, end) = if gap > 0 && control & 4 == 4 {
-            segment.split_at(segment.len() - (segment.len() / 2).min(64))
+            segment.split_at(segment.len() - (segment.len() / 2).min(128))
         } else {
             (segment, &[][..])
         };

@@ -145,7 +145,8 @@ WIDE_SIZES = (5, 60, 500, 5000)
 def pg_wide_results():
     """Results wider than the 512-byte capture, as ORMs read them: 5 to 5000
     rows of 100 bytes through psycopg2 (simple protocol), psycopg 3
-    (extended protocol) and psycopg2 over TLS, then one small query each."""
+    (extended protocol) and psycopg2 over TLS, a query that fails after
+    sending 5000 rows (psycopg2, both ways), then one small query each."""
     import psycopg
     import psycopg2
 
@@ -157,6 +158,15 @@ def pg_wide_results():
             for n in WIDE_SIZES:
                 cur.execute(query.format(label), (n,))
                 assert len(cur.fetchall()) == n
+            # Fails at row 5000, after the server sent the rows before it.
+            expect_error(
+                lambda: cur.execute(
+                    "SELECT g AS failing_row, repeat('x', 90), 1 / (5000 - g) "
+                    "FROM generate_series(1, 6000) g"
+                ),
+                lambda e: e.pgcode,
+                "22012",
+            )
             cur.execute("SELECT name FROM accounts WHERE id = %s", (1,))
             assert cur.fetchone() == ("ann",)
         conn.close()

@@ -1118,6 +1118,21 @@ fn wide_postgres_results_keep_their_row_count_and_are_whole() {
             assert!(bytes > Some(100 * rows), "{span:#}");
         }
     }
+    // A query that failed after sending 4,999 rows: its error, from the
+    // ErrorResponse at the end of its last read, and whole.
+    let failing: Vec<&Value> = spans
+        .iter()
+        .filter(|s| text(s).starts_with("SELECT g AS failing_row"))
+        .collect();
+    assert_eq!(failing.len(), 2, "{spans:#?}");
+    for span in failing {
+        assert_eq!(
+            span.pointer("/db/error_type").and_then(Value::as_str),
+            Some("22012"),
+            "{span:#}"
+        );
+        assert_eq!(span.get("partial"), Some(&Value::Bool(false)), "{span:#}");
+    }
     // The small queries after them: whole, one row.
     let small: Vec<&Value> = spans
         .iter()

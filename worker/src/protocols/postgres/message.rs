@@ -124,46 +124,84 @@ pub const BACKEND_FORMAT: FrameFormat = FrameFormat {
             find_ready(segment)
         }
     },
-    tail_resync: ends_with_ready,
+    tail_resync: ends_an_answer,
 };
 
 /// Where, in a segment's last bytes, backend messages start that run to its
-/// end and end with a ReadyForQuery: the end of the server's answer to a
-/// query (`CommandComplete` `SELECT 5000`, then `Z`), read with the end of a
-/// result too large for the copy. Each message must have a server's type
-/// and a length that fits it; the earliest such start is taken (a false one
-/// inside a row can only end on a real message boundary, at worst adding a
-/// row's worth of guessed `D`).
-fn ends_with_ready(tail: &[u8]) -> Option<usize> {
-    let ready = tail.len().checked_sub(6)?;
-    if !tail[ready..].starts_with(b"Z\0\0\0\x05") || !matches!(tail[ready + 5], b'I' | b'T' | b'E')
-    {
-        return None;
-    }
-    (0..=ready).find(|&start| chains_to(tail, start, ready))
+/// end and end an answer: a ReadyForQuery (`CommandComplete` `SELECT 5000`,
+/// then `Z`), or a CommandComplete or ErrorResponse whose ReadyForQuery the
+/// server sent apart (a query that failed after sending rows: its error
+/// ends one read, its `Z` is the next). Each message must have a server's
+/// type and a length that fits it, the last one a well-formed body; the
+/// earliest such start is taken (a false one inside a row can only end on a
+/// real message boundary, at worst adding a row's worth of guessed `D`).
+fn ends_an_answer(tail: &[u8]) -> Option<usize> {
+    (0..tail.len()).find(|&start| chain_ends_an_answer(tail, start))
 }
 
-/// Whether backend messages from `start` follow one another to `ready`.
-fn chains_to(tail: &[u8], start: usize, ready: usize) -> bool {
+/// Whether backend messages from `start` follow one another to the end of
+/// `tail`, the last of them ending an answer (and none before it a `Z`).
+fn chain_ends_an_answer(tail: &[u8], start: usize) -> bool {
     let mut at = start;
-    while at < ready {
+    loop {
         let Some(h) = tail
             .get(at..)
             .and_then(header)
-            .filter(|h| BACKEND_TYPES.contains(&h.tag) && h.tag != b'Z')
+            .filter(|h| BACKEND_TYPES.contains(&h.tag))
             .filter(|h| backend_len_fits(h.tag, h.body_len + 4))
         else {
             return false;
         };
-        let Some(next) = usize::try_from(h.body_len)
+        let Some(end) = usize::try_from(h.body_len)
             .ok()
             .and_then(|len| at.checked_add(5)?.checked_add(len))
+            .filter(|end| *end <= tail.len())
         else {
             return false;
         };
-        at = next;
+        if end == tail.len() {
+            return ends_with(h.tag, &tail[at + 5..]);
+        }
+        if h.tag == b'Z' {
+            return false;
+        }
+        at = end;
     }
-    at == ready
+}
+
+/// Whether a whole message of type `tag` with this body ends an answer.
+fn ends_with(tag: u8, body: &[u8]) -> bool {
+    match (tag, body) {
+        (b'Z', [status]) => matches!(status, b'I' | b'T' | b'E'),
+        // A command tag: `SELECT 5000`, `INSERT 0 1`, `FETCH 100`.
+        (b'C', [first, text @ .., 0]) => {
+            first.is_ascii_uppercase() && text.iter().all(|b| (0x20..0x7f).contains(b))
+        }
+        (b'E', _) => well_formed_error(body),
+        _ => false,
+    }
+}
+
+/// An ErrorResponse body: fields (a type byte, then text up to a NUL) up to
+/// the NUL that ends the list, among them a five-character SQLSTATE (`C`).
+fn well_formed_error(body: &[u8]) -> bool {
+    let mut rest = body;
+    let mut sqlstate = false;
+    while let [kind, after @ ..] = rest {
+        if *kind == 0 {
+            return after.is_empty() && sqlstate;
+        }
+        let Some(nul) = memchr::memchr(0, after) else {
+            return false;
+        };
+        let text = &after[..nul];
+        if !kind.is_ascii_alphabetic() || text.iter().any(|b| *b < 0x20 && *b != b'\n') {
+            return false;
+        }
+        sqlstate |= *kind == b'C' && text.len() == 5 && text.iter().all(u8::is_ascii_alphanumeric);
+        rest = &after[nul + 1..];
+    }
+    false
 }
 
 /// Reads NUL-terminated strings from a message body.
@@ -409,7 +447,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_tail_regains_framing_at_the_messages_that_run_to_its_ready_for_query() {
+    fn a_tail_regains_framing_at_the_messages_that_end_an_answer() {
         let complete = b"C\0\0\0\x10SELECT 5000\0";
         let ready = b"Z\0\0\0\x05I";
         // Row bytes, then CommandComplete and ReadyForQuery.
@@ -417,19 +455,32 @@ mod tests {
         let start = tail.len();
         tail.extend_from_slice(complete);
         tail.extend_from_slice(ready);
-        assert_eq!(ends_with_ready(&tail), Some(start));
-        // A ReadyForQuery alone at the end is found too.
-        assert_eq!(ends_with_ready(b"xxxxZ\0\0\0\x05T"), Some(4));
-        // No ReadyForQuery at the very end, or a bad status: no start.
-        assert_eq!(ends_with_ready(&tail[..tail.len() - 1]), None);
+        assert_eq!(ends_an_answer(&tail), Some(start));
+        // CommandComplete alone at the end (its Z read apart), and a
+        // ReadyForQuery alone.
+        assert_eq!(ends_an_answer(&tail[..tail.len() - 6]), Some(start));
+        assert_eq!(ends_an_answer(b"xxxxZ\0\0\0\x05T"), Some(4));
+        // The error of a query that failed after sending rows, as
+        // PostgreSQL 15 sends it, its ReadyForQuery read apart.
+        let error =
+            b"E\0\0\0\x41SERROR\0VERROR\0C22012\0Mdivision by zero\0Fint.c\0L869\0Rint4div\0\0";
+        let mut failed = b"xxxx\0\0\0\x011".to_vec();
+        failed.extend_from_slice(error);
+        assert_eq!(ends_an_answer(&failed), Some(9));
+        // Cut: no start. A bad status, or a tag that is no command's: none.
+        assert_eq!(ends_an_answer(&tail[..tail.len() - 1]), None);
+        assert_eq!(ends_an_answer(&failed[..failed.len() - 1]), None);
         let mut bad = tail.clone();
         bad.pop();
         bad.push(b'X');
-        assert_eq!(ends_with_ready(&bad), None);
-        // A message whose length does not land on the ReadyForQuery breaks the chain.
+        assert_eq!(ends_an_answer(&bad), None);
+        assert_eq!(ends_an_answer(b"C\0\0\0\x08x\x01y\0"), None);
+        // An error without its SQLSTATE is no error of the server's.
+        assert_eq!(ends_an_answer(b"E\0\0\0\x0eSERROR\0Mx\0\0"), None);
+        // A message whose length does not land on the next breaks the chain.
         let mut broken = b"C\0\0\0\x11SELECT 5000\0".to_vec();
         broken.extend_from_slice(ready);
-        assert_eq!(ends_with_ready(&broken), Some(broken.len() - 6));
+        assert_eq!(ends_an_answer(&broken), Some(broken.len() - 6));
     }
 
     #[test]
