@@ -173,9 +173,14 @@ fn chain_ends_an_answer(tail: &[u8], start: usize) -> bool {
 fn ends_with(tag: u8, body: &[u8]) -> bool {
     match (tag, body) {
         (b'Z', [status]) => matches!(status, b'I' | b'T' | b'E'),
-        // A command tag: `SELECT 5000`, `INSERT 0 1`, `FETCH 100`.
+        // A command tag: `SELECT 5000`, `INSERT 0 1`, `CREATE TABLE`: upper
+        // case words and counts (a row's text cut by the read's end rarely
+        // looks like one).
         (b'C', [first, text @ .., 0]) => {
-            first.is_ascii_uppercase() && text.iter().all(|b| (0x20..0x7f).contains(b))
+            first.is_ascii_uppercase()
+                && text
+                    .iter()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b' ')
         }
         (b'E', _) => well_formed_error(body),
         _ => false,
@@ -475,6 +480,7 @@ mod tests {
         bad.push(b'X');
         assert_eq!(ends_an_answer(&bad), None);
         assert_eq!(ends_an_answer(b"C\0\0\0\x08x\x01y\0"), None);
+        assert_eq!(ends_an_answer(b"C\0\0\0\x0bAbcdef\0"), None);
         // An error without its SQLSTATE is no error of the server's.
         assert_eq!(ends_an_answer(b"E\0\0\0\x0eSERROR\0Mx\0\0"), None);
         // A message whose length does not land on the next breaks the chain.
