@@ -239,6 +239,69 @@ fn chunked_bodies_whose_framing_is_lost_count_the_bytes_sent() {
     assert!((1_000_000..=1_005_000).contains(&request), "{}", spans[1]);
 }
 
+/// A client that reads a chunked response whose framing the capture loses,
+/// then keeps its connection idle (a pool does): its span is made at the
+/// read that ends with the last chunk (in the copy of the read's last
+/// bytes), not when the connection is next used or closed.
+#[test]
+fn a_client_span_of_a_lost_chunked_response_is_made_while_its_connection_idles() {
+    use std::io::{BufRead, BufReader, Write};
+    require_root();
+    let Some(server) = Server::node("chunked_node.js") else {
+        eprintln!("node is not installed: skipping");
+        return;
+    };
+    // The client listens too, so that `--open-port` instruments it; it
+    // calls once told, then holds its connection until told again.
+    let script = format!(
+        "import http.client, socket, sys\n\
+         l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen()\n\
+         print(l.getsockname()[1], flush=True)\n\
+         sys.stdin.readline()\n\
+         c = http.client.HTTPConnection('127.0.0.1', {})\n\
+         c.request('GET', '/burst/50'); print(len(c.getresponse().read()), flush=True)\n\
+         sys.stdin.readline()\n\
+         c.close()\n",
+        server.port
+    );
+    let mut client = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("python3: {e}"));
+    let (Some(mut input), Some(output)) = (client.stdin.take(), client.stdout.take()) else {
+        panic!("no pipes to the client");
+    };
+    let mut lines = BufReader::new(output).lines();
+    let mut next_line = || lines.next().and_then(Result::ok).unwrap_or_default();
+    let client_port = next_line();
+    let agent = Agent::start(
+        &["--open-port", &format!("{},{client_port}", server.port)],
+        &[],
+    );
+    let _ = writeln!(input);
+    assert_eq!(next_line(), "200004");
+    let spans = wait_for(Duration::from_secs(10), || {
+        let spans: Vec<Value> = agent
+            .spans()
+            .into_iter()
+            .filter(|s| s.str_of("kind") == "client")
+            .collect();
+        (!spans.is_empty()).then_some(spans)
+    });
+    // Let the client go before asserting, so that it never outlives a failure.
+    let _ = writeln!(input);
+    let _ = client.wait();
+    let Some(spans) = spans else {
+        panic!("no client span while the connection was idle");
+    };
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0].str_of("path"), "/burst/50", "{}", spans[0]);
+    let response = spans[0].u64_of("response_body_bytes");
+    assert!((200_004..=201_000).contains(&response), "{}", spans[0]);
+}
+
 #[test]
 fn traceparent_after_a_2_kb_cookie_continues_the_trace() {
     require_root();

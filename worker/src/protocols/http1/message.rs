@@ -28,8 +28,9 @@ pub struct HttpMessage {
     pub content_type: ContentType,
     /// `Transfer-Encoding` names `chunked` as the final coding.
     pub chunked: bool,
-    /// Body bytes seen (captured + gap), chunk payload only for chunked bodies.
-    /// A lower bound for truncated messages.
+    /// Body bytes seen (captured + gap), chunk payload only for chunked bodies;
+    /// in a truncated message, every byte after the point its framing was
+    /// lost, chunk framing included (the bytes sent).
     pub body_size: u64,
     pub first_ts_ns: u64,
     pub last_ts_ns: u64,

@@ -170,7 +170,13 @@ impl ProtocolSession for Http1Session {
             counters,
             spans,
             |stream, pairing| {
-                stream.feed(segment.captured, segment.missing, segment.ts_ns, pairing)
+                stream.feed_with_tail(
+                    segment.captured,
+                    segment.missing,
+                    segment.tail,
+                    segment.ts_ns,
+                    pairing,
+                )
             },
         );
         self.follow_an_upgrade(segment.direction);

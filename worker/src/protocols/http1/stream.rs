@@ -130,6 +130,33 @@ impl Http1Stream {
         }
     }
 
+    /// [`Self::feed`] for a segment whose last bytes, `tail`, the kernel
+    /// copied apart (they are among the `missing` ones). A chunked message
+    /// whose framing was lost ends where a segment ends with the last chunk
+    /// after a chunk's data (`\r\n0\r\n\r\n`), in its tail or in a copy
+    /// of the whole segment: it is complete there, rather than when the
+    /// other side next speaks (a client's connection may then stay idle for
+    /// minutes) or the connection closes.
+    pub fn feed_with_tail(
+        &mut self,
+        captured: &[u8],
+        missing: u64,
+        tail: &[u8],
+        ts_ns: u64,
+        out: &mut impl MessageSink,
+    ) {
+        self.feed(captured, missing, ts_ns, out);
+        let end = match (tail.is_empty(), missing) {
+            (false, _) => tail,
+            (true, 0) => captured,
+            (true, _) => return,
+        };
+        let lost_chunked = matches!(&self.state, State::Resync(msg) if msg.chunked);
+        if lost_chunked && end.ends_with(b"\r\n0\r\n\r\n") {
+            self.complete_waiting(out);
+        }
+    }
+
     /// The other direction of the connection carries data now (`peer` is the
     /// start of its segment). A message here that waits only for an end the
     /// capture cannot show (its head or its framing was cut) is complete:

@@ -868,6 +868,52 @@ fn bytes_after_a_framing_loss_count_as_the_body_wherever_it_happens() {
     }
 }
 
+/// Node.js writes a burst of chunks with one writev: the copy holds the head
+/// and the first chunk's start, a size line falls in the bytes not copied.
+/// The response is complete at the segment whose last bytes are the last
+/// chunk, not when the other side next speaks.
+#[test]
+fn a_lost_chunked_message_ends_at_a_segment_ending_with_the_last_chunk() {
+    let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfa0\r\n";
+    let first = [head.as_bytes(), &[b'x'; 400]].concat();
+    let end = b"xxxxxxxx\r\n4\r\nend\n\r\n0\r\n\r\n";
+    for (with_tail, bytes) in [(true, 20_000u64), (false, 30)] {
+        let mut stream = Http1Stream::new();
+        stream.expect_response_to("GET");
+        let mut out = Vec::new();
+        // 3,600 bytes of the first chunk's data, then size lines: lost.
+        stream.feed(&first, 20_000, 1, &mut out);
+        assert!(out.is_empty());
+        if with_tail {
+            // A long segment: 512 bytes copied, its end copied apart.
+            stream.feed_with_tail(&[b'x'; 512], bytes, end, 2, &mut out);
+        } else {
+            // A short one, copied whole.
+            stream.feed_with_tail(end, 0, &[], 2, &mut out);
+        }
+        assert_eq!(out.len(), 1, "{with_tail}");
+        // The first chunk's 4,000 bytes of data, its CRLF (known framing,
+        // not counted), then every byte after: the rest of the first gap
+        // and the second segment.
+        let sent = if with_tail {
+            512 + bytes
+        } else {
+            end.len() as u64
+        };
+        assert_eq!(
+            (out[0].body_size, out[0].truncated, out[0].last_ts_ns),
+            (4_000 + (20_000 - 3_600 - 2) + sent, true, 2)
+        );
+    }
+    // A segment ending otherwise leaves it waiting.
+    let mut stream = Http1Stream::new();
+    stream.expect_response_to("GET");
+    let mut out = Vec::new();
+    stream.feed(&first, 20_000, 1, &mut out);
+    stream.feed_with_tail(&[b'x'; 512], 20_000, &[b'x'; 128], 2, &mut out);
+    assert!(out.is_empty());
+}
+
 #[test]
 fn chunk_size_overflow_loses_framing() {
     let bytes: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
