@@ -58,6 +58,9 @@ pub enum FrameEvent {
     Frame(Frame),
     /// Framing lost to a gap or to bytes that are not a frame.
     Lost,
+    /// Framing regained where a segment (or what it holds after bytes the
+    /// protocol's resync skipped) starts with frames, after a loss.
+    Regained,
     /// Framing regained in a segment's tail after a loss: the frames that
     /// follow are the last of that segment, and whatever they answer may
     /// have had other answers in the lost bytes before them.
@@ -137,6 +140,7 @@ impl LengthFramer {
                     self.skipped_bytes += offset as u64;
                     input = &input[offset..];
                     self.lost = false;
+                    out.push(FrameEvent::Regained);
                 }
                 _ => {
                     self.skipped_bytes += input.len() as u64 + gap;
@@ -241,8 +245,13 @@ impl LengthFramer {
             }
             return;
         }
-        if self.lost && missing == 0 && (self.format.resync)(captured) != Some(0) {
-            let (before, end) = captured.split_at(captured.len().saturating_sub(WHOLE_END_LEN));
+        // Where the start-of-segment resync finds frames before the last
+        // bytes (a PostgreSQL ReadyForQuery amid the read: answers of an
+        // earlier batch), it decides, as before.
+        let end_at = captured.len().saturating_sub(WHOLE_END_LEN);
+        let resynced_before_end = (self.format.resync)(captured).is_some_and(|at| at < end_at);
+        if self.lost && missing == 0 && !resynced_before_end {
+            let (before, end) = captured.split_at(end_at);
             if self.regain_at_end(end, ts_ns, out) {
                 self.skipped_bytes += before.len() as u64;
                 return;
@@ -308,7 +317,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 FrameEvent::Frame(f) => Some((f.tag, f.body.clone(), f.cut)),
-                FrameEvent::Lost | FrameEvent::EndRegained => None,
+                FrameEvent::Lost | FrameEvent::Regained | FrameEvent::EndRegained => None,
             })
             .collect()
     }

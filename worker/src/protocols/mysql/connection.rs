@@ -188,7 +188,7 @@ impl MysqlConnection {
                     match event {
                         FrameEvent::Frame(frame) => self.on_client(&frame, out),
                         FrameEvent::Lost => self.mark_partial(),
-                        FrameEvent::EndRegained => {}
+                        FrameEvent::Regained | FrameEvent::EndRegained => {}
                     }
                 }
             }
@@ -224,6 +224,7 @@ impl MysqlConnection {
                         // The tail holds the last rows and the result's end:
                         // read on as rows (a loss in the column definitions,
                         // or before a later result set, stays partial).
+                        FrameEvent::Regained => {}
                         FrameEvent::EndRegained => {
                             if let Some(command) = &mut self.current {
                                 if command.reply == Reply::Rows {

@@ -136,6 +136,10 @@ pub struct PostgresConnection {
     /// The backend lost framing since the last request: results of what is
     /// pending may have been in the lost bytes.
     backend_lost: bool,
+    /// Framing came back at the end of a read whose results cannot be told
+    /// apart from those lost before them (`regain_at_end`): they are not
+    /// paired, and the next ReadyForQuery closes what waits, partial.
+    answers_unpaired: bool,
     last_backend_ns: u64,
     /// The client's first message while it is still arriving.
     first: Vec<u8>,
@@ -196,6 +200,7 @@ impl PostgresConnection {
             stats: DbDecoderStats::default(),
             events: Vec::new(),
             backend_lost: false,
+            answers_unpaired: false,
             last_backend_ns: 0,
             first: Vec::new(),
         }
@@ -328,7 +333,7 @@ impl PostgresConnection {
                     self.batch.partial = true;
                     self.pending.iter_mut().for_each(|p| p.partial = true);
                 }
-                FrameEvent::EndRegained => {}
+                FrameEvent::Regained | FrameEvent::EndRegained => {}
             }
         }
         self.events = events;
@@ -389,11 +394,13 @@ impl PostgresConnection {
                 FrameEvent::Frame(frame) => self.on_backend(frame, out),
                 FrameEvent::Lost => {
                     self.backend_lost = true;
+                    self.answers_unpaired = false;
                     self.pending.iter_mut().for_each(|p| {
                         p.answer_lost = true;
                         p.rows_lost = true;
                     });
                 }
+                FrameEvent::Regained => self.regain_for_one_result(),
                 FrameEvent::EndRegained => {
                     let answers = events.get(i + 1..).unwrap_or_default();
                     self.regain_at_end(answers.iter().filter(|e| answers_one(e)).count());
@@ -406,33 +413,51 @@ impl PostgresConnection {
 
     /// The backend's framing came back at the end of a read, with `answers`
     /// operation results (CommandComplete, EmptyQueryResponse,
-    /// PortalSuspended, ErrorResponse) before its ReadyForQuery. When the
-    /// requests pending are one batch (up to its Sync, or one simple query)
-    /// awaiting exactly that many results, none was in the lost bytes: they
-    /// held rows and notices only, and the operations are whole.
+    /// PortalSuspended, ErrorResponse) in the messages that run to its end.
+    /// When the requests pending are one batch (up to its Sync, or one
+    /// simple query) awaiting exactly that many results, none was in the
+    /// lost bytes: they held rows and notices only, and the operations are
+    /// whole. Otherwise the results are not paired at all.
     fn regain_at_end(&mut self, answers: usize) {
-        let mut awaited = 0;
-        let mut batch_end = None;
-        for (i, pending) in self.pending.iter().enumerate() {
-            match &pending.step {
-                Step::Simple(statements) => {
-                    awaited += statements.len();
-                    batch_end = Some(i);
-                    break;
-                }
-                Step::Execute => awaited += 1,
-                Step::Sync => {
-                    batch_end = Some(i);
-                    break;
-                }
-                _ => {}
-            }
+        if answers > 0 && self.awaited_in_one_batch().map(|(awaited, _)| awaited) == Some(answers) {
+            self.pending.iter_mut().for_each(|p| p.answer_lost = false);
+            self.backend_lost = false;
+        } else {
+            // Earlier results were lost too: pairing these with the oldest
+            // requests would give them another request's tag or error.
+            self.answers_unpaired = true;
         }
-        let one_batch = batch_end.is_some_and(|end| end + 1 == self.pending.len());
-        if one_batch && answers > 0 && awaited == answers {
+    }
+
+    /// The backend's framing came back at a read that starts with messages
+    /// (or at a ReadyForQuery amid one). When one request waits for one
+    /// result, the next result is its: the client writes nothing else
+    /// before it has read that one (a write would have closed it, its
+    /// answer lost), so the bytes lost held rows and notices only.
+    fn regain_for_one_result(&mut self) {
+        if let Some((1, _)) = self.awaited_in_one_batch() {
             self.pending.iter_mut().for_each(|p| p.answer_lost = false);
             self.backend_lost = false;
         }
+    }
+
+    /// The results the pending requests await, when they are one batch (up
+    /// to its Sync, or one simple query), and the batch's last index.
+    fn awaited_in_one_batch(&self) -> Option<(usize, usize)> {
+        let mut awaited = 0;
+        for (i, pending) in self.pending.iter().enumerate() {
+            match &pending.step {
+                Step::Simple(statements) => awaited += statements.len(),
+                Step::Execute => {
+                    awaited += 1;
+                    continue;
+                }
+                Step::Sync => {}
+                _ => continue,
+            }
+            return (i + 1 == self.pending.len()).then_some((awaited, i));
+        }
+        None
     }
 
     fn statement(text: &[u8], cut: bool) -> Arc<Statement> {
@@ -690,6 +715,12 @@ impl PostgresConnection {
         let end_ns = frame.end_ns;
         if let Some(front) = self.pending.front_mut() {
             front.response_bytes += wire_len(frame);
+        }
+        if self.answers_unpaired {
+            if frame.tag != b'Z' {
+                return;
+            }
+            self.answers_unpaired = false;
         }
         match parse_backend(frame.tag, &frame.body) {
             Backend::ReadyForQuery => {
