@@ -71,6 +71,10 @@ impl Session {
 pub struct Answer {
     pub reply: Reply,
     pub fds: Vec<std::os::fd::RawFd>,
+    /// A refusal that a well-behaved worker meets in its normal work (a
+    /// process gone, or one the loader may not read, before it could be
+    /// described): counted, logged at debug level rather than as a warning.
+    pub routine: bool,
 }
 
 impl Answer {
@@ -78,6 +82,7 @@ impl Answer {
         Self {
             reply,
             fds: Vec::new(),
+            routine: false,
         }
     }
     fn refused(refusal: Refusal) -> Self {
@@ -187,6 +192,7 @@ fn hello(session: &mut Session, probes: &Probes) -> Answer {
                     maps: descriptors,
                 },
                 fds,
+                routine: false,
             }
         }
         Err(reason) => Answer::refused(Refusal::Failed { reason }),
@@ -277,8 +283,46 @@ fn describe_process(pid: u32) -> Answer {
             exe_path: path.to_string_lossy().into_owned(),
             tls_libraries: tls_uprobes::tls_libraries(pid),
         })),
-        Err(e) => Answer::refused(Refusal::Failed {
-            reason: format!("/proc/{pid}/exe: {e}"),
-        }),
+        // Exited since the worker saw it, or not ours to read (a kernel
+        // thread, a process of another user namespace such as pid 1 in a
+        // container): the worker's scans meet these every time.
+        Err(e) => Answer {
+            routine: true,
+            ..Answer::refused(Refusal::Failed {
+                reason: format!("/proc/{pid}/exe: {e}"),
+            })
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worker's scans meet processes that exit, or that the loader may
+    /// not read, before they are described: refused without a warning. A
+    /// pid no kernel hands out is a worker's mistake: warned about.
+    #[test]
+    fn a_process_gone_before_it_is_described_is_a_routine_refusal() {
+        let me = describe_process(std::process::id());
+        assert!(matches!(me.reply, Reply::Process(_)) && !me.routine);
+        let gone = (2..pid_max())
+            .rev()
+            .find(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let Some(gone) = gone else {
+            return;
+        };
+        let answer = describe_process(gone);
+        assert!(
+            matches!(answer.reply, Reply::Refused(Refusal::Failed { .. })) && answer.routine,
+            "{:?}",
+            answer.reply
+        );
+        let bad = describe_process(0);
+        assert!(
+            matches!(bad.reply, Reply::Refused(Refusal::InvalidField { .. })) && !bad.routine,
+            "{:?}",
+            bad.reply
+        );
     }
 }

@@ -10,7 +10,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use zerotrace_shared::ipc::{self, LoaderStats, Refusal, Reply};
 use zerotrace_shared::startup::StartupData;
 
@@ -242,10 +242,17 @@ fn serve_one(
     let answer =
         request_table::handle_message(&mut worker.session, stats, probes, &message.bytes, oversize);
     if let Reply::Refused(refusal) = &answer.reply {
-        warn!(
-            "refused a worker request: {refusal:?} (refused so far: {})",
-            stats.requests_refused
-        );
+        if answer.routine {
+            debug!(
+                "could not answer a worker request: {refusal:?} (refused so far: {})",
+                stats.requests_refused
+            );
+        } else {
+            warn!(
+                "refused a worker request: {refusal:?} (refused so far: {})",
+                stats.requests_refused
+            );
+        }
     }
     let sent = ipc::encode(&answer.reply)
         .map_err(|e| e.to_string())
