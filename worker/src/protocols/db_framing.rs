@@ -245,16 +245,19 @@ impl LengthFramer {
             }
             return;
         }
+        // Only while lost (the resync is a scan, not for every segment).
         // Where the start-of-segment resync finds frames before the last
         // bytes (a PostgreSQL ReadyForQuery amid the read: answers of an
         // earlier batch), it decides, as before.
-        let end_at = captured.len().saturating_sub(WHOLE_END_LEN);
-        let resynced_before_end = (self.format.resync)(captured).is_some_and(|at| at < end_at);
-        if self.lost && missing == 0 && !resynced_before_end {
-            let (before, end) = captured.split_at(end_at);
-            if self.regain_at_end(end, ts_ns, out) {
-                self.skipped_bytes += before.len() as u64;
-                return;
+        if self.lost && missing == 0 {
+            let end_at = captured.len().saturating_sub(WHOLE_END_LEN);
+            let resynced_before_end = (self.format.resync)(captured).is_some_and(|at| at < end_at);
+            if !resynced_before_end {
+                let (before, end) = captured.split_at(end_at);
+                if self.regain_at_end(end, ts_ns, out) {
+                    self.skipped_bytes += before.len() as u64;
+                    return;
+                }
             }
         }
         self.feed(captured, missing, ts_ns, out)
