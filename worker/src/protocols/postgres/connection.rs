@@ -419,9 +419,8 @@ impl PostgresConnection {
     /// lost bytes: they held rows and notices only, and the operations are
     /// whole. Otherwise the results are not paired at all.
     fn regain_at_end(&mut self, answers: usize) {
-        if answers > 0 && self.awaited_in_one_batch().map(|(awaited, _)| awaited) == Some(answers) {
-            self.pending.iter_mut().for_each(|p| p.answer_lost = false);
-            self.backend_lost = false;
+        if answers > 0 && self.awaited_in_one_batch() == Some(answers) {
+            self.answers_not_lost();
         } else {
             // Earlier results were lost too: pairing these with the oldest
             // requests would give them another request's tag or error.
@@ -435,15 +434,20 @@ impl PostgresConnection {
     /// before it has read that one (a write would have closed it, its
     /// answer lost), so the bytes lost held rows and notices only.
     fn regain_for_one_result(&mut self) {
-        if let Some((1, _)) = self.awaited_in_one_batch() {
-            self.pending.iter_mut().for_each(|p| p.answer_lost = false);
-            self.backend_lost = false;
+        if self.awaited_in_one_batch() == Some(1) {
+            self.answers_not_lost();
         }
     }
 
+    /// The lost bytes held no result of what is pending.
+    fn answers_not_lost(&mut self) {
+        self.pending.iter_mut().for_each(|p| p.answer_lost = false);
+        self.backend_lost = false;
+    }
+
     /// The results the pending requests await, when they are one batch (up
-    /// to its Sync, or one simple query), and the batch's last index.
-    fn awaited_in_one_batch(&self) -> Option<(usize, usize)> {
+    /// to its Sync, or one simple query).
+    fn awaited_in_one_batch(&self) -> Option<usize> {
         let mut awaited = 0;
         for (i, pending) in self.pending.iter().enumerate() {
             match &pending.step {
@@ -455,7 +459,7 @@ impl PostgresConnection {
                 Step::Sync => {}
                 _ => continue,
             }
-            return (i + 1 == self.pending.len()).then_some((awaited, i));
+            return (i + 1 == self.pending.len()).then_some(awaited);
         }
         None
     }
