@@ -301,7 +301,7 @@ impl Server {
     /// script takes the port as its first argument and prints "listening".
     pub fn system_python(script: &str) -> Server {
         for _ in 0..5 {
-            if let Some(server) = Self::try_python_on("/usr/bin/python3", script, free_port()) {
+            if let Some(server) = Self::try_script_on("/usr/bin/python3", script, free_port()) {
                 return server;
             }
         }
@@ -314,7 +314,7 @@ impl Server {
     pub fn node(script: &str) -> Option<Server> {
         Command::new("node").arg("--version").output().ok()?;
         for _ in 0..5 {
-            if let Some(server) = Self::try_python_on("node", script, free_port()) {
+            if let Some(server) = Self::try_script_on("node", script, free_port()) {
                 return Some(server);
             }
         }
@@ -322,22 +322,22 @@ impl Server {
     }
 
     fn try_python_app_on(port: u16) -> Option<Server> {
-        Self::try_python_on("python3", "http_app.py", port)
+        Self::try_script_on("python3", "http_app.py", port)
     }
 
     /// `interpreter script port`; None when the server exits before saying
     /// it listens (port taken).
-    fn try_python_on(python: &str, script: &str, port: u16) -> Option<Server> {
+    fn try_script_on(interpreter: &str, script: &str, port: u16) -> Option<Server> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("servers")
             .join(script);
-        let mut child = Command::new(python)
+        let mut child = Command::new(interpreter)
             .arg(script)
             .arg(port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {python}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {interpreter}: {e}"));
         // It prints "listening" once its own socket is bound: a connection
         // alone could reach another test's server on the same port.
         let mut line = String::new();
