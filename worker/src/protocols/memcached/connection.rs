@@ -311,15 +311,19 @@ impl MemcachedConnection {
             .collect();
         let Some(name) = words.first() else { return };
         let name = bounded_text(name, 32);
+        let keys = retrieval_keys(&words);
+        // A retrieval's keys past the line's kept text are counted, not shown:
+        // only a line of another command is the less for it.
+        let overflow_lost = line.overflowed && keys == 0;
         let command = Command {
             text: query_text(&words),
             start_ns: line.start_ns,
             request_bytes: line.wire_bytes,
             response_bytes: 0,
             hits: 0,
-            keys: retrieval_keys(&words),
+            keys: keys + line.words_not_kept,
             hits_lost: false,
-            partial: line.cut,
+            partial: line.cut || overflow_lost,
             name,
         };
         if command.name == "quit" {
@@ -340,7 +344,7 @@ impl MemcachedConnection {
             return;
         };
         command.response_bytes += line.wire_bytes;
-        command.partial |= line.cut;
+        command.partial |= line.cut || line.overflowed;
         let error = matches!(word, b"ERROR" | b"CLIENT_ERROR" | b"SERVER_ERROR");
         if is_multi_line(&command.name) && !error {
             match word {

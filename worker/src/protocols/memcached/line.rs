@@ -14,8 +14,13 @@ const MAX_LINE: usize = 2048;
 pub struct Line {
     /// Without its CRLF; cut at `MAX_LINE`.
     pub text: Vec<u8>,
-    /// Part of the line or of its data block was not captured or not kept.
+    /// Part of the line or of its data block was not captured.
     pub cut: bool,
+    /// The line was longer than `MAX_LINE`: the rest of it was captured but
+    /// not kept, only its words counted in `words_not_kept`.
+    pub overflowed: bool,
+    /// Words of the line past `MAX_LINE` (a long `get`'s other keys).
+    pub words_not_kept: u64,
     /// The line, its data block and their CRLFs.
     pub wire_bytes: u64,
     pub start_ns: u64,
@@ -28,6 +33,21 @@ pub enum LineEvent {
     Lost,
 }
 
+/// Words that start in `bytes` (a byte other than a space or line end,
+/// after a space), `after_space` telling whether the byte before them was
+/// one, and left telling whether their last was.
+fn count_word_starts(bytes: &[u8], after_space: &mut bool) -> u64 {
+    let mut starts = 0;
+    for byte in bytes {
+        let space = *byte == b' ';
+        if !space && *after_space && !matches!(byte, b'\r' | b'\n') {
+            starts += 1;
+        }
+        *after_space = space;
+    }
+    starts
+}
+
 /// Splits one direction into lines; `data_after(line)` tells how many data
 /// bytes (CRLF included) follow a line.
 #[derive(Debug)]
@@ -35,7 +55,9 @@ pub struct LineReader {
     data_after: fn(&[u8]) -> Option<u64>,
     can_start: fn(&[u8]) -> bool,
     current: Option<Line>,
-    overflow: bool,
+    /// The last byte of the current line read was a space (words past
+    /// `MAX_LINE` are counted at their first byte).
+    after_space: bool,
     /// Data bytes still to pass for the current line.
     data_left: u64,
     lost: bool,
@@ -54,7 +76,7 @@ impl LineReader {
             data_after,
             can_start,
             current: None,
-            overflow: false,
+            after_space: false,
             data_left: 0,
             lost: false,
             turned: false,
@@ -76,7 +98,7 @@ impl LineReader {
         }
         self.turned = false;
         self.data_left = 0;
-        self.overflow = false;
+        self.after_space = false;
         if !self.lost {
             self.lost = true;
             self.losses += 1;
@@ -104,6 +126,8 @@ impl LineReader {
             let line = self.current.get_or_insert_with(|| Line {
                 text: Vec::new(),
                 cut: false,
+                overflowed: false,
+                words_not_kept: 0,
                 wire_bytes: 0,
                 start_ns: ts_ns,
                 end_ns: ts_ns,
@@ -124,8 +148,14 @@ impl LineReader {
             let take = end.map_or(input.len(), |at| at + 1);
             let room = MAX_LINE.saturating_sub(line.text.len()).min(take);
             line.text.extend_from_slice(&input[..room]);
+            if let Some(last) = room.checked_sub(1).and_then(|at| input.get(at)) {
+                self.after_space = *last == b' ';
+            }
+            if room < take {
+                line.overflowed = true;
+                line.words_not_kept += count_word_starts(&input[room..take], &mut self.after_space);
+            }
             line.wire_bytes += take as u64;
-            self.overflow |= room < take;
             input = &input[take..];
             if end.is_none() {
                 continue;
@@ -133,7 +163,7 @@ impl LineReader {
             while matches!(line.text.last(), Some(b'\n' | b'\r')) {
                 line.text.pop();
             }
-            line.cut |= std::mem::take(&mut self.overflow);
+            self.after_space = false;
             match (self.data_after)(&line.text) {
                 Some(data) if data > 0 => self.data_left = data,
                 _ => self.emit(ts_ns, out),

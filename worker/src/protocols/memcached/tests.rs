@@ -110,6 +110,39 @@ fn a_kernel_sized_capture_skips_values_by_length() {
     assert_eq!(show(&decode(TEXT, Cut::Capture(512))), TEXT_OPS);
 }
 
+/// A `get` of more keys than the decoder keeps of a line (pymemcache's
+/// get_many of 400 keys, 4.7 KB) counts them all: its hits are its rows,
+/// and it is whole. The line is seen whole, in one piece or many.
+#[test]
+fn a_get_longer_than_the_kept_line_counts_every_key() {
+    let keys: Vec<String> = (0..400).map(|i| format!("key:{i}")).collect();
+    let command = format!("get {}\r\n", keys.join(" "));
+    let mut reply = String::new();
+    for key in &keys[..399] {
+        reply.push_str(&format!("VALUE {key} 0 1\r\nv\r\n"));
+    }
+    reply.push_str("END\r\n");
+    for piece in [command.len(), 2048, 2047, 1000, 7] {
+        let mut connection = MemcachedConnection::new();
+        let mut out = Vec::new();
+        for (i, chunk) in command.as_bytes().chunks(piece).enumerate() {
+            connection.feed(Direction::Egress, chunk, 0, 1 + i as u64, &mut out);
+        }
+        connection.feed(Direction::Ingress, reply.as_bytes(), 0, 1000, &mut out);
+        assert_eq!(out.len(), 1, "pieces of {piece}");
+        assert_eq!(out[0].exchange.rows, Some(399), "pieces of {piece}");
+        assert!(!out[0].partial, "pieces of {piece}");
+        assert_eq!(out[0].exchange.request_bytes, command.len() as u64);
+    }
+    // A storage line past the kept length is not whole.
+    let mut connection = MemcachedConnection::new();
+    let mut out = Vec::new();
+    let long = format!("set {} 0 0 1\r\nx\r\n", "k".repeat(3000));
+    connection.feed(Direction::Egress, long.as_bytes(), 0, 1, &mut out);
+    connection.feed(Direction::Ingress, b"CLIENT_ERROR bad\r\n", 0, 2, &mut out);
+    assert!(out.iter().all(|op| op.partial), "{out:?}");
+}
+
 #[test]
 fn tiny_captures_stay_bounded() {
     for (fixture, expected) in [(PY, PY_OPS), (TEXT, TEXT_OPS)] {
