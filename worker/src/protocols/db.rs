@@ -101,10 +101,97 @@ impl DbDecoderStats {
     }
 }
 
+/// Requests waiting, in order, for replies that come in the same order
+/// (Redis, memcached): at most [`MAX_PENDING`]. A request past that is
+/// dropped and counted, and so is every later one until the replies of
+/// those dropped have passed: a client that keeps writing while it reads
+/// (`redis-cli --pipe`) would otherwise have later requests paired with
+/// the replies of dropped ones.
+#[derive(Debug)]
+pub struct PendingQueue<T> {
+    queue: VecDeque<T>,
+    /// Replies still to come for dropped requests, after those of the queue.
+    dropped_unanswered: u64,
+}
+
+impl<T> Default for PendingQueue<T> {
+    fn default() -> Self {
+        Self {
+            queue: VecDeque::new(),
+            dropped_unanswered: 0,
+        }
+    }
+}
+
+impl<T> PendingQueue<T> {
+    /// Queues a request for its reply, or drops and counts it.
+    pub fn push(&mut self, stats: &mut DbDecoderStats, request: T) {
+        if self.dropped_unanswered > 0 || self.queue.len() >= MAX_PENDING {
+            stats.pending_dropped += 1;
+            self.dropped_unanswered += 1;
+        } else {
+            self.queue.push_back(request);
+        }
+    }
+
+    /// The request a whole reply answers: the oldest waiting. `None` when
+    /// the reply answers a dropped request (passed by), or none at all
+    /// (counted in `stats.unmatched_replies` either way).
+    pub fn answer(&mut self, stats: &mut DbDecoderStats) -> Option<T> {
+        let request = self.queue.pop_front();
+        if request.is_none() {
+            stats.unmatched_replies += 1;
+            self.dropped_unanswered = self.dropped_unanswered.saturating_sub(1);
+        }
+        request
+    }
+
+    /// Whether the replies being read answer dropped requests.
+    pub fn answering_dropped(&self) -> bool {
+        self.queue.is_empty() && self.dropped_unanswered > 0
+    }
+
+    /// Takes the oldest request out without a reply (the connection ended,
+    /// or the replies' framing was lost).
+    pub fn pop_front(&mut self) -> Option<T> {
+        self.queue.pop_front()
+    }
+
+    /// Forgets the dropped requests' replies: after a loss of framing,
+    /// pairing starts again with what is written next.
+    pub fn forget_dropped(&mut self) {
+        self.dropped_unanswered = 0;
+    }
+
+    pub fn front(&self) -> Option<&T> {
+        self.queue.front()
+    }
+
+    pub fn front_mut(&mut self) -> Option<&mut T> {
+        self.queue.front_mut()
+    }
+
+    pub fn back_mut(&mut self) -> Option<&mut T> {
+        self.queue.back_mut()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.queue.iter_mut()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
 /// Longest text kept for a query, an error message or a key.
 pub const MAX_TEXT: usize = 2048;
 /// Requests waiting for their reply, per connection; more are dropped and counted.
-pub const MAX_PENDING: usize = 1024;
+pub const MAX_PENDING: usize = 4096;
 
 /// Text of `bytes` (lossy UTF-8), cut to at most `max` bytes on a char boundary.
 pub fn bounded_text(bytes: &[u8], max: usize) -> String {

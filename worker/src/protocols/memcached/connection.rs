@@ -5,12 +5,10 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::VecDeque;
-
 use zerotrace_shared::event::Direction;
 
 use super::line::{Line, LineEvent, LineReader};
-use crate::protocols::db::{bounded_text, DbDecoderStats, DbOperation, DbSystem};
+use crate::protocols::db::{bounded_text, DbDecoderStats, DbOperation, DbSystem, PendingQueue};
 
 /// Keys shown in the query text of a multi-key retrieval before `…`.
 const MAX_SHOWN_KEYS: usize = 16;
@@ -162,7 +160,7 @@ struct Command {
 pub struct MemcachedConnection {
     commands: LineReader,
     replies: LineReader,
-    pending: VecDeque<Command>,
+    pending: PendingQueue<Command>,
     replies_lost: bool,
     last_reply_ns: u64,
     stats: DbDecoderStats,
@@ -220,7 +218,7 @@ impl MemcachedConnection {
         Self {
             commands: LineReader::new(command_data, starts_command),
             replies: LineReader::new(reply_data, starts_reply),
-            pending: VecDeque::new(),
+            pending: PendingQueue::default(),
             replies_lost: false,
             last_reply_ns: 0,
             stats: DbDecoderStats::default(),
@@ -300,6 +298,7 @@ impl MemcachedConnection {
         if std::mem::take(&mut self.replies_lost) {
             // The client writes again: the replies lost with the framing were read.
             let end = self.last_reply_ns;
+            self.pending.forget_dropped();
             while let Some(command) = self.pending.pop_front() {
                 self.emit(command, end, None, out);
             }
@@ -334,13 +333,16 @@ impl MemcachedConnection {
             let end = line.end_ns;
             return self.emit(command, end, None, out);
         }
-        self.stats.push_pending(&mut self.pending, command);
+        self.pending.push(&mut self.stats, command);
     }
 
     fn on_reply(&mut self, line: &Line, out: &mut Vec<DbOperation>) {
         let word = first_word(&line.text);
+        if self.pending.answering_dropped() && matches!(word, b"VALUE" | b"STAT") {
+            return; // a line of a dropped retrieval's reply: its END passes it
+        }
         let Some(command) = self.pending.front_mut() else {
-            self.stats.unmatched_replies += 1;
+            self.pending.answer(&mut self.stats);
             return;
         };
         command.response_bytes += line.wire_bytes;
@@ -356,7 +358,7 @@ impl MemcachedConnection {
                 _ => return, // STAT lines
             }
         }
-        let Some(command) = self.pending.pop_front() else {
+        let Some(command) = self.pending.answer(&mut self.stats) else {
             return;
         };
         self.emit(command, line.end_ns, Some(&line.text), out);

@@ -110,6 +110,40 @@ fn a_kernel_sized_capture_skips_values_by_length() {
     assert_eq!(show(&decode(TEXT, Cut::Capture(512))), TEXT_OPS);
 }
 
+/// Past the cap, a command written while replies of dropped ones are still
+/// to come is dropped too, multi-line replies (`VALUE … END`) passed whole:
+/// no reply is paired with a later command than its own.
+#[test]
+fn commands_written_after_dropped_ones_never_take_their_replies() {
+    let max = crate::protocols::db::MAX_PENDING;
+    let mut connection = MemcachedConnection::new();
+    let mut out = Vec::new();
+    connection.feed(
+        Direction::Egress,
+        &b"get a\r\n".repeat(max + 2),
+        0,
+        1,
+        &mut out,
+    );
+    connection.feed(Direction::Ingress, &b"END\r\n".repeat(max), 0, 2, &mut out);
+    assert_eq!(out.len(), max);
+    connection.feed(Direction::Egress, b"delete b\r\n", 0, 3, &mut out);
+    let replies = b"VALUE a 0 1\r\nx\r\nEND\r\nVALUE a 0 1\r\nx\r\nEND\r\nDELETED\r\n";
+    connection.feed(Direction::Ingress, replies, 0, 4, &mut out);
+    connection.feed(Direction::Egress, b"get c\r\n", 0, 5, &mut out);
+    connection.feed(
+        Direction::Ingress,
+        b"VALUE c 0 2\r\nyy\r\nEND\r\n",
+        0,
+        6,
+        &mut out,
+    );
+    assert_eq!(show(&out[max..]), ["get | get c | ok | rows=1 | 5-6"]);
+    assert!(out.iter().all(|op| op.exchange.operation == "get"));
+    let stats = connection.stats();
+    assert_eq!((stats.pending_dropped, stats.unmatched_replies), (3, 3));
+}
+
 /// A `get` of more keys than the decoder keeps of a line (pymemcache's
 /// get_many of 400 keys, 4.7 KB) counts them all: its hits are its rows,
 /// and it is whole. The line is seen whole, in one piece or many.

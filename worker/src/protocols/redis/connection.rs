@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use zerotrace_shared::event::Direction;
 
 use super::resp::{RespChild, RespEvent, RespReader, RespValue, Side};
-use crate::protocols::db::{bounded_text, DbDecoderStats, DbOperation, DbSystem};
+use crate::protocols::db::{bounded_text, DbDecoderStats, DbOperation, DbSystem, PendingQueue};
 
 /// Arguments shown as `?` in the query text before it is cut with `…`.
 const MAX_SHOWN_ARGS: u64 = 16;
@@ -41,7 +41,7 @@ struct Command {
 pub struct RedisConnection {
     commands: RespReader,
     replies: RespReader,
-    pending: VecDeque<Command>,
+    pending: PendingQueue<Command>,
     /// Transaction commands answered `+QUEUED`, waiting for EXEC's reply.
     queued: VecDeque<Command>,
     in_transaction: bool,
@@ -141,7 +141,7 @@ impl RedisConnection {
         Self {
             commands: reader(Side::Commands),
             replies: reader(Side::Replies),
-            pending: VecDeque::new(),
+            pending: PendingQueue::default(),
             queued: VecDeque::new(),
             in_transaction: false,
             namespace,
@@ -226,6 +226,7 @@ impl RedisConnection {
     }
 
     fn close_all_pending(&mut self, end_ns: u64, out: &mut Vec<DbOperation>) {
+        self.pending.forget_dropped();
         while let Some(command) = self.pending.pop_front() {
             if command.name == "EXEC" {
                 while let Some(queued) = self.queued.pop_front() {
@@ -298,7 +299,7 @@ impl RedisConnection {
             }
             _ => {}
         }
-        self.stats.push_pending(&mut self.pending, command);
+        self.pending.push(&mut self.stats, command);
     }
 
     fn on_reply(&mut self, reply: &RespValue, out: &mut Vec<DbOperation>) {
@@ -323,8 +324,7 @@ impl RedisConnection {
             }
             _ => {}
         }
-        let Some(command) = self.pending.pop_front() else {
-            self.stats.unmatched_replies += 1;
+        let Some(command) = self.pending.answer(&mut self.stats) else {
             return;
         };
         let error = matches!(reply.kind, b'-' | b'!');

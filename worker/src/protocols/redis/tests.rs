@@ -226,6 +226,67 @@ fn pending_commands_are_capped() {
     assert_eq!(connection.stats().pending_dropped, 5);
 }
 
+/// `redis-cli --pipe` writes while it reads: past the cap, a command written
+/// while replies of dropped ones are still to come is dropped too, so no
+/// reply is paired with a later command than its own.
+#[test]
+fn commands_written_after_dropped_ones_never_take_their_replies() {
+    let max = crate::protocols::db::MAX_PENDING;
+    let mut connection = RedisConnection::new();
+    let mut out = Vec::new();
+    let gets = b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n".repeat(max + 3);
+    connection.feed(Direction::Egress, &gets, 0, 1, &mut out);
+    connection.feed(Direction::Ingress, &b"$-1\r\n".repeat(max), 0, 2, &mut out);
+    assert_eq!(out.len(), max);
+    // Written before the three dropped GETs are answered: its `+OK` is
+    // the fourth reply from here, not the first.
+    connection.feed(
+        Direction::Egress,
+        b"*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\nx\r\n",
+        0,
+        3,
+        &mut out,
+    );
+    connection.feed(
+        Direction::Ingress,
+        b"$-1\r\n$-1\r\n$-1\r\n+OK\r\n",
+        0,
+        4,
+        &mut out,
+    );
+    connection.feed(
+        Direction::Egress,
+        b"*2\r\n$3\r\nGET\r\n$1\r\nz\r\n",
+        0,
+        5,
+        &mut out,
+    );
+    connection.feed(Direction::Ingress, b"-WRONGTYPE no\r\n", 0, 6, &mut out);
+    assert_eq!(out.len(), max + 1);
+    let last = out.last().map(|op| {
+        (
+            op.exchange.query_text.clone(),
+            op.exchange.status_code.clone(),
+            op.start_ns,
+            op.end_ns,
+        )
+    });
+    assert_eq!(
+        last,
+        Some((
+            Some("GET z".to_string()),
+            Some("WRONGTYPE".to_string()),
+            5,
+            6
+        ))
+    );
+    assert!(out
+        .iter()
+        .all(|op| op.exchange.operation == "GET" && !op.partial));
+    let stats = connection.stats();
+    assert_eq!((stats.pending_dropped, stats.unmatched_replies), (4, 4));
+}
+
 proptest::proptest! {
     #[test]
     fn arbitrary_segments_never_panic(
