@@ -132,9 +132,10 @@ static __always_inline void zt_go_tls_emit(__u64 pid_tgid, __u64 sock_id, __u8 d
 	e->sock_id = sock_id;
 	e->bytes = len;
 	__u8 *dst = zt_payload_of(buf);
-	__u32 copy = zt_copy_buffer(dst, src, len, 0, state, direction, &e->flags);
-	e->captured_len = copy;
-	zt_submit(buf, copy, ZT_WAKE_BATCHED);
+	__u64 split_at = 0;
+	bool pipeline = 0;
+	__u32 copy = zt_copy_buffer(dst, src, len, 0, state, direction, &e->flags, &split_at, &pipeline);
+	zt_submit_segment(buf, src, len, copy, split_at);
 }
 
 /* The socket of a call: the Conn's own, else the thread's last socket (as

@@ -614,16 +614,166 @@ static __always_inline bool zt_starts_head(const __u8 *p)
 	return zt_starts_text_head(ZT_WORD(p[0], p[1], p[2], p[3]));
 }
 
+/* The decimal number at p[1..] (at most 10 digits) of a RESP header, and in
+ * `*crlf` the index of the line end after it; -1 when no line end follows
+ * 1 to 10 digits. */
+static __always_inline __s64 zt_resp_length(const __u8 *p, __u32 *crlf)
+{
+	__s64 n = 0;
+#pragma unroll
+	for (int i = 1; i <= 11; i++) {
+		__u8 c = p[i];
+		if (c >= '0' && c <= '9') {
+			n = n * 10 + (c - '0');
+			continue;
+		}
+		if (i == 1 || c != '\r' || p[i + 1] != '\n')
+			return -1;
+		*crlf = i;
+		return n;
+	}
+	return -1;
+}
+
+/* Whether a segment longer than the copy starts with Redis commands or
+ * replies that may be followed by more (a pipeline): a command array
+ * (`*3\r\n$3\r\nSET`), an array reply, a status or error line (`+OK`,
+ * `-ERR`), an integer, or a bulk string shorter than the segment. Copied as a
+ * head, the pipeline's commands and replies past the first ZT_PAYLOAD_MAX
+ * bytes keep their framing; a single bulk string as long as the segment (a
+ * large value) is followed by its length instead. A wrong yes costs a longer
+ * copy, never a wrong span. */
+static __always_inline bool zt_starts_resp_pipeline(const __u8 *p, __u64 len)
+{
+	__u32 crlf = 0;
+	__s64 n;
+	switch (p[0]) {
+	case '*':
+		if (zt_resp_length(p, &crlf) < 0)
+			return 0;
+		switch (p[crlf + 2]) {
+		case '$':
+		case '*':
+		case ':':
+		case '+':
+		case '-':
+			return 1;
+		}
+		return 0;
+	case '$':
+		if (p[1] == '-')
+			return p[2] == '1' && p[3] == '\r' && p[4] == '\n';
+		n = zt_resp_length(p, &crlf);
+		return n >= 0 && (__u64)n + crlf + 4 < len;
+	case ':':
+		return zt_resp_length(p, &crlf) >= 0;
+	case '+':
+	case '-':
+		return p[1] >= 'A' && p[1] <= 'Z' && p[2] >= 'A' && p[2] <= 'Z';
+	}
+	return 0;
+}
+
+/* Whether a segment longer than the copy starts with a PostgreSQL message of
+ * a pipeline, followed by more: a Parse or Bind of the extended protocol
+ * (a driver's batch: psycopg 3's and asyncpg's executemany write hundreds of
+ * Bind and Execute messages at once), or their replies ParseComplete and
+ * BindComplete, or a short CommandComplete (the replies of a batch of
+ * INSERTs). Copied as a head, the batch's messages past the first
+ * ZT_PAYLOAD_MAX bytes keep their framing. A read of rows (DataRow) is not
+ * one: its end is copied apart (zt_copy_tail). */
+static __always_inline bool zt_starts_pg_pipeline(const __u8 *p, __u64 len)
+{
+	if (p[1] || p[2] > 0x0f)
+		return 0;
+	__u32 length = (__u32)p[2] << 16 | (__u32)p[3] << 8 | p[4];
+	switch (p[0]) {
+	case 'P':
+	case 'B':
+		return length >= 4 && length + 1 < len;
+	case '1':
+	case '2':
+		return length == 4;
+	case 'C':
+		return length >= 5 && length < 64;
+	}
+	return 0;
+}
+
+/* A direction's head count with this bit set counts the segments of a
+ * database pipeline still copied as head (ZT_PIPELINE_CONTINUATIONS at
+ * most): a server sends a batch's replies in reads that start amid a
+ * message (PostgreSQL in 8 KiB pieces), a client may write a long batch in
+ * pieces (redis-py 6,000 bytes at a time). */
+#define ZT_PIPELINE_CONTINUES 0x80
+#define ZT_PIPELINE_CONTINUATIONS 63
+
+/* Whether a segment longer than the copy starts with a memcached text
+ * command or reply: pymemcache's set_many writes its `set`s at once, a
+ * get_many is one `get` line of many keys, and their replies are runs of
+ * `STORED` or of `VALUE` lines. */
+static __always_inline bool zt_starts_memcached(const __u8 *p)
+{
+	switch (ZT_WORD(p[0], p[1], p[2], p[3])) {
+	case ZT_WORD('g', 'e', 't', ' '):
+	case ZT_WORD('g', 'e', 't', 's'):
+	case ZT_WORD('g', 'a', 't', ' '):
+	case ZT_WORD('g', 'a', 't', 's'):
+	case ZT_WORD('s', 'e', 't', ' '):
+	case ZT_WORD('a', 'd', 'd', ' '):
+	case ZT_WORD('c', 'a', 's', ' '):
+	case ZT_WORD('r', 'e', 'p', 'l'):
+	case ZT_WORD('a', 'p', 'p', 'e'):
+	case ZT_WORD('p', 'r', 'e', 'p'):
+	case ZT_WORD('d', 'e', 'l', 'e'):
+	case ZT_WORD('i', 'n', 'c', 'r'):
+	case ZT_WORD('d', 'e', 'c', 'r'):
+	case ZT_WORD('t', 'o', 'u', 'c'):
+	case ZT_WORD('V', 'A', 'L', 'U'):
+	case ZT_WORD('S', 'T', 'O', 'R'):
+	case ZT_WORD('N', 'O', 'T', '_'):
+	case ZT_WORD('E', 'X', 'I', 'S'):
+	case ZT_WORD('D', 'E', 'L', 'E'):
+	case ZT_WORD('T', 'O', 'U', 'C'):
+		return 1;
+	}
+	/* meta commands (`mg key v`) and their replies (`VA 5`, `HD`) */
+	return (p[0] == 'm' && (p[1] == 'g' || p[1] == 's' || p[1] == 'd') && p[2] == ' ') ||
+	       (p[0] == 'V' && p[1] == 'A' && p[2] == ' ') || (p[0] == 'H' && p[1] == 'D' && p[2] == '\r');
+}
+
+/* Whether a `len`-byte segment longer than the copy, whose first bytes are
+ * the payload of the CPU's event buffer, starts a database pipeline. A
+ * global function: the verifier checks its branches once, not along every
+ * path of every program that copies a segment (inlined, they tripled the
+ * programs' load time). */
+__attribute__((noinline)) int zt_payload_starts_db_pipeline(__u64 len)
+{
+	struct zt_event_buffer *buf = zt_cpu_buffer();
+	if (!buf || len <= ZT_PAYLOAD_MAX)
+		return 0;
+	const __u8 *p = zt_payload_of(buf);
+	return zt_starts_resp_pipeline(p, len) || zt_starts_pg_pipeline(p, len) || zt_starts_memcached(p);
+}
+
+
+/* The head capture in force: at most ZT_HEAD_MAX; at or below ZT_PAYLOAD_MAX
+ * no segment is copied as a head. */
+static __always_inline __u64 zt_head_limit(void)
+{
+	return zt_settings.head_capture < ZT_HEAD_MAX ? zt_settings.head_capture : ZT_HEAD_MAX;
+}
+
 /* How much of a `len`-byte segment to copy when its first ZT_PAYLOAD_MAX
- * bytes (already in buf) start a head, or when it `continues` a head left
- * open by the previous segment: more than ZT_PAYLOAD_MAX, or 0 to keep what
- * was copied. */
-static __always_inline __u64 zt_head_copy_len(const __u8 *dst, __u64 len, bool continues)
+ * bytes (already in buf) start a head (or a database `pipeline`), or when it
+ * `continues` a head left open by the previous segment: more than
+ * ZT_PAYLOAD_MAX, or 0 to keep what was copied. */
+static __always_inline __u64 zt_head_copy_len(const __u8 *dst, __u64 len, bool continues, bool pipeline)
 {
 	if (len <= ZT_PAYLOAD_MAX || zt_settings.head_capture <= ZT_PAYLOAD_MAX ||
-	    !(continues || zt_starts_head(dst)))
+	    !(continues || pipeline || zt_starts_head(dst)))
 		return 0;
-	__u64 limit = zt_settings.head_capture < ZT_HEAD_MAX ? zt_settings.head_capture : ZT_HEAD_MAX;
+	__u64 limit = zt_head_limit();
 	return len < limit ? len : limit;
 }
 
@@ -668,7 +818,8 @@ static __always_inline __u32 zt_copy_iovecs(__u8 *dst, __u64 iov_ptr, __u64 coun
 	__u32 copied = zt_copy_iovecs_upto(dst, iov_ptr, count, total, ZT_PAYLOAD_MAX);
 	if (copied < ZT_PAYLOAD_MAX)
 		return copied;
-	__u64 head = zt_head_copy_len(dst, total, continues);
+	__u64 head = zt_head_copy_len(dst, total, continues,
+				      copied == ZT_PAYLOAD_MAX && zt_payload_starts_db_pipeline(total));
 	return head ? zt_copy_iovecs_upto(dst, iov_ptr, count, total, head) : copied;
 }
 
@@ -1207,15 +1358,46 @@ static __always_inline __u32 zt_copy_tail(__u8 *dst, __u64 src, __u64 len, __u32
 	return copied + ZT_TAIL_LEN;
 }
 
+/* What zt_copy_rest returns above the payload length. */
+#define ZT_REST_SPLIT (1ull << 32)    /* the segment goes on in records of its own */
+#define ZT_REST_PIPELINE (1ull << 33) /* it starts a database pipeline */
+
+/* The copy of a `len`-byte user buffer at `src` that is no HTTP/2
+ * connection's, whose first `copy` bytes are the payload of the CPU's event
+ * buffer: extended when they start or `continues` a head, or start a
+ * database pipeline; a pipeline longer than the head capture is whole and
+ * goes on in records of its own (ZT_REST_SPLIT, zt_submit_split_rest), any
+ * other segment gets its end (zt_copy_tail). Returns the payload length
+ * with the ZT_REST_ bits. A global function: the verifier checks its
+ * branches once, not along every path of every program that copies a
+ * segment (inlined, they tripled the programs' load time). */
+__attribute__((noinline)) __u64 zt_copy_rest(__u64 src, __u64 len, __u64 copy, __u64 continues)
+{
+	struct zt_event_buffer *buf = zt_cpu_buffer();
+	if (!buf || copy > ZT_PAYLOAD_MAX)
+		return 0;
+	__u8 *dst = zt_payload_of(buf);
+	bool pipeline = copy == ZT_PAYLOAD_MAX && zt_payload_starts_db_pipeline(len);
+	__u64 head = zt_head_copy_len(dst, len, continues != 0, pipeline);
+	__u32 copied = zt_copy_more(dst, src, copy, head);
+	__u64 bits = pipeline ? ZT_REST_PIPELINE : 0;
+	if (pipeline && head && head < len && copied == head)
+		return bits | ZT_REST_SPLIT | copied;
+	return bits | zt_copy_tail(dst, src, len, copied, &buf->event.flags);
+}
+
 /* Copies the first ZT_PAYLOAD_MAX bytes of a `len`-byte user buffer, or more
  * when they start or `continues` a head, or, on an HTTP/2 connection
  * (`state`'s mark, or the client preface), hold a header block after DATA
  * or the rest of one the last segment cut; on an HTTP/2 connection, the
  * headers of the frames the copy leaves out follow it, and `event_flags`
- * gets ZT_EVENT_FLAG_H2_NOTES; on any other, the segment's end follows it
- * (zt_copy_tail). Returns the payload length. */
+ * gets ZT_EVENT_FLAG_H2_NOTES; on any other, zt_copy_rest decides the rest:
+ * `*split_at` is then where the record ends when the segment goes on in
+ * records of its own, and `*pipeline` whether it starts a database
+ * pipeline. Returns the payload length. */
 static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, bool continues,
-					    struct zt_conn_state *state, __u8 direction, __u8 *event_flags)
+					    struct zt_conn_state *state, __u8 direction, __u8 *event_flags,
+					    __u64 *split_at, bool *pipeline)
 {
 	__u32 copy = len > ZT_PAYLOAD_MAX ? ZT_PAYLOAD_MAX : len;
 	if (copy > ZT_PAYLOAD_MAX) /* restated for the verifier */
@@ -1226,11 +1408,68 @@ static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, boo
 			*next = 0;
 		return 0;
 	}
-	__u64 head = zt_head_copy_len(dst, len, continues);
 	__u32 *next = zt_h2_segment(state, direction, dst, copy, len);
-	if (!next)
-		return zt_copy_tail(dst, src, len, zt_copy_more(dst, src, copy, head), event_flags);
-	return zt_h2_copy(next, src, 0, len, head, copy, event_flags);
+	if (next)
+		return zt_h2_copy(next, src, 0, len, zt_head_copy_len(dst, len, continues, 0), copy, event_flags);
+	if (len <= copy)
+		return copy; /* whole: the usual HTTP/1 request, no call */
+	__u64 rest = zt_copy_rest(src, len, copy, continues);
+	if (rest & ZT_REST_SPLIT)
+		*split_at = (__u32)rest;
+	*pipeline = (rest & ZT_REST_PIPELINE) != 0;
+	return (__u32)rest;
+}
+
+/* Records a database pipeline longer than the head capture is sent in, the
+ * last with the segment's end (zt_copy_tail): 128 KiB whole with the default
+ * capture (asyncpg writes a batch of 2,000 INSERTs' Bind and Execute messages
+ * in one 130 KiB write). */
+#define ZT_SPLIT_RECORDS 16
+
+/* Sends the rest of a `len`-byte segment at `src` whose first `off` bytes
+ * went in the record the CPU's event buffer holds (zt_copy_buffer's
+ * `split_at`), as if the program had written or read it in pieces of the
+ * head capture: each record whole, up to ZT_SPLIT_RECORDS in all, the last
+ * with the segment's end. The records keep the first one's header, without
+ * the identity it carried. A global function: the verifier checks it once. */
+__attribute__((noinline)) int zt_submit_split_rest(__u64 src, __u64 off, __u64 len)
+{
+	struct zt_event_buffer *buf = zt_cpu_buffer();
+	if (!buf || off < ZT_PAYLOAD_MAX || off > ZT_HEAD_MAX)
+		return 0;
+	__u64 piece = off;
+	buf->event.flags &= ~(ZT_EVENT_FLAG_IDENTITY | ZT_EVENT_FLAG_TAIL);
+	__u8 *dst = zt_payload_of(buf);
+	for (int i = 1; i < ZT_SPLIT_RECORDS && off < len; i++) {
+		__u64 rest = len - off;
+		bool last = i + 1 == ZT_SPLIT_RECORDS;
+		__u32 copy = rest < piece ? rest : piece;
+		if (copy > ZT_HEAD_MAX) /* restated for the verifier */
+			copy = ZT_HEAD_MAX;
+		if (bpf_probe_read_user(dst, copy, (void *)(src + off)))
+			return 0;
+		buf->event.flags &= ~ZT_EVENT_FLAG_TAIL;
+		buf->event.bytes = last ? rest : copy;
+		if (last)
+			copy = zt_copy_tail(dst, src + off, rest, copy, &buf->event.flags);
+		buf->event.captured_len = copy;
+		zt_submit(buf, copy, ZT_WAKE_BATCHED);
+		off += buf->event.bytes;
+	}
+	return 0;
+}
+
+/* Submits the data record the CPU's event buffer holds, `copy` bytes of a
+ * `len`-byte segment at `src`, and, when zt_copy_buffer split the segment
+ * at `split_at`, the records of the rest. */
+static __always_inline void zt_submit_segment(struct zt_event_buffer *buf, __u64 src, __u64 len, __u32 copy,
+					      __u64 split_at)
+{
+	buf->event.bytes = split_at ? split_at : len;
+	buf->event.captured_len = copy;
+	zt_submit(buf, copy, ZT_WAKE_BATCHED);
+	if (split_at)
+		zt_submit_split_rest(src, split_at, len);
 }
 
 /* Copies a vectored segment (zt_copy_iovecs) and, on an HTTP/2 connection,
@@ -1271,11 +1510,19 @@ static __always_inline bool zt_head_may_continue(__u8 direction, __u64 asked, __
 
 /* Counts down the segments still copied as head for one direction of a
  * socket: armed by a segment that starts a head and may continue, kept by a
- * continuation that may continue again, cleared otherwise. */
-static __always_inline void zt_track_head(__u8 *left, const __u8 *dst, __u32 copied, bool may_continue)
+ * continuation that may continue again, cleared otherwise. A segment longer
+ * than the copy that starts a database pipeline arms the pipeline's count,
+ * which each longer segment after it counts down; a short one ends it. */
+static __always_inline void zt_track_head(__u8 *left, const __u8 *dst, __u32 copied, __u64 len, bool pipeline,
+					  bool may_continue)
 {
 	__u8 next = 0;
-	if (may_continue) {
+	if (pipeline) {
+		next = ZT_PIPELINE_CONTINUES | ZT_PIPELINE_CONTINUATIONS;
+	} else if (*left & ZT_PIPELINE_CONTINUES) {
+		if (len > ZT_PAYLOAD_MAX && (*left & ~ZT_PIPELINE_CONTINUES) > 1)
+			next = *left - 1;
+	} else if (may_continue) {
 		if (copied >= 6 && zt_starts_head(dst))
 			next = ZT_HEAD_CONTINUATIONS;
 		else if (*left)
@@ -1461,12 +1708,16 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	__u8 *head_left = 0;
 	if (state)
 		head_left = direction == ZT_DIR_INGRESS ? &state->head_reads : &state->head_writes;
-	bool continues = head_left && *head_left;
+	__u8 continues = head_left ? *head_left : 0;
 	__u32 copy = 0;
+	__u64 split_at = 0;
+	bool pipeline = 0;
 	if (iov_ptr)
-		copy = zt_copy_vectored(dst, iov_ptr, iov_count, ret, continues, state, direction, &buf->event.flags);
+		copy = zt_copy_vectored(dst, iov_ptr, iov_count, ret, continues != 0, state, direction,
+					&buf->event.flags);
 	else if (payload)
-		copy = zt_copy_buffer(dst, payload, ret, continues, state, direction, &buf->event.flags);
+		copy = zt_copy_buffer(dst, payload, ret, continues != 0, state, direction, &buf->event.flags,
+				      &split_at, &pipeline);
 	/* Any process: the mark also spares its later segments the filter's hash. */
 	if (state && !(state->flags & ZT_CONN_PLAIN) && zt_starts_plain_http(dst, copy)) {
 		state->plain_tgid = tgid;
@@ -1475,13 +1726,12 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	if (head_left) {
 		/* read, write, recvfrom and sendto: the size asked for is the third argument */
 		__u64 asked = payload ? regs->dx : 0;
-		zt_track_head(head_left, dst, copy, zt_head_may_continue(direction, asked, ret));
+		zt_track_head(head_left, dst, copy, ret, pipeline, zt_head_may_continue(direction, asked, ret));
 	}
 	if (zt_settings.floor == ZT_FLOOR_COPY ||
 	    (zt_settings.floor == ZT_FLOOR_WRITES && direction == ZT_DIR_INGRESS))
 		return;
-	e->captured_len = copy;
-	zt_submit(buf, copy, ZT_WAKE_BATCHED);
+	zt_submit_segment(buf, payload, ret, copy, split_at);
 }
 
 /* A process that listens on a port a selector names (the worker wrote its
@@ -1891,9 +2141,10 @@ int zt_tls_exit(struct pt_regs *ctx)
 	e->sock_id = sock_id;
 	e->bytes = bytes;
 	__u8 *dst = zt_payload_of(buf);
-	__u32 copy = zt_copy_buffer(dst, call.buf, bytes, 0, state, e->direction, &e->flags);
-	e->captured_len = copy;
-	zt_submit(buf, copy, ZT_WAKE_BATCHED);
+	__u64 split_at = 0;
+	bool pipeline = 0;
+	__u32 copy = zt_copy_buffer(dst, call.buf, bytes, 0, state, e->direction, &e->flags, &split_at, &pipeline);
+	zt_submit_segment(buf, call.buf, bytes, copy, split_at);
 	return 0;
 }
 

@@ -366,6 +366,76 @@ def memcached_calls():
     client.close()
 
 
+def batches():
+    """Batches written at once, as clients write them: each request is a span.
+
+    - redis-py: a pipeline of 300 SETs, then one of 300 GETs (written in
+      pieces of about 6,000 bytes);
+    - redis.asyncio: a pipeline of 2,000 SETs (one write of about 80 KB, the
+      replies read in one);
+    - redis-cli --pipe: 3,000 SETs of mass insertion, 16 KiB at a time while
+      the replies are read;
+    - psycopg 3: executemany of 1,000 INSERTs (a pipeline: the replies come
+      in 8 KiB reads that start amid a message);
+    - pymemcache: set_many of 300 values and one get_many of the 300 keys.
+
+    Ends with GET batches:end through redis-py."""
+    import asyncio
+
+    import psycopg
+    import redis.asyncio
+    from pymemcache.client.base import Client
+
+    r = redis_client()
+    pipe = r.pipeline(transaction=False)
+    for i in range(300):
+        pipe.set(f"batch:{i}", f"value-{i}")
+    assert pipe.execute() == [True] * 300
+    pipe = r.pipeline(transaction=False)
+    for i in range(300):
+        pipe.get(f"batch:{i}")
+    assert pipe.execute() == [f"value-{i}".encode() for i in range(300)]
+
+    async def async_pipeline():
+        client = redis.asyncio.Redis(host=HOST, port=env_port("ZT_REDIS_PORT"), db=3)
+        pipe = client.pipeline(transaction=False)
+        for i in range(2000):
+            pipe.set(f"abatch:{i}", f"value-{i}")
+        assert await pipe.execute() == [True] * 2000
+        await client.close()
+
+    asyncio.run(async_pipeline())
+
+    commands = "".join(
+        f"*3\r\n$3\r\nSET\r\n${len(k)}\r\n{k}\r\n${len(v)}\r\n{v}\r\n"
+        for k, v in ((f"mass:{i}", f"value-{i}") for i in range(3000))
+    )
+    done = subprocess.run(
+        ["redis-cli", "-h", HOST, "-p", str(env_port("ZT_REDIS_PORT")), "-n", "3", "--pipe"],
+        input=commands.encode(), capture_output=True, timeout=20,
+    )
+    assert done.returncode == 0 and b"errors: 0, replies: 3000" in done.stdout, done
+
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE batch_rows (id int, name text)")
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO batch_rows (id, name) VALUES (%s, %s)",
+                [(i, f"name-{i}") for i in range(1000)],
+            )
+        count = conn.execute("SELECT count(*) FROM batch_rows").fetchone()
+        assert count == (1000,), count
+
+    client = Client((HOST, env_port("ZT_MEMCACHED_PORT")))
+    values = {f"many:{i}": f"value-{i}" for i in range(300)}
+    assert client.set_many(values) == []
+    assert len(client.get_many(list(values))) == 300
+    client.close()
+
+    assert r.get("batches:end") is None
+    r.close()
+
+
 # Connections opened by /early/open and used by /early/use: a pool the
 # service made before the agent started.
 EARLY = {}
@@ -429,6 +499,7 @@ ROUTES = {
     "/pg/wide": pg_wide_results,
     "/mysql/wide": mysql_wide_results,
     "/cli": cli_clients,
+    "/batches": batches,
     "/early/open": early_open,
     "/early/use": early_use,
 }
