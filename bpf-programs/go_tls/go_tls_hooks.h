@@ -134,7 +134,10 @@ static __always_inline void zt_go_tls_emit(__u64 pid_tgid, __u64 sock_id, __u8 d
 	__u8 *dst = zt_payload_of(buf);
 	__u64 split_at = 0;
 	bool pipeline = 0;
-	__u32 copy = zt_copy_buffer(dst, src, len, 0, state, direction, &e->flags, &split_at, &pipeline);
+	__u8 *batch = zt_tls_batch_count(state, direction);
+	__u32 copy = zt_copy_buffer(dst, src, len, batch && *batch, state, direction, &e->flags, &split_at, &pipeline);
+	if (batch)
+		zt_track_head(batch, dst, copy, len, pipeline, 0);
 	zt_submit_segment(buf, src, len, copy, split_at);
 }
 

@@ -765,13 +765,12 @@ static __always_inline __u64 zt_head_limit(void)
 }
 
 /* How much of a `len`-byte segment to copy when its first ZT_PAYLOAD_MAX
- * bytes (already in buf) start a head (or a database `pipeline`), or when it
- * `continues` a head left open by the previous segment: more than
- * ZT_PAYLOAD_MAX, or 0 to keep what was copied. */
+ * bytes (already in buf) start or `continue` a head, or start a database
+ * `pipeline`: more than ZT_PAYLOAD_MAX, or 0 to keep what was copied. */
 static __always_inline __u64 zt_head_copy_len(const __u8 *dst, __u64 len, bool continues, bool pipeline)
 {
 	if (len <= ZT_PAYLOAD_MAX || zt_settings.head_capture <= ZT_PAYLOAD_MAX ||
-	    !(continues || pipeline || zt_starts_head(dst)))
+	    !(continues || pipeline))
 		return 0;
 	__u64 limit = zt_head_limit();
 	return len < limit ? len : limit;
@@ -818,8 +817,9 @@ static __always_inline __u32 zt_copy_iovecs(__u8 *dst, __u64 iov_ptr, __u64 coun
 	__u32 copied = zt_copy_iovecs_upto(dst, iov_ptr, count, total, ZT_PAYLOAD_MAX);
 	if (copied < ZT_PAYLOAD_MAX)
 		return copied;
-	__u64 head = zt_head_copy_len(dst, total, continues,
-				      copied == ZT_PAYLOAD_MAX && zt_payload_starts_db_pipeline(total));
+	/* an HTTP head first: a response is not looked at as a database batch */
+	bool extend = continues || zt_starts_head(dst) || zt_payload_starts_db_pipeline(total);
+	__u64 head = zt_head_copy_len(dst, total, extend, 0);
 	return head ? zt_copy_iovecs_upto(dst, iov_ptr, count, total, head) : copied;
 }
 
@@ -1377,8 +1377,10 @@ __attribute__((noinline)) __u64 zt_copy_rest(__u64 src, __u64 len, __u64 copy, _
 	if (!buf || copy > ZT_PAYLOAD_MAX)
 		return 0;
 	__u8 *dst = zt_payload_of(buf);
-	bool pipeline = copy == ZT_PAYLOAD_MAX && zt_payload_starts_db_pipeline(len);
-	__u64 head = zt_head_copy_len(dst, len, continues != 0, pipeline);
+	/* an HTTP head first: a request is not looked at as a database batch */
+	bool http_head = zt_starts_head(dst);
+	bool pipeline = !http_head && copy == ZT_PAYLOAD_MAX && zt_payload_starts_db_pipeline(len);
+	__u64 head = zt_head_copy_len(dst, len, continues || http_head, pipeline);
 	__u32 copied = zt_copy_more(dst, src, copy, head);
 	__u64 bits = pipeline ? ZT_REST_PIPELINE : 0;
 	if (pipeline && head && head < len && copied == head)
@@ -1410,7 +1412,8 @@ static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, boo
 	}
 	__u32 *next = zt_h2_segment(state, direction, dst, copy, len);
 	if (next)
-		return zt_h2_copy(next, src, 0, len, zt_head_copy_len(dst, len, continues, 0), copy, event_flags);
+		return zt_h2_copy(next, src, 0, len, zt_head_copy_len(dst, len, continues || zt_starts_head(dst), 0),
+				  copy, event_flags);
 	if (len <= copy)
 		return copy; /* whole: the usual HTTP/1 request, no call */
 	__u64 rest = zt_copy_rest(src, len, copy, continues);
@@ -1530,6 +1533,18 @@ static __always_inline void zt_track_head(__u8 *left, const __u8 *dst, __u32 cop
 	}
 	if (*left != next)
 		*left = next;
+}
+
+/* Where a TLS socket's plaintext in `direction` counts the segments that
+ * follow a database batch (zt_track_head's pipeline count): its head count,
+ * free on a TLS socket, whose socket bytes are not copied. Only batches are
+ * followed there (zt_track_head is told no head may continue): the
+ * library's reads and writes are not the socket's. NULL without state. */
+static __always_inline __u8 *zt_tls_batch_count(struct zt_conn_state *state, __u8 direction)
+{
+	if (!state)
+		return 0;
+	return direction == ZT_DIR_INGRESS ? &state->head_reads : &state->head_writes;
 }
 
 /* Marks a socket as carrying TLS records (keeps its role and generation). */
@@ -2143,7 +2158,11 @@ int zt_tls_exit(struct pt_regs *ctx)
 	__u8 *dst = zt_payload_of(buf);
 	__u64 split_at = 0;
 	bool pipeline = 0;
-	__u32 copy = zt_copy_buffer(dst, call.buf, bytes, 0, state, e->direction, &e->flags, &split_at, &pipeline);
+	__u8 *batch = zt_tls_batch_count(state, e->direction);
+	__u32 copy = zt_copy_buffer(dst, call.buf, bytes, batch && *batch, state, e->direction, &e->flags, &split_at,
+				    &pipeline);
+	if (batch)
+		zt_track_head(batch, dst, copy, bytes, pipeline, 0);
 	zt_submit_segment(buf, call.buf, bytes, copy, split_at);
 	return 0;
 }

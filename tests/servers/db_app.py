@@ -376,7 +376,7 @@ def batches():
     - redis-cli --pipe: 3,000 SETs of mass insertion, 16 KiB at a time while
       the replies are read;
     - psycopg 3: executemany of 1,000 INSERTs (a pipeline: the replies come
-      in 8 KiB reads that start amid a message);
+      in 8 KiB reads that start amid a message), in clear and over TLS;
     - pymemcache: set_many of 300 values and one get_many of the 300 keys.
 
     Ends with GET batches:end through redis-py."""
@@ -416,15 +416,16 @@ def batches():
     )
     assert done.returncode == 0 and b"errors: 0, replies: 3000" in done.stdout, done
 
-    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
-        conn.execute("CREATE TEMP TABLE batch_rows (id int, name text)")
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO batch_rows (id, name) VALUES (%s, %s)",
-                [(i, f"name-{i}") for i in range(1000)],
-            )
-        count = conn.execute("SELECT count(*) FROM batch_rows").fetchone()
-        assert count == (1000,), count
+    for table, sslmode in (("batch_rows", "disable"), ("tls_batch_rows", "require")):
+        with psycopg.connect(pg_dsn(sslmode), autocommit=True) as conn:
+            conn.execute(f"CREATE TEMP TABLE {table} (id int, name text)")
+            with conn.cursor() as cur:
+                cur.executemany(
+                    f"INSERT INTO {table} (id, name) VALUES (%s, %s)",
+                    [(i, f"name-{i}") for i in range(1000)],
+                )
+            count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            assert count == (1000,), count
 
     client = Client((HOST, env_port("ZT_MEMCACHED_PORT")))
     values = {f"many:{i}": f"value-{i}" for i in range(300)}
