@@ -48,6 +48,9 @@ to_b_r, to_b_w = os.pipe()
 from_b_r, from_b_w = os.pipe()
 b = os.fork()
 if b == 0:
+    # Only A writes to B: B's read ends, and B with it, when A exits.
+    os.close(to_b_w)
+    os.close(from_b_r)
     while True:
         line = b""
         while not line.endswith(b"\n"):
@@ -57,6 +60,8 @@ if b == 0:
             line += piece
         exchange(line.strip())
         os.write(from_b_w, b".")
+os.close(to_b_r)
+os.close(from_b_w)
 print(os.getpid(), b, flush=True)
 for line in sys.stdin:
     who, path = line.split()
