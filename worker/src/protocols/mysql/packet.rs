@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::protocols::db::{bounded_text, MAX_TEXT};
+use crate::protocols::db::bounded_text;
 use crate::protocols::db_framing::{FrameFormat, FrameHeader};
 
 pub const CLIENT_CONNECT_WITH_DB: u32 = 0x0000_0008;
@@ -36,10 +36,15 @@ fn header(bytes: &[u8]) -> Option<FrameHeader> {
     })
 }
 
+/// Body bytes kept of a command: as much as the kernel copies of a segment
+/// that starts a query (its head capture), so that a query it copied whole
+/// is whole; the text summarized is `2 * MAX_TEXT` of it.
+const KEEP_COMMAND: usize = 16 * 1024;
+
 /// Commands (sequence 0) keep their text; replies keep enough for OK/ERR and definitions.
 fn keep(seq: u8) -> usize {
     if seq == 0 {
-        2 * MAX_TEXT
+        KEEP_COMMAND
     } else {
         512
     }

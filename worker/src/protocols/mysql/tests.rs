@@ -161,6 +161,38 @@ fn joined_mid_stream_recovers_at_the_next_command() {
         .any(|op| op.contains("INSERT INTO items (id, name) VALUES (?, ?) | 1062")));
 }
 
+/// A query longer than the payload capture (an ORM's `IN (…)` of 1,500
+/// ids, 6.9 KB), which the kernel copies whole as it starts a query, is a
+/// whole operation: its text was cut at the 4 KiB a command kept.
+#[test]
+fn a_long_query_copied_whole_is_whole() {
+    let chunks = &connections(PYMYSQL)[0];
+    // pymysql's session up to its COM_QUIT.
+    let session = &chunks[..chunks.len() - 1];
+    let mut connection = MysqlConnection::new();
+    let mut out = Vec::new();
+    for (i, (direction, bytes)) in session.iter().enumerate() {
+        connection.feed(*direction, bytes, 0, i as u64, &mut out);
+    }
+    let before = out.len();
+    let ids: Vec<String> = (0..1500).map(|i| i.to_string()).collect();
+    let query = format!("DELETE FROM items WHERE id IN ({})", ids.join(","));
+    assert!(query.len() > 6000);
+    let length = u32::try_from(query.len() + 1).unwrap_or(0).to_le_bytes();
+    let mut packet = vec![length[0], length[1], length[2], 0, 0x03];
+    packet.extend_from_slice(query.as_bytes());
+    connection.feed(Direction::Egress, &packet, 0, 1000, &mut out);
+    // OK, 2 rows affected.
+    let ok = [7, 0, 0, 1, 0, 2, 0, 2, 0, 0, 0];
+    connection.feed(Direction::Ingress, &ok, 0, 1001, &mut out);
+    assert_eq!(out.len(), before + 1, "{out:#?}");
+    let op = &out[before];
+    assert!(!op.partial, "{op:#?}");
+    assert_eq!(op.exchange.operation, "DELETE");
+    assert_eq!(op.exchange.collection.as_deref(), Some("items"));
+    assert_eq!(op.exchange.rows, Some(2));
+}
+
 #[test]
 fn detection_on_first_bytes() {
     for (fixture, _) in ALL {

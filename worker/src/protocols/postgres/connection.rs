@@ -33,8 +33,9 @@ pub const MAX_STATEMENTS: usize = 256;
 const MAX_PORTALS: usize = 32;
 /// Longest first (untyped) message gathered: a StartupMessage is at most 10000 bytes.
 const MAX_FIRST: usize = 10_000;
-/// Statements of one simple query turned into operations; the rest are counted.
-const MAX_STATEMENTS_PER_QUERY: usize = 64;
+/// Statements of one simple query turned into operations; the rest are
+/// counted (psycopg2's execute_batch joins 100 by default).
+const MAX_STATEMENTS_PER_QUERY: usize = 128;
 
 /// A statement's text, summarized once and shared by every execution.
 #[derive(Debug)]
@@ -151,10 +152,23 @@ impl Default for PostgresConnection {
     }
 }
 
-/// A query's text, at most twice [`MAX_TEXT`] bytes of it (the summary keeps
-/// [`MAX_TEXT`]); valid UTF-8, the usual case, is borrowed after the fast check.
+/// A statement's text, at most twice [`MAX_TEXT`] bytes of it (the summary
+/// keeps [`MAX_TEXT`]).
 fn sql_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    let bytes = &bytes[..bytes.len().min(2 * MAX_TEXT)];
+    text_upto(bytes, 2 * MAX_TEXT)
+}
+
+/// A simple query's text, all of what the framer keeps of it
+/// (`message::KEEP_QUERY`): it is split into statements before each is
+/// cut to its summary.
+fn query_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    text_upto(bytes, message::KEEP_QUERY)
+}
+
+/// At most `max` bytes of `bytes` as text; valid UTF-8, the usual case, is
+/// borrowed after the fast check.
+fn text_upto(bytes: &[u8], max: usize) -> std::borrow::Cow<'_, str> {
+    let bytes = &bytes[..bytes.len().min(max)];
     match std::str::from_utf8(bytes) {
         Ok(text) => std::borrow::Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(bytes),
@@ -562,7 +576,7 @@ impl PostgresConnection {
 
     /// The statements of a simple query, with SQL `PREPARE`/`EXECUTE`/`DEALLOCATE` applied.
     fn simple_statements(&mut self, text: &[u8], cut: bool) -> VecDeque<Arc<Statement>> {
-        let text = sql_text(text);
+        let text = query_text(text);
         let parts = match single_statement(&text) {
             // Most queries hold one statement: no need to split them first.
             Some(only) => {

@@ -35,10 +35,18 @@ fn plausible(bytes: &[u8], types: &[u8]) -> bool {
     header(bytes).is_some_and(|h| types.contains(&h.tag))
 }
 
+/// Body bytes kept of a simple Query or a Parse: as much as the kernel
+/// copies of a segment that starts one (its head capture), so that a query
+/// the kernel copied whole is whole, and the statements of a batch joined
+/// in one query (psycopg2's execute_batch: 100 INSERTs, 6 KB) are all split
+/// out; each statement keeps `MAX_TEXT` of its text.
+pub const KEEP_QUERY: usize = 16 * 1024;
+
 /// Body bytes kept per message type: text-bearing ones, never rows or copy data.
 fn keep(tag: u8) -> usize {
     match tag {
         b'D' | b'd' => 0,
+        b'Q' | b'P' => KEEP_QUERY,
         _ => 2 * MAX_TEXT,
     }
 }

@@ -396,6 +396,42 @@ fn prepared_statements_are_capped() {
 
 const MAX_STATEMENTS_TEST: usize = connection::MAX_STATEMENTS;
 
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut msg = vec![tag];
+    msg.extend_from_slice(&(u32::try_from(body.len() + 4).unwrap_or(0)).to_be_bytes());
+    msg.extend_from_slice(body);
+    msg
+}
+
+/// psycopg2's execute_batch joins 100 INSERTs in one simple query (about
+/// 6 KB, which the kernel copies whole as a batch): each is a whole
+/// operation on its table, where those past the first 4 KiB of the query's
+/// text had been operations without a statement, partial.
+#[test]
+fn every_statement_of_a_long_simple_query_is_an_operation() {
+    let statements: Vec<String> = (0..100)
+        .map(|i| format!("INSERT INTO batch_rows (id, name) VALUES ({i}, 'name-{i}')"))
+        .collect();
+    let query = format!("{}\0", statements.join(";"));
+    assert!(query.len() > 5000);
+    let mut replies = Vec::new();
+    for _ in 0..100 {
+        replies.extend(message(b'C', b"INSERT 0 1\0"));
+    }
+    replies.extend(message(b'Z', b"I"));
+    let mut connection = PostgresConnection::new();
+    let mut out = Vec::new();
+    connection.feed(Direction::Egress, &message(b'Q', query.as_bytes()), 0, 1, &mut out);
+    connection.feed(Direction::Ingress, &replies, 0, 2, &mut out);
+    assert_eq!(out.len(), 100);
+    for op in &out {
+        assert!(!op.partial, "{op:?}");
+        assert_eq!(op.exchange.collection.as_deref(), Some("batch_rows"), "{op:?}");
+        assert_eq!(op.exchange.rows, Some(1));
+    }
+    assert_eq!(connection.stats().unmatched_replies, 0);
+}
+
 proptest::proptest! {
     #[test]
     fn arbitrary_segments_never_panic(
