@@ -675,7 +675,9 @@ static __always_inline bool zt_starts_resp_pipeline(const __u8 *p, __u64 len)
 }
 
 /* Whether a segment longer than the copy starts with a PostgreSQL message of
- * a pipeline, followed by more: a Parse or Bind of the extended protocol
+ * a pipeline, followed by more, or with a query longer than the copy (a
+ * simple Query: psycopg2's execute_batch joins 100 INSERTs in one, an ORM's
+ * `IN (…)` list of ids grows past 512 bytes): a Parse or Bind of the extended protocol
  * (a driver's batch: psycopg 3's and asyncpg's executemany write hundreds of
  * Bind and Execute messages at once), or their replies ParseComplete and
  * BindComplete, or a short CommandComplete (the replies of a batch of
@@ -688,6 +690,8 @@ static __always_inline bool zt_starts_pg_pipeline(const __u8 *p, __u64 len)
 		return 0;
 	__u32 length = (__u32)p[2] << 16 | (__u32)p[3] << 8 | p[4];
 	switch (p[0]) {
+	case 'Q':
+		return length >= 4; /* a long query: several statements, or one long one */
 	case 'P':
 	case 'B':
 		return length >= 4 && length + 1 < len;
@@ -707,6 +711,15 @@ static __always_inline bool zt_starts_pg_pipeline(const __u8 *p, __u64 len)
  * pieces (redis-py 6,000 bytes at a time). */
 #define ZT_PIPELINE_CONTINUES 0x80
 #define ZT_PIPELINE_CONTINUATIONS 63
+
+/* Whether a segment longer than the copy starts with a MySQL query longer
+ * than the copy: COM_QUERY or COM_STMT_PREPARE, sequence 0 (an ORM's
+ * `IN (…)` list of ids, a multi-row INSERT: pymysql's executemany writes
+ * one). */
+static __always_inline bool zt_starts_mysql_query(const __u8 *p)
+{
+	return p[3] == 0 && (p[4] == 0x03 || p[4] == 0x16) && (p[0] | p[1] | p[2]);
+}
 
 /* Whether a segment longer than the copy starts with a memcached text
  * command or reply: pymemcache's set_many writes its `set`s at once, a
@@ -753,7 +766,8 @@ __attribute__((noinline)) int zt_payload_starts_db_pipeline(__u64 len)
 	if (!buf || len <= ZT_PAYLOAD_MAX)
 		return 0;
 	const __u8 *p = zt_payload_of(buf);
-	return zt_starts_resp_pipeline(p, len) || zt_starts_pg_pipeline(p, len) || zt_starts_memcached(p);
+	return zt_starts_resp_pipeline(p, len) || zt_starts_pg_pipeline(p, len) || zt_starts_memcached(p) ||
+	       zt_starts_mysql_query(p);
 }
 
 

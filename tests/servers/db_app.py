@@ -377,6 +377,10 @@ def batches():
       the replies are read;
     - psycopg 3: executemany of 1,000 INSERTs (a pipeline: the replies come
       in 8 KiB reads that start amid a message), in clear and over TLS;
+    - psycopg2: execute_batch of 300 INSERTs, 100 joined in each query
+      (6 KB), and execute_values of 300 rows in one INSERT (5 KB);
+    - pymysql: executemany of 300 rows (one INSERT of 6 KB), and a SELECT
+      with an IN list of 1,000 ids (4 KB);
     - pymemcache: set_many of 300 values and one get_many of the 300 keys.
 
     Ends with GET batches:end through redis-py."""
@@ -426,6 +430,36 @@ def batches():
                 )
             count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
             assert count == (1000,), count
+
+    import psycopg2
+    import psycopg2.extras
+
+    conn = psycopg2.connect(pg_dsn())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE joined_rows (id int, name text)")
+        rows = [(i, f"name-{i}") for i in range(300)]
+        psycopg2.extras.execute_batch(
+            cur, "INSERT INTO joined_rows (id, name) VALUES (%s, %s)", rows, page_size=100
+        )
+        psycopg2.extras.execute_values(
+            cur, "INSERT INTO joined_rows (id, name) VALUES %s", rows, page_size=300
+        )
+        cur.execute("SELECT count(*) FROM joined_rows")
+        assert cur.fetchone() == (600,)
+    conn.close()
+
+    conn = mysql_connect()
+    with conn.cursor() as cur:
+        cur.execute("CREATE TEMPORARY TABLE many_items (id int, name varchar(40))")
+        cur.executemany(
+            "INSERT INTO many_items (id, name) VALUES (%s, %s)",
+            [(i, f"name-{i}") for i in range(300)],
+        )
+        ids = ",".join(str(i) for i in range(1000))
+        cur.execute(f"SELECT id FROM many_items WHERE id IN ({ids})")
+        assert len(cur.fetchall()) == 300
+    conn.close()
 
     client = Client((HOST, env_port("ZT_MEMCACHED_PORT")))
     values = {f"many:{i}": f"value-{i}" for i in range(300)}

@@ -1177,8 +1177,9 @@ fn wide_mariadb_results_are_whole() {
 /// Batches written at once by real clients (tests/servers/db_app.py
 /// `batches`): pipelines of Redis commands (redis-py in 6,000-byte writes,
 /// redis.asyncio in one 80 KB write, `redis-cli --pipe` while it reads),
-/// psycopg 3's executemany, in clear and over TLS, and pymemcache's set_many
-/// and get_many. The
+/// psycopg 3's executemany, in clear and over TLS, psycopg2's
+/// execute_batch and execute_values and pymysql's executemany (queries of
+/// 5 to 6 KB), and pymemcache's set_many and get_many. The
 /// kernel copies a write or read that starts such a batch, and those that
 /// follow it, up to the head capture, and a longer one in records of its
 /// own: every request is its own span, whole. With 512 bytes of each, 82 %
@@ -1252,6 +1253,38 @@ fn every_request_of_a_batch_written_at_once_is_a_whole_span() {
             .collect();
         assert_eq!(count.len(), 1, "{postgres:#?}");
         assert!(whole(&count[0]), "{count:#?}");
+    }
+
+    // psycopg2's execute_batch (100 statements in each query) and
+    // execute_values (one long INSERT), pymysql's executemany (one long
+    // INSERT) and a long IN list: queries the kernel copies whole.
+    let joined: Vec<&Value> = postgres
+        .iter()
+        .filter(|s| text(s).starts_with("INSERT INTO joined_rows"))
+        .collect();
+    assert_eq!(joined.len(), 301, "{joined:#?}");
+    assert!(joined.iter().all(whole), "{joined:#?}");
+    let rows = |s: &&Value| s.pointer("/db/rows").and_then(Value::as_u64);
+    assert_eq!(
+        joined.iter().filter(|s| rows(s) == Some(300)).count(),
+        1,
+        "{joined:#?}"
+    );
+    let mariadb = of_system("mariadb");
+    for (prefix, expected_rows) in [
+        ("INSERT INTO many_items", Some(300)),
+        ("SELECT id FROM many_items WHERE id IN", None),
+    ] {
+        let found: Vec<&Value> = mariadb
+            .iter()
+            .filter(|s| text(s).starts_with(prefix))
+            .collect();
+        assert_eq!(found.len(), 1, "{prefix}: {mariadb:#?}");
+        assert!(whole(&found[0]), "{found:#?}");
+        assert!(
+            expected_rows.is_none() || rows(&found[0]) == expected_rows,
+            "{found:#?}"
+        );
     }
 
     let memcached = of_system("memcached");
