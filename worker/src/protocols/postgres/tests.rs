@@ -421,12 +421,22 @@ fn every_statement_of_a_long_simple_query_is_an_operation() {
     replies.extend(message(b'Z', b"I"));
     let mut connection = PostgresConnection::new();
     let mut out = Vec::new();
-    connection.feed(Direction::Egress, &message(b'Q', query.as_bytes()), 0, 1, &mut out);
+    connection.feed(
+        Direction::Egress,
+        &message(b'Q', query.as_bytes()),
+        0,
+        1,
+        &mut out,
+    );
     connection.feed(Direction::Ingress, &replies, 0, 2, &mut out);
     assert_eq!(out.len(), 100);
     for op in &out {
         assert!(!op.partial, "{op:?}");
-        assert_eq!(op.exchange.collection.as_deref(), Some("batch_rows"), "{op:?}");
+        assert_eq!(
+            op.exchange.collection.as_deref(),
+            Some("batch_rows"),
+            "{op:?}"
+        );
         assert_eq!(op.exchange.rows, Some(1));
     }
     assert_eq!(connection.stats().unmatched_replies, 0);
