@@ -138,7 +138,7 @@ static __always_inline void zt_go_tls_emit(__u64 pid_tgid, __u64 sock_id, __u8 d
 	__u32 copy = zt_copy_buffer(dst, src, len, batch && *batch, state, direction, &e->flags, &split_at, &pipeline);
 	if (batch)
 		zt_track_head(batch, dst, copy, len, pipeline, 0);
-	zt_submit_segment(buf, src, len, copy, split_at);
+	zt_submit_segment(buf, src, 0, len, copy, split_at);
 }
 
 /* The socket of a call: the Conn's own, else the thread's last socket (as

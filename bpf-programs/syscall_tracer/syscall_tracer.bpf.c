@@ -543,20 +543,31 @@ struct zt_iovec_copy {
 	__u64 total; /* bytes to copy at most (<= ZT_HEAD_MAX) */
 	__u64 off;   /* bytes copied so far */
 	__u64 first; /* iovecs already read (the loop starts after them) */
+	__u64 skip;  /* bytes of the iovecs still to pass before copying */
 };
 
 /* Copies the bytes of one iovec after those copied so far; returns 1 to stop. */
 static __always_inline long zt_copy_iovec_data(struct zt_iovec_copy *c, const struct zt_user_iovec *iov)
 {
 	__u64 off = c->off;
+	__u64 base = iov->base;
 	__u64 len = iov->len;
+	if (c->skip) {
+		if (len <= c->skip) {
+			c->skip -= len;
+			return 0;
+		}
+		base += c->skip;
+		len -= c->skip;
+		c->skip = 0;
+	}
 	if (off >= c->total)
 		return 1;
 	if (len > c->total - off)
 		len = c->total - off;
 	if (off >= ZT_HEAD_MAX || len > ZT_HEAD_MAX)
 		return 1;
-	if (len && bpf_probe_read_user(&c->dst[off], len, (void *)iov->base))
+	if (len && bpf_probe_read_user(&c->dst[off], len, (void *)base))
 		return 1;
 	c->off = off + len;
 	return 0;
@@ -790,9 +801,10 @@ static __always_inline __u64 zt_head_copy_len(const __u8 *dst, __u64 len, bool c
 	return len < limit ? len : limit;
 }
 
-/* Copies the first `limit` (<= ZT_HEAD_MAX) bytes of an iovec array; returns the bytes copied. */
+/* Copies the first `limit` (<= ZT_HEAD_MAX) bytes of an iovec array after
+ * its first `skip`; returns the bytes copied. */
 static __always_inline __u32 zt_copy_iovecs_upto(__u8 *dst, __u64 iov_ptr, __u64 count, __u64 total,
-						 __u64 limit)
+						 __u64 limit, __u64 skip)
 {
 	if (limit > ZT_HEAD_MAX)
 		limit = ZT_HEAD_MAX;
@@ -801,6 +813,7 @@ static __always_inline __u32 zt_copy_iovecs_upto(__u8 *dst, __u64 iov_ptr, __u64
 		.iov_ptr = iov_ptr,
 		.count = count,
 		.total = total > limit ? limit : total,
+		.skip = skip,
 	};
 	/* The first two iovecs in one read (a server's head and body, as nginx
 	 * writes them): the usual case needs no loop. */
@@ -823,24 +836,48 @@ static __always_inline __u32 zt_copy_iovecs_upto(__u8 *dst, __u64 iov_ptr, __u64
 	return c.off;
 }
 
+/* What zt_copy_iovecs and zt_copy_rest return above the payload length. */
+#define ZT_REST_SPLIT (1ull << 32)    /* the segment goes on in records of its own */
+#define ZT_REST_PIPELINE (1ull << 33) /* it starts a database pipeline */
+
 /* Copies the first ZT_PAYLOAD_MAX bytes of an iovec array, or more of a
- * segment that starts or `continues` a head (then from the start again:
- * heads larger than ZT_PAYLOAD_MAX are rare). Returns the bytes copied. */
-static __always_inline __u32 zt_copy_iovecs(__u8 *dst, __u64 iov_ptr, __u64 count, __u64 total, bool continues)
+ * segment that starts or `continues` a head or starts a database batch
+ * (then from the start again: heads larger than ZT_PAYLOAD_MAX are rare).
+ * Returns the bytes copied, with the ZT_REST_ bits of a batch (node-redis
+ * writes its pipelines with writev, 16 KiB at a time). */
+static __always_inline __u64 zt_copy_iovecs(__u8 *dst, __u64 iov_ptr, __u64 count, __u64 total, bool continues)
 {
-	__u32 copied = zt_copy_iovecs_upto(dst, iov_ptr, count, total, ZT_PAYLOAD_MAX);
+	__u32 copied = zt_copy_iovecs_upto(dst, iov_ptr, count, total, ZT_PAYLOAD_MAX, 0);
 	if (copied < ZT_PAYLOAD_MAX)
 		return copied;
 	/* an HTTP head first: a response is not looked at as a database batch */
-	bool extend = continues || zt_starts_head(dst) || zt_payload_starts_db_pipeline(total);
-	__u64 head = zt_head_copy_len(dst, total, extend, 0);
-	return head ? zt_copy_iovecs_upto(dst, iov_ptr, count, total, head) : copied;
+	bool http_head = zt_starts_head(dst);
+	bool pipeline = !http_head && zt_payload_starts_db_pipeline(total);
+	__u64 head = zt_head_copy_len(dst, total, continues || http_head, pipeline);
+	if (!head)
+		return copied;
+	__u32 got = zt_copy_iovecs_upto(dst, iov_ptr, count, total, head, 0);
+	if (!pipeline)
+		return got;
+	return ZT_REST_PIPELINE | (head < total && got == head ? ZT_REST_SPLIT : 0) | got;
+}
+
+/* Copies `limit` bytes of an iovec array after its first `skip` into the
+ * CPU's event buffer's payload (zt_payload_of); returns the bytes copied.
+ * A global function: the split of a long vectored batch calls it for each
+ * record, and the verifier checks it once. */
+__attribute__((noinline)) __u32 zt_copy_iovec_piece_into_event(__u64 iov_ptr, __u64 count, __u64 limit, __u64 skip)
+{
+	struct zt_event_buffer *buf = zt_cpu_buffer();
+	if (!buf)
+		return 0;
+	return zt_copy_iovecs_upto(zt_payload_of(buf), iov_ptr, count, limit, limit, skip);
 }
 
 /* zt_copy_iovecs into the CPU's event buffer's payload (zt_payload_of). A
  * global function, checked once by the verifier rather than along every
  * path of the programs that call it. */
-__attribute__((noinline)) __u32 zt_copy_iovecs_into_event(__u64 iov_ptr, __u64 count, __u64 total, __u64 continues)
+__attribute__((noinline)) __u64 zt_copy_iovecs_into_event(__u64 iov_ptr, __u64 count, __u64 total, __u64 continues)
 {
 	struct zt_event_buffer *buf = zt_cpu_buffer();
 	if (!buf)
@@ -1306,7 +1343,7 @@ __attribute__((noinline)) __u64 zt_h2_follow_frames(__u64 src, __u64 iov_count, 
 		bpf_loop(ZT_H2_IOV_WALK_STEPS, zt_h2_iov_walk_callback, 0, 0);
 		__u64 frames = zt_h2_walk_finish(&v->w, len, &next);
 		if (frames > copy)
-			copy = zt_copy_iovecs_upto(dst, src, iov_count, len, frames);
+			copy = zt_copy_iovecs_upto(dst, src, iov_count, len, frames, 0);
 	}
 	__u32 total = zt_h2_append_notes(dst, copy);
 	return (__u64)next << 32 | (total != copy ? ZT_H2_FOLLOWED_NOTES : 0) | total;
@@ -1371,10 +1408,6 @@ static __always_inline __u32 zt_copy_tail(__u8 *dst, __u64 src, __u64 len, __u32
 	*event_flags |= ZT_EVENT_FLAG_TAIL;
 	return copied + ZT_TAIL_LEN;
 }
-
-/* What zt_copy_rest returns above the payload length. */
-#define ZT_REST_SPLIT (1ull << 32)    /* the segment goes on in records of its own */
-#define ZT_REST_PIPELINE (1ull << 33) /* it starts a database pipeline */
 
 /* The copy of a `len`-byte user buffer at `src` that is no HTTP/2
  * connection's, whose first `copy` bytes are the payload of the CPU's event
@@ -1449,7 +1482,7 @@ static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, boo
  * head capture: each record whole, up to ZT_SPLIT_RECORDS in all, the last
  * with the segment's end. The records keep the first one's header, without
  * the identity it carried. A global function: the verifier checks it once. */
-__attribute__((noinline)) int zt_submit_split_rest(__u64 src, __u64 off, __u64 len)
+__attribute__((noinline)) int zt_submit_split_rest(__u64 src, __u64 iov_count, __u64 off, __u64 len)
 {
 	struct zt_event_buffer *buf = zt_cpu_buffer();
 	if (!buf || off < ZT_PAYLOAD_MAX || off > ZT_HEAD_MAX)
@@ -1463,12 +1496,20 @@ __attribute__((noinline)) int zt_submit_split_rest(__u64 src, __u64 off, __u64 l
 		__u32 copy = rest < piece ? rest : piece;
 		if (copy > ZT_HEAD_MAX) /* restated for the verifier */
 			copy = ZT_HEAD_MAX;
-		if (bpf_probe_read_user(dst, copy, (void *)(src + off)))
-			return 0;
 		buf->event.flags &= ~ZT_EVENT_FLAG_TAIL;
-		buf->event.bytes = last ? rest : copy;
-		if (last)
-			copy = zt_copy_tail(dst, src + off, rest, copy, &buf->event.flags);
+		if (iov_count) {
+			/* iovecs: no tail (the last record is as long as the rest) */
+			copy = zt_copy_iovec_piece_into_event(src, iov_count, copy, off);
+			if (!copy)
+				return 0;
+			buf->event.bytes = last ? rest : copy;
+		} else {
+			if (bpf_probe_read_user(dst, copy, (void *)(src + off)))
+				return 0;
+			buf->event.bytes = last ? rest : copy;
+			if (last)
+				copy = zt_copy_tail(dst, src + off, rest, copy, &buf->event.flags);
+		}
 		buf->event.captured_len = copy;
 		zt_submit(buf, copy, ZT_WAKE_BATCHED);
 		off += buf->event.bytes;
@@ -1479,14 +1520,14 @@ __attribute__((noinline)) int zt_submit_split_rest(__u64 src, __u64 off, __u64 l
 /* Submits the data record the CPU's event buffer holds, `copy` bytes of a
  * `len`-byte segment at `src`, and, when zt_copy_buffer split the segment
  * at `split_at`, the records of the rest. */
-static __always_inline void zt_submit_segment(struct zt_event_buffer *buf, __u64 src, __u64 len, __u32 copy,
-					      __u64 split_at)
+static __always_inline void zt_submit_segment(struct zt_event_buffer *buf, __u64 src, __u64 iov_count, __u64 len,
+					      __u32 copy, __u64 split_at)
 {
 	buf->event.bytes = split_at ? split_at : len;
 	buf->event.captured_len = copy;
 	zt_submit(buf, copy, ZT_WAKE_BATCHED);
 	if (split_at)
-		zt_submit_split_rest(src, split_at, len);
+		zt_submit_split_rest(src, iov_count, split_at, len);
 }
 
 /* Copies a vectored segment (zt_copy_iovecs) and, on an HTTP/2 connection,
@@ -1494,14 +1535,20 @@ static __always_inline void zt_submit_segment(struct zt_event_buffer *buf, __u64
  * writes a connection's first flight, and each call's headers, message and
  * trailers, with one sendmsg. Returns the payload length. */
 static __always_inline __u32 zt_copy_vectored(__u8 *dst, __u64 iov_ptr, __u64 count, __u64 len, bool continues,
-					      struct zt_conn_state *state, __u8 direction, __u8 *event_flags)
+					      struct zt_conn_state *state, __u8 direction, __u8 *event_flags,
+					      __u64 *split_at, bool *pipeline)
 {
-	__u32 copy = zt_copy_iovecs_into_event(iov_ptr, count, len, continues);
+	__u64 got = zt_copy_iovecs_into_event(iov_ptr, count, len, continues);
+	__u32 copy = got;
 	if (copy > ZT_HEAD_MAX) /* restated for the verifier */
 		return 0;
 	__u32 *next = zt_h2_segment(state, direction, dst, copy, len);
-	if (!next || !count)
+	if (!next || !count) {
+		if (got & ZT_REST_SPLIT)
+			*split_at = copy;
+		*pipeline = (got & ZT_REST_PIPELINE) != 0;
 		return copy;
+	}
 	return zt_h2_copy(next, iov_ptr, count, len, 0, copy, event_flags);
 }
 
@@ -1743,7 +1790,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	bool pipeline = 0;
 	if (iov_ptr)
 		copy = zt_copy_vectored(dst, iov_ptr, iov_count, ret, continues != 0, state, direction,
-					&buf->event.flags);
+					&buf->event.flags, &split_at, &pipeline);
 	else if (payload)
 		copy = zt_copy_buffer(dst, payload, ret, continues != 0, state, direction, &buf->event.flags,
 				      &split_at, &pipeline);
@@ -1760,7 +1807,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	if (zt_settings.floor == ZT_FLOOR_COPY ||
 	    (zt_settings.floor == ZT_FLOOR_WRITES && direction == ZT_DIR_INGRESS))
 		return;
-	zt_submit_segment(buf, payload, ret, copy, split_at);
+	zt_submit_segment(buf, iov_ptr ? iov_ptr : payload, iov_ptr ? iov_count : 0, ret, copy, split_at);
 }
 
 /* A process that listens on a port a selector names (the worker wrote its
@@ -2177,7 +2224,7 @@ int zt_tls_exit(struct pt_regs *ctx)
 				    &pipeline);
 	if (batch)
 		zt_track_head(batch, dst, copy, bytes, pipeline, 0);
-	zt_submit_segment(buf, call.buf, bytes, copy, split_at);
+	zt_submit_segment(buf, call.buf, 0, bytes, copy, split_at);
 	return 0;
 }
 

@@ -14,6 +14,7 @@ from their first byte): answers 200 "ok" when every call went as expected,
 500 with the traceback otherwise.
 """
 import os
+import shutil
 import subprocess
 import sys
 import traceback
@@ -375,6 +376,8 @@ def batches():
       replies read in one);
     - redis-cli --pipe: 3,000 SETs of mass insertion, 16 KiB at a time while
       the replies are read;
+    - Node.js (redis_corked.js, when node is installed): 1,000 SETs written
+      as node-redis writes them, one writev of 45 KB;
     - psycopg 3: executemany of 1,000 INSERTs (a pipeline: the replies come
       in 8 KiB reads that start amid a message), in clear and over TLS;
     - psycopg2: execute_batch of 300 INSERTs, 100 joined in each query
@@ -419,6 +422,11 @@ def batches():
         input=commands.encode(), capture_output=True, timeout=20,
     )
     assert done.returncode == 0 and b"errors: 0, replies: 3000" in done.stdout, done
+
+    # Node.js, as node-redis writes: 1,000 SETs in one writev of 45 KB.
+    if shutil.which("node"):
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "redis_corked.js")
+        run(["node", script, str(env_port("ZT_REDIS_PORT")), "1000"])
 
     for table, sslmode in (("batch_rows", "disable"), ("tls_batch_rows", "require")):
         with psycopg.connect(pg_dsn(sslmode), autocommit=True) as conn:

@@ -1176,7 +1176,8 @@ fn wide_mariadb_results_are_whole() {
 
 /// Batches written at once by real clients (tests/servers/db_app.py
 /// `batches`): pipelines of Redis commands (redis-py in 6,000-byte writes,
-/// redis.asyncio in one 80 KB write, `redis-cli --pipe` while it reads),
+/// redis.asyncio in one 80 KB write, `redis-cli --pipe` while it reads,
+/// Node.js in one writev of 45 KB),
 /// psycopg 3's executemany, in clear and over TLS, psycopg2's
 /// execute_batch and execute_values and pymysql's executemany (queries of
 /// 5 to 6 KB), and pymemcache's set_many and get_many. The
@@ -1222,6 +1223,15 @@ fn every_request_of_a_batch_written_at_once_is_a_whole_span() {
             partial.iter().take(3).collect::<Vec<_>>(),
             setup.agent.stderr.text()
         );
+    }
+    // Node.js writes its pipeline with one writev of many buffers.
+    if Command::new("node").arg("--version").output().is_ok() {
+        let corked: Vec<&Value> = redis
+            .iter()
+            .filter(|s| text(s).starts_with("SET corked:"))
+            .collect();
+        let partial = corked.iter().filter(|s| !whole(s)).count();
+        assert_eq!((corked.len(), partial), (1000, 0), "{corked:#?}");
     }
     // Every SET answered +OK: no span carries another command's reply.
     assert!(
