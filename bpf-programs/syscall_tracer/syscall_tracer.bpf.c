@@ -656,31 +656,29 @@ static __always_inline __s64 zt_resp_length(const __u8 *p, __u32 *crlf)
  * copy, never a wrong span. */
 static __always_inline bool zt_starts_resp_pipeline(const __u8 *p, __u64 len)
 {
-	__u32 crlf = 0;
-	__s64 n;
-	switch (p[0]) {
-	case '*':
-		if (zt_resp_length(p, &crlf) < 0)
-			return 0;
-		switch (p[crlf + 2]) {
-		case '$':
-		case '*':
-		case ':':
-		case '+':
-		case '-':
-			return 1;
-		}
+	__u8 type = p[0];
+	if (type == '+' || type == '-')
+		return p[1] >= 'A' && p[1] <= 'Z' && p[2] >= 'A' && p[2] <= 'Z';
+	if (type == '$' && p[1] == '-')
+		return p[2] == '1' && p[3] == '\r' && p[4] == '\n';
+	if (type != '*' && type != '$' && type != ':')
 		return 0;
+	/* one digit loop for the three: the verifier walks it once */
+	__u32 crlf = 0;
+	__s64 n = zt_resp_length(p, &crlf);
+	if (n < 0)
+		return 0;
+	if (type == ':')
+		return 1;
+	if (type == '$')
+		return (__u64)n + crlf + 4 < len;
+	switch (p[crlf + 2]) {
 	case '$':
-		if (p[1] == '-')
-			return p[2] == '1' && p[3] == '\r' && p[4] == '\n';
-		n = zt_resp_length(p, &crlf);
-		return n >= 0 && (__u64)n + crlf + 4 < len;
+	case '*':
 	case ':':
-		return zt_resp_length(p, &crlf) >= 0;
 	case '+':
 	case '-':
-		return p[1] >= 'A' && p[1] <= 'Z' && p[2] >= 'A' && p[2] <= 'Z';
+		return 1;
 	}
 	return 0;
 }
@@ -840,6 +838,13 @@ static __always_inline __u32 zt_copy_iovecs_upto(__u8 *dst, __u64 iov_ptr, __u64
 #define ZT_REST_SPLIT (1ull << 32)    /* the segment goes on in records of its own */
 #define ZT_REST_PIPELINE (1ull << 33) /* it starts a database pipeline */
 
+/* Whether this kernel can split a segment (bpf_loop, 5.17): without it, a
+ * batch longer than the head capture keeps one record and its end. */
+static __always_inline bool zt_can_split(void)
+{
+	return bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop);
+}
+
 /* Copies the first ZT_PAYLOAD_MAX bytes of an iovec array, or more of a
  * segment that starts or `continues` a head or starts a database batch
  * (then from the start again: heads larger than ZT_PAYLOAD_MAX are rare).
@@ -859,7 +864,7 @@ static __always_inline __u64 zt_copy_iovecs(__u8 *dst, __u64 iov_ptr, __u64 coun
 	__u32 got = zt_copy_iovecs_upto(dst, iov_ptr, count, total, head, 0);
 	if (!pipeline)
 		return got;
-	return ZT_REST_PIPELINE | (head < total && got == head ? ZT_REST_SPLIT : 0) | got;
+	return ZT_REST_PIPELINE | (head < total && got == head && zt_can_split() ? ZT_REST_SPLIT : 0) | got;
 }
 
 /* Copies `limit` bytes of an iovec array after its first `skip` into the
@@ -1430,7 +1435,7 @@ __attribute__((noinline)) __u64 zt_copy_rest(__u64 src, __u64 len, __u64 copy, _
 	__u64 head = zt_head_copy_len(dst, len, continues || http_head, pipeline);
 	__u32 copied = zt_copy_more(dst, src, copy, head);
 	__u64 bits = pipeline ? ZT_REST_PIPELINE : 0;
-	if (pipeline && head && head < len && copied == head)
+	if (pipeline && head && head < len && copied == head && zt_can_split())
 		return bits | ZT_REST_SPLIT | copied;
 	return bits | zt_copy_tail(dst, src, len, copied, &buf->event.flags);
 }
@@ -1471,10 +1476,54 @@ static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, boo
 }
 
 /* Records a database pipeline longer than the head capture is sent in, the
- * last with the segment's end (zt_copy_tail): 128 KiB whole with the default
+ * last with the segment's end (zt_copy_tail): 256 KiB whole with the default
  * capture (asyncpg writes a batch of 2,000 INSERTs' Bind and Execute messages
- * in one 130 KiB write). */
+ * in one 130 KiB write; redis.asyncio 3,500 SETs in one of 148 KiB). */
 #define ZT_SPLIT_RECORDS 16
+
+/* Where a split segment's records stand (zt_split_record). */
+struct zt_split {
+	__u64 src;
+	__u64 iov_count;
+	__u64 off;   /* bytes of the segment sent so far */
+	__u64 len;   /* the segment's length */
+	__u64 piece; /* bytes of each record */
+};
+
+/* Sends record `i + 1` of a split segment; returns 1 to stop. A bpf_loop
+ * callback: the verifier checks one record, not ZT_SPLIT_RECORDS of them
+ * unrolled (which doubled the copying programs' load time). */
+static long zt_split_record(__u64 i, void *ctx)
+{
+	struct zt_split *sp = ctx;
+	struct zt_event_buffer *buf = zt_cpu_buffer();
+	if (!buf || sp->off >= sp->len)
+		return 1;
+	__u64 rest = sp->len - sp->off;
+	bool last = i + 2 == ZT_SPLIT_RECORDS;
+	__u32 copy = rest < sp->piece ? rest : sp->piece;
+	if (copy > ZT_HEAD_MAX) /* restated for the verifier */
+		copy = ZT_HEAD_MAX;
+	buf->event.flags &= ~ZT_EVENT_FLAG_TAIL;
+	__u8 *dst = zt_payload_of(buf);
+	if (sp->iov_count) {
+		/* iovecs: no tail (the last record is as long as the rest) */
+		copy = zt_copy_iovec_piece_into_event(sp->src, sp->iov_count, copy, sp->off);
+		if (!copy)
+			return 1;
+		buf->event.bytes = last ? rest : copy;
+	} else {
+		if (bpf_probe_read_user(dst, copy, (void *)(sp->src + sp->off)))
+			return 1;
+		buf->event.bytes = last ? rest : copy;
+		if (last)
+			copy = zt_copy_tail(dst, sp->src + sp->off, rest, copy, &buf->event.flags);
+	}
+	buf->event.captured_len = copy;
+	zt_submit(buf, copy, ZT_WAKE_BATCHED);
+	sp->off += buf->event.bytes;
+	return 0;
+}
 
 /* Sends the rest of a `len`-byte segment at `src` whose first `off` bytes
  * went in the record the CPU's event buffer holds (zt_copy_buffer's
@@ -1485,35 +1534,11 @@ static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, boo
 __attribute__((noinline)) int zt_submit_split_rest(__u64 src, __u64 iov_count, __u64 off, __u64 len)
 {
 	struct zt_event_buffer *buf = zt_cpu_buffer();
-	if (!buf || off < ZT_PAYLOAD_MAX || off > ZT_HEAD_MAX)
+	if (!buf || off < ZT_PAYLOAD_MAX || off > ZT_HEAD_MAX || !zt_can_split())
 		return 0;
-	__u64 piece = off;
 	buf->event.flags &= ~(ZT_EVENT_FLAG_IDENTITY | ZT_EVENT_FLAG_TAIL);
-	__u8 *dst = zt_payload_of(buf);
-	for (int i = 1; i < ZT_SPLIT_RECORDS && off < len; i++) {
-		__u64 rest = len - off;
-		bool last = i + 1 == ZT_SPLIT_RECORDS;
-		__u32 copy = rest < piece ? rest : piece;
-		if (copy > ZT_HEAD_MAX) /* restated for the verifier */
-			copy = ZT_HEAD_MAX;
-		buf->event.flags &= ~ZT_EVENT_FLAG_TAIL;
-		if (iov_count) {
-			/* iovecs: no tail (the last record is as long as the rest) */
-			copy = zt_copy_iovec_piece_into_event(src, iov_count, copy, off);
-			if (!copy)
-				return 0;
-			buf->event.bytes = last ? rest : copy;
-		} else {
-			if (bpf_probe_read_user(dst, copy, (void *)(src + off)))
-				return 0;
-			buf->event.bytes = last ? rest : copy;
-			if (last)
-				copy = zt_copy_tail(dst, src + off, rest, copy, &buf->event.flags);
-		}
-		buf->event.captured_len = copy;
-		zt_submit(buf, copy, ZT_WAKE_BATCHED);
-		off += buf->event.bytes;
-	}
+	struct zt_split sp = {.src = src, .iov_count = iov_count, .off = off, .len = len, .piece = off};
+	bpf_loop(ZT_SPLIT_RECORDS - 1, zt_split_record, &sp, 0);
 	return 0;
 }
 
