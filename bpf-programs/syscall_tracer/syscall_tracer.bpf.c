@@ -654,9 +654,13 @@ static __always_inline __s64 zt_resp_length(const __u8 *p, __u32 *crlf)
  * bytes keep their framing; a single bulk string as long as the segment (a
  * large value) is followed by its length instead. A wrong yes costs a longer
  * copy, never a wrong span. */
-static __always_inline bool zt_starts_resp_pipeline(const __u8 *p, __u64 len)
+static __always_inline bool zt_starts_resp_pipeline(const __u8 *p, __u64 len, bool written)
 {
 	__u8 type = p[0];
+	/* An array read is one reply (LRANGE, HGETALL): its elements are
+	 * followed by their lengths, and a large one is not copied whole. */
+	if (type == '*' && !written)
+		return 0;
 	if (type == '+' || type == '-')
 		return p[1] >= 'A' && p[1] <= 'Z' && p[2] >= 'A' && p[2] <= 'Z';
 	if (type == '$' && p[1] == '-')
@@ -706,7 +710,14 @@ static __always_inline bool zt_starts_pg_pipeline(const __u8 *p, __u64 len)
 		return length >= 4 && length + 1 < len;
 	case '1':
 	case '2':
-		return length == 4;
+		/* ParseComplete and BindComplete, then CommandComplete: the replies
+		 * of a batch of INSERTs; a RowDescription or DataRow after them is
+		 * a result, whose end is copied apart (zt_copy_tail) */
+		if (length != 4)
+			return 0;
+		if ((p[5] == '1' || p[5] == '2') && !p[6] && !p[7] && !p[8] && p[9] == 4)
+			return p[10] == 'C' || p[10] == 'n';
+		return p[5] == 'C' || p[5] == 'n';
 	case 'C':
 		return length >= 5 && length < 64;
 	}
@@ -769,13 +780,13 @@ static __always_inline bool zt_starts_memcached(const __u8 *p)
  * global function: the verifier checks its branches once, not along every
  * path of every program that copies a segment (inlined, they tripled the
  * programs' load time). */
-__attribute__((noinline)) int zt_payload_starts_db_pipeline(__u64 len)
+__attribute__((noinline)) int zt_payload_starts_db_pipeline(__u64 len, __u64 direction)
 {
 	struct zt_event_buffer *buf = zt_cpu_buffer();
 	if (!buf || len <= ZT_PAYLOAD_MAX)
 		return 0;
 	const __u8 *p = zt_payload_of(buf);
-	return zt_starts_resp_pipeline(p, len) || zt_starts_pg_pipeline(p, len) || zt_starts_memcached(p) ||
+	return zt_starts_resp_pipeline(p, len, direction == ZT_DIR_EGRESS) || zt_starts_pg_pipeline(p, len) || zt_starts_memcached(p) ||
 	       zt_starts_mysql_query(p);
 }
 
@@ -850,14 +861,15 @@ static __always_inline bool zt_can_split(void)
  * (then from the start again: heads larger than ZT_PAYLOAD_MAX are rare).
  * Returns the bytes copied, with the ZT_REST_ bits of a batch (node-redis
  * writes its pipelines with writev, 16 KiB at a time). */
-static __always_inline __u64 zt_copy_iovecs(__u8 *dst, __u64 iov_ptr, __u64 count, __u64 total, bool continues)
+static __always_inline __u64 zt_copy_iovecs(__u8 *dst, __u64 iov_ptr, __u64 count, __u64 total, bool continues,
+					     __u8 direction)
 {
 	__u32 copied = zt_copy_iovecs_upto(dst, iov_ptr, count, total, ZT_PAYLOAD_MAX, 0);
 	if (copied < ZT_PAYLOAD_MAX)
 		return copied;
 	/* an HTTP head first: a response is not looked at as a database batch */
 	bool http_head = zt_starts_head(dst);
-	bool pipeline = !http_head && zt_payload_starts_db_pipeline(total);
+	bool pipeline = !http_head && zt_payload_starts_db_pipeline(total, direction);
 	__u64 head = zt_head_copy_len(dst, total, continues || http_head, pipeline);
 	if (!head)
 		return copied;
@@ -882,12 +894,13 @@ __attribute__((noinline)) __u32 zt_copy_iovec_piece_into_event(__u64 iov_ptr, __
 /* zt_copy_iovecs into the CPU's event buffer's payload (zt_payload_of). A
  * global function, checked once by the verifier rather than along every
  * path of the programs that call it. */
-__attribute__((noinline)) __u64 zt_copy_iovecs_into_event(__u64 iov_ptr, __u64 count, __u64 total, __u64 continues)
+__attribute__((noinline)) __u64 zt_copy_iovecs_into_event(__u64 iov_ptr, __u64 count, __u64 total, __u64 continues,
+							 __u64 direction)
 {
 	struct zt_event_buffer *buf = zt_cpu_buffer();
 	if (!buf)
 		return 0;
-	return zt_copy_iovecs(zt_payload_of(buf), iov_ptr, count, total, continues != 0);
+	return zt_copy_iovecs(zt_payload_of(buf), iov_ptr, count, total, continues != 0, direction);
 }
 
 /* Frames walked at most in one segment of an HTTP/2 connection, and how far
@@ -1423,7 +1436,7 @@ static __always_inline __u32 zt_copy_tail(__u8 *dst, __u64 src, __u64 len, __u32
  * with the ZT_REST_ bits. A global function: the verifier checks its
  * branches once, not along every path of every program that copies a
  * segment (inlined, they tripled the programs' load time). */
-__attribute__((noinline)) __u64 zt_copy_rest(__u64 src, __u64 len, __u64 copy, __u64 continues)
+__attribute__((noinline)) __u64 zt_copy_rest(__u64 src, __u64 len, __u64 copy, __u64 continues, __u64 direction)
 {
 	struct zt_event_buffer *buf = zt_cpu_buffer();
 	if (!buf || copy > ZT_PAYLOAD_MAX)
@@ -1431,7 +1444,7 @@ __attribute__((noinline)) __u64 zt_copy_rest(__u64 src, __u64 len, __u64 copy, _
 	__u8 *dst = zt_payload_of(buf);
 	/* an HTTP head first: a request is not looked at as a database batch */
 	bool http_head = zt_starts_head(dst);
-	bool pipeline = !http_head && copy == ZT_PAYLOAD_MAX && zt_payload_starts_db_pipeline(len);
+	bool pipeline = !http_head && copy == ZT_PAYLOAD_MAX && zt_payload_starts_db_pipeline(len, direction);
 	__u64 head = zt_head_copy_len(dst, len, continues || http_head, pipeline);
 	__u32 copied = zt_copy_more(dst, src, copy, head);
 	__u64 bits = pipeline ? ZT_REST_PIPELINE : 0;
@@ -1468,7 +1481,7 @@ static __always_inline __u32 zt_copy_buffer(__u8 *dst, __u64 src, __u64 len, boo
 				  copy, event_flags);
 	if (len <= copy)
 		return copy; /* whole: the usual HTTP/1 request, no call */
-	__u64 rest = zt_copy_rest(src, len, copy, continues);
+	__u64 rest = zt_copy_rest(src, len, copy, continues, direction);
 	if (rest & ZT_REST_SPLIT)
 		*split_at = (__u32)rest;
 	*pipeline = (rest & ZT_REST_PIPELINE) != 0;
@@ -1563,7 +1576,7 @@ static __always_inline __u32 zt_copy_vectored(__u8 *dst, __u64 iov_ptr, __u64 co
 					      struct zt_conn_state *state, __u8 direction, __u8 *event_flags,
 					      __u64 *split_at, bool *pipeline)
 {
-	__u64 got = zt_copy_iovecs_into_event(iov_ptr, count, len, continues);
+	__u64 got = zt_copy_iovecs_into_event(iov_ptr, count, len, continues, direction);
 	__u32 copy = got;
 	if (copy > ZT_HEAD_MAX) /* restated for the verifier */
 		return 0;
