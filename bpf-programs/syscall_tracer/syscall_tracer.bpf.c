@@ -724,14 +724,6 @@ static __always_inline bool zt_starts_pg_pipeline(const __u8 *p, __u64 len)
 	return 0;
 }
 
-/* A direction's head count with this bit set counts the segments of a
- * database pipeline still copied as head (ZT_PIPELINE_CONTINUATIONS at
- * most): a server sends a batch's replies in reads that start amid a
- * message (PostgreSQL in 8 KiB pieces), a client may write a long batch in
- * pieces (redis-py 6,000 bytes at a time). */
-#define ZT_PIPELINE_CONTINUES 0x80
-#define ZT_PIPELINE_CONTINUATIONS 63
-
 /* Whether a segment longer than the copy starts with a MySQL query longer
  * than the copy: COM_QUERY or COM_STMT_PREPARE, sequence 0 (an ORM's
  * `IN (…)` list of ids, a multi-row INSERT: pymysql's executemany writes
@@ -786,10 +778,9 @@ __attribute__((noinline)) int zt_payload_starts_db_pipeline(__u64 len, __u64 dir
 	if (!buf || len <= ZT_PAYLOAD_MAX)
 		return 0;
 	const __u8 *p = zt_payload_of(buf);
-	return zt_starts_resp_pipeline(p, len, direction == ZT_DIR_EGRESS) || zt_starts_pg_pipeline(p, len) || zt_starts_memcached(p) ||
-	       zt_starts_mysql_query(p);
+	return zt_starts_resp_pipeline(p, len, direction == ZT_DIR_EGRESS) || zt_starts_pg_pipeline(p, len) ||
+	       zt_starts_memcached(p) || zt_starts_mysql_query(p);
 }
-
 
 /* The head capture in force: at most ZT_HEAD_MAX; at or below ZT_PAYLOAD_MAX
  * no segment is copied as a head. */
@@ -1066,7 +1057,7 @@ static long zt_h2_walk_callback(__u64 i, void *ctx)
  * rest of a frame the last segment cut, maybe a header block's. */
 static __always_inline void zt_h2_walk_start(struct zt_h2_walk *w, __u64 len, __u32 carried)
 {
-	__u64 limit = zt_settings.head_capture < ZT_HEAD_MAX ? zt_settings.head_capture : ZT_HEAD_MAX;
+	__u64 limit = zt_head_limit();
 	__u64 start = carried & ~ZT_H2_NEXT_HEADER;
 	w->len = len;
 	w->limit = limit;
@@ -1610,6 +1601,14 @@ static __always_inline bool zt_head_may_continue(__u8 direction, __u64 asked, __
 	return (asked && moved < asked) || (moved & 1023) == 0;
 }
 
+/* A direction's head count with this bit set counts the segments of a
+ * database pipeline still copied as head (ZT_PIPELINE_CONTINUATIONS at
+ * most): a server sends a batch's replies in reads that start amid a
+ * message (PostgreSQL in 8 KiB pieces), a client may write a long batch in
+ * pieces (redis-py 6,000 bytes at a time). */
+#define ZT_PIPELINE_CONTINUES 0x80
+#define ZT_PIPELINE_CONTINUATIONS 63
+
 /* Counts down the segments still copied as head for one direction of a
  * socket: armed by a segment that starts a head and may continue, kept by a
  * continuation that may continue again, cleared otherwise. A segment longer
@@ -1822,15 +1821,15 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	__u8 *head_left = 0;
 	if (state)
 		head_left = direction == ZT_DIR_INGRESS ? &state->head_reads : &state->head_writes;
-	__u8 continues = head_left ? *head_left : 0;
+	bool continues = head_left && *head_left;
 	__u32 copy = 0;
 	__u64 split_at = 0;
 	bool pipeline = 0;
 	if (iov_ptr)
-		copy = zt_copy_vectored(dst, iov_ptr, iov_count, ret, continues != 0, state, direction,
+		copy = zt_copy_vectored(dst, iov_ptr, iov_count, ret, continues, state, direction,
 					&buf->event.flags, &split_at, &pipeline);
 	else if (payload)
-		copy = zt_copy_buffer(dst, payload, ret, continues != 0, state, direction, &buf->event.flags,
+		copy = zt_copy_buffer(dst, payload, ret, continues, state, direction, &buf->event.flags,
 				      &split_at, &pipeline);
 	/* Any process: the mark also spares its later segments the filter's hash. */
 	if (state && !(state->flags & ZT_CONN_PLAIN) && zt_starts_plain_http(dst, copy)) {

@@ -182,10 +182,6 @@ impl<T> PendingQueue<T> {
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
-
-    pub fn len(&self) -> usize {
-        self.queue.len()
-    }
 }
 
 /// Longest text kept for a query, an error message or a key.
