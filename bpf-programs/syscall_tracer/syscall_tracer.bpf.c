@@ -546,8 +546,12 @@ struct zt_iovec_copy {
 	__u64 skip;  /* bytes of the iovecs still to pass before copying */
 };
 
-/* Copies the bytes of one iovec after those copied so far; returns 1 to stop. */
-static __always_inline long zt_copy_iovec_data(struct zt_iovec_copy *c, const struct zt_user_iovec *iov)
+/* Copies the bytes of one iovec after those copied so far; returns 1 to stop.
+ * `max` (a constant) bounds the copy's length for the verifier: ZT_HEAD_MAX
+ * for a copy at the payload's start, ZT_TAIL_LEN for a segment's end copied
+ * after its first bytes. */
+static __always_inline long zt_copy_iovec_data(struct zt_iovec_copy *c, const struct zt_user_iovec *iov,
+					       const __u32 max)
 {
 	__u64 off = c->off;
 	__u64 base = iov->base;
@@ -565,7 +569,7 @@ static __always_inline long zt_copy_iovec_data(struct zt_iovec_copy *c, const st
 		return 1;
 	if (len > c->total - off)
 		len = c->total - off;
-	if (off >= ZT_HEAD_MAX || len > ZT_HEAD_MAX)
+	if (off >= max || len > max)
 		return 1;
 	if (len && bpf_probe_read_user(&c->dst[off], len, (void *)base))
 		return 1;
@@ -574,7 +578,7 @@ static __always_inline long zt_copy_iovec_data(struct zt_iovec_copy *c, const st
 }
 
 /* Copies iovec number `c->first + i`; returns 1 to stop. */
-static __always_inline long zt_copy_one_iovec(__u64 i, struct zt_iovec_copy *c)
+static __always_inline long zt_copy_one_iovec(__u64 i, struct zt_iovec_copy *c, const __u32 max)
 {
 	i += c->first;
 	if (i >= c->count || c->off >= c->total)
@@ -582,12 +586,17 @@ static __always_inline long zt_copy_one_iovec(__u64 i, struct zt_iovec_copy *c)
 	struct zt_user_iovec iov = {};
 	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(c->iov_ptr + i * sizeof(iov))))
 		return 1;
-	return zt_copy_iovec_data(c, &iov);
+	return zt_copy_iovec_data(c, &iov, max);
 }
 
 static long zt_copy_iovec_callback(__u64 i, void *ctx)
 {
-	return zt_copy_one_iovec(i, ctx);
+	return zt_copy_one_iovec(i, ctx, ZT_HEAD_MAX);
+}
+
+static long zt_copy_iovec_tail_callback(__u64 i, void *ctx)
+{
+	return zt_copy_one_iovec(i, ctx, ZT_TAIL_LEN);
 }
 
 #define ZT_WORD(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
@@ -801,13 +810,13 @@ static __always_inline __u64 zt_head_copy_len(const __u8 *dst, __u64 len, bool c
 	return len < limit ? len : limit;
 }
 
-/* Copies the first `limit` (<= ZT_HEAD_MAX) bytes of an iovec array after
- * its first `skip`; returns the bytes copied. */
-static __always_inline __u32 zt_copy_iovecs_upto(__u8 *dst, __u64 iov_ptr, __u64 count, __u64 total,
-						 __u64 limit, __u64 skip)
+/* Copies the first `limit` (<= `max`, a constant: see zt_copy_iovec_data)
+ * bytes of an iovec array after its first `skip`; returns the bytes copied. */
+static __always_inline __u32 zt_copy_iovecs_bounded(__u8 *dst, __u64 iov_ptr, __u64 count, __u64 total,
+						    __u64 limit, __u64 skip, const __u32 max)
 {
-	if (limit > ZT_HEAD_MAX)
-		limit = ZT_HEAD_MAX;
+	if (limit > max)
+		limit = max;
 	struct zt_iovec_copy c = {
 		.dst = dst,
 		.iov_ptr = iov_ptr,
@@ -821,19 +830,28 @@ static __always_inline __u32 zt_copy_iovecs_upto(__u8 *dst, __u64 iov_ptr, __u64
 	__u64 first = count < 2 ? count : 2;
 	if (first && !bpf_probe_read_user(pair, first * sizeof(pair[0]), (void *)iov_ptr)) {
 		c.first = first;
-		if (zt_copy_iovec_data(&c, &pair[0]) || (first == 2 && zt_copy_iovec_data(&c, &pair[1])) ||
+		if (zt_copy_iovec_data(&c, &pair[0], max) || (first == 2 && zt_copy_iovec_data(&c, &pair[1], max)) ||
 		    first == count)
 			return c.off;
 	}
 	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
-		bpf_loop(ZT_MAX_IOVECS, zt_copy_iovec_callback, &c, 0);
+		bpf_loop(ZT_MAX_IOVECS, max == ZT_TAIL_LEN ? zt_copy_iovec_tail_callback : zt_copy_iovec_callback, &c,
+			 0);
 	} else {
 		for (int i = 0; i < ZT_UNROLLED_IOVECS; i++) {
-			if (zt_copy_one_iovec(i, &c))
+			if (zt_copy_one_iovec(i, &c, max))
 				break;
 		}
 	}
 	return c.off;
+}
+
+/* Copies the first `limit` (<= ZT_HEAD_MAX) bytes of an iovec array after
+ * its first `skip`; returns the bytes copied. */
+static __always_inline __u32 zt_copy_iovecs_upto(__u8 *dst, __u64 iov_ptr, __u64 count, __u64 total,
+						 __u64 limit, __u64 skip)
+{
+	return zt_copy_iovecs_bounded(dst, iov_ptr, count, total, limit, skip, ZT_HEAD_MAX);
 }
 
 /* What zt_copy_iovecs and zt_copy_rest return above the payload length. */
@@ -880,6 +898,31 @@ __attribute__((noinline)) __u32 zt_copy_iovec_piece_into_event(__u64 iov_ptr, __
 	if (!buf)
 		return 0;
 	return zt_copy_iovecs_upto(zt_payload_of(buf), iov_ptr, count, limit, limit, skip);
+}
+
+/* After the first `copied` bytes of the CPU's event buffer's payload, which
+ * hold a `len`-byte iovec array's bytes up to `at`, the rest of the array
+ * when at most ZT_TAIL_LEN bytes are left, else its last ZT_TAIL_LEN
+ * (`event.flags` gets ZT_EVENT_FLAG_TAIL), as zt_copy_tail does for a
+ * contiguous buffer: Node.js writes a chunked response's last chunk with
+ * one writev after the data before it, and a vectored database batch's last
+ * record ends with its segment's end. Returns the payload length. A global
+ * function: the verifier checks the walk once. */
+__attribute__((noinline)) __u32 zt_copy_iovec_tail_into_event(__u64 iov_ptr, __u64 count, __u64 len, __u64 at,
+							      __u64 copied)
+{
+	struct zt_event_buffer *buf = zt_cpu_buffer();
+	if (!buf || at >= len || copied > ZT_HEAD_MAX)
+		return copied;
+	__u64 rest = len - at;
+	__u64 want = rest < ZT_TAIL_LEN ? rest : ZT_TAIL_LEN;
+	__u32 got = zt_copy_iovecs_bounded(zt_payload_of(buf) + copied, iov_ptr, count, want, want, len - want,
+					   ZT_TAIL_LEN);
+	if (got != want)
+		return copied;
+	if (rest > ZT_TAIL_LEN)
+		buf->event.flags |= ZT_EVENT_FLAG_TAIL;
+	return copied + got;
 }
 
 /* zt_copy_iovecs into the CPU's event buffer's payload (zt_payload_of). A
@@ -1511,11 +1554,12 @@ static long zt_split_record(__u64 i, void *ctx)
 	buf->event.flags &= ~ZT_EVENT_FLAG_TAIL;
 	__u8 *dst = zt_payload_of(buf);
 	if (sp->iov_count) {
-		/* iovecs: no tail (the last record is as long as the rest) */
 		copy = zt_copy_iovec_piece_into_event(sp->src, sp->iov_count, copy, sp->off);
 		if (!copy)
 			return 1;
 		buf->event.bytes = last ? rest : copy;
+		if (last)
+			copy = zt_copy_iovec_tail_into_event(sp->src, sp->iov_count, sp->len, sp->off + copy, copy);
 	} else {
 		if (bpf_probe_read_user(dst, copy, (void *)(sp->src + sp->off)))
 			return 1;
@@ -1559,7 +1603,8 @@ static __always_inline void zt_submit_segment(struct zt_event_buffer *buf, __u64
 		zt_submit_split_rest(src, iov_count, split_at, len);
 }
 
-/* Copies a vectored segment (zt_copy_iovecs) and, on an HTTP/2 connection,
+/* Copies a vectored segment (zt_copy_iovecs) and, when it is not split,
+ * its end (zt_copy_iovec_tail_into_event), or, on an HTTP/2 connection,
  * follows its frames as zt_copy_buffer does a contiguous one's: a gRPC core
  * writes a connection's first flight, and each call's headers, message and
  * trailers, with one sendmsg. Returns the payload length. */
@@ -1575,6 +1620,8 @@ static __always_inline __u32 zt_copy_vectored(__u8 *dst, __u64 iov_ptr, __u64 co
 	if (!next || !count) {
 		if (got & ZT_REST_SPLIT)
 			*split_at = copy;
+		else if (count && copy < len)
+			copy = zt_copy_iovec_tail_into_event(iov_ptr, count, len, copy, copy);
 		*pipeline = (got & ZT_REST_PIPELINE) != 0;
 		return copy;
 	}
