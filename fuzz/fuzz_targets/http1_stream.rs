@@ -9,7 +9,9 @@ fuzz_target!(|data: &[u8]| {
     let mut stream = Http1Stream::new();
     let mut out = Vec::new();
     let mut ts = 0u64;
-    // Layout: [control byte][len byte][len bytes]... control: bit0 = gap, bit1 = expect HEAD.
+    // Layout: [control byte][len byte][len bytes]... control: bit0 = gap,
+    // bit1 = expect a response (bit2: to HEAD), bit3 = with a gap, the
+    // captured bytes' second half is the segment's end copied apart.
     let mut rest = data;
     while let [control, len, tail @ ..] = rest {
         let len = usize::from(*len).min(tail.len());
@@ -19,7 +21,12 @@ fuzz_target!(|data: &[u8]| {
             stream.expect_response_to(if control & 4 == 4 { "HEAD" } else { "GET" });
         }
         ts += 1;
-        stream.feed(captured, gap, ts, &mut out);
+        if control & 8 == 8 && gap > 0 {
+            let (first, end) = captured.split_at(captured.len() / 2);
+            stream.feed_with_tail(first, gap + end.len() as u64, end, ts, &mut out);
+        } else {
+            stream.feed(captured, gap, ts, &mut out);
+        }
         rest = next;
     }
     stream.finish(ts + 1, &mut out);

@@ -239,49 +239,88 @@ fn chunked_bodies_whose_framing_is_lost_count_the_bytes_sent() {
     assert!((1_000_000..=1_005_000).contains(&request), "{}", spans[1]);
 }
 
+/// A Python client that listens too, so that `--open-port` instruments it;
+/// told once, it GETs its paths on one keep-alive connection, then holds the
+/// connection idle (a pool does) until told again.
+struct HeldClient {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    paths: usize,
+    /// The port it listens on.
+    port: String,
+}
+
+impl HeldClient {
+    fn start(server_port: u16, paths: &[&str]) -> HeldClient {
+        use std::io::BufRead;
+        let script = format!(
+            "import http.client, socket, sys\n\
+             l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen()\n\
+             print(l.getsockname()[1], flush=True)\n\
+             sys.stdin.readline()\n\
+             c = http.client.HTTPConnection('127.0.0.1', {server_port})\n\
+             for p in {paths:?}:\n\
+             \x20   c.request('GET', p); print(len(c.getresponse().read()), flush=True)\n\
+             sys.stdin.readline()\n\
+             c.close()\n"
+        );
+        let mut child = Command::new("/usr/bin/python3")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3: {e}"));
+        let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
+            panic!("no pipes to the client");
+        };
+        let mut lines = std::io::BufReader::new(output).lines();
+        let port = lines.next().and_then(Result::ok).unwrap_or_default();
+        HeldClient {
+            child,
+            input,
+            lines,
+            paths: paths.len(),
+            port,
+        }
+    }
+
+    /// Makes its requests; returns the body lengths it read.
+    fn call(&mut self) -> Vec<String> {
+        use std::io::Write;
+        let _ = writeln!(self.input);
+        (0..self.paths)
+            .map(|_| self.lines.next().and_then(Result::ok).unwrap_or_default())
+            .collect()
+    }
+}
+
+impl Drop for HeldClient {
+    /// Closes the connection and waits for the client.
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = writeln!(self.input);
+        let _ = self.child.wait();
+    }
+}
+
 /// A client that reads a chunked response whose framing the capture loses,
 /// then keeps its connection idle (a pool does): its span is made at the
 /// read that ends with the last chunk (in the copy of the read's last
 /// bytes), not when the connection is next used or closed.
 #[test]
 fn a_client_span_of_a_lost_chunked_response_is_made_while_its_connection_idles() {
-    use std::io::{BufRead, BufReader, Write};
     require_root();
     let Some(server) = Server::node("chunked_node.js") else {
         eprintln!("node is not installed: skipping");
         return;
     };
-    // The client listens too, so that `--open-port` instruments it; it
-    // calls once told, then holds its connection until told again.
-    let script = format!(
-        "import http.client, socket, sys\n\
-         l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen()\n\
-         print(l.getsockname()[1], flush=True)\n\
-         sys.stdin.readline()\n\
-         c = http.client.HTTPConnection('127.0.0.1', {})\n\
-         c.request('GET', '/burst/50'); print(len(c.getresponse().read()), flush=True)\n\
-         sys.stdin.readline()\n\
-         c.close()\n",
-        server.port
-    );
-    let mut client = Command::new("/usr/bin/python3")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("python3: {e}"));
-    let (Some(mut input), Some(output)) = (client.stdin.take(), client.stdout.take()) else {
-        panic!("no pipes to the client");
-    };
-    let mut lines = BufReader::new(output).lines();
-    let mut next_line = || lines.next().and_then(Result::ok).unwrap_or_default();
-    let client_port = next_line();
+    let mut client = HeldClient::start(server.port, &["/burst/50"]);
     let agent = Agent::start(
-        &["--open-port", &format!("{},{client_port}", server.port)],
+        &["--open-port", &format!("{},{}", server.port, client.port)],
         &[],
     );
-    let _ = writeln!(input);
-    assert_eq!(next_line(), "200004");
+    assert_eq!(client.call(), ["200004"]);
     let spans = wait_for(Duration::from_secs(10), || {
         let spans: Vec<Value> = agent
             .spans()
@@ -291,8 +330,7 @@ fn a_client_span_of_a_lost_chunked_response_is_made_while_its_connection_idles()
         (!spans.is_empty()).then_some(spans)
     });
     // Let the client go before asserting, so that it never outlives a failure.
-    let _ = writeln!(input);
-    let _ = client.wait();
+    drop(client);
     let Some(spans) = spans else {
         panic!("no client span while the connection was idle");
     };
@@ -300,6 +338,53 @@ fn a_client_span_of_a_lost_chunked_response_is_made_while_its_connection_idles()
     assert_eq!(spans[0].str_of("path"), "/burst/50", "{}", spans[0]);
     let response = spans[0].u64_of("response_body_bytes");
     assert!((200_004..=201_000).contains(&response), "{}", spans[0]);
+}
+
+/// Node.js streams a chunked response: a chunk at once, and 20 ms later the
+/// next chunk, the last piece and the last chunk in one writev longer than
+/// the copy. The kernel copies that writev's end apart, as it does a
+/// contiguous segment's, and the framing, known where the copy stopped (in
+/// the chunk's data), is read on into it: every response is whole on both
+/// sides, and made while the client's connection idles (without the end, the
+/// server's spans waited for the connection's next use or its close).
+#[test]
+fn a_streamed_chunked_response_is_whole_while_its_connection_idles() {
+    require_root();
+    let Some(server) = Server::node("chunked_node.js") else {
+        eprintln!("node is not installed: skipping");
+        return;
+    };
+    let mut client = HeldClient::start(server.port, &["/late"; 5]);
+    let agent = Agent::start(
+        &["--open-port", &format!("{},{}", server.port, client.port)],
+        &[],
+    );
+    assert_eq!(client.call(), ["8004"; 5]);
+    let spans = wait_for(Duration::from_secs(10), || {
+        let spans = agent.spans();
+        (spans.len() >= 10).then_some(spans)
+    });
+    // Let the client go before asserting, so that it never outlives a failure.
+    drop(client);
+    let Some(spans) = spans else {
+        panic!(
+            "not every span while the connection was idle; at its close: {:#?}",
+            agent.spans()
+        );
+    };
+    assert_eq!(spans.len(), 10, "{spans:#?}");
+    for kind in ["server", "client"] {
+        let of_kind: Vec<Exchange> = spans
+            .iter()
+            .filter(|s| s.str_of("kind") == kind)
+            .map(exchange_of)
+            .collect();
+        assert_eq!(
+            of_kind,
+            vec![exchange("GET", "/late", 200, 0, 8004, false); 5],
+            "{kind}: {spans:#?}"
+        );
+    }
 }
 
 #[test]

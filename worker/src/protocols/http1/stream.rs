@@ -131,12 +131,17 @@ impl Http1Stream {
     }
 
     /// [`Self::feed`] for a segment whose last bytes, `tail`, the kernel
-    /// copied apart (they are among the `missing` ones). A chunked message
-    /// whose framing was lost ends where a segment ends with the last chunk
-    /// after a chunk's data (`\r\n0\r\n\r\n`), in its tail or in a copy
-    /// of the whole segment: it is complete there, rather than when the
-    /// other side next speaks (a client's connection may then stay idle for
-    /// minutes) or the connection closes.
+    /// copied apart (they are among the `missing` ones). When the bytes not
+    /// copied before the tail leave the framing known (inside a counted body
+    /// or a chunk's data: Node.js writes a chunk and the last chunk with one
+    /// writev), the tail is read as the bytes it is, and the message ends
+    /// there, whole. Otherwise a chunked message whose framing was lost ends
+    /// where a segment ends with the last chunk after a chunk's data
+    /// (`\r\n0\r\n\r\n`), in its tail or in a copy of the whole segment,
+    /// or is the last chunk alone (Node.js writes it so when the data went
+    /// before): it is complete there, rather than when the other side next speaks (a
+    /// client's connection may then stay idle for minutes) or the
+    /// connection closes.
     pub fn feed_with_tail(
         &mut self,
         captured: &[u8],
@@ -145,16 +150,43 @@ impl Http1Stream {
         ts_ns: u64,
         out: &mut impl MessageSink,
     ) {
-        self.feed(captured, missing, ts_ns, out);
-        let end = match (tail.is_empty(), missing) {
-            (false, _) => tail,
-            (true, 0) => captured,
-            (true, _) => return,
+        let tail_len = len64(tail);
+        let end = match missing.checked_sub(tail_len) {
+            Some(gap) if tail_len > 0 => {
+                self.feed(captured, gap, ts_ns, out);
+                if self.reads_a_framed_body() {
+                    self.feed(tail, 0, ts_ns, out);
+                    return;
+                }
+                self.on_gap(tail_len, ts_ns, out);
+                tail
+            }
+            _ => {
+                self.feed(captured, missing, ts_ns, out);
+                if missing > 0 {
+                    return;
+                }
+                captured
+            }
         };
-        let lost_chunked = matches!(&self.state, State::Resync(msg) if msg.chunked);
-        if lost_chunked && end.ends_with(b"\r\n0\r\n\r\n") {
+        let lost_chunked = match &self.state {
+            State::Resync(msg) => msg.chunked,
+            State::Body(_, Body::ChunkTail(_)) => true,
+            _ => false,
+        };
+        if lost_chunked && (end.ends_with(b"\r\n0\r\n\r\n") || end == b"0\r\n\r\n") {
             self.complete_waiting(out);
         }
+    }
+
+    /// Whether the message being read is in a body whose framing is known
+    /// at this point of the stream: the bytes that come next can be read as
+    /// its own (a counted body, a chunk's data or what follows it).
+    fn reads_a_framed_body(&self) -> bool {
+        matches!(
+            self.state,
+            State::Body(_, Body::Fixed(_) | Body::UntilClose | Body::Chunk(_))
+        )
     }
 
     /// The other direction of the connection carries data now (`peer` is the

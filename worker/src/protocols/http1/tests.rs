@@ -1458,3 +1458,105 @@ fn round_trip(
     prop_assert_eq!(stream.garbage_segments(), 0);
     Ok(())
 }
+
+/// Feeds one segment as the kernel sends it: whole when it is at most
+/// [`TAIL_LEN`] longer than the copy (512 bytes, `ZT_PAYLOAD_MAX`), else
+/// its first 512 bytes and, apart, its last [`TAIL_LEN`].
+fn feed_as_the_kernel_copies(
+    stream: &mut Http1Stream,
+    segment: &[u8],
+    ts: u64,
+    out: &mut Vec<HttpMessage>,
+) {
+    use zerotrace_shared::event::layout::TAIL_LEN;
+    const COPY: usize = 512;
+    if segment.len() <= COPY + TAIL_LEN {
+        stream.feed_with_tail(segment, 0, &[], ts, out);
+        return;
+    }
+    let missing = (segment.len() - COPY) as u64;
+    let tail = &segment[segment.len() - TAIL_LEN..];
+    stream.feed_with_tail(&segment[..COPY], missing, tail, ts, out);
+}
+
+/// A chunked response written as a server streams it: its head (alone, or
+/// with the first write, as Node.js sends it), then each write's chunks in
+/// one segment, the last chunk with the last write or alone.
+fn streamed_response(
+    writes: &[Vec<usize>],
+    head_with_first: bool,
+    last_alone: bool,
+) -> Vec<Vec<u8>> {
+    let mut segments = vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()];
+    for (i, chunks) in writes.iter().enumerate() {
+        let mut write = Vec::new();
+        for &size in chunks {
+            write.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+            write.resize(write.len() + size, b'x');
+            write.extend_from_slice(b"\r\n");
+        }
+        if i == 0 && head_with_first {
+            segments[0].extend_from_slice(&write);
+        } else {
+            segments.push(write);
+        }
+    }
+    if last_alone {
+        segments.push(b"0\r\n\r\n".to_vec());
+    } else if let Some(last) = segments.last_mut() {
+        last.extend_from_slice(b"0\r\n\r\n");
+    }
+    segments
+}
+
+proptest! {
+    /// Whatever the writes, a streamed chunked response is complete at its
+    /// last segment (its connection may then idle), and its size is the
+    /// data's unless marked partial; a response whose writes each hold one
+    /// chunk is never partial: every size line is in a write's first bytes,
+    /// and what follows the chunk's data is in its end.
+    #[test]
+    fn a_streamed_chunked_response_ends_at_its_last_segment(
+        writes in proptest::collection::vec(proptest::collection::vec(1usize..3000, 1..4), 1..6),
+        head_with_first in any::<bool>(),
+        last_alone in any::<bool>(),
+    ) {
+        let segments = streamed_response(&writes, head_with_first, last_alone);
+        let mut stream = Http1Stream::new();
+        stream.expect_response_to("GET");
+        let mut out = Vec::new();
+        for (ts, segment) in (1u64..).zip(&segments) {
+            feed_as_the_kernel_copies(&mut stream, segment, ts, &mut out);
+        }
+        prop_assert_eq!(out.len(), 1);
+        let data: usize = writes.iter().flatten().sum();
+        let wire: usize = segments.iter().map(Vec::len).sum();
+        let message = &out[0];
+        prop_assert_eq!(message.last_ts_ns, segments.len() as u64);
+        if writes.iter().all(|chunks| chunks.len() == 1) {
+            prop_assert!(!message.truncated);
+        }
+        if message.truncated {
+            prop_assert!((data as u64..wire as u64).contains(&message.body_size));
+        } else {
+            prop_assert_eq!(message.body_size, data as u64);
+        }
+    }
+}
+
+/// A client pipelines a request after a POST whose body the copy cuts: the
+/// bytes not copied end inside the body, so the segment's end, copied apart,
+/// is read on as the body's end and the next request's head.
+#[test]
+fn a_request_in_the_end_of_a_segment_after_a_counted_body_is_read() {
+    let post = b"POST /upload HTTP/1.1\r\nContent-Length: 2000\r\n\r\n";
+    let get = b"GET /next HTTP/1.1\r\nHost: shop.example\r\n\r\n";
+    let segment = [&post[..], &[b'x'; 2000], &get[..]].concat();
+    let mut stream = Http1Stream::new();
+    let mut out = Vec::new();
+    feed_as_the_kernel_copies(&mut stream, &segment, 1, &mut out);
+    let out: Vec<_> = out.into_iter().map(without_ts).collect();
+    let mut next = msg(request("GET", "/next"), 0);
+    next.host = Some(HttpText::from("shop.example"));
+    assert_eq!(out, [msg(request("POST", "/upload"), 2000), next]);
+}
