@@ -156,6 +156,16 @@ fn is_error(span: &Span) -> bool {
     span.status.as_ref().map(|s| s.code) == Some(status::StatusCode::Error as i32)
 }
 
+/// `db.response.returned_rows`: the rows a query or a `get` returned, and
+/// never the rows a statement affected.
+fn assert_returned_rows(span: &Span, rows: Option<i64>) {
+    assert_eq!(
+        attr_int(&span.attributes, "db.response.returned_rows"),
+        rows,
+        "{span:#?}"
+    );
+}
+
 /// The attributes every span to this server carries.
 fn assert_server(span: &Span, port: u16) {
     assert_eq!(
@@ -219,6 +229,7 @@ fn postgres_simple_queries_are_client_spans_with_sanitized_text_and_a_duration()
     );
     assert_eq!(a.get("db.namespace").map(String::as_str), Some("shop"));
     assert!(!a.contains_key("db.response.status_code"), "{a:?}");
+    assert_returned_rows(select, Some(1));
     assert!(!is_error(select));
     assert_server(select, setup.servers.postgres);
     let update = one_with_text(
@@ -226,6 +237,8 @@ fn postgres_simple_queries_are_client_spans_with_sanitized_text_and_a_duration()
         "UPDATE accounts SET balance = balance + ? WHERE id = ?",
     );
     assert_eq!(update.name, "UPDATE accounts");
+    // One row affected, none returned.
+    assert_returned_rows(update, None);
     // No literal the client sent reaches the exported text.
     for s in &spans {
         let text = text_of(s);
@@ -408,8 +421,11 @@ fn mariadb_queries_and_errors_are_client_spans() {
         Some("items")
     );
     assert_server(select, setup.servers.mariadb);
-    one_with_text(&spans, "UPDATE items SET name = ? WHERE id = ?");
+    assert_returned_rows(select, Some(1));
+    let update = one_with_text(&spans, "UPDATE items SET name = ? WHERE id = ?");
+    assert_returned_rows(update, None);
     let missing = one_with_text(&spans, "SELECT * FROM missing_table");
+    assert_returned_rows(missing, None);
     let a = attrs(missing);
     assert_eq!(
         a.get("db.response.status_code").map(String::as_str),
@@ -591,8 +607,10 @@ fn memcached_sets_gets_and_a_multi_key_get() {
         ["set", "set", "get", "get", "incr"],
         "{spans:#?}"
     );
-    one_with_text(&spans, "get user:1");
+    assert_returned_rows(one_with_text(&spans, "get user:1"), Some(1));
     let multi = one_with_text(&spans, "get user:1 user:2 user:3");
+    // Two of the three keys were found.
+    assert_returned_rows(multi, Some(2));
     assert!(!is_error(multi));
     assert_server(multi, setup.servers.memcached);
     for s in with_text(&spans, "set user:1 ? ? ?") {

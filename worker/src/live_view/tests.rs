@@ -252,6 +252,7 @@ fn database_clients_are_rows_of_the_client_view_by_span_name() {
             error_type: error.map(str::to_owned),
             error_message: None,
             rows: None,
+            rows_returned: false,
             request_bytes: 0,
             response_bytes: 0,
             name: String::new(),

@@ -90,6 +90,7 @@ mod tests {
             error_type: None,
             error_message: None,
             rows: None,
+            rows_returned: false,
             request_bytes: 0,
             response_bytes: 0,
             name: String::new(),

@@ -66,6 +66,12 @@ impl Conventions for DbExchange {
         if let Some(code) = &self.status_code {
             out.string("db.response.status_code", code);
         }
+        if let Some(rows) = self.rows.filter(|_| self.rows_returned) {
+            out.int(
+                "db.response.returned_rows",
+                i64::try_from(rows).unwrap_or(i64::MAX),
+            );
+        }
         peer_attributes(span, out);
     }
 

@@ -46,6 +46,10 @@ pub struct DbExchange {
     pub error_message: Option<String>,
     /// Rows returned or affected, when the server said.
     pub rows: Option<u64>,
+    /// Whether [`Self::rows`] counts rows returned (a result's, a `get`'s
+    /// hits), exported as `db.response.returned_rows`, rather than rows
+    /// affected (an `INSERT`'s, an `UPDATE`'s), which no convention names.
+    pub rows_returned: bool,
     /// Bytes the client wrote and read for this operation.
     pub request_bytes: u64,
     pub response_bytes: u64,
@@ -133,6 +137,7 @@ mod tests {
             error_type: None,
             error_message: None,
             rows: None,
+            rows_returned: false,
             request_bytes: 0,
             response_bytes: 0,
             name: String::new(),

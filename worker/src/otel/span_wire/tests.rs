@@ -110,6 +110,7 @@ fn spans() -> Vec<Span> {
         error_type: Some("42P01".into()),
         error_message: Some("relation does not exist".into()),
         rows: None,
+        rows_returned: false,
         request_bytes: 40,
         response_bytes: 90,
         name: String::new(),

@@ -381,6 +381,7 @@ impl MemcachedConnection {
             && (!command.hits_lost || command.hits >= command.keys)
         {
             op.exchange.rows = Some(command.hits);
+            op.exchange.rows_returned = true;
         }
         if let Some(reply) = reply {
             let word = bounded_text(first_word(reply), 32);

@@ -547,12 +547,14 @@ impl MysqlConnection {
         op.exchange.rows = if command.rows_lost {
             None
         } else if command.rows > 0 || matches!(command.reply, Reply::Rows) {
+            op.exchange.rows_returned = true;
             Some(command.rows)
         } else {
             command.affected
         };
         if let Some(error) = error {
             op.exchange.rows = None;
+            op.exchange.rows_returned = false;
             op.exchange.status_code = Some(error.code.to_string());
             op.exchange.error_type = Some(error.code.to_string());
             op.exchange.error_message = Some(match error.sqlstate {

@@ -673,6 +673,10 @@ impl PostgresConnection {
         }
         let counted = pending.data_rows > 0 && !pending.rows_lost;
         op.exchange.rows = tag_rows.or(counted.then_some(pending.data_rows));
+        // A query's rows, or those a `RETURNING` sent back; other tags
+        // count the rows affected.
+        op.exchange.rows_returned =
+            matches!(tag_operation, b"SELECT" | b"FETCH") || pending.data_rows > 0;
         op
     }
 

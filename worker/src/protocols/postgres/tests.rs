@@ -92,6 +92,39 @@ const PIPELINE_OPS: &[&str] = &[
     "SELECT | - | shop | SELECT ?/$1 | 22012 | rows=- | 5000-6000",
 ];
 
+/// The rows a query returned are told apart from those a statement
+/// affected (`db.response.returned_rows` is only the former): psql's
+/// `SELECT`s return theirs; `COPY`, `UPDATE` and `DELETE` count rows
+/// affected or copied.
+#[test]
+fn rows_returned_are_told_from_rows_affected() {
+    let returned: Vec<(String, Option<u64>)> = decode(PSQL, Cut::Whole)
+        .iter()
+        .map(|op| {
+            let rows = op.exchange.rows.filter(|_| op.exchange.rows_returned);
+            (op.exchange.operation.clone(), rows)
+        })
+        .collect();
+    let want: Vec<(String, Option<u64>)> = [
+        ("SELECT", Some(1)),
+        ("SELECT", Some(1)),
+        ("SELECT", Some(1)),
+        ("SELEC", None),
+        ("SELECT", None),
+        ("PREPARE", None),
+        ("SELECT", Some(1)),
+        ("COPY", None),
+        ("COPY", None),
+        ("SELECT", Some(60)),
+        ("UPDATE", None),
+        ("DELETE", None),
+    ]
+    .into_iter()
+    .map(|(operation, rows)| (operation.to_string(), rows))
+    .collect();
+    assert_eq!(returned, want);
+}
+
 #[test]
 fn recorded_exchanges_decode_exactly() {
     for (fixture, expected) in [
