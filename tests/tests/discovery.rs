@@ -397,9 +397,12 @@ fn short_lived_programs_an_exe_path_names_are_captured_from_their_exec() {
     let [rejected, _unreadable, dropped, _judged_by_exec_path] = numbers[..] else {
         panic!("{counts}");
     };
-    // Every unnamed curl was captured, rejected and its records dropped.
+    // Every unnamed curl was captured and rejected. Whether any of its
+    // records came before the rejection is a race the worker usually loses
+    // to curl's connect, but not always (a CI run saw none in 31): `dropped`
+    // is only read here; discovery.rs's unit tests check what is dropped.
     assert!(rejected >= runs as u64, "{counts}");
-    assert!(dropped > 0, "{counts}");
+    let _ = dropped;
     // Every fetcher is a span: read from /proc/PID/exe while it ran, or
     // judged by the path it was exec'd by once gone.
     assert_eq!(

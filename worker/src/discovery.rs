@@ -688,6 +688,36 @@ impl Discovery {
 }
 
 #[cfg(test)]
+mod capture_tests {
+    use super::*;
+
+    /// What a process captured before discovery decided sent is dropped
+    /// while it is not instrumented: from its exec on when programs are
+    /// captured from their exec; up to its rejection when it was captured
+    /// from a listen.
+    #[test]
+    fn records_of_captured_processes_not_selected_are_dropped() {
+        let mut discovery = Discovery::new(
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            PidFilterWriter::ViaLoader,
+        );
+        assert!(!discovery.drops_records_of(42, 10));
+        discovery.rejected_at.insert(42, 100);
+        assert!(discovery.drops_records_of(42, 100));
+        assert!(
+            !discovery.drops_records_of(42, 101),
+            "sent after the rejection"
+        );
+        assert!(!discovery.drops_records_of(43, 10), "another process");
+        discovery.exec_capture = true;
+        assert!(discovery.drops_records_of(43, 10));
+        assert!(discovery.drops_records_of(42, 101));
+    }
+}
+
+#[cfg(test)]
 mod liveness_tests {
     use super::*;
 
