@@ -582,6 +582,7 @@ pub fn bpf_prog_exists(id: u32) -> bool {
 }
 
 pub mod db_servers;
+pub mod go_build;
 pub mod kafka_broker;
 pub mod otlp_receiver;
 pub mod prometheus_server;
