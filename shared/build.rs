@@ -83,6 +83,7 @@ const LAYOUT: &[(&str, &str)] = &[
     ("FILTER_EXEC_PENDING", "ZT_FILTER_EXEC_PENDING"),
     ("EXEC_PATH_MAX", "ZT_EXEC_PATH_MAX"),
     ("PID_FILTER_PORT_KEYS", "ZT_PID_FILTER_PORT_KEYS"),
+    ("TID_GOROUTINE", "ZT_TID_GOROUTINE"),
 ];
 
 fn main() {

@@ -116,13 +116,14 @@ static __always_inline __u64 zt_go_conn_socket(__u64 conn)
 
 /* Sends `len` plaintext bytes at `src` as a TLS data event of `sock_id`
  * (capped like every payload; HTTP/2 header blocks are found as usual). */
-static __always_inline void zt_go_tls_emit(__u64 pid_tgid, __u64 sock_id, __u8 direction, __u64 src,
+static __always_inline void zt_go_tls_emit(__u64 pid_tgid, __u64 g, __u64 sock_id, __u8 direction, __u64 src,
 					   __u64 len)
 {
 	struct zt_event_buffer *buf = zt_new_event(ZT_EVENT_DATA, pid_tgid);
 	if (!buf)
 		return;
 	struct zt_event *e = &buf->event;
+	e->tid = zt_thread_of(pid_tgid >> 32, (__u32)pid_tgid, g);
 	bool closed = 0;
 	struct zt_conn_state *state = zt_describe_socket(e, (struct sock *)sock_id, ZT_CONN_TLS, &closed);
 	if (closed)
@@ -186,7 +187,7 @@ int zt_go_tls(struct pt_regs *ctx)
 		if (kind == ZT_TLS_WRITE && call.len) {
 			__u64 sock_id = zt_go_tls_socket(pid_tgid, call.sock_id);
 			if (sock_id)
-				zt_go_tls_emit(pid_tgid, sock_id, ZT_DIR_EGRESS, call.buf, call.len);
+				zt_go_tls_emit(pid_tgid, key.goroutine, sock_id, ZT_DIR_EGRESS, call.buf, call.len);
 		}
 		return 0;
 	}
@@ -213,7 +214,7 @@ int zt_go_tls(struct pt_regs *ctx)
 		return 0;
 	__u64 sock_id = zt_go_tls_socket(pid_tgid, call.sock_id);
 	if (sock_id)
-		zt_go_tls_emit(pid_tgid, sock_id, ZT_DIR_INGRESS, src, n);
+		zt_go_tls_emit(pid_tgid, key.goroutine, sock_id, ZT_DIR_INGRESS, src, n);
 	return 0;
 }
 

@@ -163,7 +163,7 @@ struct zt_event {
 	__u8 role;        /* enum zt_role */
 	__u8 flags;       /* enum zt_event_flag */
 	__u32 pid;        /* tgid, as seen from the initial pid namespace */
-	__u32 tid;
+	__u32 tid;        /* DATA: the thread, or a Go program's goroutine (ZT_TID_GOROUTINE) */
 	__u32 captured_len;
 	__u64 ts_ns;      /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
 	__u64 sock_id;    /* kernel address of struct sock: connection identity */
@@ -171,6 +171,11 @@ struct zt_event {
 	struct zt_conn_tuple tuple;
 	char comm[16];
 };
+
+/* Set in a DATA event's `tid` when it names a goroutine of a Go program the
+ * worker marked in zt_pid_bits (the goroutine's runtime.g address shifted
+ * right by 4 in the other bits); thread ids stay below 2^22. */
+#define ZT_TID_GOROUTINE 0x80000000u
 
 /* Header bytes of a DATA record without ZT_EVENT_FLAG_IDENTITY. */
 #define ZT_EVENT_COMPACT_SIZE __builtin_offsetof(struct zt_event, tuple)

@@ -83,12 +83,15 @@ struct {
  * clears them through a shared mapping, zt_process_fork for children). A
  * clear bit answers "not instrumented" with one array load, so other
  * processes' socket I/O never pays the hash lookup; a set bit of a process
- * no longer in the filter costs that lookup, nothing else. */
+ * no longer in the filter costs that lookup, nothing else. The second
+ * ZT_PID_BITS_WORDS words hold a second bit per tgid, set by the worker for
+ * Go programs: their data events name the goroutine, not the thread
+ * (zt_thread_of). */
 #define ZT_PID_BITS_WORDS 65536
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, 1U << 10); /* BPF_F_MMAPABLE */
-	__uint(max_entries, ZT_PID_BITS_WORDS);
+	__uint(max_entries, 2 * ZT_PID_BITS_WORDS);
 	__type(key, __u32);
 	__type(value, __u64);
 } zt_pid_bits SEC(".maps");
@@ -251,7 +254,35 @@ static __always_inline void zt_count(__u32 counter)
 static __always_inline __u64 *zt_pid_bit_word(__u32 tgid)
 {
 	__u32 word_index = tgid >> 6;
+	if (word_index >= ZT_PID_BITS_WORDS)
+		return 0; /* the Go bits' half */
 	return bpf_map_lookup_elem(&zt_pid_bits, &word_index);
+}
+
+/* Whether the worker said `tgid` runs a Go program. */
+static __always_inline bool zt_pid_runs_go(__u32 tgid)
+{
+	__u32 word_index = tgid >> 6;
+	if (word_index >= ZT_PID_BITS_WORDS)
+		return 0;
+	word_index += ZT_PID_BITS_WORDS;
+	__u64 *word = bpf_map_lookup_elem(&zt_pid_bits, &word_index);
+	return word && (*word & (1ULL << (tgid & 63)));
+}
+
+/* Who moved a data event's bytes, for in-process nesting: the thread, or in
+ * a Go program the goroutine, whose runtime.g the register ABI (Go >= 1.17,
+ * amd64) keeps in R14, also at the runtime's SYSCALL instruction and in the
+ * crypto/tls hooks. Go moves goroutines between threads, and one thread
+ * serves many: the goroutine is what stays with a request (net/http's
+ * HTTP/1 server reads, handles and answers it on the connection's
+ * goroutine, where database drivers write and read too). The g's address
+ * shifted by its 16-byte alignment tells apart every g within 32 GiB. */
+static __always_inline __u32 zt_thread_of(__u32 tgid, __u32 tid, __u64 g)
+{
+	if (!zt_pid_runs_go(tgid))
+		return tid;
+	return (__u32)(g >> 4) | ZT_TID_GOROUTINE;
 }
 
 #define ZT_PID_BIT(tgid) (1ULL << ((tgid) & 63))
@@ -1854,6 +1885,7 @@ static __always_inline void zt_on_data(long nr, struct pt_regs *regs, long ret, 
 	if (!buf)
 		return;
 	struct zt_event *e = &buf->event;
+	e->tid = zt_thread_of(tgid, (__u32)pid_tgid, regs->r14);
 	bool closed = 0;
 	struct zt_conn_state *state = zt_describe_known_socket(e, sk, known, 0, &closed);
 	if (state && expected && !(state->flags & ZT_CONN_IN_SOCKET))

@@ -48,6 +48,9 @@ pub struct ConnTuple {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventOrigin<'a> {
     pub pid: u32,
+    /// The thread, or in a Go program the goroutine, with
+    /// [`layout::TID_GOROUTINE`] set (data records of processes the worker
+    /// marked Go in the pid bitmap).
     pub tid: u32,
     /// CLOCK_MONOTONIC nanoseconds.
     pub ts_ns: u64,

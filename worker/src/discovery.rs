@@ -343,6 +343,12 @@ impl Discovery {
         true
     }
 
+    fn clear_go_bit(&self, pid: u32) {
+        if let Some(bits) = &self.bits {
+            bits.clear_go(pid);
+        }
+    }
+
     fn clear_bit(&self, pid: u32) {
         if let Some(bits) = &self.bits {
             bits.clear(pid);
@@ -524,11 +530,22 @@ impl Discovery {
             .is_some_and(|tls| !tls.hook(pid, &description, loader).is_empty())
     }
 
-    /// Go processes found since the last call (by the Go TLS hooks' answers).
+    /// Go processes found since the last call (by the Go TLS hooks'
+    /// answers), each marked in the pid bitmap on the way: the kernel names
+    /// their goroutines in their data events from now on.
     pub fn take_go_processes(&mut self) -> Vec<u32> {
-        self.tls
+        let go = self
+            .tls
             .as_mut()
-            .map_or_else(Vec::new, TlsHooks::take_go_processes)
+            .map_or_else(Vec::new, TlsHooks::take_go_processes);
+        if let Some(bits) = &self.bits {
+            for &pid in &go {
+                if self.instrumented.contains_key(&pid) {
+                    bits.set_go(pid);
+                }
+            }
+        }
+        go
     }
 
     /// Processes whose TLS library calls are hooked.
@@ -566,6 +583,8 @@ impl Discovery {
     /// before /proc/PID/exe could be read.
     pub fn on_exec(&mut self, pid: u32, comm: &str, exec_path: &[u8], loader: &LoaderClient) {
         self.descriptions.remove(&pid);
+        // The new program's TLS look says again whether it is Go.
+        self.clear_go_bit(pid);
         if self.exec_capture && exec_path.starts_with(b"/") && self.describe(pid, loader).is_none()
         {
             self.pending_stats.judged_by_exec_path += 1;
@@ -681,6 +700,7 @@ impl Discovery {
 
     /// The kernel already removed the exited process from its filter.
     pub fn on_exit(&mut self, pid: u32) {
+        self.clear_go_bit(pid);
         self.instrumented.remove(&pid);
         self.listening.remove(&pid);
         self.descriptions.remove(&pid);
