@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use zerotrace_integration_tests::go_build::{go_binary, Build};
 use zerotrace_integration_tests::otlp_receiver::{attr_int, attr_str, hex, OtlpReceiver};
 use zerotrace_integration_tests::*;
 
@@ -25,6 +26,8 @@ struct Exported {
     kind: i32,
     name: String,
     path: String,
+    /// `db.query.text`, for database calls.
+    query: String,
     trace: String,
     id: String,
     parent: Option<String>,
@@ -42,6 +45,7 @@ fn exported(receiver: &OtlpReceiver) -> Vec<Exported> {
             kind: span.kind,
             name: span.name.clone(),
             path: attr_str(&span.attributes, "url.path").unwrap_or_default(),
+            query: attr_str(&span.attributes, "db.query.text").unwrap_or_default(),
             trace: hex(&span.trace_id),
             id: hex(&span.span_id),
             parent: (!span.parent_span_id.is_empty()).then(|| hex(&span.parent_span_id)),
@@ -501,5 +505,109 @@ fn nginx_proxying_to_python_is_never_given_a_wrong_parent() {
         })
         .sum();
     assert_eq!(unlinked as usize, roots, "every root is counted");
+    drop(agent);
+}
+
+/// 16 keep-alive clients, 25 requests each, to `/item/<client>-<request>`.
+const GO_CLIENTS: usize = 16;
+const GO_REQUESTS: usize = 25;
+
+/// A Go server's handler calling Redis on its own goroutine, as database
+/// drivers do, under concurrent keep-alive clients: once the worker knows
+/// the program is Go the kernel names its goroutines instead of its
+/// threads, so each of the 800 calls is its own request's child. (With
+/// threads, which goroutines move between and share, a call inside several
+/// open requests could belong to any: most were left roots, as ambiguous.)
+#[test]
+fn a_go_handler_s_cache_calls_under_concurrent_load_are_each_their_own_request_s_children() {
+    require_root();
+    let redis_port = free_port();
+    let redis_port_arg = redis_port.to_string();
+    let _redis = start(
+        "redis-server",
+        &[
+            "--port",
+            &redis_port_arg,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        redis_port,
+    );
+    let port = free_port();
+    let binary = go_binary("go_cache_caller", Build::Plain);
+    let binary = binary.to_string_lossy().into_owned();
+    let server = start(
+        &binary,
+        &[
+            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{redis_port}"),
+        ],
+        port,
+    );
+    let pid = server.0.id();
+    let receiver = OtlpReceiver::start_grpc();
+    let (agent, metrics_port) = agent_for(&[port], &receiver);
+    // The Go TLS hooks' answer is what tells the worker the program is Go.
+    agent.wait_for_tls_hooks_through(pid, "Go crypto/tls");
+    let script = r#"
+import http.client, sys, threading
+port, clients, requests = (int(a) for a in sys.argv[1:])
+def run(t):
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    for i in range(requests):
+        c.request("GET", "/item/%d-%d" % (t, i))
+        r = c.getresponse()
+        assert r.status == 200 and r.read() == b"%d-%d\n" % (t, i)
+threads = [threading.Thread(target=run, args=(t,)) for t in range(clients)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+"#;
+    let client = Command::new("/usr/bin/python3")
+        .args(["-c", script, &port.to_string()])
+        .args([GO_CLIENTS.to_string(), GO_REQUESTS.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("python3: {e}"));
+    assert!(client.status.success(), "client: {client:?}");
+    let requests = GO_CLIENTS * GO_REQUESTS;
+    let spans = wait_spans(&receiver, 3 * requests, |s| s.pid == i64::from(pid));
+    let servers: BTreeMap<&str, &Exported> = spans
+        .iter()
+        .filter(is(SpanKind::Server))
+        .filter(|s| s.pid == i64::from(pid))
+        .map(|s| (s.id.as_str(), s))
+        .collect();
+    let calls: Vec<&Exported> = spans
+        .iter()
+        .filter(is(SpanKind::Client))
+        .filter(|s| s.pid == i64::from(pid))
+        .collect();
+    assert_eq!((servers.len(), calls.len()), (requests, 2 * requests));
+    for call in &calls {
+        let parent = call
+            .parent
+            .as_deref()
+            .and_then(|id| servers.get(id))
+            .unwrap_or_else(|| panic!("a root: {call:#?}"));
+        assert_child(call, parent);
+        // SET k:<key> ? and GET k:<key>, of the request for /item/<key>.
+        let key = parent.path.trim_start_matches("/item/");
+        assert!(
+            call.query.starts_with("SET k:") || call.query.starts_with("GET k:"),
+            "{call:#?}"
+        );
+        assert_eq!(
+            call.query[6..].split(' ').next(),
+            Some(key),
+            "another request's call: {call:#?}\n{parent:#?}"
+        );
+    }
+    assert_eq!(
+        counter(metrics_port, "traces_nested", ""),
+        2 * requests as u64
+    );
     drop(agent);
 }

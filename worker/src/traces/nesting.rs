@@ -11,14 +11,27 @@
 //! time. A process seen answering two overlapping requests on one thread
 //! (an event loop, goroutines sharing threads) is marked as multiplexing:
 //! from then on its calls are nested only when one request was open
-//! around them. Go processes are marked so from the start (the Go TLS
-//! hooks' answers tell them): goroutines move between threads, and Go's
-//! HTTP client writes from a goroutine of its own.
+//! around them. Go processes are known from the start (the Go TLS hooks'
+//! answers tell them), and the kernel then names the goroutine in their
+//! events instead of the thread ([`names_goroutine`]): a goroutine is what
+//! stays with a request, so those are judged like threads, each process by
+//! what it was seen doing. Their events from before (threads, which
+//! goroutines move between) are judged as multiplexing. Go's HTTP client
+//! writes from a goroutine of its own, so its calls do not nest; database
+//! drivers write and read on the caller's goroutine, and do.
 
 use std::collections::VecDeque;
 
+use zerotrace_shared::event::layout::TID_GOROUTINE;
+
 use crate::hashing::FastMap;
 use crate::spans::{ExchangeThreads, Span};
+
+/// Whether a span's thread is a Go program's goroutine (the kernel sets the
+/// mark once the worker said the process runs Go).
+pub fn names_goroutine(tid: u32) -> bool {
+    tid as usize & TID_GOROUTINE != 0
+}
 
 /// Server spans kept per process for the calls still to be decided; past
 /// this the oldest is forgotten and calls it could have contained are
@@ -95,16 +108,18 @@ pub enum ParentDecision {
 pub struct RecentServers {
     by_pid: FastMap<u32, ProcessServers>,
     /// Processes known to serve many requests per thread before any
-    /// overlap was seen (Go).
+    /// overlap was seen (Go), where their spans name threads.
     many_per_thread: FastMap<u32, ()>,
 }
 
 impl RecentServers {
     /// Remembers `server`, pushed at `now_ns`, until `forget_at_ns`.
     pub fn insert(&mut self, server: &Span, now_ns: u64, forget_at_ns: u64) {
-        let marked = self.many_per_thread.contains_key(&server.pid);
+        // A Go program's span that names threads: judged by the mark alone,
+        // what it shows of threads does not hold for its goroutines.
+        let marked = !names_goroutine(server.threads.response_last)
+            && self.many_per_thread.contains_key(&server.pid);
         let process = self.by_pid.entry(server.pid).or_default();
-        process.multiplexes |= marked;
         if process.recent.len() == SERVERS_PER_PROCESS {
             if let Some(oldest) = process.recent.pop_front() {
                 process.forgotten_end_ns = process.forgotten_end_ns.max(oldest.end_ns);
@@ -121,13 +136,14 @@ impl RecentServers {
             forget_at_ns,
         };
         let threads = record.threads;
-        if threads.request_first != 0
+        if !marked
+            && threads.request_first != 0
             && threads.response_last != 0
             && threads.request_first != threads.response_last
         {
             process.hands_over = true;
         }
-        if !process.multiplexes && record.threads.response_last != 0 {
+        if !marked && !process.multiplexes && record.threads.response_last != 0 {
             // Newest first, as far as spans that ended after it began (spans
             // are pushed about in the order they end: a server answering one
             // request at a time, as nginx's event loop does with quick
@@ -150,10 +166,13 @@ impl RecentServers {
     pub fn decide(&self, call: &Span, unanswered: &[(u64, u32)]) -> ParentDecision {
         let tid = call.threads.request_first;
         let process = self.by_pid.get(&call.pid);
+        // A Go program's threads, before the kernel named its goroutines.
+        let marked = !names_goroutine(tid) && self.many_per_thread.contains_key(&call.pid);
+        let multiplexes = marked || process.is_some_and(|p| p.multiplexes);
         // Where each request so far was answered by the thread that read it,
         // one thread at a time, an open request read by another thread
         // cannot be the call's (a thread-per-request server under load).
-        let one_thread_per_request = process.is_some_and(|p| !p.multiplexes && !p.hands_over);
+        let one_thread_per_request = !multiplexes && process.is_some_and(|p| !p.hands_over);
         let could_hold = |&&(start, reader): &&(u64, u32)| {
             start <= call.start_monotonic_ns
                 && !(one_thread_per_request && reader != 0 && reader != tid)
@@ -186,22 +205,20 @@ impl RecentServers {
             return ParentDecision::Ambiguous;
         }
         // Where threads do not tell requests apart, only a lone request does.
-        if found.is_some() && open_around > 1 && process.multiplexes {
+        if found.is_some() && open_around > 1 && multiplexes {
             return ParentDecision::Ambiguous;
         }
         found.map_or(ParentDecision::NoParent, ParentDecision::Parent)
     }
 
     /// `pid` serves many requests per thread whatever was seen of it (a Go
-    /// program): its calls are nested only under a lone open request.
+    /// program): its calls that name a thread, not a goroutine, are nested
+    /// only under a lone open request.
     pub fn mark_many_per_thread(&mut self, pid: u32) {
         if self.many_per_thread.len() >= MARKED_PROCESSES {
             self.many_per_thread.clear();
         }
         self.many_per_thread.insert(pid, ());
-        if let Some(process) = self.by_pid.get_mut(&pid) {
-            process.multiplexes = true;
-        }
     }
 
     /// `pid` exited: a new program may reuse its number, and is judged

@@ -596,6 +596,46 @@ fn a_go_process_nests_only_lone_calls_before_any_overlap_is_seen() {
     assert_child(&again, &s2);
 }
 
+#[test]
+fn a_go_process_whose_spans_name_goroutines_nests_each_call_under_its_own_request() {
+    use crate::traces::nesting::names_goroutine;
+    // The kernel names a Go program's goroutines once the worker marked it:
+    // the connections' goroutines (each reads, handles and answers its
+    // requests) tell overlapping requests apart as threads do elsewhere.
+    const G1: u32 = 0x8000_1234;
+    const G2: u32 = 0x8000_5678;
+    assert!(names_goroutine(G1) && names_goroutine(G2) && !names_goroutine(4_194_303));
+    let mut go = linker();
+    go.serves_many_per_thread(1);
+    let s1 = server(1, UNSEEN_CALLER, (0, 100), (G1, G1));
+    let s2 = server(1, ("127.0.0.1:8080", "127.0.0.1:50001"), (5, 120), (G2, G2));
+    let c1 = call_on(1, (10, 40), G1);
+    let c2 = call_on(1, (12, 50), G2);
+    let ready = step(
+        &mut go,
+        vec![s1.clone(), s2.clone(), c1.clone(), c2.clone()],
+        121,
+        None,
+    );
+    assert_child(find(&ready, c1.ids.span_id), &s1);
+    assert_child(find(&ready, c2.ids.span_id), &s2);
+    assert_eq!(go.counters().ambiguous_parent, 0);
+    // A call on a goroutine no open request was read or answered on (Go's
+    // HTTP client writes from one of its own) has no parent: never a guess.
+    let s3 = server(1, UNSEEN_CALLER, (200, 300), (G1, G1));
+    let other = call_on(1, (210, 250), 0x8000_9abc);
+    let ready = step(&mut go, vec![s3, other.clone()], 301, None);
+    assert_eq!(find(&ready, other.ids.span_id).ids.parent_span_id, None);
+    // Spans from before the mark took effect name threads, which goroutines
+    // move between: those are still judged as multiplexing.
+    let t1 = server(1, UNSEEN_CALLER, (400, 500), (7, 7));
+    let t2 = server(1, ("127.0.0.1:8080", "127.0.0.1:50002"), (405, 520), (8, 8));
+    let threaded = call_on(1, (410, 450), 8);
+    let ready = step(&mut go, vec![t1, t2, threaded.clone()], 521, None);
+    assert_eq!(find(&ready, threaded.ids.span_id).ids.parent_span_id, None);
+    assert_eq!(go.counters().ambiguous_parent, 1);
+}
+
 fn call_on(pid: u32, window: (u64, u64), tid: u32) -> Span {
     call(pid, DOWNSTREAM_CLIENT, window, tid)
 }
