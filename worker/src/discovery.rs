@@ -539,13 +539,14 @@ impl Discovery {
             .as_mut()
             .map_or_else(Vec::new, TlsHooks::take_go_processes);
         if let Some(bits) = &self.bits {
-            for &pid in &go {
-                if self.instrumented.contains_key(&pid) {
-                    bits.set_go(pid);
+            for process in &go {
+                // Before Go 1.17 R14 is no goroutine: threads it is.
+                if process.register_abi && self.instrumented.contains_key(&process.pid) {
+                    bits.set_go(process.pid);
                 }
             }
         }
-        go
+        go.into_iter().map(|process| process.pid).collect()
     }
 
     /// Processes whose TLS library calls are hooked.

@@ -6,7 +6,7 @@
 //! The loader checks every request against /proc and its allow-list; the
 //! worker only decides what to ask for and remembers what cannot work.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use zerotrace_shared::ipc::{ProcessDescription, GO_TLS_SYMBOLS, TLS_SYMBOLS};
 
@@ -15,16 +15,26 @@ use crate::loader_client::{GoTlsAnswer, LoaderClient};
 /// Executables whose static TLS symbols were looked for and not found.
 const MAX_REMEMBERED_EXES: usize = 4096;
 
+/// A process running a Go program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoProcess {
+    pub pid: u32,
+    /// Go >= 1.17 (register ABI): the kernel can name its goroutines.
+    pub register_abi: bool,
+}
+
 #[derive(Default)]
 pub struct TlsHooks {
     exes_without_tls: HashSet<String>,
     /// Executables the loader found not Go, too old, or without `crypto/tls`.
     exes_without_go_tls: HashSet<String>,
-    /// Executables the loader found to be Go programs (hooked or not).
-    go_exes: HashSet<String>,
+    /// Executables the loader found to be Go programs (hooked or not), and
+    /// whether they pass arguments in registers (Go >= 1.17: R14 holds the
+    /// current goroutine).
+    go_exes: HashMap<String, bool>,
     /// Go processes found since the last `take_go_processes`: goroutines
     /// share threads, so trace nesting must not tell requests by thread.
-    go_processes: Vec<u32>,
+    go_processes: Vec<GoProcess>,
     /// (library, symbol) pairs already reported as failing, so each is logged once.
     reported_failures: HashSet<(String, &'static str)>,
     /// Processes whose TLS calls are hooked.
@@ -49,8 +59,8 @@ impl TlsHooks {
         let mut hooked = Vec::new();
         if process.tls_libraries.is_empty() {
             let exe = &process.exe_path;
-            if self.go_exes.contains(exe.as_str()) {
-                self.go_processes.push(pid);
+            if let Some(&register_abi) = self.go_exes.get(exe.as_str()) {
+                self.go_processes.push(GoProcess { pid, register_abi });
             }
             if let Some(exe) = self.static_tls_candidate(exe) {
                 if self.hook_static(pid, &exe, loader) {
@@ -147,13 +157,15 @@ impl TlsHooks {
             match loader.attach_go_tls(pid, exe, symbol) {
                 Ok(GoTlsAnswer::Attached { .. }) => {
                     functions += 1;
-                    self.note_go(pid, exe);
+                    self.note_go(pid, exe, true);
                 }
-                Ok(GoTlsAnswer::Absent) => self.note_go(pid, exe),
+                // Absent is said only of a Go with the register ABI.
+                Ok(GoTlsAnswer::Absent) => self.note_go(pid, exe, true),
                 Ok(GoTlsAnswer::Unsupported { not_go, reason }) => {
                     if !not_go {
+                        // Go before 1.17: R14 is no goroutine.
                         tracing::warn!("TLS of pid {pid} is not captured: {reason}");
-                        self.note_go(pid, exe);
+                        self.note_go(pid, exe, false);
                     }
                     self.remember_without_go_tls(exe);
                     return false;
@@ -169,20 +181,20 @@ impl TlsHooks {
     }
 
     /// `pid` runs the Go program `exe` (said once per process).
-    fn note_go(&mut self, pid: u32, exe: &str) {
-        if self.go_processes.last() != Some(&pid) {
-            self.go_processes.push(pid);
+    fn note_go(&mut self, pid: u32, exe: &str, register_abi: bool) {
+        if self.go_processes.last().map(|p| p.pid) != Some(pid) {
+            self.go_processes.push(GoProcess { pid, register_abi });
         }
-        if !self.go_exes.contains(exe) {
+        if !self.go_exes.contains_key(exe) {
             if self.go_exes.len() >= MAX_REMEMBERED_EXES {
                 self.go_exes.clear();
             }
-            self.go_exes.insert(exe.to_owned());
+            self.go_exes.insert(exe.to_owned(), register_abi);
         }
     }
 
     /// Go processes found since the last call.
-    pub fn take_go_processes(&mut self) -> Vec<u32> {
+    pub fn take_go_processes(&mut self) -> Vec<GoProcess> {
         std::mem::take(&mut self.go_processes)
     }
 
@@ -282,7 +294,11 @@ mod tests {
         );
         assert_eq!(hooks.hooked_processes, 2);
         // Both are Go processes, for trace nesting (each said once).
-        assert_eq!(hooks.take_go_processes(), [7, 8]);
+        let go = |pid| GoProcess {
+            pid,
+            register_abi: true,
+        };
+        assert_eq!(hooks.take_go_processes(), [go(7), go(8)]);
         assert!(hooks.take_go_processes().is_empty());
     }
 
@@ -306,8 +322,13 @@ mod tests {
             assert!(hooks.hook(8, &go_exe(8), &loader).is_empty());
             assert_eq!(go_requests(&seen), ["7 crypto/tls.(*Conn).Read"]);
             assert_eq!(hooks.hooked_processes, 0);
-            // An old Go is still Go (its later processes too, without asking).
-            let go: &[u32] = if not_go { &[] } else { &[7, 8] };
+            // An old Go is still Go (its later processes too, without
+            // asking), but R14 holds no goroutine there.
+            let old = |pid| GoProcess {
+                pid,
+                register_abi: false,
+            };
+            let go: &[GoProcess] = if not_go { &[] } else { &[old(7), old(8)] };
             assert_eq!(hooks.take_go_processes(), go);
         }
     }
