@@ -96,7 +96,8 @@ struct zt_go_netfd_words {
  * (what net/http's servers and clients make), or 0. Another net.Conn type
  * leads elsewhere: what is found must look like a netFD of an inet stream
  * socket, and its fd must be a TCP socket of this process, or the caller
- * falls back to the thread's last socket. */
+ * falls back to the thread's last socket (a Read) or drops the bytes (a
+ * Write). */
 static __always_inline __u64 zt_go_conn_socket(__u64 conn)
 {
 	__u64 data = 0, netfd = 0;
@@ -142,8 +143,11 @@ static __always_inline void zt_go_tls_emit(__u64 pid_tgid, __u64 g, __u64 sock_i
 	zt_submit_segment(buf, src, 0, len, copy, split_at);
 }
 
-/* The socket of a call: the Conn's own, else the thread's last socket (as
- * the OpenSSL hooks do), else none (counted). */
+/* The socket of a Read: the Conn's own, else the thread's last socket (as
+ * the OpenSSL hooks do: the Read's own read most often ran on this thread
+ * just before), else none (counted). A Write's entry comes before its own
+ * write, where the thread's last socket is another goroutine's: it has only
+ * the Conn's. */
 static __always_inline __u64 zt_go_tls_socket(__u64 pid_tgid, __u64 from_conn)
 {
 	if (from_conn)
@@ -185,9 +189,10 @@ int zt_go_tls(struct pt_regs *ctx)
 		if (kind == ZT_TLS_READ || !at_check)
 			bpf_map_update_elem(&zt_go_tls_calls, &key, &call, BPF_ANY);
 		if (kind == ZT_TLS_WRITE && call.len) {
-			__u64 sock_id = zt_go_tls_socket(pid_tgid, call.sock_id);
-			if (sock_id)
-				zt_go_tls_emit(pid_tgid, key.goroutine, sock_id, ZT_DIR_EGRESS, call.buf, call.len);
+			if (call.sock_id)
+				zt_go_tls_emit(pid_tgid, key.goroutine, call.sock_id, ZT_DIR_EGRESS, call.buf, call.len);
+			else
+				zt_count(ZT_COUNTER_TLS_UNASSOCIATED);
 		}
 		return 0;
 	}

@@ -1,7 +1,8 @@
 // A Go HTTP/1 server whose handler calls Redis on its own goroutine, as
 // database drivers do (a pool of connections, a write and a read per
 // command): GET /item/KEY does SET k:KEY KEY, then GET k:KEY, and answers
-// with the value. go_cache_caller ADDR REDIS_ADDR
+// with the value. go_cache_caller ADDR REDIS_ADDR [CERT KEY]: with a
+// certificate and key, HTTPS (HTTP/1.1 and h2, net/http's own choice).
 package main
 
 import (
@@ -84,7 +85,13 @@ func main() {
 		give(c)
 		fmt.Fprintf(w, "%s\n", value)
 	})
-	if err := http.ListenAndServe(os.Args[1], nil); err != nil {
+	var err error
+	if len(os.Args) > 4 {
+		err = http.ListenAndServeTLS(os.Args[1], os.Args[3], os.Args[4], nil)
+	} else {
+		err = http.ListenAndServe(os.Args[1], nil)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
