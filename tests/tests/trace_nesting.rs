@@ -557,6 +557,20 @@ impl GoCacheCaller {
     }
 }
 
+/// `pid`'s server spans by id, and its client spans.
+fn servers_and_calls(spans: &[Exported], pid: u32) -> (BTreeMap<&str, &Exported>, Vec<&Exported>) {
+    let of_pid = |kind| {
+        spans
+            .iter()
+            .filter(is(kind))
+            .filter(move |s| s.pid == i64::from(pid))
+    };
+    let servers = of_pid(SpanKind::Server)
+        .map(|s| (s.id.as_str(), s))
+        .collect();
+    (servers, of_pid(SpanKind::Client).collect())
+}
+
 /// The key a cache call of go_cache_caller names (`SET k:<key> ?`, `GET k:<key>`).
 fn cache_key(call: &Exported) -> Option<&str> {
     let rest = call
@@ -606,17 +620,7 @@ threads = [threading.Thread(target=run, args=(t,)) for t in range(clients)]
     assert!(client.status.success(), "client: {client:?}");
     let requests = GO_CLIENTS * GO_REQUESTS;
     let spans = wait_spans(&receiver, 3 * requests, |s| s.pid == i64::from(pid));
-    let servers: BTreeMap<&str, &Exported> = spans
-        .iter()
-        .filter(is(SpanKind::Server))
-        .filter(|s| s.pid == i64::from(pid))
-        .map(|s| (s.id.as_str(), s))
-        .collect();
-    let calls: Vec<&Exported> = spans
-        .iter()
-        .filter(is(SpanKind::Client))
-        .filter(|s| s.pid == i64::from(pid))
-        .collect();
+    let (servers, calls) = servers_and_calls(&spans, pid);
     assert_eq!((servers.len(), calls.len()), (requests, 2 * requests));
     for call in &calls {
         let parent = call
@@ -662,17 +666,7 @@ fn a_go_h2_server_s_cache_calls_are_each_exported_and_never_under_another_reques
     args.extend((0..40).map(|i| format!("https://127.0.0.1:{port}/item/h2-{i}")));
     h2load(&args, &["400 succeeded"]);
     let spans = wait_spans(&receiver, 1_200, |s| s.pid == i64::from(pid));
-    let servers: BTreeMap<&str, &Exported> = spans
-        .iter()
-        .filter(is(SpanKind::Server))
-        .filter(|s| s.pid == i64::from(pid))
-        .map(|s| (s.id.as_str(), s))
-        .collect();
-    let calls: Vec<&Exported> = spans
-        .iter()
-        .filter(is(SpanKind::Client))
-        .filter(|s| s.pid == i64::from(pid))
-        .collect();
+    let (servers, calls) = servers_and_calls(&spans, pid);
     assert_eq!((servers.len(), calls.len()), (400, 800), "{calls:#?}");
     // Each request's key in one SET and one GET.
     let mut keys: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
