@@ -525,28 +525,46 @@ impl Discovery {
             }
             return false;
         };
-        self.tls
-            .as_mut()
-            .is_some_and(|tls| !tls.hook(pid, &description, loader).is_empty())
+        let Some(tls) = self.tls.as_mut() else {
+            return false;
+        };
+        let hooked = tls.hook(pid, &description, loader);
+        // Before the news: from the report on, its events name goroutines.
+        self.mark_go_processes();
+        if !hooked.is_empty() {
+            tracing::info!(
+                "TLS plaintext of pid {pid} captured through {}",
+                hooked.join(", ")
+            );
+        }
+        !hooked.is_empty()
+    }
+
+    /// Sets the Go bit of the Go processes the TLS hooks found (Go >= 1.17,
+    /// instrumented): the kernel names their goroutines from now on.
+    fn mark_go_processes(&self) {
+        let (Some(bits), Some(tls)) = (&self.bits, &self.tls) else {
+            return;
+        };
+        for process in tls.go_processes() {
+            // Before Go 1.17 R14 is no goroutine: threads it is.
+            if process.register_abi && self.instrumented.contains_key(&process.pid) {
+                bits.set_go(process.pid);
+            }
+        }
     }
 
     /// Go processes found since the last call (by the Go TLS hooks'
     /// answers), each marked in the pid bitmap on the way: the kernel names
     /// their goroutines in their data events from now on.
     pub fn take_go_processes(&mut self) -> Vec<u32> {
-        let go = self
-            .tls
+        self.mark_go_processes();
+        self.tls
             .as_mut()
-            .map_or_else(Vec::new, TlsHooks::take_go_processes);
-        if let Some(bits) = &self.bits {
-            for process in &go {
-                // Before Go 1.17 R14 is no goroutine: threads it is.
-                if process.register_abi && self.instrumented.contains_key(&process.pid) {
-                    bits.set_go(process.pid);
-                }
-            }
-        }
-        go.into_iter().map(|process| process.pid).collect()
+            .map_or_else(Vec::new, TlsHooks::take_go_processes)
+            .into_iter()
+            .map(|process| process.pid)
+            .collect()
     }
 
     /// Processes whose TLS library calls are hooked.

@@ -87,10 +87,6 @@ impl TlsHooks {
         }
         if !hooked.is_empty() {
             self.hooked_processes += 1;
-            tracing::info!(
-                "TLS plaintext of pid {pid} captured through {}",
-                hooked.join(", ")
-            );
         }
         hooked
     }
@@ -191,6 +187,11 @@ impl TlsHooks {
             }
             self.go_exes.insert(exe.to_owned(), register_abi);
         }
+    }
+
+    /// Go processes found since the last `take_go_processes`, left there.
+    pub fn go_processes(&self) -> &[GoProcess] {
+        &self.go_processes
     }
 
     /// Go processes found since the last call.
