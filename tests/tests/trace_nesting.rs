@@ -126,6 +126,17 @@ fn counter(metrics_port: u16, name: &str, labels: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
 }
 
+/// `zerotrace_traces_unlinked_total` for each of `reasons`.
+fn unlinked_counts(metrics_port: u16, reasons: &[&'static str]) -> Vec<(&'static str, u64)> {
+    reasons
+        .iter()
+        .map(|&r| {
+            let labels = format!("{{reason=\"{r}\"}}");
+            (r, counter(metrics_port, "traces_unlinked", &labels))
+        })
+        .collect()
+}
+
 /// A server process killed on drop, started when it said "listening" or
 /// its port accepts.
 struct Started(Child);
@@ -224,19 +235,10 @@ fn twenty_concurrent_chains_each_keep_their_own_parents() {
     let (agent, metrics_port) = agent_for(&[a.port, b.port], &receiver);
     concurrently(20, |i| a.url(&format!("/call/{}/id/chain-{i}", b.port)));
     let spans = wait_spans(&receiver, 60, |_| true);
-    let reasons: Vec<(&str, u64)> = ["ambiguous_parent", "no_parent", "parent_still_open"]
-        .into_iter()
-        .map(|r| {
-            (
-                r,
-                counter(
-                    metrics_port,
-                    "traces_unlinked",
-                    &format!("{{reason=\"{r}\"}}"),
-                ),
-            )
-        })
-        .collect();
+    let reasons = unlinked_counts(
+        metrics_port,
+        &["ambiguous_parent", "no_parent", "parent_still_open"],
+    );
     eprintln!("20 chains: roots by reason: {reasons:?}");
     for i in 0..20 {
         let leaf = format!("/id/chain-{i}");
@@ -392,19 +394,10 @@ fn a_grpcio_server_calling_http_while_serving_nests_the_call_or_leaves_it_a_root
         "two calls under one Fetch: {spans:#?}"
     );
     let nested = counter(metrics_port, "traces_nested", "");
-    let reasons: Vec<(&str, u64)> = ["ambiguous_parent", "no_parent", "parent_still_open"]
-        .into_iter()
-        .map(|r| {
-            (
-                r,
-                counter(
-                    metrics_port,
-                    "traces_unlinked",
-                    &format!("{{reason=\"{r}\"}}"),
-                ),
-            )
-        })
-        .collect();
+    let reasons = unlinked_counts(
+        metrics_port,
+        &["ambiguous_parent", "no_parent", "parent_still_open"],
+    );
     eprintln!("grpcio: {linked} of 4 calls nested; roots by reason: {reasons:?}");
     assert_eq!(nested as usize, linked);
     // The server spans of B follow their caller's trace.
@@ -449,16 +442,13 @@ fn a_node_event_loop_under_concurrent_load_is_never_given_a_wrong_parent() {
         linked >= 1,
         "a request alone on the loop is nested: {spans:#?}"
     );
-    let unlinked: u64 = ["ambiguous_parent", "parent_still_open", "no_parent"]
-        .iter()
-        .map(|r| {
-            counter(
-                metrics_port,
-                "traces_unlinked",
-                &format!("{{reason=\"{r}\"}}"),
-            )
-        })
-        .sum();
+    let unlinked: u64 = unlinked_counts(
+        metrics_port,
+        &["ambiguous_parent", "parent_still_open", "no_parent"],
+    )
+    .iter()
+    .map(|(_, n)| n)
+    .sum();
     assert_eq!(unlinked as usize, roots, "every root is counted");
     drop(agent);
 }
@@ -494,16 +484,13 @@ fn nginx_proxying_to_python_is_never_given_a_wrong_parent() {
         linked >= 1,
         "a request alone in its worker is nested: {spans:#?}"
     );
-    let unlinked: u64 = ["ambiguous_parent", "parent_still_open", "no_parent"]
-        .iter()
-        .map(|r| {
-            counter(
-                metrics_port,
-                "traces_unlinked",
-                &format!("{{reason=\"{r}\"}}"),
-            )
-        })
-        .sum();
+    let unlinked: u64 = unlinked_counts(
+        metrics_port,
+        &["ambiguous_parent", "parent_still_open", "no_parent"],
+    )
+    .iter()
+    .map(|(_, n)| n)
+    .sum();
     assert_eq!(unlinked as usize, roots, "every root is counted");
     drop(agent);
 }
@@ -631,24 +618,15 @@ threads = [threading.Thread(target=run, args=(t,)) for t in range(clients)]
         })
         .map(|call| call.query.as_str())
         .collect();
-    let unlinked: Vec<(&str, u64)> = [
-        "ambiguous_parent",
-        "parent_still_open",
-        "no_parent",
-        "held_limit",
-    ]
-    .into_iter()
-    .map(|r| {
-        (
-            r,
-            counter(
-                metrics_port,
-                "traces_unlinked",
-                &format!("{{reason=\"{r}\"}}"),
-            ),
-        )
-    })
-    .collect();
+    let unlinked = unlinked_counts(
+        metrics_port,
+        &[
+            "ambiguous_parent",
+            "parent_still_open",
+            "no_parent",
+            "held_limit",
+        ],
+    );
     // Every call here was nested in every run but one, in CI, where some
     // were roots (the first exported, `SET k:1-0 ?`: a connection's first
     // request) for a reason not found yet, and how many is not known: at
