@@ -555,10 +555,8 @@ impl Discovery {
     }
 
     /// Go processes found since the last call (by the Go TLS hooks'
-    /// answers), each marked in the pid bitmap on the way: the kernel names
-    /// their goroutines in their data events from now on.
+    /// answers, in [`Self::hook_tls`], which marked them in the pid bitmap).
     pub fn take_go_processes(&mut self) -> Vec<u32> {
-        self.mark_go_processes();
         self.tls
             .as_mut()
             .map_or_else(Vec::new, TlsHooks::take_go_processes)

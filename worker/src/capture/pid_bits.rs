@@ -122,7 +122,9 @@ impl PidBits {
             .is_none_or(|(word, bit)| word.load(Ordering::SeqCst) & bit != 0)
     }
 
-    /// Whether `pid` is marked Go (false beyond the bitmap).
+    /// Whether `pid` is marked Go (false beyond the bitmap): only the
+    /// kernel reads the bit, this is for the tests.
+    #[cfg(test)]
     pub fn is_go(&self, pid: u32) -> bool {
         self.word_of(pid, 1)
             .is_some_and(|(word, bit)| word.load(Ordering::SeqCst) & bit != 0)
