@@ -137,6 +137,16 @@ fn unlinked_counts(metrics_port: u16, reasons: &[&'static str]) -> Vec<(&'static
         .collect()
 }
 
+/// The linker counted each of `roots` calls it left without a parent.
+fn assert_every_root_counted(metrics_port: u16, roots: usize) {
+    let reasons = ["ambiguous_parent", "parent_still_open", "no_parent"];
+    let unlinked: u64 = unlinked_counts(metrics_port, &reasons)
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(unlinked as usize, roots, "every root is counted");
+}
+
 /// A server process killed on drop, started when it said "listening" or
 /// its port accepts.
 struct Started(Child);
@@ -442,14 +452,7 @@ fn a_node_event_loop_under_concurrent_load_is_never_given_a_wrong_parent() {
         linked >= 1,
         "a request alone on the loop is nested: {spans:#?}"
     );
-    let unlinked: u64 = unlinked_counts(
-        metrics_port,
-        &["ambiguous_parent", "parent_still_open", "no_parent"],
-    )
-    .iter()
-    .map(|(_, n)| n)
-    .sum();
-    assert_eq!(unlinked as usize, roots, "every root is counted");
+    assert_every_root_counted(metrics_port, roots);
     drop(agent);
 }
 
@@ -484,14 +487,7 @@ fn nginx_proxying_to_python_is_never_given_a_wrong_parent() {
         linked >= 1,
         "a request alone in its worker is nested: {spans:#?}"
     );
-    let unlinked: u64 = unlinked_counts(
-        metrics_port,
-        &["ambiguous_parent", "parent_still_open", "no_parent"],
-    )
-    .iter()
-    .map(|(_, n)| n)
-    .sum();
-    assert_eq!(unlinked as usize, roots, "every root is counted");
+    assert_every_root_counted(metrics_port, roots);
     drop(agent);
 }
 
