@@ -631,6 +631,19 @@ threads = [threading.Thread(target=run, args=(t,)) for t in range(clients)]
     if !roots.is_empty() {
         eprintln!("{} roots: {roots:?}; unlinked: {unlinked:?}", roots.len());
     }
+    let said: Vec<String> = agent
+        .stderr
+        .text()
+        .lines()
+        .filter(|l| l.contains(&format!("pid {pid} ")))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        roots.is_empty(),
+        "{} roots; unlinked: {unlinked:?}; the agent on pid {pid}:\n{}",
+        roots.len(),
+        said.join("\n")
+    );
     for call in &calls {
         let Some(parent) = call.parent.as_deref().and_then(|id| servers.get(id)) else {
             continue;

@@ -33,6 +33,27 @@ pub fn names_goroutine(tid: u32) -> bool {
     tid as usize & TID_GOROUTINE != 0
 }
 
+/// Said once per process (until it exits): from here on its calls nest
+/// only under a lone open request, which is why many stay roots.
+fn report_multiplexing(pid: u32, new: &ExchangeThreads, open: &ExchangeThreads) {
+    let name = |tid: u32| {
+        if names_goroutine(tid) {
+            format!("goroutine {:#x}", tid & !(TID_GOROUTINE as u32))
+        } else {
+            format!("thread {tid}")
+        }
+    };
+    tracing::info!(
+        "pid {pid} answered two requests at once on one thread (read by {}, answered by {}, \
+         while one read by {} and answered by {} was open): it multiplexes, and its client \
+         calls nest only under a lone open request from now on",
+        name(new.request_first),
+        name(new.response_last),
+        name(open.request_first),
+        name(open.response_last),
+    );
+}
+
 /// Server spans kept per process for the calls still to be decided; past
 /// this the oldest is forgotten and calls it could have contained are
 /// called ambiguous rather than matched against what is left.
@@ -88,6 +109,8 @@ struct ProcessServers {
     /// A request was seen answered by another thread than the one that
     /// read it (a thread pool): an open request may yet be answered by any.
     hands_over: bool,
+    /// A Go program's span named a thread, and that was said.
+    said_thread_named: bool,
 }
 
 /// Where a client call belongs.
@@ -120,6 +143,16 @@ impl RecentServers {
         let marked = !names_goroutine(server.threads.response_last)
             && self.many_per_thread.contains_key(&server.pid);
         let process = self.by_pid.entry(server.pid).or_default();
+        if marked && !process.said_thread_named {
+            process.said_thread_named = true;
+            tracing::info!(
+                "pid {} runs Go, and a request of it named thread {}, not its goroutine (served \
+                 before its Go mark took effect, or the kernel did not read the mark): such \
+                 requests are judged as multiplexing",
+                server.pid,
+                server.threads.response_last
+            );
+        }
         if process.recent.len() == SERVERS_PER_PROCESS {
             if let Some(oldest) = process.recent.pop_front() {
                 process.forgotten_end_ns = process.forgotten_end_ns.max(oldest.end_ns);
@@ -148,7 +181,7 @@ impl RecentServers {
             // are pushed about in the order they end: a server answering one
             // request at a time, as nginx's event loop does with quick
             // answers, costs one comparison per span, not OVERLAP_CHECKS).
-            process.multiplexes = process
+            let shared = process
                 .recent
                 .iter()
                 .rev()
@@ -156,7 +189,11 @@ impl RecentServers {
                 .take_while(|other| {
                     other.pushed_at_ns >= record.start_ns && other.end_ns >= record.start_ns
                 })
-                .any(|other| record.shares_a_thread_with(other));
+                .find(|other| record.shares_a_thread_with(other));
+            if let Some(other) = shared {
+                process.multiplexes = true;
+                report_multiplexing(server.pid, &record.threads, &other.threads);
+            }
         }
         process.recent.push_back(record);
     }
@@ -228,6 +265,7 @@ impl RecentServers {
         if let Some(process) = self.by_pid.get_mut(&pid) {
             process.multiplexes = false;
             process.hands_over = false;
+            process.said_thread_named = false;
         }
     }
 
