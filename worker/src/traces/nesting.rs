@@ -21,16 +21,23 @@
 //! drivers write and read on the caller's goroutine, and do.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 
 use zerotrace_shared::event::layout::TID_GOROUTINE;
 
 use crate::hashing::FastMap;
-use crate::spans::{ExchangeThreads, Span};
+use crate::spans::{ExchangeThreads, Protocol, Span};
 
 /// Whether a span's thread is a Go program's goroutine (the kernel sets the
 /// mark once the worker said the process runs Go).
 pub fn names_goroutine(tid: u32) -> bool {
     tid as usize & TID_GOROUTINE != 0
+}
+
+/// Whether `server`'s connection carries one request after another (HTTP/1,
+/// pipelined or not), rather than streams at once (HTTP/2, gRPC).
+fn serves_one_at_a_time(server: &Span) -> bool {
+    matches!(&server.protocol, Protocol::Http(http) if http.protocol_version != "2")
 }
 
 /// Said once per process (until it exits): from here on its calls nest
@@ -74,6 +81,9 @@ pub struct ServerRecord {
     start_ns: u64,
     end_ns: u64,
     threads: ExchangeThreads,
+    /// Its connection, where that serves one request after another
+    /// (HTTP/1): another request of it is no other request served at once.
+    one_at_a_time_on: Option<(SocketAddr, SocketAddr)>,
     /// When the linker got it (the span was complete by then).
     pushed_at_ns: u64,
     forget_at_ns: u64,
@@ -88,12 +98,35 @@ impl ServerRecord {
     /// one while it read the other: it served two requests at a time. (A
     /// poller thread that only reads for handler threads that answer, as
     /// grpcio's, does not count: the handlers still tell requests apart.)
+    /// Requests of one HTTP/1 connection come one after another, even where
+    /// the next seems to begin before the last ended (Go reads its first
+    /// byte on a background goroutine, possibly before the answer's send is
+    /// stamped): those never count.
     fn shares_a_thread_with(&self, other: &ServerRecord) -> bool {
+        if self.one_at_a_time_on.is_some() && self.one_at_a_time_on == other.one_at_a_time_on {
+            return false;
+        }
         let overlap = self.start_ns <= other.end_ns && other.start_ns <= self.end_ns;
         let writer = self.threads.response_last;
+        if names_goroutine(writer) && names_goroutine(other.threads.response_last) {
+            return overlap && writer == other.threads.response_last;
+        }
         overlap
             && (other.threads.includes(writer)
                 || (writer != 0 && other.threads.response_last == self.threads.request_first))
+    }
+
+    /// Whether `tid` read or answered this request. A goroutine is told by
+    /// the one that answered alone: Go starts a goroutine to read a
+    /// connection's next first byte while a handler runs, and once done its
+    /// address is soon another goroutine's (a new connection's), while the
+    /// request it read for is still open. The answering goroutine lives
+    /// from before the request's first byte to its answer.
+    fn held_by(&self, tid: u32) -> bool {
+        if names_goroutine(self.threads.response_last) {
+            return tid == self.threads.response_last;
+        }
+        self.threads.includes(tid)
     }
 }
 
@@ -165,6 +198,7 @@ impl RecentServers {
             start_ns: server.start_monotonic_ns,
             end_ns: server.end_monotonic_ns,
             threads: server.threads,
+            one_at_a_time_on: serves_one_at_a_time(server).then_some((server.local, server.peer)),
             pushed_at_ns: now_ns,
             forget_at_ns,
         };
@@ -231,7 +265,7 @@ impl RecentServers {
             .take_while(|s| s.pushed_at_ns >= call.end_monotonic_ns);
         for server in could_contain.filter(|s| s.contains(call)) {
             open_around += 1;
-            if server.threads.includes(tid) {
+            if server.held_by(tid) {
                 if found.is_some() {
                     return ParentDecision::Ambiguous;
                 }

@@ -636,6 +636,94 @@ fn a_go_process_whose_spans_name_goroutines_nests_each_call_under_its_own_reques
     assert_eq!(go.counters().ambiguous_parent, 1);
 }
 
+#[test]
+fn the_next_request_of_a_keep_alive_connection_read_before_the_answer_s_timestamp_is_no_multiplexing(
+) {
+    // Go's HTTP/1 server reads the first byte of a connection's next request
+    // on a background goroutine while the handler runs. The client may have
+    // the answer and send its next request before the answer's own send
+    // event is stamped (the sender preempted inside the send): the next
+    // request then seems to start before the last one ended, and both were
+    // answered by the connection's goroutine. One connection's requests come
+    // one after another, so that is no sign of two requests served at once.
+    const CONN: u32 = 0x8000_0100;
+    const BACKGROUND: u32 = 0x8000_0200;
+    const OTHER_CONN: u32 = 0x8000_0300;
+    let keep_alive = ("127.0.0.1:8080", "127.0.0.1:50001");
+    let mut go = linker();
+    go.serves_many_per_thread(1);
+    let first = server(1, keep_alive, (0, 100), (CONN, CONN));
+    let next = server(1, keep_alive, (99, 200), (BACKGROUND, CONN));
+    let other = server(
+        1,
+        ("127.0.0.1:8080", "127.0.0.1:50002"),
+        (150, 250),
+        (OTHER_CONN, OTHER_CONN),
+    );
+    let mine = call_on(1, (160, 170), CONN);
+    let ready = step(
+        &mut go,
+        vec![first, next.clone(), other.clone(), mine.clone()],
+        251,
+        None,
+    );
+    assert_child(find(&ready, mine.ids.span_id), &next);
+    assert_eq!(go.counters().ambiguous_parent, 0);
+}
+
+#[test]
+fn a_goroutine_s_address_used_again_by_a_new_goroutine_names_no_other_request_s_thread() {
+    // Go reuses a finished goroutine's runtime.g for the next one started.
+    // A background reader that read a request's first byte is done at once,
+    // and its address may serve a new connection's goroutine while that
+    // request is still open: the two requests overlap and share a name,
+    // though no goroutine served both. Goroutines are told by who answers
+    // (the connection's goroutine, alive from the first byte to the answer).
+    const READER_THEN_NEW_CONN: u32 = 0x8000_0200;
+    const CONN: u32 = 0x8000_0100;
+    let mut go = linker();
+    go.serves_many_per_thread(1);
+    let stolen = server(
+        1,
+        ("127.0.0.1:8080", "127.0.0.1:50001"),
+        (0, 100),
+        (READER_THEN_NEW_CONN, CONN),
+    );
+    let new_conn = server(
+        1,
+        ("127.0.0.1:8080", "127.0.0.1:50002"),
+        (10, 90),
+        (READER_THEN_NEW_CONN, READER_THEN_NEW_CONN),
+    );
+    let its_call = call_on(1, (20, 30), READER_THEN_NEW_CONN);
+    let ready = step(
+        &mut go,
+        vec![new_conn.clone(), stolen.clone(), its_call.clone()],
+        101,
+        None,
+    );
+    assert_child(find(&ready, its_call.ids.span_id), &new_conn);
+    assert_eq!(go.counters().ambiguous_parent, 0);
+    // Nor was the process judged as multiplexing: two requests open around
+    // a call still tell it by its goroutine.
+    let a = server(
+        1,
+        ("127.0.0.1:8080", "127.0.0.1:50001"),
+        (200, 300),
+        (CONN, CONN),
+    );
+    let b = server(
+        1,
+        ("127.0.0.1:8080", "127.0.0.1:50002"),
+        (205, 310),
+        (READER_THEN_NEW_CONN, READER_THEN_NEW_CONN),
+    );
+    let b_call = call_on(1, (210, 220), READER_THEN_NEW_CONN);
+    let ready = step(&mut go, vec![a, b.clone(), b_call.clone()], 311, None);
+    assert_child(find(&ready, b_call.ids.span_id), &b);
+    assert_eq!(go.counters().ambiguous_parent, 0);
+}
+
 fn call_on(pid: u32, window: (u64, u64), tid: u32) -> Span {
     call(pid, DOWNSTREAM_CLIENT, window, tid)
 }
