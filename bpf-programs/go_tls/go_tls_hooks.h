@@ -159,6 +159,45 @@ static __always_inline __u64 zt_go_tls_socket(__u64 pid_tgid, __u64 from_conn)
 	return 0;
 }
 
+/* Attach cookie of net/http's client connection hooks (with ZT_GO_HOOK_ENTRY,
+ * ZT_GO_HOOK_AT_STACK_CHECK or ZT_GO_HOOK_RETURN): no bytes, only who calls. */
+enum zt_go_http_hook {
+	ZT_GO_HTTP_ROUND_TRIP = 256, /* (*persistConn).roundTrip, on the calling goroutine */
+	ZT_GO_HTTP_WRITE_LOOP = 512, /* (*persistConn).writeLoop, the connection's writer */
+	ZT_GO_HTTP_READ_LOOP = 1024, /* (*persistConn).readLoop, its reader */
+};
+#define ZT_GO_HTTP_ANY (ZT_GO_HTTP_ROUND_TRIP | ZT_GO_HTTP_WRITE_LOOP | ZT_GO_HTTP_READ_LOOP)
+
+/* The receiver `pc *persistConn` in RAX, the goroutine in R14. A round trip
+ * makes its goroutine the connection's caller; a loop's entry ties its
+ * goroutine to the connection until one of its RETs (Go gives a finished
+ * goroutine's runtime.g to a later one). An entry run again after a stack
+ * growth writes the same again. */
+static __always_inline void zt_go_http_client_hook(struct pt_regs *ctx, __u64 hook, __u32 tgid)
+{
+	if ((hook & ZT_GO_HOOK_AT_STACK_CHECK) && (ctx->flags & (ZT_X86_CF | ZT_X86_ZF)))
+		return; /* the stack grows first, then the call starts again */
+	__u64 conn = ctx->ax, g = ctx->r14;
+	barrier_var(conn);
+	barrier_var(g);
+	if (!g)
+		return;
+	struct zt_go_pointer_key key = {.tgid = tgid, .pointer = g};
+	if (hook & ZT_GO_HOOK_RETURN) {
+		/* RAX holds no receiver at a RET: the goroutine alone is the key. */
+		bpf_map_delete_elem(&zt_go_loop_conn, &key);
+		return;
+	}
+	if (!conn)
+		return;
+	if (hook & ZT_GO_HTTP_ROUND_TRIP) {
+		key.pointer = conn;
+		bpf_map_update_elem(&zt_go_conn_caller, &key, &g, BPF_ANY);
+		return;
+	}
+	bpf_map_update_elem(&zt_go_loop_conn, &key, &conn, BPF_ANY);
+}
+
 SEC("uprobe.multi")
 int zt_go_tls(struct pt_regs *ctx)
 {
@@ -166,6 +205,10 @@ int zt_go_tls(struct pt_regs *ctx)
 	if (!zt_is_instrumented(pid_tgid >> 32))
 		return 0;
 	__u64 hook = bpf_get_attach_cookie(ctx);
+	if (hook & ZT_GO_HTTP_ANY) {
+		zt_go_http_client_hook(ctx, hook, pid_tgid >> 32);
+		return 0;
+	}
 	__u32 kind = hook & (ZT_TLS_READ | ZT_TLS_WRITE);
 	struct zt_go_tls_key key = {.tgid = pid_tgid >> 32, .goroutine = ctx->r14};
 

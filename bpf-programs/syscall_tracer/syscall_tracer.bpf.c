@@ -96,6 +96,33 @@ struct {
 	__type(value, __u64);
 } zt_pid_bits SEC(".maps");
 
+/* A pointer of one Go process (a goroutine's runtime.g, a *persistConn). */
+struct zt_go_pointer_key {
+	__u32 tgid;
+	__u32 pad;
+	__u64 pointer;
+};
+
+/* net/http's client connections (go_tls_hooks.h, the persistConn hooks):
+ * the goroutine of a connection's writeLoop or readLoop -> the connection,
+ * from the loop's entry to its RET; and the connection -> the goroutine
+ * that called its roundTrip last (HTTP/1: one call at a time). The calling
+ * goroutine is what zt_thread_of names in the loops' events. Bounded; LRU
+ * beyond (a forgotten one names the loop's own goroutine, as before). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct zt_go_pointer_key);
+	__type(value, __u64);
+} zt_go_loop_conn SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct zt_go_pointer_key);
+	__type(value, __u64);
+} zt_go_conn_caller SEC(".maps");
+
 /* struct sock address -> role and tuple generation, for sockets of instrumented processes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -282,6 +309,16 @@ static __always_inline __u32 zt_thread_of(__u32 tgid, __u32 tid, __u64 g)
 {
 	if (!zt_pid_runs_go(tgid))
 		return tid;
+	/* A client connection's writeLoop or readLoop writes and reads for
+	 * the goroutine that called: that one is named. */
+	struct zt_go_pointer_key key = {.tgid = tgid, .pointer = g};
+	__u64 *conn = bpf_map_lookup_elem(&zt_go_loop_conn, &key);
+	if (conn) {
+		key.pointer = *conn;
+		__u64 *caller = bpf_map_lookup_elem(&zt_go_conn_caller, &key);
+		if (caller && *caller)
+			g = *caller;
+	}
 	return (__u32)(g >> 4) | ZT_TID_GOROUTINE;
 }
 

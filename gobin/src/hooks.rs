@@ -1,13 +1,13 @@
-//! The fixed allow-list of Go functions the TLS hooks may attach to, and what was found of
-//! them in one executable. The loader attaches only to names on this list, whatever a worker
-//! asks for.
+//! The fixed allow-list of Go functions the loader's Go hooks may attach to (`crypto/tls`'s
+//! data path, and `net/http`'s client connection), and what was found of them in one
+//! executable. The loader attaches only to names on this list, whatever a worker asks for.
 
 use crate::buildinfo::GoVersion;
 use crate::GoFunction;
 
-/// A Go `crypto/tls` function on the allow-list.
+/// A Go function on the allow-list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TlsFunction {
+pub enum HookedFunction {
     /// `(*Conn).Write(b []byte) (int, error)`: plaintext about to be encrypted (at entry).
     ConnWrite,
     /// `(*Conn).Read(b []byte) (int, error)`: plaintext just decrypted (at each return).
@@ -15,11 +15,26 @@ pub enum TlsFunction {
     /// `(*Conn).Close() error`: forget what was tied to this `Conn`, whose address the
     /// garbage collector may reuse for a new one.
     ConnClose,
+    /// `net/http.(*persistConn).roundTrip`: runs on the goroutine that makes an HTTP/1 call
+    /// (receiver in RAX), which hands the request to the connection's `writeLoop`.
+    PersistConnRoundTrip,
+    /// `net/http.(*persistConn).writeLoop`: the goroutine that writes a client
+    /// connection's requests, for its whole life (receiver in RAX).
+    PersistConnWriteLoop,
+    /// `net/http.(*persistConn).readLoop`: the goroutine that reads its responses.
+    PersistConnReadLoop,
 }
 
-impl TlsFunction {
+impl HookedFunction {
     /// Every function on the allow-list.
-    pub const ALL: [TlsFunction; 3] = [Self::ConnWrite, Self::ConnRead, Self::ConnClose];
+    pub const ALL: [HookedFunction; 6] = [
+        Self::ConnWrite,
+        Self::ConnRead,
+        Self::ConnClose,
+        Self::PersistConnRoundTrip,
+        Self::PersistConnWriteLoop,
+        Self::PersistConnReadLoop,
+    ];
 
     /// The function's name in the Go symbol table.
     pub fn symbol(self) -> &'static str {
@@ -27,6 +42,9 @@ impl TlsFunction {
             Self::ConnWrite => "crypto/tls.(*Conn).Write",
             Self::ConnRead => "crypto/tls.(*Conn).Read",
             Self::ConnClose => "crypto/tls.(*Conn).Close",
+            Self::PersistConnRoundTrip => "net/http.(*persistConn).roundTrip",
+            Self::PersistConnWriteLoop => "net/http.(*persistConn).writeLoop",
+            Self::PersistConnReadLoop => "net/http.(*persistConn).readLoop",
         }
     }
 
@@ -42,7 +60,7 @@ impl TlsFunction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsHookPoint {
     /// Which function.
-    pub function: TlsFunction,
+    pub function: HookedFunction,
     /// Where it is: entry, end and return instructions as file offsets.
     pub location: GoFunction,
     /// `Read` only: the one `CALL runtime.memmove` in it, which copies the decrypted
@@ -85,14 +103,17 @@ mod tests {
 
     #[test]
     fn the_allow_list_round_trips_and_refuses_other_names() {
-        for function in TlsFunction::ALL {
-            assert_eq!(TlsFunction::from_symbol(function.symbol()), Some(function));
+        for function in HookedFunction::ALL {
+            assert_eq!(
+                HookedFunction::from_symbol(function.symbol()),
+                Some(function)
+            );
         }
         assert_eq!(
-            TlsFunction::from_symbol("crypto/tls.(*Conn).Handshake"),
+            HookedFunction::from_symbol("crypto/tls.(*Conn).Handshake"),
             None
         );
-        assert_eq!(TlsFunction::from_symbol("SSL_write"), None);
-        assert_eq!(TlsFunction::from_symbol(""), None);
+        assert_eq!(HookedFunction::from_symbol("SSL_write"), None);
+        assert_eq!(HookedFunction::from_symbol(""), None);
     }
 }

@@ -19,7 +19,7 @@
 //!   (the `JBE` to `runtime.morestack`) and the direct calls, where hooks cost no
 //!   single-step (uprobes emulate jumps and calls). `(*Conn).Read`'s one call to
 //!   `runtime.memmove` is where its plaintext is copied into `b`.
-//! - [`hooks`]: the fixed allow-list ([`TlsFunction`]) and the outcome for one executable
+//! - [`hooks`]: the fixed allow-list ([`HookedFunction`]) and the outcome for one executable
 //!   ([`TlsHookPoints`]): found, not Go, Go older than 1.17 (no register ABI), no `crypto/tls`.
 //!
 //! # Hostile input
@@ -53,7 +53,7 @@ pub mod source;
 
 pub use buildinfo::GoVersion;
 pub use error::GoBinError;
-pub use hooks::{TlsFunction, TlsHookPoint, TlsHookPoints};
+pub use hooks::{HookedFunction, TlsHookPoint, TlsHookPoints};
 pub use pclntab::PclntabVersion;
 pub use source::{ExecutableSource, FileSource, SeekSource};
 
@@ -223,7 +223,7 @@ impl<S: ExecutableSource> GoBinary<S> {
         if !self.has_register_abi() {
             return Ok(TlsHookPoints::RegisterAbiMissing { go_version });
         }
-        let names = TlsFunction::ALL.map(TlsFunction::symbol);
+        let names = HookedFunction::ALL.map(HookedFunction::symbol);
         let found = self.functions(&names)?;
         let memmove = self
             .pclntab
@@ -231,13 +231,13 @@ impl<S: ExecutableSource> GoBinary<S> {
             .pop()
             .flatten()
             .map(|range| range.entry);
-        let points: Vec<TlsHookPoint> = TlsFunction::ALL
+        let points: Vec<TlsHookPoint> = HookedFunction::ALL
             .into_iter()
             .zip(found)
             .filter_map(|(function, location)| {
                 let location = location?;
                 let copy_call_file_offset = match (function, memmove) {
-                    (TlsFunction::ConnRead, Some(memmove)) => only_call_to(&location, memmove),
+                    (HookedFunction::ConnRead, Some(memmove)) => only_call_to(&location, memmove),
                     _ => None,
                 };
                 Some(TlsHookPoint {
@@ -250,7 +250,7 @@ impl<S: ExecutableSource> GoBinary<S> {
         let has_data_path = points.iter().any(|point| {
             matches!(
                 point.function,
-                TlsFunction::ConnRead | TlsFunction::ConnWrite
+                HookedFunction::ConnRead | HookedFunction::ConnWrite
             )
         });
         if !has_data_path {

@@ -1,5 +1,6 @@
 //! The hook finder on real Go programs built here with the system's Go: the version, the
-//! entries and return instructions of `crypto/tls.(*Conn)` methods checked against
+//! entries and return instructions of `crypto/tls.(*Conn)` methods and of `net/http`'s client
+//! connection (`(*persistConn)`) checked against
 //! `go tool nm` and `go tool objdump`, stripped and not, and the refusals.
 
 mod support;
@@ -8,7 +9,7 @@ use std::io::Cursor;
 
 use support::{go_version, nm_address, objdump, GoProgram};
 use zerotrace_gobin::{
-    find_tls_hook_points, FileSource, GoBinError, GoBinary, GoFunction, SeekSource, TlsFunction,
+    find_tls_hook_points, FileSource, GoBinError, GoBinary, GoFunction, HookedFunction, SeekSource,
     TlsHookPoint, TlsHookPoints,
 };
 
@@ -20,7 +21,7 @@ fn hook_points(program: GoProgram) -> Vec<TlsHookPoint> {
     }
 }
 
-fn point(points: &[TlsHookPoint], function: TlsFunction) -> &GoFunction {
+fn point(points: &[TlsHookPoint], function: HookedFunction) -> &GoFunction {
     match points.iter().find(|point| point.function == function) {
         Some(point) => &point.location,
         None => panic!("{function:?} not found in {points:?}"),
@@ -56,8 +57,8 @@ fn entries_match_the_symbol_table_and_the_code_at_those_file_offsets() {
 fn entries_match_nm_and_objdump(program: GoProgram) {
     let bytes = program.bytes();
     let points = hook_points(program);
-    assert_eq!(points.len(), TlsFunction::ALL.len(), "{points:?}");
-    for function in TlsFunction::ALL {
+    assert_eq!(points.len(), HookedFunction::ALL.len(), "{points:?}");
+    for function in HookedFunction::ALL {
         let location = point(&points, function);
         let symbol = nm_address(program.path(), function.symbol());
         assert_eq!(
@@ -155,7 +156,7 @@ fn returns_match_objdump(program: GoProgram) {
                 location.entry_file_offset + (instruction.addr - location.entry_addr)
             })
             .collect();
-        if hook.function == TlsFunction::ConnRead {
+        if hook.function == HookedFunction::ConnRead {
             assert_eq!(copies.len(), 1, "{program:?}: {copies:?}");
             assert_eq!(hook.copy_call_file_offset, copies.first().copied());
         } else {

@@ -22,8 +22,10 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
 use libbpf_rs::{Link, Object, UprobeMultiOpts};
-use zerotrace_gobin::{find_tls_hook_points, FileSource, GoFunction, TlsFunction, TlsHookPoints};
-use zerotrace_shared::ipc::{GO_TLS_SYMBOLS, MAX_LIBRARY_PATH_BYTES};
+use zerotrace_gobin::{
+    find_tls_hook_points, FileSource, GoFunction, HookedFunction, TlsHookPoints,
+};
+use zerotrace_shared::ipc::{GO_HTTP_CLIENT_SYMBOLS, GO_TLS_SYMBOLS, MAX_LIBRARY_PATH_BYTES};
 
 use crate::shared_hooks::SharedHooks;
 use crate::tls_uprobes::AttachError;
@@ -39,6 +41,10 @@ const HOOK_ENTRY: u64 = 16;
 const HOOK_RETURN: u64 = 32;
 const HOOK_AT_STACK_CHECK: u64 = 64;
 const HOOK_COPY: u64 = 128;
+/// `net/http`'s client connection, as `enum zt_go_http_hook`: no bytes, who calls.
+const HTTP_ROUND_TRIP: u64 = 256;
+const HTTP_WRITE_LOOP: u64 = 512;
+const HTTP_READ_LOOP: u64 = 1024;
 
 /// Why a Go TLS request was not attached, beyond [`AttachError`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,15 +70,18 @@ fn failed(reason: String) -> GoAttachError {
 }
 
 /// The allow-listed function a symbol names, or why it is refused.
-fn allowed_function(symbol: &str) -> Result<TlsFunction, GoAttachError> {
+fn allowed_function(symbol: &str) -> Result<HookedFunction, GoAttachError> {
     GO_TLS_SYMBOLS
         .iter()
+        .chain(GO_HTTP_CLIENT_SYMBOLS)
         .find(|allowed| **allowed == symbol)
-        .and_then(|allowed| TlsFunction::from_symbol(allowed))
+        .and_then(|allowed| HookedFunction::from_symbol(allowed))
         .ok_or_else(|| {
             invalid(
                 "AttachGoTls.symbol",
-                format!("{symbol:?} is not on the allow-list {GO_TLS_SYMBOLS:?}"),
+                format!(
+                    "{symbol:?} is not on the allow-list {GO_TLS_SYMBOLS:?} {GO_HTTP_CLIENT_SYMBOLS:?}"
+                ),
             )
         })
 }
@@ -86,14 +95,16 @@ fn allowed_function(symbol: &str) -> Result<TlsFunction, GoAttachError> {
 /// stack check, to close the call its entry opened, so that an entry run
 /// again by a stack growth is told from a new call.
 fn probe_points(
-    function: TlsFunction,
+    function: HookedFunction,
     location: &GoFunction,
     copy_call: Option<u64>,
 ) -> (Vec<usize>, Vec<u64>) {
-    let kind = if function == TlsFunction::ConnWrite {
-        KIND_WRITE
-    } else {
-        KIND_READ
+    let kind = match function {
+        HookedFunction::ConnWrite => KIND_WRITE,
+        HookedFunction::PersistConnRoundTrip
+        | HookedFunction::PersistConnWriteLoop
+        | HookedFunction::PersistConnReadLoop => return client_probe_points(function, location),
+        HookedFunction::ConnRead | HookedFunction::ConnClose => KIND_READ,
     };
     let stack_check = location.stack_check_file_offset;
     let (mut offsets, mut cookies) = match stack_check {
@@ -113,6 +124,36 @@ fn probe_points(
         _ => {}
     }
     // File offsets of a file the loader could read: they fit in usize on 64-bit.
+    let offsets = offsets
+        .into_iter()
+        .map(|o| usize::try_from(o).unwrap_or(usize::MAX))
+        .collect();
+    (offsets, cookies)
+}
+
+/// `net/http`'s client connection: the entry (on the stack check when there
+/// is one, where a pass that grows the stack is skipped; a second run of
+/// the entry writes the same again), and for the loops every RET, where the
+/// goroutine, whose address Go gives to a later one, is forgotten.
+fn client_probe_points(function: HookedFunction, location: &GoFunction) -> (Vec<usize>, Vec<u64>) {
+    let kind = match function {
+        HookedFunction::PersistConnWriteLoop => HTTP_WRITE_LOOP,
+        HookedFunction::PersistConnReadLoop => HTTP_READ_LOOP,
+        _ => HTTP_ROUND_TRIP,
+    };
+    let (mut offsets, mut cookies) = match location.stack_check_file_offset {
+        Some(check) => (vec![check], vec![kind | HOOK_ENTRY | HOOK_AT_STACK_CHECK]),
+        None => (vec![location.entry_file_offset], vec![kind | HOOK_ENTRY]),
+    };
+    if kind != HTTP_ROUND_TRIP {
+        offsets.extend_from_slice(&location.return_file_offsets);
+        cookies.extend(
+            location
+                .return_file_offsets
+                .iter()
+                .map(|_| kind | HOOK_RETURN),
+        );
+    }
     let offsets = offsets
         .into_iter()
         .map(|o| usize::try_from(o).unwrap_or(usize::MAX))
@@ -231,8 +272,14 @@ impl GoTlsRegistry {
         };
         let copy_call = point.copy_call_file_offset;
         let location = point.location;
-        // An exit that is not a RET would leave a Read open: not hooked.
-        if !location.jump_out_file_offsets.is_empty() || location.return_file_offsets.is_empty() {
+        // An exit that is not a RET would leave a Read open, or a loop's
+        // goroutine remembered after it is gone: not hooked. (A round trip's
+        // entry is all that is hooked of it.)
+        let exits_matter = function != HookedFunction::PersistConnRoundTrip;
+        if exits_matter
+            && (!location.jump_out_file_offsets.is_empty()
+                || location.return_file_offsets.is_empty())
+        {
             return Err(failed(format!(
                 "{symbol} in {exe_path} has exits other than RET instructions"
             )));
@@ -296,18 +343,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_allow_list_names_only_read_and_write() {
-        assert_eq!(
-            allowed_function("crypto/tls.(*Conn).Read"),
-            Ok(TlsFunction::ConnRead)
-        );
-        assert_eq!(
-            allowed_function("crypto/tls.(*Conn).Write"),
-            Ok(TlsFunction::ConnWrite)
-        );
+    fn the_allow_list_names_only_read_write_and_the_http_client_connection() {
+        for (symbol, function) in [
+            ("crypto/tls.(*Conn).Read", HookedFunction::ConnRead),
+            ("crypto/tls.(*Conn).Write", HookedFunction::ConnWrite),
+            (
+                "net/http.(*persistConn).roundTrip",
+                HookedFunction::PersistConnRoundTrip,
+            ),
+            (
+                "net/http.(*persistConn).writeLoop",
+                HookedFunction::PersistConnWriteLoop,
+            ),
+            (
+                "net/http.(*persistConn).readLoop",
+                HookedFunction::PersistConnReadLoop,
+            ),
+        ] {
+            assert_eq!(allowed_function(symbol), Ok(function), "{symbol}");
+        }
         for refused in [
             "crypto/tls.(*Conn).Close",
             "crypto/tls.(*Conn).Handshake",
+            "net/http.(*persistConn).close",
+            "net/http.(*Transport).roundTrip",
             "main.main",
             "SSL_read",
             "",
@@ -341,7 +400,11 @@ mod tests {
     #[test]
     fn entries_go_on_the_stack_check_and_reads_on_their_copy() {
         assert_eq!(
-            probe_points(TlsFunction::ConnRead, &function(Some(0x104)), Some(0x160)),
+            probe_points(
+                HookedFunction::ConnRead,
+                &function(Some(0x104)),
+                Some(0x160)
+            ),
             (
                 vec![0x104, 0x160],
                 vec![
@@ -351,7 +414,7 @@ mod tests {
             )
         );
         assert_eq!(
-            probe_points(TlsFunction::ConnWrite, &function(Some(0x109)), None),
+            probe_points(HookedFunction::ConnWrite, &function(Some(0x109)), None),
             (
                 vec![0x109],
                 vec![KIND_WRITE | HOOK_ENTRY | HOOK_AT_STACK_CHECK]
@@ -362,7 +425,7 @@ mod tests {
     #[test]
     fn without_a_copy_call_reads_get_their_returns() {
         assert_eq!(
-            probe_points(TlsFunction::ConnRead, &function(Some(0x104)), None),
+            probe_points(HookedFunction::ConnRead, &function(Some(0x104)), None),
             (
                 vec![0x104, 0x140, 0x180],
                 vec![
@@ -377,7 +440,7 @@ mod tests {
     #[test]
     fn without_a_stack_check_the_entry_and_every_return_are_hooked() {
         assert_eq!(
-            probe_points(TlsFunction::ConnWrite, &function(None), None),
+            probe_points(HookedFunction::ConnWrite, &function(None), None),
             (
                 vec![0x100, 0x140, 0x180],
                 vec![
@@ -388,7 +451,7 @@ mod tests {
             )
         );
         assert_eq!(
-            probe_points(TlsFunction::ConnRead, &function(None), None),
+            probe_points(HookedFunction::ConnRead, &function(None), None),
             (
                 vec![0x100, 0x140, 0x180],
                 vec![
@@ -396,6 +459,47 @@ mod tests {
                     KIND_READ | HOOK_RETURN,
                     KIND_READ | HOOK_RETURN
                 ]
+            )
+        );
+    }
+
+    #[test]
+    fn the_client_connection_s_loops_are_forgotten_at_each_return_and_calls_are_seen_at_entry() {
+        assert_eq!(
+            probe_points(
+                HookedFunction::PersistConnWriteLoop,
+                &function(Some(0x104)),
+                None
+            ),
+            (
+                vec![0x104, 0x140, 0x180],
+                vec![
+                    HTTP_WRITE_LOOP | HOOK_ENTRY | HOOK_AT_STACK_CHECK,
+                    HTTP_WRITE_LOOP | HOOK_RETURN,
+                    HTTP_WRITE_LOOP | HOOK_RETURN
+                ]
+            )
+        );
+        assert_eq!(
+            probe_points(HookedFunction::PersistConnReadLoop, &function(None), None),
+            (
+                vec![0x100, 0x140, 0x180],
+                vec![
+                    HTTP_READ_LOOP | HOOK_ENTRY,
+                    HTTP_READ_LOOP | HOOK_RETURN,
+                    HTTP_READ_LOOP | HOOK_RETURN
+                ]
+            )
+        );
+        assert_eq!(
+            probe_points(
+                HookedFunction::PersistConnRoundTrip,
+                &function(Some(0x104)),
+                None
+            ),
+            (
+                vec![0x104],
+                vec![HTTP_ROUND_TRIP | HOOK_ENTRY | HOOK_AT_STACK_CHECK]
             )
         );
     }
@@ -414,6 +518,9 @@ mod tests {
                 format!("ZT_GO_HOOK_AT_STACK_CHECK = {HOOK_AT_STACK_CHECK},"),
             ),
             (hooks, format!("ZT_GO_HOOK_COPY = {HOOK_COPY},")),
+            (hooks, format!("ZT_GO_HTTP_ROUND_TRIP = {HTTP_ROUND_TRIP},")),
+            (hooks, format!("ZT_GO_HTTP_WRITE_LOOP = {HTTP_WRITE_LOOP},")),
+            (hooks, format!("ZT_GO_HTTP_READ_LOOP = {HTTP_READ_LOOP},")),
         ] {
             assert!(
                 source.lines().any(|l| l.trim().starts_with(&line)),

@@ -28,6 +28,15 @@ pub const TLS_SYMBOLS: &[&str] = &["SSL_read", "SSL_write", "SSL_read_ex", "SSL_
 /// The Go `crypto/tls` functions the loader hooks in Go executables
 /// (`AttachGoTls`), and nothing else: their buffers are the plaintext.
 pub const GO_TLS_SYMBOLS: &[&str] = &["crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Write"];
+/// The Go `net/http` client functions the loader hooks in Go executables
+/// (`AttachGoTls` too), and nothing else: where a call starts and which
+/// goroutines write and read its connection, so that the kernel names the
+/// calling goroutine in the connection's events. No bytes are read.
+pub const GO_HTTP_CLIENT_SYMBOLS: &[&str] = &[
+    "net/http.(*persistConn).roundTrip",
+    "net/http.(*persistConn).writeLoop",
+    "net/http.(*persistConn).readLoop",
+];
 /// Longest library path an AttachUprobe request may name (PATH_MAX).
 pub const MAX_LIBRARY_PATH_BYTES: usize = 4096;
 /// Environment variable through which the worker learns its end of the socketpair.
@@ -64,7 +73,7 @@ pub enum Request {
         library: String,
         symbol: String,
     },
-    /// Hook `symbol` (one of GO_TLS_SYMBOLS) in the executable of the
+    /// Hook `symbol` (one of GO_TLS_SYMBOLS or GO_HTTP_CLIENT_SYMBOLS) in the executable of the
     /// instrumented Go process `pid`, which DescribeProcess named `exe_path`.
     /// The loader opens that executable itself through /proc/PID/exe, checks
     /// it is the file named, and finds the function's entry and return

@@ -446,6 +446,7 @@ fn the_loader_checks_every_attach_go_tls_request() {
         ("go_off_allow_list", "AttachGoTls.symbol"),
         ("go_close_off_allow_list", "AttachGoTls.symbol"),
         ("go_main", "AttachGoTls.symbol"),
+        ("go_http_transport_off_allow_list", "AttachGoTls.symbol"),
         ("go_library_path", "AttachGoTls.exe_path"),
         ("go_other_exe", "AttachGoTls.exe_path"),
         ("go_relative_path", "AttachGoTls.exe_path"),
@@ -458,9 +459,13 @@ fn the_loader_checks_every_attach_go_tls_request() {
             agent.stderr.text()
         );
     }
-    let not_go = answer("go_not_go");
-    assert!(
-        not_go.starts_with("GoTlsUnsupported { not_go: true"),
-        "{not_go}"
-    );
+    // On the allow-list, the client connection's functions pass to the
+    // executable's check.
+    for label in ["go_not_go", "go_http_client_not_go"] {
+        let not_go = answer(label);
+        assert!(
+            not_go.starts_with("GoTlsUnsupported { not_go: true"),
+            "{label}: {not_go}"
+        );
+    }
 }

@@ -495,34 +495,72 @@ fn nginx_proxying_to_python_is_never_given_a_wrong_parent() {
 /// HTTPS when given a certificate; both killed on drop.
 struct GoCacheCaller {
     server: Started,
-    _redis: Started,
+    _backend: Started,
     port: u16,
 }
 
+/// What go_cache_caller's handler calls.
+enum GoBackend {
+    Redis,
+    /// A Python HTTP/1.1 server answering `/echo/KEY` with KEY, called with
+    /// net/http's client.
+    Http,
+}
+
+/// Answers `GET /echo/KEY` with `KEY\n`, keep-alive, a thread per connection.
+const ECHO_SERVER: &str = r#"
+import http.server, sys
+class Echo(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = self.path.rsplit("/", 1)[-1].encode() + b"\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
+"#;
+
 impl GoCacheCaller {
     fn start(certificate: Option<&Certificate>) -> GoCacheCaller {
-        let redis_port = free_port();
-        let redis_port_arg = redis_port.to_string();
-        let redis = start(
-            "redis-server",
-            &[
-                "--port",
-                &redis_port_arg,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            redis_port,
-        );
+        Self::start_with(GoBackend::Redis, certificate)
+    }
+
+    fn start_with(backend: GoBackend, certificate: Option<&Certificate>) -> GoCacheCaller {
+        let backend_port = free_port();
+        let backend_port_arg = backend_port.to_string();
+        let (backend, backend_address) = match backend {
+            GoBackend::Redis => (
+                start(
+                    "redis-server",
+                    &[
+                        "--port",
+                        &backend_port_arg,
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ],
+                    backend_port,
+                ),
+                format!("127.0.0.1:{backend_port}"),
+            ),
+            GoBackend::Http => (
+                start(
+                    "/usr/bin/python3",
+                    &["-c", ECHO_SERVER, &backend_port_arg],
+                    backend_port,
+                ),
+                format!("http://127.0.0.1:{backend_port}"),
+            ),
+        };
         let port = free_port();
         let binary = go_binary("go_cache_caller", Build::Plain);
-        let mut args = vec![
-            format!("127.0.0.1:{port}"),
-            format!("127.0.0.1:{redis_port}"),
-        ];
+        let mut args = vec![format!("127.0.0.1:{port}"), backend_address];
         if let Some(certificate) = certificate {
             args.extend([certificate.cert.clone(), certificate.key.clone()]);
         }
@@ -530,7 +568,7 @@ impl GoCacheCaller {
         let server = start(&binary.to_string_lossy(), &args, port);
         GoCacheCaller {
             server,
-            _redis: redis,
+            _backend: backend,
             port,
         }
     }
@@ -584,13 +622,48 @@ const GO_CHURN_REQUESTS: usize = 50;
 /// three runs of three before the fix).
 #[test]
 fn a_go_handler_s_cache_calls_under_concurrent_load_are_each_their_own_request_s_children() {
+    go_calls_under_concurrent_load_are_each_their_own_request_s_children(GoBackend::Redis);
+}
+
+/// The handler calls another HTTP server with net/http's client instead,
+/// which writes each request from its connection's `writeLoop` goroutine
+/// and reads the answer on `readLoop`: the loader's hooks on the client
+/// connection tell the kernel which goroutine called, and each of the 800
+/// calls is its own request's child. (Without them every call was a root,
+/// `no_parent`: 600 of 600 by hand.)
+#[test]
+fn a_go_handler_s_net_http_client_calls_under_concurrent_load_are_each_their_own_request_s_children(
+) {
+    go_calls_under_concurrent_load_are_each_their_own_request_s_children(GoBackend::Http);
+}
+
+/// The key a call of go_cache_caller names: `SET k:<key> ?` and `GET
+/// k:<key>` to Redis, `/echo/<key>` over HTTP.
+fn call_key(call: &Exported) -> Option<&str> {
+    cache_key(call).or_else(|| call.path.strip_prefix("/echo/"))
+}
+
+fn go_calls_under_concurrent_load_are_each_their_own_request_s_children(backend: GoBackend) {
     require_root();
-    let caller = GoCacheCaller::start(None);
+    let calls_per_request = match backend {
+        GoBackend::Redis => 2,
+        GoBackend::Http => 1,
+    };
+    let http_client = matches!(backend, GoBackend::Http);
+    let caller = GoCacheCaller::start_with(backend, None);
     let (port, pid) = (caller.port, caller.pid());
     let receiver = OtlpReceiver::start_grpc();
     let (agent, metrics_port) = agent_for(&[port], &receiver);
     // The Go TLS hooks' answer is what tells the worker the program is Go.
     agent.wait_for_tls_hooks_through(pid, "Go crypto/tls");
+    if http_client {
+        let needle = format!("net/http client calls of pid {pid} are named");
+        assert!(
+            agent.stderr.text().contains(&needle),
+            "no client hooks: {}",
+            agent.stderr.text()
+        );
+    }
     let script = r#"
 import http.client, sys, threading
 port, clients, requests, churners, churns = (int(a) for a in sys.argv[1:])
@@ -619,9 +692,14 @@ threads += [threading.Thread(target=churn, args=(t,)) for t in range(churners)]
         .unwrap_or_else(|e| panic!("python3: {e}"));
     assert!(client.status.success(), "client: {client:?}");
     let requests = GO_CLIENTS * GO_REQUESTS + GO_CHURN_CLIENTS * GO_CHURN_REQUESTS;
-    let spans = wait_spans(&receiver, 3 * requests, |s| s.pid == i64::from(pid));
+    let spans = wait_spans(&receiver, (1 + calls_per_request) * requests, |s| {
+        s.pid == i64::from(pid)
+    });
     let (servers, calls) = servers_and_calls(&spans, pid);
-    assert_eq!((servers.len(), calls.len()), (requests, 2 * requests));
+    assert_eq!(
+        (servers.len(), calls.len()),
+        (requests, calls_per_request * requests)
+    );
     let roots: Vec<&str> = calls
         .iter()
         .filter(|call| {
@@ -629,7 +707,7 @@ threads += [threading.Thread(target=churn, args=(t,)) for t in range(churners)]
                 .as_deref()
                 .is_none_or(|id| !servers.contains_key(id))
         })
-        .map(|call| call.query.as_str())
+        .map(|call| call_key(call).unwrap_or(&call.name))
         .collect();
     let unlinked = unlinked_counts(
         metrics_port,
@@ -660,17 +738,17 @@ threads += [threading.Thread(target=churn, args=(t,)) for t in range(churners)]
             continue;
         };
         assert_child(call, parent);
-        // SET k:<key> ? and GET k:<key>, of the request for /item/<key>.
+        // The calls of the request for /item/<key> name <key>.
         let key = parent.path.trim_start_matches("/item/");
         assert_eq!(
-            cache_key(call),
+            call_key(call),
             Some(key),
             "another request's call: {call:#?}\n{parent:#?}"
         );
     }
     assert_eq!(
         counter(metrics_port, "traces_nested", ""),
-        (2 * requests - roots.len()) as u64
+        (calls_per_request * requests - roots.len()) as u64
     );
     drop(agent);
 }

@@ -8,7 +8,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use zerotrace_shared::ipc::{ProcessDescription, GO_TLS_SYMBOLS, TLS_SYMBOLS};
+use zerotrace_shared::ipc::{
+    ProcessDescription, GO_HTTP_CLIENT_SYMBOLS, GO_TLS_SYMBOLS, TLS_SYMBOLS,
+};
 
 use crate::loader_client::{GoTlsAnswer, LoaderClient};
 
@@ -39,6 +41,8 @@ pub struct TlsHooks {
     reported_failures: HashSet<(String, &'static str)>,
     /// Processes whose TLS calls are hooked.
     pub hooked_processes: u64,
+    /// `net/http` client functions hooked, in all processes.
+    pub go_client_hooks: u64,
     /// Processes whose libraries the loader could not read.
     pub unseen_processes: u64,
 }
@@ -172,8 +176,31 @@ impl TlsHooks {
         }
         if functions == 0 {
             self.remember_without_go_tls(exe);
+        } else {
+            self.hook_go_http_client(pid, exe, loader);
         }
         functions > 0
+    }
+
+    /// `net/http`'s client connection in a Go program with the register ABI:
+    /// the kernel then names the calling goroutine in the events of the
+    /// goroutines that write and read a call's connection for it.
+    fn hook_go_http_client(&mut self, pid: u32, exe: &str, loader: &LoaderClient) {
+        let mut hooked = 0;
+        for &symbol in GO_HTTP_CLIENT_SYMBOLS {
+            match loader.attach_go_tls(pid, exe, symbol) {
+                Ok(GoTlsAnswer::Attached { .. }) => hooked += 1,
+                // A program without net/http's client.
+                Ok(GoTlsAnswer::Absent | GoTlsAnswer::Unsupported { .. }) => return,
+                Err(e) => self.report(exe, symbol, &e),
+            }
+        }
+        self.go_client_hooks += hooked;
+        if hooked == GO_HTTP_CLIENT_SYMBOLS.len() as u64 {
+            tracing::info!(
+                "net/http client calls of pid {pid} are named by the goroutine that makes them"
+            );
+        }
     }
 
     /// `pid` runs the Go program `exe` (said once per process).
@@ -273,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn a_go_executable_gets_read_and_write_hooked_for_each_process() {
+    fn a_go_executable_gets_read_write_and_the_http_client_hooked_for_each_process() {
         let (loader, seen) = stand_in_loader(|request| match request {
             Request::AttachGoTls { .. } => Reply::UprobeAttached { new: true },
             _ => Reply::SymbolAbsent,
@@ -289,11 +316,18 @@ mod tests {
             [
                 "7 crypto/tls.(*Conn).Read",
                 "7 crypto/tls.(*Conn).Write",
+                "7 net/http.(*persistConn).roundTrip",
+                "7 net/http.(*persistConn).writeLoop",
+                "7 net/http.(*persistConn).readLoop",
                 "8 crypto/tls.(*Conn).Read",
-                "8 crypto/tls.(*Conn).Write"
+                "8 crypto/tls.(*Conn).Write",
+                "8 net/http.(*persistConn).roundTrip",
+                "8 net/http.(*persistConn).writeLoop",
+                "8 net/http.(*persistConn).readLoop"
             ]
         );
         assert_eq!(hooks.hooked_processes, 2);
+        assert_eq!(hooks.go_client_hooks, 6);
         // Both are Go processes, for trace nesting (each said once).
         let go = |pid| GoProcess {
             pid,

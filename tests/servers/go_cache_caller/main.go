@@ -3,11 +3,15 @@
 // command): GET /item/KEY does SET k:KEY KEY, then GET k:KEY, and answers
 // with the value. go_cache_caller ADDR REDIS_ADDR [CERT KEY]: with a
 // certificate and key, HTTPS (HTTP/1.1 and h2, net/http's own choice).
+// With http://HOST:PORT for REDIS_ADDR, the handler calls GET
+// http://HOST:PORT/echo/KEY with net/http's client instead, and answers
+// with its body.
 package main
 
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -64,10 +68,31 @@ func (c *redisConn) do(args ...string) (string, error) {
 	return strings.TrimSpace(line), nil
 }
 
+// The body of GET url, through net/http's client (its connection's
+// writeLoop and readLoop goroutines move the bytes).
+func fetch(url string) (string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(body)), err
+}
+
 func main() {
 	redisAddr := os.Args[2]
 	http.HandleFunc("/item/", func(w http.ResponseWriter, r *http.Request) {
 		key := strings.TrimPrefix(r.URL.Path, "/item/")
+		if strings.HasPrefix(redisAddr, "http://") {
+			value, err := fetch(redisAddr + "/echo/" + key)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			fmt.Fprintf(w, "%s\n", value)
+			return
+		}
 		c, err := take(redisAddr)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)

@@ -154,6 +154,10 @@ fn main() {
             attach_go(py, &python_exe, "crypto/tls.(*Conn).Close"),
         ),
         ("go_main", attach_go(py, &python_exe, "main.main")),
+        (
+            "go_http_transport_off_allow_list",
+            attach_go(py, &python_exe, "net/http.(*Transport).roundTrip"),
+        ),
         ("go_library_path", attach_go(py, &libssl, GO_READ)),
         ("go_other_exe", attach_go(sl, &python_exe, GO_READ)),
         ("go_relative_path", attach_go(py, "python3", GO_READ)),
@@ -162,6 +166,10 @@ fn main() {
             attach_go(std::process::id(), &python_exe, GO_READ),
         ),
         ("go_not_go", attach_go(py, &python_exe, GO_READ)),
+        (
+            "go_http_client_not_go",
+            attach_go(py, &python_exe, "net/http.(*persistConn).writeLoop"),
+        ),
     ] {
         record(label, ask(&socket, &request));
     }
