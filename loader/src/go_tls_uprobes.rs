@@ -123,12 +123,7 @@ fn probe_points(
         }
         _ => {}
     }
-    // File offsets of a file the loader could read: they fit in usize on 64-bit.
-    let offsets = offsets
-        .into_iter()
-        .map(|o| usize::try_from(o).unwrap_or(usize::MAX))
-        .collect();
-    (offsets, cookies)
+    (offsets_as_usize(offsets), cookies)
 }
 
 /// `net/http`'s client connection: the entry (on the stack check when there
@@ -154,11 +149,15 @@ fn client_probe_points(function: HookedFunction, location: &GoFunction) -> (Vec<
                 .map(|_| kind | HOOK_RETURN),
         );
     }
-    let offsets = offsets
+    (offsets_as_usize(offsets), cookies)
+}
+
+/// File offsets of a file the loader could read: they fit in usize on 64-bit.
+fn offsets_as_usize(offsets: Vec<u64>) -> Vec<usize> {
+    offsets
         .into_iter()
         .map(|o| usize::try_from(o).unwrap_or(usize::MAX))
-        .collect();
-    (offsets, cookies)
+        .collect()
 }
 
 /// The executable of `pid`, opened through /proc/PID/exe, after checking it
