@@ -107,18 +107,19 @@ struct zt_go_pointer_key {
  * the goroutine of a connection's writeLoop or readLoop -> the connection,
  * from the loop's entry to its RET; and the connection -> the goroutine
  * that called its roundTrip last (HTTP/1: one call at a time). The calling
- * goroutine is what zt_thread_of names in the loops' events. Bounded; LRU
- * beyond (a forgotten one names the loop's own goroutine, as before). */
+ * goroutine is what zt_thread_of names in the loops' events. 8,192 each
+ * (4,096 client connections' loops), LRU beyond: a forgotten one names the
+ * loop's own goroutine, as before, and its calls are left roots. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 8192);
 	__type(key, struct zt_go_pointer_key);
 	__type(value, __u64);
 } zt_go_loop_conn SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 8192);
 	__type(key, struct zt_go_pointer_key);
 	__type(value, __u64);
 } zt_go_conn_caller SEC(".maps");
