@@ -159,8 +159,13 @@ impl Drop for Started {
 }
 
 fn start(program: &str, args: &[&str], port: u16) -> Started {
+    start_with_env(program, args, &[], port)
+}
+
+fn start_with_env(program: &str, args: &[&str], env: &[(&str, &str)], port: u16) -> Started {
     let child = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -496,6 +501,9 @@ fn nginx_proxying_to_python_is_never_given_a_wrong_parent() {
 struct GoCacheCaller {
     server: Started,
     _backend: Started,
+    /// The backend's certificate, which the Go program reads when it first
+    /// verifies one.
+    _trusted: Option<Certificate>,
     port: u16,
 }
 
@@ -505,9 +513,13 @@ enum GoBackend {
     /// A Python HTTP/1.1 server answering `/echo/KEY` with KEY, called with
     /// net/http's client.
     Http,
+    /// The same over TLS (HTTP/1.1: the server offers no h2), with this
+    /// certificate, which the Go program trusts through SSL_CERT_FILE.
+    Https(Certificate),
 }
 
-/// Answers `GET /echo/KEY` with `KEY\n`, keep-alive, a thread per connection.
+/// Answers `GET /echo/KEY` with `KEY\n`, keep-alive, a thread per connection;
+/// over TLS when given a certificate and key.
 const ECHO_SERVER: &str = r#"
 import http.server, sys
 class Echo(http.server.BaseHTTPRequestHandler):
@@ -520,7 +532,13 @@ class Echo(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo)
+if len(sys.argv) > 3:
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[2], sys.argv[3])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
 "#;
 
 impl GoCacheCaller {
@@ -528,10 +546,14 @@ impl GoCacheCaller {
         Self::start_with(GoBackend::Redis, certificate)
     }
 
-    fn start_with(backend: GoBackend, certificate: Option<&Certificate>) -> GoCacheCaller {
+    fn start_with(backend_kind: GoBackend, certificate: Option<&Certificate>) -> GoCacheCaller {
         let backend_port = free_port();
         let backend_port_arg = backend_port.to_string();
-        let (backend, backend_address) = match backend {
+        let trusted = match &backend_kind {
+            GoBackend::Https(certificate) => Some(certificate.cert.clone()),
+            _ => None,
+        };
+        let (backend, backend_address) = match &backend_kind {
             GoBackend::Redis => (
                 start(
                     "redis-server",
@@ -557,6 +579,20 @@ impl GoCacheCaller {
                 ),
                 format!("http://127.0.0.1:{backend_port}"),
             ),
+            GoBackend::Https(certificate) => (
+                start(
+                    "/usr/bin/python3",
+                    &[
+                        "-c",
+                        ECHO_SERVER,
+                        &backend_port_arg,
+                        &certificate.cert,
+                        &certificate.key,
+                    ],
+                    backend_port,
+                ),
+                format!("https://127.0.0.1:{backend_port}"),
+            ),
         };
         let port = free_port();
         let binary = go_binary("go_cache_caller", Build::Plain);
@@ -565,10 +601,19 @@ impl GoCacheCaller {
             args.extend([certificate.cert.clone(), certificate.key.clone()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let server = start(&binary.to_string_lossy(), &args, port);
+        let env: Vec<(&str, &str)> = trusted
+            .as_deref()
+            .map(|cert| ("SSL_CERT_FILE", cert))
+            .into_iter()
+            .collect();
+        let server = start_with_env(&binary.to_string_lossy(), &args, &env, port);
         GoCacheCaller {
             server,
             _backend: backend,
+            _trusted: match backend_kind {
+                GoBackend::Https(certificate) => Some(certificate),
+                _ => None,
+            },
             port,
         }
     }
@@ -637,6 +682,16 @@ fn a_go_handler_s_net_http_client_calls_under_concurrent_load_are_each_their_own
     go_calls_under_concurrent_load_are_each_their_own_request_s_children(GoBackend::Http);
 }
 
+/// The same calls over HTTPS: net/http's client writes through
+/// `crypto/tls` on the connection's `writeLoop` goroutine, whose plaintext
+/// (the Go TLS hooks) is named after the calling goroutine too.
+#[test]
+fn a_go_handler_s_https_client_calls_under_concurrent_load_are_each_their_own_request_s_children() {
+    go_calls_under_concurrent_load_are_each_their_own_request_s_children(GoBackend::Https(
+        Certificate::new("go-client"),
+    ));
+}
+
 /// The key a call of go_cache_caller names: `SET k:<key> ?` and `GET
 /// k:<key>` to Redis, `/echo/<key>` over HTTP.
 fn call_key(call: &Exported) -> Option<&str> {
@@ -647,9 +702,9 @@ fn go_calls_under_concurrent_load_are_each_their_own_request_s_children(backend:
     require_root();
     let calls_per_request = match backend {
         GoBackend::Redis => 2,
-        GoBackend::Http => 1,
+        GoBackend::Http | GoBackend::Https(_) => 1,
     };
-    let http_client = matches!(backend, GoBackend::Http);
+    let http_client = !matches!(backend, GoBackend::Redis);
     let caller = GoCacheCaller::start_with(backend, None);
     let (port, pid) = (caller.port, caller.pid());
     let receiver = OtlpReceiver::start_grpc();

@@ -3,7 +3,7 @@
 // command): GET /item/KEY does SET k:KEY KEY, then GET k:KEY, and answers
 // with the value. go_cache_caller ADDR REDIS_ADDR [CERT KEY]: with a
 // certificate and key, HTTPS (HTTP/1.1 and h2, net/http's own choice).
-// With http://HOST:PORT for REDIS_ADDR, the handler calls GET
+// With http://HOST:PORT (or https://) for REDIS_ADDR, the handler calls GET
 // http://HOST:PORT/echo/KEY with net/http's client instead, and answers
 // with its body.
 package main
@@ -84,7 +84,7 @@ func main() {
 	redisAddr := os.Args[2]
 	http.HandleFunc("/item/", func(w http.ResponseWriter, r *http.Request) {
 		key := strings.TrimPrefix(r.URL.Path, "/item/")
-		if strings.HasPrefix(redisAddr, "http://") {
+		if strings.HasPrefix(redisAddr, "http://") || strings.HasPrefix(redisAddr, "https://") {
 			value, err := fetch(redisAddr + "/echo/" + key)
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadGateway)
