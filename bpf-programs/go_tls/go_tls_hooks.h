@@ -182,7 +182,7 @@ static __always_inline void zt_go_http_client_hook(struct pt_regs *ctx, __u64 ho
 	barrier_var(g);
 	if (!g)
 		return;
-	struct zt_go_pointer_key key = {.tgid = tgid, .pointer = g};
+	struct zt_go_pointer_key key = {.tgid = tgid, .stamp = zt_process_stamp(), .pointer = g};
 	if (hook & ZT_GO_HOOK_RETURN) {
 		/* RAX holds no receiver at a RET: the goroutine alone is the key. */
 		bpf_map_delete_elem(&zt_go_loop_conn, &key);

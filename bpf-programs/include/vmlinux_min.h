@@ -135,6 +135,7 @@ struct task_struct {
 	struct task_struct *group_leader;
 	struct task_struct *real_parent;
 	struct files_struct *files;
+	__u64 start_time; /* CLOCK_MONOTONIC ns at fork */
 };
 
 /* The program being exec'd: the path it was asked for, and the file

@@ -99,9 +99,19 @@ struct {
 /* A pointer of one Go process (a goroutine's runtime.g, a *persistConn). */
 struct zt_go_pointer_key {
 	__u32 tgid;
-	__u32 pad;
+	__u32 stamp; /* zt_process_stamp */
 	__u64 pointer;
 };
+
+/* A stamp of the current process's life: its leader's start time, low 32
+ * bits. Entries of a Go process that exited stay until the LRU drops them,
+ * and a Go program that gets its pid lays out its heap, so its goroutines,
+ * alike: the stamp keeps them apart. */
+static __always_inline __u32 zt_process_stamp(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	return (__u32)task->group_leader->start_time;
+}
 
 /* net/http's client connections (go_tls_hooks.h, the persistConn hooks):
  * the goroutine of a connection's writeLoop or readLoop -> the connection,
@@ -312,7 +322,7 @@ static __always_inline __u32 zt_thread_of(__u32 tgid, __u32 tid, __u64 g)
 		return tid;
 	/* A client connection's writeLoop or readLoop writes and reads for
 	 * the goroutine that called: that one is named. */
-	struct zt_go_pointer_key key = {.tgid = tgid, .pointer = g};
+	struct zt_go_pointer_key key = {.tgid = tgid, .stamp = zt_process_stamp(), .pointer = g};
 	__u64 *conn = bpf_map_lookup_elem(&zt_go_loop_conn, &key);
 	if (conn) {
 		key.pointer = *conn;
