@@ -16,9 +16,12 @@
 //! events instead of the thread ([`names_goroutine`]): a goroutine is what
 //! stays with a request, so those are judged like threads, each process by
 //! what it was seen doing. Their events from before (threads, which
-//! goroutines move between) are judged as multiplexing. Go's HTTP client
-//! writes from a goroutine of its own, so its calls do not nest; database
-//! drivers write and read on the caller's goroutine, and do.
+//! goroutines move between) are judged as multiplexing. Database drivers
+//! write and read on the caller's goroutine; Go's HTTP/1 client writes and
+//! reads on its connection's own goroutines, which the kernel names after
+//! the goroutine that made the call (the loader's hooks on `net/http`'s
+//! client connection): both nest. A goroutine is known by the one that
+//! answered a request ([`ServerRecord::held_by`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
