@@ -246,7 +246,11 @@ impl RecentServers {
         // Where each request so far was answered by the thread that read it,
         // one thread at a time, an open request read by another thread
         // cannot be the call's (a thread-per-request server under load).
-        let one_thread_per_request = !multiplexes && process.is_some_and(|p| !p.hands_over);
+        // Not for goroutines: Go may read a request's first byte on a
+        // background goroutine, and a goroutine is known by the one that
+        // answers ([`ServerRecord::held_by`]).
+        let one_thread_per_request =
+            !multiplexes && !names_goroutine(tid) && process.is_some_and(|p| !p.hands_over);
         let could_hold = |&&(start, reader): &&(u64, u32)| {
             start <= call.start_monotonic_ns
                 && !(one_thread_per_request && reader != 0 && reader != tid)

@@ -724,6 +724,43 @@ fn a_goroutine_s_address_used_again_by_a_new_goroutine_names_no_other_request_s_
     assert_eq!(go.counters().ambiguous_parent, 0);
 }
 
+#[test]
+fn a_go_call_waits_for_its_request_even_when_another_goroutine_read_its_first_byte() {
+    // Go's HTTP/1 server may read a request's first byte on a background
+    // goroutine: the request's reader is then not the goroutine that
+    // handles it and calls. Until such a request was seen answered, the
+    // process looked like one reading and answering each request on one
+    // thread, and the call was decided at once, before its request was
+    // answered: no parent (1 call in about 24,000 under busy loops).
+    const CONN: u32 = 0x8000_0100;
+    const BACKGROUND: u32 = 0x8000_0200;
+    let keep_alive = ("127.0.0.1:8080", "127.0.0.1:50001");
+    let mut go = linker();
+    go.serves_many_per_thread(1);
+    let earlier = server(1, keep_alive, (0, 10), (CONN, CONN));
+    let earlier_call = call_on(1, (2, 5), CONN);
+    let ready = step(
+        &mut go,
+        vec![earlier_call.clone(), earlier.clone()],
+        11,
+        None,
+    );
+    assert_child(find(&ready, earlier_call.ids.span_id), &earlier);
+    let call = call_on(1, (30, 40), CONN);
+    let mut ready = Vec::new();
+    go.note_callers(std::slice::from_ref(&call));
+    go.push(call.clone(), 41 * MS, &mut ready);
+    go.release_due(41 * MS, |_| vec![(20 * MS, BACKGROUND)], &mut ready);
+    assert!(
+        ready.is_empty(),
+        "the call waits for the request read at 20"
+    );
+    let request = server(1, keep_alive, (20, 50), (BACKGROUND, CONN));
+    let ready = step(&mut go, vec![request.clone()], 51, None);
+    assert_child(find(&ready, call.ids.span_id), &request);
+    assert_eq!(go.counters().no_parent, 0);
+}
+
 fn call_on(pid: u32, window: (u64, u64), tid: u32) -> Span {
     call(pid, DOWNSTREAM_CLIENT, window, tid)
 }
