@@ -182,7 +182,7 @@ static __always_inline void zt_go_http_client_hook(struct pt_regs *ctx, __u64 ho
 	barrier_var(g);
 	if (!g)
 		return;
-	struct zt_go_pointer_key key = {.tgid = tgid, .stamp = zt_process_stamp(), .pointer = g};
+	struct zt_go_pointer_key key = {.tgid = tgid, .pointer = g};
 	if (hook & ZT_GO_HOOK_RETURN) {
 		/* RAX holds no receiver at a RET: the goroutine alone is the key. */
 		bpf_map_delete_elem(&zt_go_loop_conn, &key);
@@ -190,12 +190,14 @@ static __always_inline void zt_go_http_client_hook(struct pt_regs *ctx, __u64 ho
 	}
 	if (!conn)
 		return;
+	struct zt_go_pointer_value value = {.pointer = conn, .stamp = zt_process_stamp()};
 	if (hook & ZT_GO_HTTP_ROUND_TRIP) {
 		key.pointer = conn;
-		bpf_map_update_elem(&zt_go_conn_caller, &key, &g, BPF_ANY);
+		value.pointer = g;
+		bpf_map_update_elem(&zt_go_conn_caller, &key, &value, BPF_ANY);
 		return;
 	}
-	bpf_map_update_elem(&zt_go_loop_conn, &key, &conn, BPF_ANY);
+	bpf_map_update_elem(&zt_go_loop_conn, &key, &value, BPF_ANY);
 }
 
 SEC("uprobe.multi")

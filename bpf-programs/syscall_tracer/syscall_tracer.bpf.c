@@ -99,14 +99,22 @@ struct {
 /* A pointer of one Go process (a goroutine's runtime.g, a *persistConn). */
 struct zt_go_pointer_key {
 	__u32 tgid;
-	__u32 stamp; /* zt_process_stamp */
+	__u32 pad;
 	__u64 pointer;
+};
+
+/* What a key maps to, and the life of the process that wrote it. */
+struct zt_go_pointer_value {
+	__u64 pointer;
+	__u32 stamp; /* zt_process_stamp */
+	__u32 pad;
 };
 
 /* A stamp of the current process's life: its leader's start time, low 32
  * bits. Entries of a Go process that exited stay until the LRU drops them,
  * and a Go program that gets its pid lays out its heap, so its goroutines,
- * alike: the stamp keeps them apart. */
+ * alike: an entry of another stamp is not its own. Checked on a hit only,
+ * so other data events of Go processes pay no helper call for it. */
 static __always_inline __u32 zt_process_stamp(void)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -124,14 +132,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, struct zt_go_pointer_key);
-	__type(value, __u64);
+	__type(value, struct zt_go_pointer_value);
 } zt_go_loop_conn SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, struct zt_go_pointer_key);
-	__type(value, __u64);
+	__type(value, struct zt_go_pointer_value);
 } zt_go_conn_caller SEC(".maps");
 
 /* struct sock address -> role and tuple generation, for sockets of instrumented processes. */
@@ -322,13 +330,14 @@ static __always_inline __u32 zt_thread_of(__u32 tgid, __u32 tid, __u64 g)
 		return tid;
 	/* A client connection's writeLoop or readLoop writes and reads for
 	 * the goroutine that called: that one is named. */
-	struct zt_go_pointer_key key = {.tgid = tgid, .stamp = zt_process_stamp(), .pointer = g};
-	__u64 *conn = bpf_map_lookup_elem(&zt_go_loop_conn, &key);
+	struct zt_go_pointer_key key = {.tgid = tgid, .pointer = g};
+	struct zt_go_pointer_value *conn = bpf_map_lookup_elem(&zt_go_loop_conn, &key);
 	if (conn) {
-		key.pointer = *conn;
-		__u64 *caller = bpf_map_lookup_elem(&zt_go_conn_caller, &key);
-		if (caller && *caller)
-			g = *caller;
+		__u32 stamp = zt_process_stamp();
+		key.pointer = conn->pointer;
+		struct zt_go_pointer_value *caller = bpf_map_lookup_elem(&zt_go_conn_caller, &key);
+		if (conn->stamp == stamp && caller && caller->stamp == stamp && caller->pointer)
+			g = caller->pointer;
 	}
 	return (__u32)(g >> 4) | ZT_TID_GOROUTINE;
 }
