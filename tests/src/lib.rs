@@ -321,6 +321,13 @@ impl Server {
         panic!("{script} could not bind a port in 5 tries");
     }
 
+    /// `tests/servers/<script>` run by `node` on `port`; None when node is
+    /// not installed or the script cannot listen there.
+    pub fn node_on(script: &str, port: u16) -> Option<Server> {
+        Command::new("node").arg("--version").output().ok()?;
+        Self::try_script_on("node", script, port)
+    }
+
     fn try_python_app_on(port: u16) -> Option<Server> {
         Self::try_script_on("python3", "http_app.py", port)
     }

@@ -500,3 +500,80 @@ fn a_listener_on_a_named_port_that_no_selector_takes_makes_no_span() {
     assert!(summary.contains(": 1 not selected"), "{summary}");
     drop(server);
 }
+
+/// The pids that served `count` requests to `server`, one connection each,
+/// at `/{prefix}{i}`: each answer names the worker that served it.
+fn cluster_requests(server: &Server, prefix: &str, count: usize) -> Vec<u64> {
+    (0..count)
+        .map(|i| {
+            let answer = curl(&[&server.url(&format!("/{prefix}{i}"))]);
+            answer
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{answer:?}: {e}"))
+        })
+        .collect()
+}
+
+/// Each of `served` (the pid that served `/{prefix}{i}`) is one server span
+/// of that pid, and none is the primary's.
+fn assert_served_by_workers(agent: &Agent, primary: u32, prefix: &str, served: &[u64]) {
+    let spans = agent.wait_for_spans(served.len(), |s| {
+        s.str_of("path").starts_with(&format!("/{prefix}"))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    for (i, pid) in served.iter().enumerate() {
+        let path = format!("/{prefix}{i}");
+        let of_path: Vec<_> = spans.iter().filter(|s| s.str_of("path") == path).collect();
+        assert_eq!(
+            of_path.len(),
+            1,
+            "{path}: {spans:?}\n{}",
+            agent.stderr.text()
+        );
+        assert_eq!(of_path[0].u64_of("pid"), *pid, "{path}: {:?}", of_path[0]);
+        assert_eq!(
+            of_path[0].str_of("kind"),
+            "server",
+            "{path}: {:?}",
+            of_path[0]
+        );
+    }
+    assert!(
+        !served.contains(&u64::from(primary)),
+        "the primary served: {served:?}"
+    );
+}
+
+/// A Node.js cluster's primary listens and hands each connection to a worker
+/// it forked before it listened, so the workers never hold the listening
+/// socket and discovery by port finds only the primary. Its children are
+/// instrumented with it, as the ones it forks later are: whether the cluster
+/// ran before the agent started, or started after it. Before, neither
+/// cluster made a single span.
+#[test]
+fn a_node_cluster_s_workers_are_instrumented_whether_it_started_before_the_agent_or_after() {
+    require_root();
+    let Some(before) = Server::node("node_cluster.js") else {
+        eprintln!("node is not installed: skipping");
+        return;
+    };
+    let after_port = free_port();
+    let ports = format!("{},{after_port}", before.port);
+    let agent = Agent::start(&["--open-port", &ports], &[]);
+    let after = Server::node_on("node_cluster.js", after_port)
+        .unwrap_or_else(|| panic!("the second cluster could not listen on {after_port}"));
+    let requests = 8;
+    let served = cluster_requests(&before, "before", requests);
+    assert_served_by_workers(&agent, before.pid(), "before", &served);
+    let served = cluster_requests(&after, "after", requests);
+    assert_served_by_workers(&agent, after.pid(), "after", &served);
+    let log = agent.stderr.text();
+    assert!(
+        log.contains(&format!(
+            "forked before its instrumented ancestor pid {} was instrumented",
+            before.pid()
+        )),
+        "{log}"
+    );
+}

@@ -77,11 +77,17 @@ pub struct Discovery {
     /// Processes captured from such a listen and then not selected: when
     /// (monotonic ns) they were taken out. Their records up to then are dropped.
     rejected_at: HashMap<u32, u64>,
+    /// Whether the kernel lists a thread's children in /proc (looked at once).
+    kernel_lists_children: Option<bool>,
 }
 
 /// Selectors naming more ports than this (wide ranges) are not given keys in
 /// the pid filter (16,384 entries, shared with the processes).
 const MAX_LISTEN_CAPTURE_PORTS: usize = 1024;
+/// Processes instrumented at most as the descendants of one that was just
+/// instrumented (a selector naming a supervisor would otherwise take the
+/// whole tree under it at once).
+const MAX_DESCENDANTS: usize = 1024;
 /// How long a process taken out after its listen is remembered: its records
 /// are all read by then (the ring is drained in order, every 25 ms).
 const REJECTED_KEPT_NS: u64 = 10_000_000_000;
@@ -203,6 +209,7 @@ impl Discovery {
             tls_looks: Vec::new(),
             listen_capture: BTreeSet::new(),
             rejected_at: HashMap::new(),
+            kernel_lists_children: None,
         }
     }
 
@@ -508,9 +515,94 @@ impl Discovery {
                     },
                 );
                 self.hook_tls(pid, loader);
+                self.instrument_descendants(pid, loader);
             }
             Err(e) => tracing::warn!("cannot instrument pid {pid}: {e}"),
         }
+    }
+
+    /// Instruments the processes `pid` forked before it was instrumented,
+    /// and theirs, as the kernel's fork program does for the ones it forks
+    /// after: with its ports (their connections are its server's: a Node.js
+    /// cluster's primary listens and hands each connection to a worker it
+    /// forked before it listened) and its identity.
+    fn instrument_descendants(&mut self, pid: u32, loader: &LoaderClient) {
+        let Some(root) = self.instrumented.get(&pid) else {
+            return;
+        };
+        let (ports, identity) = (root.ports.clone(), root.identity.clone());
+        let mut pending = self.children_of(pid);
+        let mut taken = 0;
+        while let Some(child) = pending.pop() {
+            if self.excluded_pids.contains(&child) || self.instrumented.contains_key(&child) {
+                continue;
+            }
+            if taken == MAX_DESCENDANTS {
+                tracing::warn!(
+                    "pid {pid} has more than {MAX_DESCENDANTS} descendants: the rest stay \
+                     uninstrumented (only the ones it forks from now on are)"
+                );
+                break;
+            }
+            if let Err(e) = self.add_to_filter(child, loader) {
+                tracing::warn!("cannot instrument pid {child}, a child of pid {pid}'s: {e}");
+                continue;
+            }
+            if !alive(child) {
+                self.remove_from_filter(child, loader);
+                continue;
+            }
+            taken += 1;
+            tracing::info!(
+                "instrumenting pid {child} ({}): forked before its instrumented ancestor pid {pid} was instrumented",
+                read_comm(child)
+            );
+            self.new_identities.push((child, identity.clone()));
+            self.instrumented.insert(
+                child,
+                InstrumentedProcess {
+                    ports: ports.clone(),
+                    inherited: true,
+                    identity: identity.clone(),
+                },
+            );
+            self.hook_tls(child, loader);
+            pending.extend(self.children_of(child));
+        }
+    }
+
+    /// The children of `pid`: each of its threads lists the ones it forked
+    /// (/proc/PID/task/TID/children, readable by anyone). Empty when it is
+    /// gone, or on a kernel without these files (CONFIG_PROC_CHILDREN off),
+    /// which is said once.
+    fn children_of(&mut self, pid: u32) -> Vec<u32> {
+        let kernel_lists_children = *self.kernel_lists_children.get_or_insert_with(|| {
+            let listed = std::path::Path::new("/proc/thread-self/children").exists();
+            if !listed {
+                tracing::warn!(
+                    "this kernel has no /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN): \
+                     children forked before their parent was instrumented are not instrumented"
+                );
+            }
+            listed
+        });
+        let Some(tasks) = kernel_lists_children
+            .then(|| std::fs::read_dir(format!("/proc/{pid}/task")).ok())
+            .flatten()
+        else {
+            return Vec::new();
+        };
+        let mut children = Vec::new();
+        for task in tasks.flatten() {
+            // A thread that ended meanwhile has no file: it forked nothing alive.
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                children.extend(
+                    text.split_ascii_whitespace()
+                        .filter_map(|child| child.parse::<u32>().ok()),
+                );
+            }
+        }
+        children
     }
 
     /// Asks for the TLS library hooks of a newly instrumented process;
@@ -778,6 +870,44 @@ mod liveness_tests {
         }
         assert!(!is_kernel_thread(std::process::id()));
         assert!(!is_kernel_thread(u32::MAX));
+    }
+
+    /// The children any thread of a process forked, and theirs in turn.
+    #[test]
+    fn a_process_s_children_are_listed_by_any_of_its_threads() {
+        let mut discovery = Discovery::new(
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            PidFilterWriter::ViaLoader,
+        );
+        let spawn = || {
+            std::process::Command::new("sh")
+                .args(["-c", "sleep 10 & wait"])
+                .spawn()
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let mut here = spawn();
+        // Forked by another thread of this process.
+        let mut there = std::thread::spawn(spawn)
+            .join()
+            .unwrap_or_else(|_| panic!("the spawning thread panicked"));
+        let children = discovery.children_of(std::process::id());
+        assert!(children.contains(&here.id()), "{children:?}");
+        assert!(children.contains(&there.id()), "{children:?}");
+        let grandchildren = (0..200).find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            Some(discovery.children_of(here.id())).filter(|c| !c.is_empty())
+        });
+        assert!(
+            grandchildren.is_some_and(|g| g.len() == 1 && read_comm(g[0]) == "sleep"),
+            "the shell's sleep"
+        );
+        assert!(discovery.children_of(u32::MAX).is_empty());
+        for child in [&mut here, &mut there] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     #[test]
