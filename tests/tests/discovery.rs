@@ -577,3 +577,76 @@ fn a_node_cluster_s_workers_are_instrumented_whether_it_started_before_the_agent
         "{log}"
     );
 }
+
+/// A parent on one port that forked, before the agent started, a child on
+/// another port: a Python program printing "listening" once both are bound.
+/// The child dies with the parent (killed when the returned server drops).
+fn parent_and_child_servers(parent_port: u16, child_port: u16) -> Server {
+    let program = format!(
+        "import ctypes, http.server, os\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       body = str(os.getpid()).encode()\n\
+         \x20       self.send_response(200)\n\
+         \x20       self.send_header('Content-Length', str(len(body)))\n\
+         \x20       self.end_headers()\n\
+         \x20       self.wfile.write(body)\n\
+         \x20   def log_message(self, *args):\n\
+         \x20       pass\n\
+         read, write = os.pipe()\n\
+         if os.fork() == 0:\n\
+         \x20   ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG: SIGKILL with the parent\n\
+         \x20   server = http.server.HTTPServer(('127.0.0.1', {child_port}), H)\n\
+         \x20   os.write(write, b'1')\n\
+         \x20   server.serve_forever()\n\
+         server = http.server.HTTPServer(('127.0.0.1', {parent_port}), H)\n\
+         os.read(read, 1)\n\
+         print('listening', flush=True)\n\
+         server.serve_forever()\n"
+    );
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", &program])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut line = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+    }
+    assert_eq!(
+        line.trim(),
+        "listening",
+        "ports {parent_port}, {child_port}"
+    );
+    Server {
+        child,
+        port: parent_port,
+    }
+}
+
+/// A child forked before its parent was instrumented is instrumented with
+/// it, unless an exclusion names it: `exclude_instrument` wins over the
+/// parent's selection, as it does for any process.
+#[test]
+fn a_child_forked_before_the_agent_that_an_exclusion_names_stays_out() {
+    require_root();
+    let (parent_port, child_port) = (free_port(), free_port());
+    let parent = parent_and_child_servers(parent_port, child_port);
+    let yaml = format!(
+        "discovery:\n  instrument:\n    - open_ports: {parent_port}\n  exclude_instrument:\n    - open_ports: {child_port}\n"
+    );
+    let path = config_file("exclude-child.yaml", &yaml);
+    let agent = Agent::start(&["--config", &path.to_string_lossy()], &[]);
+    let child_url = format!("http://127.0.0.1:{child_port}/child");
+    let child_pid = curl(&[&child_url]);
+    assert_ne!(child_pid, parent.pid().to_string());
+    assert_eq!(curl(&[&parent.url("/parent")]), parent.pid().to_string());
+    agent.wait_for_spans(1, |s| s.str_of("path") == "/parent");
+    std::thread::sleep(Duration::from_millis(500));
+    let paths: Vec<String> = agent
+        .spans()
+        .iter()
+        .map(|s| s.str_of("path").to_owned())
+        .collect();
+    assert_eq!(paths, ["/parent"], "{}", agent.stderr.text());
+}

@@ -525,7 +525,8 @@ impl Discovery {
     /// and theirs, as the kernel's fork program does for the ones it forks
     /// after: with its ports (their connections are its server's: a Node.js
     /// cluster's primary listens and hands each connection to a worker it
-    /// forked before it listened) and its identity.
+    /// forked before it listened) and its identity. A process an exclusion
+    /// names is left out, and what it forked with it.
     fn instrument_descendants(&mut self, pid: u32, loader: &LoaderClient) {
         let Some(root) = self.instrumented.get(&pid) else {
             return;
@@ -535,6 +536,11 @@ impl Discovery {
         let mut taken = 0;
         while let Some(child) = pending.pop() {
             if self.excluded_pids.contains(&child) || self.instrumented.contains_key(&child) {
+                continue;
+            }
+            // An exclusion wins here as it does for any process (not below it either).
+            let facts = self.facts(child, "", loader);
+            if self.exclude.iter().any(|s| s.matches(&facts)) {
                 continue;
             }
             if taken == MAX_DESCENDANTS {
