@@ -88,6 +88,8 @@ const MAX_LISTEN_CAPTURE_PORTS: usize = 1024;
 /// instrumented (a selector naming a supervisor would otherwise take the
 /// whole tree under it at once).
 const MAX_DESCENDANTS: usize = 1024;
+/// The host's init: the descendants of everything.
+const INIT_PID: u32 = 1;
 /// How long a process taken out after its listen is remembered: its records
 /// are all read by then (the ring is drained in order, every 25 ms).
 const REJECTED_KEPT_NS: u64 = 10_000_000_000;
@@ -527,7 +529,13 @@ impl Discovery {
     /// cluster's primary listens and hands each connection to a worker it
     /// forked before it listened) and its identity. A process an exclusion
     /// names is left out, and what it forked with it.
+    ///
+    /// Not below init (pid 1), which holds the listening sockets of systemd's
+    /// socket units: every service of the host descends from it.
     fn instrument_descendants(&mut self, pid: u32, loader: &LoaderClient) {
+        if pid == INIT_PID {
+            return;
+        }
         let Some(root) = self.instrumented.get(&pid) else {
             return;
         };
