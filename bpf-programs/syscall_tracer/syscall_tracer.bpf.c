@@ -2284,8 +2284,15 @@ static __always_inline int zt_tls_enter(struct pt_regs *ctx, __u32 kind)
 {
 	/* x86_64 SysV: SSL *ssl, void *buf, int/size_t num, size_t *size_out */
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!zt_is_instrumented(pid_tgid >> 32))
+	__u32 *flags = zt_pid_flags(pid_tgid >> 32);
+	if (!flags)
 		return 0;
+	/* A process forked before its hooks marked its parent (nginx's workers,
+	 * forked as it starts; a daemon's children) is marked at its first call:
+	 * its socket I/O in this very call then goes to the library's plaintext.
+	 * Not atomic: a mark lost to a concurrent update is made again next call. */
+	if (!(*flags & ZT_PID_TLS))
+		*flags |= ZT_PID_TLS;
 	struct zt_tls_call call = {
 		.ssl = ctx->di,
 		.buf = ctx->si,
