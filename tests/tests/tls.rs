@@ -874,3 +874,89 @@ fn a_program_instrumented_at_its_exec_gets_its_tls_library_hooked() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An nginx as its service starts it: daemonised (its first process
+/// listens, forks the master and exits; the master forks the workers), with
+/// TLS on `port`; stopped, master and workers, on drop.
+struct DaemonNginx {
+    dir: std::path::PathBuf,
+    master: u32,
+}
+
+impl DaemonNginx {
+    fn start(port: u16, certificate: &Certificate) -> DaemonNginx {
+        let dir = std::env::temp_dir().join(format!("zt-nginx-daemon-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let d = dir.display();
+        let config = format!(
+            "worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    location / {{ return 200 \"daemon\\n\"; }}\n  }}\n}}\n",
+            certificate.cert, certificate.key
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, config).unwrap_or_else(|e| panic!("{e}"));
+        // Returns once the first process has forked the master and exited.
+        let status = Command::new("nginx")
+            .arg("-c")
+            .arg(&path)
+            .status()
+            .unwrap_or_else(|e| panic!("nginx: {e}"));
+        assert!(status.success(), "nginx did not start");
+        let master = wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(dir.join("nginx.pid"))
+                .ok()
+                .and_then(|pid| pid.trim().parse::<u32>().ok())
+        })
+        .unwrap_or_else(|| panic!("nginx wrote no pid file"));
+        DaemonNginx { dir, master }
+    }
+}
+
+impl Drop for DaemonNginx {
+    fn drop(&mut self) {
+        // The master first: it would fork a worker again for each killed.
+        let workers = children_of(self.master);
+        for pid in std::iter::once(self.master).chain(workers) {
+            if let Ok(pid) = i32::try_from(pid) {
+                // SAFETY: kill has no memory preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// nginx started after the agent, daemonised as its service starts it: the
+/// process the agent instruments at its listen is gone before its TLS hooks
+/// are asked for, and the master forks its workers before anything is
+/// hooked. The master asks for the hooks when that first process exits, and
+/// the workers, which the kernel instrumented at their fork without the TLS
+/// mark, are marked at their first TLS call. Every request is a span; before,
+/// none was.
+#[test]
+fn a_daemonised_nginx_started_after_the_agent_has_its_https_requests_decoded() {
+    require_root();
+    let certificate = Certificate::new("daemon");
+    let port = free_port();
+    let agent = Agent::start(&["--open-port", &port.to_string()], &[]);
+    let nginx = DaemonNginx::start(port, &certificate);
+    agent.wait_for_tls_hooks(nginx.master);
+    let base = format!("https://127.0.0.1:{port}");
+    let requests = 6;
+    for i in 0..requests {
+        let version = if i % 2 == 0 { "--http1.1" } else { "--http2" };
+        assert_eq!(https(&[version, &format!("{base}/d{i}")]), "daemon\n");
+    }
+    agent.wait_for_spans(requests, is_https);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut paths: Vec<String> = agent
+        .spans()
+        .iter()
+        .filter(|s| is_https(s))
+        .map(|s| s.str_of("path").to_owned())
+        .collect();
+    paths.sort();
+    let expected: Vec<String> = (0..requests).map(|i| format!("/d{i}")).collect();
+    assert_eq!(paths, expected, "{}", agent.stderr.text());
+    let log = agent.stderr.text();
+    assert!(!log.contains("cannot hook"), "{log}");
+}

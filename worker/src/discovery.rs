@@ -18,6 +18,7 @@ use crate::capture::pid_bits::PidBits;
 use crate::clock::monotonic_now_ns;
 use crate::config::{container_id_from_cgroup, decide, ProcessFacts, Selector};
 use crate::loader_client::LoaderClient;
+use crate::process_state::{alive, is_kernel_thread, read_comm};
 use crate::tls_hooks::TlsHooks;
 
 /// How the kernel's pid filter is changed: directly through the map fd when
@@ -40,6 +41,9 @@ pub struct InstrumentedProcess {
     pub ports: BTreeSet<u16>,
     /// Instrumented because its instrumented parent forked it.
     pub inherited: bool,
+    /// That parent: when it exits first, this process asks for the TLS hooks
+    /// itself (see [`Discovery::on_exit`]).
+    pub parent: Option<u32>,
     pub identity: ServiceIdentity,
 }
 
@@ -129,54 +133,6 @@ pub struct PendingCaptureStats {
     pub judged_by_exec_path: u64,
     /// Records of processes not instrumented, dropped.
     pub records_dropped: u64,
-}
-
-fn read_comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| c.trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// Running (not gone, not a zombie waiting to be reaped).
-/// PF_EXITING in the `flags` field of /proc/PID/stat: set as soon as the
-/// process starts to exit, before the kernel's exit hook runs.
-const PF_EXITING: u64 = 0x4;
-
-/// Alive and not exiting. A process caught between the start of its exit and
-/// becoming a zombie counts as gone: the kernel's exit hook (which takes it
-/// out of the pid filter) may already have run, so adding it would leave it
-/// there for good.
-fn alive(pid: u32) -> bool {
-    let (state, flags) = state_and_flags(pid);
-    !matches!(state, Some('Z') | Some('X') | None) && flags & PF_EXITING == 0
-}
-
-/// PF_KTHREAD: a kernel thread (no executable, no sockets of its own).
-const PF_KTHREAD: u64 = 0x0020_0000;
-
-fn is_kernel_thread(pid: u32) -> bool {
-    state_and_flags(pid).1 & PF_KTHREAD != 0
-}
-
-/// The state letter and the `flags` field of /proc/PID/stat (None and 0
-/// when it cannot be read).
-fn state_and_flags(pid: u32) -> (Option<char>, u64) {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return (None, 0);
-    };
-    // State, ppid, pgrp, session, tty_nr, tpgid, flags… follow the
-    // parenthesised command name.
-    let mut fields = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace())
-        .into_iter()
-        .flatten();
-    let state = fields.next().and_then(|s| s.chars().next());
-    let flags = fields
-        .nth(5)
-        .and_then(|f| f.parse::<u64>().ok())
-        .unwrap_or(0);
-    (state, flags)
 }
 
 impl Discovery {
@@ -513,6 +469,7 @@ impl Discovery {
                     InstrumentedProcess {
                         ports: facts.open_ports.into_iter().collect(),
                         inherited: false,
+                        parent: None,
                         identity,
                     },
                 );
@@ -540,9 +497,13 @@ impl Discovery {
             return;
         };
         let (ports, identity) = (root.ports.clone(), root.identity.clone());
-        let mut pending = self.children_of(pid);
+        let mut pending: Vec<(u32, u32)> = self
+            .children_of(pid)
+            .into_iter()
+            .map(|c| (c, pid))
+            .collect();
         let mut taken = 0;
-        while let Some(child) = pending.pop() {
+        while let Some((child, parent)) = pending.pop() {
             if self.excluded_pids.contains(&child) || self.instrumented.contains_key(&child) {
                 continue;
             }
@@ -577,11 +538,13 @@ impl Discovery {
                 InstrumentedProcess {
                     ports: ports.clone(),
                     inherited: true,
+                    parent: Some(parent),
                     identity: identity.clone(),
                 },
             );
             self.hook_tls(child, loader);
-            pending.extend(self.children_of(child));
+            let grandchildren = self.children_of(child);
+            pending.extend(grandchildren.into_iter().map(|c| (c, child)));
         }
     }
 
@@ -631,6 +594,10 @@ impl Discovery {
             }
             return false;
         };
+        // Gone meanwhile (a daemon's first process): the loader would refuse.
+        if !alive(pid) {
+            return false;
+        }
         let Some(tls) = self.tls.as_mut() else {
             return false;
         };
@@ -806,6 +773,7 @@ impl Discovery {
             InstrumentedProcess {
                 ports,
                 inherited: true,
+                parent: Some(parent),
                 identity,
             },
         );
@@ -822,11 +790,31 @@ impl Discovery {
     }
 
     /// The kernel already removed the exited process from its filter.
-    pub fn on_exit(&mut self, pid: u32) {
+    ///
+    /// Its instrumented children ask for the TLS hooks now: the loader keeps
+    /// a hook while some process that asked for it is instrumented, and a
+    /// child forked by the kernel's rule never asked. A daemon's first
+    /// process listens, forks and exits (nginx's master is that child): its
+    /// children would otherwise lose their TLS plaintext with it.
+    pub fn on_exit(&mut self, pid: u32, loader: &LoaderClient) {
         self.clear_go_bit(pid);
-        self.instrumented.remove(&pid);
+        let was_instrumented = self.instrumented.remove(&pid).is_some();
         self.listening.remove(&pid);
         self.descriptions.remove(&pid);
+        if !was_instrumented || self.tls.is_none() {
+            return;
+        }
+        let orphans: Vec<u32> = self
+            .instrumented
+            .iter()
+            .filter(|(_, p)| p.parent == Some(pid))
+            .map(|(child, _)| *child)
+            .collect();
+        for child in orphans {
+            if alive(child) {
+                self.hook_tls(child, loader);
+            }
+        }
     }
 }
 
@@ -861,30 +849,9 @@ mod capture_tests {
 }
 
 #[cfg(test)]
-mod liveness_tests {
+mod descendant_tests {
     use super::*;
-
-    #[test]
-    fn this_process_is_alive_and_a_reaped_one_is_not() {
-        assert!(alive(std::process::id()));
-        let mut child = std::process::Command::new("true")
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let pid = child.id();
-        let _ = child.wait();
-        assert!(!alive(pid));
-    }
-
-    #[test]
-    fn kernel_threads_are_told_from_processes() {
-        // kthreadd is pid 2 in the host's pid namespace; this test process
-        // is not a kernel thread.
-        if read_comm(2) == "kthreadd" {
-            assert!(is_kernel_thread(2));
-        }
-        assert!(!is_kernel_thread(std::process::id()));
-        assert!(!is_kernel_thread(u32::MAX));
-    }
+    use crate::process_state::read_comm;
 
     /// The children any thread of a process forked, and theirs in turn.
     #[test]
@@ -922,20 +889,5 @@ mod liveness_tests {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-
-    #[test]
-    fn a_zombie_is_not_alive() {
-        let child = std::process::Command::new("true")
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let pid = child.id();
-        // Not waited for: it stays a zombie until dropped and reaped.
-        let zombie = (0..200).any(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-            !alive(pid)
-        });
-        assert!(zombie);
-        drop(child);
     }
 }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod otel;
 pub mod pipeline;
 pub mod privileges;
+pub mod process_state;
 pub mod protocols;
 pub mod routes;
 pub mod sandbox;

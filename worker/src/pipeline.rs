@@ -463,7 +463,7 @@ impl Pipeline {
                 ..
             } => self.discovery.on_fork(child_pid, parent_pid, &self.loader),
             KernelEvent::ProcessExit { origin } => {
-                self.discovery.on_exit(origin.pid);
+                self.discovery.on_exit(origin.pid, &self.loader);
                 self.linker.process_exited(origin.pid);
                 self.process_names.remove(&origin.pid);
                 self.resources.forget(origin.pid);

@@ -13,6 +13,7 @@ use zerotrace_shared::ipc::{
 };
 
 use crate::loader_client::{GoTlsAnswer, LoaderClient};
+use crate::process_state::alive;
 
 /// Executables whose static TLS symbols were looked for and not found.
 const MAX_REMEMBERED_EXES: usize = 4096;
@@ -82,7 +83,11 @@ impl TlsHooks {
                     Ok(Some(_)) => functions += 1,
                     // Older libraries lack the _ex functions.
                     Ok(None) => {}
-                    Err(e) => self.report(library, symbol, &e),
+                    Err(e) => {
+                        if self.failed(pid, library, symbol, &e) {
+                            return hooked;
+                        }
+                    }
                 }
             }
             if functions > 0 {
@@ -132,13 +137,15 @@ impl TlsHooks {
             }
             // Not remembered: the process may have gone, or its maps were unreadable.
             Err(e) => {
-                self.report(exe, first, &e);
+                self.failed(pid, exe, first, &e);
                 return false;
             }
         }
         for symbol in symbols {
             if let Err(e) = loader.attach_uprobe(pid, exe, symbol) {
-                self.report(exe, symbol, &e);
+                if self.failed(pid, exe, symbol, &e) {
+                    break;
+                }
             }
         }
         true
@@ -171,7 +178,11 @@ impl TlsHooks {
                     return false;
                 }
                 // Not remembered: the process may have gone, or exec'd meanwhile.
-                Err(e) => self.report(exe, symbol, &e),
+                Err(e) => {
+                    if self.failed(pid, exe, symbol, &e) {
+                        return false;
+                    }
+                }
             }
         }
         if functions == 0 {
@@ -192,7 +203,11 @@ impl TlsHooks {
                 Ok(GoTlsAnswer::Attached { .. }) => hooked += 1,
                 // A program without net/http's client.
                 Ok(GoTlsAnswer::Absent | GoTlsAnswer::Unsupported { .. }) => return,
-                Err(e) => self.report(exe, symbol, &e),
+                Err(e) => {
+                    if self.failed(pid, exe, symbol, &e) {
+                        return;
+                    }
+                }
             }
         }
         self.go_client_hooks += hooked;
@@ -231,6 +246,20 @@ impl TlsHooks {
             self.exes_without_go_tls.clear();
         }
         self.exes_without_go_tls.insert(exe.to_owned());
+    }
+
+    /// A hook request for `pid` failed. When the process is gone (a daemon's
+    /// first process exits as soon as it has forked; the loader then refuses
+    /// it as not instrumented) that is no failure of the hook: returns true,
+    /// and nothing is reported. Else the failure is reported, once per
+    /// file and function.
+    fn failed(&mut self, pid: u32, library: &str, symbol: &'static str, error: &str) -> bool {
+        if !alive(pid) {
+            tracing::debug!("pid {pid} is gone: {symbol} in {library} not hooked for it");
+            return true;
+        }
+        self.report(library, symbol, error);
+        false
     }
 
     fn report(&mut self, library: &str, symbol: &'static str, error: &str) {
