@@ -41,9 +41,10 @@ pub struct InstrumentedProcess {
     pub ports: BTreeSet<u16>,
     /// Instrumented because its instrumented parent forked it.
     pub inherited: bool,
-    /// That parent: when it exits first, this process asks for the TLS hooks
-    /// itself (see [`Discovery::on_exit`]).
-    pub parent: Option<u32>,
+    /// The parent whose TLS hooks serve it, when it never asked for them
+    /// itself (forked after the parent was instrumented): should that parent
+    /// exit first, this process asks (see [`Discovery::on_exit`]).
+    pub hooked_through: Option<u32>,
     pub identity: ServiceIdentity,
 }
 
@@ -469,7 +470,7 @@ impl Discovery {
                     InstrumentedProcess {
                         ports: facts.open_ports.into_iter().collect(),
                         inherited: false,
-                        parent: None,
+                        hooked_through: None,
                         identity,
                     },
                 );
@@ -497,13 +498,9 @@ impl Discovery {
             return;
         };
         let (ports, identity) = (root.ports.clone(), root.identity.clone());
-        let mut pending: Vec<(u32, u32)> = self
-            .children_of(pid)
-            .into_iter()
-            .map(|c| (c, pid))
-            .collect();
+        let mut pending = self.children_of(pid);
         let mut taken = 0;
-        while let Some((child, parent)) = pending.pop() {
+        while let Some(child) = pending.pop() {
             if self.excluded_pids.contains(&child) || self.instrumented.contains_key(&child) {
                 continue;
             }
@@ -538,13 +535,14 @@ impl Discovery {
                 InstrumentedProcess {
                     ports: ports.clone(),
                     inherited: true,
-                    parent: Some(parent),
+                    // It asks for its hooks itself, below.
+                    hooked_through: None,
                     identity: identity.clone(),
                 },
             );
             self.hook_tls(child, loader);
             let grandchildren = self.children_of(child);
-            pending.extend(grandchildren.into_iter().map(|c| (c, child)));
+            pending.extend(grandchildren);
         }
     }
 
@@ -762,6 +760,10 @@ impl Discovery {
             self.remove_from_filter(child, loader);
             return;
         }
+        // Found already among its parent's children, which asked for its hooks.
+        if self.instrumented.contains_key(&child) {
+            return;
+        }
         let (ports, identity) = self
             .instrumented
             .get(&parent)
@@ -773,7 +775,7 @@ impl Discovery {
             InstrumentedProcess {
                 ports,
                 inherited: true,
-                parent: Some(parent),
+                hooked_through: Some(parent),
                 identity,
             },
         );
@@ -806,9 +808,12 @@ impl Discovery {
         }
         let orphans: Vec<u32> = self
             .instrumented
-            .iter()
-            .filter(|(_, p)| p.parent == Some(pid))
-            .map(|(child, _)| *child)
+            .iter_mut()
+            .filter(|(_, p)| p.hooked_through == Some(pid))
+            .map(|(child, p)| {
+                p.hooked_through = None;
+                *child
+            })
             .collect();
         for child in orphans {
             if alive(child) {
