@@ -6,7 +6,7 @@
 //! DescribeProcess, the container id from the world-readable
 //! /proc/PID/cgroup, and exec/fork/exit events from the kernel.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use zerotrace_shared::event::{layout, ListeningSocket};
@@ -84,6 +84,10 @@ pub struct Discovery {
     rejected_at: HashMap<u32, u64>,
     /// Whether the kernel lists a thread's children in /proc (looked at once).
     kernel_lists_children: Option<bool>,
+    /// Processes whose TLS hooks serve a child that never asked for its own
+    /// (`InstrumentedProcess::hooked_through`): only their exits look for
+    /// such children, not every exit (a fork-per-connection server's).
+    hooks_serve_children: HashSet<u32>,
 }
 
 /// Selectors naming more ports than this (wide ranges) are not given keys in
@@ -169,6 +173,7 @@ impl Discovery {
             listen_capture: BTreeSet::new(),
             rejected_at: HashMap::new(),
             kernel_lists_children: None,
+            hooks_serve_children: HashSet::new(),
         }
     }
 
@@ -749,6 +754,9 @@ impl Discovery {
             self.remove_from_filter(pid, loader);
         }
         self.descriptions.retain(|pid, _| alive(*pid));
+        let instrumented = &self.instrumented;
+        self.hooks_serve_children
+            .retain(|pid| instrumented.contains_key(pid));
     }
 
     /// The kernel already instrumented the child of an instrumented process.
@@ -770,6 +778,7 @@ impl Discovery {
             .map(|p| (p.ports.clone(), p.identity.clone()))
             .unwrap_or_default();
         self.new_identities.push((child, identity.clone()));
+        self.hooks_serve_children.insert(parent);
         self.instrumented.insert(
             child,
             InstrumentedProcess {
@@ -800,10 +809,10 @@ impl Discovery {
     /// children would otherwise lose their TLS plaintext with it.
     pub fn on_exit(&mut self, pid: u32, loader: &LoaderClient) {
         self.clear_go_bit(pid);
-        let was_instrumented = self.instrumented.remove(&pid).is_some();
+        self.instrumented.remove(&pid);
         self.listening.remove(&pid);
         self.descriptions.remove(&pid);
-        if !was_instrumented || self.tls.is_none() {
+        if !self.hooks_serve_children.remove(&pid) || self.tls.is_none() {
             return;
         }
         let orphans: Vec<u32> = self
