@@ -23,6 +23,7 @@ use crate::metrics::red::RedMetrics;
 use crate::protocols::db::fixture::{self, Chunk, Cut};
 use crate::protocols::db::{DbConnection, DbOperation};
 use crate::protocols::memcached::MemcachedConnection;
+use crate::protocols::mongodb::MongoConnection;
 use crate::protocols::mysql::MysqlConnection;
 use crate::protocols::postgres::PostgresConnection;
 use crate::protocols::redis::RedisConnection;
@@ -46,6 +47,10 @@ const MEMCACHED_TEXT: &str = include_str!("../testdata/memcached/text.txt");
 const PSYCOPG2_LARGE: &str = include_str!("../testdata/postgres/psycopg2_large_results.txt");
 const REDIS_PY_LARGE: &str = include_str!("../testdata/redis/redis_py_large_values.txt");
 const PYMEMCACHE_LARGE: &str = include_str!("../testdata/memcached/pymemcache_large_values.txt");
+const PYMONGO_CRUD: &str = include_str!("../testdata/mongodb/pymongo_crud.txt");
+const PYMONGO_ERRORS: &str = include_str!("../testdata/mongodb/pymongo_errors.txt");
+const PYMONGO_LARGE: &str = include_str!("../testdata/mongodb/pymongo_large.txt");
+const PYMONGO_UNACKNOWLEDGED: &str = include_str!("../testdata/mongodb/pymongo_unacknowledged.txt");
 
 fn tuple(peer_port: u16) -> ConnTuple {
     ConnTuple {
@@ -141,7 +146,7 @@ fn decoded<C: DbConnection>(fixture: &str, cut: Cut, new: impl Fn() -> C) -> Vec
 #[test]
 fn every_recording_becomes_one_client_span_per_operation_on_any_port() {
     type Decode = fn(&str, Cut) -> Vec<DbOperation>;
-    let cases: [(&str, DbSystem, Decode); 13] = [
+    let cases: [(&str, DbSystem, Decode); 17] = [
         (PSQL, DbSystem::Postgresql, |f, c| {
             decoded(f, c, PostgresConnection::new)
         }),
@@ -181,10 +186,22 @@ fn every_recording_becomes_one_client_span_per_operation_on_any_port() {
         (MEMCACHED_TEXT, DbSystem::Memcached, |f, c| {
             decoded(f, c, MemcachedConnection::new)
         }),
+        (PYMONGO_CRUD, DbSystem::Mongodb, |f, c| {
+            decoded(f, c, MongoConnection::new)
+        }),
+        (PYMONGO_ERRORS, DbSystem::Mongodb, |f, c| {
+            decoded(f, c, MongoConnection::new)
+        }),
+        (PYMONGO_LARGE, DbSystem::Mongodb, |f, c| {
+            decoded(f, c, MongoConnection::new)
+        }),
+        (PYMONGO_UNACKNOWLEDGED, DbSystem::Mongodb, |f, c| {
+            decoded(f, c, MongoConnection::new)
+        }),
     ];
     for (index, (recording, system, decode)) in cases.iter().enumerate() {
         // Standard ports and others: detection is from the bytes.
-        for port in [5432, 3306, 6379, 11211, 15432, 40001] {
+        for port in [5432, 3306, 6379, 11211, 27017, 15432, 40001] {
             for cut in [Cut::Whole, Cut::Pieces(7), Cut::Capture(512)] {
                 let spans = replay_fixture(recording, port, cut);
                 let expected = decode(recording, cut);
@@ -255,6 +272,56 @@ fn postgres_spans_follow_the_database_conventions() {
 
     // A statement with no table: the span is named by the operation and database.
     assert_eq!(semconv::span_name(&spans[1]), "SELECT shop");
+}
+
+#[test]
+fn mongodb_spans_follow_the_database_conventions() {
+    let spans = replay_fixture(PYMONGO_CRUD, 27017, Cut::Whole);
+    let find = spans
+        .iter()
+        .find(|s| db(s).operation == "find")
+        .unwrap_or_else(|| panic!("no find: {spans:#?}"));
+    assert_eq!(semconv::span_name(find), "find users");
+    assert!(!semconv::is_error(find));
+    let attributes = attributes(find);
+    for (key, value) in [
+        ("db.system.name", "mongodb"),
+        ("db.operation.name", "find"),
+        ("db.collection.name", "users"),
+        ("db.namespace", "shop"),
+        ("db.response.returned_rows", "3"),
+        ("server.port", "27017"),
+    ] {
+        assert_eq!(
+            attributes.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+    }
+    assert!(!attributes.contains_key("db.query.text"));
+    // An insert's `n` is documents written, not returned.
+    let insert = &spans[1];
+    assert_eq!(semconv::span_name(insert), "insert users");
+    assert!(!self::attributes(insert).contains_key("db.response.returned_rows"));
+
+    // A duplicate key (a write error) and an unknown command (`ok: 0`):
+    // the server's code is the status code and the error type.
+    let spans = replay_fixture(PYMONGO_ERRORS, 27017, Cut::Whole);
+    let failed: Vec<_> = spans.iter().filter(|s| semconv::is_error(s)).collect();
+    assert_eq!(failed.len(), 2, "{spans:#?}");
+    let duplicate = semconv::error(failed[0]).unwrap_or_else(|| panic!("not an error"));
+    assert_eq!(duplicate.error_type, "11000");
+    assert!(
+        duplicate.message.contains("DuplicateKey"),
+        "{}",
+        duplicate.message
+    );
+    assert_eq!(
+        self::attributes(failed[0])["db.response.status_code"],
+        "11000"
+    );
+    assert_eq!(semconv::span_name(failed[1]), "ztNoSuchCommand shop");
+    assert_eq!(self::attributes(failed[1])["error.type"], "59");
 }
 
 #[test]

@@ -1,13 +1,14 @@
 //! Which database and messaging protocols are decoded and where their spans
 //! and metrics go (OBI's `instrumentations` lists: `sql`, `redis`,
-//! `memcached`, `kafka`), and whether
+//! `memcached`, `mongo`, `kafka`), and whether
 //! spans carry the sanitized query text (`db.query.text`: OBI's
 //! `attributes.select.traces`, and `ZEROTRACE_DB_QUERY_TEXT`).
 //!
 //! Each list (`otel_traces_export`, `otel_metrics_export`, `prometheus_export`,
 //! and the top-level `metrics` as the default of the two metric exporters)
 //! selects, for its exporter, the database protocols among `sql` (PostgreSQL
-//! and MySQL/MariaDB), `redis` and `memcached`, and Kafka (`kafka`); `*` is all. A protocol no
+//! and MySQL/MariaDB), `redis`, `memcached` and `mongo` (MongoDB), and Kafka
+//! (`kafka`); `*` is all. A protocol no
 //! list selects is not decoded at all. HTTP and gRPC are not filtered by the
 //! lists (a list must still name `http` or `*`: see `obi_keys.rs`).
 
@@ -27,18 +28,27 @@ pub enum DbInstrumentation {
     Sql,
     Redis,
     Memcached,
+    /// MongoDB clients.
+    Mongo,
     /// Kafka clients (PRODUCER and CONSUMER spans, `messaging.client.operation.duration`).
     Kafka,
 }
 
 impl DbInstrumentation {
-    pub const ALL: [DbInstrumentation; 4] = [Self::Sql, Self::Redis, Self::Memcached, Self::Kafka];
+    pub const ALL: [DbInstrumentation; 5] = [
+        Self::Sql,
+        Self::Redis,
+        Self::Memcached,
+        Self::Mongo,
+        Self::Kafka,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Sql => "sql",
             Self::Redis => "redis",
             Self::Memcached => "memcached",
+            Self::Mongo => "mongo",
             Self::Kafka => "kafka",
         }
     }
@@ -53,7 +63,7 @@ impl DbInstrumentation {
 pub struct DbSelection(u8);
 
 impl DbSelection {
-    pub const ALL: Self = Self(0b1111);
+    pub const ALL: Self = Self(0b1_1111);
     pub const NONE: Self = Self(0);
 
     pub fn contains(self, instrumentation: DbInstrumentation) -> bool {

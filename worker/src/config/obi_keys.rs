@@ -374,12 +374,20 @@ fn vet_features(ctx: &mut Ctx, path: &str, list: &StringList) -> Result<(), Conf
 }
 
 /// The instrumentations zerotrace reads from a list (see `databases.rs`).
-pub(super) const INSTRUMENTATIONS: &[&str] =
-    &["http", "grpc", "sql", "redis", "memcached", "kafka", "*"];
+pub(super) const INSTRUMENTATIONS: &[&str] = &[
+    "http",
+    "grpc",
+    "sql",
+    "redis",
+    "memcached",
+    "mongo",
+    "kafka",
+    "*",
+];
 /// What a list must name: HTTP (and gRPC) spans are not filtered by the lists.
 pub(super) const INSTRUMENTATIONS_HINT: &str =
     "zerotrace always exports HTTP and gRPC and selects databases and Kafka with sql, redis, \
-     memcached and kafka: \
+     memcached, mongo and kafka: \
      expected a list with http or *";
 
 /// Checks an `instrumentations` list: it must include HTTP.
@@ -507,7 +515,7 @@ discovery:
 otel_traces_export:
   endpoint: http://a:4318
   backoff_max_interval: 5s
-  instrumentations: [http, grpc, mongo]
+  instrumentations: [http, grpc, gpu]
 otel_metrics_export:
   endpoint: http://a:4318
   features: [application, network]
@@ -530,7 +538,7 @@ trace_printer: json_indent
             "discovery.exclude_otel_instrumented_services: ignored",
             "discovery.instrument[1]: never matches (k8s_namespace",
             "otel_traces_export.backoff_max_interval: ignored",
-            "otel_traces_export.instrumentations: [\"mongo\"] ignored",
+            "otel_traces_export.instrumentations: [\"gpu\"] ignored",
             "otel_metrics_export.features: [\"network\"] ignored",
             "otel_metrics_export.buckets: ignored",
             "trace_printer: json_indent",

@@ -1,5 +1,5 @@
 //! The configuration's database and messaging instrumentations (`sql`,
-//! `redis`, `memcached`, `kafka`) applied: which registry protocols
+//! `redis`, `memcached`, `mongo`, `kafka`) applied: which registry protocols
 //! detection may pick, and which destinations their spans go to.
 
 use super::registry::{Protocol, ProtocolSelection};
@@ -12,6 +12,7 @@ pub fn instrumentation_of(system: DbSystem) -> DbInstrumentation {
         DbSystem::Postgresql | DbSystem::Mysql | DbSystem::Mariadb => DbInstrumentation::Sql,
         DbSystem::Redis => DbInstrumentation::Redis,
         DbSystem::Memcached => DbInstrumentation::Memcached,
+        DbSystem::Mongodb => DbInstrumentation::Mongo,
     }
 }
 
@@ -21,6 +22,7 @@ fn protocols_of(instrumentation: DbInstrumentation) -> &'static [Protocol] {
         DbInstrumentation::Sql => &[Protocol::Postgres, Protocol::MySql],
         DbInstrumentation::Redis => &[Protocol::Redis],
         DbInstrumentation::Memcached => &[Protocol::Memcached],
+        DbInstrumentation::Mongo => &[Protocol::Mongo],
         DbInstrumentation::Kafka => &[Protocol::Kafka],
     }
 }
@@ -124,6 +126,7 @@ mod tests {
                     | Protocol::MySql
                     | Protocol::Redis
                     | Protocol::Memcached
+                    | Protocol::Mongo
                     | Protocol::Kafka
             );
             assert_eq!(none.contains(*protocol), !database, "{protocol:?}");

@@ -1,5 +1,5 @@
 //! [`DbSession`]: the database and cache decoders (PostgreSQL, MySQL/MariaDB,
-//! Redis, memcached) in the protocol registry. One generic session wraps each
+//! Redis, memcached, MongoDB) in the protocol registry. One generic session wraps each
 //! decoder: detection from the client's side of the connection, one CLIENT
 //! span per operation, and the decoder's losses in the shared counters.
 //!
@@ -14,6 +14,7 @@ use super::counters::DecodeCounters;
 use super::db::{DbConnection, DbDecoderStats, DbOperation, Detection};
 use super::http_span::origin_of;
 use super::memcached::MemcachedConnection;
+use super::mongodb::MongoConnection;
 use super::mysql::MysqlConnection;
 use super::postgres::PostgresConnection;
 use super::redis::RedisConnection;
@@ -98,6 +99,24 @@ impl DbDecoder for MemcachedConnection {
     }
     fn stats(&self) -> DbDecoderStats {
         MemcachedConnection::stats(self)
+    }
+}
+
+impl DbDecoder for MongoConnection {
+    fn check(first_bytes: &[u8], direction: Direction) -> Detection {
+        super::mongodb::check(first_bytes, direction)
+    }
+    /// From the start when the client's first request is the first thing
+    /// seen; otherwise each direction finds its framing at a message start.
+    fn start(first: &FirstBytes<'_>) -> Self {
+        if first.direction == Direction::Egress {
+            Self::new()
+        } else {
+            Self::joined_mid_stream()
+        }
+    }
+    fn stats(&self) -> DbDecoderStats {
+        MongoConnection::stats(self)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod http2;
 pub mod http_span;
 pub mod kafka;
 pub mod memcached;
+pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;

@@ -12,6 +12,7 @@ use super::http1::Http1Session;
 use super::http2::Http2Session;
 use super::kafka::KafkaSession;
 use super::memcached::MemcachedConnection;
+use super::mongodb::MongoConnection;
 use super::mysql::MysqlConnection;
 use super::postgres::PostgresConnection;
 use super::redis::RedisConnection;
@@ -225,6 +226,11 @@ protocol_registry! {
     /// memcached's text protocol: a lower-case command line, or mid-stream a
     /// reply only memcached sends.
     Memcached(DbSession<MemcachedConnection>) scratch memcached;
+    /// MongoDB: a request (OP_MSG, OP_QUERY, OP_COMPRESSED) with a
+    /// little-endian length and well-formed content, or mid-stream a reply.
+    /// After the text protocols and the big-endian framings it cannot be
+    /// taken for; before Kafka, whose request a MongoDB message never reads as.
+    Mongo(DbSession<MongoConnection>) scratch mongo;
     /// Kafka: a client's request (a size prefix, an API key and version in
     /// Kafka's ranges, a client id). Last: a PostgreSQL StartupMessage also
     /// reads as a Metadata v0 request with a printable client id.
@@ -298,6 +304,7 @@ mod tests {
                 Protocol::MySql,
                 Protocol::Redis,
                 Protocol::Memcached,
+                Protocol::Mongo,
                 Protocol::Kafka
             ]
         );

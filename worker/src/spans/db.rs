@@ -11,6 +11,7 @@ pub enum DbSystem {
     Mariadb,
     Redis,
     Memcached,
+    Mongodb,
 }
 
 impl DbSystem {
@@ -22,6 +23,7 @@ impl DbSystem {
             DbSystem::Mariadb => "mariadb",
             DbSystem::Redis => "redis",
             DbSystem::Memcached => "memcached",
+            DbSystem::Mongodb => "mongodb",
         }
     }
 }

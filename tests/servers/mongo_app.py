@@ -1,0 +1,127 @@
+"""An HTTP service that calls MongoDB while serving its requests, for the
+MongoDB end-to-end tests (tests/tests/mongodb.rs). Run with /usr/bin/python3
+(Debian's python3-pymongo, 3.11).
+
+    mongo_app.py PORT
+
+The server is at 127.0.0.1:ZT_MONGO_PORT (tests/src/mongo_server.rs starts
+PoloDB, a MongoDB-compatible server, there). Prints "listening" once its
+socket is bound.
+
+One GET path per scenario, each on a fresh client (so the agent sees its
+connections from their first byte): answers 200 "ok" when every call went as
+expected, 500 with the traceback otherwise.
+"""
+import os
+import sys
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HOST = "127.0.0.1"
+
+
+def client():
+    import pymongo
+
+    return pymongo.MongoClient(
+        HOST,
+        int(os.environ["ZT_MONGO_PORT"]),
+        serverSelectionTimeoutMS=5000,
+        appname="zt-mongo-app",
+    )
+
+
+def crud():
+    """Writes and reads of `shop.users`: 4 inserted, 3 found, 1 updated, 1 deleted."""
+    with client() as c:
+        users = c.shop.users
+        users.insert_one({"name": "ada", "n": 1})
+        users.insert_many([{"name": "bob", "n": 2}, {"name": "cy", "n": 3}, {"name": "di", "n": 4}])
+        found = list(users.find({"n": {"$gte": 2}}))
+        assert len(found) == 3, found
+        updated = users.update_one({"name": "ada"}, {"$set": {"n": 10}})
+        assert updated.modified_count == 1, updated.raw_result
+        deleted = users.delete_one({"name": "bob"})
+        assert deleted.deleted_count == 1, deleted.raw_result
+
+
+def errors():
+    """A duplicate `_id` (a write error, code 11000) and a command the server does not know."""
+    from pymongo.errors import DuplicateKeyError, OperationFailure
+
+    with client() as c:
+        orders = c.shop.orders
+        orders.insert_one({"_id": "dup", "total": 1})
+        try:
+            orders.insert_one({"_id": "dup", "total": 2})
+            raise AssertionError("the duplicate insert succeeded")
+        except DuplicateKeyError:
+            pass
+        try:
+            c.shop.command("ztNoSuchCommand")
+            raise AssertionError("the unknown command succeeded")
+        except OperationFailure:
+            pass
+
+
+def large():
+    """A find whose reply (about 40 KB) the capture cuts, then a small find after it."""
+    with client() as c:
+        items = c.shop.items
+        items.insert_many([{"i": i, "pad": "x" * 100} for i in range(300)])
+        assert len(list(items.find({}))) >= 300
+        assert items.find_one({"i": 7})["i"] == 7
+
+
+def unacknowledged():
+    """An insert with write concern w=0: the server sends no reply."""
+    from pymongo import WriteConcern
+
+    with client() as c:
+        events = c.shop.get_collection("events", write_concern=WriteConcern(w=0))
+        events.insert_one({"kind": "fire-and-forget"})
+        # A later acknowledged call, so the unacknowledged one is on the wire.
+        c.shop.events.find_one({})
+
+
+SCENARIOS = {
+    "/crud": crud,
+    "/errors": errors,
+    "/large": large,
+    "/unacknowledged": unacknowledged,
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body):
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        scenario = SCENARIOS.get(self.path)
+        if scenario is None:
+            return self.reply(404, "no such scenario\n")
+        try:
+            scenario()
+        except Exception:
+            return self.reply(500, traceback.format_exc())
+        self.reply(200, "ok\n")
+
+
+def main():
+    port = int(sys.argv[1])
+    server = ThreadingHTTPServer((HOST, port), Handler)
+    print("listening", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
