@@ -21,6 +21,7 @@ if [ "${1:-}" = "test" ]; then
   packages+=(python3-psycopg2 python3-psycopg python3-pymysql python3-redis python3-pymemcache)
   packages+=(libdbd-mariadb-perl)  # tests: MySQL server-side prepared statements (tests/servers/db_prepare.pl)
   packages+=(python3-kafka)  # tests/tests/kafka.rs: kafka-python, the client of tests/servers/kafka_app.py
+  packages+=(python3-pymongo)  # tests/tests/mongodb.rs: pymongo, the client of tests/servers/mongo_app.py
   packages+=(g++)  # scripts/test.sh checks the fuzz targets: libfuzzer-sys builds libFuzzer (C++)
   packages+=(nodejs)  # tests: Node.js servers (tests/servers/*.js); the tests that need it skip without it
 fi
@@ -49,6 +50,9 @@ fi
 if [ "${1:-}" = "test" ]; then
   # The OpenTelemetry semantic conventions every exported name is checked against (from PyPI).
   "$(dirname "$0")/../tests/semconv/ensure-venv.sh" >/dev/null
+  # The MongoDB stand-in (MockupDB and mongomock from PyPI, over Debian's pymongo): no MongoDB
+  # server is installable from the package registries (tests/servers/mongo_stand_in.py).
+  "$(dirname "$0")/../tests/servers/ensure-mongo-stand-in.sh" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 if [ "${1:-}" = "test" ]; then

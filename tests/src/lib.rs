@@ -308,6 +308,18 @@ impl Server {
         panic!("{script} could not bind a port in 5 tries");
     }
 
+    /// `tests/servers/<script>` run by `interpreter` on a free port with
+    /// `env` added: the script takes the port as its first argument and
+    /// prints "listening".
+    pub fn script(interpreter: &str, script: &str, env: &[(&str, String)]) -> Server {
+        for _ in 0..5 {
+            if let Some(server) = Self::try_script_with(interpreter, script, free_port(), env) {
+                return server;
+            }
+        }
+        panic!("{script} could not bind a port in 5 tries");
+    }
+
     /// `tests/servers/<script>` run by `node` on a free port (the script
     /// takes the port and prints "listening"); None when node is not
     /// installed.
@@ -335,12 +347,23 @@ impl Server {
     /// `interpreter script port`; None when the server exits before saying
     /// it listens (port taken).
     fn try_script_on(interpreter: &str, script: &str, port: u16) -> Option<Server> {
+        Self::try_script_with(interpreter, script, port, &[])
+    }
+
+    /// [`Self::try_script_on`] with `env` added.
+    fn try_script_with(
+        interpreter: &str,
+        script: &str,
+        port: u16,
+        env: &[(&str, String)],
+    ) -> Option<Server> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("servers")
             .join(script);
         let mut child = Command::new(interpreter)
             .arg(script)
             .arg(port.to_string())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -591,6 +614,7 @@ pub fn bpf_prog_exists(id: u32) -> bool {
 pub mod db_servers;
 pub mod go_build;
 pub mod kafka_broker;
+pub mod mongo_stand_in;
 pub mod otlp_receiver;
 pub mod prometheus_server;
 pub mod semconv;

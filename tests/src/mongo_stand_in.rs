@@ -1,0 +1,41 @@
+//! The MongoDB stand-in for the end-to-end tests
+//! (`tests/servers/mongo_stand_in.py`: MockupDB's wire protocol, mongomock's
+//! data), run by the venv `tests/servers/ensure-mongo-stand-in.sh` makes
+//! (`scripts/install-deps.sh test` makes it first), and the service that
+//! calls it with Debian's pymongo (`tests/servers/mongo_app.py`).
+//!
+//! Each test starts its own stand-in (about 0.3 s): its data then holds only
+//! what that test's scenarios wrote.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::Server;
+
+/// A running stand-in, and the service calling it.
+pub struct MongoSetup {
+    pub stand_in: Server,
+    pub app: Server,
+}
+
+/// Starts a stand-in on a free port, then `mongo_app.py` pointed at it.
+pub fn start_mongo() -> MongoSetup {
+    let ensure = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/ensure-mongo-stand-in.sh");
+    let out = Command::new("bash")
+        .arg(&ensure)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", ensure.display()));
+    assert!(
+        out.status.success(),
+        "the MongoDB stand-in's venv is missing (run scripts/install-deps.sh test): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let stand_in = Server::script(&python, "mongo_stand_in.py", &[]);
+    let app = Server::script(
+        "/usr/bin/python3",
+        "mongo_app.py",
+        &[("ZT_MONGO_PORT", stand_in.port.to_string())],
+    );
+    MongoSetup { stand_in, app }
+}
