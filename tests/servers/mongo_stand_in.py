@@ -21,6 +21,7 @@ import sys
 import threading
 
 import mongomock
+from bson.int64 import Int64
 from mockupdb import OP_MSG_FLAGS, Matcher, MockupDB
 
 STORE = mongomock.MongoClient()
@@ -52,7 +53,8 @@ def cursor_reply(request, namespace, documents, first):
         cursor_id = len(CURSORS) + 1
         CURSORS[cursor_id] = (namespace, rest)
     key = "firstBatch" if first else "nextBatch"
-    return request.ok(cursor={"id": cursor_id, "ns": namespace, key: batch})
+    # A cursor id is a 64-bit integer, as MongoDB sends it (drivers check the type).
+    return request.ok(cursor={"id": Int64(cursor_id), "ns": namespace, key: batch})
 
 
 class Unanswered:
