@@ -39,8 +39,6 @@ pub struct ServiceIdentity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstrumentedProcess {
     pub ports: BTreeSet<u16>,
-    /// Instrumented because its instrumented parent forked it.
-    pub inherited: bool,
     /// The parent whose TLS hooks serve it, when it never asked for them
     /// itself (forked after the parent was instrumented): should that parent
     /// exit first, this process asks (see [`Discovery::on_exit`]).
@@ -474,7 +472,6 @@ impl Discovery {
                     pid,
                     InstrumentedProcess {
                         ports: facts.open_ports.into_iter().collect(),
-                        inherited: false,
                         hooked_through: None,
                         identity,
                     },
@@ -539,7 +536,6 @@ impl Discovery {
                 child,
                 InstrumentedProcess {
                     ports: ports.clone(),
-                    inherited: true,
                     // It asks for its hooks itself, below.
                     hooked_through: None,
                     identity: identity.clone(),
@@ -639,11 +635,6 @@ impl Discovery {
             .into_iter()
             .map(|process| process.pid)
             .collect()
-    }
-
-    /// Processes whose TLS library calls are hooked.
-    pub fn tls_hooked_processes(&self) -> u64 {
-        self.tls.as_ref().map_or(0, |t| t.hooked_processes)
     }
 
     /// A process listens on `port`.
@@ -783,7 +774,6 @@ impl Discovery {
             child,
             InstrumentedProcess {
                 ports,
-                inherited: true,
                 hooked_through: Some(parent),
                 identity,
             },
