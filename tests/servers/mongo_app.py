@@ -4,8 +4,9 @@ MongoDB end-to-end tests (tests/tests/mongodb.rs). Run with /usr/bin/python3
 
     mongo_app.py PORT
 
-The server is at 127.0.0.1:ZT_MONGO_PORT (tests/src/mongo_server.rs starts
-PoloDB, a MongoDB-compatible server, there). Prints "listening" once its
+The server is at 127.0.0.1:ZT_MONGO_PORT (tests/src/mongo_stand_in.rs starts
+a MongoDB stand-in there), over TLS when ZT_MONGO_TLS is set (its certificate
+is not checked). Prints "listening" once its
 socket is bound.
 
 One GET path per scenario, each on a fresh client (so the agent sees its
@@ -23,11 +24,13 @@ HOST = "127.0.0.1"
 def client():
     import pymongo
 
+    tls = {"tls": True, "tlsAllowInvalidCertificates": True} if os.environ.get("ZT_MONGO_TLS") else {}
     return pymongo.MongoClient(
         HOST,
         int(os.environ["ZT_MONGO_PORT"]),
         serverSelectionTimeoutMS=5000,
         appname="zt-mongo-app",
+        **tls,
     )
 
 

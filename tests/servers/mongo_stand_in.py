@@ -6,7 +6,9 @@ library for testing drivers, from PyPI); the data and the commands'
 semantics are mongomock's (from PyPI). What the agent decodes is what
 pymongo writes and what MockupDB encodes, never bytes the tests wrote.
 
-    mongo_stand_in.py PORT
+    mongo_stand_in.py PORT [--tls]
+
+With --tls it speaks TLS only (MockupDB's own self-signed certificate).
 
 Run with /usr/bin/python3, PYTHONPATH holding mockupdb and mongomock
 (scripts/install-deps.sh test installs them). Prints "listening" once its
@@ -17,9 +19,12 @@ MongoDB fails an unknown one (code 59, CommandNotFound). Duplicate `_id`s
 are write errors (code 11000, DuplicateKey), as MongoDB reports them.
 """
 import datetime
+import os
+import ssl
 import sys
 import threading
 
+import mockupdb
 import mongomock
 from bson.int64 import Int64
 from mockupdb import OP_MSG_FLAGS, Matcher, MockupDB
@@ -143,8 +148,30 @@ def handle_as(request, received):
     )
 
 
+def serve_tls(server):
+    """TLS on each accepted connection, with MockupDB's own certificate.
+    (MockupDB's `ssl=True` handshakes in its accept loop, which a client
+    that connects and leaves, such as the tests' check that the port
+    listens, ends for good.)"""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.path.join(os.path.dirname(mockupdb.__file__), "server.pem"))
+    serve_plain = server._server_loop
+
+    def serve(client, address):
+        try:
+            client = context.wrap_socket(client, server_side=True)
+        except OSError:
+            client.close()
+            return
+        serve_plain(client, address)
+
+    server._server_loop = serve
+
+
 def main():
     server = MockupDB(port=int(sys.argv[1]), auto_ismaster=False)
+    if "--tls" in sys.argv[2:]:
+        serve_tls(server)
     server.autoresponds(Matcher(), handle)
     server.run()
     print("listening", flush=True)

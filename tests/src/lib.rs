@@ -308,12 +308,18 @@ impl Server {
         panic!("{script} could not bind a port in 5 tries");
     }
 
-    /// `tests/servers/<script>` run by `interpreter` on a free port with
-    /// `env` added: the script takes the port as its first argument and
-    /// prints "listening".
-    pub fn script(interpreter: &str, script: &str, env: &[(&str, String)]) -> Server {
+    /// `tests/servers/<script> PORT ARGS…` run by `interpreter` on a free
+    /// port with `env` added: the script takes the port as its first
+    /// argument and prints "listening".
+    pub fn script(
+        interpreter: &str,
+        script: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Server {
         for _ in 0..5 {
-            if let Some(server) = Self::try_script_with(interpreter, script, free_port(), env) {
+            let port = free_port();
+            if let Some(server) = Self::try_script_with(interpreter, script, port, args, env) {
                 return server;
             }
         }
@@ -347,14 +353,15 @@ impl Server {
     /// `interpreter script port`; None when the server exits before saying
     /// it listens (port taken).
     fn try_script_on(interpreter: &str, script: &str, port: u16) -> Option<Server> {
-        Self::try_script_with(interpreter, script, port, &[])
+        Self::try_script_with(interpreter, script, port, &[], &[])
     }
 
-    /// [`Self::try_script_on`] with `env` added.
+    /// [`Self::try_script_on`] with `args` after the port and `env` added.
     fn try_script_with(
         interpreter: &str,
         script: &str,
         port: u16,
+        args: &[&str],
         env: &[(&str, String)],
     ) -> Option<Server> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -363,6 +370,7 @@ impl Server {
         let mut child = Command::new(interpreter)
             .arg(script)
             .arg(port.to_string())
+            .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

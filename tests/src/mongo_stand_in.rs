@@ -20,6 +20,16 @@ pub struct MongoSetup {
 
 /// Starts a stand-in on a free port, then `mongo_app.py` pointed at it.
 pub fn start_mongo() -> MongoSetup {
+    start(false)
+}
+
+/// [`start_mongo`] with the stand-in speaking TLS only, and the service
+/// connecting with TLS (Python's `ssl`: OpenSSL).
+pub fn start_mongo_over_tls() -> MongoSetup {
+    start(true)
+}
+
+fn start(tls: bool) -> MongoSetup {
     let ensure = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/ensure-mongo-stand-in.sh");
     let out = Command::new("bash")
         .arg(&ensure)
@@ -31,11 +41,19 @@ pub fn start_mongo() -> MongoSetup {
         String::from_utf8_lossy(&out.stderr)
     );
     let python = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let stand_in = Server::script(&python, "mongo_stand_in.py", &[]);
-    let app = Server::script(
-        "/usr/bin/python3",
-        "mongo_app.py",
-        &[("ZT_MONGO_PORT", stand_in.port.to_string())],
-    );
+    let stand_in = Server::script(&python, "mongo_stand_in.py", &tls_arg(tls), &[]);
+    let mut env = vec![("ZT_MONGO_PORT", stand_in.port.to_string())];
+    if tls {
+        env.push(("ZT_MONGO_TLS", "1".to_owned()));
+    }
+    let app = Server::script("/usr/bin/python3", "mongo_app.py", &[], &env);
     MongoSetup { stand_in, app }
+}
+
+fn tls_arg(tls: bool) -> Vec<&'static str> {
+    if tls {
+        vec!["--tls"]
+    } else {
+        Vec::new()
+    }
 }

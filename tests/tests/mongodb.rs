@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint};
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
-use zerotrace_integration_tests::mongo_stand_in::{start_mongo, MongoSetup};
+use zerotrace_integration_tests::mongo_stand_in::{start_mongo, start_mongo_over_tls, MongoSetup};
 use zerotrace_integration_tests::otlp_receiver::*;
 use zerotrace_integration_tests::*;
 
@@ -25,7 +25,11 @@ struct Setup {
 impl Setup {
     fn start_with(extra: &[(&str, &str)]) -> Setup {
         require_root();
-        let mongo = start_mongo();
+        Self::around(start_mongo(), extra)
+    }
+
+    /// The agent instrumenting `mongo`'s service.
+    fn around(mongo: MongoSetup, extra: &[(&str, &str)]) -> Setup {
         let receiver = OtlpReceiver::start_grpc();
         let agent = Agent::start_exporting_to(
             &["--open-port", &mongo.app.port.to_string()],
@@ -191,6 +195,32 @@ fn commands_are_client_spans_under_the_request_that_made_them() {
         ("db.namespace", "shop"),
     ]);
     assert_eq!(point.count, 1);
+}
+
+#[test]
+fn commands_over_tls_are_decoded_from_the_tls_library_s_plaintext() {
+    require_root();
+    let setup = Setup::around(start_mongo_over_tls(), &[]);
+    setup.agent.wait_for_tls_hooks(setup.mongo.app.pid());
+    setup.drive("/crud");
+    let spans = setup.mongo_spans(5);
+    assert_eq!(
+        names(&spans),
+        [
+            "insert users",
+            "insert users",
+            "find users",
+            "update users",
+            "delete users"
+        ],
+        "{spans:#?}"
+    );
+    assert_eq!(
+        attr_int(&spans[2].attributes, "db.response.returned_rows"),
+        Some(3)
+    );
+    let request = setup.request_span("/crud");
+    assert!(spans.iter().all(|s| s.parent_span_id == request.span_id));
 }
 
 #[test]
