@@ -8,7 +8,7 @@
 //! and the top-level `metrics` as the default of the two metric exporters)
 //! selects, for its exporter, the database protocols among `sql` (PostgreSQL
 //! and MySQL/MariaDB), `redis`, `memcached` and `mongo` (MongoDB), and Kafka
-//! (`kafka`); `*` is all. A protocol no
+//! (`kafka`) and MQTT (`mqtt`); `*` is all. A protocol no
 //! list selects is not decoded at all. HTTP and gRPC are not filtered by the
 //! lists (a list must still name `http` or `*`: see `obi_keys.rs`).
 
@@ -32,15 +32,18 @@ pub enum DbInstrumentation {
     Mongo,
     /// Kafka clients (PRODUCER and CONSUMER spans, `messaging.client.operation.duration`).
     Kafka,
+    /// MQTT clients (PRODUCER spans for publishes, CONSUMER spans for deliveries).
+    Mqtt,
 }
 
 impl DbInstrumentation {
-    pub const ALL: [DbInstrumentation; 5] = [
+    pub const ALL: [DbInstrumentation; 6] = [
         Self::Sql,
         Self::Redis,
         Self::Memcached,
         Self::Mongo,
         Self::Kafka,
+        Self::Mqtt,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +53,7 @@ impl DbInstrumentation {
             Self::Memcached => "memcached",
             Self::Mongo => "mongo",
             Self::Kafka => "kafka",
+            Self::Mqtt => "mqtt",
         }
     }
 
@@ -63,7 +67,7 @@ impl DbInstrumentation {
 pub struct DbSelection(u8);
 
 impl DbSelection {
-    pub const ALL: Self = Self(0b1_1111);
+    pub const ALL: Self = Self(0b11_1111);
     pub const NONE: Self = Self(0);
 
     pub fn contains(self, instrumentation: DbInstrumentation) -> bool {

@@ -1,6 +1,7 @@
-//! Metrics of messaging client operations (Kafka send and poll): the
-//! `messaging.client.operation.duration` histogram (seconds) per process
-//! and low-cardinality attribute set. Names and attributes come from
+//! Metrics of messaging client operations (Kafka send and poll, MQTT
+//! publish): the `messaging.client.operation.duration` histogram (seconds),
+//! and of MQTT deliveries: `messaging.process.duration`, per process and
+//! low-cardinality attribute set. Names and attributes come from
 //! `semconv/messaging.rs`.
 
 use std::sync::Arc;
@@ -10,9 +11,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::duration::{DurationKey, DurationSeries, DurationStore};
 use super::red::overflow_attributes;
-use crate::semconv::messaging::{MessagingMetricLabels, INSTRUMENTS};
+use crate::semconv::messaging::{instrument_of, MessagingMetricLabels, INSTRUMENTS};
 use crate::semconv::Instrument;
-use crate::spans::{MessagingExchange, Span};
+use crate::spans::{MessagingExchange, MessagingOperation, Span};
 
 /// One series: the process, and its labels (None: the overflow series).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -26,8 +27,10 @@ impl DurationKey for MessagingSeriesKey {
         self.pid
     }
 
+    /// The overflow series is the client operations'.
     fn instrument(&self) -> &'static Instrument {
-        instrument()
+        let operation = self.labels.as_ref().map(|l| l.operation);
+        instrument_of(operation.unwrap_or(MessagingOperation::Send))
     }
 
     fn attributes(&self) -> Vec<KeyValue> {
@@ -47,11 +50,6 @@ impl Default for MessagingMetrics {
     }
 }
 
-fn instrument() -> &'static Instrument {
-    let [duration] = &INSTRUMENTS;
-    duration
-}
-
 impl MessagingMetrics {
     pub fn record(
         &mut self,
@@ -67,9 +65,10 @@ impl MessagingMetrics {
         if self.overflows(|series| series.contains_key(&key)) {
             key.labels = None;
         }
+        let instrument = key.instrument();
         self.series
             .entry(key)
-            .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, instrument()))
-            .record(instrument(), span);
+            .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, instrument))
+            .record(instrument, span);
     }
 }

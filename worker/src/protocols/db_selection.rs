@@ -1,10 +1,10 @@
 //! The configuration's database and messaging instrumentations (`sql`,
-//! `redis`, `memcached`, `mongo`, `kafka`) applied: which registry protocols
+//! `redis`, `memcached`, `mongo`, `kafka`, `mqtt`) applied: which registry protocols
 //! detection may pick, and which destinations their spans go to.
 
 use super::registry::{Protocol, ProtocolSelection};
 use crate::config::{DatabaseSettings, DbInstrumentation, DbSelection};
-use crate::spans::{DbSystem, Protocol as SpanProtocol, Span};
+use crate::spans::{DbSystem, MessagingSystem, Protocol as SpanProtocol, Span};
 
 /// The instrumentation that selects a database system.
 pub fn instrumentation_of(system: DbSystem) -> DbInstrumentation {
@@ -24,6 +24,7 @@ fn protocols_of(instrumentation: DbInstrumentation) -> &'static [Protocol] {
         DbInstrumentation::Memcached => &[Protocol::Memcached],
         DbInstrumentation::Mongo => &[Protocol::Mongo],
         DbInstrumentation::Kafka => &[Protocol::Kafka],
+        DbInstrumentation::Mqtt => &[Protocol::Mqtt],
     }
 }
 
@@ -52,7 +53,10 @@ pub struct Destinations {
 pub fn destinations(span: &Span, databases: &DatabaseSettings) -> Option<Destinations> {
     let instrumentation = match &span.protocol {
         SpanProtocol::Db(db) => instrumentation_of(db.system),
-        SpanProtocol::Messaging(_) => DbInstrumentation::Kafka,
+        SpanProtocol::Messaging(messaging) => match messaging.system {
+            MessagingSystem::Kafka => DbInstrumentation::Kafka,
+            MessagingSystem::Mqtt => DbInstrumentation::Mqtt,
+        },
         SpanProtocol::Http(_) | SpanProtocol::Grpc(_) => return None,
     };
     Some(Destinations {
@@ -127,6 +131,7 @@ mod tests {
                     | Protocol::Redis
                     | Protocol::Memcached
                     | Protocol::Mongo
+                    | Protocol::Mqtt
                     | Protocol::Kafka
             );
             assert_eq!(none.contains(*protocol), !database, "{protocol:?}");

@@ -13,6 +13,7 @@ use super::http2::Http2Session;
 use super::kafka::KafkaSession;
 use super::memcached::MemcachedConnection;
 use super::mongodb::MongoConnection;
+use super::mqtt::MqttSession;
 use super::mysql::MysqlConnection;
 use super::postgres::PostgresConnection;
 use super::redis::RedisConnection;
@@ -231,6 +232,10 @@ protocol_registry! {
     /// After the text protocols and the big-endian framings it cannot be
     /// taken for; before Kafka, whose request a MongoDB message never reads as.
     Mongo(DbSession<MongoConnection>) scratch mongo;
+    /// MQTT: a client's CONNECT (type 1, then `MQTT` or `MQIsdp` and a
+    /// level). A CONNECT's remaining length never makes a MongoDB length
+    /// MongoDB accepts, nor a Kafka request.
+    Mqtt(MqttSession) scratch mqtt;
     /// Kafka: a client's request (a size prefix, an API key and version in
     /// Kafka's ranges, a client id). Last: a PostgreSQL StartupMessage also
     /// reads as a Metadata v0 request with a printable client id.
@@ -305,6 +310,7 @@ mod tests {
                 Protocol::Redis,
                 Protocol::Memcached,
                 Protocol::Mongo,
+                Protocol::Mqtt,
                 Protocol::Kafka
             ]
         );

@@ -1,8 +1,9 @@
-//! The OpenTelemetry messaging semantic conventions for Kafka clients: span
+//! The OpenTelemetry messaging semantic conventions for Kafka and MQTT clients: span
 //! name `{messaging.operation.name} {destination}`, the `messaging.*`
-//! attributes, the error rule (a non-zero Kafka error code), and the
-//! `messaging.client.operation.duration` histogram with its
-//! low-cardinality attributes.
+//! attributes, the error rule (a non-zero Kafka error code, an MQTT reason
+//! code of 0x80 or more), and the `messaging.client.operation.duration` and
+//! `messaging.process.duration` histograms with their low-cardinality
+//! attributes.
 
 use std::net::IpAddr;
 
@@ -18,15 +19,36 @@ pub const MESSAGING_DURATION_BOUNDS_SECONDS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-/// The duration of client operations (send, poll).
-pub static INSTRUMENTS: [Instrument; 1] = [Instrument {
-    name: "messaging.client.operation.duration",
-    prometheus_name: "messaging_client_operation_duration_seconds",
-    unit: "s",
-    prometheus_unit: "seconds",
-    description: "Duration of messaging operation initiated by a producer or consumer client.",
-    bounds: &MESSAGING_DURATION_BOUNDS_SECONDS,
-}];
+/// The duration of client operations (send, poll, publish), and of the
+/// processing of a delivered message (MQTT: from its read to the client's
+/// acknowledgement).
+pub static INSTRUMENTS: [Instrument; 2] = [
+    Instrument {
+        name: "messaging.client.operation.duration",
+        prometheus_name: "messaging_client_operation_duration_seconds",
+        unit: "s",
+        prometheus_unit: "seconds",
+        description: "Duration of messaging operation initiated by a producer or consumer client.",
+        bounds: &MESSAGING_DURATION_BOUNDS_SECONDS,
+    },
+    Instrument {
+        name: "messaging.process.duration",
+        prometheus_name: "messaging_process_duration_seconds",
+        unit: "s",
+        prometheus_unit: "seconds",
+        description: "Duration of processing operation.",
+        bounds: &MESSAGING_DURATION_BOUNDS_SECONDS,
+    },
+];
+
+/// The instrument an operation's duration goes to.
+pub fn instrument_of(operation: MessagingOperation) -> &'static Instrument {
+    let [client, process] = &INSTRUMENTS;
+    match operation {
+        MessagingOperation::Process => process,
+        MessagingOperation::Send | MessagingOperation::Poll | MessagingOperation::Publish => client,
+    }
+}
 
 impl Conventions for MessagingExchange {
     /// A broker has no server span of its own here: its edge is known at once.
@@ -60,12 +82,11 @@ impl Conventions for MessagingExchange {
         peer_attributes(span, out);
     }
 
-    /// A non-zero error code in the response: `error.type` is its name.
+    /// A failure code in the response: `error.type` is its name.
     fn error(&self, _span: &Span) -> Option<SpanError> {
-        let error_type = self.error_type()?;
         Some(SpanError {
-            message: format!("Kafka error {error_type}"),
-            error_type,
+            error_type: self.error_type()?,
+            message: self.error_message()?,
         })
     }
 

@@ -1,5 +1,6 @@
-//! The messaging part of a span (Kafka): one request a producer or consumer
-//! made to a broker, and how the trace printer shows it.
+//! The messaging part of a span (Kafka, MQTT): one request a producer or
+//! consumer made to a broker, or one message a broker delivered, and how the
+//! trace printer shows it.
 
 use serde_json::{json, Map, Value};
 
@@ -7,22 +8,27 @@ use serde_json::{json, Map, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MessagingSystem {
     Kafka,
+    Mqtt,
 }
 
 impl MessagingSystem {
     pub fn as_str(self) -> &'static str {
         match self {
             MessagingSystem::Kafka => "kafka",
+            MessagingSystem::Mqtt => "mqtt",
         }
     }
 }
 
-/// What the client asked the broker: send messages (Produce) or poll for
-/// them (Fetch).
+/// What the client did: send messages (Kafka's Produce, MQTT's PUBLISH),
+/// poll for them (Kafka's Fetch), or take one the broker pushed (an MQTT
+/// PUBLISH read, up to the client's acknowledgement).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MessagingOperation {
     Send,
     Poll,
+    Publish,
+    Process,
 }
 
 impl MessagingOperation {
@@ -31,14 +37,25 @@ impl MessagingOperation {
         match self {
             MessagingOperation::Send => "send",
             MessagingOperation::Poll => "poll",
+            MessagingOperation::Publish => "publish",
+            MessagingOperation::Process => "process",
         }
     }
 
     /// `messaging.operation.type`: the conventions' kind of operation.
     pub fn operation_type(self) -> &'static str {
         match self {
-            MessagingOperation::Send => "send",
+            MessagingOperation::Send | MessagingOperation::Publish => "send",
             MessagingOperation::Poll => "receive",
+            MessagingOperation::Process => "process",
+        }
+    }
+
+    /// PRODUCER for what sends, CONSUMER for what receives.
+    pub fn span_kind(self) -> super::SpanKind {
+        match self {
+            MessagingOperation::Send | MessagingOperation::Publish => super::SpanKind::Producer,
+            MessagingOperation::Poll | MessagingOperation::Process => super::SpanKind::Consumer,
         }
     }
 }
@@ -94,13 +111,27 @@ impl MessagingExchange {
         self
     }
 
-    /// `error.type`: the error code's name (`UNKNOWN_TOPIC_OR_PARTITION`),
-    /// its number when the name is not known.
+    /// `error.type`: the error code's name (Kafka's
+    /// `UNKNOWN_TOPIC_OR_PARTITION`, MQTT's `NOT_AUTHORIZED`), its number
+    /// when the name is not known.
     pub fn error_type(&self) -> Option<String> {
         let code = self.error_code?;
-        Some(match kafka_error_name(code) {
+        let name = match self.system {
+            MessagingSystem::Kafka => kafka_error_name(code),
+            MessagingSystem::Mqtt => u8::try_from(code).ok().and_then(mqtt_reason_name),
+        };
+        Some(match name {
             Some(name) => name.to_owned(),
             None => code.to_string(),
+        })
+    }
+
+    /// The span's status description when it failed.
+    pub fn error_message(&self) -> Option<String> {
+        let error_type = self.error_type()?;
+        Some(match self.system {
+            MessagingSystem::Kafka => format!("Kafka error {error_type}"),
+            MessagingSystem::Mqtt => format!("MQTT reason {error_type}"),
         })
     }
 
@@ -135,6 +166,22 @@ impl MessagingExchange {
             }),
         );
     }
+}
+
+/// The names of MQTT 5's failure reason codes (0x80 and above) that a
+/// PUBACK, PUBREC or PUBCOMP may carry (the specification's table 2-6).
+pub fn mqtt_reason_name(code: u8) -> Option<&'static str> {
+    Some(match code {
+        0x80 => "UNSPECIFIED_ERROR",
+        0x83 => "IMPLEMENTATION_SPECIFIC_ERROR",
+        0x87 => "NOT_AUTHORIZED",
+        0x90 => "TOPIC_NAME_INVALID",
+        0x91 => "PACKET_IDENTIFIER_IN_USE",
+        0x92 => "PACKET_IDENTIFIER_NOT_FOUND",
+        0x97 => "QUOTA_EXCEEDED",
+        0x99 => "PAYLOAD_FORMAT_INVALID",
+        _ => return None,
+    })
 }
 
 /// The names of Kafka's common error codes (the protocol guide's table).

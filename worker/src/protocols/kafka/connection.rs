@@ -30,14 +30,7 @@ pub const MAX_MESSAGE: u64 = 100 << 20;
 const KEEP: usize = 16 << 10;
 
 /// One Produce or Fetch seen through: its span's messaging part and times.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KafkaOperation {
-    pub exchange: MessagingExchange,
-    pub start_ns: u64,
-    pub end_ns: u64,
-    /// Part of the exchange was not captured: fields may be missing.
-    pub partial: bool,
-}
+pub type KafkaOperation = crate::protocols::messaging_call::MessagingCall;
 
 /// What a connection could not follow. Counts only grow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

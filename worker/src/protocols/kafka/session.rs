@@ -3,8 +3,6 @@
 //! Produce, one CONSUMER span per Fetch, and the decoder's losses in the
 //! shared counters.
 
-use std::net::SocketAddr;
-
 use zerotrace_shared::event::Direction;
 
 use super::connection::{KafkaConnection, KafkaOperation, KafkaStats};
@@ -13,7 +11,6 @@ use crate::protocols::db_session::client_side_check;
 use crate::protocols::session::{
     ConnectionInfo, DataSegment, FirstBytes, ParseOutcome, ProtocolSession, Sink, Verdict,
 };
-use crate::spans::{MessagingOperation, Protocol, Span, SpanKind, SpanOrigin};
 
 /// One Kafka connection of a client process.
 #[derive(Debug)]
@@ -32,30 +29,10 @@ fn add_stats(stats: &KafkaStats, counters: &mut DecodeCounters) {
     counters.garbage_segments += stats.bad_messages;
 }
 
-fn span_of(conn: &ConnectionInfo, op: KafkaOperation) -> Span {
-    let origin = SpanOrigin {
-        kind: match op.exchange.operation {
-            MessagingOperation::Send => SpanKind::Producer,
-            MessagingOperation::Poll => SpanKind::Consumer,
-        },
-        pid: conn.pid,
-        process_name: conn.process_name.clone(),
-        local: SocketAddr::new(conn.tuple.local, conn.tuple.local_port),
-        peer: SocketAddr::new(conn.tuple.peer, conn.tuple.peer_port),
-        tls: conn.tls,
-    };
-    Span::new(
-        origin,
-        (op.start_ns, op.end_ns),
-        op.partial,
-        Protocol::Messaging(op.exchange),
-    )
-}
-
 impl KafkaSession {
     fn emit(conn: &ConnectionInfo, sink: &mut Sink<'_, Vec<KafkaOperation>>) {
         sink.spans
-            .extend(sink.scratch.drain(..).map(|op| span_of(conn, op)));
+            .extend(sink.scratch.drain(..).map(|op| op.into_span(conn)));
     }
 }
 

@@ -1,0 +1,145 @@
+"""An HTTP service that publishes to and receives from an MQTT broker while
+serving its requests, for the MQTT end-to-end tests (tests/tests/mqtt.rs).
+Run with /usr/bin/python3 (Debian's python3-paho-mqtt, 1.6).
+
+    mqtt_app.py PORT
+
+The broker is at 127.0.0.1:ZT_MQTT_PORT (tests/src/mqtt_broker.rs starts
+Debian's mosquitto there; its ACL lets clients write `sensors/#` and
+`alerts/#` and only read `locked/#`). Prints "listening" once its socket is
+bound.
+
+One GET path per scenario, each on fresh client connections (so the agent
+sees them from their first byte): answers 200 "ok" when every call went as
+expected, 500 with the traceback otherwise.
+"""
+import os
+import sys
+import threading
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import paho.mqtt.client as mqtt
+
+HOST = "127.0.0.1"
+TIMEOUT = 10
+
+
+def connected(client_id, protocol=mqtt.MQTTv311):
+    """A client connected to the broker, its network loop running."""
+    client = mqtt.Client(client_id=client_id, protocol=protocol)
+    ready = threading.Event()
+    client.on_connect = lambda *args: ready.set()
+    client.connect(HOST, int(os.environ["ZT_MQTT_PORT"]), keepalive=30)
+    client.loop_start()
+    assert ready.wait(TIMEOUT), "no CONNACK"
+    return client
+
+
+def close(client):
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish():
+    """`sensors/temp` at QoS 0, 1 and 2, each acknowledged as its QoS asks."""
+    client = connected("zt-publisher")
+    for qos in (0, 1, 2):
+        info = client.publish("sensors/temp", b"21.5", qos=qos)
+        info.wait_for_publish(TIMEOUT)
+        assert info.is_published(), qos
+    close(client)
+
+
+def publish_large():
+    """100 KB to `sensors/blob` at QoS 1, then a small message after it."""
+    client = connected("zt-blob-publisher")
+    for payload in (b"x" * 100_000, b"small"):
+        info = client.publish("sensors/blob", payload, qos=1)
+        info.wait_for_publish(TIMEOUT)
+        assert info.is_published()
+    close(client)
+
+
+def publish_refused():
+    """MQTT 5: a QoS 1 publish to `locked/door`, which the ACL refuses:
+    mosquitto answers PUBACK with reason 0x87 (not authorized)."""
+    client = connected("zt-v5-publisher", protocol=mqtt.MQTTv5)
+    refused = threading.Event()
+
+    def on_publish(_client, _userdata, _mid):
+        refused.set()
+
+    client.on_publish = on_publish
+    client.publish("locked/door", b"open", qos=1)
+    assert refused.wait(TIMEOUT), "no PUBACK"
+    close(client)
+
+
+def consume():
+    """A subscriber to `alerts/#` receives three messages (QoS 0, 1, 2) that
+    another client publishes to `alerts/fire`."""
+    received = []
+    done = threading.Event()
+    subscribed = threading.Event()
+
+    def on_message(_client, _userdata, message):
+        received.append(message.qos)
+        if len(received) == 3:
+            done.set()
+
+    subscriber = connected("zt-subscriber")
+    subscriber.on_message = on_message
+    subscriber.on_subscribe = lambda *args: subscribed.set()
+    subscriber.subscribe("alerts/#", qos=2)
+    assert subscribed.wait(TIMEOUT), "no SUBACK"
+    publisher = connected("zt-alerter")
+    for qos in (0, 1, 2):
+        publisher.publish("alerts/fire", b"smoke %d" % qos, qos=qos).wait_for_publish(TIMEOUT)
+    assert done.wait(TIMEOUT), received
+    close(publisher)
+    close(subscriber)
+    assert sorted(received) == [0, 1, 2], received
+
+
+SCENARIOS = {
+    "/publish": publish,
+    "/publish/large": publish_large,
+    "/publish/refused": publish_refused,
+    "/consume": consume,
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body):
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        scenario = SCENARIOS.get(self.path)
+        if scenario is None:
+            return self.reply(404, "no such scenario\n")
+        try:
+            scenario()
+        except Exception:
+            return self.reply(500, traceback.format_exc())
+        self.reply(200, "ok\n")
+
+
+def main():
+    port = int(sys.argv[1])
+    server = ThreadingHTTPServer((HOST, port), Handler)
+    print("listening", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

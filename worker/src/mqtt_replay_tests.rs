@@ -1,0 +1,166 @@
+//! MQTT connections through the worker's path — connection tracker,
+//! registry, decoder, spans, conventions, metrics, printer: the exchanges
+//! recorded between paho-mqtt and a real mosquitto (`worker/testdata/mqtt/`),
+//! found from their bytes on any port, decoded into PRODUCER spans for
+//! publishes and CONSUMER spans for deliveries, with the messaging
+//! conventions' names and attributes, and into
+//! `messaging.client.operation.duration` and `messaging.process.duration`.
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::metrics::v1::metric;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use zerotrace_shared::event::{ConnectionRole, Direction};
+
+use crate::clock::WallClock;
+use crate::config::Temporality;
+use crate::connections::ConnectionTracker;
+use crate::db_replay_tests::{attributes, replay, replay_fixture};
+use crate::exporters::trace_printer::text_line;
+use crate::metrics::red::RedMetrics;
+use crate::protocols::db::fixture::{self, Chunk, Cut};
+use crate::protocols::registry::{Protocol, ProtocolSelection};
+use crate::semconv;
+use crate::spans::{Span, SpanKind};
+
+const PUBLISH: &str = include_str!("../testdata/mqtt/paho_publish.txt");
+const REFUSED: &str = include_str!("../testdata/mqtt/paho_publish_refused.txt");
+const CONSUME: &str = include_str!("../testdata/mqtt/paho_consume.txt");
+
+#[test]
+fn publishes_and_deliveries_become_producer_and_consumer_spans_on_any_port() {
+    for port in [1883, 8883, 9092, 40001] {
+        for cut in [Cut::Whole, Cut::Pieces(3), Cut::Capture(512)] {
+            let sent = replay_fixture(PUBLISH, port, cut);
+            assert_eq!(sent.len(), 3, "{port} {cut:?}");
+            for span in &sent {
+                assert_eq!(span.kind, SpanKind::Producer);
+                assert_eq!(span.peer.port(), port);
+                assert_eq!(semconv::span_name(span), "publish sensors/temp");
+            }
+            let consumed = replay_fixture(CONSUME, port, cut);
+            let kinds: Vec<SpanKind> = consumed.iter().map(|s| s.kind).collect();
+            assert_eq!(
+                kinds,
+                [
+                    SpanKind::Consumer,
+                    SpanKind::Consumer,
+                    SpanKind::Consumer,
+                    SpanKind::Producer,
+                    SpanKind::Producer,
+                    SpanKind::Producer
+                ],
+                "{port} {cut:?}"
+            );
+            assert_eq!(semconv::span_name(&consumed[0]), "process alerts/fire");
+        }
+    }
+}
+
+#[test]
+fn spans_follow_the_messaging_conventions() {
+    let sent = &replay_fixture(PUBLISH, 1883, Cut::Whole)[1];
+    assert!(!semconv::is_error(sent));
+    let attributes = attributes(sent);
+    for (key, value) in [
+        ("messaging.system", "mqtt"),
+        ("messaging.operation.name", "publish"),
+        ("messaging.operation.type", "send"),
+        ("messaging.destination.name", "sensors/temp"),
+        ("messaging.client.id", "zt-publisher"),
+        ("server.address", "127.0.0.1"),
+        ("server.port", "1883"),
+    ] {
+        assert_eq!(
+            attributes.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+    }
+    assert!(!attributes.contains_key("error.type"));
+    assert!(!attributes.contains_key("messaging.destination.partition.id"));
+
+    let delivered = &replay_fixture(CONSUME, 1883, Cut::Whole)[1];
+    let attributes = self::attributes(delivered);
+    assert_eq!(attributes["messaging.operation.name"], "process");
+    assert_eq!(attributes["messaging.operation.type"], "process");
+    assert_eq!(attributes["messaging.client.id"], "zt-subscriber");
+
+    let refused = &replay_fixture(REFUSED, 1883, Cut::Whole)[0];
+    let error = semconv::error(refused).unwrap_or_else(|| panic!("not an error"));
+    assert_eq!(error.error_type, "NOT_AUTHORIZED");
+    assert_eq!(error.message, "MQTT reason NOT_AUTHORIZED");
+    let clock = WallClock::new();
+    let line = text_line(refused, &clock);
+    assert!(
+        line.contains(" mqtt \"publish locked/door\" ") && line.contains(" error=NOT_AUTHORIZED "),
+        "{line}"
+    );
+}
+
+#[test]
+fn publishes_and_deliveries_feed_their_own_duration_histograms() {
+    let spans: Vec<Span> = [PUBLISH, REFUSED, CONSUME]
+        .iter()
+        .flat_map(|f| replay_fixture(f, 1883, Cut::Whole))
+        .collect();
+    let resource = Arc::new(Resource::default());
+    let mut red = RedMetrics::new(Temporality::Cumulative);
+    for span in &spans {
+        red.record(span, &resource, 1);
+    }
+    let request = red.export(10).unwrap_or_default();
+    let mut counts: Vec<(String, u64)> = request
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .filter_map(|m| match &m.data {
+            Some(metric::Data::Histogram(h)) => Some((
+                m.name.clone(),
+                h.data_points.iter().map(|p| p.count).sum::<u64>(),
+            )),
+            _ => None,
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("messaging.client.operation.duration".to_owned(), 7),
+            ("messaging.process.duration".to_owned(), 3)
+        ]
+    );
+}
+
+#[test]
+fn a_broker_process_and_a_protocol_turned_off_make_no_span() {
+    // The broker's side of a recording: what the client wrote arrives.
+    let flipped: Vec<Chunk> = fixture::connections(PUBLISH)[0]
+        .iter()
+        .map(|(direction, bytes)| {
+            let other = match direction {
+                Direction::Egress => Direction::Ingress,
+                Direction::Ingress => Direction::Egress,
+            };
+            (other, bytes.clone())
+        })
+        .collect();
+    for role in [ConnectionRole::Server, ConnectionRole::Unknown] {
+        let mut tracker = ConnectionTracker::new();
+        let spans = replay(&mut tracker, 1, role, 1883, &flipped, Cut::Whole);
+        assert!(spans.is_empty(), "{role:?}: {spans:?}");
+    }
+    let selection = ProtocolSelection::ALL.without(Protocol::Mqtt);
+    let mut tracker = ConnectionTracker::with_protocols(selection);
+    let chunks = &fixture::connections(PUBLISH)[0];
+    let spans = replay(
+        &mut tracker,
+        1,
+        ConnectionRole::Client,
+        1883,
+        chunks,
+        Cut::Whole,
+    );
+    assert!(spans.is_empty());
+}

@@ -1,0 +1,238 @@
+//! One MQTT connection's state, from the client's side. A PUBLISH the
+//! client writes is a `publish` operation: at QoS 0 it ends when written,
+//! at QoS 1 with the broker's PUBACK, at QoS 2 with its PUBCOMP (or a
+//! PUBREC that refuses it). A PUBLISH the client reads is a `process`
+//! operation, from its read to the client's acknowledgement (PUBACK, or
+//! PUBCOMP at QoS 2: clients acknowledge once the message was handed to the
+//! application); at QoS 0 it is the read alone. Acknowledgements are paired
+//! by packet id, per direction. CONNECT gives the protocol level (MQTT 5
+//! carries reason codes) and the client id; other control packets
+//! (SUBSCRIBE, PINGREQ…) are read over.
+
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+
+use zerotrace_shared::event::Direction;
+
+use super::packet::{self, Packet, PacketReader, ReadEvent};
+use crate::protocols::db::{bounded_text, MAX_PENDING};
+use crate::protocols::messaging_call::MessagingCall;
+use crate::spans::{MessagingExchange, MessagingOperation, MessagingSystem};
+
+/// Longest topic or client id kept.
+const MAX_NAME: usize = 256;
+
+/// What a connection could not follow. Counts only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MqttStats {
+    /// Times a direction lost its framing.
+    pub resyncs: u64,
+    /// Acknowledgements that answered no publish waiting.
+    pub unmatched_acks: u64,
+    /// Publishes dropped because too many waited.
+    pub pending_dropped: u64,
+    /// Publishes whose acknowledgement never came (at the close).
+    pub unanswered: u64,
+}
+
+/// A publish waiting for its acknowledgement.
+#[derive(Debug)]
+struct Waiting {
+    packet_id: u16,
+    /// Acknowledged by PUBACK (QoS 1) or PUBCOMP (QoS 2).
+    qos: u8,
+    call: MessagingCall,
+}
+
+/// One MQTT connection's decoder.
+#[derive(Debug)]
+pub struct MqttConnection {
+    client: PacketReader,
+    server: PacketReader,
+    /// The protocol level CONNECT asked for (5: reason codes in acknowledgements).
+    level: u8,
+    client_id: Option<String>,
+    /// The client's publishes waiting for the broker's acknowledgement.
+    sent: VecDeque<Waiting>,
+    /// Messages delivered to the client, waiting for its acknowledgement.
+    delivered: VecDeque<Waiting>,
+    stats: MqttStats,
+    events: Vec<ReadEvent>,
+}
+
+impl Default for MqttConnection {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MqttConnection {
+    pub fn new() -> Self {
+        Self {
+            client: PacketReader::default(),
+            server: PacketReader::default(),
+            level: 4,
+            client_id: None,
+            sent: VecDeque::new(),
+            delivered: VecDeque::new(),
+            stats: MqttStats::default(),
+            events: Vec::new(),
+        }
+    }
+
+    pub fn stats(&self) -> MqttStats {
+        let mut stats = self.stats;
+        stats.resyncs += self.client.losses + self.server.losses;
+        stats
+    }
+
+    /// Feeds one segment: `captured` bytes, then `gap` bytes not captured.
+    pub fn feed(
+        &mut self,
+        direction: Direction,
+        captured: &[u8],
+        gap: u64,
+        ts_ns: u64,
+        out: &mut Vec<MessagingCall>,
+    ) {
+        let mut events = std::mem::take(&mut self.events);
+        match direction {
+            Direction::Egress => self.client.feed(captured, gap, ts_ns, &mut events),
+            Direction::Ingress => self.server.feed(captured, gap, ts_ns, &mut events),
+        }
+        for event in events.drain(..) {
+            match event {
+                ReadEvent::Packet(packet) => self.on_packet(direction, &packet, out),
+                // Acknowledgements in the lost bytes leave their publishes
+                // waiting: they end, partial, at the close.
+                ReadEvent::Lost => {}
+            }
+        }
+        self.events = events;
+    }
+
+    /// The connection closed: what still waits for an acknowledgement ends partial.
+    pub fn finish(&mut self, ts_ns: u64, out: &mut Vec<MessagingCall>) {
+        for waiting in self.sent.drain(..).chain(self.delivered.drain(..)) {
+            let mut call = waiting.call;
+            call.end_ns = call.end_ns.max(ts_ns);
+            call.partial = true;
+            self.stats.unanswered += 1;
+            out.push(call);
+        }
+    }
+
+    fn on_packet(&mut self, direction: Direction, packet: &Packet, out: &mut Vec<MessagingCall>) {
+        let kind = packet.header.kind;
+        match (kind, direction) {
+            (packet::CONNECT, Direction::Egress) => {
+                if let Some(connect) = packet::connect(&packet.body) {
+                    self.level = connect.level;
+                    self.client_id = connect
+                        .client_id
+                        .filter(|id| !id.is_empty())
+                        .map(|id| bounded_text(id, MAX_NAME));
+                }
+            }
+            (packet::PUBLISH, _) => self.on_publish(direction, packet, out),
+            (packet::PUBACK | packet::PUBREC | packet::PUBCOMP, _) => {
+                self.on_ack(direction, packet, out)
+            }
+            _ => {}
+        }
+    }
+
+    fn on_publish(&mut self, direction: Direction, packet: &Packet, out: &mut Vec<MessagingCall>) {
+        let operation = match direction {
+            Direction::Egress => MessagingOperation::Publish,
+            Direction::Ingress => MessagingOperation::Process,
+        };
+        let mut exchange = MessagingExchange::new(MessagingSystem::Mqtt, operation);
+        exchange.client_id = self.client_id.clone();
+        let publish = packet::publish(&packet.header, &packet.body);
+        exchange.destination = publish
+            .as_ref()
+            .map(|p| bounded_text(p.topic, MAX_NAME))
+            .filter(|t| !t.is_empty());
+        exchange.message_count = Some(1);
+        let size = packet.header.len as u64 + packet.header.remaining;
+        match direction {
+            Direction::Egress => exchange.request_bytes = size,
+            Direction::Ingress => exchange.response_bytes = size,
+        }
+        let call = MessagingCall {
+            exchange: exchange.named(),
+            start_ns: packet.start_ns,
+            end_ns: packet.end_ns,
+            // The topic lies past what was captured.
+            partial: publish.is_none(),
+        };
+        let qos = packet.header.qos();
+        let Some(packet_id) = publish.and_then(|p| p.packet_id).filter(|_| qos > 0) else {
+            out.push(call);
+            return;
+        };
+        let queue = match direction {
+            Direction::Egress => &mut self.sent,
+            Direction::Ingress => &mut self.delivered,
+        };
+        if queue.len() >= MAX_PENDING {
+            self.stats.pending_dropped += 1;
+            return;
+        }
+        queue.push_back(Waiting {
+            packet_id,
+            qos,
+            call,
+        });
+    }
+
+    /// An acknowledgement: the broker's (read) ends a publish of the
+    /// client; the client's (written) ends the processing of a delivery.
+    fn on_ack(&mut self, direction: Direction, packet: &Packet, out: &mut Vec<MessagingCall>) {
+        let Some((packet_id, reason)) = packet::ack(&packet.body, self.level) else {
+            return;
+        };
+        let kind = packet.header.kind;
+        let queue = match direction {
+            Direction::Ingress => &mut self.sent,
+            Direction::Egress => &mut self.delivered,
+        };
+        let Some(at) = queue.iter().position(|w| w.packet_id == packet_id) else {
+            // A PUBREC at QoS 2 is answered, the flow goes on to PUBCOMP;
+            // one for no publish waiting is unmatched like any other.
+            self.stats.unmatched_acks += 1;
+            return;
+        };
+        let refused = reason >= 0x80;
+        let ends = match (queue[at].qos, kind) {
+            (1, packet::PUBACK) | (2, packet::PUBCOMP) => true,
+            (2, packet::PUBREC) => refused,
+            _ => false,
+        };
+        let own = match direction {
+            Direction::Ingress => packet.end_ns,
+            Direction::Egress => packet.start_ns,
+        };
+        if !ends {
+            return;
+        }
+        if let Some(waiting) = queue.remove(at) {
+            let mut call = waiting.call;
+            call.end_ns = own.max(call.start_ns);
+            if refused {
+                call.exchange.error_code = Some(i16::from(reason));
+            }
+            match direction {
+                Direction::Ingress => call.exchange.response_bytes += packet_size(packet),
+                Direction::Egress => call.exchange.request_bytes += packet_size(packet),
+            }
+            out.push(call);
+        }
+    }
+}
+
+fn packet_size(packet: &Packet) -> u64 {
+    packet.header.len as u64 + packet.header.remaining
+}

@@ -1,0 +1,271 @@
+//! The MQTT decoder on exchanges recorded from a real client (Debian's
+//! paho-mqtt 1.6, `tests/servers/mqtt_app.py`) and a real broker (Debian's
+//! mosquitto 2.0).
+
+use zerotrace_shared::event::Direction;
+
+use super::*;
+use crate::protocols::db::fixture::{connections, replay, Cut};
+use crate::protocols::db::Detection;
+use crate::protocols::messaging_call::MessagingCall;
+
+const PUBLISH: &str = include_str!("../../../testdata/mqtt/paho_publish.txt");
+const LARGE: &str = include_str!("../../../testdata/mqtt/paho_publish_large.txt");
+const REFUSED: &str = include_str!("../../../testdata/mqtt/paho_publish_refused.txt");
+const CONSUME: &str = include_str!("../../../testdata/mqtt/paho_consume.txt");
+
+fn decode(fixture: &str, cut: Cut) -> Vec<MessagingCall> {
+    let mut out = Vec::new();
+    for chunks in connections(fixture) {
+        let mut connection = MqttConnection::new();
+        replay(&chunks, cut, |direction, captured, gap, ts| {
+            connection.feed(direction, captured, gap, ts, &mut out)
+        });
+        connection.finish(1_000_000, &mut out);
+    }
+    out
+}
+
+fn show(calls: &[MessagingCall]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|call| {
+            let e = &call.exchange;
+            format!(
+                "{} | {} | {} | {} | {}-{}{}",
+                e.summary(),
+                e.client_id.as_deref().unwrap_or("-"),
+                e.error_type().as_deref().unwrap_or("ok"),
+                e.request_bytes + e.response_bytes,
+                call.start_ns,
+                call.end_ns,
+                if call.partial { " | partial" } else { "" }
+            )
+        })
+        .collect()
+}
+
+/// QoS 0 ends when written, QoS 1 at PUBACK, QoS 2 at PUBCOMP (after
+/// PUBREC and PUBREL); the client id comes from CONNECT.
+const PUBLISH_CALLS: &[&str] = &[
+    "publish sensors/temp | zt-publisher | ok | 20 | 3000-3000",
+    "publish sensors/temp | zt-publisher | ok | 26 | 4000-5000",
+    "publish sensors/temp | zt-publisher | ok | 26 | 6000-9000",
+];
+
+/// A 100 KB publish written in two pieces, then a small one.
+const LARGE_CALLS: &[&str] = &[
+    "publish sensors/blob | zt-blob-publisher | ok | 100024 | 3000-5000",
+    "publish sensors/blob | zt-blob-publisher | ok | 27 | 6000-7000",
+];
+
+/// MQTT 5: mosquitto's ACL refuses the publish, PUBACK reason 0x87.
+const REFUSED_CALLS: &[&str] =
+    &["publish locked/door | zt-v5-publisher | NOT_AUTHORIZED | 27 | 3000-4000"];
+
+/// The subscriber's connection (deliveries at QoS 0, 1 and 2, each up to
+/// the client's acknowledgement), then the publisher's. SUBSCRIBE and its
+/// SUBACK are no operation.
+const CONSUME_CALLS: &[&str] = &[
+    "process alerts/fire | zt-subscriber | ok | 22 | 5000-5000",
+    "process alerts/fire | zt-subscriber | ok | 28 | 6000-7000",
+    "process alerts/fire | zt-subscriber | ok | 28 | 8000-11000",
+    "publish alerts/fire | zt-alerter | ok | 22 | 3000-3000",
+    "publish alerts/fire | zt-alerter | ok | 28 | 4000-5000",
+    "publish alerts/fire | zt-alerter | ok | 28 | 6000-9000",
+];
+
+const RECORDINGS: [(&str, &[&str]); 4] = [
+    (PUBLISH, PUBLISH_CALLS),
+    (LARGE, LARGE_CALLS),
+    (REFUSED, REFUSED_CALLS),
+    (CONSUME, CONSUME_CALLS),
+];
+
+#[test]
+fn recorded_exchanges_decode_exactly() {
+    for (fixture, expected) in RECORDINGS {
+        assert_eq!(show(&decode(fixture, Cut::Whole)), expected);
+        for size in [1, 2, 3, 7, 64] {
+            assert_eq!(
+                show(&decode(fixture, Cut::Pieces(size))),
+                expected,
+                "pieces of {size}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_kernel_sized_capture_follows_packets_by_their_remaining_length() {
+    for (fixture, expected) in RECORDINGS {
+        assert_eq!(show(&decode(fixture, Cut::Capture(512))), expected);
+    }
+    // The 100 KB publish: 512 bytes of each of its two writes captured.
+    let calls = decode(LARGE, Cut::Capture(512));
+    assert!(!calls[0].partial);
+    assert_eq!(calls[0].exchange.message_count, Some(1));
+}
+
+#[test]
+fn tiny_captures_stay_bounded() {
+    for (fixture, expected) in RECORDINGS {
+        for size in [0, 1, 2, 5, 12] {
+            let calls = decode(fixture, Cut::Capture(size));
+            assert!(calls.len() <= expected.len(), "capture {size}: {calls:?}");
+            assert!(calls.iter().all(|c| c.end_ns >= c.start_ns));
+        }
+    }
+}
+
+#[test]
+fn detection_on_first_bytes() {
+    for (fixture, _) in RECORDINGS {
+        for chunks in connections(fixture) {
+            let connect = &chunks[0].1;
+            assert_eq!(check(connect, Direction::Egress), Detection::Yes);
+            assert_eq!(check(connect, Direction::Ingress), Detection::No);
+            for cut in 1..9 {
+                assert_eq!(
+                    check(&connect[..cut], Direction::Egress),
+                    Detection::NeedMore,
+                    "{cut}"
+                );
+            }
+            // CONNACK, a PUBLISH: a connection joined later is not MQTT's.
+            for (direction, bytes) in &chunks[1..] {
+                assert_eq!(check(bytes, *direction), Detection::No, "{bytes:?}");
+            }
+        }
+    }
+    for other in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"*1\r\n$4\r\nPING\r\n",
+        b"\x10\x0c\x00\x04AMQP\x04\x02\x00\x1e\x00\x00",
+        b"\x10\x0c\x00\x04MQTT\x09\x02\x00\x1e\x00\x00",
+        b"\x10\xff\xff\xff\xff\x00\x04MQTT\x04",
+        // A MongoDB OP_MSG whose length starts with 0x10.
+        b"\x10\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\xdd\x07\x00\x00",
+    ] {
+        assert_eq!(check(other, Direction::Egress), Detection::No, "{other:?}");
+    }
+}
+
+/// The registry finds MQTT from the client's CONNECT whatever the port,
+/// and no protocol asked before it takes it.
+#[test]
+fn the_registry_picks_mqtt_from_the_connect() {
+    use crate::protocols::registry::{detect, Detection as Found, Protocol, ProtocolSelection};
+    use crate::protocols::session::FirstBytes;
+    use zerotrace_shared::event::ConnectionRole;
+    for (fixture, _) in RECORDINGS {
+        for chunks in connections(fixture) {
+            for role in [ConnectionRole::Client, ConnectionRole::Unknown] {
+                let first = FirstBytes {
+                    bytes: &chunks[0].1,
+                    direction: Direction::Egress,
+                    role,
+                    local_port: 40000,
+                    peer_port: 1883,
+                };
+                assert_eq!(
+                    detect(&first, true, ProtocolSelection::ALL),
+                    Found::Found(Protocol::Mqtt)
+                );
+            }
+        }
+    }
+}
+
+/// An acknowledgement of no publish waiting is counted, and a publish
+/// whose acknowledgement never comes ends, partial, at the close.
+#[test]
+fn acknowledgements_pair_by_packet_id() {
+    let chunks = &connections(PUBLISH)[0];
+    let mut connection = MqttConnection::new();
+    let mut out = Vec::new();
+    // CONNECT, CONNACK, the QoS 1 publish, then a PUBACK for another id.
+    connection.feed(Direction::Egress, &chunks[0].1, 0, 1, &mut out);
+    connection.feed(Direction::Ingress, &chunks[1].1, 0, 2, &mut out);
+    connection.feed(Direction::Egress, &chunks[3].1, 0, 3, &mut out);
+    connection.feed(Direction::Ingress, b"\x40\x02\x00\x09", 0, 4, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(connection.stats().unmatched_acks, 1);
+    connection.finish(10, &mut out);
+    assert_eq!(
+        show(&out),
+        ["publish sensors/temp | zt-publisher | ok | 22 | 3-10 | partial"]
+    );
+    assert_eq!(connection.stats().unanswered, 1);
+}
+
+/// However the kernel cuts the 100 KB publish (512 bytes kept of each
+/// write), it is one whole operation, and the publish after it too.
+#[test]
+fn a_large_publish_cut_anywhere_keeps_the_publish_after_it_whole() {
+    use crate::protocols::db::fixture::{captured_pieces, turns};
+    let expected = show(&decode(LARGE, Cut::Whole));
+    let turns = turns(&connections(LARGE)[0]);
+    for first in (1..4096).step_by(17) {
+        for size in [4096, 16384, 65536] {
+            let mut connection = MqttConnection::new();
+            let mut out = Vec::new();
+            for (i, (direction, bytes)) in turns.iter().enumerate() {
+                let ts = (i as u64 + 1) * 1000;
+                for (captured, gap) in captured_pieces(bytes, first, size, 512) {
+                    connection.feed(*direction, &captured, gap, ts, &mut out);
+                }
+            }
+            connection.finish(1_000_000, &mut out);
+            let got: Vec<String> = show(&out).iter().map(|l| untimed(l)).collect();
+            let want: Vec<String> = expected.iter().map(|l| untimed(l)).collect();
+            assert_eq!(got, want, "pieces of {size} after {first}");
+        }
+    }
+}
+
+fn untimed(line: &str) -> String {
+    line.rsplit_once(" | ")
+        .map_or(line, |(head, _)| head)
+        .to_owned()
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_segments_never_panic(
+        segments in proptest::collection::vec((proptest::bool::ANY, proptest::collection::vec(proptest::num::u8::ANY, 0..64), 0u64..2000), 0..40)
+    ) {
+        let mut connection = MqttConnection::new();
+        let mut out = Vec::new();
+        for (i, (egress, bytes, gap)) in segments.iter().enumerate() {
+            let direction = if *egress { Direction::Egress } else { Direction::Ingress };
+            connection.feed(direction, bytes, *gap, i as u64, &mut out);
+            let _ = check(bytes, direction);
+        }
+        connection.finish(u64::MAX, &mut out);
+    }
+
+    /// Recorded packets with bytes flipped: lengths, types and flags that lie.
+    #[test]
+    fn corrupted_recordings_never_panic(
+        flips in proptest::collection::vec((0usize..4096, proptest::num::u8::ANY), 1..12),
+        cut in 0usize..600,
+    ) {
+        for chunks in connections(PUBLISH).iter().chain(&connections(CONSUME)) {
+            let mut connection = MqttConnection::new();
+            let mut out = Vec::new();
+            for (i, (direction, bytes)) in chunks.iter().enumerate() {
+                let mut bytes = bytes.clone();
+                for (at, value) in &flips {
+                    let at = *at % bytes.len().max(1);
+                    if let Some(b) = bytes.get_mut(at) {
+                        *b ^= value;
+                    }
+                }
+                let kept = cut.min(bytes.len());
+                connection.feed(*direction, &bytes[..kept], (bytes.len() - kept) as u64, i as u64, &mut out);
+            }
+            connection.finish(u64::MAX, &mut out);
+        }
+    }
+}
