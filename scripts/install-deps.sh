@@ -22,6 +22,7 @@ if [ "${1:-}" = "test" ]; then
   packages+=(libdbd-mariadb-perl)  # tests: MySQL server-side prepared statements (tests/servers/db_prepare.pl)
   packages+=(python3-kafka)  # tests/tests/kafka.rs: kafka-python, the client of tests/servers/kafka_app.py
   packages+=(python3-pymongo)  # tests/tests/mongodb.rs: pymongo, the client of tests/servers/mongo_app.py
+  packages+=(mosquitto python3-paho-mqtt)  # tests/tests/mqtt.rs: the broker, and the client of tests/servers/mqtt_app.py
   packages+=(g++)  # scripts/test.sh checks the fuzz targets: libfuzzer-sys builds libFuzzer (C++)
   packages+=(nodejs)  # tests: Node.js servers (tests/servers/*.js); the tests that need it skip without it
 fi

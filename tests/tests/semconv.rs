@@ -346,14 +346,20 @@ fn messaging_names_are_current_semantic_conventions() {
     assert_eq!(conventions.version, VERSION);
     let mut names: BTreeSet<(String, &str)> = BTreeSet::new();
     let mut metric_names: BTreeSet<String> = BTreeSet::new();
-    for operation in [MessagingOperation::Send, MessagingOperation::Poll] {
+    for (system, operation) in [
+        (MessagingSystem::Kafka, MessagingOperation::Send),
+        (MessagingSystem::Kafka, MessagingOperation::Poll),
+        (MessagingSystem::Mqtt, MessagingOperation::Publish),
+        (MessagingSystem::Mqtt, MessagingOperation::Process),
+    ] {
         let messaging = MessagingExchange {
             destination: Some("orders".into()),
             partition: Some(0),
             client_id: Some("app".into()),
             message_count: Some(3),
-            error_code: Some(87),
-            ..MessagingExchange::new(MessagingSystem::Kafka, operation)
+            // Kafka's INVALID_RECORD, MQTT's NOT_AUTHORIZED.
+            error_code: Some(if system == MessagingSystem::Kafka { 87 } else { 0x87 }),
+            ..MessagingExchange::new(system, operation)
         }
         .named();
         let span = Span::new(
