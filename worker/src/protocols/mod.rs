@@ -13,6 +13,7 @@ pub mod http_span;
 pub mod kafka;
 pub mod memcached;
 pub mod messaging_call;
+pub mod messaging_session;
 pub mod mongodb;
 pub mod mqtt;
 pub mod mysql;

@@ -10,10 +10,11 @@ use super::counters::DecodeCounters;
 use super::db_session::DbSession;
 use super::http1::Http1Session;
 use super::http2::Http2Session;
-use super::kafka::KafkaSession;
+use super::kafka::KafkaConnection;
+use super::messaging_session::MessagingSession;
 use super::memcached::MemcachedConnection;
 use super::mongodb::MongoConnection;
-use super::mqtt::MqttSession;
+use super::mqtt::MqttConnection;
 use super::mysql::MysqlConnection;
 use super::postgres::PostgresConnection;
 use super::redis::RedisConnection;
@@ -235,11 +236,11 @@ protocol_registry! {
     /// MQTT: a client's CONNECT (type 1, then `MQTT` or `MQIsdp` and a
     /// level). A CONNECT's remaining length never makes a MongoDB length
     /// MongoDB accepts, nor a Kafka request.
-    Mqtt(MqttSession) scratch mqtt;
+    Mqtt(MessagingSession<MqttConnection>) scratch mqtt;
     /// Kafka: a client's request (a size prefix, an API key and version in
     /// Kafka's ranges, a client id). Last: a PostgreSQL StartupMessage also
     /// reads as a Metadata v0 request with a printable client id.
-    Kafka(KafkaSession) scratch kafka;
+    Kafka(MessagingSession<KafkaConnection>) scratch kafka;
 }
 
 /// A protocol that never switches has nothing to become.

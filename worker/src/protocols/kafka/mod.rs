@@ -6,7 +6,8 @@
 //! id; the port is never needed). [`KafkaConnection`] frames the messages,
 //! pairs them by correlation id and turns Produce and Fetch into
 //! [`KafkaOperation`]s. Primitive reads ([`wire`]), headers ([`header`]),
-//! each API's bodies and the pairing are kept apart.
+//! each API's bodies and the pairing are kept apart; in the protocol
+//! registry it is a `MessagingSession<KafkaConnection>`.
 
 #![forbid(unsafe_code)]
 
@@ -16,7 +17,6 @@ pub mod header;
 pub mod metadata;
 pub mod produce;
 pub mod records;
-pub mod session;
 pub mod topics;
 pub mod wire;
 
@@ -27,7 +27,6 @@ use zerotrace_shared::event::Direction;
 
 use crate::protocols::db::Detection;
 pub use connection::{KafkaConnection, KafkaOperation, KafkaStats};
-pub use session::KafkaSession;
 
 /// What the start of a client's write looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,14 +4,13 @@
 //!
 //! [`check`] tells from a connection's first bytes whether it is MQTT (a
 //! client's CONNECT); [`MqttConnection`] turns its packets into messaging
-//! operations ([`packet`] reads packets, [`connection`] pairs them);
-//! [`MqttSession`] is MQTT in the protocol registry.
+//! operations ([`packet`] reads packets, [`connection`] pairs them); in
+//! the protocol registry it is a `MessagingSession<MqttConnection>`.
 
 #![forbid(unsafe_code)]
 
 pub mod connection;
 pub mod packet;
-pub mod session;
 
 #[cfg(test)]
 mod tests;
@@ -21,7 +20,6 @@ use zerotrace_shared::event::Direction;
 use crate::protocols::db::Detection;
 pub use connection::MqttConnection;
 use packet::{FixedHeader, HeaderRead};
-pub use session::MqttSession;
 
 /// Whether a connection's first bytes are MQTT's: the client's CONNECT (a
 /// fixed header of type 1 with no flags, then the protocol name `MQTT` at

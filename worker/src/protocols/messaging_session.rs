@@ -1,0 +1,168 @@
+//! [`MessagingSession`]: the messaging decoders (Kafka, MQTT) in the
+//! protocol registry. One generic session wraps each decoder: detection from
+//! the client's side of the connection (a broker's own connections are not
+//! decoded), one PRODUCER or CONSUMER span per operation, and the decoder's
+//! losses in the shared counters.
+
+use zerotrace_shared::event::Direction;
+
+use super::counters::DecodeCounters;
+use super::db::Detection;
+use super::db_session::client_side_check;
+use super::kafka::connection::KafkaStats;
+use super::kafka::KafkaConnection;
+use super::messaging_call::MessagingCall;
+use super::mqtt::connection::MqttStats;
+use super::mqtt::MqttConnection;
+use super::session::{
+    ConnectionInfo, DataSegment, FirstBytes, ParseOutcome, ProtocolSession, Sink, Verdict,
+};
+
+/// What the registry needs of a messaging decoder.
+pub trait MessagingDecoder: std::fmt::Debug {
+    /// The decoder's side-effect-free check of one direction's first bytes,
+    /// the direction seen from the client.
+    fn check(first_bytes: &[u8], direction: Direction) -> Detection;
+    fn new() -> Self;
+    /// One segment: `captured` bytes, then `missing` bytes not captured.
+    fn feed(
+        &mut self,
+        direction: Direction,
+        captured: &[u8],
+        missing: u64,
+        ts_ns: u64,
+        out: &mut Vec<MessagingCall>,
+    );
+    /// The connection closed: what still waits ends.
+    fn finish(&mut self, ts_ns: u64, out: &mut Vec<MessagingCall>);
+    /// Adds what the decoder lost or refused so far to the shared counters.
+    fn add_counts(&self, counters: &mut DecodeCounters);
+}
+
+impl MessagingDecoder for KafkaConnection {
+    fn check(first_bytes: &[u8], direction: Direction) -> Detection {
+        super::kafka::check(first_bytes, direction)
+    }
+    fn new() -> Self {
+        KafkaConnection::new()
+    }
+    fn feed(
+        &mut self,
+        direction: Direction,
+        captured: &[u8],
+        missing: u64,
+        ts_ns: u64,
+        out: &mut Vec<MessagingCall>,
+    ) {
+        KafkaConnection::feed(self, direction, captured, missing, ts_ns, out);
+    }
+    fn finish(&mut self, ts_ns: u64, out: &mut Vec<MessagingCall>) {
+        KafkaConnection::finish(self, ts_ns, out);
+    }
+    /// Unpaired responses, dropped and unanswered requests go where the other
+    /// protocols' do; a loss of framing is a framing loss, a message that is
+    /// not Kafka's a garbage segment.
+    fn add_counts(&self, counters: &mut DecodeCounters) {
+        let stats: KafkaStats = self.stats();
+        counters.unpaired_responses += stats.unmatched_responses;
+        counters.dropped_requests += stats.pending_dropped;
+        counters.unanswered_requests += stats.unanswered;
+        counters.framing_lost += stats.resyncs;
+        counters.garbage_segments += stats.bad_messages;
+    }
+}
+
+impl MessagingDecoder for MqttConnection {
+    fn check(first_bytes: &[u8], direction: Direction) -> Detection {
+        super::mqtt::check(first_bytes, direction)
+    }
+    fn new() -> Self {
+        MqttConnection::new()
+    }
+    fn feed(
+        &mut self,
+        direction: Direction,
+        captured: &[u8],
+        missing: u64,
+        ts_ns: u64,
+        out: &mut Vec<MessagingCall>,
+    ) {
+        MqttConnection::feed(self, direction, captured, missing, ts_ns, out);
+    }
+    fn finish(&mut self, ts_ns: u64, out: &mut Vec<MessagingCall>) {
+        MqttConnection::finish(self, ts_ns, out);
+    }
+    /// Acknowledgements of no publish are unpaired responses, publishes never
+    /// acknowledged unanswered requests, dropped ones dropped requests.
+    fn add_counts(&self, counters: &mut DecodeCounters) {
+        let stats: MqttStats = self.stats();
+        counters.unpaired_responses += stats.unmatched_acks;
+        counters.dropped_requests += stats.pending_dropped;
+        counters.unanswered_requests += stats.unanswered;
+        counters.framing_lost += stats.resyncs;
+    }
+}
+
+/// One messaging connection of a client process, decoded by `D`.
+#[derive(Debug)]
+pub struct MessagingSession<D> {
+    decoder: D,
+}
+
+impl<D> MessagingSession<D> {
+    fn emit(conn: &ConnectionInfo, sink: &mut Sink<'_, Vec<MessagingCall>>) {
+        sink.spans
+            .extend(sink.scratch.drain(..).map(|call| call.into_span(conn)));
+    }
+}
+
+impl<D: MessagingDecoder> ProtocolSession for MessagingSession<D> {
+    /// Operations completed by one segment, before they become spans.
+    type Scratch = Vec<MessagingCall>;
+    type SwitchTo = std::convert::Infallible;
+
+    fn check(first: &FirstBytes<'_>) -> Verdict {
+        client_side_check(first, D::check)
+    }
+
+    fn start(_first: &FirstBytes<'_>, conn: &mut ConnectionInfo) -> Self {
+        conn.learn_client_direction(Direction::Egress);
+        Self { decoder: D::new() }
+    }
+
+    fn parse(
+        &mut self,
+        segment: DataSegment<'_>,
+        conn: &mut ConnectionInfo,
+        sink: &mut Sink<'_, Self::Scratch>,
+    ) -> ParseOutcome<Self::SwitchTo> {
+        self.decoder.feed(
+            segment.direction,
+            segment.captured,
+            segment.missing,
+            segment.ts_ns,
+            sink.scratch,
+        );
+        Self::emit(conn, sink);
+        ParseOutcome::Parsed
+    }
+
+    fn finish(
+        &mut self,
+        ts_ns: u64,
+        conn: &mut ConnectionInfo,
+        sink: &mut Sink<'_, Self::Scratch>,
+    ) {
+        self.decoder.finish(ts_ns, sink.scratch);
+        Self::emit(conn, sink);
+        self.abandon(sink.counters);
+    }
+
+    fn abandon(&self, counters: &mut DecodeCounters) {
+        self.decoder.add_counts(counters);
+    }
+
+    fn add_live_counts(&self, counters: &mut DecodeCounters) {
+        self.decoder.add_counts(counters);
+    }
+}
