@@ -9,16 +9,14 @@ a MongoDB stand-in there), over TLS when ZT_MONGO_TLS is set (its certificate
 is not checked). Prints "listening" once its
 socket is bound.
 
-One GET path per scenario, each on a fresh client (so the agent sees its
+One GET path per scenario (scenario_server.py), each on a fresh client (so
+the agent sees its
 connections from their first byte): answers 200 "ok" when every call went as
 expected, 500 with the traceback otherwise.
 """
 import os
-import sys
-import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-HOST = "127.0.0.1"
+from scenario_server import HOST, serve
 
 
 def client():
@@ -95,36 +93,5 @@ SCENARIOS = {
 }
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status, body):
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        scenario = SCENARIOS.get(self.path)
-        if scenario is None:
-            return self.reply(404, "no such scenario\n")
-        try:
-            scenario()
-        except Exception:
-            return self.reply(500, traceback.format_exc())
-        self.reply(200, "ok\n")
-
-
-def main():
-    port = int(sys.argv[1])
-    server = ThreadingHTTPServer((HOST, port), Handler)
-    print("listening", flush=True)
-    server.serve_forever()
-
-
 if __name__ == "__main__":
-    main()
+    serve(SCENARIOS)

@@ -9,19 +9,18 @@ Debian's mosquitto there; its ACL lets clients write `sensors/#` and
 `alerts/#` and only read `locked/#`). Prints "listening" once its socket is
 bound.
 
-One GET path per scenario, each on fresh client connections (so the agent
+One GET path per scenario (scenario_server.py), each on fresh client
+connections (so the agent
 sees them from their first byte): answers 200 "ok" when every call went as
 expected, 500 with the traceback otherwise.
 """
 import os
-import sys
 import threading
-import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import paho.mqtt.client as mqtt
 
-HOST = "127.0.0.1"
+from scenario_server import HOST, serve
+
 TIMEOUT = 10
 
 
@@ -110,36 +109,5 @@ SCENARIOS = {
 }
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status, body):
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        scenario = SCENARIOS.get(self.path)
-        if scenario is None:
-            return self.reply(404, "no such scenario\n")
-        try:
-            scenario()
-        except Exception:
-            return self.reply(500, traceback.format_exc())
-        self.reply(200, "ok\n")
-
-
-def main():
-    port = int(sys.argv[1])
-    server = ThreadingHTTPServer((HOST, port), Handler)
-    print("listening", flush=True)
-    server.serve_forever()
-
-
 if __name__ == "__main__":
-    main()
+    serve(SCENARIOS)

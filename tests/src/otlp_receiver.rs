@@ -44,7 +44,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::Metric;
+use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint, Metric};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio::net::{TcpListener, TcpSocket};
@@ -295,6 +295,46 @@ impl OtlpReceiver {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The latest data point of the histogram `name` that has `attributes`
+    /// (all of them) and counts at least `count` observations, once one
+    /// came within 15 s; panics with the histograms of the same namespace
+    /// otherwise.
+    pub fn wait_for_histogram_point(
+        &self,
+        name: &str,
+        attributes: &[(&str, &str)],
+        count: u64,
+    ) -> HistogramDataPoint {
+        let matches = |p: &HistogramDataPoint| {
+            let map = attrs_map(&p.attributes);
+            attributes
+                .iter()
+                .all(|(k, v)| map.get(*k).map(String::as_str) == Some(*v))
+        };
+        let found = self.wait_for_metrics(Duration::from_secs(15), |exports| {
+            metrics_of(exports)
+                .into_iter()
+                .rev()
+                .filter(|(_, m)| m.name == name)
+                .filter_map(|(_, m)| match m.data {
+                    Some(metric::Data::Histogram(h)) => Some(h.data_points),
+                    _ => None,
+                })
+                .flatten()
+                .find(|p| matches(p) && p.count >= count)
+        });
+        found.unwrap_or_else(|| {
+            let namespace = name.split('.').next().unwrap_or(name);
+            panic!(
+                "no {name} point {attributes:?} counting {count}: {:#?}",
+                metrics_of(&self.metrics())
+                    .into_iter()
+                    .filter(|(_, m)| m.name.starts_with(namespace))
+                    .collect::<Vec<_>>()
+            )
+        })
     }
 
     /// Closes the listening socket and every connection: afterwards the port

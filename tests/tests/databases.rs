@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint};
+use opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint;
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
 use serde_json::Value;
 use zerotrace_integration_tests::db_servers::{db_servers, start_db_app, DbServers};
@@ -81,34 +81,8 @@ impl Setup {
     /// Latest data points of `db.client.operation.duration` once one has
     /// `attributes` (all of them) and counts at least `count` operations.
     fn duration_point(&self, attributes: &[(&str, &str)], count: u64) -> HistogramDataPoint {
-        let matches = |p: &HistogramDataPoint| {
-            let map = attrs_map(&p.attributes);
-            attributes
-                .iter()
-                .all(|(k, v)| map.get(*k).map(String::as_str) == Some(*v))
-        };
         self.receiver
-            .wait_for_metrics(Duration::from_secs(15), |exports| {
-                metrics_of(exports)
-                    .into_iter()
-                    .rev()
-                    .filter(|(_, m)| m.name == "db.client.operation.duration")
-                    .filter_map(|(_, m)| match m.data {
-                        Some(metric::Data::Histogram(h)) => Some(h.data_points),
-                        _ => None,
-                    })
-                    .flatten()
-                    .find(|p| matches(p) && p.count >= count)
-            })
-            .unwrap_or_else(|| {
-                panic!(
-                    "no db.client.operation.duration point {attributes:?} counting {count}: {:#?}",
-                    metrics_of(&self.receiver.metrics())
-                        .into_iter()
-                        .filter(|(_, m)| m.name.starts_with("db."))
-                        .collect::<Vec<_>>()
-                )
-            })
+            .wait_for_histogram_point("db.client.operation.duration", attributes, count)
     }
 }
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint};
+use opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint;
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
 use zerotrace_integration_tests::kafka_broker::{kafka_broker, start_kafka_app, KafkaBroker};
 use zerotrace_integration_tests::otlp_receiver::*;
@@ -80,34 +80,8 @@ impl Setup {
 
     /// A data point of `messaging.client.operation.duration` with `attributes`.
     fn duration_point(&self, attributes: &[(&str, &str)]) -> HistogramDataPoint {
-        let matches = |p: &HistogramDataPoint| {
-            let map = attrs_map(&p.attributes);
-            attributes
-                .iter()
-                .all(|(k, v)| map.get(*k).map(String::as_str) == Some(*v))
-        };
         self.receiver
-            .wait_for_metrics(Duration::from_secs(15), |exports| {
-                metrics_of(exports)
-                    .into_iter()
-                    .rev()
-                    .filter(|(_, m)| m.name == "messaging.client.operation.duration")
-                    .filter_map(|(_, m)| match m.data {
-                        Some(metric::Data::Histogram(h)) => Some(h.data_points),
-                        _ => None,
-                    })
-                    .flatten()
-                    .find(|p| matches(p) && p.count >= 1)
-            })
-            .unwrap_or_else(|| {
-                panic!(
-                    "no messaging.client.operation.duration point {attributes:?}: {:#?}",
-                    metrics_of(&self.receiver.metrics())
-                        .into_iter()
-                        .filter(|(_, m)| m.name.starts_with("messaging."))
-                        .collect::<Vec<_>>()
-                )
-            })
+            .wait_for_histogram_point("messaging.client.operation.duration", attributes, 1)
     }
 }
 

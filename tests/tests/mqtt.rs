@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint};
+use opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint;
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
 use zerotrace_integration_tests::mqtt_broker::{start_mqtt, MqttSetup};
 use zerotrace_integration_tests::otlp_receiver::*;
@@ -73,34 +73,7 @@ impl Setup {
 
     /// A data point of the histogram `name` with `attributes`.
     fn duration_point(&self, name: &str, attributes: &[(&str, &str)]) -> HistogramDataPoint {
-        let matches = |p: &HistogramDataPoint| {
-            let map = attrs_map(&p.attributes);
-            attributes
-                .iter()
-                .all(|(k, v)| map.get(*k).map(String::as_str) == Some(*v))
-        };
-        self.receiver
-            .wait_for_metrics(Duration::from_secs(15), |exports| {
-                metrics_of(exports)
-                    .into_iter()
-                    .rev()
-                    .filter(|(_, m)| m.name == name)
-                    .filter_map(|(_, m)| match m.data {
-                        Some(metric::Data::Histogram(h)) => Some(h.data_points),
-                        _ => None,
-                    })
-                    .flatten()
-                    .find(|p| matches(p) && p.count >= 1)
-            })
-            .unwrap_or_else(|| {
-                panic!(
-                    "no {name} point {attributes:?}: {:#?}",
-                    metrics_of(&self.receiver.metrics())
-                        .into_iter()
-                        .filter(|(_, m)| m.name.starts_with("messaging."))
-                        .collect::<Vec<_>>()
-                )
-            })
+        self.receiver.wait_for_histogram_point(name, attributes, 1)
     }
 }
 

@@ -358,7 +358,11 @@ fn messaging_names_are_current_semantic_conventions() {
             client_id: Some("app".into()),
             message_count: Some(3),
             // Kafka's INVALID_RECORD, MQTT's NOT_AUTHORIZED.
-            error_code: Some(if system == MessagingSystem::Kafka { 87 } else { 0x87 }),
+            error_code: Some(if system == MessagingSystem::Kafka {
+                87
+            } else {
+                0x87
+            }),
             ..MessagingExchange::new(system, operation)
         }
         .named();
