@@ -10,9 +10,7 @@ is not checked). Prints "listening" once its
 socket is bound.
 
 One GET path per scenario (scenario_server.py), each on a fresh client (so
-the agent sees its
-connections from their first byte): answers 200 "ok" when every call went as
-expected, 500 with the traceback otherwise.
+the agent sees its connections from their first byte).
 """
 import os
 

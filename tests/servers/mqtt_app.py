@@ -10,9 +10,7 @@ Debian's mosquitto there; its ACL lets clients write `sensors/#` and
 bound.
 
 One GET path per scenario (scenario_server.py), each on fresh client
-connections (so the agent
-sees them from their first byte): answers 200 "ok" when every call went as
-expected, 500 with the traceback otherwise.
+connections (so the agent sees them from their first byte).
 """
 import os
 import threading
