@@ -300,3 +300,114 @@ proptest::proptest! {
         }
     }
 }
+
+/// Builds a BSON document of `elements` (already encoded, type byte first).
+fn document(elements: &[Vec<u8>]) -> Vec<u8> {
+    let body: Vec<u8> = elements.concat();
+    let mut doc = ((body.len() + 5) as i32).to_le_bytes().to_vec();
+    doc.extend_from_slice(&body);
+    doc.push(0);
+    doc
+}
+
+fn element(kind: u8, key: &str, value: &[u8]) -> Vec<u8> {
+    let mut e = vec![kind];
+    e.extend_from_slice(key.as_bytes());
+    e.push(0);
+    e.extend_from_slice(value);
+    e
+}
+
+fn string_value(text: &str) -> Vec<u8> {
+    let mut v = ((text.len() + 1) as i32).to_le_bytes().to_vec();
+    v.extend_from_slice(text.as_bytes());
+    v.push(0);
+    v
+}
+
+/// An OP_MSG of one body section.
+fn op_msg(request_id: i32, response_to: i32, flags: u32, body: &[u8]) -> Vec<u8> {
+    let length = (16 + 4 + 1 + body.len()) as i32;
+    let mut msg = length.to_le_bytes().to_vec();
+    msg.extend_from_slice(&request_id.to_le_bytes());
+    msg.extend_from_slice(&response_to.to_le_bytes());
+    msg.extend_from_slice(&wire::OP_MSG.to_le_bytes());
+    msg.extend_from_slice(&flags.to_le_bytes());
+    msg.push(0);
+    msg.extend_from_slice(body);
+    msg
+}
+
+/// Exhaust cursors and streaming `hello` (MongoDB 4.4+): a reply flagged
+/// moreToCome is followed by replies answering it, not the request. The
+/// operation ends with the last reply; a driver's streaming `hello` never
+/// makes a span, and none of its replies counts as unmatched. (The
+/// stand-in does not stream: these messages are built here, after the
+/// wire protocol's description.)
+#[test]
+fn streamed_replies_follow_the_reply_they_answer() {
+    let ok = element(0x01, "ok", &1.0f64.to_le_bytes());
+    let batch = |docs: usize| {
+        let entries: Vec<Vec<u8>> = (0..docs)
+            .map(|i| {
+                element(
+                    0x03,
+                    &i.to_string(),
+                    &document(&[element(0x10, "x", &1i32.to_le_bytes())]),
+                )
+            })
+            .collect();
+        document(&[
+            element(0x04, "nextBatch", &document(&entries)),
+            element(0x12, "id", &7i64.to_le_bytes()),
+        ])
+    };
+    let get_more = document(&[
+        element(0x12, "getMore", &7i64.to_le_bytes()),
+        element(0x02, "collection", &string_value("events")),
+        element(0x02, "$db", &string_value("shop")),
+    ]);
+    let hello = document(&[
+        element(0x10, "hello", &1i32.to_le_bytes()),
+        element(0x02, "$db", &string_value("admin")),
+    ]);
+    let exhaust_allowed = 1 << 16;
+    let mut connection = MongoConnection::new();
+    let mut out = Vec::new();
+    let mut feed =
+        |direction, bytes: Vec<u8>, ts| connection.feed(direction, &bytes, 0, ts, &mut out);
+    feed(
+        Direction::Egress,
+        op_msg(10, 0, exhaust_allowed, &get_more),
+        1,
+    );
+    feed(Direction::Egress, op_msg(11, 0, exhaust_allowed, &hello), 2);
+    let reply = |docs| document(&[element(0x03, "cursor", &batch(docs)), ok.clone()]);
+    let streamed = document(&[element(0x08, "isWritablePrimary", &[1]), ok.clone()]);
+    // Two streamed batches (2, then 3 documents), each answering the last
+    // reply, and the hello's stream interleaved.
+    feed(
+        Direction::Ingress,
+        op_msg(100, 10, wire::MORE_TO_COME, &reply(2)),
+        3,
+    );
+    feed(
+        Direction::Ingress,
+        op_msg(200, 11, wire::MORE_TO_COME, &streamed),
+        4,
+    );
+    feed(Direction::Ingress, op_msg(101, 100, 0, &reply(3)), 5);
+    feed(
+        Direction::Ingress,
+        op_msg(201, 200, wire::MORE_TO_COME, &streamed),
+        6,
+    );
+    assert_eq!(
+        show(&out),
+        ["getMore events | shop | ok | - | rows=5 returned | 1-5"]
+    );
+    assert_eq!(connection.stats().unmatched_replies, 0);
+    // At the close, the hello still streaming makes no span.
+    connection.finish(9, &mut out);
+    assert_eq!(out.len(), 1);
+}
