@@ -18,6 +18,7 @@ pub mod mongodb;
 pub mod mqtt;
 pub mod mysql;
 pub mod postgres;
+pub mod prefix_framer;
 pub mod redis;
 pub mod registry;
 pub mod session;

@@ -15,11 +15,15 @@ use std::collections::VecDeque;
 
 use zerotrace_shared::event::Direction;
 
-use super::packet::{self, Packet, PacketReader, ReadEvent};
+use super::packet::{self, FixedHeader, Packet, PacketReader};
 use crate::protocols::db::{bounded_text, MAX_PENDING};
 use crate::protocols::messaging_call::MessagingCall;
+use crate::protocols::prefix_framer::ReadEvent;
 use crate::spans::{MessagingExchange, MessagingOperation, MessagingSystem};
 
+/// Bytes of a packet kept past its fixed header: a PUBLISH's topic and
+/// packet id, an acknowledgement's reason code come first.
+const KEPT_BYTES: usize = 1024;
 /// Longest topic or client id kept.
 const MAX_NAME: usize = 256;
 
@@ -58,7 +62,7 @@ pub struct MqttConnection {
     /// Messages delivered to the client, waiting for its acknowledgement.
     delivered: VecDeque<Waiting>,
     stats: MqttStats,
-    events: Vec<ReadEvent>,
+    events: Vec<ReadEvent<FixedHeader>>,
 }
 
 impl Default for MqttConnection {
@@ -70,8 +74,8 @@ impl Default for MqttConnection {
 impl MqttConnection {
     pub fn new() -> Self {
         Self {
-            client: PacketReader::default(),
-            server: PacketReader::default(),
+            client: PacketReader::new(KEPT_BYTES),
+            server: PacketReader::new(KEPT_BYTES),
             level: 4,
             client_id: None,
             sent: VecDeque::new(),
@@ -103,7 +107,7 @@ impl MqttConnection {
         }
         for event in events.drain(..) {
             match event {
-                ReadEvent::Packet(packet) => self.on_packet(direction, &packet, out),
+                ReadEvent::Frame(packet) => self.on_packet(direction, &packet, out),
                 // Acknowledgements in the lost bytes leave their publishes
                 // waiting: they end, partial, at the close.
                 ReadEvent::Lost => {}

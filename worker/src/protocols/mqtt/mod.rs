@@ -19,7 +19,7 @@ use zerotrace_shared::event::Direction;
 
 use crate::protocols::db::Detection;
 pub use connection::MqttConnection;
-use packet::{FixedHeader, HeaderRead};
+use packet::{FixedHeader, HeaderRead, PrefixHeader};
 
 /// Whether a connection's first bytes are MQTT's: the client's CONNECT (a
 /// fixed header of type 1 with no flags, then the protocol name `MQTT` at
