@@ -34,6 +34,6 @@ mod db_replay_tests;
 /// Recorded Kafka exchanges through the whole decode path (test only).
 #[cfg(test)]
 mod kafka_replay_tests;
-/// Recorded MQTT exchanges through the whole decode path (test only).
+/// Recorded MQTT and AMQP exchanges through the whole decode path (test only).
 #[cfg(test)]
-mod mqtt_replay_tests;
+mod messaging_replay_tests;

@@ -8,7 +8,7 @@
 //! and the top-level `metrics` as the default of the two metric exporters)
 //! selects, for its exporter, the database protocols among `sql` (PostgreSQL
 //! and MySQL/MariaDB), `redis`, `memcached` and `mongo` (MongoDB), and Kafka
-//! (`kafka`) and MQTT (`mqtt`); `*` is all. A protocol no
+//! (`kafka`), MQTT (`mqtt`) and RabbitMQ (`amqp`); `*` is all. A protocol no
 //! list selects is not decoded at all. HTTP and gRPC are not filtered by the
 //! lists (a list must still name `http` or `*`: see `obi_keys.rs`).
 
@@ -34,16 +34,19 @@ pub enum DbInstrumentation {
     Kafka,
     /// MQTT clients (PRODUCER spans for publishes, CONSUMER spans for deliveries).
     Mqtt,
+    /// AMQP 0-9-1 (RabbitMQ) clients.
+    Amqp,
 }
 
 impl DbInstrumentation {
-    pub const ALL: [DbInstrumentation; 6] = [
+    pub const ALL: [DbInstrumentation; 7] = [
         Self::Sql,
         Self::Redis,
         Self::Memcached,
         Self::Mongo,
         Self::Kafka,
         Self::Mqtt,
+        Self::Amqp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +57,7 @@ impl DbInstrumentation {
             Self::Mongo => "mongo",
             Self::Kafka => "kafka",
             Self::Mqtt => "mqtt",
+            Self::Amqp => "amqp",
         }
     }
 
@@ -67,7 +71,7 @@ impl DbInstrumentation {
 pub struct DbSelection(u8);
 
 impl DbSelection {
-    pub const ALL: Self = Self(0b11_1111);
+    pub const ALL: Self = Self(0b111_1111);
     pub const NONE: Self = Self(0);
 
     pub fn contains(self, instrumentation: DbInstrumentation) -> bool {

@@ -1,5 +1,5 @@
 //! The configuration's database and messaging instrumentations (`sql`,
-//! `redis`, `memcached`, `mongo`, `kafka`, `mqtt`) applied: which registry protocols
+//! `redis`, `memcached`, `mongo`, `kafka`, `mqtt`, `amqp`) applied: which registry protocols
 //! detection may pick, and which destinations their spans go to.
 
 use super::registry::{Protocol, ProtocolSelection};
@@ -25,6 +25,7 @@ fn protocols_of(instrumentation: DbInstrumentation) -> &'static [Protocol] {
         DbInstrumentation::Mongo => &[Protocol::Mongo],
         DbInstrumentation::Kafka => &[Protocol::Kafka],
         DbInstrumentation::Mqtt => &[Protocol::Mqtt],
+        DbInstrumentation::Amqp => &[Protocol::Amqp],
     }
 }
 
@@ -56,6 +57,7 @@ pub fn destinations(span: &Span, databases: &DatabaseSettings) -> Option<Destina
         SpanProtocol::Messaging(messaging) => match messaging.system {
             MessagingSystem::Kafka => DbInstrumentation::Kafka,
             MessagingSystem::Mqtt => DbInstrumentation::Mqtt,
+            MessagingSystem::Rabbitmq => DbInstrumentation::Amqp,
         },
         SpanProtocol::Http(_) | SpanProtocol::Grpc(_) => return None,
     };
@@ -132,6 +134,7 @@ mod tests {
                     | Protocol::Memcached
                     | Protocol::Mongo
                     | Protocol::Mqtt
+                    | Protocol::Amqp
                     | Protocol::Kafka
             );
             assert_eq!(none.contains(*protocol), !database, "{protocol:?}");

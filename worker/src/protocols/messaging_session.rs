@@ -1,4 +1,4 @@
-//! [`MessagingSession`]: the messaging decoders (Kafka, MQTT) in the
+//! [`MessagingSession`]: the messaging decoders (Kafka, MQTT, AMQP) in the
 //! protocol registry. One generic session wraps each decoder: detection from
 //! the client's side of the connection (a broker's own connections are not
 //! decoded), one PRODUCER or CONSUMER span per operation, and the decoder's
@@ -6,6 +6,8 @@
 
 use zerotrace_shared::event::Direction;
 
+use super::amqp::connection::AmqpStats;
+use super::amqp::AmqpConnection;
 use super::counters::DecodeCounters;
 use super::db::Detection;
 use super::db_session::client_side_check;
@@ -100,6 +102,39 @@ impl MessagingDecoder for MqttConnection {
         counters.dropped_requests += stats.pending_dropped;
         counters.unanswered_requests += stats.unanswered;
         counters.framing_lost += stats.resyncs;
+    }
+}
+
+impl MessagingDecoder for AmqpConnection {
+    fn check(first_bytes: &[u8], direction: Direction) -> Detection {
+        super::amqp::check(first_bytes, direction)
+    }
+    fn new() -> Self {
+        AmqpConnection::new()
+    }
+    fn feed(
+        &mut self,
+        direction: Direction,
+        captured: &[u8],
+        missing: u64,
+        ts_ns: u64,
+        out: &mut Vec<MessagingCall>,
+    ) {
+        AmqpConnection::feed(self, direction, captured, missing, ts_ns, out);
+    }
+    fn finish(&mut self, ts_ns: u64, out: &mut Vec<MessagingCall>) {
+        AmqpConnection::finish(self, ts_ns, out);
+    }
+    /// Acknowledgements of nothing waiting are unpaired responses, operations
+    /// never acknowledged unanswered requests, frames without their end
+    /// garbage.
+    fn add_counts(&self, counters: &mut DecodeCounters) {
+        let stats: AmqpStats = self.stats();
+        counters.unpaired_responses += stats.unmatched_acks;
+        counters.dropped_requests += stats.pending_dropped;
+        counters.unanswered_requests += stats.unanswered;
+        counters.framing_lost += stats.resyncs;
+        counters.garbage_segments += stats.bad_frames;
     }
 }
 

@@ -1,6 +1,7 @@
 //! Decoders of application protocols from captured byte streams, and the
 //! registry that says which one a connection speaks.
 
+pub mod amqp;
 pub mod counters;
 pub mod db;
 pub mod db_framing;

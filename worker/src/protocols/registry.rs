@@ -6,6 +6,7 @@
 //! else of the connection. Adding a protocol is one module implementing
 //! [`ProtocolSession`] and one line in the `protocol_registry!` list below.
 
+use super::amqp::AmqpConnection;
 use super::counters::DecodeCounters;
 use super::db_session::DbSession;
 use super::http1::Http1Session;
@@ -237,6 +238,8 @@ protocol_registry! {
     /// level). A CONNECT's remaining length never makes a MongoDB length
     /// MongoDB accepts, nor a Kafka request.
     Mqtt(MessagingSession<MqttConnection>) scratch mqtt;
+    /// AMQP 0-9-1 (RabbitMQ): the client's protocol header `AMQP\0\0\x09\x01`.
+    Amqp(MessagingSession<AmqpConnection>) scratch amqp;
     /// Kafka: a client's request (a size prefix, an API key and version in
     /// Kafka's ranges, a client id). Last: a PostgreSQL StartupMessage also
     /// reads as a Metadata v0 request with a printable client id.
@@ -312,6 +315,7 @@ mod tests {
                 Protocol::Memcached,
                 Protocol::Mongo,
                 Protocol::Mqtt,
+                Protocol::Amqp,
                 Protocol::Kafka
             ]
         );

@@ -73,6 +73,9 @@ impl Conventions for MessagingExchange {
         if let Some(client_id) = &self.client_id {
             out.string("messaging.client.id", client_id);
         }
+        if let Some(key) = &self.routing_key {
+            out.string("messaging.rabbitmq.destination.routing_key", key);
+        }
         if let Some(count) = self.message_count {
             out.int(
                 "messaging.batch.message_count",

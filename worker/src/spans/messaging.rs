@@ -9,6 +9,8 @@ use serde_json::{json, Map, Value};
 pub enum MessagingSystem {
     Kafka,
     Mqtt,
+    /// RabbitMQ's AMQP 0-9-1.
+    Rabbitmq,
 }
 
 impl MessagingSystem {
@@ -16,6 +18,7 @@ impl MessagingSystem {
         match self {
             MessagingSystem::Kafka => "kafka",
             MessagingSystem::Mqtt => "mqtt",
+            MessagingSystem::Rabbitmq => "rabbitmq",
         }
     }
 }
@@ -71,6 +74,8 @@ pub struct MessagingExchange {
     pub partition: Option<i32>,
     /// `messaging.client.id`: the request header's client id.
     pub client_id: Option<String>,
+    /// RabbitMQ's routing key (`messaging.rabbitmq.destination.routing_key`).
+    pub routing_key: Option<String>,
     /// `messaging.batch.message_count`, when every batch header was captured.
     pub message_count: Option<u64>,
     /// The broker's error code, when not 0 (the operation failed).
@@ -89,6 +94,7 @@ impl MessagingExchange {
             destination: None,
             partition: None,
             client_id: None,
+            routing_key: None,
             message_count: None,
             error_code: None,
             request_bytes: 0,
@@ -119,6 +125,7 @@ impl MessagingExchange {
         let name = match self.system {
             MessagingSystem::Kafka => kafka_error_name(code),
             MessagingSystem::Mqtt => u8::try_from(code).ok().and_then(mqtt_reason_name),
+            MessagingSystem::Rabbitmq => amqp_reply_name(code),
         };
         Some(match name {
             Some(name) => name.to_owned(),
@@ -132,6 +139,7 @@ impl MessagingExchange {
         Some(match self.system {
             MessagingSystem::Kafka => format!("Kafka error {error_type}"),
             MessagingSystem::Mqtt => format!("MQTT reason {error_type}"),
+            MessagingSystem::Rabbitmq => format!("AMQP {error_type}"),
         })
     }
 
@@ -166,6 +174,39 @@ impl MessagingExchange {
             }),
         );
     }
+}
+
+/// A publish the broker nacked (AMQP has no code for it).
+pub const AMQP_NACK: i16 = -1;
+/// A delivery the client nacked or rejected.
+pub const AMQP_REJECTED: i16 = -2;
+
+/// The names of AMQP 0-9-1's reply codes (the specification's constants),
+/// and of the negative acknowledgements.
+pub fn amqp_reply_name(code: i16) -> Option<&'static str> {
+    Some(match code {
+        AMQP_NACK => "NACK",
+        AMQP_REJECTED => "REJECTED",
+        311 => "CONTENT_TOO_LARGE",
+        312 => "NO_ROUTE",
+        313 => "NO_CONSUMERS",
+        320 => "CONNECTION_FORCED",
+        402 => "INVALID_PATH",
+        403 => "ACCESS_REFUSED",
+        404 => "NOT_FOUND",
+        405 => "RESOURCE_LOCKED",
+        406 => "PRECONDITION_FAILED",
+        501 => "FRAME_ERROR",
+        502 => "SYNTAX_ERROR",
+        503 => "COMMAND_INVALID",
+        504 => "CHANNEL_ERROR",
+        505 => "UNEXPECTED_FRAME",
+        506 => "RESOURCE_ERROR",
+        530 => "NOT_ALLOWED",
+        540 => "NOT_IMPLEMENTED",
+        541 => "INTERNAL_ERROR",
+        _ => return None,
+    })
 }
 
 /// The names of MQTT 5's failure reason codes (0x80 and above) that a

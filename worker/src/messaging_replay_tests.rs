@@ -1,9 +1,10 @@
-//! MQTT connections through the worker's path — connection tracker,
-//! registry, decoder, spans, conventions, metrics, printer: the exchanges
-//! recorded between paho-mqtt and a real mosquitto (`worker/testdata/mqtt/`),
-//! found from their bytes on any port, decoded into PRODUCER spans for
-//! publishes and CONSUMER spans for deliveries, with the messaging
-//! conventions' names and attributes, and into
+//! MQTT and AMQP 0-9-1 connections through the worker's path — connection
+//! tracker, registry, decoder, spans, conventions, metrics, printer: the
+//! exchanges recorded between paho-mqtt and a real mosquitto
+//! (`worker/testdata/mqtt/`), and between pika and a real RabbitMQ
+//! (`worker/testdata/amqp/`), found from their bytes on any port, decoded
+//! into PRODUCER spans for publishes and CONSUMER spans for deliveries, with
+//! the messaging conventions' names and attributes, and into
 //! `messaging.client.operation.duration` and `messaging.process.duration`.
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ use crate::spans::{Span, SpanKind};
 const PUBLISH: &str = include_str!("../testdata/mqtt/paho_publish.txt");
 const REFUSED: &str = include_str!("../testdata/mqtt/paho_publish_refused.txt");
 const CONSUME: &str = include_str!("../testdata/mqtt/paho_consume.txt");
+const AMQP_PUBLISH: &str = include_str!("../testdata/amqp/pika_publish.txt");
+const AMQP_CONSUME: &str = include_str!("../testdata/amqp/pika_consume.txt");
 
 #[test]
 fn publishes_and_deliveries_become_producer_and_consumer_spans_on_any_port() {
@@ -163,4 +166,48 @@ fn a_broker_process_and_a_protocol_turned_off_make_no_span() {
         Cut::Whole,
     );
     assert!(spans.is_empty());
+}
+
+#[test]
+fn amqp_publishes_and_deliveries_follow_the_rabbitmq_conventions_on_any_port() {
+    for port in [5672, 15672, 40001] {
+        for cut in [Cut::Whole, Cut::Pieces(5), Cut::Capture(512)] {
+            let sent = replay_fixture(AMQP_PUBLISH, port, cut);
+            assert_eq!(sent.len(), 5, "{port} {cut:?}");
+            assert!(sent.iter().all(|s| s.kind == SpanKind::Producer));
+            let consumed = replay_fixture(AMQP_CONSUME, port, cut);
+            let kinds: Vec<SpanKind> = consumed.iter().map(|s| s.kind).collect();
+            assert_eq!(kinds[3..], [SpanKind::Consumer; 3], "{port} {cut:?}");
+        }
+    }
+    let sent = replay_fixture(AMQP_PUBLISH, 5672, Cut::Whole);
+    assert_eq!(semconv::span_name(&sent[0]), "publish amq.default");
+    let attributes = attributes(&sent[0]);
+    for (key, value) in [
+        ("messaging.system", "rabbitmq"),
+        ("messaging.operation.name", "publish"),
+        ("messaging.operation.type", "send"),
+        ("messaging.destination.name", "amq.default"),
+        ("messaging.rabbitmq.destination.routing_key", "orders"),
+        ("server.port", "5672"),
+    ] {
+        assert_eq!(
+            attributes.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+    }
+    // The publish to a missing exchange: the broker closed its channel with 404.
+    let refused = &sent[4];
+    assert_eq!(semconv::span_name(refused), "publish missing");
+    let error = semconv::error(refused).unwrap_or_else(|| panic!("not an error"));
+    assert_eq!(error.error_type, "NOT_FOUND");
+    assert_eq!(error.message, "AMQP NOT_FOUND");
+    let delivered = &replay_fixture(AMQP_CONSUME, 5672, Cut::Whole)[3];
+    let attributes = self::attributes(delivered);
+    assert_eq!(attributes["messaging.operation.name"], "process");
+    assert_eq!(
+        attributes["messaging.rabbitmq.destination.routing_key"],
+        "jobs"
+    );
 }

@@ -1,0 +1,245 @@
+//! The AMQP 0-9-1 decoder on exchanges recorded from a real client
+//! (Debian's pika 1.2, `tests/servers/amqp_app.py`) and a real broker
+//! (Debian's RabbitMQ 3.10).
+
+use zerotrace_shared::event::Direction;
+
+use super::*;
+use crate::protocols::db::fixture::{connections, replay, Cut};
+use crate::protocols::db::Detection;
+use crate::protocols::messaging_call::MessagingCall;
+
+const PUBLISH: &str = include_str!("../../../testdata/amqp/pika_publish.txt");
+const LARGE: &str = include_str!("../../../testdata/amqp/pika_publish_large.txt");
+const CONSUME: &str = include_str!("../../../testdata/amqp/pika_consume.txt");
+
+fn decode(fixture: &str, cut: Cut) -> Vec<MessagingCall> {
+    let mut out = Vec::new();
+    for chunks in connections(fixture) {
+        let mut connection = AmqpConnection::new();
+        replay(&chunks, cut, |direction, captured, gap, ts| {
+            connection.feed(direction, captured, gap, ts, &mut out)
+        });
+        connection.finish(1_000_000, &mut out);
+    }
+    out
+}
+
+fn show(calls: &[MessagingCall]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|call| {
+            let e = &call.exchange;
+            format!(
+                "{} | {} | {} | {} | {}-{}{}",
+                e.summary(),
+                e.routing_key.as_deref().unwrap_or("-"),
+                e.error_type().as_deref().unwrap_or("ok"),
+                e.request_bytes + e.response_bytes,
+                call.start_ns,
+                call.end_ns,
+                if call.partial { " | partial" } else { "" }
+            )
+        })
+        .collect()
+}
+
+/// Two publishes to the default exchange without confirms (each ends with
+/// its body frame), two after `confirm.select` (each ends with the broker's
+/// `basic.ack`), and one to an exchange that does not exist: the broker
+/// closes the channel with 404, which fails the publish waiting for its
+/// confirmation.
+const PUBLISH_CALLS: &[&str] = &[
+    "publish amq.default | orders | ok | 60 | 12000-14000",
+    "publish amq.default | orders | ok | 60 | 15000-17000",
+    "publish amq.default | orders | ok | 81 | 20000-23000",
+    "publish amq.default | orders | ok | 81 | 24000-27000",
+    "publish missing | orders | NOT_FOUND | 64 | 28000-31000",
+];
+
+/// A 200 KB message in two body frames (frame_max 128 KiB) with confirms,
+/// then a small one.
+const LARGE_CALLS: &[&str] = &[
+    "publish blobs | - | ok | 200081 | 13000-18000",
+    "publish blobs | - | ok | 78 | 19000-20000",
+];
+
+/// Three publishes in one write, then three deliveries to a consumer that
+/// acknowledges each: the deliveries end with the client's `basic.ack`.
+const CONSUME_CALLS: &[&str] = &[
+    "publish amq.default | jobs | ok | 56 | 14000-14000",
+    "publish amq.default | jobs | ok | 56 | 14000-14000",
+    "publish amq.default | jobs | ok | 56 | 14000-14000",
+    "process amq.default | jobs | ok | 122 | 17000-18000",
+    "process amq.default | jobs | ok | 122 | 17000-18000",
+    "process amq.default | jobs | ok | 122 | 17000-18000",
+];
+
+const RECORDINGS: [(&str, &[&str]); 3] = [
+    (PUBLISH, PUBLISH_CALLS),
+    (LARGE, LARGE_CALLS),
+    (CONSUME, CONSUME_CALLS),
+];
+
+#[test]
+fn recorded_exchanges_decode_exactly() {
+    for (fixture, expected) in RECORDINGS {
+        assert_eq!(show(&decode(fixture, Cut::Whole)), expected);
+        for size in [1, 2, 7, 64] {
+            assert_eq!(
+                show(&decode(fixture, Cut::Pieces(size))),
+                expected,
+                "pieces of {size}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_kernel_sized_capture_follows_frames_by_their_size() {
+    for (fixture, expected) in RECORDINGS {
+        assert_eq!(show(&decode(fixture, Cut::Capture(512))), expected);
+    }
+}
+
+#[test]
+fn tiny_captures_stay_bounded() {
+    for (fixture, expected) in RECORDINGS {
+        for size in [0, 1, 6, 8, 12, 20] {
+            let calls = decode(fixture, Cut::Capture(size));
+            assert!(calls.len() <= expected.len(), "capture {size}: {calls:?}");
+            assert!(calls.iter().all(|c| c.end_ns >= c.start_ns));
+        }
+    }
+}
+
+#[test]
+fn detection_on_first_bytes() {
+    for (fixture, _) in RECORDINGS {
+        for chunks in connections(fixture) {
+            let header = &chunks[0].1;
+            assert_eq!(check(header, Direction::Egress), Detection::Yes);
+            assert_eq!(check(header, Direction::Ingress), Detection::No);
+            for cut in 1..8 {
+                assert_eq!(
+                    check(&header[..cut], Direction::Egress),
+                    Detection::NeedMore
+                );
+            }
+            // connection.start, start-ok: a connection joined later is not taken.
+            for (direction, bytes) in &chunks[1..3] {
+                assert_eq!(check(bytes, *direction), Detection::No);
+            }
+        }
+    }
+    for other in [
+        &b"AMQP\x00\x01\x00\x00"[..],
+        b"AMQP\x03\x01\x00\x00",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"AMQX",
+    ] {
+        assert_eq!(check(other, Direction::Egress), Detection::No, "{other:?}");
+    }
+}
+
+/// The registry finds AMQP from the protocol header whatever the port.
+#[test]
+fn the_registry_picks_amqp_from_the_protocol_header() {
+    use crate::protocols::registry::{detect, Detection as Found, Protocol, ProtocolSelection};
+    use crate::protocols::session::FirstBytes;
+    use zerotrace_shared::event::ConnectionRole;
+    for (fixture, _) in RECORDINGS {
+        for chunks in connections(fixture) {
+            for role in [ConnectionRole::Client, ConnectionRole::Unknown] {
+                let first = FirstBytes {
+                    bytes: &chunks[0].1,
+                    direction: Direction::Egress,
+                    role,
+                    local_port: 40000,
+                    peer_port: 5672,
+                };
+                assert_eq!(
+                    detect(&first, true, ProtocolSelection::ALL),
+                    Found::Found(Protocol::Amqp)
+                );
+            }
+        }
+    }
+}
+
+/// However the kernel cuts the 200 KB publish (512 bytes kept of each
+/// write), it is one whole operation, and the publish after it too.
+#[test]
+fn a_large_publish_cut_anywhere_keeps_the_publish_after_it_whole() {
+    use crate::protocols::db::fixture::{captured_pieces, turns};
+    let untimed = |lines: Vec<String>| -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| {
+                l.rsplit_once(" | ")
+                    .map_or(l.as_str(), |(head, _)| head)
+                    .to_owned()
+            })
+            .collect()
+    };
+    let expected = untimed(show(&decode(LARGE, Cut::Whole)));
+    let turns = turns(&connections(LARGE)[0]);
+    for first in (1..4096).step_by(17) {
+        for size in [4096, 16384, 65536] {
+            let mut connection = AmqpConnection::new();
+            let mut out = Vec::new();
+            for (i, (direction, bytes)) in turns.iter().enumerate() {
+                let ts = (i as u64 + 1) * 1000;
+                for (captured, gap) in captured_pieces(bytes, first, size, 512) {
+                    connection.feed(*direction, &captured, gap, ts, &mut out);
+                }
+            }
+            connection.finish(1_000_000, &mut out);
+            assert_eq!(
+                untimed(show(&out)),
+                expected,
+                "pieces of {size} after {first}"
+            );
+        }
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_segments_never_panic(
+        segments in proptest::collection::vec((proptest::bool::ANY, proptest::collection::vec(proptest::num::u8::ANY, 0..64), 0u64..2000), 0..40)
+    ) {
+        let mut connection = AmqpConnection::new();
+        let mut out = Vec::new();
+        for (i, (egress, bytes, gap)) in segments.iter().enumerate() {
+            let direction = if *egress { Direction::Egress } else { Direction::Ingress };
+            connection.feed(direction, bytes, *gap, i as u64, &mut out);
+            let _ = check(bytes, direction);
+        }
+        connection.finish(u64::MAX, &mut out);
+    }
+
+    /// Recorded frames with bytes flipped: sizes, channels and tags that lie.
+    #[test]
+    fn corrupted_recordings_never_panic(
+        flips in proptest::collection::vec((0usize..4096, proptest::num::u8::ANY), 1..12),
+        cut in 0usize..600,
+    ) {
+        for chunks in connections(PUBLISH).iter().chain(&connections(CONSUME)) {
+            let mut connection = AmqpConnection::new();
+            let mut out = Vec::new();
+            for (i, (direction, bytes)) in chunks.iter().enumerate() {
+                let mut bytes = bytes.clone();
+                for (at, value) in &flips {
+                    let at = *at % bytes.len().max(1);
+                    if let Some(b) = bytes.get_mut(at) {
+                        *b ^= value;
+                    }
+                }
+                let kept = cut.min(bytes.len());
+                connection.feed(*direction, &bytes[..kept], (bytes.len() - kept) as u64, i as u64, &mut out);
+            }
+            connection.finish(u64::MAX, &mut out);
+        }
+    }
+}
