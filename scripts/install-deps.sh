@@ -23,6 +23,7 @@ if [ "${1:-}" = "test" ]; then
   packages+=(python3-kafka)  # tests/tests/kafka.rs: kafka-python, the client of tests/servers/kafka_app.py
   packages+=(python3-pymongo)  # tests/tests/mongodb.rs: pymongo, the client of tests/servers/mongo_app.py
   packages+=(mosquitto python3-paho-mqtt)  # tests/tests/mqtt.rs: the broker, and the client of tests/servers/mqtt_app.py
+  packages+=(rabbitmq-server python3-pika)  # tests/tests/amqp.rs: RabbitMQ, and the client of tests/servers/amqp_app.py
   packages+=(g++)  # scripts/test.sh checks the fuzz targets: libfuzzer-sys builds libFuzzer (C++)
   packages+=(nodejs)  # tests: Node.js servers (tests/servers/*.js); the tests that need it skip without it
 fi

@@ -619,6 +619,7 @@ pub fn bpf_prog_exists(id: u32) -> bool {
     false
 }
 
+pub mod amqp_broker;
 pub mod db_servers;
 pub mod go_build;
 pub mod kafka_broker;

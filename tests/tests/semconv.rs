@@ -351,18 +351,21 @@ fn messaging_names_are_current_semantic_conventions() {
         (MessagingSystem::Kafka, MessagingOperation::Poll),
         (MessagingSystem::Mqtt, MessagingOperation::Publish),
         (MessagingSystem::Mqtt, MessagingOperation::Process),
+        (MessagingSystem::Rabbitmq, MessagingOperation::Publish),
+        (MessagingSystem::Rabbitmq, MessagingOperation::Process),
     ] {
         let messaging = MessagingExchange {
             destination: Some("orders".into()),
             partition: Some(0),
             client_id: Some("app".into()),
             message_count: Some(3),
-            // Kafka's INVALID_RECORD, MQTT's NOT_AUTHORIZED.
-            error_code: Some(if system == MessagingSystem::Kafka {
-                87
-            } else {
-                0x87
+            // Kafka's INVALID_RECORD, MQTT's NOT_AUTHORIZED, AMQP's NOT_FOUND.
+            error_code: Some(match system {
+                MessagingSystem::Kafka => 87,
+                MessagingSystem::Mqtt => 0x87,
+                MessagingSystem::Rabbitmq => 404,
             }),
+            routing_key: Some("orders".into()),
             ..MessagingExchange::new(system, operation)
         }
         .named();
@@ -406,6 +409,7 @@ fn messaging_names_are_current_semantic_conventions() {
         "messaging.destination.partition.id",
         "messaging.client.id",
         "messaging.batch.message_count",
+        "messaging.rabbitmq.destination.routing_key",
         "error.type",
         "server.address",
         "server.port",

@@ -1,0 +1,193 @@
+//! AMQP 0-9-1 publishes and deliveries as PRODUCER and CONSUMER spans,
+//! `messaging.client.operation.duration` and `messaging.process.duration`:
+//! a real broker (Debian's RabbitMQ, started once for this file by
+//! tests/src/amqp_broker.rs), a real Python service using Debian's pika
+//! while it serves HTTP requests (tests/servers/amqp_app.py), and the real
+//! agent exporting to an OTLP receiver that decodes with opentelemetry-proto.
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
+use zerotrace_integration_tests::amqp_broker::{amqp_broker, start_amqp_app, AmqpBroker};
+use zerotrace_integration_tests::otlp_receiver::*;
+use zerotrace_integration_tests::*;
+
+/// The broker, the instrumented service, the receiver and the agent of one test.
+struct Setup {
+    broker: &'static AmqpBroker,
+    app: Server,
+    receiver: OtlpReceiver,
+    agent: Agent,
+}
+
+impl Setup {
+    fn start_with(extra: &[(&str, &str)]) -> Setup {
+        require_root();
+        let broker = amqp_broker();
+        let app = start_amqp_app(broker);
+        let receiver = OtlpReceiver::start_grpc();
+        let agent =
+            Agent::start_exporting_to(&["--open-port", &app.port.to_string()], &receiver, extra);
+        Setup {
+            broker,
+            app,
+            receiver,
+            agent,
+        }
+    }
+
+    /// Runs the service's scenario at `path`, which must report success.
+    fn drive(&self, path: &str) {
+        let body = curl(&[&self.app.url(path)]);
+        assert_eq!(body, "ok\n", "scenario {path} failed in amqp_app.py");
+    }
+
+    /// The RabbitMQ spans whose routing key is `key` (or exchange, for
+    /// a fanout without one), once at least `count` arrived (and a moment
+    /// more, so that extra ones would show).
+    fn amqp_spans(&self, destination: &str, count: usize) -> Vec<Span> {
+        let select = |traces: &[ReceivedTraces]| -> Vec<Span> {
+            spans_of(traces)
+                .into_iter()
+                .map(|(_, s)| s)
+                .filter(|s| {
+                    attr_str(&s.attributes, "messaging.system").as_deref() == Some("rabbitmq")
+                })
+                .filter(|s| {
+                    attr_str(&s.attributes, "messaging.rabbitmq.destination.routing_key")
+                        .or_else(|| attr_str(&s.attributes, "messaging.destination.name"))
+                        .as_deref()
+                        == Some(destination)
+                })
+                .collect()
+        };
+        let arrived = self
+            .receiver
+            .wait_for_traces(Duration::from_secs(15), |traces| {
+                (select(traces).len() >= count).then_some(())
+            });
+        assert!(
+            arrived.is_some(),
+            "fewer than {count} rabbitmq spans for {destination}: {:#?}\nagent stderr:\n{}",
+            self.receiver.spans(),
+            self.agent.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(600));
+        select(&self.receiver.traces())
+    }
+}
+
+fn is_error(span: &Span) -> bool {
+    span.status.as_ref().map(|s| s.code) == Some(status::StatusCode::Error as i32)
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    attr_str(&span.attributes, key)
+}
+
+#[test]
+fn every_scenario_of_the_service_works_against_the_real_broker() {
+    // Without the agent: a failure here is the fixture's, not the capture's.
+    require_root();
+    let app = start_amqp_app(amqp_broker());
+    for path in ["/publish", "/publish/large", "/consume"] {
+        assert_eq!(curl(&[&app.url(path)]), "ok\n", "{path}");
+    }
+}
+
+#[test]
+fn publishes_are_producer_spans_and_a_refused_one_is_an_error() {
+    let setup = Setup::start_with(&[]);
+    setup.drive("/publish");
+    let spans = setup.amqp_spans("orders", 5);
+    assert_eq!(spans.len(), 5, "{spans:#?}");
+    let port = i64::from(setup.broker.port);
+    for publish in &spans {
+        assert_eq!(publish.kind, span::SpanKind::Producer as i32);
+        assert_eq!(
+            attr(publish, "messaging.operation.name").as_deref(),
+            Some("publish")
+        );
+        assert_eq!(
+            attr(publish, "server.address").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(attr_int(&publish.attributes, "server.port"), Some(port));
+        assert!(publish.end_time_unix_nano >= publish.start_time_unix_nano);
+    }
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "publish amq.default",
+            "publish amq.default",
+            "publish amq.default",
+            "publish amq.default",
+            "publish missing"
+        ],
+        "{spans:#?}"
+    );
+    assert!(spans[..4].iter().all(|s| !is_error(s)), "{spans:#?}");
+    // The exchange does not exist: the broker closes the channel with 404.
+    assert!(is_error(&spans[4]), "{:#?}", spans[4]);
+    assert_eq!(attr(&spans[4], "error.type").as_deref(), Some("NOT_FOUND"));
+    setup.receiver.wait_for_histogram_point(
+        "messaging.client.operation.duration",
+        &[
+            ("messaging.system", "rabbitmq"),
+            ("messaging.operation.name", "publish"),
+            ("messaging.destination.name", "missing"),
+            ("error.type", "NOT_FOUND"),
+        ],
+        1,
+    );
+    // 200 KB in two body frames, confirmed, then a small message.
+    setup.drive("/publish/large");
+    let blobs = setup.amqp_spans("blobs", 2);
+    assert_eq!(blobs.len(), 2, "{blobs:#?}");
+    assert!(blobs.iter().all(|s| !is_error(s)), "{blobs:#?}");
+}
+
+#[test]
+fn deliveries_are_consumer_spans_up_to_the_client_s_acknowledgement() {
+    let setup = Setup::start_with(&[]);
+    setup.drive("/consume");
+    let spans = setup.amqp_spans("jobs", 6);
+    let delivered: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == span::SpanKind::Consumer as i32)
+        .collect();
+    assert_eq!(delivered.len(), 3, "{spans:#?}");
+    for delivery in &delivered {
+        assert_eq!(delivery.name, "process amq.default");
+        assert_eq!(
+            attr(delivery, "messaging.operation.type").as_deref(),
+            Some("process")
+        );
+        assert!(!is_error(delivery), "{delivery:#?}");
+    }
+    setup.receiver.wait_for_histogram_point(
+        "messaging.process.duration",
+        &[
+            ("messaging.system", "rabbitmq"),
+            ("messaging.operation.name", "process"),
+        ],
+        3,
+    );
+}
+
+#[test]
+fn amqp_left_out_of_the_traces_list_still_feeds_the_metric() {
+    let setup = Setup::start_with(&[("OTEL_EBPF_OTEL_TRACES_INSTRUMENTATIONS", "http,mqtt")]);
+    setup.drive("/consume");
+    setup.receiver.wait_for_histogram_point(
+        "messaging.client.operation.duration",
+        &[("messaging.system", "rabbitmq")],
+        3,
+    );
+    let amqp_spans = spans_of(&setup.receiver.traces())
+        .into_iter()
+        .filter(|(_, s)| attr_str(&s.attributes, "messaging.system").as_deref() == Some("rabbitmq"))
+        .count();
+    assert_eq!(amqp_spans, 0, "{:#?}", setup.receiver.spans());
+}
