@@ -41,101 +41,69 @@ pub trait MessagingDecoder: std::fmt::Debug {
     fn add_counts(&self, counters: &mut DecodeCounters);
 }
 
-impl MessagingDecoder for KafkaConnection {
-    fn check(first_bytes: &[u8], direction: Direction) -> Detection {
-        super::kafka::check(first_bytes, direction)
-    }
-    fn new() -> Self {
-        KafkaConnection::new()
-    }
-    fn feed(
-        &mut self,
-        direction: Direction,
-        captured: &[u8],
-        missing: u64,
-        ts_ns: u64,
-        out: &mut Vec<MessagingCall>,
-    ) {
-        KafkaConnection::feed(self, direction, captured, missing, ts_ns, out);
-    }
-    fn finish(&mut self, ts_ns: u64, out: &mut Vec<MessagingCall>) {
-        KafkaConnection::finish(self, ts_ns, out);
-    }
-    /// Unpaired responses, dropped and unanswered requests go where the other
-    /// protocols' do; a loss of framing is a framing loss, a message that is
-    /// not Kafka's a garbage segment.
-    fn add_counts(&self, counters: &mut DecodeCounters) {
-        let stats: KafkaStats = self.stats();
-        counters.unpaired_responses += stats.unmatched_responses;
-        counters.dropped_requests += stats.pending_dropped;
-        counters.unanswered_requests += stats.unanswered;
-        counters.framing_lost += stats.resyncs;
-        counters.garbage_segments += stats.bad_messages;
-    }
+/// A decoder's [`MessagingDecoder`] from its inherent `new`, `feed`,
+/// `finish` and `stats`, its protocol's `check`, and how its stats count.
+macro_rules! messaging_decoder {
+    ($decoder:ty, $check:path, $counts:path) => {
+        impl MessagingDecoder for $decoder {
+            fn check(first_bytes: &[u8], direction: Direction) -> Detection {
+                $check(first_bytes, direction)
+            }
+            fn new() -> Self {
+                <$decoder>::new()
+            }
+            fn feed(
+                &mut self,
+                direction: Direction,
+                captured: &[u8],
+                missing: u64,
+                ts_ns: u64,
+                out: &mut Vec<MessagingCall>,
+            ) {
+                <$decoder>::feed(self, direction, captured, missing, ts_ns, out);
+            }
+            fn finish(&mut self, ts_ns: u64, out: &mut Vec<MessagingCall>) {
+                <$decoder>::finish(self, ts_ns, out);
+            }
+            fn add_counts(&self, counters: &mut DecodeCounters) {
+                $counts(&self.stats(), counters);
+            }
+        }
+    };
 }
 
-impl MessagingDecoder for MqttConnection {
-    fn check(first_bytes: &[u8], direction: Direction) -> Detection {
-        super::mqtt::check(first_bytes, direction)
-    }
-    fn new() -> Self {
-        MqttConnection::new()
-    }
-    fn feed(
-        &mut self,
-        direction: Direction,
-        captured: &[u8],
-        missing: u64,
-        ts_ns: u64,
-        out: &mut Vec<MessagingCall>,
-    ) {
-        MqttConnection::feed(self, direction, captured, missing, ts_ns, out);
-    }
-    fn finish(&mut self, ts_ns: u64, out: &mut Vec<MessagingCall>) {
-        MqttConnection::finish(self, ts_ns, out);
-    }
-    /// Acknowledgements of no publish are unpaired responses, publishes never
-    /// acknowledged unanswered requests, dropped ones dropped requests.
-    fn add_counts(&self, counters: &mut DecodeCounters) {
-        let stats: MqttStats = self.stats();
-        counters.unpaired_responses += stats.unmatched_acks;
-        counters.dropped_requests += stats.pending_dropped;
-        counters.unanswered_requests += stats.unanswered;
-        counters.framing_lost += stats.resyncs;
-    }
+messaging_decoder!(KafkaConnection, super::kafka::check, kafka_counts);
+messaging_decoder!(MqttConnection, super::mqtt::check, mqtt_counts);
+messaging_decoder!(AmqpConnection, super::amqp::check, amqp_counts);
+
+/// Unpaired responses, dropped and unanswered requests go where the other
+/// protocols' do; a loss of framing is a framing loss, a message that is
+/// not Kafka's a garbage segment.
+fn kafka_counts(stats: &KafkaStats, counters: &mut DecodeCounters) {
+    counters.unpaired_responses += stats.unmatched_responses;
+    counters.dropped_requests += stats.pending_dropped;
+    counters.unanswered_requests += stats.unanswered;
+    counters.framing_lost += stats.resyncs;
+    counters.garbage_segments += stats.bad_messages;
 }
 
-impl MessagingDecoder for AmqpConnection {
-    fn check(first_bytes: &[u8], direction: Direction) -> Detection {
-        super::amqp::check(first_bytes, direction)
-    }
-    fn new() -> Self {
-        AmqpConnection::new()
-    }
-    fn feed(
-        &mut self,
-        direction: Direction,
-        captured: &[u8],
-        missing: u64,
-        ts_ns: u64,
-        out: &mut Vec<MessagingCall>,
-    ) {
-        AmqpConnection::feed(self, direction, captured, missing, ts_ns, out);
-    }
-    fn finish(&mut self, ts_ns: u64, out: &mut Vec<MessagingCall>) {
-        AmqpConnection::finish(self, ts_ns, out);
-    }
-    /// Acknowledgements of nothing waiting are unpaired responses, operations
-    /// never acknowledged unanswered requests, frames without their end
-    /// garbage.
-    fn add_counts(&self, counters: &mut DecodeCounters) {
-        let stats: AmqpStats = self.stats();
-        counters.unpaired_responses += stats.unmatched_acks;
-        counters.dropped_requests += stats.pending_dropped;
-        counters.unanswered_requests += stats.unanswered;
-        counters.framing_lost += stats.resyncs;
-        counters.garbage_segments += stats.bad_frames;
-    }
+/// Acknowledgements of no publish are unpaired responses, publishes never
+/// acknowledged unanswered requests, dropped ones dropped requests.
+fn mqtt_counts(stats: &MqttStats, counters: &mut DecodeCounters) {
+    counters.unpaired_responses += stats.unmatched_acks;
+    counters.dropped_requests += stats.pending_dropped;
+    counters.unanswered_requests += stats.unanswered;
+    counters.framing_lost += stats.resyncs;
+}
+
+/// Acknowledgements of nothing waiting are unpaired responses, operations
+/// never acknowledged unanswered requests, frames without their end garbage.
+fn amqp_counts(stats: &AmqpStats, counters: &mut DecodeCounters) {
+    counters.unpaired_responses += stats.unmatched_acks;
+    counters.dropped_requests += stats.pending_dropped;
+    counters.unanswered_requests += stats.unanswered;
+    counters.framing_lost += stats.resyncs;
+    counters.garbage_segments += stats.bad_frames;
 }
 
 /// One messaging connection of a client process, decoded by `D`.
