@@ -11,6 +11,7 @@ One GET path per scenario (scenario_server.py), each on fresh connections
 (so the agent sees them from their first byte).
 """
 import os
+import uuid
 
 import pika
 from pika.exceptions import ChannelClosedByBroker
@@ -58,17 +59,18 @@ def publish_large():
 
 
 def consume():
-    """Three messages published to the `jobs` queue, then consumed with
-    manual acknowledgements on another channel."""
+    """Three messages published to a queue of this call's own (`jobs-…`:
+    tests share the broker and run at once), then consumed with manual
+    acknowledgements on another channel."""
+    queue = "jobs-" + uuid.uuid4().hex[:12]
     with connection() as conn:
         producer = conn.channel()
-        producer.queue_declare("jobs")
-        producer.queue_purge("jobs")
+        producer.queue_declare(queue, auto_delete=True)
         for i in range(3):
-            producer.basic_publish("", "jobs", b"job %d" % i)
+            producer.basic_publish("", queue, b"job %d" % i)
         consumer = conn.channel()
         received = []
-        for method, _properties, body in consumer.consume("jobs", inactivity_timeout=10):
+        for method, _properties, body in consumer.consume(queue, inactivity_timeout=10):
             assert method is not None, received
             received.append(body)
             consumer.basic_ack(method.delivery_tag)
