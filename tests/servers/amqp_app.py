@@ -11,6 +11,7 @@ One GET path per scenario (scenario_server.py), each on fresh connections
 (so the agent sees them from their first byte).
 """
 import os
+import threading
 import uuid
 
 import pika
@@ -80,7 +81,32 @@ def consume():
         assert received == [b"job 0", b"job 1", b"job 2"], received
 
 
+# A connection opened before the agent starts, kept for later requests
+# (services keep theirs for days).
+LONG_LIVED = {}
+LONG_LIVED_LOCK = threading.Lock()
+
+
+def long_lived_open():
+    """Opens the kept connection and its channel (queue `long-lived`)."""
+    with LONG_LIVED_LOCK:
+        conn = connection()
+        channel = conn.channel()
+        channel.queue_declare("long-lived")
+        LONG_LIVED["channel"] = channel
+
+
+def long_lived_publish():
+    """Two publishes on the kept connection."""
+    with LONG_LIVED_LOCK:
+        channel = LONG_LIVED["channel"]
+        for i in range(2):
+            channel.basic_publish("", "long-lived", b"kept %d" % i)
+
+
 SCENARIOS = {
+    "/long-lived/open": long_lived_open,
+    "/long-lived/publish": long_lived_publish,
     "/publish": publish,
     "/publish/large": publish_large,
     "/consume": consume,

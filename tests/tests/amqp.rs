@@ -177,6 +177,30 @@ fn deliveries_are_consumer_spans_up_to_the_client_s_acknowledgement() {
 }
 
 #[test]
+fn a_connection_opened_before_the_agent_is_decoded_from_its_next_frame() {
+    require_root();
+    let broker = amqp_broker();
+    let app = start_amqp_app(broker);
+    let open = curl(&[&app.url("/long-lived/open")]);
+    assert_eq!(open, "ok\n");
+    let receiver = OtlpReceiver::start_grpc();
+    let agent = Agent::start_exporting_to(&["--open-port", &app.port.to_string()], &receiver, &[]);
+    let setup = Setup {
+        broker,
+        app,
+        receiver,
+        agent,
+    };
+    setup.drive("/long-lived/publish");
+    let spans = setup.amqp_spans("long-lived", 2);
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    for publish in &spans {
+        assert_eq!(publish.name, "publish amq.default");
+        assert!(!is_error(publish), "{publish:#?}");
+    }
+}
+
+#[test]
 fn amqp_left_out_of_the_traces_list_still_feeds_the_metric() {
     let setup = Setup::start_with(&[("OTEL_EBPF_OTEL_TRACES_INSTRUMENTATIONS", "http,mqtt")]);
     setup.drive("/consume");

@@ -26,6 +26,15 @@ pub trait MessagingDecoder: std::fmt::Debug {
     /// the direction seen from the client.
     fn check(first_bytes: &[u8], direction: Direction) -> Detection;
     fn new() -> Self;
+    /// The state of a connection whose first bytes (in `first.direction`)
+    /// were found to be this protocol's: from its start, or joined mid-stream.
+    fn start(first: &FirstBytes<'_>) -> Self
+    where
+        Self: Sized,
+    {
+        let _ = first;
+        Self::new()
+    }
     /// One segment: `captured` bytes, then `missing` bytes not captured.
     fn feed(
         &mut self,
@@ -44,7 +53,7 @@ pub trait MessagingDecoder: std::fmt::Debug {
 /// A decoder's [`MessagingDecoder`] from its inherent `new`, `feed`,
 /// `finish` and `stats`, its protocol's `check`, and how its stats count.
 macro_rules! messaging_decoder {
-    ($decoder:ty, $check:path, $counts:path) => {
+    ($decoder:ty, $check:path, $counts:path $(, $start:path)?) => {
         impl MessagingDecoder for $decoder {
             fn check(first_bytes: &[u8], direction: Direction) -> Detection {
                 $check(first_bytes, direction)
@@ -68,13 +77,36 @@ macro_rules! messaging_decoder {
             fn add_counts(&self, counters: &mut DecodeCounters) {
                 $counts(&self.stats(), counters);
             }
+            $(fn start(first: &FirstBytes<'_>) -> Self {
+                $start(first)
+            })?
         }
     };
 }
 
 messaging_decoder!(KafkaConnection, super::kafka::check, kafka_counts);
-messaging_decoder!(MqttConnection, super::mqtt::check, mqtt_counts);
-messaging_decoder!(AmqpConnection, super::amqp::check, amqp_counts);
+messaging_decoder!(MqttConnection, super::mqtt::check, mqtt_counts, mqtt_start);
+
+/// From the start when the client's CONNECT is the first thing seen;
+/// otherwise joined mid-stream.
+fn mqtt_start(first: &FirstBytes<'_>) -> MqttConnection {
+    if first.direction == Direction::Egress && first.bytes.first() == Some(&0x10) {
+        MqttConnection::new()
+    } else {
+        MqttConnection::joined_mid_stream()
+    }
+}
+messaging_decoder!(AmqpConnection, super::amqp::check, amqp_counts, amqp_start);
+
+/// From the start when the client's protocol header is the first thing
+/// seen; otherwise joined mid-stream.
+fn amqp_start(first: &FirstBytes<'_>) -> AmqpConnection {
+    if first.direction == Direction::Egress && first.bytes.starts_with(b"AMQP") {
+        AmqpConnection::new()
+    } else {
+        AmqpConnection::joined_mid_stream()
+    }
+}
 
 /// Unpaired responses, dropped and unanswered requests go where the other
 /// protocols' do; a loss of framing is a framing loss, a message that is
@@ -128,9 +160,11 @@ impl<D: MessagingDecoder> ProtocolSession for MessagingSession<D> {
         client_side_check(first, D::check)
     }
 
-    fn start(_first: &FirstBytes<'_>, conn: &mut ConnectionInfo) -> Self {
+    fn start(first: &FirstBytes<'_>, conn: &mut ConnectionInfo) -> Self {
         conn.learn_client_direction(Direction::Egress);
-        Self { decoder: D::new() }
+        Self {
+            decoder: D::start(first),
+        }
     }
 
     fn parse(

@@ -82,12 +82,30 @@ impl<H: PrefixHeader> PrefixFramer<H> {
         }
     }
 
+    /// A framer that starts out of sync (joined mid-stream): it reads from
+    /// the first segment that starts with a header.
+    pub fn new_lost(kept: usize) -> Self {
+        Self {
+            lost: true,
+            ..Self::new(kept)
+        }
+    }
+
     /// Reads `captured`, then `gap` bytes not captured; hands out each
     /// frame once its last byte was seen.
     pub fn feed(&mut self, captured: &[u8], gap: u64, ts_ns: u64, out: &mut Vec<ReadEvent<H>>) {
         let mut input = captured;
         if self.lost {
-            if !matches!(H::read(input), HeaderRead::Header(_)) {
+            // A segment that starts with a header, or, whole and shorter
+            // than one, with its start: clients read a frame a few bytes at
+            // a time (paho-mqtt reads an acknowledgement in reads of 1, 1
+            // and 2 bytes). A wrong start is found out at the next bytes.
+            let regain = match H::read(input) {
+                HeaderRead::Header(_) => true,
+                HeaderRead::Short => gap == 0 && !input.is_empty(),
+                HeaderRead::Invalid => false,
+            };
+            if !regain {
                 self.skipped_bytes += input.len() as u64 + gap;
                 return;
             }

@@ -112,6 +112,18 @@ impl AmqpConnection {
         }
     }
 
+    /// A connection joined mid-stream (opened before the agent): no
+    /// protocol header comes, and each direction finds its framing at a
+    /// segment that starts with a frame.
+    pub fn joined_mid_stream() -> Self {
+        Self {
+            client: PrefixFramer::new_lost(KEPT_BYTES),
+            server: PrefixFramer::new_lost(KEPT_BYTES),
+            protocol_header_left: 0,
+            ..Self::new()
+        }
+    }
+
     pub fn stats(&self) -> AmqpStats {
         let mut stats = self.stats;
         stats.resyncs += self.client.losses + self.server.losses;

@@ -243,3 +243,58 @@ proptest::proptest! {
         }
     }
 }
+
+/// A connection opened before the agent (services keep theirs for days) is
+/// found from its first whole frame, a method only that side sends, and
+/// decoded from there: the operations after it are those of the whole
+/// recording.
+#[test]
+fn a_connection_joined_mid_stream_is_decoded_from_its_first_whole_frame() {
+    let name_and_error = |calls: &[MessagingCall]| -> Vec<String> {
+        calls
+            .iter()
+            .map(|c| {
+                let e = &c.exchange;
+                format!("{} {:?}", e.summary(), e.error_type())
+            })
+            .collect()
+    };
+    for (fixture, _) in RECORDINGS {
+        let chunks = &connections(fixture)[0];
+        let whole = decode(fixture, Cut::Whole);
+        // The first chunk after the handshake that a joined connection
+        // would start with: a publish, or a delivery.
+        let Some(k) = (1..chunks.len()).find(|&i| {
+            let (direction, bytes) = &chunks[i];
+            check(bytes, *direction) == Detection::Yes
+        }) else {
+            panic!("no mid-stream start in {fixture:.60}");
+        };
+        let from = (k as u64 + 1) * 1000;
+        let expected: Vec<MessagingCall> =
+            whole.into_iter().filter(|c| c.start_ns >= from).collect();
+        assert!(!expected.is_empty());
+        let mut connection = AmqpConnection::joined_mid_stream();
+        let mut out = Vec::new();
+        replay(&chunks[k..], Cut::Whole, |direction, captured, gap, ts| {
+            connection.feed(direction, captured, gap, ts, &mut out)
+        });
+        connection.finish(1_000_000, &mut out);
+        assert_eq!(
+            name_and_error(&out),
+            name_and_error(&expected),
+            "from chunk {k}"
+        );
+    }
+    // A heartbeat is a frame of either side; a client's method read, or a
+    // broker's written, is not the side it claims.
+    let heartbeat = b"\x08\x00\x00\x00\x00\x00\x00\xce";
+    assert_eq!(check(heartbeat, Direction::Egress), Detection::Yes);
+    let publish = &connections(PUBLISH)[0]
+        .iter()
+        .find(|(d, b)| *d == Direction::Egress && b.starts_with(b"\x01\x00\x01") && b.len() == 23)
+        .map(|(_, b)| b.clone())
+        .unwrap_or_default();
+    assert_eq!(check(publish, Direction::Egress), Detection::Yes);
+    assert_eq!(check(publish, Direction::Ingress), Detection::No);
+}
