@@ -99,7 +99,28 @@ def consume():
     assert sorted(received) == [0, 1, 2], received
 
 
+# A client connected before the agent starts, kept for later requests
+# (clients keep their connections for days).
+LONG_LIVED = {}
+
+
+def long_lived_open():
+    """Connects the kept client."""
+    LONG_LIVED["client"] = connected("zt-long-lived")
+
+
+def long_lived_publish():
+    """Two QoS 1 publishes to `sensors/kept` on the kept connection."""
+    client = LONG_LIVED["client"]
+    for _ in range(2):
+        info = client.publish("sensors/kept", b"1", qos=1)
+        info.wait_for_publish(TIMEOUT)
+        assert info.is_published()
+
+
 SCENARIOS = {
+    "/long-lived/open": long_lived_open,
+    "/long-lived/publish": long_lived_publish,
     "/publish": publish,
     "/publish/large": publish_large,
     "/publish/refused": publish_refused,

@@ -205,6 +205,30 @@ fn deliveries_are_consumer_spans_up_to_the_client_s_acknowledgement() {
 }
 
 #[test]
+fn a_connection_opened_before_the_agent_is_decoded_from_the_client_s_next_packet() {
+    require_root();
+    let mqtt = start_mqtt();
+    assert_eq!(curl(&[&mqtt.app.url("/long-lived/open")]), "ok\n");
+    let receiver = OtlpReceiver::start_grpc();
+    let agent =
+        Agent::start_exporting_to(&["--open-port", &mqtt.app.port.to_string()], &receiver, &[]);
+    let setup = Setup {
+        mqtt,
+        receiver,
+        agent,
+    };
+    setup.drive("/long-lived/publish");
+    let spans = setup.mqtt_spans("sensors/kept", 2);
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    for publish in &spans {
+        assert_eq!(publish.name, "publish sensors/kept");
+        assert!(!is_error(publish), "{publish:#?}");
+        // CONNECT came before the agent: no client id.
+        assert_eq!(attr(publish, "messaging.client.id"), None);
+    }
+}
+
+#[test]
 fn mqtt_left_out_of_the_traces_list_still_feeds_the_metric() {
     let setup = Setup::start_with(&[("OTEL_EBPF_OTEL_TRACES_INSTRUMENTATIONS", "http,kafka")]);
     setup.drive("/publish");

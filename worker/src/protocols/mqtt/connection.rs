@@ -5,9 +5,9 @@
 //! operation, from its read to the client's acknowledgement (PUBACK, or
 //! PUBCOMP at QoS 2: clients acknowledge once the message was handed to the
 //! application); at QoS 0 it is the read alone. Acknowledgements are paired
-//! by packet id, per direction. CONNECT gives the protocol level (MQTT 5
-//! carries reason codes) and the client id; other control packets
-//! (SUBSCRIBE, PINGREQ…) are read over.
+//! by packet id, per direction (an acknowledgement's reason code, MQTT 5's,
+//! is read when it is there). CONNECT gives the client id; other control
+//! packets (SUBSCRIBE, PINGREQ…) are read over.
 
 #![forbid(unsafe_code)]
 
@@ -54,8 +54,6 @@ struct Waiting {
 pub struct MqttConnection {
     client: PacketReader,
     server: PacketReader,
-    /// The protocol level CONNECT asked for (5: reason codes in acknowledgements).
-    level: u8,
     client_id: Option<String>,
     /// The client's publishes waiting for the broker's acknowledgement.
     sent: VecDeque<Waiting>,
@@ -76,12 +74,22 @@ impl MqttConnection {
         Self {
             client: PacketReader::new(KEPT_BYTES),
             server: PacketReader::new(KEPT_BYTES),
-            level: 4,
             client_id: None,
             sent: VecDeque::new(),
             delivered: VecDeque::new(),
             stats: MqttStats::default(),
             events: Vec::new(),
+        }
+    }
+
+    /// A connection joined mid-stream (opened before the agent): no
+    /// CONNECT comes (no client id), and each direction finds its framing at
+    /// a segment that starts with a packet.
+    pub fn joined_mid_stream() -> Self {
+        Self {
+            client: PacketReader::new_lost(KEPT_BYTES),
+            server: PacketReader::new_lost(KEPT_BYTES),
+            ..Self::new()
         }
     }
 
@@ -132,7 +140,6 @@ impl MqttConnection {
         match (kind, direction) {
             (packet::CONNECT, Direction::Egress) => {
                 if let Some(connect) = packet::connect(&packet.body) {
-                    self.level = connect.level;
                     self.client_id = connect
                         .client_id
                         .filter(|id| !id.is_empty())
@@ -195,7 +202,7 @@ impl MqttConnection {
     /// An acknowledgement: the broker's (read) ends a publish of the
     /// client; the client's (written) ends the processing of a delivery.
     fn on_ack(&mut self, direction: Direction, packet: &Packet, out: &mut Vec<MessagingCall>) {
-        let Some((packet_id, reason)) = packet::ack(&packet.body, self.level) else {
+        let Some((packet_id, reason)) = packet::ack(&packet.body) else {
             return;
         };
         let kind = packet.header.kind;

@@ -153,12 +153,9 @@ pub fn publish<'a>(header: &FixedHeader, body: &'a [u8]) -> Option<Publish<'a>> 
 
 /// An acknowledgement's (PUBACK, PUBREC, PUBREL, PUBCOMP) packet id and
 /// reason code: 0 (success) when MQTT 5 leaves it out, and always before
-/// MQTT 5.
-pub fn ack(body: &[u8], level: u8) -> Option<(u16, u8)> {
+/// MQTT 5, whose acknowledgements are the packet id alone (so a connection
+/// joined mid-stream, whose level is unknown, reads them right too).
+pub fn ack(body: &[u8]) -> Option<(u16, u8)> {
     let id = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
-    let reason = match level {
-        LEVEL_5 => body.get(2).copied().unwrap_or(0),
-        _ => 0,
-    };
-    Some((id, reason))
+    Some((id, body.get(2).copied().unwrap_or(0)))
 }
