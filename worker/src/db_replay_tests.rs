@@ -525,3 +525,39 @@ fn a_protocol_turned_off_is_not_detected() {
     );
     assert!(!spans.is_empty());
 }
+
+/// A recorded client connection makes no span seen from the server's side
+/// (what the client wrote arrives: a broker or database process), whether
+/// the kernel said the socket is the server's or not, nor with `protocol`
+/// turned off.
+pub(crate) fn assert_no_span_from_the_server_or_turned_off(
+    chunks: &[Chunk],
+    port: u16,
+    protocol: Protocol,
+) {
+    let flipped: Vec<Chunk> = chunks
+        .iter()
+        .map(|(direction, bytes)| {
+            let other = match direction {
+                Direction::Egress => Direction::Ingress,
+                Direction::Ingress => Direction::Egress,
+            };
+            (other, bytes.clone())
+        })
+        .collect();
+    for role in [ConnectionRole::Server, ConnectionRole::Unknown] {
+        let mut tracker = ConnectionTracker::new();
+        let spans = replay(&mut tracker, 1, role, port, &flipped, Cut::Whole);
+        assert!(spans.is_empty(), "{role:?}: {spans:?}");
+    }
+    let mut tracker = ConnectionTracker::with_protocols(ProtocolSelection::ALL.without(protocol));
+    let spans = replay(
+        &mut tracker,
+        1,
+        ConnectionRole::Client,
+        port,
+        chunks,
+        Cut::Whole,
+    );
+    assert!(spans.is_empty(), "{protocol:?} turned off: {spans:?}");
+}

@@ -9,16 +9,18 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::metrics::v1::metric;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use zerotrace_shared::event::{ConnectionRole, Direction};
+use zerotrace_shared::event::ConnectionRole;
 
 use crate::clock::WallClock;
 use crate::config::Temporality;
 use crate::connections::ConnectionTracker;
-use crate::db_replay_tests::{attributes, replay, replay_fixture};
+use crate::db_replay_tests::{
+    assert_no_span_from_the_server_or_turned_off, attributes, replay, replay_fixture,
+};
 use crate::exporters::trace_printer::{json_value, text_line};
 use crate::metrics::red::RedMetrics;
-use crate::protocols::db::fixture::{self, Chunk, Cut};
-use crate::protocols::registry::{Protocol, ProtocolSelection};
+use crate::protocols::db::fixture::{self, Cut};
+use crate::protocols::registry::Protocol;
 use crate::semconv;
 use crate::spans::{MessagingExchange, Protocol as SpanProtocol, Span, SpanKind};
 
@@ -170,34 +172,8 @@ fn operations_feed_the_duration_histogram_with_low_cardinality_attributes() {
 
 #[test]
 fn a_broker_process_and_a_protocol_turned_off_make_no_span() {
-    // The broker's side of a recording: what the client wrote arrives.
-    let flipped: Vec<Chunk> = fixture::connections(PRODUCE)[1]
-        .iter()
-        .map(|(direction, bytes)| {
-            let other = match direction {
-                Direction::Egress => Direction::Ingress,
-                Direction::Ingress => Direction::Egress,
-            };
-            (other, bytes.clone())
-        })
-        .collect();
-    for role in [ConnectionRole::Server, ConnectionRole::Unknown] {
-        let mut tracker = ConnectionTracker::new();
-        let spans = replay(&mut tracker, 1, role, 9092, &flipped, Cut::Whole);
-        assert!(spans.is_empty(), "{role:?}: {spans:?}");
-    }
-    let selection = ProtocolSelection::ALL.without(Protocol::Kafka);
-    let mut tracker = ConnectionTracker::with_protocols(selection);
     let chunks = &fixture::connections(PRODUCE)[1];
-    let spans = replay(
-        &mut tracker,
-        1,
-        ConnectionRole::Client,
-        9092,
-        chunks,
-        Cut::Whole,
-    );
-    assert!(spans.is_empty());
+    assert_no_span_from_the_server_or_turned_off(chunks, 9092, Protocol::Kafka);
 }
 
 #[test]

@@ -14,6 +14,8 @@ pub mod http_span;
 pub mod kafka;
 pub mod memcached;
 pub mod messaging_call;
+#[cfg(test)]
+pub mod messaging_fixture;
 pub mod messaging_session;
 pub mod mongodb;
 pub mod mqtt;

@@ -5,24 +5,17 @@
 use zerotrace_shared::event::Direction;
 
 use super::*;
-use crate::protocols::db::fixture::{connections, replay, Cut};
+use crate::protocols::db::fixture::{connections, Cut};
 use crate::protocols::db::Detection;
 use crate::protocols::messaging_call::MessagingCall;
+use crate::protocols::messaging_fixture;
 
 const PUBLISH: &str = include_str!("../../../testdata/amqp/pika_publish.txt");
 const LARGE: &str = include_str!("../../../testdata/amqp/pika_publish_large.txt");
 const CONSUME: &str = include_str!("../../../testdata/amqp/pika_consume.txt");
 
 fn decode(fixture: &str, cut: Cut) -> Vec<MessagingCall> {
-    let mut out = Vec::new();
-    for chunks in connections(fixture) {
-        let mut connection = AmqpConnection::new();
-        replay(&chunks, cut, |direction, captured, gap, ts| {
-            connection.feed(direction, captured, gap, ts, &mut out)
-        });
-        connection.finish(1_000_000, &mut out);
-    }
-    out
+    messaging_fixture::decode::<AmqpConnection>(fixture, cut)
 }
 
 fn show(calls: &[MessagingCall]) -> Vec<String> {
@@ -171,7 +164,7 @@ fn the_registry_picks_amqp_from_the_protocol_header() {
 /// write), it is one whole operation, and the publish after it too.
 #[test]
 fn a_large_publish_cut_anywhere_keeps_the_publish_after_it_whole() {
-    use crate::protocols::db::fixture::{captured_pieces, turns};
+    use crate::protocols::db::fixture::turns;
     let untimed = |lines: Vec<String>| -> Vec<String> {
         lines
             .iter()
@@ -186,15 +179,7 @@ fn a_large_publish_cut_anywhere_keeps_the_publish_after_it_whole() {
     let turns = turns(&connections(LARGE)[0]);
     for first in (1..4096).step_by(17) {
         for size in [4096, 16384, 65536] {
-            let mut connection = AmqpConnection::new();
-            let mut out = Vec::new();
-            for (i, (direction, bytes)) in turns.iter().enumerate() {
-                let ts = (i as u64 + 1) * 1000;
-                for (captured, gap) in captured_pieces(bytes, first, size, 512) {
-                    connection.feed(*direction, &captured, gap, ts, &mut out);
-                }
-            }
-            connection.finish(1_000_000, &mut out);
+            let out = messaging_fixture::decode_turns::<AmqpConnection>(&turns, first, size);
             assert_eq!(
                 untimed(show(&out)),
                 expected,
@@ -274,12 +259,11 @@ fn a_connection_joined_mid_stream_is_decoded_from_its_first_whole_frame() {
         let expected: Vec<MessagingCall> =
             whole.into_iter().filter(|c| c.start_ns >= from).collect();
         assert!(!expected.is_empty());
-        let mut connection = AmqpConnection::joined_mid_stream();
-        let mut out = Vec::new();
-        replay(&chunks[k..], Cut::Whole, |direction, captured, gap, ts| {
-            connection.feed(direction, captured, gap, ts, &mut out)
-        });
-        connection.finish(1_000_000, &mut out);
+        let out = messaging_fixture::decode_chunks(
+            &chunks[k..],
+            Cut::Whole,
+            AmqpConnection::joined_mid_stream(),
+        );
         assert_eq!(
             name_and_error(&out),
             name_and_error(&expected),

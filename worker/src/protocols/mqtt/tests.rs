@@ -5,9 +5,10 @@
 use zerotrace_shared::event::Direction;
 
 use super::*;
-use crate::protocols::db::fixture::{connections, replay, Cut};
+use crate::protocols::db::fixture::{connections, Cut};
 use crate::protocols::db::Detection;
 use crate::protocols::messaging_call::MessagingCall;
+use crate::protocols::messaging_fixture;
 
 const PUBLISH: &str = include_str!("../../../testdata/mqtt/paho_publish.txt");
 const LARGE: &str = include_str!("../../../testdata/mqtt/paho_publish_large.txt");
@@ -15,15 +16,7 @@ const REFUSED: &str = include_str!("../../../testdata/mqtt/paho_publish_refused.
 const CONSUME: &str = include_str!("../../../testdata/mqtt/paho_consume.txt");
 
 fn decode(fixture: &str, cut: Cut) -> Vec<MessagingCall> {
-    let mut out = Vec::new();
-    for chunks in connections(fixture) {
-        let mut connection = MqttConnection::new();
-        replay(&chunks, cut, |direction, captured, gap, ts| {
-            connection.feed(direction, captured, gap, ts, &mut out)
-        });
-        connection.finish(1_000_000, &mut out);
-    }
-    out
+    messaging_fixture::decode::<MqttConnection>(fixture, cut)
 }
 
 fn show(calls: &[MessagingCall]) -> Vec<String> {
@@ -226,20 +219,12 @@ fn acknowledgements_pair_by_packet_id() {
 /// write), it is one whole operation, and the publish after it too.
 #[test]
 fn a_large_publish_cut_anywhere_keeps_the_publish_after_it_whole() {
-    use crate::protocols::db::fixture::{captured_pieces, turns};
+    use crate::protocols::db::fixture::turns;
     let expected = show(&decode(LARGE, Cut::Whole));
     let turns = turns(&connections(LARGE)[0]);
     for first in (1..4096).step_by(17) {
         for size in [4096, 16384, 65536] {
-            let mut connection = MqttConnection::new();
-            let mut out = Vec::new();
-            for (i, (direction, bytes)) in turns.iter().enumerate() {
-                let ts = (i as u64 + 1) * 1000;
-                for (captured, gap) in captured_pieces(bytes, first, size, 512) {
-                    connection.feed(*direction, &captured, gap, ts, &mut out);
-                }
-            }
-            connection.finish(1_000_000, &mut out);
+            let out = messaging_fixture::decode_turns::<MqttConnection>(&turns, first, size);
             let got: Vec<String> = show(&out).iter().map(|l| untimed(l)).collect();
             let want: Vec<String> = expected.iter().map(|l| untimed(l)).collect();
             assert_eq!(got, want, "pieces of {size} after {first}");
@@ -307,33 +292,23 @@ fn a_connection_joined_mid_stream_is_decoded_from_the_client_s_first_packet() {
     };
     for (fixture, _) in RECORDINGS {
         for chunks in connections(fixture) {
-            let whole = decode_chunks(&chunks);
+            let whole =
+                messaging_fixture::decode_chunks(&chunks, Cut::Whole, MqttConnection::new());
             let Some(k) = (2..chunks.len()).find(|&i| chunks[i].0 == Direction::Egress) else {
                 continue;
             };
             let from = (k as u64 + 1) * 1000;
             let expected: Vec<MessagingCall> =
                 whole.into_iter().filter(|c| c.start_ns >= from).collect();
-            let mut connection = MqttConnection::joined_mid_stream();
-            let mut out = Vec::new();
-            replay(&chunks[k..], Cut::Whole, |direction, captured, gap, ts| {
-                connection.feed(direction, captured, gap, ts, &mut out)
-            });
-            connection.finish(1_000_000, &mut out);
+            let out = messaging_fixture::decode_chunks(
+                &chunks[k..],
+                Cut::Whole,
+                MqttConnection::joined_mid_stream(),
+            );
             assert_eq!(untimed(&out), untimed(&expected), "from chunk {k}");
             assert!(out.iter().all(|c| c.exchange.client_id.is_none()));
         }
     }
-}
-
-fn decode_chunks(chunks: &[crate::protocols::db::fixture::Chunk]) -> Vec<MessagingCall> {
-    let mut out = Vec::new();
-    let mut connection = MqttConnection::new();
-    replay(chunks, Cut::Whole, |direction, captured, gap, ts| {
-        connection.feed(direction, captured, gap, ts, &mut out)
-    });
-    connection.finish(1_000_000, &mut out);
-    out
 }
 
 /// paho-mqtt reads a PUBACK in reads of 1, 1 and 2 bytes: on a connection
