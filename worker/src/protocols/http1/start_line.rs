@@ -135,6 +135,15 @@ fn request_line(line: &[u8], complete: bool) -> Parse {
         (true, false) => return Parse::Bad,
         _ => {}
     }
+    // Every request-target form (RFC 9112 §3.2) starts with `/`, `*`, a
+    // scheme or host name, or an IP literal's `[`: a line whose "target"
+    // starts otherwise (NATS's `INFO {…}`) is no request line.
+    if target
+        .first()
+        .is_some_and(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'/' | b'*' | b'[')))
+    {
+        return Parse::Bad;
+    }
     let start = StartLine {
         kind: LineKind::Request {
             method_len: method.len(),
@@ -275,6 +284,28 @@ mod tests {
         match check_start(b"GET /long-target") {
             Parse::More(Some(start)) => assert_eq!(start.end, 16),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// Every request-target form starts with `/`, `*`, a scheme or host, or
+    /// `[`; a line whose target starts otherwise is refused even while it
+    /// is still arriving (NATS's greeting `INFO {"server_id":…`).
+    #[test]
+    fn a_target_in_no_request_target_form_is_no_request_line() {
+        for line in [
+            &b"GET /x HTTP/1.1\r\n"[..],
+            b"OPTIONS * HTTP/1.1\r\n",
+            b"GET http://a/ HTTP/1.1\r\n",
+            b"CONNECT a.example:443 HTTP/1.1\r\n",
+            b"CONNECT [::1]:443 HTTP/1.1\r\n",
+        ] {
+            assert!(matches!(check_start(line), Parse::Line(_)), "{line:?}");
+        }
+        for line in [
+            &b"INFO {\"server_id\":\"N"[..],
+            b"CONNECT {\"verbose\":false} HTTP/1.1\r\n",
+        ] {
+            assert!(matches!(check_start(line), Parse::Bad), "{line:?}");
         }
     }
 

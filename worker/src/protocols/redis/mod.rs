@@ -122,7 +122,10 @@ fn check_command(bytes: &[u8]) -> Detection {
     let word_len = line.iter().position(|b| *b == b' ').unwrap_or(line.len());
     // Upper case only: memcached's commands are the same words in lower case.
     let word = String::from_utf8_lossy(&line[..word_len]).into_owned();
-    let printable = line.iter().all(|b| b.is_ascii_graphic() || *b == b' ');
+    // No command a client sends first takes a JSON object: `INFO {` is a
+    // NATS server's greeting.
+    let json = line[word_len..].starts_with(b" {");
+    let printable = !json && line.iter().all(|b| b.is_ascii_graphic() || *b == b' ');
     let http = line.len() >= 9 && line[line.len() - 9..].starts_with(b" HTTP/");
     if printable && !http && INLINE_FIRST.contains(&word.as_str()) {
         Detection::Yes

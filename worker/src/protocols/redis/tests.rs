@@ -211,6 +211,9 @@ fn detection_on_first_bytes() {
         b"EHLO example.com\r\n",
         b"get key\r\n\r\n",
         b"\x16\x03\x01",
+        // A NATS server's greeting, as its own write: no Redis command
+        // takes a JSON object.
+        b"INFO {\"server_id\":\"NA2N\",\"proto\":1}\r\n",
     ] {
         assert_eq!(check(other, Direction::Egress), Detection::No, "{other:?}");
         assert_eq!(check(other, Direction::Ingress), Detection::No, "{other:?}");
