@@ -353,17 +353,21 @@ fn messaging_names_are_current_semantic_conventions() {
         (MessagingSystem::Mqtt, MessagingOperation::Process),
         (MessagingSystem::Rabbitmq, MessagingOperation::Publish),
         (MessagingSystem::Rabbitmq, MessagingOperation::Process),
+        (MessagingSystem::Nats, MessagingOperation::Publish),
+        (MessagingSystem::Nats, MessagingOperation::Process),
     ] {
         let messaging = MessagingExchange {
             destination: Some("orders".into()),
             partition: Some(0),
             client_id: Some("app".into()),
             message_count: Some(3),
-            // Kafka's INVALID_RECORD, MQTT's NOT_AUTHORIZED, AMQP's NOT_FOUND.
+            // Kafka's INVALID_RECORD, MQTT's NOT_AUTHORIZED, AMQP's NOT_FOUND,
+            // NATS's NO_RESPONDERS.
             error_code: Some(match system {
                 MessagingSystem::Kafka => 87,
                 MessagingSystem::Mqtt => 0x87,
                 MessagingSystem::Rabbitmq => 404,
+                MessagingSystem::Nats => 503,
             }),
             routing_key: Some("orders".into()),
             ..MessagingExchange::new(system, operation)

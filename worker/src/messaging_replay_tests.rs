@@ -1,8 +1,9 @@
-//! MQTT and AMQP 0-9-1 connections through the worker's path — connection
+//! MQTT, AMQP 0-9-1 and NATS connections through the worker's path — connection
 //! tracker, registry, decoder, spans, conventions, metrics, printer: the
 //! exchanges recorded between paho-mqtt and a real mosquitto
-//! (`worker/testdata/mqtt/`), and between pika and a real RabbitMQ
-//! (`worker/testdata/amqp/`), found from their bytes on any port, decoded
+//! (`worker/testdata/mqtt/`), between pika and a real RabbitMQ
+//! (`worker/testdata/amqp/`), and between nats-py and a real nats-server
+//! (`worker/testdata/nats/`), found from their bytes on any port, decoded
 //! into PRODUCER spans for publishes and CONSUMER spans for deliveries, with
 //! the messaging conventions' names and attributes, and into
 //! `messaging.client.operation.duration` and `messaging.process.duration`.
@@ -29,6 +30,9 @@ const REFUSED: &str = include_str!("../testdata/mqtt/paho_publish_refused.txt");
 const CONSUME: &str = include_str!("../testdata/mqtt/paho_consume.txt");
 const AMQP_PUBLISH: &str = include_str!("../testdata/amqp/pika_publish.txt");
 const AMQP_CONSUME: &str = include_str!("../testdata/amqp/pika_consume.txt");
+const NATS_REQUEST: &str = include_str!("../testdata/nats/nats_request.txt");
+const NATS_REFUSED: &str = include_str!("../testdata/nats/nats_request_refused.txt");
+const NATS_JETSTREAM: &str = include_str!("../testdata/nats/nats_jetstream.txt");
 
 #[test]
 fn publishes_and_deliveries_become_producer_and_consumer_spans_on_any_port() {
@@ -142,6 +146,55 @@ fn a_broker_process_and_a_protocol_turned_off_make_no_span() {
     assert_no_span_from_the_server_or_turned_off(chunks, 1883, Protocol::Mqtt);
     let chunks = &fixture::connections(AMQP_PUBLISH)[0];
     assert_no_span_from_the_server_or_turned_off(chunks, 5672, Protocol::Amqp);
+    let chunks = &fixture::connections(NATS_REQUEST)[1];
+    assert_no_span_from_the_server_or_turned_off(chunks, 4222, Protocol::Nats);
+}
+
+/// NATS, found from the server's greeting on any port: requests are
+/// PRODUCER spans up to their reply, deliveries CONSUMER spans up to the
+/// client's reply or acknowledgement.
+#[test]
+fn nats_requests_and_deliveries_follow_the_conventions_on_any_port() {
+    for port in [4222, 6222, 40001] {
+        for cut in [Cut::Whole, Cut::Pieces(5), Cut::Capture(512)] {
+            let spans = replay_fixture(NATS_REQUEST, port, cut);
+            let kinds: Vec<SpanKind> = spans.iter().map(|s| s.kind).collect();
+            assert_eq!(
+                kinds,
+                [SpanKind::Consumer, SpanKind::Producer, SpanKind::Producer],
+                "{port} {cut:?}"
+            );
+            assert_eq!(replay_fixture(NATS_JETSTREAM, port, cut).len(), 8);
+        }
+    }
+    let spans = replay_fixture(NATS_REQUEST, 4222, Cut::Whole);
+    assert_eq!(semconv::span_name(&spans[0]), "process svc.add");
+    let attributes = attributes(&spans[1]);
+    for (key, value) in [
+        ("messaging.system", "nats"),
+        ("messaging.operation.name", "publish"),
+        ("messaging.operation.type", "send"),
+        ("messaging.destination.name", "svc.add"),
+        ("messaging.client.id", "zt-requester"),
+        ("server.port", "4222"),
+    ] {
+        assert_eq!(
+            attributes.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+    }
+    let unheard = &spans[2];
+    let error = semconv::error(unheard).unwrap_or_else(|| panic!("not an error"));
+    assert_eq!(error.error_type, "NO_RESPONDERS");
+    assert_eq!(error.message, "NATS NO_RESPONDERS");
+    let refused = &replay_fixture(NATS_REFUSED, 4222, Cut::Whole)[0];
+    let line = text_line(refused, &WallClock::new());
+    assert!(
+        line.contains(" nats \"publish locked.door\" ")
+            && line.contains(" error=PERMISSIONS_VIOLATION "),
+        "{line}"
+    );
 }
 
 #[test]

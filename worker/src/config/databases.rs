@@ -8,7 +8,7 @@
 //! and the top-level `metrics` as the default of the two metric exporters)
 //! selects, for its exporter, the database protocols among `sql` (PostgreSQL
 //! and MySQL/MariaDB), `redis`, `memcached` and `mongo` (MongoDB), and Kafka
-//! (`kafka`), MQTT (`mqtt`) and RabbitMQ (`amqp`); `*` is all. A protocol no
+//! (`kafka`), MQTT (`mqtt`), RabbitMQ (`amqp`) and NATS (`nats`); `*` is all. A protocol no
 //! list selects is not decoded at all. HTTP and gRPC are not filtered by the
 //! lists (a list must still name `http` or `*`: see `obi_keys.rs`).
 
@@ -36,10 +36,12 @@ pub enum DbInstrumentation {
     Mqtt,
     /// AMQP 0-9-1 (RabbitMQ) clients.
     Amqp,
+    /// NATS clients.
+    Nats,
 }
 
 impl DbInstrumentation {
-    pub const ALL: [DbInstrumentation; 7] = [
+    pub const ALL: [DbInstrumentation; 8] = [
         Self::Sql,
         Self::Redis,
         Self::Memcached,
@@ -47,6 +49,7 @@ impl DbInstrumentation {
         Self::Kafka,
         Self::Mqtt,
         Self::Amqp,
+        Self::Nats,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +61,7 @@ impl DbInstrumentation {
             Self::Kafka => "kafka",
             Self::Mqtt => "mqtt",
             Self::Amqp => "amqp",
+            Self::Nats => "nats",
         }
     }
 
@@ -71,7 +75,7 @@ impl DbInstrumentation {
 pub struct DbSelection(u8);
 
 impl DbSelection {
-    pub const ALL: Self = Self(0b111_1111);
+    pub const ALL: Self = Self(0b1111_1111);
     pub const NONE: Self = Self(0);
 
     pub fn contains(self, instrumentation: DbInstrumentation) -> bool {

@@ -384,12 +384,13 @@ pub(super) const INSTRUMENTATIONS: &[&str] = &[
     "kafka",
     "mqtt",
     "amqp",
+    "nats",
     "*",
 ];
 /// What a list must name: HTTP (and gRPC) spans are not filtered by the lists.
 pub(super) const INSTRUMENTATIONS_HINT: &str =
     "zerotrace always exports HTTP and gRPC and selects databases and Kafka with sql, redis, \
-     memcached, mongo, kafka, mqtt and amqp: \
+     memcached, mongo, kafka, mqtt, amqp and nats: \
      expected a list with http or *";
 
 /// Checks an `instrumentations` list: it must include HTTP.

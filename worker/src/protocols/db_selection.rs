@@ -1,5 +1,5 @@
 //! The configuration's database and messaging instrumentations (`sql`,
-//! `redis`, `memcached`, `mongo`, `kafka`, `mqtt`, `amqp`) applied: which registry protocols
+//! `redis`, `memcached`, `mongo`, `kafka`, `mqtt`, `amqp`, `nats`) applied: which registry protocols
 //! detection may pick, and which destinations their spans go to.
 
 use super::registry::{Protocol, ProtocolSelection};
@@ -26,6 +26,7 @@ fn protocols_of(instrumentation: DbInstrumentation) -> &'static [Protocol] {
         DbInstrumentation::Kafka => &[Protocol::Kafka],
         DbInstrumentation::Mqtt => &[Protocol::Mqtt],
         DbInstrumentation::Amqp => &[Protocol::Amqp],
+        DbInstrumentation::Nats => &[Protocol::Nats],
     }
 }
 
@@ -58,6 +59,7 @@ pub fn destinations(span: &Span, databases: &DatabaseSettings) -> Option<Destina
             MessagingSystem::Kafka => DbInstrumentation::Kafka,
             MessagingSystem::Mqtt => DbInstrumentation::Mqtt,
             MessagingSystem::Rabbitmq => DbInstrumentation::Amqp,
+            MessagingSystem::Nats => DbInstrumentation::Nats,
         },
         SpanProtocol::Http(_) | SpanProtocol::Grpc(_) => return None,
     };
@@ -135,6 +137,7 @@ mod tests {
                     | Protocol::Mongo
                     | Protocol::Mqtt
                     | Protocol::Amqp
+                    | Protocol::Nats
                     | Protocol::Kafka
             );
             assert_eq!(none.contains(*protocol), !database, "{protocol:?}");

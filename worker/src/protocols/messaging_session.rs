@@ -16,6 +16,8 @@ use super::kafka::KafkaConnection;
 use super::messaging_call::MessagingCall;
 use super::mqtt::connection::MqttStats;
 use super::mqtt::MqttConnection;
+use super::nats::connection::NatsStats;
+use super::nats::NatsConnection;
 use super::session::{
     ConnectionInfo, DataSegment, FirstBytes, ParseOutcome, ProtocolSession, Sink, Verdict,
 };
@@ -108,6 +110,23 @@ fn amqp_start(first: &FirstBytes<'_>) -> AmqpConnection {
     }
 }
 
+messaging_decoder!(NatsConnection, super::nats::check, nats_counts, nats_start);
+
+/// From the start when the server's greeting or the client's CONNECT is
+/// the first thing seen; otherwise joined mid-stream.
+fn nats_start(first: &FirstBytes<'_>) -> NatsConnection {
+    let greeting: &[u8] = match first.direction {
+        Direction::Ingress => b"INFO",
+        Direction::Egress => b"CONNECT",
+    };
+    let bytes = first.bytes;
+    if bytes.len() >= greeting.len() && bytes[..greeting.len()].eq_ignore_ascii_case(greeting) {
+        NatsConnection::new()
+    } else {
+        NatsConnection::joined_mid_stream()
+    }
+}
+
 /// Unpaired responses, dropped and unanswered requests go where the other
 /// protocols' do; a loss of framing is a framing loss, a message that is
 /// not Kafka's a garbage segment.
@@ -126,6 +145,15 @@ fn mqtt_counts(stats: &MqttStats, counters: &mut DecodeCounters) {
     counters.dropped_requests += stats.pending_dropped;
     counters.unanswered_requests += stats.unanswered;
     counters.framing_lost += stats.resyncs;
+}
+
+/// `-ERR`s that ended nothing are unpaired responses, requests never
+/// answered unanswered requests, lines that are not NATS garbage.
+fn nats_counts(stats: &NatsStats, counters: &mut DecodeCounters) {
+    counters.unpaired_responses += stats.unmatched_errors;
+    counters.unanswered_requests += stats.unanswered;
+    counters.framing_lost += stats.resyncs;
+    counters.garbage_segments += stats.bad_lines;
 }
 
 /// Acknowledgements of nothing waiting are unpaired responses, operations

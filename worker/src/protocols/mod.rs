@@ -20,6 +20,7 @@ pub mod messaging_session;
 pub mod mongodb;
 pub mod mqtt;
 pub mod mysql;
+pub mod nats;
 pub mod postgres;
 pub mod prefix_framer;
 pub mod redis;

@@ -17,6 +17,7 @@ use super::messaging_session::MessagingSession;
 use super::mongodb::MongoConnection;
 use super::mqtt::MqttConnection;
 use super::mysql::MysqlConnection;
+use super::nats::NatsConnection;
 use super::postgres::PostgresConnection;
 use super::redis::RedisConnection;
 use super::session::{
@@ -222,6 +223,12 @@ protocol_registry! {
     /// MySQL and MariaDB: the server's greeting (protocol 10), a
     /// HandshakeResponse, or mid-stream a COM_QUERY packet.
     MySql(DbSession<MysqlConnection>) scratch mysql;
+    /// NATS: the server's `INFO {` greeting or the client's `CONNECT {`
+    /// (HTTP's CONNECT has no brace), or mid-stream whole operations with a
+    /// message or subscription. Before Redis, whose inline `PING` a NATS
+    /// client's write may start with (`PING\r\nPUB …`): NATS never says
+    /// yes to what a Redis or memcached client writes or reads.
+    Nats(MessagingSession<NatsConnection>) scratch nats;
     /// Redis: a RESP array of bulk strings, an upper-case inline command, or
     /// mid-stream a reply. Before memcached, whose text commands are the same
     /// words in lower case (the two checks never both say yes).
@@ -311,6 +318,7 @@ mod tests {
                 Protocol::Http1,
                 Protocol::Postgres,
                 Protocol::MySql,
+                Protocol::Nats,
                 Protocol::Redis,
                 Protocol::Memcached,
                 Protocol::Mongo,

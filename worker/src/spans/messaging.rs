@@ -11,6 +11,7 @@ pub enum MessagingSystem {
     Mqtt,
     /// RabbitMQ's AMQP 0-9-1.
     Rabbitmq,
+    Nats,
 }
 
 impl MessagingSystem {
@@ -19,6 +20,7 @@ impl MessagingSystem {
             MessagingSystem::Kafka => "kafka",
             MessagingSystem::Mqtt => "mqtt",
             MessagingSystem::Rabbitmq => "rabbitmq",
+            MessagingSystem::Nats => "nats",
         }
     }
 }
@@ -126,6 +128,7 @@ impl MessagingExchange {
             MessagingSystem::Kafka => kafka_error_name(code),
             MessagingSystem::Mqtt => u8::try_from(code).ok().and_then(mqtt_reason_name),
             MessagingSystem::Rabbitmq => amqp_reply_name(code),
+            MessagingSystem::Nats => nats_status_name(code),
         };
         Some(match name {
             Some(name) => name.to_owned(),
@@ -140,6 +143,7 @@ impl MessagingExchange {
             MessagingSystem::Kafka => format!("Kafka error {error_type}"),
             MessagingSystem::Mqtt => format!("MQTT reason {error_type}"),
             MessagingSystem::Rabbitmq => format!("AMQP {error_type}"),
+            MessagingSystem::Nats => format!("NATS {error_type}"),
         })
     }
 
@@ -174,6 +178,25 @@ impl MessagingExchange {
             }),
         );
     }
+}
+
+/// A NATS publish the server refused by permissions (`-ERR 'Permissions
+/// Violation for Publish to …'`; NATS has no code for it).
+pub const NATS_REFUSED: i16 = -1;
+
+/// The names of the statuses a NATS server puts in a reply's headers, and
+/// of the JetStream API's error codes (HTTP's numbers), and of a refusal.
+pub fn nats_status_name(code: i16) -> Option<&'static str> {
+    Some(match code {
+        NATS_REFUSED => "PERMISSIONS_VIOLATION",
+        400 => "BAD_REQUEST",
+        404 => "NOT_FOUND",
+        408 => "REQUEST_TIMEOUT",
+        409 => "CONFLICT",
+        500 => "SERVER_ERROR",
+        503 => "NO_RESPONDERS",
+        _ => return None,
+    })
 }
 
 /// A publish the broker nacked (AMQP has no code for it).

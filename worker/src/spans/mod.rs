@@ -18,7 +18,7 @@ pub use db::{DbExchange, DbSystem};
 pub use grpc::{GrpcCall, GrpcExchange};
 pub use http::{HttpExchange, HttpMethod, HttpText};
 pub use ids::SpanIds;
-pub use messaging::{MessagingExchange, MessagingOperation, MessagingSystem};
+pub use messaging::{MessagingExchange, MessagingOperation, MessagingSystem, NATS_REFUSED};
 
 /// OpenTelemetry's span kinds, as far as a socket can tell them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

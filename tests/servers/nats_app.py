@@ -1,0 +1,178 @@
+"""An HTTP service that publishes to, requests from and receives from a NATS
+server while serving its requests, for the NATS end-to-end tests
+(tests/tests/nats.rs). Run with the venv's python3 that
+tests/servers/ensure-nats-client.sh prints (nats-py, from PyPI).
+
+    nats_app.py PORT
+
+The server is at 127.0.0.1:ZT_NATS_PORT (tests/src/nats_server.rs starts
+Debian's nats-server there, with JetStream on; user `app`, password
+`secret`, may not publish to `locked.>`). Prints "listening" once its socket
+is bound.
+
+One GET path per scenario (scenario_server.py), each on fresh client
+connections (so the agent sees them from their first byte).
+"""
+import asyncio
+import os
+import threading
+
+import nats
+from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+
+from scenario_server import HOST, serve
+
+TIMEOUT = 10
+
+
+async def connected(name):
+    """A client connected to the server as `name`."""
+    return await nats.connect(
+        f"nats://app:secret@{HOST}:{os.environ['ZT_NATS_PORT']}",
+        name=name,
+        connect_timeout=TIMEOUT,
+        allow_reconnect=False,
+        error_cb=ignore,
+    )
+
+
+async def ignore(_error):
+    pass
+
+
+async def publish():
+    """Two messages to `orders.created`, flushed."""
+    nc = await connected("zt-publisher")
+    for order in (b"1", b"2"):
+        await nc.publish("orders.created", order)
+    await nc.flush(TIMEOUT)
+    await nc.close()
+
+
+async def publish_large():
+    """200 KB to `orders.blob`, flushed, then a small message after it."""
+    nc = await connected("zt-blob-publisher")
+    await nc.publish("orders.blob", b"x" * 200_000)
+    await nc.flush(TIMEOUT)
+    await nc.publish("orders.blob", b"small")
+    await nc.flush(TIMEOUT)
+    await nc.close()
+
+
+async def request():
+    """A responder on `svc.add` answers a request; a request to `svc.none`
+    finds no responder (the server's 503 status message)."""
+    responder = await connected("zt-responder")
+
+    async def add(msg):
+        a, b = msg.data.split()
+        await msg.respond(str(int(a) + int(b)).encode())
+
+    await responder.subscribe("svc.add", cb=add)
+    await responder.flush(TIMEOUT)
+    requester = await connected("zt-requester")
+    reply = await requester.request("svc.add", b"2 3", timeout=TIMEOUT)
+    assert reply.data == b"5", reply.data
+    try:
+        await requester.request("svc.none", b"?", timeout=TIMEOUT)
+        raise AssertionError("svc.none answered")
+    except NoRespondersError:
+        pass
+    await requester.close()
+    await responder.close()
+
+
+async def request_refused():
+    """A request to `locked.door`, which the user may not publish to: the
+    server answers -ERR 'Permissions Violation for Publish to "locked.door"'
+    and the request times out."""
+    nc = await connected("zt-intruder")
+    try:
+        await nc.request("locked.door", b"open", timeout=0.5)
+        raise AssertionError("locked.door answered")
+    except NatsTimeout:
+        pass
+    await nc.close()
+
+
+async def consume():
+    """A subscriber to `events.>` receives two messages another client
+    publishes to `events.login`."""
+    subscriber = await connected("zt-subscriber")
+    sub = await subscriber.subscribe("events.>")
+    await subscriber.flush(TIMEOUT)
+    emitter = await connected("zt-emitter")
+    for user in (b"ada", b"bob"):
+        await emitter.publish("events.login", user)
+    await emitter.flush(TIMEOUT)
+    received = [await sub.next_msg(timeout=TIMEOUT) for _ in range(2)]
+    assert [m.data for m in received] == [b"ada", b"bob"], received
+    await emitter.close()
+    await subscriber.close()
+
+
+async def jetstream():
+    """A JetStream publish to `jobs.new` (acknowledged by the stream), then a
+    pull consumer fetches it and acknowledges it."""
+    nc = await connected("zt-jetstream")
+    js = nc.jetstream()
+    await js.add_stream(name="JOBS", subjects=["jobs.>"])
+    ack = await js.publish("jobs.new", b"build", timeout=TIMEOUT)
+    assert ack.stream == "JOBS", ack
+    sub = await js.pull_subscribe("jobs.new", durable="worker")
+    msgs = await sub.fetch(1, timeout=TIMEOUT)
+    assert [m.data for m in msgs] == [b"build"], msgs
+    for msg in msgs:
+        await msg.ack()
+    await nc.flush(TIMEOUT)
+    await js.delete_stream("JOBS")
+    await nc.close()
+
+
+# A client connected before the agent starts, kept for later requests
+# (clients keep their connections for days), its event loop in a thread.
+LONG_LIVED = {}
+
+
+def long_lived_open():
+    """Connects the kept client on its own loop."""
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    LONG_LIVED["loop"] = loop
+    LONG_LIVED["client"] = on_long_lived(connected("zt-long-lived"))
+
+
+def on_long_lived(coroutine):
+    return asyncio.run_coroutine_threadsafe(coroutine, LONG_LIVED["loop"]).result(TIMEOUT)
+
+
+def long_lived_publish():
+    """Two messages to `orders.kept` on the kept connection, flushed."""
+    nc = LONG_LIVED["client"]
+
+    async def send():
+        for _ in range(2):
+            await nc.publish("orders.kept", b"1")
+        await nc.flush(TIMEOUT)
+
+    on_long_lived(send())
+
+
+def run(coroutine_function):
+    return lambda: asyncio.run(coroutine_function())
+
+
+SCENARIOS = {
+    "/long-lived/open": long_lived_open,
+    "/long-lived/publish": long_lived_publish,
+    "/publish": run(publish),
+    "/publish/large": run(publish_large),
+    "/request": run(request),
+    "/request/refused": run(request_refused),
+    "/consume": run(consume),
+    "/jetstream": run(jetstream),
+}
+
+
+if __name__ == "__main__":
+    serve(SCENARIOS)
