@@ -24,6 +24,7 @@ if [ "${1:-}" = "test" ]; then
   packages+=(python3-pymongo)  # tests/tests/mongodb.rs: pymongo, the client of tests/servers/mongo_app.py
   packages+=(mosquitto python3-paho-mqtt)  # tests/tests/mqtt.rs: the broker, and the client of tests/servers/mqtt_app.py
   packages+=(rabbitmq-server python3-pika)  # tests/tests/amqp.rs: RabbitMQ, and the client of tests/servers/amqp_app.py
+  packages+=(nats-server)  # tests/tests/nats.rs: the server (its client, nats-py, comes from PyPI below)
   packages+=(g++)  # scripts/test.sh checks the fuzz targets: libfuzzer-sys builds libFuzzer (C++)
   packages+=(nodejs)  # tests: Node.js servers (tests/servers/*.js); the tests that need it skip without it
 fi
@@ -55,6 +56,8 @@ if [ "${1:-}" = "test" ]; then
   # The MongoDB stand-in (MockupDB and mongomock from PyPI, over Debian's pymongo): no MongoDB
   # server is installable from the package registries (tests/servers/mongo_stand_in.py).
   "$(dirname "$0")/../tests/servers/ensure-mongo-stand-in.sh" >/dev/null
+  # nats-py from PyPI, the client of tests/servers/nats_app.py: Debian 12 packages no NATS client.
+  "$(dirname "$0")/../tests/servers/ensure-nats-client.sh" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 if [ "${1:-}" = "test" ]; then

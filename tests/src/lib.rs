@@ -625,6 +625,7 @@ pub mod go_build;
 pub mod kafka_broker;
 pub mod mongo_stand_in;
 pub mod mqtt_broker;
+pub mod nats_server;
 pub mod otlp_receiver;
 pub mod prometheus_server;
 pub mod semconv;
