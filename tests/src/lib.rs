@@ -47,6 +47,48 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
+/// Starts `command` (a server told to listen on 127.0.0.1:`port`) with no
+/// stdio, and waits up to 10 s until the port accepts; `None` (the child
+/// killed) when it exited or never listened.
+pub fn spawn_listening(command: &mut Command, port: u16) -> Result<Option<Child>, String> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{:?}: {e}", command.get_program()))?;
+    let up = wait_for(Duration::from_secs(10), || {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return Some(false);
+        }
+        TcpStream::connect(("127.0.0.1", port)).ok().map(|_| true)
+    });
+    if up == Some(true) {
+        return Ok(Some(child));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(None)
+}
+
+/// The python3 of a venv that `tests/servers/<ensure>` makes (or finds)
+/// and prints; `scripts/install-deps.sh test` runs it first.
+pub fn venv_python(ensure: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("servers")
+        .join(ensure);
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "the venv of {ensure} is missing (run scripts/install-deps.sh test): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Lines a child process wrote, collected by a background thread.
 #[derive(Clone, Default)]
 pub struct Lines(Arc<Mutex<Vec<String>>>);

@@ -7,10 +7,7 @@
 //! Each test starts its own stand-in (about 0.3 s): its data then holds only
 //! what that test's scenarios wrote.
 
-use std::path::Path;
-use std::process::Command;
-
-use crate::Server;
+use crate::{venv_python, Server};
 
 /// A running stand-in, and the service calling it.
 pub struct MongoSetup {
@@ -30,17 +27,7 @@ pub fn start_mongo_over_tls() -> MongoSetup {
 }
 
 fn start(tls: bool) -> MongoSetup {
-    let ensure = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/ensure-mongo-stand-in.sh");
-    let out = Command::new("bash")
-        .arg(&ensure)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", ensure.display()));
-    assert!(
-        out.status.success(),
-        "the MongoDB stand-in's venv is missing (run scripts/install-deps.sh test): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let python = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let python = venv_python("ensure-mongo-stand-in.sh");
     let stand_in = Server::script(&python, "mongo_stand_in.py", &tls_arg(tls), &[]);
     let mut env = vec![("ZT_MONGO_PORT", stand_in.port.to_string())];
     if tls {

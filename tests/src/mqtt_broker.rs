@@ -7,12 +7,10 @@
 //! Each test starts its own broker: mosquitto starts in milliseconds, and
 //! its clients' sessions then belong to that test alone.
 
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command};
 
-use crate::{free_port, wait_for, Server};
+use crate::{free_port, spawn_listening, Server};
 
 /// Where Debian's mosquitto package puts the broker.
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
@@ -75,25 +73,11 @@ fn start_broker() -> Result<MqttBroker, String> {
             ),
         )
         .map_err(|e| e.to_string())?;
-        let mut child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("{MOSQUITTO}: {e}"))?;
-        let up = wait_for(Duration::from_secs(10), || {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return Some(false);
-            }
-            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| true)
-        });
-        if up == Some(true) {
+        let mut command = Command::new(MOSQUITTO);
+        command.arg("-c").arg(&config);
+        if let Some(child) = spawn_listening(&mut command, port)? {
             return Ok(MqttBroker { child, port, dir });
         }
-        let _ = child.kill();
-        let _ = child.wait();
         let _ = std::fs::remove_dir_all(&dir);
     }
     Err("no free port in 3 tries".into())

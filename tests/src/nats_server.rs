@@ -7,12 +7,10 @@
 //! Each test starts its own server: nats-server starts in milliseconds,
 //! and its streams then belong to that test alone.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command};
 
-use crate::{free_port, wait_for, Server};
+use crate::{free_port, spawn_listening, venv_python, Server};
 
 /// Where Debian's nats-server package puts the server.
 pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
@@ -41,7 +39,7 @@ pub struct NatsSetup {
 /// Starts a server, then `nats_app.py` pointed at it.
 pub fn start_nats() -> NatsSetup {
     let server = start_server().unwrap_or_else(|e| panic!("nats-server did not start: {e}"));
-    let python = client_python();
+    let python = venv_python("ensure-nats-client.sh");
     let app = Server::script(
         &python,
         "nats_app.py",
@@ -49,21 +47,6 @@ pub fn start_nats() -> NatsSetup {
         &[("ZT_NATS_PORT", server.port.to_string())],
     );
     NatsSetup { server, app }
-}
-
-/// The venv's python3, with nats-py.
-fn client_python() -> String {
-    let ensure = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/ensure-nats-client.sh");
-    let out = Command::new("bash")
-        .arg(&ensure)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", ensure.display()));
-    assert!(
-        out.status.success(),
-        "the NATS client's venv is missing (run scripts/install-deps.sh test): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn start_server() -> Result<NatsServer, String> {
@@ -88,25 +71,11 @@ fn start_server() -> Result<NatsServer, String> {
             ),
         )
         .map_err(|e| e.to_string())?;
-        let mut child = Command::new(NATS_SERVER)
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("{NATS_SERVER}: {e}"))?;
-        let up = wait_for(Duration::from_secs(10), || {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return Some(false);
-            }
-            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| true)
-        });
-        if up == Some(true) {
+        let mut command = Command::new(NATS_SERVER);
+        command.arg("-c").arg(&config);
+        if let Some(child) = spawn_listening(&mut command, port)? {
             return Ok(NatsServer { child, port, dir });
         }
-        let _ = child.kill();
-        let _ = child.wait();
         let _ = std::fs::remove_dir_all(&dir);
     }
     Err("no free port in 3 tries".into())
