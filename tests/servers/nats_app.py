@@ -7,14 +7,16 @@ tests/servers/ensure-nats-client.sh prints (nats-py, from PyPI).
 
 The server is at 127.0.0.1:ZT_NATS_PORT (tests/src/nats_server.rs starts
 Debian's nats-server there, with JetStream on; user `app`, password
-`secret`, may not publish to `locked.>`). Prints "listening" once its socket
-is bound.
+`secret`, may not publish to `locked.>`). With ZT_NATS_TLS_CA (the server's
+self-signed certificate) it connects with TLS (Python's ssl: OpenSSL).
+Prints "listening" once its socket is bound.
 
 One GET path per scenario (scenario_server.py), each on fresh client
 connections (so the agent sees them from their first byte).
 """
 import asyncio
 import os
+import ssl
 import threading
 
 import nats
@@ -26,9 +28,12 @@ TIMEOUT = 10
 
 
 async def connected(name):
-    """A client connected to the server as `name`."""
+    """A client connected to the server as `name` (over TLS when asked)."""
+    ca = os.environ.get("ZT_NATS_TLS_CA")
+    scheme, tls = ("tls", ssl.create_default_context(cafile=ca)) if ca else ("nats", None)
     return await nats.connect(
-        f"nats://app:secret@{HOST}:{os.environ['ZT_NATS_PORT']}",
+        f"{scheme}://app:secret@{HOST}:{os.environ['ZT_NATS_PORT']}",
+        tls=tls,
         name=name,
         connect_timeout=TIMEOUT,
         allow_reconnect=False,

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
-use zerotrace_integration_tests::nats_server::{start_nats, NatsSetup};
+use zerotrace_integration_tests::nats_server::{start_nats, start_nats_over_tls, NatsSetup};
 use zerotrace_integration_tests::otlp_receiver::*;
 use zerotrace_integration_tests::*;
 
@@ -22,7 +22,10 @@ struct Setup {
 impl Setup {
     fn start_with(extra: &[(&str, &str)]) -> Setup {
         require_root();
-        let nats = start_nats();
+        Setup::around(start_nats(), extra)
+    }
+
+    fn around(nats: NatsSetup, extra: &[(&str, &str)]) -> Setup {
         let receiver = OtlpReceiver::start_grpc();
         let agent = Agent::start_exporting_to(
             &["--open-port", &nats.app.port.to_string()],
@@ -267,6 +270,33 @@ fn deliveries_are_consumer_spans_and_jetstream_messages_last_until_their_ack() {
         })
         .count();
     assert_eq!(acks, 0);
+}
+
+/// nats-server writes INFO in the clear, then the client upgrades the
+/// connection to TLS: the greeting is read from the socket, the rest from
+/// the TLS library's plaintext, one NATS connection throughout.
+#[test]
+fn a_connection_upgraded_to_tls_is_decoded_from_the_tls_library_s_plaintext() {
+    require_root();
+    let setup = Setup::around(start_nats_over_tls(), &[]);
+    setup.agent.wait_for_tls_hooks(setup.nats.app.pid());
+    setup.drive("/request");
+    let spans = setup.nats_spans("svc.add", 2);
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let request = of_kind(&spans, span::SpanKind::Producer)[0];
+    // The client id comes from CONNECT, written after the upgrade.
+    assert_eq!(
+        attr(request, "messaging.client.id").as_deref(),
+        Some("zt-requester")
+    );
+    assert!(!is_error(request), "{request:#?}");
+    let unheard = &setup.nats_spans("svc.none", 1)[0];
+    assert_eq!(
+        attr(unheard, "error.type").as_deref(),
+        Some("NO_RESPONDERS")
+    );
+    let server = setup.server_span("/request");
+    assert_eq!(request.parent_span_id, server.span_id, "{request:#?}");
 }
 
 #[test]
