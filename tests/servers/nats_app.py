@@ -116,6 +116,29 @@ async def consume():
     await subscriber.close()
 
 
+# The W3C trace context an SDK-instrumented publisher would put in a
+# message's headers (the specification's example).
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+async def consume_traced():
+    """A message to `events.traced` whose headers carry a traceparent, as an
+    OpenTelemetry SDK's NATS instrumentation writes it, received by a
+    subscriber."""
+    subscriber = await connected("zt-traced-subscriber")
+    sub = await subscriber.subscribe("events.traced")
+    await subscriber.flush(TIMEOUT)
+    emitter = await connected("zt-traced-emitter")
+    await emitter.publish(
+        "events.traced", b"ada", headers={"Nats-Msg-Id": "1", "traceparent": TRACEPARENT}
+    )
+    await emitter.flush(TIMEOUT)
+    msg = await sub.next_msg(timeout=TIMEOUT)
+    assert msg.headers["traceparent"] == TRACEPARENT, msg.headers
+    await emitter.close()
+    await subscriber.close()
+
+
 async def jetstream():
     """A JetStream publish to `jobs.new` (acknowledged by the stream), then a
     pull consumer fetches it and acknowledges it."""
@@ -175,6 +198,7 @@ SCENARIOS = {
     "/request": run(request),
     "/request/refused": run(request_refused),
     "/consume": run(consume),
+    "/consume/traced": run(consume_traced),
     "/jetstream": run(jetstream),
 }
 

@@ -105,6 +105,7 @@ fn every_scenario_of_the_service_works_against_the_real_server() {
         "/request",
         "/request/refused",
         "/consume",
+        "/consume/traced",
         "/jetstream",
     ] {
         assert_eq!(curl(&[&nats.app.url(path)]), "ok\n", "{path}");
@@ -270,6 +271,28 @@ fn deliveries_are_consumer_spans_and_jetstream_messages_last_until_their_ack() {
         })
         .count();
     assert_eq!(acks, 0);
+}
+
+/// A message whose headers carry a traceparent (as an OpenTelemetry SDK's
+/// NATS instrumentation writes it): the subscriber's processing is the child
+/// of the span the header names, in its trace, and the publish that carried
+/// it is that span.
+#[test]
+fn a_message_s_traceparent_header_places_its_spans_in_the_publisher_s_trace() {
+    let setup = Setup::start_with(&[]);
+    setup.drive("/consume/traced");
+    let spans = setup.nats_spans("events.traced", 2);
+    let trace_id = [
+        0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80, 0x31,
+        0x9c,
+    ];
+    let span_id = [0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31];
+    let delivery = of_kind(&spans, span::SpanKind::Consumer)[0];
+    assert_eq!(delivery.trace_id, trace_id, "{delivery:#?}");
+    assert_eq!(delivery.parent_span_id, span_id, "{delivery:#?}");
+    let publish = of_kind(&spans, span::SpanKind::Producer)[0];
+    assert_eq!(publish.trace_id, trace_id, "{publish:#?}");
+    assert_eq!(publish.span_id, span_id, "{publish:#?}");
 }
 
 /// nats-server writes INFO in the clear, then the client upgrades the

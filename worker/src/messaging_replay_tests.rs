@@ -33,6 +33,7 @@ const AMQP_CONSUME: &str = include_str!("../testdata/amqp/pika_consume.txt");
 const NATS_REQUEST: &str = include_str!("../testdata/nats/nats_request.txt");
 const NATS_REFUSED: &str = include_str!("../testdata/nats/nats_request_refused.txt");
 const NATS_JETSTREAM: &str = include_str!("../testdata/nats/nats_jetstream.txt");
+const NATS_TRACED: &str = include_str!("../testdata/nats/nats_consume_traced.txt");
 
 #[test]
 fn publishes_and_deliveries_become_producer_and_consumer_spans_on_any_port() {
@@ -239,4 +240,28 @@ fn amqp_publishes_and_deliveries_follow_the_rabbitmq_conventions_on_any_port() {
         attributes["messaging.rabbitmq.destination.routing_key"],
         "jobs"
     );
+}
+
+/// A NATS message whose headers carry a traceparent: the delivery is the
+/// child of the span the header names, in its trace; the publish that
+/// carried it is that span (as an HTTP request carrying one is).
+#[test]
+fn a_nats_message_s_traceparent_places_its_spans_in_the_publisher_s_trace() {
+    let trace_id: [u8; 16] = [
+        0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80, 0x31,
+        0x9c,
+    ];
+    let span_id: [u8; 8] = [0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31];
+    let spans = replay_fixture(NATS_TRACED, 4222, Cut::Capture(512));
+    let (delivery, publish) = (&spans[0], &spans[1]);
+    assert_eq!(delivery.kind, SpanKind::Consumer);
+    assert_eq!(delivery.ids.trace_id, trace_id);
+    assert_eq!(delivery.ids.parent_span_id, Some(span_id));
+    assert_eq!(delivery.ids.parent_sampled, Some(true));
+    assert_eq!(publish.kind, SpanKind::Producer);
+    assert_eq!(publish.ids.trace_id, trace_id);
+    assert_eq!(publish.ids.span_id, span_id);
+    // Without the header, each is a root of its own.
+    let plain = replay_fixture(NATS_REQUEST, 4222, Cut::Whole);
+    assert!(plain.iter().all(|s| s.ids.parent_span_id.is_none()));
 }

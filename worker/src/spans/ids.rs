@@ -16,13 +16,14 @@ pub struct SpanIds {
 }
 
 impl SpanIds {
-    /// A server (or consumer) span joins the caller's trace as its child. A
-    /// client (or producer) span whose request carries a traceparent *is* the
-    /// span that header names (the callee will see it as its parent), so it
-    /// takes those ids. Without a context, a new trace.
+    /// A server span, or a consumer span of a message that carried a
+    /// context, joins the sender's trace as its child. A client (or producer)
+    /// span whose request carries a traceparent *is* the span that header
+    /// names (the callee will see it as its parent), so it takes those ids.
+    /// Without a context, a new trace.
     pub fn assign(kind: SpanKind, traceparent: Option<&str>) -> Self {
         match traceparent.and_then(TraceParent::parse) {
-            Some(tp) if kind.is_outgoing() => Self {
+            Some(tp) if matches!(kind, SpanKind::Client | SpanKind::Producer) => Self {
                 trace_id: tp.trace_id,
                 span_id: tp.parent_span_id,
                 parent_span_id: None,

@@ -78,6 +78,9 @@ pub struct MessagingExchange {
     pub client_id: Option<String>,
     /// RabbitMQ's routing key (`messaging.rabbitmq.destination.routing_key`).
     pub routing_key: Option<String>,
+    /// The W3C `traceparent` the message carried in its headers (NATS),
+    /// when its publisher's SDK put one there.
+    pub traceparent: Option<String>,
     /// `messaging.batch.message_count`, when every batch header was captured.
     pub message_count: Option<u64>,
     /// The broker's error code, when not 0 (the operation failed).
@@ -97,6 +100,7 @@ impl MessagingExchange {
             partition: None,
             client_id: None,
             routing_key: None,
+            traceparent: None,
             message_count: None,
             error_code: None,
             request_bytes: 0,
@@ -175,6 +179,7 @@ impl MessagingExchange {
                 "request_bytes": self.request_bytes,
                 "response_bytes": self.response_bytes,
                 "name": self.name,
+                "traceparent": self.traceparent,
             }),
         );
     }

@@ -190,9 +190,11 @@ impl Protocol {
         match self {
             Protocol::Http(http) => http.traceparent.as_deref(),
             Protocol::Grpc(grpc) => grpc.http.traceparent.as_deref(),
-            // Database protocols carry no trace context on the wire; Kafka
-            // record headers may, but they are not read.
-            Protocol::Db(_) | Protocol::Messaging(_) => None,
+            // A NATS message's headers may carry one (its publisher's SDK put
+            // it there); Kafka record headers and AMQP properties may too, but
+            // they are not read. Database protocols carry none on the wire.
+            Protocol::Messaging(messaging) => messaging.traceparent.as_deref(),
+            Protocol::Db(_) => None,
         }
     }
 }

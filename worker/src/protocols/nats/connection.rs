@@ -29,9 +29,9 @@ use crate::protocols::db::{bounded_text, MAX_PENDING};
 use crate::protocols::messaging_call::MessagingCall;
 use crate::spans::{MessagingExchange, MessagingOperation, MessagingSystem, NATS_REFUSED};
 
-/// Payload bytes kept of each message: a header status line, the start of
-/// a JetStream reply's JSON.
-const KEPT_BYTES: usize = 256;
+/// Payload bytes kept of each message: its headers (a status line, a
+/// `traceparent`), the start of a JetStream reply's JSON.
+const KEPT_BYTES: usize = 1024;
 /// Longest subject kept.
 const MAX_NAME: usize = 256;
 
@@ -198,7 +198,7 @@ impl NatsConnection {
             }
             return;
         }
-        let mut exchange = self.exchange(MessagingOperation::Publish, message);
+        let mut exchange = self.exchange(MessagingOperation::Publish, message, operation);
         exchange.request_bytes = operation.wire_size();
         let call = MessagingCall {
             exchange: exchange.named(),
@@ -257,7 +257,7 @@ impl NatsConnection {
         // flow control, which the client may have to answer.
         let own = status.is_some() && message.size == message.header_size;
         let call = (!own).then(|| {
-            let mut exchange = self.exchange(MessagingOperation::Process, message);
+            let mut exchange = self.exchange(MessagingOperation::Process, message, operation);
             exchange.response_bytes = operation.wire_size();
             MessagingCall {
                 exchange: exchange.named(),
@@ -344,8 +344,20 @@ impl NatsConnection {
         }
     }
 
-    fn exchange(&self, operation: MessagingOperation, message: &MessageLine) -> MessagingExchange {
-        let mut exchange = MessagingExchange::new(MessagingSystem::Nats, operation);
+    /// The exchange of a message written or read: its subject, and the
+    /// trace context its headers carry.
+    fn exchange(
+        &self,
+        kind: MessagingOperation,
+        message: &MessageLine,
+        operation: &Operation,
+    ) -> MessagingExchange {
+        let mut exchange = MessagingExchange::new(MessagingSystem::Nats, kind);
+        let headers = usize::try_from(message.header_size)
+            .unwrap_or(usize::MAX)
+            .min(operation.payload.len());
+        exchange.traceparent = line::header_value(&operation.payload[..headers], "traceparent")
+            .map(|value| value.chars().take(64).collect());
         exchange.client_id = self.client_id.clone();
         exchange.destination = Some(bounded_text(message.subject.as_bytes(), MAX_NAME));
         exchange.message_count = Some(1);

@@ -266,6 +266,25 @@ pub fn header_status(headers: &[u8]) -> Option<u16> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
+/// The value of the header `name` (case-insensitive) in a message's header
+/// block (`NATS/1.0\r\nName: value\r\n…\r\n\r\n`), when the captured
+/// bytes hold its whole line.
+pub fn header_value<'a>(headers: &'a [u8], name: &str) -> Option<&'a str> {
+    headers
+        .split(|b| *b == b'\n')
+        .skip(1)
+        .take_while(|line| !line.is_empty() && *line != b"\r")
+        .filter_map(|line| line.strip_suffix(b"\r"))
+        .find_map(|line| {
+            let colon = line.iter().position(|b| *b == b':')?;
+            let (key, value) = line.split_at(colon);
+            if !key.eq_ignore_ascii_case(name.as_bytes()) {
+                return None;
+            }
+            std::str::from_utf8(&value[1..]).ok().map(str::trim)
+        })
+}
+
 /// The subject a publish was refused for: `-ERR 'Permissions Violation for
 /// Publish to "locked.door"'`.
 pub fn refused_publish(error: &str) -> Option<&str> {

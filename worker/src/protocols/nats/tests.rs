@@ -17,6 +17,7 @@ const REQUEST: &str = include_str!("../../../testdata/nats/nats_request.txt");
 const REFUSED: &str = include_str!("../../../testdata/nats/nats_request_refused.txt");
 const CONSUME: &str = include_str!("../../../testdata/nats/nats_consume.txt");
 const JETSTREAM: &str = include_str!("../../../testdata/nats/nats_jetstream.txt");
+const TRACED: &str = include_str!("../../../testdata/nats/nats_consume_traced.txt");
 
 fn decode(fixture: &str, cut: Cut) -> Vec<MessagingCall> {
     messaging_fixture::decode::<NatsConnection>(fixture, cut)
@@ -96,13 +97,21 @@ const JETSTREAM_CALLS: &[&str] = &[
     "producer publish $JS.API.STREAM.DELETE.JOBS | zt-jetstream | ok | 235 | 18000-19000",
 ];
 
-const RECORDINGS: [(&str, &[&str]); 6] = [
+/// A message whose headers carry a traceparent: the subscriber's delivery,
+/// then the emitter's HPUB; both keep the header's context.
+const TRACED_CALLS: &[&str] = &[
+    "consumer process events.traced | zt-traced-subscriber | ok | 132 | 8000-8000",
+    "producer publish events.traced | zt-traced-emitter | ok | 131 | 4000-4000",
+];
+
+const RECORDINGS: [(&str, &[&str]); 7] = [
     (PUBLISH, PUBLISH_CALLS),
     (LARGE, LARGE_CALLS),
     (REQUEST, REQUEST_CALLS),
     (REFUSED, REFUSED_CALLS),
     (CONSUME, CONSUME_CALLS),
     (JETSTREAM, JETSTREAM_CALLS),
+    (TRACED, TRACED_CALLS),
 ];
 
 #[test]
@@ -404,6 +413,40 @@ fn control_lines_parse_as_the_protocol_reference_writes_them() {
     assert_eq!(ingress(b"MSG a b-c 5"), None);
     assert_eq!(ingress(b"PUB a 5"), None);
     assert_eq!(egress(b"MSG a 1 5"), None);
+}
+
+/// The trace context a publisher's SDK put in the headers is the span's:
+/// on the message read and on the message written. Without headers, or
+/// with the header cut by the capture, there is none.
+#[test]
+fn a_traceparent_header_is_kept_on_both_sides() {
+    const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    for cut in [Cut::Whole, Cut::Pieces(7), Cut::Capture(512)] {
+        let calls = decode(TRACED, cut);
+        assert_eq!(calls.len(), 2, "{cut:?}");
+        for call in &calls {
+            assert_eq!(
+                call.exchange.traceparent.as_deref(),
+                Some(TRACEPARENT),
+                "{cut:?}"
+            );
+        }
+    }
+    assert!(decode(CONSUME, Cut::Whole)
+        .iter()
+        .all(|c| c.exchange.traceparent.is_none()));
+    let headers = b"NATS/1.0\r\nNats-Msg-Id: 1\r\nTraceParent:  00-ab  \r\n\r\n";
+    assert_eq!(line::header_value(headers, "traceparent"), Some("00-ab"));
+    assert_eq!(line::header_value(headers, "tracestate"), None);
+    // The status line is no header; a line cut before its end is not read.
+    assert_eq!(
+        line::header_value(b"NATS/1.0 503\r\n\r\n", "NATS/1.0 503"),
+        None
+    );
+    assert_eq!(
+        line::header_value(b"NATS/1.0\r\ntraceparent: 00-0a", "traceparent"),
+        None
+    );
 }
 
 #[test]
