@@ -32,7 +32,9 @@ use crate::spans::{MessagingExchange, MessagingOperation, MessagingSystem, NATS_
 /// Payload bytes kept of each message: its headers (a status line, a
 /// `traceparent`), the start of a JetStream reply's JSON.
 const KEPT_BYTES: usize = 1024;
-/// Longest subject kept.
+/// Longest subject kept, and longest reply subject followed: inboxes are
+/// about 50 bytes. With at most [`MAX_PENDING`] requests, deliveries and
+/// subscriptions each, a connection's state stays under a few MiB.
 const MAX_NAME: usize = 256;
 
 /// What a connection could not follow. Counts only grow.
@@ -206,7 +208,9 @@ impl NatsConnection {
             end_ns: operation.end_ns,
             partial: false,
         };
-        let Some(reply) = &message.reply else {
+        // A reply subject longer than any kept is not followed: the request
+        // ends when written (what waits stays small).
+        let Some(reply) = message.reply.as_ref().filter(|r| r.len() <= MAX_NAME) else {
             out.push(call);
             return;
         };
@@ -266,7 +270,7 @@ impl NatsConnection {
                 partial: false,
             }
         });
-        let Some(reply) = &message.reply else {
+        let Some(reply) = message.reply.as_ref().filter(|r| r.len() <= MAX_NAME) else {
             out.extend(call);
             return;
         };
@@ -329,8 +333,13 @@ impl NatsConnection {
         }
     }
 
-    /// Keeps a subscription's subject, at most [`MAX_PENDING`] of them.
+    /// Keeps a subscription's subject, at most [`MAX_PENDING`] of them, none
+    /// longer than a reply subject that is followed.
     fn subscribe(&mut self, sid: &str, subject: &str) {
+        if subject.len() > MAX_NAME {
+            self.subscriptions.remove(sid);
+            return;
+        }
         if self.subscriptions.len() < MAX_PENDING || self.subscriptions.contains_key(sid) {
             self.subscriptions
                 .insert(sid.to_owned(), subject.to_owned());

@@ -558,6 +558,20 @@ fn requests_without_their_reply_end_where_they_were_written() {
     assert_eq!((stats.unanswered, stats.unmatched_errors), (2, 1));
 }
 
+/// A reply subject longer than any kept is not followed: the request ends
+/// when written, nothing waits for it.
+#[test]
+fn a_request_with_an_overlong_reply_subject_ends_when_written() {
+    let mut connection = NatsConnection::new();
+    let mut out = Vec::new();
+    let line = format!("PUB work _INBOX.{} 1\r\nx\r\n", "a".repeat(300));
+    connection.feed(Direction::Egress, line.as_bytes(), 0, 1, &mut out);
+    assert_eq!(out.len(), 1);
+    connection.finish(10, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(connection.stats().unanswered, 0);
+}
+
 proptest::proptest! {
     #[test]
     fn arbitrary_segments_never_panic(
