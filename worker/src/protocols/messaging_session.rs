@@ -115,12 +115,7 @@ messaging_decoder!(NatsConnection, super::nats::check, nats_counts, nats_start);
 /// From the start when the server's greeting or the client's CONNECT is
 /// the first thing seen; otherwise joined mid-stream.
 fn nats_start(first: &FirstBytes<'_>) -> NatsConnection {
-    let greeting: &[u8] = match first.direction {
-        Direction::Ingress => b"INFO",
-        Direction::Egress => b"CONNECT",
-    };
-    let bytes = first.bytes;
-    if bytes.len() >= greeting.len() && bytes[..greeting.len()].eq_ignore_ascii_case(greeting) {
+    if super::nats::starts_with_greeting(first.bytes, first.direction) {
         NatsConnection::new()
     } else {
         NatsConnection::joined_mid_stream()

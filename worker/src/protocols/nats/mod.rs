@@ -31,20 +31,33 @@ use reader::{OperationReader, ReadEvent};
 /// agent, operations the client writes or reads mid-connection
 /// ([`mid_stream`]).
 pub fn check(first_bytes: &[u8], direction: Direction) -> Detection {
-    let greeting: &[u8] = match direction {
-        Direction::Ingress => b"INFO {",
-        Direction::Egress => b"CONNECT {",
-    };
-    if first_bytes.len() >= greeting.len() {
-        if first_bytes[..greeting.len()].eq_ignore_ascii_case(greeting) {
-            return Detection::Yes;
-        }
-        return mid_stream(first_bytes, direction);
+    if starts_with_greeting(first_bytes, direction) {
+        return Detection::Yes;
     }
-    if greeting[..first_bytes.len()].eq_ignore_ascii_case(first_bytes) && !first_bytes.is_empty() {
+    let greeting = greeting(direction);
+    let short = first_bytes.len() < greeting.len()
+        && !first_bytes.is_empty()
+        && greeting[..first_bytes.len()].eq_ignore_ascii_case(first_bytes);
+    if short {
         return Detection::NeedMore;
     }
     mid_stream(first_bytes, direction)
+}
+
+/// What a connection's first bytes are from its start: the server's `INFO {`
+/// read, the client's `CONNECT {` written.
+fn greeting(direction: Direction) -> &'static [u8] {
+    match direction {
+        Direction::Ingress => b"INFO {",
+        Direction::Egress => b"CONNECT {",
+    }
+}
+
+/// Whether `bytes` start with the connection's greeting on that side
+/// (a connection seen from its start, not joined mid-stream).
+pub fn starts_with_greeting(bytes: &[u8], direction: Direction) -> bool {
+    let greeting = greeting(direction);
+    bytes.len() >= greeting.len() && bytes[..greeting.len()].eq_ignore_ascii_case(greeting)
 }
 
 /// Whether bytes seen first on a connection joined mid-stream are NATS:

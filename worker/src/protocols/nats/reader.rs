@@ -194,7 +194,7 @@ impl OperationReader {
         if self.line.is_empty() {
             self.line_start_ns = ts_ns;
         }
-        let Some(end) = input.iter().position(|b| *b == b'\n') else {
+        let Some(end) = memchr::memchr(b'\n', input) else {
             self.line.extend_from_slice(input);
             if self.line.len() > MAX_LINE {
                 self.bad_lines += 1;
@@ -204,17 +204,26 @@ impl OperationReader {
             }
             return Some(&[]);
         };
-        self.line.extend_from_slice(&input[..end]);
         let rest = &input[end + 1..];
-        let line_len = self.line.len() as u64 + 1;
-        let text = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
-        let Some(control) = line::parse(text, self.direction) else {
+        // A line whole in this segment is read where it lies; one begun in
+        // an earlier segment is read from what was kept of it.
+        if !self.line.is_empty() {
+            self.line.extend_from_slice(&input[..end]);
+        }
+        let whole = if self.line.is_empty() {
+            &input[..end]
+        } else {
+            &self.line[..]
+        };
+        let line_len = whole.len() as u64 + 1;
+        let parsed = line::parse(whole.strip_suffix(b"\r").unwrap_or(whole), self.direction);
+        self.line.clear();
+        let Some(control) = parsed else {
             self.bad_lines += 1;
-            self.skipped_bytes += self.line.len() as u64 + 1 + rest.len() as u64;
+            self.skipped_bytes += line_len + rest.len() as u64;
             self.lose(out);
             return None;
         };
-        self.line.clear();
         let operation = Operation {
             line_len,
             payload: Vec::new(),
