@@ -1,6 +1,7 @@
-//! Server requests read and not yet answered, per process: a client call a
-//! process makes may belong to any of them, so trace linking waits until
-//! every one that started before the call is complete.
+//! Server requests read and not yet answered (and messages a broker
+//! delivered, not yet acknowledged), per process: a client call a process
+//! makes may belong to any of them, so trace linking waits until every one
+//! that started before the call is complete.
 
 use crate::hashing::FastMap;
 

@@ -109,14 +109,15 @@ impl Connection {
     }
 
     /// The start of the oldest request this connection serves and has not
-    /// answered yet (None for client connections).
+    /// answered yet; on a client connection, of the oldest message a broker
+    /// delivered and the client has not acknowledged yet.
     fn unanswered_since(&self) -> Option<u64> {
-        if self.info.role != ConnectionRole::Server {
-            return None;
+        let state = self.state.as_ref()?;
+        if self.info.role == ConnectionRole::Server {
+            state.oldest_unanswered_request_ns()
+        } else {
+            state.oldest_unacknowledged_delivery_ns()
         }
-        self.state
-            .as_ref()
-            .and_then(ProtocolState::oldest_unanswered_request_ns)
     }
 
     /// The TLS library hooks speak for this connection from now on: what the

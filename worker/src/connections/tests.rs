@@ -761,3 +761,58 @@ fn a_server_s_settings_before_the_preface_are_http2_not_garbage() {
     assert!(none.is_empty());
     assert_eq!(other.counters().garbage_segments, 1);
 }
+
+/// `payload` on a NATS subscriber's connection (sock 9 of pid 42), in
+/// `direction` at `ts`, by thread `tid`: the spans it completed.
+fn on_subscriber(
+    tracker: &mut ConnectionTracker,
+    direction: Direction,
+    payload: &[u8],
+    ts: u64,
+    tid: u32,
+) -> Vec<Span> {
+    let mut spans = Vec::new();
+    tracker.on_data(
+        Segment {
+            sock_id: 9,
+            pid: 42,
+            process_name: &"consumer".into(),
+            role: ConnectionRole::Client,
+            direction,
+            tuple: Some(TUPLE),
+            ts_ns: ts,
+            tid,
+            payload,
+            total_bytes: payload.len() as u64,
+            tls: false,
+            tail: &[],
+        },
+        &mut spans,
+    );
+    spans
+}
+
+#[test]
+fn a_client_s_delivery_not_yet_acknowledged_is_followed_like_a_request_and_stamped_by_its_read() {
+    let mut tracker = ConnectionTracker::new();
+    let greeting = b"INFO {\"server_id\":\"x\"}\r\n";
+    on_subscriber(&mut tracker, Direction::Ingress, greeting, 100, 7);
+    let subscribe = b"CONNECT {}\r\nSUB jobs 1\r\n";
+    on_subscriber(&mut tracker, Direction::Egress, subscribe, 200, 7);
+    // Read by thread 7, answered by thread 8 (a worker).
+    let message = b"MSG jobs 1 _INBOX.r 5\r\nhello\r\n";
+    let delivered = on_subscriber(&mut tracker, Direction::Ingress, message, 500, 7);
+    assert!(
+        delivered.is_empty(),
+        "processed until answered: {delivered:?}"
+    );
+    assert_eq!(tracker.unanswered_requests(42), vec![(500, 7)]);
+    // Followed from then on: the answer ends it.
+    let answer = b"PUB _INBOX.r 2\r\nok\r\n";
+    let processed = on_subscriber(&mut tracker, Direction::Egress, answer, 900, 8);
+    assert_eq!(processed.len(), 1, "{processed:?}");
+    assert!(processed[0].is_delivery());
+    let threads = processed[0].threads;
+    assert_eq!((threads.request_first, threads.response_last), (7, 8));
+    assert!(tracker.unanswered_requests(42).is_empty());
+}

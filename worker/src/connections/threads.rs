@@ -63,12 +63,13 @@ impl ThreadRuns {
     }
 
     /// Sets `span`'s threads: the request's first bytes at its start, the
-    /// response's last bytes at its end.
+    /// response's last bytes at its end (for a delivery, the message read
+    /// and the acknowledgement written).
     pub(super) fn stamp(&self, span: &mut Span) {
-        let (request, response) = if span.kind.is_outgoing() {
-            (Direction::Egress, Direction::Ingress)
-        } else {
+        let (request, response) = if span.starts_with_a_read() {
             (Direction::Ingress, Direction::Egress)
+        } else {
+            (Direction::Egress, Direction::Ingress)
         };
         span.threads = ExchangeThreads {
             request_first: self.thread_at(request, span.start_monotonic_ns),

@@ -46,3 +46,72 @@ pub fn decode_turns<D: MessagingDecoder>(
     decoder.finish(1_000_000, &mut out);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use zerotrace_shared::event::Direction;
+
+    use super::super::amqp::AmqpConnection;
+    use super::super::kafka::KafkaConnection;
+    use super::super::mqtt::MqttConnection;
+    use super::super::nats::NatsConnection;
+    use super::*;
+    use crate::spans::MessagingOperation;
+
+    /// Replays `fixture` (each connection whole, then in 7-byte pieces) and
+    /// checks, segment by segment, that every delivery ended by the client's
+    /// acknowledgement was waited for from its read (so a call made while
+    /// it was processed waits for its span), and that nothing waits at the
+    /// end. Returns how many deliveries were acknowledged.
+    fn deliveries_followed<D: MessagingDecoder>(fixture: &str) -> usize {
+        let mut acknowledged = 0;
+        for cut in [Cut::Whole, Cut::Pieces(7)] {
+            for chunks in connections(fixture) {
+                let mut decoder = D::new();
+                let mut out = Vec::new();
+                replay(&chunks, cut, |direction, captured, gap, ts| {
+                    let waiting = decoder.oldest_unacknowledged_delivery_ns();
+                    let before = out.len();
+                    decoder.feed(direction, captured, gap, ts, &mut out);
+                    let processed = out[before..]
+                        .iter()
+                        .filter(|call| call.exchange.operation == MessagingOperation::Process);
+                    for call in processed.filter(|_| direction == Direction::Egress) {
+                        assert!(
+                            waiting.is_some_and(|oldest| oldest <= call.start_ns),
+                            "{cut:?}: {call:?} was not waited for ({waiting:?})"
+                        );
+                        acknowledged += 1;
+                    }
+                });
+                assert_eq!(decoder.oldest_unacknowledged_delivery_ns(), None);
+            }
+        }
+        acknowledged
+    }
+
+    #[test]
+    fn deliveries_are_waited_for_from_their_read_to_their_acknowledgement() {
+        let consume = |dir: &str, name: &str| {
+            std::fs::read_to_string(format!(
+                "{}/testdata/{dir}/{name}.txt",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap_or_else(|e| panic!("{dir}/{name}: {e}"))
+        };
+        // Each whole and in pieces: paho's at QoS 1 and 2 (QoS 0 acknowledges
+        // nothing), pika's three jobs, the request nats-py's responder
+        // answered, the JetStream message it acknowledged.
+        let mqtt = consume("mqtt", "paho_consume");
+        assert_eq!(deliveries_followed::<MqttConnection>(&mqtt), 2 * 2);
+        let amqp = consume("amqp", "pika_consume");
+        assert_eq!(deliveries_followed::<AmqpConnection>(&amqp), 2 * 3);
+        let answered = consume("nats", "nats_request");
+        assert_eq!(deliveries_followed::<NatsConnection>(&answered), 2);
+        let jetstream = consume("nats", "nats_jetstream");
+        assert_eq!(deliveries_followed::<NatsConnection>(&jetstream), 2);
+        // A Kafka consumer polls: nothing is delivered of the broker's accord.
+        let kafka = consume("kafka", "kafka_python_consume");
+        assert_eq!(deliveries_followed::<KafkaConnection>(&kafka), 0);
+    }
+}

@@ -50,12 +50,15 @@ pub trait MessagingDecoder: std::fmt::Debug {
     fn finish(&mut self, ts_ns: u64, out: &mut Vec<MessagingCall>);
     /// Adds what the decoder lost or refused so far to the shared counters.
     fn add_counts(&self, counters: &mut DecodeCounters);
+    /// When the oldest delivery the client has not acknowledged was read
+    /// (None: the protocol delivers nothing, or nothing waits).
+    fn oldest_unacknowledged_delivery_ns(&self) -> Option<u64>;
 }
 
 /// A decoder's [`MessagingDecoder`] from its inherent `new`, `feed`,
 /// `finish` and `stats`, its protocol's `check`, and how its stats count.
 macro_rules! messaging_decoder {
-    ($decoder:ty, $check:path, $counts:path $(, $start:path)?) => {
+    ($decoder:ty, $check:path, $counts:path, $deliveries:expr $(, $start:path)?) => {
         impl MessagingDecoder for $decoder {
             fn check(first_bytes: &[u8], direction: Direction) -> Detection {
                 $check(first_bytes, direction)
@@ -79,6 +82,10 @@ macro_rules! messaging_decoder {
             fn add_counts(&self, counters: &mut DecodeCounters) {
                 $counts(&self.stats(), counters);
             }
+            fn oldest_unacknowledged_delivery_ns(&self) -> Option<u64> {
+                let oldest: fn(&$decoder) -> Option<u64> = $deliveries;
+                oldest(self)
+            }
             $(fn start(first: &FirstBytes<'_>) -> Self {
                 $start(first)
             })?
@@ -86,8 +93,15 @@ macro_rules! messaging_decoder {
     };
 }
 
-messaging_decoder!(KafkaConnection, super::kafka::check, kafka_counts);
-messaging_decoder!(MqttConnection, super::mqtt::check, mqtt_counts, mqtt_start);
+// A Kafka consumer polls: the broker delivers nothing of its own accord.
+messaging_decoder!(KafkaConnection, super::kafka::check, kafka_counts, |_| None);
+messaging_decoder!(
+    MqttConnection,
+    super::mqtt::check,
+    mqtt_counts,
+    MqttConnection::oldest_unacknowledged_delivery_ns,
+    mqtt_start
+);
 
 /// From the start when the client's CONNECT is the first thing seen;
 /// otherwise joined mid-stream.
@@ -98,7 +112,13 @@ fn mqtt_start(first: &FirstBytes<'_>) -> MqttConnection {
         MqttConnection::joined_mid_stream()
     }
 }
-messaging_decoder!(AmqpConnection, super::amqp::check, amqp_counts, amqp_start);
+messaging_decoder!(
+    AmqpConnection,
+    super::amqp::check,
+    amqp_counts,
+    AmqpConnection::oldest_unacknowledged_delivery_ns,
+    amqp_start
+);
 
 /// From the start when the client's protocol header is the first thing
 /// seen; otherwise joined mid-stream.
@@ -110,7 +130,13 @@ fn amqp_start(first: &FirstBytes<'_>) -> AmqpConnection {
     }
 }
 
-messaging_decoder!(NatsConnection, super::nats::check, nats_counts, nats_start);
+messaging_decoder!(
+    NatsConnection,
+    super::nats::check,
+    nats_counts,
+    NatsConnection::oldest_unacknowledged_delivery_ns,
+    nats_start
+);
 
 /// From the start when the server's greeting or the client's CONNECT is
 /// the first thing seen; otherwise joined mid-stream.
@@ -224,5 +250,9 @@ impl<D: MessagingDecoder> ProtocolSession for MessagingSession<D> {
 
     fn add_live_counts(&self, counters: &mut DecodeCounters) {
         self.decoder.add_counts(counters);
+    }
+
+    fn oldest_unacknowledged_delivery_ns(&self) -> Option<u64> {
+        self.decoder.oldest_unacknowledged_delivery_ns()
     }
 }

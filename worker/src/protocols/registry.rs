@@ -189,6 +189,13 @@ macro_rules! protocol_registry {
                 }
             }
 
+            /// When the oldest delivery not yet acknowledged on this connection was read.
+            pub fn oldest_unacknowledged_delivery_ns(&self) -> Option<u64> {
+                match self {
+                    $(ProtocolState::$arm(state) => state.oldest_unacknowledged_delivery_ns(),)+
+                }
+            }
+
             /// Whether the TLS hooks' plaintext continues this state.
             pub fn continues_in_tls(&self) -> bool {
                 match self {

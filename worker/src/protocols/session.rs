@@ -167,6 +167,14 @@ pub trait ProtocolSession: Sized {
         None
     }
 
+    /// When the oldest message the broker delivered on this connection and
+    /// the client has not yet acknowledged (or answered) was read, for trace
+    /// linking: a call the client makes meanwhile may be made for it. None
+    /// (the default): the protocol delivers nothing.
+    fn oldest_unacknowledged_delivery_ns(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether the connection asked for TLS in its own protocol (a
     /// PostgreSQL or MySQL SSLRequest) before the TLS hooks' plaintext began:
     /// that plaintext then continues this state, which knows what was said

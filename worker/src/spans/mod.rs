@@ -29,7 +29,8 @@ pub enum SpanKind {
     Client,
     /// The process handed messages to a broker (a Kafka Produce).
     Producer,
-    /// The process polled a broker for messages (a Kafka Fetch).
+    /// The process polled a broker for messages (a Kafka Fetch), or
+    /// processed a message the broker delivered (see [`Span::is_delivery`]).
     Consumer,
 }
 
@@ -83,9 +84,10 @@ pub struct Span {
 /// is made by the thread that read the request or the one that answers it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExchangeThreads {
-    /// The thread that read (server) or wrote (client) the request's first bytes.
+    /// The thread that read (server, delivery) or wrote (client) the request's first bytes.
     pub request_first: u32,
-    /// The thread that wrote (server) or read (client) the response's last bytes.
+    /// The thread that wrote (server; a delivery's acknowledgement) or read
+    /// (client) the response's last bytes.
     pub response_last: u32,
 }
 
@@ -200,6 +202,24 @@ impl Protocol {
 }
 
 impl Span {
+    /// Whether this is a message the broker pushed to the process, from its
+    /// read to the process's acknowledgement or reply (a `process` span of
+    /// MQTT, AMQP or NATS): the exchange starts with bytes read, as a
+    /// server's does, and the calls the process makes while it is open may
+    /// be made for it.
+    pub fn is_delivery(&self) -> bool {
+        matches!(
+            &self.protocol,
+            Protocol::Messaging(m) if m.operation == MessagingOperation::Process
+        )
+    }
+
+    /// Whether the exchange starts with the bytes this side read (a
+    /// server's request, a delivery) rather than with bytes it wrote.
+    pub fn starts_with_a_read(&self) -> bool {
+        !self.kind.is_outgoing() || self.is_delivery()
+    }
+
     /// The trace printer's protocol text: what goes before the duration
     /// (`"GET /x HTTP/1.1" 200 7B`) and after it (` req=3B grpc=NOT_FOUND`).
     pub fn printer_text(&self) -> (String, String) {

@@ -13,9 +13,10 @@
 //! then it goes out as it is, never lost.
 //!
 //! In a process ([`nesting`]): a client call becomes the child of the one
-//! server span of its process that was open around it on its thread. Calls
-//! are held until every request their process read before them is answered
-//! (so all candidates are known), decided in [`TraceLinker::release_due`].
+//! server span (or delivery being processed) of its process that was open
+//! around it on its thread. Calls are held until every request (and
+//! delivery) their process read before them is answered (so all candidates
+//! are known), decided in [`TraceLinker::release_due`].
 //!
 //! A span waiting for its own parent is its trace's root; the spans of that
 //! trace are held with it, and when it finds its parent the whole trace
@@ -38,7 +39,7 @@ use crate::spans::{Span, SpanKind};
 use callers::Callers;
 pub use client_connections::ClientConnections;
 use matching::{overlap_ns, same_request};
-use nesting::{ParentDecision, RecentServers};
+use nesting::{ParentDecision, RecentParents};
 use trace_moves::TraceMoves;
 
 /// What linking did, for the self-metrics.
@@ -46,7 +47,8 @@ use trace_moves::TraceMoves;
 pub struct LinkCounters {
     /// Server spans made the child of another process's client span.
     pub linked_across_processes: u64,
-    /// Client spans made the child of the server span their process was serving.
+    /// Client spans made the child of the server span their process was
+    /// serving (or of the delivery it was processing).
     pub nested_in_process: u64,
     /// Server spans held for an instrumented caller that never matched: sent as roots.
     pub unlinked_after_wait: u64,
@@ -120,10 +122,11 @@ pub struct TraceLinker {
     waiting: FastMap<ConnectionKey, Vec<u64>>,
     /// Client spans by the connection as its server side sees it.
     recent_clients: FastMap<ConnectionKey, VecDeque<RecentClient>>,
-    /// Server spans, for the client calls made while serving them.
-    recent_servers: RecentServers,
+    /// Server spans and deliveries, for the client calls made while
+    /// serving or processing them.
+    recent_parents: RecentParents,
     /// Processes seen making calls: the only ones whose server spans are
-    /// remembered in `recent_servers`.
+    /// remembered in `recent_parents`.
     callers: Callers,
     /// Traces merged into others, for spans remembered under an old id.
     moves: TraceMoves,
@@ -146,7 +149,7 @@ impl TraceLinker {
             next_sweep_ns: 0,
             waiting: FastMap::default(),
             recent_clients: FastMap::default(),
-            recent_servers: RecentServers::default(),
+            recent_parents: RecentParents::default(),
             callers: Callers::default(),
             moves: TraceMoves::default(),
             now_ns: 0,
@@ -171,7 +174,7 @@ impl TraceLinker {
                 .values()
                 .map(VecDeque::len)
                 .sum::<usize>()
-            + self.recent_servers.len()
+            + self.recent_parents.len()
             + self.callers.len()
             + self.moves.len()
             + self.clients.len()
@@ -187,12 +190,12 @@ impl TraceLinker {
     /// `pid` serves many requests per thread (a Go program): threads do not
     /// tell its requests apart, so its calls nest only under a lone request.
     pub fn serves_many_per_thread(&mut self, pid: u32) {
-        self.recent_servers.mark_many_per_thread(pid);
+        self.recent_parents.mark_many_per_thread(pid);
     }
 
     /// `pid` exited (its number may be reused by another program).
     pub fn process_exited(&mut self, pid: u32) {
-        self.recent_servers.forget_process(pid);
+        self.recent_parents.forget_process(pid);
         self.callers.forget(pid);
     }
 
@@ -232,7 +235,7 @@ impl TraceLinker {
         }
         self.now_ns = self.now_ns.max(now_ns);
         if span.kind == SpanKind::Server {
-            self.remember_server(span, now_ns);
+            self.remember_parent(span, now_ns);
         }
     }
 
@@ -275,14 +278,14 @@ impl TraceLinker {
         }
     }
 
-    /// A server span, for the client spans its process makes while it is
-    /// open: kept only for a process seen making calls.
-    fn remember_server(&mut self, span: &Span, now_ns: u64) {
+    /// A server span or a delivery, for the client spans its process makes
+    /// while it is open: kept only for a process seen making calls.
+    fn remember_parent(&mut self, span: &Span, now_ns: u64) {
         if !self.callers.contains(span.pid) {
             return;
         }
         let forget_at_ns = self.remember_until(now_ns);
-        self.recent_servers.insert(span, now_ns, forget_at_ns);
+        self.recent_parents.insert(span, now_ns, forget_at_ns);
     }
 
     /// Decides the client spans whose process has answered every request
@@ -304,7 +307,7 @@ impl TraceLinker {
                 Some(held) if held.waiting == Waiting::Parent => {
                     let pid = held.span.pid;
                     let open = open_by_pid.entry(pid).or_insert_with(|| unanswered(pid));
-                    self.recent_servers.decide(&held.span, open)
+                    self.recent_parents.decide(&held.span, open)
                 }
                 _ => continue,
             };
@@ -332,7 +335,7 @@ impl TraceLinker {
                 clients.retain(|c| c.forget_at_ns > now_ns);
                 !clients.is_empty()
             });
-            self.recent_servers.sweep(now_ns);
+            self.recent_parents.sweep(now_ns);
             self.moves.sweep(now_ns);
         }
     }
@@ -364,6 +367,11 @@ impl TraceLinker {
 
     fn push_client(&mut self, span: Span, now_ns: u64, ready: &mut Vec<Span>) {
         self.callers.note(span.pid);
+        // A delivery may be a call's parent too (a call made while the
+        // message was processed), whatever its own parent turns out to be.
+        if span.is_delivery() {
+            self.remember_parent(&span, now_ns);
+        }
         // A request that carried a traceparent was made by an instrumented
         // SDK: its ids are the SDK's, never rewritten.
         let carries_context = span.ids.parent_sampled.is_some();
@@ -416,7 +424,7 @@ impl TraceLinker {
     }
 
     fn push_server(&mut self, span: Span, now_ns: u64, ready: &mut Vec<Span>) {
-        self.remember_server(&span, now_ns);
+        self.remember_parent(&span, now_ns);
         let key = (span.local, span.peer);
         if self.passes_at_once(&span) {
             ready.push(span);
@@ -493,7 +501,7 @@ impl TraceLinker {
                 self.decide_root(seq, Some(parent), ready);
             }
             ParentDecision::NoParent => {
-                if pid.is_some_and(|pid| self.recent_servers.serves(pid)) {
+                if pid.is_some_and(|pid| self.recent_parents.serves(pid)) {
                     self.counters.no_parent += 1;
                 }
                 self.decide_root(seq, None, ready);

@@ -1,4 +1,5 @@
-//! In-process nesting: which server span a client call was made for.
+//! In-process nesting: which server span (or delivery) a client call was
+//! made for.
 //!
 //! A client span of process P is the child of server span S of P when S's
 //! interval contains the call's, S's request was read or its response
@@ -6,6 +7,15 @@
 //! The decision waits until every server request of P read before the call
 //! is complete (event loops serve many requests on one thread: two of them
 //! in flight around one call make it ambiguous, never a guess).
+//!
+//! A message a broker delivered to P (MQTT, AMQP, NATS) is processed from
+//! its read to P's acknowledgement or reply, as a request is served from its
+//! read to its answer: its `process` span holds the calls made meanwhile by
+//! the thread that read or acknowledged it, by the same rules, and a call
+//! waits for P's open deliveries as for its open requests. Deliveries tell
+//! nothing of how P serves requests: two read at once and processed one
+//! after the other on one thread (a prefetched batch) leave the calls they
+//! both contain ambiguous, without marking P as multiplexing.
 //!
 //! Threads tell requests apart only where a thread serves one request at a
 //! time. A process seen answering two overlapping requests on one thread
@@ -21,7 +31,7 @@
 //! reads on its connection's own goroutines, which the kernel names after
 //! the goroutine that made the call (the loader's hooks on `net/http`'s
 //! client connection): both nest. A goroutine is known by the one that
-//! answered a request ([`ServerRecord::held_by`]).
+//! answered a request ([`ParentRecord::held_by`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -64,7 +74,7 @@ fn report_multiplexing(pid: u32, new: &ExchangeThreads, open: &ExchangeThreads) 
     );
 }
 
-/// Server spans kept per process for the calls still to be decided; past
+/// Server spans and deliveries kept per process for the calls still to be decided; past
 /// this the oldest is forgotten and calls it could have contained are
 /// called ambiguous rather than matched against what is left.
 const SERVERS_PER_PROCESS: usize = 4_096;
@@ -75,9 +85,9 @@ const MARKED_PROCESSES: usize = 16_384;
 /// they share while overlapping (bounds the work per span).
 const OVERLAP_CHECKS: usize = 64;
 
-/// What a client call needs of a server span to nest under it.
+/// What a client call needs of a server span (or a delivery) to nest under it.
 #[derive(Debug, Clone, Copy)]
-pub struct ServerRecord {
+pub struct ParentRecord {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     pub parent_sampled: Option<bool>,
@@ -87,14 +97,26 @@ pub struct ServerRecord {
     /// Its connection, where that serves one request after another
     /// (HTTP/1): another request of it is no other request served at once.
     one_at_a_time_on: Option<(SocketAddr, SocketAddr)>,
+    /// A delivery's processing, not a request served: it says nothing of
+    /// whether the process serves requests one per thread.
+    delivery: bool,
     /// When the linker got it (the span was complete by then).
     pushed_at_ns: u64,
     forget_at_ns: u64,
 }
 
-impl ServerRecord {
+impl ParentRecord {
+    /// A delivery holds what began after its read only: deliveries read
+    /// together (a prefetched batch, processed one after the other and
+    /// acknowledged in order, so each later one contains the earlier ones)
+    /// are siblings, never one another's parent.
     fn contains(&self, call: &Span) -> bool {
-        self.start_ns <= call.start_monotonic_ns && call.end_monotonic_ns <= self.end_ns
+        let began_within = if self.delivery {
+            self.start_ns < call.start_monotonic_ns
+        } else {
+            self.start_ns <= call.start_monotonic_ns
+        };
+        began_within && call.end_monotonic_ns <= self.end_ns
     }
 
     /// Both were open at once and one thread answered both, or answered
@@ -105,7 +127,7 @@ impl ServerRecord {
     /// the next seems to begin before the last ended (Go reads its first
     /// byte on a background goroutine, possibly before the answer's send is
     /// stamped): those never count.
-    fn shares_a_thread_with(&self, other: &ServerRecord) -> bool {
+    fn shares_a_thread_with(&self, other: &ParentRecord) -> bool {
         if self.one_at_a_time_on.is_some() && self.one_at_a_time_on == other.one_at_a_time_on {
             return false;
         }
@@ -135,7 +157,7 @@ impl ServerRecord {
 
 #[derive(Default)]
 struct ProcessServers {
-    recent: VecDeque<ServerRecord>,
+    recent: VecDeque<ParentRecord>,
     /// Latest end of a span forgotten to the cap: calls ending before it
     /// may have been its children.
     forgotten_end_ns: u64,
@@ -154,7 +176,7 @@ struct ProcessServers {
 pub enum ParentDecision {
     /// A server request of the process read before the call is still open.
     Wait,
-    Parent(ServerRecord),
+    Parent(ParentRecord),
     /// No server span of the process holds the call on its thread (made
     /// outside any request, or by a thread the capture cannot tie to one).
     NoParent,
@@ -162,16 +184,16 @@ pub enum ParentDecision {
     Ambiguous,
 }
 
-/// Recent server spans, by process.
+/// Recent server spans and deliveries, by process.
 #[derive(Default)]
-pub struct RecentServers {
+pub struct RecentParents {
     by_pid: FastMap<u32, ProcessServers>,
     /// Processes known to serve many requests per thread before any
     /// overlap was seen (Go), where their spans name threads.
     many_per_thread: FastMap<u32, ()>,
 }
 
-impl RecentServers {
+impl RecentParents {
     /// Remembers `server`, pushed at `now_ns`, until `forget_at_ns`.
     pub fn insert(&mut self, server: &Span, now_ns: u64, forget_at_ns: u64) {
         // A Go program's span that names threads: judged by the mark alone,
@@ -194,7 +216,7 @@ impl RecentServers {
                 process.forgotten_end_ns = process.forgotten_end_ns.max(oldest.end_ns);
             }
         }
-        let record = ServerRecord {
+        let record = ParentRecord {
             trace_id: server.ids.trace_id,
             span_id: server.ids.span_id,
             parent_sampled: server.ids.parent_sampled,
@@ -202,6 +224,7 @@ impl RecentServers {
             end_ns: server.end_monotonic_ns,
             threads: server.threads,
             one_at_a_time_on: serves_one_at_a_time(server).then_some((server.local, server.peer)),
+            delivery: server.is_delivery(),
             pushed_at_ns: now_ns,
             forget_at_ns,
         };
@@ -213,7 +236,8 @@ impl RecentServers {
         {
             process.hands_over = true;
         }
-        if !marked && !process.multiplexes && record.threads.response_last != 0 {
+        if !marked && !process.multiplexes && !record.delivery && record.threads.response_last != 0
+        {
             // Newest first, as far as spans that ended after it began (spans
             // are pushed about in the order they end: a server answering one
             // request at a time, as nginx's event loop does with quick
@@ -226,7 +250,7 @@ impl RecentServers {
                 .take_while(|other| {
                     other.pushed_at_ns >= record.start_ns && other.end_ns >= record.start_ns
                 })
-                .find(|other| record.shares_a_thread_with(other));
+                .find(|other| !other.delivery && record.shares_a_thread_with(other));
             if let Some(other) = shared {
                 process.multiplexes = true;
                 report_multiplexing(server.pid, &record.threads, &other.threads);
@@ -235,8 +259,9 @@ impl RecentServers {
         process.recent.push_back(record);
     }
 
-    /// The parent of `call`, given the server requests its process has
-    /// read and not yet answered: (start, reading thread, 0 if unknown).
+    /// The parent of `call`, given the server requests (and deliveries) its
+    /// process has read and not yet answered (or acknowledged): (start,
+    /// reading thread, 0 if unknown).
     pub fn decide(&self, call: &Span, unanswered: &[(u64, u32)]) -> ParentDecision {
         let tid = call.threads.request_first;
         let process = self.by_pid.get(&call.pid);
@@ -248,7 +273,7 @@ impl RecentServers {
         // cannot be the call's (a thread-per-request server under load).
         // Not for goroutines: Go may read a request's first byte on a
         // background goroutine, and a goroutine is known by the one that
-        // answers ([`ServerRecord::held_by`]).
+        // answers ([`ParentRecord::held_by`]).
         let one_thread_per_request =
             !multiplexes && !names_goroutine(tid) && process.is_some_and(|p| !p.hands_over);
         let could_hold = |&&(start, reader): &&(u64, u32)| {
@@ -270,7 +295,10 @@ impl RecentServers {
             .iter()
             .rev()
             .take_while(|s| s.pushed_at_ns >= call.end_monotonic_ns);
-        for server in could_contain.filter(|s| s.contains(call)) {
+        // A delivery is remembered before its own parent is decided: it
+        // contains itself.
+        let others = could_contain.filter(|s| s.span_id != call.ids.span_id);
+        for server in others.filter(|s| s.contains(call)) {
             open_around += 1;
             if server.held_by(tid) {
                 if found.is_some() {

@@ -880,3 +880,116 @@ fn only_the_server_spans_of_a_process_that_makes_calls_are_remembered() {
     link(&mut linker, vec![reused], 901);
     assert_eq!(linker.remembered_count(), after_exit);
 }
+
+/// A message the broker delivered to `pid` on its connection to 127.0.0.1:5672,
+/// read at `window.0` by `tids.0` and acknowledged at `window.1` by `tids.1`.
+fn delivery(pid: u32, window: (u64, u64), tids: (u32, u32)) -> Span {
+    use crate::spans::{MessagingExchange, MessagingOperation, MessagingSystem};
+    let exchange = MessagingExchange::new(MessagingSystem::Rabbitmq, MessagingOperation::Process);
+    on_threads(
+        Span::new(
+            SpanOrigin {
+                kind: SpanKind::Consumer,
+                pid,
+                process_name: format!("p{pid}").into(),
+                local: addr("127.0.0.1:43000"),
+                peer: addr("127.0.0.1:5672"),
+                tls: false,
+            },
+            (window.0 * MS, window.1 * MS),
+            false,
+            Protocol::Messaging(exchange),
+        ),
+        tids.0,
+        tids.1,
+    )
+}
+
+#[test]
+fn a_call_made_while_a_delivery_is_processed_waits_for_it_and_becomes_its_child() {
+    let mut linker = linker();
+    let d = delivery(1, (0, 100), (10, 10));
+    let c = call(1, DOWNSTREAM_CLIENT, (10, 50), 10);
+    // The call ends first; the delivery read at 0 is not yet acknowledged.
+    assert!(step(&mut linker, vec![c.clone()], 51, Some(0)).is_empty());
+    let ready = step(&mut linker, vec![d.clone()], 101, None);
+    assert_eq!(ready.len(), 2);
+    assert_child(find(&ready, c.ids.span_id), &d);
+    // The delivery contains itself, and is not its own parent.
+    assert_eq!(find(&ready, d.ids.span_id).ids.parent_span_id, None);
+    assert_eq!(linker.counters().nested_in_process, 1);
+    assert_eq!(linker.held_count(), 0);
+}
+
+#[test]
+fn a_call_on_another_thread_than_the_delivery_s_is_not_its_child() {
+    let mut linker = linker();
+    let d = delivery(1, (0, 100), (10, 11));
+    let elsewhere = call(1, DOWNSTREAM_CLIENT, (10, 50), 12);
+    let acker = call(1, ("127.0.0.1:42001", "127.0.0.1:9090"), (20, 60), 11);
+    let ready = step(
+        &mut linker,
+        vec![d.clone(), elsewhere.clone(), acker.clone()],
+        101,
+        None,
+    );
+    assert_eq!(find(&ready, elsewhere.ids.span_id).ids.parent_span_id, None);
+    // Read by 10 and acknowledged by 11 (a worker thread): 11's call is its.
+    assert_child(find(&ready, acker.ids.span_id), &d);
+}
+
+#[test]
+fn deliveries_read_at_once_leave_calls_both_contain_roots_and_mark_nothing() {
+    let mut linker = linker();
+    // A prefetched batch: both read at 0 by thread 10, processed one after
+    // the other.
+    let d1 = delivery(1, (0, 50), (10, 10));
+    let d2 = delivery(1, (0, 100), (10, 10));
+    let in_first = call(1, DOWNSTREAM_CLIENT, (10, 40), 10);
+    let in_second = call(1, ("127.0.0.1:42001", "127.0.0.1:9090"), (60, 90), 10);
+    let ready = step(
+        &mut linker,
+        vec![in_first.clone(), d1.clone(), in_second.clone(), d2.clone()],
+        101,
+        None,
+    );
+    // Read together: neither is the other's parent, though d2 contains d1.
+    assert_eq!(find(&ready, d1.ids.span_id).ids.parent_span_id, None);
+    assert_eq!(find(&ready, d2.ids.span_id).ids.parent_span_id, None);
+    // The first call lies in both: it could be either's.
+    assert_eq!(find(&ready, in_first.ids.span_id).ids.parent_span_id, None);
+    assert_eq!(linker.counters().ambiguous_parent, 1);
+    assert_child(find(&ready, in_second.ids.span_id), &d2);
+    // Threads still tell the process's requests apart: two requests open
+    // at once on threads 20 and 21, and a call of 20's.
+    let s20 = server(1, UNSEEN_CALLER, (200, 300), (20, 20));
+    let s21 = server(
+        1,
+        ("127.0.0.1:8080", "127.0.0.1:50001"),
+        (205, 305),
+        (21, 21),
+    );
+    let c = call(1, DOWNSTREAM_CLIENT, (210, 250), 20);
+    let ready = step(&mut linker, vec![s20.clone(), s21, c.clone()], 306, None);
+    assert_child(find(&ready, c.ids.span_id), &s20);
+}
+
+#[test]
+fn a_delivery_read_while_serving_a_request_on_its_thread_is_the_request_s_and_its_calls_ambiguous()
+{
+    let mut linker = linker();
+    // An RPC over a queue: the handler on thread 10 waits for the reply's
+    // delivery, and calls something before acknowledging it.
+    let s = server(1, UNSEEN_CALLER, (0, 100), (10, 10));
+    let d = delivery(1, (20, 80), (10, 10));
+    let c = call(1, DOWNSTREAM_CLIENT, (30, 50), 10);
+    let ready = step(
+        &mut linker,
+        vec![c.clone(), d.clone(), s.clone()],
+        101,
+        None,
+    );
+    assert_child(find(&ready, d.ids.span_id), &s);
+    // Two open around it on its thread: not a guess.
+    assert_eq!(find(&ready, c.ids.span_id).ids.parent_span_id, None);
+}

@@ -124,6 +124,15 @@ impl AmqpConnection {
         }
     }
 
+    /// When the oldest delivery the client has not yet acknowledged, on any
+    /// of its channels, was read.
+    pub fn oldest_unacknowledged_delivery_ns(&self) -> Option<u64> {
+        self.channels
+            .values()
+            .filter_map(|channel| channel.unacked.front().map(|(_, call)| call.start_ns))
+            .min()
+    }
+
     pub fn stats(&self) -> AmqpStats {
         let mut stats = self.stats;
         stats.resyncs += self.client.losses + self.server.losses;

@@ -93,6 +93,12 @@ impl MqttConnection {
         }
     }
 
+    /// When the oldest delivery the client has not yet acknowledged was read.
+    pub fn oldest_unacknowledged_delivery_ns(&self) -> Option<u64> {
+        // In the order they were read.
+        self.delivered.front().map(|waiting| waiting.call.start_ns)
+    }
+
     pub fn stats(&self) -> MqttStats {
         let mut stats = self.stats;
         stats.resyncs += self.client.losses + self.server.losses;

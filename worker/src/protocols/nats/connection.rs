@@ -110,6 +110,15 @@ impl NatsConnection {
         }
     }
 
+    /// When the oldest message delivered with a reply subject, and not yet
+    /// answered or acknowledged by the client, was read.
+    pub fn oldest_unacknowledged_delivery_ns(&self) -> Option<u64> {
+        // In the order they were read.
+        self.deliveries
+            .iter()
+            .find_map(|d| d.call.as_ref().map(|call| call.start_ns))
+    }
+
     pub fn stats(&self) -> NatsStats {
         let mut stats = self.stats;
         stats.resyncs += self.client.losses + self.server.losses;
