@@ -11,7 +11,9 @@ One GET path per scenario (scenario_server.py), each on fresh connections
 (so the agent sees them from their first byte).
 """
 import os
+import sys
 import threading
+import urllib.request
 import uuid
 
 import pika
@@ -81,6 +83,53 @@ def consume():
         assert received == [b"job 0", b"job 1", b"job 2"], received
 
 
+def consume_calling(prefetch):
+    """Three jobs (`0`, `1`, `2`) published to a queue of this call's own
+    (`calls-…`), then consumed by a consumer thread with a connection of its
+    own (as a service's consumer runs beside its HTTP handlers), which for
+    each job calls this service's `/noop/{job}` before acknowledging it.
+    `prefetch`: how many unacknowledged deliveries the broker may push
+    (None: no limit, so they may come read together)."""
+    queue = "calls-" + uuid.uuid4().hex[:12]
+    with connection() as conn:
+        producer = conn.channel()
+        producer.queue_declare(queue)
+        for i in range(3):
+            producer.basic_publish("", queue, b"%d" % i)
+    outcome = []
+
+    def consumer():
+        try:
+            with connection() as conn:
+                channel = conn.channel()
+                if prefetch is not None:
+                    channel.basic_qos(prefetch_count=prefetch)
+                done = []
+                for method, _properties, body in channel.consume(queue, inactivity_timeout=10):
+                    assert method is not None, done
+                    url = "http://%s:%s/noop/%s" % (HOST, sys.argv[1], body.decode())
+                    with urllib.request.urlopen(url) as answer:
+                        assert answer.read() == b"ok\n"
+                    channel.basic_ack(method.delivery_tag)
+                    done.append(body)
+                    if len(done) == 3:
+                        break
+                channel.cancel()
+                channel.queue_delete(queue)
+                assert done == [b"0", b"1", b"2"], done
+                outcome.append(None)
+        except Exception as e:  # reported by the scenario's thread
+            outcome.append(e)
+
+    thread = threading.Thread(target=consumer, name="consumer")
+    thread.start()
+    thread.join(30)
+    if not outcome:
+        raise AssertionError("the consumer did not finish")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
 # A connection opened before the agent starts, kept for later requests
 # (services keep theirs for days).
 LONG_LIVED = {}
@@ -110,7 +159,11 @@ SCENARIOS = {
     "/publish": publish,
     "/publish/large": publish_large,
     "/consume": consume,
+    "/consume/calling": lambda: consume_calling(1),
+    "/consume/calling/batched": lambda: consume_calling(None),
 }
+# What the consumer calls for each job.
+SCENARIOS.update({"/noop/%d" % i: lambda: None for i in range(3)})
 
 
 if __name__ == "__main__":

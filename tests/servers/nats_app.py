@@ -17,7 +17,9 @@ connections (so the agent sees them from their first byte).
 import asyncio
 import os
 import ssl
+import sys
 import threading
+import urllib.request
 
 import nats
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
@@ -157,6 +159,53 @@ async def jetstream():
     await nc.close()
 
 
+# The trace context of an SDK-instrumented requester (another of the
+# specification's examples).
+REQUESTER_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def request_calling():
+    """A responder on `svc.work`, on a thread and event loop of its own (as a
+    NATS service runs beside its HTTP handlers), calls this service's
+    `/noop/{job}` for each request before it answers; job 0 is requested
+    plainly, job 1 with a traceparent in its headers."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="responder", daemon=True)
+    thread.start()
+
+    def on_loop(coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(TIMEOUT)
+
+    async def start_responder():
+        nc = await connected("zt-worker")
+
+        async def work(msg):
+            url = "http://%s:%s/noop/%s" % (HOST, sys.argv[1], msg.data.decode())
+            # Blocking, on the responder's thread: the call its processing makes.
+            with urllib.request.urlopen(url) as answer:
+                assert answer.read() == b"ok\n"
+            await msg.respond(b"done")
+
+        await nc.subscribe("svc.work", cb=work)
+        await nc.flush(TIMEOUT)
+        return nc
+
+    async def ask():
+        nc = await connected("zt-boss")
+        for job, headers in ((b"0", None), (b"1", {"traceparent": REQUESTER_TRACEPARENT})):
+            reply = await nc.request("svc.work", job, timeout=TIMEOUT, headers=headers)
+            assert reply.data == b"done", reply.data
+        await nc.close()
+
+    try:
+        responder = on_loop(start_responder())
+        asyncio.run(ask())
+        on_loop(responder.close())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(TIMEOUT)
+
+
 # A client connected before the agent starts, kept for later requests
 # (clients keep their connections for days), its event loop in a thread.
 LONG_LIVED = {}
@@ -200,7 +249,10 @@ SCENARIOS = {
     "/consume": run(consume),
     "/consume/traced": run(consume_traced),
     "/jetstream": run(jetstream),
+    "/request/calling": request_calling,
 }
+# What the responder calls for each job.
+SCENARIOS.update({"/noop/%d" % i: lambda: None for i in range(2)})
 
 
 if __name__ == "__main__":

@@ -89,7 +89,13 @@ fn every_scenario_of_the_service_works_against_the_real_broker() {
     // Without the agent: a failure here is the fixture's, not the capture's.
     require_root();
     let app = start_amqp_app(amqp_broker());
-    for path in ["/publish", "/publish/large", "/consume"] {
+    for path in [
+        "/publish",
+        "/publish/large",
+        "/consume",
+        "/consume/calling",
+        "/consume/calling/batched",
+    ] {
         assert_eq!(curl(&[&app.url(path)]), "ok\n", "{path}");
     }
 }
@@ -174,6 +180,111 @@ fn deliveries_are_consumer_spans_up_to_the_client_s_acknowledgement() {
         ],
         3,
     );
+}
+
+/// A job's delivery and the HTTP call its consumer made for it
+/// (`/noop/{job}`), in the order they were consumed.
+fn deliveries_and_their_calls(setup: &Setup) -> (Vec<Span>, Vec<Span>) {
+    let calls = |traces: &[ReceivedTraces]| -> Vec<Span> {
+        let mut calls: Vec<Span> = spans_of(traces)
+            .into_iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.kind == span::SpanKind::Client as i32)
+            .filter(|s| attr(s, "url.path").is_some_and(|p| p.starts_with("/noop/")))
+            .collect();
+        calls.sort_by_key(|s| s.start_time_unix_nano);
+        calls
+    };
+    let mut deliveries: Vec<Span> = setup
+        .amqp_spans("calls-", 3)
+        .into_iter()
+        .filter(|s| s.kind == span::SpanKind::Consumer as i32)
+        .collect();
+    // No delivery is another's parent (nor the scenario's request's: it
+    // ran on another thread).
+    for delivery in &deliveries {
+        assert_eq!(delivery.parent_span_id, Vec::<u8>::new(), "{delivery:#?}");
+    }
+    // Read together, they start at once: acknowledged in order.
+    deliveries.sort_by_key(|s| (s.start_time_unix_nano, s.end_time_unix_nano));
+    let arrived = setup
+        .receiver
+        .wait_for_traces(Duration::from_secs(15), |traces| {
+            let calls = calls(traces);
+            (calls.len() >= 3).then_some(calls)
+        });
+    let calls =
+        arrived.unwrap_or_else(|| panic!("fewer than 3 calls: {:#?}", setup.receiver.spans()));
+    assert_eq!(deliveries.len(), 3, "{deliveries:#?}");
+    assert_eq!(calls.len(), 3, "{calls:#?}");
+    for (job, call) in calls.iter().enumerate() {
+        assert_eq!(attr(call, "url.path"), Some(format!("/noop/{job}")));
+    }
+    (deliveries, calls)
+}
+
+#[test]
+fn a_call_made_while_a_delivery_is_processed_is_its_child() {
+    let setup = Setup::start_with(&[]);
+    // One delivery at a time (prefetch 1, as consumers that acknowledge
+    // after their work are told to run).
+    setup.drive("/consume/calling");
+    let (deliveries, calls) = deliveries_and_their_calls(&setup);
+    for (delivery, call) in deliveries.iter().zip(&calls) {
+        assert_eq!(
+            (&call.trace_id, &call.parent_span_id),
+            (&delivery.trace_id, &delivery.span_id),
+            "the call is its job's delivery's child:\n{call:#?}\n{deliveries:#?}"
+        );
+        assert!(
+            delivery.start_time_unix_nano <= call.start_time_unix_nano
+                && call.end_time_unix_nano <= delivery.end_time_unix_nano,
+            "{call:#?}\n{delivery:#?}"
+        );
+    }
+    // The service's side of each call is the call's child: one trace from
+    // the delivery down.
+    let served: Vec<Span> = spans_of(&setup.receiver.traces())
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.kind == span::SpanKind::Server as i32)
+        .filter(|s| attr(s, "url.path").is_some_and(|p| p.starts_with("/noop/")))
+        .collect();
+    assert_eq!(served.len(), 3, "{served:#?}");
+    for server in &served {
+        let call = calls
+            .iter()
+            .find(|c| attr(c, "url.path") == attr(server, "url.path"));
+        let call = call.unwrap_or_else(|| panic!("no call for {server:#?}"));
+        assert_eq!(
+            (&server.trace_id, &server.parent_span_id),
+            (&call.trace_id, &call.span_id),
+            "{server:#?}\n{call:#?}"
+        );
+    }
+}
+
+#[test]
+fn deliveries_read_together_never_give_a_call_another_job_s_delivery() {
+    let setup = Setup::start_with(&[]);
+    // No prefetch limit: the broker pushes the three jobs at once, and
+    // the consumer processes them one after the other. A call that lies
+    // in two unacknowledged deliveries cannot be told; one that lies in
+    // its own alone is nested.
+    setup.drive("/consume/calling/batched");
+    let (deliveries, calls) = deliveries_and_their_calls(&setup);
+    for (job, call) in calls.iter().enumerate() {
+        if call.parent_span_id.is_empty() {
+            continue;
+        }
+        assert_eq!(
+            (&call.trace_id, &call.parent_span_id),
+            (&deliveries[job].trace_id, &deliveries[job].span_id),
+            "job {job}'s call under another's delivery:\n{call:#?}\n{deliveries:#?}"
+        );
+    }
+    // The last job's delivery is the only one left unacknowledged around its call.
+    assert!(!calls[2].parent_span_id.is_empty(), "{calls:#?}");
 }
 
 #[test]

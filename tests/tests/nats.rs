@@ -107,6 +107,7 @@ fn every_scenario_of_the_service_works_against_the_real_server() {
         "/consume",
         "/consume/traced",
         "/jetstream",
+        "/request/calling",
     ] {
         assert_eq!(curl(&[&nats.app.url(path)]), "ok\n", "{path}");
     }
@@ -293,6 +294,55 @@ fn a_message_s_traceparent_header_places_its_spans_in_the_publisher_s_trace() {
     let publish = of_kind(&spans, span::SpanKind::Producer)[0];
     assert_eq!(publish.trace_id, trace_id, "{publish:#?}");
     assert_eq!(publish.span_id, span_id, "{publish:#?}");
+}
+
+#[test]
+fn a_responder_s_calls_are_children_of_the_request_it_was_processing() {
+    let setup = Setup::start_with(&[]);
+    setup.drive("/request/calling");
+    // Each job's request (the requester's) and its delivery (the responder's).
+    let spans = setup.nats_spans("svc.work", 4);
+    let mut deliveries = of_kind(&spans, span::SpanKind::Consumer);
+    deliveries.sort_by_key(|s| s.start_time_unix_nano);
+    assert_eq!(deliveries.len(), 2, "{spans:#?}");
+    let calls = setup
+        .receiver
+        .wait_for_traces(Duration::from_secs(15), |traces| {
+            let mut calls: Vec<Span> = spans_of(traces)
+                .into_iter()
+                .map(|(_, s)| s)
+                .filter(|s| s.kind == span::SpanKind::Client as i32)
+                .filter(|s| attr(s, "url.path").is_some_and(|p| p.starts_with("/noop/")))
+                .collect();
+            calls.sort_by_key(|s| s.start_time_unix_nano);
+            (calls.len() == 2).then_some(calls)
+        })
+        .unwrap_or_else(|| panic!("no two calls: {:#?}", setup.receiver.spans()));
+    for (job, (delivery, call)) in deliveries.iter().zip(&calls).enumerate() {
+        assert_eq!(attr(call, "url.path"), Some(format!("/noop/{job}")));
+        assert_eq!(
+            (&call.trace_id, &call.parent_span_id),
+            (&delivery.trace_id, &delivery.span_id),
+            "job {job}'s call is its delivery's child:\n{call:#?}\n{delivery:#?}"
+        );
+    }
+    // Job 0's delivery starts a trace; job 1's request carried its SDK's
+    // traceparent, so the responder's call joins that trace too.
+    assert!(
+        deliveries[0].parent_span_id.is_empty(),
+        "{:#?}",
+        deliveries[0]
+    );
+    let requester_trace = [
+        0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47,
+        0x36,
+    ];
+    assert_eq!(
+        deliveries[1].trace_id, requester_trace,
+        "{:#?}",
+        deliveries[1]
+    );
+    assert_eq!(calls[1].trace_id, requester_trace, "{:#?}", calls[1]);
 }
 
 /// nats-server writes INFO in the clear, then the client upgrades the
