@@ -497,6 +497,11 @@ impl Pipeline {
             }
         }
         let tracker = &mut self.tracker;
+        // Requests written since the last batch: their deliveries (in this
+        // batch or a later one) wait for their spans.
+        for key in tracker.take_awaited_replies() {
+            self.linker.note_awaited_reply(key, now);
+        }
         self.linker
             .link_batch(&mut self.spans, &mut ready, now, |pid| {
                 tracker.unanswered_requests(pid)

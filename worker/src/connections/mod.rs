@@ -202,7 +202,14 @@ pub struct ConnectionTracker {
     /// The protocols connections may be found to speak.
     protocols: ProtocolSelection,
     in_flight: InFlightRequests,
+    /// Reply keys of the requests written since they were last taken
+    /// ([`Self::take_awaited_replies`]), at most [`MAX_AWAITED_REPLIES`].
+    awaited_replies: Vec<u64>,
 }
+
+/// Reply keys kept between two takes (the pipeline takes them at every
+/// flush); past this the oldest are dropped (their deliveries go unlinked).
+const MAX_AWAITED_REPLIES: usize = 65_536;
 
 impl ConnectionTracker {
     pub fn new() -> Self {
@@ -233,6 +240,13 @@ impl ConnectionTracker {
             framing_lost: decode.framing_lost,
             http2: decode.http2,
         }
+    }
+
+    /// The reply keys of the requests decoded since the last call (a NATS
+    /// request's inbox): trace linking holds a delivery naming one for the
+    /// request's span.
+    pub fn take_awaited_replies(&mut self) -> std::vec::Drain<'_, u64> {
+        self.awaited_replies.drain(..)
     }
 
     pub fn connection_count(&self) -> usize {
@@ -388,10 +402,15 @@ impl ConnectionTracker {
             ts_ns: segment.ts_ns,
         };
         let first_new_span = spans.len();
+        if self.awaited_replies.len() > MAX_AWAITED_REPLIES {
+            let excess = self.awaited_replies.len() - MAX_AWAITED_REPLIES;
+            self.awaited_replies.drain(..excess);
+        }
         let mut out = Outputs {
             spans,
             counters: &mut self.decode,
             scratch: &mut self.scratch,
+            awaited_replies: &mut self.awaited_replies,
         };
         let state = match &mut conn.state {
             Some(state) => state,
@@ -445,6 +464,7 @@ impl ConnectionTracker {
                 spans,
                 counters: &mut self.decode,
                 scratch: &mut self.scratch,
+                awaited_replies: &mut self.awaited_replies,
             };
             state.finish(ts, &mut conn.info, &mut out);
         }

@@ -53,12 +53,17 @@ pub trait MessagingDecoder: std::fmt::Debug {
     /// When the oldest delivery the client has not acknowledged was read
     /// (None: the protocol delivers nothing, or nothing waits).
     fn oldest_unacknowledged_delivery_ns(&self) -> Option<u64>;
+    /// Moves the reply keys of the requests written since the last call
+    /// into `out` (NATS's; the others' requests name no reply subject).
+    fn take_awaited_replies(&mut self, out: &mut Vec<u64>) {
+        let _ = out;
+    }
 }
 
 /// A decoder's [`MessagingDecoder`] from its inherent `new`, `feed`,
 /// `finish` and `stats`, its protocol's `check`, and how its stats count.
 macro_rules! messaging_decoder {
-    ($decoder:ty, $check:path, $counts:path, $deliveries:expr $(, $start:path)?) => {
+    ($decoder:ty, $check:path, $counts:path, $deliveries:expr $(, $start:path)? $(; awaits $awaits:path)?) => {
         impl MessagingDecoder for $decoder {
             fn check(first_bytes: &[u8], direction: Direction) -> Detection {
                 $check(first_bytes, direction)
@@ -86,6 +91,9 @@ macro_rules! messaging_decoder {
                 let oldest: fn(&$decoder) -> Option<u64> = $deliveries;
                 oldest(self)
             }
+            $(fn take_awaited_replies(&mut self, out: &mut Vec<u64>) {
+                $awaits(self, out)
+            })?
             $(fn start(first: &FirstBytes<'_>) -> Self {
                 $start(first)
             })?
@@ -135,7 +143,8 @@ messaging_decoder!(
     super::nats::check,
     nats_counts,
     NatsConnection::oldest_unacknowledged_delivery_ns,
-    nats_start
+    nats_start;
+    awaits NatsConnection::take_awaited_replies
 );
 
 /// From the start when the server's greeting or the client's CONNECT is
@@ -229,6 +238,7 @@ impl<D: MessagingDecoder> ProtocolSession for MessagingSession<D> {
             segment.ts_ns,
             sink.scratch,
         );
+        self.decoder.take_awaited_replies(sink.awaited_replies);
         Self::emit(conn, sink);
         ParseOutcome::Parsed
     }

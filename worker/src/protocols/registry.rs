@@ -156,7 +156,7 @@ macro_rules! protocol_registry {
             ) -> ParseOutcome<ProtocolState> {
                 match self {
                     $(ProtocolState::$arm(state) => {
-                        let mut sink = Sink { spans: out.spans, counters: out.counters, scratch: &mut out.scratch.$field };
+                        let mut sink = Sink { spans: out.spans, counters: out.counters, scratch: &mut out.scratch.$field, awaited_replies: out.awaited_replies };
                         match state.parse(segment, conn, &mut sink) {
                             ParseOutcome::Parsed => ParseOutcome::Parsed,
                             ParseOutcome::Switch { to, offset } => ParseOutcome::Switch { to: to.into(), offset },
@@ -169,7 +169,7 @@ macro_rules! protocol_registry {
             pub fn finish(&mut self, ts_ns: u64, conn: &mut ConnectionInfo, out: &mut Outputs<'_>) {
                 match self {
                     $(ProtocolState::$arm(state) => {
-                        let mut sink = Sink { spans: out.spans, counters: out.counters, scratch: &mut out.scratch.$field };
+                        let mut sink = Sink { spans: out.spans, counters: out.counters, scratch: &mut out.scratch.$field, awaited_replies: out.awaited_replies };
                         state.finish(ts_ns, conn, &mut sink);
                     })+
                 }
@@ -272,6 +272,8 @@ pub struct Outputs<'a> {
     pub spans: &'a mut Vec<crate::spans::Span>,
     pub counters: &'a mut DecodeCounters,
     pub scratch: &'a mut Scratch,
+    /// See [`Sink::awaited_replies`].
+    pub awaited_replies: &'a mut Vec<u64>,
 }
 
 /// Protocol switches followed within one segment (HTTP/1 → HTTP/2 is one);

@@ -117,6 +117,10 @@ pub struct Sink<'a, S> {
     pub spans: &'a mut Vec<Span>,
     pub counters: &'a mut DecodeCounters,
     pub scratch: &'a mut S,
+    /// Reply keys of the requests written (a NATS request's inbox): a
+    /// delivery elsewhere on this host that names one is that request's
+    /// (trace linking holds it for the request's span).
+    pub awaited_replies: &'a mut Vec<u64>,
 }
 
 /// A protocol in the registry: a side-effect-free check of a connection's

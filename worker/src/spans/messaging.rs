@@ -2,7 +2,18 @@
 //! consumer made to a broker, or one message a broker delivered, and how the
 //! trace printer shows it.
 
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
+
 use serde_json::{json, Map, Value};
+
+/// The key of a reply subject, the same in every connection of this worker
+/// and unknown outside it (std's SipHash, keyed once from the OS's
+/// randomness): a request and the delivery that answers it name one.
+pub fn reply_key(reply_subject: &str) -> u64 {
+    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    KEYS.get_or_init(Default::default).hash_one(reply_subject)
+}
 
 /// `messaging.system` of an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,6 +92,10 @@ pub struct MessagingExchange {
     /// The W3C `traceparent` the message carried in its headers (NATS),
     /// when its publisher's SDK put one there.
     pub traceparent: Option<String>,
+    /// [`reply_key`] of the subject a request asks its reply on (the
+    /// requester's publish) or a delivery is to be answered on (the
+    /// responder's): a request and its delivery elsewhere share it (NATS).
+    pub reply_key: Option<u64>,
     /// `messaging.batch.message_count`, when every batch header was captured.
     pub message_count: Option<u64>,
     /// The broker's error code, when not 0 (the operation failed).
@@ -101,6 +116,7 @@ impl MessagingExchange {
             client_id: None,
             routing_key: None,
             traceparent: None,
+            reply_key: None,
             message_count: None,
             error_code: None,
             request_bytes: 0,

@@ -214,6 +214,15 @@ impl Span {
         )
     }
 
+    /// The reply subject's key of a messaging request or of a delivery to
+    /// be answered (NATS): a request and its delivery elsewhere share it.
+    pub fn reply_key(&self) -> Option<u64> {
+        match &self.protocol {
+            Protocol::Messaging(m) => m.reply_key,
+            _ => None,
+        }
+    }
+
     /// Whether the exchange starts with the bytes this side read (a
     /// server's request, a delivery) rather than with bytes it wrote.
     pub fn starts_with_a_read(&self) -> bool {

@@ -27,6 +27,7 @@ mod callers;
 mod client_connections;
 mod matching;
 mod nesting;
+mod requests_by_reply;
 mod trace_moves;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -40,6 +41,7 @@ use callers::Callers;
 pub use client_connections::ClientConnections;
 use matching::{overlap_ns, same_request};
 use nesting::{ParentDecision, RecentParents};
+use requests_by_reply::{answers, RequestsByReply};
 use trace_moves::TraceMoves;
 
 /// What linking did, for the self-metrics.
@@ -128,6 +130,9 @@ pub struct TraceLinker {
     /// Processes seen making calls: the only ones whose server spans are
     /// remembered in `recent_parents`.
     callers: Callers,
+    /// Messaging requests by reply subject, for the deliveries that answer
+    /// them in another process.
+    requests: RequestsByReply,
     /// Traces merged into others, for spans remembered under an old id.
     moves: TraceMoves,
     /// The latest time pushed or released at.
@@ -151,6 +156,7 @@ impl TraceLinker {
             recent_clients: FastMap::default(),
             recent_parents: RecentParents::default(),
             callers: Callers::default(),
+            requests: RequestsByReply::default(),
             moves: TraceMoves::default(),
             now_ns: 0,
             counters: LinkCounters::default(),
@@ -176,6 +182,7 @@ impl TraceLinker {
                 .sum::<usize>()
             + self.recent_parents.len()
             + self.callers.len()
+            + self.requests.len()
             + self.moves.len()
             + self.clients.len()
     }
@@ -184,6 +191,16 @@ impl TraceLinker {
     pub fn note_client_connection(&mut self, local: SocketAddr, peer: SocketAddr) {
         if self.settings.enabled {
             self.clients.insert(local, peer);
+        }
+    }
+
+    /// An instrumented process wrote a messaging request whose reply
+    /// subject has the key `key` (a NATS request): a delivery naming it
+    /// waits for that request's span, to be its child.
+    pub fn note_awaited_reply(&mut self, key: u64, now_ns: u64) {
+        if self.settings.enabled {
+            let forget_at_ns = self.remember_until(now_ns);
+            self.requests.await_reply(key, forget_at_ns);
         }
     }
 
@@ -271,10 +288,18 @@ impl TraceLinker {
     /// Notes the processes of the calls among `spans`, before any of their
     /// server spans is remembered: a request that made a call may be
     /// answered earlier in the same batch, and its span is kept only for a
-    /// process known to make calls.
+    /// process known to make calls. Notes the reply subjects of the
+    /// messaging requests among them too: their deliveries, earlier in the
+    /// batch, wait for them.
     fn note_callers(&mut self, spans: &[Span]) {
         for span in spans.iter().filter(|span| is_call(span.kind)) {
             self.callers.note(span.pid);
+            if span.kind == SpanKind::Producer {
+                if let Some(key) = span.reply_key() {
+                    let forget_at_ns = self.remember_until(self.now_ns);
+                    self.requests.await_reply(key, forget_at_ns);
+                }
+            }
         }
     }
 
@@ -336,6 +361,7 @@ impl TraceLinker {
                 !clients.is_empty()
             });
             self.recent_parents.sweep(now_ns);
+            self.requests.sweep(now_ns);
             self.moves.sweep(now_ns);
         }
     }
@@ -349,6 +375,7 @@ impl TraceLinker {
             }
         }
         self.open_roots.clear();
+        self.requests.clear_waiting();
         self.deciding.clear();
         self.deadlines.clear();
         self.waiting.clear();
@@ -371,7 +398,92 @@ impl TraceLinker {
         // message was processed), whatever its own parent turns out to be.
         if span.is_delivery() {
             self.remember_parent(&span, now_ns);
+            if let Some(span) = self.push_answering_delivery(span, now_ns, ready) {
+                self.push_call(span, now_ns, ready);
+            }
+            return;
         }
+        let request = (span.kind == SpanKind::Producer)
+            .then(|| span.reply_key())
+            .flatten()
+            .map(|key| {
+                (
+                    key,
+                    span.ids,
+                    span.start_monotonic_ns,
+                    span.end_monotonic_ns,
+                )
+            });
+        self.push_call(span, now_ns, ready);
+        if let Some((key, ids, start_ns, end_ns)) = request {
+            self.link_answering_deliveries(key, ids, (start_ns, end_ns), now_ns, ready);
+        }
+    }
+
+    /// A delivery that answers a request an instrumented process wrote on
+    /// this host (its reply subject's key): linked to that request's span,
+    /// or held for it. Any other is handed back, to be nested as a call.
+    fn push_answering_delivery(
+        &mut self,
+        span: Span,
+        now_ns: u64,
+        ready: &mut Vec<Span>,
+    ) -> Option<Span> {
+        // A delivery that carried its requester's context keeps it.
+        let key = span
+            .reply_key()
+            .filter(|_| span.ids.parent_span_id.is_none());
+        let Some(key) = key else {
+            return Some(span);
+        };
+        if let Some(request) = self.requests.request_of(&span, key) {
+            self.counters.linked_across_processes += 1;
+            let seq = self.hold(span, Waiting::Caller, now_ns, ready);
+            self.decide_root(seq, Some(request), ready);
+            return None;
+        }
+        if !self.requests.is_awaited(key) {
+            return Some(span);
+        }
+        let seq = self.hold(span, Waiting::Caller, now_ns, ready);
+        if !self.requests.wait(key, seq) {
+            self.decide_root(seq, None, ready);
+        }
+        None
+    }
+
+    /// The request keyed `key` (ids `caller`, open over `window`) came:
+    /// the deliveries held for it that it was open around become its children.
+    fn link_answering_deliveries(
+        &mut self,
+        key: u64,
+        caller: crate::spans::SpanIds,
+        window: (u64, u64),
+        now_ns: u64,
+        ready: &mut Vec<Span>,
+    ) {
+        // For deliveries still to come (their events may come later).
+        let forget_at_ns = self.remember_until(now_ns);
+        self.requests
+            .note_request(key, caller, window, forget_at_ns);
+        for seq in self.requests.take_waiting(key) {
+            let Some(held) = self.held.get(&seq) else {
+                continue;
+            };
+            if !answers(window, &held.span) {
+                // Another request's, of the same reply subject.
+                self.requests.wait(key, seq);
+                continue;
+            }
+            self.counters.linked_across_processes += 1;
+            self.decide_root(seq, Some(caller), ready);
+        }
+    }
+
+    /// A call: held until its process's requests say which one it was
+    /// made for (unless it carries its own context), and kept for the
+    /// server spans on this host that answer it.
+    fn push_call(&mut self, span: Span, now_ns: u64, ready: &mut Vec<Span>) {
         // A request that carried a traceparent was made by an instrumented
         // SDK: its ids are the SDK's, never rewritten.
         let carries_context = span.ids.parent_sampled.is_some();
@@ -538,6 +650,9 @@ impl TraceLinker {
             }
         }
         if was_waiting == Waiting::Caller {
+            if let Some(reply) = held.span.reply_key().filter(|_| held.span.is_delivery()) {
+                self.requests.stop_waiting(reply, seq);
+            }
             let key = (held.span.local, held.span.peer);
             if let Some(list) = self.waiting.get_mut(&key) {
                 list.retain(|s| *s != seq);

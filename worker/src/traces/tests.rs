@@ -881,28 +881,40 @@ fn only_the_server_spans_of_a_process_that_makes_calls_are_remembered() {
     assert_eq!(linker.remembered_count(), after_exit);
 }
 
-/// A message the broker delivered to `pid` on its connection to 127.0.0.1:5672,
-/// read at `window.0` by `tids.0` and acknowledged at `window.1` by `tids.1`.
-fn delivery(pid: u32, window: (u64, u64), tids: (u32, u32)) -> Span {
-    use crate::spans::{MessagingExchange, MessagingOperation, MessagingSystem};
-    let exchange = MessagingExchange::new(MessagingSystem::Rabbitmq, MessagingOperation::Process);
-    on_threads(
-        Span::new(
-            SpanOrigin {
-                kind: SpanKind::Consumer,
-                pid,
-                process_name: format!("p{pid}").into(),
-                local: addr("127.0.0.1:43000"),
-                peer: addr("127.0.0.1:5672"),
-                tls: false,
-            },
-            (window.0 * MS, window.1 * MS),
-            false,
-            Protocol::Messaging(exchange),
-        ),
-        tids.0,
-        tids.1,
+/// A messaging span of `pid` on its connection to the broker at
+/// 127.0.0.1:5672 (from local port `port`), open over `window`.
+fn messaging(
+    operation: crate::spans::MessagingOperation,
+    pid: u32,
+    port: u16,
+    window: (u64, u64),
+    reply_key: Option<u64>,
+) -> Span {
+    use crate::spans::{MessagingExchange, MessagingSystem};
+    let exchange = MessagingExchange {
+        reply_key,
+        ..MessagingExchange::new(MessagingSystem::Nats, operation)
+    };
+    Span::new(
+        SpanOrigin {
+            kind: operation.span_kind(),
+            pid,
+            process_name: format!("p{pid}").into(),
+            local: addr(&format!("127.0.0.1:{port}")),
+            peer: addr("127.0.0.1:5672"),
+            tls: false,
+        },
+        (window.0 * MS, window.1 * MS),
+        false,
+        Protocol::Messaging(exchange),
     )
+}
+
+/// A message the broker delivered to `pid`, read at `window.0` by
+/// `tids.0` and acknowledged at `window.1` by `tids.1`.
+fn delivery(pid: u32, window: (u64, u64), tids: (u32, u32)) -> Span {
+    let process = crate::spans::MessagingOperation::Process;
+    on_threads(messaging(process, pid, 43000, window, None), tids.0, tids.1)
 }
 
 #[test]
@@ -992,4 +1004,97 @@ fn a_delivery_read_while_serving_a_request_on_its_thread_is_the_request_s_and_it
     assert_child(find(&ready, d.ids.span_id), &s);
     // Two open around it on its thread: not a guess.
     assert_eq!(find(&ready, c.ids.span_id).ids.parent_span_id, None);
+}
+
+/// The key of the reply subject in the tests below.
+const INBOX: u64 = 0x1b0c;
+
+/// A request of pid 1 asking its reply on [`INBOX`], open over `window`.
+fn request(window: (u64, u64)) -> Span {
+    let publish = crate::spans::MessagingOperation::Publish;
+    on_threads(messaging(publish, 1, 44000, window, Some(INBOX)), 5, 5)
+}
+
+/// Pid 2's delivery of a message to be answered on [`INBOX`], processed by thread 20.
+fn answering(window: (u64, u64)) -> Span {
+    let process = crate::spans::MessagingOperation::Process;
+    on_threads(messaging(process, 2, 45000, window, Some(INBOX)), 20, 20)
+}
+
+#[test]
+fn a_responder_s_delivery_waits_for_the_request_it_answers_and_becomes_its_child() {
+    let mut linker = linker();
+    // Pid 1 wrote the request (the tracker handed its key over).
+    linker.note_awaited_reply(INBOX, MS);
+    let d = answering((10, 90));
+    let c = call(2, DOWNSTREAM_CLIENT, (20, 50), 20);
+    assert!(step(&mut linker, vec![c.clone()], 51, Some(10)).is_empty());
+    // Answered: held for the request's span, with the call under it.
+    assert!(step(&mut linker, vec![d.clone()], 91, None).is_empty());
+    let r = request((0, 100));
+    let ready = step(&mut linker, vec![r.clone()], 101, None);
+    assert_eq!(ready.len(), 3);
+    let d_out = find(&ready, d.ids.span_id);
+    assert_child(d_out, &r);
+    let c_out = find(&ready, c.ids.span_id);
+    assert_eq!(c_out.ids.trace_id, r.ids.trace_id);
+    assert_eq!(c_out.ids.parent_span_id, Some(d.ids.span_id));
+    assert_eq!(linker.counters().linked_across_processes, 1);
+    assert_eq!(linker.held_count(), 0);
+}
+
+#[test]
+fn a_request_seen_before_its_delivery_or_in_its_batch_is_found() {
+    // The request's span first (its events came first).
+    let mut linker = linker();
+    let r = request((0, 100));
+    step(&mut linker, vec![r.clone()], 101, None);
+    let d = answering((10, 90));
+    let ready = step(&mut linker, vec![d.clone()], 102, None);
+    assert_child(find(&ready, d.ids.span_id), &r);
+    // Both in one batch, the delivery first: the batch's requests are noted first.
+    let mut linker = self::linker();
+    let (r, d) = (request((0, 100)), answering((10, 90)));
+    let ready = step(&mut linker, vec![d.clone(), r.clone()], 101, None);
+    assert_child(find(&ready, d.ids.span_id), &r);
+    assert_eq!(linker.counters().linked_across_processes, 1);
+}
+
+#[test]
+fn a_delivery_whose_request_no_instrumented_process_wrote_goes_on_at_once() {
+    let mut linker = linker();
+    let d = answering((10, 90));
+    let trace = d.ids.trace_id;
+    let ready = step(&mut linker, vec![d.clone()], 91, None);
+    let d = find(&ready, d.ids.span_id);
+    assert_eq!((d.ids.trace_id, d.ids.parent_span_id), (trace, None));
+    assert_eq!(linker.counters().unlinked_after_wait, 0);
+}
+
+#[test]
+fn a_reply_subject_used_again_names_the_request_open_around_the_delivery() {
+    let mut linker = linker();
+    let first = request((0, 100));
+    step(&mut linker, vec![first.clone()], 101, None);
+    // The same inbox, a later request: its delivery is not the first's.
+    linker.note_awaited_reply(INBOX, 200 * MS);
+    let d = answering((210, 290));
+    assert!(step(&mut linker, vec![d.clone()], 291, None).is_empty());
+    let second = request((200, 300));
+    let ready = step(&mut linker, vec![second.clone()], 301, None);
+    assert_child(find(&ready, d.ids.span_id), &second);
+}
+
+#[test]
+fn a_delivery_held_for_a_request_that_never_comes_goes_out_after_the_wait() {
+    let mut linker = linker();
+    linker.note_awaited_reply(INBOX, MS);
+    let d = answering((10, 90));
+    let trace = d.ids.trace_id;
+    assert!(step(&mut linker, vec![d.clone()], 91, None).is_empty());
+    let ready = step(&mut linker, Vec::new(), 600, None);
+    let d = find(&ready, d.ids.span_id);
+    assert_eq!((d.ids.trace_id, d.ids.parent_span_id), (trace, None));
+    assert_eq!(linker.counters().unlinked_after_wait, 1);
+    assert_eq!(linker.held_count(), 0);
 }

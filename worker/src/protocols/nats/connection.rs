@@ -27,6 +27,7 @@ use super::line::{self, Control, MessageLine};
 use super::reader::{Operation, OperationReader, ReadEvent};
 use crate::protocols::db::{bounded_text, MAX_PENDING};
 use crate::protocols::messaging_call::MessagingCall;
+use crate::spans::messaging::reply_key;
 use crate::spans::{MessagingExchange, MessagingOperation, MessagingSystem, NATS_REFUSED};
 
 /// Payload bytes kept of each message: its headers (a status line, a
@@ -77,6 +78,9 @@ pub struct NatsConnection {
     subscriptions: HashMap<String, String>,
     stats: NatsStats,
     events: Vec<ReadEvent>,
+    /// [`reply_key`]s of the requests written since they were last taken
+    /// ([`Self::take_awaited_replies`]).
+    awaited_replies: Vec<u64>,
 }
 
 impl Default for NatsConnection {
@@ -96,6 +100,7 @@ impl NatsConnection {
             subscriptions: HashMap::new(),
             stats: NatsStats::default(),
             events: Vec::new(),
+            awaited_replies: Vec::new(),
         }
     }
 
@@ -117,6 +122,13 @@ impl NatsConnection {
         self.deliveries
             .iter()
             .find_map(|d| d.call.as_ref().map(|call| call.start_ns))
+    }
+
+    /// Moves the [`reply_key`]s of the requests written since the last
+    /// call into `out`: a delivery elsewhere on this host that shares one
+    /// is that request's, and waits for its span.
+    pub fn take_awaited_replies(&mut self, out: &mut Vec<u64>) {
+        out.append(&mut self.awaited_replies);
     }
 
     pub fn stats(&self) -> NatsStats {
@@ -211,15 +223,23 @@ impl NatsConnection {
         }
         let mut exchange = self.exchange(MessagingOperation::Publish, message, operation);
         exchange.request_bytes = operation.wire_size();
+        // A reply subject longer than any kept is not followed: the request
+        // ends when written (what waits stays small).
+        let followed = message.reply.as_ref().filter(|r| r.len() <= MAX_NAME);
+        if let Some(reply) = followed {
+            let key = reply_key(reply);
+            exchange.reply_key = Some(key);
+            if self.awaited_replies.len() < MAX_PENDING {
+                self.awaited_replies.push(key);
+            }
+        }
         let call = MessagingCall {
             exchange: exchange.named(),
             start_ns: operation.start_ns,
             end_ns: operation.end_ns,
             partial: false,
         };
-        // A reply subject longer than any kept is not followed: the request
-        // ends when written (what waits stays small).
-        let Some(reply) = message.reply.as_ref().filter(|r| r.len() <= MAX_NAME) else {
+        let Some(reply) = followed else {
             out.push(call);
             return;
         };
@@ -269,9 +289,13 @@ impl NatsConnection {
         // The server's own messages (a status and no payload): heartbeats,
         // flow control, which the client may have to answer.
         let own = status.is_some() && message.size == message.header_size;
+        let reply = message.reply.as_ref().filter(|r| r.len() <= MAX_NAME);
         let call = (!own).then(|| {
             let mut exchange = self.exchange(MessagingOperation::Process, message, operation);
             exchange.response_bytes = operation.wire_size();
+            // A requester's inbox; the server's own subjects (`$JS.ACK.…`)
+            // answer no client's request.
+            exchange.reply_key = reply.filter(|r| !r.starts_with('$')).map(|r| reply_key(r));
             MessagingCall {
                 exchange: exchange.named(),
                 start_ns: operation.start_ns,
@@ -279,7 +303,7 @@ impl NatsConnection {
                 partial: false,
             }
         });
-        let Some(reply) = message.reply.as_ref().filter(|r| r.len() <= MAX_NAME) else {
+        let Some(reply) = reply else {
             out.extend(call);
             return;
         };

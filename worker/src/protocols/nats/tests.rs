@@ -647,3 +647,45 @@ fn a_connection_joined_mid_stream_is_decoded_from_its_next_operation() {
         }
     }
 }
+
+#[test]
+fn a_request_and_the_delivery_that_answers_it_share_their_reply_subject_s_key() {
+    for cut in [Cut::Whole, Cut::Pieces(5), Cut::Capture(512)] {
+        let calls = decode(REQUEST, cut);
+        let key = |at: usize| calls[at].exchange.reply_key;
+        // The responder's delivery of svc.add and the requester's request.
+        assert!(key(0).is_some(), "{cut:?}: {calls:#?}");
+        assert_eq!(key(0), key(1), "{cut:?}");
+        // The request nobody answers has an inbox of its own.
+        assert!(key(2).is_some_and(|k| Some(k) != key(1)), "{cut:?}");
+    }
+    // A JetStream message is answered on the server's `$JS.ACK.…`: no
+    // client's request names it.
+    let calls = decode(JETSTREAM, Cut::Whole);
+    let fetched = calls
+        .iter()
+        .find(|c| c.exchange.operation == crate::spans::MessagingOperation::Process);
+    assert_eq!(fetched.map(|c| c.exchange.reply_key), Some(None));
+    // Plain publishes and deliveries name no reply.
+    assert!(decode(CONSUME, Cut::Whole)
+        .iter()
+        .all(|c| c.exchange.reply_key.is_none()));
+}
+
+#[test]
+fn the_requests_written_are_handed_over_once_each() {
+    let requester = &connections(REQUEST)[1];
+    let mut decoder = NatsConnection::new();
+    let mut calls = Vec::new();
+    let mut awaited = Vec::new();
+    crate::protocols::db::fixture::replay(requester, Cut::Whole, |direction, bytes, gap, ts| {
+        decoder.feed(direction, bytes, gap, ts, &mut calls);
+        decoder.take_awaited_replies(&mut awaited);
+    });
+    let requests: Vec<u64> = calls
+        .iter()
+        .filter_map(|c| c.exchange.reply_key)
+        .collect();
+    assert_eq!(awaited, requests, "{calls:#?}");
+    assert_eq!(awaited.len(), 2);
+}
