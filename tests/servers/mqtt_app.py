@@ -13,7 +13,10 @@ One GET path per scenario (scenario_server.py), each on fresh client
 connections (so the agent sees them from their first byte).
 """
 import os
+import sys
 import threading
+import time
+import urllib.request
 
 import paho.mqtt.client as mqtt
 
@@ -99,6 +102,40 @@ def consume():
     assert sorted(received) == [0, 1, 2], received
 
 
+def consume_calling():
+    """A subscriber to `alerts/jobs` calls this service's `/noop/{job}` for
+    each of two messages (QoS 1) before paho acknowledges it, on paho's
+    network thread (where `on_message` runs). The second is published once
+    the first was processed, and a moment more: paho reads every packet
+    waiting before it writes the acknowledgements queued meanwhile, so a
+    message already there when the first is processed would be read before
+    the first's PUBACK is written (both deliveries then hold its call)."""
+    done = []
+    processed = [threading.Event(), threading.Event()]
+    subscribed = threading.Event()
+
+    def on_message(_client, _userdata, message):
+        url = "http://%s:%s/noop/%s" % (HOST, sys.argv[1], message.payload.decode())
+        with urllib.request.urlopen(url) as answer:
+            assert answer.read() == b"ok\n"
+        done.append(message.payload)
+        processed[len(done) - 1].set()
+
+    subscriber = connected("zt-worker")
+    subscriber.on_message = on_message
+    subscriber.on_subscribe = lambda *args: subscribed.set()
+    subscriber.subscribe("alerts/jobs", qos=1)
+    assert subscribed.wait(TIMEOUT), "no SUBACK"
+    publisher = connected("zt-dispatcher")
+    for job, was_processed in zip((b"0", b"1"), processed):
+        publisher.publish("alerts/jobs", job, qos=1).wait_for_publish(TIMEOUT)
+        assert was_processed.wait(TIMEOUT), done
+        time.sleep(0.1)
+    close(publisher)
+    close(subscriber)
+    assert done == [b"0", b"1"], done
+
+
 # A client connected before the agent starts, kept for later requests
 # (clients keep their connections for days).
 LONG_LIVED = {}
@@ -125,7 +162,10 @@ SCENARIOS = {
     "/publish/large": publish_large,
     "/publish/refused": publish_refused,
     "/consume": consume,
+    "/consume/calling": consume_calling,
 }
+# What the subscriber calls for each job.
+SCENARIOS.update({"/noop/%d" % i: lambda: None for i in range(2)})
 
 
 if __name__ == "__main__":

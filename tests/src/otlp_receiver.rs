@@ -45,6 +45,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint, Metric};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio::net::{TcpListener, TcpSocket};
@@ -257,6 +258,28 @@ impl OtlpReceiver {
     /// content type or encoding); each is also logged on stderr.
     pub fn rejected_requests(&self) -> u64 {
         self.shared.rejected.load(Ordering::SeqCst)
+    }
+
+    /// The CLIENT spans whose `url.path` starts with `prefix`, in the order
+    /// they started, once `count` arrived (panics after 15 s without).
+    pub fn wait_for_calls_to(&self, prefix: &str, count: usize) -> Vec<Span> {
+        let calls = |traces: &[ReceivedTraces]| -> Vec<Span> {
+            let mut calls: Vec<Span> = spans_of(traces)
+                .into_iter()
+                .map(|(_, s)| s)
+                .filter(|s| s.kind == SpanKind::Client as i32)
+                .filter(|s| {
+                    attr_str(&s.attributes, "url.path").is_some_and(|p| p.starts_with(prefix))
+                })
+                .collect();
+            calls.sort_by_key(|s| s.start_time_unix_nano);
+            calls
+        };
+        self.wait_for_traces(Duration::from_secs(15), |traces| {
+            let calls = calls(traces);
+            (calls.len() >= count).then_some(calls)
+        })
+        .unwrap_or_else(|| panic!("fewer than {count} calls to {prefix}: {:#?}", self.spans()))
     }
 
     /// Polls until `check` finds what it wants in the trace exports, or
@@ -695,6 +718,25 @@ pub fn spans_of(traces: &[ReceivedTraces]) -> Vec<(BTreeMap<String, String>, Spa
         }
     }
     out
+}
+
+/// Asserts that the call at each index is the child of the delivery at
+/// that index (same trace, parent its span id) and lies within it: the
+/// call was made while that message was processed.
+pub fn assert_each_call_under_its_delivery(deliveries: &[&Span], calls: &[Span]) {
+    assert_eq!(deliveries.len(), calls.len(), "{deliveries:#?}\n{calls:#?}");
+    for (job, (delivery, call)) in deliveries.iter().zip(calls).enumerate() {
+        assert_eq!(
+            (&call.trace_id, &call.parent_span_id),
+            (&delivery.trace_id, &delivery.span_id),
+            "job {job}'s call is its delivery's child:\n{call:#?}\n{deliveries:#?}"
+        );
+        assert!(
+            delivery.start_time_unix_nano <= call.start_time_unix_nano
+                && call.end_time_unix_nano <= delivery.end_time_unix_nano,
+            "{call:#?}\n{delivery:#?}"
+        );
+    }
 }
 
 /// Flattened view for assertions: (resource attributes as strings, metric),

@@ -185,16 +185,6 @@ fn deliveries_are_consumer_spans_up_to_the_client_s_acknowledgement() {
 /// A job's delivery and the HTTP call its consumer made for it
 /// (`/noop/{job}`), in the order they were consumed.
 fn deliveries_and_their_calls(setup: &Setup) -> (Vec<Span>, Vec<Span>) {
-    let calls = |traces: &[ReceivedTraces]| -> Vec<Span> {
-        let mut calls: Vec<Span> = spans_of(traces)
-            .into_iter()
-            .map(|(_, s)| s)
-            .filter(|s| s.kind == span::SpanKind::Client as i32)
-            .filter(|s| attr(s, "url.path").is_some_and(|p| p.starts_with("/noop/")))
-            .collect();
-        calls.sort_by_key(|s| s.start_time_unix_nano);
-        calls
-    };
     let mut deliveries: Vec<Span> = setup
         .amqp_spans("calls-", 3)
         .into_iter()
@@ -207,14 +197,7 @@ fn deliveries_and_their_calls(setup: &Setup) -> (Vec<Span>, Vec<Span>) {
     }
     // Read together, they start at once: acknowledged in order.
     deliveries.sort_by_key(|s| (s.start_time_unix_nano, s.end_time_unix_nano));
-    let arrived = setup
-        .receiver
-        .wait_for_traces(Duration::from_secs(15), |traces| {
-            let calls = calls(traces);
-            (calls.len() >= 3).then_some(calls)
-        });
-    let calls =
-        arrived.unwrap_or_else(|| panic!("fewer than 3 calls: {:#?}", setup.receiver.spans()));
+    let calls = setup.receiver.wait_for_calls_to("/noop/", 3);
     assert_eq!(deliveries.len(), 3, "{deliveries:#?}");
     assert_eq!(calls.len(), 3, "{calls:#?}");
     for (job, call) in calls.iter().enumerate() {
@@ -230,18 +213,7 @@ fn a_call_made_while_a_delivery_is_processed_is_its_child() {
     // after their work are told to run).
     setup.drive("/consume/calling");
     let (deliveries, calls) = deliveries_and_their_calls(&setup);
-    for (delivery, call) in deliveries.iter().zip(&calls) {
-        assert_eq!(
-            (&call.trace_id, &call.parent_span_id),
-            (&delivery.trace_id, &delivery.span_id),
-            "the call is its job's delivery's child:\n{call:#?}\n{deliveries:#?}"
-        );
-        assert!(
-            delivery.start_time_unix_nano <= call.start_time_unix_nano
-                && call.end_time_unix_nano <= delivery.end_time_unix_nano,
-            "{call:#?}\n{delivery:#?}"
-        );
-    }
+    assert_each_call_under_its_delivery(&deliveries.iter().collect::<Vec<_>>(), &calls);
     // The service's side of each call is the call's child: one trace from
     // the delivery down.
     let served: Vec<Span> = spans_of(&setup.receiver.traces())

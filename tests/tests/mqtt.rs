@@ -90,7 +90,13 @@ fn every_scenario_of_the_service_works_against_the_real_broker() {
     // Without the agent: a failure here is the fixture's, not the capture's.
     require_root();
     let mqtt = start_mqtt();
-    for path in ["/publish", "/publish/large", "/publish/refused", "/consume"] {
+    for path in [
+        "/publish",
+        "/publish/large",
+        "/publish/refused",
+        "/consume",
+        "/consume/calling",
+    ] {
         assert_eq!(curl(&[&mqtt.app.url(path)]), "ok\n", "{path}");
     }
 }
@@ -164,6 +170,25 @@ fn a_publish_the_broker_refuses_is_an_error_span() {
             ("error.type", "NOT_AUTHORIZED"),
         ],
     );
+}
+
+#[test]
+fn a_subscriber_s_calls_are_children_of_the_message_it_was_processing() {
+    let setup = Setup::start_with(&[]);
+    setup.drive("/consume/calling");
+    // Two publishes by the dispatcher, two deliveries to the subscriber.
+    let spans = setup.mqtt_spans("alerts/jobs", 4);
+    let mut deliveries: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == span::SpanKind::Consumer as i32)
+        .collect();
+    deliveries.sort_by_key(|s| s.start_time_unix_nano);
+    let calls = setup.receiver.wait_for_calls_to("/noop/", 2);
+    for (job, call) in calls.iter().enumerate() {
+        assert_eq!(attr(call, "url.path"), Some(format!("/noop/{job}")));
+    }
+    // paho acknowledges once `on_message` returned, on its network thread.
+    assert_each_call_under_its_delivery(&deliveries, &calls);
 }
 
 #[test]

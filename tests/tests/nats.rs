@@ -297,48 +297,53 @@ fn a_message_s_traceparent_header_places_its_spans_in_the_publisher_s_trace() {
 }
 
 #[test]
-fn a_responder_s_calls_are_children_of_the_request_it_was_processing() {
+fn a_responder_s_delivery_is_its_request_s_child_and_the_parent_of_its_calls() {
     let setup = Setup::start_with(&[]);
     setup.drive("/request/calling");
     // Each job's request (the requester's) and its delivery (the responder's).
     let spans = setup.nats_spans("svc.work", 4);
+    let mut requests = of_kind(&spans, span::SpanKind::Producer);
     let mut deliveries = of_kind(&spans, span::SpanKind::Consumer);
+    requests.sort_by_key(|s| s.start_time_unix_nano);
     deliveries.sort_by_key(|s| s.start_time_unix_nano);
-    assert_eq!(deliveries.len(), 2, "{spans:#?}");
-    let calls = setup
-        .receiver
-        .wait_for_traces(Duration::from_secs(15), |traces| {
-            let mut calls: Vec<Span> = spans_of(traces)
-                .into_iter()
-                .map(|(_, s)| s)
-                .filter(|s| s.kind == span::SpanKind::Client as i32)
-                .filter(|s| attr(s, "url.path").is_some_and(|p| p.starts_with("/noop/")))
-                .collect();
-            calls.sort_by_key(|s| s.start_time_unix_nano);
-            (calls.len() == 2).then_some(calls)
-        })
-        .unwrap_or_else(|| panic!("no two calls: {:#?}", setup.receiver.spans()));
-    for (job, (delivery, call)) in deliveries.iter().zip(&calls).enumerate() {
+    assert_eq!((requests.len(), deliveries.len()), (2, 2), "{spans:#?}");
+    let calls = setup.receiver.wait_for_calls_to("/noop/", 2);
+    for (job, call) in calls.iter().enumerate() {
         assert_eq!(attr(call, "url.path"), Some(format!("/noop/{job}")));
-        assert_eq!(
-            (&call.trace_id, &call.parent_span_id),
-            (&delivery.trace_id, &delivery.span_id),
-            "job {job}'s call is its delivery's child:\n{call:#?}\n{delivery:#?}"
-        );
     }
-    // Job 0's delivery starts a trace; job 1's request carried its SDK's
-    // traceparent, so the responder's call joins that trace too.
-    assert!(
-        deliveries[0].parent_span_id.is_empty(),
+    // The responder's calls are made while it processes each request.
+    assert_each_call_under_its_delivery(&deliveries, &calls);
+    // Job 0: the scenario's request made the NATS request, whose delivery
+    // to the responder (the reply subject names it) is its child: one
+    // trace from the HTTP request down to the responder's call.
+    let scenario = setup.server_span("/request/calling");
+    assert_eq!(
+        (&requests[0].trace_id, &requests[0].parent_span_id),
+        (&scenario.trace_id, &scenario.span_id),
+        "{:#?}",
+        requests[0]
+    );
+    assert_eq!(
+        (&deliveries[0].trace_id, &deliveries[0].parent_span_id),
+        (&requests[0].trace_id, &requests[0].span_id),
         "{:#?}",
         deliveries[0]
     );
+    assert_eq!(calls[0].trace_id, scenario.trace_id, "{:#?}", calls[0]);
+    // Job 1's request carried its SDK's traceparent: the request is that
+    // span, the delivery its child, and the responder's call joins it too.
     let requester_trace = [
         0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47,
         0x36,
     ];
+    let requester_span = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
+    assert_eq!(requests[1].span_id, requester_span, "{:#?}", requests[1]);
     assert_eq!(
-        deliveries[1].trace_id, requester_trace,
+        (
+            &deliveries[1].trace_id[..],
+            &deliveries[1].parent_span_id[..]
+        ),
+        (&requester_trace[..], &requester_span[..]),
         "{:#?}",
         deliveries[1]
     );
