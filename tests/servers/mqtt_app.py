@@ -36,6 +36,18 @@ def connected(client_id, protocol=mqtt.MQTTv311):
     return client
 
 
+def subscribed(client_id, topic, qos, on_message):
+    """A client connected and subscribed to `topic`, its messages handed to
+    `on_message` on paho's network thread."""
+    client = connected(client_id)
+    client.on_message = on_message
+    acknowledged = threading.Event()
+    client.on_subscribe = lambda *args: acknowledged.set()
+    client.subscribe(topic, qos=qos)
+    assert acknowledged.wait(TIMEOUT), "no SUBACK"
+    return client
+
+
 def close(client):
     client.disconnect()
     client.loop_stop()
@@ -81,18 +93,13 @@ def consume():
     another client publishes to `alerts/fire`."""
     received = []
     done = threading.Event()
-    subscribed = threading.Event()
 
     def on_message(_client, _userdata, message):
         received.append(message.qos)
         if len(received) == 3:
             done.set()
 
-    subscriber = connected("zt-subscriber")
-    subscriber.on_message = on_message
-    subscriber.on_subscribe = lambda *args: subscribed.set()
-    subscriber.subscribe("alerts/#", qos=2)
-    assert subscribed.wait(TIMEOUT), "no SUBACK"
+    subscriber = subscribed("zt-subscriber", "alerts/#", 2, on_message)
     publisher = connected("zt-alerter")
     for qos in (0, 1, 2):
         publisher.publish("alerts/fire", b"smoke %d" % qos, qos=qos).wait_for_publish(TIMEOUT)
@@ -112,7 +119,6 @@ def consume_calling():
     the first's PUBACK is written (both deliveries then hold its call)."""
     done = []
     processed = [threading.Event(), threading.Event()]
-    subscribed = threading.Event()
 
     def on_message(_client, _userdata, message):
         url = "http://%s:%s/noop/%s" % (HOST, sys.argv[1], message.payload.decode())
@@ -121,11 +127,7 @@ def consume_calling():
         done.append(message.payload)
         processed[len(done) - 1].set()
 
-    subscriber = connected("zt-worker")
-    subscriber.on_message = on_message
-    subscriber.on_subscribe = lambda *args: subscribed.set()
-    subscriber.subscribe("alerts/jobs", qos=1)
-    assert subscribed.wait(TIMEOUT), "no SUBACK"
+    subscriber = subscribed("zt-worker", "alerts/jobs", 1, on_message)
     publisher = connected("zt-dispatcher")
     for job, was_processed in zip((b"0", b"1"), processed):
         publisher.publish("alerts/jobs", job, qos=1).wait_for_publish(TIMEOUT)

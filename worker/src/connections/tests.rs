@@ -591,9 +591,23 @@ proptest::proptest! {
     }
 }
 
-/// One segment of socket 7 by thread `tid`.
+/// One segment of socket 7 (a server's) by thread `tid`.
 fn feed_on_thread(
     tracker: &mut ConnectionTracker,
+    direction: Direction,
+    payload: &[u8],
+    tid: u32,
+    ts_ns: u64,
+) -> Vec<Span> {
+    let server = (7, ConnectionRole::Server);
+    feed_socket(tracker, server, direction, payload, tid, ts_ns)
+}
+
+/// One segment of pid 42's socket `sock_id` in `role`, by thread `tid`:
+/// the spans it completed.
+fn feed_socket(
+    tracker: &mut ConnectionTracker,
+    (sock_id, role): (u64, ConnectionRole),
     direction: Direction,
     payload: &[u8],
     tid: u32,
@@ -602,10 +616,10 @@ fn feed_on_thread(
     let mut spans = Vec::new();
     tracker.on_data(
         Segment {
-            sock_id: 7,
+            sock_id,
             pid: 42,
-            process_name: &"server".into(),
-            role: ConnectionRole::Server,
+            process_name: &"p42".into(),
+            role,
             direction,
             tuple: Some(TUPLE),
             ts_ns,
@@ -771,25 +785,7 @@ fn on_subscriber(
     ts: u64,
     tid: u32,
 ) -> Vec<Span> {
-    let mut spans = Vec::new();
-    tracker.on_data(
-        Segment {
-            sock_id: 9,
-            pid: 42,
-            process_name: &"consumer".into(),
-            role: ConnectionRole::Client,
-            direction,
-            tuple: Some(TUPLE),
-            ts_ns: ts,
-            tid,
-            payload,
-            total_bytes: payload.len() as u64,
-            tls: false,
-            tail: &[],
-        },
-        &mut spans,
-    );
-    spans
+    feed_socket(tracker, (9, ConnectionRole::Client), direction, payload, tid, ts)
 }
 
 #[test]
