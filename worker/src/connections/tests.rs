@@ -785,7 +785,14 @@ fn on_subscriber(
     ts: u64,
     tid: u32,
 ) -> Vec<Span> {
-    feed_socket(tracker, (9, ConnectionRole::Client), direction, payload, tid, ts)
+    feed_socket(
+        tracker,
+        (9, ConnectionRole::Client),
+        direction,
+        payload,
+        tid,
+        ts,
+    )
 }
 
 #[test]

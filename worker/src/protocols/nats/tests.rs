@@ -682,10 +682,7 @@ fn the_requests_written_are_handed_over_once_each() {
         decoder.feed(direction, bytes, gap, ts, &mut calls);
         decoder.take_awaited_replies(&mut awaited);
     });
-    let requests: Vec<u64> = calls
-        .iter()
-        .filter_map(|c| c.exchange.reply_key)
-        .collect();
+    let requests: Vec<u64> = calls.iter().filter_map(|c| c.exchange.reply_key).collect();
     assert_eq!(awaited, requests, "{calls:#?}");
     assert_eq!(awaited.len(), 2);
 }
