@@ -30,6 +30,14 @@ use crate::protocols::messaging_call::MessagingCall;
 use crate::spans::messaging::reply_key;
 use crate::spans::{MessagingExchange, MessagingOperation, MessagingSystem, NATS_REFUSED};
 
+/// How long a request waits for its reply, and a delivery for the client's
+/// answer or acknowledgement, before it ends where it was written or read:
+/// JetStream's default acknowledgement wait (past it the server delivers
+/// the message again). A consumer created with `AckNone` never acknowledges
+/// its messages, yet they carry `$JS.ACK.…` reply subjects; a request whose
+/// requester gave up keeps its own inbox.
+const ANSWER_WAIT_NS: u64 = 30_000_000_000;
+
 /// Payload bytes kept of each message: its headers (a status line, a
 /// `traceparent`), the start of a JetStream reply's JSON.
 const KEPT_BYTES: usize = 1024;
@@ -56,6 +64,8 @@ pub struct NatsStats {
 #[derive(Debug)]
 struct Waiting {
     reply: String,
+    /// When the request was written or the message read.
+    since_ns: u64,
     /// `None` for a server's message of its own (flow control): its reply
     /// ends nothing the application made.
     call: Option<MessagingCall>,
@@ -78,6 +88,10 @@ pub struct NatsConnection {
     subscriptions: HashMap<String, String>,
     stats: NatsStats,
     events: Vec<ReadEvent>,
+    /// The client acknowledged a JetStream message on this connection: its
+    /// JetStream deliveries are processed until acknowledged (those of an
+    /// `AckNone` consumer never are).
+    acknowledges_jetstream: bool,
     /// [`reply_key`]s of the requests written since they were last taken
     /// ([`Self::take_awaited_replies`]).
     awaited_replies: Vec<u64>,
@@ -100,6 +114,7 @@ impl NatsConnection {
             subscriptions: HashMap::new(),
             stats: NatsStats::default(),
             events: Vec::new(),
+            acknowledges_jetstream: false,
             awaited_replies: Vec::new(),
         }
     }
@@ -116,11 +131,14 @@ impl NatsConnection {
     }
 
     /// When the oldest message delivered with a reply subject, and not yet
-    /// answered or acknowledged by the client, was read.
+    /// answered or acknowledged by the client, was read. JetStream messages
+    /// count once the client was seen acknowledging one: until then it may
+    /// be an `AckNone` consumer's, whose messages are never acknowledged.
     pub fn oldest_unacknowledged_delivery_ns(&self) -> Option<u64> {
         // In the order they were read.
         self.deliveries
             .iter()
+            .filter(|d| self.acknowledges_jetstream || !is_jetstream_ack(&d.reply))
             .find_map(|d| d.call.as_ref().map(|call| call.start_ns))
     }
 
@@ -156,11 +174,25 @@ impl NatsConnection {
             match event {
                 ReadEvent::Operation(operation) => self.on_operation(direction, operation, out),
                 // Replies in the lost bytes leave their requests waiting:
-                // they end at the close.
+                // they end at the close, or once they waited too long.
                 ReadEvent::Lost => {}
             }
         }
         self.events = events;
+        self.end_overdue(ts_ns, out);
+    }
+
+    /// Requests and deliveries that waited [`ANSWER_WAIT_NS`] end where
+    /// they were written or read: their answer is not coming.
+    fn end_overdue(&mut self, now_ns: u64, out: &mut Vec<MessagingCall>) {
+        let overdue = |w: &Waiting| w.since_ns.saturating_add(ANSWER_WAIT_NS) < now_ns;
+        // Both queues are in the order they were written or read.
+        while self.requests.front().is_some_and(overdue) {
+            self.end_unanswered(0, out);
+        }
+        while self.deliveries.front().is_some_and(overdue) {
+            out.extend(self.deliveries.pop_front().and_then(|d| d.call));
+        }
     }
 
     /// The connection closed: requests still waiting end unanswered, where
@@ -214,6 +246,7 @@ impl NatsConnection {
             .iter()
             .position(|d| d.reply == message.subject)
         {
+            self.acknowledges_jetstream |= is_jetstream_ack(&message.subject);
             if let Some(mut call) = self.deliveries.remove(at).and_then(|d| d.call) {
                 call.end_ns = operation.start_ns.max(call.start_ns);
                 call.exchange.request_bytes += operation.wire_size();
@@ -253,6 +286,7 @@ impl NatsConnection {
         }
         self.requests.push_back(Waiting {
             reply: reply.clone(),
+            since_ns: operation.start_ns,
             call: Some(call),
         });
     }
@@ -313,6 +347,7 @@ impl NatsConnection {
         }
         self.deliveries.push_back(Waiting {
             reply: reply.clone(),
+            since_ns: operation.start_ns,
             call,
         });
     }
@@ -405,4 +440,10 @@ impl NatsConnection {
         exchange.message_count = Some(1);
         exchange
     }
+}
+
+/// Whether a reply subject is a JetStream message's, answered by
+/// acknowledging it.
+fn is_jetstream_ack(reply: &str) -> bool {
+    reply.starts_with("$JS.ACK.")
 }

@@ -10,6 +10,7 @@ use crate::protocols::db::fixture::{connections, Cut};
 use crate::protocols::db::Detection;
 use crate::protocols::messaging_call::MessagingCall;
 use crate::protocols::messaging_fixture;
+use crate::spans::MessagingOperation;
 
 const PUBLISH: &str = include_str!("../../../testdata/nats/nats_publish.txt");
 const LARGE: &str = include_str!("../../../testdata/nats/nats_publish_large.txt");
@@ -664,7 +665,7 @@ fn a_request_and_the_delivery_that_answers_it_share_their_reply_subject_s_key() 
     let calls = decode(JETSTREAM, Cut::Whole);
     let fetched = calls
         .iter()
-        .find(|c| c.exchange.operation == crate::spans::MessagingOperation::Process);
+        .find(|c| c.exchange.operation == MessagingOperation::Process);
     assert_eq!(fetched.map(|c| c.exchange.reply_key), Some(None));
     // Plain publishes and deliveries name no reply.
     assert!(decode(CONSUME, Cut::Whole)
@@ -685,4 +686,73 @@ fn the_requests_written_are_handed_over_once_each() {
     let requests: Vec<u64> = calls.iter().filter_map(|c| c.exchange.reply_key).collect();
     assert_eq!(awaited, requests, "{calls:#?}");
     assert_eq!(awaited.len(), 2);
+}
+
+/// One segment of `bytes` in `direction` at `ts_s` seconds.
+fn feed_at(
+    conn: &mut NatsConnection,
+    direction: Direction,
+    bytes: &[u8],
+    ts_s: u64,
+) -> Vec<MessagingCall> {
+    let mut out = Vec::new();
+    conn.feed(direction, bytes, 0, ts_s * 1_000_000_000, &mut out);
+    out
+}
+
+#[test]
+fn jetstream_deliveries_are_waited_for_once_the_client_was_seen_acknowledging_one() {
+    let mut conn = NatsConnection::new();
+    feed_at(&mut conn, Direction::Ingress, b"INFO {}\r\n", 1);
+    feed_at(
+        &mut conn,
+        Direction::Egress,
+        b"CONNECT {}\r\nSUB jobs.new 1\r\n",
+        1,
+    );
+    let first = b"MSG jobs.new 1 $JS.ACK.JOBS.worker.1.1.1.9.0 5\r\nbuild\r\n";
+    feed_at(&mut conn, Direction::Ingress, first, 2);
+    // It may be an AckNone consumer's: not waited for.
+    assert_eq!(conn.oldest_unacknowledged_delivery_ns(), None);
+    let ack = b"PUB $JS.ACK.JOBS.worker.1.1.1.9.0 0\r\n\r\n";
+    assert_eq!(feed_at(&mut conn, Direction::Egress, ack, 3).len(), 1);
+    let second = b"MSG jobs.new 1 $JS.ACK.JOBS.worker.1.2.2.9.0 4\r\ntest\r\n";
+    feed_at(&mut conn, Direction::Ingress, second, 4);
+    assert_eq!(
+        conn.oldest_unacknowledged_delivery_ns(),
+        Some(4_000_000_000)
+    );
+}
+
+#[test]
+fn requests_and_deliveries_left_unanswered_end_after_the_answer_wait() {
+    let mut conn = NatsConnection::new();
+    feed_at(&mut conn, Direction::Ingress, b"INFO {}\r\n", 1);
+    feed_at(
+        &mut conn,
+        Direction::Egress,
+        b"CONNECT {}\r\nSUB ev.x 1\r\n",
+        1,
+    );
+    // An AckNone consumer's messages, and a request whose requester gave up.
+    let message = b"MSG ev.x 1 $JS.ACK.EV.c.1.1.1.9.0 1\r\n0\r\n";
+    assert!(feed_at(&mut conn, Direction::Ingress, message, 2).is_empty());
+    let request = b"PUB svc.x _INBOX.a.1 1\r\n?\r\n";
+    assert!(feed_at(&mut conn, Direction::Egress, request, 3).is_empty());
+    // Within the wait, nothing ends.
+    assert!(feed_at(&mut conn, Direction::Ingress, b"PING\r\n", 31).is_empty());
+    // Past it, each ends where it was read or written.
+    let ended = feed_at(&mut conn, Direction::Ingress, b"PING\r\n", 34);
+    let shown: Vec<(MessagingOperation, u64)> = ended
+        .iter()
+        .map(|c| (c.exchange.operation, c.end_ns / 1_000_000_000))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (MessagingOperation::Publish, 3),
+            (MessagingOperation::Process, 2)
+        ]
+    );
+    assert_eq!(conn.stats().unanswered, 1);
 }
