@@ -54,7 +54,8 @@ pub trait MessagingDecoder: std::fmt::Debug {
     /// (None: the protocol delivers nothing, or nothing waits).
     fn oldest_unacknowledged_delivery_ns(&self) -> Option<u64>;
     /// Moves the reply keys of the requests written since the last call
-    /// into `out` (NATS's; the others' requests name no reply subject).
+    /// into `out` (NATS's, and AMQP's RPC requests; Kafka and MQTT 3
+    /// requests name no reply).
     fn take_awaited_replies(&mut self, out: &mut Vec<u64>) {
         let _ = out;
     }
@@ -125,7 +126,8 @@ messaging_decoder!(
     super::amqp::check,
     amqp_counts,
     AmqpConnection::oldest_unacknowledged_delivery_ns,
-    amqp_start
+    amqp_start;
+    awaits AmqpConnection::take_awaited_replies
 );
 
 /// From the start when the client's protocol header is the first thing

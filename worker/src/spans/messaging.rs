@@ -94,7 +94,8 @@ pub struct MessagingExchange {
     pub traceparent: Option<String>,
     /// [`reply_key`] of the subject a request asks its reply on (the
     /// requester's publish) or a delivery is to be answered on (the
-    /// responder's): a request and its delivery elsewhere share it (NATS).
+    /// responder's), NATS's, or of an AMQP RPC request's correlation id: a
+    /// request and its delivery elsewhere share it.
     pub reply_key: Option<u64>,
     /// `messaging.batch.message_count`, when every batch header was captured.
     pub message_count: Option<u64>,

@@ -1,17 +1,19 @@
-//! Messaging requests by the reply subject they ask their answer on (NATS):
-//! a responder's delivery that names the reply subject of a request an
-//! instrumented process on this host wrote is that request's child, as a
-//! server span is its caller's — the broker in between changes nothing of
-//! the subject. Reply subjects are kept as keys ([`crate::spans::messaging::reply_key`]).
+//! Messaging requests by what their answer is keyed by — the reply subject
+//! of a NATS request, the correlation id of an AMQP RPC request: a
+//! responder's delivery that names the key of a request an instrumented
+//! process on this host wrote is that request's child, as a server span is
+//! its caller's; the broker in between changes nothing of either. Kept as
+//! keys ([`crate::spans::messaging::reply_key`]).
 //!
-//! The requester's span ends when it reads the reply, after the responder
-//! wrote it (the delivery's end), so the delivery usually comes first and
-//! waits for it; it waits only when an instrumented process wrote a request
+//! A NATS requester's span ends when it reads the reply, after the
+//! responder wrote it (the delivery's end), so the delivery usually comes
+//! first and waits for it (an AMQP publish ends when written, and usually
+//! comes first); it waits only when an instrumented process wrote a request
 //! with its key (the tracker hands those over at every flush), so a
 //! responder whose requesters are elsewhere is never held.
 
 use crate::hashing::FastMap;
-use crate::spans::{Span, SpanIds};
+use crate::spans::{MessagingSystem, Protocol, Span, SpanIds};
 
 /// Keys, requests and waiting keys kept at most, each; past this no more
 /// are taken until the sweep (their deliveries go out unlinked).
@@ -116,8 +118,16 @@ impl RequestsByReply {
 }
 
 /// Whether a request open over `(start, end)` can be the one `delivery`
-/// answers: the delivery was read after the request was written and
-/// answered before its reply was read (the broker sits in between).
+/// answers: the delivery was read after the request was written (the
+/// broker sits in between). A NATS request's span lasts until its reply is
+/// read, so it was also answered before; an AMQP publish ends when written
+/// (or confirmed), its reply coming as a delivery of its own.
 pub fn answers((start_ns, end_ns): (u64, u64), delivery: &Span) -> bool {
-    start_ns <= delivery.start_monotonic_ns && delivery.end_monotonic_ns <= end_ns
+    let read_after = start_ns <= delivery.start_monotonic_ns;
+    match &delivery.protocol {
+        Protocol::Messaging(m) if m.system == MessagingSystem::Nats => {
+            read_after && delivery.end_monotonic_ns <= end_ns
+        }
+        _ => read_after,
+    }
 }

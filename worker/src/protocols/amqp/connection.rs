@@ -18,7 +18,7 @@ use super::frame::{self, Args, FrameHeader};
 use crate::protocols::db::{bounded_text, MAX_PENDING};
 use crate::protocols::messaging_call::MessagingCall;
 use crate::protocols::prefix_framer::{Framed, PrefixFramer, PrefixHeader, ReadEvent};
-use crate::spans::messaging::{AMQP_NACK, AMQP_REJECTED};
+use crate::spans::messaging::{reply_key, AMQP_NACK, AMQP_REJECTED};
 use crate::spans::{MessagingExchange, MessagingOperation, MessagingSystem};
 
 /// Bytes of a frame kept past its header: a method's arguments, a content
@@ -91,6 +91,9 @@ pub struct AmqpConnection {
     content_channel: [Option<u16>; 2],
     stats: AmqpStats,
     events: Vec<ReadEvent<FrameHeader>>,
+    /// Reply keys of the RPC requests written since they were last taken
+    /// ([`Self::take_awaited_replies`]).
+    awaited_replies: Vec<u64>,
 }
 
 impl Default for AmqpConnection {
@@ -109,6 +112,7 @@ impl AmqpConnection {
             content_channel: [None; 2],
             stats: AmqpStats::default(),
             events: Vec::new(),
+            awaited_replies: Vec::new(),
         }
     }
 
@@ -131,6 +135,13 @@ impl AmqpConnection {
             .values()
             .filter_map(|channel| channel.unacked.front().map(|(_, call)| call.start_ns))
             .min()
+    }
+
+    /// Moves the reply keys of the RPC requests written since the last call
+    /// into `out`: a delivery elsewhere on this host that shares one is that
+    /// request's.
+    pub fn take_awaited_replies(&mut self, out: &mut Vec<u64>) {
+        out.append(&mut self.awaited_replies);
     }
 
     pub fn stats(&self) -> AmqpStats {
@@ -235,6 +246,15 @@ impl AmqpConnection {
                     }
                 }
                 if frame.header.kind == frame::HEADER {
+                    if let Some(call) = &mut current.call {
+                        let key = link_from_properties(payload, &mut call.exchange);
+                        let awaited = &mut self.awaited_replies;
+                        if let Some(key) = key.filter(|_| direction == Direction::Egress) {
+                            if awaited.len() < MAX_PENDING {
+                                awaited.push(key);
+                            }
+                        }
+                    }
                     current.body_left = frame::body_size(payload);
                     // Cut before its size: the body cannot be followed.
                     if current.body_left.is_none() {
@@ -588,4 +608,23 @@ fn new_call(
         // Its arguments were cut by the capture: fields may be missing.
         partial: exchange.is_none(),
     }
+}
+
+/// Reads what trace linking needs of a publish's or a delivery's content
+/// header into its exchange: the `traceparent` of its headers (an SDK's
+/// instrumentation writes one), and, for an RPC request (`reply-to` and
+/// `correlation-id` both set), the key the request and its delivery to the
+/// responder share, which it returns. The correlation id alone is keyed: the
+/// broker rewrites a direct reply-to (`amq.rabbitmq.reply-to`) on its way.
+fn link_from_properties(payload: &[u8], exchange: &mut MessagingExchange) -> Option<u64> {
+    let properties = frame::link_properties(payload);
+    exchange.traceparent = properties
+        .traceparent
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .map(|value| value.chars().take(64).collect());
+    properties.reply_to?;
+    let correlation_id = String::from_utf8_lossy(properties.correlation_id?);
+    let key = reply_key(&format!("amqp correlation-id {correlation_id}"));
+    exchange.reply_key = Some(key);
+    Some(key)
 }

@@ -98,9 +98,20 @@ impl<'a> Args<'a> {
         self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
     }
 
+    pub fn u32(&mut self) -> Option<u32> {
+        let b = self.take(4)?;
+        Some(u32::from_be_bytes(b.try_into().ok()?))
+    }
+
     pub fn u64(&mut self) -> Option<u64> {
         let b = self.take(8)?;
         Some(u64::from_be_bytes(b.try_into().ok()?))
+    }
+
+    /// A long string (or table, or array): a 32-bit length, then that many bytes.
+    pub fn long_bytes(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.u32()?).ok()?;
+        self.take(len)
     }
 
     /// A short string: one length byte, then that many bytes.
@@ -123,4 +134,91 @@ pub fn body_size(payload: &[u8]) -> Option<u64> {
     // Class id and weight, then the body size.
     let mut args = Args::new(payload.get(4..)?);
     args.u64()
+}
+
+/// What the trace linking reads of a content header's properties (class
+/// `basic`): the `traceparent` of its headers table, and the RPC pair
+/// `reply-to` and `correlation-id`. Fields the capture cut off are `None`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LinkProperties<'a> {
+    pub traceparent: Option<&'a [u8]>,
+    pub reply_to: Option<&'a [u8]>,
+    pub correlation_id: Option<&'a [u8]>,
+}
+
+/// The `basic` class's property flags, first bit first: each field present
+/// follows the flags in this order.
+const CONTENT_TYPE: u16 = 1 << 15;
+const CONTENT_ENCODING: u16 = 1 << 14;
+const HEADERS: u16 = 1 << 13;
+const DELIVERY_MODE: u16 = 1 << 12;
+const PRIORITY: u16 = 1 << 11;
+const CORRELATION_ID: u16 = 1 << 10;
+const REPLY_TO: u16 = 1 << 9;
+
+/// A content header frame's [`LinkProperties`] (AMQP 0-9-1 §4.2.6.1: class,
+/// weight, body size, property flags, then the properties present).
+pub fn link_properties(payload: &[u8]) -> LinkProperties<'_> {
+    let mut found = LinkProperties::default();
+    let Some(rest) = payload.get(12..) else {
+        return found;
+    };
+    let mut args = Args::new(rest);
+    let Some(flags) = args.u16() else {
+        return found;
+    };
+    for flag in [CONTENT_TYPE, CONTENT_ENCODING] {
+        if flags & flag != 0 && args.short_str().is_none() {
+            return found;
+        }
+    }
+    if flags & HEADERS != 0 {
+        let Some(table) = args.long_bytes() else {
+            return found;
+        };
+        found.traceparent = table_string(table, b"traceparent");
+    }
+    for flag in [DELIVERY_MODE, PRIORITY] {
+        if flags & flag != 0 && args.u8().is_none() {
+            return found;
+        }
+    }
+    if flags & CORRELATION_ID != 0 {
+        found.correlation_id = args.short_str();
+    }
+    if flags & REPLY_TO != 0 {
+        found.reply_to = args.short_str();
+    }
+    found
+}
+
+/// The long-string value of `name` in a field table, if it is one.
+fn table_string<'a>(table: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let mut fields = Args::new(table);
+    loop {
+        let field = fields.short_str()?;
+        let kind = fields.u8()?;
+        if kind == b'S' {
+            let value = fields.long_bytes()?;
+            if field == name {
+                return Some(value);
+            }
+            continue;
+        }
+        let fixed = match kind {
+            b't' | b'b' | b'B' => 1,
+            b's' | b'u' => 2,
+            b'I' | b'i' | b'f' => 4,
+            b'D' => 5,
+            b'l' | b'L' | b'd' | b'T' => 8,
+            b'V' => 0,
+            b'x' | b'A' | b'F' => {
+                fields.long_bytes()?;
+                continue;
+            }
+            // Not a type of 0-9-1 or RabbitMQ's: the rest cannot be read.
+            _ => return None,
+        };
+        fields.take(fixed)?;
+    }
 }

@@ -13,6 +13,7 @@ use crate::protocols::messaging_fixture;
 const PUBLISH: &str = include_str!("../../../testdata/amqp/pika_publish.txt");
 const LARGE: &str = include_str!("../../../testdata/amqp/pika_publish_large.txt");
 const CONSUME: &str = include_str!("../../../testdata/amqp/pika_consume.txt");
+const RPC: &str = include_str!("../../../testdata/amqp/pika_rpc.txt");
 
 fn decode(fixture: &str, cut: Cut) -> Vec<MessagingCall> {
     messaging_fixture::decode::<AmqpConnection>(fixture, cut)
@@ -68,10 +69,28 @@ const CONSUME_CALLS: &[&str] = &[
     "process amq.default | jobs | ok | 122 | 17000-18000",
 ];
 
-const RECORDINGS: [(&str, &[&str]); 3] = [
+/// RPC as pika's tutorial does it (`tests/servers/amqp_app.py` `/rpc`):
+/// the responder's connection (two requests delivered, each answered by a
+/// publish to its `reply_to`, then acknowledged), then the requester's (two
+/// requests published with `reply_to` and `correlation_id`, the second
+/// with a `traceparent` header, each answer delivered to a consumer that
+/// acknowledges nothing).
+const RPC_CALLS: &[&str] = &[
+    "publish amq.default | amq.gen-QCmYMZck-L68fUuRoBzN4g | ok | 116 | 17000-19000",
+    "process amq.default | rpc-28a8ef5d6ee9 | ok | 194 | 16000-20000",
+    "publish amq.default | amq.gen-QCmYMZck-L68fUuRoBzN4g | ok | 116 | 22000-24000",
+    "process amq.default | rpc-28a8ef5d6ee9 | ok | 270 | 21000-25000",
+    "publish amq.default | rpc-28a8ef5d6ee9 | ok | 128 | 14000-16000",
+    "process amq.default | amq.gen-QCmYMZck-L68fUuRoBzN4g | ok | 161 | 17000-17000",
+    "publish amq.default | rpc-28a8ef5d6ee9 | ok | 204 | 18000-20000",
+    "process amq.default | amq.gen-QCmYMZck-L68fUuRoBzN4g | ok | 161 | 21000-21000",
+];
+
+const RECORDINGS: [(&str, &[&str]); 4] = [
     (PUBLISH, PUBLISH_CALLS),
     (LARGE, LARGE_CALLS),
     (CONSUME, CONSUME_CALLS),
+    (RPC, RPC_CALLS),
 ];
 
 #[test]
@@ -246,7 +265,7 @@ fn a_connection_joined_mid_stream_is_decoded_from_its_first_whole_frame() {
     };
     for (fixture, _) in RECORDINGS {
         let chunks = &connections(fixture)[0];
-        let whole = decode(fixture, Cut::Whole);
+        let whole = messaging_fixture::decode_chunks(chunks, Cut::Whole, AmqpConnection::new());
         // The first chunk after the handshake that a joined connection
         // would start with: a publish, or a delivery.
         let Some(k) = (1..chunks.len()).find(|&i| {
@@ -281,4 +300,82 @@ fn a_connection_joined_mid_stream_is_decoded_from_its_first_whole_frame() {
         .unwrap_or_default();
     assert_eq!(check(publish, Direction::Egress), Detection::Yes);
     assert_eq!(check(publish, Direction::Ingress), Detection::No);
+}
+
+#[test]
+fn an_rpc_request_and_its_delivery_to_the_responder_share_a_key() {
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for cut in [Cut::Whole, Cut::Pieces(7), Cut::Capture(512)] {
+        let calls = decode(RPC, cut);
+        let key = |at: usize| calls[at].exchange.reply_key;
+        let traceparent = |at: usize| calls[at].exchange.traceparent.as_deref();
+        // The responder's deliveries (1, 3) and the requests (4, 6).
+        assert!(key(1).is_some() && key(3).is_some(), "{cut:?}: {calls:#?}");
+        assert_ne!(key(1), key(3));
+        assert_eq!((key(4), key(6)), (key(1), key(3)), "{cut:?}");
+        // The answers name no reply: neither their publish nor their delivery.
+        for answer in [0, 2, 5, 7] {
+            assert_eq!(key(answer), None, "{cut:?} {answer}");
+        }
+        // Job 1's headers carried its SDK's context: both ends read it.
+        assert_eq!(
+            (traceparent(3), traceparent(6)),
+            (Some(TRACEPARENT), Some(TRACEPARENT))
+        );
+        assert_eq!((traceparent(1), traceparent(4)), (None, None));
+    }
+}
+
+#[test]
+fn the_rpc_requests_written_are_handed_over_once_each() {
+    let requester = &connections(RPC)[1];
+    let mut decoder = AmqpConnection::new();
+    let (mut calls, mut awaited) = (Vec::new(), Vec::new());
+    crate::protocols::db::fixture::replay(requester, Cut::Whole, |direction, bytes, gap, ts| {
+        decoder.feed(direction, bytes, gap, ts, &mut calls);
+        decoder.take_awaited_replies(&mut awaited);
+    });
+    let requests: Vec<u64> = calls.iter().filter_map(|c| c.exchange.reply_key).collect();
+    assert_eq!((awaited.len(), awaited), (2, requests));
+}
+
+#[test]
+fn content_properties_are_read_as_far_as_they_go() {
+    // class 60, weight 0, body size 1, then the flags.
+    let header = |flags: u16, properties: &[u8]| {
+        let mut payload = vec![0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        payload.extend_from_slice(&flags.to_be_bytes());
+        payload.extend_from_slice(properties);
+        payload
+    };
+    // Content type, a headers table whose traceparent follows a number,
+    // a bool and an array, delivery mode, correlation id and reply-to.
+    let mut properties = b"\x10application/json".to_vec();
+    let mut table = Vec::new();
+    table.extend_from_slice(b"\x05tries");
+    table.extend_from_slice(b"I\x00\x00\x00\x03");
+    table.extend_from_slice(b"\x04seent\x01");
+    table.extend_from_slice(b"\x04hopsA\x00\x00\x00\x02s\x00");
+    table.extend_from_slice(b"\x0btraceparentS\x00\x00\x00\x0500-ab");
+    properties.extend_from_slice(&(table.len() as u32).to_be_bytes());
+    properties.extend_from_slice(&table);
+    properties.extend_from_slice(b"\x02\x03c-1\x05reply");
+    let flags = 0x8000 | 0x2000 | 0x1000 | 0x0400 | 0x0200;
+    let full = header(flags, &properties);
+    let read = frame::link_properties(&full);
+    assert_eq!(read.traceparent, Some(&b"00-ab"[..]));
+    assert_eq!(read.correlation_id, Some(&b"c-1"[..]));
+    assert_eq!(read.reply_to, Some(&b"reply"[..]));
+    // Cut anywhere: what came before the cut, nothing made up.
+    for cut in 0..full.len() {
+        let read = frame::link_properties(&full[..cut]);
+        assert!(read.reply_to.is_none() || cut == full.len());
+        assert!(read.traceparent.is_none() || cut > 12 + 2 + 17);
+    }
+    // A table type no broker writes: the table is not read further.
+    let odd = header(0x2000, b"\x00\x00\x00\x04\x01aZ\x00");
+    assert_eq!(
+        frame::link_properties(&odd),
+        frame::LinkProperties::default()
+    );
 }
