@@ -130,6 +130,77 @@ def consume_calling(prefetch):
         raise outcome[0]
 
 
+# The trace context of an SDK-instrumented requester (the W3C
+# specification's example).
+REQUESTER_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def rpc():
+    """RPC over RabbitMQ, as pika's tutorial does it: a responder thread
+    with a connection of its own serves the queue `rpc-…` (prefetch 1),
+    calling this service's `/noop/{job}` for each request before it
+    publishes the answer to the request's `reply_to` with its
+    `correlation_id` and acknowledges the request. This thread asks for
+    jobs 0 and 1 (job 1 with a `traceparent` header, as an SDK's
+    instrumentation writes it) and reads each answer on a callback queue of
+    its own."""
+    queue = "rpc-" + uuid.uuid4().hex[:12]
+    ready = threading.Event()
+    outcome = []
+
+    def responder():
+        try:
+            with connection() as conn:
+                channel = conn.channel()
+                channel.queue_declare(queue, auto_delete=True)
+                channel.basic_qos(prefetch_count=1)
+                ready.set()
+                served = 0
+                for method, properties, body in channel.consume(queue, inactivity_timeout=10):
+                    assert method is not None, served
+                    url = "http://%s:%s/noop/%s" % (HOST, sys.argv[1], body.decode())
+                    with urllib.request.urlopen(url) as answer:
+                        assert answer.read() == b"ok\n"
+                    answered = pika.BasicProperties(correlation_id=properties.correlation_id)
+                    channel.basic_publish("", properties.reply_to, b"done " + body, answered)
+                    channel.basic_ack(method.delivery_tag)
+                    served += 1
+                    if served == 2:
+                        break
+                channel.cancel()
+            outcome.append(None)
+        except Exception as e:  # reported by the scenario's thread
+            outcome.append(e)
+            ready.set()
+
+    thread = threading.Thread(target=responder, name="responder")
+    thread.start()
+    assert ready.wait(30), "the responder did not start"
+    with connection() as conn:
+        channel = conn.channel()
+        callback = channel.queue_declare("", exclusive=True).method.queue
+        answers = {}
+
+        def on_answer(_channel, _method, properties, body):
+            answers[properties.correlation_id] = body
+
+        channel.basic_consume(callback, on_answer, auto_ack=True)
+        for job, headers in ((b"0", None), (b"1", {"traceparent": REQUESTER_TRACEPARENT})):
+            correlation_id = uuid.uuid4().hex
+            asked = pika.BasicProperties(
+                reply_to=callback, correlation_id=correlation_id, headers=headers
+            )
+            channel.basic_publish("", queue, job, asked)
+            while correlation_id not in answers:
+                conn.process_data_events(time_limit=10)
+            assert answers[correlation_id] == b"done " + job, answers
+    thread.join(30)
+    if not outcome:
+        raise AssertionError("the responder did not finish")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
 # A connection opened before the agent starts, kept for later requests
 # (services keep theirs for days).
 LONG_LIVED = {}
@@ -161,6 +232,7 @@ SCENARIOS = {
     "/consume": consume,
     "/consume/calling": lambda: consume_calling(1),
     "/consume/calling/batched": lambda: consume_calling(None),
+    "/rpc": rpc,
 }
 # What the consumer calls for each job.
 SCENARIOS.update({"/noop/%d" % i: lambda: None for i in range(3)})
