@@ -739,6 +739,43 @@ pub fn assert_each_call_under_its_delivery(deliveries: &[&Span], calls: &[Span])
     }
 }
 
+/// The W3C context of an SDK-instrumented requester the messaging scenarios
+/// put in a request's headers (the specification's example):
+/// `00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01`.
+pub const REQUESTER_TRACE_ID: [u8; 16] = [
+    0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36,
+];
+pub const REQUESTER_SPAN_ID: [u8; 8] = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
+
+/// Asserts the two request chains of the messaging RPC scenarios. Job 0:
+/// the scenario's HTTP request (`scenario`) made the request, whose
+/// delivery to the responder is the request's child, and the responder's
+/// call is in that one trace. Job 1's request carried
+/// [`REQUESTER_SPAN_ID`]'s context in its headers: the request is that
+/// span, the delivery its child, the call in its trace. `requests`,
+/// `deliveries` and `calls` are in job order.
+pub fn assert_request_chains(
+    scenario: &Span,
+    requests: &[&Span],
+    deliveries: &[&Span],
+    calls: &[Span],
+) {
+    let ids = |s: &Span| (s.trace_id.clone(), s.span_id.clone());
+    let parent = |s: &Span| (s.trace_id.clone(), s.parent_span_id.clone());
+    assert_eq!(parent(requests[0]), ids(scenario), "{:#?}", requests[0]);
+    assert_eq!(
+        parent(deliveries[0]),
+        ids(requests[0]),
+        "{:#?}",
+        deliveries[0]
+    );
+    assert_eq!(calls[0].trace_id, scenario.trace_id, "{:#?}", calls[0]);
+    assert_eq!(requests[1].span_id, REQUESTER_SPAN_ID, "{:#?}", requests[1]);
+    let requester = (REQUESTER_TRACE_ID.to_vec(), REQUESTER_SPAN_ID.to_vec());
+    assert_eq!(parent(deliveries[1]), requester, "{:#?}", deliveries[1]);
+    assert_eq!(calls[1].trace_id, REQUESTER_TRACE_ID, "{:#?}", calls[1]);
+}
+
 /// Flattened view for assertions: (resource attributes as strings, metric),
 /// for every metric received.
 pub fn metrics_of(metrics: &[ReceivedMetrics]) -> Vec<(BTreeMap<String, String>, Metric)> {

@@ -281,44 +281,15 @@ fn an_rpc_request_s_delivery_to_the_responder_is_its_child_and_the_parent_of_its
         assert_eq!(attr(call, "url.path"), Some(format!("/noop/{job}")));
     }
     assert_each_call_under_its_delivery(&deliveries, &calls);
-    // Job 0: the scenario's HTTP request published the RPC request, whose
-    // delivery to the responder (the correlation id names it) is its child.
+    // Job 0's delivery to the responder is its request's child (the
+    // correlation id names it), under the scenario's HTTP request; job 1's
+    // headers carried its SDK's traceparent.
     let scenario = spans_of(&setup.receiver.traces())
         .into_iter()
         .map(|(_, s)| s)
         .find(|s| s.kind == span::SpanKind::Server as i32 && s.name == "GET /rpc")
         .unwrap_or_else(|| panic!("no server span for /rpc"));
-    assert_eq!(
-        (&requests[0].trace_id, &requests[0].parent_span_id),
-        (&scenario.trace_id, &scenario.span_id),
-        "{:#?}",
-        requests[0]
-    );
-    assert_eq!(
-        (&deliveries[0].trace_id, &deliveries[0].parent_span_id),
-        (&requests[0].trace_id, &requests[0].span_id),
-        "{:#?}",
-        deliveries[0]
-    );
-    assert_eq!(calls[0].trace_id, scenario.trace_id, "{:#?}", calls[0]);
-    // Job 1's headers carried its SDK's traceparent: the request is that
-    // span, the delivery its child, the responder's call in that trace.
-    let requester_trace = [
-        0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47,
-        0x36,
-    ];
-    let requester_span = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
-    assert_eq!(requests[1].span_id, requester_span, "{:#?}", requests[1]);
-    assert_eq!(
-        (
-            &deliveries[1].trace_id[..],
-            &deliveries[1].parent_span_id[..]
-        ),
-        (&requester_trace[..], &requester_span[..]),
-        "{:#?}",
-        deliveries[1]
-    );
-    assert_eq!(calls[1].trace_id, requester_trace, "{:#?}", calls[1]);
+    assert_request_chains(&scenario, &requests, &deliveries, &calls);
 }
 
 #[test]

@@ -313,41 +313,11 @@ fn a_responder_s_delivery_is_its_request_s_child_and_the_parent_of_its_calls() {
     }
     // The responder's calls are made while it processes each request.
     assert_each_call_under_its_delivery(&deliveries, &calls);
-    // Job 0: the scenario's request made the NATS request, whose delivery
-    // to the responder (the reply subject names it) is its child: one
-    // trace from the HTTP request down to the responder's call.
+    // Job 0's delivery to the responder is its request's child (the reply
+    // subject names it), under the scenario's HTTP request; job 1's
+    // headers carried its SDK's traceparent.
     let scenario = setup.server_span("/request/calling");
-    assert_eq!(
-        (&requests[0].trace_id, &requests[0].parent_span_id),
-        (&scenario.trace_id, &scenario.span_id),
-        "{:#?}",
-        requests[0]
-    );
-    assert_eq!(
-        (&deliveries[0].trace_id, &deliveries[0].parent_span_id),
-        (&requests[0].trace_id, &requests[0].span_id),
-        "{:#?}",
-        deliveries[0]
-    );
-    assert_eq!(calls[0].trace_id, scenario.trace_id, "{:#?}", calls[0]);
-    // Job 1's request carried its SDK's traceparent: the request is that
-    // span, the delivery its child, and the responder's call joins it too.
-    let requester_trace = [
-        0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47,
-        0x36,
-    ];
-    let requester_span = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
-    assert_eq!(requests[1].span_id, requester_span, "{:#?}", requests[1]);
-    assert_eq!(
-        (
-            &deliveries[1].trace_id[..],
-            &deliveries[1].parent_span_id[..]
-        ),
-        (&requester_trace[..], &requester_span[..]),
-        "{:#?}",
-        deliveries[1]
-    );
-    assert_eq!(calls[1].trace_id, requester_trace, "{:#?}", calls[1]);
+    assert_request_chains(&scenario, &requests, &deliveries, &calls);
 }
 
 /// nats-server writes INFO in the clear, then the client upgrades the
