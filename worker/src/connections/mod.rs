@@ -203,13 +203,10 @@ pub struct ConnectionTracker {
     protocols: ProtocolSelection,
     in_flight: InFlightRequests,
     /// Reply keys of the requests written since they were last taken
-    /// ([`Self::take_awaited_replies`]), at most [`MAX_AWAITED_REPLIES`].
+    /// ([`Self::take_awaited_replies`]; the sessions that add them keep
+    /// them bounded).
     awaited_replies: Vec<u64>,
 }
-
-/// Reply keys kept between two takes (the pipeline takes them at every
-/// flush); past this the oldest are dropped (their deliveries go unlinked).
-const MAX_AWAITED_REPLIES: usize = 65_536;
 
 impl ConnectionTracker {
     pub fn new() -> Self {
@@ -402,10 +399,6 @@ impl ConnectionTracker {
             ts_ns: segment.ts_ns,
         };
         let first_new_span = spans.len();
-        if self.awaited_replies.len() > MAX_AWAITED_REPLIES {
-            let excess = self.awaited_replies.len() - MAX_AWAITED_REPLIES;
-            self.awaited_replies.drain(..excess);
-        }
         let mut out = Outputs {
             spans,
             counters: &mut self.decode,

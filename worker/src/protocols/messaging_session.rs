@@ -22,6 +22,12 @@ use super::session::{
     ConnectionInfo, DataSegment, FirstBytes, ParseOutcome, ProtocolSession, Sink, Verdict,
 };
 
+/// Reply keys kept between two takes (the pipeline takes them at every
+/// flush): past this the oldest are dropped (their deliveries go unlinked).
+/// Checked here, where keys are added, so that other protocols' segments
+/// pay nothing.
+const MAX_AWAITED_REPLIES: usize = 65_536;
+
 /// What the registry needs of a messaging decoder.
 pub trait MessagingDecoder: std::fmt::Debug {
     /// The decoder's side-effect-free check of one direction's first bytes,
@@ -241,6 +247,10 @@ impl<D: MessagingDecoder> ProtocolSession for MessagingSession<D> {
             sink.scratch,
         );
         self.decoder.take_awaited_replies(sink.awaited_replies);
+        let awaited = &mut *sink.awaited_replies;
+        if awaited.len() > MAX_AWAITED_REPLIES {
+            awaited.drain(..awaited.len() - MAX_AWAITED_REPLIES);
+        }
         Self::emit(conn, sink);
         ParseOutcome::Parsed
     }
