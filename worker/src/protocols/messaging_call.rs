@@ -1,4 +1,4 @@
-//! What the messaging decoders (Kafka, MQTT) hand to the registry: one
+//! What the messaging decoders (Kafka, MQTT, AMQP, NATS) hand to the registry: one
 //! operation of a client, before it becomes a span, and the span it becomes
 //! (PRODUCER for what it sent, CONSUMER for what it received).
 

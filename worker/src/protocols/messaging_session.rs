@@ -1,8 +1,9 @@
-//! [`MessagingSession`]: the messaging decoders (Kafka, MQTT, AMQP) in the
+//! [`MessagingSession`]: the messaging decoders (Kafka, MQTT, AMQP, NATS) in the
 //! protocol registry. One generic session wraps each decoder: detection from
 //! the client's side of the connection (a broker's own connections are not
-//! decoded), one PRODUCER or CONSUMER span per operation, and the decoder's
-//! losses in the shared counters.
+//! decoded), one PRODUCER or CONSUMER span per operation, the decoder's
+//! losses in the shared counters, and what trace linking needs of it (the
+//! oldest delivery not yet acknowledged, the keys of requests written).
 
 use zerotrace_shared::event::Direction;
 

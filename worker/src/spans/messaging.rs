@@ -1,4 +1,4 @@
-//! The messaging part of a span (Kafka, MQTT): one request a producer or
+//! The messaging part of a span (Kafka, MQTT, AMQP, NATS): one request a producer or
 //! consumer made to a broker, or one message a broker delivered, and how the
 //! trace printer shows it.
 
@@ -89,8 +89,8 @@ pub struct MessagingExchange {
     pub client_id: Option<String>,
     /// RabbitMQ's routing key (`messaging.rabbitmq.destination.routing_key`).
     pub routing_key: Option<String>,
-    /// The W3C `traceparent` the message carried in its headers (NATS),
-    /// when its publisher's SDK put one there.
+    /// The W3C `traceparent` the message carried in its headers (NATS's,
+    /// AMQP's headers table), when its publisher's SDK put one there.
     pub traceparent: Option<String>,
     /// [`reply_key`] of the subject a request asks its reply on (the
     /// requester's publish) or a delivery is to be answered on (the

@@ -192,9 +192,10 @@ impl Protocol {
         match self {
             Protocol::Http(http) => http.traceparent.as_deref(),
             Protocol::Grpc(grpc) => grpc.http.traceparent.as_deref(),
-            // A NATS message's headers may carry one (its publisher's SDK put
-            // it there); Kafka record headers and AMQP properties may too, but
-            // they are not read. Database protocols carry none on the wire.
+            // A NATS message's headers or an AMQP message's headers table may
+            // carry one (its publisher's SDK put it there); Kafka record
+            // headers and MQTT 5 user properties may too, but they are not
+            // read. Database protocols carry none on the wire.
             Protocol::Messaging(messaging) => messaging.traceparent.as_deref(),
             Protocol::Db(_) => None,
         }
