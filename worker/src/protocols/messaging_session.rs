@@ -116,7 +116,8 @@ messaging_decoder!(
     super::mqtt::check,
     mqtt_counts,
     MqttConnection::oldest_unacknowledged_delivery_ns,
-    mqtt_start
+    mqtt_start;
+    awaits MqttConnection::take_awaited_replies
 );
 
 /// From the start when the client's CONNECT is the first thing seen;

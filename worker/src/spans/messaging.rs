@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 /// The key of a reply subject, the same in every connection of this worker
 /// and unknown outside it (std's SipHash, keyed once from the OS's
 /// randomness): a request and the delivery that answers it name one.
-pub fn reply_key(reply_subject: &str) -> u64 {
+pub fn reply_key<T: std::hash::Hash + ?Sized>(reply_subject: &T) -> u64 {
     static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
     KEYS.get_or_init(Default::default).hash_one(reply_subject)
 }

@@ -19,6 +19,7 @@ use super::packet::{self, FixedHeader, Packet, PacketReader};
 use crate::protocols::db::{bounded_text, MAX_PENDING};
 use crate::protocols::messaging_call::MessagingCall;
 use crate::protocols::prefix_framer::ReadEvent;
+use crate::spans::messaging::reply_key;
 use crate::spans::{MessagingExchange, MessagingOperation, MessagingSystem};
 
 /// Bytes of a packet kept past its fixed header: a PUBLISH's topic and
@@ -61,6 +62,12 @@ pub struct MqttConnection {
     delivered: VecDeque<Waiting>,
     stats: MqttStats,
     events: Vec<ReadEvent<FixedHeader>>,
+    /// The client's CONNECT asked for MQTT 5: its PUBLISHes carry
+    /// properties (unknown on a connection joined mid-stream: not read).
+    level_5: bool,
+    /// Reply keys of the requests written since they were last taken
+    /// ([`Self::take_awaited_replies`]).
+    awaited_replies: Vec<u64>,
 }
 
 impl Default for MqttConnection {
@@ -79,6 +86,8 @@ impl MqttConnection {
             delivered: VecDeque::new(),
             stats: MqttStats::default(),
             events: Vec::new(),
+            level_5: false,
+            awaited_replies: Vec::new(),
         }
     }
 
@@ -97,6 +106,13 @@ impl MqttConnection {
     pub fn oldest_unacknowledged_delivery_ns(&self) -> Option<u64> {
         // In the order they were read.
         self.delivered.front().map(|waiting| waiting.call.start_ns)
+    }
+
+    /// Moves the reply keys of the MQTT 5 requests written since the last
+    /// call into `out`: a delivery elsewhere on this host that shares one
+    /// is that request's.
+    pub fn take_awaited_replies(&mut self, out: &mut Vec<u64>) {
+        out.append(&mut self.awaited_replies);
     }
 
     pub fn stats(&self) -> MqttStats {
@@ -146,6 +162,7 @@ impl MqttConnection {
         match (kind, direction) {
             (packet::CONNECT, Direction::Egress) => {
                 if let Some(connect) = packet::connect(&packet.body) {
+                    self.level_5 = connect.level == packet::LEVEL_5;
                     self.client_id = connect
                         .client_id
                         .filter(|id| !id.is_empty())
@@ -173,6 +190,14 @@ impl MqttConnection {
             .map(|p| bounded_text(p.topic, MAX_NAME))
             .filter(|t| !t.is_empty());
         exchange.message_count = Some(1);
+        if self.level_5 {
+            let key = link_from_properties(&packet.header, &packet.body, &mut exchange);
+            if let Some(key) = key.filter(|_| direction == Direction::Egress) {
+                if self.awaited_replies.len() < MAX_PENDING {
+                    self.awaited_replies.push(key);
+                }
+            }
+        }
         let size = packet.header.len as u64 + packet.header.remaining;
         match direction {
             Direction::Egress => exchange.request_bytes = size,
@@ -252,4 +277,28 @@ impl MqttConnection {
 
 fn packet_size(packet: &Packet) -> u64 {
     packet.header.len as u64 + packet.header.remaining
+}
+
+/// Reads what trace linking needs of an MQTT 5 PUBLISH into its exchange:
+/// a `traceparent` user property, and, for a request (response topic and
+/// correlation data both set: MQTT 5's request/response), the key the
+/// request and its delivery to the responder share (the broker passes both
+/// on unaltered), which it returns.
+fn link_from_properties(
+    header: &FixedHeader,
+    body: &[u8],
+    exchange: &mut MessagingExchange,
+) -> Option<u64> {
+    let properties = packet::publish_link_properties(header, body);
+    exchange.traceparent = properties
+        .traceparent
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .map(|value| value.chars().take(64).collect());
+    let key = reply_key(&(
+        "mqtt response",
+        properties.response_topic?,
+        properties.correlation_data?,
+    ));
+    exchange.reply_key = Some(key);
+    Some(key)
 }

@@ -87,14 +87,23 @@ pub fn mid_stream(bytes: &[u8], direction: Direction) -> Detection {
                 printable && p.packet_id != Some(0)
             }),
             packet::SUBSCRIBE => {
-                whole
-                    && body.len() >= 5
-                    && u16::from_be_bytes([body[0], body[1]]) != 0
-                    && packet::string(&body[2..]).is_some_and(|(filter, after)| {
+                let first_filter = |rest: &[u8]| {
+                    packet::string(rest).is_some_and(|(filter, after)| {
                         !filter.is_empty()
                             && std::str::from_utf8(filter).is_ok()
                             && !after.is_empty()
                     })
+                };
+                // MQTT 5 puts its properties between the packet id and the filters.
+                let after_properties = |rest: &[u8]| {
+                    packet::variable_int(rest)
+                        .and_then(|(len, rest)| rest.get(usize::try_from(len).ok()?..))
+                        .is_some_and(first_filter)
+                };
+                whole
+                    && body.len() >= 5
+                    && u16::from_be_bytes([body[0], body[1]]) != 0
+                    && (first_filter(&body[2..]) || after_properties(&body[2..]))
             }
             packet::PUBACK | packet::PUBREC | packet::PUBREL | packet::PUBCOMP => {
                 whole

@@ -159,3 +159,91 @@ pub fn ack(body: &[u8]) -> Option<(u16, u8)> {
     let id = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
     Some((id, body.get(2).copied().unwrap_or(0)))
 }
+
+/// What trace linking reads of an MQTT 5 PUBLISH's properties: a
+/// `traceparent` user property (an SDK's instrumentation writes one), and
+/// the request/response pair, response topic and correlation data. Fields
+/// the capture cut off are `None`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LinkProperties<'a> {
+    pub traceparent: Option<&'a [u8]>,
+    pub response_topic: Option<&'a [u8]>,
+    pub correlation_data: Option<&'a [u8]>,
+}
+
+/// Property identifiers a PUBLISH may carry (MQTT 5 §3.3.2.3).
+const PAYLOAD_FORMAT: u64 = 0x01;
+const MESSAGE_EXPIRY: u64 = 0x02;
+const CONTENT_TYPE: u64 = 0x03;
+const RESPONSE_TOPIC: u64 = 0x08;
+const CORRELATION_DATA: u64 = 0x09;
+const SUBSCRIPTION_ID: u64 = 0x0b;
+const TOPIC_ALIAS: u64 = 0x23;
+const USER_PROPERTY: u64 = 0x26;
+
+/// The [`LinkProperties`] of an MQTT 5 PUBLISH's body (topic, packet id at
+/// QoS 1 and 2, then the properties' length and the properties).
+pub fn publish_link_properties<'a>(header: &FixedHeader, body: &'a [u8]) -> LinkProperties<'a> {
+    let mut found = LinkProperties::default();
+    let Some((_, rest)) = string(body) else {
+        return found;
+    };
+    let rest = if header.qos() > 0 {
+        rest.get(2..)
+    } else {
+        Some(rest)
+    };
+    let Some((len, rest)) = rest.and_then(variable_int) else {
+        return found;
+    };
+    // Cut by the capture: as far as it goes.
+    let mut properties = rest
+        .get(..usize::try_from(len).unwrap_or(usize::MAX))
+        .unwrap_or(rest);
+    while let Some((id, rest)) = variable_int(properties) {
+        let fixed = match id {
+            PAYLOAD_FORMAT => 1,
+            TOPIC_ALIAS => 2,
+            MESSAGE_EXPIRY => 4,
+            SUBSCRIPTION_ID => {
+                let Some((_, next)) = variable_int(rest) else {
+                    break;
+                };
+                properties = next;
+                continue;
+            }
+            CONTENT_TYPE | RESPONSE_TOPIC | CORRELATION_DATA => {
+                let Some((value, next)) = string(rest) else {
+                    break;
+                };
+                match id {
+                    RESPONSE_TOPIC => found.response_topic = Some(value),
+                    CORRELATION_DATA => found.correlation_data = Some(value),
+                    _ => {}
+                }
+                properties = next;
+                continue;
+            }
+            USER_PROPERTY => {
+                let Some((name, next)) = string(rest) else {
+                    break;
+                };
+                let Some((value, next)) = string(next) else {
+                    break;
+                };
+                if name == b"traceparent" {
+                    found.traceparent = Some(value);
+                }
+                properties = next;
+                continue;
+            }
+            // Not a PUBLISH property: the rest cannot be read.
+            _ => break,
+        };
+        let Some(next) = rest.get(fixed..) else {
+            break;
+        };
+        properties = next;
+    }
+    found
+}

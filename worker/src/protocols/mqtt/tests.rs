@@ -14,6 +14,7 @@ const PUBLISH: &str = include_str!("../../../testdata/mqtt/paho_publish.txt");
 const LARGE: &str = include_str!("../../../testdata/mqtt/paho_publish_large.txt");
 const REFUSED: &str = include_str!("../../../testdata/mqtt/paho_publish_refused.txt");
 const CONSUME: &str = include_str!("../../../testdata/mqtt/paho_consume.txt");
+const REQUEST: &str = include_str!("../../../testdata/mqtt/paho_request.txt");
 
 fn decode(fixture: &str, cut: Cut) -> Vec<MessagingCall> {
     messaging_fixture::decode::<MqttConnection>(fixture, cut)
@@ -68,11 +69,29 @@ const CONSUME_CALLS: &[&str] = &[
     "publish alerts/fire | zt-alerter | ok | 28 | 6000-9000",
 ];
 
-const RECORDINGS: [(&str, &[&str]); 4] = [
+/// MQTT 5 request/response (`tests/servers/mqtt_app.py` `/request`): the
+/// responder's connection (each request delivered at QoS 1 and processed
+/// until its PUBACK, the answer published to its response topic before
+/// that), then the requester's (two requests with a response topic and
+/// correlation data, the second with a `traceparent` user property, and
+/// the answers delivered).
+const REQUEST_CALLS: &[&str] = &[
+    "publish alerts/answers | zt-responder | ok | 37 | 6000-7000",
+    "process sensors/work | zt-responder | ok | 49 | 5000-8000",
+    "process sensors/work | zt-responder | ok | 120 | 9000-10000",
+    "publish alerts/answers | zt-responder | ok | 37 | 10000-11000",
+    "publish sensors/work | zt-requester | ok | 49 | 5000-6000",
+    "process alerts/answers | zt-requester | ok | 37 | 7000-8000",
+    "publish sensors/work | zt-requester | ok | 120 | 9000-10000",
+    "process alerts/answers | zt-requester | ok | 37 | 11000-12000",
+];
+
+const RECORDINGS: [(&str, &[&str]); 5] = [
     (PUBLISH, PUBLISH_CALLS),
     (LARGE, LARGE_CALLS),
     (REFUSED, REFUSED_CALLS),
     (CONSUME, CONSUME_CALLS),
+    (REQUEST, REQUEST_CALLS),
 ];
 
 #[test]
@@ -330,4 +349,86 @@ fn an_acknowledgement_read_a_byte_at_a_time_ends_a_joined_connection_s_publish()
         connection.feed(Direction::Ingress, piece, 0, 2 + i as u64, &mut out);
     }
     assert_eq!(show(&out), ["publish sensors/kept | - | ok | 23 | 1-4"]);
+}
+
+#[test]
+fn an_mqtt_5_request_and_its_delivery_to_the_responder_share_a_key() {
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for cut in [Cut::Whole, Cut::Pieces(3), Cut::Capture(512)] {
+        let calls = decode(REQUEST, cut);
+        let key = |at: usize| calls[at].exchange.reply_key;
+        let traceparent = |at: usize| calls[at].exchange.traceparent.as_deref();
+        // The responder's deliveries (1, 2) and the requests (4, 6).
+        assert!(key(1).is_some() && key(2).is_some(), "{cut:?}: {calls:#?}");
+        assert_ne!(key(1), key(2));
+        assert_eq!((key(4), key(6)), (key(1), key(2)), "{cut:?}");
+        // The answers carry the correlation data alone: no key.
+        for answer in [0, 3, 5, 7] {
+            assert_eq!(key(answer), None, "{cut:?} {answer}");
+        }
+        assert_eq!(
+            (traceparent(2), traceparent(6)),
+            (Some(TRACEPARENT), Some(TRACEPARENT))
+        );
+        assert_eq!((traceparent(1), traceparent(4)), (None, None));
+    }
+    // Joined mid-stream, the level is not known: properties are not read.
+    let responder = &connections(REQUEST)[0];
+    let joined = messaging_fixture::decode_chunks(
+        &responder[4..],
+        Cut::Whole,
+        MqttConnection::joined_mid_stream(),
+    );
+    assert!(!joined.is_empty());
+    assert!(joined
+        .iter()
+        .all(|c| c.exchange.reply_key.is_none() && c.exchange.traceparent.is_none()));
+}
+
+#[test]
+fn the_mqtt_5_requests_written_are_handed_over_once_each() {
+    let requester = &connections(REQUEST)[1];
+    let mut decoder = MqttConnection::new();
+    let (mut calls, mut awaited) = (Vec::new(), Vec::new());
+    crate::protocols::db::fixture::replay(requester, Cut::Whole, |direction, bytes, gap, ts| {
+        decoder.feed(direction, bytes, gap, ts, &mut calls);
+        decoder.take_awaited_replies(&mut awaited);
+    });
+    let requests: Vec<u64> = calls.iter().filter_map(|c| c.exchange.reply_key).collect();
+    assert_eq!((awaited.len(), awaited), (2, requests));
+}
+
+#[test]
+fn publish_properties_are_read_as_far_as_they_go() {
+    let header = FixedHeader {
+        kind: packet::PUBLISH,
+        flags: 0b0010,
+        remaining: 0,
+        len: 2,
+    };
+    // Topic, packet id, then the properties: payload format, a
+    // subscription id, a user property before the traceparent one,
+    // response topic, correlation data.
+    let mut properties = vec![0x01, 0x01, 0x0b, 0x81, 0x01];
+    properties.extend_from_slice(b"\x26\x00\x01k\x00\x01v");
+    properties.extend_from_slice(b"\x26\x00\x0btraceparent\x00\x0500-ab");
+    properties.extend_from_slice(b"\x08\x00\x03r/t\x09\x00\x02id");
+    let mut body = b"\x00\x01t\x00\x07".to_vec();
+    body.push(properties.len() as u8);
+    body.extend_from_slice(&properties);
+    body.extend_from_slice(b"payload");
+    let read = packet::publish_link_properties(&header, &body);
+    assert_eq!(read.traceparent, Some(&b"00-ab"[..]));
+    assert_eq!(read.response_topic, Some(&b"r/t"[..]));
+    assert_eq!(read.correlation_data, Some(&b"id"[..]));
+    for cut in 0..body.len() {
+        let read = packet::publish_link_properties(&header, &body[..cut]);
+        assert!(read.correlation_data.is_none() || cut >= body.len() - b"payload".len());
+    }
+    // A property a PUBLISH cannot carry: the rest is not read.
+    let odd = b"\x00\x01t\x00\x07\x05\x11\x00\x00\x00\x01".to_vec();
+    assert_eq!(
+        packet::publish_link_properties(&header, &odd),
+        packet::LinkProperties::default()
+    );
 }

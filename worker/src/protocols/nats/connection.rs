@@ -329,7 +329,7 @@ impl NatsConnection {
             exchange.response_bytes = operation.wire_size();
             // A requester's inbox; the server's own subjects (`$JS.ACK.…`)
             // answer no client's request.
-            exchange.reply_key = reply.filter(|r| !r.starts_with('$')).map(|r| reply_key(r));
+            exchange.reply_key = reply.filter(|r| !r.starts_with('$')).map(reply_key);
             MessagingCall {
                 exchange: exchange.named(),
                 start_ns: operation.start_ns,
