@@ -19,6 +19,8 @@ import time
 import urllib.request
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from scenario_server import HOST, serve
 
@@ -36,10 +38,10 @@ def connected(client_id, protocol=mqtt.MQTTv311):
     return client
 
 
-def subscribed(client_id, topic, qos, on_message):
+def subscribed(client_id, topic, qos, on_message, protocol=mqtt.MQTTv311):
     """A client connected and subscribed to `topic`, its messages handed to
     `on_message` on paho's network thread."""
-    client = connected(client_id)
+    client = connected(client_id, protocol)
     client.on_message = on_message
     acknowledged = threading.Event()
     client.on_subscribe = lambda *args: acknowledged.set()
@@ -138,6 +140,50 @@ def consume_calling():
     assert done == [b"0", b"1"], done
 
 
+# The trace context of an SDK-instrumented requester (the W3C
+# specification's example).
+REQUESTER_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def request():
+    """MQTT 5 request/response: a responder subscribed to `sensors/work`
+    (QoS 1) calls this service's `/noop/{job}` for each request on paho's
+    network thread, then publishes the answer to the request's response
+    topic with its correlation data. A requester asks for jobs 0 and 1
+    (job 1 with a `traceparent` user property, as an SDK's instrumentation
+    writes it), each once the last was answered."""
+    answers = {}
+    answered = threading.Event()
+
+    def on_request(client, _userdata, message):
+        url = "http://%s:%s/noop/%s" % (HOST, sys.argv[1], message.payload.decode())
+        with urllib.request.urlopen(url) as answer:
+            assert answer.read() == b"ok\n"
+        reply = Properties(PacketTypes.PUBLISH)
+        reply.CorrelationData = message.properties.CorrelationData
+        client.publish(message.properties.ResponseTopic, b"done", qos=1, properties=reply)
+
+    def on_answer(_client, _userdata, message):
+        answers[message.properties.CorrelationData] = message.payload
+        answered.set()
+
+    responder = subscribed("zt-responder", "sensors/work", 1, on_request, mqtt.MQTTv5)
+    requester = subscribed("zt-requester", "alerts/answers", 1, on_answer, mqtt.MQTTv5)
+    for job, user_properties in ((b"0", []), (b"1", [("traceparent", REQUESTER_TRACEPARENT)])):
+        asked = Properties(PacketTypes.PUBLISH)
+        asked.ResponseTopic = "alerts/answers"
+        asked.CorrelationData = b"job-" + job
+        for name_value in user_properties:
+            asked.UserProperty = name_value
+        answered.clear()
+        requester.publish("sensors/work", job, qos=1, properties=asked).wait_for_publish(TIMEOUT)
+        assert answered.wait(TIMEOUT), answers
+        assert answers[b"job-" + job] == b"done", answers
+        time.sleep(0.1)
+    close(requester)
+    close(responder)
+
+
 # A client connected before the agent starts, kept for later requests
 # (clients keep their connections for days).
 LONG_LIVED = {}
@@ -165,6 +211,7 @@ SCENARIOS = {
     "/publish/refused": publish_refused,
     "/consume": consume,
     "/consume/calling": consume_calling,
+    "/request": request,
 }
 # What the subscriber calls for each job.
 SCENARIOS.update({"/noop/%d" % i: lambda: None for i in range(2)})

@@ -289,7 +289,7 @@ fn an_rpc_request_s_delivery_to_the_responder_is_its_child_and_the_parent_of_its
         .map(|(_, s)| s)
         .find(|s| s.kind == span::SpanKind::Server as i32 && s.name == "GET /rpc")
         .unwrap_or_else(|| panic!("no server span for /rpc"));
-    assert_request_chains(&scenario, &requests, &deliveries, &calls);
+    assert_request_chains(Some(&scenario), &requests, &deliveries, &calls);
 }
 
 #[test]

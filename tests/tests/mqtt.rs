@@ -96,6 +96,7 @@ fn every_scenario_of_the_service_works_against_the_real_broker() {
         "/publish/refused",
         "/consume",
         "/consume/calling",
+        "/request",
     ] {
         assert_eq!(curl(&[&mqtt.app.url(path)]), "ok\n", "{path}");
     }
@@ -189,6 +190,31 @@ fn a_subscriber_s_calls_are_children_of_the_message_it_was_processing() {
     }
     // paho acknowledges once `on_message` returned, on its network thread.
     assert_each_call_under_its_delivery(&deliveries, &calls);
+}
+
+#[test]
+fn an_mqtt_5_request_s_delivery_to_the_responder_is_its_child_and_the_parent_of_its_calls() {
+    let setup = Setup::start_with(&[]);
+    setup.drive("/request");
+    // Each job's request and its delivery to the responder.
+    let spans = setup.mqtt_spans("sensors/work", 4);
+    let of_kind = |kind: span::SpanKind| {
+        let mut found: Vec<&Span> = spans.iter().filter(|s| s.kind == kind as i32).collect();
+        found.sort_by_key(|s| s.start_time_unix_nano);
+        found
+    };
+    let requests = of_kind(span::SpanKind::Producer);
+    let deliveries = of_kind(span::SpanKind::Consumer);
+    assert_eq!((requests.len(), deliveries.len()), (2, 2), "{spans:#?}");
+    let calls = setup.receiver.wait_for_calls_to("/noop/", 2);
+    for (job, call) in calls.iter().enumerate() {
+        assert_eq!(attr(call, "url.path"), Some(format!("/noop/{job}")));
+    }
+    assert_each_call_under_its_delivery(&deliveries, &calls);
+    // The response topic and correlation data name each request. paho
+    // writes a publish from its network thread, not the scenario's: the
+    // request is not nested under the HTTP request.
+    assert_request_chains(None, &requests, &deliveries, &calls);
 }
 
 #[test]

@@ -317,7 +317,7 @@ fn a_responder_s_delivery_is_its_request_s_child_and_the_parent_of_its_calls() {
     // subject names it), under the scenario's HTTP request; job 1's
     // headers carried its SDK's traceparent.
     let scenario = setup.server_span("/request/calling");
-    assert_request_chains(&scenario, &requests, &deliveries, &calls);
+    assert_request_chains(Some(&scenario), &requests, &deliveries, &calls);
 }
 
 /// nats-server writes INFO in the clear, then the client upgrades the
