@@ -19,6 +19,21 @@ pub fn decode_chunks<D: MessagingDecoder>(
     out
 }
 
+/// Replays one recorded connection whole on a new decoder, taking the
+/// reply keys of its requests after every segment: (the keys handed over,
+/// the keys of the operations it made), which are the same when each
+/// request is handed over once.
+pub fn requests_handed_over<D: MessagingDecoder>(chunks: &[Chunk]) -> (Vec<u64>, Vec<u64>) {
+    let mut decoder = D::new();
+    let (mut calls, mut awaited) = (Vec::new(), Vec::new());
+    replay(chunks, Cut::Whole, |direction, captured, gap, ts| {
+        decoder.feed(direction, captured, gap, ts, &mut calls);
+        decoder.take_awaited_replies(&mut awaited);
+    });
+    let keys = calls.iter().filter_map(|c| c.exchange.reply_key).collect();
+    (awaited, keys)
+}
+
 /// The operations of every connection of a recording, each on a new decoder.
 pub fn decode<D: MessagingDecoder>(fixture: &str, cut: Cut) -> Vec<MessagingCall> {
     connections(fixture)

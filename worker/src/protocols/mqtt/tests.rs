@@ -388,13 +388,7 @@ fn an_mqtt_5_request_and_its_delivery_to_the_responder_share_a_key() {
 #[test]
 fn the_mqtt_5_requests_written_are_handed_over_once_each() {
     let requester = &connections(REQUEST)[1];
-    let mut decoder = MqttConnection::new();
-    let (mut calls, mut awaited) = (Vec::new(), Vec::new());
-    crate::protocols::db::fixture::replay(requester, Cut::Whole, |direction, bytes, gap, ts| {
-        decoder.feed(direction, bytes, gap, ts, &mut calls);
-        decoder.take_awaited_replies(&mut awaited);
-    });
-    let requests: Vec<u64> = calls.iter().filter_map(|c| c.exchange.reply_key).collect();
+    let (awaited, requests) = messaging_fixture::requests_handed_over::<MqttConnection>(requester);
     assert_eq!((awaited.len(), awaited), (2, requests));
 }
 

@@ -676,16 +676,8 @@ fn a_request_and_the_delivery_that_answers_it_share_their_reply_subject_s_key() 
 #[test]
 fn the_requests_written_are_handed_over_once_each() {
     let requester = &connections(REQUEST)[1];
-    let mut decoder = NatsConnection::new();
-    let mut calls = Vec::new();
-    let mut awaited = Vec::new();
-    crate::protocols::db::fixture::replay(requester, Cut::Whole, |direction, bytes, gap, ts| {
-        decoder.feed(direction, bytes, gap, ts, &mut calls);
-        decoder.take_awaited_replies(&mut awaited);
-    });
-    let requests: Vec<u64> = calls.iter().filter_map(|c| c.exchange.reply_key).collect();
-    assert_eq!(awaited, requests, "{calls:#?}");
-    assert_eq!(awaited.len(), 2);
+    let (awaited, requests) = messaging_fixture::requests_handed_over::<NatsConnection>(requester);
+    assert_eq!((awaited.len(), awaited), (2, requests));
 }
 
 /// One segment of `bytes` in `direction` at `ts_s` seconds.
