@@ -239,9 +239,9 @@ impl ConnectionTracker {
         }
     }
 
-    /// The reply keys of the requests decoded since the last call (a NATS
-    /// request's inbox): trace linking holds a delivery naming one for the
-    /// request's span.
+    /// The reply keys of the messaging requests decoded since the last call
+    /// (a NATS request's inbox, an AMQP or MQTT 5 request's correlation):
+    /// trace linking holds a delivery naming one for the request's span.
     pub fn take_awaited_replies(&mut self) -> std::vec::Drain<'_, u64> {
         self.awaited_replies.drain(..)
     }

@@ -130,8 +130,8 @@ pub struct TraceLinker {
     /// Processes seen making calls: the only ones whose server spans are
     /// remembered in `recent_parents`.
     callers: Callers,
-    /// Messaging requests by reply subject, for the deliveries that answer
-    /// them in another process.
+    /// Messaging requests by what their answer is keyed by, for the
+    /// deliveries that answer them in another process.
     requests: RequestsByReply,
     /// Traces merged into others, for spans remembered under an old id.
     moves: TraceMoves,
@@ -194,9 +194,10 @@ impl TraceLinker {
         }
     }
 
-    /// An instrumented process wrote a messaging request whose reply
-    /// subject has the key `key` (a NATS request): a delivery naming it
-    /// waits for that request's span, to be its child.
+    /// An instrumented process wrote a messaging request keyed `key` (a
+    /// NATS request's reply subject, an AMQP RPC request's correlation id,
+    /// an MQTT 5 request's response topic and correlation data): a delivery
+    /// naming it waits for that request's span, to be its child.
     pub fn note_awaited_reply(&mut self, key: u64, now_ns: u64) {
         if self.settings.enabled {
             let forget_at_ns = self.remember_until(now_ns);

@@ -109,7 +109,8 @@ impl ParentRecord {
     /// A delivery holds what began after its read only: deliveries read
     /// together (a prefetched batch, processed one after the other and
     /// acknowledged in order, so each later one contains the earlier ones)
-    /// are siblings, never one another's parent.
+    /// are siblings, never one another's parent, and a delivery is never
+    /// its own.
     fn contains(&self, call: &Span) -> bool {
         let began_within = if self.delivery {
             self.start_ns < call.start_monotonic_ns
@@ -295,10 +296,9 @@ impl RecentParents {
             .iter()
             .rev()
             .take_while(|s| s.pushed_at_ns >= call.end_monotonic_ns);
-        // A delivery is remembered before its own parent is decided: it
-        // contains itself.
-        let others = could_contain.filter(|s| s.span_id != call.ids.span_id);
-        for server in others.filter(|s| s.contains(call)) {
+        // A delivery is remembered before its own parent is decided; it does
+        // not contain itself (it holds only what began after its read).
+        for server in could_contain.filter(|s| s.contains(call)) {
             open_around += 1;
             if server.held_by(tid) {
                 if found.is_some() {

@@ -623,8 +623,7 @@ fn link_from_properties(payload: &[u8], exchange: &mut MessagingExchange) -> Opt
         .and_then(|value| std::str::from_utf8(value).ok())
         .map(|value| value.chars().take(64).collect());
     properties.reply_to?;
-    let correlation_id = String::from_utf8_lossy(properties.correlation_id?);
-    let key = reply_key(&format!("amqp correlation-id {correlation_id}"));
+    let key = reply_key(&("amqp correlation-id", properties.correlation_id?));
     exchange.reply_key = Some(key);
     Some(key)
 }
