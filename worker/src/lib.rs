@@ -19,6 +19,7 @@ pub mod otel;
 pub mod pipeline;
 pub mod privileges;
 pub mod process_state;
+pub mod process_usage;
 pub mod protocols;
 pub mod routes;
 pub mod sandbox;
