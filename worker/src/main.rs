@@ -274,8 +274,10 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         info!("TLS plaintext capture off (ZEROTRACE_TLS_CAPTURE=false)");
     }
     let printer = TracePrinter::new(effective.trace_printer, std::io::stdout());
-    let otel = OtelExport::start(&effective.export)?
-        .map(|otel| otel.with_service_graph(effective.service_graph.otlp));
+    let otel = OtelExport::start(&effective.export)?.map(|otel| {
+        otel.with_service_graph(effective.service_graph.otlp)
+            .with_process_metrics(effective.process_metrics.otlp)
+    });
     if otel.is_some() {
         for destination in effective
             .export
@@ -294,7 +296,9 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     let scrape = match &effective.prometheus {
         Some(settings) => {
             let state: SharedScrapeState = Arc::new(Mutex::new(
-                ScrapeState::default().with_service_graph(effective.service_graph.prometheus),
+                ScrapeState::default()
+                    .with_service_graph(effective.service_graph.prometheus)
+                    .with_process_metrics(effective.process_metrics.prometheus),
             ));
             prometheus::start(settings, Arc::clone(&state))?;
             info!(
@@ -342,6 +346,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         .with_scrape_state(scrape, Arc::clone(&counters))
         .with_live_view(live)
         .with_service_graph(effective.service_graph.any())
+        .with_process_metrics(effective.process_metrics.any())
         .with_trace_links(config.trace_links)
         .with_databases(effective.databases.clone());
     if let Some(map) = counters_map {

@@ -25,14 +25,17 @@ use crate::exporters::trace_printer::TracePrinter;
 use crate::hashing::FastMap;
 use crate::live_view::LiveView;
 use crate::loader_client::LoaderClient;
+use crate::metrics::process::ProcessMetrics;
 use crate::metrics::self_metrics::{LossNotice, SelfMetrics};
 use crate::otel::resource::ResourceCatalog;
+use crate::process_usage::ProcessSampler;
 use crate::protocols::db_selection::{destinations, protocol_selection};
 use crate::routes::{RouteMatcher, SegmentCardinalityLimiter, WordMemo};
 use crate::service_graph::{EdgeObservations, GraphNode, GraphSettings, ServiceGraph};
 use crate::spans::ids::TraceParent;
 use crate::spans::{HttpText, Protocol, Span};
 use crate::traces::{LinkCounters, LinkSettings, TraceLinker};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 
 /// The name of a process: its main thread's (`/proc/PID/comm`), read once
 /// per process and renewed when it execs. An event's `comm` names the thread
@@ -43,11 +46,19 @@ fn process_name<'a>(
     names: &'a mut FastMap<u32, Arc<str>>,
     origin: &EventOrigin<'_>,
 ) -> &'a Arc<str> {
-    let pid = origin.pid;
+    process_name_of(names, origin.pid, || origin.comm().as_ref().into())
+}
+
+/// A process's name (comm): remembered, else read from procfs, else `fallback`.
+fn process_name_of(
+    names: &mut FastMap<u32, Arc<str>>,
+    pid: u32,
+    fallback: impl FnOnce() -> Arc<str>,
+) -> &Arc<str> {
     names.entry(pid).or_insert_with(
         || match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
             Ok(name) if !name.trim().is_empty() => name.trim().into(),
-            _ => origin.comm().as_ref().into(),
+            _ => fallback(),
         },
     )
 }
@@ -88,6 +99,8 @@ fn graph_node(
 const RESCAN_EVERY: Duration = Duration::from_secs(10);
 /// The agent's own metrics are refreshed this often (reading them walks every connection).
 const SELF_METRICS_EVERY: Duration = Duration::from_millis(500);
+/// The process metrics a Prometheus scrape reads are this old at most.
+const PROCESS_READINGS_FOR_SCRAPES_EVERY: Duration = Duration::from_secs(5);
 /// The loader's counters are asked for this often.
 const LOADER_STATS_EVERY: Duration = Duration::from_secs(5);
 
@@ -137,6 +150,9 @@ pub struct Pipeline {
     last_loader_stats: Option<Instant>,
     loader_stats: LoaderStats,
     loss_notice: LossNotice,
+    /// Reads the instrumented processes' CPU and memory (`application_process`).
+    process_sampler: Option<ProcessSampler>,
+    last_process_readings_for_scrapes: Option<Instant>,
     /// Which database protocols are decoded, where they go, and the query text.
     databases: DatabaseSettings,
 }
@@ -236,8 +252,17 @@ impl Pipeline {
             last_loader_stats: None,
             loader_stats: LoaderStats::default(),
             loss_notice: LossNotice::default(),
+            process_sampler: None,
+            last_process_readings_for_scrapes: None,
             databases: DatabaseSettings::default(),
         }
+    }
+
+    /// Reads the instrumented processes' CPU and memory for the exporters
+    /// that send the process metrics.
+    pub fn with_process_metrics(mut self, enabled: bool) -> Self {
+        self.process_sampler = enabled.then(ProcessSampler::default);
+        self
     }
 
     /// Database protocols no destination wants are not even detected.
@@ -471,6 +496,13 @@ impl Pipeline {
                 if let Some(otel) = self.otel.as_mut() {
                     otel.forget_process(origin.pid);
                 }
+                if self.process_sampler.is_some() {
+                    if let Some(mut state) = self.scrape.as_ref().and_then(|s| s.lock().ok()) {
+                        if let Some(store) = state.processes.as_mut() {
+                            store.forget_process(origin.pid);
+                        }
+                    }
+                }
                 self.tracker
                     .forget_process(origin.pid, origin.ts_ns, &mut self.spans);
             }
@@ -687,10 +719,59 @@ impl Pipeline {
             graph.expire(monotonic_now_ns(), &mut self.edges);
             self.record_edges();
         }
+        self.read_processes();
         if let Some(otel) = self.otel.as_mut() {
             otel.tick(&self.clock);
         }
         self.refresh_self_metrics();
+    }
+
+    /// Reads the instrumented processes when an exporter is about to send
+    /// their metrics: OTLP at its metric export, Prometheus every
+    /// [`PROCESS_READINGS_FOR_SCRAPES_EVERY`].
+    fn read_processes(&mut self) {
+        let Some(sampler) = self.process_sampler.as_mut() else {
+            return;
+        };
+        let for_otlp = self
+            .otel
+            .as_ref()
+            .is_some_and(OtelExport::wants_process_readings);
+        let for_scrapes = self.scrape.is_some()
+            && self
+                .last_process_readings_for_scrapes
+                .is_none_or(|at| at.elapsed() >= PROCESS_READINGS_FOR_SCRAPES_EVERY);
+        if !for_otlp && !for_scrapes {
+            return;
+        }
+        let readings = sampler.sample(self.discovery.instrumented().keys().copied());
+        let now = self.clock.to_unix_ns(monotonic_now_ns());
+        let resources: Vec<Arc<Resource>> = readings
+            .iter()
+            .map(|(pid, ..)| {
+                let comm = Arc::clone(process_name_of(&mut self.process_names, *pid, || "".into()));
+                self.resources.resource_for(*pid, &comm)
+            })
+            .collect();
+        let record = |store: &mut ProcessMetrics| {
+            for ((pid, usage, start), resource) in readings.iter().zip(&resources) {
+                store.record(*pid, resource, *usage, *start, now);
+            }
+        };
+        if for_otlp {
+            if let Some(store) = self.otel.as_mut().and_then(OtelExport::process_metrics) {
+                record(store);
+            }
+        }
+        if for_scrapes {
+            self.last_process_readings_for_scrapes = Some(Instant::now());
+            if let Some(mut state) = self.scrape.as_ref().and_then(|s| s.lock().ok()) {
+                if let Some(store) = state.processes.as_mut() {
+                    store.drop_exited();
+                    record(store);
+                }
+            }
+        }
     }
 
     /// The agent's own metrics, at most every [`SELF_METRICS_EVERY`]: to the
@@ -782,8 +863,31 @@ impl Pipeline {
             traces_unlinked_parent_still_open: links.parent_still_open,
             traces_unlinked_held_limit: links.held_limit,
             service_graph_evictions: self.graph.as_ref().map_or(0, |g| g.counters().evicted),
+            process_readings_lost: self.process_readings_lost(),
             http2: tracker.http2,
         }
+    }
+
+    /// Process readings failed or not kept, for the agent's own metrics.
+    fn process_readings_lost(&self) -> u64 {
+        let Some(sampler) = self.process_sampler.as_ref() else {
+            return 0;
+        };
+        let otlp = self
+            .otel
+            .as_ref()
+            .and_then(OtelExport::process_metrics_store)
+            .map_or(0, |p| p.over_limit);
+        let scrape = self
+            .scrape
+            .as_ref()
+            .and_then(|s| {
+                s.lock()
+                    .ok()
+                    .and_then(|s| s.processes.as_ref().map(|p| p.over_limit))
+            })
+            .unwrap_or(0);
+        sampler.failed_reads + otlp + scrape
     }
 
     /// Emits what is still buffered and flushes the exporters (bounded wait).

@@ -9,7 +9,7 @@ use super::discovery::{env_selector, selectors};
 use super::environment::env_value;
 use super::error::{ConfigError, Ctx};
 use super::export::{export_settings, ExportInputs};
-use super::features::{service_graph_switch, ServiceGraphSwitch};
+use super::features::{metric_features, ExporterSwitch};
 use super::file::{parse_file, vet_file, RawFile};
 use super::otel_sdk::ExportSettings;
 use super::printer::{trace_printer, PrinterFormat};
@@ -34,7 +34,9 @@ pub struct EffectiveConfig {
     /// Which database protocols are decoded, where they go, and the query text.
     pub databases: DatabaseSettings,
     /// Which exporters send the service graph metrics (`application_service_graph`).
-    pub service_graph: ServiceGraphSwitch,
+    pub service_graph: ExporterSwitch,
+    /// Which exporters send the process metrics (`application_process`).
+    pub process_metrics: ExporterSwitch,
     /// Keys accepted but ignored, entries skipped: to log at startup.
     pub warnings: Vec<String>,
     /// The file's `log_level` / `log_format` (flags and variables win: `config`).
@@ -96,7 +98,7 @@ fn build(
         None => RawFile::default(),
     };
     vet_file(&mut ctx, &raw)?;
-    let service_graph = service_graph_switch(
+    let features = metric_features(
         raw.metrics.as_ref().and_then(|m| m.features.as_ref()),
         raw.otel_metrics_export
             .as_ref()
@@ -152,7 +154,8 @@ fn build(
         export,
         prometheus,
         databases,
-        service_graph,
+        service_graph: features.service_graph,
+        process_metrics: features.process,
         warnings: ctx.warnings,
         log_level: raw.log_level,
         log_format: raw.log_format,

@@ -1,7 +1,8 @@
 //! OBI's metric feature lists: which metric groups each exporter sends.
 //! Application (RED) metrics are always on; the service graph metrics
-//! (`application_service_graph`, or `all` / `*`) are off unless a list
-//! selects them, as in OBI (default list: `[application]`).
+//! (`application_service_graph`) and the process metrics
+//! (`application_process`) are off unless a list selects them (by name, or
+//! `all` / `*`), as in OBI (default list: `[application]`).
 //!
 //! The common list is `metrics.features`, overridden by
 //! `OTEL_EBPF_METRICS_FEATURES`; an exporter's own list (OBI's older
@@ -17,19 +18,28 @@ use super::values::StringList;
 pub(super) const APPLICATION: [&str; 3] = ["application", "all", "*"];
 /// Names that select the service graph metrics.
 const SERVICE_GRAPH: [&str; 3] = ["application_service_graph", "all", "*"];
+/// Names that select the process metrics.
+const PROCESS: [&str; 3] = ["application_process", "all", "*"];
 /// Every name zerotrace acts on.
-pub(super) const KNOWN: [&str; 4] = ["application", "application_service_graph", "all", "*"];
-pub(super) const FEATURES_HINT: &str = "zerotrace produces application (RED) metrics, and \
-    service graph metrics with application_service_graph: expected a list with application, all or *";
+pub(super) const KNOWN: [&str; 5] = [
+    "application",
+    "application_service_graph",
+    "application_process",
+    "all",
+    "*",
+];
+pub(super) const FEATURES_HINT: &str = "zerotrace produces application (RED) metrics, \
+    service graph metrics with application_service_graph and process metrics with \
+    application_process: expected a list with application, all or *";
 
-/// Which exporters send the service graph metrics.
+/// Which exporters send a metric group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ServiceGraphSwitch {
+pub struct ExporterSwitch {
     pub otlp: bool,
     pub prometheus: bool,
 }
 
-impl ServiceGraphSwitch {
+impl ExporterSwitch {
     pub fn any(self) -> bool {
         self.otlp || self.prometheus
     }
@@ -62,42 +72,54 @@ fn env_list(
     Ok(Some(list))
 }
 
+/// The optional metric groups, and which exporters send each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricFeatures {
+    pub service_graph: ExporterSwitch,
+    pub process: ExporterSwitch,
+}
+
 /// The feature lists in effect (the file's are vetted where they are read).
-pub(super) fn service_graph_switch(
+pub(super) fn metric_features(
     common: Option<&StringList>,
     otlp: Option<&StringList>,
     prometheus: Option<&StringList>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<ServiceGraphSwitch, ConfigError> {
+) -> Result<MetricFeatures, ConfigError> {
     let file = |list: Option<&StringList>| list.map(|l| l.0.clone());
     let common = env_list(env, "OTEL_EBPF_METRICS_FEATURES")?
         .or_else(|| file(common))
         .unwrap_or_else(|| vec!["application".to_owned()]);
     let otlp = env_list(env, "OTEL_EBPF_OTEL_METRICS_FEATURES")?.or_else(|| file(otlp));
     let prometheus = env_list(env, "OTEL_EBPF_PROMETHEUS_FEATURES")?.or_else(|| file(prometheus));
-    let effective =
-        |own: Option<Vec<String>>| selects(own.as_ref().unwrap_or(&common), &SERVICE_GRAPH);
-    Ok(ServiceGraphSwitch {
-        otlp: effective(otlp),
-        prometheus: effective(prometheus),
+    let switch = |names: &[&str]| {
+        let effective = |own: Option<&Vec<String>>| selects(own.unwrap_or(&common), names);
+        ExporterSwitch {
+            otlp: effective(otlp.as_ref()),
+            prometheus: effective(prometheus.as_ref()),
+        }
+    };
+    Ok(MetricFeatures {
+        service_graph: switch(&SERVICE_GRAPH),
+        process: switch(&PROCESS),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::ServiceGraphSwitch;
+    use super::ExporterSwitch;
     use crate::config::test_support::*;
 
     const BASE: &str = "open_port: 8080\n";
 
-    fn switch(yaml: &str, env: &[(&str, &str)]) -> ServiceGraphSwitch {
+    fn switch(yaml: &str, env: &[(&str, &str)]) -> ExporterSwitch {
         ok(&format!("{BASE}{yaml}"), env).service_graph
     }
 
     #[test]
     fn service_graph_metrics_are_off_unless_a_list_selects_them() {
-        assert_eq!(switch("", &[]), ServiceGraphSwitch::default());
-        let both = ServiceGraphSwitch {
+        assert_eq!(switch("", &[]), ExporterSwitch::default());
+        let both = ExporterSwitch {
             otlp: true,
             prometheus: true,
         };
@@ -125,7 +147,7 @@ mod tests {
                 "metrics:\n  features: [all]\n",
                 &[("OTEL_EBPF_METRICS_FEATURES", "application")]
             ),
-            ServiceGraphSwitch::default()
+            ExporterSwitch::default()
         );
         // ...and an exporter's own list wins for that exporter.
         assert_eq!(
@@ -133,7 +155,7 @@ mod tests {
                 "metrics:\n  features: [all]\nprometheus_export: {port: 9400, features: [application]}\n",
                 &[]
             ),
-            ServiceGraphSwitch {
+            ExporterSwitch {
                 otlp: true,
                 prometheus: false
             }
@@ -144,7 +166,7 @@ mod tests {
                 "prometheus_export: {port: 9400, features: [application]}\n",
                 &[("OTEL_EBPF_PROMETHEUS_FEATURES", "*")]
             ),
-            ServiceGraphSwitch {
+            ExporterSwitch {
                 otlp: false,
                 prometheus: true
             }
@@ -157,11 +179,45 @@ mod tests {
                     ("OTEL_EBPF_OTEL_METRICS_FEATURES", "application")
                 ]
             ),
-            ServiceGraphSwitch {
+            ExporterSwitch {
                 otlp: false,
                 prometheus: true
             }
         );
+    }
+
+    #[test]
+    fn process_metrics_are_off_unless_a_list_selects_them() {
+        let process = |yaml: &str, env: &[(&str, &str)]| ok(&format!("{BASE}{yaml}"), env);
+        assert_eq!(process("", &[]).process_metrics, ExporterSwitch::default());
+        let listed = process(
+            "metrics:\n  features: [application, application_process]\n",
+            &[],
+        );
+        assert!(listed.process_metrics.otlp && listed.process_metrics.prometheus);
+        // Not the service graph: each group is its own.
+        assert_eq!(listed.service_graph, ExporterSwitch::default());
+        let all = process("metrics:\n  features: [all]\n", &[]);
+        assert!(all.process_metrics.otlp && all.service_graph.otlp);
+        let prometheus_only = process(
+            "prometheus_export: {port: 9400, features: [application, application_process]}\n",
+            &[],
+        );
+        assert_eq!(
+            prometheus_only.process_metrics,
+            ExporterSwitch {
+                otlp: false,
+                prometheus: true
+            }
+        );
+        let by_variable = process(
+            "",
+            &[(
+                "OTEL_EBPF_METRICS_FEATURES",
+                "application,application_process",
+            )],
+        );
+        assert!(by_variable.process_metrics.otlp);
     }
 
     #[test]

@@ -37,7 +37,7 @@
 //!   interval: 60s
 //! prometheus_export: {port: 9400, path: /metrics}   # port ≥ 1024 (0 = off)
 //! metrics:
-//!   features: [application, application_service_graph]  # OTEL_EBPF_METRICS_FEATURES
+//!   features: [application, application_service_graph, application_process]  # OTEL_EBPF_METRICS_FEATURES
 //! open_port: 8080            # top level, like OTEL_EBPF_OPEN_PORT
 //! executable_path: nginx     # top level, deprecated regex, like OTEL_EBPF_EXECUTABLE_PATH
 //! service_name: checkout     # top level, like OTEL_SERVICE_NAME
@@ -108,7 +108,7 @@ mod values;
 pub use databases::{DatabaseSettings, DbInstrumentation, DbSelection};
 pub use effective::{config_path, load, load_str, EffectiveConfig};
 pub use error::ConfigError;
-pub use features::ServiceGraphSwitch;
+pub use features::ExporterSwitch;
 pub use flags::{SeccompMode, WorkerConfig};
 pub use glob::{ExePattern, Glob};
 pub use otel_sdk::{

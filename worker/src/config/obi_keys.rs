@@ -348,7 +348,8 @@ pub(super) fn vet(
 }
 
 /// Checks a `features` list: it must include the application metrics zerotrace
-/// always produces; `application_service_graph` is known too (`config/features.rs`).
+/// always produces; `application_service_graph` and `application_process` are
+/// known too (`config/features.rs`).
 fn vet_features(ctx: &mut Ctx, path: &str, list: &StringList) -> Result<(), ConfigError> {
     let hint = super::features::FEATURES_HINT;
     let listed = |names: &[&str]| {

@@ -99,12 +99,15 @@ struct MetricsOut {
 }
 
 /// An exporter's metric groups, as its `features` list.
-fn features_out(service_graph: bool) -> Vec<&'static str> {
+fn features_out(service_graph: bool, process: bool) -> Vec<&'static str> {
+    let mut features = vec!["application"];
     if service_graph {
-        vec!["application", "application_service_graph"]
-    } else {
-        vec!["application"]
+        features.push("application_service_graph");
     }
+    if process {
+        features.push("application_process");
+    }
+    features
 }
 
 #[derive(Serialize)]
@@ -233,14 +236,17 @@ impl EffectiveConfig {
             otel_metrics_export: MetricsOut {
                 interval: format_duration(export.metric_export_interval),
                 instrumentations: instrumentations_out(self.databases.otlp_metrics),
-                features: features_out(self.service_graph.otlp),
+                features: features_out(self.service_graph.otlp, self.process_metrics.otlp),
                 endpoints: export.metrics.iter().map(destination_out).collect(),
             },
             prometheus_export: self.prometheus.as_ref().map(|p| PrometheusOut {
                 port: p.port,
                 path: p.path.clone(),
                 instrumentations: instrumentations_out(self.databases.prometheus),
-                features: features_out(self.service_graph.prometheus),
+                features: features_out(
+                    self.service_graph.prometheus,
+                    self.process_metrics.prometheus,
+                ),
             }),
             attributes: (!self.databases.query_text).then(|| AttributesOut {
                 select: BTreeMap::from([(

@@ -14,6 +14,7 @@ use super::otlp::{OtlpExporter, Payload};
 use crate::clock::WallClock;
 use crate::config::{BatchSettings, ExportSettings, Signal};
 use crate::hashing::FastMap;
+use crate::metrics::process::ProcessMetrics;
 use crate::metrics::red::RedMetrics;
 use crate::metrics::self_metrics::{self, SelfMetrics};
 use crate::metrics::service_graph::ServiceGraphMetrics;
@@ -35,6 +36,8 @@ pub struct OtelExport {
     red: Option<RedMetrics>,
     /// Service graph edges (`application_service_graph`), on the agent's resource.
     graph: Option<ServiceGraphMetrics>,
+    /// Each process's CPU and memory (`application_process`), on its resource.
+    processes: Option<ProcessMetrics>,
     temporality: crate::config::Temporality,
     batch: BatchSettings,
     metric_interval: Duration,
@@ -85,6 +88,7 @@ impl OtelExport {
             sampler: Sampler::new(settings.sampler),
             red,
             graph: None,
+            processes: None,
             temporality: settings.temporality,
             batch: settings.batch,
             metric_interval: settings.metric_export_interval,
@@ -156,6 +160,34 @@ impl OtelExport {
         self.graph.is_some()
     }
 
+    /// Sends the process metrics too (when metrics are exported at all).
+    pub fn with_process_metrics(mut self, enabled: bool) -> Self {
+        if enabled && self.red.is_some() {
+            self.processes = Some(ProcessMetrics::new(self.temporality));
+        }
+        self
+    }
+
+    /// True when the next tick exports metrics that include the process
+    /// metrics: the pipeline reads the processes then.
+    pub fn wants_process_readings(&self) -> bool {
+        self.processes.is_some() && self.metric_export_due()
+    }
+
+    fn metric_export_due(&self) -> bool {
+        self.red.is_some() && self.last_metric_export.elapsed() >= self.metric_interval
+    }
+
+    /// The process metrics' store, read only.
+    pub fn process_metrics_store(&self) -> Option<&ProcessMetrics> {
+        self.processes.as_ref()
+    }
+
+    /// The process metrics' store, when they are exported.
+    pub fn process_metrics(&mut self) -> Option<&mut ProcessMetrics> {
+        self.processes.as_mut()
+    }
+
     /// Requests between two services, for the service graph metrics.
     pub fn record_edge_run(&mut self, edge: &EdgeKey, samples: &[EdgeSample], now_unix_ns: u64) {
         if let Some(graph) = self.graph.as_mut() {
@@ -224,6 +256,12 @@ impl OtelExport {
                 .sum();
             request.resource_metrics.push(edges);
         }
+        let mut process_points = 0;
+        if let Some(processes) = self.processes.as_mut() {
+            let (resource_metrics, points) = processes.export();
+            process_points = points;
+            request.resource_metrics.extend(resource_metrics);
+        }
         // The agent's own metrics go out every interval, traffic or not.
         request.resource_metrics.push(self_metrics::to_otlp(
             &self.own,
@@ -233,6 +271,7 @@ impl OtelExport {
         ));
         let points: u64 = self_metrics::point_count(&self.own)
             + graph_counter_points
+            + process_points
             + request
                 .resource_metrics
                 .iter()
@@ -254,6 +293,9 @@ impl OtelExport {
         if let Some(red) = self.red.as_mut() {
             red.forget_process(pid);
         }
+        if let Some(processes) = self.processes.as_mut() {
+            processes.forget_process(pid);
+        }
     }
 
     /// Periodic work: the span batch timer, the metric interval, drop reports.
@@ -261,7 +303,7 @@ impl OtelExport {
         if self.last_span_flush.elapsed() >= self.batch.schedule_delay {
             self.flush_spans();
         }
-        if self.red.is_some() && self.last_metric_export.elapsed() >= self.metric_interval {
+        if self.metric_export_due() {
             self.export_metrics(clock);
         }
         if self.last_drop_report.elapsed() >= DROP_REPORT_EVERY {

@@ -14,8 +14,10 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::config::{PrometheusSettings, Temporality};
+use crate::metrics::process::{ProcessMetrics, ProcessSeries};
 use crate::metrics::red::{HistogramState, MetricStore, Point, RedMetrics};
 use crate::metrics::service_graph::{self as graph_metrics, edge_labels, ServiceGraphMetrics};
+use crate::process_usage::ProcessUsage;
 use crate::semconv::DURATION_BOUNDS_SECONDS;
 
 pub use crate::metrics::self_metrics::SelfMetrics;
@@ -25,6 +27,8 @@ pub struct ScrapeState {
     pub red: RedMetrics,
     /// Service graph edges, when `application_service_graph` is on for this endpoint.
     pub graph: Option<ServiceGraphMetrics>,
+    /// Each process's CPU and memory, when `application_process` is on for this endpoint.
+    pub processes: Option<ProcessMetrics>,
     pub own: SelfMetrics,
 }
 
@@ -33,6 +37,7 @@ impl Default for ScrapeState {
         Self {
             red: RedMetrics::new(Temporality::Cumulative),
             graph: None,
+            processes: None,
             own: SelfMetrics::default(),
         }
     }
@@ -42,6 +47,12 @@ impl ScrapeState {
     /// Serves the service graph metrics too.
     pub fn with_service_graph(mut self, enabled: bool) -> Self {
         self.graph = enabled.then(|| ServiceGraphMetrics::new(Temporality::Cumulative));
+        self
+    }
+
+    /// Serves the process metrics too.
+    pub fn with_process_metrics(mut self, enabled: bool) -> Self {
+        self.processes = enabled.then(|| ProcessMetrics::new(Temporality::Cumulative));
         self
     }
 }
@@ -332,6 +343,131 @@ fn write_service_graph(out: &mut String, graph: &ServiceGraphMetrics, openmetric
     }
 }
 
+/// A process metric family: name, type, unit (OpenMetrics), help, the
+/// attribute that splits it, and its values (one per attribute value).
+struct ProcessFamily {
+    name: &'static str,
+    kind: &'static str,
+    unit: &'static str,
+    help: &'static str,
+    label: &'static str,
+    values: fn(&ProcessSeries) -> Vec<(&'static str, f64)>,
+}
+
+fn usage_of(series: &ProcessSeries) -> &ProcessUsage {
+    &series.latest.usage
+}
+
+const PROCESS_FAMILIES: [ProcessFamily; 7] = [
+    ProcessFamily {
+        name: "process_cpu_time_seconds_total",
+        kind: "counter",
+        unit: "seconds",
+        help: "Total CPU seconds broken down by different states.",
+        label: "cpu_mode",
+        values: |s| {
+            let u = usage_of(s);
+            vec![("user", u.user_seconds), ("system", u.system_seconds)]
+        },
+    },
+    ProcessFamily {
+        name: "process_cpu_utilization_ratio",
+        kind: "gauge",
+        unit: "ratio",
+        help: "CPU time since the reading before, over the time elapsed and the CPUs available to the process.",
+        label: "cpu_mode",
+        values: |s| {
+            s.utilization()
+                .map(|(user, system)| vec![("user", user), ("system", system)])
+                .unwrap_or_default()
+        },
+    },
+    ProcessFamily {
+        name: "process_memory_usage_bytes",
+        kind: "gauge",
+        unit: "bytes",
+        help: "The amount of physical memory in use.",
+        label: "",
+        values: |s| vec![("", usage_of(s).resident_bytes as f64)],
+    },
+    ProcessFamily {
+        name: "process_memory_virtual_bytes",
+        kind: "gauge",
+        unit: "bytes",
+        help: "The amount of committed virtual memory.",
+        label: "",
+        values: |s| vec![("", usage_of(s).virtual_bytes as f64)],
+    },
+    ProcessFamily {
+        name: "process_thread_count",
+        kind: "gauge",
+        unit: "",
+        help: "Process threads count.",
+        label: "",
+        values: |s| vec![("", usage_of(s).threads as f64)],
+    },
+    ProcessFamily {
+        name: "process_context_switches_total",
+        kind: "counter",
+        unit: "",
+        help: "Number of times the process has been context switched.",
+        label: "process_context_switch_type",
+        values: |s| {
+            let u = usage_of(s);
+            vec![
+                ("voluntary", u.voluntary_switches as f64),
+                ("involuntary", u.involuntary_switches as f64),
+            ]
+        },
+    },
+    ProcessFamily {
+        name: "process_paging_faults_total",
+        kind: "counter",
+        unit: "",
+        help: "Number of page faults the process has made.",
+        label: "process_paging_fault_type",
+        values: |s| {
+            let u = usage_of(s);
+            vec![("minor", u.minor_faults as f64), ("major", u.major_faults as f64)]
+        },
+    },
+];
+
+/// A process's label text (the sort key), its labels, its readings.
+type LabelledProcess<'a> = (String, Vec<(String, String)>, &'a ProcessSeries);
+
+/// The process metrics, one series per process (and attribute value),
+/// named as OpenTelemetry's Prometheus compatibility rules name them.
+fn write_process_metrics(out: &mut String, processes: &ProcessMetrics, openmetrics: bool) {
+    let mut series: Vec<LabelledProcess<'_>> = processes
+        .series()
+        .map(|(_, series)| {
+            let labels = identity_labels(&series.resource);
+            (label_text(&labels, None), labels, series)
+        })
+        .collect();
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    for family in &PROCESS_FAMILIES {
+        // OpenMetrics names a counter's family without `_total`.
+        let family_name = if openmetrics {
+            family.name.trim_end_matches("_total")
+        } else {
+            family.name
+        };
+        let _ = writeln!(out, "# HELP {family_name} {}", family.help);
+        let _ = writeln!(out, "# TYPE {family_name} {}", family.kind);
+        if openmetrics && !family.unit.is_empty() {
+            let _ = writeln!(out, "# UNIT {family_name} {}", family.unit);
+        }
+        for (_, labels, process) in &series {
+            for (value_label, value) in (family.values)(process) {
+                let extra = (!family.label.is_empty()).then_some((family.label, value_label));
+                let _ = writeln!(out, "{}{} {value}", family.name, label_text(labels, extra));
+            }
+        }
+    }
+}
+
 /// The exposition text; `openmetrics` switches to the OpenMetrics 1.0 dialect.
 pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
     let mut out = String::new();
@@ -342,13 +478,23 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
     if let Some(graph) = state.graph.as_ref() {
         write_service_graph(&mut out, graph, openmetrics);
     }
+    if let Some(processes) = state.processes.as_ref() {
+        write_process_metrics(&mut out, processes, openmetrics);
+    }
+    let process_resources = state
+        .processes
+        .iter()
+        .flat_map(|p| p.series().map(|(_, series)| &*series.resource));
     write_target_info(
         &mut out,
-        written.iter().map(|point| &**point.resource),
+        written
+            .iter()
+            .map(|point| &**point.resource)
+            .chain(process_resources),
         openmetrics,
     );
     let own = &state.own;
-    let counters: [(&str, &str, u64); 21] = [
+    let counters: [(&str, &str, u64); 22] = [
         (
             "zerotrace_kernel_events",
             "Events the kernel programs submitted.",
@@ -449,6 +595,11 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
             "zerotrace_service_graph_evictions",
             "Spans the service graph counted without their other half because too many were waiting.",
             own.service_graph_evictions,
+        ),
+        (
+            "zerotrace_process_metrics_unread",
+            "Readings of instrumented processes the process metrics could not take.",
+            own.process_readings_lost,
         ),
     ];
     for (name, help, value) in counters {

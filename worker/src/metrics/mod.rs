@@ -4,6 +4,7 @@ pub mod db;
 pub mod duration;
 pub mod http;
 pub mod messaging;
+pub mod process;
 pub mod red;
 pub mod rpc;
 pub mod self_metrics;

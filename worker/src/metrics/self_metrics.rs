@@ -81,6 +81,8 @@ pub struct SelfMetrics {
     pub traces_unlinked_held_limit: u64,
     /// Spans the service graph counted unpaired early because its queue was full.
     pub service_graph_evictions: u64,
+    /// Readings the process metrics could not take (procfs refused, or too many processes).
+    pub process_readings_lost: u64,
 }
 
 impl SelfMetrics {
@@ -244,6 +246,13 @@ fn families(own: &SelfMetrics) -> Vec<Family> {
             "{span}",
             Counter,
             own.service_graph_evictions,
+        ),
+        single(
+            "zerotrace.process_metrics.unread",
+            "Readings of instrumented processes the process metrics could not take: procfs refused them, or more than 10,000 processes were followed.",
+            "{process}",
+            Counter,
+            own.process_readings_lost,
         ),
         Family {
             name: "zerotrace.traces.unlinked",
