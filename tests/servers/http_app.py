@@ -6,7 +6,9 @@ POST /echo (echoes the body), GET /proxy (this process calls its own
 127.0.0.1:<port>/<path> first and answers with its status), GET /id/<id> (200,
 body "id <id>": a request a test tells apart by its path), GET /status/<code>, GET or POST /size/<n>
 (n bytes of body; `?chunked` sends them chunked, `?cookie=<m>` adds an
-m-byte Set-Cookie before Content-Length), anything else 404. Request
+m-byte Set-Cookie before Content-Length), GET /burn/<ms> (spends <ms>
+milliseconds of CPU time before answering), GET /hold/<mib> (allocates and
+touches <mib> MiB that the process keeps), anything else 404. Request
 bodies may be chunked.
 
 With `--tls CERT KEY` after the port it serves HTTPS (the `ssl` module,
@@ -16,11 +18,14 @@ connection's first bytes do (STARTTLS, PROXY protocol headers).
 """
 import http.client
 import sys
+import time
 from urllib.parse import urlsplit
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HELLO = b"hello from the test server\n"
 CHUNKS = [b"first chunk;", b"second chunk, a bit longer;", b"end\n"]
+# What /hold/<mib> allocated: kept for the process's life.
+HELD = []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -110,6 +115,19 @@ class Handler(BaseHTTPRequestHandler):
         elif path.startswith("/status/"):
             code = int(path.rsplit("/", 1)[1])
             self.reply(code, b"status %d\n" % code)
+        elif path.startswith("/burn/"):
+            # CPU time of this thread, not wall time: what the test reads back.
+            until = time.thread_time() + int(path.rsplit("/", 1)[1]) / 1000
+            spins = 0
+            while time.thread_time() < until:
+                spins += 1
+            self.reply(200, b"burnt %d\n" % spins)
+        elif path.startswith("/hold/"):
+            block = bytearray(int(path.rsplit("/", 1)[1]) << 20)
+            for at in range(0, len(block), 4096):
+                block[at] = 1
+            HELD.append(block)
+            self.reply(200, b"holding %d MiB\n" % (sum(len(b) for b in HELD) >> 20))
         else:
             self.reply(404, b"not found\n")
 

@@ -234,4 +234,6 @@ fn service_graph_metrics_are_off_by_default() {
     })
     .unwrap_or_else(|| panic!("no RED metrics"));
     assert!(!text.contains("traces_service_graph"), "{text}");
+    // Nor the process metrics (application_process).
+    assert!(!text.contains("process_cpu_time"), "{text}");
 }
