@@ -9,3 +9,4 @@ pub mod red;
 pub mod rpc;
 pub mod self_metrics;
 pub mod service_graph;
+pub mod span_metrics;

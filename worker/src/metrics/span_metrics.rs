@@ -1,0 +1,528 @@
+//! Span metrics (OBI's `application_span` feature): every span counted by
+//! its name, kind and status, in the format Tempo's metrics generator and
+//! the Collector's span metrics connector made common, which Grafana's
+//! dashboards read: `traces_spanmetrics_latency` (histogram, s),
+//! `traces_spanmetrics_calls_total`, `traces_spanmetrics_size_total` and
+//! `traces_spanmetrics_response_size_total` (request and response body
+//! bytes), with OBI's attributes (`service`, `service.namespace`,
+//! `service.instance.id`, `span.name`, `span.kind`, `status.code`, `source`).
+//! Unlike the RED metrics they cover every protocol alike, databases and
+//! messaging included, keyed by the span's name.
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, AggregationTemporality, Histogram, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use super::red::{scope, HistogramState, MAX_SERIES};
+use crate::config::Temporality;
+use crate::hashing::FastMap;
+use crate::semconv::attribute::string_attribute;
+use crate::semconv::DURATION_BOUNDS_SECONDS;
+use crate::spans::{Protocol, Span, SpanKind};
+
+/// The OTLP names (Prometheus: the histogram's series get `_bucket`, `_sum`, `_count`).
+pub const LATENCY: &str = "traces_spanmetrics_latency";
+pub const CALLS: &str = "traces_spanmetrics_calls_total";
+pub const REQUEST_SIZE: &str = "traces_spanmetrics_size_total";
+pub const RESPONSE_SIZE: &str = "traces_spanmetrics_response_size_total";
+pub const HELP_LATENCY: &str =
+    "Duration of service calls (client and server), in seconds, in trace span metrics format.";
+pub const HELP_CALLS: &str = "Number of service calls in trace span metrics format.";
+pub const HELP_REQUEST_SIZE: &str =
+    "Size of service calls' request bodies, in bytes, in trace span metrics format.";
+pub const HELP_RESPONSE_SIZE: &str =
+    "Size of service responses' bodies, in bytes, in trace span metrics format.";
+/// The `source` attribute: which agent made the series (OBI writes its own name).
+pub const SOURCE: &str = "zerotrace";
+
+/// What tells a series apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SpanSeriesKey {
+    pub pid: u32,
+    pub name: String,
+    pub kind: SpanKind,
+    pub error: bool,
+}
+
+/// One series' running state.
+#[derive(Debug, Clone)]
+pub struct SpanSeries {
+    pub resource: Arc<Resource>,
+    pub start_unix_ns: u64,
+    pub latency: HistogramState,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+}
+
+impl SpanSeries {
+    fn new(resource: &Arc<Resource>, now_unix_ns: u64) -> Self {
+        Self {
+            resource: Arc::clone(resource),
+            start_unix_ns: now_unix_ns,
+            latency: HistogramState::new(&DURATION_BOUNDS_SECONDS),
+            request_bytes: 0,
+            response_bytes: 0,
+        }
+    }
+}
+
+/// OTLP's name of a span kind, as the span metrics write it.
+pub fn kind_name(kind: SpanKind) -> &'static str {
+    match kind {
+        SpanKind::Server => "SPAN_KIND_SERVER",
+        SpanKind::Client => "SPAN_KIND_CLIENT",
+        SpanKind::Producer => "SPAN_KIND_PRODUCER",
+        SpanKind::Consumer => "SPAN_KIND_CONSUMER",
+    }
+}
+
+/// OTLP's name of a span status, as the span metrics write it (the spans
+/// themselves are `ERROR` or unset, never `OK`).
+pub fn status_name(error: bool) -> &'static str {
+    if error {
+        "STATUS_CODE_ERROR"
+    } else {
+        "STATUS_CODE_UNSET"
+    }
+}
+
+/// The resource attribute `key`, as text (empty when absent).
+fn resource_text(resource: &Resource, key: &str) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    resource
+        .attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref()?.value.as_ref())
+        .map(|value| match value {
+            Value::StringValue(s) => s.clone(),
+            Value::IntValue(i) => i.to_string(),
+            _ => String::new(),
+        })
+        .unwrap_or_default()
+}
+
+/// A series' attributes, in OBI's order; `None` is the overflow series.
+pub fn labels(key: Option<&SpanSeriesKey>, resource: &Resource) -> Vec<(&'static str, String)> {
+    let mut labels = vec![
+        ("service", resource_text(resource, "service.name")),
+        (
+            "service.namespace",
+            resource_text(resource, "service.namespace"),
+        ),
+        (
+            "service.instance.id",
+            resource_text(resource, "service.instance.id"),
+        ),
+    ];
+    match key {
+        Some(key) => labels.extend([
+            ("span.name", key.name.clone()),
+            ("span.kind", kind_name(key.kind).to_owned()),
+            ("status.code", status_name(key.error).to_owned()),
+        ]),
+        None => labels.push(("otel.metric.overflow", "true".to_owned())),
+    }
+    labels.push(("source", SOURCE.to_owned()));
+    labels
+}
+
+/// Body bytes of the span's request and response (HTTP and gRPC; 0 for the rest).
+fn body_bytes(span: &Span) -> (u64, u64) {
+    match &span.protocol {
+        Protocol::Http(http) => (http.request_body_bytes, http.response_body_bytes),
+        Protocol::Grpc(grpc) => (grpc.http.request_body_bytes, grpc.http.response_body_bytes),
+        _ => (0, 0),
+    }
+}
+
+/// Every series; past [`MAX_SERIES`], new ones share one overflow series per
+/// process (`otel.metric.overflow=true`).
+pub struct SpanMetrics {
+    temporality: Temporality,
+    series: FastMap<SpanSeriesKey, SpanSeries>,
+    overflow: FastMap<u32, SpanSeries>,
+    exited: Vec<u32>,
+}
+
+impl SpanMetrics {
+    pub fn new(temporality: Temporality) -> Self {
+        Self {
+            temporality,
+            series: FastMap::default(),
+            overflow: FastMap::default(),
+            exited: Vec::new(),
+        }
+    }
+
+    pub fn record(&mut self, span: &Span, resource: &Arc<Resource>, now_unix_ns: u64) {
+        let key = SpanSeriesKey {
+            pid: span.pid,
+            name: crate::semconv::span_name(span),
+            kind: span.kind,
+            error: crate::semconv::is_error(span),
+        };
+        let series = if self.series.contains_key(&key) || self.series.len() < MAX_SERIES {
+            self.series
+                .entry(key)
+                .or_insert_with(|| SpanSeries::new(resource, now_unix_ns))
+        } else {
+            self.overflow
+                .entry(span.pid)
+                .or_insert_with(|| SpanSeries::new(resource, now_unix_ns))
+        };
+        series
+            .latency
+            .record(&DURATION_BOUNDS_SECONDS, span.duration_ns() as f64 / 1e9);
+        let (request, response) = body_bytes(span);
+        series.request_bytes += request;
+        series.response_bytes += response;
+    }
+
+    /// A process exited: its series go after their last export.
+    pub fn forget_process(&mut self, pid: u32) {
+        self.exited.push(pid);
+    }
+
+    /// Every series with its key (`None`: a process's overflow series).
+    pub fn series(&self) -> impl Iterator<Item = (Option<&SpanSeriesKey>, &SpanSeries)> {
+        self.series
+            .iter()
+            .map(|(key, series)| (Some(key), series))
+            .chain(self.overflow.values().map(|series| (None, series)))
+    }
+
+    /// Drops the series of these processes now.
+    pub fn drop_processes(&mut self, pids: &[u32]) {
+        self.series.retain(|key, _| !pids.contains(&key.pid));
+        self.overflow.retain(|pid, _| !pids.contains(pid));
+    }
+
+    /// One resource's metrics per process; delta temporality starts every
+    /// series over.
+    pub fn export(&mut self, now_unix_ns: u64) -> Vec<ResourceMetrics> {
+        let delta = self.temporality == Temporality::Delta;
+        let temporality = if delta {
+            AggregationTemporality::Delta
+        } else {
+            AggregationTemporality::Cumulative
+        } as i32;
+        // pid -> (resource, latency points, calls, request bytes, response bytes)
+        type Points = (
+            Arc<Resource>,
+            Vec<opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint>,
+            [Vec<NumberDataPoint>; 3],
+        );
+        let mut by_process: FastMap<u32, Points> = FastMap::default();
+        let keyed = self.series.iter().map(|(key, s)| (key.pid, Some(key), s));
+        let overflow = self.overflow.iter().map(|(pid, s)| (*pid, None, s));
+        for (pid, key, series) in keyed.chain(overflow) {
+            if delta && series.latency.count == 0 {
+                continue;
+            }
+            let attributes: Vec<KeyValue> = labels(key, &series.resource)
+                .into_iter()
+                .map(|(k, v)| string_attribute(k, v))
+                .collect();
+            let (_, latency, sums) = by_process
+                .entry(pid)
+                .or_insert_with(|| (Arc::clone(&series.resource), Vec::new(), Default::default()));
+            latency.push(series.latency.data_point(
+                &DURATION_BOUNDS_SECONDS,
+                attributes.clone(),
+                series.start_unix_ns,
+                now_unix_ns,
+            ));
+            let values = [
+                series.latency.count,
+                series.request_bytes,
+                series.response_bytes,
+            ];
+            for (points, value) in sums.iter_mut().zip(values) {
+                points.push(NumberDataPoint {
+                    attributes: attributes.clone(),
+                    start_time_unix_nano: series.start_unix_ns,
+                    time_unix_nano: now_unix_ns,
+                    exemplars: Vec::new(),
+                    flags: 0,
+                    value: Some(number_data_point::Value::AsInt(
+                        i64::try_from(value).unwrap_or(i64::MAX),
+                    )),
+                });
+            }
+        }
+        let mut pids: Vec<u32> = by_process.keys().copied().collect();
+        pids.sort_unstable();
+        let mut out = Vec::with_capacity(pids.len());
+        for pid in pids {
+            let Some((resource, latency, [calls, request, response])) = by_process.remove(&pid)
+            else {
+                continue;
+            };
+            let sum = |name: &str, description: &str, unit: &str, data_points| Metric {
+                name: name.into(),
+                description: description.into(),
+                unit: unit.into(),
+                metadata: Vec::new(),
+                data: Some(metric::Data::Sum(Sum {
+                    data_points,
+                    aggregation_temporality: temporality,
+                    is_monotonic: true,
+                })),
+            };
+            let metrics = vec![
+                Metric {
+                    name: LATENCY.into(),
+                    description: HELP_LATENCY.into(),
+                    unit: "s".into(),
+                    metadata: Vec::new(),
+                    data: Some(metric::Data::Histogram(Histogram {
+                        data_points: latency,
+                        aggregation_temporality: temporality,
+                    })),
+                },
+                sum(CALLS, HELP_CALLS, "1", calls),
+                sum(REQUEST_SIZE, HELP_REQUEST_SIZE, "By", request),
+                sum(RESPONSE_SIZE, HELP_RESPONSE_SIZE, "By", response),
+            ];
+            out.push(ResourceMetrics {
+                resource: Some((*resource).clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope()),
+                    metrics,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            });
+        }
+        let exited = std::mem::take(&mut self.exited);
+        self.drop_processes(&exited);
+        if delta {
+            for series in self.series.values_mut().chain(self.overflow.values_mut()) {
+                *series = SpanSeries::new(&series.resource, now_unix_ns);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::semconv::attribute::int_attribute;
+    use crate::spans::{HttpExchange, SpanOrigin};
+
+    fn span(kind: SpanKind, pid: u32, status: u16, duration_ms: u64, route: &str) -> Span {
+        let http = HttpExchange {
+            method: "POST".into(),
+            target: route.into(),
+            status,
+            protocol_version: "1.1",
+            request_body_bytes: 100,
+            response_body_bytes: 30,
+            route: Some(route.into()),
+            ..HttpExchange::default()
+        };
+        Span::new(
+            SpanOrigin {
+                kind,
+                pid,
+                process_name: "app".into(),
+                local: "127.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}")),
+                peer: "127.0.0.1:50000".parse().unwrap_or_else(|e| panic!("{e}")),
+                tls: false,
+            },
+            (0, duration_ms * 1_000_000),
+            false,
+            Protocol::Http(http),
+        )
+    }
+
+    fn resource(pid: u32) -> Arc<Resource> {
+        Arc::new(Resource {
+            attributes: vec![
+                string_attribute("service.name", "shop"),
+                string_attribute("service.instance.id", format!("host-{pid}")),
+                int_attribute("process.pid", i64::from(pid)),
+            ],
+            ..Resource::default()
+        })
+    }
+
+    fn metric<'a>(export: &'a [ResourceMetrics], name: &str) -> &'a Metric {
+        export
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    fn attribute(attributes: &[KeyValue], key: &str) -> String {
+        attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.as_ref()?.value.as_ref())
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default()
+    }
+
+    fn sum_values(metric: &Metric) -> Vec<(String, i64)> {
+        let Some(metric::Data::Sum(sum)) = &metric.data else {
+            panic!("{metric:#?}")
+        };
+        let mut values: Vec<(String, i64)> = sum
+            .data_points
+            .iter()
+            .map(|p| {
+                let value = match p.value {
+                    Some(number_data_point::Value::AsInt(v)) => v,
+                    _ => -1,
+                };
+                (
+                    format!(
+                        "{} {} {}",
+                        attribute(&p.attributes, "span.name"),
+                        attribute(&p.attributes, "span.kind"),
+                        attribute(&p.attributes, "status.code")
+                    ),
+                    value,
+                )
+            })
+            .collect();
+        values.sort();
+        values
+    }
+
+    #[test]
+    fn each_name_kind_and_status_is_a_series_with_its_calls_latency_and_sizes() {
+        let mut metrics = SpanMetrics::new(Temporality::Cumulative);
+        let shop = resource(7);
+        for (status, ms) in [(200, 5), (200, 15), (503, 40)] {
+            metrics.record(&span(SpanKind::Server, 7, status, ms, "/cart"), &shop, 1);
+        }
+        metrics.record(&span(SpanKind::Client, 7, 200, 2, "/price"), &shop, 1);
+        let export = metrics.export(10);
+        assert_eq!(export.len(), 1);
+        let calls = sum_values(metric(&export, CALLS));
+        assert_eq!(
+            calls,
+            vec![
+                (
+                    "StringValue(\"POST /cart\") StringValue(\"SPAN_KIND_SERVER\") StringValue(\"STATUS_CODE_ERROR\")".into(),
+                    1
+                ),
+                (
+                    "StringValue(\"POST /cart\") StringValue(\"SPAN_KIND_SERVER\") StringValue(\"STATUS_CODE_UNSET\")".into(),
+                    2
+                ),
+                (
+                    "StringValue(\"POST /price\") StringValue(\"SPAN_KIND_CLIENT\") StringValue(\"STATUS_CODE_UNSET\")".into(),
+                    1
+                ),
+            ]
+        );
+        let request: i64 = sum_values(metric(&export, REQUEST_SIZE))
+            .iter()
+            .map(|v| v.1)
+            .sum();
+        let response: i64 = sum_values(metric(&export, RESPONSE_SIZE))
+            .iter()
+            .map(|v| v.1)
+            .sum();
+        assert_eq!((request, response), (400, 120));
+        let Some(metric::Data::Histogram(latency)) = &metric(&export, LATENCY).data else {
+            panic!("latency is not a histogram")
+        };
+        let ok = latency
+            .data_points
+            .iter()
+            .find(|p| {
+                attribute(&p.attributes, "status.code").contains("UNSET")
+                    && attribute(&p.attributes, "span.name").contains("/cart")
+            })
+            .unwrap_or_else(|| panic!("{latency:#?}"));
+        assert_eq!(ok.count, 2);
+        assert!((ok.sum.unwrap_or(0.0) - 0.020).abs() < 1e-9);
+        // OBI's attributes, the service's from its resource.
+        for key in [
+            "service",
+            "service.namespace",
+            "service.instance.id",
+            "source",
+        ] {
+            assert!(ok.attributes.iter().any(|a| a.key == key), "{key}");
+        }
+        assert_eq!(
+            attribute(&ok.attributes, "service"),
+            "StringValue(\"shop\")"
+        );
+        assert_eq!(
+            attribute(&ok.attributes, "service.instance.id"),
+            "StringValue(\"host-7\")"
+        );
+    }
+
+    #[test]
+    fn delta_starts_over_and_exited_processes_go_after_their_last_export() {
+        let mut metrics = SpanMetrics::new(Temporality::Delta);
+        metrics.record(&span(SpanKind::Server, 7, 200, 5, "/a"), &resource(7), 1);
+        metrics.record(&span(SpanKind::Server, 8, 200, 5, "/a"), &resource(8), 1);
+        metrics.forget_process(8);
+        let first = metrics.export(10);
+        assert_eq!(first.len(), 2);
+        // Nothing new: nothing sent.
+        let second = metrics.export(20);
+        assert!(second.is_empty());
+        metrics.record(&span(SpanKind::Server, 7, 200, 5, "/a"), &resource(7), 25);
+        let third = metrics.export(30);
+        assert_eq!(third.len(), 1);
+        let Some(metric::Data::Sum(calls)) = &metric(&third, CALLS).data else {
+            panic!("calls")
+        };
+        assert_eq!(calls.data_points[0].start_time_unix_nano, 20);
+        assert_eq!(
+            calls.data_points[0].value,
+            Some(number_data_point::Value::AsInt(1))
+        );
+    }
+
+    #[test]
+    fn dropped_processes_lose_every_series_overflow_included() {
+        let mut metrics = SpanMetrics::new(Temporality::Cumulative);
+        for pid in [7, 8] {
+            metrics.record(
+                &span(SpanKind::Server, pid, 200, 1, "/a"),
+                &resource(pid),
+                1,
+            );
+        }
+        metrics.overflow.insert(7, SpanSeries::new(&resource(7), 1));
+        metrics.drop_processes(&[7]);
+        let left: Vec<(Option<u32>, u64)> = metrics
+            .series()
+            .map(|(key, s)| (key.map(|k| k.pid), s.latency.count))
+            .collect();
+        assert_eq!(left, vec![(Some(8), 1)]);
+    }
+
+    #[test]
+    fn past_the_limit_new_series_share_their_process_s_overflow_series() {
+        let mut metrics = SpanMetrics::new(Temporality::Cumulative);
+        let shop = resource(7);
+        for i in 0..MAX_SERIES + 5 {
+            let route = format!("/r{i}");
+            metrics.record(&span(SpanKind::Server, 7, 200, 1, &route), &shop, 1);
+        }
+        let overflow: Vec<_> = metrics.series().filter(|(key, _)| key.is_none()).collect();
+        assert_eq!(overflow.len(), 1);
+        assert_eq!(overflow[0].1.latency.count, 5);
+        let labels = labels(None, &shop);
+        assert!(labels.contains(&("otel.metric.overflow", "true".to_owned())));
+    }
+}
