@@ -276,6 +276,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     let printer = TracePrinter::new(effective.trace_printer, std::io::stdout());
     let otel = OtelExport::start(&effective.export)?.map(|otel| {
         otel.with_service_graph(effective.service_graph.otlp)
+            .with_span_metrics(effective.span_metrics.otlp)
             .with_process_metrics(effective.process_metrics.otlp)
     });
     if otel.is_some() {
@@ -298,6 +299,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
             let state: SharedScrapeState = Arc::new(Mutex::new(
                 ScrapeState::default()
                     .with_service_graph(effective.service_graph.prometheus)
+                    .with_span_metrics(effective.span_metrics.prometheus)
                     .with_process_metrics(effective.process_metrics.prometheus),
             ));
             prometheus::start(settings, Arc::clone(&state))?;

@@ -101,6 +101,9 @@ const RESCAN_EVERY: Duration = Duration::from_secs(10);
 const SELF_METRICS_EVERY: Duration = Duration::from_millis(500);
 /// The process metrics a Prometheus scrape reads are this old at most.
 const PROCESS_READINGS_FOR_SCRAPES_EVERY: Duration = Duration::from_secs(5);
+/// The Prometheus endpoint keeps an exited process's series at least this
+/// long (so that scrapes see its last counts), at most twice.
+const EXITED_SERIES_KEPT_FOR_SCRAPES: Duration = Duration::from_secs(60);
 /// The loader's counters are asked for this often.
 const LOADER_STATS_EVERY: Duration = Duration::from_secs(5);
 
@@ -153,6 +156,10 @@ pub struct Pipeline {
     /// Reads the instrumented processes' CPU and memory (`application_process`).
     process_sampler: Option<ProcessSampler>,
     last_process_readings_for_scrapes: Option<Instant>,
+    /// Processes exited since the last pruning of the Prometheus state, and
+    /// in the round before (whose series go at the next pruning).
+    exited_for_scrapes: [Vec<u32>; 2],
+    last_scrape_pruning: Instant,
     /// Which database protocols are decoded, where they go, and the query text.
     databases: DatabaseSettings,
 }
@@ -254,6 +261,8 @@ impl Pipeline {
             loss_notice: LossNotice::default(),
             process_sampler: None,
             last_process_readings_for_scrapes: None,
+            exited_for_scrapes: [Vec::new(), Vec::new()],
+            last_scrape_pruning: Instant::now(),
             databases: DatabaseSettings::default(),
         }
     }
@@ -490,18 +499,15 @@ impl Pipeline {
             KernelEvent::ProcessExit { origin } => {
                 self.discovery.on_exit(origin.pid, &self.loader);
                 self.linker.process_exited(origin.pid);
-                self.process_names.remove(&origin.pid);
+                // Only a process seen before can have series.
+                let seen = self.process_names.remove(&origin.pid).is_some();
                 self.resources.forget(origin.pid);
                 self.route_limiters.remove(&origin.pid);
                 if let Some(otel) = self.otel.as_mut() {
                     otel.forget_process(origin.pid);
                 }
-                if self.process_sampler.is_some() {
-                    if let Some(mut state) = self.scrape.as_ref().and_then(|s| s.lock().ok()) {
-                        if let Some(store) = state.processes.as_mut() {
-                            store.forget_process(origin.pid);
-                        }
-                    }
+                if seen && self.scrape.is_some() {
+                    self.exited_for_scrapes[0].push(origin.pid);
                 }
                 self.tracker
                     .forget_process(origin.pid, origin.ts_ns, &mut self.spans);
@@ -662,6 +668,9 @@ impl Pipeline {
                 if let Some(state) = scrape.as_mut().filter(|_| in_metrics && prometheus) {
                     let end = self.clock.to_unix_ns(span.end_monotonic_ns);
                     state.red.record(span, &resource, end);
+                    if let Some(span_metrics) = state.span_metrics.as_mut() {
+                        span_metrics.record(span, &resource, end);
+                    }
                 }
             }
         }
@@ -720,10 +729,34 @@ impl Pipeline {
             self.record_edges();
         }
         self.read_processes();
+        self.prune_scrape_state();
         if let Some(otel) = self.otel.as_mut() {
             otel.tick(&self.clock);
         }
         self.refresh_self_metrics();
+    }
+
+    /// Drops the Prometheus series of processes that exited a round ago:
+    /// their RED, span and process metrics.
+    fn prune_scrape_state(&mut self) {
+        if self.last_scrape_pruning.elapsed() < EXITED_SERIES_KEPT_FOR_SCRAPES {
+            return;
+        }
+        self.last_scrape_pruning = Instant::now();
+        let [this_round, last_round] = &mut self.exited_for_scrapes;
+        let gone = std::mem::replace(last_round, std::mem::take(this_round));
+        if gone.is_empty() {
+            return;
+        }
+        if let Some(mut state) = self.scrape.as_ref().and_then(|s| s.lock().ok()) {
+            state.red.drop_processes(&gone);
+            if let Some(store) = state.span_metrics.as_mut() {
+                store.drop_processes(&gone);
+            }
+            if let Some(store) = state.processes.as_mut() {
+                store.drop_processes(&gone);
+            }
+        }
     }
 
     /// Reads the instrumented processes when an exporter is about to send
@@ -767,7 +800,6 @@ impl Pipeline {
             self.last_process_readings_for_scrapes = Some(Instant::now());
             if let Some(mut state) = self.scrape.as_ref().and_then(|s| s.lock().ok()) {
                 if let Some(store) = state.processes.as_mut() {
-                    store.drop_exited();
                     record(store);
                 }
             }

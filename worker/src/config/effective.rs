@@ -35,6 +35,8 @@ pub struct EffectiveConfig {
     pub databases: DatabaseSettings,
     /// Which exporters send the service graph metrics (`application_service_graph`).
     pub service_graph: ExporterSwitch,
+    /// Which exporters send the span metrics (`application_span`).
+    pub span_metrics: ExporterSwitch,
     /// Which exporters send the process metrics (`application_process`).
     pub process_metrics: ExporterSwitch,
     /// Keys accepted but ignored, entries skipped: to log at startup.
@@ -155,6 +157,7 @@ fn build(
         prometheus,
         databases,
         service_graph: features.service_graph,
+        span_metrics: features.span,
         process_metrics: features.process,
         warnings: ctx.warnings,
         log_level: raw.log_level,

@@ -1,8 +1,8 @@
 //! OBI's metric feature lists: which metric groups each exporter sends.
 //! Application (RED) metrics are always on; the service graph metrics
-//! (`application_service_graph`) and the process metrics
-//! (`application_process`) are off unless a list selects them (by name, or
-//! `all` / `*`), as in OBI (default list: `[application]`).
+//! (`application_service_graph`), the span metrics (`application_span`) and
+//! the process metrics (`application_process`) are off unless a list selects
+//! them (by name, or `all` / `*`), as in OBI (default list: `[application]`).
 //!
 //! The common list is `metrics.features`, overridden by
 //! `OTEL_EBPF_METRICS_FEATURES`; an exporter's own list (OBI's older
@@ -20,17 +20,20 @@ pub(super) const APPLICATION: [&str; 3] = ["application", "all", "*"];
 const SERVICE_GRAPH: [&str; 3] = ["application_service_graph", "all", "*"];
 /// Names that select the process metrics.
 const PROCESS: [&str; 3] = ["application_process", "all", "*"];
+/// Names that select the span metrics.
+const SPAN: [&str; 3] = ["application_span", "all", "*"];
 /// Every name zerotrace acts on.
-pub(super) const KNOWN: [&str; 5] = [
+pub(super) const KNOWN: [&str; 6] = [
     "application",
     "application_service_graph",
+    "application_span",
     "application_process",
     "all",
     "*",
 ];
 pub(super) const FEATURES_HINT: &str = "zerotrace produces application (RED) metrics, \
-    service graph metrics with application_service_graph and process metrics with \
-    application_process: expected a list with application, all or *";
+    service graph metrics with application_service_graph, span metrics with application_span \
+    and process metrics with application_process: expected a list with application, all or *";
 
 /// Which exporters send a metric group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,6 +79,7 @@ fn env_list(
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MetricFeatures {
     pub service_graph: ExporterSwitch,
+    pub span: ExporterSwitch,
     pub process: ExporterSwitch,
 }
 
@@ -101,6 +105,7 @@ pub(super) fn metric_features(
     };
     Ok(MetricFeatures {
         service_graph: switch(&SERVICE_GRAPH),
+        span: switch(&SPAN),
         process: switch(&PROCESS),
     })
 }

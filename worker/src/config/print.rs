@@ -99,10 +99,13 @@ struct MetricsOut {
 }
 
 /// An exporter's metric groups, as its `features` list.
-fn features_out(service_graph: bool, process: bool) -> Vec<&'static str> {
+fn features_out(service_graph: bool, span: bool, process: bool) -> Vec<&'static str> {
     let mut features = vec!["application"];
     if service_graph {
         features.push("application_service_graph");
+    }
+    if span {
+        features.push("application_span");
     }
     if process {
         features.push("application_process");
@@ -236,7 +239,11 @@ impl EffectiveConfig {
             otel_metrics_export: MetricsOut {
                 interval: format_duration(export.metric_export_interval),
                 instrumentations: instrumentations_out(self.databases.otlp_metrics),
-                features: features_out(self.service_graph.otlp, self.process_metrics.otlp),
+                features: features_out(
+                    self.service_graph.otlp,
+                    self.span_metrics.otlp,
+                    self.process_metrics.otlp,
+                ),
                 endpoints: export.metrics.iter().map(destination_out).collect(),
             },
             prometheus_export: self.prometheus.as_ref().map(|p| PrometheusOut {
@@ -245,6 +252,7 @@ impl EffectiveConfig {
                 instrumentations: instrumentations_out(self.databases.prometheus),
                 features: features_out(
                     self.service_graph.prometheus,
+                    self.span_metrics.prometheus,
                     self.process_metrics.prometheus,
                 ),
             }),

@@ -18,6 +18,7 @@ use crate::metrics::process::ProcessMetrics;
 use crate::metrics::red::RedMetrics;
 use crate::metrics::self_metrics::{self, SelfMetrics};
 use crate::metrics::service_graph::ServiceGraphMetrics;
+use crate::metrics::span_metrics::SpanMetrics;
 use crate::otel::attribute_blocks::AttributeBlocks;
 use crate::otel::sampler::Sampler;
 use crate::otel::span_wire::{append_span, export_request, scope_bytes, ProcessSpans};
@@ -30,6 +31,27 @@ const SPARE_BUFFERS: usize = 4;
 /// Drops are reported at most this often.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
+/// Data points of every kind in an export (what the export counters count).
+fn data_point_count(
+    request: &opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+) -> u64 {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    request
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .map(|m| match &m.data {
+            Some(Data::Histogram(h)) => h.data_points.len(),
+            Some(Data::Sum(s)) => s.data_points.len(),
+            Some(Data::Gauge(g)) => g.data_points.len(),
+            Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+            Some(Data::Summary(s)) => s.data_points.len(),
+            None => 0,
+        } as u64)
+        .sum()
+}
+
 pub struct OtelExport {
     exporter: OtlpExporter,
     sampler: Sampler,
@@ -38,6 +60,8 @@ pub struct OtelExport {
     graph: Option<ServiceGraphMetrics>,
     /// Each process's CPU and memory (`application_process`), on its resource.
     processes: Option<ProcessMetrics>,
+    /// Spans counted by name, kind and status (`application_span`).
+    span_metrics: Option<SpanMetrics>,
     temporality: crate::config::Temporality,
     batch: BatchSettings,
     metric_interval: Duration,
@@ -89,6 +113,7 @@ impl OtelExport {
             red,
             graph: None,
             processes: None,
+            span_metrics: None,
             temporality: settings.temporality,
             batch: settings.batch,
             metric_interval: settings.metric_export_interval,
@@ -117,8 +142,14 @@ impl OtelExport {
         (in_traces, in_metrics): (bool, bool),
         clock: &WallClock,
     ) {
-        if let Some(red) = self.red.as_mut().filter(|_| in_metrics) {
-            red.record(span, resource, clock.to_unix_ns(span.end_monotonic_ns));
+        if in_metrics {
+            let end = clock.to_unix_ns(span.end_monotonic_ns);
+            if let Some(red) = self.red.as_mut() {
+                red.record(span, resource, end);
+            }
+            if let Some(span_metrics) = self.span_metrics.as_mut() {
+                span_metrics.record(span, resource, end);
+            }
         }
         if !in_traces || !self.exporter.exports(Signal::Traces) {
             return;
@@ -158,6 +189,14 @@ impl OtelExport {
 
     pub fn exports_service_graph(&self) -> bool {
         self.graph.is_some()
+    }
+
+    /// Sends the span metrics too (when metrics are exported at all).
+    pub fn with_span_metrics(mut self, enabled: bool) -> Self {
+        if enabled && self.red.is_some() {
+            self.span_metrics = Some(SpanMetrics::new(self.temporality));
+        }
+        self
     }
 
     /// Sends the process metrics too (when metrics are exported at all).
@@ -240,27 +279,14 @@ impl OtelExport {
             .as_mut()
             .and_then(|red| red.export(now))
             .unwrap_or_default();
-        // Service graph counters are sums: counted here, histograms with the rest below.
-        let mut graph_counter_points = 0;
         if let Some(edges) = self.graph.as_mut().and_then(|g| g.export(&self.agent, now)) {
-            graph_counter_points = edges
-                .scope_metrics
-                .iter()
-                .flat_map(|s| &s.metrics)
-                .map(|m| match &m.data {
-                    Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Sum(s)) => {
-                        s.data_points.len() as u64
-                    }
-                    _ => 0,
-                })
-                .sum();
             request.resource_metrics.push(edges);
         }
-        let mut process_points = 0;
+        if let Some(span_metrics) = self.span_metrics.as_mut() {
+            request.resource_metrics.extend(span_metrics.export(now));
+        }
         if let Some(processes) = self.processes.as_mut() {
-            let (resource_metrics, points) = processes.export();
-            process_points = points;
-            request.resource_metrics.extend(resource_metrics);
+            request.resource_metrics.extend(processes.export());
         }
         // The agent's own metrics go out every interval, traffic or not.
         request.resource_metrics.push(self_metrics::to_otlp(
@@ -269,21 +295,7 @@ impl OtelExport {
             self.started_unix_ns,
             now,
         ));
-        let points: u64 = self_metrics::point_count(&self.own)
-            + graph_counter_points
-            + process_points
-            + request
-                .resource_metrics
-                .iter()
-                .flat_map(|r| &r.scope_metrics)
-                .flat_map(|s| &s.metrics)
-                .map(|m| match &m.data {
-                    Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) => {
-                        h.data_points.len() as u64
-                    }
-                    _ => 0,
-                })
-                .sum::<u64>();
+        let points = data_point_count(&request);
         self.exporter
             .submit(Payload::Metrics(Arc::new(request)), points);
     }
@@ -295,6 +307,9 @@ impl OtelExport {
         }
         if let Some(processes) = self.processes.as_mut() {
             processes.forget_process(pid);
+        }
+        if let Some(span_metrics) = self.span_metrics.as_mut() {
+            span_metrics.forget_process(pid);
         }
     }
 

@@ -17,6 +17,7 @@ use crate::config::{PrometheusSettings, Temporality};
 use crate::metrics::process::{ProcessMetrics, ProcessSeries};
 use crate::metrics::red::{HistogramState, MetricStore, Point, RedMetrics};
 use crate::metrics::service_graph::{self as graph_metrics, edge_labels, ServiceGraphMetrics};
+use crate::metrics::span_metrics::{self, SpanMetrics, SpanSeries, SpanSeriesKey};
 use crate::process_usage::ProcessUsage;
 use crate::semconv::DURATION_BOUNDS_SECONDS;
 
@@ -29,6 +30,8 @@ pub struct ScrapeState {
     pub graph: Option<ServiceGraphMetrics>,
     /// Each process's CPU and memory, when `application_process` is on for this endpoint.
     pub processes: Option<ProcessMetrics>,
+    /// Spans by name, kind and status, when `application_span` is on for this endpoint.
+    pub span_metrics: Option<SpanMetrics>,
     pub own: SelfMetrics,
 }
 
@@ -38,6 +41,7 @@ impl Default for ScrapeState {
             red: RedMetrics::new(Temporality::Cumulative),
             graph: None,
             processes: None,
+            span_metrics: None,
             own: SelfMetrics::default(),
         }
     }
@@ -47,6 +51,12 @@ impl ScrapeState {
     /// Serves the service graph metrics too.
     pub fn with_service_graph(mut self, enabled: bool) -> Self {
         self.graph = enabled.then(|| ServiceGraphMetrics::new(Temporality::Cumulative));
+        self
+    }
+
+    /// Serves the span metrics too.
+    pub fn with_span_metrics(mut self, enabled: bool) -> Self {
+        self.span_metrics = enabled.then(|| SpanMetrics::new(Temporality::Cumulative));
         self
     }
 
@@ -343,6 +353,82 @@ fn write_service_graph(out: &mut String, graph: &ServiceGraphMetrics, openmetric
     }
 }
 
+/// A span metrics series' labels, as OBI names them on Prometheus:
+/// `service`, `service_namespace`, `job`, `instance`, `span_name`,
+/// `span_kind`, `status_code`, `source`.
+fn span_series_labels(key: Option<&SpanSeriesKey>, series: &SpanSeries) -> Vec<(String, String)> {
+    let identity = identity_labels(&series.resource);
+    let mut labels = Vec::with_capacity(8);
+    for (name, value) in span_metrics::labels(key, &series.resource) {
+        let name = match name {
+            "service.instance.id" => {
+                // OBI's `job` and `instance`: the same as every other series'.
+                labels.extend(
+                    identity
+                        .iter()
+                        .filter(|(k, _)| k == "job" || k == "instance")
+                        .cloned(),
+                );
+                continue;
+            }
+            other => label_name(other),
+        };
+        labels.push((name, value));
+    }
+    labels
+}
+
+/// A span metrics counter family: name, help, what it reads of a series.
+type SpanCounterFamily = (&'static str, &'static str, fn(&SpanSeries) -> u64);
+
+/// The span metrics in OBI's Prometheus names, one series per process,
+/// span name, kind and status.
+fn write_span_metrics(out: &mut String, spans: &SpanMetrics, openmetrics: bool) {
+    let mut series: Vec<Labelled<'_, SpanSeries>> = spans
+        .series()
+        .map(|(key, series)| {
+            let labels = span_series_labels(key, series);
+            (label_text(&labels, None), labels, series)
+        })
+        .collect();
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    let name = span_metrics::LATENCY;
+    let _ = writeln!(out, "# HELP {name} {}", span_metrics::HELP_LATENCY);
+    // No UNIT line: OpenMetrics wants the unit as the name's suffix, and
+    // the name is Tempo's and OBI's, without one.
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (_, labels, state) in &series {
+        write_histogram(out, name, labels, &DURATION_BOUNDS_SECONDS, &state.latency);
+    }
+    let counters: [SpanCounterFamily; 3] = [
+        (span_metrics::CALLS, span_metrics::HELP_CALLS, |s| {
+            s.latency.count
+        }),
+        (
+            span_metrics::REQUEST_SIZE,
+            span_metrics::HELP_REQUEST_SIZE,
+            |s| s.request_bytes,
+        ),
+        (
+            span_metrics::RESPONSE_SIZE,
+            span_metrics::HELP_RESPONSE_SIZE,
+            |s| s.response_bytes,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let family = if openmetrics {
+            name.trim_end_matches("_total")
+        } else {
+            name
+        };
+        let _ = writeln!(out, "# HELP {family} {help}");
+        let _ = writeln!(out, "# TYPE {family} counter");
+        for (_, labels, state) in &series {
+            let _ = writeln!(out, "{name}{} {}", label_text(labels, None), value(state));
+        }
+    }
+}
+
 /// A process metric family: name, type, unit (OpenMetrics), help, the
 /// attribute that splits it, and its values (one per attribute value).
 struct ProcessFamily {
@@ -433,13 +519,13 @@ const PROCESS_FAMILIES: [ProcessFamily; 7] = [
     },
 ];
 
-/// A process's label text (the sort key), its labels, its readings.
-type LabelledProcess<'a> = (String, Vec<(String, String)>, &'a ProcessSeries);
+/// A series' label text (the sort key), its labels, its state.
+type Labelled<'a, T> = (String, Vec<(String, String)>, &'a T);
 
 /// The process metrics, one series per process (and attribute value),
 /// named as OpenTelemetry's Prometheus compatibility rules name them.
 fn write_process_metrics(out: &mut String, processes: &ProcessMetrics, openmetrics: bool) {
-    let mut series: Vec<LabelledProcess<'_>> = processes
+    let mut series: Vec<Labelled<'_, ProcessSeries>> = processes
         .series()
         .map(|(_, series)| {
             let labels = identity_labels(&series.resource);
@@ -478,6 +564,9 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
     if let Some(graph) = state.graph.as_ref() {
         write_service_graph(&mut out, graph, openmetrics);
     }
+    if let Some(spans) = state.span_metrics.as_ref() {
+        write_span_metrics(&mut out, spans, openmetrics);
+    }
     if let Some(processes) = state.processes.as_ref() {
         write_process_metrics(&mut out, processes, openmetrics);
     }
@@ -485,12 +574,17 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         .processes
         .iter()
         .flat_map(|p| p.series().map(|(_, series)| &*series.resource));
+    let span_resources = state
+        .span_metrics
+        .iter()
+        .flat_map(|s| s.series().map(|(_, series)| &*series.resource));
     write_target_info(
         &mut out,
         written
             .iter()
             .map(|point| &**point.resource)
-            .chain(process_resources),
+            .chain(process_resources)
+            .chain(span_resources),
         openmetrics,
     );
     let own = &state.own;

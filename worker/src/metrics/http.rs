@@ -580,6 +580,19 @@ mod tests {
     }
 
     #[test]
+    fn dropped_processes_lose_their_series_at_once_and_only_theirs() {
+        let resource = Arc::new(Resource::default());
+        let mut red = RedMetrics::new(Temporality::Cumulative);
+        red.record(&span(200, 3, "/a"), &resource, 1);
+        let mut other = span(200, 3, "/a");
+        other.pid = 8;
+        red.record(&other, &resource, 1);
+        red.drop_processes(&[7]);
+        let pids: Vec<u32> = red.http.series().map(|(key, _)| key.pid).collect();
+        assert_eq!(pids, vec![8]);
+    }
+
+    #[test]
     fn cardinality_is_capped_with_an_overflow_series() {
         let resource = Arc::new(Resource::default());
         let mut red = RedMetrics::new(Temporality::Cumulative);

@@ -137,9 +137,9 @@ impl ProcessMetrics {
         }
     }
 
-    /// Drops the series of exited processes (after a scrape showed them).
-    pub fn drop_exited(&mut self) {
-        self.series.retain(|_, series| !series.exited);
+    /// Drops the series of these processes now.
+    pub fn drop_processes(&mut self, pids: &[u32]) {
+        self.series.retain(|pid, _| !pids.contains(pid));
     }
 
     /// Every process's series, by pid.
@@ -153,11 +153,9 @@ impl ProcessMetrics {
 
     /// One resource's metrics per process: counters cumulative since the
     /// process started or, with delta temporality, since the last export.
-    /// Returns them with their data point count.
-    pub fn export(&mut self) -> (Vec<ResourceMetrics>, u64) {
+    pub fn export(&mut self) -> Vec<ResourceMetrics> {
         let delta = self.temporality == Temporality::Delta;
         let mut out = Vec::with_capacity(self.series.len());
-        let mut points = 0;
         let mut pids: Vec<u32> = self.series.keys().copied().collect();
         pids.sort_unstable();
         for pid in pids {
@@ -165,7 +163,6 @@ impl ProcessMetrics {
                 continue;
             };
             let metrics = otlp_metrics(series, delta);
-            points += metrics.iter().map(point_count).sum::<u64>();
             series.exported = Some(series.latest);
             out.push(ResourceMetrics {
                 resource: Some((*series.resource).clone()),
@@ -177,8 +174,8 @@ impl ProcessMetrics {
                 schema_url: String::new(),
             });
         }
-        self.drop_exited();
-        (out, points)
+        self.series.retain(|_, series| !series.exited);
+        out
     }
 }
 
@@ -192,14 +189,6 @@ impl ProcessSeries {
             exported: None,
             exited: false,
         }
-    }
-}
-
-fn point_count(metric: &Metric) -> u64 {
-    match &metric.data {
-        Some(metric::Data::Sum(sum)) => sum.data_points.len() as u64,
-        Some(metric::Data::Gauge(gauge)) => gauge.data_points.len() as u64,
-        _ => 0,
     }
 }
 
@@ -427,7 +416,7 @@ mod tests {
             5 * SECOND,
             100 * SECOND,
         );
-        let (first, _) = metrics.export();
+        let first = metrics.export();
         // One reading: nothing to compare with yet.
         assert!(points(&first, names::CPU_UTILIZATION).is_empty());
         // 10 s later, 3 s more of user time and 1 s of system time on 2 CPUs.
@@ -438,7 +427,7 @@ mod tests {
             5 * SECOND,
             110 * SECOND,
         );
-        let (second, count) = metrics.export();
+        let second = metrics.export();
         let utilization = points(&second, names::CPU_UTILIZATION);
         assert_eq!(utilization.len(), 2);
         assert!((double(utilization[0]) - 0.15).abs() < 1e-9);
@@ -454,6 +443,16 @@ mod tests {
             10.0 * 1048576.0
         );
         // cpu time 2, utilization 2, memory 2, threads 1, switches 2, faults 2.
+        let names = [
+            names::CPU_TIME,
+            names::CPU_UTILIZATION,
+            names::MEMORY_USAGE,
+            names::MEMORY_VIRTUAL,
+            names::THREAD_COUNT,
+            names::CONTEXT_SWITCHES,
+            names::PAGING_FAULTS,
+        ];
+        let count: usize = names.iter().map(|n| points(&second, n).len()).sum();
         assert_eq!(count, 11);
     }
 
@@ -467,7 +466,7 @@ mod tests {
             5 * SECOND,
             100 * SECOND,
         );
-        let (first, _) = metrics.export();
+        let first = metrics.export();
         let cpu = points(&first, names::CPU_TIME);
         assert_eq!(double(cpu[0]), 1.0);
         assert_eq!(cpu[0].start_time_unix_nano, 5 * SECOND);
@@ -478,7 +477,7 @@ mod tests {
             5 * SECOND,
             110 * SECOND,
         );
-        let (second, _) = metrics.export();
+        let second = metrics.export();
         let cpu = points(&second, names::CPU_TIME);
         assert_eq!(double(cpu[0]), 3.0);
         assert_eq!(double(cpu[1]), 1.0);
@@ -486,7 +485,7 @@ mod tests {
         let switches = points(&second, names::CONTEXT_SWITCHES);
         assert_eq!(double(switches[0]), 20.0);
         // An export without a new reading sends nothing more.
-        let (third, _) = metrics.export();
+        let third = metrics.export();
         assert_eq!(double(points(&third, names::CPU_TIME)[0]), 0.0);
         // Levels stay levels.
         assert_eq!(double(points(&third, names::THREAD_COUNT)[0]), 3.0);
@@ -510,15 +509,15 @@ mod tests {
             100 * SECOND,
         );
         metrics.forget_process(7);
-        let (last, _) = metrics.export();
+        let last = metrics.export();
         assert_eq!(last.len(), 2);
-        let (after, _) = metrics.export();
+        let after = metrics.export();
         assert_eq!(after.len(), 1);
         // pid 8 now another process: no utilization against the old one's time.
         let mut other = usage(0.1, 0.0, 1);
         other.start_ticks = 9999;
         metrics.record(8, &resource(8), other, 50 * SECOND, 120 * SECOND);
-        let (reused, _) = metrics.export();
+        let reused = metrics.export();
         assert!(points(&reused, names::CPU_UTILIZATION).is_empty());
         assert_eq!(
             points(&reused, names::CPU_TIME)[0].start_time_unix_nano,

@@ -182,6 +182,14 @@ impl RedMetrics {
         self.exited.push(pid);
     }
 
+    /// Drops the series of these processes now (the Prometheus endpoint's
+    /// state, which is never exported: it forgets exited processes later).
+    pub fn drop_processes(&mut self, pids: &[u32]) {
+        for store in self.stores_mut() {
+            store.after_export(false, pids, 0);
+        }
+    }
+
     /// Builds the export request for everything recorded (cumulative: since
     /// the series started; delta: since the last export, then resets).
     pub fn export(&mut self, now_unix_ns: u64) -> Option<ExportMetricsServiceRequest> {
