@@ -11,6 +11,7 @@ use super::error::{ConfigError, Ctx};
 use super::export::{export_settings, ExportInputs};
 use super::features::{metric_features, ExporterSwitch};
 use super::file::{parse_file, vet_file, RawFile};
+use super::filters::{checked_filters, AttributeFilter};
 use super::otel_sdk::ExportSettings;
 use super::printer::{trace_printer, PrinterFormat};
 use super::prometheus::{prometheus_settings, PrometheusSettings};
@@ -27,6 +28,8 @@ pub struct EffectiveConfig {
     /// Exclusions, the default ones last (`origin` starts with `discovery.default_exclude`).
     pub exclude: Vec<Selector>,
     pub routes: RouteSettings,
+    /// OBI's `filter.application`: spans pass only when every condition holds.
+    pub filters: Vec<AttributeFilter>,
     pub trace_printer: PrinterFormat,
     /// OTLP destinations (fan-out: several per signal) and the SDK settings.
     pub export: ExportSettings,
@@ -111,6 +114,7 @@ fn build(
         env,
     )?;
     let routes = checked_routes(&ctx, raw.routes)?;
+    let filters = checked_filters(&mut ctx, raw.filter)?;
     let env_selector = env_selector(env, raw.open_port, raw.executable_path)?;
     let (instrument, exclude) = selectors(&mut ctx, raw.discovery, env_selector)?;
     let instrumentations = RawInstrumentations {
@@ -152,6 +156,7 @@ fn build(
         instrument,
         exclude,
         routes,
+        filters,
         trace_printer,
         export,
         prometheus,

@@ -26,6 +26,7 @@ pub(super) struct RawFile {
     pub(super) prometheus_export: Option<RawPrometheus>,
     pub(super) metrics: Option<RawFeatures>,
     pub(super) attributes: Option<RawAttributes>,
+    pub(super) filter: Option<super::filters::RawFilters>,
     pub(super) open_port: Option<PortList>,
     pub(super) executable_path: Option<RegexField>,
     pub(super) service_name: Option<Text>,

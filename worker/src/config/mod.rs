@@ -91,6 +91,7 @@ mod error;
 mod export;
 mod features;
 mod file;
+pub mod filters;
 pub mod flags;
 pub mod glob;
 mod obi_keys;
@@ -109,6 +110,7 @@ pub use databases::{DatabaseSettings, DbInstrumentation, DbSelection};
 pub use effective::{config_path, load, load_str, EffectiveConfig};
 pub use error::ConfigError;
 pub use features::ExporterSwitch;
+pub use filters::AttributeFilter;
 pub use flags::{SeccompMode, WorkerConfig};
 pub use glob::{ExePattern, Glob};
 pub use otel_sdk::{

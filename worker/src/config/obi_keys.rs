@@ -57,23 +57,65 @@ pub(super) const TOP: Section = Section {
         "log_format",
     ],
     obi: &[
-        ("ebpf", Obi::Ignored("eBPF tuning, context propagation and payload extraction are built into zerotrace")),
-        ("log_config", Obi::Ignored("use zerotrace run --print-config")),
+        (
+            "ebpf",
+            Obi::Ignored(
+                "eBPF tuning, context propagation and payload extraction are built into zerotrace",
+            ),
+        ),
+        (
+            "log_config",
+            Obi::Ignored("use zerotrace run --print-config"),
+        ),
         ("channel_buffer_len", INTERNAL),
         ("channel_send_timeout", INTERNAL),
         ("channel_send_timeout_panic", INTERNAL),
-        ("enforce_sys_caps", Obi::Ignored("zerotrace always checks its privileges (see zerotrace check)")),
-        ("profile_port", Obi::Ignored("zerotrace has no profiling endpoint")),
-        ("shutdown_timeout", Obi::Ignored("zerotrace flushes for at most 5 s on SIGTERM")),
-        ("service_namespace", Obi::Ignored("set namespace on discovery.instrument entries instead")),
-        ("network", Obi::Ignored("zerotrace produces no network flow metrics")),
-        ("stats", Obi::Ignored("zerotrace produces no network statistics")),
-        ("name_resolver", Obi::Ignored("zerotrace does not resolve peer names")),
-        ("internal_metrics", Obi::Ignored("zerotrace's own metrics (zerotrace_*) are on the prometheus_export endpoint")),
-        ("javaagent", Obi::Ignored("zerotrace does not inject the Java agent")),
-        ("nodejs", Obi::Ignored("zerotrace does not inject into Node.js")),
-        ("filter", Obi::Unsupported("attribute filters are not implemented, so what they drop would be exported; remove the section (routes.ignored_patterns drops spans by path)")),
-        ("target_pids", Obi::Unsupported("select processes by PID with discovery.instrument[].target_pids")),
+        (
+            "enforce_sys_caps",
+            Obi::Ignored("zerotrace always checks its privileges (see zerotrace check)"),
+        ),
+        (
+            "profile_port",
+            Obi::Ignored("zerotrace has no profiling endpoint"),
+        ),
+        (
+            "shutdown_timeout",
+            Obi::Ignored("zerotrace flushes for at most 5 s on SIGTERM"),
+        ),
+        (
+            "service_namespace",
+            Obi::Ignored("set namespace on discovery.instrument entries instead"),
+        ),
+        (
+            "network",
+            Obi::Ignored("zerotrace produces no network flow metrics"),
+        ),
+        (
+            "stats",
+            Obi::Ignored("zerotrace produces no network statistics"),
+        ),
+        (
+            "name_resolver",
+            Obi::Ignored("zerotrace does not resolve peer names"),
+        ),
+        (
+            "internal_metrics",
+            Obi::Ignored(
+                "zerotrace's own metrics (zerotrace_*) are on the prometheus_export endpoint",
+            ),
+        ),
+        (
+            "javaagent",
+            Obi::Ignored("zerotrace does not inject the Java agent"),
+        ),
+        (
+            "nodejs",
+            Obi::Ignored("zerotrace does not inject into Node.js"),
+        ),
+        (
+            "target_pids",
+            Obi::Unsupported("select processes by PID with discovery.instrument[].target_pids"),
+        ),
     ],
 };
 
@@ -557,7 +599,6 @@ trace_printer: json_indent
         assert_eq!(config.trace_printer, PrinterFormat::Json);
 
         let refused: &[(&str, &str)] = &[
-            ("filter:\n  application: {}\n", "filter"),
             ("attributes:\n  select:\n    http_client_request_duration: {exclude: [url.path]}\n", "attributes.select.http_client_request_duration"),
             ("discovery:\n  exclude_instrument:\n    - k8s_namespace: dev\n", "discovery.exclude_instrument[0].k8s_namespace"),
             ("discovery:\n  instrument:\n    - open_ports: 80\n      exports: [traces]\n", "discovery.instrument[0].exports"),

@@ -29,6 +29,14 @@ struct YamlOut {
     prometheus_export: Option<PrometheusOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attributes: Option<AttributesOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter: Option<FilterOut>,
+}
+
+/// `filter.application`: each attribute with its `match` or `not_match` glob.
+#[derive(Serialize)]
+struct FilterOut {
+    application: BTreeMap<&'static str, BTreeMap<&'static str, String>>,
 }
 
 /// `attributes.select.traces.exclude: [db.query.text]` when the query text is off.
@@ -262,6 +270,19 @@ impl EffectiveConfig {
                     BTreeMap::from([("exclude", vec!["db.query.text"])]),
                 )]),
             }),
+            filter: (!self.filters.is_empty()).then(|| FilterOut {
+                application: self
+                    .filters
+                    .iter()
+                    .map(|f| {
+                        let key = if f.negate { "not_match" } else { "match" };
+                        (
+                            f.attribute,
+                            BTreeMap::from([(key, f.glob.as_str().to_owned())]),
+                        )
+                    })
+                    .collect(),
+            }),
         }
     }
 
@@ -347,8 +368,13 @@ otel_metrics_export:
 prometheus_export:
   port: 9400
   path: /metrics
+filter:
+  application:
+    url_path: {not_match: '/health*'}
+    http.request.method: {match: '{GET,POST}'}
 ";
         let config = ok(yaml, &[]);
+        assert_eq!(config.filters.len(), 2);
         let printed = config.to_yaml();
         assert!(
             !printed.contains("secret-token") && !printed.contains("hunter2"),
