@@ -25,6 +25,7 @@ pub mod routes;
 pub mod sandbox;
 pub mod semconv;
 pub mod service_graph;
+pub mod span_filter;
 pub mod spans;
 pub mod tls_hooks;
 pub mod traces;

@@ -349,6 +349,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         .with_live_view(live)
         .with_service_graph(effective.service_graph.any())
         .with_process_metrics(effective.process_metrics.any())
+        .with_filters(effective.filters.clone())
         .with_trace_links(config.trace_links)
         .with_databases(effective.databases.clone());
     if let Some(map) = counters_map {

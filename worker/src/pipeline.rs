@@ -16,7 +16,7 @@ use zerotrace_shared::ipc::LoaderStats;
 use crate::capture::bpf_map::{possible_cpus, BpfMap};
 use crate::capture::reader::{ReaderCounters, RecordSink};
 use crate::clock::{monotonic_now_ns, WallClock};
-use crate::config::DatabaseSettings;
+use crate::config::{AttributeFilter, DatabaseSettings};
 use crate::connections::{ConnectionTracker, OpenedConnection, Segment};
 use crate::discovery::Discovery;
 use crate::exporters::otel_export::OtelExport;
@@ -32,6 +32,7 @@ use crate::process_usage::ProcessSampler;
 use crate::protocols::db_selection::{destinations, protocol_selection};
 use crate::routes::{RouteMatcher, SegmentCardinalityLimiter, WordMemo};
 use crate::service_graph::{EdgeObservations, GraphNode, GraphSettings, ServiceGraph};
+use crate::span_filter::SpanFilter;
 use crate::spans::ids::TraceParent;
 use crate::spans::{HttpText, Protocol, Span};
 use crate::traces::{LinkCounters, LinkSettings, TraceLinker};
@@ -153,6 +154,8 @@ pub struct Pipeline {
     last_loader_stats: Option<Instant>,
     loader_stats: LoaderStats,
     loss_notice: LossNotice,
+    /// OBI's `filter.application`: spans that do not pass go nowhere.
+    span_filter: Option<SpanFilter>,
     /// Reads the instrumented processes' CPU and memory (`application_process`).
     process_sampler: Option<ProcessSampler>,
     last_process_readings_for_scrapes: Option<Instant>,
@@ -259,12 +262,19 @@ impl Pipeline {
             last_loader_stats: None,
             loader_stats: LoaderStats::default(),
             loss_notice: LossNotice::default(),
+            span_filter: None,
             process_sampler: None,
             last_process_readings_for_scrapes: None,
             exited_for_scrapes: [Vec::new(), Vec::new()],
             last_scrape_pruning: Instant::now(),
             databases: DatabaseSettings::default(),
         }
+    }
+
+    /// Drops the spans the attribute filters do not pass, before any exporter.
+    pub fn with_filters(mut self, filters: Vec<AttributeFilter>) -> Self {
+        self.span_filter = SpanFilter::new(filters);
+        self
     }
 
     /// Reads the instrumented processes' CPU and memory for the exporters
@@ -598,6 +608,17 @@ impl Pipeline {
                 self.spans_ignored += 1;
             }
         }
+        if let Some(filter) = self.span_filter.as_mut() {
+            for (span, keep) in self.spans.iter().zip(keep.iter_mut()) {
+                if *keep == (false, false) {
+                    continue;
+                }
+                let resource = self.resources.resource_for(span.pid, &span.process_name);
+                if !filter.passes(span, &resource) {
+                    *keep = (false, false);
+                }
+            }
+        }
         self.printer.print(
             self.spans
                 .iter()
@@ -896,6 +917,7 @@ impl Pipeline {
             traces_unlinked_held_limit: links.held_limit,
             service_graph_evictions: self.graph.as_ref().map_or(0, |g| g.counters().evicted),
             process_readings_lost: self.process_readings_lost(),
+            spans_filtered: self.span_filter.as_ref().map_or(0, |f| f.spans_filtered),
             http2: tracker.http2,
         }
     }

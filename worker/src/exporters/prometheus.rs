@@ -588,7 +588,7 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         openmetrics,
     );
     let own = &state.own;
-    let counters: [(&str, &str, u64); 22] = [
+    let counters: [(&str, &str, u64); 23] = [
         (
             "zerotrace_kernel_events",
             "Events the kernel programs submitted.",
@@ -689,6 +689,11 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
             "zerotrace_service_graph_evictions",
             "Spans the service graph counted without their other half because too many were waiting.",
             own.service_graph_evictions,
+        ),
+        (
+            "zerotrace_spans_filtered",
+            "Spans the attribute filters (filter.application) did not pass: sent nowhere.",
+            own.spans_filtered,
         ),
         (
             "zerotrace_process_metrics_unread",

@@ -83,6 +83,8 @@ pub struct SelfMetrics {
     pub service_graph_evictions: u64,
     /// Readings the process metrics could not take (procfs refused, or too many processes).
     pub process_readings_lost: u64,
+    /// Spans `filter.application` did not pass.
+    pub spans_filtered: u64,
 }
 
 impl SelfMetrics {
@@ -246,6 +248,13 @@ fn families(own: &SelfMetrics) -> Vec<Family> {
             "{span}",
             Counter,
             own.service_graph_evictions,
+        ),
+        single(
+            "zerotrace.spans.filtered",
+            "Spans the attribute filters (filter.application) did not pass: sent nowhere.",
+            "{span}",
+            Counter,
+            own.spans_filtered,
         ),
         single(
             "zerotrace.process_metrics.unread",
