@@ -50,6 +50,7 @@ pub(super) const TOP: Section = Section {
         "otel_traces_export",
         "otel_metrics_export",
         "prometheus_export",
+        "filter",
         "open_port",
         "executable_path",
         "service_name",
@@ -599,7 +600,7 @@ trace_printer: json_indent
         assert_eq!(config.trace_printer, PrinterFormat::Json);
 
         let refused: &[(&str, &str)] = &[
-            ("attributes:\n  select:\n    http_client_request_duration: {exclude: [url.path]}\n", "attributes.select.http_client_request_duration"),
+            ("attributes:\n  select:\n    traces_spanmetrics_latency: {exclude: [span.name]}\n", "attributes.select.traces_spanmetrics_latency"),
             ("discovery:\n  exclude_instrument:\n    - k8s_namespace: dev\n", "discovery.exclude_instrument[0].k8s_namespace"),
             ("discovery:\n  instrument:\n    - open_ports: 80\n      exports: [traces]\n", "discovery.instrument[0].exports"),
             ("discovery:\n  instrument:\n    - open_ports: 80\n      sampler: {name: always_off}\n", "discovery.instrument[0].sampler"),
