@@ -12,6 +12,7 @@ use super::export::{export_settings, ExportInputs};
 use super::features::{metric_features, ExporterSwitch};
 use super::file::{parse_file, vet_file, RawFile};
 use super::filters::{checked_filters, AttributeFilter};
+use super::metric_select::{metric_selections, MetricSelection};
 use super::otel_sdk::ExportSettings;
 use super::printer::{trace_printer, PrinterFormat};
 use super::prometheus::{prometheus_settings, PrometheusSettings};
@@ -30,6 +31,8 @@ pub struct EffectiveConfig {
     pub routes: RouteSettings,
     /// OBI's `filter.application`: spans pass only when every condition holds.
     pub filters: Vec<AttributeFilter>,
+    /// `attributes.select` for the RED metrics, in the order they apply.
+    pub metric_selections: Vec<MetricSelection>,
     pub trace_printer: PrinterFormat,
     /// OTLP destinations (fan-out: several per signal) and the SDK settings.
     pub export: ExportSettings,
@@ -137,6 +140,7 @@ fn build(
     };
     let select = raw.attributes.as_ref().and_then(|a| a.select.as_ref());
     let databases = database_settings(&mut ctx, instrumentations, select, env)?;
+    let metric_selections = metric_selections(&ctx, select)?;
     let inputs = ExportInputs {
         traces: raw.otel_traces_export,
         metrics: raw.otel_metrics_export,
@@ -157,6 +161,7 @@ fn build(
         exclude,
         routes,
         filters,
+        metric_selections,
         trace_printer,
         export,
         prometheus,

@@ -94,6 +94,7 @@ mod file;
 pub mod filters;
 pub mod flags;
 pub mod glob;
+pub mod metric_select;
 mod obi_keys;
 pub mod otel_sdk;
 mod print;
@@ -113,6 +114,7 @@ pub use features::ExporterSwitch;
 pub use filters::AttributeFilter;
 pub use flags::{SeccompMode, WorkerConfig};
 pub use glob::{ExePattern, Glob};
+pub use metric_select::MetricSelection;
 pub use otel_sdk::{
     BatchSettings, ExportSettings, OtlpDestination, Protocol, SamplerSetting, Signal, Temporality,
 };

@@ -39,10 +39,11 @@ struct FilterOut {
     application: BTreeMap<&'static str, BTreeMap<&'static str, String>>,
 }
 
-/// `attributes.select.traces.exclude: [db.query.text]` when the query text is off.
+/// `attributes.select`: `traces.exclude: [db.query.text]` when the query
+/// text is off, and the metrics' entries.
 #[derive(Serialize)]
 struct AttributesOut {
-    select: BTreeMap<&'static str, BTreeMap<&'static str, Vec<&'static str>>>,
+    select: BTreeMap<String, BTreeMap<&'static str, Vec<String>>>,
 }
 
 #[derive(Serialize)]
@@ -264,12 +265,7 @@ impl EffectiveConfig {
                     self.process_metrics.prometheus,
                 ),
             }),
-            attributes: (!self.databases.query_text).then(|| AttributesOut {
-                select: BTreeMap::from([(
-                    "traces",
-                    BTreeMap::from([("exclude", vec!["db.query.text"])]),
-                )]),
-            }),
+            attributes: self.attributes_out(),
             filter: (!self.filters.is_empty()).then(|| FilterOut {
                 application: self
                     .filters
@@ -284,6 +280,29 @@ impl EffectiveConfig {
                     .collect(),
             }),
         }
+    }
+
+    /// `attributes.select` as it takes effect, when anything is selected.
+    fn attributes_out(&self) -> Option<AttributesOut> {
+        let mut select = BTreeMap::new();
+        if !self.databases.query_text {
+            select.insert(
+                "traces".to_owned(),
+                BTreeMap::from([("exclude", vec!["db.query.text".to_owned()])]),
+            );
+        }
+        for selection in &self.metric_selections {
+            let (include, exclude) = selection.lists();
+            let mut lists = BTreeMap::new();
+            if let Some(include) = include {
+                lists.insert("include", include);
+            }
+            if !exclude.is_empty() {
+                lists.insert("exclude", exclude);
+            }
+            select.insert(selection.pattern.clone(), lists);
+        }
+        (!select.is_empty()).then_some(AttributesOut { select })
     }
 
     /// The effective configuration as YAML (`zerotrace run --print-config`):
@@ -368,6 +387,10 @@ otel_metrics_export:
 prometheus_export:
   port: 9400
   path: /metrics
+attributes:
+  select:
+    http_*: {include: ['*'], exclude: [url.*]}
+    http_server_request_duration_seconds: {exclude: [http.route]}
 filter:
   application:
     url_path: {not_match: '/health*'}
