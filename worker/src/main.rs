@@ -27,6 +27,8 @@ use zerotrace_worker::exporters::prometheus::{self, ScrapeState, SharedScrapeSta
 use zerotrace_worker::exporters::trace_printer::TracePrinter;
 use zerotrace_worker::live_view::{self, LiveView};
 use zerotrace_worker::loader_client::LoaderClient;
+use zerotrace_worker::metrics::attribute_select::AttributeSelector;
+use zerotrace_worker::metrics::red::RedMetrics;
 use zerotrace_worker::metrics::self_metrics;
 use zerotrace_worker::otel::resource::ResourceCatalog;
 use zerotrace_worker::pipeline::{KernelCounters, Pipeline};
@@ -274,8 +276,11 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         info!("TLS plaintext capture off (ZEROTRACE_TLS_CAPTURE=false)");
     }
     let printer = TracePrinter::new(effective.trace_printer, std::io::stdout());
+    let selector = AttributeSelector::new(&effective.metric_selections, RedMetrics::instruments())
+        .map(Arc::new);
     let otel = OtelExport::start(&effective.export)?.map(|otel| {
         otel.with_service_graph(effective.service_graph.otlp)
+            .with_attribute_selector(selector.clone())
             .with_span_metrics(effective.span_metrics.otlp)
             .with_process_metrics(effective.process_metrics.otlp)
     });
@@ -298,6 +303,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         Some(settings) => {
             let state: SharedScrapeState = Arc::new(Mutex::new(
                 ScrapeState::default()
+                    .with_attribute_selector(selector.clone())
                     .with_service_graph(effective.service_graph.prometheus)
                     .with_span_metrics(effective.span_metrics.prometheus)
                     .with_process_metrics(effective.process_metrics.prometheus),

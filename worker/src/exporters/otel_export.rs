@@ -191,6 +191,15 @@ impl OtelExport {
         self.graph.is_some()
     }
 
+    /// Applies `attributes.select` to the RED metrics.
+    pub fn with_attribute_selector(
+        mut self,
+        selector: Option<Arc<crate::metrics::attribute_select::AttributeSelector>>,
+    ) -> Self {
+        self.red = self.red.map(|red| red.with_selector(selector));
+        self
+    }
+
     /// Sends the span metrics too (when metrics are exported at all).
     pub fn with_span_metrics(mut self, enabled: bool) -> Self {
         if enabled && self.red.is_some() {

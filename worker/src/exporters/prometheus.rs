@@ -54,6 +54,16 @@ impl ScrapeState {
         self
     }
 
+    /// Applies `attributes.select` to the RED metrics.
+    pub fn with_attribute_selector(
+        mut self,
+        selector: Option<Arc<crate::metrics::attribute_select::AttributeSelector>>,
+    ) -> Self {
+        self.red = std::mem::replace(&mut self.red, RedMetrics::new(Temporality::Cumulative))
+            .with_selector(selector);
+        self
+    }
+
     /// Serves the span metrics too.
     pub fn with_span_metrics(mut self, enabled: bool) -> Self {
         self.span_metrics = enabled.then(|| SpanMetrics::new(Temporality::Cumulative));
@@ -243,11 +253,12 @@ type LabelledPoint<'a> = (String, Vec<(String, String)>, Point<'a>);
 /// announced even before it has series; series in label order.
 fn write_store<'a>(
     out: &mut String,
+    red: &RedMetrics,
     store: &'a dyn MetricStore,
     openmetrics: bool,
 ) -> Vec<Point<'a>> {
-    let mut points: Vec<LabelledPoint<'a>> = store
-        .points()
+    let mut points: Vec<LabelledPoint<'a>> = red
+        .selected_points(store)
         .into_iter()
         .map(|point| {
             let labels = labels_of(&point);
@@ -266,7 +277,7 @@ fn write_store<'a>(
             .iter()
             .filter(|(_, _, p)| p.instrument.name == instrument.name)
         {
-            write_histogram(out, name, labels, instrument.bounds, point.state);
+            write_histogram(out, name, labels, instrument.bounds, &point.state);
         }
     }
     points.into_iter().map(|(_, _, point)| point).collect()
@@ -559,7 +570,7 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
     let mut out = String::new();
     let mut written = Vec::new();
     for store in state.red.stores() {
-        written.extend(write_store(&mut out, store, openmetrics));
+        written.extend(write_store(&mut out, &state.red, store, openmetrics));
     }
     if let Some(graph) = state.graph.as_ref() {
         write_service_graph(&mut out, graph, openmetrics);

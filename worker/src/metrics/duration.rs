@@ -3,6 +3,7 @@
 //! operations): the series, their bound, and what an export does to them.
 //! Each protocol keeps its own key (what identifies a series) and lookup.
 
+use std::borrow::Cow;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -101,7 +102,7 @@ impl<K: DurationKey> MetricStore for DurationStore<K> {
                 instrument: key.instrument(),
                 attributes: key.attributes(),
                 start_unix_ns: series.start_unix_ns,
-                state: &series.duration,
+                state: Cow::Borrowed(&series.duration),
             })
             .collect()
     }

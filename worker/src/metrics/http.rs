@@ -3,6 +3,7 @@
 //! series are looked up by a key borrowed from the span, so recording a known
 //! series allocates nothing.
 
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -358,7 +359,7 @@ impl MetricStore for HttpMetrics {
                     instrument,
                     attributes: attributes.clone(),
                     start_unix_ns: series.start_unix_ns,
-                    state,
+                    state: Cow::Borrowed(state),
                 });
             }
         }

@@ -1,5 +1,6 @@
 //! Metrics derived from spans.
 
+pub mod attribute_select;
 pub mod db;
 pub mod duration;
 pub mod http;

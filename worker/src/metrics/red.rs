@@ -6,6 +6,7 @@
 //! `metrics/messaging.rs`); the OTLP export here and the
 //! Prometheus endpoint read every store the same way.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use super::attribute_select::AttributeSelector;
 use super::db::DbMetrics;
 use super::http::HttpMetrics;
 use super::messaging::MessagingMetrics;
@@ -87,14 +89,15 @@ impl HistogramState {
     }
 }
 
-/// One histogram of one series, as exporters read it.
+/// One histogram of one series, as exporters read it (owned when
+/// `attributes.select` merged series into it).
 pub struct Point<'a> {
     pub pid: u32,
     pub resource: &'a Arc<Resource>,
     pub instrument: &'static Instrument,
     pub attributes: Vec<KeyValue>,
     pub start_unix_ns: u64,
-    pub state: &'a HistogramState,
+    pub state: Cow<'a, HistogramState>,
 }
 
 /// The series of one protocol's metrics.
@@ -125,6 +128,8 @@ pub(crate) fn scope() -> InstrumentationScope {
 
 pub struct RedMetrics {
     temporality: Temporality,
+    /// `attributes.select`: which attributes each instrument keeps.
+    selector: Option<Arc<AttributeSelector>>,
     /// Processes that exited: their series go out once more, then are dropped.
     exited: Vec<u32>,
     pub http: HttpMetrics,
@@ -140,11 +145,36 @@ impl RedMetrics {
     pub fn new(temporality: Temporality) -> Self {
         Self {
             temporality,
+            selector: None,
             exited: Vec::new(),
             http: HttpMetrics::default(),
             rpc: RpcMetrics::default(),
             db: DbMetrics::default(),
             messaging: MessagingMetrics::default(),
+        }
+    }
+
+    /// Applies `attributes.select` to what the exporters read.
+    pub fn with_selector(mut self, selector: Option<Arc<AttributeSelector>>) -> Self {
+        self.selector = selector;
+        self
+    }
+
+    /// Every instrument of every store.
+    pub fn instruments() -> impl Iterator<Item = &'static Instrument> {
+        crate::semconv::http::INSTRUMENTS
+            .iter()
+            .chain(&crate::semconv::rpc::INSTRUMENTS)
+            .chain(&crate::semconv::db::INSTRUMENTS)
+            .chain(&crate::semconv::messaging::INSTRUMENTS)
+    }
+
+    /// A store's points as the exporters send them: with the attributes
+    /// `attributes.select` keeps, series merged where they then coincide.
+    pub fn selected_points<'a>(&self, store: &'a dyn MetricStore) -> Vec<Point<'a>> {
+        match self.selector.as_ref() {
+            Some(selector) => selector.apply(store.points()),
+            None => store.points(),
         }
     }
 
@@ -207,7 +237,7 @@ impl RedMetrics {
             let instruments = store.instruments();
             // (pid, instrument index) -> points
             let mut points: HashMap<(u32, usize), Vec<HistogramDataPoint>> = HashMap::new();
-            for point in store.points() {
+            for point in self.selected_points(store) {
                 if delta && point.state.count == 0 {
                     continue;
                 }
