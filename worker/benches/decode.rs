@@ -36,6 +36,7 @@ use zerotrace_worker::connections::{ConnectionTracker, Segment};
 use zerotrace_worker::live_view::LiveView;
 use zerotrace_worker::metrics::red::RedMetrics;
 use zerotrace_worker::metrics::service_graph::ServiceGraphMetrics;
+use zerotrace_worker::metrics::span_metrics::SpanMetrics;
 use zerotrace_worker::otel::attribute_blocks::AttributeBlocks;
 use zerotrace_worker::otel::span_wire::{append_span, export_request, scope_bytes, ProcessSpans};
 use zerotrace_worker::routes::{RouteMatcher, WordMemo};
@@ -518,6 +519,8 @@ struct Path {
     graph: Option<Graph>,
     /// Every span exported as an OTLP trace span, when measured too.
     traces: Option<TraceExport>,
+    /// The span metrics (`application_span`), when measured too.
+    span_metrics: Option<SpanMetrics>,
 }
 
 /// What an OTLP trace export adds per span, as `OtelExport` does it: the
@@ -583,6 +586,7 @@ impl Path {
             linked: Vec::new(),
             graph: None,
             traces: None,
+            span_metrics: None,
         }
     }
 
@@ -626,6 +630,14 @@ impl Path {
         Self {
             traces: Some(TraceExport::new(&path.resource)),
             ..path
+        }
+    }
+
+    /// The default path with the span metrics on (`application_span`).
+    fn with_span_metrics() -> Self {
+        Self {
+            span_metrics: Some(SpanMetrics::new(Temporality::Cumulative)),
+            ..Self::with_graph_and_live_view()
         }
     }
 
@@ -718,6 +730,9 @@ impl Path {
             let end = span.end_monotonic_ns;
             if self.metrics {
                 self.red.record(span, &self.resource, end);
+                if let Some(span_metrics) = self.span_metrics.as_mut() {
+                    span_metrics.record(span, &self.resource, end);
+                }
             }
             if let Some(graph) = self.graph.as_mut() {
                 graph
@@ -819,11 +834,13 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
     let mut exporting = Path::with_trace_export();
     let mut short = Path::with_graph_and_live_view();
     let mut bare = Path::without_exporter();
+    let mut spans = Path::with_span_metrics();
     for (path, records) in [
         (&mut path, &records),
         (&mut exporting, &records),
         (&mut short, &short_records),
         (&mut bare, &records),
+        (&mut spans, &records),
     ] {
         let produced = path.replay(records, true);
         assert_eq!(produced, EXCHANGES, "every exchange must become one span");
@@ -858,6 +875,10 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
                     &mut bare,
                     black_box(&records),
                 ));
+                black_box(replay_nginx_wrk_span_metrics(
+                    &mut spans,
+                    black_box(&records),
+                ));
             }
         }
         return;
@@ -887,6 +908,14 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
         b.iter(|| {
             black_box(replay_nginx_wrk_without_exporter(
                 &mut bare,
+                black_box(&records),
+            ))
+        })
+    });
+    group.bench_function("span_metrics", |b| {
+        b.iter(|| {
+            black_box(replay_nginx_wrk_span_metrics(
+                &mut spans,
                 black_box(&records),
             ))
         })
@@ -934,6 +963,16 @@ fn replay_nginx_wrk_without_exporter(path: &mut Path, records: &[Vec<u8>]) -> us
     let produced = path.replay(records, true);
     // Not the same body as the other replay functions (see replay_nginx_wrk_exporting).
     black_box(path.metrics);
+    produced
+}
+
+/// [`replay_nginx_wrk`] with the span metrics on
+/// (`--toggle-collect=decode::replay_nginx_wrk_span_metrics`).
+#[inline(never)]
+fn replay_nginx_wrk_span_metrics(path: &mut Path, records: &[Vec<u8>]) -> usize {
+    let produced = path.replay(records, true);
+    // Not the same body as the other replay functions (see replay_nginx_wrk_exporting).
+    black_box(path.span_metrics.as_ref().map(|m| m.series().count()));
     produced
 }
 
