@@ -40,13 +40,55 @@ pub const HELP_RESPONSE_SIZE: &str =
 /// The `source` attribute: which agent made the series (OBI writes its own name).
 pub const SOURCE: &str = "zerotrace";
 
-/// What tells a series apart.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What tells a series apart. Hashed through [`SpanSeriesKeyRef`], so that
+/// a span's name built in a reused buffer finds it without an allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpanSeriesKey {
     pub pid: u32,
     pub name: String,
     pub kind: SpanKind,
     pub error: bool,
+}
+
+/// [`SpanSeriesKey`] borrowed: how both hash.
+#[derive(Debug, PartialEq, Eq)]
+struct SpanSeriesKeyRef<'a> {
+    pid: u32,
+    name: &'a str,
+    kind: SpanKind,
+    error: bool,
+}
+
+/// The pid, kind and status hashed as one word, then the name.
+impl std::hash::Hash for SpanSeriesKeyRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let kind = self.kind as u64;
+        state.write_u64(u64::from(self.pid) | kind << 32 | u64::from(self.error) << 40);
+        self.name.hash(state);
+    }
+}
+
+impl SpanSeriesKey {
+    fn borrowed(&self) -> SpanSeriesKeyRef<'_> {
+        SpanSeriesKeyRef {
+            pid: self.pid,
+            name: &self.name,
+            kind: self.kind,
+            error: self.error,
+        }
+    }
+}
+
+impl std::hash::Hash for SpanSeriesKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.borrowed().hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<SpanSeriesKey> for SpanSeriesKeyRef<'_> {
+    fn equivalent(&self, key: &SpanSeriesKey) -> bool {
+        *self == key.borrowed()
+    }
 }
 
 /// One series' running state.
@@ -148,6 +190,8 @@ pub struct SpanMetrics {
     series: FastMap<SpanSeriesKey, SpanSeries>,
     overflow: FastMap<u32, SpanSeries>,
     exited: Vec<u32>,
+    /// The span's name, built here for each lookup (grown once, then reused).
+    name: String,
 }
 
 impl SpanMetrics {
@@ -157,19 +201,32 @@ impl SpanMetrics {
             series: FastMap::default(),
             overflow: FastMap::default(),
             exited: Vec::new(),
+            name: String::new(),
         }
     }
 
     pub fn record(&mut self, span: &Span, resource: &Arc<Resource>, now_unix_ns: u64) {
-        let key = SpanSeriesKey {
+        self.name.clear();
+        for part in crate::semconv::span_name_parts(span) {
+            self.name.push_str(part);
+        }
+        let key = SpanSeriesKeyRef {
             pid: span.pid,
-            name: crate::semconv::span_name(span),
+            name: &self.name,
             kind: span.kind,
             error: crate::semconv::is_error(span),
         };
-        let series = if self.series.contains_key(&key) || self.series.len() < MAX_SERIES {
+        let series = if let Some(series) = self.series.get_mut(&key) {
+            series
+        } else if self.series.len() < MAX_SERIES {
+            let owned = SpanSeriesKey {
+                pid: key.pid,
+                name: key.name.to_owned(),
+                kind: key.kind,
+                error: key.error,
+            };
             self.series
-                .entry(key)
+                .entry(owned)
                 .or_insert_with(|| SpanSeries::new(resource, now_unix_ns))
         } else {
             self.overflow
@@ -490,6 +547,31 @@ mod tests {
             calls.data_points[0].value,
             Some(number_data_point::Value::AsInt(1))
         );
+    }
+
+    #[test]
+    fn a_borrowed_key_finds_its_series() {
+        use std::hash::BuildHasher;
+        let owned = SpanSeriesKey {
+            pid: 7,
+            name: "GET /cart".into(),
+            kind: SpanKind::Server,
+            error: true,
+        };
+        let borrowed = SpanSeriesKeyRef {
+            pid: 7,
+            name: "GET /cart",
+            kind: SpanKind::Server,
+            error: true,
+        };
+        let state = crate::hashing::FastState::default();
+        assert_eq!(state.hash_one(&owned), state.hash_one(&borrowed));
+        assert!(hashbrown::Equivalent::equivalent(&borrowed, &owned));
+        let other = SpanSeriesKeyRef {
+            error: false,
+            ..borrowed
+        };
+        assert!(!hashbrown::Equivalent::equivalent(&other, &owned));
     }
 
     #[test]
