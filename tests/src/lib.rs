@@ -457,6 +457,21 @@ impl Drop for Server {
     }
 }
 
+/// Writes a config file the worker (its own unprivileged user) can read:
+/// `file` in a directory of this test binary named after `dir`, the
+/// directory and the file readable by all.
+pub fn readable_config(dir: &str, file: &str, yaml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zt-{dir}-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(file);
+    std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status();
+    path
+}
+
 /// Runs curl with the given arguments; returns its stdout.
 pub fn curl(args: &[&str]) -> String {
     let output = Command::new("curl")

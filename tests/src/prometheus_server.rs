@@ -8,6 +8,18 @@ use serde_json::Value;
 
 use crate::free_port;
 
+/// A Prometheus from [`start_prometheus`], stopped and its directory removed
+/// when dropped, even when an assertion fails first.
+pub struct PrometheusGuard(pub Child, pub PathBuf);
+
+impl Drop for PrometheusGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
 /// A real Prometheus scraping the agent's endpoint on `metrics_port` every
 /// second, in a scratch directory named after `name` (removed by the
 /// caller): the server, its port, the directory.

@@ -8,16 +8,7 @@ use std::time::Duration;
 use zerotrace_integration_tests::*;
 
 fn config_file(name: &str, yaml: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("zt-config-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join(name);
-    std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
-    // The worker reads it as its own unprivileged user.
-    let _ = Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&dir)
-        .status();
-    path
+    readable_config("config", name, yaml)
 }
 
 fn ports_of_spans(agent: &Agent) -> Vec<u64> {

@@ -5,27 +5,21 @@
 //! OTLP with opentelemetry-proto.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use zerotrace_integration_tests::otlp_receiver::*;
 use zerotrace_integration_tests::*;
 
-/// A config file the worker (its own unprivileged user) can read.
+/// The config file: GET requests whose path is not `/id/secret*` pass.
 fn config(port: u16) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("zt-filters-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join("filters.yaml");
-    let yaml = format!(
-        "discovery:\n  instrument:\n    - open_ports: {port}\nfilter:\n  application:\n    url.path: {{not_match: '/id/secret*'}}\n    http_request_method: {{match: GET}}\n  network:\n    dst_port: {{match: '80'}}\n"
-    );
-    std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
-    let _ = Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&dir)
-        .status();
-    path
+    readable_config(
+        "filters",
+        "filters.yaml",
+        &format!(
+            "discovery:\n  instrument:\n    - open_ports: {port}\nfilter:\n  application:\n    url.path: {{not_match: '/id/secret*'}}\n    http_request_method: {{match: GET}}\n  network:\n    dst_port: {{match: '80'}}\n"
+        ),
+    )
 }
 
 #[test]

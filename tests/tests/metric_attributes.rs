@@ -5,27 +5,21 @@
 //! the other histograms keep every attribute.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::metrics::v1::metric;
 use zerotrace_integration_tests::otlp_receiver::*;
 use zerotrace_integration_tests::*;
 
-/// A config file the worker (its own unprivileged user) can read.
+/// The config file: the server duration without route, status and error type.
 fn config(port: u16) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("zt-select-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join("select.yaml");
-    let yaml = format!(
-        "discovery:\n  instrument:\n    - open_ports: {port}\nattributes:\n  select:\n    http_server_request_duration_seconds:\n      exclude: [http.route, 'http_response_*', error.type]\n"
-    );
-    std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
-    let _ = Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&dir)
-        .status();
-    path
+    readable_config(
+        "select",
+        "select.yaml",
+        &format!(
+            "discovery:\n  instrument:\n    - open_ports: {port}\nattributes:\n  select:\n    http_server_request_duration_seconds:\n      exclude: [http.route, 'http_response_*', error.type]\n"
+        ),
+    )
 }
 
 #[test]

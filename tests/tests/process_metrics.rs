@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Metric, NumberDataPoint};
 use zerotrace_integration_tests::otlp_receiver::*;
-use zerotrace_integration_tests::prometheus_server::{query, start_prometheus};
+use zerotrace_integration_tests::prometheus_server::{query, start_prometheus, PrometheusGuard};
 use zerotrace_integration_tests::*;
 
 const FEATURES: (&str, &str) = (
@@ -164,17 +164,6 @@ fn otlp_carries_each_instrumented_process_s_cpu_and_memory_as_the_kernel_counts_
     assert!(!exports
         .iter()
         .any(|(resource, _)| resource.get("process.pid") == Some(&other_pid)));
-}
-
-/// Stops Prometheus and removes its directory, even when an assertion fails.
-struct PrometheusGuard(std::process::Child, std::path::PathBuf);
-
-impl Drop for PrometheusGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
 }
 
 #[test]

@@ -5,40 +5,23 @@
 //! Scraped by a real Prometheus, and decoded from OTLP with opentelemetry-proto.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use zerotrace_integration_tests::otlp_receiver::*;
-use zerotrace_integration_tests::prometheus_server::{query, start_prometheus};
+use zerotrace_integration_tests::prometheus_server::{query, start_prometheus, PrometheusGuard};
 use zerotrace_integration_tests::*;
 
-/// A config file the worker (its own unprivileged user) can read: `front`
-/// and `back` named by their ports, the service graph feature on.
+/// A config file the worker can read: `front` and `back` named by their
+/// ports, the metric features given.
 fn config(name: &str, front: u16, back: u16, features: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("zt-graph-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join(name);
-    let yaml = format!(
-        "discovery:\n  instrument:\n    - open_ports: {front}\n      name: front\n    - open_ports: {back}\n      name: back\nmetrics:\n  features: [{features}]\n"
-    );
-    std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
-    let _ = Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&dir)
-        .status();
-    path
-}
-
-/// Stops Prometheus and removes its directory, even when an assertion fails.
-struct PrometheusGuard(std::process::Child, PathBuf);
-
-impl Drop for PrometheusGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
+    readable_config(
+        "graph",
+        name,
+        &format!(
+            "discovery:\n  instrument:\n    - open_ports: {front}\n      name: front\n    - open_ports: {back}\n      name: back\nmetrics:\n  features: [{features}]\n"
+        ),
+    )
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Metric};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
 use zerotrace_integration_tests::otlp_receiver::*;
-use zerotrace_integration_tests::prometheus_server::{query, start_prometheus};
+use zerotrace_integration_tests::prometheus_server::{query, start_prometheus, PrometheusGuard};
 use zerotrace_integration_tests::*;
 
 /// (pid, span name, kind, status) as the span metrics name them.
@@ -157,17 +157,6 @@ fn every_span_is_counted_once_under_its_name_kind_and_status() {
             attr_str(&point.attributes, "source").as_deref(),
             Some("zerotrace")
         );
-    }
-}
-
-/// Stops Prometheus and removes its directory, even when an assertion fails.
-struct PrometheusGuard(std::process::Child, std::path::PathBuf);
-
-impl Drop for PrometheusGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
