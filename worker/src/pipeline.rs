@@ -64,25 +64,10 @@ fn process_name_of(
     )
 }
 
-fn resource_string(
-    resource: &opentelemetry_proto::tonic::resource::v1::Resource,
-    key: &str,
-) -> Option<String> {
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    resource
-        .attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(name) => Some(name.clone()),
-            _ => None,
-        })
-}
-
 fn service_name_of(
     resource: &opentelemetry_proto::tonic::resource::v1::Resource,
 ) -> Option<String> {
-    resource_string(resource, "service.name")
+    crate::otel::resource::attribute_text(resource, "service.name")
 }
 
 /// A process as the service graph names it: its `service.name` and `service.namespace`.
@@ -91,7 +76,8 @@ fn graph_node(
     process_name: &str,
 ) -> GraphNode {
     let name = service_name_of(resource).unwrap_or_else(|| process_name.to_owned());
-    let namespace = resource_string(resource, "service.namespace").unwrap_or_default();
+    let namespace =
+        crate::otel::resource::attribute_text(resource, "service.namespace").unwrap_or_default();
     GraphNode::new(&name, &namespace)
 }
 

@@ -6,11 +6,11 @@
 //! does not carry is the empty string, as in OBI, so `match` drops such
 //! spans and `not_match` keeps them.
 
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::config::AttributeFilter;
 use crate::metrics::span_metrics::{kind_name, status_name};
+use crate::otel::resource::attribute_text;
 use crate::semconv::attribute::{AttributeSink, ConnectionKey};
 use crate::spans::Span;
 
@@ -62,21 +62,6 @@ impl AttributeSink for WantedValues<'_> {
     }
 }
 
-fn resource_value(resource: &Resource, key: &str) -> Option<String> {
-    resource
-        .attributes
-        .iter()
-        .find(|a| a.key == key)
-        .and_then(|a| a.value.as_ref()?.value.as_ref())
-        .map(|value| match value {
-            Value::StringValue(s) => s.clone(),
-            Value::IntValue(i) => i.to_string(),
-            Value::BoolValue(b) => b.to_string(),
-            Value::DoubleValue(d) => d.to_string(),
-            _ => String::new(),
-        })
-}
-
 impl SpanFilter {
     /// None when there is nothing to filter on.
     pub fn new(filters: Vec<AttributeFilter>) -> Option<Self> {
@@ -108,7 +93,7 @@ impl SpanFilter {
                 "span.name" => Some(crate::semconv::span_name(span)),
                 "span.kind" => Some(kind_name(span.kind).to_owned()),
                 "status.code" => Some(status_name(error.is_some()).to_owned()),
-                other => resource_value(resource, other),
+                other => attribute_text(resource, other),
             });
             filter.passes(value.as_deref().unwrap_or(""))
         })

@@ -283,6 +283,27 @@ fn write_store<'a>(
     points.into_iter().map(|(_, _, point)| point).collect()
 }
 
+/// A counter family named `…_total`, one sample per row of labels.
+fn write_counter<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    openmetrics: bool,
+    rows: impl Iterator<Item = (&'a [(String, String)], u64)>,
+) {
+    // OpenMetrics names the family without `_total`; the text format with it.
+    let family = if openmetrics {
+        name.trim_end_matches("_total")
+    } else {
+        name
+    };
+    let _ = writeln!(out, "# HELP {family} {help}");
+    let _ = writeln!(out, "# TYPE {family} counter");
+    for (labels, value) in rows {
+        let _ = writeln!(out, "{name}{} {value}", label_text(labels, None));
+    }
+}
+
 /// A service graph family: its name, help, and what it reads of an edge.
 type CounterFamily = (
     &'static str,
@@ -324,17 +345,10 @@ fn write_service_graph(out: &mut String, graph: &ServiceGraphMetrics, openmetric
         ),
     ];
     for (name, help, value) in counters {
-        // OpenMetrics names the family without `_total`; the text format with it.
-        let family = if openmetrics {
-            name.trim_end_matches("_total")
-        } else {
-            name
-        };
-        let _ = writeln!(out, "# HELP {family} {help}");
-        let _ = writeln!(out, "# TYPE {family} counter");
-        for (labels, state) in &series {
-            let _ = writeln!(out, "{name}{} {}", label_text(labels, None), value(state));
-        }
+        let rows = series
+            .iter()
+            .map(|(labels, s)| (labels.as_slice(), value(s)));
+        write_counter(out, name, help, openmetrics, rows);
     }
     let histograms: [HistogramFamily; 2] = [
         (
@@ -427,16 +441,10 @@ fn write_span_metrics(out: &mut String, spans: &SpanMetrics, openmetrics: bool) 
         ),
     ];
     for (name, help, value) in counters {
-        let family = if openmetrics {
-            name.trim_end_matches("_total")
-        } else {
-            name
-        };
-        let _ = writeln!(out, "# HELP {family} {help}");
-        let _ = writeln!(out, "# TYPE {family} counter");
-        for (_, labels, state) in &series {
-            let _ = writeln!(out, "{name}{} {}", label_text(labels, None), value(state));
-        }
+        let rows = series
+            .iter()
+            .map(|(_, labels, s)| (labels.as_slice(), value(s)));
+        write_counter(out, name, help, openmetrics, rows);
     }
 }
 

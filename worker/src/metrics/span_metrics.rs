@@ -135,18 +135,7 @@ pub fn status_name(error: bool) -> &'static str {
 
 /// The resource attribute `key`, as text (empty when absent).
 fn resource_text(resource: &Resource, key: &str) -> String {
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    resource
-        .attributes
-        .iter()
-        .find(|a| a.key == key)
-        .and_then(|a| a.value.as_ref()?.value.as_ref())
-        .map(|value| match value {
-            Value::StringValue(s) => s.clone(),
-            Value::IntValue(i) => i.to_string(),
-            _ => String::new(),
-        })
-        .unwrap_or_default()
+    crate::otel::resource::attribute_text(resource, key).unwrap_or_default()
 }
 
 /// A series' attributes, in OBI's order; `None` is the overflow series.

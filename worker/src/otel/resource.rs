@@ -10,6 +10,27 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use crate::discovery::ServiceIdentity;
 pub use crate::semconv::attribute::{bool_attribute, int_attribute, string_attribute};
 
+/// A resource attribute's value as text (numbers and booleans written out);
+/// None when the resource does not carry it.
+pub fn attribute_text(resource: &Resource, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let value = resource
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?;
+    Some(match value {
+        Value::StringValue(s) => s.clone(),
+        Value::IntValue(i) => i.to_string(),
+        Value::BoolValue(b) => b.to_string(),
+        Value::DoubleValue(d) => d.to_string(),
+        _ => String::new(),
+    })
+}
+
 fn set_string(resource: &mut Resource, key: &str, value: &str) {
     resource.attributes.retain(|a| a.key != key);
     resource.attributes.push(string_attribute(key, value));
