@@ -67,15 +67,17 @@ impl AttributeSelector {
         Some(Self { by_instrument })
     }
 
-    /// Whether the instrument keeps the attribute.
-    fn keeps(entries: &[Arc<MetricSelection>], key: &str) -> bool {
+    /// Whether the instrument keeps the attribute. `limited`: the first
+    /// entry's `include` names some attribute of the point, so it is the
+    /// start (otherwise, as in OBI, the metric's own attributes are).
+    fn keeps(entries: &[Arc<MetricSelection>], key: &str, limited: bool) -> bool {
         if key == OVERFLOW {
             return true;
         }
         let name = attribute_prometheus_form(key);
         let mut kept = true;
         for (i, entry) in entries.iter().enumerate() {
-            if i == 0 && entry.has_include() {
+            if i == 0 && limited {
                 kept = entry.includes(&name);
             } else if entry.includes(&name) {
                 kept = true;
@@ -85,6 +87,15 @@ impl AttributeSelector {
             }
         }
         kept
+    }
+
+    /// Whether the first entry's `include` names one of the attributes.
+    fn limits(entries: &[Arc<MetricSelection>], attributes: &[KeyValue]) -> bool {
+        entries.first().is_some_and(|first| {
+            attributes
+                .iter()
+                .any(|kv| first.includes(&attribute_prometheus_form(&kv.key)))
+        })
     }
 
     /// The points with their selected attributes, merged where they now
@@ -97,7 +108,10 @@ impl AttributeSelector {
                 out.push(point);
                 continue;
             };
-            point.attributes.retain(|kv| Self::keeps(entries, &kv.key));
+            let limited = Self::limits(entries, &point.attributes);
+            point
+                .attributes
+                .retain(|kv| Self::keeps(entries, &kv.key, limited));
             let key = (
                 point.pid,
                 point.instrument.name,
@@ -318,7 +332,11 @@ mod tests {
             .into_iter()
             .map(Arc::new)
             .collect();
-        assert!(AttributeSelector::keeps(&entries, OVERFLOW));
-        assert!(!AttributeSelector::keeps(&entries, "http.route"));
+        assert!(AttributeSelector::keeps(&entries, OVERFLOW, true));
+        assert!(!AttributeSelector::keeps(&entries, "http.route", true));
+        // An include that names none of the point's attributes starts from them all, as in OBI.
+        let route = [string_attribute("http.route", "/a")];
+        assert!(!AttributeSelector::limits(&entries, &route));
+        assert!(AttributeSelector::keeps(&entries, "http.route", false));
     }
 }
