@@ -354,7 +354,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         .with_scrape_state(scrape, Arc::clone(&counters))
         .with_live_view(live)
         .with_service_graph(effective.service_graph.any())
-        .with_process_metrics(effective.process_metrics.any())
+        .with_process_metrics(effective.process_metrics)
         .with_filters(effective.filters.clone())
         .with_trace_links(config.trace_links)
         .with_databases(effective.databases.clone());

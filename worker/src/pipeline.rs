@@ -16,7 +16,7 @@ use zerotrace_shared::ipc::LoaderStats;
 use crate::capture::bpf_map::{possible_cpus, BpfMap};
 use crate::capture::reader::{ReaderCounters, RecordSink};
 use crate::clock::{monotonic_now_ns, WallClock};
-use crate::config::{AttributeFilter, DatabaseSettings};
+use crate::config::{AttributeFilter, DatabaseSettings, ExporterSwitch};
 use crate::connections::{ConnectionTracker, OpenedConnection, Segment};
 use crate::discovery::Discovery;
 use crate::exporters::otel_export::OtelExport;
@@ -144,6 +144,8 @@ pub struct Pipeline {
     span_filter: Option<SpanFilter>,
     /// Reads the instrumented processes' CPU and memory (`application_process`).
     process_sampler: Option<ProcessSampler>,
+    /// Whether the Prometheus endpoint serves the process metrics.
+    process_metrics_for_scrapes: bool,
     last_process_readings_for_scrapes: Option<Instant>,
     /// Processes exited since the last pruning of the Prometheus state, and
     /// in the round before (whose series go at the next pruning).
@@ -250,6 +252,7 @@ impl Pipeline {
             loss_notice: LossNotice::default(),
             span_filter: None,
             process_sampler: None,
+            process_metrics_for_scrapes: false,
             last_process_readings_for_scrapes: None,
             exited_for_scrapes: [Vec::new(), Vec::new()],
             last_scrape_pruning: Instant::now(),
@@ -265,8 +268,9 @@ impl Pipeline {
 
     /// Reads the instrumented processes' CPU and memory for the exporters
     /// that send the process metrics.
-    pub fn with_process_metrics(mut self, enabled: bool) -> Self {
-        self.process_sampler = enabled.then(ProcessSampler::default);
+    pub fn with_process_metrics(mut self, exporters: ExporterSwitch) -> Self {
+        self.process_sampler = exporters.any().then(ProcessSampler::default);
+        self.process_metrics_for_scrapes = exporters.prometheus;
         self
     }
 
@@ -777,7 +781,8 @@ impl Pipeline {
             .otel
             .as_ref()
             .is_some_and(OtelExport::wants_process_readings);
-        let for_scrapes = self.scrape.is_some()
+        let for_scrapes = self.process_metrics_for_scrapes
+            && self.scrape.is_some()
             && self
                 .last_process_readings_for_scrapes
                 .is_none_or(|at| at.elapsed() >= PROCESS_READINGS_FOR_SCRAPES_EVERY);
