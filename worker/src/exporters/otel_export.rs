@@ -142,11 +142,10 @@ impl OtelExport {
         (in_traces, in_metrics): (bool, bool),
         clock: &WallClock,
     ) {
-        if in_metrics {
+        // The span metrics exist only beside the RED metrics (`with_span_metrics`).
+        if let Some(red) = self.red.as_mut().filter(|_| in_metrics) {
             let end = clock.to_unix_ns(span.end_monotonic_ns);
-            if let Some(red) = self.red.as_mut() {
-                red.record(span, resource, end);
-            }
+            red.record(span, resource, end);
             if let Some(span_metrics) = self.span_metrics.as_mut() {
                 span_metrics.record(span, resource, end);
             }
