@@ -8,6 +8,7 @@
 
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use crate::config::filters::SPAN_ATTRIBUTES;
 use crate::config::AttributeFilter;
 use crate::metrics::span_metrics::{kind_name, status_name};
 use crate::otel::resource::attribute_text;
@@ -18,6 +19,9 @@ use crate::spans::Span;
 #[derive(Debug)]
 pub struct SpanFilter {
     filters: Vec<AttributeFilter>,
+    /// Whether a filter names a span attribute: only then are the span's
+    /// attributes written out for it.
+    reads_span_attributes: bool,
     /// Spans a condition did not hold for.
     pub spans_filtered: u64,
 }
@@ -65,8 +69,12 @@ impl AttributeSink for WantedValues<'_> {
 impl SpanFilter {
     /// None when there is nothing to filter on.
     pub fn new(filters: Vec<AttributeFilter>) -> Option<Self> {
+        let reads_span_attributes = filters
+            .iter()
+            .any(|f| SPAN_ATTRIBUTES.contains(&f.attribute));
         (!filters.is_empty()).then_some(Self {
             filters,
+            reads_span_attributes,
             spans_filtered: 0,
         })
     }
@@ -85,14 +93,16 @@ impl SpanFilter {
             filters: &self.filters,
             values: vec![None; self.filters.len()],
         };
-        let error = crate::semconv::error(span);
-        crate::semconv::write_span_attributes(span, error.as_ref(), &mut wanted);
+        if self.reads_span_attributes {
+            let error = crate::semconv::error(span);
+            crate::semconv::write_span_attributes(span, error.as_ref(), &mut wanted);
+        }
         let values = wanted.values;
         self.filters.iter().zip(values).all(|(filter, value)| {
             let value = value.or_else(|| match filter.attribute {
                 "span.name" => Some(crate::semconv::span_name(span)),
                 "span.kind" => Some(kind_name(span.kind).to_owned()),
-                "status.code" => Some(status_name(error.is_some()).to_owned()),
+                "status.code" => Some(status_name(crate::semconv::is_error(span)).to_owned()),
                 other => attribute_text(resource, other),
             });
             filter.passes(value.as_deref().unwrap_or(""))
@@ -103,7 +113,7 @@ impl SpanFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::filters::{filterable_attribute, FILTERABLE_ATTRIBUTES};
+    use crate::config::filters::filterable_attribute;
     use crate::config::Glob;
     use crate::protocols::db::fixture::Cut;
     use crate::semconv::attribute::{int_attribute, string_attribute};
@@ -307,7 +317,7 @@ mod tests {
         let unknown: Vec<&&str> = keys
             .0
             .iter()
-            .filter(|k| !FILTERABLE_ATTRIBUTES.contains(k))
+            .filter(|k| !SPAN_ATTRIBUTES.contains(k))
             .collect();
         assert!(unknown.is_empty(), "not filterable: {unknown:?}");
         assert!(keys.0.len() >= 30, "{:?}", keys.0);

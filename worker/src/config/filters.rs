@@ -15,10 +15,8 @@ use super::error::{child, ConfigError, Ctx};
 use super::glob::Glob;
 use super::values::{Extra, Text};
 
-/// The attributes a filter may name: those the spans carry (every protocol's
-/// semantic conventions, `crate::semconv`) and those of the process's resource.
-pub const FILTERABLE_ATTRIBUTES: [&str; 48] = [
-    // Resource.
+/// The resource attributes a filter may name (the process's).
+pub const RESOURCE_ATTRIBUTES: [&str; 8] = [
     "service.name",
     "service.namespace",
     "service.instance.id",
@@ -27,7 +25,11 @@ pub const FILTERABLE_ATTRIBUTES: [&str; 48] = [
     "process.executable.name",
     "process.command_line",
     "container.id",
-    // Spans.
+];
+
+/// The span attributes a filter may name: those every protocol's semantic
+/// conventions write (`crate::semconv`; a test keeps the two equal).
+pub const SPAN_ATTRIBUTES: [&str; 37] = [
     "client.address",
     "client.port",
     "server.address",
@@ -65,11 +67,18 @@ pub const FILTERABLE_ATTRIBUTES: [&str; 48] = [
     "messaging.client.id",
     "messaging.batch.message_count",
     "messaging.rabbitmq.destination.routing_key",
-    // What the span is (OBI's span metrics names, also filterable there).
-    "span.name",
-    "span.kind",
-    "status.code",
 ];
+
+/// What the span is, as OBI's span metrics name it (filterable there too).
+pub const SPAN_DESCRIPTION: [&str; 3] = ["span.name", "span.kind", "status.code"];
+
+/// Every attribute a filter may name.
+pub fn filterable_attributes() -> impl Iterator<Item = &'static str> {
+    RESOURCE_ATTRIBUTES
+        .into_iter()
+        .chain(SPAN_ATTRIBUTES)
+        .chain(SPAN_DESCRIPTION)
+}
 
 /// An attribute name in its Prometheus form: every character that is not a
 /// letter or digit becomes `_`.
@@ -82,10 +91,7 @@ fn prometheus_form(name: &str) -> String {
 /// The attribute a user's name stands for, in its OpenTelemetry form.
 pub fn filterable_attribute(name: &str) -> Option<&'static str> {
     let wanted = prometheus_form(name.trim());
-    FILTERABLE_ATTRIBUTES
-        .iter()
-        .find(|known| prometheus_form(known) == wanted)
-        .copied()
+    filterable_attributes().find(|known| prometheus_form(known) == wanted)
 }
 
 /// One condition: the attribute's value (its text; empty when a span does
@@ -264,12 +270,11 @@ mod tests {
         );
         assert_eq!(filterable_attribute("k8s_pod_name"), None);
         // No two names share a Prometheus form.
-        let mut forms: Vec<String> = FILTERABLE_ATTRIBUTES
-            .iter()
-            .map(|a| prometheus_form(a))
-            .collect();
+        let mut forms: Vec<String> = filterable_attributes().map(prometheus_form).collect();
+        let count = forms.len();
+        assert_eq!(count, 48);
         forms.sort();
         forms.dedup();
-        assert_eq!(forms.len(), FILTERABLE_ATTRIBUTES.len());
+        assert_eq!(forms.len(), count);
     }
 }
