@@ -382,23 +382,20 @@ fn write_service_graph(out: &mut String, graph: &ServiceGraphMetrics, openmetric
 /// `service`, `service_namespace`, `job`, `instance`, `span_name`,
 /// `span_kind`, `status_code`, `source`.
 fn span_series_labels(key: Option<&SpanSeriesKey>, series: &SpanSeries) -> Vec<(String, String)> {
-    let identity = identity_labels(&series.resource);
+    // OBI's `job`, the same as every other series' (its `instance` is `service.instance.id`).
+    let job = identity_labels(&series.resource)
+        .into_iter()
+        .find(|(k, _)| k == "job")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
     let mut labels = Vec::with_capacity(8);
     for (name, value) in span_metrics::labels(key, &series.resource) {
-        let name = match name {
-            "service.instance.id" => {
-                // OBI's `job` and `instance`: the same as every other series'.
-                labels.extend(
-                    identity
-                        .iter()
-                        .filter(|(k, _)| k == "job" || k == "instance")
-                        .cloned(),
-                );
-                continue;
-            }
-            other => label_name(other),
-        };
-        labels.push((name, value));
+        if name == "service.instance.id" {
+            labels.push(("job".to_owned(), job.clone()));
+            labels.push(("instance".to_owned(), value));
+        } else {
+            labels.push((label_name(name), value));
+        }
     }
     labels
 }

@@ -47,6 +47,18 @@ pub struct ProcessSeries {
 }
 
 impl ProcessSeries {
+    /// A process's first reading.
+    fn first(resource: &Arc<Resource>, start_unix_ns: u64, reading: Reading) -> Self {
+        Self {
+            resource: Arc::clone(resource),
+            start_unix_ns,
+            latest: reading,
+            previous: None,
+            exported: None,
+            exited: false,
+        }
+    }
+
     /// CPU utilization (user, system) between the last two readings: the CPU
     /// time spent over the time elapsed and the CPUs the process may use.
     pub fn utilization(&self) -> Option<(f64, f64)> {
@@ -176,19 +188,6 @@ impl ProcessMetrics {
         }
         self.series.retain(|_, series| !series.exited);
         out
-    }
-}
-
-impl ProcessSeries {
-    fn first(resource: &Arc<Resource>, start_unix_ns: u64, reading: Reading) -> Self {
-        Self {
-            resource: Arc::clone(resource),
-            start_unix_ns,
-            latest: reading,
-            previous: None,
-            exported: None,
-            exited: false,
-        }
     }
 }
 
