@@ -272,17 +272,22 @@ fn attach_go_tls(
     }
 }
 
-/// Reads only /proc/PID/exe: the one fact the unprivileged worker cannot read.
+/// Reads /proc/PID/exe and the file names in /proc/PID/maps: facts the
+/// unprivileged worker cannot read.
 fn describe_process(pid: u32) -> Answer {
     if let Err(answer) = validate_pid("DescribeProcess.pid", pid) {
         return answer;
     }
     match fs::read_link(format!("/proc/{pid}/exe")) {
-        Ok(path) => Answer::plain(Reply::Process(ProcessDescription {
-            pid,
-            exe_path: path.to_string_lossy().into_owned(),
-            tls_libraries: tls_uprobes::tls_libraries(pid),
-        })),
+        Ok(path) => {
+            let (tls_libraries, runtime_libraries) = tls_uprobes::mapped_libraries(pid);
+            Answer::plain(Reply::Process(ProcessDescription {
+                pid,
+                exe_path: path.to_string_lossy().into_owned(),
+                tls_libraries,
+                runtime_libraries,
+            }))
+        }
         // Exited since the worker saw it, or not ours to read (a kernel
         // thread, a process of another user namespace such as pid 1 in a
         // container): the worker's scans meet these every time.

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 
 use libbpf_rs::{Link, Object, UprobeMultiOpts};
-use zerotrace_shared::ipc::{MAX_LIBRARY_PATH_BYTES, TLS_SYMBOLS};
+use zerotrace_shared::ipc::{MAX_LIBRARY_PATH_BYTES, RUNTIME_LIBRARY_PREFIXES, TLS_SYMBOLS};
 
 use crate::shared_hooks::SharedHooks;
 
@@ -70,16 +70,24 @@ fn files_in_maps(text: &str) -> Vec<String> {
     files.into_iter().collect()
 }
 
-/// The TLS libraries among the files a process maps.
-pub fn tls_libraries(pid: u32) -> Vec<String> {
-    mapped_files(pid)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|path| {
-            let name = path.rsplit('/').next().unwrap_or("");
-            TLS_LIBRARY_PREFIXES.iter().any(|p| name.starts_with(p))
-        })
-        .collect()
+/// The TLS libraries and the language runtime libraries among the files a
+/// process maps (one read of its maps); both empty when they are unreadable.
+pub fn mapped_libraries(pid: u32) -> (Vec<String>, Vec<String>) {
+    libraries_among(&mapped_files(pid).unwrap_or_default())
+}
+
+fn libraries_among(files: &[String]) -> (Vec<String>, Vec<String>) {
+    let named = |prefixes: &[&str]| -> Vec<String> {
+        files
+            .iter()
+            .filter(|path| {
+                let name = path.rsplit('/').next().unwrap_or("");
+                prefixes.iter().any(|p| name.starts_with(p))
+            })
+            .cloned()
+            .collect()
+    };
+    (named(TLS_LIBRARY_PREFIXES), named(RUNTIME_LIBRARY_PREFIXES))
 }
 
 /// The hooks in place (entry and return links), keyed by the library
@@ -197,6 +205,29 @@ mod tests {
                 "/opt/my app/lib with space.so".to_owned(),
                 "/usr/bin/python3.11".to_owned(),
                 "/usr/lib/x86_64-linux-gnu/libssl.so.3".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn tls_and_runtime_libraries_are_told_apart_by_file_name() {
+        let files: Vec<String> = [
+            "/usr/bin/java",
+            "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so",
+            "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+            "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0",
+            "/usr/lib/x86_64-linux-gnu/libsslx.so",
+            "/opt/libjvm.so.d/other.so",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let (tls, runtimes) = libraries_among(&files);
+        assert_eq!(tls, ["/usr/lib/x86_64-linux-gnu/libssl.so.3"]);
+        assert_eq!(
+            runtimes,
+            [
+                "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so",
+                "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0",
             ]
         );
     }

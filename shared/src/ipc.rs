@@ -14,7 +14,7 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 use crate::event::ListeningSocket;
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Largest message either side accepts; anything longer is refused unread.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Most pids one SetTargets request may carry.
@@ -36,6 +36,18 @@ pub const GO_HTTP_CLIENT_SYMBOLS: &[&str] = &[
     "net/http.(*persistConn).roundTrip",
     "net/http.(*persistConn).writeLoop",
     "net/http.(*persistConn).readLoop",
+];
+/// Name prefixes of the language runtimes' shared libraries that
+/// `DescribeProcess` reports a process maps (the JVM, .NET's CoreCLR,
+/// CPython, Ruby, Node.js and PHP embedded in another program): they tell
+/// the worker the program's language where the executable's name does not.
+pub const RUNTIME_LIBRARY_PREFIXES: &[&str] = &[
+    "libjvm.so",
+    "libcoreclr.so",
+    "libpython",
+    "libruby",
+    "libnode.so",
+    "libphp",
 ];
 /// Longest library path an AttachUprobe request may name (PATH_MAX).
 pub const MAX_LIBRARY_PATH_BYTES: usize = 4096;
@@ -116,6 +128,10 @@ pub struct ProcessDescription {
     /// Mapped TLS libraries (libssl.so*), as named in /proc/PID/maps; empty
     /// when there are none or the maps are unreadable.
     pub tls_libraries: Vec<String>,
+    /// Mapped language runtime libraries ([`RUNTIME_LIBRARY_PREFIXES`]), as
+    /// named in /proc/PID/maps; empty when there are none or the maps are
+    /// unreadable.
+    pub runtime_libraries: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]

@@ -18,6 +18,7 @@ use crate::capture::pid_bits::PidBits;
 use crate::clock::monotonic_now_ns;
 use crate::config::{container_id_from_cgroup, decide, ProcessFacts, Selector};
 use crate::loader_client::LoaderClient;
+use crate::process_language::{self, Language, LanguageClues};
 use crate::process_state::{alive, is_kernel_thread, read_comm};
 use crate::tls_hooks::TlsHooks;
 
@@ -68,6 +69,10 @@ pub struct Discovery {
     matches_non_listeners: bool,
     /// Identities of processes instrumented since the last `take_new_identities`.
     new_identities: Vec<(u32, ServiceIdentity)>,
+    /// The language judged of each instrumented process.
+    languages: HashMap<u32, Language>,
+    /// Languages judged or changed since the last `take_language_updates`.
+    language_updates: Vec<(u32, Language)>,
     /// The kernel captures every program from its exec until we decide
     /// (`arm_exec_capture`); what a process not instrumented sent is dropped.
     exec_capture: bool,
@@ -165,6 +170,8 @@ impl Discovery {
             tls: None,
             needs_exe_path,
             new_identities: Vec::new(),
+            languages: HashMap::new(),
+            language_updates: Vec::new(),
             exec_capture: false,
             pending_stats: PendingCaptureStats::default(),
             tls_looks: Vec::new(),
@@ -360,6 +367,38 @@ impl Discovery {
     /// Processes whose resource should carry a selector's name/namespace or a container id.
     pub fn take_new_identities(&mut self) -> Vec<(u32, ServiceIdentity)> {
         std::mem::take(&mut self.new_identities)
+    }
+
+    /// Languages judged of instrumented processes since the last call (a
+    /// new process, one that exec'd, one found to be Go).
+    pub fn take_language_updates(&mut self) -> Vec<(u32, Language)> {
+        std::mem::take(&mut self.language_updates)
+    }
+
+    fn set_language(&mut self, pid: u32, language: Language) {
+        if self.languages.insert(pid, language) != Some(language) {
+            self.language_updates.push((pid, language));
+        }
+    }
+
+    /// Judges the language of an instrumented process from its description
+    /// (asked for here if it was not), the Go TLS hooks' findings and its argv[0].
+    fn judge_language(&mut self, pid: u32, loader: &LoaderClient) {
+        let argv0 = process_language::read_argv0(pid);
+        let description = self.describe(pid, loader).cloned();
+        let go = match (&self.tls, &description) {
+            (Some(tls), Some(d)) => tls.is_go_exe(&d.exe_path),
+            _ => false,
+        };
+        let language = process_language::judge(LanguageClues {
+            go,
+            runtime_libraries: description
+                .as_ref()
+                .map_or(&[], |d| d.runtime_libraries.as_slice()),
+            exe_path: description.as_ref().map(|d| d.exe_path.as_str()),
+            argv0: argv0.as_deref(),
+        });
+        self.set_language(pid, language);
     }
 
     /// Entries kept for processes that are not instrumented (bounded by pruning).
@@ -581,9 +620,16 @@ impl Discovery {
         children
     }
 
-    /// Asks for the TLS library hooks of a newly instrumented process;
-    /// returns whether any was hooked.
+    /// Asks for the TLS library hooks of a newly instrumented process (or
+    /// one that exec'd) and judges its language; returns whether any hook
+    /// was attached.
     fn hook_tls(&mut self, pid: u32, loader: &LoaderClient) -> bool {
+        let hooked = self.hook_tls_libraries(pid, loader);
+        self.judge_language(pid, loader);
+        hooked
+    }
+
+    fn hook_tls_libraries(&mut self, pid: u32, loader: &LoaderClient) -> bool {
         if self.tls.is_none() {
             return false;
         }
@@ -678,6 +724,7 @@ impl Discovery {
                     pid,
                     exe_path: String::from_utf8_lossy(exec_path).into_owned(),
                     tls_libraries: Vec::new(),
+                    runtime_libraries: Vec::new(),
                 }),
             );
         }
@@ -685,9 +732,13 @@ impl Discovery {
             self.evaluate(pid, comm, loader);
         }
         // Instrumented now or before (a child that runs another program):
-        // the new program maps its libraries only as it starts.
-        if self.tls.is_some() && self.instrumented.contains_key(&pid) {
-            self.schedule_tls_look(pid, 0);
+        // the new program maps its libraries only as it starts (the TLS
+        // looks judge its language again then).
+        if self.instrumented.contains_key(&pid) {
+            self.judge_language(pid, loader);
+            if self.tls.is_some() {
+                self.schedule_tls_look(pid, 0);
+            }
         }
         if self.exec_capture && !self.instrumented.contains_key(&pid) {
             self.pending_stats.rejected += 1;
@@ -769,6 +820,9 @@ impl Discovery {
             .map(|p| (p.ports.clone(), p.identity.clone()))
             .unwrap_or_default();
         self.new_identities.push((child, identity.clone()));
+        if let Some(&language) = self.languages.get(&parent) {
+            self.set_language(child, language);
+        }
         self.hooks_serve_children.insert(parent);
         self.instrumented.insert(
             child,
@@ -802,6 +856,7 @@ impl Discovery {
         self.instrumented.remove(&pid);
         self.listening.remove(&pid);
         self.descriptions.remove(&pid);
+        self.languages.remove(&pid);
         if !self.hooks_serve_children.remove(&pid) || self.tls.is_none() {
             return;
         }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod otel;
 pub mod pipeline;
 pub mod privileges;
+pub mod process_language;
 pub mod process_state;
 pub mod process_usage;
 pub mod protocols;

@@ -278,8 +278,11 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     let printer = TracePrinter::new(effective.trace_printer, std::io::stdout());
     let selector = AttributeSelector::new(&effective.metric_selections, RedMetrics::instruments())
         .map(Arc::new);
+    let host_id = zerotrace_worker::otel::host_id::resolve(effective.host_id.as_deref());
+    info!("host.id {} (from {})", host_id.id, host_id.source);
     let otel = OtelExport::start(&effective.export)?.map(|otel| {
         otel.with_service_graph(effective.service_graph.otlp)
+            .with_host_id(&host_id.id)
             .with_attribute_selector(selector.clone())
             .with_span_metrics(effective.span_metrics.otlp)
             .with_process_metrics(effective.process_metrics.otlp)
@@ -303,6 +306,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         Some(settings) => {
             let state: SharedScrapeState = Arc::new(Mutex::new(
                 ScrapeState::default()
+                    .with_host_id(&host_id.id)
                     .with_attribute_selector(selector.clone())
                     .with_service_graph(effective.service_graph.prometheus)
                     .with_span_metrics(effective.span_metrics.prometheus)
@@ -341,7 +345,8 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         effective.export.service_name.clone(),
         effective.export.resource_attributes.clone(),
         config.include_command_line,
-    );
+    )
+    .with_host_id(host_id.id.clone());
     let mut otel = otel;
     if let Some(otel) = otel.as_mut() {
         otel.set_agent_resource(self_metrics::agent_resource(&resources), &WallClock::new());

@@ -231,6 +231,11 @@ impl TlsHooks {
         }
     }
 
+    /// The loader found `exe` to be a Go program.
+    pub fn is_go_exe(&self, exe: &str) -> bool {
+        self.go_exes.contains_key(exe)
+    }
+
     /// Go processes found since the last `take_go_processes`, left there.
     pub fn go_processes(&self) -> &[GoProcess] {
         &self.go_processes
@@ -314,6 +319,7 @@ mod tests {
             pid,
             exe_path: "/srv/app".into(),
             tls_libraries: Vec::new(),
+            runtime_libraries: Vec::new(),
         }
     }
 
@@ -405,6 +411,7 @@ mod tests {
             pid: 7,
             exe_path: "/usr/bin/python3".into(),
             tls_libraries: vec!["/usr/lib/libssl.so.3".into()],
+            runtime_libraries: Vec::new(),
         };
         assert_eq!(
             hooks.hook(7, &process, &loader),

@@ -45,6 +45,9 @@ pub struct EffectiveConfig {
     pub span_metrics: ExporterSwitch,
     /// Which exporters send the process metrics (`application_process`).
     pub process_metrics: ExporterSwitch,
+    /// `host.id` as set by `OTEL_EBPF_HOST_ID` or `attributes.host_id.override`
+    /// (else the machine id is read at start: `otel::host_id`).
+    pub host_id: Option<String>,
     /// Keys accepted but ignored, entries skipped: to log at startup.
     pub warnings: Vec<String>,
     /// The file's `log_level` / `log_format` (flags and variables win: `config`).
@@ -139,6 +142,16 @@ fn build(
             .and_then(|m| m.instrumentations.as_ref()),
     };
     let select = raw.attributes.as_ref().and_then(|a| a.select.as_ref());
+    let host_id = env_value(env, "OTEL_EBPF_HOST_ID")
+        .map(|id| id.trim().to_owned())
+        .or_else(|| {
+            raw.attributes
+                .as_ref()
+                .and_then(|a| a.host_id.as_ref())
+                .and_then(|h| h.override_id.as_ref())
+                .map(|t| t.0.trim().to_owned())
+                .filter(|id| !id.is_empty())
+        });
     let databases = database_settings(&mut ctx, instrumentations, select, env)?;
     let metric_selections = metric_selections(&ctx, select)?;
     let inputs = ExportInputs {
@@ -169,6 +182,7 @@ fn build(
         service_graph: features.service_graph,
         span_metrics: features.span,
         process_metrics: features.process,
+        host_id,
         warnings: ctx.warnings,
         log_level: raw.log_level,
         log_format: raw.log_format,
@@ -235,6 +249,31 @@ prometheus_export:
             config.decide(&by_port).map(|s| s.origin.as_str()),
             Some("discovery.instrument[0]")
         );
+    }
+
+    #[test]
+    fn host_id_comes_from_the_variable_then_the_file() {
+        let file = "open_port: 80\nattributes:\n  host_id:\n    override: ' rack-7 '\n    fetch_timeout: 5s\n";
+        let config = ok(file, &[]);
+        assert_eq!(config.host_id.as_deref(), Some("rack-7"));
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("attributes.host_id.fetch_timeout")),
+            "{:?}",
+            config.warnings
+        );
+        let from_env = ok(file, &[("OTEL_EBPF_HOST_ID", "node-3")]);
+        assert_eq!(from_env.host_id.as_deref(), Some("node-3"));
+        assert_eq!(ok("open_port: 80\n", &[]).host_id, None);
+        let blank = "open_port: 80\nattributes:\n  host_id:\n    override: ''\n";
+        assert_eq!(ok(blank, &[]).host_id, None);
+        assert!(err(
+            "open_port: 80\nattributes:\n  host_id:\n    overide: x\n",
+            &[]
+        )
+        .contains("attributes.host_id.overide"));
     }
 
     #[test]

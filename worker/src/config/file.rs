@@ -9,7 +9,7 @@ use super::discovery::{vet_discovery, RawDiscovery};
 use super::error::{ConfigError, Ctx};
 use super::export::{vet_exports, RawExport};
 use super::glob::RegexField;
-use super::obi_keys::{vet, vet_feature_lists, ATTRIBUTES, METRICS_TOP, TOP};
+use super::obi_keys::{vet, vet_feature_lists, ATTRIBUTES, HOST_ID, METRICS_TOP, TOP};
 use super::prometheus::{vet_prometheus, RawPrometheus};
 use super::routes::RouteSettings;
 use super::values::{Extra, PortList, StringList, Text};
@@ -46,11 +46,22 @@ pub(super) struct RawFeatures {
     other: Extra,
 }
 
-/// OBI's `attributes` section: only `select` is read (for `db.query.text`).
+/// OBI's `attributes` section: `select` and `host_id` are read.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawAttributes {
     pub(super) select: Option<RawSelect>,
+    pub(super) host_id: Option<RawHostId>,
+    #[serde(flatten)]
+    other: Extra,
+}
+
+/// OBI's `attributes.host_id`: only `override` is read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawHostId {
+    #[serde(rename = "override")]
+    pub(super) override_id: Option<Text>,
     #[serde(flatten)]
     other: Extra,
 }
@@ -61,6 +72,9 @@ pub(super) fn vet_file(ctx: &mut Ctx, raw: &RawFile) -> Result<(), ConfigError> 
     vet(ctx, &TOP, "", &raw.other)?;
     if let Some(attributes) = &raw.attributes {
         vet(ctx, &ATTRIBUTES, "attributes", &attributes.other)?;
+        if let Some(host_id) = &attributes.host_id {
+            vet(ctx, &HOST_ID, "attributes.host_id", &host_id.other)?;
+        }
     }
     if let Some(metrics) = &raw.metrics {
         vet(ctx, &METRICS_TOP, "metrics", &metrics.other)?;

@@ -16,11 +16,13 @@ use super::glob::Glob;
 use super::values::{Extra, Text};
 
 /// The resource attributes a filter may name (the process's).
-pub const RESOURCE_ATTRIBUTES: [&str; 8] = [
+pub const RESOURCE_ATTRIBUTES: [&str; 10] = [
     "service.name",
     "service.namespace",
     "service.instance.id",
     "host.name",
+    "host.id",
+    "telemetry.sdk.language",
     "process.pid",
     "process.executable.name",
     "process.command_line",
@@ -272,7 +274,7 @@ mod tests {
         // No two names share a Prometheus form.
         let mut forms: Vec<String> = filterable_attributes().map(prometheus_form).collect();
         let count = forms.len();
-        assert_eq!(count, 48);
+        assert_eq!(count, 50);
         forms.sort();
         forms.dedup();
         assert_eq!(forms.len(), count);

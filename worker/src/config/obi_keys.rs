@@ -33,7 +33,9 @@ impl Section {
 
 const INTERNAL: Obi = Obi::Ignored("zerotrace's internal queues and caches are fixed");
 const NO_K8S: Obi = Obi::Unevaluable("zerotrace has no Kubernetes metadata");
-const NO_SPAN_METRICS: Obi = Obi::Ignored("zerotrace produces no span metrics");
+const SPAN_METRICS_FIXED: Obi = Obi::Ignored(
+    "zerotrace's span metrics keep at most 10,000 series per process, with their fixed attributes",
+);
 const NO_SELF_REFERENCES: Obi = Obi::Ignored(
     "service graph edges from a service to itself are always left out of the metrics (OBI's default)",
 );
@@ -121,7 +123,7 @@ pub(super) const TOP: Section = Section {
 };
 
 pub(super) const ATTRIBUTES: Section = Section {
-    typed: &["select"],
+    typed: &["select", "host_id"],
     obi: &[
         (
             "kubernetes",
@@ -135,7 +137,6 @@ pub(super) const ATTRIBUTES: Section = Section {
             "instance_id",
             Obi::Ignored("service.instance.id is always host-pid"),
         ),
-        ("host_id", Obi::Ignored("zerotrace does not set host.id")),
         (
             "metadata_retry",
             Obi::Ignored("zerotrace does not query cloud metadata"),
@@ -152,8 +153,16 @@ pub(super) const ATTRIBUTES: Section = Section {
             "rename_unresolved_hosts_outgoing",
             Obi::Ignored("zerotrace does not resolve peer names"),
         ),
-        ("metric_span_names_limit", NO_SPAN_METRICS),
+        ("metric_span_names_limit", SPAN_METRICS_FIXED),
     ],
+};
+
+pub(super) const HOST_ID: Section = Section {
+    typed: &["override"],
+    obi: &[(
+        "fetch_timeout",
+        Obi::Ignored("zerotrace does not query cloud metadata: host.id is the machine id"),
+    )],
 };
 
 pub(super) const DISCOVERY: Section = Section {
@@ -170,7 +179,7 @@ pub(super) const DISCOVERY: Section = Section {
         ("poll_interval", Obi::Ignored("discovery follows kernel events, no polling")),
         ("skip_go_specific_tracers", Obi::Ignored("zerotrace has no Go-specific tracers")),
         ("bpf_pid_filter_off", Obi::Ignored("the kernel-side pid filter is always on")),
-        ("exclude_otel_instrumented_services_span_metrics", NO_SPAN_METRICS),
+        ("exclude_otel_instrumented_services_span_metrics", SPAN_METRICS_FIXED),
         ("default_otlp_grpc_port", Obi::Ignored("zerotrace does not detect OpenTelemetry SDKs")),
         ("min_process_age", Obi::Ignored("processes are instrumented as soon as they listen")),
         ("route_harvester_timeout", Obi::Ignored("zerotrace does not harvest routes from binaries")),
@@ -209,7 +218,9 @@ pub(super) const SELECTOR: Section = Section {
         ),
         (
             "languages",
-            Obi::Unevaluable("zerotrace does not detect programming languages"),
+            Obi::Unevaluable(
+                "zerotrace judges a program's language once it is instrumented, not to select it",
+            ),
         ),
         (
             "cmd_args",
@@ -278,7 +289,7 @@ pub(super) const METRICS_EXPORT: Section = Section {
     ],
     obi: &[
         ("allow_service_graph_self_references", NO_SELF_REFERENCES),
-        ("extra_span_resource_attributes", NO_SPAN_METRICS),
+        ("extra_span_resource_attributes", SPAN_METRICS_FIXED),
         ("buckets", BUCKETS),
         (
             "histogram_aggregation",
@@ -298,7 +309,7 @@ pub(super) const METRICS_TOP: Section = Section {
         ("interval", METRICS_ELSEWHERE),
         ("insecure_skip_verify", Obi::Unsupported(NO_TLS_SKIP)),
         ("allow_service_graph_self_references", NO_SELF_REFERENCES),
-        ("extra_span_resource_attributes", NO_SPAN_METRICS),
+        ("extra_span_resource_attributes", SPAN_METRICS_FIXED),
         ("buckets", BUCKETS),
         (
             "histogram_aggregation",
@@ -314,7 +325,7 @@ pub(super) const PROMETHEUS: Section = Section {
     typed: &["port", "path", "features", "instrumentations"],
     obi: &[
         ("allow_service_graph_self_references", NO_SELF_REFERENCES),
-        ("extra_span_resource_attributes", NO_SPAN_METRICS),
+        ("extra_span_resource_attributes", SPAN_METRICS_FIXED),
         (
             "extra_resource_attributes",
             Obi::Ignored("Prometheus labels are fixed"),

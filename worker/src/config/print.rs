@@ -43,7 +43,17 @@ struct FilterOut {
 /// text is off, and the metrics' entries.
 #[derive(Serialize)]
 struct AttributesOut {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     select: BTreeMap<String, BTreeMap<&'static str, Vec<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_id: Option<HostIdOut>,
+}
+
+/// `attributes.host_id.override`, when set.
+#[derive(Serialize)]
+struct HostIdOut {
+    #[serde(rename = "override")]
+    override_id: String,
 }
 
 #[derive(Serialize)]
@@ -302,7 +312,11 @@ impl EffectiveConfig {
             }
             select.insert(selection.pattern.clone(), lists);
         }
-        (!select.is_empty()).then_some(AttributesOut { select })
+        let host_id = self
+            .host_id
+            .clone()
+            .map(|override_id| HostIdOut { override_id });
+        (!select.is_empty() || host_id.is_some()).then_some(AttributesOut { select, host_id })
     }
 
     /// The effective configuration as YAML (`zerotrace run --print-config`):
@@ -391,6 +405,7 @@ attributes:
   select:
     http_*: {include: ['*'], exclude: [url.*]}
     http_server_request_duration_seconds: {exclude: [http.route]}
+  host_id: {override: my-host-7}
 filter:
   application:
     url_path: {not_match: '/health*'}
@@ -435,6 +450,8 @@ filter:
         assert_eq!(again.routes, config.routes);
         assert_eq!(again.trace_printer, config.trace_printer);
         assert_eq!(again.prometheus, config.prometheus);
+        assert_eq!(config.host_id.as_deref(), Some("my-host-7"));
+        assert_eq!(again.host_id, config.host_id);
         let strip = |e: &ExportSettings| {
             let mut e = e.clone();
             for d in e.traces.iter_mut().chain(e.metrics.iter_mut()) {

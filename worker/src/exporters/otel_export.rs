@@ -14,6 +14,7 @@ use super::otlp::{OtlpExporter, Payload};
 use crate::clock::WallClock;
 use crate::config::{BatchSettings, ExportSettings, Signal};
 use crate::hashing::FastMap;
+use crate::metrics::host_info;
 use crate::metrics::process::ProcessMetrics;
 use crate::metrics::red::RedMetrics;
 use crate::metrics::self_metrics::{self, SelfMetrics};
@@ -62,6 +63,8 @@ pub struct OtelExport {
     processes: Option<ProcessMetrics>,
     /// Spans counted by name, kind and status (`application_span`).
     span_metrics: Option<SpanMetrics>,
+    /// `host.id`, for `traces_host_info` beside the span and graph metrics.
+    host_id: Option<String>,
     temporality: crate::config::Temporality,
     batch: BatchSettings,
     metric_interval: Duration,
@@ -114,6 +117,7 @@ impl OtelExport {
             graph: None,
             processes: None,
             span_metrics: None,
+            host_id: None,
             temporality: settings.temporality,
             batch: settings.batch,
             metric_interval: settings.metric_export_interval,
@@ -261,6 +265,13 @@ impl OtelExport {
         self.exporter.submit(Payload::Traces(request.into()), count);
     }
 
+    /// The host's id, sent as `traces_host_info` when the span or service
+    /// graph metrics are.
+    pub fn with_host_id(mut self, host_id: &str) -> Self {
+        self.host_id = Some(host_id.to_owned());
+        self
+    }
+
     /// The resource the agent's own metrics are reported on.
     pub fn set_agent_resource(&mut self, resource: Resource, clock: &WallClock) {
         self.agent = resource;
@@ -292,6 +303,13 @@ impl OtelExport {
         }
         if let Some(span_metrics) = self.span_metrics.as_mut() {
             request.resource_metrics.extend(span_metrics.export(now));
+        }
+        if let Some(host_id) = &self.host_id {
+            if self.graph.is_some() || self.span_metrics.is_some() {
+                request
+                    .resource_metrics
+                    .push(host_info::to_otlp(host_id, &self.agent, now));
+            }
         }
         if let Some(processes) = self.processes.as_mut() {
             request.resource_metrics.extend(processes.export());

@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::config::{PrometheusSettings, Temporality};
+use crate::metrics::host_info;
 use crate::metrics::process::{ProcessMetrics, ProcessSeries};
 use crate::metrics::red::{HistogramState, MetricStore, Point, RedMetrics};
 use crate::metrics::service_graph::{self as graph_metrics, edge_labels, ServiceGraphMetrics};
@@ -32,6 +33,8 @@ pub struct ScrapeState {
     pub processes: Option<ProcessMetrics>,
     /// Spans by name, kind and status, when `application_span` is on for this endpoint.
     pub span_metrics: Option<SpanMetrics>,
+    /// `host.id`, for `traces_host_info` beside the span and graph metrics.
+    pub host_id: Option<String>,
     pub own: SelfMetrics,
 }
 
@@ -42,6 +45,7 @@ impl Default for ScrapeState {
             graph: None,
             processes: None,
             span_metrics: None,
+            host_id: None,
             own: SelfMetrics::default(),
         }
     }
@@ -61,6 +65,13 @@ impl ScrapeState {
     ) -> Self {
         self.red = std::mem::replace(&mut self.red, RedMetrics::new(Temporality::Cumulative))
             .with_selector(selector);
+        self
+    }
+
+    /// The host's id, served as `traces_host_info` when the span or service
+    /// graph metrics are.
+    pub fn with_host_id(mut self, host_id: &str) -> Self {
+        self.host_id = Some(host_id.to_owned());
         self
     }
 
@@ -570,6 +581,15 @@ fn write_process_metrics(out: &mut String, processes: &ProcessMetrics, openmetri
     }
 }
 
+/// `traces_host_info{grafana_host_id="…"} 1`.
+fn write_host_info(out: &mut String, host_id: &str) {
+    let name = host_info::NAME;
+    let _ = writeln!(out, "# HELP {name} {}", host_info::HELP);
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    let labels = [(host_info::HOST_ID_LABEL.to_owned(), host_id.to_owned())];
+    let _ = writeln!(out, "{name}{} 1", label_text(&labels, None));
+}
+
 /// The exposition text; `openmetrics` switches to the OpenMetrics 1.0 dialect.
 pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
     let mut out = String::new();
@@ -582,6 +602,11 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
     }
     if let Some(spans) = state.span_metrics.as_ref() {
         write_span_metrics(&mut out, spans, openmetrics);
+    }
+    if let Some(host_id) = &state.host_id {
+        if state.graph.is_some() || state.span_metrics.is_some() {
+            write_host_info(&mut out, host_id);
+        }
     }
     if let Some(processes) = state.processes.as_ref() {
         write_process_metrics(&mut out, processes, openmetrics);
@@ -948,6 +973,28 @@ mod tests {
         assert!(text.contains("error_type=\"500\""));
         assert!(!text.contains("# EOF"));
         assert!(render(&state, true).ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn host_info_is_served_only_beside_span_or_graph_metrics() {
+        let plain = ScrapeState::default().with_host_id("rack-\"7\"");
+        assert!(!render(&plain, false).contains("traces_host_info"));
+        for state in [
+            ScrapeState::default()
+                .with_host_id("rack-\"7\"")
+                .with_span_metrics(true),
+            ScrapeState::default()
+                .with_host_id("rack-\"7\"")
+                .with_service_graph(true),
+        ] {
+            let text = render(&state, false);
+            assert!(
+                text.contains(
+                    "# TYPE traces_host_info gauge\ntraces_host_info{grafana_host_id=\"rack-\\\"7\\\"\"} 1\n"
+                ),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -392,11 +392,11 @@ pub fn unlinked_traces(own: &SelfMetrics) -> [(&'static str, u64); 6] {
 }
 
 /// The agent's own resource: `service.name=zerotrace`, with the host and the
-/// worker process like any other resource of ours.
+/// worker process like any other resource of ours (its language is Rust).
 pub fn agent_resource(resources: &ResourceCatalog) -> Resource {
     let identity =
         crate::otel::resource::ProcessIdentity::read(std::process::id(), "zerotrace-worker");
-    let mut resource = resources.build(&identity);
+    let mut resource = resources.build(&identity, "rust");
     resource
         .attributes
         .retain(|a| a.key != "service.name" && a.key != "process.command_line");

@@ -3,6 +3,7 @@
 //! environment variables are read in `config::otel_sdk`.)
 
 pub mod attribute_blocks;
+pub mod host_id;
 pub mod resource;
 pub mod sampler;
 pub mod span_encoding;

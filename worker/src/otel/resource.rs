@@ -8,6 +8,7 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::discovery::ServiceIdentity;
+use crate::process_language::{self, Language, LanguageClues};
 pub use crate::semconv::attribute::{bool_attribute, int_attribute, string_attribute};
 
 /// A resource attribute's value as text (numbers and booleans written out);
@@ -54,6 +55,8 @@ pub struct ProcessIdentity {
     pub pid: u32,
     /// Base name of argv[0], else the kernel's comm.
     pub executable_name: String,
+    /// argv[0] as the process wrote it.
+    pub argv0: Option<String>,
     pub command_line: Option<String>,
 }
 
@@ -74,6 +77,7 @@ impl ProcessIdentity {
         Self {
             pid,
             executable_name,
+            argv0: args.first().cloned(),
             command_line: (!args.is_empty()).then(|| args.join(" ")),
         }
     }
@@ -82,12 +86,16 @@ impl ProcessIdentity {
 /// Builds and caches the resource of each process.
 pub struct ResourceCatalog {
     host_name: String,
+    /// `host.id` ([`super::host_id`]).
+    host_id: String,
     service_name_override: Option<String>,
     extra_attributes: Vec<(String, String)>,
     include_command_line: bool,
     by_pid: HashMap<u32, Arc<Resource>>,
     /// Names and container ids discovery assigned to processes.
     identities: HashMap<u32, ServiceIdentity>,
+    /// The language discovery judged of each process (`telemetry.sdk.language`).
+    languages: HashMap<u32, Language>,
 }
 
 impl ResourceCatalog {
@@ -96,16 +104,33 @@ impl ResourceCatalog {
         extra_attributes: Vec<(String, String)>,
         include_command_line: bool,
     ) -> Self {
-        let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_default();
+        let host_name = super::host_id::host_name();
         Self {
+            host_id: host_name.clone(),
             host_name,
             service_name_override,
             extra_attributes,
             include_command_line,
             by_pid: HashMap::new(),
             identities: HashMap::new(),
+            languages: HashMap::new(),
+        }
+    }
+
+    /// Sets `host.id` (the host name until then).
+    pub fn with_host_id(mut self, host_id: String) -> Self {
+        self.host_id = host_id;
+        self
+    }
+
+    pub fn host_id(&self) -> &str {
+        &self.host_id
+    }
+
+    /// The language discovery judged of a process: its next resource says it.
+    pub fn set_language(&mut self, pid: u32, language: Language) {
+        if self.languages.insert(pid, language) != Some(language) {
+            self.by_pid.remove(&pid);
         }
     }
 
@@ -120,7 +145,13 @@ impl ResourceCatalog {
             return Arc::clone(resource);
         }
         let identity = ProcessIdentity::read(pid, comm);
-        let mut resource = self.build(&identity);
+        let language = self.languages.get(&pid).copied().unwrap_or_else(|| {
+            process_language::judge(LanguageClues {
+                argv0: identity.argv0.as_deref(),
+                ..LanguageClues::default()
+            })
+        });
+        let mut resource = self.build(&identity, language.as_str());
         if let Some(service) = self.identities.get(&pid) {
             apply_service_identity(&mut resource, service);
         }
@@ -129,7 +160,10 @@ impl ResourceCatalog {
         resource
     }
 
-    pub fn build(&self, identity: &ProcessIdentity) -> Resource {
+    /// The resource of a process whose program is written in `language`
+    /// (`telemetry.sdk.language`, as OBI reports it: the instrumented
+    /// program's, not the agent's).
+    pub fn build(&self, identity: &ProcessIdentity, language: &str) -> Resource {
         let service_name = self
             .service_name_override
             .clone()
@@ -141,10 +175,11 @@ impl ResourceCatalog {
                 format!("{}-{}", self.host_name, identity.pid),
             ),
             string_attribute("host.name", self.host_name.clone()),
+            string_attribute("host.id", self.host_id.clone()),
             int_attribute("process.pid", i64::from(identity.pid)),
             string_attribute("process.executable.name", identity.executable_name.clone()),
             string_attribute("telemetry.sdk.name", "zerotrace"),
-            string_attribute("telemetry.sdk.language", "rust"),
+            string_attribute("telemetry.sdk.language", language),
             string_attribute("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
             string_attribute("telemetry.distro.name", "zerotrace"),
             string_attribute("telemetry.distro.version", env!("CARGO_PKG_VERSION")),
@@ -172,6 +207,7 @@ impl ResourceCatalog {
     pub fn forget(&mut self, pid: u32) {
         self.by_pid.remove(&pid);
         self.identities.remove(&pid);
+        self.languages.remove(&pid);
     }
 }
 
@@ -194,9 +230,10 @@ mod tests {
         let identity = ProcessIdentity {
             pid: 42,
             executable_name: "nginx".into(),
+            argv0: Some("nginx".into()),
             command_line: Some("nginx -g daemon off;".into()),
         };
-        let plain = ResourceCatalog::new(None, vec![], false).build(&identity);
+        let plain = ResourceCatalog::new(None, vec![], false).build(&identity, "generic");
         assert_eq!(
             value_of(&plain, "service.name"),
             Some(&any_value::Value::StringValue("nginx".into()))
@@ -216,13 +253,39 @@ mod tests {
             vec![("deployment.environment".into(), "prod".into())],
             true,
         )
-        .build(&identity);
+        .build(&identity, "generic");
         assert_eq!(
             value_of(&custom, "service.name"),
             Some(&any_value::Value::StringValue("checkout".into()))
         );
         assert!(value_of(&custom, "deployment.environment").is_some());
         assert!(value_of(&custom, "process.command_line").is_some());
+    }
+
+    #[test]
+    fn host_id_and_language_are_the_catalog_s() {
+        let me = std::process::id();
+        let mut catalog = ResourceCatalog::new(None, vec![], false).with_host_id("rack-7".into());
+        let text = |r: &Resource, key: &str| attribute_text(r, key).unwrap_or_default();
+        let first = catalog.resource_for(me, "zerotrace_worke");
+        assert_eq!(text(&first, "host.id"), "rack-7");
+        // Not judged yet: argv[0] (this test binary) names no runtime.
+        assert_eq!(text(&first, "telemetry.sdk.language"), "generic");
+        catalog.set_language(me, Language::Python);
+        let judged = catalog.resource_for(me, "zerotrace_worke");
+        assert_eq!(text(&judged, "telemetry.sdk.language"), "python");
+        assert!(Arc::ptr_eq(
+            &judged,
+            &catalog.resource_for(me, "zerotrace_worke")
+        ));
+        catalog.set_language(me, Language::Python);
+        assert!(Arc::ptr_eq(
+            &judged,
+            &catalog.resource_for(me, "zerotrace_worke")
+        ));
+        catalog.forget(me);
+        let again = catalog.resource_for(me, "zerotrace_worke");
+        assert_eq!(text(&again, "telemetry.sdk.language"), "generic");
     }
 
     #[test]
