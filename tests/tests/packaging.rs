@@ -1001,6 +1001,13 @@ fn compose_and_kubernetes_never_ask_for_privileged_mode() {
     assert!(string_set(agent.get("security_opt")).contains("no-new-privileges:true"));
     assert_eq!(agent.get("network_mode"), None);
     assert_eq!(agent.get("devices"), None);
+    // The one host file mounted: the machine id (host.id), read-only.
+    assert_eq!(
+        string_set(agent.get("volumes")),
+        ["/etc/machine-id:/etc/machine-id:ro".to_owned()]
+            .into_iter()
+            .collect()
+    );
     let env = agent.get("environment").cloned().unwrap_or_default();
     assert_eq!(env.str_of("OTEL_EBPF_OPEN_PORT"), "8080");
     assert!(env
@@ -1055,6 +1062,20 @@ fn compose_and_kubernetes_never_ask_for_privileged_mode() {
         Some(&Value::Bool(false))
     );
     assert_eq!(string_set(security.pointer("/capabilities/add")), four_caps);
+    // The one host file mounted: the machine id (host.id), read-only.
+    let mounts = containers[0]
+        .get("volumeMounts")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(mounts[0].str_of("mountPath"), "/etc/machine-id");
+    assert_eq!(mounts[0].get("readOnly"), Some(&Value::Bool(true)));
+    assert_eq!(
+        pod.pointer("/volumes/0/hostPath/path")
+            .and_then(Value::as_str),
+        Some("/etc/machine-id")
+    );
     assert_eq!(string_set(security.pointer("/capabilities/drop")), all);
     assert_eq!(
         security
