@@ -22,6 +22,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
 use libbpf_rs::{Link, Object, UprobeMultiOpts};
+use zerotrace_gobin::elf::ElfFile;
 use zerotrace_gobin::{
     find_tls_hook_points, FileSource, GoFunction, HookedFunction, TlsHookPoints,
 };
@@ -158,6 +159,24 @@ fn offsets_as_usize(offsets: Vec<u64>) -> Vec<usize> {
         .into_iter()
         .map(|o| usize::try_from(o).unwrap_or(usize::MAX))
         .collect()
+}
+
+/// Whether the executable of `pid` is a Go program: its ELF section headers
+/// name `.go.buildinfo`, `.gopclntab` or `.note.go.buildid` (kept by
+/// stripped and PIE builds).
+/// Only the headers are read, through bounded reads; false when the file is
+/// unreadable or no ELF file.
+pub fn is_go_executable(pid: u32) -> bool {
+    let Ok(file) = File::open(format!("/proc/{pid}/exe")) else {
+        return false;
+    };
+    FileSource::new(file)
+        .and_then(|source| ElfFile::parse(&source))
+        .is_ok_and(|elf| {
+            [".go.buildinfo", ".gopclntab", ".note.go.buildid"]
+                .iter()
+                .any(|name| elf.section(name).is_some())
+        })
 }
 
 /// The executable of `pid`, opened through /proc/PID/exe, after checking it

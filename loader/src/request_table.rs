@@ -12,7 +12,7 @@ use zerotrace_shared::ipc::{
     MAX_TARGETS_PER_REQUEST, PROTOCOL_VERSION,
 };
 
-use crate::go_tls_uprobes::GoAttachError;
+use crate::go_tls_uprobes::{self, GoAttachError};
 use crate::probes::Probes;
 use crate::tls_uprobes::{self, AttachError};
 
@@ -272,8 +272,8 @@ fn attach_go_tls(
     }
 }
 
-/// Reads /proc/PID/exe and the file names in /proc/PID/maps: facts the
-/// unprivileged worker cannot read.
+/// Reads /proc/PID/exe (its path, and its section headers: is it Go?) and
+/// the file names in /proc/PID/maps: facts the unprivileged worker cannot read.
 fn describe_process(pid: u32) -> Answer {
     if let Err(answer) = validate_pid("DescribeProcess.pid", pid) {
         return answer;
@@ -286,6 +286,7 @@ fn describe_process(pid: u32) -> Answer {
                 exe_path: path.to_string_lossy().into_owned(),
                 tls_libraries,
                 runtime_libraries,
+                go_executable: go_tls_uprobes::is_go_executable(pid),
             }))
         }
         // Exited since the worker saw it, or not ours to read (a kernel
@@ -311,6 +312,11 @@ mod tests {
     fn a_process_gone_before_it_is_described_is_a_routine_refusal() {
         let me = describe_process(std::process::id());
         assert!(matches!(me.reply, Reply::Process(_)) && !me.routine);
+        // A Rust test binary: no Go sections, no language runtime mapped.
+        if let Reply::Process(description) = &me.reply {
+            assert!(!description.go_executable, "{description:?}");
+            assert!(description.runtime_libraries.is_empty(), "{description:?}");
+        }
         let gone = (2..pid_max())
             .rev()
             .find(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());

@@ -132,6 +132,9 @@ pub struct ProcessDescription {
     /// named in /proc/PID/maps; empty when there are none or the maps are
     /// unreadable.
     pub runtime_libraries: Vec<String>,
+    /// The executable has the sections Go's linker writes (`.go.buildinfo`
+    /// or `.gopclntab`): a Go program. False when it is not, or unreadable.
+    pub go_executable: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]

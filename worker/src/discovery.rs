@@ -64,6 +64,9 @@ pub struct Discovery {
     tls: Option<TlsHooks>,
     /// Some selector needs the executable path (else the loader is never asked).
     needs_exe_path: bool,
+    /// Some selector names languages: a process's language is judged before
+    /// it is decided about.
+    needs_language: bool,
     /// Some instrument entry can match a process that does not listen
     /// (exe_path, target_pids): scans then look at every process, and execs matter.
     matches_non_listeners: bool,
@@ -154,9 +157,14 @@ impl Discovery {
             .iter()
             .chain(&exclude)
             .any(|s| s.exe_path.is_some());
-        let matches_non_listeners = instrument
+        let needs_language = instrument
             .iter()
-            .any(|s| s.open_ports.is_none() && (s.exe_path.is_some() || !s.target_pids.is_empty()));
+            .chain(&exclude)
+            .any(|s| s.languages.is_some());
+        let matches_non_listeners = instrument.iter().any(|s| {
+            s.open_ports.is_none()
+                && (s.exe_path.is_some() || !s.target_pids.is_empty() || s.languages.is_some())
+        });
         Self {
             matches_non_listeners,
             instrument,
@@ -169,6 +177,7 @@ impl Discovery {
             descriptions: HashMap::new(),
             tls: None,
             needs_exe_path,
+            needs_language,
             new_identities: Vec::new(),
             languages: HashMap::new(),
             language_updates: Vec::new(),
@@ -381,24 +390,33 @@ impl Discovery {
         }
     }
 
-    /// Judges the language of an instrumented process from its description
-    /// (asked for here if it was not), the Go TLS hooks' findings and its argv[0].
+    /// Judges the language of an instrumented process (see [`Self::language_of`]).
     fn judge_language(&mut self, pid: u32, loader: &LoaderClient) {
+        let language = self.language_of(pid, loader);
+        self.set_language(pid, language);
+    }
+
+    /// A process's language, from its description (asked for here if it was
+    /// not: the executable, whether it is Go, the runtime libraries it
+    /// maps), the Go TLS hooks' findings and its argv[0].
+    fn language_of(&mut self, pid: u32, loader: &LoaderClient) -> Language {
         let argv0 = process_language::read_argv0(pid);
         let description = self.describe(pid, loader).cloned();
-        let go = match (&self.tls, &description) {
-            (Some(tls), Some(d)) => tls.is_go_exe(&d.exe_path),
-            _ => false,
-        };
-        let language = process_language::judge(LanguageClues {
+        let go = description.as_ref().is_some_and(|d| {
+            d.go_executable
+                || self
+                    .tls
+                    .as_ref()
+                    .is_some_and(|tls| tls.is_go_exe(&d.exe_path))
+        });
+        process_language::judge(LanguageClues {
             go,
             runtime_libraries: description
                 .as_ref()
                 .map_or(&[], |d| d.runtime_libraries.as_slice()),
             exe_path: description.as_ref().map(|d| d.exe_path.as_str()),
             argv0: argv0.as_deref(),
-        });
-        self.set_language(pid, language);
+        })
     }
 
     /// Entries kept for processes that are not instrumented (bounded by pruning).
@@ -446,6 +464,9 @@ impl Discovery {
         let container_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .ok()
             .and_then(|text| container_id_from_cgroup(&text));
+        let language = self
+            .needs_language
+            .then(|| self.language_of(pid, loader).as_str());
         ProcessFacts {
             pid,
             exe_path,
@@ -460,6 +481,7 @@ impl Discovery {
                 .map(|p| p.iter().copied().collect())
                 .unwrap_or_default(),
             container_id,
+            language,
         }
     }
 
@@ -688,6 +710,10 @@ impl Discovery {
     /// the filter (arm_listen_capture): one not selected leaves it again.
     pub fn on_listen(&mut self, pid: u32, port: u16, comm: &str, loader: &LoaderClient) {
         self.listening.entry(pid).or_default().insert(port);
+        if self.needs_language && !self.instrumented.contains_key(&pid) {
+            // Described at its exec, before it mapped its runtime's libraries.
+            self.descriptions.remove(&pid);
+        }
         self.evaluate(pid, comm, loader);
         if self.listen_capture.contains(&port) {
             self.reject_if_pending(pid);
@@ -725,6 +751,7 @@ impl Discovery {
                     exe_path: String::from_utf8_lossy(exec_path).into_owned(),
                     tls_libraries: Vec::new(),
                     runtime_libraries: Vec::new(),
+                    go_executable: false,
                 }),
             );
         }

@@ -320,6 +320,7 @@ mod tests {
             exe_path: "/srv/app".into(),
             tls_libraries: Vec::new(),
             runtime_libraries: Vec::new(),
+            go_executable: false,
         }
     }
 
@@ -412,6 +413,7 @@ mod tests {
             exe_path: "/usr/bin/python3".into(),
             tls_libraries: vec!["/usr/lib/libssl.so.3".into()],
             runtime_libraries: Vec::new(),
+            go_executable: false,
         };
         assert_eq!(
             hooks.hook(7, &process, &loader),
