@@ -177,3 +177,54 @@ fn each_resource_names_its_program_s_language_and_the_host() {
     );
     drop(agent);
 }
+
+/// OBI's `languages` selector: an entry naming Python and Go (and the three
+/// servers' ports) instruments the Python and the Go server, not the Node.js
+/// one on a port it names; the Go server is told by the loader's look at its
+/// executable, before anything of it is hooked.
+#[test]
+fn a_languages_selector_instruments_only_programs_of_those_languages() {
+    require_root();
+    let python = Server::python_app();
+    let Some(node) = Server::node("http_chain.js") else {
+        panic!("node is not installed (scripts/install-deps.sh test installs it)");
+    };
+    let (go, go_port) = go_server();
+    let config = readable_config(
+        "config",
+        "languages.yaml",
+        &format!(
+            "discovery:\n  instrument:\n    - languages: '{{python,go}}'\n      open_ports: {},{},{go_port}\n",
+            python.port, node.port
+        ),
+    );
+    let agent = Agent::start(
+        &["--config", &config.to_string_lossy()],
+        &[("OTEL_EBPF_TRACE_PRINTER", "json")],
+    );
+    for port in [node.port, python.port, go_port] {
+        curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{port}/x"),
+        ]);
+    }
+    let pid_of = |s: &serde_json::Value| u32::try_from(s.u64_of("pid")).unwrap_or_default();
+    agent.wait_for_spans(1, |s| pid_of(s) == python.pid());
+    agent.wait_for_spans(1, |s| pid_of(s) == go.0.id());
+    // Node's request went first: its span would be out by now.
+    std::thread::sleep(Duration::from_millis(500));
+    let spans = agent.spans();
+    assert!(
+        spans.iter().all(|s| pid_of(s) != node.pid()),
+        "the Node.js server was instrumented: {spans:#?}"
+    );
+    let stderr = agent.stderr.text();
+    assert!(
+        stderr.contains(&format!("instrumenting pid {}", python.pid()))
+            && stderr.contains(&format!("instrumenting pid {}", go.0.id()))
+            && !stderr.contains(&format!("instrumenting pid {}", node.pid())),
+        "{stderr}"
+    );
+}

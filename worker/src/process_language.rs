@@ -23,6 +23,11 @@ pub enum Language {
     Generic,
 }
 
+/// Every name [`Language::as_str`] gives, for `languages` selectors.
+pub const LANGUAGE_NAMES: [&str; 8] = [
+    "go", "java", "dotnet", "python", "ruby", "nodejs", "php", "generic",
+];
+
 impl Language {
     /// The value of `telemetry.sdk.language`.
     pub fn as_str(self) -> &'static str {

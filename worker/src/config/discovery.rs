@@ -9,10 +9,11 @@ use zerotrace_shared::ports::PortSelection;
 
 use super::environment::env_value;
 use super::error::{child, ConfigError, Ctx};
-use super::glob::{compile_glob, compile_regex, ExeField, ExePattern, GlobField, RegexField};
+use super::glob::{compile_glob, compile_regex, ExeField, ExePattern, Glob, GlobField, RegexField};
 use super::obi_keys::{unknown_key_message, vet, Obi, DISCOVERY, SELECTOR};
 use super::selectors::Selector;
 use super::values::{non_empty, present_list, Extra, PidList, PortList, Text};
+use crate::process_language::LANGUAGE_NAMES;
 
 /// OBI's default exclusion (plus zerotrace itself): other agents and collectors.
 const BUILTIN_DEFAULT_EXCLUDE: &str =
@@ -50,6 +51,7 @@ struct RawSelector<P> {
     exe_path_regexp: Option<RegexField>,
     containers_only: bool,
     target_pids: Option<PidList>,
+    languages: Option<Text>,
     #[serde(flatten)]
     pub(super) other: Extra,
 }
@@ -64,6 +66,7 @@ impl<P> Default for RawSelector<P> {
             exe_path_regexp: None,
             containers_only: false,
             target_pids: None,
+            languages: None,
             other: Extra::new(),
         }
     }
@@ -133,6 +136,10 @@ fn build_selector<P: ExeField>(
         (Some(field), _) => Some(field.into_pattern()),
         (None, regexp) => regexp.map(|RegexField(pattern)| pattern),
     };
+    let languages = match non_empty(raw.languages) {
+        Some(text) => Some(language_glob(ctx, &child(path, "languages"), &text)?),
+        None => None,
+    };
     let selector = Selector {
         origin: path.to_owned(),
         name: non_empty(raw.name),
@@ -141,6 +148,7 @@ fn build_selector<P: ExeField>(
         exe_path,
         containers_only: raw.containers_only,
         target_pids: raw.target_pids.map(|p| p.0).unwrap_or_default(),
+        languages,
     };
     if let Some(reason) = never {
         ctx.warn(
@@ -152,10 +160,26 @@ fn build_selector<P: ExeField>(
     if !selector.has_criteria() {
         return Err(ctx.err(
             path,
-            "defines no selection criteria (expected at least one of open_ports, exe_path, target_pids)",
+            "defines no selection criteria (expected at least one of open_ports, exe_path, target_pids, languages)",
         ));
     }
     Ok(Some(selector))
+}
+
+/// A `languages` glob; one that names no language zerotrace tells is warned
+/// about (it would never match).
+fn language_glob(ctx: &mut Ctx, at: &str, text: &str) -> Result<Glob, ConfigError> {
+    let glob = compile_glob(text).map_err(|e| ctx.err(at, e))?;
+    if !LANGUAGE_NAMES.iter().any(|name| glob.matches(name)) {
+        ctx.warn(
+            at,
+            format!(
+                "matches none of the languages zerotrace tells ({}): the entry matches nothing",
+                LANGUAGE_NAMES.join(", ")
+            ),
+        );
+    }
+    Ok(glob)
 }
 
 fn build_list<P: ExeField>(
@@ -181,6 +205,7 @@ fn builtin_default_exclude() -> Result<Selector, ConfigError> {
         exe_path: Some(ExePattern::Glob(glob)),
         containers_only: false,
         target_pids: Vec::new(),
+        languages: None,
     })
 }
 
@@ -209,7 +234,23 @@ pub(super) fn env_selector(
             .map(|RegexField(p)| p)
             .inspect(|_| origin.push("executable_path"))
     });
-    if open_ports.is_none() && exe_path.is_none() {
+    let languages = match env_value(env, "OTEL_EBPF_AUTO_TARGET_LANGUAGE") {
+        Some(text) => {
+            origin.push("OTEL_EBPF_AUTO_TARGET_LANGUAGE");
+            let glob = compile_glob(text.trim())
+                .map_err(|e| ConfigError::Env(format!("OTEL_EBPF_AUTO_TARGET_LANGUAGE: {e}")))?;
+            if !LANGUAGE_NAMES.iter().any(|name| glob.matches(name)) {
+                return Err(ConfigError::Env(format!(
+                    "OTEL_EBPF_AUTO_TARGET_LANGUAGE={text:?} matches none of the languages \
+                     zerotrace tells ({})",
+                    LANGUAGE_NAMES.join(", ")
+                )));
+            }
+            Some(glob)
+        }
+        None => None,
+    };
+    if open_ports.is_none() && exe_path.is_none() && languages.is_none() {
         return Ok(None);
     }
     Ok(Some(Selector {
@@ -220,6 +261,7 @@ pub(super) fn env_selector(
         exe_path,
         containers_only: false,
         target_pids: Vec::new(),
+        languages,
     }))
 }
 

@@ -19,6 +19,12 @@ pub struct Glob {
     regex: Regex,
 }
 
+impl PartialEq for Glob {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
 impl Glob {
     pub fn new(pattern: &str) -> Result<Self, String> {
         let body = glob_to_regex(pattern)?;

@@ -63,13 +63,13 @@
 //! # OBI keys zerotrace does not implement
 //!
 //! A key is refused (an error naming it) when ignoring it could instrument
-//! more processes, export more data or weaken TLS — `filter`,
-//! `attributes.select`, per-entry `exports`/`sampler`/`routes`/`metrics`,
+//! more processes, export more data or weaken TLS — per-entry
+//! `exports`/`sampler`/`routes`/`metrics`,
 //! `insecure_skip_verify: true`, `features` without application metrics.
 //! Keys whose absence only means less data or different internal tuning are
 //! accepted with a warning in [`EffectiveConfig::warnings`] (`ebpf`,
 //! `network`, batching back-off, buckets, ...). Selector criteria zerotrace
-//! cannot evaluate (`k8s_*`, `languages`, `cmd_args`, `container_name`) make
+//! cannot evaluate (`k8s_*`, `cmd_args`, `container_name`) make
 //! an `instrument` entry match nothing (with a warning) and are refused in
 //! exclusion lists, where skipping them would instrument more. Any other key
 //! is an error with a "did you mean" hint.

@@ -196,6 +196,7 @@ pub(super) const SELECTOR: Section = Section {
         "exe_path_regexp",
         "containers_only",
         "target_pids",
+        "languages",
         "name",
         "namespace",
     ],
@@ -215,12 +216,6 @@ pub(super) const SELECTOR: Section = Section {
         (
             "container_name",
             Obi::Unevaluable("zerotrace knows container ids, not names"),
-        ),
-        (
-            "languages",
-            Obi::Unevaluable(
-                "zerotrace judges a program's language once it is instrumented, not to select it",
-            ),
         ),
         (
             "cmd_args",

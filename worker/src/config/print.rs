@@ -77,6 +77,8 @@ struct SelectorOut {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     target_pids: Vec<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    languages: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     namespace: Option<String>,
@@ -172,6 +174,7 @@ fn selector_out(s: &Selector) -> SelectorOut {
         exe_path_regexp,
         containers_only: s.containers_only,
         target_pids: s.target_pids.clone(),
+        languages: s.languages.as_ref().map(|g| g.as_str().to_owned()),
         name: s.name.clone(),
         namespace: s.namespace.clone(),
     }

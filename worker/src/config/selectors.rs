@@ -4,7 +4,7 @@
 
 use zerotrace_shared::ports::PortSelection;
 
-use super::glob::ExePattern;
+use super::glob::{ExePattern, Glob};
 
 /// What discovery knows about a process, for [`Selector::matches`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,6 +18,9 @@ pub struct ProcessFacts {
     pub open_ports: Vec<u16>,
     /// From [`container_id_from_cgroup`].
     pub container_id: Option<String>,
+    /// The program's language (`go`, `python`…, [`crate::process_language`]),
+    /// when a selector asks. Without it no `languages` criterion matches.
+    pub language: Option<&'static str>,
 }
 
 /// One `discovery.instrument` (or exclusion) entry.
@@ -33,12 +36,18 @@ pub struct Selector {
     pub exe_path: Option<ExePattern>,
     pub containers_only: bool,
     pub target_pids: Vec<u32>,
+    /// OBI's `languages`: a glob over the program's language name.
+    pub languages: Option<Glob>,
 }
 
 impl Selector {
-    /// Ports, executable and PIDs are criteria; `containers_only` only narrows them.
+    /// Ports, executable, PIDs and languages are criteria; `containers_only`
+    /// only narrows them.
     pub fn has_criteria(&self) -> bool {
-        self.open_ports.is_some() || self.exe_path.is_some() || !self.target_pids.is_empty()
+        self.open_ports.is_some()
+            || self.exe_path.is_some()
+            || !self.target_pids.is_empty()
+            || self.languages.is_some()
     }
 
     /// True when every criterion given matches (an entry without criteria matches nothing).
@@ -54,6 +63,10 @@ impl Selector {
                     .is_some_and(|exe| pattern.matches(exe))
             })
             && (self.target_pids.is_empty() || self.target_pids.contains(&p.pid))
+            && self
+                .languages
+                .as_ref()
+                .is_none_or(|glob| p.language.is_some_and(|language| glob.matches(language)))
             && (!self.containers_only || p.container_id.is_some())
     }
 }
@@ -160,6 +173,73 @@ mod tests {
     }
 
     #[test]
+    fn languages_are_a_glob_over_the_program_s_language() {
+        let config = ok(
+            "discovery:
+  instrument:
+    - languages: '{java,go}'
+    - languages: python
+      open_ports: 8000-8999
+  exclude_instrument:
+    - languages: go
+      exe_path: '*/debug-*'
+",
+            &[],
+        );
+        let of = |exe: &str, ports: &[u16], language: Option<&'static str>| {
+            let mut f = facts(1, exe, ports, false);
+            f.language = language;
+            config.decide(&f).map(|s| s.origin.clone())
+        };
+        let first = Some("discovery.instrument[0]".to_owned());
+        assert_eq!(of("/opt/app/server", &[], Some("go")), first);
+        assert_eq!(of("/usr/bin/java", &[], Some("java")), first);
+        // Unknown (not judged): no languages criterion matches.
+        assert_eq!(of("/usr/bin/java", &[], None), None);
+        // AND within an entry.
+        assert_eq!(of("/usr/bin/python3", &[22], Some("python")), None);
+        assert_eq!(
+            of("/usr/bin/python3", &[8080], Some("python")),
+            Some("discovery.instrument[1]".to_owned())
+        );
+        assert_eq!(of("/usr/sbin/nginx", &[8080], Some("generic")), None);
+        // An exclusion by language and path.
+        assert_eq!(of("/opt/debug-server", &[], Some("go")), None);
+        // Printed and read back.
+        let again = ok(&config.to_yaml(), &[]);
+        assert_eq!(again.instrument, config.instrument);
+        // The environment's selector, AND with the port.
+        let env = ok(
+            "",
+            &[
+                ("OTEL_EBPF_AUTO_TARGET_LANGUAGE", "nodejs"),
+                ("OTEL_EBPF_OPEN_PORT", "3000"),
+            ],
+        );
+        let mut node = facts(2, "/usr/bin/node", &[3000], false);
+        assert!(env.decide(&node).is_none());
+        node.language = Some("nodejs");
+        assert!(env.decide(&node).is_some());
+        // A glob that names no language zerotrace tells: warned, or refused in the variable.
+        let typo = ok(
+            "discovery:\n  instrument:\n    - languages: pyhton\n      open_ports: 80\n",
+            &[],
+        );
+        assert!(
+            typo.warnings
+                .iter()
+                .any(|w| w.contains("discovery.instrument[0].languages") && w.contains("none")),
+            "{:?}",
+            typo.warnings
+        );
+        assert!(err("", &[("OTEL_EBPF_AUTO_TARGET_LANGUAGE", "rust")]).contains("rust"));
+        assert!(
+            err("discovery:\n  instrument:\n    - languages: '{go'\n", &[])
+                .contains("discovery.instrument[0].languages")
+        );
+    }
+
+    #[test]
     fn entries_without_criteria_match_nothing() {
         let empty = Selector {
             origin: "x".into(),
@@ -169,6 +249,7 @@ mod tests {
             exe_path: None,
             containers_only: true,
             target_pids: Vec::new(),
+            languages: None,
         };
         assert!(!empty.matches(&facts(1, "/bin/a", &[80], true)));
         assert!(decide(&[empty], &[], &facts(1, "/bin/a", &[80], true)).is_none());

@@ -34,5 +34,6 @@ pub(super) fn facts(pid: u32, exe: &str, ports: &[u16], container: bool) -> Proc
         comm: exe.rsplit('/').next().unwrap_or_default().to_owned(),
         open_ports: ports.to_vec(),
         container_id: container.then(|| "a".repeat(64)),
+        language: None,
     }
 }
