@@ -42,14 +42,20 @@ fn go_server() -> (Killed, u16) {
     panic!("go_plain could not listen in 5 tries");
 }
 
-#[test]
-fn each_resource_names_its_program_s_language_and_the_host() {
-    require_root();
+/// A Python, a Node.js and a Go server (the last with its port).
+fn three_servers() -> (Server, Server, Killed, u16) {
     let python = Server::python_app();
     let Some(node) = Server::node("http_chain.js") else {
         panic!("node is not installed (scripts/install-deps.sh test installs it)");
     };
     let (go, go_port) = go_server();
+    (python, node, go, go_port)
+}
+
+#[test]
+fn each_resource_names_its_program_s_language_and_the_host() {
+    require_root();
+    let (python, node, go, go_port) = three_servers();
     let nginx_port = free_port();
     let nginx = Nginx::start(
         "languages",
@@ -185,11 +191,7 @@ fn each_resource_names_its_program_s_language_and_the_host() {
 #[test]
 fn a_languages_selector_instruments_only_programs_of_those_languages() {
     require_root();
-    let python = Server::python_app();
-    let Some(node) = Server::node("http_chain.js") else {
-        panic!("node is not installed (scripts/install-deps.sh test installs it)");
-    };
-    let (go, go_port) = go_server();
+    let (python, node, go, go_port) = three_servers();
     let config = readable_config(
         "config",
         "languages.yaml",
