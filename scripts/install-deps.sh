@@ -27,6 +27,7 @@ if [ "${1:-}" = "test" ]; then
   packages+=(nats-server)  # tests/tests/nats.rs: the server (its client, nats-py, comes from PyPI below)
   packages+=(g++)  # scripts/test.sh checks the fuzz targets: libfuzzer-sys builds libFuzzer (C++)
   packages+=(nodejs)  # tests: Node.js servers (tests/servers/*.js); the tests that need it skip without it
+  packages+=(openjdk-17-jre-headless)  # tests/tests/resource_attributes.rs: a Java server (tests/servers/HttpApp.java)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -1,8 +1,8 @@
 //! What each process's resource says about it beyond its name: the language
 //! its program is written in (`telemetry.sdk.language`, as OBI reports it)
 //! and the host (`host.id`), with `traces_host_info` beside the span
-//! metrics. One agent instruments a Python, a Node.js and a Go server and
-//! nginx; the resources are decoded from OTLP with opentelemetry-proto, and
+//! metrics. One agent instruments a Python, a Node.js, a Go and a Java
+//! server and nginx; the resources are decoded from OTLP with opentelemetry-proto, and
 //! the Prometheus endpoint is read as a scraper reads it.
 
 use std::collections::BTreeMap;
@@ -42,6 +42,24 @@ fn go_server() -> (Killed, u16) {
     panic!("go_plain could not listen in 5 tries");
 }
 
+/// `tests/servers/HttpApp.java`, run from source by the JDK's launcher.
+fn java_server() -> (Killed, u16) {
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/HttpApp.java");
+    for _ in 0..5 {
+        let port = free_port();
+        let mut command = Command::new("java");
+        command
+            .arg(source)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Ok(Some(child)) = spawn_listening(&mut command, port) {
+            return (Killed(child), port);
+        }
+    }
+    panic!("the Java server could not listen in 5 tries (scripts/install-deps.sh test installs the JRE)");
+}
+
 /// A Python, a Node.js and a Go server (the last with its port).
 fn three_servers() -> (Server, Server, Killed, u16) {
     let python = Server::python_app();
@@ -56,6 +74,7 @@ fn three_servers() -> (Server, Server, Killed, u16) {
 fn each_resource_names_its_program_s_language_and_the_host() {
     require_root();
     let (python, node, go, go_port) = three_servers();
+    let (java, java_port) = java_server();
     let nginx_port = free_port();
     let nginx = Nginx::start(
         "languages",
@@ -64,7 +83,10 @@ fn each_resource_names_its_program_s_language_and_the_host() {
     );
     let receiver = OtlpReceiver::start_http();
     let metrics_port = free_port();
-    let ports = format!("{},{},{go_port},{nginx_port}", python.port, node.port);
+    let ports = format!(
+        "{},{},{go_port},{java_port},{nginx_port}",
+        python.port, node.port
+    );
     let agent = Agent::start_exporting_to(
         &["--open-port", &ports],
         &receiver,
@@ -79,11 +101,12 @@ fn each_resource_names_its_program_s_language_and_the_host() {
         (python.pid(), "python"),
         (node.pid(), "nodejs"),
         (go.0.id(), "go"),
+        (java.0.id(), "java"),
     ]
     .into_iter()
     .chain(nginx_workers.iter().map(|pid| (*pid, "generic")))
     .collect();
-    for port in [python.port, node.port, go_port, nginx_port] {
+    for port in [python.port, node.port, go_port, java_port, nginx_port] {
         curl(&[
             "-s",
             "-o",
@@ -109,7 +132,7 @@ fn each_resource_names_its_program_s_language_and_the_host() {
                 by_pid.insert(pid, resource);
             }
             let nginx_seen = nginx_workers.iter().any(|pid| by_pid.contains_key(pid));
-            let others_seen = [python.pid(), node.pid(), go.0.id()]
+            let others_seen = [python.pid(), node.pid(), go.0.id(), java.0.id()]
                 .iter()
                 .all(|pid| by_pid.contains_key(pid));
             (nginx_seen && others_seen).then_some(by_pid)
