@@ -461,6 +461,51 @@ fn a_node_event_loop_under_concurrent_load_is_never_given_a_wrong_parent() {
     drop(agent);
 }
 
+/// The JDK's HttpServer with a pool of 8 threads, each request served on
+/// one thread, calling out with `HttpURLConnection` on that thread (its
+/// keep-alive connections shared by every thread of the pool): every call is
+/// its own request's child, one alone and 20 at once.
+#[test]
+fn java_calls_on_the_serving_thread_under_concurrent_load_are_each_their_own_request_s_children() {
+    require_root();
+    let b = Server::python_app();
+    let java_port = free_port();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/HttpApp.java");
+    let java = start("java", &[source, &java_port.to_string()], java_port);
+    let java_pid = java.0.id();
+    let receiver = OtlpReceiver::start_grpc();
+    let (agent, metrics_port) = agent_for(&[java_port, b.port], &receiver);
+    let alone = curl(&[&format!(
+        "http://127.0.0.1:{java_port}/call/{}/id/java-alone",
+        b.port
+    )]);
+    assert!(alone.starts_with("called: id"), "{alone}");
+    concurrently(20, |i| {
+        format!("http://127.0.0.1:{java_port}/call/{}/id/java-{i}", b.port)
+    });
+    let spans = wait_spans(&receiver, 63, |_| true);
+    let prefix = format!("/call/{}", b.port);
+    let (linked, roots) = never_a_wrong_parent(&spans, java_pid, |path| {
+        path.strip_prefix(&prefix).map(str::to_owned)
+    });
+    assert_eq!(
+        (linked, roots),
+        (21, 0),
+        "a thread per request: every call nested: {spans:#?}"
+    );
+    // Across processes too: each call's server span at b is its child.
+    for call in spans
+        .iter()
+        .filter(is(SpanKind::Client))
+        .filter(|s| s.pid == i64::from(java_pid))
+    {
+        let at_b = one(&spans, b.pid(), SpanKind::Server, &call.path);
+        assert_child(at_b, call);
+    }
+    assert_every_root_counted(metrics_port, 0);
+    drop(agent);
+}
+
 #[test]
 fn nginx_proxying_to_python_is_never_given_a_wrong_parent() {
     require_root();
