@@ -28,6 +28,7 @@ if [ "${1:-}" = "test" ]; then
   packages+=(g++)  # scripts/test.sh checks the fuzz targets: libfuzzer-sys builds libFuzzer (C++)
   packages+=(nodejs)  # tests: Node.js servers (tests/servers/*.js); the tests that need it skip without it
   packages+=(openjdk-17-jre-headless)  # tests/tests/resource_attributes.rs: a Java server (tests/servers/HttpApp.java)
+  packages+=(libpostgresql-jdbc-java)  # tests/tests/databases.rs: pgjdbc, the driver of tests/servers/JdbcClient.java
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -525,6 +525,13 @@ def cli_clients():
     run(redis_cli + ["-3", "HGETALL", "cli:h"])
 
 
+def jdbc_client():
+    """pgjdbc (Java), run from source as a child of this process."""
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "JdbcClient.java")
+    run(["java", "-cp", "/usr/share/java/postgresql.jar", source,
+         HOST, str(env_port("ZT_PG_PORT")), database()])
+
+
 ROUTES = {
     "/pg/simple": pg_simple,
     "/pg/errors": pg_errors,
@@ -542,6 +549,7 @@ ROUTES = {
     "/pg/wide": pg_wide_results,
     "/mysql/wide": mysql_wide_results,
     "/cli": cli_clients,
+    "/jdbc": jdbc_client,
     "/batches": batches,
     "/early/open": early_open,
     "/early/use": early_use,

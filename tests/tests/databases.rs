@@ -648,6 +648,49 @@ fn psql_mariadb_and_redis_cli_run_by_the_service_are_traced_too() {
     }
 }
 
+/// pgjdbc (Java's PostgreSQL driver, Debian's), a child of the service:
+/// every statement is sent with the extended protocol, and the sixth run of
+/// a PreparedStatement goes through the named server-side statement pgjdbc
+/// switches to at the fifth (`prepareThreshold`); each execution is a span
+/// with its text, the transaction's statements too, and the error its SQLSTATE.
+#[test]
+fn postgres_through_jdbc_is_a_span_per_statement_named_or_not() {
+    let setup = Setup::start();
+    setup.drive("/jdbc");
+    let spans = setup.db_spans("postgresql", 10);
+    let count = one_with_text(&spans, "SELECT count(*) FROM accounts");
+    assert_eq!(count.name, "SELECT accounts");
+    assert_returned_rows(count, Some(1));
+    let by_id = with_text(&spans, "SELECT name FROM accounts WHERE id = $1");
+    assert_eq!(by_id.len(), 6, "one span per execution: {spans:#?}");
+    for span in &by_id {
+        assert_eq!(span.name, "SELECT accounts", "{span:#?}");
+        assert_eq!(
+            attrs(span).get("db.namespace").map(String::as_str),
+            Some("shop")
+        );
+        assert!(!is_error(span), "{span:#?}");
+        assert_server(span, setup.servers.postgres);
+    }
+    let update = one_with_text(
+        &spans,
+        "UPDATE accounts SET balance = balance WHERE id = $1",
+    );
+    assert_eq!(update.name, "UPDATE accounts");
+    assert!(!is_error(update), "{update:#?}");
+    let missing = one_with_text(&spans, "SELECT * FROM jdbc_missing_table");
+    assert!(is_error(missing), "{missing:#?}");
+    assert_eq!(
+        attrs(missing).get("error.type").map(String::as_str),
+        Some("42P01")
+    );
+    let unexpected: Vec<&Span> = spans
+        .iter()
+        .filter(|s| is_error(s) && s.span_id != missing.span_id)
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
+}
+
 #[test]
 fn query_text_and_protocols_can_be_left_out_of_traces() {
     // OBI's instrumentations list for traces without redis and memcached,
