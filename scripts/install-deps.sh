@@ -29,6 +29,7 @@ if [ "${1:-}" = "test" ]; then
   packages+=(nodejs)  # tests: Node.js servers (tests/servers/*.js); the tests that need it skip without it
   packages+=(openjdk-17-jre-headless)  # tests/tests/resource_attributes.rs: a Java server (tests/servers/HttpApp.java)
   packages+=(libpostgresql-jdbc-java)  # tests/tests/databases.rs: pgjdbc, the driver of tests/servers/JdbcClient.java
+  packages+=(libspymemcached-java)  # tests/tests/databases.rs: spymemcached, the client of tests/servers/SpyClient.java
 fi
 missing=()
 for p in "${packages[@]}"; do

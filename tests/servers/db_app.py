@@ -532,6 +532,13 @@ def jdbc_client():
          HOST, str(env_port("ZT_PG_PORT")), database()])
 
 
+def spymemcached_client():
+    """spymemcached (Java), run from source as a child of this process."""
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SpyClient.java")
+    run(["java", "-cp", "/usr/share/java/spymemcached.jar", source,
+         HOST, str(env_port("ZT_MEMCACHED_PORT"))])
+
+
 ROUTES = {
     "/pg/simple": pg_simple,
     "/pg/errors": pg_errors,
@@ -550,6 +557,7 @@ ROUTES = {
     "/mysql/wide": mysql_wide_results,
     "/cli": cli_clients,
     "/jdbc": jdbc_client,
+    "/spymemcached": spymemcached_client,
     "/batches": batches,
     "/early/open": early_open,
     "/early/use": early_use,

@@ -623,6 +623,42 @@ fn memcached_sets_gets_and_a_multi_key_get() {
     );
 }
 
+/// spymemcached (Java), a child of the service, whose own I/O thread writes
+/// and reads every command: each is a span, in order, with its keys; the
+/// bulk get is one `get` of three keys, two found.
+#[test]
+fn memcached_through_spymemcached_is_a_span_per_command() {
+    let setup = Setup::start();
+    setup.drive("/spymemcached");
+    let spans = setup.db_spans("memcached", 5);
+    let mut sorted: Vec<&Span> = spans.iter().collect();
+    sorted.sort_by_key(|s| s.start_time_unix_nano);
+    let mut texts: Vec<String> = sorted.iter().map(|s| text_of(s)).collect();
+    // The bulk get names its keys in the order spymemcached keeps them in.
+    if let Some(bulk) = texts.get_mut(3) {
+        let mut keys: Vec<&str> = bulk.split(' ').collect();
+        keys[1..].sort_unstable();
+        *bulk = keys.join(" ");
+    }
+    assert_eq!(
+        texts,
+        [
+            "set spy:1 ? ? ?",
+            "set spy:2 ? ? ?",
+            "get spy:1",
+            "get spy:1 spy:2 spy:3",
+            "delete spy:2"
+        ],
+        "{spans:#?}"
+    );
+    assert_returned_rows(sorted[2], Some(1));
+    assert_returned_rows(sorted[3], Some(2));
+    for span in &sorted {
+        assert!(!is_error(span), "{span:#?}");
+        assert_server(span, setup.servers.memcached);
+    }
+}
+
 #[test]
 fn psql_mariadb_and_redis_cli_run_by_the_service_are_traced_too() {
     // The command-line clients are the service's children, instrumented with it.
