@@ -346,7 +346,8 @@ pub(super) fn selectors(
     if instrument.is_empty() {
         return Err(ConfigError::Invalid(
             "nothing to instrument: set discovery.instrument in the configuration file, or \
-             OTEL_EBPF_OPEN_PORT / OTEL_EBPF_AUTO_TARGET_EXE (e.g. OTEL_EBPF_OPEN_PORT=8080)"
+             OTEL_EBPF_OPEN_PORT / OTEL_EBPF_AUTO_TARGET_EXE / OTEL_EBPF_AUTO_TARGET_LANGUAGE \
+             (e.g. OTEL_EBPF_OPEN_PORT=8080)"
                 .into(),
         ));
     }
