@@ -30,6 +30,7 @@ if [ "${1:-}" = "test" ]; then
   packages+=(openjdk-17-jre-headless)  # tests/tests/resource_attributes.rs: a Java server (tests/servers/HttpApp.java)
   packages+=(libpostgresql-jdbc-java)  # tests/tests/databases.rs: pgjdbc, the driver of tests/servers/JdbcClient.java
   packages+=(libspymemcached-java)  # tests/tests/databases.rs: spymemcached, the client of tests/servers/SpyClient.java
+  packages+=(libmariadb-java)  # tests/tests/databases.rs: MariaDB Connector/J, the driver of tests/servers/MariadbJdbcClient.java
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -532,6 +532,13 @@ def jdbc_client():
          HOST, str(env_port("ZT_PG_PORT")), database()])
 
 
+def mariadb_jdbc_client():
+    """MariaDB Connector/J (Java), run from source as a child of this process."""
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "MariadbJdbcClient.java")
+    run(["java", "-cp", "/usr/share/java/mariadb-java-client.jar", source,
+         HOST, str(env_port("ZT_MARIADB_PORT")), database()])
+
+
 def spymemcached_client():
     """spymemcached (Java), run from source as a child of this process."""
     source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SpyClient.java")
@@ -557,6 +564,7 @@ ROUTES = {
     "/mysql/wide": mysql_wide_results,
     "/cli": cli_clients,
     "/jdbc": jdbc_client,
+    "/mariadb-jdbc": mariadb_jdbc_client,
     "/spymemcached": spymemcached_client,
     "/batches": batches,
     "/early/open": early_open,

@@ -454,6 +454,40 @@ fn mariadb_server_side_prepared_statements_carry_their_text() {
     assert!(is_error(refused));
 }
 
+/// MariaDB Connector/J (Java), a child of the service, with server-side
+/// prepared statements: a COM_QUERY, one COM_STMT_PREPARE and three
+/// COM_STMT_EXECUTEs each with the statement's text, and error 1146.
+#[test]
+fn mariadb_through_connector_j_is_a_span_per_statement() {
+    let setup = Setup::start();
+    setup.drive("/mariadb-jdbc");
+    let spans = setup.db_spans("mariadb", 5);
+    let count = one_with_text(&spans, "SELECT count(*) FROM items");
+    assert_eq!(count.name, "SELECT items");
+    let executions = with_text(&spans, "SELECT name FROM items WHERE id = ?");
+    assert_eq!(executions.len(), 3, "one span per execution: {spans:#?}");
+    for s in executions.iter().chain([&count]) {
+        assert_eq!(
+            attrs(s).get("db.namespace").map(String::as_str),
+            Some("shop")
+        );
+        assert!(!is_error(s), "{s:#?}");
+        assert_server(s, setup.servers.mariadb);
+    }
+    let missing = one_with_text(&spans, "SELECT * FROM jdbc_missing_table");
+    assert!(is_error(missing), "{missing:#?}");
+    assert_eq!(
+        attrs(missing).get("error.type").map(String::as_str),
+        Some("1146")
+    );
+    // What the driver asks on its own at connect (session settings) fails nothing.
+    let unexpected: Vec<&Span> = spans
+        .iter()
+        .filter(|s| is_error(s) && s.span_id != missing.span_id)
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
+}
+
 #[test]
 fn redis_commands_select_and_error_replies() {
     let setup = Setup::start();
