@@ -35,6 +35,9 @@ pub struct ServiceIdentity {
     pub name: Option<String>,
     pub namespace: Option<String>,
     pub container_id: Option<String>,
+    /// The program's language, once judged (`telemetry.sdk.language`);
+    /// a child forked after its parent was instrumented inherits it.
+    pub language: Option<Language>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,10 +75,6 @@ pub struct Discovery {
     matches_non_listeners: bool,
     /// Identities of processes instrumented since the last `take_new_identities`.
     new_identities: Vec<(u32, ServiceIdentity)>,
-    /// The language judged of each instrumented process.
-    languages: HashMap<u32, Language>,
-    /// Languages judged or changed since the last `take_language_updates`.
-    language_updates: Vec<(u32, Language)>,
     /// The kernel captures every program from its exec until we decide
     /// (`arm_exec_capture`); what a process not instrumented sent is dropped.
     exec_capture: bool,
@@ -179,8 +178,6 @@ impl Discovery {
             needs_exe_path,
             needs_language,
             new_identities: Vec::new(),
-            languages: HashMap::new(),
-            language_updates: Vec::new(),
             exec_capture: false,
             pending_stats: PendingCaptureStats::default(),
             tls_looks: Vec::new(),
@@ -378,22 +375,17 @@ impl Discovery {
         std::mem::take(&mut self.new_identities)
     }
 
-    /// Languages judged of instrumented processes since the last call (a
-    /// new process, one that exec'd, one found to be Go).
-    pub fn take_language_updates(&mut self) -> Vec<(u32, Language)> {
-        std::mem::take(&mut self.language_updates)
-    }
-
-    fn set_language(&mut self, pid: u32, language: Language) {
-        if self.languages.insert(pid, language) != Some(language) {
-            self.language_updates.push((pid, language));
-        }
-    }
-
-    /// Judges the language of an instrumented process (see [`Self::language_of`]).
+    /// Judges the language of an instrumented process (see
+    /// [`Self::language_of`]); a new or changed one goes out with its
+    /// identity (`take_new_identities`).
     fn judge_language(&mut self, pid: u32, loader: &LoaderClient) {
         let language = self.language_of(pid, loader);
-        self.set_language(pid, language);
+        if let Some(process) = self.instrumented.get_mut(&pid) {
+            if process.identity.language != Some(language) {
+                process.identity.language = Some(language);
+                self.new_identities.push((pid, process.identity.clone()));
+            }
+        }
     }
 
     /// A process's language, from its description (asked for here if it was
@@ -504,6 +496,7 @@ impl Discovery {
             name: selector.name.clone(),
             namespace: selector.namespace.clone(),
             container_id: facts.container_id.clone(),
+            language: None,
         };
         let origin = selector.origin.clone();
         let added = self.add_to_filter(pid, loader);
@@ -847,9 +840,6 @@ impl Discovery {
             .map(|p| (p.ports.clone(), p.identity.clone()))
             .unwrap_or_default();
         self.new_identities.push((child, identity.clone()));
-        if let Some(&language) = self.languages.get(&parent) {
-            self.set_language(child, language);
-        }
         self.hooks_serve_children.insert(parent);
         self.instrumented.insert(
             child,
@@ -883,7 +873,6 @@ impl Discovery {
         self.instrumented.remove(&pid);
         self.listening.remove(&pid);
         self.descriptions.remove(&pid);
-        self.languages.remove(&pid);
         if !self.hooks_serve_children.remove(&pid) || self.tls.is_none() {
             return;
         }

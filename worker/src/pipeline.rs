@@ -368,9 +368,6 @@ impl Pipeline {
         for (pid, identity) in self.discovery.take_new_identities() {
             self.resources.set_identity(pid, identity);
         }
-        for (pid, language) in self.discovery.take_language_updates() {
-            self.resources.set_language(pid, language);
-        }
         for pid in self.discovery.take_go_processes() {
             self.linker.serves_many_per_thread(pid);
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::discovery::ServiceIdentity;
-use crate::process_language::{self, Language, LanguageClues};
+use crate::process_language::{self, LanguageClues};
 pub use crate::semconv::attribute::{bool_attribute, int_attribute, string_attribute};
 
 /// A resource attribute's value as text (numbers and booleans written out);
@@ -92,10 +92,8 @@ pub struct ResourceCatalog {
     extra_attributes: Vec<(String, String)>,
     include_command_line: bool,
     by_pid: HashMap<u32, Arc<Resource>>,
-    /// Names and container ids discovery assigned to processes.
+    /// Names, container ids and languages discovery assigned to processes.
     identities: HashMap<u32, ServiceIdentity>,
-    /// The language discovery judged of each process (`telemetry.sdk.language`).
-    languages: HashMap<u32, Language>,
 }
 
 impl ResourceCatalog {
@@ -113,7 +111,6 @@ impl ResourceCatalog {
             include_command_line,
             by_pid: HashMap::new(),
             identities: HashMap::new(),
-            languages: HashMap::new(),
         }
     }
 
@@ -127,17 +124,14 @@ impl ResourceCatalog {
         &self.host_id
     }
 
-    /// The language discovery judged of a process: its next resource says it.
-    pub fn set_language(&mut self, pid: u32, language: Language) {
-        if self.languages.insert(pid, language) != Some(language) {
-            self.by_pid.remove(&pid);
-        }
-    }
-
-    /// A selector's `name`/`namespace` (they win over OTEL_SERVICE_NAME) and the container id.
+    /// A selector's `name`/`namespace` (they win over OTEL_SERVICE_NAME), the
+    /// container id and the program's language.
+    /// A changed identity's process gets a new resource.
     pub fn set_identity(&mut self, pid: u32, identity: ServiceIdentity) {
-        self.by_pid.remove(&pid);
-        self.identities.insert(pid, identity);
+        if self.identities.get(&pid) != Some(&identity) {
+            self.by_pid.remove(&pid);
+            self.identities.insert(pid, identity);
+        }
     }
 
     pub fn resource_for(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
@@ -145,7 +139,8 @@ impl ResourceCatalog {
             return Arc::clone(resource);
         }
         let identity = ProcessIdentity::read(pid, comm);
-        let language = self.languages.get(&pid).copied().unwrap_or_else(|| {
+        let judged = self.identities.get(&pid).and_then(|i| i.language);
+        let language = judged.unwrap_or_else(|| {
             process_language::judge(LanguageClues {
                 argv0: identity.argv0.as_deref(),
                 ..LanguageClues::default()
@@ -207,13 +202,13 @@ impl ResourceCatalog {
     pub fn forget(&mut self, pid: u32) {
         self.by_pid.remove(&pid);
         self.identities.remove(&pid);
-        self.languages.remove(&pid);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process_language::Language;
     use opentelemetry_proto::tonic::common::v1::any_value;
 
     fn value_of<'a>(resource: &'a Resource, key: &str) -> Option<&'a any_value::Value> {
@@ -271,14 +266,18 @@ mod tests {
         assert_eq!(text(&first, "host.id"), "rack-7");
         // Not judged yet: argv[0] (this test binary) names no runtime.
         assert_eq!(text(&first, "telemetry.sdk.language"), "generic");
-        catalog.set_language(me, Language::Python);
+        let python = ServiceIdentity {
+            language: Some(Language::Python),
+            ..ServiceIdentity::default()
+        };
+        catalog.set_identity(me, python.clone());
         let judged = catalog.resource_for(me, "zerotrace_worke");
         assert_eq!(text(&judged, "telemetry.sdk.language"), "python");
         assert!(Arc::ptr_eq(
             &judged,
             &catalog.resource_for(me, "zerotrace_worke")
         ));
-        catalog.set_language(me, Language::Python);
+        catalog.set_identity(me, python);
         assert!(Arc::ptr_eq(
             &judged,
             &catalog.resource_for(me, "zerotrace_worke")
