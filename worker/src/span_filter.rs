@@ -134,14 +134,7 @@ mod tests {
 
     fn span_of(kind: SpanKind, protocol: Protocol) -> Span {
         Span::new(
-            SpanOrigin {
-                kind,
-                pid: 7,
-                process_name: "app".into(),
-                local: "127.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}")),
-                peer: "10.0.0.9:50000".parse().unwrap_or_else(|e| panic!("{e}")),
-                tls: false,
-            },
+            SpanOrigin::for_test(kind, 7, "10.0.0.9:50000"),
             (0, 1_000_000),
             false,
             protocol,

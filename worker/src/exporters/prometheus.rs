@@ -900,14 +900,7 @@ mod tests {
             ..HttpExchange::default()
         };
         Span::new(
-            SpanOrigin {
-                kind: SpanKind::Server,
-                pid: 3,
-                process_name: "app".into(),
-                local: "127.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}")),
-                peer: "127.0.0.1:5000".parse().unwrap_or_else(|e| panic!("{e}")),
-                tls: false,
-            },
+            SpanOrigin::for_test(SpanKind::Server, 3, "127.0.0.1:5000"),
             (0, 30_000_000),
             false,
             Protocol::Http(http),

@@ -415,14 +415,7 @@ mod tests {
             ..HttpExchange::default()
         };
         Span::new(
-            SpanOrigin {
-                kind: SpanKind::Server,
-                pid: 7,
-                process_name: "app".into(),
-                local: "127.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}")),
-                peer: "127.0.0.1:50000".parse().unwrap_or_else(|e| panic!("{e}")),
-                tls: false,
-            },
+            SpanOrigin::for_test(SpanKind::Server, 7, "127.0.0.1:50000"),
             (0, duration_ms * 1_000_000),
             false,
             Protocol::Http(http),

@@ -375,14 +375,7 @@ mod tests {
             ..HttpExchange::default()
         };
         Span::new(
-            SpanOrigin {
-                kind,
-                pid,
-                process_name: "app".into(),
-                local: "127.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}")),
-                peer: "127.0.0.1:50000".parse().unwrap_or_else(|e| panic!("{e}")),
-                tls: false,
-            },
+            SpanOrigin::for_test(kind, pid, "127.0.0.1:50000"),
             (0, duration_ms * 1_000_000),
             false,
             Protocol::Http(http),

@@ -73,14 +73,7 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
     fn origin(kind: SpanKind) -> SpanOrigin {
-        SpanOrigin {
-            kind,
-            pid: 1,
-            process_name: "app".into(),
-            local: "127.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}")),
-            peer: "10.0.0.9:40000".parse().unwrap_or_else(|e| panic!("{e}")),
-            tls: false,
-        }
+        SpanOrigin::for_test(kind, 1, "10.0.0.9:40000")
     }
 
     fn exchange(status: u16, host: Option<&str>, traceparent: Option<&str>) -> HttpExchange {

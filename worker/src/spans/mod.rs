@@ -124,6 +124,22 @@ pub struct SpanOrigin {
     pub tls: bool,
 }
 
+#[cfg(test)]
+impl SpanOrigin {
+    /// Process `app` (`pid`), at 127.0.0.1:8080, talking with `peer`: the
+    /// origin unit tests give the spans they build.
+    pub(crate) fn for_test(kind: SpanKind, pid: u32, peer: &str) -> Self {
+        Self {
+            kind,
+            pid,
+            process_name: "app".into(),
+            local: "127.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}")),
+            peer: peer.parse().unwrap_or_else(|e| panic!("{peer}: {e}")),
+            tls: false,
+        }
+    }
+}
+
 impl Span {
     /// The one constructor decoders use: ids are assigned here, from the
     /// trace context the request carried (if any), so every exporter sees
