@@ -1,9 +1,10 @@
-//! Span metrics (OBI's `application_span`): two instrumented Python
-//! services, `front` calling `back`. Every span the traces carry is counted
-//! once in `traces_spanmetrics_calls_total` under its own name, kind and
-//! status, with its latency and body sizes: checked against the spans
-//! themselves, decoded from OTLP with opentelemetry-proto, and by a real
-//! Prometheus.
+//! Span metrics (OBI's `application_span`, `application_span_otel` and
+//! `application_span_sizes`): two instrumented Python services, `front`
+//! calling `back`. Every span the traces carry is counted once in
+//! `traces_spanmetrics_calls_total` under its own name, kind and status,
+//! with its latency and body sizes: checked against the spans themselves,
+//! decoded from OTLP with opentelemetry-proto, and by a real Prometheus, in
+//! Tempo's names and in the OpenTelemetry Collector's.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -65,7 +66,10 @@ fn every_span_is_counted_once_under_its_name_kind_and_status() {
     let agent = Agent::start_exporting_to(
         &["--open-port", &ports],
         &receiver,
-        &[("OTEL_EBPF_METRICS_FEATURES", "application,application_span")],
+        &[(
+            "OTEL_EBPF_METRICS_FEATURES",
+            "application,application_span,application_span_sizes",
+        )],
     );
     for _ in 0..3 {
         curl(&[&front.url(&format!("/call/{}/hello", back.port))]);
@@ -126,13 +130,19 @@ fn every_span_is_counted_once_under_its_name_kind_and_status() {
     assert_eq!(*echo[0].1, 10, "{sizes:#?}");
     let responses = counter_values(&metrics, "traces_spanmetrics_response_size_total");
     assert!(responses.values().any(|v| *v > 0), "{responses:#?}");
-    // Latency: a histogram in seconds whose counts are the calls.
+    // Latency: a histogram in seconds whose counts are the calls; no unit
+    // declared, as in OBI, so that a Collector's Prometheus exporter keeps
+    // Tempo's name without a suffix.
     let (_, latency) = metrics
         .iter()
         .rev()
         .find(|(_, m)| m.name == "traces_spanmetrics_latency")
         .unwrap_or_else(|| panic!("no latency"));
-    assert_eq!(latency.unit, "s");
+    assert_eq!(latency.unit, "");
+    // Not the OpenTelemetry form, which was not asked for.
+    assert!(!metrics
+        .iter()
+        .any(|(_, m)| m.name.starts_with("traces.span.metrics")));
     let Some(metric::Data::Histogram(histogram)) = &latency.data else {
         panic!("{latency:#?}")
     };
@@ -227,4 +237,129 @@ fn a_real_prometheus_reads_the_span_metrics_in_tempo_s_names() {
         Some(1.0),
         "{scrape}"
     );
+}
+
+/// OBI's `application_span_otel`, the names the OpenTelemetry Collector's
+/// span metrics connector writes: over OTLP (`traces.span.metrics.calls`,
+/// `traces.span.metrics.duration` in seconds, `service.name`, the program's
+/// language) and on Prometheus, read by a real Prometheus
+/// (`traces_span_metrics_calls_total`, `traces_span_metrics_duration_seconds`).
+/// `all` chooses this form, with the sizes, and not Tempo's.
+#[test]
+fn the_opentelemetry_form_goes_over_otlp_and_to_a_real_prometheus() {
+    require_root();
+    let server = Server::python_app();
+    let receiver = OtlpReceiver::start_http();
+    let metrics_port = free_port();
+    let port = server.port.to_string();
+    let agent = Agent::start_exporting_to(
+        &["--open-port", &port],
+        &receiver,
+        &[
+            ("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string()),
+            ("OTEL_EBPF_METRICS_FEATURES", "all"),
+        ],
+    );
+    for _ in 0..3 {
+        curl(&[&server.url("/hello")]);
+    }
+    curl(&[&server.url("/status/503")]);
+    let echoed = curl(&[&server.url("/echo"), "--data-binary", "0123456789"]);
+    assert_eq!(echoed, "0123456789");
+    let pid = server.pid().to_string();
+    let expected: BTreeMap<SeriesKey, i64> = [
+        ("GET /hello", "STATUS_CODE_UNSET", 3),
+        ("GET /status/*", "STATUS_CODE_ERROR", 1),
+        ("POST /echo", "STATUS_CODE_UNSET", 1),
+    ]
+    .into_iter()
+    .map(|(name, status, n)| {
+        let key = (
+            pid.clone(),
+            name.to_owned(),
+            "SPAN_KIND_SERVER".to_owned(),
+            status.to_owned(),
+        );
+        (key, n)
+    })
+    .collect();
+    receiver
+        .wait_for_metrics(Duration::from_secs(20), |exports| {
+            let calls = counter_values(&metrics_of(exports), "traces.span.metrics.calls");
+            (calls == expected).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "span metrics {:#?}\nwanted {expected:#?}\n{}",
+                counter_values(
+                    &metrics_of(&receiver.metrics()),
+                    "traces.span.metrics.calls"
+                ),
+                agent.stderr.text()
+            )
+        });
+    let metrics = metrics_of(&receiver.metrics());
+    assert!(
+        !metrics
+            .iter()
+            .any(|(_, m)| m.name.starts_with("traces_spanmetrics_latency")
+                || m.name == "traces_spanmetrics_calls_total"),
+        "all chooses the OpenTelemetry form only"
+    );
+    let (resource, duration) = metrics
+        .iter()
+        .rev()
+        .find(|(_, m)| m.name == "traces.span.metrics.duration")
+        .unwrap_or_else(|| panic!("no duration"));
+    assert_eq!(resource.get("process.pid"), Some(&pid));
+    assert_eq!(duration.unit, "s");
+    let Some(metric::Data::Histogram(histogram)) = &duration.data else {
+        panic!("{duration:#?}")
+    };
+    let counted: u64 = histogram.data_points.iter().map(|p| p.count).sum();
+    assert_eq!(counted, 5, "{histogram:#?}");
+    for point in &histogram.data_points {
+        assert_eq!(
+            attr_str(&point.attributes, "service.name").as_deref(),
+            Some("python3")
+        );
+        assert_eq!(
+            attr_str(&point.attributes, "telemetry.sdk.language").as_deref(),
+            Some("python")
+        );
+        assert_eq!(attr_str(&point.attributes, "service"), None);
+    }
+    // The sizes come with `all`, in this form's attribute names.
+    let sizes: Vec<i64> = counter_values(&metrics, "traces_spanmetrics_size_total")
+        .into_iter()
+        .filter(|(key, _)| key.1 == "POST /echo")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(sizes, vec![10]);
+
+    let (prometheus, prometheus_port, work) = start_prometheus("spans-otel", metrics_port);
+    let _prometheus = PrometheusGuard(prometheus, work);
+    let calls = |filter: &str| {
+        query(
+            prometheus_port,
+            &format!("sum(traces_span_metrics_calls_total{{service_name=\"python3\",telemetry_sdk_language=\"python\",span_kind=\"SPAN_KIND_SERVER\",{filter}}})"),
+        )
+    };
+    let all = wait_for(Duration::from_secs(30), || calls("").filter(|v| *v >= 5.0));
+    let scrape = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
+    assert_eq!(all, Some(5.0), "{scrape}");
+    assert_eq!(
+        calls("status_code=\"STATUS_CODE_ERROR\""),
+        Some(1.0),
+        "{scrape}"
+    );
+    let quantile = query(
+        prometheus_port,
+        "histogram_quantile(0.5, sum by (le) (traces_span_metrics_duration_seconds_bucket{service_name=\"python3\"}))",
+    );
+    assert!(
+        quantile.is_some_and(|q| q > 0.0 && q < 1.0),
+        "{quantile:?}\n{scrape}"
+    );
+    assert!(!scrape.contains("traces_spanmetrics_latency"), "{scrape}");
 }

@@ -636,7 +636,14 @@ impl Path {
     /// The default path with the span metrics on (`application_span`).
     fn with_span_metrics() -> Self {
         Self {
-            span_metrics: Some(SpanMetrics::new(Temporality::Cumulative)),
+            span_metrics: Some(SpanMetrics::new(
+                Temporality::Cumulative,
+                zerotrace_worker::config::SpanMetricForms {
+                    tempo: true,
+                    otel: false,
+                    sizes: false,
+                },
+            )),
             ..Self::with_graph_and_live_view()
         }
     }

@@ -9,7 +9,7 @@ use super::discovery::{env_selector, selectors};
 use super::environment::env_value;
 use super::error::{ConfigError, Ctx};
 use super::export::{export_settings, ExportInputs};
-use super::features::{metric_features, ExporterSwitch};
+use super::features::{metric_features, ExporterSwitch, SpanMetricSwitch};
 use super::file::{parse_file, vet_file, RawFile};
 use super::filters::{checked_filters, AttributeFilter};
 use super::metric_select::{metric_selections, MetricSelection};
@@ -41,8 +41,9 @@ pub struct EffectiveConfig {
     pub databases: DatabaseSettings,
     /// Which exporters send the service graph metrics (`application_service_graph`).
     pub service_graph: ExporterSwitch,
-    /// Which exporters send the span metrics (`application_span`).
-    pub span_metrics: ExporterSwitch,
+    /// Which span metric families each exporter sends (`application_span`,
+    /// `application_span_otel`, `application_span_sizes`).
+    pub span_metrics: SpanMetricSwitch,
     /// Which exporters send the process metrics (`application_process`).
     pub process_metrics: ExporterSwitch,
     /// `host.id` as set by `OTEL_EBPF_HOST_ID` or `attributes.host_id.override`

@@ -1,8 +1,12 @@
 //! OBI's metric feature lists: which metric groups each exporter sends.
 //! Application (RED) metrics are always on; the service graph metrics
-//! (`application_service_graph`), the span metrics (`application_span`) and
+//! (`application_service_graph`), the span metrics (in Tempo's names,
+//! `application_span`, or in the OpenTelemetry Collector's,
+//! `application_span_otel`; their body sizes, `application_span_sizes`) and
 //! the process metrics (`application_process`) are off unless a list selects
 //! them (by name, or `all` / `*`), as in OBI (default list: `[application]`).
+//! As in OBI, `all` chooses the Collector's span metric names, and a list
+//! naming both forms is refused.
 //!
 //! The common list is `metrics.features`, overridden by
 //! `OTEL_EBPF_METRICS_FEATURES`; an exporter's own list (OBI's older
@@ -20,20 +24,30 @@ pub(super) const APPLICATION: [&str; 3] = ["application", "all", "*"];
 const SERVICE_GRAPH: [&str; 3] = ["application_service_graph", "all", "*"];
 /// Names that select the process metrics.
 const PROCESS: [&str; 3] = ["application_process", "all", "*"];
-/// Names that select the span metrics.
-const SPAN: [&str; 3] = ["application_span", "all", "*"];
+/// The name that selects the span metrics in Tempo's names (`all` does not).
+const SPAN_TEMPO: &str = "application_span";
+/// Names that select the span metrics in the OpenTelemetry Collector's names.
+const SPAN_OTEL: [&str; 3] = ["application_span_otel", "all", "*"];
+/// Names that select the span metrics' body size counters.
+const SPAN_SIZES: [&str; 3] = ["application_span_sizes", "all", "*"];
 /// Every name zerotrace acts on.
-pub(super) const KNOWN: [&str; 6] = [
+pub(super) const KNOWN: [&str; 8] = [
     "application",
     "application_service_graph",
     "application_span",
+    "application_span_otel",
+    "application_span_sizes",
     "application_process",
     "all",
     "*",
 ];
 pub(super) const FEATURES_HINT: &str = "zerotrace produces application (RED) metrics, \
     service graph metrics with application_service_graph, span metrics with application_span \
-    and process metrics with application_process: expected a list with application, all or *";
+    or application_span_otel (their sizes with application_span_sizes) and process metrics \
+    with application_process: expected a list with application, all or *";
+/// Why a list naming both span metric forms is refused (OBI's rule).
+pub(super) const BOTH_SPAN_FORMS: &str =
+    "names both application_span and application_span_otel: choose one form of span metrics";
 
 /// Which exporters send a metric group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,6 +65,12 @@ impl ExporterSwitch {
 fn selects(list: &[String], names: &[&str]) -> bool {
     list.iter()
         .any(|v| names.contains(&v.trim().to_ascii_lowercase().as_str()))
+}
+
+/// Whether a list names both span metric forms, which OBI refuses (`all`
+/// alone chooses the OpenTelemetry names).
+pub(super) fn names_both_span_forms(list: &[String]) -> bool {
+    selects(list, &[SPAN_TEMPO]) && selects(list, &["application_span_otel"])
 }
 
 /// A list from a variable, checked like the file's (it must select the application metrics).
@@ -72,14 +92,54 @@ fn env_list(
             "{var}={list:?} selects nothing zerotrace produces ({FEATURES_HINT})"
         )));
     }
+    if names_both_span_forms(&list) {
+        return Err(ConfigError::Env(format!(
+            "{var}={list:?} {BOTH_SPAN_FORMS}"
+        )));
+    }
     Ok(Some(list))
+}
+
+/// Which span metric families an exporter sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpanMetricForms {
+    /// `traces_spanmetrics_latency` and `_calls_total` (`application_span`).
+    pub tempo: bool,
+    /// `traces_span_metrics_duration` and `_calls` (`application_span_otel`).
+    pub otel: bool,
+    /// `traces_spanmetrics_size_total` and `_response_size_total` (`application_span_sizes`).
+    pub sizes: bool,
+}
+
+impl SpanMetricForms {
+    /// Whether any span metric family is sent (then spans are counted).
+    pub fn any(self) -> bool {
+        self.tempo || self.otel || self.sizes
+    }
+
+    /// What a feature list selects: `all` chooses the OpenTelemetry names.
+    fn of(list: &[String]) -> Self {
+        let otel = selects(list, &SPAN_OTEL);
+        Self {
+            tempo: selects(list, &[SPAN_TEMPO]) && !otel,
+            otel,
+            sizes: selects(list, &SPAN_SIZES),
+        }
+    }
+}
+
+/// The span metric families each exporter sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpanMetricSwitch {
+    pub otlp: SpanMetricForms,
+    pub prometheus: SpanMetricForms,
 }
 
 /// The optional metric groups, and which exporters send each.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MetricFeatures {
     pub service_graph: ExporterSwitch,
-    pub span: ExporterSwitch,
+    pub span: SpanMetricSwitch,
     pub process: ExporterSwitch,
 }
 
@@ -96,16 +156,18 @@ pub(super) fn metric_features(
         .unwrap_or_else(|| vec!["application".to_owned()]);
     let otlp = env_list(env, "OTEL_EBPF_OTEL_METRICS_FEATURES")?.or_else(|| file(otlp));
     let prometheus = env_list(env, "OTEL_EBPF_PROMETHEUS_FEATURES")?.or_else(|| file(prometheus));
-    let switch = |names: &[&str]| {
-        let effective = |own: Option<&Vec<String>>| selects(own.unwrap_or(&common), names);
-        ExporterSwitch {
-            otlp: effective(otlp.as_ref()),
-            prometheus: effective(prometheus.as_ref()),
-        }
+    let otlp = otlp.as_ref().unwrap_or(&common);
+    let prometheus = prometheus.as_ref().unwrap_or(&common);
+    let switch = |names: &[&str]| ExporterSwitch {
+        otlp: selects(otlp, names),
+        prometheus: selects(prometheus, names),
     };
     Ok(MetricFeatures {
         service_graph: switch(&SERVICE_GRAPH),
-        span: switch(&SPAN),
+        span: SpanMetricSwitch {
+            otlp: SpanMetricForms::of(otlp),
+            prometheus: SpanMetricForms::of(prometheus),
+        },
         process: switch(&PROCESS),
     })
 }
@@ -239,6 +301,127 @@ mod tests {
         ] {
             let message = err(BASE, &[(var, "application_service_graph")]);
             assert!(message.contains(var), "{message}");
+        }
+    }
+
+    #[test]
+    fn span_metric_forms_follow_obi_all_chooses_the_opentelemetry_names() {
+        use super::{SpanMetricForms, SpanMetricSwitch};
+        let forms =
+            |yaml: &str, env: &[(&str, &str)]| ok(&format!("{BASE}{yaml}"), env).span_metrics;
+        let both = |forms: SpanMetricForms| SpanMetricSwitch {
+            otlp: forms,
+            prometheus: forms,
+        };
+        let tempo = SpanMetricForms {
+            tempo: true,
+            ..SpanMetricForms::default()
+        };
+        let otel = SpanMetricForms {
+            otel: true,
+            ..SpanMetricForms::default()
+        };
+        let sizes = SpanMetricForms {
+            sizes: true,
+            ..SpanMetricForms::default()
+        };
+        assert_eq!(forms("", &[]), SpanMetricSwitch::default());
+        assert_eq!(
+            forms(
+                "metrics:\n  features: [application, application_span]\n",
+                &[]
+            ),
+            both(tempo)
+        );
+        assert_eq!(
+            forms(
+                "metrics:\n  features: [application, application_span_otel]\n",
+                &[]
+            ),
+            both(otel)
+        );
+        assert_eq!(
+            forms(
+                "metrics:\n  features: [application, application_span_sizes]\n",
+                &[]
+            ),
+            both(sizes)
+        );
+        assert_eq!(
+            forms(
+                "",
+                &[(
+                    "OTEL_EBPF_METRICS_FEATURES",
+                    "application,application_span,application_span_sizes"
+                )]
+            ),
+            both(SpanMetricForms {
+                sizes: true,
+                ..tempo
+            })
+        );
+        // `all` (or `*`) is the OpenTelemetry form with its sizes, as in OBI.
+        for all in ["all", "'*'"] {
+            assert_eq!(
+                forms(&format!("metrics:\n  features: [{all}]\n"), &[]),
+                both(SpanMetricForms {
+                    sizes: true,
+                    ..otel
+                })
+            );
+        }
+        // Each exporter its own form.
+        assert_eq!(
+            forms(
+                "metrics:\n  features: [application, application_span]\nprometheus_export: {port: 9400, features: [application, application_span_otel]}\n",
+                &[]
+            ),
+            SpanMetricSwitch {
+                otlp: tempo,
+                prometheus: otel
+            }
+        );
+    }
+
+    #[test]
+    fn a_list_naming_both_span_metric_forms_is_refused() {
+        let message = err(
+            &format!("{BASE}metrics:\n  features: [application, application_span, application_span_otel]\n"),
+            &[],
+        );
+        assert!(
+            message.contains("metrics.features") && message.contains("choose one form"),
+            "{message}"
+        );
+        let message = err(
+            BASE,
+            &[(
+                "OTEL_EBPF_PROMETHEUS_FEATURES",
+                "application,application_span_otel,application_span",
+            )],
+        );
+        assert!(
+            message.contains("OTEL_EBPF_PROMETHEUS_FEATURES")
+                && message.contains("choose one form"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn printed_span_metric_forms_read_back_the_same() {
+        for list in [
+            "[application, application_span]",
+            "[application, application_span_otel, application_span_sizes]",
+            "[application, application_span_sizes]",
+            "[all]",
+        ] {
+            let config = ok(
+                &format!("{BASE}metrics:\n  features: {list}\nprometheus_export: {{port: 9400}}\n"),
+                &[],
+            );
+            let printed = config.to_yaml();
+            let again = ok(&printed, &[]);
+            assert_eq!(again.span_metrics, config.span_metrics, "{list}\n{printed}");
         }
     }
 }

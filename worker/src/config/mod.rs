@@ -110,7 +110,7 @@ mod values;
 pub use databases::{DatabaseSettings, DbInstrumentation, DbSelection};
 pub use effective::{config_path, load, load_str, EffectiveConfig};
 pub use error::ConfigError;
-pub use features::ExporterSwitch;
+pub use features::{ExporterSwitch, SpanMetricForms, SpanMetricSwitch};
 pub use filters::AttributeFilter;
 pub use flags::{SeccompMode, WorkerConfig};
 pub use glob::{ExePattern, Glob};

@@ -397,8 +397,8 @@ pub(super) fn vet(
 }
 
 /// Checks a `features` list: it must include the application metrics zerotrace
-/// always produces; `application_service_graph` and `application_process` are
-/// known too (`config/features.rs`).
+/// always produces, and not both span metric forms; the other groups
+/// zerotrace produces are known too (`config/features.rs`).
 fn vet_features(ctx: &mut Ctx, path: &str, list: &StringList) -> Result<(), ConfigError> {
     let hint = super::features::FEATURES_HINT;
     let listed = |names: &[&str]| {
@@ -410,6 +410,12 @@ fn vet_features(ctx: &mut Ctx, path: &str, list: &StringList) -> Result<(), Conf
         return Err(ctx.err(
             path,
             format!("{:?} selects nothing zerotrace produces ({hint})", list.0),
+        ));
+    }
+    if super::features::names_both_span_forms(&list.0) {
+        return Err(ctx.err(
+            path,
+            format!("{:?} {}", list.0, super::features::BOTH_SPAN_FORMS),
         ));
     }
     let other: Vec<&String> = list

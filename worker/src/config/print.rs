@@ -12,7 +12,7 @@ use super::otel_sdk::{OtlpDestination, SamplerSetting, Temporality};
 use super::printer::printer_name;
 use super::selectors::Selector;
 use super::values::format_duration;
-use super::EffectiveConfig;
+use super::{EffectiveConfig, SpanMetricForms};
 
 const REDACTED: &str = "<redacted>";
 
@@ -120,13 +120,19 @@ struct MetricsOut {
 }
 
 /// An exporter's metric groups, as its `features` list.
-fn features_out(service_graph: bool, span: bool, process: bool) -> Vec<&'static str> {
+fn features_out(service_graph: bool, span: SpanMetricForms, process: bool) -> Vec<&'static str> {
     let mut features = vec!["application"];
     if service_graph {
         features.push("application_service_graph");
     }
-    if span {
+    if span.tempo {
         features.push("application_span");
+    }
+    if span.otel {
+        features.push("application_span_otel");
+    }
+    if span.sizes {
+        features.push("application_span_sizes");
     }
     if process {
         features.push("application_process");

@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::otlp::{OtlpExporter, Payload};
 use crate::clock::WallClock;
+use crate::config::SpanMetricForms;
 use crate::config::{BatchSettings, ExportSettings, Signal};
 use crate::hashing::FastMap;
 use crate::metrics::host_info;
@@ -203,10 +204,10 @@ impl OtelExport {
         self
     }
 
-    /// Sends the span metrics too (when metrics are exported at all).
-    pub fn with_span_metrics(mut self, enabled: bool) -> Self {
-        if enabled && self.red.is_some() {
-            self.span_metrics = Some(SpanMetrics::new(self.temporality));
+    /// Sends these span metric families too (when metrics are exported at all).
+    pub fn with_span_metrics(mut self, forms: SpanMetricForms) -> Self {
+        if forms.any() && self.red.is_some() {
+            self.span_metrics = Some(SpanMetrics::new(self.temporality, forms));
         }
         self
     }

@@ -13,12 +13,15 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use crate::config::SpanMetricForms;
 use crate::config::{PrometheusSettings, Temporality};
 use crate::metrics::host_info;
 use crate::metrics::process::{ProcessMetrics, ProcessSeries};
 use crate::metrics::red::{HistogramState, MetricStore, Point, RedMetrics};
 use crate::metrics::service_graph::{self as graph_metrics, edge_labels, ServiceGraphMetrics};
-use crate::metrics::span_metrics::{self, SpanMetrics, SpanSeries, SpanSeriesKey};
+use crate::metrics::span_metrics::{
+    self, SpanFamily, SpanLabels, SpanMetrics, SpanSeries, SpanSeriesKey, SpanValue, FAMILIES,
+};
 use crate::process_usage::ProcessUsage;
 use crate::semconv::DURATION_BOUNDS_SECONDS;
 
@@ -75,9 +78,11 @@ impl ScrapeState {
         self
     }
 
-    /// Serves the span metrics too.
-    pub fn with_span_metrics(mut self, enabled: bool) -> Self {
-        self.span_metrics = enabled.then(|| SpanMetrics::new(Temporality::Cumulative));
+    /// Serves these span metric families too.
+    pub fn with_span_metrics(mut self, forms: SpanMetricForms) -> Self {
+        self.span_metrics = forms
+            .any()
+            .then(|| SpanMetrics::new(Temporality::Cumulative, forms));
         self
     }
 
@@ -390,17 +395,22 @@ fn write_service_graph(out: &mut String, graph: &ServiceGraphMetrics, openmetric
 }
 
 /// A span metrics series' labels, as OBI names them on Prometheus:
-/// `service`, `service_namespace`, `job`, `instance`, `span_name`,
-/// `span_kind`, `status_code`, `source`.
-fn span_series_labels(key: Option<&SpanSeriesKey>, series: &SpanSeries) -> Vec<(String, String)> {
+/// `service` (`service_name` in the OpenTelemetry form), `service_namespace`,
+/// `job`, `instance`, `span_name`, `span_kind`, `status_code`, `source`
+/// (and `telemetry_sdk_language` in the OpenTelemetry form).
+fn span_series_labels(
+    key: Option<&SpanSeriesKey>,
+    series: &SpanSeries,
+    names: SpanLabels,
+) -> Vec<(String, String)> {
     // OBI's `job`, the same as every other series' (its `instance` is `service.instance.id`).
     let job = identity_labels(&series.resource)
         .into_iter()
         .find(|(k, _)| k == "job")
         .map(|(_, v)| v)
         .unwrap_or_default();
-    let mut labels = Vec::with_capacity(8);
-    for (name, value) in span_metrics::labels(key, &series.resource) {
+    let mut labels = Vec::with_capacity(9);
+    for (name, value) in span_metrics::labels(key, &series.resource, names) {
         if name == "service.instance.id" {
             labels.push(("job".to_owned(), job.clone()));
             labels.push(("instance".to_owned(), value));
@@ -411,48 +421,49 @@ fn span_series_labels(key: Option<&SpanSeriesKey>, series: &SpanSeries) -> Vec<(
     labels
 }
 
-/// A span metrics counter family: name, help, what it reads of a series.
-type SpanCounterFamily = (&'static str, &'static str, fn(&SpanSeries) -> u64);
-
 /// The span metrics in OBI's Prometheus names, one series per process,
-/// span name, kind and status.
+/// span name, kind and status, the families of the store's forms.
 fn write_span_metrics(out: &mut String, spans: &SpanMetrics, openmetrics: bool) {
-    let mut series: Vec<Labelled<'_, SpanSeries>> = spans
-        .series()
-        .map(|(key, series)| {
-            let labels = span_series_labels(key, series);
-            (label_text(&labels, None), labels, series)
-        })
-        .collect();
-    series.sort_by(|a, b| a.0.cmp(&b.0));
-    let name = span_metrics::LATENCY;
-    let _ = writeln!(out, "# HELP {name} {}", span_metrics::HELP_LATENCY);
-    // No UNIT line: OpenMetrics wants the unit as the name's suffix, and
-    // the name is Tempo's and OBI's, without one.
-    let _ = writeln!(out, "# TYPE {name} histogram");
-    for (_, labels, state) in &series {
-        write_histogram(out, name, labels, &DURATION_BOUNDS_SECONDS, &state.latency);
-    }
-    let counters: [SpanCounterFamily; 3] = [
-        (span_metrics::CALLS, span_metrics::HELP_CALLS, |s| {
-            s.latency.count
-        }),
-        (
-            span_metrics::REQUEST_SIZE,
-            span_metrics::HELP_REQUEST_SIZE,
-            |s| s.request_bytes,
-        ),
-        (
-            span_metrics::RESPONSE_SIZE,
-            span_metrics::HELP_RESPONSE_SIZE,
-            |s| s.response_bytes,
-        ),
-    ];
-    for (name, help, value) in counters {
-        let rows = series
-            .iter()
-            .map(|(_, labels, s)| (labels.as_slice(), value(s)));
-        write_counter(out, name, help, openmetrics, rows);
+    let forms = spans.forms();
+    let families: Vec<&SpanFamily> = FAMILIES.iter().filter(|f| f.sent(forms)).collect();
+    let labelled = |names: SpanLabels| {
+        if !families.iter().any(|f| f.labels(forms) == names) {
+            return Vec::new();
+        }
+        let mut series: Vec<Labelled<'_, SpanSeries>> = spans
+            .series()
+            .map(|(key, series)| {
+                let labels = span_series_labels(key, series, names);
+                (label_text(&labels, None), labels, series)
+            })
+            .collect();
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        series
+    };
+    let tempo = labelled(SpanLabels::Tempo);
+    let otel = labelled(SpanLabels::Otel);
+    for family in families {
+        let series = match family.labels(forms) {
+            SpanLabels::Tempo => &tempo,
+            SpanLabels::Otel => &otel,
+        };
+        let name = family.prometheus_name;
+        if family.value != SpanValue::Latency {
+            let rows = series
+                .iter()
+                .map(|(_, labels, s)| (labels.as_slice(), s.value(family.value)));
+            write_counter(out, name, family.help, openmetrics, rows);
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {name} {}", family.help);
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        // OpenMetrics wants a unit as the name's suffix: Tempo's name has none.
+        if openmetrics && name.ends_with("_seconds") {
+            let _ = writeln!(out, "# UNIT {name} seconds");
+        }
+        for (_, labels, state) in series {
+            write_histogram(out, name, labels, &DURATION_BOUNDS_SECONDS, &state.latency);
+        }
     }
 }
 
@@ -975,7 +986,10 @@ mod tests {
         for state in [
             ScrapeState::default()
                 .with_host_id("rack-\"7\"")
-                .with_span_metrics(true),
+                .with_span_metrics(SpanMetricForms {
+                    sizes: true,
+                    ..SpanMetricForms::default()
+                }),
             ScrapeState::default()
                 .with_host_id("rack-\"7\"")
                 .with_service_graph(true),
@@ -1041,5 +1055,70 @@ mod tests {
         assert!(
             openmetrics.contains("# UNIT traces_service_graph_request_server_seconds seconds\n")
         );
+    }
+
+    #[test]
+    fn renders_the_span_metric_families_of_the_forms_asked_for() {
+        let resource = Arc::new(Resource {
+            attributes: vec![
+                crate::otel::resource::string_attribute("service.name", "shop"),
+                crate::otel::resource::string_attribute("telemetry.sdk.language", "go"),
+            ],
+            ..Default::default()
+        });
+        let render_with = |forms: SpanMetricForms, openmetrics| {
+            let mut state = ScrapeState::default().with_span_metrics(forms);
+            if let Some(spans) = state.span_metrics.as_mut() {
+                spans.record(&span(200), &resource, 1);
+                spans.record(&span(503), &resource, 1);
+            }
+            render(&state, openmetrics)
+        };
+        let none = ScrapeState::default().with_span_metrics(SpanMetricForms::default());
+        assert!(none.span_metrics.is_none());
+        let tempo = render_with(
+            SpanMetricForms {
+                tempo: true,
+                ..SpanMetricForms::default()
+            },
+            false,
+        );
+        assert!(
+            tempo.contains("# TYPE traces_spanmetrics_latency histogram\n"),
+            "{tempo}"
+        );
+        assert!(
+            tempo.contains(r#"traces_spanmetrics_calls_total{service="shop",service_namespace="",job="shop",instance="",span_name="GET",span_kind="SPAN_KIND_SERVER",status_code="STATUS_CODE_UNSET",source="zerotrace"} 1"#),
+            "{tempo}"
+        );
+        assert!(!tempo.contains("traces_span_metrics") && !tempo.contains("size_total"));
+        let otel = SpanMetricForms {
+            otel: true,
+            sizes: true,
+            ..SpanMetricForms::default()
+        };
+        let text = render_with(otel, false);
+        assert!(!text.contains("traces_spanmetrics_latency"), "{text}");
+        assert!(text.contains("# TYPE traces_span_metrics_duration_seconds histogram\n"));
+        let labels = r#"{service_name="shop",service_namespace="",job="shop",instance="",span_name="GET",span_kind="SPAN_KIND_SERVER",status_code="STATUS_CODE_ERROR",source="zerotrace",telemetry_sdk_language="go"}"#;
+        assert!(
+            text.contains(&format!("traces_span_metrics_calls_total{labels} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "traces_span_metrics_duration_seconds_count{labels} 1\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "traces_spanmetrics_response_size_total{labels} 7\n"
+            )),
+            "{text}"
+        );
+        let openmetrics = render_with(otel, true);
+        assert!(openmetrics.contains("# UNIT traces_span_metrics_duration_seconds seconds\n"));
+        assert!(openmetrics.contains("# TYPE traces_span_metrics_calls counter\n"));
     }
 }

@@ -19,24 +19,131 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::red::{scope, HistogramState, MAX_SERIES};
-use crate::config::Temporality;
+use crate::config::{SpanMetricForms, Temporality};
 use crate::hashing::FastMap;
 use crate::semconv::attribute::string_attribute;
 use crate::semconv::DURATION_BOUNDS_SECONDS;
 use crate::spans::{Protocol, Span, SpanKind};
 
-/// The OTLP names (Prometheus: the histogram's series get `_bucket`, `_sum`, `_count`).
-pub const LATENCY: &str = "traces_spanmetrics_latency";
-pub const CALLS: &str = "traces_spanmetrics_calls_total";
-pub const REQUEST_SIZE: &str = "traces_spanmetrics_size_total";
-pub const RESPONSE_SIZE: &str = "traces_spanmetrics_response_size_total";
-pub const HELP_LATENCY: &str =
-    "Duration of service calls (client and server), in seconds, in trace span metrics format.";
-pub const HELP_CALLS: &str = "Number of service calls in trace span metrics format.";
-pub const HELP_REQUEST_SIZE: &str =
-    "Size of service calls' request bodies, in bytes, in trace span metrics format.";
-pub const HELP_RESPONSE_SIZE: &str =
-    "Size of service responses' bodies, in bytes, in trace span metrics format.";
+/// What a span metric family reads of a series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanValue {
+    /// The spans' durations, a histogram in seconds.
+    Latency,
+    /// The spans.
+    Calls,
+    /// Request body bytes (HTTP and gRPC; 0 for the others).
+    RequestBytes,
+    /// Response body bytes (likewise).
+    ResponseBytes,
+}
+
+/// Whose names a series' attributes follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanLabels {
+    /// Tempo's and OBI's `application_span`: `service`.
+    Tempo,
+    /// The Collector's span metrics connector and OBI's
+    /// `application_span_otel`: `service.name`, and the program's language.
+    Otel,
+}
+
+/// Which feature turns a family on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FamilyFeature {
+    Tempo,
+    Otel,
+    Sizes,
+}
+
+/// One span metric family, in both exporters' names.
+#[derive(Debug)]
+pub struct SpanFamily {
+    pub otlp_name: &'static str,
+    /// The Prometheus name (a histogram's series get `_bucket`, `_sum`, `_count`).
+    pub prometheus_name: &'static str,
+    pub help: &'static str,
+    /// The OTLP unit: none but the OpenTelemetry duration's, as in OBI, so that a
+    /// Collector's Prometheus exporter adds no unit suffix to a name Tempo's
+    /// dashboards match literally.
+    pub otlp_unit: &'static str,
+    pub value: SpanValue,
+    feature: FamilyFeature,
+}
+
+impl SpanFamily {
+    /// Whether `forms` sends this family.
+    pub fn sent(&self, forms: SpanMetricForms) -> bool {
+        match self.feature {
+            FamilyFeature::Tempo => forms.tempo,
+            FamilyFeature::Otel => forms.otel,
+            FamilyFeature::Sizes => forms.sizes,
+        }
+    }
+
+    /// The names of its attributes: the sizes follow the form in effect.
+    pub fn labels(&self, forms: SpanMetricForms) -> SpanLabels {
+        match self.feature {
+            FamilyFeature::Tempo => SpanLabels::Tempo,
+            FamilyFeature::Otel => SpanLabels::Otel,
+            FamilyFeature::Sizes if forms.otel => SpanLabels::Otel,
+            FamilyFeature::Sizes => SpanLabels::Tempo,
+        }
+    }
+}
+
+/// Every span metric family, in the order they are written.
+pub const FAMILIES: [SpanFamily; 6] = [
+    SpanFamily {
+        otlp_name: "traces_spanmetrics_latency",
+        prometheus_name: "traces_spanmetrics_latency",
+        help: "Duration of service calls (client and server), in seconds, in trace span metrics format.",
+        otlp_unit: "",
+        value: SpanValue::Latency,
+        feature: FamilyFeature::Tempo,
+    },
+    SpanFamily {
+        otlp_name: "traces_spanmetrics_calls_total",
+        prometheus_name: "traces_spanmetrics_calls_total",
+        help: "Number of service calls in trace span metrics format.",
+        otlp_unit: "",
+        value: SpanValue::Calls,
+        feature: FamilyFeature::Tempo,
+    },
+    SpanFamily {
+        otlp_name: "traces.span.metrics.duration",
+        prometheus_name: "traces_span_metrics_duration_seconds",
+        help: "Duration of service calls (client and server), in seconds, in OpenTelemetry span metrics format.",
+        otlp_unit: "s",
+        value: SpanValue::Latency,
+        feature: FamilyFeature::Otel,
+    },
+    SpanFamily {
+        otlp_name: "traces.span.metrics.calls",
+        prometheus_name: "traces_span_metrics_calls_total",
+        help: "Number of service calls in OpenTelemetry span metrics format.",
+        otlp_unit: "",
+        value: SpanValue::Calls,
+        feature: FamilyFeature::Otel,
+    },
+    SpanFamily {
+        otlp_name: "traces_spanmetrics_size_total",
+        prometheus_name: "traces_spanmetrics_size_total",
+        help: "Size of service calls' request bodies, in bytes, in trace span metrics format.",
+        otlp_unit: "",
+        value: SpanValue::RequestBytes,
+        feature: FamilyFeature::Sizes,
+    },
+    SpanFamily {
+        otlp_name: "traces_spanmetrics_response_size_total",
+        prometheus_name: "traces_spanmetrics_response_size_total",
+        help: "Size of service responses' bodies, in bytes, in trace span metrics format.",
+        otlp_unit: "",
+        value: SpanValue::ResponseBytes,
+        feature: FamilyFeature::Sizes,
+    },
+];
+
 /// The `source` attribute: which agent made the series (OBI writes its own name).
 pub const SOURCE: &str = "zerotrace";
 
@@ -111,6 +218,15 @@ impl SpanSeries {
             response_bytes: 0,
         }
     }
+
+    /// What a family reads of this series (a histogram's count for its calls).
+    pub fn value(&self, value: SpanValue) -> u64 {
+        match value {
+            SpanValue::Latency | SpanValue::Calls => self.latency.count,
+            SpanValue::RequestBytes => self.request_bytes,
+            SpanValue::ResponseBytes => self.response_bytes,
+        }
+    }
 }
 
 /// OTLP's name of a span kind, as the span metrics write it.
@@ -139,9 +255,17 @@ fn resource_text(resource: &Resource, key: &str) -> String {
 }
 
 /// A series' attributes, in OBI's order; `None` is the overflow series.
-pub fn labels(key: Option<&SpanSeriesKey>, resource: &Resource) -> Vec<(&'static str, String)> {
+pub fn labels(
+    key: Option<&SpanSeriesKey>,
+    resource: &Resource,
+    names: SpanLabels,
+) -> Vec<(&'static str, String)> {
+    let service = match names {
+        SpanLabels::Tempo => "service",
+        SpanLabels::Otel => "service.name",
+    };
     let mut labels = vec![
-        ("service", resource_text(resource, "service.name")),
+        (service, resource_text(resource, "service.name")),
         (
             "service.namespace",
             resource_text(resource, "service.namespace"),
@@ -160,6 +284,12 @@ pub fn labels(key: Option<&SpanSeriesKey>, resource: &Resource) -> Vec<(&'static
         None => labels.push(("otel.metric.overflow", "true".to_owned())),
     }
     labels.push(("source", SOURCE.to_owned()));
+    if names == SpanLabels::Otel {
+        labels.push((
+            "telemetry.sdk.language",
+            resource_text(resource, "telemetry.sdk.language"),
+        ));
+    }
     labels
 }
 
@@ -176,6 +306,7 @@ fn body_bytes(span: &Span) -> (u64, u64) {
 /// process (`otel.metric.overflow=true`).
 pub struct SpanMetrics {
     temporality: Temporality,
+    forms: SpanMetricForms,
     series: FastMap<SpanSeriesKey, SpanSeries>,
     overflow: FastMap<u32, SpanSeries>,
     exited: Vec<u32>,
@@ -184,9 +315,10 @@ pub struct SpanMetrics {
 }
 
 impl SpanMetrics {
-    pub fn new(temporality: Temporality) -> Self {
+    pub fn new(temporality: Temporality, forms: SpanMetricForms) -> Self {
         Self {
             temporality,
+            forms,
             series: FastMap::default(),
             overflow: FastMap::default(),
             exited: Vec::new(),
@@ -230,6 +362,11 @@ impl SpanMetrics {
         series.response_bytes += response;
     }
 
+    /// The families this store's exporter sends.
+    pub fn forms(&self) -> SpanMetricForms {
+        self.forms
+    }
+
     /// A process exited: its series go after their last export.
     pub fn forget_process(&mut self, pid: u32) {
         self.exited.push(pid);
@@ -249,8 +386,8 @@ impl SpanMetrics {
         self.overflow.retain(|pid, _| !pids.contains(pid));
     }
 
-    /// One resource's metrics per process; delta temporality starts every
-    /// series over.
+    /// One resource's metrics per process, the families of this store's
+    /// forms; delta temporality starts every series over.
     pub fn export(&mut self, now_unix_ns: u64) -> Vec<ResourceMetrics> {
         let delta = self.temporality == Temporality::Delta;
         let temporality = if delta {
@@ -258,86 +395,63 @@ impl SpanMetrics {
         } else {
             AggregationTemporality::Cumulative
         } as i32;
-        // pid -> (resource, latency points, calls, request bytes, response bytes)
-        type Points = (
-            Arc<Resource>,
-            Vec<opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint>,
-            [Vec<NumberDataPoint>; 3],
-        );
-        let mut by_process: FastMap<u32, Points> = FastMap::default();
+        let mut by_process: FastMap<u32, Vec<(Option<&SpanSeriesKey>, &SpanSeries)>> =
+            FastMap::default();
         let keyed = self.series.iter().map(|(key, s)| (key.pid, Some(key), s));
         let overflow = self.overflow.iter().map(|(pid, s)| (*pid, None, s));
         for (pid, key, series) in keyed.chain(overflow) {
             if delta && series.latency.count == 0 {
                 continue;
             }
-            let attributes: Vec<KeyValue> = labels(key, &series.resource)
-                .into_iter()
-                .map(|(k, v)| string_attribute(k, v))
-                .collect();
-            let (_, latency, sums) = by_process
-                .entry(pid)
-                .or_insert_with(|| (Arc::clone(&series.resource), Vec::new(), Default::default()));
-            latency.push(series.latency.data_point(
-                &DURATION_BOUNDS_SECONDS,
-                attributes.clone(),
-                series.start_unix_ns,
-                now_unix_ns,
-            ));
-            let values = [
-                series.latency.count,
-                series.request_bytes,
-                series.response_bytes,
-            ];
-            for (points, value) in sums.iter_mut().zip(values) {
-                points.push(NumberDataPoint {
-                    attributes: attributes.clone(),
-                    start_time_unix_nano: series.start_unix_ns,
-                    time_unix_nano: now_unix_ns,
-                    exemplars: Vec::new(),
-                    flags: 0,
-                    value: Some(number_data_point::Value::AsInt(
-                        i64::try_from(value).unwrap_or(i64::MAX),
-                    )),
-                });
-            }
+            by_process.entry(pid).or_default().push((key, series));
         }
         let mut pids: Vec<u32> = by_process.keys().copied().collect();
         pids.sort_unstable();
+        let families: Vec<&SpanFamily> = FAMILIES.iter().filter(|f| f.sent(self.forms)).collect();
         let mut out = Vec::with_capacity(pids.len());
         for pid in pids {
-            let Some((resource, latency, [calls, request, response])) = by_process.remove(&pid)
-            else {
+            let Some(members) = by_process.get(&pid) else {
                 continue;
             };
-            let sum = |name: &str, description: &str, unit: &str, data_points| Metric {
-                name: name.into(),
-                description: description.into(),
-                unit: unit.into(),
-                metadata: Vec::new(),
-                data: Some(metric::Data::Sum(Sum {
-                    data_points,
-                    aggregation_temporality: temporality,
-                    is_monotonic: true,
-                })),
+            let Some((_, first)) = members.first() else {
+                continue;
             };
-            let metrics = vec![
-                Metric {
-                    name: LATENCY.into(),
-                    description: HELP_LATENCY.into(),
-                    unit: "s".into(),
-                    metadata: Vec::new(),
-                    data: Some(metric::Data::Histogram(Histogram {
-                        data_points: latency,
-                        aggregation_temporality: temporality,
-                    })),
-                },
-                sum(CALLS, HELP_CALLS, "1", calls),
-                sum(REQUEST_SIZE, HELP_REQUEST_SIZE, "By", request),
-                sum(RESPONSE_SIZE, HELP_RESPONSE_SIZE, "By", response),
-            ];
+            let attributes = |names: SpanLabels| -> Vec<Vec<KeyValue>> {
+                if !families.iter().any(|f| f.labels(self.forms) == names) {
+                    return Vec::new();
+                }
+                members
+                    .iter()
+                    .map(|(key, series)| {
+                        labels(*key, &series.resource, names)
+                            .into_iter()
+                            .map(|(k, v)| string_attribute(k, v))
+                            .collect()
+                    })
+                    .collect()
+            };
+            let tempo = attributes(SpanLabels::Tempo);
+            let otel = attributes(SpanLabels::Otel);
+            let metrics = families
+                .iter()
+                .map(|family| {
+                    let attributes = match family.labels(self.forms) {
+                        SpanLabels::Tempo => &tempo,
+                        SpanLabels::Otel => &otel,
+                    };
+                    let data =
+                        family_data(family.value, members, attributes, temporality, now_unix_ns);
+                    Metric {
+                        name: family.otlp_name.into(),
+                        description: family.help.into(),
+                        unit: family.otlp_unit.into(),
+                        metadata: Vec::new(),
+                        data: Some(data),
+                    }
+                })
+                .collect();
             out.push(ResourceMetrics {
-                resource: Some((*resource).clone()),
+                resource: Some((*first.resource).clone()),
                 scope_metrics: vec![ScopeMetrics {
                     scope: Some(scope()),
                     metrics,
@@ -346,6 +460,7 @@ impl SpanMetrics {
                 schema_url: String::new(),
             });
         }
+        drop(by_process);
         let exited = std::mem::take(&mut self.exited);
         self.drop_processes(&exited);
         if delta {
@@ -355,6 +470,50 @@ impl SpanMetrics {
         }
         out
     }
+}
+
+/// A family's points for one process's series, with their attributes (in the same order).
+fn family_data(
+    value: SpanValue,
+    members: &[(Option<&SpanSeriesKey>, &SpanSeries)],
+    attributes: &[Vec<KeyValue>],
+    temporality: i32,
+    now_unix_ns: u64,
+) -> metric::Data {
+    let series = members.iter().map(|(_, s)| *s).zip(attributes);
+    if value == SpanValue::Latency {
+        let data_points = series
+            .map(|(s, attributes)| {
+                s.latency.data_point(
+                    &DURATION_BOUNDS_SECONDS,
+                    attributes.clone(),
+                    s.start_unix_ns,
+                    now_unix_ns,
+                )
+            })
+            .collect();
+        return metric::Data::Histogram(Histogram {
+            data_points,
+            aggregation_temporality: temporality,
+        });
+    }
+    let data_points = series
+        .map(|(s, attributes)| NumberDataPoint {
+            attributes: attributes.clone(),
+            start_time_unix_nano: s.start_unix_ns,
+            time_unix_nano: now_unix_ns,
+            exemplars: Vec::new(),
+            flags: 0,
+            value: Some(number_data_point::Value::AsInt(
+                i64::try_from(s.value(value)).unwrap_or(i64::MAX),
+            )),
+        })
+        .collect();
+    metric::Data::Sum(Sum {
+        data_points,
+        aggregation_temporality: temporality,
+        is_monotonic: true,
+    })
 }
 
 #[cfg(test)]
@@ -380,6 +539,29 @@ mod tests {
             false,
             Protocol::Http(http),
         )
+    }
+
+    const TEMPO: SpanMetricForms = SpanMetricForms {
+        tempo: true,
+        otel: false,
+        sizes: false,
+    };
+    const TEMPO_AND_SIZES: SpanMetricForms = SpanMetricForms {
+        sizes: true,
+        ..TEMPO
+    };
+    const CALLS: &str = "traces_spanmetrics_calls_total";
+    const LATENCY: &str = "traces_spanmetrics_latency";
+    const REQUEST_SIZE: &str = "traces_spanmetrics_size_total";
+    const RESPONSE_SIZE: &str = "traces_spanmetrics_response_size_total";
+
+    fn names(export: &[ResourceMetrics]) -> Vec<(&str, &str)> {
+        export
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .map(|m| (m.name.as_str(), m.unit.as_str()))
+            .collect()
     }
 
     fn resource(pid: u32) -> Arc<Resource> {
@@ -440,7 +622,7 @@ mod tests {
 
     #[test]
     fn each_name_kind_and_status_is_a_series_with_its_calls_latency_and_sizes() {
-        let mut metrics = SpanMetrics::new(Temporality::Cumulative);
+        let mut metrics = SpanMetrics::new(Temporality::Cumulative, TEMPO_AND_SIZES);
         let shop = resource(7);
         for (status, ms) in [(200, 5), (200, 15), (503, 40)] {
             metrics.record(&span(SpanKind::Server, 7, status, ms, "/cart"), &shop, 1);
@@ -509,7 +691,7 @@ mod tests {
 
     #[test]
     fn delta_starts_over_and_exited_processes_go_after_their_last_export() {
-        let mut metrics = SpanMetrics::new(Temporality::Delta);
+        let mut metrics = SpanMetrics::new(Temporality::Delta, TEMPO);
         metrics.record(&span(SpanKind::Server, 7, 200, 5, "/a"), &resource(7), 1);
         metrics.record(&span(SpanKind::Server, 8, 200, 5, "/a"), &resource(8), 1);
         metrics.forget_process(8);
@@ -558,7 +740,7 @@ mod tests {
 
     #[test]
     fn dropped_processes_lose_every_series_overflow_included() {
-        let mut metrics = SpanMetrics::new(Temporality::Cumulative);
+        let mut metrics = SpanMetrics::new(Temporality::Cumulative, TEMPO);
         for pid in [7, 8] {
             metrics.record(
                 &span(SpanKind::Server, pid, 200, 1, "/a"),
@@ -577,7 +759,7 @@ mod tests {
 
     #[test]
     fn past_the_limit_new_series_share_their_process_s_overflow_series() {
-        let mut metrics = SpanMetrics::new(Temporality::Cumulative);
+        let mut metrics = SpanMetrics::new(Temporality::Cumulative, TEMPO);
         let shop = resource(7);
         for i in 0..MAX_SERIES + 5 {
             let route = format!("/r{i}");
@@ -586,7 +768,78 @@ mod tests {
         let overflow: Vec<_> = metrics.series().filter(|(key, _)| key.is_none()).collect();
         assert_eq!(overflow.len(), 1);
         assert_eq!(overflow[0].1.latency.count, 5);
-        let labels = labels(None, &shop);
+        let labels = labels(None, &shop, SpanLabels::Tempo);
         assert!(labels.contains(&("otel.metric.overflow", "true".to_owned())));
+    }
+
+    #[test]
+    fn each_form_sends_its_own_families_in_its_own_names() {
+        let mut shop = (*resource(7)).clone();
+        shop.attributes
+            .push(string_attribute("telemetry.sdk.language", "python"));
+        let shop = Arc::new(shop);
+        let record = |forms| {
+            let mut metrics = SpanMetrics::new(Temporality::Cumulative, forms);
+            metrics.record(&span(SpanKind::Server, 7, 200, 5, "/cart"), &shop, 1);
+            metrics.export(10)
+        };
+        // Tempo's names, no unit (a Collector would add a suffix), no sizes unless asked.
+        assert_eq!(names(&record(TEMPO)), vec![(LATENCY, ""), (CALLS, "")]);
+        let otel = SpanMetricForms {
+            tempo: false,
+            otel: true,
+            sizes: false,
+        };
+        assert_eq!(
+            names(&record(otel)),
+            vec![
+                ("traces.span.metrics.duration", "s"),
+                ("traces.span.metrics.calls", "")
+            ]
+        );
+        // The sizes alone, and with the OpenTelemetry form: its attribute names.
+        let sizes = SpanMetricForms {
+            tempo: false,
+            otel: false,
+            sizes: true,
+        };
+        assert_eq!(
+            names(&record(sizes)),
+            vec![(REQUEST_SIZE, ""), (RESPONSE_SIZE, "")]
+        );
+        let export = record(SpanMetricForms {
+            sizes: true,
+            ..otel
+        });
+        assert_eq!(names(&export).len(), 4);
+        for name in ["traces.span.metrics.calls", REQUEST_SIZE] {
+            let Some(metric::Data::Sum(sum)) = &metric(&export, name).data else {
+                panic!("{name}")
+            };
+            let point = &sum.data_points[0];
+            assert_eq!(
+                attribute(&point.attributes, "service.name"),
+                "StringValue(\"shop\")"
+            );
+            assert_eq!(
+                attribute(&point.attributes, "telemetry.sdk.language"),
+                "StringValue(\"python\")"
+            );
+            assert_eq!(attribute(&point.attributes, "service"), "");
+        }
+        let Some(metric::Data::Sum(sum)) = &metric(&export, REQUEST_SIZE).data else {
+            panic!("sizes")
+        };
+        assert_eq!(
+            sum.data_points[0].value,
+            Some(number_data_point::Value::AsInt(100))
+        );
+        // The same store counts once, whichever families it sends.
+        let Some(metric::Data::Histogram(latency)) =
+            &metric(&export, "traces.span.metrics.duration").data
+        else {
+            panic!("duration")
+        };
+        assert_eq!(latency.data_points[0].count, 1);
     }
 }
