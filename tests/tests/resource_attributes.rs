@@ -92,6 +92,11 @@ fn each_resource_names_its_program_s_language_and_the_host() {
         &receiver,
         &[
             ("OTEL_EBPF_METRICS_FEATURES", "application,application_span"),
+            // Prometheus: traces_host_info alone, by OBI's application_host.
+            (
+                "OTEL_EBPF_PROMETHEUS_FEATURES",
+                "application,application_host",
+            ),
             ("OTEL_EBPF_HOST_ID", HOST_ID),
             ("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string()),
         ],
@@ -187,8 +192,10 @@ fn each_resource_names_its_program_s_language_and_the_host() {
     );
     assert_eq!(point.value, Some(number_data_point::Value::AsInt(1)));
 
-    // The Prometheus endpoint: the same gauge, and target_info's labels.
+    // The Prometheus endpoint: the same gauge (with no span metrics there:
+    // application_host alone), and target_info's labels.
     let text = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
+    assert!(!text.contains("traces_spanmetrics"), "{text}");
     assert!(
         text.contains(&format!(
             "traces_host_info{{grafana_host_id=\"{HOST_ID}\"}} 1\n"

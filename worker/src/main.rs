@@ -283,6 +283,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     let otel = OtelExport::start(&effective.export)?.map(|otel| {
         otel.with_service_graph(effective.service_graph.otlp)
             .with_host_id(&host_id.id)
+            .with_host_info(effective.host_info.otlp)
             .with_attribute_selector(selector.clone())
             .with_span_metrics(effective.span_metrics.otlp)
             .with_process_metrics(effective.process_metrics.otlp)
@@ -307,6 +308,7 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
             let state: SharedScrapeState = Arc::new(Mutex::new(
                 ScrapeState::default()
                     .with_host_id(&host_id.id)
+                    .with_host_info(effective.host_info.prometheus)
                     .with_attribute_selector(selector.clone())
                     .with_service_graph(effective.service_graph.prometheus)
                     .with_span_metrics(effective.span_metrics.prometheus)

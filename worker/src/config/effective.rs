@@ -46,6 +46,9 @@ pub struct EffectiveConfig {
     pub span_metrics: SpanMetricSwitch,
     /// Which exporters send the process metrics (`application_process`).
     pub process_metrics: ExporterSwitch,
+    /// Which exporters send `traces_host_info` even without span or service
+    /// graph metrics (`application_host`).
+    pub host_info: ExporterSwitch,
     /// `host.id` as set by `OTEL_EBPF_HOST_ID` or `attributes.host_id.override`
     /// (else the machine id is read at start: `otel::host_id`).
     pub host_id: Option<String>,
@@ -183,6 +186,7 @@ fn build(
         service_graph: features.service_graph,
         span_metrics: features.span,
         process_metrics: features.process,
+        host_info: features.host,
         host_id,
         warnings: ctx.warnings,
         log_level: raw.log_level,

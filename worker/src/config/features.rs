@@ -3,7 +3,8 @@
 //! (`application_service_graph`), the span metrics (in Tempo's names,
 //! `application_span`, or in the OpenTelemetry Collector's,
 //! `application_span_otel`; their body sizes, `application_span_sizes`) and
-//! the process metrics (`application_process`) are off unless a list selects
+//! the process metrics (`application_process`) and `traces_host_info` alone
+//! (`application_host`) are off unless a list selects
 //! them (by name, or `all` / `*`), as in OBI (default list: `[application]`).
 //! As in OBI, `all` chooses the Collector's span metric names, and a list
 //! naming both forms is refused.
@@ -24,6 +25,9 @@ pub(super) const APPLICATION: [&str; 3] = ["application", "all", "*"];
 const SERVICE_GRAPH: [&str; 3] = ["application_service_graph", "all", "*"];
 /// Names that select the process metrics.
 const PROCESS: [&str; 3] = ["application_process", "all", "*"];
+/// Names that select `traces_host_info` on its own (it also goes beside the
+/// span and service graph metrics).
+const HOST: [&str; 3] = ["application_host", "all", "*"];
 /// The name that selects the span metrics in Tempo's names (`all` does not).
 const SPAN_TEMPO: &str = "application_span";
 /// Names that select the span metrics in the OpenTelemetry Collector's names.
@@ -31,8 +35,9 @@ const SPAN_OTEL: [&str; 3] = ["application_span_otel", "all", "*"];
 /// Names that select the span metrics' body size counters.
 const SPAN_SIZES: [&str; 3] = ["application_span_sizes", "all", "*"];
 /// Every name zerotrace acts on.
-pub(super) const KNOWN: [&str; 8] = [
+pub(super) const KNOWN: [&str; 9] = [
     "application",
+    "application_host",
     "application_service_graph",
     "application_span",
     "application_span_otel",
@@ -43,8 +48,8 @@ pub(super) const KNOWN: [&str; 8] = [
 ];
 pub(super) const FEATURES_HINT: &str = "zerotrace produces application (RED) metrics, \
     service graph metrics with application_service_graph, span metrics with application_span \
-    or application_span_otel (their sizes with application_span_sizes) and process metrics \
-    with application_process: expected a list with application, all or *";
+    or application_span_otel (their sizes with application_span_sizes), process metrics \
+    with application_process and traces_host_info with application_host: expected a list with application, all or *";
 /// Why a list naming both span metric forms is refused (OBI's rule).
 pub(super) const BOTH_SPAN_FORMS: &str =
     "names both application_span and application_span_otel: choose one form of span metrics";
@@ -141,6 +146,8 @@ pub struct MetricFeatures {
     pub service_graph: ExporterSwitch,
     pub span: SpanMetricSwitch,
     pub process: ExporterSwitch,
+    /// `application_host`: `traces_host_info` even without span or graph metrics.
+    pub host: ExporterSwitch,
 }
 
 /// The feature lists in effect (the file's are vetted where they are read).
@@ -169,6 +176,7 @@ pub(super) fn metric_features(
             prometheus: SpanMetricForms::of(prometheus),
         },
         process: switch(&PROCESS),
+        host: switch(&HOST),
     })
 }
 
@@ -423,5 +431,21 @@ mod tests {
             let again = ok(&printed, &[]);
             assert_eq!(again.span_metrics, config.span_metrics, "{list}\n{printed}");
         }
+    }
+
+    #[test]
+    fn application_host_sends_host_info_alone() {
+        let host = |yaml: &str| ok(&format!("{BASE}{yaml}"), &[]).host_info;
+        assert_eq!(host(""), ExporterSwitch::default());
+        let listed = host("metrics:\n  features: [application, application_host]\n");
+        assert!(listed.otlp && listed.prometheus);
+        let printed = ok(
+            &format!(
+                "{BASE}metrics:\n  features: [application, application_host]\nprometheus_export: {{port: 9400}}\n"
+            ),
+            &[],
+        )
+        .to_yaml();
+        assert_eq!(ok(&printed, &[]).host_info, listed, "{printed}");
     }
 }

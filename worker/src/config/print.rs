@@ -120,7 +120,12 @@ struct MetricsOut {
 }
 
 /// An exporter's metric groups, as its `features` list.
-fn features_out(service_graph: bool, span: SpanMetricForms, process: bool) -> Vec<&'static str> {
+fn features_out(
+    service_graph: bool,
+    span: SpanMetricForms,
+    process: bool,
+    host_info: bool,
+) -> Vec<&'static str> {
     let mut features = vec!["application"];
     if service_graph {
         features.push("application_service_graph");
@@ -136,6 +141,9 @@ fn features_out(service_graph: bool, span: SpanMetricForms, process: bool) -> Ve
     }
     if process {
         features.push("application_process");
+    }
+    if host_info {
+        features.push("application_host");
     }
     features
 }
@@ -271,6 +279,7 @@ impl EffectiveConfig {
                     self.service_graph.otlp,
                     self.span_metrics.otlp,
                     self.process_metrics.otlp,
+                    self.host_info.otlp,
                 ),
                 endpoints: export.metrics.iter().map(destination_out).collect(),
             },
@@ -282,6 +291,7 @@ impl EffectiveConfig {
                     self.service_graph.prometheus,
                     self.span_metrics.prometheus,
                     self.process_metrics.prometheus,
+                    self.host_info.prometheus,
                 ),
             }),
             attributes: self.attributes_out(),

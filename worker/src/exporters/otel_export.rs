@@ -66,6 +66,8 @@ pub struct OtelExport {
     span_metrics: Option<SpanMetrics>,
     /// `host.id`, for `traces_host_info` beside the span and graph metrics.
     host_id: Option<String>,
+    /// `application_host`: `traces_host_info` even without them.
+    host_info_listed: bool,
     temporality: crate::config::Temporality,
     batch: BatchSettings,
     metric_interval: Duration,
@@ -119,6 +121,7 @@ impl OtelExport {
             processes: None,
             span_metrics: None,
             host_id: None,
+            host_info_listed: false,
             temporality: settings.temporality,
             batch: settings.batch,
             metric_interval: settings.metric_export_interval,
@@ -273,6 +276,12 @@ impl OtelExport {
         self
     }
 
+    /// Sends `traces_host_info` even without span or graph metrics (`application_host`).
+    pub fn with_host_info(mut self, listed: bool) -> Self {
+        self.host_info_listed = listed;
+        self
+    }
+
     /// The resource the agent's own metrics are reported on.
     pub fn set_agent_resource(&mut self, resource: Resource, clock: &WallClock) {
         self.agent = resource;
@@ -306,7 +315,7 @@ impl OtelExport {
             request.resource_metrics.extend(span_metrics.export(now));
         }
         if let Some(host_id) = &self.host_id {
-            if self.graph.is_some() || self.span_metrics.is_some() {
+            if self.host_info_listed || self.graph.is_some() || self.span_metrics.is_some() {
                 request
                     .resource_metrics
                     .push(host_info::to_otlp(host_id, &self.agent, now));

@@ -38,6 +38,8 @@ pub struct ScrapeState {
     pub span_metrics: Option<SpanMetrics>,
     /// `host.id`, for `traces_host_info` beside the span and graph metrics.
     pub host_id: Option<String>,
+    /// `application_host`: `traces_host_info` even without them.
+    pub host_info_listed: bool,
     pub own: SelfMetrics,
 }
 
@@ -49,6 +51,7 @@ impl Default for ScrapeState {
             processes: None,
             span_metrics: None,
             host_id: None,
+            host_info_listed: false,
             own: SelfMetrics::default(),
         }
     }
@@ -75,6 +78,12 @@ impl ScrapeState {
     /// graph metrics are.
     pub fn with_host_id(mut self, host_id: &str) -> Self {
         self.host_id = Some(host_id.to_owned());
+        self
+    }
+
+    /// Serves `traces_host_info` even without span or graph metrics (`application_host`).
+    pub fn with_host_info(mut self, listed: bool) -> Self {
+        self.host_info_listed = listed;
         self
     }
 
@@ -615,7 +624,7 @@ pub fn render(state: &ScrapeState, openmetrics: bool) -> String {
         write_span_metrics(&mut out, spans, openmetrics);
     }
     if let Some(host_id) = &state.host_id {
-        if state.graph.is_some() || state.span_metrics.is_some() {
+        if state.host_info_listed || state.graph.is_some() || state.span_metrics.is_some() {
             write_host_info(&mut out, host_id);
         }
     }
@@ -980,10 +989,13 @@ mod tests {
     }
 
     #[test]
-    fn host_info_is_served_only_beside_span_or_graph_metrics() {
+    fn host_info_is_served_only_beside_span_or_graph_metrics_or_when_listed() {
         let plain = ScrapeState::default().with_host_id("rack-\"7\"");
         assert!(!render(&plain, false).contains("traces_host_info"));
         for state in [
+            ScrapeState::default()
+                .with_host_id("rack-\"7\"")
+                .with_host_info(true),
             ScrapeState::default()
                 .with_host_id("rack-\"7\"")
                 .with_span_metrics(SpanMetricForms {
