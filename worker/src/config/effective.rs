@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::buckets::{bucket_switch, BucketSwitch};
 use super::databases::{database_settings, DatabaseSettings, DbSelection, RawInstrumentations};
 use super::discovery::{env_selector, selectors};
 use super::environment::env_value;
@@ -49,6 +50,8 @@ pub struct EffectiveConfig {
     /// Which exporters send `traces_host_info` even without span or service
     /// graph metrics (`application_host`).
     pub host_info: ExporterSwitch,
+    /// Each metrics exporter's histogram bucket bounds (OBI's `buckets`).
+    pub buckets: BucketSwitch,
     /// `host.id` as set by `OTEL_EBPF_HOST_ID` or `attributes.host_id.override`
     /// (else the machine id is read at start: `otel::host_id`).
     pub host_id: Option<String>,
@@ -123,6 +126,16 @@ fn build(
             .and_then(|p| p.features.as_ref()),
         env,
     )?;
+    let buckets = bucket_switch(
+        &mut ctx,
+        raw.metrics.as_ref().and_then(|m| m.buckets.as_ref()),
+        raw.otel_metrics_export
+            .as_ref()
+            .and_then(|m| m.buckets.as_ref()),
+        raw.prometheus_export
+            .as_ref()
+            .and_then(|p| p.buckets.as_ref()),
+    )?;
     let routes = checked_routes(&ctx, raw.routes)?;
     let filters = checked_filters(&mut ctx, raw.filter)?;
     let env_selector = env_selector(env, raw.open_port, raw.executable_path)?;
@@ -187,6 +200,7 @@ fn build(
         span_metrics: features.span,
         process_metrics: features.process,
         host_info: features.host,
+        buckets,
         host_id,
         warnings: ctx.warnings,
         log_level: raw.log_level,

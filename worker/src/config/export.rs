@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use super::buckets::RawBuckets;
 use super::environment::{env_value, Overlay};
 use super::error::{child, ConfigError, Ctx};
 use super::obi_keys::{
@@ -96,6 +97,7 @@ pub(super) struct RawExport {
     // metrics only
     interval: Option<GoDuration>,
     pub(super) features: Option<StringList>,
+    pub(super) buckets: Option<RawBuckets>,
     #[serde(flatten)]
     other: Extra,
 }
@@ -160,6 +162,7 @@ fn vet_export(
         (raw.queue_size.is_some(), "queue_size"),
         (raw.interval.is_some(), "interval"),
         (raw.features.is_some(), "features"),
+        (raw.buckets.is_some(), "buckets"),
     ] {
         if misplaced(present, key) {
             return Err(ctx.err(child(path, key), unknown_key_message(key, section)));

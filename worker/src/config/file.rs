@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::buckets::RawBuckets;
 use super::databases::RawSelect;
 use super::discovery::{vet_discovery, RawDiscovery};
 use super::error::{ConfigError, Ctx};
@@ -36,12 +37,13 @@ pub(super) struct RawFile {
     other: Extra,
 }
 
-/// OBI's top-level `metrics` section: only `features` and `instrumentations` are read.
+/// OBI's top-level `metrics` section: `features`, `instrumentations` and `buckets` are read.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawFeatures {
     pub(super) features: Option<StringList>,
     pub(super) instrumentations: Option<StringList>,
+    pub(super) buckets: Option<RawBuckets>,
     #[serde(flatten)]
     other: Extra,
 }

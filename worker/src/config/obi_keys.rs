@@ -246,7 +246,6 @@ pub(super) const SELECTOR: Section = Section {
 
 const BACKOFF: Obi = Obi::Ignored("retries back off from 0.5 s to 5 s, for at most 60 s per batch");
 const SDK_LOG: Obi = Obi::Ignored("zerotrace logs export failures to stderr");
-const BUCKETS: Obi = Obi::Ignored("histogram buckets are fixed (0.005 … 10 s; sizes in bytes)");
 const TTL: Obi = Obi::Ignored("series are kept, at most 10,000 of them");
 
 pub(super) const TRACES: Section = Section {
@@ -281,11 +280,11 @@ pub(super) const METRICS_EXPORT: Section = Section {
         "insecure_skip_verify",
         "features",
         "instrumentations",
+        "buckets",
     ],
     obi: &[
         ("allow_service_graph_self_references", NO_SELF_REFERENCES),
         ("extra_span_resource_attributes", SPAN_METRICS_FIXED),
-        ("buckets", BUCKETS),
         (
             "histogram_aggregation",
             Obi::Ignored("histograms use explicit buckets"),
@@ -297,7 +296,7 @@ pub(super) const METRICS_EXPORT: Section = Section {
 };
 
 pub(super) const METRICS_TOP: Section = Section {
-    typed: &["features", "instrumentations"],
+    typed: &["features", "instrumentations", "buckets"],
     obi: &[
         ("endpoint", METRICS_ELSEWHERE),
         ("protocol", METRICS_ELSEWHERE),
@@ -305,7 +304,6 @@ pub(super) const METRICS_TOP: Section = Section {
         ("insecure_skip_verify", Obi::Unsupported(NO_TLS_SKIP)),
         ("allow_service_graph_self_references", NO_SELF_REFERENCES),
         ("extra_span_resource_attributes", SPAN_METRICS_FIXED),
-        ("buckets", BUCKETS),
         (
             "histogram_aggregation",
             Obi::Ignored("histograms use explicit buckets"),
@@ -317,7 +315,7 @@ pub(super) const METRICS_TOP: Section = Section {
 };
 
 pub(super) const PROMETHEUS: Section = Section {
-    typed: &["port", "path", "features", "instrumentations"],
+    typed: &["port", "path", "features", "instrumentations", "buckets"],
     obi: &[
         ("allow_service_graph_self_references", NO_SELF_REFERENCES),
         ("extra_span_resource_attributes", SPAN_METRICS_FIXED),
@@ -325,7 +323,6 @@ pub(super) const PROMETHEUS: Section = Section {
             "extra_resource_attributes",
             Obi::Ignored("Prometheus labels are fixed"),
         ),
-        ("buckets", BUCKETS),
         (
             "disable_build_info",
             Obi::Ignored("zerotrace exposes no build info metric"),

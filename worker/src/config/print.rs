@@ -12,7 +12,7 @@ use super::otel_sdk::{OtlpDestination, SamplerSetting, Temporality};
 use super::printer::printer_name;
 use super::selectors::Selector;
 use super::values::format_duration;
-use super::{EffectiveConfig, SpanMetricForms};
+use super::{EffectiveConfig, HistogramBuckets, SpanMetricForms};
 
 const REDACTED: &str = "<redacted>";
 
@@ -116,6 +116,8 @@ struct MetricsOut {
     interval: String,
     instrumentations: Vec<&'static str>,
     features: Vec<&'static str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    buckets: BTreeMap<&'static str, Vec<f64>>,
     endpoints: Vec<DestinationOut>,
 }
 
@@ -164,6 +166,20 @@ struct PrometheusOut {
     path: String,
     instrumentations: Vec<&'static str>,
     features: Vec<&'static str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    buckets: BTreeMap<&'static str, Vec<f64>>,
+}
+
+/// An exporter's `buckets` lists that replace the defaults.
+fn buckets_out(buckets: &HistogramBuckets) -> BTreeMap<&'static str, Vec<f64>> {
+    [
+        ("duration_histogram", &buckets.duration),
+        ("request_size_histogram", &buckets.request_size),
+        ("response_size_histogram", &buckets.response_size),
+    ]
+    .into_iter()
+    .filter_map(|(key, list)| Some((key, list.as_deref()?.to_vec())))
+    .collect()
 }
 
 /// An `instrumentations` list that selects `databases` (HTTP and gRPC always).
@@ -281,6 +297,7 @@ impl EffectiveConfig {
                     self.process_metrics.otlp,
                     self.host_info.otlp,
                 ),
+                buckets: buckets_out(&self.buckets.otlp),
                 endpoints: export.metrics.iter().map(destination_out).collect(),
             },
             prometheus_export: self.prometheus.as_ref().map(|p| PrometheusOut {
@@ -293,6 +310,7 @@ impl EffectiveConfig {
                     self.process_metrics.prometheus,
                     self.host_info.prometheus,
                 ),
+                buckets: buckets_out(&self.buckets.prometheus),
             }),
             attributes: self.attributes_out(),
             filter: (!self.filters.is_empty()).then(|| FilterOut {

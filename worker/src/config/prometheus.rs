@@ -5,6 +5,7 @@
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use super::buckets::RawBuckets;
 use super::environment::Overlay;
 use super::error::{ConfigError, Ctx};
 use super::obi_keys::{vet, vet_feature_lists, PROMETHEUS};
@@ -76,6 +77,7 @@ pub(super) struct RawPrometheus {
     path: Option<Text>,
     pub(super) features: Option<StringList>,
     instrumentations: Option<StringList>,
+    pub(super) buckets: Option<RawBuckets>,
     #[serde(flatten)]
     other: Extra,
 }

@@ -12,8 +12,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::otlp::{OtlpExporter, Payload};
 use crate::clock::WallClock;
-use crate::config::SpanMetricForms;
 use crate::config::{BatchSettings, ExportSettings, Signal};
+use crate::config::{HistogramBuckets, SpanMetricForms};
 use crate::hashing::FastMap;
 use crate::metrics::host_info;
 use crate::metrics::process::ProcessMetrics;
@@ -68,6 +68,8 @@ pub struct OtelExport {
     host_id: Option<String>,
     /// `application_host`: `traces_host_info` even without them.
     host_info_listed: bool,
+    /// Histogram bounds that replace the defaults (OBI's `buckets`).
+    buckets: HistogramBuckets,
     temporality: crate::config::Temporality,
     batch: BatchSettings,
     metric_interval: Duration,
@@ -122,6 +124,7 @@ impl OtelExport {
             span_metrics: None,
             host_id: None,
             host_info_listed: false,
+            buckets: HistogramBuckets::default(),
             temporality: settings.temporality,
             batch: settings.batch,
             metric_interval: settings.metric_export_interval,
@@ -186,10 +189,21 @@ impl OtelExport {
         }
     }
 
+    /// Histogram bounds that replace the defaults (OBI's `buckets`), for
+    /// every store: those made already and those made after.
+    pub fn with_buckets(mut self, buckets: &HistogramBuckets) -> Self {
+        self.buckets = buckets.clone();
+        self.red = self.red.map(|red| red.with_buckets(buckets));
+        self.graph = self.graph.map(|graph| graph.with_buckets(buckets));
+        self.span_metrics = self.span_metrics.map(|spans| spans.with_buckets(buckets));
+        self
+    }
+
     /// Sends the service graph metrics too (when metrics are exported at all).
     pub fn with_service_graph(mut self, enabled: bool) -> Self {
         if enabled && self.red.is_some() {
-            self.graph = Some(ServiceGraphMetrics::new(self.temporality));
+            self.graph =
+                Some(ServiceGraphMetrics::new(self.temporality).with_buckets(&self.buckets));
         }
         self
     }
@@ -210,7 +224,8 @@ impl OtelExport {
     /// Sends these span metric families too (when metrics are exported at all).
     pub fn with_span_metrics(mut self, forms: SpanMetricForms) -> Self {
         if forms.any() && self.red.is_some() {
-            self.span_metrics = Some(SpanMetrics::new(self.temporality, forms));
+            self.span_metrics =
+                Some(SpanMetrics::new(self.temporality, forms).with_buckets(&self.buckets));
         }
         self
     }

@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use crate::config::SpanMetricForms;
+use crate::config::{HistogramBuckets, SpanMetricForms};
 use crate::config::{PrometheusSettings, Temporality};
 use crate::metrics::host_info;
 use crate::metrics::process::{ProcessMetrics, ProcessSeries};
@@ -23,7 +23,6 @@ use crate::metrics::span_metrics::{
     self, SpanFamily, SpanLabels, SpanMetrics, SpanSeries, SpanSeriesKey, SpanValue, FAMILIES,
 };
 use crate::process_usage::ProcessUsage;
-use crate::semconv::DURATION_BOUNDS_SECONDS;
 
 pub use crate::metrics::self_metrics::SelfMetrics;
 
@@ -40,6 +39,8 @@ pub struct ScrapeState {
     pub host_id: Option<String>,
     /// `application_host`: `traces_host_info` even without them.
     pub host_info_listed: bool,
+    /// Histogram bounds that replace the defaults (OBI's `buckets`).
+    buckets: HistogramBuckets,
     pub own: SelfMetrics,
 }
 
@@ -52,15 +53,28 @@ impl Default for ScrapeState {
             span_metrics: None,
             host_id: None,
             host_info_listed: false,
+            buckets: HistogramBuckets::default(),
             own: SelfMetrics::default(),
         }
     }
 }
 
 impl ScrapeState {
+    /// Histogram bounds that replace the defaults (OBI's `buckets`), for
+    /// every store: those made already and those made after.
+    pub fn with_buckets(mut self, buckets: &HistogramBuckets) -> Self {
+        self.buckets = buckets.clone();
+        let red = std::mem::replace(&mut self.red, RedMetrics::new(Temporality::Cumulative));
+        self.red = red.with_buckets(buckets);
+        self.graph = self.graph.map(|graph| graph.with_buckets(buckets));
+        self.span_metrics = self.span_metrics.map(|spans| spans.with_buckets(buckets));
+        self
+    }
+
     /// Serves the service graph metrics too.
     pub fn with_service_graph(mut self, enabled: bool) -> Self {
-        self.graph = enabled.then(|| ServiceGraphMetrics::new(Temporality::Cumulative));
+        self.graph = enabled
+            .then(|| ServiceGraphMetrics::new(Temporality::Cumulative).with_buckets(&self.buckets));
         self
     }
 
@@ -91,7 +105,7 @@ impl ScrapeState {
     pub fn with_span_metrics(mut self, forms: SpanMetricForms) -> Self {
         self.span_metrics = forms
             .any()
-            .then(|| SpanMetrics::new(Temporality::Cumulative, forms));
+            .then(|| SpanMetrics::new(Temporality::Cumulative, forms).with_buckets(&self.buckets));
         self
     }
 
@@ -302,7 +316,7 @@ fn write_store<'a>(
             .iter()
             .filter(|(_, _, p)| p.instrument.name == instrument.name)
         {
-            write_histogram(out, name, labels, instrument.bounds, &point.state);
+            write_histogram(out, name, labels, red.bounds(instrument), &point.state);
         }
     }
     points.into_iter().map(|(_, _, point)| point).collect()
@@ -397,7 +411,7 @@ fn write_service_graph(out: &mut String, graph: &ServiceGraphMetrics, openmetric
         for (labels, state) in &series {
             let state = state_of(state);
             if state.count > 0 {
-                write_histogram(out, &name, labels, &DURATION_BOUNDS_SECONDS, state);
+                write_histogram(out, &name, labels, graph.bounds(), state);
             }
         }
     }
@@ -471,7 +485,7 @@ fn write_span_metrics(out: &mut String, spans: &SpanMetrics, openmetrics: bool) 
             let _ = writeln!(out, "# UNIT {name} seconds");
         }
         for (_, labels, state) in series {
-            write_histogram(out, name, labels, &DURATION_BOUNDS_SECONDS, &state.latency);
+            write_histogram(out, name, labels, spans.bounds(), &state.latency);
         }
     }
 }
@@ -907,6 +921,7 @@ fn serve(stream: TcpStream, path: &str, state: &SharedScrapeState) -> std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::semconv::SIZE_BOUNDS_BYTES;
     use crate::spans::{HttpExchange, Protocol, Span, SpanKind, SpanOrigin};
     use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -1132,5 +1147,65 @@ mod tests {
         let openmetrics = render_with(otel, true);
         assert!(openmetrics.contains("# UNIT traces_span_metrics_duration_seconds seconds\n"));
         assert!(openmetrics.contains("# TYPE traces_span_metrics_calls counter\n"));
+    }
+
+    #[test]
+    fn configured_buckets_replace_the_defaults_in_every_histogram() {
+        let buckets = HistogramBuckets {
+            duration: Some([0.02, 0.04].as_slice().into()),
+            request_size: None,
+            response_size: Some([4.0, 64.0].as_slice().into()),
+        };
+        let resource = Arc::new(Resource::default());
+        let mut state = ScrapeState::default()
+            .with_span_metrics(SpanMetricForms {
+                tempo: true,
+                ..SpanMetricForms::default()
+            })
+            .with_buckets(&buckets)
+            .with_service_graph(true);
+        state.red.record(&span(200), &resource, 1);
+        if let Some(spans) = state.span_metrics.as_mut() {
+            spans.record(&span(200), &resource, 1);
+        }
+        let text = render(&state, false);
+        let les = |family: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{family}_bucket{{")))
+                .filter_map(|l| Some(l.split("le=\"").nth(1)?.split('"').next()?.to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            les("http_server_request_duration_seconds"),
+            ["0.02", "0.04", "+Inf"],
+            "{text}"
+        );
+        assert_eq!(
+            les("traces_spanmetrics_latency"),
+            ["0.02", "0.04", "+Inf"],
+            "{text}"
+        );
+        assert_eq!(
+            les("http_server_response_body_size_bytes"),
+            ["4.0", "64.0", "+Inf"],
+            "{text}"
+        );
+        // Not configured: the default.
+        assert_eq!(
+            les("http_server_request_body_size_bytes").len(),
+            SIZE_BOUNDS_BYTES.len() + 1
+        );
+        // The 30 ms request lies in (0.02, 0.04]; its 7-byte response in (4, 64].
+        assert!(
+            text.contains("le=\"0.02\"} 0\n") && text.contains("le=\"0.04\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("le=\"4.0\"} 0\n") && text.contains("le=\"64.0\"} 1\n"),
+            "{text}"
+        );
+        if let Some(graph) = state.graph.as_ref() {
+            assert_eq!(graph.bounds(), [0.02, 0.04]);
+        }
     }
 }

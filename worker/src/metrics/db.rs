@@ -145,6 +145,7 @@ impl DbMetrics {
         if self.overflows(|series| series.contains_key(&key)) {
             key.labels = None;
         }
+        let bounds = instrument().bounds_in(&self.buckets);
         // One lookup by the borrowed key; an owned one only for a new series.
         let (_, series) = self
             .series
@@ -155,11 +156,8 @@ impl DbMetrics {
                     pid: key.pid,
                     labels: key.labels.as_ref().map(DbLabelsRef::owned),
                 };
-                (
-                    owned,
-                    DurationSeries::new(resource, now_unix_ns, instrument()),
-                )
+                (owned, DurationSeries::new(resource, now_unix_ns, bounds))
             });
-        series.record(instrument(), span);
+        series.record(bounds, span);
     }
 }

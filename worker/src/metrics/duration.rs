@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::red::{HistogramState, MetricStore, Point, MAX_SERIES};
+use crate::config::HistogramBuckets;
 use crate::hashing::FastMap;
 use crate::semconv::Instrument;
 use crate::spans::Span;
@@ -32,18 +33,18 @@ pub struct DurationSeries {
 }
 
 impl DurationSeries {
-    pub fn new(resource: &Arc<Resource>, now_unix_ns: u64, instrument: &Instrument) -> Self {
+    pub fn new(resource: &Arc<Resource>, now_unix_ns: u64, bounds: &[f64]) -> Self {
         Self {
             resource: Arc::clone(resource),
             start_unix_ns: now_unix_ns,
-            duration: HistogramState::new(instrument.bounds),
+            duration: HistogramState::new(bounds),
         }
     }
 
     /// The span's duration, in seconds.
-    pub fn record(&mut self, instrument: &Instrument, span: &Span) {
+    pub fn record(&mut self, bounds: &[f64], span: &Span) {
         self.duration
-            .record(instrument.bounds, span.duration_ns() as f64 / 1e9);
+            .record(bounds, span.duration_ns() as f64 / 1e9);
     }
 }
 
@@ -54,6 +55,8 @@ pub struct DurationStore<K> {
     pub(super) series: FastMap<K, DurationSeries>,
     pub overflowed_points: u64,
     instruments: &'static [Instrument],
+    /// Configured bounds that replace the instruments' defaults.
+    pub(super) buckets: HistogramBuckets,
 }
 
 impl<K> DurationStore<K> {
@@ -62,6 +65,7 @@ impl<K> DurationStore<K> {
             series: FastMap::default(),
             overflowed_points: 0,
             instruments,
+            buckets: HistogramBuckets::default(),
         }
     }
 
@@ -111,7 +115,7 @@ impl<K: DurationKey> MetricStore for DurationStore<K> {
         if reset {
             for (key, series) in self.series.iter_mut() {
                 series.start_unix_ns = now_unix_ns;
-                series.duration = HistogramState::new(key.instrument().bounds);
+                series.duration = HistogramState::new(key.instrument().bounds_in(&self.buckets));
             }
         }
         self.series.retain(|key, _| !exited.contains(&key.pid()));

@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::red::{overflow_attributes, HistogramState, MetricStore, Point, MAX_SERIES};
+use crate::config::HistogramBuckets;
 use crate::hashing::FastMap;
 use crate::semconv::attribute::IpString;
 use crate::semconv::http::{
@@ -288,6 +289,8 @@ pub struct HttpMetrics {
     pub overflowed_points: u64,
     /// The listening address of the last server span, as text.
     server_ip: IpText,
+    /// Configured bounds that replace the instruments' defaults.
+    pub(super) buckets: HistogramBuckets,
 }
 
 impl HttpMetrics {
@@ -311,6 +314,12 @@ impl HttpMetrics {
         let [duration, request_size, response_size] = instruments(span.kind) else {
             return;
         };
+        let buckets = &self.buckets;
+        let (duration, request_size, response_size) = (
+            duration.bounds_in(buckets),
+            request_size.bounds_in(buckets),
+            response_size.bounds_in(buckets),
+        );
         // One lookup by the borrowed key; an owned one only for a new series.
         let (_, series) = self
             .series
@@ -320,21 +329,21 @@ impl HttpMetrics {
                 let series = Series {
                     resource: Arc::clone(resource),
                     start_unix_ns: now_unix_ns,
-                    duration: HistogramState::new(duration.bounds),
-                    request_size: HistogramState::new(request_size.bounds),
-                    response_size: HistogramState::new(response_size.bounds),
+                    duration: HistogramState::new(duration),
+                    request_size: HistogramState::new(request_size),
+                    response_size: HistogramState::new(response_size),
                 };
                 (key.owned(), series)
             });
         series
             .duration
-            .record(duration.bounds, span.duration_ns() as f64 / 1e9);
+            .record(duration, span.duration_ns() as f64 / 1e9);
         series
             .request_size
-            .record(request_size.bounds, http.request_body_bytes as f64);
+            .record(request_size, http.request_body_bytes as f64);
         series
             .response_size
-            .record(response_size.bounds, http.response_body_bytes as f64);
+            .record(response_size, http.response_body_bytes as f64);
     }
 }
 
@@ -373,9 +382,9 @@ impl MetricStore for HttpMetrics {
                     continue;
                 };
                 series.start_unix_ns = now_unix_ns;
-                series.duration = HistogramState::new(duration.bounds);
-                series.request_size = HistogramState::new(request_size.bounds);
-                series.response_size = HistogramState::new(response_size.bounds);
+                series.duration = HistogramState::new(duration.bounds_in(&self.buckets));
+                series.request_size = HistogramState::new(request_size.bounds_in(&self.buckets));
+                series.response_size = HistogramState::new(response_size.bounds_in(&self.buckets));
             }
         }
         self.series.retain(|key, _| !exited.contains(&key.pid));
@@ -390,7 +399,7 @@ impl MetricStore for HttpMetrics {
 mod tests {
     use super::*;
     use crate::config::Temporality;
-    use crate::metrics::red::{RedMetrics, DURATION_BOUNDS_SECONDS};
+    use crate::metrics::red::{RedMetrics, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
     use crate::spans::{Protocol, SpanOrigin};
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint};
@@ -516,6 +525,43 @@ mod tests {
         for other in &variants {
             assert!(other.borrowed() != base.borrowed(), "{other:?}");
             assert!(other != &base, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn configured_buckets_replace_the_defaults_over_otlp_and_after_a_delta_reset() {
+        let resource = Arc::new(Resource::default());
+        let buckets = crate::config::HistogramBuckets {
+            duration: Some([0.01, 0.1].as_slice().into()),
+            request_size: Some([1.0].as_slice().into()),
+            response_size: None,
+        };
+        let mut red = RedMetrics::new(Temporality::Delta).with_buckets(&buckets);
+        for round in 0..2 {
+            red.record(&span(200, 40, "/a"), &resource, 1);
+            let request = red.export(10 + round).unwrap_or_default();
+            let points = duration_points(&request);
+            assert_eq!(points.len(), 1, "round {round}");
+            assert_eq!(points[0].explicit_bounds, [0.01, 0.1]);
+            assert_eq!(points[0].bucket_counts, [0, 1, 0]);
+            let sizes: Vec<Vec<f64>> = request
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .filter(|m| m.name.ends_with("body.size"))
+                .filter_map(|m| match &m.data {
+                    Some(metric::Data::Histogram(h)) => {
+                        Some(h.data_points[0].explicit_bounds.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                sizes,
+                [vec![1.0], SIZE_BOUNDS_BYTES.to_vec()],
+                "round {round}"
+            );
         }
     }
 

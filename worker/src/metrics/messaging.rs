@@ -65,10 +65,10 @@ impl MessagingMetrics {
         if self.overflows(|series| series.contains_key(&key)) {
             key.labels = None;
         }
-        let instrument = key.instrument();
+        let bounds = key.instrument().bounds_in(&self.buckets);
         self.series
             .entry(key)
-            .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, instrument))
-            .record(instrument, span);
+            .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, bounds))
+            .record(bounds, span);
     }
 }

@@ -23,7 +23,7 @@ use super::db::DbMetrics;
 use super::http::HttpMetrics;
 use super::messaging::MessagingMetrics;
 use super::rpc::RpcMetrics;
-use crate::config::Temporality;
+use crate::config::{HistogramBuckets, Temporality};
 use crate::semconv::attribute::bool_attribute;
 pub use crate::semconv::{Instrument, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
 use crate::spans::{Protocol, Span};
@@ -128,6 +128,8 @@ pub(crate) fn scope() -> InstrumentationScope {
 
 pub struct RedMetrics {
     temporality: Temporality,
+    /// Configured bounds that replace the instruments' defaults (OBI's `buckets`).
+    buckets: HistogramBuckets,
     /// `attributes.select`: which attributes each instrument keeps.
     selector: Option<Arc<AttributeSelector>>,
     /// Processes that exited: their series go out once more, then are dropped.
@@ -145,6 +147,7 @@ impl RedMetrics {
     pub fn new(temporality: Temporality) -> Self {
         Self {
             temporality,
+            buckets: HistogramBuckets::default(),
             selector: None,
             exited: Vec::new(),
             http: HttpMetrics::default(),
@@ -152,6 +155,22 @@ impl RedMetrics {
             db: DbMetrics::default(),
             messaging: MessagingMetrics::default(),
         }
+    }
+
+    /// Bucket bounds that replace the instruments' defaults, in every store
+    /// (set before anything is recorded).
+    pub fn with_buckets(mut self, buckets: &HistogramBuckets) -> Self {
+        self.buckets = buckets.clone();
+        self.http.buckets = buckets.clone();
+        self.rpc.buckets = buckets.clone();
+        self.db.buckets = buckets.clone();
+        self.messaging.buckets = buckets.clone();
+        self
+    }
+
+    /// An instrument's bucket bounds here.
+    pub fn bounds<'a>(&'a self, instrument: &'a Instrument) -> &'a [f64] {
+        instrument.bounds_in(&self.buckets)
     }
 
     /// Applies `attributes.select` to what the exporters read.
@@ -254,7 +273,7 @@ impl RedMetrics {
                     .entry((point.pid, index))
                     .or_default()
                     .push(point.state.data_point(
-                        point.instrument.bounds,
+                        point.instrument.bounds_in(&self.buckets),
                         point.attributes,
                         point.start_unix_ns,
                         now_unix_ns,

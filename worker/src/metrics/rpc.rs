@@ -104,11 +104,11 @@ impl RpcMetrics {
         if self.overflows(|series| series.contains_key(&key)) {
             key = RpcSeriesKey::overflow_of(span.pid, span.kind);
         }
-        let instrument = instrument(span.kind);
+        let bounds = instrument(span.kind).bounds_in(&self.buckets);
         self.series
             .entry(key)
-            .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, instrument))
-            .record(instrument, span);
+            .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, bounds))
+            .record(bounds, span);
     }
 }
 

@@ -7,6 +7,8 @@
 //! `service_graph::ServiceGraph`; they are the agent's view of the host, so
 //! over OTLP they go on the agent's own resource, not on one process's.
 
+use std::sync::Arc;
+
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Histogram, Metric, NumberDataPoint,
@@ -15,10 +17,11 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::red::{overflow_attributes, HistogramState, MAX_SERIES};
+use crate::config::HistogramBuckets;
 use crate::config::Temporality;
 use crate::hashing::FastMap;
 use crate::semconv::attribute::string_attribute;
-use crate::semconv::DURATION_BOUNDS_SECONDS;
+use crate::semconv::{duration_bounds, DURATION_BOUNDS_SECONDS};
 use crate::service_graph::{EdgeKey, EdgeObservation, EdgeSample};
 
 /// The OTLP names (Prometheus: the histograms get `_seconds`).
@@ -40,26 +43,26 @@ pub struct EdgeSeries {
 }
 
 impl EdgeSeries {
-    fn new(start_unix_ns: u64) -> Self {
+    fn new(start_unix_ns: u64, bounds: &[f64]) -> Self {
         Self {
             start_unix_ns,
             total: 0,
             failed: 0,
-            client: HistogramState::new(&DURATION_BOUNDS_SECONDS),
-            server: HistogramState::new(&DURATION_BOUNDS_SECONDS),
+            client: HistogramState::new(bounds),
+            server: HistogramState::new(bounds),
         }
     }
 
-    fn record(&mut self, sample: &EdgeSample) {
+    fn record(&mut self, sample: &EdgeSample, bounds: &[f64]) {
         self.total += 1;
         if sample.failed {
             self.failed += 1;
         }
         if let Some(seconds) = sample.client_seconds {
-            self.client.record(&DURATION_BOUNDS_SECONDS, seconds);
+            self.client.record(bounds, seconds);
         }
         if let Some(seconds) = sample.server_seconds {
-            self.server.record(&DURATION_BOUNDS_SECONDS, seconds);
+            self.server.record(bounds, seconds);
         }
     }
 }
@@ -89,6 +92,8 @@ fn attributes(edge: Option<&EdgeKey>) -> Vec<KeyValue> {
 /// overflow series (`otel.metric.overflow=true`).
 pub struct ServiceGraphMetrics {
     temporality: Temporality,
+    /// The duration histograms' bounds (OBI's `buckets.duration_histogram`, else the default).
+    bounds: Arc<[f64]>,
     edges: FastMap<EdgeKey, EdgeSeries>,
     overflow: Option<EdgeSeries>,
 }
@@ -97,9 +102,21 @@ impl ServiceGraphMetrics {
     pub fn new(temporality: Temporality) -> Self {
         Self {
             temporality,
+            bounds: DURATION_BOUNDS_SECONDS.as_slice().into(),
             edges: FastMap::default(),
             overflow: None,
         }
+    }
+
+    /// The duration histograms' bounds, configured (set before anything is recorded).
+    pub fn with_buckets(mut self, buckets: &HistogramBuckets) -> Self {
+        self.bounds = duration_bounds(buckets);
+        self
+    }
+
+    /// The duration histograms' bounds.
+    pub fn bounds(&self) -> &[f64] {
+        &self.bounds
     }
 
     pub fn record(&mut self, observation: &EdgeObservation, now_unix_ns: u64) {
@@ -113,13 +130,13 @@ impl ServiceGraphMetrics {
         } else if self.edges.len() < MAX_SERIES {
             self.edges
                 .entry(edge.clone())
-                .or_insert_with(|| EdgeSeries::new(now_unix_ns))
+                .or_insert_with(|| EdgeSeries::new(now_unix_ns, &self.bounds))
         } else {
             self.overflow
-                .get_or_insert_with(|| EdgeSeries::new(now_unix_ns))
+                .get_or_insert_with(|| EdgeSeries::new(now_unix_ns, &self.bounds))
         };
         for sample in samples {
-            series.record(sample);
+            series.record(sample, &self.bounds);
         }
     }
 
@@ -168,7 +185,7 @@ impl ServiceGraphMetrics {
             for (state, points) in [(&series.client, &mut client), (&series.server, &mut server)] {
                 if state.count > 0 {
                     points.push(state.data_point(
-                        &DURATION_BOUNDS_SECONDS,
+                        &self.bounds,
                         attributes(edge),
                         start,
                         now_unix_ns,
@@ -178,7 +195,7 @@ impl ServiceGraphMetrics {
         }
         if delta {
             for series in self.edges.values_mut().chain(self.overflow.as_mut()) {
-                *series = EdgeSeries::new(now_unix_ns);
+                *series = EdgeSeries::new(now_unix_ns, &self.bounds);
             }
         }
         if total.is_empty() {

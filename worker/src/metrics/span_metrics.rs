@@ -19,10 +19,10 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::red::{scope, HistogramState, MAX_SERIES};
-use crate::config::{SpanMetricForms, Temporality};
+use crate::config::{HistogramBuckets, SpanMetricForms, Temporality};
 use crate::hashing::FastMap;
 use crate::semconv::attribute::string_attribute;
-use crate::semconv::DURATION_BOUNDS_SECONDS;
+use crate::semconv::{duration_bounds, DURATION_BOUNDS_SECONDS};
 use crate::spans::{Protocol, Span, SpanKind};
 
 /// What a span metric family reads of a series.
@@ -209,11 +209,11 @@ pub struct SpanSeries {
 }
 
 impl SpanSeries {
-    fn new(resource: &Arc<Resource>, now_unix_ns: u64) -> Self {
+    fn new(resource: &Arc<Resource>, now_unix_ns: u64, bounds: &[f64]) -> Self {
         Self {
             resource: Arc::clone(resource),
             start_unix_ns: now_unix_ns,
-            latency: HistogramState::new(&DURATION_BOUNDS_SECONDS),
+            latency: HistogramState::new(bounds),
             request_bytes: 0,
             response_bytes: 0,
         }
@@ -307,6 +307,8 @@ fn body_bytes(span: &Span) -> (u64, u64) {
 pub struct SpanMetrics {
     temporality: Temporality,
     forms: SpanMetricForms,
+    /// The latency histograms' bounds (OBI's `buckets.duration_histogram`, else the default).
+    bounds: Arc<[f64]>,
     series: FastMap<SpanSeriesKey, SpanSeries>,
     overflow: FastMap<u32, SpanSeries>,
     exited: Vec<u32>,
@@ -319,6 +321,7 @@ impl SpanMetrics {
         Self {
             temporality,
             forms,
+            bounds: DURATION_BOUNDS_SECONDS.as_slice().into(),
             series: FastMap::default(),
             overflow: FastMap::default(),
             exited: Vec::new(),
@@ -348,18 +351,29 @@ impl SpanMetrics {
             };
             self.series
                 .entry(owned)
-                .or_insert_with(|| SpanSeries::new(resource, now_unix_ns))
+                .or_insert_with(|| SpanSeries::new(resource, now_unix_ns, &self.bounds))
         } else {
             self.overflow
                 .entry(span.pid)
-                .or_insert_with(|| SpanSeries::new(resource, now_unix_ns))
+                .or_insert_with(|| SpanSeries::new(resource, now_unix_ns, &self.bounds))
         };
         series
             .latency
-            .record(&DURATION_BOUNDS_SECONDS, span.duration_ns() as f64 / 1e9);
+            .record(&self.bounds, span.duration_ns() as f64 / 1e9);
         let (request, response) = body_bytes(span);
         series.request_bytes += request;
         series.response_bytes += response;
+    }
+
+    /// The latency histograms' bounds, configured (set before anything is recorded).
+    pub fn with_buckets(mut self, buckets: &HistogramBuckets) -> Self {
+        self.bounds = duration_bounds(buckets);
+        self
+    }
+
+    /// The latency histograms' bounds.
+    pub fn bounds(&self) -> &[f64] {
+        &self.bounds
     }
 
     /// The families this store's exporter sends.
@@ -439,8 +453,13 @@ impl SpanMetrics {
                         SpanLabels::Tempo => &tempo,
                         SpanLabels::Otel => &otel,
                     };
-                    let data =
-                        family_data(family.value, members, attributes, temporality, now_unix_ns);
+                    let data = family_data(
+                        family.value,
+                        members,
+                        attributes,
+                        &self.bounds,
+                        (temporality, now_unix_ns),
+                    );
                     Metric {
                         name: family.otlp_name.into(),
                         description: family.help.into(),
@@ -465,7 +484,7 @@ impl SpanMetrics {
         self.drop_processes(&exited);
         if delta {
             for series in self.series.values_mut().chain(self.overflow.values_mut()) {
-                *series = SpanSeries::new(&series.resource, now_unix_ns);
+                *series = SpanSeries::new(&series.resource, now_unix_ns, &self.bounds);
             }
         }
         out
@@ -477,19 +496,15 @@ fn family_data(
     value: SpanValue,
     members: &[(Option<&SpanSeriesKey>, &SpanSeries)],
     attributes: &[Vec<KeyValue>],
-    temporality: i32,
-    now_unix_ns: u64,
+    bounds: &[f64],
+    (temporality, now_unix_ns): (i32, u64),
 ) -> metric::Data {
     let series = members.iter().map(|(_, s)| *s).zip(attributes);
     if value == SpanValue::Latency {
         let data_points = series
             .map(|(s, attributes)| {
-                s.latency.data_point(
-                    &DURATION_BOUNDS_SECONDS,
-                    attributes.clone(),
-                    s.start_unix_ns,
-                    now_unix_ns,
-                )
+                s.latency
+                    .data_point(bounds, attributes.clone(), s.start_unix_ns, now_unix_ns)
             })
             .collect();
         return metric::Data::Histogram(Histogram {
@@ -748,7 +763,10 @@ mod tests {
                 1,
             );
         }
-        metrics.overflow.insert(7, SpanSeries::new(&resource(7), 1));
+        metrics.overflow.insert(
+            7,
+            SpanSeries::new(&resource(7), 1, &DURATION_BOUNDS_SECONDS),
+        );
         metrics.drop_processes(&[7]);
         let left: Vec<(Option<u32>, u64)> = metrics
             .series()

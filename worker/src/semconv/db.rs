@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::attribute::{int_attribute, string_attribute, AttributeSink, IpString};
-use super::{Conventions, Instrument, SpanError};
+use super::{BucketKind, Conventions, Instrument, SpanError};
 use crate::spans::{DbExchange, DbSystem, Span};
 
 /// The buckets the conventions advise for `db.client.operation.duration` (seconds).
@@ -23,6 +23,7 @@ pub static INSTRUMENTS: [Instrument; 1] = [Instrument {
     prometheus_unit: "seconds",
     description: "Duration of database client operations.",
     bounds: &DB_DURATION_BOUNDS_SECONDS,
+    buckets: BucketKind::Duration,
 }];
 
 /// `server.address`/`server.port` and `network.peer.*` of a client operation:

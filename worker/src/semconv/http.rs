@@ -4,7 +4,9 @@
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::attribute::{int_attribute, string_attribute, AttributeSink, ConnectionKey, IpString};
-use super::{Conventions, Instrument, SpanError, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
+use super::{
+    BucketKind, Conventions, Instrument, SpanError, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES,
+};
 use crate::spans::http::{known_method, UNKNOWN_REQUEST_FIELD};
 use crate::spans::{HttpExchange, Span, SpanKind};
 
@@ -18,6 +20,7 @@ pub static INSTRUMENTS: [Instrument; 6] = [
         prometheus_unit: "seconds",
         description: "Duration of HTTP server requests.",
         bounds: &DURATION_BOUNDS_SECONDS,
+        buckets: BucketKind::Duration,
     },
     Instrument {
         name: "http.server.request.body.size",
@@ -26,6 +29,7 @@ pub static INSTRUMENTS: [Instrument; 6] = [
         prometheus_unit: "bytes",
         description: "Size of HTTP server request bodies.",
         bounds: &SIZE_BOUNDS_BYTES,
+        buckets: BucketKind::RequestSize,
     },
     Instrument {
         name: "http.server.response.body.size",
@@ -34,6 +38,7 @@ pub static INSTRUMENTS: [Instrument; 6] = [
         prometheus_unit: "bytes",
         description: "Size of HTTP server response bodies.",
         bounds: &SIZE_BOUNDS_BYTES,
+        buckets: BucketKind::ResponseSize,
     },
     Instrument {
         name: "http.client.request.duration",
@@ -42,6 +47,7 @@ pub static INSTRUMENTS: [Instrument; 6] = [
         prometheus_unit: "seconds",
         description: "Duration of HTTP client requests.",
         bounds: &DURATION_BOUNDS_SECONDS,
+        buckets: BucketKind::Duration,
     },
     Instrument {
         name: "http.client.request.body.size",
@@ -50,6 +56,7 @@ pub static INSTRUMENTS: [Instrument; 6] = [
         prometheus_unit: "bytes",
         description: "Size of HTTP client request bodies.",
         bounds: &SIZE_BOUNDS_BYTES,
+        buckets: BucketKind::RequestSize,
     },
     Instrument {
         name: "http.client.response.body.size",
@@ -58,6 +65,7 @@ pub static INSTRUMENTS: [Instrument; 6] = [
         prometheus_unit: "bytes",
         description: "Size of HTTP client response bodies.",
         bounds: &SIZE_BOUNDS_BYTES,
+        buckets: BucketKind::ResponseSize,
     },
 ];
 

@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::attribute::{int_attribute, string_attribute, AttributeSink};
 use super::db::peer_attributes;
-use super::{Conventions, Instrument, PeerKind, SpanError};
+use super::{BucketKind, Conventions, Instrument, PeerKind, SpanError};
 use crate::spans::{MessagingExchange, MessagingOperation, MessagingSystem, Span};
 
 /// The buckets the conventions advise for `messaging.client.operation.duration` (seconds).
@@ -30,6 +30,7 @@ pub static INSTRUMENTS: [Instrument; 2] = [
         prometheus_unit: "seconds",
         description: "Duration of messaging operation initiated by a producer or consumer client.",
         bounds: &MESSAGING_DURATION_BOUNDS_SECONDS,
+        buckets: BucketKind::Duration,
     },
     Instrument {
         name: "messaging.process.duration",
@@ -38,6 +39,7 @@ pub static INSTRUMENTS: [Instrument; 2] = [
         prometheus_unit: "seconds",
         description: "Duration of processing operation.",
         bounds: &MESSAGING_DURATION_BOUNDS_SECONDS,
+        buckets: BucketKind::Duration,
     },
 ];
 

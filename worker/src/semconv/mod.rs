@@ -13,6 +13,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use attribute::AttributeSink;
 
+use crate::config::HistogramBuckets;
 use crate::spans::{Protocol, Span};
 
 /// Semantic-convention buckets for `*.duration` histograms, in seconds.
@@ -37,7 +38,41 @@ pub struct Instrument {
     /// The unit word Prometheus/OpenMetrics use (`seconds`, `bytes`).
     pub prometheus_unit: &'static str,
     pub description: &'static str,
+    /// The default bucket bounds.
     pub bounds: &'static [f64],
+    /// Which of OBI's `buckets` lists replaces them when configured.
+    pub buckets: BucketKind,
+}
+
+/// OBI's histogram bucket lists (`buckets.duration_histogram`,
+/// `request_size_histogram`, `response_size_histogram`): which one an
+/// instrument follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketKind {
+    Duration,
+    RequestSize,
+    ResponseSize,
+}
+
+impl Instrument {
+    /// Its bounds: the configured list of its kind, else the default.
+    pub fn bounds_in<'a>(&'a self, buckets: &'a HistogramBuckets) -> &'a [f64] {
+        let configured = match self.buckets {
+            BucketKind::Duration => &buckets.duration,
+            BucketKind::RequestSize => &buckets.request_size,
+            BucketKind::ResponseSize => &buckets.response_size,
+        };
+        configured.as_deref().unwrap_or(self.bounds)
+    }
+}
+
+/// The bounds of the duration histograms that are no convention's
+/// instrument (span metrics, service graph): configured, else the default.
+pub fn duration_bounds(buckets: &HistogramBuckets) -> std::sync::Arc<[f64]> {
+    buckets
+        .duration
+        .clone()
+        .unwrap_or_else(|| DURATION_BOUNDS_SECONDS.as_slice().into())
 }
 
 /// Why a span failed, as the conventions put it.

@@ -8,7 +8,7 @@
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::attribute::{int_attribute, string_attribute, AttributeSink};
-use super::{Conventions, Instrument, SpanError, DURATION_BOUNDS_SECONDS};
+use super::{BucketKind, Conventions, Instrument, SpanError, DURATION_BOUNDS_SECONDS};
 use crate::protocols::grpc::{
     status_name, DATA_LOSS, DEADLINE_EXCEEDED, INTERNAL, OK, UNAVAILABLE, UNIMPLEMENTED, UNKNOWN,
 };
@@ -26,6 +26,7 @@ pub static INSTRUMENTS: [Instrument; 2] = [
         prometheus_unit: "seconds",
         description: "Measures the duration of an incoming Remote Procedure Call (RPC).",
         bounds: &DURATION_BOUNDS_SECONDS,
+        buckets: BucketKind::Duration,
     },
     Instrument {
         name: "rpc.client.call.duration",
@@ -34,6 +35,7 @@ pub static INSTRUMENTS: [Instrument; 2] = [
         prometheus_unit: "seconds",
         description: "Measures the duration of an outgoing Remote Procedure Call (RPC).",
         bounds: &DURATION_BOUNDS_SECONDS,
+        buckets: BucketKind::Duration,
     },
 ];
 
