@@ -56,6 +56,7 @@ pub(super) const TOP: Section = Section {
         "open_port",
         "executable_path",
         "service_name",
+        "service_namespace",
         "log_level",
         "log_format",
     ],
@@ -84,10 +85,6 @@ pub(super) const TOP: Section = Section {
         (
             "shutdown_timeout",
             Obi::Ignored("zerotrace flushes for at most 5 s on SIGTERM"),
-        ),
-        (
-            "service_namespace",
-            Obi::Ignored("set namespace on discovery.instrument entries instead"),
         ),
         (
             "network",
@@ -596,7 +593,6 @@ trace_printer: json_indent
             "otel_traces_export.backoff_max_interval: ignored",
             "otel_traces_export.instrumentations: [\"gpu\"] ignored",
             "otel_metrics_export.features: [\"network\"] ignored",
-            "otel_metrics_export.buckets: ignored",
             "trace_printer: json_indent",
         ] {
             assert!(warnings.contains(needle), "{needle:?} not in\n{warnings}");
@@ -605,6 +601,12 @@ trace_printer: json_indent
             config.instrument.len(),
             1,
             "the Kubernetes entry is skipped"
+        );
+        // Read now, not ignored.
+        assert!(!warnings.contains("buckets"), "{warnings}");
+        assert_eq!(
+            config.buckets.otlp.duration.as_deref(),
+            Some([0.0, 1.0].as_slice())
         );
         assert_eq!(config.trace_printer, PrinterFormat::Json);
 
