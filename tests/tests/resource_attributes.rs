@@ -98,6 +98,8 @@ fn each_resource_names_its_program_s_language_and_the_host() {
                 "application,application_host",
             ),
             ("OTEL_EBPF_HOST_ID", HOST_ID),
+            // OBI's global namespace: every process's.
+            ("OTEL_EBPF_SERVICE_NAMESPACE", "retail"),
             ("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string()),
         ],
     );
@@ -158,6 +160,11 @@ fn each_resource_names_its_program_s_language_and_the_host() {
             "{resource:?}"
         );
         assert_eq!(
+            resource.get("service.namespace").map(String::as_str),
+            Some("retail"),
+            "{resource:?}"
+        );
+        assert_eq!(
             resource.get("telemetry.sdk.name").map(String::as_str),
             Some("zerotrace")
         );
@@ -208,6 +215,7 @@ fn each_resource_names_its_program_s_language_and_the_host() {
         .unwrap_or_else(|| panic!("no target_info of the Python server: {text}"));
     assert!(
         python_info.contains("telemetry_sdk_language=\"python\"")
+            && python_info.contains("job=\"retail/")
             && python_info.contains(&format!("host_id=\"{HOST_ID}\"")),
         "{python_info}"
     );

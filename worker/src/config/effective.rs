@@ -175,6 +175,7 @@ fn build(
         traces: raw.otel_traces_export,
         metrics: raw.otel_metrics_export,
         service_name: raw.service_name,
+        service_namespace: raw.service_namespace,
     };
     let export = export_settings(&mut ctx, inputs, env)?;
     let prometheus = prometheus_settings(&ctx, raw.prometheus_export, env)?;

@@ -402,6 +402,8 @@ pub(super) struct ExportInputs {
     pub(super) metrics: Option<RawExport>,
     /// The top-level `service_name`.
     pub(super) service_name: Option<Text>,
+    /// The top-level `service_namespace` (OBI's, `OTEL_EBPF_SERVICE_NAMESPACE`).
+    pub(super) service_namespace: Option<Text>,
 }
 
 /// The OTLP export settings: the file's values offered to the SDK's
@@ -434,6 +436,9 @@ pub(super) fn export_settings(
         if !named_by_env {
             overlay.offer(env, "OTEL_SERVICE_NAME", name, &[]);
         }
+    }
+    if let Some(namespace) = non_empty(inputs.service_namespace) {
+        overlay.offer(env, "OTEL_EBPF_SERVICE_NAMESPACE", namespace, &[]);
     }
     let mut export = ExportSettings::from_env(&|var: &str| overlay.lookup(env, var))
         .map_err(ConfigError::Env)?;

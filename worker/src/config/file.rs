@@ -31,6 +31,7 @@ pub(super) struct RawFile {
     pub(super) open_port: Option<PortList>,
     pub(super) executable_path: Option<RegexField>,
     pub(super) service_name: Option<Text>,
+    pub(super) service_namespace: Option<Text>,
     pub(super) log_level: Option<zerotrace_shared::logging::LogLevel>,
     pub(super) log_format: Option<zerotrace_shared::logging::LogFormat>,
     #[serde(flatten)]
@@ -166,6 +167,7 @@ mod tests {
         let config = ok(
             "open_port: '80, 443'
 service_name: shop
+service_namespace: retail
 trace_printer: disabled
 metrics:
   features: [application]
@@ -204,6 +206,26 @@ prometheus_export:
         assert!(ports.is_some_and(|p| p.contains(80) && p.contains(443)));
         assert_eq!(config.instrument[0].origin, "open_port");
         assert_eq!(config.export.service_name.as_deref(), Some("shop"));
+        assert_eq!(config.export.service_namespace.as_deref(), Some("retail"));
+        assert!(config
+            .export
+            .resource_attributes
+            .contains(&("service.namespace".into(), "retail".into())));
+        // The variable wins over the file's key, and --print-config reads back.
+        let by_env = ok(
+            "open_port: 80\nservice_namespace: retail\n",
+            &[("OTEL_EBPF_SERVICE_NAMESPACE", "wholesale")],
+        );
+        assert_eq!(
+            by_env.export.service_namespace.as_deref(),
+            Some("wholesale")
+        );
+        let printed = config.to_yaml();
+        assert_eq!(
+            ok(&printed, &[]).export.service_namespace.as_deref(),
+            Some("retail"),
+            "{printed}"
+        );
         assert_eq!(config.trace_printer, PrinterFormat::Disabled);
         assert_eq!(config.routes.wildcard_char, "#");
         assert_eq!(config.routes.max_path_segment_cardinality, 3);

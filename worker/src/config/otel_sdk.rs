@@ -98,6 +98,10 @@ pub struct ExportSettings {
     pub traces: Vec<OtlpDestination>,
     pub metrics: Vec<OtlpDestination>,
     pub service_name: Option<String>,
+    /// OBI's `OTEL_EBPF_SERVICE_NAMESPACE` (the file's `service_namespace`):
+    /// every service's namespace unless its discovery entry names one. Also
+    /// in `resource_attributes`, where it wins over `OTEL_RESOURCE_ATTRIBUTES`.
+    pub service_namespace: Option<String>,
     pub resource_attributes: Vec<(String, String)>,
     pub sampler: SamplerSetting,
     pub temporality: Temporality,
@@ -224,14 +228,23 @@ impl ExportSettings {
             Some(text) => parse_key_values("OTEL_RESOURCE_ATTRIBUTES", &text)?,
             None => Vec::new(),
         };
-        // OTEL_SERVICE_NAME wins over service.name in OTEL_RESOURCE_ATTRIBUTES.
-        let service_name = get("OTEL_SERVICE_NAME").or_else(|| {
-            resource_attributes
-                .iter()
-                .find(|(k, _)| k == "service.name")
-                .map(|(_, v)| v.clone())
-        });
+        // OTEL_SERVICE_NAME (else OBI's OTEL_EBPF_SERVICE_NAME, its default
+        // there) wins over service.name in OTEL_RESOURCE_ATTRIBUTES.
+        let service_name = get("OTEL_SERVICE_NAME")
+            .or_else(|| get("OTEL_EBPF_SERVICE_NAME"))
+            .or_else(|| {
+                resource_attributes
+                    .iter()
+                    .find(|(k, _)| k == "service.name")
+                    .map(|(_, v)| v.clone())
+            })
+            .map(|name| name.trim().to_owned());
         resource_attributes.retain(|(k, _)| k != "service.name");
+        let service_namespace = get("OTEL_EBPF_SERVICE_NAMESPACE").map(|n| n.trim().to_owned());
+        if let Some(namespace) = &service_namespace {
+            resource_attributes.retain(|(k, _)| k != "service.namespace");
+            resource_attributes.push(("service.namespace".to_owned(), namespace.clone()));
+        }
         let temporality = match get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE") {
             None => Temporality::Cumulative,
             Some(v) => match v.trim().to_ascii_lowercase().as_str() {
@@ -270,6 +283,7 @@ impl ExportSettings {
             traces,
             metrics,
             service_name,
+            service_namespace,
             resource_attributes,
             sampler: parse_sampler(get("OTEL_TRACES_SAMPLER"), get("OTEL_TRACES_SAMPLER_ARG"))?,
             temporality,
@@ -449,6 +463,37 @@ mod tests {
         assert_eq!(s.sampler, SamplerSetting::TraceIdRatio(0.1));
         assert_eq!(s.temporality, Temporality::Delta);
         assert_eq!(s.metric_export_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn obi_s_service_namespace_and_service_name_variables() {
+        let s = settings(&[
+            ("OTEL_EBPF_SERVICE_NAME", "checkout"),
+            ("OTEL_EBPF_SERVICE_NAMESPACE", " shop "),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.namespace=other,deployment.environment=prod",
+            ),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.service_name.as_deref(), Some("checkout"));
+        assert_eq!(s.service_namespace.as_deref(), Some("shop"));
+        // The namespace variable wins over the resource attributes', once.
+        assert_eq!(
+            s.resource_attributes,
+            vec![
+                ("deployment.environment".to_string(), "prod".to_string()),
+                ("service.namespace".to_string(), "shop".to_string()),
+            ]
+        );
+        // OTEL_SERVICE_NAME wins over OBI's name variable.
+        let s = settings(&[
+            ("OTEL_SERVICE_NAME", "cart"),
+            ("OTEL_EBPF_SERVICE_NAME", "checkout"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.service_name.as_deref(), Some("cart"));
+        assert_eq!(s.service_namespace, None);
     }
 
     #[test]

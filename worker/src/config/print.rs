@@ -23,6 +23,8 @@ struct YamlOut {
     trace_printer: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     service_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_namespace: Option<String>,
     otel_traces_export: TracesOut,
     otel_metrics_export: MetricsOut,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -280,6 +282,7 @@ impl EffectiveConfig {
             },
             trace_printer: printer_name(self.trace_printer),
             service_name: export.service_name.clone(),
+            service_namespace: export.service_namespace.clone(),
             otel_traces_export: TracesOut {
                 sampler: sampler_out(export.sampler),
                 batch_max_size: export.batch.max_export_batch_size,
@@ -384,6 +387,8 @@ impl EffectiveConfig {
         let attributes: Vec<String> = export
             .resource_attributes
             .iter()
+            // The namespace printed as `service_namespace` above.
+            .filter(|(k, _)| !(k == "service.namespace" && export.service_namespace.is_some()))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let temporality = match export.temporality {

@@ -221,6 +221,39 @@ mod tests {
     }
 
     #[test]
+    fn a_discovery_entry_s_namespace_wins_over_the_global_one() {
+        let mut catalog = ResourceCatalog::new(
+            None,
+            vec![("service.namespace".into(), "global".into())],
+            false,
+        );
+        let pid = std::process::id();
+        let global = catalog.resource_for(pid, "test");
+        assert_eq!(
+            value_of(&global, "service.namespace"),
+            Some(&any_value::Value::StringValue("global".into()))
+        );
+        catalog.set_identity(
+            pid,
+            ServiceIdentity {
+                namespace: Some("shop".into()),
+                ..ServiceIdentity::default()
+            },
+        );
+        let named = catalog.resource_for(pid, "test");
+        let namespaces: Vec<_> = named
+            .attributes
+            .iter()
+            .filter(|a| a.key == "service.namespace")
+            .collect();
+        assert_eq!(namespaces.len(), 1, "{named:?}");
+        assert_eq!(
+            value_of(&named, "service.namespace"),
+            Some(&any_value::Value::StringValue("shop".into()))
+        );
+    }
+
+    #[test]
     fn service_name_comes_from_the_executable_unless_overridden() {
         let identity = ProcessIdentity {
             pid: 42,
