@@ -369,3 +369,103 @@ fn the_workers_of_a_pre_forking_server_are_distinct_series_that_sum_to_what_was_
     let _ = std::fs::remove_dir_all(&work);
     assert_eq!(total, Some(f64::from(sent)), "PromQL sum over the workers");
 }
+
+/// OBI's `ttl`: a series nobody updates for the TTL leaves the scrape and
+/// the OTLP export, while a busy one stays; a new request brings it back.
+#[test]
+fn series_idle_for_the_ttl_leave_prometheus_and_otlp() {
+    require_root();
+    use opentelemetry_proto::tonic::metrics::v1::{metric, HistogramDataPoint};
+    use zerotrace_integration_tests::otlp_receiver::*;
+    let server = Server::python_app();
+    let receiver = OtlpReceiver::start_http();
+    let metrics_port = free_port();
+    let _agent = Agent::start_exporting_to(
+        &["--open-port", &server.port.to_string()],
+        &receiver,
+        &[
+            ("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string()),
+            ("OTEL_EBPF_PROMETHEUS_TTL", "3s"),
+            ("OTEL_EBPF_METRICS_TTL", "3s"),
+        ],
+    );
+    let routes_scraped = || {
+        let text = scrape(metrics_port, None);
+        let mut routes: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
+            .filter_map(|l| {
+                Some(
+                    l.split("http_route=\"")
+                        .nth(1)?
+                        .split('"')
+                        .next()?
+                        .to_owned(),
+                )
+            })
+            .collect();
+        routes.sort();
+        routes
+    };
+    // The routes of the latest export that carries the server duration.
+    let routes_exported = |exports: &[ReceivedMetrics]| {
+        let durations = |export: &ReceivedMetrics| -> Vec<HistogramDataPoint> {
+            export
+                .request
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .filter(|m| m.name == "http.server.request.duration")
+                .filter_map(|m| match &m.data {
+                    Some(metric::Data::Histogram(h)) => Some(h.data_points.clone()),
+                    _ => None,
+                })
+                .flatten()
+                .collect()
+        };
+        let mut routes: Vec<String> = exports
+            .iter()
+            .rev()
+            .map(durations)
+            .find(|points| !points.is_empty())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| attr_str(&p.attributes, "http.route"))
+            .collect();
+        routes.sort();
+        routes
+    };
+    curl(&[&server.url("/idle")]);
+    curl(&[&server.url("/busy")]);
+    let both = vec!["/busy".to_owned(), "/idle".to_owned()];
+    let seen = wait_for(Duration::from_secs(10), || {
+        (routes_scraped() == both).then_some(())
+    });
+    assert!(seen.is_some(), "{:?}", routes_scraped());
+    receiver
+        .wait_for_metrics(Duration::from_secs(10), |exports| {
+            (routes_exported(exports) == both).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{:?}", routes_exported(&receiver.metrics())));
+    // /busy keeps being asked for, /idle does not: after the TTL, /idle is gone.
+    let busy_only = vec!["/busy".to_owned()];
+    let gone = wait_for(Duration::from_secs(15), || {
+        curl(&[&server.url("/busy")]);
+        (routes_scraped() == busy_only).then_some(())
+    });
+    assert!(gone.is_some(), "{:?}", routes_scraped());
+    receiver
+        .wait_for_metrics(Duration::from_secs(15), |exports| {
+            curl(&[&server.url("/busy")]);
+            (routes_exported(exports) == busy_only).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{:?}", routes_exported(&receiver.metrics())));
+    // A new request of /idle: its series is back.
+    curl(&[&server.url("/idle")]);
+    let back = wait_for(Duration::from_secs(10), || {
+        curl(&[&server.url("/busy")]);
+        (routes_scraped() == both).then_some(())
+    });
+    assert!(back.is_some(), "{:?}", routes_scraped());
+}

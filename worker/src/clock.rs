@@ -19,6 +19,11 @@ pub fn monotonic_now_ns() -> u64 {
     read_clock(libc::CLOCK_MONOTONIC)
 }
 
+/// The wall clock now, in Unix-epoch nanoseconds.
+pub fn unix_now_ns() -> u64 {
+    read_clock(libc::CLOCK_REALTIME)
+}
+
 /// Converts monotonic nanoseconds to Unix-epoch nanoseconds.
 pub struct WallClock {
     realtime_minus_monotonic: u64,

@@ -19,6 +19,7 @@ use super::printer::{trace_printer, PrinterFormat};
 use super::prometheus::{prometheus_settings, PrometheusSettings};
 use super::routes::{checked_routes, RouteSettings};
 use super::selectors::{decide, ProcessFacts, Selector};
+use super::series_ttl::{series_ttl, SeriesTtl};
 
 /// The configuration the agent runs with: the file, overridden by the environment.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +53,8 @@ pub struct EffectiveConfig {
     pub host_info: ExporterSwitch,
     /// Each metrics exporter's histogram bucket bounds (OBI's `buckets`).
     pub buckets: BucketSwitch,
+    /// How long each metrics exporter keeps a series nobody updates (OBI's `ttl`).
+    pub series_ttl: SeriesTtl,
     /// `host.id` as set by `OTEL_EBPF_HOST_ID` or `attributes.host_id.override`
     /// (else the machine id is read at start: `otel::host_id`).
     pub host_id: Option<String>,
@@ -136,6 +139,14 @@ fn build(
             .as_ref()
             .and_then(|p| p.buckets.as_ref()),
     )?;
+    let series_ttl = series_ttl(
+        raw.metrics.as_ref().and_then(|m| m.ttl.as_ref()),
+        raw.otel_metrics_export
+            .as_ref()
+            .and_then(|m| m.ttl.as_ref()),
+        raw.prometheus_export.as_ref().and_then(|p| p.ttl.as_ref()),
+        env,
+    )?;
     let routes = checked_routes(&ctx, raw.routes)?;
     let filters = checked_filters(&mut ctx, raw.filter)?;
     let env_selector = env_selector(env, raw.open_port, raw.executable_path)?;
@@ -202,6 +213,7 @@ fn build(
         process_metrics: features.process,
         host_info: features.host,
         buckets,
+        series_ttl,
         host_id,
         warnings: ctx.warnings,
         log_level: raw.log_level,

@@ -98,6 +98,7 @@ pub(super) struct RawExport {
     interval: Option<GoDuration>,
     pub(super) features: Option<StringList>,
     pub(super) buckets: Option<RawBuckets>,
+    pub(super) ttl: Option<GoDuration>,
     #[serde(flatten)]
     other: Extra,
 }
@@ -163,6 +164,7 @@ fn vet_export(
         (raw.interval.is_some(), "interval"),
         (raw.features.is_some(), "features"),
         (raw.buckets.is_some(), "buckets"),
+        (raw.ttl.is_some(), "ttl"),
     ] {
         if misplaced(present, key) {
             return Err(ctx.err(child(path, key), unknown_key_message(key, section)));

@@ -13,7 +13,7 @@ use super::glob::RegexField;
 use super::obi_keys::{vet, vet_feature_lists, ATTRIBUTES, HOST_ID, METRICS_TOP, TOP};
 use super::prometheus::{vet_prometheus, RawPrometheus};
 use super::routes::RouteSettings;
-use super::values::{Extra, PortList, StringList, Text};
+use super::values::{Extra, GoDuration, PortList, StringList, Text};
 
 /// The file as written: typed sections, and the other keys to check.
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +45,7 @@ pub(super) struct RawFeatures {
     pub(super) features: Option<StringList>,
     pub(super) instrumentations: Option<StringList>,
     pub(super) buckets: Option<RawBuckets>,
+    pub(super) ttl: Option<GoDuration>,
     #[serde(flatten)]
     other: Extra,
 }

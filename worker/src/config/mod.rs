@@ -104,6 +104,7 @@ pub mod printer;
 pub mod prometheus;
 pub mod routes;
 pub mod selectors;
+mod series_ttl;
 #[cfg(test)]
 mod test_support;
 pub mod trace_links;
@@ -125,4 +126,5 @@ pub use printer::PrinterFormat;
 pub use prometheus::PrometheusSettings;
 pub use routes::RouteSettings;
 pub use selectors::{container_id_from_cgroup, decide, ProcessFacts, Selector};
+pub use series_ttl::{SeriesTtl, DEFAULT_SERIES_TTL};
 pub use trace_links::LinkSettings;

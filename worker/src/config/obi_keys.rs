@@ -243,7 +243,6 @@ pub(super) const SELECTOR: Section = Section {
 
 const BACKOFF: Obi = Obi::Ignored("retries back off from 0.5 s to 5 s, for at most 60 s per batch");
 const SDK_LOG: Obi = Obi::Ignored("zerotrace logs export failures to stderr");
-const TTL: Obi = Obi::Ignored("series are kept, at most 10,000 of them");
 
 pub(super) const TRACES: Section = Section {
     typed: &[
@@ -278,6 +277,7 @@ pub(super) const METRICS_EXPORT: Section = Section {
         "features",
         "instrumentations",
         "buckets",
+        "ttl",
     ],
     obi: &[
         ("allow_service_graph_self_references", NO_SELF_REFERENCES),
@@ -287,13 +287,12 @@ pub(super) const METRICS_EXPORT: Section = Section {
             Obi::Ignored("histograms use explicit buckets"),
         ),
         ("reporters_cache_len", INTERNAL),
-        ("ttl", TTL),
         ("otel_sdk_log_level", SDK_LOG),
     ],
 };
 
 pub(super) const METRICS_TOP: Section = Section {
-    typed: &["features", "instrumentations", "buckets"],
+    typed: &["features", "instrumentations", "buckets", "ttl"],
     obi: &[
         ("endpoint", METRICS_ELSEWHERE),
         ("protocol", METRICS_ELSEWHERE),
@@ -306,13 +305,19 @@ pub(super) const METRICS_TOP: Section = Section {
             Obi::Ignored("histograms use explicit buckets"),
         ),
         ("reporters_cache_len", INTERNAL),
-        ("ttl", TTL),
         ("otel_sdk_log_level", SDK_LOG),
     ],
 };
 
 pub(super) const PROMETHEUS: Section = Section {
-    typed: &["port", "path", "features", "instrumentations", "buckets"],
+    typed: &[
+        "port",
+        "path",
+        "features",
+        "instrumentations",
+        "buckets",
+        "ttl",
+    ],
     obi: &[
         ("allow_service_graph_self_references", NO_SELF_REFERENCES),
         ("extra_span_resource_attributes", SPAN_METRICS_FIXED),
@@ -329,7 +334,6 @@ pub(super) const PROMETHEUS: Section = Section {
             Obi::Ignored("zerotrace attaches no exemplars"),
         ),
         ("service_cache_size", INTERNAL),
-        ("ttl", TTL),
     ],
 };
 

@@ -120,6 +120,7 @@ struct MetricsOut {
     features: Vec<&'static str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     buckets: BTreeMap<&'static str, Vec<f64>>,
+    ttl: String,
     endpoints: Vec<DestinationOut>,
 }
 
@@ -170,6 +171,7 @@ struct PrometheusOut {
     features: Vec<&'static str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     buckets: BTreeMap<&'static str, Vec<f64>>,
+    ttl: String,
 }
 
 /// An exporter's `buckets` lists that replace the defaults.
@@ -301,6 +303,7 @@ impl EffectiveConfig {
                     self.host_info.otlp,
                 ),
                 buckets: buckets_out(&self.buckets.otlp),
+                ttl: format_duration(self.series_ttl.otlp.unwrap_or_default()),
                 endpoints: export.metrics.iter().map(destination_out).collect(),
             },
             prometheus_export: self.prometheus.as_ref().map(|p| PrometheusOut {
@@ -314,6 +317,7 @@ impl EffectiveConfig {
                     self.host_info.prometheus,
                 ),
                 buckets: buckets_out(&self.buckets.prometheus),
+                ttl: format_duration(self.series_ttl.prometheus.unwrap_or_default()),
             }),
             attributes: self.attributes_out(),
             filter: (!self.filters.is_empty()).then(|| FilterOut {

@@ -9,7 +9,7 @@ use super::buckets::RawBuckets;
 use super::environment::Overlay;
 use super::error::{ConfigError, Ctx};
 use super::obi_keys::{vet, vet_feature_lists, PROMETHEUS};
-use super::values::{non_empty, Extra, StringList, Text};
+use super::values::{non_empty, Extra, GoDuration, StringList, Text};
 
 /// Where the scrape endpoint listens (`prometheus_export`, `OTEL_EBPF_PROMETHEUS_PORT` / `_PATH`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +78,7 @@ pub(super) struct RawPrometheus {
     pub(super) features: Option<StringList>,
     instrumentations: Option<StringList>,
     pub(super) buckets: Option<RawBuckets>,
+    pub(super) ttl: Option<GoDuration>,
     #[serde(flatten)]
     other: Extra,
 }

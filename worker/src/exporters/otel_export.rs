@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use super::otlp::{OtlpExporter, Payload};
 use crate::clock::WallClock;
 use crate::config::{BatchSettings, ExportSettings, Signal};
-use crate::config::{HistogramBuckets, SpanMetricForms};
+use crate::config::{HistogramBuckets, SpanMetricForms, DEFAULT_SERIES_TTL};
 use crate::hashing::FastMap;
 use crate::metrics::host_info;
 use crate::metrics::process::ProcessMetrics;
@@ -70,6 +70,8 @@ pub struct OtelExport {
     host_info_listed: bool,
     /// Histogram bounds that replace the defaults (OBI's `buckets`).
     buckets: HistogramBuckets,
+    /// Series not updated for this long are dropped at the next export (OBI's `ttl`).
+    series_ttl: Option<Duration>,
     temporality: crate::config::Temporality,
     batch: BatchSettings,
     metric_interval: Duration,
@@ -125,6 +127,7 @@ impl OtelExport {
             host_id: None,
             host_info_listed: false,
             buckets: HistogramBuckets::default(),
+            series_ttl: Some(DEFAULT_SERIES_TTL),
             temporality: settings.temporality,
             batch: settings.batch,
             metric_interval: settings.metric_export_interval,
@@ -196,6 +199,13 @@ impl OtelExport {
         self.red = self.red.map(|red| red.with_buckets(buckets));
         self.graph = self.graph.map(|graph| graph.with_buckets(buckets));
         self.span_metrics = self.span_metrics.map(|spans| spans.with_buckets(buckets));
+        self
+    }
+
+    /// Series not updated for `ttl` are dropped at the next export; `None`:
+    /// kept until their process exits (OBI's `ttl`).
+    pub fn with_series_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.series_ttl = ttl;
         self
     }
 
@@ -318,6 +328,18 @@ impl OtelExport {
             return;
         }
         let now = clock.to_unix_ns(crate::clock::monotonic_now_ns());
+        if let Some(ttl) = self.series_ttl {
+            let cutoff = now.saturating_sub(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
+            if let Some(red) = self.red.as_mut() {
+                red.expire(cutoff);
+            }
+            if let Some(graph) = self.graph.as_mut() {
+                graph.expire(cutoff);
+            }
+            if let Some(spans) = self.span_metrics.as_mut() {
+                spans.expire(cutoff);
+            }
+        }
         let mut request = self
             .red
             .as_mut()

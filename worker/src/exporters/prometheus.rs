@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use crate::config::{HistogramBuckets, SpanMetricForms};
+use crate::config::{HistogramBuckets, SpanMetricForms, DEFAULT_SERIES_TTL};
 use crate::config::{PrometheusSettings, Temporality};
 use crate::metrics::host_info;
 use crate::metrics::process::{ProcessMetrics, ProcessSeries};
@@ -41,6 +41,8 @@ pub struct ScrapeState {
     pub host_info_listed: bool,
     /// Histogram bounds that replace the defaults (OBI's `buckets`).
     buckets: HistogramBuckets,
+    /// Series not updated for this long go at the next scrape (OBI's `ttl`).
+    series_ttl: Option<Duration>,
     pub own: SelfMetrics,
 }
 
@@ -54,12 +56,36 @@ impl Default for ScrapeState {
             host_id: None,
             host_info_listed: false,
             buckets: HistogramBuckets::default(),
+            series_ttl: Some(DEFAULT_SERIES_TTL),
             own: SelfMetrics::default(),
         }
     }
 }
 
 impl ScrapeState {
+    /// Series not updated for `ttl` go at the next scrape; `None`: kept
+    /// until their process exits (OBI's `ttl`).
+    pub fn with_series_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.series_ttl = ttl;
+        self
+    }
+
+    /// Drops the RED, span and service graph series last updated more than
+    /// the TTL before `now_unix_ns`.
+    pub fn expire_stale(&mut self, now_unix_ns: u64) {
+        let Some(ttl) = self.series_ttl else {
+            return;
+        };
+        let cutoff = now_unix_ns.saturating_sub(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
+        self.red.expire(cutoff);
+        if let Some(graph) = self.graph.as_mut() {
+            graph.expire(cutoff);
+        }
+        if let Some(spans) = self.span_metrics.as_mut() {
+            spans.expire(cutoff);
+        }
+    }
+
     /// Histogram bounds that replace the defaults (OBI's `buckets`), for
     /// every store: those made already and those made after.
     pub fn with_buckets(mut self, buckets: &HistogramBuckets) -> Self {
@@ -903,7 +929,10 @@ fn serve(stream: TcpStream, path: &str, state: &SharedScrapeState) -> std::io::R
         );
     }
     let body = match state.lock() {
-        Ok(state) => render(&state, openmetrics),
+        Ok(mut state) => {
+            state.expire_stale(crate::clock::unix_now_ns());
+            render(&state, openmetrics)
+        }
         Err(_) => String::new(),
     };
     let content_type = if openmetrics {
@@ -1207,5 +1236,60 @@ mod tests {
         if let Some(graph) = state.graph.as_ref() {
             assert_eq!(graph.bounds(), [0.02, 0.04]);
         }
+    }
+
+    #[test]
+    fn a_scrape_drops_the_series_not_updated_for_the_ttl() {
+        use crate::service_graph::{ConnectionType, EdgeKey, EdgeObservation, GraphNode};
+        let resource = Arc::new(Resource::default());
+        let second = 1_000_000_000;
+        let mut state = ScrapeState::default()
+            .with_service_graph(true)
+            .with_span_metrics(SpanMetricForms {
+                tempo: true,
+                ..SpanMetricForms::default()
+            })
+            .with_series_ttl(Some(Duration::from_secs(60)));
+        state.red.record(&span(200), &resource, 10 * second);
+        state.red.record(&span(500), &resource, 100 * second);
+        if let Some(spans) = state.span_metrics.as_mut() {
+            spans.record(&span(200), &resource, 10 * second);
+        }
+        if let Some(graph) = state.graph.as_mut() {
+            let observation = EdgeObservation {
+                edge: EdgeKey {
+                    client: GraphNode::new("front", ""),
+                    server: GraphNode::new("back", ""),
+                    connection_type: ConnectionType::VirtualNode,
+                },
+                client_seconds: Some(0.01),
+                server_seconds: None,
+                failed: false,
+            };
+            graph.record(&observation, 10 * second);
+        }
+        state.expire_stale(69 * second);
+        let text = render(&state, false);
+        assert!(
+            text.contains("http_response_status_code=\"200\""),
+            "within the TTL: {text}"
+        );
+        state.expire_stale(71 * second);
+        let text = render(&state, false);
+        assert!(
+            !text.contains("http_response_status_code=\"200\""),
+            "{text}"
+        );
+        assert!(text.contains("http_response_status_code=\"500\""), "{text}");
+        assert!(!text.contains("traces_spanmetrics_calls_total{"), "{text}");
+        assert!(
+            !text.contains("traces_service_graph_request_total{"),
+            "{text}"
+        );
+        // No TTL: kept.
+        let mut kept = ScrapeState::default().with_series_ttl(None);
+        kept.red.record(&span(200), &resource, second);
+        kept.expire_stale(1_000_000 * second);
+        assert!(render(&kept, false).contains("http_server_request_duration_seconds_count{"));
     }
 }

@@ -158,6 +158,6 @@ impl DbMetrics {
                 };
                 (owned, DurationSeries::new(resource, now_unix_ns, bounds))
             });
-        series.record(bounds, span);
+        series.record(bounds, span, now_unix_ns);
     }
 }

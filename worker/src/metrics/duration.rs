@@ -29,6 +29,8 @@ pub trait DurationKey: Eq + Hash {
 pub struct DurationSeries {
     pub resource: Arc<Resource>,
     pub start_unix_ns: u64,
+    /// When a span last counted here (series not updated for OBI's `ttl` go).
+    pub last_unix_ns: u64,
     pub duration: HistogramState,
 }
 
@@ -37,12 +39,14 @@ impl DurationSeries {
         Self {
             resource: Arc::clone(resource),
             start_unix_ns: now_unix_ns,
+            last_unix_ns: now_unix_ns,
             duration: HistogramState::new(bounds),
         }
     }
 
-    /// The span's duration, in seconds.
-    pub fn record(&mut self, bounds: &[f64], span: &Span) {
+    /// The span's duration, in seconds, counted at `now_unix_ns`.
+    pub fn record(&mut self, bounds: &[f64], span: &Span, now_unix_ns: u64) {
+        self.last_unix_ns = self.last_unix_ns.max(now_unix_ns);
         self.duration
             .record(bounds, span.duration_ns() as f64 / 1e9);
     }
@@ -109,6 +113,11 @@ impl<K: DurationKey> MetricStore for DurationStore<K> {
                 state: Cow::Borrowed(&series.duration),
             })
             .collect()
+    }
+
+    fn expire(&mut self, cutoff_unix_ns: u64) {
+        self.series
+            .retain(|_, series| series.last_unix_ns >= cutoff_unix_ns);
     }
 
     fn after_export(&mut self, reset: bool, exited: &[u32], now_unix_ns: u64) {

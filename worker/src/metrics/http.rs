@@ -277,6 +277,8 @@ impl SeriesKey {
 pub struct Series {
     pub resource: Arc<Resource>,
     pub start_unix_ns: u64,
+    /// When a span last counted here (series not updated for OBI's `ttl` go).
+    pub last_unix_ns: u64,
     pub duration: HistogramState,
     pub request_size: HistogramState,
     pub response_size: HistogramState,
@@ -329,12 +331,14 @@ impl HttpMetrics {
                 let series = Series {
                     resource: Arc::clone(resource),
                     start_unix_ns: now_unix_ns,
+                    last_unix_ns: now_unix_ns,
                     duration: HistogramState::new(duration),
                     request_size: HistogramState::new(request_size),
                     response_size: HistogramState::new(response_size),
                 };
                 (key.owned(), series)
             });
+        series.last_unix_ns = series.last_unix_ns.max(now_unix_ns);
         series
             .duration
             .record(duration, span.duration_ns() as f64 / 1e9);
@@ -373,6 +377,11 @@ impl MetricStore for HttpMetrics {
             }
         }
         points
+    }
+
+    fn expire(&mut self, cutoff_unix_ns: u64) {
+        self.series
+            .retain(|_, series| series.last_unix_ns >= cutoff_unix_ns);
     }
 
     fn after_export(&mut self, reset: bool, exited: &[u32], now_unix_ns: u64) {

@@ -69,6 +69,6 @@ impl MessagingMetrics {
         self.series
             .entry(key)
             .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, bounds))
-            .record(bounds, span);
+            .record(bounds, span, now_unix_ns);
     }
 }

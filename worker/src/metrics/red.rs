@@ -114,6 +114,8 @@ pub trait MetricStore {
     fn points(&self) -> Vec<Point<'_>>;
     /// After an export: delta series start over (`reset`); exited processes go.
     fn after_export(&mut self, reset: bool, exited: &[u32], now_unix_ns: u64);
+    /// Drops the series last recorded before `cutoff_unix_ns` (OBI's `ttl`).
+    fn expire(&mut self, cutoff_unix_ns: u64);
     fn is_empty(&self) -> bool;
 }
 
@@ -236,6 +238,13 @@ impl RedMetrics {
     pub fn drop_processes(&mut self, pids: &[u32]) {
         for store in self.stores_mut() {
             store.after_export(false, pids, 0);
+        }
+    }
+
+    /// Drops the series last recorded before `cutoff_unix_ns` (OBI's `ttl`).
+    pub fn expire(&mut self, cutoff_unix_ns: u64) {
+        for store in self.stores_mut() {
+            store.expire(cutoff_unix_ns);
         }
     }
 

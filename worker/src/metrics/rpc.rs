@@ -108,7 +108,7 @@ impl RpcMetrics {
         self.series
             .entry(key)
             .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, bounds))
-            .record(bounds, span);
+            .record(bounds, span, now_unix_ns);
     }
 }
 
@@ -260,5 +260,30 @@ mod tests {
             .sum();
         assert_eq!(counted, 1);
         assert!(red.rpc.is_empty(), "the exited process's series are gone");
+    }
+
+    #[test]
+    fn series_not_updated_since_the_cutoff_expire_delta_or_not() {
+        let resource = Arc::new(Resource::default());
+        for temporality in [Temporality::Cumulative, Temporality::Delta] {
+            let mut red = RedMetrics::new(temporality);
+            let old = call_span(SpanKind::Server, "Old", Some(0), 3);
+            let new = call_span(SpanKind::Server, "New", Some(0), 3);
+            red.record(&old, &resource, 1_000);
+            red.record(&new, &resource, 1_000);
+            // An export (a delta reset included) is no update.
+            assert!(red.export(4_000).is_some());
+            red.record(&new, &resource, 5_000);
+            red.expire(3_000);
+            let methods: Vec<String> = red
+                .rpc
+                .series()
+                .map(|(key, _)| format!("{key:?}"))
+                .collect();
+            assert_eq!(methods.len(), 1, "{methods:?}");
+            assert!(methods[0].contains("New"), "{methods:?}");
+            red.expire(6_000);
+            assert!(red.rpc.is_empty());
+        }
     }
 }

@@ -34,6 +34,8 @@ pub const REQUEST_SERVER: &str = "traces_service_graph_request_server";
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeSeries {
     pub start_unix_ns: u64,
+    /// When a request last counted here (series not updated for OBI's `ttl` go).
+    pub last_unix_ns: u64,
     pub total: u64,
     pub failed: u64,
     /// The client side's durations (requests whose client span was seen).
@@ -46,6 +48,7 @@ impl EdgeSeries {
     fn new(start_unix_ns: u64, bounds: &[f64]) -> Self {
         Self {
             start_unix_ns,
+            last_unix_ns: start_unix_ns,
             total: 0,
             failed: 0,
             client: HistogramState::new(bounds),
@@ -114,6 +117,18 @@ impl ServiceGraphMetrics {
         self
     }
 
+    /// Drops the edges last recorded before `cutoff_unix_ns` (OBI's `ttl`).
+    pub fn expire(&mut self, cutoff_unix_ns: u64) {
+        self.edges.retain(|_, s| s.last_unix_ns >= cutoff_unix_ns);
+        if self
+            .overflow
+            .as_ref()
+            .is_some_and(|s| s.last_unix_ns < cutoff_unix_ns)
+        {
+            self.overflow = None;
+        }
+    }
+
     /// The duration histograms' bounds.
     pub fn bounds(&self) -> &[f64] {
         &self.bounds
@@ -135,6 +150,7 @@ impl ServiceGraphMetrics {
             self.overflow
                 .get_or_insert_with(|| EdgeSeries::new(now_unix_ns, &self.bounds))
         };
+        series.last_unix_ns = series.last_unix_ns.max(now_unix_ns);
         for sample in samples {
             series.record(sample, &self.bounds);
         }
@@ -195,7 +211,9 @@ impl ServiceGraphMetrics {
         }
         if delta {
             for series in self.edges.values_mut().chain(self.overflow.as_mut()) {
+                let last = series.last_unix_ns;
                 *series = EdgeSeries::new(now_unix_ns, &self.bounds);
+                series.last_unix_ns = last;
             }
         }
         if total.is_empty() {

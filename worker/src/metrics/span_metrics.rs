@@ -203,6 +203,8 @@ impl hashbrown::Equivalent<SpanSeriesKey> for SpanSeriesKeyRef<'_> {
 pub struct SpanSeries {
     pub resource: Arc<Resource>,
     pub start_unix_ns: u64,
+    /// When a span last counted here (series not updated for OBI's `ttl` go).
+    pub last_unix_ns: u64,
     pub latency: HistogramState,
     pub request_bytes: u64,
     pub response_bytes: u64,
@@ -213,6 +215,7 @@ impl SpanSeries {
         Self {
             resource: Arc::clone(resource),
             start_unix_ns: now_unix_ns,
+            last_unix_ns: now_unix_ns,
             latency: HistogramState::new(bounds),
             request_bytes: 0,
             response_bytes: 0,
@@ -357,6 +360,7 @@ impl SpanMetrics {
                 .entry(span.pid)
                 .or_insert_with(|| SpanSeries::new(resource, now_unix_ns, &self.bounds))
         };
+        series.last_unix_ns = series.last_unix_ns.max(now_unix_ns);
         series
             .latency
             .record(&self.bounds, span.duration_ns() as f64 / 1e9);
@@ -379,6 +383,13 @@ impl SpanMetrics {
     /// The families this store's exporter sends.
     pub fn forms(&self) -> SpanMetricForms {
         self.forms
+    }
+
+    /// Drops the series last recorded before `cutoff_unix_ns` (OBI's `ttl`).
+    pub fn expire(&mut self, cutoff_unix_ns: u64) {
+        self.series.retain(|_, s| s.last_unix_ns >= cutoff_unix_ns);
+        self.overflow
+            .retain(|_, s| s.last_unix_ns >= cutoff_unix_ns);
     }
 
     /// A process exited: its series go after their last export.
@@ -484,7 +495,9 @@ impl SpanMetrics {
         self.drop_processes(&exited);
         if delta {
             for series in self.series.values_mut().chain(self.overflow.values_mut()) {
+                let last = series.last_unix_ns;
                 *series = SpanSeries::new(&series.resource, now_unix_ns, &self.bounds);
+                series.last_unix_ns = last;
             }
         }
         out
