@@ -21,7 +21,7 @@ use crate::config::HistogramBuckets;
 use crate::config::Temporality;
 use crate::hashing::FastMap;
 use crate::semconv::attribute::string_attribute;
-use crate::semconv::{duration_bounds, DURATION_BOUNDS_SECONDS};
+use crate::semconv::duration_bounds;
 use crate::service_graph::{EdgeKey, EdgeObservation, EdgeSample};
 
 /// The OTLP names (Prometheus: the histograms get `_seconds`).
@@ -96,7 +96,7 @@ fn attributes(edge: Option<&EdgeKey>) -> Vec<KeyValue> {
 pub struct ServiceGraphMetrics {
     temporality: Temporality,
     /// The duration histograms' bounds (OBI's `buckets.duration_histogram`, else the default).
-    bounds: Arc<[f64]>,
+    bounds: Option<Arc<[f64]>>,
     edges: FastMap<EdgeKey, EdgeSeries>,
     overflow: Option<EdgeSeries>,
 }
@@ -105,7 +105,7 @@ impl ServiceGraphMetrics {
     pub fn new(temporality: Temporality) -> Self {
         Self {
             temporality,
-            bounds: DURATION_BOUNDS_SECONDS.as_slice().into(),
+            bounds: None,
             edges: FastMap::default(),
             overflow: None,
         }
@@ -113,7 +113,7 @@ impl ServiceGraphMetrics {
 
     /// The duration histograms' bounds, configured (set before anything is recorded).
     pub fn with_buckets(mut self, buckets: &HistogramBuckets) -> Self {
-        self.bounds = duration_bounds(buckets);
+        self.bounds = buckets.duration.clone();
         self
     }
 
@@ -131,7 +131,7 @@ impl ServiceGraphMetrics {
 
     /// The duration histograms' bounds.
     pub fn bounds(&self) -> &[f64] {
-        &self.bounds
+        duration_bounds(&self.bounds)
     }
 
     pub fn record(&mut self, observation: &EdgeObservation, now_unix_ns: u64) {
@@ -145,14 +145,14 @@ impl ServiceGraphMetrics {
         } else if self.edges.len() < MAX_SERIES {
             self.edges
                 .entry(edge.clone())
-                .or_insert_with(|| EdgeSeries::new(now_unix_ns, &self.bounds))
+                .or_insert_with(|| EdgeSeries::new(now_unix_ns, duration_bounds(&self.bounds)))
         } else {
             self.overflow
-                .get_or_insert_with(|| EdgeSeries::new(now_unix_ns, &self.bounds))
+                .get_or_insert_with(|| EdgeSeries::new(now_unix_ns, duration_bounds(&self.bounds)))
         };
         series.last_unix_ns = series.last_unix_ns.max(now_unix_ns);
         for sample in samples {
-            series.record(sample, &self.bounds);
+            series.record(sample, duration_bounds(&self.bounds));
         }
     }
 
@@ -201,7 +201,7 @@ impl ServiceGraphMetrics {
             for (state, points) in [(&series.client, &mut client), (&series.server, &mut server)] {
                 if state.count > 0 {
                     points.push(state.data_point(
-                        &self.bounds,
+                        duration_bounds(&self.bounds),
                         attributes(edge),
                         start,
                         now_unix_ns,
@@ -212,7 +212,7 @@ impl ServiceGraphMetrics {
         if delta {
             for series in self.edges.values_mut().chain(self.overflow.as_mut()) {
                 let last = series.last_unix_ns;
-                *series = EdgeSeries::new(now_unix_ns, &self.bounds);
+                *series = EdgeSeries::new(now_unix_ns, duration_bounds(&self.bounds));
                 series.last_unix_ns = last;
             }
         }

@@ -22,7 +22,7 @@ use super::red::{scope, HistogramState, MAX_SERIES};
 use crate::config::{HistogramBuckets, SpanMetricForms, Temporality};
 use crate::hashing::FastMap;
 use crate::semconv::attribute::string_attribute;
-use crate::semconv::{duration_bounds, DURATION_BOUNDS_SECONDS};
+use crate::semconv::duration_bounds;
 use crate::spans::{Protocol, Span, SpanKind};
 
 /// What a span metric family reads of a series.
@@ -311,7 +311,7 @@ pub struct SpanMetrics {
     temporality: Temporality,
     forms: SpanMetricForms,
     /// The latency histograms' bounds (OBI's `buckets.duration_histogram`, else the default).
-    bounds: Arc<[f64]>,
+    bounds: Option<Arc<[f64]>>,
     series: FastMap<SpanSeriesKey, SpanSeries>,
     overflow: FastMap<u32, SpanSeries>,
     exited: Vec<u32>,
@@ -324,7 +324,7 @@ impl SpanMetrics {
         Self {
             temporality,
             forms,
-            bounds: DURATION_BOUNDS_SECONDS.as_slice().into(),
+            bounds: None,
             series: FastMap::default(),
             overflow: FastMap::default(),
             exited: Vec::new(),
@@ -352,18 +352,19 @@ impl SpanMetrics {
                 kind: key.kind,
                 error: key.error,
             };
-            self.series
-                .entry(owned)
-                .or_insert_with(|| SpanSeries::new(resource, now_unix_ns, &self.bounds))
+            self.series.entry(owned).or_insert_with(|| {
+                SpanSeries::new(resource, now_unix_ns, duration_bounds(&self.bounds))
+            })
         } else {
-            self.overflow
-                .entry(span.pid)
-                .or_insert_with(|| SpanSeries::new(resource, now_unix_ns, &self.bounds))
+            self.overflow.entry(span.pid).or_insert_with(|| {
+                SpanSeries::new(resource, now_unix_ns, duration_bounds(&self.bounds))
+            })
         };
         series.last_unix_ns = series.last_unix_ns.max(now_unix_ns);
-        series
-            .latency
-            .record(&self.bounds, span.duration_ns() as f64 / 1e9);
+        series.latency.record(
+            duration_bounds(&self.bounds),
+            span.duration_ns() as f64 / 1e9,
+        );
         let (request, response) = body_bytes(span);
         series.request_bytes += request;
         series.response_bytes += response;
@@ -371,13 +372,13 @@ impl SpanMetrics {
 
     /// The latency histograms' bounds, configured (set before anything is recorded).
     pub fn with_buckets(mut self, buckets: &HistogramBuckets) -> Self {
-        self.bounds = duration_bounds(buckets);
+        self.bounds = buckets.duration.clone();
         self
     }
 
     /// The latency histograms' bounds.
     pub fn bounds(&self) -> &[f64] {
-        &self.bounds
+        duration_bounds(&self.bounds)
     }
 
     /// The families this store's exporter sends.
@@ -468,7 +469,7 @@ impl SpanMetrics {
                         family.value,
                         members,
                         attributes,
-                        &self.bounds,
+                        duration_bounds(&self.bounds),
                         (temporality, now_unix_ns),
                     );
                     Metric {
@@ -496,7 +497,8 @@ impl SpanMetrics {
         if delta {
             for series in self.series.values_mut().chain(self.overflow.values_mut()) {
                 let last = series.last_unix_ns;
-                *series = SpanSeries::new(&series.resource, now_unix_ns, &self.bounds);
+                *series =
+                    SpanSeries::new(&series.resource, now_unix_ns, duration_bounds(&self.bounds));
                 series.last_unix_ns = last;
             }
         }
@@ -548,6 +550,7 @@ fn family_data(
 mod tests {
     use super::*;
     use crate::semconv::attribute::int_attribute;
+    use crate::semconv::DURATION_BOUNDS_SECONDS;
     use crate::spans::{HttpExchange, SpanOrigin};
 
     fn span(kind: SpanKind, pid: u32, status: u16, duration_ms: u64, route: &str) -> Span {

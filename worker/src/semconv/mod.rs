@@ -17,11 +17,13 @@ use crate::config::HistogramBuckets;
 use crate::spans::{Protocol, Span};
 
 /// Semantic-convention buckets for `*.duration` histograms, in seconds.
-pub const DURATION_BOUNDS_SECONDS: [f64; 14] = [
+/// Statics, not constants: a histogram tells its default bounds by address
+/// (`metrics::red::HistogramState::record`).
+pub static DURATION_BOUNDS_SECONDS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 /// The SDK's default explicit buckets, used for body sizes (bytes).
-pub const SIZE_BOUNDS_BYTES: [f64; 15] = [
+pub static SIZE_BOUNDS_BYTES: [f64; 15] = [
     0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
     10000.0,
 ];
@@ -68,11 +70,8 @@ impl Instrument {
 
 /// The bounds of the duration histograms that are no convention's
 /// instrument (span metrics, service graph): configured, else the default.
-pub fn duration_bounds(buckets: &HistogramBuckets) -> std::sync::Arc<[f64]> {
-    buckets
-        .duration
-        .clone()
-        .unwrap_or_else(|| DURATION_BOUNDS_SECONDS.as_slice().into())
+pub fn duration_bounds(configured: &Option<std::sync::Arc<[f64]>>) -> &[f64] {
+    configured.as_deref().unwrap_or(&DURATION_BOUNDS_SECONDS)
 }
 
 /// Why a span failed, as the conventions put it.
