@@ -78,6 +78,12 @@ pub(super) fn names_both_span_forms(list: &[String]) -> bool {
     selects(list, &[SPAN_TEMPO]) && selects(list, &["application_span_otel"])
 }
 
+/// Whether a list names Tempo's form beside `all` or `*`, which choose the
+/// OpenTelemetry form instead (OBI warns so too).
+pub(super) fn tempo_form_overridden(list: &[String]) -> bool {
+    selects(list, &[SPAN_TEMPO]) && selects(list, &["all", "*"])
+}
+
 /// A list from a variable, checked like the file's (it must select the application metrics).
 fn env_list(
     env: &dyn Fn(&str) -> Option<String>,
@@ -388,6 +394,24 @@ mod tests {
                 otlp: tempo,
                 prometheus: otel
             }
+        );
+    }
+
+    #[test]
+    fn all_beside_application_span_warns_that_the_opentelemetry_form_is_chosen() {
+        let config = ok(
+            &format!("{BASE}metrics:\n  features: [all, application_span]\n"),
+            &[],
+        );
+        assert!(config.span_metrics.otlp.otel && !config.span_metrics.otlp.tempo);
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("metrics.features")
+                    && w.contains("all selects application_span_otel")),
+            "{:?}",
+            config.warnings
         );
     }
 

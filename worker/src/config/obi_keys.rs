@@ -416,6 +416,13 @@ fn vet_features(ctx: &mut Ctx, path: &str, list: &StringList) -> Result<(), Conf
             format!("{:?} {}", list.0, super::features::BOTH_SPAN_FORMS),
         ));
     }
+    if super::features::tempo_form_overridden(&list.0) {
+        ctx.warn(
+            path,
+            "application_span and application_span_otel cannot be used together: all selects \
+             application_span_otel",
+        );
+    }
     let other: Vec<&String> = list
         .0
         .iter()
