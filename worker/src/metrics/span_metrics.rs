@@ -1,13 +1,17 @@
-//! Span metrics (OBI's `application_span` feature): every span counted by
-//! its name, kind and status, in the format Tempo's metrics generator and
-//! the Collector's span metrics connector made common, which Grafana's
-//! dashboards read: `traces_spanmetrics_latency` (histogram, s),
-//! `traces_spanmetrics_calls_total`, `traces_spanmetrics_size_total` and
-//! `traces_spanmetrics_response_size_total` (request and response body
-//! bytes), with OBI's attributes (`service`, `service.namespace`,
-//! `service.instance.id`, `span.name`, `span.kind`, `status.code`, `source`).
-//! Unlike the RED metrics they cover every protocol alike, databases and
-//! messaging included, keyed by the span's name.
+//! Span metrics (OBI's `application_span`, `application_span_otel` and
+//! `application_span_sizes` features): every span counted by its name, kind
+//! and status. One count per span feeds the families of the forms an
+//! exporter asks for ([`FAMILIES`]): Tempo's names
+//! (`traces_spanmetrics_latency`, `traces_spanmetrics_calls_total`, with
+//! OBI's `service`), the OpenTelemetry Collector's span metrics connector's
+//! (`traces.span.metrics.duration`, `traces.span.metrics.calls`, with
+//! `service.name` and `telemetry.sdk.language`), and the request and
+//! response body bytes (`traces_spanmetrics_size_total`,
+//! `traces_spanmetrics_response_size_total`). Every form also carries
+//! `service.namespace`, `service.instance.id`, `span.name`, `span.kind`,
+//! `status.code` and `source`. Unlike the RED metrics they cover every
+//! protocol alike, databases and messaging included, keyed by the span's
+//! name.
 
 use std::sync::Arc;
 
