@@ -126,5 +126,5 @@ pub use printer::PrinterFormat;
 pub use prometheus::PrometheusSettings;
 pub use routes::RouteSettings;
 pub use selectors::{container_id_from_cgroup, decide, ProcessFacts, Selector};
-pub use series_ttl::{SeriesTtl, DEFAULT_SERIES_TTL};
+pub use series_ttl::{ttl_cutoff_unix_ns, SeriesTtl, DEFAULT_SERIES_TTL};
 pub use trace_links::LinkSettings;

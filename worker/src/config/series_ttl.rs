@@ -30,6 +30,11 @@ impl Default for SeriesTtl {
     }
 }
 
+/// The oldest last-update time a series may have at `now_unix_ns` and stay.
+pub fn ttl_cutoff_unix_ns(ttl: Duration, now_unix_ns: u64) -> u64 {
+    now_unix_ns.saturating_sub(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// The file's values (already parsed as durations), under the variables.
 pub(super) fn series_ttl(
     common: Option<&GoDuration>,

@@ -12,8 +12,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::otlp::{OtlpExporter, Payload};
 use crate::clock::WallClock;
+use crate::config::{ttl_cutoff_unix_ns, HistogramBuckets, SpanMetricForms, DEFAULT_SERIES_TTL};
 use crate::config::{BatchSettings, ExportSettings, Signal};
-use crate::config::{HistogramBuckets, SpanMetricForms, DEFAULT_SERIES_TTL};
 use crate::hashing::FastMap;
 use crate::metrics::host_info;
 use crate::metrics::process::ProcessMetrics;
@@ -329,7 +329,7 @@ impl OtelExport {
         }
         let now = clock.to_unix_ns(crate::clock::monotonic_now_ns());
         if let Some(ttl) = self.series_ttl {
-            let cutoff = now.saturating_sub(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
+            let cutoff = ttl_cutoff_unix_ns(ttl, now);
             if let Some(red) = self.red.as_mut() {
                 red.expire(cutoff);
             }

@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use crate::config::{HistogramBuckets, SpanMetricForms, DEFAULT_SERIES_TTL};
+use crate::config::{ttl_cutoff_unix_ns, HistogramBuckets, SpanMetricForms, DEFAULT_SERIES_TTL};
 use crate::config::{PrometheusSettings, Temporality};
 use crate::metrics::host_info;
 use crate::metrics::process::{ProcessMetrics, ProcessSeries};
@@ -76,7 +76,7 @@ impl ScrapeState {
         let Some(ttl) = self.series_ttl else {
             return;
         };
-        let cutoff = now_unix_ns.saturating_sub(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
+        let cutoff = ttl_cutoff_unix_ns(ttl, now_unix_ns);
         self.red.expire(cutoff);
         if let Some(graph) = self.graph.as_mut() {
             graph.expire(cutoff);
