@@ -683,6 +683,7 @@ pub mod kafka_broker;
 pub mod mongo_stand_in;
 pub mod mqtt_broker;
 pub mod nats_server;
+pub mod otel_sdk;
 pub mod otlp_receiver;
 pub mod prometheus_server;
 pub mod semconv;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::buckets::{bucket_switch, BucketSwitch};
+use super::buckets::{bucket_switch, BucketSwitch, RawAggregation};
 use super::databases::{database_settings, DatabaseSettings, DbSelection, RawInstrumentations};
 use super::discovery::{env_selector, selectors};
 use super::environment::env_value;
@@ -138,6 +138,17 @@ fn build(
         raw.prometheus_export
             .as_ref()
             .and_then(|p| p.buckets.as_ref()),
+        RawAggregation {
+            common: raw
+                .metrics
+                .as_ref()
+                .and_then(|m| m.histogram_aggregation.as_deref()),
+            otlp: raw
+                .otel_metrics_export
+                .as_ref()
+                .and_then(|m| m.histogram_aggregation.as_deref()),
+        },
+        env,
     )?;
     let series_ttl = series_ttl(
         raw.metrics.as_ref().and_then(|m| m.ttl.as_ref()),

@@ -98,6 +98,7 @@ pub(super) struct RawExport {
     interval: Option<GoDuration>,
     pub(super) features: Option<StringList>,
     pub(super) buckets: Option<RawBuckets>,
+    pub(super) histogram_aggregation: Option<String>,
     pub(super) ttl: Option<GoDuration>,
     #[serde(flatten)]
     other: Extra,

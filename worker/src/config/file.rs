@@ -38,13 +38,15 @@ pub(super) struct RawFile {
     other: Extra,
 }
 
-/// OBI's top-level `metrics` section: `features`, `instrumentations` and `buckets` are read.
+/// OBI's top-level `metrics` section: `features`, `instrumentations`,
+/// `buckets`, `histogram_aggregation` and `ttl` are read.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawFeatures {
     pub(super) features: Option<StringList>,
     pub(super) instrumentations: Option<StringList>,
     pub(super) buckets: Option<RawBuckets>,
+    pub(super) histogram_aggregation: Option<String>,
     pub(super) ttl: Option<GoDuration>,
     #[serde(flatten)]
     other: Extra,

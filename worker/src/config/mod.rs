@@ -39,6 +39,7 @@
 //! metrics:
 //!   features: [application, application_service_graph, application_process]  # OTEL_EBPF_METRICS_FEATURES
 //!   buckets: {duration_histogram: [0.01, 0.1, 1]}   # also per exporter (config/buckets.rs)
+//!   histogram_aggregation: base2_exponential_bucket_histogram   # OTLP only
 //! open_port: 8080            # top level, like OTEL_EBPF_OPEN_PORT
 //! executable_path: nginx     # top level, deprecated regex, like OTEL_EBPF_EXECUTABLE_PATH
 //! service_name: checkout     # top level, like OTEL_SERVICE_NAME
@@ -69,7 +70,7 @@
 //! `insecure_skip_verify: true`, `features` without application metrics.
 //! Keys whose absence only means less data or different internal tuning are
 //! accepted with a warning in [`EffectiveConfig::warnings`] (`ebpf`,
-//! `network`, batching back-off, `histogram_aggregation`, ...). Selector criteria zerotrace
+//! `network`, batching back-off, ...). Selector criteria zerotrace
 //! cannot evaluate (`k8s_*`, `cmd_args`, `container_name`) make
 //! an `instrument` entry match nothing (with a warning) and are refused in
 //! exclusion lists, where skipping them would instrument more. Any other key
@@ -110,7 +111,7 @@ mod test_support;
 pub mod trace_links;
 mod values;
 
-pub use buckets::{BucketSwitch, HistogramBuckets};
+pub use buckets::{BucketSwitch, HistogramAggregation, HistogramBuckets};
 pub use databases::{DatabaseSettings, DbInstrumentation, DbSelection};
 pub use effective::{config_path, load, load_str, EffectiveConfig};
 pub use error::ConfigError;

@@ -277,22 +277,25 @@ pub(super) const METRICS_EXPORT: Section = Section {
         "features",
         "instrumentations",
         "buckets",
+        "histogram_aggregation",
         "ttl",
     ],
     obi: &[
         ("allow_service_graph_self_references", NO_SELF_REFERENCES),
         ("extra_span_resource_attributes", SPAN_METRICS_FIXED),
-        (
-            "histogram_aggregation",
-            Obi::Ignored("histograms use explicit buckets"),
-        ),
         ("reporters_cache_len", INTERNAL),
         ("otel_sdk_log_level", SDK_LOG),
     ],
 };
 
 pub(super) const METRICS_TOP: Section = Section {
-    typed: &["features", "instrumentations", "buckets", "ttl"],
+    typed: &[
+        "features",
+        "instrumentations",
+        "buckets",
+        "histogram_aggregation",
+        "ttl",
+    ],
     obi: &[
         ("endpoint", METRICS_ELSEWHERE),
         ("protocol", METRICS_ELSEWHERE),
@@ -300,10 +303,6 @@ pub(super) const METRICS_TOP: Section = Section {
         ("insecure_skip_verify", Obi::Unsupported(NO_TLS_SKIP)),
         ("allow_service_graph_self_references", NO_SELF_REFERENCES),
         ("extra_span_resource_attributes", SPAN_METRICS_FIXED),
-        (
-            "histogram_aggregation",
-            Obi::Ignored("histograms use explicit buckets"),
-        ),
         ("reporters_cache_len", INTERNAL),
         ("otel_sdk_log_level", SDK_LOG),
     ],

@@ -120,6 +120,7 @@ struct MetricsOut {
     features: Vec<&'static str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     buckets: BTreeMap<&'static str, Vec<f64>>,
+    histogram_aggregation: &'static str,
     ttl: String,
     endpoints: Vec<DestinationOut>,
 }
@@ -303,6 +304,7 @@ impl EffectiveConfig {
                     self.host_info.otlp,
                 ),
                 buckets: buckets_out(&self.buckets.otlp),
+                histogram_aggregation: self.buckets.otlp.aggregation.name(),
                 ttl: format_duration(self.series_ttl.otlp.unwrap_or_default()),
                 endpoints: export.metrics.iter().map(destination_out).collect(),
             },

@@ -242,7 +242,7 @@ fn write_histogram(
     state: &HistogramState,
 ) {
     let mut cumulative = 0;
-    for (bound, count) in bounds.iter().zip(&state.bucket_counts) {
+    for (bound, count) in bounds.iter().zip(state.explicit_counts()) {
         cumulative += count;
         let _ = writeln!(
             out,
@@ -1181,6 +1181,7 @@ mod tests {
     #[test]
     fn configured_buckets_replace_the_defaults_in_every_histogram() {
         let buckets = HistogramBuckets {
+            aggregation: Default::default(),
             duration: Some([0.02, 0.04].as_slice().into()),
             request_size: None,
             response_size: Some([4.0, 64.0].as_slice().into()),

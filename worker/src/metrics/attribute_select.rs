@@ -149,17 +149,7 @@ fn attribute_text(attributes: &[KeyValue]) -> String {
 fn merge(into: &mut Point<'_>, other: Point<'_>) {
     into.start_unix_ns = into.start_unix_ns.min(other.start_unix_ns);
     let state: &mut HistogramState = into.state.to_mut();
-    for (count, more) in state
-        .bucket_counts
-        .iter_mut()
-        .zip(&other.state.bucket_counts)
-    {
-        *count += more;
-    }
-    state.count += other.state.count;
-    state.sum += other.state.sum;
-    state.min = state.min.min(other.state.min);
-    state.max = state.max.max(other.state.max);
+    state.merge(&other.state);
 }
 
 #[cfg(test)]
@@ -268,7 +258,7 @@ mod tests {
             .find(|p| p.instrument.name == "http.server.request.duration" && p.state.count == 3)
             .unwrap_or_else(|| panic!("{merged:?}"));
         assert!((ok.state.sum - 2.045).abs() < 1e-9, "{}", ok.state.sum);
-        assert_eq!(ok.state.bucket_counts.iter().sum::<u64>(), 3);
+        assert_eq!(ok.state.explicit_counts().iter().sum::<u64>(), 3);
         assert!((ok.state.min - 0.005).abs() < 1e-12 && (ok.state.max - 2.0).abs() < 1e-12);
         // Other instruments keep every attribute.
         assert!(points

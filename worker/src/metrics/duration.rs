@@ -10,7 +10,7 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::red::{HistogramState, MetricStore, Point, MAX_SERIES};
+use super::red::{HistogramLayout, HistogramState, MetricStore, Point, MAX_SERIES};
 use crate::config::HistogramBuckets;
 use crate::hashing::FastMap;
 use crate::semconv::Instrument;
@@ -35,20 +35,20 @@ pub struct DurationSeries {
 }
 
 impl DurationSeries {
-    pub fn new(resource: &Arc<Resource>, now_unix_ns: u64, bounds: &[f64]) -> Self {
+    pub fn new(resource: &Arc<Resource>, now_unix_ns: u64, layout: HistogramLayout<'_>) -> Self {
         Self {
             resource: Arc::clone(resource),
             start_unix_ns: now_unix_ns,
             last_unix_ns: now_unix_ns,
-            duration: HistogramState::new(bounds),
+            duration: HistogramState::new(layout),
         }
     }
 
     /// The span's duration, in seconds, counted at `now_unix_ns`.
-    pub fn record(&mut self, bounds: &[f64], span: &Span, now_unix_ns: u64) {
+    pub fn record(&mut self, layout: HistogramLayout<'_>, span: &Span, now_unix_ns: u64) {
         self.last_unix_ns = self.last_unix_ns.max(now_unix_ns);
         self.duration
-            .record(bounds, span.duration_ns() as f64 / 1e9);
+            .record(layout, span.duration_ns() as f64 / 1e9);
     }
 }
 
@@ -124,7 +124,7 @@ impl<K: DurationKey> MetricStore for DurationStore<K> {
         if reset {
             for (key, series) in self.series.iter_mut() {
                 series.start_unix_ns = now_unix_ns;
-                series.duration = HistogramState::new(key.instrument().bounds_in(&self.buckets));
+                series.duration = HistogramState::new(key.instrument().layout_in(&self.buckets));
             }
         }
         self.series.retain(|key, _| !exited.contains(&key.pid()));

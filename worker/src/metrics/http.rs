@@ -318,9 +318,9 @@ impl HttpMetrics {
         };
         let buckets = &self.buckets;
         let (duration, request_size, response_size) = (
-            duration.bounds_in(buckets),
-            request_size.bounds_in(buckets),
-            response_size.bounds_in(buckets),
+            duration.layout_in(buckets),
+            request_size.layout_in(buckets),
+            response_size.layout_in(buckets),
         );
         // One lookup by the borrowed key; an owned one only for a new series.
         let (_, series) = self
@@ -391,9 +391,10 @@ impl MetricStore for HttpMetrics {
                     continue;
                 };
                 series.start_unix_ns = now_unix_ns;
-                series.duration = HistogramState::new(duration.bounds_in(&self.buckets));
-                series.request_size = HistogramState::new(request_size.bounds_in(&self.buckets));
-                series.response_size = HistogramState::new(response_size.bounds_in(&self.buckets));
+                let buckets = &self.buckets;
+                series.duration = HistogramState::new(duration.layout_in(buckets));
+                series.request_size = HistogramState::new(request_size.layout_in(buckets));
+                series.response_size = HistogramState::new(response_size.layout_in(buckets));
             }
         }
         self.series.retain(|key, _| !exited.contains(&key.pid));
@@ -541,6 +542,7 @@ mod tests {
     fn configured_buckets_replace_the_defaults_over_otlp_and_after_a_delta_reset() {
         let resource = Arc::new(Resource::default());
         let buckets = crate::config::HistogramBuckets {
+            aggregation: Default::default(),
             duration: Some([0.01, 0.1].as_slice().into()),
             request_size: Some([1.0].as_slice().into()),
             response_size: None,
@@ -571,6 +573,46 @@ mod tests {
                 [vec![1.0], SIZE_BOUNDS_BYTES.to_vec()],
                 "round {round}"
             );
+        }
+    }
+
+    #[test]
+    fn exponential_aggregation_sends_every_histogram_exponential_and_resets_on_delta() {
+        let resource = Arc::new(Resource::default());
+        let buckets = crate::config::HistogramBuckets {
+            aggregation: crate::config::HistogramAggregation::Base2Exponential,
+            ..Default::default()
+        };
+        let mut red = RedMetrics::new(Temporality::Delta).with_buckets(&buckets);
+        for round in 0..2u64 {
+            // 40 ms twice in round 0, once in round 1: the delta resets.
+            for _ in 0..(2 - round) {
+                red.record(&span(200, 40, "/a"), &resource, 1);
+            }
+            let request = red.export(10 + round).unwrap_or_default();
+            let metrics: Vec<_> = request
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .collect();
+            assert_eq!(metrics.len(), 3, "round {round}");
+            for metric in metrics {
+                let Some(metric::Data::ExponentialHistogram(h)) = &metric.data else {
+                    panic!("{} is not exponential: {metric:?}", metric.name);
+                };
+                let point = &h.data_points[0];
+                assert_eq!(point.count, 2 - round, "{}", metric.name);
+                if metric.name.ends_with("duration") {
+                    let positive = point.positive.clone().unwrap_or_default();
+                    assert_eq!(point.scale, crate::metrics::exponential::MAX_SCALE);
+                    assert_eq!(positive.bucket_counts, [2 - round]);
+                    assert_eq!(
+                        positive.offset,
+                        crate::metrics::exponential::index_of(0.04, point.scale)
+                    );
+                }
+            }
         }
     }
 

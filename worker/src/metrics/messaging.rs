@@ -65,10 +65,10 @@ impl MessagingMetrics {
         if self.overflows(|series| series.contains_key(&key)) {
             key.labels = None;
         }
-        let bounds = key.instrument().bounds_in(&self.buckets);
+        let layout = key.instrument().layout_in(&self.buckets);
         self.series
             .entry(key)
-            .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, bounds))
-            .record(bounds, span, now_unix_ns);
+            .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, layout))
+            .record(layout, span, now_unix_ns);
     }
 }

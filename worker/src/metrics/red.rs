@@ -13,19 +13,20 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, AggregationTemporality, Histogram, HistogramDataPoint, Metric, ResourceMetrics,
-    ScopeMetrics,
+    metric, AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Histogram,
+    HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::attribute_select::AttributeSelector;
 use super::db::DbMetrics;
+use super::exponential::{ExponentialBuckets, Totals};
 use super::http::HttpMetrics;
 use super::messaging::MessagingMetrics;
 use super::rpc::RpcMetrics;
 use crate::config::{HistogramBuckets, Temporality};
 use crate::semconv::attribute::bool_attribute;
-pub use crate::semconv::{Instrument, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
+pub use crate::semconv::{HistogramLayout, Instrument, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES};
 use crate::spans::{Protocol, Span};
 
 /// Attribute sets kept at once per protocol; beyond it, data points go to one
@@ -33,20 +34,39 @@ use crate::spans::{Protocol, Span};
 /// specification does).
 pub const MAX_SERIES: usize = 10_000;
 
-/// One explicit-bucket histogram's running state.
+/// One histogram's running state: its buckets (explicit bounds' or base-2
+/// exponential, as the exporter's `histogram_aggregation` says) and totals.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistogramState {
-    pub bucket_counts: Vec<u64>,
+    pub buckets: BucketCounts,
     pub count: u64,
     pub sum: f64,
     pub min: f64,
     pub max: f64,
 }
 
+/// The counts of a histogram's buckets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BucketCounts {
+    /// One count per explicit bound, and one above the last.
+    Explicit(Vec<u64>),
+    Exponential(Box<ExponentialBuckets>),
+}
+
+/// One histogram data point, as OTLP carries it.
+pub enum HistogramPoint {
+    Explicit(HistogramDataPoint),
+    Exponential(ExponentialHistogramDataPoint),
+}
+
 impl HistogramState {
-    pub(crate) fn new(bounds: &[f64]) -> Self {
+    pub(crate) fn new(layout: HistogramLayout<'_>) -> Self {
+        let buckets = match layout {
+            HistogramLayout::Explicit(bounds) => BucketCounts::Explicit(vec![0; bounds.len() + 1]),
+            HistogramLayout::Exponential => BucketCounts::Exponential(Box::default()),
+        };
         Self {
-            bucket_counts: vec![0; bounds.len() + 1],
+            buckets,
             count: 0,
             sum: 0.0,
             min: f64::INFINITY,
@@ -54,10 +74,17 @@ impl HistogramState {
         }
     }
 
-    pub(crate) fn record(&mut self, bounds: &[f64], value: f64) {
-        let index = bucket_of(bounds, value);
-        if let Some(slot) = self.bucket_counts.get_mut(index) {
-            *slot += 1;
+    pub(crate) fn record(&mut self, layout: HistogramLayout<'_>, value: f64) {
+        match (&mut self.buckets, layout) {
+            (BucketCounts::Explicit(counts), HistogramLayout::Explicit(bounds)) => {
+                if let Some(slot) = counts.get_mut(bucket_of(bounds, value)) {
+                    *slot += 1;
+                }
+            }
+            (BucketCounts::Exponential(buckets), _) => buckets.record(value),
+            // A state made for the other layout: cannot happen (a store's
+            // layout is set before it records anything).
+            (BucketCounts::Explicit(_), HistogramLayout::Exponential) => {}
         }
         self.count += 1;
         self.sum += value;
@@ -65,26 +92,100 @@ impl HistogramState {
         self.max = self.max.max(value);
     }
 
+    /// The explicit buckets' counts (none for an exponential histogram).
+    pub fn explicit_counts(&self) -> &[u64] {
+        match &self.buckets {
+            BucketCounts::Explicit(counts) => counts,
+            BucketCounts::Exponential(_) => &[],
+        }
+    }
+
+    /// Adds `other`'s counts (same instrument, same layout).
+    pub(crate) fn merge(&mut self, other: &HistogramState) {
+        match (&mut self.buckets, &other.buckets) {
+            (BucketCounts::Explicit(counts), BucketCounts::Explicit(more)) => {
+                for (count, more) in counts.iter_mut().zip(more) {
+                    *count += more;
+                }
+            }
+            (BucketCounts::Exponential(buckets), BucketCounts::Exponential(more)) => {
+                buckets.merge(more);
+            }
+            _ => return,
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
     pub(crate) fn data_point(
         &self,
-        bounds: &[f64],
+        layout: HistogramLayout<'_>,
         attributes: Vec<KeyValue>,
         start: u64,
         now: u64,
-    ) -> HistogramDataPoint {
-        HistogramDataPoint {
-            attributes,
-            start_time_unix_nano: start,
-            time_unix_nano: now,
-            count: self.count,
-            sum: Some(self.sum),
-            bucket_counts: self.bucket_counts.clone(),
-            explicit_bounds: bounds.to_vec(),
-            exemplars: Vec::new(),
-            flags: 0,
-            min: (self.count > 0).then_some(self.min),
-            max: (self.count > 0).then_some(self.max),
+    ) -> HistogramPoint {
+        let (min, max) = if self.count > 0 {
+            (Some(self.min), Some(self.max))
+        } else {
+            (None, None)
+        };
+        match (&self.buckets, layout) {
+            (BucketCounts::Exponential(buckets), _) => {
+                let totals = Totals {
+                    start_unix_ns: start,
+                    now_unix_ns: now,
+                    count: self.count,
+                    sum: self.sum,
+                    min,
+                    max,
+                };
+                HistogramPoint::Exponential(buckets.data_point(totals, attributes))
+            }
+            (BucketCounts::Explicit(counts), layout) => {
+                let bounds = match layout {
+                    HistogramLayout::Explicit(bounds) => bounds,
+                    HistogramLayout::Exponential => &[],
+                };
+                HistogramPoint::Explicit(HistogramDataPoint {
+                    attributes,
+                    start_time_unix_nano: start,
+                    time_unix_nano: now,
+                    count: self.count,
+                    sum: Some(self.sum),
+                    bucket_counts: counts.clone(),
+                    explicit_bounds: bounds.to_vec(),
+                    exemplars: Vec::new(),
+                    flags: 0,
+                    min,
+                    max,
+                })
+            }
         }
+    }
+}
+
+/// One metric's histogram data: explicit or exponential, as its points are
+/// (one store's points share a layout).
+pub fn histogram_data(points: Vec<HistogramPoint>, temporality: i32) -> metric::Data {
+    let (mut explicit, mut exponential) = (Vec::new(), Vec::new());
+    for point in points {
+        match point {
+            HistogramPoint::Explicit(point) => explicit.push(point),
+            HistogramPoint::Exponential(point) => exponential.push(point),
+        }
+    }
+    if exponential.is_empty() {
+        metric::Data::Histogram(Histogram {
+            data_points: explicit,
+            aggregation_temporality: temporality,
+        })
+    } else {
+        metric::Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: exponential,
+            aggregation_temporality: temporality,
+        })
     }
 }
 
@@ -279,7 +380,7 @@ impl RedMetrics {
         for store in self.stores() {
             let instruments = store.instruments();
             // (pid, instrument index) -> points
-            let mut points: HashMap<(u32, usize), Vec<HistogramDataPoint>> = HashMap::new();
+            let mut points: HashMap<(u32, usize), Vec<HistogramPoint>> = HashMap::new();
             for point in self.selected_points(store) {
                 if delta && point.state.count == 0 {
                     continue;
@@ -297,7 +398,7 @@ impl RedMetrics {
                     .entry((point.pid, index))
                     .or_default()
                     .push(point.state.data_point(
-                        point.instrument.bounds_in(&self.buckets),
+                        point.instrument.layout_in(&self.buckets),
                         point.attributes,
                         point.start_unix_ns,
                         now_unix_ns,
@@ -318,10 +419,7 @@ impl RedMetrics {
                     description: instrument.description.into(),
                     unit: instrument.unit.into(),
                     metadata: Vec::new(),
-                    data: Some(metric::Data::Histogram(Histogram {
-                        data_points,
-                        aggregation_temporality: temporality,
-                    })),
+                    data: Some(histogram_data(data_points, temporality)),
                 });
             }
         }

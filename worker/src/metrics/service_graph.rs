@@ -7,21 +7,19 @@
 //! `service_graph::ServiceGraph`; they are the agent's view of the host, so
 //! over OTLP they go on the agent's own resource, not on one process's.
 
-use std::sync::Arc;
-
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, AggregationTemporality, Histogram, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum,
+    metric, number_data_point, AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics,
+    ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::red::{overflow_attributes, HistogramState, MAX_SERIES};
+use super::red::{histogram_data, overflow_attributes, HistogramState, MAX_SERIES};
 use crate::config::HistogramBuckets;
 use crate::config::Temporality;
 use crate::hashing::FastMap;
 use crate::semconv::attribute::string_attribute;
-use crate::semconv::duration_bounds;
+use crate::semconv::{duration_bounds, duration_layout, HistogramLayout};
 use crate::service_graph::{EdgeKey, EdgeObservation, EdgeSample};
 
 /// The OTLP names (Prometheus: the histograms get `_seconds`).
@@ -45,27 +43,27 @@ pub struct EdgeSeries {
 }
 
 impl EdgeSeries {
-    fn new(start_unix_ns: u64, bounds: &[f64]) -> Self {
+    fn new(start_unix_ns: u64, layout: HistogramLayout<'_>) -> Self {
         Self {
             start_unix_ns,
             last_unix_ns: start_unix_ns,
             total: 0,
             failed: 0,
-            client: HistogramState::new(bounds),
-            server: HistogramState::new(bounds),
+            client: HistogramState::new(layout),
+            server: HistogramState::new(layout),
         }
     }
 
-    fn record(&mut self, sample: &EdgeSample, bounds: &[f64]) {
+    fn record(&mut self, sample: &EdgeSample, layout: HistogramLayout<'_>) {
         self.total += 1;
         if sample.failed {
             self.failed += 1;
         }
         if let Some(seconds) = sample.client_seconds {
-            self.client.record(bounds, seconds);
+            self.client.record(layout, seconds);
         }
         if let Some(seconds) = sample.server_seconds {
-            self.server.record(bounds, seconds);
+            self.server.record(layout, seconds);
         }
     }
 }
@@ -95,8 +93,9 @@ fn attributes(edge: Option<&EdgeKey>) -> Vec<KeyValue> {
 /// overflow series (`otel.metric.overflow=true`).
 pub struct ServiceGraphMetrics {
     temporality: Temporality,
-    /// The duration histograms' bounds (OBI's `buckets.duration_histogram`, else the default).
-    bounds: Option<Arc<[f64]>>,
+    /// The duration histograms' buckets (OBI's `buckets.duration_histogram`,
+    /// else the default; or exponential, OBI's `histogram_aggregation`).
+    buckets: HistogramBuckets,
     edges: FastMap<EdgeKey, EdgeSeries>,
     overflow: Option<EdgeSeries>,
 }
@@ -105,7 +104,7 @@ impl ServiceGraphMetrics {
     pub fn new(temporality: Temporality) -> Self {
         Self {
             temporality,
-            bounds: None,
+            buckets: HistogramBuckets::default(),
             edges: FastMap::default(),
             overflow: None,
         }
@@ -113,7 +112,7 @@ impl ServiceGraphMetrics {
 
     /// The duration histograms' bounds, configured (set before anything is recorded).
     pub fn with_buckets(mut self, buckets: &HistogramBuckets) -> Self {
-        self.bounds = buckets.duration.clone();
+        self.buckets = buckets.clone();
         self
     }
 
@@ -131,7 +130,7 @@ impl ServiceGraphMetrics {
 
     /// The duration histograms' bounds.
     pub fn bounds(&self) -> &[f64] {
-        duration_bounds(&self.bounds)
+        duration_bounds(&self.buckets.duration)
     }
 
     pub fn record(&mut self, observation: &EdgeObservation, now_unix_ns: u64) {
@@ -145,14 +144,14 @@ impl ServiceGraphMetrics {
         } else if self.edges.len() < MAX_SERIES {
             self.edges
                 .entry(edge.clone())
-                .or_insert_with(|| EdgeSeries::new(now_unix_ns, duration_bounds(&self.bounds)))
+                .or_insert_with(|| EdgeSeries::new(now_unix_ns, duration_layout(&self.buckets)))
         } else {
             self.overflow
-                .get_or_insert_with(|| EdgeSeries::new(now_unix_ns, duration_bounds(&self.bounds)))
+                .get_or_insert_with(|| EdgeSeries::new(now_unix_ns, duration_layout(&self.buckets)))
         };
         series.last_unix_ns = series.last_unix_ns.max(now_unix_ns);
         for sample in samples {
-            series.record(sample, duration_bounds(&self.bounds));
+            series.record(sample, duration_layout(&self.buckets));
         }
     }
 
@@ -201,7 +200,7 @@ impl ServiceGraphMetrics {
             for (state, points) in [(&series.client, &mut client), (&series.server, &mut server)] {
                 if state.count > 0 {
                     points.push(state.data_point(
-                        duration_bounds(&self.bounds),
+                        duration_layout(&self.buckets),
                         attributes(edge),
                         start,
                         now_unix_ns,
@@ -212,7 +211,7 @@ impl ServiceGraphMetrics {
         if delta {
             for series in self.edges.values_mut().chain(self.overflow.as_mut()) {
                 let last = series.last_unix_ns;
-                *series = EdgeSeries::new(now_unix_ns, duration_bounds(&self.bounds));
+                *series = EdgeSeries::new(now_unix_ns, duration_layout(&self.buckets));
                 series.last_unix_ns = last;
             }
         }
@@ -235,10 +234,7 @@ impl ServiceGraphMetrics {
             description: description.into(),
             unit: "s".into(),
             metadata: Vec::new(),
-            data: Some(metric::Data::Histogram(Histogram {
-                data_points,
-                aggregation_temporality: temporality,
-            })),
+            data: Some(histogram_data(data_points, temporality)),
         };
         let metrics = vec![
             sum(REQUEST_TOTAL, HELP_TOTAL, total),

@@ -17,16 +17,16 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, AggregationTemporality, Histogram, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum,
+    metric, number_data_point, AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics,
+    ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::red::{scope, HistogramState, MAX_SERIES};
+use super::red::{histogram_data, scope, HistogramState, MAX_SERIES};
 use crate::config::{HistogramBuckets, SpanMetricForms, Temporality};
 use crate::hashing::FastMap;
 use crate::semconv::attribute::string_attribute;
-use crate::semconv::duration_bounds;
+use crate::semconv::{duration_bounds, duration_layout, HistogramLayout};
 use crate::spans::{Protocol, Span, SpanKind};
 
 /// What a span metric family reads of a series.
@@ -215,12 +215,12 @@ pub struct SpanSeries {
 }
 
 impl SpanSeries {
-    fn new(resource: &Arc<Resource>, now_unix_ns: u64, bounds: &[f64]) -> Self {
+    fn new(resource: &Arc<Resource>, now_unix_ns: u64, layout: HistogramLayout<'_>) -> Self {
         Self {
             resource: Arc::clone(resource),
             start_unix_ns: now_unix_ns,
             last_unix_ns: now_unix_ns,
-            latency: HistogramState::new(bounds),
+            latency: HistogramState::new(layout),
             request_bytes: 0,
             response_bytes: 0,
         }
@@ -314,8 +314,9 @@ fn body_bytes(span: &Span) -> (u64, u64) {
 pub struct SpanMetrics {
     temporality: Temporality,
     forms: SpanMetricForms,
-    /// The latency histograms' bounds (OBI's `buckets.duration_histogram`, else the default).
-    bounds: Option<Arc<[f64]>>,
+    /// The latency histograms' buckets (OBI's `buckets.duration_histogram`,
+    /// else the default; or exponential, OBI's `histogram_aggregation`).
+    buckets: HistogramBuckets,
     series: FastMap<SpanSeriesKey, SpanSeries>,
     overflow: FastMap<u32, SpanSeries>,
     exited: Vec<u32>,
@@ -328,7 +329,7 @@ impl SpanMetrics {
         Self {
             temporality,
             forms,
-            bounds: None,
+            buckets: HistogramBuckets::default(),
             series: FastMap::default(),
             overflow: FastMap::default(),
             exited: Vec::new(),
@@ -357,16 +358,16 @@ impl SpanMetrics {
                 error: key.error,
             };
             self.series.entry(owned).or_insert_with(|| {
-                SpanSeries::new(resource, now_unix_ns, duration_bounds(&self.bounds))
+                SpanSeries::new(resource, now_unix_ns, duration_layout(&self.buckets))
             })
         } else {
             self.overflow.entry(span.pid).or_insert_with(|| {
-                SpanSeries::new(resource, now_unix_ns, duration_bounds(&self.bounds))
+                SpanSeries::new(resource, now_unix_ns, duration_layout(&self.buckets))
             })
         };
         series.last_unix_ns = series.last_unix_ns.max(now_unix_ns);
         series.latency.record(
-            duration_bounds(&self.bounds),
+            duration_layout(&self.buckets),
             span.duration_ns() as f64 / 1e9,
         );
         let (request, response) = body_bytes(span);
@@ -374,15 +375,15 @@ impl SpanMetrics {
         series.response_bytes += response;
     }
 
-    /// The latency histograms' bounds, configured (set before anything is recorded).
+    /// The latency histograms' buckets, configured (set before anything is recorded).
     pub fn with_buckets(mut self, buckets: &HistogramBuckets) -> Self {
-        self.bounds = buckets.duration.clone();
+        self.buckets = buckets.clone();
         self
     }
 
     /// The latency histograms' bounds.
     pub fn bounds(&self) -> &[f64] {
-        duration_bounds(&self.bounds)
+        duration_bounds(&self.buckets.duration)
     }
 
     /// The families this store's exporter sends.
@@ -473,7 +474,7 @@ impl SpanMetrics {
                         family.value,
                         members,
                         attributes,
-                        duration_bounds(&self.bounds),
+                        duration_layout(&self.buckets),
                         (temporality, now_unix_ns),
                     );
                     Metric {
@@ -501,8 +502,11 @@ impl SpanMetrics {
         if delta {
             for series in self.series.values_mut().chain(self.overflow.values_mut()) {
                 let last = series.last_unix_ns;
-                *series =
-                    SpanSeries::new(&series.resource, now_unix_ns, duration_bounds(&self.bounds));
+                *series = SpanSeries::new(
+                    &series.resource,
+                    now_unix_ns,
+                    duration_layout(&self.buckets),
+                );
                 series.last_unix_ns = last;
             }
         }
@@ -515,7 +519,7 @@ fn family_data(
     value: SpanValue,
     members: &[(Option<&SpanSeriesKey>, &SpanSeries)],
     attributes: &[Vec<KeyValue>],
-    bounds: &[f64],
+    layout: HistogramLayout<'_>,
     (temporality, now_unix_ns): (i32, u64),
 ) -> metric::Data {
     let series = members.iter().map(|(_, s)| *s).zip(attributes);
@@ -523,13 +527,10 @@ fn family_data(
         let data_points = series
             .map(|(s, attributes)| {
                 s.latency
-                    .data_point(bounds, attributes.clone(), s.start_unix_ns, now_unix_ns)
+                    .data_point(layout, attributes.clone(), s.start_unix_ns, now_unix_ns)
             })
             .collect();
-        return metric::Data::Histogram(Histogram {
-            data_points,
-            aggregation_temporality: temporality,
-        });
+        return histogram_data(data_points, temporality);
     }
     let data_points = series
         .map(|(s, attributes)| NumberDataPoint {
@@ -785,7 +786,11 @@ mod tests {
         }
         metrics.overflow.insert(
             7,
-            SpanSeries::new(&resource(7), 1, &DURATION_BOUNDS_SECONDS),
+            SpanSeries::new(
+                &resource(7),
+                1,
+                HistogramLayout::Explicit(&DURATION_BOUNDS_SECONDS),
+            ),
         );
         metrics.drop_processes(&[7]);
         let left: Vec<(Option<u32>, u64)> = metrics

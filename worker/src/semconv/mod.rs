@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use attribute::AttributeSink;
 
-use crate::config::HistogramBuckets;
+use crate::config::{HistogramAggregation, HistogramBuckets};
 use crate::spans::{Protocol, Span};
 
 /// Semantic-convention buckets for `*.duration` histograms, in seconds.
@@ -56,7 +56,24 @@ pub enum BucketKind {
     ResponseSize,
 }
 
+/// How a histogram's buckets are laid out: explicit bounds, or base-2
+/// exponential (OBI's `histogram_aggregation`, OTLP only).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HistogramLayout<'a> {
+    Explicit(&'a [f64]),
+    Exponential,
+}
+
 impl Instrument {
+    /// Its buckets in an exporter with `buckets`: exponential when the
+    /// exporter aggregates so, else its explicit bounds.
+    pub fn layout_in<'a>(&'a self, buckets: &'a HistogramBuckets) -> HistogramLayout<'a> {
+        match buckets.aggregation {
+            HistogramAggregation::Explicit => HistogramLayout::Explicit(self.bounds_in(buckets)),
+            HistogramAggregation::Base2Exponential => HistogramLayout::Exponential,
+        }
+    }
+
     /// Its bounds: the configured list of its kind, else the default.
     pub fn bounds_in<'a>(&'a self, buckets: &'a HistogramBuckets) -> &'a [f64] {
         let configured = match self.buckets {
@@ -72,6 +89,17 @@ impl Instrument {
 /// instrument (span metrics, service graph): configured, else the default.
 pub fn duration_bounds(configured: &Option<std::sync::Arc<[f64]>>) -> &[f64] {
     configured.as_deref().unwrap_or(&DURATION_BOUNDS_SECONDS)
+}
+
+/// The layout of the duration histograms that are no convention's
+/// instrument, in an exporter with `buckets`.
+pub fn duration_layout(buckets: &HistogramBuckets) -> HistogramLayout<'_> {
+    match buckets.aggregation {
+        HistogramAggregation::Explicit => {
+            HistogramLayout::Explicit(duration_bounds(&buckets.duration))
+        }
+        HistogramAggregation::Base2Exponential => HistogramLayout::Exponential,
+    }
 }
 
 /// Why a span failed, as the conventions put it.
