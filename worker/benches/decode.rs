@@ -648,6 +648,23 @@ impl Path {
         }
     }
 
+    /// The default path with OBI's `histogram_aggregation:
+    /// base2_exponential_bucket_histogram`: the RED and service graph
+    /// histograms exponential.
+    fn with_exponential_histograms() -> Self {
+        let buckets = zerotrace_worker::config::HistogramBuckets {
+            aggregation: zerotrace_worker::config::HistogramAggregation::Base2Exponential,
+            ..Default::default()
+        };
+        let mut path = Self::with_graph_and_live_view();
+        path.red = RedMetrics::new(Temporality::Cumulative).with_buckets(&buckets);
+        if let Some(graph) = path.graph.as_mut() {
+            graph.metrics =
+                ServiceGraphMetrics::new(Temporality::Cumulative).with_buckets(&buckets);
+        }
+        path
+    }
+
     /// `full`: also classify the route and record RED metrics (the whole path);
     /// without, only record decode and the tracker (to split the cost).
     /// Records are handled in batches of [`BATCH_RECORDS`], spans flushed
@@ -842,12 +859,14 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
     let mut short = Path::with_graph_and_live_view();
     let mut bare = Path::without_exporter();
     let mut spans = Path::with_span_metrics();
+    let mut exponential = Path::with_exponential_histograms();
     for (path, records) in [
         (&mut path, &records),
         (&mut exporting, &records),
         (&mut short, &short_records),
         (&mut bare, &records),
         (&mut spans, &records),
+        (&mut exponential, &records),
     ] {
         let produced = path.replay(records, true);
         assert_eq!(produced, EXCHANGES, "every exchange must become one span");
@@ -884,6 +903,10 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
                 ));
                 black_box(replay_nginx_wrk_span_metrics(
                     &mut spans,
+                    black_box(&records),
+                ));
+                black_box(replay_nginx_wrk_exponential(
+                    &mut exponential,
                     black_box(&records),
                 ));
             }
@@ -923,6 +946,14 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
         b.iter(|| {
             black_box(replay_nginx_wrk_span_metrics(
                 &mut spans,
+                black_box(&records),
+            ))
+        })
+    });
+    group.bench_function("exponential_histograms", |b| {
+        b.iter(|| {
+            black_box(replay_nginx_wrk_exponential(
+                &mut exponential,
                 black_box(&records),
             ))
         })
@@ -980,6 +1011,16 @@ fn replay_nginx_wrk_span_metrics(path: &mut Path, records: &[Vec<u8>]) -> usize 
     let produced = path.replay(records, true);
     // Not the same body as the other replay functions (see replay_nginx_wrk_exporting).
     black_box(path.span_metrics.as_ref().map(|m| m.series().count()));
+    produced
+}
+
+/// [`replay_nginx_wrk`] with exponential histograms
+/// (`--toggle-collect=decode::replay_nginx_wrk_exponential`).
+#[inline(never)]
+fn replay_nginx_wrk_exponential(path: &mut Path, records: &[Vec<u8>]) -> usize {
+    let produced = path.replay(records, true);
+    // Not the same body as the other replay functions (see replay_nginx_wrk_exporting).
+    black_box(path.red.stores().len());
     produced
 }
 

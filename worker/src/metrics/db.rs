@@ -145,7 +145,7 @@ impl DbMetrics {
         if self.overflows(|series| series.contains_key(&key)) {
             key.labels = None;
         }
-        let layout = instrument().layout_in(&self.buckets);
+        let bounds = instrument().bounds_in(&self.buckets);
         // One lookup by the borrowed key; an owned one only for a new series.
         let (_, series) = self
             .series
@@ -156,8 +156,15 @@ impl DbMetrics {
                     pid: key.pid,
                     labels: key.labels.as_ref().map(DbLabelsRef::owned),
                 };
-                (owned, DurationSeries::new(resource, now_unix_ns, layout))
+                (
+                    owned,
+                    DurationSeries::new(
+                        resource,
+                        now_unix_ns,
+                        instrument().layout_in(&self.buckets),
+                    ),
+                )
             });
-        series.record(layout, span, now_unix_ns);
+        series.record(bounds, span, now_unix_ns);
     }
 }

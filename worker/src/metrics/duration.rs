@@ -45,10 +45,10 @@ impl DurationSeries {
     }
 
     /// The span's duration, in seconds, counted at `now_unix_ns`.
-    pub fn record(&mut self, layout: HistogramLayout<'_>, span: &Span, now_unix_ns: u64) {
+    pub fn record(&mut self, bounds: &[f64], span: &Span, now_unix_ns: u64) {
         self.last_unix_ns = self.last_unix_ns.max(now_unix_ns);
         self.duration
-            .record(layout, span.duration_ns() as f64 / 1e9);
+            .record(bounds, span.duration_ns() as f64 / 1e9);
     }
 }
 

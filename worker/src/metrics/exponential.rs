@@ -66,7 +66,9 @@ impl ExponentialBuckets {
 
     /// Counts `value`: zero (and anything not above it) in the zero count,
     /// a positive value in its bucket, first lowering the scale when the
-    /// buckets would not fit in [`MAX_SIZE`].
+    /// buckets would not fit in [`MAX_SIZE`]. Not inlined: the explicit
+    /// histograms' record, on the hot path, stays small.
+    #[inline(never)]
     pub fn record(&mut self, value: f64) {
         if value <= 0.0 || value.is_nan() {
             self.zero_count += 1;

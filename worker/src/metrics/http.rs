@@ -313,14 +313,15 @@ impl HttpMetrics {
             key = SeriesKeyRef::overflow_of(span.pid, span.kind);
             self.overflowed_points += 1;
         }
-        let [duration, request_size, response_size] = instruments(span.kind) else {
+        let kinds = instruments(span.kind);
+        let [duration, request_size, response_size] = kinds else {
             return;
         };
         let buckets = &self.buckets;
         let (duration, request_size, response_size) = (
-            duration.layout_in(buckets),
-            request_size.layout_in(buckets),
-            response_size.layout_in(buckets),
+            duration.bounds_in(buckets),
+            request_size.bounds_in(buckets),
+            response_size.bounds_in(buckets),
         );
         // One lookup by the borrowed key; an owned one only for a new series.
         let (_, series) = self
@@ -332,9 +333,9 @@ impl HttpMetrics {
                     resource: Arc::clone(resource),
                     start_unix_ns: now_unix_ns,
                     last_unix_ns: now_unix_ns,
-                    duration: HistogramState::new(duration),
-                    request_size: HistogramState::new(request_size),
-                    response_size: HistogramState::new(response_size),
+                    duration: HistogramState::new(kinds[0].layout_in(buckets)),
+                    request_size: HistogramState::new(kinds[1].layout_in(buckets)),
+                    response_size: HistogramState::new(kinds[2].layout_in(buckets)),
                 };
                 (key.owned(), series)
             });

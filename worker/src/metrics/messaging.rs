@@ -65,10 +65,12 @@ impl MessagingMetrics {
         if self.overflows(|series| series.contains_key(&key)) {
             key.labels = None;
         }
-        let layout = key.instrument().layout_in(&self.buckets);
+        let instrument = key.instrument();
+        let bounds = instrument.bounds_in(&self.buckets);
+        let layout = instrument.layout_in(&self.buckets);
         self.series
             .entry(key)
             .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, layout))
-            .record(layout, span, now_unix_ns);
+            .record(bounds, span, now_unix_ns);
     }
 }

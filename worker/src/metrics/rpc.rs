@@ -104,11 +104,17 @@ impl RpcMetrics {
         if self.overflows(|series| series.contains_key(&key)) {
             key = RpcSeriesKey::overflow_of(span.pid, span.kind);
         }
-        let layout = instrument(span.kind).layout_in(&self.buckets);
+        let bounds = instrument(span.kind).bounds_in(&self.buckets);
         self.series
             .entry(key)
-            .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, layout))
-            .record(layout, span, now_unix_ns);
+            .or_insert_with(|| {
+                DurationSeries::new(
+                    resource,
+                    now_unix_ns,
+                    instrument(span.kind).layout_in(&self.buckets),
+                )
+            })
+            .record(bounds, span, now_unix_ns);
     }
 }
 

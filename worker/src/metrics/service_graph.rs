@@ -54,16 +54,16 @@ impl EdgeSeries {
         }
     }
 
-    fn record(&mut self, sample: &EdgeSample, layout: HistogramLayout<'_>) {
+    fn record(&mut self, sample: &EdgeSample, bounds: &[f64]) {
         self.total += 1;
         if sample.failed {
             self.failed += 1;
         }
         if let Some(seconds) = sample.client_seconds {
-            self.client.record(layout, seconds);
+            self.client.record(bounds, seconds);
         }
         if let Some(seconds) = sample.server_seconds {
-            self.server.record(layout, seconds);
+            self.server.record(bounds, seconds);
         }
     }
 }
@@ -151,7 +151,7 @@ impl ServiceGraphMetrics {
         };
         series.last_unix_ns = series.last_unix_ns.max(now_unix_ns);
         for sample in samples {
-            series.record(sample, duration_layout(&self.buckets));
+            series.record(sample, duration_bounds(&self.buckets.duration));
         }
     }
 

@@ -367,7 +367,7 @@ impl SpanMetrics {
         };
         series.last_unix_ns = series.last_unix_ns.max(now_unix_ns);
         series.latency.record(
-            duration_layout(&self.buckets),
+            duration_bounds(&self.buckets.duration),
             span.duration_ns() as f64 / 1e9,
         );
         let (request, response) = body_bytes(span);
