@@ -123,6 +123,8 @@ fn a_real_prometheus_sees_each_call_once_with_its_client_and_server() {
     );
 }
 
+/// Also OBI's `allow_service_graph_self_references`, here by its variable:
+/// front calling itself counts over OTLP (Prometheus, above, leaves it out).
 #[test]
 fn otlp_carries_the_service_graph_on_the_agents_resource() {
     require_root();
@@ -141,10 +143,14 @@ fn otlp_carries_the_service_graph_on_the_agents_resource() {
                 "OTEL_EBPF_METRICS_FEATURES",
                 "application,application_service_graph",
             ),
+            ("OTEL_EBPF_ALLOW_SERVICE_GRAPH_SELF_REFERENCES", "true"),
         ],
     );
     for _ in 0..3 {
         curl(&[&front.url(&format!("/call/{}/hello", back.port))]);
+    }
+    for _ in 0..2 {
+        curl(&[&front.url("/proxy")]);
     }
     let is_front_to_back = |attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
         attr_str(attrs, "client").as_deref() == Some("front")
@@ -165,11 +171,20 @@ fn otlp_carries_the_service_graph_on_the_agents_resource() {
             .data_points
             .iter()
             .find(|p| is_front_to_back(&p.attributes))?;
-        (point.value == Some(number_data_point::Value::AsInt(3)))
-            .then(|| (resource.clone(), metrics.clone()))
+        let itself = sum.data_points.iter().find(|p| {
+            attr_str(&p.attributes, "client").as_deref() == Some("front")
+                && attr_str(&p.attributes, "server").as_deref() == Some("front")
+        })?;
+        (point.value == Some(number_data_point::Value::AsInt(3))
+            && itself.value == Some(number_data_point::Value::AsInt(2)))
+        .then(|| (resource.clone(), metrics.clone()))
     });
-    let (resource, metrics) =
-        found.unwrap_or_else(|| panic!("no front->back total of 3: {:#?}", receiver.metrics()));
+    let (resource, metrics) = found.unwrap_or_else(|| {
+        panic!(
+            "no front->back total of 3 and front->front of 2: {:#?}",
+            receiver.metrics()
+        )
+    });
     assert_eq!(
         resource.get("service.name").map(String::as_str),
         Some("zerotrace")

@@ -254,7 +254,10 @@ fn a_real_prometheus_reads_the_span_metrics_in_tempo_s_names() {
 /// `traces.span.metrics.duration` in seconds, `service.name`, the program's
 /// language) and on Prometheus, read by a real Prometheus
 /// (`traces_span_metrics_calls_total`, `traces_span_metrics_duration_seconds`).
-/// `all` chooses this form, with the sizes, and not Tempo's.
+/// `all` chooses this form, with the sizes, and not Tempo's. OBI's
+/// `extra_span_resource_attributes` (here its variables, one spelled as a
+/// Prometheus label) adds `deployment.environment` from
+/// `OTEL_RESOURCE_ATTRIBUTES` to both.
 #[test]
 fn the_opentelemetry_form_goes_over_otlp_and_to_a_real_prometheus() {
     require_root();
@@ -268,6 +271,15 @@ fn the_opentelemetry_form_goes_over_otlp_and_to_a_real_prometheus() {
         &[
             ("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string()),
             ("OTEL_EBPF_METRICS_FEATURES", "all"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging"),
+            (
+                "OTEL_EBPF_EXTRA_SPAN_RESOURCE_ATTRIBUTES",
+                "deployment.environment",
+            ),
+            (
+                "OTEL_EBPF_PROMETHEUS_EXTRA_SPAN_RESOURCE_ATTRIBUTES",
+                "deployment_environment",
+            ),
         ],
     );
     for _ in 0..3 {
@@ -338,6 +350,10 @@ fn the_opentelemetry_form_goes_over_otlp_and_to_a_real_prometheus() {
             Some("python")
         );
         assert_eq!(attr_str(&point.attributes, "service"), None);
+        assert_eq!(
+            attr_str(&point.attributes, "deployment.environment").as_deref(),
+            Some("staging")
+        );
     }
     // The sizes come with `all`, in this form's attribute names.
     let sizes: Vec<i64> = counter_values(&metrics, "traces_spanmetrics_size_total")
@@ -362,6 +378,11 @@ fn the_opentelemetry_form_goes_over_otlp_and_to_a_real_prometheus() {
     assert_eq!(
         calls("status_code=\"STATUS_CODE_ERROR\""),
         Some(1.0),
+        "{scrape}"
+    );
+    assert_eq!(
+        calls("deployment_environment=\"staging\""),
+        Some(5.0),
         "{scrape}"
     );
     let quantile = query(

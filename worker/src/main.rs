@@ -281,12 +281,14 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
     let host_id = zerotrace_worker::otel::host_id::resolve(effective.host_id.as_deref());
     info!("host.id {} (from {})", host_id.id, host_id.source);
     let otel = OtelExport::start(&effective.export)?.map(|otel| {
-        otel.with_service_graph(effective.service_graph.otlp)
+        otel.with_graph_self_references(effective.graph_self_references.otlp)
+            .with_service_graph(effective.service_graph.otlp)
             .with_host_id(&host_id.id)
             .with_host_info(effective.host_info.otlp)
             .with_buckets(&effective.buckets.otlp)
             .with_series_ttl(effective.series_ttl.otlp)
             .with_attribute_selector(selector.clone())
+            .with_span_resource_attributes(&effective.span_resource_attributes.otlp)
             .with_span_metrics(effective.span_metrics.otlp)
             .with_process_metrics(effective.process_metrics.otlp)
     });
@@ -314,7 +316,9 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
                     .with_buckets(&effective.buckets.prometheus)
                     .with_series_ttl(effective.series_ttl.prometheus)
                     .with_attribute_selector(selector.clone())
+                    .with_graph_self_references(effective.graph_self_references.prometheus)
                     .with_service_graph(effective.service_graph.prometheus)
+                    .with_span_resource_attributes(&effective.span_resource_attributes.prometheus)
                     .with_span_metrics(effective.span_metrics.prometheus)
                     .with_process_metrics(effective.process_metrics.prometheus),
             ));

@@ -697,16 +697,16 @@ impl Pipeline {
             return;
         }
         let now_unix_ns = self.clock.to_unix_ns(monotonic_now_ns());
-        // A service calling itself stays out of the metrics, as in OBI (top still shows it).
-        let metric_edges = || self.edges.runs().filter(|(e, _)| !e.is_self_reference());
+        // A service calling itself stays out of the metrics unless an
+        // exporter allows it (`ServiceGraphMetrics::record_run`); top shows it.
         if let Some(otel) = self.otel.as_mut() {
-            for (edge, samples) in metric_edges() {
+            for (edge, samples) in self.edges.runs() {
                 otel.record_edge_run(edge, samples, now_unix_ns);
             }
         }
         if let Some(mut state) = self.scrape.as_ref().and_then(|s| s.lock().ok()) {
             if let Some(graph) = state.graph.as_mut() {
-                for (edge, samples) in metric_edges() {
+                for (edge, samples) in self.edges.runs() {
                     graph.record_run(edge, samples, now_unix_ns);
                 }
             }

@@ -13,6 +13,7 @@ use super::export::{export_settings, ExportInputs};
 use super::features::{metric_features, ExporterSwitch, SpanMetricSwitch};
 use super::file::{parse_file, vet_file, RawFile};
 use super::filters::{checked_filters, AttributeFilter};
+use super::graph_self_references::graph_self_references;
 use super::metric_select::{metric_selections, MetricSelection};
 use super::otel_sdk::ExportSettings;
 use super::printer::{trace_printer, PrinterFormat};
@@ -20,6 +21,7 @@ use super::prometheus::{prometheus_settings, PrometheusSettings};
 use super::routes::{checked_routes, RouteSettings};
 use super::selectors::{decide, ProcessFacts, Selector};
 use super::series_ttl::{series_ttl, SeriesTtl};
+use super::span_resource::{span_resource_attributes, SpanResourceAttributes};
 
 /// The configuration the agent runs with: the file, overridden by the environment.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +48,9 @@ pub struct EffectiveConfig {
     /// Which span metric families each exporter sends (`application_span`,
     /// `application_span_otel`, `application_span_sizes`).
     pub span_metrics: SpanMetricSwitch,
+    /// Which exporters keep the service graph's edges from a service to
+    /// itself (OBI's `allow_service_graph_self_references`).
+    pub graph_self_references: ExporterSwitch,
     /// Which exporters send the process metrics (`application_process`).
     pub process_metrics: ExporterSwitch,
     /// Which exporters send `traces_host_info` even without span or service
@@ -55,6 +60,9 @@ pub struct EffectiveConfig {
     pub buckets: BucketSwitch,
     /// How long each metrics exporter keeps a series nobody updates (OBI's `ttl`).
     pub series_ttl: SeriesTtl,
+    /// The resource attributes each exporter's span metrics carry (OBI's
+    /// `extra_span_resource_attributes`).
+    pub span_resource_attributes: SpanResourceAttributes,
     /// `host.id` as set by `OTEL_EBPF_HOST_ID` or `attributes.host_id.override`
     /// (else the machine id is read at start: `otel::host_id`).
     pub host_id: Option<String>,
@@ -158,6 +166,30 @@ fn build(
         raw.prometheus_export.as_ref().and_then(|p| p.ttl.as_ref()),
         env,
     )?;
+    let span_resource_attributes = span_resource_attributes(
+        raw.metrics
+            .as_ref()
+            .and_then(|m| m.extra_span_resource_attributes.as_ref()),
+        raw.otel_metrics_export
+            .as_ref()
+            .and_then(|m| m.extra_span_resource_attributes.as_ref()),
+        raw.prometheus_export
+            .as_ref()
+            .and_then(|p| p.extra_span_resource_attributes.as_ref()),
+        env,
+    );
+    let graph_self_references = graph_self_references(
+        raw.metrics
+            .as_ref()
+            .and_then(|m| m.allow_service_graph_self_references),
+        raw.otel_metrics_export
+            .as_ref()
+            .and_then(|m| m.allow_service_graph_self_references),
+        raw.prometheus_export
+            .as_ref()
+            .and_then(|p| p.allow_service_graph_self_references),
+        env,
+    )?;
     let routes = checked_routes(&ctx, raw.routes)?;
     let filters = checked_filters(&mut ctx, raw.filter)?;
     let env_selector = env_selector(env, raw.open_port, raw.executable_path)?;
@@ -220,11 +252,13 @@ fn build(
         prometheus,
         databases,
         service_graph: features.service_graph,
+        graph_self_references,
         span_metrics: features.span,
         process_metrics: features.process,
         host_info: features.host,
         buckets,
         series_ttl,
+        span_resource_attributes,
         host_id,
         warnings: ctx.warnings,
         log_level: raw.log_level,

@@ -99,6 +99,8 @@ pub(super) struct RawExport {
     pub(super) features: Option<StringList>,
     pub(super) buckets: Option<RawBuckets>,
     pub(super) histogram_aggregation: Option<String>,
+    pub(super) extra_span_resource_attributes: Option<StringList>,
+    pub(super) allow_service_graph_self_references: Option<bool>,
     pub(super) ttl: Option<GoDuration>,
     #[serde(flatten)]
     other: Extra,

@@ -39,7 +39,8 @@ pub(super) struct RawFile {
 }
 
 /// OBI's top-level `metrics` section: `features`, `instrumentations`,
-/// `buckets`, `histogram_aggregation` and `ttl` are read.
+/// `buckets`, `histogram_aggregation`, `extra_span_resource_attributes`,
+/// `allow_service_graph_self_references` and `ttl` are read.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawFeatures {
@@ -47,6 +48,8 @@ pub(super) struct RawFeatures {
     pub(super) instrumentations: Option<StringList>,
     pub(super) buckets: Option<RawBuckets>,
     pub(super) histogram_aggregation: Option<String>,
+    pub(super) extra_span_resource_attributes: Option<StringList>,
+    pub(super) allow_service_graph_self_references: Option<bool>,
     pub(super) ttl: Option<GoDuration>,
     #[serde(flatten)]
     other: Extra,

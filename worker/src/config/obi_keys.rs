@@ -36,9 +36,6 @@ const NO_K8S: Obi = Obi::Unevaluable("zerotrace has no Kubernetes metadata");
 const SPAN_METRICS_FIXED: Obi = Obi::Ignored(
     "zerotrace's span metrics keep at most 10,000 series per process, with their fixed attributes",
 );
-const NO_SELF_REFERENCES: Obi = Obi::Ignored(
-    "service graph edges from a service to itself are always left out of the metrics (OBI's default)",
-);
 const NO_TLS_SKIP: &str = "TLS certificates are always verified; point SSL_CERT_FILE at your \
                            collector's CA bundle instead";
 const METRICS_ELSEWHERE: Obi =
@@ -278,11 +275,11 @@ pub(super) const METRICS_EXPORT: Section = Section {
         "instrumentations",
         "buckets",
         "histogram_aggregation",
+        "extra_span_resource_attributes",
+        "allow_service_graph_self_references",
         "ttl",
     ],
     obi: &[
-        ("allow_service_graph_self_references", NO_SELF_REFERENCES),
-        ("extra_span_resource_attributes", SPAN_METRICS_FIXED),
         ("reporters_cache_len", INTERNAL),
         ("otel_sdk_log_level", SDK_LOG),
     ],
@@ -294,6 +291,8 @@ pub(super) const METRICS_TOP: Section = Section {
         "instrumentations",
         "buckets",
         "histogram_aggregation",
+        "extra_span_resource_attributes",
+        "allow_service_graph_self_references",
         "ttl",
     ],
     obi: &[
@@ -301,8 +300,6 @@ pub(super) const METRICS_TOP: Section = Section {
         ("protocol", METRICS_ELSEWHERE),
         ("interval", METRICS_ELSEWHERE),
         ("insecure_skip_verify", Obi::Unsupported(NO_TLS_SKIP)),
-        ("allow_service_graph_self_references", NO_SELF_REFERENCES),
-        ("extra_span_resource_attributes", SPAN_METRICS_FIXED),
         ("reporters_cache_len", INTERNAL),
         ("otel_sdk_log_level", SDK_LOG),
     ],
@@ -315,14 +312,14 @@ pub(super) const PROMETHEUS: Section = Section {
         "features",
         "instrumentations",
         "buckets",
+        "extra_span_resource_attributes",
+        "allow_service_graph_self_references",
         "ttl",
     ],
     obi: &[
-        ("allow_service_graph_self_references", NO_SELF_REFERENCES),
-        ("extra_span_resource_attributes", SPAN_METRICS_FIXED),
         (
             "extra_resource_attributes",
-            Obi::Ignored("Prometheus labels are fixed"),
+            Obi::Ignored("target_info already carries every resource attribute"),
         ),
         (
             "disable_build_info",

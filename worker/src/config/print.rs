@@ -121,6 +121,9 @@ struct MetricsOut {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     buckets: BTreeMap<&'static str, Vec<f64>>,
     histogram_aggregation: &'static str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    extra_span_resource_attributes: Vec<String>,
+    allow_service_graph_self_references: bool,
     ttl: String,
     endpoints: Vec<DestinationOut>,
 }
@@ -172,6 +175,9 @@ struct PrometheusOut {
     features: Vec<&'static str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     buckets: BTreeMap<&'static str, Vec<f64>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    extra_span_resource_attributes: Vec<String>,
+    allow_service_graph_self_references: bool,
     ttl: String,
 }
 
@@ -305,6 +311,8 @@ impl EffectiveConfig {
                 ),
                 buckets: buckets_out(&self.buckets.otlp),
                 histogram_aggregation: self.buckets.otlp.aggregation.name(),
+                extra_span_resource_attributes: self.span_resource_attributes.otlp.to_vec(),
+                allow_service_graph_self_references: self.graph_self_references.otlp,
                 ttl: format_duration(self.series_ttl.otlp.unwrap_or_default()),
                 endpoints: export.metrics.iter().map(destination_out).collect(),
             },
@@ -319,6 +327,8 @@ impl EffectiveConfig {
                     self.host_info.prometheus,
                 ),
                 buckets: buckets_out(&self.buckets.prometheus),
+                extra_span_resource_attributes: self.span_resource_attributes.prometheus.to_vec(),
+                allow_service_graph_self_references: self.graph_self_references.prometheus,
                 ttl: format_duration(self.series_ttl.prometheus.unwrap_or_default()),
             }),
             attributes: self.attributes_out(),

@@ -78,6 +78,8 @@ pub(super) struct RawPrometheus {
     pub(super) features: Option<StringList>,
     instrumentations: Option<StringList>,
     pub(super) buckets: Option<RawBuckets>,
+    pub(super) extra_span_resource_attributes: Option<StringList>,
+    pub(super) allow_service_graph_self_references: Option<bool>,
     pub(super) ttl: Option<GoDuration>,
     #[serde(flatten)]
     other: Extra,

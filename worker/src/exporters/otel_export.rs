@@ -70,6 +70,10 @@ pub struct OtelExport {
     host_info_listed: bool,
     /// Histogram bounds that replace the defaults (OBI's `buckets`).
     buckets: HistogramBuckets,
+    /// Resource attributes the span metrics carry (OBI's `extra_span_resource_attributes`).
+    span_resource_attributes: Arc<[String]>,
+    /// Whether the service graph counts a service calling itself.
+    graph_self_references: bool,
     /// Series not updated for this long are dropped at the next export (OBI's `ttl`).
     series_ttl: Option<Duration>,
     temporality: crate::config::Temporality,
@@ -127,6 +131,8 @@ impl OtelExport {
             host_id: None,
             host_info_listed: false,
             buckets: HistogramBuckets::default(),
+            span_resource_attributes: Arc::default(),
+            graph_self_references: false,
             series_ttl: Some(DEFAULT_SERIES_TTL),
             temporality: settings.temporality,
             batch: settings.batch,
@@ -212,9 +218,20 @@ impl OtelExport {
     /// Sends the service graph metrics too (when metrics are exported at all).
     pub fn with_service_graph(mut self, enabled: bool) -> Self {
         if enabled && self.red.is_some() {
-            self.graph =
-                Some(ServiceGraphMetrics::new(self.temporality).with_buckets(&self.buckets));
+            self.graph = Some(
+                ServiceGraphMetrics::new(self.temporality)
+                    .with_buckets(&self.buckets)
+                    .with_self_references(self.graph_self_references),
+            );
         }
+        self
+    }
+
+    /// Counts the service graph's edges from a service to itself too (OBI's
+    /// `allow_service_graph_self_references`), for the store made already and one made after.
+    pub fn with_graph_self_references(mut self, allowed: bool) -> Self {
+        self.graph_self_references = allowed;
+        self.graph = self.graph.map(|graph| graph.with_self_references(allowed));
         self
     }
 
@@ -231,11 +248,24 @@ impl OtelExport {
         self
     }
 
+    /// Resource attributes the span metrics carry beside the service (OBI's
+    /// `extra_span_resource_attributes`), for the store made already and one made after.
+    pub fn with_span_resource_attributes(mut self, names: &Arc<[String]>) -> Self {
+        self.span_resource_attributes = Arc::clone(names);
+        self.span_metrics = self
+            .span_metrics
+            .map(|spans| spans.with_resource_attributes(names));
+        self
+    }
+
     /// Sends these span metric families too (when metrics are exported at all).
     pub fn with_span_metrics(mut self, forms: SpanMetricForms) -> Self {
         if forms.any() && self.red.is_some() {
-            self.span_metrics =
-                Some(SpanMetrics::new(self.temporality, forms).with_buckets(&self.buckets));
+            self.span_metrics = Some(
+                SpanMetrics::new(self.temporality, forms)
+                    .with_buckets(&self.buckets)
+                    .with_resource_attributes(&self.span_resource_attributes),
+            );
         }
         self
     }

@@ -41,6 +41,10 @@ pub struct ScrapeState {
     pub host_info_listed: bool,
     /// Histogram bounds that replace the defaults (OBI's `buckets`).
     buckets: HistogramBuckets,
+    /// Resource attributes the span metrics carry (OBI's `extra_span_resource_attributes`).
+    span_resource_attributes: Arc<[String]>,
+    /// Whether the service graph counts a service calling itself.
+    graph_self_references: bool,
     /// Series not updated for this long go at the next scrape (OBI's `ttl`).
     series_ttl: Option<Duration>,
     pub own: SelfMetrics,
@@ -56,6 +60,8 @@ impl Default for ScrapeState {
             host_id: None,
             host_info_listed: false,
             buckets: HistogramBuckets::default(),
+            span_resource_attributes: Arc::default(),
+            graph_self_references: false,
             series_ttl: Some(DEFAULT_SERIES_TTL),
             own: SelfMetrics::default(),
         }
@@ -97,10 +103,21 @@ impl ScrapeState {
         self
     }
 
+    /// Counts the service graph's edges from a service to itself too (OBI's
+    /// `allow_service_graph_self_references`), for the store made already and one made after.
+    pub fn with_graph_self_references(mut self, allowed: bool) -> Self {
+        self.graph_self_references = allowed;
+        self.graph = self.graph.map(|graph| graph.with_self_references(allowed));
+        self
+    }
+
     /// Serves the service graph metrics too.
     pub fn with_service_graph(mut self, enabled: bool) -> Self {
-        self.graph = enabled
-            .then(|| ServiceGraphMetrics::new(Temporality::Cumulative).with_buckets(&self.buckets));
+        self.graph = enabled.then(|| {
+            ServiceGraphMetrics::new(Temporality::Cumulative)
+                .with_buckets(&self.buckets)
+                .with_self_references(self.graph_self_references)
+        });
         self
     }
 
@@ -127,11 +144,23 @@ impl ScrapeState {
         self
     }
 
+    /// Resource attributes the span metrics carry beside the service (OBI's
+    /// `extra_span_resource_attributes`), for the store made already and one made after.
+    pub fn with_span_resource_attributes(mut self, names: &Arc<[String]>) -> Self {
+        self.span_resource_attributes = Arc::clone(names);
+        self.span_metrics = self
+            .span_metrics
+            .map(|spans| spans.with_resource_attributes(names));
+        self
+    }
+
     /// Serves these span metric families too.
     pub fn with_span_metrics(mut self, forms: SpanMetricForms) -> Self {
-        self.span_metrics = forms
-            .any()
-            .then(|| SpanMetrics::new(Temporality::Cumulative, forms).with_buckets(&self.buckets));
+        self.span_metrics = forms.any().then(|| {
+            SpanMetrics::new(Temporality::Cumulative, forms)
+                .with_buckets(&self.buckets)
+                .with_resource_attributes(&self.span_resource_attributes)
+        });
         self
     }
 
@@ -448,6 +477,7 @@ fn write_service_graph(out: &mut String, graph: &ServiceGraphMetrics, openmetric
 /// `job`, `instance`, `span_name`, `span_kind`, `status_code`, `source`
 /// (and `telemetry_sdk_language` in the OpenTelemetry form).
 fn span_series_labels(
+    spans: &SpanMetrics,
     key: Option<&SpanSeriesKey>,
     series: &SpanSeries,
     names: SpanLabels,
@@ -467,6 +497,13 @@ fn span_series_labels(
             labels.push((label_name(name), value));
         }
     }
+    // OBI's `extra_span_resource_attributes`, after its own labels.
+    for attribute in spans.resource_attributes(&series.resource) {
+        let name = label_name(&attribute.key);
+        if !labels.iter().any(|(k, _)| *k == name) {
+            labels.push((name, value_text(&attribute.value)));
+        }
+    }
     labels
 }
 
@@ -482,7 +519,7 @@ fn write_span_metrics(out: &mut String, spans: &SpanMetrics, openmetrics: bool) 
         let mut series: Vec<Labelled<'_, SpanSeries>> = spans
             .series()
             .map(|(key, series)| {
-                let labels = span_series_labels(key, series, names);
+                let labels = span_series_labels(spans, key, series, names);
                 (label_text(&labels, None), labels, series)
             })
             .collect();
@@ -1176,6 +1213,43 @@ mod tests {
         let openmetrics = render_with(otel, true);
         assert!(openmetrics.contains("# UNIT traces_span_metrics_duration_seconds seconds\n"));
         assert!(openmetrics.contains("# TYPE traces_span_metrics_calls counter\n"));
+    }
+
+    #[test]
+    fn configured_resource_attributes_label_the_span_metrics_after_their_own() {
+        let resource = Arc::new(Resource {
+            attributes: vec![
+                crate::otel::resource::string_attribute("service.name", "shop"),
+                crate::otel::resource::string_attribute("deployment.environment", "staging"),
+            ],
+            ..Default::default()
+        });
+        let names: Arc<[String]> = ["deployment_environment".to_owned(), "missing".to_owned()]
+            .into_iter()
+            .collect();
+        // Set before the span metrics are made, as the worker does, and after.
+        let forms = SpanMetricForms {
+            tempo: true,
+            ..SpanMetricForms::default()
+        };
+        for state in [
+            ScrapeState::default()
+                .with_span_resource_attributes(&names)
+                .with_span_metrics(forms),
+            ScrapeState::default()
+                .with_span_metrics(forms)
+                .with_span_resource_attributes(&names),
+        ] {
+            let mut state = state;
+            if let Some(spans) = state.span_metrics.as_mut() {
+                spans.record(&span(200), &resource, 1);
+            }
+            let text = render(&state, false);
+            assert!(
+                text.contains(r#"traces_spanmetrics_calls_total{service="shop",service_namespace="",job="shop",instance="",span_name="GET",span_kind="SPAN_KIND_SERVER",status_code="STATUS_CODE_UNSET",source="zerotrace",deployment_environment="staging"} 1"#),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub struct ServiceGraphMetrics {
     /// The duration histograms' buckets (OBI's `buckets.duration_histogram`,
     /// else the default; or exponential, OBI's `histogram_aggregation`).
     buckets: HistogramBuckets,
+    /// Whether edges from a service to itself count (OBI's
+    /// `allow_service_graph_self_references`; off by default, as in OBI).
+    self_references: bool,
     edges: FastMap<EdgeKey, EdgeSeries>,
     overflow: Option<EdgeSeries>,
 }
@@ -105,6 +108,7 @@ impl ServiceGraphMetrics {
         Self {
             temporality,
             buckets: HistogramBuckets::default(),
+            self_references: false,
             edges: FastMap::default(),
             overflow: None,
         }
@@ -113,6 +117,13 @@ impl ServiceGraphMetrics {
     /// The duration histograms' bounds, configured (set before anything is recorded).
     pub fn with_buckets(mut self, buckets: &HistogramBuckets) -> Self {
         self.buckets = buckets.clone();
+        self
+    }
+
+    /// Counts the edges from a service to itself too (OBI's
+    /// `allow_service_graph_self_references`).
+    pub fn with_self_references(mut self, allowed: bool) -> Self {
+        self.self_references = allowed;
         self
     }
 
@@ -139,6 +150,9 @@ impl ServiceGraphMetrics {
 
     /// Requests on one edge: its series is looked up once.
     pub fn record_run(&mut self, edge: &EdgeKey, samples: &[EdgeSample], now_unix_ns: u64) {
+        if !self.self_references && edge.is_self_reference() {
+            return;
+        }
         let series = if let Some(series) = self.edges.get_mut(edge) {
             series
         } else if self.edges.len() < MAX_SERIES {
@@ -283,6 +297,28 @@ mod tests {
             .iter()
             .find(|m| m.name == name)
             .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    #[test]
+    fn a_service_calling_itself_counts_only_when_allowed() {
+        let mut itself = observation("a", "a", false);
+        itself.edge.client = GraphNode::new("a", "shop");
+        assert!(itself.edge.is_self_reference());
+        let totals = |graph: &mut ServiceGraphMetrics| {
+            graph.record(&itself, 1);
+            graph.record(&observation("a", "b", false), 1);
+            graph.export(&Resource::default(), 5).map(|out| {
+                match &metric(&out, REQUEST_TOTAL).data {
+                    Some(metric::Data::Sum(total)) => total.data_points.len(),
+                    _ => 0,
+                }
+            })
+        };
+        let mut default = ServiceGraphMetrics::new(Temporality::Cumulative);
+        assert_eq!(totals(&mut default), Some(1), "OBI's default leaves it out");
+        let mut allowed =
+            ServiceGraphMetrics::new(Temporality::Cumulative).with_self_references(true);
+        assert_eq!(totals(&mut allowed), Some(2));
     }
 
     #[test]

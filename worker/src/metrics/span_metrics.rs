@@ -317,6 +317,9 @@ pub struct SpanMetrics {
     /// The latency histograms' buckets (OBI's `buckets.duration_histogram`,
     /// else the default; or exponential, OBI's `histogram_aggregation`).
     buckets: HistogramBuckets,
+    /// Resource attributes carried beside the service (OBI's
+    /// `extra_span_resource_attributes`), as configured.
+    resource_attributes: Arc<[String]>,
     series: FastMap<SpanSeriesKey, SpanSeries>,
     overflow: FastMap<u32, SpanSeries>,
     exited: Vec<u32>,
@@ -330,6 +333,7 @@ impl SpanMetrics {
             temporality,
             forms,
             buckets: HistogramBuckets::default(),
+            resource_attributes: Arc::default(),
             series: FastMap::default(),
             overflow: FastMap::default(),
             exited: Vec::new(),
@@ -379,6 +383,43 @@ impl SpanMetrics {
     pub fn with_buckets(mut self, buckets: &HistogramBuckets) -> Self {
         self.buckets = buckets.clone();
         self
+    }
+
+    /// Resource attributes to carry beside the service (OBI's
+    /// `extra_span_resource_attributes`): dotted names, or a Prometheus
+    /// label's underscores read as dots.
+    pub fn with_resource_attributes(mut self, names: &Arc<[String]>) -> Self {
+        self.resource_attributes = Arc::clone(names);
+        self
+    }
+
+    /// The configured resource attributes `resource` has, in the order
+    /// configured; none the series' own labels already say (the service,
+    /// its namespace and instance, the SDK language).
+    pub fn resource_attributes<'r>(&self, resource: &'r Resource) -> Vec<&'r KeyValue> {
+        let mut found: Vec<&'r KeyValue> = Vec::new();
+        for name in self.resource_attributes.iter() {
+            let dotted = name.replace('_', ".");
+            let attribute = resource
+                .attributes
+                .iter()
+                .find(|kv| kv.key == *name)
+                .or_else(|| resource.attributes.iter().find(|kv| kv.key == dotted));
+            let Some(attribute) = attribute else {
+                continue;
+            };
+            let labelled = matches!(
+                attribute.key.as_str(),
+                "service.name"
+                    | "service.namespace"
+                    | "service.instance.id"
+                    | "telemetry.sdk.language"
+            );
+            if !labelled && !found.iter().any(|kv| kv.key == attribute.key) {
+                found.push(attribute);
+            }
+        }
+        found
     }
 
     /// The latency histograms' bounds.
@@ -454,9 +495,11 @@ impl SpanMetrics {
                 members
                     .iter()
                     .map(|(key, series)| {
+                        let extra = self.resource_attributes(&series.resource);
                         labels(*key, &series.resource, names)
                             .into_iter()
                             .map(|(k, v)| string_attribute(k, v))
+                            .chain(extra.into_iter().cloned())
                             .collect()
                     })
                     .collect()
@@ -813,6 +856,58 @@ mod tests {
         assert_eq!(overflow[0].1.latency.count, 5);
         let labels = labels(None, &shop, SpanLabels::Tempo);
         assert!(labels.contains(&("otel.metric.overflow", "true".to_owned())));
+    }
+
+    #[test]
+    fn configured_resource_attributes_follow_the_series_own_attributes() {
+        let mut shop = (*resource(7)).clone();
+        shop.attributes
+            .push(string_attribute("deployment.environment", "staging"));
+        let shop = Arc::new(shop);
+        // A Prometheus-style name, a name the series already says, a missing
+        // one and a repeat: one attribute, with the resource's own type.
+        let names: Arc<[String]> = [
+            "deployment_environment",
+            "service.name",
+            "k8s.pod.name",
+            "process.pid",
+            "deployment.environment",
+        ]
+        .iter()
+        .map(|n| (*n).to_owned())
+        .collect();
+        let mut metrics =
+            SpanMetrics::new(Temporality::Cumulative, TEMPO).with_resource_attributes(&names);
+        metrics.record(&span(SpanKind::Server, 7, 200, 5, "/cart"), &shop, 1);
+        let export = metrics.export(10);
+        let Some(metric::Data::Sum(calls)) = &metric(&export, CALLS).data else {
+            panic!("{export:#?}")
+        };
+        let keys: Vec<&str> = calls.data_points[0]
+            .attributes
+            .iter()
+            .map(|a| a.key.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "service",
+                "service.namespace",
+                "service.instance.id",
+                "span.name",
+                "span.kind",
+                "status.code",
+                "source",
+                "deployment.environment",
+                "process.pid"
+            ]
+        );
+        let attributes = &calls.data_points[0].attributes;
+        assert_eq!(
+            attribute(attributes, "deployment.environment"),
+            "StringValue(\"staging\")"
+        );
+        assert_eq!(attribute(attributes, "process.pid"), "IntValue(7)");
     }
 
     #[test]
