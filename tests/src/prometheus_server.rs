@@ -22,7 +22,8 @@ impl Drop for PrometheusGuard {
 
 /// A real Prometheus scraping the agent's endpoint on `metrics_port` every
 /// second, in a scratch directory named after `name` (removed by the
-/// caller): the server, its port, the directory.
+/// caller): the server, its port, the directory. Exemplar storage is on
+/// (a feature flag in this Prometheus), so that [`query_exemplars`] answers.
 pub fn start_prometheus(name: &str, metrics_port: u16) -> (Child, u16, PathBuf) {
     let work = std::env::temp_dir().join(format!("zt-prom-{name}-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&work);
@@ -41,6 +42,7 @@ pub fn start_prometheus(name: &str, metrics_port: u16) -> (Child, u16, PathBuf) 
             work.join("data").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .arg("--enable-feature=exemplar-storage")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -63,4 +65,42 @@ pub fn query(prometheus_port: u16, promql: &str) -> Option<f64> {
         .as_str()?
         .parse()
         .ok()
+}
+
+/// The exemplars Prometheus stored for the series `promql` selects, over
+/// the last hour: each one's labels (`traceID`, `spanID`) and value.
+pub fn query_exemplars(prometheus_port: u16, promql: &str) -> Vec<(Value, f64)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let Ok(output) = Command::new("curl")
+        .args(["-s", "--max-time", "5", "-G"])
+        .arg(format!(
+            "http://127.0.0.1:{prometheus_port}/api/v1/query_exemplars"
+        ))
+        .arg("--data-urlencode")
+        .arg(format!("query={promql}"))
+        .arg("--data-urlencode")
+        .arg(format!("start={}", now.saturating_sub(3600)))
+        .arg("--data-urlencode")
+        .arg(format!("end={}", now + 60))
+        .output()
+    else {
+        return Vec::new();
+    };
+    let Ok(json) = serde_json::from_slice::<Value>(&output.stdout) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for series in json["data"].as_array().into_iter().flatten() {
+        for exemplar in series["exemplars"].as_array().into_iter().flatten() {
+            let value = exemplar["value"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+            found.push((exemplar["labels"].clone(), value));
+        }
+    }
+    found
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use zerotrace_integration_tests::prometheus_server::{query, start_prometheus};
+use zerotrace_integration_tests::prometheus_server::{query, query_exemplars, start_prometheus};
 use zerotrace_integration_tests::*;
 
 fn scrape(port: u16, accept: Option<&str>) -> String {
@@ -372,6 +372,81 @@ fn the_workers_of_a_pre_forking_server_are_distinct_series_that_sum_to_what_was_
 
 /// OBI's `ttl`: a series nobody updates for the TTL leaves the scrape and
 /// the OTLP export, while a busy one stays; a new request brings it back.
+/// OBI's `exemplar_filter: trace_based`: the OpenMetrics scrape carries, on
+/// the buckets, the ids of spans whose traces the trace export sends; a real
+/// Prometheus (exemplar storage on) stores them, and each names a trace the
+/// OTLP receiver got, with the span's duration.
+#[test]
+fn exemplars_take_a_real_prometheus_from_a_bucket_to_an_exported_trace() {
+    require_root();
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    use zerotrace_integration_tests::otlp_receiver::*;
+    let server = Server::python_app();
+    let receiver = OtlpReceiver::start_http();
+    let metrics_port = free_port();
+    let agent = Agent::start_exporting_to(
+        &["--open-port", &server.port.to_string()],
+        &receiver,
+        &[
+            ("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string()),
+            ("OTEL_EBPF_PROMETHEUS_EXEMPLAR_FILTER", "trace_based"),
+        ],
+    );
+    let (prometheus, prometheus_port, work) = start_prometheus("exemplars", metrics_port);
+    let _prometheus =
+        zerotrace_integration_tests::prometheus_server::PrometheusGuard(prometheus, work);
+    for path in ["/hello", "/hello", "/status/503", "/size/100"] {
+        curl(&[&server.url(path)]);
+    }
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    // The server spans' trace and span ids, and durations, as exported.
+    let exported: Vec<(String, String, f64)> = receiver
+        .wait_for_traces(Duration::from_secs(20), |traces| {
+            let server_spans: Vec<(String, String, f64)> = spans_of(traces)
+                .iter()
+                .filter(|(_, s)| s.kind == SpanKind::Server as i32)
+                .map(|(_, s)| {
+                    let seconds =
+                        s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e9;
+                    (hex(&s.trace_id), hex(&s.span_id), seconds)
+                })
+                .collect();
+            (server_spans.len() >= 4).then_some(server_spans)
+        })
+        .unwrap_or_else(|| panic!("no 4 server spans\n{}", agent.stderr.text()));
+    let openmetrics = scrape(
+        metrics_port,
+        Some("application/openmetrics-text; version=1.0.0"),
+    );
+    assert!(openmetrics.contains(" # {traceID=\""), "{openmetrics}");
+    assert!(
+        !scrape(metrics_port, None).contains("traceID"),
+        "the text format has none"
+    );
+    let exemplars = wait_for(Duration::from_secs(30), || {
+        let found = query_exemplars(
+            prometheus_port,
+            "http_server_request_duration_seconds_bucket",
+        );
+        (found.len() >= 3).then_some(found)
+    })
+    .unwrap_or_else(|| panic!("Prometheus stored no exemplars\n{openmetrics}"));
+    for (labels, value) in &exemplars {
+        let (Some(trace), Some(span)) = (labels["traceID"].as_str(), labels["spanID"].as_str())
+        else {
+            panic!("{labels}");
+        };
+        let (_, _, seconds) = exported
+            .iter()
+            .find(|(t, s, _)| t == trace && s == span)
+            .unwrap_or_else(|| panic!("exemplar {labels} names no exported span: {exported:?}"));
+        assert!(
+            (seconds - value).abs() < 1e-6,
+            "{labels}: {value} s, the span {seconds} s"
+        );
+    }
+}
+
 #[test]
 fn series_idle_for_the_ttl_leave_prometheus_and_otlp() {
     require_root();

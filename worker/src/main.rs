@@ -28,9 +28,11 @@ use zerotrace_worker::exporters::trace_printer::TracePrinter;
 use zerotrace_worker::live_view::{self, LiveView};
 use zerotrace_worker::loader_client::LoaderClient;
 use zerotrace_worker::metrics::attribute_select::AttributeSelector;
+use zerotrace_worker::metrics::exemplars::ExemplarPolicy;
 use zerotrace_worker::metrics::red::RedMetrics;
 use zerotrace_worker::metrics::self_metrics;
 use zerotrace_worker::otel::resource::ResourceCatalog;
+use zerotrace_worker::otel::sampler::Sampler;
 use zerotrace_worker::pipeline::{KernelCounters, Pipeline};
 use zerotrace_worker::privileges::{self, OwnPrivileges};
 use zerotrace_worker::routes::RouteMatcher;
@@ -316,6 +318,10 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
                     .with_buckets(&effective.buckets.prometheus)
                     .with_series_ttl(effective.series_ttl.prometheus)
                     .with_attribute_selector(selector.clone())
+                    .with_exemplars(ExemplarPolicy::new(
+                        settings.exemplar_filter,
+                        Sampler::new(effective.export.sampler),
+                    ))
                     .with_graph_self_references(effective.graph_self_references.prometheus)
                     .with_service_graph(effective.service_graph.prometheus)
                     .with_span_resource_attributes(&effective.span_resource_attributes.prometheus)

@@ -307,7 +307,8 @@ prometheus_export:
             config.prometheus,
             Some(PrometheusSettings {
                 port: 8999,
-                path: "/metrics".into()
+                path: "/metrics".into(),
+                exemplar_filter: Default::default(),
             })
         );
         // An exporter is on, so the printer is opt-in.

@@ -129,7 +129,8 @@ prometheus_export:
             env.prometheus,
             Some(PrometheusSettings {
                 port: 9500,
-                path: "/m".into()
+                path: "/m".into(),
+                exemplar_filter: Default::default(),
             })
         );
 

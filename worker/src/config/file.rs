@@ -259,7 +259,8 @@ prometheus_export:
             config.prometheus,
             Some(PrometheusSettings {
                 port: 9464,
-                path: "/prom".into()
+                path: "/prom".into(),
+                exemplar_filter: Default::default(),
             })
         );
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);

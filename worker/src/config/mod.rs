@@ -126,7 +126,7 @@ pub use otel_sdk::{
     BatchSettings, ExportSettings, OtlpDestination, Protocol, SamplerSetting, Signal, Temporality,
 };
 pub use printer::PrinterFormat;
-pub use prometheus::PrometheusSettings;
+pub use prometheus::{ExemplarFilter, PrometheusSettings};
 pub use routes::RouteSettings;
 pub use selectors::{container_id_from_cgroup, decide, ProcessFacts, Selector};
 pub use series_ttl::{ttl_cutoff_unix_ns, SeriesTtl, DEFAULT_SERIES_TTL};

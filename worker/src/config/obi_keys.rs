@@ -314,6 +314,7 @@ pub(super) const PROMETHEUS: Section = Section {
         "buckets",
         "extra_span_resource_attributes",
         "allow_service_graph_self_references",
+        "exemplar_filter",
         "ttl",
     ],
     obi: &[
@@ -324,10 +325,6 @@ pub(super) const PROMETHEUS: Section = Section {
         (
             "disable_build_info",
             Obi::Ignored("zerotrace exposes no build info metric"),
-        ),
-        (
-            "exemplar_filter",
-            Obi::Ignored("zerotrace attaches no exemplars"),
         ),
         ("service_cache_size", INTERNAL),
     ],

@@ -178,6 +178,7 @@ struct PrometheusOut {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     extra_span_resource_attributes: Vec<String>,
     allow_service_graph_self_references: bool,
+    exemplar_filter: &'static str,
     ttl: String,
 }
 
@@ -329,6 +330,7 @@ impl EffectiveConfig {
                 buckets: buckets_out(&self.buckets.prometheus),
                 extra_span_resource_attributes: self.span_resource_attributes.prometheus.to_vec(),
                 allow_service_graph_self_references: self.graph_self_references.prometheus,
+                exemplar_filter: p.exemplar_filter.name(),
                 ttl: format_duration(self.series_ttl.prometheus.unwrap_or_default()),
             }),
             attributes: self.attributes_out(),

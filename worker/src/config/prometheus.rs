@@ -1,6 +1,7 @@
 //! The `prometheus_export` section and `OTEL_EBPF_PROMETHEUS_PORT` / `_PATH`:
 //! where the scrape endpoint listens (off unless a port is set; never below
-//! 1024, a privilege the worker does not have).
+//! 1024, a privilege the worker does not have); and which spans leave
+//! exemplars (`exemplar_filter`, `OTEL_EBPF_PROMETHEUS_EXEMPLAR_FILTER`).
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -16,6 +17,36 @@ use super::values::{non_empty, Extra, GoDuration, StringList, Text};
 pub struct PrometheusSettings {
     pub port: u16,
     pub path: String,
+    /// Which spans leave exemplars on the histograms' buckets.
+    pub exemplar_filter: ExemplarFilter,
+}
+
+/// OBI's `exemplar_filter` (after `OTEL_METRICS_EXEMPLAR_FILTER`'s values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExemplarFilter {
+    #[default]
+    AlwaysOff,
+    AlwaysOn,
+    /// The spans whose traces the trace export's sampler keeps.
+    TraceBased,
+}
+
+impl ExemplarFilter {
+    const ALL: [ExemplarFilter; 3] = [Self::AlwaysOff, Self::AlwaysOn, Self::TraceBased];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AlwaysOff => "always_off",
+            Self::AlwaysOn => "always_on",
+            Self::TraceBased => "trace_based",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|filter| text.trim().eq_ignore_ascii_case(filter.name()))
+    }
 }
 
 impl PrometheusSettings {
@@ -44,7 +75,21 @@ impl PrometheusSettings {
                 "OTEL_EBPF_PROMETHEUS_PATH={path:?}: must start with /"
             ));
         }
-        Ok(Some(Self { port, path }))
+        let exemplar_filter = match env("OTEL_EBPF_PROMETHEUS_EXEMPLAR_FILTER")
+            .filter(|text| !text.trim().is_empty())
+        {
+            None => ExemplarFilter::default(),
+            Some(text) => ExemplarFilter::parse(&text).ok_or_else(|| {
+                format!(
+                    "OTEL_EBPF_PROMETHEUS_EXEMPLAR_FILTER={text:?}: expected always_off, always_on or trace_based"
+                )
+            })?,
+        };
+        Ok(Some(Self {
+            port,
+            path,
+            exemplar_filter,
+        }))
     }
 }
 
@@ -80,6 +125,7 @@ pub(super) struct RawPrometheus {
     pub(super) buckets: Option<RawBuckets>,
     pub(super) extra_span_resource_attributes: Option<StringList>,
     pub(super) allow_service_graph_self_references: Option<bool>,
+    exemplar_filter: Option<Text>,
     pub(super) ttl: Option<GoDuration>,
     #[serde(flatten)]
     other: Extra,
@@ -119,6 +165,15 @@ pub(super) fn prometheus_settings(
             }
             overlay.offer(env, "OTEL_EBPF_PROMETHEUS_PATH", path, &[]);
         }
+        if let Some(filter) = non_empty(raw.exemplar_filter) {
+            if ExemplarFilter::parse(&filter).is_none() {
+                return Err(ctx.err(
+                    "prometheus_export.exemplar_filter",
+                    format!("{filter:?}: expected always_off, always_on or trace_based"),
+                ));
+            }
+            overlay.offer(env, "OTEL_EBPF_PROMETHEUS_EXEMPLAR_FILTER", filter, &[]);
+        }
     }
     PrometheusSettings::from_env(&|var: &str| overlay.lookup(env, var)).map_err(ConfigError::Env)
 }
@@ -148,5 +203,35 @@ mod tests {
             PrometheusSettings::from_env(&|_: &str| None).ok().flatten(),
             None
         );
+    }
+
+    #[test]
+    fn the_exemplar_filter_is_read_from_the_file_under_its_variable() {
+        use crate::config::test_support::*;
+        let filter = |yaml: &str, env: &[(&str, &str)]| {
+            ok(yaml, env)
+                .prometheus
+                .map(|p| p.exemplar_filter)
+                .unwrap_or_default()
+        };
+        let base = "open_port: 8080\nprometheus_export:\n  port: 9400\n";
+        assert_eq!(filter(base, &[]), ExemplarFilter::AlwaysOff);
+        let file = format!("{base}  exemplar_filter: trace_based\n");
+        assert_eq!(filter(&file, &[]), ExemplarFilter::TraceBased);
+        let env = [("OTEL_EBPF_PROMETHEUS_EXEMPLAR_FILTER", "ALWAYS_ON")];
+        assert_eq!(filter(&file, &env), ExemplarFilter::AlwaysOn);
+        let message = err(&format!("{base}  exemplar_filter: sometimes\n"), &[]);
+        assert!(
+            message.contains("prometheus_export.exemplar_filter"),
+            "{message}"
+        );
+        let message = err(base, &[("OTEL_EBPF_PROMETHEUS_EXEMPLAR_FILTER", "often")]);
+        assert!(
+            message.contains("OTEL_EBPF_PROMETHEUS_EXEMPLAR_FILTER"),
+            "{message}"
+        );
+        let config = ok(&file, &[]);
+        let printed = config.to_yaml();
+        assert_eq!(ok(&printed, &[]).prometheus, config.prometheus, "{printed}");
     }
 }

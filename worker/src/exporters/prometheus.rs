@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::config::{ttl_cutoff_unix_ns, HistogramBuckets, SpanMetricForms, DEFAULT_SERIES_TTL};
 use crate::config::{PrometheusSettings, Temporality};
+use crate::metrics::exemplars::{Exemplar, ExemplarPolicy};
 use crate::metrics::host_info;
 use crate::metrics::process::{ProcessMetrics, ProcessSeries};
 use crate::metrics::red::{HistogramState, MetricStore, Point, RedMetrics};
@@ -128,6 +129,14 @@ impl ScrapeState {
     ) -> Self {
         self.red = std::mem::replace(&mut self.red, RedMetrics::new(Temporality::Cumulative))
             .with_selector(selector);
+        self
+    }
+
+    /// Which spans leave exemplars on the RED histograms' buckets
+    /// (`exemplar_filter`; written in OpenMetrics scrapes).
+    pub fn with_exemplars(mut self, policy: ExemplarPolicy) -> Self {
+        self.red = std::mem::replace(&mut self.red, RedMetrics::new(Temporality::Cumulative))
+            .with_exemplars(policy);
         self
     }
 
@@ -263,27 +272,36 @@ fn format_bound(bound: f64) -> String {
     }
 }
 
+/// A histogram's samples; in OpenMetrics, each bucket's exemplar after it
+/// (the text format has none).
 fn write_histogram(
     out: &mut String,
     name: &str,
     labels: &[(String, String)],
     bounds: &[f64],
     state: &HistogramState,
+    openmetrics: bool,
 ) {
+    let exemplar = |index: usize| match state.exemplar(index) {
+        Some(exemplar) if openmetrics => exemplar_text(exemplar),
+        _ => String::new(),
+    };
     let mut cumulative = 0;
-    for (bound, count) in bounds.iter().zip(state.explicit_counts()) {
+    for (index, (bound, count)) in bounds.iter().zip(state.explicit_counts()).enumerate() {
         cumulative += count;
         let _ = writeln!(
             out,
-            "{name}_bucket{} {cumulative}",
-            label_text(labels, Some(("le", &format_bound(*bound))))
+            "{name}_bucket{} {cumulative}{}",
+            label_text(labels, Some(("le", &format_bound(*bound)))),
+            exemplar(index)
         );
     }
     let _ = writeln!(
         out,
-        "{name}_bucket{} {}",
+        "{name}_bucket{} {}{}",
         label_text(labels, Some(("le", "+Inf"))),
-        state.count
+        state.count,
+        exemplar(bounds.len())
     );
     let _ = writeln!(out, "{name}_sum{} {}", label_text(labels, None), state.sum);
     let _ = writeln!(
@@ -292,6 +310,25 @@ fn write_histogram(
         label_text(labels, None),
         state.count
     );
+}
+
+/// An exemplar as OpenMetrics writes it after a bucket: its span's ids
+/// (OBI's label names), the value it counted, when (seconds).
+fn exemplar_text(exemplar: &Exemplar) -> String {
+    let hex = |bytes: &[u8]| {
+        bytes.iter().fold(String::new(), |mut text, b| {
+            let _ = write!(text, "{b:02x}");
+            text
+        })
+    };
+    format!(
+        " # {{traceID=\"{}\",spanID=\"{}\"}} {} {}.{:09}",
+        hex(&exemplar.trace_id),
+        hex(&exemplar.span_id),
+        exemplar.value,
+        exemplar.unix_ns / 1_000_000_000,
+        exemplar.unix_ns % 1_000_000_000
+    )
 }
 
 /// `target_info`: one sample per process that has series, carrying its
@@ -371,7 +408,14 @@ fn write_store<'a>(
             .iter()
             .filter(|(_, _, p)| p.instrument.name == instrument.name)
         {
-            write_histogram(out, name, labels, red.bounds(instrument), &point.state);
+            write_histogram(
+                out,
+                name,
+                labels,
+                red.bounds(instrument),
+                &point.state,
+                openmetrics,
+            );
         }
     }
     points.into_iter().map(|(_, _, point)| point).collect()
@@ -466,7 +510,7 @@ fn write_service_graph(out: &mut String, graph: &ServiceGraphMetrics, openmetric
         for (labels, state) in &series {
             let state = state_of(state);
             if state.count > 0 {
-                write_histogram(out, &name, labels, graph.bounds(), state);
+                write_histogram(out, &name, labels, graph.bounds(), state, openmetrics);
             }
         }
     }
@@ -548,7 +592,14 @@ fn write_span_metrics(out: &mut String, spans: &SpanMetrics, openmetrics: bool) 
             let _ = writeln!(out, "# UNIT {name} seconds");
         }
         for (_, labels, state) in series {
-            write_histogram(out, name, labels, spans.bounds(), &state.latency);
+            write_histogram(
+                out,
+                name,
+                labels,
+                spans.bounds(),
+                &state.latency,
+                openmetrics,
+            );
         }
     }
 }
@@ -1006,6 +1057,67 @@ mod tests {
             false,
             Protocol::Http(http),
         )
+    }
+
+    #[test]
+    fn exemplars_follow_their_buckets_in_openmetrics_only_and_as_filtered() {
+        use crate::config::{ExemplarFilter, SamplerSetting};
+        use crate::otel::sampler::Sampler;
+        let resource = Arc::new(Resource::default());
+        let scrape = |filter: ExemplarFilter, sampler: SamplerSetting, openmetrics: bool| {
+            let policy = ExemplarPolicy::new(filter, Sampler::new(sampler));
+            let mut state = ScrapeState::default().with_exemplars(policy);
+            let span = span(200);
+            state
+                .red
+                .record(&span, &resource, 1_700_000_000_250_000_000);
+            let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            let ids = format!(
+                "{{traceID=\"{}\",spanID=\"{}\"}}",
+                hex(&span.ids.trace_id),
+                hex(&span.ids.span_id)
+            );
+            (render(&state, openmetrics), ids)
+        };
+        let (text, ids) = scrape(ExemplarFilter::AlwaysOn, SamplerSetting::AlwaysOn, true);
+        // 30 ms: in (0.025, 0.05]; the 7-byte body: in (5, 10].
+        let duration = text
+            .lines()
+            .find(|l| {
+                l.starts_with("http_server_request_duration_seconds_bucket")
+                    && l.contains("le=\"0.05\"")
+            })
+            .unwrap_or_default();
+        assert!(
+            duration.ends_with(&format!(" 1 # {ids} 0.03 1700000000.250000000")),
+            "{text}"
+        );
+        let size = text
+            .lines()
+            .find(|l| {
+                l.starts_with("http_server_response_body_size_bytes_bucket")
+                    && l.contains("le=\"10.0\"")
+            })
+            .unwrap_or_default();
+        assert!(
+            size.ends_with(&format!(" 1 # {ids} 7 1700000000.250000000")),
+            "{text}"
+        );
+        // One per bucket the span fell in, none elsewhere.
+        assert_eq!(text.matches(" # {traceID=").count(), 3, "{text}");
+        // The text format has no exemplars; nor the filters that keep none.
+        let (text, _) = scrape(ExemplarFilter::AlwaysOn, SamplerSetting::AlwaysOn, false);
+        assert!(!text.contains("traceID"), "{text}");
+        let (text, _) = scrape(ExemplarFilter::AlwaysOff, SamplerSetting::AlwaysOn, true);
+        assert!(!text.contains("traceID"), "{text}");
+        let (text, _) = scrape(ExemplarFilter::TraceBased, SamplerSetting::AlwaysOff, true);
+        assert!(!text.contains("traceID"), "{text}");
+        let (text, _) = scrape(
+            ExemplarFilter::TraceBased,
+            SamplerSetting::ParentBasedAlwaysOn,
+            true,
+        );
+        assert_eq!(text.matches(" # {traceID=").count(), 3, "{text}");
     }
 
     #[test]

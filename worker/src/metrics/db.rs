@@ -165,6 +165,6 @@ impl DbMetrics {
                     ),
                 )
             });
-        series.record(bounds, span, now_unix_ns);
+        series.record(bounds, span, now_unix_ns, self.exemplars);
     }
 }

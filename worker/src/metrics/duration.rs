@@ -10,6 +10,7 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use super::exemplars::ExemplarPolicy;
 use super::red::{HistogramLayout, HistogramState, MetricStore, Point, MAX_SERIES};
 use crate::config::HistogramBuckets;
 use crate::hashing::FastMap;
@@ -44,11 +45,21 @@ impl DurationSeries {
         }
     }
 
-    /// The span's duration, in seconds, counted at `now_unix_ns`.
-    pub fn record(&mut self, bounds: &[f64], span: &Span, now_unix_ns: u64) {
+    /// The span's duration, in seconds, counted at `now_unix_ns` (and its
+    /// exemplar, when `exemplars` keeps one).
+    pub fn record(
+        &mut self,
+        bounds: &[f64],
+        span: &Span,
+        now_unix_ns: u64,
+        exemplars: ExemplarPolicy,
+    ) {
         self.last_unix_ns = self.last_unix_ns.max(now_unix_ns);
-        self.duration
-            .record(bounds, span.duration_ns() as f64 / 1e9);
+        let seconds = span.duration_ns() as f64 / 1e9;
+        self.duration.record(bounds, seconds);
+        if let Some(exemplar) = exemplars.of(span, seconds, now_unix_ns) {
+            self.duration.keep_exemplar(bounds, exemplar);
+        }
     }
 }
 
@@ -61,6 +72,8 @@ pub struct DurationStore<K> {
     instruments: &'static [Instrument],
     /// Configured bounds that replace the instruments' defaults.
     pub(super) buckets: HistogramBuckets,
+    /// Which spans leave exemplars.
+    pub(super) exemplars: ExemplarPolicy,
 }
 
 impl<K> DurationStore<K> {
@@ -70,6 +83,7 @@ impl<K> DurationStore<K> {
             overflowed_points: 0,
             instruments,
             buckets: HistogramBuckets::default(),
+            exemplars: ExemplarPolicy::Off,
         }
     }
 

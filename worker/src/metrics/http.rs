@@ -11,6 +11,7 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use super::exemplars::ExemplarPolicy;
 use super::red::{overflow_attributes, HistogramState, MetricStore, Point, MAX_SERIES};
 use crate::config::HistogramBuckets;
 use crate::hashing::FastMap;
@@ -293,6 +294,8 @@ pub struct HttpMetrics {
     server_ip: IpText,
     /// Configured bounds that replace the instruments' defaults.
     pub(super) buckets: HistogramBuckets,
+    /// Which spans leave exemplars.
+    pub(super) exemplars: ExemplarPolicy,
 }
 
 impl HttpMetrics {
@@ -340,15 +343,26 @@ impl HttpMetrics {
                 (key.owned(), series)
             });
         series.last_unix_ns = series.last_unix_ns.max(now_unix_ns);
-        series
-            .duration
-            .record(duration, span.duration_ns() as f64 / 1e9);
-        series
-            .request_size
-            .record(request_size, http.request_body_bytes as f64);
-        series
-            .response_size
-            .record(response_size, http.response_body_bytes as f64);
+        let seconds = span.duration_ns() as f64 / 1e9;
+        let (request_bytes, response_bytes) = (
+            http.request_body_bytes as f64,
+            http.response_body_bytes as f64,
+        );
+        series.duration.record(duration, seconds);
+        series.request_size.record(request_size, request_bytes);
+        series.response_size.record(response_size, response_bytes);
+        if self.exemplars.is_on() {
+            let histograms = [
+                (&mut series.duration, duration, seconds),
+                (&mut series.request_size, request_size, request_bytes),
+                (&mut series.response_size, response_size, response_bytes),
+            ];
+            for (histogram, bounds, value) in histograms {
+                if let Some(exemplar) = self.exemplars.of(span, value, now_unix_ns) {
+                    histogram.keep_exemplar(bounds, exemplar);
+                }
+            }
+        }
     }
 }
 

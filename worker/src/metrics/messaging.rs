@@ -71,6 +71,6 @@ impl MessagingMetrics {
         self.series
             .entry(key)
             .or_insert_with(|| DurationSeries::new(resource, now_unix_ns, layout))
-            .record(bounds, span, now_unix_ns);
+            .record(bounds, span, now_unix_ns, self.exemplars);
     }
 }

@@ -3,6 +3,7 @@
 pub mod attribute_select;
 pub mod db;
 pub mod duration;
+pub mod exemplars;
 pub mod exponential;
 pub mod host_info;
 pub mod http;

@@ -20,6 +20,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::attribute_select::AttributeSelector;
 use super::db::DbMetrics;
+use super::exemplars::{Exemplar, ExemplarPolicy};
 use super::exponential::{ExponentialBuckets, Totals};
 use super::http::HttpMetrics;
 use super::messaging::MessagingMetrics;
@@ -48,6 +49,9 @@ pub struct HistogramState {
     /// exponential.
     bucket_counts: Vec<u64>,
     exponential: Option<Box<ExponentialBuckets>>,
+    /// Each explicit bucket's last exemplar; empty until one is kept
+    /// (`prometheus_export.exemplar_filter`).
+    exemplars: Vec<Option<Exemplar>>,
     pub count: u64,
     pub sum: f64,
     pub min: f64,
@@ -69,6 +73,7 @@ impl HistogramState {
         Self {
             bucket_counts,
             exponential,
+            exemplars: Vec::new(),
             count: 0,
             sum: 0.0,
             min: f64::INFINITY,
@@ -93,6 +98,24 @@ impl HistogramState {
         }
     }
 
+    /// Keeps `exemplar` as the last of the explicit bucket its value falls in.
+    pub(crate) fn keep_exemplar(&mut self, bounds: &[f64], exemplar: Exemplar) {
+        if self.bucket_counts.is_empty() {
+            return;
+        }
+        if self.exemplars.is_empty() {
+            self.exemplars = vec![None; self.bucket_counts.len()];
+        }
+        if let Some(slot) = self.exemplars.get_mut(bucket_of(bounds, exemplar.value)) {
+            *slot = Some(exemplar);
+        }
+    }
+
+    /// The last exemplar of explicit bucket `index`, if one was kept.
+    pub fn exemplar(&self, index: usize) -> Option<&Exemplar> {
+        self.exemplars.get(index)?.as_ref()
+    }
+
     /// The explicit buckets' counts (none for an exponential histogram).
     pub fn explicit_counts(&self) -> &[u64] {
         &self.bucket_counts
@@ -105,6 +128,18 @@ impl HistogramState {
         }
         if let (Some(buckets), Some(more)) = (self.exponential.as_mut(), &other.exponential) {
             buckets.merge(more);
+        }
+        // Each bucket keeps the later of the two exemplars.
+        if self.exemplars.is_empty() {
+            self.exemplars.clone_from(&other.exemplars);
+        } else {
+            for (mine, theirs) in self.exemplars.iter_mut().zip(&other.exemplars) {
+                if let Some(theirs) = theirs {
+                    if mine.is_none_or(|m| m.unix_ns < theirs.unix_ns) {
+                        *mine = Some(*theirs);
+                    }
+                }
+            }
         }
         self.count += other.count;
         self.sum += other.sum;
@@ -272,6 +307,16 @@ impl RedMetrics {
         self.rpc.buckets = buckets.clone();
         self.db.buckets = buckets.clone();
         self.messaging.buckets = buckets.clone();
+        self
+    }
+
+    /// Which spans leave exemplars on the explicit buckets (Prometheus's
+    /// `exemplar_filter`; set before anything is recorded).
+    pub fn with_exemplars(mut self, policy: ExemplarPolicy) -> Self {
+        self.http.exemplars = policy;
+        self.rpc.exemplars = policy;
+        self.db.exemplars = policy;
+        self.messaging.exemplars = policy;
         self
     }
 

@@ -114,7 +114,7 @@ impl RpcMetrics {
                     instrument(span.kind).layout_in(&self.buckets),
                 )
             })
-            .record(bounds, span, now_unix_ns);
+            .record(bounds, span, now_unix_ns, self.exemplars);
     }
 }
 
