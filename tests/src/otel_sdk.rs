@@ -4,8 +4,9 @@
 //! `tests/semconv/ensure-venv.sh` prepares (it installs the SDK when missing).
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
+
+use crate::semconv::{reference_dir, reference_python};
 
 /// An exponential histogram's buckets, with no zero count before the first
 /// bucket or after the last (the SDK sends its whole backing array).
@@ -39,18 +40,9 @@ impl ExponentialShape {
 
 /// The SDK's histogram of `values` (OBI's limits: 160 buckets, scale 20).
 pub fn exponential_histogram(values: &[f64]) -> ExponentialShape {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("semconv");
-    let venv = Command::new(dir.join("ensure-venv.sh"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run ensure-venv.sh: {e}"));
-    assert!(
-        venv.status.success(),
-        "ensure-venv.sh failed: {}",
-        String::from_utf8_lossy(&venv.stderr)
-    );
-    let python = String::from_utf8_lossy(&venv.stdout).trim().to_owned();
+    let python = reference_python();
     let mut child = Command::new(&python)
-        .arg(dir.join("exponential_histogram.py"))
+        .arg(reference_dir().join("exponential_histogram.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

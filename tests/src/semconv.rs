@@ -43,12 +43,24 @@ fn run(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The folder of the Python references (`tests/semconv/`).
+pub fn reference_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("semconv")
+}
+
+/// The interpreter of the venv with the Python references (semantic
+/// conventions, SDK), installed from PyPI by `ensure-venv.sh` when missing.
+pub fn reference_python() -> String {
+    run(&mut Command::new(reference_dir().join("ensure-venv.sh")))
+        .trim()
+        .to_owned()
+}
+
 impl SemanticConventions {
     /// Installs the package if needed (PyPI) and reads its names.
     pub fn load() -> Self {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("semconv");
-        let python = run(&mut Command::new(dir.join("ensure-venv.sh")));
-        let listing = run(Command::new(python.trim()).arg(dir.join("semconv_names.py")));
+        let listing =
+            run(Command::new(reference_python()).arg(reference_dir().join("semconv_names.py")));
         Self::parse(&listing)
     }
 
