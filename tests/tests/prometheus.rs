@@ -373,9 +373,10 @@ fn the_workers_of_a_pre_forking_server_are_distinct_series_that_sum_to_what_was_
 /// OBI's `ttl`: a series nobody updates for the TTL leaves the scrape and
 /// the OTLP export, while a busy one stays; a new request brings it back.
 /// OBI's `exemplar_filter: trace_based`: the OpenMetrics scrape carries, on
-/// the buckets, the ids of spans whose traces the trace export sends; a real
-/// Prometheus (exemplar storage on) stores them, and each names a trace the
-/// OTLP receiver got, with the span's duration.
+/// the buckets of the HTTP durations and of the span metrics' latency, the
+/// ids of spans whose traces the trace export sends; a real Prometheus
+/// (exemplar storage on) stores them, and each names a span the OTLP
+/// receiver got, with the span's duration.
 #[test]
 fn exemplars_take_a_real_prometheus_from_a_bucket_to_an_exported_trace() {
     require_root();
@@ -390,6 +391,10 @@ fn exemplars_take_a_real_prometheus_from_a_bucket_to_an_exported_trace() {
         &[
             ("OTEL_EBPF_PROMETHEUS_PORT", &metrics_port.to_string()),
             ("OTEL_EBPF_PROMETHEUS_EXEMPLAR_FILTER", "trace_based"),
+            (
+                "OTEL_EBPF_PROMETHEUS_FEATURES",
+                "application,application_span",
+            ),
         ],
     );
     let (prometheus, prometheus_port, work) = start_prometheus("exemplars", metrics_port);
@@ -423,27 +428,31 @@ fn exemplars_take_a_real_prometheus_from_a_bucket_to_an_exported_trace() {
         !scrape(metrics_port, None).contains("traceID"),
         "the text format has none"
     );
-    let exemplars = wait_for(Duration::from_secs(30), || {
-        let found = query_exemplars(
-            prometheus_port,
-            "http_server_request_duration_seconds_bucket",
-        );
-        (found.len() >= 3).then_some(found)
-    })
-    .unwrap_or_else(|| panic!("Prometheus stored no exemplars\n{openmetrics}"));
-    for (labels, value) in &exemplars {
-        let (Some(trace), Some(span)) = (labels["traceID"].as_str(), labels["spanID"].as_str())
-        else {
-            panic!("{labels}");
-        };
-        let (_, _, seconds) = exported
-            .iter()
-            .find(|(t, s, _)| t == trace && s == span)
-            .unwrap_or_else(|| panic!("exemplar {labels} names no exported span: {exported:?}"));
-        assert!(
-            (seconds - value).abs() < 1e-6,
-            "{labels}: {value} s, the span {seconds} s"
-        );
+    for family in [
+        "http_server_request_duration_seconds_bucket",
+        "traces_spanmetrics_latency_bucket",
+    ] {
+        let exemplars = wait_for(Duration::from_secs(30), || {
+            let found = query_exemplars(prometheus_port, family);
+            (found.len() >= 3).then_some(found)
+        })
+        .unwrap_or_else(|| panic!("Prometheus stored no {family} exemplars\n{openmetrics}"));
+        for (labels, value) in &exemplars {
+            let (Some(trace), Some(span)) = (labels["traceID"].as_str(), labels["spanID"].as_str())
+            else {
+                panic!("{labels}");
+            };
+            let (_, _, seconds) = exported
+                .iter()
+                .find(|(t, s, _)| t == trace && s == span)
+                .unwrap_or_else(|| {
+                    panic!("{family}: exemplar {labels} names no exported span: {exported:?}")
+                });
+            assert!(
+                (seconds - value).abs() < 1e-6,
+                "{family} {labels}: {value} s, the span {seconds} s"
+            );
+        }
     }
 }
 

@@ -46,6 +46,8 @@ pub struct ScrapeState {
     span_resource_attributes: Arc<[String]>,
     /// Whether the service graph counts a service calling itself.
     graph_self_references: bool,
+    /// Which spans leave exemplars (`exemplar_filter`).
+    exemplars: ExemplarPolicy,
     /// Series not updated for this long go at the next scrape (OBI's `ttl`).
     series_ttl: Option<Duration>,
     pub own: SelfMetrics,
@@ -63,6 +65,7 @@ impl Default for ScrapeState {
             buckets: HistogramBuckets::default(),
             span_resource_attributes: Arc::default(),
             graph_self_references: false,
+            exemplars: ExemplarPolicy::Off,
             series_ttl: Some(DEFAULT_SERIES_TTL),
             own: SelfMetrics::default(),
         }
@@ -132,11 +135,14 @@ impl ScrapeState {
         self
     }
 
-    /// Which spans leave exemplars on the RED histograms' buckets
-    /// (`exemplar_filter`; written in OpenMetrics scrapes).
+    /// Which spans leave exemplars on the RED and span metrics histograms'
+    /// buckets (`exemplar_filter`; written in OpenMetrics scrapes), for the
+    /// stores made already and those made after.
     pub fn with_exemplars(mut self, policy: ExemplarPolicy) -> Self {
+        self.exemplars = policy;
         self.red = std::mem::replace(&mut self.red, RedMetrics::new(Temporality::Cumulative))
             .with_exemplars(policy);
+        self.span_metrics = self.span_metrics.map(|spans| spans.with_exemplars(policy));
         self
     }
 
@@ -169,6 +175,7 @@ impl ScrapeState {
             SpanMetrics::new(Temporality::Cumulative, forms)
                 .with_buckets(&self.buckets)
                 .with_resource_attributes(&self.span_resource_attributes)
+                .with_exemplars(self.exemplars)
         });
         self
     }
@@ -1118,6 +1125,35 @@ mod tests {
             true,
         );
         assert_eq!(text.matches(" # {traceID=").count(), 3, "{text}");
+        // The span metrics' latency too, whichever is set first.
+        let policy = ExemplarPolicy::new(
+            ExemplarFilter::AlwaysOn,
+            Sampler::new(SamplerSetting::AlwaysOn),
+        );
+        let tempo = SpanMetricForms {
+            tempo: true,
+            ..SpanMetricForms::default()
+        };
+        for mut state in [
+            ScrapeState::default()
+                .with_exemplars(policy)
+                .with_span_metrics(tempo),
+            ScrapeState::default()
+                .with_span_metrics(tempo)
+                .with_exemplars(policy),
+        ] {
+            if let Some(spans) = state.span_metrics.as_mut() {
+                spans.record(&span(200), &resource, 1);
+            }
+            let text = render(&state, true);
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with("traces_spanmetrics_latency_bucket")
+                        && l.contains("le=\"0.05\"")
+                        && l.contains(" 1 # {traceID=")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

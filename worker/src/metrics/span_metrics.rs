@@ -22,6 +22,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use super::exemplars::ExemplarPolicy;
 use super::red::{histogram_data, scope, HistogramState, MAX_SERIES};
 use crate::config::{HistogramBuckets, SpanMetricForms, Temporality};
 use crate::hashing::FastMap;
@@ -320,6 +321,8 @@ pub struct SpanMetrics {
     /// Resource attributes carried beside the service (OBI's
     /// `extra_span_resource_attributes`), as configured.
     resource_attributes: Arc<[String]>,
+    /// Which spans leave exemplars on the latency buckets (Prometheus's `exemplar_filter`).
+    exemplars: ExemplarPolicy,
     series: FastMap<SpanSeriesKey, SpanSeries>,
     overflow: FastMap<u32, SpanSeries>,
     exited: Vec<u32>,
@@ -334,6 +337,7 @@ impl SpanMetrics {
             forms,
             buckets: HistogramBuckets::default(),
             resource_attributes: Arc::default(),
+            exemplars: ExemplarPolicy::Off,
             series: FastMap::default(),
             overflow: FastMap::default(),
             exited: Vec::new(),
@@ -370,10 +374,14 @@ impl SpanMetrics {
             })
         };
         series.last_unix_ns = series.last_unix_ns.max(now_unix_ns);
-        series.latency.record(
+        let (bounds, seconds) = (
             duration_bounds(&self.buckets.duration),
             span.duration_ns() as f64 / 1e9,
         );
+        series.latency.record(bounds, seconds);
+        if let Some(exemplar) = self.exemplars.of(span, seconds, now_unix_ns) {
+            series.latency.keep_exemplar(bounds, exemplar);
+        }
         let (request, response) = body_bytes(span);
         series.request_bytes += request;
         series.response_bytes += response;
@@ -382,6 +390,12 @@ impl SpanMetrics {
     /// The latency histograms' buckets, configured (set before anything is recorded).
     pub fn with_buckets(mut self, buckets: &HistogramBuckets) -> Self {
         self.buckets = buckets.clone();
+        self
+    }
+
+    /// Which spans leave exemplars on the latency histograms' buckets.
+    pub fn with_exemplars(mut self, policy: ExemplarPolicy) -> Self {
+        self.exemplars = policy;
         self
     }
 
