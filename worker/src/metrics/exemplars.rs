@@ -55,8 +55,4 @@ impl ExemplarPolicy {
             unix_ns,
         })
     }
-
-    pub fn is_on(&self) -> bool {
-        !matches!(self, Self::Off)
-    }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::exemplars::ExemplarPolicy;
+use super::exemplars::{Exemplar, ExemplarPolicy};
 use super::red::{overflow_attributes, HistogramState, MetricStore, Point, MAX_SERIES};
 use crate::config::HistogramBuckets;
 use crate::hashing::FastMap;
@@ -351,16 +351,15 @@ impl HttpMetrics {
         series.duration.record(duration, seconds);
         series.request_size.record(request_size, request_bytes);
         series.response_size.record(response_size, response_bytes);
-        if self.exemplars.is_on() {
+        // The span is kept or not once, for its three histograms.
+        if let Some(exemplar) = self.exemplars.of(span, seconds, now_unix_ns) {
             let histograms = [
                 (&mut series.duration, duration, seconds),
                 (&mut series.request_size, request_size, request_bytes),
                 (&mut series.response_size, response_size, response_bytes),
             ];
             for (histogram, bounds, value) in histograms {
-                if let Some(exemplar) = self.exemplars.of(span, value, now_unix_ns) {
-                    histogram.keep_exemplar(bounds, exemplar);
-                }
+                histogram.keep_exemplar(bounds, Exemplar { value, ..exemplar });
             }
         }
     }
