@@ -8,7 +8,9 @@ body "id <id>": a request a test tells apart by its path), GET /status/<code>, G
 (n bytes of body; `?chunked` sends them chunked, `?cookie=<m>` adds an
 m-byte Set-Cookie before Content-Length), GET /burn/<ms> (spends <ms>
 milliseconds of CPU time before answering), GET /hold/<mib> (allocates and
-touches <mib> MiB that the process keeps), anything else 404. Request
+touches <mib> MiB that the process keeps), GET /exit (a response whose body
+ends when the connection closes, and the process exits as it sends it: the
+connection closes by the exit), anything else 404. Request
 bodies may be chunked.
 
 With `--tls CERT KEY` after the port it serves HTTPS (the `ssl` module,
@@ -17,6 +19,7 @@ each connection before its TLS handshake, as servers that sniff a
 connection's first bytes do (STARTTLS, PROXY protocol headers).
 """
 import http.client
+import os
 import sys
 import time
 from urllib.parse import urlsplit
@@ -128,6 +131,10 @@ class Handler(BaseHTTPRequestHandler):
                 block[at] = 1
             HELD.append(block)
             self.reply(200, b"holding %d MiB\n" % (sum(len(b) for b in HELD) >> 20))
+        elif path == "/exit":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbye\n")
+            self.wfile.flush()
+            os._exit(0)
         else:
             self.reply(404, b"not found\n")
 

@@ -16,7 +16,7 @@ use zerotrace_shared::ports::PortSelection;
 use crate::capture::bpf_map::BpfMap;
 use crate::capture::pid_bits::PidBits;
 use crate::clock::monotonic_now_ns;
-use crate::config::{container_id_from_cgroup, decide, ProcessFacts, Selector};
+use crate::config::{container_id_from_cgroup, decide, ProcessFacts, Selector, ServiceExport};
 use crate::loader_client::LoaderClient;
 use crate::process_language::{self, Language, LanguageClues};
 use crate::process_state::{alive, is_kernel_thread, read_comm};
@@ -30,7 +30,7 @@ pub enum PidFilterWriter {
 }
 
 /// Service identity a selector gives the processes it matches.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServiceIdentity {
     pub name: Option<String>,
     pub namespace: Option<String>,
@@ -38,9 +38,11 @@ pub struct ServiceIdentity {
     /// The program's language, once judged (`telemetry.sdk.language`);
     /// a child forked after its parent was instrumented inherits it.
     pub language: Option<Language>,
+    /// The selector's `exports` and `sampler`; a child inherits them too.
+    pub export: ServiceExport,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InstrumentedProcess {
     pub ports: BTreeSet<u16>,
     /// The parent whose TLS hooks serve it, when it never asked for them
@@ -497,6 +499,7 @@ impl Discovery {
             namespace: selector.namespace.clone(),
             container_id: facts.container_id.clone(),
             language: None,
+            export: selector.export,
         };
         let origin = selector.origin.clone();
         let added = self.add_to_filter(pid, loader);

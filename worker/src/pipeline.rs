@@ -16,7 +16,7 @@ use zerotrace_shared::ipc::LoaderStats;
 use crate::capture::bpf_map::{possible_cpus, BpfMap};
 use crate::capture::reader::{ReaderCounters, RecordSink};
 use crate::clock::{monotonic_now_ns, WallClock};
-use crate::config::{AttributeFilter, DatabaseSettings, ExporterSwitch};
+use crate::config::{AttributeFilter, DatabaseSettings, ExporterSwitch, ServiceExport};
 use crate::connections::{ConnectionTracker, OpenedConnection, Segment};
 use crate::discovery::Discovery;
 use crate::exporters::otel_export::OtelExport;
@@ -28,6 +28,7 @@ use crate::loader_client::LoaderClient;
 use crate::metrics::process::ProcessMetrics;
 use crate::metrics::self_metrics::{LossNotice, SelfMetrics};
 use crate::otel::resource::ResourceCatalog;
+use crate::otel::sampler::Sampler;
 use crate::process_usage::ProcessSampler;
 use crate::protocols::db_selection::{destinations, protocol_selection};
 use crate::routes::{RouteMatcher, SegmentCardinalityLimiter, WordMemo};
@@ -151,6 +152,11 @@ pub struct Pipeline {
     /// in the round before (whose series go at the next pruning).
     exited_for_scrapes: [Vec<u32>; 2],
     last_scrape_pruning: Instant,
+    /// Processes that exited in this run: forgotten once the spans they
+    /// left (their open exchanges, closed by the exit) went out.
+    exited: Vec<u32>,
+    /// The processes whose discovery entry set `exports` or `sampler`.
+    service_exports: FastMap<u32, ServiceExport>,
     /// Which database protocols are decoded, where they go, and the query text.
     databases: DatabaseSettings,
 }
@@ -255,6 +261,8 @@ impl Pipeline {
             process_metrics_for_scrapes: false,
             last_process_readings_for_scrapes: None,
             exited_for_scrapes: [Vec::new(), Vec::new()],
+            exited: Vec::new(),
+            service_exports: FastMap::default(),
             last_scrape_pruning: Instant::now(),
             databases: DatabaseSettings::default(),
         }
@@ -366,6 +374,11 @@ impl Pipeline {
     /// Names and container ids that discovery gave newly instrumented processes.
     fn sync_identities(&mut self) {
         for (pid, identity) in self.discovery.take_new_identities() {
+            if identity.export.is_default() {
+                self.service_exports.remove(&pid);
+            } else {
+                self.service_exports.insert(pid, identity.export);
+            }
             self.resources.set_identity(pid, identity);
         }
         for pid in self.discovery.take_go_processes() {
@@ -501,16 +514,14 @@ impl Pipeline {
                 self.linker.process_exited(origin.pid);
                 // Only a process seen before can have series.
                 let seen = self.process_names.remove(&origin.pid).is_some();
-                self.resources.forget(origin.pid);
-                self.route_limiters.remove(&origin.pid);
-                if let Some(otel) = self.otel.as_mut() {
-                    otel.forget_process(origin.pid);
-                }
                 if seen && self.scrape.is_some() {
                     self.exited_for_scrapes[0].push(origin.pid);
                 }
+                // Its open exchanges end here; they go out at the end of the
+                // run with its name, its entry's exports, and then it is forgotten.
                 self.tracker
                     .forget_process(origin.pid, origin.ts_ns, &mut self.spans);
+                self.exited.push(origin.pid);
             }
         }
     }
@@ -650,6 +661,10 @@ impl Pipeline {
                 now,
             );
         }
+        // Past the printer and the live view, which show every span.
+        if !self.service_exports.is_empty() {
+            self.apply_service_exports(&mut keep);
+        }
         if let Some(graph) = self.graph.as_mut() {
             let now = monotonic_now_ns();
             let mut nodes: FastMap<u32, GraphNode> = FastMap::default();
@@ -689,6 +704,41 @@ impl Pipeline {
         keep.clear();
         to_prometheus.clear();
         (self.keep, self.to_prometheus) = (keep, to_prometheus);
+    }
+
+    /// What was kept for the processes that exited: their resources, route
+    /// caps, OTLP series and export settings. A pid discovery instruments
+    /// again by now is a new process's, and keeps what it was given.
+    fn forget_exited(&mut self) {
+        for pid in std::mem::take(&mut self.exited) {
+            if self.discovery.instrumented().contains_key(&pid) {
+                continue;
+            }
+            self.resources.forget(pid);
+            self.route_limiters.remove(&pid);
+            self.service_exports.remove(&pid);
+            if let Some(otel) = self.otel.as_mut() {
+                otel.forget_process(pid);
+            }
+        }
+    }
+
+    /// Each span's process's own discovery entry: `exports` without traces
+    /// or metrics keeps its spans out of them, and its `sampler` decides
+    /// for its traces (the exemplars follow that decision too).
+    fn apply_service_exports(&mut self, keep: &mut [(bool, bool)]) {
+        for (span, keep) in self.spans.iter_mut().zip(keep.iter_mut()) {
+            let Some(export) = self.service_exports.get(&span.pid) else {
+                continue;
+            };
+            keep.0 &= !export.traces_blocked;
+            keep.1 &= !export.metrics_blocked;
+            if let Some(setting) = export.sampler {
+                let sampler = Sampler::new(setting);
+                span.ids.service_sampled =
+                    Some(sampler.should_sample(&span.ids.trace_id, span.ids.parent_sampled));
+            }
+        }
     }
 
     /// Service graph edges to every destination that keeps them.
@@ -735,6 +785,7 @@ impl Pipeline {
             }
         }
         self.flush();
+        self.forget_exited();
         if let Some(graph) = self.graph.as_mut() {
             graph.expire(monotonic_now_ns(), &mut self.edges);
             self.record_edges();
@@ -789,7 +840,14 @@ impl Pipeline {
         if !for_otlp && !for_scrapes {
             return;
         }
-        let readings = sampler.sample(self.discovery.instrumented().keys().copied());
+        // Not the processes whose discovery entry exports no metrics.
+        let pids = self
+            .discovery
+            .instrumented()
+            .iter()
+            .filter(|(_, process)| !process.identity.export.metrics_blocked)
+            .map(|(pid, _)| *pid);
+        let readings = sampler.sample(pids);
         let now = self.clock.to_unix_ns(monotonic_now_ns());
         let resources: Vec<Arc<Resource>> = readings
             .iter()
@@ -966,5 +1024,6 @@ impl RecordSink for Pipeline {
     fn end_run(&mut self) {
         self.sync_identities();
         self.flush();
+        self.forget_exited();
     }
 }

@@ -9,10 +9,11 @@ use zerotrace_shared::ports::PortSelection;
 
 use super::environment::env_value;
 use super::error::{child, ConfigError, Ctx};
+use super::export::{service_sampler, RawSampler};
 use super::glob::{compile_glob, compile_regex, ExeField, ExePattern, Glob, GlobField, RegexField};
 use super::obi_keys::{unknown_key_message, vet, Obi, DISCOVERY, SELECTOR};
-use super::selectors::Selector;
-use super::values::{non_empty, present_list, Extra, PidList, PortList, Text};
+use super::selectors::{Selector, ServiceExport};
+use super::values::{non_empty, present_list, Extra, PidList, PortList, StringList, Text};
 use crate::process_language::LANGUAGE_NAMES;
 
 /// OBI's default exclusion (plus zerotrace itself): other agents and collectors.
@@ -52,6 +53,9 @@ struct RawSelector<P> {
     containers_only: bool,
     target_pids: Option<PidList>,
     languages: Option<Text>,
+    /// OBI's per-service signals: absent or null, all; `[]`, none.
+    exports: Option<StringList>,
+    sampler: Option<RawSampler>,
     #[serde(flatten)]
     pub(super) other: Extra,
 }
@@ -67,6 +71,8 @@ impl<P> Default for RawSelector<P> {
             containers_only: false,
             target_pids: None,
             languages: None,
+            exports: None,
+            sampler: None,
             other: Extra::new(),
         }
     }
@@ -140,6 +146,7 @@ fn build_selector<P: ExeField>(
         Some(text) => Some(language_glob(ctx, &child(path, "languages"), &text)?),
         None => None,
     };
+    let export = service_export(ctx, path, raw.exports, raw.sampler.as_ref(), kind)?;
     let selector = Selector {
         origin: path.to_owned(),
         name: non_empty(raw.name),
@@ -149,6 +156,7 @@ fn build_selector<P: ExeField>(
         containers_only: raw.containers_only,
         target_pids: raw.target_pids.map(|p| p.0).unwrap_or_default(),
         languages,
+        export,
     };
     if let Some(reason) = never {
         ctx.warn(
@@ -164,6 +172,50 @@ fn build_selector<P: ExeField>(
         ));
     }
     Ok(Some(selector))
+}
+
+/// An entry's `exports` (the signals its processes send: `traces`,
+/// `metrics`; OBI's `logs` is accepted, zerotrace has no logs) and its own
+/// `sampler`. In an exclusion they would mean nothing: warned about.
+fn service_export(
+    ctx: &mut Ctx,
+    path: &str,
+    exports: Option<StringList>,
+    sampler: Option<&RawSampler>,
+    kind: ListKind,
+) -> Result<ServiceExport, ConfigError> {
+    if kind == ListKind::Exclude {
+        for (written, key) in [
+            (exports.is_some(), "exports"),
+            (sampler.is_some(), "sampler"),
+        ] {
+            if written {
+                ctx.warn(
+                    &child(path, key),
+                    "ignored: an excluded process exports nothing",
+                );
+            }
+        }
+        return Ok(ServiceExport::default());
+    }
+    let mut export = ServiceExport::default();
+    if let Some(StringList(signals)) = exports {
+        let at = child(path, "exports");
+        for signal in &signals {
+            if !["traces", "metrics", "logs"].contains(&signal.as_str()) {
+                return Err(ctx.err(
+                    &at,
+                    format!("{signal:?} is not a signal (expected traces, metrics or logs)"),
+                ));
+            }
+        }
+        export.traces_blocked = !signals.iter().any(|s| s == "traces");
+        export.metrics_blocked = !signals.iter().any(|s| s == "metrics");
+    }
+    if let Some(raw) = sampler {
+        export.sampler = Some(service_sampler(ctx, &child(path, "sampler"), raw)?);
+    }
+    Ok(export)
 }
 
 /// A `languages` glob; one that names no language zerotrace tells is warned
@@ -206,6 +258,7 @@ fn builtin_default_exclude() -> Result<Selector, ConfigError> {
         containers_only: false,
         target_pids: Vec::new(),
         languages: None,
+        export: ServiceExport::default(),
     })
 }
 
@@ -262,6 +315,7 @@ pub(super) fn env_selector(
         containers_only: false,
         target_pids: Vec::new(),
         languages,
+        export: ServiceExport::default(),
     }))
 }
 

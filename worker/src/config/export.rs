@@ -16,7 +16,7 @@ use super::error::{child, ConfigError, Ctx};
 use super::obi_keys::{
     unknown_key_message, vet, vet_feature_lists, vet_tls, Section, METRICS_EXPORT, TRACES,
 };
-use super::otel_sdk::{ExportSettings, OtlpDestination, Protocol, Signal};
+use super::otel_sdk::{ExportSettings, OtlpDestination, Protocol, SamplerSetting, Signal};
 use super::values::{non_empty, parse_go_duration, Extra, GoDuration, StringList, Text};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -122,7 +122,7 @@ struct RawDestination {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-struct RawSampler {
+pub(super) struct RawSampler {
     name: Option<Text>,
     arg: Option<Text>,
 }
@@ -249,40 +249,67 @@ fn offer_sampler(
     env: &dyn Fn(&str) -> Option<String>,
     raw: &RawSampler,
 ) -> Result<(), ConfigError> {
-    const NAMES: [&str; 6] = [
-        "always_on",
-        "always_off",
-        "traceidratio",
-        "parentbased_always_on",
-        "parentbased_always_off",
-        "parentbased_traceidratio",
-    ];
-    if let Some(name) = non_empty(raw.name.clone()) {
-        if !NAMES.contains(&name.trim()) {
-            return Err(ctx.err(
-                "otel_traces_export.sampler.name",
-                format!(
-                    "{name:?} is not a sampler (expected one of {})",
-                    NAMES.join(", ")
-                ),
-            ));
-        }
-        overlay.offer(env, "OTEL_TRACES_SAMPLER", name.trim().to_owned(), &[]);
+    let (name, ratio) = checked_sampler(ctx, "otel_traces_export.sampler", raw)?;
+    if let Some(name) = name {
+        overlay.offer(env, "OTEL_TRACES_SAMPLER", name.to_owned(), &[]);
     }
-    if let Some(arg) = non_empty(raw.arg.clone()) {
-        match arg.trim().parse::<f64>() {
-            Ok(ratio) if (0.0..=1.0).contains(&ratio) => {
-                overlay.offer(env, "OTEL_TRACES_SAMPLER_ARG", ratio.to_string(), &[]);
-            }
+    if let Some(ratio) = ratio {
+        overlay.offer(env, "OTEL_TRACES_SAMPLER_ARG", ratio.to_string(), &[]);
+    }
+    Ok(())
+}
+
+/// A `sampler` block's name (one of [`SamplerSetting::NAMES`]) and ratio,
+/// each when written; `at` is the block's path.
+fn checked_sampler(
+    ctx: &Ctx,
+    at: &str,
+    raw: &RawSampler,
+) -> Result<(Option<&'static str>, Option<f64>), ConfigError> {
+    let name = match non_empty(raw.name.clone()) {
+        Some(name) => Some(
+            SamplerSetting::NAMES
+                .into_iter()
+                .find(|known| *known == name.trim())
+                .ok_or_else(|| {
+                    ctx.err(
+                        child(at, "name"),
+                        format!(
+                            "{name:?} is not a sampler (expected one of {})",
+                            SamplerSetting::NAMES.join(", ")
+                        ),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let ratio = match non_empty(raw.arg.clone()) {
+        Some(arg) => match arg.trim().parse::<f64>() {
+            Ok(ratio) if (0.0..=1.0).contains(&ratio) => Some(ratio),
             _ => {
                 return Err(ctx.err(
-                    "otel_traces_export.sampler.arg",
+                    child(at, "arg"),
                     format!("{arg:?} is not a probability from 0 to 1 (expected e.g. 0.1)"),
                 ))
             }
-        }
-    }
-    Ok(())
+        },
+        None => None,
+    };
+    Ok((name, ratio))
+}
+
+/// A discovery entry's own `sampler` (OBI's per-service sampler): as
+/// `OTEL_TRACES_SAMPLER` reads it, `parentbased_always_on` without a name
+/// and a ratio of 1 without an `arg`.
+pub(super) fn service_sampler(
+    ctx: &Ctx,
+    at: &str,
+    raw: &RawSampler,
+) -> Result<SamplerSetting, ConfigError> {
+    let (name, ratio) = checked_sampler(ctx, at, raw)?;
+    let name = name.unwrap_or("parentbased_always_on");
+    SamplerSetting::named(name, ratio.unwrap_or(1.0))
+        .ok_or_else(|| ctx.err(child(at, "name"), format!("{name:?} is not a sampler")))
 }
 
 fn offer_batching(

@@ -128,7 +128,7 @@ pub use otel_sdk::{
 pub use printer::PrinterFormat;
 pub use prometheus::{ExemplarFilter, PrometheusSettings};
 pub use routes::RouteSettings;
-pub use selectors::{container_id_from_cgroup, decide, ProcessFacts, Selector};
+pub use selectors::{container_id_from_cgroup, decide, ProcessFacts, Selector, ServiceExport};
 pub use series_ttl::{ttl_cutoff_unix_ns, SeriesTtl, DEFAULT_SERIES_TTL};
 pub use span_resource::SpanResourceAttributes;
 pub use trace_links::LinkSettings;

@@ -193,6 +193,8 @@ pub(super) const SELECTOR: Section = Section {
         "languages",
         "name",
         "namespace",
+        "exports",
+        "sampler",
     ],
     obi: &[
         ("k8s_namespace", NO_K8S),
@@ -214,16 +216,6 @@ pub(super) const SELECTOR: Section = Section {
         (
             "cmd_args",
             Obi::Unevaluable("zerotrace does not match command lines"),
-        ),
-        (
-            "exports",
-            Obi::Unsupported("per-service export selection is not implemented"),
-        ),
-        (
-            "sampler",
-            Obi::Unsupported(
-                "per-service samplers are not implemented; use otel_traces_export.sampler",
-            ),
         ),
         (
             "routes",
@@ -617,8 +609,8 @@ trace_printer: json_indent
         let refused: &[(&str, &str)] = &[
             ("attributes:\n  select:\n    traces_spanmetrics_latency: {exclude: [span.name]}\n", "attributes.select.traces_spanmetrics_latency"),
             ("discovery:\n  exclude_instrument:\n    - k8s_namespace: dev\n", "discovery.exclude_instrument[0].k8s_namespace"),
-            ("discovery:\n  instrument:\n    - open_ports: 80\n      exports: [traces]\n", "discovery.instrument[0].exports"),
-            ("discovery:\n  instrument:\n    - open_ports: 80\n      sampler: {name: always_off}\n", "discovery.instrument[0].sampler"),
+            ("discovery:\n  instrument:\n    - open_ports: 80\n      routes: {patterns: [/a]}\n", "discovery.instrument[0].routes"),
+            ("discovery:\n  instrument:\n    - open_ports: 80\n      metrics: {features: [application]}\n", "discovery.instrument[0].metrics"),
             ("discovery:\n  excluded_linux_system_paths: [/sbin/]\n", "discovery.excluded_linux_system_paths"),
             ("otel_traces_export:\n  insecure_skip_verify: true\n", "otel_traces_export.insecure_skip_verify"),
             ("otel_metrics_export:\n  features: [network]\n", "otel_metrics_export.features"),

@@ -190,20 +190,39 @@ fn parse_sampler(name: Option<String>, arg: Option<String>) -> Result<SamplerSet
     let Some(name) = name else {
         return Ok(SamplerSetting::ParentBasedAlwaysOn);
     };
-    Ok(match name.trim() {
-        "always_on" => SamplerSetting::AlwaysOn,
-        "always_off" => SamplerSetting::AlwaysOff,
-        "traceidratio" => SamplerSetting::TraceIdRatio(ratio()?),
-        "parentbased_always_on" => SamplerSetting::ParentBasedAlwaysOn,
-        "parentbased_always_off" => SamplerSetting::ParentBasedAlwaysOff,
-        "parentbased_traceidratio" => SamplerSetting::ParentBasedTraceIdRatio(ratio()?),
-        other => {
-            return Err(format!(
-                "OTEL_TRACES_SAMPLER={other:?}: expected always_on, always_off, traceidratio, \
-                 parentbased_always_on, parentbased_always_off or parentbased_traceidratio"
-            ))
-        }
+    SamplerSetting::named(name.trim(), ratio()?).ok_or_else(|| {
+        format!(
+            "OTEL_TRACES_SAMPLER={:?}: expected {}",
+            name.trim(),
+            SamplerSetting::NAMES.join(", ")
+        )
     })
+}
+
+impl SamplerSetting {
+    /// The names `OTEL_TRACES_SAMPLER` and OBI's `sampler.name` take.
+    pub const NAMES: [&'static str; 6] = [
+        "always_on",
+        "always_off",
+        "traceidratio",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "parentbased_traceidratio",
+    ];
+
+    /// The sampler `name` gives (one of [`Self::NAMES`]), `ratio` for the
+    /// ratio-based ones.
+    pub fn named(name: &str, ratio: f64) -> Option<Self> {
+        Some(match name {
+            "always_on" => Self::AlwaysOn,
+            "always_off" => Self::AlwaysOff,
+            "traceidratio" => Self::TraceIdRatio(ratio),
+            "parentbased_always_on" => Self::ParentBasedAlwaysOn,
+            "parentbased_always_off" => Self::ParentBasedAlwaysOff,
+            "parentbased_traceidratio" => Self::ParentBasedTraceIdRatio(ratio),
+            _ => return None,
+        })
+    }
 }
 
 impl ExportSettings {

@@ -84,6 +84,10 @@ struct SelectorOut {
     name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exports: Option<Vec<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sampler: Option<SamplerOut>,
 }
 
 #[derive(Serialize)]
@@ -219,6 +223,16 @@ fn selector_out(s: &Selector) -> SelectorOut {
         languages: s.languages.as_ref().map(|g| g.as_str().to_owned()),
         name: s.name.clone(),
         namespace: s.namespace.clone(),
+        exports: (s.export.traces_blocked || s.export.metrics_blocked).then(|| {
+            [
+                (!s.export.traces_blocked).then_some("traces"),
+                (!s.export.metrics_blocked).then_some("metrics"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()
+        }),
+        sampler: s.export.sampler.map(sampler_out),
     }
 }
 
@@ -439,8 +453,13 @@ mod tests {
       exe_path: /usr/bin/*
       containers_only: true
       name: web
+      exports: [metrics]
     - exe_path_regexp: ^/opt/
       target_pids: [7]
+      exports: []
+      sampler: {name: traceidratio, arg: '0.5'}
+    - open_ports: 81
+      exports: [traces, metrics]
   exclude_instrument:
     - exe_path: '*debug*'
 routes:
@@ -473,6 +492,8 @@ filter:
 ";
         let config = ok(yaml, &[]);
         assert_eq!(config.filters.len(), 2);
+        let own_exports = config.instrument.iter().filter(|s| !s.export.is_default());
+        assert_eq!(own_exports.count(), 2);
         let printed = config.to_yaml();
         assert!(
             !printed.contains("secret-token") && !printed.contains("hunter2"),
@@ -489,14 +510,16 @@ filter:
                     &a.exe_path,
                     a.containers_only,
                     &a.target_pids,
-                    &a.name
+                    &a.name,
+                    a.export
                 ),
                 (
                     &b.open_ports,
                     &b.exe_path,
                     b.containers_only,
                     &b.target_pids,
-                    &b.name
+                    &b.name,
+                    b.export
                 )
             );
         }

@@ -5,6 +5,7 @@
 use zerotrace_shared::ports::PortSelection;
 
 use super::glob::{ExePattern, Glob};
+use super::otel_sdk::SamplerSetting;
 
 /// What discovery knows about a process, for [`Selector::matches`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,6 +39,29 @@ pub struct Selector {
     pub target_pids: Vec<u32>,
     /// OBI's `languages`: a glob over the program's language name.
     pub languages: Option<Glob>,
+    /// The entry's `exports` and `sampler`: what its processes send.
+    pub export: ServiceExport,
+}
+
+/// What an `instrument` entry's `exports` and `sampler` say about the
+/// processes it selects. The default (neither written) changes nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ServiceExport {
+    /// `exports` written without `traces`: no spans of these processes
+    /// reach the trace export (the trace printer still shows them).
+    pub traces_blocked: bool,
+    /// `exports` written without `metrics`: their spans count in no metric
+    /// (RED, span metrics, service graph), and their process metrics stay out.
+    pub metrics_blocked: bool,
+    /// Their own sampler, in place of `otel_traces_export.sampler`.
+    pub sampler: Option<SamplerSetting>,
+}
+
+impl ServiceExport {
+    /// True when it changes nothing: the process needs no entry of its own.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl Selector {
@@ -119,6 +143,7 @@ fn container_id_of_segment(segment: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::config::test_support::*;
+    use crate::config::SamplerSetting;
 
     #[test]
     fn selector_logic_and_or_ranges_exclude() {
@@ -250,6 +275,7 @@ mod tests {
             containers_only: true,
             target_pids: Vec::new(),
             languages: None,
+            export: ServiceExport::default(),
         };
         assert!(!empty.matches(&facts(1, "/bin/a", &[80], true)));
         assert!(decide(&[empty], &[], &facts(1, "/bin/a", &[80], true)).is_none());
@@ -262,6 +288,97 @@ mod tests {
                 && message.contains("no selection criteria"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn an_entry_s_exports_and_sampler_are_its_processes_own() {
+        let config = ok(
+            "discovery:
+  instrument:
+    - open_ports: 8001
+      exports: [traces]
+    - open_ports: 8002
+      exports: metrics
+    - open_ports: 8003
+      exports: []
+    - open_ports: 8004
+      exports: [logs, traces, metrics]
+      sampler: {name: traceidratio, arg: '0.25'}
+    - open_ports: 8005
+      exports: null
+      sampler: {name: always_off}
+    - open_ports: 8006
+      sampler: {}
+  exclude_instrument:
+    - exe_path: '*/debug-*'
+      exports: [traces]
+",
+            &[],
+        );
+        let warnings = config.warnings.join("\n");
+        let export_of = |port: u16| {
+            config
+                .decide(&facts(1, "/usr/bin/app", &[port], false))
+                .map(|s| s.export)
+        };
+        let export = |traces_blocked, metrics_blocked, sampler| {
+            Some(ServiceExport {
+                traces_blocked,
+                metrics_blocked,
+                sampler,
+            })
+        };
+        assert_eq!(export_of(8001), export(false, true, None));
+        assert_eq!(export_of(8002), export(true, false, None));
+        assert_eq!(export_of(8003), export(true, true, None));
+        assert_eq!(
+            export_of(8004),
+            export(false, false, Some(SamplerSetting::TraceIdRatio(0.25)))
+        );
+        assert_eq!(
+            export_of(8005),
+            export(false, false, Some(SamplerSetting::AlwaysOff))
+        );
+        // As OTEL_TRACES_SAMPLER without a name.
+        assert_eq!(
+            export_of(8006),
+            export(false, false, Some(SamplerSetting::ParentBasedAlwaysOn))
+        );
+        assert!(export_of(8005).is_some_and(|e| !e.is_default()));
+        // Meaningless in an exclusion: said, not refused.
+        assert!(
+            warnings.contains("discovery.exclude_instrument[0].exports"),
+            "{warnings}"
+        );
+        for (yaml, path, words) in [
+            (
+                "exports: [trace]",
+                "discovery.instrument[0].exports",
+                "\"trace\" is not a signal",
+            ),
+            (
+                "sampler: {name: sometimes}",
+                "discovery.instrument[0].sampler.name",
+                "always_on",
+            ),
+            (
+                "sampler: {name: traceidratio, arg: '1.5'}",
+                "discovery.instrument[0].sampler.arg",
+                "probability",
+            ),
+            (
+                "sampler: {name: always_on, ratio: 1}",
+                "discovery.instrument[0].sampler",
+                "ratio",
+            ),
+        ] {
+            let message = err(
+                &format!("discovery:\n  instrument:\n    - open_ports: 80\n      {yaml}\n"),
+                &[],
+            );
+            assert!(message.contains(path), "{path} not in {message}");
+            assert!(message.contains(words), "{words} not in {message}");
+        }
     }
 
     #[test]

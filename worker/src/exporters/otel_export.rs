@@ -173,10 +173,7 @@ impl OtelExport {
         if !in_traces || !self.exporter.exports(Signal::Traces) {
             return;
         }
-        if !self
-            .sampler
-            .should_sample(&span.ids.trace_id, span.ids.parent_sampled)
-        {
+        if !self.sampler.keeps(&span.ids) {
             self.spans_sampled_out += 1;
             return;
         }

@@ -44,9 +44,7 @@ impl ExemplarPolicy {
         let kept = match self {
             Self::Off => return None,
             Self::AlwaysOn => true,
-            Self::TraceBased(sampler) => {
-                sampler.should_sample(&span.ids.trace_id, span.ids.parent_sampled)
-            }
+            Self::TraceBased(sampler) => sampler.keeps(&span.ids),
         };
         (kept && span.ids.trace_id != [0; 16]).then_some(Exemplar {
             trace_id: span.ids.trace_id,

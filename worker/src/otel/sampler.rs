@@ -2,6 +2,7 @@
 //! every request before this decision, so sampling never biases RED metrics.
 
 use crate::config::SamplerSetting;
+use crate::spans::SpanIds;
 
 /// Decides whether a span of trace `trace_id` is exported.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +29,16 @@ fn ratio_keeps(trace_id: &[u8; 16], ratio: f64) -> bool {
 impl Sampler {
     pub fn new(setting: SamplerSetting) -> Self {
         Self { setting }
+    }
+
+    /// Whether the span of `ids` is exported: its process's own sampler's
+    /// decision when it has one, else this sampler's.
+    #[inline]
+    pub fn keeps(&self, ids: &SpanIds) -> bool {
+        match ids.service_sampled {
+            Some(kept) => kept,
+            None => self.should_sample(&ids.trace_id, ids.parent_sampled),
+        }
     }
 
     /// `parent_sampled`: the sampled flag of an incoming traceparent, if any.

@@ -13,6 +13,10 @@ pub struct SpanIds {
     pub parent_span_id: Option<[u8; 8]>,
     /// The sampled flag of the incoming context, for parent-based samplers.
     pub parent_sampled: Option<bool>,
+    /// Whether its process's own sampler (an `instrument` entry's `sampler`)
+    /// keeps its trace; `None`: the trace export's sampler decides. Set as
+    /// the span leaves for its destinations.
+    pub service_sampled: Option<bool>,
 }
 
 impl SpanIds {
@@ -28,18 +32,21 @@ impl SpanIds {
                 span_id: tp.parent_span_id,
                 parent_span_id: None,
                 parent_sampled: Some(tp.sampled),
+                service_sampled: None,
             },
             Some(tp) => Self {
                 trace_id: tp.trace_id,
                 span_id: new_span_id(),
                 parent_span_id: Some(tp.parent_span_id),
                 parent_sampled: Some(tp.sampled),
+                service_sampled: None,
             },
             None => Self {
                 trace_id: new_trace_id(),
                 span_id: new_span_id(),
                 parent_span_id: None,
                 parent_sampled: None,
+                service_sampled: None,
             },
         }
     }

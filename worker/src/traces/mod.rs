@@ -610,6 +610,7 @@ impl TraceLinker {
                     span_id: server.span_id,
                     parent_span_id: None,
                     parent_sampled: server.parent_sampled,
+                    service_sampled: None,
                 };
                 self.decide_root(seq, Some(parent), ready);
             }
