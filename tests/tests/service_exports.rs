@@ -1,14 +1,16 @@
-//! OBI's per-service `exports` and `sampler` (a `discovery.instrument`
-//! entry's own signals and trace sampler): three instrumented Python
-//! servers, one exporting only traces, one only metrics, one sampling its
-//! traces by trace id at a ratio of 0.5 while the agent's sampler keeps
-//! every trace. What each sends is decoded from OTLP with
+//! OBI's per-service `exports`, `sampler` and `routes` (a
+//! `discovery.instrument` entry's own signals, trace sampler and route
+//! patterns): three instrumented Python servers, one exporting only traces
+//! (with its own routes for its requests and its calls), one only metrics,
+//! one sampling its traces by trace id at a ratio of 0.5 while the agent's
+//! sampler keeps every trace. What each sends is decoded from OTLP with
 //! opentelemetry-proto, and read from the agent's Prometheus endpoint.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::metrics::v1::metric;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use zerotrace_integration_tests::otlp_receiver::*;
 use zerotrace_integration_tests::*;
 
@@ -67,6 +69,7 @@ fn each_discovery_entry_exports_its_own_signals_and_samples_its_own_traces() {
     - open_ports: {}
       name: traces-only
       exports: [traces]
+      routes: {{incoming: ['/t/{{n}}'], outgoing: ['/m/{{n}}']}}
     - open_ports: {}
       name: metrics-only
       exports: [metrics]
@@ -92,6 +95,9 @@ fn each_discovery_entry_exports_its_own_signals_and_samples_its_own_traces() {
         curl(&[&traces_only.url(&format!("/t/{i}"))]);
         curl(&[&metrics_only.url(&format!("/m/{i}"))]);
     }
+    // traces-only calls metrics-only: a call its outgoing routes name.
+    let call = format!("/call/{}/m/7", metrics_only.port);
+    curl(&[&traces_only.url(&call)]);
     // Every request carries a sampled parent: the agent's own sampler
     // (parentbased_always_on) would keep them all; the entry's decides.
     let (kept, dropped) = trace_ids();
@@ -107,11 +113,11 @@ fn each_discovery_entry_exports_its_own_signals_and_samples_its_own_traces() {
             duration_count(&receiver, "metrics-only"),
             duration_count(&receiver, "sampled"),
         );
-        (counts == (4, 16)).then_some(counts)
+        (counts == (5, 16)).then_some(counts)
     });
     assert_eq!(
         counted,
-        Some((4, 16)),
+        Some((5, 16)),
         "{:?}\n{}",
         (
             duration_count(&receiver, "metrics-only"),
@@ -129,7 +135,7 @@ fn each_discovery_entry_exports_its_own_signals_and_samples_its_own_traces() {
                 })
                 .count()
         };
-        (of("traces-only") >= 4 && of("sampled") >= kept.len()).then_some(())
+        (of("traces-only") >= 6 && of("sampled") >= kept.len()).then_some(())
     });
     assert!(traced.is_some(), "{:#?}", receiver.spans());
     // Let another span batch and metric export go.
@@ -141,6 +147,36 @@ fn each_discovery_entry_exports_its_own_signals_and_samples_its_own_traces() {
         .filter_map(|(resource, _)| resource.get("service.name").map(String::as_str))
         .collect();
     assert!(!services.contains("metrics-only"), "{services:?}");
+    // The entry's routes: its server requests' incoming, its call's outgoing;
+    // a request neither names keeps the heuristic's route.
+    let mut routes: Vec<(i32, String, String)> = spans
+        .iter()
+        .filter(|(resource, _)| {
+            resource.get("service.name").map(String::as_str) == Some("traces-only")
+        })
+        .map(|(_, span)| {
+            (
+                span.kind,
+                attr_str(&span.attributes, "url.path").unwrap_or_default(),
+                attr_str(&span.attributes, "http.route").unwrap_or_default(),
+            )
+        })
+        .collect();
+    routes.sort();
+    routes.dedup();
+    let server = SpanKind::Server as i32;
+    let client = SpanKind::Client as i32;
+    let expected: Vec<(i32, String, String)> = vec![
+        (server, "/t/0".into(), "/t/{n}".into()),
+        (server, "/t/1".into(), "/t/{n}".into()),
+        (server, "/t/2".into(), "/t/{n}".into()),
+        (server, "/t/3".into(), "/t/{n}".into()),
+        (server, call.clone(), "/call/*/m/*".into()),
+        (client, "/m/7".into(), "/m/{n}".into()),
+    ];
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(routes, expected);
     let sampled_ids: BTreeSet<String> = spans
         .iter()
         .filter(|(resource, _)| resource.get("service.name").map(String::as_str) == Some("sampled"))

@@ -31,11 +31,11 @@ use crate::otel::resource::ResourceCatalog;
 use crate::otel::sampler::Sampler;
 use crate::process_usage::ProcessSampler;
 use crate::protocols::db_selection::{destinations, protocol_selection};
-use crate::routes::{RouteMatcher, SegmentCardinalityLimiter, WordMemo};
+use crate::routes::{RouteMatcher, SegmentCardinalityLimiter, ServiceRoute, WordMemo};
 use crate::service_graph::{EdgeObservations, GraphNode, GraphSettings, ServiceGraph};
 use crate::span_filter::SpanFilter;
 use crate::spans::ids::TraceParent;
-use crate::spans::{HttpText, Protocol, Span};
+use crate::spans::{HttpText, Protocol, Span, SpanKind};
 use crate::traces::{LinkCounters, LinkSettings, TraceLinker};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -569,7 +569,7 @@ impl Pipeline {
         // Per span: whether Prometheus may count it (the instrumentation lists).
         let mut to_prometheus = std::mem::take(&mut self.to_prometheus);
         for span in &mut self.spans {
-            let pid = span.pid;
+            let (pid, kind) = (span.pid, span.kind);
             if let Some(to) = destinations(span, &self.databases) {
                 keep.push((to.traces, to.otlp_metrics || to.prometheus));
                 to_prometheus.push(to.prometheus);
@@ -586,9 +586,21 @@ impl Pipeline {
                 keep.push((true, true));
                 continue;
             };
-            let decision = self
-                .routes
-                .classify_remembering(&http.target, &mut self.route_words);
+            let decision = if self.routes.has_service_routes() {
+                let service = self
+                    .service_exports
+                    .get(&pid)
+                    .and_then(|export| export.routes)
+                    .map(|index| ServiceRoute {
+                        index,
+                        outgoing: kind == SpanKind::Client,
+                    });
+                self.routes
+                    .classify_for_service(&http.target, service, &mut self.route_words)
+            } else {
+                self.routes
+                    .classify_remembering(&http.target, &mut self.route_words)
+            };
             let (in_traces, in_metrics) = (!decision.ignore_traces, !decision.ignore_metrics);
             http.route = match decision.route {
                 Some(route) if decision.needs_cardinality_cap => {

@@ -67,11 +67,29 @@ pub struct RouteDecision<'a> {
     pub needs_cardinality_cap: bool,
 }
 
+/// An `instrument` entry's own routes, and which of them a span takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceRoute {
+    /// The entry's place among those with routes (`ServiceExport::routes`).
+    pub index: u16,
+    /// A client call's (`outgoing`), not a server request's (`incoming`).
+    pub outgoing: bool,
+}
+
+/// An entry's own patterns, compiled.
+#[derive(Debug, Clone, Default)]
+struct ServicePatterns {
+    incoming: PatternSet,
+    outgoing: PatternSet,
+}
+
 /// The compiled `routes` section. Immutable and shareable; see the module
 /// documentation for the semantics.
 #[derive(Debug, Clone)]
 pub struct RouteMatcher {
     patterns: PatternSet,
+    /// The `instrument` entries' own patterns, tried after `patterns`.
+    services: Vec<ServicePatterns>,
     ignored: PatternSet,
     ignore_mode: IgnoreMode,
     unmatched: UnmatchedMode,
@@ -85,8 +103,19 @@ impl RouteMatcher {
     pub fn new(settings: &RouteSettings) -> Result<Self, String> {
         let wildcard = parse_wildcard_char(&settings.wildcard_char)
             .map_err(|e| format!("wildcard_char: {e}"))?;
+        let services = settings
+            .services
+            .iter()
+            .map(|routes| {
+                Ok(ServicePatterns {
+                    incoming: PatternSet::build(&routes.incoming, "incoming")?,
+                    outgoing: PatternSet::build(&routes.outgoing, "outgoing")?,
+                })
+            })
+            .collect::<Result<_, String>>()?;
         Ok(Self {
             patterns: PatternSet::build(&settings.patterns, "patterns")?,
+            services,
             ignored: PatternSet::build(&settings.ignored_patterns, "ignored_patterns")?,
             ignore_mode: settings.ignore_mode,
             unmatched: settings.unmatched,
@@ -98,7 +127,26 @@ impl RouteMatcher {
     /// Route and ignore flags for a request path (a query string or fragment,
     /// if present, is not part of the route).
     pub fn classify<'a>(&'a self, path: &'a str) -> RouteDecision<'a> {
-        self.classify_with(path, &mut is_word_like)
+        self.classify_with(path, None, &mut is_word_like)
+    }
+
+    /// Whether some `instrument` entry has its own routes.
+    pub fn has_service_routes(&self) -> bool {
+        !self.services.is_empty()
+    }
+
+    /// [`Self::classify_remembering`] for a process whose entry has its own
+    /// routes (`service`), tried after the section's patterns: those of its
+    /// server requests, or of its client calls when `outgoing`.
+    pub fn classify_for_service<'a>(
+        &'a self,
+        path: &'a str,
+        service: Option<ServiceRoute>,
+        words: &mut WordMemo,
+    ) -> RouteDecision<'a> {
+        self.classify_with(path, service, &mut |segment| {
+            words.is_word(segment, is_word_like)
+        })
     }
 
     /// [`Self::classify`], with the heuristic's words remembered in `words`
@@ -108,12 +156,15 @@ impl RouteMatcher {
         path: &'a str,
         words: &mut WordMemo,
     ) -> RouteDecision<'a> {
-        self.classify_with(path, &mut |segment| words.is_word(segment, is_word_like))
+        self.classify_with(path, None, &mut |segment| {
+            words.is_word(segment, is_word_like)
+        })
     }
 
     fn classify_with<'a>(
         &'a self,
         path: &'a str,
+        service: Option<ServiceRoute>,
         is_word: &mut impl FnMut(&str) -> bool,
     ) -> RouteDecision<'a> {
         let path = strip_query(path);
@@ -133,6 +184,10 @@ impl RouteMatcher {
             decision.route = Some(Cow::Borrowed(route));
             return decision;
         }
+        if let Some(route) = service.and_then(|service| self.service_route(path, service)) {
+            decision.route = Some(Cow::Borrowed(route));
+            return decision;
+        }
         decision.route = match self.unmatched {
             UnmatchedMode::Unset => None,
             UnmatchedMode::Path => Some(Cow::Borrowed(path)),
@@ -144,6 +199,15 @@ impl RouteMatcher {
             }
         };
         decision
+    }
+
+    fn service_route(&self, path: &str, service: ServiceRoute) -> Option<&str> {
+        let patterns = self.services.get(usize::from(service.index))?;
+        if service.outgoing {
+            patterns.outgoing.find(path)
+        } else {
+            patterns.incoming.find(path)
+        }
     }
 
     /// The pattern a path matches, if any (no unmatched handling).
@@ -820,6 +884,63 @@ mod tests {
 
     fn matcher(settings: RouteSettings) -> RouteMatcher {
         RouteMatcher::new(&settings).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn an_entry_s_own_routes_come_after_the_section_s_for_its_direction() {
+        let strings = |list: &[&str]| list.iter().map(|p| p.to_string()).collect();
+        let m = matcher(RouteSettings {
+            patterns: strings(&["/users/{id}"]),
+            ignored_patterns: strings(&["/health"]),
+            services: vec![
+                crate::config::routes::ServiceRoutes {
+                    incoming: strings(&["/items/{id}", "/users/me"]),
+                    outgoing: strings(&["/api/:version/users"]),
+                },
+                crate::config::routes::ServiceRoutes {
+                    incoming: Vec::new(),
+                    outgoing: strings(&["/items/{id}"]),
+                },
+            ],
+            ..RouteSettings::default()
+        });
+        assert!(m.has_service_routes());
+        let mut words = WordMemo::default();
+        let mut route = |path: &'static str, service: Option<(u16, bool)>| {
+            let service = service.map(|(index, outgoing)| ServiceRoute { index, outgoing });
+            m.classify_for_service(path, service, &mut words)
+                .route
+                .map(Cow::into_owned)
+        };
+        let some = |route: &str| Some(route.to_owned());
+        // Server requests take the entry's incoming patterns, calls its outgoing ones.
+        assert_eq!(
+            route("/items/42?x=1", Some((0, false))),
+            some("/items/{id}")
+        );
+        assert_eq!(
+            route("/api/v2/users", Some((0, true))),
+            some("/api/:version/users")
+        );
+        assert_eq!(route("/items/42", Some((1, true))), some("/items/{id}"));
+        // Not the other direction's, nor another entry's: the heuristic then.
+        assert_eq!(route("/items/42", Some((0, true))), some("/items/*"));
+        assert_eq!(route("/items/42", Some((1, false))), some("/items/*"));
+        assert_eq!(route("/items/42", None), some("/items/*"));
+        // The section's patterns first; its ignored paths stay ignored.
+        assert_eq!(route("/users/me", Some((0, false))), some("/users/{id}"));
+        // An index past the list (none such is made) finds nothing.
+        assert_eq!(route("/items/42", Some((9, false))), some("/items/*"));
+        let ignored = m.classify_for_service(
+            "/health",
+            Some(ServiceRoute {
+                index: 0,
+                outgoing: false,
+            }),
+            &mut WordMemo::default(),
+        );
+        assert!(ignored.ignore_traces && ignored.ignore_metrics);
+        assert!(!with_patterns(&["/a"]).has_service_routes());
     }
 
     fn with_patterns(patterns: &[&str]) -> RouteMatcher {

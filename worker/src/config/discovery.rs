@@ -12,6 +12,7 @@ use super::error::{child, ConfigError, Ctx};
 use super::export::{service_sampler, RawSampler};
 use super::glob::{compile_glob, compile_regex, ExeField, ExePattern, Glob, GlobField, RegexField};
 use super::obi_keys::{unknown_key_message, vet, Obi, DISCOVERY, SELECTOR};
+use super::routes::ServiceRoutes;
 use super::selectors::{Selector, ServiceExport};
 use super::values::{non_empty, present_list, Extra, PidList, PortList, StringList, Text};
 use crate::process_language::LANGUAGE_NAMES;
@@ -56,6 +57,7 @@ struct RawSelector<P> {
     /// OBI's per-service signals: absent or null, all; `[]`, none.
     exports: Option<StringList>,
     sampler: Option<RawSampler>,
+    routes: Option<ServiceRoutes>,
     #[serde(flatten)]
     pub(super) other: Extra,
 }
@@ -73,6 +75,7 @@ impl<P> Default for RawSelector<P> {
             languages: None,
             exports: None,
             sampler: None,
+            routes: None,
             other: Extra::new(),
         }
     }
@@ -157,6 +160,7 @@ fn build_selector<P: ExeField>(
         target_pids: raw.target_pids.map(|p| p.0).unwrap_or_default(),
         languages,
         export,
+        routes: service_routes(ctx, path, raw.routes, kind)?,
     };
     if let Some(reason) = never {
         ctx.warn(
@@ -218,6 +222,29 @@ fn service_export(
     Ok(export)
 }
 
+/// An entry's own `routes`, their patterns checked; in an exclusion they
+/// would mean nothing: warned about.
+fn service_routes(
+    ctx: &mut Ctx,
+    path: &str,
+    routes: Option<ServiceRoutes>,
+    kind: ListKind,
+) -> Result<Option<ServiceRoutes>, ConfigError> {
+    let Some(routes) = routes else {
+        return Ok(None);
+    };
+    let at = child(path, "routes");
+    if kind == ListKind::Exclude {
+        ctx.warn(&at, "ignored: an excluded process has no routes");
+        return Ok(None);
+    }
+    if let Err(e) = routes.check() {
+        let (key, rest) = e.split_once(' ').unwrap_or((e.as_str(), ""));
+        return Err(ctx.err(format!("{at}.{key}"), rest.trim()));
+    }
+    Ok((!routes.incoming.is_empty() || !routes.outgoing.is_empty()).then_some(routes))
+}
+
 /// A `languages` glob; one that names no language zerotrace tells is warned
 /// about (it would never match).
 fn language_glob(ctx: &mut Ctx, at: &str, text: &str) -> Result<Glob, ConfigError> {
@@ -259,6 +286,7 @@ fn builtin_default_exclude() -> Result<Selector, ConfigError> {
         target_pids: Vec::new(),
         languages: None,
         export: ServiceExport::default(),
+        routes: None,
     })
 }
 
@@ -316,6 +344,7 @@ pub(super) fn env_selector(
         target_pids: Vec::new(),
         languages,
         export: ServiceExport::default(),
+        routes: None,
     }))
 }
 

@@ -18,7 +18,7 @@ use super::metric_select::{metric_selections, MetricSelection};
 use super::otel_sdk::ExportSettings;
 use super::printer::{trace_printer, PrinterFormat};
 use super::prometheus::{prometheus_settings, PrometheusSettings};
-use super::routes::{checked_routes, RouteSettings};
+use super::routes::{checked_routes, RouteSettings, ServiceRoutes};
 use super::selectors::{decide, ProcessFacts, Selector};
 use super::series_ttl::{series_ttl, SeriesTtl};
 use super::span_resource::{span_resource_attributes, SpanResourceAttributes};
@@ -190,10 +190,11 @@ fn build(
             .and_then(|p| p.allow_service_graph_self_references),
         env,
     )?;
-    let routes = checked_routes(&ctx, raw.routes)?;
+    let mut routes = checked_routes(&ctx, raw.routes)?;
     let filters = checked_filters(&mut ctx, raw.filter)?;
     let env_selector = env_selector(env, raw.open_port, raw.executable_path)?;
-    let (instrument, exclude) = selectors(&mut ctx, raw.discovery, env_selector)?;
+    let (mut instrument, exclude) = selectors(&mut ctx, raw.discovery, env_selector)?;
+    routes.services = number_service_routes(&ctx, &mut instrument)?;
     let instrumentations = RawInstrumentations {
         traces: raw
             .otel_traces_export
@@ -264,6 +265,24 @@ fn build(
         log_level: raw.log_level,
         log_format: raw.log_format,
     })
+}
+
+/// The entries' own `routes`, listed for the route matcher, each entry
+/// given its place in the list.
+fn number_service_routes(
+    ctx: &Ctx,
+    instrument: &mut [Selector],
+) -> Result<Vec<ServiceRoutes>, ConfigError> {
+    let mut services = Vec::new();
+    for selector in instrument {
+        if let Some(routes) = &selector.routes {
+            let index = u16::try_from(services.len())
+                .map_err(|_| ctx.err(&selector.origin, "too many entries with their own routes"))?;
+            selector.export.routes = Some(index);
+            services.push(routes.clone());
+        }
+    }
+    Ok(services)
 }
 
 #[cfg(test)]

@@ -195,6 +195,7 @@ pub(super) const SELECTOR: Section = Section {
         "namespace",
         "exports",
         "sampler",
+        "routes",
     ],
     obi: &[
         ("k8s_namespace", NO_K8S),
@@ -216,12 +217,6 @@ pub(super) const SELECTOR: Section = Section {
         (
             "cmd_args",
             Obi::Unevaluable("zerotrace does not match command lines"),
-        ),
-        (
-            "routes",
-            Obi::Unsupported(
-                "per-service routes are not implemented; use the top-level routes section",
-            ),
         ),
         (
             "metrics",
@@ -609,7 +604,6 @@ trace_printer: json_indent
         let refused: &[(&str, &str)] = &[
             ("attributes:\n  select:\n    traces_spanmetrics_latency: {exclude: [span.name]}\n", "attributes.select.traces_spanmetrics_latency"),
             ("discovery:\n  exclude_instrument:\n    - k8s_namespace: dev\n", "discovery.exclude_instrument[0].k8s_namespace"),
-            ("discovery:\n  instrument:\n    - open_ports: 80\n      routes: {patterns: [/a]}\n", "discovery.instrument[0].routes"),
             ("discovery:\n  instrument:\n    - open_ports: 80\n      metrics: {features: [application]}\n", "discovery.instrument[0].metrics"),
             ("discovery:\n  excluded_linux_system_paths: [/sbin/]\n", "discovery.excluded_linux_system_paths"),
             ("otel_traces_export:\n  insecure_skip_verify: true\n", "otel_traces_export.insecure_skip_verify"),

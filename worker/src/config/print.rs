@@ -10,6 +10,7 @@ use super::databases::DbSelection;
 use super::glob::ExePattern;
 use super::otel_sdk::{OtlpDestination, SamplerSetting, Temporality};
 use super::printer::printer_name;
+use super::routes::ServiceRoutes;
 use super::selectors::Selector;
 use super::values::format_duration;
 use super::{EffectiveConfig, HistogramBuckets, SpanMetricForms};
@@ -88,6 +89,8 @@ struct SelectorOut {
     exports: Option<Vec<&'static str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sampler: Option<SamplerOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routes: Option<ServiceRoutes>,
 }
 
 #[derive(Serialize)]
@@ -233,6 +236,7 @@ fn selector_out(s: &Selector) -> SelectorOut {
             .collect()
         }),
         sampler: s.export.sampler.map(sampler_out),
+        routes: s.routes.clone(),
     }
 }
 
@@ -458,6 +462,7 @@ mod tests {
       target_pids: [7]
       exports: []
       sampler: {name: traceidratio, arg: '0.5'}
+      routes: {incoming: ['/items/{id}'], outgoing: ['/api/:version/users']}
     - open_ports: 81
       exports: [traces, metrics]
   exclude_instrument:
@@ -511,7 +516,8 @@ filter:
                     a.containers_only,
                     &a.target_pids,
                     &a.name,
-                    a.export
+                    a.export,
+                    &a.routes
                 ),
                 (
                     &b.open_ports,
@@ -519,7 +525,8 @@ filter:
                     b.containers_only,
                     &b.target_pids,
                     &b.name,
-                    b.export
+                    b.export,
+                    &b.routes
                 )
             );
         }
@@ -531,6 +538,7 @@ filter:
         };
         assert_eq!(exes(&again), exes(&config));
         assert_eq!(again.routes, config.routes);
+        assert_eq!(config.routes.services.len(), 1);
         assert_eq!(again.trace_printer, config.trace_printer);
         assert_eq!(again.prometheus, config.prometheus);
         assert_eq!(config.host_id.as_deref(), Some("my-host-7"));

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::{ConfigError, Ctx};
 
@@ -154,6 +154,36 @@ pub struct RouteSettings {
     pub wildcard_char: String,
     /// For `low-cardinality`; 0 disables the cap.
     pub max_path_segment_cardinality: usize,
+    /// The `instrument` entries' own `routes`, in the order of the entries
+    /// that have them ([`super::ServiceExport::routes`] is an index here).
+    #[serde(skip)]
+    pub services: Vec<ServiceRoutes>,
+}
+
+/// An `instrument` entry's own `routes` (OBI's per-service routes): tried
+/// after the section's `patterns`, on its processes' server requests
+/// (`incoming`) and on their client calls (`outgoing`). Same syntax.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceRoutes {
+    #[serde(deserialize_with = "nullable_list")]
+    pub incoming: Vec<String>,
+    #[serde(deserialize_with = "nullable_list")]
+    pub outgoing: Vec<String>,
+}
+
+impl ServiceRoutes {
+    /// Each list's patterns checked; the error names the list and the index:
+    /// `incoming[1] "/x{": ...`.
+    pub fn check(&self) -> Result<(), String> {
+        for (key, patterns) in [("incoming", &self.incoming), ("outgoing", &self.outgoing)] {
+            for (index, pattern) in patterns.iter().enumerate() {
+                parse_pattern(pattern)
+                    .map_err(|why| format!("{key}[{index}] {pattern:?}: {why}"))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for RouteSettings {
@@ -165,6 +195,7 @@ impl Default for RouteSettings {
             unmatched: UnmatchedMode::Heuristic,
             wildcard_char: DEFAULT_WILDCARD_CHAR.to_string(),
             max_path_segment_cardinality: DEFAULT_MAX_PATH_SEGMENT_CARDINALITY,
+            services: Vec::new(),
         }
     }
 }

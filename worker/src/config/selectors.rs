@@ -6,6 +6,7 @@ use zerotrace_shared::ports::PortSelection;
 
 use super::glob::{ExePattern, Glob};
 use super::otel_sdk::SamplerSetting;
+use super::routes::ServiceRoutes;
 
 /// What discovery knows about a process, for [`Selector::matches`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,6 +42,9 @@ pub struct Selector {
     pub languages: Option<Glob>,
     /// The entry's `exports` and `sampler`: what its processes send.
     pub export: ServiceExport,
+    /// The entry's own `routes`; `export.routes` is their place among
+    /// every entry's (`RouteSettings::services`).
+    pub routes: Option<ServiceRoutes>,
 }
 
 /// What an `instrument` entry's `exports` and `sampler` say about the
@@ -55,6 +59,8 @@ pub struct ServiceExport {
     pub metrics_blocked: bool,
     /// Their own sampler, in place of `otel_traces_export.sampler`.
     pub sampler: Option<SamplerSetting>,
+    /// Their own route patterns: an index in `RouteSettings::services`.
+    pub routes: Option<u16>,
 }
 
 impl ServiceExport {
@@ -276,6 +282,7 @@ mod tests {
             target_pids: Vec::new(),
             languages: None,
             export: ServiceExport::default(),
+            routes: None,
         };
         assert!(!empty.matches(&facts(1, "/bin/a", &[80], true)));
         assert!(decide(&[empty], &[], &facts(1, "/bin/a", &[80], true)).is_none());
@@ -309,6 +316,12 @@ mod tests {
       sampler: {name: always_off}
     - open_ports: 8006
       sampler: {}
+    - open_ports: 8007
+      routes: {incoming: ['/items/{id}']}
+    - open_ports: 8008
+      routes: {outgoing: ['/api/:v/users'], incoming: null}
+    - open_ports: 8009
+      routes: {}
   exclude_instrument:
     - exe_path: '*/debug-*'
       exports: [traces]
@@ -326,6 +339,7 @@ mod tests {
                 traces_blocked,
                 metrics_blocked,
                 sampler,
+                routes: None,
             })
         };
         assert_eq!(export_of(8001), export(false, true, None));
@@ -345,6 +359,15 @@ mod tests {
             export(false, false, Some(SamplerSetting::ParentBasedAlwaysOn))
         );
         assert!(export_of(8005).is_some_and(|e| !e.is_default()));
+        // Entries with routes are numbered for the route matcher; empty ones are none.
+        assert_eq!(export_of(8007).and_then(|e| e.routes), Some(0));
+        assert_eq!(export_of(8008).and_then(|e| e.routes), Some(1));
+        assert_eq!(export_of(8009).and_then(|e| e.routes), None);
+        assert_eq!(config.routes.services.len(), 2);
+        assert_eq!(
+            config.routes.services[1].outgoing,
+            vec!["/api/:v/users".to_owned()]
+        );
         // Meaningless in an exclusion: said, not refused.
         assert!(
             warnings.contains("discovery.exclude_instrument[0].exports"),
