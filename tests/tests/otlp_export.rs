@@ -755,3 +755,110 @@ fn https_endpoints_are_verified_against_the_trusted_ca_store() {
         .iter()
         .any(|s| attr_str(&s.attributes, "url.query").as_deref() == Some("trusted")));
 }
+
+/// OTLP's exemplars (`OTEL_METRICS_EXEMPLAR_FILTER`, `trace_based` unless
+/// set, as in the SDKs): each bucket of the RED duration histogram and of
+/// the span metrics' latency holds the last span it counted whose trace the
+/// trace export keeps. Requests whose context says "not sampled" (the
+/// default sampler, `parentbased_always_on`, drops them) leave none; the
+/// others' exemplars carry the exported server spans' ids and durations.
+#[test]
+fn otlp_histograms_carry_exemplars_of_the_spans_the_trace_export_keeps() {
+    require_root();
+    let server = Server::python_app();
+    let receiver = OtlpReceiver::start_http();
+    let _agent = agent_exporting_to(
+        &server,
+        &receiver,
+        "http/protobuf",
+        &[("OTEL_EBPF_METRICS_FEATURES", "application,application_span")],
+    );
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    // CPU burnt per request, milliseconds: far apart, so mostly in distinct buckets.
+    let sampled = [
+        (0, "5a0000000000000000000000000000a1"),
+        (120, "5a0000000000000000000000000000a2"),
+        (600, "5a0000000000000000000000000000a3"),
+    ];
+    let unsampled = [
+        (40, "5a0000000000000000000000000000b1"),
+        (300, "5a0000000000000000000000000000b2"),
+    ];
+    for ((ms, trace), flags) in sampled
+        .iter()
+        .map(|s| (s, "01"))
+        .chain(unsampled.iter().map(|s| (s, "00")))
+    {
+        let header = format!("traceparent: 00-{trace}-00f067aa0ba902b7-{flags}");
+        curl(&[&server.url(&format!("/burn/{ms}")), "-H", &header]);
+    }
+    // The sampled requests' server spans, as the trace export sent them.
+    let spans: Vec<(String, String, f64)> = server_spans(&receiver, sampled.len())
+        .iter()
+        .map(|(_, s)| {
+            let seconds = s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e9;
+            (hex(&s.trace_id), hex(&s.span_id), seconds)
+        })
+        .collect();
+    let exported_traces: Vec<&str> = spans.iter().map(|(t, _, _)| t.as_str()).collect();
+    for (_, trace) in sampled {
+        assert!(exported_traces.contains(&trace), "{spans:?}");
+    }
+    for (_, trace) in unsampled {
+        assert!(!exported_traces.contains(&trace), "{spans:?}");
+    }
+    for name in ["http.server.request.duration", "traces_spanmetrics_latency"] {
+        // The latest point counting all five requests.
+        let point = receiver
+            .wait_for_metrics(Duration::from_secs(15), |exports| {
+                metrics_of(exports)
+                    .iter()
+                    .rev()
+                    .filter(|(_, m)| m.name == name)
+                    .find_map(|(_, m)| match &m.data {
+                        Some(metric::Data::Histogram(h)) => {
+                            h.data_points.iter().find(|p| p.count == 5).cloned()
+                        }
+                        _ => None,
+                    })
+            })
+            .unwrap_or_else(|| panic!("no {name} point counting 5 requests"));
+        // One exemplar per bucket that a sampled span fell in.
+        let bucket_of = |seconds: f64| {
+            point
+                .explicit_bounds
+                .iter()
+                .filter(|b| **b < seconds)
+                .count()
+        };
+        let mut buckets: Vec<usize> = spans.iter().map(|(_, _, s)| bucket_of(*s)).collect();
+        buckets.sort();
+        buckets.dedup();
+        assert_eq!(
+            point.exemplars.len(),
+            buckets.len(),
+            "{name}: {point:#?}\n{spans:?}"
+        );
+        for exemplar in &point.exemplars {
+            let (trace, span) = (hex(&exemplar.trace_id), hex(&exemplar.span_id));
+            let Some((_, _, seconds)) = spans.iter().find(|(t, s, _)| *t == trace && *s == span)
+            else {
+                panic!("{name}: exemplar of {trace}/{span} names no exported span: {spans:?}")
+            };
+            let Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(value)) =
+                exemplar.value
+            else {
+                panic!("{exemplar:?}")
+            };
+            assert!(
+                (value - seconds).abs() < 1e-6,
+                "{name}: {value} s, the span {seconds} s"
+            );
+            assert!(
+                buckets.contains(&bucket_of(value)),
+                "{name}: {value} in its bucket"
+            );
+            assert!(exemplar.time_unix_nano > 0);
+        }
+    }
+}

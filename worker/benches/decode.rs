@@ -665,6 +665,22 @@ impl Path {
         path
     }
 
+    /// The default path as the OTLP export records it by default: exemplars
+    /// on the RED histograms (`OTEL_METRICS_EXEMPLAR_FILTER=trace_based`, the
+    /// sampler `parentbased_always_on`, which keeps wrk's requests).
+    fn with_otlp_exemplars() -> Self {
+        let mut path = Self::with_graph_and_live_view();
+        path.red = RedMetrics::new(Temporality::Cumulative).with_exemplars(
+            zerotrace_worker::metrics::exemplars::ExemplarPolicy::new(
+                zerotrace_worker::config::ExemplarFilter::TraceBased,
+                zerotrace_worker::otel::sampler::Sampler::new(
+                    zerotrace_worker::config::SamplerSetting::ParentBasedAlwaysOn,
+                ),
+            ),
+        );
+        path
+    }
+
     /// `full`: also classify the route and record RED metrics (the whole path);
     /// without, only record decode and the tracker (to split the cost).
     /// Records are handled in batches of [`BATCH_RECORDS`], spans flushed
@@ -860,6 +876,7 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
     let mut bare = Path::without_exporter();
     let mut spans = Path::with_span_metrics();
     let mut exponential = Path::with_exponential_histograms();
+    let mut exemplars = Path::with_otlp_exemplars();
     for (path, records) in [
         (&mut path, &records),
         (&mut exporting, &records),
@@ -867,6 +884,7 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
         (&mut bare, &records),
         (&mut spans, &records),
         (&mut exponential, &records),
+        (&mut exemplars, &records),
     ] {
         let produced = path.replay(records, true);
         assert_eq!(produced, EXCHANGES, "every exchange must become one span");
@@ -907,6 +925,10 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
                 ));
                 black_box(replay_nginx_wrk_exponential(
                     &mut exponential,
+                    black_box(&records),
+                ));
+                black_box(replay_nginx_wrk_exemplars(
+                    &mut exemplars,
                     black_box(&records),
                 ));
             }
@@ -954,6 +976,14 @@ fn bench_nginx_wrk<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
         b.iter(|| {
             black_box(replay_nginx_wrk_exponential(
                 &mut exponential,
+                black_box(&records),
+            ))
+        })
+    });
+    group.bench_function("otlp_exemplars", |b| {
+        b.iter(|| {
+            black_box(replay_nginx_wrk_exemplars(
+                &mut exemplars,
                 black_box(&records),
             ))
         })
@@ -1021,6 +1051,16 @@ fn replay_nginx_wrk_exponential(path: &mut Path, records: &[Vec<u8>]) -> usize {
     let produced = path.replay(records, true);
     // Not the same body as the other replay functions (see replay_nginx_wrk_exporting).
     black_box(path.red.stores().len());
+    produced
+}
+
+/// [`replay_nginx_wrk`] with OTLP's default exemplars
+/// (`--toggle-collect=decode::replay_nginx_wrk_exemplars`).
+#[inline(never)]
+fn replay_nginx_wrk_exemplars(path: &mut Path, records: &[Vec<u8>]) -> usize {
+    let produced = path.replay(records, true);
+    // Not the same body as the other replay functions (see replay_nginx_wrk_exporting).
+    black_box(path.red.stores().len() + 1);
     produced
 }
 

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::buckets::RawBuckets;
 use super::environment::{env_value, Overlay};
 use super::error::{child, ConfigError, Ctx};
+use super::exemplar_filter::ExemplarFilter;
 use super::obi_keys::{
     unknown_key_message, vet, vet_feature_lists, vet_tls, Section, METRICS_EXPORT, TRACES,
 };
@@ -102,6 +103,8 @@ pub(super) struct RawExport {
     pub(super) extra_span_resource_attributes: Option<StringList>,
     pub(super) allow_service_graph_self_references: Option<bool>,
     pub(super) ttl: Option<GoDuration>,
+    /// zerotrace: `OTEL_METRICS_EXEMPLAR_FILTER` in the file.
+    exemplar_filter: Option<Text>,
     #[serde(flatten)]
     other: Extra,
 }
@@ -168,6 +171,7 @@ fn vet_export(
         (raw.features.is_some(), "features"),
         (raw.buckets.is_some(), "buckets"),
         (raw.ttl.is_some(), "ttl"),
+        (raw.exemplar_filter.is_some(), "exemplar_filter"),
     ] {
         if misplaced(present, key) {
             return Err(ctx.err(child(path, key), unknown_key_message(key, section)));
@@ -462,6 +466,16 @@ pub(super) fn export_settings(
             &[],
         );
     }
+    if let Some(filter) = non_empty(metrics.exemplar_filter.clone()) {
+        let filter = ExemplarFilter::from_var("exemplar_filter", &filter)
+            .map_err(|e| ctx.err("otel_metrics_export.exemplar_filter", e))?;
+        overlay.offer(
+            env,
+            "OTEL_METRICS_EXEMPLAR_FILTER",
+            filter.name().to_owned(),
+            &[],
+        );
+    }
     if let Some(name) = non_empty(inputs.service_name) {
         let named_by_env =
             env_value(env, "OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.contains("service.name="));
@@ -520,6 +534,43 @@ mod tests {
     use super::*;
     use crate::config::test_support::*;
     use crate::config::PrinterFormat;
+
+    #[test]
+    fn otlp_exemplars_are_trace_based_unless_the_variable_or_the_file_says() {
+        let filter = |yaml: &str, env: &[(&str, &str)]| ok(yaml, env).export.exemplar_filter;
+        assert_eq!(filter("open_port: 80\n", &[]), ExemplarFilter::TraceBased);
+        let off = [("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")];
+        assert_eq!(filter("open_port: 80\n", &off), ExemplarFilter::AlwaysOff);
+        let file = "open_port: 80\notel_metrics_export:\n  exemplar_filter: always_on\n";
+        assert_eq!(filter(file, &[]), ExemplarFilter::AlwaysOn);
+        // The variable wins over the file, as the SDK's variables do.
+        assert_eq!(filter(file, &off), ExemplarFilter::AlwaysOff);
+        let message = err(
+            "open_port: 80\n",
+            &[("OTEL_METRICS_EXEMPLAR_FILTER", "sometimes")],
+        );
+        assert!(
+            message.contains("OTEL_METRICS_EXEMPLAR_FILTER"),
+            "{message}"
+        );
+        let message = err(
+            "open_port: 80\notel_metrics_export:\n  exemplar_filter: sometimes\n",
+            &[],
+        );
+        assert!(
+            message.contains("otel_metrics_export.exemplar_filter"),
+            "{message}"
+        );
+        // Not a trace export key.
+        let message = err(
+            "open_port: 80\notel_traces_export:\n  exemplar_filter: always_on\n",
+            &[],
+        );
+        assert!(
+            message.contains("otel_traces_export.exemplar_filter"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn fan_out_to_several_destinations() {

@@ -91,6 +91,7 @@ mod discovery;
 mod effective;
 mod environment;
 mod error;
+mod exemplar_filter;
 mod export;
 mod features;
 mod file;

@@ -265,6 +265,7 @@ pub(super) const METRICS_EXPORT: Section = Section {
         "extra_span_resource_attributes",
         "allow_service_graph_self_references",
         "ttl",
+        "exemplar_filter",
     ],
     obi: &[
         ("reporters_cache_len", INTERNAL),

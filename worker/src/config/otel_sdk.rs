@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use super::exemplar_filter::ExemplarFilter;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Grpc,
@@ -104,6 +106,9 @@ pub struct ExportSettings {
     pub service_namespace: Option<String>,
     pub resource_attributes: Vec<(String, String)>,
     pub sampler: SamplerSetting,
+    /// `OTEL_METRICS_EXEMPLAR_FILTER`: which spans leave exemplars on the
+    /// OTLP histograms (`trace_based` unless set, as in the SDKs).
+    pub exemplar_filter: ExemplarFilter,
     pub temporality: Temporality,
     pub metric_export_interval: Duration,
     pub batch: BatchSettings,
@@ -305,6 +310,10 @@ impl ExportSettings {
             service_namespace,
             resource_attributes,
             sampler: parse_sampler(get("OTEL_TRACES_SAMPLER"), get("OTEL_TRACES_SAMPLER_ARG"))?,
+            exemplar_filter: match get("OTEL_METRICS_EXEMPLAR_FILTER") {
+                Some(text) => ExemplarFilter::from_var("OTEL_METRICS_EXEMPLAR_FILTER", &text)?,
+                None => ExemplarFilter::TraceBased,
+            },
             temporality,
             metric_export_interval,
             batch,

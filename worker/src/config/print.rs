@@ -132,6 +132,7 @@ struct MetricsOut {
     extra_span_resource_attributes: Vec<String>,
     allow_service_graph_self_references: bool,
     ttl: String,
+    exemplar_filter: &'static str,
     endpoints: Vec<DestinationOut>,
 }
 
@@ -333,6 +334,7 @@ impl EffectiveConfig {
                 extra_span_resource_attributes: self.span_resource_attributes.otlp.to_vec(),
                 allow_service_graph_self_references: self.graph_self_references.otlp,
                 ttl: format_duration(self.series_ttl.otlp.unwrap_or_default()),
+                exemplar_filter: export.exemplar_filter.name(),
                 endpoints: export.metrics.iter().map(destination_out).collect(),
             },
             prometheus_export: self.prometheus.as_ref().map(|p| PrometheusOut {

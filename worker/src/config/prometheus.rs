@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::buckets::RawBuckets;
 use super::environment::Overlay;
 use super::error::{ConfigError, Ctx};
+pub use super::exemplar_filter::ExemplarFilter;
 use super::obi_keys::{vet, vet_feature_lists, PROMETHEUS};
 use super::values::{non_empty, Extra, GoDuration, StringList, Text};
 
@@ -19,34 +20,6 @@ pub struct PrometheusSettings {
     pub path: String,
     /// Which spans leave exemplars on the histograms' buckets.
     pub exemplar_filter: ExemplarFilter,
-}
-
-/// OBI's `exemplar_filter` (after `OTEL_METRICS_EXEMPLAR_FILTER`'s values).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ExemplarFilter {
-    #[default]
-    AlwaysOff,
-    AlwaysOn,
-    /// The spans whose traces the trace export's sampler keeps.
-    TraceBased,
-}
-
-impl ExemplarFilter {
-    const ALL: [ExemplarFilter; 3] = [Self::AlwaysOff, Self::AlwaysOn, Self::TraceBased];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::AlwaysOff => "always_off",
-            Self::AlwaysOn => "always_on",
-            Self::TraceBased => "trace_based",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|filter| text.trim().eq_ignore_ascii_case(filter.name()))
-    }
 }
 
 impl PrometheusSettings {
@@ -79,11 +52,7 @@ impl PrometheusSettings {
             .filter(|text| !text.trim().is_empty())
         {
             None => ExemplarFilter::default(),
-            Some(text) => ExemplarFilter::parse(&text).ok_or_else(|| {
-                format!(
-                    "OTEL_EBPF_PROMETHEUS_EXEMPLAR_FILTER={text:?}: expected always_off, always_on or trace_based"
-                )
-            })?,
+            Some(text) => ExemplarFilter::from_var("OTEL_EBPF_PROMETHEUS_EXEMPLAR_FILTER", &text)?,
         };
         Ok(Some(Self {
             port,

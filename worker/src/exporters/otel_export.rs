@@ -15,6 +15,7 @@ use crate::clock::WallClock;
 use crate::config::{ttl_cutoff_unix_ns, HistogramBuckets, SpanMetricForms, DEFAULT_SERIES_TTL};
 use crate::config::{BatchSettings, ExportSettings, Signal};
 use crate::hashing::FastMap;
+use crate::metrics::exemplars::ExemplarPolicy;
 use crate::metrics::host_info;
 use crate::metrics::process::ProcessMetrics;
 use crate::metrics::red::RedMetrics;
@@ -57,6 +58,8 @@ fn data_point_count(
 pub struct OtelExport {
     exporter: OtlpExporter,
     sampler: Sampler,
+    /// Which spans leave exemplars on the histograms (`OTEL_METRICS_EXEMPLAR_FILTER`).
+    exemplars: ExemplarPolicy,
     red: Option<RedMetrics>,
     /// Service graph edges (`application_service_graph`), on the agent's resource.
     graph: Option<ServiceGraphMetrics>,
@@ -118,12 +121,17 @@ impl OtelExport {
         destinations.extend(settings.metrics.iter().cloned());
         let queue_batches = settings.batch.max_queue_size / settings.batch.max_export_batch_size;
         let exporter = OtlpExporter::start(destinations, queue_batches.max(2))?;
+        // OTEL_METRICS_EXEMPLAR_FILTER: `trace_based` keeps the spans this
+        // export's sampler keeps, so no exemplar names a trace not sent.
+        let exemplars =
+            ExemplarPolicy::new(settings.exemplar_filter, Sampler::new(settings.sampler));
         let red = exporter
             .exports(Signal::Metrics)
-            .then(|| RedMetrics::new(settings.temporality));
+            .then(|| RedMetrics::new(settings.temporality).with_exemplars(exemplars));
         Ok(Some(Self {
             exporter,
             sampler: Sampler::new(settings.sampler),
+            exemplars,
             red,
             graph: None,
             processes: None,
@@ -261,7 +269,8 @@ impl OtelExport {
             self.span_metrics = Some(
                 SpanMetrics::new(self.temporality, forms)
                     .with_buckets(&self.buckets)
-                    .with_resource_attributes(&self.span_resource_attributes),
+                    .with_resource_attributes(&self.span_resource_attributes)
+                    .with_exemplars(self.exemplars),
             );
         }
         self

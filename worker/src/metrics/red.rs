@@ -50,7 +50,7 @@ pub struct HistogramState {
     bucket_counts: Vec<u64>,
     exponential: Option<Box<ExponentialBuckets>>,
     /// Each explicit bucket's last exemplar; empty until one is kept
-    /// (`prometheus_export.exemplar_filter`).
+    /// (`prometheus_export.exemplar_filter`, `OTEL_METRICS_EXEMPLAR_FILTER`).
     exemplars: Vec<Option<Exemplar>>,
     pub count: u64,
     pub sum: f64,
@@ -182,11 +182,23 @@ impl HistogramState {
             sum: Some(self.sum),
             bucket_counts: self.bucket_counts.clone(),
             explicit_bounds: bounds.to_vec(),
-            exemplars: Vec::new(),
+            exemplars: self.exemplars.iter().flatten().map(otlp_exemplar).collect(),
             flags: 0,
             min,
             max,
         })
+    }
+}
+
+/// An exemplar as OTLP carries it: the span's ids, its value and when.
+fn otlp_exemplar(exemplar: &Exemplar) -> opentelemetry_proto::tonic::metrics::v1::Exemplar {
+    use opentelemetry_proto::tonic::metrics::v1::exemplar::Value;
+    opentelemetry_proto::tonic::metrics::v1::Exemplar {
+        filtered_attributes: Vec::new(),
+        time_unix_nano: exemplar.unix_ns,
+        value: Some(Value::AsDouble(exemplar.value)),
+        span_id: exemplar.span_id.to_vec(),
+        trace_id: exemplar.trace_id.to_vec(),
     }
 }
 
