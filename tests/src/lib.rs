@@ -472,6 +472,20 @@ pub fn readable_config(dir: &str, file: &str, yaml: &str) -> PathBuf {
     path
 }
 
+/// The `User-Agent` curl sends: `curl/<version>` (`curl --version`'s second word).
+pub fn curl_user_agent() -> String {
+    let output = Command::new("curl")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl: {e}"));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let version = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("curl --version: {text}"));
+    format!("curl/{version}")
+}
+
 /// Runs curl with the given arguments; returns its stdout.
 pub fn curl(args: &[&str]) -> String {
     let output = Command::new("curl")

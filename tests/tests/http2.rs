@@ -82,6 +82,14 @@ fn h2c_requests_from_curl_and_h2load_each_become_one_span() {
         .unwrap_or_else(|| panic!("no /a span"));
     assert_eq!(alpha.u64_of("response_body_bytes"), 6);
     assert_eq!(alpha.str_of("host"), format!("127.0.0.1:{port}"));
+    // The request's user-agent (HPACK-decoded): curl's, and h2load's on its 300.
+    assert_eq!(alpha.str_of("user_agent"), curl_user_agent());
+    for span in spans_now.iter().filter(|s| s.str_of("target") == "/a?load") {
+        assert!(
+            span.str_of("user_agent").starts_with("h2load nghttp2/"),
+            "{span}"
+        );
+    }
 }
 
 #[test]

@@ -163,6 +163,7 @@ fn exercise(server: &Server) {
 fn check_spans_and_metrics(server: &Server, receiver: &OtlpReceiver) {
     let spans = server_spans(receiver, 5);
     assert_eq!(spans.len(), 5, "{spans:#?}");
+    let user_agent = curl_user_agent();
     for (resource, span) in &spans {
         assert_eq!(
             resource.get("service.name").map(String::as_str),
@@ -200,6 +201,7 @@ fn check_spans_and_metrics(server: &Server, receiver: &OtlpReceiver) {
         assert_eq!(attr_str(a, "server.address").as_deref(), Some("127.0.0.1"));
         assert_eq!(attr_int(a, "server.port"), Some(i64::from(server.port)));
         assert_eq!(attr_str(a, "client.address").as_deref(), Some("127.0.0.1"));
+        assert_eq!(attr_str(a, "user_agent.original"), Some(user_agent.clone()));
         assert!(span.end_time_unix_nano > span.start_time_unix_nano);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

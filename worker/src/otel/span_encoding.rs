@@ -86,6 +86,7 @@ mod tests {
             response_body_bytes: 12,
             host: host.map(Into::into),
             traceparent: traceparent.map(str::to_owned),
+            user_agent: Some(std::sync::Arc::new("curl/8.4.0".into())),
             route: None,
         }
     }
@@ -149,12 +150,42 @@ mod tests {
             Some(&Value::StringValue("10.0.0.9".into()))
         );
         assert_eq!(
+            attr(&encoded, "user_agent.original"),
+            Some(&Value::StringValue("curl/8.4.0".into()))
+        );
+        assert_eq!(
             encoded.status.as_ref().map(|s| s.code),
             Some(status::StatusCode::Unset as i32)
         );
         assert_eq!(
             encoded.end_time_unix_nano - encoded.start_time_unix_nano,
             4_000
+        );
+    }
+
+    #[test]
+    fn the_user_agent_is_a_server_span_s_alone() {
+        let clock = WallClock::new();
+        // Opt-in on client spans in the conventions, as OBI leaves it out.
+        let client = encode_span(&span(SpanKind::Client, 200, None, None), &clock);
+        assert_eq!(attr(&client, "user_agent.original"), None);
+        // Nor an RPC's: not among its conventions.
+        let mut grpc = span(SpanKind::Server, 200, None, None);
+        let Protocol::Http(http) = grpc.protocol.clone() else {
+            panic!("not HTTP")
+        };
+        grpc.protocol = Protocol::Grpc(GrpcExchange {
+            call: GrpcCall {
+                service: "shop.Cart".into(),
+                method: "Get".into(),
+                status_code: Some(0),
+                message: None,
+            },
+            http,
+        });
+        assert_eq!(
+            attr(&encode_span(&grpc, &clock), "user_agent.original"),
+            None
         );
     }
 

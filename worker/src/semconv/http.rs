@@ -8,7 +8,7 @@ use super::{
     BucketKind, Conventions, Instrument, SpanError, DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES,
 };
 use crate::spans::http::{known_method, UNKNOWN_REQUEST_FIELD};
-use crate::spans::{HttpExchange, Span, SpanKind};
+use crate::spans::{HttpExchange, Protocol, Span, SpanKind};
 
 /// The histograms of server spans, then of client spans: duration, request
 /// body size, response body size.
@@ -166,6 +166,13 @@ pub fn span_attributes(span: &Span, http: &HttpExchange, out: &mut dyn Attribute
     }
     if let Some(route) = &http.route {
         out.string("http.route", route);
+    }
+    // Recommended on server spans, opt-in on client spans (as OBI does);
+    // not part of an RPC's conventions.
+    if let (SpanKind::Server, Protocol::Http(_), Some(user_agent)) =
+        (span.kind, &span.protocol, &http.user_agent)
+    {
+        out.string("user_agent.original", user_agent);
     }
     if let Some((_, query)) = http.target.split_once('?') {
         out.string("url.query", query);

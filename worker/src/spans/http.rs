@@ -48,6 +48,9 @@ pub struct HttpExchange {
     pub response_body_bytes: u64,
     pub host: Option<HttpText>,
     pub traceparent: Option<String>,
+    /// The request's `User-Agent` (`user_agent.original` of server spans),
+    /// shared by a connection's requests that repeat it.
+    pub user_agent: Option<std::sync::Arc<String>>,
     /// `http.route`, set by the pipeline from the `routes` configuration.
     pub route: Option<HttpText>,
 }
@@ -105,6 +108,7 @@ impl HttpExchange {
             "response_body_bytes": self.response_body_bytes,
             "host": self.host,
             "traceparent": self.traceparent,
+            "user_agent": self.user_agent.as_deref(),
             "grpc": null,
         });
         if let Value::Object(fields) = fields {

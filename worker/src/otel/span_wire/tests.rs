@@ -41,6 +41,9 @@ fn exchange(method: &str, target: &str, status: u16) -> HttpExchange {
         response_body_bytes: 17,
         host: None,
         traceparent: None,
+        user_agent: Some(std::sync::Arc::new(
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0".into(),
+        )),
         route: None,
     }
 }

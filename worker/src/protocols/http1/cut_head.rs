@@ -4,7 +4,7 @@
 use memchr::{memchr, memchr_iter};
 
 use super::framing::ReqKind;
-use super::head::Headers;
+use super::head::{Headers, LastRequest};
 use super::message::HttpMessage;
 use super::{len64, MAX_CUT_HEAD, MAX_CUT_LINE};
 
@@ -83,7 +83,7 @@ pub(super) fn read_cut_head(cut: &mut CutHead, rest: &[u8], whole_segment: bool)
             cut.line.clear();
             return None;
         }
-        cut.headers.field(line, None);
+        cut.headers.field(line, &LastRequest::NONE);
         cut.field_since_gap = true;
         cut.line.clear();
     }
@@ -118,6 +118,7 @@ fn is_field_line(line: &[u8]) -> bool {
 pub(super) fn take_fields(msg: &mut HttpMessage, headers: &mut Headers) {
     msg.host = msg.host.take().or(headers.host.take());
     msg.traceparent = msg.traceparent.take().or(headers.traceparent.take());
+    msg.user_agent = msg.user_agent.take().or(headers.user_agent.take());
     msg.content_type = msg.content_type.or(headers.content_type);
     msg.chunked = msg.chunked || headers.chunked;
 }

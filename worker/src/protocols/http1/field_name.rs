@@ -59,6 +59,7 @@ pub(super) const TRACEPARENT: FieldName<11> = FieldName::new(b"traceparent");
 pub(super) const TRANSFER_ENCODING: FieldName<17> = FieldName::new(b"transfer-encoding");
 pub(super) const CONTENT_LENGTH: FieldName<14> = FieldName::new(b"content-length");
 pub(super) const CONTENT_TYPE: FieldName<12> = FieldName::new(b"content-type");
+pub(super) const USER_AGENT: FieldName<10> = FieldName::new(b"user-agent");
 
 #[cfg(test)]
 mod tests {
@@ -111,13 +112,14 @@ mod tests {
         /// byte changed to anything), answers as `eq_ignore_ascii_case` does.
         #[test]
         fn agrees_with_eq_ignore_ascii_case(
-            which in 0usize..5,
+            which in 0usize..6,
             upper in proptest::collection::vec(any::<bool>(), 17),
             change in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
             tail in "[: a-z0-9]{0,6}",
         ) {
-            let names: [&[u8]; 5] = [
+            let names: [&[u8]; 6] = [
                 b"host", b"traceparent", b"transfer-encoding", b"content-length", b"content-type",
+                b"user-agent",
             ];
             let mut line: Vec<u8> = names[which]
                 .iter()
@@ -134,7 +136,8 @@ mod tests {
                 1 => both(&TRACEPARENT, &line),
                 2 => both(&TRANSFER_ENCODING, &line),
                 3 => both(&CONTENT_LENGTH, &line),
-                _ => both(&CONTENT_TYPE, &line),
+                4 => both(&CONTENT_TYPE, &line),
+                _ => both(&USER_AGENT, &line),
             };
             prop_assert_eq!(ours, theirs);
         }

@@ -3,7 +3,11 @@
 
 use memchr::memchr_iter;
 
-use super::field_name::{CONTENT_LENGTH, CONTENT_TYPE, HOST, TRACEPARENT, TRANSFER_ENCODING};
+use std::sync::Arc;
+
+use super::field_name::{
+    CONTENT_LENGTH, CONTENT_TYPE, HOST, TRACEPARENT, TRANSFER_ENCODING, USER_AGENT,
+};
 use super::message::{HttpMessage, MessageHead};
 use super::near_byte::find_line_feed;
 use super::start_line::{check_start, LineKind, Parse, StartLine};
@@ -34,11 +38,33 @@ pub(super) enum HeadScan {
     /// Valid so far; more bytes are needed.
     Partial,
 }
+/// What a stream's last request said that its next ones usually repeat:
+/// a value with the same bytes is taken from here ([`Headers::field`]).
+#[derive(Debug, Default)]
+pub(super) struct LastRequest {
+    /// Its Host, when it was kept inline (a clone copies no heap bytes).
+    pub(super) host: Option<HttpText>,
+    pub(super) user_agent: Option<Arc<String>>,
+}
+
+impl LastRequest {
+    /// Nothing said before (a cut head's fields, a head read alone).
+    pub(super) const NONE: LastRequest = LastRequest {
+        host: None,
+        user_agent: None,
+    };
+}
+
 /// The header fields we care about.
 #[derive(Debug, Default)]
 pub(super) struct Headers {
     pub(super) host: Option<HttpText>,
-    pub(super) traceparent: Option<String>,
+    /// Boxed: a message is moved as it is framed and paired, and at 128
+    /// bytes or less it moves without a call to `memcpy`.
+    pub(super) traceparent: Option<Box<str>>,
+    /// Requests' only (`user_agent.original` of server spans); a thin
+    /// pointer, for the same reason.
+    pub(super) user_agent: Option<Arc<String>>,
     /// Requests' only: an h2c upgrade hands it to the HTTP/2 exchange; a
     /// response's is not used, so it is not read.
     pub(super) content_type: ContentType,
@@ -50,13 +76,9 @@ pub(super) struct Headers {
     pub(super) of_request: bool,
 }
 /// Checks the start line (until it is complete) and looks for the end of the
-/// head in `bytes`, the head so far; `last_host` is the Host of the stream's
-/// last request (see [`Headers::field`]).
-pub(super) fn scan_head(
-    head: &mut HeadBuf,
-    bytes: &[u8],
-    last_host: Option<&HttpText>,
-) -> HeadScan {
+/// head in `bytes`, the head so far; `last` is what the stream's last
+/// request said (see [`Headers::field`]).
+pub(super) fn scan_head(head: &mut HeadBuf, bytes: &[u8], last: &LastRequest) -> HeadScan {
     if head.start.is_none() {
         match check_start(bytes) {
             Parse::Bad => return HeadScan::Bad,
@@ -68,7 +90,7 @@ pub(super) fn scan_head(
     if let Some(start) = head.start.filter(|_| head.scanned == 0) {
         // Usually the whole head is here: one pass finds its end and reads
         // its fields.
-        if let Some((end, headers)) = read_head(bytes, &start, last_host) {
+        if let Some((end, headers)) = read_head(bytes, &start, last) {
             return HeadScan::Complete(end, Some(headers));
         }
     }
@@ -111,6 +133,7 @@ pub(super) fn new_message(
         version_minor: start.minor,
         host: headers.host,
         traceparent: headers.traceparent,
+        user_agent: headers.user_agent,
         content_type: headers.content_type,
         chunked: headers.chunked,
         body_size: 0,
@@ -136,7 +159,7 @@ pub(super) fn parse_headers(head: &[u8], of_request: bool) -> Headers {
     for _ in 0..MAX_HEADERS {
         // None: cut mid-line, the value may be incomplete.
         match lines.next() {
-            Some((line, _)) if !line.is_empty() => headers.field(line, None),
+            Some((line, _)) if !line.is_empty() => headers.field(line, &LastRequest::NONE),
             _ => break,
         }
     }
@@ -147,11 +170,7 @@ pub(super) fn parse_headers(head: &[u8], of_request: bool) -> Headers {
 /// line `start`: where it ends (just past its blank line, as
 /// [`find_head_end`] from 0) and its header fields (as [`parse_headers`]);
 /// None when the blank line is not there yet.
-fn read_head(
-    head: &[u8],
-    start: &StartLine,
-    last_host: Option<&HttpText>,
-) -> Option<(usize, Headers)> {
+fn read_head(head: &[u8], start: &StartLine, last: &LastRequest) -> Option<(usize, Headers)> {
     let mut headers = Headers::of(start.is_request());
     let mut lines = HeadLines {
         head,
@@ -164,7 +183,7 @@ fn read_head(
             return Some((end, headers));
         }
         if count < MAX_HEADERS {
-            headers.field(line, last_host);
+            headers.field(line, last);
         }
         count += 1;
     }
@@ -218,22 +237,25 @@ impl Headers {
     /// (user agent, accept, cookies, tokens, dates) are ruled out by their
     /// first letter, in the caller's loop, without a call.
     ///
-    /// `last_host` is the Host of the stream's last request, when one was
-    /// kept: a connection's requests repeat their Host, and a value with the
-    /// same bytes is copied from it, not checked as UTF-8 and cut again.
+    /// `last` is what the stream's last request said: a connection's
+    /// requests repeat their Host and User-Agent, and a value with the same
+    /// bytes is copied from it, not checked as UTF-8 and cut again.
     #[inline(always)]
-    pub(super) fn field(&mut self, line: &[u8], last_host: Option<&HttpText>) {
-        if matches!(line.first().map(|b| b | 0x20), Some(b'h' | b't' | b'c')) {
-            self.wanted_field(line, last_host);
+    pub(super) fn field(&mut self, line: &[u8], last: &LastRequest) {
+        if matches!(
+            line.first().map(|b| b | 0x20),
+            Some(b'h' | b't' | b'c' | b'u')
+        ) {
+            self.wanted_field(line, last);
         }
     }
 
     /// [`Headers::field`] for a line whose first letter is a wanted name's.
-    fn wanted_field(&mut self, line: &[u8], last_host: Option<&HttpText>) {
+    fn wanted_field(&mut self, line: &[u8], last: &LastRequest) {
         match line.first().map(|b| b | 0x20) {
             Some(b'h') => {
                 if let Some(value) = HOST.value_of(line) {
-                    match last_host {
+                    match last.host.as_ref() {
                         // The same bytes are valid UTF-8 within the limit, so
                         // they would become this text again.
                         Some(last) if self.host.is_none() && last.as_bytes() == value => {
@@ -252,6 +274,20 @@ impl Headers {
                     let mut codings = value.rsplit(|&b| b == b',').map(<[u8]>::trim_ascii);
                     let last = codings.find(|t| !t.is_empty());
                     self.chunked = last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+                }
+            }
+            Some(b'u') if self.of_request => {
+                if let Some(value) = USER_AGENT.value_of(line) {
+                    match &last.user_agent {
+                        Some(same) if self.user_agent.is_none() && same.as_bytes() == value => {
+                            self.user_agent = Some(Arc::clone(same));
+                        }
+                        _ if self.user_agent.is_none() => {
+                            self.user_agent =
+                                Some(Arc::new(lossy_truncated::<String>(value, MAX_VALUE)));
+                        }
+                        _ => {}
+                    }
                 }
             }
             Some(b'c') => {

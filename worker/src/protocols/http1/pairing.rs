@@ -102,7 +102,8 @@ fn push_span(
         request_body_bytes: request.body_size,
         response_body_bytes: response.body_size,
         host: request.host.take(),
-        traceparent: request.traceparent.take(),
+        traceparent: request.traceparent.take().map(String::from),
+        user_agent: request.user_agent.take(),
         route: None,
     };
     spans.push(Span::new(

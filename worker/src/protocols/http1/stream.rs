@@ -7,14 +7,14 @@ use super::cut_head::{read_cut_head, take_fields, CutHead};
 use super::framing::{
     body_framing, gap_in_body, step_chunk, take_counted, Body, Next, ReqKind, LAST_CHUNK,
 };
-use super::head::{new_message, parse_headers, scan_head, HeadBuf, HeadScan, Headers};
+use super::head::{new_message, parse_headers, scan_head, HeadBuf, HeadScan, Headers, LastRequest};
 use super::message::{HttpMessage, MessageHead};
 use super::queue::InlineFirstQueue;
 use super::start_line::{
     check_start, is_interim_response, skip_blank_lines, starts_message, LineKind, Parse,
 };
 use super::{len64, to_usize, MAX_CUT_LINE, MAX_HEAD, MAX_PENDING};
-use crate::spans::HttpText;
+use std::sync::Arc;
 
 /// Where a stream's completed messages go: straight to the pairing in the
 /// session (no queue between them, so a message is not moved through one),
@@ -38,11 +38,11 @@ pub struct Http1Stream {
     /// What the next final responses answer, oldest first.
     expected: InlineFirstQueue<ReqKind>,
     garbage: u64,
-    /// The Host of the last request whose head came in one piece, when it is
-    /// short enough to be held inline (its copy is a move of 24 bytes, not an
-    /// allocation): the connection's next request likely repeats it (see
-    /// [`Headers::field`]).
-    last_host: Option<HttpText>,
+    /// What the last request whose head came in one piece said that the
+    /// connection's next request likely repeats: its Host, when it is short
+    /// enough to be held inline (its copy is a move of 24 bytes, not an
+    /// allocation), and its User-Agent (shared) (see [`Headers::field`]).
+    last_request: LastRequest,
 }
 
 #[derive(Debug, Default)]
@@ -462,7 +462,7 @@ impl Http1Stream {
             bytes.extend_from_slice(fresh);
         }
         let view: &[u8] = if buffered { &bytes } else { fresh };
-        match scan_head(&mut head, view, self.last_host.as_ref()) {
+        match scan_head(&mut head, view, &self.last_request) {
             HeadScan::Bad if buffered => {
                 // Drop only the stale partial line; this segment gets its own chance.
                 self.garbage += 1;
@@ -480,7 +480,10 @@ impl Http1Stream {
                     return Step::Took(taken);
                 };
                 if let Some(host) = msg.host.as_ref().filter(|h| !h.is_heap_allocated()) {
-                    self.last_host = Some(host.clone());
+                    self.last_request.host = Some(host.clone());
+                }
+                if let Some(user_agent) = &msg.user_agent {
+                    self.last_request.user_agent = Some(Arc::clone(user_agent));
                 }
                 // The body often follows in the same segment: take its counted
                 // part now (as the next step would), so that a message done

@@ -48,6 +48,7 @@ fn msg(head: MessageHead, body_size: u64) -> HttpMessage {
         version_minor: 1,
         host: None,
         traceparent: None,
+        user_agent: None,
         content_type: ContentType::Unknown,
         chunked: false,
         body_size,
@@ -738,6 +739,60 @@ fn a_connection_s_repeated_host_is_the_text_a_first_one_would_give() {
     assert_eq!(got[7].as_deref(), Some("a\u{fffd}b"));
 }
 
+/// A request with `user_agent` (as written, any case of the name) or none.
+fn request_with_user_agent(user_agent: Option<&[u8]>) -> Vec<u8> {
+    let mut head = b"GET /x HTTP/1.1\r\nHost: h\r\nUpgrade-Insecure-Requests: 1\r\n".to_vec();
+    if let Some(user_agent) = user_agent {
+        head.extend_from_slice(b"uSER-aGENT:  ");
+        head.extend_from_slice(user_agent);
+        head.extend_from_slice(b" \r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+#[test]
+fn a_request_s_user_agent_is_kept_and_shared_with_the_next_that_repeats_it() {
+    let firefox = &b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"[..];
+    let agents: [Option<&[u8]>; 6] = [
+        Some(firefox),
+        Some(firefox),
+        // None: the last one must not stand in for it.
+        None,
+        Some(b"curl/8.4.0"),
+        // Invalid UTF-8, then the text its replacement is.
+        Some(b"a\xffb"),
+        Some("a\u{fffd}b".as_bytes()),
+    ];
+    let requests: Vec<Vec<u8>> = agents.iter().map(|a| request_with_user_agent(*a)).collect();
+    let segments: Vec<Segment> = requests.iter().map(|r| (r.as_slice(), 0)).collect();
+    let (out, _) = parse(&segments);
+    let alone: Vec<Option<std::sync::Arc<String>>> = requests
+        .iter()
+        .map(|r| parse(&[(r.as_slice(), 0)]).0.remove(0).user_agent)
+        .collect();
+    let in_a_row: Vec<Option<std::sync::Arc<String>>> =
+        out.iter().map(|m| m.user_agent.clone()).collect();
+    assert_eq!(in_a_row, alone);
+    let text = |i: usize| in_a_row[i].as_deref().map(String::as_str);
+    assert_eq!(
+        text(0),
+        Some(std::str::from_utf8(firefox).unwrap_or_default())
+    );
+    assert_eq!(text(2), None);
+    assert_eq!(text(4), Some("a\u{fffd}b"));
+    // The repeated one is the first's text, not a copy of it.
+    let (first, second) = (in_a_row[0].as_ref(), in_a_row[1].as_ref());
+    assert!(first
+        .zip(second)
+        .is_some_and(|(a, b)| std::sync::Arc::ptr_eq(a, b)));
+    // A response's User-Agent (none is sent, but a field is a field) is not read.
+    let response = b"HTTP/1.1 200 OK\r\nUser-Agent: server\r\nContent-Length: 0\r\n\r\n";
+    let (out, _) = parse(&[(&response[..], 0)]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].user_agent, None);
+}
+
 proptest! {
     /// Whatever Hosts a connection's requests carry, in whatever order, each
     /// request's is the one it would have alone.
@@ -1164,7 +1219,7 @@ fn big_head_property(case: &BigHead) -> Result<(), TestCaseError> {
         prop_assert_eq!(m.body_size, body.len() as u64);
     }
     if let Some(traceparent) = &m.traceparent {
-        prop_assert_eq!(traceparent.as_str(), TRACEPARENT);
+        prop_assert_eq!(&**traceparent, TRACEPARENT);
     }
     if bounds.len() == 2 && bytes.len() <= case.cap {
         prop_assert!(!m.truncated && m.traceparent.is_some());
@@ -1559,4 +1614,14 @@ fn a_request_in_the_end_of_a_segment_after_a_counted_body_is_read() {
     let mut next = msg(request("GET", "/next"), 0);
     next.host = Some(HttpText::from("shop.example"));
     assert_eq!(out, [msg(request("POST", "/upload"), 2000), next]);
+}
+
+#[test]
+fn zz_sizes() {
+    eprintln!(
+        "HttpMessage {} HttpExchange {} Span {}",
+        std::mem::size_of::<HttpMessage>(),
+        std::mem::size_of::<crate::spans::HttpExchange>(),
+        std::mem::size_of::<crate::spans::Span>()
+    );
 }

@@ -18,6 +18,8 @@ pub struct Http2Exchange {
     /// What the request's content-type says, else the response's.
     pub content_type: ContentType,
     pub traceparent: Option<String>,
+    /// The request's `user-agent`.
+    pub user_agent: Option<String>,
     /// DATA payload bytes without padding (approximate after gaps).
     pub request_body_bytes: u64,
     pub response_body_bytes: u64,

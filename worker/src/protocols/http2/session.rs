@@ -124,6 +124,7 @@ fn build_h2_span(conn: &ConnectionInfo, exchange: Http2Exchange) -> Option<Span>
         response_body_bytes: exchange.response_body_bytes,
         host: exchange.authority.map(HttpText::from),
         traceparent: exchange.traceparent,
+        user_agent: exchange.user_agent.map(std::sync::Arc::new),
         route: None,
     };
     let protocol = match grpc {

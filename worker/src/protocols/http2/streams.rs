@@ -335,6 +335,7 @@ fn apply_fields(
             ":authority" if is_request => ex.authority = Some(kept()),
             ":scheme" if is_request => ex.scheme = Some(kept()),
             "traceparent" if is_request => ex.traceparent = Some(kept()),
+            "user-agent" if is_request => ex.user_agent = Some(kept()),
             "content-type" if is_request => ex.content_type = ContentType::of(value.as_bytes()),
             "grpc-timeout" if is_request => ex.grpc_timeout = Some(kept()),
             "content-type" => stream.response_content_type = ContentType::of(value.as_bytes()),

@@ -60,6 +60,7 @@ fn h2c_client() -> Vec<u8> {
         lit(AUTHORITY, "localhost:8080"),
         lit(CONTENT_TYPE, "text/plain"),
         lit_name("traceparent", TRACEPARENT, false),
+        lit_name("user-agent", "grpc-python/1.60.0", false),
     ]
     .concat();
     [
@@ -94,6 +95,7 @@ fn h2c_expected() -> Http2Exchange {
         status: Some(200),
         content_type: ContentType::Other,
         traceparent: Some(TRACEPARENT.into()),
+        user_agent: Some("grpc-python/1.60.0".into()),
         request_body_bytes: 5,
         response_body_bytes: 6,
         ..Http2Exchange::default()
