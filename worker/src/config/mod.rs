@@ -65,8 +65,8 @@
 //! # OBI keys zerotrace does not implement
 //!
 //! A key is refused (an error naming it) when ignoring it could instrument
-//! more processes, export more data or weaken TLS — per-entry
-//! `exports`/`sampler`/`routes`/`metrics`,
+//! more processes, export more data or weaken TLS — a per-entry `metrics`
+//! (an entry's `exports`, `sampler` and `routes` are read: `discovery.rs`),
 //! `insecure_skip_verify: true`, `features` without application metrics.
 //! Keys whose absence only means less data or different internal tuning are
 //! accepted with a warning in [`EffectiveConfig::warnings`] (`ebpf`,
