@@ -198,6 +198,10 @@ fn postgres_simple_queries_are_client_spans_with_sanitized_text_and_a_duration()
         Some("SELECT")
     );
     assert_eq!(
+        a.get("db.query.summary").map(String::as_str),
+        Some("SELECT accounts")
+    );
+    assert_eq!(
         a.get("db.collection.name").map(String::as_str),
         Some("accounts")
     );

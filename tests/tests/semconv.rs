@@ -308,6 +308,7 @@ fn database_names_are_current_semantic_conventions() {
     for name in [
         "db.system.name",
         "db.operation.name",
+        "db.query.summary",
         "db.collection.name",
         "db.namespace",
         "db.query.text",

@@ -236,6 +236,7 @@ fn postgres_spans_follow_the_database_conventions() {
     let expected = [
         ("db.system.name", "postgresql"),
         ("db.operation.name", "SELECT"),
+        ("db.query.summary", "SELECT accounts"),
         ("db.collection.name", "accounts"),
         ("db.namespace", "shop"),
         (
@@ -270,8 +271,16 @@ fn postgres_spans_follow_the_database_conventions() {
     assert_eq!(attributes["db.response.status_code"], "42P01");
     assert_eq!(attributes["error.type"], "42P01");
 
-    // A statement with no table: the span is named by the operation and database.
+    // A statement with no table: the span is named by the operation and
+    // database; the query's summary is its operation alone (the database
+    // is not the query's).
     assert_eq!(semconv::span_name(&spans[1]), "SELECT shop");
+    assert_eq!(
+        self::attributes(&spans[1])
+            .get("db.query.summary")
+            .map(String::as_str),
+        Some("SELECT")
+    );
 }
 
 #[test]
@@ -287,6 +296,7 @@ fn mongodb_spans_follow_the_database_conventions() {
     for (key, value) in [
         ("db.system.name", "mongodb"),
         ("db.operation.name", "find"),
+        ("db.query.summary", "find users"),
         ("db.collection.name", "users"),
         ("db.namespace", "shop"),
         ("db.response.returned_rows", "3"),

@@ -54,6 +54,14 @@ impl Conventions for DbExchange {
         out.string("db.system.name", self.system.as_str());
         if !self.operation.is_empty() {
             out.string("db.operation.name", &self.operation);
+            // The query's own summary: its operation and collection (the span
+            // name is that when a collection is known; it falls back to the
+            // namespace, which is not the query's).
+            let summary = match self.collection {
+                Some(_) => &self.name,
+                None => &self.operation,
+            };
+            out.string("db.query.summary", summary);
         }
         if let Some(collection) = &self.collection {
             out.string("db.collection.name", collection);
