@@ -278,6 +278,9 @@ mod tests {
             http_span(SpanKind::Server, "/a?b=c", 500),
             http_span(SpanKind::Client, "/a?b=c", 404),
         ];
+        if let Some(http) = spans[0].http_mut() {
+            http.user_agent = Some(std::sync::Arc::new("curl/8.4.0".into()));
+        }
         // Every recording of a real client (databases, caches, messaging).
         let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
         let mut recordings = 0;

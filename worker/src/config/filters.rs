@@ -31,7 +31,7 @@ pub const RESOURCE_ATTRIBUTES: [&str; 10] = [
 
 /// The span attributes a filter may name: those every protocol's semantic
 /// conventions write (`crate::semconv`; a test keeps the two equal).
-pub const SPAN_ATTRIBUTES: [&str; 37] = [
+pub const SPAN_ATTRIBUTES: [&str; 39] = [
     "client.address",
     "client.port",
     "server.address",
@@ -51,6 +51,7 @@ pub const SPAN_ATTRIBUTES: [&str; 37] = [
     "http.response.status_code",
     "http.request.body.size",
     "http.response.body.size",
+    "user_agent.original",
     "rpc.system.name",
     "rpc.method",
     "rpc.response.status_code",
@@ -58,6 +59,7 @@ pub const SPAN_ATTRIBUTES: [&str; 37] = [
     "db.namespace",
     "db.collection.name",
     "db.operation.name",
+    "db.query.summary",
     "db.query.text",
     "db.response.status_code",
     "db.response.returned_rows",
@@ -274,7 +276,7 @@ mod tests {
         // No two names share a Prometheus form.
         let mut forms: Vec<String> = filterable_attributes().map(prometheus_form).collect();
         let count = forms.len();
-        assert_eq!(count, 50);
+        assert_eq!(count, 52);
         forms.sort();
         forms.dedup();
         assert_eq!(forms.len(), count);
