@@ -864,3 +864,35 @@ fn otlp_histograms_carry_exemplars_of_the_spans_the_trace_export_keeps() {
         }
     }
 }
+
+/// OBI's trace attribute selection: `attributes.select.traces` excluding
+/// `user_agent.original` keeps it out of the exported server spans (which
+/// otherwise carry curl's, see `check_spans_and_metrics`).
+#[test]
+fn an_excluded_user_agent_stays_out_of_the_spans() {
+    require_root();
+    let server = Server::python_app();
+    let receiver = OtlpReceiver::start_http();
+    let file = readable_config(
+        "user-agent-excluded",
+        "zerotrace.yaml",
+        &format!(
+            "discovery:\n  instrument:\n    - open_ports: {}\nattributes:\n  select:\n    traces:\n      exclude: [user_agent.original]\n",
+            server.port
+        ),
+    );
+    let _agent = Agent::start_exporting_to(&["--config", &file.to_string_lossy()], &receiver, &[]);
+    curl(&[&server.url("/hello")]);
+    let spans = server_spans(&receiver, 1);
+    let (_, span) = &spans[0];
+    assert_eq!(path_of(span), "/hello");
+    assert_eq!(
+        attr_str(&span.attributes, "user_agent.original"),
+        None,
+        "{span:?}"
+    );
+    assert!(
+        attr_str(&span.attributes, "url.scheme").is_some(),
+        "{span:?}"
+    );
+}

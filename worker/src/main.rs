@@ -378,7 +378,8 @@ fn run(config: WorkerConfig) -> Result<(), Failure> {
         .with_process_metrics(effective.process_metrics)
         .with_filters(effective.filters.clone())
         .with_trace_links(config.trace_links)
-        .with_databases(effective.databases.clone());
+        .with_databases(effective.databases.clone())
+        .with_span_user_agent(effective.span_user_agent);
     if let Some(map) = counters_map {
         pipeline = pipeline.with_kernel_counters(KernelCounters::new(map));
     }

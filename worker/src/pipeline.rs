@@ -157,6 +157,8 @@ pub struct Pipeline {
     exited: Vec<u32>,
     /// The processes whose discovery entry set `exports` or `sampler`.
     service_exports: FastMap<u32, ServiceExport>,
+    /// Whether HTTP spans keep the request's User-Agent (`attributes.select.traces`).
+    span_user_agent: bool,
     /// Which database protocols are decoded, where they go, and the query text.
     databases: DatabaseSettings,
 }
@@ -263,6 +265,7 @@ impl Pipeline {
             exited_for_scrapes: [Vec::new(), Vec::new()],
             exited: Vec::new(),
             service_exports: FastMap::default(),
+            span_user_agent: true,
             last_scrape_pruning: Instant::now(),
             databases: DatabaseSettings::default(),
         }
@@ -279,6 +282,13 @@ impl Pipeline {
     pub fn with_process_metrics(mut self, exporters: ExporterSwitch) -> Self {
         self.process_sampler = exporters.any().then(ProcessSampler::default);
         self.process_metrics_for_scrapes = exporters.prometheus;
+        self
+    }
+
+    /// HTTP server spans keep their `user_agent.original` unless
+    /// `attributes.select.traces` excludes it.
+    pub fn with_span_user_agent(mut self, kept: bool) -> Self {
+        self.span_user_agent = kept;
         self
     }
 
@@ -586,6 +596,9 @@ impl Pipeline {
                 keep.push((true, true));
                 continue;
             };
+            if !self.span_user_agent {
+                http.user_agent = None;
+            }
             let decision = if self.routes.has_service_routes() {
                 let service = self
                     .service_exports

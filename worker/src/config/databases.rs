@@ -17,8 +17,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::environment::env_value;
-use super::error::{child, ConfigError, Ctx};
+use super::error::ConfigError;
 use super::obi_keys::INSTRUMENTATIONS_HINT;
+use super::trace_select::TraceSelection;
 use super::values::StringList;
 
 /// A database (or messaging: Kafka) instrumentation of OBI's lists.
@@ -166,57 +167,6 @@ pub(super) struct RawInstrumentations<'a> {
     pub(super) metrics: Option<&'a StringList>,
 }
 
-const QUERY_TEXT: &str = "db.query.text";
-
-/// Whether a selection pattern names `db.query.text` (`*`, `db.*`, or itself).
-fn names_query_text(pattern: &str) -> bool {
-    let pattern = pattern.trim();
-    pattern == QUERY_TEXT
-        || pattern
-            .strip_suffix('*')
-            .is_some_and(|prefix| QUERY_TEXT.starts_with(prefix))
-}
-
-/// `attributes.select.traces`: only `db.query.text` can be selected. An
-/// exclusion of anything else is refused (ignoring it would export what it
-/// removes); an inclusion of anything else is ignored with a warning. The
-/// other entries are the metrics' (`config/metric_select.rs`).
-fn query_text_from_select(ctx: &mut Ctx, select: &RawSelect) -> Result<Option<bool>, ConfigError> {
-    let mut query_text = None;
-    for (name, selection) in select {
-        let at = child("attributes.select", name);
-        if name != "traces" {
-            continue;
-        }
-        if let Some(include) = &selection.include {
-            for item in &include.0 {
-                if names_query_text(item) {
-                    query_text = Some(true);
-                } else {
-                    ctx.warn(
-                        &child(&at, "include"),
-                        format!("{item:?} ignored: only db.query.text can be selected"),
-                    );
-                }
-            }
-        }
-        if let Some(exclude) = &selection.exclude {
-            for item in &exclude.0 {
-                if !names_query_text(item) {
-                    return Err(ctx.err(
-                        child(&at, "exclude"),
-                        format!(
-                            "not supported by zerotrace: {item:?} cannot be excluded (only db.query.text)"
-                        ),
-                    ));
-                }
-                query_text = Some(false);
-            }
-        }
-    }
-    Ok(query_text)
-}
-
 /// A list from the variable `var` if set (it must name `http` or `*`, as
 /// the file's lists must), else from the file.
 fn list(
@@ -245,9 +195,8 @@ fn list(
 /// `OTEL_EBPF_METRICS_INSTRUMENTATIONS` (the top-level `metrics`), and
 /// `ZEROTRACE_DB_QUERY_TEXT` over `attributes.select.traces`.
 pub(super) fn database_settings(
-    ctx: &mut Ctx,
     raw: RawInstrumentations<'_>,
-    select: Option<&RawSelect>,
+    select: Option<&TraceSelection>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<DatabaseSettings, ConfigError> {
     let selection =
@@ -263,7 +212,7 @@ pub(super) fn database_settings(
     let prometheus =
         list(env, "OTEL_EBPF_PROMETHEUS_INSTRUMENTATIONS", raw.prometheus)?.or(metrics);
     let from_file = match select {
-        Some(select) => query_text_from_select(ctx, select)?,
+        Some(select) => select.query_text,
         None => None,
     };
     let query_text = match env_value(env, "ZEROTRACE_DB_QUERY_TEXT") {

@@ -22,6 +22,7 @@ use super::routes::{checked_routes, RouteSettings, ServiceRoutes};
 use super::selectors::{decide, ProcessFacts, Selector};
 use super::series_ttl::{series_ttl, SeriesTtl};
 use super::span_resource::{span_resource_attributes, SpanResourceAttributes};
+use super::trace_select::trace_selection;
 
 /// The configuration the agent runs with: the file, overridden by the environment.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +44,9 @@ pub struct EffectiveConfig {
     pub prometheus: Option<PrometheusSettings>,
     /// Which database protocols are decoded, where they go, and the query text.
     pub databases: DatabaseSettings,
+    /// HTTP server spans carry `user_agent.original` (unless
+    /// `attributes.select.traces` excludes it).
+    pub span_user_agent: bool,
     /// Which exporters send the service graph metrics (`application_service_graph`).
     pub service_graph: ExporterSwitch,
     /// Which span metric families each exporter sends (`application_span`,
@@ -224,7 +228,10 @@ fn build(
                 .map(|t| t.0.trim().to_owned())
                 .filter(|id| !id.is_empty())
         });
-    let databases = database_settings(&mut ctx, instrumentations, select, env)?;
+    let trace_selection = select
+        .map(|select| trace_selection(&mut ctx, select))
+        .transpose()?;
+    let databases = database_settings(instrumentations, trace_selection.as_ref(), env)?;
     let metric_selections = metric_selections(&ctx, select)?;
     let inputs = ExportInputs {
         traces: raw.otel_traces_export,
@@ -252,6 +259,7 @@ fn build(
         export,
         prometheus,
         databases,
+        span_user_agent: trace_selection.is_none_or(|selection| selection.user_agent),
         service_graph: features.service_graph,
         graph_self_references,
         span_metrics: features.span,

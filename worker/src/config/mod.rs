@@ -112,6 +112,7 @@ mod span_resource;
 #[cfg(test)]
 mod test_support;
 pub mod trace_links;
+mod trace_select;
 mod values;
 
 pub use buckets::{BucketSwitch, HistogramAggregation, HistogramBuckets};

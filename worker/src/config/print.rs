@@ -373,10 +373,18 @@ impl EffectiveConfig {
     /// `attributes.select` as it takes effect, when anything is selected.
     fn attributes_out(&self) -> Option<AttributesOut> {
         let mut select = BTreeMap::new();
-        if !self.databases.query_text {
+        let excluded_from_spans: Vec<String> = [
+            (!self.databases.query_text).then_some("db.query.text"),
+            (!self.span_user_agent).then_some("user_agent.original"),
+        ]
+        .into_iter()
+        .flatten()
+        .map(str::to_owned)
+        .collect();
+        if !excluded_from_spans.is_empty() {
             select.insert(
                 "traces".to_owned(),
-                BTreeMap::from([("exclude", vec!["db.query.text".to_owned()])]),
+                BTreeMap::from([("exclude", excluded_from_spans)]),
             );
         }
         for selection in &self.metric_selections {
