@@ -155,7 +155,7 @@ pub struct Pipeline {
     /// Processes that exited in this run: forgotten once the spans they
     /// left (their open exchanges, closed by the exit) went out.
     exited: Vec<u32>,
-    /// The processes whose discovery entry set `exports` or `sampler`.
+    /// The processes whose discovery entry set `exports`, `sampler` or `routes`.
     service_exports: FastMap<u32, ServiceExport>,
     /// Whether HTTP spans keep the request's User-Agent (`attributes.select.traces`).
     span_user_agent: bool,
